@@ -1,0 +1,69 @@
+# trellis: the entry points a person types. Meson + Ninja do the building.
+#   make          build build/trellis
+#   make check    install what is missing, build, run every test
+#   make demo     a two-proxy mTLS mesh hop with a real backend and curl
+#   make bench    the side-by-side benchmark (bench/README.md)
+
+PYTHON      ?= /usr/bin/python3
+BUILD       ?= build
+ASAN_BUILD  ?= build-asan
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_SECONDS ?= 60
+JOBS        ?= 2
+
+.PHONY: all build bootstrap check check-unit check-asan check-integration fuzz demo bench format clean
+
+all: build
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=debugoptimized -Dwerror=true
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD) -j $(JOBS)
+
+bootstrap:
+	./scripts/bootstrap.sh
+
+check: bootstrap build check-unit check-asan check-integration
+
+check-unit: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs
+
+$(ASAN_BUILD)/build.ninja:
+	CC=clang meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined \
+	  -Db_lundef=false -Dwerror=true
+
+check-asan: $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD) -j $(JOBS)
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+	  meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
+
+check-integration: build
+	TRELLIS_BIN=$(CURDIR)/$(BUILD)/trellis $(PYTHON) -m pytest -q tests/integration
+
+$(FUZZ_BUILD)/build.ninja:
+	CC=clang meson setup $(FUZZ_BUILD) --buildtype=debugoptimized -Dfuzz=true -Dtests=disabled \
+	  -Db_sanitize=address,undefined -Db_lundef=false
+
+# Each fuzz target runs FUZZ_SECONDS on a scratch copy of its committed corpus.
+fuzz: $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD) -j $(JOBS) fuzz/fuzz_h1_request fuzz/fuzz_h1_response fuzz/fuzz_config
+	set -e; for t in fuzz_h1_request fuzz_h1_response fuzz_config; do \
+	  work=$$(mktemp -d); cp -r fuzz/corpus/$$t/. $$work/; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+	  $(FUZZ_BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/$$t.dict \
+	    -print_final_stats=1 $$work 2>&1 | tail -n 12; \
+	  rm -rf $$work; \
+	done
+
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,269 @@
+#include "admin/admin.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "codec/h1/h1.h"
+#include "core/log.h"
+#include "net/sock.h"
+#include "obs/metrics.h"
+#include "runtime/server.h"
+#include "runtime/snapshot.h"
+#include "admin/config_dump.h"
+
+#define ADMIN_MAX_REQUEST 8192
+#define ADMIN_TIMEOUT_MS 5000
+
+struct tr_admin {
+    struct tr_io io;
+    struct tr_loop *loop;
+};
+
+struct admin_conn {
+    struct tr_io io;
+    struct tr_admin *admin;
+    struct tr_timer timer;
+    struct tr_deferred free_later;
+    char *out;          /* response being written (malloc'd) */
+    size_t out_len, out_off;
+    size_t in_len;
+    size_t scanned;
+    char in[ADMIN_MAX_REQUEST];
+};
+
+static void conn_free(struct tr_deferred *d)
+{
+    struct admin_conn *c = tr_container_of(d, struct admin_conn, free_later);
+    free(c->out);
+    free(c);
+}
+
+static void conn_close(struct admin_conn *c)
+{
+    if (c->io.fd < 0)
+        return;
+    tr_timer_cancel(c->admin->loop, &c->timer);
+    tr_loop_del(c->admin->loop, &c->io);
+    close(c->io.fd);
+    c->io.fd = -1;
+    tr_loop_defer(c->admin->loop, &c->free_later, conn_free);
+}
+
+static void conn_flush(struct admin_conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->io.fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN)
+                return;
+            conn_close(c);
+            return;
+        }
+        c->out_off += (size_t)n;
+    }
+    conn_close(c);
+}
+
+static void respond(struct admin_conn *c, int status, const char *ctype, char *body,
+                    size_t body_len)
+{
+    char *out = NULL;
+    int n = asprintf(&out,
+                     "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                     "connection: close\r\n\r\n",
+                     status, tr_h1_reason(status), ctype, body_len);
+    if (n < 0) {
+        free(body);
+        conn_close(c);
+        return;
+    }
+    char *all = realloc(out, (size_t)n + body_len);
+    if (all == NULL) {
+        free(out);
+        free(body);
+        conn_close(c);
+        return;
+    }
+    if (body_len > 0)
+        memcpy(all + n, body, body_len);
+    free(body);
+    c->out = all;
+    c->out_len = (size_t)n + body_len;
+    conn_flush(c);
+}
+
+static void respond_text(struct admin_conn *c, int status, const char *text)
+{
+    char *b = strdup(text);
+    respond(c, b ? status : 500, "text/plain", b, b ? strlen(b) : 0);
+}
+
+static bool query_param(tr_str target, const char *key, char *out, size_t size)
+{
+    const char *q = memchr(target.p, '?', target.len);
+    if (q == NULL)
+        return false;
+    const char *end = target.p + target.len;
+    size_t klen = strlen(key);
+    for (const char *p = q + 1; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pend = amp ? amp : end;
+        if ((size_t)(pend - p) > klen && memcmp(p, key, klen) == 0 && p[klen] == '=') {
+            size_t vlen = (size_t)(pend - p) - klen - 1;
+            if (vlen >= size)
+                return false;
+            memcpy(out, p + klen + 1, vlen);
+            out[vlen] = '\0';
+            return true;
+        }
+        p = pend + 1;
+    }
+    return false;
+}
+
+static void handle(struct admin_conn *c, const struct tr_h1_message *m)
+{
+    tr_str path = m->target;
+    const char *q = memchr(path.p, '?', path.len);
+    if (q != NULL)
+        path.len = (uint32_t)(q - path.p);
+    bool get = m->method_id == TR_H1_M_GET || m->method_id == TR_H1_M_HEAD;
+    if (TR_STR_EQ_LIT(path, "/ready") && get) {
+        bool ok = tr_server_ready();
+        respond_text(c, ok ? 200 : 503, ok ? "LIVE\n" : "NOT READY\n");
+    } else if (TR_STR_EQ_LIT(path, "/stats/prometheus") && get) {
+        size_t len = 0;
+        char *text = tr_metrics_render(&len);
+        if (text == NULL)
+            respond_text(c, 500, "out of memory\n");
+        else
+            respond(c, 200, "text/plain; version=0.0.4", text, len);
+    } else if (TR_STR_EQ_LIT(path, "/config_dump") && get) {
+        struct tr_snapshot *snap = tr_snapshot_current_acquire();
+        size_t len = 0;
+        char *json = snap ? tr_config_dump_json(snap->cfg, snap->generation, &len) : NULL;
+        tr_snapshot_unref(snap);
+        if (json == NULL)
+            respond_text(c, 500, "no configuration\n");
+        else
+            respond(c, 200, "application/json", json, len);
+    } else if (TR_STR_EQ_LIT(path, "/logging")) {
+        char level[16];
+        if (m->method_id == TR_H1_M_POST && query_param(m->target, "level", level, sizeof(level))) {
+            int l = tr_log_level_parse(level);
+            if (l < 0) {
+                respond_text(c, 400, "unknown level; use error, warn, info or debug\n");
+                return;
+            }
+            tr_log_set_level((enum tr_log_level)l);
+            tr_info("log level set to %s", level);
+        } else if (m->method_id != TR_H1_M_GET && m->method_id != TR_H1_M_POST) {
+            respond_text(c, 405, "method not allowed\n");
+            return;
+        }
+        char buf[64];
+        snprintf(buf, sizeof(buf), "level: %s\n", tr_log_level_name(tr_log_get_level()));
+        respond_text(c, 200, buf);
+    } else {
+        respond_text(c, 404, "not found; try /ready, /stats/prometheus, /config_dump, /logging\n");
+    }
+}
+
+static void conn_on_io(struct tr_io *io, uint32_t events)
+{
+    struct admin_conn *c = tr_container_of(io, struct admin_conn, io);
+    if (c->out != NULL) {
+        conn_flush(c);
+        return;
+    }
+    for (;;) {
+        if (c->in_len == sizeof(c->in)) {
+            respond_text(c, 431, "request too large\n");
+            return;
+        }
+        ssize_t n = read(io->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            conn_close(c);
+            return;
+        }
+        if (n < 0)
+            return;
+        c->in_len += (size_t)n;
+        struct tr_h1_limits lim = { 4096, ADMIN_MAX_REQUEST, 64 };
+        int r = tr_h1_head_end(c->in, c->in_len, &lim, 1, &c->scanned);
+        if (r < 0) {
+            respond_text(c, tr_h1_error_status(r), "bad request\n");
+            return;
+        }
+        if (r == 0)
+            continue;
+        struct tr_h1_header headers[64];
+        struct tr_h1_message m;
+        memset(&m, 0, sizeof(m));
+        m.headers = headers;
+        int rc = tr_h1_parse_request(c->in, (size_t)r, &lim, &m);
+        if (rc < 0) {
+            respond_text(c, tr_h1_error_status(rc), "bad request\n");
+            return;
+        }
+        handle(c, &m);
+        return;
+    }
+}
+
+static void conn_on_timer(struct tr_timer *t)
+{
+    conn_close(tr_container_of(t, struct admin_conn, timer));
+}
+
+static void admin_on_accept(struct tr_io *io, uint32_t events)
+{
+    struct tr_admin *a = tr_container_of(io, struct tr_admin, io);
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t plen;
+        int fd = tr_sock_accept(io->fd, &peer, &plen);
+        if (fd < 0)
+            return;
+        struct admin_conn *c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        c->admin = a;
+        c->io.fd = fd;
+        c->io.cb = conn_on_io;
+        tr_timer_init(&c->timer, conn_on_timer);
+        tr_timer_set(a->loop, &c->timer, ADMIN_TIMEOUT_MS);
+        tr_loop_add(a->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+    }
+}
+
+struct tr_admin *tr_admin_start(struct tr_loop *loop, const struct tr_admin_cfg *cfg, char **err)
+{
+    if (!tr_sock_addr_is_loopback(&cfg->addr.ss)) {
+        if (asprintf(err, "admin address %s is not a loopback address", cfg->addr.text) < 0)
+            *err = NULL;
+        return NULL;
+    }
+    int fd = tr_sock_listen((const struct sockaddr *)&cfg->addr.ss, cfg->addr.len, false, 64);
+    if (fd < 0) {
+        if (asprintf(err, "admin: cannot listen on %s: %s", cfg->addr.text, strerror(-fd)) < 0)
+            *err = NULL;
+        return NULL;
+    }
+    struct tr_admin *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        close(fd);
+        return NULL;
+    }
+    a->loop = loop;
+    a->io.fd = fd;
+    a->io.cb = admin_on_accept;
+    tr_loop_add(loop, &a->io, EPOLLIN);
+    return a;
+}

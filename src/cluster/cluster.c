@@ -1,0 +1,112 @@
+#include "cluster/cluster.h"
+
+#include <stdlib.h>
+
+#include "obs/metrics.h"
+#include "runtime/worker.h"
+#include "upstream/pool.h"
+
+struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws)
+{
+    const struct tr_config *cfg = ws->snap->cfg;
+    struct tr_cluster_rt *cl = calloc(cfg->n_clusters + 1, sizeof(*cl));
+    if (cl == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        const struct tr_cluster_cfg *cc = &cfg->clusters[i];
+        struct tr_cluster_rt *c = &cl[i];
+        c->cfg = cc;
+        c->ws = ws;
+        c->tls = cc->tls >= 0 ? ws->snap->tls[cc->tls] : NULL;
+        c->service = tr_metrics_intern(cc->service);
+        c->workload = tr_metrics_intern(cc->workload);
+        c->workload_namespace = tr_metrics_intern(cc->workload_namespace);
+        c->eps = calloc(cc->n_endpoints + 1, sizeof(*c->eps));
+        if (c->eps == NULL) {
+            tr_clusters_free(cl, i);
+            return NULL;
+        }
+        c->n_eps = (uint32_t)cc->n_endpoints;
+        for (size_t e = 0; e < cc->n_endpoints; e++) {
+            c->eps[e].cfg = &cc->endpoints[e];
+            c->eps[e].cluster = c;
+            tr_tls_session_slot_init(&c->eps[e].tls_slot);
+            c->eps[e].workload = cc->endpoints[e].workload != NULL
+                                     ? tr_metrics_intern(cc->endpoints[e].workload)
+                                     : c->workload;
+            c->total_weight += cc->endpoints[e].weight;
+        }
+    }
+    return cl;
+}
+
+void tr_clusters_free(struct tr_cluster_rt *cl, size_t n)
+{
+    if (cl == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        for (uint32_t e = 0; e < cl[i].n_eps; e++) {
+            tr_pool_close_idle(&cl[i].eps[e]);
+            tr_tls_session_slot_clear(&cl[i].eps[e].tls_slot);
+        }
+        free(cl[i].eps);
+    }
+    free(cl);
+}
+
+/* Smooth weighted round robin: each pick adds every weight to its endpoint's
+ * counter and takes the largest, then subtracts the total. Spreads picks
+ * evenly (a 5:1:1 split gives a,a,b,a,c,a,a rather than a,a,a,a,a,b,c). */
+static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c)
+{
+    struct tr_endpoint_rt *best = NULL;
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        struct tr_endpoint_rt *e = &c->eps[i];
+        if (e->cfg->weight == 0)
+            continue;
+        e->rr_current += e->cfg->weight;
+        if (best == NULL || e->rr_current > best->rr_current)
+            best = e;
+    }
+    if (best != NULL)
+        best->rr_current -= c->total_weight;
+    return best;
+}
+
+static struct tr_endpoint_rt *pick_random(struct tr_cluster_rt *c, uint32_t rnd)
+{
+    if (c->total_weight <= 0)
+        return NULL;
+    int64_t r = (int64_t)(rnd % (uint64_t)c->total_weight);
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        r -= c->eps[i].cfg->weight;
+        if (r < 0)
+            return &c->eps[i];
+    }
+    return NULL;
+}
+
+/* Power of two choices on outstanding requests (weights are ignored). */
+static struct tr_endpoint_rt *pick_least_request(struct tr_cluster_rt *c, uint32_t rnd)
+{
+    if (c->n_eps == 1)
+        return &c->eps[0];
+    struct tr_endpoint_rt *a = &c->eps[rnd % c->n_eps];
+    struct tr_endpoint_rt *b = &c->eps[(rnd >> 16) % c->n_eps];
+    return b->active_requests < a->active_requests ? b : a;
+}
+
+struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd)
+{
+    if (c->n_eps == 0)
+        return NULL;
+    switch (c->cfg->lb) {
+    case TR_LB_RANDOM:
+        return pick_random(c, rnd);
+    case TR_LB_LEAST_REQUEST:
+        return pick_least_request(c, rnd);
+    case TR_LB_ROUND_ROBIN:
+    default:
+        return pick_round_robin(c);
+    }
+}

@@ -1,0 +1,52 @@
+/* cluster/cluster.h: a worker's runtime view of the configured clusters:
+ * endpoints with their connection pools and load-balancer state. Built per
+ * (worker, snapshot); owned by the worker and touched only by its thread, so
+ * load balancing needs no atomics. */
+#ifndef TR_CLUSTER_H
+#define TR_CLUSTER_H
+
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "config/model.h"
+#include "identity/identity.h"
+
+struct tr_upstream;
+struct tr_wsnap;
+struct tr_tls_ctx;
+
+struct tr_endpoint_rt {
+    const struct tr_endpoint_cfg *cfg;
+    struct tr_cluster_rt *cluster;
+    const char *workload;        /* interned label */
+    struct tr_upstream *idle;    /* idle pooled connections, most recent first */
+    uint32_t n_idle;
+    uint32_t n_conns;            /* open connections (idle + busy + connecting) */
+    uint32_t active_requests;    /* least_request */
+    int64_t rr_current;          /* smooth weighted round robin */
+    struct tr_tls_session_slot tls_slot; /* TLS session resumption */
+};
+
+struct tr_cluster_rt {
+    const struct tr_cluster_cfg *cfg;
+    struct tr_wsnap *ws;
+    struct tr_tls_ctx *tls;      /* origination context, NULL = plaintext (not owned) */
+    const char *service;         /* interned labels */
+    const char *workload;
+    const char *workload_namespace;
+    struct tr_endpoint_rt *eps;
+    uint32_t n_eps;
+    int64_t total_weight;
+};
+
+/* Build runtime clusters for a snapshot. Returns an array of cfg->n_clusters
+ * (malloc'd; free with tr_clusters_free) or NULL on allocation failure. */
+struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws);
+/* Closes idle connections and frees the array (busy ones must be gone). */
+void tr_clusters_free(struct tr_cluster_rt *c, size_t n);
+
+/* Pick an endpoint by the cluster's policy; rnd is a random 32-bit number. */
+struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd);
+
+#endif

@@ -1,0 +1,9 @@
+/* cmd/cmd.h: entry points of trellis subcommands (argv[0] is the subcommand). */
+#ifndef TR_CMD_H
+#define TR_CMD_H
+
+#define TR_VERSION "0.1.0"
+
+int tr_cmd_proxy(int argc, char **argv);
+
+#endif

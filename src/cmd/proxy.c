@@ -1,0 +1,78 @@
+/* trellis proxy: the data plane. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cmd/cmd.h"
+#include "config/load.h"
+#include "runtime/server.h"
+
+static void proxy_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: trellis proxy --config FILE [--workers N] [--log-level LEVEL] [--check]\n"
+            "  --config FILE     proxy configuration (YAML or JSON; see docs/config.md)\n"
+            "  --workers N       worker threads (default: config, or one per core)\n"
+            "  --log-level L     error, warn, info or debug\n"
+            "  --check           validate the configuration and exit\n");
+}
+
+int tr_cmd_proxy(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "workers", required_argument, NULL, 'w' },
+        { "log-level", required_argument, NULL, 'l' },
+        { "check", no_argument, NULL, 'k' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct tr_server_options o = { .workers = -1 };
+    int check = 0, c;
+    while ((c = getopt_long(argc, argv, "c:w:l:kh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            o.config_path = optarg;
+            break;
+        case 'w': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end != '\0' || n < 0 || n > 256) {
+                fprintf(stderr, "trellis proxy: --workers takes 0..256\n");
+                return 2;
+            }
+            o.workers = (int)n;
+            break;
+        }
+        case 'l':
+            o.log_level = optarg;
+            break;
+        case 'k':
+            check = 1;
+            break;
+        case 'h':
+            proxy_usage(stdout);
+            return 0;
+        default:
+            proxy_usage(stderr);
+            return 2;
+        }
+    }
+    if (o.config_path == NULL) {
+        proxy_usage(stderr);
+        return 2;
+    }
+    if (check) {
+        char *err = NULL;
+        struct tr_config *cfg = tr_config_load_file(o.config_path, &err);
+        if (cfg == NULL) {
+            fprintf(stderr, "%s\n", err ? err : "invalid configuration");
+            free(err);
+            return 1;
+        }
+        tr_config_free(cfg);
+        printf("%s: ok\n", o.config_path);
+        return 0;
+    }
+    return tr_server_run(&o);
+}

@@ -1,0 +1,250 @@
+/* config/model.h: the proxy's internal configuration model.
+ *
+ * Every dialect (Istio, Gateway API, Linkerd, Cilium) is compiled by the
+ * control plane into this one model; the proxy knows nothing else. A
+ * tr_config is immutable once loaded and owned by its arena: everything it
+ * points to is freed by tr_config_free(). Cross references (a listener's route
+ * table, a route's cluster) are resolved at load time into indexes, so the
+ * request path never looks anything up by name.
+ *
+ * Each object keeps its source location (file, line, column, field path) so
+ * that later stages (TLS loading, socket binding) can report errors in the
+ * same "file:line:col: path: message" shape as the loader.
+ */
+#ifndef TR_CONFIG_MODEL_H
+#define TR_CONFIG_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct tr_cfg_loc {
+    const char *file; /* config file name */
+    uint32_t line;    /* 1-based; 0 if unknown */
+    uint32_t col;     /* 1-based */
+    const char *path; /* field path, e.g. "listeners[1].tls.mode" */
+};
+
+struct tr_cfg_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    const char *text; /* as written: "127.0.0.1:8080", "[::1]:80" */
+};
+
+enum tr_tls_mode {
+    TR_TLS_DISABLE = 0, /* plaintext only */
+    TR_TLS_PERMISSIVE,  /* mTLS or plaintext, detected per connection */
+    TR_TLS_STRICT,      /* mTLS only; plaintext refused */
+};
+
+enum tr_direction {
+    TR_DIR_INBOUND = 0, /* in front of the local workload: reporter="destination" */
+    TR_DIR_OUTBOUND,    /* from the local workload to others: reporter="source" */
+};
+
+enum tr_listener_protocol {
+    TR_LPROTO_HTTP = 0, /* HTTP/1.1 (HTTP/2 later); routed by route_table */
+    TR_LPROTO_TCP,      /* opaque bytes to tcp_cluster */
+    TR_LPROTO_AUTO,     /* detect HTTP vs opaque TCP per connection */
+};
+
+enum tr_request_id_mode {
+    TR_REQID_PRESERVE = 0, /* keep x-request-id if present, generate if absent */
+    TR_REQID_ALWAYS,       /* always replace with a new one */
+    TR_REQID_OFF,          /* neither add nor touch */
+};
+
+enum tr_xff_mode {
+    TR_XFF_APPEND = 0, /* append the peer address to X-Forwarded-For */
+    TR_XFF_OFF,        /* leave X-Forwarded-For as received */
+};
+
+/* A TLS context: this workload's certificate and the trust bundle. */
+struct tr_tls_cfg {
+    const char *name;
+    const char *cert_file;    /* PEM chain; leaf carries one spiffe:// URI SAN */
+    const char *key_file;     /* PEM private key */
+    const char *ca_file;      /* PEM trust bundle */
+    const char *trust_domain; /* peers must be spiffe://<trust_domain>/...; NULL: any */
+    uint16_t min_version;     /* TLS1_2_VERSION or TLS1_3_VERSION (default 1.3) */
+    bool session_resumption;  /* default true */
+    struct tr_cfg_loc loc;
+};
+
+/* Authorization, evaluated per request on HTTP listeners and per connection on
+ * TCP ones: the first matching DENY rule denies; otherwise, if any ALLOW rule
+ * exists, a request must match one; with no rules everything is allowed. */
+enum tr_authz_action { TR_AUTHZ_ALLOW = 0, TR_AUTHZ_DENY };
+
+struct tr_authz_rule_cfg {
+    enum tr_authz_action action;
+    const char **principals; /* SPIFFE IDs; "*" any authenticated; trailing "*" = prefix */
+    size_t n_principals;     /* 0: any source (incl. plaintext) */
+    const char **methods;    /* HTTP only; 0: any */
+    size_t n_methods;
+    const char **paths;      /* HTTP only; exact, or prefix if ending in "*"; 0: any */
+    size_t n_paths;
+    struct tr_cfg_loc loc;
+};
+
+struct tr_authz_cfg {
+    struct tr_authz_rule_cfg *rules;
+    size_t n_rules;
+};
+
+struct tr_listener_cfg {
+    const char *name;
+    struct tr_cfg_addr addr;
+    enum tr_direction direction;
+    enum tr_listener_protocol protocol;
+    enum tr_tls_mode tls_mode;     /* inbound only; outbound listeners take plaintext */
+    int tls;                       /* index into tr_config.tls, -1 if none */
+    int route_table;               /* HTTP: index into tr_config.route_tables, else -1 */
+    int tcp_cluster;               /* TCP: index into tr_config.clusters, else -1 */
+    enum tr_xff_mode xff;
+    bool xfp;                      /* set X-Forwarded-Proto */
+    enum tr_request_id_mode request_id;
+    uint32_t detect_timeout_ms;    /* protocol detection (AUTO, PERMISSIVE); default 100 */
+    uint32_t idle_timeout_ms;      /* downstream idle; default 300000 */
+    uint32_t request_timeout_ms;   /* whole request head must arrive within; default 10000 */
+    struct tr_authz_cfg authz;
+    struct tr_cfg_loc loc;
+};
+
+enum tr_path_match { TR_PATH_PREFIX = 0, TR_PATH_EXACT, TR_PATH_REGEX };
+
+enum tr_header_match_kind {
+    TR_HMATCH_EXACT = 0,
+    TR_HMATCH_PREFIX,
+    TR_HMATCH_SUFFIX,
+    TR_HMATCH_REGEX,   /* PCRE2, anchored at both ends (RE2-style full match) */
+    TR_HMATCH_PRESENT,
+};
+
+struct tr_header_match_cfg {
+    const char *name; /* lower-cased at load */
+    enum tr_header_match_kind kind;
+    const char *value; /* NULL for PRESENT */
+    bool invert;
+    struct tr_cfg_loc loc;
+};
+
+struct tr_weighted_cluster_cfg {
+    int cluster; /* index into tr_config.clusters */
+    uint32_t weight;
+};
+
+struct tr_route_cfg {
+    const char *name;
+    enum tr_path_match path_kind;
+    const char *path;        /* prefix "/" matches everything */
+    bool path_ignore_case;
+    const char **methods;    /* 0: any */
+    size_t n_methods;
+    struct tr_header_match_cfg *headers; /* all must match */
+    size_t n_headers;
+    struct tr_weighted_cluster_cfg *clusters; /* >= 1 unless direct_status != 0 */
+    size_t n_clusters;
+    uint32_t total_weight;
+    uint16_t direct_status;  /* nonzero: answer locally with this status */
+    const char *direct_body;
+    uint32_t timeout_ms;     /* whole request; 0 = none */
+    const char *prefix_rewrite; /* NULL: none (replaces the matched prefix) */
+    const char *host_rewrite;   /* NULL: none */
+    struct tr_cfg_loc loc;
+};
+
+struct tr_vhost_cfg {
+    const char *name;
+    const char **domains; /* "*", "*.suffix", "prefix.*", exact; optional :port */
+    size_t n_domains;
+    struct tr_route_cfg *routes; /* first match wins */
+    size_t n_routes;
+    struct tr_cfg_loc loc;
+};
+
+struct tr_route_table_cfg {
+    const char *name;
+    struct tr_vhost_cfg *vhosts;
+    size_t n_vhosts;
+    struct tr_cfg_loc loc;
+};
+
+enum tr_lb_policy { TR_LB_ROUND_ROBIN = 0, TR_LB_LEAST_REQUEST, TR_LB_RANDOM };
+
+struct tr_endpoint_cfg {
+    struct tr_cfg_addr addr;
+    uint32_t weight;        /* default 1 */
+    const char *workload;   /* destination_workload label; NULL: cluster's */
+    struct tr_cfg_loc loc;
+};
+
+struct tr_cluster_cfg {
+    const char *name;
+    const char *service;          /* destination_service label, e.g. reviews.default.svc.cluster.local */
+    const char *workload;         /* destination_workload label */
+    const char *workload_namespace;
+    enum tr_lb_policy lb;
+    struct tr_endpoint_cfg *endpoints;
+    size_t n_endpoints;
+    uint32_t connect_timeout_ms;  /* default 1000 */
+    uint32_t pool_idle_timeout_ms;/* default 50000; keep below the upstream's */
+    uint32_t pool_max_idle;       /* idle connections kept per endpoint per worker; default 64 */
+    uint32_t max_connections;     /* per endpoint per worker; 0 = unlimited */
+    int tls;                      /* originate mTLS with this context; -1 = plaintext */
+    const char **server_ids;      /* SPIFFE IDs the upstream may present; 0: any in trust domain */
+    size_t n_server_ids;
+    const char *sni;              /* SNI to send; NULL: none */
+    struct tr_cfg_loc loc;
+};
+
+struct tr_node_cfg {
+    const char *id;               /* proxy instance id (for logs) */
+    const char *workload;         /* this workload's name (source/destination_workload) */
+    const char *workload_namespace;
+    const char *service;          /* inbound destination_service label */
+    const char *principal;        /* this workload's SPIFFE ID, for metrics labels */
+};
+
+struct tr_limits_cfg {
+    uint32_t max_request_line;    /* default 8192 */
+    uint32_t max_header_bytes;    /* default 65536 */
+    uint32_t max_headers;         /* default 100 */
+    uint32_t max_connections;     /* per worker; default 65536 */
+    uint32_t buffer_size;         /* per direction per connection; default 16384 */
+};
+
+struct tr_admin_cfg {
+    struct tr_cfg_addr addr;      /* must be loopback; default 127.0.0.1:15000 */
+    bool enabled;                 /* default true */
+};
+
+struct tr_access_log_cfg {
+    bool enabled;                 /* default false */
+    const char *path;             /* "/dev/stdout" or a file; default /dev/stdout */
+};
+
+struct tr_config {
+    const char *file; /* path the config was loaded from */
+    struct tr_node_cfg node;
+    uint32_t workers;             /* 0: one per core */
+    uint32_t drain_timeout_ms;    /* SIGTERM drain deadline; default 10000 */
+    struct tr_limits_cfg limits;
+    struct tr_admin_cfg admin;
+    struct tr_access_log_cfg access_log;
+    const char *log_level;        /* "error", "warn", "info", "debug"; default "info" */
+
+    struct tr_tls_cfg *tls;
+    size_t n_tls;
+    struct tr_listener_cfg *listeners;
+    size_t n_listeners;
+    struct tr_route_table_cfg *route_tables;
+    size_t n_route_tables;
+    struct tr_cluster_cfg *clusters;
+    size_t n_clusters;
+
+    struct tr_arena *arena; /* owns every byte above */
+};
+
+#endif

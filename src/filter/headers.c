@@ -1,0 +1,195 @@
+#include "filter/headers.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct writer {
+    char *p;
+    size_t room;
+    bool full;
+};
+
+static void put(struct writer *w, const char *s, size_t n)
+{
+    if (w->full || n > w->room) {
+        w->full = true;
+        return;
+    }
+    memcpy(w->p, s, n);
+    w->p += n;
+    w->room -= n;
+}
+
+static void put_str(struct writer *w, tr_str s)
+{
+    put(w, s.p, s.len);
+}
+
+#define PUT_LIT(w, lit) put((w), (lit), sizeof(lit) - 1)
+
+static void put_header(struct writer *w, const char *name, size_t nlen, const char *val,
+                       size_t vlen)
+{
+    put(w, name, nlen);
+    PUT_LIT(w, ": ");
+    put(w, val, vlen);
+    PUT_LIT(w, "\r\n");
+}
+
+/* Hop-by-hop for this message: the fixed set plus names listed in Connection. */
+static bool drop_header(const struct tr_h1_message *m, tr_str name)
+{
+    if (tr_h1_is_hop_by_hop(name))
+        return true;
+    return (m->flags & TR_H1_F_HAS_CONNECTION_TOKENS) && tr_h1_connection_lists(m, name);
+}
+
+void tr_request_id_format(char *out, uint64_t a, uint64_t b)
+{
+    /* version 4, variant 10xx */
+    a = (a & ~0xf000ull) | 0x4000ull;
+    b = (b & ~(3ull << 62)) | (2ull << 62);
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
+             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xffff), (unsigned)(b >> 48),
+             (unsigned long long)(b & 0xffffffffffffull));
+}
+
+int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,
+                           struct tr_request_rewrite *rw)
+{
+    (void)buf;
+    tr_buf_compact(out);
+    struct writer w = { tr_buf_tail(out), tr_buf_room(out), false };
+    put_str(&w, m->method);
+    PUT_LIT(&w, " ");
+    put_str(&w, rw->target);
+    PUT_LIT(&w, " HTTP/1.1\r\n");
+
+    bool have_host = false;
+    const struct tr_h1_header *xff_first = NULL;
+    rw->request_id_out[0] = '\0';
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        const struct tr_h1_header *h = &m->headers[i];
+        if (drop_header(m, h->name))
+            continue;
+        if (TR_STR_IEQ_LIT(h->name, "host")) {
+            have_host = true;
+            put_header(&w, "host", 4, rw->host.p ? rw->host.p : h->value.p,
+                       rw->host.p ? rw->host.len : h->value.len);
+            continue;
+        }
+        if (TR_STR_IEQ_LIT(h->name, "x-forwarded-for") && rw->xff == TR_XFF_APPEND) {
+            if (xff_first == NULL)
+                xff_first = h; /* emitted once below, all values joined */
+            continue;
+        }
+        if (TR_STR_IEQ_LIT(h->name, "x-forwarded-proto") && rw->xfp != NULL)
+            continue;
+        if (TR_STR_IEQ_LIT(h->name, "x-request-id") && rw->request_id != TR_REQID_OFF) {
+            if (rw->request_id == TR_REQID_ALWAYS || rw->request_id_out[0] != '\0' ||
+                h->value.len == 0 || h->value.len > 36)
+                continue; /* replaced (or a duplicate, or unusable) */
+            memcpy(rw->request_id_out, h->value.p, h->value.len);
+            rw->request_id_out[h->value.len] = '\0';
+            put_header(&w, "x-request-id", 12, h->value.p, h->value.len);
+            continue;
+        }
+        put_str(&w, h->name);
+        PUT_LIT(&w, ": ");
+        put_str(&w, h->value);
+        PUT_LIT(&w, "\r\n");
+    }
+    if (!have_host && rw->host.p != NULL)
+        put_header(&w, "host", 4, rw->host.p, rw->host.len);
+    if (rw->xff == TR_XFF_APPEND) {
+        PUT_LIT(&w, "x-forwarded-for: ");
+        for (uint32_t i = xff_first ? (uint32_t)(xff_first - m->headers) : m->n_headers;
+             i < m->n_headers; i++) {
+            const struct tr_h1_header *h = &m->headers[i];
+            if (!TR_STR_IEQ_LIT(h->name, "x-forwarded-for") || h->value.len == 0)
+                continue;
+            put_str(&w, h->value);
+            PUT_LIT(&w, ", ");
+        }
+        put(&w, rw->peer_ip, strlen(rw->peer_ip));
+        PUT_LIT(&w, "\r\n");
+    }
+    if (rw->xfp != NULL)
+        put_header(&w, "x-forwarded-proto", 17, rw->xfp, strlen(rw->xfp));
+    if (rw->request_id != TR_REQID_OFF && rw->request_id_out[0] == '\0') {
+        tr_request_id_format(rw->request_id_out, rw->rnd[0], rw->rnd[1]);
+        put_header(&w, "x-request-id", 12, rw->request_id_out, 36);
+    }
+    if (m->body == TR_H1_BODY_CHUNKED)
+        PUT_LIT(&w, "transfer-encoding: chunked\r\n");
+    if (m->flags & TR_H1_F_TE_TRAILERS)
+        PUT_LIT(&w, "te: trailers\r\n");
+    if (rw->upgrade) {
+        int idx = tr_h1_find_header(m, "upgrade", 7);
+        if (idx >= 0) {
+            put_header(&w, "upgrade", 7, m->headers[idx].value.p, m->headers[idx].value.len);
+            PUT_LIT(&w, "connection: upgrade\r\n");
+        }
+    }
+    PUT_LIT(&w, "\r\n");
+    if (w.full)
+        return -1;
+    out->end = (uint32_t)(w.p - out->data);
+    return 0;
+}
+
+int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,
+                            const struct tr_response_rewrite *rw)
+{
+    (void)buf;
+    tr_buf_compact(out);
+    struct writer w = { tr_buf_tail(out), tr_buf_room(out), false };
+    char line[32];
+    int n = snprintf(line, sizeof(line), "HTTP/1.%d %03u ", rw->version10 ? 0 : 1, m->status);
+    put(&w, line, (size_t)n);
+    put_str(&w, m->reason);
+    PUT_LIT(&w, "\r\n");
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        const struct tr_h1_header *h = &m->headers[i];
+        if (drop_header(m, h->name))
+            continue;
+        put_str(&w, h->name);
+        PUT_LIT(&w, ": ");
+        put_str(&w, h->value);
+        PUT_LIT(&w, "\r\n");
+    }
+    if (m->body == TR_H1_BODY_CHUNKED && !rw->dechunk)
+        PUT_LIT(&w, "transfer-encoding: chunked\r\n");
+    if (rw->tunnel) {
+        int idx = tr_h1_find_header(m, "upgrade", 7);
+        if (idx >= 0)
+            put_header(&w, "upgrade", 7, m->headers[idx].value.p, m->headers[idx].value.len);
+        PUT_LIT(&w, "connection: upgrade\r\n");
+    } else if (!rw->keep_alive) {
+        PUT_LIT(&w, "connection: close\r\n");
+    } else if (rw->version10) {
+        PUT_LIT(&w, "connection: keep-alive\r\n");
+    }
+    PUT_LIT(&w, "\r\n");
+    if (w.full)
+        return -1;
+    out->end = (uint32_t)(w.p - out->data);
+    return 0;
+}
+
+int tr_filter_local_response(struct tr_buf *out, int status, const char *body, bool keep_alive,
+                             bool head_only)
+{
+    tr_buf_compact(out);
+    size_t blen = body != NULL ? strlen(body) : 0;
+    int n = snprintf(tr_buf_tail(out), tr_buf_room(out),
+                     "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n%s\r\n",
+                     status, tr_h1_reason(status), blen,
+                     keep_alive ? "" : "connection: close\r\n");
+    if (n < 0 || (size_t)n >= tr_buf_room(out))
+        return -1;
+    out->end += (uint32_t)n;
+    if (!head_only && blen > 0 && tr_buf_append(out, body, blen) != blen)
+        return -1;
+    return 0;
+}

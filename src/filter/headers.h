@@ -1,0 +1,50 @@
+/* filter/headers.h: the header stage of the filter chain. Rewrites a parsed
+ * message head for the next hop in one pass into an output buffer: drops
+ * hop-by-hop headers (and those named by Connection), applies
+ * X-Forwarded-For/-Proto and X-Request-Id policy and the route's rewrites. */
+#ifndef TR_FILTER_HEADERS_H
+#define TR_FILTER_HEADERS_H
+
+#include <stdbool.h>
+
+#include "codec/h1/h1.h"
+#include "config/model.h"
+#include "core/buf.h"
+#include "core/str.h"
+
+struct tr_request_rewrite {
+    tr_str target;            /* request-target to send (origin-form) */
+    tr_str host;              /* Host to send; .p == NULL: keep the original */
+    const char *peer_ip;      /* for X-Forwarded-For */
+    enum tr_xff_mode xff;
+    const char *xfp;          /* X-Forwarded-Proto value, NULL: leave as is */
+    enum tr_request_id_mode request_id;
+    char *request_id_out;     /* 37 bytes: receives the id used ("" if none) */
+    uint64_t rnd[2];          /* entropy for a new id */
+    bool upgrade;             /* forward Upgrade + Connection: upgrade */
+};
+
+/* Append the upstream request head to out. Returns 0, or -1 if out is too
+ * small (the caller retries with a bigger buffer). */
+int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,
+                           struct tr_request_rewrite *rw);
+
+struct tr_response_rewrite {
+    bool keep_alive;          /* downstream connection stays open */
+    bool version10;           /* downstream is HTTP/1.0 */
+    bool dechunk;             /* body will be de-chunked: drop Transfer-Encoding */
+    bool tunnel;              /* 101: keep Upgrade and Connection: upgrade */
+};
+
+int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,
+                            const struct tr_response_rewrite *rw);
+
+/* A complete local response (status line, content-type text/plain,
+ * content-length, connection) with body. Returns 0 or -1 if it does not fit. */
+int tr_filter_local_response(struct tr_buf *out, int status, const char *body, bool keep_alive,
+                             bool head_only);
+
+/* Format a random UUIDv4 from 128 random bits into out (37 bytes). */
+void tr_request_id_format(char *out, uint64_t a, uint64_t b);
+
+#endif

@@ -1,0 +1,242 @@
+#include "listener/listener.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "detect/detect.h"
+#include "identity/identity.h"
+#include "net/sock.h"
+#include "proxy/session.h"
+#include "runtime/worker.h"
+
+const char *tr_session_phase_name(enum tr_session_phase p)
+{
+    static const char *const names[] = { "detect", "handshake", "http", "tcp", "closed" };
+    return (unsigned)p < sizeof(names) / sizeof(names[0]) ? names[p] : "?";
+}
+
+static void session_free_now(struct tr_deferred *d)
+{
+    struct tr_session *s = tr_container_of(d, struct tr_session, free_later);
+    struct tr_wsnap *ws = s->ws;
+    struct tr_worker *w = s->w;
+    (void)w;
+    free(s);
+    tr_wsnap_release(ws);
+}
+
+void tr_session_close(struct tr_session *s)
+{
+    if (s->phase == TR_PH_CLOSED)
+        return;
+    s->phase = TR_PH_CLOSED;
+    struct tr_worker *w = s->w;
+    tr_timer_cancel(w->loop, &s->timer);
+    tr_conn_close(w->loop, &s->down, true);
+    tr_buf_put(&w->bufs, s->rx);
+    tr_buf_put(&w->bufs, s->tx);
+    s->rx = s->tx = NULL;
+    tr_metrics_count(w->metrics, TR_C_DOWNSTREAM_CX_ACTIVE, -1);
+    tr_worker_session_remove(w, &s->link);
+    tr_loop_defer(w->loop, &s->free_later, session_free_now);
+}
+
+static void session_drain(struct tr_session_link *l)
+{
+    struct tr_session *s = tr_container_of(l, struct tr_session, link);
+    s->draining = true;
+    /* Connections not yet past detection or handshake carry no request. */
+    if (s->phase == TR_PH_DETECT || s->phase == TR_PH_HANDSHAKE)
+        tr_session_close(s);
+}
+
+static void start_app_protocol(struct tr_session *s);
+
+static void on_handshake_io(struct tr_io *io, uint32_t events);
+
+static void start_handshake(struct tr_session *s)
+{
+    struct tr_tls_ctx *ctx = s->ws->snap->tls[s->lcfg->tls];
+    SSL *ssl = SSL_new(tr_tls_ctx_server(ctx));
+    if (ssl == NULL) {
+        tr_session_close(s);
+        return;
+    }
+    SSL_set_accept_state(ssl);
+    tr_conn_start_tls(&s->down, ssl);
+    s->phase = TR_PH_HANDSHAKE;
+    s->down.io.cb = on_handshake_io;
+    tr_timer_set(s->w->loop, &s->timer, s->lcfg->request_timeout_ms);
+    on_handshake_io(&s->down.io, 0);
+}
+
+static void on_handshake_io(struct tr_io *io, uint32_t events)
+{
+    struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
+    tr_conn_on_events(&s->down, events);
+    int rc = tr_conn_handshake(&s->down);
+    if (rc == TR_AGAIN)
+        return;
+    if (rc < 0) {
+        const char *reason = tr_tls_failure_reason(s->down.ssl);
+        tr_metrics_tls_failure(s->w->metrics, 0, reason);
+        if (strcmp(reason, "protocol") == 0 && s->lcfg->tls_mode == TR_TLS_STRICT)
+            tr_metrics_count(s->w->metrics, TR_C_PLAINTEXT_REFUSED, 1);
+        tr_warn("listener %s: TLS handshake from %s failed: %s", s->lcfg->name, s->peer_ip,
+                reason);
+        tr_session_close(s);
+        return;
+    }
+    char id[512];
+    if (tr_identity_peer_id(s->down.ssl, id, sizeof(id)) > 0)
+        s->principal = tr_metrics_intern(id);
+    s->labels.mtls = 1;
+    s->labels.source_principal = s->principal;
+    start_app_protocol(s);
+}
+
+static void on_detect_timer(struct tr_timer *t);
+
+static void on_detect_io(struct tr_io *io, uint32_t events)
+{
+    struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
+    tr_conn_on_events(&s->down, events);
+    unsigned char peek[24];
+    ssize_t n = recv(s->down.io.fd, peek, sizeof(peek), MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        tr_session_close(s);
+        return;
+    }
+    if (n < 0)
+        return;
+    enum tr_detected d = tr_detect_protocol(peek, (size_t)n);
+    if (d == TR_DETECT_NEED_MORE)
+        return;
+    s->down.rx_ready = true;
+    tr_timer_cancel(s->w->loop, &s->timer);
+    if (d == TR_DETECT_TLS) {
+        if (s->lcfg->tls_mode == TR_TLS_DISABLE || s->lcfg->tls < 0) {
+            tr_session_close(s);
+            return;
+        }
+        start_handshake(s);
+        return;
+    }
+    if (s->lcfg->tls_mode == TR_TLS_STRICT) {
+        tr_metrics_count(s->w->metrics, TR_C_PLAINTEXT_REFUSED, 1);
+        tr_warn("listener %s: plaintext connection from %s refused (mTLS STRICT)", s->lcfg->name,
+                s->peer_ip);
+        tr_session_close(s);
+        return;
+    }
+    if (s->lcfg->protocol == TR_LPROTO_AUTO && d == TR_DETECT_OPAQUE) {
+        if (s->lcfg->tcp_cluster < 0) {
+            tr_session_close(s);
+            return;
+        }
+        tr_tcp_session_start(s);
+        return;
+    }
+    start_app_protocol(s);
+}
+
+static void on_detect_timer(struct tr_timer *t)
+{
+    struct tr_session *s = tr_container_of(t, struct tr_session, timer);
+    /* Nothing arrived: a server-first protocol, if the listener has a TCP
+     * destination and does not require mTLS. */
+    if (s->phase == TR_PH_DETECT && s->lcfg->protocol != TR_LPROTO_HTTP &&
+        s->lcfg->tcp_cluster >= 0 && s->lcfg->tls_mode != TR_TLS_STRICT) {
+        tr_tcp_session_start(s);
+        return;
+    }
+    if (s->phase == TR_PH_HANDSHAKE)
+        tr_metrics_tls_failure(s->w->metrics, 0, "timeout");
+    tr_session_close(s);
+}
+
+static void start_app_protocol(struct tr_session *s)
+{
+    switch (s->lcfg->protocol) {
+    case TR_LPROTO_TCP:
+        tr_tcp_session_start(s);
+        return;
+    case TR_LPROTO_HTTP:
+    case TR_LPROTO_AUTO:
+    default:
+        tr_http_session_start(s);
+        return;
+    }
+}
+
+static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_storage *peer)
+{
+    struct tr_worker *w = l->w;
+    struct tr_wsnap *ws = w->ws;
+    const struct tr_config *cfg = ws->snap->cfg;
+    if (w->n_sessions >= cfg->limits.max_connections || l->cfg_idx >= (int)cfg->n_listeners) {
+        close(fd);
+        return;
+    }
+    struct tr_session *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(fd);
+        return;
+    }
+    s->w = w;
+    s->ws = ws;
+    tr_wsnap_use(ws);
+    s->lidx = l->cfg_idx;
+    s->lcfg = &cfg->listeners[l->cfg_idx];
+    s->labels = ws->listener_labels[l->cfg_idx];
+    memcpy(&s->peer, peer, sizeof(s->peer));
+    tr_sock_addr_ip(peer, s->peer_ip, sizeof(s->peer_ip));
+    s->link.drain = session_drain;
+    tr_worker_session_add(w, &s->link);
+    tr_timer_init(&s->timer, on_detect_timer);
+    tr_conn_init_raw(&s->down, fd, on_detect_io);
+    s->down.rx_ready = false;
+    s->phase = TR_PH_DETECT;
+    tr_metrics_count(w->metrics, TR_C_DOWNSTREAM_CX_TOTAL, 1);
+    tr_metrics_count(w->metrics, TR_C_DOWNSTREAM_CX_ACTIVE, 1);
+    if (tr_loop_add(w->loop, &s->down.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) < 0) {
+        s->down.io.fd = -1;
+        close(fd);
+        tr_session_close(s);
+        return;
+    }
+    const struct tr_listener_cfg *lc = s->lcfg;
+    bool need_detect = lc->tls_mode == TR_TLS_PERMISSIVE || lc->protocol == TR_LPROTO_AUTO;
+    if (lc->tls_mode == TR_TLS_STRICT && lc->protocol != TR_LPROTO_AUTO)
+        need_detect = true; /* to refuse plaintext with a clear reason */
+    if (need_detect) {
+        tr_timer_set(w->loop, &s->timer, lc->detect_timeout_ms);
+        return; /* on_detect_io runs on the first bytes */
+    }
+    s->down.rx_ready = true; /* try a read at once: the request often came with the SYN-ACK */
+    start_app_protocol(s);
+}
+
+void tr_listener_on_accept(struct tr_io *io, uint32_t events)
+{
+    struct tr_listener_rt *l = tr_container_of(io, struct tr_listener_rt, io);
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t plen;
+        int fd = tr_sock_accept(io->fd, &peer, &plen);
+        if (fd < 0) {
+            if (fd == -EAGAIN || fd == -EINVAL)
+                return;
+            if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
+                tr_warn("accept: %s", strerror(-fd));
+                return;
+            }
+            continue; /* ECONNABORTED and friends: next one */
+        }
+        accept_one(l, fd, &peer);
+    }
+}

@@ -1,0 +1,29 @@
+/* net/sock.h: socket helpers. All sockets are non-blocking and close-on-exec. */
+#ifndef TR_NET_SOCK_H
+#define TR_NET_SOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+/* Listening socket with SO_REUSEADDR and (if reuseport) SO_REUSEPORT, so each
+ * worker owns one and the kernel spreads connections. Returns fd or -errno. */
+int tr_sock_listen(const struct sockaddr *addr, socklen_t len, bool reuseport, int backlog);
+
+/* Start a non-blocking connect. Returns fd (connect may be in progress) or -errno. */
+int tr_sock_connect(const struct sockaddr *addr, socklen_t len);
+
+/* After EPOLLOUT on a connecting socket: 0 if connected, else -errno. */
+int tr_sock_connect_result(int fd);
+
+/* Accept one connection (non-blocking, cloexec, TCP_NODELAY). Returns fd or -errno. */
+int tr_sock_accept(int lfd, struct sockaddr_storage *peer, socklen_t *peer_len);
+
+/* "1.2.3.4" or "::1" (no port) into out; returns length. */
+size_t tr_sock_addr_ip(const struct sockaddr_storage *ss, char *out, size_t size);
+/* "1.2.3.4:80" or "[::1]:80" into out; returns length. */
+size_t tr_sock_addr_str(const struct sockaddr_storage *ss, char *out, size_t size);
+bool tr_sock_addr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+bool tr_sock_addr_is_loopback(const struct sockaddr_storage *ss);
+
+#endif

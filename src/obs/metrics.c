@@ -1,0 +1,583 @@
+#include "obs/metrics.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <threads.h>
+
+#define MAX_WORKERS 256
+#define HTTP_SERIES_CAP 4096 /* per worker; more distinct label sets go to overflow */
+#define TCP_SERIES_CAP 1024
+#define TLS_FAIL_CAP 64
+#define INTERN_CAP 65536
+
+/* Istio's default buckets. */
+static const double dur_bounds_ms[] = { 0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500,
+                                        5000, 10000, 30000, 60000, 300000, 600000,
+                                        1800000, 3600000 };
+#define N_DUR (sizeof(dur_bounds_ms) / sizeof(dur_bounds_ms[0]))
+static const uint64_t size_bounds[] = { 1, 10, 100, 1000, 10000, 100000, 1000000, 10000000 };
+#define N_SIZE (sizeof(size_bounds) / sizeof(size_bounds[0]))
+
+typedef _Atomic uint64_t counter_t;
+
+/* Single writer: load + add + store, relaxed; readers see torn-free words. */
+static inline void counter_add(counter_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+static inline uint64_t counter_get(counter_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+struct http_series {
+    _Atomic uint32_t used; /* published with release once key is written */
+    struct tr_metric_labels labels;
+    uint16_t code;
+    uint16_t flags;
+    counter_t count;
+    counter_t dur_sum_us;
+    counter_t dur[N_DUR + 1];
+    counter_t req_sum;
+    counter_t req[N_SIZE + 1];
+    counter_t resp_sum;
+    counter_t resp[N_SIZE + 1];
+};
+
+struct tcp_series {
+    _Atomic uint32_t used;
+    struct tr_metric_labels labels;
+    uint16_t flags;
+    counter_t opened;
+    counter_t closed;
+    counter_t sent;
+    counter_t received;
+};
+
+struct tls_fail_series {
+    _Atomic uint32_t used;
+    int outbound;
+    const char *reason;
+    counter_t count;
+};
+
+struct tr_metrics {
+    struct http_series *http;  /* HTTP_SERIES_CAP + 1 (last: overflow) */
+    struct tcp_series *tcp;    /* TCP_SERIES_CAP + 1 */
+    struct tls_fail_series tls_fail[TLS_FAIL_CAP];
+    counter_t counters[TR_C_COUNT];
+};
+
+static struct tr_metrics *_Atomic workers[MAX_WORKERS];
+static _Atomic uint64_t config_generation;
+static _Atomic uint64_t reloads_ok, reloads_failed;
+
+/* ---- interning ---- */
+
+static mtx_t intern_lock;
+static once_flag intern_once = ONCE_FLAG_INIT;
+static const char **intern_table; /* open addressing */
+static size_t intern_count;
+
+static void intern_init(void)
+{
+    mtx_init(&intern_lock, mtx_plain);
+    intern_table = calloc(INTERN_CAP, sizeof(*intern_table));
+}
+
+static uint64_t hash_bytes(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+const char *tr_metrics_intern(const char *s)
+{
+    if (s == NULL)
+        return NULL;
+    call_once(&intern_once, intern_init);
+    if (intern_table == NULL)
+        return "unknown";
+    mtx_lock(&intern_lock);
+    size_t i = hash_bytes(s) & (INTERN_CAP - 1);
+    const char *found = "unknown";
+    while (intern_table[i] != NULL) {
+        if (strcmp(intern_table[i], s) == 0) {
+            found = intern_table[i];
+            goto out;
+        }
+        i = (i + 1) & (INTERN_CAP - 1);
+    }
+    if (intern_count < INTERN_CAP / 2) { /* bounded: label cardinality is capped */
+        char *copy = strdup(s);
+        if (copy != NULL) {
+            intern_table[i] = copy;
+            intern_count++;
+            found = copy;
+        }
+    }
+out:
+    mtx_unlock(&intern_lock);
+    return found;
+}
+
+/* ---- per-worker tables ---- */
+
+struct tr_metrics *tr_metrics_new(unsigned index)
+{
+    if (index >= MAX_WORKERS)
+        return NULL;
+    struct tr_metrics *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    /* calloc'd pages stay untouched (and cost no RSS) until a series lands. */
+    m->http = calloc(HTTP_SERIES_CAP + 1, sizeof(*m->http));
+    m->tcp = calloc(TCP_SERIES_CAP + 1, sizeof(*m->tcp));
+    if (m->http == NULL || m->tcp == NULL) {
+        free(m->http);
+        free(m->tcp);
+        free(m);
+        return NULL;
+    }
+    atomic_store_explicit(&workers[index], m, memory_order_release);
+    return m;
+}
+
+static uint64_t labels_hash(const struct tr_metric_labels *l, uint64_t extra)
+{
+    uint64_t h = extra * 0x9e3779b97f4a7c15ull;
+    const uintptr_t words[] = { (uintptr_t)l->reporter | ((uintptr_t)l->protocol << 8) |
+                                    ((uintptr_t)l->mtls << 16),
+                                (uintptr_t)l->source_workload, (uintptr_t)l->source_namespace,
+                                (uintptr_t)l->source_principal, (uintptr_t)l->destination_workload,
+                                (uintptr_t)l->destination_namespace,
+                                (uintptr_t)l->destination_principal,
+                                (uintptr_t)l->destination_service };
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        h = (h ^ words[i]) * 0xff51afd7ed558ccdull;
+    return h ^ (h >> 29);
+}
+
+static bool labels_eq(const struct tr_metric_labels *a, const struct tr_metric_labels *b)
+{
+    return a->reporter == b->reporter && a->protocol == b->protocol && a->mtls == b->mtls &&
+           a->source_workload == b->source_workload && a->source_namespace == b->source_namespace &&
+           a->source_principal == b->source_principal &&
+           a->destination_workload == b->destination_workload &&
+           a->destination_namespace == b->destination_namespace &&
+           a->destination_principal == b->destination_principal &&
+           a->destination_service == b->destination_service;
+}
+
+static struct http_series *http_find(struct tr_metrics *m, const struct tr_metric_labels *l,
+                                     uint16_t code, uint16_t flags)
+{
+    uint64_t h = labels_hash(l, ((uint64_t)code << 16) | flags);
+    for (size_t probe = 0; probe < 64; probe++) {
+        struct http_series *s = &m->http[(h + probe) & (HTTP_SERIES_CAP - 1)];
+        if (atomic_load_explicit(&s->used, memory_order_relaxed) == 0) {
+            s->labels = *l;
+            s->code = code;
+            s->flags = flags;
+            atomic_store_explicit(&s->used, 1, memory_order_release);
+            return s;
+        }
+        if (s->code == code && s->flags == flags && labels_eq(&s->labels, l))
+            return s;
+    }
+    return &m->http[HTTP_SERIES_CAP]; /* overflow series: counted, labelled "overflow" */
+}
+
+static unsigned dur_bucket(uint64_t us)
+{
+    unsigned i = 0;
+    while (i < N_DUR && (double)us > dur_bounds_ms[i] * 1000.0)
+        i++;
+    return i;
+}
+
+static unsigned size_bucket(uint64_t v)
+{
+    unsigned i = 0;
+    while (i < N_SIZE && v > size_bounds[i])
+        i++;
+    return i;
+}
+
+void tr_metrics_http(struct tr_metrics *m, const struct tr_metric_labels *l, uint16_t code,
+                     uint16_t flags, uint64_t duration_us, uint64_t req_bytes, uint64_t resp_bytes)
+{
+    struct http_series *s = http_find(m, l, code, flags);
+    counter_add(&s->count, 1);
+    counter_add(&s->dur_sum_us, duration_us);
+    counter_add(&s->dur[dur_bucket(duration_us)], 1);
+    counter_add(&s->req_sum, req_bytes);
+    counter_add(&s->req[size_bucket(req_bytes)], 1);
+    counter_add(&s->resp_sum, resp_bytes);
+    counter_add(&s->resp[size_bucket(resp_bytes)], 1);
+}
+
+static struct tcp_series *tcp_find(struct tr_metrics *m, const struct tr_metric_labels *l,
+                                   uint16_t flags)
+{
+    uint64_t h = labels_hash(l, flags);
+    for (size_t probe = 0; probe < 64; probe++) {
+        struct tcp_series *s = &m->tcp[(h + probe) & (TCP_SERIES_CAP - 1)];
+        if (atomic_load_explicit(&s->used, memory_order_relaxed) == 0) {
+            s->labels = *l;
+            s->flags = flags;
+            atomic_store_explicit(&s->used, 1, memory_order_release);
+            return s;
+        }
+        if (s->flags == flags && labels_eq(&s->labels, l))
+            return s;
+    }
+    return &m->tcp[TCP_SERIES_CAP];
+}
+
+void tr_metrics_tcp_open(struct tr_metrics *m, const struct tr_metric_labels *l)
+{
+    counter_add(&tcp_find(m, l, 0)->opened, 1);
+}
+
+void tr_metrics_tcp_close(struct tr_metrics *m, const struct tr_metric_labels *l, uint16_t flags,
+                          uint64_t sent, uint64_t received)
+{
+    struct tcp_series *s = tcp_find(m, l, 0);
+    counter_add(&s->closed, 1);
+    counter_add(&s->sent, sent);
+    counter_add(&s->received, received);
+    (void)flags; /* Istio's TCP series carry response_flags only on close; kept on one series */
+}
+
+void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta)
+{
+    counter_add(&m->counters[c], (uint64_t)delta);
+}
+
+void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason)
+{
+    for (size_t i = 0; i < TLS_FAIL_CAP; i++) {
+        struct tls_fail_series *s = &m->tls_fail[i];
+        if (atomic_load_explicit(&s->used, memory_order_relaxed) == 0) {
+            s->outbound = outbound;
+            s->reason = reason;
+            atomic_store_explicit(&s->used, 1, memory_order_release);
+        } else if (s->outbound != outbound || strcmp(s->reason, reason) != 0) {
+            continue;
+        }
+        counter_add(&s->count, 1);
+        return;
+    }
+}
+
+void tr_metrics_set_config_generation(uint64_t gen)
+{
+    atomic_store(&config_generation, gen);
+}
+
+void tr_metrics_config_reload(bool ok)
+{
+    atomic_fetch_add(ok ? &reloads_ok : &reloads_failed, 1);
+}
+
+/* ---- rendering ---- */
+
+struct out {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+__attribute__((format(printf, 2, 3))) static void out_printf(struct out *o, const char *fmt, ...)
+{
+    if (o->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->oom = true;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = o->cap * 2 + (size_t)n;
+        char *p = realloc(o->p, cap);
+        if (p == NULL) {
+            o->oom = true;
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+}
+
+static const char *const flag_names[TR_RF_COUNT] = { "NR", "UH", "UF", "UT", "UC", "DC",
+                                                     "UO", "DPE", "UPE", "RBAC", "DI", "URX" };
+
+void tr_response_flags_str(uint16_t flags, char *out, unsigned size)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (unsigned i = 0; i < TR_RF_COUNT; i++) {
+        if (!(flags & (1u << i)))
+            continue;
+        n += (size_t)snprintf(out + n, (size_t)size - n, "%s%s", n ? "," : "", flag_names[i]);
+        if (n >= size)
+            break;
+    }
+    if (n == 0)
+        snprintf(out, size, "-");
+}
+
+static const char *lv(const char *s)
+{
+    return s != NULL ? s : "unknown";
+}
+
+static const char *const proto_names[] = { "http", "http", "grpc", "tcp" };
+
+static void labels_str(struct out *o, const struct tr_metric_labels *l)
+{
+    out_printf(o,
+               "reporter=\"%s\",source_workload=\"%s\",source_workload_namespace=\"%s\","
+               "source_principal=\"%s\",destination_workload=\"%s\","
+               "destination_workload_namespace=\"%s\",destination_principal=\"%s\","
+               "destination_service=\"%s\",request_protocol=\"%s\","
+               "connection_security_policy=\"%s\"",
+               l->reporter == TR_REPORTER_SOURCE ? "source" : "destination", lv(l->source_workload),
+               lv(l->source_namespace), lv(l->source_principal), lv(l->destination_workload),
+               lv(l->destination_namespace), lv(l->destination_principal),
+               lv(l->destination_service), proto_names[l->protocol & 3],
+               l->mtls ? "mutual_tls" : "none");
+}
+
+/* Aggregation: series from all workers with the same key are summed. The
+ * scrape path may allocate; it is not the request path. */
+struct agg_http {
+    struct tr_metric_labels labels;
+    uint16_t code, flags;
+    uint64_t count, dur_sum_us, dur[N_DUR + 1], req_sum, req[N_SIZE + 1], resp_sum,
+        resp[N_SIZE + 1];
+};
+
+static void render_hist(struct out *o, const char *name, const struct agg_http *a,
+                        const uint64_t *buckets, const char *const *bounds, size_t n,
+                        double sum, const char *codeflags)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= n; i++) {
+        cum += buckets[i];
+        out_printf(o, "%s_bucket{", name);
+        labels_str(o, &a->labels);
+        out_printf(o, ",%s,le=\"%s\"} %" PRIu64 "\n", codeflags, i < n ? bounds[i] : "+Inf", cum);
+    }
+    out_printf(o, "%s_sum{", name);
+    labels_str(o, &a->labels);
+    out_printf(o, ",%s} %.3f\n", codeflags, sum);
+    out_printf(o, "%s_count{", name);
+    labels_str(o, &a->labels);
+    out_printf(o, ",%s} %" PRIu64 "\n", codeflags, cum);
+}
+
+char *tr_metrics_render(size_t *len)
+{
+    struct out o = { .p = malloc(65536), .cap = 65536 };
+    if (o.p == NULL)
+        return NULL;
+    o.p[0] = '\0';
+
+    size_t cap = 1024, n = 0;
+    struct agg_http *agg = calloc(cap, sizeof(*agg));
+    for (unsigned w = 0; w < MAX_WORKERS && agg != NULL; w++) {
+        struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+        if (m == NULL)
+            continue;
+        for (size_t i = 0; i <= HTTP_SERIES_CAP; i++) {
+            struct http_series *s = &m->http[i];
+            if (i < HTTP_SERIES_CAP && atomic_load_explicit(&s->used, memory_order_acquire) == 0)
+                continue;
+            if (i == HTTP_SERIES_CAP && counter_get(&s->count) == 0)
+                continue;
+            size_t j = 0;
+            while (j < n && !(agg[j].code == s->code && agg[j].flags == s->flags &&
+                              labels_eq(&agg[j].labels, &s->labels)))
+                j++;
+            if (j == n) {
+                if (n == cap) {
+                    struct agg_http *g = realloc(agg, cap * 2 * sizeof(*agg));
+                    if (g == NULL)
+                        break;
+                    agg = g;
+                    cap *= 2;
+                }
+                memset(&agg[n], 0, sizeof(agg[n]));
+                agg[n].labels = s->labels;
+                agg[n].code = s->code;
+                agg[n].flags = s->flags;
+                n++;
+            }
+            struct agg_http *a = &agg[j];
+            a->count += counter_get(&s->count);
+            a->dur_sum_us += counter_get(&s->dur_sum_us);
+            a->req_sum += counter_get(&s->req_sum);
+            a->resp_sum += counter_get(&s->resp_sum);
+            for (size_t b = 0; b <= N_DUR; b++)
+                a->dur[b] += counter_get(&s->dur[b]);
+            for (size_t b = 0; b <= N_SIZE; b++) {
+                a->req[b] += counter_get(&s->req[b]);
+                a->resp[b] += counter_get(&s->resp[b]);
+            }
+        }
+    }
+
+    char dur_txt[N_DUR][16], size_txt[N_SIZE][16];
+    const char *dur_b[N_DUR], *size_b[N_SIZE];
+    for (size_t i = 0; i < N_DUR; i++) {
+        snprintf(dur_txt[i], sizeof(dur_txt[i]), "%g", dur_bounds_ms[i]);
+        dur_b[i] = dur_txt[i];
+    }
+    for (size_t i = 0; i < N_SIZE; i++) {
+        snprintf(size_txt[i], sizeof(size_txt[i]), "%" PRIu64, size_bounds[i]);
+        size_b[i] = size_txt[i];
+    }
+
+    out_printf(&o, "# TYPE istio_requests_total counter\n");
+    for (size_t j = 0; agg != NULL && j < n; j++) {
+        char fl[64];
+        tr_response_flags_str(agg[j].flags, fl, sizeof(fl));
+        out_printf(&o, "istio_requests_total{");
+        labels_str(&o, &agg[j].labels);
+        out_printf(&o, ",response_code=\"%u\",response_flags=\"%s\"} %" PRIu64 "\n", agg[j].code,
+                   fl, agg[j].count);
+    }
+    static const struct {
+        const char *name;
+        int which;
+    } hists[] = { { "istio_request_duration_milliseconds", 0 },
+                  { "istio_request_bytes", 1 },
+                  { "istio_response_bytes", 2 } };
+    for (size_t h = 0; h < 3; h++) {
+        out_printf(&o, "# TYPE %s histogram\n", hists[h].name);
+        for (size_t j = 0; agg != NULL && j < n; j++) {
+            char fl[64], cf[128];
+            tr_response_flags_str(agg[j].flags, fl, sizeof(fl));
+            snprintf(cf, sizeof(cf), "response_code=\"%u\",response_flags=\"%s\"", agg[j].code,
+                     fl);
+            if (hists[h].which == 0)
+                render_hist(&o, hists[h].name, &agg[j], agg[j].dur, dur_b, N_DUR,
+                            (double)agg[j].dur_sum_us / 1000.0, cf);
+            else if (hists[h].which == 1)
+                render_hist(&o, hists[h].name, &agg[j], agg[j].req, size_b, N_SIZE,
+                            (double)agg[j].req_sum, cf);
+            else
+                render_hist(&o, hists[h].name, &agg[j], agg[j].resp, size_b, N_SIZE,
+                            (double)agg[j].resp_sum, cf);
+        }
+    }
+    free(agg);
+
+    /* TCP series: summed across workers the same way. */
+    static const char *const tcp_names[] = { "istio_tcp_connections_opened_total",
+                                             "istio_tcp_connections_closed_total",
+                                             "istio_tcp_sent_bytes_total",
+                                             "istio_tcp_received_bytes_total" };
+    for (int k = 0; k < 4; k++) {
+        out_printf(&o, "# TYPE %s counter\n", tcp_names[k]);
+        for (unsigned w = 0; w < MAX_WORKERS; w++) {
+            struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+            if (m == NULL)
+                continue;
+            for (size_t i = 0; i < TCP_SERIES_CAP; i++) {
+                struct tcp_series *s = &m->tcp[i];
+                if (atomic_load_explicit(&s->used, memory_order_acquire) == 0)
+                    continue;
+                /* Sum this key over workers only once: at its first worker. */
+                bool seen = false;
+                for (unsigned v = 0; v < w && !seen; v++) {
+                    struct tr_metrics *mv = atomic_load_explicit(&workers[v], memory_order_acquire);
+                    for (size_t q = 0; mv != NULL && q < TCP_SERIES_CAP; q++)
+                        if (atomic_load_explicit(&mv->tcp[q].used, memory_order_acquire) &&
+                            labels_eq(&mv->tcp[q].labels, &s->labels)) {
+                            seen = true;
+                            break;
+                        }
+                }
+                if (seen)
+                    continue;
+                uint64_t total = 0;
+                for (unsigned v = w; v < MAX_WORKERS; v++) {
+                    struct tr_metrics *mv = atomic_load_explicit(&workers[v], memory_order_acquire);
+                    for (size_t q = 0; mv != NULL && q < TCP_SERIES_CAP; q++) {
+                        struct tcp_series *t = &mv->tcp[q];
+                        if (!atomic_load_explicit(&t->used, memory_order_acquire) ||
+                            !labels_eq(&t->labels, &s->labels))
+                            continue;
+                        counter_t *c[] = { &t->opened, &t->closed, &t->sent, &t->received };
+                        total += counter_get(c[k]);
+                    }
+                }
+                out_printf(&o, "%s{", tcp_names[k]);
+                labels_str(&o, &s->labels);
+                out_printf(&o, ",response_flags=\"-\"} %" PRIu64 "\n", total);
+            }
+        }
+    }
+
+    static const char *const counter_names[TR_C_COUNT] = {
+        "trellis_downstream_connections_total", "trellis_downstream_connections_active",
+        "trellis_upstream_connections_total", "trellis_upstream_connections_active",
+        "trellis_upstream_requests_reused_total", "trellis_upstream_requests_resent_total",
+        "trellis_http_parse_errors_total", "trellis_tls_plaintext_refused_total",
+    };
+    for (int c = 0; c < TR_C_COUNT; c++) {
+        uint64_t total = 0;
+        for (unsigned w = 0; w < MAX_WORKERS; w++) {
+            struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+            if (m != NULL)
+                total += counter_get(&m->counters[c]);
+        }
+        bool gauge = c == TR_C_DOWNSTREAM_CX_ACTIVE || c == TR_C_UPSTREAM_CX_ACTIVE;
+        out_printf(&o, "# TYPE %s %s\n%s %" PRId64 "\n", counter_names[c],
+                   gauge ? "gauge" : "counter", counter_names[c], (int64_t)total);
+    }
+
+    out_printf(&o, "# TYPE trellis_tls_handshake_errors_total counter\n");
+    for (unsigned w = 0; w < MAX_WORKERS; w++) {
+        struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+        for (size_t i = 0; m != NULL && i < TLS_FAIL_CAP; i++) {
+            struct tls_fail_series *s = &m->tls_fail[i];
+            if (!atomic_load_explicit(&s->used, memory_order_acquire))
+                continue;
+            out_printf(&o,
+                       "trellis_tls_handshake_errors_total{direction=\"%s\",reason=\"%s\"} %" PRIu64
+                       "\n",
+                       s->outbound ? "outbound" : "inbound", s->reason, counter_get(&s->count));
+        }
+    }
+    out_printf(&o,
+               "# TYPE trellis_config_generation gauge\ntrellis_config_generation %" PRIu64 "\n"
+               "# TYPE trellis_config_reloads_total counter\n"
+               "trellis_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
+               "trellis_config_reloads_total{result=\"rejected\"} %" PRIu64 "\n",
+               atomic_load(&config_generation), atomic_load(&reloads_ok),
+               atomic_load(&reloads_failed));
+    if (o.oom) {
+        free(o.p);
+        return NULL;
+    }
+    *len = o.len;
+    return o.p;
+}

@@ -1,0 +1,100 @@
+/* obs/metrics.h: Istio-compatible metrics with per-worker counters.
+ *
+ * Each worker owns a fixed-capacity table of series; only that worker writes
+ * it, with relaxed atomic stores (plain moves on x86: no lock prefix, no
+ * shared cache line). The admin thread sums all workers at scrape time. A
+ * series key holds pointers to interned strings, so recording a request is a
+ * hash of a few words and some increments: no formatting, no allocation.
+ *
+ * Label strings are interned with tr_metrics_intern() (process lifetime,
+ * bounded); pointer equality is string equality.
+ */
+#ifndef TR_OBS_METRICS_H
+#define TR_OBS_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum tr_reporter { TR_REPORTER_DESTINATION = 0, TR_REPORTER_SOURCE };
+enum tr_req_proto { TR_REQ_PROTO_HTTP = 0, TR_REQ_PROTO_HTTP2, TR_REQ_PROTO_GRPC, TR_REQ_PROTO_TCP };
+
+/* Istio/Envoy response flags (bitmask). */
+enum {
+    TR_RF_NR = 1u << 0,   /* no route */
+    TR_RF_UH = 1u << 1,   /* no healthy upstream */
+    TR_RF_UF = 1u << 2,   /* upstream connection failure */
+    TR_RF_UT = 1u << 3,   /* upstream request timeout */
+    TR_RF_UC = 1u << 4,   /* upstream connection termination */
+    TR_RF_DC = 1u << 5,   /* downstream connection termination */
+    TR_RF_UO = 1u << 6,   /* upstream overflow */
+    TR_RF_DPE = 1u << 7,  /* downstream protocol error */
+    TR_RF_UPE = 1u << 8,  /* upstream protocol error */
+    TR_RF_RBAC = 1u << 9, /* denied by authorization (Envoy: UAEX/RBAC) */
+    TR_RF_DI = 1u << 10,  /* direct response */
+    TR_RF_URX = 1u << 11, /* upstream retry limit exceeded */
+    TR_RF_COUNT = 12,
+};
+
+/* Render flags like "UF,URX", or "-" for none. */
+void tr_response_flags_str(uint16_t flags, char *out, unsigned size);
+
+/* Labels fixed per (listener, cluster, endpoint, peer): everything but the
+ * response code and flags. All strings interned; NULL renders "unknown". */
+struct tr_metric_labels {
+    uint8_t reporter;  /* enum tr_reporter */
+    uint8_t protocol;  /* enum tr_req_proto */
+    uint8_t mtls;      /* connection_security_policy: 1 mutual_tls, 0 none */
+    const char *source_workload;
+    const char *source_namespace;
+    const char *source_principal;
+    const char *destination_workload;
+    const char *destination_namespace;
+    const char *destination_principal;
+    const char *destination_service;
+};
+
+struct tr_metrics; /* one per worker */
+
+/* Intern a string for use in labels (thread-safe; not for the request path:
+ * call at config build or at TLS handshake). NULL in, NULL out. */
+const char *tr_metrics_intern(const char *s);
+
+/* Create the table of worker `index` (registered for scraping). */
+struct tr_metrics *tr_metrics_new(unsigned index);
+
+/* One finished HTTP request. */
+void tr_metrics_http(struct tr_metrics *m, const struct tr_metric_labels *l, uint16_t code,
+                     uint16_t flags, uint64_t duration_us, uint64_t req_bytes, uint64_t resp_bytes);
+/* TCP connection events. */
+void tr_metrics_tcp_open(struct tr_metrics *m, const struct tr_metric_labels *l);
+void tr_metrics_tcp_close(struct tr_metrics *m, const struct tr_metric_labels *l, uint16_t flags,
+                          uint64_t sent, uint64_t received);
+
+/* Process counters outside the Istio set. */
+enum tr_counter {
+    TR_C_DOWNSTREAM_CX_TOTAL = 0,
+    TR_C_DOWNSTREAM_CX_ACTIVE, /* gauge: +1/-1 */
+    TR_C_UPSTREAM_CX_TOTAL,
+    TR_C_UPSTREAM_CX_ACTIVE,   /* gauge */
+    TR_C_UPSTREAM_REUSED,      /* requests sent on a pooled connection */
+    TR_C_UPSTREAM_RESEND,      /* requests re-sent after a pooled connection closed */
+    TR_C_HTTP_PARSE_ERRORS,
+    TR_C_PLAINTEXT_REFUSED,    /* STRICT listeners */
+    TR_C_COUNT,
+};
+void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);
+
+/* TLS handshake failures by direction (0 inbound, 1 outbound) and reason
+ * (a constant string from tr_tls_failure_reason; interned internally). */
+void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason);
+
+/* Render every worker's series, summed, in Prometheus text format. Returns a
+ * malloc'd string (caller frees) and its length. */
+char *tr_metrics_render(size_t *len);
+
+/* Process-level gauges/counters set by the main thread. */
+void tr_metrics_set_config_generation(uint64_t gen);
+void tr_metrics_config_reload(bool ok);
+
+#endif

@@ -1,0 +1,1190 @@
+/* proxy/http_session.c: HTTP/1.1 downstream <-> HTTP/1.1 upstream.
+ *
+ * One request at a time per downstream connection: pipelined requests wait
+ * in rx, unparsed, until the current response is complete, so a response can
+ * never be paired with the wrong request. Everything is driven by
+ * http_pump(), which makes all the progress the current readiness allows in
+ * both directions and is called from the downstream and upstream event
+ * callbacks alike.
+ *
+ * Bytes: rx (downstream in) -> [head rewritten into reqout] -> upstream;
+ * upstream -> resp -> [head rewritten into tx] -> downstream. Bodies are
+ * forwarded straight from rx and resp, never copied, except that a small
+ * request body that arrives with its head is appended to reqout so the
+ * request goes out in one write and can be re-sent whole (see resend()).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/cluster.h"
+#include "core/log.h"
+#include "filter/authz.h"
+#include "filter/headers.h"
+#include "obs/access_log.h"
+#include "proxy/session.h"
+#include "router/router.h"
+#include "upstream/pool.h"
+
+static void http_pump(struct tr_session *s);
+static void http_pump_later(struct tr_deferred *d);
+static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char *reason);
+static void on_up_io(void *owner, struct tr_upstream *up);
+
+static const struct tr_upstream_owner_ops http_up_ops = {
+    .on_ready = on_up_ready,
+    .on_io = on_up_io,
+};
+
+/* A buffer of at least size bytes: from the pool when it fits, else its own
+ * allocation (tr_buf_put frees buffers of a foreign size). */
+static struct tr_buf *buf_get_sized(struct tr_worker *w, size_t size)
+{
+    if (size <= w->bufs.buf_size)
+        return tr_buf_get(&w->bufs);
+    struct tr_buf *b = malloc(sizeof(*b) + size);
+    if (b == NULL)
+        return NULL;
+    b->start = b->end = 0;
+    b->cap = (uint32_t)size;
+    b->next_free = NULL;
+    w->bufs.outstanding++;
+    return b;
+}
+
+static void buf_release(struct tr_worker *w, struct tr_buf **b)
+{
+    if (*b != NULL) {
+        tr_buf_put(&w->bufs, *b);
+        *b = NULL;
+    }
+}
+
+static const struct tr_listener_cfg *lcfg(struct tr_session *s)
+{
+    return s->lcfg;
+}
+
+/* ---- timers ---- */
+
+static void http_on_timer(struct tr_timer *t);
+
+static void arm_idle(struct tr_session *s)
+{
+    tr_timer_set(s->w->loop, &s->timer, lcfg(s)->idle_timeout_ms);
+}
+
+/* ---- request completion ---- */
+
+static void upstream_detach(struct tr_session *s, bool reusable)
+{
+    struct tr_http_state *h = &s->http;
+    if (h->up != NULL) {
+        tr_pool_release(h->up, reusable);
+        h->up = NULL;
+    }
+    if (h->ep != NULL) {
+        h->ep->active_requests--;
+        h->ep = NULL;
+    }
+}
+
+static void log_and_count(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    struct tr_metric_labels l = s->labels;
+    if (h->cluster != NULL && l.reporter == TR_REPORTER_SOURCE) {
+        l.destination_service = h->cluster->service;
+        l.destination_workload = h->cluster->workload;
+        l.destination_namespace = h->cluster->workload_namespace;
+    }
+    uint64_t dur = tr_loop_now_us(s->w->loop) - h->start_us;
+    tr_metrics_http(s->w->metrics, &l, h->status, h->flags, dur, h->req_bytes, h->resp_bytes);
+    if (s->w->access_log_fd >= 0) {
+        struct tr_access_entry e = {
+            .method = h->method,
+            .path = h->path,
+            .authority = h->authority,
+            .request_id = h->request_id,
+            .status = h->status,
+            .flags = h->flags,
+            .duration_us = dur,
+            .req_bytes = h->req_bytes,
+            .resp_bytes = h->resp_bytes,
+            .peer = s->peer_ip,
+            .principal = s->principal,
+            .listener = lcfg(s)->name,
+            .cluster = h->cluster != NULL ? h->cluster->cfg->name : NULL,
+            .upstream = h->cluster != NULL && h->route != NULL ? h->upstream_addr : NULL,
+        };
+        tr_access_log_write(s->w->access_log_fd, &e);
+    }
+}
+
+static void begin_request(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    uint32_t requests = h->requests;
+    struct tr_buf *keep_rx = s->rx;
+    memset(h, 0, sizeof(*h));
+    h->requests = requests;
+    s->rx = keep_rx;
+    h->rq = TR_RQ_HEAD;
+    h->rs = TR_RS_NONE;
+    if (s->rx != NULL && tr_buf_len(s->rx) == 0)
+        buf_release(s->w, &s->rx);
+    if (s->rx != NULL)
+        tr_timer_set(s->w->loop, &s->timer, lcfg(s)->request_timeout_ms);
+    else
+        arm_idle(s);
+}
+
+/* The response is fully written: account, recycle, and go on or close. */
+static void finish_request(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    log_and_count(s);
+    bool up_reusable = h->resp_body != TR_H1_BODY_UNTIL_CLOSE && h->rq == TR_RQ_DONE &&
+                       (h->resp == NULL || tr_buf_len(h->resp) == 0) && !h->local_reply;
+    upstream_detach(s, up_reusable && !h->up_close);
+    buf_release(s->w, &h->reqout);
+    buf_release(s->w, &h->resp);
+    if (!h->keep_alive || s->draining || h->rq != TR_RQ_DONE) {
+        s->closing = true;
+        return;
+    }
+    begin_request(s);
+}
+
+/* ---- local replies ---- */
+
+static void local_reply(struct tr_session *s, int status, uint16_t flags, const char *body)
+{
+    struct tr_http_state *h = &s->http;
+    upstream_detach(s, false);
+    buf_release(s->w, &h->reqout);
+    buf_release(s->w, &h->resp);
+    if (h->rq != TR_RQ_DONE)
+        h->keep_alive = false; /* unread request bytes: the stream cannot be resynchronized */
+    if (s->draining)
+        h->keep_alive = false;
+    h->local_reply = true;
+    h->status = (uint16_t)status;
+    h->flags |= flags;
+    if (s->tx == NULL)
+        s->tx = tr_buf_get(&s->w->bufs);
+    if (s->tx == NULL || tr_filter_local_response(s->tx, status, body, h->keep_alive,
+                                                  h->is_head) < 0) {
+        tr_session_close(s);
+        return;
+    }
+    h->resp_bytes = body != NULL && !h->is_head ? strlen(body) : 0;
+    h->rs = TR_RS_DONE;
+    if (h->rq != TR_RQ_DONE) {
+        h->rq = TR_RQ_DONE;
+        h->keep_alive = false;
+    }
+}
+
+/* ---- downstream I/O ---- */
+
+/* Write tx to the client. Returns true if tx is now empty. */
+static bool flush_tx(struct tr_session *s, bool *progress)
+{
+    while (s->tx != NULL && tr_buf_len(s->tx) > 0) {
+        ssize_t n = tr_conn_write(&s->down, tr_buf_head(s->tx), tr_buf_len(s->tx));
+        if (n == TR_AGAIN)
+            return false;
+        if (n < 0) {
+            s->http.flags |= TR_RF_DC;
+            tr_session_close(s);
+            return false;
+        }
+        tr_buf_consume(s->tx, (uint32_t)n);
+        *progress = true;
+    }
+    buf_release(s->w, &s->tx);
+    return true;
+}
+
+/* Read from the client into rx. Returns bytes read, 0 if nothing (not ready
+ * or no room), -1 on EOF or error (already handled by the caller's policy). */
+static ssize_t read_down(struct tr_session *s)
+{
+    if (!tr_conn_readable(&s->down) || s->down.rx_eof)
+        return 0;
+    if (s->rx == NULL && (s->rx = tr_buf_get(&s->w->bufs)) == NULL)
+        return 0;
+    if (tr_buf_room(s->rx) == 0)
+        tr_buf_compact(s->rx);
+    if (tr_buf_room(s->rx) == 0)
+        return 0;
+    ssize_t n = tr_conn_read(&s->down, tr_buf_tail(s->rx), tr_buf_room(s->rx));
+    if (n > 0) {
+        s->rx->end += (uint32_t)n;
+        return n;
+    }
+    if (n == TR_AGAIN)
+        return 0;
+    return -1;
+}
+
+/* ---- request head ---- */
+
+static void copy_cstr(char *dst, size_t size, tr_str src)
+{
+    size_t n = src.len < size - 1 ? src.len : size - 1;
+    memcpy(dst, src.p, n);
+    dst[n] = '\0';
+}
+
+/* Split an absolute-form target "http://host[:port]/path" into host and path. */
+static bool split_absolute(tr_str target, tr_str *host, tr_str *path)
+{
+    const char *p = target.p, *end = target.p + target.len;
+    const char *scheme_end = memchr(p, ':', target.len);
+    if (scheme_end == NULL || end - scheme_end < 3 || scheme_end[1] != '/' || scheme_end[2] != '/')
+        return false;
+    const char *h = scheme_end + 3;
+    const char *slash = memchr(h, '/', (size_t)(end - h));
+    const char *hend = slash != NULL ? slash : end;
+    *host = tr_str_from(h, (size_t)(hend - h));
+    *path = slash != NULL ? tr_str_from(slash, (size_t)(end - slash)) : TR_STR_LIT("/");
+    return true;
+}
+
+static void start_upstream(struct tr_session *s, bool fresh);
+
+/* Build the upstream request head in reqout. Returns false on failure
+ * (a local reply has been set). */
+static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
+                          const struct tr_route_cfg *route, tr_str path, tr_str host)
+{
+    struct tr_http_state *h = &s->http;
+    const struct tr_listener_cfg *l = lcfg(s);
+    char target[8192 + 256];
+    tr_str tgt = path;
+    if (route->prefix_rewrite != NULL && route->path_kind == TR_PATH_PREFIX) {
+        size_t plen = strlen(route->path), rlen = strlen(route->prefix_rewrite);
+        if (path.len >= plen && path.len - plen + rlen < sizeof(target)) {
+            memcpy(target, route->prefix_rewrite, rlen);
+            memcpy(target + rlen, path.p + plen, path.len - plen);
+            tgt = tr_str_from(target, rlen + path.len - plen);
+        }
+    }
+    struct tr_request_rewrite rw = {
+        .target = tgt,
+        .host = route->host_rewrite != NULL
+                    ? tr_str_from(route->host_rewrite, strlen(route->host_rewrite))
+                    : (m->host_idx < 0 ? host : (tr_str){ NULL, 0 }),
+        .peer_ip = s->peer_ip,
+        .xff = l->xff,
+        .xfp = l->xfp ? (s->principal != NULL || s->down.ssl != NULL ? "https" : "http") : NULL,
+        .request_id = l->request_id,
+        .request_id_out = h->request_id,
+        .rnd = { ((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w),
+                 ((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w) },
+        .upgrade = h->upgrade,
+    };
+    size_t need = m->head_len + 512 + tgt.len;
+    h->reqout = buf_get_sized(s->w, need);
+    if (h->reqout == NULL || tr_filter_request_head(h->reqout, NULL, m, &rw) < 0) {
+        local_reply(s, 431, TR_RF_DPE, "request header fields too large\n");
+        return false;
+    }
+    return true;
+}
+
+/* Move request body bytes that came with the head into reqout while they fit,
+ * so small requests go out in one write and stay re-sendable. */
+static void absorb_body(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    if (h->rq != TR_RQ_BODY || s->rx == NULL || !h->retryable)
+        return;
+    if (h->req_body == TR_H1_BODY_LENGTH) {
+        uint32_t n = tr_buf_len(s->rx);
+        if (n > h->req_remaining)
+            n = (uint32_t)h->req_remaining;
+        if (n > tr_buf_room(h->reqout)) {
+            h->retryable = false;
+            return;
+        }
+        memcpy(tr_buf_tail(h->reqout), tr_buf_head(s->rx), n);
+        h->reqout->end += n;
+        tr_buf_consume(s->rx, n);
+        h->req_remaining -= n;
+        h->req_bytes += n;
+        if (h->req_remaining == 0)
+            h->rq = TR_RQ_DONE;
+        else
+            h->retryable = false;
+    } else if (h->req_body == TR_H1_BODY_CHUNKED) {
+        size_t consumed = 0, off, dlen;
+        int rc = tr_h1_chunked_feed(&h->req_chunked, tr_buf_head(s->rx), tr_buf_len(s->rx),
+                                    &consumed, &off, &dlen);
+        /* The chunked decoder stops after each data run; loop to the end. */
+        size_t total = consumed;
+        while (rc == TR_H1_CHUNKED_MORE && total < tr_buf_len(s->rx)) {
+            rc = tr_h1_chunked_feed(&h->req_chunked, tr_buf_head(s->rx) + total,
+                                    tr_buf_len(s->rx) - total, &consumed, &off, &dlen);
+            total += consumed;
+        }
+        if (rc < 0) {
+            local_reply(s, 400, TR_RF_DPE, "bad chunked request body\n");
+            return;
+        }
+        if (total > tr_buf_room(h->reqout)) {
+            /* Keep what was validated for the streaming path. */
+            h->req_validated = (uint32_t)total;
+            h->retryable = false;
+            if (rc == TR_H1_CHUNKED_DONE)
+                h->req_chunk_done = true;
+            return;
+        }
+        memcpy(tr_buf_tail(h->reqout), tr_buf_head(s->rx), total);
+        h->reqout->end += (uint32_t)total;
+        tr_buf_consume(s->rx, (uint32_t)total);
+        h->req_bytes += total;
+        if (rc == TR_H1_CHUNKED_DONE)
+            h->rq = TR_RQ_DONE;
+        else
+            h->retryable = false;
+    }
+}
+
+static void handle_request_head(struct tr_session *s, uint32_t head_len)
+{
+    struct tr_http_state *h = &s->http;
+    struct tr_worker *w = s->w;
+    struct tr_snapshot *snap = s->ws->snap;
+    struct tr_h1_message m;
+    memset(&m, 0, sizeof(m));
+    m.headers = w->headers;
+    h->start_us = tr_loop_now_us(w->loop);
+    h->requests++;
+    h->keep_alive = false;
+    int rc = tr_h1_parse_request(tr_buf_head(s->rx), head_len, &snap->h1_limits, &m);
+    if (rc < 0) {
+        tr_metrics_count(w->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
+        tr_debug("listener %s: bad request from %s: %s", lcfg(s)->name, s->peer_ip,
+                 tr_h1_error_str(rc));
+        h->rq = TR_RQ_DONE; /* never read another byte of this connection */
+        local_reply(s, tr_h1_error_status(rc), TR_RF_DPE, NULL);
+        return;
+    }
+    h->version10 = m.version_minor == 0;
+    h->keep_alive = !(m.flags & TR_H1_F_CONN_CLOSE) && !s->draining;
+    h->method_id = (uint8_t)m.method_id;
+    h->is_head = m.method_id == TR_H1_M_HEAD;
+    h->upgrade = (m.flags & TR_H1_F_UPGRADE) && (m.flags & TR_H1_F_CONN_UPGRADE);
+    h->req_body = (uint8_t)m.body;
+    h->req_remaining = m.content_length;
+    tr_h1_chunked_init(&h->req_chunked, snap->h1_limits.max_header_bytes);
+    copy_cstr(h->method, sizeof(h->method), m.method);
+
+    tr_str host = m.host_idx >= 0 ? m.headers[m.host_idx].value : (tr_str){ "", 0 };
+    tr_str path = m.target;
+    if (m.target.len > 0 && m.target.p[0] != '/' && !(m.target.len == 1 && m.target.p[0] == '*')) {
+        if (!split_absolute(m.target, &host, &path)) {
+            h->rq = TR_RQ_DONE;
+            local_reply(s, m.method_id == TR_H1_M_CONNECT ? 405 : 400, TR_RF_DPE, NULL);
+            return;
+        }
+    }
+    copy_cstr(h->path, sizeof(h->path), path);
+    copy_cstr(h->authority, sizeof(h->authority), host);
+
+    /* The head stays in rx until the rewrite below has read it. */
+    h->rq = m.body == TR_H1_BODY_NONE ? TR_RQ_DONE : TR_RQ_BODY;
+    if (m.method_id == TR_H1_M_CONNECT) {
+        tr_buf_consume(s->rx, head_len);
+        h->rq = TR_RQ_DONE;
+        local_reply(s, 405, TR_RF_DPE, "CONNECT is not supported on this listener\n");
+        h->keep_alive = false;
+        return;
+    }
+
+    const struct tr_router *router = snap->routers[lcfg(s)->route_table];
+    struct tr_route_request rr = {
+        .host = host,
+        .path = path,
+        .method = m.method,
+        .headers = (const struct tr_str_pair *)m.headers,
+        .n_headers = m.n_headers,
+    };
+    const struct tr_route_cfg *route = tr_router_match(router, &rr);
+    const struct tr_authz *az = snap->authz[s->lidx];
+    if (az != NULL) {
+        tr_str p = path;
+        const char *q = memchr(p.p, '?', p.len);
+        if (q != NULL)
+            p.len = (uint32_t)(q - p.p);
+        if (tr_authz_eval(az, s->principal, m.method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
+            tr_buf_consume(s->rx, head_len);
+            local_reply(s, 403, TR_RF_RBAC, "RBAC: access denied\n");
+            return;
+        }
+    }
+    if (route == NULL) {
+        tr_buf_consume(s->rx, head_len);
+        local_reply(s, 404, TR_RF_NR, NULL);
+        return;
+    }
+    h->route = route;
+    if (route->direct_status != 0) {
+        tr_buf_consume(s->rx, head_len);
+        local_reply(s, route->direct_status, TR_RF_DI, route->direct_body);
+        return;
+    }
+    int ci = tr_route_pick_cluster(route, tr_worker_rand(w));
+    if (ci < 0) {
+        tr_buf_consume(s->rx, head_len);
+        local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
+        return;
+    }
+    h->cluster = &s->ws->clusters[ci];
+    if (!build_request(s, &m, route, path, host)) {
+        tr_buf_consume(s->rx, head_len);
+        return;
+    }
+    tr_buf_consume(s->rx, head_len);
+    h->retryable = true;
+    absorb_body(s);
+    if (h->status != 0) /* absorb_body replied locally */
+        return;
+    if (route->timeout_ms != 0)
+        tr_timer_set(w->loop, &s->timer, route->timeout_ms);
+    else
+        arm_idle(s);
+    start_upstream(s, false);
+}
+
+static void start_upstream(struct tr_session *s, bool fresh)
+{
+    struct tr_http_state *h = &s->http;
+    struct tr_endpoint_rt *ep = tr_cluster_pick(h->cluster, tr_worker_rand(s->w));
+    if (ep == NULL) {
+        local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
+        return;
+    }
+    bool ready = false;
+    const char *reason = NULL;
+    h->ep = ep;
+    ep->active_requests++;
+    snprintf(h->upstream_addr, sizeof(h->upstream_addr), "%s", ep->cfg->addr.text);
+    struct tr_upstream *up = tr_pool_acquire(s->w, ep, &http_up_ops, s, fresh, &ready, &reason);
+    if (up == NULL) {
+        bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
+        local_reply(s, 503, overflow ? TR_RF_UO : TR_RF_UF,
+                    overflow ? "upstream connect error or disconnect/reset before headers. "
+                               "reset reason: overflow\n"
+                             : "upstream connect error or disconnect/reset before headers. "
+                               "reset reason: connection failure\n");
+        return;
+    }
+    h->up = up;
+    h->up_reused = ready;
+    if (ready) {
+        tr_metrics_count(s->w->metrics, TR_C_UPSTREAM_REUSED, 1);
+        h->rs = TR_RS_HEAD;
+    } else {
+        h->rs = TR_RS_WAIT;
+    }
+}
+
+/* The request was sent on a pooled connection that the server had already
+ * closed, and nothing came back: no part of it can have been processed, so it
+ * goes again, once, on a new connection. This is the keep-alive race that
+ * shows up as intermittent 503 "UC" in other meshes. */
+static bool resend(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    if (!h->up_reused || !h->retryable || h->resent || h->got_response_byte ||
+        h->reqout == NULL || h->rq != TR_RQ_DONE)
+        return false;
+    h->resent = true;
+    upstream_detach(s, false);
+    h->reqout_sent = 0;
+    tr_metrics_count(s->w->metrics, TR_C_UPSTREAM_RESEND, 1);
+    start_upstream(s, true);
+    return true;
+}
+
+static void upstream_failed(struct tr_session *s, uint16_t flag)
+{
+    struct tr_http_state *h = &s->http;
+    if (resend(s))
+        return;
+    if (h->got_response_byte) {
+        /* Mid-response: the client cannot be told other than by closing. */
+        h->flags |= flag;
+        h->status = h->status ? h->status : 502;
+        log_and_count(s);
+        upstream_detach(s, false);
+        tr_session_close(s);
+        return;
+    }
+    local_reply(s, 503, flag,
+                "upstream connect error or disconnect/reset before headers. reset reason: "
+                "connection termination\n");
+}
+
+static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
+{
+    struct tr_session *s = owner;
+    struct tr_http_state *h = &s->http;
+    if (err < 0) {
+        h->up = NULL; /* already closed by the pool */
+        if (h->ep != NULL) {
+            h->ep->active_requests--;
+            h->ep = NULL;
+        }
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
+                 reason);
+        local_reply(s, 503, TR_RF_UF, body);
+    } else {
+        h->rs = TR_RS_HEAD;
+        h->peer_id = up->peer_id;
+    }
+    http_pump(s);
+}
+
+static void on_up_io(void *owner, struct tr_upstream *up)
+{
+    (void)up;
+    http_pump(owner);
+}
+
+/* ---- request direction ---- */
+
+static bool read_request_head(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    const struct tr_h1_limits *lim = &s->ws->snap->h1_limits;
+    bool progress = false;
+    for (;;) {
+        if (s->rx != NULL && tr_buf_len(s->rx) > 0) {
+            int r = tr_h1_head_end(tr_buf_head(s->rx), tr_buf_len(s->rx), lim, 1,
+                                   &h->head_scanned);
+            if (r > 0) {
+                handle_request_head(s, (uint32_t)r);
+                return true;
+            }
+            if (r < 0) {
+                tr_metrics_count(s->w->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
+                h->start_us = tr_loop_now_us(s->w->loop);
+                h->rq = TR_RQ_DONE;
+                local_reply(s, tr_h1_error_status(r), TR_RF_DPE, NULL);
+                return true;
+            }
+            /* A head may be larger than a pool buffer: move it to one that
+             * can hold the configured maximum. */
+            if (tr_buf_len(s->rx) == s->rx->cap && s->rx->cap < lim->max_header_bytes + 1) {
+                struct tr_buf *big = buf_get_sized(s->w, lim->max_header_bytes + 1);
+                if (big == NULL) {
+                    tr_session_close(s);
+                    return false;
+                }
+                tr_buf_append(big, tr_buf_head(s->rx), tr_buf_len(s->rx));
+                buf_release(s->w, &s->rx);
+                s->rx = big;
+            }
+        }
+        bool was_empty = s->rx == NULL || tr_buf_len(s->rx) == 0;
+        ssize_t n = read_down(s);
+        if (n < 0) {
+            /* Client closed between requests (or mid-head): nothing to answer. */
+            tr_session_close(s);
+            return false;
+        }
+        if (n == 0)
+            return progress;
+        progress = true;
+        if (was_empty) /* first byte of a head: the request deadline starts */
+            tr_timer_set(s->w->loop, &s->timer, lcfg(s)->request_timeout_ms);
+    }
+}
+
+/* Send reqout (the head and absorbed body) upstream. True when all is sent. */
+static bool send_reqout(struct tr_session *s, bool *progress)
+{
+    struct tr_http_state *h = &s->http;
+    if (h->reqout == NULL)
+        return true;
+    while (h->reqout_sent < h->reqout->end) {
+        ssize_t n = tr_conn_write(&h->up->conn, h->reqout->data + h->reqout_sent,
+                                  h->reqout->end - h->reqout_sent);
+        if (n == TR_AGAIN)
+            return false;
+        if (n < 0) {
+            upstream_failed(s, TR_RF_UC);
+            return false;
+        }
+        h->reqout_sent += (uint32_t)n;
+        *progress = true;
+    }
+    if (!h->retryable || h->got_response_byte)
+        buf_release(s->w, &h->reqout);
+    return true;
+}
+
+/* Stream the rest of the request body from rx to the upstream. */
+static bool forward_request_body(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    bool progress = false;
+    for (int guard = 0; guard < 64; guard++) {
+        if (s->rx == NULL || tr_buf_len(s->rx) == 0 ||
+            (h->req_body == TR_H1_BODY_CHUNKED && h->req_validated == 0 && !h->req_chunk_done &&
+             tr_buf_len(s->rx) == 0)) {
+            ssize_t n = read_down(s);
+            if (n < 0) {
+                h->flags |= TR_RF_DC;
+                log_and_count(s);
+                upstream_detach(s, false);
+                tr_session_close(s);
+                return false;
+            }
+            if (n == 0)
+                return progress;
+            progress = true;
+        }
+        uint32_t avail = tr_buf_len(s->rx);
+        uint32_t sendable;
+        bool done_after = false;
+        if (h->req_body == TR_H1_BODY_LENGTH) {
+            sendable = avail < h->req_remaining ? avail : (uint32_t)h->req_remaining;
+            done_after = sendable == h->req_remaining;
+        } else {
+            /* Chunked: validate before forwarding; only validated bytes go. */
+            while (!h->req_chunk_done && h->req_validated < avail) {
+                size_t consumed, off, dlen;
+                int rc = tr_h1_chunked_feed(&h->req_chunked, tr_buf_head(s->rx) + h->req_validated,
+                                            avail - h->req_validated, &consumed, &off, &dlen);
+                if (rc < 0) {
+                    h->flags |= TR_RF_DPE;
+                    local_reply(s, 400, TR_RF_DPE, NULL);
+                    return true;
+                }
+                h->req_validated += (uint32_t)consumed;
+                if (rc == TR_H1_CHUNKED_DONE)
+                    h->req_chunk_done = true;
+            }
+            sendable = h->req_validated;
+            done_after = h->req_chunk_done;
+            if (sendable == 0) {
+                if (tr_buf_room(s->rx) == 0)
+                    tr_buf_compact(s->rx);
+                ssize_t n = read_down(s);
+                if (n < 0) {
+                    log_and_count(s);
+                    upstream_detach(s, false);
+                    tr_session_close(s);
+                    return false;
+                }
+                if (n == 0)
+                    return progress;
+                progress = true;
+                continue;
+            }
+        }
+        ssize_t n = tr_conn_write(&h->up->conn, tr_buf_head(s->rx), sendable);
+        if (n == TR_AGAIN)
+            return progress;
+        if (n < 0) {
+            upstream_failed(s, TR_RF_UC);
+            return true;
+        }
+        progress = true;
+        tr_buf_consume(s->rx, (uint32_t)n);
+        h->req_bytes += (uint64_t)n;
+        if (h->req_body == TR_H1_BODY_LENGTH) {
+            h->req_remaining -= (uint64_t)n;
+        } else {
+            h->req_validated -= (uint32_t)n;
+        }
+        if ((uint32_t)n == sendable && done_after) {
+            h->rq = TR_RQ_DONE;
+            return true;
+        }
+    }
+    return progress;
+}
+
+/* ---- response direction ---- */
+
+static ssize_t read_up(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    struct tr_conn *c = &h->up->conn;
+    if (!tr_conn_readable(c))
+        return 0;
+    if (h->resp == NULL && (h->resp = tr_buf_get(&s->w->bufs)) == NULL)
+        return 0;
+    if (tr_buf_room(h->resp) == 0)
+        tr_buf_compact(h->resp);
+    if (tr_buf_room(h->resp) == 0)
+        return 0;
+    ssize_t n = tr_conn_read(c, tr_buf_tail(h->resp), tr_buf_room(h->resp));
+    if (n > 0) {
+        h->resp->end += (uint32_t)n;
+        return n;
+    }
+    if (n == TR_AGAIN)
+        return 0;
+    return -1;
+}
+
+static bool handle_response_head(struct tr_session *s, uint32_t head_len)
+{
+    struct tr_http_state *h = &s->http;
+    struct tr_worker *w = s->w;
+    struct tr_h1_message m;
+    memset(&m, 0, sizeof(m));
+    m.headers = w->headers;
+    int rc = tr_h1_parse_response(tr_buf_head(h->resp), head_len, &s->ws->snap->h1_limits,
+                                  (enum tr_h1_method)h->method_id, &m);
+    if (rc < 0) {
+        tr_warn("cluster %s: invalid response from %s: %s", h->cluster->cfg->name,
+                h->upstream_addr, tr_h1_error_str(rc));
+        h->got_response_byte = false; /* nothing was forwarded */
+        upstream_detach(s, false);
+        h->resp_head_scanned = 0;
+        local_reply(s, 502, TR_RF_UPE, "upstream sent an invalid response\n");
+        return true;
+    }
+    if (m.flags & TR_H1_F_CONN_CLOSE)
+        h->up_close = true;
+    if (m.status >= 100 && m.status < 200 && m.status != 101) {
+        /* Interim response: pass it on to HTTP/1.1 clients, then read on. */
+        if (!h->version10) {
+            struct tr_response_rewrite rw = { .keep_alive = true };
+            if (s->tx == NULL)
+                s->tx = tr_buf_get(&w->bufs);
+            if (s->tx == NULL || tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
+                tr_session_close(s);
+                return false;
+            }
+        }
+        tr_buf_consume(h->resp, head_len);
+        h->resp_head_scanned = 0;
+        return true;
+    }
+    if (m.status == 101 && !h->upgrade) {
+        upstream_detach(s, false);
+        local_reply(s, 502, TR_RF_UPE, "upstream switched protocols unasked\n");
+        return true;
+    }
+    h->status = m.status;
+    h->resp_body = (uint8_t)m.body;
+    h->resp_remaining = m.content_length;
+    tr_h1_chunked_init(&h->resp_chunked, s->ws->snap->h1_limits.max_header_bytes);
+    bool tunnel = m.body == TR_H1_BODY_TUNNEL;
+    if (m.body == TR_H1_BODY_UNTIL_CLOSE)
+        h->keep_alive = false;
+    if (h->rq != TR_RQ_DONE && !tunnel)
+        h->keep_alive = false; /* answered before the request ended */
+    h->dechunk = m.body == TR_H1_BODY_CHUNKED && h->version10;
+    if (h->dechunk)
+        h->keep_alive = false; /* HTTP/1.0: the body ends with the connection */
+    struct tr_response_rewrite rw = {
+        .keep_alive = h->keep_alive && !s->draining,
+        .version10 = h->version10,
+        .dechunk = h->dechunk,
+        .tunnel = tunnel,
+    };
+    if (s->tx == NULL)
+        s->tx = buf_get_sized(w, head_len + 256);
+    if (s->tx == NULL || tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
+        /* tx may hold an interim response; give it a bigger home. */
+        struct tr_buf *big = buf_get_sized(w, (s->tx ? tr_buf_len(s->tx) : 0) + head_len + 256);
+        if (big == NULL) {
+            tr_session_close(s);
+            return false;
+        }
+        if (s->tx != NULL) {
+            tr_buf_append(big, tr_buf_head(s->tx), tr_buf_len(s->tx));
+            buf_release(w, &s->tx);
+        }
+        s->tx = big;
+        if (tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
+            tr_session_close(s);
+            return false;
+        }
+    }
+    tr_buf_consume(h->resp, head_len);
+    if (tunnel) {
+        h->rs = TR_RS_TUNNEL;
+        h->rq = TR_RQ_TUNNEL;
+        h->keep_alive = false;
+        tr_timer_set(w->loop, &s->timer, lcfg(s)->idle_timeout_ms);
+    } else if (m.body == TR_H1_BODY_NONE) {
+        h->rs = TR_RS_DONE;
+    } else {
+        h->rs = TR_RS_BODY;
+    }
+    return true;
+}
+
+static bool read_response_head(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    bool progress = false;
+    for (;;) {
+        if (h->resp != NULL && tr_buf_len(h->resp) > 0) {
+            int r = tr_h1_head_end(tr_buf_head(h->resp), tr_buf_len(h->resp),
+                                   &s->ws->snap->h1_limits, 0, &h->resp_head_scanned);
+            if (r > 0) {
+                h->resp_head_scanned = 0;
+                handle_response_head(s, (uint32_t)r);
+                return true;
+            }
+            if (r < 0 || tr_buf_len(h->resp) == h->resp->cap) {
+                upstream_detach(s, false);
+                local_reply(s, 502, TR_RF_UPE, "upstream response head too large\n");
+                return true;
+            }
+        }
+        ssize_t n = read_up(s);
+        if (n < 0) {
+            upstream_failed(s, TR_RF_UC);
+            return true;
+        }
+        if (n == 0)
+            return progress;
+        progress = true;
+        if (!h->got_response_byte) {
+            h->got_response_byte = true;
+            if (h->rq == TR_RQ_DONE && h->reqout != NULL && h->reqout_sent == h->reqout->end)
+                buf_release(s->w, &h->reqout);
+        }
+    }
+}
+
+/* De-chunk for HTTP/1.0 clients: copy payload runs of resp into tx. */
+static bool dechunk_response(struct tr_session *s, bool *done)
+{
+    struct tr_http_state *h = &s->http;
+    bool progress = false;
+    while (h->resp != NULL && tr_buf_len(h->resp) > 0) {
+        if (s->tx == NULL && (s->tx = tr_buf_get(&s->w->bufs)) == NULL)
+            return progress;
+        tr_buf_compact(s->tx);
+        uint32_t room = tr_buf_room(s->tx);
+        if (room == 0)
+            return progress;
+        size_t consumed, off, dlen;
+        uint32_t avail = tr_buf_len(h->resp);
+        int rc = tr_h1_chunked_feed(&h->resp_chunked, tr_buf_head(h->resp),
+                                    avail < room ? avail : room, &consumed, &off, &dlen);
+        if (rc < 0)
+            return false;
+        if (dlen > 0)
+            tr_buf_append(s->tx, tr_buf_head(h->resp) + off, dlen);
+        h->resp_bytes += dlen;
+        tr_buf_consume(h->resp, (uint32_t)consumed);
+        progress = true;
+        if (rc == TR_H1_CHUNKED_DONE) {
+            *done = true;
+            return true;
+        }
+    }
+    return progress;
+}
+
+static bool forward_response_body(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    bool progress = false;
+    for (int guard = 0; guard < 64; guard++) {
+        if (!flush_tx(s, &progress))
+            return progress;
+        if (h->resp == NULL || tr_buf_len(h->resp) == 0 ||
+            (h->resp_body == TR_H1_BODY_CHUNKED && !h->dechunk && h->resp_validated == 0 &&
+             !h->resp_chunk_done && tr_buf_room(h->resp) > 0 && tr_buf_len(h->resp) == 0)) {
+            ssize_t n = read_up(s);
+            if (n < 0) {
+                if (h->resp_body == TR_H1_BODY_UNTIL_CLOSE && h->up->conn.rx_eof) {
+                    h->rs = TR_RS_DONE;
+                    return true;
+                }
+                upstream_failed(s, TR_RF_UC);
+                return true;
+            }
+            if (n == 0)
+                return progress;
+            progress = true;
+        }
+        if (h->dechunk) {
+            bool done = false;
+            if (!dechunk_response(s, &done)) {
+                upstream_failed(s, TR_RF_UPE);
+                return true;
+            }
+            if (done) {
+                h->rs = TR_RS_DONE;
+                return true;
+            }
+            continue;
+        }
+        uint32_t avail = tr_buf_len(h->resp);
+        uint32_t sendable;
+        bool done_after = false;
+        switch (h->resp_body) {
+        case TR_H1_BODY_LENGTH:
+            sendable = avail < h->resp_remaining ? avail : (uint32_t)h->resp_remaining;
+            done_after = sendable == h->resp_remaining;
+            break;
+        case TR_H1_BODY_CHUNKED:
+            while (!h->resp_chunk_done && h->resp_validated < avail) {
+                size_t consumed, off, dlen;
+                int rc = tr_h1_chunked_feed(&h->resp_chunked,
+                                            tr_buf_head(h->resp) + h->resp_validated,
+                                            avail - h->resp_validated, &consumed, &off, &dlen);
+                if (rc < 0) {
+                    upstream_failed(s, TR_RF_UPE);
+                    return true;
+                }
+                h->resp_validated += (uint32_t)consumed;
+                if (rc == TR_H1_CHUNKED_DONE)
+                    h->resp_chunk_done = true;
+            }
+            sendable = h->resp_validated;
+            done_after = h->resp_chunk_done;
+            break;
+        default: /* until close */
+            sendable = avail;
+            break;
+        }
+        if (sendable == 0) {
+            if (done_after) {
+                h->rs = TR_RS_DONE;
+                return true;
+            }
+            if (tr_buf_room(h->resp) == 0)
+                tr_buf_compact(h->resp);
+            ssize_t n = read_up(s);
+            if (n < 0) {
+                if (h->resp_body == TR_H1_BODY_UNTIL_CLOSE && h->up->conn.rx_eof) {
+                    h->rs = TR_RS_DONE;
+                    return true;
+                }
+                upstream_failed(s, TR_RF_UC);
+                return true;
+            }
+            if (n == 0)
+                return progress;
+            progress = true;
+            continue;
+        }
+        ssize_t n = tr_conn_write(&s->down, tr_buf_head(h->resp), sendable);
+        if (n == TR_AGAIN)
+            return progress;
+        if (n < 0) {
+            h->flags |= TR_RF_DC;
+            log_and_count(s);
+            upstream_detach(s, false);
+            tr_session_close(s);
+            return false;
+        }
+        progress = true;
+        tr_buf_consume(h->resp, (uint32_t)n);
+        h->resp_bytes += (uint64_t)n;
+        if (h->resp_body == TR_H1_BODY_LENGTH)
+            h->resp_remaining -= (uint64_t)n;
+        else if (h->resp_body == TR_H1_BODY_CHUNKED)
+            h->resp_validated -= (uint32_t)n;
+        if ((uint32_t)n == sendable && done_after) {
+            h->rs = TR_RS_DONE;
+            return true;
+        }
+    }
+    return progress;
+}
+
+/* After 101: raw bytes both ways until either side closes. */
+static bool tunnel(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    bool progress = false;
+    if (!flush_tx(s, &progress))
+        return progress;
+    /* up -> down */
+    for (int i = 0; i < 16; i++) {
+        if (h->resp != NULL && tr_buf_len(h->resp) > 0) {
+            ssize_t n = tr_conn_write(&s->down, tr_buf_head(h->resp), tr_buf_len(h->resp));
+            if (n == TR_AGAIN)
+                break;
+            if (n < 0)
+                goto closed;
+            tr_buf_consume(h->resp, (uint32_t)n);
+            h->resp_bytes += (uint64_t)n;
+            progress = true;
+            continue;
+        }
+        ssize_t n = read_up(s);
+        if (n < 0)
+            goto closed;
+        if (n == 0)
+            break;
+        progress = true;
+    }
+    /* down -> up */
+    for (int i = 0; i < 16; i++) {
+        if (s->rx != NULL && tr_buf_len(s->rx) > 0) {
+            ssize_t n = tr_conn_write(&h->up->conn, tr_buf_head(s->rx), tr_buf_len(s->rx));
+            if (n == TR_AGAIN)
+                break;
+            if (n < 0)
+                goto closed;
+            tr_buf_consume(s->rx, (uint32_t)n);
+            h->req_bytes += (uint64_t)n;
+            progress = true;
+            continue;
+        }
+        ssize_t n = read_down(s);
+        if (n < 0)
+            goto closed;
+        if (n == 0)
+            break;
+        progress = true;
+    }
+    if (progress)
+        tr_timer_set(s->w->loop, &s->timer, lcfg(s)->idle_timeout_ms);
+    return progress;
+closed:
+    log_and_count(s);
+    upstream_detach(s, false);
+    tr_session_close(s);
+    return false;
+}
+
+/* ---- the pump ---- */
+
+static void http_pump(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    for (int guard = 0; guard < 256; guard++) {
+        if (s->phase == TR_PH_CLOSED)
+            return;
+        bool progress = false;
+        if (h->rs == TR_RS_TUNNEL) {
+            if (!tunnel(s))
+                return;
+            continue;
+        }
+        if (h->rq == TR_RQ_HEAD && h->rs == TR_RS_NONE) {
+            progress |= read_request_head(s);
+            if (s->phase == TR_PH_CLOSED)
+                return;
+        }
+        bool up_ready = h->up != NULL && (h->rs == TR_RS_HEAD || h->rs == TR_RS_BODY);
+        if (up_ready && !h->local_reply) {
+            bool sent = send_reqout(s, &progress);
+            if (s->phase == TR_PH_CLOSED)
+                return;
+            if (sent && h->rq == TR_RQ_BODY && h->up != NULL)
+                progress |= forward_request_body(s);
+            if (s->phase == TR_PH_CLOSED)
+                return;
+        }
+        if (h->rs == TR_RS_HEAD && h->up != NULL)
+            progress |= read_response_head(s);
+        if (s->phase == TR_PH_CLOSED)
+            return;
+        if (h->rs == TR_RS_BODY)
+            progress |= forward_response_body(s);
+        if (s->phase == TR_PH_CLOSED)
+            return;
+        if (h->rs == TR_RS_DONE || s->closing) {
+            bool empty = flush_tx(s, &progress);
+            if (s->phase == TR_PH_CLOSED)
+                return;
+            if (empty && s->closing) {
+                tr_session_close(s);
+                return;
+            }
+            if (empty && h->rs == TR_RS_DONE) {
+                finish_request(s);
+                progress = true;
+                if (s->closing) {
+                    tr_session_close(s);
+                    return;
+                }
+            }
+        }
+        if (!progress)
+            return;
+    }
+    /* Still work to do after many rounds: continue on the next loop turn
+     * rather than starving other connections. */
+    tr_loop_defer(s->w->loop, &s->pump_later, http_pump_later);
+}
+
+static void http_pump_later(struct tr_deferred *d)
+{
+    http_pump(tr_container_of(d, struct tr_session, pump_later));
+}
+
+static void http_on_down_io(struct tr_io *io, uint32_t events)
+{
+    struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
+    tr_conn_on_events(&s->down, events);
+    http_pump(s);
+}
+
+static void http_on_timer(struct tr_timer *t)
+{
+    struct tr_session *s = tr_container_of(t, struct tr_session, timer);
+    struct tr_http_state *h = &s->http;
+    if (h->rq == TR_RQ_HEAD && h->rs == TR_RS_NONE) {
+        if (s->rx == NULL || tr_buf_len(s->rx) == 0) {
+            tr_session_close(s); /* idle keep-alive connection */
+            return;
+        }
+        h->start_us = tr_loop_now_us(s->w->loop);
+        h->rq = TR_RQ_DONE;
+        local_reply(s, 408, TR_RF_DPE, NULL);
+        http_pump(s);
+        return;
+    }
+    if (h->rs == TR_RS_TUNNEL || h->got_response_byte || h->rs == TR_RS_DONE) {
+        h->flags |= TR_RF_UT;
+        log_and_count(s);
+        upstream_detach(s, false);
+        tr_session_close(s);
+        return;
+    }
+    /* No response head in time. */
+    local_reply(s, 504, TR_RF_UT, "upstream request timeout\n");
+    http_pump(s);
+}
+
+static void http_drain(struct tr_session_link *l)
+{
+    struct tr_session *s = tr_container_of(l, struct tr_session, link);
+    s->draining = true;
+    struct tr_http_state *h = &s->http;
+    if (h->rq == TR_RQ_HEAD && h->rs == TR_RS_NONE && (s->rx == NULL || tr_buf_len(s->rx) == 0))
+        tr_session_close(s);
+    /* Otherwise the response in flight carries "Connection: close". */
+}
+
+void tr_http_session_start(struct tr_session *s)
+{
+    s->phase = TR_PH_HTTP;
+    s->down.io.cb = http_on_down_io;
+    s->timer.cb = http_on_timer;
+    s->link.drain = http_drain;
+    memset(&s->http, 0, sizeof(s->http));
+    begin_request(s);
+    if (s->draining) {
+        tr_session_close(s);
+        return;
+    }
+    http_pump(s);
+}

@@ -1,0 +1,268 @@
+/* proxy/tcp_session.c: opaque TCP (L4) proxying with half-close.
+ *
+ * Each direction runs independently: bytes flow until its reader sees EOF,
+ * then the writer's side gets a FIN (shutdown(SHUT_WR), after close_notify
+ * for TLS), and the session ends when both directions have finished. When
+ * both sides are plaintext the bytes move with splice() through a pipe per
+ * direction and never enter user space.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cluster/cluster.h"
+#include "core/log.h"
+#include "filter/authz.h"
+#include "proxy/session.h"
+#include "upstream/pool.h"
+
+#define SPLICE_CHUNK (64 * 1024)
+
+static void tcp_pump(struct tr_session *s);
+
+static void tcp_finish(struct tr_session *s, uint16_t flags)
+{
+    struct tr_tcp_state *t = &s->tcp;
+    struct tr_metric_labels l = s->labels;
+    if (t->cluster != NULL && l.reporter == TR_REPORTER_SOURCE) {
+        l.destination_service = t->cluster->service;
+        l.destination_workload = t->cluster->workload;
+        l.destination_namespace = t->cluster->workload_namespace;
+    }
+    l.protocol = TR_REQ_PROTO_TCP;
+    if (t->connected)
+        tr_metrics_tcp_close(s->w->metrics, &l, flags, t->sent, t->received);
+    if (t->up != NULL) {
+        tr_pool_release(t->up, false);
+        t->up = NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (t->pipe_du[i] >= 0)
+            close(t->pipe_du[i]);
+        if (t->pipe_ud[i] >= 0)
+            close(t->pipe_ud[i]);
+        t->pipe_du[i] = t->pipe_ud[i] = -1;
+    }
+    tr_buf_put(&s->w->bufs, t->up_rx);
+    t->up_rx = NULL;
+    tr_session_close(s);
+}
+
+/* Move bytes src -> dst through a pipe. Returns 1 progress, 0 none, -1 src
+ * EOF (pipe drained), -2 error. */
+static int splice_dir(struct tr_conn *src, struct tr_conn *dst, int pipefd[2], uint32_t *in_pipe,
+                      uint64_t *count, bool *eof)
+{
+    int progress = 0;
+    for (int i = 0; i < 16; i++) {
+        if (*in_pipe > 0) {
+            if (!dst->tx_ready)
+                return progress;
+            ssize_t n = splice(pipefd[0], NULL, dst->io.fd, NULL, *in_pipe,
+                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n < 0) {
+                if (errno == EAGAIN) {
+                    dst->tx_ready = false;
+                    return progress;
+                }
+                return -2;
+            }
+            *in_pipe -= (uint32_t)n;
+            *count += (uint64_t)n;
+            progress = 1;
+            continue;
+        }
+        if (*eof)
+            return -1;
+        if (!src->rx_ready)
+            return progress;
+        ssize_t n = splice(src->io.fd, NULL, pipefd[1], NULL, SPLICE_CHUNK,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n == 0) {
+            *eof = true;
+            src->rx_eof = true;
+            return -1;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN) {
+                src->rx_ready = false;
+                return progress;
+            }
+            return -2;
+        }
+        *in_pipe += (uint32_t)n;
+        progress = 1;
+    }
+    return progress;
+}
+
+/* Buffered copy for TLS sides. Same return convention as splice_dir. */
+static int copy_dir(struct tr_session *s, struct tr_conn *src, struct tr_conn *dst,
+                    struct tr_buf **bufp, uint64_t *count, bool *eof)
+{
+    int progress = 0;
+    for (int i = 0; i < 16; i++) {
+        struct tr_buf *b = *bufp;
+        if (b != NULL && tr_buf_len(b) > 0) {
+            ssize_t n = tr_conn_write(dst, tr_buf_head(b), tr_buf_len(b));
+            if (n == TR_AGAIN)
+                return progress;
+            if (n < 0)
+                return -2;
+            tr_buf_consume(b, (uint32_t)n);
+            *count += (uint64_t)n;
+            progress = 1;
+            continue;
+        }
+        if (*eof)
+            return -1;
+        if (b == NULL && (b = *bufp = tr_buf_get(&s->w->bufs)) == NULL)
+            return progress;
+        ssize_t n = tr_conn_read(src, tr_buf_tail(b), tr_buf_room(b));
+        if (n == TR_AGAIN)
+            return progress;
+        if (n == TR_EOF) {
+            *eof = true;
+            return -1;
+        }
+        if (n < 0)
+            return -2;
+        b->end += (uint32_t)n;
+        progress = 1;
+    }
+    return progress;
+}
+
+static void tcp_pump(struct tr_session *s)
+{
+    struct tr_tcp_state *t = &s->tcp;
+    if (!t->connected || s->phase == TR_PH_CLOSED)
+        return;
+    struct tr_conn *up = &t->up->conn;
+    for (int round = 0; round < 64; round++) {
+        int a, b;
+        if (t->splice) {
+            a = t->up_shut ? 0
+                           : splice_dir(&s->down, up, t->pipe_du, &t->pipe_du_bytes, &t->received,
+                                        &t->down_eof);
+            b = t->down_shut ? 0
+                             : splice_dir(up, &s->down, t->pipe_ud, &t->pipe_ud_bytes, &t->sent,
+                                          &t->up_eof);
+        } else {
+            a = t->up_shut ? 0 : copy_dir(s, &s->down, up, &s->rx, &t->received, &t->down_eof);
+            b = t->down_shut ? 0 : copy_dir(s, up, &s->down, &t->up_rx, &t->sent, &t->up_eof);
+        }
+        if (a == -2 || b == -2) {
+            tcp_finish(s, a == -2 ? TR_RF_DC : TR_RF_UC);
+            return;
+        }
+        if (a == -1 && !t->up_shut) {
+            tr_conn_shutdown_write(up);
+            t->up_shut = true;
+        }
+        if (b == -1 && !t->down_shut) {
+            tr_conn_shutdown_write(&s->down);
+            t->down_shut = true;
+        }
+        if (t->up_shut && t->down_shut) {
+            tcp_finish(s, 0);
+            return;
+        }
+        if (a <= 0 && b <= 0)
+            break;
+    }
+    tr_timer_set(s->w->loop, &s->timer, s->lcfg->idle_timeout_ms);
+}
+
+static void tcp_on_down_io(struct tr_io *io, uint32_t events)
+{
+    struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
+    tr_conn_on_events(&s->down, events);
+    tcp_pump(s);
+}
+
+static void tcp_on_up_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
+{
+    struct tr_session *s = owner;
+    struct tr_tcp_state *t = &s->tcp;
+    if (err < 0) {
+        t->up = NULL;
+        tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name,
+                t->cluster->eps[0].cfg->addr.text, reason);
+        tcp_finish(s, TR_RF_UF);
+        return;
+    }
+    t->connected = true;
+    struct tr_metric_labels l = s->labels;
+    if (l.reporter == TR_REPORTER_SOURCE) {
+        l.destination_service = t->cluster->service;
+        l.destination_workload = t->cluster->workload;
+        l.destination_namespace = t->cluster->workload_namespace;
+        l.destination_principal = up->peer_id;
+    }
+    l.protocol = TR_REQ_PROTO_TCP;
+    tr_metrics_tcp_open(s->w->metrics, &l);
+    t->splice = s->down.ssl == NULL && up->conn.ssl == NULL && s->rx == NULL;
+    if (t->splice) {
+        if (pipe2(t->pipe_du, O_NONBLOCK | O_CLOEXEC) < 0 ||
+            pipe2(t->pipe_ud, O_NONBLOCK | O_CLOEXEC) < 0)
+            t->splice = false;
+    }
+    tcp_pump(s);
+}
+
+static void tcp_on_up_io(void *owner, struct tr_upstream *up)
+{
+    (void)up;
+    tcp_pump(owner);
+}
+
+static const struct tr_upstream_owner_ops tcp_up_ops = {
+    .on_ready = tcp_on_up_ready,
+    .on_io = tcp_on_up_io,
+};
+
+static void tcp_on_timer(struct tr_timer *timer)
+{
+    struct tr_session *s = tr_container_of(timer, struct tr_session, timer);
+    tcp_finish(s, s->tcp.connected ? 0 : TR_RF_UF);
+}
+
+static void tcp_drain(struct tr_session_link *l)
+{
+    /* Opaque streams have no request boundary: they run to the deadline. */
+    struct tr_session *s = tr_container_of(l, struct tr_session, link);
+    s->draining = true;
+}
+
+void tr_tcp_session_start(struct tr_session *s)
+{
+    struct tr_tcp_state *t = &s->tcp;
+    memset(t, 0, sizeof(*t));
+    t->pipe_du[0] = t->pipe_du[1] = t->pipe_ud[0] = t->pipe_ud[1] = -1;
+    s->phase = TR_PH_TCP;
+    s->down.io.cb = tcp_on_down_io;
+    s->timer.cb = tcp_on_timer;
+    s->link.drain = tcp_drain;
+    s->labels.protocol = TR_REQ_PROTO_TCP;
+    const struct tr_authz *az = s->ws->snap->authz[s->lidx];
+    if (az != NULL && tr_authz_eval(az, s->principal, (tr_str){ "", 0 }, (tr_str){ "", 0 },
+                                    NULL) == TR_AUTHZ_VERDICT_DENY) {
+        tr_info("listener %s: TCP connection from %s denied by authorization", s->lcfg->name,
+                s->principal ? s->principal : s->peer_ip);
+        tr_session_close(s);
+        return;
+    }
+    t->cluster = &s->ws->clusters[s->lcfg->tcp_cluster];
+    struct tr_endpoint_rt *ep = tr_cluster_pick(t->cluster, tr_worker_rand(s->w));
+    bool ready;
+    const char *reason = NULL;
+    t->up = ep != NULL ? tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, &ready, &reason) : NULL;
+    if (t->up == NULL) {
+        tcp_finish(s, TR_RF_UF);
+        return;
+    }
+    tr_timer_set(s->w->loop, &s->timer, t->cluster->cfg->connect_timeout_ms + 1000);
+}

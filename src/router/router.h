@@ -1,0 +1,53 @@
+/* router/router.h: compiled route tables. Built once per config snapshot from
+ * a tr_route_table_cfg; matching a request does no allocation and no string
+ * building: domains are pre-sorted by kind, regexes are PCRE2 JIT-compiled at
+ * build time, methods are pre-parsed. Immutable after build, so all worker
+ * threads share one router without locks. */
+#ifndef TR_ROUTER_H
+#define TR_ROUTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/model.h"
+#include "core/str.h"
+
+struct tr_router;
+
+/* A request as the router sees it. headers/n_headers are the request headers
+ * (name/value slices, names in any case). host is the Host or :authority
+ * value, possibly with a port. path is the request-target's path (the query
+ * string is excluded by the caller or not: router stops at '?' itself). */
+struct tr_route_request {
+    tr_str host;
+    tr_str path;   /* origin-form target; matching ignores everything from '?' */
+    tr_str method;
+    const struct tr_str_pair *headers;
+    uint32_t n_headers;
+};
+
+/* Same layout as struct tr_h1_header (name, value), so codecs can pass their
+ * arrays without copying. */
+struct tr_str_pair {
+    tr_str name;
+    tr_str value;
+};
+
+/* Build the router for route_tables[idx] of cfg. Returns NULL and a malloc'd
+ * *err (with the route's "file:line:col: path:" prefix) on failure. The router
+ * points into cfg: cfg must outlive it. */
+struct tr_router *tr_router_build(const struct tr_config *cfg, size_t idx, char **err);
+void tr_router_free(struct tr_router *r);
+
+/* First matching route of the best matching virtual host, or NULL (404).
+ * Virtual host selection: exact domain, then longest "*.suffix" wildcard,
+ * then longest "prefix.*", then "*"; case-insensitive; a domain without a
+ * port matches any port, a domain with a port only that port. */
+const struct tr_route_cfg *tr_router_match(const struct tr_router *r,
+                                           const struct tr_route_request *req);
+
+/* Pick one weighted cluster of a route; rnd is a uniformly distributed
+ * 32-bit random number supplied by the caller (per-worker PRNG). */
+int tr_route_pick_cluster(const struct tr_route_cfg *route, uint32_t rnd);
+
+#endif

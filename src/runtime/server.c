@@ -1,0 +1,296 @@
+#include "runtime/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "admin/admin.h"
+#include "config/load.h"
+#include "core/log.h"
+#include "event/loop.h"
+#include "identity/identity.h"
+#include "net/sock.h"
+#include "obs/metrics.h"
+#include "runtime/snapshot.h"
+#include "runtime/worker.h"
+#include "transport/transport.h"
+
+#define FILE_CHECK_MS 1000
+
+static struct {
+    const struct tr_server_options *opt;
+    struct tr_loop *loop;
+    struct tr_worker **workers;
+    unsigned n_workers;
+    uint64_t generation;
+    _Atomic bool ready;
+    bool draining;
+    struct tr_io signal_io;
+    struct tr_timer file_timer;
+    struct tr_timer drain_timer;
+    struct stat cfg_stat;
+    struct tr_admin *admin;
+} srv;
+
+bool tr_server_ready(void)
+{
+    return atomic_load(&srv.ready);
+}
+
+uint64_t tr_server_generation(void)
+{
+    return srv.generation;
+}
+
+static void stat_file(const char *path, struct stat *st)
+{
+    if (stat(path, st) != 0)
+        memset(st, 0, sizeof(*st));
+}
+
+static bool stat_changed(const struct stat *a, const struct stat *b)
+{
+    return a->st_ino != b->st_ino || a->st_size != b->st_size ||
+           a->st_mtim.tv_sec != b->st_mtim.tv_sec || a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
+}
+
+/* New listener addresses must be bindable before the snapshot is published:
+ * a worker that fails to bind would be left without the new config. */
+static int check_new_listeners(const struct tr_config *next, const struct tr_config *cur,
+                               char **err)
+{
+    for (size_t i = 0; i < next->n_listeners; i++) {
+        const struct tr_listener_cfg *l = &next->listeners[i];
+        bool exists = false;
+        for (size_t j = 0; cur != NULL && j < cur->n_listeners; j++)
+            exists |= tr_sock_addr_equal(&cur->listeners[j].addr.ss, &l->addr.ss);
+        if (exists)
+            continue;
+        int fd = tr_sock_listen((const struct sockaddr *)&l->addr.ss, l->addr.len, true, 1);
+        if (fd < 0) {
+            char loc[512];
+            tr_cfg_loc_format(&l->loc, loc, sizeof(loc));
+            if (asprintf(err, "%scannot listen on %s: %s", loc, l->addr.text, strerror(-fd)) < 0)
+                *err = NULL;
+            return -1;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+static struct tr_snapshot *load_snapshot(char **err)
+{
+    struct tr_config *cfg = tr_config_load_file(srv.opt->config_path, err);
+    if (cfg == NULL)
+        return NULL;
+    struct tr_snapshot *snap = tr_snapshot_build(cfg, srv.generation + 1, err);
+    if (snap == NULL) {
+        tr_config_free(cfg);
+        return NULL;
+    }
+    return snap;
+}
+
+int tr_server_reload(char **err)
+{
+    struct tr_snapshot *snap = load_snapshot(err);
+    if (snap == NULL)
+        goto rejected;
+    struct tr_snapshot *cur = tr_snapshot_current_acquire();
+    int rc = check_new_listeners(snap->cfg, cur ? cur->cfg : NULL, err);
+    tr_snapshot_unref(cur);
+    if (rc < 0) {
+        tr_snapshot_unref(snap);
+        goto rejected;
+    }
+    srv.generation++;
+    tr_snapshot_publish(snap);
+    tr_metrics_set_config_generation(srv.generation);
+    tr_metrics_config_reload(true);
+    for (unsigned i = 0; i < srv.n_workers; i++)
+        tr_worker_notify(srv.workers[i], TR_WCMD_SNAPSHOT);
+    tr_info("configuration generation %llu loaded from %s", (unsigned long long)srv.generation,
+            srv.opt->config_path);
+    return 0;
+rejected:
+    tr_metrics_config_reload(false);
+    tr_err("configuration rejected, keeping generation %llu: %s",
+           (unsigned long long)srv.generation, *err ? *err : "error");
+    return -1;
+}
+
+static void reload_and_log(void)
+{
+    char *err = NULL;
+    tr_server_reload(&err);
+    free(err);
+}
+
+/* Config file or certificate files changed on disk: reload (cert rotation
+ * rides on the same path: a new snapshot gets new TLS contexts while
+ * connections made with the old ones continue). */
+static void on_file_timer(struct tr_timer *t)
+{
+    struct stat st;
+    stat_file(srv.opt->config_path, &st);
+    bool changed = stat_changed(&st, &srv.cfg_stat);
+    if (changed)
+        srv.cfg_stat = st;
+    struct tr_snapshot *cur = tr_snapshot_current_acquire();
+    for (size_t i = 0; !changed && cur != NULL && i < cur->cfg->n_tls; i++)
+        changed = tr_tls_ctx_files_changed(cur->tls[i]);
+    tr_snapshot_unref(cur);
+    if (changed && !srv.draining) {
+        tr_info("configuration or certificate files changed; reloading");
+        reload_and_log();
+    }
+    tr_timer_set(srv.loop, t, FILE_CHECK_MS);
+}
+
+static bool all_workers_exited(void)
+{
+    for (unsigned i = 0; i < srv.n_workers; i++)
+        if (!atomic_load(&srv.workers[i]->exited))
+            return false;
+    return true;
+}
+
+static void on_drain_timer(struct tr_timer *t)
+{
+    if (all_workers_exited()) {
+        tr_loop_stop(srv.loop);
+        return;
+    }
+    tr_timer_set(srv.loop, t, 20);
+}
+
+static void on_drain_deadline(struct tr_timer *t)
+{
+    (void)t;
+    tr_warn("drain deadline reached; closing remaining connections");
+    tr_loop_stop(srv.loop);
+}
+
+static void start_drain(void)
+{
+    if (srv.draining)
+        return;
+    srv.draining = true;
+    atomic_store(&srv.ready, false);
+    struct tr_snapshot *cur = tr_snapshot_current_acquire();
+    uint64_t deadline_ms = cur ? cur->cfg->drain_timeout_ms : 10000;
+    tr_snapshot_unref(cur);
+    tr_info("draining: %u workers, deadline %llu ms", srv.n_workers,
+            (unsigned long long)deadline_ms);
+    for (unsigned i = 0; i < srv.n_workers; i++)
+        tr_worker_notify(srv.workers[i], TR_WCMD_DRAIN);
+    /* One deadline for everything: when it passes, workers stop and the
+     * connections still open are closed by exit. */
+    static struct tr_timer hard;
+    tr_timer_init(&hard, on_drain_deadline);
+    tr_timer_set(srv.loop, &hard, deadline_ms);
+    tr_timer_set(srv.loop, &srv.drain_timer, 20);
+}
+
+static void on_signal(struct tr_io *io, uint32_t events)
+{
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        switch (si.ssi_signo) {
+        case SIGHUP:
+            tr_info("SIGHUP: reloading configuration");
+            reload_and_log();
+            break;
+        case SIGTERM:
+        case SIGINT:
+            start_drain();
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+
+int tr_server_run(const struct tr_server_options *opt)
+{
+    srv.opt = opt;
+    if (tr_transport_init() != 0) {
+        fprintf(stderr, "trellis: cannot initialize the transport layer\n");
+        return 1;
+    }
+    char *err = NULL;
+    stat_file(opt->config_path, &srv.cfg_stat);
+    struct tr_snapshot *snap = load_snapshot(&err);
+    if (snap == NULL) {
+        fprintf(stderr, "trellis: %s\n", err ? err : "cannot load configuration");
+        free(err);
+        return 1;
+    }
+    const struct tr_config *cfg = snap->cfg;
+    const char *level = opt->log_level ? opt->log_level : cfg->log_level;
+    if (level != NULL && tr_log_level_parse(level) >= 0)
+        tr_log_set_level((enum tr_log_level)tr_log_level_parse(level));
+    srv.generation = 1;
+    tr_snapshot_publish(snap);
+    tr_metrics_set_config_generation(1);
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = opt->workers >= 0 ? (unsigned)opt->workers : cfg->workers;
+    if (n == 0)
+        n = ncpu > 0 ? (unsigned)ncpu : 1;
+    srv.loop = tr_loop_new();
+    srv.workers = calloc(n, sizeof(*srv.workers));
+    if (srv.loop == NULL || srv.workers == NULL)
+        return 1;
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGPIPE);
+    /* Block before starting threads so that they inherit the mask and the
+     * signals arrive only at the signalfd. */
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    srv.signal_io.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    srv.signal_io.cb = on_signal;
+    tr_loop_add(srv.loop, &srv.signal_io, EPOLLIN);
+
+    for (unsigned i = 0; i < n; i++) {
+        srv.workers[i] = tr_worker_start(i, &err);
+        if (srv.workers[i] == NULL) {
+            fprintf(stderr, "trellis: %s\n", err ? err : "cannot start worker");
+            return 1;
+        }
+        srv.n_workers++;
+    }
+    if (cfg->admin.enabled) {
+        srv.admin = tr_admin_start(srv.loop, &cfg->admin, &err);
+        if (srv.admin == NULL) {
+            fprintf(stderr, "trellis: %s\n", err ? err : "cannot start admin");
+            return 1;
+        }
+    }
+    tr_timer_init(&srv.file_timer, on_file_timer);
+    tr_timer_set(srv.loop, &srv.file_timer, FILE_CHECK_MS);
+    tr_timer_init(&srv.drain_timer, on_drain_timer);
+    atomic_store(&srv.ready, true);
+    tr_info("trellis proxy ready: %u workers, %zu listeners, config %s", n, cfg->n_listeners,
+            opt->config_path);
+    tr_loop_run(srv.loop);
+
+    for (unsigned i = 0; i < srv.n_workers; i++)
+        tr_worker_notify(srv.workers[i], TR_WCMD_STOP);
+    for (unsigned i = 0; i < srv.n_workers; i++)
+        tr_worker_join(srv.workers[i]);
+    tr_info("stopped");
+    return 0;
+}

@@ -1,0 +1,133 @@
+#include "runtime/snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <threads.h>
+
+#include "config/load.h"
+#include "filter/authz.h"
+#include "identity/identity.h"
+#include "router/router.h"
+
+static struct tr_snapshot *_Atomic current;
+/* Guards only the acquire/publish handshake (main thread and workers waking
+ * up after a reload), never the request path. */
+static mtx_t current_lock;
+static once_flag current_once = ONCE_FLAG_INIT;
+
+static void current_init(void)
+{
+    mtx_init(&current_lock, mtx_plain);
+}
+
+static void snapshot_destroy(struct tr_snapshot *s)
+{
+    struct tr_config *cfg = s->cfg;
+    if (s->tls != NULL)
+        for (size_t i = 0; i < cfg->n_tls; i++)
+            if (s->tls[i] != NULL)
+                tr_tls_ctx_unref(s->tls[i]);
+    if (s->routers != NULL)
+        for (size_t i = 0; i < cfg->n_route_tables; i++)
+            tr_router_free(s->routers[i]);
+    if (s->authz != NULL)
+        for (size_t i = 0; i < cfg->n_listeners; i++)
+            tr_authz_free(s->authz[i]);
+    free(s->tls);
+    free(s->routers);
+    free(s->authz);
+    tr_config_free(cfg);
+    free(s);
+}
+
+struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, uint64_t generation, char **err)
+{
+    struct tr_snapshot *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto oom;
+    atomic_init(&s->refs, 1);
+    s->generation = generation;
+    s->cfg = cfg;
+    s->tls = calloc(cfg->n_tls + 1, sizeof(*s->tls));
+    s->routers = calloc(cfg->n_route_tables + 1, sizeof(*s->routers));
+    s->authz = calloc(cfg->n_listeners + 1, sizeof(*s->authz));
+    if (s->tls == NULL || s->routers == NULL || s->authz == NULL)
+        goto oom;
+    for (size_t i = 0; i < cfg->n_tls; i++) {
+        s->tls[i] = tr_tls_ctx_load(&cfg->tls[i], err);
+        if (s->tls[i] == NULL)
+            goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_route_tables; i++) {
+        s->routers[i] = tr_router_build(cfg, i, err);
+        if (s->routers[i] == NULL)
+            goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].authz.n_rules == 0)
+            continue;
+        s->authz[i] = tr_authz_build(&cfg->listeners[i].authz, err);
+        if (s->authz[i] == NULL)
+            goto fail;
+    }
+    s->h1_limits.max_request_line = cfg->limits.max_request_line;
+    s->h1_limits.max_header_bytes = cfg->limits.max_header_bytes;
+    s->h1_limits.max_headers = cfg->limits.max_headers;
+    return s;
+oom:
+    if (*err == NULL)
+        *err = strdup("out of memory building the configuration snapshot");
+fail:
+    if (s != NULL) {
+        s->cfg = cfg;
+        /* The caller keeps cfg on failure: detach it before destroying. */
+        struct tr_config *keep = cfg;
+        if (s->tls != NULL)
+            for (size_t i = 0; i < keep->n_tls; i++)
+                if (s->tls[i] != NULL)
+                    tr_tls_ctx_unref(s->tls[i]);
+        if (s->routers != NULL)
+            for (size_t i = 0; i < keep->n_route_tables; i++)
+                tr_router_free(s->routers[i]);
+        if (s->authz != NULL)
+            for (size_t i = 0; i < keep->n_listeners; i++)
+                tr_authz_free(s->authz[i]);
+        free(s->tls);
+        free(s->routers);
+        free(s->authz);
+        free(s);
+    }
+    return NULL;
+}
+
+void tr_snapshot_ref(struct tr_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void tr_snapshot_unref(struct tr_snapshot *s)
+{
+    if (s != NULL && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        snapshot_destroy(s);
+}
+
+struct tr_snapshot *tr_snapshot_current_acquire(void)
+{
+    call_once(&current_once, current_init);
+    mtx_lock(&current_lock);
+    struct tr_snapshot *s = atomic_load_explicit(&current, memory_order_acquire);
+    if (s != NULL)
+        tr_snapshot_ref(s);
+    mtx_unlock(&current_lock);
+    return s;
+}
+
+void tr_snapshot_publish(struct tr_snapshot *s)
+{
+    call_once(&current_once, current_init);
+    mtx_lock(&current_lock);
+    struct tr_snapshot *old = atomic_exchange_explicit(&current, s, memory_order_acq_rel);
+    mtx_unlock(&current_lock);
+    tr_snapshot_unref(old);
+}

@@ -1,0 +1,42 @@
+/* runtime/snapshot.h: an immutable, reference-counted configuration snapshot:
+ * the loaded tr_config plus everything compiled from it (TLS contexts,
+ * routers, authorization). The main thread builds one, then publishes it;
+ * workers adopt it for new requests while in-flight requests keep the one they
+ * started with. The reference count is atomic because snapshots cross threads,
+ * but it is touched per connection (and per snapshot change), never per
+ * request. */
+#ifndef TR_RUNTIME_SNAPSHOT_H
+#define TR_RUNTIME_SNAPSHOT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "codec/h1/h1.h"
+#include "config/model.h"
+
+struct tr_tls_ctx;
+struct tr_router;
+struct tr_authz;
+
+struct tr_snapshot {
+    _Atomic uint32_t refs;
+    uint64_t generation;
+    struct tr_config *cfg;          /* owned */
+    struct tr_tls_ctx **tls;        /* per cfg->tls; each holds one reference */
+    struct tr_router **routers;     /* per cfg->route_tables */
+    struct tr_authz **authz;        /* per cfg->listeners; NULL: no rules */
+    struct tr_h1_limits h1_limits;
+};
+
+/* Compile cfg into a snapshot. Takes ownership of cfg on success only. */
+struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, uint64_t generation, char **err);
+void tr_snapshot_ref(struct tr_snapshot *s);
+void tr_snapshot_unref(struct tr_snapshot *s);
+
+/* The published snapshot. Workers read it when woken; the main thread swaps it. */
+struct tr_snapshot *tr_snapshot_current_acquire(void);
+/* Publish s (the caller's reference moves to the global slot); the previous
+ * one loses the global slot's reference. */
+void tr_snapshot_publish(struct tr_snapshot *s);
+
+#endif

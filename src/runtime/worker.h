@@ -1,0 +1,94 @@
+/* runtime/worker.h: a worker thread: one event loop, its own SO_REUSEPORT
+ * listening sockets, buffer pool, upstream pools and metrics. Nothing here is
+ * shared with other workers; the main thread talks to a worker only through
+ * its command word and eventfd (reload, drain, stop). */
+#ifndef TR_RUNTIME_WORKER_H
+#define TR_RUNTIME_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec/h1/h1.h"
+#include "core/buf.h"
+#include "event/loop.h"
+#include "obs/metrics.h"
+#include "runtime/snapshot.h"
+
+struct tr_cluster_rt;
+struct tr_worker;
+
+/* A worker's use of one snapshot: the snapshot reference plus the runtime
+ * clusters built for it. Sessions and upstream connections count as users;
+ * a retired wsnap is freed when its last user leaves. Single-threaded. */
+struct tr_wsnap {
+    struct tr_snapshot *snap;
+    struct tr_worker *w;
+    struct tr_cluster_rt *clusters;
+    struct tr_metric_labels *listener_labels; /* per listener: base metric labels */
+    uint32_t users;
+    bool retired;
+};
+
+void tr_wsnap_use(struct tr_wsnap *ws);
+void tr_wsnap_release(struct tr_wsnap *ws);
+
+struct tr_listener_rt {
+    struct tr_io io;
+    struct tr_worker *w;
+    int cfg_idx;                   /* index in the current snapshot's listeners */
+    struct sockaddr_storage addr;
+};
+
+/* Intrusive list of live downstream connections, for drain and dumps. */
+struct tr_session_link {
+    struct tr_session_link *prev, *next;
+    void (*drain)(struct tr_session_link *l); /* ask it to finish and close */
+};
+
+enum tr_worker_cmd { TR_WCMD_NONE = 0, TR_WCMD_SNAPSHOT = 1, TR_WCMD_DRAIN = 2, TR_WCMD_STOP = 4 };
+
+struct tr_worker {
+    unsigned index;
+    char name[16];
+    pthread_t thread;
+    struct tr_loop *loop;
+    struct tr_buf_pool bufs;
+    struct tr_metrics *metrics;
+    uint64_t rng;
+    struct tr_wsnap *ws;           /* current */
+    struct tr_listener_rt *listeners;
+    size_t n_listeners;
+    int wake_fd;
+    struct tr_io wake_io;
+    _Atomic unsigned cmd;          /* TR_WCMD_* bits, set by the main thread */
+    bool draining;
+    struct tr_session_link sessions; /* list head */
+    uint32_t n_sessions;
+    int access_log_fd;             /* -1: off */
+    /* Scratch for parsing one message head at a time (the parse, routing and
+     * rewrite of a head happen in one callback, so one array serves all). */
+    struct tr_h1_header headers[TR_H1_MAX_HEADERS_CAP];
+    _Atomic bool exited;
+};
+
+/* xorshift64*: per-worker, no locks. */
+static inline uint32_t tr_worker_rand(struct tr_worker *w)
+{
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return (uint32_t)((w->rng * 2685821657736338717ull) >> 32);
+}
+
+/* Start a worker thread on the currently published snapshot. */
+struct tr_worker *tr_worker_start(unsigned index, char **err);
+/* Ask it to adopt the newly published snapshot / to drain / to stop. */
+void tr_worker_notify(struct tr_worker *w, enum tr_worker_cmd cmd);
+void tr_worker_join(struct tr_worker *w);
+
+void tr_worker_session_add(struct tr_worker *w, struct tr_session_link *l);
+void tr_worker_session_remove(struct tr_worker *w, struct tr_session_link *l);
+
+#endif

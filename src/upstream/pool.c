@@ -1,0 +1,247 @@
+#include "upstream/pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cluster/cluster.h"
+#include "core/log.h"
+#include "identity/identity.h"
+#include "net/sock.h"
+#include "obs/metrics.h"
+#include "runtime/worker.h"
+
+const char *tr_upstream_state_name(enum tr_upstream_state s)
+{
+    static const char *const names[] = { "connecting", "handshaking", "idle", "busy", "closed" };
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+static void upstream_free_now(struct tr_deferred *d)
+{
+    struct tr_upstream *up = tr_container_of(d, struct tr_upstream, free_later);
+    struct tr_wsnap *ws = up->ep->cluster->ws;
+    free(up);
+    tr_wsnap_release(ws);
+}
+
+static void idle_unlink(struct tr_upstream *up)
+{
+    struct tr_endpoint_rt *ep = up->ep;
+    if (up->prev != NULL)
+        up->prev->next = up->next;
+    else
+        ep->idle = up->next;
+    if (up->next != NULL)
+        up->next->prev = up->prev;
+    up->next = up->prev = NULL;
+    ep->n_idle--;
+}
+
+static void upstream_close(struct tr_upstream *up)
+{
+    if (up->state == TR_UP_CLOSED)
+        return;
+    if (up->state == TR_UP_IDLE)
+        idle_unlink(up);
+    up->state = TR_UP_CLOSED;
+    tr_timer_cancel(up->w->loop, &up->timer);
+    tr_conn_close(up->w->loop, &up->conn, true);
+    up->ep->n_conns--;
+    tr_metrics_count(up->w->metrics, TR_C_UPSTREAM_CX_ACTIVE, -1);
+    /* Freed after the current event batch: epoll may still hold an event for it. */
+    tr_loop_defer(up->w->loop, &up->free_later, upstream_free_now);
+}
+
+static void upstream_fail(struct tr_upstream *up, int err, const char *reason)
+{
+    const struct tr_upstream_owner_ops *ops = up->ops;
+    void *owner = up->owner;
+    char addr[64];
+    tr_debug("upstream %s: %s (%d)", up->ep->cfg->addr.text, reason, err);
+    (void)addr;
+    upstream_close(up);
+    if (ops != NULL)
+        ops->on_ready(owner, up, err, reason);
+}
+
+static void upstream_handshake(struct tr_upstream *up)
+{
+    int rc = tr_conn_handshake(&up->conn);
+    if (rc == TR_AGAIN)
+        return;
+    if (rc < 0) {
+        const char *reason = tr_tls_failure_reason(up->conn.ssl);
+        tr_metrics_tls_failure(up->w->metrics, 1, reason);
+        tr_warn("upstream TLS handshake with %s (cluster %s) failed: %s",
+                up->ep->cfg->addr.text, up->ep->cluster->cfg->name, reason);
+        upstream_fail(up, -EPROTO, reason);
+        return;
+    }
+    char id[512];
+    if (tr_identity_peer_id(up->conn.ssl, id, sizeof(id)) > 0)
+        up->peer_id = tr_metrics_intern(id);
+    tr_timer_cancel(up->w->loop, &up->timer);
+    up->state = TR_UP_BUSY;
+    up->ops->on_ready(up->owner, up, 0, NULL);
+}
+
+static void upstream_on_io(struct tr_io *io, uint32_t events)
+{
+    struct tr_upstream *up = tr_container_of(io, struct tr_upstream, conn.io);
+    tr_conn_on_events(&up->conn, events);
+    switch (up->state) {
+    case TR_UP_CONNECTING: {
+        if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        int rc = tr_sock_connect_result(up->conn.io.fd);
+        if (rc < 0) {
+            upstream_fail(up, rc, rc == -ECONNREFUSED ? "connect_refused" : "connect_error");
+            return;
+        }
+        if (up->conn.ssl != NULL) {
+            up->state = TR_UP_HANDSHAKING;
+            upstream_handshake(up);
+        } else {
+            tr_timer_cancel(up->w->loop, &up->timer);
+            up->state = TR_UP_BUSY;
+            up->ops->on_ready(up->owner, up, 0, NULL);
+        }
+        return;
+    }
+    case TR_UP_HANDSHAKING:
+        upstream_handshake(up);
+        return;
+    case TR_UP_IDLE:
+        /* An idle connection has nothing to say: EOF, reset or stray bytes
+         * all mean it can no longer carry a request. */
+        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            upstream_close(up);
+        return;
+    case TR_UP_BUSY:
+        up->ops->on_io(up->owner, up);
+        return;
+    case TR_UP_CLOSED:
+        return;
+    }
+}
+
+static void upstream_on_timer(struct tr_timer *t)
+{
+    struct tr_upstream *up = tr_container_of(t, struct tr_upstream, timer);
+    if (up->state == TR_UP_IDLE)
+        upstream_close(up);
+    else if (up->state == TR_UP_CONNECTING || up->state == TR_UP_HANDSHAKING)
+        upstream_fail(up, -ETIMEDOUT, "connect_timeout");
+}
+
+struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *ep,
+                                    const struct tr_upstream_owner_ops *ops, void *owner,
+                                    bool fresh, bool *ready, const char **reason)
+{
+    struct tr_cluster_rt *cl = ep->cluster;
+    if (!fresh && ep->idle != NULL) {
+        struct tr_upstream *up = ep->idle;
+        idle_unlink(up);
+        tr_timer_cancel(w->loop, &up->timer);
+        up->state = TR_UP_BUSY;
+        up->ops = ops;
+        up->owner = owner;
+        *ready = true;
+        return up;
+    }
+    if (cl->cfg->max_connections != 0 && ep->n_conns >= cl->cfg->max_connections) {
+        *reason = "overflow";
+        return NULL;
+    }
+    int fd = tr_sock_connect((const struct sockaddr *)&ep->cfg->addr.ss, ep->cfg->addr.len);
+    if (fd < 0) {
+        *reason = "connect_error";
+        return NULL;
+    }
+    struct tr_upstream *up = calloc(1, sizeof(*up));
+    if (up == NULL) {
+        close(fd);
+        *reason = "no_memory";
+        return NULL;
+    }
+    up->ep = ep;
+    up->w = w;
+    up->ops = ops;
+    up->owner = owner;
+    tr_timer_init(&up->timer, upstream_on_timer);
+    tr_conn_init_raw(&up->conn, fd, upstream_on_io);
+    if (cl->tls != NULL) {
+        SSL *ssl = SSL_new(tr_tls_ctx_client(cl->tls));
+        if (ssl == NULL ||
+            tr_tls_client_setup(ssl, cl->cfg->sni, (const char *const *)cl->cfg->server_ids,
+                                cl->cfg->n_server_ids) != 0) {
+            SSL_free(ssl);
+            close(fd);
+            free(up);
+            *reason = "tls_setup";
+            return NULL;
+        }
+        tr_tls_session_resume(ssl, &ep->tls_slot);
+        SSL_set_connect_state(ssl);
+        tr_conn_start_tls(&up->conn, ssl);
+    }
+    up->conn.rx_ready = false;
+    up->conn.tx_ready = false;
+    if (tr_loop_add(w->loop, &up->conn.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) < 0) {
+        tr_conn_close(w->loop, &up->conn, false);
+        free(up);
+        *reason = "connect_error";
+        return NULL;
+    }
+    up->state = TR_UP_CONNECTING;
+    ep->n_conns++;
+    tr_wsnap_use(cl->ws);
+    tr_metrics_count(w->metrics, TR_C_UPSTREAM_CX_TOTAL, 1);
+    tr_metrics_count(w->metrics, TR_C_UPSTREAM_CX_ACTIVE, 1);
+    tr_timer_set(w->loop, &up->timer, cl->cfg->connect_timeout_ms);
+    *ready = false;
+    return up;
+}
+
+void tr_pool_release(struct tr_upstream *up, bool reusable)
+{
+    struct tr_endpoint_rt *ep = up->ep;
+    up->ops = NULL;
+    up->owner = NULL;
+    if (up->state != TR_UP_BUSY)
+        return; /* failed before it was ready: already closed */
+    if (!reusable || up->conn.rx_eof || ep->cluster->ws->retired || up->w->draining ||
+        ep->n_idle >= ep->cluster->cfg->pool_max_idle) {
+        upstream_close(up);
+        return;
+    }
+    up->state = TR_UP_IDLE;
+    up->prev = NULL;
+    up->next = ep->idle;
+    if (ep->idle != NULL)
+        ep->idle->prev = up;
+    ep->idle = up;
+    ep->n_idle++;
+    tr_timer_set(up->w->loop, &up->timer, ep->cluster->cfg->pool_idle_timeout_ms);
+    /* Bytes or EOF that arrived while it was busy but unread mean it is dead. */
+    if (up->conn.rx_ready && !tr_conn_has_pending(&up->conn)) {
+        char probe;
+        ssize_t n = recv(up->conn.io.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN))
+            upstream_close(up);
+        else if (n > 0)
+            upstream_close(up); /* stray bytes: the stream is out of sync */
+        else
+            up->conn.rx_ready = false;
+    } else if (tr_conn_has_pending(&up->conn)) {
+        upstream_close(up);
+    }
+}
+
+void tr_pool_close_idle(struct tr_endpoint_rt *ep)
+{
+    while (ep->idle != NULL)
+        upstream_close(ep->idle);
+}

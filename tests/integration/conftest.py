@@ -1,0 +1,329 @@
+"""Fixtures for integration tests: real trellis processes, real backends.
+
+Everything listens on 127.0.0.1 ports picked free at run time. Every process a
+test starts is stopped by its PID at teardown.
+"""
+import http.server
+import json
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import pki  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TRELLIS = os.environ.get("TRELLIS_BIN", os.path.join(ROOT, "build", "trellis"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"port {port} not listening after {timeout}s")
+
+
+def to_yaml(obj, indent=0):
+    """Minimal YAML emitter (JSON is valid YAML 1.2, but block style reads better in logs)."""
+    return json.dumps(obj, indent=2)
+
+
+class Proxy:
+    """A running `trellis proxy` with its config file, admin port and log."""
+
+    def __init__(self, workdir, config, name="proxy"):
+        self.workdir = workdir
+        self.name = name
+        self.admin_port = free_port()
+        config.setdefault("admin", {"address": f"127.0.0.1:{self.admin_port}"})
+        config.setdefault("workers", 1)
+        self.config = config
+        self.path = os.path.join(workdir, f"{name}.yaml")
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.proc = None
+        self.write_config(config)
+
+    def write_config(self, config):
+        self.config = config
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(to_yaml(config))
+        os.replace(tmp, self.path)  # atomic: the proxy never sees half a file
+
+    def start(self, extra_args=(), wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [TRELLIS, "proxy", "--config", self.path, *extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=10.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.read_log()}")
+            try:
+                if self.admin("/ready")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"{self.name} not ready:\n{self.read_log()}")
+
+    def admin(self, path, method="GET"):
+        with socket.create_connection(("127.0.0.1", self.admin_port), timeout=5) as s:
+            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        return status, body.decode()
+
+    def metrics(self):
+        return self.admin("/stats/prometheus")[1]
+
+    def metric(self, name, **labels):
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=15):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def pss_kib(self):
+        with open(f"/proc/{self.proc.pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+        return 0
+
+
+def simple_config(listen_port, backend_port, **listener_extra):
+    """One HTTP listener routing everything to one backend."""
+    listener = {"name": "in", "address": f"127.0.0.1:{listen_port}", "route_table": "rt"}
+    listener.update(listener_extra)
+    return {
+        "listeners": [listener],
+        "route_tables": [{"name": "rt", "virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "cluster": "backend"}]}]}],
+        "clusters": [{"name": "backend", "endpoints": [{"address": f"127.0.0.1:{backend_port}"}]}],
+    }
+
+
+class RecordingBackend:
+    """A threaded HTTP/1.1 server that records every request it receives
+    (raw head and body) and answers 200 with a JSON echo of what it saw."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.requests = []
+        self.connections = 0
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def setup(self):
+                super().setup()
+                backend.connections += 1
+
+            def _handle(self):
+                body = b""
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b""):
+                                pass
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                elif self.headers.get("Content-Length"):
+                    body = self.rfile.read(int(self.headers["Content-Length"]))
+                backend.requests.append({
+                    "method": self.command, "path": self.path,
+                    "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                    "body": body})
+                out = json.dumps({"method": self.command, "path": self.path,
+                                  "headers": dict((k.lower(), v) for k, v in self.headers.items()),
+                                  "body_len": len(body)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Nginx:
+    """nginx as a backend, with its own prefix, config and PID."""
+
+    def __init__(self, workdir, server_block, port=None):
+        self.port = port or free_port()
+        self.dir = os.path.join(workdir, f"nginx-{self.port}")
+        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        conf = f"""
+worker_processes 1;
+error_log {self.dir}/logs/error.log;
+pid {self.dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_max_body_size 0;
+  client_body_temp_path {self.dir}/body;
+  proxy_temp_path {self.dir}/proxy;
+  fastcgi_temp_path {self.dir}/fcgi;
+  uwsgi_temp_path {self.dir}/uwsgi;
+  scgi_temp_path {self.dir}/scgi;
+  keepalive_requests 100000;
+  server {{
+    listen 127.0.0.1:{self.port};
+    {server_block.replace('$PORT', str(self.port)).replace('$DIR', self.dir)}
+  }}
+}}
+"""
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", self.conf, "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="trellis-it-") as d:
+        yield d
+
+
+@pytest.fixture
+def proxies(workdir):
+    """Factory: proxies(config, name) -> started Proxy; all stopped at teardown."""
+    started = []
+
+    def make(config, name="proxy", start=True, **kw):
+        p = Proxy(workdir, config, name=name)
+        started.append(p)
+        if start:
+            p.start(**kw)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def backend():
+    b = RecordingBackend()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def nginx(workdir):
+    started = []
+
+    def make(server_block):
+        n = Nginx(workdir, server_block)
+        started.append(n)
+        return n
+
+    yield make
+    for n in started:
+        n.close()
+
+
+@pytest.fixture(scope="session")
+def certs():
+    """The standard PKI set (CA, foreign CA, client and server SVIDs)."""
+    with tempfile.TemporaryDirectory(prefix="trellis-pki-") as d:
+        paths = pki.write_standard_set(d)
+        yield paths
+
+
+@pytest.fixture
+def pkidir(workdir):
+    d = os.path.join(workdir, "pki")
+    os.makedirs(d, exist_ok=True)
+    return d
