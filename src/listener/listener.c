@@ -94,8 +94,10 @@ static void on_handshake_io(struct tr_io *io, uint32_t events)
     char id[512];
     if (tr_identity_peer_id(s->down.ssl, id, sizeof(id)) > 0)
         s->principal = tr_metrics_intern(id);
-    s->labels.mtls = 1;
-    s->labels.source_principal = s->principal;
+    if (s->labels.reporter == TR_REPORTER_DESTINATION) {
+        s->labels.mtls = TR_SEC_MUTUAL_TLS;
+        s->labels.source_principal = s->principal;
+    }
     start_app_protocol(s);
 }
 

@@ -361,7 +361,9 @@ static void labels_str(struct out *o, const struct tr_metric_labels *l)
                lv(l->source_namespace), lv(l->source_principal), lv(l->destination_workload),
                lv(l->destination_namespace), lv(l->destination_principal),
                lv(l->destination_service), proto_names[l->protocol & 3],
-               l->mtls ? "mutual_tls" : "none");
+               l->mtls == TR_SEC_MUTUAL_TLS ? "mutual_tls"
+               : l->mtls == TR_SEC_UNKNOWN  ? "unknown"
+                                            : "none");
 }
 
 /* Aggregation: series from all workers with the same key are summed. The
@@ -555,18 +557,38 @@ char *tr_metrics_render(size_t *len)
     }
 
     out_printf(&o, "# TYPE trellis_tls_handshake_errors_total counter\n");
+    struct {
+        int outbound;
+        const char *reason;
+        uint64_t count;
+    } fails[TLS_FAIL_CAP * 2];
+    size_t n_fails = 0;
     for (unsigned w = 0; w < MAX_WORKERS; w++) {
         struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
         for (size_t i = 0; m != NULL && i < TLS_FAIL_CAP; i++) {
             struct tls_fail_series *s = &m->tls_fail[i];
             if (!atomic_load_explicit(&s->used, memory_order_acquire))
                 continue;
-            out_printf(&o,
-                       "trellis_tls_handshake_errors_total{direction=\"%s\",reason=\"%s\"} %" PRIu64
-                       "\n",
-                       s->outbound ? "outbound" : "inbound", s->reason, counter_get(&s->count));
+            size_t j = 0;
+            while (j < n_fails && !(fails[j].outbound == s->outbound &&
+                                    strcmp(fails[j].reason, s->reason) == 0))
+                j++;
+            if (j == n_fails) {
+                if (n_fails == sizeof(fails) / sizeof(fails[0]))
+                    continue;
+                fails[n_fails].outbound = s->outbound;
+                fails[n_fails].reason = s->reason;
+                fails[n_fails].count = 0;
+                n_fails++;
+            }
+            fails[j].count += counter_get(&s->count);
         }
     }
+    for (size_t j = 0; j < n_fails; j++)
+        out_printf(&o,
+                   "trellis_tls_handshake_errors_total{direction=\"%s\",reason=\"%s\"} %" PRIu64
+                   "\n",
+                   fails[j].outbound ? "outbound" : "inbound", fails[j].reason, fails[j].count);
     out_printf(&o,
                "# TYPE trellis_config_generation gauge\ntrellis_config_generation %" PRIu64 "\n"
                "# TYPE trellis_config_reloads_total counter\n"

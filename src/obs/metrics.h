@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 enum tr_reporter { TR_REPORTER_DESTINATION = 0, TR_REPORTER_SOURCE };
+enum tr_security_policy { TR_SEC_NONE = 0, TR_SEC_MUTUAL_TLS, TR_SEC_UNKNOWN };
 enum tr_req_proto { TR_REQ_PROTO_HTTP = 0, TR_REQ_PROTO_HTTP2, TR_REQ_PROTO_GRPC, TR_REQ_PROTO_TCP };
 
 /* Istio/Envoy response flags (bitmask). */
@@ -44,7 +45,7 @@ void tr_response_flags_str(uint16_t flags, char *out, unsigned size);
 struct tr_metric_labels {
     uint8_t reporter;  /* enum tr_reporter */
     uint8_t protocol;  /* enum tr_req_proto */
-    uint8_t mtls;      /* connection_security_policy: 1 mutual_tls, 0 none */
+    uint8_t mtls;      /* connection_security_policy: enum tr_security_policy */
     const char *source_workload;
     const char *source_namespace;
     const char *source_principal;

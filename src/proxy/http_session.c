@@ -98,6 +98,7 @@ static void log_and_count(struct tr_session *s)
         l.destination_service = h->cluster->service;
         l.destination_workload = h->cluster->workload;
         l.destination_namespace = h->cluster->workload_namespace;
+        l.destination_principal = h->peer_id;
     }
     uint64_t dur = tr_loop_now_us(s->w->loop) - h->start_us;
     tr_metrics_http(s->w->metrics, &l, h->status, h->flags, dur, h->req_bytes, h->resp_bytes);

@@ -53,6 +53,7 @@ static void listener_labels_build(struct tr_wsnap *ws)
             m->destination_service = tr_metrics_intern(cfg->node.service);
         } else {
             m->reporter = TR_REPORTER_SOURCE;
+            m->mtls = TR_SEC_UNKNOWN; /* Istio: the client side reports "unknown" */
             m->source_workload = tr_metrics_intern(cfg->node.workload);
             m->source_namespace = tr_metrics_intern(cfg->node.workload_namespace);
             m->source_principal = tr_metrics_intern(cfg->node.principal);

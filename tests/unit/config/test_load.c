@@ -1,0 +1,949 @@
+/* Unit tests for config/load.c: the full format, defaults, JSON twin, a table
+ * of invalid configs with exact locations, limits and robustness. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/load.h"
+
+#ifndef TR_SOURCE_ROOT
+#define TR_SOURCE_ROOT "."
+#endif
+
+/* Temporary directory holding certs/{web.pem,web.key,ca.pem}; relative TLS
+ * paths in full.yaml resolve here because the config is loaded under the
+ * name TMPDIR/proxy.yaml. */
+static char g_dir[64];
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    char p[128];
+    snprintf(g_dir, sizeof(g_dir), "/tmp/trellis-cfg-XXXXXX");
+    if (mkdtemp(g_dir) == NULL)
+        return -1;
+    snprintf(p, sizeof(p), "%s/certs", g_dir);
+    mkdir(p, 0700);
+    snprintf(p, sizeof(p), "%s/certs/web.pem", g_dir);
+    write_file(p, "cert\n");
+    snprintf(p, sizeof(p), "%s/certs/web.key", g_dir);
+    write_file(p, "key\n");
+    snprintf(p, sizeof(p), "%s/certs/ca.pem", g_dir);
+    write_file(p, "ca\n");
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    const char *files[] = { "certs/web.pem", "certs/web.key", "certs/ca.pem", "proxy.yaml", "certs", "" };
+    char p[128];
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(p, sizeof(p), "%s/%s", g_dir, files[i]);
+        remove(p);
+    }
+    return 0;
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static struct tr_config *load_ok(const char *text, size_t len, const char *name)
+{
+    char *err = NULL;
+    struct tr_config *cfg = tr_config_load_buffer(text, len, name, &err);
+    if (cfg == NULL) {
+        fprintf(stderr, "unexpected error: %s\n", err);
+        free(err);
+        fail();
+    }
+    assert_null(err);
+    return cfg;
+}
+
+static struct tr_config *load_source_file(const char *rel, const char *as_name)
+{
+    char path[512], name[128];
+    size_t len;
+    snprintf(path, sizeof(path), "%s/%s", TR_SOURCE_ROOT, rel);
+    snprintf(name, sizeof(name), "%s/%s", g_dir, as_name);
+    char *text = slurp(path, &len);
+    struct tr_config *cfg = load_ok(text, len, name);
+    free(text);
+    return cfg;
+}
+
+static uint16_t port_of(const struct tr_cfg_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
+static void assert_addr(const struct tr_cfg_addr *a, int family, const char *ip, uint16_t port, const char *text)
+{
+    char buf[INET6_ADDRSTRLEN];
+    assert_int_equal(a->ss.ss_family, family);
+    if (family == AF_INET) {
+        assert_int_equal(a->len, sizeof(struct sockaddr_in));
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, buf, sizeof(buf));
+    } else {
+        assert_int_equal(a->len, sizeof(struct sockaddr_in6));
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, buf, sizeof(buf));
+    }
+    assert_string_equal(buf, ip);
+    assert_int_equal(port_of(a), port);
+    assert_string_equal(a->text, text);
+}
+
+static void assert_path_in_dir(const char *path, const char *rel)
+{
+    char want[256];
+    snprintf(want, sizeof(want), "%s/%s", g_dir, rel);
+    assert_string_equal(path, want);
+}
+
+/* ------------------------------------------------------------ full */
+
+static void check_full(const struct tr_config *c)
+{
+    char want[256];
+    snprintf(want, sizeof(want), "%s/proxy.yaml", g_dir);
+    assert_string_equal(c->file, want);
+
+    assert_string_equal(c->node.id, "web-0");
+    assert_string_equal(c->node.workload, "web");
+    assert_string_equal(c->node.workload_namespace, "default");
+    assert_string_equal(c->node.service, "web.default.svc.cluster.local");
+    assert_string_equal(c->node.principal, "spiffe://cluster.local/ns/default/sa/web");
+    assert_int_equal(c->workers, 4);
+    assert_int_equal(c->drain_timeout_ms, 2500);
+    assert_string_equal(c->log_level, "debug");
+    assert_int_equal(c->limits.max_request_line, 4096);
+    assert_int_equal(c->limits.max_header_bytes, 32768);
+    assert_int_equal(c->limits.max_headers, 50);
+    assert_int_equal(c->limits.max_connections, 1000);
+    assert_int_equal(c->limits.buffer_size, 8192);
+    assert_addr(&c->admin.addr, AF_INET6, "::1", 15001, "[::1]:15001");
+    assert_false(c->admin.enabled);
+    assert_true(c->access_log.enabled);
+    assert_path_in_dir(c->access_log.path, "logs/access.log");
+
+    /* TLS contexts */
+    assert_int_equal(c->n_tls, 2);
+    const struct tr_tls_cfg *t = &c->tls[0];
+    assert_string_equal(t->name, "workload");
+    assert_path_in_dir(t->cert_file, "certs/web.pem");
+    assert_path_in_dir(t->key_file, "certs/web.key");
+    assert_path_in_dir(t->ca_file, "certs/ca.pem");
+    assert_string_equal(t->trust_domain, "cluster.local");
+    assert_int_equal(t->min_version, 0x0303);
+    assert_false(t->session_resumption);
+    assert_int_equal(t->loc.line, 17);
+    assert_int_equal(t->loc.col, 5);
+    assert_string_equal(t->loc.path, "tls[0]");
+    t = &c->tls[1];
+    assert_string_equal(t->name, "other");
+    assert_null(t->trust_domain);
+    assert_int_equal(t->min_version, 0x0304);
+    assert_true(t->session_resumption);
+
+    /* listeners */
+    assert_int_equal(c->n_listeners, 3);
+    const struct tr_listener_cfg *l = &c->listeners[0];
+    assert_string_equal(l->name, "inbound");
+    assert_addr(&l->addr, AF_INET, "0.0.0.0", 15006, "0.0.0.0:15006");
+    assert_int_equal(l->direction, TR_DIR_INBOUND);
+    assert_int_equal(l->protocol, TR_LPROTO_AUTO);
+    assert_int_equal(l->tls_mode, TR_TLS_PERMISSIVE);
+    assert_int_equal(l->tls, 0);
+    assert_int_equal(l->route_table, 1);
+    assert_int_equal(l->tcp_cluster, 3);
+    assert_int_equal(l->xff, TR_XFF_OFF);
+    assert_false(l->xfp);
+    assert_int_equal(l->request_id, TR_REQID_ALWAYS);
+    assert_int_equal(l->detect_timeout_ms, 1); /* 250us rounds up */
+    assert_int_equal(l->idle_timeout_ms, 300000);
+    assert_int_equal(l->request_timeout_ms, 3600000);
+    assert_int_equal(l->authz.n_rules, 2);
+    const struct tr_authz_rule_cfg *r0 = &l->authz.rules[0], *r1 = &l->authz.rules[1];
+    assert_int_equal(r0->action, TR_AUTHZ_DENY);
+    assert_int_equal(r0->n_principals, 0);
+    assert_int_equal(r0->n_methods, 0);
+    assert_int_equal(r0->n_paths, 1);
+    assert_string_equal(r0->paths[0], "/admin*");
+    assert_string_equal(r0->loc.path, "listeners[0].authorization.rules[0]");
+    assert_int_equal(r1->action, TR_AUTHZ_ALLOW);
+    assert_int_equal(r1->n_principals, 2);
+    assert_string_equal(r1->principals[0], "spiffe://cluster.local/ns/default/sa/web");
+    assert_string_equal(r1->principals[1], "spiffe://cluster.local/ns/prod/*");
+    assert_int_equal(r1->n_methods, 2);
+    assert_string_equal(r1->methods[0], "GET");
+    assert_string_equal(r1->methods[1], "POST");
+    assert_int_equal(r1->n_paths, 2);
+    assert_string_equal(r1->paths[1], "/healthz");
+    assert_string_equal(l->loc.path, "listeners[0]");
+    assert_int_equal(l->loc.line, 29);
+
+    l = &c->listeners[1];
+    assert_string_equal(l->name, "outbound");
+    assert_int_equal(l->direction, TR_DIR_OUTBOUND);
+    assert_int_equal(l->protocol, TR_LPROTO_HTTP);
+    assert_int_equal(l->tls_mode, TR_TLS_DISABLE);
+    assert_int_equal(l->tls, -1);
+    assert_int_equal(l->route_table, 0);
+    assert_int_equal(l->tcp_cluster, -1);
+    /* defaults */
+    assert_int_equal(l->xff, TR_XFF_APPEND);
+    assert_true(l->xfp);
+    assert_int_equal(l->request_id, TR_REQID_PRESERVE);
+    assert_int_equal(l->detect_timeout_ms, 100);
+    assert_int_equal(l->idle_timeout_ms, 300000);
+    assert_int_equal(l->request_timeout_ms, 10000);
+    assert_int_equal(l->authz.n_rules, 0);
+
+    l = &c->listeners[2];
+    assert_string_equal(l->name, "db");
+    assert_addr(&l->addr, AF_INET6, "::1", 15432, "[::1]:15432");
+    assert_int_equal(l->protocol, TR_LPROTO_TCP);
+    assert_int_equal(l->tls_mode, TR_TLS_STRICT);
+    assert_int_equal(l->tls, 1);
+    assert_int_equal(l->route_table, -1);
+    assert_int_equal(l->tcp_cluster, 3);
+    assert_int_equal(l->authz.n_rules, 1);
+    assert_string_equal(l->authz.rules[0].principals[0], "*");
+
+    /* route tables */
+    assert_int_equal(c->n_route_tables, 2);
+    const struct tr_route_table_cfg *rt = &c->route_tables[0];
+    assert_string_equal(rt->name, "outbound");
+    assert_int_equal(rt->n_vhosts, 1);
+    const struct tr_vhost_cfg *vh = &rt->vhosts[0];
+    assert_string_equal(vh->name, "backend");
+    assert_int_equal(vh->n_domains, 4);
+    assert_string_equal(vh->domains[0], "backend");
+    assert_string_equal(vh->domains[1], "backend.default.svc.cluster.local:8080");
+    assert_string_equal(vh->domains[2], "*.example.com"); /* lower-cased */
+    assert_string_equal(vh->domains[3], "api.*");
+    assert_int_equal(vh->n_routes, 3);
+
+    const struct tr_route_cfg *ro = &vh->routes[0];
+    assert_string_equal(ro->name, "canary");
+    assert_int_equal(ro->path_kind, TR_PATH_EXACT);
+    assert_string_equal(ro->path, "/v1/items");
+    assert_true(ro->path_ignore_case);
+    assert_int_equal(ro->n_methods, 1);
+    assert_string_equal(ro->methods[0], "GET");
+    assert_int_equal(ro->n_headers, 5);
+    assert_string_equal(ro->headers[0].name, "x-canary"); /* lower-cased */
+    assert_int_equal(ro->headers[0].kind, TR_HMATCH_EXACT);
+    assert_string_equal(ro->headers[0].value, "1");
+    assert_false(ro->headers[0].invert);
+    assert_int_equal(ro->headers[1].kind, TR_HMATCH_PREFIX);
+    assert_string_equal(ro->headers[1].value, "adm");
+    assert_int_equal(ro->headers[2].kind, TR_HMATCH_SUFFIX);
+    assert_string_equal(ro->headers[2].value, "-prod");
+    assert_true(ro->headers[2].invert);
+    assert_int_equal(ro->headers[3].kind, TR_HMATCH_REGEX);
+    assert_string_equal(ro->headers[3].value, "[0-9]+");
+    assert_int_equal(ro->headers[4].kind, TR_HMATCH_PRESENT);
+    assert_null(ro->headers[4].value);
+    assert_string_equal(ro->headers[4].loc.path, "route_tables[0].virtual_hosts[0].routes[0].match.headers[4]");
+    assert_int_equal(ro->headers[4].loc.line, 73);
+    assert_int_equal(ro->headers[4].loc.col, 19);
+    assert_int_equal(ro->n_clusters, 2);
+    assert_int_equal(ro->clusters[0].cluster, 1);
+    assert_int_equal(ro->clusters[0].weight, 90);
+    assert_int_equal(ro->clusters[1].cluster, 2);
+    assert_int_equal(ro->clusters[1].weight, 10);
+    assert_int_equal(ro->total_weight, 100);
+    assert_int_equal(ro->direct_status, 0);
+    assert_int_equal(ro->timeout_ms, 15000);
+    assert_string_equal(ro->prefix_rewrite, "/v2");
+    assert_string_equal(ro->host_rewrite, "backend.internal");
+
+    ro = &vh->routes[1];
+    assert_string_equal(ro->name, "route-1"); /* generated */
+    assert_int_equal(ro->path_kind, TR_PATH_REGEX);
+    assert_string_equal(ro->path, "/items/[0-9]+");
+    assert_int_equal(ro->direct_status, 404);
+    assert_string_equal(ro->direct_body, "no such item");
+    assert_int_equal(ro->n_clusters, 0);
+    assert_int_equal(ro->total_weight, 0);
+    assert_int_equal(ro->timeout_ms, 0);
+
+    ro = &vh->routes[2];
+    assert_string_equal(ro->name, "rest");
+    assert_int_equal(ro->path_kind, TR_PATH_PREFIX);
+    assert_string_equal(ro->path, "/");
+    assert_false(ro->path_ignore_case);
+    assert_int_equal(ro->n_methods, 0);
+    assert_int_equal(ro->n_headers, 0);
+    assert_int_equal(ro->n_clusters, 1);
+    assert_int_equal(ro->clusters[0].cluster, 1);
+    assert_int_equal(ro->total_weight, 1);
+    assert_null(ro->prefix_rewrite);
+    assert_null(ro->host_rewrite);
+    assert_null(ro->direct_body);
+
+    rt = &c->route_tables[1];
+    assert_string_equal(rt->name, "inbound");
+    assert_string_equal(rt->vhosts[0].name, "vhost-0");
+    assert_string_equal(rt->vhosts[0].routes[0].name, "all");
+    assert_int_equal(rt->vhosts[0].routes[0].clusters[0].cluster, 0);
+
+    /* clusters */
+    assert_int_equal(c->n_clusters, 4);
+    const struct tr_cluster_cfg *cl = &c->clusters[0];
+    assert_string_equal(cl->name, "local");
+    assert_null(cl->service);
+    assert_null(cl->workload);
+    assert_null(cl->workload_namespace);
+    assert_int_equal(cl->lb, TR_LB_ROUND_ROBIN);
+    assert_int_equal(cl->connect_timeout_ms, 1000);
+    assert_int_equal(cl->pool_idle_timeout_ms, 50000);
+    assert_int_equal(cl->pool_max_idle, 64);
+    assert_int_equal(cl->max_connections, 0);
+    assert_int_equal(cl->tls, -1);
+    assert_int_equal(cl->n_server_ids, 0);
+    assert_null(cl->sni);
+    assert_int_equal(cl->n_endpoints, 1);
+    assert_addr(&cl->endpoints[0].addr, AF_INET, "127.0.0.1", 8080, "127.0.0.1:8080");
+    assert_int_equal(cl->endpoints[0].weight, 1);
+    assert_null(cl->endpoints[0].workload);
+
+    cl = &c->clusters[1];
+    assert_string_equal(cl->name, "v1");
+    assert_string_equal(cl->service, "backend.default.svc.cluster.local");
+    assert_string_equal(cl->workload, "backend-v1");
+    assert_string_equal(cl->workload_namespace, "default");
+    assert_int_equal(cl->lb, TR_LB_LEAST_REQUEST);
+    assert_int_equal(cl->connect_timeout_ms, 250);
+    assert_int_equal(cl->pool_idle_timeout_ms, 30000);
+    assert_int_equal(cl->pool_max_idle, 8);
+    assert_int_equal(cl->max_connections, 100);
+    assert_int_equal(cl->tls, 0);
+    assert_int_equal(cl->n_server_ids, 1);
+    assert_string_equal(cl->server_ids[0], "spiffe://cluster.local/ns/default/sa/backend");
+    assert_string_equal(cl->sni, "backend.default");
+    assert_int_equal(cl->n_endpoints, 2);
+    assert_addr(&cl->endpoints[0].addr, AF_INET, "10.0.0.1", 8080, "10.0.0.1:8080");
+    assert_int_equal(cl->endpoints[0].weight, 3);
+    assert_string_equal(cl->endpoints[0].workload, "backend-v1-a");
+    assert_string_equal(cl->endpoints[0].loc.path, "clusters[1].endpoints[0]");
+    assert_addr(&cl->endpoints[1].addr, AF_INET6, "fd00::1", 8080, "[fd00::1]:8080");
+    assert_int_equal(c->clusters[2].lb, TR_LB_RANDOM);
+    assert_string_equal(c->clusters[3].name, "db");
+}
+
+static void test_full_yaml(void **state)
+{
+    (void)state;
+    struct tr_config *c = load_source_file("tests/unit/config/full.yaml", "proxy.yaml");
+    check_full(c);
+    /* Everything, the struct included, lives in the arena. */
+    tr_config_free(c);
+}
+
+/* The JSON twin (generated from full.yaml) must give the same model. */
+static void test_full_json(void **state)
+{
+    (void)state;
+    struct tr_config *c = load_source_file("tests/unit/config/full.json", "proxy.yaml");
+    /* Values equal; locations differ, so compare everything but lines. */
+    assert_string_equal(c->tls[0].loc.path, "tls[0]");
+    c->tls[0].loc.line = 17;
+    c->tls[0].loc.col = 5;
+    c->listeners[0].loc.line = 29;
+    struct tr_header_match_cfg *h = &c->route_tables[0].vhosts[0].routes[0].headers[4];
+    assert_true(h->loc.line > 0);
+    h->loc.line = 73;
+    h->loc.col = 19;
+    check_full(c);
+    tr_config_free(c);
+}
+
+/* The shipped example loads, and every omitted field takes its default. */
+static void test_example_defaults(void **state)
+{
+    (void)state;
+    char path[512], *err = NULL;
+    snprintf(path, sizeof(path), "%s/examples/proxy-minimal.yaml", TR_SOURCE_ROOT);
+    struct tr_config *c = tr_config_load_file(path, &err);
+    if (c == NULL)
+        fprintf(stderr, "%s\n", err);
+    assert_non_null(c);
+    assert_string_equal(c->file, path);
+    assert_string_equal(c->node.id, "web-0");
+    assert_null(c->node.principal);
+    assert_int_equal(c->workers, 0);
+    assert_int_equal(c->drain_timeout_ms, 10000);
+    assert_string_equal(c->log_level, "info");
+    assert_int_equal(c->limits.max_request_line, 8192);
+    assert_int_equal(c->limits.max_header_bytes, 65536);
+    assert_int_equal(c->limits.max_headers, 100);
+    assert_int_equal(c->limits.max_connections, 65536);
+    assert_int_equal(c->limits.buffer_size, 16384);
+    assert_addr(&c->admin.addr, AF_INET, "127.0.0.1", 15000, "127.0.0.1:15000");
+    assert_true(c->admin.enabled);
+    assert_false(c->access_log.enabled);
+    assert_string_equal(c->access_log.path, "/dev/stdout");
+    assert_int_equal(c->n_tls, 0);
+    assert_int_equal(c->n_listeners, 1);
+    const struct tr_listener_cfg *l = &c->listeners[0];
+    assert_string_equal(l->name, "inbound");
+    assert_int_equal(l->direction, TR_DIR_INBOUND);
+    assert_int_equal(l->protocol, TR_LPROTO_HTTP);
+    assert_int_equal(l->tls_mode, TR_TLS_DISABLE);
+    assert_int_equal(l->tls, -1);
+    assert_int_equal(l->route_table, 0);
+    assert_int_equal(l->tcp_cluster, -1);
+    assert_int_equal(c->route_tables[0].vhosts[0].routes[0].clusters[0].cluster, 0);
+    assert_int_equal(c->clusters[0].endpoints[0].weight, 1);
+    assert_int_equal(c->clusters[0].connect_timeout_ms, 1000);
+
+    char buf[256];
+    int n = tr_cfg_loc_format(&l->loc, buf, sizeof(buf));
+    char want[600];
+    snprintf(want, sizeof(want), "%s:10:5: listeners[0]: ", path);
+    assert_string_equal(buf, want);
+    assert_int_equal(n, (int)strlen(want));
+    tr_config_free(c);
+}
+
+/* --------------------------------------------------------- invalid */
+
+#define BASE_TAIL                                                               \
+    "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"          \
+    "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: [{cluster: c}]}]}\n" \
+    "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:2}]}\n"
+
+#define RT_C                                                                    \
+    "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: [{cluster: c}]}]}\n" \
+    "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:2}]}\n"
+
+#define CTX "tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
+
+/* A route under test, on line 3 of the file; column 5 starts its body. */
+#define ROUTE_HEAD "route_tables:\n- name: rt\n  virtual_hosts:\n  - domains: ['*']\n    routes:\n"
+#define ROUTE_TAIL                                                              \
+    "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"          \
+    "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:2}]}\n"             \
+    "- {name: d, endpoints: [{address: 127.0.0.1:3}]}\n"
+#define R "route_tables[0].virtual_hosts[0].routes[0]"
+
+struct bad_case {
+    const char *yaml;
+    const char *prefix; /* exact start of the error */
+    const char *msg;    /* substring of the rest */
+};
+
+static const struct bad_case bad_cases[] = {
+    /* top level */
+    { "workers: 300\n" BASE_TAIL, "t.yaml:1:10: workers: ", "must be between 0 and 256, got 300" },
+    { "workers: \"4\"\n" BASE_TAIL, "t.yaml:1:10: workers: ", "expected an integer, got \"4\"" },
+    { "workers: -1\n" BASE_TAIL, "t.yaml:1:10: workers: ", "must be between 0 and 256, got -1" },
+    { "workers: 1.5\n" BASE_TAIL, "t.yaml:1:10: workers: ", "expected an integer" },
+    { "drain_timeout: 10\n" BASE_TAIL, "t.yaml:1:16: drain_timeout: ", "expected a duration such as" },
+    { "drain_timeout: 25h\n" BASE_TAIL, "t.yaml:1:16: drain_timeout: ", "must be between 0ms and 86400000ms" },
+    { "log_level: verbose\n" BASE_TAIL, "t.yaml:1:12: log_level: ",
+      "expected one of error, warn, info, debug, got \"verbose\"" },
+    { "bogus: 1\n" BASE_TAIL, "t.yaml:1:1: bogus: ",
+      "unknown field \"bogus\" (accepted: node, workers, drain_timeout, log_level, limits, admin, access_log, tls, "
+      "listeners, route_tables, clusters)" },
+    { "workers: 1\n", "t.yaml:1:1: listeners: ", "missing required field" },
+    { "listeners: []\n", "t.yaml:1:12: listeners: ", "must have at least 1 entry" },
+    { "listeners: {}\n", "t.yaml:1:12: listeners: ", "expected a list, got a mapping" },
+    { "workers: 1\nworkers: 2\n" BASE_TAIL, "t.yaml:2:1: workers: ", "duplicate field (first at line 1)" },
+    { "? [a]\n: 1\n", "t.yaml:1:3: ", "mapping keys must be strings, got a list" },
+    { "node: [a]\n" BASE_TAIL, "t.yaml:1:7: node: ", "expected a mapping, got a list" },
+    { "node: {id: \"a\\0b\"}\n" BASE_TAIL, "t.yaml:1:12: node.id: ", "string contains a NUL byte" },
+    { "node: {id: }\n" BASE_TAIL, "t.yaml:1:", "node.id: expected a string, got null" },
+    { "node: {principal: web}\n" BASE_TAIL, "t.yaml:1:19: node.principal: ", "expected a SPIFFE ID" },
+    { "limits: {max_headers: 300}\n" BASE_TAIL, "t.yaml:1:23: limits.max_headers: ",
+      "must be between 1 and 256, got 300" },
+    { "limits: {buffer_size: 100}\n" BASE_TAIL, "t.yaml:1:23: limits.buffer_size: ",
+      "must be between 4096 and 1048576" },
+    { "limits: {max_request_line: 70000}\n" BASE_TAIL, "t.yaml:1:10: limits.max_request_line: ",
+      "max_request_line (70000) must not exceed max_header_bytes (65536)" },
+    { "admin: {address: 10.0.0.1:15000}\n" BASE_TAIL, "t.yaml:1:18: admin.address: ", "must be loopback" },
+    { "admin: {address: localhost:15000}\n" BASE_TAIL, "t.yaml:1:18: admin.address: ",
+      "hostnames are not resolved" },
+    { "admin: {enabled: yes}\n" BASE_TAIL, "t.yaml:1:18: admin.enabled: ", "expected true or false, got \"yes\"" },
+    { "access_log: {path: ''}\n" BASE_TAIL, "t.yaml:1:20: access_log.path: ", "must not be empty" },
+
+    /* TLS contexts */
+    { "tls:\n- {name: w, key: /dev/null, ca: /dev/null}\n" BASE_TAIL, "t.yaml:2:3: tls[0].cert: ",
+      "missing required field" },
+    { "tls:\n- {name: w, cert: /nonexistent/x.pem, key: /dev/null, ca: /dev/null}\n" BASE_TAIL,
+      "t.yaml:2:19: tls[0].cert: ", "cannot read \"/nonexistent/x.pem\": No such file or directory" },
+    { "tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null, min_version: 1.1}\n" BASE_TAIL,
+      "t.yaml:2:74: tls[0].min_version: ", "expected one of 1.2, 1.3, got \"1.1\"" },
+    { "tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null, trust_domain: spiffe://x}\n" BASE_TAIL,
+      "t.yaml:2:75: tls[0].trust_domain: ", "expected a trust domain name" },
+    { CTX "- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n" BASE_TAIL, "t.yaml:3:10: tls[1].name: ",
+      "duplicate TLS context name \"w\" (first defined at line 2)" },
+
+    /* listeners */
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: strict-ish, context: x}\n" RT_C,
+      "t.yaml:5:15: listeners[0].tls.mode: ", "expected one of STRICT, PERMISSIVE, DISABLE, got \"strict-ish\"" },
+    { CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: STRICT, context: nope}\n" RT_C,
+      "t.yaml:7:32: listeners[0].tls.context: ", "unknown TLS context \"nope\"" },
+    { CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  direction: outbound\n"
+          "  tls: {mode: STRICT, context: w}\n" RT_C,
+      "t.yaml:8:9: listeners[0].tls.mode: ", "STRICT is only valid on inbound listeners" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: PERMISSIVE}\n" RT_C,
+      "t.yaml:5:8: listeners[0].tls.context: ", "missing required field" },
+    { CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: DISABLE, context: w}\n" RT_C,
+      "t.yaml:7:24: listeners[0].tls.context: ", "must not be set when mode is DISABLE" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: nope\n" RT_C,
+      "t.yaml:4:16: listeners[0].route_table: ", "unknown route table \"nope\"" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,
+      "t.yaml:5:3: listeners[0].tlz: ",
+      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, tcp_cluster, http, "
+      "timeouts, authorization)" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C, "t.yaml:2:3: listeners[0].route_table: ",
+      "missing required field" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  route_table: rt\n  tcp_cluster: c\n" RT_C,
+      "t.yaml:5:3: listeners[0].route_table: ", "not allowed on a tcp listener" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n" RT_C,
+      "t.yaml:2:3: listeners[0].tcp_cluster: ", "missing required field" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tcp_cluster: c\n" RT_C,
+      "t.yaml:5:3: listeners[0].tcp_cluster: ", "not allowed on an http listener" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  tcp_cluster: c\n"
+      "  authorization: {rules: [{action: ALLOW, methods: [GET]}]}\n" RT_C,
+      "t.yaml:6:43: listeners[0].authorization.rules[0].methods: ", "not allowed on a tcp listener" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n"
+      "  authorization: {rules: [{principals: ['*']}]}\n" RT_C,
+      "t.yaml:5:27: listeners[0].authorization.rules[0].action: ", "missing required field" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n"
+      "  authorization: {rules: [{action: ALLOW, principals: ['spiffe://a/*/b']}]}\n" RT_C,
+      "t.yaml:5:56: listeners[0].authorization.rules[0].principals[0]: ", "only allowed at the end" },
+    { "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n- {name: l, address: 127.0.0.1:2, route_table: rt}\n" RT_C,
+      "t.yaml:3:10: listeners[1].name: ", "duplicate listener name \"l\" (first defined at line 2)" },
+    { "listeners:\n- {name: a, address: 127.0.0.1:1, route_table: rt}\n- {name: b, address: 127.0.0.1:1, route_table: rt}\n" RT_C,
+      "t.yaml:3:22: listeners[1].address: ", "address 127.0.0.1:1 is already used by listener \"a\"" },
+    { "listeners:\n- {name: l, address: 127.0.0.1, route_table: rt}\n" RT_C, "t.yaml:2:22: listeners[0].address: ",
+      "expected IP:PORT, got \"127.0.0.1\" (missing port)" },
+    { "listeners:\n- {name: l, address: '::1:80', route_table: rt}\n" RT_C, "t.yaml:2:22: listeners[0].address: ",
+      "IPv6 addresses must be in brackets" },
+    { "listeners:\n- {name: l, address: 127.0.0.1:70000, route_table: rt}\n" RT_C,
+      "t.yaml:2:22: listeners[0].address: ", "port must be between 0 and 65535" },
+    { "listeners:\n- {name: l, address: '[::g]:80', route_table: rt}\n" RT_C, "t.yaml:2:22: listeners[0].address: ",
+      "invalid IPv6 address \"::g\"" },
+    { "listeners:\n- {name: 'a b', address: 127.0.0.1:1, route_table: rt}\n" RT_C, "t.yaml:2:10: listeners[0].name: ",
+      "whitespace and control characters are not allowed" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  http: {xff: replace}\n" RT_C,
+      "t.yaml:5:15: listeners[0].http.xff: ", "expected one of append, off, got \"replace\"" },
+    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  timeouts: {detect: 0s}\n" RT_C,
+      "t.yaml:5:22: listeners[0].timeouts.detect: ", "must be between 1ms and 60000ms, got \"0s\"" },
+
+    /* routes (body on line 6, column 7) */
+    { ROUTE_HEAD "    - {cluster: c, weighted_clusters: [{cluster: d, weight: 1}]}\n" ROUTE_TAIL,
+      "t.yaml:6:20: " R ".weighted_clusters: ", "conflicts with cluster" },
+    { ROUTE_HEAD "    - {name: x}\n" ROUTE_TAIL, "t.yaml:6:7: " R ": ",
+      "one of cluster, weighted_clusters, direct_response is required" },
+    { ROUTE_HEAD "    - {cluster: nope}\n" ROUTE_TAIL, "t.yaml:6:17: " R ".cluster: ", "unknown cluster \"nope\"" },
+    { ROUTE_HEAD "    - weighted_clusters: [{cluster: c, weight: 0}, {cluster: d, weight: 0}]\n" ROUTE_TAIL,
+      "t.yaml:6:26: " R ".weighted_clusters: ", "the weights must not all be 0" },
+    { ROUTE_HEAD "    - weighted_clusters: [{cluster: c, weight: 1000001}]\n" ROUTE_TAIL,
+      "t.yaml:6:48: " R ".weighted_clusters[0].weight: ", "must be between 0 and 1000000" },
+    { ROUTE_HEAD "    - weighted_clusters: [{cluster: c}]\n" ROUTE_TAIL,
+      "t.yaml:6:27: " R ".weighted_clusters[0].weight: ", "missing required field" },
+    { ROUTE_HEAD "    - direct_response: {status: 700}\n" ROUTE_TAIL, "t.yaml:6:33: " R ".direct_response.status: ",
+      "must be between 200 and 599, got 700" },
+    { ROUTE_HEAD "    - {direct_response: {status: 503}, rewrite: {host: x}}\n" ROUTE_TAIL,
+      "t.yaml:6:40: " R ".rewrite: ", "cannot be combined with direct_response" },
+    { ROUTE_HEAD "    - {match: {path: {regex: 'a(b'}}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:30: " R ".match.path.regex: ", "invalid regex at offset 3: missing closing parenthesis" },
+    { ROUTE_HEAD "    - {match: {path: {prefix: /a, exact: /b}}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:35: " R ".match.path.exact: ", "conflicts with prefix" },
+    { ROUTE_HEAD "    - {match: {path: {prefix: api}}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:31: " R ".match.path.prefix: ", "must start with \"/\"" },
+    { ROUTE_HEAD "    - {match: {path: {regex: '/a', prefix: /b}}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:36: " R ".match.path.prefix: ", "conflicts with regex; set exactly one of prefix, exact, regex" },
+    { ROUTE_HEAD "    - {match: {methods: [GET, 'B D']}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:31: " R ".match.methods[1]: ", "\"B D\" is not a valid HTTP token" },
+    { ROUTE_HEAD "    - {match: {headers: [{name: x, regex: '[a'}]}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:43: " R ".match.headers[0].regex: ", "invalid regex at offset 2: missing terminating ]" },
+    { ROUTE_HEAD "    - {match: {headers: [{name: x}]}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:26: " R ".match.headers[0]: ", "one of exact, prefix, suffix, regex, present is required" },
+    { ROUTE_HEAD "    - {match: {headers: [{name: x, present: false}]}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:36: " R ".match.headers[0].present: ", "must be true; use invert: true" },
+    { ROUTE_HEAD "    - {match: {headers: [{name: 'x y', exact: a}]}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:33: " R ".match.headers[0].name: ", "\"x y\" is not a valid HTTP token" },
+    { ROUTE_HEAD "    - {match: {headers: [{name: x, exact: a, prefix: b}]}, cluster: c}\n" ROUTE_TAIL,
+      "t.yaml:6:46: " R ".match.headers[0].prefix: ", "conflicts with exact" },
+    { ROUTE_HEAD "    - {cluster: c, rewrite: {prefix: v2}}\n" ROUTE_TAIL, "t.yaml:6:38: " R ".rewrite.prefix: ",
+      "must start with \"/\"" },
+    { ROUTE_HEAD "    - {cluster: c, timeout: soon}\n" ROUTE_TAIL, "t.yaml:6:29: " R ".timeout: ",
+      "expected a duration such as" },
+
+    /* virtual hosts and route tables */
+    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: []}]}\n" ROUTE_TAIL,
+      "t.yaml:2:40: route_tables[0].virtual_hosts[0].domains: ", "must have at least 1 entry" },
+    { "route_tables:\n- {name: rt, virtual_hosts: [{name: v}]}\n" ROUTE_TAIL,
+      "t.yaml:2:30: route_tables[0].virtual_hosts[0].domains: ", "missing required field" },
+    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*']}, {domains: [a, '*']}]}\n" ROUTE_TAIL,
+      "t.yaml:2:62: route_tables[0].virtual_hosts[1].domains[1]: ",
+      "duplicate domain \"*\" (first defined at line 2)" },
+    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['a*b']}]}\n" ROUTE_TAIL,
+      "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "\"*\" must be the whole domain" },
+    { "route_tables:\n- {name: rt}\n" ROUTE_TAIL, "t.yaml:2:3: route_tables[0].virtual_hosts: ",
+      "missing required field" },
+    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*']}]}\n- {name: rt, virtual_hosts: [{domains: ['*']}]}\n"
+      ROUTE_TAIL, "t.yaml:3:10: route_tables[1].name: ", "duplicate route table name \"rt\"" },
+
+    /* clusters */
+    { "clusters:\n- {name: c}\n", "t.yaml:2:3: clusters[0].endpoints: ", "missing required field" },
+    { "clusters:\n- {name: c, endpoints: []}\n", "t.yaml:2:24: clusters[0].endpoints: ",
+      "must have at least 1 entry" },
+    { "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1, weight: 0}]}\n",
+      "t.yaml:2:56: clusters[0].endpoints[0].weight: ", "must be between 1 and 1000000, got 0" },
+    { "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:0}]}\n",
+      "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535" },
+    { "clusters:\n- {name: c, lb: fastest, endpoints: [{address: 127.0.0.1:1}]}\n", "t.yaml:2:17: clusters[0].lb: ",
+      "expected one of round_robin, least_request, random, got \"fastest\"" },
+    { "clusters:\n- {name: c, tls: {context: w}, endpoints: [{address: 127.0.0.1:1}]}\n",
+      "t.yaml:2:28: clusters[0].tls.context: ", "unknown TLS context \"w\"" },
+    { CTX "clusters:\n- {name: c, tls: {context: w, server_ids: [backend]}, endpoints: [{address: 127.0.0.1:1}]}\n",
+      "t.yaml:4:44: clusters[0].tls.server_ids[0]: ", "expected a SPIFFE ID" },
+    { "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n",
+      "t.yaml:3:10: clusters[1].name: ", "duplicate cluster name \"c\" (first defined at line 2)" },
+    { "clusters:\n- {name: c, pool: {max_idle: lots}, endpoints: [{address: 127.0.0.1:1}]}\n",
+      "t.yaml:2:30: clusters[0].pool.max_idle: ", "expected an integer, got \"lots\"" },
+    { "clusters:\n- {name: c, connect_timeout: 0s, endpoints: [{address: 127.0.0.1:1}]}\n",
+      "t.yaml:2:30: clusters[0].connect_timeout: ", "must be between 1ms" },
+
+    /* YAML-level */
+    { "a: &x 1\nb: *x\n", "t.yaml:2:4: ", "YAML aliases are not supported" },
+    { "workers: !!int 1\n", "t.yaml:1:16: ", "YAML tags are not supported" },
+    { "workers: 1\n---\nworkers: 2\n", "t.yaml:2:1: ", "more than one YAML document" },
+};
+
+static void test_invalid_table(void **state)
+{
+    (void)state;
+    size_t n = sizeof(bad_cases) / sizeof(bad_cases[0]);
+    size_t failed = 0;
+    assert_true(n >= 30);
+    for (size_t i = 0; i < n; i++) {
+        const struct bad_case *bc = &bad_cases[i];
+        char *err = NULL;
+        struct tr_config *c = tr_config_load_buffer(bc->yaml, strlen(bc->yaml), "t.yaml", &err);
+        if (c != NULL || err == NULL || strncmp(err, bc->prefix, strlen(bc->prefix)) != 0 ||
+            strstr(err + strlen(bc->prefix), bc->msg) == NULL) {
+            fprintf(stderr, "case %zu:\n%s\n  want: %s...%s\n  got:  %s\n", i, bc->yaml, bc->prefix, bc->msg,
+                    err != NULL ? err : "(loaded)");
+            tr_config_free(c);
+            failed++;
+        }
+        free(err);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* ---------------------------------------------------- limits, edges */
+
+static void expect_err(const char *buf, size_t len, const char *want_prefix, const char *want_sub)
+{
+    char *err = NULL;
+    struct tr_config *c = tr_config_load_buffer(buf, len, "t.yaml", &err);
+    assert_null(c);
+    assert_non_null(err);
+    if (strncmp(err, want_prefix, strlen(want_prefix)) != 0 || strstr(err, want_sub) == NULL) {
+        fprintf(stderr, "want %s...%s\ngot  %s\n", want_prefix, want_sub, err);
+        free(err);
+        fail();
+    }
+    free(err);
+}
+
+static void test_empty_and_root(void **state)
+{
+    (void)state;
+    expect_err("", 0, "t.yaml: ", "configuration is empty");
+    expect_err(NULL, 0, "t.yaml: ", "configuration is empty");
+    expect_err("# only a comment\n", 17, "t.yaml: ", "configuration is empty");
+    expect_err("---\n", 4, "t.yaml: ", "configuration is empty");
+    expect_err("- a\n- b\n", 8, "t.yaml:1:1: ", "expected a mapping at the top level, got a list");
+    expect_err("hello\n", 6, "t.yaml:1:1: ", "expected a mapping at the top level, got \"hello\"");
+    expect_err("[1, 2]", 6, "t.yaml:1:1: ", "expected a mapping at the top level");
+}
+
+static void test_syntax_errors(void **state)
+{
+    (void)state;
+    const char *a = "workers: 1\nlisteners: [1, 2\n";
+    expect_err(a, strlen(a), "t.yaml:3:1: ", "YAML syntax error: flow sequence without a closing bracket");
+    const char *b = "workers: 1\nnode: {id: \"abc\n";
+    expect_err(b, strlen(b), "t.yaml:", "YAML syntax error: ");
+    const char *c = "\tworkers: 1\n";
+    expect_err(c, strlen(c), "t.yaml:1:1: ", "YAML syntax error: ");
+    const char *d = "{\"workers\": 1,, }";
+    expect_err(d, strlen(d), "t.yaml:1:", "YAML syntax error");
+    /* The stream must be printable UTF-8; columns count characters. */
+    const char e[] = "workers: 1\nnode: {id: \xc3\xa9\xff}\n";
+    expect_err(e, sizeof(e) - 1, "t.yaml:2:13: ", "invalid UTF-8 (byte 0xff)");
+    const char f[] = "workers: 1\n\0listeners: []\n";
+    expect_err(f, sizeof(f) - 1, "t.yaml:2:1: ", "character U+0000 is not allowed in YAML");
+    expect_err("a: \xc0\xaf", 5, "t.yaml:1:4: ", "invalid UTF-8 (byte 0xc0)");     /* overlong "/" */
+    expect_err("a: \xed\xa0\x80", 6, "t.yaml:1:4: ", "invalid UTF-8 (bad sequence)"); /* surrogate */
+    expect_err("a: \xe2\x82", 5, "t.yaml:1:4: ", "invalid UTF-8 (truncated sequence)");
+    expect_err("a: \x1b[0m", 7, "t.yaml:1:4: ", "character U+001B is not allowed");
+    /* Malformed UTF-8 in a directive used to hang libfyaml 0.7.12. */
+    expect_err("%x\xfd", 3, "t.yaml:1:3: ", "invalid UTF-8");
+    /* A BOM and non-ASCII text are fine. */
+    const char g[] = "\xef\xbb\xbfnode: {id: caf\xc3\xa9}\n" BASE_TAIL;
+    struct tr_config *cfg = load_ok(g, sizeof(g) - 1, "t.yaml");
+    assert_string_equal(cfg->node.id, "caf\xc3\xa9");
+    tr_config_free(cfg);
+}
+
+static void test_oversized(void **state)
+{
+    (void)state;
+    size_t len = 16u * 1024 * 1024 + 1;
+    char *big = malloc(len);
+    assert_non_null(big);
+    memset(big, '#', len);
+    expect_err(big, len, "t.yaml: ", "configuration is 16777217 bytes; the limit is 16777216 bytes");
+
+    /* load_file stops reading past the limit too. */
+    char path[128];
+    snprintf(path, sizeof(path), "%s/proxy.yaml", g_dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(big, 1, len, f), len);
+    fclose(f);
+    char *err = NULL;
+    assert_null(tr_config_load_file(path, &err));
+    assert_non_null(strstr(err, "the limit is 16777216 bytes"));
+    assert_true(strncmp(err, path, strlen(path)) == 0);
+    free(err);
+    remove(path);
+    free(big);
+}
+
+static void test_deep_nesting(void **state)
+{
+    (void)state;
+    size_t depth = 100000;
+    char *buf = malloc(depth * 2 + 1);
+    assert_non_null(buf);
+    memset(buf, '[', depth);
+    memset(buf + depth, ']', depth);
+    expect_err(buf, depth * 2, "t.yaml:1:33: ", "nesting deeper than 32 levels");
+    /* Block style too. */
+    char yaml[4096];
+    size_t o = 0;
+    for (int i = 0; i < 40; i++)
+        o += (size_t)snprintf(yaml + o, sizeof(yaml) - o, "%*sk%d:\n", i, "", i);
+    expect_err(yaml, o, "t.yaml:", "nesting deeper than 32 levels");
+    free(buf);
+}
+
+static char *gen_cluster(size_t n_endpoints, size_t *len)
+{
+    size_t cap = 64 + n_endpoints * 40, o = 0;
+    char *b = malloc(cap);
+    assert_non_null(b);
+    o += (size_t)snprintf(b + o, cap - o, "clusters:\n- name: c\n  endpoints:\n");
+    for (size_t i = 0; i < n_endpoints; i++)
+        o += (size_t)snprintf(b + o, cap - o, "  - address: 10.%zu.%zu.1:80\n", i / 256, i % 256);
+    *len = o;
+    return b;
+}
+
+static void test_count_limits(void **state)
+{
+    (void)state;
+    size_t len;
+    char *b = gen_cluster(10001, &len);
+    expect_err(b, len, "t.yaml:4:3: clusters[0].endpoints: ", "has 10001 entries; the limit is 10000");
+    free(b);
+
+    /* 100001 routes over two virtual hosts: the config-wide cap. */
+    size_t cap = 8u * 1024 * 1024, o = 0;
+    b = malloc(cap);
+    assert_non_null(b);
+    o += (size_t)snprintf(b + o, cap - o, "route_tables:\n- name: rt\n  virtual_hosts:\n");
+    for (int v = 0; v < 2; v++) {
+        o += (size_t)snprintf(b + o, cap - o, "  - domains: [d%d]\n    routes:\n", v);
+        for (int i = 0; i < 50001; i++)
+            o += (size_t)snprintf(b + o, cap - o, "    - {cluster: c}\n");
+    }
+    o += (size_t)snprintf(b + o, cap - o, "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n");
+    expect_err(b, o, "t.yaml:50009:5: route_tables[0].virtual_hosts[1].routes: ", "more than 100000 routes");
+    free(b);
+}
+
+static void test_load_file_and_relative_paths(void **state)
+{
+    (void)state;
+    char path[128], *err = NULL;
+    snprintf(path, sizeof(path), "%s/proxy.yaml", g_dir);
+    write_file(path, "tls:\n- {name: w, cert: certs/web.pem, key: ./certs/web.key, ca: certs/../certs/ca.pem}\n"
+                     "listeners:\n- {name: l, address: 127.0.0.1:0, protocol: tcp, tcp_cluster: c,"
+                     " tls: {mode: STRICT, context: w}}\n"
+                     "clusters:\n- {name: c, endpoints: [{address: '[::1]:5'}]}\n");
+    struct tr_config *c = tr_config_load_file(path, &err);
+    if (c == NULL)
+        fprintf(stderr, "%s\n", err);
+    assert_non_null(c);
+    assert_path_in_dir(c->tls[0].cert_file, "certs/web.pem");
+    assert_path_in_dir(c->tls[0].key_file, "./certs/web.key");
+    assert_path_in_dir(c->tls[0].ca_file, "certs/../certs/ca.pem");
+    assert_int_equal(port_of(&c->listeners[0].addr), 0);
+    tr_config_free(c);
+
+    /* A relative certificate that is missing is reported at its field. */
+    write_file(path, "tls:\n- name: w\n  cert: certs/missing.pem\n  key: certs/web.key\n  ca: certs/ca.pem\n"
+                     "listeners:\n- {name: l, address: 127.0.0.1:0, protocol: tcp, tcp_cluster: c}\n"
+                     "clusters:\n- {name: c, endpoints: [{address: '[::1]:5'}]}\n");
+    assert_null(tr_config_load_file(path, &err));
+    char want[256];
+    snprintf(want, sizeof(want), "%s:3:9: tls[0].cert: cannot read \"%s/certs/missing.pem\": ", path, g_dir);
+    assert_non_null(err);
+    if (strncmp(err, want, strlen(want)) != 0)
+        fprintf(stderr, "want %s\ngot  %s\n", want, err);
+    assert_true(strncmp(err, want, strlen(want)) == 0);
+    free(err);
+
+    assert_null(tr_config_load_file("/nonexistent/dir/p.yaml", &err));
+    assert_string_equal(err, "/nonexistent/dir/p.yaml: cannot open: No such file or directory");
+    free(err);
+    assert_null(tr_config_load_file(g_dir, &err));
+    assert_non_null(strstr(err, "is a directory"));
+    free(err);
+    /* err may be NULL. */
+    assert_null(tr_config_load_file("/nonexistent/p.yaml", NULL));
+    remove(path);
+}
+
+static void test_durations(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        uint32_t ms;
+    } ok[] = {
+        { "0", 0 }, { "0s", 0 }, { "250us", 1 }, { "1500us", 2 }, { "100ms", 100 }, { "1.5s", 1500 },
+        { "5m", 300000 }, { "1h", 3600000 }, { "1m30s", 90000 }, { "\"2s\"", 2000 }, { "0.001s", 1 },
+        { "24h", 86400000 },
+    };
+    static const char *const bad[] = { "1", "s", "1.s5", "1x", "-1s", "1 s", "1S", ".s", "99999999999999999999h",
+                                       "1h1", "true", "[1s]" };
+    char buf[256];
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        int n = snprintf(buf, sizeof(buf), "drain_timeout: %s\n" BASE_TAIL, ok[i].text);
+        struct tr_config *c = load_ok(buf, (size_t)n, "t.yaml");
+        assert_int_equal(c->drain_timeout_ms, ok[i].ms);
+        tr_config_free(c);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int n = snprintf(buf, sizeof(buf), "drain_timeout: %s\n" BASE_TAIL, bad[i]);
+        expect_err(buf, (size_t)n, "t.yaml:1:16: drain_timeout: ", "expected a duration");
+    }
+}
+
+static void test_scalars(void **state)
+{
+    (void)state;
+    char buf[512];
+    /* Booleans in the YAML 1.2 core spellings; integers with a + sign. */
+    int n = snprintf(buf, sizeof(buf), "workers: +8\nadmin: {enabled: False, address: '127.1.2.3:9'}\n" BASE_TAIL);
+    struct tr_config *c = load_ok(buf, (size_t)n, "t.yaml");
+    assert_int_equal(c->workers, 8);
+    assert_false(c->admin.enabled);
+    assert_addr(&c->admin.addr, AF_INET, "127.1.2.3", 9, "127.1.2.3:9");
+    tr_config_free(c);
+    /* Quoted true is a string, not a boolean. */
+    n = snprintf(buf, sizeof(buf), "admin: {enabled: 'true'}\n" BASE_TAIL);
+    expect_err(buf, (size_t)n, "t.yaml:1:18: admin.enabled: ", "expected true or false, got \"true\"");
+    /* Overflow. */
+    n = snprintf(buf, sizeof(buf), "workers: 99999999999999999999999\n" BASE_TAIL);
+    expect_err(buf, (size_t)n, "t.yaml:1:10: workers: ", "must be between 0 and 256");
+    /* Long values are cut in messages. */
+    n = snprintf(buf, sizeof(buf), "log_level: %0200d\n" BASE_TAIL, 7);
+    char *err = NULL;
+    assert_null(tr_config_load_buffer(buf, (size_t)n, "t.yaml", &err));
+    assert_true(strlen(err) < 300);
+    assert_non_null(strstr(err, "...\""));
+    free(err);
+    /* A NULL name is allowed. */
+    assert_null(tr_config_load_buffer("x: 1", 4, NULL, &err));
+    assert_true(strncmp(err, "<config>:1:1: x: unknown field", 30) == 0);
+    free(err);
+    tr_config_free(NULL);
+}
+
+static void test_loc_format(void **state)
+{
+    (void)state;
+    char buf[128];
+    struct tr_cfg_loc loc = { .file = "p.yaml", .line = 12, .col = 15, .path = "listeners[0].tls.mode" };
+    assert_int_equal(tr_cfg_loc_format(&loc, buf, sizeof(buf)), 37);
+    assert_string_equal(buf, "p.yaml:12:15: listeners[0].tls.mode: ");
+    loc.line = 0;
+    tr_cfg_loc_format(&loc, buf, sizeof(buf));
+    assert_string_equal(buf, "p.yaml: listeners[0].tls.mode: ");
+    loc = (struct tr_cfg_loc){ .file = "p.yaml", .line = 1, .col = 1 };
+    tr_cfg_loc_format(&loc, buf, sizeof(buf));
+    assert_string_equal(buf, "p.yaml:1:1: ");
+    /* Truncates like snprintf. */
+    loc.path = "x";
+    assert_int_equal(tr_cfg_loc_format(&loc, buf, 4), 15);
+    assert_string_equal(buf, "p.y");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_yaml),
+        cmocka_unit_test(test_full_json),
+        cmocka_unit_test(test_example_defaults),
+        cmocka_unit_test(test_invalid_table),
+        cmocka_unit_test(test_empty_and_root),
+        cmocka_unit_test(test_syntax_errors),
+        cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_count_limits),
+        cmocka_unit_test(test_load_file_and_relative_paths),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_scalars),
+        cmocka_unit_test(test_loc_format),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,165 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "codec/h1/h1.h"
+#include "core/buf.h"
+#include "filter/headers.h"
+
+static struct tr_h1_header hdrs[TR_H1_MAX_HEADERS_CAP];
+
+static void parse_req(const char *raw, struct tr_h1_message *m)
+{
+    struct tr_h1_limits lim = TR_H1_LIMITS_DEFAULT;
+    size_t scanned = 0;
+    int n = tr_h1_head_end(raw, strlen(raw), &lim, 1, &scanned);
+    assert_true(n > 0);
+    memset(m, 0, sizeof(*m));
+    m->headers = hdrs;
+    assert_int_equal(tr_h1_parse_request(raw, (size_t)n, &lim, m), 0);
+}
+
+static char *rewrite(const char *raw, struct tr_request_rewrite *rw)
+{
+    struct tr_h1_message m;
+    parse_req(raw, &m);
+    struct tr_buf *b = malloc(sizeof(*b) + 8192);
+    b->start = b->end = 0;
+    b->cap = 8192;
+    if (rw->target.p == NULL)
+        rw->target = m.target;
+    assert_int_equal(tr_filter_request_head(b, raw, &m, rw), 0);
+    char *out = strndup(tr_buf_head(b), tr_buf_len(b));
+    free(b);
+    return out;
+}
+
+static void test_hop_by_hop_removed_and_forwarding_headers_added(void **state)
+{
+    char id[40];
+    struct tr_request_rewrite rw = {
+        .peer_ip = "10.1.2.3",
+        .xff = TR_XFF_APPEND,
+        .xfp = "http",
+        .request_id = TR_REQID_PRESERVE,
+        .request_id_out = id,
+        .rnd = { 0x1122334455667788ull, 0x99aabbccddeeff00ull },
+    };
+    char *out = rewrite("GET /a?b=1 HTTP/1.1\r\nHost: svc\r\nConnection: keep-alive, X-Secret\r\n"
+                        "Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nX-Secret: s\r\n"
+                        "TE: trailers, gzip\r\nX-Forwarded-For: 1.2.3.4\r\n"
+                        "X-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
+                        &rw);
+    assert_non_null(strstr(out, "GET /a?b=1 HTTP/1.1\r\n"));
+    assert_non_null(strstr(out, "host: svc\r\n"));
+    assert_non_null(strstr(out, "Accept: */*\r\n"));
+    assert_null(strstr(out, "Keep-Alive"));
+    assert_null(strstr(out, "Proxy-Connection"));
+    assert_null(strstr(out, "X-Secret"));
+    assert_null(strstr(out, "Connection:"));
+    assert_non_null(strstr(out, "te: trailers\r\n"));
+    assert_non_null(strstr(out, "x-forwarded-for: 1.2.3.4, 10.1.2.3\r\n"));
+    assert_non_null(strstr(out, "x-forwarded-proto: http\r\n"));
+    assert_null(strstr(out, "X-Forwarded-Proto: https"));
+    /* A v4 UUID was generated and recorded. */
+    assert_int_equal(strlen(id), 36);
+    assert_int_equal(id[14], '4');
+    assert_non_null(strchr("89ab", id[19]));
+    char line[64];
+    snprintf(line, sizeof(line), "x-request-id: %s\r\n", id);
+    assert_non_null(strstr(out, line));
+    assert_int_equal(strcmp(out + strlen(out) - 4, "\r\n\r\n"), 0);
+    free(out);
+}
+
+static void test_request_id_preserved_or_replaced(void **state)
+{
+    char id[40];
+    struct tr_request_rewrite rw = { .peer_ip = "127.0.0.1", .xff = TR_XFF_OFF,
+                                     .request_id = TR_REQID_PRESERVE, .request_id_out = id };
+    char *out = rewrite("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n", &rw);
+    assert_string_equal(id, "abc-123");
+    assert_non_null(strstr(out, "x-request-id: abc-123\r\n"));
+    assert_null(strstr(out, "x-forwarded-for"));
+    free(out);
+    rw.request_id = TR_REQID_ALWAYS;
+    rw.target = (tr_str){ 0 };
+    out = rewrite("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n", &rw);
+    assert_int_equal(strlen(id), 36);
+    assert_null(strstr(out, "abc-123"));
+    free(out);
+}
+
+static void test_multiple_xff_headers_joined(void **state)
+{
+    char id[40];
+    struct tr_request_rewrite rw = { .peer_ip = "127.0.0.9", .xff = TR_XFF_APPEND,
+                                     .request_id = TR_REQID_OFF, .request_id_out = id };
+    char *out = rewrite("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nB: c\r\n"
+                        "X-Forwarded-For: 2.2.2.2, 3.3.3.3\r\n\r\n",
+                        &rw);
+    assert_non_null(strstr(out, "x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.9\r\n"));
+    /* Exactly one XFF header goes out. */
+    const char *first = strstr(out, "x-forwarded-for");
+    assert_null(strstr(first + 1, "x-forwarded-for"));
+    free(out);
+}
+
+static void test_upgrade_and_chunked_kept(void **state)
+{
+    char id[40];
+    struct tr_request_rewrite rw = { .peer_ip = "::1", .xff = TR_XFF_OFF,
+                                     .request_id = TR_REQID_OFF, .request_id_out = id,
+                                     .upgrade = true };
+    char *out = rewrite("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                        "Sec-WebSocket-Key: x\r\n\r\n",
+                        &rw);
+    assert_non_null(strstr(out, "upgrade: websocket\r\nconnection: upgrade\r\n"));
+    assert_non_null(strstr(out, "Sec-WebSocket-Key: x\r\n"));
+    free(out);
+    rw.upgrade = false;
+    rw.target = (tr_str){ 0 };
+    out = rewrite("POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", &rw);
+    assert_non_null(strstr(out, "transfer-encoding: chunked\r\n"));
+    assert_null(strstr(out, "Transfer-Encoding"));
+    free(out);
+}
+
+static void test_local_response_and_overflow(void **state)
+{
+    struct tr_buf *b = malloc(sizeof(*b) + 256);
+    b->start = b->end = 0;
+    b->cap = 256;
+    assert_int_equal(tr_filter_local_response(b, 404, "nope\n", false, false), 0);
+    assert_memory_equal(tr_buf_head(b),
+                        "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
+                        "content-length: 5\r\nconnection: close\r\n\r\nnope\n",
+                        tr_buf_len(b));
+    b->start = b->end = 0;
+    assert_int_equal(tr_filter_local_response(b, 503, "x", true, true), 0);
+    /* HEAD: the length of the body is announced, the body is not sent. */
+    assert_int_equal(memcmp(tr_buf_tail(b) - 4, "\r\n\r\n", 4), 0);
+    assert_non_null(strstr(tr_buf_head(b), "content-length: 1\r\n"));
+    /* Too small: reports failure instead of truncating. */
+    b->cap = 16;
+    b->start = b->end = 0;
+    assert_int_equal(tr_filter_local_response(b, 500, "body", false, false), -1);
+    free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hop_by_hop_removed_and_forwarding_headers_added),
+        cmocka_unit_test(test_request_id_preserved_or_replaced),
+        cmocka_unit_test(test_multiple_xff_headers_joined),
+        cmocka_unit_test(test_upgrade_and_chunked_kept),
+        cmocka_unit_test(test_local_response_and_overflow),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
