@@ -897,11 +897,81 @@ static bool dechunk_response(struct tr_session *s, bool *done)
     return progress;
 }
 
+/* How many bytes at the front of resp belong to the body and may be sent
+ * now; *done_after tells whether sending them all completes the body. */
+static uint32_t response_sendable(struct tr_session *s, bool *done_after, bool *bad)
+{
+    struct tr_http_state *h = &s->http;
+    uint32_t avail = tr_buf_len(h->resp);
+    *done_after = false;
+    *bad = false;
+    switch (h->resp_body) {
+    case TR_H1_BODY_LENGTH:
+        *done_after = avail >= h->resp_remaining;
+        return avail < h->resp_remaining ? avail : (uint32_t)h->resp_remaining;
+    case TR_H1_BODY_CHUNKED:
+        while (!h->resp_chunk_done && h->resp_validated < avail) {
+            size_t consumed, off, dlen;
+            int rc = tr_h1_chunked_feed(&h->resp_chunked, tr_buf_head(h->resp) + h->resp_validated,
+                                        avail - h->resp_validated, &consumed, &off, &dlen);
+            if (rc < 0) {
+                *bad = true;
+                return 0;
+            }
+            h->resp_validated += (uint32_t)consumed;
+            if (rc == TR_H1_CHUNKED_DONE)
+                h->resp_chunk_done = true;
+        }
+        *done_after = h->resp_chunk_done;
+        return h->resp_validated;
+    default: /* until close */
+        return avail;
+    }
+}
+
+static void account_response_sent(struct tr_session *s, uint32_t n)
+{
+    struct tr_http_state *h = &s->http;
+    tr_buf_consume(h->resp, n);
+    h->resp_bytes += n;
+    if (h->resp_body == TR_H1_BODY_LENGTH)
+        h->resp_remaining -= n;
+    else if (h->resp_body == TR_H1_BODY_CHUNKED)
+        h->resp_validated -= n;
+}
+
+static void coalesce_body_into_tx(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    bool done_after, bad;
+    uint32_t sendable = response_sendable(s, &done_after, &bad);
+    if (bad) {
+        upstream_failed(s, TR_RF_UPE);
+        return;
+    }
+    tr_buf_compact(s->tx);
+    uint32_t n = sendable < tr_buf_room(s->tx) ? sendable : tr_buf_room(s->tx);
+    if (n == 0)
+        return;
+    memcpy(tr_buf_tail(s->tx), tr_buf_head(h->resp), n);
+    s->tx->end += n;
+    account_response_sent(s, n);
+    if (n == sendable && done_after)
+        h->rs = TR_RS_DONE;
+}
+
 static bool forward_response_body(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
     bool progress = false;
     for (int guard = 0; guard < 64; guard++) {
+        /* A head (or interim response) waiting in tx: the body bytes already
+         * here ride along in the same write (one syscall, one TLS record). */
+        if (s->tx != NULL && tr_buf_len(s->tx) > 0 && !h->dechunk && h->resp != NULL &&
+            tr_buf_len(h->resp) > 0)
+            coalesce_body_into_tx(s);
+        if (h->rs != TR_RS_BODY)
+            return true;
         if (!flush_tx(s, &progress))
             return progress;
         if (h->resp == NULL || tr_buf_len(h->resp) == 0 ||
@@ -932,34 +1002,11 @@ static bool forward_response_body(struct tr_session *s)
             }
             continue;
         }
-        uint32_t avail = tr_buf_len(h->resp);
-        uint32_t sendable;
-        bool done_after = false;
-        switch (h->resp_body) {
-        case TR_H1_BODY_LENGTH:
-            sendable = avail < h->resp_remaining ? avail : (uint32_t)h->resp_remaining;
-            done_after = sendable == h->resp_remaining;
-            break;
-        case TR_H1_BODY_CHUNKED:
-            while (!h->resp_chunk_done && h->resp_validated < avail) {
-                size_t consumed, off, dlen;
-                int rc = tr_h1_chunked_feed(&h->resp_chunked,
-                                            tr_buf_head(h->resp) + h->resp_validated,
-                                            avail - h->resp_validated, &consumed, &off, &dlen);
-                if (rc < 0) {
-                    upstream_failed(s, TR_RF_UPE);
-                    return true;
-                }
-                h->resp_validated += (uint32_t)consumed;
-                if (rc == TR_H1_CHUNKED_DONE)
-                    h->resp_chunk_done = true;
-            }
-            sendable = h->resp_validated;
-            done_after = h->resp_chunk_done;
-            break;
-        default: /* until close */
-            sendable = avail;
-            break;
+        bool done_after, bad;
+        uint32_t sendable = response_sendable(s, &done_after, &bad);
+        if (bad) {
+            upstream_failed(s, TR_RF_UPE);
+            return true;
         }
         if (sendable == 0) {
             if (done_after) {
@@ -993,12 +1040,7 @@ static bool forward_response_body(struct tr_session *s)
             return false;
         }
         progress = true;
-        tr_buf_consume(h->resp, (uint32_t)n);
-        h->resp_bytes += (uint64_t)n;
-        if (h->resp_body == TR_H1_BODY_LENGTH)
-            h->resp_remaining -= (uint64_t)n;
-        else if (h->resp_body == TR_H1_BODY_CHUNKED)
-            h->resp_validated -= (uint32_t)n;
+        account_response_sent(s, (uint32_t)n);
         if ((uint32_t)n == sendable && done_after) {
             h->rs = TR_RS_DONE;
             return true;
