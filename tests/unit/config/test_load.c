@@ -251,11 +251,12 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(rt->n_vhosts, 1);
     const struct tr_vhost_cfg *vh = &rt->vhosts[0];
     assert_string_equal(vh->name, "backend");
-    assert_int_equal(vh->n_domains, 4);
+    assert_int_equal(vh->n_domains, 5);
     assert_string_equal(vh->domains[0], "backend");
     assert_string_equal(vh->domains[1], "backend.default.svc.cluster.local:8080");
     assert_string_equal(vh->domains[2], "*.example.com"); /* lower-cased */
     assert_string_equal(vh->domains[3], "api.*");
+    assert_string_equal(vh->domains[4], "*-v2.internal:80");
     assert_int_equal(vh->n_routes, 3);
 
     const struct tr_route_cfg *ro = &vh->routes[0];
@@ -490,6 +491,7 @@ static const struct bad_case bad_cases[] = {
     { "node: [a]\n" BASE_TAIL, "t.yaml:1:7: node: ", "expected a mapping, got a list" },
     { "node: {id: \"a\\0b\"}\n" BASE_TAIL, "t.yaml:1:12: node.id: ", "string contains a NUL byte" },
     { "node: {id: }\n" BASE_TAIL, "t.yaml:1:", "node.id: expected a string, got null" },
+    { "node: {id: \"a\\r\\nb\"}\n" BASE_TAIL, "t.yaml:1:12: node.id: ", "string contains control character 0x0d" },
     { "node: {principal: web}\n" BASE_TAIL, "t.yaml:1:19: node.principal: ", "expected a SPIFFE ID" },
     { "limits: {max_headers: 300}\n" BASE_TAIL, "t.yaml:1:23: limits.max_headers: ",
       "must be between 1 and 256, got 300" },
@@ -607,6 +609,8 @@ static const struct bad_case bad_cases[] = {
       "t.yaml:6:46: " R ".match.headers[0].prefix: ", "conflicts with exact" },
     { ROUTE_HEAD "    - {cluster: c, rewrite: {prefix: v2}}\n" ROUTE_TAIL, "t.yaml:6:38: " R ".rewrite.prefix: ",
       "must start with \"/\"" },
+    { ROUTE_HEAD "    - {cluster: c, rewrite: {host: \"a\\r\\nx-evil: 1\"}}\n" ROUTE_TAIL,
+      "t.yaml:6:36: " R ".rewrite.host: ", "string contains control character 0x0d" },
     { ROUTE_HEAD "    - {cluster: c, timeout: soon}\n" ROUTE_TAIL, "t.yaml:6:29: " R ".timeout: ",
       "expected a duration such as" },
 
@@ -619,7 +623,13 @@ static const struct bad_case bad_cases[] = {
       "t.yaml:2:62: route_tables[0].virtual_hosts[1].domains[1]: ",
       "duplicate domain \"*\" (first defined at line 2)" },
     { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['a*b']}]}\n" ROUTE_TAIL,
-      "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "\"*\" must be the whole domain" },
+      "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "\"*\" must be the first or last character" },
+    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*a*']}]}\n" ROUTE_TAIL,
+      "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "a domain may hold only one \"*\"" },
+    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*.a.com:8*']}]}\n" ROUTE_TAIL,
+      "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "only one" },
+    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['a.*:80', 'b/c']}]}\n" ROUTE_TAIL,
+      "t.yaml:2:51: route_tables[0].virtual_hosts[0].domains[1]: ", "invalid domain \"b/c\"" },
     { "route_tables:\n- {name: rt}\n" ROUTE_TAIL, "t.yaml:2:3: route_tables[0].virtual_hosts: ",
       "missing required field" },
     { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*']}]}\n- {name: rt, virtual_hosts: [{domains: ['*']}]}\n"
@@ -902,6 +912,14 @@ static void test_scalars(void **state)
     assert_true(strlen(err) < 300);
     assert_non_null(strstr(err, "...\""));
     free(err);
+    /* A direct_response body may hold any text, line breaks included. */
+    n = snprintf(buf, sizeof(buf), "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: "
+                                   "[{direct_response: {status: 200, body: \"ok\\r\\n\\tdone\\n\"}}]}]}\n"
+                                   "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n");
+    c = load_ok(buf, (size_t)n, "t.yaml");
+    assert_string_equal(c->route_tables[0].vhosts[0].routes[0].direct_body, "ok\r\n\tdone\n");
+    assert_int_equal(c->n_clusters, 0);
+    tr_config_free(c);
     /* A NULL name is allowed. */
     assert_null(tr_config_load_buffer("x: 1", 4, NULL, &err));
     assert_true(strncmp(err, "<config>:1:1: x: unknown field", 30) == 0);
