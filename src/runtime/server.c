@@ -34,7 +34,7 @@ static struct {
     struct tr_io signal_io;
     struct tr_timer file_timer;
     struct tr_timer drain_timer;
-    struct stat cfg_stat;
+    uint64_t files_fp;
     struct tr_admin *admin;
 } srv;
 
@@ -54,11 +54,6 @@ static void stat_file(const char *path, struct stat *st)
         memset(st, 0, sizeof(*st));
 }
 
-static bool stat_changed(const struct stat *a, const struct stat *b)
-{
-    return a->st_ino != b->st_ino || a->st_size != b->st_size ||
-           a->st_mtim.tv_sec != b->st_mtim.tv_sec || a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
-}
 
 /* New listener addresses must be bindable before the snapshot is published:
  * a worker that fails to bind would be left without the new config. */
@@ -126,28 +121,54 @@ rejected:
     return -1;
 }
 
+static uint64_t files_fingerprint(void);
+
 static void reload_and_log(void)
 {
     char *err = NULL;
     tr_server_reload(&err);
     free(err);
+    srv.files_fp = files_fingerprint(); /* this state of the files has been tried */
 }
 
-/* Config file or certificate files changed on disk: reload (cert rotation
- * rides on the same path: a new snapshot gets new TLS contexts while
- * connections made with the old ones continue). */
-static void on_file_timer(struct tr_timer *t)
+/* A fingerprint of the files a reload would read: the config file and every
+ * certificate, key and bundle of the running snapshot. */
+static uint64_t fp_mix(uint64_t h, const struct stat *st)
+{
+    const uint64_t v[] = { (uint64_t)st->st_ino, (uint64_t)st->st_size,
+                           (uint64_t)st->st_mtim.tv_sec, (uint64_t)st->st_mtim.tv_nsec };
+    for (size_t i = 0; i < 4; i++)
+        h = (h ^ v[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t files_fingerprint(void)
 {
     struct stat st;
     stat_file(srv.opt->config_path, &st);
-    bool changed = stat_changed(&st, &srv.cfg_stat);
-    if (changed)
-        srv.cfg_stat = st;
+    uint64_t h = fp_mix(0xcbf29ce484222325ull, &st);
     struct tr_snapshot *cur = tr_snapshot_current_acquire();
-    for (size_t i = 0; !changed && cur != NULL && i < cur->cfg->n_tls; i++)
-        changed = tr_tls_ctx_files_changed(cur->tls[i]);
+    for (size_t i = 0; cur != NULL && i < cur->cfg->n_tls; i++) {
+        const struct tr_tls_cfg *t = &cur->cfg->tls[i];
+        const char *files[] = { t->cert_file, t->key_file, t->ca_file };
+        for (size_t f = 0; f < 3; f++) {
+            stat_file(files[f], &st);
+            h = fp_mix(h, &st);
+        }
+    }
     tr_snapshot_unref(cur);
-    if (changed && !srv.draining) {
+    return h;
+}
+
+/* Config or certificate files changed on disk: reload. Certificate rotation
+ * rides on the same path: a new snapshot gets new TLS contexts while
+ * connections made with the old ones continue. A reload that failed is not
+ * retried until the files change again (a half-written rotation is retried as
+ * soon as its second file lands, and a broken file is reported once). */
+static void on_file_timer(struct tr_timer *t)
+{
+    uint64_t fp = files_fingerprint();
+    if (fp != srv.files_fp && !srv.draining) {
         tr_info("configuration or certificate files changed; reloading");
         reload_and_log();
     }
@@ -227,7 +248,6 @@ int tr_server_run(const struct tr_server_options *opt)
         return 1;
     }
     char *err = NULL;
-    stat_file(opt->config_path, &srv.cfg_stat);
     struct tr_snapshot *snap = load_snapshot(&err);
     if (snap == NULL) {
         fprintf(stderr, "trellis: %s\n", err ? err : "cannot load configuration");
@@ -241,6 +261,7 @@ int tr_server_run(const struct tr_server_options *opt)
     srv.generation = 1;
     tr_snapshot_publish(snap);
     tr_metrics_set_config_generation(1);
+    srv.files_fp = files_fingerprint();
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned n = opt->workers >= 0 ? (unsigned)opt->workers : cfg->workers;
