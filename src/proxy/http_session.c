@@ -1180,10 +1180,12 @@ static void http_pump(struct tr_session *s)
             progress |= forward_response_body(s);
         if (s->phase == TR_PH_CLOSED)
             return;
+        /* Whatever waits in tx goes now: an interim 100 Continue the client
+         * is waiting for, a local reply, the tail of a response. */
+        bool empty = flush_tx(s, &progress);
+        if (s->phase == TR_PH_CLOSED)
+            return;
         if (h->rs == TR_RS_DONE || s->closing) {
-            bool empty = flush_tx(s, &progress);
-            if (s->phase == TR_PH_CLOSED)
-                return;
             if (empty && s->closing) {
                 tr_session_close(s);
                 return;
