@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cluster/cluster.h"
 #include "core/log.h"
@@ -777,6 +778,23 @@ static ssize_t read_up(struct tr_session *s)
     return -1;
 }
 
+/* "timeout=N" of a Keep-Alive header value, in ms; 0 if absent or invalid. */
+static uint32_t keep_alive_timeout_ms(tr_str v)
+{
+    for (uint32_t i = 0; i + 8 <= v.len; i++) {
+        if (strncasecmp(v.p + i, "timeout=", 8) != 0 || (i > 0 && v.p[i - 1] != ' ' &&
+                                                          v.p[i - 1] != ','))
+            continue;
+        uint32_t secs = 0, j = i + 8;
+        if (j >= v.len || v.p[j] < '0' || v.p[j] > '9')
+            return 0;
+        for (; j < v.len && v.p[j] >= '0' && v.p[j] <= '9' && secs < 86400; j++)
+            secs = secs * 10 + (uint32_t)(v.p[j] - '0');
+        return secs * 1000;
+    }
+    return 0;
+}
+
 static bool handle_response_head(struct tr_session *s, uint32_t head_len)
 {
     struct tr_http_state *h = &s->http;
@@ -797,6 +815,9 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     }
     if (m.flags & TR_H1_F_CONN_CLOSE)
         h->up_close = true;
+    int ka = tr_h1_find_header(&m, "keep-alive", 10);
+    if (ka >= 0 && h->up != NULL)
+        h->up->server_idle_ms = keep_alive_timeout_ms(m.headers[ka].value);
     if (m.status >= 100 && m.status < 200 && m.status != 101) {
         /* Interim response: pass it on to HTTP/1.1 clients, then read on. */
         if (!h->version10) {

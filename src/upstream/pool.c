@@ -224,7 +224,20 @@ void tr_pool_release(struct tr_upstream *up, bool reusable)
         ep->idle->prev = up;
     ep->idle = up;
     ep->n_idle++;
-    tr_timer_set(up->w->loop, &up->timer, ep->cluster->cfg->pool_idle_timeout_ms);
+    /* Stay below the server's own idle timeout when it announced one
+     * (Keep-Alive: timeout=N): a margin of a quarter, at least 250 ms. */
+    uint64_t idle = ep->cluster->cfg->pool_idle_timeout_ms;
+    if (up->server_idle_ms != 0) {
+        uint64_t margin = up->server_idle_ms / 4 > 250 ? up->server_idle_ms / 4 : 250;
+        uint64_t limit = up->server_idle_ms > margin ? up->server_idle_ms - margin : 0;
+        if (limit == 0) {
+            upstream_close(up);
+            return;
+        }
+        if (limit < idle)
+            idle = limit;
+    }
+    tr_timer_set(up->w->loop, &up->timer, idle);
     /* Bytes or EOF that arrived while it was busy but unread mean it is dead. */
     if (up->conn.rx_ready && !tr_conn_has_pending(&up->conn)) {
         char probe;

@@ -51,6 +51,7 @@ struct tr_upstream {
     const struct tr_upstream_owner_ops *ops;
     void *owner;
     uint32_t requests;        /* requests carried so far */
+    uint32_t server_idle_ms;  /* the server's advertised keep-alive timeout, 0: unknown */
     const char *peer_id;      /* verified server SPIFFE ID (interned), NULL if plaintext */
     struct tr_deferred free_later;
 };
