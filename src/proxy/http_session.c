@@ -312,6 +312,13 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
             tgt = tr_str_from(target, rlen + path.len - plen);
         }
     }
+    /* HTTP/1.0 may omit Host; HTTP/1.1 upstreams require one: name the
+     * destination service (or the cluster). */
+    if (m->host_idx < 0 && host.len == 0) {
+        const char *dest = h->cluster->cfg->service != NULL ? h->cluster->cfg->service
+                                                            : h->cluster->cfg->name;
+        host = tr_str_from(dest, strlen(dest));
+    }
     struct tr_request_rewrite rw = {
         .target = tgt,
         .host = route->host_rewrite != NULL
@@ -413,6 +420,10 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
         local_reply(s, tr_h1_error_status(rc), TR_RF_DPE, NULL);
         return;
     }
+    /* The head leaves rx now. Its bytes stay where they are (the slices in m
+     * point at them) until the next read, which cannot happen before this
+     * function returns. */
+    tr_buf_consume(s->rx, head_len);
     h->version10 = m.version_minor == 0;
     h->keep_alive = !(m.flags & TR_H1_F_CONN_CLOSE) && !s->draining;
     h->method_id = (uint8_t)m.method_id;
@@ -427,21 +438,22 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     tr_str path = m.target;
     if (m.target.len > 0 && m.target.p[0] != '/' && !(m.target.len == 1 && m.target.p[0] == '*')) {
         if (!split_absolute(m.target, &host, &path)) {
+            h->keep_alive = false;
             h->rq = TR_RQ_DONE;
-            local_reply(s, m.method_id == TR_H1_M_CONNECT ? 405 : 400, TR_RF_DPE, NULL);
+            local_reply(s, m.method_id == TR_H1_M_CONNECT ? 405 : 400, TR_RF_DPE,
+                        m.method_id == TR_H1_M_CONNECT ? "CONNECT is not supported on this listener\n"
+                                                       : NULL);
             return;
         }
     }
     copy_cstr(h->path, sizeof(h->path), path);
     copy_cstr(h->authority, sizeof(h->authority), host);
 
-    /* The head stays in rx until the rewrite below has read it. */
     h->rq = m.body == TR_H1_BODY_NONE ? TR_RQ_DONE : TR_RQ_BODY;
     if (m.method_id == TR_H1_M_CONNECT) {
-        tr_buf_consume(s->rx, head_len);
+        h->keep_alive = false;
         h->rq = TR_RQ_DONE;
         local_reply(s, 405, TR_RF_DPE, "CONNECT is not supported on this listener\n");
-        h->keep_alive = false;
         return;
     }
 
@@ -461,34 +473,27 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
         if (q != NULL)
             p.len = (uint32_t)(q - p.p);
         if (tr_authz_eval(az, s->principal, m.method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
-            tr_buf_consume(s->rx, head_len);
-            local_reply(s, 403, TR_RF_RBAC, "RBAC: access denied\n");
+                local_reply(s, 403, TR_RF_RBAC, "RBAC: access denied\n");
             return;
         }
     }
     if (route == NULL) {
-        tr_buf_consume(s->rx, head_len);
         local_reply(s, 404, TR_RF_NR, NULL);
         return;
     }
     h->route = route;
     if (route->direct_status != 0) {
-        tr_buf_consume(s->rx, head_len);
         local_reply(s, route->direct_status, TR_RF_DI, route->direct_body);
         return;
     }
     int ci = tr_route_pick_cluster(route, tr_worker_rand(w));
     if (ci < 0) {
-        tr_buf_consume(s->rx, head_len);
         local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
         return;
     }
     h->cluster = &s->ws->clusters[ci];
-    if (!build_request(s, &m, route, path, host)) {
-        tr_buf_consume(s->rx, head_len);
+    if (!build_request(s, &m, route, path, host))
         return;
-    }
-    tr_buf_consume(s->rx, head_len);
     h->retryable = true;
     absorb_body(s);
     if (h->status != 0) /* absorb_body replied locally */
@@ -1164,11 +1169,69 @@ closed:
     return false;
 }
 
+/* ---- closing ---- */
+
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (1024 * 1024)
+
+static void linger_on_io(struct tr_io *io, uint32_t events)
+{
+    struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
+    tr_conn_on_events(&s->down, events);
+    char sink[4096];
+    for (;;) {
+        ssize_t n = tr_conn_read(&s->down, sink, sizeof(sink));
+        if (n == TR_AGAIN)
+            return;
+        if (n <= 0) {
+            tr_session_close(s);
+            return;
+        }
+        s->http.req_bytes += (uint64_t)n; /* discarded bytes, for the bound below */
+        if (s->http.req_bytes > LINGER_MAX_BYTES) {
+            tr_session_close(s);
+            return;
+        }
+    }
+}
+
+static void linger_on_timer(struct tr_timer *t)
+{
+    tr_session_close(tr_container_of(t, struct tr_session, timer));
+}
+
+/* The response is out and the connection ends. If the client may still be
+ * sending (unread bytes in rx, or readiness not yet drained), closing now
+ * would make the kernel answer those bytes with a reset, which can destroy
+ * the response before the client reads it. Instead: half-close our side,
+ * discard what comes, and close on EOF or after a short, bounded wait. */
+static void close_after_response(struct tr_session *s)
+{
+    bool unread = (s->rx != NULL && tr_buf_len(s->rx) > 0) || s->down.rx_ready;
+    if (!unread || s->down.rx_eof) {
+        tr_session_close(s);
+        return;
+    }
+    buf_release(s->w, &s->rx);
+    tr_conn_shutdown_write(&s->down);
+    s->http.req_bytes = 0;
+    s->down.io.cb = linger_on_io;
+    s->timer.cb = linger_on_timer;
+    tr_timer_set(s->w->loop, &s->timer, LINGER_MS);
+    s->closing = false;
+    s->http.rq = TR_RQ_DONE;
+    s->http.rs = TR_RS_NONE;
+    s->http.lingering = true;
+    linger_on_io(&s->down.io, 0);
+}
+
 /* ---- the pump ---- */
 
 static void http_pump(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
+    if (h->lingering)
+        return;
     for (int guard = 0; guard < 256; guard++) {
         if (s->phase == TR_PH_CLOSED)
             return;
@@ -1208,14 +1271,14 @@ static void http_pump(struct tr_session *s)
             return;
         if (h->rs == TR_RS_DONE || s->closing) {
             if (empty && s->closing) {
-                tr_session_close(s);
+                close_after_response(s);
                 return;
             }
             if (empty && h->rs == TR_RS_DONE) {
                 finish_request(s);
                 progress = true;
                 if (s->closing) {
-                    tr_session_close(s);
+                    close_after_response(s);
                     return;
                 }
             }

@@ -64,6 +64,7 @@ struct tr_http_state {
     bool dechunk;            /* HTTP/1.0 client: strip chunked framing */
     bool local_reply;        /* the response is ours, not the upstream's */
     bool got_response_byte;
+    bool lingering;          /* response sent, discarding input before close */
     bool up_close;           /* upstream said Connection: close */
     bool req_chunk_done;     /* chunked request: terminator validated */
     bool resp_chunk_done;

@@ -66,6 +66,12 @@ int tr_h1_head_end(const char *buf, size_t len, const struct tr_h1_limits *lim,
                 return line_err;
             if (i < 2 || buf[i - 1] != '\r')
                 return bad; /* bare LF, or an empty first line */
+            /* A request line must end in " HTTP/d.d": reject HTTP/0.9 and other
+             * shapes now, not after waiting for a blank line that may never come. */
+            if (is_request && (i < 11 || buf[i - 10] != ' ' || memcmp(buf + i - 9, "HTTP/", 5) != 0 ||
+                               !is_digit((unsigned char)buf[i - 4]) || buf[i - 3] != '.' ||
+                               !is_digit((unsigned char)buf[i - 2])))
+                return bad;
             line_done = 1;
             continue;
         }

@@ -706,6 +706,26 @@ static void test_util(void **state)
     assert_false(tr_h1_is_authority(TR_STR_LIT("[::1]x"), 0));
 }
 
+/* The request line's shape is checked as soon as its CRLF arrives: an
+ * HTTP/0.9 request gets its 400 without waiting for a blank line. */
+static void test_head_end_rejects_bad_request_line_early(void **state)
+{
+    struct tr_h1_limits lim = TR_H1_LIMITS_DEFAULT;
+    static const char *const bad[] = { "GET /\r\n", "GET / HTTP/1\r\n", "GET / http/1.1\r\n",
+                                       "GET / HTTP/1.1x\r\n", "GET /HTTP/1.1\r\n" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t scanned = 0;
+        assert_int_equal(tr_h1_head_end(bad[i], strlen(bad[i]), &lim, 1, &scanned),
+                         TR_H1_E_BAD_REQUEST);
+    }
+    static const char *const incomplete[] = { "GET / HTTP/1.1\r\n", "GET / HTTP/2.0\r\n",
+                                              "OPTIONS * HTTP/1.0\r\nHost: a\r\n" };
+    for (size_t i = 0; i < sizeof(incomplete) / sizeof(incomplete[0]); i++) {
+        size_t scanned = 0;
+        assert_int_equal(tr_h1_head_end(incomplete[i], strlen(incomplete[i]), &lim, 1, &scanned), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -721,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_responses),
         cmocka_unit_test(test_util),
+        cmocka_unit_test(test_head_end_rejects_bad_request_line_early),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
