@@ -44,14 +44,32 @@ static bool drop_header(const struct tr_h1_message *m, tr_str name)
     return (m->flags & TR_H1_F_HAS_CONNECTION_TOKENS) && tr_h1_connection_lists(m, name);
 }
 
+static const char hex_digits[] = "0123456789abcdef";
+
+static char *put_hex(char *out, uint64_t v, int digits)
+{
+    for (int i = digits - 1; i >= 0; i--) {
+        out[i] = hex_digits[v & 0xf];
+        v >>= 4;
+    }
+    return out + digits;
+}
+
 void tr_request_id_format(char *out, uint64_t a, uint64_t b)
 {
-    /* version 4, variant 10xx */
+    /* version 4, variant 10xx; formatted by hand: this runs per request */
     a = (a & ~0xf000ull) | 0x4000ull;
     b = (b & ~(3ull << 62)) | (2ull << 62);
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
-             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xffff), (unsigned)(b >> 48),
-             (unsigned long long)(b & 0xffffffffffffull));
+    char *p = put_hex(out, a >> 32, 8);
+    *p++ = '-';
+    p = put_hex(p, (a >> 16) & 0xffff, 4);
+    *p++ = '-';
+    p = put_hex(p, a & 0xffff, 4);
+    *p++ = '-';
+    p = put_hex(p, b >> 48, 4);
+    *p++ = '-';
+    p = put_hex(p, b & 0xffffffffffffull, 12);
+    *p = '\0';
 }
 
 int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,
@@ -144,9 +162,12 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
     (void)buf;
     tr_buf_compact(out);
     struct writer w = { tr_buf_tail(out), tr_buf_room(out), false };
-    char line[32];
-    int n = snprintf(line, sizeof(line), "HTTP/1.%d %03u ", rw->version10 ? 0 : 1, m->status);
-    put(&w, line, (size_t)n);
+    char line[13] = "HTTP/1.1 000 ";
+    line[7] = rw->version10 ? '0' : '1';
+    line[9] = (char)('0' + m->status / 100 % 10);
+    line[10] = (char)('0' + m->status / 10 % 10);
+    line[11] = (char)('0' + m->status % 10);
+    put(&w, line, sizeof(line));
     put_str(&w, m->reason);
     PUT_LIT(&w, "\r\n");
     for (uint32_t i = 0; i < m->n_headers; i++) {

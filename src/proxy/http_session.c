@@ -517,7 +517,7 @@ static void start_upstream(struct tr_session *s, bool fresh)
     const char *reason = NULL;
     h->ep = ep;
     ep->active_requests++;
-    snprintf(h->upstream_addr, sizeof(h->upstream_addr), "%s", ep->cfg->addr.text);
+    h->upstream_addr = ep->cfg->addr.text;
     struct tr_upstream *up = tr_pool_acquire(s->w, ep, &http_up_ops, s, fresh, &ready, &reason);
     if (up == NULL) {
         bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;

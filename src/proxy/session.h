@@ -91,7 +91,7 @@ struct tr_http_state {
     uint16_t flags;          /* TR_RF_* */
     uint32_t requests;       /* served on this connection */
     const char *peer_id;     /* upstream's verified SPIFFE ID */
-    char upstream_addr[64];
+    const char *upstream_addr; /* endpoint address text (config) */
     char request_id[40];
     char method[16];
     char path[256];          /* for the access log; truncated */
