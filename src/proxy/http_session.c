@@ -160,10 +160,6 @@ static bool adopt_current_snapshot(struct tr_session *s)
 static void begin_request(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    if (!adopt_current_snapshot(s)) {
-        s->closing = true;
-        return;
-    }
     uint32_t requests = h->requests;
     struct tr_buf *keep_rx = s->rx;
     memset(h, 0, sizeof(*h));
@@ -411,6 +407,11 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     h->start_us = tr_loop_now_us(w->loop);
     h->requests++;
     h->keep_alive = false;
+    /* A reload since the previous request applies from this one on. If the
+     * connection's listener is gone, this request is served on the old
+     * configuration and the connection closes after it. */
+    bool listener_kept = adopt_current_snapshot(s);
+    snap = s->ws->snap;
     int rc = tr_h1_parse_request(tr_buf_head(s->rx), head_len, &snap->h1_limits, &m);
     if (rc < 0) {
         tr_metrics_count(w->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
@@ -425,7 +426,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
      * function returns. */
     tr_buf_consume(s->rx, head_len);
     h->version10 = m.version_minor == 0;
-    h->keep_alive = !(m.flags & TR_H1_F_CONN_CLOSE) && !s->draining;
+    h->keep_alive = !(m.flags & TR_H1_F_CONN_CLOSE) && !s->draining && listener_kept;
     h->method_id = (uint8_t)m.method_id;
     h->is_head = m.method_id == TR_H1_M_HEAD;
     h->upgrade = (m.flags & TR_H1_F_UPGRADE) && (m.flags & TR_H1_F_CONN_UPGRADE);
@@ -530,6 +531,7 @@ static void start_upstream(struct tr_session *s, bool fresh)
     }
     h->up = up;
     h->up_reused = ready;
+    h->peer_id = up->peer_id;
     if (ready) {
         tr_metrics_count(s->w->metrics, TR_C_UPSTREAM_REUSED, 1);
         h->rs = TR_RS_HEAD;

@@ -111,6 +111,7 @@ struct tr_tcp_state {
     bool up_shut, down_shut; /* we half-closed that side's write */
     uint64_t sent, received;
     struct tr_cluster_rt *cluster;
+    const char *peer_id;     /* upstream's verified SPIFFE ID (interned) */
 };
 
 struct tr_session {

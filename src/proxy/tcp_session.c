@@ -30,6 +30,7 @@ static void tcp_finish(struct tr_session *s, uint16_t flags)
         l.destination_service = t->cluster->service;
         l.destination_workload = t->cluster->workload;
         l.destination_namespace = t->cluster->workload_namespace;
+        l.destination_principal = t->peer_id;
     }
     l.protocol = TR_REQ_PROTO_TCP;
     if (t->connected)
@@ -92,6 +93,8 @@ static int splice_dir(struct tr_conn *src, struct tr_conn *dst, int pipefd[2], u
             }
             return -2;
         }
+        if ((size_t)n < SPLICE_CHUNK && !src->rx_hup)
+            src->rx_ready = false; /* drained until the next edge */
         *in_pipe += (uint32_t)n;
         progress = 1;
     }
@@ -195,6 +198,7 @@ static void tcp_on_up_ready(void *owner, struct tr_upstream *up, int err, const 
         return;
     }
     t->connected = true;
+    t->peer_id = up->peer_id;
     struct tr_metric_labels l = s->labels;
     if (l.reporter == TR_REPORTER_SOURCE) {
         l.destination_service = t->cluster->service;

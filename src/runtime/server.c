@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "admin/admin.h"
@@ -107,10 +108,22 @@ int tr_server_reload(char **err)
     }
     srv.generation++;
     tr_snapshot_publish(snap);
-    tr_metrics_set_config_generation(srv.generation);
-    tr_metrics_config_reload(true);
     for (unsigned i = 0; i < srv.n_workers; i++)
         tr_worker_notify(srv.workers[i], TR_WCMD_SNAPSHOT);
+    /* The reload is done when every worker serves new requests with it, so
+     * that the generation reported by the admin endpoint and metrics is the
+     * one in force. Workers adopt within one loop turn; the wait is bounded. */
+    for (int spin = 0; spin < 2000; spin++) {
+        unsigned adopted = 0;
+        for (unsigned i = 0; i < srv.n_workers; i++)
+            adopted += atomic_load(&srv.workers[i]->adopted_generation) >= srv.generation;
+        if (adopted == srv.n_workers)
+            break;
+        struct timespec ms = { 0, 1000000 };
+        nanosleep(&ms, NULL);
+    }
+    tr_metrics_set_config_generation(srv.generation);
+    tr_metrics_config_reload(true);
     tr_info("configuration generation %llu loaded from %s", (unsigned long long)srv.generation,
             srv.opt->config_path);
     return 0;

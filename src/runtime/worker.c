@@ -187,6 +187,7 @@ static int adopt_snapshot(struct tr_worker *w, char **err)
     }
     struct tr_wsnap *old = w->ws;
     w->ws = ws;
+    atomic_store(&w->adopted_generation, snap->generation);
     if (old != NULL) {
         old->retired = true;
         for (size_t i = 0; i < old->snap->cfg->n_clusters; i++)

@@ -71,6 +71,7 @@ struct tr_worker {
      * rewrite of a head happen in one callback, so one array serves all). */
     struct tr_h1_header headers[TR_H1_MAX_HEADERS_CAP];
     _Atomic bool exited;
+    _Atomic uint64_t adopted_generation; /* last snapshot this worker serves new requests with */
 };
 
 /* xorshift64*: per-worker, no locks. */

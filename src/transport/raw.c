@@ -12,8 +12,10 @@ static ssize_t raw_read(struct tr_conn *c, void *buf, size_t len)
     for (;;) {
         ssize_t n = read(c->io.fd, buf, len);
         if (n > 0) {
-            if ((size_t)n < len)
-                c->rx_ready = false; /* short read: drained until the next edge */
+            /* A short read means drained until the next edge, unless the
+             * FIN already came: then the EOF is still to be read. */
+            if ((size_t)n < len && !c->rx_hup)
+                c->rx_ready = false;
             return n;
         }
         if (n == 0) {
@@ -81,6 +83,7 @@ void tr_conn_init_raw(struct tr_conn *c, int fd, tr_io_cb cb)
     c->rx_ready = true; /* unknown until tried; the first read tells */
     c->tx_ready = true;
     c->rx_eof = false;
+    c->rx_hup = false;
     c->handshake_done = true;
     c->last_errno = 0;
 }

@@ -22,7 +22,7 @@ static int conn_bio_read(BIO *b, char *out, int len)
     for (;;) {
         ssize_t n = read(c->io.fd, out, (size_t)len);
         if (n > 0) {
-            if (n < len)
+            if (n < len && !c->rx_hup)
                 c->rx_ready = false;
             return (int)n;
         }

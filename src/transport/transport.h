@@ -49,7 +49,9 @@ struct tr_conn {
     SSL *ssl;        /* owned; NULL for plaintext */
     bool rx_ready;   /* a read may return data (edge seen, not yet drained) */
     bool tx_ready;   /* a write may make progress */
-    bool rx_eof;     /* the peer closed its sending side */
+    bool rx_eof;     /* the peer closed its sending side (EOF read) */
+    bool rx_hup;     /* epoll reported RDHUP/HUP/ERR: read on until EOF, as no
+                      * further edge will come */
     bool handshake_done;
     int last_errno;  /* errno of the last failed socket call */
 };
@@ -67,6 +69,8 @@ static inline void tr_conn_on_events(struct tr_conn *c, uint32_t events)
 {
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->rx_ready = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->rx_hup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->tx_ready = true;
 }
