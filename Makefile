@@ -11,7 +11,7 @@ FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60
 JOBS        ?= 2
 
-.PHONY: all build bootstrap check check-unit check-asan check-integration fuzz demo bench format clean
+.PHONY: all build bootstrap check check-unit check-asan check-integration fuzz demo bench format format-check clean
 
 all: build
 
@@ -64,6 +64,9 @@ bench: build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

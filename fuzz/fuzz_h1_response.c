@@ -14,12 +14,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const struct tr_h1_limits lim = { 512, 4096, 32 };
+static const struct tr_h1_limits lim = {512, 4096, 32};
 
 #define CHECK(x)                                                                                   \
     do {                                                                                           \
         if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);             \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);              \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -41,7 +41,7 @@ struct body_result {
 static struct body_result decode_chunked(const char *buf, size_t len, size_t step)
 {
     struct tr_h1_chunked c;
-    struct body_result r = { TR_H1_CHUNKED_MORE, 0, 1469598103934665603ull, 0 };
+    struct body_result r = {TR_H1_CHUNKED_MORE, 0, 1469598103934665603ull, 0};
     tr_h1_chunked_init(&c, 256);
     size_t pos = 0;
     while (pos < len) {

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   # build
-  build-essential pkg-config meson ninja-build clang libclang-rt-14-dev llvm
+  build-essential pkg-config meson ninja-build clang clang-format libclang-rt-14-dev llvm
   libssl-dev libnghttp2-dev libfyaml-dev libpcre2-dev libcmocka-dev
   # integration tests: clients
   curl openssl nghttp2-client wrk

@@ -6,12 +6,11 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: trellis <command> [options]\n"
-            "\n"
-            "commands:\n"
-            "  proxy     run the data plane (trellis proxy --config FILE)\n"
-            "  version   print the version\n");
+    fprintf(out, "usage: trellis <command> [options]\n"
+                 "\n"
+                 "commands:\n"
+                 "  proxy     run the data plane (trellis proxy --config FILE)\n"
+                 "  version   print the version\n");
 }
 
 int main(int argc, char **argv)

@@ -16,7 +16,7 @@
 #include "admin/config_dump.h"
 
 #define ADMIN_MAX_REQUEST 8192
-#define ADMIN_TIMEOUT_MS 5000
+#define ADMIN_TIMEOUT_MS  5000
 
 struct tr_admin {
     struct tr_io io;
@@ -28,7 +28,7 @@ struct admin_conn {
     struct tr_admin *admin;
     struct tr_timer timer;
     struct tr_deferred free_later;
-    char *out;          /* response being written (malloc'd) */
+    char *out; /* response being written (malloc'd) */
     size_t out_len, out_off;
     size_t in_len;
     size_t scanned;
@@ -193,7 +193,7 @@ static void conn_on_io(struct tr_io *io, uint32_t events)
         if (n < 0)
             return;
         c->in_len += (size_t)n;
-        struct tr_h1_limits lim = { 4096, ADMIN_MAX_REQUEST, 64 };
+        struct tr_h1_limits lim = {4096, ADMIN_MAX_REQUEST, 64};
         int r = tr_h1_head_end(c->in, c->in_len, &lim, 1, &c->scanned);
         if (r < 0) {
             respond_text(c, tr_h1_error_status(r), "bad request\n");

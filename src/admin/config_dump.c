@@ -52,7 +52,7 @@ static void jw_str(struct jw *w, const char *s)
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') {
-            char e[2] = { '\\', (char)c };
+            char e[2] = {'\\', (char)c};
             jw_raw(w, e, 2);
         } else if (c < 0x20) {
             jw_fmt(w, "\\u%04x", c);
@@ -94,8 +94,8 @@ static const char *proto_name(enum tr_listener_protocol p)
 
 static void dump_route(struct jw *w, const struct tr_config *cfg, const struct tr_route_cfg *r)
 {
-    static const char *const pk[] = { "prefix", "exact", "regex" };
-    static const char *const hk[] = { "exact", "prefix", "suffix", "regex", "present" };
+    static const char *const pk[] = {"prefix", "exact", "regex"};
+    static const char *const hk[] = {"exact", "prefix", "suffix", "regex", "present"};
     jw_raw(w, "{", 1);
     jw_key(w, "name", true);
     jw_str(w, r->name);
@@ -144,7 +144,7 @@ static void dump_route(struct jw *w, const struct tr_config *cfg, const struct t
 
 char *tr_config_dump_json(const struct tr_config *cfg, uint64_t generation, size_t *len)
 {
-    struct jw w = { 0 };
+    struct jw w = {0};
     jw_fmt(&w, "{\"generation\":%llu", (unsigned long long)generation);
     jw_key(&w, "file", false);
     jw_str(&w, cfg->file);
@@ -236,7 +236,7 @@ char *tr_config_dump_json(const struct tr_config *cfg, uint64_t generation, size
     jw_raw(&w, "]", 1);
     jw_key(&w, "clusters", false);
     jw_raw(&w, "[", 1);
-    static const char *const lbn[] = { "round_robin", "least_request", "random" };
+    static const char *const lbn[] = {"round_robin", "least_request", "random"};
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         const struct tr_cluster_cfg *c = &cfg->clusters[i];
         jw_raw(&w, i ? ",{" : "{", i ? 2 : 1);

@@ -19,20 +19,20 @@ struct tr_tls_ctx;
 struct tr_endpoint_rt {
     const struct tr_endpoint_cfg *cfg;
     struct tr_cluster_rt *cluster;
-    const char *workload;        /* interned label */
-    struct tr_upstream *idle;    /* idle pooled connections, most recent first */
+    const char *workload;     /* interned label */
+    struct tr_upstream *idle; /* idle pooled connections, most recent first */
     uint32_t n_idle;
-    uint32_t n_conns;            /* open connections (idle + busy + connecting) */
-    uint32_t active_requests;    /* least_request */
-    int64_t rr_current;          /* smooth weighted round robin */
+    uint32_t n_conns;                    /* open connections (idle + busy + connecting) */
+    uint32_t active_requests;            /* least_request */
+    int64_t rr_current;                  /* smooth weighted round robin */
     struct tr_tls_session_slot tls_slot; /* TLS session resumption */
 };
 
 struct tr_cluster_rt {
     const struct tr_cluster_cfg *cfg;
     struct tr_wsnap *ws;
-    struct tr_tls_ctx *tls;      /* origination context, NULL = plaintext (not owned) */
-    const char *service;         /* interned labels */
+    struct tr_tls_ctx *tls; /* origination context, NULL = plaintext (not owned) */
+    const char *service;    /* interned labels */
     const char *workload;
     const char *workload_namespace;
     struct tr_endpoint_rt *eps;

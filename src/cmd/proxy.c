@@ -9,25 +9,24 @@
 
 static void proxy_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: trellis proxy --config FILE [--workers N] [--log-level LEVEL] [--check]\n"
-            "  --config FILE     proxy configuration (YAML or JSON; see docs/config.md)\n"
-            "  --workers N       worker threads (default: config, or one per core)\n"
-            "  --log-level L     error, warn, info or debug\n"
-            "  --check           validate the configuration and exit\n");
+    fprintf(out, "usage: trellis proxy --config FILE [--workers N] [--log-level LEVEL] [--check]\n"
+                 "  --config FILE     proxy configuration (YAML or JSON; see docs/config.md)\n"
+                 "  --workers N       worker threads (default: config, or one per core)\n"
+                 "  --log-level L     error, warn, info or debug\n"
+                 "  --check           validate the configuration and exit\n");
 }
 
 int tr_cmd_proxy(int argc, char **argv)
 {
     static const struct option opts[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "workers", required_argument, NULL, 'w' },
-        { "log-level", required_argument, NULL, 'l' },
-        { "check", no_argument, NULL, 'k' },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
+        {"config", required_argument, NULL, 'c'},
+        {"workers", required_argument, NULL, 'w'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"check", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
-    struct tr_server_options o = { .workers = -1 };
+    struct tr_server_options o = {.workers = -1};
     int check = 0, c;
     while ((c = getopt_long(argc, argv, "c:w:l:kh", opts, NULL)) != -1) {
         switch (c) {

@@ -43,15 +43,15 @@
 #define CFG_MAX_DOMAINS     1000u
 #define CFG_MAX_ROUTES      100000u /* per config, all tables together */
 #define CFG_MAX_CLUSTERS    100000u
-#define CFG_MAX_ENDPOINTS   10000u  /* per cluster */
-#define CFG_MAX_HEADERS     64u     /* header matches per route */
+#define CFG_MAX_ENDPOINTS   10000u /* per cluster */
+#define CFG_MAX_HEADERS     64u    /* header matches per route */
 #define CFG_MAX_METHODS     32u
 #define CFG_MAX_WEIGHTED    256u
 #define CFG_MAX_RULES       10000u
-#define CFG_MAX_LIST        1000u   /* principals, paths, server_ids */
+#define CFG_MAX_LIST        1000u /* principals, paths, server_ids */
 #define CFG_MAX_NAME        256u
-#define CFG_MAX_STR         4096u   /* paths, regexes, file names, domains */
-#define CFG_MAX_BODY        65536u  /* direct_response body */
+#define CFG_MAX_STR         4096u  /* paths, regexes, file names, domains */
+#define CFG_MAX_BODY        65536u /* direct_response body */
 #define CFG_MAX_WEIGHT      1000000u
 #define CFG_MAX_DURATION_MS (24u * 3600u * 1000u)
 #define CFG_MAX_WORKERS     256u
@@ -66,12 +66,12 @@ enum cnode_kind { CN_SCALAR, CN_MAP, CN_SEQ };
 
 struct cnode {
     enum cnode_kind kind;
-    bool plain;          /* plain (unquoted) scalar: eligible as bool/int/null */
-    uint32_t line, col;  /* 1-based */
-    const char *s;       /* scalar text, NUL-terminated copy (may hold NULs) */
+    bool plain;         /* plain (unquoted) scalar: eligible as bool/int/null */
+    uint32_t line, col; /* 1-based */
+    const char *s;      /* scalar text, NUL-terminated copy (may hold NULs) */
     size_t len;
     struct cnode *head, *tail, *next; /* children: map = key, value, key, ... */
-    size_t n;            /* children count (a map has 2 per pair) */
+    size_t n;                         /* children count (a map has 2 per pair) */
 };
 
 /* A mapping's entry for one accepted key; k and v are NULL if absent. */
@@ -96,11 +96,11 @@ struct ld {
     struct tr_arena *tmp; /* tree and lookup tables; freed when loading ends */
     struct tr_arena *a;   /* the config's arena */
     struct tr_config *cfg;
-    const char *file;     /* in a */
-    const char *dir;      /* config file's directory (in a), NULL: relative to cwd */
+    const char *file; /* in a */
+    const char *dir;  /* config file's directory (in a), NULL: relative to cwd */
     char path[CFG_PATH_MAX];
     size_t plen;
-    char *err;            /* malloc'd; first error only */
+    char *err; /* malloc'd; first error only */
     size_t nodes;
     size_t total_routes;
     struct name_tab tls_names, cluster_names, table_names, listener_names;
@@ -143,9 +143,8 @@ static void set_err(struct ld *ld, const char *msg)
     ld->err = strdup(msg);
 }
 
-__attribute__((format(printf, 5, 0)))
-static void vfail_at(struct ld *ld, uint32_t line, uint32_t col, const char *path, const char *fmt,
-                     va_list ap)
+__attribute__((format(printf, 5, 0))) static void
+vfail_at(struct ld *ld, uint32_t line, uint32_t col, const char *path, const char *fmt, va_list ap)
 {
     char msg[CFG_ERR_MAX];
     int o;
@@ -163,8 +162,8 @@ static void vfail_at(struct ld *ld, uint32_t line, uint32_t col, const char *pat
 }
 
 /* Error at node n (or the top of the file) about the current field path. */
-__attribute__((format(printf, 3, 4)))
-static bool fail(struct ld *ld, const struct cnode *n, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static bool fail(struct ld *ld, const struct cnode *n,
+                                                       const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -174,8 +173,7 @@ static bool fail(struct ld *ld, const struct cnode *n, const char *fmt, ...)
 }
 
 /* Error without a location (file-level problems). */
-__attribute__((format(printf, 2, 3)))
-static bool fail_file(struct ld *ld, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static bool fail_file(struct ld *ld, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -261,7 +259,7 @@ static struct cnode *tree_new_node(struct ld *ld, struct tree_builder *tb, enum 
 {
     uint32_t line, col;
     mark_pos(fy_event_start_mark(ev), &line, &col);
-    struct cnode tmp = { .line = line, .col = col };
+    struct cnode tmp = {.line = line, .col = col};
     if (++ld->nodes > CFG_MAX_NODES) {
         fail(ld, &tmp, "more than %u YAML nodes; the file is too large", CFG_MAX_NODES);
         return NULL;
@@ -338,12 +336,13 @@ static bool tree_event(struct ld *ld, struct tree_builder *tb, struct fy_event *
     struct fy_token *tag = NULL;
     uint32_t line, col;
     mark_pos(fy_event_start_mark(ev), &line, &col);
-    struct cnode at = { .line = line, .col = col };
+    struct cnode at = {.line = line, .col = col};
 
     switch (ev->type) {
     case FYET_DOCUMENT_START:
         if (++tb->docs > 1)
-            return fail(ld, &at, "more than one YAML document; the configuration must be a single document");
+            return fail(ld, &at,
+                        "more than one YAML document; the configuration must be a single document");
         return true;
     case FYET_ALIAS:
         if (at.col > 1)
@@ -395,7 +394,8 @@ static bool tree_event(struct ld *ld, struct tree_builder *tb, struct fy_event *
 static bool yaml_printable(uint32_t cp)
 {
     return cp == 0x09 || cp == 0x0a || cp == 0x0d || (cp >= 0x20 && cp <= 0x7e) || cp == 0x85 ||
-           (cp >= 0xa0 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff);
+           (cp >= 0xa0 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) ||
+           (cp >= 0x10000 && cp <= 0x10ffff);
 }
 
 /* A YAML stream is printable Unicode in UTF-8 (YAML 1.2 "c-printable").
@@ -403,7 +403,7 @@ static bool yaml_printable(uint32_t cp)
  * in a "%" directive line, and no legitimate config needs other bytes. */
 static bool input_check(struct ld *ld, const unsigned char *p, size_t len)
 {
-    struct cnode at = { .line = 1, .col = 1 };
+    struct cnode at = {.line = 1, .col = 1};
     size_t i = 0;
     while (i < len) {
         unsigned char c = p[i];
@@ -432,7 +432,8 @@ static bool input_check(struct ld *ld, const unsigned char *p, size_t len)
             cp = (cp << 6) | (p[i + k] & 0x3fu);
         }
         /* Overlong forms, surrogates and values past U+10FFFF. */
-        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
             return fail(ld, &at, "invalid UTF-8 (bad sequence)");
         if (!yaml_printable(cp))
             return fail(ld, &at, "character U+%04X is not allowed in YAML", (unsigned)cp);
@@ -500,8 +501,8 @@ static bool tree_build(struct ld *ld, const char *buf, size_t len, struct cnode 
         }
         if (de != NULL) {
             /* libfyaml's collected positions are already 1-based. */
-            struct cnode at = { .line = de->line > 0 ? (uint32_t)de->line : 1,
-                                .col = de->column > 0 ? (uint32_t)de->column : 1 };
+            struct cnode at = {.line = de->line > 0 ? (uint32_t)de->line : 1,
+                               .col = de->column > 0 ? (uint32_t)de->column : 1};
             fail(ld, &at, "YAML syntax error: %s", de->msg != NULL ? de->msg : "invalid input");
         } else {
             fail_file(ld, "YAML syntax error");
@@ -540,7 +541,7 @@ static const char *describe(const struct cnode *n, char *buf, size_t size)
 
 static bool expect_kind(struct ld *ld, const struct cnode *n, enum cnode_kind kind)
 {
-    static const char *const what[] = { "a scalar", "a mapping", "a list" };
+    static const char *const what[] = {"a scalar", "a mapping", "a list"};
     if (n->kind == kind && !(kind == CN_SCALAR && is_null(n)))
         return true;
     char b[96];
@@ -550,7 +551,8 @@ static bool expect_kind(struct ld *ld, const struct cnode *n, enum cnode_kind ki
 /* A string: any non-null scalar. Control characters other than tab (which
  * YAML escapes such as "\r\n" can produce) are refused unless allow_ctl:
  * these values end up in headers and logs. */
-static bool text_of(struct ld *ld, const struct cnode *n, size_t maxlen, bool allow_ctl, const char **out)
+static bool text_of(struct ld *ld, const struct cnode *n, size_t maxlen, bool allow_ctl,
+                    const char **out)
 {
     char b[96];
     if (n->kind != CN_SCALAR || is_null(n))
@@ -603,8 +605,8 @@ static bool name_of(struct ld *ld, const struct cnode *n, const char **out)
 static bool bool_of(struct ld *ld, const struct cnode *n, bool *out)
 {
     if (n->kind == CN_SCALAR && n->plain) {
-        static const char *const t[] = { "true", "True", "TRUE" };
-        static const char *const f[] = { "false", "False", "FALSE" };
+        static const char *const t[] = {"true", "True", "TRUE"};
+        static const char *const f[] = {"false", "False", "FALSE"};
         for (size_t i = 0; i < 3; i++) {
             if (strcmp(n->s, t[i]) == 0) {
                 *out = true;
@@ -629,7 +631,8 @@ static bool u32_of(struct ld *ld, const struct cnode *n, uint32_t min, uint32_t 
     bool neg = false;
     if (*s == '+' || *s == '-')
         neg = *s++ == '-';
-    if (*s == '\0' || strspn(s, "0123456789") != strlen(s) || (size_t)(s - n->s) + strlen(s) != n->len)
+    if (*s == '\0' || strspn(s, "0123456789") != strlen(s) ||
+        (size_t)(s - n->s) + strlen(s) != n->len)
         return fail(ld, n, "expected an integer, got %s", describe(n, b, sizeof(b)));
     uint64_t v = 0;
     bool big = false;
@@ -654,8 +657,11 @@ static bool u32_of(struct ld *ld, const struct cnode *n, uint32_t min, uint32_t 
  * so a tiny timeout never becomes 0 (which means "none" for some fields). */
 static bool duration_parse(const char *s, uint64_t *out_us)
 {
-    static const struct { const char *name; uint64_t us; } units[] = {
-        { "us", 1 }, { "ms", 1000 }, { "s", 1000000 }, { "m", 60000000 }, { "h", 3600000000ull },
+    static const struct {
+        const char *name;
+        uint64_t us;
+    } units[] = {
+        {"us", 1}, {"ms", 1000}, {"s", 1000000}, {"m", 60000000}, {"h", 3600000000ull},
     };
     uint64_t total = 0;
     if (strcmp(s, "0") == 0) {
@@ -745,11 +751,11 @@ static bool enum_of(struct ld *ld, const struct cnode *n, const char *const *nam
 /* ------------------------------------------------------------ mappings */
 
 /* Splits a mapping into the accepted keys; unknown or repeated keys fail. */
-static bool map_fields(struct ld *ld, const struct cnode *map, const char *const *keys, size_t nkeys,
-                       struct field *f)
+static bool map_fields(struct ld *ld, const struct cnode *map, const char *const *keys,
+                       size_t nkeys, struct field *f)
 {
     for (size_t i = 0; i < nkeys; i++)
-        f[i] = (struct field){ .name = keys[i] };
+        f[i] = (struct field){.name = keys[i]};
     if (!expect_kind(ld, map, CN_MAP))
         return false;
     for (const struct cnode *k = map->head; k != NULL && k->next != NULL; k = k->next->next) {
@@ -766,9 +772,11 @@ static bool map_fields(struct ld *ld, const struct cnode *map, const char *const
             size_t o = 0;
             list[0] = '\0';
             for (size_t j = 0; j < nkeys && o < sizeof(list); j++)
-                o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", j != 0 ? ", " : "", keys[j]);
+                o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", j != 0 ? ", " : "",
+                                      keys[j]);
             size_t saved = path_push_key(ld, show(b, sizeof(b), k->s, k->len, false));
-            fail(ld, k, "unknown field %s (accepted: %s)", show(b, sizeof(b), k->s, k->len, true), list);
+            fail(ld, k, "unknown field %s (accepted: %s)", show(b, sizeof(b), k->s, k->len, true),
+                 list);
             path_pop(ld, saved);
             return false;
         }
@@ -796,8 +804,8 @@ static bool need(struct ld *ld, const struct cnode *map, const struct field *f)
 }
 
 /* Error about field f (at its key, or at the mapping if absent). */
-__attribute__((format(printf, 4, 5)))
-static bool fail_field(struct ld *ld, const struct cnode *map, const struct field *f, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static bool
+fail_field(struct ld *ld, const struct cnode *map, const struct field *f, const char *fmt, ...)
 {
     size_t saved = path_push_key(ld, f->name);
     const struct cnode *at = f->k != NULL ? f->k : map;
@@ -810,12 +818,13 @@ static bool fail_field(struct ld *ld, const struct cnode *map, const struct fiel
 }
 
 /* Two mutually exclusive fields: blame the one written later in the file. */
-static bool fail_conflict(struct ld *ld, const struct cnode *map, const struct field *a, const struct field *b,
-                          const char *choices)
+static bool fail_conflict(struct ld *ld, const struct cnode *map, const struct field *a,
+                          const struct field *b, const char *choices)
 {
     bool b_later = b->k->line > a->k->line || (b->k->line == a->k->line && b->k->col > a->k->col);
     const struct field *later = b_later ? b : a, *earlier = b_later ? a : b;
-    return fail_field(ld, map, later, "conflicts with %s; set exactly one of %s", earlier->name, choices);
+    return fail_field(ld, map, later, "conflicts with %s; set exactly one of %s", earlier->name,
+                      choices);
 }
 
 /* Each get_* leaves *out untouched (the default) when the field is absent. */
@@ -896,8 +905,8 @@ static bool list_of(struct ld *ld, const struct cnode *v, size_t min, size_t max
 typedef bool (*item_check_fn)(struct ld *ld, const struct cnode *n, const char *s);
 
 /* A list of strings, each checked by check (may be NULL). */
-static bool get_str_list(struct ld *ld, const struct field *f, size_t min, size_t max, size_t maxlen,
-                         item_check_fn check, const char ***out, size_t *n_out)
+static bool get_str_list(struct ld *ld, const struct field *f, size_t min, size_t max,
+                         size_t maxlen, item_check_fn check, const char ***out, size_t *n_out)
 {
     if (f->v == NULL)
         return true;
@@ -960,7 +969,7 @@ static bool name_add(struct ld *ld, struct name_tab *t, const char *what, const 
         struct name_slot *ns = tr_arena_calloc(ld->tmp, ncap, sizeof(*ns));
         if (ns == NULL)
             return oom(ld);
-        struct name_tab nt = { .slots = ns, .cap = ncap, .n = t->n };
+        struct name_tab nt = {.slots = ns, .cap = ncap, .n = t->n};
         for (size_t i = 0; i < t->cap; i++) {
             if (t->slots[i].name != NULL)
                 *name_slot(&nt, t->slots[i].name) = t->slots[i];
@@ -973,14 +982,14 @@ static bool name_add(struct ld *ld, struct name_tab *t, const char *what, const 
         return fail(ld, n, "duplicate %s %s (first defined at line %u)", what,
                     show(b, sizeof(b), s, strlen(s), true), sl->line);
     }
-    *sl = (struct name_slot){ .name = s, .idx = idx, .line = n->line };
+    *sl = (struct name_slot){.name = s, .idx = idx, .line = n->line};
     t->n++;
     return true;
 }
 
 /* Resolves a reference field to an index in t. */
-static bool get_ref(struct ld *ld, const struct field *f, const struct name_tab *t, const char *what,
-                    int *out)
+static bool get_ref(struct ld *ld, const struct field *f, const struct name_tab *t,
+                    const char *what, int *out)
 {
     if (f->v == NULL)
         return true;
@@ -1014,7 +1023,8 @@ static bool check_token(struct ld *ld, const struct cnode *n, const char *s)
     for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
         if (!is_tchar(*p)) {
             char b[96];
-            return fail(ld, n, "%s is not a valid HTTP token", show(b, sizeof(b), s, strlen(s), true));
+            return fail(ld, n, "%s is not a valid HTTP token",
+                        show(b, sizeof(b), s, strlen(s), true));
         }
     }
     return true;
@@ -1051,7 +1061,8 @@ static bool check_authz_path(struct ld *ld, const struct cnode *n, const char *s
     if (strcmp(s, "*") == 0)
         return true;
     if (s[0] != '/')
-        return fail(ld, n, "paths must start with \"/\", got %s", show(b, sizeof(b), s, strlen(s), true));
+        return fail(ld, n, "paths must start with \"/\", got %s",
+                    show(b, sizeof(b), s, strlen(s), true));
     if (star != NULL && star[1] != '\0')
         return fail(ld, n, "\"*\" is only allowed at the end of a path, got %s",
                     show(b, sizeof(b), s, strlen(s), true));
@@ -1070,11 +1081,14 @@ static bool check_domain(struct ld *ld, const struct cnode *n, const char *s)
             return fail(ld, n, "invalid domain %s", show(b, sizeof(b), s, len, true));
     }
     if (star != NULL && strchr(star + 1, '*') != NULL)
-        return fail(ld, n, "a domain may hold only one \"*\", got %s", show(b, sizeof(b), s, len, true));
+        return fail(ld, n, "a domain may hold only one \"*\", got %s",
+                    show(b, sizeof(b), s, len, true));
     /* The router's rule: '*' first (suffix match) or last (prefix match),
      * before any ":port". */
     const char *colon = strrchr(s, ':');
-    size_t hlen = colon != NULL && colon > s && colon[-1] != ']' && strchr(s, '[') == NULL ? (size_t)(colon - s) : len;
+    size_t hlen = colon != NULL && colon > s && colon[-1] != ']' && strchr(s, '[') == NULL
+                      ? (size_t)(colon - s)
+                      : len;
     if (star != NULL && star != s && star != s + hlen - 1)
         return fail(ld, n, "\"*\" must be the first or last character of a domain, got %s",
                     show(b, sizeof(b), s, len, true));
@@ -1117,14 +1131,16 @@ static bool addr_of(struct ld *ld, const struct cnode *n, bool port0_ok, struct 
     if (v6) {
         const char *close = strchr(s, ']');
         if (close == NULL || close[1] != ':')
-            return fail(ld, n, "expected [IPv6]:PORT, got %s", show(b, sizeof(b), s, strlen(s), true));
+            return fail(ld, n, "expected [IPv6]:PORT, got %s",
+                        show(b, sizeof(b), s, strlen(s), true));
         hlen = (size_t)(close - s - 1);
         memcpy(host, s + 1, hlen < sizeof(host) ? hlen : 0);
         port = close + 2;
     } else {
         const char *colon = strrchr(s, ':');
         if (colon == NULL)
-            return fail(ld, n, "expected IP:PORT, got %s (missing port)", show(b, sizeof(b), s, strlen(s), true));
+            return fail(ld, n, "expected IP:PORT, got %s (missing port)",
+                        show(b, sizeof(b), s, strlen(s), true));
         if (memchr(s, ':', (size_t)(colon - s)) != NULL)
             return fail(ld, n, "IPv6 addresses must be in brackets, e.g. [::1]:8080; got %s",
                         show(b, sizeof(b), s, strlen(s), true));
@@ -1209,7 +1225,8 @@ static bool get_file(struct ld *ld, const struct field *f, bool must_read, const
     }
     if (ok && must_read && access(s, R_OK) != 0) {
         char b[96];
-        ok = fail(ld, f->v, "cannot read %s: %s", show(b, sizeof(b), s, strlen(s), true), strerror(errno));
+        ok = fail(ld, f->v, "cannot read %s: %s", show(b, sizeof(b), s, strlen(s), true),
+                  strerror(errno));
     }
     if (ok)
         *out = s;
@@ -1222,7 +1239,7 @@ static bool get_file(struct ld *ld, const struct field *f, bool must_read, const
 static bool parse_node(struct ld *ld, const struct cnode *v)
 {
     enum { N_ID, N_WORKLOAD, N_NAMESPACE, N_SERVICE, N_PRINCIPAL, N_N };
-    static const char *const keys[N_N] = { "id", "workload", "namespace", "service", "principal" };
+    static const char *const keys[N_N] = {"id", "workload", "namespace", "service", "principal"};
     struct field f[N_N];
     struct tr_node_cfg *node = &ld->cfg->node;
     if (!map_fields(ld, v, keys, N_N, f))
@@ -1245,8 +1262,8 @@ static bool parse_node(struct ld *ld, const struct cnode *v)
 static bool parse_limits(struct ld *ld, const struct cnode *v)
 {
     enum { M_LINE, M_HBYTES, M_HEADERS, M_CONNS, M_BUF, M_N };
-    static const char *const keys[M_N] = { "max_request_line", "max_header_bytes", "max_headers",
-                                           "max_connections", "buffer_size" };
+    static const char *const keys[M_N] = {"max_request_line", "max_header_bytes", "max_headers",
+                                          "max_connections", "buffer_size"};
     struct field f[M_N];
     struct tr_limits_cfg *l = &ld->cfg->limits;
     if (!map_fields(ld, v, keys, M_N, f) ||
@@ -1267,7 +1284,7 @@ static bool parse_limits(struct ld *ld, const struct cnode *v)
 static bool parse_admin(struct ld *ld, const struct cnode *v)
 {
     enum { A_ADDRESS, A_ENABLED, A_N };
-    static const char *const keys[A_N] = { "address", "enabled" };
+    static const char *const keys[A_N] = {"address", "enabled"};
     struct field f[A_N];
     struct tr_admin_cfg *adm = &ld->cfg->admin;
     if (!map_fields(ld, v, keys, A_N, f) || !get_addr(ld, &f[A_ADDRESS], true, &adm->addr) ||
@@ -1275,7 +1292,8 @@ static bool parse_admin(struct ld *ld, const struct cnode *v)
         return false;
     if (f[A_ADDRESS].v != NULL && !addr_is_loopback(&adm->addr)) {
         size_t saved = path_push_key(ld, "address");
-        fail(ld, f[A_ADDRESS].v, "the admin address must be loopback (127.0.0.0/8 or [::1]), got \"%s\"",
+        fail(ld, f[A_ADDRESS].v,
+             "the admin address must be loopback (127.0.0.0/8 or [::1]), got \"%s\"",
              adm->addr.text);
         path_pop(ld, saved);
         return false;
@@ -1286,18 +1304,19 @@ static bool parse_admin(struct ld *ld, const struct cnode *v)
 static bool parse_access_log(struct ld *ld, const struct cnode *v)
 {
     enum { AL_ENABLED, AL_PATH, AL_N };
-    static const char *const keys[AL_N] = { "enabled", "path" };
+    static const char *const keys[AL_N] = {"enabled", "path"};
     struct field f[AL_N];
-    return map_fields(ld, v, keys, AL_N, f) && get_bool(ld, &f[AL_ENABLED], &ld->cfg->access_log.enabled) &&
+    return map_fields(ld, v, keys, AL_N, f) &&
+           get_bool(ld, &f[AL_ENABLED], &ld->cfg->access_log.enabled) &&
            get_file(ld, &f[AL_PATH], false, &ld->cfg->access_log.path);
 }
 
 static bool parse_tls_ctx(struct ld *ld, const struct cnode *v, struct tr_tls_cfg *t, int idx)
 {
     enum { T_NAME, T_CERT, T_KEY, T_CA, T_TD, T_MINV, T_RESUME, T_N };
-    static const char *const keys[T_N] = { "name", "cert", "key", "ca", "trust_domain", "min_version",
-                                           "session_resumption" };
-    static const char *const versions[] = { "1.2", "1.3" };
+    static const char *const keys[T_N] = {
+        "name", "cert", "key", "ca", "trust_domain", "min_version", "session_resumption"};
+    static const char *const versions[] = {"1.2", "1.3"};
     struct field f[T_N];
     int ver = 1;
     t->session_resumption = true;
@@ -1312,9 +1331,12 @@ static bool parse_tls_ctx(struct ld *ld, const struct cnode *v, struct tr_tls_cf
     size_t saved = path_push_key(ld, "name");
     bool ok = name_add(ld, &ld->tls_names, "TLS context name", t->name, idx, f[T_NAME].v);
     path_pop(ld, saved);
-    if (!ok || !get_file(ld, &f[T_CERT], true, &t->cert_file) || !get_file(ld, &f[T_KEY], true, &t->key_file) ||
-        !get_file(ld, &f[T_CA], true, &t->ca_file) || !get_str(ld, &f[T_TD], CFG_MAX_NAME, &t->trust_domain) ||
-        !get_enum(ld, &f[T_MINV], versions, 2, &ver) || !get_bool(ld, &f[T_RESUME], &t->session_resumption))
+    if (!ok || !get_file(ld, &f[T_CERT], true, &t->cert_file) ||
+        !get_file(ld, &f[T_KEY], true, &t->key_file) ||
+        !get_file(ld, &f[T_CA], true, &t->ca_file) ||
+        !get_str(ld, &f[T_TD], CFG_MAX_NAME, &t->trust_domain) ||
+        !get_enum(ld, &f[T_MINV], versions, 2, &ver) ||
+        !get_bool(ld, &f[T_RESUME], &t->session_resumption))
         return false;
     if (t->trust_domain != NULL && strpbrk(t->trust_domain, "/: \t") != NULL) {
         saved = path_push_key(ld, "trust_domain");
@@ -1331,21 +1353,33 @@ static bool parse_tls_ctx(struct ld *ld, const struct cnode *v, struct tr_tls_cf
 static bool parse_endpoint(struct ld *ld, const struct cnode *v, struct tr_endpoint_cfg *e)
 {
     enum { E_ADDRESS, E_WEIGHT, E_WORKLOAD, E_N };
-    static const char *const keys[E_N] = { "address", "weight", "workload" };
+    static const char *const keys[E_N] = {"address", "weight", "workload"};
     struct field f[E_N];
     e->weight = 1;
-    return map_fields(ld, v, keys, E_N, f) && loc_here(ld, v, &e->loc) && need(ld, v, &f[E_ADDRESS]) &&
-           get_addr(ld, &f[E_ADDRESS], false, &e->addr) &&
+    return map_fields(ld, v, keys, E_N, f) && loc_here(ld, v, &e->loc) &&
+           need(ld, v, &f[E_ADDRESS]) && get_addr(ld, &f[E_ADDRESS], false, &e->addr) &&
            get_u32(ld, &f[E_WEIGHT], 1, CFG_MAX_WEIGHT, &e->weight) &&
            get_str(ld, &f[E_WORKLOAD], CFG_MAX_NAME, &e->workload);
 }
 
 static bool parse_cluster(struct ld *ld, const struct cnode *v, struct tr_cluster_cfg *c, int idx)
 {
-    enum { C_NAME, C_SERVICE, C_WORKLOAD, C_NAMESPACE, C_LB, C_CONNECT, C_POOL, C_TLS, C_ENDPOINTS, C_N };
-    static const char *const keys[C_N] = { "name", "service", "workload", "namespace", "lb",
-                                           "connect_timeout", "pool", "tls", "endpoints" };
-    static const char *const lbs[] = { "round_robin", "least_request", "random" };
+    enum {
+        C_NAME,
+        C_SERVICE,
+        C_WORKLOAD,
+        C_NAMESPACE,
+        C_LB,
+        C_CONNECT,
+        C_POOL,
+        C_TLS,
+        C_ENDPOINTS,
+        C_N
+    };
+    static const char *const keys[C_N] = {"name",      "service", "workload",
+                                          "namespace", "lb",      "connect_timeout",
+                                          "pool",      "tls",     "endpoints"};
+    static const char *const lbs[] = {"round_robin", "least_request", "random"};
     struct field f[C_N];
     int lb = TR_LB_ROUND_ROBIN;
     c->tls = -1;
@@ -1368,7 +1402,7 @@ static bool parse_cluster(struct ld *ld, const struct cnode *v, struct tr_cluste
 
     if (f[C_POOL].v != NULL) {
         enum { P_IDLE, P_MAX_IDLE, P_MAX_CONNS, P_N };
-        static const char *const pkeys[P_N] = { "idle_timeout", "max_idle", "max_connections" };
+        static const char *const pkeys[P_N] = {"idle_timeout", "max_idle", "max_connections"};
         struct field pf[P_N];
         saved = path_push_key(ld, "pool");
         ok = map_fields(ld, f[C_POOL].v, pkeys, P_N, pf) &&
@@ -1381,19 +1415,20 @@ static bool parse_cluster(struct ld *ld, const struct cnode *v, struct tr_cluste
     }
     if (f[C_TLS].v != NULL) {
         enum { U_CONTEXT, U_SERVER_IDS, U_SNI, U_N };
-        static const char *const ukeys[U_N] = { "context", "server_ids", "sni" };
+        static const char *const ukeys[U_N] = {"context", "server_ids", "sni"};
         struct field uf[U_N];
         const struct cnode *tv = f[C_TLS].v;
         saved = path_push_key(ld, "tls");
         ok = map_fields(ld, tv, ukeys, U_N, uf) && need(ld, tv, &uf[U_CONTEXT]) &&
              get_ref(ld, &uf[U_CONTEXT], &ld->tls_names, "TLS context", &c->tls) &&
-             get_str_list(ld, &uf[U_SERVER_IDS], 0, CFG_MAX_LIST, CFG_MAX_STR, check_spiffe, &c->server_ids,
-                          &c->n_server_ids) &&
+             get_str_list(ld, &uf[U_SERVER_IDS], 0, CFG_MAX_LIST, CFG_MAX_STR, check_spiffe,
+                          &c->server_ids, &c->n_server_ids) &&
              get_str(ld, &uf[U_SNI], 255, &c->sni);
         if (ok && c->sni != NULL && strpbrk(c->sni, " \t/:") != NULL) {
             size_t s2 = path_push_key(ld, "sni");
             char b[96];
-            ok = fail(ld, uf[U_SNI].v, "expected a host name, got %s", show(b, sizeof(b), c->sni, strlen(c->sni), true));
+            ok = fail(ld, uf[U_SNI].v, "expected a host name, got %s",
+                      show(b, sizeof(b), c->sni, strlen(c->sni), true));
             path_pop(ld, s2);
         }
         path_pop(ld, saved);
@@ -1426,12 +1461,14 @@ static bool parse_cluster(struct ld *ld, const struct cnode *v, struct tr_cluste
 static bool parse_header_match(struct ld *ld, const struct cnode *v, struct tr_header_match_cfg *h)
 {
     enum { H_NAME, H_EXACT, H_PREFIX, H_SUFFIX, H_REGEX, H_PRESENT, H_INVERT, H_N };
-    static const char *const keys[H_N] = { "name", "exact", "prefix", "suffix", "regex", "present", "invert" };
+    static const char *const keys[H_N] = {"name",  "exact",   "prefix", "suffix",
+                                          "regex", "present", "invert"};
     struct field f[H_N];
     if (!map_fields(ld, v, keys, H_N, f) || !loc_here(ld, v, &h->loc) || !need(ld, v, &f[H_NAME]))
         return false;
     size_t saved = path_push_key(ld, "name");
-    bool ok = nonempty_of(ld, f[H_NAME].v, CFG_MAX_NAME, &h->name) && check_token(ld, f[H_NAME].v, h->name);
+    bool ok = nonempty_of(ld, f[H_NAME].v, CFG_MAX_NAME, &h->name) &&
+              check_token(ld, f[H_NAME].v, h->name);
     path_pop(ld, saved);
     if (!ok)
         return false;
@@ -1457,7 +1494,8 @@ static bool parse_header_match(struct ld *ld, const struct cnode *v, struct tr_h
         if (!get_bool(ld, kind, &present))
             return false;
         if (!present)
-            return fail_field(ld, v, kind, "must be true; use invert: true to match a missing header");
+            return fail_field(ld, v, kind,
+                              "must be true; use invert: true to match a missing header");
         h->value = NULL;
     } else {
         saved = path_push_key(ld, kind->name);
@@ -1477,17 +1515,18 @@ static bool parse_header_match(struct ld *ld, const struct cnode *v, struct tr_h
 static bool parse_match(struct ld *ld, const struct cnode *v, struct tr_route_cfg *r)
 {
     enum { MA_PATH, MA_METHODS, MA_HEADERS, MA_N };
-    static const char *const keys[MA_N] = { "path", "methods", "headers" };
+    static const char *const keys[MA_N] = {"path", "methods", "headers"};
     struct field f[MA_N];
     if (!map_fields(ld, v, keys, MA_N, f))
         return false;
     if (f[MA_PATH].v != NULL) {
         enum { PA_PREFIX, PA_EXACT, PA_REGEX, PA_IGNORE_CASE, PA_N };
-        static const char *const pkeys[PA_N] = { "prefix", "exact", "regex", "ignore_case" };
+        static const char *const pkeys[PA_N] = {"prefix", "exact", "regex", "ignore_case"};
         struct field pf[PA_N];
         const struct cnode *pv = f[MA_PATH].v;
         size_t saved = path_push_key(ld, "path");
-        bool ok = map_fields(ld, pv, pkeys, PA_N, pf) && get_bool(ld, &pf[PA_IGNORE_CASE], &r->path_ignore_case);
+        bool ok = map_fields(ld, pv, pkeys, PA_N, pf) &&
+                  get_bool(ld, &pf[PA_IGNORE_CASE], &r->path_ignore_case);
         const struct field *kind = NULL;
         for (size_t i = PA_PREFIX; ok && i <= PA_REGEX; i++) {
             if (pf[i].v == NULL)
@@ -1514,7 +1553,8 @@ static bool parse_match(struct ld *ld, const struct cnode *v, struct tr_route_cf
         if (!ok)
             return false;
     }
-    if (!get_str_list(ld, &f[MA_METHODS], 1, CFG_MAX_METHODS, 64, check_token, &r->methods, &r->n_methods))
+    if (!get_str_list(ld, &f[MA_METHODS], 1, CFG_MAX_METHODS, 64, check_token, &r->methods,
+                      &r->n_methods))
         return false;
     if (f[MA_HEADERS].v != NULL) {
         const struct cnode *hv = f[MA_HEADERS].v;
@@ -1552,12 +1592,14 @@ static bool parse_weighted(struct ld *ld, const struct cnode *v, struct tr_route
     size_t i = 0;
     for (const struct cnode *it = v->head; it != NULL; it = it->next, i++) {
         enum { W_CLUSTER, W_WEIGHT, W_N };
-        static const char *const keys[W_N] = { "cluster", "weight" };
+        static const char *const keys[W_N] = {"cluster", "weight"};
         struct field f[W_N];
         size_t s2 = path_push_index(ld, i);
-        bool ok = map_fields(ld, it, keys, W_N, f) && need(ld, it, &f[W_CLUSTER]) && need(ld, it, &f[W_WEIGHT]) &&
-                  get_ref(ld, &f[W_CLUSTER], &ld->cluster_names, "cluster", &r->clusters[i].cluster) &&
-                  get_u32(ld, &f[W_WEIGHT], 0, CFG_MAX_WEIGHT, &r->clusters[i].weight);
+        bool ok =
+            map_fields(ld, it, keys, W_N, f) && need(ld, it, &f[W_CLUSTER]) &&
+            need(ld, it, &f[W_WEIGHT]) &&
+            get_ref(ld, &f[W_CLUSTER], &ld->cluster_names, "cluster", &r->clusters[i].cluster) &&
+            get_u32(ld, &f[W_WEIGHT], 0, CFG_MAX_WEIGHT, &r->clusters[i].weight);
         path_pop(ld, s2);
         if (!ok)
             return false;
@@ -1573,12 +1615,13 @@ static bool parse_weighted(struct ld *ld, const struct cnode *v, struct tr_route
 static bool parse_route(struct ld *ld, const struct cnode *v, struct tr_route_cfg *r, size_t idx)
 {
     enum { RO_NAME, RO_MATCH, RO_CLUSTER, RO_WEIGHTED, RO_DIRECT, RO_TIMEOUT, RO_REWRITE, RO_N };
-    static const char *const keys[RO_N] = { "name", "match", "cluster", "weighted_clusters", "direct_response",
-                                            "timeout", "rewrite" };
+    static const char *const keys[RO_N] = {
+        "name", "match", "cluster", "weighted_clusters", "direct_response", "timeout", "rewrite"};
     struct field f[RO_N];
     r->path_kind = TR_PATH_PREFIX;
     r->path = "/";
-    if (!map_fields(ld, v, keys, RO_N, f) || !loc_here(ld, v, &r->loc) || !get_name(ld, &f[RO_NAME], &r->name))
+    if (!map_fields(ld, v, keys, RO_N, f) || !loc_here(ld, v, &r->loc) ||
+        !get_name(ld, &f[RO_NAME], &r->name))
         return false;
     if (r->name == NULL) {
         char nb[32];
@@ -1599,7 +1642,8 @@ static bool parse_route(struct ld *ld, const struct cnode *v, struct tr_route_cf
         if (f[i].v == NULL)
             continue;
         if (action != NULL)
-            return fail_conflict(ld, v, action, &f[i], "cluster, weighted_clusters, direct_response");
+            return fail_conflict(ld, v, action, &f[i],
+                                 "cluster, weighted_clusters, direct_response");
         action = &f[i];
     }
     if (action == NULL)
@@ -1621,7 +1665,7 @@ static bool parse_route(struct ld *ld, const struct cnode *v, struct tr_route_cf
         path_pop(ld, saved);
     } else {
         enum { D_STATUS, D_BODY, D_N };
-        static const char *const dkeys[D_N] = { "status", "body" };
+        static const char *const dkeys[D_N] = {"status", "body"};
         struct field df[D_N];
         uint32_t status = 0;
         size_t saved = path_push_key(ld, action->name);
@@ -1640,19 +1684,21 @@ static bool parse_route(struct ld *ld, const struct cnode *v, struct tr_route_cf
 
     if (f[RO_REWRITE].v != NULL) {
         enum { RW_PREFIX, RW_HOST, RW_N };
-        static const char *const wkeys[RW_N] = { "prefix", "host" };
+        static const char *const wkeys[RW_N] = {"prefix", "host"};
         struct field wf[RW_N];
         if (r->direct_status != 0)
             return fail_field(ld, v, &f[RO_REWRITE], "cannot be combined with direct_response");
         size_t saved = path_push_key(ld, "rewrite");
-        ok = map_fields(ld, f[RO_REWRITE].v, wkeys, RW_N, wf) && get_str(ld, &wf[RW_PREFIX], CFG_MAX_STR, &r->prefix_rewrite) &&
+        ok = map_fields(ld, f[RO_REWRITE].v, wkeys, RW_N, wf) &&
+             get_str(ld, &wf[RW_PREFIX], CFG_MAX_STR, &r->prefix_rewrite) &&
              get_str(ld, &wf[RW_HOST], CFG_MAX_NAME, &r->host_rewrite);
         if (ok && r->prefix_rewrite != NULL) {
             size_t s2 = path_push_key(ld, "prefix");
             if (r->prefix_rewrite[0] != '/')
                 ok = fail(ld, wf[RW_PREFIX].v, "must start with \"/\"");
             else if (r->path_kind == TR_PATH_REGEX)
-                ok = fail(ld, wf[RW_PREFIX].v, "a prefix rewrite needs a prefix or exact path match, not regex");
+                ok = fail(ld, wf[RW_PREFIX].v,
+                          "a prefix rewrite needs a prefix or exact path match, not regex");
             path_pop(ld, s2);
         }
         if (ok && r->host_rewrite != NULL && strpbrk(r->host_rewrite, " \t/") != NULL) {
@@ -1673,11 +1719,12 @@ static bool parse_vhost(struct ld *ld, const struct cnode *v, struct tr_vhost_cf
                         struct name_tab *domains)
 {
     enum { V_NAME, V_DOMAINS, V_ROUTES, V_N };
-    static const char *const keys[V_N] = { "name", "domains", "routes" };
+    static const char *const keys[V_N] = {"name", "domains", "routes"};
     struct field f[V_N];
-    if (!map_fields(ld, v, keys, V_N, f) || !loc_here(ld, v, &vh->loc) || !need(ld, v, &f[V_DOMAINS]) ||
-        !get_name(ld, &f[V_NAME], &vh->name) ||
-        !get_str_list(ld, &f[V_DOMAINS], 1, CFG_MAX_DOMAINS, 256, check_domain, &vh->domains, &vh->n_domains))
+    if (!map_fields(ld, v, keys, V_N, f) || !loc_here(ld, v, &vh->loc) ||
+        !need(ld, v, &f[V_DOMAINS]) || !get_name(ld, &f[V_NAME], &vh->name) ||
+        !get_str_list(ld, &f[V_DOMAINS], 1, CFG_MAX_DOMAINS, 256, check_domain, &vh->domains,
+                      &vh->n_domains))
         return false;
     if (vh->name == NULL) {
         char nb[32];
@@ -1723,13 +1770,15 @@ static bool parse_vhost(struct ld *ld, const struct cnode *v, struct tr_vhost_cf
     return ok;
 }
 
-static bool parse_route_table(struct ld *ld, const struct cnode *v, struct tr_route_table_cfg *t, int idx)
+static bool parse_route_table(struct ld *ld, const struct cnode *v, struct tr_route_table_cfg *t,
+                              int idx)
 {
     enum { RT_NAME, RT_VHOSTS, RT_N };
-    static const char *const keys[RT_N] = { "name", "virtual_hosts" };
+    static const char *const keys[RT_N] = {"name", "virtual_hosts"};
     struct field f[RT_N];
-    if (!map_fields(ld, v, keys, RT_N, f) || !loc_here(ld, v, &t->loc) || !need(ld, v, &f[RT_NAME]) ||
-        !need(ld, v, &f[RT_VHOSTS]) || !get_name(ld, &f[RT_NAME], &t->name))
+    if (!map_fields(ld, v, keys, RT_N, f) || !loc_here(ld, v, &t->loc) ||
+        !need(ld, v, &f[RT_NAME]) || !need(ld, v, &f[RT_VHOSTS]) ||
+        !get_name(ld, &f[RT_NAME], &t->name))
         return false;
     size_t saved = path_push_key(ld, "name");
     bool ok = name_add(ld, &ld->table_names, "route table name", t->name, idx, f[RT_NAME].v);
@@ -1737,7 +1786,7 @@ static bool parse_route_table(struct ld *ld, const struct cnode *v, struct tr_ro
     if (!ok)
         return false;
     const struct cnode *vv = f[RT_VHOSTS].v;
-    struct name_tab domains = { 0 };
+    struct name_tab domains = {0};
     saved = path_push_key(ld, "virtual_hosts");
     ok = list_of(ld, vv, 1, CFG_MAX_VHOSTS);
     if (ok) {
@@ -1762,7 +1811,7 @@ static bool parse_route_table(struct ld *ld, const struct cnode *v, struct tr_ro
 static bool parse_authz(struct ld *ld, const struct cnode *v, struct tr_listener_cfg *l)
 {
     enum { AZ_RULES, AZ_N };
-    static const char *const keys[AZ_N] = { "rules" };
+    static const char *const keys[AZ_N] = {"rules"};
     struct field f[AZ_N];
     if (!map_fields(ld, v, keys, AZ_N, f) || !need(ld, v, &f[AZ_RULES]))
         return false;
@@ -1777,30 +1826,32 @@ static bool parse_authz(struct ld *ld, const struct cnode *v, struct tr_listener
     size_t i = 0;
     for (const struct cnode *it = ok ? rv->head : NULL; it != NULL; it = it->next, i++) {
         enum { RU_ACTION, RU_PRINCIPALS, RU_METHODS, RU_PATHS, RU_N };
-        static const char *const rkeys[RU_N] = { "action", "principals", "methods", "paths" };
-        static const char *const actions[] = { "ALLOW", "DENY" };
+        static const char *const rkeys[RU_N] = {"action", "principals", "methods", "paths"};
+        static const char *const actions[] = {"ALLOW", "DENY"};
         struct field rf[RU_N];
         struct tr_authz_rule_cfg *rule = &l->authz.rules[i];
         int action = TR_AUTHZ_ALLOW;
         size_t s2 = path_push_index(ld, i);
-        ok = map_fields(ld, it, rkeys, RU_N, rf) && loc_here(ld, it, &rule->loc) && need(ld, it, &rf[RU_ACTION]) &&
-             get_enum(ld, &rf[RU_ACTION], actions, 2, &action) &&
-             get_str_list(ld, &rf[RU_PRINCIPALS], 0, CFG_MAX_LIST, CFG_MAX_STR, check_principal, &rule->principals,
-                          &rule->n_principals);
+        ok = map_fields(ld, it, rkeys, RU_N, rf) && loc_here(ld, it, &rule->loc) &&
+             need(ld, it, &rf[RU_ACTION]) && get_enum(ld, &rf[RU_ACTION], actions, 2, &action) &&
+             get_str_list(ld, &rf[RU_PRINCIPALS], 0, CFG_MAX_LIST, CFG_MAX_STR, check_principal,
+                          &rule->principals, &rule->n_principals);
         /* Opaque TCP carries no method or path: such a rule could never
          * match, which for ALLOW silently denies everything. */
         if (ok && l->protocol == TR_LPROTO_TCP) {
             for (size_t k = RU_METHODS; k <= RU_PATHS; k++) {
                 if (rf[k].v != NULL) {
-                    ok = fail_field(ld, it, &rf[k], "not allowed on a tcp listener (no HTTP requests to match)");
+                    ok = fail_field(ld, it, &rf[k],
+                                    "not allowed on a tcp listener (no HTTP requests to match)");
                     break;
                 }
             }
         }
         ok = ok &&
-             get_str_list(ld, &rf[RU_METHODS], 0, CFG_MAX_METHODS, 64, check_token, &rule->methods, &rule->n_methods) &&
-             get_str_list(ld, &rf[RU_PATHS], 0, CFG_MAX_LIST, CFG_MAX_STR, check_authz_path, &rule->paths,
-                          &rule->n_paths);
+             get_str_list(ld, &rf[RU_METHODS], 0, CFG_MAX_METHODS, 64, check_token, &rule->methods,
+                          &rule->n_methods) &&
+             get_str_list(ld, &rf[RU_PATHS], 0, CFG_MAX_LIST, CFG_MAX_STR, check_authz_path,
+                          &rule->paths, &rule->n_paths);
         rule->action = (enum tr_authz_action)action;
         path_pop(ld, s2);
         if (!ok)
@@ -1814,11 +1865,24 @@ static bool parse_authz(struct ld *ld, const struct cnode *v, struct tr_listener
 
 static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_listener_cfg *l, int idx)
 {
-    enum { L_NAME, L_ADDRESS, L_DIRECTION, L_PROTOCOL, L_TLS, L_TABLE, L_TCP, L_HTTP, L_TIMEOUTS, L_AUTHZ, L_N };
-    static const char *const keys[L_N] = { "name", "address", "direction", "protocol", "tls", "route_table",
-                                           "tcp_cluster", "http", "timeouts", "authorization" };
-    static const char *const dirs[] = { "inbound", "outbound" };
-    static const char *const protos[] = { "http", "tcp", "auto" };
+    enum {
+        L_NAME,
+        L_ADDRESS,
+        L_DIRECTION,
+        L_PROTOCOL,
+        L_TLS,
+        L_TABLE,
+        L_TCP,
+        L_HTTP,
+        L_TIMEOUTS,
+        L_AUTHZ,
+        L_N
+    };
+    static const char *const keys[L_N] = {"name",     "address",      "direction",   "protocol",
+                                          "tls",      "route_table",  "tcp_cluster", "http",
+                                          "timeouts", "authorization"};
+    static const char *const dirs[] = {"inbound", "outbound"};
+    static const char *const protos[] = {"http", "tcp", "auto"};
     struct field f[L_N];
     int dir = TR_DIR_INBOUND, proto = TR_LPROTO_HTTP;
     l->tls = -1;
@@ -1836,7 +1900,8 @@ static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_liste
     size_t saved = path_push_key(ld, "name");
     bool ok = name_add(ld, &ld->listener_names, "listener name", l->name, idx, f[L_NAME].v);
     path_pop(ld, saved);
-    if (!ok || !get_addr(ld, &f[L_ADDRESS], true, &l->addr) || !get_enum(ld, &f[L_DIRECTION], dirs, 2, &dir) ||
+    if (!ok || !get_addr(ld, &f[L_ADDRESS], true, &l->addr) ||
+        !get_enum(ld, &f[L_DIRECTION], dirs, 2, &dir) ||
         !get_enum(ld, &f[L_PROTOCOL], protos, 3, &proto))
         return false;
     l->direction = (enum tr_direction)dir;
@@ -1861,7 +1926,7 @@ static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_liste
 
     if (f[L_TLS].v != NULL) {
         enum { LT_MODE, LT_CONTEXT, LT_N };
-        static const char *const tkeys[LT_N] = { "mode", "context" };
+        static const char *const tkeys[LT_N] = {"mode", "context"};
         struct field tf[LT_N];
         const struct cnode *tv = f[L_TLS].v;
         int mode = TR_TLS_DISABLE;
@@ -1869,8 +1934,8 @@ static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_liste
         ok = map_fields(ld, tv, tkeys, LT_N, tf) && need(ld, tv, &tf[LT_MODE]);
         if (ok) {
             /* Listed in the order people think of them, not enum order. */
-            static const char *const shown[] = { "STRICT", "PERMISSIVE", "DISABLE" };
-            static const int to_mode[] = { TR_TLS_STRICT, TR_TLS_PERMISSIVE, TR_TLS_DISABLE };
+            static const char *const shown[] = {"STRICT", "PERMISSIVE", "DISABLE"};
+            static const int to_mode[] = {TR_TLS_STRICT, TR_TLS_PERMISSIVE, TR_TLS_DISABLE};
             int k = 0;
             ok = get_enum(ld, &tf[LT_MODE], shown, 3, &k);
             mode = to_mode[k];
@@ -1891,7 +1956,8 @@ static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_liste
 
     if (l->protocol == TR_LPROTO_TCP) {
         if (f[L_TABLE].v != NULL)
-            return fail_field(ld, v, &f[L_TABLE], "not allowed on a tcp listener (use tcp_cluster)");
+            return fail_field(ld, v, &f[L_TABLE],
+                              "not allowed on a tcp listener (use tcp_cluster)");
         if (f[L_HTTP].v != NULL)
             return fail_field(ld, v, &f[L_HTTP], "not allowed on a tcp listener");
         if (!need(ld, v, &f[L_TCP]))
@@ -1900,7 +1966,8 @@ static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_liste
         if (!need(ld, v, &f[L_TABLE]))
             return false;
         if (l->protocol == TR_LPROTO_HTTP && f[L_TCP].v != NULL)
-            return fail_field(ld, v, &f[L_TCP], "not allowed on an http listener (use protocol: auto or tcp)");
+            return fail_field(ld, v, &f[L_TCP],
+                              "not allowed on an http listener (use protocol: auto or tcp)");
     }
     if (!get_ref(ld, &f[L_TABLE], &ld->table_names, "route table", &l->route_table) ||
         !get_ref(ld, &f[L_TCP], &ld->cluster_names, "cluster", &l->tcp_cluster))
@@ -1908,14 +1975,15 @@ static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_liste
 
     if (f[L_HTTP].v != NULL) {
         enum { HT_XFF, HT_XFP, HT_REQID, HT_N };
-        static const char *const hkeys[HT_N] = { "xff", "xfp", "request_id" };
-        static const char *const xffs[] = { "append", "off" };
-        static const char *const reqids[] = { "preserve", "always", "off" };
+        static const char *const hkeys[HT_N] = {"xff", "xfp", "request_id"};
+        static const char *const xffs[] = {"append", "off"};
+        static const char *const reqids[] = {"preserve", "always", "off"};
         struct field hf[HT_N];
         int xff = TR_XFF_APPEND, reqid = TR_REQID_PRESERVE;
         saved = path_push_key(ld, "http");
-        ok = map_fields(ld, f[L_HTTP].v, hkeys, HT_N, hf) && get_enum(ld, &hf[HT_XFF], xffs, 2, &xff) &&
-             get_bool(ld, &hf[HT_XFP], &l->xfp) && get_enum(ld, &hf[HT_REQID], reqids, 3, &reqid);
+        ok = map_fields(ld, f[L_HTTP].v, hkeys, HT_N, hf) &&
+             get_enum(ld, &hf[HT_XFF], xffs, 2, &xff) && get_bool(ld, &hf[HT_XFP], &l->xfp) &&
+             get_enum(ld, &hf[HT_REQID], reqids, 3, &reqid);
         path_pop(ld, saved);
         if (!ok)
             return false;
@@ -1924,7 +1992,7 @@ static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_liste
     }
     if (f[L_TIMEOUTS].v != NULL) {
         enum { TO_DETECT, TO_IDLE, TO_REQUEST, TO_N };
-        static const char *const okeys[TO_N] = { "detect", "idle", "request" };
+        static const char *const okeys[TO_N] = {"detect", "idle", "request"};
         struct field of[TO_N];
         saved = path_push_key(ld, "timeouts");
         ok = map_fields(ld, f[L_TIMEOUTS].v, okeys, TO_N, of) &&
@@ -1948,8 +2016,8 @@ static bool parse_listener(struct ld *ld, const struct cnode *v, struct tr_liste
 /* Parses a top-level list of objects of one kind into a fresh array. */
 typedef bool (*parse_item_fn)(struct ld *ld, const struct cnode *v, void *item, int idx);
 
-static bool parse_list(struct ld *ld, const struct field *f, size_t min, size_t max, size_t item_size,
-                       parse_item_fn parse, void **items, size_t *n)
+static bool parse_list(struct ld *ld, const struct field *f, size_t min, size_t max,
+                       size_t item_size, parse_item_fn parse, void **items, size_t *n)
 {
     if (f->v == NULL)
         return true;
@@ -2000,17 +2068,31 @@ static bool parse_listener_item(struct ld *ld, const struct cnode *v, void *item
 
 static bool parse_root(struct ld *ld, const struct cnode *root)
 {
-    enum { R_NODE, R_WORKERS, R_DRAIN, R_LOG, R_LIMITS, R_ADMIN, R_ACCESS_LOG, R_TLS, R_LISTENERS, R_TABLES,
-           R_CLUSTERS, R_N };
-    static const char *const keys[R_N] = { "node", "workers", "drain_timeout", "log_level", "limits", "admin",
-                                           "access_log", "tls", "listeners", "route_tables", "clusters" };
-    static const char *const levels[] = { "error", "warn", "info", "debug" };
+    enum {
+        R_NODE,
+        R_WORKERS,
+        R_DRAIN,
+        R_LOG,
+        R_LIMITS,
+        R_ADMIN,
+        R_ACCESS_LOG,
+        R_TLS,
+        R_LISTENERS,
+        R_TABLES,
+        R_CLUSTERS,
+        R_N
+    };
+    static const char *const keys[R_N] = {"node",      "workers",      "drain_timeout", "log_level",
+                                          "limits",    "admin",        "access_log",    "tls",
+                                          "listeners", "route_tables", "clusters"};
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
     struct tr_config *cfg = ld->cfg;
     struct field f[R_N];
     int level = 2;
     if (root->kind != CN_MAP) {
         char b[96];
-        return fail(ld, root, "expected a mapping at the top level, got %s", describe(root, b, sizeof(b)));
+        return fail(ld, root, "expected a mapping at the top level, got %s",
+                    describe(root, b, sizeof(b)));
     }
     if (!map_fields(ld, root, keys, R_N, f))
         return false;
@@ -2030,7 +2112,8 @@ static bool parse_root(struct ld *ld, const struct cnode *root)
     static const struct {
         int key;
         bool (*fn)(struct ld *, const struct cnode *);
-    } blocks[] = { { R_LIMITS, parse_limits }, { R_ADMIN, parse_admin }, { R_ACCESS_LOG, parse_access_log } };
+    } blocks[] = {
+        {R_LIMITS, parse_limits}, {R_ADMIN, parse_admin}, {R_ACCESS_LOG, parse_access_log}};
     for (size_t i = 0; i < sizeof(blocks) / sizeof(blocks[0]); i++) {
         const struct field *bf = &f[blocks[i].key];
         if (bf->v == NULL)
@@ -2045,10 +2128,10 @@ static bool parse_root(struct ld *ld, const struct cnode *root)
     /* Targets of references are read before the objects that refer to them. */
     return parse_list(ld, &f[R_TLS], 0, CFG_MAX_TLS, sizeof(struct tr_tls_cfg), parse_tls_item,
                       (void **)&cfg->tls, &cfg->n_tls) &&
-           parse_list(ld, &f[R_CLUSTERS], 0, CFG_MAX_CLUSTERS, sizeof(struct tr_cluster_cfg), parse_cluster_item,
-                      (void **)&cfg->clusters, &cfg->n_clusters) &&
-           parse_list(ld, &f[R_TABLES], 0, CFG_MAX_TABLES, sizeof(struct tr_route_table_cfg), parse_table_item,
-                      (void **)&cfg->route_tables, &cfg->n_route_tables) &&
+           parse_list(ld, &f[R_CLUSTERS], 0, CFG_MAX_CLUSTERS, sizeof(struct tr_cluster_cfg),
+                      parse_cluster_item, (void **)&cfg->clusters, &cfg->n_clusters) &&
+           parse_list(ld, &f[R_TABLES], 0, CFG_MAX_TABLES, sizeof(struct tr_route_table_cfg),
+                      parse_table_item, (void **)&cfg->route_tables, &cfg->n_route_tables) &&
            parse_list(ld, &f[R_LISTENERS], 1, CFG_MAX_LISTENERS, sizeof(struct tr_listener_cfg),
                       parse_listener_item, (void **)&cfg->listeners, &cfg->n_listeners) &&
            need(ld, root, &f[R_LISTENERS]);
@@ -2082,7 +2165,7 @@ static bool set_defaults(struct ld *ld)
 
 struct tr_config *tr_config_load_buffer(const char *buf, size_t len, const char *name, char **err)
 {
-    struct ld ld = { 0 };
+    struct ld ld = {0};
     if (err != NULL)
         *err = NULL;
     if (name == NULL)
@@ -2107,19 +2190,22 @@ struct tr_config *tr_config_load_buffer(const char *buf, size_t len, const char 
     bool ok = set_defaults(&ld);
     if (slash == name)
         ld.dir = ""; /* "/x.yaml": "" + "/" + rel gives "/rel" */
-    else if (slash != NULL && (ld.dir = tr_arena_strndup(arena, name, (size_t)(slash - name))) == NULL)
+    else if (slash != NULL &&
+             (ld.dir = tr_arena_strndup(arena, name, (size_t)(slash - name))) == NULL)
         ok = oom(&ld);
     struct cnode *root = NULL;
     if (ok && buf == NULL && len != 0)
         ok = fail_file(&ld, "no input");
     if (ok && len > CFG_MAX_FILE_SIZE)
-        ok = fail_file(&ld, "configuration is %zu bytes; the limit is %u bytes", len, CFG_MAX_FILE_SIZE);
+        ok = fail_file(&ld, "configuration is %zu bytes; the limit is %u bytes", len,
+                       CFG_MAX_FILE_SIZE);
     if (ok && len != 0)
         ok = input_check(&ld, (const unsigned char *)buf, len);
     if (ok)
         ok = tree_build(&ld, len != 0 ? buf : "", len, &root);
     if (ok && (root == NULL || is_null(root)))
-        ok = fail_file(&ld, "configuration is empty (expected a mapping with at least \"listeners\")");
+        ok = fail_file(&ld,
+                       "configuration is empty (expected a mapping with at least \"listeners\")");
     if (ok)
         ok = parse_root(&ld, root);
     tr_arena_free(ld.tmp);
@@ -2148,7 +2234,8 @@ struct tr_config *tr_config_load_file(const char *path, char **err)
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
-        snprintf(msg, sizeof(msg), "%s: cannot read: %s", path, errno != 0 && !S_ISDIR(st.st_mode) ? strerror(errno) : "is a directory");
+        snprintf(msg, sizeof(msg), "%s: cannot read: %s", path,
+                 errno != 0 && !S_ISDIR(st.st_mode) ? strerror(errno) : "is a directory");
         close(fd);
         goto fail;
     }
@@ -2160,7 +2247,8 @@ struct tr_config *tr_config_load_file(const char *path, char **err)
         if (len == cap) {
             if (cap > CFG_MAX_FILE_SIZE)
                 break;
-            size_t ncap = cap * 2 > (size_t)CFG_MAX_FILE_SIZE + 1 ? (size_t)CFG_MAX_FILE_SIZE + 1 : cap * 2;
+            size_t ncap =
+                cap * 2 > (size_t)CFG_MAX_FILE_SIZE + 1 ? (size_t)CFG_MAX_FILE_SIZE + 1 : cap * 2;
             char *nb = realloc(buf, ncap);
             if (nb == NULL) {
                 free(buf);
@@ -2209,5 +2297,6 @@ int tr_cfg_loc_format(const struct tr_cfg_loc *loc, char *out, size_t size)
     const char *path = loc->path != NULL ? loc->path : "";
     if (loc->line == 0)
         return snprintf(out, size, "%s: %s%s", file, path, path[0] != '\0' ? ": " : "");
-    return snprintf(out, size, "%s:%u:%u: %s%s", file, loc->line, loc->col, path, path[0] != '\0' ? ": " : "");
+    return snprintf(out, size, "%s:%u:%u: %s%s", file, loc->line, loc->col, path,
+                    path[0] != '\0' ? ": " : "");
 }

@@ -83,7 +83,7 @@ struct tr_authz_rule_cfg {
     size_t n_principals;     /* 0: any source (incl. plaintext) */
     const char **methods;    /* HTTP only; 0: any */
     size_t n_methods;
-    const char **paths;      /* HTTP only; exact, or prefix if ending in "*"; 0: any */
+    const char **paths; /* HTTP only; exact, or prefix if ending in "*"; 0: any */
     size_t n_paths;
     struct tr_cfg_loc loc;
 };
@@ -98,16 +98,16 @@ struct tr_listener_cfg {
     struct tr_cfg_addr addr;
     enum tr_direction direction;
     enum tr_listener_protocol protocol;
-    enum tr_tls_mode tls_mode;     /* inbound only; outbound listeners take plaintext */
-    int tls;                       /* index into tr_config.tls, -1 if none */
-    int route_table;               /* HTTP: index into tr_config.route_tables, else -1 */
-    int tcp_cluster;               /* TCP: index into tr_config.clusters, else -1 */
+    enum tr_tls_mode tls_mode; /* inbound only; outbound listeners take plaintext */
+    int tls;                   /* index into tr_config.tls, -1 if none */
+    int route_table;           /* HTTP: index into tr_config.route_tables, else -1 */
+    int tcp_cluster;           /* TCP: index into tr_config.clusters, else -1 */
     enum tr_xff_mode xff;
-    bool xfp;                      /* set X-Forwarded-Proto */
+    bool xfp; /* set X-Forwarded-Proto */
     enum tr_request_id_mode request_id;
-    uint32_t detect_timeout_ms;    /* protocol detection (AUTO, PERMISSIVE); default 100 */
-    uint32_t idle_timeout_ms;      /* downstream idle; default 300000 */
-    uint32_t request_timeout_ms;   /* whole request head must arrive within; default 10000 */
+    uint32_t detect_timeout_ms;  /* protocol detection (AUTO, PERMISSIVE); default 100 */
+    uint32_t idle_timeout_ms;    /* downstream idle; default 300000 */
+    uint32_t request_timeout_ms; /* whole request head must arrive within; default 10000 */
     struct tr_authz_cfg authz;
     struct tr_cfg_loc loc;
 };
@@ -118,7 +118,7 @@ enum tr_header_match_kind {
     TR_HMATCH_EXACT = 0,
     TR_HMATCH_PREFIX,
     TR_HMATCH_SUFFIX,
-    TR_HMATCH_REGEX,   /* PCRE2, anchored at both ends (RE2-style full match) */
+    TR_HMATCH_REGEX, /* PCRE2, anchored at both ends (RE2-style full match) */
     TR_HMATCH_PRESENT,
 };
 
@@ -138,18 +138,18 @@ struct tr_weighted_cluster_cfg {
 struct tr_route_cfg {
     const char *name;
     enum tr_path_match path_kind;
-    const char *path;        /* prefix "/" matches everything */
+    const char *path; /* prefix "/" matches everything */
     bool path_ignore_case;
-    const char **methods;    /* 0: any */
+    const char **methods; /* 0: any */
     size_t n_methods;
     struct tr_header_match_cfg *headers; /* all must match */
     size_t n_headers;
     struct tr_weighted_cluster_cfg *clusters; /* >= 1 unless direct_status != 0 */
     size_t n_clusters;
     uint32_t total_weight;
-    uint16_t direct_status;  /* nonzero: answer locally with this status */
+    uint16_t direct_status; /* nonzero: answer locally with this status */
     const char *direct_body;
-    uint32_t timeout_ms;     /* whole request; 0 = none */
+    uint32_t timeout_ms;        /* whole request; 0 = none */
     const char *prefix_rewrite; /* NULL: none (replaces the matched prefix) */
     const char *host_rewrite;   /* NULL: none */
     struct tr_cfg_loc loc;
@@ -175,65 +175,65 @@ enum tr_lb_policy { TR_LB_ROUND_ROBIN = 0, TR_LB_LEAST_REQUEST, TR_LB_RANDOM };
 
 struct tr_endpoint_cfg {
     struct tr_cfg_addr addr;
-    uint32_t weight;        /* default 1 */
-    const char *workload;   /* destination_workload label; NULL: cluster's */
+    uint32_t weight;      /* default 1 */
+    const char *workload; /* destination_workload label; NULL: cluster's */
     struct tr_cfg_loc loc;
 };
 
 struct tr_cluster_cfg {
     const char *name;
-    const char *service;          /* destination_service label, e.g. reviews.default.svc.cluster.local */
-    const char *workload;         /* destination_workload label */
+    const char *service;  /* destination_service label, e.g. reviews.default.svc.cluster.local */
+    const char *workload; /* destination_workload label */
     const char *workload_namespace;
     enum tr_lb_policy lb;
     struct tr_endpoint_cfg *endpoints;
     size_t n_endpoints;
-    uint32_t connect_timeout_ms;  /* default 1000 */
-    uint32_t pool_idle_timeout_ms;/* default 50000; keep below the upstream's */
-    uint32_t pool_max_idle;       /* idle connections kept per endpoint per worker; default 64 */
-    uint32_t max_connections;     /* per endpoint per worker; 0 = unlimited */
-    int tls;                      /* originate mTLS with this context; -1 = plaintext */
-    const char **server_ids;      /* SPIFFE IDs the upstream may present; 0: any in trust domain */
+    uint32_t connect_timeout_ms;   /* default 1000 */
+    uint32_t pool_idle_timeout_ms; /* default 50000; keep below the upstream's */
+    uint32_t pool_max_idle;        /* idle connections kept per endpoint per worker; default 64 */
+    uint32_t max_connections;      /* per endpoint per worker; 0 = unlimited */
+    int tls;                       /* originate mTLS with this context; -1 = plaintext */
+    const char **server_ids;       /* SPIFFE IDs the upstream may present; 0: any in trust domain */
     size_t n_server_ids;
-    const char *sni;              /* SNI to send; NULL: none */
+    const char *sni; /* SNI to send; NULL: none */
     struct tr_cfg_loc loc;
 };
 
 struct tr_node_cfg {
-    const char *id;               /* proxy instance id (for logs) */
-    const char *workload;         /* this workload's name (source/destination_workload) */
+    const char *id;       /* proxy instance id (for logs) */
+    const char *workload; /* this workload's name (source/destination_workload) */
     const char *workload_namespace;
-    const char *service;          /* inbound destination_service label */
-    const char *principal;        /* this workload's SPIFFE ID, for metrics labels */
+    const char *service;   /* inbound destination_service label */
+    const char *principal; /* this workload's SPIFFE ID, for metrics labels */
 };
 
 struct tr_limits_cfg {
-    uint32_t max_request_line;    /* default 8192 */
-    uint32_t max_header_bytes;    /* default 65536 */
-    uint32_t max_headers;         /* default 100 */
-    uint32_t max_connections;     /* per worker; default 65536 */
-    uint32_t buffer_size;         /* per direction per connection; default 16384 */
+    uint32_t max_request_line; /* default 8192 */
+    uint32_t max_header_bytes; /* default 65536 */
+    uint32_t max_headers;      /* default 100 */
+    uint32_t max_connections;  /* per worker; default 65536 */
+    uint32_t buffer_size;      /* per direction per connection; default 16384 */
 };
 
 struct tr_admin_cfg {
-    struct tr_cfg_addr addr;      /* must be loopback; default 127.0.0.1:15000 */
-    bool enabled;                 /* default true */
+    struct tr_cfg_addr addr; /* must be loopback; default 127.0.0.1:15000 */
+    bool enabled;            /* default true */
 };
 
 struct tr_access_log_cfg {
-    bool enabled;                 /* default false */
-    const char *path;             /* "/dev/stdout" or a file; default /dev/stdout */
+    bool enabled;     /* default false */
+    const char *path; /* "/dev/stdout" or a file; default /dev/stdout */
 };
 
 struct tr_config {
     const char *file; /* path the config was loaded from */
     struct tr_node_cfg node;
-    uint32_t workers;             /* 0: one per core */
-    uint32_t drain_timeout_ms;    /* SIGTERM drain deadline; default 10000 */
+    uint32_t workers;          /* 0: one per core */
+    uint32_t drain_timeout_ms; /* SIGTERM drain deadline; default 10000 */
     struct tr_limits_cfg limits;
     struct tr_admin_cfg admin;
     struct tr_access_log_cfg access_log;
-    const char *log_level;        /* "error", "warn", "info", "debug"; default "info" */
+    const char *log_level; /* "error", "warn", "info", "debug"; default "info" */
 
     struct tr_tls_cfg *tls;
     size_t n_tls;

@@ -17,10 +17,10 @@ void tr_log_set_thread_name(const char *name);
 void tr_log(enum tr_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define tr_log_enabled(lvl) ((lvl) <= tr_log_get_level())
-#define TR_LOG(lvl, ...)                      \
-    do {                                      \
-        if (tr_log_enabled(lvl))              \
-            tr_log((lvl), __VA_ARGS__);       \
+#define TR_LOG(lvl, ...)                                                                           \
+    do {                                                                                           \
+        if (tr_log_enabled(lvl))                                                                   \
+            tr_log((lvl), __VA_ARGS__);                                                            \
     } while (0)
 #define tr_err(...)   TR_LOG(TR_LOG_ERROR, __VA_ARGS__)
 #define tr_warn(...)  TR_LOG(TR_LOG_WARN, __VA_ARGS__)

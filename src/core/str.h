@@ -14,11 +14,11 @@ typedef struct tr_str {
     uint32_t len;
 } tr_str;
 
-#define TR_STR_LIT(s) ((tr_str){ (s), sizeof(s) - 1 })
+#define TR_STR_LIT(s) ((tr_str){(s), sizeof(s) - 1})
 
 static inline tr_str tr_str_from(const char *p, size_t len)
 {
-    return (tr_str){ p, (uint32_t)len };
+    return (tr_str){p, (uint32_t)len};
 }
 
 static inline bool tr_str_eq(tr_str a, const char *lit, size_t lit_len)

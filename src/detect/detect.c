@@ -26,4 +26,3 @@ enum tr_detected tr_detect_protocol(const unsigned char *p, size_t len)
     }
     return len >= 21 ? TR_DETECT_OPAQUE : TR_DETECT_NEED_MORE;
 }
-

@@ -59,13 +59,13 @@ void tr_loop_free(struct tr_loop *loop)
 
 int tr_loop_add(struct tr_loop *loop, struct tr_io *io, uint32_t events)
 {
-    struct epoll_event ev = { .events = events | EPOLLET, .data.ptr = io };
+    struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = io};
     return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) == 0 ? 0 : -errno;
 }
 
 int tr_loop_mod(struct tr_loop *loop, struct tr_io *io, uint32_t events)
 {
-    struct epoll_event ev = { .events = events | EPOLLET, .data.ptr = io };
+    struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = io};
     return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) == 0 ? 0 : -errno;
 }
 

@@ -46,7 +46,7 @@ struct tr_deferred {
     bool queued;
 };
 
-#define tr_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define tr_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct tr_loop *tr_loop_new(void);
 void tr_loop_free(struct tr_loop *loop);

@@ -53,8 +53,8 @@ static void tr_az_seterr(char **err, const struct tr_cfg_loc *loc, const char *f
     va_end(ap);
     char *out = NULL;
     if (asprintf(&out, "%s:%u:%u: %s: %s", loc && loc->file ? loc->file : "<config>",
-                 loc ? loc->line : 0, loc ? loc->col : 0,
-                 loc && loc->path ? loc->path : "", msg) < 0)
+                 loc ? loc->line : 0, loc ? loc->col : 0, loc && loc->path ? loc->path : "",
+                 msg) < 0)
         out = NULL;
     *err = out;
 }
@@ -120,8 +120,8 @@ struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
             a->has_allow = true;
         if (!tr_az_pats_build(ar, rc->principals, rc->n_principals, &r->principals,
                               &r->n_principals, "principals", &rc->loc, err) ||
-            !tr_az_pats_build(ar, rc->paths, rc->n_paths, &r->paths, &r->n_paths, "paths",
-                              &rc->loc, err))
+            !tr_az_pats_build(ar, rc->paths, rc->n_paths, &r->paths, &r->n_paths, "paths", &rc->loc,
+                              err))
             goto fail;
         if (rc->n_methods > 0) {
             r->methods = tr_arena_calloc(ar, rc->n_methods, sizeof(*r->methods));
@@ -200,8 +200,8 @@ static bool tr_az_rule_match(const struct tr_az_rule *r, const char *principal,
     return true;
 }
 
-enum tr_authz_verdict tr_authz_eval(const struct tr_authz *a, const char *principal,
-                                    tr_str method, tr_str path, int *matched_rule)
+enum tr_authz_verdict tr_authz_eval(const struct tr_authz *a, const char *principal, tr_str method,
+                                    tr_str path, int *matched_rule)
 {
     if (matched_rule != NULL)
         *matched_rule = -1;

@@ -22,7 +22,7 @@ void tr_authz_free(struct tr_authz *a);
  * method/path: the request's (path without query); for TCP pass empty
  * slices: rules with methods or paths never match a TCP connection. If
  * matched_rule is non-NULL it receives the index of the deciding rule or -1. */
-enum tr_authz_verdict tr_authz_eval(const struct tr_authz *a, const char *principal,
-                                    tr_str method, tr_str path, int *matched_rule);
+enum tr_authz_verdict tr_authz_eval(const struct tr_authz *a, const char *principal, tr_str method,
+                                    tr_str path, int *matched_rule);
 
 #endif

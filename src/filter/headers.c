@@ -77,7 +77,7 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
 {
     (void)buf;
     tr_buf_compact(out);
-    struct writer w = { tr_buf_tail(out), tr_buf_room(out), false };
+    struct writer w = {tr_buf_tail(out), tr_buf_room(out), false};
     put_str(&w, m->method);
     PUT_LIT(&w, " ");
     put_str(&w, rw->target);
@@ -161,7 +161,7 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
 {
     (void)buf;
     tr_buf_compact(out);
-    struct writer w = { tr_buf_tail(out), tr_buf_room(out), false };
+    struct writer w = {tr_buf_tail(out), tr_buf_room(out), false};
     char line[13] = "HTTP/1.1 000 ";
     line[7] = rw->version10 ? '0' : '1';
     line[9] = (char)('0' + m->status / 100 % 10);
@@ -205,8 +205,7 @@ int tr_filter_local_response(struct tr_buf *out, int status, const char *body, b
     size_t blen = body != NULL ? strlen(body) : 0;
     int n = snprintf(tr_buf_tail(out), tr_buf_room(out),
                      "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n%s\r\n",
-                     status, tr_h1_reason(status), blen,
-                     keep_alive ? "" : "connection: close\r\n");
+                     status, tr_h1_reason(status), blen, keep_alive ? "" : "connection: close\r\n");
     if (n < 0 || (size_t)n >= tr_buf_room(out))
         return -1;
     out->end += (uint32_t)n;

@@ -13,15 +13,15 @@
 #include "core/str.h"
 
 struct tr_request_rewrite {
-    tr_str target;            /* request-target to send (origin-form) */
-    tr_str host;              /* Host to send; .p == NULL: keep the original */
-    const char *peer_ip;      /* for X-Forwarded-For */
+    tr_str target;       /* request-target to send (origin-form) */
+    tr_str host;         /* Host to send; .p == NULL: keep the original */
+    const char *peer_ip; /* for X-Forwarded-For */
     enum tr_xff_mode xff;
-    const char *xfp;          /* X-Forwarded-Proto value, NULL: leave as is */
+    const char *xfp; /* X-Forwarded-Proto value, NULL: leave as is */
     enum tr_request_id_mode request_id;
-    char *request_id_out;     /* 37 bytes: receives the id used ("" if none) */
-    uint64_t rnd[2];          /* entropy for a new id */
-    bool upgrade;             /* forward Upgrade + Connection: upgrade */
+    char *request_id_out; /* 37 bytes: receives the id used ("" if none) */
+    uint64_t rnd[2];      /* entropy for a new id */
+    bool upgrade;         /* forward Upgrade + Connection: upgrade */
 };
 
 /* Append the upstream request head to out. Returns 0, or -1 if out is too
@@ -30,10 +30,10 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
                            struct tr_request_rewrite *rw);
 
 struct tr_response_rewrite {
-    bool keep_alive;          /* downstream connection stays open */
-    bool version10;           /* downstream is HTTP/1.0 */
-    bool dechunk;             /* body will be de-chunked: drop Transfer-Encoding */
-    bool tunnel;              /* 101: keep Upgrade and Connection: upgrade */
+    bool keep_alive; /* downstream connection stays open */
+    bool version10;  /* downstream is HTTP/1.0 */
+    bool dechunk;    /* body will be de-chunked: drop Transfer-Encoding */
+    bool tunnel;     /* 101: keep Upgrade and Connection: upgrade */
 };
 
 int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,

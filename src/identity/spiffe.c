@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-#define SPIFFE_SCHEME "spiffe://"
+#define SPIFFE_SCHEME    "spiffe://"
 #define TRUST_DOMAIN_MAX 255
 
 static bool is_td_char(unsigned char c)
@@ -13,8 +13,8 @@ static bool is_td_char(unsigned char c)
 
 static bool is_path_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
 int tr_spiffe_id_parse(const char *id, size_t len, tr_str *trust_domain, tr_str *path)

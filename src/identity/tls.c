@@ -22,18 +22,18 @@
  * per read(2). */
 #define TR_TLS_READ_BUF_LEN (17 * 1024)
 /* Only used when TLS 1.2 is allowed: forward secrecy and AEAD only. */
-#define TR_TLS12_CIPHERS                                          \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"  \
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"  \
+#define TR_TLS12_CIPHERS                                                                           \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                                   \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                                   \
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 /* SPIFFE leaves are issued directly by the trust domain's CA or through a
  * few intermediates; a short bound limits work spent on hostile chains. */
 #define TR_TLS_VERIFY_DEPTH 8
 /* Any fixed value: OpenSSL refuses to resume sessions on a verifying server
  * without one. Tickets from another tr_tls_ctx fail anyway (new ticket keys). */
-#define TR_TLS_SID_CTX "trellis"
+#define TR_TLS_SID_CTX      "trellis"
 #define TR_TRUST_DOMAIN_MAX 255
-#define TR_MAX_PEM_BYTES (4u << 20)
+#define TR_MAX_PEM_BYTES    (4u << 20)
 
 enum { F_CERT, F_KEY, F_CA, F_COUNT };
 
@@ -494,8 +494,8 @@ void tr_tls_session_unbind(SSL *ssl)
 
 /* ---- loading ---- */
 
-__attribute__((format(printf, 3, 4)))
-static void set_err(char **err, const struct tr_tls_cfg *cfg, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char **err, const struct tr_tls_cfg *cfg,
+                                                          const char *fmt, ...)
 {
     if (err == NULL)
         return;
@@ -582,7 +582,7 @@ static int no_password_cb(char *buf, int size, int rwflag, void *u)
 
 /* All certificates of a PEM file: the first one separately (with the
  * auxiliary trust data OpenSSL allows on a leaf), the rest in *rest. */
-static int parse_certs(const unsigned char *pem, size_t len, X509 **first, STACK_OF(X509) **rest)
+static int parse_certs(const unsigned char *pem, size_t len, X509 **first, STACK_OF(X509) * *rest)
 {
     BIO *b = BIO_new_mem_buf(pem, (int)len);
     if (b == NULL)
@@ -631,7 +631,7 @@ static bool trust_domain_valid(const char *td)
 
 struct material {
     X509 *leaf;
-    STACK_OF(X509) *chain;
+    STACK_OF(X509) * chain;
     EVP_PKEY *key;
     X509_STORE *store;
 };
@@ -812,9 +812,10 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
         set_err(err, cfg, "OpenSSL initialisation failed");
         return NULL;
     }
-    const char *missing = !cfg->cert_file ? "cert_file" : !cfg->key_file ? "key_file"
-                        : !cfg->ca_file   ? "ca_file"
-                                          : NULL;
+    const char *missing = !cfg->cert_file  ? "cert_file"
+                          : !cfg->key_file ? "key_file"
+                          : !cfg->ca_file  ? "ca_file"
+                                           : NULL;
     if (missing) {
         set_err(err, cfg, "%s: not set", missing);
         return NULL;
@@ -836,7 +837,7 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
         return NULL;
     }
     atomic_init(&ctx->refs, 1u);
-    const char *paths[F_COUNT] = { cfg->cert_file, cfg->key_file, cfg->ca_file };
+    const char *paths[F_COUNT] = {cfg->cert_file, cfg->key_file, cfg->ca_file};
     for (int i = 0; i < F_COUNT; i++) {
         if ((ctx->files[i] = strdup(paths[i])) == NULL) {
             set_err(err, cfg, "out of memory");
@@ -849,7 +850,7 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
     }
 
     ERR_clear_error();
-    struct material m = { 0 };
+    struct material m = {0};
     char id[TR_SPIFFE_ID_MAX + 1];
     size_t id_len = 0;
     const char *why;

@@ -15,7 +15,7 @@
 
 const char *tr_session_phase_name(enum tr_session_phase p)
 {
-    static const char *const names[] = { "detect", "handshake", "http", "tcp", "closed" };
+    static const char *const names[] = {"detect", "handshake", "http", "tcp", "closed"};
     return (unsigned)p < sizeof(names) / sizeof(names[0]) ? names[p] : "?";
 }
 
@@ -86,8 +86,7 @@ static void on_handshake_io(struct tr_io *io, uint32_t events)
         tr_metrics_tls_failure(s->w->metrics, 0, reason);
         if (strcmp(reason, "protocol") == 0 && s->lcfg->tls_mode == TR_TLS_STRICT)
             tr_metrics_count(s->w->metrics, TR_C_PLAINTEXT_REFUSED, 1);
-        tr_warn("listener %s: TLS handshake from %s failed: %s", s->lcfg->name, s->peer_ip,
-                reason);
+        tr_warn("listener %s: TLS handshake from %s failed: %s", s->lcfg->name, s->peer_ip, reason);
         tr_session_close(s);
         return;
     }

@@ -55,10 +55,10 @@ void tr_access_log_write(int fd, const struct tr_access_entry *e)
     char flags[64];
     tr_response_flags_str(e->flags, flags, sizeof(flags));
 #define ADD(...) n += (size_t)snprintf(line + n, sizeof(line) - n, __VA_ARGS__)
-#define ADDS(key, val)                                                   \
-    do {                                                                 \
-        ADD(",\"%s\":", key);                                            \
-        n += json_str(line + n, sizeof(line) - n - 1, (val));            \
+#define ADDS(key, val)                                                                             \
+    do {                                                                                           \
+        ADD(",\"%s\":", key);                                                                      \
+        n += json_str(line + n, sizeof(line) - n - 1, (val));                                      \
     } while (0)
     ADD("{\"start_time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\"", tm.tm_year + 1900,
         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);

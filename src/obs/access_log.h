@@ -12,15 +12,15 @@ struct tr_access_entry {
     const char *authority;
     const char *request_id;
     uint16_t status;
-    uint16_t flags;        /* TR_RF_* */
+    uint16_t flags; /* TR_RF_* */
     uint64_t duration_us;
     uint64_t req_bytes;
     uint64_t resp_bytes;
     const char *peer;
     const char *principal; /* NULL: plaintext */
     const char *listener;
-    const char *cluster;   /* NULL: local reply */
-    const char *upstream;  /* endpoint address, NULL: none */
+    const char *cluster;  /* NULL: local reply */
+    const char *upstream; /* endpoint address, NULL: none */
 };
 
 /* Open path for appending ("/dev/stdout" allowed). Returns fd or -1. */

@@ -8,18 +8,18 @@
 #include <string.h>
 #include <threads.h>
 
-#define MAX_WORKERS 256
+#define MAX_WORKERS     256
 #define HTTP_SERIES_CAP 4096 /* per worker; more distinct label sets go to overflow */
-#define TCP_SERIES_CAP 1024
-#define TLS_FAIL_CAP 64
-#define INTERN_CAP 65536
+#define TCP_SERIES_CAP  1024
+#define TLS_FAIL_CAP    64
+#define INTERN_CAP      65536
 
 /* Istio's default buckets. */
-static const double dur_bounds_ms[] = { 0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500,
-                                        5000, 10000, 30000, 60000, 300000, 600000,
-                                        1800000, 3600000 };
+static const double dur_bounds_ms[] = {0.5,   1,      5,      10,      25,     50,    100,
+                                       250,   500,    1000,   2500,    5000,   10000, 30000,
+                                       60000, 300000, 600000, 1800000, 3600000};
 #define N_DUR (sizeof(dur_bounds_ms) / sizeof(dur_bounds_ms[0]))
-static const uint64_t size_bounds[] = { 1, 10, 100, 1000, 10000, 100000, 1000000, 10000000 };
+static const uint64_t size_bounds[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
 #define N_SIZE (sizeof(size_bounds) / sizeof(size_bounds[0]))
 
 typedef _Atomic uint64_t counter_t;
@@ -67,8 +67,8 @@ struct tls_fail_series {
 };
 
 struct tr_metrics {
-    struct http_series *http;  /* HTTP_SERIES_CAP + 1 (last: overflow) */
-    struct tcp_series *tcp;    /* TCP_SERIES_CAP + 1 */
+    struct http_series *http; /* HTTP_SERIES_CAP + 1 (last: overflow) */
+    struct tcp_series *tcp;   /* TCP_SERIES_CAP + 1 */
     struct tls_fail_series tls_fail[TLS_FAIL_CAP];
     counter_t counters[TR_C_COUNT];
 };
@@ -153,13 +153,15 @@ struct tr_metrics *tr_metrics_new(unsigned index)
 static uint64_t labels_hash(const struct tr_metric_labels *l, uint64_t extra)
 {
     uint64_t h = extra * 0x9e3779b97f4a7c15ull;
-    const uintptr_t words[] = { (uintptr_t)l->reporter | ((uintptr_t)l->protocol << 8) |
-                                    ((uintptr_t)l->mtls << 16),
-                                (uintptr_t)l->source_workload, (uintptr_t)l->source_namespace,
-                                (uintptr_t)l->source_principal, (uintptr_t)l->destination_workload,
-                                (uintptr_t)l->destination_namespace,
-                                (uintptr_t)l->destination_principal,
-                                (uintptr_t)l->destination_service };
+    const uintptr_t words[] = {(uintptr_t)l->reporter | ((uintptr_t)l->protocol << 8) |
+                                   ((uintptr_t)l->mtls << 16),
+                               (uintptr_t)l->source_workload,
+                               (uintptr_t)l->source_namespace,
+                               (uintptr_t)l->source_principal,
+                               (uintptr_t)l->destination_workload,
+                               (uintptr_t)l->destination_namespace,
+                               (uintptr_t)l->destination_principal,
+                               (uintptr_t)l->destination_service};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         h = (h ^ words[i]) * 0xff51afd7ed558ccdull;
     return h ^ (h >> 29);
@@ -324,8 +326,8 @@ __attribute__((format(printf, 2, 3))) static void out_printf(struct out *o, cons
     }
 }
 
-static const char *const flag_names[TR_RF_COUNT] = { "NR", "UH", "UF", "UT", "UC", "DC",
-                                                     "UO", "DPE", "UPE", "RBAC", "DI", "URX" };
+static const char *const flag_names[TR_RF_COUNT] = {"NR", "UH",  "UF",  "UT",   "UC", "DC",
+                                                    "UO", "DPE", "UPE", "RBAC", "DI", "URX"};
 
 void tr_response_flags_str(uint16_t flags, char *out, unsigned size)
 {
@@ -347,7 +349,7 @@ static const char *lv(const char *s)
     return s != NULL ? s : "unknown";
 }
 
-static const char *const proto_names[] = { "http", "http", "grpc", "tcp" };
+static const char *const proto_names[] = {"http", "http", "grpc", "tcp"};
 
 static void labels_str(struct out *o, const struct tr_metric_labels *l)
 {
@@ -376,8 +378,8 @@ struct agg_http {
 };
 
 static void render_hist(struct out *o, const char *name, const struct agg_http *a,
-                        const uint64_t *buckets, const char *const *bounds, size_t n,
-                        double sum, const char *codeflags)
+                        const uint64_t *buckets, const char *const *bounds, size_t n, double sum,
+                        const char *codeflags)
 {
     uint64_t cum = 0;
     for (size_t i = 0; i <= n; i++) {
@@ -396,7 +398,7 @@ static void render_hist(struct out *o, const char *name, const struct agg_http *
 
 char *tr_metrics_render(size_t *len)
 {
-    struct out o = { .p = malloc(65536), .cap = 65536 };
+    struct out o = {.p = malloc(65536), .cap = 65536};
     if (o.p == NULL)
         return NULL;
     o.p[0] = '\0';
@@ -468,16 +470,15 @@ char *tr_metrics_render(size_t *len)
     static const struct {
         const char *name;
         int which;
-    } hists[] = { { "istio_request_duration_milliseconds", 0 },
-                  { "istio_request_bytes", 1 },
-                  { "istio_response_bytes", 2 } };
+    } hists[] = {{"istio_request_duration_milliseconds", 0},
+                 {"istio_request_bytes", 1},
+                 {"istio_response_bytes", 2}};
     for (size_t h = 0; h < 3; h++) {
         out_printf(&o, "# TYPE %s histogram\n", hists[h].name);
         for (size_t j = 0; agg != NULL && j < n; j++) {
             char fl[64], cf[128];
             tr_response_flags_str(agg[j].flags, fl, sizeof(fl));
-            snprintf(cf, sizeof(cf), "response_code=\"%u\",response_flags=\"%s\"", agg[j].code,
-                     fl);
+            snprintf(cf, sizeof(cf), "response_code=\"%u\",response_flags=\"%s\"", agg[j].code, fl);
             if (hists[h].which == 0)
                 render_hist(&o, hists[h].name, &agg[j], agg[j].dur, dur_b, N_DUR,
                             (double)agg[j].dur_sum_us / 1000.0, cf);
@@ -492,10 +493,9 @@ char *tr_metrics_render(size_t *len)
     free(agg);
 
     /* TCP series: summed across workers the same way. */
-    static const char *const tcp_names[] = { "istio_tcp_connections_opened_total",
-                                             "istio_tcp_connections_closed_total",
-                                             "istio_tcp_sent_bytes_total",
-                                             "istio_tcp_received_bytes_total" };
+    static const char *const tcp_names[] = {
+        "istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
+        "istio_tcp_sent_bytes_total", "istio_tcp_received_bytes_total"};
     for (int k = 0; k < 4; k++) {
         out_printf(&o, "# TYPE %s counter\n", tcp_names[k]);
         for (unsigned w = 0; w < MAX_WORKERS; w++) {
@@ -527,7 +527,7 @@ char *tr_metrics_render(size_t *len)
                         if (!atomic_load_explicit(&t->used, memory_order_acquire) ||
                             !labels_eq(&t->labels, &s->labels))
                             continue;
-                        counter_t *c[] = { &t->opened, &t->closed, &t->sent, &t->received };
+                        counter_t *c[] = {&t->opened, &t->closed, &t->sent, &t->received};
                         total += counter_get(c[k]);
                     }
                 }
@@ -539,10 +539,10 @@ char *tr_metrics_render(size_t *len)
     }
 
     static const char *const counter_names[TR_C_COUNT] = {
-        "trellis_downstream_connections_total", "trellis_downstream_connections_active",
-        "trellis_upstream_connections_total", "trellis_upstream_connections_active",
+        "trellis_downstream_connections_total",   "trellis_downstream_connections_active",
+        "trellis_upstream_connections_total",     "trellis_upstream_connections_active",
         "trellis_upstream_requests_reused_total", "trellis_upstream_requests_resent_total",
-        "trellis_http_parse_errors_total", "trellis_tls_plaintext_refused_total",
+        "trellis_http_parse_errors_total",        "trellis_tls_plaintext_refused_total",
     };
     for (int c = 0; c < TR_C_COUNT; c++) {
         uint64_t total = 0;
@@ -570,8 +570,8 @@ char *tr_metrics_render(size_t *len)
             if (!atomic_load_explicit(&s->used, memory_order_acquire))
                 continue;
             size_t j = 0;
-            while (j < n_fails && !(fails[j].outbound == s->outbound &&
-                                    strcmp(fails[j].reason, s->reason) == 0))
+            while (j < n_fails &&
+                   !(fails[j].outbound == s->outbound && strcmp(fails[j].reason, s->reason) == 0))
                 j++;
             if (j == n_fails) {
                 if (n_fails == sizeof(fails) / sizeof(fails[0]))
@@ -585,10 +585,9 @@ char *tr_metrics_render(size_t *len)
         }
     }
     for (size_t j = 0; j < n_fails; j++)
-        out_printf(&o,
-                   "trellis_tls_handshake_errors_total{direction=\"%s\",reason=\"%s\"} %" PRIu64
-                   "\n",
-                   fails[j].outbound ? "outbound" : "inbound", fails[j].reason, fails[j].count);
+        out_printf(
+            &o, "trellis_tls_handshake_errors_total{direction=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
+            fails[j].outbound ? "outbound" : "inbound", fails[j].reason, fails[j].count);
     out_printf(&o,
                "# TYPE trellis_config_generation gauge\ntrellis_config_generation %" PRIu64 "\n"
                "# TYPE trellis_config_reloads_total counter\n"

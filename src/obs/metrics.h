@@ -18,7 +18,12 @@
 
 enum tr_reporter { TR_REPORTER_DESTINATION = 0, TR_REPORTER_SOURCE };
 enum tr_security_policy { TR_SEC_NONE = 0, TR_SEC_MUTUAL_TLS, TR_SEC_UNKNOWN };
-enum tr_req_proto { TR_REQ_PROTO_HTTP = 0, TR_REQ_PROTO_HTTP2, TR_REQ_PROTO_GRPC, TR_REQ_PROTO_TCP };
+enum tr_req_proto {
+    TR_REQ_PROTO_HTTP = 0,
+    TR_REQ_PROTO_HTTP2,
+    TR_REQ_PROTO_GRPC,
+    TR_REQ_PROTO_TCP
+};
 
 /* Istio/Envoy response flags (bitmask). */
 enum {
@@ -43,9 +48,9 @@ void tr_response_flags_str(uint16_t flags, char *out, unsigned size);
 /* Labels fixed per (listener, cluster, endpoint, peer): everything but the
  * response code and flags. All strings interned; NULL renders "unknown". */
 struct tr_metric_labels {
-    uint8_t reporter;  /* enum tr_reporter */
-    uint8_t protocol;  /* enum tr_req_proto */
-    uint8_t mtls;      /* connection_security_policy: enum tr_security_policy */
+    uint8_t reporter; /* enum tr_reporter */
+    uint8_t protocol; /* enum tr_req_proto */
+    uint8_t mtls;     /* connection_security_policy: enum tr_security_policy */
     const char *source_workload;
     const char *source_namespace;
     const char *source_principal;
@@ -77,11 +82,11 @@ enum tr_counter {
     TR_C_DOWNSTREAM_CX_TOTAL = 0,
     TR_C_DOWNSTREAM_CX_ACTIVE, /* gauge: +1/-1 */
     TR_C_UPSTREAM_CX_TOTAL,
-    TR_C_UPSTREAM_CX_ACTIVE,   /* gauge */
-    TR_C_UPSTREAM_REUSED,      /* requests sent on a pooled connection */
-    TR_C_UPSTREAM_RESEND,      /* requests re-sent after a pooled connection closed */
+    TR_C_UPSTREAM_CX_ACTIVE, /* gauge */
+    TR_C_UPSTREAM_REUSED,    /* requests sent on a pooled connection */
+    TR_C_UPSTREAM_RESEND,    /* requests re-sent after a pooled connection closed */
     TR_C_HTTP_PARSE_ERRORS,
-    TR_C_PLAINTEXT_REFUSED,    /* STRICT listeners */
+    TR_C_PLAINTEXT_REFUSED, /* STRICT listeners */
     TR_C_COUNT,
 };
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);

@@ -209,8 +209,8 @@ static void local_reply(struct tr_session *s, int status, uint16_t flags, const 
     h->flags |= flags;
     if (s->tx == NULL)
         s->tx = tr_buf_get(&s->w->bufs);
-    if (s->tx == NULL || tr_filter_local_response(s->tx, status, body, h->keep_alive,
-                                                  h->is_head) < 0) {
+    if (s->tx == NULL ||
+        tr_filter_local_response(s->tx, status, body, h->keep_alive, h->is_head) < 0) {
         tr_session_close(s);
         return;
     }
@@ -311,22 +311,22 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
     /* HTTP/1.0 may omit Host; HTTP/1.1 upstreams require one: name the
      * destination service (or the cluster). */
     if (m->host_idx < 0 && host.len == 0) {
-        const char *dest = h->cluster->cfg->service != NULL ? h->cluster->cfg->service
-                                                            : h->cluster->cfg->name;
+        const char *dest =
+            h->cluster->cfg->service != NULL ? h->cluster->cfg->service : h->cluster->cfg->name;
         host = tr_str_from(dest, strlen(dest));
     }
     struct tr_request_rewrite rw = {
         .target = tgt,
         .host = route->host_rewrite != NULL
                     ? tr_str_from(route->host_rewrite, strlen(route->host_rewrite))
-                    : (m->host_idx < 0 ? host : (tr_str){ NULL, 0 }),
+                    : (m->host_idx < 0 ? host : (tr_str){NULL, 0}),
         .peer_ip = s->peer_ip,
         .xff = l->xff,
         .xfp = l->xfp ? (s->principal != NULL || s->down.ssl != NULL ? "https" : "http") : NULL,
         .request_id = l->request_id,
         .request_id_out = h->request_id,
-        .rnd = { ((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w),
-                 ((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w) },
+        .rnd = {((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w),
+                ((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w)},
         .upgrade = h->upgrade,
     };
     size_t need = m->head_len + 512 + tgt.len;
@@ -435,15 +435,16 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     tr_h1_chunked_init(&h->req_chunked, snap->h1_limits.max_header_bytes);
     copy_cstr(h->method, sizeof(h->method), m.method);
 
-    tr_str host = m.host_idx >= 0 ? m.headers[m.host_idx].value : (tr_str){ "", 0 };
+    tr_str host = m.host_idx >= 0 ? m.headers[m.host_idx].value : (tr_str){"", 0};
     tr_str path = m.target;
     if (m.target.len > 0 && m.target.p[0] != '/' && !(m.target.len == 1 && m.target.p[0] == '*')) {
         if (!split_absolute(m.target, &host, &path)) {
             h->keep_alive = false;
             h->rq = TR_RQ_DONE;
             local_reply(s, m.method_id == TR_H1_M_CONNECT ? 405 : 400, TR_RF_DPE,
-                        m.method_id == TR_H1_M_CONNECT ? "CONNECT is not supported on this listener\n"
-                                                       : NULL);
+                        m.method_id == TR_H1_M_CONNECT
+                            ? "CONNECT is not supported on this listener\n"
+                            : NULL);
             return;
         }
     }
@@ -474,7 +475,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
         if (q != NULL)
             p.len = (uint32_t)(q - p.p);
         if (tr_authz_eval(az, s->principal, m.method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
-                local_reply(s, 403, TR_RF_RBAC, "RBAC: access denied\n");
+            local_reply(s, 403, TR_RF_RBAC, "RBAC: access denied\n");
             return;
         }
     }
@@ -547,8 +548,8 @@ static void start_upstream(struct tr_session *s, bool fresh)
 static bool resend(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    if (!h->up_reused || !h->retryable || h->resent || h->got_response_byte ||
-        h->reqout == NULL || h->rq != TR_RQ_DONE)
+    if (!h->up_reused || !h->retryable || h->resent || h->got_response_byte || h->reqout == NULL ||
+        h->rq != TR_RQ_DONE)
         return false;
     h->resent = true;
     upstream_detach(s, false);
@@ -614,8 +615,7 @@ static bool read_request_head(struct tr_session *s)
     bool progress = false;
     for (;;) {
         if (s->rx != NULL && tr_buf_len(s->rx) > 0) {
-            int r = tr_h1_head_end(tr_buf_head(s->rx), tr_buf_len(s->rx), lim, 1,
-                                   &h->head_scanned);
+            int r = tr_h1_head_end(tr_buf_head(s->rx), tr_buf_len(s->rx), lim, 1, &h->head_scanned);
             if (r > 0) {
                 handle_request_head(s, (uint32_t)r);
                 return true;
@@ -789,8 +789,8 @@ static ssize_t read_up(struct tr_session *s)
 static uint32_t keep_alive_timeout_ms(tr_str v)
 {
     for (uint32_t i = 0; i + 8 <= v.len; i++) {
-        if (strncasecmp(v.p + i, "timeout=", 8) != 0 || (i > 0 && v.p[i - 1] != ' ' &&
-                                                          v.p[i - 1] != ','))
+        if (strncasecmp(v.p + i, "timeout=", 8) != 0 ||
+            (i > 0 && v.p[i - 1] != ' ' && v.p[i - 1] != ','))
             continue;
         uint32_t secs = 0, j = i + 8;
         if (j >= v.len || v.p[j] < '0' || v.p[j] > '9')
@@ -812,8 +812,8 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     int rc = tr_h1_parse_response(tr_buf_head(h->resp), head_len, &s->ws->snap->h1_limits,
                                   (enum tr_h1_method)h->method_id, &m);
     if (rc < 0) {
-        tr_warn("cluster %s: invalid response from %s: %s", h->cluster->cfg->name,
-                h->upstream_addr, tr_h1_error_str(rc));
+        tr_warn("cluster %s: invalid response from %s: %s", h->cluster->cfg->name, h->upstream_addr,
+                tr_h1_error_str(rc));
         h->got_response_byte = false; /* nothing was forwarded */
         upstream_detach(s, false);
         h->resp_head_scanned = 0;
@@ -828,7 +828,7 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     if (m.status >= 100 && m.status < 200 && m.status != 101) {
         /* Interim response: pass it on to HTTP/1.1 clients, then read on. */
         if (!h->version10) {
-            struct tr_response_rewrite rw = { .keep_alive = true };
+            struct tr_response_rewrite rw = {.keep_alive = true};
             if (s->tx == NULL)
                 s->tx = tr_buf_get(&w->bufs);
             if (s->tx == NULL || tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
@@ -1173,7 +1173,7 @@ closed:
 
 /* ---- closing ---- */
 
-#define LINGER_MS 2000
+#define LINGER_MS        2000
 #define LINGER_MAX_BYTES (1024 * 1024)
 
 static void linger_on_io(struct tr_io *io, uint32_t events)

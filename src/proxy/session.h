@@ -34,75 +34,75 @@ enum tr_session_phase {
 const char *tr_session_phase_name(enum tr_session_phase p);
 
 enum tr_http_rq_state {
-    TR_RQ_HEAD = 0,  /* waiting for a request head */
-    TR_RQ_BODY,      /* forwarding the request body */
-    TR_RQ_DONE,      /* request fully forwarded (or answered locally) */
-    TR_RQ_TUNNEL,    /* after 101: raw bytes */
+    TR_RQ_HEAD = 0, /* waiting for a request head */
+    TR_RQ_BODY,     /* forwarding the request body */
+    TR_RQ_DONE,     /* request fully forwarded (or answered locally) */
+    TR_RQ_TUNNEL,   /* after 101: raw bytes */
 };
 
 enum tr_http_rs_state {
-    TR_RS_NONE = 0,  /* no response expected yet */
-    TR_RS_WAIT,      /* waiting for the upstream connection */
-    TR_RS_HEAD,      /* reading the response head */
-    TR_RS_BODY,      /* forwarding the response body */
-    TR_RS_DONE,      /* response complete (upstream or local) */
+    TR_RS_NONE = 0, /* no response expected yet */
+    TR_RS_WAIT,     /* waiting for the upstream connection */
+    TR_RS_HEAD,     /* reading the response head */
+    TR_RS_BODY,     /* forwarding the response body */
+    TR_RS_DONE,     /* response complete (upstream or local) */
     TR_RS_TUNNEL,
 };
 
 struct tr_http_state {
-    uint8_t rq;              /* enum tr_http_rq_state */
-    uint8_t rs;              /* enum tr_http_rs_state */
-    uint8_t req_body;        /* enum tr_h1_body of the request */
-    uint8_t resp_body;       /* enum tr_h1_body of the response */
-    bool keep_alive;         /* downstream connection may carry another request */
-    bool version10;          /* downstream spoke HTTP/1.0 */
+    uint8_t rq;        /* enum tr_http_rq_state */
+    uint8_t rs;        /* enum tr_http_rs_state */
+    uint8_t req_body;  /* enum tr_h1_body of the request */
+    uint8_t resp_body; /* enum tr_h1_body of the response */
+    bool keep_alive;   /* downstream connection may carry another request */
+    bool version10;    /* downstream spoke HTTP/1.0 */
     bool is_head;
-    bool upgrade;            /* request asked to upgrade */
-    bool retryable;          /* the whole request is still in reqout */
-    bool resent;             /* already re-sent once on a fresh connection */
-    bool up_reused;          /* current upstream came from the pool */
-    bool dechunk;            /* HTTP/1.0 client: strip chunked framing */
-    bool local_reply;        /* the response is ours, not the upstream's */
+    bool upgrade;     /* request asked to upgrade */
+    bool retryable;   /* the whole request is still in reqout */
+    bool resent;      /* already re-sent once on a fresh connection */
+    bool up_reused;   /* current upstream came from the pool */
+    bool dechunk;     /* HTTP/1.0 client: strip chunked framing */
+    bool local_reply; /* the response is ours, not the upstream's */
     bool got_response_byte;
-    bool lingering;          /* response sent, discarding input before close */
-    bool up_close;           /* upstream said Connection: close */
-    bool req_chunk_done;     /* chunked request: terminator validated */
+    bool lingering;      /* response sent, discarding input before close */
+    bool up_close;       /* upstream said Connection: close */
+    bool req_chunk_done; /* chunked request: terminator validated */
     bool resp_chunk_done;
     uint8_t method_id;
     size_t head_scanned;
     size_t resp_head_scanned;
     uint64_t req_remaining;
     struct tr_h1_chunked req_chunked;
-    uint32_t req_validated;  /* chunked: bytes of rx checked and forwardable */
+    uint32_t req_validated; /* chunked: bytes of rx checked and forwardable */
     uint64_t resp_remaining;
     struct tr_h1_chunked resp_chunked;
     uint32_t resp_validated;
-    struct tr_buf *reqout;   /* rewritten head (+ body start) for the upstream */
+    struct tr_buf *reqout; /* rewritten head (+ body start) for the upstream */
     uint32_t reqout_sent;
-    struct tr_buf *resp;     /* bytes from the upstream */
+    struct tr_buf *resp; /* bytes from the upstream */
     struct tr_upstream *up;
     struct tr_endpoint_rt *ep;
     struct tr_cluster_rt *cluster;
-    const void *route;       /* const struct tr_route_cfg * */
+    const void *route; /* const struct tr_route_cfg * */
     uint64_t start_us;
     uint64_t req_bytes;
     uint64_t resp_bytes;
     uint16_t status;
-    uint16_t flags;          /* TR_RF_* */
-    uint32_t requests;       /* served on this connection */
-    const char *peer_id;     /* upstream's verified SPIFFE ID */
+    uint16_t flags;            /* TR_RF_* */
+    uint32_t requests;         /* served on this connection */
+    const char *peer_id;       /* upstream's verified SPIFFE ID */
     const char *upstream_addr; /* endpoint address text (config) */
     char request_id[40];
     char method[16];
-    char path[256];          /* for the access log; truncated */
+    char path[256]; /* for the access log; truncated */
     char authority[128];
 };
 
 struct tr_tcp_state {
     struct tr_upstream *up;
-    struct tr_buf *up_rx;    /* upstream -> downstream when not splicing */
-    int pipe_du[2];          /* splice: downstream -> upstream */
-    int pipe_ud[2];          /* splice: upstream -> downstream */
+    struct tr_buf *up_rx; /* upstream -> downstream when not splicing */
+    int pipe_du[2];       /* splice: downstream -> upstream */
+    int pipe_ud[2];       /* splice: upstream -> downstream */
     uint32_t pipe_du_bytes;
     uint32_t pipe_ud_bytes;
     bool splice;
@@ -111,7 +111,7 @@ struct tr_tcp_state {
     bool up_shut, down_shut; /* we half-closed that side's write */
     uint64_t sent, received;
     struct tr_cluster_rt *cluster;
-    const char *peer_id;     /* upstream's verified SPIFFE ID (interned) */
+    const char *peer_id; /* upstream's verified SPIFFE ID (interned) */
 };
 
 struct tr_session {
@@ -123,16 +123,16 @@ struct tr_session {
     int lidx;
     enum tr_session_phase phase;
     bool draining;
-    bool closing;            /* flush tx, then close */
+    bool closing; /* flush tx, then close */
     struct sockaddr_storage peer;
     char peer_ip[48];
-    const char *principal;   /* verified peer SPIFFE ID (interned), NULL if plaintext */
+    const char *principal;          /* verified peer SPIFFE ID (interned), NULL if plaintext */
     struct tr_metric_labels labels; /* per connection: listener's plus the peer */
     struct tr_timer timer;
     struct tr_deferred free_later;
     struct tr_deferred pump_later; /* continue work on the next loop turn */
-    struct tr_buf *rx;       /* bytes from downstream */
-    struct tr_buf *tx;       /* bytes to downstream (heads, local replies) */
+    struct tr_buf *rx;             /* bytes from downstream */
+    struct tr_buf *tx;             /* bytes to downstream (heads, local replies) */
     union {
         struct tr_http_state http;
         struct tr_tcp_state tcp;

@@ -150,9 +150,9 @@ static void tcp_pump(struct tr_session *s)
             a = t->up_shut ? 0
                            : splice_dir(&s->down, up, t->pipe_du, &t->pipe_du_bytes, &t->received,
                                         &t->down_eof);
-            b = t->down_shut ? 0
-                             : splice_dir(up, &s->down, t->pipe_ud, &t->pipe_ud_bytes, &t->sent,
-                                          &t->up_eof);
+            b = t->down_shut
+                    ? 0
+                    : splice_dir(up, &s->down, t->pipe_ud, &t->pipe_ud_bytes, &t->sent, &t->up_eof);
         } else {
             a = t->up_shut ? 0 : copy_dir(s, &s->down, up, &s->rx, &t->received, &t->down_eof);
             b = t->down_shut ? 0 : copy_dir(s, up, &s->down, &t->up_rx, &t->sent, &t->up_eof);
@@ -252,8 +252,8 @@ void tr_tcp_session_start(struct tr_session *s)
     s->link.drain = tcp_drain;
     s->labels.protocol = TR_REQ_PROTO_TCP;
     const struct tr_authz *az = s->ws->snap->authz[s->lidx];
-    if (az != NULL && tr_authz_eval(az, s->principal, (tr_str){ "", 0 }, (tr_str){ "", 0 },
-                                    NULL) == TR_AUTHZ_VERDICT_DENY) {
+    if (az != NULL && tr_authz_eval(az, s->principal, (tr_str){"", 0}, (tr_str){"", 0}, NULL) ==
+                          TR_AUTHZ_VERDICT_DENY) {
         tr_info("listener %s: TCP connection from %s denied by authorization", s->lcfg->name,
                 s->principal ? s->principal : s->peer_ip);
         tr_session_close(s);

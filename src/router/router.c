@@ -42,8 +42,8 @@
 
 /* Backtracking budget per regex evaluation: ample for sane route patterns,
  * small enough that a pathological header value costs microseconds. */
-#define TR_RT_MATCH_LIMIT 100000u
-#define TR_RT_DEPTH_LIMIT 2000u
+#define TR_RT_MATCH_LIMIT    100000u
+#define TR_RT_DEPTH_LIMIT    2000u
 #define TR_RT_HEAP_LIMIT_KIB 1024u
 
 enum tr_rt_domain_kind { TR_DOM_EXACT = 0, TR_DOM_SUFFIX, TR_DOM_PREFIX, TR_DOM_ANY };
@@ -121,8 +121,8 @@ static void tr_rt_seterr(char **err, const struct tr_cfg_loc *loc, const char *f
     va_end(ap);
     char *out = NULL;
     if (asprintf(&out, "%s:%u:%u: %s: %s", loc && loc->file ? loc->file : "<config>",
-                 loc ? loc->line : 0, loc ? loc->col : 0,
-                 loc && loc->path ? loc->path : "", msg) < 0)
+                 loc ? loc->line : 0, loc ? loc->col : 0, loc && loc->path ? loc->path : "",
+                 msg) < 0)
         out = NULL;
     *err = out;
 }
@@ -133,7 +133,7 @@ static void tr_rt_seterr(char **err, const struct tr_cfg_loc *loc, const char *f
  * the 32 KiB default, so that legitimate group repetitions such as
  * "(?:[a-z]|-)+" over a few KiB of header do not fail with a stack error. */
 #define TR_RT_JIT_STACK_START (32u * 1024u)
-#define TR_RT_JIT_STACK_MAX (512u * 1024u)
+#define TR_RT_JIT_STACK_MAX   (512u * 1024u)
 
 struct tr_rt_tls {
     pcre2_match_data *md;
@@ -312,8 +312,7 @@ static bool tr_rt_domain_parse(struct tr_arena *ar, const char *text, struct tr_
         return false;
     }
     /* A bare IPv6 literal is written bracketed in Host headers. */
-    bool bracket = d->kind == TR_DOM_EXACT && src[0] != '[' &&
-                   memchr(src, ':', len) != NULL;
+    bool bracket = d->kind == TR_DOM_EXACT && src[0] != '[' && memchr(src, ':', len) != NULL;
     char *out = tr_arena_alloc(ar, len + 3);
     if (out == NULL) {
         tr_rt_seterr(err, loc, "out of memory");
@@ -357,8 +356,7 @@ static int tr_rt_domain_cmp(const void *pa, const void *pb)
 /* ---- build ------------------------------------------------------------ */
 
 static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
-                              const struct tr_route_cfg *rc, struct tr_rt_route *out,
-                              char **err)
+                              const struct tr_route_cfg *rc, struct tr_rt_route *out, char **err)
 {
     out->cfg = rc;
     out->kind = rc->path_kind;
@@ -511,9 +509,8 @@ struct tr_router *tr_router_build(const struct tr_config *cfg, size_t idx, char 
                 const struct tr_rt_domain *later = a->order > b->order ? a : b;
                 tr_rt_seterr(err, &tc->vhosts[later->vhost].loc,
                              "domain \"%s%.*s%s\" is listed twice",
-                             k == TR_DOM_SUFFIX || k == TR_DOM_ANY ? "*" : "",
-                             (int)later->name.len, later->name.p,
-                             k == TR_DOM_PREFIX ? "*" : "");
+                             k == TR_DOM_SUFFIX || k == TR_DOM_ANY ? "*" : "", (int)later->name.len,
+                             later->name.p, k == TR_DOM_PREFIX ? "*" : "");
                 goto fail;
             }
         }
@@ -584,8 +581,8 @@ static const struct tr_rt_vhost *tr_rt_find_vhost(const struct tr_router *r, tr_
             else
                 hi = mid;
         }
-        for (size_t i = lo; i < r->n_doms[TR_DOM_EXACT] &&
-                            tr_rt_host_cmp(name, ex[i].name) == 0; i++)
+        for (size_t i = lo; i < r->n_doms[TR_DOM_EXACT] && tr_rt_host_cmp(name, ex[i].name) == 0;
+             i++)
             if (tr_rt_dom_port_ok(&ex[i], port))
                 return &r->vhosts[ex[i].vhost];
 
@@ -594,8 +591,7 @@ static const struct tr_rt_vhost *tr_rt_find_vhost(const struct tr_router *r, tr_
         const struct tr_rt_domain *sx = r->doms[TR_DOM_SUFFIX];
         for (size_t i = 0; i < r->n_doms[TR_DOM_SUFFIX]; i++)
             if (name.len > sx[i].name.len && tr_rt_dom_port_ok(&sx[i], port) &&
-                tr_rt_ncase_eq(name.p + name.len - sx[i].name.len, sx[i].name.p,
-                               sx[i].name.len))
+                tr_rt_ncase_eq(name.p + name.len - sx[i].name.len, sx[i].name.p, sx[i].name.len))
                 return &r->vhosts[sx[i].vhost];
         const struct tr_rt_domain *px = r->doms[TR_DOM_PREFIX];
         for (size_t i = 0; i < r->n_doms[TR_DOM_PREFIX]; i++)
@@ -645,8 +641,8 @@ static bool tr_rt_header_match(const struct tr_router *r, const struct tr_rt_hea
     return inner != h->invert;
 }
 
-static bool tr_rt_route_match(const struct tr_router *r, const struct tr_rt_route *rt,
-                              tr_str path, const struct tr_route_request *req)
+static bool tr_rt_route_match(const struct tr_router *r, const struct tr_rt_route *rt, tr_str path,
+                              const struct tr_route_request *req)
 {
     switch (rt->kind) {
     case TR_PATH_PREFIX:

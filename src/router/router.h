@@ -20,7 +20,7 @@ struct tr_router;
  * string is excluded by the caller or not: router stops at '?' itself). */
 struct tr_route_request {
     tr_str host;
-    tr_str path;   /* origin-form target; matching ignores everything from '?' */
+    tr_str path; /* origin-form target; matching ignores everything from '?' */
     tr_str method;
     const struct tr_str_pair *headers;
     uint32_t n_headers;

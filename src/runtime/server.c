@@ -55,7 +55,6 @@ static void stat_file(const char *path, struct stat *st)
         memset(st, 0, sizeof(*st));
 }
 
-
 /* New listener addresses must be bindable before the snapshot is published:
  * a worker that fails to bind would be left without the new config. */
 static int check_new_listeners(const struct tr_config *next, const struct tr_config *cur,
@@ -119,7 +118,7 @@ int tr_server_reload(char **err)
             adopted += atomic_load(&srv.workers[i]->adopted_generation) >= srv.generation;
         if (adopted == srv.n_workers)
             break;
-        struct timespec ms = { 0, 1000000 };
+        struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
     tr_metrics_set_config_generation(srv.generation);
@@ -148,8 +147,8 @@ static void reload_and_log(void)
  * certificate, key and bundle of the running snapshot. */
 static uint64_t fp_mix(uint64_t h, const struct stat *st)
 {
-    const uint64_t v[] = { (uint64_t)st->st_ino, (uint64_t)st->st_size,
-                           (uint64_t)st->st_mtim.tv_sec, (uint64_t)st->st_mtim.tv_nsec };
+    const uint64_t v[] = {(uint64_t)st->st_ino, (uint64_t)st->st_size, (uint64_t)st->st_mtim.tv_sec,
+                          (uint64_t)st->st_mtim.tv_nsec};
     for (size_t i = 0; i < 4; i++)
         h = (h ^ v[i]) * 0x100000001b3ull;
     return h;
@@ -163,7 +162,7 @@ static uint64_t files_fingerprint(void)
     struct tr_snapshot *cur = tr_snapshot_current_acquire();
     for (size_t i = 0; cur != NULL && i < cur->cfg->n_tls; i++) {
         const struct tr_tls_cfg *t = &cur->cfg->tls[i];
-        const char *files[] = { t->cert_file, t->key_file, t->ca_file };
+        const char *files[] = {t->cert_file, t->key_file, t->ca_file};
         for (size_t f = 0; f < 3; f++) {
             stat_file(files[f], &st);
             h = fp_mix(h, &st);
@@ -251,7 +250,6 @@ static void on_signal(struct tr_io *io, uint32_t events)
         }
     }
 }
-
 
 int tr_server_run(const struct tr_server_options *opt)
 {

@@ -8,8 +8,8 @@
 
 struct tr_server_options {
     const char *config_path;
-    int workers;          /* -1: from config */
-    const char *log_level;/* NULL: from config */
+    int workers;           /* -1: from config */
+    const char *log_level; /* NULL: from config */
 };
 
 /* Run until SIGTERM/SIGINT and drained. Returns the process exit code. */

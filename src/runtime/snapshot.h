@@ -21,10 +21,10 @@ struct tr_authz;
 struct tr_snapshot {
     _Atomic uint32_t refs;
     uint64_t generation;
-    struct tr_config *cfg;          /* owned */
-    struct tr_tls_ctx **tls;        /* per cfg->tls; each holds one reference */
-    struct tr_router **routers;     /* per cfg->route_tables */
-    struct tr_authz **authz;        /* per cfg->listeners; NULL: no rules */
+    struct tr_config *cfg;      /* owned */
+    struct tr_tls_ctx **tls;    /* per cfg->tls; each holds one reference */
+    struct tr_router **routers; /* per cfg->route_tables */
+    struct tr_authz **authz;    /* per cfg->listeners; NULL: no rules */
     struct tr_h1_limits h1_limits;
 };
 

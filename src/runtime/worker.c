@@ -122,10 +122,11 @@ static int listeners_sync(struct tr_worker *w, const struct tr_config *cfg, char
             }
         }
         if (l->io.fd < 0) {
-            int fd = tr_sock_listen((const struct sockaddr *)&lc->addr.ss, lc->addr.len, true, 4096);
+            int fd =
+                tr_sock_listen((const struct sockaddr *)&lc->addr.ss, lc->addr.len, true, 4096);
             if (fd < 0) {
-                if (err != NULL && asprintf(err, "listener %s: cannot listen on %s: %s",
-                                            lc->name, lc->addr.text, strerror(-fd)) < 0)
+                if (err != NULL && asprintf(err, "listener %s: cannot listen on %s: %s", lc->name,
+                                            lc->addr.text, strerror(-fd)) < 0)
                     *err = NULL;
                 for (size_t k = 0; k < i; k++) {
                     bool old = false;

@@ -37,7 +37,7 @@ void tr_wsnap_release(struct tr_wsnap *ws);
 struct tr_listener_rt {
     struct tr_io io;
     struct tr_worker *w;
-    int cfg_idx;                   /* index in the current snapshot's listeners */
+    int cfg_idx; /* index in the current snapshot's listeners */
     struct sockaddr_storage addr;
 };
 
@@ -57,16 +57,16 @@ struct tr_worker {
     struct tr_buf_pool bufs;
     struct tr_metrics *metrics;
     uint64_t rng;
-    struct tr_wsnap *ws;           /* current */
+    struct tr_wsnap *ws; /* current */
     struct tr_listener_rt *listeners;
     size_t n_listeners;
     int wake_fd;
     struct tr_io wake_io;
-    _Atomic unsigned cmd;          /* TR_WCMD_* bits, set by the main thread */
+    _Atomic unsigned cmd; /* TR_WCMD_* bits, set by the main thread */
     bool draining;
     struct tr_session_link sessions; /* list head */
     uint32_t n_sessions;
-    int access_log_fd;             /* -1: off */
+    int access_log_fd; /* -1: off */
     /* Scratch for parsing one message head at a time (the parse, routing and
      * rewrite of a head happen in one callback, so one array serves all). */
     struct tr_h1_header headers[TR_H1_MAX_HEADERS_CAP];

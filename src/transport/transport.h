@@ -25,7 +25,7 @@
 /* Returned by read/write/handshake when the socket is not ready. */
 #define TR_AGAIN (-11)
 /* Returned by read at end of stream (peer closed its write side cleanly). */
-#define TR_EOF 0
+#define TR_EOF   0
 
 struct tr_conn;
 
@@ -46,14 +46,14 @@ extern const struct tr_transport_ops tr_transport_tls;
 struct tr_conn {
     struct tr_io io; /* fd and the owner's event callback */
     const struct tr_transport_ops *ops;
-    SSL *ssl;        /* owned; NULL for plaintext */
-    bool rx_ready;   /* a read may return data (edge seen, not yet drained) */
-    bool tx_ready;   /* a write may make progress */
-    bool rx_eof;     /* the peer closed its sending side (EOF read) */
-    bool rx_hup;     /* epoll reported RDHUP/HUP/ERR: read on until EOF, as no
+    SSL *ssl;      /* owned; NULL for plaintext */
+    bool rx_ready; /* a read may return data (edge seen, not yet drained) */
+    bool tx_ready; /* a write may make progress */
+    bool rx_eof;   /* the peer closed its sending side (EOF read) */
+    bool rx_hup;   /* epoll reported RDHUP/HUP/ERR: read on until EOF, as no
                       * further edge will come */
     bool handshake_done;
-    int last_errno;  /* errno of the last failed socket call */
+    int last_errno; /* errno of the last failed socket call */
 };
 
 /* Plaintext connection over fd (takes ownership of fd). */

@@ -14,7 +14,7 @@
 
 const char *tr_upstream_state_name(enum tr_upstream_state s)
 {
-    static const char *const names[] = { "connecting", "handshaking", "idle", "busy", "closed" };
+    static const char *const names[] = {"connecting", "handshaking", "idle", "busy", "closed"};
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
@@ -74,8 +74,8 @@ static void upstream_handshake(struct tr_upstream *up)
     if (rc < 0) {
         const char *reason = tr_tls_failure_reason(up->conn.ssl);
         tr_metrics_tls_failure(up->w->metrics, 1, reason);
-        tr_warn("upstream TLS handshake with %s (cluster %s) failed: %s",
-                up->ep->cfg->addr.text, up->ep->cluster->cfg->name, reason);
+        tr_warn("upstream TLS handshake with %s (cluster %s) failed: %s", up->ep->cfg->addr.text,
+                up->ep->cluster->cfg->name, reason);
         upstream_fail(up, -EPROTO, reason);
         return;
     }

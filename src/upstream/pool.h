@@ -47,12 +47,12 @@ struct tr_upstream {
     struct tr_worker *w;
     struct tr_upstream *next; /* idle list */
     struct tr_upstream *prev;
-    struct tr_timer timer;    /* connect/handshake deadline, or idle expiry */
+    struct tr_timer timer; /* connect/handshake deadline, or idle expiry */
     const struct tr_upstream_owner_ops *ops;
     void *owner;
-    uint32_t requests;        /* requests carried so far */
-    uint32_t server_idle_ms;  /* the server's advertised keep-alive timeout, 0: unknown */
-    const char *peer_id;      /* verified server SPIFFE ID (interned), NULL if plaintext */
+    uint32_t requests;       /* requests carried so far */
+    uint32_t server_idle_ms; /* the server's advertised keep-alive timeout, 0: unknown */
+    const char *peer_id;     /* verified server SPIFFE ID (interned), NULL if plaintext */
     struct tr_deferred free_later;
 };
 

@@ -27,11 +27,11 @@
 
 /* Errors are negative; each maps to the status a server answers with. */
 enum tr_h1_error {
-    TR_H1_E_BAD_REQUEST = -1,      /* 400: malformed or ambiguous */
-    TR_H1_E_URI_TOO_LONG = -2,     /* 414: request line over the limit */
-    TR_H1_E_HEADERS_TOO_LARGE = -3,/* 431: head bytes or header count over the limit */
-    TR_H1_E_VERSION = -4,          /* 505: well-formed version other than HTTP/1.x */
-    TR_H1_E_BAD_RESPONSE = -5,     /* 502: malformed upstream response */
+    TR_H1_E_BAD_REQUEST = -1,       /* 400: malformed or ambiguous */
+    TR_H1_E_URI_TOO_LONG = -2,      /* 414: request line over the limit */
+    TR_H1_E_HEADERS_TOO_LARGE = -3, /* 431: head bytes or header count over the limit */
+    TR_H1_E_VERSION = -4,           /* 505: well-formed version other than HTTP/1.x */
+    TR_H1_E_BAD_RESPONSE = -5,      /* 502: malformed upstream response */
 };
 
 /* HTTP status code a server sends for a parse error (400, 414, 431, 505, 502). */
@@ -82,7 +82,7 @@ struct tr_h1_limits {
     uint32_t max_headers;      /* count; default 100; <= TR_H1_MAX_HEADERS_CAP */
 };
 
-#define TR_H1_LIMITS_DEFAULT ((struct tr_h1_limits){ 8192, 65536, 100 })
+#define TR_H1_LIMITS_DEFAULT ((struct tr_h1_limits){8192, 65536, 100})
 
 struct tr_h1_message {
     /* Request line (requests only). */
@@ -111,8 +111,8 @@ struct tr_h1_message {
  * are needed, or a negative tr_h1_error once a limit is already exceeded
  * (414 for a request line over max_request_line, 431 for a head over
  * max_header_bytes). is_request selects request-line or status-line limits. */
-int tr_h1_head_end(const char *buf, size_t len, const struct tr_h1_limits *lim,
-                   int is_request, size_t *scanned);
+int tr_h1_head_end(const char *buf, size_t len, const struct tr_h1_limits *lim, int is_request,
+                   size_t *scanned);
 
 /* Parse and validate a complete request head of head_len bytes (as returned by
  * tr_h1_head_end). Returns 0 or a negative tr_h1_error. Rejects, among others:
@@ -142,11 +142,11 @@ int tr_h1_find_header(const struct tr_h1_message *msg, const char *name, size_t 
  * bytes it accepts can be forwarded verbatim. */
 struct tr_h1_chunked {
     uint8_t state;
-    uint64_t remaining;      /* payload bytes left in the current chunk */
-    uint32_t line_len;       /* bytes of the current size/trailer line so far */
-    uint32_t trailer_bytes;  /* bytes of trailer section so far */
+    uint64_t remaining;     /* payload bytes left in the current chunk */
+    uint32_t line_len;      /* bytes of the current size/trailer line so far */
+    uint32_t trailer_bytes; /* bytes of trailer section so far */
     uint32_t max_trailer_bytes;
-    uint64_t payload_total;  /* payload bytes seen so far */
+    uint64_t payload_total; /* payload bytes seen so far */
 };
 
 enum tr_h1_chunked_result {

@@ -14,7 +14,7 @@
  */
 #include "codec/h1/h1.h"
 
-#define SIZE_LINE_MAX 4096
+#define SIZE_LINE_MAX   4096
 #define SIZE_DIGITS_MAX 16
 
 enum {
@@ -48,9 +48,9 @@ static const struct {
     const char *name;
     uint32_t len;
 } forbidden_trailers[] = {
-    { "content-length", 14 },
-    { "transfer-encoding", 17 },
-    { "host", 4 },
+    {"content-length", 14},
+    {"transfer-encoding", 17},
+    {"host", 4},
 };
 #define N_FORBIDDEN (sizeof(forbidden_trailers) / sizeof(forbidden_trailers[0]))
 

@@ -34,8 +34,8 @@ static inline int is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
-int tr_h1_head_end(const char *buf, size_t len, const struct tr_h1_limits *lim,
-                   int is_request, size_t *scanned)
+int tr_h1_head_end(const char *buf, size_t len, const struct tr_h1_limits *lim, int is_request,
+                   size_t *scanned)
 {
     size_t pos = *scanned & ~SCAN_LINE_DONE;
     int line_done = (*scanned & SCAN_LINE_DONE) != 0;
@@ -68,9 +68,10 @@ int tr_h1_head_end(const char *buf, size_t len, const struct tr_h1_limits *lim,
                 return bad; /* bare LF, or an empty first line */
             /* A request line must end in " HTTP/d.d": reject HTTP/0.9 and other
              * shapes now, not after waiting for a blank line that may never come. */
-            if (is_request && (i < 11 || buf[i - 10] != ' ' || memcmp(buf + i - 9, "HTTP/", 5) != 0 ||
-                               !is_digit((unsigned char)buf[i - 4]) || buf[i - 3] != '.' ||
-                               !is_digit((unsigned char)buf[i - 2])))
+            if (is_request &&
+                (i < 11 || buf[i - 10] != ' ' || memcmp(buf + i - 9, "HTTP/", 5) != 0 ||
+                 !is_digit((unsigned char)buf[i - 4]) || buf[i - 3] != '.' ||
+                 !is_digit((unsigned char)buf[i - 2])))
                 return bad;
             line_done = 1;
             continue;
@@ -225,11 +226,11 @@ static int on_field(struct tr_h1_message *msg, struct fields *f, int is_request,
  * which bounds every scan below: each stops at a CR no later than
  * head_len - 4. Returns 0, -1 (malformed) or TR_H1_E_HEADERS_TOO_LARGE. */
 static int parse_fields(const char *buf, size_t pos, size_t head_len,
-                        const struct tr_h1_limits *lim, int is_request,
-                        struct tr_h1_message *msg, struct fields *f)
+                        const struct tr_h1_limits *lim, int is_request, struct tr_h1_message *msg,
+                        struct fields *f)
 {
-    uint32_t max = lim->max_headers < TR_H1_MAX_HEADERS_CAP ? lim->max_headers
-                                                             : TR_H1_MAX_HEADERS_CAP;
+    uint32_t max =
+        lim->max_headers < TR_H1_MAX_HEADERS_CAP ? lim->max_headers : TR_H1_MAX_HEADERS_CAP;
     while (pos != head_len - 2) {
         size_t i = pos;
         /* field-name: a token right up to the colon. A line starting with
@@ -265,8 +266,8 @@ static int parse_fields(const char *buf, size_t pos, size_t head_len,
 
 /* Common checks on the head as a whole. Sets *line_end to the index of the
  * CR that ends the first line. */
-static int check_head(const char *buf, size_t head_len, const struct tr_h1_limits *lim,
-                      int bad, int line_err, size_t *line_end)
+static int check_head(const char *buf, size_t head_len, const struct tr_h1_limits *lim, int bad,
+                      int line_err, size_t *line_end)
 {
     if (head_len < 4 || memcmp(buf + head_len - 4, "\r\n\r\n", 4) != 0)
         return bad;
@@ -419,7 +420,7 @@ int tr_h1_parse_request(const char *buf, size_t head_len, const struct tr_h1_lim
     if (check_target(msg->target, msg->method_id, &authority) < 0)
         return bad;
 
-    struct fields f = { -1, -1, -1, 0 };
+    struct fields f = {-1, -1, -1, 0};
     rc = parse_fields(buf, cr + 2, head_len, lim, 1, msg, &f);
     if (rc < 0)
         return rc == TR_H1_E_HEADERS_TOO_LARGE ? rc : bad;
@@ -487,7 +488,7 @@ int tr_h1_parse_response(const char *buf, size_t head_len, const struct tr_h1_li
         msg->reason = tr_str_from(buf + 12, 0);
     }
 
-    struct fields f = { -1, -1, -1, 0 };
+    struct fields f = {-1, -1, -1, 0};
     rc = parse_fields(buf, cr + 2, head_len, lim, 0, msg, &f);
     if (rc < 0)
         return rc == TR_H1_E_HEADERS_TOO_LARGE ? rc : bad;

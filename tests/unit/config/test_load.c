@@ -54,7 +54,8 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    const char *files[] = { "certs/web.pem", "certs/web.key", "certs/ca.pem", "proxy.yaml", "certs", "" };
+    const char *files[] = {"certs/web.pem", "certs/web.key", "certs/ca.pem",
+                           "proxy.yaml",    "certs",         ""};
     char p[128];
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", g_dir, files[i]);
@@ -111,7 +112,8 @@ static uint16_t port_of(const struct tr_cfg_addr *a)
     return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
 }
 
-static void assert_addr(const struct tr_cfg_addr *a, int family, const char *ip, uint16_t port, const char *text)
+static void assert_addr(const struct tr_cfg_addr *a, int family, const char *ip, uint16_t port,
+                        const char *text)
 {
     char buf[INET6_ADDRSTRLEN];
     assert_int_equal(a->ss.ss_family, family);
@@ -280,7 +282,8 @@ static void check_full(const struct tr_config *c)
     assert_string_equal(ro->headers[3].value, "[0-9]+");
     assert_int_equal(ro->headers[4].kind, TR_HMATCH_PRESENT);
     assert_null(ro->headers[4].value);
-    assert_string_equal(ro->headers[4].loc.path, "route_tables[0].virtual_hosts[0].routes[0].match.headers[4]");
+    assert_string_equal(ro->headers[4].loc.path,
+                        "route_tables[0].virtual_hosts[0].routes[0].match.headers[4]");
     assert_int_equal(ro->headers[4].loc.line, 73);
     assert_int_equal(ro->headers[4].loc.col, 19);
     assert_int_equal(ro->n_clusters, 2);
@@ -445,22 +448,22 @@ static void test_example_defaults(void **state)
 
 /* --------------------------------------------------------- invalid */
 
-#define BASE_TAIL                                                               \
-    "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"          \
-    "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: [{cluster: c}]}]}\n" \
+#define BASE_TAIL                                                                                  \
+    "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"                             \
+    "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: [{cluster: c}]}]}\n"     \
     "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:2}]}\n"
 
-#define RT_C                                                                    \
-    "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: [{cluster: c}]}]}\n" \
+#define RT_C                                                                                       \
+    "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: [{cluster: c}]}]}\n"     \
     "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:2}]}\n"
 
 #define CTX "tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
 
 /* A route under test, on line 3 of the file; column 5 starts its body. */
 #define ROUTE_HEAD "route_tables:\n- name: rt\n  virtual_hosts:\n  - domains: ['*']\n    routes:\n"
-#define ROUTE_TAIL                                                              \
-    "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"          \
-    "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:2}]}\n"             \
+#define ROUTE_TAIL                                                                                 \
+    "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"                             \
+    "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:2}]}\n"                                \
     "- {name: d, endpoints: [{address: 127.0.0.1:3}]}\n"
 #define R "route_tables[0].virtual_hosts[0].routes[0]"
 
@@ -472,194 +475,229 @@ struct bad_case {
 
 static const struct bad_case bad_cases[] = {
     /* top level */
-    { "workers: 300\n" BASE_TAIL, "t.yaml:1:10: workers: ", "must be between 0 and 256, got 300" },
-    { "workers: \"4\"\n" BASE_TAIL, "t.yaml:1:10: workers: ", "expected an integer, got \"4\"" },
-    { "workers: -1\n" BASE_TAIL, "t.yaml:1:10: workers: ", "must be between 0 and 256, got -1" },
-    { "workers: 1.5\n" BASE_TAIL, "t.yaml:1:10: workers: ", "expected an integer" },
-    { "drain_timeout: 10\n" BASE_TAIL, "t.yaml:1:16: drain_timeout: ", "expected a duration such as" },
-    { "drain_timeout: 25h\n" BASE_TAIL, "t.yaml:1:16: drain_timeout: ", "must be between 0ms and 86400000ms" },
-    { "log_level: verbose\n" BASE_TAIL, "t.yaml:1:12: log_level: ",
-      "expected one of error, warn, info, debug, got \"verbose\"" },
-    { "bogus: 1\n" BASE_TAIL, "t.yaml:1:1: bogus: ",
-      "unknown field \"bogus\" (accepted: node, workers, drain_timeout, log_level, limits, admin, access_log, tls, "
-      "listeners, route_tables, clusters)" },
-    { "workers: 1\n", "t.yaml:1:1: listeners: ", "missing required field" },
-    { "listeners: []\n", "t.yaml:1:12: listeners: ", "must have at least 1 entry" },
-    { "listeners: {}\n", "t.yaml:1:12: listeners: ", "expected a list, got a mapping" },
-    { "workers: 1\nworkers: 2\n" BASE_TAIL, "t.yaml:2:1: workers: ", "duplicate field (first at line 1)" },
-    { "? [a]\n: 1\n", "t.yaml:1:3: ", "mapping keys must be strings, got a list" },
-    { "node: [a]\n" BASE_TAIL, "t.yaml:1:7: node: ", "expected a mapping, got a list" },
-    { "node: {id: \"a\\0b\"}\n" BASE_TAIL, "t.yaml:1:12: node.id: ", "string contains a NUL byte" },
-    { "node: {id: }\n" BASE_TAIL, "t.yaml:1:", "node.id: expected a string, got null" },
-    { "node: {id: \"a\\r\\nb\"}\n" BASE_TAIL, "t.yaml:1:12: node.id: ", "string contains control character 0x0d" },
-    { "node: {principal: web}\n" BASE_TAIL, "t.yaml:1:19: node.principal: ", "expected a SPIFFE ID" },
-    { "limits: {max_headers: 300}\n" BASE_TAIL, "t.yaml:1:23: limits.max_headers: ",
-      "must be between 1 and 256, got 300" },
-    { "limits: {buffer_size: 100}\n" BASE_TAIL, "t.yaml:1:23: limits.buffer_size: ",
-      "must be between 4096 and 1048576" },
-    { "limits: {max_request_line: 70000}\n" BASE_TAIL, "t.yaml:1:10: limits.max_request_line: ",
-      "max_request_line (70000) must not exceed max_header_bytes (65536)" },
-    { "admin: {address: 10.0.0.1:15000}\n" BASE_TAIL, "t.yaml:1:18: admin.address: ", "must be loopback" },
-    { "admin: {address: localhost:15000}\n" BASE_TAIL, "t.yaml:1:18: admin.address: ",
-      "hostnames are not resolved" },
-    { "admin: {enabled: yes}\n" BASE_TAIL, "t.yaml:1:18: admin.enabled: ", "expected true or false, got \"yes\"" },
-    { "access_log: {path: ''}\n" BASE_TAIL, "t.yaml:1:20: access_log.path: ", "must not be empty" },
+    {"workers: 300\n" BASE_TAIL, "t.yaml:1:10: workers: ", "must be between 0 and 256, got 300"},
+    {"workers: \"4\"\n" BASE_TAIL, "t.yaml:1:10: workers: ", "expected an integer, got \"4\""},
+    {"workers: -1\n" BASE_TAIL, "t.yaml:1:10: workers: ", "must be between 0 and 256, got -1"},
+    {"workers: 1.5\n" BASE_TAIL, "t.yaml:1:10: workers: ", "expected an integer"},
+    {"drain_timeout: 10\n" BASE_TAIL,
+     "t.yaml:1:16: drain_timeout: ", "expected a duration such as"},
+    {"drain_timeout: 25h\n" BASE_TAIL,
+     "t.yaml:1:16: drain_timeout: ", "must be between 0ms and 86400000ms"},
+    {"log_level: verbose\n" BASE_TAIL,
+     "t.yaml:1:12: log_level: ", "expected one of error, warn, info, debug, got \"verbose\""},
+    {"bogus: 1\n" BASE_TAIL, "t.yaml:1:1: bogus: ",
+     "unknown field \"bogus\" (accepted: node, workers, drain_timeout, log_level, limits, admin, "
+     "access_log, tls, "
+     "listeners, route_tables, clusters)"},
+    {"workers: 1\n", "t.yaml:1:1: listeners: ", "missing required field"},
+    {"listeners: []\n", "t.yaml:1:12: listeners: ", "must have at least 1 entry"},
+    {"listeners: {}\n", "t.yaml:1:12: listeners: ", "expected a list, got a mapping"},
+    {"workers: 1\nworkers: 2\n" BASE_TAIL,
+     "t.yaml:2:1: workers: ", "duplicate field (first at line 1)"},
+    {"? [a]\n: 1\n", "t.yaml:1:3: ", "mapping keys must be strings, got a list"},
+    {"node: [a]\n" BASE_TAIL, "t.yaml:1:7: node: ", "expected a mapping, got a list"},
+    {"node: {id: \"a\\0b\"}\n" BASE_TAIL, "t.yaml:1:12: node.id: ", "string contains a NUL byte"},
+    {"node: {id: }\n" BASE_TAIL, "t.yaml:1:", "node.id: expected a string, got null"},
+    {"node: {id: \"a\\r\\nb\"}\n" BASE_TAIL,
+     "t.yaml:1:12: node.id: ", "string contains control character 0x0d"},
+    {"node: {principal: web}\n" BASE_TAIL, "t.yaml:1:19: node.principal: ", "expected a SPIFFE ID"},
+    {"limits: {max_headers: 300}\n" BASE_TAIL,
+     "t.yaml:1:23: limits.max_headers: ", "must be between 1 and 256, got 300"},
+    {"limits: {buffer_size: 100}\n" BASE_TAIL,
+     "t.yaml:1:23: limits.buffer_size: ", "must be between 4096 and 1048576"},
+    {"limits: {max_request_line: 70000}\n" BASE_TAIL, "t.yaml:1:10: limits.max_request_line: ",
+     "max_request_line (70000) must not exceed max_header_bytes (65536)"},
+    {"admin: {address: 10.0.0.1:15000}\n" BASE_TAIL,
+     "t.yaml:1:18: admin.address: ", "must be loopback"},
+    {"admin: {address: localhost:15000}\n" BASE_TAIL,
+     "t.yaml:1:18: admin.address: ", "hostnames are not resolved"},
+    {"admin: {enabled: yes}\n" BASE_TAIL,
+     "t.yaml:1:18: admin.enabled: ", "expected true or false, got \"yes\""},
+    {"access_log: {path: ''}\n" BASE_TAIL, "t.yaml:1:20: access_log.path: ", "must not be empty"},
 
     /* TLS contexts */
-    { "tls:\n- {name: w, key: /dev/null, ca: /dev/null}\n" BASE_TAIL, "t.yaml:2:3: tls[0].cert: ",
-      "missing required field" },
-    { "tls:\n- {name: w, cert: /nonexistent/x.pem, key: /dev/null, ca: /dev/null}\n" BASE_TAIL,
-      "t.yaml:2:19: tls[0].cert: ", "cannot read \"/nonexistent/x.pem\": No such file or directory" },
-    { "tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null, min_version: 1.1}\n" BASE_TAIL,
-      "t.yaml:2:74: tls[0].min_version: ", "expected one of 1.2, 1.3, got \"1.1\"" },
-    { "tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null, trust_domain: spiffe://x}\n" BASE_TAIL,
-      "t.yaml:2:75: tls[0].trust_domain: ", "expected a trust domain name" },
-    { CTX "- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n" BASE_TAIL, "t.yaml:3:10: tls[1].name: ",
-      "duplicate TLS context name \"w\" (first defined at line 2)" },
+    {"tls:\n- {name: w, key: /dev/null, ca: /dev/null}\n" BASE_TAIL,
+     "t.yaml:2:3: tls[0].cert: ", "missing required field"},
+    {"tls:\n- {name: w, cert: /nonexistent/x.pem, key: /dev/null, ca: /dev/null}\n" BASE_TAIL,
+     "t.yaml:2:19: tls[0].cert: ", "cannot read \"/nonexistent/x.pem\": No such file or directory"},
+    {"tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null, min_version: "
+     "1.1}\n" BASE_TAIL,
+     "t.yaml:2:74: tls[0].min_version: ", "expected one of 1.2, 1.3, got \"1.1\""},
+    {"tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null, trust_domain: "
+     "spiffe://x}\n" BASE_TAIL,
+     "t.yaml:2:75: tls[0].trust_domain: ", "expected a trust domain name"},
+    {CTX "- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n" BASE_TAIL,
+     "t.yaml:3:10: tls[1].name: ", "duplicate TLS context name \"w\" (first defined at line 2)"},
 
     /* listeners */
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: strict-ish, context: x}\n" RT_C,
-      "t.yaml:5:15: listeners[0].tls.mode: ", "expected one of STRICT, PERMISSIVE, DISABLE, got \"strict-ish\"" },
-    { CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: STRICT, context: nope}\n" RT_C,
-      "t.yaml:7:32: listeners[0].tls.context: ", "unknown TLS context \"nope\"" },
-    { CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  direction: outbound\n"
-          "  tls: {mode: STRICT, context: w}\n" RT_C,
-      "t.yaml:8:9: listeners[0].tls.mode: ", "STRICT is only valid on inbound listeners" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: PERMISSIVE}\n" RT_C,
-      "t.yaml:5:8: listeners[0].tls.context: ", "missing required field" },
-    { CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: DISABLE, context: w}\n" RT_C,
-      "t.yaml:7:24: listeners[0].tls.context: ", "must not be set when mode is DISABLE" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: nope\n" RT_C,
-      "t.yaml:4:16: listeners[0].route_table: ", "unknown route table \"nope\"" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,
-      "t.yaml:5:3: listeners[0].tlz: ",
-      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, tcp_cluster, http, "
-      "timeouts, authorization)" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C, "t.yaml:2:3: listeners[0].route_table: ",
-      "missing required field" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  route_table: rt\n  tcp_cluster: c\n" RT_C,
-      "t.yaml:5:3: listeners[0].route_table: ", "not allowed on a tcp listener" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n" RT_C,
-      "t.yaml:2:3: listeners[0].tcp_cluster: ", "missing required field" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tcp_cluster: c\n" RT_C,
-      "t.yaml:5:3: listeners[0].tcp_cluster: ", "not allowed on an http listener" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  tcp_cluster: c\n"
-      "  authorization: {rules: [{action: ALLOW, methods: [GET]}]}\n" RT_C,
-      "t.yaml:6:43: listeners[0].authorization.rules[0].methods: ", "not allowed on a tcp listener" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n"
-      "  authorization: {rules: [{principals: ['*']}]}\n" RT_C,
-      "t.yaml:5:27: listeners[0].authorization.rules[0].action: ", "missing required field" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n"
-      "  authorization: {rules: [{action: ALLOW, principals: ['spiffe://a/*/b']}]}\n" RT_C,
-      "t.yaml:5:56: listeners[0].authorization.rules[0].principals[0]: ", "only allowed at the end" },
-    { "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n- {name: l, address: 127.0.0.1:2, route_table: rt}\n" RT_C,
-      "t.yaml:3:10: listeners[1].name: ", "duplicate listener name \"l\" (first defined at line 2)" },
-    { "listeners:\n- {name: a, address: 127.0.0.1:1, route_table: rt}\n- {name: b, address: 127.0.0.1:1, route_table: rt}\n" RT_C,
-      "t.yaml:3:22: listeners[1].address: ", "address 127.0.0.1:1 is already used by listener \"a\"" },
-    { "listeners:\n- {name: l, address: 127.0.0.1, route_table: rt}\n" RT_C, "t.yaml:2:22: listeners[0].address: ",
-      "expected IP:PORT, got \"127.0.0.1\" (missing port)" },
-    { "listeners:\n- {name: l, address: '::1:80', route_table: rt}\n" RT_C, "t.yaml:2:22: listeners[0].address: ",
-      "IPv6 addresses must be in brackets" },
-    { "listeners:\n- {name: l, address: 127.0.0.1:70000, route_table: rt}\n" RT_C,
-      "t.yaml:2:22: listeners[0].address: ", "port must be between 0 and 65535" },
-    { "listeners:\n- {name: l, address: '[::g]:80', route_table: rt}\n" RT_C, "t.yaml:2:22: listeners[0].address: ",
-      "invalid IPv6 address \"::g\"" },
-    { "listeners:\n- {name: 'a b', address: 127.0.0.1:1, route_table: rt}\n" RT_C, "t.yaml:2:10: listeners[0].name: ",
-      "whitespace and control characters are not allowed" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  http: {xff: replace}\n" RT_C,
-      "t.yaml:5:15: listeners[0].http.xff: ", "expected one of append, off, got \"replace\"" },
-    { "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  timeouts: {detect: 0s}\n" RT_C,
-      "t.yaml:5:22: listeners[0].timeouts.detect: ", "must be between 1ms and 60000ms, got \"0s\"" },
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: strict-ish, "
+     "context: x}\n" RT_C,
+     "t.yaml:5:15: listeners[0].tls.mode: ",
+     "expected one of STRICT, PERMISSIVE, DISABLE, got \"strict-ish\""},
+    {CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: STRICT, "
+         "context: nope}\n" RT_C,
+     "t.yaml:7:32: listeners[0].tls.context: ", "unknown TLS context \"nope\""},
+    {CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  direction: outbound\n"
+         "  tls: {mode: STRICT, context: w}\n" RT_C,
+     "t.yaml:8:9: listeners[0].tls.mode: ", "STRICT is only valid on inbound listeners"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: "
+     "PERMISSIVE}\n" RT_C,
+     "t.yaml:5:8: listeners[0].tls.context: ", "missing required field"},
+    {CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: DISABLE, "
+         "context: w}\n" RT_C,
+     "t.yaml:7:24: listeners[0].tls.context: ", "must not be set when mode is DISABLE"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: nope\n" RT_C,
+     "t.yaml:4:16: listeners[0].route_table: ", "unknown route table \"nope\""},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,
+     "t.yaml:5:3: listeners[0].tlz: ",
+     "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
+     "tcp_cluster, http, "
+     "timeouts, authorization)"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
+     "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  route_table: rt\n  "
+     "tcp_cluster: c\n" RT_C,
+     "t.yaml:5:3: listeners[0].route_table: ", "not allowed on a tcp listener"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n" RT_C,
+     "t.yaml:2:3: listeners[0].tcp_cluster: ", "missing required field"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tcp_cluster: c\n" RT_C,
+     "t.yaml:5:3: listeners[0].tcp_cluster: ", "not allowed on an http listener"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  tcp_cluster: c\n"
+     "  authorization: {rules: [{action: ALLOW, methods: [GET]}]}\n" RT_C,
+     "t.yaml:6:43: listeners[0].authorization.rules[0].methods: ", "not allowed on a tcp listener"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n"
+     "  authorization: {rules: [{principals: ['*']}]}\n" RT_C,
+     "t.yaml:5:27: listeners[0].authorization.rules[0].action: ", "missing required field"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n"
+     "  authorization: {rules: [{action: ALLOW, principals: ['spiffe://a/*/b']}]}\n" RT_C,
+     "t.yaml:5:56: listeners[0].authorization.rules[0].principals[0]: ", "only allowed at the end"},
+    {"listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n- {name: l, address: "
+     "127.0.0.1:2, route_table: rt}\n" RT_C,
+     "t.yaml:3:10: listeners[1].name: ", "duplicate listener name \"l\" (first defined at line 2)"},
+    {"listeners:\n- {name: a, address: 127.0.0.1:1, route_table: rt}\n- {name: b, address: "
+     "127.0.0.1:1, route_table: rt}\n" RT_C,
+     "t.yaml:3:22: listeners[1].address: ",
+     "address 127.0.0.1:1 is already used by listener \"a\""},
+    {"listeners:\n- {name: l, address: 127.0.0.1, route_table: rt}\n" RT_C,
+     "t.yaml:2:22: listeners[0].address: ", "expected IP:PORT, got \"127.0.0.1\" (missing port)"},
+    {"listeners:\n- {name: l, address: '::1:80', route_table: rt}\n" RT_C,
+     "t.yaml:2:22: listeners[0].address: ", "IPv6 addresses must be in brackets"},
+    {"listeners:\n- {name: l, address: 127.0.0.1:70000, route_table: rt}\n" RT_C,
+     "t.yaml:2:22: listeners[0].address: ", "port must be between 0 and 65535"},
+    {"listeners:\n- {name: l, address: '[::g]:80', route_table: rt}\n" RT_C,
+     "t.yaml:2:22: listeners[0].address: ", "invalid IPv6 address \"::g\""},
+    {"listeners:\n- {name: 'a b', address: 127.0.0.1:1, route_table: rt}\n" RT_C,
+     "t.yaml:2:10: listeners[0].name: ", "whitespace and control characters are not allowed"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  http: {xff: "
+     "replace}\n" RT_C,
+     "t.yaml:5:15: listeners[0].http.xff: ", "expected one of append, off, got \"replace\""},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  timeouts: {detect: "
+     "0s}\n" RT_C,
+     "t.yaml:5:22: listeners[0].timeouts.detect: ", "must be between 1ms and 60000ms, got \"0s\""},
 
     /* routes (body on line 6, column 7) */
-    { ROUTE_HEAD "    - {cluster: c, weighted_clusters: [{cluster: d, weight: 1}]}\n" ROUTE_TAIL,
-      "t.yaml:6:20: " R ".weighted_clusters: ", "conflicts with cluster" },
-    { ROUTE_HEAD "    - {name: x}\n" ROUTE_TAIL, "t.yaml:6:7: " R ": ",
-      "one of cluster, weighted_clusters, direct_response is required" },
-    { ROUTE_HEAD "    - {cluster: nope}\n" ROUTE_TAIL, "t.yaml:6:17: " R ".cluster: ", "unknown cluster \"nope\"" },
-    { ROUTE_HEAD "    - weighted_clusters: [{cluster: c, weight: 0}, {cluster: d, weight: 0}]\n" ROUTE_TAIL,
-      "t.yaml:6:26: " R ".weighted_clusters: ", "the weights must not all be 0" },
-    { ROUTE_HEAD "    - weighted_clusters: [{cluster: c, weight: 1000001}]\n" ROUTE_TAIL,
-      "t.yaml:6:48: " R ".weighted_clusters[0].weight: ", "must be between 0 and 1000000" },
-    { ROUTE_HEAD "    - weighted_clusters: [{cluster: c}]\n" ROUTE_TAIL,
-      "t.yaml:6:27: " R ".weighted_clusters[0].weight: ", "missing required field" },
-    { ROUTE_HEAD "    - direct_response: {status: 700}\n" ROUTE_TAIL, "t.yaml:6:33: " R ".direct_response.status: ",
-      "must be between 200 and 599, got 700" },
-    { ROUTE_HEAD "    - {direct_response: {status: 503}, rewrite: {host: x}}\n" ROUTE_TAIL,
-      "t.yaml:6:40: " R ".rewrite: ", "cannot be combined with direct_response" },
-    { ROUTE_HEAD "    - {match: {path: {regex: 'a(b'}}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:30: " R ".match.path.regex: ", "invalid regex at offset 3: missing closing parenthesis" },
-    { ROUTE_HEAD "    - {match: {path: {prefix: /a, exact: /b}}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:35: " R ".match.path.exact: ", "conflicts with prefix" },
-    { ROUTE_HEAD "    - {match: {path: {prefix: api}}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:31: " R ".match.path.prefix: ", "must start with \"/\"" },
-    { ROUTE_HEAD "    - {match: {path: {regex: '/a', prefix: /b}}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:36: " R ".match.path.prefix: ", "conflicts with regex; set exactly one of prefix, exact, regex" },
-    { ROUTE_HEAD "    - {match: {methods: [GET, 'B D']}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:31: " R ".match.methods[1]: ", "\"B D\" is not a valid HTTP token" },
-    { ROUTE_HEAD "    - {match: {headers: [{name: x, regex: '[a'}]}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:43: " R ".match.headers[0].regex: ", "invalid regex at offset 2: missing terminating ]" },
-    { ROUTE_HEAD "    - {match: {headers: [{name: x}]}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:26: " R ".match.headers[0]: ", "one of exact, prefix, suffix, regex, present is required" },
-    { ROUTE_HEAD "    - {match: {headers: [{name: x, present: false}]}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:36: " R ".match.headers[0].present: ", "must be true; use invert: true" },
-    { ROUTE_HEAD "    - {match: {headers: [{name: 'x y', exact: a}]}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:33: " R ".match.headers[0].name: ", "\"x y\" is not a valid HTTP token" },
-    { ROUTE_HEAD "    - {match: {headers: [{name: x, exact: a, prefix: b}]}, cluster: c}\n" ROUTE_TAIL,
-      "t.yaml:6:46: " R ".match.headers[0].prefix: ", "conflicts with exact" },
-    { ROUTE_HEAD "    - {cluster: c, rewrite: {prefix: v2}}\n" ROUTE_TAIL, "t.yaml:6:38: " R ".rewrite.prefix: ",
-      "must start with \"/\"" },
-    { ROUTE_HEAD "    - {cluster: c, rewrite: {host: \"a\\r\\nx-evil: 1\"}}\n" ROUTE_TAIL,
-      "t.yaml:6:36: " R ".rewrite.host: ", "string contains control character 0x0d" },
-    { ROUTE_HEAD "    - {cluster: c, timeout: soon}\n" ROUTE_TAIL, "t.yaml:6:29: " R ".timeout: ",
-      "expected a duration such as" },
+    {ROUTE_HEAD "    - {cluster: c, weighted_clusters: [{cluster: d, weight: 1}]}\n" ROUTE_TAIL,
+     "t.yaml:6:20: " R ".weighted_clusters: ", "conflicts with cluster"},
+    {ROUTE_HEAD "    - {name: x}\n" ROUTE_TAIL, "t.yaml:6:7: " R ": ",
+     "one of cluster, weighted_clusters, direct_response is required"},
+    {ROUTE_HEAD "    - {cluster: nope}\n" ROUTE_TAIL,
+     "t.yaml:6:17: " R ".cluster: ", "unknown cluster \"nope\""},
+    {ROUTE_HEAD
+     "    - weighted_clusters: [{cluster: c, weight: 0}, {cluster: d, weight: 0}]\n" ROUTE_TAIL,
+     "t.yaml:6:26: " R ".weighted_clusters: ", "the weights must not all be 0"},
+    {ROUTE_HEAD "    - weighted_clusters: [{cluster: c, weight: 1000001}]\n" ROUTE_TAIL,
+     "t.yaml:6:48: " R ".weighted_clusters[0].weight: ", "must be between 0 and 1000000"},
+    {ROUTE_HEAD "    - weighted_clusters: [{cluster: c}]\n" ROUTE_TAIL,
+     "t.yaml:6:27: " R ".weighted_clusters[0].weight: ", "missing required field"},
+    {ROUTE_HEAD "    - direct_response: {status: 700}\n" ROUTE_TAIL,
+     "t.yaml:6:33: " R ".direct_response.status: ", "must be between 200 and 599, got 700"},
+    {ROUTE_HEAD "    - {direct_response: {status: 503}, rewrite: {host: x}}\n" ROUTE_TAIL,
+     "t.yaml:6:40: " R ".rewrite: ", "cannot be combined with direct_response"},
+    {ROUTE_HEAD "    - {match: {path: {regex: 'a(b'}}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:30: " R ".match.path.regex: ",
+     "invalid regex at offset 3: missing closing parenthesis"},
+    {ROUTE_HEAD "    - {match: {path: {prefix: /a, exact: /b}}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:35: " R ".match.path.exact: ", "conflicts with prefix"},
+    {ROUTE_HEAD "    - {match: {path: {prefix: api}}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:31: " R ".match.path.prefix: ", "must start with \"/\""},
+    {ROUTE_HEAD "    - {match: {path: {regex: '/a', prefix: /b}}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:36: " R ".match.path.prefix: ",
+     "conflicts with regex; set exactly one of prefix, exact, regex"},
+    {ROUTE_HEAD "    - {match: {methods: [GET, 'B D']}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:31: " R ".match.methods[1]: ", "\"B D\" is not a valid HTTP token"},
+    {ROUTE_HEAD "    - {match: {headers: [{name: x, regex: '[a'}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:43: " R ".match.headers[0].regex: ",
+     "invalid regex at offset 2: missing terminating ]"},
+    {ROUTE_HEAD "    - {match: {headers: [{name: x}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:26: " R ".match.headers[0]: ",
+     "one of exact, prefix, suffix, regex, present is required"},
+    {ROUTE_HEAD "    - {match: {headers: [{name: x, present: false}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:36: " R ".match.headers[0].present: ", "must be true; use invert: true"},
+    {ROUTE_HEAD "    - {match: {headers: [{name: 'x y', exact: a}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:33: " R ".match.headers[0].name: ", "\"x y\" is not a valid HTTP token"},
+    {ROUTE_HEAD
+     "    - {match: {headers: [{name: x, exact: a, prefix: b}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:46: " R ".match.headers[0].prefix: ", "conflicts with exact"},
+    {ROUTE_HEAD "    - {cluster: c, rewrite: {prefix: v2}}\n" ROUTE_TAIL,
+     "t.yaml:6:38: " R ".rewrite.prefix: ", "must start with \"/\""},
+    {ROUTE_HEAD "    - {cluster: c, rewrite: {host: \"a\\r\\nx-evil: 1\"}}\n" ROUTE_TAIL,
+     "t.yaml:6:36: " R ".rewrite.host: ", "string contains control character 0x0d"},
+    {ROUTE_HEAD "    - {cluster: c, timeout: soon}\n" ROUTE_TAIL,
+     "t.yaml:6:29: " R ".timeout: ", "expected a duration such as"},
 
     /* virtual hosts and route tables */
-    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: []}]}\n" ROUTE_TAIL,
-      "t.yaml:2:40: route_tables[0].virtual_hosts[0].domains: ", "must have at least 1 entry" },
-    { "route_tables:\n- {name: rt, virtual_hosts: [{name: v}]}\n" ROUTE_TAIL,
-      "t.yaml:2:30: route_tables[0].virtual_hosts[0].domains: ", "missing required field" },
-    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*']}, {domains: [a, '*']}]}\n" ROUTE_TAIL,
-      "t.yaml:2:62: route_tables[0].virtual_hosts[1].domains[1]: ",
-      "duplicate domain \"*\" (first defined at line 2)" },
-    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['a*b']}]}\n" ROUTE_TAIL,
-      "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "\"*\" must be the first or last character" },
-    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*a*']}]}\n" ROUTE_TAIL,
-      "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "a domain may hold only one \"*\"" },
-    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*.a.com:8*']}]}\n" ROUTE_TAIL,
-      "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "only one" },
-    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['a.*:80', 'b/c']}]}\n" ROUTE_TAIL,
-      "t.yaml:2:51: route_tables[0].virtual_hosts[0].domains[1]: ", "invalid domain \"b/c\"" },
-    { "route_tables:\n- {name: rt}\n" ROUTE_TAIL, "t.yaml:2:3: route_tables[0].virtual_hosts: ",
-      "missing required field" },
-    { "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*']}]}\n- {name: rt, virtual_hosts: [{domains: ['*']}]}\n"
-      ROUTE_TAIL, "t.yaml:3:10: route_tables[1].name: ", "duplicate route table name \"rt\"" },
+    {"route_tables:\n- {name: rt, virtual_hosts: [{domains: []}]}\n" ROUTE_TAIL,
+     "t.yaml:2:40: route_tables[0].virtual_hosts[0].domains: ", "must have at least 1 entry"},
+    {"route_tables:\n- {name: rt, virtual_hosts: [{name: v}]}\n" ROUTE_TAIL,
+     "t.yaml:2:30: route_tables[0].virtual_hosts[0].domains: ", "missing required field"},
+    {"route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*']}, {domains: [a, "
+     "'*']}]}\n" ROUTE_TAIL,
+     "t.yaml:2:62: route_tables[0].virtual_hosts[1].domains[1]: ",
+     "duplicate domain \"*\" (first defined at line 2)"},
+    {"route_tables:\n- {name: rt, virtual_hosts: [{domains: ['a*b']}]}\n" ROUTE_TAIL,
+     "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ",
+     "\"*\" must be the first or last character"},
+    {"route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*a*']}]}\n" ROUTE_TAIL,
+     "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ",
+     "a domain may hold only one \"*\""},
+    {"route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*.a.com:8*']}]}\n" ROUTE_TAIL,
+     "t.yaml:2:41: route_tables[0].virtual_hosts[0].domains[0]: ", "only one"},
+    {"route_tables:\n- {name: rt, virtual_hosts: [{domains: ['a.*:80', 'b/c']}]}\n" ROUTE_TAIL,
+     "t.yaml:2:51: route_tables[0].virtual_hosts[0].domains[1]: ", "invalid domain \"b/c\""},
+    {"route_tables:\n- {name: rt}\n" ROUTE_TAIL,
+     "t.yaml:2:3: route_tables[0].virtual_hosts: ", "missing required field"},
+    {"route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*']}]}\n- {name: rt, virtual_hosts: "
+     "[{domains: ['*']}]}\n" ROUTE_TAIL,
+     "t.yaml:3:10: route_tables[1].name: ", "duplicate route table name \"rt\""},
 
     /* clusters */
-    { "clusters:\n- {name: c}\n", "t.yaml:2:3: clusters[0].endpoints: ", "missing required field" },
-    { "clusters:\n- {name: c, endpoints: []}\n", "t.yaml:2:24: clusters[0].endpoints: ",
-      "must have at least 1 entry" },
-    { "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1, weight: 0}]}\n",
-      "t.yaml:2:56: clusters[0].endpoints[0].weight: ", "must be between 1 and 1000000, got 0" },
-    { "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:0}]}\n",
-      "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535" },
-    { "clusters:\n- {name: c, lb: fastest, endpoints: [{address: 127.0.0.1:1}]}\n", "t.yaml:2:17: clusters[0].lb: ",
-      "expected one of round_robin, least_request, random, got \"fastest\"" },
-    { "clusters:\n- {name: c, tls: {context: w}, endpoints: [{address: 127.0.0.1:1}]}\n",
-      "t.yaml:2:28: clusters[0].tls.context: ", "unknown TLS context \"w\"" },
-    { CTX "clusters:\n- {name: c, tls: {context: w, server_ids: [backend]}, endpoints: [{address: 127.0.0.1:1}]}\n",
-      "t.yaml:4:44: clusters[0].tls.server_ids[0]: ", "expected a SPIFFE ID" },
-    { "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n",
-      "t.yaml:3:10: clusters[1].name: ", "duplicate cluster name \"c\" (first defined at line 2)" },
-    { "clusters:\n- {name: c, pool: {max_idle: lots}, endpoints: [{address: 127.0.0.1:1}]}\n",
-      "t.yaml:2:30: clusters[0].pool.max_idle: ", "expected an integer, got \"lots\"" },
-    { "clusters:\n- {name: c, connect_timeout: 0s, endpoints: [{address: 127.0.0.1:1}]}\n",
-      "t.yaml:2:30: clusters[0].connect_timeout: ", "must be between 1ms" },
+    {"clusters:\n- {name: c}\n", "t.yaml:2:3: clusters[0].endpoints: ", "missing required field"},
+    {"clusters:\n- {name: c, endpoints: []}\n",
+     "t.yaml:2:24: clusters[0].endpoints: ", "must have at least 1 entry"},
+    {"clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1, weight: 0}]}\n",
+     "t.yaml:2:56: clusters[0].endpoints[0].weight: ", "must be between 1 and 1000000, got 0"},
+    {"clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:0}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535"},
+    {"clusters:\n- {name: c, lb: fastest, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:17: clusters[0].lb: ",
+     "expected one of round_robin, least_request, random, got \"fastest\""},
+    {"clusters:\n- {name: c, tls: {context: w}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:28: clusters[0].tls.context: ", "unknown TLS context \"w\""},
+    {CTX "clusters:\n- {name: c, tls: {context: w, server_ids: [backend]}, endpoints: [{address: "
+         "127.0.0.1:1}]}\n",
+     "t.yaml:4:44: clusters[0].tls.server_ids[0]: ", "expected a SPIFFE ID"},
+    {"clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n- {name: c, endpoints: "
+     "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:3:10: clusters[1].name: ", "duplicate cluster name \"c\" (first defined at line 2)"},
+    {"clusters:\n- {name: c, pool: {max_idle: lots}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:30: clusters[0].pool.max_idle: ", "expected an integer, got \"lots\""},
+    {"clusters:\n- {name: c, connect_timeout: 0s, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:30: clusters[0].connect_timeout: ", "must be between 1ms"},
 
     /* YAML-level */
-    { "a: &x 1\nb: *x\n", "t.yaml:2:4: ", "YAML aliases are not supported" },
-    { "workers: !!int 1\n", "t.yaml:1:16: ", "YAML tags are not supported" },
-    { "workers: 1\n---\nworkers: 2\n", "t.yaml:2:1: ", "more than one YAML document" },
+    {"a: &x 1\nb: *x\n", "t.yaml:2:4: ", "YAML aliases are not supported"},
+    {"workers: !!int 1\n", "t.yaml:1:16: ", "YAML tags are not supported"},
+    {"workers: 1\n---\nworkers: 2\n", "t.yaml:2:1: ", "more than one YAML document"},
 };
 
 static void test_invalid_table(void **state)
@@ -674,8 +712,8 @@ static void test_invalid_table(void **state)
         struct tr_config *c = tr_config_load_buffer(bc->yaml, strlen(bc->yaml), "t.yaml", &err);
         if (c != NULL || err == NULL || strncmp(err, bc->prefix, strlen(bc->prefix)) != 0 ||
             strstr(err + strlen(bc->prefix), bc->msg) == NULL) {
-            fprintf(stderr, "case %zu:\n%s\n  want: %s...%s\n  got:  %s\n", i, bc->yaml, bc->prefix, bc->msg,
-                    err != NULL ? err : "(loaded)");
+            fprintf(stderr, "case %zu:\n%s\n  want: %s...%s\n  got:  %s\n", i, bc->yaml, bc->prefix,
+                    bc->msg, err != NULL ? err : "(loaded)");
             tr_config_free(c);
             failed++;
         }
@@ -716,7 +754,8 @@ static void test_syntax_errors(void **state)
 {
     (void)state;
     const char *a = "workers: 1\nlisteners: [1, 2\n";
-    expect_err(a, strlen(a), "t.yaml:3:1: ", "YAML syntax error: flow sequence without a closing bracket");
+    expect_err(a, strlen(a),
+               "t.yaml:3:1: ", "YAML syntax error: flow sequence without a closing bracket");
     const char *b = "workers: 1\nnode: {id: \"abc\n";
     expect_err(b, strlen(b), "t.yaml:", "YAML syntax error: ");
     const char *c = "\tworkers: 1\n";
@@ -728,8 +767,9 @@ static void test_syntax_errors(void **state)
     expect_err(e, sizeof(e) - 1, "t.yaml:2:13: ", "invalid UTF-8 (byte 0xff)");
     const char f[] = "workers: 1\n\0listeners: []\n";
     expect_err(f, sizeof(f) - 1, "t.yaml:2:1: ", "character U+0000 is not allowed in YAML");
-    expect_err("a: \xc0\xaf", 5, "t.yaml:1:4: ", "invalid UTF-8 (byte 0xc0)");     /* overlong "/" */
-    expect_err("a: \xed\xa0\x80", 6, "t.yaml:1:4: ", "invalid UTF-8 (bad sequence)"); /* surrogate */
+    expect_err("a: \xc0\xaf", 5, "t.yaml:1:4: ", "invalid UTF-8 (byte 0xc0)"); /* overlong "/" */
+    expect_err("a: \xed\xa0\x80", 6,
+               "t.yaml:1:4: ", "invalid UTF-8 (bad sequence)"); /* surrogate */
     expect_err("a: \xe2\x82", 5, "t.yaml:1:4: ", "invalid UTF-8 (truncated sequence)");
     expect_err("a: \x1b[0m", 7, "t.yaml:1:4: ", "character U+001B is not allowed");
     /* Malformed UTF-8 in a directive used to hang libfyaml 0.7.12. */
@@ -748,7 +788,8 @@ static void test_oversized(void **state)
     char *big = malloc(len);
     assert_non_null(big);
     memset(big, '#', len);
-    expect_err(big, len, "t.yaml: ", "configuration is 16777217 bytes; the limit is 16777216 bytes");
+    expect_err(big, len,
+               "t.yaml: ", "configuration is 16777217 bytes; the limit is 16777216 bytes");
 
     /* load_file stops reading past the limit too. */
     char path[128];
@@ -801,7 +842,8 @@ static void test_count_limits(void **state)
     (void)state;
     size_t len;
     char *b = gen_cluster(10001, &len);
-    expect_err(b, len, "t.yaml:4:3: clusters[0].endpoints: ", "has 10001 entries; the limit is 10000");
+    expect_err(b, len,
+               "t.yaml:4:3: clusters[0].endpoints: ", "has 10001 entries; the limit is 10000");
     free(b);
 
     /* 100001 routes over two virtual hosts: the config-wide cap. */
@@ -814,8 +856,10 @@ static void test_count_limits(void **state)
         for (int i = 0; i < 50001; i++)
             o += (size_t)snprintf(b + o, cap - o, "    - {cluster: c}\n");
     }
-    o += (size_t)snprintf(b + o, cap - o, "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n");
-    expect_err(b, o, "t.yaml:50009:5: route_tables[0].virtual_hosts[1].routes: ", "more than 100000 routes");
+    o += (size_t)snprintf(b + o, cap - o,
+                          "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n");
+    expect_err(b, o, "t.yaml:50009:5: route_tables[0].virtual_hosts[1].routes: ",
+               "more than 100000 routes");
     free(b);
 }
 
@@ -824,10 +868,12 @@ static void test_load_file_and_relative_paths(void **state)
     (void)state;
     char path[128], *err = NULL;
     snprintf(path, sizeof(path), "%s/proxy.yaml", g_dir);
-    write_file(path, "tls:\n- {name: w, cert: certs/web.pem, key: ./certs/web.key, ca: certs/../certs/ca.pem}\n"
-                     "listeners:\n- {name: l, address: 127.0.0.1:0, protocol: tcp, tcp_cluster: c,"
-                     " tls: {mode: STRICT, context: w}}\n"
-                     "clusters:\n- {name: c, endpoints: [{address: '[::1]:5'}]}\n");
+    write_file(
+        path,
+        "tls:\n- {name: w, cert: certs/web.pem, key: ./certs/web.key, ca: certs/../certs/ca.pem}\n"
+        "listeners:\n- {name: l, address: 127.0.0.1:0, protocol: tcp, tcp_cluster: c,"
+        " tls: {mode: STRICT, context: w}}\n"
+        "clusters:\n- {name: c, endpoints: [{address: '[::1]:5'}]}\n");
     struct tr_config *c = tr_config_load_file(path, &err);
     if (c == NULL)
         fprintf(stderr, "%s\n", err);
@@ -839,12 +885,15 @@ static void test_load_file_and_relative_paths(void **state)
     tr_config_free(c);
 
     /* A relative certificate that is missing is reported at its field. */
-    write_file(path, "tls:\n- name: w\n  cert: certs/missing.pem\n  key: certs/web.key\n  ca: certs/ca.pem\n"
-                     "listeners:\n- {name: l, address: 127.0.0.1:0, protocol: tcp, tcp_cluster: c}\n"
-                     "clusters:\n- {name: c, endpoints: [{address: '[::1]:5'}]}\n");
+    write_file(
+        path,
+        "tls:\n- name: w\n  cert: certs/missing.pem\n  key: certs/web.key\n  ca: certs/ca.pem\n"
+        "listeners:\n- {name: l, address: 127.0.0.1:0, protocol: tcp, tcp_cluster: c}\n"
+        "clusters:\n- {name: c, endpoints: [{address: '[::1]:5'}]}\n");
     assert_null(tr_config_load_file(path, &err));
     char want[256];
-    snprintf(want, sizeof(want), "%s:3:9: tls[0].cert: cannot read \"%s/certs/missing.pem\": ", path, g_dir);
+    snprintf(want, sizeof(want),
+             "%s:3:9: tls[0].cert: cannot read \"%s/certs/missing.pem\": ", path, g_dir);
     assert_non_null(err);
     if (strncmp(err, want, strlen(want)) != 0)
         fprintf(stderr, "want %s\ngot  %s\n", want, err);
@@ -869,12 +918,13 @@ static void test_durations(void **state)
         const char *text;
         uint32_t ms;
     } ok[] = {
-        { "0", 0 }, { "0s", 0 }, { "250us", 1 }, { "1500us", 2 }, { "100ms", 100 }, { "1.5s", 1500 },
-        { "5m", 300000 }, { "1h", 3600000 }, { "1m30s", 90000 }, { "\"2s\"", 2000 }, { "0.001s", 1 },
-        { "24h", 86400000 },
+        {"0", 0},         {"0s", 0},        {"250us", 1},   {"1500us", 2},
+        {"100ms", 100},   {"1.5s", 1500},   {"5m", 300000}, {"1h", 3600000},
+        {"1m30s", 90000}, {"\"2s\"", 2000}, {"0.001s", 1},  {"24h", 86400000},
     };
-    static const char *const bad[] = { "1", "s", "1.s5", "1x", "-1s", "1 s", "1S", ".s", "99999999999999999999h",
-                                       "1h1", "true", "[1s]" };
+    static const char *const bad[] = {
+        "1",   "s",    "1.s5", "1x", "-1s", "1 s", "1S", ".s", "99999999999999999999h",
+        "1h1", "true", "[1s]"};
     char buf[256];
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         int n = snprintf(buf, sizeof(buf), "drain_timeout: %s\n" BASE_TAIL, ok[i].text);
@@ -893,7 +943,8 @@ static void test_scalars(void **state)
     (void)state;
     char buf[512];
     /* Booleans in the YAML 1.2 core spellings; integers with a + sign. */
-    int n = snprintf(buf, sizeof(buf), "workers: +8\nadmin: {enabled: False, address: '127.1.2.3:9'}\n" BASE_TAIL);
+    int n = snprintf(buf, sizeof(buf),
+                     "workers: +8\nadmin: {enabled: False, address: '127.1.2.3:9'}\n" BASE_TAIL);
     struct tr_config *c = load_ok(buf, (size_t)n, "t.yaml");
     assert_int_equal(c->workers, 8);
     assert_false(c->admin.enabled);
@@ -901,7 +952,8 @@ static void test_scalars(void **state)
     tr_config_free(c);
     /* Quoted true is a string, not a boolean. */
     n = snprintf(buf, sizeof(buf), "admin: {enabled: 'true'}\n" BASE_TAIL);
-    expect_err(buf, (size_t)n, "t.yaml:1:18: admin.enabled: ", "expected true or false, got \"true\"");
+    expect_err(buf, (size_t)n,
+               "t.yaml:1:18: admin.enabled: ", "expected true or false, got \"true\"");
     /* Overflow. */
     n = snprintf(buf, sizeof(buf), "workers: 99999999999999999999999\n" BASE_TAIL);
     expect_err(buf, (size_t)n, "t.yaml:1:10: workers: ", "must be between 0 and 256");
@@ -913,9 +965,10 @@ static void test_scalars(void **state)
     assert_non_null(strstr(err, "...\""));
     free(err);
     /* A direct_response body may hold any text, line breaks included. */
-    n = snprintf(buf, sizeof(buf), "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: "
-                                   "[{direct_response: {status: 200, body: \"ok\\r\\n\\tdone\\n\"}}]}]}\n"
-                                   "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n");
+    n = snprintf(buf, sizeof(buf),
+                 "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: "
+                 "[{direct_response: {status: 200, body: \"ok\\r\\n\\tdone\\n\"}}]}]}\n"
+                 "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n");
     c = load_ok(buf, (size_t)n, "t.yaml");
     assert_string_equal(c->route_tables[0].vhosts[0].routes[0].direct_body, "ok\r\n\tdone\n");
     assert_int_equal(c->n_clusters, 0);
@@ -931,13 +984,14 @@ static void test_loc_format(void **state)
 {
     (void)state;
     char buf[128];
-    struct tr_cfg_loc loc = { .file = "p.yaml", .line = 12, .col = 15, .path = "listeners[0].tls.mode" };
+    struct tr_cfg_loc loc = {
+        .file = "p.yaml", .line = 12, .col = 15, .path = "listeners[0].tls.mode"};
     assert_int_equal(tr_cfg_loc_format(&loc, buf, sizeof(buf)), 37);
     assert_string_equal(buf, "p.yaml:12:15: listeners[0].tls.mode: ");
     loc.line = 0;
     tr_cfg_loc_format(&loc, buf, sizeof(buf));
     assert_string_equal(buf, "p.yaml: listeners[0].tls.mode: ");
-    loc = (struct tr_cfg_loc){ .file = "p.yaml", .line = 1, .col = 1 };
+    loc = (struct tr_cfg_loc){.file = "p.yaml", .line = 1, .col = 1};
     tr_cfg_loc_format(&loc, buf, sizeof(buf));
     assert_string_equal(buf, "p.yaml:1:1: ");
     /* Truncates like snprintf. */

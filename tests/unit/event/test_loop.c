@@ -27,9 +27,9 @@ static void test_timers_fire_in_deadline_order(void **state)
     struct tr_loop *loop = tr_loop_new();
     int order[8], n = 0;
     struct rec r[5];
-    const int delays[5] = { 30, 10, 50, 20, 40 };
+    const int delays[5] = {30, 10, 50, 20, 40};
     for (int i = 0; i < 5; i++) {
-        r[i] = (struct rec){ .id = i, .order = order, .n = &n };
+        r[i] = (struct rec){.id = i, .order = order, .n = &n};
         tr_timer_init(&r[i].t, on_timer);
         tr_timer_set(loop, &r[i].t, (uint64_t)delays[i]);
     }
@@ -57,7 +57,7 @@ static void test_many_timers_heap_stays_ordered(void **state)
     int n = 0;
     srand(42);
     for (int i = 0; i < N; i++) {
-        r[i] = (struct rec){ .id = i, .order = order, .n = &n };
+        r[i] = (struct rec){.id = i, .order = order, .n = &n};
         tr_timer_init(&r[i].t, on_timer);
         tr_timer_set(loop, &r[i].t, (uint64_t)(rand() % 1000) + 100000);
     }
@@ -94,7 +94,7 @@ static void test_edge_triggered_io(void **state)
     struct tr_loop *loop = tr_loop_new();
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    struct io_rec r = { .io = { .fd = sv[0], .cb = on_io } };
+    struct io_rec r = {.io = {.fd = sv[0], .cb = on_io}};
     assert_int_equal(tr_loop_add(loop, &r.io, EPOLLIN | EPOLLRDHUP), 0);
     assert_int_equal(write(sv[1], "x", 1), 1);
     tr_loop_run_once(loop, 100);
@@ -125,7 +125,7 @@ static void on_deferred(struct tr_deferred *d)
 static void test_deferred_runs_once(void **state)
 {
     struct tr_loop *loop = tr_loop_new();
-    struct tr_deferred d = { 0 };
+    struct tr_deferred d = {0};
     deferred_runs = 0;
     tr_loop_defer(loop, &d, on_deferred);
     tr_loop_defer(loop, &d, on_deferred); /* already queued: no-op */

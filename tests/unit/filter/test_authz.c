@@ -8,19 +8,23 @@
 
 #include "filter/authz.h"
 
-#define LIST(...) (const char *[]){ __VA_ARGS__ }
-#define COUNT(...) (sizeof((const char *[]){ __VA_ARGS__ }) / sizeof(const char *))
+#define LIST(...)                                                                                  \
+    (const char *[])                                                                               \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }
+#define COUNT(...)      (sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *))
 #define PRINCIPALS(...) .principals = LIST(__VA_ARGS__), .n_principals = COUNT(__VA_ARGS__)
-#define METHODS(...) .methods = LIST(__VA_ARGS__), .n_methods = COUNT(__VA_ARGS__)
-#define PATHS(...) .paths = LIST(__VA_ARGS__), .n_paths = COUNT(__VA_ARGS__)
+#define METHODS(...)    .methods = LIST(__VA_ARGS__), .n_methods = COUNT(__VA_ARGS__)
+#define PATHS(...)      .paths = LIST(__VA_ARGS__), .n_paths = COUNT(__VA_ARGS__)
 
-#define WEB "spiffe://cluster.local/ns/default/sa/web"
-#define ADMIN "spiffe://cluster.local/ns/ops/sa/admin"
+#define WEB      "spiffe://cluster.local/ns/default/sa/web"
+#define ADMIN    "spiffe://cluster.local/ns/ops/sa/admin"
 #define OTHER_TD "spiffe://evil.example/ns/default/sa/web"
 
 static struct tr_authz *build(struct tr_authz_rule_cfg *rules, size_t n)
 {
-    struct tr_authz_cfg cfg = { .rules = rules, .n_rules = n };
+    struct tr_authz_cfg cfg = {.rules = rules, .n_rules = n};
     char *err = NULL;
     struct tr_authz *a = tr_authz_build(&cfg, &err);
     if (a == NULL)
@@ -36,11 +40,11 @@ static enum tr_authz_verdict eval(const struct tr_authz *a, const char *principa
 }
 
 #define ALLOW TR_AUTHZ_VERDICT_ALLOW
-#define DENY TR_AUTHZ_VERDICT_DENY
+#define DENY  TR_AUTHZ_VERDICT_DENY
 
 static void test_no_rules(void **state)
 {
-    struct tr_authz_cfg empty = { 0 };
+    struct tr_authz_cfg empty = {0};
     char *err = (char *)"sentinel";
     assert_null(tr_authz_build(&empty, &err));
     assert_null(err); /* NULL without error: skip evaluation */
@@ -53,9 +57,9 @@ static void test_no_rules(void **state)
 static void test_deny_precedes_allow(void **state)
 {
     struct tr_authz_rule_cfg rules[] = {
-        { .action = TR_AUTHZ_ALLOW, PRINCIPALS(WEB) },
-        { .action = TR_AUTHZ_DENY, PRINCIPALS(WEB), PATHS("/admin*") },
-        { .action = TR_AUTHZ_ALLOW, PRINCIPALS(ADMIN) },
+        {.action = TR_AUTHZ_ALLOW, PRINCIPALS(WEB)},
+        {.action = TR_AUTHZ_DENY, PRINCIPALS(WEB), PATHS("/admin*")},
+        {.action = TR_AUTHZ_ALLOW, PRINCIPALS(ADMIN)},
     };
     struct tr_authz *a = build(rules, 3);
     int rule;
@@ -78,8 +82,8 @@ static void test_deny_precedes_allow(void **state)
 static void test_only_deny_rules(void **state)
 {
     struct tr_authz_rule_cfg rules[] = {
-        { .action = TR_AUTHZ_DENY, PRINCIPALS("spiffe://evil.example/*") },
-        { .action = TR_AUTHZ_DENY, METHODS("DELETE") },
+        {.action = TR_AUTHZ_DENY, PRINCIPALS("spiffe://evil.example/*")},
+        {.action = TR_AUTHZ_DENY, METHODS("DELETE")},
     };
     struct tr_authz *a = build(rules, 2);
     int rule;
@@ -99,15 +103,15 @@ static void test_only_deny_rules(void **state)
 
 static void test_principal_patterns(void **state)
 {
-    struct tr_authz_rule_cfg any_auth[] = { { .action = TR_AUTHZ_ALLOW, PRINCIPALS("*") } };
+    struct tr_authz_rule_cfg any_auth[] = {{.action = TR_AUTHZ_ALLOW, PRINCIPALS("*")}};
     struct tr_authz *a = build(any_auth, 1);
     assert_int_equal(eval(a, WEB, "GET", "/", NULL), ALLOW);
-    assert_int_equal(eval(a, "", "GET", "/", NULL), ALLOW); /* non-NULL is authenticated */
+    assert_int_equal(eval(a, "", "GET", "/", NULL), ALLOW);  /* non-NULL is authenticated */
     assert_int_equal(eval(a, NULL, "GET", "/", NULL), DENY); /* plaintext is not */
     tr_authz_free(a);
 
     struct tr_authz_rule_cfg ns[] = {
-        { .action = TR_AUTHZ_ALLOW, PRINCIPALS("spiffe://cluster.local/ns/default/*", ADMIN) },
+        {.action = TR_AUTHZ_ALLOW, PRINCIPALS("spiffe://cluster.local/ns/default/*", ADMIN)},
     };
     a = build(ns, 1);
     assert_int_equal(eval(a, WEB, "GET", "/", NULL), ALLOW);
@@ -121,7 +125,7 @@ static void test_principal_patterns(void **state)
     tr_authz_free(a);
 
     /* No principals: any source, plaintext included. */
-    struct tr_authz_rule_cfg anyone[] = { { .action = TR_AUTHZ_ALLOW, METHODS("GET") } };
+    struct tr_authz_rule_cfg anyone[] = {{.action = TR_AUTHZ_ALLOW, METHODS("GET")}};
     a = build(anyone, 1);
     assert_int_equal(eval(a, NULL, "GET", "/", NULL), ALLOW);
     assert_int_equal(eval(a, WEB, "GET", "/", NULL), ALLOW);
@@ -132,8 +136,8 @@ static void test_principal_patterns(void **state)
 static void test_methods_and_paths(void **state)
 {
     struct tr_authz_rule_cfg rules[] = {
-        { .action = TR_AUTHZ_ALLOW, METHODS("GET", "HEAD"), PATHS("/public/*", "/health") },
-        { .action = TR_AUTHZ_ALLOW, METHODS("POST"), PATHS("*") },
+        {.action = TR_AUTHZ_ALLOW, METHODS("GET", "HEAD"), PATHS("/public/*", "/health")},
+        {.action = TR_AUTHZ_ALLOW, METHODS("POST"), PATHS("*")},
     };
     struct tr_authz *a = build(rules, 2);
     int rule;
@@ -157,7 +161,7 @@ static void test_methods_and_paths(void **state)
     tr_authz_free(a);
 
     struct tr_authz_rule_cfg deny_exact[] = {
-        { .action = TR_AUTHZ_DENY, PATHS("/admin") },
+        {.action = TR_AUTHZ_DENY, PATHS("/admin")},
     };
     a = build(deny_exact, 1);
     assert_int_equal(eval(a, NULL, "GET", "/admin", NULL), DENY);
@@ -169,8 +173,8 @@ static void test_methods_and_paths(void **state)
 static void test_tcp_principal_only(void **state)
 {
     struct tr_authz_rule_cfg rules[] = {
-        { .action = TR_AUTHZ_ALLOW, PRINCIPALS("spiffe://cluster.local/*") },
-        { .action = TR_AUTHZ_ALLOW, PRINCIPALS(OTHER_TD), METHODS("GET") },
+        {.action = TR_AUTHZ_ALLOW, PRINCIPALS("spiffe://cluster.local/*")},
+        {.action = TR_AUTHZ_ALLOW, PRINCIPALS(OTHER_TD), METHODS("GET")},
     };
     struct tr_authz *a = build(rules, 2);
     int rule;
@@ -186,18 +190,19 @@ static void test_tcp_principal_only(void **state)
 static void test_build_errors(void **state)
 {
     struct tr_authz_rule_cfg rules[] = {
-        { .action = TR_AUTHZ_ALLOW, PRINCIPALS(WEB) },
-        { .action = TR_AUTHZ_DENY, METHODS("GET", ""),
-          .loc = { .file = "l.yaml", .line = 4, .col = 9, .path = "listeners[0].authz[1]" } },
+        {.action = TR_AUTHZ_ALLOW, PRINCIPALS(WEB)},
+        {.action = TR_AUTHZ_DENY,
+         METHODS("GET", ""),
+         .loc = {.file = "l.yaml", .line = 4, .col = 9, .path = "listeners[0].authz[1]"}},
     };
-    struct tr_authz_cfg cfg = { .rules = rules, .n_rules = 2 };
+    struct tr_authz_cfg cfg = {.rules = rules, .n_rules = 2};
     char *err = NULL;
     assert_null(tr_authz_build(&cfg, &err));
     assert_non_null(err);
     assert_non_null(strstr(err, "l.yaml:4:9: listeners[0].authz[1]: methods[1]"));
     free(err);
 
-    rules[1] = (struct tr_authz_rule_cfg){ .action = TR_AUTHZ_DENY, PATHS("/x", NULL) };
+    rules[1] = (struct tr_authz_rule_cfg){.action = TR_AUTHZ_DENY, PATHS("/x", NULL)};
     err = NULL;
     assert_null(tr_authz_build(&cfg, &err));
     assert_non_null(err);
@@ -208,12 +213,9 @@ static void test_build_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_no_rules),
-        cmocka_unit_test(test_deny_precedes_allow),
-        cmocka_unit_test(test_only_deny_rules),
-        cmocka_unit_test(test_principal_patterns),
-        cmocka_unit_test(test_methods_and_paths),
-        cmocka_unit_test(test_tcp_principal_only),
+        cmocka_unit_test(test_no_rules),          cmocka_unit_test(test_deny_precedes_allow),
+        cmocka_unit_test(test_only_deny_rules),   cmocka_unit_test(test_principal_patterns),
+        cmocka_unit_test(test_methods_and_paths), cmocka_unit_test(test_tcp_principal_only),
         cmocka_unit_test(test_build_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -48,7 +48,7 @@ static void test_hop_by_hop_removed_and_forwarding_headers_added(void **state)
         .xfp = "http",
         .request_id = TR_REQID_PRESERVE,
         .request_id_out = id,
-        .rnd = { 0x1122334455667788ull, 0x99aabbccddeeff00ull },
+        .rnd = {0x1122334455667788ull, 0x99aabbccddeeff00ull},
     };
     char *out = rewrite("GET /a?b=1 HTTP/1.1\r\nHost: svc\r\nConnection: keep-alive, X-Secret\r\n"
                         "Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nX-Secret: s\r\n"
@@ -80,15 +80,17 @@ static void test_hop_by_hop_removed_and_forwarding_headers_added(void **state)
 static void test_request_id_preserved_or_replaced(void **state)
 {
     char id[40];
-    struct tr_request_rewrite rw = { .peer_ip = "127.0.0.1", .xff = TR_XFF_OFF,
-                                     .request_id = TR_REQID_PRESERVE, .request_id_out = id };
+    struct tr_request_rewrite rw = {.peer_ip = "127.0.0.1",
+                                    .xff = TR_XFF_OFF,
+                                    .request_id = TR_REQID_PRESERVE,
+                                    .request_id_out = id};
     char *out = rewrite("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n", &rw);
     assert_string_equal(id, "abc-123");
     assert_non_null(strstr(out, "x-request-id: abc-123\r\n"));
     assert_null(strstr(out, "x-forwarded-for"));
     free(out);
     rw.request_id = TR_REQID_ALWAYS;
-    rw.target = (tr_str){ 0 };
+    rw.target = (tr_str){0};
     out = rewrite("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n", &rw);
     assert_int_equal(strlen(id), 36);
     assert_null(strstr(out, "abc-123"));
@@ -98,8 +100,10 @@ static void test_request_id_preserved_or_replaced(void **state)
 static void test_multiple_xff_headers_joined(void **state)
 {
     char id[40];
-    struct tr_request_rewrite rw = { .peer_ip = "127.0.0.9", .xff = TR_XFF_APPEND,
-                                     .request_id = TR_REQID_OFF, .request_id_out = id };
+    struct tr_request_rewrite rw = {.peer_ip = "127.0.0.9",
+                                    .xff = TR_XFF_APPEND,
+                                    .request_id = TR_REQID_OFF,
+                                    .request_id_out = id};
     char *out = rewrite("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nB: c\r\n"
                         "X-Forwarded-For: 2.2.2.2, 3.3.3.3\r\n\r\n",
                         &rw);
@@ -113,17 +117,20 @@ static void test_multiple_xff_headers_joined(void **state)
 static void test_upgrade_and_chunked_kept(void **state)
 {
     char id[40];
-    struct tr_request_rewrite rw = { .peer_ip = "::1", .xff = TR_XFF_OFF,
-                                     .request_id = TR_REQID_OFF, .request_id_out = id,
-                                     .upgrade = true };
-    char *out = rewrite("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                        "Sec-WebSocket-Key: x\r\n\r\n",
-                        &rw);
+    struct tr_request_rewrite rw = {.peer_ip = "::1",
+                                    .xff = TR_XFF_OFF,
+                                    .request_id = TR_REQID_OFF,
+                                    .request_id_out = id,
+                                    .upgrade = true};
+    char *out =
+        rewrite("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                "Sec-WebSocket-Key: x\r\n\r\n",
+                &rw);
     assert_non_null(strstr(out, "upgrade: websocket\r\nconnection: upgrade\r\n"));
     assert_non_null(strstr(out, "Sec-WebSocket-Key: x\r\n"));
     free(out);
     rw.upgrade = false;
-    rw.target = (tr_str){ 0 };
+    rw.target = (tr_str){0};
     out = rewrite("POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", &rw);
     assert_non_null(strstr(out, "transfer-encoding: chunked\r\n"));
     assert_null(strstr(out, "Transfer-Encoding"));

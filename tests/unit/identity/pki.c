@@ -13,8 +13,8 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
-static const char *const ca_names[TPKI_N_CA] = { "trellis test CA", "foreign CA", "trellis test CA" };
-static const char *const ca_files[TPKI_N_CA] = { "ca.pem", "foreign.pem", "impostor.pem" };
+static const char *const ca_names[TPKI_N_CA] = {"trellis test CA", "foreign CA", "trellis test CA"};
+static const char *const ca_files[TPKI_N_CA] = {"ca.pem", "foreign.pem", "impostor.pem"};
 
 const char *tpki_path(const struct tpki *p, const char *name, char *buf, size_t size)
 {
@@ -35,8 +35,8 @@ static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 }
 
 /* Builds and signs a certificate for key; issuer NULL means self-signed. */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-                       bool ca, const char *san, long nb_off, long na_off)
+static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, bool ca,
+                       const char *san, long nb_off, long na_off)
 {
     X509 *x = X509_new();
     if (x == NULL)
@@ -51,8 +51,8 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
              X509_gmtime_adj(X509_getm_notAfter(x), na_off) && X509_set_pubkey(x, key);
     BN_free(bn);
     X509_NAME *name = X509_get_subject_name(x);
-    ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
-                                          -1, 0);
+    ok = ok &&
+         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     X509 *iss = issuer ? issuer : x;
     ok = ok && X509_set_issuer_name(x, X509_get_subject_name(iss));
     if (ok && ca) {
@@ -104,16 +104,16 @@ int tpki_init(struct tpki *p)
         p->ca_key[i] = EVP_EC_gen("P-256");
         if (p->ca_key[i] == NULL)
             return -1;
-        p->ca[i] = make_cert(p->ca_key[i], ca_names[i], NULL, NULL, true, NULL, -86400,
-                             365L * 86400);
+        p->ca[i] =
+            make_cert(p->ca_key[i], ca_names[i], NULL, NULL, true, NULL, -86400, 365L * 86400);
         if (p->ca[i] == NULL || write_pem(p, ca_files[i], p->ca[i], NULL) != 0)
             return -1;
     }
     return 0;
 }
 
-int tpki_leaf(struct tpki *p, const char *name, const char *san, enum tpki_issuer by,
-              long nb_off, long na_off)
+int tpki_leaf(struct tpki *p, const char *name, const char *san, enum tpki_issuer by, long nb_off,
+              long na_off)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
     if (key == NULL)

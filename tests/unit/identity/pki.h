@@ -26,8 +26,8 @@ void tpki_cleanup(struct tpki *p);
  * value ("URI:spiffe://td/x,DNS:y") or NULL for none; validity is
  * [now + nb_off, now + na_off] seconds. Writes <name>.crt and <name>.key,
  * each atomically (temp file + rename, so the inode changes). Returns 0. */
-int tpki_leaf(struct tpki *p, const char *name, const char *san, enum tpki_issuer by,
-              long nb_off, long na_off);
+int tpki_leaf(struct tpki *p, const char *name, const char *san, enum tpki_issuer by, long nb_off,
+              long na_off);
 /* "<dir>/<name>" into buf; returns buf. */
 const char *tpki_path(const struct tpki *p, const char *name, char *buf, size_t size);
 

@@ -15,40 +15,40 @@ struct vec {
 };
 
 static const struct vec vectors[] = {
-    { "spiffe://cluster.local/ns/default/sa/web", 1, "cluster.local", "/ns/default/sa/web" },
-    { "spiffe://example.org/a", 1, "example.org", "/a" },
-    { "spiffe://td-1_x.y/A.b-C_d/e", 1, "td-1_x.y", "/A.b-C_d/e" },
-    { "spiffe://1.2.3.4/x", 1, "1.2.3.4", "/x" },
-    { "spiffe://example.org/.../x", 1, "example.org", "/.../x" }, /* only . and .. are special */
-    { "spiffe://example.org/.a/a.", 1, "example.org", "/.a/a." },
-    { "spiffe://example.org", 0, NULL, NULL },        /* trust domain ID, no workload path */
-    { "spiffe://example.org/", 0, NULL, NULL },       /* empty segment */
-    { "spiffe://example.org/a/", 0, NULL, NULL },     /* trailing slash */
-    { "spiffe://example.org//a", 0, NULL, NULL },     /* empty segment */
-    { "spiffe://example.org/./a", 0, NULL, NULL },
-    { "spiffe://example.org/a/..", 0, NULL, NULL },
-    { "spiffe:///a", 0, NULL, NULL },                 /* empty trust domain */
-    { "spiffe://Example.org/a", 0, NULL, NULL },      /* uppercase trust domain */
-    { "SPIFFE://example.org/a", 0, NULL, NULL },      /* scheme must be lowercase */
-    { "spiffe://example.org:8080/a", 0, NULL, NULL }, /* port */
-    { "spiffe://user@example.org/a", 0, NULL, NULL }, /* userinfo */
-    { "spiffe://example.org/a?x=1", 0, NULL, NULL },  /* query */
-    { "spiffe://example.org/a#f", 0, NULL, NULL },    /* fragment */
-    { "spiffe://example.org/a%20b", 0, NULL, NULL },  /* percent-encoding */
-    { "spiffe://example.org/a b", 0, NULL, NULL },
-    { "https://example.org/a", 0, NULL, NULL },
-    { "spiffe:/example.org/a", 0, NULL, NULL },
-    { "spiffe://", 0, NULL, NULL },
-    { "", 0, NULL, NULL },
-    { "spiffe://exa*mple.org/a", 0, NULL, NULL },
-    { "spiffe://example.org/a/b\xc3\xa9", 0, NULL, NULL }, /* non-ASCII */
+    {"spiffe://cluster.local/ns/default/sa/web", 1, "cluster.local", "/ns/default/sa/web"},
+    {"spiffe://example.org/a", 1, "example.org", "/a"},
+    {"spiffe://td-1_x.y/A.b-C_d/e", 1, "td-1_x.y", "/A.b-C_d/e"},
+    {"spiffe://1.2.3.4/x", 1, "1.2.3.4", "/x"},
+    {"spiffe://example.org/.../x", 1, "example.org", "/.../x"}, /* only . and .. are special */
+    {"spiffe://example.org/.a/a.", 1, "example.org", "/.a/a."},
+    {"spiffe://example.org", 0, NULL, NULL},    /* trust domain ID, no workload path */
+    {"spiffe://example.org/", 0, NULL, NULL},   /* empty segment */
+    {"spiffe://example.org/a/", 0, NULL, NULL}, /* trailing slash */
+    {"spiffe://example.org//a", 0, NULL, NULL}, /* empty segment */
+    {"spiffe://example.org/./a", 0, NULL, NULL},
+    {"spiffe://example.org/a/..", 0, NULL, NULL},
+    {"spiffe:///a", 0, NULL, NULL},                 /* empty trust domain */
+    {"spiffe://Example.org/a", 0, NULL, NULL},      /* uppercase trust domain */
+    {"SPIFFE://example.org/a", 0, NULL, NULL},      /* scheme must be lowercase */
+    {"spiffe://example.org:8080/a", 0, NULL, NULL}, /* port */
+    {"spiffe://user@example.org/a", 0, NULL, NULL}, /* userinfo */
+    {"spiffe://example.org/a?x=1", 0, NULL, NULL},  /* query */
+    {"spiffe://example.org/a#f", 0, NULL, NULL},    /* fragment */
+    {"spiffe://example.org/a%20b", 0, NULL, NULL},  /* percent-encoding */
+    {"spiffe://example.org/a b", 0, NULL, NULL},
+    {"https://example.org/a", 0, NULL, NULL},
+    {"spiffe:/example.org/a", 0, NULL, NULL},
+    {"spiffe://", 0, NULL, NULL},
+    {"", 0, NULL, NULL},
+    {"spiffe://exa*mple.org/a", 0, NULL, NULL},
+    {"spiffe://example.org/a/b\xc3\xa9", 0, NULL, NULL}, /* non-ASCII */
 };
 
 static void test_vectors(void **state)
 {
     for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
         const struct vec *v = &vectors[i];
-        tr_str td = { 0 }, path = { 0 };
+        tr_str td = {0}, path = {0};
         int rc = tr_spiffe_id_parse(v->id, strlen(v->id), &td, &path);
         if (rc != (v->valid ? 0 : -1))
             fail_msg("vector %zu \"%s\": got %d", i, v->id, rc);

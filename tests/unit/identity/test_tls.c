@@ -19,11 +19,11 @@
 #include "identity/identity.h"
 #include "pki.h"
 
-#define TD "example.org"
+#define TD        "example.org"
 #define ID_SERVER "spiffe://example.org/ns/default/sa/server"
 #define ID_CLIENT "spiffe://example.org/ns/default/sa/client"
-#define ID_OTHER "spiffe://example.org/ns/default/sa/other"
-#define DAY 86400L
+#define ID_OTHER  "spiffe://example.org/ns/default/sa/other"
+#define DAY       86400L
 
 static struct tpki pki;
 
@@ -35,18 +35,18 @@ struct leaf_spec {
 };
 
 static const struct leaf_spec leaves[] = {
-    { "server", "URI:" ID_SERVER ",DNS:server.example.org", TPKI_CA, -DAY, DAY },
-    { "client", "URI:" ID_CLIENT, TPKI_CA, -DAY, DAY },
-    { "other", "URI:" ID_OTHER, TPKI_CA, -DAY, DAY },
-    { "foreign", "URI:" ID_CLIENT, TPKI_FOREIGN, -DAY, DAY },
-    { "impostor", "URI:" ID_CLIENT, TPKI_IMPOSTOR, -DAY, DAY },
-    { "expired", "URI:" ID_CLIENT, TPKI_CA, -2 * DAY, -DAY },
-    { "future", "URI:" ID_CLIENT, TPKI_CA, DAY, 2 * DAY },
-    { "nospiffe", "DNS:client.example.org", TPKI_CA, -DAY, DAY },
-    { "httpuri", "URI:https://example.org/client", TPKI_CA, -DAY, DAY },
-    { "twouri", "URI:" ID_CLIENT ",URI:" ID_OTHER, TPKI_CA, -DAY, DAY },
-    { "badid", "URI:spiffe://Example.org/a", TPKI_CA, -DAY, DAY },
-    { "othertd", "URI:spiffe://other.org/ns/default/sa/client", TPKI_CA, -DAY, DAY },
+    {"server", "URI:" ID_SERVER ",DNS:server.example.org", TPKI_CA, -DAY, DAY},
+    {"client", "URI:" ID_CLIENT, TPKI_CA, -DAY, DAY},
+    {"other", "URI:" ID_OTHER, TPKI_CA, -DAY, DAY},
+    {"foreign", "URI:" ID_CLIENT, TPKI_FOREIGN, -DAY, DAY},
+    {"impostor", "URI:" ID_CLIENT, TPKI_IMPOSTOR, -DAY, DAY},
+    {"expired", "URI:" ID_CLIENT, TPKI_CA, -2 * DAY, -DAY},
+    {"future", "URI:" ID_CLIENT, TPKI_CA, DAY, 2 * DAY},
+    {"nospiffe", "DNS:client.example.org", TPKI_CA, -DAY, DAY},
+    {"httpuri", "URI:https://example.org/client", TPKI_CA, -DAY, DAY},
+    {"twouri", "URI:" ID_CLIENT ",URI:" ID_OTHER, TPKI_CA, -DAY, DAY},
+    {"badid", "URI:spiffe://Example.org/a", TPKI_CA, -DAY, DAY},
+    {"othertd", "URI:spiffe://other.org/ns/default/sa/client", TPKI_CA, -DAY, DAY},
 };
 
 /* ---- fixtures and helpers ---- */
@@ -92,7 +92,7 @@ static struct tr_tls_ctx *load_files(const char *crt, const char *key, const cha
         .trust_domain = td,
         .min_version = minv,
         .session_resumption = true,
-        .loc = { .file = "cfg.yaml", .line = 3, .col = 5, .path = "tls[0]" },
+        .loc = {.file = "cfg.yaml", .line = 3, .col = 5, .path = "tls[0]"},
     };
     return tr_tls_ctx_load(&cfg, err);
 }
@@ -362,7 +362,7 @@ static void test_server_ids(void **state)
 
     /* Not an allowed ID: the client aborts inside the handshake, so the
      * request it wanted to send never leaves it. */
-    const char *const wrong[] = { ID_OTHER };
+    const char *const wrong[] = {ID_OTHER};
     struct conn k;
     conn_init(&k, tr_tls_ctx_server(srv), tr_tls_ctx_client(cli));
     assert_int_equal(tr_tls_client_setup(k.c.ssl, NULL, wrong, 1), 0);
@@ -391,7 +391,7 @@ static void test_server_ids(void **state)
     conn_free(&k);
 
     /* An allowed ID among several passes. */
-    const char *const ok[] = { ID_OTHER, ID_SERVER };
+    const char *const ok[] = {ID_OTHER, ID_SERVER};
     conn_init(&k, tr_tls_ctx_server(srv), tr_tls_ctx_client(cli));
     assert_int_equal(tr_tls_client_setup(k.c.ssl, NULL, ok, 2), 0);
     handshake(&k);
@@ -501,7 +501,7 @@ static void resumption_round(struct tr_tls_ctx *srv, struct tr_tls_ctx *cli, int
     conn_init(&k, tr_tls_ctx_server(srv), tr_tls_ctx_client(cli));
     if (max_version)
         SSL_set_max_proto_version(k.c.ssl, max_version);
-    const char *const ids[] = { ID_SERVER };
+    const char *const ids[] = {ID_SERVER};
     assert_int_equal(tr_tls_client_setup(k.c.ssl, NULL, ids, 1), 0);
     assert_int_equal(tr_tls_session_resume(k.c.ssl, &slot), 1);
     handshake(&k);
@@ -518,7 +518,7 @@ static void resumption_round(struct tr_tls_ctx *srv, struct tr_tls_ctx *cli, int
      * the server it was made with: resumption skips verification. */
     assert_non_null(slot.sess);
     conn_init(&k, tr_tls_ctx_server(srv), tr_tls_ctx_client(cli));
-    const char *const other[] = { ID_OTHER };
+    const char *const other[] = {ID_OTHER};
     assert_int_equal(tr_tls_client_setup(k.c.ssl, NULL, other, 1), 0);
     assert_int_equal(tr_tls_session_resume(k.c.ssl, &slot), 0);
     tr_tls_session_unbind(k.c.ssl);
@@ -549,7 +549,8 @@ static void test_session_resumption(void **state)
 
 static void test_rotation(void **state)
 {
-    assert_int_equal(tpki_leaf(&pki, "rot", "URI:spiffe://example.org/sa/v1", TPKI_CA, -DAY, DAY), 0);
+    assert_int_equal(tpki_leaf(&pki, "rot", "URI:spiffe://example.org/sa/v1", TPKI_CA, -DAY, DAY),
+                     0);
     struct tr_tls_ctx *a = load_leaf("rot", TD, 0);
     assert_string_equal(tr_tls_ctx_own_id(a), "spiffe://example.org/sa/v1");
     assert_false(tr_tls_ctx_files_changed(a));
@@ -561,7 +562,8 @@ static void test_rotation(void **state)
     handshake(&before);
     assert_true(before.s.done && before.c.done);
 
-    assert_int_equal(tpki_leaf(&pki, "rot", "URI:spiffe://example.org/sa/v2", TPKI_CA, -DAY, 2 * DAY), 0);
+    assert_int_equal(
+        tpki_leaf(&pki, "rot", "URI:spiffe://example.org/sa/v2", TPKI_CA, -DAY, 2 * DAY), 0);
     assert_true(tr_tls_ctx_files_changed(a));
     struct tr_tls_ctx *b = load_leaf("rot", TD, 0);
     assert_false(tr_tls_ctx_files_changed(b));
@@ -626,20 +628,17 @@ static void test_load_errors(void **state)
     tpki_path(&pki, "ca.pem", ca, sizeof(ca));
     assert_load_fails(pth("missing", ".crt"), pth("client", ".key"), ca, TD, 0,
                       "No such file or directory");
-    assert_load_fails(pth("client", ".crt"), pth("missing", ".key"), ca, TD, 0,
-                      "key_file");
+    assert_load_fails(pth("client", ".crt"), pth("missing", ".key"), ca, TD, 0, "key_file");
     assert_load_fails(pth("client", ".crt"), pth("client", ".key"), pth("missing", ".pem"), TD, 0,
                       "ca_file");
     assert_load_fails(pth("client", ".crt"), pth("server", ".key"), ca, TD, 0,
                       "does not match the certificate");
     assert_load_fails(pth("nospiffe", ".crt"), pth("nospiffe", ".key"), ca, TD, 0,
                       "not a valid X.509-SVID (no_spiffe_id)");
-    assert_load_fails(pth("twouri", ".crt"), pth("twouri", ".key"), ca, TD, 0,
-                      "bad_spiffe_id");
+    assert_load_fails(pth("twouri", ".crt"), pth("twouri", ".key"), ca, TD, 0, "bad_spiffe_id");
     assert_load_fails(pth("foreign", ".crt"), pth("foreign", ".key"), ca, TD, 0,
                       "does not verify against ca_file");
-    assert_load_fails(pth("client", ".crt"), pth("client", ".key"), ca, TD, 0x0301,
-                      "min_version");
+    assert_load_fails(pth("client", ".crt"), pth("client", ".key"), ca, TD, 0x0301, "min_version");
     assert_load_fails(pth("client", ".crt"), pth("client", ".key"), ca, "Example.org", 0,
                       "trust_domain");
     /* A key file where the certificate should be. */
@@ -647,7 +646,7 @@ static void test_load_errors(void **state)
                       "no valid PEM certificate");
     assert_load_fails(pth("client", ".crt"), pth("client", ".key"), pth("client", ".key"), TD, 0,
                       "ca_file");
-    struct tr_tls_cfg cfg = { .loc = { .file = "cfg.yaml", .line = 3, .col = 5, .path = "tls[0]" } };
+    struct tr_tls_cfg cfg = {.loc = {.file = "cfg.yaml", .line = 3, .col = 5, .path = "tls[0]"}};
     char *err = NULL;
     assert_null(tr_tls_ctx_load(&cfg, &err));
     assert_string_equal(err, "cfg.yaml:3:5: tls[0]: cert_file: not set");
@@ -749,7 +748,7 @@ static void test_threads_share_context(void **state)
 {
     struct tr_tls_ctx *srv = load_leaf("server", TD, 0);
     struct tr_tls_ctx *cli = load_leaf("client", TD, 0);
-    struct thread_arg args[2] = { { srv, cli, 0 }, { srv, cli, 0 } };
+    struct thread_arg args[2] = {{srv, cli, 0}, {srv, cli, 0}};
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&t[i], NULL, thread_main, &args[i]), 0);

@@ -21,20 +21,21 @@ static void test_http_series_summed_across_workers(void **state)
     };
     /* Interning makes equal strings the same pointer. */
     assert_ptr_equal(l.destination_workload, tr_metrics_intern("api"));
-    tr_metrics_http(w0, &l, 200, 0, 700, 10, 1000);    /* 0.7 ms */
-    tr_metrics_http(w1, &l, 200, 0, 30000, 10, 1000);  /* 30 ms */
+    tr_metrics_http(w0, &l, 200, 0, 700, 10, 1000);   /* 0.7 ms */
+    tr_metrics_http(w1, &l, 200, 0, 30000, 10, 1000); /* 30 ms */
     tr_metrics_http(w1, &l, 503, TR_RF_UF | TR_RF_URX, 100, 0, 19);
     size_t len = 0;
     char *text = tr_metrics_render(&len);
     assert_non_null(text);
     assert_int_equal(strlen(text), len);
-    const char *series = "istio_requests_total{reporter=\"destination\",source_workload=\"unknown\","
-                         "source_workload_namespace=\"unknown\",source_principal=\"spiffe://"
-                         "cluster.local/ns/default/sa/web\",destination_workload=\"api\","
-                         "destination_workload_namespace=\"unknown\",destination_principal="
-                         "\"unknown\",destination_service=\"api.default.svc.cluster.local\","
-                         "request_protocol=\"http\",connection_security_policy=\"mutual_tls\","
-                         "response_code=\"200\",response_flags=\"-\"} 2\n";
+    const char *series =
+        "istio_requests_total{reporter=\"destination\",source_workload=\"unknown\","
+        "source_workload_namespace=\"unknown\",source_principal=\"spiffe://"
+        "cluster.local/ns/default/sa/web\",destination_workload=\"api\","
+        "destination_workload_namespace=\"unknown\",destination_principal="
+        "\"unknown\",destination_service=\"api.default.svc.cluster.local\","
+        "request_protocol=\"http\",connection_security_policy=\"mutual_tls\","
+        "response_code=\"200\",response_flags=\"-\"} 2\n";
     assert_non_null(strstr(text, series));
     assert_non_null(strstr(text, "response_code=\"503\",response_flags=\"UF,URX\"} 1\n"));
     /* Histogram: 0.7 ms lands in le="1", 30 ms in le="50"; cumulative. */
@@ -51,9 +52,10 @@ static void test_http_series_summed_across_workers(void **state)
 static void test_tcp_and_counters(void **state)
 {
     struct tr_metrics *w2 = tr_metrics_new(2);
-    struct tr_metric_labels l = { .reporter = TR_REPORTER_SOURCE, .protocol = TR_REQ_PROTO_TCP,
-                                  .mtls = TR_SEC_UNKNOWN,
-                                  .destination_service = tr_metrics_intern("db") };
+    struct tr_metric_labels l = {.reporter = TR_REPORTER_SOURCE,
+                                 .protocol = TR_REQ_PROTO_TCP,
+                                 .mtls = TR_SEC_UNKNOWN,
+                                 .destination_service = tr_metrics_intern("db")};
     tr_metrics_tcp_open(w2, &l);
     tr_metrics_tcp_close(w2, &l, 0, 1234, 99);
     tr_metrics_count(w2, TR_C_UPSTREAM_RESEND, 3);
@@ -62,11 +64,13 @@ static void test_tcp_and_counters(void **state)
     size_t len;
     char *text = tr_metrics_render(&len);
     assert_non_null(strstr(text, "istio_tcp_sent_bytes_total{reporter=\"source\""));
-    assert_non_null(strstr(text, "destination_service=\"db\",request_protocol=\"tcp\","
-                                 "connection_security_policy=\"unknown\",response_flags=\"-\"} 1234\n"));
+    assert_non_null(strstr(text,
+                           "destination_service=\"db\",request_protocol=\"tcp\","
+                           "connection_security_policy=\"unknown\",response_flags=\"-\"} 1234\n"));
     assert_non_null(strstr(text, "trellis_upstream_requests_resent_total 3\n"));
     /* Same reason from two workers: one series, summed. */
-    const char *tls = "trellis_tls_handshake_errors_total{direction=\"inbound\",reason=\"unknown_ca\"} 2\n";
+    const char *tls =
+        "trellis_tls_handshake_errors_total{direction=\"inbound\",reason=\"unknown_ca\"} 2\n";
     const char *at = strstr(text, tls);
     assert_non_null(at);
     assert_null(strstr(at + strlen(tls), "reason=\"unknown_ca\""));

@@ -14,7 +14,10 @@
 /* ---- fixtures: configs are built by hand from static arrays ------------ */
 
 static struct tr_cluster_cfg test_clusters[4] = {
-    { .name = "c0" }, { .name = "c1" }, { .name = "c2" }, { .name = "c3" },
+    {.name = "c0"},
+    {.name = "c1"},
+    {.name = "c2"},
+    {.name = "c3"},
 };
 
 static struct tr_config test_cfg;
@@ -23,7 +26,7 @@ static struct tr_route_table_cfg test_table;
 static struct tr_router *build_vhosts(struct tr_vhost_cfg *vh, size_t n, char **err)
 {
     memset(&test_cfg, 0, sizeof(test_cfg));
-    test_table = (struct tr_route_table_cfg){ .name = "rt", .vhosts = vh, .n_vhosts = n };
+    test_table = (struct tr_route_table_cfg){.name = "rt", .vhosts = vh, .n_vhosts = n};
     test_cfg.file = "test.yaml";
     test_cfg.route_tables = &test_table;
     test_cfg.n_route_tables = 1;
@@ -39,12 +42,12 @@ static struct tr_router *build_vhosts(struct tr_vhost_cfg *vh, size_t n, char **
 }
 
 /* One vhost "*" holding the given routes. */
-static const char *star_domain[] = { "*" };
+static const char *star_domain[] = {"*"};
 static struct tr_vhost_cfg one_vhost;
 static struct tr_router *build_routes(struct tr_route_cfg *routes, size_t n)
 {
-    one_vhost = (struct tr_vhost_cfg){ .name = "all", .domains = star_domain, .n_domains = 1,
-                                       .routes = routes, .n_routes = n };
+    one_vhost = (struct tr_vhost_cfg){
+        .name = "all", .domains = star_domain, .n_domains = 1, .routes = routes, .n_routes = n};
     char *err = NULL;
     struct tr_router *r = build_vhosts(&one_vhost, 1, &err);
     if (r == NULL)
@@ -76,25 +79,31 @@ static const char *match_path(const struct tr_router *r, const char *method, con
     return match_full(r, "h", method, path, NULL, 0);
 }
 
-#define HDR(n, v) { { (n), sizeof(n) - 1 }, { (v), sizeof(v) - 1 } }
+#define HDR(n, v)                                                                                  \
+    {                                                                                              \
+        {(n), sizeof(n) - 1},                                                                      \
+        {                                                                                          \
+            (v), sizeof(v) - 1                                                                     \
+        }                                                                                          \
+    }
 
-#define ASSERT_NAME(got, want)                         \
-    do {                                               \
-        const char *g_ = (got);                        \
-        if ((want) == NULL)                            \
-            assert_null(g_);                           \
-        else {                                         \
-            assert_non_null(g_);                       \
-            assert_string_equal(g_, (want));           \
-        }                                              \
+#define ASSERT_NAME(got, want)                                                                     \
+    do {                                                                                           \
+        const char *g_ = (got);                                                                    \
+        if ((want) == NULL)                                                                        \
+            assert_null(g_);                                                                       \
+        else {                                                                                     \
+            assert_non_null(g_);                                                                   \
+            assert_string_equal(g_, (want));                                                       \
+        }                                                                                          \
     } while (0)
 
 /* A vhost whose single catch-all route is named after the vhost. */
-#define VH(nm, ...)                                                                  \
-    {                                                                                \
-        .name = nm, .domains = (const char *[]){ __VA_ARGS__ },                       \
-        .n_domains = sizeof((const char *[]){ __VA_ARGS__ }) / sizeof(const char *), \
-        .routes = (struct tr_route_cfg[]){ { .name = nm, .path = "/" } }, .n_routes = 1  \
+#define VH(nm, ...)                                                                                \
+    {                                                                                              \
+        .name = nm, .domains = (const char *[]){__VA_ARGS__},                                      \
+        .n_domains = sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),                 \
+        .routes = (struct tr_route_cfg[]){{.name = nm, .path = "/"}}, .n_routes = 1                \
     }
 
 /* ---- virtual hosts ------------------------------------------------------ */
@@ -121,7 +130,7 @@ static void test_vhost_precedence(void **state)
     ASSERT_NAME(match_host(r, "example.com:9999"), "exact"); /* port-less domain: any port */
     ASSERT_NAME(match_host(r, "x.example.com"), "suffix");
     ASSERT_NAME(match_host(r, "X.B.EXAMPLE.COM"), "suffix_long");
-    ASSERT_NAME(match_host(r, "b.example.com"), "suffix"); /* "*" needs >= 1 char */
+    ASSERT_NAME(match_host(r, "b.example.com"), "suffix");   /* "*" needs >= 1 char */
     ASSERT_NAME(match_host(r, "foo.example.com"), "suffix"); /* suffix beats prefix */
     ASSERT_NAME(match_host(r, "foo.net"), "prefix");
     ASSERT_NAME(match_host(r, "foo.bar.baz"), "prefix_long");
@@ -143,11 +152,8 @@ static void test_vhost_precedence(void **state)
 static void test_vhost_ports_and_empty_host(void **state)
 {
     struct tr_vhost_cfg vh[] = {
-        VH("svc_any", "svc"),
-        VH("svc_8080", "svc:8080"),
-        VH("star_8080", "*:8080"),
-        VH("wild", "*.mesh"),
-        VH("wild_9000", "*.mesh:9000"),
+        VH("svc_any", "svc"), VH("svc_8080", "svc:8080"),     VH("star_8080", "*:8080"),
+        VH("wild", "*.mesh"), VH("wild_9000", "*.mesh:9000"),
     };
     struct tr_router *r = build_vhosts(vh, sizeof(vh) / sizeof(vh[0]), NULL);
     assert_non_null(r);
@@ -178,9 +184,12 @@ static void test_vhost_many_exact(void **state)
         int k = (i * 37) % N;
         snprintf(names[i], sizeof(names[i]), "h%02d.Test", k);
         doms[i][0] = names[i];
-        routes[i] = (struct tr_route_cfg){ .name = names[i], .path = "/" };
-        vh[i] = (struct tr_vhost_cfg){ .name = names[i], .domains = doms[i], .n_domains = 1,
-                                       .routes = &routes[i], .n_routes = 1 };
+        routes[i] = (struct tr_route_cfg){.name = names[i], .path = "/"};
+        vh[i] = (struct tr_vhost_cfg){.name = names[i],
+                                      .domains = doms[i],
+                                      .n_domains = 1,
+                                      .routes = &routes[i],
+                                      .n_routes = 1};
     }
     struct tr_router *r = build_vhosts(vh, N, NULL);
     assert_non_null(r);
@@ -209,42 +218,42 @@ static void expect_build_error(struct tr_vhost_cfg *vh, size_t n, const char *ne
 
 static void test_build_errors(void **state)
 {
-    struct tr_cfg_loc loc = { .file = "mesh.yaml", .line = 12, .col = 7,
-                              .path = "route_tables[0].vhosts[1].routes[0]" };
-    struct tr_vhost_cfg dup[] = { VH("a", "x.com", "*.y.com"), VH("b", "X.COM") };
+    struct tr_cfg_loc loc = {
+        .file = "mesh.yaml", .line = 12, .col = 7, .path = "route_tables[0].vhosts[1].routes[0]"};
+    struct tr_vhost_cfg dup[] = {VH("a", "x.com", "*.y.com"), VH("b", "X.COM")};
     expect_build_error(dup, 2, "listed twice");
-    struct tr_vhost_cfg dupw[] = { VH("a", "*.y.com", "*.z.com", "*.y.com:1"),
-                                   VH("b", "*.y.com") };
+    struct tr_vhost_cfg dupw[] = {VH("a", "*.y.com", "*.z.com", "*.y.com:1"), VH("b", "*.y.com")};
     expect_build_error(dupw, 2, "\"*.y.com\" is listed twice");
-    struct tr_vhost_cfg mid[] = { VH("a", "a*b") };
+    struct tr_vhost_cfg mid[] = {VH("a", "a*b")};
     expect_build_error(mid, 1, "first or last");
-    struct tr_vhost_cfg two[] = { VH("a", "*.x.*") };
+    struct tr_vhost_cfg two[] = {VH("a", "*.x.*")};
     expect_build_error(two, 1, "at most one");
-    struct tr_vhost_cfg port[] = { VH("a", "x.com:99999") };
+    struct tr_vhost_cfg port[] = {VH("a", "x.com:99999")};
     expect_build_error(port, 1, "invalid port");
-    struct tr_vhost_cfg empty[] = { VH("a", "") };
+    struct tr_vhost_cfg empty[] = {VH("a", "")};
     expect_build_error(empty, 1, "empty domain");
 
-    struct tr_route_cfg bad_re = { .name = "re", .path_kind = TR_PATH_REGEX, .path = "/(x",
-                                   .loc = loc };
-    struct tr_vhost_cfg v1 = { .name = "v", .domains = star_domain, .n_domains = 1,
-                               .routes = &bad_re, .n_routes = 1 };
-    expect_build_error(&v1, 1, "mesh.yaml:12:7: route_tables[0].vhosts[1].routes[0]: invalid regex");
+    struct tr_route_cfg bad_re = {
+        .name = "re", .path_kind = TR_PATH_REGEX, .path = "/(x", .loc = loc};
+    struct tr_vhost_cfg v1 = {
+        .name = "v", .domains = star_domain, .n_domains = 1, .routes = &bad_re, .n_routes = 1};
+    expect_build_error(&v1, 1,
+                       "mesh.yaml:12:7: route_tables[0].vhosts[1].routes[0]: invalid regex");
 
-    struct tr_header_match_cfg hm = { .name = "x", .kind = TR_HMATCH_REGEX, .value = "[",
-                                      .loc = loc };
+    struct tr_header_match_cfg hm = {
+        .name = "x", .kind = TR_HMATCH_REGEX, .value = "[", .loc = loc};
     struct tr_route_cfg bad_hre[] = {
-        { .name = "ok", .path_kind = TR_PATH_REGEX, .path = "/ok.*" },
-        { .name = "bad", .path = "/", .headers = &hm, .n_headers = 1 },
+        {.name = "ok", .path_kind = TR_PATH_REGEX, .path = "/ok.*"},
+        {.name = "bad", .path = "/", .headers = &hm, .n_headers = 1},
     };
-    struct tr_vhost_cfg v2 = { .name = "v", .domains = star_domain, .n_domains = 1,
-                               .routes = bad_hre, .n_routes = 2 };
+    struct tr_vhost_cfg v2 = {
+        .name = "v", .domains = star_domain, .n_domains = 1, .routes = bad_hre, .n_routes = 2};
     expect_build_error(&v2, 1, "mesh.yaml:12:7:"); /* and no leak of the first regex */
 
-    struct tr_weighted_cluster_cfg wc = { .cluster = 9, .weight = 1 };
-    struct tr_route_cfg bad_cl = { .name = "c", .path = "/", .clusters = &wc, .n_clusters = 1 };
-    struct tr_vhost_cfg v3 = { .name = "v", .domains = star_domain, .n_domains = 1,
-                               .routes = &bad_cl, .n_routes = 1 };
+    struct tr_weighted_cluster_cfg wc = {.cluster = 9, .weight = 1};
+    struct tr_route_cfg bad_cl = {.name = "c", .path = "/", .clusters = &wc, .n_clusters = 1};
+    struct tr_vhost_cfg v3 = {
+        .name = "v", .domains = star_domain, .n_domains = 1, .routes = &bad_cl, .n_routes = 1};
     expect_build_error(&v3, 1, "unknown cluster 9");
 
     char *err = NULL;
@@ -258,9 +267,9 @@ static void test_build_errors(void **state)
 static void test_route_order_first_match_wins(void **state)
 {
     struct tr_route_cfg routes[] = {
-        { .name = "api", .path = "/api" },
-        { .name = "root", .path = "/" },
-        { .name = "api_v2", .path = "/api/v2" }, /* shadowed by "api" */
+        {.name = "api", .path = "/api"},
+        {.name = "root", .path = "/"},
+        {.name = "api_v2", .path = "/api/v2"}, /* shadowed by "api" */
     };
     struct tr_router *r = build_routes(routes, 3);
     ASSERT_NAME(match_path(r, "GET", "/api/v2/x"), "api");
@@ -269,8 +278,7 @@ static void test_route_order_first_match_wins(void **state)
     ASSERT_NAME(match_path(r, "GET", ""), NULL);
     tr_router_free(r);
 
-    struct tr_route_cfg rev[] = { { .name = "root", .path = "/" },
-                                  { .name = "api", .path = "/api" } };
+    struct tr_route_cfg rev[] = {{.name = "root", .path = "/"}, {.name = "api", .path = "/api"}};
     r = build_routes(rev, 2);
     ASSERT_NAME(match_path(r, "GET", "/api"), "root");
     tr_router_free(r);
@@ -279,10 +287,10 @@ static void test_route_order_first_match_wins(void **state)
 static void test_path_kinds(void **state)
 {
     struct tr_route_cfg routes[] = {
-        { .name = "exact", .path_kind = TR_PATH_EXACT, .path = "/exact" },
-        { .name = "user", .path_kind = TR_PATH_REGEX, .path = "/users/[0-9]+" },
-        { .name = "alt", .path_kind = TR_PATH_REGEX, .path = "/a|/ab" },
-        { .name = "prefix", .path_kind = TR_PATH_PREFIX, .path = "/p/" },
+        {.name = "exact", .path_kind = TR_PATH_EXACT, .path = "/exact"},
+        {.name = "user", .path_kind = TR_PATH_REGEX, .path = "/users/[0-9]+"},
+        {.name = "alt", .path_kind = TR_PATH_REGEX, .path = "/a|/ab"},
+        {.name = "prefix", .path_kind = TR_PATH_PREFIX, .path = "/p/"},
     };
     struct tr_router *r = build_routes(routes, 4);
     ASSERT_NAME(match_path(r, "GET", "/exact"), "exact");
@@ -311,9 +319,8 @@ static void test_path_kinds(void **state)
 static void test_ignore_case(void **state)
 {
     struct tr_route_cfg routes[] = {
-        { .name = "exact", .path_kind = TR_PATH_EXACT, .path = "/Login",
-          .path_ignore_case = true },
-        { .name = "prefix", .path = "/Static/", .path_ignore_case = true },
+        {.name = "exact", .path_kind = TR_PATH_EXACT, .path = "/Login", .path_ignore_case = true},
+        {.name = "prefix", .path = "/Static/", .path_ignore_case = true},
     };
     struct tr_router *r = build_routes(routes, 2);
     ASSERT_NAME(match_path(r, "GET", "/login"), "exact");
@@ -327,9 +334,8 @@ static void test_ignore_case(void **state)
 static void test_methods(void **state)
 {
     struct tr_route_cfg routes[] = {
-        { .name = "read", .path = "/", .methods = (const char *[]){ "GET", "HEAD" },
-          .n_methods = 2 },
-        { .name = "write", .path = "/", .methods = (const char *[]){ "POST" }, .n_methods = 1 },
+        {.name = "read", .path = "/", .methods = (const char *[]){"GET", "HEAD"}, .n_methods = 2},
+        {.name = "write", .path = "/", .methods = (const char *[]){"POST"}, .n_methods = 1},
     };
     struct tr_router *r = build_routes(routes, 2);
     ASSERT_NAME(match_path(r, "GET", "/x"), "read");
@@ -344,76 +350,80 @@ static void test_methods(void **state)
 
 static void test_header_matchers(void **state)
 {
-    struct tr_header_match_cfg h_exact = { .name = "x-env", .kind = TR_HMATCH_EXACT, .value = "canary" };
-    struct tr_header_match_cfg h_prefix = { .name = "x-ver", .kind = TR_HMATCH_PREFIX, .value = "v2." };
-    struct tr_header_match_cfg h_suffix = { .name = "x-user", .kind = TR_HMATCH_SUFFIX, .value = "@corp" };
-    struct tr_header_match_cfg h_regex = { .name = "x-id", .kind = TR_HMATCH_REGEX, .value = "[a-f0-9]{4}" };
-    struct tr_header_match_cfg h_present = { .name = "x-debug", .kind = TR_HMATCH_PRESENT };
-    struct tr_header_match_cfg h_not_beta = { .name = "x-tier", .kind = TR_HMATCH_EXACT,
-                                              .value = "beta", .invert = true };
-    struct tr_header_match_cfg h_not_present = { .name = "x-skip", .kind = TR_HMATCH_PRESENT,
-                                                 .invert = true };
+    struct tr_header_match_cfg h_exact = {
+        .name = "x-env", .kind = TR_HMATCH_EXACT, .value = "canary"};
+    struct tr_header_match_cfg h_prefix = {
+        .name = "x-ver", .kind = TR_HMATCH_PREFIX, .value = "v2."};
+    struct tr_header_match_cfg h_suffix = {
+        .name = "x-user", .kind = TR_HMATCH_SUFFIX, .value = "@corp"};
+    struct tr_header_match_cfg h_regex = {
+        .name = "x-id", .kind = TR_HMATCH_REGEX, .value = "[a-f0-9]{4}"};
+    struct tr_header_match_cfg h_present = {.name = "x-debug", .kind = TR_HMATCH_PRESENT};
+    struct tr_header_match_cfg h_not_beta = {
+        .name = "x-tier", .kind = TR_HMATCH_EXACT, .value = "beta", .invert = true};
+    struct tr_header_match_cfg h_not_present = {
+        .name = "x-skip", .kind = TR_HMATCH_PRESENT, .invert = true};
     struct tr_header_match_cfg both[] = {
-        { .name = "a", .kind = TR_HMATCH_EXACT, .value = "1" },
-        { .name = "b", .kind = TR_HMATCH_EXACT, .value = "2" },
+        {.name = "a", .kind = TR_HMATCH_EXACT, .value = "1"},
+        {.name = "b", .kind = TR_HMATCH_EXACT, .value = "2"},
     };
     struct tr_route_cfg routes[] = {
-        { .name = "exact", .path = "/e", .headers = &h_exact, .n_headers = 1 },
-        { .name = "prefix", .path = "/p", .headers = &h_prefix, .n_headers = 1 },
-        { .name = "suffix", .path = "/s", .headers = &h_suffix, .n_headers = 1 },
-        { .name = "regex", .path = "/r", .headers = &h_regex, .n_headers = 1 },
-        { .name = "present", .path = "/d", .headers = &h_present, .n_headers = 1 },
-        { .name = "notbeta", .path = "/i", .headers = &h_not_beta, .n_headers = 1 },
-        { .name = "noskip", .path = "/n", .headers = &h_not_present, .n_headers = 1 },
-        { .name = "both", .path = "/b", .headers = both, .n_headers = 2 },
+        {.name = "exact", .path = "/e", .headers = &h_exact, .n_headers = 1},
+        {.name = "prefix", .path = "/p", .headers = &h_prefix, .n_headers = 1},
+        {.name = "suffix", .path = "/s", .headers = &h_suffix, .n_headers = 1},
+        {.name = "regex", .path = "/r", .headers = &h_regex, .n_headers = 1},
+        {.name = "present", .path = "/d", .headers = &h_present, .n_headers = 1},
+        {.name = "notbeta", .path = "/i", .headers = &h_not_beta, .n_headers = 1},
+        {.name = "noskip", .path = "/n", .headers = &h_not_present, .n_headers = 1},
+        {.name = "both", .path = "/b", .headers = both, .n_headers = 2},
     };
     struct tr_router *r = build_routes(routes, 8);
 
-    struct tr_str_pair e1[] = { HDR("X-Env", "canary") };
-    struct tr_str_pair e2[] = { HDR("x-env", "canary2") };
-    struct tr_str_pair e3[] = { HDR("x-env", "Canary") };
+    struct tr_str_pair e1[] = {HDR("X-Env", "canary")};
+    struct tr_str_pair e2[] = {HDR("x-env", "canary2")};
+    struct tr_str_pair e3[] = {HDR("x-env", "Canary")};
     ASSERT_NAME(match_full(r, "h", "GET", "/e", e1, 1), "exact");
     ASSERT_NAME(match_full(r, "h", "GET", "/e", e2, 1), NULL);
     ASSERT_NAME(match_full(r, "h", "GET", "/e", e3, 1), NULL);
     ASSERT_NAME(match_full(r, "h", "GET", "/e", NULL, 0), NULL);
 
-    struct tr_str_pair p1[] = { HDR("x-ver", "v2.1.0") }, p2[] = { HDR("x-ver", "v3.2.") };
+    struct tr_str_pair p1[] = {HDR("x-ver", "v2.1.0")}, p2[] = {HDR("x-ver", "v3.2.")};
     ASSERT_NAME(match_full(r, "h", "GET", "/p", p1, 1), "prefix");
     ASSERT_NAME(match_full(r, "h", "GET", "/p", p2, 1), NULL);
 
-    struct tr_str_pair s1[] = { HDR("x-user", "bob@corp") }, s2[] = { HDR("x-user", "bob@corp.evil") };
+    struct tr_str_pair s1[] = {HDR("x-user", "bob@corp")}, s2[] = {HDR("x-user", "bob@corp.evil")};
     ASSERT_NAME(match_full(r, "h", "GET", "/s", s1, 1), "suffix");
     ASSERT_NAME(match_full(r, "h", "GET", "/s", s2, 1), NULL);
 
-    struct tr_str_pair r1[] = { HDR("X-ID", "beef") }, r2[] = { HDR("x-id", "beef0") },
-                       r3[] = { HDR("x-id", "xbeef") };
+    struct tr_str_pair r1[] = {HDR("X-ID", "beef")}, r2[] = {HDR("x-id", "beef0")},
+                       r3[] = {HDR("x-id", "xbeef")};
     ASSERT_NAME(match_full(r, "h", "GET", "/r", r1, 1), "regex");
     ASSERT_NAME(match_full(r, "h", "GET", "/r", r2, 1), NULL);
     ASSERT_NAME(match_full(r, "h", "GET", "/r", r3, 1), NULL);
 
-    struct tr_str_pair d1[] = { HDR("x-debug", "") };
+    struct tr_str_pair d1[] = {HDR("x-debug", "")};
     ASSERT_NAME(match_full(r, "h", "GET", "/d", d1, 1), "present");
     ASSERT_NAME(match_full(r, "h", "GET", "/d", e1, 1), NULL);
 
     /* invert: a different value matches, the value itself does not, and an
      * absent header fails the inner match so the inverted matcher holds. */
-    struct tr_str_pair i1[] = { HDR("x-tier", "stable") }, i2[] = { HDR("x-tier", "beta") };
+    struct tr_str_pair i1[] = {HDR("x-tier", "stable")}, i2[] = {HDR("x-tier", "beta")};
     ASSERT_NAME(match_full(r, "h", "GET", "/i", i1, 1), "notbeta");
     ASSERT_NAME(match_full(r, "h", "GET", "/i", i2, 1), NULL);
     ASSERT_NAME(match_full(r, "h", "GET", "/i", NULL, 0), "notbeta");
-    struct tr_str_pair n1[] = { HDR("x-skip", "1") };
+    struct tr_str_pair n1[] = {HDR("x-skip", "1")};
     ASSERT_NAME(match_full(r, "h", "GET", "/n", NULL, 0), "noskip");
     ASSERT_NAME(match_full(r, "h", "GET", "/n", n1, 1), NULL);
 
     /* Repeated header: any matching value is enough; inverted, none may match. */
-    struct tr_str_pair rep[] = { HDR("x-env", "prod"), HDR("x-other", "canary"),
-                                 HDR("X-ENV", "canary") };
+    struct tr_str_pair rep[] = {HDR("x-env", "prod"), HDR("x-other", "canary"),
+                                HDR("X-ENV", "canary")};
     ASSERT_NAME(match_full(r, "h", "GET", "/e", rep, 3), "exact");
-    struct tr_str_pair rep2[] = { HDR("x-tier", "stable"), HDR("x-tier", "beta") };
+    struct tr_str_pair rep2[] = {HDR("x-tier", "stable"), HDR("x-tier", "beta")};
     ASSERT_NAME(match_full(r, "h", "GET", "/i", rep2, 2), NULL);
 
     /* All matchers of a route must hold. */
-    struct tr_str_pair b1[] = { HDR("a", "1"), HDR("b", "2") }, b2[] = { HDR("a", "1") };
+    struct tr_str_pair b1[] = {HDR("a", "1"), HDR("b", "2")}, b2[] = {HDR("a", "1")};
     ASSERT_NAME(match_full(r, "h", "GET", "/b", b1, 2), "both");
     ASSERT_NAME(match_full(r, "h", "GET", "/b", b2, 1), NULL);
     tr_router_free(r);
@@ -421,14 +431,14 @@ static void test_header_matchers(void **state)
 
 static void test_hostile_regex_is_bounded(void **state)
 {
-    struct tr_header_match_cfg h = { .name = "x", .kind = TR_HMATCH_REGEX, .value = "(a+)+b",
-                                     .invert = true };
-    struct tr_header_match_cfg h2 = { .name = "x", .kind = TR_HMATCH_REGEX, .value = "(a|aa)+c" };
-    struct tr_header_match_cfg h3 = { .name = "x", .kind = TR_HMATCH_REGEX, .value = "(?:[a-z]|-)+" };
+    struct tr_header_match_cfg h = {
+        .name = "x", .kind = TR_HMATCH_REGEX, .value = "(a+)+b", .invert = true};
+    struct tr_header_match_cfg h2 = {.name = "x", .kind = TR_HMATCH_REGEX, .value = "(a|aa)+c"};
+    struct tr_header_match_cfg h3 = {.name = "x", .kind = TR_HMATCH_REGEX, .value = "(?:[a-z]|-)+"};
     struct tr_route_cfg routes[] = {
-        { .name = "inv", .path = "/inv", .headers = &h, .n_headers = 1 },
-        { .name = "alt", .path = "/alt", .headers = &h2, .n_headers = 1 },
-        { .name = "long", .path = "/long", .headers = &h3, .n_headers = 1 },
+        {.name = "inv", .path = "/inv", .headers = &h, .n_headers = 1},
+        {.name = "alt", .path = "/alt", .headers = &h2, .n_headers = 1},
+        {.name = "long", .path = "/long", .headers = &h3, .n_headers = 1},
     };
     struct tr_router *r = build_routes(routes, 3);
     /* "aaa...abca": the required 'b'/'c' is present, so PCRE2 cannot reject
@@ -436,7 +446,7 @@ static void test_hostile_regex_is_bounded(void **state)
     static char val[2048];
     memset(val, 'a', sizeof(val));
     memcpy(val + sizeof(val) - 3, "bca", 3);
-    struct tr_str_pair hp[] = { { TR_STR_LIT("x"), { val, sizeof(val) } } };
+    struct tr_str_pair hp[] = {{TR_STR_LIT("x"), {val, sizeof(val)}}};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     /* The limit is hit: the matcher fails (even inverted: an undecidable
@@ -448,7 +458,7 @@ static void test_hostile_regex_is_bounded(void **state)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     assert_true(secs < 2.0);
-    struct tr_str_pair ok[] = { HDR("x", "aaab") }, notb[] = { HDR("x", "aaac") };
+    struct tr_str_pair ok[] = {HDR("x", "aaab")}, notb[] = {HDR("x", "aaac")};
     ASSERT_NAME(match_full(r, "h", "GET", "/inv", ok, 1), NULL);
     ASSERT_NAME(match_full(r, "h", "GET", "/inv", notb, 1), "inv");
     ASSERT_NAME(match_full(r, "h", "GET", "/alt", notb, 1), "alt");
@@ -458,7 +468,7 @@ static void test_hostile_regex_is_bounded(void **state)
     static char lv[6000];
     for (size_t i = 0; i < sizeof(lv); i++)
         lv[i] = (i % 7 == 3) ? '-' : (char)('a' + i % 26);
-    struct tr_str_pair lh[] = { { TR_STR_LIT("x"), { lv, sizeof(lv) } } };
+    struct tr_str_pair lh[] = {{TR_STR_LIT("x"), {lv, sizeof(lv)}}};
     ASSERT_NAME(match_full(r, "h", "GET", "/long", lh, 1), "long");
     lv[100] = '_';
     ASSERT_NAME(match_full(r, "h", "GET", "/long", lh, 1), NULL);
@@ -473,7 +483,7 @@ struct thread_arg {
 static void *thread_main(void *p)
 {
     struct thread_arg *a = p;
-    struct tr_str_pair h1[] = { HDR("x-id", "abc123") };
+    struct tr_str_pair h1[] = {HDR("x-id", "abc123")};
     a->ok = 1;
     for (int i = 0; i < 2000; i++) {
         const char *g = match_full(a->r, "h", "GET", (i & 1) ? "/users/7" : "/users/x", h1, 1);
@@ -485,16 +495,20 @@ static void *thread_main(void *p)
 
 static void test_concurrent_match(void **state)
 {
-    struct tr_header_match_cfg h = { .name = "x-id", .kind = TR_HMATCH_REGEX, .value = "[a-z]+[0-9]+" };
+    struct tr_header_match_cfg h = {
+        .name = "x-id", .kind = TR_HMATCH_REGEX, .value = "[a-z]+[0-9]+"};
     struct tr_route_cfg routes[] = {
-        { .name = "user", .path_kind = TR_PATH_REGEX, .path = "/users/[0-9]+", .headers = &h,
-          .n_headers = 1 },
+        {.name = "user",
+         .path_kind = TR_PATH_REGEX,
+         .path = "/users/[0-9]+",
+         .headers = &h,
+         .n_headers = 1},
     };
     struct tr_router *r = build_routes(routes, 1);
     struct thread_arg args[3];
     pthread_t th[3];
     for (int i = 0; i < 3; i++) {
-        args[i] = (struct thread_arg){ .r = r };
+        args[i] = (struct thread_arg){.r = r};
         assert_int_equal(pthread_create(&th[i], NULL, thread_main, &args[i]), 0);
     }
     for (int i = 0; i < 3; i++) {
@@ -518,11 +532,13 @@ static uint32_t xorshift32(uint32_t *s)
 static void test_pick_cluster(void **state)
 {
     struct tr_weighted_cluster_cfg wc[] = {
-        { .cluster = 2, .weight = 90 }, { .cluster = 3, .weight = 0 }, { .cluster = 1, .weight = 10 },
+        {.cluster = 2, .weight = 90},
+        {.cluster = 3, .weight = 0},
+        {.cluster = 1, .weight = 10},
     };
-    struct tr_route_cfg route = { .name = "w", .path = "/", .clusters = wc, .n_clusters = 3,
-                                  .total_weight = 100 };
-    int counts[4] = { 0 };
+    struct tr_route_cfg route = {
+        .name = "w", .path = "/", .clusters = wc, .n_clusters = 3, .total_weight = 100};
+    int counts[4] = {0};
     uint32_t seed = 0x12345678u;
     for (int i = 0; i < 10000; i++) {
         int c = tr_route_pick_cluster(&route, xorshift32(&seed));
@@ -542,22 +558,22 @@ static void test_pick_cluster(void **state)
     assert_int_equal(tr_route_pick_cluster(&route, 100), 2);
     assert_int_equal(tr_route_pick_cluster(&route, UINT32_MAX), UINT32_MAX % 100 < 90 ? 2 : 1);
 
-    struct tr_weighted_cluster_cfg one = { .cluster = 3, .weight = 1 };
-    struct tr_route_cfg single = { .name = "s", .path = "/", .clusters = &one, .n_clusters = 1,
-                                   .total_weight = 1 };
+    struct tr_weighted_cluster_cfg one = {.cluster = 3, .weight = 1};
+    struct tr_route_cfg single = {
+        .name = "s", .path = "/", .clusters = &one, .n_clusters = 1, .total_weight = 1};
     assert_int_equal(tr_route_pick_cluster(&single, 12345), 3);
 
-    struct tr_route_cfg none = { .name = "d", .path = "/", .direct_status = 404 };
+    struct tr_route_cfg none = {.name = "d", .path = "/", .direct_status = 404};
     assert_int_equal(tr_route_pick_cluster(&none, 7), -1);
-    struct tr_weighted_cluster_cfg zero = { .cluster = 0, .weight = 0 };
-    struct tr_route_cfg zeros = { .name = "z", .path = "/", .clusters = &zero, .n_clusters = 1 };
+    struct tr_weighted_cluster_cfg zero = {.cluster = 0, .weight = 0};
+    struct tr_route_cfg zeros = {.name = "z", .path = "/", .clusters = &zero, .n_clusters = 1};
     assert_int_equal(tr_route_pick_cluster(&zeros, 7), -1);
     assert_int_equal(tr_route_pick_cluster(NULL, 7), -1);
 
     /* Weights whose sum exceeds 32 bits do not overflow. */
-    struct tr_weighted_cluster_cfg big[] = { { .cluster = 0, .weight = UINT32_MAX },
-                                             { .cluster = 1, .weight = UINT32_MAX } };
-    struct tr_route_cfg bigr = { .name = "b", .path = "/", .clusters = big, .n_clusters = 2 };
+    struct tr_weighted_cluster_cfg big[] = {{.cluster = 0, .weight = UINT32_MAX},
+                                            {.cluster = 1, .weight = UINT32_MAX}};
+    struct tr_route_cfg bigr = {.name = "b", .path = "/", .clusters = big, .n_clusters = 2};
     assert_int_equal(tr_route_pick_cluster(&bigr, UINT32_MAX - 1), 0);
 }
 

@@ -13,7 +13,7 @@
 #define INCOMPLETE 1 /* pseudo result: head_end wants more bytes */
 
 static struct tr_h1_header hdrs[TR_H1_MAX_HEADERS_CAP];
-static const struct tr_h1_limits small_lim = { 64, 256, 4 };
+static const struct tr_h1_limits small_lim = {64, 256, 4};
 
 /* head_end in one shot, then the parser: what a server would answer. */
 static int run_head(const char *s, size_t len, const struct tr_h1_limits *lim, int is_request,
@@ -113,20 +113,20 @@ static void test_methods(void **state)
         const char *line;
         enum tr_h1_method id;
     } v[] = {
-        { "GET / HTTP/1.1\r\n", TR_H1_M_GET },
-        { "HEAD / HTTP/1.1\r\n", TR_H1_M_HEAD },
-        { "POST / HTTP/1.1\r\n", TR_H1_M_POST },
-        { "PUT / HTTP/1.1\r\n", TR_H1_M_PUT },
-        { "DELETE / HTTP/1.1\r\n", TR_H1_M_DELETE },
-        { "OPTIONS * HTTP/1.1\r\n", TR_H1_M_OPTIONS },
-        { "OPTIONS / HTTP/1.1\r\n", TR_H1_M_OPTIONS },
-        { "TRACE / HTTP/1.1\r\n", TR_H1_M_TRACE },
-        { "PATCH / HTTP/1.1\r\n", TR_H1_M_PATCH },
-        { "CONNECT example.com:443 HTTP/1.1\r\n", TR_H1_M_CONNECT },
-        { "CONNECT [::1]:8443 HTTP/1.1\r\n", TR_H1_M_CONNECT },
-        { "PURGE / HTTP/1.1\r\n", TR_H1_M_OTHER },
-        { "get / HTTP/1.1\r\n", TR_H1_M_OTHER }, /* methods are case-sensitive */
-        { "M-SEARCH* / HTTP/1.1\r\n", TR_H1_M_OTHER },
+        {"GET / HTTP/1.1\r\n", TR_H1_M_GET},
+        {"HEAD / HTTP/1.1\r\n", TR_H1_M_HEAD},
+        {"POST / HTTP/1.1\r\n", TR_H1_M_POST},
+        {"PUT / HTTP/1.1\r\n", TR_H1_M_PUT},
+        {"DELETE / HTTP/1.1\r\n", TR_H1_M_DELETE},
+        {"OPTIONS * HTTP/1.1\r\n", TR_H1_M_OPTIONS},
+        {"OPTIONS / HTTP/1.1\r\n", TR_H1_M_OPTIONS},
+        {"TRACE / HTTP/1.1\r\n", TR_H1_M_TRACE},
+        {"PATCH / HTTP/1.1\r\n", TR_H1_M_PATCH},
+        {"CONNECT example.com:443 HTTP/1.1\r\n", TR_H1_M_CONNECT},
+        {"CONNECT [::1]:8443 HTTP/1.1\r\n", TR_H1_M_CONNECT},
+        {"PURGE / HTTP/1.1\r\n", TR_H1_M_OTHER},
+        {"get / HTTP/1.1\r\n", TR_H1_M_OTHER}, /* methods are case-sensitive */
+        {"M-SEARCH* / HTTP/1.1\r\n", TR_H1_M_OTHER},
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         char buf[256];
@@ -157,8 +157,8 @@ static void test_body_framing(void **state)
         req("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775807\r\n\r\n", &m), 0);
     assert_int_equal(m.content_length, INT64_MAX);
 
-    assert_int_equal(req("POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \t ChUnKeD \r\n\r\n",
-                         &m), 0);
+    assert_int_equal(
+        req("POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \t ChUnKeD \r\n\r\n", &m), 0);
     assert_int_equal(m.body, TR_H1_BODY_CHUNKED);
 
     assert_int_equal(req("POST /u HTTP/1.1\r\nHost: a\r\n\r\n", &m), 0);
@@ -185,9 +185,11 @@ static void test_versions_and_flags(void **state)
     assert_int_equal(m.flags, TR_H1_F_CONN_CLOSE);
 
     assert_int_equal(req("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, , Upgrade ,"
-                         "x-Foo\r\nUpgrade: websocket\r\nConnection: x-bar\r\n\r\n", &m), 0);
-    assert_int_equal(m.flags, TR_H1_F_CONN_KEEP_ALIVE | TR_H1_F_CONN_UPGRADE |
-                                  TR_H1_F_UPGRADE | TR_H1_F_HAS_CONNECTION_TOKENS);
+                         "x-Foo\r\nUpgrade: websocket\r\nConnection: x-bar\r\n\r\n",
+                         &m),
+                     0);
+    assert_int_equal(m.flags, TR_H1_F_CONN_KEEP_ALIVE | TR_H1_F_CONN_UPGRADE | TR_H1_F_UPGRADE |
+                                  TR_H1_F_HAS_CONNECTION_TOKENS);
     assert_true(tr_h1_connection_lists(&m, TR_STR_LIT("X-FOO")));
     assert_true(tr_h1_connection_lists(&m, TR_STR_LIT("x-bar")));
     assert_true(tr_h1_connection_lists(&m, TR_STR_LIT("upgrade")));
@@ -195,12 +197,13 @@ static void test_versions_and_flags(void **state)
     assert_false(tr_h1_connection_lists(&m, TR_STR_LIT("websocket")));
 
     assert_int_equal(req("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n"
-                         "TE: deflate;q=0.5, Trailers\r\nContent-Length: 3\r\n\r\n", &m), 0);
+                         "TE: deflate;q=0.5, Trailers\r\nContent-Length: 3\r\n\r\n",
+                         &m),
+                     0);
     assert_int_equal(m.flags, TR_H1_F_EXPECT_CONTINUE | TR_H1_F_TE_TRAILERS);
 
     /* Other expectations are left to the proxy. */
-    assert_int_equal(req("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nTE: gzip\r\n\r\n", &m),
-                     0);
+    assert_int_equal(req("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nTE: gzip\r\n\r\n", &m), 0);
     assert_int_equal(m.flags, 0);
 }
 
@@ -208,14 +211,15 @@ static void test_targets(void **state)
 {
     struct tr_h1_message m;
     assert_int_equal(req("GET http://Example.com:8080/x?y HTTP/1.1\r\n"
-                         "Host: example.COM:8080\r\n\r\n", &m), 0);
+                         "Host: example.COM:8080\r\n\r\n",
+                         &m),
+                     0);
     assert_slice(m.target, "http://Example.com:8080/x?y");
     assert_int_equal(req("GET https://a.b HTTP/1.1\r\nHost: a.b\r\n\r\n", &m), 0);
     assert_int_equal(req("GET HTTP://a.b?q HTTP/1.0\r\n\r\n", &m), 0);
     assert_int_equal(req("GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n", &m), 0);
     assert_int_equal(req("GET / HTTP/1.1\r\nHost: 10.0.0.1\r\n\r\n", &m), 0);
-    assert_int_equal(req("GET /%41~!$&'()*+,;=:@[]{}|^`\"<>\\ HTTP/1.1\r\nHost: a\r\n\r\n", &m),
-                     0);
+    assert_int_equal(req("GET /%41~!$&'()*+,;=:@[]{}|^`\"<>\\ HTTP/1.1\r\nHost: a\r\n\r\n", &m), 0);
 }
 
 /* Build a request whose first line is line_len bytes (incl. CRLF) and whose
@@ -245,7 +249,7 @@ static void test_limits_boundaries(void **state)
 {
     struct tr_h1_message m;
     char buf[1024];
-    struct tr_h1_limits lim = { 64, 256, 4 };
+    struct tr_h1_limits lim = {64, 256, 4};
     size_t n;
 
     /* Request line of exactly max_request_line bytes: fine; one more: 414,
@@ -281,7 +285,7 @@ static void test_limits_boundaries(void **state)
     assert_int_equal(run_head(buf, n, &lim, 1, TR_H1_M_GET, &m), TR_H1_E_HEADERS_TOO_LARGE);
 
     /* max_headers above the cap is clamped to the cap. */
-    struct tr_h1_limits big = { 8192, 65536, 100000 };
+    struct tr_h1_limits big = {8192, 65536, 100000};
     static char huge[8192];
     n = 0;
     n += (size_t)sprintf(huge, "GET / HTTP/1.1\r\nHost: a\r\n");
@@ -293,7 +297,7 @@ static void test_limits_boundaries(void **state)
     assert_int_equal(run_head(huge, n, &big, 1, TR_H1_M_GET, &m), TR_H1_E_HEADERS_TOO_LARGE);
 
     /* A zero-header limit refuses any field. */
-    struct tr_h1_limits none = { 8192, 65536, 0 };
+    struct tr_h1_limits none = {8192, 65536, 0};
     assert_int_equal(run_head("GET / HTTP/1.0\r\n\r\n", 18, &none, 1, TR_H1_M_GET, &m), 0);
     assert_int_equal(run_head("GET / HTTP/1.0\r\nA: b\r\n\r\n", 24, &none, 1, TR_H1_M_GET, &m),
                      TR_H1_E_HEADERS_TOO_LARGE);
@@ -384,13 +388,28 @@ struct vector {
     int want;
 };
 
-#define BAD TR_H1_E_BAD_REQUEST
+#define BAD  TR_H1_E_BAD_REQUEST
 #define BADR TR_H1_E_BAD_RESPONSE
-#define RQ(name, s, want) { name, s, sizeof(s) - 1, 1, 0, TR_H1_M_GET, want }
-#define RQS(name, s, want) { name, s, sizeof(s) - 1, 1, 1, TR_H1_M_GET, want }
-#define RS(name, s, want) { name, s, sizeof(s) - 1, 0, 0, TR_H1_M_GET, want }
-#define RSM(name, m, s, want) { name, s, sizeof(s) - 1, 0, 0, m, want }
-#define RSS(name, s, want) { name, s, sizeof(s) - 1, 0, 1, TR_H1_M_GET, want }
+#define RQ(name, s, want)                                                                          \
+    {                                                                                              \
+        name, s, sizeof(s) - 1, 1, 0, TR_H1_M_GET, want                                            \
+    }
+#define RQS(name, s, want)                                                                         \
+    {                                                                                              \
+        name, s, sizeof(s) - 1, 1, 1, TR_H1_M_GET, want                                            \
+    }
+#define RS(name, s, want)                                                                          \
+    {                                                                                              \
+        name, s, sizeof(s) - 1, 0, 0, TR_H1_M_GET, want                                            \
+    }
+#define RSM(name, m, s, want)                                                                      \
+    {                                                                                              \
+        name, s, sizeof(s) - 1, 0, 0, m, want                                                      \
+    }
+#define RSS(name, s, want)                                                                         \
+    {                                                                                              \
+        name, s, sizeof(s) - 1, 0, 1, TR_H1_M_GET, want                                            \
+    }
 #define P "POST / HTTP/1.1\r\nHost: a\r\n"
 #define G "GET / HTTP/1.1\r\nHost: a\r\n"
 #define R "HTTP/1.1 200 OK\r\n"
@@ -407,13 +426,18 @@ static const struct vector vectors[] = {
     RQ("TE xchunked", P "Transfer-Encoding: xchunked\r\n\r\n", BAD),
     RQ("TE chunkedx", P "Transfer-Encoding: chunked-x\r\n\r\n", BAD),
     RQ("TE quoted", P "Transfer-Encoding: \"chunked\"\r\n\r\n", BAD),
-    RQ("TE with VT", P "Transfer-Encoding:\x0b" "chunked\r\n\r\n", BAD),
+    RQ("TE with VT",
+       P "Transfer-Encoding:\x0b"
+         "chunked\r\n\r\n",
+       BAD),
     RQ("TE with VT after", P "Transfer-Encoding: chunked\x0b\r\n\r\n", BAD),
-    RQ("TE with FF", P "Transfer-Encoding: \x0c" "chunked\r\n\r\n", BAD),
+    RQ("TE with FF",
+       P "Transfer-Encoding: \x0c"
+         "chunked\r\n\r\n",
+       BAD),
     RQ("TE space before colon", P "Transfer-Encoding : chunked\r\n\r\n", BAD),
     RQ("TE tab before colon", P "Transfer-Encoding\t: chunked\r\n\r\n", BAD),
-    RQ("two TE headers", P "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-       BAD),
+    RQ("two TE headers", P "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", BAD),
     RQ("TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", BAD),
     RQ("TE obs-folded", P "Transfer-Encoding:\r\n chunked\r\n\r\n", BAD),
     RQ("CL plus sign", P "Content-Length: +5\r\n\r\n", BAD),
@@ -427,8 +451,10 @@ static const struct vector vectors[] = {
     RQ("CL 2^63", P "Content-Length: 9223372036854775808\r\n\r\n", BAD),
     RQ("CL 20 digits", P "Content-Length: 99999999999999999999\r\n\r\n", BAD),
     RQ("CL space before colon", P "Content-Length : 5\r\n\r\n", BAD),
-    RQ("CONNECT with TE", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nTransfer-Encoding: chunked"
-                          "\r\n\r\n", BAD),
+    RQ("CONNECT with TE",
+       "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nTransfer-Encoding: chunked"
+       "\r\n\r\n",
+       BAD),
     RQ("CONNECT with CL", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nContent-Length: 5\r\n\r\n",
        BAD),
     /* Line structure */
@@ -523,8 +549,10 @@ static const struct vector vectors[] = {
     RS("resp TE on 204", "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", BADR),
     RS("resp TE on 100", "HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n", BADR),
     RS("resp TE in HTTP/1.0", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", BADR),
-    RS("resp CL+TE on 304", "HTTP/1.1 304 NM\r\nContent-Length: 1\r\nTransfer-Encoding: chunked"
-                            "\r\n\r\n", BADR),
+    RS("resp CL+TE on 304",
+       "HTTP/1.1 304 NM\r\nContent-Length: 1\r\nTransfer-Encoding: chunked"
+       "\r\n\r\n",
+       BADR),
     RSM("resp CL+TE to HEAD", TR_H1_M_HEAD,
         R "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", BADR),
     RS("resp status 600", "HTTP/1.1 600 X\r\n\r\n", BADR),
@@ -579,8 +607,8 @@ static void test_vectors(void **state)
 static void test_responses(void **state)
 {
     struct tr_h1_message m;
-    assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nServer: x\r\n\r\n",
-                          TR_H1_M_GET, &m), 0);
+    assert_int_equal(
+        resp("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nServer: x\r\n\r\n", TR_H1_M_GET, &m), 0);
     assert_int_equal(m.status, 200);
     assert_slice(m.reason, "OK");
     assert_int_equal(m.body, TR_H1_BODY_LENGTH);
@@ -588,8 +616,8 @@ static void test_responses(void **state)
     assert_int_equal(m.n_headers, 2);
     assert_int_equal(m.flags, 0);
 
-    assert_int_equal(resp("HTTP/1.1 404 Not  Found \r\nTransfer-Encoding: chunked\r\n\r\n",
-                          TR_H1_M_GET, &m), 0);
+    assert_int_equal(
+        resp("HTTP/1.1 404 Not  Found \r\nTransfer-Encoding: chunked\r\n\r\n", TR_H1_M_GET, &m), 0);
     assert_int_equal(m.body, TR_H1_BODY_CHUNKED);
     assert_slice(m.reason, "Not  Found ");
 
@@ -609,31 +637,32 @@ static void test_responses(void **state)
     assert_int_equal(m.body, TR_H1_BODY_NONE);
     assert_int_equal(resp("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", TR_H1_M_GET, &m), 0);
     assert_int_equal(m.body, TR_H1_BODY_NONE);
-    assert_int_equal(resp("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", TR_H1_M_GET,
-                          &m), 0);
+    assert_int_equal(resp("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", TR_H1_M_GET, &m),
+                     0);
     assert_int_equal(m.body, TR_H1_BODY_NONE);
-    assert_int_equal(resp("HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", TR_H1_M_GET,
-                          &m), 0);
+    assert_int_equal(
+        resp("HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", TR_H1_M_GET, &m), 0);
     assert_int_equal(m.body, TR_H1_BODY_NONE);
-    assert_int_equal(resp("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
-                          TR_H1_M_GET, &m), 0);
+    assert_int_equal(
+        resp("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", TR_H1_M_GET, &m),
+        0);
     assert_int_equal(m.body, TR_H1_BODY_NONE);
     assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", TR_H1_M_HEAD, &m), 0);
     assert_int_equal(m.body, TR_H1_BODY_NONE);
-    assert_int_equal(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", TR_H1_M_HEAD,
-                          &m), 0);
+    assert_int_equal(
+        resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", TR_H1_M_HEAD, &m), 0);
     assert_int_equal(m.body, TR_H1_BODY_NONE);
 
     /* Tunnels. */
     assert_int_equal(resp("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
-                          "Upgrade: websocket\r\n\r\n", TR_H1_M_GET, &m), 0);
+                          "Upgrade: websocket\r\n\r\n",
+                          TR_H1_M_GET, &m),
+                     0);
     assert_int_equal(m.body, TR_H1_BODY_TUNNEL);
     assert_int_equal(m.flags, TR_H1_F_CONN_UPGRADE | TR_H1_F_UPGRADE);
-    assert_int_equal(resp("HTTP/1.1 200 Connection Established\r\n\r\n", TR_H1_M_CONNECT, &m),
-                     0);
+    assert_int_equal(resp("HTTP/1.1 200 Connection Established\r\n\r\n", TR_H1_M_CONNECT, &m), 0);
     assert_int_equal(m.body, TR_H1_BODY_TUNNEL);
-    assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", TR_H1_M_CONNECT, &m),
-                     0);
+    assert_int_equal(resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", TR_H1_M_CONNECT, &m), 0);
     assert_int_equal(m.body, TR_H1_BODY_TUNNEL);
     /* A refused CONNECT has an ordinary body. */
     assert_int_equal(resp("HTTP/1.1 407 Auth\r\nContent-Length: 5\r\n\r\n", TR_H1_M_CONNECT, &m),
@@ -646,7 +675,8 @@ static void test_responses(void **state)
     assert_int_equal(m.version_minor, 0);
     assert_true(m.flags & TR_H1_F_CONN_CLOSE);
     assert_int_equal(resp("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
-                          TR_H1_M_GET, &m), 0);
+                          TR_H1_M_GET, &m),
+                     0);
     assert_int_equal(m.flags, TR_H1_F_CONN_KEEP_ALIVE);
     assert_int_equal(resp("HTTP/1.7 599 Whatever\r\nContent-Length: 1\r\n\r\n", TR_H1_M_GET, &m),
                      0);
@@ -655,7 +685,9 @@ static void test_responses(void **state)
 
     /* Request-only headers leave response flags alone. */
     assert_int_equal(resp("HTTP/1.1 200 OK\r\nExpect: 100-continue\r\nTE: trailers\r\n"
-                          "Content-Length: 0\r\n\r\n", TR_H1_M_GET, &m), 0);
+                          "Content-Length: 0\r\n\r\n",
+                          TR_H1_M_GET, &m),
+                     0);
     assert_int_equal(m.flags, 0);
 }
 
@@ -676,8 +708,8 @@ static void test_util(void **state)
     assert_string_equal(tr_h1_reason(299), "Success");
     assert_string_equal(tr_h1_reason(999), "Unknown");
 
-    static const char *hop[] = { "Connection", "keep-alive", "PROXY-CONNECTION", "te",
-                                 "Transfer-Encoding", "upgrade", "Trailer" };
+    static const char *hop[] = {"Connection",        "keep-alive", "PROXY-CONNECTION", "te",
+                                "Transfer-Encoding", "upgrade",    "Trailer"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         assert_true(tr_h1_is_hop_by_hop(tr_str_from(hop[i], strlen(hop[i]))));
     assert_false(tr_h1_is_hop_by_hop(TR_STR_LIT("Trailers")));
@@ -711,18 +743,19 @@ static void test_util(void **state)
 static void test_head_end_rejects_bad_request_line_early(void **state)
 {
     struct tr_h1_limits lim = TR_H1_LIMITS_DEFAULT;
-    static const char *const bad[] = { "GET /\r\n", "GET / HTTP/1\r\n", "GET / http/1.1\r\n",
-                                       "GET / HTTP/1.1x\r\n", "GET /HTTP/1.1\r\n" };
+    static const char *const bad[] = {"GET /\r\n", "GET / HTTP/1\r\n", "GET / http/1.1\r\n",
+                                      "GET / HTTP/1.1x\r\n", "GET /HTTP/1.1\r\n"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         size_t scanned = 0;
         assert_int_equal(tr_h1_head_end(bad[i], strlen(bad[i]), &lim, 1, &scanned),
                          TR_H1_E_BAD_REQUEST);
     }
-    static const char *const incomplete[] = { "GET / HTTP/1.1\r\n", "GET / HTTP/2.0\r\n",
-                                              "OPTIONS * HTTP/1.0\r\nHost: a\r\n" };
+    static const char *const incomplete[] = {"GET / HTTP/1.1\r\n", "GET / HTTP/2.0\r\n",
+                                             "OPTIONS * HTTP/1.0\r\nHost: a\r\n"};
     for (size_t i = 0; i < sizeof(incomplete) / sizeof(incomplete[0]); i++) {
         size_t scanned = 0;
-        assert_int_equal(tr_h1_head_end(incomplete[i], strlen(incomplete[i]), &lim, 1, &scanned), 0);
+        assert_int_equal(tr_h1_head_end(incomplete[i], strlen(incomplete[i]), &lim, 1, &scanned),
+                         0);
     }
 }
 

@@ -11,17 +11,17 @@
 #include "codec/h1/h1.h"
 
 struct run {
-    int rc;              /* last result: MORE, DONE or an error */
-    size_t consumed;     /* total bytes consumed */
-    char payload[8192];  /* concatenated data runs */
+    int rc;             /* last result: MORE, DONE or an error */
+    size_t consumed;    /* total bytes consumed */
+    char payload[8192]; /* concatenated data runs */
     size_t payload_len;
     uint64_t payload_total;
 };
 
 /* Decode s, handing it to the decoder in pieces cut at the positions given
  * by split (NULL: one piece). Stops at DONE or an error. */
-static void decode(const char *s, size_t n, const size_t *cuts, size_t n_cuts,
-                   uint32_t max_trailer, struct run *r)
+static void decode(const char *s, size_t n, const size_t *cuts, size_t n_cuts, uint32_t max_trailer,
+                   struct run *r)
 {
     struct tr_h1_chunked c;
     tr_h1_chunked_init(&c, max_trailer);
@@ -122,13 +122,13 @@ static void test_every_split(void **state)
 
     /* Every single cut position, and every pair of cuts. */
     for (size_t a = 1; a < n; a++) {
-        size_t one[1] = { a };
+        size_t one[1] = {a};
         decode(s, n, one, 1, 1024, &r);
         assert_int_equal(r.rc, TR_H1_CHUNKED_DONE);
         assert_int_equal(r.consumed, n);
         assert_memory_equal(r.payload, whole.payload, whole.payload_len);
         for (size_t b = a + 1; b < n; b += 3) {
-            size_t two[2] = { a, b };
+            size_t two[2] = {a, b};
             decode(s, n, two, 2, 1024, &r);
             assert_int_equal(r.rc, TR_H1_CHUNKED_DONE);
             assert_int_equal(r.consumed, n);
@@ -177,7 +177,10 @@ static const struct {
     const char *s;
     size_t n;
 } bad[] = {
-#define B(name, s) { name, s, sizeof(s) - 1 }
+#define B(name, s)                                                                                 \
+    {                                                                                              \
+        name, s, sizeof(s) - 1                                                                     \
+    }
     B("0x prefix", "0x10\r\n0123456789abcdef\r\n0\r\n\r\n"),
     B("negative", "-1\r\n"),
     B("plus", "+1\r\nx\r\n0\r\n\r\n"),
@@ -310,12 +313,9 @@ static void test_sticky_states(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_whole),
-        cmocka_unit_test(test_minimal_and_zeros),
-        cmocka_unit_test(test_every_split),
-        cmocka_unit_test(test_bad_vectors),
-        cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_sticky_states),
+        cmocka_unit_test(test_valid_whole), cmocka_unit_test(test_minimal_and_zeros),
+        cmocka_unit_test(test_every_split), cmocka_unit_test(test_bad_vectors),
+        cmocka_unit_test(test_limits),      cmocka_unit_test(test_sticky_states),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
