@@ -2300,3 +2300,21 @@ int tr_cfg_loc_format(const struct tr_cfg_loc *loc, char *out, size_t size)
     return snprintf(out, size, "%s:%u:%u: %s%s", file, loc->line, loc->col, path,
                     path[0] != '\0' ? ": " : "");
 }
+
+void tr_cfg_errorf(char **err, const struct tr_cfg_loc *loc, const char *fmt, ...)
+{
+    if (err == NULL)
+        return;
+    char prefix[512], msg[1024];
+    static const struct tr_cfg_loc none = {0};
+    tr_cfg_loc_format(loc != NULL ? loc : &none, prefix, sizeof(prefix));
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    char *out = NULL;
+    if (asprintf(&out, "%s%s", prefix, msg) < 0)
+        out = NULL;
+    free(*err);
+    *err = out;
+}

@@ -26,4 +26,10 @@ void tr_config_free(struct tr_config *cfg);
  * parse). Returns the number of bytes written (as snprintf). */
 int tr_cfg_loc_format(const struct tr_cfg_loc *loc, char *out, size_t size);
 
+/* Set *err (malloc'd; any previous message is freed) to "FILE:LINE:COL:
+ * PATH: " for loc followed by the formatted message. For every stage that
+ * reports an error about a configured object. NULL err: nothing. */
+void tr_cfg_errorf(char **err, const struct tr_cfg_loc *loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -8,6 +8,8 @@
  */
 #include "filter/authz.h"
 
+#include "config/load.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,26 +41,6 @@ struct tr_authz {
     bool has_allow;
 };
 
-static void tr_az_seterr(char **err, const struct tr_cfg_loc *loc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void tr_az_seterr(char **err, const struct tr_cfg_loc *loc, const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    char *out = NULL;
-    if (asprintf(&out, "%s:%u:%u: %s: %s", loc && loc->file ? loc->file : "<config>",
-                 loc ? loc->line : 0, loc ? loc->col : 0, loc && loc->path ? loc->path : "",
-                 msg) < 0)
-        out = NULL;
-    *err = out;
-}
-
 /* "*" alone -> ANY; "x*" -> PREFIX "x"; else EXACT. The slices point into
  * the config, which outlives the compiled rules. */
 static bool tr_az_pats_build(struct tr_arena *ar, const char **src, size_t n,
@@ -69,13 +51,13 @@ static bool tr_az_pats_build(struct tr_arena *ar, const char **src, size_t n,
         return true;
     struct tr_az_pat *p = tr_arena_calloc(ar, n, sizeof(*p));
     if (p == NULL) {
-        tr_az_seterr(err, loc, "out of memory");
+        tr_cfg_errorf(err, loc, "out of memory");
         return false;
     }
     for (size_t i = 0; i < n; i++) {
         size_t len = src[i] ? strlen(src[i]) : 0;
         if (len == 0) {
-            tr_az_seterr(err, loc, "%s[%zu] is empty", what, i);
+            tr_cfg_errorf(err, loc, "%s[%zu] is empty", what, i);
             return false;
         }
         p[i].s = tr_str_from(src[i], len);
@@ -112,7 +94,7 @@ struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
         const struct tr_authz_rule_cfg *rc = &cfg->rules[i];
         struct tr_az_rule *r = &a->rules[i];
         if (rc->action != TR_AUTHZ_ALLOW && rc->action != TR_AUTHZ_DENY) {
-            tr_az_seterr(err, &rc->loc, "unknown action %d", (int)rc->action);
+            tr_cfg_errorf(err, &rc->loc, "unknown action %d", (int)rc->action);
             goto fail;
         }
         r->action = rc->action;
@@ -129,7 +111,7 @@ struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
                 goto oom;
             for (size_t m = 0; m < rc->n_methods; m++) {
                 if (rc->methods[m] == NULL || rc->methods[m][0] == '\0') {
-                    tr_az_seterr(err, &rc->loc, "methods[%zu] is empty", m);
+                    tr_cfg_errorf(err, &rc->loc, "methods[%zu] is empty", m);
                     goto fail;
                 }
                 r->methods[m] = tr_str_from(rc->methods[m], strlen(rc->methods[m]));
@@ -140,7 +122,7 @@ struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
     return a;
 
 oom:
-    tr_az_seterr(err, NULL, "out of memory");
+    tr_cfg_errorf(err, NULL, "out of memory");
 fail:
     tr_arena_free(ar);
     return NULL;

@@ -2,6 +2,8 @@
  * classification and client session slots. See identity.h for the model. */
 #include "identity/identity.h"
 
+#include "config/load.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -494,25 +496,6 @@ void tr_tls_session_unbind(SSL *ssl)
 
 /* ---- loading ---- */
 
-__attribute__((format(printf, 3, 4))) static void set_err(char **err, const struct tr_tls_cfg *cfg,
-                                                          const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    const struct tr_cfg_loc *l = &cfg->loc;
-    char *s = NULL;
-    if (asprintf(&s, "%s:%u:%u: %s: %s", l->file ? l->file : "<config>", (unsigned)l->line,
-                 (unsigned)l->col, l->path ? l->path : "tls", msg) < 0)
-        s = NULL;
-    free(*err);
-    *err = s;
-}
-
 /* OpenSSL's reason for the latest failure, for error messages. */
 static const char *ossl_reason(void)
 {
@@ -726,19 +709,19 @@ static int load_material(const struct tr_tls_cfg *cfg, struct material *m, char 
     int e;
 
     if ((e = read_file(cfg->cert_file, &buf, &len)) != 0) {
-        set_err(err, cfg, "cert_file \"%s\": %s", cfg->cert_file, strerror(e));
+        tr_cfg_errorf(err, &cfg->loc, "cert_file \"%s\": %s", cfg->cert_file, strerror(e));
         return -1;
     }
     int rc = parse_certs(buf, len, &m->leaf, &m->chain);
     free(buf);
     if (rc != 0) {
-        set_err(err, cfg, "cert_file \"%s\": no valid PEM certificate (%s)", cfg->cert_file,
-                ossl_reason());
+        tr_cfg_errorf(err, &cfg->loc, "cert_file \"%s\": no valid PEM certificate (%s)",
+                      cfg->cert_file, ossl_reason());
         return -1;
     }
 
     if ((e = read_file(cfg->key_file, &buf, &len)) != 0) {
-        set_err(err, cfg, "key_file \"%s\": %s", cfg->key_file, strerror(e));
+        tr_cfg_errorf(err, &cfg->loc, "key_file \"%s\": %s", cfg->key_file, strerror(e));
         return -1;
     }
     BIO *b = BIO_new_mem_buf(buf, (int)len);
@@ -747,18 +730,19 @@ static int load_material(const struct tr_tls_cfg *cfg, struct material *m, char 
     OPENSSL_cleanse(buf, len); /* key material: do not leave it in freed memory */
     free(buf);
     if (m->key == NULL) {
-        set_err(err, cfg, "key_file \"%s\": no valid unencrypted PEM private key (%s)",
-                cfg->key_file, ossl_reason());
+        tr_cfg_errorf(err, &cfg->loc, "key_file \"%s\": no valid unencrypted PEM private key (%s)",
+                      cfg->key_file, ossl_reason());
         return -1;
     }
     if (X509_check_private_key(m->leaf, m->key) != 1) {
-        set_err(err, cfg, "key_file \"%s\" does not match the certificate in cert_file \"%s\"",
-                cfg->key_file, cfg->cert_file);
+        tr_cfg_errorf(err, &cfg->loc,
+                      "key_file \"%s\" does not match the certificate in cert_file \"%s\"",
+                      cfg->key_file, cfg->cert_file);
         return -1;
     }
 
     if ((e = read_file(cfg->ca_file, &buf, &len)) != 0) {
-        set_err(err, cfg, "ca_file \"%s\": %s", cfg->ca_file, strerror(e));
+        tr_cfg_errorf(err, &cfg->loc, "ca_file \"%s\": %s", cfg->ca_file, strerror(e));
         return -1;
     }
     X509 *first = NULL;
@@ -766,8 +750,8 @@ static int load_material(const struct tr_tls_cfg *cfg, struct material *m, char 
     rc = parse_certs(buf, len, &first, &rest);
     free(buf);
     if (rc != 0) {
-        set_err(err, cfg, "ca_file \"%s\": no valid PEM certificate (%s)", cfg->ca_file,
-                ossl_reason());
+        tr_cfg_errorf(err, &cfg->loc, "ca_file \"%s\": no valid PEM certificate (%s)", cfg->ca_file,
+                      ossl_reason());
         return -1;
     }
     m->store = X509_STORE_new();
@@ -778,7 +762,7 @@ static int load_material(const struct tr_tls_cfg *cfg, struct material *m, char 
     X509_free(first);
     sk_X509_pop_free(rest, X509_free);
     if (rc != 0) {
-        set_err(err, cfg, "ca_file \"%s\": %s", cfg->ca_file, ossl_reason());
+        tr_cfg_errorf(err, &cfg->loc, "ca_file \"%s\": %s", cfg->ca_file, ossl_reason());
         return -1;
     }
     return 0;
@@ -791,15 +775,15 @@ static int verify_own_chain(const struct tr_tls_cfg *cfg, const struct material 
     X509_STORE_CTX *xs = X509_STORE_CTX_new();
     if (xs == NULL || X509_STORE_CTX_init(xs, m->store, m->leaf, m->chain) != 1) {
         X509_STORE_CTX_free(xs);
-        set_err(err, cfg, "out of memory");
+        tr_cfg_errorf(err, &cfg->loc, "out of memory");
         return -1;
     }
     X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(xs), X509_V_FLAG_NO_CHECK_TIME);
     int ok = X509_verify_cert(xs);
     if (ok != 1)
-        set_err(err, cfg, "cert_file \"%s\" does not verify against ca_file \"%s\": %s",
-                cfg->cert_file, cfg->ca_file,
-                X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
+        tr_cfg_errorf(err, &cfg->loc, "cert_file \"%s\" does not verify against ca_file \"%s\": %s",
+                      cfg->cert_file, cfg->ca_file,
+                      X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
     X509_STORE_CTX_free(xs);
     return ok == 1 ? 0 : -1;
 }
@@ -809,7 +793,7 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
     if (err)
         *err = NULL;
     if (!ensure_init()) {
-        set_err(err, cfg, "OpenSSL initialisation failed");
+        tr_cfg_errorf(err, &cfg->loc, "OpenSSL initialisation failed");
         return NULL;
     }
     const char *missing = !cfg->cert_file  ? "cert_file"
@@ -817,30 +801,30 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
                           : !cfg->ca_file  ? "ca_file"
                                            : NULL;
     if (missing) {
-        set_err(err, cfg, "%s: not set", missing);
+        tr_cfg_errorf(err, &cfg->loc, "%s: not set", missing);
         return NULL;
     }
     uint16_t min_version = cfg->min_version ? cfg->min_version : TLS1_3_VERSION;
     if (min_version != TLS1_2_VERSION && min_version != TLS1_3_VERSION) {
-        set_err(err, cfg, "min_version: must be TLS 1.2 or TLS 1.3");
+        tr_cfg_errorf(err, &cfg->loc, "min_version: must be TLS 1.2 or TLS 1.3");
         return NULL;
     }
     if (cfg->trust_domain && !trust_domain_valid(cfg->trust_domain)) {
-        set_err(err, cfg, "trust_domain \"%s\": not a valid SPIFFE trust domain",
-                cfg->trust_domain);
+        tr_cfg_errorf(err, &cfg->loc, "trust_domain \"%s\": not a valid SPIFFE trust domain",
+                      cfg->trust_domain);
         return NULL;
     }
 
     struct tr_tls_ctx *ctx = calloc(1, sizeof(*ctx));
     if (ctx == NULL) {
-        set_err(err, cfg, "out of memory");
+        tr_cfg_errorf(err, &cfg->loc, "out of memory");
         return NULL;
     }
     atomic_init(&ctx->refs, 1u);
     const char *paths[F_COUNT] = {cfg->cert_file, cfg->key_file, cfg->ca_file};
     for (int i = 0; i < F_COUNT; i++) {
         if ((ctx->files[i] = strdup(paths[i])) == NULL) {
-            set_err(err, cfg, "out of memory");
+            tr_cfg_errorf(err, &cfg->loc, "out of memory");
             ctx_free(ctx);
             return NULL;
         }
@@ -857,8 +841,9 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
     if (load_material(cfg, &m, err) != 0)
         goto fail;
     if ((why = cert_spiffe_id(m.leaf, id, &id_len)) != NULL) {
-        set_err(err, cfg, "cert_file \"%s\": leaf certificate is not a valid X.509-SVID (%s)",
-                cfg->cert_file, why);
+        tr_cfg_errorf(err, &cfg->loc,
+                      "cert_file \"%s\": leaf certificate is not a valid X.509-SVID (%s)",
+                      cfg->cert_file, why);
         goto fail;
     }
     if (verify_own_chain(cfg, &m, err) != 0)
@@ -866,12 +851,12 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
 
     struct tm tm;
     if (ASN1_TIME_to_tm(X509_get0_notAfter(m.leaf), &tm) != 1) {
-        set_err(err, cfg, "cert_file \"%s\": unreadable notAfter", cfg->cert_file);
+        tr_cfg_errorf(err, &cfg->loc, "cert_file \"%s\": unreadable notAfter", cfg->cert_file);
         goto fail;
     }
     ctx->not_after = timegm(&tm);
     if ((ctx->own_id = strdup(id)) == NULL) {
-        set_err(err, cfg, "out of memory");
+        tr_cfg_errorf(err, &cfg->loc, "out of memory");
         goto fail;
     }
 
@@ -879,7 +864,7 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
     ctx->server = make_ssl_ctx(cfg, &m, min_version, gen, true);
     ctx->client = ctx->server ? make_ssl_ctx(cfg, &m, min_version, gen, false) : NULL;
     if (ctx->client == NULL) {
-        set_err(err, cfg, "cannot set up TLS context: %s", ossl_reason());
+        tr_cfg_errorf(err, &cfg->loc, "cannot set up TLS context: %s", ossl_reason());
         goto fail;
     }
     material_free(&m); /* the SSL_CTXs hold their own references */

@@ -25,6 +25,7 @@
 #include "filter/headers.h"
 #include "net/sock.h"
 #include "obs/access_log.h"
+#include "proxy/relay.h"
 #include "proxy/session.h"
 #include "router/router.h"
 #include "upstream/pool.h"
@@ -1121,46 +1122,15 @@ static bool tunnel(struct tr_session *s)
     bool progress = false;
     if (!flush_tx(s, &progress))
         return progress;
-    /* up -> down */
-    for (int i = 0; i < 16; i++) {
-        if (h->resp != NULL && tr_buf_len(h->resp) > 0) {
-            ssize_t n = tr_conn_write(&s->down, tr_buf_head(h->resp), tr_buf_len(h->resp));
-            if (n == TR_AGAIN)
-                break;
-            if (n < 0)
-                goto closed;
-            tr_buf_consume(h->resp, (uint32_t)n);
-            h->resp_bytes += (uint64_t)n;
-            progress = true;
-            continue;
-        }
-        ssize_t n = read_up(s);
-        if (n < 0)
-            goto closed;
-        if (n == 0)
-            break;
-        progress = true;
-    }
-    /* down -> up */
-    for (int i = 0; i < 16; i++) {
-        if (s->rx != NULL && tr_buf_len(s->rx) > 0) {
-            ssize_t n = tr_conn_write(&h->up->conn, tr_buf_head(s->rx), tr_buf_len(s->rx));
-            if (n == TR_AGAIN)
-                break;
-            if (n < 0)
-                goto closed;
-            tr_buf_consume(s->rx, (uint32_t)n);
-            h->req_bytes += (uint64_t)n;
-            progress = true;
-            continue;
-        }
-        ssize_t n = read_down(s);
-        if (n < 0)
-            goto closed;
-        if (n == 0)
-            break;
-        progress = true;
-    }
+    /* Either side ending ends the tunnel (WebSocket closes both ways). */
+    bool up_eof = false, down_eof = false;
+    int a = tr_relay_copy(&s->w->bufs, &h->up->conn, &s->down, &h->resp, &h->resp_bytes, &up_eof);
+    if (a < 0)
+        goto closed;
+    int b = tr_relay_copy(&s->w->bufs, &s->down, &h->up->conn, &s->rx, &h->req_bytes, &down_eof);
+    if (b < 0)
+        goto closed;
+    progress |= a > 0 || b > 0;
     if (progress)
         tr_timer_set(s->w->loop, &s->timer, lcfg(s)->idle_timeout_ms);
     return progress;

@@ -15,6 +15,7 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
+#include "proxy/relay.h"
 #include "proxy/session.h"
 #include "upstream/pool.h"
 
@@ -51,8 +52,7 @@ static void tcp_finish(struct tr_session *s, uint16_t flags)
     tr_session_close(s);
 }
 
-/* Move bytes src -> dst through a pipe. Returns 1 progress, 0 none, -1 src
- * EOF (pipe drained), -2 error. */
+/* Move bytes src -> dst through a pipe, with tr_relay_copy's results. */
 static int splice_dir(struct tr_conn *src, struct tr_conn *dst, int pipefd[2], uint32_t *in_pipe,
                       uint64_t *count, bool *eof)
 {
@@ -68,7 +68,7 @@ static int splice_dir(struct tr_conn *src, struct tr_conn *dst, int pipefd[2], u
                     dst->tx_ready = false;
                     return progress;
                 }
-                return -2;
+                return TR_RELAY_ERROR;
             }
             *in_pipe -= (uint32_t)n;
             *count += (uint64_t)n;
@@ -76,7 +76,7 @@ static int splice_dir(struct tr_conn *src, struct tr_conn *dst, int pipefd[2], u
             continue;
         }
         if (*eof)
-            return -1;
+            return TR_RELAY_EOF;
         if (!src->rx_ready)
             return progress;
         ssize_t n = splice(src->io.fd, NULL, pipefd[1], NULL, SPLICE_CHUNK,
@@ -84,55 +84,18 @@ static int splice_dir(struct tr_conn *src, struct tr_conn *dst, int pipefd[2], u
         if (n == 0) {
             *eof = true;
             src->rx_eof = true;
-            return -1;
+            return TR_RELAY_EOF;
         }
         if (n < 0) {
             if (errno == EAGAIN) {
                 src->rx_ready = false;
                 return progress;
             }
-            return -2;
+            return TR_RELAY_ERROR;
         }
         if ((size_t)n < SPLICE_CHUNK && !src->rx_hup)
             src->rx_ready = false; /* drained until the next edge */
         *in_pipe += (uint32_t)n;
-        progress = 1;
-    }
-    return progress;
-}
-
-/* Buffered copy for TLS sides. Same return convention as splice_dir. */
-static int copy_dir(struct tr_session *s, struct tr_conn *src, struct tr_conn *dst,
-                    struct tr_buf **bufp, uint64_t *count, bool *eof)
-{
-    int progress = 0;
-    for (int i = 0; i < 16; i++) {
-        struct tr_buf *b = *bufp;
-        if (b != NULL && tr_buf_len(b) > 0) {
-            ssize_t n = tr_conn_write(dst, tr_buf_head(b), tr_buf_len(b));
-            if (n == TR_AGAIN)
-                return progress;
-            if (n < 0)
-                return -2;
-            tr_buf_consume(b, (uint32_t)n);
-            *count += (uint64_t)n;
-            progress = 1;
-            continue;
-        }
-        if (*eof)
-            return -1;
-        if (b == NULL && (b = *bufp = tr_buf_get(&s->w->bufs)) == NULL)
-            return progress;
-        ssize_t n = tr_conn_read(src, tr_buf_tail(b), tr_buf_room(b));
-        if (n == TR_AGAIN)
-            return progress;
-        if (n == TR_EOF) {
-            *eof = true;
-            return -1;
-        }
-        if (n < 0)
-            return -2;
-        b->end += (uint32_t)n;
         progress = 1;
     }
     return progress;
@@ -154,8 +117,12 @@ static void tcp_pump(struct tr_session *s)
                     ? 0
                     : splice_dir(up, &s->down, t->pipe_ud, &t->pipe_ud_bytes, &t->sent, &t->up_eof);
         } else {
-            a = t->up_shut ? 0 : copy_dir(s, &s->down, up, &s->rx, &t->received, &t->down_eof);
-            b = t->down_shut ? 0 : copy_dir(s, up, &s->down, &t->up_rx, &t->sent, &t->up_eof);
+            a = t->up_shut
+                    ? 0
+                    : tr_relay_copy(&s->w->bufs, &s->down, up, &s->rx, &t->received, &t->down_eof);
+            b = t->down_shut
+                    ? 0
+                    : tr_relay_copy(&s->w->bufs, up, &s->down, &t->up_rx, &t->sent, &t->up_eof);
         }
         if (a == -2 || b == -2) {
             tcp_finish(s, a == -2 ? TR_RF_DC : TR_RF_UC);

@@ -30,6 +30,8 @@
 
 #include "router/router.h"
 
+#include "config/load.h"
+
 #include <pcre2.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -107,26 +109,6 @@ static bool tr_rt_ncase_eq(const char *a, const char *b, size_t n)
     return true;
 }
 
-static void tr_rt_seterr(char **err, const struct tr_cfg_loc *loc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void tr_rt_seterr(char **err, const struct tr_cfg_loc *loc, const char *fmt, ...)
-{
-    if (err == NULL)
-        return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    char *out = NULL;
-    if (asprintf(&out, "%s:%u:%u: %s: %s", loc && loc->file ? loc->file : "<config>",
-                 loc ? loc->line : 0, loc ? loc->col : 0, loc && loc->path ? loc->path : "",
-                 msg) < 0)
-        out = NULL;
-    *err = out;
-}
-
 /* ---- regex ------------------------------------------------------------ */
 
 /* Per-thread PCRE2 scratch: the match data block and a JIT stack bigger than
@@ -200,8 +182,8 @@ static pcre2_code *tr_rt_regex_compile(const char *pattern, const struct tr_cfg_
         PCRE2_UCHAR buf[160];
         if (pcre2_get_error_message(ec, buf, sizeof(buf)) < 0)
             snprintf((char *)buf, sizeof(buf), "error %d", ec);
-        tr_rt_seterr(err, loc, "invalid regex \"%s\" at offset %zu: %s", pattern, (size_t)off,
-                     (const char *)buf);
+        tr_cfg_errorf(err, loc, "invalid regex \"%s\" at offset %zu: %s", pattern, (size_t)off,
+                      (const char *)buf);
         return NULL;
     }
     /* Failure (no JIT on this CPU/build) leaves the interpreter in use. */
@@ -274,18 +256,18 @@ static bool tr_rt_domain_parse(struct tr_arena *ar, const char *text, struct tr_
 {
     size_t n = text ? strlen(text) : 0;
     if (n == 0) {
-        tr_rt_seterr(err, loc, "empty domain");
+        tr_cfg_errorf(err, loc, "empty domain");
         return false;
     }
     tr_str name;
     size_t ptl;
     tr_rt_split_host(text, n, &name, &d->port, &ptl);
     if (ptl > 0 && d->port < 0) {
-        tr_rt_seterr(err, loc, "domain \"%s\": invalid port", text);
+        tr_cfg_errorf(err, loc, "domain \"%s\": invalid port", text);
         return false;
     }
     if (name.len == 0) {
-        tr_rt_seterr(err, loc, "domain \"%s\": empty host name", text);
+        tr_cfg_errorf(err, loc, "domain \"%s\": empty host name", text);
         return false;
     }
     const char *star = memchr(name.p, '*', name.len);
@@ -295,7 +277,7 @@ static bool tr_rt_domain_parse(struct tr_arena *ar, const char *text, struct tr_
     if (star == NULL) {
         d->kind = TR_DOM_EXACT;
     } else if (star2 != NULL) {
-        tr_rt_seterr(err, loc, "domain \"%s\": at most one '*' is allowed", text);
+        tr_cfg_errorf(err, loc, "domain \"%s\": at most one '*' is allowed", text);
         return false;
     } else if (name.len == 1) {
         d->kind = TR_DOM_ANY;
@@ -308,14 +290,14 @@ static bool tr_rt_domain_parse(struct tr_arena *ar, const char *text, struct tr_
         d->kind = TR_DOM_PREFIX;
         len--;
     } else {
-        tr_rt_seterr(err, loc, "domain \"%s\": '*' must be first or last", text);
+        tr_cfg_errorf(err, loc, "domain \"%s\": '*' must be first or last", text);
         return false;
     }
     /* A bare IPv6 literal is written bracketed in Host headers. */
     bool bracket = d->kind == TR_DOM_EXACT && src[0] != '[' && memchr(src, ':', len) != NULL;
     char *out = tr_arena_alloc(ar, len + 3);
     if (out == NULL) {
-        tr_rt_seterr(err, loc, "out of memory");
+        tr_cfg_errorf(err, loc, "out of memory");
         return false;
     }
     size_t o = 0;
@@ -362,7 +344,7 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
     out->kind = rc->path_kind;
     out->ignore_case = rc->path_ignore_case;
     if (rc->path == NULL) {
-        tr_rt_seterr(err, &rc->loc, "route has no path");
+        tr_cfg_errorf(err, &rc->loc, "route has no path");
         return false;
     }
     out->path = tr_str_from(rc->path, strlen(rc->path));
@@ -371,7 +353,7 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
         if (out->re == NULL)
             return false;
     } else if (rc->path_kind != TR_PATH_PREFIX && rc->path_kind != TR_PATH_EXACT) {
-        tr_rt_seterr(err, &rc->loc, "unknown path match kind %d", (int)rc->path_kind);
+        tr_cfg_errorf(err, &rc->loc, "unknown path match kind %d", (int)rc->path_kind);
         return false;
     }
 
@@ -381,7 +363,7 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
             goto oom;
         for (size_t i = 0; i < rc->n_methods; i++) {
             if (rc->methods[i] == NULL || rc->methods[i][0] == '\0') {
-                tr_rt_seterr(err, &rc->loc, "methods[%zu] is empty", i);
+                tr_cfg_errorf(err, &rc->loc, "methods[%zu] is empty", i);
                 return false;
             }
             out->methods[i] = tr_str_from(rc->methods[i], strlen(rc->methods[i]));
@@ -400,7 +382,7 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
             struct tr_rt_header *h = &out->headers[i];
             out->n_headers = (uint32_t)i + 1;
             if (hc->name == NULL || hc->name[0] == '\0') {
-                tr_rt_seterr(err, &hc->loc, "header matcher without a name");
+                tr_cfg_errorf(err, &hc->loc, "header matcher without a name");
                 return false;
             }
             h->name = tr_str_from(hc->name, strlen(hc->name));
@@ -409,11 +391,11 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
             if (hc->kind == TR_HMATCH_PRESENT)
                 continue;
             if (hc->kind > TR_HMATCH_PRESENT) {
-                tr_rt_seterr(err, &hc->loc, "unknown header match kind %d", (int)hc->kind);
+                tr_cfg_errorf(err, &hc->loc, "unknown header match kind %d", (int)hc->kind);
                 return false;
             }
             if (hc->value == NULL) {
-                tr_rt_seterr(err, &hc->loc, "header matcher \"%s\" needs a value", hc->name);
+                tr_cfg_errorf(err, &hc->loc, "header matcher \"%s\" needs a value", hc->name);
                 return false;
             }
             h->value = tr_str_from(hc->value, strlen(hc->value));
@@ -428,13 +410,13 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
     for (size_t i = 0; i < rc->n_clusters; i++) {
         int c = rc->clusters[i].cluster;
         if (c < 0 || (size_t)c >= cfg->n_clusters) {
-            tr_rt_seterr(err, &rc->loc, "clusters[%zu] refers to unknown cluster %d", i, c);
+            tr_cfg_errorf(err, &rc->loc, "clusters[%zu] refers to unknown cluster %d", i, c);
             return false;
         }
     }
     return true;
 oom:
-    tr_rt_seterr(err, &rc->loc, "out of memory");
+    tr_cfg_errorf(err, &rc->loc, "out of memory");
     return false;
 }
 
@@ -443,7 +425,7 @@ struct tr_router *tr_router_build(const struct tr_config *cfg, size_t idx, char 
     if (err != NULL)
         *err = NULL;
     if (cfg == NULL || idx >= cfg->n_route_tables) {
-        tr_rt_seterr(err, NULL, "route table %zu does not exist", idx);
+        tr_cfg_errorf(err, NULL, "route table %zu does not exist", idx);
         return NULL;
     }
     const struct tr_route_table_cfg *tc = &cfg->route_tables[idx];
@@ -507,10 +489,10 @@ struct tr_router *tr_router_build(const struct tr_config *cfg, size_t idx, char 
             if (a->port == b->port && a->name.len == b->name.len &&
                 memcmp(a->name.p, b->name.p, a->name.len) == 0) {
                 const struct tr_rt_domain *later = a->order > b->order ? a : b;
-                tr_rt_seterr(err, &tc->vhosts[later->vhost].loc,
-                             "domain \"%s%.*s%s\" is listed twice",
-                             k == TR_DOM_SUFFIX || k == TR_DOM_ANY ? "*" : "", (int)later->name.len,
-                             later->name.p, k == TR_DOM_PREFIX ? "*" : "");
+                tr_cfg_errorf(err, &tc->vhosts[later->vhost].loc,
+                              "domain \"%s%.*s%s\" is listed twice",
+                              k == TR_DOM_SUFFIX || k == TR_DOM_ANY ? "*" : "",
+                              (int)later->name.len, later->name.p, k == TR_DOM_PREFIX ? "*" : "");
                 goto fail;
             }
         }
@@ -518,7 +500,7 @@ struct tr_router *tr_router_build(const struct tr_config *cfg, size_t idx, char 
     return r;
 
 oom:
-    tr_rt_seterr(err, &tc->loc, "out of memory");
+    tr_cfg_errorf(err, &tc->loc, "out of memory");
 fail:
     tr_router_free(r);
     return NULL;
