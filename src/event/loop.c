@@ -187,15 +187,18 @@ void tr_loop_defer(struct tr_loop *loop, struct tr_deferred *d, tr_deferred_cb c
     loop->deferred_tail = &d->next;
 }
 
+/* Runs the calls queued so far; calls queued while running wait for the
+ * next turn, so a callback that re-queues itself cannot starve the loop. */
 static void run_deferred(struct tr_loop *loop)
 {
-    while (loop->deferred_head != NULL) {
-        struct tr_deferred *d = loop->deferred_head;
-        loop->deferred_head = d->next;
-        if (loop->deferred_head == NULL)
-            loop->deferred_tail = &loop->deferred_head;
+    struct tr_deferred *d = loop->deferred_head;
+    loop->deferred_head = NULL;
+    loop->deferred_tail = &loop->deferred_head;
+    while (d != NULL) {
+        struct tr_deferred *next = d->next;
         d->queued = false;
         d->cb(d);
+        d = next;
     }
 }
 

@@ -33,6 +33,12 @@ void tr_session_close(struct tr_session *s)
 {
     if (s->phase == TR_PH_CLOSED)
         return;
+    /* Whatever the phase holds (an upstream connection, its buffers) is
+     * released here, so every path that ends a connection is safe. */
+    if (s->phase == TR_PH_HTTP)
+        tr_http_session_release(s);
+    else if (s->phase == TR_PH_TCP)
+        tr_tcp_session_release(s);
     s->phase = TR_PH_CLOSED;
     struct tr_worker *w = s->w;
     tr_timer_cancel(w->loop, &s->timer);
@@ -222,9 +228,23 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
     start_app_protocol(s);
 }
 
+void tr_listener_on_accept_closed(struct tr_io *io, uint32_t events)
+{
+    (void)io;
+    (void)events;
+}
+
+void tr_listener_on_retry(struct tr_timer *t)
+{
+    struct tr_listener_rt *l = tr_container_of(t, struct tr_listener_rt, retry);
+    tr_listener_on_accept(&l->io, EPOLLIN);
+}
+
 void tr_listener_on_accept(struct tr_io *io, uint32_t events)
 {
     struct tr_listener_rt *l = tr_container_of(io, struct tr_listener_rt, io);
+    if (io->fd < 0)
+        return;
     for (;;) {
         struct sockaddr_storage peer;
         socklen_t plen;
@@ -233,7 +253,10 @@ void tr_listener_on_accept(struct tr_io *io, uint32_t events)
             if (fd == -EAGAIN || fd == -EINVAL)
                 return;
             if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
-                tr_warn("accept: %s", strerror(-fd));
+                /* Connections stay queued and no new edge will announce
+                 * them: try again shortly. */
+                tr_warn("accept: %s; retrying in 100 ms", strerror(-fd));
+                tr_timer_set(l->w->loop, &l->retry, 100);
                 return;
             }
             continue; /* ECONNABORTED and friends: next one */

@@ -11,5 +11,9 @@
 
 /* Event callback of a listening socket (struct tr_listener_rt). */
 void tr_listener_on_accept(struct tr_io *io, uint32_t events);
+/* Callback of a retired listener whose event was already queued: ignores it. */
+void tr_listener_on_accept_closed(struct tr_io *io, uint32_t events);
+/* Timer: accept again after EMFILE/ENFILE (no new edge would come). */
+void tr_listener_on_retry(struct tr_timer *t);
 
 #endif

@@ -93,6 +93,14 @@ static void upstream_detach(struct tr_session *s, bool reusable)
     }
 }
 
+void tr_http_session_release(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    upstream_detach(s, false);
+    buf_release(s->w, &h->reqout);
+    buf_release(s->w, &h->resp);
+}
+
 static void log_and_count(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
@@ -208,8 +216,16 @@ static void local_reply(struct tr_session *s, int status, uint16_t flags, const 
     h->local_reply = true;
     h->status = (uint16_t)status;
     h->flags |= flags;
-    if (s->tx == NULL)
-        s->tx = tr_buf_get(&s->w->bufs);
+    /* A direct response body may be larger than a pool buffer. */
+    size_t need = (body != NULL ? strlen(body) : 0) + 256 + (s->tx ? tr_buf_len(s->tx) : 0);
+    if (s->tx == NULL || s->tx->cap < need) {
+        struct tr_buf *b = buf_get_sized(s->w, need);
+        if (b != NULL && s->tx != NULL) {
+            tr_buf_append(b, tr_buf_head(s->tx), tr_buf_len(s->tx));
+            buf_release(s->w, &s->tx);
+        }
+        s->tx = b;
+    }
     if (s->tx == NULL ||
         tr_filter_local_response(s->tx, status, body, h->keep_alive, h->is_head) < 0) {
         tr_session_close(s);
@@ -714,6 +730,12 @@ static bool forward_request_body(struct tr_session *s)
                                             avail - h->req_validated, &consumed, &off, &dlen);
                 if (rc < 0) {
                     h->flags |= TR_RF_DPE;
+                    if (h->got_response_byte) {
+                        /* Part of the response is out: a 400 cannot follow it. */
+                        log_and_count(s);
+                        tr_session_close(s);
+                        return false;
+                    }
                     local_reply(s, 400, TR_RF_DPE, NULL);
                     return true;
                 }
@@ -889,7 +911,8 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         h->rq = TR_RQ_TUNNEL;
         h->keep_alive = false;
         tr_timer_set(w->loop, &s->timer, lcfg(s)->idle_timeout_ms);
-    } else if (m.body == TR_H1_BODY_NONE) {
+    } else if (m.body == TR_H1_BODY_NONE ||
+               (m.body == TR_H1_BODY_LENGTH && m.content_length == 0)) {
         h->rs = TR_RS_DONE;
     } else {
         h->rs = TR_RS_BODY;
@@ -910,7 +933,19 @@ static bool read_response_head(struct tr_session *s)
                 handle_response_head(s, (uint32_t)r);
                 return true;
             }
-            if (r < 0 || tr_buf_len(h->resp) == h->resp->cap) {
+            const struct tr_h1_limits *lim = &s->ws->snap->h1_limits;
+            if (r == 0 && tr_buf_len(h->resp) == h->resp->cap &&
+                h->resp->cap < lim->max_header_bytes + 1) {
+                /* As for requests: a head may outgrow a pool buffer. */
+                struct tr_buf *big = buf_get_sized(s->w, lim->max_header_bytes + 1);
+                if (big == NULL) {
+                    tr_session_close(s);
+                    return false;
+                }
+                tr_buf_append(big, tr_buf_head(h->resp), tr_buf_len(h->resp));
+                buf_release(s->w, &h->resp);
+                h->resp = big;
+            } else if (r < 0 || tr_buf_len(h->resp) == h->resp->cap) {
                 upstream_detach(s, false);
                 local_reply(s, 502, TR_RF_UPE, "upstream response head too large\n");
                 return true;
@@ -1034,8 +1069,11 @@ static bool forward_response_body(struct tr_session *s)
         /* A head (or interim response) waiting in tx: the body bytes already
          * here ride along in the same write (one syscall, one TLS record). */
         if (s->tx != NULL && tr_buf_len(s->tx) > 0 && !h->dechunk && h->resp != NULL &&
-            tr_buf_len(h->resp) > 0)
+            tr_buf_len(h->resp) > 0) {
             coalesce_body_into_tx(s);
+            if (s->phase == TR_PH_CLOSED)
+                return false;
+        }
         if (h->rs != TR_RS_BODY)
             return true;
         if (!flush_tx(s, &progress))
@@ -1257,6 +1295,11 @@ static void http_pump(struct tr_session *s)
         }
         if (!progress)
             return;
+        /* Bytes are flowing: the idle deadline moves (a route timeout, when
+         * set, bounds the whole exchange instead). */
+        if ((h->rq == TR_RQ_BODY || h->rs == TR_RS_BODY) &&
+            (h->route == NULL || ((const struct tr_route_cfg *)h->route)->timeout_ms == 0))
+            arm_idle(s);
     }
     /* Still work to do after many rounds: continue on the next loop turn
      * rather than starving other connections. */

@@ -143,6 +143,11 @@ struct tr_session {
 void tr_http_session_start(struct tr_session *s);
 void tr_tcp_session_start(struct tr_session *s);
 
+/* Release what a phase holds (upstream connection, buffers); idempotent.
+ * Called by tr_session_close. */
+void tr_http_session_release(struct tr_session *s);
+void tr_tcp_session_release(struct tr_session *s);
+
 /* Close now and free after this event batch. */
 void tr_session_close(struct tr_session *s);
 

@@ -23,19 +23,9 @@
 
 static void tcp_pump(struct tr_session *s);
 
-static void tcp_finish(struct tr_session *s, uint16_t flags)
+void tr_tcp_session_release(struct tr_session *s)
 {
     struct tr_tcp_state *t = &s->tcp;
-    struct tr_metric_labels l = s->labels;
-    if (t->cluster != NULL && l.reporter == TR_REPORTER_SOURCE) {
-        l.destination_service = t->cluster->service;
-        l.destination_workload = t->cluster->workload;
-        l.destination_namespace = t->cluster->workload_namespace;
-        l.destination_principal = t->peer_id;
-    }
-    l.protocol = TR_REQ_PROTO_TCP;
-    if (t->connected)
-        tr_metrics_tcp_close(s->w->metrics, &l, flags, t->sent, t->received);
     if (t->up != NULL) {
         tr_pool_release(t->up, false);
         t->up = NULL;
@@ -49,7 +39,22 @@ static void tcp_finish(struct tr_session *s, uint16_t flags)
     }
     tr_buf_put(&s->w->bufs, t->up_rx);
     t->up_rx = NULL;
-    tr_session_close(s);
+}
+
+static void tcp_finish(struct tr_session *s, uint16_t flags)
+{
+    struct tr_tcp_state *t = &s->tcp;
+    struct tr_metric_labels l = s->labels;
+    if (t->cluster != NULL && l.reporter == TR_REPORTER_SOURCE) {
+        l.destination_service = t->cluster->service;
+        l.destination_workload = t->cluster->workload;
+        l.destination_namespace = t->cluster->workload_namespace;
+        l.destination_principal = t->peer_id;
+    }
+    l.protocol = TR_REQ_PROTO_TCP;
+    if (t->connected)
+        tr_metrics_tcp_close(s->w->metrics, &l, flags, t->sent, t->received);
+    tr_session_close(s); /* releases the upstream, pipes and buffer */
 }
 
 /* Move bytes src -> dst through a pipe, with tr_relay_copy's results. */
@@ -93,8 +98,8 @@ static int splice_dir(struct tr_conn *src, struct tr_conn *dst, int pipefd[2], u
             }
             return TR_RELAY_ERROR;
         }
-        if ((size_t)n < SPLICE_CHUNK && !src->rx_hup)
-            src->rx_ready = false; /* drained until the next edge */
+        /* A short splice does not mean the socket is drained (the pipe may
+         * be full): readiness is cleared only by EAGAIN. */
         *in_pipe += (uint32_t)n;
         progress = 1;
     }

@@ -82,83 +82,100 @@ static struct tr_wsnap *wsnap_new(struct tr_worker *w, struct tr_snapshot *snap)
 
 /* ---- listeners ---- */
 
+/* Listener structs are freed after the current event batch: epoll may have
+ * returned an event for one that a command earlier in the batch removed. */
+static void listener_free_now(struct tr_deferred *d)
+{
+    free(tr_container_of(d, struct tr_listener_rt, free_later));
+}
+
+static void listener_retire(struct tr_worker *w, struct tr_listener_rt *l)
+{
+    tr_timer_cancel(w->loop, &l->retry);
+    tr_loop_del(w->loop, &l->io);
+    close(l->io.fd);
+    l->io.fd = -1;
+    l->io.cb = tr_listener_on_accept_closed;
+    tr_loop_defer(w->loop, &l->free_later, listener_free_now);
+}
+
 static void listeners_close(struct tr_worker *w)
 {
-    for (size_t i = 0; i < w->n_listeners; i++) {
-        tr_loop_del(w->loop, &w->listeners[i].io);
-        close(w->listeners[i].io.fd);
-    }
+    for (size_t i = 0; i < w->n_listeners; i++)
+        listener_retire(w, w->listeners[i]);
     free(w->listeners);
     w->listeners = NULL;
     w->n_listeners = 0;
 }
 
-/* Make the worker's listening sockets match cfg: keep the sockets whose
- * address is unchanged (no connection in their accept queue is lost), open
- * new ones, close the rest. */
+/* Make the worker's listening sockets match cfg: a listener whose address is
+ * unchanged keeps its socket (no connection in its accept queue is lost) and
+ * its struct; new ones are opened; the rest are closed. */
 static int listeners_sync(struct tr_worker *w, const struct tr_config *cfg, char **err)
 {
-    struct tr_listener_rt *next = calloc(cfg->n_listeners + 1, sizeof(*next));
-    if (next == NULL)
-        return -ENOMEM;
+    struct tr_listener_rt **next = calloc(cfg->n_listeners + 1, sizeof(*next));
     bool *kept = calloc(w->n_listeners + 1, sizeof(*kept));
-    if (kept == NULL) {
+    if (next == NULL || kept == NULL) {
         free(next);
+        free(kept);
         return -ENOMEM;
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct tr_listener_cfg *lc = &cfg->listeners[i];
-        struct tr_listener_rt *l = &next[i];
-        l->w = w;
-        l->cfg_idx = (int)i;
-        memcpy(&l->addr, &lc->addr.ss, sizeof(l->addr));
-        l->io.fd = -1;
         for (size_t j = 0; j < w->n_listeners; j++) {
-            if (!kept[j] && tr_sock_addr_equal(&w->listeners[j].addr, &l->addr)) {
+            if (!kept[j] && tr_sock_addr_equal(&w->listeners[j]->addr, &lc->addr.ss)) {
                 kept[j] = true;
-                l->io.fd = w->listeners[j].io.fd;
-                tr_loop_del(w->loop, &w->listeners[j].io);
+                next[i] = w->listeners[j];
                 break;
             }
         }
-        if (l->io.fd < 0) {
-            int fd =
-                tr_sock_listen((const struct sockaddr *)&lc->addr.ss, lc->addr.len, true, 4096);
-            if (fd < 0) {
-                if (err != NULL && asprintf(err, "listener %s: cannot listen on %s: %s", lc->name,
-                                            lc->addr.text, strerror(-fd)) < 0)
-                    *err = NULL;
-                for (size_t k = 0; k < i; k++) {
-                    bool old = false;
-                    for (size_t j = 0; j < w->n_listeners; j++)
-                        old |= w->listeners[j].io.fd == next[k].io.fd;
-                    if (!old)
-                        close(next[k].io.fd);
-                }
-                /* Re-register the old sockets we detached. */
+        if (next[i] != NULL)
+            continue;
+        int fd = tr_sock_listen((const struct sockaddr *)&lc->addr.ss, lc->addr.len, true, 4096);
+        struct tr_listener_rt *l = fd >= 0 ? calloc(1, sizeof(*l)) : NULL;
+        if (l == NULL) {
+            if (fd >= 0)
+                close(fd);
+            if (err != NULL && asprintf(err, "listener %s: cannot listen on %s: %s", lc->name,
+                                        lc->addr.text, strerror(fd < 0 ? -fd : ENOMEM)) < 0)
+                *err = NULL;
+            /* Undo: close what this call opened; the kept ones stay as they were. */
+            for (size_t k = 0; k < i; k++) {
+                bool old = false;
                 for (size_t j = 0; j < w->n_listeners; j++)
-                    if (kept[j])
-                        tr_loop_add(w->loop, &w->listeners[j].io, EPOLLIN);
-                free(next);
-                free(kept);
-                return fd;
+                    old |= w->listeners[j] == next[k];
+                if (!old) {
+                    close(next[k]->io.fd);
+                    free(next[k]);
+                }
             }
-            l->io.fd = fd;
+            free(next);
+            free(kept);
+            return fd < 0 ? fd : -ENOMEM;
         }
+        l->w = w;
+        l->io.fd = fd;
+        l->io.cb = tr_listener_on_accept;
+        memcpy(&l->addr, &lc->addr.ss, sizeof(l->addr));
+        tr_timer_init(&l->retry, tr_listener_on_retry);
+        next[i] = l;
     }
     for (size_t j = 0; j < w->n_listeners; j++)
-        if (!kept[j]) {
-            tr_loop_del(w->loop, &w->listeners[j].io);
-            close(w->listeners[j].io.fd);
-        }
+        if (!kept[j])
+            listener_retire(w, w->listeners[j]);
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct tr_listener_rt *l = next[i];
+        bool is_new = true;
+        for (size_t j = 0; j < w->n_listeners; j++)
+            is_new &= w->listeners[j] != l;
+        l->cfg_idx = (int)i;
+        if (is_new)
+            tr_loop_add(w->loop, &l->io, EPOLLIN);
+    }
     free(w->listeners);
     free(kept);
     w->listeners = next;
     w->n_listeners = cfg->n_listeners;
-    for (size_t i = 0; i < w->n_listeners; i++) {
-        w->listeners[i].io.cb = tr_listener_on_accept;
-        tr_loop_add(w->loop, &w->listeners[i].io, EPOLLIN);
-    }
     return 0;
 }
 

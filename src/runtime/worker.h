@@ -39,6 +39,8 @@ struct tr_listener_rt {
     struct tr_worker *w;
     int cfg_idx; /* index in the current snapshot's listeners */
     struct sockaddr_storage addr;
+    struct tr_timer retry; /* accept again after running out of descriptors */
+    struct tr_deferred free_later;
 };
 
 /* Intrusive list of live downstream connections, for drain and dumps. */
@@ -57,8 +59,8 @@ struct tr_worker {
     struct tr_buf_pool bufs;
     struct tr_metrics *metrics;
     uint64_t rng;
-    struct tr_wsnap *ws; /* current */
-    struct tr_listener_rt *listeners;
+    struct tr_wsnap *ws;               /* current */
+    struct tr_listener_rt **listeners; /* each owned; freed after the event batch */
     size_t n_listeners;
     int wake_fd;
     struct tr_io wake_io;

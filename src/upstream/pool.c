@@ -210,8 +210,12 @@ void tr_pool_release(struct tr_upstream *up, bool reusable)
     struct tr_endpoint_rt *ep = up->ep;
     up->ops = NULL;
     up->owner = NULL;
-    if (up->state != TR_UP_BUSY)
+    if (up->state == TR_UP_CLOSED)
         return; /* failed before it was ready: already closed */
+    if (up->state != TR_UP_BUSY) {
+        upstream_close(up); /* still connecting: nobody wants it any more */
+        return;
+    }
     if (!reusable || up->conn.rx_eof || ep->cluster->ws->retired || up->w->draining ||
         ep->n_idle >= ep->cluster->cfg->pool_max_idle) {
         upstream_close(up);

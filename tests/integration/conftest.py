@@ -6,6 +6,7 @@ test starts is stopped by its PID at teardown.
 import http.server
 import json
 import os
+import random
 import signal
 import socket
 import socketserver
@@ -24,10 +25,36 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TRELLIS = os.environ.get("TRELLIS_BIN", os.path.join(ROOT, "build", "trellis"))
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except OSError:
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that is free now and outside the kernel's ephemeral range, so
+    that no outgoing connection of this or another test can take it between
+    now and the moment a server binds it."""
+    lo, hi = 20000, min(_EPHEMERAL[0], 32768) - 1
+    for _ in range(200):
+        port = _rng.randint(lo, hi)
+        if _EPHEMERAL[0] <= port <= _EPHEMERAL[1]:
+            continue
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 def wait_port(port, timeout=5.0):

@@ -28,10 +28,11 @@ enum tr_h2_role { TR_H2_SERVER = 0, TR_H2_CLIENT };
 
 /* Negative results of tr_h2_* calls. */
 enum tr_h2_error {
-    TR_H2_E_CLOSE = -1,   /* connection-level error: GOAWAY queued; flush output, then close */
-    TR_H2_E_STREAM = -2,  /* the stream is gone (reset or closed) */
+    TR_H2_E_CLOSE = -1,  /* connection-level error: GOAWAY queued; flush output, then close */
+    TR_H2_E_STREAM = -2, /* the stream is gone (reset or closed) */
     TR_H2_E_NOMEM = -3,
     TR_H2_E_INVALID = -4, /* bad argument (unknown stream, wrong role, ...) */
+    TR_H2_E_REFUSED = -5, /* addition: no new streams here (GOAWAY sent or received, ids used up) */
 };
 
 struct tr_h2_limits {
@@ -46,8 +47,8 @@ struct tr_h2_limits {
     uint32_t hpack_table_size;       /* decoder dynamic table; default 4096 */
 };
 
-#define TR_H2_LIMITS_DEFAULT \
-    ((struct tr_h2_limits){ 100, 65536, 65535, 1u << 20, 8, 200, 32, 1000, 4096 })
+#define TR_H2_LIMITS_DEFAULT                                                                       \
+    ((struct tr_h2_limits){100, 65536, 65535, 1u << 20, 8, 200, 32, 1000, 4096})
 
 /* One header field. Pseudo-headers (":method", ":path", ":status", ...) are
  * delivered and accepted like any other field, first in the list. */
@@ -115,6 +116,69 @@ int tr_h2_reset_stream(struct tr_h2 *h2, int32_t stream_id, uint32_t error_code)
 void tr_h2_consume(struct tr_h2 *h2, int32_t stream_id, size_t len);
 /* Graceful shutdown: GOAWAY with the last processed stream; open streams finish. */
 int tr_h2_goaway(struct tr_h2 *h2, uint32_t error_code);
+
+/* --- Additions: behaviour the API above leaves open, fixed here. ---
+ *
+ * Limits: a zero field in tr_h2_limits means its default.
+ *
+ * Callbacks may call tr_h2_submit_*, tr_h2_send_data, tr_h2_consume,
+ * tr_h2_reset_stream and tr_h2_goaway, never tr_h2_feed, tr_h2_output or
+ * tr_h2_free. on_headers, on_data, on_goaway and on_stream_close run inside
+ * tr_h2_feed (on_stream_close also inside tr_h2_output, when our END_STREAM
+ * or RST_STREAM goes out); on_writable runs at the end of either.
+ *
+ * Streams: on_stream_close fires exactly once for every stream the owner
+ * knows (a request delivered by on_headers, a tr_h2_submit_request, including
+ * ones it reset itself), never for streams it never saw. A client request
+ * that could not be sent closes with REFUSED_STREAM. Once the connection has
+ * failed (TR_H2_E_CLOSE) no callback runs any more: the owner drops every
+ * stream of the connection itself; tr_h2_free does not call back either.
+ *
+ * Body end: END_STREAM on DATA is reported on the last chunk when that chunk
+ * arrived in the same tr_h2_feed as the end of the frame, otherwise by a
+ * final on_data call with len 0 and end_stream set.
+ *
+ * Flow control: tr_h2_consume is clamped to what was delivered and not yet
+ * consumed. When a stream closes the codec gives its unconsumed bytes back to
+ * the connection window itself, so tr_h2_consume on a closed stream is a
+ * no-op. Data the owner refuses (nonzero from on_data) is consumed by the
+ * codec.
+ *
+ * Sending: a stream's queue holds at most TR_H2_STREAM_QUEUE_MAX bytes, and
+ * never more than the peer's stream window or the connection window left
+ * after every stream's queued bytes, so what a connection buffers is bounded
+ * by the peer's windows, not by the owner. on_writable fires once room comes
+ * back (window update, or the queue drained into the output). Outgoing
+ * fields are checked (lowercase token names, RFC 9113 values, pseudo-headers
+ * first, none in trailers): TR_H2_E_INVALID otherwise. Trailers may be
+ * submitted while body bytes are still queued; they follow them.
+ *
+ * What a misbehaving peer gets (server role unless noted):
+ * - header list over max_header_list_size (both roles; name + value + 32 per
+ *   field, counted while decoding so an HPACK bomb stops at the limit): that
+ *   stream is reset with PROTOCOL_ERROR (HTTP/2 has no 431, and
+ *   REFUSED_STREAM would invite a retry of the same request); the block is
+ *   still decoded so HPACK state stays in sync and the connection carries on.
+ * - resets: each RST_STREAM received, each stream error the peer provokes
+ *   (invalid frame, oversized header list, refused stream) takes a token from
+ *   a bucket of max_resets_per_second tokens refilled at that rate; when it
+ *   is empty: GOAWAY ENHANCE_YOUR_CALM. nghttp2's own limiter stays set as a
+ *   more lenient backstop (GOAWAY INTERNAL_ERROR).
+ * - more than max_concurrent_streams: the extra stream is reset with
+ *   REFUSED_STREAM while our SETTINGS are unacknowledged; after the peer
+ *   acknowledged them nghttp2 treats it as a connection error (GOAWAY
+ *   PROTOCOL_ERROR).
+ * - SETTINGS/PING floods (more than max_control_frames ACKs owed beyond a
+ *   4 KiB lookahead), more than max_continuations CONTINUATION frames or
+ *   max_settings entries: GOAWAY ENHANCE_YOUR_CALM.
+ * - bad client preface: GOAWAY PROTOCOL_ERROR; other protocol errors: the
+ *   GOAWAY nghttp2 picks (PROTOCOL_ERROR, FLOW_CONTROL_ERROR, ...).
+ * A connection error returns TR_H2_E_CLOSE from the tr_h2_feed that caused
+ * it, with the GOAWAY already in the output. (Only if more than 4 KiB of other
+ * control frames were queued ahead of an nghttp2-chosen GOAWAY is it noticed
+ * when that GOAWAY reaches tr_h2_output: tr_h2_alive turns false then and
+ * tr_h2_feed fails from then on.) */
+#define TR_H2_STREAM_QUEUE_MAX (64u * 1024)
 
 /* Counters for metrics and tests. */
 struct tr_h2_stats {

@@ -1,0 +1,209 @@
+/* libFuzzer target: HTTP/2 frames from a client into a tr_h2 server.
+ *
+ * The harness sends the client connection preface itself; the input is what
+ * follows it, after one configuration byte:
+ *   bits 0-5  feed piece size (0: the whole input at once)
+ *   bit 6     the owner rejects every third request (nonzero from on_headers)
+ *   bit 7     the owner never acknowledges DATA (slow reader)
+ * The owner answers every request with headers, a body and sometimes
+ * trailers, so the send side (queues, windows, data provider) runs too.
+ *
+ * Checked invariants: tr_h2_feed consumes everything or fails with
+ * TR_H2_E_CLOSE, and once it failed it keeps failing and the connection is
+ * not alive; the output is a sequence of whole frames, and after a failure it
+ * ends with a GOAWAY; open streams stay within max_concurrent_streams;
+ * nothing leaks (ASan). */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/h2/h2.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) {                                                                                \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);              \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Small limits so the fuzzer reaches them. */
+static const struct tr_h2_limits lim = {8, 2048, 16384, 65535, 4, 50, 8, 32, 4096};
+
+struct owner {
+    struct tr_h2 *h2;
+    bool reject, slow;
+    unsigned requests;
+};
+
+/* Output frame parser, carried across tr_h2_output calls. */
+struct out_parser {
+    uint8_t hd[9];
+    size_t hd_len;
+    size_t payload_left;
+    uint8_t type;
+    bool goaway_last; /* the last complete frame was a GOAWAY */
+    uint64_t frames;
+};
+
+static const uint8_t body[3000];
+
+static const struct tr_h2_header resp[] = {
+    {TR_STR_LIT(":status"), TR_STR_LIT("200")},
+    {TR_STR_LIT("content-type"), TR_STR_LIT("text/plain")},
+};
+static const struct tr_h2_header trailers[] = {{TR_STR_LIT("grpc-status"), TR_STR_LIT("0")}};
+
+static int on_headers(void *o, int32_t id, const struct tr_h2_header *h, size_t n, bool is_trailers,
+                      bool end_stream)
+{
+    struct owner *ow = o;
+    (void)end_stream;
+    for (size_t i = 0; i < n; i++)
+        CHECK(h[i].name.len > 0 && h[i].name.p != NULL);
+    if (is_trailers)
+        return 0;
+    unsigned k = ow->requests++;
+    if (ow->reject && k % 3 == 2)
+        return 1;
+    if (tr_h2_submit_headers(ow->h2, id, resp, 2, false) != 0)
+        return 0;
+    ssize_t r = tr_h2_send_data(ow->h2, id, body, sizeof body, k % 2 == 0);
+    CHECK(r >= 0 || r == TR_H2_E_CLOSE);
+    if (r == (ssize_t)sizeof body && k % 2 == 1)
+        CHECK(tr_h2_submit_trailers(ow->h2, id, trailers, 1) == 0);
+    return 0;
+}
+
+static int on_data(void *o, int32_t id, const uint8_t *d, size_t len, bool end_stream)
+{
+    struct owner *ow = o;
+    (void)end_stream;
+    CHECK(len == 0 || d != NULL);
+    if (!ow->slow)
+        tr_h2_consume(ow->h2, id, len);
+    return 0;
+}
+
+static void on_stream_close(void *o, int32_t id, uint32_t code)
+{
+    (void)o;
+    (void)code;
+    CHECK(id > 0);
+}
+
+static void on_goaway(void *o, int32_t last, uint32_t code)
+{
+    (void)o;
+    (void)last;
+    (void)code;
+}
+
+static void on_writable(void *o, int32_t id)
+{
+    struct owner *ow = o;
+    ssize_t r = tr_h2_send_data(ow->h2, id, body, 100, false);
+    CHECK(r >= 0 || r == TR_H2_E_CLOSE || r == TR_H2_E_INVALID);
+}
+
+static const struct tr_h2_ops ops = {on_headers, on_data, on_stream_close, on_goaway, on_writable};
+
+static void parse_out(struct out_parser *p, const uint8_t *b, size_t n)
+{
+    while (n > 0) {
+        if (p->payload_left == 0 && p->hd_len == 9)
+            p->hd_len = 0;
+        if (p->hd_len < 9) {
+            size_t c = 9 - p->hd_len < n ? 9 - p->hd_len : n;
+            memcpy(p->hd + p->hd_len, b, c);
+            p->hd_len += c;
+            b += c;
+            n -= c;
+            if (p->hd_len < 9)
+                return;
+            p->payload_left = (size_t)p->hd[0] << 16 | (size_t)p->hd[1] << 8 | p->hd[2];
+            p->type = p->hd[3];
+            CHECK(p->payload_left <= 16384);
+            CHECK(p->type <= 0x9);
+            if (p->type == 0x7)
+                CHECK(p->payload_left >= 8);
+            p->frames++;
+            p->goaway_last = p->type == 0x7 && p->payload_left == 0;
+            continue;
+        }
+        size_t c = p->payload_left < n ? p->payload_left : n;
+        p->payload_left -= c;
+        b += c;
+        n -= c;
+        if (p->payload_left == 0)
+            p->goaway_last = p->type == 0x7;
+    }
+}
+
+static bool out_whole(const struct out_parser *p)
+{
+    return p->hd_len == 0 || (p->hd_len == 9 && p->payload_left == 0);
+}
+
+static void drain(struct tr_h2 *h2, struct out_parser *p, size_t piece)
+{
+    uint8_t buf[4096];
+    size_t n;
+    int guard = 0;
+    while ((n = tr_h2_output(h2, buf, piece)) > 0) {
+        parse_out(p, buf, n);
+        CHECK(++guard < 1000000);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const uint8_t magic[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if (size == 0)
+        return 0;
+    uint8_t cfg = data[0];
+    data++;
+    size--;
+    size_t piece = cfg & 0x3f ? cfg & 0x3f : (size ? size : 1);
+    size_t out_piece = cfg & 0x3f ? (size_t)(cfg & 0x3f) * 13 : 4096;
+
+    struct owner ow = {0};
+    ow.reject = cfg & 0x40;
+    ow.slow = cfg & 0x80;
+    struct tr_h2 *h2 = tr_h2_new(TR_H2_SERVER, &lim, &ops, &ow);
+    if (!h2)
+        return 0;
+    ow.h2 = h2;
+    struct out_parser op = {0};
+
+    bool failed = tr_h2_feed(h2, magic, sizeof magic - 1) < 0;
+    CHECK(!failed);
+    drain(h2, &op, out_piece);
+    for (size_t off = 0; off < size; off += piece) {
+        size_t n = size - off < piece ? size - off : piece;
+        ssize_t r = tr_h2_feed(h2, data + off, n);
+        if (failed)
+            CHECK(r == TR_H2_E_CLOSE);
+        CHECK(r == (ssize_t)n || r == TR_H2_E_CLOSE);
+        if (r < 0) {
+            failed = true;
+            CHECK(!tr_h2_alive(h2));
+        }
+        drain(h2, &op, out_piece);
+        CHECK(out_whole(&op));
+        struct tr_h2_stats st;
+        tr_h2_get_stats(h2, &st);
+        CHECK(st.open_streams <= lim.max_concurrent_streams);
+        if (failed) {
+            CHECK(op.goaway_last);
+            CHECK(!tr_h2_want_write(h2));
+            break;
+        }
+    }
+    tr_h2_free(h2);
+    return 0;
+}
