@@ -93,9 +93,18 @@ static void upstream_detach(struct tr_session *s, bool reusable)
     }
 }
 
+static void log_and_count(struct tr_session *s);
+
 void tr_http_session_release(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
+    /* A request that started and was never accounted for ends here (the
+     * client went away, an upstream failed mid-response...). */
+    if (h->start_us != 0 && !h->logged && !h->lingering) {
+        if (h->status == 0 || !h->got_response_byte)
+            h->flags |= TR_RF_DC;
+        log_and_count(s);
+    }
     upstream_detach(s, false);
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
@@ -104,6 +113,9 @@ void tr_http_session_release(struct tr_session *s)
 static void log_and_count(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
+    if (h->logged)
+        return;
+    h->logged = true;
     struct tr_metric_labels l = s->labels;
     if (h->cluster != NULL && l.reporter == TR_REPORTER_SOURCE) {
         l.destination_service = h->cluster->service;

@@ -65,6 +65,7 @@ struct tr_http_state {
     bool local_reply; /* the response is ours, not the upstream's */
     bool got_response_byte;
     bool lingering;      /* response sent, discarding input before close */
+    bool logged;         /* this request is counted in metrics and the access log */
     bool up_close;       /* upstream said Connection: close */
     bool req_chunk_done; /* chunked request: terminator validated */
     bool resp_chunk_done;
