@@ -221,7 +221,13 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
     if (lc->tls_mode == TR_TLS_STRICT && lc->protocol != TR_LPROTO_AUTO)
         need_detect = true; /* to refuse plaintext with a clear reason */
     if (need_detect) {
-        tr_timer_set(w->loop, &s->timer, lc->detect_timeout_ms);
+        /* The short detection deadline only matters where silence means a
+         * server-first protocol to pass through; elsewhere a slow client
+         * gets the request deadline like on any HTTP listener. */
+        bool server_first =
+            lc->protocol == TR_LPROTO_AUTO && lc->tcp_cluster >= 0 && lc->tls_mode != TR_TLS_STRICT;
+        tr_timer_set(w->loop, &s->timer,
+                     server_first ? lc->detect_timeout_ms : lc->request_timeout_ms);
         return; /* on_detect_io runs on the first bytes */
     }
     s->down.rx_ready = true; /* try a read at once: the request often came with the SYN-ACK */

@@ -697,3 +697,55 @@ def test_tcp_splice_slow_reader_does_not_stall(proxies, raw_backends):
     assert_metric(p, "istio_tcp_received_bytes_total", TOTAL + 1)
     assert p.proc.poll() is None
     assert_clean_log(p)
+
+
+def test_slow_first_bytes_on_permissive_and_strict_listeners(proxies, certs, backend):
+    """A client that connects and only sends its first bytes after the 100 ms
+    detection deadline is served, on PERMISSIVE (plaintext) and STRICT (TLS)
+    listeners alike: the short deadline applies only where silence means a
+    server-first protocol (an `auto` listener with a tcp_cluster)."""
+    import ssl
+
+    tls = [{"name": "id", "cert": certs["server_cert"], "key": certs["server_key"],
+            "ca": certs["ca"], "trust_domain": "cluster.local"}]
+    ports = {}
+    for mode in ("PERMISSIVE", "STRICT"):
+        port = free_port()
+        cfg = simple_config(port, backend.port, tls={"mode": mode, "context": "id"},
+                            timeouts={"detect": "100ms"})
+        cfg["tls"] = tls
+        proxies(cfg, name=f"slow-{mode.lower()}")
+        ports[mode] = port
+
+    # PERMISSIVE, plaintext, first byte after 400 ms.
+    with socket.create_connection(("127.0.0.1", ports["PERMISSIVE"]), timeout=5) as s:
+        time.sleep(0.4)
+        s.sendall(b"GET /slow-plain HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+
+    # STRICT, ClientHello after 400 ms, with the client's SVID.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(certs["ca"])
+    ctx.load_cert_chain(certs["client_cert"], certs["client_key"])
+    ctx.check_hostname = False
+    raw = socket.create_connection(("127.0.0.1", ports["STRICT"]), timeout=5)
+    time.sleep(0.4)
+    with ctx.wrap_socket(raw) as s:
+        s.sendall(b"GET /slow-tls HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ssl.SSLError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    assert [r["path"] for r in backend.requests] == ["/slow-plain", "/slow-tls"]
