@@ -64,6 +64,22 @@ static void buf_release(struct tr_worker *w, struct tr_buf **b)
     }
 }
 
+/* Replace *b (possibly NULL) by a buffer of at least size bytes holding the
+ * same bytes: a head, or a local reply, may outgrow a pool buffer. Returns
+ * false if memory is exhausted (*b is unchanged). */
+static bool buf_grow(struct tr_worker *w, struct tr_buf **b, size_t size)
+{
+    struct tr_buf *big = buf_get_sized(w, size);
+    if (big == NULL)
+        return false;
+    if (*b != NULL) {
+        tr_buf_append(big, tr_buf_head(*b), tr_buf_len(*b));
+        buf_release(w, b);
+    }
+    *b = big;
+    return true;
+}
+
 static const struct tr_listener_cfg *lcfg(struct tr_session *s)
 {
     return s->lcfg;
@@ -230,16 +246,11 @@ static void local_reply(struct tr_session *s, int status, uint16_t flags, const 
     h->flags |= flags;
     /* A direct response body may be larger than a pool buffer. */
     size_t need = (body != NULL ? strlen(body) : 0) + 256 + (s->tx ? tr_buf_len(s->tx) : 0);
-    if (s->tx == NULL || s->tx->cap < need) {
-        struct tr_buf *b = buf_get_sized(s->w, need);
-        if (b != NULL && s->tx != NULL) {
-            tr_buf_append(b, tr_buf_head(s->tx), tr_buf_len(s->tx));
-            buf_release(s->w, &s->tx);
-        }
-        s->tx = b;
+    if ((s->tx == NULL || s->tx->cap < need) && !buf_grow(s->w, &s->tx, need)) {
+        tr_session_close(s);
+        return;
     }
-    if (s->tx == NULL ||
-        tr_filter_local_response(s->tx, status, body, h->keep_alive, h->is_head) < 0) {
+    if (tr_filter_local_response(s->tx, status, body, h->keep_alive, h->is_head) < 0) {
         tr_session_close(s);
         return;
     }
@@ -367,6 +378,25 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
     return true;
 }
 
+/* Validate chunked framing in buf[*validated, avail): what passes may be
+ * forwarded verbatim. Stops at the end of the message (*done). Returns 0, or
+ * -1 on malformed framing. */
+static int chunked_validate(struct tr_h1_chunked *c, const char *buf, uint32_t avail,
+                            uint32_t *validated, bool *done)
+{
+    while (!*done && *validated < avail) {
+        size_t consumed, off, dlen;
+        int rc =
+            tr_h1_chunked_feed(c, buf + *validated, avail - *validated, &consumed, &off, &dlen);
+        if (rc < 0)
+            return -1;
+        *validated += (uint32_t)consumed;
+        if (rc == TR_H1_CHUNKED_DONE)
+            *done = true;
+    }
+    return 0;
+}
+
 /* Move request body bytes that came with the head into reqout while they fit,
  * so small requests go out in one write and stay re-sendable. */
 static void absorb_body(struct tr_session *s)
@@ -392,33 +422,25 @@ static void absorb_body(struct tr_session *s)
         else
             h->retryable = false;
     } else if (h->req_body == TR_H1_BODY_CHUNKED) {
-        size_t consumed = 0, off, dlen;
-        int rc = tr_h1_chunked_feed(&h->req_chunked, tr_buf_head(s->rx), tr_buf_len(s->rx),
-                                    &consumed, &off, &dlen);
-        /* The chunked decoder stops after each data run; loop to the end. */
-        size_t total = consumed;
-        while (rc == TR_H1_CHUNKED_MORE && total < tr_buf_len(s->rx)) {
-            rc = tr_h1_chunked_feed(&h->req_chunked, tr_buf_head(s->rx) + total,
-                                    tr_buf_len(s->rx) - total, &consumed, &off, &dlen);
-            total += consumed;
-        }
-        if (rc < 0) {
+        uint32_t total = 0;
+        bool done = false;
+        if (chunked_validate(&h->req_chunked, tr_buf_head(s->rx), tr_buf_len(s->rx), &total,
+                             &done) < 0) {
             local_reply(s, 400, TR_RF_DPE, "bad chunked request body\n");
             return;
         }
         if (total > tr_buf_room(h->reqout)) {
             /* Keep what was validated for the streaming path. */
-            h->req_validated = (uint32_t)total;
+            h->req_validated = total;
             h->retryable = false;
-            if (rc == TR_H1_CHUNKED_DONE)
-                h->req_chunk_done = true;
+            h->req_chunk_done = done;
             return;
         }
         memcpy(tr_buf_tail(h->reqout), tr_buf_head(s->rx), total);
-        h->reqout->end += (uint32_t)total;
-        tr_buf_consume(s->rx, (uint32_t)total);
+        h->reqout->end += total;
+        tr_buf_consume(s->rx, total);
         h->req_bytes += total;
-        if (rc == TR_H1_CHUNKED_DONE)
+        if (done)
             h->rq = TR_RQ_DONE;
         else
             h->retryable = false;
@@ -658,15 +680,10 @@ static bool read_request_head(struct tr_session *s)
             }
             /* A head may be larger than a pool buffer: move it to one that
              * can hold the configured maximum. */
-            if (tr_buf_len(s->rx) == s->rx->cap && s->rx->cap < lim->max_header_bytes + 1) {
-                struct tr_buf *big = buf_get_sized(s->w, lim->max_header_bytes + 1);
-                if (big == NULL) {
-                    tr_session_close(s);
-                    return false;
-                }
-                tr_buf_append(big, tr_buf_head(s->rx), tr_buf_len(s->rx));
-                buf_release(s->w, &s->rx);
-                s->rx = big;
+            if (tr_buf_len(s->rx) == s->rx->cap && s->rx->cap < lim->max_header_bytes + 1 &&
+                !buf_grow(s->w, &s->rx, lim->max_header_bytes + 1)) {
+                tr_session_close(s);
+                return false;
             }
         }
         bool was_empty = s->rx == NULL || tr_buf_len(s->rx) == 0;
@@ -736,24 +753,17 @@ static bool forward_request_body(struct tr_session *s)
             done_after = sendable == h->req_remaining;
         } else {
             /* Chunked: validate before forwarding; only validated bytes go. */
-            while (!h->req_chunk_done && h->req_validated < avail) {
-                size_t consumed, off, dlen;
-                int rc = tr_h1_chunked_feed(&h->req_chunked, tr_buf_head(s->rx) + h->req_validated,
-                                            avail - h->req_validated, &consumed, &off, &dlen);
-                if (rc < 0) {
-                    h->flags |= TR_RF_DPE;
-                    if (h->got_response_byte) {
-                        /* Part of the response is out: a 400 cannot follow it. */
-                        log_and_count(s);
-                        tr_session_close(s);
-                        return false;
-                    }
-                    local_reply(s, 400, TR_RF_DPE, NULL);
-                    return true;
+            if (chunked_validate(&h->req_chunked, tr_buf_head(s->rx), avail, &h->req_validated,
+                                 &h->req_chunk_done) < 0) {
+                h->flags |= TR_RF_DPE;
+                if (h->got_response_byte) {
+                    /* Part of the response is out: a 400 cannot follow it. */
+                    log_and_count(s);
+                    tr_session_close(s);
+                    return false;
                 }
-                h->req_validated += (uint32_t)consumed;
-                if (rc == TR_H1_CHUNKED_DONE)
-                    h->req_chunk_done = true;
+                local_reply(s, 400, TR_RF_DPE, NULL);
+                return true;
             }
             sendable = h->req_validated;
             done_after = h->req_chunk_done;
@@ -902,17 +912,8 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         s->tx = buf_get_sized(w, head_len + 256);
     if (s->tx == NULL || tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
         /* tx may hold an interim response; give it a bigger home. */
-        struct tr_buf *big = buf_get_sized(w, (s->tx ? tr_buf_len(s->tx) : 0) + head_len + 256);
-        if (big == NULL) {
-            tr_session_close(s);
-            return false;
-        }
-        if (s->tx != NULL) {
-            tr_buf_append(big, tr_buf_head(s->tx), tr_buf_len(s->tx));
-            buf_release(w, &s->tx);
-        }
-        s->tx = big;
-        if (tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
+        if (!buf_grow(w, &s->tx, (s->tx ? tr_buf_len(s->tx) : 0) + head_len + 256) ||
+            tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
             tr_session_close(s);
             return false;
         }
@@ -949,14 +950,10 @@ static bool read_response_head(struct tr_session *s)
             if (r == 0 && tr_buf_len(h->resp) == h->resp->cap &&
                 h->resp->cap < lim->max_header_bytes + 1) {
                 /* As for requests: a head may outgrow a pool buffer. */
-                struct tr_buf *big = buf_get_sized(s->w, lim->max_header_bytes + 1);
-                if (big == NULL) {
+                if (!buf_grow(s->w, &h->resp, lim->max_header_bytes + 1)) {
                     tr_session_close(s);
                     return false;
                 }
-                tr_buf_append(big, tr_buf_head(h->resp), tr_buf_len(h->resp));
-                buf_release(s->w, &h->resp);
-                h->resp = big;
             } else if (r < 0 || tr_buf_len(h->resp) == h->resp->cap) {
                 upstream_detach(s, false);
                 local_reply(s, 502, TR_RF_UPE, "upstream response head too large\n");
@@ -1023,17 +1020,10 @@ static uint32_t response_sendable(struct tr_session *s, bool *done_after, bool *
         *done_after = avail >= h->resp_remaining;
         return avail < h->resp_remaining ? avail : (uint32_t)h->resp_remaining;
     case TR_H1_BODY_CHUNKED:
-        while (!h->resp_chunk_done && h->resp_validated < avail) {
-            size_t consumed, off, dlen;
-            int rc = tr_h1_chunked_feed(&h->resp_chunked, tr_buf_head(h->resp) + h->resp_validated,
-                                        avail - h->resp_validated, &consumed, &off, &dlen);
-            if (rc < 0) {
-                *bad = true;
-                return 0;
-            }
-            h->resp_validated += (uint32_t)consumed;
-            if (rc == TR_H1_CHUNKED_DONE)
-                h->resp_chunk_done = true;
+        if (chunked_validate(&h->resp_chunked, tr_buf_head(h->resp), avail, &h->resp_validated,
+                             &h->resp_chunk_done) < 0) {
+            *bad = true;
+            return 0;
         }
         *done_after = h->resp_chunk_done;
         return h->resp_validated;

@@ -21,9 +21,9 @@ static void current_init(void)
     mtx_init(&current_lock, mtx_plain);
 }
 
-static void snapshot_destroy(struct tr_snapshot *s)
+/* Frees what was compiled from cfg and the snapshot itself, not cfg. */
+static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config *cfg)
 {
-    struct tr_config *cfg = s->cfg;
     if (s->tls != NULL)
         for (size_t i = 0; i < cfg->n_tls; i++)
             if (s->tls[i] != NULL)
@@ -37,8 +37,14 @@ static void snapshot_destroy(struct tr_snapshot *s)
     free(s->tls);
     free(s->routers);
     free(s->authz);
-    tr_config_free(cfg);
     free(s);
+}
+
+static void snapshot_destroy(struct tr_snapshot *s)
+{
+    struct tr_config *cfg = s->cfg;
+    snapshot_free_compiled(s, cfg);
+    tr_config_free(cfg);
 }
 
 struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, uint64_t generation, char **err)
@@ -79,25 +85,9 @@ oom:
     if (*err == NULL)
         *err = strdup("out of memory building the configuration snapshot");
 fail:
-    if (s != NULL) {
-        s->cfg = cfg;
-        /* The caller keeps cfg on failure: detach it before destroying. */
-        struct tr_config *keep = cfg;
-        if (s->tls != NULL)
-            for (size_t i = 0; i < keep->n_tls; i++)
-                if (s->tls[i] != NULL)
-                    tr_tls_ctx_unref(s->tls[i]);
-        if (s->routers != NULL)
-            for (size_t i = 0; i < keep->n_route_tables; i++)
-                tr_router_free(s->routers[i]);
-        if (s->authz != NULL)
-            for (size_t i = 0; i < keep->n_listeners; i++)
-                tr_authz_free(s->authz[i]);
-        free(s->tls);
-        free(s->routers);
-        free(s->authz);
-        free(s);
-    }
+    /* The caller keeps cfg on failure. */
+    if (s != NULL)
+        snapshot_free_compiled(s, cfg);
     return NULL;
 }
 
