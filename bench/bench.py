@@ -51,10 +51,21 @@ PORTS = {
     "nginx": (18020, 18021),
     "trellis": (18030, 18031),
     "trellis_admin": (18032, 18033),
+    "trellis-h2hop": (18034, 18035),
+    "trellis-h2hop_admin": (18036, 18037),
 }
-ALL_PORTS = [18000, 18010, 18011, 18020, 18021, 18030, 18031, 18032, 18033]
+ALL_PORTS = [18000, 18010, 18011, 18020, 18021, 18030, 18031, 18032, 18033,
+             18034, 18035, 18036, 18037]
+# bench/h2.py uses 18040-18046 (its own PORTS); keep the two sets apart.
 
-PAIR_NAMES = ["direct", "haproxy", "nginx", "trellis"]
+PAIR_NAMES = ["direct", "haproxy", "nginx", "trellis", "trellis-h2hop"]
+# Optional pairs: a config this trellis build does not accept yet makes them
+# "skipped" (like a missing binary), not "failed".
+OPTIONAL_PAIRS = ["trellis-h2hop"]
+# trellis-h2hop: the hop A -> B is multiplexed HTTP/2 over mTLS; B turns it
+# back into HTTP/1.1 ("original") for the HTTP/1.1 backend.
+H2HOP_A_CLUSTER = "protocol: http2, http2: {max_streams_per_connection: 100}, "
+H2HOP_B_CLUSTER = "protocol: original, "
 PEERS = ["haproxy", "nginx"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -217,9 +228,9 @@ def cpu_delta_s(before: Dict[int, int], after: Dict[int, int]) -> float:
 # Ports and readiness
 
 
-def check_ports_free() -> None:
+def check_ports_free(ports: Optional[List[int]] = None) -> None:
     busy = []
-    for port in ALL_PORTS:
+    for port in (ALL_PORTS if ports is None else ports):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         # Like the servers do: TIME_WAIT leftovers of a previous run are fine,
         # a live listener is not.
@@ -232,6 +243,23 @@ def check_ports_free() -> None:
             s.close()
     if busy:
         raise BenchError(f"ports in use in 127.0.0.1:{PORT_BLOCK[0]}-{PORT_BLOCK[1]}: {busy}")
+
+
+def established_to(port: int) -> int:
+    """ESTABLISHED TCP connections whose remote port is `port` (client side
+    of connections to a local listener), from /proc/net/tcp{,6}."""
+    n = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    c = line.split()
+                    if c[3] == "01" and int(c[2].rsplit(":", 1)[1], 16) == port:
+                        n += 1
+        except OSError:
+            pass
+    return n
 
 
 def wait_port(port: int, procs: List[Proc], timeout: float = 10.0) -> None:
@@ -472,9 +500,15 @@ def trellis_bin(args) -> Path:
     return Path(args.trellis) if args.trellis else REPO / "build" / "trellis"
 
 
-def trellis_yaml(certs: dict, side: str) -> str:
-    pa, pb = PORTS["trellis"]
-    admin = PORTS["trellis_admin"][0 if side == "a" else 1]
+def trellis_yaml(certs: dict, side: str, pair: str = "trellis", backend: Optional[int] = None,
+                 a_cluster: str = "", b_cluster: str = "", ports=None, admin_ports=None) -> str:
+    """Config of side "a" (outbound) or "b" (inbound) of a trellis pair.
+    a_cluster/b_cluster are extra flow-mapping fields ("key: value, ")
+    inserted into the cluster of that side (e.g. the hop protocol).
+    ports/admin_ports (A, B) default to PORTS[pair] / PORTS[pair + "_admin"]."""
+    pa, pb = ports or PORTS[pair]
+    admin = (admin_ports or PORTS[pair + "_admin"])[0 if side == "a" else 1]
+    backend = PORTS["backend"] if backend is None else backend
     who = "client" if side == "a" else "server"
     head = f"""workers: 1
 log_level: error
@@ -489,26 +523,48 @@ route_tables:
         return head + f"""listeners:
   - {{name: out, address: 127.0.0.1:{pa}, direction: outbound, protocol: http, route_table: rt}}
 clusters:
-  - {{name: c, endpoints: [{{address: 127.0.0.1:{pb}}}], tls: {{context: id, server_ids: ["{SERVER_ID}"]}}}}
+  - {{name: c, {a_cluster}endpoints: [{{address: 127.0.0.1:{pb}}}], tls: {{context: id, server_ids: ["{SERVER_ID}"]}}}}
 """
     return head + f"""listeners:
   - {{name: in, address: 127.0.0.1:{pb}, direction: inbound, protocol: http, tls: {{mode: STRICT, context: id}}, route_table: rt}}
 clusters:
-  - {{name: c, endpoints: [{{address: 127.0.0.1:{PORTS['backend']}}}]}}
+  - {{name: c, {b_cluster}endpoints: [{{address: 127.0.0.1:{backend}}}]}}
 """
 
 
-def start_trellis(tmp: Path, certs: dict, binary: Path) -> List[Proc]:
+def trellis_check(binary: Path, cfg: Path) -> Optional[str]:
+    """None if `trellis proxy --check` accepts cfg, else its first message."""
+    try:
+        r = subprocess.run([str(binary), "proxy", "--config", str(cfg), "--check"],
+                           capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "trellis proxy --check timed out"
+    if r.returncode == 0:
+        return None
+    text = (r.stderr + r.stdout).strip()
+    return text.splitlines()[0] if text else f"exit status {r.returncode}"
+
+
+def start_trellis(tmp: Path, certs: dict, binary: Path, pair: str = "trellis",
+                  config_error=None, **yaml_kw) -> List[Proc]:
+    """Start B then A. config_error: exception class raised when --check
+    rejects a config (Skip for optional pairs); None = start without it."""
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         raise Skip(f"{binary} does not exist yet; build trellis first "
                    f"(meson setup build && ninja -C build)")
-    d = tmp / "trellis"
+    d = tmp / pair
     d.mkdir()
+    cfgs = {}
+    for side in ("b", "a"):
+        cfgs[side] = d / f"{side}.yaml"
+        cfgs[side].write_text(trellis_yaml(certs, side, pair, **yaml_kw))
+        if config_error is not None:
+            err = trellis_check(binary, cfgs[side])
+            if err is not None:
+                raise config_error(f"config {side.upper()} not accepted by {binary}: {err}")
     procs = []
     for side in ("b", "a"):
-        cfg = d / f"{side}.yaml"
-        cfg.write_text(trellis_yaml(certs, side))
-        procs.append(Proc(f"trellis-{side}", [str(binary), "proxy", "--config", str(cfg)], d))
+        procs.append(Proc(f"{pair}-{side}", [str(binary), "proxy", "--config", str(cfgs[side])], d))
     return procs[::-1]  # [A, B]
 
 
@@ -628,6 +684,10 @@ def measure_pair(pair: str, procs: List[Proc], port: int, args, pacer: Pacer,
         r["proxy_cpu_s"] = sum(r["proxy_cpu_s_ab"])
         r["cpu_us_per_req"] = r["proxy_cpu_s"] * 1e6 / max(1, r["requests"])
     res["thr"] = r
+    if proxy:
+        # Connections A keeps open to B after the max run: a pool of
+        # HTTP/1.1 connections, or one multiplexed h2 connection.
+        res["hop_conns_after_max"] = established_to(PORTS[pair][1])
     log(f"  {pair:8s} max  {r['rate_rps']:9.0f} req/s errors {r['errors']}")
 
     if proxy:
@@ -727,20 +787,36 @@ def ratios(med: Dict[str, Dict[str, Optional[float]]]) -> Dict[str, Optional[flo
     return out
 
 
+def h2hop_ratios(med: Dict[str, Dict[str, Optional[float]]]) -> Dict[str, Optional[float]]:
+    """trellis-h2hop / trellis per metric: multiplexed h2 hop vs pooled
+    HTTP/1.1 hop, same proxy otherwise."""
+    h, t = med.get("trellis-h2hop", {}), med.get("trellis", {})
+    out: Dict[str, Optional[float]] = {}
+    for key, _, better, _ in ROWS:
+        hv, tv = h.get(key), t.get(key)
+        out[key] = (hv / tv) if (better and hv is not None and tv) else None
+    return out
+
+
 def table(med: Dict[str, Dict[str, Optional[float]]], rat: Dict[str, Optional[float]],
-          status: Dict[str, str]) -> str:
+          status: Dict[str, str], hrat: Optional[Dict[str, Optional[float]]] = None) -> str:
     cols = [p for p in PAIR_NAMES if p in status]
+    widths = [max(10, len(c) + 2) for c in cols]
+    show_h = bool(hrat) and any(v is not None for v in hrat.values())
     w0 = max(len(r[1]) for r in ROWS) + 2
-    lines = ["".join([f"{'metric (median)':<{w0}}"] + [f"{c:>10}" for c in cols] +
-                     [f"{'trellis/best':>14}"])]
+    lines = ["".join([f"{'metric (median)':<{w0}}"] + [f"{c:>{w}}" for c, w in zip(cols, widths)] +
+                     [f"{'trellis/best':>14}"] + ([f"{'h2hop/trellis':>15}"] if show_h else []))]
     lines.append("-" * len(lines[0]))
     for key, label, better, fmt in ROWS:
         cells = []
-        for c in cols:
+        for c, w in zip(cols, widths):
             v = med.get(c, {}).get(key)
-            cells.append(f"{fmt.format(v) if v is not None else '-':>10}")
+            cells.append(f"{fmt.format(v) if v is not None else '-':>{w}}")
         rv = rat.get(key)
         cells.append(f"{(f'{rv:.2f}' if rv is not None else 'n/a'):>14}")
+        if show_h:
+            hv = hrat.get(key)
+            cells.append(f"{(f'{hv:.2f}' if hv is not None else 'n/a'):>15}")
         lines.append(f"{label:<{w0}}" + "".join(cells))
     for c in cols:
         if status[c] != "ok":
@@ -813,7 +889,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="one round instead of five")
     p.add_argument("--rounds", type=int, help="rounds R (default 5, --quick 1)")
     p.add_argument("--pairs", default=",".join(PAIR_NAMES),
-                   help="comma list of direct,haproxy,nginx,trellis (direct is always run)")
+                   help="comma list of direct,haproxy,nginx,trellis,trellis-h2hop "
+                        "(direct is always run)")
     p.add_argument("--trellis", help="trellis binary (default build/trellis)")
     p.add_argument("--rate", type=float, default=1000.0, help="fixed-rate target req/s")
     p.add_argument("--conns", type=int, default=32)
@@ -872,6 +949,9 @@ def main(argv=None) -> int:
             "haproxy": lambda d: start_haproxy(d, certs),
             "nginx": lambda d: start_nginx_pair(d, certs),
             "trellis": lambda d: start_trellis(d, certs, trellis_bin(args)),
+            "trellis-h2hop": lambda d: start_trellis(
+                d, certs, trellis_bin(args), "trellis-h2hop", config_error=Skip,
+                a_cluster=H2HOP_A_CLUSTER, b_cluster=H2HOP_B_CLUSTER),
         }
         for rnd in range(args.rounds):
             order = args.pairs[rnd % len(args.pairs):] + args.pairs[:rnd % len(args.pairs)]
@@ -930,6 +1010,7 @@ def main(argv=None) -> int:
         if p not in med and status[p] == "ok":
             status[p] = "no data"
     rat = ratios(med)
+    hrat = h2hop_ratios(med)
     warnings = []
     for p, rs in raw.items():
         for r in rs:
@@ -946,7 +1027,7 @@ def main(argv=None) -> int:
     print(f"\ntrellis bench: {info['nproc']} x {info['cpu_model']}, kernel {info['kernel']}; "
           f"{args.rounds} round(s){' (PARTIAL)' if partial else ''}; load average at start "
           f"{info['loadavg_start'].split()[0]}, now {Path('/proc/loadavg').read_text().split()[0]}")
-    print(table(med, rat, status))
+    print(table(med, rat, status, hrat))
     for w in warnings:
         print(f"WARNING: {w}")
 
@@ -965,6 +1046,7 @@ def main(argv=None) -> int:
         "status": status,
         "median": med,
         "trellis_over_best_peer": rat,
+        "h2hop_over_trellis": hrat,
         "per_round": per_round,
         "raw": raw,
         "warnings": warnings,

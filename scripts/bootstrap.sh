@@ -9,7 +9,7 @@ PACKAGES=(
   libssl-dev libnghttp2-dev libfyaml-dev libpcre2-dev libcmocka-dev
   # integration tests: clients
   curl openssl nghttp2-client wrk
-  python3 python3-pytest python3-requests python3-httpx python3-h2 python3-websocket
+  python3 python3-pytest python3-requests python3-httpx python3-h2 python3-grpcio python3-websocket
   python3-cryptography python3-jwt
   # integration tests and benchmarks: servers and peers
   nginx-light libnginx-mod-http-echo haproxy

@@ -13,6 +13,7 @@
 #include "identity/identity.h"
 
 struct tr_upstream;
+struct tr_h2_upconn;
 struct tr_wsnap;
 struct tr_tls_ctx;
 
@@ -26,6 +27,8 @@ struct tr_endpoint_rt {
     uint32_t active_requests;            /* least_request */
     int64_t rr_current;                  /* smooth weighted round robin */
     struct tr_tls_session_slot tls_slot; /* TLS session resumption */
+    struct tr_h2_upconn *h2conns;        /* multiplexed HTTP/2 connections (upstream/h2_upconn.h) */
+    uint32_t n_h2conns;
 };
 
 struct tr_cluster_rt {

@@ -1261,9 +1261,9 @@ static bool parse_node(struct ld *ld, const struct cnode *v)
 
 static bool parse_limits(struct ld *ld, const struct cnode *v)
 {
-    enum { M_LINE, M_HBYTES, M_HEADERS, M_CONNS, M_BUF, M_N };
+    enum { M_LINE, M_HBYTES, M_HEADERS, M_CONNS, M_BUF, M_H2, M_N };
     static const char *const keys[M_N] = {"max_request_line", "max_header_bytes", "max_headers",
-                                          "max_connections", "buffer_size"};
+                                          "max_connections",  "buffer_size",      "http2"};
     struct field f[M_N];
     struct tr_limits_cfg *l = &ld->cfg->limits;
     if (!map_fields(ld, v, keys, M_N, f) ||
@@ -1277,6 +1277,21 @@ static bool parse_limits(struct ld *ld, const struct cnode *v)
         const struct field *bad = f[M_LINE].v != NULL ? &f[M_LINE] : &f[M_HBYTES];
         return fail_field(ld, v, bad, "max_request_line (%u) must not exceed max_header_bytes (%u)",
                           l->max_request_line, l->max_header_bytes);
+    }
+    if (f[M_H2].v != NULL) {
+        enum { H2_STREAMS, H2_WIN, H2_CWIN, H2_RESETS, H2_N };
+        static const char *const hkeys[H2_N] = {"max_concurrent_streams", "initial_window_size",
+                                                "connection_window_size", "max_resets_per_second"};
+        struct field hf[H2_N];
+        size_t saved = path_push_key(ld, "http2");
+        bool ok = map_fields(ld, f[M_H2].v, hkeys, H2_N, hf) &&
+                  get_u32(ld, &hf[H2_STREAMS], 1, 10000, &l->h2_max_concurrent_streams) &&
+                  get_u32(ld, &hf[H2_WIN], 1024, 16777215, &l->h2_initial_window) &&
+                  get_u32(ld, &hf[H2_CWIN], 65535, 1u << 30, &l->h2_connection_window) &&
+                  get_u32(ld, &hf[H2_RESETS], 1, 1000000, &l->h2_max_resets_per_second);
+        path_pop(ld, saved);
+        if (!ok)
+            return false;
     }
     return true;
 }
@@ -1374,14 +1389,19 @@ static bool parse_cluster(struct ld *ld, const struct cnode *v, struct tr_cluste
         C_POOL,
         C_TLS,
         C_ENDPOINTS,
+        C_PROTOCOL,
+        C_HTTP2,
         C_N
     };
-    static const char *const keys[C_N] = {"name",      "service", "workload",
-                                          "namespace", "lb",      "connect_timeout",
-                                          "pool",      "tls",     "endpoints"};
+    static const char *const keys[C_N] = {"name",      "service",         "workload", "namespace",
+                                          "lb",        "connect_timeout", "pool",     "tls",
+                                          "endpoints", "protocol",        "http2"};
     static const char *const lbs[] = {"round_robin", "least_request", "random"};
+    static const char *const uprotos[] = {"http1", "http2", "original"};
     struct field f[C_N];
     int lb = TR_LB_ROUND_ROBIN;
+    int uproto = TR_UPROTO_HTTP1;
+    c->h2_max_streams = 100;
     c->tls = -1;
     c->connect_timeout_ms = 1000;
     c->pool_idle_timeout_ms = 50000;
@@ -1396,9 +1416,22 @@ static bool parse_cluster(struct ld *ld, const struct cnode *v, struct tr_cluste
         !get_str(ld, &f[C_WORKLOAD], CFG_MAX_NAME, &c->workload) ||
         !get_str(ld, &f[C_NAMESPACE], CFG_MAX_NAME, &c->workload_namespace) ||
         !get_enum(ld, &f[C_LB], lbs, 3, &lb) ||
-        !get_duration(ld, &f[C_CONNECT], 1, CFG_MAX_DURATION_MS, &c->connect_timeout_ms))
+        !get_duration(ld, &f[C_CONNECT], 1, CFG_MAX_DURATION_MS, &c->connect_timeout_ms) ||
+        !get_enum(ld, &f[C_PROTOCOL], uprotos, 3, &uproto))
         return false;
     c->lb = (enum tr_lb_policy)lb;
+    c->protocol = (enum tr_upstream_protocol)uproto;
+    if (f[C_HTTP2].v != NULL) {
+        enum { H2_STREAMS, H2_N };
+        static const char *const hkeys[H2_N] = {"max_streams_per_connection"};
+        struct field hf[H2_N];
+        saved = path_push_key(ld, "http2");
+        ok = map_fields(ld, f[C_HTTP2].v, hkeys, H2_N, hf) &&
+             get_u32(ld, &hf[H2_STREAMS], 1, 10000, &c->h2_max_streams);
+        path_pop(ld, saved);
+        if (!ok)
+            return false;
+    }
 
     if (f[C_POOL].v != NULL) {
         enum { P_IDLE, P_MAX_IDLE, P_MAX_CONNS, P_N };
@@ -2150,6 +2183,10 @@ static bool set_defaults(struct ld *ld)
         .max_headers = 100,
         .max_connections = 65536,
         .buffer_size = 16384,
+        .h2_max_concurrent_streams = 100,
+        .h2_initial_window = 65535,
+        .h2_connection_window = 1u << 20,
+        .h2_max_resets_per_second = 200,
     };
     struct sockaddr_in *sin = (struct sockaddr_in *)&cfg->admin.addr.ss;
     sin->sin_family = AF_INET;

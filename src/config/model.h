@@ -173,6 +173,14 @@ struct tr_route_table_cfg {
 
 enum tr_lb_policy { TR_LB_ROUND_ROBIN = 0, TR_LB_LEAST_REQUEST, TR_LB_RANDOM };
 
+/* What the proxy speaks to a cluster's endpoints. */
+enum tr_upstream_protocol {
+    TR_UPROTO_HTTP1 = 0, /* pooled HTTP/1.1 connections, one request at a time each */
+    TR_UPROTO_HTTP2,     /* multiplexed HTTP/2 (h2 by ALPN over TLS, else prior knowledge) */
+    TR_UPROTO_ORIGINAL,  /* what the request arrived as (HTTP/2 stays HTTP/2); over a
+                          * trellis mesh hop, the protocol the client originally spoke */
+};
+
 struct tr_endpoint_cfg {
     struct tr_cfg_addr addr;
     uint32_t weight;      /* default 1 */
@@ -196,6 +204,8 @@ struct tr_cluster_cfg {
     const char **server_ids;       /* SPIFFE IDs the upstream may present; 0: any in trust domain */
     size_t n_server_ids;
     const char *sni; /* SNI to send; NULL: none */
+    enum tr_upstream_protocol protocol;
+    uint32_t h2_max_streams; /* HTTP/2: streams per connection before another opens; default 100 */
     struct tr_cfg_loc loc;
 };
 
@@ -213,6 +223,11 @@ struct tr_limits_cfg {
     uint32_t max_headers;      /* default 100 */
     uint32_t max_connections;  /* per worker; default 65536 */
     uint32_t buffer_size;      /* per direction per connection; default 16384 */
+    /* HTTP/2 (downstream connections; upstream ones use the same windows) */
+    uint32_t h2_max_concurrent_streams; /* default 100 */
+    uint32_t h2_initial_window;         /* per stream; default 65535 */
+    uint32_t h2_connection_window;      /* default 1 MiB */
+    uint32_t h2_max_resets_per_second;  /* rapid-reset budget; default 200 */
 };
 
 struct tr_admin_cfg {

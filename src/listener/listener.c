@@ -15,7 +15,7 @@
 
 const char *tr_session_phase_name(enum tr_session_phase p)
 {
-    static const char *const names[] = {"detect", "handshake", "http", "tcp", "closed"};
+    static const char *const names[] = {"detect", "handshake", "http", "tcp", "h2", "closed"};
     return (unsigned)p < sizeof(names) / sizeof(names[0]) ? names[p] : "?";
 }
 
@@ -39,6 +39,8 @@ void tr_session_close(struct tr_session *s)
         tr_http_session_release(s);
     else if (s->phase == TR_PH_TCP)
         tr_tcp_session_release(s);
+    else if (s->phase == TR_PH_H2)
+        tr_h2_session_release(s);
     s->phase = TR_PH_CLOSED;
     struct tr_worker *w = s->w;
     tr_timer_cancel(w->loop, &s->timer);
@@ -168,6 +170,15 @@ static void on_detect_timer(struct tr_timer *t)
 
 static void start_app_protocol(struct tr_session *s)
 {
+    if (s->down.ssl != NULL && s->lcfg->protocol != TR_LPROTO_TCP) {
+        const unsigned char *alpn = NULL;
+        unsigned alpn_len = 0;
+        SSL_get0_alpn_selected(s->down.ssl, &alpn, &alpn_len);
+        if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) {
+            tr_h2_session_start(s);
+            return;
+        }
+    }
     switch (s->lcfg->protocol) {
     case TR_LPROTO_TCP:
         tr_tcp_session_start(s);

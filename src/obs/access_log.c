@@ -65,7 +65,10 @@ void tr_access_log_write(int fd, const struct tr_access_entry *e)
     ADDS("method", e->method);
     ADDS("path", e->path);
     ADDS("authority", e->authority);
+    ADDS("protocol", e->protocol != NULL ? e->protocol : "HTTP/1.1");
     ADD(",\"response_code\":%u", e->status);
+    if (e->grpc_status != NULL)
+        ADDS("grpc_status", e->grpc_status);
     ADDS("response_flags", flags);
     ADD(",\"duration_us\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ",\"bytes_sent\":%" PRIu64,
         e->duration_us, e->req_bytes, e->resp_bytes);

@@ -11,6 +11,8 @@ struct tr_access_entry {
     const char *path;
     const char *authority;
     const char *request_id;
+    const char *protocol;    /* "HTTP/1.1", "HTTP/2", "grpc"; NULL: HTTP/1.1 */
+    const char *grpc_status; /* NULL: not gRPC (or none received) */
     uint16_t status;
     uint16_t flags; /* TR_RF_* */
     uint64_t duration_us;

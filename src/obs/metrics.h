@@ -51,6 +51,7 @@ struct tr_metric_labels {
     uint8_t reporter; /* enum tr_reporter */
     uint8_t protocol; /* enum tr_req_proto */
     uint8_t mtls;     /* connection_security_policy: enum tr_security_policy */
+    uint8_t grpc;     /* grpc_response_status + 1; 0: not gRPC (rendered "") */
     const char *source_workload;
     const char *source_namespace;
     const char *source_principal;

@@ -22,11 +22,13 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
+#include "filter/fields.h"
 #include "filter/headers.h"
 #include "net/sock.h"
 #include "obs/access_log.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
+#include "proxy/stream.h"
 #include "router/router.h"
 #include "upstream/pool.h"
 
@@ -121,6 +123,12 @@ void tr_http_session_release(struct tr_session *s)
             h->flags |= TR_RF_DC;
         log_and_count(s);
     }
+    if (h->stream != NULL) {
+        struct tr_stream *st = h->stream;
+        h->stream = NULL;
+        tr_stream_down_close(st, true);
+    }
+    buf_release(s->w, &h->req_trl);
     upstream_detach(s, false);
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
@@ -447,6 +455,39 @@ static void absorb_body(struct tr_session *s)
     }
 }
 
+/* The route leads to an HTTP/2 cluster: the exchange becomes a tr_stream,
+ * with this connection as its HTTP/1.1 downstream side (see the end of this
+ * file). The stream does its own accounting. */
+static void start_stream(struct tr_session *s, const struct tr_h1_message *m,
+                         const struct tr_route_cfg *route, tr_str path, tr_str host)
+{
+    struct tr_http_state *h = &s->http;
+    struct tr_fields f;
+    bool tls = s->principal != NULL || s->down.ssl != NULL;
+    if (tr_fields_init(&f, m->n_headers + 8, m->head_len + 256) < 0 ||
+        tr_fields_from_h1_request(&f, m, tls ? TR_STR_LIT("https") : TR_STR_LIT("http"), host,
+                                  path) < 0) {
+        tr_fields_free(&f);
+        local_reply(s, 431, TR_RF_DPE, "request header fields too large\n");
+        return;
+    }
+    struct tr_stream *st = tr_stream_new(s, TR_SD_H1, 0);
+    if (st == NULL) {
+        tr_fields_free(&f);
+        tr_session_close(s);
+        return;
+    }
+    st->start_us = h->start_us;
+    st->method_id = h->method_id;
+    h->stream = st;
+    h->logged = true; /* the stream logs and counts this request */
+    h->rs = TR_RS_WAIT;
+    tr_stream_forward(st, route, h->cluster, &f, h->req_body == TR_H1_BODY_NONE);
+    tr_fields_free(&f);
+    if (h->rq == TR_RQ_DONE)
+        arm_idle(s);
+}
+
 static void handle_request_head(struct tr_session *s, uint32_t head_len)
 {
     struct tr_http_state *h = &s->http;
@@ -545,6 +586,10 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
         return;
     }
     h->cluster = &s->ws->clusters[ci];
+    if (h->cluster->cfg->protocol == TR_UPROTO_HTTP2 && !h->upgrade) {
+        start_stream(s, &m, route, path, host);
+        return;
+    }
     if (!build_request(s, &m, route, path, host))
         return;
     h->retryable = true;
@@ -571,7 +616,8 @@ static void start_upstream(struct tr_session *s, bool fresh)
     h->ep = ep;
     ep->active_requests++;
     h->upstream_addr = ep->cfg->addr.text;
-    struct tr_upstream *up = tr_pool_acquire(s->w, ep, &http_up_ops, s, fresh, &ready, &reason);
+    struct tr_upstream *up =
+        tr_pool_acquire(s->w, ep, &http_up_ops, s, fresh, false, &ready, &reason);
     if (up == NULL) {
         bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
         local_reply(s, 503, overflow ? TR_RF_UO : TR_RF_UF,
@@ -665,6 +711,26 @@ static bool read_request_head(struct tr_session *s)
     const struct tr_h1_limits *lim = &s->ws->snap->h1_limits;
     bool progress = false;
     for (;;) {
+        if (h->requests == 0 && s->rx != NULL && tr_buf_len(s->rx) > 0) {
+            /* HTTP/2 with prior knowledge: the client preface instead of a
+             * request. Compared as far as it has arrived. */
+            static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+            uint32_t n = tr_buf_len(s->rx) < 24 ? tr_buf_len(s->rx) : 24;
+            if (memcmp(tr_buf_head(s->rx), preface, n) == 0) {
+                if (n < 24) {
+                    ssize_t more = read_down(s);
+                    if (more < 0) {
+                        tr_session_close(s);
+                        return false;
+                    }
+                    if (more == 0)
+                        return progress;
+                    continue;
+                }
+                tr_h2_session_start(s);
+                return false;
+            }
+        }
         if (s->rx != NULL && tr_buf_len(s->rx) > 0) {
             int r = tr_h1_head_end(tr_buf_head(s->rx), tr_buf_len(s->rx), lim, 1, &h->head_scanned);
             if (r > 0) {
@@ -1073,7 +1139,7 @@ static bool forward_response_body(struct tr_session *s)
         if (s->tx != NULL && tr_buf_len(s->tx) > 0 && !h->dechunk && h->resp != NULL &&
             tr_buf_len(h->resp) > 0) {
             coalesce_body_into_tx(s);
-            if (s->phase == TR_PH_CLOSED)
+            if (s->phase != TR_PH_HTTP)
                 return false;
         }
         if (h->rs != TR_RS_BODY)
@@ -1239,13 +1305,17 @@ static void close_after_response(struct tr_session *s)
 
 /* ---- the pump ---- */
 
+static bool stream_pump(struct tr_session *s);
+
 static void http_pump(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
     if (h->lingering)
         return;
+    if (h->stream != NULL && !stream_pump(s))
+        return;
     for (int guard = 0; guard < 256; guard++) {
-        if (s->phase == TR_PH_CLOSED)
+        if (s->phase != TR_PH_HTTP)
             return;
         bool progress = false;
         if (h->rs == TR_RS_TUNNEL) {
@@ -1255,31 +1325,31 @@ static void http_pump(struct tr_session *s)
         }
         if (h->rq == TR_RQ_HEAD && h->rs == TR_RS_NONE) {
             progress |= read_request_head(s);
-            if (s->phase == TR_PH_CLOSED)
+            if (s->phase != TR_PH_HTTP)
                 return;
         }
         bool up_ready = h->up != NULL && (h->rs == TR_RS_HEAD || h->rs == TR_RS_BODY);
         if (up_ready && !h->local_reply) {
             bool sent = send_reqout(s, &progress);
-            if (s->phase == TR_PH_CLOSED)
+            if (s->phase != TR_PH_HTTP)
                 return;
             if (sent && h->rq == TR_RQ_BODY && h->up != NULL)
                 progress |= forward_request_body(s);
-            if (s->phase == TR_PH_CLOSED)
+            if (s->phase != TR_PH_HTTP)
                 return;
         }
         if (h->rs == TR_RS_HEAD && h->up != NULL)
             progress |= read_response_head(s);
-        if (s->phase == TR_PH_CLOSED)
+        if (s->phase != TR_PH_HTTP)
             return;
         if (h->rs == TR_RS_BODY)
             progress |= forward_response_body(s);
-        if (s->phase == TR_PH_CLOSED)
+        if (s->phase != TR_PH_HTTP)
             return;
         /* Whatever waits in tx goes now: an interim 100 Continue the client
          * is waiting for, a local reply, the tail of a response. */
         bool empty = flush_tx(s, &progress);
-        if (s->phase == TR_PH_CLOSED)
+        if (s->phase != TR_PH_HTTP)
             return;
         if (h->rs == TR_RS_DONE || s->closing) {
             if (empty && s->closing) {
@@ -1324,6 +1394,12 @@ static void http_on_timer(struct tr_timer *t)
 {
     struct tr_session *s = tr_container_of(t, struct tr_session, timer);
     struct tr_http_state *h = &s->http;
+    if (h->stream != NULL) {
+        /* Idle while a stream was in progress (its own timer bounds the
+         * exchange): the client is gone for us. */
+        tr_session_close(s);
+        return;
+    }
     if (h->rq == TR_RQ_HEAD && h->rs == TR_RS_NONE) {
         if (s->rx == NULL || tr_buf_len(s->rx) == 0) {
             tr_session_close(s); /* idle keep-alive connection */
@@ -1370,4 +1446,237 @@ void tr_http_session_start(struct tr_session *s)
         return;
     }
     http_pump(s);
+}
+
+/* ---- HTTP/1.1 downstream of a tr_stream ----
+ *
+ * The request body is decoded (length or chunked) and pushed into the
+ * stream; reading stops while the stream holds bytes it could not pass on.
+ * The response comes back as fields and body chunks, re-framed into tx
+ * (chunked when its length is unknown); the stream is told to resume once tx
+ * has drained. */
+
+static bool stream_push_body(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    struct tr_stream *st = h->stream;
+    const uint8_t *p = (const uint8_t *)tr_buf_head(s->rx);
+    uint32_t avail = tr_buf_len(s->rx);
+    if (h->req_body == TR_H1_BODY_LENGTH) {
+        uint32_t n = avail < h->req_remaining ? avail : (uint32_t)h->req_remaining;
+        h->req_remaining -= n;
+        bool end = h->req_remaining == 0;
+        tr_buf_consume(s->rx, n); /* the bytes stay in place until the next read */
+        if (end)
+            h->rq = TR_RQ_DONE;
+        tr_stream_req_data(st, p, n, end);
+        return true;
+    }
+    bool in_trailers = tr_h1_chunked_in_trailers(&h->req_chunked);
+    size_t consumed, off, dlen;
+    int rc = tr_h1_chunked_feed(&h->req_chunked, (const char *)p, avail, &consumed, &off, &dlen);
+    if (rc < 0) {
+        tr_metrics_count(s->w->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
+        tr_session_close(s); /* the stream sees its client go */
+        return false;
+    }
+    if (in_trailers && consumed > 0) {
+        if (h->req_trl == NULL && (h->req_trl = tr_buf_get(&s->w->bufs)) == NULL) {
+            tr_session_close(s);
+            return false;
+        }
+        if (tr_buf_room(h->req_trl) < consumed) {
+            tr_session_close(s);
+            return false;
+        }
+        tr_buf_append(h->req_trl, p, consumed);
+    }
+    tr_buf_consume(s->rx, (uint32_t)consumed);
+    if (dlen > 0)
+        tr_stream_req_data(st, p + off, dlen, false);
+    if (rc == TR_H1_CHUNKED_DONE && h->stream == st) {
+        h->rq = TR_RQ_DONE;
+        struct tr_fields t = {0};
+        uint32_t tl = h->req_trl != NULL ? tr_buf_len(h->req_trl) : 0;
+        if (tl > 2 && tr_fields_init(&t, 64, tl) == 0 &&
+            tr_fields_parse_trailers(&t, tr_buf_head(h->req_trl), tl) == 0 && t.n > 0)
+            tr_stream_req_trailers(st, t.v, t.n);
+        else
+            tr_stream_req_data(st, NULL, 0, true);
+        tr_fields_free(&t);
+        buf_release(s->w, &h->req_trl);
+    }
+    return true;
+}
+
+/* Returns true when the exchange is over and the ordinary pump should go on
+ * (finish the request, keep-alive or close). */
+static bool stream_pump(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    for (int guard = 0; guard < 64; guard++) {
+        struct tr_stream *st = h->stream;
+        bool progress = false;
+        if (h->rq == TR_RQ_BODY && !tr_stream_req_blocked(st)) {
+            if (s->rx == NULL || tr_buf_len(s->rx) == 0) {
+                ssize_t n = read_down(s);
+                if (n < 0) {
+                    tr_session_close(s); /* client gone mid-request */
+                    return false;
+                }
+                progress |= n > 0;
+            }
+            if (s->rx != NULL && tr_buf_len(s->rx) > 0) {
+                if (!stream_push_body(s))
+                    return false;
+                progress = true;
+            }
+            if (s->phase != TR_PH_HTTP || h->stream == NULL)
+                return false;
+        }
+        bool empty = flush_tx(s, &progress);
+        if (s->phase != TR_PH_HTTP)
+            return false;
+        if (empty && h->stream_blocked) {
+            h->stream_blocked = false;
+            tr_stream_resp_resume(st);
+            if (s->phase != TR_PH_HTTP || h->stream == NULL)
+                return false;
+            continue;
+        }
+        if (empty && h->rs == TR_RS_DONE) {
+            h->stream = NULL;
+            if (h->rq != TR_RQ_DONE)
+                h->keep_alive = false; /* the rest of the request is not wanted */
+            tr_stream_down_close(st, false);
+            buf_release(s->w, &h->req_trl);
+            return true;
+        }
+        if (!progress)
+            return false;
+        if (h->rq == TR_RQ_BODY || h->rs == TR_RS_BODY)
+            arm_idle(s);
+    }
+    tr_loop_defer(s->w->loop, &s->pump_later, http_pump_later);
+    return false;
+}
+
+static bool tx_reserve(struct tr_session *s, size_t need)
+{
+    if (s->tx == NULL && (s->tx = buf_get_sized(s->w, need)) == NULL)
+        return false;
+    tr_buf_compact(s->tx);
+    if (tr_buf_room(s->tx) >= need)
+        return true;
+    return buf_grow(s->w, &s->tx, tr_buf_len(s->tx) + need);
+}
+
+int tr_http_session_resp_headers(struct tr_stream *st, const struct tr_h2_header *hv, size_t n,
+                                 bool end)
+{
+    struct tr_session *s = st->s;
+    struct tr_http_state *h = &s->http;
+    int si = tr_fields_find(hv, n, ":status");
+    if (si < 0 || hv[si].value.len != 3)
+        return -1;
+    int status = (hv[si].value.p[0] - '0') * 100 + (hv[si].value.p[1] - '0') * 10 +
+                 (hv[si].value.p[2] - '0');
+    size_t need = 256;
+    for (size_t i = 0; i < n; i++)
+        need += hv[i].name.len + hv[i].value.len + 4;
+    if (!tx_reserve(s, need)) {
+        tr_session_close(s);
+        return -1;
+    }
+    if (status < 200) {
+        if (!h->version10 && tr_fields_h1_response_head(s->tx, hv, n, false, true) < 0) {
+            tr_session_close(s);
+            return -1;
+        }
+        tr_loop_defer(s->w->loop, &s->pump_later, http_pump_later);
+        return 0;
+    }
+    bool bodyless = h->is_head || status == 204 || status == 304;
+    bool has_cl = tr_fields_find(hv, n, "content-length") >= 0;
+    h->resp_rechunk = !end && !has_cl && !bodyless && !h->version10;
+    h->resp_until_close = !end && !has_cl && !bodyless && h->version10;
+    if (h->resp_until_close || h->rq != TR_RQ_DONE)
+        h->keep_alive = false;
+    h->status = (uint16_t)status;
+    if (tr_fields_h1_response_head(s->tx, hv, n, h->resp_rechunk, h->keep_alive && !s->draining) <
+        0) {
+        tr_session_close(s);
+        return -1;
+    }
+    h->got_response_byte = true;
+    h->rs = end || bodyless ? TR_RS_DONE : TR_RS_BODY;
+    tr_loop_defer(s->w->loop, &s->pump_later, http_pump_later);
+    return 0;
+}
+
+ssize_t tr_http_session_resp_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
+{
+    struct tr_session *s = st->s;
+    struct tr_http_state *h = &s->http;
+    if (h->rs != TR_RS_BODY)
+        return (ssize_t)len; /* HEAD, 204, 304: no body goes out */
+    if (s->tx == NULL && (s->tx = tr_buf_get(&s->w->bufs)) == NULL)
+        return 0;
+    tr_buf_compact(s->tx);
+    uint32_t room = tr_buf_room(s->tx);
+    size_t take;
+    if (h->resp_rechunk) {
+        if (room < 32) {
+            h->stream_blocked = true;
+            return 0;
+        }
+        take = len < room - 32 ? len : room - 32;
+        if (take > 0) {
+            char hdr[24];
+            int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
+            tr_buf_append(s->tx, hdr, (size_t)hl);
+            tr_buf_append(s->tx, p, take);
+            tr_buf_append(s->tx, "\r\n", 2);
+        }
+        if (take == len && end)
+            tr_buf_append(s->tx, "0\r\n\r\n", 5);
+    } else {
+        take = len < room ? len : room;
+        tr_buf_append(s->tx, p, take);
+    }
+    h->resp_bytes += take;
+    if (take < len)
+        h->stream_blocked = true;
+    else if (end)
+        h->rs = TR_RS_DONE;
+    tr_loop_defer(s->w->loop, &s->pump_later, http_pump_later);
+    return (ssize_t)take;
+}
+
+int tr_http_session_resp_trailers(struct tr_stream *st, const struct tr_h2_header *hv, size_t n)
+{
+    struct tr_session *s = st->s;
+    struct tr_http_state *h = &s->http;
+    if (h->rs == TR_RS_BODY && h->resp_rechunk) {
+        size_t need = 16;
+        for (size_t i = 0; i < n; i++)
+            need += hv[i].name.len + hv[i].value.len + 4;
+        if (!tx_reserve(s, need) || tr_fields_h1_trailers(s->tx, hv, n) < 0) {
+            tr_session_close(s);
+            return -1;
+        }
+    }
+    h->rs = TR_RS_DONE;
+    tr_loop_defer(s->w->loop, &s->pump_later, http_pump_later);
+    return 0;
+}
+
+void tr_http_session_reset(struct tr_stream *st)
+{
+    tr_session_close(st->s);
+}
+
+void tr_http_session_wake(struct tr_stream *st)
+{
+    tr_loop_defer(st->s->w->loop, &st->s->pump_later, http_pump_later);
 }

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "codec/h1/h1.h"
 #include "core/buf.h"
@@ -29,6 +30,7 @@ enum tr_session_phase {
     TR_PH_HANDSHAKE,
     TR_PH_HTTP,
     TR_PH_TCP,
+    TR_PH_H2,
     TR_PH_CLOSED,
 };
 const char *tr_session_phase_name(enum tr_session_phase p);
@@ -84,7 +86,12 @@ struct tr_http_state {
     struct tr_upstream *up;
     struct tr_endpoint_rt *ep;
     struct tr_cluster_rt *cluster;
-    const void *route; /* const struct tr_route_cfg * */
+    const void *route;        /* const struct tr_route_cfg * */
+    struct tr_stream *stream; /* the request goes to an HTTP/2 upstream (proxy/stream.h) */
+    struct tr_buf *req_trl;   /* stream: the chunked request's trailer section */
+    bool resp_rechunk;        /* stream: the response is sent chunked */
+    bool resp_until_close;    /* stream: ... or ends with the connection */
+    bool stream_blocked;      /* stream: tx was full, resume once it drains */
     uint64_t start_us;
     uint64_t req_bytes;
     uint64_t resp_bytes;
@@ -115,6 +122,17 @@ struct tr_tcp_state {
     const char *peer_id; /* upstream's verified SPIFFE ID (interned) */
 };
 
+/* An HTTP/2 downstream connection (proxy/h2_session.c). */
+struct tr_h2_down_state {
+    struct tr_h2 *codec;
+    struct tr_stream *streams; /* open streams, newest first */
+    uint32_t n_streams;
+    char *out; /* codec output staged for one write */
+    uint32_t out_off, out_len;
+    bool goaway; /* GOAWAY sent: close once the last stream ends */
+    struct tr_deferred flush_later;
+};
+
 struct tr_session {
     struct tr_conn down;
     struct tr_session_link link;
@@ -137,12 +155,35 @@ struct tr_session {
     union {
         struct tr_http_state http;
         struct tr_tcp_state tcp;
+        struct tr_h2_down_state h2;
     };
 };
 
 /* Entry points for each phase, called by the listener. */
 void tr_http_session_start(struct tr_session *s);
 void tr_tcp_session_start(struct tr_session *s);
+/* HTTP/2: after ALPN "h2", or when an HTTP/1 listener sees the client
+ * preface (the bytes already read are in s->rx). */
+void tr_h2_session_start(struct tr_session *s);
+void tr_h2_session_release(struct tr_session *s);
+
+/* The downstream side of a tr_stream (proxy/stream.h), per protocol: the
+ * response head, body and trailers; a reset; request bytes acknowledged
+ * (HTTP/2: WINDOW_UPDATE) or room to read more (HTTP/1: wake). */
+struct tr_stream;
+struct tr_h2_header;
+int tr_h2_session_resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                               bool end);
+ssize_t tr_h2_session_resp_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end);
+int tr_h2_session_resp_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n);
+void tr_h2_session_reset(struct tr_stream *st, uint32_t code);
+void tr_h2_session_consume(struct tr_stream *st, size_t n);
+int tr_http_session_resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                                 bool end);
+ssize_t tr_http_session_resp_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end);
+int tr_http_session_resp_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n);
+void tr_http_session_reset(struct tr_stream *st);
+void tr_http_session_wake(struct tr_stream *st);
 
 /* Release what a phase holds (upstream connection, buffers); idempotent.
  * Called by tr_session_close. */

@@ -235,7 +235,8 @@ void tr_tcp_session_start(struct tr_session *s)
     struct tr_endpoint_rt *ep = tr_cluster_pick(t->cluster, tr_worker_rand(s->w));
     bool ready;
     const char *reason = NULL;
-    t->up = ep != NULL ? tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, &ready, &reason) : NULL;
+    t->up =
+        ep != NULL ? tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, false, &ready, &reason) : NULL;
     if (t->up == NULL) {
         tcp_finish(s, TR_RF_UF);
         return;

@@ -64,6 +64,11 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, uint64_t generation
         s->tls[i] = tr_tls_ctx_load(&cfg->tls[i], err);
         if (s->tls[i] == NULL)
             goto fail;
+        /* Servers prefer h2; each upstream connection offers its cluster's
+         * protocol itself (SSL_set_alpn_protos in upstream/pool.c). */
+        static const unsigned char alpn[] = "\x02h2\x08http/1.1";
+        if (tr_tls_ctx_set_alpn(s->tls[i], alpn, sizeof(alpn) - 1) != 0)
+            goto oom;
     }
     for (size_t i = 0; i < cfg->n_route_tables; i++) {
         s->routers[i] = tr_router_build(cfg, i, err);
@@ -80,6 +85,12 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, uint64_t generation
     s->h1_limits.max_request_line = cfg->limits.max_request_line;
     s->h1_limits.max_header_bytes = cfg->limits.max_header_bytes;
     s->h1_limits.max_headers = cfg->limits.max_headers;
+    s->h2_limits = TR_H2_LIMITS_DEFAULT;
+    s->h2_limits.max_concurrent_streams = cfg->limits.h2_max_concurrent_streams;
+    s->h2_limits.initial_window_size = cfg->limits.h2_initial_window;
+    s->h2_limits.connection_window_size = cfg->limits.h2_connection_window;
+    s->h2_limits.max_resets_per_second = cfg->limits.h2_max_resets_per_second;
+    s->h2_limits.max_header_list_size = cfg->limits.max_header_bytes;
     return s;
 oom:
     if (*err == NULL)

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "codec/h1/h1.h"
+#include "codec/h2/h2.h"
 #include "config/model.h"
 
 struct tr_tls_ctx;
@@ -26,6 +27,7 @@ struct tr_snapshot {
     struct tr_router **routers; /* per cfg->route_tables */
     struct tr_authz **authz;    /* per cfg->listeners; NULL: no rules */
     struct tr_h1_limits h1_limits;
+    struct tr_h2_limits h2_limits; /* downstream and upstream HTTP/2 connections */
 };
 
 /* Compile cfg into a snapshot. Takes ownership of cfg on success only. */

@@ -11,6 +11,7 @@
 #include "net/sock.h"
 #include "obs/metrics.h"
 #include "runtime/worker.h"
+#include "upstream/h2_upconn.h"
 
 const char *tr_upstream_state_name(enum tr_upstream_state s)
 {
@@ -138,10 +139,10 @@ static void upstream_on_timer(struct tr_timer *t)
 
 struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *ep,
                                     const struct tr_upstream_owner_ops *ops, void *owner,
-                                    bool fresh, bool *ready, const char **reason)
+                                    bool fresh, bool h2, bool *ready, const char **reason)
 {
     struct tr_cluster_rt *cl = ep->cluster;
-    if (!fresh && ep->idle != NULL) {
+    if (!fresh && !h2 && ep->idle != NULL) {
         struct tr_upstream *up = ep->idle;
         idle_unlink(up);
         tr_timer_cancel(w->loop, &up->timer);
@@ -183,6 +184,11 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
             *reason = "tls_setup";
             return NULL;
         }
+        static const unsigned char alpn_h2[] = "\x02h2", alpn_h1[] = "\x08http/1.1";
+        if (h2)
+            SSL_set_alpn_protos(ssl, alpn_h2, sizeof(alpn_h2) - 1);
+        else
+            SSL_set_alpn_protos(ssl, alpn_h1, sizeof(alpn_h1) - 1);
         tr_tls_session_resume(ssl, &ep->tls_slot);
         SSL_set_connect_state(ssl);
         tr_conn_start_tls(&up->conn, ssl);
@@ -259,6 +265,7 @@ void tr_pool_release(struct tr_upstream *up, bool reusable)
 
 void tr_pool_close_idle(struct tr_endpoint_rt *ep)
 {
+    tr_h2_up_close_idle(ep);
     while (ep->idle != NULL)
         upstream_close(ep->idle);
 }

@@ -59,10 +59,12 @@ struct tr_upstream {
 /* Get a connection to ep for owner. If an idle one exists it is returned with
  * *ready = true (no callback follows). Otherwise a new connection starts and
  * ops->on_ready will be called; *ready = false. Returns NULL (and sets
- * *reason) if no connection can be started (limit reached, socket error). */
+ * *reason) if no connection can be started (limit reached, socket error).
+ * h2: the connection will carry HTTP/2 (offers ALPN "h2" over TLS, and never
+ * comes from or goes back to the idle pool: see upstream/h2_upconn.h). */
 struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *ep,
                                     const struct tr_upstream_owner_ops *ops, void *owner,
-                                    bool fresh, bool *ready, const char **reason);
+                                    bool fresh, bool h2, bool *ready, const char **reason);
 
 /* Give a busy connection back: to the idle pool if reusable, else closed. */
 void tr_pool_release(struct tr_upstream *up, bool reusable);

@@ -165,6 +165,11 @@ void tr_h1_chunked_init(struct tr_h1_chunked *c, uint32_t max_trailer_bytes);
 int tr_h1_chunked_feed(struct tr_h1_chunked *c, const char *buf, size_t len, size_t *consumed,
                        size_t *data_off, size_t *data_len);
 
+/* True once the last chunk's size line has been consumed and until the end
+ * of the message: the bytes fed from then on are the trailer section (feed
+ * returns right after that size line, so the boundary is exact). */
+int tr_h1_chunked_in_trailers(const struct tr_h1_chunked *c);
+
 /* Hop-by-hop header names (RFC 9110 7.6.1 plus the de-facto ones): Connection,
  * Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade, Trailer. */
 int tr_h1_is_hop_by_hop(tr_str name);

@@ -240,6 +240,12 @@ int tr_h1_chunked_feed(struct tr_h1_chunked *c, const char *buf, size_t len, siz
                 goto fail;
             c->line_len = 0;
             c->state = c->remaining ? CS_DATA : CS_TRL_START;
+            if (c->state == CS_TRL_START) {
+                /* Stop at the trailer section so callers can tell its bytes
+                 * from the last chunk's (tr_h1_chunked_in_trailers). */
+                *consumed = i + 1;
+                return TR_H1_CHUNKED_MORE;
+            }
             break;
         case CS_DATA_CR:
             if (ch != '\r')
@@ -311,4 +317,9 @@ fail:
     c->state = CS_ERROR;
     *consumed = i;
     return TR_H1_E_BAD_REQUEST;
+}
+
+int tr_h1_chunked_in_trailers(const struct tr_h1_chunked *c)
+{
+    return c->state >= CS_TRL_START && c->state <= CS_FINAL_LF;
 }

@@ -24,6 +24,14 @@ static void test_http_series_summed_across_workers(void **state)
     tr_metrics_http(w0, &l, 200, 0, 700, 10, 1000);   /* 0.7 ms */
     tr_metrics_http(w1, &l, 200, 0, 30000, 10, 1000); /* 30 ms */
     tr_metrics_http(w1, &l, 503, TR_RF_UF | TR_RF_URX, 100, 0, 19);
+    /* gRPC: its own series per grpc-status, protocol "grpc". */
+    struct tr_metric_labels g = l;
+    g.protocol = TR_REQ_PROTO_GRPC;
+    g.grpc = 14 + 1;
+    tr_metrics_http(w1, &g, 200, 0, 100, 5, 5);
+    g.protocol = TR_REQ_PROTO_HTTP2;
+    g.grpc = 0;
+    tr_metrics_http(w1, &g, 200, 0, 100, 5, 5);
     size_t len = 0;
     char *text = tr_metrics_render(&len);
     assert_non_null(text);
@@ -35,9 +43,15 @@ static void test_http_series_summed_across_workers(void **state)
         "destination_workload_namespace=\"unknown\",destination_principal="
         "\"unknown\",destination_service=\"api.default.svc.cluster.local\","
         "request_protocol=\"http\",connection_security_policy=\"mutual_tls\","
-        "response_code=\"200\",response_flags=\"-\"} 2\n";
+        "grpc_response_status=\"\",response_code=\"200\",response_flags=\"-\"} 2\n";
     assert_non_null(strstr(text, series));
     assert_non_null(strstr(text, "response_code=\"503\",response_flags=\"UF,URX\"} 1\n"));
+    assert_non_null(strstr(text,
+                           "request_protocol=\"grpc\",connection_security_policy=\"mutual_tls\","
+                           "grpc_response_status=\"14\",response_code=\"200\""));
+    assert_non_null(strstr(text,
+                           "request_protocol=\"http/2\",connection_security_policy=\"mutual_tls\","
+                           "grpc_response_status=\"\",response_code=\"200\""));
     /* Histogram: 0.7 ms lands in le="1", 30 ms in le="50"; cumulative. */
     assert_non_null(strstr(text, "response_code=\"200\",response_flags=\"-\",le=\"0.5\"} 0\n"));
     assert_non_null(strstr(text, "response_code=\"200\",response_flags=\"-\",le=\"1\"} 1\n"));

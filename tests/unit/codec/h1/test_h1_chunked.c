@@ -281,9 +281,18 @@ static void test_sticky_states(void **state)
     struct tr_h1_chunked c;
     size_t consumed, off, len;
     tr_h1_chunked_init(&c, 0);
+    /* The feed stops right after the last chunk's size line, so the caller
+     * can tell the trailer section's bytes apart. */
+    assert_false(tr_h1_chunked_in_trailers(&c));
     assert_int_equal(tr_h1_chunked_feed(&c, "0\r\n\r\nXY", 7, &consumed, &off, &len),
+                     TR_H1_CHUNKED_MORE);
+    assert_int_equal(consumed, 3);
+    assert_int_equal(len, 0);
+    assert_true(tr_h1_chunked_in_trailers(&c));
+    assert_int_equal(tr_h1_chunked_feed(&c, "\r\nXY", 4, &consumed, &off, &len),
                      TR_H1_CHUNKED_DONE);
-    assert_int_equal(consumed, 5);
+    assert_int_equal(consumed, 2);
+    assert_false(tr_h1_chunked_in_trailers(&c));
     /* After DONE: nothing more is consumed. */
     assert_int_equal(tr_h1_chunked_feed(&c, "XY", 2, &consumed, &off, &len), TR_H1_CHUNKED_DONE);
     assert_int_equal(consumed, 0);
@@ -305,8 +314,10 @@ static void test_sticky_states(void **state)
     assert_int_equal(off, 3);
     assert_int_equal(len, 2);
     assert_int_equal(tr_h1_chunked_feed(&c, "\r\n0\r\n\r\n", 7, &consumed, &off, &len),
-                     TR_H1_CHUNKED_DONE);
-    assert_int_equal(consumed, 7);
+                     TR_H1_CHUNKED_MORE);
+    assert_int_equal(consumed, 5);
+    assert_int_equal(tr_h1_chunked_feed(&c, "\r\n", 2, &consumed, &off, &len), TR_H1_CHUNKED_DONE);
+    assert_int_equal(consumed, 2);
     assert_int_equal(c.payload_total, 2);
 }
 

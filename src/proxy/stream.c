@@ -1,0 +1,1428 @@
+/* proxy/stream.c: exchanges with an HTTP/2 side (see stream.h). */
+#include "proxy/stream.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/cluster.h"
+#include "core/log.h"
+#include "filter/authz.h"
+#include "filter/headers.h"
+#include "obs/access_log.h"
+#include "proxy/session.h"
+#include "router/router.h"
+#include "upstream/pool.h"
+
+/* Upstream request: budget for the rewritten header list. */
+#define UPREQ_EXTRA_FIELDS 8
+#define UPREQ_EXTRA_BYTES  512
+
+/* HTTP/2 error codes used here (RFC 9113 7). */
+enum { H2_NO_ERROR = 0, H2_INTERNAL_ERROR = 2, H2_REFUSED_STREAM = 7, H2_CANCEL = 8 };
+
+/* gRPC status codes used for local replies. */
+enum {
+    GRPC_DEADLINE_EXCEEDED = 4,
+    GRPC_PERMISSION_DENIED = 7,
+    GRPC_UNIMPLEMENTED = 12,
+    GRPC_INTERNAL = 13,
+    GRPC_UNAVAILABLE = 14,
+};
+
+/* The header a trellis proxy adds when it carries an HTTP/1.x request over
+ * an HTTP/2 mesh hop, so that the peer restores HTTP/1.1 toward the
+ * application ("original" protocol clusters). Never leaves the mesh. */
+static const tr_str ORIG_PROTO = TR_STR_LIT("trellis-orig-proto");
+
+static void up_start(struct tr_stream *st, bool fresh);
+static void up_release(struct tr_stream *st, bool reusable);
+static void h1_pump(struct tr_stream *st);
+static void h1_pump_later(struct tr_deferred *d);
+static void stream_maybe_free(struct tr_stream *st);
+static void resp_flush_pending(struct tr_stream *st);
+
+/* ---- small helpers ---- */
+
+static struct tr_worker *W(struct tr_stream *st)
+{
+    return st->s->w;
+}
+
+static void copy_cstr(char *dst, size_t size, tr_str src)
+{
+    size_t n = src.len < size - 1 ? src.len : size - 1;
+    memcpy(dst, src.p, n);
+    dst[n] = '\0';
+}
+
+static struct tr_buf *pend_buf(struct tr_stream *st)
+{
+    /* Large enough for one flow-control window or one read: the most a
+     * producer can hand over before it is stopped. */
+    struct tr_worker *w = W(st);
+    size_t size = st->s->ws->snap->h2_limits.initial_window_size;
+    if (size < w->bufs.buf_size)
+        size = w->bufs.buf_size;
+    if (size <= w->bufs.buf_size)
+        return tr_buf_get(&w->bufs);
+    struct tr_buf *b = malloc(sizeof(*b) + size);
+    if (b == NULL)
+        return NULL;
+    b->start = b->end = 0;
+    b->cap = (uint32_t)size;
+    b->next_free = NULL;
+    w->bufs.outstanding++;
+    return b;
+}
+
+static void buf_drop(struct tr_stream *st, struct tr_buf **b)
+{
+    if (*b != NULL) {
+        tr_buf_put(&W(st)->bufs, *b);
+        *b = NULL;
+    }
+}
+
+int tr_grpc_status_parse(tr_str v)
+{
+    if (v.len == 0 || v.len > 3)
+        return -1;
+    int x = 0;
+    for (uint32_t i = 0; i < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return -1;
+        x = x * 10 + (v.p[i] - '0');
+    }
+    return x <= 255 ? x : -1;
+}
+
+uint64_t tr_grpc_timeout_ms(tr_str v)
+{
+    /* TimeoutValue is 1-8 ASCII digits, then a unit H M S m u n. */
+    if (v.len < 2 || v.len > 9)
+        return 0;
+    uint64_t x = 0;
+    for (uint32_t i = 0; i + 1 < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return 0;
+        x = x * 10 + (uint64_t)(v.p[i] - '0');
+    }
+    switch (v.p[v.len - 1]) {
+    case 'H':
+        return x * 3600000;
+    case 'M':
+        return x * 60000;
+    case 'S':
+        return x * 1000;
+    case 'm':
+        return x;
+    case 'u':
+        return (x + 999) / 1000;
+    case 'n':
+        return (x + 999999) / 1000000;
+    default:
+        return 0;
+    }
+}
+
+/* ---- accounting ---- */
+
+static void stream_log(struct tr_stream *st)
+{
+    if (st->logged || st->start_us == 0)
+        return;
+    st->logged = true;
+    struct tr_session *s = st->s;
+    struct tr_metric_labels l = s->labels;
+    l.protocol = st->proto;
+    l.grpc = st->grpc && st->grpc_status >= 0 ? (uint8_t)(st->grpc_status + 1) : 0;
+    if (st->cluster != NULL && l.reporter == TR_REPORTER_SOURCE) {
+        l.destination_service = st->cluster->service;
+        l.destination_workload = st->cluster->workload;
+        l.destination_namespace = st->cluster->workload_namespace;
+        l.destination_principal = st->peer_id;
+    }
+    uint64_t dur = tr_loop_now_us(W(st)->loop) - st->start_us;
+    tr_metrics_http(W(st)->metrics, &l, st->status, st->flags, dur, st->req_bytes, st->resp_bytes);
+    if (W(st)->access_log_fd >= 0) {
+        char grpc[8] = "";
+        if (st->grpc && st->grpc_status >= 0)
+            snprintf(grpc, sizeof(grpc), "%d", st->grpc_status);
+        struct tr_access_entry e = {
+            .method = st->method,
+            .path = st->path,
+            .authority = st->authority,
+            .request_id = st->request_id,
+            .protocol = st->proto == TR_REQ_PROTO_GRPC    ? "grpc"
+                        : st->down == TR_SD_H2            ? "HTTP/2"
+                                                          : "HTTP/1.1",
+            .grpc_status = st->grpc && st->grpc_status >= 0 ? grpc : NULL,
+            .status = st->status,
+            .flags = st->flags,
+            .duration_us = dur,
+            .req_bytes = st->req_bytes,
+            .resp_bytes = st->resp_bytes,
+            .peer = s->peer_ip,
+            .principal = s->principal,
+            .listener = s->lcfg->name,
+            .cluster = st->cluster != NULL ? st->cluster->cfg->name : NULL,
+            .upstream = st->upstream_addr,
+        };
+        tr_access_log_write(W(st)->access_log_fd, &e);
+    }
+}
+
+/* ---- the downstream side (dispatch) ---- */
+
+static int down_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
+{
+    if (st->down_done)
+        return -1;
+    return st->down == TR_SD_H2 ? tr_h2_session_resp_headers(st, h, n, end)
+                                : tr_http_session_resp_headers(st, h, n, end);
+}
+
+static ssize_t down_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
+{
+    if (st->down_done)
+        return -1;
+    return st->down == TR_SD_H2 ? tr_h2_session_resp_data(st, p, len, end)
+                                : tr_http_session_resp_data(st, p, len, end);
+}
+
+static int down_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    if (st->down_done)
+        return -1;
+    return st->down == TR_SD_H2 ? tr_h2_session_resp_trailers(st, h, n)
+                                : tr_http_session_resp_trailers(st, h, n);
+}
+
+static void down_reset(struct tr_stream *st, uint32_t code)
+{
+    if (st->down_done)
+        return;
+    if (st->down == TR_SD_H2)
+        tr_h2_session_reset(st, code);
+    else
+        tr_http_session_reset(st);
+}
+
+/* Request bytes left our custody: the downstream may send more. */
+static void down_consumed(struct tr_stream *st, size_t n)
+{
+    if (st->down_done)
+        return;
+    if (st->down == TR_SD_H2)
+        tr_h2_session_consume(st, n);
+    else if (st->req_pend == NULL || tr_buf_len(st->req_pend) == 0)
+        tr_http_session_wake(st);
+}
+
+/* ---- completion ---- */
+
+static void stream_free_now(struct tr_deferred *d)
+{
+    struct tr_stream *st = tr_container_of(d, struct tr_stream, free_later);
+    /* The session may already be gone: touch only the stream. */
+    tr_fields_free(&st->upreq);
+    tr_fields_free(&st->req_trailers);
+    tr_fields_free(&st->resp_trailers);
+    free(st);
+}
+
+static void stream_maybe_free(struct tr_stream *st)
+{
+    if (!st->down_done || !st->up_done)
+        return;
+    stream_log(st);
+    tr_timer_cancel(W(st)->loop, &st->timer);
+    buf_drop(st, &st->req_pend);
+    buf_drop(st, &st->resp_pend);
+    buf_drop(st, &st->h1.out);
+    buf_drop(st, &st->h1.in);
+    buf_drop(st, &st->h1.trl);
+    tr_loop_defer(W(st)->loop, &st->free_later, stream_free_now);
+}
+
+/* The response went all the way downstream. */
+static void resp_complete(struct tr_stream *st)
+{
+    st->resp_out_end = true;
+    tr_timer_cancel(W(st)->loop, &st->timer);
+    stream_log(st);
+}
+
+/* ---- local replies ---- */
+
+static int grpc_status_for_http(int status, uint16_t flags)
+{
+    if (flags & TR_RF_UT)
+        return GRPC_DEADLINE_EXCEEDED;
+    switch (status) {
+    case 403:
+        return GRPC_PERMISSION_DENIED;
+    case 404:
+        return GRPC_UNIMPLEMENTED;
+    case 502:
+    case 503:
+    case 504:
+    case 429:
+        return GRPC_UNAVAILABLE;
+    default:
+        return GRPC_INTERNAL;
+    }
+}
+
+/* Answer the request ourselves. If the response already started, the only
+ * thing left is to reset the stream. */
+static void local_reply(struct tr_stream *st, int status, uint16_t flags, const char *body)
+{
+    st->flags |= flags;
+    if (st->up != TR_SU_LOCAL && st->up != TR_SU_NONE)
+        up_release(st, false);
+    st->up = TR_SU_LOCAL;
+    st->up_done = true;
+    st->local = true;
+    if (st->resp_head_out || st->resp_out_end) {
+        if (st->status == 0)
+            st->status = (uint16_t)status;
+        stream_log(st);
+        down_reset(st, H2_INTERNAL_ERROR);
+        return;
+    }
+    st->status = (uint16_t)status;
+    buf_drop(st, &st->resp_pend);
+    char code[8], len[24], gs[8];
+    snprintf(code, sizeof(code), "%03d", status % 1000);
+    struct tr_h2_header h[4];
+    size_t n = 0;
+    h[n++] = (struct tr_h2_header){TR_STR_LIT(":status"), tr_str_from(code, 3)};
+    if (st->grpc) {
+        /* gRPC: a trailers-only response carrying the status. */
+        int g = grpc_status_for_http(status, flags);
+        st->grpc_status = (int16_t)g;
+        snprintf(gs, sizeof(gs), "%d", g);
+        h[0].value = TR_STR_LIT("200");
+        st->status = 200;
+        h[n++] = (struct tr_h2_header){TR_STR_LIT("content-type"),
+                                       TR_STR_LIT("application/grpc")};
+        h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-status"), tr_str_from(gs, strlen(gs))};
+        if (body != NULL) {
+            size_t bl = strlen(body);
+            while (bl > 0 && body[bl - 1] == '\n')
+                bl--;
+            h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-message"), tr_str_from(body, bl)};
+        }
+        st->resp_head_out = true;
+        resp_complete(st);
+        down_headers(st, h, n, true);
+        return;
+    }
+    size_t bl = body != NULL && st->method_id != TR_H1_M_HEAD ? strlen(body) : 0;
+    snprintf(len, sizeof(len), "%zu", body != NULL ? strlen(body) : (size_t)0);
+    h[n++] = (struct tr_h2_header){TR_STR_LIT("content-length"), tr_str_from(len, strlen(len))};
+    if (body != NULL)
+        h[n++] = (struct tr_h2_header){TR_STR_LIT("content-type"), TR_STR_LIT("text/plain")};
+    st->resp_head_out = true;
+    st->resp_bytes = bl;
+    if (bl == 0) {
+        resp_complete(st);
+        down_headers(st, h, n, true);
+        return;
+    }
+    if (down_headers(st, h, n, false) < 0)
+        return;
+    st->resp_in_end = true;
+    ssize_t taken = down_data(st, (const uint8_t *)body, bl, true);
+    if (taken >= 0 && (size_t)taken == bl) {
+        resp_complete(st);
+        return;
+    }
+    /* The rest waits for window (local bodies are small). */
+    if (st->resp_pend == NULL && (st->resp_pend = pend_buf(st)) == NULL) {
+        down_reset(st, H2_INTERNAL_ERROR);
+        return;
+    }
+    size_t off = taken > 0 ? (size_t)taken : 0;
+    size_t rest = bl - off < tr_buf_room(st->resp_pend) ? bl - off : tr_buf_room(st->resp_pend);
+    tr_buf_append(st->resp_pend, body + off, rest);
+    st->resp_pend_end = true;
+}
+
+/* ---- response direction (upstream -> stream -> downstream) ---- */
+
+static void up_consumed(struct tr_stream *st, size_t n)
+{
+    if (st->up == TR_SU_H2 && n > 0)
+        tr_h2_up_consume(st->h2, n);
+}
+
+static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
+{
+    if (st->down_done)
+        return;
+    int si = tr_fields_find(h, n, ":status");
+    int status = si >= 0 && h[si].value.len == 3
+                     ? (h[si].value.p[0] - '0') * 100 + (h[si].value.p[1] - '0') * 10 +
+                           (h[si].value.p[2] - '0')
+                     : 0;
+    if (status < 100 || status > 999) {
+        local_reply(st, 502, TR_RF_UPE, "upstream sent an invalid response\n");
+        return;
+    }
+    if (status < 200) {
+        if (status != 101) /* interim responses go through; 101 has no meaning here */
+            down_headers(st, h, n, false);
+        return;
+    }
+    st->status = (uint16_t)status;
+    int g = tr_fields_find(h, n, "grpc-status");
+    if (g >= 0)
+        st->grpc_status = (int16_t)tr_grpc_status_parse(h[g].value);
+    st->resp_head_out = true;
+    if (end) {
+        st->resp_in_end = true;
+        resp_complete(st);
+    }
+    if (down_headers(st, h, n, end) < 0)
+        return;
+}
+
+static void resp_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
+{
+    if (st->down_done) {
+        up_consumed(st, len);
+        return;
+    }
+    st->resp_bytes += len;
+    if (end)
+        st->resp_in_end = true;
+    if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0) {
+        if (tr_buf_room(st->resp_pend) < len)
+            tr_buf_compact(st->resp_pend);
+        if (tr_buf_room(st->resp_pend) < len) {
+            /* More than a window: the peer broke flow control. */
+            local_reply(st, 502, TR_RF_UPE, NULL);
+            return;
+        }
+        tr_buf_append(st->resp_pend, p, len);
+        st->resp_pend_end = end;
+        return;
+    }
+    ssize_t taken = down_data(st, p, len, end);
+    if (taken < 0)
+        return; /* downstream gone: it resets us */
+    up_consumed(st, (size_t)taken);
+    if ((size_t)taken == len) {
+        if (end)
+            resp_complete(st);
+        return;
+    }
+    if (st->resp_pend == NULL && (st->resp_pend = pend_buf(st)) == NULL) {
+        local_reply(st, 502, TR_RF_UPE, NULL);
+        return;
+    }
+    tr_buf_append(st->resp_pend, p + taken, len - (size_t)taken);
+    st->resp_pend_end = end;
+}
+
+static void resp_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    if (st->down_done)
+        return;
+    int g = tr_fields_find(h, n, "grpc-status");
+    if (g >= 0)
+        st->grpc_status = (int16_t)tr_grpc_status_parse(h[g].value);
+    st->resp_in_end = true;
+    if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0) {
+        /* Behind body bytes still waiting: keep a copy. */
+        size_t bytes = 0;
+        for (size_t i = 0; i < n; i++)
+            bytes += h[i].name.len + h[i].value.len;
+        if (tr_fields_init(&st->resp_trailers, (uint32_t)n + 1, (uint32_t)bytes + 1) < 0) {
+            down_reset(st, H2_INTERNAL_ERROR);
+            return;
+        }
+        for (size_t i = 0; i < n; i++)
+            tr_fields_add(&st->resp_trailers, h[i].name, h[i].value);
+        return;
+    }
+    resp_complete(st);
+    down_trailers(st, h, n);
+}
+
+static void resp_flush_pending(struct tr_stream *st)
+{
+    while (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0 && !st->down_done) {
+        uint32_t len = tr_buf_len(st->resp_pend);
+        bool end = st->resp_pend_end && st->resp_trailers.v == NULL;
+        ssize_t taken = down_data(st, (const uint8_t *)tr_buf_head(st->resp_pend), len, end);
+        if (taken <= 0)
+            return;
+        tr_buf_consume(st->resp_pend, (uint32_t)taken);
+        up_consumed(st, (size_t)taken);
+        if ((uint32_t)taken < len)
+            return;
+        if (end)
+            resp_complete(st);
+    }
+    if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) == 0)
+        buf_drop(st, &st->resp_pend);
+    if (st->resp_trailers.v != NULL && !st->down_done) {
+        resp_complete(st);
+        down_trailers(st, st->resp_trailers.v, st->resp_trailers.n);
+        tr_fields_free(&st->resp_trailers);
+    }
+}
+
+void tr_stream_resp_resume(struct tr_stream *st)
+{
+    resp_flush_pending(st);
+    if (st->up == TR_SU_H1 && st->h1.up != NULL && !tr_stream_req_blocked(st))
+        h1_pump(st);
+    else if (st->up == TR_SU_H1 && st->h1.up != NULL)
+        h1_pump(st);
+}
+
+/* ---- request direction (downstream -> stream -> upstream) ---- */
+
+static ssize_t h1_send(struct tr_stream *st, const uint8_t *p, size_t len, bool end);
+static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n);
+
+static ssize_t up_send(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
+{
+    switch (st->up) {
+    case TR_SU_H2:
+        return tr_h2_up_send(st->h2, p, len, end);
+    case TR_SU_H1:
+        return h1_send(st, p, len, end);
+    default:
+        return (ssize_t)len; /* answered locally: the body is discarded */
+    }
+}
+
+static int up_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    switch (st->up) {
+    case TR_SU_H2:
+        return tr_h2_up_trailers(st->h2, h, n);
+    case TR_SU_H1:
+        return h1_send_trailers(st, h, n);
+    default:
+        return 0;
+    }
+}
+
+bool tr_stream_req_blocked(const struct tr_stream *st)
+{
+    return st->req_pend != NULL && tr_buf_len(st->req_pend) > 0;
+}
+
+static void req_flush_pending(struct tr_stream *st)
+{
+    while (st->req_pend != NULL && tr_buf_len(st->req_pend) > 0) {
+        uint32_t len = tr_buf_len(st->req_pend);
+        bool end = st->req_pend_end && st->req_trailers.v == NULL;
+        ssize_t taken = up_send(st, (const uint8_t *)tr_buf_head(st->req_pend), len, end);
+        if (taken < 0) {
+            local_reply(st, 503, TR_RF_UC, NULL);
+            return;
+        }
+        if (taken == 0)
+            return;
+        tr_buf_consume(st->req_pend, (uint32_t)taken);
+        down_consumed(st, (size_t)taken);
+        if ((uint32_t)taken < len)
+            return;
+        if (end)
+            st->req_out_end = true;
+    }
+    if (st->req_pend != NULL && tr_buf_len(st->req_pend) == 0)
+        buf_drop(st, &st->req_pend);
+    if (st->req_trailers.v != NULL && st->req_pend == NULL) {
+        if (up_trailers(st, st->req_trailers.v, st->req_trailers.n) == 0) {
+            st->req_out_end = true;
+            tr_fields_free(&st->req_trailers);
+        }
+    }
+}
+
+void tr_stream_req_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
+{
+    st->req_bytes += len;
+    if (end)
+        st->req_in_end = true;
+    if (st->up == TR_SU_LOCAL) {
+        down_consumed(st, len);
+        return;
+    }
+    if (tr_stream_req_blocked(st) || st->up == TR_SU_NONE) {
+        if (st->req_pend == NULL && (st->req_pend = pend_buf(st)) == NULL) {
+            local_reply(st, 503, TR_RF_DPE, NULL);
+            return;
+        }
+        if (tr_buf_room(st->req_pend) < len)
+            tr_buf_compact(st->req_pend);
+        if (tr_buf_room(st->req_pend) < len) {
+            local_reply(st, 400, TR_RF_DPE, NULL); /* beyond the window we granted */
+            return;
+        }
+        tr_buf_append(st->req_pend, p, len);
+        st->req_pend_end = end;
+        return;
+    }
+    ssize_t taken = len == 0 && !end ? 0 : up_send(st, p, len, end);
+    if (taken < 0) {
+        local_reply(st, 503, TR_RF_UC, NULL);
+        return;
+    }
+    if (taken > 0)
+        down_consumed(st, (size_t)taken);
+    if ((size_t)taken == len) {
+        if (end)
+            st->req_out_end = true;
+        return;
+    }
+    if (st->req_pend == NULL && (st->req_pend = pend_buf(st)) == NULL) {
+        local_reply(st, 503, TR_RF_DPE, NULL);
+        return;
+    }
+    tr_buf_append(st->req_pend, p + taken, len - (size_t)taken);
+    st->req_pend_end = end;
+}
+
+void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    st->req_in_end = true;
+    if (st->up == TR_SU_LOCAL)
+        return;
+    if (tr_stream_req_blocked(st) || st->up == TR_SU_NONE ||
+        (st->up == TR_SU_H2 && up_trailers(st, h, n) < 0)) {
+        size_t bytes = 0;
+        for (size_t i = 0; i < n; i++)
+            bytes += h[i].name.len + h[i].value.len;
+        tr_fields_free(&st->req_trailers);
+        if (tr_fields_init(&st->req_trailers, (uint32_t)n + 1, (uint32_t)bytes + 1) < 0) {
+            local_reply(st, 503, TR_RF_DPE, NULL);
+            return;
+        }
+        for (size_t i = 0; i < n; i++)
+            tr_fields_add(&st->req_trailers, h[i].name, h[i].value);
+        return;
+    }
+    if (st->up == TR_SU_H1)
+        h1_send_trailers(st, h, n);
+    st->req_out_end = true;
+}
+
+/* ---- timer ---- */
+
+static void stream_on_timer(struct tr_timer *t)
+{
+    struct tr_stream *st = tr_container_of(t, struct tr_stream, timer);
+    if (st->resp_out_end)
+        return;
+    if (!st->resp_head_out) {
+        local_reply(st, 504, TR_RF_UT, "upstream request timeout\n");
+        return;
+    }
+    st->flags |= TR_RF_UT;
+    up_release(st, false);
+    st->up_done = true;
+    stream_log(st);
+    down_reset(st, H2_CANCEL);
+}
+
+/* ---- start ---- */
+
+struct tr_stream *tr_stream_new(struct tr_session *s, int down, int32_t id)
+{
+    struct tr_stream *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return NULL;
+    st->s = s;
+    st->down = (uint8_t)down;
+    st->id = id;
+    st->grpc_status = -1;
+    st->proto = down == TR_SD_H2 ? TR_REQ_PROTO_HTTP2 : TR_REQ_PROTO_HTTP;
+    st->start_us = tr_loop_now_us(s->w->loop);
+    tr_timer_init(&st->timer, stream_on_timer);
+    return st;
+}
+
+/* Rewrite the request for the upstream into st->upreq: the route's
+ * rewrites, X-Forwarded-*, X-Request-Id, hop-by-hop removal. */
+static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool to_h2)
+{
+    struct tr_session *s = st->s;
+    const struct tr_listener_cfg *l = s->lcfg;
+    const struct tr_route_cfg *route = st->route;
+    size_t bytes = UPREQ_EXTRA_BYTES + strlen(s->peer_ip);
+    for (size_t i = 0; i < n; i++)
+        bytes += h[i].name.len + h[i].value.len;
+    if (route->prefix_rewrite != NULL)
+        bytes += strlen(route->prefix_rewrite);
+    if (route->host_rewrite != NULL)
+        bytes += strlen(route->host_rewrite);
+    tr_fields_free(&st->upreq);
+    if (tr_fields_init(&st->upreq, (uint32_t)n + UPREQ_EXTRA_FIELDS, (uint32_t)bytes) < 0)
+        return -1;
+    struct tr_fields *f = &st->upreq;
+    int mi = tr_fields_find(h, n, ":method"), pi = tr_fields_find(h, n, ":path"),
+        ai = tr_fields_find(h, n, ":authority");
+    tr_str path = pi >= 0 ? h[pi].value : TR_STR_LIT("/");
+    tr_str auth = ai >= 0 ? h[ai].value : TR_STR_LIT("");
+    if (ai < 0) {
+        int hi = tr_fields_find(h, n, "host");
+        if (hi >= 0)
+            auth = h[hi].value;
+    }
+    if (route->host_rewrite != NULL)
+        auth = tr_str_from(route->host_rewrite, strlen(route->host_rewrite));
+    if (auth.len == 0) {
+        const char *dest = st->cluster->cfg->service != NULL ? st->cluster->cfg->service
+                                                             : st->cluster->cfg->name;
+        auth = tr_str_from(dest, strlen(dest));
+    }
+    char target[8192 + 256];
+    if (route->prefix_rewrite != NULL && route->path_kind == TR_PATH_PREFIX) {
+        size_t plen = strlen(route->path), rlen = strlen(route->prefix_rewrite);
+        if (path.len >= plen && path.len - plen + rlen < sizeof(target)) {
+            memcpy(target, route->prefix_rewrite, rlen);
+            memcpy(target + rlen, path.p + plen, path.len - plen);
+            path = tr_str_from(target, rlen + path.len - plen);
+        }
+    }
+    bool tls = st->cluster->tls != NULL;
+    if (tr_fields_add(f, TR_STR_LIT(":method"), h[mi].value) < 0 ||
+        tr_fields_add(f, TR_STR_LIT(":scheme"), tls ? TR_STR_LIT("https") : TR_STR_LIT("http")) <
+            0 ||
+        tr_fields_add(f, TR_STR_LIT(":authority"), auth) < 0 ||
+        tr_fields_add(f, TR_STR_LIT(":path"), path) < 0)
+        return -1;
+    /* X-Forwarded-For: every received value joined, then the peer. */
+    char xff[2048];
+    size_t xlen = 0;
+    bool rid_kept = false;
+    st->request_id[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        tr_str name = h[i].name;
+        if (name.len > 0 && name.p[0] == ':')
+            continue;
+        if (tr_fields_is_hop_by_hop(name)) {
+            /* "te: trailers" is the one TE value HTTP/2 allows; gRPC needs it. */
+            if (!(TR_STR_EQ_LIT(name, "te") && TR_STR_IEQ_LIT(h[i].value, "trailers")))
+                continue;
+        }
+        if (tr_str_eq(name, ORIG_PROTO.p, ORIG_PROTO.len))
+            continue;
+        if (TR_STR_EQ_LIT(name, "x-forwarded-for") && l->xff == TR_XFF_APPEND) {
+            if (h[i].value.len > 0 && xlen + h[i].value.len + 2 < sizeof(xff)) {
+                memcpy(xff + xlen, h[i].value.p, h[i].value.len);
+                xlen += h[i].value.len;
+                memcpy(xff + xlen, ", ", 2);
+                xlen += 2;
+            }
+            continue;
+        }
+        if (TR_STR_EQ_LIT(name, "x-forwarded-proto") && l->xfp)
+            continue;
+        if (TR_STR_EQ_LIT(name, "x-request-id") && l->request_id != TR_REQID_OFF) {
+            if (l->request_id == TR_REQID_ALWAYS || rid_kept || h[i].value.len == 0 ||
+                h[i].value.len > 36)
+                continue;
+            rid_kept = true;
+            copy_cstr(st->request_id, sizeof(st->request_id), h[i].value);
+        }
+        if (tr_fields_add(f, name, h[i].value) < 0)
+            return -1;
+    }
+    if (l->xff == TR_XFF_APPEND) {
+        size_t pl = strlen(s->peer_ip);
+        if (xlen + pl < sizeof(xff)) {
+            memcpy(xff + xlen, s->peer_ip, pl);
+            xlen += pl;
+        }
+        if (tr_fields_add(f, TR_STR_LIT("x-forwarded-for"), tr_str_from(xff, xlen)) < 0)
+            return -1;
+    }
+    if (l->xfp &&
+        tr_fields_add_cstr(f, "x-forwarded-proto",
+                           s->principal != NULL || s->down.ssl != NULL ? "https" : "http") < 0)
+        return -1;
+    if (l->request_id != TR_REQID_OFF && !rid_kept) {
+        struct tr_worker *w = W(st);
+        uint64_t a = ((uint64_t)tr_worker_rand(w) << 32) | tr_worker_rand(w);
+        uint64_t b = ((uint64_t)tr_worker_rand(w) << 32) | tr_worker_rand(w);
+        tr_request_id_format(st->request_id, a, b);
+        if (tr_fields_add_cstr(f, "x-request-id", st->request_id) < 0)
+            return -1;
+    }
+    /* Over an mTLS HTTP/2 hop (a trellis peer), say what the client spoke. */
+    if (to_h2 && st->orig_h1 && tls &&
+        tr_fields_add(f, ORIG_PROTO, TR_STR_LIT("HTTP/1.1")) < 0)
+        return -1;
+    return 0;
+}
+
+static bool want_h2(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    switch (st->cluster->cfg->protocol) {
+    case TR_UPROTO_HTTP2:
+        return true;
+    case TR_UPROTO_ORIGINAL:
+        return st->down == TR_SD_H2 && tr_fields_find(h, n, "trellis-orig-proto") < 0;
+    default:
+        return false;
+    }
+}
+
+static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                           bool end_stream)
+{
+    bool h2 = want_h2(st, h, n);
+    if (build_upreq(st, h, n, h2) < 0) {
+        local_reply(st, 431, TR_RF_DPE, "request header fields too large\n");
+        return;
+    }
+    uint64_t timeout = st->route->timeout_ms;
+    int gt = tr_fields_find(h, n, "grpc-timeout");
+    if (st->grpc && gt >= 0) {
+        uint64_t g = tr_grpc_timeout_ms(h[gt].value);
+        if (g != 0 && (timeout == 0 || g < timeout))
+            timeout = g;
+    }
+    if (timeout != 0)
+        tr_timer_set(W(st)->loop, &st->timer, timeout);
+    st->req_has_body = !end_stream;
+    if (end_stream) {
+        st->req_in_end = true;
+    }
+    st->up = h2 ? TR_SU_H2 : TR_SU_H1;
+    up_start(st, false);
+}
+
+void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                       bool end_stream)
+{
+    struct tr_session *s = st->s;
+    struct tr_snapshot *snap = s->ws->snap;
+    int mi = tr_fields_find(h, n, ":method"), pi = tr_fields_find(h, n, ":path"),
+        ai = tr_fields_find(h, n, ":authority");
+    tr_str method = mi >= 0 ? h[mi].value : TR_STR_LIT("");
+    tr_str path = pi >= 0 ? h[pi].value : TR_STR_LIT("");
+    tr_str host = ai >= 0 ? h[ai].value : TR_STR_LIT("");
+    if (ai < 0) {
+        int hi = tr_fields_find(h, n, "host");
+        if (hi >= 0)
+            host = h[hi].value;
+    }
+    copy_cstr(st->method, sizeof(st->method), method);
+    copy_cstr(st->path, sizeof(st->path), path);
+    copy_cstr(st->authority, sizeof(st->authority), host);
+    st->method_id = TR_STR_EQ_LIT(method, "HEAD")      ? TR_H1_M_HEAD
+                    : TR_STR_EQ_LIT(method, "CONNECT") ? TR_H1_M_CONNECT
+                    : TR_STR_EQ_LIT(method, "GET")     ? TR_H1_M_GET
+                                                       : TR_H1_M_OTHER;
+    int ct = tr_fields_find(h, n, "content-type");
+    if (ct >= 0 && h[ct].value.len >= 16 && strncmp(h[ct].value.p, "application/grpc", 16) == 0 &&
+        (h[ct].value.len == 16 || h[ct].value.p[16] == '+' || h[ct].value.p[16] == ';')) {
+        st->grpc = true;
+        st->proto = TR_REQ_PROTO_GRPC;
+    }
+    if (tr_fields_find(h, n, "trellis-orig-proto") >= 0)
+        st->orig_h1 = true;
+    if (end_stream)
+        st->req_in_end = true;
+    if (st->method_id == TR_H1_M_CONNECT) {
+        local_reply(st, 405, TR_RF_DPE, "CONNECT is not supported on this listener\n");
+        return;
+    }
+    if (pi < 0 || mi < 0) {
+        local_reply(st, 400, TR_RF_DPE, NULL);
+        return;
+    }
+    const struct tr_router *router = snap->routers[s->lcfg->route_table];
+    struct tr_route_request rr = {
+        .host = host,
+        .path = path,
+        .method = method,
+        .headers = (const struct tr_str_pair *)h,
+        .n_headers = (uint32_t)n,
+    };
+    const struct tr_route_cfg *route = tr_router_match(router, &rr);
+    const struct tr_authz *az = snap->authz[s->lidx];
+    if (az != NULL) {
+        tr_str p = path;
+        const char *q = memchr(p.p, '?', p.len);
+        if (q != NULL)
+            p.len = (uint32_t)(q - p.p);
+        if (tr_authz_eval(az, s->principal, method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
+            local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied\n");
+            return;
+        }
+    }
+    if (route == NULL) {
+        local_reply(st, 404, TR_RF_NR, NULL);
+        return;
+    }
+    st->route = route;
+    if (route->direct_status != 0) {
+        local_reply(st, route->direct_status, TR_RF_DI, route->direct_body);
+        return;
+    }
+    int ci = tr_route_pick_cluster(route, tr_worker_rand(W(st)));
+    if (ci < 0) {
+        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
+        return;
+    }
+    st->cluster = &s->ws->clusters[ci];
+    begin_upstream(st, h, n, end_stream);
+}
+
+void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
+                       struct tr_cluster_rt *cluster, struct tr_fields *req, bool end_stream)
+{
+    int mi = tr_fields_find(req->v, req->n, ":method"), pi = tr_fields_find(req->v, req->n, ":path"),
+        ai = tr_fields_find(req->v, req->n, ":authority");
+    if (mi >= 0)
+        copy_cstr(st->method, sizeof(st->method), req->v[mi].value);
+    if (pi >= 0)
+        copy_cstr(st->path, sizeof(st->path), req->v[pi].value);
+    if (ai >= 0)
+        copy_cstr(st->authority, sizeof(st->authority), req->v[ai].value);
+    st->orig_h1 = true;
+    st->route = route;
+    st->cluster = cluster;
+    int ct = tr_fields_find(req->v, req->n, "content-type");
+    if (ct >= 0 && req->v[ct].value.len >= 16 &&
+        strncmp(req->v[ct].value.p, "application/grpc", 16) == 0)
+        st->grpc = true, st->proto = TR_REQ_PROTO_GRPC;
+    begin_upstream(st, req->v, req->n, end_stream);
+}
+
+/* ---- the HTTP/2 upstream side ---- */
+
+static void h2up_on_headers(void *owner, const struct tr_h2_header *h, size_t n, bool is_trailers,
+                            bool end_stream)
+{
+    struct tr_stream *st = owner;
+    if (is_trailers)
+        resp_trailers(st, h, n);
+    else
+        resp_headers(st, h, n, end_stream);
+}
+
+static void h2up_on_data(void *owner, const uint8_t *data, size_t len, bool end_stream)
+{
+    resp_data(owner, data, len, end_stream);
+}
+
+static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const char *reason)
+{
+    struct tr_stream *st = owner;
+    st->up_done = true;
+    st->h2.c = NULL;
+    if (st->resp_in_end && error_code == H2_NO_ERROR) {
+        stream_maybe_free(st);
+        return;
+    }
+    if (st->resp_in_end) {
+        /* Complete response, then a reset (the server did not want the rest
+         * of the request body): fine. */
+        stream_maybe_free(st);
+        return;
+    }
+    if (refused && !st->resent && !st->resp_head_out && st->req_pend == NULL &&
+        !st->req_has_body && !st->down_done) {
+        /* Never processed (refused, or the connection failed first): again,
+         * once, on a fresh connection. */
+        st->resent = true;
+        st->up_done = false;
+        tr_metrics_count(W(st)->metrics, TR_C_UPSTREAM_RESEND, 1);
+        up_start(st, true);
+        return;
+    }
+    if (st->down_done) {
+        stream_maybe_free(st);
+        return;
+    }
+    if (!st->resp_head_out) {
+        bool connect = reason != NULL && (strncmp(reason, "connect", 7) == 0 ||
+                                          strcmp(reason, "tls_setup") == 0);
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
+                 reason != NULL ? reason : "remote reset");
+        local_reply(st, 503, connect ? TR_RF_UF : TR_RF_UC, body);
+        stream_maybe_free(st);
+        return;
+    }
+    /* Mid-response: pass the reset on (gRPC cancellation travels this way). */
+    st->flags |= TR_RF_UC;
+    stream_log(st);
+    down_reset(st, error_code == H2_CANCEL ? H2_CANCEL : H2_INTERNAL_ERROR);
+    stream_maybe_free(st);
+}
+
+static void h2up_on_writable(void *owner)
+{
+    struct tr_stream *st = owner;
+    req_flush_pending(st);
+}
+
+static void h2up_on_connected(void *owner, const char *peer_id)
+{
+    struct tr_stream *st = owner;
+    st->peer_id = peer_id;
+}
+
+static const struct tr_h2_up_ops stream_h2up_ops = {
+    .on_headers = h2up_on_headers,
+    .on_data = h2up_on_data,
+    .on_close = h2up_on_close,
+    .on_writable = h2up_on_writable,
+    .on_connected = h2up_on_connected,
+};
+
+/* ---- the HTTP/1.1 upstream side ---- */
+
+static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char *reason);
+static void h1_on_io(void *owner, struct tr_upstream *up);
+
+static const struct tr_upstream_owner_ops stream_h1_ops = {
+    .on_ready = h1_on_ready,
+    .on_io = h1_on_io,
+};
+
+static int h1_start(struct tr_stream *st, bool fresh)
+{
+    struct tr_stream_h1 *x = &st->h1;
+    bool has_cl = tr_fields_find(st->upreq.v, st->upreq.n, "content-length") >= 0;
+    x->chunked_req = st->req_has_body && !has_cl;
+    buf_drop(st, &x->out);
+    x->out = pend_buf(st);
+    if (x->out == NULL ||
+        tr_fields_h1_request_head(x->out, st->upreq.v, st->upreq.n, x->chunked_req) < 0) {
+        local_reply(st, 431, TR_RF_DPE, "request header fields too large\n");
+        return -1;
+    }
+    bool ready = false;
+    const char *reason = NULL;
+    x->up = tr_pool_acquire(W(st), st->ep, &stream_h1_ops, st, fresh, false, &ready, &reason);
+    if (x->up == NULL) {
+        bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
+        local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
+                    "upstream connect error or disconnect/reset before headers. reset reason: "
+                    "connection failure\n");
+        return -1;
+    }
+    x->ready = ready;
+    x->reused = ready;
+    if (ready) {
+        st->peer_id = x->up->peer_id;
+        tr_metrics_count(W(st)->metrics, TR_C_UPSTREAM_REUSED, 1);
+        h1_pump(st);
+    }
+    return 0;
+}
+
+static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
+{
+    struct tr_stream *st = owner;
+    if (err < 0) {
+        st->h1.up = NULL;
+        if (st->ep != NULL) {
+            st->ep->active_requests--;
+            st->ep = NULL;
+        }
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
+                 reason);
+        local_reply(st, 503, TR_RF_UF, body);
+        stream_maybe_free(st);
+        return;
+    }
+    st->h1.ready = true;
+    st->peer_id = up->peer_id;
+    h1_pump(st);
+}
+
+static void h1_on_io(void *owner, struct tr_upstream *up)
+{
+    (void)up;
+    h1_pump(owner);
+}
+
+static ssize_t h1_send(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
+{
+    struct tr_stream_h1 *x = &st->h1;
+    if (x->out == NULL && (x->out = pend_buf(st)) == NULL)
+        return -1;
+    tr_buf_compact(x->out);
+    uint32_t room = tr_buf_room(x->out);
+    size_t take;
+    if (x->chunked_req) {
+        if (room < 32)
+            return 0;
+        take = len < room - 32 ? len : room - 32;
+        if (take > 0) {
+            char hdr[24];
+            int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
+            tr_buf_append(x->out, hdr, (size_t)hl);
+            tr_buf_append(x->out, p, take);
+            tr_buf_append(x->out, "\r\n", 2);
+        }
+        if (take == len && end)
+            tr_buf_append(x->out, "0\r\n\r\n", 5);
+    } else {
+        take = len < room ? len : room;
+        tr_buf_append(x->out, p, take);
+    }
+    if (x->ready)
+        h1_pump(st);
+    return (ssize_t)take;
+}
+
+static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    struct tr_stream_h1 *x = &st->h1;
+    if (!x->chunked_req)
+        return 0; /* a length-framed body cannot carry trailers: dropped */
+    if (x->out == NULL && (x->out = pend_buf(st)) == NULL)
+        return -1;
+    tr_buf_compact(x->out);
+    if (tr_fields_h1_trailers(x->out, h, n) < 0)
+        return -1;
+    if (x->ready)
+        h1_pump(st);
+    return 0;
+}
+
+static void h1_failed(struct tr_stream *st, uint16_t flag)
+{
+    struct tr_stream_h1 *x = &st->h1;
+    if (x->reused && !x->got_byte && !st->resent && !st->req_has_body && !st->down_done) {
+        /* The keep-alive race: the pooled connection was already closed. */
+        st->resent = true;
+        up_release(st, false);
+        st->up = TR_SU_H1;
+        st->up_done = false;
+        tr_metrics_count(W(st)->metrics, TR_C_UPSTREAM_RESEND, 1);
+        up_start(st, true);
+        return;
+    }
+    if (!st->resp_head_out) {
+        local_reply(st, 503, flag,
+                    "upstream connect error or disconnect/reset before headers. reset reason: "
+                    "connection termination\n");
+        stream_maybe_free(st);
+        return;
+    }
+    st->flags |= flag;
+    up_release(st, false);
+    st->up_done = true;
+    stream_log(st);
+    down_reset(st, H2_INTERNAL_ERROR);
+    stream_maybe_free(st);
+}
+
+/* Response head: parse, then hand it on as fields. */
+static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
+{
+    struct tr_stream_h1 *x = &st->h1;
+    struct tr_worker *w = W(st);
+    struct tr_h1_message m;
+    memset(&m, 0, sizeof(m));
+    m.headers = w->headers;
+    int rc = tr_h1_parse_response(tr_buf_head(x->in), head_len, &st->s->ws->snap->h1_limits,
+                                  (enum tr_h1_method)st->method_id, &m);
+    if (rc < 0 || m.body == TR_H1_BODY_TUNNEL) {
+        x->got_byte = true; /* no re-send: the server did answer */
+        up_release(st, false);
+        st->up_done = true;
+        local_reply(st, 502, TR_RF_UPE, "upstream sent an invalid response\n");
+        stream_maybe_free(st);
+        return false;
+    }
+    if (m.flags & TR_H1_F_CONN_CLOSE)
+        x->conn_close = true;
+    struct tr_fields f;
+    size_t bytes = head_len + 16;
+    if (tr_fields_init(&f, m.n_headers + 2, (uint32_t)bytes) < 0 ||
+        tr_fields_from_h1_response(&f, &m) < 0) {
+        tr_fields_free(&f);
+        local_reply(st, 502, TR_RF_UPE, NULL);
+        return false;
+    }
+    bool interim = m.status >= 100 && m.status < 200;
+    bool no_body =
+        m.body == TR_H1_BODY_NONE || (m.body == TR_H1_BODY_LENGTH && m.content_length == 0);
+    tr_buf_consume(x->in, head_len);
+    x->head_scanned = 0;
+    if (!interim) {
+        x->head_done = true;
+        x->body = (uint8_t)m.body;
+        x->remaining = m.content_length;
+        tr_h1_chunked_init(&x->chunked, st->s->ws->snap->h1_limits.max_header_bytes);
+        if (no_body)
+            x->done = true;
+    }
+    resp_headers(st, f.v, f.n, !interim && no_body);
+    tr_fields_free(&f);
+    return true;
+}
+
+/* Body bytes at the front of x->in go to the stream. Returns false when the
+ * stream cannot take more now or the exchange ended. */
+static bool h1_response_body(struct tr_stream *st)
+{
+    struct tr_stream_h1 *x = &st->h1;
+    while (x->in != NULL && tr_buf_len(x->in) > 0 && !x->done && !st->down_done) {
+        if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0)
+            return false;
+        uint32_t avail = tr_buf_len(x->in);
+        const uint8_t *p = (const uint8_t *)tr_buf_head(x->in);
+        switch (x->body) {
+        case TR_H1_BODY_LENGTH: {
+            uint32_t n = avail < x->remaining ? avail : (uint32_t)x->remaining;
+            x->remaining -= n;
+            tr_buf_consume(x->in, n);
+            if (x->remaining == 0)
+                x->done = true;
+            resp_data(st, p, n, x->done);
+            break;
+        }
+        case TR_H1_BODY_CHUNKED: {
+            bool trailers = tr_h1_chunked_in_trailers(&x->chunked);
+            size_t consumed, off, dlen;
+            int rc = tr_h1_chunked_feed(&x->chunked, (const char *)p, avail, &consumed, &off,
+                                        &dlen);
+            if (rc < 0) {
+                h1_failed(st, TR_RF_UPE);
+                return false;
+            }
+            if (trailers && consumed > 0) {
+                if (x->trl == NULL && (x->trl = pend_buf(st)) == NULL) {
+                    h1_failed(st, TR_RF_UPE);
+                    return false;
+                }
+                if (tr_buf_room(x->trl) < consumed) {
+                    h1_failed(st, TR_RF_UPE);
+                    return false;
+                }
+                tr_buf_append(x->trl, p, consumed);
+            }
+            tr_buf_consume(x->in, (uint32_t)consumed);
+            if (rc == TR_H1_CHUNKED_DONE) {
+                x->done = true;
+                struct tr_fields t = {0};
+                uint32_t tl = x->trl != NULL ? tr_buf_len(x->trl) : 0;
+                if (tl > 2 && tr_fields_init(&t, 64, tl) == 0 &&
+                    tr_fields_parse_trailers(&t, tr_buf_head(x->trl), tl) == 0 && t.n > 0) {
+                    if (dlen > 0)
+                        resp_data(st, p + off, dlen, false);
+                    resp_trailers(st, t.v, t.n);
+                } else {
+                    resp_data(st, p + off, dlen, true);
+                }
+                tr_fields_free(&t);
+                buf_drop(st, &x->trl);
+            } else if (dlen > 0) {
+                resp_data(st, p + off, dlen, false);
+            }
+            break;
+        }
+        default: /* until close */
+            tr_buf_consume(x->in, avail);
+            resp_data(st, p, avail, false);
+            break;
+        }
+    }
+    return !x->done;
+}
+
+static void h1_pump_later(struct tr_deferred *d)
+{
+    h1_pump(tr_container_of(d, struct tr_stream, pump_later));
+}
+
+static void h1_pump_once(struct tr_stream *st);
+
+/* Sending body bytes and draining pending bytes call each other; the flag
+ * turns that recursion into another round of the loop. */
+static void h1_pump(struct tr_stream *st)
+{
+    struct tr_stream_h1 *x = &st->h1;
+    if (x->pumping) {
+        x->again = true;
+        return;
+    }
+    x->pumping = true;
+    do {
+        x->again = false;
+        h1_pump_once(st);
+    } while (x->again && st->up == TR_SU_H1 && x->up != NULL);
+    x->pumping = false;
+}
+
+static void h1_pump_once(struct tr_stream *st)
+{
+    struct tr_stream_h1 *x = &st->h1;
+    for (int guard = 0; guard < 64; guard++) {
+        if (st->up != TR_SU_H1 || x->up == NULL || !x->ready)
+            return;
+        /* Request bytes out. */
+        while (x->out != NULL && tr_buf_len(x->out) > 0) {
+            ssize_t n = tr_conn_write(&x->up->conn, tr_buf_head(x->out), tr_buf_len(x->out));
+            if (n == TR_AGAIN)
+                break;
+            if (n < 0) {
+                h1_failed(st, TR_RF_UC);
+                return;
+            }
+            tr_buf_consume(x->out, (uint32_t)n);
+        }
+        bool out_empty = x->out == NULL || tr_buf_len(x->out) == 0;
+        if (out_empty && st->req_pend != NULL && tr_buf_len(st->req_pend) > 0) {
+            req_flush_pending(st);
+            if (st->up != TR_SU_H1 || x->up == NULL)
+                return;
+            if (x->out != NULL && tr_buf_len(x->out) > 0 && x->up->conn.tx_ready)
+                continue;
+        }
+        if (out_empty && st->req_trailers.v != NULL && st->req_pend == NULL) {
+            req_flush_pending(st);
+            continue;
+        }
+        /* Response bytes in. */
+        if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0)
+            return; /* downstream is slow: stop reading */
+        if (x->in != NULL && tr_buf_len(x->in) > 0) {
+            if (!x->head_done) {
+                int r = tr_h1_head_end(tr_buf_head(x->in), tr_buf_len(x->in),
+                                       &st->s->ws->snap->h1_limits, 0, &x->head_scanned);
+                if (r < 0 || (r == 0 && tr_buf_room(x->in) == 0 && x->in->start == 0)) {
+                    up_release(st, false);
+                    st->up_done = true;
+                    local_reply(st, 502, TR_RF_UPE, "upstream response head too large\n");
+                    stream_maybe_free(st);
+                    return;
+                }
+                if (r > 0) {
+                    if (!h1_response_head(st, (uint32_t)r))
+                        return;
+                    continue;
+                }
+            } else if (!x->done) {
+                h1_response_body(st);
+                if (st->up != TR_SU_H1 || x->up == NULL)
+                    return;
+            }
+        }
+        if (x->done) {
+            bool reusable = st->req_out_end && !x->conn_close && tr_buf_len(x->in) == 0 &&
+                            x->body != TR_H1_BODY_UNTIL_CLOSE;
+            up_release(st, reusable);
+            st->up_done = true;
+            if (!st->req_out_end)
+                st->req_out_end = true; /* the rest of the body is not wanted */
+            stream_maybe_free(st);
+            return;
+        }
+        if (!tr_conn_readable(&x->up->conn))
+            return;
+        if (x->in == NULL && (x->in = pend_buf(st)) == NULL)
+            return;
+        tr_buf_compact(x->in);
+        if (tr_buf_room(x->in) == 0)
+            return;
+        ssize_t n = tr_conn_read(&x->up->conn, tr_buf_tail(x->in), tr_buf_room(x->in));
+        if (n == TR_AGAIN)
+            return;
+        if (n <= 0) {
+            if (x->head_done && x->body == TR_H1_BODY_UNTIL_CLOSE && n == 0) {
+                x->done = true;
+                resp_data(st, NULL, 0, true);
+                continue;
+            }
+            h1_failed(st, TR_RF_UC);
+            return;
+        }
+        x->in->end += (uint32_t)n;
+        x->got_byte = true;
+    }
+    /* Plenty to do: continue after other connections had their turn. */
+    if (x->up != NULL)
+        tr_loop_defer(W(st)->loop, &st->pump_later, h1_pump_later);
+}
+
+/* ---- upstream start / release ---- */
+
+static void up_start(struct tr_stream *st, bool fresh)
+{
+    struct tr_endpoint_rt *ep = tr_cluster_pick(st->cluster, tr_worker_rand(W(st)));
+    if (ep == NULL) {
+        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
+        return;
+    }
+    st->ep = ep;
+    ep->active_requests++;
+    st->upstream_addr = ep->cfg->addr.text;
+    if (st->up == TR_SU_H2) {
+        const char *reason = NULL;
+        if (tr_h2_up_open(W(st), ep, fresh, &stream_h2up_ops, st, &st->upreq, !st->req_has_body,
+                          &st->h2, &reason) < 0) {
+            bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
+            ep->active_requests--;
+            st->ep = NULL;
+            local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
+                        overflow ? "upstream connect error or disconnect/reset before headers. "
+                                   "reset reason: overflow\n"
+                                 : "upstream connect error or disconnect/reset before headers. "
+                                   "reset reason: connection failure\n");
+            return;
+        }
+        /* Body bytes that arrived before the stream existed. */
+        if (st->req_pend != NULL || st->req_trailers.v != NULL)
+            req_flush_pending(st);
+        return;
+    }
+    h1_start(st, fresh);
+}
+
+static void up_release(struct tr_stream *st, bool reusable)
+{
+    if (st->up == TR_SU_H2 && st->h2.c != NULL) {
+        tr_h2_up_cancel(st->h2);
+        st->h2.c = NULL;
+    }
+    if (st->up == TR_SU_H1 && st->h1.up != NULL) {
+        tr_pool_release(st->h1.up, reusable);
+        st->h1.up = NULL;
+    }
+    if (st->ep != NULL) {
+        st->ep->active_requests--;
+        st->ep = NULL;
+    }
+}
+
+void tr_stream_down_close(struct tr_stream *st, bool aborted)
+{
+    if (st->down_done)
+        return;
+    st->down_done = true;
+    if (aborted && !st->resp_out_end) {
+        st->flags |= TR_RF_DC;
+        stream_log(st);
+    }
+    if (!st->up_done) {
+        up_release(st, false);
+        st->up_done = true;
+    }
+    stream_maybe_free(st);
+}

@@ -1,0 +1,148 @@
+/* proxy/stream.h: one HTTP exchange (a request and its response) where at
+ * least one side speaks HTTP/2.
+ *
+ * The HTTP/1.1-to-HTTP/1.1 path stays in proxy/http_session.c, which forwards
+ * bytes without ever turning a message into a header list. Everything else
+ * goes through a tr_stream:
+ *
+ *   downstream side                      upstream side
+ *   TR_SD_H2: a stream of an HTTP/2      TR_SU_H2: a stream of a multiplexed
+ *     connection (proxy/h2_session.c)      connection (upstream/h2_upconn.h)
+ *   TR_SD_H1: an HTTP/1.1 connection     TR_SU_H1: a pooled HTTP/1.1
+ *     whose route leads to HTTP/2          connection, one request at a time
+ *
+ * Both sides speak header lists (filter/fields.h) and body chunks. Bodies are
+ * pushed: each side offers bytes, the other takes what it can now, and the
+ * stream keeps the rest in a pending buffer and stops the producer. For an
+ * HTTP/2 producer the pending bytes are not acknowledged (no WINDOW_UPDATE)
+ * until they move on, so a slow reader stops the writer at its flow-control
+ * window: per stream and direction, memory is bounded by that window (or by
+ * one read for HTTP/1.1 producers), never by the body size.
+ *
+ * A stream is one allocation. It is freed (after the event batch) once both
+ * sides are done with it.
+ */
+#ifndef TR_PROXY_STREAM_H
+#define TR_PROXY_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec/h1/h1.h"
+#include "codec/h2/h2.h"
+#include "config/model.h"
+#include "core/buf.h"
+#include "event/loop.h"
+#include "filter/fields.h"
+#include "upstream/h2_upconn.h"
+
+struct tr_session;
+struct tr_upstream;
+struct tr_cluster_rt;
+struct tr_endpoint_rt;
+
+enum tr_stream_down { TR_SD_H2 = 0, TR_SD_H1 };
+enum tr_stream_up { TR_SU_NONE = 0, TR_SU_H1, TR_SU_H2, TR_SU_LOCAL };
+
+/* The HTTP/1.1 upstream side of a stream. */
+struct tr_stream_h1 {
+    struct tr_upstream *up;
+    struct tr_buf *out; /* request head and framed body not yet written */
+    struct tr_buf *in;  /* response bytes not yet processed */
+    struct tr_buf *trl; /* chunked response: trailer section bytes */
+    struct tr_h1_chunked chunked;
+    uint64_t remaining; /* response body bytes left (length framing) */
+    size_t head_scanned;
+    uint8_t body; /* enum tr_h1_body of the response */
+    bool ready;   /* connected */
+    bool reused;  /* came from the idle pool */
+    bool chunked_req;
+    bool head_done;
+    bool got_byte;
+    bool conn_close;
+    bool done; /* response complete */
+    bool pumping; /* inside h1_pump: nested calls only ask for another round */
+    bool again;
+};
+
+struct tr_stream {
+    struct tr_session *s; /* the downstream connection */
+    struct tr_stream *prev, *next; /* the session's streams (HTTP/2 downstream) */
+    int32_t id;                    /* downstream HTTP/2 stream id */
+    uint8_t down;                  /* enum tr_stream_down */
+    uint8_t up;                    /* enum tr_stream_up */
+    uint8_t proto;                 /* enum tr_req_proto, for metrics */
+    uint8_t method_id;             /* enum tr_h1_method */
+    bool grpc;
+    bool orig_h1;        /* the client spoke HTTP/1.x (tells a trellis peer over the hop) */
+    bool req_in_end;     /* the downstream request is complete */
+    bool req_out_end;    /* ... and the upstream has all of it */
+    bool req_has_body;   /* a body follows the request headers */
+    bool resp_head_out;  /* the final response head went downstream */
+    bool resp_in_end;    /* the upstream response is complete */
+    bool resp_out_end;   /* ... and went downstream (to the codec or tx) */
+    bool down_done;      /* downstream side released the stream */
+    bool up_done;        /* upstream side released the stream */
+    bool logged;
+    bool resent;
+    bool local;          /* the response is ours */
+    bool req_pend_end, resp_pend_end;
+    int16_t grpc_status; /* -1: none seen */
+    uint16_t status;
+    uint16_t flags; /* TR_RF_* */
+    uint64_t start_us;
+    uint64_t req_bytes, resp_bytes;
+    const struct tr_route_cfg *route;
+    struct tr_cluster_rt *cluster;
+    struct tr_endpoint_rt *ep;
+    const char *peer_id;
+    const char *upstream_addr;
+    struct tr_timer timer; /* route timeout / grpc-timeout */
+    struct tr_deferred free_later;
+    struct tr_deferred pump_later;
+    struct tr_buf *req_pend;  /* request body taken from downstream, not yet upstream */
+    struct tr_buf *resp_pend; /* response body taken from upstream, not yet downstream */
+    struct tr_fields req_trailers;  /* waiting behind req_pend */
+    struct tr_fields resp_trailers; /* waiting behind resp_pend */
+    struct tr_fields upreq;         /* the upstream request, kept for one re-send */
+    struct tr_h2_up_stream h2;
+    struct tr_stream_h1 h1;
+    char method[16];
+    char path[256];
+    char authority[128];
+    char request_id[40];
+};
+
+/* A new stream on session s (down: enum tr_stream_down). NULL: no memory. */
+struct tr_stream *tr_stream_new(struct tr_session *s, int down, int32_t id);
+
+/* An HTTP/2 request head arrived (pseudo-headers first): route it, authorize
+ * it and start the upstream side, or answer locally. */
+void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                       bool end_stream);
+/* An HTTP/1.1 request already routed by http_session (route and cluster
+ * chosen, authorization passed), given as fields. */
+void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
+                       struct tr_cluster_rt *cluster, struct tr_fields *req, bool end_stream);
+
+/* Request body and trailers from downstream. */
+void tr_stream_req_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end);
+void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n);
+/* True while request bytes wait in the stream: an HTTP/1.1 downstream stops
+ * reading until tr_stream_req_blocked turns false. */
+bool tr_stream_req_blocked(const struct tr_stream *st);
+
+/* The downstream can take response bytes again. */
+void tr_stream_resp_resume(struct tr_stream *st);
+
+/* The downstream side is gone or done. aborted: before the exchange completed
+ * (client reset, connection closed): the upstream side is cancelled. */
+void tr_stream_down_close(struct tr_stream *st, bool aborted);
+
+/* gRPC status of a Status-code text, or -1. */
+int tr_grpc_status_parse(tr_str v);
+/* grpc-timeout value ("100m", "5S", ...) in ms, or 0 if absent/invalid. */
+uint64_t tr_grpc_timeout_ms(tr_str v);
+
+#endif
