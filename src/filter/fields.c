@@ -220,8 +220,8 @@ int tr_fields_h1_response_head(struct tr_buf *out, const struct tr_h2_header *v,
     int s = tr_fields_find(v, n, ":status");
     if (s < 0 || v[s].value.len != 3)
         return -1;
-    int status = (v[s].value.p[0] - '0') * 100 + (v[s].value.p[1] - '0') * 10 +
-                 (v[s].value.p[2] - '0');
+    int status =
+        (v[s].value.p[0] - '0') * 100 + (v[s].value.p[1] - '0') * 10 + (v[s].value.p[2] - '0');
     const char *reason = tr_h1_reason(status);
     uint32_t mark = out->end;
     bool ok = PUT_LIT(out, "HTTP/1.1 ") && put_str(out, v[s].value) && PUT_LIT(out, " ") &&

@@ -155,9 +155,9 @@ static void stream_log(struct tr_stream *st)
             .path = st->path,
             .authority = st->authority,
             .request_id = st->request_id,
-            .protocol = st->proto == TR_REQ_PROTO_GRPC    ? "grpc"
-                        : st->down == TR_SD_H2            ? "HTTP/2"
-                                                          : "HTTP/1.1",
+            .protocol = st->proto == TR_REQ_PROTO_GRPC ? "grpc"
+                        : st->down == TR_SD_H2         ? "HTTP/2"
+                                                       : "HTTP/1.1",
             .grpc_status = st->grpc && st->grpc_status >= 0 ? grpc : NULL,
             .status = st->status,
             .flags = st->flags,
@@ -307,8 +307,7 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
         snprintf(gs, sizeof(gs), "%d", g);
         h[0].value = TR_STR_LIT("200");
         st->status = 200;
-        h[n++] = (struct tr_h2_header){TR_STR_LIT("content-type"),
-                                       TR_STR_LIT("application/grpc")};
+        h[n++] = (struct tr_h2_header){TR_STR_LIT("content-type"), TR_STR_LIT("application/grpc")};
         h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-status"), tr_str_from(gs, strlen(gs))};
         if (body != NULL) {
             size_t bl = strlen(body);
@@ -683,8 +682,8 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
     if (route->host_rewrite != NULL)
         auth = tr_str_from(route->host_rewrite, strlen(route->host_rewrite));
     if (auth.len == 0) {
-        const char *dest = st->cluster->cfg->service != NULL ? st->cluster->cfg->service
-                                                             : st->cluster->cfg->name;
+        const char *dest =
+            st->cluster->cfg->service != NULL ? st->cluster->cfg->service : st->cluster->cfg->name;
         auth = tr_str_from(dest, strlen(dest));
     }
     char target[8192 + 256];
@@ -762,8 +761,7 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
             return -1;
     }
     /* Over an mTLS HTTP/2 hop (a trellis peer), say what the client spoke. */
-    if (to_h2 && st->orig_h1 && tls &&
-        tr_fields_add(f, ORIG_PROTO, TR_STR_LIT("HTTP/1.1")) < 0)
+    if (to_h2 && st->orig_h1 && tls && tr_fields_add(f, ORIG_PROTO, TR_STR_LIT("HTTP/1.1")) < 0)
         return -1;
     return 0;
 }
@@ -886,7 +884,8 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
 void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
                        struct tr_cluster_rt *cluster, struct tr_fields *req, bool end_stream)
 {
-    int mi = tr_fields_find(req->v, req->n, ":method"), pi = tr_fields_find(req->v, req->n, ":path"),
+    int mi = tr_fields_find(req->v, req->n, ":method"),
+        pi = tr_fields_find(req->v, req->n, ":path"),
         ai = tr_fields_find(req->v, req->n, ":authority");
     if (mi >= 0)
         copy_cstr(st->method, sizeof(st->method), req->v[mi].value);
@@ -936,8 +935,8 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
         stream_maybe_free(st);
         return;
     }
-    if (refused && !st->resent && !st->resp_head_out && st->req_pend == NULL &&
-        !st->req_has_body && !st->down_done) {
+    if (refused && !st->resent && !st->resp_head_out && st->req_pend == NULL && !st->req_has_body &&
+        !st->down_done) {
         /* Never processed (refused, or the connection failed first): again,
          * once, on a fresh connection. */
         st->resent = true;
@@ -951,8 +950,8 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
         return;
     }
     if (!st->resp_head_out) {
-        bool connect = reason != NULL && (strncmp(reason, "connect", 7) == 0 ||
-                                          strcmp(reason, "tls_setup") == 0);
+        bool connect = reason != NULL &&
+                       (strncmp(reason, "connect", 7) == 0 || strcmp(reason, "tls_setup") == 0);
         char body[160];
         snprintf(body, sizeof(body),
                  "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
@@ -1200,8 +1199,8 @@ static bool h1_response_body(struct tr_stream *st)
         case TR_H1_BODY_CHUNKED: {
             bool trailers = tr_h1_chunked_in_trailers(&x->chunked);
             size_t consumed, off, dlen;
-            int rc = tr_h1_chunked_feed(&x->chunked, (const char *)p, avail, &consumed, &off,
-                                        &dlen);
+            int rc =
+                tr_h1_chunked_feed(&x->chunked, (const char *)p, avail, &consumed, &off, &dlen);
             if (rc < 0) {
                 h1_failed(st, TR_RF_UPE);
                 return false;

@@ -61,13 +61,13 @@ struct tr_stream_h1 {
     bool head_done;
     bool got_byte;
     bool conn_close;
-    bool done; /* response complete */
+    bool done;    /* response complete */
     bool pumping; /* inside h1_pump: nested calls only ask for another round */
     bool again;
 };
 
 struct tr_stream {
-    struct tr_session *s; /* the downstream connection */
+    struct tr_session *s;          /* the downstream connection */
     struct tr_stream *prev, *next; /* the session's streams (HTTP/2 downstream) */
     int32_t id;                    /* downstream HTTP/2 stream id */
     uint8_t down;                  /* enum tr_stream_down */
@@ -75,18 +75,18 @@ struct tr_stream {
     uint8_t proto;                 /* enum tr_req_proto, for metrics */
     uint8_t method_id;             /* enum tr_h1_method */
     bool grpc;
-    bool orig_h1;        /* the client spoke HTTP/1.x (tells a trellis peer over the hop) */
-    bool req_in_end;     /* the downstream request is complete */
-    bool req_out_end;    /* ... and the upstream has all of it */
-    bool req_has_body;   /* a body follows the request headers */
-    bool resp_head_out;  /* the final response head went downstream */
-    bool resp_in_end;    /* the upstream response is complete */
-    bool resp_out_end;   /* ... and went downstream (to the codec or tx) */
-    bool down_done;      /* downstream side released the stream */
-    bool up_done;        /* upstream side released the stream */
+    bool orig_h1;       /* the client spoke HTTP/1.x (tells a trellis peer over the hop) */
+    bool req_in_end;    /* the downstream request is complete */
+    bool req_out_end;   /* ... and the upstream has all of it */
+    bool req_has_body;  /* a body follows the request headers */
+    bool resp_head_out; /* the final response head went downstream */
+    bool resp_in_end;   /* the upstream response is complete */
+    bool resp_out_end;  /* ... and went downstream (to the codec or tx) */
+    bool down_done;     /* downstream side released the stream */
+    bool up_done;       /* upstream side released the stream */
     bool logged;
     bool resent;
-    bool local;          /* the response is ours */
+    bool local; /* the response is ours */
     bool req_pend_end, resp_pend_end;
     int16_t grpc_status; /* -1: none seen */
     uint16_t status;
@@ -101,8 +101,8 @@ struct tr_stream {
     struct tr_timer timer; /* route timeout / grpc-timeout */
     struct tr_deferred free_later;
     struct tr_deferred pump_later;
-    struct tr_buf *req_pend;  /* request body taken from downstream, not yet upstream */
-    struct tr_buf *resp_pend; /* response body taken from upstream, not yet downstream */
+    struct tr_buf *req_pend;        /* request body taken from downstream, not yet upstream */
+    struct tr_buf *resp_pend;       /* response body taken from upstream, not yet downstream */
     struct tr_fields req_trailers;  /* waiting behind req_pend */
     struct tr_fields resp_trailers; /* waiting behind resp_pend */
     struct tr_fields upreq;         /* the upstream request, kept for one re-send */

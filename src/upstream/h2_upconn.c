@@ -17,8 +17,8 @@
 struct up_slot {
     const struct tr_h2_up_ops *ops; /* NULL: free slot */
     void *owner;
-    int32_t id;          /* 0 until the request is submitted */
-    bool end_stream;     /* request has no body */
+    int32_t id;                  /* 0 until the request is submitted */
+    bool end_stream;             /* request has no body */
     const struct tr_fields *req; /* the owner's, until submitted */
 };
 

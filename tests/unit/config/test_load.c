@@ -157,6 +157,10 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(c->limits.max_headers, 50);
     assert_int_equal(c->limits.max_connections, 1000);
     assert_int_equal(c->limits.buffer_size, 8192);
+    assert_int_equal(c->limits.h2_max_concurrent_streams, 64);
+    assert_int_equal(c->limits.h2_initial_window, 32768);
+    assert_int_equal(c->limits.h2_connection_window, 262144);
+    assert_int_equal(c->limits.h2_max_resets_per_second, 50);
     assert_addr(&c->admin.addr, AF_INET6, "::1", 15001, "[::1]:15001");
     assert_false(c->admin.enabled);
     assert_true(c->access_log.enabled);
@@ -339,6 +343,8 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(cl->pool_idle_timeout_ms, 50000);
     assert_int_equal(cl->pool_max_idle, 64);
     assert_int_equal(cl->max_connections, 0);
+    assert_int_equal(cl->protocol, TR_UPROTO_HTTP1);
+    assert_int_equal(cl->h2_max_streams, 100);
     assert_int_equal(cl->tls, -1);
     assert_int_equal(cl->n_server_ids, 0);
     assert_null(cl->sni);
@@ -357,6 +363,8 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(cl->pool_idle_timeout_ms, 30000);
     assert_int_equal(cl->pool_max_idle, 8);
     assert_int_equal(cl->max_connections, 100);
+    assert_int_equal(cl->protocol, TR_UPROTO_HTTP2);
+    assert_int_equal(cl->h2_max_streams, 50);
     assert_int_equal(cl->tls, 0);
     assert_int_equal(cl->n_server_ids, 1);
     assert_string_equal(cl->server_ids[0], "spiffe://cluster.local/ns/default/sa/backend");
@@ -419,6 +427,10 @@ static void test_example_defaults(void **state)
     assert_int_equal(c->limits.max_headers, 100);
     assert_int_equal(c->limits.max_connections, 65536);
     assert_int_equal(c->limits.buffer_size, 16384);
+    assert_int_equal(c->limits.h2_max_concurrent_streams, 100);
+    assert_int_equal(c->limits.h2_initial_window, 65535);
+    assert_int_equal(c->limits.h2_connection_window, 1u << 20);
+    assert_int_equal(c->limits.h2_max_resets_per_second, 200);
     assert_addr(&c->admin.addr, AF_INET, "127.0.0.1", 15000, "127.0.0.1:15000");
     assert_true(c->admin.enabled);
     assert_false(c->access_log.enabled);
@@ -693,6 +705,18 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:2:30: clusters[0].pool.max_idle: ", "expected an integer, got \"lots\""},
     {"clusters:\n- {name: c, connect_timeout: 0s, endpoints: [{address: 127.0.0.1:1}]}\n",
      "t.yaml:2:30: clusters[0].connect_timeout: ", "must be between 1ms"},
+    {"clusters:\n- {name: c, protocol: h2, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:23: clusters[0].protocol: ", "expected one of http1, http2, original, got \"h2\""},
+    {"clusters:\n- {name: c, http2: {max_streams_per_connection: 0}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:49: clusters[0].http2.max_streams_per_connection: ", "must be between 1 and 10000"},
+    {"clusters:\n- {name: c, http2: {streams: 5}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:21: clusters[0].http2.streams: ",
+     "unknown field \"streams\" (accepted: max_streams_per_connection)"},
+    {"limits: {http2: {initial_window_size: 10}}\n" BASE_TAIL,
+     "t.yaml:1:39: limits.http2.initial_window_size: ", "must be between 1024 and 16777215"},
+    {"limits: {http2: {max_concurrent_streams: 0}}\n" BASE_TAIL,
+     "t.yaml:1:42: limits.http2.max_concurrent_streams: ", "must be between 1 and 10000"},
 
     /* YAML-level */
     {"a: &x 1\nb: *x\n", "t.yaml:2:4: ", "YAML aliases are not supported"},

@@ -1,0 +1,177 @@
+/* filter/fields: HTTP/1.1 <-> HTTP/2 header mapping. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "codec/h1/h1.h"
+#include "core/buf.h"
+#include "filter/fields.h"
+
+static struct tr_h1_header hdrs[TR_H1_MAX_HEADERS_CAP];
+
+static void parse(const char *raw, int is_request, struct tr_h1_message *m)
+{
+    struct tr_h1_limits lim = TR_H1_LIMITS_DEFAULT;
+    size_t scanned = 0;
+    int n = tr_h1_head_end(raw, strlen(raw), &lim, is_request, &scanned);
+    assert_true(n > 0);
+    memset(m, 0, sizeof(*m));
+    m->headers = hdrs;
+    int rc = is_request ? tr_h1_parse_request(raw, (size_t)n, &lim, m)
+                        : tr_h1_parse_response(raw, (size_t)n, &lim, TR_H1_M_GET, m);
+    assert_int_equal(rc, 0);
+}
+
+static const char *value_of(const struct tr_fields *f, const char *name)
+{
+    static char out[256];
+    int i = tr_fields_find(f->v, f->n, name);
+    if (i < 0)
+        return NULL;
+    snprintf(out, sizeof(out), "%.*s", (int)f->v[i].value.len, f->v[i].value.p);
+    return out;
+}
+
+static struct tr_buf *new_buf(size_t size)
+{
+    struct tr_buf *b = calloc(1, sizeof(*b) + size);
+    b->cap = (uint32_t)size;
+    return b;
+}
+
+static void test_h1_request_to_fields(void **state)
+{
+    (void)state;
+    struct tr_h1_message m;
+    parse("POST /a?b=1 HTTP/1.1\r\nHost: Example.COM\r\nConnection: keep-alive, X-Hop\r\n"
+          "X-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: foo\r\n"
+          "Content-Length: 3\r\nX-Keep: Yes\r\nCookie: a=1\r\n\r\n",
+          1, &m);
+    struct tr_fields f;
+    assert_int_equal(tr_fields_init(&f, 32, 1024), 0);
+    assert_int_equal(tr_fields_from_h1_request(&f, &m, TR_STR_LIT("http"),
+                                               TR_STR_LIT("Example.COM"), TR_STR_LIT("/a?b=1")),
+                     0);
+    /* Pseudo-headers first, in order. */
+    assert_true(f.n >= 4);
+    assert_true(tr_str_eq(f.v[0].name, ":method", 7) && tr_str_eq(f.v[0].value, "POST", 4));
+    assert_true(tr_str_eq(f.v[1].name, ":scheme", 7));
+    assert_string_equal(value_of(&f, ":authority"), "Example.COM");
+    assert_string_equal(value_of(&f, ":path"), "/a?b=1");
+    /* Names lowercased; hop-by-hop and Connection-listed fields gone. */
+    assert_string_equal(value_of(&f, "x-keep"), "Yes");
+    assert_string_equal(value_of(&f, "content-length"), "3");
+    assert_string_equal(value_of(&f, "cookie"), "a=1");
+    assert_string_equal(value_of(&f, "te"), "trailers");
+    assert_null(value_of(&f, "connection"));
+    assert_null(value_of(&f, "x-hop"));
+    assert_null(value_of(&f, "keep-alive"));
+    assert_null(value_of(&f, "upgrade"));
+    assert_null(value_of(&f, "host"));
+    tr_fields_free(&f);
+    tr_fields_free(&f); /* freeing twice is harmless */
+}
+
+static void test_capacity_is_enforced(void **state)
+{
+    (void)state;
+    struct tr_fields f;
+    assert_int_equal(tr_fields_init(&f, 2, 10), 0);
+    assert_int_equal(tr_fields_add_cstr(&f, "a", "12345"), 0);
+    assert_int_equal(tr_fields_add_cstr(&f, "b", "123456789"), -1); /* bytes */
+    assert_int_equal(f.n, 1);
+    assert_int_equal(tr_fields_add_cstr(&f, "c", "1"), 0);
+    assert_int_equal(tr_fields_add_cstr(&f, "d", ""), -1); /* entries */
+    assert_int_equal(f.n, 2);
+    tr_fields_free(&f);
+}
+
+static void test_fields_to_h1_request(void **state)
+{
+    (void)state;
+    const struct tr_h2_header v[] = {
+        {TR_STR_LIT(":method"), TR_STR_LIT("GET")},
+        {TR_STR_LIT(":scheme"), TR_STR_LIT("https")},
+        {TR_STR_LIT(":authority"), TR_STR_LIT("svc:8080")},
+        {TR_STR_LIT(":path"), TR_STR_LIT("/x")},
+        {TR_STR_LIT("cookie"), TR_STR_LIT("a=1")},
+        {TR_STR_LIT("accept"), TR_STR_LIT("*/*")},
+        {TR_STR_LIT("cookie"), TR_STR_LIT("b=2")},
+        {TR_STR_LIT("connection"), TR_STR_LIT("close")},
+        {TR_STR_LIT("te"), TR_STR_LIT("trailers")},
+    };
+    struct tr_buf *b = new_buf(512);
+    assert_int_equal(tr_fields_h1_request_head(b, v, 9, true), 0);
+    const char *want = "GET /x HTTP/1.1\r\nhost: svc:8080\r\ncookie: a=1; b=2\r\naccept: */*\r\n"
+                       "te: trailers\r\ntransfer-encoding: chunked\r\n\r\n";
+    assert_int_equal(tr_buf_len(b), strlen(want));
+    assert_memory_equal(tr_buf_head(b), want, strlen(want));
+    /* Too small: nothing is written. */
+    struct tr_buf *small = new_buf(20);
+    assert_int_equal(tr_fields_h1_request_head(small, v, 9, false), -1);
+    assert_int_equal(tr_buf_len(small), 0);
+    free(b);
+    free(small);
+}
+
+static void test_response_both_ways(void **state)
+{
+    (void)state;
+    struct tr_h1_message m;
+    parse("HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+          "Connection: close\r\nX-A: 1\r\n\r\n",
+          0, &m);
+    struct tr_fields f;
+    assert_int_equal(tr_fields_init(&f, 16, 512), 0);
+    assert_int_equal(tr_fields_from_h1_response(&f, &m), 0);
+    assert_string_equal(value_of(&f, ":status"), "404");
+    assert_int_equal(tr_fields_find(f.v, f.n, ":status"), 0);
+    assert_string_equal(value_of(&f, "x-a"), "1");
+    assert_null(value_of(&f, "transfer-encoding"));
+    assert_null(value_of(&f, "connection"));
+    struct tr_buf *b = new_buf(512);
+    assert_int_equal(tr_fields_h1_response_head(b, f.v, f.n, true, true), 0);
+    const char *want = "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\nx-a: 1\r\n"
+                       "transfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n";
+    assert_int_equal(tr_buf_len(b), strlen(want));
+    assert_memory_equal(tr_buf_head(b), want, strlen(want));
+    free(b);
+    tr_fields_free(&f);
+}
+
+static void test_trailers(void **state)
+{
+    (void)state;
+    const char sec[] = "Grpc-Status: 0\r\nX-Sum:  abc \r\nContent-Length: 5\r\n\r\n";
+    struct tr_fields f;
+    assert_int_equal(tr_fields_init(&f, 8, 256), 0);
+    assert_int_equal(tr_fields_parse_trailers(&f, sec, sizeof(sec) - 1), 0);
+    assert_int_equal(f.n, 2); /* content-length may not be a trailer */
+    assert_string_equal(value_of(&f, "grpc-status"), "0");
+    assert_string_equal(value_of(&f, "x-sum"), "abc");
+    struct tr_buf *b = new_buf(256);
+    assert_int_equal(tr_fields_h1_trailers(b, f.v, f.n), 0);
+    const char *want = "0\r\ngrpc-status: 0\r\nx-sum: abc\r\n\r\n";
+    assert_int_equal(tr_buf_len(b), strlen(want));
+    assert_memory_equal(tr_buf_head(b), want, strlen(want));
+    free(b);
+    tr_fields_free(&f);
+    assert_int_equal(tr_fields_init(&f, 8, 256), 0);
+    assert_int_equal(tr_fields_parse_trailers(&f, "no-colon\r\n\r\n", 12), -1);
+    tr_fields_free(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_h1_request_to_fields), cmocka_unit_test(test_capacity_is_enforced),
+        cmocka_unit_test(test_fields_to_h1_request), cmocka_unit_test(test_response_both_ways),
+        cmocka_unit_test(test_trailers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
