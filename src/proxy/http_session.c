@@ -1312,10 +1312,12 @@ static void http_pump(struct tr_session *s)
     struct tr_http_state *h = &s->http;
     if (h->lingering)
         return;
-    if (h->stream != NULL && !stream_pump(s))
-        return;
     for (int guard = 0; guard < 256; guard++) {
         if (s->phase != TR_PH_HTTP)
+            return;
+        /* An exchange handed to a stream is driven by stream_pump until it
+         * is over; then the request finishes here as any other. */
+        if (h->stream != NULL && !stream_pump(s))
             return;
         bool progress = false;
         if (h->rs == TR_RS_TUNNEL) {
@@ -1327,6 +1329,8 @@ static void http_pump(struct tr_session *s)
             progress |= read_request_head(s);
             if (s->phase != TR_PH_HTTP)
                 return;
+            if (h->stream != NULL)
+                continue;
         }
         bool up_ready = h->up != NULL && (h->rs == TR_RS_HEAD || h->rs == TR_RS_BODY);
         if (up_ready && !h->local_reply) {

@@ -493,6 +493,8 @@ static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
 
 static ssize_t up_send(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
 {
+    if (st->up_done)
+        return (ssize_t)len; /* the response is complete: the rest is not wanted */
     switch (st->up) {
     case TR_SU_H2:
         return tr_h2_up_send(st->h2, p, len, end);

@@ -12,6 +12,7 @@ Service "test.Echo":
   Big            request b"SIZE" -> one reply of payload(0, SIZE); records len(request)
   Tick           server stream: up to 400 messages 25 ms apart; records cancellation
 """
+import hashlib
 import threading
 import time
 from concurrent import futures
@@ -51,6 +52,7 @@ class EchoServer:
         self.tick_sent = 0
         self.sleep_done = []        # for each Sleep: was the context still active when it woke
         self.big_request_len = None
+        self.big_request_digest = None
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=OPTIONS)
         h = grpc.method_handlers_generic_handler(SERVICE, {
             "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
@@ -110,6 +112,7 @@ class EchoServer:
     def big(self, req, context):
         self._count("Big")
         self.big_request_len = len(req)
+        self.big_request_digest = hashlib.sha256(req).hexdigest()
         size = int(req[:16].split(b":")[0])
         return payload(0, size)
 

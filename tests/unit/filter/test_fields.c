@@ -169,8 +169,10 @@ static void test_trailers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_h1_request_to_fields), cmocka_unit_test(test_capacity_is_enforced),
-        cmocka_unit_test(test_fields_to_h1_request), cmocka_unit_test(test_response_both_ways),
+        cmocka_unit_test(test_h1_request_to_fields),
+        cmocka_unit_test(test_capacity_is_enforced),
+        cmocka_unit_test(test_fields_to_h1_request),
+        cmocka_unit_test(test_response_both_ways),
         cmocka_unit_test(test_trailers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

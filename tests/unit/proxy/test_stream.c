@@ -14,8 +14,8 @@ static void test_grpc_timeout(void **state)
     assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("5S")), 5000);
     assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("2M")), 120000);
     assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("1H")), 3600000);
-    assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("1500u")), 2);   /* rounds up */
-    assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("1n")), 1);      /* never 0 */
+    assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("1500u")), 2); /* rounds up */
+    assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("1n")), 1);    /* never 0 */
     assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("99999999m")), 99999999);
     assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("123456789m")), 0); /* 9 digits */
     assert_int_equal(tr_grpc_timeout_ms(TR_STR_LIT("10")), 0);
