@@ -8,6 +8,12 @@
  * The owner answers every request with headers, a body and sometimes
  * trailers, so the send side (queues, windows, data provider) runs too.
  *
+ * Each request head also goes through the proxy's translation to HTTP/1.1
+ * (filter/fields.h), the path an HTTP/2 request takes to an HTTP/1.1
+ * upstream: the head produced must parse back with our strict HTTP/1.1
+ * parser as one request with the same method, target and framing, so no
+ * HTTP/2 input can smuggle a second request or a different body length.
+ *
  * Checked invariants: tr_h2_feed consumes everything or fails with
  * TR_H2_E_CLOSE, and once it failed it keeps failing and the connection is
  * not alive; the output is a sequence of whole frames, and after a failure it
@@ -19,7 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/h1/h1.h"
 #include "codec/h2/h2.h"
+#include "core/buf.h"
+#include "filter/fields.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -58,13 +67,62 @@ static const struct tr_h2_header resp[] = {
 };
 static const struct tr_h2_header trailers[] = {{TR_STR_LIT("grpc-status"), TR_STR_LIT("0")}};
 
+static struct tr_h1_header h1hdrs[TR_H1_MAX_HEADERS_CAP];
+
+/* HTTP/2 request head -> HTTP/1.1 text -> our parser: same request. */
+static void check_translation(const struct tr_h2_header *h, size_t n, bool end_stream)
+{
+    struct tr_fields f;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += h[i].name.len + h[i].value.len;
+    CHECK(tr_fields_init(&f, (uint32_t)n + 1, (uint32_t)bytes + 1) == 0);
+    for (size_t i = 0; i < n; i++)
+        CHECK(tr_fields_add(&f, h[i].name, h[i].value) == 0);
+    int mi = tr_fields_find(f.v, f.n, ":method"), pi = tr_fields_find(f.v, f.n, ":path"),
+        ai = tr_fields_find(f.v, f.n, ":authority");
+    bool chunked = !end_stream && tr_fields_find(f.v, f.n, "content-length") < 0;
+    struct tr_buf *b = calloc(1, sizeof(*b) + 65536);
+    CHECK(b != NULL);
+    b->cap = 65536;
+    /* CONNECT has no :path; the proxy answers it locally. */
+    if (mi >= 0 && pi >= 0 && ai >= 0 && f.v[ai].value.len > 0 &&
+        tr_fields_h1_request_head(b, f.v, f.n, chunked) == 0) {
+        struct tr_h1_limits h1lim = {65536, 65536, TR_H1_MAX_HEADERS_CAP};
+        size_t scanned = 0;
+        int len = tr_h1_head_end(tr_buf_head(b), tr_buf_len(b), &h1lim, 1, &scanned);
+        /* The whole text is exactly one head. */
+        CHECK(len == (int)tr_buf_len(b));
+        struct tr_h1_message m;
+        memset(&m, 0, sizeof(m));
+        m.headers = h1hdrs;
+        int rc = tr_h1_parse_request(tr_buf_head(b), (size_t)len, &h1lim, &m);
+        /* Our HTTP/1 parser is stricter than HTTP/2 in places (e.g. a
+         * target must be origin-form or '*'; duplicate content-length);
+         * what it accepts must keep method and framing. */
+        if (rc == 0) {
+            CHECK(m.method.len == f.v[mi].value.len &&
+                  memcmp(m.method.p, f.v[mi].value.p, m.method.len) == 0);
+            CHECK(m.target.len == f.v[pi].value.len &&
+                  memcmp(m.target.p, f.v[pi].value.p, m.target.len) == 0);
+            if (chunked)
+                CHECK(m.body == TR_H1_BODY_CHUNKED);
+            else
+                CHECK(m.body != TR_H1_BODY_CHUNKED);
+        }
+    }
+    free(b);
+    tr_fields_free(&f);
+}
+
 static int on_headers(void *o, int32_t id, const struct tr_h2_header *h, size_t n, bool is_trailers,
                       bool end_stream)
 {
     struct owner *ow = o;
-    (void)end_stream;
     for (size_t i = 0; i < n; i++)
         CHECK(h[i].name.len > 0 && h[i].name.p != NULL);
+    if (!is_trailers)
+        check_translation(h, n, end_stream);
     if (is_trailers)
         return 0;
     unsigned k = ow->requests++;

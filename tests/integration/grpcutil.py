@@ -151,3 +151,68 @@ class Client:
 
     def close(self):
         self.channel.close()
+
+
+def grpc_frame(msg):
+    """A gRPC length-prefixed message (uncompressed)."""
+    return b"\x00" + len(msg).to_bytes(4, "big") + msg
+
+
+def raw_call(port, path, msg=b"", extra=(), timeout=5.0):
+    """One gRPC call over a raw h2c connection (python3-h2), to see the framing
+    that grpcio hides. Returns dict: headers, data, trailers, trailers_only
+    (the response was a single HEADERS frame with END_STREAM), reset (error
+    code or None), elapsed."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                header_encoding="utf-8"))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
+                            (":authority", f"127.0.0.1:{port}"),
+                            ("content-type", "application/grpc"), ("te", "trailers"), *extra])
+    conn.send_data(sid, grpc_frame(msg), end_stream=True)
+    t0 = time.monotonic()
+    s.sendall(conn.data_to_send())
+    out = {"headers": None, "data": b"", "trailers": None, "trailers_only": False,
+           "reset": None, "elapsed": None}
+    deadline = t0 + timeout
+    try:
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            done = False
+            for ev in conn.receive_data(chunk):
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    out["headers"] = list(ev.headers)
+                    out["trailers_only"] = ev.stream_ended is not None
+                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                    out["data"] += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, h2.events.TrailersReceived) and ev.stream_id == sid:
+                    out["trailers"] = list(ev.headers)
+                elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                    out["reset"] = ev.error_code
+                    done = True
+                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                    done = True
+            pending = conn.data_to_send()
+            if pending:
+                s.sendall(pending)
+            if done:
+                out["elapsed"] = time.monotonic() - t0
+                break
+    finally:
+        s.close()
+    return out
