@@ -50,6 +50,12 @@ static struct tr_worker *W(struct tr_stream *st)
     return st->s->w;
 }
 
+/* The upstream side is a pooled connection (HTTP/1.1, or a CONNECT tunnel). */
+static bool up_is_conn(const struct tr_stream *st)
+{
+    return st->up == TR_SU_H1 || st->up == TR_SU_TUNNEL;
+}
+
 static void copy_cstr(char *dst, size_t size, tr_str src)
 {
     size_t n = src.len < size - 1 ? src.len : size - 1;
@@ -480,9 +486,7 @@ static void resp_flush_pending(struct tr_stream *st)
 void tr_stream_resp_resume(struct tr_stream *st)
 {
     resp_flush_pending(st);
-    if (st->up == TR_SU_H1 && st->h1.up != NULL && !tr_stream_req_blocked(st))
-        h1_pump(st);
-    else if (st->up == TR_SU_H1 && st->h1.up != NULL)
+    if (up_is_conn(st) && st->h1.up != NULL)
         h1_pump(st);
 }
 
@@ -499,6 +503,7 @@ static ssize_t up_send(struct tr_stream *st, const uint8_t *p, size_t len, bool 
     case TR_SU_H2:
         return tr_h2_up_send(st->h2, p, len, end);
     case TR_SU_H1:
+    case TR_SU_TUNNEL:
         return h1_send(st, p, len, end);
     default:
         return (ssize_t)len; /* answered locally: the body is discarded */
@@ -616,6 +621,8 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
     }
     if (st->up == TR_SU_H1)
         h1_send_trailers(st, h, n);
+    else if (st->up == TR_SU_TUNNEL)
+        h1_send(st, NULL, 0, true); /* trailers end a tunnel like END_STREAM */
     st->req_out_end = true;
 }
 
@@ -799,10 +806,59 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
         tr_timer_set(W(st)->loop, &st->timer, timeout);
     st->req_has_body = !end_stream;
     if (end_stream) {
+        /* The whole request is its head: once that is out, the upstream
+         * has all of it (and a pooled connection may be reused). */
         st->req_in_end = true;
+        st->req_out_end = true;
     }
     st->up = h2 ? TR_SU_H2 : TR_SU_H1;
     up_start(st, false);
+}
+
+/* CONNECT (RFC 9113 8.5): a TCP tunnel to the route's cluster, carried in
+ * the stream's DATA frames. Only routes that name CONNECT in their methods
+ * take it (a catch-all HTTP route never turns into a tunnel); the route is
+ * matched with the authority as host and "/" as path. */
+static void start_tunnel(struct tr_stream *st, tr_str authority)
+{
+    struct tr_session *s = st->s;
+    struct tr_snapshot *snap = s->ws->snap;
+    if (!tr_h1_is_authority(authority, 1)) {
+        local_reply(st, 400, TR_RF_DPE, NULL);
+        return;
+    }
+    const struct tr_router *router = snap->routers[s->lcfg->route_table];
+    struct tr_route_request rr = {
+        .host = authority,
+        .path = TR_STR_LIT("/"),
+        .method = TR_STR_LIT("CONNECT"),
+    };
+    const struct tr_route_cfg *route = tr_router_match(router, &rr);
+    const struct tr_authz *az = snap->authz[s->lidx];
+    if (az != NULL && tr_authz_eval(az, s->principal, TR_STR_LIT("CONNECT"), TR_STR_LIT("/"),
+                                    NULL) == TR_AUTHZ_VERDICT_DENY) {
+        local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied\n");
+        return;
+    }
+    bool named = false;
+    for (size_t i = 0; route != NULL && i < route->n_methods; i++)
+        named |= strcmp(route->methods[i], "CONNECT") == 0;
+    if (route == NULL || !named || route->direct_status != 0) {
+        local_reply(st, route == NULL ? 404 : 405, TR_RF_NR, "no CONNECT route\n");
+        return;
+    }
+    st->route = route;
+    int ci = tr_route_pick_cluster(route, tr_worker_rand(W(st)));
+    if (ci < 0) {
+        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
+        return;
+    }
+    st->cluster = &s->ws->clusters[ci];
+    st->up = TR_SU_TUNNEL;
+    st->req_has_body = true;
+    if (route->timeout_ms != 0)
+        tr_timer_set(W(st)->loop, &st->timer, route->timeout_ms);
+    up_start(st, true);
 }
 
 void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
@@ -838,7 +894,7 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     if (end_stream)
         st->req_in_end = true;
     if (st->method_id == TR_H1_M_CONNECT) {
-        local_reply(st, 405, TR_RF_DPE, "CONNECT is not supported on this listener\n");
+        start_tunnel(st, host);
         return;
     }
     if (pi < 0 || mi < 0) {
@@ -1002,12 +1058,13 @@ static const struct tr_upstream_owner_ops stream_h1_ops = {
 static int h1_start(struct tr_stream *st, bool fresh)
 {
     struct tr_stream_h1 *x = &st->h1;
-    bool has_cl = tr_fields_find(st->upreq.v, st->upreq.n, "content-length") >= 0;
-    x->chunked_req = st->req_has_body && !has_cl;
+    bool tunnel = st->up == TR_SU_TUNNEL;
+    bool has_cl = !tunnel && tr_fields_find(st->upreq.v, st->upreq.n, "content-length") >= 0;
+    x->chunked_req = !tunnel && st->req_has_body && !has_cl;
     buf_drop(st, &x->out);
     x->out = pend_buf(st);
-    if (x->out == NULL ||
-        tr_fields_h1_request_head(x->out, st->upreq.v, st->upreq.n, x->chunked_req) < 0) {
+    if (x->out == NULL || (!tunnel && tr_fields_h1_request_head(x->out, st->upreq.v, st->upreq.n,
+                                                                x->chunked_req) < 0)) {
         local_reply(st, 431, TR_RF_DPE, "request header fields too large\n");
         return -1;
     }
@@ -1050,6 +1107,13 @@ static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char
     }
     st->h1.ready = true;
     st->peer_id = up->peer_id;
+    if (st->up == TR_SU_TUNNEL) {
+        /* Connected: the tunnel is open (no END_STREAM: bytes follow). */
+        static const struct tr_h2_header ok[] = {{TR_STR_LIT(":status"), TR_STR_LIT("200")}};
+        st->h1.head_done = true;
+        st->h1.body = TR_H1_BODY_UNTIL_CLOSE;
+        resp_headers(st, ok, 1, false);
+    }
     h1_pump(st);
 }
 
@@ -1083,6 +1147,8 @@ static ssize_t h1_send(struct tr_stream *st, const uint8_t *p, size_t len, bool 
     } else {
         take = len < room ? len : room;
         tr_buf_append(x->out, p, take);
+        if (take == len && end && st->up == TR_SU_TUNNEL)
+            x->shut_pending = true; /* the client's FIN, after the bytes */
     }
     if (x->ready)
         h1_pump(st);
@@ -1267,7 +1333,7 @@ static void h1_pump(struct tr_stream *st)
     do {
         x->again = false;
         h1_pump_once(st);
-    } while (x->again && st->up == TR_SU_H1 && x->up != NULL);
+    } while (x->again && up_is_conn(st) && x->up != NULL);
     x->pumping = false;
 }
 
@@ -1275,7 +1341,7 @@ static void h1_pump_once(struct tr_stream *st)
 {
     struct tr_stream_h1 *x = &st->h1;
     for (int guard = 0; guard < 64; guard++) {
-        if (st->up != TR_SU_H1 || x->up == NULL || !x->ready)
+        if (!up_is_conn(st) || x->up == NULL || !x->ready)
             return;
         /* Request bytes out. */
         while (x->out != NULL && tr_buf_len(x->out) > 0) {
@@ -1289,9 +1355,14 @@ static void h1_pump_once(struct tr_stream *st)
             tr_buf_consume(x->out, (uint32_t)n);
         }
         bool out_empty = x->out == NULL || tr_buf_len(x->out) == 0;
+        if (out_empty && x->shut_pending && !x->shut_done) {
+            tr_conn_shutdown_write(&x->up->conn);
+            x->shut_done = true;
+            st->req_out_end = true;
+        }
         if (out_empty && st->req_pend != NULL && tr_buf_len(st->req_pend) > 0) {
             req_flush_pending(st);
-            if (st->up != TR_SU_H1 || x->up == NULL)
+            if (!up_is_conn(st) || x->up == NULL)
                 return;
             if (x->out != NULL && tr_buf_len(x->out) > 0 && x->up->conn.tx_ready)
                 continue;
@@ -1321,12 +1392,16 @@ static void h1_pump_once(struct tr_stream *st)
                 }
             } else if (!x->done) {
                 h1_response_body(st);
-                if (st->up != TR_SU_H1 || x->up == NULL)
+                if (!up_is_conn(st) || x->up == NULL)
                     return;
             }
         }
+        if (x->done && st->up == TR_SU_TUNNEL && !(st->req_in_end && out_empty) && !st->down_done)
+            return; /* the server half-closed: keep carrying the client's bytes */
         if (x->done) {
-            bool reusable = st->req_out_end && !x->conn_close && tr_buf_len(x->in) == 0 &&
+            bool reusable = st->up == TR_SU_H1 && st->req_out_end && !x->conn_close &&
+                            (x->in == NULL || tr_buf_len(x->in) == 0) &&
+                            (x->out == NULL || tr_buf_len(x->out) == 0) &&
                             x->body != TR_H1_BODY_UNTIL_CLOSE;
             up_release(st, reusable);
             st->up_done = true;
@@ -1402,8 +1477,8 @@ static void up_release(struct tr_stream *st, bool reusable)
         tr_h2_up_cancel(st->h2);
         st->h2.c = NULL;
     }
-    if (st->up == TR_SU_H1 && st->h1.up != NULL) {
-        tr_pool_release(st->h1.up, reusable);
+    if ((st->up == TR_SU_H1 || st->up == TR_SU_TUNNEL) && st->h1.up != NULL) {
+        tr_pool_release(st->h1.up, reusable && st->up == TR_SU_H1);
         st->h1.up = NULL;
     }
     if (st->ep != NULL) {

@@ -43,9 +43,10 @@ struct tr_cluster_rt;
 struct tr_endpoint_rt;
 
 enum tr_stream_down { TR_SD_H2 = 0, TR_SD_H1 };
-enum tr_stream_up { TR_SU_NONE = 0, TR_SU_H1, TR_SU_H2, TR_SU_LOCAL };
+enum tr_stream_up { TR_SU_NONE = 0, TR_SU_H1, TR_SU_H2, TR_SU_LOCAL, TR_SU_TUNNEL };
 
-/* The HTTP/1.1 upstream side of a stream. */
+/* The HTTP/1.1 upstream side of a stream; also the TCP side of a CONNECT
+ * tunnel (TR_SU_TUNNEL: raw bytes both ways). */
 struct tr_stream_h1 {
     struct tr_upstream *up;
     struct tr_buf *out; /* request head and framed body not yet written */
@@ -64,6 +65,8 @@ struct tr_stream_h1 {
     bool done;    /* response complete */
     bool pumping; /* inside h1_pump: nested calls only ask for another round */
     bool again;
+    bool shut_pending; /* tunnel: half-close the upstream once out drains */
+    bool shut_done;
 };
 
 struct tr_stream {
