@@ -164,9 +164,13 @@ char *tr_config_dump_json(const struct tr_config *cfg, uint64_t generation, size
     jw_fmt(&w, ",\"workers\":%u,\"drain_timeout_ms\":%u", cfg->workers, cfg->drain_timeout_ms);
     jw_fmt(&w,
            ",\"limits\":{\"max_request_line\":%u,\"max_header_bytes\":%u,\"max_headers\":%u,"
-           "\"max_connections\":%u,\"buffer_size\":%u}",
+           "\"max_connections\":%u,\"buffer_size\":%u,\"http2\":{\"max_concurrent_streams\":%u,"
+           "\"initial_window_size\":%u,\"connection_window_size\":%u,"
+           "\"max_resets_per_second\":%u}}",
            cfg->limits.max_request_line, cfg->limits.max_header_bytes, cfg->limits.max_headers,
-           cfg->limits.max_connections, cfg->limits.buffer_size);
+           cfg->limits.max_connections, cfg->limits.buffer_size,
+           cfg->limits.h2_max_concurrent_streams, cfg->limits.h2_initial_window,
+           cfg->limits.h2_connection_window, cfg->limits.h2_max_resets_per_second);
     jw_key(&w, "tls", false);
     jw_raw(&w, "[", 1);
     for (size_t i = 0; i < cfg->n_tls; i++) {
@@ -246,9 +250,14 @@ char *tr_config_dump_json(const struct tr_config *cfg, uint64_t generation, size
         jw_str(&w, c->service);
         jw_fmt(&w,
                ",\"lb\":\"%s\",\"connect_timeout_ms\":%u,\"pool\":{\"idle_timeout_ms\":%u,"
-               "\"max_idle\":%u,\"max_connections\":%u}",
+               "\"max_idle\":%u,\"max_connections\":%u},\"protocol\":\"%s\","
+               "\"http2\":{\"max_streams_per_connection\":%u}",
                lbn[c->lb], c->connect_timeout_ms, c->pool_idle_timeout_ms, c->pool_max_idle,
-               c->max_connections);
+               c->max_connections,
+               c->protocol == TR_UPROTO_HTTP2      ? "http2"
+               : c->protocol == TR_UPROTO_ORIGINAL ? "original"
+                                                   : "http1",
+               c->h2_max_streams);
         jw_key(&w, "tls_context", false);
         jw_str(&w, c->tls >= 0 ? cfg->tls[c->tls].name : NULL);
         jw_key(&w, "server_ids", false);
