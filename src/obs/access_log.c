@@ -51,6 +51,11 @@ void tr_access_log_write(int fd, const struct tr_access_entry *e)
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
+    /* The line is written when the request ends; start_time is when it began. */
+    int64_t start_ns =
+        (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - (int64_t)e->duration_us * 1000;
+    ts.tv_sec = (time_t)(start_ns / 1000000000);
+    ts.tv_nsec = (long)(start_ns % 1000000000);
     gmtime_r(&ts.tv_sec, &tm);
     char flags[64];
     tr_response_flags_str(e->flags, flags, sizeof(flags));

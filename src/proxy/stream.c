@@ -315,12 +315,11 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
         st->status = 200;
         h[n++] = (struct tr_h2_header){TR_STR_LIT("content-type"), TR_STR_LIT("application/grpc")};
         h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-status"), tr_str_from(gs, strlen(gs))};
-        if (body != NULL) {
-            size_t bl = strlen(body);
-            while (bl > 0 && body[bl - 1] == '\n')
-                bl--;
-            h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-message"), tr_str_from(body, bl)};
-        }
+        const char *msg = body != NULL ? body : tr_h1_reason(status);
+        size_t ml = strlen(msg);
+        while (ml > 0 && msg[ml - 1] == '\n')
+            ml--;
+        h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-message"), tr_str_from(msg, ml)};
         st->resp_head_out = true;
         resp_complete(st);
         down_headers(st, h, n, true);

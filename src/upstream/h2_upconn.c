@@ -202,6 +202,10 @@ static void submit_pending(struct tr_h2_upconn *c)
             continue;
         }
         s->id = id;
+        /* Body bytes the owner offered before the stream existed wait in
+         * the owner (tr_h2_up_send took none): now they can go. */
+        if (s->ops->on_writable != NULL)
+            s->ops->on_writable(s->owner);
     }
 }
 

@@ -13,7 +13,6 @@ import os
 import queue
 import subprocess
 import sys
-import threading
 import time
 
 import grpc
@@ -176,10 +175,6 @@ def code_of(excinfo):
 
 # ---------------------------------------------------------------- 0. fresh upstream connection
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: request DATA that arrives before the upstream HTTP/2 stream is submitted is never "
-    "sent (tr_h2_up_send returns 0 'on_writable follows', but submit_pending never calls "
-    "on_writable): the first call on a new upstream connection hangs until its deadline"))
 @pytest.mark.parametrize("kind", ["single", "hop"])
 def test_first_call_on_new_upstream_connection(kind, proxies, certs):
     """The very first gRPC call, which makes the proxy open its upstream HTTP/2
@@ -369,9 +364,7 @@ LOCAL_REPLIES = {
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param("no_route", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: the no-route (404 NR) trailers-only reply has no grpc-message: "
-        "local_reply(st, 404, TR_RF_NR, NULL) passes no body"))),
+    "no_route",
     "deny", "down", "route_timeout"])
 def test_local_reply_is_trailers_only(topo, case):
     path, extra, status = LOCAL_REPLIES[case]
