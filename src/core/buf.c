@@ -64,6 +64,8 @@ void tr_buf_compact(struct tr_buf *b)
 
 uint32_t tr_buf_append(struct tr_buf *b, const void *p, size_t len)
 {
+    if (len == 0)
+        return 0; /* p may be NULL */
     if (tr_buf_room(b) < len)
         tr_buf_compact(b);
     uint32_t n = tr_buf_room(b) < len ? tr_buf_room(b) : (uint32_t)len;

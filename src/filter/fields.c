@@ -90,6 +90,8 @@ bool tr_fields_is_hop_by_hop(tr_str name)
         return name_is(name, "upgrade") || name_is(name, "trailer");
     case 10:
         return name_is(name, "connection") || name_is(name, "keep-alive");
+    case 14:
+        return name_is(name, "http2-settings");
     case 16:
         return name_is(name, "proxy-connection");
     case 17:

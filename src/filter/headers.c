@@ -101,6 +101,8 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
                 xff_first = h; /* emitted once below, all values joined */
             continue;
         }
+        if (TR_STR_IEQ_LIT(h->name, "trellis-orig-proto"))
+            continue; /* mesh-internal: never passed on (proxy/stream.c) */
         if (TR_STR_IEQ_LIT(h->name, "x-forwarded-proto") && rw->xfp != NULL)
             continue;
         if (TR_STR_IEQ_LIT(h->name, "x-request-id") && rw->request_id != TR_REQID_OFF) {

@@ -52,11 +52,15 @@ static void schedule_flush(struct tr_session *s)
         tr_loop_defer(s->w->loop, &s->h2.flush_later, h2s_flush_later);
 }
 
-/* The idle deadline moves with every read: a connection (even one with open
- * streams) that shows no sign of life for the idle timeout ends. */
+/* The idle deadline runs while no stream is open (streams are bounded by
+ * their route timeouts and by flow control, not by connection idleness:
+ * a slow upstream or a quiet gRPC stream is not an idle connection). */
 static void arm_idle(struct tr_session *s)
 {
-    tr_timer_set(s->w->loop, &s->timer, s->lcfg->idle_timeout_ms);
+    if (s->h2.n_streams == 0)
+        tr_timer_set(s->w->loop, &s->timer, s->lcfg->idle_timeout_ms);
+    else
+        tr_timer_cancel(s->w->loop, &s->timer);
 }
 
 /* ---- codec callbacks ---- */
@@ -79,6 +83,7 @@ static int on_headers(void *owner, int32_t id, const struct tr_h2_header *h, siz
         s->h2.streams->prev = st;
     s->h2.streams = st;
     s->h2.n_streams++;
+    arm_idle(s);
     tr_stream_request(st, h, n, end_stream);
     return 0;
 }
@@ -101,6 +106,7 @@ static void on_stream_close(void *owner, int32_t id, uint32_t error_code)
         return;
     stream_unlink(s, st);
     tr_stream_down_close(st, error_code != 0 || !st->resp_out_end);
+    arm_idle(s);
 }
 
 static void on_goaway(void *owner, int32_t last_stream_id, uint32_t error_code)
@@ -257,7 +263,6 @@ static void h2s_read(struct tr_session *s)
             return;
         }
         s->rx->end += (uint32_t)n;
-        arm_idle(s);
     }
     if (s->phase == TR_PH_H2 && s->rx != NULL && tr_buf_len(s->rx) == 0) {
         tr_buf_put(&s->w->bufs, s->rx);
@@ -277,8 +282,7 @@ static void h2s_on_io(struct tr_io *io, uint32_t events)
 static void h2s_on_timer(struct tr_timer *t)
 {
     struct tr_session *s = tr_container_of(t, struct tr_session, timer);
-    /* Idle: say goodbye properly, then go (open streams are stuck: the
-     * client sent nothing, not even a WINDOW_UPDATE, for the whole time). */
+    /* Idle: say goodbye properly, then go. */
     tr_h2_goaway(s->h2.codec, 0);
     s->h2.goaway = true;
     h2s_flush(s);

@@ -482,10 +482,41 @@ static void start_stream(struct tr_session *s, const struct tr_h1_message *m,
     h->stream = st;
     h->logged = true; /* the stream logs and counts this request */
     h->rs = TR_RS_WAIT;
+    if (h->req_body == TR_H1_BODY_LENGTH && h->req_remaining == 0) {
+        h->req_body = TR_H1_BODY_NONE; /* Content-Length: 0 */
+        h->rq = TR_RQ_DONE;
+    }
     tr_stream_forward(st, route, h->cluster, &f, h->req_body == TR_H1_BODY_NONE);
     tr_fields_free(&f);
     if (h->rq == TR_RQ_DONE)
         arm_idle(s);
+}
+
+/* A trellis peer says the client spoke HTTP/2 (proxy/stream.h). */
+static bool orig_proto_h2(const struct tr_h1_message *m)
+{
+    int i = tr_h1_find_header(m, "trellis-orig-proto", 18);
+    return i >= 0 && TR_STR_EQ_LIT(m->headers[i].value, "HTTP/2");
+}
+
+/* Does the Upgrade field offer h2c (RFC 7540 3.2)? */
+static bool upgrade_names_h2c(const struct tr_h1_message *m)
+{
+    for (uint32_t i = 0; i < m->n_headers; i++) {
+        if (!tr_h1_ieq(m->headers[i].name, "upgrade", 7))
+            continue;
+        tr_str v = m->headers[i].value;
+        for (uint32_t j = 0; j + 3 <= v.len; j++) {
+            if (strncasecmp(v.p + j, "h2c", 3) != 0)
+                continue;
+            bool start = j == 0 || v.p[j - 1] == ',' || v.p[j - 1] == ' ' || v.p[j - 1] == '\t';
+            bool end = j + 3 == v.len || v.p[j + 3] == ',' || v.p[j + 3] == ' ' ||
+                       v.p[j + 3] == '\t' || v.p[j + 3] == '/';
+            if (start && end)
+                return true;
+        }
+    }
+    return false;
 }
 
 static void handle_request_head(struct tr_session *s, uint32_t head_len)
@@ -522,6 +553,12 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     h->method_id = (uint8_t)m.method_id;
     h->is_head = m.method_id == TR_H1_M_HEAD;
     h->upgrade = (m.flags & TR_H1_F_UPGRADE) && (m.flags & TR_H1_F_CONN_UPGRADE);
+    if (h->upgrade && upgrade_names_h2c(&m)) {
+        /* "Upgrade: h2c" would tunnel HTTP/2 past routing and authorization
+         * to the backend: the request is served as plain HTTP/1.1 (the
+         * Upgrade and HTTP2-Settings fields are hop-by-hop and go nowhere). */
+        h->upgrade = false;
+    }
     h->req_body = (uint8_t)m.body;
     h->req_remaining = m.content_length;
     tr_h1_chunked_init(&h->req_chunked, snap->h1_limits.max_header_bytes);
@@ -586,7 +623,9 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
         return;
     }
     h->cluster = &s->ws->clusters[ci];
-    if (h->cluster->cfg->protocol == TR_UPROTO_HTTP2 && !h->upgrade) {
+    if (!h->upgrade && (h->cluster->cfg->protocol == TR_UPROTO_HTTP2 ||
+                        (h->cluster->cfg->protocol == TR_UPROTO_ORIGINAL && s->principal != NULL &&
+                         orig_proto_h2(&m)))) {
         start_stream(s, &m, route, path, host);
         return;
     }

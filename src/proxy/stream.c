@@ -356,6 +356,13 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     st->resp_pend_end = true;
 }
 
+/* Bytes moved: an idle deadline starts again. */
+static void progress(struct tr_stream *st)
+{
+    if (st->idle_timer && !st->resp_out_end)
+        tr_timer_set(W(st)->loop, &st->timer, st->s->lcfg->idle_timeout_ms);
+}
+
 /* ---- response direction (upstream -> stream -> downstream) ---- */
 
 static void up_consumed(struct tr_stream *st, size_t n)
@@ -402,6 +409,7 @@ static void resp_data(struct tr_stream *st, const uint8_t *p, size_t len, bool e
         return;
     }
     st->resp_bytes += len;
+    progress(st);
     if (end)
         st->resp_in_end = true;
     if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0) {
@@ -466,6 +474,7 @@ static void resp_flush_pending(struct tr_stream *st)
         ssize_t taken = down_data(st, (const uint8_t *)tr_buf_head(st->resp_pend), len, end);
         if (taken <= 0)
             return;
+        progress(st);
         tr_buf_consume(st->resp_pend, (uint32_t)taken);
         up_consumed(st, (size_t)taken);
         if ((uint32_t)taken < len)
@@ -494,16 +503,24 @@ void tr_stream_resp_resume(struct tr_stream *st)
 static ssize_t h1_send(struct tr_stream *st, const uint8_t *p, size_t len, bool end);
 static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n);
 
+/* up_send result: the upstream side cannot take bytes yet (not connected,
+ * or its stream not submitted). */
+#define UP_NOT_READY (-2)
+
 static ssize_t up_send(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
 {
     if (st->up_done)
         return (ssize_t)len; /* the response is complete: the rest is not wanted */
     switch (st->up) {
     case TR_SU_H2:
+        if (!tr_h2_up_ready(st->h2))
+            return UP_NOT_READY;
         return tr_h2_up_send(st->h2, p, len, end);
     case TR_SU_H1:
     case TR_SU_TUNNEL:
-        return h1_send(st, p, len, end);
+        return h1_send(st, p, len, end); /* queued behind the head, even before connect */
+    case TR_SU_NONE:
+        return UP_NOT_READY;
     default:
         return (ssize_t)len; /* answered locally: the body is discarded */
     }
@@ -523,7 +540,21 @@ static int up_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_
 
 bool tr_stream_req_blocked(const struct tr_stream *st)
 {
-    return st->req_pend != NULL && tr_buf_len(st->req_pend) > 0;
+    return (st->req_pend != NULL && tr_buf_len(st->req_pend) > 0) || st->req_pend_end;
+}
+
+/* The request ended (END_STREAM) behind bytes that waited: pass the end on. */
+static void req_send_end(struct tr_stream *st)
+{
+    ssize_t taken = up_send(st, NULL, 0, true);
+    if (taken == -1) {
+        local_reply(st, 503, TR_RF_UC, NULL);
+        return;
+    }
+    if (taken >= 0) {
+        st->req_pend_end = false;
+        st->req_out_end = true;
+    }
 }
 
 static void req_flush_pending(struct tr_stream *st)
@@ -532,71 +563,77 @@ static void req_flush_pending(struct tr_stream *st)
         uint32_t len = tr_buf_len(st->req_pend);
         bool end = st->req_pend_end && st->req_trailers.v == NULL;
         ssize_t taken = up_send(st, (const uint8_t *)tr_buf_head(st->req_pend), len, end);
-        if (taken < 0) {
+        if (taken == -1) {
             local_reply(st, 503, TR_RF_UC, NULL);
             return;
         }
-        if (taken == 0)
-            return;
+        if (taken <= 0)
+            return; /* not ready, or no room: on_writable / the pump call again */
+        progress(st);
         tr_buf_consume(st->req_pend, (uint32_t)taken);
         down_consumed(st, (size_t)taken);
         if ((uint32_t)taken < len)
             return;
-        if (end)
+        if (end) {
+            st->req_pend_end = false;
             st->req_out_end = true;
-    }
-    if (st->req_pend != NULL && tr_buf_len(st->req_pend) == 0)
-        buf_drop(st, &st->req_pend);
-    if (st->req_trailers.v != NULL && st->req_pend == NULL) {
-        if (up_trailers(st, st->req_trailers.v, st->req_trailers.n) == 0) {
-            st->req_out_end = true;
-            tr_fields_free(&st->req_trailers);
         }
+    }
+    if (st->req_pend != NULL)
+        buf_drop(st, &st->req_pend);
+    if (st->req_pend_end && st->req_trailers.v == NULL)
+        req_send_end(st);
+    if (st->req_trailers.v != NULL &&
+        up_trailers(st, st->req_trailers.v, st->req_trailers.n) == 0) {
+        st->req_pend_end = false;
+        st->req_out_end = true;
+        tr_fields_free(&st->req_trailers);
     }
 }
 
 void tr_stream_req_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
 {
     st->req_bytes += len;
+    progress(st);
     if (end)
         st->req_in_end = true;
-    if (st->up == TR_SU_LOCAL) {
+    if (st->up == TR_SU_LOCAL || st->up_done) {
         down_consumed(st, len);
         return;
     }
-    if (tr_stream_req_blocked(st) || st->up == TR_SU_NONE) {
+    size_t off = 0;
+    if (!tr_stream_req_blocked(st)) {
+        ssize_t taken = len == 0 && !end ? 0 : up_send(st, p, len, end);
+        if (taken == -1) {
+            local_reply(st, 503, TR_RF_UC, NULL);
+            return;
+        }
+        if (taken > 0) {
+            down_consumed(st, (size_t)taken);
+            off = (size_t)taken;
+        }
+        if (taken >= 0 && (size_t)taken == len) {
+            if (end)
+                st->req_out_end = true;
+            return;
+        }
+    }
+    /* Keep the rest; the producer is stopped until it moves on. */
+    if (len > off) {
         if (st->req_pend == NULL && (st->req_pend = pend_buf(st)) == NULL) {
             local_reply(st, 503, TR_RF_DPE, NULL);
             return;
         }
-        if (tr_buf_room(st->req_pend) < len)
+        if (tr_buf_room(st->req_pend) < len - off)
             tr_buf_compact(st->req_pend);
-        if (tr_buf_room(st->req_pend) < len) {
+        if (tr_buf_room(st->req_pend) < len - off) {
             local_reply(st, 400, TR_RF_DPE, NULL); /* beyond the window we granted */
             return;
         }
-        tr_buf_append(st->req_pend, p, len);
-        st->req_pend_end = end;
-        return;
+        tr_buf_append(st->req_pend, p + off, len - off);
     }
-    ssize_t taken = len == 0 && !end ? 0 : up_send(st, p, len, end);
-    if (taken < 0) {
-        local_reply(st, 503, TR_RF_UC, NULL);
-        return;
-    }
-    if (taken > 0)
-        down_consumed(st, (size_t)taken);
-    if ((size_t)taken == len) {
-        if (end)
-            st->req_out_end = true;
-        return;
-    }
-    if (st->req_pend == NULL && (st->req_pend = pend_buf(st)) == NULL) {
-        local_reply(st, 503, TR_RF_DPE, NULL);
-        return;
-    }
-    tr_buf_append(st->req_pend, p + taken, len - (size_t)taken);
-    st->req_pend_end = end;
+    if (end)
+        st->req_pend_end = true;
 }
 
 void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
@@ -768,10 +805,37 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         if (tr_fields_add_cstr(f, "x-request-id", st->request_id) < 0)
             return -1;
     }
-    /* Over an mTLS HTTP/2 hop (a trellis peer), say what the client spoke. */
-    if (to_h2 && st->orig_h1 && tls && tr_fields_add(f, ORIG_PROTO, TR_STR_LIT("HTTP/1.1")) < 0)
+    /* Over an mTLS hop (a trellis peer) in another protocol than the
+     * client's, say what the client spoke. */
+    if (tls && to_h2 != st->orig_h2 &&
+        tr_fields_add(f, ORIG_PROTO, st->orig_h2 ? TR_STR_LIT("HTTP/2") : TR_STR_LIT("HTTP/1.1")) <
+            0)
         return -1;
     return 0;
+}
+
+static void stream_start_later(struct tr_deferred *d)
+{
+    struct tr_stream *st = tr_container_of(d, struct tr_stream, start_later);
+    if (st->down_done || st->up != TR_SU_NONE)
+        return; /* reset meanwhile, or answered locally */
+    st->up = st->up_next;
+    up_start(st, false);
+}
+
+bool tr_stream_orig_h2(const struct tr_session *s, const struct tr_h2_header *h, size_t n,
+                       bool down_h2)
+{
+    if (s->principal == NULL)
+        return down_h2; /* only a verified mesh peer may say */
+    int i = tr_fields_find(h, n, "trellis-orig-proto");
+    if (i < 0)
+        return down_h2;
+    if (TR_STR_EQ_LIT(h[i].value, "HTTP/2"))
+        return true;
+    if (TR_STR_EQ_LIT(h[i].value, "HTTP/1.1"))
+        return false;
+    return down_h2;
 }
 
 static bool want_h2(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
@@ -780,7 +844,8 @@ static bool want_h2(struct tr_stream *st, const struct tr_h2_header *h, size_t n
     case TR_UPROTO_HTTP2:
         return true;
     case TR_UPROTO_ORIGINAL:
-        return st->down == TR_SD_H2 && tr_fields_find(h, n, "trellis-orig-proto") < 0;
+        (void)h, (void)n;
+        return st->orig_h2;
     default:
         return false;
     }
@@ -801,14 +866,28 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
         if (g != 0 && (timeout == 0 || g < timeout))
             timeout = g;
     }
-    if (timeout != 0)
-        tr_timer_set(W(st)->loop, &st->timer, timeout);
+    if (timeout == 0) {
+        /* No deadline for the exchange: it may last as long as bytes keep
+         * moving; silence for the listener's idle timeout ends it, as on
+         * HTTP/1.1. */
+        timeout = st->s->lcfg->idle_timeout_ms;
+        st->idle_timer = true;
+    }
+    tr_timer_set(W(st)->loop, &st->timer, timeout);
     st->req_has_body = !end_stream;
     if (end_stream) {
         /* The whole request is its head: once that is out, the upstream
          * has all of it (and a pooled connection may be reused). */
         st->req_in_end = true;
         st->req_out_end = true;
+    }
+    if (st->down == TR_SD_H2) {
+        /* Start the upstream after this read batch: a stream the client
+         * resets in the same batch (rapid reset) never costs a connection.
+         * Body bytes meanwhile wait in the stream (TR_SU_NONE). */
+        st->up_next = h2 ? TR_SU_H2 : TR_SU_H1;
+        tr_loop_defer(W(st)->loop, &st->start_later, stream_start_later);
+        return;
     }
     st->up = h2 ? TR_SU_H2 : TR_SU_H1;
     up_start(st, false);
@@ -855,8 +934,9 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
     st->cluster = &s->ws->clusters[ci];
     st->up = TR_SU_TUNNEL;
     st->req_has_body = true;
-    if (route->timeout_ms != 0)
-        tr_timer_set(W(st)->loop, &st->timer, route->timeout_ms);
+    st->idle_timer = route->timeout_ms == 0;
+    tr_timer_set(W(st)->loop, &st->timer,
+                 route->timeout_ms != 0 ? route->timeout_ms : s->lcfg->idle_timeout_ms);
     up_start(st, true);
 }
 
@@ -888,8 +968,7 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
         st->grpc = true;
         st->proto = TR_REQ_PROTO_GRPC;
     }
-    if (tr_fields_find(h, n, "trellis-orig-proto") >= 0)
-        st->orig_h1 = true;
+    st->orig_h2 = tr_stream_orig_h2(s, h, n, true);
     if (end_stream)
         st->req_in_end = true;
     if (st->method_id == TR_H1_M_CONNECT) {
@@ -950,7 +1029,7 @@ void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
         copy_cstr(st->path, sizeof(st->path), req->v[pi].value);
     if (ai >= 0)
         copy_cstr(st->authority, sizeof(st->authority), req->v[ai].value);
-    st->orig_h1 = true;
+    st->orig_h2 = tr_stream_orig_h2(st->s, req->v, req->n, false);
     st->route = route;
     st->cluster = cluster;
     int ct = tr_fields_find(req->v, req->n, "content-type");
@@ -1359,16 +1438,13 @@ static void h1_pump_once(struct tr_stream *st)
             x->shut_done = true;
             st->req_out_end = true;
         }
-        if (out_empty && st->req_pend != NULL && tr_buf_len(st->req_pend) > 0) {
+        /* Request bytes, its end or its trailers waiting in the stream. */
+        if (out_empty && (tr_stream_req_blocked(st) || st->req_trailers.v != NULL)) {
             req_flush_pending(st);
             if (!up_is_conn(st) || x->up == NULL)
                 return;
             if (x->out != NULL && tr_buf_len(x->out) > 0 && x->up->conn.tx_ready)
                 continue;
-        }
-        if (out_empty && st->req_trailers.v != NULL && st->req_pend == NULL) {
-            req_flush_pending(st);
-            continue;
         }
         /* Response bytes in. */
         if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0)

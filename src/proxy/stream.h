@@ -78,7 +78,7 @@ struct tr_stream {
     uint8_t proto;                 /* enum tr_req_proto, for metrics */
     uint8_t method_id;             /* enum tr_h1_method */
     bool grpc;
-    bool orig_h1;       /* the client spoke HTTP/1.x (tells a trellis peer over the hop) */
+    bool orig_h2;       /* the client originally spoke HTTP/2 (see tr_stream_orig_h2) */
     bool req_in_end;    /* the downstream request is complete */
     bool req_out_end;   /* ... and the upstream has all of it */
     bool req_has_body;  /* a body follows the request headers */
@@ -89,8 +89,10 @@ struct tr_stream {
     bool up_done;       /* upstream side released the stream */
     bool logged;
     bool resent;
-    bool local; /* the response is ours */
-    bool req_pend_end, resp_pend_end;
+    bool local;          /* the response is ours */
+    bool idle_timer;     /* timer is the listener idle timeout, moved by progress */
+    bool req_pend_end;   /* the request's end waits behind req_pend (or the connection) */
+    bool resp_pend_end;  /* the response's end waits behind resp_pend */
     int16_t grpc_status; /* -1: none seen */
     uint16_t status;
     uint16_t flags; /* TR_RF_* */
@@ -104,6 +106,8 @@ struct tr_stream {
     struct tr_timer timer; /* route timeout / grpc-timeout */
     struct tr_deferred free_later;
     struct tr_deferred pump_later;
+    struct tr_deferred start_later; /* HTTP/2 downstream: upstream starts after the read batch */
+    uint8_t up_next;                /* ... with this enum tr_stream_up */
     struct tr_buf *req_pend;        /* request body taken from downstream, not yet upstream */
     struct tr_buf *resp_pend;       /* response body taken from upstream, not yet downstream */
     struct tr_fields req_trailers;  /* waiting behind req_pend */
@@ -142,6 +146,12 @@ void tr_stream_resp_resume(struct tr_stream *st);
 /* The downstream side is gone or done. aborted: before the exchange completed
  * (client reset, connection closed): the upstream side is cancelled. */
 void tr_stream_down_close(struct tr_stream *st, bool aborted);
+
+/* The protocol the client originally spoke: the trellis-orig-proto field of a
+ * request from a verified mesh peer (an mTLS SPIFFE principal) when present
+ * and valid, else the protocol it arrived in (down_h2). */
+bool tr_stream_orig_h2(const struct tr_session *s, const struct tr_h2_header *h, size_t n,
+                       bool down_h2);
 
 /* gRPC status of a Status-code text, or -1. */
 int tr_grpc_status_parse(tr_str v);

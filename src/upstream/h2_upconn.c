@@ -400,6 +400,12 @@ static struct up_slot *live_slot(struct tr_h2_up_stream s)
     return &s.c->slots[s.slot];
 }
 
+bool tr_h2_up_ready(struct tr_h2_up_stream s)
+{
+    struct up_slot *sl = live_slot(s);
+    return sl != NULL && sl->id != 0;
+}
+
 ssize_t tr_h2_up_send(struct tr_h2_up_stream s, const uint8_t *data, size_t len, bool end_stream)
 {
     struct up_slot *sl = live_slot(s);

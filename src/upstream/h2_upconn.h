@@ -66,6 +66,9 @@ int tr_h2_up_open(struct tr_worker *w, struct tr_endpoint_rt *ep, bool fresh,
                   const struct tr_h2_up_ops *ops, void *owner, const struct tr_fields *req,
                   bool end_stream, struct tr_h2_up_stream *out, const char **reason);
 
+/* True once the request headers went to the codec: body bytes may be sent. */
+bool tr_h2_up_ready(struct tr_h2_up_stream s);
+
 /* Request body: returns bytes taken (0: wait for on_writable), or -1 if the
  * stream is gone. end_stream applies only if all of len was taken. */
 ssize_t tr_h2_up_send(struct tr_h2_up_stream s, const uint8_t *data, size_t len, bool end_stream);

@@ -181,31 +181,37 @@ class H2Client:
             self.send_body(sid, body, end_stream=True)
         return sid
 
-    def send_body(self, sid, body, end_stream=True, timeout=30.0):
-        """Send body bytes, waiting for window as needed."""
+    def send_body(self, sid, body, end_stream=True, timeout=30.0, partial=False):
+        """Send body bytes, waiting for window as needed. Returns the count
+        sent; with partial=True, stops (instead of raising) when no window
+        opens within timeout."""
         view = memoryview(body)
+        sent = 0
         deadline = time.time() + timeout
         while True:
             if self.streams[sid].reset is not None:
-                return False
+                return sent
             window = min(self.conn.local_flow_control_window(sid),
                          self.conn.max_outbound_frame_size)
             if window > 0 and len(view):
                 n = min(window, len(view))
                 self.conn.send_data(sid, view[:n].tobytes(), end_stream=end_stream and n == len(view))
                 view = view[n:]
+                sent += n
                 self.flush()
                 if not len(view):
-                    return True
+                    return sent
                 continue
             if not len(view):
                 if end_stream:
                     self.conn.end_stream(sid)
                     self.flush()
-                return True
+                return sent
             if time.time() > deadline or self.closed:
+                if partial:
+                    return sent
                 raise TimeoutError(f"no window to send on stream {sid}")
-            self.pump(0.2)
+            self.pump(0.05)
 
     def send_trailers(self, sid, trailers):
         self.conn.send_headers(sid, list(trailers), end_stream=True)
@@ -294,6 +300,92 @@ class H2Client:
             pass
 
 
+class RawConn:
+    """A frame-level HTTP/2 client for cases python-h2 cannot follow (it
+    refuses every frame after a GOAWAY, even for streams still in flight).
+    Records (time, type, flags, stream_id, payload) of every frame received,
+    decodes header blocks in order, and acknowledges the peer's SETTINGS."""
+
+    def __init__(self, port, ssl_ctx=None, timeout=5.0):
+        import hpack
+        self.sock = connect(port, ssl_ctx, timeout)
+        self.enc, self.dec = hpack.Encoder(), hpack.Decoder()
+        self.buf = b""
+        self.frames = []
+        self.headers = {}    # stream id -> [header list]
+        self.data = {}       # stream id -> bytes
+        self.closed = False
+        self.send(PREFACE + frame(SETTINGS, 0, 0))
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def request(self, sid, path, method="GET", end_stream=True, extra=()):
+        flags = END_HEADERS | (END_STREAM if end_stream else 0)
+        self.send(frame(HEADERS, flags, sid,
+                        request_headers_block(self.enc, path, method, extra=extra)))
+
+    def read(self, timeout=0.2):
+        if self.closed:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(262144)
+        except socket.timeout:
+            return True
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.closed = True
+            return False
+        self.buf += chunk
+        now = time.time()
+        frames = parse_frames(self.buf)
+        self.buf = self.buf[sum(9 + len(f[3]) for f in frames):]
+        for t, fl, sid, payload in frames:
+            self.frames.append((now, t, fl, sid, payload))
+            if t == SETTINGS and not fl & ACK:
+                self.send(frame(SETTINGS, ACK, 0))
+            elif t == HEADERS:
+                block = payload
+                if fl & 0x8:   # PADDED
+                    block = block[1:len(block) - block[0]]
+                if fl & 0x20:  # PRIORITY
+                    block = block[5:]
+                self.headers.setdefault(sid, []).append(
+                    [(k.decode() if isinstance(k, bytes) else k,
+                      v.decode() if isinstance(v, bytes) else v)
+                     for k, v in self.dec.decode(block)])
+            elif t == DATA:
+                self.data[sid] = self.data.get(sid, b"") + payload
+        return True
+
+    def wait(self, pred, timeout=5.0):
+        deadline = time.time() + timeout
+        while not pred():
+            if time.time() > deadline or not self.read(0.1):
+                return pred()
+        return True
+
+    def ended(self, sid):
+        return any(t in (DATA, HEADERS) and fl & END_STREAM and s == sid
+                   for _, t, fl, s, _ in self.frames)
+
+    def first(self, ftype, sid=None):
+        """Time and payload of the first frame of a type (on a stream)."""
+        for ts, t, _, s, p in self.frames:
+            if t == ftype and (sid is None or s == sid):
+                return ts, p
+        return None
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
 # ---------------------------------------------------------------- backends
 
 def _read_line(f):
@@ -309,6 +401,7 @@ class H1Backend:
       /trailers   chunked response "hello" + trailers x-resp-trailer, x-checksum
       /slow?ms=N  waits N ms, then 200 "slow done"
       /hop        a response carrying hop-by-hop fields (Connection, Keep-Alive, ...)
+      /noread     waits 2 s before reading the request body, then echoes it
       other       200 with the request body echoed (content-length framed)
     Requests with Expect: 100-continue get an interim 100 before the body is read."""
 
@@ -348,6 +441,8 @@ class H1Backend:
                     k, v = h.decode("latin-1").split(":", 1)
                     headers.append((k.strip().lower(), v.strip()))
                 hd = dict(headers)
+                if target.startswith("/noread"):
+                    time.sleep(2.0)   # a stalled upstream: the body waits in buffers
                 if hd.get("expect", "").lower() == "100-continue":
                     self.events.append(("100-sent", target))
                     c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -387,7 +482,7 @@ class H1Backend:
                       b"5\r\nhello\r\n6\r\n world\r\n0\r\n"
                       b"x-resp-trailer: done\r\nx-checksum: 42\r\n\r\n")
         elif target.startswith("/slow"):
-            ms = int(target.split("ms=")[1]) if "ms=" in target else 1000
+            ms = int(target.split("ms=")[1].split("&")[0]) if "ms=" in target else 1000
             time.sleep(ms / 1000.0)
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nslow done")
         elif target.startswith("/hop"):
@@ -417,7 +512,10 @@ class H1Backend:
 class H2Backend:
     """Threaded h2c (prior knowledge) server. Records each request
     (headers dict, body) and each RST_STREAM received as (stream_id, code).
-    /slow: 200 then 1 KiB every 20 ms for up to 10 s; else 200 "h2 backend"."""
+    /slow: 200 then 1 KiB every 20 ms for up to 10 s; /reset?code=N: 200,
+    "partial", then RST_STREAM N; /nolen: 200 "no length" without
+    content-length; /trailers: 200 "hello" + trailer x-up-trailer; else
+    200 "h2 backend" (content-length framed). Request trailers are recorded."""
 
     def __init__(self, port):
         self.port = port
@@ -449,6 +547,7 @@ class H2Backend:
         c.sendall(conn.data_to_send())
         slow = {}      # stream id -> chunks left
         pending = {}   # stream id -> (headers, body)
+        trailers = {}
         c.settimeout(0.02)
         try:
             while not self.stopping:
@@ -465,12 +564,32 @@ class H2Backend:
                     elif isinstance(ev, h2.events.DataReceived):
                         pending[ev.stream_id][1].extend(ev.data)
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.TrailersReceived):
+                        trailers[ev.stream_id] = list(ev.headers)
                     elif isinstance(ev, h2.events.StreamEnded):
                         hd, body = pending.pop(ev.stream_id)
-                        self.requests.append({"headers": hd, "body": bytes(body)})
-                        if hd[":path"].startswith("/slow"):
+                        self.requests.append({"headers": hd, "body": bytes(body),
+                                              "trailers": trailers.pop(ev.stream_id, None)})
+                        if hd[":path"].startswith("/trailers"):
+                            conn.send_headers(ev.stream_id, [(":status", "200")])
+                            conn.send_data(ev.stream_id, b"hello")
+                            conn.send_headers(ev.stream_id, [("x-up-trailer", "yes")],
+                                              end_stream=True)
+                        elif hd[":path"].startswith("/slow"):
                             conn.send_headers(ev.stream_id, [(":status", "200")])
                             slow[ev.stream_id] = 500
+                        elif hd[":path"].startswith("/reset"):
+                            # headers and a little body, then RST_STREAM with ?code=N
+                            code = int(hd[":path"].split("code=")[1])
+                            conn.send_headers(ev.stream_id, [(":status", "200")])
+                            conn.send_data(ev.stream_id, b"partial")
+                            c.sendall(conn.data_to_send())
+                            time.sleep(0.05)
+                            conn.reset_stream(ev.stream_id, code)
+                        elif hd[":path"].startswith("/nolen"):
+                            conn.send_headers(ev.stream_id, [(":status", "200"),
+                                                             ("x-h2", "yes")])
+                            conn.send_data(ev.stream_id, b"no length", end_stream=True)
                         else:
                             out = b"h2 backend"
                             conn.send_headers(ev.stream_id, [(":status", "200"),
@@ -501,6 +620,92 @@ class H2Backend:
 
     def close(self):
         self.stopping = True
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+
+
+class H2cUpgradeBackend:
+    """An HTTP/1.1 server that accepts `Upgrade: h2c` (with HTTP2-Settings)
+    like h2c-capable servers do: 101, then HTTP/2 on the same connection.
+    Records the HTTP/1.1 requests (path, headers) and the paths of requests
+    that arrived over an upgraded connection (`smuggled`). Plain requests
+    get 200 "plain"."""
+
+    def __init__(self, port):
+        self.port = port
+        self.requests = []
+        self.smuggled = []
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", port))
+        self.lsock.listen(16)
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            f = c.makefile("rb")
+            while True:
+                line = _read_line(f)
+                headers = {}
+                while True:
+                    h = _read_line(f)
+                    if h in (b"\r\n", b"\n"):
+                        break
+                    k, v = h.decode("latin-1").split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+                path = line.decode("latin-1").split(" ")[1]
+                self.requests.append({"path": path, "headers": headers})
+                if headers.get("upgrade", "").lower() == "h2c" and "http2-settings" in headers:
+                    self._upgrade(c, headers["http2-settings"])
+                    return
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+        except (EOFError, OSError, ValueError, h2.exceptions.ProtocolError):
+            pass
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _upgrade(self, c, settings):
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        conn.initiate_upgrade_connection(settings)
+        conn.send_headers(1, [(":status", "200")])
+        conn.send_data(1, b"upgraded", end_stream=True)
+        c.sendall(conn.data_to_send())
+        while True:
+            d = c.recv(65536)
+            if not d:
+                return
+            for ev in conn.receive_data(d):
+                if isinstance(ev, h2.events.RequestReceived):
+                    path = dict(ev.headers)[":path"]
+                    self.smuggled.append(path)
+                    conn.send_headers(ev.stream_id, [(":status", "200")])
+                    conn.send_data(ev.stream_id, f"smuggled {path}".encode(), end_stream=True)
+            c.sendall(conn.data_to_send())
+
+    def close(self):
         try:
             self.lsock.close()
         except OSError:

@@ -321,12 +321,12 @@ def _dec(hdrs):
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in hdrs]
 
 
-class H2Backend(_Server, _H2Pump):
+class H2Backend(_Server):
     kind = "h2"
+    trace = None  # set to a list to log every h2 event (debugging)
 
     def serve(self, c):
         rd = _Reader(c)
-        first = b""
         try:
             while len(rd.buf) < 24 and PREFACE.startswith(bytes(rd.buf)):
                 rd._fill()
@@ -334,11 +334,10 @@ class H2Backend(_Server, _H2Pump):
             pass
         first = bytes(rd.buf[:24])
         if first != PREFACE:
-            head = bytes(rd.buf)
             try:
-                head += rd.until(b"\r\n\r\n", limit=65536)
+                head = rd.until(b"\r\n\r\n", limit=65536)
             except (EOFError, ValueError, OSError):
-                pass
+                head = bytes(rd.buf)
             _, fields = parse_head(head) if b"\r\n" in head else ("", [])
             self.record({"proto": "HTTP/1.x", "headers": fields, "raw_head": head})
             return
@@ -355,6 +354,8 @@ class H2Backend(_Server, _H2Pump):
             events = conn.receive_data(data)
             data = b""
             for ev in events:
+                if self.trace is not None:
+                    self.trace.append(repr(ev)[:300])
                 if isinstance(ev, h2.events.RequestReceived):
                     streams[ev.stream_id] = {"headers": _dec(ev.headers), "body": bytearray(),
                                              "trailers": None}
@@ -396,14 +397,16 @@ class H2Backend(_Server, _H2Pump):
 class H2Client(_H2Pump):
     """An h2c prior-knowledge client; streams of one `exchange` run concurrently."""
 
-    def __init__(self, port, timeout=20):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, idle=3):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=idle)
+        self.idle = idle
         self._init_pump(sock, _h2conn(True))
         self.goaway = None
         self.flush()
 
-    def exchange(self, reqs, timeout=20):
-        """reqs: [{"headers": [(k, v)], "body": bytes, "trailers": [(k, v)] or None}].
+    def exchange(self, reqs, timeout=30):
+        """Fails when nothing arrives for `idle` seconds or all takes over `timeout`.
+        reqs: [{"headers": [(k, v)], "body": bytes, "trailers": [(k, v)] or None}].
         Returns per request {"status", "headers", "body", "trailers", "reset"}."""
         sids, res = [], {}
         for r in reqs:
@@ -424,7 +427,7 @@ class H2Client(_H2Pump):
             left = deadline - time.time()
             if left <= 0:
                 raise TimeoutError(f"h2 streams unfinished: {res}")
-            self.sock.settimeout(left)
+            self.sock.settimeout(min(left, self.idle))
             data = self.sock.recv(262144)
             if not data:
                 raise EOFError(f"proxy closed the h2 connection; streams: {res}")
@@ -468,8 +471,10 @@ class H2Client(_H2Pump):
 class H1Client:
     """A raw HTTP/1.1 client on one persistent connection."""
 
-    def __init__(self, port, timeout=20):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, idle=3, send_timeout=20):
+        """Reads fail after `idle` seconds without a byte; a whole send after send_timeout."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=idle)
+        self.idle, self.send_timeout = idle, send_timeout
         self.rd = _Reader(self.sock)
 
     def request(self, method, target, headers, body=b"", framing="cl", trailers=None):
@@ -483,7 +488,9 @@ class H1Client:
             payload = chunked_encode(body, trailers)
         else:
             payload = b""
+        self.sock.settimeout(self.send_timeout)
         self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        self.sock.settimeout(self.idle)
         return self.response(method)
 
     def response(self, method):

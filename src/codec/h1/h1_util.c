@@ -175,6 +175,8 @@ int tr_h1_is_hop_by_hop(tr_str name)
         return tr_h1_ieq(name, "upgrade", 7) || tr_h1_ieq(name, "trailer", 7);
     case 10:
         return tr_h1_ieq(name, "connection", 10) || tr_h1_ieq(name, "keep-alive", 10);
+    case 14:
+        return tr_h1_ieq(name, "http2-settings", 14); /* RFC 9113 3.1: h2c upgrade only */
     case 16:
         return tr_h1_ieq(name, "proxy-connection", 16);
     case 17:

@@ -90,7 +90,8 @@ struct tr_h2 {
     bool failed;  /* connection error: GOAWAY queued or sent */
     bool dead;    /* nghttp2 session unusable (fatal error): only obuf remains */
     bool refused_pending;
-    uint32_t fail_code; /* our GOAWAY code when a callback aborts the session */
+    uint32_t fail_code;  /* our GOAWAY code when a callback aborts the session */
+    uint32_t empty_data; /* consecutive empty DATA frames without END_STREAM */
     uint32_t user_goaways;
     int32_t last_peer_stream;
 
@@ -606,6 +607,16 @@ static int on_frame_recv_cb(nghttp2_session *s, const nghttp2_frame *frame, void
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     if (frame->hd.type == NGHTTP2_DATA) {
         bool end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+        /* Empty DATA frames cost work and carry nothing: a run of them is
+         * a flood (the Envoy/nginx defence). */
+        if (frame->hd.length == 0 && !end) {
+            if (++h2->empty_data > TR_H2_MAX_EMPTY_DATA) {
+                h2->fail_code = NGHTTP2_ENHANCE_YOUR_CALM;
+                return NGHTTP2_ERR_CALLBACK_FAILURE;
+            }
+        } else {
+            h2->empty_data = 0;
+        }
         if (h2->pend_len && h2->pend_id == id) {
             size_t len = h2->pend_len;
             h2->pend_len = 0;

@@ -179,6 +179,9 @@ int tr_h2_goaway(struct tr_h2 *h2, uint32_t error_code);
  * when that GOAWAY reaches tr_h2_output: tr_h2_alive turns false then and
  * tr_h2_feed fails from then on.) */
 #define TR_H2_STREAM_QUEUE_MAX (64u * 1024)
+/* More consecutive empty DATA frames (no END_STREAM) than this: GOAWAY
+ * ENHANCE_YOUR_CALM. */
+#define TR_H2_MAX_EMPTY_DATA   100
 
 /* Counters for metrics and tests. */
 struct tr_h2_stats {
