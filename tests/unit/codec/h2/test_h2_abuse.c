@@ -263,6 +263,34 @@ static void test_rapid_reset(void **state)
     srv_free(s);
 }
 
+/* Empty DATA frames carry nothing and cost a callback each: a run of them
+ * ends the connection; DATA with a payload resets the count. */
+static void test_empty_data_flood(void **state)
+{
+    (void)state;
+    struct srv *s = srv_new(NULL);
+    struct bytes in = {0};
+    client_preface(&in, true);
+    raw_request(&in, 1, false);
+    assert_true(srv_feed(s, &in) > 0);
+    /* Up to the limit, twice, with a payload frame between: fine. */
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < TR_H2_MAX_EMPTY_DATA; i++)
+            frame(&in, 0x0, 0, 1, NULL, 0);
+        frame(&in, 0x0, 0, 1, (const uint8_t *)"x", 1);
+        assert_true(srv_feed(s, &in) > 0);
+        srv_drain(s);
+    }
+    assert_true(tr_h2_alive(s->h2));
+    /* One over: GOAWAY ENHANCE_YOUR_CALM. */
+    for (int i = 0; i <= TR_H2_MAX_EMPTY_DATA; i++)
+        frame(&in, 0x0, 0, 1, NULL, 0);
+    assert_int_equal(srv_feed(s, &in), TR_H2_E_CLOSE);
+    assert_closed_with(s, NGHTTP2_ENHANCE_YOUR_CALM);
+    bytes_free(&in);
+    srv_free(s);
+}
+
 static void test_continuation_flood(void **state)
 {
     (void)state;
@@ -600,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_hpack_bomb),
         cmocka_unit_test(test_header_list_size_accounting),
         cmocka_unit_test(test_zero_window_stall),
+        cmocka_unit_test(test_empty_data_flood),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
