@@ -30,9 +30,12 @@ static char *store(struct tr_fields *f, tr_str s, bool lower)
     if (f->size - f->used < s.len)
         return NULL;
     char *p = f->bytes + f->used;
-    for (uint32_t i = 0; i < s.len; i++) {
-        char c = s.p[i];
-        p[i] = lower && c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+    if (s.len > 0)
+        memcpy(p, s.p, s.len);
+    if (lower) {
+        for (uint32_t i = 0; i < s.len; i++)
+            if (p[i] >= 'A' && p[i] <= 'Z')
+                p[i] = (char)(p[i] + 32);
     }
     f->used += s.len;
     return p;

@@ -28,14 +28,14 @@ static void h2s_flush_later(struct tr_deferred *d);
 
 static struct tr_stream *stream_find(struct tr_session *s, int32_t id)
 {
-    for (struct tr_stream *st = s->h2.streams; st != NULL; st = st->next)
-        if (st->id == id)
-            return st;
-    return NULL;
+    struct tr_stream *st = tr_h2_stream_user(s->h2.codec, id);
+    return st != NULL && st->id == id ? st : NULL;
 }
 
 static void stream_unlink(struct tr_session *s, struct tr_stream *st)
 {
+    if (s->h2.codec != NULL)
+        tr_h2_set_stream_user(s->h2.codec, st->id, NULL);
     if (st->prev != NULL)
         st->prev->next = st->next;
     else
@@ -83,6 +83,7 @@ static int on_headers(void *owner, int32_t id, const struct tr_h2_header *h, siz
         s->h2.streams->prev = st;
     s->h2.streams = st;
     s->h2.n_streams++;
+    tr_h2_set_stream_user(s->h2.codec, id, st);
     arm_idle(s);
     tr_stream_request(st, h, n, end_stream);
     return 0;

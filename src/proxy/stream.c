@@ -63,14 +63,11 @@ static void copy_cstr(char *dst, size_t size, tr_str src)
     dst[n] = '\0';
 }
 
-static struct tr_buf *pend_buf(struct tr_stream *st)
+/* A buffer of at least size bytes: a pool buffer when it fits (the common
+ * case: no allocation), else its own allocation (tr_buf_put frees those). */
+static struct tr_buf *buf_sized(struct tr_stream *st, size_t size)
 {
-    /* Large enough for one flow-control window or one read: the most a
-     * producer can hand over before it is stopped. */
     struct tr_worker *w = W(st);
-    size_t size = st->s->ws->snap->h2_limits.initial_window_size;
-    if (size < w->bufs.buf_size)
-        size = w->bufs.buf_size;
     if (size <= w->bufs.buf_size)
         return tr_buf_get(&w->bufs);
     struct tr_buf *b = malloc(sizeof(*b) + size);
@@ -81,6 +78,47 @@ static struct tr_buf *pend_buf(struct tr_stream *st)
     b->next_free = NULL;
     w->bufs.outstanding++;
     return b;
+}
+
+static struct tr_buf *pend_buf(struct tr_stream *st)
+{
+    return buf_sized(st, 0);
+}
+
+/* The most a pending buffer may hold: one flow-control window or one read,
+ * whichever is larger (what a producer can hand over before it is stopped). */
+static size_t pend_max(struct tr_stream *st)
+{
+    size_t win = st->s->ws->snap->h2_limits.initial_window_size;
+    return win > W(st)->bufs.buf_size ? win : W(st)->bufs.buf_size;
+}
+
+/* Make room for need more bytes in *b (allocating or growing it), up to
+ * limit bytes in all. False if that would exceed the limit or memory is out. */
+static bool buf_reserve(struct tr_stream *st, struct tr_buf **b, size_t need, size_t limit)
+{
+    if (*b == NULL && (*b = buf_sized(st, need)) == NULL)
+        return false;
+    if (tr_buf_room(*b) >= need)
+        return true;
+    tr_buf_compact(*b);
+    if (tr_buf_room(*b) >= need)
+        return true;
+    size_t want = (size_t)tr_buf_len(*b) + need;
+    if (want > limit)
+        return false;
+    size_t cap = (size_t)(*b)->cap * 2;
+    if (cap < want)
+        cap = want;
+    if (cap > limit)
+        cap = limit;
+    struct tr_buf *big = buf_sized(st, cap);
+    if (big == NULL)
+        return false;
+    tr_buf_append(big, tr_buf_head(*b), tr_buf_len(*b));
+    tr_buf_put(&W(st)->bufs, *b);
+    *b = big;
+    return true;
 }
 
 static void buf_drop(struct tr_stream *st, struct tr_buf **b)
@@ -413,9 +451,7 @@ static void resp_data(struct tr_stream *st, const uint8_t *p, size_t len, bool e
     if (end)
         st->resp_in_end = true;
     if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0) {
-        if (tr_buf_room(st->resp_pend) < len)
-            tr_buf_compact(st->resp_pend);
-        if (tr_buf_room(st->resp_pend) < len) {
+        if (!buf_reserve(st, &st->resp_pend, len, pend_max(st))) {
             /* More than a window: the peer broke flow control. */
             local_reply(st, 502, TR_RF_UPE, NULL);
             return;
@@ -433,7 +469,7 @@ static void resp_data(struct tr_stream *st, const uint8_t *p, size_t len, bool e
             resp_complete(st);
         return;
     }
-    if (st->resp_pend == NULL && (st->resp_pend = pend_buf(st)) == NULL) {
+    if (!buf_reserve(st, &st->resp_pend, len - (size_t)taken, pend_max(st))) {
         local_reply(st, 502, TR_RF_UPE, NULL);
         return;
     }
@@ -620,13 +656,7 @@ void tr_stream_req_data(struct tr_stream *st, const uint8_t *p, size_t len, bool
     }
     /* Keep the rest; the producer is stopped until it moves on. */
     if (len > off) {
-        if (st->req_pend == NULL && (st->req_pend = pend_buf(st)) == NULL) {
-            local_reply(st, 503, TR_RF_DPE, NULL);
-            return;
-        }
-        if (tr_buf_room(st->req_pend) < len - off)
-            tr_buf_compact(st->req_pend);
-        if (tr_buf_room(st->req_pend) < len - off) {
+        if (!buf_reserve(st, &st->req_pend, len - off, pend_max(st))) {
             local_reply(st, 400, TR_RF_DPE, NULL); /* beyond the window we granted */
             return;
         }
@@ -634,6 +664,10 @@ void tr_stream_req_data(struct tr_stream *st, const uint8_t *p, size_t len, bool
     }
     if (end)
         st->req_pend_end = true;
+    /* An HTTP/1.1 upstream that took part of it may have drained its output
+     * already (no write event will come): look again after this batch. */
+    if (up_is_conn(st) && st->h1.up != NULL && st->h1.ready)
+        tr_loop_defer(W(st)->loop, &st->pump_later, h1_pump_later);
 }
 
 void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
@@ -1140,7 +1174,10 @@ static int h1_start(struct tr_stream *st, bool fresh)
     bool has_cl = !tunnel && tr_fields_find(st->upreq.v, st->upreq.n, "content-length") >= 0;
     x->chunked_req = !tunnel && st->req_has_body && !has_cl;
     buf_drop(st, &x->out);
-    x->out = pend_buf(st);
+    size_t head = 64;
+    for (uint32_t i = 0; !tunnel && i < st->upreq.n; i++)
+        head += st->upreq.v[i].name.len + st->upreq.v[i].value.len + 4;
+    x->out = buf_sized(st, head);
     if (x->out == NULL || (!tunnel && tr_fields_h1_request_head(x->out, st->upreq.v, st->upreq.n,
                                                                 x->chunked_req) < 0)) {
         local_reply(st, 431, TR_RF_DPE, "request header fields too large\n");
@@ -1352,11 +1389,8 @@ static bool h1_response_body(struct tr_stream *st)
                 return false;
             }
             if (trailers && consumed > 0) {
-                if (x->trl == NULL && (x->trl = pend_buf(st)) == NULL) {
-                    h1_failed(st, TR_RF_UPE);
-                    return false;
-                }
-                if (tr_buf_room(x->trl) < consumed) {
+                if (!buf_reserve(st, &x->trl, consumed,
+                                 st->s->ws->snap->h1_limits.max_header_bytes + 2)) {
                     h1_failed(st, TR_RF_UPE);
                     return false;
                 }
@@ -1453,6 +1487,11 @@ static void h1_pump_once(struct tr_stream *st)
             if (!x->head_done) {
                 int r = tr_h1_head_end(tr_buf_head(x->in), tr_buf_len(x->in),
                                        &st->s->ws->snap->h1_limits, 0, &x->head_scanned);
+                const struct tr_h1_limits *lim = &st->s->ws->snap->h1_limits;
+                if (r == 0 && tr_buf_room(x->in) == 0 && x->in->cap < lim->max_header_bytes + 1 &&
+                    buf_reserve(st, &x->in, lim->max_header_bytes + 1 - tr_buf_len(x->in),
+                                lim->max_header_bytes + 1))
+                    continue; /* a head larger than a pool buffer: room for the largest */
                 if (r < 0 || (r == 0 && tr_buf_room(x->in) == 0 && x->in->start == 0)) {
                     up_release(st, false);
                     st->up_done = true;

@@ -30,8 +30,9 @@ struct tr_h2_upconn {
     struct tr_h2_upconn *prev, *next; /* ep->h2conns */
     struct up_slot *slots;
     uint32_t cap, used;
-    bool ready;   /* connected (and TLS done) */
-    bool closing; /* no new streams: GOAWAY seen or sent, or failed */
+    uint32_t pending; /* slots waiting for submit_pending */
+    bool ready;       /* connected (and TLS done) */
+    bool closing;     /* no new streams: GOAWAY seen or sent, or failed */
     bool closed;
     char *tx; /* TX_CHUNK bytes of output not yet written */
     uint32_t tx_off, tx_len;
@@ -46,14 +47,16 @@ static void upconn_close(struct tr_h2_upconn *c, const char *reason, bool refuse
 
 static struct up_slot *slot_by_id(struct tr_h2_upconn *c, int32_t id)
 {
-    for (uint32_t i = 0; i < c->cap; i++)
-        if (c->slots[i].ops != NULL && c->slots[i].id == id)
-            return &c->slots[i];
-    return NULL;
+    struct up_slot *s = c->h2 != NULL ? tr_h2_stream_user(c->h2, id) : NULL;
+    return s != NULL && s->ops != NULL && s->id == id ? s : NULL;
 }
 
 static void slot_release(struct tr_h2_upconn *c, struct up_slot *s)
 {
+    if (s->id != 0 && c->h2 != NULL)
+        tr_h2_set_stream_user(c->h2, s->id, NULL);
+    if (s->id == 0)
+        c->pending--;
     s->req = NULL;
     s->ops = NULL;
     s->owner = NULL;
@@ -188,7 +191,7 @@ static void upconn_close(struct tr_h2_upconn *c, const char *reason, bool refuse
 
 static void submit_pending(struct tr_h2_upconn *c)
 {
-    for (uint32_t i = 0; i < c->cap && !c->closed; i++) {
+    for (uint32_t i = 0; i < c->cap && !c->closed && c->pending > 0; i++) {
         struct up_slot *s = &c->slots[i];
         if (s->ops == NULL || s->id != 0)
             continue;
@@ -202,6 +205,8 @@ static void submit_pending(struct tr_h2_upconn *c)
             continue;
         }
         s->id = id;
+        c->pending--;
+        tr_h2_set_stream_user(c->h2, id, s);
         /* Body bytes the owner offered before the stream existed wait in
          * the owner (tr_h2_up_send took none): now they can go. */
         if (s->ops->on_writable != NULL)
@@ -381,6 +386,7 @@ int tr_h2_up_open(struct tr_worker *w, struct tr_endpoint_rt *ep, bool fresh,
     s->end_stream = end_stream;
     s->req = req;
     c->used++;
+    c->pending++;
     tr_timer_cancel(w->loop, &c->idle);
     out->c = c;
     out->slot = i;

@@ -183,6 +183,12 @@ int tr_h2_goaway(struct tr_h2 *h2, uint32_t error_code);
  * ENHANCE_YOUR_CALM. */
 #define TR_H2_MAX_EMPTY_DATA   100
 
+/* One pointer of the owner's per stream (NULL until set), so the owner finds
+ * its state for a stream id without a search. Valid for streams the owner
+ * knows until their on_stream_close. */
+int tr_h2_set_stream_user(struct tr_h2 *h2, int32_t stream_id, void *p);
+void *tr_h2_stream_user(const struct tr_h2 *h2, int32_t stream_id);
+
 /* Counters for metrics and tests. */
 struct tr_h2_stats {
     uint64_t streams_opened;
