@@ -258,6 +258,32 @@ static void test_get_end_flags(void **state)
     pair_free(p);
 }
 
+/* Owner pointers per stream: settable as soon as the id exists (also for a
+ * client request not yet sent), found without a search, gone after close. */
+static void test_stream_user_pointer(void **state)
+{
+    (void)state;
+    struct pair *p = pair_new(NULL, NULL);
+    int mark_c = 0, mark_s = 0;
+    assert_null(tr_h2_stream_user(p->c, 1));
+    assert_int_equal(tr_h2_set_stream_user(p->c, 1, &mark_c), TR_H2_E_INVALID);
+    int32_t id = tr_h2_submit_request(p->c, get_req, 5, true);
+    assert_true(id > 0);
+    assert_int_equal(tr_h2_set_stream_user(p->c, id, &mark_c), 0); /* queued, not sent */
+    assert_ptr_equal(tr_h2_stream_user(p->c, id), &mark_c);
+    assert_true(pair_pump(p->c, p->s, 4096) >= 0);
+    assert_ptr_equal(tr_h2_stream_user(p->c, id), &mark_c); /* now in nghttp2's map */
+    assert_null(tr_h2_stream_user(p->s, id));
+    assert_int_equal(tr_h2_set_stream_user(p->s, id, &mark_s), 0);
+    assert_ptr_equal(tr_h2_stream_user(p->s, id), &mark_s);
+    assert_int_equal(tr_h2_submit_headers(p->s, id, resp_200, 1, true), 0);
+    assert_true(pair_pump(p->c, p->s, 4096) >= 0);
+    assert_true(rec_find(&p->cr, id)->closed);
+    assert_null(tr_h2_stream_user(p->c, id));
+    assert_null(tr_h2_stream_user(p->s, id));
+    pair_free(p);
+}
+
 static void test_end_stream_split_frame(void **state)
 {
     /* A DATA frame with END_STREAM cut across two feeds: the bytes of the
@@ -603,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_owner_rejects_stream),
         cmocka_unit_test(test_client_refused_after_goaway),
         cmocka_unit_test(test_client_reset_before_send),
+        cmocka_unit_test(test_stream_user_pointer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
