@@ -1420,6 +1420,13 @@ static bool parse_cluster(struct ld *ld, const struct cnode *v, struct tr_cluste
         !get_enum(ld, &f[C_PROTOCOL], uprotos, 3, &uproto))
         return false;
     c->lb = (enum tr_lb_policy)lb;
+    /* Default: a cluster that originates mTLS leads to a trellis peer (the
+     * mesh hop), which speaks both protocols: keep the client's, so HTTP/1.1
+     * rides pooled HTTP/1.1 (cheapest per request at low rates, see
+     * docs/performance.md) and HTTP/2 and gRPC stay multiplexed HTTP/2.
+     * Anything else gets HTTP/1.1 unless told. */
+    if (f[C_PROTOCOL].v == NULL && f[C_TLS].v != NULL)
+        uproto = TR_UPROTO_ORIGINAL;
     c->protocol = (enum tr_upstream_protocol)uproto;
     if (f[C_HTTP2].v != NULL) {
         enum { H2_STREAMS, H2_N };

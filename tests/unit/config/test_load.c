@@ -746,6 +746,28 @@ static void test_invalid_table(void **state)
     assert_int_equal(failed, 0);
 }
 
+/* The upstream protocol's default depends on mTLS: a mesh hop keeps the
+ * client's protocol, a plaintext cluster speaks HTTP/1.1. */
+static void test_cluster_protocol_defaults(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
+        "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"
+        "route_tables:\n- {name: rt, virtual_hosts: [{domains: ['*'], routes: [{cluster: a}]}]}\n"
+        "clusters:\n"
+        "- {name: a, tls: {context: w}, endpoints: [{address: 127.0.0.1:2}]}\n"
+        "- {name: b, endpoints: [{address: 127.0.0.1:2}]}\n"
+        "- {name: c, protocol: http1, tls: {context: w}, endpoints: [{address: 127.0.0.1:2}]}\n"
+        "- {name: d, protocol: http2, endpoints: [{address: 127.0.0.1:2}]}\n";
+    struct tr_config *c = load_ok(text, sizeof(text) - 1, "t.yaml");
+    assert_int_equal(c->clusters[0].protocol, TR_UPROTO_ORIGINAL);
+    assert_int_equal(c->clusters[1].protocol, TR_UPROTO_HTTP1);
+    assert_int_equal(c->clusters[2].protocol, TR_UPROTO_HTTP1);
+    assert_int_equal(c->clusters[3].protocol, TR_UPROTO_HTTP2);
+    tr_config_free(c);
+}
+
 /* ---------------------------------------------------- limits, edges */
 
 static void expect_err(const char *buf, size_t len, const char *want_prefix, const char *want_sub)
@@ -1031,6 +1053,7 @@ int main(void)
         cmocka_unit_test(test_full_json),
         cmocka_unit_test(test_example_defaults),
         cmocka_unit_test(test_invalid_table),
+        cmocka_unit_test(test_cluster_protocol_defaults),
         cmocka_unit_test(test_empty_and_root),
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_oversized),
