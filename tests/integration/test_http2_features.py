@@ -182,3 +182,87 @@ def test_grpc_timeout_is_enforced_by_the_proxy(proxies):
                         grpc_response_status="4") == 1
     finally:
         be.close()
+
+
+# ---- upstream HTTP/2: stream limit per connection, connection count ----
+
+def _pool_config(port, app_port, max_streams, max_conns):
+    cfg = simple_config(port, app_port)
+    cfg["clusters"][0].update({"protocol": "http2",
+                               "http2": {"max_streams_per_connection": max_streams},
+                               "pool": {"max_connections": max_conns}})
+    return cfg
+
+
+def _sleep_calls(port, n, ms):
+    import grpc
+    import grpcutil
+    client = grpcutil.Client(port)
+    try:
+        futs = [client.sleep.future(str(ms).encode(), timeout=10) for _ in range(n)]
+        out = []
+        for f in futs:
+            try:
+                out.append(("ok", f.result()))
+            except grpc.RpcError as e:
+                out.append((e.code().name, e.details()))
+        return out
+    finally:
+        client.close()
+
+
+def test_upstream_stream_limit_opens_another_connection(proxies):
+    import grpcutil
+    app = grpcutil.EchoServer(free_port())
+    try:
+        port = free_port()
+        p = proxies(_pool_config(port, app.port, max_streams=2, max_conns=0))
+        res = _sleep_calls(port, 5, 400)
+        assert res == [("ok", b"slept")] * 5
+        # 5 concurrent streams, at most 2 per connection: 3 connections.
+        assert p.metric("trellis_upstream_connections_total") == 3
+    finally:
+        app.close()
+
+
+def test_upstream_connection_cap_overflows_with_503_uo(proxies):
+    import grpcutil
+    app = grpcutil.EchoServer(free_port())
+    try:
+        port = free_port()
+        p = proxies(_pool_config(port, app.port, max_streams=2, max_conns=1))
+        res = _sleep_calls(port, 3, 400)
+        assert sorted(r[0] for r in res) == ["UNAVAILABLE", "ok", "ok"]
+        assert p.metric("trellis_upstream_connections_total") == 1
+        assert p.metric("istio_requests_total", request_protocol="grpc", response_flags="UO",
+                        grpc_response_status="14") == 1
+    finally:
+        app.close()
+
+
+# ---- PERMISSIVE: HTTP/2 detected in cleartext and negotiated over mTLS on one port ----
+
+def test_permissive_listener_detects_h2c_and_h2_over_mtls(proxies, certs):
+    be = H1Backend(free_port())
+    try:
+        port = free_port()
+        cfg = simple_config(port, be.port, tls={"mode": "PERMISSIVE", "context": "id"})
+        cfg["tls"] = [{"name": "id", "cert": certs["server_cert"], "key": certs["server_key"],
+                       "ca": certs["ca"], "trust_domain": "cluster.local"}]
+        p = proxies(cfg)
+        import subprocess
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                            "%{http_code} %{http_version}", f"http://127.0.0.1:{port}/plain"],
+                           capture_output=True, timeout=20)
+        assert r.stdout == b"200 2", r.stderr
+        r = subprocess.run(["curl", "-sS", "--http2", "-k", "--cert", certs["client_cert"],
+                            "--key", certs["client_key"], "-o", "/dev/null", "-w",
+                            "%{http_code} %{http_version}", f"https://127.0.0.1:{port}/mtls"],
+                           capture_output=True, timeout=20)
+        assert r.stdout == b"200 2", r.stderr
+        assert p.metric("istio_requests_total", request_protocol="http/2",
+                        connection_security_policy="none") == 1
+        assert p.metric("istio_requests_total", request_protocol="http/2",
+                        connection_security_policy="mutual_tls") == 1
+    finally:
+        be.close()
