@@ -405,8 +405,26 @@ static bool input_check(struct ld *ld, const unsigned char *p, size_t len)
 {
     struct cnode at = {.line = 1, .col = 1};
     size_t i = 0;
+    /* Block-context explicit keys ("? key" at the start of a line or of a
+     * sequence entry) are refused before libfyaml sees them: no key of ours
+     * is complex, and libfyaml 0.7 crashes on some of them (found by
+     * fuzz_config, e.g. "? a:<TAB>:<TAB>"). lead: only blanks and "- " so
+     * far on this line. */
+    bool lead = true;
     while (i < len) {
         unsigned char c = p[i];
+        if (lead) {
+            bool blank_next = i + 1 >= len || p[i + 1] == ' ' || p[i + 1] == '\t' ||
+                              p[i + 1] == '\n' || p[i + 1] == '\r';
+            if (c == '?' && blank_next)
+                return fail(ld, &at,
+                            "explicit mapping keys (\"? \") are not supported; quote a value "
+                            "that starts with \"? \"");
+            if (!(c == ' ' || c == '\t' || (c == '-' && blank_next) || c == '\n' || c == '\r'))
+                lead = false;
+        }
+        if (c == '\n')
+            lead = true;
         uint32_t cp;
         size_t n;
         if (c < 0x80) {
