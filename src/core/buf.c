@@ -38,6 +38,22 @@ struct tr_buf *tr_buf_get(struct tr_buf_pool *p)
     return b;
 }
 
+struct tr_buf *tr_buf_get_sized(struct tr_buf_pool *p, size_t size)
+{
+    if (size <= p->buf_size)
+        return tr_buf_get(p);
+    if (size > UINT32_MAX)
+        return NULL;
+    struct tr_buf *b = malloc(sizeof(*b) + size);
+    if (b == NULL)
+        return NULL;
+    b->start = b->end = 0;
+    b->cap = (uint32_t)size;
+    b->next_free = NULL;
+    p->outstanding++;
+    return b;
+}
+
 void tr_buf_put(struct tr_buf_pool *p, struct tr_buf *b)
 {
     if (b == NULL)

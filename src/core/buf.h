@@ -34,6 +34,10 @@ void tr_buf_pool_destroy(struct tr_buf_pool *p);
 /* An empty buffer, or NULL if memory is exhausted. */
 struct tr_buf *tr_buf_get(struct tr_buf_pool *p);
 void tr_buf_put(struct tr_buf_pool *p, struct tr_buf *b);
+/* A buffer of at least size bytes: a pool buffer when that fits, else one
+ * of its own (a head or a window larger than buffer_size); tr_buf_put frees
+ * buffers of a foreign size. NULL if memory is exhausted. */
+struct tr_buf *tr_buf_get_sized(struct tr_buf_pool *p, size_t size);
 
 static inline uint32_t tr_buf_len(const struct tr_buf *b)
 {

@@ -32,6 +32,14 @@ static inline bool tr_str_ieq(tr_str a, const char *lit, size_t lit_len)
     return a.len == lit_len && strncasecmp(a.p, lit, lit_len) == 0;
 }
 
+/* Copy src into dst (size > 0) as a NUL-terminated string, truncated to fit. */
+static inline void tr_str_to_cstr(char *dst, size_t size, tr_str src)
+{
+    size_t n = src.len < size - 1 ? src.len : size - 1;
+    memcpy(dst, src.p, n);
+    dst[n] = '\0';
+}
+
 #define TR_STR_EQ_LIT(s, lit)  tr_str_eq((s), (lit), sizeof(lit) - 1)
 #define TR_STR_IEQ_LIT(s, lit) tr_str_ieq((s), (lit), sizeof(lit) - 1)
 

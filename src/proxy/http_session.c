@@ -26,6 +26,7 @@
 #include "filter/headers.h"
 #include "net/sock.h"
 #include "obs/access_log.h"
+#include "proxy/decide.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
 #include "proxy/stream.h"
@@ -42,20 +43,9 @@ static const struct tr_upstream_owner_ops http_up_ops = {
     .on_io = on_up_io,
 };
 
-/* A buffer of at least size bytes: from the pool when it fits, else its own
- * allocation (tr_buf_put frees buffers of a foreign size). */
 static struct tr_buf *buf_get_sized(struct tr_worker *w, size_t size)
 {
-    if (size <= w->bufs.buf_size)
-        return tr_buf_get(&w->bufs);
-    struct tr_buf *b = malloc(sizeof(*b) + size);
-    if (b == NULL)
-        return NULL;
-    b->start = b->end = 0;
-    b->cap = (uint32_t)size;
-    b->next_free = NULL;
-    w->bufs.outstanding++;
-    return b;
+    return tr_buf_get_sized(&w->bufs, size);
 }
 
 static void buf_release(struct tr_worker *w, struct tr_buf **b)
@@ -315,13 +305,6 @@ static ssize_t read_down(struct tr_session *s)
 
 /* ---- request head ---- */
 
-static void copy_cstr(char *dst, size_t size, tr_str src)
-{
-    size_t n = src.len < size - 1 ? src.len : size - 1;
-    memcpy(dst, src.p, n);
-    dst[n] = '\0';
-}
-
 /* Split an absolute-form target "http://host[:port]/path" into host and path. */
 static bool split_absolute(tr_str target, tr_str *host, tr_str *path)
 {
@@ -562,7 +545,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     h->req_body = (uint8_t)m.body;
     h->req_remaining = m.content_length;
     tr_h1_chunked_init(&h->req_chunked, snap->h1_limits.max_header_bytes);
-    copy_cstr(h->method, sizeof(h->method), m.method);
+    tr_str_to_cstr(h->method, sizeof(h->method), m.method);
 
     tr_str host = m.host_idx >= 0 ? m.headers[m.host_idx].value : (tr_str){"", 0};
     tr_str path = m.target;
@@ -577,8 +560,8 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
             return;
         }
     }
-    copy_cstr(h->path, sizeof(h->path), path);
-    copy_cstr(h->authority, sizeof(h->authority), host);
+    tr_str_to_cstr(h->path, sizeof(h->path), path);
+    tr_str_to_cstr(h->authority, sizeof(h->authority), host);
 
     h->rq = m.body == TR_H1_BODY_NONE ? TR_RQ_DONE : TR_RQ_BODY;
     if (m.method_id == TR_H1_M_CONNECT) {
@@ -588,41 +571,15 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
         return;
     }
 
-    const struct tr_router *router = snap->routers[lcfg(s)->route_table];
-    struct tr_route_request rr = {
-        .host = host,
-        .path = path,
-        .method = m.method,
-        .headers = (const struct tr_str_pair *)m.headers,
-        .n_headers = m.n_headers,
-    };
-    const struct tr_route_cfg *route = tr_router_match(router, &rr);
-    const struct tr_authz *az = snap->authz[s->lidx];
-    if (az != NULL) {
-        tr_str p = path;
-        const char *q = memchr(p.p, '?', p.len);
-        if (q != NULL)
-            p.len = (uint32_t)(q - p.p);
-        if (tr_authz_eval(az, s->principal, m.method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
-            local_reply(s, 403, TR_RF_RBAC, "RBAC: access denied\n");
-            return;
-        }
-    }
-    if (route == NULL) {
-        local_reply(s, 404, TR_RF_NR, NULL);
+    struct tr_decision d;
+    tr_decide(s, host, path, m.method, (const struct tr_str_pair *)m.headers, m.n_headers, &d);
+    h->route = d.route;
+    if (d.status != 0) {
+        local_reply(s, d.status, d.flags, d.body);
         return;
     }
-    h->route = route;
-    if (route->direct_status != 0) {
-        local_reply(s, route->direct_status, TR_RF_DI, route->direct_body);
-        return;
-    }
-    int ci = tr_route_pick_cluster(route, tr_worker_rand(w));
-    if (ci < 0) {
-        local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
-        return;
-    }
-    h->cluster = &s->ws->clusters[ci];
+    const struct tr_route_cfg *route = d.route;
+    h->cluster = d.cluster;
     if (!h->upgrade && (h->cluster->cfg->protocol == TR_UPROTO_HTTP2 ||
                         (h->cluster->cfg->protocol == TR_UPROTO_ORIGINAL && s->principal != NULL &&
                          orig_proto_h2(&m)))) {

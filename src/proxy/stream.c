@@ -11,6 +11,7 @@
 #include "filter/authz.h"
 #include "filter/headers.h"
 #include "obs/access_log.h"
+#include "proxy/decide.h"
 #include "proxy/session.h"
 #include "router/router.h"
 #include "upstream/pool.h"
@@ -56,28 +57,9 @@ static bool up_is_conn(const struct tr_stream *st)
     return st->up == TR_SU_H1 || st->up == TR_SU_TUNNEL;
 }
 
-static void copy_cstr(char *dst, size_t size, tr_str src)
-{
-    size_t n = src.len < size - 1 ? src.len : size - 1;
-    memcpy(dst, src.p, n);
-    dst[n] = '\0';
-}
-
-/* A buffer of at least size bytes: a pool buffer when it fits (the common
- * case: no allocation), else its own allocation (tr_buf_put frees those). */
 static struct tr_buf *buf_sized(struct tr_stream *st, size_t size)
 {
-    struct tr_worker *w = W(st);
-    if (size <= w->bufs.buf_size)
-        return tr_buf_get(&w->bufs);
-    struct tr_buf *b = malloc(sizeof(*b) + size);
-    if (b == NULL)
-        return NULL;
-    b->start = b->end = 0;
-    b->cap = (uint32_t)size;
-    b->next_free = NULL;
-    w->bufs.outstanding++;
-    return b;
+    return tr_buf_get_sized(&W(st)->bufs, size);
 }
 
 static struct tr_buf *pend_buf(struct tr_stream *st)
@@ -813,7 +795,7 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
                 h[i].value.len > 36)
                 continue;
             rid_kept = true;
-            copy_cstr(st->request_id, sizeof(st->request_id), h[i].value);
+            tr_str_to_cstr(st->request_id, sizeof(st->request_id), h[i].value);
         }
         if (tr_fields_add(f, name, h[i].value) < 0)
             return -1;
@@ -978,7 +960,6 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
                        bool end_stream)
 {
     struct tr_session *s = st->s;
-    struct tr_snapshot *snap = s->ws->snap;
     int mi = tr_fields_find(h, n, ":method"), pi = tr_fields_find(h, n, ":path"),
         ai = tr_fields_find(h, n, ":authority");
     tr_str method = mi >= 0 ? h[mi].value : TR_STR_LIT("");
@@ -989,9 +970,9 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
         if (hi >= 0)
             host = h[hi].value;
     }
-    copy_cstr(st->method, sizeof(st->method), method);
-    copy_cstr(st->path, sizeof(st->path), path);
-    copy_cstr(st->authority, sizeof(st->authority), host);
+    tr_str_to_cstr(st->method, sizeof(st->method), method);
+    tr_str_to_cstr(st->path, sizeof(st->path), path);
+    tr_str_to_cstr(st->authority, sizeof(st->authority), host);
     st->method_id = TR_STR_EQ_LIT(method, "HEAD")      ? TR_H1_M_HEAD
                     : TR_STR_EQ_LIT(method, "CONNECT") ? TR_H1_M_CONNECT
                     : TR_STR_EQ_LIT(method, "GET")     ? TR_H1_M_GET
@@ -1013,41 +994,14 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
         local_reply(st, 400, TR_RF_DPE, NULL);
         return;
     }
-    const struct tr_router *router = snap->routers[s->lcfg->route_table];
-    struct tr_route_request rr = {
-        .host = host,
-        .path = path,
-        .method = method,
-        .headers = (const struct tr_str_pair *)h,
-        .n_headers = (uint32_t)n,
-    };
-    const struct tr_route_cfg *route = tr_router_match(router, &rr);
-    const struct tr_authz *az = snap->authz[s->lidx];
-    if (az != NULL) {
-        tr_str p = path;
-        const char *q = memchr(p.p, '?', p.len);
-        if (q != NULL)
-            p.len = (uint32_t)(q - p.p);
-        if (tr_authz_eval(az, s->principal, method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
-            local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied\n");
-            return;
-        }
-    }
-    if (route == NULL) {
-        local_reply(st, 404, TR_RF_NR, NULL);
+    struct tr_decision d;
+    tr_decide(s, host, path, method, (const struct tr_str_pair *)h, (uint32_t)n, &d);
+    st->route = d.route;
+    if (d.status != 0) {
+        local_reply(st, d.status, d.flags, d.body);
         return;
     }
-    st->route = route;
-    if (route->direct_status != 0) {
-        local_reply(st, route->direct_status, TR_RF_DI, route->direct_body);
-        return;
-    }
-    int ci = tr_route_pick_cluster(route, tr_worker_rand(W(st)));
-    if (ci < 0) {
-        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
-        return;
-    }
-    st->cluster = &s->ws->clusters[ci];
+    st->cluster = d.cluster;
     begin_upstream(st, h, n, end_stream);
 }
 
@@ -1058,11 +1012,11 @@ void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
         pi = tr_fields_find(req->v, req->n, ":path"),
         ai = tr_fields_find(req->v, req->n, ":authority");
     if (mi >= 0)
-        copy_cstr(st->method, sizeof(st->method), req->v[mi].value);
+        tr_str_to_cstr(st->method, sizeof(st->method), req->v[mi].value);
     if (pi >= 0)
-        copy_cstr(st->path, sizeof(st->path), req->v[pi].value);
+        tr_str_to_cstr(st->path, sizeof(st->path), req->v[pi].value);
     if (ai >= 0)
-        copy_cstr(st->authority, sizeof(st->authority), req->v[ai].value);
+        tr_str_to_cstr(st->authority, sizeof(st->authority), req->v[ai].value);
     st->orig_h2 = tr_stream_orig_h2(st->s, req->v, req->n, false);
     st->route = route;
     st->cluster = cluster;

@@ -1,0 +1,54 @@
+#include "proxy/decide.h"
+
+#include <string.h>
+
+#include "cluster/cluster.h"
+#include "filter/authz.h"
+#include "obs/metrics.h"
+#include "proxy/session.h"
+
+void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
+               const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d)
+{
+    struct tr_snapshot *snap = s->ws->snap;
+    memset(d, 0, sizeof(*d));
+    struct tr_route_request rr = {
+        .host = host,
+        .path = path,
+        .method = method,
+        .headers = headers,
+        .n_headers = n_headers,
+    };
+    const struct tr_route_cfg *route = tr_router_match(snap->routers[s->lcfg->route_table], &rr);
+    const struct tr_authz *az = snap->authz[s->lidx];
+    if (az != NULL) {
+        tr_str p = path;
+        const char *q = memchr(p.p, '?', p.len);
+        if (q != NULL)
+            p.len = (uint32_t)(q - p.p);
+        if (tr_authz_eval(az, s->principal, method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
+            *d = (struct tr_decision){.status = 403, .flags = TR_RF_RBAC,
+                                      .body = "RBAC: access denied\n"};
+            return;
+        }
+    }
+    if (route == NULL) {
+        *d = (struct tr_decision){.status = 404, .flags = TR_RF_NR};
+        return;
+    }
+    d->route = route;
+    if (route->direct_status != 0) {
+        d->status = route->direct_status;
+        d->flags = TR_RF_DI;
+        d->body = route->direct_body;
+        return;
+    }
+    int ci = tr_route_pick_cluster(route, tr_worker_rand(s->w));
+    if (ci < 0) {
+        d->status = 503;
+        d->flags = TR_RF_UH;
+        d->body = "no healthy upstream\n";
+        return;
+    }
+    d->cluster = &s->ws->clusters[ci];
+}

@@ -1,0 +1,29 @@
+/* proxy/decide.h: the decision every HTTP request gets, whatever protocol
+ * it came in: match a route, authorize, pick a weighted cluster; or the
+ * local reply to give instead. Shared by the HTTP/1.1 session and the
+ * streams so both answer alike. */
+#ifndef TR_PROXY_DECIDE_H
+#define TR_PROXY_DECIDE_H
+
+#include <stdint.h>
+
+#include "config/model.h"
+#include "core/str.h"
+#include "router/router.h"
+
+struct tr_session;
+struct tr_cluster_rt;
+
+struct tr_decision {
+    const struct tr_route_cfg *route; /* the matched route (once authorized), else NULL */
+    struct tr_cluster_rt *cluster;    /* where to send it, when status == 0 */
+    uint16_t status;                  /* nonzero: answer locally with this status */
+    uint16_t flags;                   /* TR_RF_* of that answer */
+    const char *body;                 /* its body, NULL: none */
+};
+
+/* path is the request target (query included; authorization ignores it). */
+void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
+               const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d);
+
+#endif
