@@ -1446,6 +1446,11 @@ static bool parse_cluster(struct ld *ld, const struct cnode *v, struct tr_cluste
     if (f[C_PROTOCOL].v == NULL && f[C_TLS].v != NULL)
         uproto = TR_UPROTO_ORIGINAL;
     c->protocol = (enum tr_upstream_protocol)uproto;
+    if (f[C_HTTP2].v != NULL && c->protocol == TR_UPROTO_HTTP1)
+        return fail_field(ld, v, &f[C_HTTP2],
+                          "HTTP/2 settings on a cluster that speaks HTTP/1.1 (protocol: %s) would "
+                          "be ignored; set protocol to http2 or original, or remove them",
+                          f[C_PROTOCOL].v != NULL ? "http1" : "http1, the default without tls");
     if (f[C_HTTP2].v != NULL) {
         enum { H2_STREAMS, H2_N };
         static const char *const hkeys[H2_N] = {"max_streams_per_connection"};

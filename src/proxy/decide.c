@@ -27,8 +27,8 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
         if (q != NULL)
             p.len = (uint32_t)(q - p.p);
         if (tr_authz_eval(az, s->principal, method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
-            *d = (struct tr_decision){.status = 403, .flags = TR_RF_RBAC,
-                                      .body = "RBAC: access denied\n"};
+            *d = (struct tr_decision){
+                .status = 403, .flags = TR_RF_RBAC, .body = "RBAC: access denied\n"};
             return;
         }
     }

@@ -707,11 +707,16 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:2:30: clusters[0].connect_timeout: ", "must be between 1ms"},
     {"clusters:\n- {name: c, protocol: h2, endpoints: [{address: 127.0.0.1:1}]}\n",
      "t.yaml:2:23: clusters[0].protocol: ", "expected one of http1, http2, original, got \"h2\""},
-    {"clusters:\n- {name: c, http2: {max_streams_per_connection: 0}, endpoints: [{address: "
+    {"clusters:\n- {name: c, http2: {max_streams_per_connection: 5}, endpoints: [{address: "
      "127.0.0.1:1}]}\n",
-     "t.yaml:2:49: clusters[0].http2.max_streams_per_connection: ", "must be between 1 and 10000"},
-    {"clusters:\n- {name: c, http2: {streams: 5}, endpoints: [{address: 127.0.0.1:1}]}\n",
-     "t.yaml:2:21: clusters[0].http2.streams: ",
+     "t.yaml:2:13: clusters[0].http2: ", "HTTP/2 settings on a cluster that speaks HTTP/1.1"},
+    {"clusters:\n- {name: c, protocol: http2, http2: {max_streams_per_connection: 0}, endpoints: "
+     "[{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:66: clusters[0].http2.max_streams_per_connection: ", "must be between 1 and 10000"},
+    {"clusters:\n- {name: c, protocol: http2, http2: {streams: 5}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:38: clusters[0].http2.streams: ",
      "unknown field \"streams\" (accepted: max_streams_per_connection)"},
     {"limits: {http2: {initial_window_size: 10}}\n" BASE_TAIL,
      "t.yaml:1:39: limits.http2.initial_window_size: ", "must be between 1024 and 16777215"},
