@@ -1,5 +1,6 @@
 #include "proxy/decide.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "cluster/cluster.h"
@@ -51,4 +52,12 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
         return;
     }
     d->cluster = &s->ws->clusters[ci];
+}
+
+const char *tr_upstream_error_body(char *buf, size_t size, const char *reason)
+{
+    snprintf(buf, size,
+             "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
+             reason);
+    return buf;
 }

@@ -5,6 +5,7 @@
 #ifndef TR_PROXY_DECIDE_H
 #define TR_PROXY_DECIDE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config/model.h"
@@ -25,5 +26,11 @@ struct tr_decision {
 /* path is the request target (query included; authorization ignores it). */
 void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
                const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d);
+
+/* The body of a 503 for a request that got no response head (Envoy's words,
+ * which tools grep for): "upstream connect error or disconnect/reset before
+ * headers. reset reason: REASON\n", into buf. Returns buf. */
+#define TR_UPSTREAM_ERROR_MAX 160
+const char *tr_upstream_error_body(char *buf, size_t size, const char *reason);
 
 #endif

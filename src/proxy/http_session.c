@@ -616,11 +616,10 @@ static void start_upstream(struct tr_session *s, bool fresh)
         tr_pool_acquire(s->w, ep, &http_up_ops, s, fresh, false, &ready, &reason);
     if (up == NULL) {
         bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
+        char body[TR_UPSTREAM_ERROR_MAX];
         local_reply(s, 503, overflow ? TR_RF_UO : TR_RF_UF,
-                    overflow ? "upstream connect error or disconnect/reset before headers. "
-                               "reset reason: overflow\n"
-                             : "upstream connect error or disconnect/reset before headers. "
-                               "reset reason: connection failure\n");
+                    tr_upstream_error_body(body, sizeof(body),
+                                           overflow ? "overflow" : "connection failure"));
         return;
     }
     h->up = up;
@@ -666,9 +665,8 @@ static void upstream_failed(struct tr_session *s, uint16_t flag)
         tr_session_close(s);
         return;
     }
-    local_reply(s, 503, flag,
-                "upstream connect error or disconnect/reset before headers. reset reason: "
-                "connection termination\n");
+    char body[TR_UPSTREAM_ERROR_MAX];
+    local_reply(s, 503, flag, tr_upstream_error_body(body, sizeof(body), "connection termination"));
 }
 
 static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
@@ -681,11 +679,8 @@ static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char
             h->ep->active_requests--;
             h->ep = NULL;
         }
-        char body[160];
-        snprintf(body, sizeof(body),
-                 "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
-                 reason);
-        local_reply(s, 503, TR_RF_UF, body);
+        char body[TR_UPSTREAM_ERROR_MAX];
+        local_reply(s, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
     } else {
         h->rs = TR_RS_HEAD;
         h->peer_id = up->peer_id;

@@ -1076,11 +1076,10 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
     if (!st->resp_head_out) {
         bool connect = reason != NULL &&
                        (strncmp(reason, "connect", 7) == 0 || strcmp(reason, "tls_setup") == 0);
-        char body[160];
-        snprintf(body, sizeof(body),
-                 "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
-                 reason != NULL ? reason : "remote reset");
-        local_reply(st, 503, connect ? TR_RF_UF : TR_RF_UC, body);
+        char body[TR_UPSTREAM_ERROR_MAX];
+        local_reply(
+            st, 503, connect ? TR_RF_UF : TR_RF_UC,
+            tr_upstream_error_body(body, sizeof(body), reason != NULL ? reason : "remote reset"));
         stream_maybe_free(st);
         return;
     }
@@ -1142,9 +1141,9 @@ static int h1_start(struct tr_stream *st, bool fresh)
     x->up = tr_pool_acquire(W(st), st->ep, &stream_h1_ops, st, fresh, false, &ready, &reason);
     if (x->up == NULL) {
         bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
+        char body[TR_UPSTREAM_ERROR_MAX];
         local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
-                    "upstream connect error or disconnect/reset before headers. reset reason: "
-                    "connection failure\n");
+                    tr_upstream_error_body(body, sizeof(body), "connection failure"));
         return -1;
     }
     x->ready = ready;
@@ -1166,11 +1165,8 @@ static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char
             st->ep->active_requests--;
             st->ep = NULL;
         }
-        char body[160];
-        snprintf(body, sizeof(body),
-                 "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
-                 reason);
-        local_reply(st, 503, TR_RF_UF, body);
+        char body[TR_UPSTREAM_ERROR_MAX];
+        local_reply(st, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
         stream_maybe_free(st);
         return;
     }
@@ -1253,9 +1249,9 @@ static void h1_failed(struct tr_stream *st, uint16_t flag)
         return;
     }
     if (!st->resp_head_out) {
+        char body[TR_UPSTREAM_ERROR_MAX];
         local_reply(st, 503, flag,
-                    "upstream connect error or disconnect/reset before headers. reset reason: "
-                    "connection termination\n");
+                    tr_upstream_error_body(body, sizeof(body), "connection termination"));
         stream_maybe_free(st);
         return;
     }
@@ -1524,11 +1520,10 @@ static void up_start(struct tr_stream *st, bool fresh)
             bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
             ep->active_requests--;
             st->ep = NULL;
+            char body[TR_UPSTREAM_ERROR_MAX];
             local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
-                        overflow ? "upstream connect error or disconnect/reset before headers. "
-                                   "reset reason: overflow\n"
-                                 : "upstream connect error or disconnect/reset before headers. "
-                                   "reset reason: connection failure\n");
+                        tr_upstream_error_body(body, sizeof(body),
+                                               overflow ? "overflow" : "connection failure"));
             return;
         }
         /* Body bytes that arrived before the stream existed. */
