@@ -5,6 +5,7 @@
 #ifndef TR_CLUSTER_H
 #define TR_CLUSTER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <openssl/ssl.h>
@@ -29,7 +30,15 @@ struct tr_endpoint_rt {
     struct tr_tls_session_slot tls_slot; /* TLS session resumption */
     struct tr_h2_upconn *h2conns;        /* multiplexed HTTP/2 connections (upstream/h2_upconn.h) */
     uint32_t n_h2conns;
+    /* Connect health: an endpoint whose connections fail is left out of
+     * picks until unhealthy_until_ms, a back-off that doubles with each
+     * consecutive failure (TR_EP_BACKOFF_BASE_MS .. TR_EP_BACKOFF_MAX_MS). */
+    uint32_t connect_failures; /* consecutive */
+    uint64_t unhealthy_until_ms;
 };
+
+#define TR_EP_BACKOFF_BASE_MS 1000u
+#define TR_EP_BACKOFF_MAX_MS  30000u
 
 struct tr_cluster_rt {
     const struct tr_cluster_cfg *cfg;
@@ -40,6 +49,7 @@ struct tr_cluster_rt {
     const char *workload_namespace;
     struct tr_endpoint_rt *eps;
     uint32_t n_eps;
+    uint32_t n_unhealthy; /* endpoints in connect back-off (may include expired ones) */
     int64_t total_weight;
 };
 
@@ -49,7 +59,20 @@ struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws);
 /* Closes idle connections and frees the array (busy ones must be gone). */
 void tr_clusters_free(struct tr_cluster_rt *c, size_t n);
 
-/* Pick an endpoint by the cluster's policy; rnd is a random 32-bit number. */
-struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd);
+/* Pick an endpoint by the cluster's policy among the healthy ones (not in
+ * connect back-off at now_ms), other than avoid (may be NULL: the endpoint a
+ * failed attempt of the same request went to). rnd is a random 32-bit number.
+ * Returns NULL when no endpoint qualifies: the caller answers 503 UH. */
+struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd,
+                                       const struct tr_endpoint_rt *avoid, uint64_t now_ms);
+
+/* Connection outcomes, reported by the upstream pool: a failed connect or
+ * TLS handshake starts or lengthens the endpoint's back-off; a success ends it. */
+void tr_endpoint_connect_failed(struct tr_endpoint_rt *ep, uint64_t now_ms);
+void tr_endpoint_connect_ok(struct tr_endpoint_rt *ep);
+static inline bool tr_endpoint_healthy(const struct tr_endpoint_rt *ep, uint64_t now_ms)
+{
+    return ep->unhealthy_until_ms <= now_ms;
+}
 
 #endif

@@ -602,7 +602,8 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
 static void start_upstream(struct tr_session *s, bool fresh)
 {
     struct tr_http_state *h = &s->http;
-    struct tr_endpoint_rt *ep = tr_cluster_pick(h->cluster, tr_worker_rand(s->w));
+    struct tr_endpoint_rt *ep =
+        tr_cluster_pick(h->cluster, tr_worker_rand(s->w), NULL, tr_loop_now_ms(s->w->loop));
     if (ep == NULL) {
         local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
         return;

@@ -1505,7 +1505,8 @@ static void h1_pump_once(struct tr_stream *st)
 
 static void up_start(struct tr_stream *st, bool fresh)
 {
-    struct tr_endpoint_rt *ep = tr_cluster_pick(st->cluster, tr_worker_rand(W(st)));
+    struct tr_endpoint_rt *ep =
+        tr_cluster_pick(st->cluster, tr_worker_rand(W(st)), NULL, tr_loop_now_ms(W(st)->loop));
     if (ep == NULL) {
         local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
         return;

@@ -62,6 +62,7 @@ static void upstream_fail(struct tr_upstream *up, int err, const char *reason)
     char addr[64];
     tr_debug("upstream %s: %s (%d)", up->ep->cfg->addr.text, reason, err);
     (void)addr;
+    tr_endpoint_connect_failed(up->ep, tr_loop_now_ms(up->w->loop));
     upstream_close(up);
     if (ops != NULL)
         ops->on_ready(owner, up, err, reason);
@@ -85,6 +86,7 @@ static void upstream_handshake(struct tr_upstream *up)
         up->peer_id = tr_metrics_intern(id);
     tr_timer_cancel(up->w->loop, &up->timer);
     up->state = TR_UP_BUSY;
+    tr_endpoint_connect_ok(up->ep);
     up->ops->on_ready(up->owner, up, 0, NULL);
 }
 
@@ -107,6 +109,7 @@ static void upstream_on_io(struct tr_io *io, uint32_t events)
         } else {
             tr_timer_cancel(up->w->loop, &up->timer);
             up->state = TR_UP_BUSY;
+            tr_endpoint_connect_ok(up->ep);
             up->ops->on_ready(up->owner, up, 0, NULL);
         }
         return;
