@@ -546,10 +546,11 @@ char *tr_metrics_render(size_t *len)
     }
 
     static const char *const counter_names[TR_C_COUNT] = {
-        "trellis_downstream_connections_total",   "trellis_downstream_connections_active",
-        "trellis_upstream_connections_total",     "trellis_upstream_connections_active",
-        "trellis_upstream_requests_reused_total", "trellis_upstream_requests_resent_total",
-        "trellis_http_parse_errors_total",        "trellis_tls_plaintext_refused_total",
+        "trellis_downstream_connections_total",    "trellis_downstream_connections_active",
+        "trellis_upstream_connections_total",      "trellis_upstream_connections_active",
+        "trellis_upstream_requests_reused_total",  "trellis_upstream_requests_resent_total",
+        "trellis_http_parse_errors_total",         "trellis_tls_plaintext_refused_total",
+        "trellis_upstream_requests_retried_total",
     };
     for (int c = 0; c < TR_C_COUNT; c++) {
         uint64_t total = 0;

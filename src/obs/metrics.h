@@ -88,6 +88,7 @@ enum tr_counter {
     TR_C_UPSTREAM_RESEND,    /* requests re-sent after a pooled connection closed */
     TR_C_HTTP_PARSE_ERRORS,
     TR_C_PLAINTEXT_REFUSED, /* STRICT listeners */
+    TR_C_UPSTREAM_RETRY,    /* requests sent to another endpoint after a connect failure */
     TR_C_COUNT,
 };
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);

@@ -26,6 +26,7 @@
 #include "filter/headers.h"
 #include "net/sock.h"
 #include "obs/access_log.h"
+#include "proxy/attempt.h"
 #include "proxy/decide.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
@@ -599,15 +600,22 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     start_upstream(s, false);
 }
 
+static void connect_endpoint(struct tr_session *s, struct tr_endpoint_rt *ep, bool fresh);
+
 static void start_upstream(struct tr_session *s, bool fresh)
 {
     struct tr_http_state *h = &s->http;
-    struct tr_endpoint_rt *ep =
-        tr_cluster_pick(h->cluster, tr_worker_rand(s->w), NULL, tr_loop_now_ms(s->w->loop));
+    struct tr_endpoint_rt *ep = tr_attempt_first(s->w, h->cluster, &h->attempts);
     if (ep == NULL) {
         local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
         return;
     }
+    connect_endpoint(s, ep, fresh);
+}
+
+static void connect_endpoint(struct tr_session *s, struct tr_endpoint_rt *ep, bool fresh)
+{
+    struct tr_http_state *h = &s->http;
     bool ready = false;
     const char *reason = NULL;
     h->ep = ep;
@@ -676,9 +684,19 @@ static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char
     struct tr_http_state *h = &s->http;
     if (err < 0) {
         h->up = NULL; /* already closed by the pool */
+        struct tr_endpoint_rt *failed = h->ep;
         if (h->ep != NULL) {
             h->ep->active_requests--;
             h->ep = NULL;
+        }
+        /* Not connected: no byte of the request left, it can go elsewhere
+         * (the rest of its body still waits in rx). */
+        struct tr_endpoint_rt *next =
+            h->reqout_sent == 0 ? tr_attempt_next(s->w, h->cluster, failed, &h->attempts) : NULL;
+        if (next != NULL) {
+            connect_endpoint(s, next, false);
+            http_pump(s);
+            return;
         }
         char body[TR_UPSTREAM_ERROR_MAX];
         local_reply(s, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));

@@ -72,6 +72,7 @@ struct tr_http_state {
     bool req_chunk_done; /* chunked request: terminator validated */
     bool resp_chunk_done;
     uint8_t method_id;
+    uint8_t attempts; /* endpoints tried for this request (proxy/attempt.h) */
     size_t head_scanned;
     size_t resp_head_scanned;
     uint64_t req_remaining;
@@ -115,6 +116,7 @@ struct tr_tcp_state {
     uint32_t pipe_ud_bytes;
     bool splice;
     bool connected;
+    uint8_t attempts;        /* endpoints tried (proxy/attempt.h) */
     bool down_eof, up_eof;   /* read side saw EOF */
     bool up_shut, down_shut; /* we half-closed that side's write */
     uint64_t sent, received;

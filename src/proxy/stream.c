@@ -11,6 +11,7 @@
 #include "filter/authz.h"
 #include "filter/headers.h"
 #include "obs/access_log.h"
+#include "proxy/attempt.h"
 #include "proxy/decide.h"
 #include "proxy/session.h"
 #include "router/router.h"
@@ -38,6 +39,8 @@ enum {
 static const tr_str ORIG_PROTO = TR_STR_LIT("trellis-orig-proto");
 
 static void up_start(struct tr_stream *st, bool fresh);
+static void up_use(struct tr_stream *st, struct tr_endpoint_rt *ep);
+static void h2_open(struct tr_stream *st, bool fresh);
 static void up_release(struct tr_stream *st, bool reusable);
 static void h1_pump(struct tr_stream *st);
 static void h1_pump_later(struct tr_deferred *d);
@@ -1044,11 +1047,44 @@ static void h2up_on_data(void *owner, const uint8_t *data, size_t len, bool end_
     resp_data(owner, data, len, end_stream);
 }
 
+/* No byte of the request body has left the proxy: all it received is still
+ * pending, and its end (or trailers) did not go either. */
+static bool req_all_pending(const struct tr_stream *st)
+{
+    uint32_t pend = st->req_pend != NULL ? tr_buf_len(st->req_pend) : 0;
+    return st->req_bytes == pend && (!st->req_has_body || !st->req_out_end);
+}
+
 static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const char *reason)
 {
     struct tr_stream *st = owner;
     st->up_done = true;
     st->h2.c = NULL;
+    struct tr_endpoint_rt *failed = st->ep;
+    if (st->ep != NULL) {
+        st->ep->active_requests--;
+        st->ep = NULL;
+    }
+    if (refused && !st->resp_head_out && !st->down_done && req_all_pending(st)) {
+        /* Refused unprocessed, or it never left because the connection
+         * failed: another endpoint; else, once, a fresh connection to the
+         * same one (a GOAWAY race) unless it is now in connect back-off. */
+        struct tr_endpoint_rt *next = tr_attempt_next(W(st), st->cluster, failed, &st->attempts);
+        bool fresh = false;
+        if (next == NULL && !st->resent && failed != NULL &&
+            tr_endpoint_healthy(failed, tr_loop_now_ms(W(st)->loop))) {
+            st->resent = true;
+            tr_metrics_count(W(st)->metrics, TR_C_UPSTREAM_RESEND, 1);
+            next = failed;
+            fresh = true;
+        }
+        if (next != NULL) {
+            st->up_done = false;
+            up_use(st, next);
+            h2_open(st, fresh);
+            return;
+        }
+    }
     if (st->resp_in_end && error_code == H2_NO_ERROR) {
         stream_maybe_free(st);
         return;
@@ -1057,16 +1093,6 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
         /* Complete response, then a reset (the server did not want the rest
          * of the request body): fine. */
         stream_maybe_free(st);
-        return;
-    }
-    if (refused && !st->resent && !st->resp_head_out && st->req_pend == NULL && !st->req_has_body &&
-        !st->down_done) {
-        /* Never processed (refused, or the connection failed first): again,
-         * once, on a fresh connection. */
-        st->resent = true;
-        st->up_done = false;
-        tr_metrics_count(W(st)->metrics, TR_C_UPSTREAM_RESEND, 1);
-        up_start(st, true);
         return;
     }
     if (st->down_done) {
@@ -1120,6 +1146,8 @@ static const struct tr_upstream_owner_ops stream_h1_ops = {
     .on_io = h1_on_io,
 };
 
+static int h1_connect(struct tr_stream *st, bool fresh);
+
 static int h1_start(struct tr_stream *st, bool fresh)
 {
     struct tr_stream_h1 *x = &st->h1;
@@ -1136,6 +1164,13 @@ static int h1_start(struct tr_stream *st, bool fresh)
         local_reply(st, 431, TR_RF_DPE, "request header fields too large\n");
         return -1;
     }
+    return h1_connect(st, fresh);
+}
+
+/* A connection for the request head (and body start) waiting in h1.out. */
+static int h1_connect(struct tr_stream *st, bool fresh)
+{
+    struct tr_stream_h1 *x = &st->h1;
     bool ready = false;
     const char *reason = NULL;
     x->up = tr_pool_acquire(W(st), st->ep, &stream_h1_ops, st, fresh, false, &ready, &reason);
@@ -1161,9 +1196,18 @@ static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char
     struct tr_stream *st = owner;
     if (err < 0) {
         st->h1.up = NULL;
+        struct tr_endpoint_rt *failed = st->ep;
         if (st->ep != NULL) {
             st->ep->active_requests--;
             st->ep = NULL;
+        }
+        /* Never connected: h1.out still holds every byte given to this side
+         * (the rest waits in req_pend), so another endpoint can have it. */
+        struct tr_endpoint_rt *next = tr_attempt_next(W(st), st->cluster, failed, &st->attempts);
+        if (next != NULL) {
+            up_use(st, next);
+            h1_connect(st, false);
+            return;
         }
         char body[TR_UPSTREAM_ERROR_MAX];
         local_reply(st, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
@@ -1503,36 +1547,48 @@ static void h1_pump_once(struct tr_stream *st)
 
 /* ---- upstream start / release ---- */
 
+/* The endpoint this attempt goes to. */
+static void up_use(struct tr_stream *st, struct tr_endpoint_rt *ep)
+{
+    st->ep = ep;
+    ep->active_requests++;
+    st->upstream_addr = ep->cfg->addr.text;
+}
+
 static void up_start(struct tr_stream *st, bool fresh)
 {
-    struct tr_endpoint_rt *ep =
-        tr_cluster_pick(st->cluster, tr_worker_rand(W(st)), NULL, tr_loop_now_ms(W(st)->loop));
+    struct tr_endpoint_rt *ep = tr_attempt_first(W(st), st->cluster, &st->attempts);
     if (ep == NULL) {
         local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
         return;
     }
-    st->ep = ep;
-    ep->active_requests++;
-    st->upstream_addr = ep->cfg->addr.text;
+    up_use(st, ep);
     if (st->up == TR_SU_H2) {
-        const char *reason = NULL;
-        if (tr_h2_up_open(W(st), ep, fresh, &stream_h2up_ops, st, &st->upreq, !st->req_has_body,
-                          &st->h2, &reason) < 0) {
-            bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
-            ep->active_requests--;
-            st->ep = NULL;
-            char body[TR_UPSTREAM_ERROR_MAX];
-            local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
-                        tr_upstream_error_body(body, sizeof(body),
-                                               overflow ? "overflow" : "connection failure"));
-            return;
-        }
-        /* Body bytes that arrived before the stream existed. */
-        if (st->req_pend != NULL || st->req_trailers.v != NULL)
-            req_flush_pending(st);
+        h2_open(st, fresh);
         return;
     }
     h1_start(st, fresh);
+}
+
+/* Open the HTTP/2 stream on st->ep. */
+static void h2_open(struct tr_stream *st, bool fresh)
+{
+    struct tr_endpoint_rt *ep = st->ep;
+    const char *reason = NULL;
+    if (tr_h2_up_open(W(st), ep, fresh, &stream_h2up_ops, st, &st->upreq, !st->req_has_body,
+                      &st->h2, &reason) < 0) {
+        bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
+        ep->active_requests--;
+        st->ep = NULL;
+        char body[TR_UPSTREAM_ERROR_MAX];
+        local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
+                    tr_upstream_error_body(body, sizeof(body),
+                                           overflow ? "overflow" : "connection failure"));
+        return;
+    }
+    /* Body bytes that arrived before the stream existed. */
+    if (st->req_pend != NULL || st->req_trailers.v != NULL)
+        req_flush_pending(st);
 }
 
 static void up_release(struct tr_stream *st, bool reusable)

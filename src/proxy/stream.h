@@ -77,6 +77,7 @@ struct tr_stream {
     uint8_t up;                    /* enum tr_stream_up */
     uint8_t proto;                 /* enum tr_req_proto, for metrics */
     uint8_t method_id;             /* enum tr_h1_method */
+    uint8_t attempts;              /* endpoints tried (proxy/attempt.h) */
     bool grpc;
     bool orig_h2;       /* the client originally spoke HTTP/2 (see tr_stream_orig_h2) */
     bool req_in_end;    /* the downstream request is complete */

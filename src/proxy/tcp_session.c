@@ -15,6 +15,7 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
+#include "proxy/attempt.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
 #include "upstream/pool.h"
@@ -158,15 +159,20 @@ static void tcp_on_down_io(struct tr_io *io, uint32_t events)
     tcp_pump(s);
 }
 
+static bool tcp_connect(struct tr_session *s, struct tr_endpoint_rt *ep);
+
 static void tcp_on_up_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
 {
     struct tr_session *s = owner;
     struct tr_tcp_state *t = &s->tcp;
     if (err < 0) {
         t->up = NULL;
-        tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name,
-                t->cluster->eps[0].cfg->addr.text, reason);
-        tcp_finish(s, TR_RF_UF);
+        tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name, up->ep->cfg->addr.text,
+                reason);
+        /* No byte went anywhere yet: try another endpoint. */
+        struct tr_endpoint_rt *next = tr_attempt_next(s->w, t->cluster, up->ep, &t->attempts);
+        if (next == NULL || !tcp_connect(s, next))
+            tcp_finish(s, TR_RF_UF);
         return;
     }
     t->connected = true;
@@ -200,6 +206,20 @@ static const struct tr_upstream_owner_ops tcp_up_ops = {
     .on_io = tcp_on_up_io,
 };
 
+/* Start the connection to ep; the connect deadline is the pool's, this
+ * timer only backs it up. False: it could not even start. */
+static bool tcp_connect(struct tr_session *s, struct tr_endpoint_rt *ep)
+{
+    struct tr_tcp_state *t = &s->tcp;
+    bool ready;
+    const char *reason = NULL;
+    t->up = tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, false, &ready, &reason);
+    if (t->up == NULL)
+        return false;
+    tr_timer_set(s->w->loop, &s->timer, t->cluster->cfg->connect_timeout_ms + 1000);
+    return true;
+}
+
 static void tcp_on_timer(struct tr_timer *timer)
 {
     struct tr_session *s = tr_container_of(timer, struct tr_session, timer);
@@ -232,18 +252,11 @@ void tr_tcp_session_start(struct tr_session *s)
         return;
     }
     t->cluster = &s->ws->clusters[s->lcfg->tcp_cluster];
-    struct tr_endpoint_rt *ep =
-        tr_cluster_pick(t->cluster, tr_worker_rand(s->w), NULL, tr_loop_now_ms(s->w->loop));
+    struct tr_endpoint_rt *ep = tr_attempt_first(s->w, t->cluster, &t->attempts);
     if (ep == NULL) {
         tcp_finish(s, TR_RF_UH);
         return;
     }
-    bool ready;
-    const char *reason = NULL;
-    t->up = tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, false, &ready, &reason);
-    if (t->up == NULL) {
+    if (!tcp_connect(s, ep))
         tcp_finish(s, TR_RF_UF);
-        return;
-    }
-    tr_timer_set(s->w->loop, &s->timer, t->cluster->cfg->connect_timeout_ms + 1000);
 }

@@ -1,0 +1,28 @@
+/* proxy/attempt.c: endpoint choice for the first attempt and for the
+ * attempts after a connect failure (see attempt.h). */
+#include "proxy/attempt.h"
+
+#include "cluster/cluster.h"
+#include "event/loop.h"
+#include "obs/metrics.h"
+#include "runtime/worker.h"
+
+struct tr_endpoint_rt *tr_attempt_first(struct tr_worker *w, struct tr_cluster_rt *c,
+                                        uint8_t *attempts)
+{
+    *attempts = 1;
+    return tr_cluster_pick(c, tr_worker_rand(w), NULL, tr_loop_now_ms(w->loop));
+}
+
+struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt *c,
+                                       const struct tr_endpoint_rt *failed, uint8_t *attempts)
+{
+    if (*attempts >= TR_CONNECT_ATTEMPTS)
+        return NULL;
+    struct tr_endpoint_rt *ep = tr_cluster_pick(c, tr_worker_rand(w), failed, tr_loop_now_ms(w->loop));
+    if (ep == NULL)
+        return NULL;
+    (*attempts)++;
+    tr_metrics_count(w->metrics, TR_C_UPSTREAM_RETRY, 1);
+    return ep;
+}
