@@ -1759,9 +1759,6 @@ static bool parse_route(struct ld *ld, const struct cnode *v, struct tr_route_cf
             size_t s2 = path_push_key(ld, "prefix");
             if (r->prefix_rewrite[0] != '/')
                 ok = fail(ld, wf[RW_PREFIX].v, "must start with \"/\"");
-            else if (r->path_kind == TR_PATH_REGEX)
-                ok = fail(ld, wf[RW_PREFIX].v,
-                          "a prefix rewrite needs a prefix or exact path match, not regex");
             path_pop(ld, s2);
         }
         if (ok && r->host_rewrite != NULL && strpbrk(r->host_rewrite, " \t/") != NULL) {

@@ -62,6 +62,24 @@ int tr_fields_add(struct tr_fields *f, tr_str name, tr_str value)
     return 0;
 }
 
+int tr_fields_add_joined(struct tr_fields *f, tr_str name, tr_str head, tr_str tail)
+{
+    if (f->n == f->cap)
+        return -1;
+    uint32_t mark = f->used;
+    /* store() appends, so the two parts end up adjacent: one value. */
+    char *n = store(f, name, true);
+    char *v = n != NULL ? f->bytes + f->used : NULL;
+    if (n == NULL || store(f, head, false) == NULL || store(f, tail, false) == NULL) {
+        f->used = mark;
+        return -1;
+    }
+    f->v[f->n].name = tr_str_from(n, name.len);
+    f->v[f->n].value = tr_str_from(v, head.len + tail.len);
+    f->n++;
+    return 0;
+}
+
 int tr_fields_add_cstr(struct tr_fields *f, const char *name, const char *value)
 {
     return tr_fields_add(f, tr_str_from(name, strlen(name)), tr_str_from(value, strlen(value)));
@@ -84,24 +102,8 @@ static bool name_is(tr_str n, const char *lit)
 
 bool tr_fields_is_hop_by_hop(tr_str name)
 {
-    switch (name.len) {
-    case 2:
-        return name_is(name, "te");
-    case 4:
-        return name_is(name, "host");
-    case 7:
-        return name_is(name, "upgrade") || name_is(name, "trailer");
-    case 10:
-        return name_is(name, "connection") || name_is(name, "keep-alive");
-    case 14:
-        return name_is(name, "http2-settings");
-    case 16:
-        return name_is(name, "proxy-connection");
-    case 17:
-        return name_is(name, "transfer-encoding");
-    default:
-        return false;
-    }
+    /* The one table is codec/h1's; in HTTP/2 form Host is :authority. */
+    return name_is(name, "host") || tr_h1_is_hop_by_hop(name);
 }
 
 int tr_fields_from_h1_request(struct tr_fields *out, const struct tr_h1_message *m, tr_str scheme,

@@ -37,6 +37,8 @@ void tr_fields_free(struct tr_fields *f);
  * list is full. */
 int tr_fields_add(struct tr_fields *f, tr_str name, tr_str value);
 int tr_fields_add_cstr(struct tr_fields *f, const char *name, const char *value);
+/* Append name with the value head followed by tail (one field). */
+int tr_fields_add_joined(struct tr_fields *f, tr_str name, tr_str head, tr_str tail);
 /* Index of the first field named name (lowercase), or -1. */
 int tr_fields_find(const struct tr_h2_header *v, size_t n, const char *name);
 

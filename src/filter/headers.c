@@ -81,6 +81,7 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
     put_str(&w, m->method);
     PUT_LIT(&w, " ");
     put_str(&w, rw->target);
+    put_str(&w, rw->target_tail);
     PUT_LIT(&w, " HTTP/1.1\r\n");
 
     bool have_host = false;

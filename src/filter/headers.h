@@ -13,7 +13,8 @@
 #include "core/str.h"
 
 struct tr_request_rewrite {
-    tr_str target;       /* request-target to send (origin-form) */
+    tr_str target;       /* request-target to send (origin-form)... */
+    tr_str target_tail;  /* ... followed by this (a rewritten path's rest) */
     tr_str host;         /* Host to send; .p == NULL: keep the original */
     const char *peer_ip; /* for X-Forwarded-For */
     enum tr_xff_mode xff;

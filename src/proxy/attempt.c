@@ -19,7 +19,8 @@ struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt
 {
     if (*attempts >= TR_CONNECT_ATTEMPTS)
         return NULL;
-    struct tr_endpoint_rt *ep = tr_cluster_pick(c, tr_worker_rand(w), failed, tr_loop_now_ms(w->loop));
+    struct tr_endpoint_rt *ep =
+        tr_cluster_pick(c, tr_worker_rand(w), failed, tr_loop_now_ms(w->loop));
     if (ep == NULL)
         return NULL;
     (*attempts)++;

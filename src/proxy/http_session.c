@@ -330,16 +330,7 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
 {
     struct tr_http_state *h = &s->http;
     const struct tr_listener_cfg *l = lcfg(s);
-    char target[8192 + 256];
-    tr_str tgt = path;
-    if (route->prefix_rewrite != NULL && route->path_kind == TR_PATH_PREFIX) {
-        size_t plen = strlen(route->path), rlen = strlen(route->prefix_rewrite);
-        if (path.len >= plen && path.len - plen + rlen < sizeof(target)) {
-            memcpy(target, route->prefix_rewrite, rlen);
-            memcpy(target + rlen, path.p + plen, path.len - plen);
-            tgt = tr_str_from(target, rlen + path.len - plen);
-        }
-    }
+    struct tr_path_rewrite tgt = tr_route_rewrite_path(route, path);
     /* HTTP/1.0 may omit Host; HTTP/1.1 upstreams require one: name the
      * destination service (or the cluster). */
     if (m->host_idx < 0 && host.len == 0) {
@@ -348,7 +339,8 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
         host = tr_str_from(dest, strlen(dest));
     }
     struct tr_request_rewrite rw = {
-        .target = tgt,
+        .target = tgt.head,
+        .target_tail = tgt.tail,
         .host = route->host_rewrite != NULL
                     ? tr_str_from(route->host_rewrite, strlen(route->host_rewrite))
                     : (m->host_idx < 0 ? host : (tr_str){NULL, 0}),
@@ -361,7 +353,7 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
                 ((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w)},
         .upgrade = h->upgrade,
     };
-    size_t need = m->head_len + 512 + tgt.len;
+    size_t need = m->head_len + 512 + tgt.head.len + tgt.tail.len;
     h->reqout = buf_get_sized(s->w, need);
     if (h->reqout == NULL || tr_filter_request_head(h->reqout, NULL, m, &rw) < 0) {
         local_reply(s, 431, TR_RF_DPE, "request header fields too large\n");

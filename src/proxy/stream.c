@@ -750,21 +750,13 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
             st->cluster->cfg->service != NULL ? st->cluster->cfg->service : st->cluster->cfg->name;
         auth = tr_str_from(dest, strlen(dest));
     }
-    char target[8192 + 256];
-    if (route->prefix_rewrite != NULL && route->path_kind == TR_PATH_PREFIX) {
-        size_t plen = strlen(route->path), rlen = strlen(route->prefix_rewrite);
-        if (path.len >= plen && path.len - plen + rlen < sizeof(target)) {
-            memcpy(target, route->prefix_rewrite, rlen);
-            memcpy(target + rlen, path.p + plen, path.len - plen);
-            path = tr_str_from(target, rlen + path.len - plen);
-        }
-    }
+    struct tr_path_rewrite upath = tr_route_rewrite_path(route, path);
     bool tls = st->cluster->tls != NULL;
     if (tr_fields_add(f, TR_STR_LIT(":method"), h[mi].value) < 0 ||
         tr_fields_add(f, TR_STR_LIT(":scheme"), tls ? TR_STR_LIT("https") : TR_STR_LIT("http")) <
             0 ||
         tr_fields_add(f, TR_STR_LIT(":authority"), auth) < 0 ||
-        tr_fields_add(f, TR_STR_LIT(":path"), path) < 0)
+        tr_fields_add_joined(f, TR_STR_LIT(":path"), upath.head, upath.tail) < 0)
         return -1;
     /* X-Forwarded-For: every received value joined, then the peer. */
     char xff[2048];

@@ -704,3 +704,22 @@ int tr_route_pick_cluster(const struct tr_route_cfg *route, uint32_t rnd)
     }
     return -1; /* unreachable: x < total */
 }
+
+struct tr_path_rewrite tr_route_rewrite_path(const struct tr_route_cfg *route, tr_str path)
+{
+    struct tr_path_rewrite out = {path, {"", 0}};
+    if (route->prefix_rewrite == NULL)
+        return out;
+    out.head = tr_str_from(route->prefix_rewrite, strlen(route->prefix_rewrite));
+    if (route->path_kind == TR_PATH_PREFIX) {
+        /* The route matched, so path starts with the prefix (in any case
+         * when path_ignore_case): the same number of bytes goes. */
+        size_t plen = strlen(route->path);
+        out.tail = plen <= path.len ? tr_str_from(path.p + plen, path.len - plen) : out.tail;
+        return out;
+    }
+    const char *q = memchr(path.p, '?', path.len);
+    if (q != NULL)
+        out.tail = tr_str_from(q, path.len - (size_t)(q - path.p));
+    return out;
+}

@@ -46,6 +46,17 @@ void tr_router_free(struct tr_router *r);
 const struct tr_route_cfg *tr_router_match(const struct tr_router *r,
                                            const struct tr_route_request *req);
 
+/* The path a matched request goes upstream with: head followed by tail,
+ * slices of the route and of the request (nothing is copied, so no length
+ * limit). A prefix route's rewrite replaces the matched prefix; an exact or
+ * regex route's replaces the whole path and keeps the query (Istio's
+ * rewrite.uri). Without a rewrite, head is the path and tail is empty. */
+struct tr_path_rewrite {
+    tr_str head;
+    tr_str tail;
+};
+struct tr_path_rewrite tr_route_rewrite_path(const struct tr_route_cfg *route, tr_str path);
+
 /* Pick one weighted cluster of a route; rnd is a uniformly distributed
  * 32-bit random number supplied by the caller (per-worker PRNG). */
 int tr_route_pick_cluster(const struct tr_route_cfg *route, uint32_t rnd);

@@ -172,7 +172,8 @@ int tr_h1_chunked_in_trailers(const struct tr_h1_chunked *c);
 
 /* Hop-by-hop header names (RFC 9110 7.6.1 plus the de-facto ones): Connection,
  * Keep-Alive, Proxy-Connection, TE, Transfer-Encoding, Upgrade, Trailer,
- * HTTP2-Settings. */
+ * HTTP2-Settings. The proxy's one table of them: the HTTP/1.1 rewrite
+ * (filter/headers.c) and header lists (filter/fields.c) both ask here. */
 int tr_h1_is_hop_by_hop(tr_str name);
 
 /* True if name appears as a token in the Connection header values of msg. */

@@ -166,6 +166,41 @@ static void test_trailers(void **state)
     tr_fields_free(&f);
 }
 
+static void test_add_joined(void **state)
+{
+    (void)state;
+    struct tr_fields f;
+    assert_int_equal(tr_fields_init(&f, 4, 16), 0);
+    assert_int_equal(
+        tr_fields_add_joined(&f, TR_STR_LIT(":Path"), TR_STR_LIT("/v2"), TR_STR_LIT("/x?y")), 0);
+    assert_int_equal(f.n, 1);
+    assert_true(TR_STR_EQ_LIT(f.v[0].name, ":path"));
+    assert_true(TR_STR_EQ_LIT(f.v[0].value, "/v2/x?y"));
+    /* Does not fit: nothing is added, nothing is used. */
+    uint32_t used = f.used;
+    assert_int_equal(
+        tr_fields_add_joined(&f, TR_STR_LIT("a"), TR_STR_LIT("12345"), TR_STR_LIT("67890")), -1);
+    assert_int_equal(f.n, 1);
+    assert_int_equal(f.used, used);
+    tr_fields_free(&f);
+}
+
+static void test_one_hop_by_hop_table(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"connection", "keep-alive",        "proxy-connection",
+                                        "te",         "transfer-encoding", "upgrade",
+                                        "trailer",    "http2-settings"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        tr_str n = tr_str_from(names[i], strlen(names[i]));
+        assert_true(tr_fields_is_hop_by_hop(n));
+        assert_true(tr_h1_is_hop_by_hop(n));
+    }
+    assert_true(tr_fields_is_hop_by_hop(TR_STR_LIT("host")));
+    assert_false(tr_fields_is_hop_by_hop(TR_STR_LIT("x-forwarded-for")));
+    assert_false(tr_fields_is_hop_by_hop(TR_STR_LIT("content-length")));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +209,8 @@ int main(void)
         cmocka_unit_test(test_fields_to_h1_request),
         cmocka_unit_test(test_response_both_ways),
         cmocka_unit_test(test_trailers),
+        cmocka_unit_test(test_add_joined),
+        cmocka_unit_test(test_one_hop_by_hop_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -577,6 +577,49 @@ static void test_pick_cluster(void **state)
     assert_int_equal(tr_route_pick_cluster(&bigr, UINT32_MAX - 1), 0);
 }
 
+/* The upstream path: prefix routes swap the matched prefix, exact and regex
+ * routes the whole path (the query stays); slices only, so any length. */
+static void rewritten(const struct tr_route_cfg *r, const char *path, const char *want)
+{
+    struct tr_path_rewrite rw = tr_route_rewrite_path(r, tr_str_from(path, strlen(path)));
+    char got[20000];
+    assert_true(rw.head.len + rw.tail.len < sizeof(got));
+    memcpy(got, rw.head.p, rw.head.len);
+    memcpy(got + rw.head.len, rw.tail.p, rw.tail.len);
+    got[rw.head.len + rw.tail.len] = '\0';
+    assert_string_equal(got, want);
+}
+
+static void test_rewrite_path(void **state)
+{
+    (void)state;
+    struct tr_route_cfg none = {.path_kind = TR_PATH_PREFIX, .path = "/api"};
+    rewritten(&none, "/api/x?q=1", "/api/x?q=1");
+    struct tr_route_cfg prefix = {
+        .path_kind = TR_PATH_PREFIX, .path = "/api/", .prefix_rewrite = "/v2/"};
+    rewritten(&prefix, "/api/x?q=1", "/v2/x?q=1");
+    rewritten(&prefix, "/api/", "/v2/");
+    struct tr_route_cfg icase = {.path_kind = TR_PATH_PREFIX,
+                                 .path = "/api/",
+                                 .path_ignore_case = true,
+                                 .prefix_rewrite = "/"};
+    rewritten(&icase, "/API/x", "/x");
+    struct tr_route_cfg exact = {
+        .path_kind = TR_PATH_EXACT, .path = "/old", .prefix_rewrite = "/new/place"};
+    rewritten(&exact, "/old", "/new/place");
+    rewritten(&exact, "/old?a=b&c", "/new/place?a=b&c");
+    struct tr_route_cfg regex = {
+        .path_kind = TR_PATH_REGEX, .path = "/u/[0-9]+", .prefix_rewrite = "/user"};
+    rewritten(&regex, "/u/42", "/user");
+    rewritten(&regex, "/u/42?x", "/user?x");
+    /* Long paths are rewritten too (no fixed buffer). */
+    static char longp[16384], want[16384];
+    memset(longp, 'a', sizeof(longp) - 1);
+    memcpy(longp, "/api/", 5);
+    snprintf(want, sizeof(want), "/v2/%s", longp + 5);
+    rewritten(&prefix, longp, want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -592,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_hostile_regex_is_bounded),
         cmocka_unit_test(test_concurrent_match),
         cmocka_unit_test(test_pick_cluster),
+        cmocka_unit_test(test_rewrite_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
