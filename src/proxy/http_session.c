@@ -26,12 +26,12 @@
 #include "filter/headers.h"
 #include "net/sock.h"
 #include "obs/access_log.h"
-#include "proxy/attempt.h"
 #include "proxy/decide.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
 #include "proxy/stream.h"
 #include "router/router.h"
+#include "upstream/h1_client.h"
 #include "upstream/pool.h"
 
 static void http_pump(struct tr_session *s);
@@ -91,15 +91,7 @@ static void arm_idle(struct tr_session *s)
 
 static void upstream_detach(struct tr_session *s, bool reusable)
 {
-    struct tr_http_state *h = &s->http;
-    if (h->up != NULL) {
-        tr_pool_release(h->up, reusable);
-        h->up = NULL;
-    }
-    if (h->ep != NULL) {
-        h->ep->active_requests--;
-        h->ep = NULL;
-    }
+    tr_h1c_release(&s->http.uc, reusable);
 }
 
 static void log_and_count(struct tr_session *s);
@@ -155,7 +147,7 @@ static void log_and_count(struct tr_session *s)
             .principal = s->principal,
             .listener = lcfg(s)->name,
             .cluster = h->cluster != NULL ? h->cluster->cfg->name : NULL,
-            .upstream = h->cluster != NULL && h->route != NULL ? h->upstream_addr : NULL,
+            .upstream = h->cluster != NULL && h->route != NULL ? h->uc.addr : NULL,
         };
         tr_access_log_write(s->w->access_log_fd, &e);
     }
@@ -218,7 +210,7 @@ static void finish_request(struct tr_session *s)
     log_and_count(s);
     bool up_reusable = h->resp_body != TR_H1_BODY_UNTIL_CLOSE && h->rq == TR_RQ_DONE &&
                        (h->resp == NULL || tr_buf_len(h->resp) == 0) && !h->local_reply;
-    upstream_detach(s, up_reusable && !h->up_close);
+    upstream_detach(s, up_reusable);
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
     if (!h->keep_alive || s->draining || h->rq != TR_RQ_DONE) {
@@ -321,7 +313,7 @@ static bool split_absolute(tr_str target, tr_str *host, tr_str *path)
     return true;
 }
 
-static void start_upstream(struct tr_session *s, bool fresh);
+static void start_upstream(struct tr_session *s);
 
 /* Build the upstream request head in reqout. Returns false on failure
  * (a local reply has been set). */
@@ -589,66 +581,53 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
         tr_timer_set(w->loop, &s->timer, route->timeout_ms);
     else
         arm_idle(s);
-    start_upstream(s, false);
+    start_upstream(s);
 }
 
-static void connect_endpoint(struct tr_session *s, struct tr_endpoint_rt *ep, bool fresh);
-
-static void start_upstream(struct tr_session *s, bool fresh)
+/* Go on from what the upstream client made of an attempt. reason: the
+ * failure to name in a 503 UF body. */
+static void attempt_started(struct tr_session *s, enum tr_h1c_status st, const char *reason)
 {
     struct tr_http_state *h = &s->http;
-    struct tr_endpoint_rt *ep = tr_attempt_first(s->w, h->cluster, &h->attempts);
-    if (ep == NULL) {
+    char body[TR_UPSTREAM_ERROR_MAX];
+    switch (st) {
+    case TR_H1C_READY:
+        h->peer_id = h->uc.up->peer_id;
+        h->rs = TR_RS_HEAD;
+        return;
+    case TR_H1C_CONNECTING:
+        h->rs = TR_RS_WAIT;
+        return;
+    case TR_H1C_NO_HEALTHY:
         local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
         return;
-    }
-    connect_endpoint(s, ep, fresh);
-}
-
-static void connect_endpoint(struct tr_session *s, struct tr_endpoint_rt *ep, bool fresh)
-{
-    struct tr_http_state *h = &s->http;
-    bool ready = false;
-    const char *reason = NULL;
-    h->ep = ep;
-    ep->active_requests++;
-    h->upstream_addr = ep->cfg->addr.text;
-    struct tr_upstream *up =
-        tr_pool_acquire(s->w, ep, &http_up_ops, s, fresh, false, &ready, &reason);
-    if (up == NULL) {
-        bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
-        char body[TR_UPSTREAM_ERROR_MAX];
-        local_reply(s, 503, overflow ? TR_RF_UO : TR_RF_UF,
-                    tr_upstream_error_body(body, sizeof(body),
-                                           overflow ? "overflow" : "connection failure"));
+    case TR_H1C_OVERFLOW:
+        local_reply(s, 503, TR_RF_UO, tr_upstream_error_body(body, sizeof(body), "overflow"));
+        return;
+    case TR_H1C_FAILED:
+        local_reply(s, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
         return;
     }
-    h->up = up;
-    h->up_reused = ready;
-    h->peer_id = up->peer_id;
-    if (ready) {
-        tr_metrics_count(s->w->metrics, TR_C_UPSTREAM_REUSED, 1);
-        h->rs = TR_RS_HEAD;
-    } else {
-        h->rs = TR_RS_WAIT;
-    }
+}
+
+static void start_upstream(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    attempt_started(s, tr_h1c_start(&h->uc, s->w, h->cluster, &http_up_ops, s, false),
+                    "connection failure");
 }
 
 /* The request was sent on a pooled connection that the server had already
- * closed, and nothing came back: no part of it can have been processed, so it
- * goes again, once, on a new connection. This is the keep-alive race that
- * shows up as intermittent 503 "UC" in other meshes. */
+ * closed, and nothing came back: again, once, on a new connection, if the
+ * whole request is still in reqout (upstream/h1_client.h). */
 static bool resend(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    if (!h->up_reused || !h->retryable || h->resent || h->got_response_byte || h->reqout == NULL ||
-        h->rq != TR_RQ_DONE)
+    bool held = h->retryable && !h->got_response_byte && h->reqout != NULL && h->rq == TR_RQ_DONE;
+    if (!h->uc.reused || h->uc.resent || !held)
         return false;
-    h->resent = true;
-    upstream_detach(s, false);
     h->reqout_sent = 0;
-    tr_metrics_count(s->w->metrics, TR_C_UPSTREAM_RESEND, 1);
-    start_upstream(s, true);
+    attempt_started(s, tr_h1c_resend(&h->uc, held), "connection failure");
     return true;
 }
 
@@ -675,23 +654,9 @@ static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char
     struct tr_session *s = owner;
     struct tr_http_state *h = &s->http;
     if (err < 0) {
-        h->up = NULL; /* already closed by the pool */
-        struct tr_endpoint_rt *failed = h->ep;
-        if (h->ep != NULL) {
-            h->ep->active_requests--;
-            h->ep = NULL;
-        }
-        /* Not connected: no byte of the request left, it can go elsewhere
-         * (the rest of its body still waits in rx). */
-        struct tr_endpoint_rt *next =
-            h->reqout_sent == 0 ? tr_attempt_next(s->w, h->cluster, failed, &h->attempts) : NULL;
-        if (next != NULL) {
-            connect_endpoint(s, next, false);
-            http_pump(s);
-            return;
-        }
-        char body[TR_UPSTREAM_ERROR_MAX];
-        local_reply(s, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
+        /* Not connected, so no byte of the request left (the rest of its
+         * body still waits in rx): another endpoint may take it. */
+        attempt_started(s, tr_h1c_connect_failed(&h->uc), reason);
     } else {
         h->rs = TR_RS_HEAD;
         h->peer_id = up->peer_id;
@@ -776,7 +741,7 @@ static bool send_reqout(struct tr_session *s, bool *progress)
     if (h->reqout == NULL)
         return true;
     while (h->reqout_sent < h->reqout->end) {
-        ssize_t n = tr_conn_write(&h->up->conn, h->reqout->data + h->reqout_sent,
+        ssize_t n = tr_conn_write(&h->uc.up->conn, h->reqout->data + h->reqout_sent,
                                   h->reqout->end - h->reqout_sent);
         if (n == TR_AGAIN)
             return false;
@@ -851,7 +816,7 @@ static bool forward_request_body(struct tr_session *s)
                 continue;
             }
         }
-        ssize_t n = tr_conn_write(&h->up->conn, tr_buf_head(s->rx), sendable);
+        ssize_t n = tr_conn_write(&h->uc.up->conn, tr_buf_head(s->rx), sendable);
         if (n == TR_AGAIN)
             return progress;
         if (n < 0) {
@@ -879,7 +844,7 @@ static bool forward_request_body(struct tr_session *s)
 static ssize_t read_up(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    struct tr_conn *c = &h->up->conn;
+    struct tr_conn *c = &h->uc.up->conn;
     if (!tr_conn_readable(c))
         return 0;
     if (h->resp == NULL && (h->resp = tr_buf_get(&s->w->bufs)) == NULL)
@@ -898,23 +863,6 @@ static ssize_t read_up(struct tr_session *s)
     return -1;
 }
 
-/* "timeout=N" of a Keep-Alive header value, in ms; 0 if absent or invalid. */
-static uint32_t keep_alive_timeout_ms(tr_str v)
-{
-    for (uint32_t i = 0; i + 8 <= v.len; i++) {
-        if (strncasecmp(v.p + i, "timeout=", 8) != 0 ||
-            (i > 0 && v.p[i - 1] != ' ' && v.p[i - 1] != ','))
-            continue;
-        uint32_t secs = 0, j = i + 8;
-        if (j >= v.len || v.p[j] < '0' || v.p[j] > '9')
-            return 0;
-        for (; j < v.len && v.p[j] >= '0' && v.p[j] <= '9' && secs < 86400; j++)
-            secs = secs * 10 + (uint32_t)(v.p[j] - '0');
-        return secs * 1000;
-    }
-    return 0;
-}
-
 static bool handle_response_head(struct tr_session *s, uint32_t head_len)
 {
     struct tr_http_state *h = &s->http;
@@ -925,7 +873,7 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     int rc = tr_h1_parse_response(tr_buf_head(h->resp), head_len, &s->ws->snap->h1_limits,
                                   (enum tr_h1_method)h->method_id, &m);
     if (rc < 0) {
-        tr_warn("cluster %s: invalid response from %s: %s", h->cluster->cfg->name, h->upstream_addr,
+        tr_warn("cluster %s: invalid response from %s: %s", h->cluster->cfg->name, h->uc.addr,
                 tr_h1_error_str(rc));
         h->got_response_byte = false; /* nothing was forwarded */
         upstream_detach(s, false);
@@ -933,11 +881,7 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         local_reply(s, 502, TR_RF_UPE, "upstream sent an invalid response\n");
         return true;
     }
-    if (m.flags & TR_H1_F_CONN_CLOSE)
-        h->up_close = true;
-    int ka = tr_h1_find_header(&m, "keep-alive", 10);
-    if (ka >= 0 && h->up != NULL)
-        h->up->server_idle_ms = keep_alive_timeout_ms(m.headers[ka].value);
+    tr_h1c_response_head(&h->uc, &m);
     if (m.status >= 100 && m.status < 200 && m.status != 101) {
         /* Interim response: pass it on to HTTP/1.1 clients, then read on. */
         if (!h->version10) {
@@ -1153,7 +1097,7 @@ static bool forward_response_body(struct tr_session *s)
              !h->resp_chunk_done && tr_buf_room(h->resp) > 0 && tr_buf_len(h->resp) == 0)) {
             ssize_t n = read_up(s);
             if (n < 0) {
-                if (h->resp_body == TR_H1_BODY_UNTIL_CLOSE && h->up->conn.rx_eof) {
+                if (h->resp_body == TR_H1_BODY_UNTIL_CLOSE && h->uc.up->conn.rx_eof) {
                     h->rs = TR_RS_DONE;
                     return true;
                 }
@@ -1191,7 +1135,7 @@ static bool forward_response_body(struct tr_session *s)
                 tr_buf_compact(h->resp);
             ssize_t n = read_up(s);
             if (n < 0) {
-                if (h->resp_body == TR_H1_BODY_UNTIL_CLOSE && h->up->conn.rx_eof) {
+                if (h->resp_body == TR_H1_BODY_UNTIL_CLOSE && h->uc.up->conn.rx_eof) {
                     h->rs = TR_RS_DONE;
                     return true;
                 }
@@ -1232,10 +1176,11 @@ static bool tunnel(struct tr_session *s)
         return progress;
     /* Either side ending ends the tunnel (WebSocket closes both ways). */
     bool up_eof = false, down_eof = false;
-    int a = tr_relay_copy(&s->w->bufs, &h->up->conn, &s->down, &h->resp, &h->resp_bytes, &up_eof);
+    int a =
+        tr_relay_copy(&s->w->bufs, &h->uc.up->conn, &s->down, &h->resp, &h->resp_bytes, &up_eof);
     if (a < 0)
         goto closed;
-    int b = tr_relay_copy(&s->w->bufs, &s->down, &h->up->conn, &s->rx, &h->req_bytes, &down_eof);
+    int b = tr_relay_copy(&s->w->bufs, &s->down, &h->uc.up->conn, &s->rx, &h->req_bytes, &down_eof);
     if (b < 0)
         goto closed;
     progress |= a > 0 || b > 0;
@@ -1334,17 +1279,17 @@ static void http_pump(struct tr_session *s)
             if (h->stream != NULL)
                 continue;
         }
-        bool up_ready = h->up != NULL && (h->rs == TR_RS_HEAD || h->rs == TR_RS_BODY);
+        bool up_ready = h->uc.up != NULL && (h->rs == TR_RS_HEAD || h->rs == TR_RS_BODY);
         if (up_ready && !h->local_reply) {
             bool sent = send_reqout(s, &progress);
             if (s->phase != TR_PH_HTTP)
                 return;
-            if (sent && h->rq == TR_RQ_BODY && h->up != NULL)
+            if (sent && h->rq == TR_RQ_BODY && h->uc.up != NULL)
                 progress |= forward_request_body(s);
             if (s->phase != TR_PH_HTTP)
                 return;
         }
-        if (h->rs == TR_RS_HEAD && h->up != NULL)
+        if (h->rs == TR_RS_HEAD && h->uc.up != NULL)
             progress |= read_response_head(s);
         if (s->phase != TR_PH_HTTP)
             return;

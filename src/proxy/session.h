@@ -20,6 +20,7 @@
 #include "obs/metrics.h"
 #include "runtime/worker.h"
 #include "transport/transport.h"
+#include "upstream/h1_client.h"
 
 struct tr_upstream;
 struct tr_endpoint_rt;
@@ -61,18 +62,14 @@ struct tr_http_state {
     bool is_head;
     bool upgrade;     /* request asked to upgrade */
     bool retryable;   /* the whole request is still in reqout */
-    bool resent;      /* already re-sent once on a fresh connection */
-    bool up_reused;   /* current upstream came from the pool */
     bool dechunk;     /* HTTP/1.0 client: strip chunked framing */
     bool local_reply; /* the response is ours, not the upstream's */
     bool got_response_byte;
     bool lingering;      /* response sent, discarding input before close */
     bool logged;         /* this request is counted in metrics and the access log */
-    bool up_close;       /* upstream said Connection: close */
     bool req_chunk_done; /* chunked request: terminator validated */
     bool resp_chunk_done;
     uint8_t method_id;
-    uint8_t attempts; /* endpoints tried for this request (proxy/attempt.h) */
     size_t head_scanned;
     size_t resp_head_scanned;
     uint64_t req_remaining;
@@ -83,9 +80,8 @@ struct tr_http_state {
     uint32_t resp_validated;
     struct tr_buf *reqout; /* rewritten head (+ body start) for the upstream */
     uint32_t reqout_sent;
-    struct tr_buf *resp; /* bytes from the upstream */
-    struct tr_upstream *up;
-    struct tr_endpoint_rt *ep;
+    struct tr_buf *resp;    /* bytes from the upstream */
+    struct tr_h1_client uc; /* the upstream connection (upstream/h1_client.h) */
     struct tr_cluster_rt *cluster;
     const void *route;        /* const struct tr_route_cfg * */
     struct tr_stream *stream; /* the request goes to an HTTP/2 upstream (proxy/stream.h) */
@@ -97,10 +93,9 @@ struct tr_http_state {
     uint64_t req_bytes;
     uint64_t resp_bytes;
     uint16_t status;
-    uint16_t flags;            /* TR_RF_* */
-    uint32_t requests;         /* served on this connection */
-    const char *peer_id;       /* upstream's verified SPIFFE ID */
-    const char *upstream_addr; /* endpoint address text (config) */
+    uint16_t flags;      /* TR_RF_* */
+    uint32_t requests;   /* served on this connection */
+    const char *peer_id; /* upstream's verified SPIFFE ID */
     char request_id[40];
     char method[16];
     char path[256]; /* for the access log; truncated */
@@ -116,7 +111,7 @@ struct tr_tcp_state {
     uint32_t pipe_ud_bytes;
     bool splice;
     bool connected;
-    uint8_t attempts;        /* endpoints tried (proxy/attempt.h) */
+    uint8_t attempts;        /* endpoints tried (upstream/attempt.h) */
     bool down_eof, up_eof;   /* read side saw EOF */
     bool up_shut, down_shut; /* we half-closed that side's write */
     uint64_t sent, received;

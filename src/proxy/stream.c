@@ -11,10 +11,11 @@
 #include "filter/authz.h"
 #include "filter/headers.h"
 #include "obs/access_log.h"
-#include "proxy/attempt.h"
+#include "upstream/attempt.h"
 #include "proxy/decide.h"
 #include "proxy/session.h"
 #include "router/router.h"
+#include "upstream/h1_client.h"
 #include "upstream/pool.h"
 
 /* Upstream request: budget for the rewritten header list. */
@@ -515,7 +516,7 @@ static void resp_flush_pending(struct tr_stream *st)
 void tr_stream_resp_resume(struct tr_stream *st)
 {
     resp_flush_pending(st);
-    if (up_is_conn(st) && st->h1.up != NULL)
+    if (up_is_conn(st) && st->h1.uc.up != NULL)
         h1_pump(st);
 }
 
@@ -651,7 +652,7 @@ void tr_stream_req_data(struct tr_stream *st, const uint8_t *p, size_t len, bool
         st->req_pend_end = true;
     /* An HTTP/1.1 upstream that took part of it may have drained its output
      * already (no write event will come): look again after this batch. */
-    if (up_is_conn(st) && st->h1.up != NULL && st->h1.ready)
+    if (up_is_conn(st) && st->h1.uc.up != NULL && st->h1.ready)
         tr_loop_defer(W(st)->loop, &st->pump_later, h1_pump_later);
 }
 
@@ -1138,9 +1139,11 @@ static const struct tr_upstream_owner_ops stream_h1_ops = {
     .on_io = h1_on_io,
 };
 
-static int h1_connect(struct tr_stream *st, bool fresh);
+static bool h1_attempt(struct tr_stream *st, enum tr_h1c_status status, const char *reason);
 
-static int h1_start(struct tr_stream *st, bool fresh)
+/* The request head for the HTTP/1.1 upstream, into h1.out. False: answered
+ * locally. */
+static bool h1_head(struct tr_stream *st)
 {
     struct tr_stream_h1 *x = &st->h1;
     bool tunnel = st->up == TR_SU_TUNNEL;
@@ -1154,56 +1157,57 @@ static int h1_start(struct tr_stream *st, bool fresh)
     if (x->out == NULL || (!tunnel && tr_fields_h1_request_head(x->out, st->upreq.v, st->upreq.n,
                                                                 x->chunked_req) < 0)) {
         local_reply(st, 431, TR_RF_DPE, "request header fields too large\n");
-        return -1;
+        return false;
     }
-    return h1_connect(st, fresh);
+    return true;
 }
 
-/* A connection for the request head (and body start) waiting in h1.out. */
-static int h1_connect(struct tr_stream *st, bool fresh)
+/* Head, then the connection (upstream/h1_client.h); fresh: tunnels. */
+static void h1_start(struct tr_stream *st, bool fresh)
+{
+    if (h1_head(st))
+        h1_attempt(st, tr_h1c_start(&st->h1.uc, W(st), st->cluster, &stream_h1_ops, st, fresh),
+                   "connection failure");
+}
+
+/* Go on from what the upstream client made of an attempt. reason: the
+ * failure to name in a 503 UF body. False: answered locally. */
+static bool h1_attempt(struct tr_stream *st, enum tr_h1c_status status, const char *reason)
 {
     struct tr_stream_h1 *x = &st->h1;
-    bool ready = false;
-    const char *reason = NULL;
-    x->up = tr_pool_acquire(W(st), st->ep, &stream_h1_ops, st, fresh, false, &ready, &reason);
-    if (x->up == NULL) {
-        bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
-        char body[TR_UPSTREAM_ERROR_MAX];
-        local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
-                    tr_upstream_error_body(body, sizeof(body), "connection failure"));
-        return -1;
-    }
-    x->ready = ready;
-    x->reused = ready;
-    if (ready) {
-        st->peer_id = x->up->peer_id;
-        tr_metrics_count(W(st)->metrics, TR_C_UPSTREAM_REUSED, 1);
+    char body[TR_UPSTREAM_ERROR_MAX];
+    if (x->uc.addr != NULL)
+        st->upstream_addr = x->uc.addr;
+    switch (status) {
+    case TR_H1C_READY:
+        x->ready = true;
+        st->peer_id = x->uc.up->peer_id;
         h1_pump(st);
+        return true;
+    case TR_H1C_CONNECTING:
+        x->ready = false;
+        return true;
+    case TR_H1C_NO_HEALTHY:
+        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
+        return false;
+    case TR_H1C_OVERFLOW:
+        local_reply(st, 503, TR_RF_UO, tr_upstream_error_body(body, sizeof(body), "overflow"));
+        return false;
+    case TR_H1C_FAILED:
+    default:
+        local_reply(st, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
+        return false;
     }
-    return 0;
 }
 
 static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
 {
     struct tr_stream *st = owner;
     if (err < 0) {
-        st->h1.up = NULL;
-        struct tr_endpoint_rt *failed = st->ep;
-        if (st->ep != NULL) {
-            st->ep->active_requests--;
-            st->ep = NULL;
-        }
         /* Never connected: h1.out still holds every byte given to this side
          * (the rest waits in req_pend), so another endpoint can have it. */
-        struct tr_endpoint_rt *next = tr_attempt_next(W(st), st->cluster, failed, &st->attempts);
-        if (next != NULL) {
-            up_use(st, next);
-            h1_connect(st, false);
-            return;
-        }
-        char body[TR_UPSTREAM_ERROR_MAX];
-        local_reply(st, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
-        stream_maybe_free(st);
+        if (!h1_attempt(st, tr_h1c_connect_failed(&st->h1.uc), reason))
+            stream_maybe_free(st);
         return;
     }
     st->h1.ready = true;
@@ -1274,14 +1278,12 @@ static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
 static void h1_failed(struct tr_stream *st, uint16_t flag)
 {
     struct tr_stream_h1 *x = &st->h1;
-    if (x->reused && !x->got_byte && !st->resent && !st->req_has_body && !st->down_done) {
-        /* The keep-alive race: the pooled connection was already closed. */
-        st->resent = true;
-        up_release(st, false);
-        st->up = TR_SU_H1;
-        st->up_done = false;
-        tr_metrics_count(W(st)->metrics, TR_C_UPSTREAM_RESEND, 1);
-        up_start(st, true);
+    bool held = !x->got_byte && !st->req_has_body && !st->down_done;
+    if (st->up == TR_SU_H1 && held && x->uc.reused && !x->uc.resent) {
+        /* The keep-alive race (upstream/h1_client.h): the head again, on a
+         * fresh connection. */
+        if (!h1_head(st) || !h1_attempt(st, tr_h1c_resend(&x->uc, true), "connection failure"))
+            stream_maybe_free(st);
         return;
     }
     if (!st->resp_head_out) {
@@ -1317,8 +1319,7 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
         stream_maybe_free(st);
         return false;
     }
-    if (m.flags & TR_H1_F_CONN_CLOSE)
-        x->conn_close = true;
+    tr_h1c_response_head(&x->uc, &m);
     struct tr_fields f;
     size_t bytes = head_len + 16;
     if (tr_fields_init(&f, m.n_headers + 2, (uint32_t)bytes) < 0 ||
@@ -1431,7 +1432,7 @@ static void h1_pump(struct tr_stream *st)
     do {
         x->again = false;
         h1_pump_once(st);
-    } while (x->again && up_is_conn(st) && x->up != NULL);
+    } while (x->again && up_is_conn(st) && x->uc.up != NULL);
     x->pumping = false;
 }
 
@@ -1439,11 +1440,11 @@ static void h1_pump_once(struct tr_stream *st)
 {
     struct tr_stream_h1 *x = &st->h1;
     for (int guard = 0; guard < 64; guard++) {
-        if (!up_is_conn(st) || x->up == NULL || !x->ready)
+        if (!up_is_conn(st) || x->uc.up == NULL || !x->ready)
             return;
         /* Request bytes out. */
         while (x->out != NULL && tr_buf_len(x->out) > 0) {
-            ssize_t n = tr_conn_write(&x->up->conn, tr_buf_head(x->out), tr_buf_len(x->out));
+            ssize_t n = tr_conn_write(&x->uc.up->conn, tr_buf_head(x->out), tr_buf_len(x->out));
             if (n == TR_AGAIN)
                 break;
             if (n < 0) {
@@ -1454,16 +1455,16 @@ static void h1_pump_once(struct tr_stream *st)
         }
         bool out_empty = x->out == NULL || tr_buf_len(x->out) == 0;
         if (out_empty && x->shut_pending && !x->shut_done) {
-            tr_conn_shutdown_write(&x->up->conn);
+            tr_conn_shutdown_write(&x->uc.up->conn);
             x->shut_done = true;
             st->req_out_end = true;
         }
         /* Request bytes, its end or its trailers waiting in the stream. */
         if (out_empty && (tr_stream_req_blocked(st) || st->req_trailers.v != NULL)) {
             req_flush_pending(st);
-            if (!up_is_conn(st) || x->up == NULL)
+            if (!up_is_conn(st) || x->uc.up == NULL)
                 return;
-            if (x->out != NULL && tr_buf_len(x->out) > 0 && x->up->conn.tx_ready)
+            if (x->out != NULL && tr_buf_len(x->out) > 0 && x->uc.up->conn.tx_ready)
                 continue;
         }
         /* Response bytes in. */
@@ -1492,14 +1493,14 @@ static void h1_pump_once(struct tr_stream *st)
                 }
             } else if (!x->done) {
                 h1_response_body(st);
-                if (!up_is_conn(st) || x->up == NULL)
+                if (!up_is_conn(st) || x->uc.up == NULL)
                     return;
             }
         }
         if (x->done && st->up == TR_SU_TUNNEL && !(st->req_in_end && out_empty) && !st->down_done)
             return; /* the server half-closed: keep carrying the client's bytes */
         if (x->done) {
-            bool reusable = st->up == TR_SU_H1 && st->req_out_end && !x->conn_close &&
+            bool reusable = st->up == TR_SU_H1 && st->req_out_end &&
                             (x->in == NULL || tr_buf_len(x->in) == 0) &&
                             (x->out == NULL || tr_buf_len(x->out) == 0) &&
                             x->body != TR_H1_BODY_UNTIL_CLOSE;
@@ -1510,14 +1511,14 @@ static void h1_pump_once(struct tr_stream *st)
             stream_maybe_free(st);
             return;
         }
-        if (!tr_conn_readable(&x->up->conn))
+        if (!tr_conn_readable(&x->uc.up->conn))
             return;
         if (x->in == NULL && (x->in = pend_buf(st)) == NULL)
             return;
         tr_buf_compact(x->in);
         if (tr_buf_room(x->in) == 0)
             return;
-        ssize_t n = tr_conn_read(&x->up->conn, tr_buf_tail(x->in), tr_buf_room(x->in));
+        ssize_t n = tr_conn_read(&x->uc.up->conn, tr_buf_tail(x->in), tr_buf_room(x->in));
         if (n == TR_AGAIN)
             return;
         if (n <= 0) {
@@ -1533,7 +1534,7 @@ static void h1_pump_once(struct tr_stream *st)
         x->got_byte = true;
     }
     /* Plenty to do: continue after other connections had their turn. */
-    if (x->up != NULL)
+    if (x->uc.up != NULL)
         tr_loop_defer(W(st)->loop, &st->pump_later, h1_pump_later);
 }
 
@@ -1549,17 +1550,17 @@ static void up_use(struct tr_stream *st, struct tr_endpoint_rt *ep)
 
 static void up_start(struct tr_stream *st, bool fresh)
 {
+    if (st->up != TR_SU_H2) {
+        h1_start(st, fresh);
+        return;
+    }
     struct tr_endpoint_rt *ep = tr_attempt_first(W(st), st->cluster, &st->attempts);
     if (ep == NULL) {
         local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
         return;
     }
     up_use(st, ep);
-    if (st->up == TR_SU_H2) {
-        h2_open(st, fresh);
-        return;
-    }
-    h1_start(st, fresh);
+    h2_open(st, fresh);
 }
 
 /* Open the HTTP/2 stream on st->ep. */
@@ -1589,10 +1590,8 @@ static void up_release(struct tr_stream *st, bool reusable)
         tr_h2_up_cancel(st->h2);
         st->h2.c = NULL;
     }
-    if ((st->up == TR_SU_H1 || st->up == TR_SU_TUNNEL) && st->h1.up != NULL) {
-        tr_pool_release(st->h1.up, reusable && st->up == TR_SU_H1);
-        st->h1.up = NULL;
-    }
+    if (st->up == TR_SU_H1 || st->up == TR_SU_TUNNEL)
+        tr_h1c_release(&st->h1.uc, reusable && st->up == TR_SU_H1);
     if (st->ep != NULL) {
         st->ep->active_requests--;
         st->ep = NULL;

@@ -35,6 +35,7 @@
 #include "core/buf.h"
 #include "event/loop.h"
 #include "filter/fields.h"
+#include "upstream/h1_client.h"
 #include "upstream/h2_upconn.h"
 
 struct tr_session;
@@ -48,20 +49,18 @@ enum tr_stream_up { TR_SU_NONE = 0, TR_SU_H1, TR_SU_H2, TR_SU_LOCAL, TR_SU_TUNNE
 /* The HTTP/1.1 upstream side of a stream; also the TCP side of a CONNECT
  * tunnel (TR_SU_TUNNEL: raw bytes both ways). */
 struct tr_stream_h1 {
-    struct tr_upstream *up;
-    struct tr_buf *out; /* request head and framed body not yet written */
-    struct tr_buf *in;  /* response bytes not yet processed */
-    struct tr_buf *trl; /* chunked response: trailer section bytes */
+    struct tr_h1_client uc; /* the connection (upstream/h1_client.h) */
+    struct tr_buf *out;     /* request head and framed body not yet written */
+    struct tr_buf *in;      /* response bytes not yet processed */
+    struct tr_buf *trl;     /* chunked response: trailer section bytes */
     struct tr_h1_chunked chunked;
     uint64_t remaining; /* response body bytes left (length framing) */
     size_t head_scanned;
     uint8_t body; /* enum tr_h1_body of the response */
     bool ready;   /* connected */
-    bool reused;  /* came from the idle pool */
     bool chunked_req;
     bool head_done;
     bool got_byte;
-    bool conn_close;
     bool done;    /* response complete */
     bool pumping; /* inside h1_pump: nested calls only ask for another round */
     bool again;
@@ -77,7 +76,7 @@ struct tr_stream {
     uint8_t up;                    /* enum tr_stream_up */
     uint8_t proto;                 /* enum tr_req_proto, for metrics */
     uint8_t method_id;             /* enum tr_h1_method */
-    uint8_t attempts;              /* endpoints tried (proxy/attempt.h) */
+    uint8_t attempts;              /* endpoints tried (upstream/attempt.h) */
     bool grpc;
     bool orig_h2;       /* the client originally spoke HTTP/2 (see tr_stream_orig_h2) */
     bool req_in_end;    /* the downstream request is complete */

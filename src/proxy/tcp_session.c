@@ -15,7 +15,7 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
-#include "proxy/attempt.h"
+#include "upstream/attempt.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
 #include "upstream/pool.h"

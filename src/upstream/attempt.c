@@ -1,6 +1,6 @@
-/* proxy/attempt.c: endpoint choice for the first attempt and for the
+/* upstream/attempt.c: endpoint choice for the first attempt and for the
  * attempts after a connect failure (see attempt.h). */
-#include "proxy/attempt.h"
+#include "upstream/attempt.h"
 
 #include "cluster/cluster.h"
 #include "event/loop.h"

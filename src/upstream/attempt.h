@@ -1,15 +1,15 @@
-/* proxy/attempt.h: which endpoint a request (or a TCP connection) goes to,
+/* upstream/attempt.h: which endpoint a request (or a TCP connection) goes to,
  * first and after a connect failure.
  *
  * A connection that fails before any byte of the request left the proxy
  * (connect refused or timed out, TLS handshake failure, an HTTP/2 stream
  * the server refused unprocessed) did no work upstream, so the request goes
  * to another endpoint: at most TR_CONNECT_ATTEMPTS attempts in all (Istio's
- * default retry policy re-sends connect failures twice). The HTTP/1.1
- * session, the streams and the TCP proxy all decide through here, so the
- * policy exists once. */
-#ifndef TR_PROXY_ATTEMPT_H
-#define TR_PROXY_ATTEMPT_H
+ * default retry policy re-sends connect failures twice). HTTP/1.1 upstreams
+ * (upstream/h1_client.h), HTTP/2 upstream streams (proxy/stream.c) and the
+ * TCP proxy all decide through here, so the policy exists once. */
+#ifndef TR_UPSTREAM_ATTEMPT_H
+#define TR_UPSTREAM_ATTEMPT_H
 
 #include <stdint.h>
 

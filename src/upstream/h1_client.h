@@ -1,0 +1,82 @@
+/* upstream/h1_client.h: the upstream connection of one HTTP/1.1 request,
+ * for both callers: the HTTP/1.1 byte path (proxy/http_session.c) and the
+ * streams whose upstream speaks HTTP/1.1 (proxy/stream.c).
+ *
+ * It owns the connection side of the exchange: picking the endpoint
+ * (upstream/attempt.h), acquiring a pooled or new connection
+ * (upstream/pool.h), going to another endpoint when the connection fails
+ * before any byte was sent, the keep-alive race (a request sent on a pooled
+ * connection the server had already closed is re-sent once on a fresh one),
+ * the endpoint's outstanding-request count (least_request), what the
+ * server's response head says about the connection (Connection: close,
+ * Keep-Alive: timeout) and the release to the pool. What goes over the
+ * connection is the caller's: the byte path forwards text, streams convert
+ * header lists. Retries, mirroring and outlier detection hook in here.
+ *
+ * Embedded in its owner; no allocation of its own. One worker thread.
+ */
+#ifndef TR_UPSTREAM_H1_CLIENT_H
+#define TR_UPSTREAM_H1_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec/h1/h1.h"
+
+struct tr_worker;
+struct tr_cluster_rt;
+struct tr_endpoint_rt;
+struct tr_upstream;
+struct tr_upstream_owner_ops;
+
+struct tr_h1_client {
+    struct tr_upstream *up;    /* the connection, NULL when none */
+    struct tr_endpoint_rt *ep; /* endpoint of the current attempt (counted in active_requests) */
+    struct tr_worker *w;
+    struct tr_cluster_rt *cluster;
+    const struct tr_upstream_owner_ops *ops; /* the owner's callbacks (upstream/pool.h) */
+    void *owner;
+    const char *addr;  /* address text of the last endpoint tried, for logs */
+    uint8_t attempts;  /* endpoints tried (upstream/attempt.h) */
+    bool fresh;          /* new connections only (tunnels) */
+    bool reused;         /* the connection came from the idle pool */
+    bool resent;         /* the keep-alive race re-send happened */
+    bool conn_close;     /* the server said Connection: close */
+};
+
+enum tr_h1c_status {
+    TR_H1C_READY = 0,  /* a pooled connection: send now (no on_ready follows) */
+    TR_H1C_CONNECTING, /* ops->on_ready follows */
+    TR_H1C_NO_HEALTHY, /* no endpoint is healthy: 503 UH */
+    TR_H1C_OVERFLOW,   /* the endpoint's connection cap: 503 UO */
+    TR_H1C_FAILED,     /* could not connect: 503 UF */
+};
+
+/* Start the request's first attempt; fresh: on a new connection, never a
+ * pooled one (CONNECT tunnels). Sets every field (a previous request's state
+ * is forgotten; its connection must have been released). */
+enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
+                                struct tr_cluster_rt *cluster,
+                                const struct tr_upstream_owner_ops *ops, void *owner, bool fresh);
+
+/* ops->on_ready reported a failed connection (the pool closed it). Nothing
+ * was sent on it, so the request goes to another endpoint when the attempt
+ * policy allows: READY or CONNECTING; else FAILED (503 UF). */
+enum tr_h1c_status tr_h1c_connect_failed(struct tr_h1_client *c);
+
+/* The connection failed after the request was written, before any response
+ * byte. If it came from the pool (the keep-alive race: the server closed it
+ * unread), the caller still holds the whole request (held) and it was not
+ * re-sent yet: release it and start again on a fresh connection, returning
+ * that attempt's status. Otherwise nothing changes and FAILED is returned. */
+enum tr_h1c_status tr_h1c_resend(struct tr_h1_client *c, bool held);
+
+/* Note what a parsed response head says about the connection. */
+void tr_h1c_response_head(struct tr_h1_client *c, const struct tr_h1_message *m);
+
+/* The exchange is over: the connection goes back to the pool if reusable
+ * (and the server did not say close), else is closed; the endpoint's
+ * outstanding count drops. Idempotent. */
+void tr_h1c_release(struct tr_h1_client *c, bool reusable);
+
+#endif
