@@ -62,6 +62,24 @@ int tr_fields_add(struct tr_fields *f, tr_str name, tr_str value)
     return 0;
 }
 
+char *tr_fields_add_space(struct tr_fields *f, tr_str name, size_t len)
+{
+    if (f->n == f->cap || len > UINT32_MAX)
+        return NULL;
+    uint32_t mark = f->used;
+    char *n = store(f, name, true);
+    if (n == NULL || f->size - f->used < len) {
+        f->used = mark;
+        return NULL;
+    }
+    char *v = f->bytes + f->used;
+    f->used += (uint32_t)len;
+    f->v[f->n].name = tr_str_from(n, name.len);
+    f->v[f->n].value = tr_str_from(v, len);
+    f->n++;
+    return v;
+}
+
 int tr_fields_add_joined(struct tr_fields *f, tr_str name, tr_str head, tr_str tail)
 {
     if (f->n == f->cap)

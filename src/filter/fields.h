@@ -37,6 +37,9 @@ void tr_fields_free(struct tr_fields *f);
  * list is full. */
 int tr_fields_add(struct tr_fields *f, tr_str name, tr_str value);
 int tr_fields_add_cstr(struct tr_fields *f, const char *name, const char *value);
+/* Append name with a value of len bytes that the caller writes into the
+ * returned storage (before the next append). NULL when the list is full. */
+char *tr_fields_add_space(struct tr_fields *f, tr_str name, size_t len);
 /* Append name with the value head followed by tail (one field). */
 int tr_fields_add_joined(struct tr_fields *f, tr_str name, tr_str head, tr_str tail);
 /* Index of the first field named name (lowercase), or -1. */

@@ -72,6 +72,33 @@ void tr_request_id_format(char *out, uint64_t a, uint64_t b)
     *p = '\0';
 }
 
+enum tr_rh_verdict tr_request_header_verdict(enum tr_xff_mode xff, bool set_xfp,
+                                             enum tr_request_id_mode request_id, tr_str name,
+                                             tr_str value, bool *rid_kept)
+{
+    switch (name.len) { /* most headers are decided by their length alone */
+    case 4:
+        return TR_STR_IEQ_LIT(name, "host") ? TR_RH_HOST : TR_RH_PASS;
+    case 12:
+        if (!TR_STR_IEQ_LIT(name, "x-request-id") || request_id == TR_REQID_OFF)
+            return TR_RH_PASS;
+        if (request_id == TR_REQID_ALWAYS || *rid_kept || value.len == 0 || value.len > 36)
+            return TR_RH_DROP; /* replaced (or a duplicate, or unusable) */
+        *rid_kept = true;
+        return TR_RH_REQUEST_ID;
+    case 15:
+        return TR_STR_IEQ_LIT(name, "x-forwarded-for") && xff == TR_XFF_APPEND ? TR_RH_XFF
+                                                                               : TR_RH_PASS;
+    case 17:
+        return TR_STR_IEQ_LIT(name, "x-forwarded-proto") && set_xfp ? TR_RH_DROP : TR_RH_PASS;
+    case 18:
+        /* mesh-internal (proxy/stream.c): never passed on */
+        return TR_STR_IEQ_LIT(name, "trellis-orig-proto") ? TR_RH_DROP : TR_RH_PASS;
+    default:
+        return TR_RH_PASS;
+    }
+}
+
 int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,
                            struct tr_request_rewrite *rw)
 {
@@ -84,36 +111,33 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
     put_str(&w, rw->target_tail);
     PUT_LIT(&w, " HTTP/1.1\r\n");
 
-    bool have_host = false;
+    bool have_host = false, rid_kept = false;
     const struct tr_h1_header *xff_first = NULL;
     rw->request_id_out[0] = '\0';
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct tr_h1_header *h = &m->headers[i];
         if (drop_header(m, h->name))
             continue;
-        if (TR_STR_IEQ_LIT(h->name, "host")) {
+        switch (tr_request_header_verdict(rw->xff, rw->xfp != NULL, rw->request_id, h->name,
+                                          h->value, &rid_kept)) {
+        case TR_RH_HOST:
             have_host = true;
             put_header(&w, "host", 4, rw->host.p ? rw->host.p : h->value.p,
                        rw->host.p ? rw->host.len : h->value.len);
             continue;
-        }
-        if (TR_STR_IEQ_LIT(h->name, "x-forwarded-for") && rw->xff == TR_XFF_APPEND) {
+        case TR_RH_XFF:
             if (xff_first == NULL)
                 xff_first = h; /* emitted once below, all values joined */
             continue;
-        }
-        if (TR_STR_IEQ_LIT(h->name, "trellis-orig-proto"))
-            continue; /* mesh-internal: never passed on (proxy/stream.c) */
-        if (TR_STR_IEQ_LIT(h->name, "x-forwarded-proto") && rw->xfp != NULL)
+        case TR_RH_DROP:
             continue;
-        if (TR_STR_IEQ_LIT(h->name, "x-request-id") && rw->request_id != TR_REQID_OFF) {
-            if (rw->request_id == TR_REQID_ALWAYS || rw->request_id_out[0] != '\0' ||
-                h->value.len == 0 || h->value.len > 36)
-                continue; /* replaced (or a duplicate, or unusable) */
+        case TR_RH_REQUEST_ID:
             memcpy(rw->request_id_out, h->value.p, h->value.len);
             rw->request_id_out[h->value.len] = '\0';
             put_header(&w, "x-request-id", 12, h->value.p, h->value.len);
             continue;
+        case TR_RH_PASS:
+            break;
         }
         put_str(&w, h->name);
         PUT_LIT(&w, ": ");

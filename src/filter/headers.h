@@ -25,6 +25,21 @@ struct tr_request_rewrite {
     bool upgrade;         /* forward Upgrade + Connection: upgrade */
 };
 
+/* The listener's request-header policy, one decision per received header
+ * (after hop-by-hop removal), for both forms: HTTP/1.1 text
+ * (tr_filter_request_head) and header lists (proxy/stream.c). name in any
+ * case. *rid_kept: an x-request-id was already kept for this request. */
+enum tr_rh_verdict {
+    TR_RH_PASS = 0,   /* forward as received */
+    TR_RH_DROP,       /* mesh-internal, replaced by ours, or an unusable x-request-id */
+    TR_RH_HOST,       /* Host: the host rule decides (HTTP/2 form: :authority) */
+    TR_RH_XFF,        /* joined into the one X-Forwarded-For sent (values in order, ", ") */
+    TR_RH_REQUEST_ID, /* kept as the request's id (at most one, <= 36 bytes) */
+};
+enum tr_rh_verdict tr_request_header_verdict(enum tr_xff_mode xff, bool set_xfp,
+                                             enum tr_request_id_mode request_id, tr_str name,
+                                             tr_str value, bool *rid_kept);
+
 /* Append the upstream request head to out. Returns 0, or -1 if out is too
  * small (the caller retries with a bigger buffer). */
 int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,

@@ -759,9 +759,10 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         tr_fields_add(f, TR_STR_LIT(":authority"), auth) < 0 ||
         tr_fields_add_joined(f, TR_STR_LIT(":path"), upath.head, upath.tail) < 0)
         return -1;
-    /* X-Forwarded-For: every received value joined, then the peer. */
-    char xff[2048];
-    size_t xlen = 0;
+    /* The listener's policy (filter/headers.h), as for HTTP/1.1 text.
+     * X-Forwarded-For: every received value joined, then the peer; its
+     * exact length is known, so it is written once, in place. */
+    size_t xlen = strlen(s->peer_ip);
     bool rid_kept = false;
     st->request_id[0] = '\0';
     for (size_t i = 0; i < n; i++) {
@@ -773,37 +774,36 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
             if (!(TR_STR_EQ_LIT(name, "te") && TR_STR_IEQ_LIT(h[i].value, "trailers")))
                 continue;
         }
-        if (tr_str_eq(name, ORIG_PROTO.p, ORIG_PROTO.len))
+        switch (
+            tr_request_header_verdict(l->xff, l->xfp, l->request_id, name, h[i].value, &rid_kept)) {
+        case TR_RH_DROP:
+        case TR_RH_HOST: /* :authority carries it */
             continue;
-        if (TR_STR_EQ_LIT(name, "x-forwarded-for") && l->xff == TR_XFF_APPEND) {
-            if (h[i].value.len > 0 && xlen + h[i].value.len + 2 < sizeof(xff)) {
-                memcpy(xff + xlen, h[i].value.p, h[i].value.len);
-                xlen += h[i].value.len;
-                memcpy(xff + xlen, ", ", 2);
-                xlen += 2;
-            }
+        case TR_RH_XFF:
+            if (h[i].value.len > 0)
+                xlen += h[i].value.len + 2;
             continue;
-        }
-        if (TR_STR_EQ_LIT(name, "x-forwarded-proto") && l->xfp)
-            continue;
-        if (TR_STR_EQ_LIT(name, "x-request-id") && l->request_id != TR_REQID_OFF) {
-            if (l->request_id == TR_REQID_ALWAYS || rid_kept || h[i].value.len == 0 ||
-                h[i].value.len > 36)
-                continue;
-            rid_kept = true;
+        case TR_RH_REQUEST_ID:
             tr_str_to_cstr(st->request_id, sizeof(st->request_id), h[i].value);
+            break;
+        case TR_RH_PASS:
+            break;
         }
         if (tr_fields_add(f, name, h[i].value) < 0)
             return -1;
     }
     if (l->xff == TR_XFF_APPEND) {
-        size_t pl = strlen(s->peer_ip);
-        if (xlen + pl < sizeof(xff)) {
-            memcpy(xff + xlen, s->peer_ip, pl);
-            xlen += pl;
-        }
-        if (tr_fields_add(f, TR_STR_LIT("x-forwarded-for"), tr_str_from(xff, xlen)) < 0)
+        char *x = tr_fields_add_space(f, TR_STR_LIT("x-forwarded-for"), xlen);
+        if (x == NULL)
             return -1;
+        for (size_t i = 0; i < n; i++) {
+            if (!TR_STR_EQ_LIT(h[i].name, "x-forwarded-for") || h[i].value.len == 0)
+                continue;
+            memcpy(x, h[i].value.p, h[i].value.len);
+            memcpy(x + h[i].value.len, ", ", 2);
+            x += h[i].value.len + 2;
+        }
+        memcpy(x, s->peer_ip, strlen(s->peer_ip));
     }
     if (l->xfp &&
         tr_fields_add_cstr(f, "x-forwarded-proto",

@@ -22,8 +22,7 @@ static enum tr_h1c_status connect_to(struct tr_h1_client *c, struct tr_endpoint_
     if (c->up == NULL) {
         ep->active_requests--;
         c->ep = NULL;
-        return reason != NULL && strcmp(reason, "overflow") == 0 ? TR_H1C_OVERFLOW
-                                                                  : TR_H1C_FAILED;
+        return reason != NULL && strcmp(reason, "overflow") == 0 ? TR_H1C_OVERFLOW : TR_H1C_FAILED;
     }
     c->reused = ready;
     if (!ready)

@@ -36,12 +36,12 @@ struct tr_h1_client {
     struct tr_cluster_rt *cluster;
     const struct tr_upstream_owner_ops *ops; /* the owner's callbacks (upstream/pool.h) */
     void *owner;
-    const char *addr;  /* address text of the last endpoint tried, for logs */
-    uint8_t attempts;  /* endpoints tried (upstream/attempt.h) */
-    bool fresh;          /* new connections only (tunnels) */
-    bool reused;         /* the connection came from the idle pool */
-    bool resent;         /* the keep-alive race re-send happened */
-    bool conn_close;     /* the server said Connection: close */
+    const char *addr; /* address text of the last endpoint tried, for logs */
+    uint8_t attempts; /* endpoints tried (upstream/attempt.h) */
+    bool fresh;       /* new connections only (tunnels) */
+    bool reused;      /* the connection came from the idle pool */
+    bool resent;      /* the keep-alive race re-send happened */
+    bool conn_close;  /* the server said Connection: close */
 };
 
 enum tr_h1c_status {
