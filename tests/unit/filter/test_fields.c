@@ -182,6 +182,14 @@ static void test_add_joined(void **state)
         tr_fields_add_joined(&f, TR_STR_LIT("a"), TR_STR_LIT("12345"), TR_STR_LIT("67890")), -1);
     assert_int_equal(f.n, 1);
     assert_int_equal(f.used, used);
+    assert_null(tr_fields_add_space(&f, TR_STR_LIT("b"), 16));
+    assert_int_equal(f.used, used);
+    char *x = tr_fields_add_space(&f, TR_STR_LIT("X"), 3);
+    assert_non_null(x);
+    memcpy(x, "1,2", 3);
+    assert_int_equal(f.n, 2);
+    assert_true(TR_STR_EQ_LIT(f.v[1].name, "x"));
+    assert_true(TR_STR_EQ_LIT(f.v[1].value, "1,2"));
     tr_fields_free(&f);
 }
 

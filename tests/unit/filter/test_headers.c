@@ -159,6 +159,52 @@ static void test_local_response_and_overflow(void **state)
     free(b);
 }
 
+static enum tr_rh_verdict verdict(enum tr_xff_mode xff, bool xfp, enum tr_request_id_mode rid,
+                                  const char *name, const char *value, bool *kept)
+{
+    return tr_request_header_verdict(xff, xfp, rid, tr_str_from(name, strlen(name)),
+                                     tr_str_from(value, strlen(value)), kept);
+}
+
+static void test_request_header_verdict(void **state)
+{
+    (void)state;
+    bool kept = false;
+    /* Names in any case: HTTP/1.1 text and lowercase lists decide alike. */
+    assert_int_equal(verdict(TR_XFF_APPEND, true, TR_REQID_PRESERVE, "Host", "a", &kept),
+                     TR_RH_HOST);
+    assert_int_equal(verdict(TR_XFF_APPEND, true, TR_REQID_PRESERVE, "X-Forwarded-For", "1", &kept),
+                     TR_RH_XFF);
+    assert_int_equal(verdict(TR_XFF_OFF, true, TR_REQID_PRESERVE, "x-forwarded-for", "1", &kept),
+                     TR_RH_PASS);
+    assert_int_equal(
+        verdict(TR_XFF_APPEND, true, TR_REQID_PRESERVE, "x-forwarded-proto", "x", &kept),
+        TR_RH_DROP);
+    assert_int_equal(
+        verdict(TR_XFF_APPEND, false, TR_REQID_PRESERVE, "x-forwarded-proto", "x", &kept),
+        TR_RH_PASS);
+    assert_int_equal(
+        verdict(TR_XFF_APPEND, false, TR_REQID_PRESERVE, "Trellis-Orig-Proto", "HTTP/2", &kept),
+        TR_RH_DROP);
+    /* x-request-id: the first usable one is kept, the rest dropped. */
+    assert_int_equal(verdict(TR_XFF_APPEND, true, TR_REQID_PRESERVE, "x-request-id", "", &kept),
+                     TR_RH_DROP);
+    assert_false(kept);
+    assert_int_equal(verdict(TR_XFF_APPEND, true, TR_REQID_PRESERVE, "X-Request-Id", "r1", &kept),
+                     TR_RH_REQUEST_ID);
+    assert_true(kept);
+    assert_int_equal(verdict(TR_XFF_APPEND, true, TR_REQID_PRESERVE, "x-request-id", "r2", &kept),
+                     TR_RH_DROP);
+    kept = false;
+    assert_int_equal(verdict(TR_XFF_APPEND, true, TR_REQID_ALWAYS, "x-request-id", "r1", &kept),
+                     TR_RH_DROP);
+    assert_int_equal(verdict(TR_XFF_APPEND, true, TR_REQID_OFF, "x-request-id", "r1", &kept),
+                     TR_RH_PASS);
+    assert_int_equal(
+        verdict(TR_XFF_APPEND, true, TR_REQID_PRESERVE, "x-other-header-12", "v", &kept),
+        TR_RH_PASS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +213,7 @@ int main(void)
         cmocka_unit_test(test_multiple_xff_headers_joined),
         cmocka_unit_test(test_upgrade_and_chunked_kept),
         cmocka_unit_test(test_local_response_and_overflow),
+        cmocka_unit_test(test_request_header_verdict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
