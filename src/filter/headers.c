@@ -11,6 +11,8 @@ struct writer {
 
 static void put(struct writer *w, const char *s, size_t n)
 {
+    if (n == 0) /* s may be NULL (an unset slice such as target_tail) */
+        return;
     if (w->full || n > w->room) {
         w->full = true;
         return;
