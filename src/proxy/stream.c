@@ -11,10 +11,10 @@
 #include "filter/authz.h"
 #include "filter/headers.h"
 #include "obs/access_log.h"
-#include "upstream/attempt.h"
 #include "proxy/decide.h"
 #include "proxy/session.h"
 #include "router/router.h"
+#include "upstream/attempt.h"
 #include "upstream/h1_client.h"
 #include "upstream/pool.h"
 

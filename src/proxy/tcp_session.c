@@ -15,9 +15,9 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
-#include "upstream/attempt.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
+#include "upstream/attempt.h"
 #include "upstream/pool.h"
 
 #define SPLICE_CHUNK (64 * 1024)
