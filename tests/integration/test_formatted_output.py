@@ -1,5 +1,6 @@
 """Formatted output stays bounded and well formed with hostile or large values:
 the access log line, /config_dump JSON and the Prometheus exposition."""
+import itertools
 import json
 import os
 import socket
@@ -78,6 +79,45 @@ def test_access_log_long_escaped_values_stay_bounded_and_json(proxies, backend, 
         assert len(e["path"]) >= 200 and path.startswith(e["path"])
         assert len(e["authority"]) >= 100 and host.startswith(e["authority"])
         assert e["truncated"] is True
+
+
+def test_config_dump_is_json_with_long_and_odd_values(proxies, backend):
+    odd = 'q"b\\s\tt/é€😀'  # quote, backslash, tab, 2-, 3- and 4-byte UTF-8
+    odd_name = odd.replace("\t", "_")  # names refuse whitespace
+    long_name = ""  # as many characters as fit in 256 bytes, the longest name
+    for ch in itertools.cycle("n" + odd_name):
+        if len((long_name + ch).encode()) > 256:
+            break
+        long_name += ch
+    port = free_port()
+    cfg = simple_config(port, backend.port)
+    cfg["node"] = {"id": odd, "workload": odd, "namespace": "ns", "service": odd}
+    # Every limit at its largest: the "limits" object alone is longer than
+    # the 256-byte line the dump used to format it into.
+    cfg["limits"] = {"max_request_line": 1048576, "max_header_bytes": 1048576,
+                     "max_headers": 256, "max_connections": 16777216, "buffer_size": 1048576,
+                     "http2": {"max_concurrent_streams": 10000, "initial_window_size": 16777215,
+                               "connection_window_size": 1 << 30,
+                               "max_resets_per_second": 1000000}}
+    cfg["listeners"][0]["name"] = long_name
+    vh = cfg["route_tables"][0]["virtual_hosts"][0]
+    vh["routes"].insert(0, {"name": odd_name, "match": {
+        "path": {"exact": "/d" + odd},
+        "headers": [{"name": "x-odd", "exact": odd}]},
+        "direct_response": {"status": 200, "body": odd * 3000}})
+    p = proxies(cfg)
+    status, body = p.admin("/config_dump")
+    assert status == 200, body[:300]
+    dump = json.loads(body)
+    assert dump["node"]["workload"] == odd
+    assert dump["node"]["id"] == odd
+    assert dump["limits"] == cfg["limits"]
+    assert dump["listeners"][0]["name"] == long_name
+    route = dump["route_tables"][0]["virtual_hosts"][0]["routes"][0]
+    assert route["name"] == odd_name
+    assert route["match"]["path"]["exact"] == "/d" + odd
+    assert route["match"]["headers"][0]["exact"] == odd
+    assert route["direct_response"]["body"] == odd * 3000
 
 
 def parse_exposition(text):
