@@ -35,7 +35,7 @@ static struct tr_access_entry entry(void)
 
 static void test_exact_line(void **state)
 {
-    char line[TR_ACCESS_LOG_LINE_MAX];
+    char line[TR_ACCESS_LOG_LINE_MAX + 1]; /* + 1: the tests add a NUL */
     struct tr_access_entry e = entry();
     size_t n = tr_access_log_format(line, &e, now_ns);
     const char *want =
@@ -65,7 +65,7 @@ static void test_exact_line(void **state)
 
 static void test_cut_upstream_is_marked(void **state)
 {
-    char line[TR_ACCESS_LOG_LINE_MAX];
+    char line[TR_ACCESS_LOG_LINE_MAX + 1]; /* + 1: the tests add a NUL */
     struct tr_access_entry e = entry();
     e.truncated = true; /* the session kept only a prefix of the path */
     size_t n = tr_access_log_format(line, &e, now_ns);
@@ -107,7 +107,7 @@ static void assert_one_json_line(const char *line, size_t n)
 
 static void test_long_values_are_cut_and_marked(void **state)
 {
-    char line[TR_ACCESS_LOG_LINE_MAX];
+    char line[TR_ACCESS_LOG_LINE_MAX + 1]; /* + 1: the tests add a NUL */
     /* A path that escapes to 6 x 3000 bytes: cut to a prefix. */
     char *path = malloc(3001);
     memset(path, 0x01, 3000);
