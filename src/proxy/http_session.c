@@ -612,7 +612,7 @@ static void start_upstream(struct tr_session *s, bool fresh)
     const char *reason = NULL;
     h->ep = ep;
     ep->active_requests++;
-    h->upstream_addr = ep->cfg->addr.text;
+    h->upstream_addr = ep->addr_text;
     struct tr_upstream *up =
         tr_pool_acquire(s->w, ep, &http_up_ops, s, fresh, false, &ready, &reason);
     if (up == NULL) {

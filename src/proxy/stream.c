@@ -1513,7 +1513,7 @@ static void up_start(struct tr_stream *st, bool fresh)
     }
     st->ep = ep;
     ep->active_requests++;
-    st->upstream_addr = ep->cfg->addr.text;
+    st->upstream_addr = ep->addr_text;
     if (st->up == TR_SU_H2) {
         const char *reason = NULL;
         if (tr_h2_up_open(W(st), ep, fresh, &stream_h2up_ops, st, &st->upreq, !st->req_has_body,

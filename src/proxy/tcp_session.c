@@ -165,7 +165,7 @@ static void tcp_on_up_ready(void *owner, struct tr_upstream *up, int err, const 
     if (err < 0) {
         t->up = NULL;
         tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name,
-                t->cluster->eps[0].cfg->addr.text, reason);
+                t->cluster->eps[0]->addr_text, reason);
         tcp_finish(s, TR_RF_UF);
         return;
     }
