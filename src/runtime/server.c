@@ -37,6 +37,14 @@ static struct {
     struct tr_timer drain_timer;
     uint64_t files_fp;
     struct tr_admin *admin;
+    /* The admin endpoint as started: it is set up once, so a reload that
+     * changes it is reported (restart needed), not silently ignored. */
+    struct {
+        bool enabled;
+        struct sockaddr_storage addr;
+        char addr_text[64];
+        char *socket; /* owned; NULL: none */
+    } admin_started;
 } srv;
 
 bool tr_server_ready(void)
@@ -80,6 +88,30 @@ static int check_new_listeners(const struct tr_config *next, const struct tr_con
     return 0;
 }
 
+static void remember_admin(const struct tr_admin_cfg *a)
+{
+    srv.admin_started.enabled = a->enabled;
+    srv.admin_started.addr = a->addr.ss;
+    snprintf(srv.admin_started.addr_text, sizeof(srv.admin_started.addr_text), "%s",
+             a->addr.text ? a->addr.text : "?");
+    free(srv.admin_started.socket);
+    srv.admin_started.socket = a->socket ? strdup(a->socket) : NULL;
+}
+
+static void report_admin_changes(const struct tr_admin_cfg *next)
+{
+    const char *was = srv.admin_started.socket;
+    if (next->enabled != srv.admin_started.enabled)
+        tr_warn("admin.enabled changed to %s: the admin endpoint stays %s until restart",
+                next->enabled ? "true" : "false", srv.admin_started.enabled ? "on" : "off");
+    if (!tr_sock_addr_equal(&next->addr.ss, &srv.admin_started.addr))
+        tr_warn("admin.address changed to %s: the admin endpoint stays on %s until restart",
+                next->addr.text, srv.admin_started.addr_text);
+    if ((was == NULL) != (next->socket == NULL) || (was != NULL && strcmp(was, next->socket) != 0))
+        tr_warn("admin.socket changed to %s: the admin socket stays %s until restart",
+                next->socket ? next->socket : "(none)", was ? was : "(none)");
+}
+
 static struct tr_snapshot *load_snapshot(char **err)
 {
     struct tr_config *cfg = tr_config_load_file(srv.opt->config_path, err);
@@ -121,6 +153,7 @@ int tr_server_reload(char **err)
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
+    report_admin_changes(&snap->cfg->admin);
     tr_metrics_set_config_generation(srv.generation);
     tr_metrics_config_reload(true);
     tr_info("configuration generation %llu loaded from %s", (unsigned long long)srv.generation,
@@ -304,6 +337,7 @@ int tr_server_run(const struct tr_server_options *opt)
         }
         srv.n_workers++;
     }
+    remember_admin(&cfg->admin);
     if (cfg->admin.enabled) {
         srv.admin = tr_admin_start(srv.loop, &cfg->admin, &err);
         if (srv.admin == NULL) {
@@ -323,6 +357,8 @@ int tr_server_run(const struct tr_server_options *opt)
         tr_worker_notify(srv.workers[i], TR_WCMD_STOP);
     for (unsigned i = 0; i < srv.n_workers; i++)
         tr_worker_join(srv.workers[i]);
+    tr_admin_stop(srv.admin); /* removes the admin socket */
+    srv.admin = NULL;
     tr_info("stopped");
     return 0;
 }
