@@ -412,7 +412,7 @@ def test_reload_that_moves_the_socket_is_reported(proxies, backend, workdir):
     while p.metric("trellis_config_generation") < 2 and time.time() < deadline:
         time.sleep(0.02)
     assert p.metric("trellis_config_generation") == 2
-    assert (f"admin.socket changed to {new}: the admin socket stays {old} until restart"
+    assert (f"admin.socket changed from {old} to {new}; it takes effect at the next restart"
             in p.read_log()), p.read_log()
     assert not os.path.lexists(new)
     assert p.admin_unix("/config_dump")[0] == 200  # still on the old socket
