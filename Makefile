@@ -24,7 +24,10 @@ build: $(BUILD)/build.ninja
 bootstrap:
 	./scripts/bootstrap.sh
 
-check: bootstrap build check-unit check-asan check-integration
+# Bootstrap first, then the rest, also under make -j (the packages must be
+# there before meson runs).
+check: bootstrap
+	$(MAKE) build check-unit check-asan check-integration
 
 check-unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
