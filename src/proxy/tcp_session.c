@@ -167,7 +167,7 @@ static void tcp_on_up_ready(void *owner, struct tr_upstream *up, int err, const 
     struct tr_tcp_state *t = &s->tcp;
     if (err < 0) {
         t->up = NULL;
-        tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name, up->ep->cfg->addr.text,
+        tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name, up->ep->addr_text,
                 reason);
         /* No byte went anywhere yet: try another endpoint. */
         struct tr_endpoint_rt *next = tr_attempt_next(s->w, t->cluster, up->ep, &t->attempts);

@@ -16,7 +16,7 @@ static enum tr_h1c_status connect_to(struct tr_h1_client *c, struct tr_endpoint_
     bool ready = false;
     const char *reason = NULL;
     c->ep = ep;
-    c->addr = ep->cfg->addr.text;
+    c->addr = ep->addr_text;
     ep->active_requests++;
     c->up = tr_pool_acquire(c->w, ep, c->ops, c->owner, fresh, false, &ready, &reason);
     if (c->up == NULL) {
