@@ -376,6 +376,23 @@ def test_all_dead_answers_uh_at_once(proxies, workdir):
     assert min(times) < 0.2, times
 
 
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+def test_all_dead_http2_client_uh(proxies, workdir, protocol):
+    """The same for streams, to HTTP/1.1 and to HTTP/2 upstreams."""
+    port = free_port()
+    log = os.path.join(workdir, "access.log")
+    p = proxies(http_config(port, [addr(free_port()), addr(free_port())], protocol=protocol,
+                            log=log))
+    assert h2_codes(port, 1) == [503]
+    t0 = time.monotonic()
+    assert h2_codes(port, 3) == [503] * 3
+    elapsed = time.monotonic() - t0
+    lines = read_log(log, 4)
+    assert [e["response_flags"] for e in lines] == ["UF"] + ["UH"] * 3
+    assert p.metric(RETRIED) == 1
+    assert elapsed < 0.5, elapsed
+
+
 def test_endpoint_back_in_use_after_backoff(proxies, named):
     a_port = free_port()
     b = named("b")
