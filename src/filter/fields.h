@@ -46,6 +46,29 @@ int tr_fields_find(const struct tr_h2_header *v, size_t n, const char *name);
  * name must be lowercase. */
 bool tr_fields_is_hop_by_hop(tr_str name);
 
+/* Check an HTTP/2 request head (as the codec delivered it) against the rules
+ * the HTTP/1.1 parser (codec/h1) applies to the same parts, so that what one
+ * protocol refuses the other refuses too, and nothing ambiguous reaches an
+ * HTTP/1.1 upstream (RFC 9113 8.3.1 and 8.1.1 require refusing these):
+ *   - :method is a token; pseudo-headers are the four request ones, each once;
+ *   - except for CONNECT: :scheme is "http" or "https", and :path is a
+ *     request-target the HTTP/1.1 parser takes (VCHAR except '#': no
+ *     controls, space, DEL, bytes >= 0x80) starting with '/' ("*" only for
+ *     OPTIONS);
+ *   - :authority and host are "host[:port]" as tr_h1_is_authority accepts
+ *     (no userinfo, no percent-encoding; CONNECT needs a port); at most one
+ *     host field, and equal to :authority (ASCII case-insensitive) when both
+ *     are present; one of them is present;
+ *   - regular names are lowercase tokens and values are field values
+ *     (tr_h1_is_field_value: no controls but HTAB, no DEL, no leading or
+ *     trailing whitespace);
+ *   - at most max_headers regular fields, counting every cookie field as one
+ *     (HTTP/1.1 carries them as one line).
+ * Returns 0, or the status to answer with (400, or 431 for max_headers) and
+ * *why, a constant description for the log. */
+int tr_fields_check_request(const struct tr_h2_header *v, size_t n, uint32_t max_headers,
+                            const char **why);
+
 /* The request line and headers of an HTTP/1.1 request as fields:
  * :method, :scheme, :authority (Host, or the absolute-form target's),
  * :path, then every header that is not hop-by-hop (nor named by Connection).

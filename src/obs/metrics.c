@@ -71,6 +71,7 @@ struct tr_metrics {
     struct tcp_series *tcp;   /* TCP_SERIES_CAP + 1 */
     struct tls_fail_series tls_fail[TLS_FAIL_CAP];
     counter_t counters[TR_C_COUNT];
+    counter_t limits[TR_LIMIT_COUNT];
 };
 
 static struct tr_metrics *_Atomic workers[MAX_WORKERS];
@@ -263,6 +264,17 @@ void tr_metrics_tcp_close(struct tr_metrics *m, const struct tr_metric_labels *l
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta)
 {
     counter_add(&m->counters[c], (uint64_t)delta);
+}
+
+void tr_metrics_limit(struct tr_metrics *m, enum tr_limit l)
+{
+    counter_add(&m->limits[l], 1);
+}
+
+const char *tr_limit_name(enum tr_limit l)
+{
+    static const char *const names[TR_LIMIT_COUNT] = {"max_headers", "max_header_bytes"};
+    return (unsigned)l < TR_LIMIT_COUNT ? names[l] : "unknown";
 }
 
 void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason)
@@ -561,6 +573,18 @@ char *tr_metrics_render(size_t *len)
         bool gauge = c == TR_C_DOWNSTREAM_CX_ACTIVE || c == TR_C_UPSTREAM_CX_ACTIVE;
         out_printf(&o, "# TYPE %s %s\n%s %" PRId64 "\n", counter_names[c],
                    gauge ? "gauge" : "counter", counter_names[c], (int64_t)total);
+    }
+
+    out_printf(&o, "# TYPE trellis_limit_exceeded_total counter\n");
+    for (int l = 0; l < TR_LIMIT_COUNT; l++) {
+        uint64_t total = 0;
+        for (unsigned w = 0; w < MAX_WORKERS; w++) {
+            struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+            if (m != NULL)
+                total += counter_get(&m->limits[l]);
+        }
+        out_printf(&o, "trellis_limit_exceeded_total{limit=\"%s\"} %" PRIu64 "\n",
+                   tr_limit_name((enum tr_limit)l), total);
     }
 
     out_printf(&o, "# TYPE trellis_tls_handshake_errors_total counter\n");

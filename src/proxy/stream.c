@@ -986,6 +986,19 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     st->orig_h2 = tr_stream_orig_h2(s, h, n, true);
     if (end_stream)
         st->req_in_end = true;
+    /* What the HTTP/1.1 parser refuses is refused here too, before routing:
+     * never forwarded, whatever protocol the upstream speaks. */
+    const char *why;
+    int refuse = tr_fields_check_request(h, n, s->ws->snap->h1_limits.max_headers, &why);
+    if (refuse != 0) {
+        tr_metrics_count(W(st)->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
+        if (refuse == 431)
+            tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+        tr_debug("listener %s: bad HTTP/2 request from %s (stream %d): %s", s->lcfg->name,
+                 s->peer_ip, (int)st->id, why);
+        local_reply(st, refuse, TR_RF_DPE, NULL);
+        return;
+    }
     if (st->method_id == TR_H1_M_CONNECT) {
         start_tunnel(st, host);
         return;
