@@ -409,14 +409,15 @@ int tr_fields_parse_trailers(struct tr_fields *out, const char *p, size_t len)
             vs++;
         while (ve > vs && (p[ve - 1] == ' ' || p[ve - 1] == '\t'))
             ve--;
-        char lname[256];
-        if (name.len >= sizeof(lname))
-            return -1;
-        for (uint32_t k = 0; k < name.len; k++)
-            lname[k] = name.p[k] >= 'A' && name.p[k] <= 'Z' ? (char)(name.p[k] + 32) : name.p[k];
-        tr_str ln = tr_str_from(lname, name.len);
-        if (!trailer_forbidden(ln) && tr_fields_add(out, ln, tr_str_from(p + vs, ve - vs)) < 0)
-            return -1;
+        /* Stored first (tr_fields_add lowercases the name), then taken back
+         * if it may not be a trailer: no name buffer that could be too short. */
+        uint32_t mark = out->used;
+        if (tr_fields_add(out, name, tr_str_from(p + vs, ve - vs)) < 0)
+            return TR_FIELDS_FULL;
+        if (trailer_forbidden(out->v[out->n - 1].name)) {
+            out->n--;
+            out->used = mark;
+        }
         i = line_end + 1;
     }
     return 0;

@@ -94,8 +94,11 @@ int tr_fields_h1_trailers(struct tr_buf *out, const struct tr_h2_header *v, size
 
 /* Parse a trailer section as the chunked decoder validated it ("name: value"
  * lines, then the empty line) into fields. Fields that must not be trailers
- * (framing, routing, hop-by-hop) are dropped. Returns 0, or -1 if out is full
- * or a line is malformed. */
+ * (framing, routing, hop-by-hop) are dropped. Returns 0, -1 if a line is
+ * malformed, or TR_FIELDS_FULL if the section has more fields (or bytes) than
+ * out has room for: callers size out from limits.max_headers and the
+ * section's length, so that is the limit speaking, never a cut-off list. */
+#define TR_FIELDS_FULL (-2)
 int tr_fields_parse_trailers(struct tr_fields *out, const char *p, size_t len);
 
 #endif

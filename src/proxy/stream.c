@@ -391,10 +391,34 @@ static void up_consumed(struct tr_stream *st, size_t n)
         tr_h2_up_consume(st->h2, n);
 }
 
+/* An HTTP/2 header list is bounded by bytes only: hold a response's to
+ * limits.max_headers as the HTTP/1.1 parser holds an HTTP/1.1 one, loudly
+ * (log line, trellis_limit_exceeded_total), so that no side downstream ever
+ * has a list longer than it was sized for. */
+static bool resp_fields_fit(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                            const char *what)
+{
+    uint32_t max = st->s->ws->snap->h1_limits.max_headers;
+    size_t regular = 0;
+    for (size_t i = 0; i < n; i++)
+        regular += h[i].name.len == 0 || h[i].name.p[0] != ':';
+    if (regular <= max)
+        return true;
+    tr_warn("listener %s: upstream %s %s has %zu header fields, more than limits.%s (%u)",
+            st->s->lcfg->name, st->upstream_addr != NULL ? st->upstream_addr : "-", what, regular,
+            tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+    tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+    return false;
+}
+
 static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
 {
     if (st->down_done)
         return;
+    if (!resp_fields_fit(st, h, n, "response")) {
+        local_reply(st, 502, TR_RF_UPE, "upstream response has too many header fields\n");
+        return;
+    }
     int si = tr_fields_find(h, n, ":status");
     int status = si >= 0 && h[si].value.len == 3
                      ? (h[si].value.p[0] - '0') * 100 + (h[si].value.p[1] - '0') * 10 +
@@ -463,6 +487,10 @@ static void resp_trailers(struct tr_stream *st, const struct tr_h2_header *h, si
 {
     if (st->down_done)
         return;
+    if (!resp_fields_fit(st, h, n, "trailers")) {
+        local_reply(st, 502, TR_RF_UPE, NULL); /* the response started: a reset */
+        return;
+    }
     int g = tr_fields_find(h, n, "grpc-status");
     if (g >= 0)
         st->grpc_status = (int16_t)tr_grpc_status_parse(h[g].value);
@@ -763,9 +791,20 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         tr_fields_add(f, TR_STR_LIT(":authority"), auth) < 0 ||
         tr_fields_add(f, TR_STR_LIT(":path"), path) < 0)
         return -1;
-    /* X-Forwarded-For: every received value joined, then the peer. */
-    char xff[2048];
+    /* X-Forwarded-For: every received value joined, then the peer, in a
+     * buffer sized from them (a fixed one would drop the values that do not
+     * fit). The fields' byte budget already counts them. */
+    char *xff = NULL;
     size_t xlen = 0;
+    if (l->xff == TR_XFF_APPEND) {
+        size_t xcap = strlen(s->peer_ip) + 1;
+        for (size_t i = 0; i < n; i++)
+            if (TR_STR_EQ_LIT(h[i].name, "x-forwarded-for"))
+                xcap += h[i].value.len + 2;
+        if ((xff = malloc(xcap)) == NULL)
+            return -1;
+    }
+    int rc = -1;
     bool rid_kept = false;
     st->request_id[0] = '\0';
     for (size_t i = 0; i < n; i++) {
@@ -779,8 +818,8 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         }
         if (tr_str_eq(name, ORIG_PROTO.p, ORIG_PROTO.len))
             continue;
-        if (TR_STR_EQ_LIT(name, "x-forwarded-for") && l->xff == TR_XFF_APPEND) {
-            if (h[i].value.len > 0 && xlen + h[i].value.len + 2 < sizeof(xff)) {
+        if (TR_STR_EQ_LIT(name, "x-forwarded-for") && xff != NULL) {
+            if (h[i].value.len > 0) {
                 memcpy(xff + xlen, h[i].value.p, h[i].value.len);
                 xlen += h[i].value.len;
                 memcpy(xff + xlen, ", ", 2);
@@ -798,17 +837,20 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
             tr_str_to_cstr(st->request_id, sizeof(st->request_id), h[i].value);
         }
         if (tr_fields_add(f, name, h[i].value) < 0)
-            return -1;
+            goto out;
     }
-    if (l->xff == TR_XFF_APPEND) {
+    if (xff != NULL) {
         size_t pl = strlen(s->peer_ip);
-        if (xlen + pl < sizeof(xff)) {
-            memcpy(xff + xlen, s->peer_ip, pl);
-            xlen += pl;
-        }
+        memcpy(xff + xlen, s->peer_ip, pl);
+        xlen += pl;
         if (tr_fields_add(f, TR_STR_LIT("x-forwarded-for"), tr_str_from(xff, xlen)) < 0)
-            return -1;
+            goto out;
     }
+    rc = 0;
+out:
+    free(xff);
+    if (rc < 0)
+        return -1;
     if (l->xfp &&
         tr_fields_add_cstr(f, "x-forwarded-proto",
                            s->principal != NULL || s->down.ssl != NULL ? "https" : "http") < 0)
@@ -1364,8 +1406,26 @@ static bool h1_response_body(struct tr_stream *st)
                 x->done = true;
                 struct tr_fields t = {0};
                 uint32_t tl = x->trl != NULL ? tr_buf_len(x->trl) : 0;
-                if (tl > 2 && tr_fields_init(&t, 64, tl) == 0 &&
-                    tr_fields_parse_trailers(&t, tr_buf_head(x->trl), tl) == 0 && t.n > 0) {
+                uint32_t max = st->s->ws->snap->h1_limits.max_headers;
+                int prc = tl <= 2 ? 0
+                          : tr_fields_init(&t, max, tl) < 0
+                              ? -1
+                              : tr_fields_parse_trailers(&t, tr_buf_head(x->trl), tl);
+                if (prc < 0) {
+                    /* Never the body's end without the trailers it had. */
+                    if (prc == TR_FIELDS_FULL) {
+                        tr_warn("listener %s: upstream %s trailers have more than limits.%s (%u) "
+                                "fields",
+                                st->s->lcfg->name, st->upstream_addr,
+                                tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+                        tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+                    }
+                    tr_fields_free(&t);
+                    buf_drop(st, &x->trl);
+                    h1_failed(st, TR_RF_UPE);
+                    return false;
+                }
+                if (t.n > 0) {
                     if (dlen > 0)
                         resp_data(st, p + off, dlen, false);
                     resp_trailers(st, t.v, t.n);

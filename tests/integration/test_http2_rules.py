@@ -288,3 +288,201 @@ def test_refusals_counted(proxies, h1be):
     assert_refused(p, port, h1be, req(authority="u@test"), ("status", 400))
     assert p.metric("trellis_http_parse_errors_total") == base + 2
     assert p.metric("istio_requests_total", response_code="400") == 2
+
+
+# ---------------------------------------------------------------- no silent truncation
+
+class ManyFieldsBackend:
+    """Serves raw responses by path, one connection per thread:
+    - HTTP/2 (h2c prior knowledge) when http2 is set: /n/<k> answers 200
+      with k fields x-f-<i>;
+    - HTTP/1.1 otherwise: /t/<k>/<len> answers a chunked "hello" followed by
+      k trailer fields x-t-<i> whose values are <len> bytes, /long answers
+      one trailer with a 300-byte name."""
+
+    def __init__(self, http2=False):
+        import socket
+        import threading
+        self.port = free_port()
+        self.http2 = http2
+        self.paths = []
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(16)
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve_h2 if self.http2 else self._serve_h1,
+                             args=(c,), daemon=True).start()
+
+    def _serve_h2(self, c):
+        import h2.config
+        import h2.connection
+        import h2.events
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        try:
+            c.sendall(conn.data_to_send())
+            for _ in range(10000):
+                data = c.recv(65536)
+                if not data:
+                    return
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        path = dict(ev.headers)[":path"]
+                        self.paths.append(path)
+                        k = int(path.split("/")[2])
+                        conn.send_headers(ev.stream_id, [(":status", "200")] +
+                                          [(f"x-f-{i}", "v") for i in range(k)])
+                        conn.send_data(ev.stream_id, b"many", end_stream=True)
+                c.sendall(conn.data_to_send())
+        except Exception:
+            pass
+        finally:
+            c.close()
+
+    def _serve_h1(self, c):
+        try:
+            f = c.makefile("rb")
+            for _ in range(10000):
+                line = f.readline(65537)
+                if not line:
+                    return
+                while f.readline(65537) not in (b"\r\n", b""):
+                    pass
+                path = line.split(b" ")[1].decode()
+                self.paths.append(path)
+                if path == "/long":
+                    trailers = [("x-" + "n" * 298, "v")]
+                else:
+                    _, _, k, vlen = path.split("/")
+                    trailers = [(f"x-t-{i}", "v" * int(vlen)) for i in range(int(k))]
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                          b"Trailer: x-t\r\n\r\n5\r\nhello\r\n0\r\n" +
+                          b"".join(f"{n}: {v}\r\n".encode() for n, v in trailers) + b"\r\n")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def h2_get(port, path, extra=()):
+    """Python-h2 client GET: (status, [(name, value)], body, trailers, reset)."""
+    from h2util import H2Client
+    c = H2Client(port)
+    try:
+        r = c.get(path, headers=list(extra))
+        return r.status, r.headers, bytes(r.data), r.trailers, r.reset
+    finally:
+        c.close()
+
+
+def test_h2_upstream_response_fields_never_cut(proxies):
+    """An HTTP/2 upstream's response with more fields than the proxy's slots
+    (264) went out cut to 264, silently. Now every field arrives up to
+    limits.max_headers, and above it the answer is a 502, a log line and
+    trellis_limit_exceeded_total{limit="max_headers"}."""
+    be = ManyFieldsBackend(http2=True)
+    try:
+        port = free_port()
+        cfg = simple_config(port, be.port)
+        cfg["clusters"][0]["protocol"] = "http2"
+        cfg["limits"] = {"max_headers": 256}
+        p = proxies(cfg)
+        status, headers, body, _, _ = h2_get(port, "/n/256")
+        assert status == 200 and body == b"many"
+        assert [k for k, _ in headers if k.startswith("x-f-")] == [f"x-f-{i}" for i in range(256)]
+        status, headers, body, _, reset = h2_get(port, "/n/300")
+        assert (status, reset) == (502, None), (len(headers or []), reset)
+        assert not [k for k, _ in headers if k.startswith("x-f-")]
+        assert p.metric("trellis_limit_exceeded_total", limit="max_headers") == 1
+        assert "300 header fields, more than limits.max_headers (256)" in p.read_log()
+        assert be.paths == ["/n/256", "/n/300"]
+    finally:
+        be.close()
+
+
+def test_h1_upstream_trailers_never_dropped(proxies):
+    """A chunked response's trailers were parsed into 64 slots and names of
+    at most 255 bytes: 80 trailers, or one long name, and every trailer was
+    dropped while the body ended as if there had been none. Now they arrive
+    (up to limits.max_headers); more than that resets the stream, counted."""
+    be = ManyFieldsBackend()
+    try:
+        port = free_port()
+        p = proxies(simple_config(port, be.port))
+        status, _, body, trailers, reset = h2_get(port, "/t/80/8", [("te", "trailers")])
+        assert (status, body, reset) == (200, b"hello", None)
+        assert trailers == [(f"x-t-{i}", "v" * 8) for i in range(80)]
+        status, _, body, trailers, reset = h2_get(port, "/long", [("te", "trailers")])
+        assert (status, body, reset) == (200, b"hello", None)
+        assert trailers == [("x-" + "n" * 298, "v")]
+        status, _, _, trailers, reset = h2_get(port, "/t/101/1", [("te", "trailers")])
+        assert trailers is None and reset is not None, (status, trailers, reset)
+        assert p.metric("trellis_limit_exceeded_total", limit="max_headers") == 1
+        assert "trailers have more than limits.max_headers (100) fields" in p.read_log()
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("count,vlen", [(80, 1), (10, 2000)])
+def test_h1_client_trailers_reach_h2_upstream(proxies, count, vlen):
+    """HTTP/1.1 request trailers toward an HTTP/2 upstream: 80 of them (over
+    the old 64 slots) and a 20 KiB section (over one pool buffer) arrive whole
+    instead of being dropped or closing the connection."""
+    import socket
+    from h2util import H2Backend, read_until_closed
+    be = H2Backend(free_port())
+    try:
+        port = free_port()
+        cfg = simple_config(port, be.port)
+        cfg["clusters"][0]["protocol"] = "http2"
+        proxies(cfg)
+        for trailers in [[(f"x-r-{i}", "w" * vlen) for i in range(count)]]:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"POST /p HTTP/1.1\r\nHost: t.example\r\nTE: trailers\r\n"
+                          b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                          b"4\r\nbody\r\n0\r\n" +
+                          b"".join(f"{n}: {v}\r\n".encode() for n, v in trailers) + b"\r\n")
+                data, _ = read_until_closed(s, 5)
+            assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+            q = be.requests[-1]
+            assert q["body"] == b"body" and q["trailers"] == trailers
+        assert len(be.requests) == 1
+    finally:
+        be.close()
+
+
+def test_long_x_forwarded_for_kept(proxies, h1be):
+    """X-Forwarded-For values were joined in a 2 KiB buffer and the ones
+    that did not fit were dropped: the upstream saw only the peer."""
+    port, p = start(proxies, h1be)
+    chain = ", ".join(f"10.0.{i // 250}.{i % 250}" for i in range(400))
+    assert len(chain) > 4000
+    status, _, _, _, _ = h2_get(port, "/x", [("x-forwarded-for", chain),
+                                             ("x-forwarded-for", "192.0.2.1")])
+    assert status == 200
+    got = [v for k, v in h1be.requests[0]["headers"] if k == "x-forwarded-for"]
+    assert got == [chain + ", 192.0.2.1, 127.0.0.1"]
+

@@ -166,6 +166,27 @@ static void test_trailers(void **state)
     tr_fields_free(&f);
 }
 
+/* No name buffer of its own: a 300-byte name is kept (and lowercased), a
+ * forbidden field takes no slot, and a full list says so instead of
+ * returning what fitted. */
+static void test_trailers_long_names_and_full(void **state)
+{
+    (void)state;
+    char sec[512];
+    int n = snprintf(sec, sizeof(sec), "X-%0298d: v\r\nContent-Length: 1\r\nx-b: 2\r\n\r\n", 0);
+    struct tr_fields f;
+    assert_int_equal(tr_fields_init(&f, 2, (uint32_t)n), 0);
+    assert_int_equal(tr_fields_parse_trailers(&f, sec, (size_t)n), 0);
+    assert_int_equal(f.n, 2);
+    assert_int_equal(f.v[0].name.len, 300);
+    assert_memory_equal(f.v[0].name.p, "x-000", 5);
+    assert_string_equal(value_of(&f, "x-b"), "2");
+    tr_fields_free(&f);
+    assert_int_equal(tr_fields_init(&f, 1, (uint32_t)n), 0);
+    assert_int_equal(tr_fields_parse_trailers(&f, sec, (size_t)n), TR_FIELDS_FULL);
+    tr_fields_free(&f);
+}
+
 /* A request head of up to 12 fields: the four pseudo-headers (a NULL value
  * leaves one out) and then extra "name", "value" pairs. */
 static int check(const char *method, const char *scheme, const char *authority, const char *path,
@@ -285,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_fields_to_h1_request),
         cmocka_unit_test(test_response_both_ways),
         cmocka_unit_test(test_trailers),
+        cmocka_unit_test(test_trailers_long_names_and_full),
         cmocka_unit_test(test_check_request_accepts),
         cmocka_unit_test(test_check_request_refuses),
     };
