@@ -365,14 +365,14 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
         resp_complete(st);
         return;
     }
-    /* The rest waits for window (local bodies are small). */
-    if (st->resp_pend == NULL && (st->resp_pend = pend_buf(st)) == NULL) {
+    /* The rest waits for window, all of it (a direct_response body may be
+     * larger than a pool buffer: never cut to what one holds). */
+    size_t off = taken > 0 ? (size_t)taken : 0;
+    if (!buf_reserve(st, &st->resp_pend, bl - off, bl - off)) {
         down_reset(st, H2_INTERNAL_ERROR);
         return;
     }
-    size_t off = taken > 0 ? (size_t)taken : 0;
-    size_t rest = bl - off < tr_buf_room(st->resp_pend) ? bl - off : tr_buf_room(st->resp_pend);
-    tr_buf_append(st->resp_pend, body + off, rest);
+    tr_buf_append(st->resp_pend, body + off, bl - off);
     st->resp_pend_end = true;
 }
 

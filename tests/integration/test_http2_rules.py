@@ -486,3 +486,24 @@ def test_long_x_forwarded_for_kept(proxies, h1be):
     got = [v for k, v in h1be.requests[0]["headers"] if k == "x-forwarded-for"]
     assert got == [chain + ", 192.0.2.1, 127.0.0.1"]
 
+
+def test_direct_response_body_larger_than_a_buffer_whole(proxies, h1be):
+    """A local reply body that the client's window could not take at once was
+    kept only up to one pool buffer (16 KiB): a 40 KiB direct_response to a
+    client with a 1000-byte window ended early. Now all of it arrives."""
+    from h2util import H2Client
+    port = free_port()
+    cfg = simple_config(port, h1be.port)
+    body = "".join(f"{i:07d}\n" for i in range(5120))   # 40 KiB
+    cfg["route_tables"][0]["virtual_hosts"][0]["routes"][0] = {
+        "name": "local", "match": {"path": {"prefix": "/"}},
+        "direct_response": {"status": 200, "body": body}}
+    proxies(cfg)
+    c = H2Client(port, settings={4: 1000})    # SETTINGS_INITIAL_WINDOW_SIZE
+    try:
+        r = c.get("/d", timeout=10)
+        assert r.status == 200 and r.ended and r.reset is None, (r.status, r.reset, c.error)
+        assert bytes(r.data) == body.encode()
+    finally:
+        c.close()
+    assert h1be.requests == []
