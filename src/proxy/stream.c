@@ -391,12 +391,14 @@ static void up_consumed(struct tr_stream *st, size_t n)
         tr_h2_up_consume(st->h2, n);
 }
 
-/* An HTTP/2 header list is bounded by bytes only: hold a response's to
- * limits.max_headers as the HTTP/1.1 parser holds an HTTP/1.1 one, loudly
- * (log line, trellis_limit_exceeded_total), so that no side downstream ever
- * has a list longer than it was sized for. */
-static bool resp_fields_fit(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
-                            const char *what)
+/* An HTTP/2 header list is bounded by bytes only: hold a response's (and
+ * trailers both ways) to limits.max_headers as the HTTP/1.1 parser holds an
+ * HTTP/1.1 one, loudly (log line, trellis_limit_exceeded_total), so that no
+ * side ever has a list longer than it was sized for. An upstream's excess is
+ * an operator's concern (warn); a client's is its own (debug, as other bad
+ * requests). */
+static bool fields_fit(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                       const char *what)
 {
     uint32_t max = st->s->ws->snap->h1_limits.max_headers;
     size_t regular = 0;
@@ -404,9 +406,14 @@ static bool resp_fields_fit(struct tr_stream *st, const struct tr_h2_header *h, 
         regular += h[i].name.len == 0 || h[i].name.p[0] != ':';
     if (regular <= max)
         return true;
-    tr_warn("listener %s: upstream %s %s has %zu header fields, more than limits.%s (%u)",
-            st->s->lcfg->name, st->upstream_addr != NULL ? st->upstream_addr : "-", what, regular,
-            tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+    if (strncmp(what, "request", 7) == 0)
+        tr_debug("listener %s: %s from %s has %zu header fields, more than limits.%s (%u)",
+                 st->s->lcfg->name, what, st->s->peer_ip, regular,
+                 tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+    else
+        tr_warn("listener %s: upstream %s %s has %zu header fields, more than limits.%s (%u)",
+                st->s->lcfg->name, st->upstream_addr != NULL ? st->upstream_addr : "-", what,
+                regular, tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
     tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
     return false;
 }
@@ -415,7 +422,7 @@ static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, siz
 {
     if (st->down_done)
         return;
-    if (!resp_fields_fit(st, h, n, "response")) {
+    if (!fields_fit(st, h, n, "response")) {
         local_reply(st, 502, TR_RF_UPE, "upstream response has too many header fields\n");
         return;
     }
@@ -487,7 +494,7 @@ static void resp_trailers(struct tr_stream *st, const struct tr_h2_header *h, si
 {
     if (st->down_done)
         return;
-    if (!resp_fields_fit(st, h, n, "trailers")) {
+    if (!fields_fit(st, h, n, "trailers")) {
         local_reply(st, 502, TR_RF_UPE, NULL); /* the response started: a reset */
         return;
     }
@@ -629,11 +636,16 @@ static void req_flush_pending(struct tr_stream *st)
         buf_drop(st, &st->req_pend);
     if (st->req_pend_end && st->req_trailers.v == NULL)
         req_send_end(st);
-    if (st->req_trailers.v != NULL &&
-        up_trailers(st, st->req_trailers.v, st->req_trailers.n) == 0) {
-        st->req_pend_end = false;
-        st->req_out_end = true;
-        tr_fields_free(&st->req_trailers);
+    if (st->req_trailers.v != NULL) {
+        if (up_trailers(st, st->req_trailers.v, st->req_trailers.n) == 0) {
+            st->req_pend_end = false;
+            st->req_out_end = true;
+            tr_fields_free(&st->req_trailers);
+        } else if (st->up == TR_SU_H1) {
+            /* An HTTP/1.1 side fails only without memory; an HTTP/2 one
+             * that is not ready yet calls again. */
+            local_reply(st, 503, TR_RF_DPE, NULL);
+        }
     }
 }
 
@@ -685,6 +697,10 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
     st->req_in_end = true;
     if (st->up == TR_SU_LOCAL)
         return;
+    if (!fields_fit(st, h, n, "request trailers")) {
+        local_reply(st, 431, TR_RF_DPE, "request trailer fields too many\n");
+        return;
+    }
     if (tr_stream_req_blocked(st) || st->up == TR_SU_NONE ||
         (st->up == TR_SU_H2 && up_trailers(st, h, n) < 0)) {
         size_t bytes = 0;
@@ -699,9 +715,11 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
             tr_fields_add(&st->req_trailers, h[i].name, h[i].value);
         return;
     }
-    if (st->up == TR_SU_H1)
-        h1_send_trailers(st, h, n);
-    else if (st->up == TR_SU_TUNNEL)
+    if (st->up == TR_SU_H1 && h1_send_trailers(st, h, n) < 0) {
+        local_reply(st, 503, TR_RF_DPE, NULL); /* no memory: never a request without its end */
+        return;
+    }
+    if (st->up == TR_SU_TUNNEL)
         h1_send(st, NULL, 0, true); /* trailers end a tunnel like END_STREAM */
     st->req_out_end = true;
 }
@@ -1280,10 +1298,13 @@ static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
     struct tr_stream_h1 *x = &st->h1;
     if (!x->chunked_req)
         return 0; /* a length-framed body cannot carry trailers: dropped */
-    if (x->out == NULL && (x->out = pend_buf(st)) == NULL)
-        return -1;
-    tr_buf_compact(x->out);
-    if (tr_fields_h1_trailers(x->out, h, n) < 0)
+    /* Room for the whole section (up to the header list limit, which may be
+     * more than a pool buffer): a section that did not fit was lost and the
+     * request never ended. */
+    size_t need = 8, have = x->out != NULL ? tr_buf_len(x->out) : 0;
+    for (size_t i = 0; i < n; i++)
+        need += h[i].name.len + h[i].value.len + 4;
+    if (!buf_reserve(st, &x->out, need, have + need) || tr_fields_h1_trailers(x->out, h, n) < 0)
         return -1;
     if (x->ready)
         h1_pump(st);

@@ -15,8 +15,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import free_port, simple_config  # noqa: E402
-from h2util import (END_HEADERS, END_STREAM, HEADERS, PROTOCOL_ERROR,  # noqa: E402
-                    H1Backend, RawConn, frame, resets)
+from h2util import (END_HEADERS, END_STREAM, HEADERS, INTERNAL_ERROR,  # noqa: E402
+                    PROTOCOL_ERROR, H1Backend, RawConn, frame, resets)
 
 
 @pytest.fixture
@@ -295,7 +295,7 @@ def test_refusals_counted(proxies, h1be):
 class ManyFieldsBackend:
     """Serves raw responses by path, one connection per thread:
     - HTTP/2 (h2c prior knowledge) when http2 is set: /n/<k> answers 200
-      with k fields x-f-<i>;
+      with k fields x-f-<i>, /tr/<k> answers "many" and k trailers x-t-<i>;
     - HTTP/1.1 otherwise: /t/<k>/<len> answers a chunked "hello" followed by
       k trailer fields x-t-<i> whose values are <len> bytes, /long answers
       one trailer with a 300-byte name."""
@@ -341,7 +341,13 @@ class ManyFieldsBackend:
                     if isinstance(ev, h2.events.RequestReceived):
                         path = dict(ev.headers)[":path"]
                         self.paths.append(path)
-                        k = int(path.split("/")[2])
+                        kind, k = path.split("/")[1], int(path.split("/")[2])
+                        if kind == "tr":   # k trailers after the body
+                            conn.send_headers(ev.stream_id, [(":status", "200")])
+                            conn.send_data(ev.stream_id, b"many")
+                            conn.send_headers(ev.stream_id, [(f"x-t-{i}", "v") for i in range(k)],
+                                              end_stream=True)
+                            continue
                         conn.send_headers(ev.stream_id, [(":status", "200")] +
                                           [(f"x-f-{i}", "v") for i in range(k)])
                         conn.send_data(ev.stream_id, b"many", end_stream=True)
@@ -419,6 +425,29 @@ def test_h2_upstream_response_fields_never_cut(proxies):
         assert p.metric("trellis_limit_exceeded_total", limit="max_headers") == 1
         assert "300 header fields, more than limits.max_headers (256)" in p.read_log()
         assert be.paths == ["/n/256", "/n/300"]
+    finally:
+        be.close()
+
+
+def test_h2_upstream_trailers_over_max_headers_reset(proxies):
+    """An HTTP/2 upstream's trailers are held to limits.max_headers too: up
+    to it they pass, above it the stream is reset, counted and logged."""
+    be = ManyFieldsBackend(http2=True)
+    try:
+        port = free_port()
+        cfg = simple_config(port, be.port)
+        cfg["clusters"][0]["protocol"] = "http2"
+        cfg["limits"] = {"max_headers": 10}
+        p = proxies(cfg)
+        status, _, body, trailers, reset = h2_get(port, "/tr/10", [("te", "trailers")])
+        assert (status, body, reset) == (200, b"many", None)
+        assert trailers == [(f"x-t-{i}", "v") for i in range(10)]
+        status, _, _, trailers, reset = h2_get(port, "/tr/11", [("te", "trailers")])
+        # the head may still be queued when the reset comes: it then never leaves
+        assert status in (200, None) and trailers is None, (status, trailers)
+        assert reset == INTERNAL_ERROR
+        assert p.metric("trellis_limit_exceeded_total", limit="max_headers") == 1
+        assert "trailers has 11 header fields, more than limits.max_headers (10)" in p.read_log()
     finally:
         be.close()
 
@@ -507,3 +536,43 @@ def test_direct_response_body_larger_than_a_buffer_whole(proxies, h1be):
     finally:
         c.close()
     assert h1be.requests == []
+
+
+@pytest.mark.parametrize("count,vlen", [(80, 1), (10, 2000)])
+def test_h2_client_trailers_reach_h1_upstream(proxies, h1be, count, vlen):
+    """HTTP/2 request trailers toward an HTTP/1.1 upstream, 80 of them or a
+    20 KiB section (more than one pool buffer): all arrive in the chunked
+    body's trailer section."""
+    from h2util import H2Client
+    port, p = start(proxies, h1be)
+    trailers = [(f"x-r-{i}", "w" * vlen) for i in range(count)]
+    c = H2Client(port)
+    try:
+        sid = c.request("/t", method="POST", headers=[("te", "trailers")], end_stream=False)
+        c.send_body(sid, b"body", end_stream=False)
+        c.send_trailers(sid, trailers)
+        r = c.wait_done(sid)
+        assert r.status == 200 and r.reset is None, (r.status, r.reset)
+    finally:
+        c.close()
+    q = h1be.requests[0]
+    assert q["body"] == b"body" and q["chunked"] and q["trailers"] == trailers
+
+
+def test_h2_client_trailers_over_max_headers_reset(proxies, h1be):
+    """More request trailers than limits.max_headers: the stream is reset
+    (the request started), counted and logged; never a request that ends
+    without them."""
+    from h2util import H2Client
+    port, p = start(proxies, h1be, limits={"max_headers": 10})
+    c = H2Client(port)
+    try:
+        sid = c.request("/t", method="POST", headers=[("te", "trailers")], end_stream=False)
+        c.send_body(sid, b"body", end_stream=False)
+        c.send_trailers(sid, [(f"x-r-{i}", "v") for i in range(11)])
+        r = c.wait_done(sid)
+        assert (r.status, r.reset) == (431, None), (r.status, r.reset)
+    finally:
+        c.close()
+    assert h1be.requests == []
+    assert p.metric("trellis_limit_exceeded_total", limit="max_headers") == 1
