@@ -132,7 +132,7 @@ static bool is_request_path(tr_str path, tr_str method)
     return true;
 }
 
-int tr_fields_check_request(const struct tr_h2_header *v, size_t n, uint32_t max_headers,
+int tr_fields_check_request(const struct tr_h2_header *v, size_t n, const struct tr_h1_limits *lim,
                             const char **why)
 {
     int mi = -1, si = -1, ai = -1, pi = -1, hi = -1;
@@ -214,7 +214,15 @@ int tr_fields_check_request(const struct tr_h2_header *v, size_t n, uint32_t max
         *why = "neither :authority nor host";
         return 400;
     }
-    if (regular > max_headers) {
+    /* The same bound the HTTP/1.1 parser puts on a request line (CRLF
+     * included), so a target it would answer 414 is not forwarded either. */
+    tr_str target = connect ? v[ai].value : v[pi].value;
+    if ((size_t)v[mi].value.len + target.len + sizeof(" ") + sizeof(" HTTP/1.1\r\n") - 2 >
+        lim->max_request_line) {
+        *why = "request line longer than limits.max_request_line";
+        return 414;
+    }
+    if (regular > lim->max_headers) {
         *why = "more header fields than limits.max_headers";
         return 431;
     }

@@ -62,11 +62,13 @@ bool tr_fields_is_hop_by_hop(tr_str name);
  *   - regular names are lowercase tokens and values are field values
  *     (tr_h1_is_field_value: no controls but HTAB, no DEL, no leading or
  *     trailing whitespace);
- *   - at most max_headers regular fields, counting every cookie field as one
- *     (HTTP/1.1 carries them as one line).
- * Returns 0, or the status to answer with (400, or 431 for max_headers) and
- * *why, a constant description for the log. */
-int tr_fields_check_request(const struct tr_h2_header *v, size_t n, uint32_t max_headers,
+ *   - the request line it becomes ("METHOD target HTTP/1.1" CRLF) is at most
+ *     lim->max_request_line bytes;
+ *   - at most lim->max_headers regular fields, counting every cookie field
+ *     as one (HTTP/1.1 carries them as one line).
+ * Returns 0, or the status to answer with (400; 414 for max_request_line;
+ * 431 for max_headers) and *why, a constant description for the log. */
+int tr_fields_check_request(const struct tr_h2_header *v, size_t n, const struct tr_h1_limits *lim,
                             const char **why);
 
 /* The request line and headers of an HTTP/1.1 request as fields:

@@ -1049,7 +1049,7 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     /* What the HTTP/1.1 parser refuses is refused here too, before routing:
      * never forwarded, whatever protocol the upstream speaks. */
     const char *why;
-    int refuse = tr_fields_check_request(h, n, s->ws->snap->h1_limits.max_headers, &why);
+    int refuse = tr_fields_check_request(h, n, &s->ws->snap->h1_limits, &why);
     if (refuse != 0) {
         tr_metrics_count(W(st)->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
         if (refuse == 431)

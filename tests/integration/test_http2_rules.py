@@ -141,6 +141,21 @@ def test_asterisk_only_for_options(proxies, h1be):
     assert_refused(p, port, h1be, req("*", method="GET", scheme="foo"), ("status", 400))
 
 
+def test_path_over_max_request_line_414(proxies, h1be):
+    """The request line an HTTP/2 request becomes is bounded by
+    limits.max_request_line (8192 by default) as an HTTP/1.1 one is: one
+    byte more is a 414, never forwarded; exactly the limit goes through."""
+    port, p = start(proxies, h1be)
+    fits = "/" + "a" * (8192 - len("GET / HTTP/1.1\r\n"))   # the line is 8192 bytes
+    assert_refused(p, port, h1be, req(fits + "b"), ("status", 414))
+    c = Client(port)
+    try:
+        assert c.outcome(c.send_headers(req(fits))) == ("status", 200)
+    finally:
+        c.close()
+    assert h1be.requests[-1]["path"] == fits
+
+
 # ---------------------------------------------------------------- :method
 
 @pytest.mark.parametrize("method", [b"G\xc3\xa9T", b"GE T", b"GET\x01", b"G(T"])

@@ -203,7 +203,8 @@ static int check(const char *method, const char *scheme, const char *authority, 
     for (size_t i = 0; i + 1 < n_extra && n < 12; i += 2)
         h[n++] = (struct tr_h2_header){tr_str_from(extra[i], strlen(extra[i])),
                                        tr_str_from(extra[i + 1], strlen(extra[i + 1]))};
-    return tr_fields_check_request(h, n, 4, why);
+    struct tr_h1_limits lim = {64, 65536, 4};
+    return tr_fields_check_request(h, n, &lim, why);
 }
 
 #define CHECK(m, s, a, p, ...)                                                                     \
@@ -296,6 +297,18 @@ static void test_check_request_refuses(void **state)
                            "x-5", "5", ),
                      431);
     assert_string_equal(why, "more header fields than limits.max_headers");
+    /* The request line it becomes is bounded as HTTP/1.1's is (64 here):
+     * "GET " + path + " HTTP/1.1\r\n" is 15 bytes plus the path. */
+    char path[64];
+    memset(path, 'a', sizeof(path));
+    path[0] = '/';
+    path[49] = '\0';
+    assert_int_equal(CHECK("GET", "http", "a", path, ), 0);
+    path[49] = 'a';
+    path[50] = '\0';
+    why = NULL;
+    assert_int_equal(CHECK("GET", "http", "a", path, ), 414);
+    assert_string_equal(why, "request line longer than limits.max_request_line");
 }
 
 int main(void)
