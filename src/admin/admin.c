@@ -172,7 +172,9 @@ static void handle(struct admin_conn *c, const struct tr_h1_message *m)
     } else if (TR_STR_EQ_LIT(path, "/stats/prometheus") && get) {
         size_t len = 0;
         char *text = tr_metrics_render(&len);
-        if (text == NULL)
+        if (text == NULL && errno == E2BIG)
+            respond_text(c, 503, "metrics exceed TR_METRICS_TEXT_MAX (64 MiB)\n");
+        else if (text == NULL)
             respond_text(c, 500, "out of memory\n");
         else
             respond(c, 200, "text/plain; version=0.0.4", text, len);
@@ -180,9 +182,12 @@ static void handle(struct admin_conn *c, const struct tr_h1_message *m)
         struct tr_snapshot *snap = tr_snapshot_current_acquire();
         size_t len = 0;
         char *json = snap ? tr_config_dump_json(snap->cfg, snap->generation, &len) : NULL;
+        int err = errno;
         tr_snapshot_unref(snap);
-        if (json == NULL)
-            respond_text(c, 500, "no configuration\n");
+        if (json == NULL && snap != NULL && err == E2BIG)
+            respond_text(c, 503, "configuration dump exceeds TR_CONFIG_DUMP_MAX (64 MiB)\n");
+        else if (json == NULL)
+            respond_text(c, 500, snap != NULL ? "out of memory\n" : "no configuration\n");
         else
             respond(c, 200, "application/json", json, len);
     } else if (TR_STR_EQ_LIT(path, "/logging")) {
