@@ -45,8 +45,8 @@ void tr_cfg_endpoint_defaults(struct tr_endpoint_cfg *e);
  * address), default HTTP/2 stream cap, address texts; so cfg needs an arena
  * (tr_config_new). The loader runs it; a compiler must run it before
  * handing a model to the proxy. Returns 0, or -1 with *err set to a
- * malloc'd message (caller frees; err may be NULL). Not idempotent only in
- * one way: an http1 cluster's h2_max_streams, 0 before, is 100 after. */
+ * malloc'd message (caller frees; err may be NULL). A validated model
+ * validates again (edits re-run it). */
 int tr_config_validate(struct tr_config *cfg, char **err);
 
 /* Free a config and everything it owns. NULL is fine. */

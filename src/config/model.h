@@ -230,7 +230,8 @@ struct tr_cluster_cfg {
     const char *sni; /* SNI to send; NULL: none */
     enum tr_upstream_protocol protocol;
     uint32_t h2_max_streams; /* HTTP/2: streams per connection before another opens; 0 before
-                              * validate: default 100; nonzero with protocol http1 is an error */
+                              * validate: default 100; another value with protocol http1 is
+                              * an error (it would be ignored) */
     struct tr_cfg_loc loc;
 };
 

@@ -428,7 +428,8 @@ static bool check_section(struct vctx *v, const struct cfg_section *sec, void *o
 /* Adds name (of the object at loc) to t; a repeat is an error naming where
  * the first was defined. firsts/stride/loc_off find the first's location. */
 static bool unique(struct vctx *v, struct name_tab *t, const char *what, const char *name, int idx,
-                   const struct tr_cfg_loc *loc, const void *firsts, size_t stride, size_t loc_off)
+                   const struct tr_cfg_loc *loc, const char *list, const void *firsts,
+                   size_t stride, size_t loc_off)
 {
     if (name == NULL)
         return true; /* unnamed kinds are named by validate; required ones reported already */
@@ -437,8 +438,11 @@ static bool unique(struct vctx *v, struct name_tab *t, const char *what, const c
         return false;
     if (first < 0)
         return true;
-    char b[96], w[160];
-    const struct tr_cfg_loc *floc = at(firsts, (size_t)first * stride + loc_off);
+    char b[96], w[160], buf[CFG_PATH_MAX], rel[64];
+    struct tr_cfg_loc tmp, top = {.path = ""};
+    snprintf(rel, sizeof(rel), "%s[%d]", list, first);
+    const struct tr_cfg_loc *floc =
+        item_loc(at(firsts, (size_t)first * stride + loc_off), &top, rel, &tmp, buf, sizeof(buf));
     return verr(v, loc, "name", AT_VALUE, "duplicate %s %s (first defined %s)", what,
                 cfg_show(b, sizeof(b), name, strlen(name), true),
                 where_defined(v, floc, "name", w, sizeof(w)));
@@ -472,8 +476,8 @@ static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc
         snprintf(rel, sizeof(rel), "tls[%zu]", i);
         const struct tr_cfg_loc *loc = item_loc(&t->loc, top, rel, &tmp, buf, sizeof(buf));
         if (!check_section(v, &cfg_tls_section, t, loc, "", true, true) ||
-            !unique(v, &nt->tls, "TLS context name", t->name, (int)i, loc, cfg->tls, sizeof(*t),
-                    offsetof(struct tr_tls_cfg, loc)))
+            !unique(v, &nt->tls, "TLS context name", t->name, (int)i, loc, "tls", cfg->tls,
+                    sizeof(*t), offsetof(struct tr_tls_cfg, loc)))
             return false;
     }
     return true;
@@ -490,7 +494,12 @@ static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_c
                     "has no server identity to check)");
     if (c->tls_name == NULL && c->sni != NULL)
         return verr(v, loc, "tls.sni", AT_KEY, "needs tls.context (SNI is sent over TLS only)");
-    if (c->protocol == TR_UPROTO_HTTP1 && c->h2_max_streams != 0)
+    /* The default is filled in below for every protocol (the runtime and
+     * /config_dump show it), so a validated model validates again: only a
+     * value other than the default is a setting HTTP/1.1 would ignore. The
+     * loader also refuses an http2 block on an http1 cluster (sections.c). */
+    if (c->protocol == TR_UPROTO_HTTP1 && c->h2_max_streams != 0 &&
+        c->h2_max_streams != CFG_H2_STREAMS_DEF)
         return verr(v, loc, "http2", AT_KEY,
                     "HTTP/2 settings on a cluster that speaks HTTP/1.1 (protocol: http1) would "
                     "be ignored; set protocol to http2 or original, or remove them");
@@ -514,8 +523,8 @@ static bool check_clusters(struct vctx *v, struct vnames *nt, const struct tr_cf
         snprintf(rel, sizeof(rel), "clusters[%zu]", i);
         const struct tr_cfg_loc *loc = item_loc(&c->loc, top, rel, &tmp, buf, sizeof(buf));
         if (!check_section(v, &cfg_cluster_section, c, loc, "", true, true) ||
-            !unique(v, &nt->clusters, "cluster name", c->name, (int)i, loc, cfg->clusters,
-                    sizeof(*c), offsetof(struct tr_cluster_cfg, loc)) ||
+            !unique(v, &nt->clusters, "cluster name", c->name, (int)i, loc, "clusters",
+                    cfg->clusters, sizeof(*c), offsetof(struct tr_cluster_cfg, loc)) ||
             !check_cluster(v, nt, c, loc))
             return false;
     }
@@ -672,8 +681,8 @@ static bool check_route_tables(struct vctx *v, struct vnames *nt, const struct t
         snprintf(rel, sizeof(rel), "route_tables[%zu]", i);
         const struct tr_cfg_loc *loc = item_loc(&t->loc, top, rel, &tmp, buf, sizeof(buf));
         if (!check_section(v, &cfg_route_table_section, t, loc, "", true, true) ||
-            !unique(v, &nt->tables, "route table name", t->name, (int)i, loc, cfg->route_tables,
-                    sizeof(*t), offsetof(struct tr_route_table_cfg, loc)) ||
+            !unique(v, &nt->tables, "route table name", t->name, (int)i, loc, "route_tables",
+                    cfg->route_tables, sizeof(*t), offsetof(struct tr_route_table_cfg, loc)) ||
             !check_route_table(v, nt, t, loc))
             return false;
         for (size_t j = 0; j < t->n_vhosts; j++)
@@ -755,8 +764,8 @@ static bool check_listeners(struct vctx *v, struct vnames *nt, const struct tr_c
         snprintf(rel, sizeof(rel), "listeners[%zu]", i);
         const struct tr_cfg_loc *loc = item_loc(&l->loc, top, rel, &tmp, buf, sizeof(buf));
         if (!check_section(v, &cfg_listener_section, l, loc, "", true, true) ||
-            !unique(v, &nt->listeners, "listener name", l->name, (int)i, loc, cfg->listeners,
-                    sizeof(*l), offsetof(struct tr_listener_cfg, loc)) ||
+            !unique(v, &nt->listeners, "listener name", l->name, (int)i, loc, "listeners",
+                    cfg->listeners, sizeof(*l), offsetof(struct tr_listener_cfg, loc)) ||
             !check_listener(v, nt, l, i, loc))
             return false;
     }
