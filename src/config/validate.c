@@ -39,11 +39,22 @@ static bool has_origin(const struct tr_cfg_loc *loc)
     return loc->origin.kind != NULL || loc->origin.name != NULL;
 }
 
+/* out = "a.b" ("a[i]" when b is an index; either may be empty), cut to size
+ * like the loader's field paths. */
 static void join(char *out, size_t size, const char *a, const char *b)
 {
     a = a != NULL ? a : "";
     b = b != NULL ? b : "";
-    snprintf(out, size, "%s%s%s", a, a[0] != '\0' && b[0] != '\0' && b[0] != '[' ? "." : "", b);
+    const char *parts[3] = {a, a[0] != '\0' && b[0] != '\0' && b[0] != '[' ? "." : "", b};
+    size_t o = 0;
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(parts[i]);
+        if (n > size - 1 - o)
+            n = size - 1 - o;
+        memmove(out + o, parts[i], n);
+        o += n;
+    }
+    out[o] = '\0';
 }
 
 /* The node of base.suffix in the loaded tree, NULL without one. */
@@ -125,17 +136,25 @@ static const char *where_defined(const struct vctx *v, const struct tr_cfg_loc *
     return buf;
 }
 
-/* An item's own location, or parent.rel when a builder left it empty. */
+/* An item's own location, or parent.key[idx] when a builder left it empty
+ * (formatted only then: validate runs over every object of every reload). */
+struct iloc {
+    struct tr_cfg_loc loc;
+    char path[CFG_PATH_MAX];
+};
+
 static const struct tr_cfg_loc *item_loc(const struct tr_cfg_loc *own,
-                                         const struct tr_cfg_loc *parent, const char *rel,
-                                         struct tr_cfg_loc *tmp, char *buf, size_t size)
+                                         const struct tr_cfg_loc *parent, const char *key,
+                                         size_t idx, struct iloc *il)
 {
     if (own != NULL && (own->path != NULL || own->line != 0 || has_origin(own)))
         return own;
-    join(buf, size, parent->path, rel);
-    *tmp = *parent;
-    tmp->path = buf;
-    return tmp;
+    char rel[CFG_PATH_MAX + 24];
+    snprintf(rel, sizeof(rel), "%s[%zu]", key, idx);
+    join(il->path, sizeof(il->path), parent->path, rel);
+    il->loc = *parent;
+    il->loc.path = il->path;
+    return &il->loc;
 }
 
 static char *vstrdup(struct vctx *v, const char *s)
@@ -220,43 +239,56 @@ static const void *at(const void *obj, size_t off)
     return (const unsigned char *)obj + off;
 }
 
-static bool check_string(struct vctx *v, const struct tr_cfg_loc *base, const char *suffix,
-                         const struct cfg_field *fd, const char *s, size_t maxlen)
+/* The field path of prefix.key[idx] (idx < 0: none), for messages only. */
+static const char *field_path(char *buf, size_t size, const char *prefix, const char *key, long idx)
 {
-    char why[CFG_WHY_MAX], b[96];
+    char k[CFG_PATH_MAX + 24];
+    if (idx >= 0)
+        snprintf(k, sizeof(k), "%s[%ld]", key, idx);
+    else
+        snprintf(k, sizeof(k), "%s", key);
+    join(buf, size, prefix, k);
+    return buf;
+}
+
+#define FIELD_ERR(...) verr(v, base, field_path(fp, sizeof(fp), prefix, key, idx), __VA_ARGS__)
+
+static bool check_string(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                         const char *key, long idx, const struct cfg_field *fd, const char *s,
+                         size_t maxlen)
+{
+    char why[CFG_WHY_MAX], b[96], fp[CFG_PATH_MAX];
     if (s[0] == '\0' && !(fd->flags & CF_EMPTY_OK))
-        return verr(v, base, suffix, AT_VALUE, "must not be empty");
+        return FIELD_ERR(AT_VALUE, "must not be empty");
     if (fd->kind == CK_NAME && !cfg_check_name(s, why, sizeof(why)))
-        return verr(v, base, suffix, AT_VALUE, "%s", why);
+        return FIELD_ERR(AT_VALUE, "%s", why);
     if (!cfg_check_text(s, maxlen, (fd->flags & CF_CTL_OK) != 0, why, sizeof(why)))
-        return verr(v, base, suffix, AT_VALUE, "%s", why);
+        return FIELD_ERR(AT_VALUE, "%s", why);
     if (fd->check != NULL && !fd->check(s, why, sizeof(why)))
-        return verr(v, base, suffix, AT_VALUE, "%s", why);
+        return FIELD_ERR(AT_VALUE, "%s", why);
     if ((fd->flags & CF_LOWER) && !cfg_is_lower(s))
-        return verr(v, base, suffix, AT_VALUE, "%s must be lower case",
-                    cfg_show(b, sizeof(b), s, strlen(s), true));
+        return FIELD_ERR(AT_VALUE, "%s must be lower case",
+                         cfg_show(b, sizeof(b), s, strlen(s), true));
     return true;
 }
 
-static bool check_addr(struct vctx *v, const struct tr_cfg_loc *base, const char *suffix,
-                       const struct cfg_field *fd, struct tr_cfg_addr *a, bool req)
+static bool check_addr(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                       const char *key, const struct cfg_field *fd, struct tr_cfg_addr *a, bool req)
 {
+    char fp[CFG_PATH_MAX];
+    long idx = -1;
     uint16_t port;
-    if (a->ss.ss_family == AF_UNSPEC && a->len == 0) {
-        if (req)
-            return verr(v, base, suffix, AT_VALUE, "missing required field");
-        return true;
-    }
+    if (a->ss.ss_family == AF_UNSPEC && a->len == 0)
+        return !req || FIELD_ERR(AT_VALUE, "missing required field");
     if (a->ss.ss_family == AF_INET && a->len == sizeof(struct sockaddr_in))
         port = ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
     else if (a->ss.ss_family == AF_INET6 && a->len == sizeof(struct sockaddr_in6))
         port = ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
     else
-        return verr(v, base, suffix, AT_VALUE,
-                    "expected an IPv4 or IPv6 socket address (family %d, length %u)",
-                    (int)a->ss.ss_family, (unsigned)a->len);
+        return FIELD_ERR(AT_VALUE, "expected an IPv4 or IPv6 socket address (family %d, length %u)",
+                         (int)a->ss.ss_family, (unsigned)a->len);
     if (port == 0 && !(fd->flags & CF_PORT0))
-        return verr(v, base, suffix, AT_VALUE, "port must be between 1 and 65535, got 0");
+        return FIELD_ERR(AT_VALUE, "port must be between 1 and 65535, got 0");
     if (a->text == NULL) {
         /* Messages and /config_dump show the address as text. */
         char host[INET6_ADDRSTRLEN], text[INET6_ADDRSTRLEN + 16];
@@ -271,48 +303,66 @@ static bool check_addr(struct vctx *v, const struct tr_cfg_loc *base, const char
     return true;
 }
 
-static bool check_enum(struct vctx *v, const struct tr_cfg_loc *base, const char *suffix,
-                       const struct cfg_field *fd, const void *obj)
+static bool check_enum(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                       const char *key, const struct cfg_field *fd, const void *obj)
 {
-    char list[256];
-    size_t o = 0;
-    list[0] = '\0';
-    for (size_t i = 0; i < fd->n_names && o < sizeof(list); i++)
-        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i != 0 ? ", " : "", fd->names[i]);
+    char list[256], fp[CFG_PATH_MAX], b[96];
+    long idx = -1;
+    const char *s = NULL;
+    int x = 0;
     if (fd->flags & CF_ENUM_STR) {
-        const char *s = *(const char *const *)at(obj, fd->off);
+        s = *(const char *const *)at(obj, fd->off);
         for (size_t i = 0; s != NULL && i < fd->n_names; i++) {
             if (strcmp(s, fd->names[i]) == 0)
                 return true;
         }
-        char b[96];
-        return verr(v, base, suffix, AT_VALUE, "expected one of %s, got %s", list,
-                    s != NULL ? cfg_show(b, sizeof(b), s, strlen(s), true) : "null");
+    } else {
+        x = (fd->flags & CF_U16) ? *(const uint16_t *)at(obj, fd->off)
+                                 : *(const int *)at(obj, fd->off);
+        for (size_t i = 0; i < fd->n_names; i++) {
+            if ((fd->values != NULL ? fd->values[i] : (int)i) == x)
+                return true;
+        }
     }
-    int x =
-        (fd->flags & CF_U16) ? *(const uint16_t *)at(obj, fd->off) : *(const int *)at(obj, fd->off);
-    for (size_t i = 0; i < fd->n_names; i++) {
-        if ((fd->values != NULL ? fd->values[i] : (int)i) == x)
-            return true;
-    }
-    return verr(v, base, suffix, AT_VALUE, "expected one of %s, got value %d", list, x);
+    size_t o = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < fd->n_names && o < sizeof(list); i++)
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i != 0 ? ", " : "", fd->names[i]);
+    if (fd->flags & CF_ENUM_STR)
+        return FIELD_ERR(AT_VALUE, "expected one of %s, got %s", list,
+                         s != NULL ? cfg_show(b, sizeof(b), s, strlen(s), true) : "null");
+    return FIELD_ERR(AT_VALUE, "expected one of %s, got value %d", list, x);
 }
 
-static bool check_section(struct vctx *v, const struct cfg_section *sec, void *obj,
-                          const struct tr_cfg_loc *base, const char *prefix, bool top, bool lists);
+static bool check_count(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                        const char *key, const struct cfg_field *fd, size_t n, const void *arr,
+                        bool req)
+{
+    char fp[CFG_PATH_MAX];
+    long idx = -1;
+    if ((req || n > 0) && n < fd->min)
+        return FIELD_ERR(AT_VALUE, "must have at least %u entr%s", fd->min,
+                         fd->min == 1 ? "y" : "ies");
+    if (n > fd->max)
+        return FIELD_ERR(AT_VALUE, "has %zu entries; the limit is %u", n, fd->max);
+    if (n > 0 && arr == NULL)
+        return FIELD_ERR(AT_VALUE, "%zu entries but no array", n);
+    return true;
+}
 
-/* Fields of obj by sec's table; suffixes are prefix.key. top: the object's
- * own table, where "required" applies (a nested section may be absent as a
+/* Fields of obj by sec's table, named prefix.key. top: the object's own
+ * table, where "required" applies (a nested section may be absent as a
  * whole, so its required fields are the walker's business). lists: descend
  * into lists of objects. */
 static bool check_section(struct vctx *v, const struct cfg_section *sec, void *obj,
                           const struct tr_cfg_loc *base, const char *prefix, bool top, bool lists)
 {
+    char fp[CFG_PATH_MAX];
     for (size_t i = 0; i < sec->n_fields; i++) {
         const struct cfg_field *fd = &sec->fields[i];
-        char suffix[CFG_PATH_MAX];
+        const char *key = fd->key;
+        long idx = -1;
         bool req = top && (fd->flags & CF_REQ);
-        join(suffix, sizeof(suffix), prefix, fd->key);
         switch (fd->kind) {
         case CK_STR:
         case CK_NAME:
@@ -320,13 +370,13 @@ static bool check_section(struct vctx *v, const struct cfg_section *sec, void *o
             const char *s = *(const char *const *)at(obj, fd->off);
             if (s == NULL) {
                 if (req)
-                    return verr(v, base, suffix, AT_VALUE, "missing required field");
+                    return FIELD_ERR(AT_VALUE, "missing required field");
                 break;
             }
             size_t maxlen = fd->kind == CK_STR    ? fd->max
                             : fd->kind == CK_NAME ? CFG_MAX_NAME
                                                   : CFG_MAX_STR;
-            if (!check_string(v, base, suffix, fd, s, maxlen))
+            if (!check_string(v, base, prefix, key, -1, fd, s, maxlen))
                 return false;
             break;
         }
@@ -340,77 +390,64 @@ static bool check_section(struct vctx *v, const struct cfg_section *sec, void *o
                 break;
             if (x < fd->min || x > fd->max) {
                 const char *u = fd->kind == CK_DURATION ? "ms" : "";
-                return verr(v, base, suffix, AT_VALUE, "must be between %u%s and %u%s, got %u%s",
-                            fd->min, u, fd->max, u, x, u);
+                return FIELD_ERR(AT_VALUE, "must be between %u%s and %u%s, got %u%s", fd->min, u,
+                                 fd->max, u, x, u);
             }
             break;
         }
         case CK_ENUM:
-            if (!check_enum(v, base, suffix, fd, obj))
+            if (!check_enum(v, base, prefix, key, fd, obj))
                 return false;
             break;
         case CK_ADDR:
-            if (!check_addr(v, base, suffix, fd, (struct tr_cfg_addr *)(uintptr_t)at(obj, fd->off),
-                            req))
+            if (!check_addr(v, base, prefix, key, fd,
+                            (struct tr_cfg_addr *)(uintptr_t)at(obj, fd->off), req))
                 return false;
             break;
         case CK_STRLIST: {
             const char *const *arr = *(const char *const *const *)at(obj, fd->off);
             size_t n = *(const size_t *)at(obj, fd->off_n);
-            if ((req || n > 0) && n < fd->min)
-                return verr(v, base, suffix, AT_VALUE, "must have at least %u entr%s", fd->min,
-                            fd->min == 1 ? "y" : "ies");
-            if (n > fd->max)
-                return verr(v, base, suffix, AT_VALUE, "has %zu entries; the limit is %u", n,
-                            fd->max);
-            if (n > 0 && arr == NULL)
-                return verr(v, base, suffix, AT_VALUE, "%zu entries but no array", n);
+            if (!check_count(v, base, prefix, key, fd, n, arr, req))
+                return false;
             for (size_t k = 0; k < n; k++) {
-                char item[CFG_PATH_MAX + 32];
-                snprintf(item, sizeof(item), "%s[%zu]", suffix, k);
-                if (arr[k] == NULL)
-                    return verr(v, base, item, AT_VALUE, "expected a string, got null");
-                if (!check_string(v, base, item, fd, arr[k], fd->maxlen))
+                if (arr[k] == NULL) {
+                    idx = (long)k;
+                    return FIELD_ERR(AT_VALUE, "expected a string, got null");
+                }
+                if (!check_string(v, base, prefix, key, (long)k, fd, arr[k], fd->maxlen))
                     return false;
             }
             break;
         }
-        case CK_SECTION:
-            if (!check_section(v, fd->sub, (void *)(uintptr_t)at(obj, fd->off), base, suffix, false,
+        case CK_SECTION: {
+            char sub[CFG_PATH_MAX];
+            join(sub, sizeof(sub), prefix, key);
+            if (!check_section(v, fd->sub, (void *)(uintptr_t)at(obj, fd->off), base, sub, false,
                                lists))
                 return false;
             break;
+        }
         case CK_LIST: {
             if (!lists)
                 break;
             unsigned char *arr = *(unsigned char *const *)at(obj, fd->off);
             size_t n = *(const size_t *)at(obj, fd->off_n);
-            if ((req || n > 0) && n < fd->min)
-                return verr(v, base, suffix, AT_VALUE, "must have at least %u entr%s", fd->min,
-                            fd->min == 1 ? "y" : "ies");
-            if (n > fd->max)
-                return verr(v, base, suffix, AT_VALUE, "has %zu entries; the limit is %u", n,
-                            fd->max);
-            if (n > 0 && arr == NULL)
-                return verr(v, base, suffix, AT_VALUE, "%zu entries but no array", n);
+            if (!check_count(v, base, prefix, key, fd, n, arr, req))
+                return false;
+            char ikey[CFG_PATH_MAX];
+            join(ikey, sizeof(ikey), prefix, key);
             for (size_t k = 0; k < n; k++) {
                 void *item = arr + k * fd->item_size;
-                const struct tr_cfg_loc *own =
-                    fd->sub->loc_off != CFG_NO_LOC ? at(item, fd->sub->loc_off) : NULL;
-                struct tr_cfg_loc tmp;
-                char buf[CFG_PATH_MAX];
-                char rel[CFG_PATH_MAX + 32];
-                snprintf(rel, sizeof(rel), "%s[%zu]", suffix, k);
-                const struct tr_cfg_loc *ib;
-                const char *ip;
-                if (own != NULL) {
-                    ib = item_loc(own, base, rel, &tmp, buf, sizeof(buf));
-                    ip = "";
-                } else {
-                    ib = base;
-                    ip = rel;
-                }
-                if (!check_section(v, fd->sub, item, ib, ip, true, true))
+                bool own = fd->sub->loc_off != CFG_NO_LOC;
+                struct iloc il;
+                const struct tr_cfg_loc *ib = base;
+                char rel[CFG_PATH_MAX] = "";
+                /* Items with a location of their own are named by it. */
+                if (own)
+                    ib = item_loc(at(item, fd->sub->loc_off), base, ikey, k, &il);
+                else
+                    field_path(rel, sizeof(rel), prefix, key, (long)k);
+                if (!check_section(v, fd->sub, item, ib, rel, true, true))
                     return false;
             }
             break;
@@ -438,11 +475,11 @@ static bool unique(struct vctx *v, struct name_tab *t, const char *what, const c
         return false;
     if (first < 0)
         return true;
-    char b[96], w[160], buf[CFG_PATH_MAX], rel[64];
-    struct tr_cfg_loc tmp, top = {.path = ""};
-    snprintf(rel, sizeof(rel), "%s[%d]", list, first);
+    char b[96], w[160];
+    struct iloc il;
+    const struct tr_cfg_loc top = {.path = ""};
     const struct tr_cfg_loc *floc =
-        item_loc(at(firsts, (size_t)first * stride + loc_off), &top, rel, &tmp, buf, sizeof(buf));
+        item_loc(at(firsts, (size_t)first * stride + loc_off), &top, list, (size_t)first, &il);
     return verr(v, loc, "name", AT_VALUE, "duplicate %s %s (first defined %s)", what,
                 cfg_show(b, sizeof(b), name, strlen(name), true),
                 where_defined(v, floc, "name", w, sizeof(w)));
@@ -471,10 +508,8 @@ static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc
     struct tr_config *cfg = v->cfg;
     for (size_t i = 0; i < cfg->n_tls; i++) {
         struct tr_tls_cfg *t = &cfg->tls[i];
-        struct tr_cfg_loc tmp;
-        char buf[CFG_PATH_MAX], rel[48];
-        snprintf(rel, sizeof(rel), "tls[%zu]", i);
-        const struct tr_cfg_loc *loc = item_loc(&t->loc, top, rel, &tmp, buf, sizeof(buf));
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&t->loc, top, "tls", i, &tmp);
         if (!check_section(v, &cfg_tls_section, t, loc, "", true, true) ||
             !unique(v, &nt->tls, "TLS context name", t->name, (int)i, loc, "tls", cfg->tls,
                     sizeof(*t), offsetof(struct tr_tls_cfg, loc)))
@@ -518,10 +553,8 @@ static bool check_clusters(struct vctx *v, struct vnames *nt, const struct tr_cf
     struct tr_config *cfg = v->cfg;
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         struct tr_cluster_cfg *c = &cfg->clusters[i];
-        struct tr_cfg_loc tmp;
-        char buf[CFG_PATH_MAX], rel[48];
-        snprintf(rel, sizeof(rel), "clusters[%zu]", i);
-        const struct tr_cfg_loc *loc = item_loc(&c->loc, top, rel, &tmp, buf, sizeof(buf));
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&c->loc, top, "clusters", i, &tmp);
         if (!check_section(v, &cfg_cluster_section, c, loc, "", true, true) ||
             !unique(v, &nt->clusters, "cluster name", c->name, (int)i, loc, "clusters",
                     cfg->clusters, sizeof(*c), offsetof(struct tr_cluster_cfg, loc)) ||
@@ -554,10 +587,8 @@ static bool check_match(struct vctx *v, struct tr_route_cfg *r, const struct tr_
         return verr(v, loc, pk, AT_VALUE, "%s", why);
     for (size_t k = 0; k < r->n_headers; k++) {
         struct tr_header_match_cfg *h = &r->headers[k];
-        struct tr_cfg_loc tmp;
-        char buf[CFG_PATH_MAX], rel[48];
-        snprintf(rel, sizeof(rel), "match.headers[%zu]", k);
-        const struct tr_cfg_loc *hloc = item_loc(&h->loc, loc, rel, &tmp, buf, sizeof(buf));
+        struct iloc tmp;
+        const struct tr_cfg_loc *hloc = item_loc(&h->loc, loc, "match.headers", k, &tmp);
         if ((unsigned)h->kind > TR_HMATCH_PRESENT)
             return verr(v, hloc, "", AT_VALUE, "unknown header match kind %d", (int)h->kind);
         const char *hk = header_keys[h->kind];
@@ -598,10 +629,8 @@ static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route
     uint32_t total = 0;
     for (size_t k = 0; k < r->n_clusters; k++) {
         struct tr_weighted_cluster_cfg *wc = &r->clusters[k];
-        struct tr_cfg_loc tmp;
-        char buf[CFG_PATH_MAX], rel[48];
-        snprintf(rel, sizeof(rel), "weighted_clusters[%zu]", k);
-        const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, rel, &tmp, buf, sizeof(buf));
+        struct iloc tmp;
+        const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, "weighted_clusters", k, &tmp);
         if (!resolve(v, &nt->clusters, "cluster", wc->cluster_name, wloc, "cluster", &wc->cluster))
             return false;
         total += wc->weight; /* <= 256 * 1e6 (checked by the schema): no overflow */
@@ -628,10 +657,8 @@ static bool check_route_table(struct vctx *v, const struct vnames *nt, struct tr
     struct name_tab domains = {0};
     for (size_t j = 0; j < t->n_vhosts; j++) {
         struct tr_vhost_cfg *vh = &t->vhosts[j];
-        struct tr_cfg_loc tmp;
-        char buf[CFG_PATH_MAX], rel[48];
-        snprintf(rel, sizeof(rel), "virtual_hosts[%zu]", j);
-        const struct tr_cfg_loc *vloc = item_loc(&vh->loc, loc, rel, &tmp, buf, sizeof(buf));
+        struct iloc tmp;
+        const struct tr_cfg_loc *vloc = item_loc(&vh->loc, loc, "virtual_hosts", j, &tmp);
         if (vh->name == NULL) {
             char nb[32];
             snprintf(nb, sizeof(nb), "vhost-%zu", j);
@@ -645,11 +672,10 @@ static bool check_route_table(struct vctx *v, const struct vnames *nt, struct tr
             if (first < 0)
                 continue;
             const struct tr_vhost_cfg *fv = &t->vhosts[(size_t)first / CFG_MAX_DOMAINS];
-            struct tr_cfg_loc ftmp;
-            char fbuf[CFG_PATH_MAX], frel[48], suffix[48], b[96], w[160];
-            snprintf(frel, sizeof(frel), "virtual_hosts[%zu]", (size_t)first / CFG_MAX_DOMAINS);
+            struct iloc fil;
+            char frel[48], suffix[48], b[96], w[160];
             const struct tr_cfg_loc *floc =
-                item_loc(&fv->loc, loc, frel, &ftmp, fbuf, sizeof(fbuf));
+                item_loc(&fv->loc, loc, "virtual_hosts", (size_t)first / CFG_MAX_DOMAINS, &fil);
             snprintf(frel, sizeof(frel), "domains[%zu]", (size_t)first % CFG_MAX_DOMAINS);
             snprintf(suffix, sizeof(suffix), "domains[%zu]", k);
             return verr(v, vloc, suffix, AT_VALUE, "duplicate domain %s (first defined %s)",
@@ -658,11 +684,8 @@ static bool check_route_table(struct vctx *v, const struct vnames *nt, struct tr
         }
         for (size_t k = 0; k < vh->n_routes; k++) {
             struct tr_route_cfg *r = &vh->routes[k];
-            struct tr_cfg_loc rtmp;
-            char rbuf[CFG_PATH_MAX], rrel[48];
-            snprintf(rrel, sizeof(rrel), "routes[%zu]", k);
-            const struct tr_cfg_loc *rloc =
-                item_loc(&r->loc, vloc, rrel, &rtmp, rbuf, sizeof(rbuf));
+            struct iloc rtmp;
+            const struct tr_cfg_loc *rloc = item_loc(&r->loc, vloc, "routes", k, &rtmp);
             if (!check_route(v, nt, r, k, rloc))
                 return false;
         }
@@ -676,10 +699,8 @@ static bool check_route_tables(struct vctx *v, struct vnames *nt, const struct t
     size_t routes = 0;
     for (size_t i = 0; i < cfg->n_route_tables; i++) {
         struct tr_route_table_cfg *t = &cfg->route_tables[i];
-        struct tr_cfg_loc tmp;
-        char buf[CFG_PATH_MAX], rel[48];
-        snprintf(rel, sizeof(rel), "route_tables[%zu]", i);
-        const struct tr_cfg_loc *loc = item_loc(&t->loc, top, rel, &tmp, buf, sizeof(buf));
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&t->loc, top, "route_tables", i, &tmp);
         if (!check_section(v, &cfg_route_table_section, t, loc, "", true, true) ||
             !unique(v, &nt->tables, "route table name", t->name, (int)i, loc, "route_tables",
                     cfg->route_tables, sizeof(*t), offsetof(struct tr_route_table_cfg, loc)) ||
@@ -743,10 +764,8 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
      * which for ALLOW silently denies everything. */
     for (size_t k = 0; l->protocol == TR_LPROTO_TCP && k < l->authz.n_rules; k++) {
         const struct tr_authz_rule_cfg *rule = &l->authz.rules[k];
-        struct tr_cfg_loc tmp;
-        char buf[CFG_PATH_MAX], rel[48];
-        snprintf(rel, sizeof(rel), "authorization.rules[%zu]", k);
-        const struct tr_cfg_loc *rloc = item_loc(&rule->loc, loc, rel, &tmp, buf, sizeof(buf));
+        struct iloc tmp;
+        const struct tr_cfg_loc *rloc = item_loc(&rule->loc, loc, "authorization.rules", k, &tmp);
         if (rule->n_methods > 0 || rule->n_paths > 0)
             return verr(v, rloc, rule->n_methods > 0 ? "methods" : "paths", AT_KEY,
                         "not allowed on a tcp listener (no HTTP requests to match)");
@@ -759,10 +778,8 @@ static bool check_listeners(struct vctx *v, struct vnames *nt, const struct tr_c
     struct tr_config *cfg = v->cfg;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct tr_listener_cfg *l = &cfg->listeners[i];
-        struct tr_cfg_loc tmp;
-        char buf[CFG_PATH_MAX], rel[48];
-        snprintf(rel, sizeof(rel), "listeners[%zu]", i);
-        const struct tr_cfg_loc *loc = item_loc(&l->loc, top, rel, &tmp, buf, sizeof(buf));
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&l->loc, top, "listeners", i, &tmp);
         if (!check_section(v, &cfg_listener_section, l, loc, "", true, true) ||
             !unique(v, &nt->listeners, "listener name", l->name, (int)i, loc, "listeners",
                     cfg->listeners, sizeof(*l), offsetof(struct tr_listener_cfg, loc)) ||
