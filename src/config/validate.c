@@ -106,9 +106,7 @@ __attribute__((format(printf, 5, 6))) static bool verr(struct vctx *v,
 
 static bool voom(struct vctx *v)
 {
-    static const struct tr_cfg_loc none = {0};
-    struct tr_cfg_loc loc = none;
-    loc.file = v->cfg->file;
+    const struct tr_cfg_loc loc = {.file = v->cfg->file};
     return verr(v, &loc, "", AT_VALUE, "out of memory");
 }
 
@@ -118,7 +116,8 @@ static const char *where_defined(const struct vctx *v, const struct tr_cfg_loc *
                                  const char *suffix, char *buf, size_t size)
 {
     if (has_origin(first)) {
-        snprintf(buf, size, "by %s %s%s%s", first->origin.kind != NULL ? first->origin.kind : "",
+        snprintf(buf, size, "by %s%s%s%s%s", first->origin.kind != NULL ? first->origin.kind : "",
+                 first->origin.kind != NULL ? " " : "",
                  first->origin.ns != NULL ? first->origin.ns : "",
                  first->origin.ns != NULL ? "/" : "",
                  first->origin.name != NULL ? first->origin.name : "");
