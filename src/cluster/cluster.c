@@ -1,18 +1,212 @@
 #include "cluster/cluster.h"
 
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "net/sock.h"
 #include "obs/metrics.h"
 #include "runtime/worker.h"
 #include "upstream/pool.h"
 
-struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws)
+/* ---- endpoint objects ---- */
+
+static struct tr_endpoint_rt *endpoint_new(const struct tr_endpoint_cfg *ec)
+{
+    struct tr_endpoint_rt *ep = calloc(1, sizeof(*ep));
+    if (ep == NULL)
+        return NULL;
+    memcpy(&ep->addr, &ec->addr.ss, sizeof(ep->addr));
+    ep->addr_len = ec->addr.len;
+    snprintf(ep->addr_text, sizeof(ep->addr_text), "%s", ec->addr.text);
+    tr_tls_session_slot_init(&ep->tls_slot);
+    return ep;
+}
+
+static void endpoint_unref(struct tr_endpoint_rt *ep)
+{
+    if (--ep->refs > 0)
+        return;
+    /* No view lists it and no connection object is left. */
+    tr_tls_session_slot_clear(&ep->tls_slot);
+    free(ep);
+}
+
+void tr_endpoint_conn_hold(struct tr_endpoint_rt *ep)
+{
+    ep->refs++;
+    if (ep->conn_objs++ == 0)
+        tr_wsnap_use(ep->cluster->ws);
+}
+
+void tr_endpoint_conn_drop(struct tr_endpoint_rt *ep)
+{
+    if (--ep->conn_objs == 0)
+        tr_wsnap_release(ep->cluster->ws);
+    endpoint_unref(ep);
+}
+
+/* The endpoint now belongs to view c (newer than its previous one): its
+ * connections read their settings from c, so the snapshot use moves too. */
+static void endpoint_move(struct tr_endpoint_rt *ep, struct tr_cluster_rt *c,
+                          const struct tr_endpoint_cfg *ec)
+{
+    struct tr_cluster_rt *old = ep->cluster;
+    ep->cluster = c;
+    ep->retired = false;
+    ep->workload = ec->workload != NULL ? tr_metrics_intern(ec->workload) : c->workload;
+    if (ep->conn_objs > 0 && old != NULL && old->ws != c->ws) {
+        tr_wsnap_use(c->ws);
+        tr_wsnap_release(old->ws);
+    }
+}
+
+/* ---- lookup of the previous views (open addressing, built per update) ---- */
+
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t hash_addr(const struct sockaddr_storage *ss)
+{
+    uint64_t h = hash_bytes(0xcbf29ce484222325ull, &ss->ss_family, sizeof(ss->ss_family));
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)ss;
+        h = hash_bytes(h, &in->sin_addr, sizeof(in->sin_addr));
+        return hash_bytes(h, &in->sin_port, sizeof(in->sin_port));
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)ss;
+        h = hash_bytes(h, &in6->sin6_addr, sizeof(in6->sin6_addr));
+        return hash_bytes(h, &in6->sin6_port, sizeof(in6->sin6_port));
+    }
+    return h;
+}
+
+/* Slots hold index + 1 (0 = empty, INDEX_TAKEN = a matched entry that
+ * lookups step over); size is a power of two >= 2n. */
+#define INDEX_TAKEN UINT32_MAX
+struct index {
+    uint32_t *slot;
+    size_t mask;
+};
+
+static bool index_init(struct index *ix, size_t n)
+{
+    size_t size = 8;
+    while (size < 2 * n)
+        size <<= 1;
+    ix->slot = calloc(size, sizeof(*ix->slot));
+    ix->mask = size - 1;
+    return ix->slot != NULL;
+}
+
+static void index_put(struct index *ix, uint64_t h, uint32_t i)
+{
+    size_t k = h & ix->mask;
+    while (ix->slot[k] != 0)
+        k = (k + 1) & ix->mask;
+    ix->slot[k] = i + 1;
+}
+
+static const char *str_or_empty(const char *s)
+{
+    return s != NULL ? s : "";
+}
+
+/* Connections made for prev can serve c: same peer identity checks, same
+ * TLS context (shared across snapshots while its files are unchanged), same
+ * protocol. Everything else (timeouts, pool sizes, balancer) applies to the
+ * kept connections as it is read. */
+static bool same_connection_settings(const struct tr_cluster_rt *prev,
+                                     const struct tr_cluster_rt *c)
+{
+    const struct tr_cluster_cfg *a = prev->cfg, *b = c->cfg;
+    if (prev->tls != c->tls || a->protocol != b->protocol ||
+        strcmp(str_or_empty(a->sni), str_or_empty(b->sni)) != 0 ||
+        a->n_server_ids != b->n_server_ids)
+        return false;
+    for (size_t i = 0; i < a->n_server_ids; i++)
+        if (strcmp(a->server_ids[i], b->server_ids[i]) != 0)
+            return false;
+    return true;
+}
+
+static struct tr_cluster_rt *find_prev(const struct index *ix, struct tr_cluster_rt *prev,
+                                       const char *name)
+{
+    size_t k = hash_bytes(0xcbf29ce484222325ull, name, strlen(name)) & ix->mask;
+    for (; ix->slot[k] != 0; k = (k + 1) & ix->mask) {
+        struct tr_cluster_rt *p = &prev[ix->slot[k] - 1];
+        if (strcmp(p->cfg->name, name) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+/* Fills c->eps, taking over prev's endpoint objects by address. */
+static bool endpoints_build(struct tr_cluster_rt *c, struct tr_cluster_rt *prev)
+{
+    const struct tr_cluster_cfg *cc = c->cfg;
+    struct index ix = {0};
+    if (prev != NULL) {
+        if (!index_init(&ix, prev->n_eps))
+            return false;
+        for (uint32_t i = 0; i < prev->n_eps; i++)
+            index_put(&ix, hash_addr(&prev->eps[i]->addr), i);
+    }
+    for (size_t e = 0; e < cc->n_endpoints; e++) {
+        const struct tr_endpoint_cfg *ec = &cc->endpoints[e];
+        struct tr_endpoint_rt *ep = NULL;
+        if (prev != NULL) {
+            size_t k = hash_addr(&ec->addr.ss) & ix.mask;
+            for (; ix.slot[k] != 0; k = (k + 1) & ix.mask) {
+                if (ix.slot[k] == INDEX_TAKEN)
+                    continue;
+                struct tr_endpoint_rt *p = prev->eps[ix.slot[k] - 1];
+                if (tr_sock_addr_equal(&p->addr, &ec->addr.ss)) {
+                    /* Taken once: an address listed twice gets a second object. */
+                    ix.slot[k] = INDEX_TAKEN;
+                    ep = p;
+                    break;
+                }
+            }
+        }
+        if (ep != NULL)
+            c->n_kept++;
+        else if ((ep = endpoint_new(ec)) == NULL)
+            break;
+        ep->refs++;
+        c->eps[e] = ep;
+        c->weights[e] = ec->weight;
+        c->total_weight += ec->weight;
+        c->n_eps = (uint32_t)e + 1;
+    }
+    free(ix.slot);
+    return c->n_eps == cc->n_endpoints;
+}
+
+struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_rt *prev,
+                                        size_t n_prev)
 {
     const struct tr_config *cfg = ws->snap->cfg;
     struct tr_cluster_rt *cl = calloc(cfg->n_clusters + 1, sizeof(*cl));
-    if (cl == NULL)
+    struct index ix = {0};
+    if (cl == NULL || (prev != NULL && !index_init(&ix, n_prev))) {
+        free(cl);
         return NULL;
-    for (size_t i = 0; i < cfg->n_clusters; i++) {
+    }
+    for (size_t i = 0; prev != NULL && i < n_prev; i++)
+        index_put(&ix,
+                  hash_bytes(0xcbf29ce484222325ull, prev[i].cfg->name, strlen(prev[i].cfg->name)),
+                  (uint32_t)i);
+    size_t i = 0;
+    for (; i < cfg->n_clusters; i++) {
         const struct tr_cluster_cfg *cc = &cfg->clusters[i];
         struct tr_cluster_rt *c = &cl[i];
         c->cfg = cc;
@@ -22,22 +216,51 @@ struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws)
         c->workload = tr_metrics_intern(cc->workload);
         c->workload_namespace = tr_metrics_intern(cc->workload_namespace);
         c->eps = calloc(cc->n_endpoints + 1, sizeof(*c->eps));
-        if (c->eps == NULL) {
-            tr_clusters_free(cl, i);
-            return NULL;
-        }
-        c->n_eps = (uint32_t)cc->n_endpoints;
-        for (size_t e = 0; e < cc->n_endpoints; e++) {
-            c->eps[e].cfg = &cc->endpoints[e];
-            c->eps[e].cluster = c;
-            tr_tls_session_slot_init(&c->eps[e].tls_slot);
-            c->eps[e].workload = cc->endpoints[e].workload != NULL
-                                     ? tr_metrics_intern(cc->endpoints[e].workload)
-                                     : c->workload;
-            c->total_weight += cc->endpoints[e].weight;
-        }
+        c->weights = calloc(cc->n_endpoints + 1, sizeof(*c->weights));
+        if (c->eps == NULL || c->weights == NULL)
+            break;
+        struct tr_cluster_rt *p = prev != NULL ? find_prev(&ix, prev, cc->name) : NULL;
+        if (p != NULL && !same_connection_settings(p, c))
+            p = NULL;
+        if (!endpoints_build(c, p))
+            break;
+    }
+    free(ix.slot);
+    if (i < cfg->n_clusters) {
+        /* Nothing was moved yet: dropping the references undoes the build. */
+        tr_clusters_free(cl, i + 1);
+        return NULL;
     }
     return cl;
+}
+
+void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt *prev,
+                        size_t n_prev)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct tr_cluster_rt *c = &cl[i];
+        c->n_unhealthy = 0;
+        for (uint32_t e = 0; e < c->n_eps; e++) {
+            struct tr_endpoint_rt *ep = c->eps[e];
+            endpoint_move(ep, c, &c->cfg->endpoints[e]);
+            c->n_unhealthy += ep->connect_failures > 0;
+        }
+    }
+    for (size_t i = 0; prev != NULL && i < n_prev; i++)
+        for (uint32_t e = 0; e < prev[i].n_eps; e++) {
+            struct tr_endpoint_rt *ep = prev[i].eps[e];
+            if (ep->cluster == &prev[i] && !ep->retired) {
+                ep->retired = true;
+                tr_pool_close_idle(ep);
+            }
+        }
+}
+
+void tr_clusters_close_idle(struct tr_cluster_rt *cl, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t e = 0; e < cl[i].n_eps; e++)
+            tr_pool_close_idle(cl[i].eps[e]);
 }
 
 void tr_clusters_free(struct tr_cluster_rt *cl, size_t n)
@@ -46,67 +269,146 @@ void tr_clusters_free(struct tr_cluster_rt *cl, size_t n)
         return;
     for (size_t i = 0; i < n; i++) {
         for (uint32_t e = 0; e < cl[i].n_eps; e++) {
-            tr_pool_close_idle(&cl[i].eps[e]);
-            tr_tls_session_slot_clear(&cl[i].eps[e].tls_slot);
+            struct tr_endpoint_rt *ep = cl[i].eps[e];
+            /* Only a retired endpoint without connections can still point
+             * here (connections keep this view alive): an older view that
+             * lists it may outlive this one, and will not connect to it. */
+            if (ep->cluster == &cl[i])
+                ep->cluster = NULL;
+            endpoint_unref(ep);
         }
         free(cl[i].eps);
+        free(cl[i].weights);
     }
     free(cl);
 }
 
+/* An endpoint a pick may return: not in connect back-off, not the one the
+ * failed attempt went to. The fast paths below skip this test while every
+ * endpoint is healthy and nothing is avoided. */
+static inline bool eligible(const struct tr_endpoint_rt *e, const struct tr_endpoint_rt *avoid,
+                            uint64_t now_ms)
+{
+    return e != avoid && tr_endpoint_healthy(e, now_ms);
+}
+
 /* Smooth weighted round robin: each pick adds every weight to its endpoint's
  * counter and takes the largest, then subtracts the total. Spreads picks
- * evenly (a 5:1:1 split gives a,a,b,a,c,a,a rather than a,a,a,a,a,b,c). */
-static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c)
+ * evenly (a 5:1:1 split gives a,a,b,a,c,a,a rather than a,a,a,a,a,b,c).
+ * With filter set, only eligible endpoints take part (and their total). */
+static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c, bool filter,
+                                               const struct tr_endpoint_rt *avoid, uint64_t now_ms)
 {
     struct tr_endpoint_rt *best = NULL;
+    int64_t total = 0;
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        struct tr_endpoint_rt *e = &c->eps[i];
-        if (e->cfg->weight == 0)
+        struct tr_endpoint_rt *e = c->eps[i];
+        if (c->weights[i] == 0 || (filter && !eligible(e, avoid, now_ms)))
             continue;
-        e->rr_current += e->cfg->weight;
+        e->rr_current += c->weights[i];
+        total += c->weights[i];
         if (best == NULL || e->rr_current > best->rr_current)
             best = e;
     }
     if (best != NULL)
-        best->rr_current -= c->total_weight;
+        best->rr_current -= total;
     return best;
 }
 
-static struct tr_endpoint_rt *pick_random(struct tr_cluster_rt *c, uint32_t rnd)
+static struct tr_endpoint_rt *pick_random(struct tr_cluster_rt *c, uint32_t rnd, bool filter,
+                                          const struct tr_endpoint_rt *avoid, uint64_t now_ms)
 {
-    if (c->total_weight <= 0)
+    int64_t total = c->total_weight;
+    if (filter) {
+        total = 0;
+        for (uint32_t i = 0; i < c->n_eps; i++)
+            if (eligible(c->eps[i], avoid, now_ms))
+                total += c->weights[i];
+    }
+    if (total <= 0)
         return NULL;
-    int64_t r = (int64_t)(rnd % (uint64_t)c->total_weight);
+    int64_t r = (int64_t)(rnd % (uint64_t)total);
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        r -= c->eps[i].cfg->weight;
+        if (filter && !eligible(c->eps[i], avoid, now_ms))
+            continue;
+        r -= c->weights[i];
         if (r < 0)
-            return &c->eps[i];
+            return c->eps[i];
     }
     return NULL;
 }
 
-/* Power of two choices on outstanding requests (weights are ignored). */
-static struct tr_endpoint_rt *pick_least_request(struct tr_cluster_rt *c, uint32_t rnd)
+/* The k-th eligible endpoint (0-based). */
+static struct tr_endpoint_rt *nth_eligible(struct tr_cluster_rt *c, uint32_t k,
+                                           const struct tr_endpoint_rt *avoid, uint64_t now_ms)
 {
-    if (c->n_eps == 1)
-        return &c->eps[0];
-    struct tr_endpoint_rt *a = &c->eps[rnd % c->n_eps];
-    struct tr_endpoint_rt *b = &c->eps[(rnd >> 16) % c->n_eps];
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        if (eligible(c->eps[i], avoid, now_ms) && k-- == 0)
+            return c->eps[i];
+    return NULL;
+}
+
+/* Power of two choices on outstanding requests (weights are ignored). */
+static struct tr_endpoint_rt *pick_least_request(struct tr_cluster_rt *c, uint32_t rnd, bool filter,
+                                                 const struct tr_endpoint_rt *avoid,
+                                                 uint64_t now_ms)
+{
+    struct tr_endpoint_rt *a, *b;
+    if (!filter) {
+        if (c->n_eps == 1)
+            return c->eps[0];
+        a = c->eps[rnd % c->n_eps];
+        b = c->eps[(rnd >> 16) % c->n_eps];
+    } else {
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < c->n_eps; i++)
+            n += eligible(c->eps[i], avoid, now_ms);
+        if (n == 0)
+            return NULL;
+        a = nth_eligible(c, rnd % n, avoid, now_ms);
+        b = nth_eligible(c, (rnd >> 16) % n, avoid, now_ms);
+    }
     return b->active_requests < a->active_requests ? b : a;
 }
 
-struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd)
+struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd,
+                                       const struct tr_endpoint_rt *avoid, uint64_t now_ms)
 {
     if (c->n_eps == 0)
         return NULL;
+    bool filter = avoid != NULL || c->n_unhealthy > 0;
     switch (c->cfg->lb) {
     case TR_LB_RANDOM:
-        return pick_random(c, rnd);
+        return pick_random(c, rnd, filter, avoid, now_ms);
     case TR_LB_LEAST_REQUEST:
-        return pick_least_request(c, rnd);
+        return pick_least_request(c, rnd, filter, avoid, now_ms);
     case TR_LB_ROUND_ROBIN:
     default:
-        return pick_round_robin(c);
+        return pick_round_robin(c, filter, avoid, now_ms);
     }
+}
+
+void tr_endpoint_connect_failed(struct tr_endpoint_rt *ep, uint64_t now_ms)
+{
+    /* Attempts started before the back-off began fail together: one outage
+     * lengthens the back-off once, not once per attempt in flight. */
+    if (ep->connect_failures > 0 && now_ms < ep->unhealthy_until_ms)
+        return;
+    if (ep->connect_failures == 0)
+        ep->cluster->n_unhealthy++;
+    if (ep->connect_failures < 31)
+        ep->connect_failures++;
+    uint64_t backoff = (uint64_t)TR_EP_BACKOFF_BASE_MS << (ep->connect_failures - 1);
+    if (backoff > TR_EP_BACKOFF_MAX_MS)
+        backoff = TR_EP_BACKOFF_MAX_MS;
+    ep->unhealthy_until_ms = now_ms + backoff;
+}
+
+void tr_endpoint_connect_ok(struct tr_endpoint_rt *ep)
+{
+    if (ep->connect_failures == 0)
+        return;
+    ep->connect_failures = 0;
+    ep->unhealthy_until_ms = 0;
+    ep->cluster->n_unhealthy--;
 }

@@ -281,9 +281,11 @@ void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reas
     }
 }
 
-void tr_metrics_set_config_generation(uint64_t gen)
+void tr_metrics_raise_config_generation(uint64_t gen)
 {
-    atomic_store(&config_generation, gen);
+    uint64_t cur = atomic_load(&config_generation);
+    while (cur < gen && !atomic_compare_exchange_weak(&config_generation, &cur, gen))
+        ;
 }
 
 void tr_metrics_config_reload(bool ok)
@@ -550,6 +552,7 @@ char *tr_metrics_render(size_t *len)
         "trellis_upstream_connections_total",     "trellis_upstream_connections_active",
         "trellis_upstream_requests_reused_total", "trellis_upstream_requests_resent_total",
         "trellis_http_parse_errors_total",        "trellis_tls_plaintext_refused_total",
+        "trellis_upstream_tls_handshakes_total",  "trellis_upstream_tls_resumed_total",
     };
     for (int c = 0; c < TR_C_COUNT; c++) {
         uint64_t total = 0;

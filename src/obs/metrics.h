@@ -87,7 +87,9 @@ enum tr_counter {
     TR_C_UPSTREAM_REUSED,    /* requests sent on a pooled connection */
     TR_C_UPSTREAM_RESEND,    /* requests re-sent after a pooled connection closed */
     TR_C_HTTP_PARSE_ERRORS,
-    TR_C_PLAINTEXT_REFUSED, /* STRICT listeners */
+    TR_C_PLAINTEXT_REFUSED,       /* STRICT listeners */
+    TR_C_UPSTREAM_TLS_HANDSHAKES, /* completed upstream TLS handshakes, resumed or not */
+    TR_C_UPSTREAM_TLS_RESUMED,    /* ... of which resumed a session */
     TR_C_COUNT,
 };
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);
@@ -101,7 +103,9 @@ void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reas
 char *tr_metrics_render(size_t *len);
 
 /* Process-level gauges/counters set by the main thread. */
-void tr_metrics_set_config_generation(uint64_t gen);
+/* The configuration generation in force; a lower value than the one shown
+ * is ignored (workers report adoptions concurrently). */
+void tr_metrics_raise_config_generation(uint64_t gen);
 void tr_metrics_config_reload(bool ok);
 
 #endif

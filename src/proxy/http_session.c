@@ -602,7 +602,8 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
 static void start_upstream(struct tr_session *s, bool fresh)
 {
     struct tr_http_state *h = &s->http;
-    struct tr_endpoint_rt *ep = tr_cluster_pick(h->cluster, tr_worker_rand(s->w));
+    struct tr_endpoint_rt *ep =
+        tr_cluster_pick(h->cluster, tr_worker_rand(s->w), NULL, tr_loop_now_ms(s->w->loop));
     if (ep == NULL) {
         local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
         return;
@@ -611,7 +612,7 @@ static void start_upstream(struct tr_session *s, bool fresh)
     const char *reason = NULL;
     h->ep = ep;
     ep->active_requests++;
-    h->upstream_addr = ep->cfg->addr.text;
+    h->upstream_addr = ep->addr_text;
     struct tr_upstream *up =
         tr_pool_acquire(s->w, ep, &http_up_ops, s, fresh, false, &ready, &reason);
     if (up == NULL) {

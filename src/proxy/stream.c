@@ -1505,14 +1505,15 @@ static void h1_pump_once(struct tr_stream *st)
 
 static void up_start(struct tr_stream *st, bool fresh)
 {
-    struct tr_endpoint_rt *ep = tr_cluster_pick(st->cluster, tr_worker_rand(W(st)));
+    struct tr_endpoint_rt *ep =
+        tr_cluster_pick(st->cluster, tr_worker_rand(W(st)), NULL, tr_loop_now_ms(W(st)->loop));
     if (ep == NULL) {
         local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
         return;
     }
     st->ep = ep;
     ep->active_requests++;
-    st->upstream_addr = ep->cfg->addr.text;
+    st->upstream_addr = ep->addr_text;
     if (st->up == TR_SU_H2) {
         const char *reason = NULL;
         if (tr_h2_up_open(W(st), ep, fresh, &stream_h2up_ops, st, &st->upreq, !st->req_has_body,

@@ -165,7 +165,7 @@ static void tcp_on_up_ready(void *owner, struct tr_upstream *up, int err, const 
     if (err < 0) {
         t->up = NULL;
         tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name,
-                t->cluster->eps[0].cfg->addr.text, reason);
+                t->cluster->eps[0]->addr_text, reason);
         tcp_finish(s, TR_RF_UF);
         return;
     }
@@ -232,11 +232,15 @@ void tr_tcp_session_start(struct tr_session *s)
         return;
     }
     t->cluster = &s->ws->clusters[s->lcfg->tcp_cluster];
-    struct tr_endpoint_rt *ep = tr_cluster_pick(t->cluster, tr_worker_rand(s->w));
+    struct tr_endpoint_rt *ep =
+        tr_cluster_pick(t->cluster, tr_worker_rand(s->w), NULL, tr_loop_now_ms(s->w->loop));
+    if (ep == NULL) {
+        tcp_finish(s, TR_RF_UH);
+        return;
+    }
     bool ready;
     const char *reason = NULL;
-    t->up =
-        ep != NULL ? tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, false, &ready, &reason) : NULL;
+    t->up = tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, false, &ready, &reason);
     if (t->up == NULL) {
         tcp_finish(s, TR_RF_UF);
         return;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,12 +81,12 @@ static int check_new_listeners(const struct tr_config *next, const struct tr_con
     return 0;
 }
 
-static struct tr_snapshot *load_snapshot(char **err)
+static struct tr_snapshot *load_snapshot(const struct tr_snapshot *prev, char **err)
 {
     struct tr_config *cfg = tr_config_load_file(srv.opt->config_path, err);
     if (cfg == NULL)
         return NULL;
-    struct tr_snapshot *snap = tr_snapshot_build(cfg, srv.generation + 1, err);
+    struct tr_snapshot *snap = tr_snapshot_build(cfg, prev, srv.generation + 1, err);
     if (snap == NULL) {
         tr_config_free(cfg);
         return NULL;
@@ -93,38 +94,83 @@ static struct tr_snapshot *load_snapshot(char **err)
     return snap;
 }
 
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Settings fixed at start-up: an update that changes one is applied except
+ * for that setting, and says so (they need a restart). Returns how many. */
+static unsigned report_restart_settings(const struct tr_config *next, const struct tr_config *cur)
+{
+    unsigned n = 0;
+#define RESTART(changed, what, fmt, a, b)                                                          \
+    do {                                                                                           \
+        if (changed) {                                                                             \
+            tr_warn("%s: %s changed from " fmt " to " fmt                                          \
+                    "; it takes effect at the next restart, the running value stays",              \
+                    next->file, what, a, b);                                                       \
+            n++;                                                                                   \
+        }                                                                                          \
+    } while (0)
+    RESTART(next->workers != cur->workers, "workers", "%u", cur->workers, next->workers);
+    RESTART(next->limits.buffer_size != cur->limits.buffer_size, "limits.buffer_size", "%u",
+            cur->limits.buffer_size, next->limits.buffer_size);
+    RESTART(next->admin.enabled != cur->admin.enabled, "admin.enabled", "%d", cur->admin.enabled,
+            next->admin.enabled);
+    RESTART(!str_eq(next->admin.addr.text, cur->admin.addr.text), "admin.address", "%s",
+            cur->admin.addr.text ? cur->admin.addr.text : "(none)",
+            next->admin.addr.text ? next->admin.addr.text : "(none)");
+    RESTART(next->access_log.enabled != cur->access_log.enabled, "access_log.enabled", "%d",
+            cur->access_log.enabled, next->access_log.enabled);
+    RESTART(!str_eq(next->access_log.path, cur->access_log.path), "access_log.path", "%s",
+            cur->access_log.path ? cur->access_log.path : "(none)",
+            next->access_log.path ? next->access_log.path : "(none)");
+#undef RESTART
+    return n;
+}
+
+/* Workers adopt a published snapshot from their own event loops; the
+ * generation in force (the metric) is the oldest any worker still starts
+ * requests with. Called by each worker after adopting; the value only grows. */
+void tr_server_note_adopted(void)
+{
+    uint64_t oldest = UINT64_MAX;
+    for (unsigned i = 0; i < srv.n_workers; i++) {
+        uint64_t g = atomic_load(&srv.workers[i]->adopted_generation);
+        if (g < oldest)
+            oldest = g;
+    }
+    if (oldest != UINT64_MAX)
+        tr_metrics_raise_config_generation(oldest);
+}
+
 int tr_server_reload(char **err)
 {
-    struct tr_snapshot *snap = load_snapshot(err);
-    if (snap == NULL)
-        goto rejected;
     struct tr_snapshot *cur = tr_snapshot_current_acquire();
+    struct tr_snapshot *snap = load_snapshot(cur, err);
+    if (snap == NULL) {
+        tr_snapshot_unref(cur);
+        goto rejected;
+    }
     int rc = check_new_listeners(snap->cfg, cur ? cur->cfg : NULL, err);
-    tr_snapshot_unref(cur);
     if (rc < 0) {
+        tr_snapshot_unref(cur);
         tr_snapshot_unref(snap);
         goto rejected;
     }
+    if (cur != NULL)
+        report_restart_settings(snap->cfg, cur->cfg);
+    tr_snapshot_unref(cur);
     srv.generation++;
+    size_t shared = snap->n_tls_shared, n_tls = snap->cfg->n_tls;
     tr_snapshot_publish(snap);
+    /* Workers take it from their event loops (runtime/worker.c); nobody waits. */
     for (unsigned i = 0; i < srv.n_workers; i++)
         tr_worker_notify(srv.workers[i], TR_WCMD_SNAPSHOT);
-    /* The reload is done when every worker serves new requests with it, so
-     * that the generation reported by the admin endpoint and metrics is the
-     * one in force. Workers adopt within one loop turn; the wait is bounded. */
-    for (int spin = 0; spin < 2000; spin++) {
-        unsigned adopted = 0;
-        for (unsigned i = 0; i < srv.n_workers; i++)
-            adopted += atomic_load(&srv.workers[i]->adopted_generation) >= srv.generation;
-        if (adopted == srv.n_workers)
-            break;
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
-    }
-    tr_metrics_set_config_generation(srv.generation);
     tr_metrics_config_reload(true);
-    tr_info("configuration generation %llu loaded from %s", (unsigned long long)srv.generation,
-            srv.opt->config_path);
+    tr_info("configuration generation %llu loaded from %s (%zu of %zu TLS contexts kept)",
+            (unsigned long long)srv.generation, srv.opt->config_path, shared, n_tls);
     return 0;
 rejected:
     tr_metrics_config_reload(false);
@@ -259,7 +305,7 @@ int tr_server_run(const struct tr_server_options *opt)
         return 1;
     }
     char *err = NULL;
-    struct tr_snapshot *snap = load_snapshot(&err);
+    struct tr_snapshot *snap = load_snapshot(NULL, &err);
     if (snap == NULL) {
         fprintf(stderr, "trellis: %s\n", err ? err : "cannot load configuration");
         free(err);
@@ -271,7 +317,7 @@ int tr_server_run(const struct tr_server_options *opt)
         tr_log_set_level((enum tr_log_level)tr_log_level_parse(level));
     srv.generation = 1;
     tr_snapshot_publish(snap);
-    tr_metrics_set_config_generation(1);
+    tr_metrics_raise_config_generation(1);
     srv.files_fp = files_fingerprint();
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);

@@ -18,6 +18,8 @@ int tr_server_run(const struct tr_server_options *opt);
 /* For the admin endpoint. */
 bool tr_server_ready(void);
 uint64_t tr_server_generation(void);
+/* A worker adopted the published snapshot (runtime/worker.c). */
+void tr_server_note_adopted(void);
 /* Reload now (as SIGHUP does). Returns 0 or -1 with *err set (malloc'd). */
 int tr_server_reload(char **err);
 

@@ -47,7 +47,30 @@ static void snapshot_destroy(struct tr_snapshot *s)
     tr_config_free(cfg);
 }
 
-struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, uint64_t generation, char **err)
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* prev's context for t, if it can serve t unchanged. */
+static struct tr_tls_ctx *shared_tls(const struct tr_snapshot *prev, const struct tr_tls_cfg *t)
+{
+    for (size_t j = 0; prev != NULL && j < prev->cfg->n_tls; j++) {
+        const struct tr_tls_cfg *p = &prev->cfg->tls[j];
+        if (!str_eq(p->name, t->name))
+            continue;
+        if (str_eq(p->cert_file, t->cert_file) && str_eq(p->key_file, t->key_file) &&
+            str_eq(p->ca_file, t->ca_file) && str_eq(p->trust_domain, t->trust_domain) &&
+            p->min_version == t->min_version && p->session_resumption == t->session_resumption &&
+            !tr_tls_ctx_files_changed(prev->tls[j]))
+            return prev->tls[j];
+        return NULL;
+    }
+    return NULL;
+}
+
+struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_snapshot *prev,
+                                      uint64_t generation, char **err)
 {
     struct tr_snapshot *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -61,6 +84,13 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, uint64_t generation
     if (s->tls == NULL || s->routers == NULL || s->authz == NULL)
         goto oom;
     for (size_t i = 0; i < cfg->n_tls; i++) {
+        struct tr_tls_ctx *same = shared_tls(prev, &cfg->tls[i]);
+        if (same != NULL) {
+            tr_tls_ctx_ref(same);
+            s->tls[i] = same;
+            s->n_tls_shared++;
+            continue;
+        }
         s->tls[i] = tr_tls_ctx_load(&cfg->tls[i], err);
         if (s->tls[i] == NULL)
             goto fail;

@@ -28,10 +28,17 @@ struct tr_snapshot {
     struct tr_authz **authz;    /* per cfg->listeners; NULL: no rules */
     struct tr_h1_limits h1_limits;
     struct tr_h2_limits h2_limits; /* downstream and upstream HTTP/2 connections */
+    size_t n_tls_shared;           /* contexts taken over from the previous snapshot */
 };
 
-/* Compile cfg into a snapshot. Takes ownership of cfg on success only. */
-struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, uint64_t generation, char **err);
+/* Compile cfg into a snapshot. Takes ownership of cfg on success only.
+ * prev (may be NULL): the snapshot in force, whose TLS contexts are shared
+ * where the new configuration names the same context with the same settings
+ * and its files are unchanged on disk: the SSL_CTXs, their session-ticket
+ * keys and the upstream endpoints that depend on them (cluster/cluster.h)
+ * survive the update. */
+struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_snapshot *prev,
+                                      uint64_t generation, char **err);
 void tr_snapshot_ref(struct tr_snapshot *s);
 void tr_snapshot_unref(struct tr_snapshot *s);
 

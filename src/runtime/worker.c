@@ -13,6 +13,7 @@
 #include "listener/listener.h"
 #include "net/sock.h"
 #include "obs/access_log.h"
+#include "runtime/server.h"
 #include "upstream/pool.h"
 
 /* ---- worker snapshots ---- */
@@ -70,7 +71,9 @@ static struct tr_wsnap *wsnap_new(struct tr_worker *w, struct tr_snapshot *snap)
     ws->w = w;
     ws->users = 1; /* the worker's own reference while current */
     ws->listener_labels = calloc(snap->cfg->n_listeners + 1, sizeof(*ws->listener_labels));
-    ws->clusters = tr_clusters_build(ws);
+    const struct tr_wsnap *prev = w->ws;
+    ws->clusters =
+        tr_clusters_build(ws, prev ? prev->clusters : NULL, prev ? prev->snap->cfg->n_clusters : 0);
     if (ws->listener_labels == NULL || ws->clusters == NULL) {
         free(ws->listener_labels);
         free(ws);
@@ -205,12 +208,13 @@ static int adopt_snapshot(struct tr_worker *w, char **err)
     }
     struct tr_wsnap *old = w->ws;
     w->ws = ws;
+    tr_clusters_commit(ws->clusters, snap->cfg->n_clusters, old ? old->clusters : NULL,
+                       old ? old->snap->cfg->n_clusters : 0);
     atomic_store(&w->adopted_generation, snap->generation);
+    if (old != NULL)
+        tr_server_note_adopted();
     if (old != NULL) {
         old->retired = true;
-        for (size_t i = 0; i < old->snap->cfg->n_clusters; i++)
-            for (uint32_t e = 0; e < old->clusters[i].n_eps; e++)
-                tr_pool_close_idle(&old->clusters[i].eps[e]);
         tr_wsnap_release(old);
     }
     return 0;
@@ -244,9 +248,8 @@ static void worker_on_wake(struct tr_io *io, uint32_t events)
             l->drain(l);
             l = next;
         }
-        for (size_t i = 0; w->ws != NULL && i < w->ws->snap->cfg->n_clusters; i++)
-            for (uint32_t e = 0; e < w->ws->clusters[i].n_eps; e++)
-                tr_pool_close_idle(&w->ws->clusters[i].eps[e]);
+        if (w->ws != NULL)
+            tr_clusters_close_idle(w->ws->clusters, w->ws->snap->cfg->n_clusters);
     }
     if (cmd & TR_WCMD_STOP)
         tr_loop_stop(w->loop);

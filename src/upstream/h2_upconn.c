@@ -63,7 +63,7 @@ static void slot_release(struct tr_h2_upconn *c, struct up_slot *s)
     s->id = 0;
     c->used--;
     if (c->used == 0 && !c->closed) {
-        if (c->closing || c->ep->cluster->ws->retired || c->w->draining)
+        if (c->closing || c->ep->retired || c->w->draining)
             upconn_close(c, NULL, false);
         else
             tr_timer_set(c->w->loop, &c->idle, c->ep->cluster->cfg->pool_idle_timeout_ms);
@@ -256,8 +256,8 @@ static void upconn_read(struct tr_h2_upconn *c)
         }
         ssize_t fed = tr_h2_feed(c->h2, (const uint8_t *)c->rx, (size_t)n);
         if (fed < 0) {
-            tr_warn("upstream %s (cluster %s): HTTP/2 protocol error; closing",
-                    c->ep->cfg->addr.text, c->ep->cluster->cfg->name);
+            tr_warn("upstream %s (cluster %s): HTTP/2 protocol error; closing", c->ep->addr_text,
+                    c->ep->cluster->cfg->name);
             upconn_flush(c); /* our GOAWAY, best effort */
             upconn_close(c, "protocol_error", false);
             return;
@@ -309,6 +309,10 @@ static void on_idle_timer(struct tr_timer *t)
 static struct tr_h2_upconn *upconn_new(struct tr_worker *w, struct tr_endpoint_rt *ep, bool fresh,
                                        const char **reason)
 {
+    if (ep->cluster == NULL) {
+        *reason = "endpoint_removed"; /* see tr_pool_acquire */
+        return NULL;
+    }
     const struct tr_cluster_cfg *cc = ep->cluster->cfg;
     struct tr_h2_upconn *c = calloc(1, sizeof(*c));
     if (c != NULL) {

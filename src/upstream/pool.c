@@ -22,9 +22,9 @@ const char *tr_upstream_state_name(enum tr_upstream_state s)
 static void upstream_free_now(struct tr_deferred *d)
 {
     struct tr_upstream *up = tr_container_of(d, struct tr_upstream, free_later);
-    struct tr_wsnap *ws = up->ep->cluster->ws;
+    struct tr_endpoint_rt *ep = up->ep;
     free(up);
-    tr_wsnap_release(ws);
+    tr_endpoint_conn_drop(ep);
 }
 
 static void idle_unlink(struct tr_upstream *up)
@@ -60,8 +60,9 @@ static void upstream_fail(struct tr_upstream *up, int err, const char *reason)
     const struct tr_upstream_owner_ops *ops = up->ops;
     void *owner = up->owner;
     char addr[64];
-    tr_debug("upstream %s: %s (%d)", up->ep->cfg->addr.text, reason, err);
+    tr_debug("upstream %s: %s (%d)", up->ep->addr_text, reason, err);
     (void)addr;
+    tr_endpoint_connect_failed(up->ep, tr_loop_now_ms(up->w->loop));
     upstream_close(up);
     if (ops != NULL)
         ops->on_ready(owner, up, err, reason);
@@ -75,16 +76,20 @@ static void upstream_handshake(struct tr_upstream *up)
     if (rc < 0) {
         const char *reason = tr_tls_failure_reason(up->conn.ssl);
         tr_metrics_tls_failure(up->w->metrics, 1, reason);
-        tr_warn("upstream TLS handshake with %s (cluster %s) failed: %s", up->ep->cfg->addr.text,
+        tr_warn("upstream TLS handshake with %s (cluster %s) failed: %s", up->ep->addr_text,
                 up->ep->cluster->cfg->name, reason);
         upstream_fail(up, -EPROTO, reason);
         return;
     }
+    tr_metrics_count(up->w->metrics, TR_C_UPSTREAM_TLS_HANDSHAKES, 1);
+    if (SSL_session_reused(up->conn.ssl))
+        tr_metrics_count(up->w->metrics, TR_C_UPSTREAM_TLS_RESUMED, 1);
     char id[512];
     if (tr_identity_peer_id(up->conn.ssl, id, sizeof(id)) > 0)
         up->peer_id = tr_metrics_intern(id);
     tr_timer_cancel(up->w->loop, &up->timer);
     up->state = TR_UP_BUSY;
+    tr_endpoint_connect_ok(up->ep);
     up->ops->on_ready(up->owner, up, 0, NULL);
 }
 
@@ -107,6 +112,7 @@ static void upstream_on_io(struct tr_io *io, uint32_t events)
         } else {
             tr_timer_cancel(up->w->loop, &up->timer);
             up->state = TR_UP_BUSY;
+            tr_endpoint_connect_ok(up->ep);
             up->ops->on_ready(up->owner, up, 0, NULL);
         }
         return;
@@ -142,6 +148,12 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
                                     bool fresh, bool h2, bool *ready, const char **reason)
 {
     struct tr_cluster_rt *cl = ep->cluster;
+    if (cl == NULL) {
+        /* Removed from the configuration, and only an old snapshot still
+         * lists it (cluster/cluster.h): no new connection. */
+        *reason = "endpoint_removed";
+        return NULL;
+    }
     if (!fresh && !h2 && ep->idle != NULL) {
         struct tr_upstream *up = ep->idle;
         idle_unlink(up);
@@ -156,7 +168,7 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
         *reason = "overflow";
         return NULL;
     }
-    int fd = tr_sock_connect((const struct sockaddr *)&ep->cfg->addr.ss, ep->cfg->addr.len);
+    int fd = tr_sock_connect((const struct sockaddr *)&ep->addr, ep->addr_len);
     if (fd < 0) {
         *reason = "connect_error";
         return NULL;
@@ -203,7 +215,7 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
     }
     up->state = TR_UP_CONNECTING;
     ep->n_conns++;
-    tr_wsnap_use(cl->ws);
+    tr_endpoint_conn_hold(ep);
     tr_metrics_count(w->metrics, TR_C_UPSTREAM_CX_TOTAL, 1);
     tr_metrics_count(w->metrics, TR_C_UPSTREAM_CX_ACTIVE, 1);
     tr_timer_set(w->loop, &up->timer, cl->cfg->connect_timeout_ms);
@@ -222,7 +234,7 @@ void tr_pool_release(struct tr_upstream *up, bool reusable)
         upstream_close(up); /* still connecting: nobody wants it any more */
         return;
     }
-    if (!reusable || up->conn.rx_eof || ep->cluster->ws->retired || up->w->draining ||
+    if (!reusable || up->conn.rx_eof || ep->retired || up->w->draining ||
         ep->n_idle >= ep->cluster->cfg->pool_max_idle) {
         upstream_close(up);
         return;

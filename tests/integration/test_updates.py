@@ -1,0 +1,210 @@
+"""Configuration updates keep what did not change: pooled and mTLS upstream
+connections of unchanged clusters, the connections to endpoints that remain
+when an endpoint set changes, TLS contexts whose files are unchanged; and
+settings that need a restart are reported, not silently ignored.
+
+Handshakes are counted by the proxy (trellis_upstream_tls_handshakes_total)
+and connections by the backends and the inbound proxy."""
+import http.client
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import RecordingBackend, free_port  # noqa: E402
+from test_lifecycle import wait_generation  # noqa: E402
+from test_mtls import config_a, config_b  # noqa: E402
+
+
+def extra_route(cfg, name):
+    """The same configuration with one more route in front (a local answer)."""
+    vh = cfg["route_tables"][0]["virtual_hosts"][0]
+    vh["routes"].insert(0, {"name": name, "match": {"path": {"exact": f"/{name}"}},
+                            "direct_response": {"status": 204}})
+    return cfg
+
+
+def reload(proxy, cfg):
+    gen = proxy.metric("trellis_config_generation")
+    proxy.write_config(cfg)
+    proxy.signal(signal.SIGHUP)
+    assert wait_generation(proxy, gen + 1) == gen + 1
+
+
+def keepalive_get(conn, path):
+    conn.request("GET", path)
+    r = conn.getresponse()
+    r.read()
+    return r.status
+
+
+def test_reload_keeps_pooled_mtls_connection(proxies, certs, backend):
+    a_port, b_port = free_port(), free_port()
+    cfg_b = config_b(b_port, backend.port, certs["server_cert"], certs["server_key"], certs["ca"])
+    b = proxies(cfg_b, "B")
+    cfg_a = config_a(a_port, b_port, certs["client_cert"], certs["client_key"], certs["ca"])
+    cfg_a["workers"] = 1
+    a = proxies(cfg_a, "A")
+    conn = http.client.HTTPConnection("127.0.0.1", a_port, timeout=5)
+    assert keepalive_get(conn, "/one") == 200
+    handshakes = a.metric("trellis_upstream_tls_handshakes_total")
+    upstream_conns = a.metric("trellis_upstream_connections_total")
+    inbound_conns = b.metric("trellis_downstream_connections_total")
+    assert handshakes == 1 and upstream_conns == 1
+
+    # A route added, a second time one removed again: the cluster and its TLS
+    # context are unchanged, so the pooled mTLS connection carries on.
+    for k in range(2):
+        reload(a, extra_route(dict(cfg_a), f"extra{k}") if k == 0 else cfg_a)
+        assert keepalive_get(conn, f"/after-{k}") == 200
+    conn.close()
+    assert a.metric("trellis_upstream_tls_handshakes_total") == handshakes
+    assert a.metric("trellis_upstream_connections_total") == upstream_conns
+    assert b.metric("trellis_downstream_connections_total") == inbound_conns
+    assert "1 of 1 TLS contexts kept" in a.read_log()
+
+
+def h2load(port, *args):
+    """Start h2load over HTTP/1.1 against the proxy; returns the process."""
+    import subprocess
+    return subprocess.Popen(["h2load", "--h1", *args, f"http://127.0.0.1:{port}/load"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def h2load_result(proc):
+    """(succeeded, failed + errored, non-2xx, text) from h2load's summary."""
+    import re
+    out, _ = proc.communicate(timeout=60)
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    assert m and codes, out
+    return int(m.group(4)), int(m.group(5)) + int(m.group(6)), \
+        int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4)), out
+
+
+def test_reload_under_steady_load_keeps_mtls_connections(proxies, certs, nginx):
+    """Reloads under steady load over pooled mTLS: zero failed requests and
+    zero new upstream TLS handshakes, since the cluster did not change."""
+    other = RecordingBackend()
+    try:
+        a_port, b_port = free_port(), free_port()
+        backend = nginx('location / { return 200 "ok\\n"; }')
+        b = proxies(config_b(b_port, backend.port, certs["server_cert"], certs["server_key"],
+                             certs["ca"]), "B")
+        cfg_a = config_a(a_port, b_port, certs["client_cert"], certs["client_key"], certs["ca"])
+        cfg_a["workers"] = 1
+        # A second cluster whose endpoints change on every reload.
+        cfg_a["clusters"].append({"name": "other", "endpoints": [
+            {"address": f"127.0.0.1:{other.port}"}]})
+        a = proxies(cfg_a, "A")
+        # Warm up at full speed, so the pool holds as many upstream
+        # connections as 8 clients can ever need at once (one worker, so
+        # the pool is one).
+        ok, bad, non2xx, out = h2load_result(h2load(a_port, "-c", "8", "-n", "4000"))
+        assert bad == 0 and non2xx == 0 and ok == 4000, out
+        handshakes = a.metric("trellis_upstream_tls_handshakes_total")
+        inbound_conns = b.metric("trellis_downstream_connections_total")
+
+        # 8 clients x 125 req/s = 1000 req/s for 6 s, 8 reloads meanwhile.
+        load = h2load(a_port, "-c", "8", "--rps", "125", "-D", "6")
+        started = time.time()
+        for k in range(8):
+            time.sleep(0.6)
+            cfg = extra_route(config_a(a_port, b_port, certs["client_cert"],
+                                       certs["client_key"], certs["ca"]), f"r{k}")
+            cfg["workers"] = 1
+            cfg["clusters"].append({"name": "other", "endpoints": [
+                {"address": f"127.0.0.{2 + k % 2}:{other.port}"}]})
+            reload(a, cfg)
+        ok, failures, non2xx, out = h2load_result(load)
+        rate = ok / (time.time() - started)
+        print(f"reloads under load: {ok} ok ({rate:.0f} req/s), {failures} failed")
+        assert failures == 0 and non2xx == 0, out
+        assert ok > 4000, out
+        assert a.metric("trellis_config_reloads_total", result="ok") == 8
+        assert a.metric("trellis_upstream_tls_handshakes_total") == handshakes
+        assert b.metric("trellis_downstream_connections_total") == inbound_conns
+    finally:
+        other.close()
+
+
+def test_endpoint_set_change_keeps_remaining_endpoints(proxies):
+    e1, e2, e3 = RecordingBackend(), RecordingBackend(), RecordingBackend()
+    try:
+        port = free_port()
+
+        def cfg(backends):
+            return {
+                "workers": 1,
+                "listeners": [{"name": "in", "address": f"127.0.0.1:{port}", "route_table": "rt"}],
+                "route_tables": [{"name": "rt", "virtual_hosts": [{
+                    "name": "all", "domains": ["*"],
+                    "routes": [{"name": "all", "match": {"path": {"prefix": "/"}},
+                                "cluster": "web"}]}]}],
+                "clusters": [{"name": "web", "endpoints": [
+                    {"address": f"127.0.0.1:{b.port}"} for b in backends]}],
+            }
+
+        p = proxies(cfg([e1, e2]))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for k in range(6):
+            assert keepalive_get(conn, f"/before/{k}") == 200
+        assert len(e1.requests) == 3 and len(e2.requests) == 3  # round robin
+        assert e1.connections == 1 and e2.connections == 1
+
+        reload(p, cfg([e1, e3]))
+        for k in range(6):
+            assert keepalive_get(conn, f"/after/{k}") == 200
+        conn.close()
+        assert len(e2.requests) == 3  # gone from the set: no more requests
+        assert len(e1.requests) == 6 and len(e3.requests) == 3
+        assert e1.connections == 1  # the pooled connection to e1 was kept
+        assert e3.connections == 1
+    finally:
+        for b in (e1, e2, e3):
+            b.close()
+
+
+def test_tls_file_change_makes_new_context(proxies, certs, backend, workdir):
+    """The other side of sharing: a TLS context whose files changed is loaded
+    afresh on reload (certificate rotation), and new connections use it."""
+    import shutil
+    a_port, b_port = free_port(), free_port()
+    proxies(config_b(b_port, backend.port, certs["server_cert"], certs["server_key"],
+                     certs["ca"]), "B")
+    cert, key = os.path.join(workdir, "a.pem"), os.path.join(workdir, "a.key")
+    shutil.copy(certs["client_cert"], cert)
+    shutil.copy(certs["client_key"], key)
+    cfg_a = config_a(a_port, b_port, cert, key, certs["ca"])
+    a = proxies(cfg_a, "A")
+    conn = http.client.HTTPConnection("127.0.0.1", a_port, timeout=5)
+    assert keepalive_get(conn, "/one") == 200
+    # Same content, new file: the stamp changes, so the context is reloaded.
+    os.unlink(cert)
+    shutil.copy(certs["client_cert"], cert)
+    reload(a, extra_route(config_a(a_port, b_port, cert, key, certs["ca"]), "x"))
+    assert "0 of 1 TLS contexts kept" in a.read_log()
+    assert keepalive_get(conn, "/two") == 200
+    conn.close()
+
+
+def test_restart_settings_are_reported(proxies, backend):
+    port = free_port()
+    cfg = {
+        "workers": 1,
+        "listeners": [{"name": "in", "address": f"127.0.0.1:{port}", "route_table": "rt"}],
+        "route_tables": [{"name": "rt", "virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "cluster": "b"}]}]}],
+        "clusters": [{"name": "b", "endpoints": [{"address": f"127.0.0.1:{backend.port}"}]}],
+    }
+    p = proxies(cfg)
+    cfg["workers"] = 2
+    cfg["limits"] = {"buffer_size": 32768}
+    reload(p, cfg)
+    log = p.read_log()
+    assert "workers changed from 1 to 2" in log
+    assert "limits.buffer_size changed from 16384 to 32768" in log
+    assert "next restart" in log
