@@ -124,6 +124,9 @@ static const struct cfg_section limits_section = SEC("limits", limits_fields, CF
 static const struct cfg_field admin_fields[] = {
     ADDR("address", struct tr_admin_cfg, addr, CF_PORT0 | DEF, "127.0.0.1:15000"),
     BOOL("enabled", struct tr_admin_cfg, enabled, true),
+    /* Not read at load: the proxy creates it. Its length is checked by
+     * validate on the resolved path, which is what bind() gets. */
+    FILE_("socket", struct tr_admin_cfg, socket, 0, NULL),
 };
 static const struct cfg_section admin_section = SEC("admin", admin_fields, CFG_NO_LOC, NULL);
 

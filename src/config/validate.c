@@ -800,6 +800,10 @@ static bool check_top(struct vctx *v, const struct tr_cfg_loc *top)
                                                                : "limits.max_header_bytes",
                     AT_KEY, "max_request_line (%u) must not exceed max_header_bytes (%u)",
                     l->max_request_line, l->max_header_bytes);
+    if (cfg->admin.socket != NULL && strlen(cfg->admin.socket) > TR_UNIX_PATH_MAX)
+        return verr(v, top, "admin.socket", AT_VALUE,
+                    "path is %zu bytes, a Unix socket path is at most %d",
+                    strlen(cfg->admin.socket), TR_UNIX_PATH_MAX);
     if (!cfg_addr_is_loopback(&cfg->admin.addr))
         return verr(v, top, "admin.address", AT_VALUE,
                     "the admin address must be loopback (127.0.0.0/8 or [::1]), got \"%s\"",

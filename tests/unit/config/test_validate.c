@@ -289,6 +289,13 @@ static void admin_not_loopback(struct tr_config *c)
 {
     set_addr(&c->admin.addr, "10.0.0.1", 15000);
 }
+static void long_admin_socket(struct tr_config *c)
+{
+    char *p = alloc(c, 1, 200);
+    memset(p, 'a', 108);
+    p[0] = '/';
+    c->admin.socket = p;
+}
 static void request_line_too_big(struct tr_config *c)
 {
     c->limits.max_request_line = 70000;
@@ -506,6 +513,12 @@ static const struct vcase cases[] = {
      "admin: {address: '10.0.0.1:15000'}\n" Y_BASE(Y_SPLIT, ", route_table: outbound-80"),
      "t.yaml:1:18: admin.address: the admin address must be loopback (127.0.0.0/8 or [::1]), got "
      "\"10.0.0.1:15000\""},
+    {"Unix socket path length", long_admin_socket,
+     "mesh: admin.socket: path is 108 bytes, a Unix socket path is at most 107",
+     "admin: {socket: "
+     "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaa}\n" Y_BASE(Y_SPLIT, ", route_table: outbound-80"),
+     "t.yaml:1:17: admin.socket: path is 108 bytes, a Unix socket path is at most 107"},
     {"limits between fields", request_line_too_big,
      "mesh: limits.max_request_line: max_request_line (70000) must not exceed max_header_bytes "
      "(65536)",
