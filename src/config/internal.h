@@ -268,6 +268,12 @@ bool cfg_header_present_set(struct ld *ld, const struct cnode *k, const struct c
 bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                        size_t idx);
 
+/* ---------------------------------------------------------------- patch */
+
+/* Splices partial updates (config/load.h) into the tree of the base text. */
+bool cfg_apply_patches(struct ld *ld, struct cnode *root, const struct tr_config_patch *p,
+                       size_t n);
+
 /* ------------------------------------------------------------- validate */
 
 /* Validates cfg; with ld (loading), errors are placed at the tree's nodes,

@@ -70,7 +70,8 @@ void tr_cfg_endpoint_defaults(struct tr_endpoint_cfg *e)
     cfg_schema_defaults(&cfg_endpoint_section, e);
 }
 
-struct tr_config *tr_config_load_buffer(const char *buf, size_t len, const char *name, char **err)
+static struct tr_config *load(const char *buf, size_t len, const char *name,
+                              const struct tr_config_patch *patches, size_t n_patches, char **err)
 {
     struct ld ld = {0};
     if (err != NULL)
@@ -115,6 +116,8 @@ struct tr_config *tr_config_load_buffer(const char *buf, size_t len, const char 
         ok = cfg_fail(&ld, root, "expected a mapping at the top level, got %s",
                       cfg_describe(root, b, sizeof(b)));
     }
+    if (ok && n_patches > 0)
+        ok = cfg_apply_patches(&ld, root, patches, n_patches);
     ld.root = root;
     if (ok)
         ok = cfg_schema_walk(&ld, root, &cfg_root_section, cfg, 0);
@@ -134,7 +137,30 @@ struct tr_config *tr_config_load_buffer(const char *buf, size_t len, const char 
     return cfg;
 }
 
+struct tr_config *tr_config_load_buffer(const char *buf, size_t len, const char *name, char **err)
+{
+    return load(buf, len, name, NULL, 0, err);
+}
+
+struct tr_config *tr_config_load_patched(const char *base, size_t base_len, const char *name,
+                                         const struct tr_config_patch *patches, size_t n,
+                                         char **err)
+{
+    return load(base, base_len, name, patches, n, err);
+}
+
 struct tr_config *tr_config_load_file(const char *path, char **err)
+{
+    size_t len = 0;
+    char *buf = tr_config_read_file(path, &len, err);
+    if (buf == NULL)
+        return NULL;
+    struct tr_config *cfg = tr_config_load_buffer(buf, len, path, err);
+    free(buf);
+    return cfg;
+}
+
+char *tr_config_read_file(const char *path, size_t *lenp, char **err)
 {
     char msg[CFG_ERR_MAX];
     if (err != NULL)
@@ -188,9 +214,8 @@ struct tr_config *tr_config_load_file(const char *path, char **err)
         snprintf(msg, sizeof(msg), "%s: out of memory", path);
         goto fail;
     }
-    struct tr_config *cfg = tr_config_load_buffer(buf, len, path, err);
-    free(buf);
-    return cfg;
+    *lenp = len;
+    return buf;
 fail:
     if (err != NULL)
         *err = strdup(msg);

@@ -20,6 +20,35 @@ struct tr_config *tr_config_load_file(const char *path, char **err);
 /* Load from memory; name is used as the file name in locations and errors. */
 struct tr_config *tr_config_load_buffer(const char *buf, size_t len, const char *name, char **err);
 
+/* Read a configuration file whole (bounded by the loader's size limit), for
+ * callers that keep the text (partial updates below). Returns a malloc'd
+ * buffer and its length, or NULL with *err set. */
+char *tr_config_read_file(const char *path, size_t *len, char **err);
+
+/* A partial update: one named object of a top-level list replaced, added or
+ * removed, or one field of it replaced. A control plane sends these instead
+ * of the whole configuration (one cluster's endpoints, one route table, one
+ * certificate's files). */
+struct tr_config_patch {
+    const char *section; /* "tls", "listeners", "route_tables" or "clusters" */
+    const char *name;    /* the object's name */
+    const char *field;   /* NULL: the whole object; else one key of it, e.g. "endpoints" */
+    const char *yaml;    /* the new value in the file's syntax (YAML or JSON); for a whole
+                          * object a mapping whose name is `name`. NULL: remove the object */
+    size_t len;
+};
+
+/* Load base (the text the running configuration was loaded from, named
+ * name) with the patches applied in order, as one configuration, through
+ * exactly the checks a file goes through: a patched model can never be one
+ * that `trellis proxy --check` would refuse. A patch that names no existing
+ * object adds it (whole objects) or fails (fields). Errors inside a patch's
+ * text name the field path without a line (the line would be the patch's,
+ * not the file's). Base and patches are untrusted input like any file. */
+struct tr_config *tr_config_load_patched(const char *base, size_t base_len, const char *name,
+                                         const struct tr_config_patch *patches, size_t n,
+                                         char **err);
+
 /* An empty config in its own arena (cfg->arena) with the top-level defaults
  * (limits, admin, drain timeout, log level) set, for building a model in
  * code; name is used as the file name in errors. Objects are added by
