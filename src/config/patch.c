@@ -117,8 +117,9 @@ static bool apply_one(struct ld *ld, struct cnode *root, const struct tr_config_
     for (size_t i = 0; i < sizeof(patch_sections) / sizeof(patch_sections[0]); i++)
         known |= p->section != NULL && strcmp(p->section, patch_sections[i]) == 0;
     if (!known)
-        return cfg_fail_file(ld, "update: section \"%s\" cannot be updated alone; use tls, "
-                                 "listeners, route_tables or clusters",
+        return cfg_fail_file(ld,
+                             "update: section \"%s\" cannot be updated alone; use tls, "
+                             "listeners, route_tables or clusters",
                              p->section != NULL ? p->section : "");
     if (p->name == NULL || p->name[0] == '\0')
         return cfg_fail_file(ld, "update of %s: no object name", p->section);
@@ -202,8 +203,7 @@ static bool apply_one(struct ld *ld, struct cnode *root, const struct tr_config_
     return true;
 }
 
-bool cfg_apply_patches(struct ld *ld, struct cnode *root, const struct tr_config_patch *p,
-                       size_t n)
+bool cfg_apply_patches(struct ld *ld, struct cnode *root, const struct tr_config_patch *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (!apply_one(ld, root, &p[i]))

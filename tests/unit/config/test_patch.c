@@ -38,7 +38,10 @@ static const char base[] = "listeners:\n"
                            "  - name: spare\n"
                            "    endpoints: [{address: 127.0.0.1:9100}]\n";
 
-#define P(sec, nm, fld, text) {sec, nm, fld, text, sizeof(text) - 1}
+#define P(sec, nm, fld, text)                                                                      \
+    {                                                                                              \
+        sec, nm, fld, text, sizeof(text) - 1                                                       \
+    }
 
 /* The base file's directory, with the certificate files it names (the
  * loader checks that they can be read). */
@@ -129,7 +132,8 @@ static void test_route_table_replaced_and_cluster_added(void **state)
           "    routes:\n"
           "      - name: split\n"
           "        match: {path: {prefix: /}}\n"
-          "        weighted_clusters: [{cluster: web, weight: 90}, {cluster: canary, weight: 10}]\n"),
+          "        weighted_clusters: [{cluster: web, weight: 90}, {cluster: canary, weight: "
+          "10}]\n"),
     };
     char *err;
     struct tr_config *c = patched(p, 2, &err);
