@@ -1,5 +1,7 @@
 #include "obs/metrics.h"
 
+#include "event/loop.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -605,10 +607,108 @@ char *tr_metrics_render(size_t *len)
                "trellis_config_reloads_total{result=\"rejected\"} %" PRIu64 "\n",
                atomic_load(&config_generation), atomic_load(&reloads_ok),
                atomic_load(&reloads_failed));
+    size_t loops_len = 0;
+    char *loops = tr_metrics_render_loops(&loops_len);
+    if (loops != NULL)
+        out_printf(&o, "%s", loops);
+    free(loops);
     if (o.oom) {
         free(o.p);
         return NULL;
     }
     *len = o.len;
     return o.p;
+}
+
+/* Event-loop turns of every thread (event/loop.h), labelled by thread id so
+ * that they can be matched with /proc/PID/task/TID (e.g. schedstat). */
+char *tr_metrics_render_loops(size_t *len)
+{
+    size_t n = 0;
+    struct tr_loop_stats *st = tr_loop_stats_all(&n);
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    if (f == NULL) {
+        free(st);
+        return NULL;
+    }
+    static const char *const phases[TR_LOOP_PHASE_COUNT] = {"io", "deferred", "timers"};
+    static const struct {
+        const char *name, *help;
+    } hists[] = {
+        {"trellis_event_loop_turn_seconds",
+         "Duration of event-loop turns (epoll_wait return to end of deferred calls)."},
+        {"trellis_event_loop_wakeup_delay_seconds",
+         "How late epoll_wait returned after its timeout when nothing happened "
+         "(scheduling delay)."},
+    };
+    for (int h = 0; h < 2; h++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help,
+                hists[h].name);
+        for (size_t i = 0; i < n; i++) {
+            const struct tr_loop_stats *s = &st[i];
+            if (s->tid == 0)
+                continue; /* created, not running */
+            const uint64_t *b = h == 0 ? s->turn_bucket : s->wakeup_bucket;
+            uint64_t cum = 0;
+            for (unsigned k = 0; k <= TR_LOOP_BUCKETS; k++) {
+                cum += b[k];
+                if (k < TR_LOOP_BUCKETS)
+                    fprintf(f, "%s_bucket{tid=\"%d\",le=\"%g\"} %" PRIu64 "\n", hists[h].name,
+                            s->tid, tr_loop_bucket_us[k] / 1e6, cum);
+                else
+                    fprintf(f, "%s_bucket{tid=\"%d\",le=\"+Inf\"} %" PRIu64 "\n", hists[h].name,
+                            s->tid, cum);
+            }
+            fprintf(f, "%s_sum{tid=\"%d\"} %.6f\n%s_count{tid=\"%d\"} %" PRIu64 "\n", hists[h].name,
+                    s->tid, (double)(h == 0 ? s->turn_sum_us : s->wakeup_late_sum_us) / 1e6,
+                    hists[h].name, s->tid, cum);
+        }
+    }
+    fprintf(f,
+            "# HELP trellis_event_loop_slow_turns_total Turns of at least %u us.\n"
+            "# TYPE trellis_event_loop_slow_turns_total counter\n",
+            TR_LOOP_SLOW_TURN_US);
+    for (size_t i = 0; i < n; i++)
+        if (st[i].tid != 0)
+            fprintf(f, "trellis_event_loop_slow_turns_total{tid=\"%d\"} %" PRIu64 "\n", st[i].tid,
+                    st[i].slow_turns);
+    fprintf(f, "# TYPE trellis_event_loop_slow_turn_phase_seconds_total counter\n"
+               "# TYPE trellis_event_loop_slow_turn_calls_total counter\n"
+               "# TYPE trellis_event_loop_longest_turn_seconds gauge\n"
+               "# TYPE trellis_event_loop_longest_turn_start_seconds gauge\n"
+               "# TYPE trellis_event_loop_longest_turn_phase_seconds gauge\n"
+               "# TYPE trellis_event_loop_longest_turn_calls gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_loop_stats *s = &st[i];
+        if (s->tid == 0)
+            continue;
+        for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++)
+            fprintf(f,
+                    "trellis_event_loop_slow_turn_phase_seconds_total{tid=\"%d\",phase=\"%s\"} "
+                    "%.6f\n"
+                    "trellis_event_loop_slow_turn_calls_total{tid=\"%d\",phase=\"%s\"} %" PRIu64
+                    "\n",
+                    s->tid, phases[p], (double)s->slow_phase_us[p] / 1e6, s->tid, phases[p],
+                    s->slow_calls[p]);
+        /* start: CLOCK_MONOTONIC, to place the turn within a measured run. */
+        fprintf(f,
+                "trellis_event_loop_longest_turn_seconds{tid=\"%d\"} %.6f\n"
+                "trellis_event_loop_longest_turn_start_seconds{tid=\"%d\"} %.6f\n",
+                s->tid, (double)s->longest.duration_us / 1e6, s->tid,
+                (double)s->longest.start_us / 1e6);
+        for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++)
+            fprintf(f,
+                    "trellis_event_loop_longest_turn_phase_seconds{tid=\"%d\",phase=\"%s\"} "
+                    "%.6f\n"
+                    "trellis_event_loop_longest_turn_calls{tid=\"%d\",phase=\"%s\"} %" PRIu64 "\n",
+                    s->tid, phases[p], (double)s->longest.phase_us[p] / 1e6, s->tid, phases[p],
+                    s->longest.calls[p]);
+    }
+    free(st);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
 }

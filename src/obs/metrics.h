@@ -101,6 +101,9 @@ void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reas
 /* Render every worker's series, summed, in Prometheus text format. Returns a
  * malloc'd string (caller frees) and its length. */
 char *tr_metrics_render(size_t *len);
+/* The event-loop part of it (trellis_event_loop_*: turn durations,
+ * wake-up delays and the longest turn of every loop thread); same contract. */
+char *tr_metrics_render_loops(size_t *len);
 
 /* Process-level gauges/counters set by the main thread. */
 /* The configuration generation in force; a lower value than the one shown
