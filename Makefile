@@ -1,7 +1,7 @@
 # trellis: the entry points a person types. Meson + Ninja do the building.
 #   make          build build/trellis
 #   make check    install what is missing, build, run every test
-#   make demo     a two-proxy mTLS mesh hop with a real backend and curl
+#   make demo     install what is missing, build, run a two-proxy mTLS mesh hop (real backend, curl)
 #   make bench    the side-by-side benchmark (bench/README.md)
 
 PYTHON      ?= /usr/bin/python3
@@ -24,7 +24,10 @@ build: $(BUILD)/build.ninja
 bootstrap:
 	./scripts/bootstrap.sh
 
-check: bootstrap build check-unit check-asan check-integration
+# Bootstrap first, then the rest, also under make -j (the packages must be
+# there before meson runs).
+check: bootstrap
+	$(MAKE) build check-unit check-asan check-integration
 
 check-unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
@@ -47,8 +50,9 @@ $(FUZZ_BUILD)/build.ninja:
 
 # Each fuzz target runs FUZZ_SECONDS on a scratch copy of its committed corpus.
 fuzz: $(FUZZ_BUILD)/build.ninja
-	ninja -C $(FUZZ_BUILD) -j $(JOBS) fuzz/fuzz_h1_request fuzz/fuzz_h1_response fuzz/fuzz_config fuzz/fuzz_h2_frames
-	set -e; for t in fuzz_h1_request fuzz_h1_response fuzz_config fuzz_h2_frames; do \
+	ninja -C $(FUZZ_BUILD) -j $(JOBS) fuzz/fuzz_h1_request fuzz/fuzz_h1_response fuzz/fuzz_config fuzz/fuzz_h2_frames \
+	  fuzz/fuzz_formatters
+	set -e; for t in fuzz_h1_request fuzz_h1_response fuzz_config fuzz_h2_frames fuzz_formatters; do \
 	  work=$$(mktemp -d); cp -r fuzz/corpus/$$t/. $$work/; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
 	  $(FUZZ_BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/$$t.dict \
@@ -56,7 +60,11 @@ fuzz: $(FUZZ_BUILD)/build.ninja
 	  rm -rf $$work; \
 	done
 
-demo: build
+# The README's first command on a fresh machine: install the dependencies
+# first. A sub-make, so that the build starts only after bootstrap even
+# under make -j.
+demo: bootstrap
+	$(MAKE) build
 	./scripts/demo.sh
 
 bench: build

@@ -39,7 +39,7 @@ cat > "$work/api.yaml" <<YAML
 node: {id: api-0, workload: api, namespace: default, service: api.default.svc.cluster.local,
        principal: spiffe://cluster.local/ns/default/sa/server}
 workers: 1
-admin: {address: 127.0.0.1:18112}
+admin: {address: 127.0.0.1:18112, socket: $work/api.admin.sock}
 tls:
   - {name: id, cert: $work/pki/server.pem, key: $work/pki/server.key, ca: $work/pki/ca.pem, trust_domain: cluster.local}
 listeners:
@@ -61,7 +61,7 @@ YAML
 cat > "$work/web.yaml" <<YAML
 node: {id: web-0, workload: web, namespace: default, principal: spiffe://cluster.local/ns/default/sa/client}
 workers: 1
-admin: {address: 127.0.0.1:18111}
+admin: {address: 127.0.0.1:18111, socket: $work/web.admin.sock}
 tls:
   - {name: id, cert: $work/pki/client.pem, key: $work/pki/client.key, ca: $work/pki/ca.pem, trust_domain: cluster.local}
 listeners:
@@ -92,3 +92,7 @@ echo "== metrics on the inbound proxy (reporter=destination)"
 curl -s http://127.0.0.1:18112/stats/prometheus | grep '^istio_requests_total' || true
 echo "== metrics on the outbound proxy (reporter=source)"
 curl -s http://127.0.0.1:18111/stats/prometheus | grep '^istio_requests_total' || true
+echo "== the configuration dump is served only on the admin socket (mode 0600), not on loopback TCP"
+curl -s http://127.0.0.1:18112/config_dump
+dump=$(curl -sS --unix-socket "$work/api.admin.sock" http://admin/config_dump)
+echo "${dump:0:300} ..."

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "codec/h1/h1.h"
@@ -18,14 +20,22 @@
 #define ADMIN_MAX_REQUEST 8192
 #define ADMIN_TIMEOUT_MS  5000
 
+_Static_assert(TR_UNIX_PATH_MAX == sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1,
+               "TR_UNIX_PATH_MAX must match sun_path");
+
 struct tr_admin {
-    struct tr_io io;
+    struct tr_io tcp;  /* loopback: /ready and /stats/prometheus only */
+    struct tr_io sock; /* the admin socket: everything; fd -1 if not configured */
     struct tr_loop *loop;
+    char *socket_path; /* owned; NULL if not configured */
+    dev_t socket_dev;  /* the socket file we made, so that stop removes only */
+    ino_t socket_ino;  /* ours, not a successor's */
 };
 
 struct admin_conn {
     struct tr_io io;
     struct tr_admin *admin;
+    bool privileged; /* came in over the admin socket */
     struct tr_timer timer;
     struct tr_deferred free_later;
     char *out; /* response being written (malloc'd) */
@@ -125,6 +135,28 @@ static bool query_param(tr_str target, const char *key, char *out, size_t size)
     return false;
 }
 
+/* Calls that change state or show the configuration (the topology, peers'
+ * identities): only over the admin socket. */
+static bool path_privileged(tr_str path)
+{
+    return TR_STR_EQ_LIT(path, "/config_dump") || TR_STR_EQ_LIT(path, "/logging");
+}
+
+static void respond_forbidden(struct admin_conn *c, tr_str path)
+{
+    char body[256];
+    const char *sock = c->admin->socket_path;
+    if (sock != NULL)
+        snprintf(body, sizeof(body), "%.*s is only served on the admin socket %s\n", (int)path.len,
+                 path.p, sock);
+    else
+        snprintf(body, sizeof(body),
+                 "%.*s is only served on the admin socket, and none is configured "
+                 "(admin.socket)\n",
+                 (int)path.len, path.p);
+    respond_text(c, 403, body);
+}
+
 static void handle(struct admin_conn *c, const struct tr_h1_message *m)
 {
     tr_str path = m->target;
@@ -132,13 +164,17 @@ static void handle(struct admin_conn *c, const struct tr_h1_message *m)
     if (q != NULL)
         path.len = (uint32_t)(q - path.p);
     bool get = m->method_id == TR_H1_M_GET || m->method_id == TR_H1_M_HEAD;
-    if (TR_STR_EQ_LIT(path, "/ready") && get) {
+    if (!c->privileged && path_privileged(path)) {
+        respond_forbidden(c, path);
+    } else if (TR_STR_EQ_LIT(path, "/ready") && get) {
         bool ok = tr_server_ready();
         respond_text(c, ok ? 200 : 503, ok ? "LIVE\n" : "NOT READY\n");
     } else if (TR_STR_EQ_LIT(path, "/stats/prometheus") && get) {
         size_t len = 0;
         char *text = tr_metrics_render(&len);
-        if (text == NULL)
+        if (text == NULL && errno == E2BIG)
+            respond_text(c, 503, "metrics exceed TR_METRICS_TEXT_MAX (64 MiB)\n");
+        else if (text == NULL)
             respond_text(c, 500, "out of memory\n");
         else
             respond(c, 200, "text/plain; version=0.0.4", text, len);
@@ -146,9 +182,12 @@ static void handle(struct admin_conn *c, const struct tr_h1_message *m)
         struct tr_snapshot *snap = tr_snapshot_current_acquire();
         size_t len = 0;
         char *json = snap ? tr_config_dump_json(snap->cfg, snap->generation, &len) : NULL;
+        int err = errno;
         tr_snapshot_unref(snap);
-        if (json == NULL)
-            respond_text(c, 500, "no configuration\n");
+        if (json == NULL && snap != NULL && err == E2BIG)
+            respond_text(c, 503, "configuration dump exceeds TR_CONFIG_DUMP_MAX (64 MiB)\n");
+        else if (json == NULL)
+            respond_text(c, 500, snap != NULL ? "out of memory\n" : "no configuration\n");
         else
             respond(c, 200, "application/json", json, len);
     } else if (TR_STR_EQ_LIT(path, "/logging")) {
@@ -169,7 +208,11 @@ static void handle(struct admin_conn *c, const struct tr_h1_message *m)
         snprintf(buf, sizeof(buf), "level: %s\n", tr_log_level_name(tr_log_get_level()));
         respond_text(c, 200, buf);
     } else {
-        respond_text(c, 404, "not found; try /ready, /stats/prometheus, /config_dump, /logging\n");
+        respond_text(c, 404,
+                     c->privileged ? "not found; try /ready, /stats/prometheus, /config_dump, "
+                                     "/logging\n"
+                                   : "not found; try /ready, /stats/prometheus (/config_dump and "
+                                     "/logging: on the admin socket)\n");
     }
 }
 
@@ -220,13 +263,12 @@ static void conn_on_timer(struct tr_timer *t)
     conn_close(tr_container_of(t, struct admin_conn, timer));
 }
 
-static void admin_on_accept(struct tr_io *io, uint32_t events)
+static void admin_accept(struct tr_admin *a, int lfd, bool privileged)
 {
-    struct tr_admin *a = tr_container_of(io, struct tr_admin, io);
     for (;;) {
         struct sockaddr_storage peer;
         socklen_t plen;
-        int fd = tr_sock_accept(io->fd, &peer, &plen);
+        int fd = tr_sock_accept(lfd, &peer, &plen);
         if (fd < 0)
             return;
         struct admin_conn *c = calloc(1, sizeof(*c));
@@ -235,12 +277,104 @@ static void admin_on_accept(struct tr_io *io, uint32_t events)
             continue;
         }
         c->admin = a;
+        c->privileged = privileged;
         c->io.fd = fd;
         c->io.cb = conn_on_io;
         tr_timer_init(&c->timer, conn_on_timer);
         tr_timer_set(a->loop, &c->timer, ADMIN_TIMEOUT_MS);
         tr_loop_add(a->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
     }
+}
+
+static void admin_on_accept_tcp(struct tr_io *io, uint32_t events)
+{
+    (void)events;
+    admin_accept(tr_container_of(io, struct tr_admin, tcp), io->fd, false);
+}
+
+static void admin_on_accept_unix(struct tr_io *io, uint32_t events)
+{
+    (void)events;
+    admin_accept(tr_container_of(io, struct tr_admin, sock), io->fd, true);
+}
+
+/* "admin.socket PATH: WHAT: strerror(e)" into *err; returns -1. */
+static int socket_fail(char **err, const char *path, const char *what, int e)
+{
+    if (asprintf(err, "admin.socket %s: %s: %s", path, what, strerror(e)) < 0)
+        *err = NULL;
+    return -1;
+}
+
+/* A socket file at path: left by a process that died (nobody answers: ours
+ * to replace), or in use. Anything else is not ours to delete. */
+static int clear_stale_socket(const char *path, const struct sockaddr_un *sun, char **err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        return socket_fail(err, path, "cannot stat", errno);
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        if (asprintf(err, "admin.socket %s exists and is not a socket; not replacing it", path) < 0)
+            *err = NULL;
+        return -1;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return socket_fail(err, path, "socket", errno);
+    int rc = connect(probe, (const struct sockaddr *)sun, sizeof(*sun));
+    int e = errno;
+    close(probe);
+    if (rc == 0 || e != ECONNREFUSED) {
+        if (asprintf(err, "admin.socket %s is in use by another process (%s)", path,
+                     rc == 0 ? "it accepted a connection" : strerror(e)) < 0)
+            *err = NULL;
+        return -1;
+    }
+    if (unlink(path) != 0 && errno != ENOENT)
+        return socket_fail(err, path, "cannot remove the stale socket", errno);
+    tr_info("admin: removed stale socket %s", path);
+    return 0;
+}
+
+static int listen_unix(struct tr_admin *a, const char *path, char **err)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len > TR_UNIX_PATH_MAX) {
+        if (asprintf(err, "admin.socket %s: path is %zu bytes, a Unix socket path is at most %d",
+                     path, len, TR_UNIX_PATH_MAX) < 0)
+            *err = NULL;
+        return -1;
+    }
+    memcpy(sun.sun_path, path, len + 1);
+    if (clear_stale_socket(path, &sun, err) != 0)
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return socket_fail(err, path, "socket", errno);
+    /* Connections are possible only after listen(): the mode is in place
+     * before the first one, whatever the umask was at bind(). */
+    struct stat st;
+    if (bind(fd, (const struct sockaddr *)&sun, sizeof(sun)) != 0) {
+        int e = errno;
+        close(fd);
+        return socket_fail(err, path, "cannot bind", e);
+    }
+    if (chmod(path, 0600) != 0 || lstat(path, &st) != 0 || listen(fd, 64) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(path);
+        return socket_fail(err, path, "cannot set up", e);
+    }
+    a->socket_dev = st.st_dev;
+    a->socket_ino = st.st_ino;
+    a->sock.fd = fd;
+    a->sock.cb = admin_on_accept_unix;
+    tr_loop_add(a->loop, &a->sock, EPOLLIN);
+    return 0;
 }
 
 struct tr_admin *tr_admin_start(struct tr_loop *loop, const struct tr_admin_cfg *cfg, char **err)
@@ -250,20 +384,50 @@ struct tr_admin *tr_admin_start(struct tr_loop *loop, const struct tr_admin_cfg 
             *err = NULL;
         return NULL;
     }
+    struct tr_admin *a = calloc(1, sizeof(*a));
+    if (a == NULL || (cfg->socket != NULL && (a->socket_path = strdup(cfg->socket)) == NULL)) {
+        free(a);
+        if (asprintf(err, "admin: out of memory") < 0)
+            *err = NULL;
+        return NULL;
+    }
+    a->loop = loop;
+    a->tcp.fd = -1;
+    a->sock.fd = -1;
     int fd = tr_sock_listen((const struct sockaddr *)&cfg->addr.ss, cfg->addr.len, false, 64);
     if (fd < 0) {
         if (asprintf(err, "admin: cannot listen on %s: %s", cfg->addr.text, strerror(-fd)) < 0)
             *err = NULL;
+        free(a->socket_path);
+        free(a);
         return NULL;
     }
-    struct tr_admin *a = calloc(1, sizeof(*a));
-    if (a == NULL) {
-        close(fd);
+    a->tcp.fd = fd;
+    a->tcp.cb = admin_on_accept_tcp;
+    tr_loop_add(loop, &a->tcp, EPOLLIN);
+    if (a->socket_path != NULL && listen_unix(a, a->socket_path, err) != 0) {
+        tr_admin_stop(a);
         return NULL;
     }
-    a->loop = loop;
-    a->io.fd = fd;
-    a->io.cb = admin_on_accept;
-    tr_loop_add(loop, &a->io, EPOLLIN);
     return a;
+}
+
+void tr_admin_stop(struct tr_admin *a)
+{
+    if (a == NULL)
+        return;
+    if (a->tcp.fd >= 0) {
+        tr_loop_del(a->loop, &a->tcp);
+        close(a->tcp.fd);
+    }
+    if (a->sock.fd >= 0) {
+        tr_loop_del(a->loop, &a->sock);
+        close(a->sock.fd);
+        struct stat st;
+        if (lstat(a->socket_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == a->socket_dev &&
+            st.st_ino == a->socket_ino)
+            unlink(a->socket_path);
+    }
+    free(a->socket_path);
+    free(a);
 }

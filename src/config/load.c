@@ -1316,13 +1316,22 @@ static bool parse_limits(struct ld *ld, const struct cnode *v)
 
 static bool parse_admin(struct ld *ld, const struct cnode *v)
 {
-    enum { A_ADDRESS, A_ENABLED, A_N };
-    static const char *const keys[A_N] = {"address", "enabled"};
+    enum { A_ADDRESS, A_ENABLED, A_SOCKET, A_N };
+    static const char *const keys[A_N] = {"address", "enabled", "socket"};
     struct field f[A_N];
     struct tr_admin_cfg *adm = &ld->cfg->admin;
     if (!map_fields(ld, v, keys, A_N, f) || !get_addr(ld, &f[A_ADDRESS], true, &adm->addr) ||
-        !get_bool(ld, &f[A_ENABLED], &adm->enabled))
+        !get_bool(ld, &f[A_ENABLED], &adm->enabled) ||
+        !get_file(ld, &f[A_SOCKET], false, &adm->socket))
         return false;
+    /* Checked on the resolved path: it is what bind() gets. */
+    if (adm->socket != NULL && strlen(adm->socket) > TR_UNIX_PATH_MAX) {
+        size_t saved = path_push_key(ld, "socket");
+        fail(ld, f[A_SOCKET].v, "path is %zu bytes, a Unix socket path is at most %d",
+             strlen(adm->socket), TR_UNIX_PATH_MAX);
+        path_pop(ld, saved);
+        return false;
+    }
     if (f[A_ADDRESS].v != NULL && !addr_is_loopback(&adm->addr)) {
         size_t saved = path_push_key(ld, "address");
         fail(ld, f[A_ADDRESS].v,

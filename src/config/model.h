@@ -230,9 +230,17 @@ struct tr_limits_cfg {
     uint32_t h2_max_resets_per_second;  /* rapid-reset budget; default 200 */
 };
 
+/* Longest Unix socket path: sizeof(sun_path) - 1 on Linux (admin.c checks). */
+#define TR_UNIX_PATH_MAX 107
+
 struct tr_admin_cfg {
     struct tr_cfg_addr addr; /* must be loopback; default 127.0.0.1:15000 */
     bool enabled;            /* default true */
+    /* Unix socket (mode 0600) for the calls that change state or show the
+     * configuration (/logging, /config_dump); NULL: those calls are off.
+     * Relative paths are resolved against the config file's directory; at
+     * most TR_UNIX_PATH_MAX bytes. */
+    const char *socket;
 };
 
 struct tr_access_log_cfg {

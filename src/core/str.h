@@ -32,12 +32,14 @@ static inline bool tr_str_ieq(tr_str a, const char *lit, size_t lit_len)
     return a.len == lit_len && strncasecmp(a.p, lit, lit_len) == 0;
 }
 
-/* Copy src into dst (size > 0) as a NUL-terminated string, truncated to fit. */
-static inline void tr_str_to_cstr(char *dst, size_t size, tr_str src)
+/* Copy src into dst (size > 0) as a NUL-terminated string, truncated to fit.
+ * Returns false if it was truncated. */
+static inline bool tr_str_to_cstr(char *dst, size_t size, tr_str src)
 {
     size_t n = src.len < size - 1 ? src.len : size - 1;
     memcpy(dst, src.p, n);
     dst[n] = '\0';
+    return n == src.len;
 }
 
 #define TR_STR_EQ_LIT(s, lit)  tr_str_eq((s), (lit), sizeof(lit) - 1)

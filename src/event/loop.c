@@ -377,15 +377,20 @@ void tr_loop_stats_get(const struct tr_loop *loop, struct tr_loop_stats *out)
     }
 }
 
-struct tr_loop_stats *tr_loop_stats_all(size_t *n)
+bool tr_loop_stats_all(struct tr_loop_stats **out, size_t *n)
 {
+    *out = NULL;
     *n = 0;
     pthread_mutex_lock(&live_lock);
-    struct tr_loop_stats *out = live_count != 0 ? malloc(live_count * sizeof(*out)) : NULL;
-    for (struct tr_loop *l = live_head; out != NULL && l != NULL; l = l->next_live)
-        tr_loop_stats_get(l, &out[(*n)++]);
+    bool ok = true;
+    if (live_count != 0) {
+        *out = malloc(live_count * sizeof(**out));
+        ok = *out != NULL;
+    }
+    for (struct tr_loop *l = live_head; *out != NULL && l != NULL; l = l->next_live)
+        tr_loop_stats_get(l, &(*out)[(*n)++]);
     pthread_mutex_unlock(&live_lock);
-    return out;
+    return ok;
 }
 
 /* ---- running ---- */

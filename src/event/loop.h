@@ -128,9 +128,9 @@ struct tr_loop_stats {
 };
 
 void tr_loop_stats_get(const struct tr_loop *loop, struct tr_loop_stats *out);
-/* Copies of the statistics of every live loop (any thread may call it).
- * Returns a malloc'd array (caller frees) and its length in *n, or NULL
- * (with *n = 0) when there is no loop or no memory. */
-struct tr_loop_stats *tr_loop_stats_all(size_t *n);
+/* Copies of the statistics of every live loop (any thread may call it):
+ * *out is a malloc'd array (caller frees; NULL when there is no loop) of *n
+ * entries. Returns false, with *out NULL and *n 0, if memory ran out. */
+bool tr_loop_stats_all(struct tr_loop_stats **out, size_t *n);
 
 #endif

@@ -99,7 +99,10 @@ int tr_tls_client_setup(SSL *ssl, const char *sni, const char *const *server_ids
 int tr_identity_peer_id(SSL *ssl, char *out, size_t size);
 
 /* Why did the handshake fail? Call right after the failing SSL_* call, before
- * the thread's error queue is cleared. Returns a constant string:
+ * the thread's error queue is cleared; it then empties that queue (a stale
+ * error would make the thread's next SSL_get_error() report another
+ * connection's "would block" as fatal), so call it once per failure.
+ * Returns a constant string:
  *   "unknown_ca"         chain does not lead to the bundle
  *   "expired"            a certificate in the chain has expired
  *   "not_yet_valid"      ... or is not valid yet

@@ -356,7 +356,7 @@ static const char *reason_from_err(unsigned long e)
     }
 }
 
-const char *tr_tls_failure_reason(SSL *ssl)
+static const char *failure_reason(SSL *ssl)
 {
     if (ssl && ensure_init()) {
         const char *r = SSL_get_ex_data(ssl, reason_idx);
@@ -372,6 +372,16 @@ const char *tr_tls_failure_reason(SSL *ssl)
     if (r == NULL)
         r = reason_from_err(ERR_peek_last_error());
     return r ? r : "other";
+}
+
+const char *tr_tls_failure_reason(SSL *ssl)
+{
+    const char *r = failure_reason(ssl);
+    /* The reason is all anyone keeps: left queued, the errors would make the
+     * thread's next SSL_get_error() report a fatal error for a connection
+     * that only has to wait. */
+    ERR_clear_error();
+    return r;
 }
 
 /* ---- ALPN ---- */

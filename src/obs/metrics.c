@@ -1,14 +1,14 @@
 #include "obs/metrics.h"
 
-#include "event/loop.h"
-
+#include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <threads.h>
+
+#include "core/fmt.h"
+#include "event/loop.h"
 
 #define MAX_WORKERS     256
 #define HTTP_SERIES_CAP 4096 /* per worker; more distinct label sets go to overflow */
@@ -297,86 +297,63 @@ void tr_metrics_config_reload(bool ok)
 
 /* ---- rendering ---- */
 
-struct out {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-__attribute__((format(printf, 2, 3))) static void out_printf(struct out *o, const char *fmt, ...)
-{
-    if (o->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->oom = true;
-            return;
-        }
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t cap = o->cap * 2 + (size_t)n;
-        char *p = realloc(o->p, cap);
-        if (p == NULL) {
-            o->oom = true;
-            return;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
-}
-
 static const char *const flag_names[TR_RF_COUNT] = {"NR", "UH",  "UF",  "UT",   "UC", "DC",
                                                     "UO", "DPE", "UPE", "RBAC", "DI", "URX"};
 
-void tr_response_flags_str(uint16_t flags, char *out, unsigned size)
+bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags)
 {
-    size_t n = 0;
-    out[0] = '\0';
-    for (unsigned i = 0; i < TR_RF_COUNT; i++) {
-        if (!(flags & (1u << i)))
-            continue;
-        n += (size_t)snprintf(out + n, (size_t)size - n, "%s%s", n ? "," : "", flag_names[i]);
-        if (n >= size)
-            break;
-    }
-    if (n == 0)
-        snprintf(out, size, "-");
+    char buf[48]; /* every flag: 40 bytes */
+    struct tr_fmt b;
+    tr_fmt_init_fixed(&b, buf, sizeof(buf));
+    for (unsigned i = 0; i < TR_RF_COUNT; i++)
+        if (flags & (1u << i))
+            tr_fmt_printf(&b, "%s%s", b.len != 0 ? "," : "", flag_names[i]);
+    if (b.len == 0)
+        tr_fmt_cstr(&b, "-");
+    return tr_fmt_bytes(f, buf, b.len);
 }
 
-static const char *lv(const char *s)
+/* name="value" with the value escaped; NULL renders "unknown". */
+static void label(struct tr_fmt *o, const char *name, const char *value)
 {
-    return s != NULL ? s : "unknown";
+    if (value == NULL)
+        value = "unknown";
+    tr_fmt_printf(o, "%s=\"", name);
+    tr_fmt_prom_label_value(o, value, strlen(value));
+    tr_fmt_cstr(o, "\"");
 }
 
 /* HTTP/2 is "http/2" (the HTTP/2 issue asks for it; Istio itself says "http"). */
 static const char *const proto_names[] = {"http", "http/2", "grpc", "tcp"};
 
-static void labels_str(struct out *o, const struct tr_metric_labels *l)
+static void labels_append(struct tr_fmt *o, const struct tr_metric_labels *l)
 {
-    char grpc[8] = "";
-    if (l->grpc != 0)
-        snprintf(grpc, sizeof(grpc), "%u", (unsigned)l->grpc - 1);
-    out_printf(o,
-               "reporter=\"%s\",source_workload=\"%s\",source_workload_namespace=\"%s\","
-               "source_principal=\"%s\",destination_workload=\"%s\","
-               "destination_workload_namespace=\"%s\",destination_principal=\"%s\","
-               "destination_service=\"%s\",request_protocol=\"%s\","
-               "connection_security_policy=\"%s\"",
-               l->reporter == TR_REPORTER_SOURCE ? "source" : "destination", lv(l->source_workload),
-               lv(l->source_namespace), lv(l->source_principal), lv(l->destination_workload),
-               lv(l->destination_namespace), lv(l->destination_principal),
-               lv(l->destination_service), proto_names[l->protocol & 3],
-               l->mtls == TR_SEC_MUTUAL_TLS ? "mutual_tls"
-               : l->mtls == TR_SEC_UNKNOWN  ? "unknown"
-                                            : "none");
-    if (l->protocol != TR_REQ_PROTO_TCP)
-        out_printf(o, ",grpc_response_status=\"%s\"", grpc);
+    label(o, "reporter", l->reporter == TR_REPORTER_SOURCE ? "source" : "destination");
+    tr_fmt_cstr(o, ",");
+    label(o, "source_workload", l->source_workload);
+    tr_fmt_cstr(o, ",");
+    label(o, "source_workload_namespace", l->source_namespace);
+    tr_fmt_cstr(o, ",");
+    label(o, "source_principal", l->source_principal);
+    tr_fmt_cstr(o, ",");
+    label(o, "destination_workload", l->destination_workload);
+    tr_fmt_cstr(o, ",");
+    label(o, "destination_workload_namespace", l->destination_namespace);
+    tr_fmt_cstr(o, ",");
+    label(o, "destination_principal", l->destination_principal);
+    tr_fmt_cstr(o, ",");
+    label(o, "destination_service", l->destination_service);
+    tr_fmt_printf(o, ",request_protocol=\"%s\",connection_security_policy=\"%s\"",
+                  proto_names[l->protocol & 3],
+                  l->mtls == TR_SEC_MUTUAL_TLS ? "mutual_tls"
+                  : l->mtls == TR_SEC_UNKNOWN  ? "unknown"
+                                               : "none");
+    if (l->protocol != TR_REQ_PROTO_TCP) {
+        if (l->grpc != 0)
+            tr_fmt_printf(o, ",grpc_response_status=\"%u\"", (unsigned)l->grpc - 1);
+        else
+            tr_fmt_cstr(o, ",grpc_response_status=\"\"");
+    }
 }
 
 /* Aggregation: series from all workers with the same key are summed. The
@@ -386,37 +363,37 @@ struct agg_http {
     uint16_t code, flags;
     uint64_t count, dur_sum_us, dur[N_DUR + 1], req_sum, req[N_SIZE + 1], resp_sum,
         resp[N_SIZE + 1];
+    char *key; /* its labels as text, escaped, with response_code and response_flags */
+    size_t key_len;
 };
 
-static void render_hist(struct out *o, const char *name, const struct agg_http *a,
-                        const uint64_t *buckets, const char *const *bounds, size_t n, double sum,
-                        const char *codeflags)
+static void render_hist(struct tr_fmt *o, const char *name, const struct agg_http *a,
+                        const uint64_t *buckets, const char *const *bounds, size_t n, double sum)
 {
     uint64_t cum = 0;
     for (size_t i = 0; i <= n; i++) {
         cum += buckets[i];
-        out_printf(o, "%s_bucket{", name);
-        labels_str(o, &a->labels);
-        out_printf(o, ",%s,le=\"%s\"} %" PRIu64 "\n", codeflags, i < n ? bounds[i] : "+Inf", cum);
+        tr_fmt_printf(o, "%s_bucket{", name);
+        tr_fmt_bytes(o, a->key, a->key_len);
+        tr_fmt_printf(o, ",le=\"%s\"} %" PRIu64 "\n", i < n ? bounds[i] : "+Inf", cum);
     }
-    out_printf(o, "%s_sum{", name);
-    labels_str(o, &a->labels);
-    out_printf(o, ",%s} %.3f\n", codeflags, sum);
-    out_printf(o, "%s_count{", name);
-    labels_str(o, &a->labels);
-    out_printf(o, ",%s} %" PRIu64 "\n", codeflags, cum);
+    tr_fmt_printf(o, "%s_sum{", name);
+    tr_fmt_bytes(o, a->key, a->key_len);
+    tr_fmt_printf(o, "} %.3f\n", sum);
+    tr_fmt_printf(o, "%s_count{", name);
+    tr_fmt_bytes(o, a->key, a->key_len);
+    tr_fmt_printf(o, "} %" PRIu64 "\n", cum);
 }
 
-char *tr_metrics_render(size_t *len)
+/* Every worker's HTTP series summed by key into *out (malloc'd, caller
+ * frees); false if memory ran out. */
+static bool aggregate_http(struct agg_http **out, size_t *n_out)
 {
-    struct out o = {.p = malloc(65536), .cap = 65536};
-    if (o.p == NULL)
-        return NULL;
-    o.p[0] = '\0';
-
     size_t cap = 1024, n = 0;
     struct agg_http *agg = calloc(cap, sizeof(*agg));
-    for (unsigned w = 0; w < MAX_WORKERS && agg != NULL; w++) {
+    if (agg == NULL)
+        return false;
+    for (unsigned w = 0; w < MAX_WORKERS; w++) {
         struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
         if (m == NULL)
             continue;
@@ -433,8 +410,10 @@ char *tr_metrics_render(size_t *len)
             if (j == n) {
                 if (n == cap) {
                     struct agg_http *g = realloc(agg, cap * 2 * sizeof(*agg));
-                    if (g == NULL)
-                        break;
+                    if (g == NULL) {
+                        free(agg);
+                        return false;
+                    }
                     agg = g;
                     cap *= 2;
                 }
@@ -457,58 +436,80 @@ char *tr_metrics_render(size_t *len)
             }
         }
     }
+    *out = agg;
+    *n_out = n;
+    return true;
+}
 
+/* The label text of each aggregated series, escaped once and used for every
+ * line of it. False if it is too long or memory ran out (f's flags say). */
+static bool http_keys(struct agg_http *agg, size_t n, struct tr_fmt *o)
+{
+    for (size_t j = 0; j < n; j++) {
+        struct tr_fmt k;
+        tr_fmt_init_growable(&k, TR_METRICS_TEXT_MAX);
+        labels_append(&k, &agg[j].labels);
+        tr_fmt_printf(&k, ",response_code=\"%u\",response_flags=\"", agg[j].code);
+        tr_response_flags_append(&k, agg[j].flags);
+        tr_fmt_cstr(&k, "\"");
+        bool oom = k.oom;
+        agg[j].key = tr_fmt_take(&k, &agg[j].key_len);
+        if (agg[j].key == NULL) {
+            o->truncated = true;
+            o->oom = oom;
+            return false;
+        }
+    }
+    return true;
+}
+
+static void render_http(struct tr_fmt *o, struct agg_http *agg, size_t n)
+{
     char dur_txt[N_DUR][16], size_txt[N_SIZE][16];
     const char *dur_b[N_DUR], *size_b[N_SIZE];
     for (size_t i = 0; i < N_DUR; i++) {
-        snprintf(dur_txt[i], sizeof(dur_txt[i]), "%g", dur_bounds_ms[i]);
+        struct tr_fmt t;
+        tr_fmt_init_fixed(&t, dur_txt[i], sizeof(dur_txt[i]));
+        tr_fmt_printf(&t, "%g", dur_bounds_ms[i]);
         dur_b[i] = dur_txt[i];
     }
     for (size_t i = 0; i < N_SIZE; i++) {
-        snprintf(size_txt[i], sizeof(size_txt[i]), "%" PRIu64, size_bounds[i]);
+        struct tr_fmt t;
+        tr_fmt_init_fixed(&t, size_txt[i], sizeof(size_txt[i]));
+        tr_fmt_printf(&t, "%" PRIu64, size_bounds[i]);
         size_b[i] = size_txt[i];
     }
 
-    out_printf(&o, "# TYPE istio_requests_total counter\n");
-    for (size_t j = 0; agg != NULL && j < n; j++) {
-        char fl[64];
-        tr_response_flags_str(agg[j].flags, fl, sizeof(fl));
-        out_printf(&o, "istio_requests_total{");
-        labels_str(&o, &agg[j].labels);
-        out_printf(&o, ",response_code=\"%u\",response_flags=\"%s\"} %" PRIu64 "\n", agg[j].code,
-                   fl, agg[j].count);
+    tr_fmt_cstr(o, "# TYPE istio_requests_total counter\n");
+    for (size_t j = 0; j < n; j++) {
+        tr_fmt_cstr(o, "istio_requests_total{");
+        tr_fmt_bytes(o, agg[j].key, agg[j].key_len);
+        tr_fmt_printf(o, "} %" PRIu64 "\n", agg[j].count);
     }
-    static const struct {
-        const char *name;
-        int which;
-    } hists[] = {{"istio_request_duration_milliseconds", 0},
-                 {"istio_request_bytes", 1},
-                 {"istio_response_bytes", 2}};
+    static const char *const hists[] = {"istio_request_duration_milliseconds",
+                                        "istio_request_bytes", "istio_response_bytes"};
     for (size_t h = 0; h < 3; h++) {
-        out_printf(&o, "# TYPE %s histogram\n", hists[h].name);
-        for (size_t j = 0; agg != NULL && j < n; j++) {
-            char fl[64], cf[128];
-            tr_response_flags_str(agg[j].flags, fl, sizeof(fl));
-            snprintf(cf, sizeof(cf), "response_code=\"%u\",response_flags=\"%s\"", agg[j].code, fl);
-            if (hists[h].which == 0)
-                render_hist(&o, hists[h].name, &agg[j], agg[j].dur, dur_b, N_DUR,
-                            (double)agg[j].dur_sum_us / 1000.0, cf);
-            else if (hists[h].which == 1)
-                render_hist(&o, hists[h].name, &agg[j], agg[j].req, size_b, N_SIZE,
-                            (double)agg[j].req_sum, cf);
+        tr_fmt_printf(o, "# TYPE %s histogram\n", hists[h]);
+        for (size_t j = 0; j < n; j++) {
+            const struct agg_http *a = &agg[j];
+            if (h == 0)
+                render_hist(o, hists[h], a, a->dur, dur_b, N_DUR, (double)a->dur_sum_us / 1000.0);
+            else if (h == 1)
+                render_hist(o, hists[h], a, a->req, size_b, N_SIZE, (double)a->req_sum);
             else
-                render_hist(&o, hists[h].name, &agg[j], agg[j].resp, size_b, N_SIZE,
-                            (double)agg[j].resp_sum, cf);
+                render_hist(o, hists[h], a, a->resp, size_b, N_SIZE, (double)a->resp_sum);
         }
     }
-    free(agg);
+}
 
-    /* TCP series: summed across workers the same way. */
+/* TCP series: summed across workers the same way. */
+static void render_tcp(struct tr_fmt *o)
+{
     static const char *const tcp_names[] = {
         "istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
         "istio_tcp_sent_bytes_total", "istio_tcp_received_bytes_total"};
     for (int k = 0; k < 4; k++) {
-        out_printf(&o, "# TYPE %s counter\n", tcp_names[k]);
+        tr_fmt_printf(o, "# TYPE %s counter\n", tcp_names[k]);
         for (unsigned w = 0; w < MAX_WORKERS; w++) {
             struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
             if (m == NULL)
@@ -542,13 +543,16 @@ char *tr_metrics_render(size_t *len)
                         total += counter_get(c[k]);
                     }
                 }
-                out_printf(&o, "%s{", tcp_names[k]);
-                labels_str(&o, &s->labels);
-                out_printf(&o, ",response_flags=\"-\"} %" PRIu64 "\n", total);
+                tr_fmt_printf(o, "%s{", tcp_names[k]);
+                labels_append(o, &s->labels);
+                tr_fmt_printf(o, ",response_flags=\"-\"} %" PRIu64 "\n", total);
             }
         }
     }
+}
 
+static void render_process(struct tr_fmt *o)
+{
     static const char *const counter_names[TR_C_COUNT] = {
         "trellis_downstream_connections_total",   "trellis_downstream_connections_active",
         "trellis_upstream_connections_total",     "trellis_upstream_connections_active",
@@ -564,11 +568,11 @@ char *tr_metrics_render(size_t *len)
                 total += counter_get(&m->counters[c]);
         }
         bool gauge = c == TR_C_DOWNSTREAM_CX_ACTIVE || c == TR_C_UPSTREAM_CX_ACTIVE;
-        out_printf(&o, "# TYPE %s %s\n%s %" PRId64 "\n", counter_names[c],
-                   gauge ? "gauge" : "counter", counter_names[c], (int64_t)total);
+        tr_fmt_printf(o, "# TYPE %s %s\n%s %" PRId64 "\n", counter_names[c],
+                      gauge ? "gauge" : "counter", counter_names[c], (int64_t)total);
     }
 
-    out_printf(&o, "# TYPE trellis_tls_handshake_errors_total counter\n");
+    tr_fmt_cstr(o, "# TYPE trellis_tls_handshake_errors_total counter\n");
     struct {
         int outbound;
         const char *reason;
@@ -596,41 +600,30 @@ char *tr_metrics_render(size_t *len)
             fails[j].count += counter_get(&s->count);
         }
     }
-    for (size_t j = 0; j < n_fails; j++)
-        out_printf(
-            &o, "trellis_tls_handshake_errors_total{direction=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
-            fails[j].outbound ? "outbound" : "inbound", fails[j].reason, fails[j].count);
-    out_printf(&o,
-               "# TYPE trellis_config_generation gauge\ntrellis_config_generation %" PRIu64 "\n"
-               "# TYPE trellis_config_reloads_total counter\n"
-               "trellis_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
-               "trellis_config_reloads_total{result=\"rejected\"} %" PRIu64 "\n",
-               atomic_load(&config_generation), atomic_load(&reloads_ok),
-               atomic_load(&reloads_failed));
-    size_t loops_len = 0;
-    char *loops = tr_metrics_render_loops(&loops_len);
-    if (loops != NULL)
-        out_printf(&o, "%s", loops);
-    free(loops);
-    if (o.oom) {
-        free(o.p);
-        return NULL;
+    for (size_t j = 0; j < n_fails; j++) {
+        tr_fmt_printf(o, "trellis_tls_handshake_errors_total{direction=\"%s\",",
+                      fails[j].outbound ? "outbound" : "inbound");
+        label(o, "reason", fails[j].reason);
+        tr_fmt_printf(o, "} %" PRIu64 "\n", fails[j].count);
     }
-    *len = o.len;
-    return o.p;
+    tr_fmt_printf(o,
+                  "# TYPE trellis_config_generation gauge\ntrellis_config_generation %" PRIu64 "\n"
+                  "# TYPE trellis_config_reloads_total counter\n"
+                  "trellis_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
+                  "trellis_config_reloads_total{result=\"rejected\"} %" PRIu64 "\n",
+                  atomic_load(&config_generation), atomic_load(&reloads_ok),
+                  atomic_load(&reloads_failed));
 }
 
-/* Event-loop turns of every thread (event/loop.h), labelled by thread id so
- * that they can be matched with /proc/PID/task/TID (e.g. schedstat). */
-char *tr_metrics_render_loops(size_t *len)
+/* Event-loop turns of every loop thread (event/loop.h), labelled by thread
+ * id so that they can be matched with /proc/PID/task/TID (e.g. schedstat). */
+static void render_loops(struct tr_fmt *o)
 {
     size_t n = 0;
-    struct tr_loop_stats *st = tr_loop_stats_all(&n);
-    char *text = NULL;
-    FILE *f = open_memstream(&text, len);
-    if (f == NULL) {
-        free(st);
-        return NULL;
+    struct tr_loop_stats *st = NULL;
+    if (!tr_loop_stats_all(&st, &n)) {
+        o->oom = o->truncated = true; /* a scrape without them would be incomplete */
+        return;
     }
     static const char *const phases[TR_LOOP_PHASE_COUNT] = {"io", "deferred", "timers"};
     static const struct {
@@ -643,8 +636,8 @@ char *tr_metrics_render_loops(size_t *len)
          "(scheduling delay)."},
     };
     for (int h = 0; h < 2; h++) {
-        fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help,
-                hists[h].name);
+        tr_fmt_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help,
+                      hists[h].name);
         for (size_t i = 0; i < n; i++) {
             const struct tr_loop_stats *s = &st[i];
             if (s->tid == 0)
@@ -654,61 +647,82 @@ char *tr_metrics_render_loops(size_t *len)
             for (unsigned k = 0; k <= TR_LOOP_BUCKETS; k++) {
                 cum += b[k];
                 if (k < TR_LOOP_BUCKETS)
-                    fprintf(f, "%s_bucket{tid=\"%d\",le=\"%g\"} %" PRIu64 "\n", hists[h].name,
-                            s->tid, tr_loop_bucket_us[k] / 1e6, cum);
+                    tr_fmt_printf(o, "%s_bucket{tid=\"%d\",le=\"%g\"} %" PRIu64 "\n", hists[h].name,
+                                  s->tid, tr_loop_bucket_us[k] / 1e6, cum);
                 else
-                    fprintf(f, "%s_bucket{tid=\"%d\",le=\"+Inf\"} %" PRIu64 "\n", hists[h].name,
-                            s->tid, cum);
+                    tr_fmt_printf(o, "%s_bucket{tid=\"%d\",le=\"+Inf\"} %" PRIu64 "\n",
+                                  hists[h].name, s->tid, cum);
             }
-            fprintf(f, "%s_sum{tid=\"%d\"} %.6f\n%s_count{tid=\"%d\"} %" PRIu64 "\n", hists[h].name,
-                    s->tid, (double)(h == 0 ? s->turn_sum_us : s->wakeup_late_sum_us) / 1e6,
-                    hists[h].name, s->tid, cum);
+            tr_fmt_printf(o, "%s_sum{tid=\"%d\"} %.6f\n%s_count{tid=\"%d\"} %" PRIu64 "\n",
+                          hists[h].name, s->tid,
+                          (double)(h == 0 ? s->turn_sum_us : s->wakeup_late_sum_us) / 1e6,
+                          hists[h].name, s->tid, cum);
         }
     }
-    fprintf(f,
-            "# HELP trellis_event_loop_slow_turns_total Turns of at least %u us.\n"
-            "# TYPE trellis_event_loop_slow_turns_total counter\n",
-            TR_LOOP_SLOW_TURN_US);
+    tr_fmt_printf(o,
+                  "# HELP trellis_event_loop_slow_turns_total Turns of at least %u us.\n"
+                  "# TYPE trellis_event_loop_slow_turns_total counter\n",
+                  TR_LOOP_SLOW_TURN_US);
     for (size_t i = 0; i < n; i++)
         if (st[i].tid != 0)
-            fprintf(f, "trellis_event_loop_slow_turns_total{tid=\"%d\"} %" PRIu64 "\n", st[i].tid,
-                    st[i].slow_turns);
-    fprintf(f, "# TYPE trellis_event_loop_slow_turn_phase_seconds_total counter\n"
-               "# TYPE trellis_event_loop_slow_turn_calls_total counter\n"
-               "# TYPE trellis_event_loop_longest_turn_seconds gauge\n"
-               "# TYPE trellis_event_loop_longest_turn_start_seconds gauge\n"
-               "# TYPE trellis_event_loop_longest_turn_phase_seconds gauge\n"
-               "# TYPE trellis_event_loop_longest_turn_calls gauge\n");
+            tr_fmt_printf(o, "trellis_event_loop_slow_turns_total{tid=\"%d\"} %" PRIu64 "\n",
+                          st[i].tid, st[i].slow_turns);
+    tr_fmt_cstr(o, "# TYPE trellis_event_loop_slow_turn_phase_seconds_total counter\n"
+                   "# TYPE trellis_event_loop_slow_turn_calls_total counter\n"
+                   "# TYPE trellis_event_loop_longest_turn_seconds gauge\n"
+                   "# TYPE trellis_event_loop_longest_turn_start_seconds gauge\n"
+                   "# TYPE trellis_event_loop_longest_turn_phase_seconds gauge\n"
+                   "# TYPE trellis_event_loop_longest_turn_calls gauge\n");
     for (size_t i = 0; i < n; i++) {
         const struct tr_loop_stats *s = &st[i];
         if (s->tid == 0)
             continue;
         for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++)
-            fprintf(f,
-                    "trellis_event_loop_slow_turn_phase_seconds_total{tid=\"%d\",phase=\"%s\"} "
-                    "%.6f\n"
-                    "trellis_event_loop_slow_turn_calls_total{tid=\"%d\",phase=\"%s\"} %" PRIu64
-                    "\n",
-                    s->tid, phases[p], (double)s->slow_phase_us[p] / 1e6, s->tid, phases[p],
-                    s->slow_calls[p]);
+            tr_fmt_printf(
+                o,
+                "trellis_event_loop_slow_turn_phase_seconds_total{tid=\"%d\",phase=\"%s\"} %.6f\n"
+                "trellis_event_loop_slow_turn_calls_total{tid=\"%d\",phase=\"%s\"} %" PRIu64 "\n",
+                s->tid, phases[p], (double)s->slow_phase_us[p] / 1e6, s->tid, phases[p],
+                s->slow_calls[p]);
         /* start: CLOCK_MONOTONIC, to place the turn within a measured run. */
-        fprintf(f,
-                "trellis_event_loop_longest_turn_seconds{tid=\"%d\"} %.6f\n"
-                "trellis_event_loop_longest_turn_start_seconds{tid=\"%d\"} %.6f\n",
-                s->tid, (double)s->longest.duration_us / 1e6, s->tid,
-                (double)s->longest.start_us / 1e6);
+        tr_fmt_printf(o,
+                      "trellis_event_loop_longest_turn_seconds{tid=\"%d\"} %.6f\n"
+                      "trellis_event_loop_longest_turn_start_seconds{tid=\"%d\"} %.6f\n",
+                      s->tid, (double)s->longest.duration_us / 1e6, s->tid,
+                      (double)s->longest.start_us / 1e6);
         for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++)
-            fprintf(f,
-                    "trellis_event_loop_longest_turn_phase_seconds{tid=\"%d\",phase=\"%s\"} "
-                    "%.6f\n"
-                    "trellis_event_loop_longest_turn_calls{tid=\"%d\",phase=\"%s\"} %" PRIu64 "\n",
-                    s->tid, phases[p], (double)s->longest.phase_us[p] / 1e6, s->tid, phases[p],
-                    s->longest.calls[p]);
+            tr_fmt_printf(
+                o,
+                "trellis_event_loop_longest_turn_phase_seconds{tid=\"%d\",phase=\"%s\"} %.6f\n"
+                "trellis_event_loop_longest_turn_calls{tid=\"%d\",phase=\"%s\"} %" PRIu64 "\n",
+                s->tid, phases[p], (double)s->longest.phase_us[p] / 1e6, s->tid, phases[p],
+                s->longest.calls[p]);
     }
     free(st);
-    if (fclose(f) != 0) {
-        free(text);
+}
+
+char *tr_metrics_render(size_t *len)
+{
+    struct tr_fmt o;
+    tr_fmt_init_growable(&o, TR_METRICS_TEXT_MAX);
+    struct agg_http *agg = NULL;
+    size_t n = 0;
+    if (!aggregate_http(&agg, &n)) {
+        errno = ENOMEM;
         return NULL;
     }
+    if (http_keys(agg, n, &o)) {
+        render_http(&o, agg, n);
+        render_tcp(&o);
+        render_process(&o);
+        render_loops(&o);
+    }
+    for (size_t j = 0; j < n; j++)
+        free(agg[j].key);
+    free(agg);
+    bool oom = o.oom;
+    char *text = tr_fmt_take(&o, len);
+    if (text == NULL)
+        errno = oom ? ENOMEM : E2BIG;
     return text;
 }

@@ -42,8 +42,11 @@ enum {
     TR_RF_COUNT = 12,
 };
 
-/* Render flags like "UF,URX", or "-" for none. */
-void tr_response_flags_str(uint16_t flags, char *out, unsigned size);
+struct tr_fmt;
+
+/* Append flags like "UF,URX", or "-" for none, all or nothing (core/fmt.h);
+ * the longest is "NR,UH,...,URX", 40 bytes. */
+bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags);
 
 /* Labels fixed per (listener, cluster, endpoint, peer): everything but the
  * response code and flags. All strings interned; NULL renders "unknown". */
@@ -98,12 +101,12 @@ void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);
  * (a constant string from tr_tls_failure_reason; interned internally). */
 void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason);
 
-/* Render every worker's series, summed, in Prometheus text format. Returns a
- * malloc'd string (caller frees) and its length. */
+/* Render every worker's series, summed, in Prometheus text format (label
+ * values escaped). Returns a malloc'd string (caller frees) and its length;
+ * NULL with errno E2BIG if the text would exceed TR_METRICS_TEXT_MAX (an
+ * error, never a cut exposition), ENOMEM if memory ran out. */
+#define TR_METRICS_TEXT_MAX (64u * 1024u * 1024u)
 char *tr_metrics_render(size_t *len);
-/* The event-loop part of it (trellis_event_loop_*: turn durations,
- * wake-up delays and the longest turn of every loop thread); same contract. */
-char *tr_metrics_render_loops(size_t *len);
 
 /* Process-level gauges/counters set by the main thread. */
 /* The configuration generation in force; a lower value than the one shown

@@ -155,6 +155,7 @@ static void log_and_count(struct tr_session *s)
             .listener = lcfg(s)->name,
             .cluster = h->cluster != NULL ? h->cluster->cfg->name : NULL,
             .upstream = h->cluster != NULL && h->route != NULL ? h->upstream_addr : NULL,
+            .truncated = h->log_cut,
         };
         tr_access_log_write(s->w->access_log_fd, &e);
     }
@@ -545,7 +546,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     h->req_body = (uint8_t)m.body;
     h->req_remaining = m.content_length;
     tr_h1_chunked_init(&h->req_chunked, snap->h1_limits.max_header_bytes);
-    tr_str_to_cstr(h->method, sizeof(h->method), m.method);
+    h->log_cut = !tr_str_to_cstr(h->method, sizeof(h->method), m.method);
 
     tr_str host = m.host_idx >= 0 ? m.headers[m.host_idx].value : (tr_str){"", 0};
     tr_str path = m.target;
@@ -560,8 +561,10 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
             return;
         }
     }
-    tr_str_to_cstr(h->path, sizeof(h->path), path);
-    tr_str_to_cstr(h->authority, sizeof(h->authority), host);
+    if (!tr_str_to_cstr(h->path, sizeof(h->path), path))
+        h->log_cut = true;
+    if (!tr_str_to_cstr(h->authority, sizeof(h->authority), host))
+        h->log_cut = true;
 
     h->rq = m.body == TR_H1_BODY_NONE ? TR_RQ_DONE : TR_RQ_BODY;
     if (m.method_id == TR_H1_M_CONNECT) {

@@ -104,6 +104,7 @@ struct tr_http_state {
     char method[16];
     char path[256]; /* for the access log; truncated */
     char authority[128];
+    bool log_cut; /* method, path or authority was longer than kept above */
 };
 
 struct tr_tcp_state {

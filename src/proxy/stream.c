@@ -195,6 +195,7 @@ static void stream_log(struct tr_stream *st)
             .listener = s->lcfg->name,
             .cluster = st->cluster != NULL ? st->cluster->cfg->name : NULL,
             .upstream = st->upstream_addr,
+            .truncated = st->log_cut,
         };
         tr_access_log_write(W(st)->access_log_fd, &e);
     }
@@ -970,9 +971,12 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
         if (hi >= 0)
             host = h[hi].value;
     }
-    tr_str_to_cstr(st->method, sizeof(st->method), method);
-    tr_str_to_cstr(st->path, sizeof(st->path), path);
-    tr_str_to_cstr(st->authority, sizeof(st->authority), host);
+    if (!tr_str_to_cstr(st->method, sizeof(st->method), method))
+        st->log_cut = true;
+    if (!tr_str_to_cstr(st->path, sizeof(st->path), path))
+        st->log_cut = true;
+    if (!tr_str_to_cstr(st->authority, sizeof(st->authority), host))
+        st->log_cut = true;
     st->method_id = TR_STR_EQ_LIT(method, "HEAD")      ? TR_H1_M_HEAD
                     : TR_STR_EQ_LIT(method, "CONNECT") ? TR_H1_M_CONNECT
                     : TR_STR_EQ_LIT(method, "GET")     ? TR_H1_M_GET
@@ -1011,12 +1015,12 @@ void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
     int mi = tr_fields_find(req->v, req->n, ":method"),
         pi = tr_fields_find(req->v, req->n, ":path"),
         ai = tr_fields_find(req->v, req->n, ":authority");
-    if (mi >= 0)
-        tr_str_to_cstr(st->method, sizeof(st->method), req->v[mi].value);
-    if (pi >= 0)
-        tr_str_to_cstr(st->path, sizeof(st->path), req->v[pi].value);
-    if (ai >= 0)
-        tr_str_to_cstr(st->authority, sizeof(st->authority), req->v[ai].value);
+    if (mi >= 0 && !tr_str_to_cstr(st->method, sizeof(st->method), req->v[mi].value))
+        st->log_cut = true;
+    if (pi >= 0 && !tr_str_to_cstr(st->path, sizeof(st->path), req->v[pi].value))
+        st->log_cut = true;
+    if (ai >= 0 && !tr_str_to_cstr(st->authority, sizeof(st->authority), req->v[ai].value))
+        st->log_cut = true;
     st->orig_h2 = tr_stream_orig_h2(st->s, req->v, req->n, false);
     st->route = route;
     st->cluster = cluster;

@@ -119,6 +119,7 @@ struct tr_stream {
     char path[256];
     char authority[128];
     char request_id[40];
+    bool log_cut; /* method, path or authority was longer than kept above */
 };
 
 /* A new stream on session s (down: enum tr_stream_down). NULL: no memory. */

@@ -121,6 +121,9 @@ static unsigned report_restart_settings(const struct tr_config *next, const stru
     RESTART(!str_eq(next->admin.addr.text, cur->admin.addr.text), "admin.address", "%s",
             cur->admin.addr.text ? cur->admin.addr.text : "(none)",
             next->admin.addr.text ? next->admin.addr.text : "(none)");
+    RESTART(!str_eq(next->admin.socket, cur->admin.socket), "admin.socket", "%s",
+            cur->admin.socket ? cur->admin.socket : "(none)",
+            next->admin.socket ? next->admin.socket : "(none)");
     RESTART(next->access_log.enabled != cur->access_log.enabled, "access_log.enabled", "%d",
             cur->access_log.enabled, next->access_log.enabled);
     RESTART(!str_eq(next->access_log.path, cur->access_log.path), "access_log.path", "%s",
@@ -369,6 +372,8 @@ int tr_server_run(const struct tr_server_options *opt)
         tr_worker_notify(srv.workers[i], TR_WCMD_STOP);
     for (unsigned i = 0; i < srv.n_workers; i++)
         tr_worker_join(srv.workers[i]);
+    tr_admin_stop(srv.admin); /* removes the admin socket */
+    srv.admin = NULL;
     tr_info("stopped");
     return 0;
 }

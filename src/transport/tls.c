@@ -1,5 +1,14 @@
 /* TLS transport: OpenSSL over a custom BIO that shares the conn's readiness
- * flags, so OpenSSL never issues a read() or send() that would return EAGAIN. */
+ * flags, so OpenSSL never issues a read() or send() that would return EAGAIN.
+ *
+ * The error queue. OpenSSL keeps one error queue per thread, and
+ * SSL_get_error() answers SSL_ERROR_SSL whenever that queue is not empty, even
+ * if the call only wanted more bytes. A worker runs many connections on one
+ * thread, so an error left behind by one (a failed handshake) would turn the
+ * next connection's "would block" into a fatal error. Hence: the queue is
+ * cleared before every SSL I/O call, and emptied after every failure once its
+ * reason has been taken (here for read/write; the handshake's caller takes
+ * it with tr_tls_failure_reason(), which empties it). */
 #include <errno.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -7,6 +16,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 
+#include "core/log.h"
 #include "transport/transport.h"
 
 static BIO_METHOD *conn_bio_method;
@@ -104,7 +114,8 @@ int tr_transport_init(void)
     return 0;
 }
 
-/* Map an SSL_* result to our return codes. */
+/* Map an SSL_* result to our return codes. On -EPROTO the error queue still
+ * holds the reason. */
 static ssize_t tls_result(struct tr_conn *c, int rc)
 {
     int e = SSL_get_error(c->ssl, rc);
@@ -121,9 +132,22 @@ static ssize_t tls_result(struct tr_conn *c, int rc)
             return -ECONNRESET; /* EOF without close_notify: truncation */
         return c->last_errno ? -c->last_errno : -EIO;
     default:
-        /* The error queue is left for the caller to classify (handshake). */
         return -EPROTO;
     }
+}
+
+/* After a failed read or write: nobody classifies these, so log the reason
+ * (debug) and empty the queue. */
+static ssize_t tls_io_result(struct tr_conn *c, int rc, const char *op)
+{
+    ssize_t r = tls_result(c, rc);
+    if (r == -EPROTO) {
+        unsigned long e = ERR_peek_error();
+        const char *why = e ? ERR_reason_error_string(e) : NULL;
+        tr_debug("TLS %s on fd %d failed: %s", op, c->io.fd, why ? why : "unknown error");
+        ERR_clear_error();
+    }
+    return r;
 }
 
 static ssize_t tls_read(struct tr_conn *c, void *buf, size_t len)
@@ -131,23 +155,28 @@ static ssize_t tls_read(struct tr_conn *c, void *buf, size_t len)
     if (!c->rx_ready && !SSL_has_pending(c->ssl))
         return TR_AGAIN;
     size_t n = 0;
+    ERR_clear_error();
     int rc = SSL_read_ex(c->ssl, buf, len, &n);
     if (rc == 1)
         return (ssize_t)n;
-    return tls_result(c, rc);
+    return tls_io_result(c, rc, "read");
 }
 
 static ssize_t tls_write(struct tr_conn *c, const void *buf, size_t len)
 {
     size_t n = 0;
+    ERR_clear_error();
     int rc = SSL_write_ex(c->ssl, buf, len, &n);
     if (rc == 1)
         return (ssize_t)n;
-    return tls_result(c, rc);
+    return tls_io_result(c, rc, "write");
 }
 
+/* On failure (negative, not TR_AGAIN) the error queue holds the reason for
+ * the caller: tr_tls_failure_reason() takes it and empties the queue. */
 static int tls_handshake(struct tr_conn *c)
 {
+    ERR_clear_error();
     int rc = SSL_do_handshake(c->ssl);
     if (rc == 1) {
         c->handshake_done = true;
@@ -161,8 +190,11 @@ static int tls_handshake(struct tr_conn *c)
 
 static void tls_shutdown_write(struct tr_conn *c)
 {
-    if (c->handshake_done)
+    if (c->handshake_done) {
+        ERR_clear_error();
         SSL_shutdown(c->ssl); /* sends close_notify; we do not wait for the peer's */
+        ERR_clear_error();    /* a failure here changes nothing: the FIN follows */
+    }
     shutdown(c->io.fd, SHUT_WR);
 }
 

@@ -73,22 +73,33 @@ def to_yaml(obj, indent=0):
     return json.dumps(obj, indent=2)
 
 
+# Admin calls served only on the admin Unix socket (admin.socket).
+PRIVILEGED_ADMIN_PATHS = ("/config_dump", "/logging")
+
+
 class Proxy:
-    """A running `trellis proxy` with its config file, admin port and log."""
+    """A running `trellis proxy` with its config file, admin port, admin socket and log."""
 
     def __init__(self, workdir, config, name="proxy"):
         self.workdir = workdir
         self.name = name
         self.admin_port = free_port()
-        config.setdefault("admin", {"address": f"127.0.0.1:{self.admin_port}"})
+        self.admin_default = {"address": f"127.0.0.1:{self.admin_port}",
+                              "socket": os.path.join(workdir, f"{name}.admin.sock")}
         config.setdefault("workers", 1)
-        self.config = config
         self.path = os.path.join(workdir, f"{name}.yaml")
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.proc = None
         self.write_config(config)
+        # The admin endpoint is set up at start; reloads do not move it.
+        address = self.config["admin"].get("address", "127.0.0.1:15000")
+        self.admin_port = int(address.rsplit(":", 1)[1])
+        self.admin_socket = self.config["admin"].get("socket")
 
     def write_config(self, config):
+        # A config without an admin section keeps this proxy's, so that a
+        # reload does not ask to move the admin endpoint.
+        config.setdefault("admin", dict(self.admin_default))
         self.config = config
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
@@ -118,17 +129,21 @@ class Proxy:
         raise TimeoutError(f"{self.name} not ready:\n{self.read_log()}")
 
     def admin(self, path, method="GET"):
+        """(status, body) of an admin call: the privileged ones over the admin
+        socket when this proxy has one, the rest over loopback TCP."""
+        if path.split("?", 1)[0] in PRIVILEGED_ADMIN_PATHS and self.admin_socket:
+            return self.admin_unix(path, method)
+        return self.admin_tcp(path, method)
+
+    def admin_tcp(self, path, method="GET"):
         with socket.create_connection(("127.0.0.1", self.admin_port), timeout=5) as s:
-            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        return status, body.decode()
+            return _admin_exchange(s, path, method)
+
+    def admin_unix(self, path, method="GET"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(self.admin_socket)
+            return _admin_exchange(s, path, method)
 
     def metrics(self):
         return self.admin("/stats/prometheus")[1]
@@ -176,6 +191,19 @@ class Proxy:
                 if line.startswith("Pss:"):
                     return int(line.split()[1])
         return 0
+
+
+def _admin_exchange(s, path, method):
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, body.decode()
 
 
 def simple_config(listen_port, backend_port, **listener_extra):

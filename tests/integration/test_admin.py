@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import socketserver
+import stat
 import subprocess
 import sys
 import threading
@@ -230,3 +231,188 @@ def test_non_loopback_admin_refused(workdir, backend, address):
     for p in (port, admin_port):
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
+
+
+# ---------------------------------------------------------------- the admin socket
+
+def unix_request(path, data, timeout=5):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def test_privileged_calls_refused_over_tcp(proxies, backend):
+    p = proxies(simple_config(free_port(), backend.port))
+    sock = p.admin_socket
+    for method, path in (("POST", "/logging?level=debug"), ("GET", "/logging"),
+                         ("GET", "/config_dump"), ("HEAD", "/config_dump")):
+        status, body = p.admin_tcp(path, method=method)
+        assert status == 403, (method, path, status, body)
+        if method != "HEAD":
+            assert body == f"{path.split('?')[0]} is only served on the admin socket {sock}\n"
+    # Nothing changed: the level is still info, and debug lines do not appear.
+    assert p.admin_unix("/logging") == (200, "level: info\n")
+    assert debug_lines(p) == []
+    # Probes and scrapes stay on TCP.
+    assert p.admin_tcp("/ready") == (200, "LIVE\n")
+    status, text = p.admin_tcp("/stats/prometheus")
+    assert status == 200 and "trellis_config_generation 1" in text
+
+
+def test_privileged_calls_over_the_socket(proxies, backend):
+    port = free_port()
+    p = proxies(simple_config(port, backend.port))
+    status, body = p.admin_unix("/config_dump")
+    assert status == 200
+    assert json.loads(body)["listeners"][0]["address"] == f"127.0.0.1:{port}"
+    assert p.admin_unix("/logging?level=debug", method="POST") == (200, "level: debug\n")
+    assert p.admin_unix("/logging") == (200, "level: debug\n")
+    assert p.admin_unix("/logging?level=info", method="POST") == (200, "level: info\n")
+    # Everything is served on the socket, the unprivileged calls too.
+    assert p.admin_unix("/ready") == (200, "LIVE\n")
+    assert p.admin_unix("/stats/prometheus")[0] == 200
+    assert p.admin_unix("/nope")[0] == 404
+
+
+def test_without_socket_privileged_calls_are_off(proxies, backend):
+    cfg = simple_config(free_port(), backend.port)
+    cfg["admin"] = {"address": f"127.0.0.1:{free_port()}"}
+    p = proxies(cfg)
+    assert p.admin_socket is None
+    status, body = p.admin("/config_dump")
+    assert status == 403
+    assert body == ("/config_dump is only served on the admin socket, and none is configured "
+                    "(admin.socket)\n")
+    assert p.admin("/logging?level=debug", method="POST")[0] == 403
+    assert p.admin("/ready") == (200, "LIVE\n")
+    assert [f for f in os.listdir(p.workdir) if f.endswith(".sock")] == []
+
+
+def test_socket_mode_and_other_users(proxies, backend, workdir):
+    p = proxies(simple_config(free_port(), backend.port))
+    st = os.lstat(p.admin_socket)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.geteuid()
+    # Let other users reach the directory, so that only the socket's own mode
+    # stands between them and the admin calls.
+    os.chmod(workdir, 0o755)
+    probe = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX)\n"
+             "try:\n"
+             "    s.connect(sys.argv[1])\n"
+             "except PermissionError:\n"
+             "    print('EACCES'); sys.exit(0)\n"
+             "s.sendall(b'GET /config_dump HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n')\n"
+             "print(s.recv(12).decode())\n")
+
+    def as_nobody():
+        r = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", probe,
+                            p.admin_socket], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    assert os.geteuid() == 0  # runuser needs root; the test machine runs as root
+    assert as_nobody() == "EACCES"
+    # The control: with the mode opened up, the same user gets in.
+    os.chmod(p.admin_socket, 0o666)
+    assert as_nobody() == "HTTP/1.1 200"
+    os.chmod(p.admin_socket, 0o600)
+
+
+def start_proxy(workdir, cfg, name="adm"):
+    """Starts a proxy on its own (no Proxy defaults); returns (proc, log path)."""
+    path = os.path.join(workdir, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(json.dumps(cfg, indent=2))
+    log = os.path.join(workdir, f"{name}.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([TRELLIS, "proxy", "--config", path], stdout=out,
+                                stderr=subprocess.STDOUT)
+    return proc, path, log
+
+
+def wait_exit(proc, timeout=10):
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read().decode(errors="replace")
+
+
+def test_socket_removed_at_exit_and_stale_one_replaced(proxies, backend, workdir):
+    sock = os.path.join(workdir, "stale.sock")
+    # A socket file left by a process that died: nobody listens on it.
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(sock)
+    s.close()
+    assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+    cfg = simple_config(free_port(), backend.port)
+    cfg["admin"] = {"address": f"127.0.0.1:{free_port()}", "socket": sock}
+    p = proxies(cfg)
+    assert p.admin_socket == sock
+    assert p.admin("/config_dump")[0] == 200
+    assert "removed stale socket " + sock in p.read_log()
+    p.stop()
+    assert p.proc.returncode == 0
+    assert not os.path.lexists(sock)
+
+
+def test_socket_path_taken_is_an_error(backend, workdir):
+    # A regular file at the path is not ours to delete.
+    path = os.path.join(workdir, "file.sock")
+    with open(path, "w") as f:
+        f.write("keep me")
+    cfg = simple_config(free_port(), backend.port)
+    cfg["admin"] = {"address": f"127.0.0.1:{free_port()}", "socket": path}
+    proc, _, log = start_proxy(workdir, cfg, "file")
+    assert wait_exit(proc) != 0
+    assert f"admin.socket {path} exists and is not a socket; not replacing it" in read(log)
+    assert read(path) == "keep me"
+
+    # A socket somebody listens on is in use.
+    live = os.path.join(workdir, "live.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(live)
+    server.listen(4)
+    try:
+        cfg = simple_config(free_port(), backend.port)
+        cfg["admin"] = {"address": f"127.0.0.1:{free_port()}", "socket": live}
+        proc, _, log = start_proxy(workdir, cfg, "live")
+        assert wait_exit(proc) != 0
+        assert f"admin.socket {live} is in use by another process" in read(log)
+        assert stat.S_ISSOCK(os.lstat(live).st_mode)
+    finally:
+        server.close()
+
+
+def test_reload_that_moves_the_socket_is_reported(proxies, backend, workdir):
+    port = free_port()
+    p = proxies(simple_config(port, backend.port))
+    old = p.admin_socket
+    new = os.path.join(workdir, "moved.sock")
+    cfg = simple_config(port, backend.port)
+    cfg["admin"] = dict(p.config["admin"], socket=new)
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while p.metric("trellis_config_generation") < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert p.metric("trellis_config_generation") == 2
+    assert (f"admin.socket changed from {old} to {new}; it takes effect at the next restart"
+            in p.read_log()), p.read_log()
+    assert not os.path.lexists(new)
+    assert p.admin_unix("/config_dump")[0] == 200  # still on the old socket

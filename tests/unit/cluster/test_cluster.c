@@ -60,7 +60,8 @@ static void gen_init(struct gen *g)
  * them current, as a worker adopting a snapshot does. */
 static void gen_adopt(struct gen *g, struct gen *prev)
 {
-    g->views = tr_clusters_build(&g->ws, prev ? prev->views : NULL, prev ? prev->cfg.n_clusters : 0);
+    g->views =
+        tr_clusters_build(&g->ws, prev ? prev->views : NULL, prev ? prev->cfg.n_clusters : 0);
     assert_non_null(g->views);
     tr_clusters_commit(g->views, g->cfg.n_clusters, prev ? prev->views : NULL,
                        prev ? prev->cfg.n_clusters : 0);
@@ -142,8 +143,8 @@ static void test_connection_hold_moves_snapshot_use(void **state)
     add_cluster(&g1, "web", TR_LB_ROUND_ROBIN, (int[]){1001, 1002}, NULL, 2);
     gen_adopt(&g1, NULL);
     struct tr_endpoint_rt *a = g1.views[0].eps[0], *b = g1.views[0].eps[1];
-    tr_endpoint_conn_hold(a); /* a connection to 1001 */
-    tr_endpoint_conn_hold(b); /* and one to 1002 */
+    tr_endpoint_conn_hold(a);         /* a connection to 1001 */
+    tr_endpoint_conn_hold(b);         /* and one to 1002 */
     assert_int_equal(g1.ws.users, 3); /* worker + one per endpoint with connections */
 
     gen_init(&g2);

@@ -163,6 +163,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(c->limits.h2_max_resets_per_second, 50);
     assert_addr(&c->admin.addr, AF_INET6, "::1", 15001, "[::1]:15001");
     assert_false(c->admin.enabled);
+    assert_path_in_dir(c->admin.socket, "run/admin.sock");
     assert_true(c->access_log.enabled);
     assert_path_in_dir(c->access_log.path, "logs/access.log");
 
@@ -433,6 +434,7 @@ static void test_example_defaults(void **state)
     assert_int_equal(c->limits.h2_max_resets_per_second, 200);
     assert_addr(&c->admin.addr, AF_INET, "127.0.0.1", 15000, "127.0.0.1:15000");
     assert_true(c->admin.enabled);
+    assert_null(c->admin.socket); /* privileged admin calls are off by default */
     assert_false(c->access_log.enabled);
     assert_string_equal(c->access_log.path, "/dev/stdout");
     assert_int_equal(c->n_tls, 0);
@@ -525,6 +527,8 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:1:18: admin.address: ", "hostnames are not resolved"},
     {"admin: {enabled: yes}\n" BASE_TAIL,
      "t.yaml:1:18: admin.enabled: ", "expected true or false, got \"yes\""},
+    {"admin: {socket: ''}\n" BASE_TAIL, "t.yaml:1:17: admin.socket: ", "must not be empty"},
+    {"admin: {socket: [a]}\n" BASE_TAIL, "t.yaml:1:17: admin.socket: ", "expected a string"},
     {"access_log: {path: ''}\n" BASE_TAIL, "t.yaml:1:20: access_log.path: ", "must not be empty"},
 
     /* TLS contexts */
@@ -1003,6 +1007,22 @@ static void test_scalars(void **state)
     assert_false(c->admin.enabled);
     assert_addr(&c->admin.addr, AF_INET, "127.1.2.3", 9, "127.1.2.3:9");
     tr_config_free(c);
+    /* The admin socket path: the kernel's limit (sun_path) is an error naming
+     * it, checked on the resolved path; at the limit it loads. */
+    n = snprintf(buf, sizeof(buf), "admin: {socket: /%0107d}\n" BASE_TAIL, 0);
+    expect_err(buf, (size_t)n, "t.yaml:1:17: admin.socket: ",
+               "path is 108 bytes, a Unix socket path is at most 107");
+    n = snprintf(buf, sizeof(buf), "admin: {socket: /%0106d}\n" BASE_TAIL, 0);
+    c = load_ok(buf, (size_t)n, "t.yaml");
+    assert_int_equal(strlen(c->admin.socket), 107);
+    tr_config_free(c);
+    n = snprintf(buf, sizeof(buf), "admin: {socket: %0100d}\n" BASE_TAIL, 0);
+    char *serr = NULL;
+    assert_null(tr_config_load_buffer(buf, (size_t)n, "/etc/trellis/t.yaml", &serr));
+    assert_non_null(serr);
+    assert_string_equal(serr, "/etc/trellis/t.yaml:1:17: admin.socket: path is 113 bytes, a Unix "
+                              "socket path is at most 107");
+    free(serr);
     /* Quoted true is a string, not a boolean. */
     n = snprintf(buf, sizeof(buf), "admin: {enabled: 'true'}\n" BASE_TAIL);
     expect_err(buf, (size_t)n,

@@ -319,7 +319,8 @@ static void on_stop(struct tr_timer *t)
 static void test_stats_all_lists_live_loops_with_their_thread(void **state)
 {
     size_t n = 99;
-    struct tr_loop_stats *all = tr_loop_stats_all(&n);
+    struct tr_loop_stats *all = NULL;
+    assert_true(tr_loop_stats_all(&all, &n));
     assert_null(all); /* every other test freed its loop */
     assert_int_equal(n, 0);
 
@@ -328,7 +329,7 @@ static void test_stats_all_lists_live_loops_with_their_thread(void **state)
     tr_timer_init(&r.t, on_stop);
     tr_timer_set(a, &r.t, 1);
     assert_int_equal(tr_loop_run(a), 0);
-    all = tr_loop_stats_all(&n);
+    assert_true(tr_loop_stats_all(&all, &n));
     assert_non_null(all);
     assert_int_equal(n, 2);
     /* Only the loop run by tr_loop_run() knows its thread. */
@@ -343,7 +344,7 @@ static void test_stats_all_lists_live_loops_with_their_thread(void **state)
     free(all);
 
     tr_loop_free(a);
-    all = tr_loop_stats_all(&n);
+    assert_true(tr_loop_stats_all(&all, &n));
     assert_int_equal(n, 1);
     assert_int_equal(all[0].tid, 0);
     free(all);

@@ -307,6 +307,33 @@ static void test_unknown_ca(void **state)
     tr_tls_ctx_unref(cli);
 }
 
+/* Taking the reason empties the thread's error queue: a worker's next
+ * connection must not see this one's errors (transport/tls.c). */
+static void test_failure_reason_empties_queue(void **state)
+{
+    struct tr_tls_ctx *srv = load_leaf("server", TD, 0);
+    SSL_CTX *bare = bare_ctx("foreign", false);
+    struct conn k;
+    conn_init(&k, tr_tls_ctx_server(srv), bare);
+    for (int i = 0; i < 20 && !k.s.failed; i++) {
+        ERR_clear_error();
+        int r = SSL_do_handshake(k.c.ssl);
+        assert_true(r == 1 || SSL_get_error(k.c.ssl, r) == SSL_ERROR_WANT_READ);
+        ERR_clear_error();
+        r = SSL_do_handshake(k.s.ssl);
+        if (r != 1 && SSL_get_error(k.s.ssl, r) == SSL_ERROR_SSL) {
+            assert_int_not_equal(ERR_peek_error(), 0); /* the reason is queued */
+            assert_string_equal(tr_tls_failure_reason(k.s.ssl), "unknown_ca");
+            assert_int_equal(ERR_peek_error(), 0);
+            k.s.failed = true;
+        }
+    }
+    assert_true(k.s.failed);
+    conn_free(&k);
+    SSL_CTX_free(bare);
+    tr_tls_ctx_unref(srv);
+}
+
 static void test_validity(void **state)
 {
     struct tr_tls_ctx *srv = load_leaf("server", TD, 0);
@@ -765,6 +792,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mutual_tls_ok),
         cmocka_unit_test(test_unknown_ca),
+        cmocka_unit_test(test_failure_reason_empties_queue),
         cmocka_unit_test(test_validity),
         cmocka_unit_test(test_spiffe_checks),
         cmocka_unit_test(test_wrong_trust_domain),

@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -91,11 +92,72 @@ static void test_tcp_and_counters(void **state)
     free(text);
 }
 
+static void test_label_values_escaped(void **state)
+{
+    struct tr_metrics *w4 = tr_metrics_new(4);
+    /* A peer ID or workload name is not ours to trust: a quote, a backslash
+     * and a newline must not end the value or the line. */
+    struct tr_metric_labels l = {
+        .reporter = TR_REPORTER_SOURCE,
+        .protocol = TR_REQ_PROTO_GRPC,
+        .grpc = 2 + 1,
+        .source_workload = tr_metrics_intern("w\"1"),
+        .destination_principal = tr_metrics_intern("spiffe://td/a\\b\nc"),
+        .destination_service = tr_metrics_intern("bad\xffutf8"),
+    };
+    tr_metrics_http(w4, &l, 200, TR_RF_DC, 10, 1, 1);
+    size_t len;
+    char *text = tr_metrics_render(&len);
+    assert_non_null(text);
+    const char *series =
+        "istio_requests_total{reporter=\"source\",source_workload=\"w\\\"1\","
+        "source_workload_namespace=\"unknown\",source_principal=\"unknown\","
+        "destination_workload=\"unknown\",destination_workload_namespace=\"unknown\","
+        "destination_principal=\"spiffe://td/a\\\\b\\nc\","
+        "destination_service=\"bad\xef\xbf\xbdutf8\",request_protocol=\"grpc\","
+        "connection_security_policy=\"none\",grpc_response_status=\"2\",response_code=\"200\","
+        "response_flags=\"DC\"} 1\n";
+    assert_non_null(strstr(text, series));
+    assert_non_null(strstr(text, "destination_principal=\"spiffe://td/a\\\\b\\nc\","
+                                 "destination_service=\"bad\xef\xbf\xbdutf8\",request_protocol="
+                                 "\"grpc\",connection_security_policy=\"none\","
+                                 "grpc_response_status=\"2\",response_code=\"200\","
+                                 "response_flags=\"DC\",le=\"+Inf\"} 1\n"));
+    /* No raw newline inside any line: every line is a comment or a sample. */
+    for (const char *p = text; *p != '\0';) {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        assert_true(*p == '#' || strncmp(p, "istio_", 6) == 0 || strncmp(p, "trellis_", 8) == 0);
+        p = nl + 1;
+    }
+    free(text);
+}
+
+/* Last: the series it leaves behind makes every later scrape too large. */
+static void test_too_large_is_an_error(void **state)
+{
+    struct tr_metrics *w5 = tr_metrics_new(5);
+    size_t n = TR_METRICS_TEXT_MAX / 2 + 1; /* twice that once escaped */
+    char *huge = malloc(n + 1);
+    assert_non_null(huge);
+    memset(huge, '"', n);
+    huge[n] = '\0';
+    struct tr_metric_labels l = {.destination_workload = tr_metrics_intern(huge)};
+    free(huge);
+    tr_metrics_http(w5, &l, 200, 0, 10, 1, 1);
+    size_t len = 7;
+    errno = 0;
+    assert_null(tr_metrics_render(&len));
+    assert_int_equal(errno, E2BIG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_series_summed_across_workers),
         cmocka_unit_test(test_tcp_and_counters),
+        cmocka_unit_test(test_label_values_escaped),
+        cmocka_unit_test(test_too_large_is_an_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
