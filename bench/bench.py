@@ -689,6 +689,27 @@ def loop_report(before: Dict[str, float], after: Dict[str, float], sched0: Dict[
     return rep
 
 
+class LoopWatch:
+    """A trellis pair's loop statistics and thread scheduling around one run:
+    start() before it, stop() after it returns {"A": report, "B": report}."""
+
+    def __init__(self, procs: List["Proc"], admin_ports):
+        self.procs, self.admin_ports = procs, admin_ports
+
+    def start(self) -> None:
+        self.ls0 = [loop_samples(a) for a in self.admin_ports]
+        self.ss0 = [schedstat(p) for p in self.procs]
+        self.t0 = time.monotonic()
+
+    def stop(self) -> dict:
+        t1 = time.monotonic()
+        ls1 = [loop_samples(a) for a in self.admin_ports]
+        ss1 = [schedstat(p) for p in self.procs]
+        return {side: loop_report(self.ls0[i], ls1[i], self.ss0[i], ss1[i], self.procs[i].pid,
+                                  self.t0, t1)
+                for i, side in enumerate(("A", "B"))}
+
+
 def loop_line(name: str, r: dict) -> str:
     if "turns" not in r:
         return f"{name}: no loop statistics (binary without trellis_event_loop_*)"
@@ -798,23 +819,17 @@ def measure_pair(pair: str, procs: List[Proc], port: int, args, pacer: Pacer,
 
     conns = args.conns
     # trellis pairs: loop statistics and scheduling delay around each run.
-    loop_admin = PORTS.get(pair + "_admin") if pair.startswith("trellis") else None
+    watch = (LoopWatch(procs, PORTS[pair + "_admin"]) if pair.startswith("trellis") else None)
     for key, path, guess in (("lat", "/", 0.4), ("echo", "/slow", 1.6)):
         k = f"{pair}:{key}"
         d = pacer.delay(k, guess)
-        if loop_admin:
-            ls0 = [loop_samples(a) for a in loop_admin]
-            ss0 = [schedstat(p) for p in procs]
-            t0 = time.monotonic()
+        if watch:
+            watch.start()
         c0 = cpu()
         r = wrk(port, path, conns, args.lat_seconds, paced_delay_ms=d)
         c1 = cpu()
-        if loop_admin:
-            t1 = time.monotonic()
-            ls1 = [loop_samples(a) for a in loop_admin]
-            ss1 = [schedstat(p) for p in procs]
-            r["loop"] = {side: loop_report(ls0[i], ls1[i], ss0[i], ss1[i], procs[i].pid, t0, t1)
-                         for i, side in enumerate(("A", "B"))}
+        if watch:
+            r["loop"] = watch.stop()
         pacer.learn(k, d, r, conns)
         r["delay_ms"] = d
         if proxy:

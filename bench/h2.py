@@ -373,12 +373,21 @@ def measure_pair(pair: str, procs: List[B.Proc], backend: B.Proc, port: int, arg
             + (f"  cpu/req {r['cpu_us_per_req']:.1f}us, connections A->B "
                f"{r['hop_conns_ab']}, B->backend {r['hop_conns_b_backend']}" if procs else ""))
         max_r = r
+        # trellis pairs: loop statistics and scheduling delay (bench.py).
+        watch = (B.LoopWatch(procs, PORTS[pair + "_admin"]) if pair.startswith("trellis")
+                 else None)
+        if watch:
+            watch.start()
         c0 = cpu()
         r = h2load(port, wl, args, args.lat_seconds, tmp,
                    rps_per_client=args.rate / args.clients)
         account(r, c0, cpu())
+        if watch:
+            r["loop"] = watch.stop()
         log(f"  {pair:8s} {wl:4s} rate {r['rate_rps']:8.1f}/s    p50 {r['p50_us']}us "
             f"p99 {r['p99_us']}us p99.9 {r['p999_us']}us errors {r['errors']}")
+        for side, lr in r.get("loop", {}).items():
+            log(f"    {B.loop_line(side, lr)}")
         res[wl] = {"max": max_r, "rate": r}
     for p in procs + [backend]:
         if not p.alive():
