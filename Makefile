@@ -55,9 +55,12 @@ fuzz: $(FUZZ_BUILD)/build.ninja
 	set -e; for t in fuzz_h1_request fuzz_h1_response fuzz_config fuzz_h2_frames fuzz_formatters; do \
 	  work=$$(mktemp -d); cp -r fuzz/corpus/$$t/. $$work/; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-	  $(FUZZ_BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/$$t.dict \
-	    -print_final_stats=1 $$work 2>&1 | tail -n 12; \
-	  rm -rf $$work; \
+	  rc=0; $(FUZZ_BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/$$t.dict \
+	    -print_final_stats=1 $$work > $$work.log 2>&1 || rc=$$?; \
+	  tail -n 12 $$work.log; \
+	  if [ $$rc -ne 0 ]; then grep -A30 -m1 'ERROR\|SUMMARY' $$work.log || true; \
+	    echo "fuzz: $$t FAILED (exit $$rc)"; rm -rf $$work $$work.log; exit 1; fi; \
+	  rm -rf $$work $$work.log; \
 	done
 
 # The README's first command on a fresh machine: install the dependencies

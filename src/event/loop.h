@@ -89,7 +89,8 @@ size_t tr_loop_timer_count(const struct tr_loop *loop);
  * is the kernel not running the thread: scheduling delay, not our work.
  * Only the loop's thread writes its numbers (relaxed atomics, no locks);
  * any thread may read them with tr_loop_stats_all(). The clock is read once
- * more per turn, plus once after each phase that ran something.
+ * more after each phase of a turn that ran something (the last read ends the
+ * turn); an empty wake-up costs no extra read.
  */
 enum tr_loop_phase {
     TR_LOOP_PHASE_IO = 0,   /* epoll event callbacks */
