@@ -7,7 +7,10 @@ Topology per pair (all on 127.0.0.1):
 
 The "direct" pair is wrk -> backend. Every pair is started, measured and
 stopped in turn; the order rotates each round and the median over rounds is
-reported. See bench/README.md for what each number means.
+reported; ratios are taken per round and reported as their median with
+min-max. --baseline PATH adds "trellis-base", a second trellis binary
+configured like "trellis", to the same rounds. See bench/README.md for what
+each number means.
 
 Run through bench/run.sh (uses Debian's /usr/bin/python3 for the PKI helper).
 """
@@ -53,12 +56,17 @@ PORTS = {
     "trellis_admin": (18032, 18033),
     "trellis-h2hop": (18034, 18035),
     "trellis-h2hop_admin": (18036, 18037),
+    "trellis-base": (18050, 18051),
+    "trellis-base_admin": (18052, 18053),
 }
 ALL_PORTS = [18000, 18010, 18011, 18020, 18021, 18030, 18031, 18032, 18033,
-             18034, 18035, 18036, 18037]
-# bench/h2.py uses 18040-18046 (its own PORTS); keep the two sets apart.
+             18034, 18035, 18036, 18037, 18050, 18051, 18052, 18053]
+# bench/h2.py uses 18040-18046 and 18060-18063 (its own PORTS); keep the sets apart.
 
-PAIR_NAMES = ["direct", "haproxy", "nginx", "trellis", "trellis-h2hop"]
+PAIR_NAMES = ["direct", "haproxy", "nginx", "trellis", "trellis-base", "trellis-h2hop"]
+# trellis-base: the --baseline binary, configured exactly like "trellis";
+# only run when --baseline is given.
+BASELINE_PAIR = "trellis-base"
 # Optional pairs: a config this trellis build does not accept yet makes them
 # "skipped" (like a missing binary), not "failed".
 OPTIONAL_PAIRS = ["trellis-h2hop"]
@@ -569,6 +577,156 @@ def start_trellis(tmp: Path, certs: dict, binary: Path, pair: str = "trellis",
 
 
 # --------------------------------------------------------------------------
+# Where a trellis pair's time goes during a run: its own event-loop turns
+# (trellis_event_loop_* on the admin endpoint) and the kernel's scheduling
+# delay of each thread (/proc/PID/task/TID/schedstat: run time, time spent
+# runnable but waiting for a CPU, time slices).
+
+
+def loop_samples(admin_port: int) -> Dict[str, float]:
+    """trellis_event_loop_* samples ('name{labels}' -> value); {} when the
+    binary has none (an older baseline) or the scrape fails."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+        c.request("GET", "/stats/prometheus")
+        text = c.getresponse().read().decode(errors="replace")
+        c.close()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("trellis_event_loop_"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def schedstat(proc: "Proc") -> Dict[int, List[int]]:
+    """{tid: [run_ns, wait_ns, slices]} of every thread of the process tree."""
+    out = {}
+    for pid in proc.pids():
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                    out[int(t)] = [int(x) for x in f.read().split()[:3]]
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def _tid_of(key: str) -> int:
+    return int(key.split('tid="', 1)[1].split('"', 1)[0])
+
+
+def loop_report(before: Dict[str, float], after: Dict[str, float], sched0: Dict[int, List[int]],
+                sched1: Dict[int, List[int]], main_pid: int, t0: float, t1: float) -> dict:
+    """One proxy's worker threads during [t0, t1] (time.monotonic()): turns,
+    turns >= 1 ms and above each bucket bound, where the slow turns' time
+    went, the longest turn if it fell in the window, and scheduling delay."""
+    def delta(k):
+        return after.get(k, 0.0) - before.get(k, 0.0)
+    workers = sorted({_tid_of(k) for k in after if "tid=" in k} - {main_pid})
+    rep: dict = {"worker_tids": workers}
+    if not workers:
+        return rep
+    tot: Dict[str, float] = {}
+    for k in after:
+        if "tid=" not in k or _tid_of(k) not in workers:
+            continue
+        name = k.split("{", 1)[0]
+        labels = k.split("{", 1)[1].rstrip("}")
+        lab = ",".join(x for x in labels.split(",") if not x.startswith("tid="))
+        if name in ("trellis_event_loop_turn_seconds_bucket",
+                    "trellis_event_loop_turn_seconds_count",
+                    "trellis_event_loop_slow_turns_total",
+                    "trellis_event_loop_slow_turn_phase_seconds_total",
+                    "trellis_event_loop_slow_turn_calls_total",
+                    "trellis_event_loop_wakeup_delay_seconds_bucket",
+                    "trellis_event_loop_wakeup_delay_seconds_count"):
+            key = name + ("{" + lab + "}" if lab else "")
+            tot[key] = tot.get(key, 0.0) + delta(k)
+    turns = tot.get("trellis_event_loop_turn_seconds_count", 0.0)
+    rep["turns"] = turns
+    # Turns longer than each bound: count minus the cumulative bucket.
+    rep["turns_over_us"] = {
+        str(int(float(k.split('le="', 1)[1].rstrip('"}')) * 1e6 + 0.5)): turns - v
+        for k, v in tot.items()
+        if k.startswith("trellis_event_loop_turn_seconds_bucket") and "+Inf" not in k}
+    rep["slow_turns"] = tot.get("trellis_event_loop_slow_turns_total", 0.0)
+    rep["slow_phase_s"] = {k.split('phase="', 1)[1].rstrip('"}'): v for k, v in tot.items()
+                           if k.startswith("trellis_event_loop_slow_turn_phase_seconds_total")}
+    rep["slow_calls"] = {k.split('phase="', 1)[1].rstrip('"}'): v for k, v in tot.items()
+                         if k.startswith("trellis_event_loop_slow_turn_calls_total")}
+    wake = tot.get("trellis_event_loop_wakeup_delay_seconds_count", 0.0)
+    rep["timed_wakeups"] = wake
+    rep["wakeups_late_over_1ms"] = wake - tot.get(
+        'trellis_event_loop_wakeup_delay_seconds_bucket{le="0.001"}', 0.0)
+    longest = []
+    for t in workers:
+        start = after.get(f'trellis_event_loop_longest_turn_start_seconds{{tid="{t}"}}', 0.0)
+        if t0 <= start <= t1:
+            longest.append({
+                "tid": t, "offset_s": round(start - t0, 3),
+                "duration_us": round(after[f'trellis_event_loop_longest_turn_seconds{{tid="{t}"}}'] * 1e6),
+                "phase_us": {ph: round(after.get(f'trellis_event_loop_longest_turn_phase_seconds{{tid="{t}",phase="{ph}"}}', 0.0) * 1e6)
+                             for ph in ("io", "deferred", "timers")},
+                "calls": {ph: after.get(f'trellis_event_loop_longest_turn_calls{{tid="{t}",phase="{ph}"}}', 0.0)
+                          for ph in ("io", "deferred", "timers")}})
+    rep["longest_in_window"] = longest
+    # Scheduling: how long the worker threads waited for a CPU while runnable.
+    run = wait = slices = 0
+    for t in workers:
+        if t in sched0 and t in sched1:
+            run += sched1[t][0] - sched0[t][0]
+            wait += sched1[t][1] - sched0[t][1]
+            slices += sched1[t][2] - sched0[t][2]
+    rep["sched"] = {"run_ms": run / 1e6, "runnable_wait_ms": wait / 1e6, "slices": slices,
+                    "mean_wait_us": (wait / 1e3 / slices) if slices else None}
+    return rep
+
+
+class LoopWatch:
+    """A trellis pair's loop statistics and thread scheduling around one run:
+    start() before it, stop() after it returns {"A": report, "B": report}."""
+
+    def __init__(self, procs: List["Proc"], admin_ports):
+        self.procs, self.admin_ports = procs, admin_ports
+
+    def start(self) -> None:
+        self.ls0 = [loop_samples(a) for a in self.admin_ports]
+        self.ss0 = [schedstat(p) for p in self.procs]
+        self.t0 = time.monotonic()
+
+    def stop(self) -> dict:
+        t1 = time.monotonic()
+        ls1 = [loop_samples(a) for a in self.admin_ports]
+        ss1 = [schedstat(p) for p in self.procs]
+        return {side: loop_report(self.ls0[i], ls1[i], self.ss0[i], ss1[i], self.procs[i].pid,
+                                  self.t0, t1)
+                for i, side in enumerate(("A", "B"))}
+
+
+def loop_line(name: str, r: dict) -> str:
+    if "turns" not in r:
+        return f"{name}: no loop statistics (binary without trellis_event_loop_*)"
+    over = r["turns_over_us"]
+    sc = r["sched"]
+    lng = "; ".join(f"longest {x['duration_us']}us at +{x['offset_s']}s (io {x['calls']['io']:.0f} "
+                    f"calls {x['phase_us']['io']}us, deferred {x['calls']['deferred']:.0f} "
+                    f"{x['phase_us']['deferred']}us, timers {x['calls']['timers']:.0f} "
+                    f"{x['phase_us']['timers']}us)" for x in r["longest_in_window"])
+    return (f"{name}: {r['turns']:.0f} turns, >1ms {over.get('1000', 0):.0f}, >2.5ms "
+            f"{over.get('2500', 0):.0f}, >10ms {over.get('10000', 0):.0f}; {lng or 'longest turn outside the run'}; "
+            f"runnable-but-waiting {sc['runnable_wait_ms']:.1f} ms over {sc['slices']} slices "
+            f"(mean {(sc['mean_wait_us'] or 0):.0f} us), timed wake-ups late >1ms "
+            f"{r['wakeups_late_over_1ms']:.0f}/{r['timed_wakeups']:.0f}")
+
+
+# --------------------------------------------------------------------------
 # wrk
 
 
@@ -660,12 +818,18 @@ def measure_pair(pair: str, procs: List[Proc], port: int, args, pacer: Pacer,
     wrk(port, "/", args.conns, 1)
 
     conns = args.conns
+    # trellis pairs: loop statistics and scheduling delay around each run.
+    watch = (LoopWatch(procs, PORTS[pair + "_admin"]) if pair.startswith("trellis") else None)
     for key, path, guess in (("lat", "/", 0.4), ("echo", "/slow", 1.6)):
         k = f"{pair}:{key}"
         d = pacer.delay(k, guess)
+        if watch:
+            watch.start()
         c0 = cpu()
         r = wrk(port, path, conns, args.lat_seconds, paced_delay_ms=d)
         c1 = cpu()
+        if watch:
+            r["loop"] = watch.stop()
         pacer.learn(k, d, r, conns)
         r["delay_ms"] = d
         if proxy:
@@ -674,7 +838,10 @@ def measure_pair(pair: str, procs: List[Proc], port: int, args, pacer: Pacer,
             r["cpu_us_per_req"] = r["proxy_cpu_s"] * 1e6 / max(1, r["requests"])
         res[key] = r
         log(f"  {pair:8s} {key:4s} rate {r['rate_rps']:7.1f}/s  p50 {r['p50_us']}us "
-            f"p99 {r['p99_us']}us p99.9 {r['p999_us']}us errors {r['errors']}")
+            f"p99 {r['p99_us']}us p99.9 {r['p999_us']}us max {r.get('lat_max_us')}us "
+            f"errors {r['errors']}")
+        for side, lr in r.get("loop", {}).items():
+            log(f"    {loop_line(side, lr)}")
 
     c0 = cpu()
     r = wrk(port, "/", conns, args.thr_seconds)
@@ -769,54 +936,102 @@ def medians(rounds: List[Dict[str, Optional[float]]]) -> Dict[str, Optional[floa
     return out
 
 
-def ratios(med: Dict[str, Dict[str, Optional[float]]]) -> Dict[str, Optional[float]]:
-    """trellis / best of HAProxy and nginx, per metric (best = lower, or
-    higher for throughput). >1 means trellis is worse for "low" metrics."""
-    out: Dict[str, Optional[float]] = {}
-    t = med.get("trellis", {})
-    for key, _, better, _ in ROWS:
-        if better is None:
+# Ratio columns: name -> (numerator pair, denominator pairs). With several
+# denominator pairs the best of them in the same round is taken (lowest, or
+# highest for "high" metrics).
+RATIOS = {
+    "trellis/best": ("trellis", PEERS),
+    "trellis/base": ("trellis", [BASELINE_PAIR]),
+    "h2hop/trellis": ("trellis-h2hop", ["trellis"]),
+}
+# Keys of the JSON's median-ratio tables (schema 1 had the first two).
+RATIO_JSON_KEYS = {"trellis/best": "trellis_over_best_peer", "h2hop/trellis": "h2hop_over_trellis",
+                   "trellis/base": "trellis_over_base"}
+
+
+def per_round_ratios(by_round: Dict[str, Dict[int, Dict[str, Optional[float]]]], num: str,
+                     dens: List[str], rows: List[tuple]) -> Dict[str, List[dict]]:
+    """{metric: [{"round": r, "ratio": x}, ...]}: num / best of dens, each
+    taken within one round (the pairs of a round ran back to back, so
+    machine load that drifts between rounds cancels out)."""
+    out: Dict[str, List[dict]] = {}
+    for row in rows:
+        key, better = row[0], row[2]
+        if key is None or better is None:
             continue
-        peers = [med[p][key] for p in PEERS if p in med and med[p].get(key) is not None]
-        tv = t.get(key)
-        if tv is None or not peers:
-            out[key] = None
-            continue
-        best = min(peers) if better == "low" else max(peers)
-        out[key] = (tv / best) if best else None
+        vals = []
+        for rnd in sorted(by_round.get(num, {})):
+            nv = by_round[num][rnd].get(key)
+            ds = [by_round[d][rnd][key] for d in dens
+                  if rnd in by_round.get(d, {}) and by_round[d][rnd].get(key) is not None]
+            if nv is None or not ds:
+                continue
+            best = min(ds) if better == "low" else max(ds)
+            if best:
+                vals.append({"round": rnd, "ratio": nv / best})
+        out[key] = vals
     return out
 
 
-def h2hop_ratios(med: Dict[str, Dict[str, Optional[float]]]) -> Dict[str, Optional[float]]:
-    """trellis-h2hop / trellis per metric: multiplexed h2 hop vs pooled
-    HTTP/1.1 hop, same proxy otherwise."""
-    h, t = med.get("trellis-h2hop", {}), med.get("trellis", {})
-    out: Dict[str, Optional[float]] = {}
-    for key, _, better, _ in ROWS:
-        hv, tv = h.get(key), t.get(key)
-        out[key] = (hv / tv) if (better and hv is not None and tv) else None
+def ratio_summary(per_round: Dict[str, List[dict]]) -> Dict[str, Optional[dict]]:
+    """Median, min, max and n of each metric's per-round ratios."""
+    out: Dict[str, Optional[dict]] = {}
+    for key, vals in per_round.items():
+        xs = [v["ratio"] for v in vals]
+        out[key] = ({"median": statistics.median(xs), "min": min(xs), "max": max(xs),
+                     "n": len(xs), "per_round": vals} if xs else None)
     return out
 
 
-def table(med: Dict[str, Dict[str, Optional[float]]], rat: Dict[str, Optional[float]],
-          status: Dict[str, str], hrat: Optional[Dict[str, Optional[float]]] = None) -> str:
+def all_ratios(by_round, rows: List[tuple], ratios_def: Dict[str, tuple]) -> Dict[str, dict]:
+    """{ratio name: {metric: summary or None}} for the ratios whose pairs
+    have data (a ratio with no value at all is left out)."""
+    out = {}
+    for name, (num, dens) in ratios_def.items():
+        summ = ratio_summary(per_round_ratios(by_round, num, dens, rows))
+        if any(v is not None for v in summ.values()):
+            out[name] = summ
+    return out
+
+
+def fmt_ratio(r: Optional[dict]) -> str:
+    """'0.91 (0.86\u20130.97, n=5)': median of the per-round ratios (min\u2013max,
+    number of rounds); one round gives '0.91 (n=1)'."""
+    if r is None:
+        return "n/a"
+    if r["n"] == 1:
+        return f"{r['median']:.2f} (n=1)"
+    return f"{r['median']:.2f} ({r['min']:.2f}\u2013{r['max']:.2f}, n={r['n']})"
+
+
+def ratio_width(rat: Dict[str, dict], name: str) -> int:
+    return max([len(name)] + [len(fmt_ratio(v)) for v in rat[name].values()]) + 2
+
+
+RATIO_NOTE = ("Ratios: computed within each round (its pairs ran back to back), then the "
+              "median over rounds (min\u2013max, n = rounds with both sides). Below 1.0 is "
+              "better, except for throughput-like rows (above 1.0).")
+
+
+def table(med: Dict[str, Dict[str, Optional[float]]], rat: Dict[str, dict],
+          status: Dict[str, str]) -> str:
     cols = [p for p in PAIR_NAMES if p in status]
     widths = [max(10, len(c) + 2) for c in cols]
-    show_h = bool(hrat) and any(v is not None for v in hrat.values())
+    # trellis/best is always shown (n/a without peers), the others with data.
+    rnames = [n for n in RATIOS if n in rat or n == "trellis/best"]
+    rw = {n: (ratio_width(rat, n) if n in rat else len(n) + 2) for n in rnames}
     w0 = max(len(r[1]) for r in ROWS) + 2
     lines = ["".join([f"{'metric (median)':<{w0}}"] + [f"{c:>{w}}" for c, w in zip(cols, widths)] +
-                     [f"{'trellis/best':>14}"] + ([f"{'h2hop/trellis':>15}"] if show_h else []))]
+                     [f"{n:>{rw[n]}}" for n in rnames])]
     lines.append("-" * len(lines[0]))
     for key, label, better, fmt in ROWS:
         cells = []
         for c, w in zip(cols, widths):
             v = med.get(c, {}).get(key)
             cells.append(f"{fmt.format(v) if v is not None else '-':>{w}}")
-        rv = rat.get(key)
-        cells.append(f"{(f'{rv:.2f}' if rv is not None else 'n/a'):>14}")
-        if show_h:
-            hv = hrat.get(key)
-            cells.append(f"{(f'{hv:.2f}' if hv is not None else 'n/a'):>15}")
+        for n in rnames:
+            txt = fmt_ratio(rat[n].get(key)) if (n in rat and better) else ("n/a" if better else "")
+            cells.append(f"{txt:>{rw[n]}}")
         lines.append(f"{label:<{w0}}" + "".join(cells))
     for c in cols:
         if status[c] != "ok":
@@ -824,6 +1039,8 @@ def table(med: Dict[str, Dict[str, Optional[float]]], rat: Dict[str, Optional[fl
     lines.append("A+B = both proxies of the pair summed. 'worker' = processes without "
                  "children (the nginx worker, the HAProxy process); 'master' = processes "
                  "with children (the nginx master), counted apart.")
+    lines.append(RATIO_NOTE + " trellis/best divides by the better of HAProxy and nginx in "
+                 "the same round.")
     return "\n".join(lines)
 
 
@@ -878,6 +1095,10 @@ def machine_info(args) -> dict:
         "python": platform.python_version(),
         "trellis": _cmd_first_line([str(tb), "--version"]) if tb.exists() else "absent",
         "trellis_build": trellis_build_options(tb) if tb.exists() else "absent",
+        **({"trellis_base": _cmd_first_line([args.baseline, "--version"]),
+            "trellis_base_path": str(Path(args.baseline).resolve()),
+            "trellis_base_build": trellis_build_options(Path(args.baseline))}
+           if getattr(args, "baseline", None) else {}),
     }
 
 
@@ -890,8 +1111,11 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, help="rounds R (default 5, --quick 1)")
     p.add_argument("--pairs", default=",".join(PAIR_NAMES),
                    help="comma list of direct,haproxy,nginx,trellis,trellis-h2hop "
-                        "(direct is always run)")
+                        "(direct is always run; trellis-base comes with --baseline)")
     p.add_argument("--trellis", help="trellis binary (default build/trellis)")
+    p.add_argument("--baseline", metavar="PATH",
+                   help="a second trellis binary (e.g. built from an older commit): adds the "
+                        "pair trellis-base, configured like trellis, and a trellis/base column")
     p.add_argument("--rate", type=float, default=1000.0, help="fixed-rate target req/s")
     p.add_argument("--conns", type=int, default=32)
     p.add_argument("--lat-seconds", type=int, default=8, help="each fixed-rate run")
@@ -904,7 +1128,16 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.rounds is None:
         a.rounds = 1 if a.quick else 5
-    a.pairs = [x for x in PAIR_NAMES if x in a.pairs.split(",") or x == "direct"]
+    wanted = a.pairs.split(",")
+    unknown = [x for x in wanted if x not in PAIR_NAMES]
+    if unknown:
+        p.error(f"unknown pair(s) {unknown}; known: {PAIR_NAMES}")
+    if BASELINE_PAIR in wanted and not a.baseline:
+        p.error(f"{BASELINE_PAIR} needs --baseline PATH")
+    if a.baseline and not (os.path.isfile(a.baseline) and os.access(a.baseline, os.X_OK)):
+        p.error(f"--baseline {a.baseline}: not an executable file")
+    a.pairs = [x for x in PAIR_NAMES
+               if x in wanted or x == "direct" or (x == BASELINE_PAIR and a.baseline)]
     return a
 
 
@@ -949,6 +1182,9 @@ def main(argv=None) -> int:
             "haproxy": lambda d: start_haproxy(d, certs),
             "nginx": lambda d: start_nginx_pair(d, certs),
             "trellis": lambda d: start_trellis(d, certs, trellis_bin(args)),
+            # Asked for explicitly: a config the old binary rejects is a failure.
+            BASELINE_PAIR: lambda d: start_trellis(d, certs, Path(args.baseline or ""),
+                                                   BASELINE_PAIR, config_error=BenchError),
             "trellis-h2hop": lambda d: start_trellis(
                 d, certs, trellis_bin(args), "trellis-h2hop", config_error=Skip,
                 a_cluster=H2HOP_A_CLUSTER, b_cluster=H2HOP_B_CLUSTER),
@@ -1003,14 +1239,15 @@ def main(argv=None) -> int:
     # Per-round metrics; "added" compares with direct of the same round.
     direct_by_round = {r["round"]: r for r in raw.get("direct", [])}
     per_round: Dict[str, List[dict]] = {}
+    by_round: Dict[str, Dict[int, Dict[str, Optional[float]]]] = {}
     for pair, rounds in raw.items():
         per_round[pair] = [round_metrics(r, direct_by_round.get(r["round"])) for r in rounds]
+        by_round[pair] = {r["round"]: m for r, m in zip(rounds, per_round[pair])}
     med = {p: medians(v) for p, v in per_round.items() if v}
     for p in args.pairs:
         if p not in med and status[p] == "ok":
             status[p] = "no data"
-    rat = ratios(med)
-    hrat = h2hop_ratios(med)
+    rat = all_ratios(by_round, ROWS, RATIOS)
     warnings = []
     for p, rs in raw.items():
         for r in rs:
@@ -1027,12 +1264,12 @@ def main(argv=None) -> int:
     print(f"\ntrellis bench: {info['nproc']} x {info['cpu_model']}, kernel {info['kernel']}; "
           f"{args.rounds} round(s){' (PARTIAL)' if partial else ''}; load average at start "
           f"{info['loadavg_start'].split()[0]}, now {Path('/proc/loadavg').read_text().split()[0]}")
-    print(table(med, rat, status, hrat))
+    print(table(med, rat, status))
     for w in warnings:
         print(f"WARNING: {w}")
 
     result = {
-        "schema": 1,
+        "schema": 2,
         "timestamp_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "elapsed_s": round(time.monotonic() - started, 1),
         "partial": partial,
@@ -1042,11 +1279,16 @@ def main(argv=None) -> int:
             "conns": args.conns, "lat_seconds": args.lat_seconds,
             "thr_seconds": args.thr_seconds, "mem_seconds": args.mem_seconds,
             "body_bytes": BODY_SIZE, "ports": PORTS, "clk_tck": CLK_TCK,
+            "baseline": args.baseline,
         },
         "status": status,
         "median": med,
-        "trellis_over_best_peer": rat,
-        "h2hop_over_trellis": hrat,
+        # Per ratio and metric: median/min/max/n of the per-round ratios, and
+        # the per-round ratios themselves ("per_round": [{round, ratio}]).
+        "ratios": rat,
+        # Schema-1 names: now the medians of the per-round ratios.
+        **{RATIO_JSON_KEYS[n]: {k: (v["median"] if v else None) for k, v in rat[n].items()}
+           for n in rat},
         "per_round": per_round,
         "raw": raw,
         "warnings": warnings,

@@ -10,7 +10,9 @@ The "direct" pair is h2load -> backend. Two workloads run through every pair:
 length-prefixed messages, grpc-status trailer). Per workload: a max-throughput
 run (h2load -c 10 -m 10) and a fixed-rate run (--rps, ~1000 req/s in total).
 Pairs are started, checked, measured and stopped in turn; the order rotates
-each round and medians over rounds are reported. Helpers (processes, CPU
+each round and medians over rounds are reported; ratios are taken per round
+and reported as their median with min-max. --baseline PATH adds
+"trellis-base", a second trellis binary configured like "trellis". Helpers (processes, CPU
 accounting, PKI, ports) come from bench.py. See bench/README.md.
 
 Run through bench/run_h2.sh (Debian's /usr/bin/python3: PKI and grpcio).
@@ -22,6 +24,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -47,12 +50,20 @@ PORTS = {
     "haproxy": (18041, 18042),
     "trellis": (18043, 18044),
     "trellis_admin": (18045, 18046),
+    "trellis-base": (18060, 18061),
+    "trellis-base_admin": (18062, 18063),
 }
-ALL_PORTS = [18040, 18041, 18042, 18043, 18044, 18045, 18046]
+ALL_PORTS = [18040, 18041, 18042, 18043, 18044, 18045, 18046, 18060, 18061, 18062, 18063]
 assert not set(ALL_PORTS) & set(B.ALL_PORTS)
 
-PAIR_NAMES = ["direct", "haproxy", "trellis"]
+PAIR_NAMES = ["direct", "haproxy", "trellis", "trellis-base"]
 PEER = "haproxy"
+# Ratio columns (see B.RATIOS): numerator pair, denominator pairs.
+RATIOS = {
+    "trellis/haproxy": ("trellis", [PEER]),
+    "trellis/base": ("trellis", [B.BASELINE_PAIR]),
+}
+RATIO_JSON_KEYS = {"trellis/haproxy": "trellis_over_haproxy", "trellis/base": "trellis_over_base"}
 
 # gRPC: raw messages (no protobuf compiler needed; the bytes happen to be
 # valid protobuf: field 1 / field 2, 30-byte strings).
@@ -251,11 +262,11 @@ backend app
     return procs[::-1]  # [A, B]
 
 
-def start_trellis(tmp: Path, certs: dict, binary: Path) -> List[B.Proc]:
+def start_trellis(tmp: Path, certs: dict, binary: Path, pair: str = "trellis") -> List[B.Proc]:
     # A config this build rejects is a failure here (the pair is the point
     # of this suite), reported with trellis's own message.
-    return B.start_trellis(tmp, certs, binary, "trellis", config_error=BenchError,
-                           ports=PORTS["trellis"], admin_ports=PORTS["trellis_admin"],
+    return B.start_trellis(tmp, certs, binary, pair, config_error=BenchError,
+                           ports=PORTS[pair], admin_ports=PORTS[pair + "_admin"],
                            backend=PORTS["backend"], a_cluster=TRELLIS_A_CLUSTER,
                            b_cluster=TRELLIS_B_CLUSTER)
 
@@ -362,12 +373,21 @@ def measure_pair(pair: str, procs: List[B.Proc], backend: B.Proc, port: int, arg
             + (f"  cpu/req {r['cpu_us_per_req']:.1f}us, connections A->B "
                f"{r['hop_conns_ab']}, B->backend {r['hop_conns_b_backend']}" if procs else ""))
         max_r = r
+        # trellis pairs: loop statistics and scheduling delay (bench.py).
+        watch = (B.LoopWatch(procs, PORTS[pair + "_admin"]) if pair.startswith("trellis")
+                 else None)
+        if watch:
+            watch.start()
         c0 = cpu()
         r = h2load(port, wl, args, args.lat_seconds, tmp,
                    rps_per_client=args.rate / args.clients)
         account(r, c0, cpu())
+        if watch:
+            r["loop"] = watch.stop()
         log(f"  {pair:8s} {wl:4s} rate {r['rate_rps']:8.1f}/s    p50 {r['p50_us']}us "
             f"p99 {r['p99_us']}us p99.9 {r['p999_us']}us errors {r['errors']}")
+        for side, lr in r.get("loop", {}).items():
+            log(f"    {B.loop_line(side, lr)}")
         res[wl] = {"max": max_r, "rate": r}
     for p in procs + [backend]:
         if not p.alive():
@@ -421,41 +441,32 @@ def rows() -> List[tuple]:
     return out
 
 
-def ratios(med: Dict[str, Dict[str, Optional[float]]]) -> Dict[str, Optional[float]]:
-    """trellis / HAProxy per metric (lower is better except throughput and
-    requests per CPU-second)."""
-    out: Dict[str, Optional[float]] = {}
-    t, h = med.get("trellis", {}), med.get(PEER, {})
-    for key, _, better, _ in rows():
-        if key is None or better is None:
-            continue
-        tv, hv = t.get(key), h.get(key)
-        out[key] = (tv / hv) if (tv is not None and hv) else None
-    return out
-
-
 def table(med, rat, status) -> str:
     cols = [p for p in PAIR_NAMES if p in status]
     w0 = max(len(r[1]) for r in rows()) + 2
-    lines = ["".join([f"{'metric (median)':<{w0}}"] + [f"{c:>10}" for c in cols] +
-                     [f"{'trellis/haproxy':>17}"])]
+    rnames = [n for n in RATIOS if n in rat or n == "trellis/haproxy"]
+    rw = {n: (B.ratio_width(rat, n) if n in rat else len(n) + 2) for n in rnames}
+    widths = [max(10, len(c) + 2) for c in cols]
+    lines = ["".join([f"{'metric (median)':<{w0}}"] + [f"{c:>{w}}" for c, w in zip(cols, widths)] +
+                     [f"{n:>{rw[n]}}" for n in rnames])]
     lines.append("-" * len(lines[0]))
-    for key, label, _, fmt in rows():
+    for key, label, better, fmt in rows():
         if key is None:
             lines.append(label)
             continue
         cells = []
-        for c in cols:
+        for c, w in zip(cols, widths):
             v = med.get(c, {}).get(key)
-            cells.append(f"{fmt.format(v) if v is not None else '-':>10}")
-        rv = rat.get(key)
-        cells.append(f"{(f'{rv:.2f}' if rv is not None else 'n/a'):>17}")
+            cells.append(f"{fmt.format(v) if v is not None else '-':>{w}}")
+        for n in rnames:
+            txt = B.fmt_ratio(rat[n].get(key)) if (n in rat and better) else ("n/a" if better else "")
+            cells.append(f"{txt:>{rw[n]}}")
         lines.append(f"{label:<{w0}}" + "".join(cells))
     for c in cols:
         if status[c] != "ok":
             lines.append(f"{c}: {status[c]}")
-    lines.append("proxy CPU = utime+stime of A and B together. trellis/haproxy below 1.0 is "
-                 "better, except throughput and req per CPU-s (above 1.0 is better).")
+    lines.append("proxy CPU = utime+stime of A and B together. " + B.RATIO_NOTE +
+                 " Throughput-like rows: max throughput and req per CPU-s.")
     return "\n".join(lines)
 
 
@@ -478,8 +489,12 @@ def parse_args(argv=None):
                    help="one round, shorter runs (3 s max, 4 s fixed-rate)")
     p.add_argument("--rounds", type=int, help="rounds (default 5, --quick 1)")
     p.add_argument("--pairs", default=",".join(PAIR_NAMES),
-                   help="comma list of direct,haproxy,trellis (direct is always run)")
+                   help="comma list of direct,haproxy,trellis (direct is always run; "
+                        "trellis-base comes with --baseline)")
     p.add_argument("--trellis", help="trellis binary (default build/trellis)")
+    p.add_argument("--baseline", metavar="PATH",
+                   help="a second trellis binary (e.g. built from an older commit): adds the "
+                        "pair trellis-base, configured like trellis, and a trellis/base column")
     p.add_argument("--clients", type=int, default=10, help="h2load connections (-c)")
     p.add_argument("--streams", type=int, default=10,
                    help="h2load concurrent streams per connection (-m)")
@@ -499,7 +514,16 @@ def parse_args(argv=None):
         a.thr_seconds = 3.0 if a.quick else 6.0
     if a.lat_seconds is None:
         a.lat_seconds = 4.0 if a.quick else 8.0
-    a.pairs = [x for x in PAIR_NAMES if x in a.pairs.split(",") or x == "direct"]
+    wanted = a.pairs.split(",")
+    unknown = [x for x in wanted if x not in PAIR_NAMES]
+    if unknown:
+        p.error(f"unknown pair(s) {unknown}; known: {PAIR_NAMES}")
+    if B.BASELINE_PAIR in wanted and not a.baseline:
+        p.error(f"{B.BASELINE_PAIR} needs --baseline PATH")
+    if a.baseline and not (Path(a.baseline).is_file() and os.access(a.baseline, os.X_OK)):
+        p.error(f"--baseline {a.baseline}: not an executable file")
+    a.pairs = [x for x in PAIR_NAMES
+               if x in wanted or x == "direct" or (x == B.BASELINE_PAIR and a.baseline)]
     return a
 
 
@@ -539,6 +563,8 @@ def main(argv=None) -> int:
             "direct": lambda d: [],
             "haproxy": lambda d: start_haproxy(d, certs),
             "trellis": lambda d: start_trellis(d, certs, B.trellis_bin(args)),
+            B.BASELINE_PAIR: lambda d: start_trellis(d, certs, Path(args.baseline or ""),
+                                                     B.BASELINE_PAIR),
         }
         for rnd in range(args.rounds):
             order = args.pairs[rnd % len(args.pairs):] + args.pairs[:rnd % len(args.pairs)]
@@ -593,11 +619,13 @@ def main(argv=None) -> int:
     direct_by_round = {r["round"]: r for r in raw.get("direct", [])}
     per_round = {pair: [round_metrics(r, direct_by_round.get(r["round"])) for r in rs]
                  for pair, rs in raw.items()}
+    by_round = {pair: {r["round"]: m for r, m in zip(rs, per_round[pair])}
+                for pair, rs in raw.items()}
     med = {p: B.medians(v) for p, v in per_round.items() if v}
     for p in args.pairs:
         if p not in med and status[p] == "ok":
             status[p] = "no data"
-    rat = ratios(med)
+    rat = B.all_ratios(by_round, rows(), RATIOS)
     warnings = []
     for p, rs in raw.items():
         for r in rs:
@@ -623,7 +651,7 @@ def main(argv=None) -> int:
 
     info["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     result = {
-        "schema": 1,
+        "schema": 2,
         "suite": "h2",
         "timestamp_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "elapsed_s": round(time.monotonic() - started, 1),
@@ -636,11 +664,15 @@ def main(argv=None) -> int:
             "warmup_seconds": args.warmup_seconds, "body_bytes": BODY_SIZE,
             "grpc_method": GRPC_METHOD, "grpc_request_hex": grpc_frame(GRPC_REQ_MSG).hex(),
             "grpc_response_hex": grpc_frame(GRPC_RESP_MSG).hex(),
-            "ports": PORTS, "clk_tck": B.CLK_TCK,
+            "ports": PORTS, "clk_tck": B.CLK_TCK, "baseline": args.baseline,
         },
         "status": status,
         "median": med,
-        "trellis_over_haproxy": rat,
+        # As bench.py: per-round ratios with median/min/max/n, and the
+        # schema-1 name holding the medians of the per-round ratios.
+        "ratios": rat,
+        **{RATIO_JSON_KEYS[n]: {k: (v["median"] if v else None) for k, v in rat[n].items()}
+           for n in rat},
         "per_round": per_round,
         "raw": raw,
         "warnings": warnings,

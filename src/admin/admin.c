@@ -16,8 +16,10 @@
 #include "runtime/server.h"
 #include "runtime/snapshot.h"
 #include "admin/config_dump.h"
+#include "config/load.h"
 
 #define ADMIN_MAX_REQUEST 8192
+#define ADMIN_MAX_BODY    (16u * 1024u * 1024u) /* the loader's file size limit */
 #define ADMIN_TIMEOUT_MS  5000
 
 _Static_assert(TR_UNIX_PATH_MAX == sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1,
@@ -42,6 +44,11 @@ struct admin_conn {
     size_t out_len, out_off;
     size_t in_len;
     size_t scanned;
+    /* A configuration update's body (PUT /config/...): malloc'd to its
+     * Content-Length, at most ADMIN_MAX_BODY. */
+    char *body;
+    size_t body_len, body_want;
+    char target[512]; /* the update's target, kept while its body arrives */
     char in[ADMIN_MAX_REQUEST];
 };
 
@@ -49,6 +56,7 @@ static void conn_free(struct tr_deferred *d)
 {
     struct admin_conn *c = tr_container_of(d, struct admin_conn, free_later);
     free(c->out);
+    free(c->body);
     free(c);
 }
 
@@ -137,9 +145,57 @@ static bool query_param(tr_str target, const char *key, char *out, size_t size)
 
 /* Calls that change state or show the configuration (the topology, peers'
  * identities): only over the admin socket. */
+static bool is_update(tr_str path)
+{
+    return path.len > 8 && memcmp(path.p, "/config/", 8) == 0;
+}
+
 static bool path_privileged(tr_str path)
 {
-    return TR_STR_EQ_LIT(path, "/config_dump") || TR_STR_EQ_LIT(path, "/logging");
+    return TR_STR_EQ_LIT(path, "/config_dump") || TR_STR_EQ_LIT(path, "/logging") ||
+           is_update(path);
+}
+
+/* PUT /config/SECTION/NAME[/FIELD] (body: the new value) or DELETE
+ * /config/SECTION/NAME: a partial update (config/load.h). Names are plain
+ * (no percent-encoding), so the target is split as is. */
+static void handle_update(struct admin_conn *c, bool remove)
+{
+    char *parts[4] = {0};
+    size_t n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(c->target + 8, "/", &save); t != NULL; t = strtok_r(NULL, "/", &save)) {
+        if (n == 3 || strchr(t, '%') != NULL) {
+            respond_text(c, 400, "expected /config/SECTION/NAME or /config/SECTION/NAME/FIELD\n");
+            return;
+        }
+        parts[n++] = t;
+    }
+    if (n < 2 || (remove && n != 2)) {
+        respond_text(c, 400,
+                     remove ? "expected DELETE /config/SECTION/NAME\n"
+                            : "expected /config/SECTION/NAME or /config/SECTION/NAME/FIELD\n");
+        return;
+    }
+    struct tr_config_patch p = {
+        .section = parts[0],
+        .name = parts[1],
+        .field = parts[2],
+        .yaml = remove ? NULL : (c->body != NULL ? c->body : ""),
+        .len = remove ? 0 : c->body_len,
+    };
+    char *err = NULL;
+    if (tr_server_apply_patches(&p, 1, &err) != 0) {
+        char *msg = NULL;
+        if (asprintf(&msg, "%s\n", err != NULL ? err : "update rejected") < 0)
+            msg = NULL;
+        free(err);
+        respond(c, msg != NULL ? 400 : 500, "text/plain", msg, msg != NULL ? strlen(msg) : 0);
+        return;
+    }
+    char ok[64];
+    snprintf(ok, sizeof(ok), "generation %llu\n", (unsigned long long)tr_server_generation());
+    respond_text(c, 200, ok);
 }
 
 static void respond_forbidden(struct admin_conn *c, tr_str path)
@@ -166,6 +222,10 @@ static void handle(struct admin_conn *c, const struct tr_h1_message *m)
     bool get = m->method_id == TR_H1_M_GET || m->method_id == TR_H1_M_HEAD;
     if (!c->privileged && path_privileged(path)) {
         respond_forbidden(c, path);
+    } else if (is_update(path) && m->method_id == TR_H1_M_DELETE) {
+        handle_update(c, true);
+    } else if (is_update(path) && m->method_id != TR_H1_M_PUT) {
+        respond_text(c, 405, "use PUT (with the new value) or DELETE\n");
     } else if (TR_STR_EQ_LIT(path, "/ready") && get) {
         bool ok = tr_server_ready();
         respond_text(c, ok ? 200 : 503, ok ? "LIVE\n" : "NOT READY\n");
@@ -216,11 +276,66 @@ static void handle(struct admin_conn *c, const struct tr_h1_message *m)
     }
 }
 
+/* The body of an update, after its head: complete it, then apply it. */
+static void read_body(struct admin_conn *c)
+{
+    while (c->body_len < c->body_want) {
+        ssize_t n = read(c->io.fd, c->body + c->body_len, c->body_want - c->body_len);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            conn_close(c);
+            return;
+        }
+        if (n < 0)
+            return;
+        c->body_len += (size_t)n;
+    }
+    c->body_want = 0;
+    handle_update(c, false);
+}
+
+/* A PUT /config/... head arrived: take its body (Content-Length only, since
+ * an update is one bounded document). Returns false if it answered. */
+static bool start_body(struct admin_conn *c, const struct tr_h1_message *m, tr_str path,
+                       size_t head_len)
+{
+    if (path.len >= sizeof(c->target)) {
+        respond_text(c, 414, "target too long\n");
+        return false;
+    }
+    memcpy(c->target, path.p, path.len);
+    c->target[path.len] = '\0';
+    if (m->body != TR_H1_BODY_LENGTH) {
+        respond_text(c, 411, "an update needs a Content-Length body\n");
+        return false;
+    }
+    if (m->content_length > ADMIN_MAX_BODY) {
+        respond_text(c, 413, "an update is at most 16 MiB\n");
+        return false;
+    }
+    c->body_want = (size_t)m->content_length;
+    c->body = malloc(c->body_want + 1);
+    if (c->body == NULL) {
+        respond_text(c, 500, "out of memory\n");
+        return false;
+    }
+    size_t extra = c->in_len - head_len;
+    if (extra > c->body_want)
+        extra = c->body_want;
+    memcpy(c->body, c->in + head_len, extra);
+    c->body_len = extra;
+    c->body[c->body_want] = '\0';
+    return true;
+}
+
 static void conn_on_io(struct tr_io *io, uint32_t events)
 {
     struct admin_conn *c = tr_container_of(io, struct admin_conn, io);
     if (c->out != NULL) {
         conn_flush(c);
+        return;
+    }
+    if (c->body_want > 0) {
+        read_body(c);
         return;
     }
     for (;;) {
@@ -252,6 +367,19 @@ static void conn_on_io(struct tr_io *io, uint32_t events)
         if (rc < 0) {
             respond_text(c, tr_h1_error_status(rc), "bad request\n");
             return;
+        }
+        tr_str path = m.target;
+        const char *q = memchr(path.p, '?', path.len);
+        if (q != NULL)
+            path.len = (uint32_t)(q - path.p);
+        if (c->privileged && is_update(path) && m.method_id == TR_H1_M_PUT) {
+            if (start_body(c, &m, path, (size_t)r))
+                read_body(c);
+            return;
+        }
+        if (c->privileged && is_update(path)) {
+            memcpy(c->target, path.p, path.len < sizeof(c->target) ? path.len : 0);
+            c->target[path.len < sizeof(c->target) ? path.len : 0] = '\0';
         }
         handle(c, &m);
         return;

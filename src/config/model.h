@@ -2,14 +2,21 @@
  *
  * Every dialect (Istio, Gateway API, Linkerd, Cilium) is compiled by the
  * control plane into this one model; the proxy knows nothing else. A
- * tr_config is immutable once loaded and owned by its arena: everything it
- * points to is freed by tr_config_free(). Cross references (a listener's route
- * table, a route's cluster) are resolved at load time into indexes, so the
- * request path never looks anything up by name.
+ * tr_config is immutable once validated and owned by its arena: everything
+ * it points to is freed by tr_config_free().
  *
- * Each object keeps its source location (file, line, column, field path) so
- * that later stages (TLS loading, socket binding) can report errors in the
- * same "file:line:col: path: message" shape as the loader.
+ * Objects refer to each other by name (listener.route_table_name, a weighted
+ * cluster's cluster_name, ...). tr_config_validate() (config/load.h), which
+ * the loader runs and a compiler must run on a model it built, checks every
+ * invariant and resolves the names into the index fields (listener.tls,
+ * route_table, tcp_cluster; cluster.tls; weighted cluster.cluster) so the
+ * request path never looks anything up by name. A builder sets names, never
+ * indexes: validate overwrites them.
+ *
+ * Each object keeps its source location (file, line, column, field path, and
+ * for compiled objects the source resource) so that validate and later
+ * stages (TLS loading, socket binding) report errors in the same
+ * "file:line:col: path: message" shape as the loader.
  */
 #ifndef TR_CONFIG_MODEL_H
 #define TR_CONFIG_MODEL_H
@@ -19,11 +26,21 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+/* The resource an object was compiled from, e.g. VirtualService
+ * default/reviews; all NULL for objects read from a trellis file. */
+struct tr_cfg_origin {
+    const char *kind; /* "VirtualService", "HTTPRoute", ... */
+    const char *ns;   /* namespace; NULL for cluster-scoped resources */
+    const char *name;
+};
+
 struct tr_cfg_loc {
     const char *file; /* config file name */
     uint32_t line;    /* 1-based; 0 if unknown */
     uint32_t col;     /* 1-based */
-    const char *path; /* field path, e.g. "listeners[1].tls.mode" */
+    const char *path; /* field path, e.g. "listeners[1].tls.mode"; for a compiled
+                       * object, its path in the source resource ("spec.http[0]") */
+    struct tr_cfg_origin origin;
 };
 
 struct tr_cfg_addr {
@@ -98,10 +115,13 @@ struct tr_listener_cfg {
     struct tr_cfg_addr addr;
     enum tr_direction direction;
     enum tr_listener_protocol protocol;
-    enum tr_tls_mode tls_mode; /* inbound only; outbound listeners take plaintext */
-    int tls;                   /* index into tr_config.tls, -1 if none */
-    int route_table;           /* HTTP: index into tr_config.route_tables, else -1 */
-    int tcp_cluster;           /* TCP: index into tr_config.clusters, else -1 */
+    enum tr_tls_mode tls_mode;    /* inbound only; outbound listeners take plaintext */
+    const char *tls_name;         /* TLS context (tls.context); NULL: none */
+    const char *route_table_name; /* HTTP and auto: route table; else NULL */
+    const char *tcp_cluster_name; /* TCP and auto: cluster; else NULL */
+    int tls;                      /* set by validate: index into tr_config.tls, -1 if none */
+    int route_table;              /* set by validate: index into tr_config.route_tables, else -1 */
+    int tcp_cluster;              /* set by validate: index into tr_config.clusters, else -1 */
     enum tr_xff_mode xff;
     bool xfp; /* set X-Forwarded-Proto */
     enum tr_request_id_mode request_id;
@@ -131,14 +151,16 @@ struct tr_header_match_cfg {
 };
 
 struct tr_weighted_cluster_cfg {
-    int cluster; /* index into tr_config.clusters */
+    const char *cluster_name;
+    int cluster; /* set by validate: index into tr_config.clusters */
     uint32_t weight;
+    struct tr_cfg_loc loc; /* path NULL: errors name the route's weighted_clusters[i] */
 };
 
 struct tr_route_cfg {
-    const char *name;
+    const char *name; /* NULL: validate names it "route-<index>" */
     enum tr_path_match path_kind;
-    const char *path; /* prefix "/" matches everything */
+    const char *path; /* prefix "/" matches everything; NULL: validate sets "/" for prefix */
     bool path_ignore_case;
     const char **methods; /* 0: any */
     size_t n_methods;
@@ -146,7 +168,7 @@ struct tr_route_cfg {
     size_t n_headers;
     struct tr_weighted_cluster_cfg *clusters; /* >= 1 unless direct_status != 0 */
     size_t n_clusters;
-    uint32_t total_weight;
+    uint32_t total_weight;  /* set by validate */
     uint16_t direct_status; /* nonzero: answer locally with this status */
     const char *direct_body;
     uint32_t timeout_ms;        /* whole request; 0 = none */
@@ -156,7 +178,7 @@ struct tr_route_cfg {
 };
 
 struct tr_vhost_cfg {
-    const char *name;
+    const char *name;     /* NULL: validate names it "vhost-<index>" */
     const char **domains; /* "*", "*.suffix", "prefix.*", exact; optional :port */
     size_t n_domains;
     struct tr_route_cfg *routes; /* first match wins */
@@ -182,6 +204,7 @@ enum tr_upstream_protocol {
 };
 
 struct tr_endpoint_cfg {
+    const char *name; /* NULL: validate names it after addr.text */
     struct tr_cfg_addr addr;
     uint32_t weight;      /* default 1 */
     const char *workload; /* destination_workload label; NULL: cluster's */
@@ -200,12 +223,15 @@ struct tr_cluster_cfg {
     uint32_t pool_idle_timeout_ms; /* default 50000; keep below the upstream's */
     uint32_t pool_max_idle;        /* idle connections kept per endpoint per worker; default 64 */
     uint32_t max_connections;      /* per endpoint per worker; 0 = unlimited */
-    int tls;                       /* originate mTLS with this context; -1 = plaintext */
+    const char *tls_name;          /* originate mTLS with this context; NULL: plaintext */
+    int tls;                       /* set by validate: index into tr_config.tls, -1 = plaintext */
     const char **server_ids;       /* SPIFFE IDs the upstream may present; 0: any in trust domain */
     size_t n_server_ids;
     const char *sni; /* SNI to send; NULL: none */
     enum tr_upstream_protocol protocol;
-    uint32_t h2_max_streams; /* HTTP/2: streams per connection before another opens; default 100 */
+    uint32_t h2_max_streams; /* HTTP/2: streams per connection before another opens; 0 before
+                              * validate: default 100; another value with protocol http1 is
+                              * an error (it would be ignored) */
     struct tr_cfg_loc loc;
 };
 

@@ -1,16 +1,46 @@
 #include "event/loop.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #define LOOP_MAX_EVENTS 256
 
+const uint32_t tr_loop_bucket_us[TR_LOOP_BUCKETS] = {25,   50,   100,   250,   500,   1000,
+                                                     2500, 5000, 10000, 25000, 100000};
+
+typedef _Atomic uint64_t stat_t;
+
+/* The live form of struct tr_loop_stats: written by the loop's thread only
+ * (load + store, relaxed: no locked instruction), read by any thread. */
+struct loop_stats {
+    _Atomic int tid;
+    stat_t turn_bucket[TR_LOOP_BUCKETS + 1];
+    stat_t turn_sum_us;
+    stat_t wakeup_bucket[TR_LOOP_BUCKETS + 1];
+    stat_t wakeup_late_sum_us;
+    stat_t slow_turns;
+    stat_t slow_phase_us[TR_LOOP_PHASE_COUNT];
+    stat_t slow_calls[TR_LOOP_PHASE_COUNT];
+    /* The longest turn, under a sequence lock: odd while being written. */
+    _Atomic unsigned longest_seq;
+    stat_t longest_start_us, longest_duration_us;
+    stat_t longest_phase_us[TR_LOOP_PHASE_COUNT];
+    stat_t longest_calls[TR_LOOP_PHASE_COUNT];
+    uint64_t longest_us; /* writer's own copy of longest_duration_us */
+};
+
 struct tr_loop {
     int epfd;
     bool stopped;
     uint64_t now_us;
+    uint64_t turn_end_us; /* end of the previous turn: when epoll_wait was entered */
+    struct loop_stats stats;
+    struct tr_loop *next_live, *prev_live; /* registry of live loops */
     /* Timers: binary min-heap on deadline, 1-based (heap[0] unused). */
     struct tr_timer **heap;
     size_t heap_len;
@@ -24,6 +54,37 @@ static uint64_t clock_now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Every live loop, for tr_loop_stats_all(). Taken when a loop is created or
+ * freed and when statistics are read; never on a loop's own path. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tr_loop *live_head;
+static size_t live_count;
+
+static void live_add(struct tr_loop *loop)
+{
+    pthread_mutex_lock(&live_lock);
+    loop->prev_live = NULL;
+    loop->next_live = live_head;
+    if (live_head != NULL)
+        live_head->prev_live = loop;
+    live_head = loop;
+    live_count++;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void live_remove(struct tr_loop *loop)
+{
+    pthread_mutex_lock(&live_lock);
+    if (loop->prev_live != NULL)
+        loop->prev_live->next_live = loop->next_live;
+    else
+        live_head = loop->next_live;
+    if (loop->next_live != NULL)
+        loop->next_live->prev_live = loop->prev_live;
+    live_count--;
+    pthread_mutex_unlock(&live_lock);
 }
 
 struct tr_loop *tr_loop_new(void)
@@ -45,6 +106,8 @@ struct tr_loop *tr_loop_new(void)
     }
     loop->deferred_tail = &loop->deferred_head;
     loop->now_us = clock_now_us();
+    loop->turn_end_us = loop->now_us;
+    live_add(loop);
     return loop;
 }
 
@@ -52,6 +115,7 @@ void tr_loop_free(struct tr_loop *loop)
 {
     if (loop == NULL)
         return;
+    live_remove(loop);
     close(loop->epfd);
     free(loop->heap);
     free(loop);
@@ -164,14 +228,18 @@ size_t tr_loop_timer_count(const struct tr_loop *loop)
     return loop->heap_len;
 }
 
-static void run_timers(struct tr_loop *loop)
+/* Returns the number of timers that fired. */
+static unsigned run_timers(struct tr_loop *loop)
 {
     uint64_t now_ms = loop->now_us / 1000u;
+    unsigned fired = 0;
     while (loop->heap_len > 0 && loop->heap[1]->deadline_ms <= now_ms) {
         struct tr_timer *t = loop->heap[1];
         tr_timer_cancel(loop, t);
         t->cb(t);
+        fired++;
     }
+    return fired;
 }
 
 /* ---- deferred calls ---- */
@@ -188,18 +256,141 @@ void tr_loop_defer(struct tr_loop *loop, struct tr_deferred *d, tr_deferred_cb c
 }
 
 /* Runs the calls queued so far; calls queued while running wait for the
- * next turn, so a callback that re-queues itself cannot starve the loop. */
-static void run_deferred(struct tr_loop *loop)
+ * next turn, so a callback that re-queues itself cannot starve the loop.
+ * Returns the number of calls run. */
+static unsigned run_deferred(struct tr_loop *loop)
 {
     struct tr_deferred *d = loop->deferred_head;
     loop->deferred_head = NULL;
     loop->deferred_tail = &loop->deferred_head;
+    unsigned ran = 0;
     while (d != NULL) {
         struct tr_deferred *next = d->next;
         d->queued = false;
         d->cb(d);
         d = next;
+        ran++;
     }
+    return ran;
+}
+
+/* ---- loop-turn statistics ---- */
+
+static inline void stat_add(stat_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t stat_get(const stat_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static unsigned bucket_of(uint64_t us)
+{
+    unsigned i = 0;
+    while (i < TR_LOOP_BUCKETS && us > tr_loop_bucket_us[i])
+        i++;
+    return i;
+}
+
+/* What one turn did so far; phase_done() closes a phase that ran calls. */
+struct turn {
+    uint64_t start_us, mark_us;
+    uint64_t phase_us[TR_LOOP_PHASE_COUNT];
+    uint64_t calls[TR_LOOP_PHASE_COUNT];
+};
+
+static void phase_done(struct turn *t, enum tr_loop_phase phase, unsigned calls)
+{
+    if (calls == 0)
+        return; /* nothing ran: no clock read */
+    uint64_t now = clock_now_us();
+    t->phase_us[phase] += now - t->mark_us;
+    t->calls[phase] += calls;
+    t->mark_us = now;
+}
+
+static void turn_record(struct tr_loop *loop, const struct turn *t)
+{
+    struct loop_stats *s = &loop->stats;
+    uint64_t us = t->mark_us - t->start_us;
+    loop->turn_end_us = t->mark_us;
+    stat_add(&s->turn_bucket[bucket_of(us)], 1);
+    stat_add(&s->turn_sum_us, us);
+    if (us >= TR_LOOP_SLOW_TURN_US) {
+        stat_add(&s->slow_turns, 1);
+        for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++) {
+            stat_add(&s->slow_phase_us[p], t->phase_us[p]);
+            stat_add(&s->slow_calls[p], t->calls[p]);
+        }
+    }
+    if (us <= s->longest_us)
+        return; /* the common case: one compare, no store */
+    s->longest_us = us;
+    unsigned seq = atomic_load_explicit(&s->longest_seq, memory_order_relaxed);
+    atomic_store_explicit(&s->longest_seq, seq + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&s->longest_start_us, t->start_us, memory_order_relaxed);
+    atomic_store_explicit(&s->longest_duration_us, us, memory_order_relaxed);
+    for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++) {
+        atomic_store_explicit(&s->longest_phase_us[p], t->phase_us[p], memory_order_relaxed);
+        atomic_store_explicit(&s->longest_calls[p], t->calls[p], memory_order_relaxed);
+    }
+    atomic_store_explicit(&s->longest_seq, seq + 2, memory_order_release);
+}
+
+void tr_loop_stats_get(const struct tr_loop *loop, struct tr_loop_stats *out)
+{
+    const struct loop_stats *s = &loop->stats;
+    memset(out, 0, sizeof(*out));
+    out->tid = atomic_load_explicit(&s->tid, memory_order_relaxed);
+    for (unsigned b = 0; b <= TR_LOOP_BUCKETS; b++) {
+        out->turn_bucket[b] = stat_get(&s->turn_bucket[b]);
+        out->turns += out->turn_bucket[b];
+        out->wakeup_bucket[b] = stat_get(&s->wakeup_bucket[b]);
+        out->wakeups += out->wakeup_bucket[b];
+    }
+    out->turn_sum_us = stat_get(&s->turn_sum_us);
+    out->wakeup_late_sum_us = stat_get(&s->wakeup_late_sum_us);
+    out->slow_turns = stat_get(&s->slow_turns);
+    for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++) {
+        out->slow_phase_us[p] = stat_get(&s->slow_phase_us[p]);
+        out->slow_calls[p] = stat_get(&s->slow_calls[p]);
+    }
+    /* The writer replaces the longest turn rarely (each time a new maximum
+     * appears), so a few retries always find a quiet moment. */
+    for (int attempt = 0; attempt < 100; attempt++) {
+        unsigned seq = atomic_load_explicit(&s->longest_seq, memory_order_acquire);
+        if (seq & 1u)
+            continue;
+        out->longest.start_us = stat_get(&s->longest_start_us);
+        out->longest.duration_us = stat_get(&s->longest_duration_us);
+        for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++) {
+            out->longest.phase_us[p] = stat_get(&s->longest_phase_us[p]);
+            out->longest.calls[p] = stat_get(&s->longest_calls[p]);
+        }
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->longest_seq, memory_order_relaxed) == seq)
+            break;
+    }
+}
+
+bool tr_loop_stats_all(struct tr_loop_stats **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&live_lock);
+    bool ok = true;
+    if (live_count != 0) {
+        *out = malloc(live_count * sizeof(**out));
+        ok = *out != NULL;
+    }
+    for (struct tr_loop *l = live_head; *out != NULL && l != NULL; l = l->next_live)
+        tr_loop_stats_get(l, &(*out)[(*n)++]);
+    pthread_mutex_unlock(&live_lock);
+    return ok;
 }
 
 /* ---- running ---- */
@@ -237,19 +428,31 @@ int tr_loop_run_once(struct tr_loop *loop, int timeout_ms)
         if (errno != EINTR)
             return -errno;
         n = 0;
+    } else if (n == 0 && timeout_ms > 0) {
+        /* Slept through the whole timeout: anything beyond it (and the
+         * kernel's timer slack) is time the thread was runnable but not run. */
+        uint64_t due = loop->turn_end_us + (uint64_t)timeout_ms * 1000u;
+        uint64_t late = loop->now_us > due ? loop->now_us - due : 0;
+        stat_add(&loop->stats.wakeup_bucket[bucket_of(late)], 1);
+        stat_add(&loop->stats.wakeup_late_sum_us, late);
     }
+    struct turn t = {.start_us = loop->now_us, .mark_us = loop->now_us};
     for (int i = 0; i < n; i++) {
         struct tr_io *io = events[i].data.ptr;
         io->cb(io, events[i].events);
     }
-    run_deferred(loop);
-    run_timers(loop);
-    run_deferred(loop);
+    phase_done(&t, TR_LOOP_PHASE_IO, (unsigned)n);
+    phase_done(&t, TR_LOOP_PHASE_DEFERRED, run_deferred(loop));
+    phase_done(&t, TR_LOOP_PHASE_TIMERS, run_timers(loop));
+    phase_done(&t, TR_LOOP_PHASE_DEFERRED, run_deferred(loop));
+    turn_record(loop, &t);
     return 0;
 }
 
 int tr_loop_run(struct tr_loop *loop)
 {
+    atomic_store_explicit(&loop->stats.tid, (int)gettid(), memory_order_relaxed);
+    loop->turn_end_us = clock_now_us();
     loop->stopped = false;
     while (!loop->stopped) {
         int rc = tr_loop_run_once(loop, -1);

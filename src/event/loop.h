@@ -80,4 +80,58 @@ void tr_loop_update_time(struct tr_loop *loop);
 /* Number of armed timers (tests, stats). */
 size_t tr_loop_timer_count(const struct tr_loop *loop);
 
+/* ---- loop-turn statistics ----
+ *
+ * A turn runs from epoll_wait's return to the end of its last deferred call.
+ * A long turn delays every connection of the loop, so each loop counts its
+ * turns by duration and keeps, for the long ones, what ran in them. A late
+ * wake-up (epoll_wait returning well after its timeout, with nothing to do)
+ * is the kernel not running the thread: scheduling delay, not our work.
+ * Only the loop's thread writes its numbers (relaxed atomics, no locks);
+ * any thread may read them with tr_loop_stats_all(). The clock is read once
+ * more after each phase of a turn that ran something (the last read ends the
+ * turn); an empty wake-up costs no extra read.
+ */
+enum tr_loop_phase {
+    TR_LOOP_PHASE_IO = 0,   /* epoll event callbacks */
+    TR_LOOP_PHASE_DEFERRED, /* deferred calls (both runs of a turn) */
+    TR_LOOP_PHASE_TIMERS,   /* expired timers */
+    TR_LOOP_PHASE_COUNT,
+};
+
+/* Upper bounds (microseconds) of the turn and wake-up delay buckets; one
+ * more bucket above the last bound. */
+#define TR_LOOP_BUCKETS 11
+extern const uint32_t tr_loop_bucket_us[TR_LOOP_BUCKETS];
+/* A turn at least this long is a "slow turn" (phase totals are kept). */
+#define TR_LOOP_SLOW_TURN_US 1000u
+
+struct tr_loop_turn {
+    uint64_t start_us;    /* CLOCK_MONOTONIC at the turn's start */
+    uint64_t duration_us; /* start to end of the turn */
+    uint64_t phase_us[TR_LOOP_PHASE_COUNT];
+    uint64_t calls[TR_LOOP_PHASE_COUNT];
+};
+
+/* A copy of one loop's statistics. */
+struct tr_loop_stats {
+    int tid;        /* thread running tr_loop_run(); 0 before it starts */
+    uint64_t turns; /* = sum of turn_bucket */
+    uint64_t turn_bucket[TR_LOOP_BUCKETS + 1];
+    uint64_t turn_sum_us;
+    uint64_t wakeups; /* timed wake-ups with no event (= sum of wakeup_bucket) */
+    uint64_t wakeup_bucket[TR_LOOP_BUCKETS + 1]; /* by how late they were */
+    uint64_t wakeup_late_sum_us;
+    uint64_t slow_turns; /* turns >= TR_LOOP_SLOW_TURN_US, and what ran in them: */
+    uint64_t slow_phase_us[TR_LOOP_PHASE_COUNT];
+    uint64_t slow_calls[TR_LOOP_PHASE_COUNT];
+    struct tr_loop_turn longest; /* since the loop was created */
+};
+
+void tr_loop_stats_get(const struct tr_loop *loop, struct tr_loop_stats *out);
+/* Copies of the statistics of every live loop (any thread may call it):
+ * *out is a malloc'd array (caller frees; NULL when there is no loop) of *n
+ * entries. Returns false, with *out NULL and *n 0, if memory ran out. */
+bool tr_loop_stats_all(struct tr_loop_stats **out, size_t *n);
+
 #endif

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int tr_fields_init(struct tr_fields *f, uint32_t max_fields, uint32_t max_bytes)
 {
@@ -122,6 +123,130 @@ bool tr_fields_is_hop_by_hop(tr_str name)
 {
     /* The one table is codec/h1's; in HTTP/2 form Host is :authority. */
     return name_is(name, "host") || tr_h1_is_hop_by_hop(name);
+}
+
+static bool slice_ieq(tr_str a, tr_str b)
+{
+    return a.len == b.len && (a.len == 0 || strncasecmp(a.p, b.p, a.len) == 0);
+}
+
+/* A lowercase token: what HTTP/2 allows of the names HTTP/1.1 allows. */
+static bool is_lower_token(tr_str s)
+{
+    for (uint32_t i = 0; i < s.len; i++)
+        if (s.p[i] >= 'A' && s.p[i] <= 'Z')
+            return false;
+    return tr_h1_is_token(s);
+}
+
+/* origin-form as the HTTP/1.1 parser takes it (or "*" for OPTIONS). */
+static bool is_request_path(tr_str path, tr_str method)
+{
+    if (path.len == 1 && path.p[0] == '*')
+        return TR_STR_EQ_LIT(method, "OPTIONS");
+    if (path.len == 0 || path.p[0] != '/')
+        return false;
+    for (uint32_t i = 0; i < path.len; i++)
+        if (!(tr_h1_ctype[(unsigned char)path.p[i]] & TR_H1_C_TARGET))
+            return false;
+    return true;
+}
+
+int tr_fields_check_request(const struct tr_h2_header *v, size_t n, const struct tr_h1_limits *lim,
+                            const char **why)
+{
+    int mi = -1, si = -1, ai = -1, pi = -1, hi = -1;
+    size_t regular = 0;
+    bool cookie_seen = false, regular_seen = false;
+    *why = NULL;
+    for (size_t i = 0; i < n; i++) {
+        tr_str name = v[i].name;
+        if (name.len > 0 && name.p[0] == ':') {
+            int *slot = TR_STR_EQ_LIT(name, ":method")      ? &mi
+                        : TR_STR_EQ_LIT(name, ":scheme")    ? &si
+                        : TR_STR_EQ_LIT(name, ":authority") ? &ai
+                        : TR_STR_EQ_LIT(name, ":path")      ? &pi
+                                                            : NULL;
+            if (slot == NULL || *slot >= 0 || regular_seen) {
+                *why = "unknown, repeated or misplaced pseudo-header";
+                return 400;
+            }
+            *slot = (int)i;
+            continue;
+        }
+        regular_seen = true;
+        if (!is_lower_token(name)) {
+            *why = "invalid header name";
+            return 400;
+        }
+        if (!tr_h1_is_field_value(v[i].value)) {
+            *why = "invalid header value";
+            return 400;
+        }
+        if (TR_STR_EQ_LIT(name, "host")) {
+            if (hi >= 0) {
+                *why = "more than one host header";
+                return 400;
+            }
+            hi = (int)i;
+        }
+        if (TR_STR_EQ_LIT(name, "cookie")) {
+            if (cookie_seen)
+                continue;
+            cookie_seen = true;
+        }
+        regular++;
+    }
+    if (mi < 0 || !tr_h1_is_token(v[mi].value)) {
+        *why = "missing or invalid :method";
+        return 400;
+    }
+    bool connect = TR_STR_EQ_LIT(v[mi].value, "CONNECT");
+    if (connect) {
+        if (si >= 0 || pi >= 0 || ai < 0 || !tr_h1_is_authority(v[ai].value, 1)) {
+            *why = "invalid CONNECT request";
+            return 400;
+        }
+    } else {
+        if (si < 0 ||
+            !(TR_STR_EQ_LIT(v[si].value, "http") || TR_STR_EQ_LIT(v[si].value, "https"))) {
+            *why = "missing or unsupported :scheme";
+            return 400;
+        }
+        if (pi < 0 || !is_request_path(v[pi].value, v[mi].value)) {
+            *why = "missing or invalid :path";
+            return 400;
+        }
+    }
+    if (ai >= 0 && !tr_h1_is_authority(v[ai].value, 0)) {
+        *why = "invalid :authority";
+        return 400;
+    }
+    if (hi >= 0 && !tr_h1_is_authority(v[hi].value, 0)) {
+        *why = "invalid host";
+        return 400;
+    }
+    if (ai >= 0 && hi >= 0 && !slice_ieq(v[ai].value, v[hi].value)) {
+        *why = "host differs from :authority";
+        return 400;
+    }
+    if (ai < 0 && hi < 0) {
+        *why = "neither :authority nor host";
+        return 400;
+    }
+    /* The same bound the HTTP/1.1 parser puts on a request line (CRLF
+     * included), so a target it would answer 414 is not forwarded either. */
+    tr_str target = connect ? v[ai].value : v[pi].value;
+    if ((size_t)v[mi].value.len + target.len + sizeof(" ") + sizeof(" HTTP/1.1\r\n") - 2 >
+        lim->max_request_line) {
+        *why = "request line longer than limits.max_request_line";
+        return 414;
+    }
+    if (regular > lim->max_headers) {
+        *why = "more header fields than limits.max_headers";
+        return 431;
+    }
+    return 0;
 }
 
 int tr_fields_from_h1_request(struct tr_fields *out, const struct tr_h1_message *m, tr_str scheme,
@@ -312,14 +437,15 @@ int tr_fields_parse_trailers(struct tr_fields *out, const char *p, size_t len)
             vs++;
         while (ve > vs && (p[ve - 1] == ' ' || p[ve - 1] == '\t'))
             ve--;
-        char lname[256];
-        if (name.len >= sizeof(lname))
-            return -1;
-        for (uint32_t k = 0; k < name.len; k++)
-            lname[k] = name.p[k] >= 'A' && name.p[k] <= 'Z' ? (char)(name.p[k] + 32) : name.p[k];
-        tr_str ln = tr_str_from(lname, name.len);
-        if (!trailer_forbidden(ln) && tr_fields_add(out, ln, tr_str_from(p + vs, ve - vs)) < 0)
-            return -1;
+        /* Stored first (tr_fields_add lowercases the name), then taken back
+         * if it may not be a trailer: no name buffer that could be too short. */
+        uint32_t mark = out->used;
+        if (tr_fields_add(out, name, tr_str_from(p + vs, ve - vs)) < 0)
+            return TR_FIELDS_FULL;
+        if (trailer_forbidden(out->v[out->n - 1].name)) {
+            out->n--;
+            out->used = mark;
+        }
         i = line_end + 1;
     }
     return 0;

@@ -51,6 +51,31 @@ int tr_fields_find(const struct tr_h2_header *v, size_t n, const char *name);
  * name must be lowercase. */
 bool tr_fields_is_hop_by_hop(tr_str name);
 
+/* Check an HTTP/2 request head (as the codec delivered it) against the rules
+ * the HTTP/1.1 parser (codec/h1) applies to the same parts, so that what one
+ * protocol refuses the other refuses too, and nothing ambiguous reaches an
+ * HTTP/1.1 upstream (RFC 9113 8.3.1 and 8.1.1 require refusing these):
+ *   - :method is a token; pseudo-headers are the four request ones, each once;
+ *   - except for CONNECT: :scheme is "http" or "https", and :path is a
+ *     request-target the HTTP/1.1 parser takes (VCHAR except '#': no
+ *     controls, space, DEL, bytes >= 0x80) starting with '/' ("*" only for
+ *     OPTIONS);
+ *   - :authority and host are "host[:port]" as tr_h1_is_authority accepts
+ *     (no userinfo, no percent-encoding; CONNECT needs a port); at most one
+ *     host field, and equal to :authority (ASCII case-insensitive) when both
+ *     are present; one of them is present;
+ *   - regular names are lowercase tokens and values are field values
+ *     (tr_h1_is_field_value: no controls but HTAB, no DEL, no leading or
+ *     trailing whitespace);
+ *   - the request line it becomes ("METHOD target HTTP/1.1" CRLF) is at most
+ *     lim->max_request_line bytes;
+ *   - at most lim->max_headers regular fields, counting every cookie field
+ *     as one (HTTP/1.1 carries them as one line).
+ * Returns 0, or the status to answer with (400; 414 for max_request_line;
+ * 431 for max_headers) and *why, a constant description for the log. */
+int tr_fields_check_request(const struct tr_h2_header *v, size_t n, const struct tr_h1_limits *lim,
+                            const char **why);
+
 /* The request line and headers of an HTTP/1.1 request as fields:
  * :method, :scheme, :authority (Host, or the absolute-form target's),
  * :path, then every header that is not hop-by-hop (nor named by Connection).
@@ -76,8 +101,11 @@ int tr_fields_h1_trailers(struct tr_buf *out, const struct tr_h2_header *v, size
 
 /* Parse a trailer section as the chunked decoder validated it ("name: value"
  * lines, then the empty line) into fields. Fields that must not be trailers
- * (framing, routing, hop-by-hop) are dropped. Returns 0, or -1 if out is full
- * or a line is malformed. */
+ * (framing, routing, hop-by-hop) are dropped. Returns 0, -1 if a line is
+ * malformed, or TR_FIELDS_FULL if the section has more fields (or bytes) than
+ * out has room for: callers size out from limits.max_headers and the
+ * section's length, so that is the limit speaking, never a cut-off list. */
+#define TR_FIELDS_FULL (-2)
 int tr_fields_parse_trailers(struct tr_fields *out, const char *p, size_t len);
 
 #endif

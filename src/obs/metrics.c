@@ -8,6 +8,7 @@
 #include <threads.h>
 
 #include "core/fmt.h"
+#include "event/loop.h"
 
 #define MAX_WORKERS     256
 #define HTTP_SERIES_CAP 4096 /* per worker; more distinct label sets go to overflow */
@@ -72,6 +73,7 @@ struct tr_metrics {
     struct tcp_series *tcp;   /* TCP_SERIES_CAP + 1 */
     struct tls_fail_series tls_fail[TLS_FAIL_CAP];
     counter_t counters[TR_C_COUNT];
+    counter_t limits[TR_LIMIT_COUNT];
 };
 
 static struct tr_metrics *_Atomic workers[MAX_WORKERS];
@@ -264,6 +266,17 @@ void tr_metrics_tcp_close(struct tr_metrics *m, const struct tr_metric_labels *l
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta)
 {
     counter_add(&m->counters[c], (uint64_t)delta);
+}
+
+void tr_metrics_limit(struct tr_metrics *m, enum tr_limit l)
+{
+    counter_add(&m->limits[l], 1);
+}
+
+const char *tr_limit_name(enum tr_limit l)
+{
+    static const char *const names[TR_LIMIT_COUNT] = {"max_headers"};
+    return (unsigned)l < TR_LIMIT_COUNT ? names[l] : "unknown";
 }
 
 void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason)
@@ -572,6 +585,18 @@ static void render_process(struct tr_fmt *o)
                       gauge ? "gauge" : "counter", counter_names[c], (int64_t)total);
     }
 
+    tr_fmt_cstr(o, "# TYPE trellis_limit_exceeded_total counter\n");
+    for (int l = 0; l < TR_LIMIT_COUNT; l++) {
+        uint64_t total = 0;
+        for (unsigned w = 0; w < MAX_WORKERS; w++) {
+            struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+            if (m != NULL)
+                total += counter_get(&m->limits[l]);
+        }
+        tr_fmt_printf(o, "trellis_limit_exceeded_total{limit=\"%s\"} %" PRIu64 "\n",
+                      tr_limit_name((enum tr_limit)l), total);
+    }
+
     tr_fmt_cstr(o, "# TYPE trellis_tls_handshake_errors_total counter\n");
     struct {
         int outbound;
@@ -615,6 +640,92 @@ static void render_process(struct tr_fmt *o)
                   atomic_load(&reloads_failed));
 }
 
+/* Event-loop turns of every loop thread (event/loop.h), labelled by thread
+ * id so that they can be matched with /proc/PID/task/TID (e.g. schedstat). */
+static void render_loops(struct tr_fmt *o)
+{
+    size_t n = 0;
+    struct tr_loop_stats *st = NULL;
+    if (!tr_loop_stats_all(&st, &n)) {
+        o->oom = o->truncated = true; /* a scrape without them would be incomplete */
+        return;
+    }
+    static const char *const phases[TR_LOOP_PHASE_COUNT] = {"io", "deferred", "timers"};
+    static const struct {
+        const char *name, *help;
+    } hists[] = {
+        {"trellis_event_loop_turn_seconds",
+         "Duration of event-loop turns (epoll_wait return to end of deferred calls)."},
+        {"trellis_event_loop_wakeup_delay_seconds",
+         "How late epoll_wait returned after its timeout when nothing happened "
+         "(scheduling delay)."},
+    };
+    for (int h = 0; h < 2; h++) {
+        tr_fmt_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help,
+                      hists[h].name);
+        for (size_t i = 0; i < n; i++) {
+            const struct tr_loop_stats *s = &st[i];
+            if (s->tid == 0)
+                continue; /* created, not running */
+            const uint64_t *b = h == 0 ? s->turn_bucket : s->wakeup_bucket;
+            uint64_t cum = 0;
+            for (unsigned k = 0; k <= TR_LOOP_BUCKETS; k++) {
+                cum += b[k];
+                if (k < TR_LOOP_BUCKETS)
+                    tr_fmt_printf(o, "%s_bucket{tid=\"%d\",le=\"%g\"} %" PRIu64 "\n", hists[h].name,
+                                  s->tid, tr_loop_bucket_us[k] / 1e6, cum);
+                else
+                    tr_fmt_printf(o, "%s_bucket{tid=\"%d\",le=\"+Inf\"} %" PRIu64 "\n",
+                                  hists[h].name, s->tid, cum);
+            }
+            tr_fmt_printf(o, "%s_sum{tid=\"%d\"} %.6f\n%s_count{tid=\"%d\"} %" PRIu64 "\n",
+                          hists[h].name, s->tid,
+                          (double)(h == 0 ? s->turn_sum_us : s->wakeup_late_sum_us) / 1e6,
+                          hists[h].name, s->tid, cum);
+        }
+    }
+    tr_fmt_printf(o,
+                  "# HELP trellis_event_loop_slow_turns_total Turns of at least %u us.\n"
+                  "# TYPE trellis_event_loop_slow_turns_total counter\n",
+                  TR_LOOP_SLOW_TURN_US);
+    for (size_t i = 0; i < n; i++)
+        if (st[i].tid != 0)
+            tr_fmt_printf(o, "trellis_event_loop_slow_turns_total{tid=\"%d\"} %" PRIu64 "\n",
+                          st[i].tid, st[i].slow_turns);
+    tr_fmt_cstr(o, "# TYPE trellis_event_loop_slow_turn_phase_seconds_total counter\n"
+                   "# TYPE trellis_event_loop_slow_turn_calls_total counter\n"
+                   "# TYPE trellis_event_loop_longest_turn_seconds gauge\n"
+                   "# TYPE trellis_event_loop_longest_turn_start_seconds gauge\n"
+                   "# TYPE trellis_event_loop_longest_turn_phase_seconds gauge\n"
+                   "# TYPE trellis_event_loop_longest_turn_calls gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_loop_stats *s = &st[i];
+        if (s->tid == 0)
+            continue;
+        for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++)
+            tr_fmt_printf(
+                o,
+                "trellis_event_loop_slow_turn_phase_seconds_total{tid=\"%d\",phase=\"%s\"} %.6f\n"
+                "trellis_event_loop_slow_turn_calls_total{tid=\"%d\",phase=\"%s\"} %" PRIu64 "\n",
+                s->tid, phases[p], (double)s->slow_phase_us[p] / 1e6, s->tid, phases[p],
+                s->slow_calls[p]);
+        /* start: CLOCK_MONOTONIC, to place the turn within a measured run. */
+        tr_fmt_printf(o,
+                      "trellis_event_loop_longest_turn_seconds{tid=\"%d\"} %.6f\n"
+                      "trellis_event_loop_longest_turn_start_seconds{tid=\"%d\"} %.6f\n",
+                      s->tid, (double)s->longest.duration_us / 1e6, s->tid,
+                      (double)s->longest.start_us / 1e6);
+        for (int p = 0; p < TR_LOOP_PHASE_COUNT; p++)
+            tr_fmt_printf(
+                o,
+                "trellis_event_loop_longest_turn_phase_seconds{tid=\"%d\",phase=\"%s\"} %.6f\n"
+                "trellis_event_loop_longest_turn_calls{tid=\"%d\",phase=\"%s\"} %" PRIu64 "\n",
+                s->tid, phases[p], (double)s->longest.phase_us[p] / 1e6, s->tid, phases[p],
+                s->longest.calls[p]);
+    }
+    free(st);
+}
+
 char *tr_metrics_render(size_t *len)
 {
     struct tr_fmt o;
@@ -629,6 +740,7 @@ char *tr_metrics_render(size_t *len)
         render_http(&o, agg, n);
         render_tcp(&o);
         render_process(&o);
+        render_loops(&o);
     }
     for (size_t j = 0; j < n; j++)
         free(agg[j].key);

@@ -98,6 +98,17 @@ enum tr_counter {
 };
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);
 
+/* A configured limit stopped a message that would otherwise have been cut
+ * short: counted per limit (trellis_limit_exceeded_total{limit="..."}), so
+ * an operator sees which limit to raise. The names are the config keys. */
+enum tr_limit {
+    TR_LIMIT_MAX_HEADERS = 0, /* limits.max_headers */
+    TR_LIMIT_COUNT,
+};
+void tr_metrics_limit(struct tr_metrics *m, enum tr_limit l);
+/* "max_headers": the config key of a limit, for log lines. */
+const char *tr_limit_name(enum tr_limit l);
+
 /* TLS handshake failures by direction (0 inbound, 1 outbound) and reason
  * (a constant string from tr_tls_failure_reason; interned internally). */
 void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason);

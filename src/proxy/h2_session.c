@@ -136,20 +136,37 @@ static const struct tr_h2_ops h2s_ops = {
 
 /* ---- the stream's downstream operations ---- */
 
+static bool connection_field(tr_str name)
+{
+    return name.len > 0 && name.p[0] != ':' && tr_fields_is_hop_by_hop(name);
+}
+
 int tr_h2_session_resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
                                bool end)
 {
     struct tr_session *s = st->s;
     /* Connection-specific fields cannot cross into HTTP/2 (an HTTP/1.1
-     * upstream's were dropped when its head was converted). */
-    struct tr_h2_header clean[TR_H1_MAX_HEADERS_CAP + 8];
-    size_t m = 0;
-    for (size_t i = 0; i < n && m < sizeof(clean) / sizeof(clean[0]); i++) {
-        if (h[i].name.len > 0 && h[i].name.p[0] != ':' && tr_fields_is_hop_by_hop(h[i].name))
-            continue;
-        clean[m++] = h[i];
+     * upstream's were dropped when its head was converted). Usually there is
+     * none and the list goes as it is; otherwise a copy without them, as
+     * long as the list (no fixed array: nothing is ever cut off). */
+    size_t drop = 0;
+    for (size_t i = 0; i < n; i++)
+        drop += connection_field(h[i].name);
+    struct tr_h2_header *clean = NULL;
+    if (drop > 0) {
+        clean = malloc((n - drop) * sizeof(*clean) + 1);
+        if (clean == NULL) {
+            tr_h2_reset_stream(s->h2.codec, st->id, 2);
+            schedule_flush(s);
+            return -1;
+        }
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!connection_field(h[i].name))
+                clean[m++] = h[i];
     }
-    int rc = tr_h2_submit_headers(s->h2.codec, st->id, clean, m, end);
+    int rc = tr_h2_submit_headers(s->h2.codec, st->id, clean != NULL ? clean : h, n - drop, end);
+    free(clean);
     schedule_flush(s);
     if (rc < 0) {
         tr_h2_reset_stream(s->h2.codec, st->id, 2);

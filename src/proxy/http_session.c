@@ -1439,7 +1439,11 @@ static bool stream_push_body(struct tr_session *s)
             tr_session_close(s);
             return false;
         }
-        if (tr_buf_room(h->req_trl) < consumed) {
+        /* The decoder bounds the section by limits.max_header_bytes, which
+         * may be more than a pool buffer: grow to that, never cut it. */
+        if (tr_buf_room(h->req_trl) < consumed &&
+            (!buf_grow(s->w, &h->req_trl, s->ws->snap->h1_limits.max_header_bytes + 2) ||
+             tr_buf_room(h->req_trl) < consumed)) {
             tr_session_close(s);
             return false;
         }
@@ -1452,8 +1456,25 @@ static bool stream_push_body(struct tr_session *s)
         h->rq = TR_RQ_DONE;
         struct tr_fields t = {0};
         uint32_t tl = h->req_trl != NULL ? tr_buf_len(h->req_trl) : 0;
-        if (tl > 2 && tr_fields_init(&t, 64, tl) == 0 &&
-            tr_fields_parse_trailers(&t, tr_buf_head(h->req_trl), tl) == 0 && t.n > 0)
+        uint32_t max = s->ws->snap->h1_limits.max_headers;
+        int prc = tl <= 2 ? 0
+                  : tr_fields_init(&t, max, tl) < 0
+                      ? -1
+                      : tr_fields_parse_trailers(&t, tr_buf_head(h->req_trl), tl);
+        if (prc < 0) {
+            /* Never the request's end without the trailers it had. */
+            if (prc == TR_FIELDS_FULL) {
+                tr_debug("listener %s: request trailers from %s have more than limits.%s (%u) "
+                         "fields",
+                         lcfg(s)->name, s->peer_ip, tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+                tr_metrics_limit(s->w->metrics, TR_LIMIT_MAX_HEADERS);
+            }
+            tr_fields_free(&t);
+            buf_release(s->w, &h->req_trl);
+            tr_session_close(s); /* the stream sees its client go */
+            return false;
+        }
+        if (t.n > 0)
             tr_stream_req_trailers(st, t.v, t.n);
         else
             tr_stream_req_data(st, NULL, 0, true);

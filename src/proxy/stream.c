@@ -370,14 +370,14 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
         resp_complete(st);
         return;
     }
-    /* The rest waits for window (local bodies are small). */
-    if (st->resp_pend == NULL && (st->resp_pend = pend_buf(st)) == NULL) {
+    /* The rest waits for window, all of it (a direct_response body may be
+     * larger than a pool buffer: never cut to what one holds). */
+    size_t off = taken > 0 ? (size_t)taken : 0;
+    if (!buf_reserve(st, &st->resp_pend, bl - off, bl - off)) {
         down_reset(st, H2_INTERNAL_ERROR);
         return;
     }
-    size_t off = taken > 0 ? (size_t)taken : 0;
-    size_t rest = bl - off < tr_buf_room(st->resp_pend) ? bl - off : tr_buf_room(st->resp_pend);
-    tr_buf_append(st->resp_pend, body + off, rest);
+    tr_buf_append(st->resp_pend, body + off, bl - off);
     st->resp_pend_end = true;
 }
 
@@ -396,10 +396,41 @@ static void up_consumed(struct tr_stream *st, size_t n)
         tr_h2_up_consume(st->h2, n);
 }
 
+/* An HTTP/2 header list is bounded by bytes only: hold a response's (and
+ * trailers both ways) to limits.max_headers as the HTTP/1.1 parser holds an
+ * HTTP/1.1 one, loudly (log line, trellis_limit_exceeded_total), so that no
+ * side ever has a list longer than it was sized for. An upstream's excess is
+ * an operator's concern (warn); a client's is its own (debug, as other bad
+ * requests). */
+static bool fields_fit(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                       const char *what)
+{
+    uint32_t max = st->s->ws->snap->h1_limits.max_headers;
+    size_t regular = 0;
+    for (size_t i = 0; i < n; i++)
+        regular += h[i].name.len == 0 || h[i].name.p[0] != ':';
+    if (regular <= max)
+        return true;
+    if (strncmp(what, "request", 7) == 0)
+        tr_debug("listener %s: %s from %s has %zu header fields, more than limits.%s (%u)",
+                 st->s->lcfg->name, what, st->s->peer_ip, regular,
+                 tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+    else
+        tr_warn("listener %s: upstream %s %s has %zu header fields, more than limits.%s (%u)",
+                st->s->lcfg->name, st->upstream_addr != NULL ? st->upstream_addr : "-", what,
+                regular, tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+    tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+    return false;
+}
+
 static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
 {
     if (st->down_done)
         return;
+    if (!fields_fit(st, h, n, "response")) {
+        local_reply(st, 502, TR_RF_UPE, "upstream response has too many header fields\n");
+        return;
+    }
     int si = tr_fields_find(h, n, ":status");
     int status = si >= 0 && h[si].value.len == 3
                      ? (h[si].value.p[0] - '0') * 100 + (h[si].value.p[1] - '0') * 10 +
@@ -468,6 +499,10 @@ static void resp_trailers(struct tr_stream *st, const struct tr_h2_header *h, si
 {
     if (st->down_done)
         return;
+    if (!fields_fit(st, h, n, "trailers")) {
+        local_reply(st, 502, TR_RF_UPE, NULL); /* the response started: a reset */
+        return;
+    }
     int g = tr_fields_find(h, n, "grpc-status");
     if (g >= 0)
         st->grpc_status = (int16_t)tr_grpc_status_parse(h[g].value);
@@ -606,11 +641,16 @@ static void req_flush_pending(struct tr_stream *st)
         buf_drop(st, &st->req_pend);
     if (st->req_pend_end && st->req_trailers.v == NULL)
         req_send_end(st);
-    if (st->req_trailers.v != NULL &&
-        up_trailers(st, st->req_trailers.v, st->req_trailers.n) == 0) {
-        st->req_pend_end = false;
-        st->req_out_end = true;
-        tr_fields_free(&st->req_trailers);
+    if (st->req_trailers.v != NULL) {
+        if (up_trailers(st, st->req_trailers.v, st->req_trailers.n) == 0) {
+            st->req_pend_end = false;
+            st->req_out_end = true;
+            tr_fields_free(&st->req_trailers);
+        } else if (st->up == TR_SU_H1) {
+            /* An HTTP/1.1 side fails only without memory; an HTTP/2 one
+             * that is not ready yet calls again. */
+            local_reply(st, 503, TR_RF_DPE, NULL);
+        }
     }
 }
 
@@ -662,6 +702,10 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
     st->req_in_end = true;
     if (st->up == TR_SU_LOCAL)
         return;
+    if (!fields_fit(st, h, n, "request trailers")) {
+        local_reply(st, 431, TR_RF_DPE, "request trailer fields too many\n");
+        return;
+    }
     if (tr_stream_req_blocked(st) || st->up == TR_SU_NONE ||
         (st->up == TR_SU_H2 && up_trailers(st, h, n) < 0)) {
         size_t bytes = 0;
@@ -676,9 +720,11 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
             tr_fields_add(&st->req_trailers, h[i].name, h[i].value);
         return;
     }
-    if (st->up == TR_SU_H1)
-        h1_send_trailers(st, h, n);
-    else if (st->up == TR_SU_TUNNEL)
+    if (st->up == TR_SU_H1 && h1_send_trailers(st, h, n) < 0) {
+        local_reply(st, 503, TR_RF_DPE, NULL); /* no memory: never a request without its end */
+        return;
+    }
+    if (st->up == TR_SU_TUNNEL)
         h1_send(st, NULL, 0, true); /* trailers end a tunnel like END_STREAM */
     st->req_out_end = true;
 }
@@ -986,6 +1032,19 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     st->orig_h2 = tr_stream_orig_h2(s, h, n, true);
     if (end_stream)
         st->req_in_end = true;
+    /* What the HTTP/1.1 parser refuses is refused here too, before routing:
+     * never forwarded, whatever protocol the upstream speaks. */
+    const char *why;
+    int refuse = tr_fields_check_request(h, n, &s->ws->snap->h1_limits, &why);
+    if (refuse != 0) {
+        tr_metrics_count(W(st)->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
+        if (refuse == 431)
+            tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+        tr_debug("listener %s: bad HTTP/2 request from %s (stream %d): %s", s->lcfg->name,
+                 s->peer_ip, (int)st->id, why);
+        local_reply(st, refuse, TR_RF_DPE, NULL);
+        return;
+    }
     if (st->method_id == TR_H1_M_CONNECT) {
         start_tunnel(st, host);
         return;
@@ -1269,10 +1328,13 @@ static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
     struct tr_stream_h1 *x = &st->h1;
     if (!x->chunked_req)
         return 0; /* a length-framed body cannot carry trailers: dropped */
-    if (x->out == NULL && (x->out = pend_buf(st)) == NULL)
-        return -1;
-    tr_buf_compact(x->out);
-    if (tr_fields_h1_trailers(x->out, h, n) < 0)
+    /* Room for the whole section (up to the header list limit, which may be
+     * more than a pool buffer): a section that did not fit was lost and the
+     * request never ended. */
+    size_t need = 8, have = x->out != NULL ? tr_buf_len(x->out) : 0;
+    for (size_t i = 0; i < n; i++)
+        need += h[i].name.len + h[i].value.len + 4;
+    if (!buf_reserve(st, &x->out, need, have + need) || tr_fields_h1_trailers(x->out, h, n) < 0)
         return -1;
     if (x->ready)
         h1_pump(st);
@@ -1392,8 +1454,26 @@ static bool h1_response_body(struct tr_stream *st)
                 x->done = true;
                 struct tr_fields t = {0};
                 uint32_t tl = x->trl != NULL ? tr_buf_len(x->trl) : 0;
-                if (tl > 2 && tr_fields_init(&t, 64, tl) == 0 &&
-                    tr_fields_parse_trailers(&t, tr_buf_head(x->trl), tl) == 0 && t.n > 0) {
+                uint32_t max = st->s->ws->snap->h1_limits.max_headers;
+                int prc = tl <= 2 ? 0
+                          : tr_fields_init(&t, max, tl) < 0
+                              ? -1
+                              : tr_fields_parse_trailers(&t, tr_buf_head(x->trl), tl);
+                if (prc < 0) {
+                    /* Never the body's end without the trailers it had. */
+                    if (prc == TR_FIELDS_FULL) {
+                        tr_warn("listener %s: upstream %s trailers have more than limits.%s (%u) "
+                                "fields",
+                                st->s->lcfg->name, st->upstream_addr,
+                                tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+                        tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+                    }
+                    tr_fields_free(&t);
+                    buf_drop(st, &x->trl);
+                    h1_failed(st, TR_RF_UPE);
+                    return false;
+                }
+                if (t.n > 0) {
                     if (dlen > 0)
                         resp_data(st, p + off, dlen, false);
                     resp_trailers(st, t.v, t.n);

@@ -38,6 +38,14 @@ static struct {
     struct tr_timer drain_timer;
     uint64_t files_fp;
     struct tr_admin *admin;
+    /* What the running configuration was built from: the file's text and
+     * the partial updates applied on top of it since (owned copies), so an
+     * update is checked as a whole file is, and a certificate rotation
+     * rebuilds from memory without dropping updates. */
+    char *doc;
+    size_t doc_len;
+    struct tr_config_patch *log;
+    size_t n_log;
 } srv;
 
 bool tr_server_ready(void)
@@ -81,9 +89,12 @@ static int check_new_listeners(const struct tr_config *next, const struct tr_con
     return 0;
 }
 
-static struct tr_snapshot *load_snapshot(const struct tr_snapshot *prev, char **err)
+/* Builds the next snapshot from doc with patches (srv.log, then extra). */
+static struct tr_snapshot *build_snapshot(const char *doc, size_t len,
+                                          const struct tr_config_patch *patches, size_t n,
+                                          const struct tr_snapshot *prev, char **err)
 {
-    struct tr_config *cfg = tr_config_load_file(srv.opt->config_path, err);
+    struct tr_config *cfg = tr_config_load_patched(doc, len, srv.opt->config_path, patches, n, err);
     if (cfg == NULL)
         return NULL;
     struct tr_snapshot *snap = tr_snapshot_build(cfg, prev, srv.generation + 1, err);
@@ -92,6 +103,69 @@ static struct tr_snapshot *load_snapshot(const struct tr_snapshot *prev, char **
         return NULL;
     }
     return snap;
+}
+
+static void patch_free(struct tr_config_patch *p)
+{
+    free((char *)p->section);
+    free((char *)p->name);
+    free((char *)p->field);
+    free((char *)p->yaml);
+}
+
+static bool patch_copy(struct tr_config_patch *dst, const struct tr_config_patch *src)
+{
+    *dst = (struct tr_config_patch){
+        .section = strdup(src->section),
+        .name = strdup(src->name),
+        .field = src->field != NULL ? strdup(src->field) : NULL,
+        .yaml = src->yaml != NULL ? strndup(src->yaml, src->len) : NULL,
+        .len = src->len,
+    };
+    if (dst->section == NULL || dst->name == NULL || (src->field != NULL && dst->field == NULL) ||
+        (src->yaml != NULL && dst->yaml == NULL)) {
+        patch_free(dst);
+        return false;
+    }
+    return true;
+}
+
+static void log_clear(void)
+{
+    for (size_t i = 0; i < srv.n_log; i++)
+        patch_free(&srv.log[i]);
+    free(srv.log);
+    srv.log = NULL;
+    srv.n_log = 0;
+}
+
+/* Records applied patches; an update of an object supersedes earlier ones of
+ * the same object (or of the same field), so the log stays bounded by the
+ * number of objects. */
+static bool log_add(const struct tr_config_patch *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 0;
+        for (size_t j = 0; j < srv.n_log; j++) {
+            struct tr_config_patch *e = &srv.log[j];
+            bool same =
+                strcmp(e->section, p[i].section) == 0 && strcmp(e->name, p[i].name) == 0 &&
+                (p[i].field == NULL || (e->field != NULL && strcmp(e->field, p[i].field) == 0));
+            if (same)
+                patch_free(e);
+            else
+                srv.log[k++] = *e;
+        }
+        srv.n_log = k;
+        struct tr_config_patch *grown = realloc(srv.log, (srv.n_log + 1) * sizeof(*grown));
+        if (grown == NULL)
+            return false;
+        srv.log = grown;
+        if (!patch_copy(&srv.log[srv.n_log], &p[i]))
+            return false;
+        srv.n_log++;
+    }
+    return true;
 }
 
 static bool str_eq(const char *a, const char *b)
@@ -148,38 +222,93 @@ void tr_server_note_adopted(void)
         tr_metrics_raise_config_generation(oldest);
 }
 
-int tr_server_reload(char **err)
+/* Publishes snap (built from the current one): workers take it from their
+ * event loops (runtime/worker.c); nobody waits. */
+static int publish(struct tr_snapshot *snap, struct tr_snapshot *cur, const char *what, char **err)
 {
-    struct tr_snapshot *cur = tr_snapshot_current_acquire();
-    struct tr_snapshot *snap = load_snapshot(cur, err);
-    if (snap == NULL) {
-        tr_snapshot_unref(cur);
-        goto rejected;
-    }
-    int rc = check_new_listeners(snap->cfg, cur ? cur->cfg : NULL, err);
-    if (rc < 0) {
-        tr_snapshot_unref(cur);
+    if (check_new_listeners(snap->cfg, cur ? cur->cfg : NULL, err) < 0) {
         tr_snapshot_unref(snap);
-        goto rejected;
+        return -1;
     }
     if (cur != NULL)
         report_restart_settings(snap->cfg, cur->cfg);
-    tr_snapshot_unref(cur);
     srv.generation++;
     size_t shared = snap->n_tls_shared, n_tls = snap->cfg->n_tls;
     tr_snapshot_publish(snap);
-    /* Workers take it from their event loops (runtime/worker.c); nobody waits. */
     for (unsigned i = 0; i < srv.n_workers; i++)
         tr_worker_notify(srv.workers[i], TR_WCMD_SNAPSHOT);
     tr_metrics_config_reload(true);
     tr_info("configuration generation %llu loaded from %s (%zu of %zu TLS contexts kept)",
-            (unsigned long long)srv.generation, srv.opt->config_path, shared, n_tls);
+            (unsigned long long)srv.generation, what, shared, n_tls);
+    return 0;
+}
+
+int tr_server_reload(char **err)
+{
+    size_t len = 0;
+    char *doc = tr_config_read_file(srv.opt->config_path, &len, err);
+    if (doc == NULL)
+        goto rejected;
+    /* The same text as before (a certificate changed, or SIGHUP without an
+     * edit): the partial updates stay. A new text replaces them. */
+    bool same = srv.doc != NULL && len == srv.doc_len && memcmp(doc, srv.doc, len) == 0;
+    struct tr_snapshot *cur = tr_snapshot_current_acquire();
+    struct tr_snapshot *snap =
+        build_snapshot(doc, len, same ? srv.log : NULL, same ? srv.n_log : 0, cur, err);
+    int rc = snap != NULL ? publish(snap, cur, srv.opt->config_path, err) : -1;
+    tr_snapshot_unref(cur);
+    if (rc < 0) {
+        free(doc);
+        goto rejected;
+    }
+    if (!same && srv.n_log > 0) {
+        tr_warn("%s changed: %zu partial updates applied since the last load are replaced by it",
+                srv.opt->config_path, srv.n_log);
+        log_clear();
+    }
+    free(srv.doc);
+    srv.doc = doc;
+    srv.doc_len = len;
     return 0;
 rejected:
     tr_metrics_config_reload(false);
     tr_err("configuration rejected, keeping generation %llu: %s",
            (unsigned long long)srv.generation, *err ? *err : "error");
     return -1;
+}
+
+int tr_server_apply_patches(const struct tr_config_patch *p, size_t n, char **err)
+{
+    *err = NULL;
+    if (srv.doc == NULL || srv.draining) {
+        *err = strdup(srv.draining ? "draining: no updates" : "no configuration loaded");
+        return -1;
+    }
+    struct tr_config_patch *all = calloc(srv.n_log + n + 1, sizeof(*all));
+    if (all == NULL) {
+        *err = strdup("out of memory");
+        return -1;
+    }
+    memcpy(all, srv.log, srv.n_log * sizeof(*all));
+    memcpy(all + srv.n_log, p, n * sizeof(*all));
+    struct tr_snapshot *cur = tr_snapshot_current_acquire();
+    struct tr_snapshot *snap = build_snapshot(srv.doc, srv.doc_len, all, srv.n_log + n, cur, err);
+    free(all);
+    int rc = snap != NULL ? publish(snap, cur, "a partial update", err) : -1;
+    tr_snapshot_unref(cur);
+    if (rc < 0) {
+        tr_metrics_config_reload(false);
+        tr_err("partial update rejected, keeping generation %llu: %s",
+               (unsigned long long)srv.generation, *err ? *err : "error");
+        return -1;
+    }
+    if (!log_add(p, n)) {
+        /* Applied but not recorded: the next rebuild from memory would lose
+         * it, so say so loudly; the next file load starts afresh. */
+        tr_err("out of memory recording a partial update; it is in force but a certificate "
+               "rotation before the next configuration load would drop it");
+    }
+    return 0;
 }
 
 static uint64_t files_fingerprint(void);
@@ -308,7 +437,9 @@ int tr_server_run(const struct tr_server_options *opt)
         return 1;
     }
     char *err = NULL;
-    struct tr_snapshot *snap = load_snapshot(NULL, &err);
+    srv.doc = tr_config_read_file(opt->config_path, &srv.doc_len, &err);
+    struct tr_snapshot *snap =
+        srv.doc != NULL ? build_snapshot(srv.doc, srv.doc_len, NULL, 0, NULL, &err) : NULL;
     if (snap == NULL) {
         fprintf(stderr, "trellis: %s\n", err ? err : "cannot load configuration");
         free(err);

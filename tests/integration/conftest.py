@@ -145,6 +145,19 @@ class Proxy:
             s.connect(self.admin_socket)
             return _admin_exchange(s, path, method)
 
+    def update(self, section, name, field=None, value=None, remove=False):
+        """A partial update over the admin socket: PUT /config/SECTION/NAME[/FIELD]
+        with `value` (YAML/JSON text, or an object sent as JSON), or DELETE.
+        Returns (status, body)."""
+        path = f"/config/{section}/{name}" + (f"/{field}" if field else "")
+        body = b""
+        if not remove:
+            body = (value if isinstance(value, str) else json.dumps(value)).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(self.admin_socket)
+            return _admin_exchange(s, path, "DELETE" if remove else "PUT", body)
+
     def metrics(self):
         return self.admin("/stats/prometheus")[1]
 
@@ -193,8 +206,9 @@ class Proxy:
         return 0
 
 
-def _admin_exchange(s, path, method):
-    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode())
+def _admin_exchange(s, path, method, body=None):
+    length = f"Content-Length: {len(body)}\r\n" if body is not None else ""
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: admin\r\n{length}\r\n".encode() + (body or b""))
     data = b""
     while True:
         chunk = s.recv(65536)

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -147,6 +148,209 @@ static void test_clock_is_cached_per_iteration(void **state)
     tr_loop_free(loop);
 }
 
+/* ---- loop-turn statistics ---- */
+
+/* Busy for at least us microseconds of wall time (like a long callback). */
+static void spend_us(uint64_t us)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((uint64_t)(b.tv_sec - a.tv_sec) * 1000000u + (uint64_t)(b.tv_nsec / 1000) -
+               (uint64_t)(a.tv_nsec / 1000) <
+           us);
+}
+
+static uint64_t buckets_from(const uint64_t *b, unsigned first)
+{
+    uint64_t n = 0;
+    for (unsigned i = first; i <= TR_LOOP_BUCKETS; i++)
+        n += b[i];
+    return n;
+}
+
+static unsigned bucket_index(uint32_t bound_us)
+{
+    for (unsigned i = 0; i < TR_LOOP_BUCKETS; i++)
+        if (tr_loop_bucket_us[i] == bound_us)
+            return i;
+    fail_msg("no bucket bound %u", bound_us);
+    return 0;
+}
+
+struct slow_io {
+    struct tr_io io;
+    struct tr_loop *loop;
+    struct tr_deferred d;
+    uint64_t spend;
+};
+
+static void on_slow_io(struct tr_io *io, uint32_t events)
+{
+    struct slow_io *r = tr_container_of(io, struct slow_io, io);
+    char c;
+    while (read(io->fd, &c, 1) == 1)
+        ;
+    spend_us(r->spend);
+    tr_loop_defer(r->loop, &r->d, on_deferred);
+}
+
+static void test_turn_stats_record_slow_turn_and_what_ran(void **state)
+{
+    struct tr_loop *loop = tr_loop_new();
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    struct slow_io r = {.io = {.fd = sv[0], .cb = on_slow_io}, .loop = loop, .spend = 3000};
+    assert_int_equal(tr_loop_add(loop, &r.io, EPOLLIN), 0);
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    assert_int_equal(tr_loop_run_once(loop, 100), 0);
+
+    struct tr_loop_stats st;
+    tr_loop_stats_get(loop, &st);
+    assert_int_equal(st.turns, 1);
+    /* 3 ms of callback: above the 2.5 ms bound, nothing below it. */
+    assert_int_equal(buckets_from(st.turn_bucket, bucket_index(2500) + 1), 1);
+    assert_true(st.turn_sum_us >= 3000);
+    assert_int_equal(st.slow_turns, 1);
+    assert_int_equal(st.slow_calls[TR_LOOP_PHASE_IO], 1);
+    assert_int_equal(st.slow_calls[TR_LOOP_PHASE_DEFERRED], 1);
+    assert_int_equal(st.slow_calls[TR_LOOP_PHASE_TIMERS], 0);
+    assert_true(st.slow_phase_us[TR_LOOP_PHASE_IO] >= 3000);
+    /* The longest turn says the same, and where the time went. */
+    assert_true(st.longest.duration_us >= 3000);
+    assert_int_equal(st.longest.calls[TR_LOOP_PHASE_IO], 1);
+    assert_int_equal(st.longest.calls[TR_LOOP_PHASE_DEFERRED], 1);
+    assert_true(st.longest.phase_us[TR_LOOP_PHASE_IO] >= 3000);
+    assert_true(st.longest.phase_us[TR_LOOP_PHASE_IO] +
+                    st.longest.phase_us[TR_LOOP_PHASE_DEFERRED] <=
+                st.longest.duration_us);
+    assert_true(st.longest.start_us >= tr_loop_now_us(loop) - st.longest.duration_us);
+    uint64_t longest = st.longest.duration_us;
+
+    /* A quick turn: counted in a low bucket, not slow, the longest stays. */
+    r.spend = 0;
+    assert_int_equal(write(sv[1], "y", 1), 1);
+    assert_int_equal(tr_loop_run_once(loop, 100), 0);
+    tr_loop_stats_get(loop, &st);
+    assert_int_equal(st.turns, 2);
+    assert_int_equal(buckets_from(st.turn_bucket, bucket_index(1000) + 1), 1);
+    assert_int_equal(st.slow_turns, 1);
+    assert_int_equal(st.longest.duration_us, longest);
+
+    /* A longer one replaces it. */
+    r.spend = longest + 2000;
+    assert_int_equal(write(sv[1], "z", 1), 1);
+    assert_int_equal(tr_loop_run_once(loop, 100), 0);
+    tr_loop_stats_get(loop, &st);
+    assert_int_equal(st.slow_turns, 2);
+    assert_true(st.longest.duration_us >= longest + 2000);
+    assert_int_equal(st.slow_calls[TR_LOOP_PHASE_IO], 2);
+
+    tr_loop_del(loop, &r.io);
+    close(sv[0]);
+    close(sv[1]);
+    tr_loop_free(loop);
+}
+
+static void on_slow_timer(struct tr_timer *t)
+{
+    spend_us(2000);
+}
+
+static void test_turn_stats_timer_phase(void **state)
+{
+    struct tr_loop *loop = tr_loop_new();
+    struct tr_timer t;
+    tr_timer_init(&t, on_slow_timer);
+    tr_timer_set(loop, &t, 1);
+    for (int i = 0; i < 100 && tr_timer_armed(&t); i++)
+        assert_int_equal(tr_loop_run_once(loop, 50), 0);
+    assert_false(tr_timer_armed(&t));
+    struct tr_loop_stats st;
+    tr_loop_stats_get(loop, &st);
+    assert_int_equal(st.slow_turns, 1);
+    assert_int_equal(st.longest.calls[TR_LOOP_PHASE_TIMERS], 1);
+    assert_int_equal(st.longest.calls[TR_LOOP_PHASE_IO], 0);
+    assert_true(st.longest.phase_us[TR_LOOP_PHASE_TIMERS] >= 2000);
+    assert_int_equal(st.slow_calls[TR_LOOP_PHASE_TIMERS], 1);
+    tr_loop_free(loop);
+}
+
+static void test_wakeup_delay_measured_from_end_of_turn(void **state)
+{
+    struct tr_loop *loop = tr_loop_new();
+    /* An idle wait that ends by its timeout is a timed wake-up. */
+    assert_int_equal(tr_loop_run_once(loop, 0), 0); /* ends a turn now */
+    assert_int_equal(tr_loop_run_once(loop, 5), 0);
+    struct tr_loop_stats st;
+    tr_loop_stats_get(loop, &st);
+    assert_int_equal(st.wakeups, 1);
+    /* A zero timeout (a poll) is no wake-up: nothing was asked to sleep. */
+    assert_int_equal(tr_loop_run_once(loop, 0), 0);
+    tr_loop_stats_get(loop, &st);
+    assert_int_equal(st.wakeups, 1);
+    /* The delay counts from the end of the previous turn, where tr_loop_run
+     * enters epoll_wait. Here 20 ms pass between the two, standing in for a
+     * thread that the kernel does not run: the 5 ms wait is >= 15 ms late. */
+    uint64_t sum = st.wakeup_late_sum_us;
+    usleep(20000);
+    assert_int_equal(tr_loop_run_once(loop, 5), 0);
+    tr_loop_stats_get(loop, &st);
+    assert_int_equal(st.wakeups, 2);
+    assert_true(st.wakeup_late_sum_us - sum >= 15000);
+    assert_int_equal(buckets_from(st.wakeup_bucket, bucket_index(10000) + 1), 1);
+    /* Wake-ups are not turns of work: the turns stay short. */
+    assert_int_equal(st.slow_turns, 0);
+    tr_loop_free(loop);
+}
+
+struct stop_rec {
+    struct tr_timer t;
+    struct tr_loop *loop;
+};
+
+static void on_stop(struct tr_timer *t)
+{
+    struct stop_rec *r = tr_container_of(t, struct stop_rec, t);
+    tr_loop_stop(r->loop);
+}
+
+static void test_stats_all_lists_live_loops_with_their_thread(void **state)
+{
+    size_t n = 99;
+    struct tr_loop_stats *all = NULL;
+    assert_true(tr_loop_stats_all(&all, &n));
+    assert_null(all); /* every other test freed its loop */
+    assert_int_equal(n, 0);
+
+    struct tr_loop *a = tr_loop_new(), *b = tr_loop_new();
+    struct stop_rec r = {.loop = a};
+    tr_timer_init(&r.t, on_stop);
+    tr_timer_set(a, &r.t, 1);
+    assert_int_equal(tr_loop_run(a), 0);
+    assert_true(tr_loop_stats_all(&all, &n));
+    assert_non_null(all);
+    assert_int_equal(n, 2);
+    /* Only the loop run by tr_loop_run() knows its thread. */
+    int with_tid = 0;
+    for (size_t i = 0; i < n; i++)
+        if (all[i].tid != 0) {
+            assert_int_equal(all[i].tid, (int)gettid());
+            assert_true(all[i].turns >= 1);
+            with_tid++;
+        }
+    assert_int_equal(with_tid, 1);
+    free(all);
+
+    tr_loop_free(a);
+    assert_true(tr_loop_stats_all(&all, &n));
+    assert_int_equal(n, 1);
+    assert_int_equal(all[0].tid, 0);
+    free(all);
+    tr_loop_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,6 +359,10 @@ int main(void)
         cmocka_unit_test(test_edge_triggered_io),
         cmocka_unit_test(test_deferred_runs_once),
         cmocka_unit_test(test_clock_is_cached_per_iteration),
+        cmocka_unit_test(test_turn_stats_record_slow_turn_and_what_ran),
+        cmocka_unit_test(test_turn_stats_timer_phase),
+        cmocka_unit_test(test_wakeup_delay_measured_from_end_of_turn),
+        cmocka_unit_test(test_stats_all_lists_live_loops_with_their_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -209,6 +209,151 @@ static void test_one_hop_by_hop_table(void **state)
     assert_false(tr_fields_is_hop_by_hop(TR_STR_LIT("content-length")));
 }
 
+/* No name buffer of its own: a 300-byte name is kept (and lowercased), a
+ * forbidden field takes no slot, and a full list says so instead of
+ * returning what fitted. */
+static void test_trailers_long_names_and_full(void **state)
+{
+    (void)state;
+    char sec[512];
+    int n = snprintf(sec, sizeof(sec), "X-%0298d: v\r\nContent-Length: 1\r\nx-b: 2\r\n\r\n", 0);
+    struct tr_fields f;
+    assert_int_equal(tr_fields_init(&f, 2, (uint32_t)n), 0);
+    assert_int_equal(tr_fields_parse_trailers(&f, sec, (size_t)n), 0);
+    assert_int_equal(f.n, 2);
+    assert_int_equal(f.v[0].name.len, 300);
+    assert_memory_equal(f.v[0].name.p, "x-000", 5);
+    assert_string_equal(value_of(&f, "x-b"), "2");
+    tr_fields_free(&f);
+    assert_int_equal(tr_fields_init(&f, 1, (uint32_t)n), 0);
+    assert_int_equal(tr_fields_parse_trailers(&f, sec, (size_t)n), TR_FIELDS_FULL);
+    tr_fields_free(&f);
+}
+
+/* A request head of up to 12 fields: the four pseudo-headers (a NULL value
+ * leaves one out) and then extra "name", "value" pairs. */
+static int check(const char *method, const char *scheme, const char *authority, const char *path,
+                 const char *const *extra, size_t n_extra, const char **why)
+{
+    struct tr_h2_header h[12];
+    size_t n = 0;
+    const char *pseudo[4][2] = {
+        {":method", method}, {":scheme", scheme}, {":authority", authority}, {":path", path}};
+    for (int i = 0; i < 4; i++)
+        if (pseudo[i][1] != NULL)
+            h[n++] = (struct tr_h2_header){tr_str_from(pseudo[i][0], strlen(pseudo[i][0])),
+                                           tr_str_from(pseudo[i][1], strlen(pseudo[i][1]))};
+    for (size_t i = 0; i + 1 < n_extra && n < 12; i += 2)
+        h[n++] = (struct tr_h2_header){tr_str_from(extra[i], strlen(extra[i])),
+                                       tr_str_from(extra[i + 1], strlen(extra[i + 1]))};
+    struct tr_h1_limits lim = {64, 65536, 4};
+    return tr_fields_check_request(h, n, &lim, why);
+}
+
+#define CHECK(m, s, a, p, ...)                                                                     \
+    check(m, s, a, p, (const char *const[]){__VA_ARGS__ NULL},                                     \
+          sizeof((const char *const[]){__VA_ARGS__ NULL}) / sizeof(char *) - 1, &why)
+
+static void test_check_request_accepts(void **state)
+{
+    (void)state;
+    const char *why = "unset";
+    assert_int_equal(CHECK("GET", "http", "a.example:8080", "/p?q=1&r=%41~", ), 0);
+    assert_null(why);
+    assert_int_equal(CHECK("POST", "https", "[::1]:443", "/", "content-type", "a/b", ), 0);
+    assert_int_equal(CHECK("OPTIONS", "http", "a", "*", ), 0);
+    assert_int_equal(CHECK("CONNECT", NULL, "a.example:443", NULL, ), 0);
+    /* Host alone (RFC 9113 8.3.1), or equal to :authority but for case. */
+    assert_int_equal(CHECK("GET", "http", NULL, "/", "host", "a.example", ), 0);
+    assert_int_equal(CHECK("GET", "http", "A.example", "/", "host", "a.EXAMPLE", ), 0);
+    /* obs-text and inner whitespace in values are field values for HTTP/1.1 too. */
+    assert_int_equal(CHECK("GET", "http", "a", "/", "x-v", "a \t\xc3\xa9", ), 0);
+    /* max_headers is 4: cookie crumbs count once, pseudo-headers not at all. */
+    assert_int_equal(CHECK("GET", "http", "a", "/", "cookie", "a=1", "cookie", "b=2", "cookie",
+                           "c=3", "x-1", "1", "x-2", "2", "x-3", "3", ),
+                     0);
+}
+
+static void test_check_request_refuses(void **state)
+{
+    (void)state;
+    const char *why = NULL;
+    /* :path: every byte the HTTP/1.1 parser refuses in a request-target. */
+    const char bad_path_bytes[] = {'\x01', '\t', ' ', '#', '\x7f', '\x80', '\xff'};
+    for (size_t i = 0; i < sizeof(bad_path_bytes); i++) {
+        char path[4] = {'/', 'a', bad_path_bytes[i], '\0'};
+        why = NULL;
+        assert_int_equal(CHECK("GET", "http", "a", path, ), 400);
+        assert_string_equal(why, "missing or invalid :path");
+    }
+    assert_int_equal(CHECK("GET", "http", "a", "", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a", "a/b", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a", "*", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a", "http://a/", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a", NULL, ), 400);
+    /* :method, :scheme */
+    assert_int_equal(CHECK("G T", "http", "a", "/", ), 400);
+    assert_int_equal(CHECK("G\xc3\xa9T", "http", "a", "/", ), 400);
+    assert_int_equal(CHECK("", "http", "a", "/", ), 400);
+    assert_int_equal(CHECK(NULL, "http", "a", "/", ), 400);
+    assert_int_equal(CHECK("GET", "ftp", "a", "/", ), 400);
+    assert_int_equal(CHECK("GET", "HTTP", "a", "/", ), 400);
+    assert_int_equal(CHECK("GET", NULL, "a", "/", ), 400);
+    /* :authority: userinfo, percent-encoding, bad port, empty */
+    why = NULL;
+    assert_int_equal(CHECK("GET", "http", "user@a.example", "/", ), 400);
+    assert_string_equal(why, "invalid :authority");
+    assert_int_equal(CHECK("GET", "http", "u:p@a.example:80", "/", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a%41", "/", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a:99999", "/", ), 400);
+    assert_int_equal(CHECK("GET", "http", "", "/", ), 400);
+    assert_int_equal(CHECK("CONNECT", NULL, "a.example", NULL, ), 400); /* no port */
+    assert_int_equal(CHECK("CONNECT", NULL, "u@a.example:443", NULL, ), 400);
+    assert_int_equal(CHECK("CONNECT", "http", "a.example:443", NULL, ), 400);
+    /* host: differs from :authority, repeated, invalid, or neither present */
+    why = NULL;
+    assert_int_equal(CHECK("GET", "http", "a.example", "/", "host", "b.example", ), 400);
+    assert_string_equal(why, "host differs from :authority");
+    assert_int_equal(CHECK("GET", "http", "a.example", "/", "host", "a.example:80", ), 400);
+    assert_int_equal(CHECK("GET", "http", NULL, "/", "host", "a", "host", "a", ), 400);
+    assert_int_equal(CHECK("GET", "http", NULL, "/", "host", "u@a", ), 400);
+    assert_int_equal(CHECK("GET", "http", NULL, "/", ), 400);
+    /* Names and values the HTTP/1.1 parser refuses. */
+    assert_int_equal(CHECK("GET", "http", "a", "/", "X-Up", "1", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a", "/", "x y", "1", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a", "/", "", "1", ), 400);
+    const char bad_value_bytes[] = {'\x01', '\x0b', '\x1f', '\x7f'};
+    for (size_t i = 0; i < sizeof(bad_value_bytes); i++) {
+        char value[4] = {'a', bad_value_bytes[i], 'b', '\0'};
+        why = NULL;
+        assert_int_equal(CHECK("GET", "http", "a", "/", "x-v", value, ), 400);
+        assert_string_equal(why, "invalid header value");
+    }
+    assert_int_equal(CHECK("GET", "http", "a", "/", "x-v", " a", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a", "/", "x-v", "a\t", ), 400);
+    /* Pseudo-headers: unknown, repeated, after a regular field. */
+    assert_int_equal(CHECK("GET", "http", "a", "/", ":protocol", "websocket", ), 400);
+    assert_int_equal(CHECK("GET", "http", "a", "/", ":path", "/", ), 400);
+    /* More than max_headers (4) regular fields: 431. */
+    why = NULL;
+    assert_int_equal(CHECK("GET", "http", "a", "/", "x-1", "1", "x-2", "2", "x-3", "3", "x-4", "4",
+                           "x-5", "5", ),
+                     431);
+    assert_string_equal(why, "more header fields than limits.max_headers");
+    /* The request line it becomes is bounded as HTTP/1.1's is (64 here):
+     * "GET " + path + " HTTP/1.1\r\n" is 15 bytes plus the path. */
+    char path[64];
+    memset(path, 'a', sizeof(path));
+    path[0] = '/';
+    path[49] = '\0';
+    assert_int_equal(CHECK("GET", "http", "a", path, ), 0);
+    path[49] = 'a';
+    path[50] = '\0';
+    why = NULL;
+    assert_int_equal(CHECK("GET", "http", "a", path, ), 414);
+    assert_string_equal(why, "request line longer than limits.max_request_line");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -219,6 +364,9 @@ int main(void)
         cmocka_unit_test(test_trailers),
         cmocka_unit_test(test_add_joined),
         cmocka_unit_test(test_one_hop_by_hop_table),
+        cmocka_unit_test(test_trailers_long_names_and_full),
+        cmocka_unit_test(test_check_request_accepts),
+        cmocka_unit_test(test_check_request_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -75,7 +75,10 @@ static void test_tcp_and_counters(void **state)
     tr_metrics_tcp_close(w2, &l, 0, 1234, 99);
     tr_metrics_count(w2, TR_C_UPSTREAM_RESEND, 3);
     tr_metrics_tls_failure(w2, 0, "unknown_ca");
-    tr_metrics_tls_failure(tr_metrics_new(3), 0, "unknown_ca");
+    struct tr_metrics *w3 = tr_metrics_new(3);
+    tr_metrics_tls_failure(w3, 0, "unknown_ca");
+    tr_metrics_limit(w2, TR_LIMIT_MAX_HEADERS);
+    tr_metrics_limit(w3, TR_LIMIT_MAX_HEADERS);
     size_t len;
     char *text = tr_metrics_render(&len);
     assert_non_null(strstr(text, "istio_tcp_sent_bytes_total{reporter=\"source\""));
@@ -89,6 +92,10 @@ static void test_tcp_and_counters(void **state)
     const char *at = strstr(text, tls);
     assert_non_null(at);
     assert_null(strstr(at + strlen(tls), "reason=\"unknown_ca\""));
+    /* Limits by config key, summed over workers. */
+    assert_non_null(strstr(text, "# TYPE trellis_limit_exceeded_total counter\n"
+                                 "trellis_limit_exceeded_total{limit=\"max_headers\"} 2\n"));
+    assert_string_equal(tr_limit_name(TR_LIMIT_MAX_HEADERS), "max_headers");
     free(text);
 }
 

@@ -550,6 +550,56 @@ static void test_header_list_size_accounting(void **state)
     srv_free(s);
 }
 
+/* A regular field nghttp2 finds invalid is not dropped with the rest of the
+ * request delivered (a request forwarded without a field its sender wrote):
+ * the stream is reset with PROTOCOL_ERROR and the owner never sees it. The
+ * connection carries on. */
+static void test_invalid_field_resets_stream(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *value;
+    } bad[] = {
+        {"x-a", "a\x01"
+                "b"},       /* control byte */
+        {"x-a", "a\x7f"},   /* DEL */
+        {"x-a", " a"},      /* leading whitespace (RFC 9113 8.2.1) */
+        {"x-a", "a\t"},     /* trailing whitespace */
+        {"x y", "1"},       /* not a token */
+        {"x\xc3\xa9", "1"}, /* not a token */
+    };
+    struct srv *s = srv_new(NULL);
+    struct bytes in = {0};
+    client_preface(&in, true);
+    uint32_t id = 1;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++, id += 2) {
+        uint8_t blk[400];
+        size_t n = hpack_request(blk, sizeof blk, "/");
+        size_t nl = strlen(bad[i].name), vl = strlen(bad[i].value);
+        blk[n++] = 0x00; /* literal, not indexed, new name */
+        blk[n++] = (uint8_t)nl;
+        memcpy(blk + n, bad[i].name, nl);
+        n += nl;
+        blk[n++] = (uint8_t)vl;
+        memcpy(blk + n, bad[i].value, vl);
+        n += vl;
+        frame(&in, 0x1, 0x5, id, blk, n);
+    }
+    raw_request(&in, id, true); /* a good one after them */
+    assert_true(srv_feed(s, &in) > 0);
+    srv_drain(s);
+    for (uint32_t bad_id = 1; bad_id < id; bad_id += 2) {
+        assert_null(rec_find(&s->r, (int32_t)bad_id));
+        assert_int_equal(find_rst(s->out.p, s->out.len, bad_id), NGHTTP2_PROTOCOL_ERROR);
+    }
+    assert_non_null(rec_find(&s->r, (int32_t)id));
+    assert_int_equal(find_rst(s->out.p, s->out.len, id), -1);
+    assert_int_equal(s->r.headers_calls, 1);
+    assert_true(tr_h2_alive(s->h2));
+    bytes_free(&in);
+    srv_free(s);
+}
+
 /* ---- sending into a closed window ---- */
 
 static void test_zero_window_stall(void **state)
@@ -627,6 +677,7 @@ int main(void)
         cmocka_unit_test(test_window_update_abuse),
         cmocka_unit_test(test_hpack_bomb),
         cmocka_unit_test(test_header_list_size_accounting),
+        cmocka_unit_test(test_invalid_field_resets_stream),
         cmocka_unit_test(test_zero_window_stall),
         cmocka_unit_test(test_empty_data_flood),
     };

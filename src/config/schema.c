@@ -1,0 +1,681 @@
+/* config/schema.c: the configuration format as tables, and one walker.
+ *
+ * Each section (a YAML mapping) is a table of fields: key, kind, where the
+ * value lives in the model object, range or length, default, required,
+ * syntax check. cfg_schema_walk() applies a table to a mapping: unknown and
+ * duplicate keys, missing required fields, types, ranges and nested sections
+ * and lists are handled here once for every section. What a table cannot say
+ * (one of several keys, a default that depends on another field) is the
+ * section's after() hook in sections.c; invariants between objects are in
+ * validate.c, which checks built models with these same tables.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/prov_ssl.h>
+
+#include "config/internal.h"
+#include "core/arena.h"
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+#define SEC(nm, tab, loc, after_fn)                                                                \
+    {                                                                                              \
+        .name = nm, .fields = tab, .n_fields = N_OF(tab), .loc_off = loc, .after = after_fn        \
+    }
+
+#define STR(k, T, m, fl, mx, chk)                                                                  \
+    {                                                                                              \
+        .key = k, .kind = CK_STR, .flags = (fl), .off = offsetof(T, m), .max = (mx),               \
+        .check = (chk)                                                                             \
+    }
+#define STR_DEF(k, T, m, mx, d)                                                                    \
+    {                                                                                              \
+        .key = k, .kind = CK_STR, .flags = CF_DEF, .off = offsetof(T, m), .max = (mx),             \
+        .def_str = d                                                                               \
+    }
+#define NAME(k, T, m, fl)                                                                          \
+    {                                                                                              \
+        .key = k, .kind = CK_NAME, .flags = (fl), .off = offsetof(T, m)                            \
+    }
+#define FILE_(k, T, m, fl, d)                                                                      \
+    {                                                                                              \
+        .key = k, .kind = CK_FILE, .flags = (fl), .off = offsetof(T, m), .max = CFG_MAX_STR,       \
+        .def_str = d                                                                               \
+    }
+#define BOOL(k, T, m, d)                                                                           \
+    {                                                                                              \
+        .key = k, .kind = CK_BOOL, .flags = CF_DEF, .off = offsetof(T, m), .def = (d)              \
+    }
+#define NUM(kd, k, T, m, fl, lo, hi, d)                                                            \
+    {                                                                                              \
+        .key = k, .kind = kd, .flags = (fl), .off = offsetof(T, m), .min = (lo), .max = (hi),      \
+        .def = (d)                                                                                 \
+    }
+#define U32(k, T, m, fl, lo, hi, d) NUM(CK_U32, k, T, m, fl, lo, hi, d)
+#define DUR(k, T, m, fl, lo, hi, d) NUM(CK_DURATION, k, T, m, fl, lo, hi, d)
+#define ENUM(k, T, m, fl, nm, vals, d)                                                             \
+    {                                                                                              \
+        .key = k, .kind = CK_ENUM, .flags = (fl), .off = offsetof(T, m), .names = nm,              \
+        .values = vals, .n_names = N_OF(nm), .def = (d)                                            \
+    }
+#define ADDR(k, T, m, fl, d)                                                                       \
+    {                                                                                              \
+        .key = k, .kind = CK_ADDR, .flags = (fl), .off = offsetof(T, m), .def_str = d              \
+    }
+#define STRLIST(k, T, m, nm, fl, lo, hi, len, chk)                                                 \
+    {                                                                                              \
+        .key = k, .kind = CK_STRLIST, .flags = (fl), .off = offsetof(T, m),                        \
+        .off_n = offsetof(T, nm), .min = (lo), .max = (hi), .maxlen = (len), .check = (chk)        \
+    }
+#define SECTION(k, off_, s)                                                                        \
+    {                                                                                              \
+        .key = k, .kind = CK_SECTION, .off = (off_), .sub = &(s)                                   \
+    }
+#define LIST(k, T, m, nm, fl, lo, hi, IT, s)                                                       \
+    {                                                                                              \
+        .key = k, .kind = CK_LIST, .flags = (fl), .off = offsetof(T, m), .off_n = offsetof(T, nm), \
+        .min = (lo), .max = (hi), .sub = &(s), .item_size = sizeof(IT)                             \
+    }
+#define CUSTOM(k, fl, fn)                                                                          \
+    {                                                                                              \
+        .key = k, .kind = CK_CUSTOM, .flags = (fl), .set = (fn)                                    \
+    }
+
+#define REQ   CF_REQ
+#define DEF   CF_DEF
+#define MAXMS CFG_MAX_DURATION_MS
+
+/* ----------------------------------------------------------- the tables */
+
+static const struct cfg_field node_fields[] = {
+    STR("id", struct tr_node_cfg, id, 0, CFG_MAX_NAME, NULL),
+    STR("workload", struct tr_node_cfg, workload, 0, CFG_MAX_NAME, NULL),
+    STR("namespace", struct tr_node_cfg, workload_namespace, 0, CFG_MAX_NAME, NULL),
+    STR("service", struct tr_node_cfg, service, 0, CFG_MAX_NAME, NULL),
+    STR("principal", struct tr_node_cfg, principal, 0, CFG_MAX_STR, cfg_check_spiffe),
+};
+static const struct cfg_section node_section = SEC("node", node_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field limits_h2_fields[] = {
+    U32("max_concurrent_streams", struct tr_limits_cfg, h2_max_concurrent_streams, DEF, 1, 10000,
+        100),
+    U32("initial_window_size", struct tr_limits_cfg, h2_initial_window, DEF, 1024, 16777215, 65535),
+    U32("connection_window_size", struct tr_limits_cfg, h2_connection_window, DEF, 65535, 1u << 30,
+        1u << 20),
+    U32("max_resets_per_second", struct tr_limits_cfg, h2_max_resets_per_second, DEF, 1, 1000000,
+        200),
+};
+static const struct cfg_section limits_h2_section =
+    SEC("limits.http2", limits_h2_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field limits_fields[] = {
+    U32("max_request_line", struct tr_limits_cfg, max_request_line, DEF, 64, 1048576, 8192),
+    U32("max_header_bytes", struct tr_limits_cfg, max_header_bytes, DEF, 1024, 1048576, 65536),
+    U32("max_headers", struct tr_limits_cfg, max_headers, DEF, 1, CFG_H1_HEADERS_CAP, 100),
+    U32("max_connections", struct tr_limits_cfg, max_connections, DEF, 1, 16777216, 65536),
+    U32("buffer_size", struct tr_limits_cfg, buffer_size, DEF, 4096, 1048576, 16384),
+    SECTION("http2", 0, limits_h2_section),
+};
+static const struct cfg_section limits_section = SEC("limits", limits_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field admin_fields[] = {
+    ADDR("address", struct tr_admin_cfg, addr, CF_PORT0 | DEF, "127.0.0.1:15000"),
+    BOOL("enabled", struct tr_admin_cfg, enabled, true),
+    /* Not read at load: the proxy creates it. Its length is checked by
+     * validate on the resolved path, which is what bind() gets. */
+    FILE_("socket", struct tr_admin_cfg, socket, 0, NULL),
+};
+static const struct cfg_section admin_section = SEC("admin", admin_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field access_log_fields[] = {
+    BOOL("enabled", struct tr_access_log_cfg, enabled, false),
+    FILE_("path", struct tr_access_log_cfg, path, DEF, "/dev/stdout"),
+};
+static const struct cfg_section access_log_section =
+    SEC("access_log", access_log_fields, CFG_NO_LOC, NULL);
+
+static const char *const tls_versions[] = {"1.2", "1.3"};
+static const int tls_version_values[] = {TLS1_2_VERSION, TLS1_3_VERSION};
+static const struct cfg_field tls_fields[] = {
+    NAME("name", struct tr_tls_cfg, name, REQ),
+    FILE_("cert", struct tr_tls_cfg, cert_file, REQ | CF_READ, NULL),
+    FILE_("key", struct tr_tls_cfg, key_file, REQ | CF_READ, NULL),
+    FILE_("ca", struct tr_tls_cfg, ca_file, REQ | CF_READ, NULL),
+    STR("trust_domain", struct tr_tls_cfg, trust_domain, 0, CFG_MAX_NAME, cfg_check_trust_domain),
+    ENUM("min_version", struct tr_tls_cfg, min_version, CF_U16 | DEF, tls_versions,
+         tls_version_values, 1),
+    BOOL("session_resumption", struct tr_tls_cfg, session_resumption, true),
+};
+const struct cfg_section cfg_tls_section =
+    SEC("tls", tls_fields, offsetof(struct tr_tls_cfg, loc), NULL);
+
+/* Listed in the order people think of them, not enum order. */
+static const char *const tls_modes[] = {"STRICT", "PERMISSIVE", "DISABLE"};
+static const int tls_mode_values[] = {TR_TLS_STRICT, TR_TLS_PERMISSIVE, TR_TLS_DISABLE};
+static const struct cfg_field listener_tls_fields[] = {
+    ENUM("mode", struct tr_listener_cfg, tls_mode, REQ | DEF, tls_modes, tls_mode_values, 2),
+    NAME("context", struct tr_listener_cfg, tls_name, 0),
+};
+static const struct cfg_section listener_tls_section =
+    SEC("listener.tls", listener_tls_fields, CFG_NO_LOC, NULL);
+
+static const char *const xff_modes[] = {"append", "off"};
+static const char *const reqid_modes[] = {"preserve", "always", "off"};
+static const struct cfg_field listener_http_fields[] = {
+    ENUM("xff", struct tr_listener_cfg, xff, DEF, xff_modes, NULL, TR_XFF_APPEND),
+    BOOL("xfp", struct tr_listener_cfg, xfp, true),
+    ENUM("request_id", struct tr_listener_cfg, request_id, DEF, reqid_modes, NULL,
+         TR_REQID_PRESERVE),
+};
+static const struct cfg_section listener_http_section =
+    SEC("listener.http", listener_http_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field listener_timeouts_fields[] = {
+    DUR("detect", struct tr_listener_cfg, detect_timeout_ms, DEF, 1, 60000, 100),
+    DUR("idle", struct tr_listener_cfg, idle_timeout_ms, DEF, 1, MAXMS, 300000),
+    DUR("request", struct tr_listener_cfg, request_timeout_ms, DEF, 1, MAXMS, 10000),
+};
+static const struct cfg_section listener_timeouts_section =
+    SEC("listener.timeouts", listener_timeouts_fields, CFG_NO_LOC, NULL);
+
+static const char *const authz_actions[] = {"ALLOW", "DENY"};
+static const struct cfg_field rule_fields[] = {
+    ENUM("action", struct tr_authz_rule_cfg, action, REQ, authz_actions, NULL, 0),
+    STRLIST("principals", struct tr_authz_rule_cfg, principals, n_principals, 0, 0, CFG_MAX_LIST,
+            CFG_MAX_STR, cfg_check_principal),
+    STRLIST("methods", struct tr_authz_rule_cfg, methods, n_methods, 0, 0, CFG_MAX_METHODS, 64,
+            cfg_check_token),
+    STRLIST("paths", struct tr_authz_rule_cfg, paths, n_paths, 0, 0, CFG_MAX_LIST, CFG_MAX_STR,
+            cfg_check_authz_path),
+};
+static const struct cfg_section rule_section =
+    SEC("authorization rule", rule_fields, offsetof(struct tr_authz_rule_cfg, loc), NULL);
+
+static const struct cfg_field authz_fields[] = {
+    LIST("rules", struct tr_authz_cfg, rules, n_rules, REQ, 0, CFG_MAX_RULES,
+         struct tr_authz_rule_cfg, rule_section),
+};
+static const struct cfg_section authz_section =
+    SEC("authorization", authz_fields, CFG_NO_LOC, NULL);
+
+static const char *const directions[] = {"inbound", "outbound"};
+static const char *const listener_protocols[] = {"http", "tcp", "auto"};
+static const struct cfg_field listener_fields[] = {
+    NAME("name", struct tr_listener_cfg, name, REQ),
+    ADDR("address", struct tr_listener_cfg, addr, REQ | CF_PORT0, NULL),
+    ENUM("direction", struct tr_listener_cfg, direction, DEF, directions, NULL, TR_DIR_INBOUND),
+    ENUM("protocol", struct tr_listener_cfg, protocol, DEF, listener_protocols, NULL,
+         TR_LPROTO_HTTP),
+    SECTION("tls", 0, listener_tls_section),
+    NAME("route_table", struct tr_listener_cfg, route_table_name, 0),
+    NAME("tcp_cluster", struct tr_listener_cfg, tcp_cluster_name, 0),
+    SECTION("http", 0, listener_http_section),
+    SECTION("timeouts", 0, listener_timeouts_section),
+    SECTION("authorization", offsetof(struct tr_listener_cfg, authz), authz_section),
+};
+const struct cfg_section cfg_listener_section =
+    SEC("listener", listener_fields, offsetof(struct tr_listener_cfg, loc), cfg_listener_after);
+
+static const struct cfg_field header_fields[] = {
+    STR("name", struct tr_header_match_cfg, name, REQ | CF_LOWER, CFG_MAX_NAME, cfg_check_token),
+    /* An empty exact value is legitimate ("header present and empty"). */
+    STR("exact", struct tr_header_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
+    STR("prefix", struct tr_header_match_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("suffix", struct tr_header_match_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("regex", struct tr_header_match_cfg, value, 0, CFG_MAX_STR, NULL),
+    CUSTOM("present", 0, cfg_header_present_set),
+    {.key = "invert", .kind = CK_BOOL, .off = offsetof(struct tr_header_match_cfg, invert)},
+};
+const struct cfg_section cfg_header_match_section =
+    SEC("header match", header_fields, offsetof(struct tr_header_match_cfg, loc),
+        cfg_header_match_after);
+
+static const struct cfg_field path_fields[] = {
+    STR_DEF("prefix", struct tr_route_cfg, path, CFG_MAX_STR, "/"),
+    STR("exact", struct tr_route_cfg, path, 0, CFG_MAX_STR, NULL),
+    STR("regex", struct tr_route_cfg, path, 0, CFG_MAX_STR, NULL),
+    {.key = "ignore_case", .kind = CK_BOOL, .off = offsetof(struct tr_route_cfg, path_ignore_case)},
+};
+const struct cfg_section cfg_path_match_section =
+    SEC("route.match.path", path_fields, CFG_NO_LOC, cfg_path_match_after);
+
+static const struct cfg_field match_fields[] = {
+    SECTION("path", 0, cfg_path_match_section),
+    STRLIST("methods", struct tr_route_cfg, methods, n_methods, 0, 1, CFG_MAX_METHODS, 64,
+            cfg_check_token),
+    LIST("headers", struct tr_route_cfg, headers, n_headers, 0, 0, CFG_MAX_HEADERS,
+         struct tr_header_match_cfg, cfg_header_match_section),
+};
+static const struct cfg_section match_section = SEC("route.match", match_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field weighted_fields[] = {
+    NAME("cluster", struct tr_weighted_cluster_cfg, cluster_name, REQ),
+    U32("weight", struct tr_weighted_cluster_cfg, weight, REQ, 0, CFG_MAX_WEIGHT, 0),
+};
+static const struct cfg_section weighted_section =
+    SEC("weighted cluster", weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc), NULL);
+
+static const struct cfg_field direct_fields[] = {
+    NUM(CK_U16, "status", struct tr_route_cfg, direct_status, REQ, 200, 599, 0),
+    STR("body", struct tr_route_cfg, direct_body, CF_EMPTY_OK | CF_CTL_OK, CFG_MAX_BODY, NULL),
+};
+static const struct cfg_section direct_section =
+    SEC("route.direct_response", direct_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field rewrite_fields[] = {
+    STR("prefix", struct tr_route_cfg, prefix_rewrite, 0, CFG_MAX_STR, NULL),
+    STR("host", struct tr_route_cfg, host_rewrite, 0, CFG_MAX_NAME, cfg_check_host),
+};
+static const struct cfg_section rewrite_section =
+    SEC("route.rewrite", rewrite_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field route_fields[] = {
+    NAME("name", struct tr_route_cfg, name, 0),
+    SECTION("match", 0, match_section),
+    CUSTOM("cluster", 0, cfg_route_cluster_set),
+    LIST("weighted_clusters", struct tr_route_cfg, clusters, n_clusters, 0, 1, CFG_MAX_WEIGHTED,
+         struct tr_weighted_cluster_cfg, weighted_section),
+    SECTION("direct_response", 0, direct_section),
+    DUR("timeout", struct tr_route_cfg, timeout_ms, 0, 0, MAXMS, 0),
+    SECTION("rewrite", 0, rewrite_section),
+};
+const struct cfg_section cfg_route_section =
+    SEC("route", route_fields, offsetof(struct tr_route_cfg, loc), cfg_route_after);
+
+static const struct cfg_field vhost_fields[] = {
+    NAME("name", struct tr_vhost_cfg, name, 0),
+    STRLIST("domains", struct tr_vhost_cfg, domains, n_domains, REQ | CF_LOWER, 1, CFG_MAX_DOMAINS,
+            256, cfg_check_domain),
+    LIST("routes", struct tr_vhost_cfg, routes, n_routes, 0, 0, CFG_MAX_ROUTES, struct tr_route_cfg,
+         cfg_route_section),
+};
+const struct cfg_section cfg_vhost_section =
+    SEC("virtual host", vhost_fields, offsetof(struct tr_vhost_cfg, loc), cfg_vhost_after);
+
+static const struct cfg_field route_table_fields[] = {
+    NAME("name", struct tr_route_table_cfg, name, REQ),
+    LIST("virtual_hosts", struct tr_route_table_cfg, vhosts, n_vhosts, REQ, 1, CFG_MAX_VHOSTS,
+         struct tr_vhost_cfg, cfg_vhost_section),
+};
+const struct cfg_section cfg_route_table_section =
+    SEC("route table", route_table_fields, offsetof(struct tr_route_table_cfg, loc), NULL);
+
+static const struct cfg_field endpoint_fields[] = {
+    ADDR("address", struct tr_endpoint_cfg, addr, REQ, NULL),
+    U32("weight", struct tr_endpoint_cfg, weight, DEF, 1, CFG_MAX_WEIGHT, 1),
+    STR("workload", struct tr_endpoint_cfg, workload, 0, CFG_MAX_NAME, NULL),
+};
+const struct cfg_section cfg_endpoint_section =
+    SEC("endpoint", endpoint_fields, offsetof(struct tr_endpoint_cfg, loc), NULL);
+
+static const struct cfg_field pool_fields[] = {
+    DUR("idle_timeout", struct tr_cluster_cfg, pool_idle_timeout_ms, DEF, 1, MAXMS, 50000),
+    U32("max_idle", struct tr_cluster_cfg, pool_max_idle, DEF, 0, 65536, 64),
+    U32("max_connections", struct tr_cluster_cfg, max_connections, DEF, 0, 1000000, 0),
+};
+static const struct cfg_section pool_section = SEC("cluster.pool", pool_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field cluster_tls_fields[] = {
+    NAME("context", struct tr_cluster_cfg, tls_name, REQ),
+    STRLIST("server_ids", struct tr_cluster_cfg, server_ids, n_server_ids, 0, 0, CFG_MAX_LIST,
+            CFG_MAX_STR, cfg_check_spiffe),
+    STR("sni", struct tr_cluster_cfg, sni, 0, 255, cfg_check_sni),
+};
+static const struct cfg_section cluster_tls_section =
+    SEC("cluster.tls", cluster_tls_fields, CFG_NO_LOC, NULL);
+
+/* No default: 0 until validate, which tells "not set" from a setting that an
+ * HTTP/1.1 cluster would ignore. */
+static const struct cfg_field cluster_h2_fields[] = {
+    U32("max_streams_per_connection", struct tr_cluster_cfg, h2_max_streams, 0, 1, 10000, 0),
+};
+static const struct cfg_section cluster_h2_section =
+    SEC("cluster.http2", cluster_h2_fields, CFG_NO_LOC, NULL);
+
+static const char *const lb_policies[] = {"round_robin", "least_request", "random"};
+static const char *const upstream_protocols[] = {"http1", "http2", "original"};
+static const struct cfg_field cluster_fields[] = {
+    NAME("name", struct tr_cluster_cfg, name, REQ),
+    STR("service", struct tr_cluster_cfg, service, 0, CFG_MAX_NAME, NULL),
+    STR("workload", struct tr_cluster_cfg, workload, 0, CFG_MAX_NAME, NULL),
+    STR("namespace", struct tr_cluster_cfg, workload_namespace, 0, CFG_MAX_NAME, NULL),
+    ENUM("lb", struct tr_cluster_cfg, lb, DEF, lb_policies, NULL, TR_LB_ROUND_ROBIN),
+    DUR("connect_timeout", struct tr_cluster_cfg, connect_timeout_ms, DEF, 1, MAXMS, 1000),
+    SECTION("pool", 0, pool_section),
+    SECTION("tls", 0, cluster_tls_section),
+    LIST("endpoints", struct tr_cluster_cfg, endpoints, n_endpoints, REQ, 1, CFG_MAX_ENDPOINTS,
+         struct tr_endpoint_cfg, cfg_endpoint_section),
+    ENUM("protocol", struct tr_cluster_cfg, protocol, DEF, upstream_protocols, NULL,
+         TR_UPROTO_HTTP1),
+    SECTION("http2", 0, cluster_h2_section),
+};
+const struct cfg_section cfg_cluster_section =
+    SEC("cluster", cluster_fields, offsetof(struct tr_cluster_cfg, loc), cfg_cluster_after);
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug"};
+/* Lists are read in table order; references between them are resolved by
+ * validate, so no order is needed. "listeners" must not be empty: validate
+ * says so (after the objects it would refer to were checked). */
+static const struct cfg_field root_fields[] = {
+    SECTION("node", offsetof(struct tr_config, node), node_section),
+    U32("workers", struct tr_config, workers, 0, 0, CFG_MAX_WORKERS, 0),
+    DUR("drain_timeout", struct tr_config, drain_timeout_ms, DEF, 0, MAXMS, 10000),
+    ENUM("log_level", struct tr_config, log_level, CF_ENUM_STR | DEF, log_levels, NULL, 2),
+    SECTION("limits", offsetof(struct tr_config, limits), limits_section),
+    SECTION("admin", offsetof(struct tr_config, admin), admin_section),
+    SECTION("access_log", offsetof(struct tr_config, access_log), access_log_section),
+    LIST("tls", struct tr_config, tls, n_tls, 0, 0, CFG_MAX_TLS, struct tr_tls_cfg,
+         cfg_tls_section),
+    LIST("listeners", struct tr_config, listeners, n_listeners, 0, 0, CFG_MAX_LISTENERS,
+         struct tr_listener_cfg, cfg_listener_section),
+    LIST("route_tables", struct tr_config, route_tables, n_route_tables, 0, 0, CFG_MAX_TABLES,
+         struct tr_route_table_cfg, cfg_route_table_section),
+    LIST("clusters", struct tr_config, clusters, n_clusters, 0, 0, CFG_MAX_CLUSTERS,
+         struct tr_cluster_cfg, cfg_cluster_section),
+};
+const struct cfg_section cfg_root_section = SEC("config", root_fields, CFG_NO_LOC, NULL);
+
+size_t cfg_field_index(const struct cfg_section *sec, const char *key)
+{
+    for (size_t i = 0; i < sec->n_fields; i++) {
+        if (strcmp(sec->fields[i].key, key) == 0)
+            return i;
+    }
+    abort(); /* a typo in sections.c or validate.c, caught by any test */
+}
+
+/* ------------------------------------------------------------ defaults */
+
+static void *at(void *obj, size_t off)
+{
+    return (unsigned char *)obj + off;
+}
+
+static void enum_store(void *obj, const struct cfg_field *fd, size_t i)
+{
+    int v = fd->values != NULL ? fd->values[i] : (int)i;
+    if (fd->flags & CF_ENUM_STR)
+        *(const char **)at(obj, fd->off) = fd->names[i];
+    else if (fd->flags & CF_U16)
+        *(uint16_t *)at(obj, fd->off) = (uint16_t)v;
+    else
+        *(int *)at(obj, fd->off) = v;
+}
+
+void cfg_schema_defaults(const struct cfg_section *sec, void *obj)
+{
+    for (size_t i = 0; i < sec->n_fields; i++) {
+        const struct cfg_field *fd = &sec->fields[i];
+        if (fd->kind == CK_SECTION) {
+            cfg_schema_defaults(fd->sub, at(obj, fd->off));
+            continue;
+        }
+        if (!(fd->flags & CF_DEF))
+            continue;
+        switch (fd->kind) {
+        case CK_BOOL:
+            *(bool *)at(obj, fd->off) = fd->def != 0;
+            break;
+        case CK_U32:
+        case CK_DURATION:
+            *(uint32_t *)at(obj, fd->off) = fd->def;
+            break;
+        case CK_U16:
+            *(uint16_t *)at(obj, fd->off) = (uint16_t)fd->def;
+            break;
+        case CK_ENUM:
+            enum_store(obj, fd, fd->def);
+            break;
+        case CK_STR:
+        case CK_NAME:
+        case CK_FILE:
+            *(const char **)at(obj, fd->off) = fd->def_str;
+            break;
+        case CK_ADDR: {
+            struct tr_cfg_addr *a = at(obj, fd->off);
+            char why[CFG_WHY_MAX];
+            if (!cfg_addr_parse(fd->def_str, true, a, why, sizeof(why)))
+                abort(); /* the table's own default */
+            a->text = fd->def_str;
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+/* -------------------------------------------------------------- walker */
+
+bool cfg_fail_field(struct ld *ld, const struct cnode *map, const struct cfg_field *fd,
+                    const struct cfg_val *f, const char *fmt, ...)
+{
+    size_t saved = cfg_path_push_key(ld, fd->key);
+    const struct cnode *n = f->k != NULL ? f->k : map;
+    va_list ap;
+    va_start(ap, fmt);
+    cfg_vfail_at(ld, n->line, n->col, ld->path, fmt, ap);
+    va_end(ap);
+    cfg_path_pop(ld, saved);
+    return false;
+}
+
+/* Splits a mapping into the table's fields; unknown or repeated keys fail. */
+static bool split(struct ld *ld, const struct cnode *map, const struct cfg_section *sec,
+                  struct cfg_val *f)
+{
+    for (size_t i = 0; i < sec->n_fields; i++)
+        f[i] = (struct cfg_val){0};
+    if (!cfg_expect_kind(ld, map, CN_MAP))
+        return false;
+    for (const struct cnode *k = map->head; k != NULL && k->next != NULL; k = k->next->next) {
+        char b[96];
+        if (k->kind != CN_SCALAR)
+            return cfg_fail(ld, k, "mapping keys must be strings, got %s",
+                            cfg_describe(k, b, sizeof(b)));
+        size_t i;
+        for (i = 0; i < sec->n_fields; i++) {
+            const char *key = sec->fields[i].key;
+            if (strlen(key) == k->len && memcmp(key, k->s, k->len) == 0)
+                break;
+        }
+        if (i == sec->n_fields) {
+            char list[512];
+            size_t o = 0;
+            list[0] = '\0';
+            for (size_t j = 0; j < sec->n_fields && o < sizeof(list); j++)
+                o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", j != 0 ? ", " : "",
+                                      sec->fields[j].key);
+            size_t saved = cfg_path_push_key(ld, cfg_show(b, sizeof(b), k->s, k->len, false));
+            cfg_fail(ld, k, "unknown field %s (accepted: %s)",
+                     cfg_show(b, sizeof(b), k->s, k->len, true), list);
+            cfg_path_pop(ld, saved);
+            return false;
+        }
+        if (f[i].k != NULL) {
+            size_t saved = cfg_path_push_key(ld, sec->fields[i].key);
+            cfg_fail(ld, k, "duplicate field (first at line %u)", f[i].k->line);
+            cfg_path_pop(ld, saved);
+            return false;
+        }
+        f[i].k = k;
+        f[i].v = k->next;
+    }
+    return true;
+}
+
+static bool list_of(struct ld *ld, const struct cnode *v, size_t min, size_t max)
+{
+    if (!cfg_expect_kind(ld, v, CN_SEQ))
+        return false;
+    if (v->n < min)
+        return cfg_fail(ld, v, "must have at least %zu entr%s", min, min == 1 ? "y" : "ies");
+    if (v->n > max)
+        return cfg_fail(ld, v, "has %zu entries; the limit is %zu", v->n, max);
+    return true;
+}
+
+/* A string in the config arena, lower-cased and checked as the field says. */
+static bool read_str(struct ld *ld, const struct cnode *v, const struct cfg_field *fd,
+                     size_t maxlen, const char **out)
+{
+    bool ok = (fd->flags & CF_EMPTY_OK)
+                  ? cfg_text_of(ld, v, maxlen, (fd->flags & CF_CTL_OK) != 0, out)
+                  : cfg_nonempty_of(ld, v, maxlen, out);
+    if (!ok)
+        return false;
+    char why[CFG_WHY_MAX];
+    if (fd->check != NULL && !fd->check(*out, why, sizeof(why)))
+        return cfg_fail(ld, v, "%s", why);
+    if (fd->flags & CF_LOWER)
+        cfg_lower((char *)*out); /* our own copy in the arena */
+    return true;
+}
+
+/* A file the proxy will read later (certificates, keys): resolved against
+ * the config's directory and checked now so the error points here. */
+static bool read_file(struct ld *ld, const struct cnode *v, const struct cfg_field *fd,
+                      const char **out)
+{
+    const char *s;
+    if (!cfg_nonempty_of(ld, v, CFG_MAX_STR, &s))
+        return false;
+    if (s[0] != '/' && ld->dir != NULL) {
+        size_t dl = strlen(ld->dir), sl = strlen(s);
+        char *j = tr_arena_alloc(ld->a, dl + 1 + sl + 1);
+        if (j == NULL)
+            return cfg_oom(ld);
+        memcpy(j, ld->dir, dl);
+        j[dl] = '/';
+        memcpy(j + dl + 1, s, sl + 1);
+        s = j;
+    }
+    if ((fd->flags & CF_READ) && access(s, R_OK) != 0) {
+        char b[96];
+        return cfg_fail(ld, v, "cannot read %s: %s", cfg_show(b, sizeof(b), s, strlen(s), true),
+                        strerror(errno));
+    }
+    *out = s;
+    return true;
+}
+
+static bool read_strlist(struct ld *ld, const struct cnode *v, const struct cfg_field *fd,
+                         void *obj)
+{
+    if (!list_of(ld, v, fd->min, fd->max))
+        return false;
+    const char **arr = NULL;
+    if (v->n > 0 && (arr = tr_arena_calloc(ld->a, v->n, sizeof(*arr))) == NULL)
+        return cfg_oom(ld);
+    size_t i = 0;
+    for (const struct cnode *it = v->head; it != NULL; it = it->next, i++) {
+        size_t saved = cfg_path_push_index(ld, i);
+        bool ok = read_str(ld, it, fd, fd->maxlen, &arr[i]);
+        cfg_path_pop(ld, saved);
+        if (!ok)
+            return false;
+    }
+    *(const char ***)at(obj, fd->off) = arr;
+    *(size_t *)at(obj, fd->off_n) = v->n;
+    return true;
+}
+
+static bool read_list(struct ld *ld, const struct cnode *v, const struct cfg_field *fd, void *obj)
+{
+    if (!list_of(ld, v, fd->min, fd->max))
+        return false;
+    unsigned char *arr = NULL;
+    if (v->n > 0 && (arr = tr_arena_calloc(ld->a, v->n, fd->item_size)) == NULL)
+        return cfg_oom(ld);
+    size_t i = 0;
+    for (const struct cnode *it = v->head; it != NULL; it = it->next, i++) {
+        void *item = arr + i * fd->item_size;
+        size_t saved = cfg_path_push_index(ld, i);
+        cfg_schema_defaults(fd->sub, item);
+        bool ok = cfg_schema_walk(ld, it, fd->sub, item, i);
+        cfg_path_pop(ld, saved);
+        if (!ok)
+            return false;
+    }
+    *(void **)at(obj, fd->off) = arr;
+    *(size_t *)at(obj, fd->off_n) = v->n;
+    return true;
+}
+
+static bool read_field(struct ld *ld, const struct cfg_val *f, const struct cfg_field *fd,
+                       void *obj)
+{
+    const struct cnode *v = f->v;
+    switch (fd->kind) {
+    case CK_STR:
+        return read_str(ld, v, fd, fd->max, at(obj, fd->off));
+    case CK_NAME:
+        return cfg_name_of(ld, v, at(obj, fd->off));
+    case CK_FILE:
+        return read_file(ld, v, fd, at(obj, fd->off));
+    case CK_BOOL:
+        return cfg_bool_of(ld, v, at(obj, fd->off));
+    case CK_U32:
+        return cfg_u32_of(ld, v, fd->min, fd->max, at(obj, fd->off));
+    case CK_U16: {
+        uint32_t x;
+        if (!cfg_u32_of(ld, v, fd->min, fd->max, &x))
+            return false;
+        *(uint16_t *)at(obj, fd->off) = (uint16_t)x;
+        return true;
+    }
+    case CK_DURATION:
+        return cfg_duration_of(ld, v, fd->min, fd->max, at(obj, fd->off));
+    case CK_ENUM: {
+        int i;
+        if (!cfg_enum_of(ld, v, fd->names, fd->n_names, &i))
+            return false;
+        enum_store(obj, fd, (size_t)i);
+        return true;
+    }
+    case CK_ADDR:
+        return cfg_addr_of(ld, v, (fd->flags & CF_PORT0) != 0, at(obj, fd->off));
+    case CK_STRLIST:
+        return read_strlist(ld, v, fd, obj);
+    case CK_SECTION:
+        return cfg_schema_walk(ld, v, fd->sub, at(obj, fd->off), 0);
+    case CK_LIST:
+        return read_list(ld, v, fd, obj);
+    case CK_CUSTOM:
+        return fd->set(ld, f->k, v, obj);
+    }
+    return false;
+}
+
+bool cfg_schema_walk(struct ld *ld, const struct cnode *map, const struct cfg_section *sec,
+                     void *obj, size_t idx)
+{
+    struct cfg_val f[CFG_MAX_FIELDS];
+    if (sec->n_fields > CFG_MAX_FIELDS)
+        abort(); /* raise CFG_MAX_FIELDS with the table */
+    if (!split(ld, map, sec, f))
+        return false;
+    if (sec->loc_off != CFG_NO_LOC && !cfg_loc_here(ld, map, at(obj, sec->loc_off)))
+        return false;
+    for (size_t i = 0; i < sec->n_fields; i++) {
+        if ((sec->fields[i].flags & CF_REQ) && f[i].v == NULL) {
+            size_t saved = cfg_path_push_key(ld, sec->fields[i].key);
+            cfg_fail(ld, map, "missing required field");
+            cfg_path_pop(ld, saved);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < sec->n_fields; i++) {
+        if (f[i].v == NULL)
+            continue;
+        size_t saved = cfg_path_push_key(ld, sec->fields[i].key);
+        bool ok = read_field(ld, &f[i], &sec->fields[i], obj);
+        cfg_path_pop(ld, saved);
+        if (!ok)
+            return false;
+    }
+    return sec->after == NULL || sec->after(ld, map, f, obj, idx);
+}

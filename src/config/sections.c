@@ -1,0 +1,178 @@
+/* config/sections.c: what the schema tables cannot say.
+ *
+ * Each hook runs after its section's fields were read (schema.c) and sees
+ * which keys were written: "exactly one of" groups, defaults that depend on
+ * another field, settings that would be ignored. Whatever can be said of a
+ * built model (references, ranges between fields, names) is in validate.c,
+ * so it holds for compiled models too.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "config/internal.h"
+#include "core/arena.h"
+
+#define NONE ((size_t)-1)
+
+/* At most one of fields first..last (a table's consecutive fields) may be
+ * set; a second one is an error at the one written later. *chosen: the set
+ * field, NONE if none. */
+static bool one_of(struct ld *ld, const struct cnode *map, const struct cfg_section *sec,
+                   const struct cfg_val *f, const char *first, const char *last,
+                   const char *choices, size_t *chosen)
+{
+    size_t lo = cfg_field_index(sec, first), hi = cfg_field_index(sec, last);
+    *chosen = NONE;
+    for (size_t i = lo; i <= hi; i++) {
+        if (f[i].v == NULL)
+            continue;
+        if (*chosen == NONE) {
+            *chosen = i;
+            continue;
+        }
+        const struct cnode *a = f[*chosen].k, *b = f[i].k;
+        bool b_later = b->line > a->line || (b->line == a->line && b->col > a->col);
+        size_t later = b_later ? i : *chosen, earlier = b_later ? *chosen : i;
+        return cfg_fail_field(ld, map, &sec->fields[later], &f[later],
+                              "conflicts with %s; set exactly one of %s", sec->fields[earlier].key,
+                              choices);
+    }
+    return true;
+}
+
+static bool has(const struct cfg_section *sec, const struct cfg_val *f, const char *key)
+{
+    return f[cfg_field_index(sec, key)].v != NULL;
+}
+
+bool cfg_listener_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                        size_t idx)
+{
+    (void)idx;
+    const struct tr_listener_cfg *l = obj;
+    const struct cfg_section *sec = &cfg_listener_section;
+    size_t http = cfg_field_index(sec, "http");
+    /* The model cannot tell written HTTP settings from defaults. */
+    if (l->protocol == TR_LPROTO_TCP && f[http].v != NULL)
+        return cfg_fail_field(ld, map, &sec->fields[http], &f[http],
+                              "not allowed on a tcp listener");
+    return true;
+}
+
+bool cfg_vhost_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                     size_t idx)
+{
+    (void)map;
+    (void)idx;
+    const struct tr_vhost_cfg *vh = obj;
+    size_t routes = cfg_field_index(&cfg_vhost_section, "routes");
+    /* The routes of all tables share one budget. */
+    if (vh->n_routes > CFG_MAX_ROUTES - ld->total_routes) {
+        size_t saved = cfg_path_push_key(ld, "routes");
+        cfg_fail(ld, f[routes].v, "more than %u routes in the configuration", CFG_MAX_ROUTES);
+        cfg_path_pop(ld, saved);
+        return false;
+    }
+    ld->total_routes += vh->n_routes;
+    return true;
+}
+
+/* "cluster: NAME" is weighted_clusters with one entry of weight 1; errors
+ * about it name the route's "cluster" field. */
+bool cfg_route_cluster_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj)
+{
+    (void)k;
+    struct tr_route_cfg *r = obj;
+    struct tr_weighted_cluster_cfg *wc = tr_arena_calloc(ld->a, 1, sizeof(*wc));
+    if (wc == NULL)
+        return cfg_oom(ld);
+    if (!cfg_name_of(ld, v, &wc->cluster_name))
+        return false;
+    wc->weight = 1;
+    wc->cluster = -1;
+    wc->loc = r->loc;
+    r->clusters = wc;
+    r->n_clusters = 1;
+    return true;
+}
+
+bool cfg_route_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                     size_t idx)
+{
+    (void)obj;
+    (void)idx;
+    size_t action;
+    /* Both cluster forms fill the same model field: only here can two be told apart. */
+    return one_of(ld, map, &cfg_route_section, f, "cluster", "direct_response",
+                  "cluster, weighted_clusters, direct_response", &action);
+}
+
+bool cfg_path_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                          void *obj, size_t idx)
+{
+    (void)idx;
+    struct tr_route_cfg *r = obj;
+    const struct cfg_section *sec = &cfg_path_match_section;
+    size_t kind;
+    if (!one_of(ld, map, sec, f, "prefix", "regex", "prefix, exact, regex", &kind))
+        return false;
+    if (kind == NONE)
+        return cfg_fail(ld, map, "one of prefix, exact, regex is required");
+    r->path_kind = (enum tr_path_match)(kind - cfg_field_index(sec, "prefix"));
+    return true;
+}
+
+bool cfg_header_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj)
+{
+    (void)obj;
+    bool present = false;
+    if (!cfg_bool_of(ld, v, &present))
+        return false;
+    if (!present)
+        return cfg_fail(ld, k, "must be true; use invert: true to match a missing header");
+    return true;
+}
+
+bool cfg_header_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                            void *obj, size_t idx)
+{
+    (void)idx;
+    struct tr_header_match_cfg *h = obj;
+    const struct cfg_section *sec = &cfg_header_match_section;
+    size_t kind;
+    if (!one_of(ld, map, sec, f, "exact", "present", "exact, prefix, suffix, regex, present",
+                &kind))
+        return false;
+    if (kind == NONE)
+        return cfg_fail(ld, map, "one of exact, prefix, suffix, regex, present is required");
+    h->kind = (enum tr_header_match_kind)(kind - cfg_field_index(sec, "exact"));
+    if (h->kind == TR_HMATCH_PRESENT)
+        h->value = NULL;
+    return true;
+}
+
+bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                       size_t idx)
+{
+    (void)idx;
+    struct tr_cluster_cfg *c = obj;
+    const struct cfg_section *sec = &cfg_cluster_section;
+    bool protocol_set = has(sec, f, "protocol");
+    /* Default: a cluster that originates mTLS leads to a trellis peer (the
+     * mesh hop), which speaks both protocols: keep the client's, so HTTP/1.1
+     * rides pooled HTTP/1.1 (cheapest per request at low rates, see
+     * docs/performance.md) and HTTP/2 and gRPC stay multiplexed HTTP/2.
+     * Anything else gets HTTP/1.1 unless told. */
+    if (!protocol_set && has(sec, f, "tls"))
+        c->protocol = TR_UPROTO_ORIGINAL;
+    /* Said here as well as in validate: only here is it known whether
+     * http1 was written or is the default. */
+    size_t h2 = cfg_field_index(sec, "http2");
+    if (f[h2].v != NULL && c->protocol == TR_UPROTO_HTTP1)
+        return cfg_fail_field(ld, map, &sec->fields[h2], &f[h2],
+                              "HTTP/2 settings on a cluster that speaks HTTP/1.1 (protocol: %s) "
+                              "would be ignored; set protocol to http2 or original, or remove "
+                              "them",
+                              protocol_set ? "http1" : "http1, the default without tls");
+    return true;
+}

@@ -1,0 +1,835 @@
+/* config/validate.c: the invariants of a whole model, however it was built.
+ *
+ * The loader runs this after reading a file; a control plane runs it on a
+ * model it compiled. Two parts: every field is checked against the schema
+ * tables (types, ranges, lengths, syntax: what the loader checked while
+ * reading, now for values nobody read), then what relates fields and objects:
+ * unique names, references resolved into the index fields, weights, mutually
+ * exclusive fields, regexes, addresses. Defaults that depend on the model
+ * (names of unnamed routes, HTTP/2 stream cap) are filled in here.
+ *
+ * Errors name the object's location: with a loaded file, the exact key or
+ * value in it ("file:line:col: path: message", found in the tree by path);
+ * for a compiled object, its origin ("VirtualService default/reviews:
+ * spec.http[0].weighted_clusters[1].cluster: message").
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/prov_ssl.h>
+
+#include "config/internal.h"
+#include "core/arena.h"
+
+enum vat { AT_VALUE, AT_KEY };
+
+struct vctx {
+    struct tr_config *cfg;
+    struct ld *ld;        /* loading: locate errors in its tree; else NULL */
+    struct tr_arena *tmp; /* name tables */
+    char **err;
+    bool failed;
+};
+
+static bool has_origin(const struct tr_cfg_loc *loc)
+{
+    return loc->origin.kind != NULL || loc->origin.name != NULL;
+}
+
+/* out = "a.b" ("a[i]" when b is an index; either may be empty), cut to size
+ * like the loader's field paths. */
+static void join(char *out, size_t size, const char *a, const char *b)
+{
+    a = a != NULL ? a : "";
+    b = b != NULL ? b : "";
+    const char *parts[3] = {a, a[0] != '\0' && b[0] != '\0' && b[0] != '[' ? "." : "", b};
+    size_t o = 0;
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(parts[i]);
+        if (n > size - 1 - o)
+            n = size - 1 - o;
+        memmove(out + o, parts[i], n);
+        o += n;
+    }
+    out[o] = '\0';
+}
+
+/* The node of base.suffix in the loaded tree, NULL without one. */
+static const struct cnode *locate(const struct vctx *v, const struct tr_cfg_loc *base,
+                                  const char *path, enum vat where, bool *found)
+{
+    *found = true;
+    if (v->ld == NULL || v->ld->root == NULL || has_origin(base))
+        return NULL;
+    return cfg_tree_find(v->ld->root, path, where == AT_KEY, found);
+}
+
+/* Does base.suffix exist in the loaded file? (Always true for built models.) */
+static bool written(const struct vctx *v, const struct tr_cfg_loc *base, const char *suffix)
+{
+    char path[CFG_PATH_MAX];
+    bool found;
+    join(path, sizeof(path), base->path, suffix);
+    locate(v, base, path, AT_VALUE, &found);
+    return found;
+}
+
+/* Error about field suffix (may be "") of the object at base. */
+__attribute__((format(printf, 5, 6))) static bool verr(struct vctx *v,
+                                                       const struct tr_cfg_loc *base,
+                                                       const char *suffix, enum vat where,
+                                                       const char *fmt, ...)
+{
+    if (v->failed)
+        return false;
+    char path[CFG_PATH_MAX], msg[CFG_ERR_MAX];
+    join(path, sizeof(path), base->path, suffix);
+    struct tr_cfg_loc loc = *base;
+    loc.path = path;
+    bool found;
+    const struct cnode *n = locate(v, base, path, where, &found);
+    if (n != NULL) {
+        loc.line = n->line;
+        loc.col = n->col;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    tr_cfg_errorf(v->err, &loc, "%s", msg);
+    v->failed = true;
+    return false;
+}
+
+static bool voom(struct vctx *v)
+{
+    const struct tr_cfg_loc loc = {.file = v->cfg->file};
+    return verr(v, &loc, "", AT_VALUE, "out of memory");
+}
+
+/* "line 3", "VirtualService default/x" or "listeners[0]": where an object
+ * that another one clashes with was defined. */
+static const char *where_defined(const struct vctx *v, const struct tr_cfg_loc *first,
+                                 const char *suffix, char *buf, size_t size)
+{
+    if (has_origin(first)) {
+        snprintf(buf, size, "by %s%s%s%s%s", first->origin.kind != NULL ? first->origin.kind : "",
+                 first->origin.kind != NULL ? " " : "",
+                 first->origin.ns != NULL ? first->origin.ns : "",
+                 first->origin.ns != NULL ? "/" : "",
+                 first->origin.name != NULL ? first->origin.name : "");
+        return buf;
+    }
+    char path[CFG_PATH_MAX];
+    bool found;
+    join(path, sizeof(path), first->path, suffix);
+    const struct cnode *n = locate(v, first, path, AT_VALUE, &found);
+    if (n != NULL || first->line != 0) {
+        snprintf(buf, size, "at line %u", n != NULL ? n->line : first->line);
+        return buf;
+    }
+    snprintf(buf, size, "at %s", first->path != NULL ? first->path : "?");
+    return buf;
+}
+
+/* An item's own location, or parent.key[idx] when a builder left it empty
+ * (formatted only then: validate runs over every object of every reload). */
+struct iloc {
+    struct tr_cfg_loc loc;
+    char path[CFG_PATH_MAX];
+};
+
+static const struct tr_cfg_loc *item_loc(const struct tr_cfg_loc *own,
+                                         const struct tr_cfg_loc *parent, const char *key,
+                                         size_t idx, struct iloc *il)
+{
+    if (own != NULL && (own->path != NULL || own->line != 0 || has_origin(own)))
+        return own;
+    char rel[CFG_PATH_MAX + 24];
+    snprintf(rel, sizeof(rel), "%s[%zu]", key, idx);
+    join(il->path, sizeof(il->path), parent->path, rel);
+    il->loc = *parent;
+    il->loc.path = il->path;
+    return &il->loc;
+}
+
+static char *vstrdup(struct vctx *v, const char *s)
+{
+    if (v->cfg->arena == NULL) {
+        struct tr_cfg_loc loc = {.file = v->cfg->file};
+        verr(v, &loc, "", AT_VALUE,
+             "the model has no arena for the defaults validate fills in (use tr_config_new)");
+        return NULL;
+    }
+    char *d = tr_arena_strdup(v->cfg->arena, s);
+    if (d == NULL)
+        voom(v);
+    return d;
+}
+
+/* --------------------------------------------------------- name tables */
+
+struct name_slot {
+    const char *name;
+    int idx;
+};
+
+struct name_tab {
+    struct name_slot *slots;
+    size_t cap, n;
+};
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static struct name_slot *name_slot(const struct name_tab *t, const char *s)
+{
+    if (t->cap == 0)
+        return NULL;
+    size_t i = name_hash(s) & (t->cap - 1);
+    while (t->slots[i].name != NULL && strcmp(t->slots[i].name, s) != 0)
+        i = (i + 1) & (t->cap - 1);
+    return &t->slots[i];
+}
+
+static int name_find(const struct name_tab *t, const char *s)
+{
+    const struct name_slot *sl = s != NULL ? name_slot(t, s) : NULL;
+    return sl != NULL && sl->name != NULL ? sl->idx : -1;
+}
+
+/* Adds s; returns the index already holding it, -1 if new, -2 on OOM. */
+static int name_add(struct vctx *v, struct name_tab *t, const char *s, int idx)
+{
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t ncap = t->cap == 0 ? 16 : t->cap * 2;
+        struct name_slot *ns = tr_arena_calloc(v->tmp, ncap, sizeof(*ns));
+        if (ns == NULL) {
+            voom(v);
+            return -2;
+        }
+        struct name_tab nt = {.slots = ns, .cap = ncap, .n = t->n};
+        for (size_t i = 0; i < t->cap; i++) {
+            if (t->slots[i].name != NULL)
+                *name_slot(&nt, t->slots[i].name) = t->slots[i];
+        }
+        *t = nt;
+    }
+    struct name_slot *sl = name_slot(t, s);
+    if (sl->name != NULL)
+        return sl->idx;
+    *sl = (struct name_slot){.name = s, .idx = idx};
+    t->n++;
+    return -1;
+}
+
+/* -------------------------------------------- fields, by the schema */
+
+static const void *at(const void *obj, size_t off)
+{
+    return (const unsigned char *)obj + off;
+}
+
+/* The field path of prefix.key[idx] (idx < 0: none), for messages only. */
+static const char *field_path(char *buf, size_t size, const char *prefix, const char *key, long idx)
+{
+    char k[CFG_PATH_MAX + 24];
+    if (idx >= 0)
+        snprintf(k, sizeof(k), "%s[%ld]", key, idx);
+    else
+        snprintf(k, sizeof(k), "%s", key);
+    join(buf, size, prefix, k);
+    return buf;
+}
+
+#define FIELD_ERR(...) verr(v, base, field_path(fp, sizeof(fp), prefix, key, idx), __VA_ARGS__)
+
+static bool check_string(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                         const char *key, long idx, const struct cfg_field *fd, const char *s,
+                         size_t maxlen)
+{
+    char why[CFG_WHY_MAX], b[96], fp[CFG_PATH_MAX];
+    if (s[0] == '\0' && !(fd->flags & CF_EMPTY_OK))
+        return FIELD_ERR(AT_VALUE, "must not be empty");
+    if (fd->kind == CK_NAME && !cfg_check_name(s, why, sizeof(why)))
+        return FIELD_ERR(AT_VALUE, "%s", why);
+    if (!cfg_check_text(s, maxlen, (fd->flags & CF_CTL_OK) != 0, why, sizeof(why)))
+        return FIELD_ERR(AT_VALUE, "%s", why);
+    if (fd->check != NULL && !fd->check(s, why, sizeof(why)))
+        return FIELD_ERR(AT_VALUE, "%s", why);
+    if ((fd->flags & CF_LOWER) && !cfg_is_lower(s))
+        return FIELD_ERR(AT_VALUE, "%s must be lower case",
+                         cfg_show(b, sizeof(b), s, strlen(s), true));
+    return true;
+}
+
+static bool check_addr(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                       const char *key, const struct cfg_field *fd, struct tr_cfg_addr *a, bool req)
+{
+    char fp[CFG_PATH_MAX];
+    long idx = -1;
+    uint16_t port;
+    if (a->ss.ss_family == AF_UNSPEC && a->len == 0)
+        return !req || FIELD_ERR(AT_VALUE, "missing required field");
+    if (a->ss.ss_family == AF_INET && a->len == sizeof(struct sockaddr_in))
+        port = ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    else if (a->ss.ss_family == AF_INET6 && a->len == sizeof(struct sockaddr_in6))
+        port = ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    else
+        return FIELD_ERR(AT_VALUE, "expected an IPv4 or IPv6 socket address (family %d, length %u)",
+                         (int)a->ss.ss_family, (unsigned)a->len);
+    if (port == 0 && !(fd->flags & CF_PORT0))
+        return FIELD_ERR(AT_VALUE, "port must be between 1 and 65535, got 0");
+    if (a->text == NULL) {
+        /* Messages and /config_dump show the address as text. */
+        char host[INET6_ADDRSTRLEN], text[INET6_ADDRSTRLEN + 16];
+        bool v6 = a->ss.ss_family == AF_INET6;
+        const void *raw = v6 ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
+                             : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+        inet_ntop(a->ss.ss_family, raw, host, sizeof(host));
+        snprintf(text, sizeof(text), v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
+        if ((a->text = vstrdup(v, text)) == NULL)
+            return false;
+    }
+    return true;
+}
+
+static bool check_enum(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                       const char *key, const struct cfg_field *fd, const void *obj)
+{
+    char list[256], fp[CFG_PATH_MAX], b[96];
+    long idx = -1;
+    const char *s = NULL;
+    int x = 0;
+    if (fd->flags & CF_ENUM_STR) {
+        s = *(const char *const *)at(obj, fd->off);
+        for (size_t i = 0; s != NULL && i < fd->n_names; i++) {
+            if (strcmp(s, fd->names[i]) == 0)
+                return true;
+        }
+    } else {
+        x = (fd->flags & CF_U16) ? *(const uint16_t *)at(obj, fd->off)
+                                 : *(const int *)at(obj, fd->off);
+        for (size_t i = 0; i < fd->n_names; i++) {
+            if ((fd->values != NULL ? fd->values[i] : (int)i) == x)
+                return true;
+        }
+    }
+    size_t o = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < fd->n_names && o < sizeof(list); i++)
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i != 0 ? ", " : "", fd->names[i]);
+    if (fd->flags & CF_ENUM_STR)
+        return FIELD_ERR(AT_VALUE, "expected one of %s, got %s", list,
+                         s != NULL ? cfg_show(b, sizeof(b), s, strlen(s), true) : "null");
+    return FIELD_ERR(AT_VALUE, "expected one of %s, got value %d", list, x);
+}
+
+static bool check_count(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                        const char *key, const struct cfg_field *fd, size_t n, const void *arr,
+                        bool req)
+{
+    char fp[CFG_PATH_MAX];
+    long idx = -1;
+    if ((req || n > 0) && n < fd->min)
+        return FIELD_ERR(AT_VALUE, "must have at least %u entr%s", fd->min,
+                         fd->min == 1 ? "y" : "ies");
+    if (n > fd->max)
+        return FIELD_ERR(AT_VALUE, "has %zu entries; the limit is %u", n, fd->max);
+    if (n > 0 && arr == NULL)
+        return FIELD_ERR(AT_VALUE, "%zu entries but no array", n);
+    return true;
+}
+
+/* Fields of obj by sec's table, named prefix.key. top: the object's own
+ * table, where "required" applies (a nested section may be absent as a
+ * whole, so its required fields are the walker's business). lists: descend
+ * into lists of objects. */
+static bool check_section(struct vctx *v, const struct cfg_section *sec, void *obj,
+                          const struct tr_cfg_loc *base, const char *prefix, bool top, bool lists)
+{
+    char fp[CFG_PATH_MAX];
+    for (size_t i = 0; i < sec->n_fields; i++) {
+        const struct cfg_field *fd = &sec->fields[i];
+        const char *key = fd->key;
+        long idx = -1;
+        bool req = top && (fd->flags & CF_REQ);
+        switch (fd->kind) {
+        case CK_STR:
+        case CK_NAME:
+        case CK_FILE: {
+            const char *s = *(const char *const *)at(obj, fd->off);
+            if (s == NULL) {
+                if (req)
+                    return FIELD_ERR(AT_VALUE, "missing required field");
+                break;
+            }
+            size_t maxlen = fd->kind == CK_STR    ? fd->max
+                            : fd->kind == CK_NAME ? CFG_MAX_NAME
+                                                  : CFG_MAX_STR;
+            if (!check_string(v, base, prefix, key, -1, fd, s, maxlen))
+                return false;
+            break;
+        }
+        case CK_U32:
+        case CK_U16:
+        case CK_DURATION: {
+            uint32_t x = fd->kind == CK_U16 ? *(const uint16_t *)at(obj, fd->off)
+                                            : *(const uint32_t *)at(obj, fd->off);
+            /* Without a default, 0 is "not set". */
+            if (x == 0 && !(fd->flags & CF_DEF))
+                break;
+            if (x < fd->min || x > fd->max) {
+                const char *u = fd->kind == CK_DURATION ? "ms" : "";
+                return FIELD_ERR(AT_VALUE, "must be between %u%s and %u%s, got %u%s", fd->min, u,
+                                 fd->max, u, x, u);
+            }
+            break;
+        }
+        case CK_ENUM:
+            if (!check_enum(v, base, prefix, key, fd, obj))
+                return false;
+            break;
+        case CK_ADDR:
+            if (!check_addr(v, base, prefix, key, fd,
+                            (struct tr_cfg_addr *)(uintptr_t)at(obj, fd->off), req))
+                return false;
+            break;
+        case CK_STRLIST: {
+            const char *const *arr = *(const char *const *const *)at(obj, fd->off);
+            size_t n = *(const size_t *)at(obj, fd->off_n);
+            if (!check_count(v, base, prefix, key, fd, n, arr, req))
+                return false;
+            for (size_t k = 0; k < n; k++) {
+                if (arr[k] == NULL) {
+                    idx = (long)k;
+                    return FIELD_ERR(AT_VALUE, "expected a string, got null");
+                }
+                if (!check_string(v, base, prefix, key, (long)k, fd, arr[k], fd->maxlen))
+                    return false;
+            }
+            break;
+        }
+        case CK_SECTION: {
+            char sub[CFG_PATH_MAX];
+            join(sub, sizeof(sub), prefix, key);
+            if (!check_section(v, fd->sub, (void *)(uintptr_t)at(obj, fd->off), base, sub, false,
+                               lists))
+                return false;
+            break;
+        }
+        case CK_LIST: {
+            if (!lists)
+                break;
+            unsigned char *arr = *(unsigned char *const *)at(obj, fd->off);
+            size_t n = *(const size_t *)at(obj, fd->off_n);
+            if (!check_count(v, base, prefix, key, fd, n, arr, req))
+                return false;
+            char ikey[CFG_PATH_MAX];
+            join(ikey, sizeof(ikey), prefix, key);
+            for (size_t k = 0; k < n; k++) {
+                void *item = arr + k * fd->item_size;
+                bool own = fd->sub->loc_off != CFG_NO_LOC;
+                struct iloc il;
+                const struct tr_cfg_loc *ib = base;
+                char rel[CFG_PATH_MAX] = "";
+                /* Items with a location of their own are named by it. */
+                if (own)
+                    ib = item_loc(at(item, fd->sub->loc_off), base, ikey, k, &il);
+                else
+                    field_path(rel, sizeof(rel), prefix, key, (long)k);
+                if (!check_section(v, fd->sub, item, ib, rel, true, true))
+                    return false;
+            }
+            break;
+        }
+        case CK_BOOL:
+        case CK_CUSTOM:
+            break;
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------ between fields */
+
+/* Adds name (of the object at loc) to t; a repeat is an error naming where
+ * the first was defined. firsts/stride/loc_off find the first's location. */
+static bool unique(struct vctx *v, struct name_tab *t, const char *what, const char *name, int idx,
+                   const struct tr_cfg_loc *loc, const char *list, const void *firsts,
+                   size_t stride, size_t loc_off)
+{
+    if (name == NULL)
+        return true; /* unnamed kinds are named by validate; required ones reported already */
+    int first = name_add(v, t, name, idx);
+    if (first == -2)
+        return false;
+    if (first < 0)
+        return true;
+    char b[96], w[160];
+    struct iloc il;
+    const struct tr_cfg_loc top = {.path = ""};
+    const struct tr_cfg_loc *floc =
+        item_loc(at(firsts, (size_t)first * stride + loc_off), &top, list, (size_t)first, &il);
+    return verr(v, loc, "name", AT_VALUE, "duplicate %s %s (first defined %s)", what,
+                cfg_show(b, sizeof(b), name, strlen(name), true),
+                where_defined(v, floc, "name", w, sizeof(w)));
+}
+
+static bool resolve(struct vctx *v, const struct name_tab *t, const char *what, const char *name,
+                    const struct tr_cfg_loc *loc, const char *suffix, int *out)
+{
+    *out = -1;
+    if (name == NULL)
+        return true;
+    *out = name_find(t, name);
+    if (*out >= 0)
+        return true;
+    char b[96];
+    return verr(v, loc, suffix, AT_VALUE, "unknown %s %s", what,
+                cfg_show(b, sizeof(b), name, strlen(name), true));
+}
+
+struct vnames {
+    struct name_tab tls, clusters, tables, listeners;
+};
+
+static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)
+{
+    struct tr_config *cfg = v->cfg;
+    for (size_t i = 0; i < cfg->n_tls; i++) {
+        struct tr_tls_cfg *t = &cfg->tls[i];
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&t->loc, top, "tls", i, &tmp);
+        if (!check_section(v, &cfg_tls_section, t, loc, "", true, true) ||
+            !unique(v, &nt->tls, "TLS context name", t->name, (int)i, loc, "tls", cfg->tls,
+                    sizeof(*t), offsetof(struct tr_tls_cfg, loc)))
+            return false;
+    }
+    return true;
+}
+
+static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_cfg *c,
+                          const struct tr_cfg_loc *loc)
+{
+    if (!resolve(v, &nt->tls, "TLS context", c->tls_name, loc, "tls.context", &c->tls))
+        return false;
+    if (c->tls_name == NULL && c->n_server_ids > 0)
+        return verr(v, loc, "tls.server_ids", AT_KEY,
+                    "needs tls.context (a plaintext cluster "
+                    "has no server identity to check)");
+    if (c->tls_name == NULL && c->sni != NULL)
+        return verr(v, loc, "tls.sni", AT_KEY, "needs tls.context (SNI is sent over TLS only)");
+    /* The default is filled in below for every protocol (the runtime and
+     * /config_dump show it), so a validated model validates again: only a
+     * value other than the default is a setting HTTP/1.1 would ignore. The
+     * loader also refuses an http2 block on an http1 cluster (sections.c). */
+    if (c->protocol == TR_UPROTO_HTTP1 && c->h2_max_streams != 0 &&
+        c->h2_max_streams != CFG_H2_STREAMS_DEF)
+        return verr(v, loc, "http2", AT_KEY,
+                    "HTTP/2 settings on a cluster that speaks HTTP/1.1 (protocol: http1) would "
+                    "be ignored; set protocol to http2 or original, or remove them");
+    if (c->h2_max_streams == 0)
+        c->h2_max_streams = CFG_H2_STREAMS_DEF;
+    for (size_t k = 0; k < c->n_endpoints; k++) {
+        struct tr_endpoint_cfg *e = &c->endpoints[k];
+        if (e->name == NULL)
+            e->name = e->addr.text; /* set by check_section */
+    }
+    return true;
+}
+
+static bool check_clusters(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)
+{
+    struct tr_config *cfg = v->cfg;
+    for (size_t i = 0; i < cfg->n_clusters; i++) {
+        struct tr_cluster_cfg *c = &cfg->clusters[i];
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&c->loc, top, "clusters", i, &tmp);
+        if (!check_section(v, &cfg_cluster_section, c, loc, "", true, true) ||
+            !unique(v, &nt->clusters, "cluster name", c->name, (int)i, loc, "clusters",
+                    cfg->clusters, sizeof(*c), offsetof(struct tr_cluster_cfg, loc)) ||
+            !check_cluster(v, nt, c, loc))
+            return false;
+    }
+    return true;
+}
+
+static const char *const path_keys[] = {"match.path.prefix", "match.path.exact",
+                                        "match.path.regex"};
+static const char *const header_keys[] = {"exact", "prefix", "suffix", "regex", "present"};
+
+static bool check_match(struct vctx *v, struct tr_route_cfg *r, const struct tr_cfg_loc *loc)
+{
+    char why[CFG_WHY_MAX];
+    if ((unsigned)r->path_kind > TR_PATH_REGEX)
+        return verr(v, loc, "match.path", AT_VALUE, "unknown path match kind %d",
+                    (int)r->path_kind);
+    const char *pk = path_keys[r->path_kind];
+    if (r->path == NULL) {
+        if (r->path_kind != TR_PATH_PREFIX)
+            return verr(v, loc, pk, AT_VALUE, "missing required field");
+        r->path = "/";
+    }
+    if (r->path_kind != TR_PATH_REGEX && r->path[0] != '/')
+        return verr(v, loc, pk, AT_VALUE, "must start with \"/\"");
+    if (r->path_kind == TR_PATH_REGEX &&
+        !cfg_check_regex(r->path, r->path_ignore_case, why, sizeof(why)))
+        return verr(v, loc, pk, AT_VALUE, "%s", why);
+    for (size_t k = 0; k < r->n_headers; k++) {
+        struct tr_header_match_cfg *h = &r->headers[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *hloc = item_loc(&h->loc, loc, "match.headers", k, &tmp);
+        if ((unsigned)h->kind > TR_HMATCH_PRESENT)
+            return verr(v, hloc, "", AT_VALUE, "unknown header match kind %d", (int)h->kind);
+        const char *hk = header_keys[h->kind];
+        if (h->kind == TR_HMATCH_PRESENT)
+            continue;
+        if (h->value == NULL)
+            return verr(v, hloc, hk, AT_VALUE, "missing required field");
+        if (h->kind != TR_HMATCH_EXACT && h->value[0] == '\0')
+            return verr(v, hloc, hk, AT_VALUE, "must not be empty");
+        if (!cfg_check_text(h->value, CFG_MAX_STR, false, why, sizeof(why)))
+            return verr(v, hloc, hk, AT_VALUE, "%s", why);
+        if (h->kind == TR_HMATCH_REGEX && !cfg_check_regex(h->value, false, why, sizeof(why)))
+            return verr(v, hloc, hk, AT_VALUE, "%s", why);
+    }
+    return true;
+}
+
+static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route_cfg *r, size_t idx,
+                        const struct tr_cfg_loc *loc)
+{
+    if (r->name == NULL) {
+        char nb[32];
+        snprintf(nb, sizeof(nb), "route-%zu", idx);
+        if ((r->name = vstrdup(v, nb)) == NULL)
+            return false;
+    }
+    if (!check_match(v, r, loc))
+        return false;
+
+    static const char *const actions = "cluster, weighted_clusters, direct_response";
+    if (r->direct_status != 0 && r->n_clusters > 0)
+        return verr(v, loc, "direct_response", AT_KEY, "conflicts with %s; set exactly one of %s",
+                    r->n_clusters == 1 ? "cluster" : "weighted_clusters", actions);
+    if (r->direct_status == 0 && r->n_clusters == 0)
+        return verr(v, loc, "", AT_VALUE, "one of %s is required", actions);
+    if (r->direct_status == 0 && r->direct_body != NULL)
+        return verr(v, loc, "direct_response.status", AT_VALUE, "missing required field");
+    uint32_t total = 0;
+    for (size_t k = 0; k < r->n_clusters; k++) {
+        struct tr_weighted_cluster_cfg *wc = &r->clusters[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, "weighted_clusters", k, &tmp);
+        if (!resolve(v, &nt->clusters, "cluster", wc->cluster_name, wloc, "cluster", &wc->cluster))
+            return false;
+        total += wc->weight; /* <= 256 * 1e6 (checked by the schema): no overflow */
+    }
+    if (r->n_clusters > 0 && total == 0)
+        return verr(v, loc, "weighted_clusters", AT_VALUE, "the weights must not all be 0");
+    r->total_weight = total;
+
+    if (r->direct_status != 0 && (r->prefix_rewrite != NULL || r->host_rewrite != NULL))
+        return verr(v, loc, "rewrite", AT_KEY, "cannot be combined with direct_response");
+    if (r->prefix_rewrite != NULL && r->prefix_rewrite[0] != '/')
+        return verr(v, loc, "rewrite.prefix", AT_VALUE, "must start with \"/\"");
+    return true;
+}
+
+static bool check_route_table(struct vctx *v, const struct vnames *nt, struct tr_route_table_cfg *t,
+                              const struct tr_cfg_loc *loc)
+{
+    /* A domain in two virtual hosts of one table would make the second
+     * unreachable for that host: refuse it. */
+    struct name_tab domains = {0};
+    for (size_t j = 0; j < t->n_vhosts; j++) {
+        struct tr_vhost_cfg *vh = &t->vhosts[j];
+        struct iloc tmp;
+        const struct tr_cfg_loc *vloc = item_loc(&vh->loc, loc, "virtual_hosts", j, &tmp);
+        if (vh->name == NULL) {
+            char nb[32];
+            snprintf(nb, sizeof(nb), "vhost-%zu", j);
+            if ((vh->name = vstrdup(v, nb)) == NULL)
+                return false;
+        }
+        for (size_t k = 0; k < vh->n_domains; k++) {
+            int first = name_add(v, &domains, vh->domains[k], (int)(j * CFG_MAX_DOMAINS + k));
+            if (first == -2)
+                return false;
+            if (first < 0)
+                continue;
+            const struct tr_vhost_cfg *fv = &t->vhosts[(size_t)first / CFG_MAX_DOMAINS];
+            struct iloc fil;
+            char frel[48], suffix[48], b[96], w[160];
+            const struct tr_cfg_loc *floc =
+                item_loc(&fv->loc, loc, "virtual_hosts", (size_t)first / CFG_MAX_DOMAINS, &fil);
+            snprintf(frel, sizeof(frel), "domains[%zu]", (size_t)first % CFG_MAX_DOMAINS);
+            snprintf(suffix, sizeof(suffix), "domains[%zu]", k);
+            return verr(v, vloc, suffix, AT_VALUE, "duplicate domain %s (first defined %s)",
+                        cfg_show(b, sizeof(b), vh->domains[k], strlen(vh->domains[k]), true),
+                        where_defined(v, floc, frel, w, sizeof(w)));
+        }
+        for (size_t k = 0; k < vh->n_routes; k++) {
+            struct tr_route_cfg *r = &vh->routes[k];
+            struct iloc rtmp;
+            const struct tr_cfg_loc *rloc = item_loc(&r->loc, vloc, "routes", k, &rtmp);
+            if (!check_route(v, nt, r, k, rloc))
+                return false;
+        }
+    }
+    return true;
+}
+
+static bool check_route_tables(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)
+{
+    struct tr_config *cfg = v->cfg;
+    size_t routes = 0;
+    for (size_t i = 0; i < cfg->n_route_tables; i++) {
+        struct tr_route_table_cfg *t = &cfg->route_tables[i];
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&t->loc, top, "route_tables", i, &tmp);
+        if (!check_section(v, &cfg_route_table_section, t, loc, "", true, true) ||
+            !unique(v, &nt->tables, "route table name", t->name, (int)i, loc, "route_tables",
+                    cfg->route_tables, sizeof(*t), offsetof(struct tr_route_table_cfg, loc)) ||
+            !check_route_table(v, nt, t, loc))
+            return false;
+        for (size_t j = 0; j < t->n_vhosts; j++)
+            routes += t->vhosts[j].n_routes;
+        if (routes > CFG_MAX_ROUTES)
+            return verr(v, loc, "", AT_VALUE, "more than %u routes in the configuration",
+                        CFG_MAX_ROUTES);
+    }
+    return true;
+}
+
+static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
+                           size_t i, const struct tr_cfg_loc *loc)
+{
+    struct tr_config *cfg = v->cfg;
+    /* Two listeners cannot bind one address (port 0 picks a fresh port). */
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&l->addr.ss;
+    for (size_t j = 0; sin->sin_port != 0 && j < i; j++) {
+        const struct tr_cfg_addr *o = &cfg->listeners[j].addr;
+        if (o->len == l->addr.len && memcmp(&o->ss, &l->addr.ss, l->addr.len) == 0) {
+            char b[96];
+            const char *other = cfg->listeners[j].name;
+            return verr(v, loc, "address", AT_VALUE, "address %s is already used by listener %s",
+                        l->addr.text, cfg_show(b, sizeof(b), other, strlen(other), true));
+        }
+    }
+
+    if (l->tls_mode != TR_TLS_DISABLE && l->direction != TR_DIR_INBOUND)
+        return verr(v, loc, "tls.mode", AT_KEY, "%s is only valid on inbound listeners",
+                    l->tls_mode == TR_TLS_STRICT ? "STRICT" : "PERMISSIVE");
+    if (l->tls_mode != TR_TLS_DISABLE && l->tls_name == NULL)
+        return verr(v, loc, "tls.context", AT_VALUE, "missing required field");
+    if (l->tls_mode == TR_TLS_DISABLE && l->tls_name != NULL)
+        return verr(v, loc, "tls.context", AT_KEY, "must not be set when mode is DISABLE");
+    if (!resolve(v, &nt->tls, "TLS context", l->tls_name, loc, "tls.context", &l->tls))
+        return false;
+
+    if (l->protocol == TR_LPROTO_TCP) {
+        if (l->route_table_name != NULL)
+            return verr(v, loc, "route_table", AT_KEY,
+                        "not allowed on a tcp listener (use tcp_cluster)");
+        if (l->tcp_cluster_name == NULL)
+            return verr(v, loc, "tcp_cluster", AT_VALUE, "missing required field");
+    } else {
+        if (l->route_table_name == NULL)
+            return verr(v, loc, "route_table", AT_VALUE, "missing required field");
+        if (l->protocol == TR_LPROTO_HTTP && l->tcp_cluster_name != NULL)
+            return verr(v, loc, "tcp_cluster", AT_KEY,
+                        "not allowed on an http listener (use protocol: auto or tcp)");
+    }
+    if (!resolve(v, &nt->tables, "route table", l->route_table_name, loc, "route_table",
+                 &l->route_table) ||
+        !resolve(v, &nt->clusters, "cluster", l->tcp_cluster_name, loc, "tcp_cluster",
+                 &l->tcp_cluster))
+        return false;
+
+    /* Opaque TCP carries no method or path: such a rule could never match,
+     * which for ALLOW silently denies everything. */
+    for (size_t k = 0; l->protocol == TR_LPROTO_TCP && k < l->authz.n_rules; k++) {
+        const struct tr_authz_rule_cfg *rule = &l->authz.rules[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *rloc = item_loc(&rule->loc, loc, "authorization.rules", k, &tmp);
+        if (rule->n_methods > 0 || rule->n_paths > 0)
+            return verr(v, rloc, rule->n_methods > 0 ? "methods" : "paths", AT_KEY,
+                        "not allowed on a tcp listener (no HTTP requests to match)");
+    }
+    return true;
+}
+
+static bool check_listeners(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)
+{
+    struct tr_config *cfg = v->cfg;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct tr_listener_cfg *l = &cfg->listeners[i];
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&l->loc, top, "listeners", i, &tmp);
+        if (!check_section(v, &cfg_listener_section, l, loc, "", true, true) ||
+            !unique(v, &nt->listeners, "listener name", l->name, (int)i, loc, "listeners",
+                    cfg->listeners, sizeof(*l), offsetof(struct tr_listener_cfg, loc)) ||
+            !check_listener(v, nt, l, i, loc))
+            return false;
+    }
+    return true;
+}
+
+static bool check_top(struct vctx *v, const struct tr_cfg_loc *top)
+{
+    struct tr_config *cfg = v->cfg;
+    if (!check_section(v, &cfg_root_section, cfg, top, "", true, false))
+        return false;
+    const struct tr_limits_cfg *l = &cfg->limits;
+    if (l->max_request_line > l->max_header_bytes)
+        return verr(v, top,
+                    written(v, top, "limits.max_request_line") ? "limits.max_request_line"
+                                                               : "limits.max_header_bytes",
+                    AT_KEY, "max_request_line (%u) must not exceed max_header_bytes (%u)",
+                    l->max_request_line, l->max_header_bytes);
+    if (cfg->admin.socket != NULL && strlen(cfg->admin.socket) > TR_UNIX_PATH_MAX)
+        return verr(v, top, "admin.socket", AT_VALUE,
+                    "path is %zu bytes, a Unix socket path is at most %d",
+                    strlen(cfg->admin.socket), TR_UNIX_PATH_MAX);
+    if (!cfg_addr_is_loopback(&cfg->admin.addr))
+        return verr(v, top, "admin.address", AT_VALUE,
+                    "the admin address must be loopback (127.0.0.0/8 or [::1]), got \"%s\"",
+                    cfg->admin.addr.text);
+    return true;
+}
+
+bool cfg_validate(struct tr_config *cfg, struct ld *ld, char **err)
+{
+    struct vctx v = {.cfg = cfg, .ld = ld, .err = err};
+    struct tr_cfg_loc top = {.file = cfg->file, .path = ""};
+    struct vnames nt = {0};
+    v.tmp = tr_arena_new(16 * 1024);
+    if (v.tmp == NULL)
+        return voom(&v);
+    /* Targets of references are checked before the objects that refer to them. */
+    bool ok = check_top(&v, &top) && check_tls(&v, &nt, &top) && check_clusters(&v, &nt, &top) &&
+              check_route_tables(&v, &nt, &top) && check_listeners(&v, &nt, &top);
+    if (ok && cfg->n_listeners == 0)
+        ok = verr(&v, &top, "listeners", AT_VALUE, "%s",
+                  ld != NULL && written(&v, &top, "listeners") ? "must have at least 1 entry"
+                                                               : "missing required field");
+    tr_arena_free(v.tmp);
+    return ok;
+}
+
+int tr_config_validate(struct tr_config *cfg, char **err)
+{
+    if (err != NULL)
+        *err = NULL;
+    return cfg_validate(cfg, NULL, err) ? 0 : -1;
+}

@@ -1,0 +1,488 @@
+/* config/values.c: scalar values.
+ *
+ * Parsers take a tree node and fail at it with the current field path; the
+ * pure checks (cfg_check_*) take a string and explain a refusal in a buffer,
+ * so the loader (at the node) and validate (at a built object) share them.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "config/internal.h"
+#include "core/arena.h"
+
+/* ------------------------------------------------------------- parsers */
+
+/* A string: any non-null scalar. Control characters other than tab (which
+ * YAML escapes such as "\r\n" can produce) are refused unless allow_ctl:
+ * these values end up in headers and logs. */
+bool cfg_text_of(struct ld *ld, const struct cnode *n, size_t maxlen, bool allow_ctl,
+                 const char **out)
+{
+    char b[96];
+    if (n->kind != CN_SCALAR || cfg_is_null(n))
+        return cfg_fail(ld, n, "expected a string, got %s", cfg_describe(n, b, sizeof(b)));
+    if (memchr(n->s, '\0', n->len) != NULL)
+        return cfg_fail(ld, n, "string contains a NUL byte");
+    for (size_t i = 0; !allow_ctl && i < n->len; i++) {
+        unsigned char c = (unsigned char)n->s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return cfg_fail(ld, n, "string contains control character 0x%02x", c);
+    }
+    if (n->len > maxlen)
+        return cfg_fail(ld, n, "string is %zu bytes long; the limit is %zu", n->len, maxlen);
+    char *s = tr_arena_strndup(ld->a, n->s, n->len);
+    if (s == NULL)
+        return cfg_oom(ld);
+    *out = s;
+    return true;
+}
+
+static bool str_of(struct ld *ld, const struct cnode *n, size_t maxlen, const char **out)
+{
+    return cfg_text_of(ld, n, maxlen, false, out);
+}
+
+bool cfg_nonempty_of(struct ld *ld, const struct cnode *n, size_t maxlen, const char **out)
+{
+    if (!str_of(ld, n, maxlen, out))
+        return false;
+    if ((*out)[0] == '\0')
+        return cfg_fail(ld, n, "must not be empty");
+    return true;
+}
+
+/* Names: non-empty, printable, no spaces (they show up in logs and metrics). */
+bool cfg_name_of(struct ld *ld, const struct cnode *n, const char **out)
+{
+    if (!cfg_nonempty_of(ld, n, CFG_MAX_NAME, out))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)*out; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p == 0x7f) {
+            char b[96];
+            return cfg_fail(ld, n,
+                            "invalid name %s: whitespace and control characters are not allowed",
+                            cfg_show(b, sizeof(b), n->s, n->len, true));
+        }
+    }
+    return true;
+}
+
+bool cfg_bool_of(struct ld *ld, const struct cnode *n, bool *out)
+{
+    if (n->kind == CN_SCALAR && n->plain) {
+        static const char *const t[] = {"true", "True", "TRUE"};
+        static const char *const f[] = {"false", "False", "FALSE"};
+        for (size_t i = 0; i < 3; i++) {
+            if (strcmp(n->s, t[i]) == 0) {
+                *out = true;
+                return true;
+            }
+            if (strcmp(n->s, f[i]) == 0) {
+                *out = false;
+                return true;
+            }
+        }
+    }
+    char b[96];
+    return cfg_fail(ld, n, "expected true or false, got %s", cfg_describe(n, b, sizeof(b)));
+}
+
+bool cfg_u32_of(struct ld *ld, const struct cnode *n, uint32_t min, uint32_t max, uint32_t *out)
+{
+    char b[96];
+    const char *s = n->s;
+    if (n->kind != CN_SCALAR || !n->plain || cfg_is_null(n))
+        return cfg_fail(ld, n, "expected an integer, got %s", cfg_describe(n, b, sizeof(b)));
+    bool neg = false;
+    if (*s == '+' || *s == '-')
+        neg = *s++ == '-';
+    if (*s == '\0' || strspn(s, "0123456789") != strlen(s) ||
+        (size_t)(s - n->s) + strlen(s) != n->len)
+        return cfg_fail(ld, n, "expected an integer, got %s", cfg_describe(n, b, sizeof(b)));
+    uint64_t v = 0;
+    bool big = false;
+    for (; *s != '\0'; s++) {
+        v = v * 10 + (uint64_t)(*s - '0');
+        if (v > UINT32_MAX) {
+            big = true;
+            break;
+        }
+    }
+    if (neg && v != 0)
+        big = true;
+    if (big || v < min || v > max)
+        return cfg_fail(ld, n, "must be between %u and %u, got %s", min, max,
+                        cfg_show(b, sizeof(b), n->s, n->len, false));
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* Durations as in Go / protobuf JSON: "250us", "100ms", "1.5s", "5m", "1h",
+ * or a sum like "1m30s"; "0" alone is zero. Sub-millisecond values round up
+ * so a tiny timeout never becomes 0 (which means "none" for some fields). */
+bool cfg_duration_parse(const char *s, uint64_t *out_us)
+{
+    static const struct {
+        const char *name;
+        uint64_t us;
+    } units[] = {
+        {"us", 1}, {"ms", 1000}, {"s", 1000000}, {"m", 60000000}, {"h", 3600000000ull},
+    };
+    uint64_t total = 0;
+    if (strcmp(s, "0") == 0) {
+        *out_us = 0;
+        return true;
+    }
+    if (*s == '\0')
+        return false;
+    while (*s != '\0') {
+        uint64_t ip = 0, frac = 0, scale = 1;
+        size_t nd = 0;
+        while (*s >= '0' && *s <= '9') {
+            if (ip > 100000000000ull)
+                return false;
+            ip = ip * 10 + (uint64_t)(*s++ - '0');
+            nd++;
+        }
+        if (*s == '.') {
+            s++;
+            while (*s >= '0' && *s <= '9') {
+                if (scale < 1000000000ull) {
+                    frac = frac * 10 + (uint64_t)(*s - '0');
+                    scale *= 10;
+                }
+                s++;
+                nd++;
+            }
+        }
+        if (nd == 0)
+            return false;
+        size_t ulen = strspn(s, "abcdefghijklmnopqrstuvwxyz");
+        size_t u;
+        for (u = 0; u < sizeof(units) / sizeof(units[0]); u++) {
+            if (strlen(units[u].name) == ulen && strncmp(s, units[u].name, ulen) == 0)
+                break;
+        }
+        if (u == sizeof(units) / sizeof(units[0]))
+            return false;
+        s += ulen;
+        /* ip <= 1e11 and us <= 3.6e9 keep this product below 2^64. */
+        uint64_t part = ip * units[u].us + frac * units[u].us / scale;
+        if (ip > UINT64_MAX / units[u].us || total > UINT64_MAX - part)
+            return false;
+        total += part;
+    }
+    *out_us = total;
+    return true;
+}
+
+bool cfg_duration_of(struct ld *ld, const struct cnode *n, uint32_t min_ms, uint32_t max_ms,
+                     uint32_t *out)
+{
+    char b[96];
+    uint64_t us;
+    if (n->kind != CN_SCALAR || cfg_is_null(n) || memchr(n->s, '\0', n->len) != NULL ||
+        !cfg_duration_parse(n->s, &us))
+        return cfg_fail(ld, n, "expected a duration such as \"100ms\", \"1.5s\", \"5m\", got %s",
+                        cfg_describe(n, b, sizeof(b)));
+    uint64_t ms = us / 1000 + (us % 1000 != 0);
+    if (ms < min_ms || ms > max_ms)
+        return cfg_fail(ld, n, "must be between %ums and %ums, got %s", min_ms, max_ms,
+                        cfg_show(b, sizeof(b), n->s, n->len, true));
+    *out = (uint32_t)ms;
+    return true;
+}
+
+bool cfg_enum_of(struct ld *ld, const struct cnode *n, const char *const *names, size_t count,
+                 int *out)
+{
+    if (n->kind == CN_SCALAR && !cfg_is_null(n)) {
+        for (size_t i = 0; i < count; i++) {
+            if (strlen(names[i]) == n->len && memcmp(names[i], n->s, n->len) == 0) {
+                *out = (int)i;
+                return true;
+            }
+        }
+    }
+    char list[256];
+    size_t o = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < count && o < sizeof(list); i++)
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i != 0 ? ", " : "", names[i]);
+    char b[96];
+    return cfg_fail(ld, n, "expected one of %s, got %s", list, cfg_describe(n, b, sizeof(b)));
+}
+
+bool cfg_addr_parse(const char *s, bool port0_ok, struct tr_cfg_addr *out, char *why, size_t size)
+{
+    char b[96], host[64];
+    const char *port;
+    size_t hlen;
+    bool v6 = s[0] == '[';
+    if (v6) {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':') {
+            snprintf(why, size, "expected [IPv6]:PORT, got %s",
+                     cfg_show(b, sizeof(b), s, strlen(s), true));
+            return false;
+        }
+        hlen = (size_t)(close - s - 1);
+        memcpy(host, s + 1, hlen < sizeof(host) ? hlen : 0);
+        port = close + 2;
+    } else {
+        const char *colon = strrchr(s, ':');
+        if (colon == NULL) {
+            snprintf(why, size, "expected IP:PORT, got %s (missing port)",
+                     cfg_show(b, sizeof(b), s, strlen(s), true));
+            return false;
+        }
+        if (memchr(s, ':', (size_t)(colon - s)) != NULL) {
+            snprintf(why, size, "IPv6 addresses must be in brackets, e.g. [::1]:8080; got %s",
+                     cfg_show(b, sizeof(b), s, strlen(s), true));
+            return false;
+        }
+        hlen = (size_t)(colon - s);
+        memcpy(host, s, hlen < sizeof(host) ? hlen : 0);
+        port = colon + 1;
+    }
+    if (hlen == 0 || hlen >= sizeof(host)) {
+        snprintf(why, size, "invalid IP address in %s", cfg_show(b, sizeof(b), s, strlen(s), true));
+        return false;
+    }
+    host[hlen] = '\0';
+
+    size_t plen = strlen(port);
+    unsigned long pnum = 0;
+    if (plen == 0 || plen > 5 || strspn(port, "0123456789") != plen) {
+        snprintf(why, size, "invalid port in %s", cfg_show(b, sizeof(b), s, strlen(s), true));
+        return false;
+    }
+    pnum = strtoul(port, NULL, 10);
+    if (pnum > 65535 || (pnum == 0 && !port0_ok)) {
+        snprintf(why, size, "port must be between %d and 65535 in %s", port0_ok ? 0 : 1,
+                 cfg_show(b, sizeof(b), s, strlen(s), true));
+        return false;
+    }
+
+    memset(&out->ss, 0, sizeof(out->ss));
+    if (v6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
+            snprintf(why, size, "invalid IPv6 address %s",
+                     cfg_show(b, sizeof(b), host, hlen, true));
+            return false;
+        }
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)pnum);
+        out->len = sizeof(*sin6);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+        if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
+            snprintf(why, size, "expected an IP address, got %s (hostnames are not resolved)",
+                     cfg_show(b, sizeof(b), host, hlen, true));
+            return false;
+        }
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)pnum);
+        out->len = sizeof(*sin);
+    }
+    return true;
+}
+
+/* Hostnames are refused: the proxy never resolves names on its own. */
+bool cfg_addr_of(struct ld *ld, const struct cnode *n, bool port0_ok, struct tr_cfg_addr *out)
+{
+    const char *s;
+    char why[CFG_WHY_MAX];
+    if (!cfg_nonempty_of(ld, n, 128, &s))
+        return false;
+    if (!cfg_addr_parse(s, port0_ok, out, why, sizeof(why)))
+        return cfg_fail(ld, n, "%s", why);
+    out->text = s;
+    return true;
+}
+
+bool cfg_addr_is_loopback(const struct tr_cfg_addr *a)
+{
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+    }
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+    return a->ss.ss_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr);
+}
+
+/* -------------------------------------------------------- pure checks */
+
+#define WHY(...) (snprintf(why, size, __VA_ARGS__), false)
+#define Q(s)     cfg_show(b, sizeof(b), (s), strlen(s), true)
+
+/* What the walker checks of every string, for values of a built model. */
+bool cfg_check_text(const char *s, size_t maxlen, bool allow_ctl, char *why, size_t size)
+{
+    size_t len = strlen(s);
+    for (size_t i = 0; !allow_ctl && i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return WHY("string contains control character 0x%02x", c);
+    }
+    if (len > maxlen)
+        return WHY("string is %zu bytes long; the limit is %zu", len, maxlen);
+    return true;
+}
+
+/* Names: non-empty, printable, no spaces (they show up in logs and metrics). */
+bool cfg_check_name(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (s[0] == '\0')
+        return WHY("must not be empty");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p == 0x7f)
+            return WHY("invalid name %s: whitespace and control characters are not allowed", Q(s));
+    }
+    return true;
+}
+
+static bool is_tchar(unsigned char c)
+{
+    /* RFC 9110 token characters. */
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+bool cfg_check_token(const char *s, char *why, size_t size)
+{
+    char b[96];
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (!is_tchar(*p))
+            return WHY("%s is not a valid HTTP token", Q(s));
+    }
+    return true;
+}
+
+bool cfg_check_spiffe(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (strncmp(s, "spiffe://", 9) == 0 && s[9] != '\0')
+        return true;
+    return WHY("expected a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH), got %s", Q(s));
+}
+
+/* Principals: "*" (any authenticated peer) or a SPIFFE ID, optionally
+ * ending in "*" for a prefix match. */
+bool cfg_check_principal(const char *s, char *why, size_t size)
+{
+    const char *star = strchr(s, '*');
+    char b[96];
+    if (strcmp(s, "*") == 0)
+        return true;
+    if (star != NULL && star[1] != '\0')
+        return WHY("\"*\" is only allowed at the end of a principal, got %s", Q(s));
+    return cfg_check_spiffe(s, why, size);
+}
+
+/* Authorization paths: "*", or "/..." with an optional trailing "*". */
+bool cfg_check_authz_path(const char *s, char *why, size_t size)
+{
+    const char *star = strchr(s, '*');
+    char b[96];
+    if (strcmp(s, "*") == 0)
+        return true;
+    if (s[0] != '/')
+        return WHY("paths must start with \"/\", got %s", Q(s));
+    if (star != NULL && star[1] != '\0')
+        return WHY("\"*\" is only allowed at the end of a path, got %s", Q(s));
+    return true;
+}
+
+/* Virtual host domains: "*", "*suffix", "prefix*" or exact, optional
+ * ":port". Lower case is the walker's job (CF_LOWER). */
+bool cfg_check_domain(const char *s, char *why, size_t size)
+{
+    char b[96];
+    size_t len = strlen(s);
+    const char *star = strchr(s, '*');
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '/')
+            return WHY("invalid domain %s", Q(s));
+    }
+    if (star != NULL && strchr(star + 1, '*') != NULL)
+        return WHY("a domain may hold only one \"*\", got %s", Q(s));
+    /* The router's rule: '*' first (suffix match) or last (prefix match),
+     * before any ":port". */
+    const char *colon = strrchr(s, ':');
+    size_t hlen = colon != NULL && colon > s && colon[-1] != ']' && strchr(s, '[') == NULL
+                      ? (size_t)(colon - s)
+                      : len;
+    if (star != NULL && star != s && star != s + hlen - 1)
+        return WHY("\"*\" must be the first or last character of a domain, got %s", Q(s));
+    return true;
+}
+
+bool cfg_check_trust_domain(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (strpbrk(s, "/: \t") != NULL)
+        return WHY("expected a trust domain name such as cluster.local, got %s", Q(s));
+    return true;
+}
+
+/* Host rewrites: a host, optionally with a port. */
+bool cfg_check_host(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (strpbrk(s, " \t/") != NULL)
+        return WHY("expected a host name, got %s", Q(s));
+    return true;
+}
+
+/* SNI: a host name, no port. */
+bool cfg_check_sni(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (strpbrk(s, " \t/:") != NULL)
+        return WHY("expected a host name, got %s", Q(s));
+    return true;
+}
+
+bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size)
+{
+    int code = 0;
+    PCRE2_SIZE off = 0;
+    /* Same options as the router (full match, byte mode), so a pattern
+     * accepted here compiles there. */
+    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | (caseless ? PCRE2_CASELESS : 0);
+    pcre2_code *c = pcre2_compile((PCRE2_SPTR)re, strlen(re), opts, &code, &off, NULL);
+    if (c != NULL) {
+        pcre2_code_free(c);
+        return true;
+    }
+    PCRE2_UCHAR msg[256];
+    if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
+        snprintf((char *)msg, sizeof(msg), "error %d", code);
+    return WHY("invalid regex at offset %zu: %s", (size_t)off, (const char *)msg);
+}
+
+void cfg_lower(char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s - 'A' + 'a');
+    }
+}
+
+bool cfg_is_lower(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s >= 'A' && *s <= 'Z')
+            return false;
+    }
+    return true;
+}

@@ -1,0 +1,718 @@
+/* Unit tests for config/validate.c: models built in C (as a dialect compiler
+ * builds them, with origins, referring to each other by name) must pass the
+ * same checks as a file; each invariant is asserted with its exact message,
+ * for the built model and for the same mistake written in YAML. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "config/load.h"
+#include "core/arena.h"
+
+#define VS                                                                                         \
+    {                                                                                              \
+        .kind = "VirtualService", .ns = "default", .name = "reviews"                               \
+    }
+#define DR                                                                                         \
+    {                                                                                              \
+        .kind = "DestinationRule", .ns = "default", .name = "reviews"                              \
+    }
+#define SC                                                                                         \
+    {                                                                                              \
+        .kind = "Sidecar", .ns = "default", .name = "default"                                      \
+    }
+#define PEER                                                                                       \
+    {                                                                                              \
+        .kind = "PeerAuthentication", .ns = "istio-system", .name = "default"                      \
+    }
+
+static void set_addr(struct tr_cfg_addr *a, const char *ip, uint16_t port)
+{
+    memset(a, 0, sizeof(*a));
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
+        a->len = sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&a->ss;
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
+        a->len = sizeof(*s4);
+    }
+}
+
+static void *alloc(struct tr_config *c, size_t n, size_t size)
+{
+    void *p = tr_arena_calloc(c->arena, n, size);
+    assert_non_null(p);
+    return p;
+}
+
+/* What a compiler would emit for: a TLS context, two subsets of reviews
+ * (DestinationRule), a VirtualService splitting 90/10 between them, and an
+ * outbound listener (Sidecar). No indexes, no route or vhost names, no
+ * address texts: validate fills them. */
+static struct tr_config *model(void)
+{
+    struct tr_config *c = tr_config_new("mesh");
+    assert_non_null(c);
+
+    c->n_tls = 1;
+    c->tls = alloc(c, 1, sizeof(*c->tls));
+    tr_cfg_tls_defaults(&c->tls[0]);
+    c->tls[0].name = "workload";
+    c->tls[0].cert_file = c->tls[0].key_file = c->tls[0].ca_file = "/dev/null";
+    c->tls[0].loc = (struct tr_cfg_loc){.path = "spec.mtls", .origin = PEER};
+
+    c->n_clusters = 2;
+    c->clusters = alloc(c, 2, sizeof(*c->clusters));
+    for (size_t i = 0; i < 2; i++) {
+        struct tr_cluster_cfg *cl = &c->clusters[i];
+        tr_cfg_cluster_defaults(cl);
+        cl->name = i == 0 ? "reviews-v1" : "reviews-v2";
+        cl->n_endpoints = 1;
+        cl->endpoints = alloc(c, 1, sizeof(*cl->endpoints));
+        tr_cfg_endpoint_defaults(&cl->endpoints[0]);
+        set_addr(&cl->endpoints[0].addr, i == 0 ? "10.0.0.1" : "fd00::2", 9080);
+        cl->loc = (struct tr_cfg_loc){.path = i == 0 ? "spec.subsets[0]" : "spec.subsets[1]",
+                                      .origin = DR};
+    }
+
+    c->n_route_tables = 1;
+    c->route_tables = alloc(c, 1, sizeof(*c->route_tables));
+    struct tr_route_table_cfg *rt = &c->route_tables[0];
+    rt->name = "outbound-80";
+    rt->loc = (struct tr_cfg_loc){.path = "spec", .origin = VS};
+    rt->n_vhosts = 1;
+    rt->vhosts = alloc(c, 1, sizeof(*rt->vhosts));
+    struct tr_vhost_cfg *vh = &rt->vhosts[0];
+    vh->n_domains = 1;
+    vh->domains = alloc(c, 1, sizeof(char *));
+    vh->domains[0] = "reviews";
+    vh->loc = (struct tr_cfg_loc){.path = "spec.hosts", .origin = VS};
+    vh->n_routes = 1;
+    vh->routes = alloc(c, 1, sizeof(*vh->routes));
+    struct tr_route_cfg *r = &vh->routes[0];
+    tr_cfg_route_defaults(r);
+    r->loc = (struct tr_cfg_loc){.path = "spec.http[0]", .origin = VS};
+    r->n_clusters = 2;
+    r->clusters = alloc(c, 2, sizeof(*r->clusters));
+    r->clusters[0] = (struct tr_weighted_cluster_cfg){
+        .cluster_name = "reviews-v1",
+        .weight = 90,
+        .loc = {.path = "spec.http[0].route[0]", .origin = VS},
+    };
+    r->clusters[1] = (struct tr_weighted_cluster_cfg){
+        .cluster_name = "reviews-v2",
+        .weight = 10,
+        .loc = {.path = "spec.http[0].route[1]", .origin = VS},
+    };
+
+    c->n_listeners = 1;
+    c->listeners = alloc(c, 1, sizeof(*c->listeners));
+    struct tr_listener_cfg *l = &c->listeners[0];
+    tr_cfg_listener_defaults(l);
+    l->name = "outbound";
+    l->direction = TR_DIR_OUTBOUND;
+    set_addr(&l->addr, "127.0.0.1", 15001);
+    l->route_table_name = "outbound-80";
+    l->loc = (struct tr_cfg_loc){.path = "spec.egress[0]", .origin = SC};
+    return c;
+}
+
+static void test_model_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    char *err = NULL;
+    int rc = tr_config_validate(c, &err);
+    if (rc != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_null(err);
+    /* Names became indexes; what validate fills in is there. */
+    const struct tr_listener_cfg *l = &c->listeners[0];
+    assert_int_equal(l->route_table, 0);
+    assert_int_equal(l->tls, -1);
+    assert_int_equal(l->tcp_cluster, -1);
+    const struct tr_route_cfg *r = &c->route_tables[0].vhosts[0].routes[0];
+    assert_int_equal(r->clusters[0].cluster, 0);
+    assert_int_equal(r->clusters[1].cluster, 1);
+    assert_int_equal(r->total_weight, 100);
+    assert_string_equal(r->name, "route-0");
+    assert_string_equal(r->path, "/");
+    assert_string_equal(c->route_tables[0].vhosts[0].name, "vhost-0");
+    assert_string_equal(c->clusters[0].endpoints[0].name, "10.0.0.1:9080");
+    assert_string_equal(c->clusters[1].endpoints[0].addr.text, "[fd00::2]:9080");
+    assert_int_equal(c->clusters[0].tls, -1);
+    assert_int_equal(c->clusters[0].h2_max_streams, 100);
+    assert_int_equal(c->clusters[0].connect_timeout_ms, 1000);
+    assert_string_equal(l->addr.text, "127.0.0.1:15001");
+    assert_string_equal(c->admin.addr.text, "127.0.0.1:15000");
+    assert_string_equal(c->log_level, "info");
+    /* Validating again changes nothing. */
+    rc = tr_config_validate(c, &err);
+    if (rc != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(r->total_weight, 100);
+    tr_config_free(c);
+}
+
+/* One invariant: a change to the model, and the same mistake in YAML. */
+struct vcase {
+    const char *what;
+    void (*mutate)(struct tr_config *c);
+    const char *want; /* exact message for the built model */
+    const char *yaml; /* NULL: no YAML spelling (only a built model can say it) */
+    const char *want_yaml;
+};
+
+#define ROUTE0(c) (&(c)->route_tables[0].vhosts[0].routes[0])
+
+static void dup_cluster(struct tr_config *c)
+{
+    c->clusters[1].name = "reviews-v1";
+}
+static void unknown_weighted(struct tr_config *c)
+{
+    ROUTE0(c)->clusters[1].cluster_name = "nope";
+}
+static void zero_weights(struct tr_config *c)
+{
+    ROUTE0(c)->clusters[0].weight = 0;
+    ROUTE0(c)->clusters[1].weight = 0;
+}
+static void big_weight(struct tr_config *c)
+{
+    ROUTE0(c)->clusters[1].weight = 2000000;
+}
+static void unknown_table(struct tr_config *c)
+{
+    c->listeners[0].route_table_name = "nope";
+}
+static void tcp_with_table(struct tr_config *c)
+{
+    c->listeners[0].protocol = TR_LPROTO_TCP;
+    c->listeners[0].tcp_cluster_name = "reviews-v1";
+}
+static void http_with_tcp_cluster(struct tr_config *c)
+{
+    c->listeners[0].tcp_cluster_name = "reviews-v1";
+}
+static void strict_outbound(struct tr_config *c)
+{
+    c->listeners[0].tls_mode = TR_TLS_STRICT;
+    c->listeners[0].tls_name = "workload";
+}
+static void permissive_no_context(struct tr_config *c)
+{
+    c->listeners[0].direction = TR_DIR_INBOUND;
+    c->listeners[0].tls_mode = TR_TLS_PERMISSIVE;
+}
+static void unknown_cluster_tls(struct tr_config *c)
+{
+    c->clusters[0].tls_name = "x";
+}
+static void h2_on_http1(struct tr_config *c)
+{
+    c->clusters[1].h2_max_streams = 5;
+}
+static void bad_path_regex(struct tr_config *c)
+{
+    ROUTE0(c)->path_kind = TR_PATH_REGEX;
+    ROUTE0(c)->path = "a(b";
+}
+static void bad_header_regex(struct tr_config *c)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->n_headers = 1;
+    r->headers = alloc(c, 1, sizeof(*r->headers));
+    r->headers[0] = (struct tr_header_match_cfg){
+        .name = "x",
+        .kind = TR_HMATCH_REGEX,
+        .value = "[a",
+        .loc = {.path = "spec.http[0].match[0].headers.x", .origin = VS}};
+}
+static void same_address(struct tr_config *c)
+{
+    struct tr_listener_cfg *l = alloc(c, 2, sizeof(*l));
+    l[0] = c->listeners[0];
+    tr_cfg_listener_defaults(&l[1]);
+    l[1].name = "other";
+    set_addr(&l[1].addr, "127.0.0.1", 15001);
+    l[1].route_table_name = "outbound-80";
+    l[1].loc = (struct tr_cfg_loc){.path = "spec.egress[1]", .origin = SC};
+    c->listeners = l;
+    c->n_listeners = 2;
+}
+static void direct_and_clusters(struct tr_config *c)
+{
+    ROUTE0(c)->direct_status = 503;
+}
+static void no_action(struct tr_config *c)
+{
+    ROUTE0(c)->n_clusters = 0;
+}
+static void dup_domain(struct tr_config *c)
+{
+    struct tr_route_table_cfg *rt = &c->route_tables[0];
+    struct tr_vhost_cfg *vh = alloc(c, 2, sizeof(*vh));
+    vh[0] = rt->vhosts[0];
+    vh[1].n_domains = 2;
+    vh[1].domains = alloc(c, 2, sizeof(char *));
+    vh[1].domains[0] = "ratings";
+    vh[1].domains[1] = "reviews";
+    vh[1].loc = (struct tr_cfg_loc){
+        .path = "spec.hosts",
+        .origin = {.kind = "VirtualService", .ns = "default", .name = "ratings"}};
+    rt->vhosts = vh;
+    rt->n_vhosts = 2;
+}
+static void upper_domain(struct tr_config *c)
+{
+    c->route_tables[0].vhosts[0].domains[0] = "Reviews";
+}
+static void admin_not_loopback(struct tr_config *c)
+{
+    set_addr(&c->admin.addr, "10.0.0.1", 15000);
+}
+static void long_admin_socket(struct tr_config *c)
+{
+    char *p = alloc(c, 1, 200);
+    memset(p, 'a', 108);
+    p[0] = '/';
+    c->admin.socket = p;
+}
+static void request_line_too_big(struct tr_config *c)
+{
+    c->limits.max_request_line = 70000;
+}
+static void zero_connect_timeout(struct tr_config *c)
+{
+    c->clusters[0].connect_timeout_ms = 0;
+}
+static void endpoint_port0(struct tr_config *c)
+{
+    set_addr(&c->clusters[0].endpoints[0].addr, "10.0.0.1", 0);
+}
+static void unix_endpoint(struct tr_config *c)
+{
+    struct tr_cfg_addr *a = &c->clusters[0].endpoints[0].addr;
+    memset(a, 0, sizeof(*a));
+    a->ss.ss_family = AF_UNIX;
+    a->len = sizeof(struct sockaddr_un);
+}
+static void bad_principal(struct tr_config *c)
+{
+    struct tr_listener_cfg *l = &c->listeners[0];
+    l->authz.n_rules = 1;
+    l->authz.rules = alloc(c, 1, sizeof(*l->authz.rules));
+    l->authz.rules[0].n_principals = 1;
+    l->authz.rules[0].principals = alloc(c, 1, sizeof(char *));
+    l->authz.rules[0].principals[0] = "spiffe://a/*/b";
+    l->authz.rules[0].loc = (struct tr_cfg_loc){
+        .path = "spec.rules[0]",
+        .origin = {.kind = "AuthorizationPolicy", .ns = "default", .name = "allow"}};
+}
+static void tcp_rule_methods(struct tr_config *c)
+{
+    bad_principal(c);
+    c->listeners[0].authz.rules[0].principals[0] = "*";
+    c->listeners[0].authz.rules[0].n_methods = 1;
+    c->listeners[0].authz.rules[0].methods = alloc(c, 1, sizeof(char *));
+    c->listeners[0].authz.rules[0].methods[0] = "GET";
+    tcp_with_table(c);
+    c->listeners[0].route_table_name = NULL;
+}
+static void no_listeners(struct tr_config *c)
+{
+    c->n_listeners = 0;
+}
+static void regex_rewrite(struct tr_config *c)
+{
+    ROUTE0(c)->path_kind = TR_PATH_REGEX;
+    ROUTE0(c)->path = "/a.*";
+    ROUTE0(c)->prefix_rewrite = "/b";
+}
+static void rewrite_with_direct(struct tr_config *c)
+{
+    ROUTE0(c)->n_clusters = 0;
+    ROUTE0(c)->direct_status = 503;
+    ROUTE0(c)->host_rewrite = "x";
+}
+static void tls_without_cert(struct tr_config *c)
+{
+    c->tls[0].cert_file = NULL;
+}
+static void server_ids_plaintext(struct tr_config *c)
+{
+    c->clusters[0].n_server_ids = 1;
+    c->clusters[0].server_ids = alloc(c, 1, sizeof(char *));
+    c->clusters[0].server_ids[0] = "spiffe://cluster.local/ns/default/sa/reviews";
+}
+static void bad_enum(struct tr_config *c)
+{
+    c->clusters[0].lb = (enum tr_lb_policy)7;
+}
+static void bad_name(struct tr_config *c)
+{
+    c->listeners[0].name = "out bound";
+}
+/* Objects a builder left without a location are named by their place. */
+static void dup_unlocated(struct tr_config *c)
+{
+    c->clusters[0].loc = (struct tr_cfg_loc){0};
+    c->clusters[1].loc = (struct tr_cfg_loc){0};
+    c->clusters[1].name = "reviews-v1";
+}
+
+#define Y_CTX "tls:\n- {name: workload, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
+#define Y_CLUSTERS                                                                                 \
+    "clusters:\n- {name: reviews-v1, endpoints: [{address: '10.0.0.1:9080'}]}\n"                   \
+    "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n"
+#define Y_TABLE(route)                                                                             \
+    "route_tables:\n- name: outbound-80\n  virtual_hosts:\n  - domains: [reviews]\n"               \
+    "    routes:\n    - " route "\n"
+#define Y_SPLIT                                                                                    \
+    "{weighted_clusters: [{cluster: reviews-v1, weight: 90}, {cluster: reviews-v2, weight: 10}]}"
+#define Y_LISTENER(extra)                                                                          \
+    "listeners:\n- {name: outbound, address: 127.0.0.1:15001, direction: outbound" extra "}\n"
+#define Y_BASE(route, extra) Y_CTX Y_CLUSTERS Y_TABLE(route) Y_LISTENER(extra)
+#define R                    "route_tables[0].virtual_hosts[0].routes[0]"
+
+static const struct vcase cases[] = {
+    {"duplicate names", dup_cluster,
+     "DestinationRule default/reviews: spec.subsets[1].name: duplicate cluster name "
+     "\"reviews-v1\" (first defined by DestinationRule default/reviews)",
+     Y_CTX "clusters:\n- {name: reviews-v1, endpoints: [{address: '10.0.0.1:9080'}]}\n"
+           "- {name: reviews-v1, endpoints: [{address: '10.0.0.2:9080'}]}\n" Y_TABLE(
+               "{cluster: reviews-v1}") Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:5:10: clusters[1].name: duplicate cluster name \"reviews-v1\" (first defined at "
+     "line 4)"},
+    {"route -> cluster", unknown_weighted,
+     "VirtualService default/reviews: spec.http[0].route[1].cluster: unknown cluster \"nope\"",
+     Y_BASE("{weighted_clusters: [{cluster: reviews-v1, weight: 90}, {cluster: nope, weight: "
+            "10}]}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:73: " R ".weighted_clusters[1].cluster: unknown cluster \"nope\""},
+    {"weights all 0", zero_weights,
+     "VirtualService default/reviews: spec.http[0].weighted_clusters: the weights must not all "
+     "be 0",
+     Y_BASE("{weighted_clusters: [{cluster: reviews-v1, weight: 0}, {cluster: reviews-v2, weight: "
+            "0}]}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:27: " R ".weighted_clusters: the weights must not all be 0"},
+    {"weight range", big_weight,
+     "VirtualService default/reviews: spec.http[0].route[1].weight: must be between 0 and "
+     "1000000, got 2000000",
+     Y_BASE("{weighted_clusters: [{cluster: reviews-v1, weight: 90}, {cluster: reviews-v2, "
+            "weight: 2000000}]}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:93: " R ".weighted_clusters[1].weight: must be between 0 and 1000000, got "
+     "2000000"},
+    {"listener -> route table", unknown_table,
+     "Sidecar default/default: spec.egress[0].route_table: unknown route table \"nope\"",
+     Y_BASE(Y_SPLIT, ", route_table: nope"),
+     "t.yaml:13:80: listeners[0].route_table: unknown route table \"nope\""},
+    {"tcp listener with a route table", tcp_with_table,
+     "Sidecar default/default: spec.egress[0].route_table: not allowed on a tcp listener (use "
+     "tcp_cluster)",
+     Y_BASE(Y_SPLIT, ", protocol: tcp, route_table: outbound-80, tcp_cluster: reviews-v1"),
+     "t.yaml:13:82: listeners[0].route_table: not allowed on a tcp listener (use tcp_cluster)"},
+    {"http listener with a tcp cluster", http_with_tcp_cluster,
+     "Sidecar default/default: spec.egress[0].tcp_cluster: not allowed on an http listener (use "
+     "protocol: auto or tcp)",
+     Y_BASE(Y_SPLIT, ", route_table: outbound-80, tcp_cluster: reviews-v1"),
+     "t.yaml:13:93: listeners[0].tcp_cluster: not allowed on an http listener (use protocol: auto "
+     "or tcp)"},
+    {"STRICT outbound", strict_outbound,
+     "Sidecar default/default: spec.egress[0].tls.mode: STRICT is only valid on inbound listeners",
+     Y_BASE(Y_SPLIT, ", route_table: outbound-80, tls: {mode: STRICT, context: workload}"),
+     "t.yaml:13:99: listeners[0].tls.mode: STRICT is only valid on inbound listeners"},
+    {"PERMISSIVE needs a context", permissive_no_context,
+     "Sidecar default/default: spec.egress[0].tls.context: missing required field",
+     Y_CTX Y_CLUSTERS Y_TABLE(Y_SPLIT) "listeners:\n- {name: outbound, address: 127.0.0.1:15001, "
+                                       "route_table: outbound-80, tls: {mode: PERMISSIVE}}\n",
+     "t.yaml:13:77: listeners[0].tls.context: missing required field"},
+    {"cluster -> tls", unknown_cluster_tls,
+     "DestinationRule default/reviews: spec.subsets[0].tls.context: unknown TLS context \"x\"",
+     Y_CTX "clusters:\n- {name: reviews-v1, tls: {context: x}, endpoints: [{address: "
+           "'10.0.0.1:9080'}]}\n"
+           "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
+               Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:4:37: clusters[0].tls.context: unknown TLS context \"x\""},
+    {"http2 settings on HTTP/1.1", h2_on_http1,
+     "DestinationRule default/reviews: spec.subsets[1].http2: HTTP/2 settings on a cluster that "
+     "speaks HTTP/1.1 (protocol: http1) would be ignored; set protocol to http2 or original, or "
+     "remove them",
+     Y_CTX "clusters:\n- {name: reviews-v1, endpoints: [{address: '10.0.0.1:9080'}]}\n"
+           "- {name: reviews-v2, protocol: http1, http2: {max_streams_per_connection: 5}, "
+           "endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
+               Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:5:39: clusters[1].http2: HTTP/2 settings on a cluster that speaks HTTP/1.1 "
+     "(protocol: http1) would be ignored; set protocol to http2 or original, or remove them"},
+    {"path regex", bad_path_regex,
+     "VirtualService default/reviews: spec.http[0].match.path.regex: invalid regex at offset 3: "
+     "missing closing parenthesis",
+     Y_BASE("{match: {path: {regex: 'a(b'}}, cluster: reviews-v1}", ", route_table: outbound-80"),
+     "t.yaml:11:30: " R ".match.path.regex: invalid regex at offset 3: missing closing "
+     "parenthesis"},
+    {"header regex", bad_header_regex,
+     "VirtualService default/reviews: spec.http[0].match[0].headers.x.regex: invalid regex at "
+     "offset 2: missing terminating ] for character class",
+     Y_BASE("{match: {headers: [{name: x, regex: '[a'}]}, cluster: reviews-v1}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:43: " R ".match.headers[0].regex: invalid regex at offset 2: missing terminating "
+     "] for character class"},
+    {"listener addresses", same_address,
+     "Sidecar default/default: spec.egress[1].address: address 127.0.0.1:15001 is already used by "
+     "listener \"outbound\"",
+     Y_BASE(Y_SPLIT, ", route_table: outbound-80") "- {name: other, address: 127.0.0.1:15001, "
+                                                   "route_table: outbound-80}\n",
+     "t.yaml:14:26: listeners[1].address: address 127.0.0.1:15001 is already used by listener "
+     "\"outbound\""},
+    {"clusters and direct_response", direct_and_clusters,
+     "VirtualService default/reviews: spec.http[0].direct_response: conflicts with "
+     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response",
+     Y_BASE("{cluster: reviews-v1, direct_response: {status: 503}}", ", route_table: outbound-80"),
+     "t.yaml:11:29: " R ".direct_response: conflicts with cluster; set exactly one of cluster, "
+     "weighted_clusters, direct_response"},
+    {"a route needs an action", no_action,
+     "VirtualService default/reviews: spec.http[0]: one of cluster, weighted_clusters, "
+     "direct_response is required",
+     Y_BASE("{name: x}", ", route_table: outbound-80"),
+     "t.yaml:11:7: " R ": one of cluster, weighted_clusters, direct_response is required"},
+    {"domains unique per table", dup_domain,
+     "VirtualService default/ratings: spec.hosts.domains[1]: duplicate domain \"reviews\" (first "
+     "defined by VirtualService default/reviews)",
+     Y_CTX Y_CLUSTERS "route_tables:\n- name: outbound-80\n  virtual_hosts:\n"
+                      "  - domains: [reviews]\n    routes: [" Y_SPLIT "]\n"
+                      "  - domains: [ratings, reviews]\n    routes: [" Y_SPLIT
+                      "]\n" Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:11:24: route_tables[0].virtual_hosts[1].domains[1]: duplicate domain \"reviews\" "
+     "(first defined at line 9)"},
+    {"domains are lower case", upper_domain,
+     "VirtualService default/reviews: spec.hosts.domains[0]: \"Reviews\" must be lower case", NULL,
+     NULL},
+    {"admin is loopback", admin_not_loopback,
+     "mesh: admin.address: the admin address must be loopback (127.0.0.0/8 or [::1]), got "
+     "\"10.0.0.1:15000\"",
+     "admin: {address: '10.0.0.1:15000'}\n" Y_BASE(Y_SPLIT, ", route_table: outbound-80"),
+     "t.yaml:1:18: admin.address: the admin address must be loopback (127.0.0.0/8 or [::1]), got "
+     "\"10.0.0.1:15000\""},
+    {"Unix socket path length", long_admin_socket,
+     "mesh: admin.socket: path is 108 bytes, a Unix socket path is at most 107",
+     "admin: {socket: "
+     "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaa}\n" Y_BASE(Y_SPLIT, ", route_table: outbound-80"),
+     "t.yaml:1:17: admin.socket: path is 108 bytes, a Unix socket path is at most 107"},
+    {"limits between fields", request_line_too_big,
+     "mesh: limits.max_request_line: max_request_line (70000) must not exceed max_header_bytes "
+     "(65536)",
+     "limits: {max_request_line: 70000}\n" Y_BASE(Y_SPLIT, ", route_table: outbound-80"),
+     "t.yaml:1:10: limits.max_request_line: max_request_line (70000) must not exceed "
+     "max_header_bytes (65536)"},
+    {"duration range", zero_connect_timeout,
+     "DestinationRule default/reviews: spec.subsets[0].connect_timeout: must be between 1ms and "
+     "86400000ms, got 0ms",
+     Y_CTX "clusters:\n- {name: reviews-v1, connect_timeout: 0s, endpoints: [{address: "
+           "'10.0.0.1:9080'}]}\n"
+           "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
+               Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:4:39: clusters[0].connect_timeout: must be between 1ms and 86400000ms, got \"0s\""},
+    {"endpoint port", endpoint_port0,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: port must be between "
+     "1 and 65535, got 0",
+     Y_CTX "clusters:\n- {name: reviews-v1, endpoints: [{address: '10.0.0.1:0'}]}\n"
+           "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
+               Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:4:44: clusters[0].endpoints[0].address: port must be between 1 and 65535 in "
+     "\"10.0.0.1:0\""},
+    {"address family", unix_endpoint,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: expected an IPv4 or "
+     "IPv6 socket address (family 1, length 110)",
+     NULL, NULL},
+    {"principals", bad_principal,
+     "AuthorizationPolicy default/allow: spec.rules[0].principals[0]: \"*\" is only allowed at "
+     "the end of a principal, got \"spiffe://a/*/b\"",
+     Y_BASE(Y_SPLIT, ", route_table: outbound-80, authorization: {rules: [{action: ALLOW, "
+                     "principals: ['spiffe://a/*/b']}]}"),
+     "t.yaml:13:146: listeners[0].authorization.rules[0].principals[0]: \"*\" is only allowed at "
+     "the end of a principal, got \"spiffe://a/*/b\""},
+    {"methods on tcp", tcp_rule_methods,
+     "AuthorizationPolicy default/allow: spec.rules[0].methods: not allowed on a tcp listener (no "
+     "HTTP requests to match)",
+     Y_BASE(Y_SPLIT, ", protocol: tcp, tcp_cluster: reviews-v1, authorization: {rules: [{action: "
+                     "ALLOW, methods: [GET]}]}"),
+     "t.yaml:13:147: listeners[0].authorization.rules[0].methods: not allowed on a tcp listener "
+     "(no HTTP requests to match)"},
+    {"listeners", no_listeners, "mesh: listeners: missing required field",
+     Y_CTX Y_CLUSTERS Y_TABLE(Y_SPLIT), "t.yaml:1:1: listeners: missing required field"},
+    {"rewrite and direct_response", rewrite_with_direct,
+     "VirtualService default/reviews: spec.http[0].rewrite: cannot be combined with "
+     "direct_response",
+     Y_BASE("{direct_response: {status: 503}, rewrite: {host: x}}", ", route_table: outbound-80"),
+     "t.yaml:11:40: " R ".rewrite: cannot be combined with direct_response"},
+    {"required fields", tls_without_cert,
+     "PeerAuthentication istio-system/default: spec.mtls.cert: missing required field",
+     "tls:\n- {name: workload, key: /dev/null, ca: /dev/null}\n" Y_CLUSTERS Y_TABLE(Y_SPLIT)
+         Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:2:3: tls[0].cert: missing required field"},
+    {"server identities need TLS", server_ids_plaintext,
+     "DestinationRule default/reviews: spec.subsets[0].tls.server_ids: needs tls.context (a "
+     "plaintext cluster has no server identity to check)",
+     NULL, NULL},
+    {"enums", bad_enum,
+     "DestinationRule default/reviews: spec.subsets[0].lb: expected one of round_robin, "
+     "least_request, random, got value 7",
+     Y_CTX "clusters:\n- {name: reviews-v1, lb: fastest, endpoints: [{address: "
+           "'10.0.0.1:9080'}]}\n"
+           "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
+               Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, got "
+     "\"fastest\""},
+    {"names", bad_name,
+     "Sidecar default/default: spec.egress[0].name: invalid name \"out bound\": whitespace and "
+     "control characters are not allowed",
+     Y_CTX Y_CLUSTERS Y_TABLE(Y_SPLIT) "listeners:\n- {name: 'out bound', address: "
+                                       "127.0.0.1:15001, route_table: outbound-80}\n",
+     "t.yaml:13:10: listeners[0].name: invalid name \"out bound\": whitespace and control "
+     "characters are not allowed"},
+    {"objects without a location", dup_unlocated,
+     "mesh: clusters[1].name: duplicate cluster name \"reviews-v1\" (first defined at "
+     "clusters[0])",
+     NULL, NULL},
+};
+
+static void test_invariants(void **state)
+{
+    (void)state;
+    size_t failed = 0, n = sizeof(cases) / sizeof(cases[0]);
+    assert_true(n >= 15);
+    for (size_t i = 0; i < n; i++) {
+        const struct vcase *vc = &cases[i];
+        struct tr_config *c = model();
+        vc->mutate(c);
+        char *err = NULL;
+        int rc = tr_config_validate(c, &err);
+        if (rc != -1 || err == NULL || strcmp(err, vc->want) != 0) {
+            fprintf(stderr, "case %zu (%s, model):\n  want: %s\n  got:  %s\n", i, vc->what,
+                    vc->want,
+                    rc == 0       ? "(valid)"
+                    : err != NULL ? err
+                                  : "(no message)");
+            failed++;
+        }
+        free(err);
+        tr_config_free(c);
+        if (vc->yaml == NULL)
+            continue;
+        err = NULL;
+        c = tr_config_load_buffer(vc->yaml, strlen(vc->yaml), "t.yaml", &err);
+        if (c != NULL || err == NULL || strcmp(err, vc->want_yaml) != 0) {
+            fprintf(stderr, "case %zu (%s, yaml):\n%s\n  want: %s\n  got:  %s\n", i, vc->what,
+                    vc->yaml, vc->want_yaml, c != NULL ? "(loaded)" : err);
+            failed++;
+        }
+        free(err);
+        tr_config_free(c);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* A rewrite on a regex (or exact) route is valid: it replaces the whole path
+ * (router.h, tr_route_rewrite_path), as Istio's rewrite.uri does. */
+static void test_regex_rewrite_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    regex_rewrite(c);
+    char *err = NULL;
+    int rc = tr_config_validate(c, &err);
+    if (rc != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_int_equal(rc, 0);
+    tr_config_free(c);
+}
+
+/* The YAML base the cases start from is valid and loads into the model the
+ * builder makes: same indexes, same defaults. */
+static void test_yaml_twin(void **state)
+{
+    (void)state;
+    static const char text[] = Y_BASE(Y_SPLIT, ", route_table: outbound-80");
+    char *err = NULL;
+    struct tr_config *y = tr_config_load_buffer(text, sizeof(text) - 1, "t.yaml", &err);
+    if (y == NULL)
+        fprintf(stderr, "%s\n", err);
+    assert_non_null(y);
+    struct tr_config *m = model();
+    assert_int_equal(tr_config_validate(m, NULL), 0);
+    const struct tr_route_cfg *ry = &y->route_tables[0].vhosts[0].routes[0];
+    const struct tr_route_cfg *rm = ROUTE0(m);
+    assert_int_equal(ry->total_weight, rm->total_weight);
+    assert_int_equal(ry->clusters[1].cluster, rm->clusters[1].cluster);
+    assert_string_equal(ry->name, rm->name);
+    assert_string_equal(ry->path, rm->path);
+    assert_int_equal(y->listeners[0].route_table, m->listeners[0].route_table);
+    assert_int_equal(y->listeners[0].tls, m->listeners[0].tls);
+    assert_int_equal(y->listeners[0].idle_timeout_ms, m->listeners[0].idle_timeout_ms);
+    assert_int_equal(y->listeners[0].xfp, m->listeners[0].xfp);
+    assert_int_equal(y->clusters[1].protocol, m->clusters[1].protocol);
+    assert_int_equal(y->clusters[1].h2_max_streams, m->clusters[1].h2_max_streams);
+    assert_int_equal(y->clusters[1].pool_max_idle, m->clusters[1].pool_max_idle);
+    assert_string_equal(y->clusters[1].endpoints[0].name, m->clusters[1].endpoints[0].name);
+    assert_int_equal(y->tls[0].min_version, m->tls[0].min_version);
+    assert_int_equal(y->tls[0].session_resumption, m->tls[0].session_resumption);
+    assert_int_equal(y->limits.h2_connection_window, m->limits.h2_connection_window);
+    /* Loaded objects keep their names for references. */
+    assert_string_equal(y->listeners[0].route_table_name, "outbound-80");
+    assert_string_equal(ry->clusters[0].cluster_name, "reviews-v1");
+    tr_config_free(y);
+    tr_config_free(m);
+}
+
+static void test_origin_format(void **state)
+{
+    (void)state;
+    char buf[256];
+    struct tr_cfg_loc loc = {.path = "spec.http[0].route[1].weight", .origin = VS};
+    int n = tr_cfg_loc_format(&loc, buf, sizeof(buf));
+    assert_string_equal(buf, "VirtualService default/reviews: spec.http[0].route[1].weight: ");
+    assert_int_equal(n, (int)strlen(buf));
+    /* Cluster-scoped resources have no namespace; a file position comes first. */
+    loc = (struct tr_cfg_loc){.file = "istio.yaml",
+                              .line = 12,
+                              .col = 3,
+                              .path = "spec",
+                              .origin = {.kind = "GatewayClass", .name = "trellis"}};
+    tr_cfg_loc_format(&loc, buf, sizeof(buf));
+    assert_string_equal(buf, "istio.yaml:12:3: GatewayClass trellis: spec: ");
+    char *err = NULL;
+    tr_cfg_errorf(&err, &loc, "bad %d", 1);
+    assert_string_equal(err, "istio.yaml:12:3: GatewayClass trellis: spec: bad 1");
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_ok),      cmocka_unit_test(test_invariants),
+        cmocka_unit_test(test_yaml_twin),     cmocka_unit_test(test_regex_rewrite_ok),
+        cmocka_unit_test(test_origin_format),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
