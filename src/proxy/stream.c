@@ -1348,6 +1348,7 @@ static void h1_failed(struct tr_stream *st, uint16_t flag)
     if (st->up == TR_SU_H1 && held && x->uc.reused && !x->uc.resent) {
         /* The keep-alive race (upstream/h1_client.h): the head again, on a
          * fresh connection. */
+        st->up_done = false;
         if (!h1_head(st) || !h1_attempt(st, tr_h1c_resend(&x->uc, true), "connection failure"))
             stream_maybe_free(st);
         return;

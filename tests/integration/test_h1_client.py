@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import free_port, simple_config  # noqa: E402
 from h2util import H2Client  # noqa: E402
+from test_http1_proxy import RawServer, read_head  # noqa: E402
 
 
 class KeepAliveServer:
@@ -96,5 +97,40 @@ def test_server_keep_alive_timeout_is_honoured(proxies, client):
         # timeout=2 s: the pool lets it go 500 ms earlier (default idle: 50 s).
         assert len(srv.closed_after) == 1, srv.closed_after
         assert 1.2 < srv.closed_after[0] < 1.9, srv.closed_after
+    finally:
+        srv.close()
+
+
+def test_keep_alive_race_resent_for_http2_clients(proxies):
+    """The keep-alive race, streams side: each pooled connection is closed by
+    the server when the next request arrives on it, unanswered; every request
+    still succeeds, re-sent once on a fresh connection (the same logic as the
+    byte path's test_http1_proxy.py::test_keepalive_race_deterministic_resend)."""
+    def close_on_second(c, f, srv):
+        h = read_head(f)
+        if h is None:
+            return
+        srv.records.append(h[0])
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        read_head(f)  # the next request on this connection: close without answering
+
+    srv = RawServer(close_on_second)
+    try:
+        port = free_port()
+        p = proxies(simple_config(port, srv.port))
+        c = H2Client(port)
+        try:
+            for i in range(10):
+                r = c.get(f"/d{i}")
+                assert (r.status, bytes(r.data)) == (200, b"ok"), i
+        finally:
+            c.close()
+        assert srv.records == [f"GET /d{i} HTTP/1.1" for i in range(10)]
+        deadline = time.monotonic() + 3
+        while p.metric("trellis_upstream_requests_resent_total") != 9 and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert p.metric("trellis_upstream_requests_resent_total") == 9
+        assert srv.connections == 10
     finally:
         srv.close()
