@@ -209,7 +209,7 @@ static void finish_request(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
     log_and_count(s);
-    bool up_reusable = h->resp_body != TR_H1_BODY_UNTIL_CLOSE && h->rq == TR_RQ_DONE &&
+    bool up_reusable = h->uc.body != TR_H1_BODY_UNTIL_CLOSE && h->rq == TR_RQ_DONE &&
                        (h->resp == NULL || tr_buf_len(h->resp) == 0) && !h->local_reply;
     upstream_detach(s, up_reusable);
     buf_release(s->w, &h->reqout);
@@ -873,8 +873,8 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     struct tr_h1_message m;
     memset(&m, 0, sizeof(m));
     m.headers = w->headers;
-    int rc = tr_h1_parse_response(tr_buf_head(h->resp), head_len, &s->ws->snap->h1_limits,
-                                  (enum tr_h1_method)h->method_id, &m);
+    int rc = tr_h1c_parse_response(&h->uc, tr_buf_head(h->resp), head_len, &s->ws->snap->h1_limits,
+                                   (enum tr_h1_method)h->method_id, &m);
     if (rc < 0) {
         tr_warn("cluster %s: invalid response from %s: %s", h->cluster->cfg->name, h->uc.addr,
                 tr_h1_error_str(rc));
@@ -884,7 +884,6 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         local_reply(s, 502, TR_RF_UPE, "upstream sent an invalid response\n");
         return true;
     }
-    tr_h1c_response_head(&h->uc, &m);
     if (m.status >= 100 && m.status < 200 && m.status != 101) {
         /* Interim response: pass it on to HTTP/1.1 clients, then read on. */
         if (!h->version10) {
@@ -906,9 +905,6 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         return true;
     }
     h->status = m.status;
-    h->resp_body = (uint8_t)m.body;
-    h->resp_remaining = m.content_length;
-    tr_h1_chunked_init(&h->resp_chunked, s->ws->snap->h1_limits.max_header_bytes);
     bool tunnel = m.body == TR_H1_BODY_TUNNEL;
     if (m.body == TR_H1_BODY_UNTIL_CLOSE)
         h->keep_alive = false;
@@ -1005,7 +1001,7 @@ static bool dechunk_response(struct tr_session *s, bool *done)
             return progress;
         size_t consumed, off, dlen;
         uint32_t avail = tr_buf_len(h->resp);
-        int rc = tr_h1_chunked_feed(&h->resp_chunked, tr_buf_head(h->resp),
+        int rc = tr_h1_chunked_feed(&h->uc.chunked, tr_buf_head(h->resp),
                                     avail < room ? avail : room, &consumed, &off, &dlen);
         if (rc < 0)
             return false;
@@ -1030,12 +1026,12 @@ static uint32_t response_sendable(struct tr_session *s, bool *done_after, bool *
     uint32_t avail = tr_buf_len(h->resp);
     *done_after = false;
     *bad = false;
-    switch (h->resp_body) {
+    switch (h->uc.body) {
     case TR_H1_BODY_LENGTH:
-        *done_after = avail >= h->resp_remaining;
-        return avail < h->resp_remaining ? avail : (uint32_t)h->resp_remaining;
+        *done_after = avail >= h->uc.remaining;
+        return avail < h->uc.remaining ? avail : (uint32_t)h->uc.remaining;
     case TR_H1_BODY_CHUNKED:
-        if (chunked_validate(&h->resp_chunked, tr_buf_head(h->resp), avail, &h->resp_validated,
+        if (chunked_validate(&h->uc.chunked, tr_buf_head(h->resp), avail, &h->resp_validated,
                              &h->resp_chunk_done) < 0) {
             *bad = true;
             return 0;
@@ -1052,9 +1048,9 @@ static void account_response_sent(struct tr_session *s, uint32_t n)
     struct tr_http_state *h = &s->http;
     tr_buf_consume(h->resp, n);
     h->resp_bytes += n;
-    if (h->resp_body == TR_H1_BODY_LENGTH)
-        h->resp_remaining -= n;
-    else if (h->resp_body == TR_H1_BODY_CHUNKED)
+    if (h->uc.body == TR_H1_BODY_LENGTH)
+        h->uc.remaining -= n;
+    else if (h->uc.body == TR_H1_BODY_CHUNKED)
         h->resp_validated -= n;
 }
 
@@ -1096,11 +1092,11 @@ static bool forward_response_body(struct tr_session *s)
         if (!flush_tx(s, &progress))
             return progress;
         if (h->resp == NULL || tr_buf_len(h->resp) == 0 ||
-            (h->resp_body == TR_H1_BODY_CHUNKED && !h->dechunk && h->resp_validated == 0 &&
+            (h->uc.body == TR_H1_BODY_CHUNKED && !h->dechunk && h->resp_validated == 0 &&
              !h->resp_chunk_done && tr_buf_room(h->resp) > 0 && tr_buf_len(h->resp) == 0)) {
             ssize_t n = read_up(s);
             if (n < 0) {
-                if (h->resp_body == TR_H1_BODY_UNTIL_CLOSE && h->uc.up->conn.rx_eof) {
+                if (h->uc.body == TR_H1_BODY_UNTIL_CLOSE && h->uc.up->conn.rx_eof) {
                     h->rs = TR_RS_DONE;
                     return true;
                 }
@@ -1138,7 +1134,7 @@ static bool forward_response_body(struct tr_session *s)
                 tr_buf_compact(h->resp);
             ssize_t n = read_up(s);
             if (n < 0) {
-                if (h->resp_body == TR_H1_BODY_UNTIL_CLOSE && h->uc.up->conn.rx_eof) {
+                if (h->uc.body == TR_H1_BODY_UNTIL_CLOSE && h->uc.up->conn.rx_eof) {
                     h->rs = TR_RS_DONE;
                     return true;
                 }

@@ -53,12 +53,11 @@ enum tr_http_rs_state {
 };
 
 struct tr_http_state {
-    uint8_t rq;        /* enum tr_http_rq_state */
-    uint8_t rs;        /* enum tr_http_rs_state */
-    uint8_t req_body;  /* enum tr_h1_body of the request */
-    uint8_t resp_body; /* enum tr_h1_body of the response */
-    bool keep_alive;   /* downstream connection may carry another request */
-    bool version10;    /* downstream spoke HTTP/1.0 */
+    uint8_t rq;       /* enum tr_http_rq_state */
+    uint8_t rs;       /* enum tr_http_rs_state */
+    uint8_t req_body; /* enum tr_h1_body of the request */
+    bool keep_alive;  /* downstream connection may carry another request */
+    bool version10;   /* downstream spoke HTTP/1.0 */
     bool is_head;
     bool upgrade;     /* request asked to upgrade */
     bool retryable;   /* the whole request is still in reqout */
@@ -75,8 +74,6 @@ struct tr_http_state {
     uint64_t req_remaining;
     struct tr_h1_chunked req_chunked;
     uint32_t req_validated; /* chunked: bytes of rx checked and forwardable */
-    uint64_t resp_remaining;
-    struct tr_h1_chunked resp_chunked;
     uint32_t resp_validated;
     struct tr_buf *reqout; /* rewritten head (+ body start) for the upstream */
     uint32_t reqout_sent;

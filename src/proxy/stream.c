@@ -1279,7 +1279,7 @@ static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char
         /* Connected: the tunnel is open (no END_STREAM: bytes follow). */
         static const struct tr_h2_header ok[] = {{TR_STR_LIT(":status"), TR_STR_LIT("200")}};
         st->h1.head_done = true;
-        st->h1.body = TR_H1_BODY_UNTIL_CLOSE;
+        st->h1.uc.body = TR_H1_BODY_UNTIL_CLOSE;
         resp_headers(st, ok, 1, false);
     }
     h1_pump(st);
@@ -1376,8 +1376,9 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
     struct tr_h1_message m;
     memset(&m, 0, sizeof(m));
     m.headers = w->headers;
-    int rc = tr_h1_parse_response(tr_buf_head(x->in), head_len, &st->s->ws->snap->h1_limits,
-                                  (enum tr_h1_method)st->method_id, &m);
+    int rc =
+        tr_h1c_parse_response(&x->uc, tr_buf_head(x->in), head_len, &st->s->ws->snap->h1_limits,
+                              (enum tr_h1_method)st->method_id, &m);
     if (rc < 0 || m.body == TR_H1_BODY_TUNNEL) {
         x->got_byte = true; /* no re-send: the server did answer */
         up_release(st, false);
@@ -1386,7 +1387,6 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
         stream_maybe_free(st);
         return false;
     }
-    tr_h1c_response_head(&x->uc, &m);
     struct tr_fields f;
     size_t bytes = head_len + 16;
     if (tr_fields_init(&f, m.n_headers + 2, (uint32_t)bytes) < 0 ||
@@ -1402,9 +1402,6 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
     x->head_scanned = 0;
     if (!interim) {
         x->head_done = true;
-        x->body = (uint8_t)m.body;
-        x->remaining = m.content_length;
-        tr_h1_chunked_init(&x->chunked, st->s->ws->snap->h1_limits.max_header_bytes);
         if (no_body)
             x->done = true;
     }
@@ -1423,21 +1420,21 @@ static bool h1_response_body(struct tr_stream *st)
             return false;
         uint32_t avail = tr_buf_len(x->in);
         const uint8_t *p = (const uint8_t *)tr_buf_head(x->in);
-        switch (x->body) {
+        switch (x->uc.body) {
         case TR_H1_BODY_LENGTH: {
-            uint32_t n = avail < x->remaining ? avail : (uint32_t)x->remaining;
-            x->remaining -= n;
+            uint32_t n = avail < x->uc.remaining ? avail : (uint32_t)x->uc.remaining;
+            x->uc.remaining -= n;
             tr_buf_consume(x->in, n);
-            if (x->remaining == 0)
+            if (x->uc.remaining == 0)
                 x->done = true;
             resp_data(st, p, n, x->done);
             break;
         }
         case TR_H1_BODY_CHUNKED: {
-            bool trailers = tr_h1_chunked_in_trailers(&x->chunked);
+            bool trailers = tr_h1_chunked_in_trailers(&x->uc.chunked);
             size_t consumed, off, dlen;
             int rc =
-                tr_h1_chunked_feed(&x->chunked, (const char *)p, avail, &consumed, &off, &dlen);
+                tr_h1_chunked_feed(&x->uc.chunked, (const char *)p, avail, &consumed, &off, &dlen);
             if (rc < 0) {
                 h1_failed(st, TR_RF_UPE);
                 return false;
@@ -1588,7 +1585,7 @@ static void h1_pump_once(struct tr_stream *st)
             bool reusable = st->up == TR_SU_H1 && st->req_out_end &&
                             (x->in == NULL || tr_buf_len(x->in) == 0) &&
                             (x->out == NULL || tr_buf_len(x->out) == 0) &&
-                            x->body != TR_H1_BODY_UNTIL_CLOSE;
+                            x->uc.body != TR_H1_BODY_UNTIL_CLOSE;
             up_release(st, reusable);
             st->up_done = true;
             if (!st->req_out_end)
@@ -1607,7 +1604,7 @@ static void h1_pump_once(struct tr_stream *st)
         if (n == TR_AGAIN)
             return;
         if (n <= 0) {
-            if (x->head_done && x->body == TR_H1_BODY_UNTIL_CLOSE && n == 0) {
+            if (x->head_done && x->uc.body == TR_H1_BODY_UNTIL_CLOSE && n == 0) {
                 x->done = true;
                 resp_data(st, NULL, 0, true);
                 continue;

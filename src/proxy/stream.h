@@ -53,11 +53,8 @@ struct tr_stream_h1 {
     struct tr_buf *out;     /* request head and framed body not yet written */
     struct tr_buf *in;      /* response bytes not yet processed */
     struct tr_buf *trl;     /* chunked response: trailer section bytes */
-    struct tr_h1_chunked chunked;
-    uint64_t remaining; /* response body bytes left (length framing) */
     size_t head_scanned;
-    uint8_t body; /* enum tr_h1_body of the response */
-    bool ready;   /* connected */
+    bool ready; /* connected */
     bool chunked_req;
     bool head_done;
     bool got_byte;

@@ -91,14 +91,25 @@ static uint32_t keep_alive_timeout_ms(tr_str v)
     return 0;
 }
 
-void tr_h1c_response_head(struct tr_h1_client *c, const struct tr_h1_message *m)
+int tr_h1c_parse_response(struct tr_h1_client *c, const char *p, uint32_t head_len,
+                          const struct tr_h1_limits *lim, enum tr_h1_method method,
+                          struct tr_h1_message *m)
 {
+    int rc = tr_h1_parse_response(p, head_len, lim, method, m);
+    if (rc < 0)
+        return rc;
     if (m->flags & TR_H1_F_CONN_CLOSE)
         c->conn_close = true;
     /* The pool keeps an idle connection below the server's own timeout. */
     int ka = tr_h1_find_header(m, "keep-alive", 10);
     if (ka >= 0 && c->up != NULL)
         c->up->server_idle_ms = keep_alive_timeout_ms(m->headers[ka].value);
+    if (m->status >= 100 && m->status < 200 && m->status != 101)
+        return 0; /* interim: the final head follows */
+    c->body = (uint8_t)m->body;
+    c->remaining = m->content_length;
+    tr_h1_chunked_init(&c->chunked, lim->max_header_bytes);
+    return 0;
 }
 
 void tr_h1c_release(struct tr_h1_client *c, bool reusable)

@@ -7,11 +7,12 @@
  * (upstream/pool.h), going to another endpoint when the connection fails
  * before any byte was sent, the keep-alive race (a request sent on a pooled
  * connection the server had already closed is re-sent once on a fresh one),
- * the endpoint's outstanding-request count (least_request), what the
- * server's response head says about the connection (Connection: close,
- * Keep-Alive: timeout) and the release to the pool. What goes over the
- * connection is the caller's: the byte path forwards text, streams convert
- * header lists. Retries, mirroring and outlier detection hook in here.
+ * the endpoint's outstanding-request count (least_request), parsing the
+ * response head (codec/h1) with what it says about the connection
+ * (Connection: close, Keep-Alive: timeout) and the body's framing (length,
+ * chunked, until close), and the release to the pool. The bytes are the
+ * caller's: the byte path forwards text and bodies verbatim from its
+ * buffers, streams convert to header lists and body chunks. Retries, mirroring and outlier detection hook in here.
  *
  * Embedded in its owner; no allocation of its own. One worker thread.
  */
@@ -42,6 +43,10 @@ struct tr_h1_client {
     bool reused;      /* the connection came from the idle pool */
     bool resent;      /* the keep-alive race re-send happened */
     bool conn_close;  /* the server said Connection: close */
+    /* The response body's framing, set by tr_h1c_parse_response. */
+    uint8_t body;                 /* enum tr_h1_body */
+    uint64_t remaining;           /* TR_H1_BODY_LENGTH: bytes left */
+    struct tr_h1_chunked chunked; /* TR_H1_BODY_CHUNKED: where the framing is */
 };
 
 enum tr_h1c_status {
@@ -71,8 +76,14 @@ enum tr_h1c_status tr_h1c_connect_failed(struct tr_h1_client *c);
  * that attempt's status. Otherwise nothing changes and FAILED is returned. */
 enum tr_h1c_status tr_h1c_resend(struct tr_h1_client *c, bool held);
 
-/* Note what a parsed response head says about the connection. */
-void tr_h1c_response_head(struct tr_h1_client *c, const struct tr_h1_message *m);
+/* Parse the response head p[0, head_len) (as tr_h1_head_end delimited it)
+ * into *m (m->headers is the caller's array), note what it says about the
+ * connection (Connection: close, Keep-Alive: timeout) and, for a final
+ * response (not a 1xx other than 101), set up the body framing: body,
+ * remaining, chunked. Returns 0, or a TR_H1_E_* (< 0): an invalid response. */
+int tr_h1c_parse_response(struct tr_h1_client *c, const char *p, uint32_t head_len,
+                          const struct tr_h1_limits *lim, enum tr_h1_method method,
+                          struct tr_h1_message *m);
 
 /* The exchange is over: the connection goes back to the pool if reusable
  * (and the server did not say close), else is closed; the endpoint's
