@@ -85,48 +85,61 @@ def h2load_result(proc):
         int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4)), out
 
 
+class LoadedHop:
+    """A warmed mTLS hop A -> B -> nginx for the under-load tests. A (one
+    worker, so its pool is one) has a second cluster, "other", that the tests
+    change while h2load runs. The warm-up runs 8 clients at full speed, so the
+    pool holds as many upstream connections as 8 clients can ever need at
+    once; the handshake and inbound connection counts are taken after it."""
+
+    def __init__(self, proxies, certs, nginx, other):
+        self.certs, self.other = certs, other
+        self.a_port, self.b_port = free_port(), free_port()
+        backend = nginx('location / { return 200 "ok\\n"; }')
+        self.b = proxies(config_b(self.b_port, backend.port, certs["server_cert"],
+                                  certs["server_key"], certs["ca"]), "B")
+        self.a = proxies(self.config_a(), "A")
+        ok, bad, non2xx, out = h2load_result(h2load(self.a_port, "-c", "8", "-n", "4000"))
+        assert bad == 0 and non2xx == 0 and ok == 4000, out
+        self.handshakes = self.a.metric("trellis_upstream_tls_handshakes_total")
+        self.inbound_conns = self.b.metric("trellis_downstream_connections_total")
+
+    def config_a(self, other_ip="127.0.0.1", route=None):
+        cfg = config_a(self.a_port, self.b_port, self.certs["client_cert"],
+                       self.certs["client_key"], self.certs["ca"])
+        cfg["workers"] = 1
+        cfg["clusters"].append({"name": "other", "endpoints": [
+            {"address": f"{other_ip}:{self.other.port}"}]})
+        return extra_route(cfg, route) if route else cfg
+
+    def run(self, change, changes, interval):
+        """h2load at 8 clients x 125 req/s = 1000 req/s for 6 s while
+        change(k) runs `changes` times; asserts zero failures and zero new
+        TLS handshakes or inbound connections."""
+        load = h2load(self.a_port, "-c", "8", "--rps", "125", "-D", "6")
+        started = time.time()
+        for k in range(changes):
+            time.sleep(interval)
+            change(k)
+        ok, failures, non2xx, out = h2load_result(load)
+        print(f"{changes} changes under load: {ok} ok ({ok / (time.time() - started):.0f} req/s), "
+              f"{failures} failed")
+        assert failures == 0 and non2xx == 0, out
+        assert ok > 4000, out
+        assert self.a.metric("trellis_upstream_tls_handshakes_total") == self.handshakes
+        assert self.b.metric("trellis_downstream_connections_total") == self.inbound_conns
+
+
 def test_reload_under_steady_load_keeps_mtls_connections(proxies, certs, nginx):
     """Reloads under steady load over pooled mTLS: zero failed requests and
     zero new upstream TLS handshakes, since the cluster did not change."""
     other = RecordingBackend()
     try:
-        a_port, b_port = free_port(), free_port()
-        backend = nginx('location / { return 200 "ok\\n"; }')
-        b = proxies(config_b(b_port, backend.port, certs["server_cert"], certs["server_key"],
-                             certs["ca"]), "B")
-        cfg_a = config_a(a_port, b_port, certs["client_cert"], certs["client_key"], certs["ca"])
-        cfg_a["workers"] = 1
-        # A second cluster whose endpoints change on every reload.
-        cfg_a["clusters"].append({"name": "other", "endpoints": [
-            {"address": f"127.0.0.1:{other.port}"}]})
-        a = proxies(cfg_a, "A")
-        # Warm up at full speed, so the pool holds as many upstream
-        # connections as 8 clients can ever need at once (one worker, so
-        # the pool is one).
-        ok, bad, non2xx, out = h2load_result(h2load(a_port, "-c", "8", "-n", "4000"))
-        assert bad == 0 and non2xx == 0 and ok == 4000, out
-        handshakes = a.metric("trellis_upstream_tls_handshakes_total")
-        inbound_conns = b.metric("trellis_downstream_connections_total")
-
-        # 8 clients x 125 req/s = 1000 req/s for 6 s, 8 reloads meanwhile.
-        load = h2load(a_port, "-c", "8", "--rps", "125", "-D", "6")
-        started = time.time()
-        for k in range(8):
-            time.sleep(0.6)
-            cfg = extra_route(config_a(a_port, b_port, certs["client_cert"],
-                                       certs["client_key"], certs["ca"]), f"r{k}")
-            cfg["workers"] = 1
-            cfg["clusters"].append({"name": "other", "endpoints": [
-                {"address": f"127.0.0.{2 + k % 2}:{other.port}"}]})
-            reload(a, cfg)
-        ok, failures, non2xx, out = h2load_result(load)
-        rate = ok / (time.time() - started)
-        print(f"reloads under load: {ok} ok ({rate:.0f} req/s), {failures} failed")
-        assert failures == 0 and non2xx == 0, out
-        assert ok > 4000, out
-        assert a.metric("trellis_config_reloads_total", result="ok") == 8
-        assert a.metric("trellis_upstream_tls_handshakes_total") == handshakes
-        assert b.metric("trellis_downstream_connections_total") == inbound_conns
+        hop = LoadedHop(proxies, certs, nginx, other)
+        # Each reload adds a route and moves "other" to another address.
+        hop.run(lambda k: reload(hop.a, hop.config_a(f"127.0.0.{2 + k % 2}", f"r{k}")),
+                changes=8, interval=0.6)
+        assert hop.a.metric("trellis_config_reloads_total", result="ok") == 8
     finally:
         other.close()
 
@@ -340,35 +353,18 @@ def test_partial_updates_under_steady_load_keep_mtls_connections(proxies, certs,
     1000 req/s over pooled mTLS: zero failed requests, zero new handshakes."""
     other = RecordingBackend()
     try:
-        a_port, b_port = free_port(), free_port()
-        backend = nginx('location / { return 200 "ok\\n"; }')
-        b = proxies(config_b(b_port, backend.port, certs["server_cert"], certs["server_key"],
-                             certs["ca"]), "B")
-        cfg_a = config_a(a_port, b_port, certs["client_cert"], certs["client_key"], certs["ca"])
-        cfg_a["workers"] = 1
-        cfg_a["clusters"].append({"name": "other", "endpoints": [
-            {"address": f"127.0.0.1:{other.port}"}]})
-        a = proxies(cfg_a, "A")
-        ok, bad, non2xx, out = h2load_result(h2load(a_port, "-c", "8", "-n", "4000"))
-        assert bad == 0 and non2xx == 0 and ok == 4000, out
-        handshakes = a.metric("trellis_upstream_tls_handshakes_total")
-        load = h2load(a_port, "-c", "8", "--rps", "125", "-D", "6")
-        for k in range(10):
-            time.sleep(0.45)
+        hop = LoadedHop(proxies, certs, nginx, other)
+
+        def change(k):
             if k % 2 == 0:
-                status, body = a.update("clusters", "other", "endpoints",
-                                        [{"address": f"127.0.0.{2 + k % 4}:{other.port}"}])
+                status, body = hop.a.update("clusters", "other", "endpoints", [
+                    {"address": f"127.0.0.{2 + k % 4}:{other.port}"}])
             else:
-                rt = extra_route(config_a(a_port, b_port, certs["client_cert"],
-                                          certs["client_key"], certs["ca"]), f"r{k}")
-                status, body = a.update("route_tables", "outbound", None,
-                                        rt["route_tables"][0])
+                rt = hop.config_a(route=f"r{k}")["route_tables"][0]
+                status, body = hop.a.update("route_tables", "outbound", None, rt)
             assert status == 200, body
-        ok, failures, non2xx, out = h2load_result(load)
-        print(f"partial updates under load: {ok} ok, {failures} failed")
-        assert failures == 0 and non2xx == 0, out
-        assert ok > 4000, out
-        assert a.metric("trellis_config_generation") == 11
-        assert a.metric("trellis_upstream_tls_handshakes_total") == handshakes
+
+        hop.run(change, changes=10, interval=0.45)
+        assert hop.a.metric("trellis_config_generation") == 11
     finally:
         other.close()
