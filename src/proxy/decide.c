@@ -5,8 +5,10 @@
 
 #include "cluster/cluster.h"
 #include "filter/authz.h"
+#include "net/sock.h"
 #include "obs/metrics.h"
 #include "proxy/session.h"
+#include "runtime/worker.h"
 
 void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
                const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d)
@@ -60,4 +62,32 @@ const char *tr_upstream_error_body(char *buf, size_t size, const char *reason)
              "upstream connect error or disconnect/reset before headers. reset reason: %s\n",
              reason);
     return buf;
+}
+
+bool tr_session_adopt_current(struct tr_session *s)
+{
+    struct tr_wsnap *cur = s->w->ws;
+    if (s->ws == cur)
+        return true;
+    const struct tr_config *cfg = cur->snap->cfg;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct tr_listener_cfg *l = &cfg->listeners[i];
+        if (!tr_sock_addr_equal(&l->addr.ss, &s->lcfg->addr.ss))
+            continue;
+        if (l->protocol == TR_LPROTO_TCP || l->tls_mode != s->lcfg->tls_mode)
+            return false; /* the connection no longer fits the listener */
+        struct tr_metric_labels old = s->labels;
+        tr_wsnap_use(cur);
+        tr_wsnap_release(s->ws);
+        s->ws = cur;
+        s->lcfg = l;
+        s->lidx = (int)i;
+        s->labels = cur->listener_labels[i];
+        if (s->labels.reporter == TR_REPORTER_DESTINATION) {
+            s->labels.mtls = old.mtls;
+            s->labels.source_principal = old.source_principal;
+        }
+        return true;
+    }
+    return false;
 }

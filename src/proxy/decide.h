@@ -5,6 +5,7 @@
 #ifndef TR_PROXY_DECIDE_H
 #define TR_PROXY_DECIDE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,17 @@ struct tr_decision {
     uint16_t flags;                   /* TR_RF_* of that answer */
     const char *body;                 /* its body, NULL: none */
 };
+
+/* A connection moves to the worker's current snapshot when a new request
+ * starts (HTTP/1.1: the next request of a keep-alive connection; HTTP/2: a
+ * new stream), so a reload or update applies to existing connections from
+ * their next request on, while requests in flight finish on the snapshot
+ * they started with (a stream holds its own use of it). The listener is
+ * found again by address (the listening socket is the same one). Returns
+ * false if that listener is gone or no longer fits the connection (other
+ * protocol or TLS mode): the connection stays on its snapshot and should
+ * end. */
+bool tr_session_adopt_current(struct tr_session *s);
 
 /* path is the request target (query included; authorization ignores it). */
 void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,

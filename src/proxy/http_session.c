@@ -154,38 +154,6 @@ static void log_and_count(struct tr_session *s)
     }
 }
 
-/* A keep-alive connection moves to the worker's current snapshot between
- * requests, so a reload applies to it from its next request on. Its listener
- * is found by address (the listening socket is the same one); if that
- * listener is gone, the connection ends. */
-static bool adopt_current_snapshot(struct tr_session *s)
-{
-    struct tr_wsnap *cur = s->w->ws;
-    if (s->ws == cur)
-        return true;
-    const struct tr_config *cfg = cur->snap->cfg;
-    for (size_t i = 0; i < cfg->n_listeners; i++) {
-        const struct tr_listener_cfg *l = &cfg->listeners[i];
-        if (!tr_sock_addr_equal(&l->addr.ss, &s->lcfg->addr.ss))
-            continue;
-        if (l->protocol == TR_LPROTO_TCP || l->tls_mode != s->lcfg->tls_mode)
-            return false; /* the connection no longer fits the listener */
-        struct tr_metric_labels old = s->labels;
-        tr_wsnap_use(cur);
-        tr_wsnap_release(s->ws);
-        s->ws = cur;
-        s->lcfg = l;
-        s->lidx = (int)i;
-        s->labels = cur->listener_labels[i];
-        if (s->labels.reporter == TR_REPORTER_DESTINATION) {
-            s->labels.mtls = old.mtls;
-            s->labels.source_principal = old.source_principal;
-        }
-        return true;
-    }
-    return false;
-}
-
 static void begin_request(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
@@ -502,7 +470,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     /* A reload since the previous request applies from this one on. If the
      * connection's listener is gone, this request is served on the old
      * configuration and the connection closes after it. */
-    bool listener_kept = adopt_current_snapshot(s);
+    bool listener_kept = tr_session_adopt_current(s);
     snap = s->ws->snap;
     int rc = tr_h1_parse_request(tr_buf_head(s->rx), head_len, &snap->h1_limits, &m);
     if (rc < 0) {

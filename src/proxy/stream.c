@@ -75,7 +75,7 @@ static struct tr_buf *pend_buf(struct tr_stream *st)
  * whichever is larger (what a producer can hand over before it is stopped). */
 static size_t pend_max(struct tr_stream *st)
 {
-    size_t win = st->s->ws->snap->h2_limits.initial_window_size;
+    size_t win = st->ws->snap->h2_limits.initial_window_size;
     return win > W(st)->bufs.buf_size ? win : W(st)->bufs.buf_size;
 }
 
@@ -258,6 +258,7 @@ static void stream_free_now(struct tr_deferred *d)
 {
     struct tr_stream *st = tr_container_of(d, struct tr_stream, free_later);
     /* The session may already be gone: touch only the stream. */
+    tr_wsnap_release(st->ws);
     tr_fields_free(&st->upreq);
     tr_fields_free(&st->req_trailers);
     tr_fields_free(&st->resp_trailers);
@@ -405,7 +406,7 @@ static void up_consumed(struct tr_stream *st, size_t n)
 static bool fields_fit(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
                        const char *what)
 {
-    uint32_t max = st->s->ws->snap->h1_limits.max_headers;
+    uint32_t max = st->ws->snap->h1_limits.max_headers;
     size_t regular = 0;
     for (size_t i = 0; i < n; i++)
         regular += h[i].name.len == 0 || h[i].name.p[0] != ':';
@@ -754,7 +755,16 @@ struct tr_stream *tr_stream_new(struct tr_session *s, int down, int32_t id)
     struct tr_stream *st = calloc(1, sizeof(*st));
     if (st == NULL)
         return NULL;
+    /* A new HTTP/2 stream is a new request: a reload since the connection's
+     * previous one applies to it (an HTTP/1.1 session adopts before it hands
+     * a request to a stream). Streams in flight keep their own snapshot. */
+    if (down == TR_SD_H2 && !tr_session_adopt_current(s))
+        tr_debug("listener %s: gone from the configuration; connection from %s stays on "
+                 "generation %llu",
+                 s->lcfg->name, s->peer_ip, (unsigned long long)s->ws->snap->generation);
     st->s = s;
+    st->ws = s->ws;
+    tr_wsnap_use(st->ws);
     st->down = (uint8_t)down;
     st->id = id;
     st->grpc_status = -1;
@@ -959,7 +969,7 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
 static void start_tunnel(struct tr_stream *st, tr_str authority)
 {
     struct tr_session *s = st->s;
-    struct tr_snapshot *snap = s->ws->snap;
+    struct tr_snapshot *snap = st->ws->snap;
     if (!tr_h1_is_authority(authority, 1)) {
         local_reply(st, 400, TR_RF_DPE, NULL);
         return;
@@ -990,7 +1000,7 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
         local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
         return;
     }
-    st->cluster = &s->ws->clusters[ci];
+    st->cluster = &st->ws->clusters[ci];
     st->up = TR_SU_TUNNEL;
     st->req_has_body = true;
     st->idle_timer = route->timeout_ms == 0;
@@ -1035,7 +1045,7 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     /* What the HTTP/1.1 parser refuses is refused here too, before routing:
      * never forwarded, whatever protocol the upstream speaks. */
     const char *why;
-    int refuse = tr_fields_check_request(h, n, &s->ws->snap->h1_limits, &why);
+    int refuse = tr_fields_check_request(h, n, &st->ws->snap->h1_limits, &why);
     if (refuse != 0) {
         tr_metrics_count(W(st)->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
         if (refuse == 431)
@@ -1376,9 +1386,8 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
     struct tr_h1_message m;
     memset(&m, 0, sizeof(m));
     m.headers = w->headers;
-    int rc =
-        tr_h1c_parse_response(&x->uc, tr_buf_head(x->in), head_len, &st->s->ws->snap->h1_limits,
-                              (enum tr_h1_method)st->method_id, &m);
+    int rc = tr_h1c_parse_response(&x->uc, tr_buf_head(x->in), head_len, &st->ws->snap->h1_limits,
+                                   (enum tr_h1_method)st->method_id, &m);
     if (rc < 0 || m.body == TR_H1_BODY_TUNNEL) {
         x->got_byte = true; /* no re-send: the server did answer */
         up_release(st, false);
@@ -1441,7 +1450,7 @@ static bool h1_response_body(struct tr_stream *st)
             }
             if (trailers && consumed > 0) {
                 if (!buf_reserve(st, &x->trl, consumed,
-                                 st->s->ws->snap->h1_limits.max_header_bytes + 2)) {
+                                 st->ws->snap->h1_limits.max_header_bytes + 2)) {
                     h1_failed(st, TR_RF_UPE);
                     return false;
                 }
@@ -1452,7 +1461,7 @@ static bool h1_response_body(struct tr_stream *st)
                 x->done = true;
                 struct tr_fields t = {0};
                 uint32_t tl = x->trl != NULL ? tr_buf_len(x->trl) : 0;
-                uint32_t max = st->s->ws->snap->h1_limits.max_headers;
+                uint32_t max = st->ws->snap->h1_limits.max_headers;
                 int prc = tl <= 2 ? 0
                           : tr_fields_init(&t, max, tl) < 0
                               ? -1
@@ -1555,8 +1564,8 @@ static void h1_pump_once(struct tr_stream *st)
         if (x->in != NULL && tr_buf_len(x->in) > 0) {
             if (!x->head_done) {
                 int r = tr_h1_head_end(tr_buf_head(x->in), tr_buf_len(x->in),
-                                       &st->s->ws->snap->h1_limits, 0, &x->head_scanned);
-                const struct tr_h1_limits *lim = &st->s->ws->snap->h1_limits;
+                                       &st->ws->snap->h1_limits, 0, &x->head_scanned);
+                const struct tr_h1_limits *lim = &st->ws->snap->h1_limits;
                 if (r == 0 && tr_buf_room(x->in) == 0 && x->in->cap < lim->max_header_bytes + 1 &&
                     buf_reserve(st, &x->in, lim->max_header_bytes + 1 - tr_buf_len(x->in),
                                 lim->max_header_bytes + 1))

@@ -67,6 +67,7 @@ struct tr_stream_h1 {
 
 struct tr_stream {
     struct tr_session *s;          /* the downstream connection */
+    struct tr_wsnap *ws;           /* the snapshot this exchange was decided with (a use) */
     struct tr_stream *prev, *next; /* the session's streams (HTTP/2 downstream) */
     int32_t id;                    /* downstream HTTP/2 stream id */
     uint8_t down;                  /* enum tr_stream_down */

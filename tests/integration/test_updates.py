@@ -368,3 +368,53 @@ def test_partial_updates_under_steady_load_keep_mtls_connections(proxies, certs,
         assert hop.a.metric("trellis_config_generation") == 11
     finally:
         other.close()
+
+
+# ---------------------------------------------------------------- HTTP/2 connections
+
+def test_reload_applies_to_existing_http2_connection(proxies, backend):
+    """A reload applies to the next stream of an open HTTP/2 connection (gRPC
+    clients keep theirs for hours), while a stream in flight finishes on the
+    configuration it started with, even if its cluster is gone."""
+    from h2util import H2Client
+    from test_lifecycle import SlowBackend
+    slow, new = SlowBackend(), RecordingBackend()
+    try:
+        port = free_port()
+
+        def cfg(cluster, address):
+            return {
+                "listeners": [{"name": "in", "address": f"127.0.0.1:{port}",
+                               "route_table": "rt"}],
+                "route_tables": [{"name": "rt", "virtual_hosts": [{
+                    "name": "all", "domains": ["*"],
+                    "routes": [{"name": "all", "match": {"path": {"prefix": "/"}},
+                                "cluster": cluster}]}]}],
+                "clusters": [{"name": cluster, "endpoints": [{"address": address}]}],
+            }
+
+        p = proxies(cfg("old", f"127.0.0.1:{slow.port}"))
+        c = H2Client(port)
+        try:
+            assert c.get("/first?ms=0").status == 200
+            in_flight = c.request("/in-flight?ms=1500")
+            deadline = time.time() + 5
+            while "/in-flight?ms=1500" not in slow.arrived and time.time() < deadline:
+                time.sleep(0.01)
+            assert "/in-flight?ms=1500" in slow.arrived
+            # The cluster of the stream in flight disappears.
+            reload(p, cfg("new", f"127.0.0.1:{new.port}"))
+            r = c.get("/second")
+            assert r.status == 200
+            assert [q["path"] for q in new.requests] == ["/second"]
+            done = c.wait_done(in_flight, timeout=10)
+            assert done.status == 200 and bytes(done.data) == b"slow done"
+            assert c.get("/third").status == 200
+            assert [q["path"] for q in new.requests] == ["/second", "/third"]
+            assert c.goaway is None  # one connection throughout
+        finally:
+            c.close()
+        assert "ERROR: AddressSanitizer" not in p.read_log()
+    finally:
+        slow.close()
+        new.close()
