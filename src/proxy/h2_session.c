@@ -288,11 +288,18 @@ static void h2s_read(struct tr_session *s)
     }
 }
 
+static void h2s_drain(struct tr_session_link *l);
+
 static void h2s_on_io(struct tr_io *io, uint32_t events)
 {
     struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
     tr_conn_on_events(&s->down, events);
     h2s_read(s);
+    /* Its listener left the configuration (proxy/stream.c found out when a
+     * stream started): the streams it has finish on the old configuration,
+     * and the client takes new ones elsewhere, as on drain. */
+    if (s->phase == TR_PH_H2 && s->h2.listener_gone && !s->h2.goaway)
+        h2s_drain(&s->link);
     if (s->phase == TR_PH_H2)
         h2s_flush(s);
 }

@@ -124,7 +124,8 @@ struct tr_h2_down_state {
     uint32_t n_streams;
     char *out; /* codec output staged for one write */
     uint32_t out_off, out_len;
-    bool goaway; /* GOAWAY sent: close once the last stream ends */
+    bool goaway;        /* GOAWAY sent: close once the last stream ends */
+    bool listener_gone; /* a reload removed our listener: GOAWAY after this read batch */
     struct tr_deferred flush_later;
 };
 

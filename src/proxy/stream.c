@@ -758,10 +758,12 @@ struct tr_stream *tr_stream_new(struct tr_session *s, int down, int32_t id)
     /* A new HTTP/2 stream is a new request: a reload since the connection's
      * previous one applies to it (an HTTP/1.1 session adopts before it hands
      * a request to a stream). Streams in flight keep their own snapshot. */
-    if (down == TR_SD_H2 && !tr_session_adopt_current(s))
-        tr_debug("listener %s: gone from the configuration; connection from %s stays on "
-                 "generation %llu",
-                 s->lcfg->name, s->peer_ip, (unsigned long long)s->ws->snap->generation);
+    if (down == TR_SD_H2 && !s->h2.listener_gone && !tr_session_adopt_current(s)) {
+        tr_info("listener %s: gone from the configuration; the HTTP/2 connection from %s "
+                "finishes its streams on generation %llu and gets GOAWAY",
+                s->lcfg->name, s->peer_ip, (unsigned long long)s->ws->snap->generation);
+        s->h2.listener_gone = true;
+    }
     st->s = s;
     st->ws = s->ws;
     tr_wsnap_use(st->ws);

@@ -418,3 +418,44 @@ def test_reload_applies_to_existing_http2_connection(proxies, backend):
     finally:
         slow.close()
         new.close()
+
+
+def test_http2_connection_whose_listener_is_gone_gets_goaway(proxies, backend):
+    """A reload that removes the listener of an open HTTP/2 connection: its
+    next stream is still served (on the configuration the connection had),
+    then GOAWAY tells the client to go elsewhere, as HTTP/1.1 closes after
+    the request."""
+    import struct
+    from h2util import GOAWAY, RawConn
+    port, other_port = free_port(), free_port()
+
+    def cfg(listen_port):
+        return {
+            "listeners": [{"name": "in", "address": f"127.0.0.1:{listen_port}",
+                           "route_table": "rt"}],
+            "route_tables": [{"name": "rt", "virtual_hosts": [{
+                "name": "all", "domains": ["*"],
+                "routes": [{"name": "all", "match": {"path": {"prefix": "/"}},
+                            "cluster": "b"}]}]}],
+            "clusters": [{"name": "b", "endpoints": [{"address": f"127.0.0.1:{backend.port}"}]}],
+        }
+
+    p = proxies(cfg(port))
+    # A frame-level client: python-h2 refuses every frame after a GOAWAY,
+    # even those of the streams the GOAWAY lets finish.
+    c = RawConn(port)
+    try:
+        c.request(1, "/before")
+        assert c.wait(lambda: c.ended(1))
+        assert dict(c.headers[1][0])[":status"] == "200"
+        reload(p, cfg(other_port))
+        c.request(3, "/after")
+        assert c.wait(lambda: c.ended(3) and c.first(GOAWAY) is not None)
+        assert dict(c.headers[3][0])[":status"] == "200"
+        assert backend.requests[-1]["path"] == "/after"
+        _, payload = c.first(GOAWAY)
+        last_stream, code = struct.unpack(">II", payload[:8])
+        assert (last_stream & 0x7FFFFFFF, code) == (3, 0)  # stream 3 was taken; NO_ERROR
+    finally:
+        c.close()
+    assert "gets GOAWAY" in p.read_log()
