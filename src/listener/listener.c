@@ -82,10 +82,24 @@ static void start_handshake(struct tr_session *s)
     on_handshake_io(&s->down.io, 0);
 }
 
+/* A handshake step that waited for the next turn (tr_worker_handshake_budget). */
+static void handshake_later(struct tr_deferred *d)
+{
+    struct tr_session *s = tr_container_of(d, struct tr_session, pump_later);
+    if (s->phase == TR_PH_HANDSHAKE)
+        on_handshake_io(&s->down.io, 0);
+}
+
 static void on_handshake_io(struct tr_io *io, uint32_t events)
 {
     struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
     tr_conn_on_events(&s->down, events);
+    /* Only a step with bytes to work on costs anything. */
+    if (s->down.rx_ready && !tr_worker_handshake_budget(s->w)) {
+        tr_metrics_count(s->w->metrics, TR_C_TLS_HANDSHAKES_DEFERRED, 1);
+        tr_loop_defer(s->w->loop, &s->pump_later, handshake_later);
+        return;
+    }
     int rc = tr_conn_handshake(&s->down);
     if (rc == TR_AGAIN)
         return;

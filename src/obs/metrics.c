@@ -571,7 +571,7 @@ static void render_process(struct tr_fmt *o)
         "trellis_upstream_requests_reused_total",  "trellis_upstream_requests_resent_total",
         "trellis_http_parse_errors_total",         "trellis_tls_plaintext_refused_total",
         "trellis_upstream_tls_handshakes_total",   "trellis_upstream_tls_resumed_total",
-        "trellis_upstream_requests_retried_total",
+        "trellis_upstream_requests_retried_total", "trellis_tls_handshakes_deferred_total",
     };
     for (int c = 0; c < TR_C_COUNT; c++) {
         uint64_t total = 0;

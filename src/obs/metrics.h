@@ -94,6 +94,7 @@ enum tr_counter {
     TR_C_UPSTREAM_TLS_HANDSHAKES, /* completed upstream TLS handshakes, resumed or not */
     TR_C_UPSTREAM_TLS_RESUMED,    /* ... of which resumed a session */
     TR_C_UPSTREAM_RETRY,          /* requests sent to another endpoint after a connect failure */
+    TR_C_TLS_HANDSHAKES_DEFERRED, /* handshake steps moved to a later loop turn (worker.h) */
     TR_C_COUNT,
 };
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);

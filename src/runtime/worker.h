@@ -72,6 +72,9 @@ struct tr_worker {
     /* Scratch for parsing one message head at a time (the parse, routing and
      * rewrite of a head happen in one callback, so one array serves all). */
     struct tr_h1_header headers[TR_H1_MAX_HEADERS_CAP];
+    /* TLS handshake steps taken in the current loop turn (handshake budget). */
+    uint64_t hs_turn_us;
+    uint32_t hs_steps;
     _Atomic bool exited;
     _Atomic uint64_t adopted_generation; /* last snapshot this worker serves new requests with */
 };
@@ -83,6 +86,23 @@ static inline uint32_t tr_worker_rand(struct tr_worker *w)
     w->rng ^= w->rng << 25;
     w->rng ^= w->rng >> 27;
     return (uint32_t)((w->rng * 2685821657736338717ull) >> 32);
+}
+
+/* A TLS handshake step costs up to about 0.5 ms of CPU (the server's key
+ * exchange and signature). A burst of new connections (a client restarting,
+ * a pool warming up) would otherwise put dozens of them in one loop turn and
+ * stall every established connection of the worker for that long, so each
+ * turn takes at most TR_HANDSHAKES_PER_TURN steps and the rest wait for the
+ * next turn, after its ready events. Returns whether a step may run now. */
+#define TR_HANDSHAKES_PER_TURN 4
+static inline bool tr_worker_handshake_budget(struct tr_worker *w)
+{
+    uint64_t turn = tr_loop_now_us(w->loop); /* read once per turn */
+    if (w->hs_turn_us != turn) {
+        w->hs_turn_us = turn;
+        w->hs_steps = 0;
+    }
+    return w->hs_steps++ < TR_HANDSHAKES_PER_TURN;
 }
 
 /* Start a worker thread on the currently published snapshot. */

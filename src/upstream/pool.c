@@ -68,8 +68,25 @@ static void upstream_fail(struct tr_upstream *up, int err, const char *reason)
         ops->on_ready(owner, up, err, reason);
 }
 
+static void upstream_handshake(struct tr_upstream *up);
+
+static void upstream_handshake_later(struct tr_deferred *d)
+{
+    struct tr_upstream *up = tr_container_of(d, struct tr_upstream, handshake_later);
+    if (up->state == TR_UP_HANDSHAKING)
+        upstream_handshake(up);
+}
+
 static void upstream_handshake(struct tr_upstream *up)
 {
+    /* Only a step with bytes to work on costs anything (the first step only
+     * writes the ClientHello, which is cheap, but it is not worth telling
+     * apart). */
+    if (up->conn.rx_ready && !tr_worker_handshake_budget(up->w)) {
+        tr_metrics_count(up->w->metrics, TR_C_TLS_HANDSHAKES_DEFERRED, 1);
+        tr_loop_defer(up->w->loop, &up->handshake_later, upstream_handshake_later);
+        return;
+    }
     int rc = tr_conn_handshake(&up->conn);
     if (rc == TR_AGAIN)
         return;

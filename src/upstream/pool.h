@@ -54,6 +54,7 @@ struct tr_upstream {
     uint32_t server_idle_ms; /* the server's advertised keep-alive timeout, 0: unknown */
     const char *peer_id;     /* verified server SPIFFE ID (interned), NULL if plaintext */
     struct tr_deferred free_later;
+    struct tr_deferred handshake_later; /* a step waiting for the next turn (worker.h) */
 };
 
 /* Get a connection to ep for owner. If an idle one exists it is returned with
