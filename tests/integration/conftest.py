@@ -233,6 +233,44 @@ def simple_config(listen_port, backend_port, **listener_extra):
     }
 
 
+class ThreadedTCPServer:
+    """A listening socket on 127.0.0.1 (a free port unless given); each
+    accepted connection runs self.serve(conn) in its own thread. Subclasses
+    set their own state before calling this constructor (the accept thread
+    starts at once) and define serve(). close() closes the listener and every
+    accepted connection."""
+
+    def __init__(self, port=None, backlog=64):
+        self.port = port or free_port()
+        self.conns = []
+        self.connections = 0
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(backlog)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self.conns.append(c)
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        raise NotImplementedError
+
+    def close(self):
+        for s in [self.lsock, *self.conns]:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
 class RecordingBackend:
     """A threaded HTTP/1.1 server that records every request it receives
     (raw head and body) and answers 200 with a JSON echo of what it saw."""

@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import grpcutil  # noqa: E402
-from conftest import free_port, wait_port  # noqa: E402
+from conftest import ThreadedTCPServer, free_port, wait_port  # noqa: E402
 from h2util import H2Backend, H2Client  # noqa: E402
 
 RETRIED = "trellis_upstream_requests_retried_total"
@@ -250,28 +250,10 @@ def test_grpc_connect_failure_goes_to_other_endpoint(proxies):
         server.close()
 
 
-class EchoOnce:
+class EchoOnce(ThreadedTCPServer):
     """TCP server: per connection, echo one line and close."""
 
-    def __init__(self):
-        self.port = free_port()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(64)
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
+    def serve(self, c):
         try:
             c.settimeout(10)
             data = b""
@@ -285,9 +267,6 @@ class EchoOnce:
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.sock.close()
 
 
 def test_tcp_connect_failure_goes_to_other_endpoint(proxies):

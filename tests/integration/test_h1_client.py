@@ -6,40 +6,26 @@ is about to close."""
 import os
 import socket
 import sys
-import threading
 import time
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import free_port, simple_config  # noqa: E402
+from conftest import ThreadedTCPServer, free_port, simple_config  # noqa: E402
 from h2util import H2Client  # noqa: E402
 from test_http1_proxy import RawServer, read_head  # noqa: E402
 
 
-class KeepAliveServer:
+class KeepAliveServer(ThreadedTCPServer):
     """HTTP/1.1 server that answers every request with `Keep-Alive:
     timeout=2` and never closes a connection itself; records, per
     connection, when the peer closed it (seconds after its last response)."""
 
     def __init__(self):
-        self.port = free_port()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", self.port))
-        self.sock.listen(16)
         self.closed_after = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
+    def serve(self, c):
         c.settimeout(10)
         buf = b""
         last = time.monotonic()
@@ -59,9 +45,6 @@ class KeepAliveServer:
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.sock.close()
 
 
 def h1_get(port):

@@ -14,7 +14,7 @@ import hpack
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import free_port, simple_config  # noqa: E402
+from conftest import ThreadedTCPServer, free_port, simple_config  # noqa: E402
 from h2util import (END_HEADERS, END_STREAM, HEADERS, INTERNAL_ERROR,  # noqa: E402
                     PROTOCOL_ERROR, H1Backend, RawConn, frame, resets)
 
@@ -330,7 +330,7 @@ def test_refusals_counted(proxies, h1be):
 
 # ---------------------------------------------------------------- no silent truncation
 
-class ManyFieldsBackend:
+class ManyFieldsBackend(ThreadedTCPServer):
     """Serves raw responses by path, one connection per thread:
     - HTTP/2 (h2c prior knowledge) when http2 is set: /n/<k> answers 200
       with k fields x-f-<i>, /tr/<k> answers "many" and k trailers x-t-<i>;
@@ -339,28 +339,12 @@ class ManyFieldsBackend:
       one trailer with a 300-byte name."""
 
     def __init__(self, http2=False):
-        import socket
-        import threading
-        self.port = free_port()
         self.http2 = http2
         self.paths = []
-        self.lsock = socket.socket()
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", self.port))
-        self.lsock.listen(16)
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(backlog=16)
 
-    def _accept(self):
-        import threading
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._serve_h2 if self.http2 else self._serve_h1,
-                             args=(c,), daemon=True).start()
+    def serve(self, c):
+        (self._serve_h2 if self.http2 else self._serve_h1)(c)
 
     def _serve_h2(self, c):
         import h2.config
@@ -418,17 +402,6 @@ class ManyFieldsBackend:
             pass
         finally:
             c.close()
-
-    def close(self):
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
 
 
 def h2_get(port, path, extra=()):
