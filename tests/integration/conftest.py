@@ -233,6 +233,30 @@ def simple_config(listen_port, backend_port, **listener_extra):
     }
 
 
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                   "runtime error:")
+
+
+def sanitizer_checked(proxies):
+    """For a fixture wrapping `proxies` (`yield from sanitizer_checked(proxies)`):
+    at teardown every proxy it started is stopped and its log must be free of
+    sanitizer reports (meaningful with an ASan/UBSan build)."""
+    started = []
+
+    def make(config, name="proxy", **kw):
+        p = proxies(config, name, **kw)
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+    for p in started:
+        log = p.read_log()
+        bad = [m for m in SANITIZER_MARKS if m in log]
+        assert not bad, f"sanitizer output in {p.name} log:\n{log[-6000:]}"
+
+
 class ThreadedTCPServer:
     """A listening socket on 127.0.0.1 (a free port unless given); each
     accepted connection runs self.serve(conn) in its own thread. Subclasses

@@ -3,25 +3,14 @@ the access log line, /config_dump JSON and the Prometheus exposition."""
 import itertools
 import json
 import os
-import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import free_port, simple_config  # noqa: E402
+from test_admin import http_raw  # noqa: E402
 
 ACCESS_LOG_LINE_MAX = 4096  # obs/access_log.h: TR_ACCESS_LOG_LINE_MAX
-
-
-def http_raw(port, data, timeout=5):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
 
 
 def read_lines(path, want, timeout=5.0):

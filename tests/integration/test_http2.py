@@ -25,7 +25,7 @@ import hpack
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import free_port, simple_config  # noqa: E402
+from conftest import free_port, sanitizer_checked, simple_config  # noqa: E402
 import h2util  # noqa: E402
 from h2util import (ACK, CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM,  # noqa: E402
                     ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR, GOAWAY, HEADERS, INTERNAL_ERROR,
@@ -36,8 +36,6 @@ from h2util import (ACK, CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM,  #
 
 TD = "cluster.local"
 CLIENT_ID = f"spiffe://{TD}/ns/default/sa/client"
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
-                   "runtime error:")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
               "trellis-orig-proto"}
 MiB = 1 << 20
@@ -47,22 +45,9 @@ MiB = 1 << 20
 
 @pytest.fixture
 def h2proxies(proxies):
-    """`proxies`, plus: at teardown every proxy is stopped and its log must be
-    free of sanitizer reports (meaningful with an ASan/UBSan build)."""
-    started = []
-
-    def make(config, name="proxy", **kw):
-        p = proxies(config, name, **kw)
-        started.append(p)
-        return p
-
-    yield make
-    for p in started:
-        p.stop()
-    for p in started:
-        log = p.read_log()
-        bad = [m for m in SANITIZER_MARKS if m in log]
-        assert not bad, f"sanitizer output in {p.name} log:\n{log[-6000:]}"
+    """`proxies`, with every proxy's log checked for sanitizer reports at
+    teardown."""
+    yield from sanitizer_checked(proxies)
 
 
 @pytest.fixture

@@ -14,32 +14,17 @@ import hpack
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import ThreadedTCPServer, free_port, simple_config  # noqa: E402
+from conftest import (ThreadedTCPServer, free_port, sanitizer_checked,  # noqa: E402
+                      simple_config)
 from h2util import (END_HEADERS, END_STREAM, HEADERS, INTERNAL_ERROR,  # noqa: E402
                     PROTOCOL_ERROR, H1Backend, RawConn, frame, resets)
 
 
-SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
-                   "runtime error:")
-
-
 @pytest.fixture
 def proxies(proxies):
-    """conftest's `proxies`, plus: at teardown every proxy is stopped and its
-    log must be free of sanitizer reports (meaningful with an ASan build)."""
-    started = []
-
-    def make(config, name="proxy", **kw):
-        p = proxies(config, name, **kw)
-        started.append(p)
-        return p
-
-    yield make
-    for p in started:
-        p.stop()
-    for p in started:
-        log = p.read_log()
-        assert not [m for m in SANITIZER_MARKS if m in log], log[-6000:]
+    """conftest's `proxies`, with every proxy's log checked for sanitizer
+    reports at teardown."""
+    yield from sanitizer_checked(proxies)
 
 
 @pytest.fixture
