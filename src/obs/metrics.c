@@ -340,21 +340,23 @@ static const char *const proto_names[] = {"http", "http/2", "grpc", "tcp"};
 
 static void labels_append(struct tr_fmt *o, const struct tr_metric_labels *l)
 {
-    label(o, "reporter", l->reporter == TR_REPORTER_SOURCE ? "source" : "destination");
-    tr_fmt_cstr(o, ",");
-    label(o, "source_workload", l->source_workload);
-    tr_fmt_cstr(o, ",");
-    label(o, "source_workload_namespace", l->source_namespace);
-    tr_fmt_cstr(o, ",");
-    label(o, "source_principal", l->source_principal);
-    tr_fmt_cstr(o, ",");
-    label(o, "destination_workload", l->destination_workload);
-    tr_fmt_cstr(o, ",");
-    label(o, "destination_workload_namespace", l->destination_namespace);
-    tr_fmt_cstr(o, ",");
-    label(o, "destination_principal", l->destination_principal);
-    tr_fmt_cstr(o, ",");
-    label(o, "destination_service", l->destination_service);
+    const struct {
+        const char *name, *value;
+    } v[] = {
+        {"reporter", l->reporter == TR_REPORTER_SOURCE ? "source" : "destination"},
+        {"source_workload", l->source_workload},
+        {"source_workload_namespace", l->source_namespace},
+        {"source_principal", l->source_principal},
+        {"destination_workload", l->destination_workload},
+        {"destination_workload_namespace", l->destination_namespace},
+        {"destination_principal", l->destination_principal},
+        {"destination_service", l->destination_service},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        if (i > 0)
+            tr_fmt_cstr(o, ",");
+        label(o, v[i].name, v[i].value);
+    }
     tr_fmt_printf(o, ",request_protocol=\"%s\",connection_security_policy=\"%s\"",
                   proto_names[l->protocol & 3],
                   l->mtls == TR_SEC_MUTUAL_TLS ? "mutual_tls"
