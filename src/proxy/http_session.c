@@ -824,7 +824,7 @@ static bool read_response_head(struct tr_session *s)
         }
         if (r < 0) {
             upstream_detach(s, false);
-            upstream_reply(s, TR_H1C_HEAD_TOO_LARGE, NULL);
+            upstream_reply(s, (enum tr_h1c_status) - r, NULL);
             return true;
         }
         ssize_t n = tr_h1c_read(&h->uc, &h->resp);

@@ -1498,7 +1498,7 @@ static void h1_pump_once(struct tr_stream *st)
                 if (r < 0) {
                     up_release(st, false);
                     st->up_done = true;
-                    h1_reply(st, TR_H1C_HEAD_TOO_LARGE, NULL);
+                    h1_reply(st, (enum tr_h1c_status) - r, NULL);
                     stream_maybe_free(st);
                     return;
                 }

@@ -166,8 +166,8 @@ int tr_h1c_head_end(struct tr_h1_client *c, struct tr_buf **in, const struct tr_
         c->head_scanned = 0;
         return r;
     }
-    if (r < 0)
-        return -TR_H1C_HEAD_TOO_LARGE;
+    if (r < 0) /* over a limit, or malformed already while scanning (a bare LF) */
+        return r == TR_H1_E_HEADERS_TOO_LARGE ? -TR_H1C_HEAD_TOO_LARGE : -TR_H1C_BAD_HEAD;
     if (tr_buf_len(b) < b->cap)
         return 0; /* room to read more (tr_h1c_read compacts) */
     if (b->cap >= lim->max_header_bytes + 1)
@@ -175,7 +175,7 @@ int tr_h1c_head_end(struct tr_h1_client *c, struct tr_buf **in, const struct tr_
     /* A head may be larger than a pool buffer: room for the largest. */
     struct tr_buf *big = tr_buf_get_sized(&c->w->bufs, lim->max_header_bytes + 1);
     if (big == NULL)
-        return -TR_H1C_FAILED;
+        return -TR_H1C_HEAD_TOO_LARGE; /* for the memory we have */
     tr_buf_append(big, tr_buf_head(b), tr_buf_len(b));
     tr_buf_put(&c->w->bufs, b);
     *in = big;

@@ -127,8 +127,9 @@ ssize_t tr_h1c_read(struct tr_h1_client *c, struct tr_buf **in);
 
 /* The response head at the front of *in: its length once complete (> 0),
  * 0 while more bytes are needed (a head that fills a pool buffer moves to
- * one that holds limits.max_header_bytes), or TR_H1C_HEAD_TOO_LARGE /
- * TR_H1C_FAILED (no memory) as a negative status. */
+ * one that holds limits.max_header_bytes), or minus the status that ends
+ * the exchange: TR_H1C_HEAD_TOO_LARGE (over the limits, or no memory for a
+ * buffer that large), TR_H1C_BAD_HEAD (malformed already while scanning). */
 int tr_h1c_head_end(struct tr_h1_client *c, struct tr_buf **in, const struct tr_h1_limits *lim);
 
 /* Parse the response head p[0, head_len) (as tr_h1c_head_end delimited it)

@@ -284,6 +284,15 @@ static void test_head_over_the_limit(void **state)
     tr_buf_put(&f->w->bufs, in);
 }
 
+static void test_head_malformed_while_scanning(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_buf *in = NULL;
+    server_send(f, "HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n"); /* a bare LF */
+    assert_int_equal(read_head(f, &in), -TR_H1C_BAD_HEAD);
+    tr_buf_put(&f->w->bufs, in);
+}
+
 static void test_invalid_head(void **state)
 {
     struct fixture *f = *state;
@@ -337,6 +346,7 @@ int main(void)
         T(test_eof_before_head),
         T(test_head_larger_than_a_buffer),
         T(test_head_over_the_limit),
+        T(test_head_malformed_while_scanning),
         T(test_invalid_head),
         T(test_replies),
     };
