@@ -142,20 +142,20 @@ static void test_local_response_and_overflow(void **state)
     struct tr_buf *b = malloc(sizeof(*b) + 256);
     b->start = b->end = 0;
     b->cap = 256;
-    assert_int_equal(tr_filter_local_response(b, 404, "nope\n", false, false), 0);
+    assert_int_equal(tr_filter_local_response(b, 404, "nope\n", false, false, NULL), 0);
     assert_memory_equal(tr_buf_head(b),
                         "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
                         "content-length: 5\r\nconnection: close\r\n\r\nnope\n",
                         tr_buf_len(b));
     b->start = b->end = 0;
-    assert_int_equal(tr_filter_local_response(b, 503, "x", true, true), 0);
+    assert_int_equal(tr_filter_local_response(b, 503, "x", true, true, NULL), 0);
     /* HEAD: the length of the body is announced, the body is not sent. */
     assert_int_equal(memcmp(tr_buf_tail(b) - 4, "\r\n\r\n", 4), 0);
     assert_non_null(strstr(tr_buf_head(b), "content-length: 1\r\n"));
     /* Too small: reports failure instead of truncating. */
     b->cap = 16;
     b->start = b->end = 0;
-    assert_int_equal(tr_filter_local_response(b, 500, "body", false, false), -1);
+    assert_int_equal(tr_filter_local_response(b, 500, "body", false, false, NULL), -1);
     free(b);
 }
 
