@@ -757,8 +757,8 @@ static bool edit_build(struct vctx *v, const struct tr_header_ops_cfg *a,
     const char *own = response ? " (with the 3 fields of a reply the proxy makes itself)" : "";
     if (eb->n_emit + own_fields > lim->max_headers)
         return verr(v, loc, suffix, AT_KEY,
-                    "the edits add %u header fields%s, more than limits.max_headers (%u)",
-                    eb->n_emit, own, lim->max_headers);
+                    "the edits add %u header field%s%s, more than limits.max_headers (%u)",
+                    eb->n_emit, eb->n_emit == 1 ? "" : "s", own, lim->max_headers);
     /* ": " and CRLF per field, as the head is counted on the wire */
     if (bytes + 4u * eb->n_emit + own_bytes > lim->max_header_bytes)
         return verr(v, loc, suffix, AT_KEY,
