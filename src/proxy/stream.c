@@ -921,7 +921,7 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         case TR_RH_PASS:
             break;
         }
-        if (tr_header_edit_drops(ed, name))
+        if (ed != NULL && tr_header_edit_drops(ed, name))
             continue; /* the route's edits come after the listener's policy */
         if (tr_fields_add(f, name, h[i].value) < 0)
             return -1;

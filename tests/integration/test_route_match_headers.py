@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import grpcutil  # noqa: E402
-from conftest import TRELLIS, free_port, wait_port  # noqa: E402
+from conftest import TRELLIS, free_port, sanitizer_checked, wait_port  # noqa: E402
 from h2util import H2Backend, H2Client, tls_context  # noqa: E402
 
 TD = "cluster.local"
@@ -166,12 +166,18 @@ def routed(client, port, backend, path, **kw):
 CLIENTS = ["http1", "http2"]
 
 
+@pytest.fixture
+def checked(proxies):
+    """Proxies whose logs must be free of sanitizer reports (with an ASan build)."""
+    yield from sanitizer_checked(proxies)
+
+
 # ---------------------------------------------------------------- matching
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_query_parameters(proxies, backend, client):
+def test_query_parameters(checked, backend, client):
     port = free_port()
-    proxies(config(port, backend.port))
+    checked(config(port, backend.port))
     cases = [
         ("/q?v=2", "q-exact"),
         ("/q?x=1&v=2&y", "q-exact"),
@@ -198,9 +204,9 @@ def test_query_parameters(proxies, backend, client):
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_pseudo_header_matches(proxies, backend, client):
+def test_pseudo_header_matches(checked, backend, client):
     port = free_port()
-    proxies(config(port, backend.port))
+    checked(config(port, backend.port))
     cases = [
         ({"host": "api.example.com"}, "auth-exact"),
         ({"host": "api.example.com:8080"}, "scheme-http"),  # the port is part of it
@@ -226,12 +232,12 @@ def test_pseudo_header_matches(proxies, backend, client):
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_scheme_over_mtls(proxies, backend, certs, client):
+def test_scheme_over_mtls(checked, backend, certs, client):
     """An mTLS listener sees https, for HTTP/1.1 and HTTP/2 (ALPN h2) alike."""
     port = free_port()
     ctx = {"name": "mesh", "cert": certs["server_cert"], "key": certs["server_key"],
            "ca": certs["ca"], "trust_domain": TD}
-    proxies(config(port, backend.port, tls=ctx,
+    checked(config(port, backend.port, tls=ctx,
                    listener_extra={"tls": {"mode": "STRICT", "context": "mesh"}}))
     assert routed(client, port, backend, "/h", certs=certs) == "scheme-https"
     assert routed(client, port, backend, "/h", host="api.example.com",
@@ -261,11 +267,11 @@ SENT = [("x-remove-me", "1"), ("x-set", "client"), ("x-add", "client"), ("x-keep
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_header_edits(proxies, backend, client):
+def test_header_edits(checked, backend, client):
     """HTTP/1.1 upstream: the byte path (HTTP/1.1 clients) and streams
     (HTTP/2 clients)."""
     port = free_port()
-    proxies(config(port, backend.port))
+    checked(config(port, backend.port))
     status, hdrs, body = send(client, port, "/edit", SENT)
     assert status == 200, body
     check_request_edits(upstream(backend))
@@ -275,13 +281,13 @@ def test_header_edits(proxies, backend, client):
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_header_edits_http2_upstream(proxies, client):
+def test_header_edits_http2_upstream(checked, client):
     """HTTP/2 upstream: streams from HTTP/1.1 and HTTP/2 clients alike."""
     up = H2Backend(free_port())
     try:
         port = free_port()
         cfg = config(port, up.port, protocol="http2")
-        proxies(cfg)
+        checked(cfg)
         status, hdrs, body = send(client, port, "/edit", SENT)
         assert status == 200 and body == b"h2 backend", (status, body)
         check_request_edits(up.requests[-1]["fields"])
@@ -292,11 +298,11 @@ def test_header_edits_http2_upstream(proxies, client):
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_replies_made_here_carry_response_edits(proxies, backend, client):
+def test_replies_made_here_carry_response_edits(checked, backend, client):
     """direct_response (its content type replaced) and the 503 of a route
     whose cluster is down."""
     port = free_port()
-    proxies(config(port, backend.port))
+    checked(config(port, backend.port))
     status, hdrs, body = send(client, port, "/direct")
     assert (status, body) == (200, b"{}")
     assert values(hdrs, "content-type") == ["application/json"]
@@ -311,7 +317,7 @@ def test_replies_made_here_carry_response_edits(proxies, backend, client):
     assert values(hdrs, "x-local") == [] and values(hdrs, "x-direct") == []
 
 
-def test_grpc_response_headers_not_trailers(proxies):
+def test_grpc_response_headers_not_trailers(checked):
     """gRPC: request edits reach the server; response edits go into the
     response headers (initial metadata), never the trailers."""
     app = grpcutil.EchoServer(free_port())
@@ -331,7 +337,7 @@ def test_grpc_response_headers_not_trailers(proxies):
             {"name": "down", "protocol": "http2", "connect_timeout": "200ms",
              "endpoints": [{"address": f"127.0.0.1:{free_port()}"}]}],
     }
-    proxies(cfg)
+    checked(cfg)
     wait_port(port)
     client = grpcutil.Client(port)
     try:
@@ -375,11 +381,11 @@ def limits_config(port, backend_port):
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_edits_over_the_limits(proxies, backend, client):
+def test_edits_over_the_limits(checked, backend, client):
     """A head the edits take past limits.max_headers is never cut: 500 for a
     request (not forwarded), 502 for a response, with response flag HO."""
     port = free_port()
-    p = proxies(limits_config(port, backend.port))
+    p = checked(limits_config(port, backend.port))
     # curl sends Host, User-Agent and Accept; HTTP/2, :authority (Host upstream).
     extra = [("x-c1", "1"), ("x-c2", "2")] if client == "http1" else [
         ("x-c1", "1"), ("x-c2", "2"), ("x-c3", "3"), ("x-c4", "4")]
