@@ -1071,8 +1071,8 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
         .host = authority,
         .path = TR_STR_LIT("/"),
         .method = TR_STR_LIT("CONNECT"),
-        .scheme = s->principal != NULL || s->down.ssl != NULL ? TR_STR_LIT("https")
-                                                               : TR_STR_LIT("http"),
+        .scheme =
+            s->principal != NULL || s->down.ssl != NULL ? TR_STR_LIT("https") : TR_STR_LIT("http"),
     };
     const struct tr_route_cfg *route = tr_router_match(router, &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
