@@ -145,13 +145,13 @@ int tr_diag_format(const struct tr_diag *g, char *out, size_t size)
         emit(&o, ": ");
     }
     emit(&o, "%s: ", g->severity == TR_DIAG_ERROR ? "error" : "warning");
+    /* "KIND NS/NAME", "KIND NAME", "KIND" or "NAME": a namespace alone
+     * names nothing. */
     if (w->kind != NULL || w->name != NULL) {
         if (w->kind != NULL)
-            emit(&o, "%s%s", w->kind, w->name != NULL || w->ns != NULL ? " " : "");
-        if (w->ns != NULL)
-            emit(&o, "%s/", w->ns);
+            emit(&o, "%s%s", w->kind, w->name != NULL ? " " : "");
         if (w->name != NULL)
-            emit(&o, "%s", w->name);
+            emit(&o, "%s%s%s", w->ns != NULL ? w->ns : "", w->ns != NULL ? "/" : "", w->name);
         emit(&o, ": ");
     }
     if (w->path != NULL && w->path[0] != '\0')

@@ -354,7 +354,10 @@ static void missing(struct obj *o, const struct tr_rnode *map, const struct tr_r
             return;
         }
     }
-    obj_fail(o, null_value != NULL ? null_value : map, path, "missing required field");
+    /* A key written with no value: point at the key (an empty value has
+     * no position of its own). */
+    const struct tr_rnode *k = null_value != NULL ? tr_rnode_key(map, key) : NULL;
+    obj_fail(o, k != NULL ? k : map, path, "missing required field");
 }
 
 /* A string value: a scalar that is not null and that YAML does not read as
@@ -475,6 +478,16 @@ static bool kind_name(const char *s, size_t len)
     return true;
 }
 
+/* A string field's text if it is one and check accepts it, else NULL; no
+ * finding (for naming an object before it is checked). */
+static const char *peek(const struct tr_rnode *v, bool (*check)(const char *, size_t))
+{
+    if (v == NULL || v->kind != TR_RNODE_SCALAR || plain_type(v) != NULL ||
+        memchr(v->s, '\0', v->len) != NULL || !check(v->s, v->len))
+        return NULL;
+    return v->s;
+}
+
 /* apiVersion "group/version" or "version" (the core group); the parts are
  * copied into the arena. */
 static bool api_version(struct obj *o, const struct tr_rnode *map, const char **api,
@@ -588,10 +601,15 @@ static bool add_object(struct tr_rset *rs, const struct tr_rnode *obj, const cha
     struct obj o = {.rs = rs, .d = d, .file = file};
     const char *api = NULL, *group = NULL, *version = NULL, *kind = NULL, *name = NULL, *ns = NULL;
     const struct tr_rnode *v;
-    /* Identity first, so that later findings can name the object. */
-    if (kind_of(&o, obj, &kind))
-        o.kind = kind;
+    /* Every finding names the object as far as it can be named: its kind,
+     * namespace and name first, quietly, each if it is valid. */
     const struct tr_rnode *meta = tr_rnode_get(obj, "metadata");
+    o.kind = peek(tr_rnode_get(obj, "kind"), kind_name);
+    o.ns = peek(tr_rnode_get(meta, "namespace"), dns_label);
+    o.name = peek(tr_rnode_get(meta, "name"), object_name);
+    if (o.ns != NULL && o.name == NULL)
+        o.ns = NULL;
+    kind_of(&o, obj, &kind);
     char buf[96];
     if (tr_rnode_is_null(meta)) {
         missing(&o, obj, meta, "metadata", "metadata");
@@ -612,7 +630,6 @@ static bool add_object(struct tr_rset *rs, const struct tr_rnode *obj, const cha
                          res_show(buf, sizeof(buf), v->s, v->len));
                 ns = NULL;
             }
-            o.ns = ns;
         }
         bool generated =
             tr_rnode_get(meta, "name") == NULL && tr_rnode_get(meta, "generateName") != NULL;
@@ -628,7 +645,6 @@ static bool add_object(struct tr_rset *rs, const struct tr_rnode *obj, const cha
                          res_show(buf, sizeof(buf), v->s, v->len), RES_MAX_NAME);
                 name = NULL;
             }
-            o.name = name;
         }
     }
     api_version(&o, obj, &api, &group, &version);

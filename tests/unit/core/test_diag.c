@@ -167,6 +167,11 @@ static void test_format_parts(void **state)
         TR_DIAG_WARNING, {.kind = "Sidecar", .path = "spec.x"}, (char *)"m"};
     fmt(&kind_only, buf, sizeof(buf));
     assert_string_equal(buf, "warning: Sidecar: spec.x: m");
+
+    /* A namespace without a name names nothing. */
+    kind_only.where.ns = "prod";
+    fmt(&kind_only, buf, sizeof(buf));
+    assert_string_equal(buf, "warning: Sidecar: spec.x: m");
 }
 
 static void test_format_truncates_like_snprintf(void **state)
