@@ -150,7 +150,11 @@ struct tr_store {
 };
 
 /* Files and directories (read recursively), read afresh at each snapshot.
- * paths are copied. NULL when out of memory. */
+ * paths are copied. NULL when out of memory. A snapshot reads the paths in
+ * the order given; a snapshot is NULL (reported) when a named path cannot
+ * be opened or the limits above are passed (files, directories, nesting,
+ * bytes, nodes), never a partial one for those; a file inside a directory
+ * that cannot be read or is over the size limit is reported and left out. */
 struct tr_store *tr_store_files(const char *const *paths, size_t n);
 
 static inline struct tr_rset *tr_store_snapshot(struct tr_store *s, struct tr_diags *d)

@@ -305,7 +305,7 @@ static void walk_dir(struct walk *w, int dfd, const char *path, unsigned depth)
         }
         v[n++] = (struct entry){name, len, dir_entry};
     }
-    if (listed && !w->fail) {
+    if (listed && !w->fail && n != 0) {
         qsort(v, n, sizeof(*v), entry_order);
         for (size_t i = 0; i < n && !w->fail; i++)
             walk_entry(w, dirfd(dir), path, &v[i], depth);
