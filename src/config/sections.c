@@ -101,10 +101,20 @@ bool cfg_route_after(struct ld *ld, const struct cnode *map, const struct cfg_va
 {
     (void)obj;
     (void)idx;
+    const struct cfg_section *sec = &cfg_route_section;
     size_t action;
     /* Both cluster forms fill the same model field: only here can two be told apart. */
-    return one_of(ld, map, &cfg_route_section, f, "cluster", "direct_response",
-                  "cluster, weighted_clusters, direct_response", &action);
+    if (!one_of(ld, map, sec, f, "cluster", "direct_response",
+                "cluster, weighted_clusters, direct_response", &action))
+        return false;
+    /* A route without `retries` has the default policy, so only here is it
+     * known that one was written for a route that sends nothing upstream
+     * (validate refuses a policy other than the default, and mirrors). */
+    size_t retries = cfg_field_index(sec, "retries");
+    if (action == cfg_field_index(sec, "direct_response") && f[retries].v != NULL)
+        return cfg_fail_field(ld, map, &sec->fields[retries], &f[retries],
+                              "a direct_response route sends no request upstream to retry");
+    return true;
 }
 
 bool cfg_path_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
