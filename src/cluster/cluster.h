@@ -80,6 +80,10 @@ struct tr_cluster_rt {
     uint32_t n_unhealthy; /* endpoints in connect back-off (may include expired ones) */
     int64_t total_weight;
     uint32_t n_kept; /* endpoints taken over from the previous view (for tests and logs) */
+    /* Retry budget (upstream/retry.h): this worker's requests in flight to
+     * the cluster that started on this view, and the retries among them. */
+    uint32_t rq_active;
+    uint32_t retries_active;
 };
 
 /* Build the views of ws's snapshot. prev (may be NULL): the worker's current

@@ -24,6 +24,16 @@ struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt
     if (ep == NULL)
         return NULL;
     (*attempts)++;
-    tr_metrics_count(w->metrics, TR_C_UPSTREAM_RETRY, 1);
+    tr_metrics_retry(w->metrics, TR_RETRY_REASON_CONNECT_FAILURE);
+    return ep;
+}
+
+struct tr_endpoint_rt *tr_attempt_retry(struct tr_worker *w, struct tr_cluster_rt *c,
+                                        const struct tr_endpoint_rt *avoid)
+{
+    uint64_t now = tr_loop_now_ms(w->loop);
+    struct tr_endpoint_rt *ep = tr_cluster_pick(c, tr_worker_rand(w), avoid, now);
+    if (ep == NULL && avoid != NULL)
+        ep = tr_cluster_pick(c, tr_worker_rand(w), NULL, now);
     return ep;
 }

@@ -5,9 +5,10 @@
  * (connect refused or timed out, TLS handshake failure, an HTTP/2 stream
  * the server refused unprocessed) did no work upstream, so the request goes
  * to another endpoint: at most TR_CONNECT_ATTEMPTS attempts in all (Istio's
- * default retry policy re-sends connect failures twice). HTTP/1.1 upstreams
- * (upstream/h1_client.h), HTTP/2 upstream streams (proxy/stream.c) and the
- * TCP proxy all decide through here, so the policy exists once. */
+ * default retry policy re-sends connect failures twice). HTTP requests follow
+ * their route's retry policy (upstream/retry.h), which picks through
+ * tr_attempt_retry; the TCP proxy retries connect failures with
+ * tr_attempt_next. Every pick goes through here. */
 #ifndef TR_UPSTREAM_ATTEMPT_H
 #define TR_UPSTREAM_ATTEMPT_H
 
@@ -30,5 +31,10 @@ struct tr_endpoint_rt *tr_attempt_first(struct tr_worker *w, struct tr_cluster_r
  * qualifies (the caller answers with the original failure, 503 UF). */
 struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt *c,
                                        const struct tr_endpoint_rt *failed, uint8_t *attempts);
+
+/* The endpoint for a retry (upstream/retry.h): another one than avoid when
+ * one qualifies, else avoid itself if it is healthy. NULL: none is healthy. */
+struct tr_endpoint_rt *tr_attempt_retry(struct tr_worker *w, struct tr_cluster_rt *c,
+                                        const struct tr_endpoint_rt *avoid);
 
 #endif

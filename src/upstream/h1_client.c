@@ -16,6 +16,7 @@ static enum tr_h1c_status connect_to(struct tr_h1_client *c, struct tr_endpoint_
     bool ready = false;
     const char *reason = NULL;
     c->ep = ep;
+    c->tried = ep;
     c->addr = ep->addr_text;
     ep->active_requests++;
     c->up = tr_pool_acquire(c->w, ep, c->ops, c->owner, fresh, false, &ready, &reason);
@@ -43,18 +44,27 @@ enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
     return connect_to(c, ep, fresh);
 }
 
-enum tr_h1c_status tr_h1c_connect_failed(struct tr_h1_client *c)
+void tr_h1c_connect_failed(struct tr_h1_client *c)
 {
-    struct tr_endpoint_rt *failed = c->ep;
     c->up = NULL; /* closed by the pool */
     if (c->ep != NULL) {
         c->ep->active_requests--;
         c->ep = NULL;
     }
-    struct tr_endpoint_rt *next = tr_attempt_next(c->w, c->cluster, failed, &c->attempts);
-    if (next == NULL)
-        return TR_H1C_FAILED;
-    return connect_to(c, next, c->fresh);
+}
+
+enum tr_h1c_status tr_h1c_retry(struct tr_h1_client *c, const struct tr_endpoint_rt *avoid)
+{
+    tr_h1c_release(c, false);
+    c->reused = c->resent = c->conn_close = c->got_byte = c->head_done = false;
+    c->head_scanned = 0;
+    memset(&c->resp, 0, sizeof(c->resp));
+    struct tr_endpoint_rt *ep = tr_attempt_retry(c->w, c->cluster, avoid);
+    if (ep == NULL)
+        return TR_H1C_NO_HEALTHY;
+    if (c->attempts < UINT8_MAX)
+        c->attempts++;
+    return connect_to(c, ep, c->fresh);
 }
 
 /* The keep-alive race shows up as intermittent 503 "UC" in other meshes: the

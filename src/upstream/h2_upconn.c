@@ -34,7 +34,9 @@ struct tr_h2_upconn {
     bool ready;       /* connected (and TLS done) */
     bool closing;     /* no new streams: GOAWAY seen or sent, or failed */
     bool closed;
-    char *tx; /* TX_CHUNK bytes of output not yet written */
+    bool feeding;          /* inside tr_h2_feed: the codec must outlive the call */
+    bool close_after_feed; /* its last stream went during it (a retry cancels from a callback) */
+    char *tx;              /* TX_CHUNK bytes of output not yet written */
     uint32_t tx_off, tx_len;
     char *rx;
     struct tr_timer idle;
@@ -63,7 +65,9 @@ static void slot_release(struct tr_h2_upconn *c, struct up_slot *s)
     s->id = 0;
     c->used--;
     if (c->used == 0 && !c->closed) {
-        if (c->closing || c->ep->retired || c->w->draining)
+        if ((c->closing || c->ep->retired || c->w->draining) && c->feeding)
+            c->close_after_feed = true;
+        else if (c->closing || c->ep->retired || c->w->draining)
             upconn_close(c, NULL, false);
         else
             tr_timer_set(c->w->loop, &c->idle, c->ep->cluster->cfg->pool_idle_timeout_ms);
@@ -254,7 +258,16 @@ static void upconn_read(struct tr_h2_upconn *c)
             upconn_close(c, "connection_termination", false);
             return;
         }
+        c->feeding = true;
         ssize_t fed = tr_h2_feed(c->h2, (const uint8_t *)c->rx, (size_t)n);
+        c->feeding = false;
+        if (c->close_after_feed && fed >= 0) {
+            c->close_after_feed = false;
+            if (c->used == 0) {
+                upconn_close(c, NULL, false);
+                return;
+            }
+        }
         if (fed < 0) {
             tr_warn("upstream %s (cluster %s): HTTP/2 protocol error; closing", c->ep->addr_text,
                     c->ep->cluster->cfg->name);
