@@ -83,7 +83,26 @@ static void dump_route(struct tr_fmt *w, const struct tr_config *cfg, const stru
     tr_fmt_json_cstr(w, r->prefix_rewrite);
     json_key(w, "host_rewrite", false);
     tr_fmt_json_cstr(w, r->host_rewrite);
-    tr_fmt_bytes(w, "}", 1);
+    const struct tr_retry_cfg *p = &r->retries;
+    tr_fmt_printf(w, ",\"retries\":{\"attempts\":%u,\"per_try_timeout_ms\":%u", p->attempts,
+                  p->per_try_timeout_ms);
+    json_key(w, "retry_on", false); /* [] : the default list */
+    json_strs(w, p->retry_on, p->n_retry_on);
+    json_key(w, "retriable_status_codes", false);
+    json_strs(w, p->status_codes, p->n_status_codes);
+    tr_fmt_printf(w,
+                  ",\"backoff_ms\":{\"base\":%u,\"max\":%u},\"retry_non_idempotent\":%s,"
+                  "\"max_body_for_retry\":%u,\"budget\":{\"percent\":%u,\"min_concurrency\":%u}}",
+                  p->backoff_base_ms, p->backoff_max_ms, p->retry_non_idempotent ? "true" : "false",
+                  p->max_body, p->budget_percent, p->budget_min_concurrency);
+    json_key(w, "mirrors", false);
+    tr_fmt_bytes(w, "[", 1);
+    for (size_t i = 0; i < r->n_mirrors; i++) {
+        tr_fmt_bytes(w, i ? ",{\"cluster\":" : "{\"cluster\":", i ? 12 : 11);
+        tr_fmt_json_cstr(w, cfg->clusters[r->mirrors[i].cluster].name);
+        tr_fmt_printf(w, ",\"per_million\":%u}", r->mirrors[i].per_million);
+    }
+    tr_fmt_bytes(w, "]}", 2);
 }
 
 char *tr_config_dump_json(const struct tr_config *cfg, uint64_t generation, size_t *len)

@@ -568,7 +568,9 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     bool idempotent = tr_retry_method_idempotent(m.method);
     tr_retry_begin(&h->rt, h->cluster, &route->retries, idempotent, http_on_retry_timer);
     h->hold_body = tr_retry_wants_body(&route->retries, idempotent);
-    if (route->n_mirrors > 0 && !h->upgrade)
+    if (route->n_mirrors > 0 && h->upgrade)
+        tr_mirrors_unsupported(w, route); /* a shadow cannot take over a connection */
+    else if (route->n_mirrors > 0)
         tr_mirrors_start_h1(&h->mirrors, w, s->ws, route, tr_buf_head(h->reqout),
                             tr_buf_len(h->reqout),
                             route->timeout_ms != 0 ? route->timeout_ms : lcfg(s)->idle_timeout_ms);

@@ -1,14 +1,12 @@
-/* upstream/attempt.h: which endpoint a request (or a TCP connection) goes to,
- * first and after a connect failure.
+/* upstream/attempt.h: which endpoint a request (or a TCP connection) goes to:
+ * the first pick, and the pick for another try.
  *
- * A connection that fails before any byte of the request left the proxy
- * (connect refused or timed out, TLS handshake failure, an HTTP/2 stream
- * the server refused unprocessed) did no work upstream, so the request goes
- * to another endpoint: at most TR_CONNECT_ATTEMPTS attempts in all (Istio's
- * default retry policy re-sends connect failures twice). HTTP requests follow
- * their route's retry policy (upstream/retry.h), which picks through
- * tr_attempt_retry; the TCP proxy retries connect failures with
- * tr_attempt_next. Every pick goes through here. */
+ * Picks skip endpoints in connect back-off (cluster/cluster.h). An HTTP
+ * request that failed goes again as its route's retry policy says
+ * (upstream/retry.h), to the endpoint tr_attempt_retry picks: another one
+ * than the failed one when one qualifies. A TCP connection that failed
+ * before any byte left goes to another endpoint at once, at most
+ * TR_CONNECT_ATTEMPTS attempts in all (tr_attempt_next). */
 #ifndef TR_UPSTREAM_ATTEMPT_H
 #define TR_UPSTREAM_ATTEMPT_H
 

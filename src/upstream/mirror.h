@@ -26,8 +26,9 @@
  *     timeout, or the listener's idle timeout without one.
  * At most TR_MIRROR_MAX_IN_FLIGHT shadows live per worker (made ones
  * included); beyond that requests are not mirrored (overflow). gRPC
- * requests are not mirrored (unsupported): shadows speak HTTP/1.1, and the
- * loader refuses a mirror cluster that speaks HTTP/2.
+ * requests (and requests that upgrade their connection) are not mirrored
+ * (unsupported): shadows speak HTTP/1.1, and the loader refuses a mirror
+ * cluster that speaks HTTP/2.
  *
  * Ownership: the request owns its list until launch or drop; a launched
  * shadow owns itself (on the worker's list, w->mirrors) and holds a use of
@@ -61,8 +62,8 @@ void tr_mirrors_start_h1(struct tr_mirror **list, struct tr_worker *w, struct tr
 void tr_mirrors_start_fields(struct tr_mirror **list, struct tr_worker *w, struct tr_wsnap *ws,
                              const struct tr_route_cfg *route, const struct tr_h2_header *v,
                              size_t n, bool has_body, uint64_t timeout_ms);
-/* A route whose request is not mirrored for want of support (gRPC):
- * counted once per mirror it names. */
+/* A route whose request is not mirrored for want of support (gRPC, an
+ * upgrade): counted once per mirror it names. */
 void tr_mirrors_unsupported(struct tr_worker *w, const struct tr_route_cfg *route);
 
 /* Body bytes, framed as the head says (the byte path's, verbatim). */

@@ -477,11 +477,26 @@ def test_budget_refuses_retries_under_load(checked, servers, workdir):
 def test_budget_allows_retries_at_low_load(checked, servers):
     b = servers(Flaky, "b", 503, fails=1)
     port = free_port()
-    p = checked(config(port, [b.port], {"attempts": 2, "retry_on": ["5xx"]}))
+    p = checked(config(port, [b.port], {"attempts": 3, "retry_on": ["5xx"]}))
     for i in range(10):
         assert curl(port, f"/ok{i}")[0] == 200
     assert p.metric(RETRIED) == 10
     assert p.metric(EXHAUSTED) == 0
+    # The running policy shows in /config_dump.
+    status, body = p.admin("/config_dump")
+    assert status == 200
+
+    def policies(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "retries":
+                    yield v
+                yield from policies(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from policies(v)
+
+    assert [r["attempts"] for r in policies(json.loads(body))] == [3]
 
 
 # ---------------------------------------------------------------- defaults
