@@ -235,6 +235,10 @@ enum tr_retry_on {
     TR_RETRY_ON_INTERNAL = 1u << 11,              /* 13 */
     TR_RETRY_ON_UNAVAILABLE = 1u << 12,           /* 14 */
 };
+/* The conditions that read a response head's grpc-status. */
+#define TR_RETRY_ON_GRPC                                                                           \
+    (TR_RETRY_ON_CANCELLED | TR_RETRY_ON_DEADLINE_EXCEEDED | TR_RETRY_ON_RESOURCE_EXHAUSTED |      \
+     TR_RETRY_ON_INTERNAL | TR_RETRY_ON_UNAVAILABLE)
 
 /* The status codes a retry policy can name: 200-599, one bit each. */
 #define TR_RETRY_CODE_MIN 200u

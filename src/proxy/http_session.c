@@ -934,7 +934,7 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     /* A final head: the last moment a retry may take the request elsewhere
      * (nothing of the response went downstream yet). */
     if (!tunnel) {
-        int g = tr_h1_find_header(&m, "grpc-status", 11);
+        int g = tr_retry_reads_grpc(&h->rt) ? tr_h1_find_header(&m, "grpc-status", 11) : -1;
         if (http_retry(s, TR_RETRY_EV_STATUS, m.status,
                        g >= 0 ? tr_grpc_status_parse(m.headers[g].value) : -1))
             return true;

@@ -1326,7 +1326,7 @@ static void h2up_on_headers(void *owner, const struct tr_h2_header *h, size_t n,
     if (status >= 200 && !st->resp_head_out) {
         /* A final head: the last moment a retry may take the request
          * elsewhere (gRPC: a trailers-only response's grpc-status). */
-        int g = tr_fields_find(h, n, "grpc-status");
+        int g = tr_retry_reads_grpc(&st->rt) ? tr_fields_find(h, n, "grpc-status") : -1;
         if (stream_retry(st, TR_RETRY_EV_STATUS, status,
                          g >= 0 ? tr_grpc_status_parse(h[g].value) : -1, st->ep))
             return;
@@ -1366,7 +1366,8 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
         /* No response went downstream: the route's retry policy may send
          * the request again (refused unprocessed, never left because the
          * connection failed, or reset before a head). */
-        enum tr_retry_event ev = connect   ? TR_RETRY_EV_CONNECT_FAILURE
+        enum tr_retry_event ev = connect || (refused && !st->try_connected)
+                                     ? TR_RETRY_EV_CONNECT_FAILURE /* a TLS failure too */
                                  : refused ? TR_RETRY_EV_REFUSED
                                            : TR_RETRY_EV_RESET;
         if (stream_retry(st, ev, 0, -1, failed))
@@ -1615,7 +1616,7 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
     if (rc >= 0 && x->uc.head_done && m.body != TR_H1_BODY_TUNNEL) {
         /* A final head: the last moment a retry may take the request
          * elsewhere. */
-        int g = tr_h1_find_header(&m, "grpc-status", 11);
+        int g = tr_retry_reads_grpc(&st->rt) ? tr_h1_find_header(&m, "grpc-status", 11) : -1;
         if (stream_retry(st, TR_RETRY_EV_STATUS, m.status,
                          g >= 0 ? tr_grpc_status_parse(m.headers[g].value) : -1, x->uc.tried))
             return false;

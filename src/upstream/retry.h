@@ -117,6 +117,13 @@ enum tr_retry_verdict tr_retry_decide(struct tr_retry_state *r, struct tr_worker
                                       enum tr_retry_event ev, int status, int grpc, bool held,
                                       const struct tr_endpoint_rt *failed);
 
+/* Does the policy read a response head's grpc-status? (Callers look the
+ * field up only then.) */
+static inline bool tr_retry_reads_grpc(const struct tr_retry_state *r)
+{
+    return r->policy != NULL && (r->policy->on & TR_RETRY_ON_GRPC) != 0;
+}
+
 /* For the owner's timer callback: true when the backoff ran out (the owner
  * starts the next try now, preferring another endpoint than r->avoid),
  * false when the try's per_try_timeout did (the owner ends the try and
