@@ -211,7 +211,7 @@ struct cfg_val {
     const struct cnode *k, *v;
 };
 
-#define CFG_MAX_FIELDS 16u
+#define CFG_MAX_FIELDS 24u
 
 struct cfg_section {
     const char *name; /* for messages and docs, e.g. "listener" */
@@ -236,6 +236,9 @@ extern const struct cfg_section cfg_cluster_section;
 extern const struct cfg_section cfg_endpoint_section;
 extern const struct cfg_section cfg_path_match_section;
 extern const struct cfg_section cfg_header_match_section;
+extern const struct cfg_section cfg_outlier_section;
+extern const struct cfg_section cfg_hash_policy_section;
+extern const struct cfg_section cfg_hash_cookie_section;
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
 size_t cfg_field_index(const struct cfg_section *sec, const char *key);
@@ -267,6 +270,13 @@ bool cfg_header_match_after(struct ld *ld, const struct cnode *map, const struct
 bool cfg_header_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
 bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                        size_t idx);
+/* Outlier detection, consistent hashing (obj: the section's own struct). */
+bool cfg_outlier_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                       size_t idx);
+bool cfg_hash_policy_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx);
+bool cfg_hash_cookie_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx);
 
 /* ---------------------------------------------------------------- patch */
 
