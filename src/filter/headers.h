@@ -46,10 +46,11 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
                            struct tr_request_rewrite *rw);
 
 struct tr_response_rewrite {
-    bool keep_alive; /* downstream connection stays open */
-    bool version10;  /* downstream is HTTP/1.0 */
-    bool dechunk;    /* body will be de-chunked: drop Transfer-Encoding */
-    bool tunnel;     /* 101: keep Upgrade and Connection: upgrade */
+    bool keep_alive;   /* downstream connection stays open */
+    bool version10;    /* downstream is HTTP/1.0 */
+    bool dechunk;      /* body will be de-chunked: drop Transfer-Encoding */
+    bool tunnel;       /* 101: keep Upgrade and Connection: upgrade */
+    tr_str set_cookie; /* a Set-Cookie value the proxy adds (consistent hashing); len 0: none */
 };
 
 int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,

@@ -22,6 +22,12 @@ struct tr_decision {
     uint16_t status;                  /* nonzero: answer locally with this status */
     uint16_t flags;                   /* TR_RF_* of that answer */
     const char *body;                 /* its body, NULL: none */
+    /* Consistent hashing (cluster lb ring_hash, maglev): the request's key
+     * under the cluster's hash_policy, or a random number when it has none
+     * (Envoy's behaviour); lb_cookie nonzero: a generated cookie to set on
+     * the response (cluster/cluster.h, tr_lb_cookie_format). */
+    uint64_t lb_hash;
+    uint64_t lb_cookie;
 };
 
 /* A connection moves to the worker's current snapshot when a new request

@@ -99,6 +99,8 @@ struct tr_stream {
     const struct tr_route_cfg *route;
     struct tr_cluster_rt *cluster;
     struct tr_endpoint_rt *ep;
+    uint64_t lb_hash;   /* consistent hashing: proxy/decide.h */
+    uint64_t lb_cookie; /* nonzero: a generated cookie goes on the response */
     const char *peer_id;
     const char *upstream_addr;
     struct tr_timer timer; /* route timeout / grpc-timeout */

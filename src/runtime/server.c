@@ -477,7 +477,7 @@ int tr_server_run(const struct tr_server_options *opt)
     tr_loop_add(srv.loop, &srv.signal_io, EPOLLIN);
 
     for (unsigned i = 0; i < n; i++) {
-        srv.workers[i] = tr_worker_start(i, &err);
+        srv.workers[i] = tr_worker_start(i, n, &err);
         if (srv.workers[i] == NULL) {
             fprintf(stderr, "trellis: %s\n", err ? err : "cannot start worker");
             return 1;

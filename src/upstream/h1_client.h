@@ -38,6 +38,7 @@ struct tr_h1_client {
     const struct tr_upstream_owner_ops *ops; /* the owner's callbacks (upstream/pool.h) */
     void *owner;
     const char *addr; /* address text of the last endpoint tried, for logs */
+    uint64_t lb_hash; /* the request's consistent-hash key (upstream/attempt.h) */
     uint8_t attempts; /* endpoints tried (upstream/attempt.h) */
     bool fresh;       /* new connections only (tunnels) */
     bool reused;      /* the connection came from the idle pool */
@@ -53,16 +54,18 @@ enum tr_h1c_status {
     TR_H1C_READY = 0,  /* a pooled connection: send now (no on_ready follows) */
     TR_H1C_CONNECTING, /* ops->on_ready follows */
     TR_H1C_NO_HEALTHY, /* no endpoint is healthy: 503 UH */
-    TR_H1C_OVERFLOW,   /* the endpoint's connection cap: 503 UO */
+    TR_H1C_OVERFLOW,   /* a connection or request limit (pool, circuit_breakers): 503 UO */
     TR_H1C_FAILED,     /* could not connect: 503 UF */
 };
 
 /* Start the request's first attempt; fresh: on a new connection, never a
- * pooled one (CONNECT tunnels). Sets every field (a previous request's state
- * is forgotten; its connection must have been released). */
+ * pooled one (CONNECT tunnels); lb_hash: the request's consistent-hash key
+ * (proxy/decide.h). Sets every field (a previous request's state is
+ * forgotten; its connection must have been released). */
 enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
                                 struct tr_cluster_rt *cluster,
-                                const struct tr_upstream_owner_ops *ops, void *owner, bool fresh);
+                                const struct tr_upstream_owner_ops *ops, void *owner, bool fresh,
+                                uint64_t lb_hash);
 
 /* ops->on_ready reported a failed connection (the pool closed it). Nothing
  * was sent on it, so the request goes to another endpoint when the attempt
@@ -80,7 +83,9 @@ enum tr_h1c_status tr_h1c_resend(struct tr_h1_client *c, bool held);
  * into *m (m->headers is the caller's array), note what it says about the
  * connection (Connection: close, Keep-Alive: timeout) and, for a final
  * response (not a 1xx other than 101), set up the body framing: body,
- * remaining, chunked. Returns 0, or a TR_H1_E_* (< 0): an invalid response. */
+ * remaining, chunked; its status, or an invalid head, goes to outlier
+ * detection (cluster/cluster.h). Returns 0, or a TR_H1_E_* (< 0): an
+ * invalid response. */
 int tr_h1c_parse_response(struct tr_h1_client *c, const char *p, uint32_t head_len,
                           const struct tr_h1_limits *lim, enum tr_h1_method method,
                           struct tr_h1_message *m);

@@ -181,7 +181,7 @@ static void test_round_robin_weights_smooth(void **state)
     struct tr_cluster_rt *c = &g.views[0];
     char order[15] = {0};
     for (int i = 0; i < 14; i++) {
-        struct tr_endpoint_rt *e = tr_cluster_pick(c, 0, NULL, 0);
+        struct tr_endpoint_rt *e = tr_cluster_pick(c, 0, 0, NULL, 0);
         order[i] = (char)('a' + (e == c->eps[0] ? 0 : e == c->eps[1] ? 1 : 2));
     }
     assert_string_equal(order, "aabacaaaabacaa");
@@ -201,8 +201,8 @@ static void test_backoff_and_avoid(void **state)
         g.clusters[0].lb = lb;
         /* Avoiding one leaves the other, whatever the random number. */
         for (uint32_t r = 0; r < 64; r++) {
-            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, a, 0), b);
-            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, b, 0), a);
+            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, 0, a, 0), b);
+            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, 0, b, 0), a);
         }
     }
     g.clusters[0].lb = TR_LB_ROUND_ROBIN;
@@ -210,7 +210,7 @@ static void test_backoff_and_avoid(void **state)
     tr_endpoint_connect_failed(a, 1000);
     assert_int_equal(c->n_unhealthy, 1);
     for (int i = 0; i < 10; i++)
-        assert_ptr_equal(tr_cluster_pick(c, (uint32_t)i, NULL, 1500), b);
+        assert_ptr_equal(tr_cluster_pick(c, (uint32_t)i, 0, NULL, 1500), b);
     /* Attempts in flight when it began do not lengthen it. */
     tr_endpoint_connect_failed(a, 1200);
     assert_int_equal(a->unhealthy_until_ms, 2000);
@@ -221,15 +221,15 @@ static void test_backoff_and_avoid(void **state)
     tr_endpoint_connect_failed(b, 2100);
     for (enum tr_lb_policy lb = TR_LB_ROUND_ROBIN; lb <= TR_LB_RANDOM; lb++) {
         g.clusters[0].lb = lb;
-        assert_null(tr_cluster_pick(c, 12345, NULL, 2500));
+        assert_null(tr_cluster_pick(c, 12345, 0, NULL, 2500));
     }
     /* The back-off is capped. */
     for (int i = 0; i < 40; i++)
         tr_endpoint_connect_failed(a, 100000u * (uint64_t)(i + 1));
     assert_int_equal(a->unhealthy_until_ms - 4000000u, TR_EP_BACKOFF_MAX_MS);
     /* A success ends it. */
-    tr_endpoint_connect_ok(a);
-    tr_endpoint_connect_ok(b);
+    tr_endpoint_connect_ok(a, 0);
+    tr_endpoint_connect_ok(b, 0);
     assert_int_equal(c->n_unhealthy, 0);
     assert_true(tr_endpoint_healthy(a, 0));
     gen_free(&g);

@@ -696,7 +696,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535"},
     {"clusters:\n- {name: c, lb: fastest, endpoints: [{address: 127.0.0.1:1}]}\n",
      "t.yaml:2:17: clusters[0].lb: ",
-     "expected one of round_robin, least_request, random, got \"fastest\""},
+     "expected one of round_robin, least_request, random, ring_hash, maglev, got \"fastest\""},
     {"clusters:\n- {name: c, tls: {context: w}, endpoints: [{address: 127.0.0.1:1}]}\n",
      "t.yaml:2:28: clusters[0].tls.context: ", "unknown TLS context \"w\""},
     {CTX "clusters:\n- {name: c, tls: {context: w, server_ids: [backend]}, endpoints: [{address: "

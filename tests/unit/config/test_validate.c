@@ -577,13 +577,13 @@ static const struct vcase cases[] = {
      NULL, NULL},
     {"enums", bad_enum,
      "DestinationRule default/reviews: spec.subsets[0].lb: expected one of round_robin, "
-     "least_request, random, got value 7",
+     "least_request, random, ring_hash, maglev, got value 7",
      Y_CTX "clusters:\n- {name: reviews-v1, lb: fastest, endpoints: [{address: "
            "'10.0.0.1:9080'}]}\n"
            "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
                Y_LISTENER(", route_table: outbound-80"),
-     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, got "
-     "\"fastest\""},
+     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, "
+     "ring_hash, maglev, got \"fastest\""},
     {"names", bad_name,
      "Sidecar default/default: spec.egress[0].name: invalid name \"out bound\": whitespace and "
      "control characters are not allowed",
