@@ -302,6 +302,8 @@ void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt
             struct tr_endpoint_rt *ep = c->eps[e];
             endpoint_move(ep, c, &c->cfg->endpoints[e]);
             c->n_unhealthy += ep->connect_failures > 0;
+            if (!c->cfg->outlier.enabled)
+                tr_outlier_end(ep, 0); /* outlier detection was turned off */
         }
     }
     for (size_t i = 0; prev != NULL && i < n_prev; i++)

@@ -11,8 +11,9 @@
  *
  * Ring hash (Karger et al., as Envoy's ring_hash): each endpoint puts points
  * on a ring of 64-bit hashes, in proportion to its weight, at least
- * minimum_ring_size points in all; a key goes to the first point at or after
- * its hash. Removing an endpoint moves only the keys of its points.
+ * minimum_ring_size points in all (and fewer than twice that); a key goes to
+ * the first point at or after its hash. Removing an endpoint moves only the
+ * keys of its points.
  *
  * Maglev (Eisenbud et al., NSDI 2016): each endpoint has a permutation of
  * the table's slots (an offset and a skip from two hashes of its address;
@@ -103,12 +104,17 @@ static bool ring_build(struct tr_lb_table *t, const struct placed *e, uint32_t n
         if (e[i].weight < min_w)
             min_w = e[i].weight;
     }
-    /* Enough points that the lightest endpoint gets k = its share of
-     * min_size rounded up: k x total / min_w points in all, at most
+    /* The lightest endpoint gets k points: its share of min_size rounded up
+     * to a power of two, so that the others keep their points when one
+     * comes or goes (the count changes only past a power of two; a ring
+     * rescaled to exactly min_size, as Envoy's, moves some of every
+     * endpoint's keys). k x total / min_w points in all, at most
      * RING_MAX_POINTS; endpoint i ends at point floor(points x cum_i /
-     * total). Integers throughout, so every machine places alike
-     * (weights <= 1e6, endpoints <= 1e4: no product passes 2^64). */
-    uint64_t k = (min_w * min_size + total - 1) / total;
+     * total). Integers throughout, so every machine places alike (weights
+     * <= 1e6, endpoints <= 1e4: no product passes 2^64). */
+    uint64_t share = (min_w * min_size + total - 1) / total, k = 1;
+    while (k < share)
+        k <<= 1;
     bool capped = k * total / min_w > RING_MAX_POINTS;
     uint32_t *count = calloc(n, sizeof(*count));
     if (count == NULL)
