@@ -9,12 +9,15 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "cluster/cluster.h"
 #include "router/router.h"
 #include "runtime/snapshot.h"
 #include "runtime/worker.h"
+#include "net/sock.h"
+#include "upstream/pool.h"
 
 /* One configuration generation built by hand: clusters of loopback endpoints
  * on the given ports. */
@@ -23,8 +26,8 @@ struct gen {
     struct tr_snapshot snap;
     struct tr_wsnap ws;
     struct tr_cluster_cfg clusters[4];
-    struct tr_endpoint_cfg eps[4][8];
-    char text[4][8][32];
+    struct tr_endpoint_cfg eps[4][16];
+    char text[4][16][32];
     struct tr_cluster_rt *views;
 };
 
@@ -786,6 +789,110 @@ static void test_max_requests(void **state)
     gen_free(&g2);
 }
 
+/* The pool's part: connections and requests waiting for one, counted per
+ * cluster against the worker's share, and connections closed after
+ * max_requests_per_connection. Real loopback sockets and a real loop. */
+struct pool_owner {
+    int ready, failed;
+};
+
+static void owner_on_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
+{
+    (void)up;
+    (void)reason;
+    struct pool_owner *o = owner;
+    if (err < 0)
+        o->failed++;
+    else
+        o->ready++;
+}
+
+static void owner_on_io(void *owner, struct tr_upstream *up)
+{
+    (void)owner;
+    (void)up;
+}
+
+static const struct tr_upstream_owner_ops owner_ops = {.on_ready = owner_on_ready,
+                                                       .on_io = owner_on_io};
+
+static void test_pool_limits(void **state)
+{
+    (void)state;
+    static struct gen g;
+    static struct tr_worker w;
+    memset(&w, 0, sizeof(w));
+    w.loop = tr_loop_new();
+    w.metrics = tr_metrics_new(0);
+    assert_non_null(w.loop);
+    assert_non_null(w.metrics);
+    w.n_workers = 1;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    int lfd = tr_sock_listen((struct sockaddr *)&sin, sizeof(sin), false, 16);
+    assert_true(lfd >= 0);
+    socklen_t sl = sizeof(sin);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+
+    gen_init(&g);
+    g.ws.w = &w;
+    add_cluster(&g, "web", TR_LB_ROUND_ROBIN, (int[]){ntohs(sin.sin_port)}, NULL, 1);
+    g.clusters[0].connect_timeout_ms = 1000;
+    g.clusters[0].pool_max_idle = 8;
+    g.clusters[0].breakers.max_connections = 2;
+    g.clusters[0].breakers.max_pending_requests = 1;
+    g.clusters[0].max_requests_per_connection = 2;
+    gen_adopt(&g, NULL);
+    struct tr_cluster_rt *c = &g.views[0];
+    struct tr_endpoint_rt *ep = c->eps[0];
+    struct tr_cluster_state *st = c->state;
+    struct pool_owner o = {0};
+    bool ready;
+    const char *reason = NULL;
+
+    /* One HTTP/1.1 connection being established holds the one pending
+     * request allowed: a second must wait, so it overflows. */
+    struct tr_upstream *a = tr_pool_acquire(&w, ep, &owner_ops, &o, false, false, &ready, &reason);
+    assert_non_null(a);
+    assert_false(ready);
+    assert_int_equal(st->pending_requests, 1);
+    assert_int_equal(st->connections, 1);
+    assert_null(tr_pool_acquire(&w, ep, &owner_ops, &o, false, false, &ready, &reason));
+    assert_string_equal(reason, "overflow");
+    for (int i = 0; i < 100 && o.ready == 0; i++)
+        tr_loop_run_once(w.loop, 10);
+    assert_int_equal(o.ready, 1);
+    assert_int_equal(st->pending_requests, 0);
+    /* Established: another may start, up to max_connections (2). */
+    struct tr_upstream *b = tr_pool_acquire(&w, ep, &owner_ops, &o, false, false, &ready, &reason);
+    assert_non_null(b);
+    for (int i = 0; i < 100 && o.ready < 2; i++)
+        tr_loop_run_once(w.loop, 10);
+    assert_int_equal(st->connections, 2);
+    reason = NULL;
+    assert_null(tr_pool_acquire(&w, ep, &owner_ops, &o, true, false, &ready, &reason));
+    assert_string_equal(reason, "overflow");
+
+    /* a goes idle after its first request and is reused for a second, after
+     * which max_requests_per_connection (2) closes it. */
+    tr_pool_release(a, true);
+    assert_int_equal(ep->n_idle, 1);
+    struct tr_upstream *again =
+        tr_pool_acquire(&w, ep, &owner_ops, &o, false, false, &ready, &reason);
+    assert_ptr_equal(again, a);
+    assert_true(ready);
+    tr_pool_release(a, true);
+    assert_int_equal(ep->n_idle, 0);
+    assert_int_equal(st->connections, 1);
+    tr_pool_release(b, false);
+    assert_int_equal(st->connections, 0);
+    tr_loop_run_once(w.loop, 0); /* the deferred frees */
+    assert_int_equal(ep->refs, 1);
+
+    gen_free(&g);
+    close(lfd);
+    tr_loop_free(w.loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -806,6 +913,7 @@ int main(void)
         cmocka_unit_test(test_request_hash_keys),
         cmocka_unit_test(test_limit_share),
         cmocka_unit_test(test_max_requests),
+        cmocka_unit_test(test_pool_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
