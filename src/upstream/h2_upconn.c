@@ -157,6 +157,7 @@ static const struct tr_h2_ops upconn_codec_ops = {
 static void upconn_free_now(struct tr_deferred *d)
 {
     struct tr_h2_upconn *c = tr_container_of(d, struct tr_h2_upconn, free_later);
+    tr_h2_free(c->h2);
     free(c->slots);
     free(c->tx);
     free(c->rx);
@@ -183,10 +184,9 @@ static void upconn_close(struct tr_h2_upconn *c, const char *reason, bool refuse
         tr_pool_release(c->up, false);
         c->up = NULL;
     }
-    if (c->h2 != NULL) {
-        tr_h2_free(c->h2);
-        c->h2 = NULL;
-    }
+    /* The codec is freed with the connection, after the event batch: this
+     * may run inside one of its callbacks (a stream closed), and its
+     * session must outlive the call. */
     for (uint32_t i = 0; i < c->cap; i++) {
         struct up_slot *s = &c->slots[i];
         if (s->ops == NULL)
@@ -495,4 +495,15 @@ void tr_h2_up_close_idle(struct tr_endpoint_rt *ep)
             schedule_flush(c);
         }
     }
+}
+
+bool tr_h2_up_close_one_idle(struct tr_endpoint_rt *ep)
+{
+    for (struct tr_h2_upconn *c = ep->h2conns; c != NULL; c = c->next) {
+        if (c->used == 0 && !c->closed) {
+            upconn_close(c, NULL, false);
+            return true;
+        }
+    }
+    return false;
 }

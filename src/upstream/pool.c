@@ -174,6 +174,23 @@ static void upstream_on_timer(struct tr_timer *t)
         upstream_fail(up, -ETIMEDOUT, "connect_timeout");
 }
 
+/* The cluster is at its connection limit: an idle connection (to any of
+ * its endpoints) makes room, so connections pooled to one endpoint never
+ * starve the others. O(endpoints), at the limit only. */
+static bool close_one_idle(const struct tr_cluster_rt *cl)
+{
+    for (uint32_t i = 0; i < cl->n_eps; i++) {
+        struct tr_endpoint_rt *e = cl->eps[i];
+        if (e->idle != NULL) {
+            upstream_close(e->idle);
+            return true;
+        }
+        if (e->n_h2conns > 0 && tr_h2_up_close_one_idle(e))
+            return true;
+    }
+    return false;
+}
+
 /* May another connection to ep start? The endpoint's cap (pool.max_connections)
  * and the worker's share of the cluster's circuit breakers: connections, and
  * for HTTP/1.1 the requests that would wait for one to be established. */
@@ -183,7 +200,8 @@ static bool pool_admit(struct tr_worker *w, const struct tr_cluster_rt *cl,
     enum tr_cluster_metric over;
     if (cl->cfg->max_connections != 0 && ep->n_conns >= cl->cfg->max_connections)
         over = TR_CM_OVERFLOW_ENDPOINT_CONNECTIONS;
-    else if (cl->max_connections != 0 && ep->state->connections >= cl->max_connections)
+    else if (cl->max_connections != 0 && ep->state->connections >= cl->max_connections &&
+             !close_one_idle(cl))
         over = TR_CM_OVERFLOW_CONNECTIONS;
     else if (!h2 && cl->max_pending_requests != 0 &&
              ep->state->pending_requests >= cl->max_pending_requests)
