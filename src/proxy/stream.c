@@ -22,6 +22,12 @@
 #define UPREQ_EXTRA_FIELDS 8
 #define UPREQ_EXTRA_BYTES  512
 
+/* A response head with the route's edits, as slices on the stack: at most
+ * limits.max_headers fields (and :status) from the upstream, or a reply of
+ * our own, plus what one edit appends (config/validate.c: 2 levels of 64
+ * set and 64 add). */
+#define EDITED_MAX (TR_H1_MAX_HEADERS_CAP + 8 + 256)
+
 /* HTTP/2 error codes used here (RFC 9113 7). */
 enum { H2_NO_ERROR = 0, H2_INTERNAL_ERROR = 2, H2_REFUSED_STREAM = 7, H2_CANCEL = 8 };
 
@@ -64,11 +70,6 @@ static bool up_is_conn(const struct tr_stream *st)
 static struct tr_buf *buf_sized(struct tr_stream *st, size_t size)
 {
     return tr_buf_get_sized(&W(st)->bufs, size);
-}
-
-static struct tr_buf *pend_buf(struct tr_stream *st)
-{
-    return buf_sized(st, 0);
 }
 
 /* The most a pending buffer may hold: one flow-control window or one read,
@@ -205,6 +206,45 @@ static void stream_log(struct tr_stream *st)
     }
 }
 
+/* ---- header edits ---- */
+
+/* Does a header list edited by a route stay within the limits every head is
+ * held to? Measured as the HTTP/1.1 head it is or becomes: fields (a
+ * request's cookies are one line, its :authority the Host line) and bytes. */
+static bool edited_fits(struct tr_stream *st, const struct tr_h2_header *v, size_t n)
+{
+    const struct tr_h1_limits *lim = &st->ws->snap->h1_limits;
+    size_t fields = 0, bytes = 14; /* " HTTP/1.1", the CRLFs ending the line and the head */
+    bool cookie = false;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].name.len > 0 && v[i].name.p[0] == ':') {
+            bytes += v[i].value.len + 1; /* a part of the start line */
+            if (TR_STR_EQ_LIT(v[i].name, ":authority")) {
+                fields++;
+                bytes += 8; /* "host: " CRLF */
+            }
+            continue;
+        }
+        bytes += v[i].name.len + v[i].value.len + 4;
+        if (TR_STR_EQ_LIT(v[i].name, "cookie")) {
+            fields += !cookie;
+            cookie = true;
+            continue;
+        }
+        fields++;
+    }
+    return fields <= lim->max_headers && bytes <= lim->max_header_bytes;
+}
+
+static void edit_over_limit(struct tr_stream *st, const char *what)
+{
+    const struct tr_h1_limits *lim = &st->ws->snap->h1_limits;
+    tr_warn("listener %s: the route's %s header edits take the %s past limits.max_headers (%u) or "
+            "limits.max_header_bytes (%u)",
+            st->s->lcfg->name, what, what, lim->max_headers, lim->max_header_bytes);
+    tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+}
+
 /* ---- the downstream side (dispatch) ---- */
 
 static int down_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
@@ -229,6 +269,18 @@ static int down_trailers(struct tr_stream *st, const struct tr_h2_header *h, siz
         return -1;
     return st->down == TR_SD_H2 ? tr_h2_session_resp_trailers(st, h, n)
                                 : tr_http_session_resp_trailers(st, h, n);
+}
+
+/* A reply made here, with the route's response edits (validation keeps them
+ * small enough for a reply's own few fields). */
+static int down_headers_local(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                              bool end)
+{
+    if (st->resp_edit == NULL)
+        return down_headers(st, h, n, end);
+    struct tr_h2_header v[EDITED_MAX];
+    int m = tr_header_edit_fields(st->resp_edit, h, n, v, EDITED_MAX);
+    return m < 0 ? -1 : down_headers(st, v, (size_t)m, end);
 }
 
 static void down_reset(struct tr_stream *st, uint32_t code)
@@ -275,7 +327,7 @@ static void stream_maybe_free(struct tr_stream *st)
     buf_drop(st, &st->resp_pend);
     buf_drop(st, &st->h1.out);
     buf_drop(st, &st->h1.in);
-    buf_drop(st, &st->h1.trl);
+    tr_h1_body_release(&st->h1.uc.resp, &W(st)->bufs);
     tr_loop_defer(W(st)->loop, &st->free_later, stream_free_now);
 }
 
@@ -348,7 +400,7 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
         h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-message"), tr_str_from(msg, ml)};
         st->resp_head_out = true;
         resp_complete(st);
-        down_headers(st, h, n, true);
+        down_headers_local(st, h, n, true);
         return;
     }
     size_t bl = body != NULL && st->method_id != TR_H1_M_HEAD ? strlen(body) : 0;
@@ -360,10 +412,10 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     st->resp_bytes = bl;
     if (bl == 0) {
         resp_complete(st);
-        down_headers(st, h, n, true);
+        down_headers_local(st, h, n, true);
         return;
     }
-    if (down_headers(st, h, n, false) < 0)
+    if (down_headers_local(st, h, n, false) < 0)
         return;
     st->resp_in_end = true;
     ssize_t taken = down_data(st, (const uint8_t *)body, bl, true);
@@ -463,6 +515,17 @@ static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, siz
         if (status != 101) /* interim responses go through; 101 has no meaning here */
             down_headers(st, h, n, false);
         return;
+    }
+    struct tr_h2_header edited[EDITED_MAX];
+    if (st->resp_edit != NULL) {
+        int m = tr_header_edit_fields(st->resp_edit, h, n, edited, EDITED_MAX);
+        if (m < 0 || !edited_fits(st, edited, (size_t)m)) {
+            edit_over_limit(st, "response");
+            local_reply(st, 502, TR_RF_HO, "response header edits exceed the proxy's limits\n");
+            return;
+        }
+        h = edited;
+        n = (size_t)m;
     }
     st->status = (uint16_t)status;
     int g = tr_fields_find(h, n, "grpc-status");
@@ -814,8 +877,13 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         bytes += strlen(route->prefix_rewrite);
     if (route->host_rewrite != NULL)
         bytes += strlen(route->host_rewrite);
+    const struct tr_header_edit *ed = st->req_edit;
+    uint32_t edit_fields = ed != NULL ? ed->n_emit : 0;
+    if (ed != NULL)
+        bytes += ed->emit_bytes;
     tr_fields_free(&st->upreq);
-    if (tr_fields_init(&st->upreq, (uint32_t)n + UPREQ_EXTRA_FIELDS, (uint32_t)bytes) < 0)
+    if (tr_fields_init(&st->upreq, (uint32_t)n + UPREQ_EXTRA_FIELDS + edit_fields,
+                       (uint32_t)bytes) < 0)
         return -1;
     struct tr_fields *f = &st->upreq;
     int mi = tr_fields_find(h, n, ":method"), pi = tr_fields_find(h, n, ":path"),
@@ -872,10 +940,12 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         case TR_RH_PASS:
             break;
         }
+        if (ed != NULL && tr_header_edit_drops(ed, name))
+            continue; /* the route's edits come after the listener's policy */
         if (tr_fields_add(f, name, h[i].value) < 0)
             return -1;
     }
-    if (l->xff == TR_XFF_APPEND) {
+    if (l->xff == TR_XFF_APPEND && !tr_header_edit_drops(ed, TR_STR_LIT("x-forwarded-for"))) {
         char *x = tr_fields_add_space(f, TR_STR_LIT("x-forwarded-for"), xlen);
         if (x == NULL)
             return -1;
@@ -888,7 +958,7 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         }
         memcpy(x, s->peer_ip, strlen(s->peer_ip));
     }
-    if (l->xfp &&
+    if (l->xfp && !tr_header_edit_drops(ed, TR_STR_LIT("x-forwarded-proto")) &&
         tr_fields_add_cstr(f, "x-forwarded-proto",
                            s->principal != NULL || s->down.ssl != NULL ? "https" : "http") < 0)
         return -1;
@@ -897,7 +967,8 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         uint64_t a = ((uint64_t)tr_worker_rand(w) << 32) | tr_worker_rand(w);
         uint64_t b = ((uint64_t)tr_worker_rand(w) << 32) | tr_worker_rand(w);
         tr_request_id_format(st->request_id, a, b);
-        if (tr_fields_add_cstr(f, "x-request-id", st->request_id) < 0)
+        if (!tr_header_edit_drops(ed, TR_STR_LIT("x-request-id")) &&
+            tr_fields_add_cstr(f, "x-request-id", st->request_id) < 0)
             return -1;
     }
     /* Over an mTLS hop (a trellis peer) in another protocol than the
@@ -906,6 +977,14 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         tr_fields_add(f, ORIG_PROTO, st->orig_h2 ? TR_STR_LIT("HTTP/2") : TR_STR_LIT("HTTP/1.1")) <
             0)
         return -1;
+    for (uint32_t i = 0; i < edit_fields; i++) {
+        const struct tr_header_edit_field *e = &ed->emit[i];
+        if (tr_fields_add(f, tr_str_from(e->name, e->name_len),
+                          tr_str_from(e->value, e->value_len)) < 0)
+            return -1;
+    }
+    if (ed != NULL && !edited_fits(st, f->v, f->n))
+        return TR_FILTER_OVER_LIMIT;
     return 0;
 }
 
@@ -950,7 +1029,13 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
                            bool end_stream)
 {
     bool h2 = want_h2(st, h, n);
-    if (build_upreq(st, h, n, h2) < 0) {
+    int rc = build_upreq(st, h, n, h2);
+    if (rc == TR_FILTER_OVER_LIMIT) {
+        edit_over_limit(st, "request");
+        local_reply(st, 500, TR_RF_HO, "request header edits exceed the proxy's limits\n");
+        return;
+    }
+    if (rc < 0) {
         local_reply(st, 431, TR_RF_DPE, "request header fields too large\n");
         return;
     }
@@ -1005,6 +1090,8 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
         .host = authority,
         .path = TR_STR_LIT("/"),
         .method = TR_STR_LIT("CONNECT"),
+        .scheme =
+            s->principal != NULL || s->down.ssl != NULL ? TR_STR_LIT("https") : TR_STR_LIT("http"),
     };
     const struct tr_route_cfg *route = tr_router_match(router, &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
@@ -1092,6 +1179,8 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     struct tr_decision d;
     tr_decide(s, host, path, method, (const struct tr_str_pair *)h, (uint32_t)n, &d);
     st->route = d.route;
+    st->req_edit = d.request_edit;
+    st->resp_edit = d.response_edit;
     if (d.status != 0) {
         local_reply(st, d.status, d.flags, d.body);
         return;
@@ -1295,6 +1384,15 @@ static bool h1_head(struct tr_stream *st)
     return true;
 }
 
+/* Answer with what the upstream client says a failure means. */
+static void h1_reply(struct tr_stream *st, enum tr_h1c_status why, const char *reason)
+{
+    struct tr_h1c_reply r = tr_h1c_reply(why, reason);
+    char body[TR_UPSTREAM_ERROR_MAX];
+    local_reply(st, r.status, r.flag,
+                r.reason != NULL ? tr_upstream_error_body(body, sizeof(body), r.reason) : r.body);
+}
+
 /* Head, then the connection (upstream/h1_client.h); fresh: tunnels. */
 static void h1_start(struct tr_stream *st, bool fresh)
 {
@@ -1310,7 +1408,6 @@ static void h1_start(struct tr_stream *st, bool fresh)
 static bool h1_attempt(struct tr_stream *st, enum tr_h1c_status status, const char *reason)
 {
     struct tr_stream_h1 *x = &st->h1;
-    char body[TR_UPSTREAM_ERROR_MAX];
     if (x->uc.addr != NULL)
         st->upstream_addr = x->uc.addr;
     switch (status) {
@@ -1322,15 +1419,8 @@ static bool h1_attempt(struct tr_stream *st, enum tr_h1c_status status, const ch
     case TR_H1C_CONNECTING:
         x->ready = false;
         return true;
-    case TR_H1C_NO_HEALTHY:
-        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
-        return false;
-    case TR_H1C_OVERFLOW:
-        local_reply(st, 503, TR_RF_UO, tr_upstream_error_body(body, sizeof(body), "overflow"));
-        return false;
-    case TR_H1C_FAILED:
     default:
-        local_reply(st, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
+        h1_reply(st, status, reason);
         return false;
     }
 }
@@ -1350,8 +1440,8 @@ static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char
     if (st->up == TR_SU_TUNNEL) {
         /* Connected: the tunnel is open (no END_STREAM: bytes follow). */
         static const struct tr_h2_header ok[] = {{TR_STR_LIT(":status"), TR_STR_LIT("200")}};
-        st->h1.head_done = true;
-        st->h1.uc.body = TR_H1_BODY_UNTIL_CLOSE;
+        st->h1.uc.head_done = true;
+        tr_h1_body_init(&st->h1.uc.resp, TR_H1_BODY_UNTIL_CLOSE, 0, 0);
         resp_headers(st, ok, 1, false);
     }
     h1_pump(st);
@@ -1366,33 +1456,14 @@ static void h1_on_io(void *owner, struct tr_upstream *up)
 static ssize_t h1_send(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
 {
     struct tr_stream_h1 *x = &st->h1;
-    if (x->out == NULL && (x->out = pend_buf(st)) == NULL)
+    ssize_t take = tr_h1_body_put(&x->out, &W(st)->bufs, x->chunked_req, p, len, end);
+    if (take < 0)
         return -1;
-    tr_buf_compact(x->out);
-    uint32_t room = tr_buf_room(x->out);
-    size_t take;
-    if (x->chunked_req) {
-        if (room < 32)
-            return 0;
-        take = len < room - 32 ? len : room - 32;
-        if (take > 0) {
-            char hdr[24];
-            int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
-            tr_buf_append(x->out, hdr, (size_t)hl);
-            tr_buf_append(x->out, p, take);
-            tr_buf_append(x->out, "\r\n", 2);
-        }
-        if (take == len && end)
-            tr_buf_append(x->out, "0\r\n\r\n", 5);
-    } else {
-        take = len < room ? len : room;
-        tr_buf_append(x->out, p, take);
-        if (take == len && end && st->up == TR_SU_TUNNEL)
-            x->shut_pending = true; /* the client's FIN, after the bytes */
-    }
+    if ((size_t)take == len && end && st->up == TR_SU_TUNNEL)
+        x->shut_pending = true; /* the client's FIN, after the bytes */
     if (x->ready)
         h1_pump(st);
-    return (ssize_t)take;
+    return take;
 }
 
 static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
@@ -1400,40 +1471,33 @@ static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
     struct tr_stream_h1 *x = &st->h1;
     if (!x->chunked_req)
         return 0; /* a length-framed body cannot carry trailers: dropped */
-    /* Room for the whole section (up to the header list limit, which may be
-     * more than a pool buffer): a section that did not fit was lost and the
-     * request never ended. */
-    size_t need = 8, have = x->out != NULL ? tr_buf_len(x->out) : 0;
-    for (size_t i = 0; i < n; i++)
-        need += h[i].name.len + h[i].value.len + 4;
-    if (!buf_reserve(st, &x->out, need, have + need) || tr_fields_h1_trailers(x->out, h, n) < 0)
+    if (tr_h1_body_put_trailers(&x->out, &W(st)->bufs, h, n) < 0)
         return -1;
     if (x->ready)
         h1_pump(st);
     return 0;
 }
 
-static void h1_failed(struct tr_stream *st, uint16_t flag)
+/* The exchange failed (why: a tr_h1c_status past the attempt). */
+static void h1_failed(struct tr_stream *st, enum tr_h1c_status why)
 {
     struct tr_stream_h1 *x = &st->h1;
-    bool held = !x->got_byte && !st->req_has_body && !st->down_done;
-    if (st->up == TR_SU_H1 && held && x->uc.reused && !x->uc.resent) {
+    bool held = !st->req_has_body && !st->down_done;
+    if (st->up == TR_SU_H1 && held && tr_h1c_may_resend(&x->uc)) {
         /* The keep-alive race (upstream/h1_client.h): the head again, on a
          * fresh connection. */
         st->up_done = false;
-        if (!h1_head(st) || !h1_attempt(st, tr_h1c_resend(&x->uc, true), "connection failure"))
+        if (!h1_head(st) || !h1_attempt(st, tr_h1c_resend(&x->uc), "connection failure"))
             stream_maybe_free(st);
         return;
     }
     tr_endpoint_report(x->uc.ep, TR_OUTCOME_FAILED, tr_loop_now_ms(W(st)->loop));
     if (!st->resp_head_out) {
-        char body[TR_UPSTREAM_ERROR_MAX];
-        local_reply(st, 503, flag,
-                    tr_upstream_error_body(body, sizeof(body), "connection termination"));
+        h1_reply(st, why, NULL);
         stream_maybe_free(st);
         return;
     }
-    st->flags |= flag;
+    st->flags |= tr_h1c_reply(why, NULL).flag;
     up_release(st, false);
     st->up_done = true;
     stream_log(st);
@@ -1452,10 +1516,9 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
     int rc = tr_h1c_parse_response(&x->uc, tr_buf_head(x->in), head_len, &st->ws->snap->h1_limits,
                                    (enum tr_h1_method)st->method_id, &m);
     if (rc < 0 || m.body == TR_H1_BODY_TUNNEL) {
-        x->got_byte = true; /* no re-send: the server did answer */
         up_release(st, false);
         st->up_done = true;
-        local_reply(st, 502, TR_RF_UPE, "upstream sent an invalid response\n");
+        h1_reply(st, TR_H1C_BAD_HEAD, NULL);
         stream_maybe_free(st);
         return false;
     }
@@ -1467,103 +1530,64 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
         local_reply(st, 502, TR_RF_UPE, NULL);
         return false;
     }
-    bool interim = m.status >= 100 && m.status < 200;
-    bool no_body =
-        m.body == TR_H1_BODY_NONE || (m.body == TR_H1_BODY_LENGTH && m.content_length == 0);
     tr_buf_consume(x->in, head_len);
-    x->head_scanned = 0;
-    if (!interim) {
-        x->head_done = true;
-        if (no_body)
-            x->done = true;
-    }
-    resp_headers(st, f.v, f.n, !interim && no_body);
+    /* A final head without a body (HEAD, 204, 304, a length of 0) ends it. */
+    resp_headers(st, f.v, f.n, x->uc.head_done && x->uc.resp.done);
     tr_fields_free(&f);
     return true;
 }
 
-/* Body bytes at the front of x->in go to the stream. Returns false when the
- * stream cannot take more now or the exchange ended. */
+/* Body bytes at the front of x->in go to the stream, decoded to DATA and
+ * trailers. Returns false when the stream cannot take more now or the
+ * exchange ended. */
 static bool h1_response_body(struct tr_stream *st)
 {
     struct tr_stream_h1 *x = &st->h1;
-    while (x->in != NULL && tr_buf_len(x->in) > 0 && !x->done && !st->down_done) {
+    struct tr_h1_body_state *b = &x->uc.resp;
+    while (x->in != NULL && tr_buf_len(x->in) > 0 && !b->done && !st->down_done) {
         if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0)
             return false;
-        uint32_t avail = tr_buf_len(x->in);
         const uint8_t *p = (const uint8_t *)tr_buf_head(x->in);
-        switch (x->uc.body) {
-        case TR_H1_BODY_LENGTH: {
-            uint32_t n = avail < x->uc.remaining ? avail : (uint32_t)x->uc.remaining;
-            x->uc.remaining -= n;
-            tr_buf_consume(x->in, n);
-            if (x->uc.remaining == 0)
-                x->done = true;
-            resp_data(st, p, n, x->done);
-            break;
+        struct tr_h1_body_run r;
+        if (tr_h1_body_decode(b, &W(st)->bufs, (const char *)p, tr_buf_len(x->in), &r) < 0) {
+            h1_failed(st, TR_H1C_BAD_BODY);
+            return false;
         }
-        case TR_H1_BODY_CHUNKED: {
-            bool trailers = tr_h1_chunked_in_trailers(&x->uc.chunked);
-            size_t consumed, off, dlen;
-            int rc =
-                tr_h1_chunked_feed(&x->uc.chunked, (const char *)p, avail, &consumed, &off, &dlen);
-            if (rc < 0) {
-                h1_failed(st, TR_RF_UPE);
-                return false;
-            }
-            if (trailers && consumed > 0) {
-                if (!buf_reserve(st, &x->trl, consumed,
-                                 st->ws->snap->h1_limits.max_header_bytes + 2)) {
-                    h1_failed(st, TR_RF_UPE);
-                    return false;
-                }
-                tr_buf_append(x->trl, p, consumed);
-            }
-            tr_buf_consume(x->in, (uint32_t)consumed);
-            if (rc == TR_H1_CHUNKED_DONE) {
-                x->done = true;
-                struct tr_fields t = {0};
-                uint32_t tl = x->trl != NULL ? tr_buf_len(x->trl) : 0;
-                uint32_t max = st->ws->snap->h1_limits.max_headers;
-                int prc = tl <= 2 ? 0
-                          : tr_fields_init(&t, max, tl) < 0
-                              ? -1
-                              : tr_fields_parse_trailers(&t, tr_buf_head(x->trl), tl);
-                if (prc < 0) {
-                    /* Never the body's end without the trailers it had. */
-                    if (prc == TR_FIELDS_FULL) {
-                        tr_warn("listener %s: upstream %s trailers have more than limits.%s (%u) "
-                                "fields",
-                                st->s->lcfg->name, st->upstream_addr,
-                                tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
-                        tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
-                    }
-                    tr_fields_free(&t);
-                    buf_drop(st, &x->trl);
-                    h1_failed(st, TR_RF_UPE);
-                    return false;
-                }
-                if (t.n > 0) {
-                    if (dlen > 0)
-                        resp_data(st, p + off, dlen, false);
-                    resp_trailers(st, t.v, t.n);
-                } else {
-                    resp_data(st, p + off, dlen, true);
-                }
-                tr_fields_free(&t);
-                buf_drop(st, &x->trl);
-            } else if (dlen > 0) {
-                resp_data(st, p + off, dlen, false);
-            }
-            break;
+        tr_buf_consume(x->in, r.consumed); /* the bytes stay in place until the next read */
+        if (b->framing != TR_H1_BODY_CHUNKED) {
+            resp_data(st, p + r.data_off, r.data_len, b->done);
+            continue;
         }
-        default: /* until close */
-            tr_buf_consume(x->in, avail);
-            resp_data(st, p, avail, false);
-            break;
+        if (!b->done) {
+            if (r.data_len > 0)
+                resp_data(st, p + r.data_off, r.data_len, false);
+            continue;
         }
+        struct tr_fields t;
+        uint32_t max = st->ws->snap->h1_limits.max_headers;
+        int prc = tr_h1_body_trailers(b, &W(st)->bufs, max, &t);
+        if (prc < 0) {
+            /* Never the body's end without the trailers it had. */
+            if (prc == TR_FIELDS_FULL) {
+                tr_warn("listener %s: upstream %s trailers have more than limits.%s (%u) fields",
+                        st->s->lcfg->name, st->upstream_addr, tr_limit_name(TR_LIMIT_MAX_HEADERS),
+                        max);
+                tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+            }
+            tr_fields_free(&t);
+            h1_failed(st, TR_H1C_BAD_BODY);
+            return false;
+        }
+        if (t.n > 0) {
+            if (r.data_len > 0)
+                resp_data(st, p + r.data_off, r.data_len, false);
+            resp_trailers(st, t.v, t.n);
+        } else {
+            resp_data(st, p + r.data_off, r.data_len, true);
+        }
+        tr_fields_free(&t);
     }
-    return !x->done;
+    return !b->done;
 }
 
 static void h1_pump_later(struct tr_deferred *d)
@@ -1597,15 +1621,14 @@ static void h1_pump_once(struct tr_stream *st)
         if (!up_is_conn(st) || x->uc.up == NULL || !x->ready)
             return;
         /* Request bytes out. */
-        while (x->out != NULL && tr_buf_len(x->out) > 0) {
-            ssize_t n = tr_conn_write(&x->uc.up->conn, tr_buf_head(x->out), tr_buf_len(x->out));
-            if (n == TR_AGAIN)
-                break;
-            if (n < 0) {
-                h1_failed(st, TR_RF_UC);
+        if (x->out != NULL && tr_buf_len(x->out) > 0) {
+            uint32_t sent = 0;
+            int rc = tr_h1c_write(&x->uc, tr_buf_head(x->out), tr_buf_len(x->out), &sent);
+            tr_buf_consume(x->out, sent);
+            if (rc < 0) {
+                h1_failed(st, TR_H1C_CLOSED);
                 return;
             }
-            tr_buf_consume(x->out, (uint32_t)n);
         }
         bool out_empty = x->out == NULL || tr_buf_len(x->out) == 0;
         if (out_empty && x->shut_pending && !x->shut_done) {
@@ -1625,18 +1648,12 @@ static void h1_pump_once(struct tr_stream *st)
         if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0)
             return; /* downstream is slow: stop reading */
         if (x->in != NULL && tr_buf_len(x->in) > 0) {
-            if (!x->head_done) {
-                int r = tr_h1_head_end(tr_buf_head(x->in), tr_buf_len(x->in),
-                                       &st->ws->snap->h1_limits, 0, &x->head_scanned);
-                const struct tr_h1_limits *lim = &st->ws->snap->h1_limits;
-                if (r == 0 && tr_buf_room(x->in) == 0 && x->in->cap < lim->max_header_bytes + 1 &&
-                    buf_reserve(st, &x->in, lim->max_header_bytes + 1 - tr_buf_len(x->in),
-                                lim->max_header_bytes + 1))
-                    continue; /* a head larger than a pool buffer: room for the largest */
-                if (r < 0 || (r == 0 && tr_buf_room(x->in) == 0 && x->in->start == 0)) {
+            if (!x->uc.head_done) {
+                int r = tr_h1c_head_end(&x->uc, &x->in, &st->ws->snap->h1_limits);
+                if (r < 0) {
                     up_release(st, false);
                     st->up_done = true;
-                    local_reply(st, 502, TR_RF_UPE, "upstream response head too large\n");
+                    h1_reply(st, (enum tr_h1c_status) - r, NULL);
                     stream_maybe_free(st);
                     return;
                 }
@@ -1645,19 +1662,20 @@ static void h1_pump_once(struct tr_stream *st)
                         return;
                     continue;
                 }
-            } else if (!x->done) {
+            } else if (!x->uc.resp.done) {
                 h1_response_body(st);
                 if (!up_is_conn(st) || x->uc.up == NULL)
                     return;
             }
         }
-        if (x->done && st->up == TR_SU_TUNNEL && !(st->req_in_end && out_empty) && !st->down_done)
+        bool done = x->uc.resp.done;
+        if (done && st->up == TR_SU_TUNNEL && !(st->req_in_end && out_empty) && !st->down_done)
             return; /* the server half-closed: keep carrying the client's bytes */
-        if (x->done) {
+        if (done) {
             bool reusable = st->up == TR_SU_H1 && st->req_out_end &&
                             (x->in == NULL || tr_buf_len(x->in) == 0) &&
                             (x->out == NULL || tr_buf_len(x->out) == 0) &&
-                            x->uc.body != TR_H1_BODY_UNTIL_CLOSE;
+                            x->uc.resp.framing != TR_H1_BODY_UNTIL_CLOSE;
             up_release(st, reusable);
             st->up_done = true;
             if (!st->req_out_end)
@@ -1665,27 +1683,17 @@ static void h1_pump_once(struct tr_stream *st)
             stream_maybe_free(st);
             return;
         }
-        if (!tr_conn_readable(&x->uc.up->conn))
+        ssize_t n = tr_h1c_read(&x->uc, &x->in);
+        if (n == 0)
             return;
-        if (x->in == NULL && (x->in = pend_buf(st)) == NULL)
-            return;
-        tr_buf_compact(x->in);
-        if (tr_buf_room(x->in) == 0)
-            return;
-        ssize_t n = tr_conn_read(&x->uc.up->conn, tr_buf_tail(x->in), tr_buf_room(x->in));
-        if (n == TR_AGAIN)
-            return;
-        if (n <= 0) {
-            if (x->head_done && x->uc.body == TR_H1_BODY_UNTIL_CLOSE && n == 0) {
-                x->done = true;
-                resp_data(st, NULL, 0, true);
-                continue;
-            }
-            h1_failed(st, TR_RF_UC);
+        if (n == TR_H1C_READ_END) {
+            resp_data(st, NULL, 0, true); /* the body ended with the connection */
+            continue;
+        }
+        if (n < 0) {
+            h1_failed(st, TR_H1C_CLOSED);
             return;
         }
-        x->in->end += (uint32_t)n;
-        x->got_byte = true;
     }
     /* Plenty to do: continue after other connections had their turn. */
     if (x->uc.up != NULL)
