@@ -221,3 +221,28 @@ def test_proxies_agree_and_leaving_endpoint_moves_only_its_users(checked, named)
             sorted(u for u in users if before[u] == gone)
     finally:
         c1.close()
+
+
+def test_source_ip_for_tcp_connections(checked, named):
+    """A tcp listener's cluster hashes the client address too (HTTP/1.1
+    carried as opaque bytes to name the backend)."""
+    bs = [named(f"b{i}") for i in range(3)]
+    port = free_port()
+    cfg = hash_config(port, bs, "maglev", {"source_ip": True})
+    cfg["listeners"][0] = {"name": "tcp", "address": f"127.0.0.1:{port}", "protocol": "tcp",
+                           "tcp_cluster": "c"}
+    del cfg["route_tables"]
+    checked(cfg)
+    got = {}
+    for i in range(2, 32):
+        src = f"127.0.0.{i}"
+        names = set()
+        for _ in range(3):
+            c = Conn(port, src)
+            try:
+                names.add(c.get()[2])
+            finally:
+                c.close()
+        assert len(names) == 1, (src, names)
+        got[src] = names.pop()
+    assert set(got.values()) == {"b0", "b1", "b2"}
