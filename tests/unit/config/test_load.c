@@ -615,7 +615,7 @@ static const struct bad_case bad_cases[] = {
     {ROUTE_HEAD "    - {cluster: c, weighted_clusters: [{cluster: d, weight: 1}]}\n" ROUTE_TAIL,
      "t.yaml:6:20: " R ".weighted_clusters: ", "conflicts with cluster"},
     {ROUTE_HEAD "    - {name: x}\n" ROUTE_TAIL, "t.yaml:6:7: " R ": ",
-     "one of cluster, weighted_clusters, direct_response is required"},
+     "one of cluster, weighted_clusters, direct_response, redirect is required"},
     {ROUTE_HEAD "    - {cluster: nope}\n" ROUTE_TAIL,
      "t.yaml:6:17: " R ".cluster: ", "unknown cluster \"nope\""},
     {ROUTE_HEAD

@@ -486,15 +486,16 @@ static const struct vcase cases[] = {
      "\"outbound\""},
     {"clusters and direct_response", direct_and_clusters,
      "VirtualService default/reviews: spec.http[0].direct_response: conflicts with "
-     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response",
+     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response, "
+     "redirect",
      Y_BASE("{cluster: reviews-v1, direct_response: {status: 503}}", ", route_table: outbound-80"),
      "t.yaml:11:29: " R ".direct_response: conflicts with cluster; set exactly one of cluster, "
-     "weighted_clusters, direct_response"},
+     "weighted_clusters, direct_response, redirect"},
     {"a route needs an action", no_action,
      "VirtualService default/reviews: spec.http[0]: one of cluster, weighted_clusters, "
-     "direct_response is required",
+     "direct_response, redirect is required",
      Y_BASE("{name: x}", ", route_table: outbound-80"),
-     "t.yaml:11:7: " R ": one of cluster, weighted_clusters, direct_response is required"},
+     "t.yaml:11:7: " R ": one of cluster, weighted_clusters, direct_response, redirect is required"},
     {"domains unique per table", dup_domain,
      "VirtualService default/ratings: spec.hosts.domains[1]: duplicate domain \"reviews\" (first "
      "defined by VirtualService default/reviews)",
