@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "filter/route_action.h"
+
 struct writer {
     char *p;
     size_t room;
@@ -201,13 +203,16 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
     PUT_LIT(&w, "\r\n");
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct tr_h1_header *h = &m->headers[i];
-        if (drop_header(m, h->name))
+        if (drop_header(m, h->name) || tr_field_named_in(h->name, rw->set, rw->n_set))
             continue;
         put_str(&w, h->name);
         PUT_LIT(&w, ": ");
         put_str(&w, h->value);
         PUT_LIT(&w, "\r\n");
     }
+    for (size_t i = 0; i < rw->n_set; i++)
+        put_header(&w, rw->set[i].name.p, rw->set[i].name.len, rw->set[i].value.p,
+                   rw->set[i].value.len);
     if (m->body == TR_H1_BODY_CHUNKED && !rw->dechunk)
         PUT_LIT(&w, "transfer-encoding: chunked\r\n");
     if (rw->tunnel) {
@@ -230,14 +235,28 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
 int tr_filter_local_response(struct tr_buf *out, int status, const char *body, bool keep_alive,
                              bool head_only)
 {
+    return tr_filter_local_response_with(out, status, body, keep_alive, head_only, NULL, 0);
+}
+
+int tr_filter_local_response_with(struct tr_buf *out, int status, const char *body, bool keep_alive,
+                                  bool head_only, const struct tr_h2_header *extra, size_t n_extra)
+{
     tr_buf_compact(out);
     size_t blen = body != NULL ? strlen(body) : 0;
     int n = snprintf(tr_buf_tail(out), tr_buf_room(out),
-                     "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n%s\r\n",
-                     status, tr_h1_reason(status), blen, keep_alive ? "" : "connection: close\r\n");
+                     "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n",
+                     status, tr_h1_reason(status), blen);
     if (n < 0 || (size_t)n >= tr_buf_room(out))
         return -1;
-    out->end += (uint32_t)n;
+    struct writer w = {tr_buf_tail(out) + n, tr_buf_room(out) - (size_t)n, false};
+    for (size_t i = 0; i < n_extra; i++)
+        put_header(&w, extra[i].name.p, extra[i].name.len, extra[i].value.p, extra[i].value.len);
+    if (!keep_alive)
+        PUT_LIT(&w, "connection: close\r\n");
+    PUT_LIT(&w, "\r\n");
+    if (w.full)
+        return -1;
+    out->end = (uint32_t)(w.p - out->data);
     if (!head_only && blen > 0 && tr_buf_append(out, body, blen) != blen)
         return -1;
     return 0;

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "codec/h1/h1.h"
+#include "codec/h2/h2.h"
 #include "config/model.h"
 #include "core/buf.h"
 #include "core/str.h"
@@ -50,6 +51,10 @@ struct tr_response_rewrite {
     bool version10;  /* downstream is HTTP/1.0 */
     bool dechunk;    /* body will be de-chunked: drop Transfer-Encoding */
     bool tunnel;     /* 101: keep Upgrade and Connection: upgrade */
+    /* Fields the proxy sets (a route's CORS fields): written after the
+     * upstream's, whose fields of the same names are dropped. */
+    const struct tr_h2_header *set;
+    size_t n_set;
 };
 
 int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr_h1_message *m,
@@ -59,6 +64,10 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
  * content-length, connection) with body. Returns 0 or -1 if it does not fit. */
 int tr_filter_local_response(struct tr_buf *out, int status, const char *body, bool keep_alive,
                              bool head_only);
+/* The same with extra fields (a redirect's Location, CORS fields) after
+ * content-length. */
+int tr_filter_local_response_with(struct tr_buf *out, int status, const char *body, bool keep_alive,
+                                  bool head_only, const struct tr_h2_header *extra, size_t n_extra);
 
 /* Format a random UUIDv4 from 128 random bits into out (37 bytes). */
 void tr_request_id_format(char *out, uint64_t a, uint64_t b);
