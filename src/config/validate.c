@@ -731,6 +731,16 @@ static bool check_cors(struct vctx *v, const struct tr_route_cfg *r, const struc
 
 static bool check_route_local(struct vctx *v, struct tr_route_cfg *r, const struct tr_cfg_loc *loc)
 {
+    /* An HTTP/2 CONNECT becomes a tunnel to the route's cluster without
+     * passing these actions (proxy/stream.c, start_tunnel). */
+    for (size_t k = 0; k < r->n_methods; k++) {
+        if (strcmp(r->methods[k], "CONNECT") != 0)
+            continue;
+        const char *key = r->redirect != NULL ? "redirect" : r->fault != NULL ? "fault" : "cors";
+        if (r->redirect != NULL || r->fault != NULL || r->cors != NULL)
+            return verr(v, loc, key, AT_KEY,
+                        "does not apply to CONNECT tunnels; give CONNECT a route of its own");
+    }
     if (r->redirect != NULL && !check_redirect(v, r, loc))
         return false;
     if (r->fault != NULL && !check_fault(v, r->fault, loc))

@@ -715,6 +715,10 @@ static const struct bad_case bad_cases[] = {
     {ROUTE_HEAD
      "    - {direct_response: {status: 200}, cors: {allow_origins: [{exact: a}]}}\n" ROUTE_TAIL,
      "t.yaml:6:40: " R ".cors: ", "does not apply to a direct_response route"},
+    {ROUTE_HEAD "    - {match: {methods: [GET, CONNECT]}, cluster: c, fault: {abort: {status: 503, "
+                "percent: 1}}}\n" ROUTE_TAIL,
+     "t.yaml:6:54: " R ".fault: ",
+     "does not apply to CONNECT tunnels; give CONNECT a route of its own"},
 
     /* routes (body on line 6, column 7) */
     {ROUTE_HEAD "    - {cluster: c, weighted_clusters: [{cluster: d, weight: 1}]}\n" ROUTE_TAIL,
