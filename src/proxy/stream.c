@@ -776,8 +776,12 @@ static void stream_on_timer(struct tr_timer *t)
 {
     struct tr_stream *st = tr_container_of(t, struct tr_stream, timer);
     if (st->fault_wait) {
-        /* The route's fault delay is over: its answer, or the upstream. */
+        /* The route's fault delay is over: its answer, or the upstream
+         * (unless the stream was answered meanwhile: a client that broke
+         * flow control, too many trailers). */
         st->fault_wait = false;
+        if (st->down_done || st->up != TR_SU_NONE)
+            return;
         if (st->answer_held) {
             local_reply_with(st, st->answer_status, 0, st->answer_body,
                              st->answer_grpc ? st->answer_grpc_status : -1, st->answer_fields.v,
