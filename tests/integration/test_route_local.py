@@ -155,6 +155,18 @@ def fault_config(port, backend_port, fault, extra_routes=(), **kw):
     return cfg
 
 
+def access_log_lines(path, want, timeout=3.0):
+    """The access log's entries, once there are `want` of them (a line is
+    written just after its response)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        if len(lines) >= want or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
 def test_fault_abort_http_both_protocols(proxies, backend, workdir):
     port = free_port()
     log = os.path.join(workdir, "access.log")
@@ -167,13 +179,7 @@ def test_fault_abort_http_both_protocols(proxies, backend, workdir):
     assert backend.requests == []
     assert wait_metric(p, 2, "istio_requests_total", response_code="503",
                        response_flags="FI") == 2
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        with open(log) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-        if len(lines) == 2:
-            break
-        time.sleep(0.02)
+    lines = access_log_lines(log, 2)
     assert [(e["response_code"], e["response_flags"], e["cluster"]) for e in lines] == \
         [(503, "FI", None)] * 2
 
@@ -234,8 +240,10 @@ def test_fault_delay_then_forward(proxies, workdir):
 
 def test_fault_delay_then_abort(proxies, backend, workdir):
     port = free_port()
+    log = os.path.join(workdir, "access.log")
     p = proxies(fault_config(port, backend.port, {"delay": {"fixed": "200ms", "percent": 100},
-                                                  "abort": {"status": 503, "percent": 100}}))
+                                                  "abort": {"status": 503, "percent": 100}},
+                             access_log={"enabled": True, "path": log}))
     status, _, body, seconds = curl(port, "/x", workdir=workdir)
     assert (status, body) == (503, b"fault filter abort\n") and seconds >= 0.2
     t0 = time.monotonic()
@@ -245,6 +253,10 @@ def test_fault_delay_then_abort(proxies, backend, workdir):
     assert backend.requests == []
     assert wait_metric(p, 2, "istio_requests_total", response_code="503",
                        response_flags="DI,FI") == 2
+    lines = access_log_lines(log, 2)
+    assert [(e["response_code"], e["response_flags"]) for e in lines] == [(503, "DI,FI")] * 2
+    # The event loop's timers count whole milliseconds from the turn's clock.
+    assert [e["duration_us"] >= 199000 for e in lines] == [True, True], lines
 
 
 def test_fault_delay_rate_http2(proxies, nginx):
