@@ -54,6 +54,15 @@ static void split_authority(tr_str a, tr_str *host, tr_str *port)
     }
 }
 
+/* The codecs checked the digits (1-5 of them, at most 65535). */
+static unsigned port_number(tr_str digits)
+{
+    unsigned p = 0;
+    for (uint32_t i = 0; i < digits.len && i < 5; i++)
+        p = p * 10 + (unsigned)(digits.p[i] - '0');
+    return p;
+}
+
 static bool port_is(tr_str digits, unsigned port)
 {
     char b[8];
@@ -86,14 +95,13 @@ void tr_redirect_location(const struct tr_route_cfg *route, const struct tr_redi
     split_authority(rq->authority, &req_host, &req_port);
     tr_str host = rd->host != NULL ? cstr(rd->host) : req_host;
     tr_str port = {out->port, 0};
-    if (rd->port != 0) {
-        port.len = (uint32_t)snprintf(out->port, sizeof(out->port), ":%u", rd->port);
-    } else if (rd->port_from == TR_REDIRECT_PORT_REQUEST) {
-        if (req_port.len > 0)
-            port = tr_str_from(req_port.p - 1, req_port.len + 1); /* with its ':' */
-        else
-            port.len =
-                (uint32_t)snprintf(out->port, sizeof(out->port), ":%u", default_port(rq->scheme));
+    unsigned chosen = rd->port;
+    if (chosen == 0 && rd->port_from == TR_REDIRECT_PORT_REQUEST)
+        chosen = req_port.len > 0 ? port_number(req_port) : default_port(rq->scheme);
+    if (chosen != 0) {
+        /* istiod leaves out a port that is the scheme's default. */
+        if (chosen != default_port(scheme))
+            port.len = (uint32_t)snprintf(out->port, sizeof(out->port), ":%u", chosen);
     } else if (rd->port_from == TR_REDIRECT_PORT_KEEP && rd->host == NULL && req_port.len > 0) {
         /* Envoy keeps the request's authority, except a port that is the
          * default of the request's scheme when the scheme changes. */

@@ -48,7 +48,8 @@ struct tr_location {
  *  - scheme: redirect.scheme, else the request's;
  *  - host: redirect.host, else the request's;
  *  - port: redirect.port; port_from request: the request's port (its
- *    authority's, else the request scheme's default); protocol_default:
+ *    authority's, else the request scheme's default); either is left out
+ *    when it is the new scheme's default (as istiod does); protocol_default:
  *    none; keep (default): the request's authority as it is, but without a
  *    port that is the request scheme's default when the scheme changes,
  *    and none with redirect.host;

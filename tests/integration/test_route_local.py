@@ -90,6 +90,8 @@ REDIRECTS = [
      "/r/host", "a.example:8080", "http://b.example/r/host"),
     ("port", {"prefix": "/r/port"}, {"port": 8443},
      "/r/port", "a.example:8080", "http://a.example:8443/r/port"),
+    ("port-default", {"prefix": "/r/p443"}, {"scheme": "https", "port": 443},
+     "/r/p443", "a.example:8080", "https://a.example/r/p443"),
     ("protocol-default", {"prefix": "/r/pd"},
      {"scheme": "https", "port_from": "protocol_default"},
      "/r/pd", "a.example:8080", "https://a.example/r/pd"),

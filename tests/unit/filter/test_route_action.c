@@ -72,20 +72,28 @@ static void test_location_scheme_and_port(void **state)
     ASSERT_LOCATION(&r, "http", "a.example:80", "/old/x", "https://a.example/old/x");
     ASSERT_LOCATION(&r, "http", "a.example:8080", "/old/x", "https://a.example:8080/old/x");
     ASSERT_LOCATION(&r, "https", "a.example:443", "/old/x", "https://a.example:443/old/x");
-    /* port: always written, replacing the request's. */
+    /* port replaces the request's; the new scheme's default is left out
+     * (istiod's "Do not put explicit :80 or :443"). */
     rd.port = 8443;
     ASSERT_LOCATION(&r, "http", "a.example:8080", "/old/x", "https://a.example:8443/old/x");
     rd.port = 443;
-    ASSERT_LOCATION(&r, "http", "a.example", "/old/x", "https://a.example:443/old/x");
+    ASSERT_LOCATION(&r, "http", "a.example:8080", "/old/x", "https://a.example/old/x");
+    rd.port = 80;
+    ASSERT_LOCATION(&r, "http", "a.example", "/old/x", "https://a.example:80/old/x");
     rd.port = 0;
     /* port_from protocol_default: none, whatever the request had. */
     rd.port_from = TR_REDIRECT_PORT_PROTOCOL_DEFAULT;
     ASSERT_LOCATION(&r, "http", "a.example:8080", "/old/x", "https://a.example/old/x");
-    /* port_from request: the request's port, else its scheme's default. */
+    /* port_from request: the request's port, else its scheme's default;
+     * left out when it is the new scheme's default. */
     rd.port_from = TR_REDIRECT_PORT_REQUEST;
     ASSERT_LOCATION(&r, "http", "a.example:8080", "/old/x", "https://a.example:8080/old/x");
     ASSERT_LOCATION(&r, "http", "a.example", "/old/x", "https://a.example:80/old/x");
-    ASSERT_LOCATION(&r, "https", "[fd00::1]", "/old/x", "https://[fd00::1]:443/old/x");
+    ASSERT_LOCATION(&r, "https", "[fd00::1]", "/old/x", "https://[fd00::1]/old/x");
+    ASSERT_LOCATION(&r, "http", "a.example:443", "/old/x", "https://a.example/old/x");
+    rd.scheme = NULL;
+    ASSERT_LOCATION(&r, "http", "a.example:80", "/old/x", "http://a.example/old/x");
+    ASSERT_LOCATION(&r, "http", "a.example:65535", "/old/x", "http://a.example:65535/old/x");
 }
 
 static void test_location_host(void **state)
