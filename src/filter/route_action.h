@@ -6,8 +6,9 @@
  * Everything here is a pure function of the route's configuration and
  * slices of the request: no sockets, no allocation on the request path.
  * proxy/decide.c applies them in one order for HTTP/1.1 and HTTP/2 alike
- * (after authorization: the CORS preflight, then the fault's delay and
- * abort, then the route's action), and the sessions render the answer.
+ * (after authorization, as istiod orders Envoy's filters: the fault's delay
+ * and abort, the CORS preflight, then the route's action), and the
+ * sessions render the answer.
  * CORS policies are compiled once per snapshot (tr_cors_build): origin
  * regexes JIT-compiled, header values joined.
  */

@@ -21,28 +21,15 @@ static tr_str field_value(const struct tr_str_pair *headers, uint32_t n, const c
     return (tr_str){0};
 }
 
-/* After the route was found and authorized: CORS preflight, fault, then a
- * redirect. True when d is complete (an answer); false: go on with the
- * route's direct response or cluster. */
+/* After the route was found and authorized, in the order of istiod's HTTP
+ * filters (fault, CORS, router): the fault (a delay, then maybe an abort,
+ * which CORS never sees), a CORS preflight, then a redirect. True when d is
+ * complete (an answer); false: go on with the route's direct response or
+ * cluster. */
 static bool decide_local(struct tr_session *s, const struct tr_route_cfg *route, tr_str method,
                          const struct tr_str_pair *headers, uint32_t n_headers,
                          struct tr_decision *d)
 {
-    if (route->cors != NULL) {
-        d->cors_policy = s->ws->snap->cors[route->cors->index];
-        d->cors_rq = (struct tr_cors_request){
-            .method = method,
-            .origin = field_value(headers, n_headers, "origin", 6),
-            .request_method = field_value(headers, n_headers, "access-control-request-method", 29),
-            .request_headers =
-                field_value(headers, n_headers, "access-control-request-headers", 30),
-        };
-        d->cors = tr_cors_check(d->cors_policy, &d->cors_rq);
-        if (d->cors == TR_CORS_PREFLIGHT || d->cors == TR_CORS_PREFLIGHT_REFUSED) {
-            d->status = 200;
-            return true;
-        }
-    }
     if (route->fault != NULL) {
         struct tr_fault_draw draw;
         tr_fault_roll(route->fault, tr_worker_rand(s->w), tr_worker_rand(s->w), &draw);
@@ -57,6 +44,23 @@ static bool decide_local(struct tr_session *s, const struct tr_route_cfg *route,
             d->grpc_status = a->grpc_status;
             d->flags |= TR_RF_FI;
             d->body = TR_FAULT_ABORT_BODY "\n";
+            return true;
+        }
+    }
+    /* After a delay the request goes on to CORS; deciding now is the same
+     * (it reads only the request), only the answer waits. */
+    if (route->cors != NULL) {
+        d->cors_policy = s->ws->snap->cors[route->cors->index];
+        d->cors_rq = (struct tr_cors_request){
+            .method = method,
+            .origin = field_value(headers, n_headers, "origin", 6),
+            .request_method = field_value(headers, n_headers, "access-control-request-method", 29),
+            .request_headers =
+                field_value(headers, n_headers, "access-control-request-headers", 30),
+        };
+        d->cors = tr_cors_check(d->cors_policy, &d->cors_rq);
+        if (d->cors == TR_CORS_PREFLIGHT || d->cors == TR_CORS_PREFLIGHT_REFUSED) {
+            d->status = 200;
             return true;
         }
     }

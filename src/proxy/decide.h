@@ -23,12 +23,12 @@ struct tr_decision {
     uint16_t status;                  /* nonzero: answer locally with this status */
     uint16_t flags;                   /* TR_RF_* of that answer (and DI for a delay) */
     const char *body;                 /* its body, NULL: none */
-    /* Local route actions (filter/route_action.h), in the order applied:
-     * a CORS preflight is answered (status 200, tr_decision_fields); else
-     * the fault may delay the request (delay_ms: wait, then do the rest)
-     * and may abort it (status, flags FI, body; a gRPC request gets
-     * grpc_status when grpc); else a redirect answers (tr_decision_fields
-     * carries its Location). */
+    /* Local route actions (filter/route_action.h), in the order applied
+     * (istiod's filters: fault, CORS, router): the fault may delay the
+     * request (delay_ms: wait, then do the rest) and may abort it (status,
+     * flags FI, body; a gRPC request gets grpc_status when grpc); else a
+     * CORS preflight is answered (status 200, tr_decision_fields); else a
+     * redirect answers (tr_decision_fields carries its Location). */
     uint32_t delay_ms;
     bool grpc;
     uint8_t grpc_status;

@@ -192,8 +192,8 @@ static void finish_request(struct tr_session *s)
 /* ---- local replies ---- */
 
 /* extra: fields of the route's own answer (tr_decision_fields); the CORS
- * fields of an allowed origin are added to every local reply, as Envoy's
- * CORS filter adds them to its local replies. */
+ * fields of an allowed origin are added to every local reply after CORS
+ * (h->cors is set then), as Envoy's CORS filter adds them to local replies. */
 static void local_reply_with(struct tr_session *s, int status, uint16_t flags, const char *body,
                              const struct tr_h2_header *extra, size_t n_extra)
 {

@@ -313,7 +313,8 @@ static int grpc_status_for_http(int status, uint16_t flags)
  * thing left is to reset the stream. grpc >= 0: the gRPC status a gRPC
  * request gets (else one derived from status); extra: fields of the
  * route's own answer (tr_decision_fields); the CORS fields of an allowed
- * origin go with every local reply, as Envoy's CORS filter adds them. */
+ * origin go with every local reply after CORS (st->cors is set then), as
+ * Envoy's CORS filter adds them. */
 static void local_reply_with(struct tr_stream *st, int status, uint16_t flags, const char *body,
                              int grpc, const struct tr_h2_header *extra, size_t n_extra)
 {
@@ -1032,7 +1033,8 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
 
 /* The route's own answer (proxy/decide.h), now or when its fault delay
  * ends. A redirect's Location is built from the request into
- * answer_fields, which outlives the request's header list. */
+ * answer_fields, which outlives the request's header list (a stream is
+ * one allocation; so are its field lists, made for this answer only). */
 static void stream_answer(struct tr_stream *st, const struct tr_decision *d, tr_str scheme,
                           tr_str authority, tr_str path)
 {
@@ -1051,14 +1053,29 @@ static void stream_answer(struct tr_stream *st, const struct tr_decision *d, tr_
         tr_location_write(&loc, v);
         location = st->answer_fields.v[0].value;
     }
+    struct tr_h2_header extra[TR_DECISION_FIELDS];
+    size_t n = tr_decision_fields(d, location, extra);
     if (d->delay_ms == 0) {
-        struct tr_h2_header extra[TR_DECISION_FIELDS];
-        local_reply_with(st, d->status, d->flags, d->body, d->grpc ? d->grpc_status : -1, extra,
-                         tr_decision_fields(d, location, extra));
+        local_reply_with(st, d->status, d->flags, d->body, d->grpc ? d->grpc_status : -1, extra, n);
         return;
     }
-    /* A preflight is never delayed (CORS comes first), so what the answer
-     * needs is static or in answer_fields. */
+    /* Held until the delay ends: the answer's fields (a preflight's are
+     * slices of the request) are copied into answer_fields; the rest is
+     * static. */
+    struct tr_fields held = {0};
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += extra[i].name.len + extra[i].value.len;
+    bool ok = n == 0 || tr_fields_init(&held, (uint32_t)n, (uint32_t)bytes) == 0;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = tr_fields_add(&held, extra[i].name, extra[i].value) == 0;
+    if (!ok) {
+        tr_fields_free(&held);
+        local_reply(st, 503, 0, "out of memory\n");
+        return;
+    }
+    tr_fields_free(&st->answer_fields);
+    st->answer_fields = held;
     st->flags |= d->flags;
     st->answer_held = true;
     st->answer_status = d->status;

@@ -382,9 +382,13 @@ def cors_config(port, backend_port, unmatched="forward"):
     routes = [
         {"name": "aborted", "match": {"path": {"prefix": "/abort"}}, "cluster": "b",
          "cors": cors, "fault": {"abort": {"status": 503, "percent": 100}}},
+        {"name": "slow", "match": {"path": {"prefix": "/slow"}}, "cluster": "b",
+         "cors": cors, "fault": {"delay": {"fixed": "200ms", "percent": 100}}},
+        {"name": "down", "match": {"path": {"prefix": "/down"}}, "cluster": "dead", "cors": cors},
         {"name": "api", "match": {"path": {"prefix": "/"}}, "cluster": "b", "cors": cors},
     ]
-    return http_config(port, {"b": backend_port}, routes)
+    # Nothing listens on "dead" (free_port picks outside the ephemeral range).
+    return http_config(port, {"b": backend_port, "dead": free_port()}, routes)
 
 
 PREFLIGHT = [("origin", "https://x.dev.example"), ("access-control-request-method", "PUT"),
@@ -437,12 +441,35 @@ def test_cors_actual_requests(proxies, backend, workdir):
                                     headers=[("origin", origin)] if origin else [])
         assert not [k for k, _ in headers if k.startswith("access-control-")], origin
     assert len(backend.requests) == 8
-    # The proxy's own answers to an allowed origin carry the fields too.
-    status, headers, _, _ = curl(port, "/abort", "-H", "Origin: https://app.example",
-                                 workdir=workdir)
-    assert status == 503
-    assert fields(headers, "access-control-allow-origin") == ["https://app.example"]
+    # The proxy's own answers after CORS (a 503 for a dead backend) carry
+    # the fields too; a fault abort comes before CORS (istiod's filter
+    # order: fault, CORS, router) and does not.
+    for path, want in (("/down", ["https://app.example"]), ("/abort", [])):
+        status, headers, _, _ = curl(port, path, "-H", "Origin: https://app.example",
+                                     workdir=workdir)
+        assert status == 503
+        assert fields(headers, "access-control-allow-origin") == want, path
+        status, headers, _ = h2_get(port, path, headers=[("origin", "https://app.example")])
+        assert status == 503
+        assert fields(headers, "access-control-allow-origin") == want, path
     assert len(backend.requests) == 8
+
+
+def test_cors_preflight_after_fault_delay(proxies, backend, workdir):
+    """A fault delay comes first: the preflight is answered when it ends."""
+    port = free_port()
+    proxies(cors_config(port, backend.port))
+    args = [a for k, v in PREFLIGHT for a in ("-H", f"{k}: {v}")]
+    status, headers, _, seconds = curl(port, "/slow", *args, method="OPTIONS", workdir=workdir)
+    assert status == 200 and seconds >= 0.2 - TICK
+    assert fields(headers, "access-control-allow-origin") == ["https://x.dev.example"]
+    assert fields(headers, "access-control-allow-headers") == ["x-token,content-type"]
+    t0 = time.monotonic()
+    status, headers, _ = h2_get(port, "/slow", headers=PREFLIGHT, method="OPTIONS")
+    assert status == 200 and time.monotonic() - t0 >= 0.2 - TICK
+    assert fields(headers, "access-control-allow-origin") == ["https://x.dev.example"]
+    assert fields(headers, "access-control-allow-methods") == ["GET,POST,PUT"]
+    assert backend.requests == []
 
 
 def test_cors_unmatched_preflights(proxies, backend, workdir):
