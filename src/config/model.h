@@ -171,13 +171,14 @@ enum tr_redirect_port_from {
                                         * a new host */
     TR_REDIRECT_PORT_PROTOCOL_DEFAULT, /* none: the scheme's default (80, 443) */
     TR_REDIRECT_PORT_REQUEST,          /* the request's port (its authority's, else its
-                                        * scheme's default), always written */
+                                        * scheme's default) */
 };
 
 struct tr_redirect_cfg {
     const char *scheme; /* "http" or "https"; NULL: the request's */
     const char *host;   /* URI host without port; NULL: the request's */
-    uint16_t port;      /* 1-65535; 0: per port_from */
+    uint16_t port;      /* 1-65535; 0: per port_from. A port that is the new scheme's
+                         * default is left out of the Location (as istiod does) */
     enum tr_redirect_port_from port_from;
     const char *path;   /* replaces the whole path; NULL: the request's */
     const char *prefix; /* replaces the matched prefix (prefix routes only); NULL: none */
