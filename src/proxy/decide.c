@@ -44,6 +44,7 @@ static bool decide_local(struct tr_session *s, const struct tr_route_cfg *route,
             d->grpc_status = a->grpc_status;
             d->flags |= TR_RF_FI;
             d->body = TR_FAULT_ABORT_BODY "\n";
+            d->response_edit = NULL; /* the fault filter's reply, not the route's */
             return true;
         }
     }
@@ -61,6 +62,7 @@ static bool decide_local(struct tr_session *s, const struct tr_route_cfg *route,
         d->cors = tr_cors_check(d->cors_policy, &d->cors_rq);
         if (d->cors == TR_CORS_PREFLIGHT || d->cors == TR_CORS_PREFLIGHT_REFUSED) {
             d->status = 200;
+            d->response_edit = NULL; /* the CORS filter's reply, not the route's */
             return true;
         }
     }
@@ -92,6 +94,8 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
         .host = host,
         .path = path,
         .method = method,
+        .scheme =
+            s->principal != NULL || s->down.ssl != NULL ? TR_STR_LIT("https") : TR_STR_LIT("http"),
         .headers = headers,
         .n_headers = n_headers,
     };
@@ -113,6 +117,7 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
         return;
     }
     d->route = route;
+    d->response_edit = route->response_edit;
     if ((route->cors != NULL || route->fault != NULL || route->redirect != NULL) &&
         decide_local(s, route, method, headers, n_headers, d))
         return;
@@ -122,14 +127,17 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
         d->body = route->direct_body;
         return;
     }
-    int ci = tr_route_pick_cluster(route, tr_worker_rand(s->w));
-    if (ci < 0) {
+    int wi = tr_route_pick(route, tr_worker_rand(s->w));
+    if (wi < 0) {
         d->status = 503;
         d->flags = TR_RF_UH;
         d->body = "no healthy upstream\n";
         return;
     }
-    d->cluster = &s->ws->clusters[ci];
+    const struct tr_weighted_cluster_cfg *wc = &route->clusters[wi];
+    d->cluster = &s->ws->clusters[wc->cluster];
+    d->request_edit = wc->request_edit;
+    d->response_edit = wc->response_edit;
 }
 
 const char *tr_upstream_error_body(char *buf, size_t size, const char *reason)

@@ -23,12 +23,18 @@ struct tr_decision {
     uint16_t status;                  /* nonzero: answer locally with this status */
     uint16_t flags;                   /* TR_RF_* of that answer (and DI for a delay) */
     const char *body;                 /* its body, NULL: none */
+    /* The route's header edits (with the picked destination's): of the
+     * request sent upstream, and of the response (or the reply made here,
+     * a direct response included). NULL: none. */
+    const struct tr_header_edit *request_edit, *response_edit;
     /* Local route actions (filter/route_action.h), in the order applied
      * (istiod's filters: fault, CORS, router): the fault may delay the
      * request (delay_ms: wait, then do the rest) and may abort it (status,
      * flags FI, body; a gRPC request gets grpc_status when grpc); else a
      * CORS preflight is answered (status 200, tr_decision_fields); else a
-     * redirect answers (tr_decision_fields carries its Location). */
+     * redirect answers (tr_decision_fields carries its Location). The
+     * route's response edits apply to a redirect, not to an abort or a
+     * preflight (the fault and CORS filters' own replies in Envoy). */
     uint32_t delay_ms;
     bool grpc;
     uint8_t grpc_status;

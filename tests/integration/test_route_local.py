@@ -151,6 +151,30 @@ def test_redirect_without_host_and_long_path(proxies, backend, workdir):
     assert backend.requests == []
 
 
+def test_route_response_edits_on_own_answers(proxies, backend, workdir):
+    """A route's response header edits apply to its redirect (Envoy's router
+    reply), not to a fault abort (the fault filter's own reply)."""
+    port = free_port()
+    edits = {"set": {"x-route": "1"}}
+    routes = [
+        {"name": "moved", "match": {"path": {"prefix": "/old"}}, "redirect": {"path": "/new"},
+         "response_headers": edits},
+        {"name": "aborted", "match": {"path": {"prefix": "/abort"}}, "cluster": "b",
+         "fault": {"abort": {"status": 503, "percent": 100}}, "response_headers": edits},
+    ]
+    proxies(http_config(port, {"b": backend.port}, routes))
+    status, headers, _, _ = curl(port, "/old", host="a", workdir=workdir)
+    assert status == 301 and fields(headers, "x-route") == ["1"]
+    assert fields(headers, "location") == ["http://a/new"]
+    status, headers, _ = h2_get(port, "/old", authority="a")
+    assert status == 301 and fields(headers, "x-route") == ["1"]
+    status, headers, _, _ = curl(port, "/abort", workdir=workdir)
+    assert status == 503 and fields(headers, "x-route") == []
+    status, headers, _ = h2_get(port, "/abort")
+    assert status == 503 and fields(headers, "x-route") == []
+    assert backend.requests == []
+
+
 # ---------------------------------------------------------------- fault: abort
 
 def fault_config(port, backend_port, fault, extra_routes=(), **kw):
