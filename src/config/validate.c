@@ -882,6 +882,41 @@ static bool check_header_edits(struct vctx *v, struct tr_route_cfg *r, const str
 
 /* ---- Local route actions: redirect, fault, cors ---- */
 
+/* The first name of o's remove, set or add that starts with prefix (a
+ * lower-case literal; names are lower case), or NULL. */
+static const char *ops_name(const struct tr_header_ops_cfg *o, const char *prefix, bool whole)
+{
+    size_t pl = strlen(prefix);
+    for (size_t i = 0; i < o->n_remove + o->n_set + o->n_add; i++) {
+        const char *n = i < o->n_remove              ? o->remove[i]
+                        : i < o->n_remove + o->n_set ? o->set[i - o->n_remove].name
+                                                     : o->add[i - o->n_remove - o->n_set].name;
+        if (strncmp(n, prefix, pl) == 0 && (!whole || n[pl] == '\0'))
+            return n;
+    }
+    return NULL;
+}
+
+/* A route's response edits against the fields its own action sets: which
+ * would win is a question without a good answer, so it is refused. */
+static bool check_edits_vs_fields(struct vctx *v, const struct tr_route_cfg *r,
+                                  const struct tr_cfg_loc *loc, const char *prefix, bool whole,
+                                  const char *why)
+{
+    const char *n = ops_name(&r->response_headers, prefix, whole);
+    if (n != NULL)
+        return verr(v, loc, "response_headers", AT_KEY, "edits %s, which %s", n, why);
+    for (size_t k = 0; k < r->n_clusters; k++) {
+        const struct tr_weighted_cluster_cfg *wc = &r->clusters[k];
+        if ((n = ops_name(&wc->response_headers, prefix, whole)) == NULL)
+            continue;
+        struct iloc tmp;
+        const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, "weighted_clusters", k, &tmp);
+        return verr(v, wloc, "response_headers", AT_KEY, "edits %s, which %s", n, why);
+    }
+    return true;
+}
+
 static bool check_redirect(struct vctx *v, const struct tr_route_cfg *r,
                            const struct tr_cfg_loc *loc)
 {
@@ -895,6 +930,8 @@ static bool check_redirect(struct vctx *v, const struct tr_route_cfg *r,
     if (!ops_empty(&r->request_headers))
         return verr(v, loc, "request_headers", AT_KEY,
                     "a redirect route sends no request upstream to edit");
+    if (!check_edits_vs_fields(v, r, loc, "location", true, "the redirect sets"))
+        return false;
     switch (rd->code) {
     case 301:
     case 302:
@@ -979,6 +1016,8 @@ static bool check_cors(struct vctx *v, const struct tr_route_cfg *r, const struc
         if (o->kind == TR_ORIGIN_REGEX && !cfg_check_regex(o->value, false, why, sizeof(why)))
             return verr(v, oloc, ok, AT_VALUE, "%s", why);
     }
+    if (!check_edits_vs_fields(v, r, loc, "access-control-", false, "the route's cors sets"))
+        return false;
     if (!check_star_alone(v, loc, "allow_methods", c->allow_methods, c->n_allow_methods) ||
         !check_star_alone(v, loc, "allow_headers", c->allow_headers, c->n_allow_headers) ||
         !check_star_alone(v, loc, "expose_headers", c->expose_headers, c->n_expose_headers))

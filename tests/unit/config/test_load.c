@@ -714,6 +714,12 @@ static const struct bad_case bad_cases[] = {
      "a redirect is answered at once: the timeout would never apply"},
     {ROUTE_HEAD "    - {redirect: {path: /x}, request_headers: {set: {x-a: '1'}}}\n" ROUTE_TAIL,
      "t.yaml:6:30: " R ".request_headers: ", "a redirect route sends no request upstream to edit"},
+    {ROUTE_HEAD "    - {redirect: {path: /x}, response_headers: {remove: [location]}}\n" ROUTE_TAIL,
+     "t.yaml:6:30: " R ".response_headers: ", "edits location, which the redirect sets"},
+    {ROUTE_HEAD "    - {cluster: c, cors: {allow_origins: [{exact: a}]}, response_headers: {set: "
+                "{access-control-allow-origin: '*'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:57: " R ".response_headers: ",
+     "edits access-control-allow-origin, which the route's cors sets"},
     {ROUTE_HEAD "    - {cluster: c, fault: {abort: {status: 503, percent: '5'}}}\n" ROUTE_TAIL,
      "t.yaml:6:58: " R ".fault.abort.percent: ",
      "expected a percentage from 0 to 100 with at most 4 decimals (the resolution is 0.0001%), got "
