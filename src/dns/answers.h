@@ -26,7 +26,7 @@
 #include "config/model.h"
 
 /* Addresses used of one name; more are left out (the resolver warns). */
-#define TR_DNS_MAX_ADDRS 128u
+#define TR_DNS_MAX_ADDRS      128u
 /* No name is looked up again sooner than this after an answer. */
 #define TR_DNS_MIN_REFRESH_MS 1000u
 

@@ -30,8 +30,8 @@ struct lookup {
     struct tr_resolver *r;
     char *host;
     enum tr_dns_family family;
-    uint32_t refresh_ms;          /* the smallest of its clusters' */
-    const char **clusters;        /* interned names, for metrics */
+    uint32_t refresh_ms;   /* the smallest of its clusters' */
+    const char **clusters; /* interned names, for metrics */
     size_t n_clusters, cap_clusters;
     size_t last_cluster;          /* sync: index of the cluster added last, + 1 */
     struct tr_dns_answer *answer; /* last good; NULL until the first */
@@ -191,8 +191,7 @@ static int channel_create(struct tr_resolver *r, char **err)
 {
     call_once(&ares_once, ares_global_init);
     if (ares_init_status != ARES_SUCCESS) {
-        if (asprintf(err, "dns: cannot initialize c-ares: %s", ares_strerror(ares_init_status)) <
-            0)
+        if (asprintf(err, "dns: cannot initialize c-ares: %s", ares_strerror(ares_init_status)) < 0)
             *err = NULL;
         return -1;
     }
@@ -552,9 +551,8 @@ static bool str_eq(const char *a, const char *b)
 }
 
 /* The lookup of (host, family) for cluster ci, made if new. */
-static struct lookup *lookup_use(struct tr_resolver *r, const char *host,
-                                 enum tr_dns_family family, size_t ci, const char *cluster,
-                                 uint32_t refresh_ms)
+static struct lookup *lookup_use(struct tr_resolver *r, const char *host, enum tr_dns_family family,
+                                 size_t ci, const char *cluster, uint32_t refresh_ms)
 {
     if ((r->n + 1) * 2 > r->cap && !index_rebuild(r, r->cap * 2))
         return NULL;

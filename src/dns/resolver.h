@@ -26,7 +26,7 @@
 #include "config/model.h"
 #include "event/loop.h"
 
-#define TR_RESOLVER_MAX_IN_FLIGHT 256u
+#define TR_RESOLVER_MAX_IN_FLIGHT    256u
 /* Answers arriving within this window go out in one table. */
 #define TR_RESOLVER_PUBLISH_DELAY_MS 20u
 
