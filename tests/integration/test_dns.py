@@ -18,11 +18,17 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import RecordingBackend, free_port  # noqa: E402
+from conftest import RecordingBackend, free_port, sanitizer_checked  # noqa: E402
 from dnsutil import NXDOMAIN, DnsServer  # noqa: E402
 
 NAME = "api.trellis.test"
 RESOLUTIONS = "trellis_dns_resolutions_total"
+
+
+@pytest.fixture
+def checked(proxies):
+    """proxies whose logs must be free of sanitizer reports (ASan builds)."""
+    yield from sanitizer_checked(proxies)
 
 
 @pytest.fixture
@@ -98,7 +104,7 @@ def served_by(backends):
     return {ip: len(b.requests) for ip, b in backends.items()}
 
 
-def test_requests_reach_resolved_addresses(proxies, dns, backends):
+def test_requests_reach_resolved_addresses(checked, dns, backends):
     """Every address of the name is an endpoint (mode all, the default);
     family auto takes the IPv4 addresses when there are any."""
     bs = backends(["127.0.0.2", "127.0.0.3"])
@@ -106,7 +112,7 @@ def test_requests_reach_resolved_addresses(proxies, dns, backends):
     dns.set(NAME, a=["127.0.0.2", "127.0.0.3"], aaaa=["::1"])
     dns.ttl = 30
     lp = free_port()
-    p = proxies(dns_config(lp, dns, [f"{NAME}:{port}"]))
+    p = checked(dns_config(lp, dns, [f"{NAME}:{port}"]))
     conn = http.client.HTTPConnection("127.0.0.1", lp, timeout=5)
     assert until(lambda: get(conn)[0] == 200)
     for k in range(10):
@@ -121,7 +127,7 @@ def test_requests_reach_resolved_addresses(proxies, dns, backends):
     assert "dns: api.trellis.test (auto): 2 addresses, first 127.0.0.2" in p.read_log()
 
 
-def test_ttl_expiry_moves_new_requests_and_keeps_pooled_connection(proxies, dns, backends):
+def test_ttl_expiry_moves_new_requests_and_keeps_pooled_connection(checked, dns, backends):
     """A changed answer after the TTL: the address that remains keeps its
     pooled connection, the one that left gets nothing more, the new one
     takes its share."""
@@ -130,7 +136,7 @@ def test_ttl_expiry_moves_new_requests_and_keeps_pooled_connection(proxies, dns,
     dns.set(NAME, a=["127.0.0.2", "127.0.0.3"])
     dns.ttl = 1
     lp = free_port()
-    proxies(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"}))
+    checked(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"}))
     conn = http.client.HTTPConnection("127.0.0.1", lp, timeout=5)
     assert until(lambda: get(conn)[0] == 200)
     for k in range(5):
@@ -157,13 +163,13 @@ def test_ttl_expiry_moves_new_requests_and_keeps_pooled_connection(proxies, dns,
     assert bs["127.0.0.4"].connections == 1
 
 
-def test_servfail_keeps_last_answer_and_nxdomain_empties(proxies, dns, backends):
+def test_servfail_keeps_last_answer_and_nxdomain_empties(checked, dns, backends):
     bs = backends(["127.0.0.2"])
     port = bs["127.0.0.2"].port
     dns.set(NAME, a=["127.0.0.2"])
     dns.ttl = 1
     lp = free_port()
-    p = proxies(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"}))
+    p = checked(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"}))
     conn = http.client.HTTPConnection("127.0.0.1", lp, timeout=5)
     assert until(lambda: get(conn)[0] == 200)
 
@@ -187,7 +193,7 @@ def test_servfail_keeps_last_answer_and_nxdomain_empties(proxies, dns, backends)
     conn.close()
 
 
-def test_names_are_not_resolved_on_the_request_path(proxies, dns, backends):
+def test_names_are_not_resolved_on_the_request_path(checked, dns, backends):
     """Lookups follow the TTL, not the request rate: many requests in about
     three TTLs cost a handful of queries."""
     bs = backends(["127.0.0.2"])
@@ -195,7 +201,7 @@ def test_names_are_not_resolved_on_the_request_path(proxies, dns, backends):
     dns.set(NAME, a=["127.0.0.2"])
     dns.ttl = 1
     lp = free_port()
-    proxies(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"}))
+    checked(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"}))
     conn = http.client.HTTPConnection("127.0.0.1", lp, timeout=5)
     assert until(lambda: get(conn)[0] == 200)
     start_q, start = dns.count(NAME, "A"), time.time()
@@ -211,7 +217,7 @@ def test_names_are_not_resolved_on_the_request_path(proxies, dns, backends):
     assert int(elapsed) - 1 <= queries <= int(elapsed) + 2, (queries, elapsed, sent)
 
 
-def test_no_answer_yet_is_503_at_once(proxies, dns, backends):
+def test_no_answer_yet_is_503_at_once(checked, dns, backends):
     """Until the first answer the name has no endpoint: a request is
     answered 503 UH at once, it does not wait for DNS. /ready waits for the
     first lookups at start-up."""
@@ -219,7 +225,7 @@ def test_no_answer_yet_is_503_at_once(proxies, dns, backends):
     port = bs["127.0.0.2"].port
     dns.silent.add(NAME)  # the server never answers
     lp = free_port()
-    p = proxies(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"},
+    p = checked(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"},
                            resolver={"timeout": "3s", "attempts": 2}), start=False)
     p.start(wait=False)
 
@@ -257,7 +263,7 @@ def test_no_answer_yet_is_503_at_once(proxies, dns, backends):
     conn.close()
 
 
-def test_first_mode_follows_the_first_address(proxies, dns, backends):
+def test_first_mode_follows_the_first_address(checked, dns, backends):
     """mode first (Istio DNS_ROUND_ROBIN, Envoy LOGICAL_DNS): one endpoint at
     the first address; when it changes, new connections go to the new one
     and the pooled connection to the old one is kept."""
@@ -266,7 +272,7 @@ def test_first_mode_follows_the_first_address(proxies, dns, backends):
     dns.set(NAME, a=["127.0.0.2", "127.0.0.3"])
     dns.ttl = 1
     lp = free_port()
-    proxies(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"mode": "first", "family": "v4"}))
+    checked(dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"mode": "first", "family": "v4"}))
     conn = http.client.HTTPConnection("127.0.0.1", lp, timeout=5)
     assert until(lambda: get(conn)[0] == 200)
     for k in range(3):
@@ -299,7 +305,7 @@ def test_first_mode_follows_the_first_address(proxies, dns, backends):
     conn.close()
 
 
-def test_reload_keeps_answers_and_drops_unused_names(proxies, dns, backends):
+def test_reload_keeps_answers_and_drops_unused_names(checked, dns, backends):
     """A reload that keeps the name keeps its answer (no endpoint gap, no new
     lookup before the TTL); an IP endpoint beside a name works at once."""
     bs = backends(["127.0.0.2", "127.0.0.5"])
@@ -308,7 +314,7 @@ def test_reload_keeps_answers_and_drops_unused_names(proxies, dns, backends):
     dns.ttl = 60
     lp = free_port()
     cfg = dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"family": "v4"})
-    p = proxies(cfg)
+    p = checked(cfg)
     conn = http.client.HTTPConnection("127.0.0.1", lp, timeout=5)
     assert until(lambda: get(conn)[0] == 200)
     cfg2 = dns_config(lp, dns, [f"{NAME}:{port}", f"127.0.0.5:{port}"],
