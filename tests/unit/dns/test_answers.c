@@ -158,8 +158,10 @@ static void test_table(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_select_by_family), cmocka_unit_test(test_answer_same),
-        cmocka_unit_test(test_delays),           cmocka_unit_test(test_sockaddr),
+        cmocka_unit_test(test_select_by_family),
+        cmocka_unit_test(test_answer_same),
+        cmocka_unit_test(test_delays),
+        cmocka_unit_test(test_sockaddr),
         cmocka_unit_test(test_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
