@@ -155,6 +155,10 @@ bool cfg_duration_parse(const char *s, uint64_t *out_us);
 /* "IPv4:PORT" or "[IPv6]:PORT" into out (text not set); false with why. */
 bool cfg_addr_parse(const char *s, bool port0_ok, struct tr_cfg_addr *out, char *why, size_t size);
 bool cfg_addr_is_loopback(const struct tr_cfg_addr *a);
+/* Endpoint addresses: "IP:PORT", or "NAME:PORT" with a DNS name (RFC 1123,
+ * <= 253 bytes), which is s[0, *host_len) (0 for an IP address, in addr). */
+bool cfg_endpoint_addr_parse(const char *s, struct tr_cfg_addr *addr, size_t *host_len,
+                             uint16_t *port, char *why, size_t size);
 
 /* Pure checks: true, or false with an explanation in why. Shared by the
  * walker (at the node) and validate (at the object). */
@@ -168,6 +172,8 @@ bool cfg_check_domain(const char *s, char *why, size_t size);
 bool cfg_check_trust_domain(const char *s, char *why, size_t size);
 bool cfg_check_host(const char *s, char *why, size_t size);
 bool cfg_check_sni(const char *s, char *why, size_t size);
+bool cfg_check_dns_name(const char *s, char *why, size_t size);
+bool cfg_check_dns_server(const char *s, char *why, size_t size);
 bool cfg_check_text(const char *s, size_t maxlen, bool allow_ctl, char *why, size_t size);
 bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size);
 /* A URI host for a Location (reg-name, IPv4 or [IPv6], no port) and an
@@ -325,6 +331,8 @@ bool cfg_fault_grpc_status_set(struct ld *ld, const struct cnode *k, const struc
 bool cfg_cors_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
                            void *obj, size_t idx);
 bool cfg_cors_max_age_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
+bool cfg_endpoint_address_set(struct ld *ld, const struct cnode *k, const struct cnode *v,
+                              void *obj);
 
 /* ---------------------------------------------------------------- patch */
 
