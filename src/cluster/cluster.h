@@ -47,6 +47,7 @@
 
 struct tr_upstream;
 struct tr_h2_upconn;
+struct tr_dns_ip;
 struct tr_wsnap;
 struct tr_tls_ctx;
 struct tr_worker;
@@ -89,6 +90,9 @@ struct tr_endpoint_rt {
      * consecutive failure (TR_EP_BACKOFF_BASE_MS .. TR_EP_BACKOFF_MAX_MS). */
     uint32_t connect_failures; /* consecutive */
     uint64_t unhealthy_until_ms;
+    /* A name in a `dns: {mode: first}` cluster: one endpoint whose address
+     * follows the name's first answer (taken over by name, not address). */
+    bool logical;
     struct tr_cluster_state *state; /* its cluster's (counted), for the endpoint's life */
     /* Outlier detection (cluster/outlier.c): failures in a row by kind, and
      * the ejection. An ejected endpoint is out of every pick until
@@ -117,11 +121,19 @@ struct tr_cluster_rt {
     struct tr_endpoint_rt **eps; /* shared endpoint objects, one per cfg->endpoints[i] */
     uint32_t *weights;           /* cfg->endpoints[i].weight */
     uint32_t n_eps;
+    /* A cluster with endpoints given by name (cfg->n_dns_endpoints > 0) has
+     * one endpoint per resolved address instead (ws->dns, dns/answers.h):
+     * ep_cfg[i] is the configured endpoint eps[i] came from (its weight and
+     * workload), ep_ip[i] its resolved address (NULL: a configured IP).
+     * Both NULL for other clusters. */
+    const struct tr_endpoint_cfg **ep_cfg;
+    const struct tr_dns_ip **ep_ip;
     uint32_t n_unhealthy; /* endpoints in connect back-off (may include expired ones) */
     int64_t total_weight;
     uint32_t n_kept; /* endpoints taken over from the previous view (for tests and logs) */
-    struct tr_cluster_state *state;  /* counted */
-    const struct tr_lb_table *table; /* ring_hash, maglev: the snapshot's; else NULL */
+    struct tr_cluster_state *state; /* counted */
+    struct tr_lb_table *table;      /* ring_hash, maglev (counted): the snapshot's, or the
+                                      * view's own over resolved names; else NULL */
     /* This worker's share of the cluster's circuit breakers (0: no limit):
      * limit / workers, the remainder to the first ones, at least 1. */
     uint32_t max_connections;
@@ -129,9 +141,10 @@ struct tr_cluster_rt {
     uint32_t max_requests;
 };
 
-/* Build the views of ws's snapshot. prev (may be NULL): the worker's current
- * views and their snapshot, whose endpoints are taken over where the new
- * configuration keeps them. Returns an array of cfg->n_clusters (free with
+/* Build the views of ws's snapshot, with the addresses of endpoint names
+ * from ws->dns (none for a name not in it yet). prev (may be NULL): the
+ * worker's current views and their snapshot, whose endpoints are taken over
+ * where the new configuration (or answer) keeps them. Returns an array of cfg->n_clusters (free with
  * tr_clusters_free) or NULL on allocation failure (nothing taken over then). */
 struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_rt *prev,
                                         size_t n_prev);
@@ -224,9 +237,17 @@ uint64_t tr_lb_hash_bytes(const void *p, size_t n, uint64_t seed);
 
 /* A ring (ring_hash) or lookup table (maglev) over cc's endpoints, ordered
  * by address so that two proxies listing the same endpoints in another
- * order build the same one. Immutable; shared by snapshots and workers
- * (atomic count). NULL: out of memory. */
+ * order build the same one; entries are indexes into the endpoint list.
+ * Immutable; shared by snapshots and workers (atomic count). NULL: out of
+ * memory. A cluster with endpoint names gets its table per view, over the
+ * resolved addresses (tr_lb_table_build_list). */
 struct tr_lb_table *tr_lb_table_build(const struct tr_cluster_cfg *cc);
+struct tr_lb_member {
+    const char *text; /* address text: what the table is built from */
+    uint32_t weight;
+};
+struct tr_lb_table *tr_lb_table_build_list(const struct tr_cluster_cfg *cc,
+                                           const struct tr_lb_member *m, uint32_t n);
 /* prev's table serves cc as it is: same policy and size, same endpoints
  * (address and weight) in the same order. */
 bool tr_lb_table_fits(const struct tr_cluster_cfg *prev, const struct tr_cluster_cfg *cc);

@@ -228,13 +228,13 @@ static bool maglev_build(struct tr_lb_table *t, const struct placed *e, uint32_t
     return ok;
 }
 
-struct tr_lb_table *tr_lb_table_build(const struct tr_cluster_cfg *cc)
+struct tr_lb_table *tr_lb_table_build_list(const struct tr_cluster_cfg *cc,
+                                           const struct tr_lb_member *m, uint32_t n)
 {
     struct tr_lb_table *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
     atomic_init(&t->refs, 1);
-    uint32_t n = (uint32_t)cc->n_endpoints;
     if (n == 0)
         return t; /* nothing to pick: every request gets 503 UH */
     struct placed *e = calloc(n, sizeof(*e));
@@ -243,9 +243,9 @@ struct tr_lb_table *tr_lb_table_build(const struct tr_cluster_cfg *cc)
         return NULL;
     }
     for (uint32_t i = 0; i < n; i++)
-        e[i] = (struct placed){.text = cc->endpoints[i].addr.text,
+        e[i] = (struct placed){.text = m[i].text != NULL ? m[i].text : "",
                                .index = i,
-                               .weight = cc->endpoints[i].weight > 0 ? cc->endpoints[i].weight : 1};
+                               .weight = m[i].weight > 0 ? m[i].weight : 1};
     qsort(e, n, sizeof(*e), by_address);
     for (uint32_t i = 1; i < n; i++)
         if (strcmp(e[i].text, e[i - 1].text) == 0)
@@ -261,6 +261,20 @@ struct tr_lb_table *tr_lb_table_build(const struct tr_cluster_cfg *cc)
         tr_lb_table_unref(t);
         return NULL;
     }
+    return t;
+}
+
+struct tr_lb_table *tr_lb_table_build(const struct tr_cluster_cfg *cc)
+{
+    uint32_t n = (uint32_t)cc->n_endpoints;
+    struct tr_lb_member *m = calloc(n + 1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < n; i++)
+        m[i] = (struct tr_lb_member){.text = cc->endpoints[i].addr.text,
+                                     .weight = cc->endpoints[i].weight};
+    struct tr_lb_table *t = tr_lb_table_build_list(cc, m, n);
+    free(m);
     return t;
 }
 

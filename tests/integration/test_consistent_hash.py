@@ -8,6 +8,7 @@ moves only its own users.
 Backends answer with their name (test_endpoints.NamedBackend). Clients:
 keep-alive HTTP/1.1 sockets, python h2 (HTTP/2 prior knowledge), curl.
 """
+import http.client
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import free_port, sanitizer_checked  # noqa: E402
 from h2util import H2Client  # noqa: E402
+from test_dns import NAME, backends, dns, dns_config, get, until  # noqa: E402,F401 (fixtures)
 from test_endpoints import addr, http_config, named  # noqa: E402,F401 (named: a fixture)
 
 
@@ -246,3 +248,43 @@ def test_source_ip_for_tcp_connections(checked, named):
         assert len(names) == 1, (src, names)
         got[src] = names.pop()
     assert set(got.values()) == {"b0", "b1", "b2"}
+
+
+def test_endpoints_by_dns_name(checked, dns, backends):
+    """A consistent-hash cluster whose endpoints are a DNS name: the table is
+    built over the resolved addresses; when an answer drops one, only its
+    users move."""
+    ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"]
+    bs = backends(ips)
+    port = bs[ips[0]].port
+    dns.set(NAME, a=ips)
+    dns.ttl = 1
+    lp = free_port()
+    cfg = dns_config(lp, dns, [f"{NAME}:{port}"], cluster_dns={"refresh": "1s"})
+    cfg["clusters"][0].update({"lb": "maglev", "hash_policy": {"header": "x-user"}})
+    checked(cfg)
+    conn = http.client.HTTPConnection("127.0.0.1", lp, timeout=5)
+
+    def where(user):
+        n = {ip: len(b.requests) for ip, b in bs.items()}
+        conn.request("GET", "/", headers={"x-user": user})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        return [ip for ip, b in bs.items() if len(b.requests) > n[ip]][0]
+
+    try:
+        assert until(lambda: get(conn)[0] == 200)
+        users = [f"user-{u}" for u in range(60)]
+        before = {u: where(u) for u in users}
+        assert all(where(u) == before[u] for u in users[:10])
+        assert set(before.values()) == set(ips)
+        gone = before[users[0]]
+        dns.set(NAME, a=[ip for ip in ips if ip != gone])
+        assert until(lambda: where(users[0]) != gone, timeout=10)
+        after = {u: where(u) for u in users}
+        assert gone not in after.values()
+        moved_others = [u for u in users if before[u] != gone and after[u] != before[u]]
+        assert len(moved_others) <= 3, moved_others  # Maglev: nearly none
+    finally:
+        conn.close()
