@@ -89,6 +89,16 @@
         .key = k, .kind = CK_CUSTOM, .flags = (fl), .set = (fn)                                    \
     }
 
+/* Local route actions' kinds. */
+#define OPTIONAL(k, T, m, IT, s)                                                                   \
+    {                                                                                              \
+        .key = k, .kind = CK_OPTIONAL, .off = offsetof(T, m), .sub = &(s), .item_size = sizeof(IT) \
+    }
+#define PERCENT(k, T, m, fl)                                                                       \
+    {                                                                                              \
+        .key = k, .kind = CK_PERCENT, .flags = (fl), .off = offsetof(T, m), .max = TR_PER_MILLION  \
+    }
+
 #define REQ   CF_REQ
 #define DEF   CF_DEF
 #define MAXMS CFG_MAX_DURATION_MS
@@ -312,6 +322,86 @@ static const struct cfg_field rewrite_fields[] = {
 static const struct cfg_section rewrite_section =
     SEC("route.rewrite", rewrite_fields, CFG_NO_LOC, NULL);
 
+/* ---- Local route actions: redirect, fault, cors (filter/route_action.h). */
+
+static bool check_scheme(const char *s, char *why, size_t size)
+{
+    if (strcmp(s, "http") == 0 || strcmp(s, "https") == 0)
+        return true;
+    char b[96];
+    snprintf(why, size, "expected http or https, got %s",
+             cfg_show(b, sizeof(b), s, strlen(s), true));
+    return false;
+}
+
+static const char *const redirect_port_froms[] = {"keep", "protocol_default", "request"};
+static const struct cfg_field redirect_fields[] = {
+    STR("scheme", struct tr_redirect_cfg, scheme, 0, 5, check_scheme),
+    STR("host", struct tr_redirect_cfg, host, 0, CFG_MAX_NAME, cfg_check_uri_host),
+    /* port and port_from are one choice (one_of in sections.c). */
+    NUM(CK_U16, "port", struct tr_redirect_cfg, port, 0, 1, 65535, 0),
+    ENUM("port_from", struct tr_redirect_cfg, port_from, DEF, redirect_port_froms, NULL,
+         TR_REDIRECT_PORT_KEEP),
+    /* path and prefix too. */
+    STR("path", struct tr_redirect_cfg, path, 0, CFG_MAX_STR, cfg_check_uri_path),
+    STR("prefix", struct tr_redirect_cfg, prefix, 0, CFG_MAX_STR, cfg_check_uri_path),
+    /* 301, 302, 303, 307, 308: validate refuses the others in the range. */
+    NUM(CK_U16, "code", struct tr_redirect_cfg, code, DEF, 301, 308, 301),
+};
+const struct cfg_section cfg_redirect_section =
+    SEC("route.redirect", redirect_fields, CFG_NO_LOC, cfg_redirect_after);
+
+static const struct cfg_field fault_delay_fields[] = {
+    DUR("fixed", struct tr_fault_delay_cfg, fixed_ms, REQ, 1, MAXMS, 0),
+    PERCENT("percent", struct tr_fault_delay_cfg, per_million, REQ),
+};
+const struct cfg_section cfg_fault_delay_section =
+    SEC("route.fault.delay", fault_delay_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field fault_abort_fields[] = {
+    /* status and grpc_status are one choice (sections.c). */
+    NUM(CK_U16, "status", struct tr_fault_abort_cfg, status, 0, 200, 599, 0),
+    CUSTOM("grpc_status", 0, cfg_fault_grpc_status_set),
+    PERCENT("percent", struct tr_fault_abort_cfg, per_million, REQ),
+};
+const struct cfg_section cfg_fault_abort_section =
+    SEC("route.fault.abort", fault_abort_fields, CFG_NO_LOC, cfg_fault_abort_after);
+
+static const struct cfg_field fault_fields[] = {
+    OPTIONAL("delay", struct tr_fault_cfg, delay, struct tr_fault_delay_cfg,
+             cfg_fault_delay_section),
+    OPTIONAL("abort", struct tr_fault_cfg, abort, struct tr_fault_abort_cfg,
+             cfg_fault_abort_section),
+};
+const struct cfg_section cfg_fault_section =
+    SEC("route.fault", fault_fields, CFG_NO_LOC, cfg_fault_after);
+
+static const struct cfg_field cors_origin_fields[] = {
+    STR("exact", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("prefix", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("regex", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
+};
+const struct cfg_section cfg_cors_origin_section =
+    SEC("CORS origin", cors_origin_fields, offsetof(struct tr_cors_origin_cfg, loc),
+        cfg_cors_origin_after);
+
+static const char *const cors_unmatched[] = {"forward", "ignore"};
+static const struct cfg_field cors_fields[] = {
+    LIST("allow_origins", struct tr_cors_cfg, origins, n_origins, REQ, 1, CFG_MAX_CORS_LIST,
+         struct tr_cors_origin_cfg, cfg_cors_origin_section),
+    STRLIST("allow_methods", struct tr_cors_cfg, allow_methods, n_allow_methods, 0, 1,
+            CFG_MAX_CORS_LIST, 64, cfg_check_token),
+    STRLIST("allow_headers", struct tr_cors_cfg, allow_headers, n_allow_headers, 0, 1,
+            CFG_MAX_CORS_LIST, CFG_MAX_NAME, cfg_check_token),
+    STRLIST("expose_headers", struct tr_cors_cfg, expose_headers, n_expose_headers, 0, 1,
+            CFG_MAX_CORS_LIST, CFG_MAX_NAME, cfg_check_token),
+    CUSTOM("max_age", 0, cfg_cors_max_age_set),
+    BOOL("allow_credentials", struct tr_cors_cfg, allow_credentials, false),
+    ENUM("unmatched_preflights", struct tr_cors_cfg, unmatched_preflights, DEF, cors_unmatched,
+         NULL, TR_CORS_UNMATCHED_FORWARD),
+};
+const struct cfg_section cfg_cors_section = SEC("route.cors", cors_fields, CFG_NO_LOC, NULL);
+
 /* Retries and mirroring: every default here is what a route without
  * `retries` runs with (model.h, tr_retry_cfg). */
 static const struct cfg_field retry_backoff_fields[] = {
@@ -345,7 +435,12 @@ static const struct cfg_section retry_section =
 
 static const struct cfg_field mirror_fields[] = {
     NAME("cluster", struct tr_mirror_cfg, cluster_name, REQ),
-    STR("percent", struct tr_mirror_cfg, percent, 0, 16, cfg_check_percent),
+    {.key = "percent",
+     .kind = CK_PERCENT,
+     .flags = DEF,
+     .off = offsetof(struct tr_mirror_cfg, per_million),
+     .max = TR_PER_MILLION,
+     .def = TR_PER_MILLION},
 };
 const struct cfg_section cfg_mirror_section =
     SEC("mirror", mirror_fields, offsetof(struct tr_mirror_cfg, loc), NULL);
@@ -357,8 +452,13 @@ static const struct cfg_field route_fields[] = {
     LIST("weighted_clusters", struct tr_route_cfg, clusters, n_clusters, 0, 1, CFG_MAX_WEIGHTED,
          struct tr_weighted_cluster_cfg, weighted_section),
     SECTION("direct_response", 0, direct_section),
+    /* After direct_response: the route's actions are one choice (sections.c). */
+    OPTIONAL("redirect", struct tr_route_cfg, redirect, struct tr_redirect_cfg,
+             cfg_redirect_section),
     DUR("timeout", struct tr_route_cfg, timeout_ms, 0, 0, MAXMS, 0),
     SECTION("rewrite", 0, rewrite_section),
+    OPTIONAL("fault", struct tr_route_cfg, fault, struct tr_fault_cfg, cfg_fault_section),
+    OPTIONAL("cors", struct tr_route_cfg, cors, struct tr_cors_cfg, cfg_cors_section),
     SECTION("request_headers", offsetof(struct tr_route_cfg, request_headers), header_ops_section),
     SECTION("response_headers", offsetof(struct tr_route_cfg, response_headers),
             header_ops_section),
@@ -388,7 +488,8 @@ const struct cfg_section cfg_route_table_section =
     SEC("route table", route_table_fields, offsetof(struct tr_route_table_cfg, loc), NULL);
 
 static const struct cfg_field endpoint_fields[] = {
-    ADDR("address", struct tr_endpoint_cfg, addr, REQ, NULL),
+    /* An IP address or a DNS name (sections.c; validate.c checks both forms). */
+    CUSTOM("address", REQ, cfg_endpoint_address_set),
     U32("weight", struct tr_endpoint_cfg, weight, DEF, 1, CFG_MAX_WEIGHT, 1),
     STR("workload", struct tr_endpoint_cfg, workload, 0, CFG_MAX_NAME, NULL),
 };
@@ -399,6 +500,8 @@ static const struct cfg_field pool_fields[] = {
     DUR("idle_timeout", struct tr_cluster_cfg, pool_idle_timeout_ms, DEF, 1, MAXMS, 50000),
     U32("max_idle", struct tr_cluster_cfg, pool_max_idle, DEF, 0, 65536, 64),
     U32("max_connections", struct tr_cluster_cfg, max_connections, DEF, 0, 1000000, 0),
+    U32("max_requests_per_connection", struct tr_cluster_cfg, max_requests_per_connection, DEF, 0,
+        UINT32_MAX, 0),
 };
 static const struct cfg_section pool_section = SEC("cluster.pool", pool_fields, CFG_NO_LOC, NULL);
 
@@ -419,7 +522,106 @@ static const struct cfg_field cluster_h2_fields[] = {
 static const struct cfg_section cluster_h2_section =
     SEC("cluster.http2", cluster_h2_fields, CFG_NO_LOC, NULL);
 
-static const char *const lb_policies[] = {"round_robin", "least_request", "random"};
+/* ---- DNS endpoints: the cluster's dns settings and the resolver ---- */
+static const char *const dns_modes[] = {"all", "first"};
+static const char *const dns_families[] = {"auto", "v4", "v6"};
+/* refresh has no default here: 0 until validate, which tells "not set" from a
+ * setting that a cluster without names would ignore. */
+static const struct cfg_field cluster_dns_fields[] = {
+    ENUM("mode", struct tr_dns_cfg, mode, DEF, dns_modes, NULL, TR_DNS_ALL),
+    DUR("refresh", struct tr_dns_cfg, refresh_ms, 0, 1000, MAXMS, 0),
+    ENUM("family", struct tr_dns_cfg, family, DEF, dns_families, NULL, TR_DNS_AUTO),
+};
+static const struct cfg_section cluster_dns_section =
+    SEC("cluster.dns", cluster_dns_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field resolver_fields[] = {
+    STRLIST("servers", struct tr_resolver_cfg, servers, n_servers, 0, 1, 8, 64,
+            cfg_check_dns_server),
+    DUR("timeout", struct tr_resolver_cfg, timeout_ms, DEF, 1, 60000, 2000),
+    U32("attempts", struct tr_resolver_cfg, attempts, DEF, 1, 10, 3),
+};
+static const struct cfg_section resolver_section =
+    SEC("resolver", resolver_fields, CFG_NO_LOC, NULL);
+
+/* ---- outlier detection, consistent hashing, circuit breakers ---- */
+
+/* Istio's OutlierDetection defaults (docs/config.md names the page). */
+static const struct cfg_field outlier_fields[] = {
+    BOOL("enabled", struct tr_outlier_cfg, enabled, false), /* true when written: sections.c */
+    U32("consecutive_5xx_errors", struct tr_outlier_cfg, consecutive_5xx, DEF, 0, 1000000, 5),
+    U32("consecutive_gateway_errors", struct tr_outlier_cfg, consecutive_gateway, DEF, 0, 1000000,
+        0),
+    U32("consecutive_local_origin_failures", struct tr_outlier_cfg, consecutive_local, DEF, 0,
+        1000000, 5),
+    BOOL("split_external_local_origin_errors", struct tr_outlier_cfg, split_local, false),
+    DUR("interval", struct tr_outlier_cfg, interval_ms, DEF, 1, MAXMS, 10000),
+    DUR("base_ejection_time", struct tr_outlier_cfg, base_ejection_ms, DEF, 1, MAXMS, 30000),
+    U32("max_ejection_percent", struct tr_outlier_cfg, max_ejection_percent, DEF, 0, 100, 10),
+    U32("min_health_percent", struct tr_outlier_cfg, min_health_percent, DEF, 0, 100, 0),
+};
+const struct cfg_section cfg_outlier_section =
+    SEC("cluster.outlier_detection", outlier_fields, CFG_NO_LOC, cfg_outlier_after);
+
+/* A cookie attribute value: printable, no ';' (it would end the attribute). */
+static bool check_cookie_path(const char *s, char *why, size_t size)
+{
+    if (s[0] != '/') {
+        snprintf(why, size, "must start with \"/\"");
+        return false;
+    }
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == ';') {
+            snprintf(why, size, "byte 0x%02x is not allowed in a cookie path", *p);
+            return false;
+        }
+    }
+    return true;
+}
+
+static const struct cfg_field hash_cookie_fields[] = {
+    STR("name", struct tr_hash_policy_cfg, cookie, REQ, CFG_MAX_NAME, cfg_check_token),
+    STR("path", struct tr_hash_policy_cfg, cookie_path, 0, CFG_MAX_NAME, check_cookie_path),
+    DUR("ttl", struct tr_hash_policy_cfg, cookie_ttl_ms, DEF, 0, MAXMS, 0),
+    BOOL("generate", struct tr_hash_policy_cfg, cookie_generate, false), /* sections.c */
+};
+const struct cfg_section cfg_hash_cookie_section =
+    SEC("cluster.hash_policy.cookie", hash_cookie_fields, CFG_NO_LOC, cfg_hash_cookie_after);
+
+/* Exactly one of the four (sections.c), in this order. */
+static const struct cfg_field hash_policy_fields[] = {
+    STR("header", struct tr_hash_policy_cfg, header, CF_LOWER, CFG_MAX_NAME, cfg_check_token),
+    SECTION("cookie", 0, cfg_hash_cookie_section),
+    BOOL("source_ip", struct tr_hash_policy_cfg, source_ip, false),
+    STR("query_param", struct tr_hash_policy_cfg, query_param, 0, CFG_MAX_NAME, cfg_check_token),
+};
+const struct cfg_section cfg_hash_policy_section =
+    SEC("cluster.hash_policy", hash_policy_fields, CFG_NO_LOC, cfg_hash_policy_after);
+
+/* Envoy's ring size bound (8M points) and Maglev's (5000011, a prime). */
+static const struct cfg_field ring_hash_fields[] = {
+    U32("minimum_ring_size", struct tr_hash_policy_cfg, ring_min_size, DEF, 1, 8388608, 1024),
+};
+static const struct cfg_section ring_hash_section =
+    SEC("cluster.ring_hash", ring_hash_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field maglev_fields[] = {
+    U32("table_size", struct tr_hash_policy_cfg, maglev_table_size, DEF, 3, 5000011, 65537),
+};
+static const struct cfg_section maglev_section =
+    SEC("cluster.maglev", maglev_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field breakers_fields[] = {
+    U32("max_connections", struct tr_circuit_breakers_cfg, max_connections, DEF, 0, UINT32_MAX, 0),
+    U32("max_pending_requests", struct tr_circuit_breakers_cfg, max_pending_requests, DEF, 0,
+        UINT32_MAX, 0),
+    U32("max_requests", struct tr_circuit_breakers_cfg, max_requests, DEF, 0, UINT32_MAX, 0),
+};
+static const struct cfg_section breakers_section =
+    SEC("cluster.circuit_breakers", breakers_fields, CFG_NO_LOC, NULL);
+
+static const char *const lb_policies[] = {"round_robin", "least_request", "random", "ring_hash",
+                                          "maglev"};
 static const char *const upstream_protocols[] = {"http1", "http2", "original"};
 static const struct cfg_field cluster_fields[] = {
     NAME("name", struct tr_cluster_cfg, name, REQ),
@@ -435,6 +637,12 @@ static const struct cfg_field cluster_fields[] = {
     ENUM("protocol", struct tr_cluster_cfg, protocol, DEF, upstream_protocols, NULL,
          TR_UPROTO_HTTP1),
     SECTION("http2", 0, cluster_h2_section),
+    SECTION("dns", offsetof(struct tr_cluster_cfg, dns), cluster_dns_section),
+    SECTION("outlier_detection", offsetof(struct tr_cluster_cfg, outlier), cfg_outlier_section),
+    SECTION("hash_policy", offsetof(struct tr_cluster_cfg, hash), cfg_hash_policy_section),
+    SECTION("ring_hash", offsetof(struct tr_cluster_cfg, hash), ring_hash_section),
+    SECTION("maglev", offsetof(struct tr_cluster_cfg, hash), maglev_section),
+    SECTION("circuit_breakers", offsetof(struct tr_cluster_cfg, breakers), breakers_section),
 };
 const struct cfg_section cfg_cluster_section =
     SEC("cluster", cluster_fields, offsetof(struct tr_cluster_cfg, loc), cfg_cluster_after);
@@ -459,6 +667,7 @@ static const struct cfg_field root_fields[] = {
          struct tr_route_table_cfg, cfg_route_table_section),
     LIST("clusters", struct tr_config, clusters, n_clusters, 0, 0, CFG_MAX_CLUSTERS,
          struct tr_cluster_cfg, cfg_cluster_section),
+    SECTION("resolver", offsetof(struct tr_config, resolver), resolver_section),
 };
 const struct cfg_section cfg_root_section = SEC("config", root_fields, CFG_NO_LOC, NULL);
 
@@ -509,6 +718,9 @@ void cfg_schema_defaults(const struct cfg_section *sec, void *obj)
             break;
         case CK_U16:
             *(uint16_t *)at(obj, fd->off) = (uint16_t)fd->def;
+            break;
+        case CK_PERCENT: /* per million */
+            *(uint32_t *)at(obj, fd->off) = fd->def;
             break;
         case CK_ENUM:
             enum_store(obj, fd, fd->def);
@@ -773,6 +985,18 @@ static bool read_field(struct ld *ld, const struct cfg_val *f, const struct cfg_
         return read_map(ld, v, fd, obj);
     case CK_CUSTOM:
         return fd->set(ld, f->k, v, obj);
+    case CK_OPTIONAL: {
+        void *item = tr_arena_calloc(ld->a, 1, fd->item_size);
+        if (item == NULL)
+            return cfg_oom(ld);
+        cfg_schema_defaults(fd->sub, item);
+        if (!cfg_schema_walk(ld, v, fd->sub, item, 0))
+            return false;
+        *(void **)at(obj, fd->off) = item;
+        return true;
+    }
+    case CK_PERCENT:
+        return cfg_percent_of(ld, v, at(obj, fd->off));
     }
     return false;
 }

@@ -17,6 +17,7 @@
 #include "codec/h1/h1.h"
 #include "core/buf.h"
 #include "event/loop.h"
+#include "filter/route_action.h"
 #include "obs/metrics.h"
 #include "runtime/worker.h"
 #include "transport/transport.h"
@@ -80,6 +81,8 @@ struct tr_http_state {
     bool hold_body;            /* the policy wants the body held in reqout for a retry */
     uint32_t body_held;        /* body bytes in reqout */
     struct tr_mirror *mirrors; /* shadows of this request until it is complete */
+    uint64_t lb_hash;          /* consistent hashing: proxy/decide.h */
+    uint64_t lb_cookie;        /* nonzero: a generated cookie goes on the response */
     const void *route;         /* const struct tr_route_cfg * */
     const struct tr_header_edit *resp_edit; /* the route's response edits, NULL: none */
     struct tr_stream *stream; /* the request goes to an HTTP/2 upstream (proxy/stream.h) */
@@ -98,6 +101,12 @@ struct tr_http_state {
     char path[256]; /* for the access log; truncated */
     char authority[128];
     bool log_cut; /* method, path or authority was longer than kept above */
+    /* Local route actions (filter/route_action.h): a fault delay holds the
+     * request (nothing moves until the timer; then the answer already in
+     * tx goes out, or the upstream request starts); an allowed CORS origin
+     * gives the response its CORS fields. */
+    bool fault_wait;
+    struct tr_cors_echo cors;
 };
 
 struct tr_tcp_state {
@@ -110,6 +119,8 @@ struct tr_tcp_state {
     bool splice;
     bool connected;
     uint8_t attempts;        /* endpoints tried (upstream/attempt.h) */
+    bool overflow;           /* a connection limit refused the connection: UO */
+    uint64_t lb_hash;        /* consistent hashing: the client's address (source_ip) */
     bool down_eof, up_eof;   /* read side saw EOF */
     bool up_shut, down_shut; /* we half-closed that side's write */
     uint64_t sent, received;

@@ -48,6 +48,7 @@ enum {
 static const tr_str ORIG_PROTO = TR_STR_LIT("trellis-orig-proto");
 
 static void up_start(struct tr_stream *st, bool fresh);
+static void up_begin(struct tr_stream *st);
 static void up_use(struct tr_stream *st, struct tr_endpoint_rt *ep);
 static void h2_open(struct tr_stream *st, bool fresh);
 static void up_release(struct tr_stream *st, bool reusable);
@@ -320,6 +321,7 @@ static void stream_free_now(struct tr_deferred *d)
     tr_fields_free(&st->held_trailers);
     tr_fields_free(&st->req_trailers);
     tr_fields_free(&st->resp_trailers);
+    tr_fields_free(&st->answer_fields);
     free(st);
 }
 
@@ -371,8 +373,13 @@ static int grpc_status_for_http(int status, uint16_t flags)
 }
 
 /* Answer the request ourselves. If the response already started, the only
- * thing left is to reset the stream. */
-static void local_reply(struct tr_stream *st, int status, uint16_t flags, const char *body)
+ * thing left is to reset the stream. grpc >= 0: the gRPC status a gRPC
+ * request gets (else one derived from status); extra: fields of the
+ * route's own answer (tr_decision_fields); the CORS fields of an allowed
+ * origin go with every local reply after CORS (st->cors is set then), as
+ * Envoy's CORS filter adds them. */
+static void local_reply_with(struct tr_stream *st, int status, uint16_t flags, const char *body,
+                             int grpc, const struct tr_h2_header *extra, size_t n_extra)
 {
     st->flags |= flags;
     tr_retry_end(&st->rt, W(st)->loop);
@@ -393,12 +400,16 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     buf_drop(st, &st->resp_pend);
     char code[8], len[24], gs[8];
     snprintf(code, sizeof(code), "%03d", status % 1000);
-    struct tr_h2_header h[4];
-    size_t n = 0;
+    struct tr_h2_header h[4 + TR_DECISION_FIELDS + TR_CORS_RESPONSE_FIELDS];
+    size_t n = 0, more = 0;
+    struct tr_h2_header f[TR_DECISION_FIELDS + TR_CORS_RESPONSE_FIELDS];
+    for (size_t i = 0; i < n_extra && i < TR_DECISION_FIELDS; i++)
+        f[more++] = extra[i];
+    more += tr_cors_response_fields(&st->cors, f + more);
     h[n++] = (struct tr_h2_header){TR_STR_LIT(":status"), tr_str_from(code, 3)};
     if (st->grpc) {
         /* gRPC: a trailers-only response carrying the status. */
-        int g = grpc_status_for_http(status, flags);
+        int g = grpc >= 0 ? grpc : grpc_status_for_http(status, flags);
         st->grpc_status = (int16_t)g;
         snprintf(gs, sizeof(gs), "%d", g);
         h[0].value = TR_STR_LIT("200");
@@ -410,6 +421,8 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
         while (ml > 0 && msg[ml - 1] == '\n')
             ml--;
         h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-message"), tr_str_from(msg, ml)};
+        memcpy(h + n, f, more * sizeof(*f));
+        n += more;
         st->resp_head_out = true;
         resp_complete(st);
         down_headers_local(st, h, n, true);
@@ -420,6 +433,8 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     h[n++] = (struct tr_h2_header){TR_STR_LIT("content-length"), tr_str_from(len, strlen(len))};
     if (body != NULL)
         h[n++] = (struct tr_h2_header){TR_STR_LIT("content-type"), TR_STR_LIT("text/plain")};
+    memcpy(h + n, f, more * sizeof(*f));
+    n += more;
     st->resp_head_out = true;
     st->resp_bytes = bl;
     if (bl == 0) {
@@ -446,10 +461,16 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     st->resp_pend_end = true;
 }
 
-/* Bytes moved: an idle deadline starts again. */
+static void local_reply(struct tr_stream *st, int status, uint16_t flags, const char *body)
+{
+    local_reply_with(st, status, flags, body, -1, NULL, 0);
+}
+
+/* Bytes moved: an idle deadline starts again (not during a fault delay,
+ * which has the timer). */
 static void progress(struct tr_stream *st)
 {
-    if (st->idle_timer && !st->resp_out_end)
+    if (st->idle_timer && !st->resp_out_end && !st->fault_wait)
         tr_timer_set(W(st)->loop, &st->timer, st->s->lcfg->idle_timeout_ms);
 }
 
@@ -486,6 +507,32 @@ static bool fields_fit(struct tr_stream *st, const struct tr_h2_header *h, size_
                 regular, tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
     tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
     return false;
+}
+
+/* The final response head with what the proxy adds: the CORS fields of an
+ * allowed origin, which replace the upstream's fields of the same names,
+ * and a cookie consistent hashing generated (after the upstream's fields,
+ * so its own Set-Cookie fields stay first). fields_fit holds the upstream's
+ * list to limits.max_headers (at most the codec's cap). */
+static void down_headers_added(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                               bool end)
+{
+    struct tr_h2_header set[TR_CORS_RESPONSE_FIELDS];
+    struct tr_h2_header out[TR_H1_MAX_HEADERS_CAP + 8 + TR_CORS_RESPONSE_FIELDS + 1];
+    size_t ns = st->cors.policy != NULL ? tr_cors_response_fields(&st->cors, set) : 0, no = 0;
+    for (size_t i = 0; i < n && no < TR_H1_MAX_HEADERS_CAP + 8; i++) {
+        if (!tr_field_named_in(h[i].name, set, ns))
+            out[no++] = h[i];
+    }
+    memcpy(out + no, set, ns * sizeof(*set));
+    no += ns;
+    char cookie[TR_LB_COOKIE_MAX];
+    size_t len = st->lb_cookie != 0 ? tr_lb_cookie_format(&st->cluster->cfg->hash, st->lb_cookie,
+                                                          cookie, sizeof(cookie))
+                                    : 0;
+    if (len > 0)
+        out[no++] = (struct tr_h2_header){TR_STR_LIT("set-cookie"), tr_str_from(cookie, len)};
+    down_headers(st, out, no, end);
 }
 
 static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
@@ -530,6 +577,10 @@ static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, siz
     if (end) {
         st->resp_in_end = true;
         resp_complete(st);
+    }
+    if (st->cors.policy != NULL || st->lb_cookie != 0) {
+        down_headers_added(st, h, n, end);
+        return;
     }
     if (down_headers(st, h, n, end) < 0)
         return;
@@ -897,9 +948,28 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
 static void stream_on_timer(struct tr_timer *t)
 {
     struct tr_stream *st = tr_container_of(t, struct tr_stream, timer);
+    if (st->fault_wait) {
+        /* The route's fault delay is over: its answer, or the upstream
+         * (unless the stream was answered meanwhile: a client that broke
+         * flow control, too many trailers). */
+        st->fault_wait = false;
+        if (st->down_done || st->up != TR_SU_NONE)
+            return;
+        if (st->answer_held) {
+            local_reply_with(st, st->answer_status, 0, st->answer_body,
+                             st->answer_grpc ? st->answer_grpc_status : -1, st->answer_fields.v,
+                             st->answer_fields.n);
+            return;
+        }
+        tr_timer_set(W(st)->loop, &st->timer, st->fault_timeout_ms);
+        up_begin(st);
+        return;
+    }
     if (st->resp_out_end)
         return;
     if (!st->resp_head_out) {
+        tr_endpoint_report(st->up == TR_SU_H2 ? st->ep : st->h1.uc.ep, TR_OUTCOME_TIMEOUT,
+                           tr_loop_now_ms(W(st)->loop));
         local_reply(st, 504, TR_RF_UT, "upstream request timeout\n");
         return;
     }
@@ -1068,10 +1138,7 @@ static void stream_start_later(struct tr_deferred *d)
     struct tr_stream *st = tr_container_of(d, struct tr_stream, start_later);
     if (st->down_done || st->up != TR_SU_NONE)
         return; /* reset meanwhile, or answered locally */
-    st->up = st->up_next;
-    if (st->req_in_end)
-        tr_mirrors_launch(&st->mirrors);
-    up_start(st, false);
+    up_begin(st);
 }
 
 bool tr_stream_orig_h2(const struct tr_session *s, const struct tr_h2_header *h, size_t n,
@@ -1130,7 +1197,6 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
         timeout = st->s->lcfg->idle_timeout_ms;
         st->idle_timer = true;
     }
-    tr_timer_set(W(st)->loop, &st->timer, timeout);
     st->req_has_body = !end_stream;
     /* Retries and shadows: the route's policy, and a copy of the request as
      * the upstream gets it (gRPC is not mirrored: shadows speak HTTP/1.1). */
@@ -1150,18 +1216,79 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
         st->req_in_end = true;
         st->req_out_end = true;
     }
+    st->up_next = h2 ? TR_SU_H2 : TR_SU_H1;
+    if (st->fault_delay_ms != 0) {
+        /* The route's fault delay first (stream_on_timer goes on); body
+         * bytes wait in the stream (TR_SU_NONE), bounded as below. */
+        st->fault_timeout_ms = timeout;
+        st->fault_wait = true;
+        tr_timer_set(W(st)->loop, &st->timer, st->fault_delay_ms);
+        return;
+    }
+    tr_timer_set(W(st)->loop, &st->timer, timeout);
     if (st->down == TR_SD_H2) {
         /* Start the upstream after this read batch: a stream the client
          * resets in the same batch (rapid reset) never costs a connection.
          * Body bytes meanwhile wait in the stream (TR_SU_NONE). */
-        st->up_next = h2 ? TR_SU_H2 : TR_SU_H1;
         tr_loop_defer(W(st)->loop, &st->start_later, stream_start_later);
         return;
     }
-    st->up = h2 ? TR_SU_H2 : TR_SU_H1;
-    if (st->req_in_end)
-        tr_mirrors_launch(&st->mirrors);
-    up_start(st, false);
+    up_begin(st);
+}
+
+/* The route's own answer (proxy/decide.h), now or when its fault delay
+ * ends. A redirect's Location is built from the request into
+ * answer_fields, which outlives the request's header list (a stream is
+ * one allocation; so are its field lists, made for this answer only). */
+static void stream_answer(struct tr_stream *st, const struct tr_decision *d, tr_str scheme,
+                          tr_str authority, tr_str path)
+{
+    tr_str location = {0};
+    if (d->redirect) {
+        struct tr_location loc;
+        struct tr_redirect_request rq = {scheme, authority, path};
+        tr_redirect_location(d->route, &rq, &loc);
+        char *v = NULL;
+        if (tr_fields_init(&st->answer_fields, 1, (uint32_t)(loc.len + 8)) == 0)
+            v = tr_fields_add_space(&st->answer_fields, TR_STR_LIT("location"), loc.len);
+        if (v == NULL) {
+            local_reply(st, 503, 0, "out of memory\n");
+            return;
+        }
+        tr_location_write(&loc, v);
+        location = st->answer_fields.v[0].value;
+    }
+    struct tr_h2_header extra[TR_DECISION_FIELDS];
+    size_t n = tr_decision_fields(d, location, extra);
+    if (d->delay_ms == 0) {
+        local_reply_with(st, d->status, d->flags, d->body, d->grpc ? d->grpc_status : -1, extra, n);
+        return;
+    }
+    /* Held until the delay ends: the answer's fields (a preflight's are
+     * slices of the request) are copied into answer_fields; the rest is
+     * static. */
+    struct tr_fields held = {0};
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += extra[i].name.len + extra[i].value.len;
+    bool ok = n == 0 || tr_fields_init(&held, (uint32_t)n, (uint32_t)bytes) == 0;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = tr_fields_add(&held, extra[i].name, extra[i].value) == 0;
+    if (!ok) {
+        tr_fields_free(&held);
+        local_reply(st, 503, 0, "out of memory\n");
+        return;
+    }
+    tr_fields_free(&st->answer_fields);
+    st->answer_fields = held;
+    st->flags |= d->flags;
+    st->answer_held = true;
+    st->answer_status = d->status;
+    st->answer_body = d->body;
+    st->answer_grpc = d->grpc;
+    st->answer_grpc_status = d->grpc_status;
+    st->fault_wait = true;
+    tr_timer_set(W(st)->loop, &st->timer, d->delay_ms);
 }
 
 /* CONNECT (RFC 9113 8.5): a TCP tunnel to the route's cluster, carried in
@@ -1274,11 +1401,18 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     st->route = d.route;
     st->req_edit = d.request_edit;
     st->resp_edit = d.response_edit;
+    if (d.cors == TR_CORS_ALLOWED)
+        tr_cors_echo_set(&st->cors, d.cors_policy, d.cors_rq.origin);
     if (d.status != 0) {
-        local_reply(st, d.status, d.flags, d.body);
+        int si = tr_fields_find(h, n, ":scheme");
+        stream_answer(st, &d, si >= 0 ? h[si].value : TR_STR_LIT("http"), host, path);
         return;
     }
     st->cluster = d.cluster;
+    st->flags |= d.flags;
+    st->fault_delay_ms = d.delay_ms;
+    st->lb_hash = d.lb_hash;
+    st->lb_cookie = d.lb_cookie;
     begin_upstream(st, h, n, end_stream);
 }
 
@@ -1318,10 +1452,38 @@ static int head_status(const struct tr_h2_header *h, size_t n)
     return (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');
 }
 
+/* The HTTP status of a gRPC status, as Envoy maps it for outlier detection. */
+static int grpc_http_status(int g)
+{
+    static const uint16_t http[17] = {200, 499, 500, 400, 504, 404, 409, 403, 429,
+                                      400, 409, 400, 501, 500, 503, 500, 401};
+    return g >= 0 && g <= 16 ? http[g] : 500;
+}
+
+/* Outlier detection sees the status of a final response head, or for gRPC
+ * the HTTP status a trailers-only response's grpc-status maps to (Envoy's
+ * rule; a grpc-status in trailers is not looked at). */
+static void report_head(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    int si = tr_fields_find(h, n, ":status");
+    if (st->ep == NULL || si < 0 || h[si].value.len != 3)
+        return;
+    int status =
+        (h[si].value.p[0] - '0') * 100 + (h[si].value.p[1] - '0') * 10 + (h[si].value.p[2] - '0');
+    if (status < 200 && status != 101)
+        return;
+    int g = st->grpc ? tr_fields_find(h, n, "grpc-status") : -1;
+    if (g >= 0)
+        status = grpc_http_status(tr_grpc_status_parse(h[g].value));
+    tr_endpoint_report(st->ep, status, tr_loop_now_ms(W(st)->loop));
+}
+
 static void h2up_on_headers(void *owner, const struct tr_h2_header *h, size_t n, bool is_trailers,
                             bool end_stream)
 {
     struct tr_stream *st = owner;
+    if (!is_trailers)
+        report_head(st, h, n);
     int status = is_trailers ? 0 : head_status(h, n);
     if (status >= 200 && !st->resp_head_out) {
         /* A final head: the last moment a retry may take the request
@@ -1356,12 +1518,15 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
     st->up_done = true;
     st->h2.c = NULL;
     struct tr_endpoint_rt *failed = st->ep;
-    if (st->ep != NULL) {
-        st->ep->active_requests--;
-        st->ep = NULL;
-    }
+    /* A failed connection was reported by the pool, once for its streams. */
     bool connect =
         reason != NULL && (strncmp(reason, "connect", 7) == 0 || strcmp(reason, "tls_setup") == 0);
+    if (!st->resp_in_end && !connect)
+        tr_endpoint_report(failed, TR_OUTCOME_FAILED, tr_loop_now_ms(W(st)->loop));
+    if (st->ep != NULL) {
+        tr_endpoint_request_end(st->ep);
+        st->ep = NULL;
+    }
     if (!st->resp_head_out && !st->resp_in_end && !st->down_done) {
         /* No response went downstream: the route's retry policy may send
          * the request again (refused unprocessed, never left because the
@@ -1484,8 +1649,10 @@ static void h1_reply(struct tr_stream *st, enum tr_h1c_status why, const char *r
 static void h1_start(struct tr_stream *st, bool fresh)
 {
     if (h1_head(st))
-        h1_attempt(st, tr_h1c_start(&st->h1.uc, W(st), st->cluster, &stream_h1_ops, st, fresh),
-                   "connection failure");
+        h1_attempt(
+            st,
+            tr_h1c_start(&st->h1.uc, W(st), st->cluster, &stream_h1_ops, st, fresh, st->lb_hash),
+            "connection failure");
 }
 
 /* Go on from what the upstream client made of an attempt. reason: the
@@ -1585,6 +1752,7 @@ static void h1_failed(struct tr_stream *st, enum tr_h1c_status why)
             stream_maybe_free(st);
         return;
     }
+    tr_endpoint_report(x->uc.ep, TR_OUTCOME_FAILED, tr_loop_now_ms(W(st)->loop));
     if (!st->resp_head_out && st->up == TR_SU_H1 &&
         stream_retry(st, TR_RETRY_EV_RESET, 0, -1, x->uc.tried))
         return;
@@ -1814,8 +1982,18 @@ static void h1_pump_once(struct tr_stream *st)
 static void up_use(struct tr_stream *st, struct tr_endpoint_rt *ep)
 {
     st->ep = ep;
-    ep->active_requests++;
+    tr_endpoint_request_begin(ep);
     st->upstream_addr = ep->addr_text;
+}
+
+/* The upstream side starts (after the read batch that brought the request,
+ * or the route's fault delay); the shadows of a complete request go with it. */
+static void up_begin(struct tr_stream *st)
+{
+    st->up = st->up_next;
+    if (st->req_in_end)
+        tr_mirrors_launch(&st->mirrors);
+    up_start(st, false);
 }
 
 static void up_start(struct tr_stream *st, bool fresh)
@@ -1824,9 +2002,15 @@ static void up_start(struct tr_stream *st, bool fresh)
         h1_start(st, fresh);
         return;
     }
-    struct tr_endpoint_rt *ep = tr_attempt_first(W(st), st->cluster, &st->attempts);
+    bool overflow = false;
+    struct tr_endpoint_rt *ep =
+        tr_attempt_first(W(st), st->cluster, st->lb_hash, &st->attempts, &overflow);
     if (ep == NULL) {
-        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
+        char body[TR_UPSTREAM_ERROR_MAX];
+        if (overflow)
+            local_reply(st, 503, TR_RF_UO, tr_upstream_error_body(body, sizeof(body), "overflow"));
+        else
+            local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
         return;
     }
     up_use(st, ep);
@@ -1841,7 +2025,7 @@ static void h2_open(struct tr_stream *st, bool fresh)
     if (tr_h2_up_open(W(st), ep, fresh, &stream_h2up_ops, st, &st->upreq, !st->req_has_body,
                       &st->h2, &reason) < 0) {
         bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
-        ep->active_requests--;
+        tr_endpoint_request_end(ep);
         st->ep = NULL;
         char body[TR_UPSTREAM_ERROR_MAX];
         local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
@@ -1863,7 +2047,7 @@ static void up_release(struct tr_stream *st, bool reusable)
     if (st->up == TR_SU_H1 || st->up == TR_SU_TUNNEL)
         tr_h1c_release(&st->h1.uc, reusable && st->up == TR_SU_H1);
     if (st->ep != NULL) {
-        st->ep->active_requests--;
+        tr_endpoint_request_end(st->ep);
         st->ep = NULL;
     }
 }
@@ -1938,9 +2122,16 @@ static bool stream_retry(struct tr_stream *st, enum tr_retry_event ev, int statu
 static void stream_retry_start(struct tr_stream *st)
 {
     if (st->up == TR_SU_H2) {
-        struct tr_endpoint_rt *ep = tr_attempt_retry(W(st), st->cluster, st->rt.avoid);
+        bool overflow = false;
+        struct tr_endpoint_rt *ep =
+            tr_attempt_retry(W(st), st->cluster, st->lb_hash, st->rt.avoid, &overflow);
         if (ep == NULL) {
-            local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
+            char body[TR_UPSTREAM_ERROR_MAX];
+            if (overflow)
+                local_reply(st, 503, TR_RF_UO,
+                            tr_upstream_error_body(body, sizeof(body), "overflow"));
+            else
+                local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
             stream_maybe_free(st);
             return;
         }
@@ -1965,6 +2156,8 @@ static void stream_on_retry_timer(struct tr_timer *t)
         return;
     }
     const struct tr_endpoint_rt *failed = st->up == TR_SU_H2 ? st->ep : st->h1.uc.tried;
+    tr_endpoint_report(st->up == TR_SU_H2 ? st->ep : st->h1.uc.ep, TR_OUTCOME_TIMEOUT,
+                       tr_loop_now_ms(W(st)->loop));
     if (stream_retry(st, TR_RETRY_EV_PER_TRY_TIMEOUT, 0, -1, failed))
         return;
     local_reply(st, 504, TR_RF_UT, "upstream request timeout\n");

@@ -23,8 +23,11 @@ struct tr_worker;
 /* A worker's use of one snapshot: the snapshot reference plus the runtime
  * clusters built for it. Sessions and upstream connections count as users;
  * a retired wsnap is freed when its last user leaves. Single-threaded. */
+struct tr_dns_table;
+
 struct tr_wsnap {
     struct tr_snapshot *snap;
+    struct tr_dns_table *dns; /* addresses of endpoint names (dns/answers.h); NULL: none yet */
     struct tr_worker *w;
     struct tr_cluster_rt *clusters;
     struct tr_metric_labels *listener_labels; /* per listener: base metric labels */
@@ -50,10 +53,19 @@ struct tr_session_link {
     void (*drain)(struct tr_session_link *l); /* ask it to finish and close */
 };
 
-enum tr_worker_cmd { TR_WCMD_NONE = 0, TR_WCMD_SNAPSHOT = 1, TR_WCMD_DRAIN = 2, TR_WCMD_STOP = 4 };
+/* TR_WCMD_DNS: a new table of DNS answers was published (dns/answers.h):
+ * rebuild the cluster views of the current snapshot with it. */
+enum tr_worker_cmd {
+    TR_WCMD_NONE = 0,
+    TR_WCMD_SNAPSHOT = 1,
+    TR_WCMD_DRAIN = 2,
+    TR_WCMD_STOP = 4,
+    TR_WCMD_DNS = 8,
+};
 
 struct tr_worker {
     unsigned index;
+    unsigned n_workers; /* how many the server runs: per-proxy limits are shared out */
     char name[16];
     pthread_t thread;
     struct tr_loop *loop;
@@ -110,8 +122,8 @@ static inline bool tr_worker_handshake_budget(struct tr_worker *w)
     return w->hs_steps++ < TR_HANDSHAKES_PER_TURN;
 }
 
-/* Start a worker thread on the currently published snapshot. */
-struct tr_worker *tr_worker_start(unsigned index, char **err);
+/* Start worker index of n_workers on the currently published snapshot. */
+struct tr_worker *tr_worker_start(unsigned index, unsigned n_workers, char **err);
 /* Ask it to adopt the newly published snapshot / to drain / to stop. */
 void tr_worker_notify(struct tr_worker *w, enum tr_worker_cmd cmd);
 void tr_worker_join(struct tr_worker *w);

@@ -278,7 +278,9 @@ static void mirror_start(struct tr_deferred *d)
     struct tr_mirror *m = tr_container_of(d, struct tr_mirror, later);
     tr_timer_init(&m->timer, mirror_on_timer);
     tr_timer_set(m->w->loop, &m->timer, m->timeout_ms);
-    switch (tr_h1c_start(&m->uc, m->w, m->cluster, &mirror_up_ops, m, false)) {
+    /* A consistent-hash mirror cluster gets no key of its own: any endpoint. */
+    uint64_t hash = (uint64_t)tr_worker_rand(m->w) << 32 | tr_worker_rand(m->w);
+    switch (tr_h1c_start(&m->uc, m->w, m->cluster, &mirror_up_ops, m, false, hash)) {
     case TR_H1C_READY:
         mirror_pump(m);
         return;

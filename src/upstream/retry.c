@@ -110,7 +110,7 @@ void tr_retry_begin(struct tr_retry_state *r, struct tr_cluster_rt *cluster,
 {
     *r = (struct tr_retry_state){.policy = policy, .cluster = cluster, .idempotent = idempotent};
     tr_timer_init(&r->timer, cb);
-    cluster->rq_active++;
+    cluster->state->rq_in_flight++;
 }
 
 void tr_retry_end(struct tr_retry_state *r, struct tr_loop *loop)
@@ -118,9 +118,9 @@ void tr_retry_end(struct tr_retry_state *r, struct tr_loop *loop)
     if (r->policy == NULL)
         return;
     tr_timer_cancel(loop, &r->timer);
-    r->cluster->rq_active--;
+    r->cluster->state->rq_in_flight--;
     if (r->budget)
-        r->cluster->retries_active--;
+        r->cluster->state->retries_in_flight--;
     r->budget = false;
     r->waiting = false;
     r->policy = NULL;
@@ -192,13 +192,13 @@ enum tr_retry_verdict tr_retry_decide(struct tr_retry_state *r, struct tr_worker
     if (!any_healthy(c, tr_loop_now_ms(w->loop)))
         return TR_RETRY_NO;
     if (!r->budget) {
-        if (!tr_retry_budget_allows(c->rq_active, c->retries_active, p->budget_percent,
-                                    p->budget_min_concurrency)) {
+        if (!tr_retry_budget_allows(c->state->rq_in_flight, c->state->retries_in_flight,
+                                    p->budget_percent, p->budget_min_concurrency)) {
             tr_metrics_count(w->metrics, TR_C_RETRY_BUDGET_EXHAUSTED, 1);
             return TR_RETRY_LIMIT;
         }
         r->budget = true;
-        c->retries_active++;
+        c->state->retries_in_flight++;
     }
     r->retries++;
     r->avoid = failed;

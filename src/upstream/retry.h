@@ -76,7 +76,7 @@ bool tr_retry_wants_body(const struct tr_retry_cfg *p, bool idempotent);
 
 struct tr_retry_state {
     const struct tr_retry_cfg *policy;  /* the route's; NULL: not begun */
-    struct tr_cluster_rt *cluster;      /* counted in its rq_active while begun */
+    struct tr_cluster_rt *cluster;      /* counted in its state's rq_in_flight while begun */
     struct tr_timer timer;              /* the backoff (waiting), else the try's per_try_timeout */
     const struct tr_endpoint_rt *avoid; /* the endpoint of the failed try, for the next pick */
     uint8_t retries;                    /* retries started */

@@ -166,7 +166,7 @@ def test_two_mirrors_and_percentages(checked, recorders):
     all_ = recorders()
     half = recorders()
     port = free_port()
-    p = checked(config(port, primary.port, [(all_.port, "100"), (half.port, 50)]))
+    p = checked(config(port, primary.port, [(all_.port, 100), (half.port, 50)]))
     n = 300
     args = ["curl", "-sS", "-w", "%{http_code}\\n"]
     for i in range(n):

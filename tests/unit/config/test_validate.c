@@ -53,6 +53,15 @@ static void set_addr(struct tr_cfg_addr *a, const char *ip, uint16_t port)
     }
 }
 
+/* Endpoints by name (a ServiceEntry with resolution DNS): host and port,
+ * addr unset. */
+static void set_host(struct tr_endpoint_cfg *e, const char *host, uint16_t port)
+{
+    memset(&e->addr, 0, sizeof(e->addr));
+    e->host = host;
+    e->port = port;
+}
+
 static void *alloc(struct tr_config *c, size_t n, size_t size)
 {
     void *p = tr_arena_calloc(c->arena, n, size);
@@ -168,6 +177,35 @@ static void test_model_ok(void **state)
         fprintf(stderr, "unexpected: %s\n", err);
     assert_int_equal(rc, 0);
     assert_int_equal(r->total_weight, 100);
+    tr_config_free(c);
+}
+
+/* A cluster of DNS names as a compiler builds it: validate fills in the
+ * address text (and name), counts the names and sets the refresh default. */
+static void test_model_dns_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_cluster_cfg *cl = &c->clusters[0];
+    set_host(&cl->endpoints[0], "reviews.example.com", 9080);
+    cl->dns.mode = TR_DNS_FIRST;
+    char *err = NULL;
+    int rc = tr_config_validate(c, &err);
+    if (rc != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cl->endpoints[0].addr.text, "reviews.example.com:9080");
+    assert_string_equal(cl->endpoints[0].name, "reviews.example.com:9080");
+    assert_int_equal(cl->endpoints[0].addr.len, 0);
+    assert_int_equal(cl->n_dns_endpoints, 1);
+    assert_int_equal(cl->dns.refresh_ms, 5000);
+    assert_int_equal(c->clusters[1].n_dns_endpoints, 0);
+    assert_int_equal(c->resolver.timeout_ms, 2000);
+    assert_int_equal(c->resolver.attempts, 3);
+    assert_int_equal(c->resolver.n_servers, 0);
+    /* Validating again changes nothing. */
+    assert_int_equal(tr_config_validate(c, &err), 0);
+    assert_int_equal(cl->n_dns_endpoints, 1);
     tr_config_free(c);
 }
 
@@ -445,8 +483,10 @@ static struct tr_mirror_cfg *mirror0(struct tr_config *c, const char *cluster)
     struct tr_route_cfg *r = ROUTE0(c);
     r->n_mirrors = 1;
     r->mirrors = alloc(c, 1, sizeof(*r->mirrors));
-    r->mirrors[0] = (struct tr_mirror_cfg){
-        .cluster_name = cluster, .loc = {.path = "spec.http[0].mirrors[0]", .origin = VS}};
+    r->mirrors[0] =
+        (struct tr_mirror_cfg){.cluster_name = cluster,
+                               .per_million = TR_PER_MILLION,
+                               .loc = {.path = "spec.http[0].mirrors[0]", .origin = VS}};
     return &r->mirrors[0];
 }
 static void mirror_unknown(struct tr_config *c)
@@ -460,7 +500,7 @@ static void mirror_to_http2(struct tr_config *c)
 }
 static void mirror_bad_percent(struct tr_config *c)
 {
-    mirror0(c, "reviews-v2")->percent = "50%";
+    mirror0(c, "reviews-v2")->per_million = 1000001;
 }
 static void header_match_empty_prefix(struct tr_config *c)
 {
@@ -492,6 +532,144 @@ static void dup_unlocated(struct tr_config *c)
     c->clusters[0].loc = (struct tr_cfg_loc){0};
     c->clusters[1].loc = (struct tr_cfg_loc){0};
     c->clusters[1].name = "reviews-v1";
+}
+
+/* ---- local route actions: redirect, fault, cors ---- */
+
+static struct tr_redirect_cfg *redirect_only(struct tr_config *c)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->n_clusters = 0;
+    r->clusters = NULL;
+    r->redirect = alloc(c, 1, sizeof(*r->redirect));
+    tr_cfg_redirect_defaults(r->redirect);
+    return r->redirect;
+}
+
+static void redirect_and_clusters(struct tr_config *c)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->redirect = alloc(c, 1, sizeof(*r->redirect));
+    tr_cfg_redirect_defaults(r->redirect);
+}
+
+static void redirect_code(struct tr_config *c)
+{
+    redirect_only(c)->code = 304;
+}
+
+static void redirect_prefix_exact(struct tr_config *c)
+{
+    redirect_only(c)->prefix = "/new/";
+    ROUTE0(c)->path_kind = TR_PATH_EXACT;
+    ROUTE0(c)->path = "/old";
+}
+
+static void redirect_rewrite(struct tr_config *c)
+{
+    redirect_only(c)->path = "/new";
+    ROUTE0(c)->host_rewrite = "other";
+}
+
+static void redirect_port_twice(struct tr_config *c)
+{
+    struct tr_redirect_cfg *rd = redirect_only(c);
+    rd->port = 8443;
+    rd->port_from = TR_REDIRECT_PORT_REQUEST;
+}
+
+static void redirect_host(struct tr_config *c)
+{
+    redirect_only(c)->host = "a.example:80";
+}
+
+static void fault_empty(struct tr_config *c)
+{
+    ROUTE0(c)->fault = alloc(c, 1, sizeof(struct tr_fault_cfg));
+}
+
+static void fault_grpc(struct tr_config *c)
+{
+    struct tr_fault_cfg *f = ROUTE0(c)->fault = alloc(c, 1, sizeof(*f));
+    f->abort = alloc(c, 1, sizeof(*f->abort));
+    *f->abort = (struct tr_fault_abort_cfg){.grpc = true, .grpc_status = 17, .per_million = 5};
+}
+
+static void fault_percent(struct tr_config *c)
+{
+    struct tr_fault_cfg *f = ROUTE0(c)->fault = alloc(c, 1, sizeof(*f));
+    f->delay = alloc(c, 1, sizeof(*f->delay));
+    *f->delay = (struct tr_fault_delay_cfg){.fixed_ms = 5, .per_million = TR_PER_MILLION + 1};
+}
+
+static struct tr_cors_cfg *cors_on(struct tr_config *c, const char *origin_regex)
+{
+    struct tr_cors_cfg *cors = ROUTE0(c)->cors = alloc(c, 1, sizeof(*cors));
+    tr_cfg_cors_defaults(cors);
+    if (origin_regex != NULL) {
+        cors->n_origins = 1;
+        cors->origins = alloc(c, 1, sizeof(*cors->origins));
+        cors->origins[0] =
+            (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_REGEX, .value = origin_regex};
+    }
+    return cors;
+}
+
+static void cors_on_redirect(struct tr_config *c)
+{
+    redirect_only(c)->path = "/new";
+    cors_on(c, ".*");
+}
+
+static void cors_bad_regex(struct tr_config *c)
+{
+    cors_on(c, "(x");
+}
+
+static void cors_no_origin(struct tr_config *c)
+{
+    cors_on(c, NULL);
+}
+
+static void cors_star_and_more(struct tr_config *c)
+{
+    static const char *methods[] = {"GET", "*"};
+    struct tr_cors_cfg *cors = cors_on(c, ".*");
+    cors->allow_methods = methods;
+    cors->n_allow_methods = 2;
+}
+
+static void host_and_addr(struct tr_config *c)
+{
+    c->clusters[0].endpoints[0].host = "reviews.example.com";
+    c->clusters[0].endpoints[0].port = 9080;
+}
+static void upper_host(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "Reviews.example.com", 9080);
+}
+static void bad_host(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews..example.com", 9080);
+}
+static void host_port0(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews.example.com", 0);
+}
+static void dns_without_names(struct tr_config *c)
+{
+    c->clusters[0].dns.mode = TR_DNS_FIRST;
+}
+static void dns_refresh_range(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews.example.com", 9080);
+    c->clusters[0].dns.refresh_ms = 10;
+}
+static void bad_dns_server(struct tr_config *c)
+{
+    static const char *servers[] = {"dns.example:53"};
+    c->resolver.servers = servers;
+    c->resolver.n_servers = 1;
 }
 
 #define Y_CTX "tls:\n- {name: workload, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
@@ -601,15 +779,17 @@ static const struct vcase cases[] = {
      "\"outbound\""},
     {"clusters and direct_response", direct_and_clusters,
      "VirtualService default/reviews: spec.http[0].direct_response: conflicts with "
-     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response",
+     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response, "
+     "redirect",
      Y_BASE("{cluster: reviews-v1, direct_response: {status: 503}}", ", route_table: outbound-80"),
      "t.yaml:11:29: " R ".direct_response: conflicts with cluster; set exactly one of cluster, "
-     "weighted_clusters, direct_response"},
+     "weighted_clusters, direct_response, redirect"},
     {"a route needs an action", no_action,
      "VirtualService default/reviews: spec.http[0]: one of cluster, weighted_clusters, "
-     "direct_response is required",
+     "direct_response, redirect is required",
      Y_BASE("{name: x}", ", route_table: outbound-80"),
-     "t.yaml:11:7: " R ": one of cluster, weighted_clusters, direct_response is required"},
+     "t.yaml:11:7: " R
+     ": one of cluster, weighted_clusters, direct_response, redirect is required"},
     {"domains unique per table", dup_domain,
      "VirtualService default/ratings: spec.hosts.domains[1]: duplicate domain \"reviews\" (first "
      "defined by VirtualService default/reviews)",
@@ -692,13 +872,13 @@ static const struct vcase cases[] = {
      NULL, NULL},
     {"enums", bad_enum,
      "DestinationRule default/reviews: spec.subsets[0].lb: expected one of round_robin, "
-     "least_request, random, got value 7",
+     "least_request, random, ring_hash, maglev, got value 7",
      Y_CTX "clusters:\n- {name: reviews-v1, lb: fastest, endpoints: [{address: "
            "'10.0.0.1:9080'}]}\n"
            "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
                Y_LISTENER(", route_table: outbound-80"),
-     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, got "
-     "\"fastest\""},
+     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, "
+     "ring_hash, maglev, got \"fastest\""},
     {"names", bad_name,
      "Sidecar default/default: spec.egress[0].name: invalid name \"out bound\": whitespace and "
      "control characters are not allowed",
@@ -706,6 +886,119 @@ static const struct vcase cases[] = {
                                        "127.0.0.1:15001, route_table: outbound-80}\n",
      "t.yaml:13:10: listeners[0].name: invalid name \"out bound\": whitespace and control "
      "characters are not allowed"},
+    /* Local route actions. */
+    {"redirect and clusters", redirect_and_clusters,
+     "VirtualService default/reviews: spec.http[0].redirect: conflicts with weighted_clusters; "
+     "set exactly one of cluster, weighted_clusters, direct_response, redirect",
+     Y_BASE("{cluster: reviews-v1, redirect: {path: /x}}", ", route_table: outbound-80"),
+     "t.yaml:11:29: " R ".redirect: conflicts with cluster; set exactly one of cluster, "
+     "weighted_clusters, direct_response, redirect"},
+    {"redirect codes", redirect_code,
+     "VirtualService default/reviews: spec.http[0].redirect.code: expected one of 301, 302, 303, "
+     "307, 308, got 304",
+     Y_BASE("{redirect: {code: 304}}", ", route_table: outbound-80"),
+     "t.yaml:11:25: " R ".redirect.code: expected one of 301, 302, 303, 307, 308, got 304"},
+    {"redirect prefix needs a prefix route", redirect_prefix_exact,
+     "VirtualService default/reviews: spec.http[0].redirect.prefix: needs a prefix path match (it "
+     "replaces the matched prefix); use path to replace the whole path",
+     Y_BASE("{match: {path: {exact: /old}}, redirect: {prefix: /new/}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:49: " R ".redirect.prefix: needs a prefix path match (it replaces the matched "
+     "prefix); use path to replace the whole path"},
+    {"redirect and rewrite", redirect_rewrite,
+     "VirtualService default/reviews: spec.http[0].rewrite: cannot be combined with redirect (set "
+     "redirect.path, prefix or host)",
+     Y_BASE("{redirect: {path: /new}, rewrite: {host: other}}", ", route_table: outbound-80"),
+     "t.yaml:11:32: " R ".rewrite: cannot be combined with redirect (set redirect.path, prefix or "
+     "host)"},
+    {"redirect port twice", redirect_port_twice,
+     "VirtualService default/reviews: spec.http[0].redirect.port_from: conflicts with port; set "
+     "exactly one of port, port_from",
+     Y_BASE("{redirect: {port: 8443, port_from: request}}", ", route_table: outbound-80"),
+     "t.yaml:11:31: " R ".redirect.port_from: conflicts with port; set exactly one of port, "
+     "port_from"},
+    {"redirect host", redirect_host,
+     "VirtualService default/reviews: spec.http[0].redirect.host: expected a host without a port "
+     "(set port), got \"a.example:80\"",
+     Y_BASE("{redirect: {host: 'a.example:80'}}", ", route_table: outbound-80"),
+     "t.yaml:11:25: " R ".redirect.host: expected a host without a port (set port), got "
+     "\"a.example:80\""},
+    {"fault needs delay or abort", fault_empty,
+     "VirtualService default/reviews: spec.http[0].fault: one of delay, abort is required",
+     Y_BASE("{cluster: reviews-v1, fault: {}}", ", route_table: outbound-80"),
+     "t.yaml:11:36: " R ".fault: one of delay, abort is required"},
+    {"fault gRPC status", fault_grpc,
+     "VirtualService default/reviews: spec.http[0].fault.abort.grpc_status: must be between 0 and "
+     "16, got 17",
+     Y_BASE("{cluster: reviews-v1, fault: {abort: {grpc_status: 17, percent: 0.0005}}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:58: " R ".fault.abort.grpc_status: must be between 0 and 16, got 17"},
+    {"fault percent", fault_percent,
+     "VirtualService default/reviews: spec.http[0].fault.delay.percent: must be between 0 and 100 "
+     "percent, got 1000001 per million",
+     Y_BASE("{cluster: reviews-v1, fault: {delay: {fixed: 5ms, percent: 100.0001}}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:66: " R ".fault.delay.percent: expected a percentage from 0 to 100 with at most "
+     "4 decimals (the resolution is 0.0001%), got \"100.0001\""},
+    {"cors on a redirect", cors_on_redirect,
+     "VirtualService default/reviews: spec.http[0].cors: does not apply to a redirect route: its "
+     "answer is the proxy's own",
+     Y_BASE("{redirect: {path: /new}, cors: {allow_origins: [{regex: '.*'}]}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:32: " R ".cors: does not apply to a redirect route: its answer is the proxy's "
+     "own"},
+    {"cors origin regex", cors_bad_regex,
+     "VirtualService default/reviews: spec.http[0].cors.allow_origins[0].regex: invalid regex at "
+     "offset 2: missing closing parenthesis",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_origins: [{regex: '(x'}]}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:60: " R ".cors.allow_origins[0].regex: invalid regex at offset 2: missing "
+     "closing parenthesis"},
+    {"cors origins required", cors_no_origin,
+     "VirtualService default/reviews: spec.http[0].cors.allow_origins: must have at least 1 entry",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_methods: [GET]}}", ", route_table: outbound-80"),
+     "t.yaml:11:35: " R ".cors.allow_origins: missing required field"},
+    {"cors star alone", cors_star_and_more,
+     "VirtualService default/reviews: spec.http[0].cors.allow_methods[1]: \"*\" must be the only "
+     "entry of allow_methods",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_origins: [{regex: '.*'}], allow_methods: [GET, "
+            "'*']}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:89: " R ".cors.allow_methods[1]: \"*\" must be the only entry of allow_methods"},
+    {"endpoint with an address and a host", host_and_addr,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: both an IP "
+     "address and a host name; an endpoint has one or the other",
+     NULL, NULL},
+    {"host names are lower case", upper_host,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: host name "
+     "\"Reviews.example.com\" must be lower case",
+     NULL, NULL},
+    {"host names are RFC 1123", bad_host,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: invalid DNS name "
+     "\"reviews..example.com\": labels are 1 to 63 letters, digits or '-', not starting or "
+     "ending with '-'",
+     NULL, NULL},
+    {"host port", host_port0,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: port must be "
+     "between 1 and 65535, got 0",
+     NULL, NULL},
+    {"dns settings need names", dns_without_names,
+     "DestinationRule default/reviews: spec.subsets[0].dns: DNS settings on a cluster whose "
+     "endpoints are all IP addresses would be ignored; remove them",
+     Y_CTX "clusters:\n- {name: reviews-v1, dns: {mode: first}, endpoints: [{address: "
+           "'10.0.0.1:9080'}]}\n"
+           "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
+               Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:4:22: clusters[0].dns: DNS settings on a cluster whose endpoints are all IP "
+     "addresses would be ignored; remove them"},
+    {"dns refresh range", dns_refresh_range,
+     "DestinationRule default/reviews: spec.subsets[0].dns.refresh: must be between 1000ms and "
+     "86400000ms, got 10ms",
+     NULL, NULL},
+    {"resolver servers", bad_dns_server,
+     "mesh: resolver.servers[0]: expected an IP address, got \"dns.example\" (hostnames are "
+     "not resolved)",
+     NULL, NULL},
     {"header edit names", edit_hop_by_hop,
      "VirtualService default/reviews: spec.http[0].request_headers.remove[1]: \"connection\" is a "
      "hop-by-hop header: it belongs to one connection and cannot be edited",
@@ -783,8 +1076,8 @@ static const struct vcase cases[] = {
      "protocol http1 or original",
      NULL, NULL},
     {"mirror percentage", mirror_bad_percent,
-     "VirtualService default/reviews: spec.http[0].mirrors[0].percent: expected a percentage from "
-     "0 to 100 with at most 4 decimals, got \"50%\"",
+     "VirtualService default/reviews: spec.http[0].mirrors[0].percent: must be between 0 and 100 "
+     "percent, got 1000001 per million",
      NULL, NULL},
     {"objects without a location", dup_unlocated,
      "mesh: clusters[1].name: duplicate cluster name \"reviews-v1\" (first defined at "
@@ -841,7 +1134,7 @@ static void test_retries_and_mirrors_ok(void **state)
     r->retries.n_retry_on = 2;
     r->retries.status_codes = strs(c, "599", "200");
     r->retries.n_status_codes = 2;
-    mirror0(c, "reviews-v2")->percent = "0.0001";
+    mirror0(c, "reviews-v2")->per_million = 1;
     for (int pass = 0; pass < 2; pass++) {
         char *err = NULL;
         int rc = tr_config_validate(c, &err);
@@ -1018,6 +1311,172 @@ static void test_origin_format(void **state)
     free(err);
 }
 
+/* ---- outlier detection, consistent hashing, circuit breakers ---- */
+
+/* A compiler's DestinationRule with consistentHash, outlierDetection and
+ * connectionPool settings: valid, and validate derives the hash source. */
+static void test_cluster_policies_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_cluster_cfg *cl = &c->clusters[0];
+    cl->lb = TR_LB_MAGLEV;
+    cl->hash.query_param = "user";
+    cl->hash.maglev_table_size = 5000011; /* the largest prime Maglev takes */
+    cl->outlier.enabled = true;
+    cl->outlier.consecutive_gateway = 2;
+    cl->breakers.max_requests = 10;
+    cl->max_requests_per_connection = 1;
+    c->clusters[1].lb = TR_LB_RING_HASH; /* no key: every request hashes at random */
+    char *err = NULL;
+    if (tr_config_validate(c, &err) != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_null(err);
+    assert_int_equal(cl->hash.source, TR_HASH_QUERY_PARAM);
+    assert_int_equal(c->clusters[1].hash.source, TR_HASH_NONE);
+    /* A validated model validates again. */
+    assert_int_equal(tr_config_validate(c, NULL), 0);
+    tr_config_free(c);
+}
+
+static void test_cluster_policies_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        int what;
+        const char *want;
+    } policy_cases[] = {
+        {0, "spec.subsets[0].hash_policy: set exactly one of header, cookie, source_ip, "
+            "query_param"},
+        {1, "spec.subsets[0].hash_policy: only used with lb: ring_hash or maglev; with this lb it "
+            "would be ignored"},
+        {2, "spec.subsets[0].maglev.table_size: must be a prime number (Maglev's permutations "
+            "need it), got 65536"},
+        {3, "spec.subsets[0].hash_policy.cookie.ttl: only used for a cookie the proxy generates, "
+            "which generate: false turns off"},
+        {4, "spec.subsets[0].hash_policy.cookie.name: missing required field"},
+        {5, "spec.subsets[0].hash_policy.cookie.path: byte 0x3b is not allowed in a cookie path"},
+        {6, "spec.subsets[0].outlier_detection.enabled: false, so the other outlier_detection "
+            "settings would be ignored"},
+        {7, "spec.subsets[0].outlier_detection.max_ejection_percent: must be between 0 and 100, "
+            "got 200"},
+        {8, "spec.subsets[0].ring_hash: only used with lb: ring_hash; with this lb it would be "
+            "ignored"},
+        {9, "spec.subsets[0].outlier_detection.consecutive_local_origin_failures: only used with "
+            "split_external_local_origin_errors: true (otherwise local failures count as 503 and "
+            "504 responses)"},
+    };
+    size_t failed = 0;
+    for (size_t i = 0; i < sizeof(policy_cases) / sizeof(policy_cases[0]); i++) {
+        struct tr_config *c = model();
+        struct tr_cluster_cfg *cl = &c->clusters[0];
+        cl->lb = TR_LB_RING_HASH;
+        switch (policy_cases[i].what) {
+        case 0:
+            cl->hash.header = "x-user";
+            cl->hash.source_ip = true;
+            break;
+        case 1:
+            cl->lb = TR_LB_LEAST_REQUEST;
+            cl->hash.header = "x-user";
+            break;
+        case 2:
+            cl->lb = TR_LB_MAGLEV;
+            cl->hash.maglev_table_size = 65536;
+            break;
+        case 3:
+            cl->hash.cookie = "s";
+            cl->hash.cookie_ttl_ms = 1000;
+            break;
+        case 4:
+            cl->hash.cookie_generate = true;
+            break;
+        case 5:
+            cl->hash.cookie = "s";
+            cl->hash.cookie_generate = true;
+            cl->hash.cookie_path = "/a;Domain=evil";
+            break;
+        case 6:
+            cl->outlier.interval_ms = 1000;
+            break;
+        case 7:
+            cl->outlier.enabled = true;
+            cl->outlier.max_ejection_percent = 200;
+            break;
+        case 8:
+            cl->lb = TR_LB_MAGLEV;
+            cl->hash.ring_min_size = 64;
+            break;
+        case 9:
+            cl->outlier.enabled = true;
+            cl->outlier.consecutive_local = 1;
+            break;
+        }
+        char *err = NULL, want[512];
+        snprintf(want, sizeof(want), "DestinationRule default/reviews: %s", policy_cases[i].want);
+        if (tr_config_validate(c, &err) != -1 || err == NULL || strcmp(err, want) != 0) {
+            fprintf(stderr, "case %zu:\n  want: %s\n  got:  %s\n", i, want,
+                    err != NULL ? err : "(valid)");
+            failed++;
+        }
+        free(err);
+        tr_config_free(c);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* A compiler's model with every local route action: valid, and valid again
+ * (CORS indexes are counted afresh, not added up). */
+static void test_local_actions_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_vhost_cfg *vh = &c->route_tables[0].vhosts[0];
+    struct tr_route_cfg *routes = alloc(c, 3, sizeof(*routes));
+    routes[0] = vh->routes[0];
+    vh->routes = routes;
+    vh->n_routes = 3;
+    /* A redirect, a faulty split with CORS, another CORS route. */
+    tr_cfg_route_defaults(&routes[1]);
+    tr_cfg_route_defaults(&routes[2]);
+    routes[1] = routes[0];
+    routes[2].clusters = routes[0].clusters;
+    routes[2].n_clusters = 1;
+    struct tr_redirect_cfg *rd = alloc(c, 1, sizeof(*rd));
+    tr_cfg_redirect_defaults(rd);
+    rd->scheme = "https";
+    rd->port_from = TR_REDIRECT_PORT_PROTOCOL_DEFAULT;
+    routes[0].redirect = rd;
+    routes[0].n_clusters = 0;
+    routes[0].clusters = NULL;
+    routes[0].path = "/old";
+    struct tr_fault_cfg *f = alloc(c, 1, sizeof(*f));
+    f->abort = alloc(c, 1, sizeof(*f->abort));
+    *f->abort = (struct tr_fault_abort_cfg){.status = 503, .per_million = 500000};
+    routes[1].fault = f;
+    for (size_t i = 1; i < 3; i++) {
+        struct tr_cors_cfg *cors = alloc(c, 1, sizeof(*cors));
+        tr_cfg_cors_defaults(cors);
+        cors->n_origins = 1;
+        cors->origins = alloc(c, 1, sizeof(*cors->origins));
+        cors->origins[0] = (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_EXACT, .value = "*"};
+        routes[i].cors = cors;
+    }
+    for (int round = 0; round < 2; round++) {
+        char *err = NULL;
+        int rc = tr_config_validate(c, &err);
+        if (rc != 0)
+            fprintf(stderr, "unexpected: %s\n", err);
+        assert_int_equal(rc, 0);
+        assert_int_equal(c->n_cors, 2);
+        assert_int_equal(routes[1].cors->index, 0);
+        assert_int_equal(routes[2].cors->index, 1);
+        assert_int_equal(routes[0].redirect->code, 301); /* the default */
+        assert_string_equal(routes[2].name, "route-2");
+    }
+    tr_config_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1026,7 +1485,11 @@ int main(void)
         cmocka_unit_test(test_yaml_twin),
         cmocka_unit_test(test_regex_rewrite_ok),
         cmocka_unit_test(test_origin_format),
+        cmocka_unit_test(test_local_actions_ok),
         cmocka_unit_test(test_header_edit_programs),
+        cmocka_unit_test(test_model_dns_ok),
+        cmocka_unit_test(test_cluster_policies_ok),
+        cmocka_unit_test(test_cluster_policies_refused),
         cmocka_unit_test(test_retries_and_mirrors_ok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -209,6 +209,7 @@ struct fixture {
     struct tr_endpoint_rt ep[2];
     struct tr_endpoint_rt *eps[2];
     struct tr_cluster_rt c;
+    struct tr_cluster_state state;
     struct tr_retry_cfg p;
     int fired;
 };
@@ -230,6 +231,7 @@ static int setup(void **state)
     f->eps[0] = &f->ep[0];
     f->eps[1] = &f->ep[1];
     f->c.eps = f->eps;
+    f->c.state = &f->state;
     f->c.n_eps = 2;
     const int codes[] = {503};
     f->p =
@@ -268,7 +270,7 @@ static void test_decide_attempts_and_timer(void **state)
     uint64_t before = counter(RETRIED_STATUS);
     f->p.attempts = 2;
     tr_retry_begin(&r, &f->c, &f->p, true, on_timer);
-    assert_int_equal(f->c.rq_active, 1);
+    assert_int_equal(f->state.rq_in_flight, 1);
     /* Not a condition of the policy: answered as is. */
     assert_int_equal(tr_retry_decide(&r, &f->w, TR_RETRY_EV_STATUS, 404, -1, true, NULL),
                      TR_RETRY_NO);
@@ -278,7 +280,7 @@ static void test_decide_attempts_and_timer(void **state)
     assert_true(r.waiting);
     assert_true(tr_timer_armed(&r.timer));
     assert_ptr_equal(r.avoid, &f->ep[0]);
-    assert_int_equal(f->c.retries_active, 1);
+    assert_int_equal(f->state.retries_in_flight, 1);
     assert_true(r.timer.deadline_ms <= tr_loop_now_ms(f->w.loop) + 25);
     assert_true(tr_retry_backoff_over(&r));
     assert_false(r.waiting);
@@ -289,7 +291,7 @@ static void test_decide_attempts_and_timer(void **state)
     /* The second retry holds the same budget slot. */
     assert_int_equal(tr_retry_decide(&r, &f->w, TR_RETRY_EV_RESET, 0, -1, true, &f->ep[1]),
                      TR_RETRY_SCHEDULED);
-    assert_int_equal(f->c.retries_active, 1);
+    assert_int_equal(f->state.retries_in_flight, 1);
     assert_int_equal(r.retries, 2);
     assert_true(tr_retry_backoff_over(&r));
     /* Attempts are used up: URX. */
@@ -297,11 +299,11 @@ static void test_decide_attempts_and_timer(void **state)
                      TR_RETRY_LIMIT);
     assert_int_equal(counter(RETRIED_STATUS), before + 1);
     tr_retry_end(&r, f->w.loop);
-    assert_int_equal(f->c.rq_active, 0);
-    assert_int_equal(f->c.retries_active, 0);
+    assert_int_equal(f->state.rq_in_flight, 0);
+    assert_int_equal(f->state.retries_in_flight, 0);
     assert_false(tr_timer_armed(&r.timer));
     tr_retry_end(&r, f->w.loop); /* idempotent */
-    assert_int_equal(f->c.rq_active, 0);
+    assert_int_equal(f->state.rq_in_flight, 0);
 }
 
 static void test_decide_per_try_timeout(void **state)
@@ -369,8 +371,8 @@ static void test_decide_what_may_go_again(void **state)
     assert_int_equal(tr_retry_decide(&none, &f->w, TR_RETRY_EV_CONNECT_FAILURE, 0, -1, true, NULL),
                      TR_RETRY_NO);
     tr_retry_end(&none, f->w.loop);
-    assert_int_equal(f->c.rq_active, 0);
-    assert_int_equal(f->c.retries_active, 0);
+    assert_int_equal(f->state.rq_in_flight, 0);
+    assert_int_equal(f->state.retries_in_flight, 0);
 }
 
 /* Ten requests in flight, 20% with at least 1: two retries at once; the
@@ -392,7 +394,7 @@ static void test_decide_budget(void **state)
     assert_int_equal(tr_retry_decide(&r[2], &f->w, TR_RETRY_EV_STATUS, 500, -1, true, NULL),
                      TR_RETRY_LIMIT);
     assert_int_equal(counter(EXHAUSTED), before + 1);
-    assert_int_equal(f->c.retries_active, 2);
+    assert_int_equal(f->state.retries_in_flight, 2);
     /* A request holding a slot may retry again. */
     assert_int_equal(tr_retry_decide(&r[0], &f->w, TR_RETRY_EV_STATUS, 500, -1, true, NULL),
                      TR_RETRY_SCHEDULED);
@@ -407,8 +409,8 @@ static void test_decide_budget(void **state)
     assert_int_equal(counter(EXHAUSTED), before + 2);
     for (int i = 0; i < 10; i++)
         tr_retry_end(&r[i], f->w.loop);
-    assert_int_equal(f->c.rq_active, 0);
-    assert_int_equal(f->c.retries_active, 0);
+    assert_int_equal(f->state.rq_in_flight, 0);
+    assert_int_equal(f->state.retries_in_flight, 0);
 }
 
 int main(void)
