@@ -182,7 +182,9 @@ static void dump_route(struct tr_fmt *w, const struct tr_config *cfg, const stru
     for (size_t i = 0; i < r->n_mirrors; i++) {
         tr_fmt_bytes(w, i ? ",{\"cluster\":" : "{\"cluster\":", i ? 12 : 11);
         tr_fmt_json_cstr(w, cfg->clusters[r->mirrors[i].cluster].name);
-        tr_fmt_printf(w, ",\"per_million\":%u}", r->mirrors[i].per_million);
+        tr_fmt_cstr(w, ",\"percent\":");
+        json_percent(w, r->mirrors[i].per_million);
+        tr_fmt_bytes(w, "}", 1);
     }
     tr_fmt_bytes(w, "]", 1);
     tr_fmt_bytes(w, "}", 1);

@@ -7,6 +7,7 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/fields.h"
+#include "filter/route_action.h"
 #include "obs/metrics.h"
 #include "runtime/worker.h"
 #include "upstream/h1_body.h"
@@ -103,7 +104,7 @@ static struct tr_mirror *mirror_new(struct tr_worker *w, struct tr_wsnap *ws,
 /* Is this mirror picked for one request (its percentage)? */
 static bool picked(struct tr_worker *w, const struct tr_mirror_cfg *mc)
 {
-    return mc->per_million >= 1000000 || tr_worker_rand(w) % 1000000u < mc->per_million;
+    return mc->per_million >= TR_PER_MILLION || tr_share_hit(mc->per_million, tr_worker_rand(w));
 }
 
 void tr_mirrors_start_h1(struct tr_mirror **list, struct tr_worker *w, struct tr_wsnap *ws,
