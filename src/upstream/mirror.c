@@ -30,7 +30,8 @@ struct tr_mirror {
     struct tr_h1_client uc;
     struct tr_buf *in; /* response bytes */
     struct tr_timer timer;
-    struct tr_deferred later; /* the start after the launch's batch, or the free */
+    struct tr_deferred later;      /* the start after the launch's batch, or more work */
+    struct tr_deferred free_later; /* after the batch it ended in */
 };
 
 static void mirror_on_ready(void *owner, struct tr_upstream *up, int err, const char *reason);
@@ -43,7 +44,7 @@ static const struct tr_upstream_owner_ops mirror_up_ops = {
 
 static void mirror_free_now(struct tr_deferred *d)
 {
-    struct tr_mirror *m = tr_container_of(d, struct tr_mirror, later);
+    struct tr_mirror *m = tr_container_of(d, struct tr_mirror, free_later);
     m->w->n_mirrors--;
     tr_wsnap_release(m->ws);
     free(m);
@@ -73,7 +74,7 @@ static void mirror_end(struct tr_mirror *m, enum tr_mirror_result result, bool r
             m->next->prev = m->prev;
     }
     m->next = m->prev = NULL;
-    tr_loop_defer(w->loop, &m->later, mirror_free_now);
+    tr_loop_defer(w->loop, &m->free_later, mirror_free_now);
 }
 
 static struct tr_mirror *mirror_new(struct tr_worker *w, struct tr_wsnap *ws,
