@@ -69,14 +69,14 @@ static void test_http_series_summed_across_workers(void **state)
 static void test_retry_and_mirror_counters(void **state)
 {
     (void)state;
-    struct tr_metrics *w4 = tr_metrics_new(4), *w5 = tr_metrics_new(5);
-    tr_metrics_retry(w4, TR_RETRY_REASON_STATUS);
-    tr_metrics_retry(w5, TR_RETRY_REASON_STATUS);
-    tr_metrics_retry(w5, TR_RETRY_REASON_GRPC_STATUS);
-    tr_metrics_count(w4, TR_C_RETRY_BUDGET_EXHAUSTED, 1);
-    tr_metrics_mirror(w4, TR_MIRROR_COMPLETED);
-    tr_metrics_mirror(w5, TR_MIRROR_BODY_TOO_LARGE);
-    tr_metrics_mirror(w5, TR_MIRROR_BODY_TOO_LARGE);
+    struct tr_metrics *w6 = tr_metrics_new(6), *w7 = tr_metrics_new(7);
+    tr_metrics_retry(w6, TR_RETRY_REASON_STATUS);
+    tr_metrics_retry(w7, TR_RETRY_REASON_STATUS);
+    tr_metrics_retry(w7, TR_RETRY_REASON_GRPC_STATUS);
+    tr_metrics_count(w6, TR_C_RETRY_BUDGET_EXHAUSTED, 1);
+    tr_metrics_mirror(w6, TR_MIRROR_COMPLETED);
+    tr_metrics_mirror(w7, TR_MIRROR_BODY_TOO_LARGE);
+    tr_metrics_mirror(w7, TR_MIRROR_BODY_TOO_LARGE);
     size_t len;
     char *text = tr_metrics_render(&len);
     assert_non_null(text);

@@ -224,7 +224,11 @@ static int setup(void **state)
     struct fixture *f = calloc(1, sizeof(*f));
     assert_non_null(f);
     f->w.loop = tr_loop_new();
-    f->w.metrics = tr_metrics_new(7);
+    /* One table for the process: it stays registered for rendering. */
+    static struct tr_metrics *metrics;
+    if (metrics == NULL)
+        metrics = tr_metrics_new(7);
+    f->w.metrics = metrics;
     f->w.rng = 42;
     assert_non_null(f->w.loop);
     assert_non_null(f->w.metrics);
