@@ -1046,6 +1046,19 @@ static void test_scalars(void **state)
     assert_string_equal(c->route_tables[0].vhosts[0].routes[0].direct_body, "ok\r\n\tdone\n");
     assert_int_equal(c->n_clusters, 0);
     tr_config_free(c);
+    /* An empty exact header value means "present and empty" (the other
+     * header match kinds must not be empty; validate checks the value once,
+     * not once per key that may hold it). */
+    n = snprintf(buf, sizeof(buf),
+                 ROUTE_HEAD
+                 "    - {match: {headers: [{name: x, exact: ''}]}, cluster: c}\n" ROUTE_TAIL);
+    c = load_ok(buf, (size_t)n, "t.yaml");
+    assert_string_equal(c->route_tables[0].vhosts[0].routes[0].headers[0].value, "");
+    tr_config_free(c);
+    n = snprintf(buf, sizeof(buf),
+                 ROUTE_HEAD
+                 "    - {match: {headers: [{name: x, suffix: ''}]}, cluster: c}\n" ROUTE_TAIL);
+    expect_err(buf, (size_t)n, "t.yaml:6:44: " R ".match.headers[0].suffix: ", "must not be empty");
     /* A NULL name is allowed. */
     assert_null(tr_config_load_buffer("x: 1", 4, NULL, &err));
     assert_true(strncmp(err, "<config>:1:1: x: unknown field", 30) == 0);
