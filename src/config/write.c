@@ -16,7 +16,9 @@
  *   - names validate gives unnamed routes and virtual hosts (route-N,
  *     vhost-N), left out; endpoints are named by their address, which the
  *     model must agree with;
- *   - HTTP settings on a tcp listener, which the loader refuses: an error.
+ *   - HTTP settings on a tcp listener, which the loader refuses: an error;
+ *   - an object's origin, written when it has one (else its loc.path is
+ *     where a file put it).
  * Before writing, check_tables() refuses a table the writer would get
  * wrong: a custom field or two keys sharing a model field it does not know.
  * A schema change that needs a new entry here fails every write (and the
@@ -334,10 +336,23 @@ static bool has_origin(const struct tr_cfg_loc *loc)
     return loc->origin.kind != NULL || loc->origin.name != NULL;
 }
 
-/* The short form `cluster: NAME` says exactly what r holds. */
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The short form `cluster: NAME` says exactly what r holds: one cluster of
+ * weight 1 whose source is the route's (the loader gives it the route's
+ * location). */
 static bool route_short_cluster(const struct tr_route_cfg *r)
 {
-    return r->n_clusters == 1 && r->clusters[0].weight == 1 && !has_origin(&r->clusters[0].loc);
+    if (r->n_clusters != 1 || r->clusters[0].weight != 1)
+        return false;
+    const struct tr_cfg_loc *a = &r->clusters[0].loc, *b = &r->loc;
+    if (!has_origin(a) || !has_origin(b))
+        return !has_origin(a) && !has_origin(b);
+    return same_str(a->origin.kind, b->origin.kind) && same_str(a->origin.ns, b->origin.ns) &&
+           same_str(a->origin.name, b->origin.name) && same_str(a->path, b->path);
 }
 
 static bool section_written(struct wr *w, const struct cfg_section *sec, const void *obj,
@@ -417,6 +432,8 @@ static bool field_written(struct wr *w, const struct cfg_section *sec, size_t i,
         snprintf(gen, sizeof(gen), "%s-%zu", fd == w->route_name ? "route" : "vhost", idx);
         return name != NULL && strcmp(name, gen) != 0;
     }
+    if (fd->kind == CK_SECTION && fd->sub == &cfg_origin_section)
+        return has_origin(at(obj, fd->off)); /* without one, loc.path is the file's */
     if (fd == w->route_cluster)
         return route_short_cluster(obj);
     if (fd == w->route_weighted)

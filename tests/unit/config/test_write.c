@@ -613,8 +613,7 @@ static const char *const hostile_text[] = {"\"quoted\"",
                                            "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",
                                            "\xc2\x85nel",
                                            "line\xe2\x80\xa8sep",
-                                           "\xef\xbb\xbf"
-                                           "bom",
+                                           "\357\273\277bom",
                                            "\xc2\xa0nbsp",
                                            "\xef\xbf\xbd",
                                            "<<",
@@ -786,6 +785,98 @@ static void test_addresses(void **state)
     tr_config_free(c);
 }
 
+/* A compiled model's sources are written (origin) and read back: every
+ * object keeps naming its resource and field. */
+static void test_origin(void **state)
+{
+    (void)state;
+    struct tr_config *c = model(3, 2);
+    static const struct tr_cfg_origin vs = {"VirtualService", "default", "reviews"};
+    static const struct tr_cfg_origin dr = {"DestinationRule", "default", "reviews"};
+    static const struct tr_cfg_origin se = {"ServiceEntry", NULL, "external"}; /* no namespace */
+    c->listeners[0].loc = (struct tr_cfg_loc){.origin = {"Sidecar", "default", "default"}};
+    c->route_tables[0].loc = (struct tr_cfg_loc){.path = "spec", .origin = vs};
+    struct tr_vhost_cfg *vh = &c->route_tables[0].vhosts[0];
+    vh->loc = (struct tr_cfg_loc){.path = "spec.hosts", .origin = vs};
+    /* Route 0: its one cluster has the route's source: `cluster:` says it. */
+    vh->routes[0].loc = (struct tr_cfg_loc){.path = "spec.http[0]", .origin = vs};
+    vh->routes[0].clusters[0].loc = vh->routes[0].loc;
+    /* Route 1: a destination of its own. */
+    vh->routes[1].loc = (struct tr_cfg_loc){.path = "spec.http[1]", .origin = vs};
+    vh->routes[1].clusters[0].loc =
+        (struct tr_cfg_loc){.path = "spec.http[1].route[0]", .origin = vs};
+    vh->routes[1].n_headers = 1;
+    vh->routes[1].headers = alloc(c, 1, sizeof(*vh->routes[1].headers));
+    vh->routes[1].headers[0] = (struct tr_header_match_cfg){
+        .name = "end-user",
+        .value = "jason",
+        .loc = {.path = "spec.http[1].match[0].headers.end-user", .origin = vs}};
+    /* Route 2: a route with a source, its cluster without one. */
+    vh->routes[2].loc = (struct tr_cfg_loc){.path = "spec.http[2]", .origin = vs};
+    for (size_t i = 0; i < 2; i++) {
+        c->clusters[i].loc = (struct tr_cfg_loc){.path = i == 0 ? "spec.subsets[0]" : NULL,
+                                                 .origin = i == 0 ? dr : se};
+        c->clusters[i].endpoints[0].loc =
+            (struct tr_cfg_loc){.path = "spec.endpoints[0]", .origin = se};
+    }
+    c->listeners[0].authz.n_rules = 1;
+    c->listeners[0].authz.rules = alloc(c, 1, sizeof(*c->listeners[0].authz.rules));
+    c->listeners[0].authz.rules[0] = (struct tr_authz_rule_cfg){
+        .action = TR_AUTHZ_DENY,
+        .loc = {.path = "spec.rules[0]", .origin = {"AuthorizationPolicy", "default", "deny"}}};
+    validate_ok(c);
+    size_t len;
+    char *yaml = write_ok(c, TR_CONFIG_YAML, &len);
+    static const char *const want[] = {
+        "  - name: in\n"
+        "    address: \"127.0.0.1:15006\"\n"
+        "    route_table: rt\n"
+        "    authorization:\n"
+        "      rules:\n"
+        "        - action: DENY\n"
+        "          origin:\n"
+        "            kind: AuthorizationPolicy\n"
+        "            namespace: default\n"
+        "            name: deny\n"
+        "            path: \"spec.rules[0]\"\n"
+        "    origin:\n"
+        "      kind: Sidecar\n"
+        "      namespace: default\n"
+        "      name: default\n",
+        "          - cluster: c0\n"
+        "            origin:\n"
+        "              kind: VirtualService\n"
+        "              namespace: default\n"
+        "              name: reviews\n"
+        "              path: \"spec.http[0]\"\n",
+        "            weighted_clusters:\n"
+        "              - cluster: c0\n"
+        "                weight: 1\n"
+        "                origin:\n",
+        "    origin:\n"
+        "      kind: ServiceEntry\n"
+        "      name: external\n"
+        "    endpoints:\n",
+    };
+    for (size_t i = 0; i < N_OF(want); i++) {
+        if (strstr(yaml, want[i]) == NULL) {
+            fprintf(stderr, "no\n%s\nin\n%s\n", want[i], yaml);
+            fail();
+        }
+    }
+    free(yaml);
+    roundtrip_cfg(c, "origin.yaml");
+    /* The loader gives `cluster:` the route's source: route 2's cluster,
+     * which has none, is written out in full. */
+    yaml = write_ok(c, TR_CONFIG_YAML, &len);
+    const char *r2 = strstr(yaml, "path: \"spec.http[2]\"\n");
+    assert_non_null(r2);
+    assert_non_null(strstr(r2, "weighted_clusters:\n              - cluster: c0\n"
+                               "                weight: 1\n"));
+    free(yaml);
+    tr_config_free(c);
+}
+
 /* Writing c fails in format fmt with exactly the message want. */
 static void write_fails_as(const struct tr_config *c, enum tr_config_format fmt, const char *want)
 {
@@ -883,6 +974,7 @@ int main(void)
         cmocka_unit_test(test_hostile_strings),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_origin),
         cmocka_unit_test(test_refuses_what_a_file_cannot_say),
         cmocka_unit_test(test_too_large),
     };
