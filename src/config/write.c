@@ -62,6 +62,7 @@ static const struct group groups[] = {
 struct wr {
     struct tr_fmt *f;
     bool json;
+    bool compact;            /* JSON on one line, no blanks (for what is too big pretty) */
     char path[CFG_PATH_MAX]; /* the model path being written, for errors */
     size_t plen;
     char **err;
@@ -135,7 +136,7 @@ static void put(struct wr *w, const char *s)
 static void spaces(struct wr *w, unsigned n)
 {
     static const char sp[] = "                                ";
-    while (n > 0) {
+    while (n > 0 && !w->compact) {
         unsigned k = n < sizeof(sp) - 1 ? n : (unsigned)sizeof(sp) - 1;
         tr_fmt_bytes(w->f, sp, k);
         n -= k;
@@ -203,6 +204,13 @@ static bool str_value(struct wr *w, const char *s, bool flow)
     return true;
 }
 
+/* A line break between JSON entries (none when compact). */
+static void nl(struct wr *w)
+{
+    if (!w->compact)
+        put(w, "\n");
+}
+
 /* After a key: the separator before a scalar, and the end of its line. */
 static void scalar_open(struct wr *w)
 {
@@ -219,7 +227,9 @@ static void scalar_close(struct wr *w)
 static void key(struct wr *w, struct wmap *m, const char *k)
 {
     if (w->json) {
-        put(w, m->first ? "\n" : ",\n");
+        if (!m->first)
+            put(w, ",");
+        nl(w);
         spaces(w, m->col);
         tr_fmt_json_cstr(w->f, k);
         put(w, ":");
@@ -229,7 +239,7 @@ static void key(struct wr *w, struct wmap *m, const char *k)
         put(w, k);
         put(w, ":");
     }
-    if (w->json)
+    if (w->json && !w->compact)
         put(w, " ");
     m->first = false;
 }
@@ -473,7 +483,7 @@ static bool map_value(struct wr *w, const struct cfg_section *sec, const void *o
         tr_fmt_rewind(w->f, start);
         put(w, w->json ? "{}" : " {}\n");
     } else if (w->json) {
-        put(w, "\n");
+        nl(w);
         spaces(w, col);
         put(w, "}");
     }
@@ -495,7 +505,9 @@ static bool list_value(struct wr *w, const struct cfg_field *fd, const void *obj
         const void *item = arr + k * fd->item_size;
         struct wmap m = {.col = col + 4, .first = true, .inline_first = !w->json};
         if (w->json) {
-            put(w, k != 0 ? ",\n" : "\n");
+            if (k != 0)
+                put(w, ",");
+            nl(w);
             spaces(w, col + 2);
             put(w, "{");
         } else {
@@ -505,7 +517,7 @@ static bool list_value(struct wr *w, const struct cfg_field *fd, const void *obj
         if (!write_map(w, fd->sub, item, &m, k))
             return false;
         if (w->json && !m.first) {
-            put(w, "\n");
+            nl(w);
             spaces(w, col + 2);
         }
         if (w->json)
@@ -515,7 +527,7 @@ static bool list_value(struct wr *w, const struct cfg_field *fd, const void *obj
         pop(w, saved);
     }
     if (w->json) {
-        put(w, "\n");
+        nl(w);
         spaces(w, col);
         put(w, "]");
     }
@@ -530,15 +542,15 @@ static bool strlist_value(struct wr *w, const char *const *arr, size_t n, unsign
     for (size_t k = 0; k < n; k++) {
         size_t saved = push_index(w, k);
         if (k != 0)
-            put(w, ", ");
+            put(w, w->compact ? "," : ", ");
         if (!str_value(w, arr[k], true))
             return false;
         pop(w, saved);
     }
     put(w, "]");
-    const char *nl = w->f->p != NULL ? memrchr(w->f->p, '\n', start) : NULL;
-    size_t line_start = nl != NULL ? (size_t)(nl - w->f->p) + 1 : 0;
-    if (n <= 1 || w->f->len - line_start <= WR_FLOW_WIDTH) {
+    const char *brk = w->f->p != NULL ? memrchr(w->f->p, '\n', start) : NULL;
+    size_t line_start = brk != NULL ? (size_t)(brk - w->f->p) + 1 : 0;
+    if (n <= 1 || w->compact || w->f->len - line_start <= WR_FLOW_WIDTH) {
         scalar_close(w);
         return true;
     }
@@ -546,7 +558,9 @@ static bool strlist_value(struct wr *w, const char *const *arr, size_t n, unsign
     put(w, w->json ? "[" : "\n");
     for (size_t k = 0; k < n; k++) {
         if (w->json) {
-            put(w, k != 0 ? ",\n" : "\n");
+            if (k != 0)
+                put(w, ",");
+            nl(w);
             spaces(w, col + 2);
         } else {
             spaces(w, col + 2);
@@ -556,7 +570,7 @@ static bool strlist_value(struct wr *w, const char *const *arr, size_t n, unsign
         scalar_close(w);
     }
     if (w->json) {
-        put(w, "\n");
+        nl(w);
         spaces(w, col);
         put(w, "]");
     }
@@ -742,6 +756,32 @@ static bool check_tables(struct wr *w, const struct cfg_section *sec, unsigned d
     return true;
 }
 
+/* One attempt in one style; *too_big (no error set) when the text passes
+ * the loader's limit or f's. */
+static bool write_pass(struct wr *w, const struct tr_config *cfg, unsigned depth, bool *too_big)
+{
+    struct tr_fmt *f = w->f;
+    size_t start = f->len;
+    struct wmap m = {.col = w->json ? 2 * depth + 2 : 0, .first = true};
+    *too_big = false;
+    if (w->json)
+        put(w, "{");
+    if (!write_map(w, &cfg_root_section, cfg, &m, 0))
+        return false;
+    if (w->json && !m.first) {
+        nl(w);
+        spaces(w, 2 * depth);
+    }
+    put(w, w->json ? "}" : m.first ? "{}\n" : "");
+    w->plen = 0;
+    w->path[0] = '\0';
+    if (f->oom)
+        return wfail(w, "out of memory");
+    /* With the final newline, at most what the loader reads. */
+    *too_big = f->truncated || f->len - start > CFG_MAX_FILE_SIZE - 1;
+    return !*too_big;
+}
+
 static bool write_doc(struct tr_fmt *f, const struct tr_config *cfg, bool json, unsigned depth,
                       char **err)
 {
@@ -754,28 +794,30 @@ static bool write_doc(struct tr_fmt *f, const struct tr_config *cfg, bool json, 
     w.cluster_protocol = row(&cfg_cluster_section, "protocol");
     w.cluster_h2_streams = row(h2->sub, "max_streams_per_connection");
     w.listener_http = row(&cfg_listener_section, "http");
+    if (f->truncated)
+        return wfail(&w, "the text before the configuration was cut");
     if (!check_tables(&w, &cfg_root_section, 0))
         return false;
     size_t start = f->len;
-    struct wmap m = {.col = json ? 2 * depth + 2 : 0, .first = true};
-    if (json)
-        put(&w, "{");
-    if (!write_map(&w, &cfg_root_section, cfg, &m, 0))
-        return false;
-    if (json && !m.first) {
-        put(&w, "\n");
-        spaces(&w, 2 * depth);
-    }
-    put(&w, json ? "}" : m.first ? "{}\n" : "");
-    w.plen = 0;
-    w.path[0] = '\0';
-    if (f->oom)
-        return wfail(&w, "out of memory");
-    if (f->truncated || f->len - start > CFG_MAX_FILE_SIZE)
-        return wfail(&w,
-                     "the configuration written as %s is more than %u bytes, the loader's limit",
-                     json ? "JSON" : "YAML", CFG_MAX_FILE_SIZE);
-    return true;
+    bool too_big;
+    if (write_pass(&w, cfg, depth, &too_big) || !too_big)
+        return !w.failed;
+    /* Pretty text (indentation, a line per field) can be twice what a
+     * dense file the loader took: what does not fit is written as compact
+     * JSON, which is YAML too, rather than not at all. */
+    tr_fmt_rewind(f, start);
+    f->truncated = false; /* the dropped piece was ours, and rewound */
+    w.json = w.compact = true;
+    if (write_pass(&w, cfg, depth, &too_big))
+        return true;
+    if (too_big && f->max - start < CFG_MAX_FILE_SIZE)
+        wfail(&w, "the configuration does not fit the %zu bytes left for it even as compact JSON",
+              f->max - start);
+    else if (too_big)
+        wfail(&w,
+              "the configuration is more than %u bytes (the loader's limit) even as compact JSON",
+              CFG_MAX_FILE_SIZE);
+    return false;
 }
 
 char *tr_config_write(const struct tr_config *cfg, enum tr_config_format fmt, size_t *len,
@@ -790,7 +832,7 @@ char *tr_config_write(const struct tr_config *cfg, enum tr_config_format fmt, si
         tr_fmt_free(&f);
         return NULL;
     }
-    if (json)
+    if (f.len == 0 || f.p[f.len - 1] != '\n')
         tr_fmt_bytes(&f, "\n", 1);
     size_t n = 0;
     char *text = tr_fmt_take(&f, &n);
