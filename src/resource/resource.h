@@ -78,12 +78,12 @@ const char *tr_rnode_describe(const struct tr_rnode *n, char *buf, size_t size);
 /* --------------------------------------------------------- resources */
 
 struct tr_resource {
-    const char *api_version; /* as written: "networking.istio.io/v1beta1", "v1" */
-    const char *group;       /* "networking.istio.io"; "" for the core group ("v1") */
-    const char *version;     /* "v1beta1" */
-    const char *kind;        /* "VirtualService" */
-    const char *ns;          /* metadata.namespace; NULL when not written */
-    const char *name;        /* metadata.name */
+    const char *api_version;            /* as written: "networking.istio.io/v1beta1", "v1" */
+    const char *group;                  /* "networking.istio.io"; "" for the core group ("v1") */
+    const char *version;                /* "v1beta1" */
+    const char *kind;                   /* "VirtualService" */
+    const char *ns;                     /* metadata.namespace; NULL when not written */
+    const char *name;                   /* metadata.name */
     const struct tr_rnode *labels;      /* metadata.labels (a map) or NULL */
     const struct tr_rnode *annotations; /* metadata.annotations (a map) or NULL */
     const struct tr_rnode *obj;         /* the whole object */
