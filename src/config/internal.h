@@ -253,6 +253,7 @@ extern const struct cfg_section cfg_endpoint_section;
 extern const struct cfg_section cfg_path_match_section;
 extern const struct cfg_section cfg_header_match_section;
 extern const struct cfg_section cfg_query_match_section;
+extern const struct cfg_section cfg_origin_section;
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
 size_t cfg_field_index(const struct cfg_section *sec, const char *key);
@@ -285,8 +286,12 @@ bool cfg_header_present_set(struct ld *ld, const struct cnode *k, const struct c
 bool cfg_query_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
                            void *obj, size_t idx);
 bool cfg_query_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
+/* The match kind of each of the query match rows exact .. present. */
+extern const enum tr_header_match_kind cfg_query_match_kinds[4];
 bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                        size_t idx);
+bool cfg_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                      size_t idx);
 
 /* ---------------------------------------------------------------- patch */
 
