@@ -41,6 +41,20 @@
 
 #include "core/diag.h"
 
+/* ------------------------------------------------------------ limits */
+
+/* What one snapshot may hold. A mesh of tens of thousands of objects fits
+ * well inside; a broken or hostile input fails fast instead of exhausting
+ * memory or time. */
+#define TR_RES_MAX_FILE_SIZE   (16u * 1024u * 1024u)  /* bytes per file or buffer */
+#define TR_RES_MAX_TOTAL_BYTES (256u * 1024u * 1024u) /* bytes per snapshot */
+#define TR_RES_MAX_FILES       10000u                 /* files per snapshot */
+#define TR_RES_MAX_DIRS        10000u                 /* directories per snapshot */
+#define TR_RES_MAX_DIR_DEPTH   32u                    /* directories below a named one */
+#define TR_RES_MAX_DEPTH       64u                    /* nested mappings and lists in a document */
+#define TR_RES_MAX_NODES       4000000u /* per set, an alias counted at its expanded size */
+#define TR_RES_MAX_ANCHORS     10000u   /* anchors per document */
+
 /* ------------------------------------------------------------- nodes */
 
 enum tr_rnode_kind { TR_RNODE_SCALAR = 0, TR_RNODE_MAP, TR_RNODE_SEQ };
@@ -67,10 +81,11 @@ bool tr_rnode_str(const struct tr_rnode *n, const char **out);
 /* Plain true/false (also True, TRUE, False, FALSE); false for anything else. */
 bool tr_rnode_bool(const struct tr_rnode *n, bool *out);
 /* A decimal integer, plain or quoted (Kubernetes and protobuf JSON accept
- * "80" for 80), optional sign, no leading '+', no fraction; false when not
- * one or out of int64 range. */
+ * "80" for 80), optional sign, no leading '+', no fraction, no leading zero
+ * (YAML 1.1 reads 010 as 8); false when not one or out of int64 range. */
 bool tr_rnode_int(const struct tr_rnode *n, int64_t *out);
-/* A number (integer or decimal fraction, plain or quoted), e.g. a percentage. */
+/* A number (integer or decimal fraction, plain or quoted), e.g. a percentage;
+ * JSON's grammar, so an exponent too; false for inf and nan. */
 bool tr_rnode_double(const struct tr_rnode *n, double *out);
 /* "a mapping", "a list", "null" or the scalar quoted and cut to fit. */
 const char *tr_rnode_describe(const struct tr_rnode *n, char *buf, size_t size);
@@ -82,7 +97,7 @@ struct tr_resource {
     const char *group;                  /* "networking.istio.io"; "" for the core group ("v1") */
     const char *version;                /* "v1beta1" */
     const char *kind;                   /* "VirtualService" */
-    const char *ns;                     /* metadata.namespace; NULL when not written */
+    const char *ns;                     /* metadata.namespace; NULL when not written or "" */
     const char *name;                   /* metadata.name */
     const struct tr_rnode *labels;      /* metadata.labels (a map) or NULL */
     const struct tr_rnode *annotations; /* metadata.annotations (a map) or NULL */
@@ -136,7 +151,11 @@ struct tr_store {
 };
 
 /* Files and directories (read recursively), read afresh at each snapshot.
- * paths are copied. NULL when out of memory. */
+ * paths are copied. NULL when out of memory. A snapshot reads the paths in
+ * the order given; a snapshot is NULL (reported) when a named path cannot
+ * be opened or the limits above are passed (files, directories, nesting,
+ * bytes, nodes), never a partial one for those; a file inside a directory
+ * that cannot be read or is over the size limit is reported and left out. */
 struct tr_store *tr_store_files(const char *const *paths, size_t n);
 
 static inline struct tr_rset *tr_store_snapshot(struct tr_store *s, struct tr_diags *d)
