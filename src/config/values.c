@@ -14,6 +14,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "codec/h1/h1.h"
 #include "config/internal.h"
 #include "core/arena.h"
 
@@ -309,6 +310,50 @@ bool cfg_addr_of(struct ld *ld, const struct cnode *n, bool port0_ok, struct tr_
     return true;
 }
 
+/* Percentages as Istio writes them (Percent.value, a double 0-100), read
+ * exactly: at most 4 decimals, which is the per-million resolution Envoy
+ * gets; finer values are refused rather than rounded. */
+bool cfg_percent_parse(const char *s, uint32_t *per_million)
+{
+    uint32_t ip = 0, frac = 0;
+    size_t nd = 0, nf = 0;
+    for (; *s >= '0' && *s <= '9'; s++, nd++) {
+        if (ip > 100)
+            return false;
+        ip = ip * 10 + (uint32_t)(*s - '0');
+    }
+    if (*s == '.') {
+        for (s++; *s >= '0' && *s <= '9'; s++, nf++) {
+            if (nf == 4)
+                return false;
+            frac = frac * 10 + (uint32_t)(*s - '0');
+        }
+        if (nf == 0)
+            return false;
+    }
+    if (nd == 0 || *s != '\0')
+        return false;
+    for (size_t i = nf; i < 4; i++)
+        frac *= 10;
+    uint32_t v = ip * 10000 + frac;
+    if (ip > 100 || v > TR_PER_MILLION)
+        return false;
+    *per_million = v;
+    return true;
+}
+
+bool cfg_percent_of(struct ld *ld, const struct cnode *n, uint32_t *per_million)
+{
+    char b[96];
+    if (n->kind != CN_SCALAR || !n->plain || cfg_is_null(n) || memchr(n->s, '\0', n->len) != NULL ||
+        !cfg_percent_parse(n->s, per_million))
+        return cfg_fail(ld, n,
+                        "expected a percentage from 0 to 100 with at most 4 decimals (the "
+                        "resolution is 0.0001%%), got %s",
+                        cfg_describe(n, b, sizeof(b)));
+    return true;
+}
+
 bool cfg_addr_is_loopback(const struct tr_cfg_addr *a)
 {
     if (a->ss.ss_family == AF_INET) {
@@ -469,6 +514,33 @@ bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size)
     if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
         snprintf((char *)msg, sizeof(msg), "error %d", code);
     return WHY("invalid regex at offset %zu: %s", (size_t)off, (const char *)msg);
+}
+
+bool cfg_check_uri_host(const char *s, char *why, size_t size)
+{
+    char b[96];
+    size_t len = strlen(s);
+    bool v6 = s[0] == '[';
+    bool port = v6 ? s[len - 1] != ']' : strchr(s, ':') != NULL;
+    if (!tr_h1_is_authority(tr_str_from(s, len), 0))
+        return WHY("expected a host name or IP address, got %s", Q(s));
+    if (port)
+        return WHY("expected a host without a port (set port), got %s", Q(s));
+    return true;
+}
+
+bool cfg_check_uri_path(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (s[0] != '/')
+        return WHY("must start with \"/\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '#')
+            return WHY("%s is not a URI path: byte 0x%02x is not allowed (spaces, controls, "
+                       "\"#\" and non-ASCII bytes must be percent-encoded)",
+                       Q(s), *p);
+    }
+    return true;
 }
 
 /* ------------------------------ request matching and header edits */

@@ -444,6 +444,111 @@ static void dup_unlocated(struct tr_config *c)
     c->clusters[1].name = "reviews-v1";
 }
 
+/* ---- local route actions: redirect, fault, cors ---- */
+
+static struct tr_redirect_cfg *redirect_only(struct tr_config *c)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->n_clusters = 0;
+    r->clusters = NULL;
+    r->redirect = alloc(c, 1, sizeof(*r->redirect));
+    tr_cfg_redirect_defaults(r->redirect);
+    return r->redirect;
+}
+
+static void redirect_and_clusters(struct tr_config *c)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->redirect = alloc(c, 1, sizeof(*r->redirect));
+    tr_cfg_redirect_defaults(r->redirect);
+}
+
+static void redirect_code(struct tr_config *c)
+{
+    redirect_only(c)->code = 304;
+}
+
+static void redirect_prefix_exact(struct tr_config *c)
+{
+    redirect_only(c)->prefix = "/new/";
+    ROUTE0(c)->path_kind = TR_PATH_EXACT;
+    ROUTE0(c)->path = "/old";
+}
+
+static void redirect_rewrite(struct tr_config *c)
+{
+    redirect_only(c)->path = "/new";
+    ROUTE0(c)->host_rewrite = "other";
+}
+
+static void redirect_port_twice(struct tr_config *c)
+{
+    struct tr_redirect_cfg *rd = redirect_only(c);
+    rd->port = 8443;
+    rd->port_from = TR_REDIRECT_PORT_REQUEST;
+}
+
+static void redirect_host(struct tr_config *c)
+{
+    redirect_only(c)->host = "a.example:80";
+}
+
+static void fault_empty(struct tr_config *c)
+{
+    ROUTE0(c)->fault = alloc(c, 1, sizeof(struct tr_fault_cfg));
+}
+
+static void fault_grpc(struct tr_config *c)
+{
+    struct tr_fault_cfg *f = ROUTE0(c)->fault = alloc(c, 1, sizeof(*f));
+    f->abort = alloc(c, 1, sizeof(*f->abort));
+    *f->abort = (struct tr_fault_abort_cfg){.grpc = true, .grpc_status = 17, .per_million = 5};
+}
+
+static void fault_percent(struct tr_config *c)
+{
+    struct tr_fault_cfg *f = ROUTE0(c)->fault = alloc(c, 1, sizeof(*f));
+    f->delay = alloc(c, 1, sizeof(*f->delay));
+    *f->delay = (struct tr_fault_delay_cfg){.fixed_ms = 5, .per_million = TR_PER_MILLION + 1};
+}
+
+static struct tr_cors_cfg *cors_on(struct tr_config *c, const char *origin_regex)
+{
+    struct tr_cors_cfg *cors = ROUTE0(c)->cors = alloc(c, 1, sizeof(*cors));
+    tr_cfg_cors_defaults(cors);
+    if (origin_regex != NULL) {
+        cors->n_origins = 1;
+        cors->origins = alloc(c, 1, sizeof(*cors->origins));
+        cors->origins[0] =
+            (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_REGEX, .value = origin_regex};
+    }
+    return cors;
+}
+
+static void cors_on_redirect(struct tr_config *c)
+{
+    redirect_only(c)->path = "/new";
+    cors_on(c, ".*");
+}
+
+static void cors_bad_regex(struct tr_config *c)
+{
+    cors_on(c, "(x");
+}
+
+static void cors_no_origin(struct tr_config *c)
+{
+    cors_on(c, NULL);
+}
+
+static void cors_star_and_more(struct tr_config *c)
+{
+    static const char *methods[] = {"GET", "*"};
+    struct tr_cors_cfg *cors = cors_on(c, ".*");
+    cors->allow_methods = methods;
+    cors->n_allow_methods = 2;
+}
+
 #define Y_CTX "tls:\n- {name: workload, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
 #define Y_CLUSTERS                                                                                 \
     "clusters:\n- {name: reviews-v1, endpoints: [{address: '10.0.0.1:9080'}]}\n"                   \
@@ -551,15 +656,17 @@ static const struct vcase cases[] = {
      "\"outbound\""},
     {"clusters and direct_response", direct_and_clusters,
      "VirtualService default/reviews: spec.http[0].direct_response: conflicts with "
-     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response",
+     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response, "
+     "redirect",
      Y_BASE("{cluster: reviews-v1, direct_response: {status: 503}}", ", route_table: outbound-80"),
      "t.yaml:11:29: " R ".direct_response: conflicts with cluster; set exactly one of cluster, "
-     "weighted_clusters, direct_response"},
+     "weighted_clusters, direct_response, redirect"},
     {"a route needs an action", no_action,
      "VirtualService default/reviews: spec.http[0]: one of cluster, weighted_clusters, "
-     "direct_response is required",
+     "direct_response, redirect is required",
      Y_BASE("{name: x}", ", route_table: outbound-80"),
-     "t.yaml:11:7: " R ": one of cluster, weighted_clusters, direct_response is required"},
+     "t.yaml:11:7: " R
+     ": one of cluster, weighted_clusters, direct_response, redirect is required"},
     {"domains unique per table", dup_domain,
      "VirtualService default/ratings: spec.hosts.domains[1]: duplicate domain \"reviews\" (first "
      "defined by VirtualService default/reviews)",
@@ -656,6 +763,85 @@ static const struct vcase cases[] = {
                                        "127.0.0.1:15001, route_table: outbound-80}\n",
      "t.yaml:13:10: listeners[0].name: invalid name \"out bound\": whitespace and control "
      "characters are not allowed"},
+    /* Local route actions. */
+    {"redirect and clusters", redirect_and_clusters,
+     "VirtualService default/reviews: spec.http[0].redirect: conflicts with weighted_clusters; "
+     "set exactly one of cluster, weighted_clusters, direct_response, redirect",
+     Y_BASE("{cluster: reviews-v1, redirect: {path: /x}}", ", route_table: outbound-80"),
+     "t.yaml:11:29: " R ".redirect: conflicts with cluster; set exactly one of cluster, "
+     "weighted_clusters, direct_response, redirect"},
+    {"redirect codes", redirect_code,
+     "VirtualService default/reviews: spec.http[0].redirect.code: expected one of 301, 302, 303, "
+     "307, 308, got 304",
+     Y_BASE("{redirect: {code: 304}}", ", route_table: outbound-80"),
+     "t.yaml:11:25: " R ".redirect.code: expected one of 301, 302, 303, 307, 308, got 304"},
+    {"redirect prefix needs a prefix route", redirect_prefix_exact,
+     "VirtualService default/reviews: spec.http[0].redirect.prefix: needs a prefix path match (it "
+     "replaces the matched prefix); use path to replace the whole path",
+     Y_BASE("{match: {path: {exact: /old}}, redirect: {prefix: /new/}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:49: " R ".redirect.prefix: needs a prefix path match (it replaces the matched "
+     "prefix); use path to replace the whole path"},
+    {"redirect and rewrite", redirect_rewrite,
+     "VirtualService default/reviews: spec.http[0].rewrite: cannot be combined with redirect (set "
+     "redirect.path, prefix or host)",
+     Y_BASE("{redirect: {path: /new}, rewrite: {host: other}}", ", route_table: outbound-80"),
+     "t.yaml:11:32: " R ".rewrite: cannot be combined with redirect (set redirect.path, prefix or "
+     "host)"},
+    {"redirect port twice", redirect_port_twice,
+     "VirtualService default/reviews: spec.http[0].redirect.port_from: conflicts with port; set "
+     "exactly one of port, port_from",
+     Y_BASE("{redirect: {port: 8443, port_from: request}}", ", route_table: outbound-80"),
+     "t.yaml:11:31: " R ".redirect.port_from: conflicts with port; set exactly one of port, "
+     "port_from"},
+    {"redirect host", redirect_host,
+     "VirtualService default/reviews: spec.http[0].redirect.host: expected a host without a port "
+     "(set port), got \"a.example:80\"",
+     Y_BASE("{redirect: {host: 'a.example:80'}}", ", route_table: outbound-80"),
+     "t.yaml:11:25: " R ".redirect.host: expected a host without a port (set port), got "
+     "\"a.example:80\""},
+    {"fault needs delay or abort", fault_empty,
+     "VirtualService default/reviews: spec.http[0].fault: one of delay, abort is required",
+     Y_BASE("{cluster: reviews-v1, fault: {}}", ", route_table: outbound-80"),
+     "t.yaml:11:36: " R ".fault: one of delay, abort is required"},
+    {"fault gRPC status", fault_grpc,
+     "VirtualService default/reviews: spec.http[0].fault.abort.grpc_status: must be between 0 and "
+     "16, got 17",
+     Y_BASE("{cluster: reviews-v1, fault: {abort: {grpc_status: 17, percent: 0.0005}}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:58: " R ".fault.abort.grpc_status: must be between 0 and 16, got 17"},
+    {"fault percent", fault_percent,
+     "VirtualService default/reviews: spec.http[0].fault.delay.percent: must be between 0 and 100 "
+     "percent, got 1000001 per million",
+     Y_BASE("{cluster: reviews-v1, fault: {delay: {fixed: 5ms, percent: 100.0001}}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:66: " R ".fault.delay.percent: expected a percentage from 0 to 100 with at most "
+     "4 decimals (the resolution is 0.0001%), got \"100.0001\""},
+    {"cors on a redirect", cors_on_redirect,
+     "VirtualService default/reviews: spec.http[0].cors: does not apply to a redirect route: its "
+     "answer is the proxy's own",
+     Y_BASE("{redirect: {path: /new}, cors: {allow_origins: [{regex: '.*'}]}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:32: " R ".cors: does not apply to a redirect route: its answer is the proxy's "
+     "own"},
+    {"cors origin regex", cors_bad_regex,
+     "VirtualService default/reviews: spec.http[0].cors.allow_origins[0].regex: invalid regex at "
+     "offset 2: missing closing parenthesis",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_origins: [{regex: '(x'}]}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:60: " R ".cors.allow_origins[0].regex: invalid regex at offset 2: missing "
+     "closing parenthesis"},
+    {"cors origins required", cors_no_origin,
+     "VirtualService default/reviews: spec.http[0].cors.allow_origins: must have at least 1 entry",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_methods: [GET]}}", ", route_table: outbound-80"),
+     "t.yaml:11:35: " R ".cors.allow_origins: missing required field"},
+    {"cors star alone", cors_star_and_more,
+     "VirtualService default/reviews: spec.http[0].cors.allow_methods[1]: \"*\" must be the only "
+     "entry of allow_methods",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_origins: [{regex: '.*'}], allow_methods: [GET, "
+            "'*']}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:89: " R ".cors.allow_methods[1]: \"*\" must be the only entry of allow_methods"},
     {"header edit names", edit_hop_by_hop,
      "VirtualService default/reviews: spec.http[0].request_headers.remove[1]: \"connection\" is a "
      "hop-by-hop header: it belongs to one connection and cannot be edited",
@@ -902,12 +1088,68 @@ static void test_origin_format(void **state)
     free(err);
 }
 
+/* A compiler's model with every local route action: valid, and valid again
+ * (CORS indexes are counted afresh, not added up). */
+static void test_local_actions_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_vhost_cfg *vh = &c->route_tables[0].vhosts[0];
+    struct tr_route_cfg *routes = alloc(c, 3, sizeof(*routes));
+    routes[0] = vh->routes[0];
+    vh->routes = routes;
+    vh->n_routes = 3;
+    /* A redirect, a faulty split with CORS, another CORS route. */
+    tr_cfg_route_defaults(&routes[1]);
+    tr_cfg_route_defaults(&routes[2]);
+    routes[1] = routes[0];
+    routes[2].clusters = routes[0].clusters;
+    routes[2].n_clusters = 1;
+    struct tr_redirect_cfg *rd = alloc(c, 1, sizeof(*rd));
+    tr_cfg_redirect_defaults(rd);
+    rd->scheme = "https";
+    rd->port_from = TR_REDIRECT_PORT_PROTOCOL_DEFAULT;
+    routes[0].redirect = rd;
+    routes[0].n_clusters = 0;
+    routes[0].clusters = NULL;
+    routes[0].path = "/old";
+    struct tr_fault_cfg *f = alloc(c, 1, sizeof(*f));
+    f->abort = alloc(c, 1, sizeof(*f->abort));
+    *f->abort = (struct tr_fault_abort_cfg){.status = 503, .per_million = 500000};
+    routes[1].fault = f;
+    for (size_t i = 1; i < 3; i++) {
+        struct tr_cors_cfg *cors = alloc(c, 1, sizeof(*cors));
+        tr_cfg_cors_defaults(cors);
+        cors->n_origins = 1;
+        cors->origins = alloc(c, 1, sizeof(*cors->origins));
+        cors->origins[0] = (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_EXACT, .value = "*"};
+        routes[i].cors = cors;
+    }
+    for (int round = 0; round < 2; round++) {
+        char *err = NULL;
+        int rc = tr_config_validate(c, &err);
+        if (rc != 0)
+            fprintf(stderr, "unexpected: %s\n", err);
+        assert_int_equal(rc, 0);
+        assert_int_equal(c->n_cors, 2);
+        assert_int_equal(routes[1].cors->index, 0);
+        assert_int_equal(routes[2].cors->index, 1);
+        assert_int_equal(routes[0].redirect->code, 301); /* the default */
+        assert_string_equal(routes[2].name, "route-2");
+    }
+    tr_config_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_model_ok),      cmocka_unit_test(test_invariants),
-        cmocka_unit_test(test_yaml_twin),     cmocka_unit_test(test_regex_rewrite_ok),
-        cmocka_unit_test(test_origin_format), cmocka_unit_test(test_header_edit_programs),
+        cmocka_unit_test(test_model_ok),
+        cmocka_unit_test(test_invariants),
+        cmocka_unit_test(test_yaml_twin),
+        cmocka_unit_test(test_regex_rewrite_ok),
+        cmocka_unit_test(test_origin_format),
+        cmocka_unit_test(test_local_actions_ok),
+        cmocka_unit_test(test_header_edit_programs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
