@@ -47,10 +47,11 @@
 #define CFG_MAX_WEIGHT      1000000u
 #define CFG_MAX_DURATION_MS (24u * 3600u * 1000u)
 #define CFG_MAX_WORKERS     256u
-#define CFG_H1_HEADERS_CAP  256u /* TR_H1_MAX_HEADERS_CAP in codec/h1/h1.h */
-#define CFG_H2_STREAMS_DEF  100u /* cluster http2.max_streams_per_connection */
-#define CFG_MAX_CORS_LIST   64u  /* CORS origins, methods, headers per list */
-#define CFG_MAX_GRPC_STATUS 16u  /* UNAUTHENTICATED, the highest gRPC status code */
+#define CFG_H1_HEADERS_CAP  256u  /* TR_H1_MAX_HEADERS_CAP in codec/h1/h1.h */
+#define CFG_H2_STREAMS_DEF  100u  /* cluster http2.max_streams_per_connection */
+#define CFG_DNS_REFRESH_DEF 5000u /* cluster dns.refresh (Envoy's dns_refresh_rate) */
+#define CFG_MAX_CORS_LIST   64u   /* CORS origins, methods, headers per list */
+#define CFG_MAX_GRPC_STATUS 16u   /* UNAUTHENTICATED, the highest gRPC status code */
 
 /* Request matching and header edits. */
 #define CFG_MAX_QUERY        64u   /* query parameter matches per route */
@@ -155,6 +156,10 @@ bool cfg_duration_parse(const char *s, uint64_t *out_us);
 /* "IPv4:PORT" or "[IPv6]:PORT" into out (text not set); false with why. */
 bool cfg_addr_parse(const char *s, bool port0_ok, struct tr_cfg_addr *out, char *why, size_t size);
 bool cfg_addr_is_loopback(const struct tr_cfg_addr *a);
+/* Endpoint addresses: "IP:PORT", or "NAME:PORT" with a DNS name (RFC 1123,
+ * <= 253 bytes), which is s[0, *host_len) (0 for an IP address, in addr). */
+bool cfg_endpoint_addr_parse(const char *s, struct tr_cfg_addr *addr, size_t *host_len,
+                             uint16_t *port, char *why, size_t size);
 
 /* Pure checks: true, or false with an explanation in why. Shared by the
  * walker (at the node) and validate (at the object). */
@@ -168,6 +173,8 @@ bool cfg_check_domain(const char *s, char *why, size_t size);
 bool cfg_check_trust_domain(const char *s, char *why, size_t size);
 bool cfg_check_host(const char *s, char *why, size_t size);
 bool cfg_check_sni(const char *s, char *why, size_t size);
+bool cfg_check_dns_name(const char *s, char *why, size_t size);
+bool cfg_check_dns_server(const char *s, char *why, size_t size);
 bool cfg_check_text(const char *s, size_t maxlen, bool allow_ctl, char *why, size_t size);
 bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size);
 /* A URI host for a Location (reg-name, IPv4 or [IPv6], no port) and an
@@ -330,6 +337,8 @@ bool cfg_fault_grpc_status_set(struct ld *ld, const struct cnode *k, const struc
 bool cfg_cors_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
                            void *obj, size_t idx);
 bool cfg_cors_max_age_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
+bool cfg_endpoint_address_set(struct ld *ld, const struct cnode *k, const struct cnode *v,
+                              void *obj);
 
 /* ---------------------------------------------------------------- patch */
 

@@ -351,7 +351,46 @@ struct tr_endpoint_cfg {
     struct tr_cfg_addr addr;
     uint32_t weight;      /* default 1 */
     const char *workload; /* destination_workload label; NULL: cluster's */
+    /* A DNS name instead of an IP address (the cluster's dns settings say
+     * how it is resolved): host (RFC 1123, lower case) and port are set and
+     * addr is unset except addr.text ("host:port"; validate fills it in for
+     * a built model). The resolved addresses live in the runtime (dns/),
+     * never in this immutable model. host NULL: addr is the address. */
+    const char *host;
+    uint16_t port;
     struct tr_cfg_loc loc;
+};
+
+/* ---- DNS endpoints (resolved by the proxy: dns/resolver.h) ---- */
+
+enum tr_dns_mode {
+    TR_DNS_ALL = 0, /* every resolved address is an endpoint (Istio resolution DNS,
+                     * Envoy STRICT_DNS) */
+    TR_DNS_FIRST,   /* one endpoint per name, at the first address of the latest answer;
+                     * its connections are kept when the address changes (Istio
+                     * DNS_ROUND_ROBIN, Envoy LOGICAL_DNS) */
+};
+
+enum tr_dns_family {
+    TR_DNS_AUTO = 0, /* A and AAAA: the IPv4 addresses if there are any, else the IPv6
+                      * ones (Envoy V4_PREFERRED) */
+    TR_DNS_V4,       /* A only */
+    TR_DNS_V6,       /* AAAA only */
+};
+
+struct tr_dns_cfg {
+    enum tr_dns_mode mode;
+    uint32_t refresh_ms; /* re-resolve after min(TTL, refresh), at least 1 s; 0 before
+                          * validate: default 5000 (Envoy's dns_refresh_rate) */
+    enum tr_dns_family family;
+};
+
+/* The proxy's own DNS client (top-level `resolver`). */
+struct tr_resolver_cfg {
+    const char **servers; /* "IP:PORT" texts; 0: the system's (/etc/resolv.conf) */
+    size_t n_servers;
+    uint32_t timeout_ms; /* first attempt of a query; c-ares doubles it per round; default 2000 */
+    uint32_t attempts;   /* tries per server before a lookup fails; default 3 */
 };
 
 struct tr_cluster_cfg {
@@ -375,6 +414,8 @@ struct tr_cluster_cfg {
     uint32_t h2_max_streams; /* HTTP/2: streams per connection before another opens; 0 before
                               * validate: default 100; another value with protocol http1 is
                               * an error (it would be ignored) */
+    struct tr_dns_cfg dns;   /* for endpoints given by name */
+    size_t n_dns_endpoints;  /* set by validate: endpoints with a host name */
     struct tr_cfg_loc loc;
 };
 
@@ -426,6 +467,7 @@ struct tr_config {
     struct tr_admin_cfg admin;
     struct tr_access_log_cfg access_log;
     const char *log_level; /* "error", "warn", "info", "debug"; default "info" */
+    struct tr_resolver_cfg resolver;
 
     struct tr_tls_cfg *tls;
     size_t n_tls;

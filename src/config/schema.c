@@ -469,7 +469,8 @@ const struct cfg_section cfg_route_table_section =
     SEC("route table", route_table_fields, offsetof(struct tr_route_table_cfg, loc), NULL);
 
 static const struct cfg_field endpoint_fields[] = {
-    ADDR("address", struct tr_endpoint_cfg, addr, REQ, NULL),
+    /* An IP address or a DNS name (sections.c; validate.c checks both forms). */
+    CUSTOM("address", REQ, cfg_endpoint_address_set),
     U32("weight", struct tr_endpoint_cfg, weight, DEF, 1, CFG_MAX_WEIGHT, 1),
     STR("workload", struct tr_endpoint_cfg, workload, 0, CFG_MAX_NAME, NULL),
     ORIGIN(struct tr_endpoint_cfg),
@@ -501,6 +502,28 @@ static const struct cfg_field cluster_h2_fields[] = {
 static const struct cfg_section cluster_h2_section =
     SEC("cluster.http2", cluster_h2_fields, CFG_NO_LOC, NULL);
 
+/* ---- DNS endpoints: the cluster's dns settings and the resolver ---- */
+static const char *const dns_modes[] = {"all", "first"};
+static const char *const dns_families[] = {"auto", "v4", "v6"};
+/* refresh has no default here: 0 until validate, which tells "not set" from a
+ * setting that a cluster without names would ignore. */
+static const struct cfg_field cluster_dns_fields[] = {
+    ENUM("mode", struct tr_dns_cfg, mode, DEF, dns_modes, NULL, TR_DNS_ALL),
+    DUR("refresh", struct tr_dns_cfg, refresh_ms, 0, 1000, MAXMS, 0),
+    ENUM("family", struct tr_dns_cfg, family, DEF, dns_families, NULL, TR_DNS_AUTO),
+};
+static const struct cfg_section cluster_dns_section =
+    SEC("cluster.dns", cluster_dns_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field resolver_fields[] = {
+    STRLIST("servers", struct tr_resolver_cfg, servers, n_servers, 0, 1, 8, 64,
+            cfg_check_dns_server),
+    DUR("timeout", struct tr_resolver_cfg, timeout_ms, DEF, 1, 60000, 2000),
+    U32("attempts", struct tr_resolver_cfg, attempts, DEF, 1, 10, 3),
+};
+static const struct cfg_section resolver_section =
+    SEC("resolver", resolver_fields, CFG_NO_LOC, NULL);
+
 static const char *const lb_policies[] = {"round_robin", "least_request", "random"};
 static const char *const upstream_protocols[] = {"http1", "http2", "original"};
 static const struct cfg_field cluster_fields[] = {
@@ -517,6 +540,7 @@ static const struct cfg_field cluster_fields[] = {
     ENUM("protocol", struct tr_cluster_cfg, protocol, DEF, upstream_protocols, NULL,
          TR_UPROTO_HTTP1),
     SECTION("http2", 0, cluster_h2_section),
+    SECTION("dns", offsetof(struct tr_cluster_cfg, dns), cluster_dns_section),
     ORIGIN(struct tr_cluster_cfg),
 };
 const struct cfg_section cfg_cluster_section =
@@ -542,6 +566,7 @@ static const struct cfg_field root_fields[] = {
          struct tr_route_table_cfg, cfg_route_table_section),
     LIST("clusters", struct tr_config, clusters, n_clusters, 0, 0, CFG_MAX_CLUSTERS,
          struct tr_cluster_cfg, cfg_cluster_section),
+    SECTION("resolver", offsetof(struct tr_config, resolver), resolver_section),
 };
 const struct cfg_section cfg_root_section = SEC("config", root_fields, CFG_NO_LOC, NULL);
 

@@ -206,6 +206,15 @@ bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_
         c->protocol = TR_UPROTO_ORIGINAL;
     /* Said here as well as in validate: only here is it known whether
      * http1 was written or is the default. */
+    /* Only a cluster with a name among its endpoints resolves anything. */
+    size_t dns = cfg_field_index(sec, "dns");
+    bool names = false;
+    for (size_t i = 0; i < c->n_endpoints; i++)
+        names |= c->endpoints[i].host != NULL;
+    if (f[dns].v != NULL && !names)
+        return cfg_fail_field(ld, map, &sec->fields[dns], &f[dns],
+                              "DNS settings on a cluster whose endpoints are all IP addresses "
+                              "would be ignored; remove them");
     size_t h2 = cfg_field_index(sec, "http2");
     if (f[h2].v != NULL && c->protocol == TR_UPROTO_HTTP1)
         return cfg_fail_field(ld, map, &sec->fields[h2], &f[h2],
@@ -313,5 +322,29 @@ bool cfg_cors_max_age_set(struct ld *ld, const struct cnode *k, const struct cno
                         "seconds)");
     c->has_max_age = true;
     c->max_age_s = ms / 1000;
+    return true;
+}
+
+/* An endpoint's address: an IP address, or a DNS name the proxy resolves
+ * (its text is kept as written, lower-cased, for names and dumps). */
+bool cfg_endpoint_address_set(struct ld *ld, const struct cnode *k, const struct cnode *v,
+                              void *obj)
+{
+    (void)k;
+    struct tr_endpoint_cfg *e = obj;
+    const char *s;
+    char why[CFG_WHY_MAX];
+    size_t host_len;
+    /* A 253-byte name, ':' and a port. */
+    if (!cfg_nonempty_of(ld, v, 260, &s))
+        return false;
+    if (!cfg_endpoint_addr_parse(s, &e->addr, &host_len, &e->port, why, sizeof(why)))
+        return cfg_fail(ld, v, "%s", why);
+    if (host_len > 0) {
+        cfg_lower((char *)s); /* our own copy in the arena; DNS names ignore case */
+        if ((e->host = tr_arena_strndup(ld->a, s, host_len)) == NULL)
+            return cfg_oom(ld);
+    }
+    e->addr.text = s;
     return true;
 }

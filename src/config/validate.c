@@ -597,6 +597,53 @@ static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc
     return true;
 }
 
+/* ---- endpoints given by name (DNS) ---- */
+
+/* An endpoint's address: an IP address (addr), or a DNS name (host, port)
+ * with addr unset; fills addr.text ("host:port") for a built model. */
+static bool check_endpoint_address(struct vctx *v, struct tr_endpoint_cfg *e,
+                                   const struct tr_cfg_loc *loc)
+{
+    static const struct cfg_field address = {.key = "address", .kind = CK_ADDR};
+    char why[CFG_WHY_MAX], b[96];
+    if (e->host == NULL)
+        return check_addr(v, loc, "", "address", &address, &e->addr, true);
+    if (e->addr.len != 0 || e->addr.ss.ss_family != AF_UNSPEC)
+        return verr(v, loc, "address", AT_VALUE,
+                    "both an IP address and a host name; an endpoint has one or the other");
+    if (!cfg_check_dns_name(e->host, why, sizeof(why)))
+        return verr(v, loc, "address", AT_VALUE, "%s", why);
+    if (!cfg_is_lower(e->host))
+        return verr(v, loc, "address", AT_VALUE, "host name %s must be lower case",
+                    cfg_show(b, sizeof(b), e->host, strlen(e->host), true));
+    if (e->port == 0)
+        return verr(v, loc, "address", AT_VALUE, "port must be between 1 and 65535, got 0");
+    if (e->addr.text == NULL) {
+        char text[300];
+        snprintf(text, sizeof(text), "%s:%u", e->host, (unsigned)e->port);
+        if ((e->addr.text = vstrdup(v, text)) == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* dns settings apply to endpoints given by name; on a cluster without any
+ * they would be ignored. The defaults are filled in for every cluster, so a
+ * validated model validates again. */
+static bool check_cluster_dns(struct vctx *v, struct tr_cluster_cfg *c,
+                              const struct tr_cfg_loc *loc)
+{
+    const struct tr_dns_cfg *d = &c->dns;
+    if (c->n_dns_endpoints == 0 && (d->mode != TR_DNS_ALL || d->family != TR_DNS_AUTO ||
+                                    (d->refresh_ms != 0 && d->refresh_ms != CFG_DNS_REFRESH_DEF)))
+        return verr(v, loc, "dns", AT_KEY,
+                    "DNS settings on a cluster whose endpoints are all IP addresses would be "
+                    "ignored; remove them");
+    if (c->dns.refresh_ms == 0)
+        c->dns.refresh_ms = CFG_DNS_REFRESH_DEF;
+    return true;
+}
+
 static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_cfg *c,
                           const struct tr_cfg_loc *loc)
 {
@@ -619,12 +666,17 @@ static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_c
                     "be ignored; set protocol to http2 or original, or remove them");
     if (c->h2_max_streams == 0)
         c->h2_max_streams = CFG_H2_STREAMS_DEF;
+    c->n_dns_endpoints = 0;
     for (size_t k = 0; k < c->n_endpoints; k++) {
         struct tr_endpoint_cfg *e = &c->endpoints[k];
+        struct iloc tmp;
+        if (!check_endpoint_address(v, e, item_loc(&e->loc, loc, "endpoints", k, &tmp)))
+            return false;
+        c->n_dns_endpoints += e->host != NULL;
         if (e->name == NULL)
-            e->name = e->addr.text; /* set by check_section */
+            e->name = e->addr.text;
     }
-    return true;
+    return check_cluster_dns(v, c, loc);
 }
 
 static bool check_clusters(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)

@@ -286,8 +286,12 @@ bool cfg_addr_parse(const char *s, bool port0_ok, struct tr_cfg_addr *out, char 
     } else {
         struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
         if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
-            snprintf(why, size, "expected an IP address, got %s (hostnames are not resolved)",
-                     cfg_show(b, sizeof(b), host, hlen, true));
+            if (strspn(host, "0123456789.") == hlen)
+                snprintf(why, size, "invalid IPv4 address %s",
+                         cfg_show(b, sizeof(b), host, hlen, true));
+            else
+                snprintf(why, size, "expected an IP address, got %s (hostnames are not resolved)",
+                         cfg_show(b, sizeof(b), host, hlen, true));
             return false;
         }
         sin->sin_family = AF_INET;
@@ -352,6 +356,110 @@ bool cfg_percent_of(struct ld *ld, const struct cnode *n, uint32_t *per_million)
                         "resolution is 0.0001%%), got %s",
                         cfg_describe(n, b, sizeof(b)));
     return true;
+}
+
+/* ---- DNS names (cluster endpoints given by name) ---- */
+
+/* RFC 1123 host name of len bytes: labels of letters, digits and '-' (not
+ * first or last), 1-63 bytes each, at most 253 bytes, an optional final dot
+ * (an absolute name: no search domains). A last label of digits only is
+ * refused, so a mistyped IPv4 address is never sent to DNS as a name. */
+static bool dns_name_ok(const char *s, size_t len, char *why, size_t size)
+{
+    char b[96];
+    if (len > 0 && s[len - 1] == '.')
+        len--;
+    if (len == 0 || len > 253) {
+        snprintf(why, size, "a DNS name is 1 to 253 bytes, got %zu: %s", len,
+                 cfg_show(b, sizeof(b), s, len, true));
+        return false;
+    }
+    size_t label = 0;
+    bool digits_only = true;
+    for (size_t i = 0; i <= len; i++) {
+        char c = i < len ? s[i] : '.';
+        if (c == '.') {
+            if (label == 0 || label > 63 || s[i - 1] == '-' || s[i - label] == '-') {
+                snprintf(why, size,
+                         "invalid DNS name %s: labels are 1 to 63 letters, digits or '-', "
+                         "not starting or ending with '-'",
+                         cfg_show(b, sizeof(b), s, len, true));
+                return false;
+            }
+            if (i < len) {
+                label = 0;
+                digits_only = true;
+            }
+            continue;
+        }
+        bool digit = c >= '0' && c <= '9';
+        if (!digit && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') && c != '-') {
+            snprintf(why, size,
+                     "invalid DNS name %s: character 0x%02x is not a letter, digit, "
+                     "'-' or '.'",
+                     cfg_show(b, sizeof(b), s, len, true), (unsigned char)c);
+            return false;
+        }
+        digits_only &= digit;
+        label++;
+    }
+    if (digits_only) {
+        snprintf(why, size, "invalid DNS name %s: the last label is all digits",
+                 cfg_show(b, sizeof(b), s, len, true));
+        return false;
+    }
+    return true;
+}
+
+bool cfg_check_dns_name(const char *s, char *why, size_t size)
+{
+    return dns_name_ok(s, strlen(s), why, size);
+}
+
+/* "IP:PORT" into addr (*host_len 0), or "NAME:PORT" with a DNS name: the
+ * name is s[0, *host_len) and addr is left alone. */
+bool cfg_endpoint_addr_parse(const char *s, struct tr_cfg_addr *addr, size_t *host_len,
+                             uint16_t *port, char *why, size_t size)
+{
+    char b[96];
+    *host_len = 0;
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL) {
+        snprintf(why, size, "expected IP:PORT or NAME:PORT, got %s (missing port)",
+                 cfg_show(b, sizeof(b), s, strlen(s), true));
+        return false;
+    }
+    /* IPv6 (bracketed, or an unbracketed one the address parser explains)
+     * and anything of digits and dots are addresses, never names. */
+    if (s[0] == '[' || memchr(s, ':', (size_t)(colon - s)) != NULL ||
+        strspn(s, "0123456789.") == (size_t)(colon - s)) {
+        if (!cfg_addr_parse(s, false, addr, why, size))
+            return false;
+        *port = ntohs(addr->ss.ss_family == AF_INET6
+                          ? ((const struct sockaddr_in6 *)&addr->ss)->sin6_port
+                          : ((const struct sockaddr_in *)&addr->ss)->sin_port);
+        return true;
+    }
+    const char *p = colon + 1;
+    size_t plen = strlen(p);
+    if (plen == 0 || plen > 5 || strspn(p, "0123456789") != plen || strtoul(p, NULL, 10) == 0 ||
+        strtoul(p, NULL, 10) > 65535) {
+        snprintf(why, size, "port must be between 1 and 65535 in %s",
+                 cfg_show(b, sizeof(b), s, strlen(s), true));
+        return false;
+    }
+    if (!dns_name_ok(s, (size_t)(colon - s), why, size))
+        return false;
+    *host_len = (size_t)(colon - s);
+    *port = (uint16_t)strtoul(p, NULL, 10);
+    return true;
+}
+
+/* resolver.servers: "IP:PORT" or "[IPv6]:PORT". */
+bool cfg_check_dns_server(const char *s, char *why, size_t size)
+{
+    struct tr_cfg_addr a;
+    return cfg_addr_parse(s, false, &a, why, size);
 }
 
 bool cfg_addr_is_loopback(const struct tr_cfg_addr *a)

@@ -12,8 +12,9 @@
  *   - a route's `cluster: NAME`, which is weighted_clusters with one entry
  *     of weight 1, written when that is what the model holds;
  *   - a cluster's protocol, whose default is `original` with tls;
- *   - a cluster's http2.max_streams_per_connection, 0 and 100 alike (the
- *     default validate fills in);
+ *   - a cluster's http2.max_streams_per_connection, 0 and 100 alike, and
+ *     its dns.refresh, 0 and 5s alike (the defaults validate fills in);
+ *   - an endpoint's address (custom): an IP address or a DNS name and port;
  *   - names validate gives unnamed routes and virtual hosts (route-N,
  *     vhost-N), left out; endpoints are named by their address, which the
  *     model must agree with;
@@ -82,7 +83,7 @@ struct wr {
     /* The rows the tables do not explain. */
     const struct cfg_field *route_name, *route_cluster, *route_weighted, *weighted_cluster,
         *weighted_weight, *vhost_name, *cluster_protocol, *cluster_h2_streams, *listener_http,
-        *abort_status, *abort_grpc_status, *cors_max_age;
+        *abort_status, *abort_grpc_status, *cors_max_age, *endpoint_address, *cluster_dns_refresh;
 };
 
 static const void *at(const void *obj, size_t off)
@@ -318,6 +319,37 @@ static bool addr_text(struct wr *w, const struct tr_cfg_addr *a, char *buf, size
     return true;
 }
 
+/* Room for an endpoint's address: a 253-byte DNS name, ':' and a port. */
+#define WR_ENDPOINT_TEXT 272u
+
+/* An endpoint's address as a file says it: an IP address (addr_text), or
+ * a DNS name and port, as the model spells it (addr.text, which names use)
+ * when that reads back as the same name and port. */
+static bool endpoint_text(struct wr *w, const struct tr_endpoint_cfg *e, char *buf, size_t size,
+                          const char **out)
+{
+    if (e->host == NULL)
+        return addr_text(w, &e->addr, buf, size, out);
+    if (e->addr.text == NULL) {
+        snprintf(buf, size, "%s:%u", e->host, (unsigned)e->port);
+        *out = buf;
+        return true;
+    }
+    struct tr_cfg_addr back;
+    size_t host_len = 0;
+    uint16_t port = 0;
+    char why[CFG_WHY_MAX];
+    if (!cfg_endpoint_addr_parse(e->addr.text, &back, &host_len, &port, why, sizeof(why)) ||
+        host_len != strlen(e->host) || memcmp(e->addr.text, e->host, host_len) != 0 ||
+        port != e->port)
+        return wfail(w,
+                     "the text \"%s\" does not spell the host name and port the model holds "
+                     "(%s:%u)",
+                     e->addr.text, e->host, (unsigned)e->port);
+    *out = e->addr.text;
+    return true;
+}
+
 /* The spelling of an enum field's value, NULL if it has none. */
 static const char *enum_name(const struct cfg_field *fd, const void *obj)
 {
@@ -423,6 +455,8 @@ static bool is_default(struct wr *w, const struct cfg_field *fd, const void *obj
         uint32_t x = *(const uint32_t *)at(obj, fd->off);
         if (fd == w->cluster_h2_streams)
             return x == 0 || x == CFG_H2_STREAMS_DEF;
+        if (fd == w->cluster_dns_refresh)
+            return x == 0 || x == CFG_DNS_REFRESH_DEF;
         return x == (def ? fd->def : 0);
     }
     case CK_U16:
@@ -765,6 +799,13 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
         scalar_open(w);
         tr_fmt_printf(w->f, "%u", (unsigned)((const struct tr_fault_abort_cfg *)obj)->grpc_status);
         scalar_close(w);
+    } else if (fd == w->endpoint_address) {
+        char buf[WR_ENDPOINT_TEXT];
+        const char *text;
+        key(w, m, fd->key);
+        scalar_open(w);
+        ok = endpoint_text(w, obj, buf, sizeof(buf), &text) && str_value(w, text, false);
+        scalar_close(w);
     } else if (fd == w->cors_max_age) {
         char text[32];
         duration_text(((const struct tr_cors_cfg *)obj)->max_age_s * 1000u, text, sizeof(text));
@@ -800,10 +841,10 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
 /* What a file cannot say about an endpoint: a name other than its address. */
 static bool check_endpoint(struct wr *w, const struct tr_endpoint_cfg *e)
 {
-    char buf[INET6_ADDRSTRLEN + 16];
+    char buf[WR_ENDPOINT_TEXT];
     const char *text;
     size_t saved = push_key(w, "address");
-    if (!addr_text(w, &e->addr, buf, sizeof(buf), &text))
+    if (!endpoint_text(w, e, buf, sizeof(buf), &text))
         return false;
     pop(w, saved);
     if (e->name != NULL && strcmp(e->name, text) != 0) {
@@ -850,7 +891,7 @@ static bool check_tables(struct wr *w, const struct cfg_section *sec, unsigned d
         size_t pos;
         bool grouped = group_of(sec, i, &pos) != NULL;
         if (fd->kind == CK_CUSTOM && !grouped && fd != w->route_cluster &&
-            fd != w->abort_grpc_status && fd != w->cors_max_age)
+            fd != w->abort_grpc_status && fd != w->cors_max_age && fd != w->endpoint_address)
             return wfail(w,
                          "schema: %s.%s is read by custom code that config/write.c does not "
                          "know how to write",
@@ -912,6 +953,8 @@ static bool write_doc(struct tr_fmt *f, const struct tr_config *cfg, bool json, 
     w.abort_status = row(&cfg_fault_abort_section, "status");
     w.abort_grpc_status = row(&cfg_fault_abort_section, "grpc_status");
     w.cors_max_age = row(&cfg_cors_section, "max_age");
+    w.endpoint_address = row(&cfg_endpoint_section, "address");
+    w.cluster_dns_refresh = row(row(&cfg_cluster_section, "dns")->sub, "refresh");
     if (f->truncated)
         return wfail(&w, "the text before the configuration was cut");
     if (!check_tables(&w, &cfg_root_section, 0))

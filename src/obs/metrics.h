@@ -116,6 +116,19 @@ const char *tr_limit_name(enum tr_limit l);
  * (a constant string from tr_tls_failure_reason; interned internally). */
 void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason);
 
+/* DNS lookups of cluster endpoint names (dns/resolver.c, main thread):
+ * trellis_dns_resolutions_total{cluster,result}, one count per cluster that
+ * uses the name. cluster is interned; at most TR_METRICS_DNS_CAP clusters
+ * get their own series, the rest count under cluster="other". */
+enum tr_dns_result {
+    TR_DNS_RESULT_SUCCESS = 0, /* addresses */
+    TR_DNS_RESULT_EMPTY,       /* NXDOMAIN, or no record of the family */
+    TR_DNS_RESULT_FAILURE,     /* SERVFAIL, REFUSED, timeout, bad answer: last answer kept */
+    TR_DNS_RESULT_COUNT,
+};
+#define TR_METRICS_DNS_CAP 4096
+void tr_metrics_dns(const char *cluster, enum tr_dns_result r);
+
 /* Render every worker's series, summed, in Prometheus text format (label
  * values escaped). Returns a malloc'd string (caller frees) and its length;
  * NULL with errno E2BIG if the text would exceed TR_METRICS_TEXT_MAX (an

@@ -240,9 +240,21 @@ static bool extras_eq(struct cmp *c, const struct cfg_section *sec, const void *
     } else if (sec == &cfg_cluster_section) {
         const struct tr_cluster_cfg *x = a, *y = b;
         ok = (push_key(c, "tls(index)"), num_eq(c, x->tls, y->tls));
+        pop(c, saved);
+        ok = ok && (push_key(c, "n_dns_endpoints"),
+                    num_eq(c, (long long)x->n_dns_endpoints, (long long)y->n_dns_endpoints));
     } else if (sec == &cfg_endpoint_section) {
         const struct tr_endpoint_cfg *x = a, *y = b;
         ok = (push_key(c, "name"), str_eq(c, x->name, y->name));
+        pop(c, saved);
+        /* The address row is custom: an IP address, or a DNS name and port. */
+        push_key(c, "address");
+        if (ok &&
+            (x->addr.len != y->addr.len || memcmp(&x->addr.ss, &y->addr.ss, x->addr.len) != 0))
+            ok = differ(c, "socket addresses differ (%s, %s)", show(x->addr.text),
+                        show(y->addr.text));
+        ok = ok && str_eq(c, x->addr.text, y->addr.text) && str_eq(c, x->host, y->host) &&
+             (x->host == NULL || num_eq(c, x->port, y->port)); /* port: for a name only */
     }
     if (ok)
         pop(c, saved);

@@ -422,7 +422,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(rt->vhosts[0].routes[0].clusters[0].cluster, 0);
 
     /* clusters */
-    assert_int_equal(c->n_clusters, 4);
+    assert_int_equal(c->n_clusters, 5);
     const struct tr_cluster_cfg *cl = &c->clusters[0];
     assert_string_equal(cl->name, "local");
     assert_null(cl->service);
@@ -467,6 +467,33 @@ static void check_full(const struct tr_config *c)
     assert_addr(&cl->endpoints[1].addr, AF_INET6, "fd00::1", 8080, "[fd00::1]:8080");
     assert_int_equal(c->clusters[2].lb, TR_LB_RANDOM);
     assert_string_equal(c->clusters[3].name, "db");
+    /* IP-only clusters get the DNS defaults (validate fills refresh in). */
+    assert_int_equal(c->clusters[3].n_dns_endpoints, 0);
+    assert_null(c->clusters[3].endpoints[0].host);
+    assert_int_equal(c->clusters[3].dns.refresh_ms, 5000);
+
+    /* endpoints by name */
+    cl = &c->clusters[4];
+    assert_string_equal(cl->name, "api");
+    assert_int_equal(cl->dns.mode, TR_DNS_FIRST);
+    assert_int_equal(cl->dns.refresh_ms, 30000);
+    assert_int_equal(cl->dns.family, TR_DNS_V6);
+    assert_int_equal(cl->n_dns_endpoints, 1);
+    assert_string_equal(cl->endpoints[0].host, "api.example.com"); /* lower-cased */
+    assert_int_equal(cl->endpoints[0].port, 8443);
+    assert_int_equal(cl->endpoints[0].addr.len, 0);
+    assert_string_equal(cl->endpoints[0].addr.text, "api.example.com:8443");
+    assert_string_equal(cl->endpoints[0].name, "api.example.com:8443");
+    assert_int_equal(cl->endpoints[0].weight, 2);
+    assert_null(cl->endpoints[1].host);
+    assert_addr(&cl->endpoints[1].addr, AF_INET, "10.0.0.4", 8443, "10.0.0.4:8443");
+
+    /* resolver */
+    assert_int_equal(c->resolver.n_servers, 2);
+    assert_string_equal(c->resolver.servers[0], "127.0.0.1:5353");
+    assert_string_equal(c->resolver.servers[1], "[::1]:53");
+    assert_int_equal(c->resolver.timeout_ms, 500);
+    assert_int_equal(c->resolver.attempts, 2);
 }
 
 static void test_full_yaml(void **state)
@@ -591,7 +618,7 @@ static const struct bad_case bad_cases[] = {
     {"bogus: 1\n" BASE_TAIL, "t.yaml:1:1: bogus: ",
      "unknown field \"bogus\" (accepted: node, workers, drain_timeout, log_level, limits, admin, "
      "access_log, tls, "
-     "listeners, route_tables, clusters)"},
+     "listeners, route_tables, clusters, resolver)"},
     {"workers: 1\n", "t.yaml:1:1: listeners: ", "missing required field"},
     {"listeners: []\n", "t.yaml:1:12: listeners: ", "must have at least 1 entry"},
     {"listeners: {}\n", "t.yaml:1:12: listeners: ", "expected a list, got a mapping"},
@@ -873,6 +900,45 @@ static const struct bad_case bad_cases[] = {
     {"limits: {http2: {max_concurrent_streams: 0}}\n" BASE_TAIL,
      "t.yaml:1:42: limits.http2.max_concurrent_streams: ", "must be between 1 and 10000"},
 
+    /* endpoints by name, dns, resolver */
+    {"clusters:\n- {name: c, endpoints: [{address: api.example.com}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ",
+     "expected IP:PORT or NAME:PORT, got \"api.example.com\" (missing port)"},
+    {"clusters:\n- {name: c, endpoints: [{address: 'api.example.com:0'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535"},
+    {"clusters:\n- {name: c, endpoints: [{address: 'api.example.com:65536'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535"},
+    {"clusters:\n- {name: c, endpoints: [{address: 'api_v1.example.com:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ",
+     "invalid DNS name \"api_v1.example.com\": character 0x5f"},
+    {"clusters:\n- {name: c, endpoints: [{address: '-api.example.com:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "not starting or ending with '-'"},
+    {"clusters:\n- {name: c, endpoints: [{address: 'api..example.com:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "labels are 1 to 63"},
+    {"clusters:\n- {name: c, endpoints: [{address: "
+     "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "labels are 1 to 63"},
+    {"clusters:\n- {name: c, endpoints: [{address: '10.0.0.300:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "invalid IPv4 address \"10.0.0.300\""},
+    {"clusters:\n- {name: c, endpoints: [{address: 'db.10:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "the last label is all digits"},
+    {"clusters:\n- {name: c, dns: {mode: first}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:13: clusters[0].dns: ",
+     "DNS settings on a cluster whose endpoints are all IP addresses would be ignored"},
+    {"clusters:\n- {name: c, dns: {mode: some}, endpoints: [{address: 'a.example:1'}]}\n",
+     "t.yaml:2:25: clusters[0].dns.mode: ", "expected one of all, first, got \"some\""},
+    {"clusters:\n- {name: c, dns: {refresh: 500ms}, endpoints: [{address: 'a.example:1'}]}\n",
+     "t.yaml:2:28: clusters[0].dns.refresh: ", "must be between 1000ms and 86400000ms"},
+    {"clusters:\n- {name: c, dns: {family: ipv4}, endpoints: [{address: 'a.example:1'}]}\n",
+     "t.yaml:2:27: clusters[0].dns.family: ", "expected one of auto, v4, v6, got \"ipv4\""},
+    {"resolver: {servers: [localhost:53]}\n" BASE_TAIL,
+     "t.yaml:1:22: resolver.servers[0]: ", "hostnames are not resolved"},
+    {"resolver: {servers: []}\n" BASE_TAIL,
+     "t.yaml:1:21: resolver.servers: ", "must have at least 1 entry"},
+    {"resolver: {attempts: 0}\n" BASE_TAIL,
+     "t.yaml:1:22: resolver.attempts: ", "must be between 1 and 10"},
+    {"resolver: {port: 53}\n" BASE_TAIL, "t.yaml:1:12: resolver.port: ",
+     "unknown field \"port\" (accepted: servers, timeout, attempts)"},
     /* request matching */
     {ROUTE_HEAD "    - {match: {query_params: [{name: q}]}, cluster: c}\n" ROUTE_TAIL,
      "t.yaml:6:31: " R ".match.query_params[0]: ",

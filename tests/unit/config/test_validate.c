@@ -53,6 +53,15 @@ static void set_addr(struct tr_cfg_addr *a, const char *ip, uint16_t port)
     }
 }
 
+/* Endpoints by name (a ServiceEntry with resolution DNS): host and port,
+ * addr unset. */
+static void set_host(struct tr_endpoint_cfg *e, const char *host, uint16_t port)
+{
+    memset(&e->addr, 0, sizeof(e->addr));
+    e->host = host;
+    e->port = port;
+}
+
 static void *alloc(struct tr_config *c, size_t n, size_t size)
 {
     void *p = tr_arena_calloc(c->arena, n, size);
@@ -168,6 +177,35 @@ static void test_model_ok(void **state)
         fprintf(stderr, "unexpected: %s\n", err);
     assert_int_equal(rc, 0);
     assert_int_equal(r->total_weight, 100);
+    tr_config_free(c);
+}
+
+/* A cluster of DNS names as a compiler builds it: validate fills in the
+ * address text (and name), counts the names and sets the refresh default. */
+static void test_model_dns_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_cluster_cfg *cl = &c->clusters[0];
+    set_host(&cl->endpoints[0], "reviews.example.com", 9080);
+    cl->dns.mode = TR_DNS_FIRST;
+    char *err = NULL;
+    int rc = tr_config_validate(c, &err);
+    if (rc != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cl->endpoints[0].addr.text, "reviews.example.com:9080");
+    assert_string_equal(cl->endpoints[0].name, "reviews.example.com:9080");
+    assert_int_equal(cl->endpoints[0].addr.len, 0);
+    assert_int_equal(cl->n_dns_endpoints, 1);
+    assert_int_equal(cl->dns.refresh_ms, 5000);
+    assert_int_equal(c->clusters[1].n_dns_endpoints, 0);
+    assert_int_equal(c->resolver.timeout_ms, 2000);
+    assert_int_equal(c->resolver.attempts, 3);
+    assert_int_equal(c->resolver.n_servers, 0);
+    /* Validating again changes nothing. */
+    assert_int_equal(tr_config_validate(c, &err), 0);
+    assert_int_equal(cl->n_dns_endpoints, 1);
     tr_config_free(c);
 }
 
@@ -549,6 +587,39 @@ static void cors_star_and_more(struct tr_config *c)
     cors->n_allow_methods = 2;
 }
 
+static void host_and_addr(struct tr_config *c)
+{
+    c->clusters[0].endpoints[0].host = "reviews.example.com";
+    c->clusters[0].endpoints[0].port = 9080;
+}
+static void upper_host(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "Reviews.example.com", 9080);
+}
+static void bad_host(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews..example.com", 9080);
+}
+static void host_port0(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews.example.com", 0);
+}
+static void dns_without_names(struct tr_config *c)
+{
+    c->clusters[0].dns.mode = TR_DNS_FIRST;
+}
+static void dns_refresh_range(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews.example.com", 9080);
+    c->clusters[0].dns.refresh_ms = 10;
+}
+static void bad_dns_server(struct tr_config *c)
+{
+    static const char *servers[] = {"dns.example:53"};
+    c->resolver.servers = servers;
+    c->resolver.n_servers = 1;
+}
+
 #define Y_CTX "tls:\n- {name: workload, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
 #define Y_CLUSTERS                                                                                 \
     "clusters:\n- {name: reviews-v1, endpoints: [{address: '10.0.0.1:9080'}]}\n"                   \
@@ -842,6 +913,40 @@ static const struct vcase cases[] = {
             "'*']}}",
             ", route_table: outbound-80"),
      "t.yaml:11:89: " R ".cors.allow_methods[1]: \"*\" must be the only entry of allow_methods"},
+    {"endpoint with an address and a host", host_and_addr,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: both an IP "
+     "address and a host name; an endpoint has one or the other",
+     NULL, NULL},
+    {"host names are lower case", upper_host,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: host name "
+     "\"Reviews.example.com\" must be lower case",
+     NULL, NULL},
+    {"host names are RFC 1123", bad_host,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: invalid DNS name "
+     "\"reviews..example.com\": labels are 1 to 63 letters, digits or '-', not starting or "
+     "ending with '-'",
+     NULL, NULL},
+    {"host port", host_port0,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: port must be "
+     "between 1 and 65535, got 0",
+     NULL, NULL},
+    {"dns settings need names", dns_without_names,
+     "DestinationRule default/reviews: spec.subsets[0].dns: DNS settings on a cluster whose "
+     "endpoints are all IP addresses would be ignored; remove them",
+     Y_CTX "clusters:\n- {name: reviews-v1, dns: {mode: first}, endpoints: [{address: "
+           "'10.0.0.1:9080'}]}\n"
+           "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
+               Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:4:22: clusters[0].dns: DNS settings on a cluster whose endpoints are all IP "
+     "addresses would be ignored; remove them"},
+    {"dns refresh range", dns_refresh_range,
+     "DestinationRule default/reviews: spec.subsets[0].dns.refresh: must be between 1000ms and "
+     "86400000ms, got 10ms",
+     NULL, NULL},
+    {"resolver servers", bad_dns_server,
+     "mesh: resolver.servers[0]: expected an IP address, got \"dns.example\" (hostnames are "
+     "not resolved)",
+     NULL, NULL},
     {"header edit names", edit_hop_by_hop,
      "VirtualService default/reviews: spec.http[0].request_headers.remove[1]: \"connection\" is a "
      "hop-by-hop header: it belongs to one connection and cannot be edited",
@@ -1150,6 +1255,7 @@ int main(void)
         cmocka_unit_test(test_origin_format),
         cmocka_unit_test(test_local_actions_ok),
         cmocka_unit_test(test_header_edit_programs),
+        cmocka_unit_test(test_model_dns_ok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
