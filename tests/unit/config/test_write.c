@@ -1058,6 +1058,58 @@ static void test_addresses(void **state)
     tr_config_free(c);
 }
 
+static void write_fails(const struct tr_config *c, const char *want);
+
+/* Endpoints given by DNS name: written as NAME:PORT (the model's text, or
+ * formatted when a builder left it out), dns settings only where they differ
+ * (refresh 5s is validate's default), the resolver; a text that does not
+ * spell the name and port is an error, not a silent change. */
+static void test_dns_endpoints(void **state)
+{
+    (void)state;
+    struct tr_config *c = model(1, 2);
+    struct tr_cluster_cfg *cl = &c->clusters[0];
+    cl->n_endpoints = 3;
+    cl->endpoints = alloc(c, 3, sizeof(*cl->endpoints));
+    static const char *const hosts[] = {"1e3.example", "yes", "db.example."};
+    for (size_t i = 0; i < 3; i++) {
+        tr_cfg_endpoint_defaults(&cl->endpoints[i]);
+        cl->endpoints[i].host = hosts[i];
+        cl->endpoints[i].port = (uint16_t)(80 + i);
+    }
+    cl->endpoints[2].weight = 3;
+    cl->dns = (struct tr_dns_cfg){.mode = TR_DNS_FIRST, .refresh_ms = 5000};
+    c->clusters[1].dns.family = TR_DNS_AUTO; /* no names: all defaults */
+    static const char *servers[] = {"127.0.0.1:5353"};
+    c->resolver.servers = servers;
+    c->resolver.n_servers = 1;
+    c->resolver.attempts = 1;
+    validate_ok(c);
+    size_t len;
+    char *yaml = write_ok(c, TR_CONFIG_YAML, &len);
+    static const char want[] = "  - name: c0\n"
+                               "    dns:\n"
+                               "      mode: first\n"
+                               "    endpoints:\n"
+                               "      - address: 1e3.example:80\n"
+                               "      - address: yes:81\n"
+                               "      - address: db.example.:82\n"
+                               "        weight: 3\n"
+                               "  - name: c1\n"
+                               "    endpoints:\n";
+    if (strstr(yaml, want) == NULL) {
+        fprintf(stderr, "no\n%s\nin\n%s\n", want, yaml);
+        fail();
+    }
+    assert_non_null(strstr(yaml, "resolver:\n  servers: [\"127.0.0.1:5353\"]\n  attempts: 1\n"));
+    free(yaml);
+    roundtrip_cfg(c, "dns.yaml");
+    cl->endpoints[1].addr.text = "no:81";
+    write_fails(c, "clusters[0].endpoints[1].address: the text \"no:81\" does not spell the host "
+                   "name and port the model holds (yes:81)");
+    tr_config_free(c);
+}
+
 /* A compiled model's sources are written (origin) and read back: every
  * object keeps naming its resource and field. */
 static void test_origin(void **state)
@@ -1286,6 +1338,7 @@ int main(void)
         cmocka_unit_test(test_route_actions),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_dns_endpoints),
         cmocka_unit_test(test_origin),
         cmocka_unit_test(test_refuses_what_a_file_cannot_say),
         cmocka_unit_test(test_compact_when_too_big),
