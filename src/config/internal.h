@@ -259,6 +259,7 @@ extern const struct cfg_section cfg_endpoint_section;
 extern const struct cfg_section cfg_path_match_section;
 extern const struct cfg_section cfg_header_match_section;
 extern const struct cfg_section cfg_query_match_section;
+extern const struct cfg_section cfg_tcp_weighted_section; /* listeners[].tcp_clusters[] */
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
 size_t cfg_field_index(const struct cfg_section *sec, const char *key);
