@@ -154,6 +154,15 @@ char *tr_config_dump_json(const struct tr_config *cfg, uint64_t generation, size
         tr_fmt_json_cstr(&w, l->route_table >= 0 ? cfg->route_tables[l->route_table].name : NULL);
         json_key(&w, "tcp_cluster", false);
         tr_fmt_json_cstr(&w, l->tcp_cluster >= 0 ? cfg->clusters[l->tcp_cluster].name : NULL);
+        /* weighted TCP routes */
+        json_key(&w, "tcp_clusters", false);
+        tr_fmt_bytes(&w, "[", 1);
+        for (size_t k = 0; k < l->n_tcp_clusters; k++) {
+            tr_fmt_bytes(&w, k ? ",{\"cluster\":" : "{\"cluster\":", k ? 12 : 11);
+            tr_fmt_json_cstr(&w, cfg->clusters[l->tcp_clusters[k].cluster].name);
+            tr_fmt_printf(&w, ",\"weight\":%u}", l->tcp_clusters[k].weight);
+        }
+        tr_fmt_bytes(&w, "]", 1);
         tr_fmt_printf(&w, ",\"authorization_rules\":%zu}", l->authz.n_rules);
     }
     tr_fmt_bytes(&w, "]", 1);
