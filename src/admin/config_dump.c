@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,81 @@ static const char *proto_name(enum tr_listener_protocol p)
     return p == TR_LPROTO_TCP ? "tcp" : p == TR_LPROTO_AUTO ? "auto" : "http";
 }
 
+/* ---- local route actions: in the file's keys ---- */
+
+/* A share per million as the percentage the file wrote ("12.5"). */
+static void json_percent(struct tr_fmt *w, uint32_t per_million)
+{
+    char frac[8];
+    int n = snprintf(frac, sizeof(frac), "%04u", per_million % 10000);
+    while (n > 0 && frac[n - 1] == '0')
+        frac[--n] = '\0';
+    tr_fmt_printf(w, "%u%s%s", per_million / 10000, n > 0 ? "." : "", frac);
+}
+
+static void dump_redirect(struct tr_fmt *w, const struct tr_redirect_cfg *rd)
+{
+    static const char *const port_from[] = {"keep", "protocol_default", "request"};
+    tr_fmt_printf(w, ",\"redirect\":{\"code\":%u,\"port\":%u,\"port_from\":\"%s\"", rd->code,
+                  rd->port, port_from[rd->port_from]);
+    json_key(w, "scheme", false);
+    tr_fmt_json_cstr(w, rd->scheme);
+    json_key(w, "host", false);
+    tr_fmt_json_cstr(w, rd->host);
+    json_key(w, "path", false);
+    tr_fmt_json_cstr(w, rd->path);
+    json_key(w, "prefix", false);
+    tr_fmt_json_cstr(w, rd->prefix);
+    tr_fmt_bytes(w, "}", 1);
+}
+
+static void dump_fault(struct tr_fmt *w, const struct tr_fault_cfg *f)
+{
+    tr_fmt_cstr(w, ",\"fault\":{\"delay\":");
+    if (f->delay != NULL) {
+        tr_fmt_printf(w, "{\"fixed_ms\":%u,\"percent\":", f->delay->fixed_ms);
+        json_percent(w, f->delay->per_million);
+        tr_fmt_bytes(w, "}", 1);
+    } else {
+        tr_fmt_cstr(w, "null");
+    }
+    tr_fmt_cstr(w, ",\"abort\":");
+    if (f->abort != NULL) {
+        if (f->abort->grpc)
+            tr_fmt_printf(w, "{\"grpc_status\":%u,\"percent\":", f->abort->grpc_status);
+        else
+            tr_fmt_printf(w, "{\"status\":%u,\"percent\":", f->abort->status);
+        json_percent(w, f->abort->per_million);
+        tr_fmt_bytes(w, "}", 1);
+    } else {
+        tr_fmt_cstr(w, "null");
+    }
+    tr_fmt_bytes(w, "}", 1);
+}
+
+static void dump_cors(struct tr_fmt *w, const struct tr_cors_cfg *c)
+{
+    static const char *const kinds[] = {"exact", "prefix", "regex"};
+    tr_fmt_cstr(w, ",\"cors\":{\"allow_origins\":[");
+    for (size_t i = 0; i < c->n_origins; i++) {
+        tr_fmt_printf(w, "%s{\"%s\":", i ? "," : "", kinds[c->origins[i].kind]);
+        tr_fmt_json_cstr(w, c->origins[i].value);
+        tr_fmt_bytes(w, "}", 1);
+    }
+    tr_fmt_bytes(w, "]", 1);
+    json_key(w, "allow_methods", false);
+    json_strs(w, c->allow_methods, c->n_allow_methods);
+    json_key(w, "allow_headers", false);
+    json_strs(w, c->allow_headers, c->n_allow_headers);
+    json_key(w, "expose_headers", false);
+    json_strs(w, c->expose_headers, c->n_expose_headers);
+    if (c->has_max_age)
+        tr_fmt_printf(w, ",\"max_age_s\":%u", c->max_age_s);
+    tr_fmt_printf(w, ",\"allow_credentials\":%s,\"unmatched_preflights\":\"%s\"}",
+                  c->allow_credentials ? "true" : "false",
+                  c->unmatched_preflights == TR_CORS_UNMATCHED_IGNORE ? "ignore" : "forward");
+}
+
 static void dump_route(struct tr_fmt *w, const struct tr_config *cfg, const struct tr_route_cfg *r)
 {
     static const char *const pk[] = {"prefix", "exact", "regex"};
@@ -64,7 +140,9 @@ static void dump_route(struct tr_fmt *w, const struct tr_config *cfg, const stru
         tr_fmt_printf(w, ",\"invert\":%s}", h->invert ? "true" : "false");
     }
     tr_fmt_bytes(w, "]}", 2);
-    if (r->direct_status != 0) {
+    if (r->redirect != NULL) {
+        dump_redirect(w, r->redirect);
+    } else if (r->direct_status != 0) {
         tr_fmt_printf(w, ",\"direct_response\":{\"status\":%u,\"body\":", r->direct_status);
         tr_fmt_json_cstr(w, r->direct_body);
         tr_fmt_bytes(w, "}", 1);
@@ -83,6 +161,10 @@ static void dump_route(struct tr_fmt *w, const struct tr_config *cfg, const stru
     tr_fmt_json_cstr(w, r->prefix_rewrite);
     json_key(w, "host_rewrite", false);
     tr_fmt_json_cstr(w, r->host_rewrite);
+    if (r->fault != NULL)
+        dump_fault(w, r->fault);
+    if (r->cors != NULL)
+        dump_cors(w, r->cors);
     tr_fmt_bytes(w, "}", 1);
 }
 
