@@ -23,6 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import ThreadedTCPServer, free_port, sanitizer_checked  # noqa: E402
+from dnsutil import DnsServer  # noqa: E402
 from test_lifecycle import wait_generation  # noqa: E402
 from test_updates import reload  # noqa: E402
 
@@ -103,20 +104,26 @@ def assert_share(count, n, p, what):
         f"{what}: {count} of {n}, expected {mean:.0f} +- {SIGMAS * sd:.0f} ({SIGMAS} sd)"
 
 
-def split_config(port, servers, weights, log_path, protocol="tcp", dead=()):
+def split_config(port, servers, weights, log_path, protocol="tcp", dead=(), empty=None):
     """An outbound listener splitting by `weights` ({cluster: weight}) across
-    one cluster per server (named and labelled after it) and one per name in
-    `dead`, whose only endpoint refuses connections."""
+    one cluster per server (named and labelled after it), one per name in
+    `dead`, whose only endpoint refuses connections, and, with `empty` (a
+    DnsServer that knows no name), a cluster "empty" whose endpoint is a name
+    with no address: a cluster with no endpoint at all."""
     clusters = [{"name": s.name, "workload": f"tcp-echo-{s.name}", "namespace": "default",
                  "service": "tcp-echo.default.svc.cluster.local",
                  "endpoints": [{"address": f"127.0.0.1:{s.port}"}]} for s in servers]
     clusters += [{"name": d, "workload": f"tcp-echo-{d}", "connect_timeout": "1s",
                   "endpoints": [{"address": f"127.0.0.1:{free_port()}"}]} for d in dead]
+    if empty is not None:
+        clusters.append({"name": "empty", "endpoints": [{"address": "nothing.trellis.test:9"}]})
     listener = {"name": "tcp-echo", "address": f"127.0.0.1:{port}", "direction": "outbound",
                 "protocol": protocol,
                 "tcp_clusters": [{"cluster": c, "weight": w} for c, w in weights.items()]}
     cfg = {"workers": 1, "listeners": [listener], "clusters": clusters,
            "access_log": {"enabled": True, "path": log_path}}
+    if empty is not None:
+        cfg["resolver"] = {"servers": [empty.address], "timeout": "300ms", "attempts": 2}
     if protocol == "auto":
         listener["route_table"] = "rt"
         listener["timeouts"] = {"detect": "50ms"}
@@ -184,28 +191,40 @@ def test_split_80_20_with_a_zero_weight_entry(checked, servers, workdir):
     assert p.metric("istio_tcp_connections_opened_total", destination_workload="tcp-echo-v3") == 0
 
 
-def test_cluster_without_a_live_endpoint_fails_only_its_share(checked, servers, workdir):
+def test_clusters_without_a_live_endpoint_fail_only_their_share(checked, servers, workdir):
     (live,) = servers("live")
-    port, log = free_port(), os.path.join(workdir, "access.log")
-    checked(split_config(port, [live], {"live": 1, "dead": 1}, log, dead=["dead"]))
-    n = 1000
-    counts = tally(port, n)
-    assert set(counts) <= {"live", None}, counts
-    failed = counts.get(None, 0)
-    assert_share(failed, n, 0.5, "connections to the dead cluster")
-    # A connection that picked the dead cluster is not moved to the live one,
-    # and none that picked the live one failed.
+    dns = DnsServer()  # knows no name: "empty" resolves to no address
+    try:
+        port, log = free_port(), os.path.join(workdir, "access.log")
+        checked(split_config(port, [live], {"live": 2, "dead": 1, "empty": 1}, log,
+                             dead=["dead"], empty=dns))
+        n = 1000
+        counts = tally(port, n)
+        assert set(counts) <= {"live", None}, counts
+        assert_share(counts.get("live", 0), n, 0.5, "connections to the live cluster")
+        assert dns.count("nothing.trellis.test") >= 1
+    finally:
+        dns.close()
+    # A connection that picked a failing cluster is not moved to the live
+    # one, and none that picked the live one failed.
     assert live.connections == counts["live"]
     lines = access_lines(log, n)
-    assert by_cluster(lines) == {"live": counts["live"], "dead": failed}
+    split = by_cluster(lines)
+    assert set(split) == {"live", "dead", "empty"}, split
+    assert split["live"] == counts["live"] and split["dead"] + split["empty"] == counts[None]
+    assert_share(split["dead"], n, 0.25, "connections to the refusing cluster")
     for e in lines:
         if e["cluster"] == "live":
             assert e["response_flags"] == "-", e
+            continue
+        assert e["bytes_sent"] == 0 and e["bytes_received"] == 0, e
+        if e["cluster"] == "empty":
+            # No endpoint at all: no healthy upstream, at once.
+            assert e["response_flags"] == "UH" and e["upstream_host"] is None, e
         else:
             # The first connect is refused (UF); then the endpoint is in
             # back-off and later picks fail at once with no healthy upstream.
             assert e["response_flags"] in ("UF", "UH"), e
-            assert e["bytes_sent"] == 0 and e["bytes_received"] == 0, e
     flags = [e["response_flags"] for e in lines if e["cluster"] == "dead"]
     assert flags[0] == "UF" and "UH" in flags, flags[:10]
 
