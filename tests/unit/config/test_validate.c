@@ -1397,14 +1397,10 @@ static void test_local_actions_ok(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_model_ok),
-        cmocka_unit_test(test_invariants),
-        cmocka_unit_test(test_yaml_twin),
-        cmocka_unit_test(test_regex_rewrite_ok),
-        cmocka_unit_test(test_origin_format),
-        cmocka_unit_test(test_tcp_split_ok),
-        cmocka_unit_test(test_local_actions_ok),
-        cmocka_unit_test(test_header_edit_programs),
+        cmocka_unit_test(test_model_ok),         cmocka_unit_test(test_invariants),
+        cmocka_unit_test(test_yaml_twin),        cmocka_unit_test(test_regex_rewrite_ok),
+        cmocka_unit_test(test_origin_format),    cmocka_unit_test(test_tcp_split_ok),
+        cmocka_unit_test(test_local_actions_ok), cmocka_unit_test(test_header_edit_programs),
         cmocka_unit_test(test_model_dns_ok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
