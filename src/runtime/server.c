@@ -320,8 +320,12 @@ int tr_server_apply_patches(const struct tr_config_patch *p, size_t n, char **er
         *err = strdup("out of memory");
         return -1;
     }
-    memcpy(all, srv.log, srv.n_log * sizeof(*all));
-    memcpy(all + srv.n_log, p, n * sizeof(*all));
+    /* srv.log is NULL until the first update is kept: memcpy's pointers
+     * must be valid even for 0 bytes. */
+    if (srv.n_log > 0)
+        memcpy(all, srv.log, srv.n_log * sizeof(*all));
+    if (n > 0)
+        memcpy(all + srv.n_log, p, n * sizeof(*all));
     struct tr_snapshot *cur = tr_snapshot_current_acquire();
     struct tr_snapshot *snap = build_snapshot(srv.doc, srv.doc_len, all, srv.n_log + n, cur, err);
     free(all);
