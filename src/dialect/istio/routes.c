@@ -1,0 +1,587 @@
+/* VirtualService -> the routes of one virtual host.
+ *
+ * Istio's order: rules in list order, first match wins; the match blocks of
+ * one rule are ORed (one model route each, same action), the fields of a
+ * block ANDed. sourceLabels, sourceNamespace and gateways are decided here,
+ * for the workload being compiled (as Istio decides them per proxy). A
+ * request no rule matches falls through to the service's default route. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/load.h"
+#include "core/arena.h"
+#include "dialect/istio/internal.h"
+
+#define MAX_ROUTES_PER_VHOST 10000u
+
+static struct tr_route_cfg *route_new(struct ist_ctx *x, struct ist_routes *rs)
+{
+    if (rs->n == rs->cap) {
+        size_t ncap = rs->cap ? rs->cap * 2 : 8;
+        struct tr_route_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return NULL;
+        if (rs->n)
+            memcpy(nv, rs->v, rs->n * sizeof(*nv));
+        rs->v = nv;
+        rs->cap = ncap;
+    }
+    struct tr_route_cfg *r = &rs->v[rs->n++];
+    tr_cfg_route_defaults(r);
+    return r;
+}
+
+static const struct ist_key route_keys[] = {
+    {"name", NULL},
+    {"match", NULL},
+    {"route", NULL},
+    {"redirect", "redirects are not supported yet"},
+    {"directResponse", NULL},
+    {"delegate", "delegate VirtualServices are not supported yet"},
+    {"rewrite", NULL},
+    {"timeout", NULL},
+    {"retries", "retry policies are not supported yet: connect failures are retried up to 3 "
+                "attempts, as Istio's default policy does"},
+    {"fault", "fault injection is not supported yet"},
+    {"mirror", "mirroring is not supported yet"},
+    {"mirrors", "mirroring is not supported yet"},
+    {"mirrorPercentage", "mirroring is not supported yet"},
+    {"mirrorPercent", "mirroring is not supported yet"},
+    {"mirror_percent", "mirroring is not supported yet"},
+    {"corsPolicy", "CORS policies are not supported yet"},
+    {"headers", "header manipulation is not supported yet"},
+};
+
+static const struct ist_key match_keys[] = {
+    {"name", NULL},
+    {"uri", NULL},
+    {"scheme", "scheme matches are not supported yet: the block never matches"},
+    {"method", NULL},
+    {"authority", "authority matches are not supported yet: the block never matches"},
+    {"headers", NULL},
+    {"port", NULL},
+    {"sourceLabels", NULL},
+    {"gateways", NULL},
+    {"queryParams", "query parameter matches are not supported yet: the block never matches"},
+    {"ignoreUriCase", NULL},
+    {"withoutHeaders", NULL},
+    {"sourceNamespace", NULL},
+    {"statPrefix", "per-route stats prefixes are not supported: ignored"},
+};
+
+static const struct ist_key dest_keys[] = {
+    {"destination", NULL},
+    {"weight", NULL},
+    {"headers", "header manipulation is not supported yet"},
+};
+
+static bool has_str(const struct tr_rnode *list, const char *s)
+{
+    for (const struct tr_rnode *e = list && list->kind == TR_RNODE_SEQ ? list->head : NULL; e;
+         e = e->next) {
+        const char *v;
+        if (tr_rnode_str(e, &v) && strcmp(v, s) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Does the VirtualService apply to sidecars (gateways empty or "mesh")? */
+bool ist_vs_for_mesh(const struct tr_resource *vs)
+{
+    const struct tr_rnode *gw = tr_rnode_get(vs->spec, "gateways");
+    return gw == NULL || gw->kind != TR_RNODE_SEQ || gw->n == 0 || has_str(gw, "mesh");
+}
+
+/* The cluster for a destination {host, subset, port}; *out NULL with a
+ * reason in *why when there is none (the route answers 503, as Istio's NR). */
+static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *d,
+                        const struct tr_resource *vs, const struct ist_vhost *vh,
+                        const char **out)
+{
+    static const struct ist_key keys[] = {{"host", NULL}, {"subset", NULL}, {"port", NULL}};
+    *out = NULL;
+    if (d == NULL) {
+        ist_error(x, c, NULL, NULL, "a destination is required");
+        return false;
+    }
+    size_t saved = ist_push_key(c, "destination");
+    bool ok = IST_KEYS(x, c, d, keys);
+    const char *host = NULL, *subset = NULL;
+    uint32_t port = 0;
+    if (ok && !ist_str(x, c, d, "host", &host)) {
+        ist_error(x, c, d, "host", "a destination host is required");
+        ok = false;
+    }
+    ist_str(x, c, d, "subset", &subset);
+    const struct tr_rnode *pn = ist_map(x, c, d, "port");
+    static const struct ist_key pkeys[] = {{"number", NULL}};
+    size_t sp = ist_push_key(c, "port");
+    if (pn != NULL && IST_KEYS(x, c, pn, pkeys))
+        ist_u32(x, c, pn, "number", 1, 65535, &port);
+    ist_pop(c, sp);
+    if (!ok) {
+        ist_pop(c, saved);
+        return false;
+    }
+    const char *fq = ist_fqdn(x, host, vs->ns ? vs->ns : "default");
+    const struct ist_service *s = fq ? ist_service_by_host(x, fq) : NULL;
+    if (s == NULL) {
+        ist_warn(x, c, tr_rnode_get(d, "host"), "host",
+                 "host %s is not a known service or ServiceEntry: requests routed here are "
+                 "answered 503",
+                 fq ? fq : host);
+        ist_pop(c, saved);
+        return true;
+    }
+    size_t pi = s->n_ports;
+    if (port != 0) {
+        for (pi = 0; pi < s->n_ports && s->ports[pi].number != port; pi++)
+            ;
+        if (pi == s->n_ports)
+            ist_warn(x, c, pn, "port", "service %s has no port %u: requests routed here are "
+                                       "answered 503",
+                     s->host, port);
+    } else if (s->n_ports == 1) {
+        pi = 0;
+    } else if (vh != NULL) {
+        for (pi = 0; pi < s->n_ports && s->ports[pi].number != vh->port; pi++)
+            ;
+        if (pi == s->n_ports)
+            ist_warn(x, c, d, NULL, "service %s has several ports and none is %u: name the port; "
+                                    "requests routed here are answered 503",
+                     s->host, vh->port);
+    }
+    if (subset != NULL) {
+        const struct tr_resource *dr = ist_dr_for(x, s->host, s->ns);
+        if (ist_dr_subset(dr, subset) == NULL) {
+            ist_warn(x, c, tr_rnode_get(d, "subset"), "subset",
+                     "no DestinationRule defines subset \"%s\" of %s: requests routed here are "
+                     "answered 503 (Istio: 503 NR)",
+                     subset, s->host);
+            ist_pop(c, saved);
+            return true;
+        }
+    }
+    if (pi < s->n_ports && !x->checking)
+        *out = ist_cluster_for(x, s, pi, subset);
+    ist_pop(c, saved);
+    return true;
+}
+
+/* The action of rule http[i] into r (matches are filled by the caller). */
+static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
+                         const struct tr_resource *vs, const struct ist_vhost *vh,
+                         struct tr_route_cfg *r)
+{
+    const struct tr_rnode *route = ist_list(x, c, rule, "route");
+    const struct tr_rnode *dr = ist_map(x, c, rule, "directResponse");
+    const struct tr_rnode *redirect = tr_rnode_get(rule, "redirect");
+    const struct tr_rnode *delegate = tr_rnode_get(rule, "delegate");
+    int actions = (route != NULL) + (dr != NULL) + (redirect != NULL) + (delegate != NULL);
+    if (actions != 1) {
+        ist_error(x, c, rule, NULL,
+                  actions ? "only one of route, redirect, directResponse and delegate"
+                          : "one of route, redirect, directResponse or delegate is required");
+        return false;
+    }
+    if (redirect != NULL || delegate != NULL) {
+        /* Reported by the key table; the rule cannot route. */
+        r->direct_status = 503;
+        r->direct_body = "trellis: this route's action is not supported yet\n";
+        return true;
+    }
+    if (dr != NULL) {
+        static const struct ist_key keys[] = {{"status", NULL}, {"body", NULL}};
+        size_t saved = ist_push_key(c, "directResponse");
+        uint32_t status = 0;
+        bool ok = IST_KEYS(x, c, dr, keys);
+        if (ok && !ist_u32(x, c, dr, "status", 200, 599, &status)) {
+            ist_error(x, c, dr, "status", "a status 200..599 is required");
+            ok = false;
+        }
+        const struct tr_rnode *body = ist_map(x, c, dr, "body");
+        static const struct ist_key bkeys[] = {{"string", NULL}, {"bytes", NULL}};
+        size_t sb = ist_push_key(c, "body");
+        if (ok && body != NULL && IST_KEYS(x, c, body, bkeys)) {
+            const char *s = NULL;
+            if (tr_rnode_get(body, "bytes") != NULL)
+                ist_warn(x, c, tr_rnode_get(body, "bytes"), "bytes",
+                         "base64 bodies are not supported yet: the body is empty");
+            if (ist_str(x, c, body, "string", &s)) {
+                if (strlen(s) > 65536) {
+                    ist_error(x, c, body, "string", "a body of at most 65536 bytes");
+                    ok = false;
+                }
+                r->direct_body = ist_mstrdup(x, s);
+            }
+        }
+        ist_pop(c, sb);
+        ist_pop(c, saved);
+        r->direct_status = (uint16_t)status;
+        if (r->direct_body == NULL)
+            r->direct_body = "";
+        return ok;
+    }
+    if (route->n == 0 || route->n > 256) {
+        ist_error(x, c, route, "route", "1 to 256 destinations");
+        return false;
+    }
+    r->clusters = ist_malloc(x, route->n, sizeof(*r->clusters));
+    if (r->clusters == NULL)
+        return false;
+    size_t i = 0;
+    uint64_t total = 0;
+    bool any_missing = false;
+    for (const struct tr_rnode *e = route->head; e; e = e->next, i++) {
+        size_t saved = ist_push_key(c, "route");
+        ist_push_index(c, i);
+        uint32_t w = route->n == 1 ? 100 : 0;
+        bool ok = IST_KEYS(x, c, e, dest_keys);
+        if (ok && tr_rnode_get(e, "weight") != NULL)
+            ok = ist_u32(x, c, e, "weight", 0, 1000000, &w);
+        const char *cl = NULL;
+        if (ok)
+            ok = destination(x, c, tr_rnode_get(e, "destination"), vs, vh, &cl);
+        ist_pop(c, saved);
+        if (!ok)
+            return false;
+        total += w;
+        if (w == 0)
+            continue;
+        if (cl == NULL) {
+            any_missing = true;
+            continue;
+        }
+        struct tr_weighted_cluster_cfg *wc = &r->clusters[r->n_clusters++];
+        wc->cluster_name = cl;
+        wc->weight = w;
+        wc->loc = ist_loc(x, c, e);
+    }
+    if (total == 0) {
+        ist_error(x, c, route, "route", "the destinations' weights add up to 0");
+        return false;
+    }
+    if (r->n_clusters == 0 || any_missing) {
+        /* A share goes nowhere: Istio answers those requests 503 NR; the
+         * model cannot split to "nowhere", so the whole route does. */
+        r->n_clusters = 0;
+        r->clusters = NULL;
+        r->direct_status = 503;
+        r->direct_body = "no healthy upstream\n";
+    }
+    return true;
+}
+
+static bool rewrite(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
+                    struct tr_route_cfg *r)
+{
+    const struct tr_rnode *rw = ist_map(x, c, rule, "rewrite");
+    if (rw == NULL)
+        return true;
+    static const struct ist_key keys[] = {
+        {"uri", NULL},
+        {"authority", NULL},
+        {"uriRegexRewrite", "regex rewrites are not supported yet"},
+    };
+    size_t saved = ist_push_key(c, "rewrite");
+    bool ok = IST_KEYS(x, c, rw, keys);
+    const char *uri = NULL, *auth = NULL;
+    if (ok && ist_str(x, c, rw, "uri", &uri)) {
+        if (uri[0] != '/') {
+            ist_error(x, c, tr_rnode_get(rw, "uri"), "uri", "a path starting with /");
+            ok = false;
+        }
+        r->prefix_rewrite = ist_mstrdup(x, uri);
+    }
+    if (ok && ist_str(x, c, rw, "authority", &auth))
+        r->host_rewrite = ist_mstrdup(x, auth);
+    ist_pop(c, saved);
+    return ok;
+}
+
+static bool header_match(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
+                         const char *key, bool invert, struct tr_header_match_cfg *hv,
+                         size_t *n, size_t cap)
+{
+    const struct tr_rnode *hs = ist_map(x, c, m, key);
+    if (hs == NULL)
+        return true;
+    size_t saved = ist_push_key(c, key);
+    for (const struct tr_rnode *k = hs->head; k && k->next; k = k->next->next) {
+        struct ist_sm sm;
+        if (!ist_string_match(x, c, hs, k->s, &sm)) {
+            ist_pop(c, saved);
+            return false;
+        }
+        if (*n + 2 > cap) {
+            ist_error(x, c, k, NULL, "more than 64 header matches in one block");
+            ist_pop(c, saved);
+            return false;
+        }
+        char *name = ist_mstrdup(x, k->s);
+        if (name == NULL)
+            return false;
+        for (char *p = name; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        struct tr_header_match_cfg *h = &hv[(*n)++];
+        h->name = name;
+        h->loc = ist_loc(x, c, k);
+        /* Istio: regex "*" means "present" (pilot's special case). */
+        if (sm.kind == IST_SM_ANY || (sm.kind == IST_SM_REGEX && strcmp(sm.value, "*") == 0)) {
+            h->kind = TR_HMATCH_PRESENT;
+            h->invert = invert;
+            continue;
+        }
+        h->kind = sm.kind == IST_SM_EXACT    ? TR_HMATCH_EXACT
+                  : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
+                                             : TR_HMATCH_REGEX;
+        h->value = ist_mstrdup(x, sm.value);
+        if (invert) {
+            /* withoutHeaders: the header is present and does not match
+             * (Envoy's invert_match, which Istio uses). */
+            h->invert = true;
+            struct tr_header_match_cfg *p = &hv[(*n)++];
+            *p = (struct tr_header_match_cfg){
+                .name = name, .kind = TR_HMATCH_PRESENT, .loc = h->loc};
+        } else if (h->kind != TR_HMATCH_EXACT && sm.value[0] == '\0') {
+            h->kind = TR_HMATCH_PRESENT; /* prefix "" and regex "" match any value */
+        }
+    }
+    ist_pop(c, saved);
+    return true;
+}
+
+/* One match block into r's match fields. Returns false when the block is
+ * dropped for this workload or port (compile-time conditions), with *err
+ * set when it is invalid. */
+static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
+                        const struct tr_resource *vs, const struct ist_vhost *vh,
+                        struct tr_route_cfg *r, bool *err)
+{
+    *err = false;
+    if (!IST_KEYS(x, c, m, match_keys)) {
+        *err = true;
+        return false;
+    }
+    bool keep = true;
+    /* Unsupported conditions: never match rather than match too much. */
+    if (tr_rnode_get(m, "scheme") || tr_rnode_get(m, "authority") ||
+        tr_rnode_get(m, "queryParams"))
+        keep = false;
+    uint32_t port = 0;
+    if (ist_u32(x, c, m, "port", 1, 65535, &port) && vh != NULL && port != vh->port)
+        keep = false;
+    const struct tr_rnode *sl = ist_map(x, c, m, "sourceLabels");
+    if (sl != NULL && vh != NULL && !ist_labels_match(sl, x->wl_labels))
+        keep = false;
+    const char *sns;
+    if (ist_str(x, c, m, "sourceNamespace", &sns) && vh != NULL && strcmp(sns, x->wl_ns) != 0)
+        keep = false;
+    const struct tr_rnode *gw = ist_list(x, c, m, "gateways");
+    if (gw != NULL && gw->n > 0 && !has_str(gw, "mesh"))
+        keep = false;
+    (void)vs;
+
+    struct ist_sm uri;
+    if (ist_string_match(x, c, m, "uri", &uri)) {
+        if (uri.kind == IST_SM_EXACT || uri.kind == IST_SM_PREFIX) {
+            if (uri.value[0] != '/') {
+                if (uri.kind == IST_SM_PREFIX && uri.value[0] == '\0') {
+                    r->path_kind = TR_PATH_PREFIX;
+                    r->path = "/";
+                } else {
+                    ist_warn(x, c, tr_rnode_get(m, "uri"), "uri",
+                             "a path that does not start with / never matches: block dropped");
+                    keep = false;
+                }
+            } else {
+                r->path_kind = uri.kind == IST_SM_EXACT ? TR_PATH_EXACT : TR_PATH_PREFIX;
+                r->path = ist_mstrdup(x, uri.value);
+            }
+        } else if (uri.kind == IST_SM_REGEX) {
+            r->path_kind = TR_PATH_REGEX;
+            r->path = ist_mstrdup(x, uri.value);
+        }
+    } else if (tr_rnode_get(m, "uri") != NULL) {
+        *err = true;
+        return false;
+    }
+    bool ic;
+    if (ist_bool(x, c, m, "ignoreUriCase", &ic))
+        r->path_ignore_case = ic;
+
+    struct ist_sm meth;
+    if (ist_string_match(x, c, m, "method", &meth)) {
+        if (meth.kind == IST_SM_EXACT) {
+            r->methods = ist_malloc(x, 1, sizeof(*r->methods));
+            if (r->methods != NULL) {
+                r->methods[0] = ist_mstrdup(x, meth.value);
+                r->n_methods = 1;
+            }
+        } else if (meth.kind != IST_SM_ANY) {
+            ist_warn(x, c, tr_rnode_get(m, "method"), "method",
+                     "only exact method matches are supported yet: the block never matches");
+            keep = false;
+        }
+    }
+    enum { CAP = 64 };
+    struct tr_header_match_cfg *hv = ist_malloc(x, CAP, sizeof(*hv));
+    if (hv == NULL) {
+        *err = true;
+        return false;
+    }
+    size_t n = 0;
+    if (!header_match(x, c, m, "headers", false, hv, &n, CAP) ||
+        !header_match(x, c, m, "withoutHeaders", true, hv, &n, CAP)) {
+        *err = true;
+        return false;
+    }
+    r->headers = n ? hv : NULL;
+    r->n_headers = n;
+    return keep;
+}
+
+static bool is_catch_all(const struct tr_route_cfg *r)
+{
+    return r->path_kind == TR_PATH_PREFIX && r->path != NULL && strcmp(r->path, "/") == 0 &&
+           r->n_methods == 0 && r->n_headers == 0;
+}
+
+static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name,
+                        size_t i, size_t j, size_t n_matches)
+{
+    char *s = name ? ist_mprintf(x, "%s/%s.%s", vs->ns ? vs->ns : "default", vs->name, name)
+                   : ist_mprintf(x, "%s/%s.http[%zu]", vs->ns ? vs->ns : "default", vs->name, i);
+    if (s != NULL && n_matches > 1) {
+        s = ist_mprintf(x, "%s.match[%zu]", s, j);
+    }
+    for (char *p = s; p && *p; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            *p = '_';
+    }
+    return s;
+}
+
+bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
+                   struct ist_routes *out)
+{
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    const struct tr_rnode *http = ist_list(x, &c, vs->spec, "http");
+    bool catch_all = false;
+    size_t i = 0;
+    for (const struct tr_rnode *rule = http ? http->head : NULL; rule; rule = rule->next, i++) {
+        size_t saved = ist_push_key(&c, "http");
+        ist_push_index(&c, i);
+        if (!IST_KEYS(x, &c, rule, route_keys)) {
+            ist_pop(&c, saved);
+            continue;
+        }
+        const char *name = NULL;
+        ist_str(x, &c, rule, "name", &name);
+        struct tr_route_cfg proto;
+        tr_cfg_route_defaults(&proto);
+        bool ok = route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto);
+        uint32_t ms;
+        if (ist_duration(x, &c, rule, "timeout", 24u * 3600u * 1000u, &ms))
+            proto.timeout_ms = ms;
+        if (proto.direct_status != 0) {
+            proto.prefix_rewrite = NULL;
+            proto.host_rewrite = NULL;
+        }
+        const struct tr_rnode *matches = ist_list(x, &c, rule, "match");
+        size_t nm = matches ? matches->n : 0;
+        if (!ok) {
+            ist_pop(&c, saved);
+            continue;
+        }
+        if (catch_all && !x->quiet) {
+            ist_warn(x, &c, rule, NULL, "unreachable: an earlier rule of this VirtualService "
+                                        "matches every request");
+        }
+        if (nm == 0) {
+            struct tr_route_cfg *r = route_new(x, out);
+            if (r == NULL)
+                return false;
+            *r = proto;
+            r->name = route_name(x, vs, name, i, 0, 1);
+            r->loc = ist_loc(x, &c, rule);
+            catch_all = true;
+            ist_pop(&c, saved);
+            continue;
+        }
+        size_t j = 0;
+        for (const struct tr_rnode *m = matches->head; m; m = m->next, j++) {
+            size_t sm = ist_push_key(&c, "match");
+            ist_push_index(&c, j);
+            struct tr_route_cfg cand = proto;
+            bool err;
+            bool keep = match_block(x, &c, m, vs, vh, &cand, &err);
+            if (keep && !err) {
+                if (out->n >= MAX_ROUTES_PER_VHOST) {
+                    ist_error(x, &c, m, NULL, "more than %u routes for one host",
+                              MAX_ROUTES_PER_VHOST);
+                    return false;
+                }
+                struct tr_route_cfg *r = route_new(x, out);
+                if (r == NULL)
+                    return false;
+                *r = cand;
+                r->name = route_name(x, vs, name, i, j, nm);
+                r->loc = ist_loc(x, &c, m);
+                if (is_catch_all(r))
+                    catch_all = true;
+            }
+            ist_pop(&c, sm);
+        }
+        ist_pop(&c, saved);
+    }
+    const struct tr_rnode *tcp = tr_rnode_get(vs->spec, "tcp");
+    const struct tr_rnode *tls = tr_rnode_get(vs->spec, "tls");
+    if (tcp != NULL && !x->quiet && vh == NULL)
+        ist_warn(x, &c, tcp, "tcp", "tcp routes are not supported yet: TCP traffic to these "
+                                    "hosts goes to the service itself");
+    if (tls != NULL && !x->quiet && vh == NULL)
+        ist_warn(x, &c, tls, "tls", "tls routes are not supported yet: TLS traffic to these "
+                                    "hosts goes to the service itself");
+    return catch_all;
+}
+
+/* Every finding in a VirtualService, once. */
+void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
+{
+    static const struct ist_key keys[] = {
+        {"hosts", NULL}, {"gateways", NULL}, {"http", NULL},     {"tls", NULL},
+        {"tcp", NULL},   {"exportTo", NULL}, {"priority", NULL},
+    };
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    if (vs->spec == NULL) {
+        ist_error(x, &c, NULL, NULL, "spec is required");
+        return;
+    }
+    if (!IST_KEYS(x, &c, vs->spec, keys))
+        return;
+    const struct tr_rnode *hosts = ist_list(x, &c, vs->spec, "hosts");
+    if (hosts == NULL || hosts->n == 0)
+        ist_error(x, &c, vs->spec, "hosts", "at least one host is required");
+    size_t i = 0;
+    for (const struct tr_rnode *h = hosts ? hosts->head : NULL; h; h = h->next, i++) {
+        const char *s;
+        size_t saved = ist_push_key(&c, "hosts");
+        ist_push_index(&c, i);
+        if (!tr_rnode_str(h, &s) || *s == '\0')
+            ist_error(x, &c, h, NULL, "expected a host name");
+        ist_pop(&c, saved);
+    }
+    ist_list(x, &c, vs->spec, "gateways");
+    ist_list(x, &c, vs->spec, "exportTo");
+    struct ist_routes scratch = {0};
+    bool checking = x->checking;
+    x->checking = true;
+    ist_vs_routes(x, vs, NULL, &scratch);
+    x->checking = checking;
+}
