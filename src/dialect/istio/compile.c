@@ -729,7 +729,7 @@ static bool inbound(struct ist_ctx *x)
     return true;
 }
 
-static void check_all(struct ist_ctx *x)
+void ist_check_all(struct ist_ctx *x)
 {
     size_t n;
     const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "DestinationRule", &n);
@@ -743,46 +743,69 @@ static void check_all(struct ist_ctx *x)
         ist_vs_check(x, v[i]);
 }
 
+bool ist_ctx_init(struct ist_ctx *x, const struct tr_rset *rs, const struct tr_istio_options *opt,
+                  struct tr_diags *d)
+{
+    memset(x, 0, sizeof(*x));
+    struct tr_istio_options *o = &x->opts;
+    *o = *opt;
+    if (o->trust_domain == NULL)
+        o->trust_domain = "cluster.local";
+    if (o->root_ns == NULL)
+        o->root_ns = "istio-system";
+    if (o->outbound_ip == NULL)
+        o->outbound_ip = "127.0.0.1";
+    if (o->app_ip == NULL)
+        o->app_ip = "127.0.0.1";
+    if (o->cert_dir == NULL)
+        o->cert_dir = "certs";
+    if (o->file_name == NULL)
+        o->file_name = "compiled";
+    x->rs = rs;
+    x->o = o;
+    x->d = d;
+    x->wl_ns = o->ns;
+    x->wl_name = o->name;
+    x->tmp = tr_arena_new(64 * 1024);
+    x->cfg = tr_config_new(o->file_name);
+    if (x->tmp == NULL || x->cfg == NULL) {
+        ist_ctx_fini(x);
+        tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0}, "out of memory");
+        return false;
+    }
+    tr_strmap_init(&x->refused, x->tmp);
+    tr_strmap_init(&x->cluster_by_name, x->tmp);
+    return true;
+}
+
+void ist_ctx_fini(struct ist_ctx *x)
+{
+    tr_arena_free(x->tmp);
+    tr_config_free(x->cfg);
+    x->tmp = NULL;
+    x->cfg = NULL;
+}
+
 struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_istio_options *opt,
                                    struct tr_diags *d)
 {
-    struct tr_istio_options o = *opt;
-    if (o.trust_domain == NULL)
-        o.trust_domain = "cluster.local";
-    if (o.root_ns == NULL)
-        o.root_ns = "istio-system";
-    if (o.outbound_ip == NULL)
-        o.outbound_ip = "127.0.0.1";
-    if (o.app_ip == NULL)
-        o.app_ip = "127.0.0.1";
-    if (o.cert_dir == NULL)
-        o.cert_dir = "certs";
-    if (o.file_name == NULL)
-        o.file_name = "compiled";
-    if (o.ns == NULL || o.name == NULL) {
+    if (opt->ns == NULL || opt->name == NULL) {
         tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
                      "a workload (namespace and name) is required");
         return NULL;
     }
-    struct ist_ctx x = {.rs = rs, .o = &o, .d = d, .wl_ns = o.ns, .wl_name = o.name};
-    x.tmp = tr_arena_new(64 * 1024);
-    x.cfg = tr_config_new(o.file_name);
-    if (x.tmp == NULL || x.cfg == NULL) {
-        tr_arena_free(x.tmp);
-        tr_config_free(x.cfg);
-        tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0}, "out of memory");
+    struct ist_ctx x;
+    if (!ist_ctx_init(&x, rs, opt, d))
         return NULL;
-    }
-    tr_strmap_init(&x.refused, x.tmp);
-    tr_strmap_init(&x.cluster_by_name, x.tmp);
+    const struct tr_istio_options *o = x.o;
     struct tr_config *cfg = x.cfg;
     bool ok = ist_registry_build(&x) == 0 && ist_workload_find(&x) == 0;
     if (ok) {
-        check_all(&x);
-        cfg->node.id = ist_mprintf(&x, "%s/%s", o.ns, o.name);
-        cfg->node.workload = ist_mstrdup(&x, o.name);
-        cfg->node.workload_namespace = ist_mstrdup(&x, o.ns);
-        cfg->node.principal = spiffe_of(&x, o.ns, x.wl_sa ? x.wl_sa : "default");
+        ist_check_all(&x);
+        cfg->node.id = ist_mprintf(&x, "%s/%s", o->ns, o->name);
+        cfg->node.workload = ist_mstrdup(&x, o->name);
+        cfg->node.workload_namespace = ist_mstrdup(&x, o->ns);
+        cfg->node.principal = spiffe_of(&x, o->ns, x.wl_sa ? x.wl_sa : "default");
         ok = outbound(&x) && inbound(&x) && !x.oom;
     }
     if (ok) {
@@ -798,10 +821,10 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         if (ok) {
             tr_cfg_tls_defaults(&cfg->tls[0]);
             cfg->tls[0].name = "mesh";
-            cfg->tls[0].cert_file = ist_mprintf(&x, "%s/cert.pem", o.cert_dir);
-            cfg->tls[0].key_file = ist_mprintf(&x, "%s/key.pem", o.cert_dir);
-            cfg->tls[0].ca_file = ist_mprintf(&x, "%s/ca.pem", o.cert_dir);
-            cfg->tls[0].trust_domain = ist_mstrdup(&x, o.trust_domain);
+            cfg->tls[0].cert_file = ist_mprintf(&x, "%s/cert.pem", o->cert_dir);
+            cfg->tls[0].key_file = ist_mprintf(&x, "%s/key.pem", o->cert_dir);
+            cfg->tls[0].ca_file = ist_mprintf(&x, "%s/ca.pem", o->cert_dir);
+            cfg->tls[0].trust_domain = ist_mstrdup(&x, o->trust_domain);
             cfg->n_tls = 1;
         }
     }
@@ -809,7 +832,7 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         tr_diags_add(d, TR_DIAG_WARNING, &(struct tr_diag_where){0},
                      "workload %s/%s reaches no service and serves none: the model has no "
                      "listener",
-                     o.ns, o.name);
+                     o->ns, o->name);
     }
     char *err = NULL;
     if (ok && tr_config_validate(cfg, &err) != 0) {
@@ -820,10 +843,8 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         free(err);
         ok = false;
     }
-    tr_arena_free(x.tmp);
-    if (!ok) {
-        tr_config_free(cfg);
-        return NULL;
-    }
-    return cfg;
+    if (ok)
+        x.cfg = NULL; /* the caller's now */
+    ist_ctx_fini(&x);
+    return ok ? cfg : NULL;
 }

@@ -51,6 +51,11 @@ void ist_warn(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n,
 void ist_error(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n, const char *key,
                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* A mistake that breaks traffic but not the resource (a route to a subset
+ * nobody defines): a warning when compiling, an error for `ctl analyze`. */
+void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n,
+                 const char *key, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
 /* One key a table knows. why == NULL: the compiler reads it; else the key is
  * accepted and ignored with this reason (a warning, once per occurrence). */
 struct ist_key {
@@ -168,7 +173,8 @@ struct ist_service {
 
 struct ist_ctx {
     const struct tr_rset *rs;
-    const struct tr_istio_options *o;
+    const struct tr_istio_options *o; /* = &opts */
+    struct tr_istio_options opts;     /* with defaults filled in */
     struct tr_diags *d;
     struct tr_arena *tmp;    /* compiler scratch */
     struct tr_config *cfg;   /* the model being built (its arena) */
@@ -176,6 +182,7 @@ struct ist_ctx {
     bool oom;
     bool quiet;    /* findings already reported by a check pass: do not repeat them */
     bool checking; /* a check pass: report, build nothing */
+    bool analyze;  /* `ctl analyze`: no workload; findings about traffic are errors */
 
     /* clusters, created on demand by ist_cluster_for */
     struct tr_cluster_cfg *clusters;
@@ -247,6 +254,13 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs);
  * endpoints and DestinationRule policy); its name in the model's arena. */
 const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t port_idx,
                             const char *subset);
+
+/* Check every Istio resource once (compile.c). */
+void ist_check_all(struct ist_ctx *x);
+/* Set up and tear down a context (compile.c). */
+bool ist_ctx_init(struct ist_ctx *x, const struct tr_rset *rs, const struct tr_istio_options *o,
+                  struct tr_diags *d);
+void ist_ctx_fini(struct ist_ctx *x);
 
 /* ------------------------------------------------------------- policy */
 

@@ -55,4 +55,15 @@ struct tr_istio_options {
 struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_istio_options *o,
                                    struct tr_diags *d);
 
+/* Check every resource without compiling for a workload (o->ns and o->name
+ * unused), as `trellis ctl analyze`: everything the compiler reports, plus
+ * what breaks traffic at run time: routes to subsets no DestinationRule
+ * defines or to unknown hosts (errors), two VirtualServices for one host
+ * (error), hosts that resolve to no service, rules after a catch-all, weights
+ * not adding up to 100, DestinationRules for hosts nobody routes to, Service
+ * ports that name no protocol (warnings). Returns 1 when an error was
+ * found, 0 if none, -1 when out of memory. */
+int tr_istio_analyze(const struct tr_rset *rs, const struct tr_istio_options *o,
+                     struct tr_diags *d);
+
 #endif

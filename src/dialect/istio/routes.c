@@ -129,10 +129,10 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
     const char *fq = ist_fqdn(x, host, vs->ns ? vs->ns : "default");
     const struct ist_service *s = fq ? ist_service_by_host(x, fq) : NULL;
     if (s == NULL) {
-        ist_warn(x, c, tr_rnode_get(d, "host"), "host",
-                 "host %s is not a known service or ServiceEntry: requests routed here are "
-                 "answered 503",
-                 fq ? fq : host);
+        ist_finding(x, c, tr_rnode_get(d, "host"), "host",
+                    "host %s is not a known service or ServiceEntry: requests routed here are "
+                    "answered 503",
+                    fq ? fq : host);
         ist_pop(c, saved);
         return true;
     }
@@ -157,10 +157,10 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
     if (subset != NULL) {
         const struct tr_resource *dr = ist_dr_for(x, s->host, s->ns);
         if (ist_dr_subset(dr, subset) == NULL) {
-            ist_warn(x, c, tr_rnode_get(d, "subset"), "subset",
-                     "no DestinationRule defines subset \"%s\" of %s: requests routed here are "
-                     "answered 503 (Istio: 503 NR)",
-                     subset, s->host);
+            ist_finding(x, c, tr_rnode_get(d, "subset"), "subset",
+                        "no DestinationRule defines subset \"%s\" of %s: requests routed here "
+                        "are answered 503 (Istio: 503 NR)",
+                        subset, s->host);
             ist_pop(c, saved);
             return true;
         }
@@ -264,6 +264,11 @@ static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct t
         ist_error(x, c, route, "route", "the destinations' weights add up to 0");
         return false;
     }
+    if (x->analyze && route->n > 1 && total != 100)
+        ist_warn(x, c, route, "route",
+                 "the weights add up to %llu, not 100: each destination gets weight/%llu of the "
+                 "requests",
+                 (unsigned long long)total, (unsigned long long)total);
     if (r->n_clusters == 0 || any_missing) {
         /* A share goes nowhere: Istio answers those requests 503 NR; the
          * model cannot split to "nowhere", so the whole route does. */
@@ -581,7 +586,11 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
     ist_list(x, &c, vs->spec, "exportTo");
     struct ist_routes scratch = {0};
     bool checking = x->checking;
+    const char *wl_ns = x->wl_ns;
     x->checking = true;
+    if (x->analyze)
+        x->wl_ns = vs->ns ? vs->ns : "default"; /* rules as seen from the resource's namespace */
     ist_vs_routes(x, vs, NULL, &scratch);
     x->checking = checking;
+    x->wl_ns = wl_ns;
 }

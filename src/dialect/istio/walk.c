@@ -123,6 +123,36 @@ void ist_error(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n
     va_end(ap);
 }
 
+void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n,
+                 const char *key, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    /* A warning when compiling (the route answers 503, as Istio's would); an
+     * error for `ctl analyze`, whose job is to catch it before it ships.
+     * Either way the resource itself stays in use. */
+    if (x->analyze && !x->quiet) {
+        const struct tr_resource *r = c->res;
+        size_t saved = c->len;
+        if (key != NULL)
+            ist_push_key(c, key);
+        struct tr_diag_where w = {
+            .file = r ? r->file : NULL,
+            .line = n ? n->line : r ? r->line : 0,
+            .col = n ? n->col : r ? r->col : 0,
+            .kind = r ? r->kind : NULL,
+            .ns = r ? r->ns : NULL,
+            .name = r ? r->name : NULL,
+            .path = c->len ? c->path : NULL,
+        };
+        tr_diags_vadd(x->d, TR_DIAG_ERROR, &w, fmt, ap);
+        ist_pop(c, saved);
+    } else {
+        vreport(x, TR_DIAG_WARNING, c, n, key, fmt, ap);
+    }
+    va_end(ap);
+}
+
 bool ist_keys(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
               const struct ist_key *tab, size_t n)
 {
