@@ -111,6 +111,12 @@ bool cfg_loc_here(struct ld *ld, const struct cnode *n, struct tr_cfg_loc *loc);
 bool cfg_input_check(struct ld *ld, const unsigned char *p, size_t len);
 bool cfg_tree_build(struct ld *ld, const char *buf, size_t len, struct cnode **rootp);
 
+/* A Kubernetes resource (a mapping with apiVersion and kind at the top)
+ * given instead of a proxy configuration: sets the error that says what it
+ * is and points to `trellis ctl compile`, and returns true. False (nothing
+ * set) for anything else. */
+bool cfg_refuse_kubernetes(struct ld *ld, const struct cnode *root);
+
 /* The node at a field path such as "listeners[1].tls.mode" below root: the
  * key node if want_key and the last step is a key, else the value. When a
  * step is missing, the deepest node found (the mapping that lacks the key);

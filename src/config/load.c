@@ -116,6 +116,8 @@ static struct tr_config *load(const char *buf, size_t len, const char *name,
         ok = cfg_fail(&ld, root, "expected a mapping at the top level, got %s",
                       cfg_describe(root, b, sizeof(b)));
     }
+    if (ok && cfg_refuse_kubernetes(&ld, root))
+        ok = false;
     if (ok && n_patches > 0)
         ok = cfg_apply_patches(&ld, root, patches, n_patches);
     ld.root = root;

@@ -251,10 +251,14 @@ static bool tree_event(struct ld *ld, struct tree_builder *tb, struct fy_event *
 
     switch (ev->type) {
     case FYET_DOCUMENT_START:
-        if (++tb->docs > 1)
+        if (++tb->docs > 1) {
+            /* Kubernetes resources come many to a file: say what they are. */
+            if (cfg_refuse_kubernetes(ld, tb->root))
+                return false;
             return cfg_fail(
                 ld, &at,
                 "more than one YAML document; the configuration must be a single document");
+        }
         return true;
     case FYET_ALIAS:
         if (at.col > 1)
@@ -476,6 +480,37 @@ bool cfg_expect_kind(struct ld *ld, const struct cnode *n, enum cnode_kind kind)
         return true;
     char b[96];
     return cfg_fail(ld, n, "expected %s, got %s", what[kind], cfg_describe(n, b, sizeof(b)));
+}
+
+/* ------------------------------------------- Kubernetes resources given */
+
+bool cfg_refuse_kubernetes(struct ld *ld, const struct cnode *root)
+{
+    const struct cnode *api = NULL, *kind = NULL;
+    if (root == NULL || root->kind != CN_MAP)
+        return false;
+    for (const struct cnode *k = root->head; k != NULL && k->next != NULL; k = k->next->next) {
+        if (k->kind != CN_SCALAR)
+            continue;
+        if (strcmp(k->s, "apiVersion") == 0)
+            api = k->next;
+        else if (strcmp(k->s, "kind") == 0)
+            kind = k->next;
+    }
+    if (api == NULL || kind == NULL)
+        return false;
+    char what[300] = "";
+    if (api->kind == CN_SCALAR && kind->kind == CN_SCALAR) {
+        char a[128], b[128];
+        snprintf(what, sizeof(what), " (%s %s)", cfg_show(a, sizeof(a), api->s, api->len, false),
+                 cfg_show(b, sizeof(b), kind->s, kind->len, false));
+    }
+    /* Read before any field: the path is empty, the error at the object. */
+    cfg_fail(ld, root,
+             "this is a Kubernetes resource%s, not a trellis proxy configuration: compile it with "
+             "'trellis ctl compile DIR --workload NAMESPACE/NAME'",
+             what);
+    return true;
 }
 
 /* ------------------------------------------------------ finding a node */

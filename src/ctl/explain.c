@@ -17,7 +17,7 @@
 struct url {
     char scheme[8];
     char authority[300];
-    char host[256];
+    char host[300];
     unsigned port;
     const char *path; /* from the first '/' (or "/"), query included */
 };
@@ -50,7 +50,7 @@ static bool parse_url(const char *s, struct url *u, char *why, size_t size)
         char *end;
         unsigned long port = strtoul(colon + 1, &end, 10);
         if (*end != '\0' || port == 0 || port > 65535) {
-            snprintf(why, size, "bad port in %s", u->authority);
+            snprintf(why, size, "bad port after the host");
             return false;
         }
         u->port = (unsigned)port;

@@ -41,6 +41,20 @@
 
 #include "core/diag.h"
 
+/* ------------------------------------------------------------ limits */
+
+/* What one snapshot may hold. A mesh of tens of thousands of objects fits
+ * well inside; a broken or hostile input fails fast instead of exhausting
+ * memory or time. */
+#define TR_RES_MAX_FILE_SIZE   (16u * 1024u * 1024u)  /* bytes per file or buffer */
+#define TR_RES_MAX_TOTAL_BYTES (256u * 1024u * 1024u) /* bytes per snapshot */
+#define TR_RES_MAX_FILES       10000u                 /* files per snapshot */
+#define TR_RES_MAX_DIRS        10000u                 /* directories per snapshot */
+#define TR_RES_MAX_DIR_DEPTH   32u                    /* directories below a named one */
+#define TR_RES_MAX_DEPTH       64u                    /* nested mappings and lists in a document */
+#define TR_RES_MAX_NODES       4000000u /* per set, an alias counted at its expanded size */
+#define TR_RES_MAX_ANCHORS     10000u   /* anchors per document */
+
 /* ------------------------------------------------------------- nodes */
 
 enum tr_rnode_kind { TR_RNODE_SCALAR = 0, TR_RNODE_MAP, TR_RNODE_SEQ };
@@ -78,12 +92,12 @@ const char *tr_rnode_describe(const struct tr_rnode *n, char *buf, size_t size);
 /* --------------------------------------------------------- resources */
 
 struct tr_resource {
-    const char *api_version; /* as written: "networking.istio.io/v1beta1", "v1" */
-    const char *group;       /* "networking.istio.io"; "" for the core group ("v1") */
-    const char *version;     /* "v1beta1" */
-    const char *kind;        /* "VirtualService" */
-    const char *ns;          /* metadata.namespace; NULL when not written */
-    const char *name;        /* metadata.name */
+    const char *api_version;            /* as written: "networking.istio.io/v1beta1", "v1" */
+    const char *group;                  /* "networking.istio.io"; "" for the core group ("v1") */
+    const char *version;                /* "v1beta1" */
+    const char *kind;                   /* "VirtualService" */
+    const char *ns;                     /* metadata.namespace; NULL when not written */
+    const char *name;                   /* metadata.name */
     const struct tr_rnode *labels;      /* metadata.labels (a map) or NULL */
     const struct tr_rnode *annotations; /* metadata.annotations (a map) or NULL */
     const struct tr_rnode *obj;         /* the whole object */
@@ -136,7 +150,11 @@ struct tr_store {
 };
 
 /* Files and directories (read recursively), read afresh at each snapshot.
- * paths are copied. NULL when out of memory. */
+ * paths are copied. NULL when out of memory. A snapshot reads the paths in
+ * the order given; a snapshot is NULL (reported) when a named path cannot
+ * be opened or the limits above are passed (files, directories, nesting,
+ * bytes, nodes), never a partial one for those; a file inside a directory
+ * that cannot be read or is over the size limit is reported and left out. */
 struct tr_store *tr_store_files(const char *const *paths, size_t n);
 
 static inline struct tr_rset *tr_store_snapshot(struct tr_store *s, struct tr_diags *d)

@@ -381,6 +381,41 @@ def test_invalid_config_at_start(workdir, backend):
     assert re.search(re.escape(yaml_path) + r":\d+:\d+: ", r.stderr), r.stderr
 
 
+def test_check_names_kubernetes_resources(workdir):
+    """Istio or Kubernetes YAML given to the proxy is named for what it is, with
+    the command that compiles it, for one document and for many."""
+    hint = ("not a trellis proxy configuration: compile it with "
+            "'trellis ctl compile DIR --workload NAMESPACE/NAME'")
+    vs_path = os.path.join(workdir, "reviews.yaml")
+    with open(vs_path, "w") as f:
+        f.write("apiVersion: networking.istio.io/v1\n"
+                "kind: VirtualService\n"
+                "metadata:\n  name: reviews\n"
+                "spec:\n  hosts: [reviews]\n"
+                "  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n")
+    r = subprocess.run([TRELLIS, "proxy", "--check", "--config", vs_path], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1
+    assert (f"{vs_path}:1:1: this is a Kubernetes resource "
+            f"(networking.istio.io/v1 VirtualService), {hint}") in r.stderr, r.stderr
+    assert "unknown field" not in r.stderr
+
+    multi_path = os.path.join(workdir, "bookinfo.yaml")
+    with open(multi_path, "w") as f:
+        f.write("# Service and Deployment\n"
+                "---\n"
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: details\n"
+                "spec:\n  ports:\n  - port: 9080\n    name: http\n"
+                "---\n"
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: details-v1\n")
+    r = subprocess.run([TRELLIS, "proxy", "--check", "--config", multi_path],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert f"{multi_path}:3:1: this is a Kubernetes resource (v1 Service), {hint}" in r.stderr, \
+        r.stderr
+    assert "more than one YAML document" not in r.stderr
+
+
 # ---------------------------------------------------------------- drain
 
 def test_sigterm_drain(proxies, slow_backend):

@@ -807,6 +807,45 @@ static void test_empty_and_root(void **state)
     expect_err("[1, 2]", 6, "t.yaml:1:1: ", "expected a mapping at the top level");
 }
 
+/* Kubernetes resources given to the proxy: say what they are and where to
+ * take them, instead of "unknown field" or "more than one document". */
+static void test_kubernetes_resources(void **state)
+{
+    (void)state;
+    const char *hint = "not a trellis proxy configuration: compile it with 'trellis ctl compile "
+                       "DIR --workload NAMESPACE/NAME'";
+    const char *vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n"
+                     "  name: reviews\nspec:\n  hosts: [reviews]\n";
+    char *err = NULL;
+    assert_null(tr_config_load_buffer(vs, strlen(vs), "t.yaml", &err));
+    char want[512];
+    snprintf(
+        want, sizeof(want),
+        "t.yaml:1:1: this is a Kubernetes resource (networking.istio.io/v1 VirtualService), %s",
+        hint);
+    assert_string_equal(err, want);
+    free(err);
+
+    /* Several documents: the first one tells (after comments, at its line). */
+    const char *multi = "# bookinfo\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\n"
+                        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n";
+    expect_err(multi, strlen(multi), "t.yaml:3:1: ", "this is a Kubernetes resource (v1 Service)");
+    expect_err(multi, strlen(multi), "t.yaml:3:1: ", hint);
+    /* JSON, kind before apiVersion. */
+    const char *json = "{\"kind\": \"Gateway\", \"apiVersion\": "
+                       "\"gateway.networking.k8s.io/v1\", \"metadata\": {\"name\": \"g\"}}";
+    expect_err(json, strlen(json), "t.yaml:1:1: ",
+               "this is a Kubernetes resource (gateway.networking.k8s.io/v1 Gateway)");
+    /* Odd values are not shown, the rest of the message stands. */
+    const char *odd = "apiVersion: [v1]\nkind: Service\n";
+    expect_err(odd, strlen(odd), "t.yaml:1:1: ", "this is a Kubernetes resource, not a trellis");
+    /* Not a resource: a proxy configuration keeps its own errors. */
+    expect_err("apiVersion: v1\nlisteners: []\n", 29, "t.yaml:1:1: apiVersion: ", "unknown field");
+    expect_err("kind: Service\n", 14, "t.yaml:1:1: kind: ", "unknown field");
+    const char *native_first = "workers: 1\n---\napiVersion: v1\nkind: Service\n";
+    expect_err(native_first, strlen(native_first), "t.yaml:2:1: ", "more than one YAML document");
+}
+
 static void test_syntax_errors(void **state)
 {
     (void)state;
@@ -1082,6 +1121,7 @@ int main(void)
         cmocka_unit_test(test_invalid_table),
         cmocka_unit_test(test_cluster_protocol_defaults),
         cmocka_unit_test(test_empty_and_root),
+        cmocka_unit_test(test_kubernetes_resources),
         cmocka_unit_test(test_syntax_errors),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_deep_nesting),

@@ -1,0 +1,396 @@
+/* resource/store_files.c: the files-and-directories store (kubectl -f PATH
+ * -R).
+ *
+ * Each snapshot reads the named paths afresh, in the order given. A named
+ * file is read whatever its name; a named directory is walked: entries
+ * whose names start with "." are skipped (editors' and VCS files, and the
+ * "..data" directories of a mounted ConfigMap), files ending in .yaml, .yml
+ * or .json are read in byte order of their paths, sub-directories are
+ * walked. Directories are opened with openat(O_NOFOLLOW) relative to their
+ * parent, so a symbolic link to a directory is never followed (no loops, no
+ * escaping the tree; reported), while a symbolic link to a file is (a
+ * mounted ConfigMap's files are such links). Entries are sorted with a
+ * directory's name taken as "name/", which makes the depth-first walk visit
+ * files in byte order of their whole paths.
+ *
+ * What gives no snapshot (NULL, reported): a named path that cannot be
+ * opened, more files, directories, nesting or bytes than the limits in
+ * resource/resource.h, running out of memory. Anything else (a file inside
+ * a directory that cannot be read, a file over the size limit, any content
+ * problem) is reported and left out of a snapshot that is still returned.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "resource/internal.h"
+
+struct files_store {
+    struct tr_store base;
+    char **paths; /* owned */
+    size_t n;
+};
+
+/* One snapshot being read. */
+struct walk {
+    struct tr_rset *rs;
+    struct tr_diags *d;
+    size_t files, dirs;
+    bool fail; /* no snapshot: reported */
+};
+
+struct entry {
+    char *name; /* owned */
+    size_t len;
+    bool dir;
+};
+
+static void walk_error(struct walk *w, const char *path, int err, const char *what)
+{
+    res_report(w->d, TR_DIAG_ERROR, path, 0, 0, "cannot %s: %s", what, strerror(err));
+}
+
+static void walk_oom(struct walk *w, const char *path)
+{
+    res_report(w->d, TR_DIAG_ERROR, path, 0, 0, "out of memory; no snapshot");
+    w->fail = true;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t dl = strlen(dir), nl = strlen(name);
+    bool slash = dl != 0 && dir[dl - 1] == '/';
+    char *p = malloc(dl + nl + 2);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, dir, dl);
+    if (!slash)
+        p[dl++] = '/';
+    memcpy(p + dl, name, nl + 1);
+    return p;
+}
+
+/* Reads an open file (fd is closed) into the set under path. */
+static void read_file(struct walk *w, int fd, const struct stat *st, const char *path)
+{
+    if (++w->files > TR_RES_MAX_FILES) {
+        res_report(w->d, TR_DIAG_ERROR, path, 0, 0,
+                   "more than %u files in the snapshot; no snapshot", TR_RES_MAX_FILES);
+        w->fail = true;
+        close(fd);
+        return;
+    }
+    if (S_ISREG(st->st_mode) && (uint64_t)st->st_size > TR_RES_MAX_FILE_SIZE) {
+        res_report(w->d, TR_DIAG_ERROR, path, 0, 0,
+                   "%lld bytes; the limit is %u bytes; the file is not read",
+                   (long long)st->st_size, TR_RES_MAX_FILE_SIZE);
+        close(fd);
+        return;
+    }
+    /* Up to one byte past the limit, so that growth since fstat and pipes
+     * are caught too. */
+    size_t cap = S_ISREG(st->st_mode) && st->st_size > 0 ? (size_t)st->st_size + 1 : 65536;
+    size_t len = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        if (len == cap) {
+            if (cap > TR_RES_MAX_FILE_SIZE)
+                break;
+            size_t ncap = cap * 2 > (size_t)TR_RES_MAX_FILE_SIZE + 1
+                              ? (size_t)TR_RES_MAX_FILE_SIZE + 1
+                              : cap * 2;
+            char *nb = realloc(buf, ncap);
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            walk_error(w, path, errno, "read");
+            free(buf);
+            close(fd);
+            return;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    if (buf == NULL) {
+        walk_oom(w, path);
+        return;
+    }
+    if (!res_set_add_buffer(w->rs, buf, len, path, w->d))
+        w->fail = true; /* out of memory, reported */
+    else if (w->rs->spent != NULL)
+        w->fail = true; /* a snapshot budget ran out, reported */
+    free(buf);
+}
+
+static bool wanted(const char *name, size_t len)
+{
+    static const char *const ext[] = {".yaml", ".yml", ".json"};
+    for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+        size_t el = strlen(ext[i]);
+        if (len > el && memcmp(name + len - el, ext[i], el) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Byte i of the entry's sort key: its name, then "/" for a directory. */
+static int key_at(const struct entry *e, size_t i)
+{
+    if (i < e->len)
+        return (unsigned char)e->name[i];
+    return i == e->len && e->dir ? '/' : -1;
+}
+
+static int entry_order(const void *pa, const void *pb)
+{
+    const struct entry *a = pa, *b = pb;
+    for (size_t i = 0;; i++) {
+        int ca = key_at(a, i), cb = key_at(b, i);
+        if (ca != cb)
+            return ca < cb ? -1 : 1;
+        if (ca < 0)
+            return 0;
+    }
+}
+
+static void walk_dir(struct walk *w, int dfd, const char *path, unsigned depth);
+
+/* One entry of the directory open at dfd. */
+static void walk_entry(struct walk *w, int dfd, const char *dpath, const struct entry *e,
+                       unsigned depth)
+{
+    char *path = join(dpath, e->name);
+    if (path == NULL) {
+        walk_oom(w, dpath);
+        return;
+    }
+    if (e->dir) {
+        if (depth + 1 > TR_RES_MAX_DIR_DEPTH) {
+            res_report(w->d, TR_DIAG_ERROR, path, 0, 0,
+                       "directories nested more than %u deep; no snapshot", TR_RES_MAX_DIR_DEPTH);
+            w->fail = true;
+        } else {
+            int cfd = openat(dfd, e->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (cfd < 0)
+                walk_error(w, path, errno, "open directory");
+            else
+                walk_dir(w, cfd, path, depth + 1);
+        }
+        free(path);
+        return;
+    }
+    /* Follows a symbolic link to a file; O_NONBLOCK: a FIFO put in its
+     * place since the listing must not block the snapshot. */
+    int fd = openat(dfd, e->name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0) {
+        walk_error(w, path, errno, "open");
+    } else if (fstat(fd, &st) != 0) {
+        walk_error(w, path, errno, "stat");
+        close(fd);
+    } else if (S_ISDIR(st.st_mode)) {
+        res_report(w->d, TR_DIAG_WARNING, path, 0, 0,
+                   "a symbolic link to a directory is not followed; not read");
+        close(fd);
+    } else if (!S_ISREG(st.st_mode)) {
+        res_report(w->d, TR_DIAG_WARNING, path, 0, 0, "not a regular file; not read");
+        close(fd);
+    } else {
+        read_file(w, fd, &st, path);
+    }
+    free(path);
+}
+
+/* Walks the directory open at dfd (closed here). */
+static void walk_dir(struct walk *w, int dfd, const char *path, unsigned depth)
+{
+    if (++w->dirs > TR_RES_MAX_DIRS) {
+        res_report(w->d, TR_DIAG_ERROR, path, 0, 0,
+                   "more than %u directories in the snapshot; no snapshot", TR_RES_MAX_DIRS);
+        w->fail = true;
+        close(dfd);
+        return;
+    }
+    DIR *dir = fdopendir(dfd);
+    if (dir == NULL) {
+        walk_error(w, path, errno, "read directory");
+        close(dfd);
+        return;
+    }
+    struct entry *v = NULL;
+    size_t n = 0, cap = 0;
+    bool listed = true;
+    for (;;) {
+        errno = 0;
+        struct dirent *de = readdir(dir);
+        if (de == NULL) {
+            if (errno != 0) {
+                walk_error(w, path, errno, "read directory");
+                listed = false;
+            }
+            break;
+        }
+        if (de->d_name[0] == '.')
+            continue; /* also "." and ".." */
+        size_t len = strlen(de->d_name);
+        bool dir_entry;
+        if (de->d_type == DT_DIR) {
+            dir_entry = true;
+        } else if (de->d_type == DT_REG || de->d_type == DT_LNK) {
+            dir_entry = false;
+        } else {
+            struct stat st;
+            if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+                continue; /* gone since the listing */
+            dir_entry = S_ISDIR(st.st_mode);
+            if (!dir_entry && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
+                if (wanted(de->d_name, len)) {
+                    char *p = join(path, de->d_name);
+                    res_report(w->d, TR_DIAG_WARNING, p != NULL ? p : path, 0, 0,
+                               "not a regular file; not read");
+                    free(p);
+                }
+                continue;
+            }
+        }
+        if (!dir_entry && !wanted(de->d_name, len)) {
+            struct stat st; /* a link to a directory is worth a word: it is not walked */
+            if (de->d_type == DT_LNK && fstatat(dirfd(dir), de->d_name, &st, 0) == 0 &&
+                S_ISDIR(st.st_mode)) {
+                char *p = join(path, de->d_name);
+                res_report(w->d, TR_DIAG_WARNING, p != NULL ? p : path, 0, 0,
+                           "a symbolic link to a directory is not followed; not read");
+                free(p);
+            }
+            continue;
+        }
+        /* Bounded: past the limits the snapshot fails anyway. */
+        if (n >= (size_t)TR_RES_MAX_FILES + TR_RES_MAX_DIRS) {
+            res_report(w->d, TR_DIAG_ERROR, path, 0, 0,
+                       "more than %u files and %u directories; no snapshot", TR_RES_MAX_FILES,
+                       TR_RES_MAX_DIRS);
+            w->fail = true;
+            break;
+        }
+        if (n == cap) {
+            size_t ncap = cap != 0 ? cap * 2 : 32;
+            struct entry *nv = realloc(v, ncap * sizeof(*nv));
+            if (nv == NULL) {
+                walk_oom(w, path);
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        char *name = strdup(de->d_name);
+        if (name == NULL) {
+            walk_oom(w, path);
+            break;
+        }
+        v[n++] = (struct entry){name, len, dir_entry};
+    }
+    if (listed && !w->fail && n != 0) {
+        qsort(v, n, sizeof(*v), entry_order);
+        for (size_t i = 0; i < n && !w->fail; i++)
+            walk_entry(w, dirfd(dir), path, &v[i], depth);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(v[i].name);
+    free(v);
+    closedir(dir);
+}
+
+/* A path named by the user: a file (any name) or a directory. */
+static void read_path(struct walk *w, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int err = errno;
+        res_report(w->d, TR_DIAG_ERROR, path, 0, 0, "cannot %s: %s; no snapshot",
+                   fd < 0 ? "open" : "stat", strerror(err));
+        if (fd >= 0)
+            close(fd);
+        w->fail = true;
+        return;
+    }
+    if (S_ISDIR(st.st_mode))
+        walk_dir(w, fd, path, 0);
+    else
+        read_file(w, fd, &st, path);
+}
+
+static struct tr_rset *files_snapshot(struct tr_store *s, struct tr_diags *d)
+{
+    struct files_store *fs = (struct files_store *)s;
+    struct tr_rset *rs = res_set_new();
+    if (rs == NULL) {
+        res_report(d, TR_DIAG_ERROR, NULL, 0, 0, "out of memory; no snapshot");
+        return NULL;
+    }
+    struct walk w = {.rs = rs, .d = d};
+    for (size_t i = 0; i < fs->n && !w.fail; i++)
+        read_path(&w, fs->paths[i]);
+    if (!w.fail && !res_set_seal(rs, d)) {
+        res_report(d, TR_DIAG_ERROR, NULL, 0, 0, "out of memory; no snapshot");
+        w.fail = true;
+    }
+    if (w.fail) {
+        tr_rset_free(rs);
+        return NULL;
+    }
+    return rs;
+}
+
+static void files_destroy(struct tr_store *s)
+{
+    struct files_store *fs = (struct files_store *)s;
+    for (size_t i = 0; i < fs->n; i++)
+        free(fs->paths[i]);
+    free(fs->paths);
+    free(fs);
+}
+
+static const struct tr_store_ops files_ops = {
+    .snapshot = files_snapshot,
+    .destroy = files_destroy,
+};
+
+struct tr_store *tr_store_files(const char *const *paths, size_t n)
+{
+    struct files_store *fs = calloc(1, sizeof(*fs));
+    if (fs == NULL)
+        return NULL;
+    fs->base.ops = &files_ops;
+    fs->paths = calloc(n != 0 ? n : 1, sizeof(*fs->paths));
+    if (fs->paths == NULL) {
+        free(fs);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fs->paths[i] = strdup(paths[i] != NULL ? paths[i] : "");
+        if (fs->paths[i] == NULL) {
+            fs->n = i;
+            files_destroy(&fs->base);
+            return NULL;
+        }
+    }
+    fs->n = n;
+    return &fs->base;
+}

@@ -1,0 +1,367 @@
+"""Istio traffic management end to end: Kubernetes and Istio YAML in a
+directory, `trellis ctl compile` for the client workload, the real proxy
+running what it printed, real HTTP servers as the pods (one per version,
+each on its own 127.x address and answering with its name), real clients.
+`trellis ctl route explain` is asked the same questions and must agree."""
+import http.server
+import json
+import os
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import TRELLIS, Proxy, free_port
+
+CLIENT_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default, labels: {app: client}}
+spec: {serviceAccountName: client}
+"""
+
+
+class NamedBackend:
+    """A pod: an HTTP/1.1 server on ip:port answering 200 with its name and
+    the request it saw (method, path, host, headers) as JSON."""
+
+    def __init__(self, name, ip, port, status=200, delay=0.0):
+        self.name, self.ip, self.port = name, ip, port
+        self.status, self.delay = status, delay
+        self.hits = 0
+        me = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                me.hits += 1
+                if me.delay:
+                    time.sleep(me.delay)
+                out = json.dumps({"name": me.name, "method": self.command, "path": self.path,
+                                  "host": self.headers.get("Host"),
+                                  "headers": {k.lower(): v for k, v in self.headers.items()}
+                                  }).encode()
+                self.send_response(me.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _handle
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server((ip, port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def pod(name, ip, labels, ns="default", sa=None):
+    lab = ", ".join(f"{k}: {v}" for k, v in labels.items())
+    return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, "
+            f"labels: {{{lab}}}}}\nspec: {{serviceAccountName: {sa or name}}}\n"
+            f"status: {{podIP: {ip}}}\n")
+
+
+def service(name, port, selector, ns="default", port_name="http", target=None):
+    sel = ", ".join(f"{k}: {v}" for k, v in selector.items())
+    tp = f", targetPort: {target}" if target else ""
+    return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+            f"spec:\n  selector: {{{sel}}}\n  ports: [{{name: {port_name}, port: {port}{tp}}}]\n")
+
+
+class Mesh:
+    """A directory of resources, its pods as NamedBackends, and the client's
+    proxy compiled from it."""
+
+    def __init__(self, workdir, outbound_ip):
+        self.workdir = workdir
+        self.dir = os.path.join(workdir, "mesh")
+        os.makedirs(self.dir, exist_ok=True)
+        self.outbound_ip = outbound_ip
+        self.backends = []
+        self.proxy = None
+        self.docs = [CLIENT_POD]
+
+    def add(self, *docs):
+        self.docs.extend(docs)
+
+    def pod(self, name, ip, port, labels, **kw):
+        self.backends.append(NamedBackend(name, ip, port, **kw))
+        self.docs.append(pod(name, ip, labels))
+        return self.backends[-1]
+
+    def write(self):
+        with open(os.path.join(self.dir, "mesh.yaml"), "w") as f:
+            f.write("\n---\n".join(d.strip("\n") for d in self.docs) + "\n")
+
+    def ctl(self, *args, check=True):
+        r = subprocess.run([TRELLIS, "ctl", *args], capture_output=True, text=True, timeout=30)
+        if check and r.returncode != 0:
+            raise AssertionError(f"trellis ctl {' '.join(args)} -> {r.returncode}\n{r.stderr}")
+        return r
+
+    def compile(self, workload="default/client"):
+        self.write()
+        r = self.ctl("compile", self.dir, "--workload", workload, "-o", "json",
+                     "--outbound-ip", self.outbound_ip)
+        return json.loads(r.stdout), r.stderr
+
+    def start(self):
+        model, _ = self.compile()
+        self.proxy = Proxy(self.workdir, model, name="client-proxy")
+        self.proxy.start()
+        return self.proxy
+
+    def explain(self, url, *headers, method="GET"):
+        args = ["route", "explain", self.dir, "--from", "default/client", "--url", url,
+                "-X", method, "-o", "json", "--outbound-ip", self.outbound_ip]
+        for h in headers:
+            args += ["-H", h]
+        return json.loads(self.ctl(*args).stdout)
+
+    def get(self, host, path="/", port=9080, headers=None, **kw):
+        h = {"Host": host}
+        h.update(headers or {})
+        return requests.get(f"http://{self.outbound_ip}:{port}{path}", headers=h, timeout=10,
+                            **kw)
+
+    def close(self):
+        if self.proxy:
+            self.proxy.stop()
+        for b in self.backends:
+            b.close()
+
+
+_net = [0]
+
+
+@pytest.fixture
+def mesh(workdir):
+    # Each test gets its own /24 of loopback addresses: pods at .1-.99, the
+    # client's outbound listeners at .200.
+    _net[0] += 1
+    base = f"127.{20 + os.getpid() % 200}.{_net[0] % 250}"
+    m = Mesh(workdir, f"{base}.200")
+    m.base = base
+    yield m
+    m.close()
+
+
+def bookinfo_reviews(m, port=9080):
+    """reviews v1, v2, v3 as three pods, with the DestinationRule naming
+    the subsets (Istio's samples/bookinfo/networking/destination-rule-all)."""
+    b = m.base
+    v1 = m.pod("reviews-v1", f"{b}.1", port, {"app": "reviews", "version": "v1"})
+    v2 = m.pod("reviews-v2", f"{b}.2", port, {"app": "reviews", "version": "v2"})
+    v3 = m.pod("reviews-v3", f"{b}.3", port, {"app": "reviews", "version": "v3"})
+    m.add(service("reviews", port, {"app": "reviews"}),
+          """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+""")
+    return v1, v2, v3
+
+
+def test_split_90_10_and_explain(mesh):
+    v1, v2, v3 = bookinfo_reviews(mesh)
+    mesh.add("""apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 90
+    - destination: {host: reviews, subset: v3}
+      weight: 10
+""")
+    mesh.start()
+    n = 2000
+    names = {}
+    with requests.Session() as s:
+        for _ in range(n):
+            r = s.get(f"http://{mesh.outbound_ip}:9080/", headers={"Host": "reviews"}, timeout=10)
+            assert r.status_code == 200
+            names[r.json()["name"]] = names.get(r.json()["name"], 0) + 1
+    assert set(names) <= {"reviews-v1", "reviews-v3"}
+    # 10% of 2000 = 200, binomial sd 13.4: allow 5 sd either way.
+    assert 133 <= names.get("reviews-v3", 0) <= 267, names
+    e = mesh.explain("http://reviews:9080/")
+    assert e["virtual_service"] == "default/reviews"
+    assert e["rule_index"] == 0
+    assert [(d["subset"], d["weight"]) for d in e["destinations"]] == [("v1", 90), ("v3", 10)]
+    assert {x["address"] for x in e["endpoints"]} == {f"{mesh.base}.1:9080", f"{mesh.base}.3:9080"}
+
+
+def test_header_routing_matches_explain(mesh):
+    bookinfo_reviews(mesh)
+    # Istio's samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml
+    mesh.add("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {exact: jason}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+""")
+    mesh.start()
+    cases = [({"end-user": "jason"}, "reviews-v2", "v2", 0),
+             ({"end-user": "mallory"}, "reviews-v1", "v1", 1),
+             ({}, "reviews-v1", "v1", 1)]
+    for headers, pod_name, subset, rule in cases:
+        for _ in range(20):
+            r = mesh.get("reviews", headers=headers)
+            assert r.status_code == 200 and r.json()["name"] == pod_name, (headers, r.text)
+        e = mesh.explain("http://reviews:9080/", *[f"{k}: {v}" for k, v in headers.items()])
+        assert e["rule_index"] == rule and e["destinations"][0]["subset"] == subset, e
+
+
+def test_match_falls_through_to_default_route(mesh):
+    bookinfo_reviews(mesh)
+    mesh.add("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - match:
+    - uri: {prefix: /v3}
+    route:
+    - destination: {host: reviews, subset: v3}
+""")
+    mesh.start()
+    assert mesh.get("reviews", "/v3/x").json()["name"] == "reviews-v3"
+    seen = {mesh.get("reviews", "/other").json()["name"] for _ in range(30)}
+    assert seen == {"reviews-v1", "reviews-v2", "reviews-v3"}  # the service's default route
+    e = mesh.explain("http://reviews:9080/other")
+    assert e["virtual_service"] is None and e["route"] == "default"
+
+
+def test_rewrite_timeout_direct_response(mesh):
+    b = mesh.base
+    slow = mesh.pod("slow-1", f"{b}.5", 8080, {"app": "slow"}, delay=1.5)
+    mesh.pod("echo-1", f"{b}.6", 8080, {"app": "echo"})
+    mesh.add(service("slow", 9080, {"app": "slow"}, target=8080),
+             service("echo", 9080, {"app": "echo"}, target=8080),
+             """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo]
+  http:
+  - name: legacy
+    match:
+    - uri: {prefix: /old/}
+    rewrite: {uri: /new/, authority: echo.internal}
+    route:
+    - destination: {host: echo}
+  - name: gone
+    match:
+    - uri: {exact: /gone}
+    directResponse: {status: 410, body: {string: "moved away"}}
+  - route:
+    - destination: {host: echo}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: slow, namespace: default}
+spec:
+  hosts: [slow]
+  http:
+  - route:
+    - destination: {host: slow}
+    timeout: 0.3s
+""")
+    mesh.start()
+    r = mesh.get("echo", "/old/page?q=1")
+    assert r.status_code == 200
+    assert r.json()["path"] == "/new/page?q=1" and r.json()["host"] == "echo.internal"
+    r = mesh.get("echo", "/gone")
+    assert r.status_code == 410 and r.text == "moved away"
+    t0 = time.monotonic()
+    r = mesh.get("slow", "/")
+    assert r.status_code == 504
+    assert time.monotonic() - t0 < 1.2
+    e = mesh.explain("http://echo:9080/old/x")
+    assert e["rule"] == "legacy" and e["rewrite"] == {"uri": "/new/", "authority": "echo.internal"}
+    e = mesh.explain("http://echo:9080/gone")
+    assert e["direct_response"] == {"status": 410, "body": "moved away"}
+    assert mesh.explain("http://slow:9080/")["timeout_ms"] == 300
+    assert slow.hits >= 1
+
+
+def test_registry_only_and_undefined_subset(mesh):
+    bookinfo_reviews(mesh)
+    mesh.add("""apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {prefix: /v9}
+    route:
+    - destination: {host: reviews, subset: v9}
+  - route:
+    - destination: {host: reviews, subset: v1}
+""")
+    model, warnings = mesh.compile()
+    assert "no DestinationRule defines subset \"v9\"" in warnings
+    assert "spec.http[0].route[0].destination.subset" in warnings
+    mesh.start()
+    assert mesh.get("unknown.example.com").status_code == 502
+    assert mesh.get("reviews", "/v9").status_code == 503
+    assert mesh.get("reviews", "/").json()["name"] == "reviews-v1"
+    r = mesh.ctl("analyze", mesh.dir, check=False)
+    assert r.returncode == 1 and "subset \"v9\"" in r.stderr
+
+
+def test_dead_endpoint_fails_no_request(mesh):
+    """Istio's default retry policy re-sends connect failures: a pod that
+    refuses connections among healthy ones costs no request."""
+    b = mesh.base
+    mesh.pod("api-1", f"{b}.7", 8080, {"app": "api"})
+    mesh.pod("api-2", f"{b}.8", 8080, {"app": "api"})
+    mesh.add(pod("api-dead", f"{b}.9", {"app": "api"}),  # nothing listens there
+             service("api", 9080, {"app": "api"}, target=8080))
+    mesh.start()
+    with requests.Session() as s:
+        codes = [s.get(f"http://{mesh.outbound_ip}:9080/", headers={"Host": "api"},
+                       timeout=10).status_code for _ in range(60)]
+    assert codes == [200] * 60
