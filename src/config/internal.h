@@ -242,6 +242,7 @@ extern const struct cfg_section cfg_cluster_section;
 extern const struct cfg_section cfg_endpoint_section;
 extern const struct cfg_section cfg_path_match_section;
 extern const struct cfg_section cfg_header_match_section;
+extern const struct cfg_section cfg_origin_section;
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
 size_t cfg_field_index(const struct cfg_section *sec, const char *key);
@@ -273,6 +274,8 @@ bool cfg_header_match_after(struct ld *ld, const struct cnode *map, const struct
 bool cfg_header_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
 bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                        size_t idx);
+bool cfg_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                      size_t idx);
 
 /* ---------------------------------------------------------------- patch */
 

@@ -84,11 +84,28 @@
         .key = k, .kind = CK_CUSTOM, .flags = (fl), .set = (fn)                                    \
     }
 
+/* The source of a compiled object, read into its tr_cfg_loc (last in each
+ * table that has one, so it is read after the object's fields). */
+#define ORIGIN(T) SECTION("origin", offsetof(T, loc), cfg_origin_section)
+
 #define REQ   CF_REQ
 #define DEF   CF_DEF
 #define MAXMS CFG_MAX_DURATION_MS
 
 /* ----------------------------------------------------------- the tables */
+
+/* Where a compiled object came from: the resource and the field path in it
+ * (model.h, struct tr_cfg_loc). With it, errors about the object name the
+ * resource: "FILE:LINE:COL: VirtualService default/reviews: spec.http[0]:
+ * ...". A compiler writes it (config/write.h); people need not. */
+static const struct cfg_field origin_fields[] = {
+    NAME("kind", struct tr_cfg_loc, origin.kind, 0),
+    NAME("namespace", struct tr_cfg_loc, origin.ns, 0),
+    NAME("name", struct tr_cfg_loc, origin.name, 0),
+    STR("path", struct tr_cfg_loc, path, 0, CFG_MAX_STR, NULL),
+};
+const struct cfg_section cfg_origin_section =
+    SEC("origin", origin_fields, CFG_NO_LOC, cfg_origin_after);
 
 static const struct cfg_field node_fields[] = {
     STR("id", struct tr_node_cfg, id, 0, CFG_MAX_NAME, NULL),
@@ -148,6 +165,7 @@ static const struct cfg_field tls_fields[] = {
     ENUM("min_version", struct tr_tls_cfg, min_version, CF_U16 | DEF, tls_versions,
          tls_version_values, 1),
     BOOL("session_resumption", struct tr_tls_cfg, session_resumption, true),
+    ORIGIN(struct tr_tls_cfg),
 };
 const struct cfg_section cfg_tls_section =
     SEC("tls", tls_fields, offsetof(struct tr_tls_cfg, loc), NULL);
@@ -190,6 +208,7 @@ static const struct cfg_field rule_fields[] = {
             cfg_check_token),
     STRLIST("paths", struct tr_authz_rule_cfg, paths, n_paths, 0, 0, CFG_MAX_LIST, CFG_MAX_STR,
             cfg_check_authz_path),
+    ORIGIN(struct tr_authz_rule_cfg),
 };
 static const struct cfg_section rule_section =
     SEC("authorization rule", rule_fields, offsetof(struct tr_authz_rule_cfg, loc), NULL);
@@ -215,6 +234,7 @@ static const struct cfg_field listener_fields[] = {
     SECTION("http", 0, listener_http_section),
     SECTION("timeouts", 0, listener_timeouts_section),
     SECTION("authorization", offsetof(struct tr_listener_cfg, authz), authz_section),
+    ORIGIN(struct tr_listener_cfg),
 };
 const struct cfg_section cfg_listener_section =
     SEC("listener", listener_fields, offsetof(struct tr_listener_cfg, loc), cfg_listener_after);
@@ -228,6 +248,7 @@ static const struct cfg_field header_fields[] = {
     STR("regex", struct tr_header_match_cfg, value, 0, CFG_MAX_STR, NULL),
     CUSTOM("present", 0, cfg_header_present_set),
     {.key = "invert", .kind = CK_BOOL, .off = offsetof(struct tr_header_match_cfg, invert)},
+    ORIGIN(struct tr_header_match_cfg),
 };
 const struct cfg_section cfg_header_match_section =
     SEC("header match", header_fields, offsetof(struct tr_header_match_cfg, loc),
@@ -254,6 +275,7 @@ static const struct cfg_section match_section = SEC("route.match", match_fields,
 static const struct cfg_field weighted_fields[] = {
     NAME("cluster", struct tr_weighted_cluster_cfg, cluster_name, REQ),
     U32("weight", struct tr_weighted_cluster_cfg, weight, REQ, 0, CFG_MAX_WEIGHT, 0),
+    ORIGIN(struct tr_weighted_cluster_cfg),
 };
 static const struct cfg_section weighted_section =
     SEC("weighted cluster", weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc), NULL);
@@ -281,6 +303,7 @@ static const struct cfg_field route_fields[] = {
     SECTION("direct_response", 0, direct_section),
     DUR("timeout", struct tr_route_cfg, timeout_ms, 0, 0, MAXMS, 0),
     SECTION("rewrite", 0, rewrite_section),
+    ORIGIN(struct tr_route_cfg),
 };
 const struct cfg_section cfg_route_section =
     SEC("route", route_fields, offsetof(struct tr_route_cfg, loc), cfg_route_after);
@@ -291,6 +314,7 @@ static const struct cfg_field vhost_fields[] = {
             256, cfg_check_domain),
     LIST("routes", struct tr_vhost_cfg, routes, n_routes, 0, 0, CFG_MAX_ROUTES, struct tr_route_cfg,
          cfg_route_section),
+    ORIGIN(struct tr_vhost_cfg),
 };
 const struct cfg_section cfg_vhost_section =
     SEC("virtual host", vhost_fields, offsetof(struct tr_vhost_cfg, loc), cfg_vhost_after);
@@ -299,6 +323,7 @@ static const struct cfg_field route_table_fields[] = {
     NAME("name", struct tr_route_table_cfg, name, REQ),
     LIST("virtual_hosts", struct tr_route_table_cfg, vhosts, n_vhosts, REQ, 1, CFG_MAX_VHOSTS,
          struct tr_vhost_cfg, cfg_vhost_section),
+    ORIGIN(struct tr_route_table_cfg),
 };
 const struct cfg_section cfg_route_table_section =
     SEC("route table", route_table_fields, offsetof(struct tr_route_table_cfg, loc), NULL);
@@ -307,6 +332,7 @@ static const struct cfg_field endpoint_fields[] = {
     ADDR("address", struct tr_endpoint_cfg, addr, REQ, NULL),
     U32("weight", struct tr_endpoint_cfg, weight, DEF, 1, CFG_MAX_WEIGHT, 1),
     STR("workload", struct tr_endpoint_cfg, workload, 0, CFG_MAX_NAME, NULL),
+    ORIGIN(struct tr_endpoint_cfg),
 };
 const struct cfg_section cfg_endpoint_section =
     SEC("endpoint", endpoint_fields, offsetof(struct tr_endpoint_cfg, loc), NULL);
@@ -351,6 +377,7 @@ static const struct cfg_field cluster_fields[] = {
     ENUM("protocol", struct tr_cluster_cfg, protocol, DEF, upstream_protocols, NULL,
          TR_UPROTO_HTTP1),
     SECTION("http2", 0, cluster_h2_section),
+    ORIGIN(struct tr_cluster_cfg),
 };
 const struct cfg_section cfg_cluster_section =
     SEC("cluster", cluster_fields, offsetof(struct tr_cluster_cfg, loc), cfg_cluster_after);

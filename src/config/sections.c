@@ -99,12 +99,18 @@ bool cfg_route_cluster_set(struct ld *ld, const struct cnode *k, const struct cn
 bool cfg_route_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                      size_t idx)
 {
-    (void)obj;
     (void)idx;
+    struct tr_route_cfg *r = obj;
     size_t action;
     /* Both cluster forms fill the same model field: only here can two be told apart. */
-    return one_of(ld, map, &cfg_route_section, f, "cluster", "direct_response",
-                  "cluster, weighted_clusters, direct_response", &action);
+    if (!one_of(ld, map, &cfg_route_section, f, "cluster", "direct_response",
+                "cluster, weighted_clusters, direct_response", &action))
+        return false;
+    /* `cluster: NAME` is the route's own field: its location, origin included
+     * (read after the cluster). */
+    if (has(&cfg_route_section, f, "cluster"))
+        r->clusters[0].loc = r->loc;
+    return true;
 }
 
 bool cfg_path_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
@@ -174,5 +180,20 @@ bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_
                               "would be ignored; set protocol to http2 or original, or remove "
                               "them",
                               protocol_set ? "http1" : "http1, the default without tls");
+    return true;
+}
+
+/* An origin names a resource; its path (if any) replaces the object's path
+ * in the file, which errors would otherwise mix with the resource's name. */
+bool cfg_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                      size_t idx)
+{
+    (void)idx;
+    struct tr_cfg_loc *loc = obj;
+    const struct cfg_section *sec = &cfg_origin_section;
+    if (!has(sec, f, "kind") && !has(sec, f, "name"))
+        return cfg_fail(ld, map, "needs kind or name (the resource the object was compiled from)");
+    if (!has(sec, f, "path"))
+        loc->path = NULL;
     return true;
 }

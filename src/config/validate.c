@@ -349,6 +349,22 @@ static bool check_count(struct vctx *v, const struct tr_cfg_loc *base, const cha
     return true;
 }
 
+/* Whether string row i fills the model field of an earlier string row: the
+ * later keys of a one-of group (a header match's prefix, suffix and regex
+ * after exact). The value is checked once, by the first row, and by kind in
+ * check_match(): checked by every row, `exact: ""` failed as an empty
+ * prefix. */
+static bool shares_earlier_row(const struct cfg_section *sec, size_t i)
+{
+    for (size_t j = 0; j < i; j++) {
+        enum cfg_kind k = sec->fields[j].kind;
+        if ((k == CK_STR || k == CK_NAME || k == CK_FILE) &&
+            sec->fields[j].off == sec->fields[i].off)
+            return true;
+    }
+    return false;
+}
+
 /* Fields of obj by sec's table, named prefix.key. top: the object's own
  * table, where "required" applies (a nested section may be absent as a
  * whole, so its required fields are the walker's business). lists: descend
@@ -367,6 +383,8 @@ static bool check_section(struct vctx *v, const struct cfg_section *sec, void *o
         case CK_NAME:
         case CK_FILE: {
             const char *s = *(const char *const *)at(obj, fd->off);
+            if (shares_earlier_row(sec, i))
+                break;
             if (s == NULL) {
                 if (req)
                     return FIELD_ERR(AT_VALUE, "missing required field");

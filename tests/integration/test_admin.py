@@ -102,12 +102,109 @@ def test_config_dump(proxies, backend):
     status, body = p.admin("/config_dump")
     assert status == 200
     dump = json.loads(body)
+    assert sorted(dump) == ["config", "file", "generation"]
     assert dump["generation"] == 1
-    assert [l["name"] for l in dump["listeners"]] == ["in"]
-    assert dump["listeners"][0]["address"] == f"127.0.0.1:{port}"
-    assert [c["name"] for c in dump["clusters"]] == ["backend"]
-    assert json.dumps(dump["clusters"][0]).count(f"127.0.0.1:{backend.port}") == 1
-    assert [t["name"] for t in dump["route_tables"]] == ["rt"]
+    assert dump["file"] == p.path
+    cfg = dump["config"]
+    assert [l["name"] for l in cfg["listeners"]] == ["in"]
+    assert cfg["listeners"][0]["address"] == f"127.0.0.1:{port}"
+    assert [c["name"] for c in cfg["clusters"]] == ["backend"]
+    assert json.dumps(cfg["clusters"][0]).count(f"127.0.0.1:{backend.port}") == 1
+    assert [t["name"] for t in cfg["route_tables"]] == ["rt"]
+
+
+def rich_config(port, mtls_port, backend_port, certs, workdir):
+    """Most of the format, defaults and non-defaults, for the dump tests."""
+    return {
+        "node": {"id": "web-0", "workload": "web", "namespace": "default",
+                 "service": "web.default.svc.cluster.local",
+                 "principal": "spiffe://cluster.local/ns/default/sa/web"},
+        "drain_timeout": "2.5s",
+        "log_level": "debug",
+        "limits": {"max_headers": 50, "buffer_size": 16384,
+                   "http2": {"max_concurrent_streams": 64}},
+        "access_log": {"enabled": True, "path": os.path.join(workdir, "access.log")},
+        "tls": [{"name": "id", "cert": certs["server_cert"], "key": certs["server_key"],
+                 "ca": certs["ca"], "trust_domain": "cluster.local", "min_version": "1.2"}],
+        "listeners": [
+            {"name": "in", "address": f"127.0.0.1:{port}", "protocol": "auto",
+             "route_table": "rt", "tcp_cluster": "backend",
+             "http": {"xff": "off", "request_id": "always"},
+             "timeouts": {"detect": "250ms", "idle": "1m30s"},
+             "authorization": {"rules": [{"action": "DENY", "paths": ["/admin*"]}]}},
+            {"name": "mtls", "address": f"127.0.0.1:{mtls_port}",
+             "tls": {"mode": "STRICT", "context": "id"}, "route_table": "rt"},
+        ],
+        "route_tables": [{"name": "rt", "virtual_hosts": [{
+            "name": "all", "domains": ["*", "web.example.com:8080"],
+            "routes": [
+                {"name": "canary",
+                 "match": {"path": {"exact": "/v1/items", "ignore_case": True},
+                           "methods": ["GET"],
+                           "headers": [{"name": "x-canary", "exact": "1"},
+                                       {"name": "x-debug", "present": True, "invert": True}]},
+                 "weighted_clusters": [{"cluster": "backend", "weight": 90},
+                                       {"cluster": "mesh", "weight": 10}],
+                 "timeout": "15s", "rewrite": {"prefix": "/v2", "host": "backend.internal"}},
+                {"match": {"path": {"regex": "/items/[0-9]+"}},
+                 "direct_response": {"status": 404, "body": 'no "such" item\n'}},
+                {"name": "rest", "cluster": "backend"}]}]}],
+        "clusters": [
+            {"name": "backend", "service": "backend.default.svc.cluster.local",
+             "lb": "least_request", "connect_timeout": "250ms",
+             "pool": {"idle_timeout": "30s", "max_idle": 8},
+             "endpoints": [{"address": f"127.0.0.1:{backend_port}", "weight": 3,
+                            "workload": "backend-0"}]},
+            {"name": "mesh", "tls": {"context": "id",
+                                     "server_ids": ["spiffe://cluster.local/ns/default/sa/server"],
+                                     "sni": "mesh.local"},
+             "protocol": "http2", "http2": {"max_streams_per_connection": 50},
+             "endpoints": [{"address": "127.0.0.1:1"}, {"address": "[::1]:1"}]},
+        ],
+    }
+
+
+@pytest.mark.parametrize("kind", ["simple", "rich"])
+def test_config_dump_is_a_configuration(proxies, backend, certs, workdir, kind):
+    """What `trellis ctl proxy-config` will print: the "config" of /config_dump,
+    saved alone, passes `trellis proxy --check`, and a proxy started from it
+    runs the same configuration (its dump is the same) and serves."""
+    port = free_port()
+    cfg = simple_config(port, backend.port) if kind == "simple" else \
+        rich_config(port, free_port(), backend.port, certs, workdir)
+    p = proxies(cfg)
+    status, body = p.admin("/config_dump")
+    assert status == 200, body
+    dump = json.loads(body)
+    written = dump["config"]
+    # Defaults are left out; what was set is there, key paths included (the
+    # endpoint is on the 0600 socket; --check reads the files).
+    if kind == "simple":
+        assert sorted(written) == ["admin", "clusters", "listeners", "route_tables", "workers"]
+        assert written["clusters"] == [{"name": "backend",
+                                        "endpoints": [{"address": f"127.0.0.1:{backend.port}"}]}]
+    else:
+        assert written["limits"] == {"max_headers": 50, "http2": {"max_concurrent_streams": 64}}
+        assert written["tls"][0]["key"] == certs["server_key"]
+        assert written["listeners"][0]["timeouts"] == {"detect": "250ms", "idle": "1m30s"}
+        assert written["route_tables"][0]["virtual_hosts"][0]["routes"][1]["direct_response"] \
+            == {"status": 404, "body": 'no "such" item\n'}
+    path = os.path.join(workdir, "dumped.json")
+    with open(path, "w") as f:
+        f.write(json.dumps(written, indent=2))
+    r = subprocess.run([TRELLIS, "proxy", "--check", "--config", path], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    p.stop()
+    again = proxies(json.loads(json.dumps(written)), "again")
+    status, body = again.admin("/config_dump")
+    assert status == 200, body
+    dump2 = json.loads(body)
+    assert dump2["file"] == again.path
+    assert dump2["config"] == written
+    assert http_raw(port, b"GET /rest HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n") \
+        .startswith(b"HTTP/1.1 200 ")
 
 
 def debug_lines(proxy):
@@ -271,7 +368,7 @@ def test_privileged_calls_over_the_socket(proxies, backend):
     p = proxies(simple_config(port, backend.port))
     status, body = p.admin_unix("/config_dump")
     assert status == 200
-    assert json.loads(body)["listeners"][0]["address"] == f"127.0.0.1:{port}"
+    assert json.loads(body)["config"]["listeners"][0]["address"] == f"127.0.0.1:{port}"
     assert p.admin_unix("/logging?level=debug", method="POST") == (200, "level: debug\n")
     assert p.admin_unix("/logging") == (200, "level: debug\n")
     assert p.admin_unix("/logging?level=info", method="POST") == (200, "level: info\n")

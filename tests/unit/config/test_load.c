@@ -568,7 +568,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:5:3: listeners[0].tlz: ",
      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
      "tcp_cluster, http, "
-     "timeouts, authorization)"},
+     "timeouts, authorization, origin)"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
      "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  route_table: rt\n  "
@@ -1085,11 +1085,101 @@ static void test_scalars(void **state)
     assert_string_equal(c->route_tables[0].vhosts[0].routes[0].direct_body, "ok\r\n\tdone\n");
     assert_int_equal(c->n_clusters, 0);
     tr_config_free(c);
+    /* An empty exact header value means "present and empty" (the other
+     * header match kinds must not be empty; validate checks the value once,
+     * not once per key that may hold it). */
+    n = snprintf(buf, sizeof(buf),
+                 ROUTE_HEAD
+                 "    - {match: {headers: [{name: x, exact: ''}]}, cluster: c}\n" ROUTE_TAIL);
+    c = load_ok(buf, (size_t)n, "t.yaml");
+    assert_string_equal(c->route_tables[0].vhosts[0].routes[0].headers[0].value, "");
+    tr_config_free(c);
+    n = snprintf(buf, sizeof(buf),
+                 ROUTE_HEAD
+                 "    - {match: {headers: [{name: x, suffix: ''}]}, cluster: c}\n" ROUTE_TAIL);
+    expect_err(buf, (size_t)n, "t.yaml:6:44: " R ".match.headers[0].suffix: ", "must not be empty");
     /* A NULL name is allowed. */
     assert_null(tr_config_load_buffer("x: 1", 4, NULL, &err));
     assert_true(strncmp(err, "<config>:1:1: x: unknown field", 30) == 0);
     free(err);
     tr_config_free(NULL);
+}
+
+/* An origin: the resource a compiled object came from, read into its loc.
+ * Errors about the object name the resource and the path in it, at the
+ * object's place in the file. */
+#define ORIGIN_TEXT(LISTENER_ORIGIN, ROUTE_TABLE, CLUSTER)                                         \
+    "listeners:\n"                                                                                 \
+    "- name: l\n"                                                                                  \
+    "  address: 127.0.0.1:1\n"                                                                     \
+    "  route_table: " ROUTE_TABLE "\n"                                                             \
+    "  origin: " LISTENER_ORIGIN "\n"                                                              \
+    "route_tables:\n"                                                                              \
+    "- name: rt\n"                                                                                 \
+    "  virtual_hosts:\n"                                                                           \
+    "  - domains: ['*']\n"                                                                         \
+    "    origin: {kind: VirtualService, namespace: default, name: reviews}\n"                      \
+    "    routes:\n"                                                                                \
+    "    - cluster: " CLUSTER "\n"                                                                 \
+    "      origin: {kind: VirtualService, namespace: default, name: reviews, path: "               \
+    "'spec.http[0]'}\n"                                                                            \
+    "clusters:\n"                                                                                  \
+    "- name: c\n"                                                                                  \
+    "  endpoints: [{address: 127.0.0.1:2, origin: {kind: ServiceEntry, name: db}}]\n"
+#define SIDECAR "{kind: Sidecar, namespace: default, name: default, path: 'spec.egress[0]'}"
+
+static void test_origin(void **state)
+{
+    (void)state;
+    static const char text[] = ORIGIN_TEXT(SIDECAR, "rt", "c");
+    struct tr_config *c = load_ok(text, sizeof(text) - 1, "t.yaml");
+    const struct tr_cfg_loc *l = &c->listeners[0].loc;
+    assert_string_equal(l->origin.kind, "Sidecar");
+    assert_string_equal(l->origin.ns, "default");
+    assert_string_equal(l->origin.name, "default");
+    assert_string_equal(l->path, "spec.egress[0]");
+    assert_string_equal(l->file, "t.yaml");
+    assert_int_equal(l->line, 2);
+    assert_int_equal(l->col, 3);
+    /* Without a path in the origin, the object has none (not the file's). */
+    const struct tr_vhost_cfg *vh = &c->route_tables[0].vhosts[0];
+    assert_string_equal(vh->loc.origin.name, "reviews");
+    assert_null(vh->loc.path);
+    /* `cluster: NAME` is the route's own field: the route's source. */
+    const struct tr_route_cfg *r = &vh->routes[0];
+    assert_string_equal(r->loc.path, "spec.http[0]");
+    assert_string_equal(r->clusters[0].loc.origin.kind, "VirtualService");
+    assert_string_equal(r->clusters[0].loc.path, "spec.http[0]");
+    const struct tr_endpoint_cfg *e = &c->clusters[0].endpoints[0];
+    assert_string_equal(e->loc.origin.kind, "ServiceEntry");
+    assert_null(e->loc.origin.ns);
+    /* An object without one keeps its place in the file. */
+    assert_null(c->clusters[0].loc.origin.kind);
+    assert_string_equal(c->clusters[0].loc.path, "clusters[0]");
+    assert_null(c->route_tables[0].loc.origin.name);
+    tr_config_free(c);
+
+    static const char bad_cluster[] = ORIGIN_TEXT(SIDECAR, "rt", "nope");
+    expect_err(bad_cluster, sizeof(bad_cluster) - 1,
+               "t.yaml:12:7: VirtualService default/reviews: spec.http[0].cluster: ",
+               "unknown cluster \"nope\"");
+    static const char bad_table[] = ORIGIN_TEXT(SIDECAR, "nope", "c");
+    expect_err(bad_table, sizeof(bad_table) - 1,
+               "t.yaml:2:3: Sidecar default/default: spec.egress[0].route_table: ",
+               "unknown route table \"nope\"");
+    static const char no_name[] = ORIGIN_TEXT("{path: spec}", "rt", "c");
+    expect_err(no_name, sizeof(no_name) - 1, "t.yaml:5:11: listeners[0].origin: ",
+               "needs kind or name (the resource the object was compiled from)");
+    static const char unknown[] = ORIGIN_TEXT("{kind: Sidecar, file: x.yaml}", "rt", "c");
+    expect_err(unknown, sizeof(unknown) - 1, "t.yaml:5:27: listeners[0].origin.file: ",
+               "unknown field \"file\" (accepted: kind, namespace, name, path)");
+    static const char spaced[] = ORIGIN_TEXT("{kind: Sidecar, name: 'a b'}", "rt", "c");
+    expect_err(spaced, sizeof(spaced) - 1, "t.yaml:5:33: listeners[0].origin.name: ",
+               "whitespace and control characters are not allowed");
+    static const char empty_ns[] =
+        ORIGIN_TEXT("{kind: Sidecar, namespace: '', name: x}", "rt", "c");
+    expect_err(empty_ns, sizeof(empty_ns) - 1,
+               "t.yaml:5:38: listeners[0].origin.namespace: ", "must not be empty");
 }
 
 static void test_loc_format(void **state)
@@ -1129,6 +1219,7 @@ int main(void)
         cmocka_unit_test(test_load_file_and_relative_paths),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_scalars),
+        cmocka_unit_test(test_origin),
         cmocka_unit_test(test_loc_format),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
