@@ -165,6 +165,7 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
                            const struct tr_explain_request *q, bool json, int *status)
 {
     *status = 1;
+    size_t out_len;
     struct tr_fmt f;
     tr_fmt_init_growable(&f, 1u << 20);
     struct url u;
@@ -172,7 +173,7 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
     if (!parse_url(q->url, &u, why, sizeof(why))) {
         tr_fmt_printf(&f, "trellis ctl route explain: %s: %s\n", q->url, why);
         *status = 2;
-        return tr_fmt_take(&f, NULL);
+        return tr_fmt_take(&f, &out_len);
     }
     /* The request as the proxy sees it: Host from -H or the URL. */
     struct tr_str_pair hv[MAX_HEADERS];
@@ -215,7 +216,7 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
         if (router == NULL) {
             tr_fmt_printf(&f, "trellis ctl route explain: %s\n", err ? err : "out of memory");
             free(err);
-            return tr_fmt_take(&f, NULL);
+            return tr_fmt_take(&f, &out_len);
         }
         struct tr_route_request req = {
             .host = tr_str_from(host, strlen(host)),
@@ -339,6 +340,6 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
     }
     tr_router_free(router);
     *status = 0;
-    char *out = tr_fmt_take(&f, NULL);
+    char *out = tr_fmt_take(&f, &out_len);
     return out;
 }

@@ -522,9 +522,12 @@ static bool outbound(struct ist_ctx *x)
     const struct tr_resource *sc = sidecar_for(x);
     bool registry_only = false;
     const char *mode;
-    if (sc != NULL &&
-        tr_rnode_str(tr_rnode_get(tr_rnode_get(sc->spec, "outboundTrafficPolicy"), "mode"), &mode))
-        registry_only = strcmp(mode, "REGISTRY_ONLY") == 0;
+    const struct tr_rnode *otp = sc ? tr_rnode_get(sc->spec, "outboundTrafficPolicy") : NULL;
+    /* A policy written without a mode is the enum's zero, REGISTRY_ONLY; no
+     * policy at all is the mesh's default, ALLOW_ANY. */
+    if (otp != NULL && !tr_rnode_is_null(otp))
+        registry_only = !tr_rnode_str(tr_rnode_get(otp, "mode"), &mode) ||
+                        strcmp(mode, "REGISTRY_ONLY") == 0;
     struct vs_index ix = {0};
     index_vs(x, &ix);
     struct port_tab **ports = ist_alloc(x, MAX_PORT + 1, sizeof(*ports));

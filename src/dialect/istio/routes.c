@@ -245,6 +245,7 @@ static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct t
         const char *cl = NULL;
         if (ok)
             ok = destination(x, c, tr_rnode_get(e, "destination"), vs, vh, &cl);
+        struct tr_cfg_loc loc = ist_loc(x, c, e);
         ist_pop(c, saved);
         if (!ok)
             return false;
@@ -258,7 +259,7 @@ static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct t
         struct tr_weighted_cluster_cfg *wc = &r->clusters[r->n_clusters++];
         wc->cluster_name = cl;
         wc->weight = w;
-        wc->loc = ist_loc(x, c, e);
+        wc->loc = loc;
     }
     if (total == 0) {
         ist_error(x, c, route, "route", "the destinations' weights add up to 0");
