@@ -459,8 +459,7 @@ static bool add_vhost(struct ist_ctx *x, struct port_tab *pt, const struct vs_in
     uint32_t port = s->ports[pi].number;
     const char *cand[8];
     size_t nc = 0;
-    const char *h = s->host;
-    cand[nc++] = h;
+    cand[nc++] = ist_mstrdup(x, s->host); /* the model keeps nothing of the scratch arena */
     if (s->name != NULL) {
         cand[nc++] = ist_mprintf(x, "%s.%s.svc", s->name, s->ns);
         cand[nc++] = ist_mprintf(x, "%s.%s", s->name, s->ns);
@@ -832,10 +831,12 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         }
     }
     if (ok && cfg->n_listeners == 0) {
-        tr_diags_add(d, TR_DIAG_WARNING, &(struct tr_diag_where){0},
-                     "workload %s/%s reaches no service and serves none: the model has no "
-                     "listener",
+        /* The native model needs a listener: there is nothing to run. */
+        tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
+                     "workload %s/%s reaches no service and serves none: there is no model to "
+                     "run",
                      o->ns, o->name);
+        ok = false;
     }
     char *err = NULL;
     if (ok && tr_config_validate(cfg, &err) != 0) {

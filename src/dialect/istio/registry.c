@@ -460,7 +460,7 @@ static bool host_ok(const char *h)
         if (!(isalnum(ch) || ch == '-' || ch == '.' || (ch == '*' && i == 0)))
             return false;
     }
-    return h[0] != '*' || n == 1 || h[1] == '.';
+    return h[0] != '*' || n > 1; /* "*.example.com", or "*x": any host ending in x */
 }
 
 static void read_service_entries(struct ist_ctx *x, size_t *cap)
@@ -555,7 +555,7 @@ static void read_service_entries(struct ist_ctx *x, size_t *cap)
             ist_push_index(&c, hi);
             if (!tr_rnode_str(h, &hs) || !host_ok(hs)) {
                 char b[80];
-                ist_error(x, &c, h, NULL, "expected a DNS name or *.suffix, got %s",
+                ist_error(x, &c, h, NULL, "expected a DNS name, *.suffix or *suffix, got %s",
                           tr_rnode_describe(h, b, sizeof(b)));
                 ist_pop(&c, saved);
                 continue;
