@@ -199,8 +199,10 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
     char lname[32];
     snprintf(lname, sizeof(lname), "outbound|%u", u.port);
     const struct tr_listener_cfg *l = NULL;
+    char gname[32];
+    snprintf(gname, sizeof(gname), "gateway|%u", u.port);
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        if (strcmp(cfg->listeners[i].name, lname) == 0)
+        if (strcmp(cfg->listeners[i].name, lname) == 0 || strcmp(cfg->listeners[i].name, gname) == 0)
             l = &cfg->listeners[i];
     }
     const struct tr_route_cfg *r = NULL;

@@ -17,6 +17,9 @@ import requests
 
 from conftest import TRELLIS, Proxy, free_port
 
+CORPUS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                       "..", "shared", "corpus"))
+
 CLIENT_POD = """
 apiVersion: v1
 kind: Pod
@@ -371,3 +374,29 @@ def test_dead_endpoint_fails_no_request(mesh):
         codes = [s.get(f"http://{mesh.outbound_ip}:9080/", headers={"Host": "api"},
                        timeout=10).status_code for _ in range(60)]
     assert codes == [200] * 60
+
+
+def test_ingress_gateway(mesh):
+    """Istio's bookinfo gateway: the gateway pod's model serves the hosts of
+    the VirtualServices bound to the Gateway that selects it."""
+    b = mesh.base
+    mesh.pod("productpage-v1", f"{b}.10", 9080, {"app": "productpage", "version": "v1"})
+    mesh.add(service("productpage", 9080, {"app": "productpage"}),
+             pod("ingress-1", f"{b}.250", {"istio": "ingressgateway"}, ns="istio-system"))
+    with open(os.path.join(CORPUS, "istio/bookinfo/networking/bookinfo-gateway.yaml")) as f:
+        mesh.add(f.read())
+    mesh.write()
+    r = mesh.ctl("compile", mesh.dir, "--workload", "istio-system/ingress-1", "-o", "json")
+    model = json.loads(r.stdout)
+    assert [l["name"] for l in model["listeners"]] == ["gateway|8080"]
+    mesh.proxy = Proxy(mesh.workdir, model, name="ingress")
+    mesh.proxy.start()
+    url = f"http://{b}.250:8080"
+    r = requests.get(url + "/productpage?u=1", headers={"Host": "bookinfo.example"}, timeout=10)
+    assert r.status_code == 200 and r.json()["name"] == "productpage-v1"
+    assert r.json()["path"] == "/productpage?u=1"
+    # no default route at a gateway: what no rule matches is 404
+    assert requests.get(url + "/admin", timeout=10).status_code == 404
+    e = json.loads(mesh.ctl("route", "explain", mesh.dir, "--from", "istio-system/ingress-1",
+                            "--url", f"http://{b}.250:8080/productpage", "-o", "json").stdout)
+    assert e["virtual_service"] == "default/bookinfo" and e["rule_index"] == 0

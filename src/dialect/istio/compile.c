@@ -19,7 +19,7 @@
 
 /* ------------------------------------------------------------ addresses */
 
-static bool make_addr(struct ist_ctx *x, const char *ip, uint32_t port, struct tr_cfg_addr *a)
+bool ist_make_addr(struct ist_ctx *x, const char *ip, uint32_t port, struct tr_cfg_addr *a)
 {
     memset(a, 0, sizeof(*a));
     struct sockaddr_in *s4 = (struct sockaddr_in *)&a->ss;
@@ -267,7 +267,7 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
             continue;
         struct tr_endpoint_cfg *e = &c->endpoints[c->n_endpoints];
         tr_cfg_endpoint_defaults(e);
-        if (!make_addr(x, eps[i].ip, eps[i].port, &e->addr))
+        if (!ist_make_addr(x, eps[i].ip, eps[i].port, &e->addr))
             continue; /* a name (DNS resolution is not supported yet, reported) */
         e->weight = in && in->weight ? in->weight : 1;
         e->workload = in && in->name ? ist_mstrdup(x, in->name) : NULL;
@@ -577,8 +577,9 @@ static bool outbound(struct ist_ctx *x)
         }
     }
     struct tr_config *cfg = x->cfg;
-    cfg->listeners = ist_malloc(x, nl + 8, sizeof(*cfg->listeners));
-    cfg->route_tables = ist_malloc(x, nt + 8, sizeof(*cfg->route_tables));
+    /* room for the inbound (8) and gateway (64) listeners that follow */
+    cfg->listeners = ist_malloc(x, nl + 72, sizeof(*cfg->listeners));
+    cfg->route_tables = ist_malloc(x, nt + 72, sizeof(*cfg->route_tables));
     if (cfg->listeners == NULL || cfg->route_tables == NULL)
         return false;
     for (uint32_t p = 1; p <= MAX_PORT; p++) {
@@ -589,7 +590,7 @@ static bool outbound(struct ist_ctx *x)
         tr_cfg_listener_defaults(l);
         l->name = ist_mprintf(x, "outbound|%u", p);
         l->direction = TR_DIR_OUTBOUND;
-        if (!make_addr(x, x->o->outbound_ip, p, &l->addr)) {
+        if (!ist_make_addr(x, x->o->outbound_ip, p, &l->addr)) {
             tr_diags_add(x->d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
                          "outbound address %s is not an IP address", x->o->outbound_ip);
             return false;
@@ -679,7 +680,7 @@ static bool inbound(struct ist_ctx *x)
             if (c->endpoints == NULL)
                 return false;
             tr_cfg_endpoint_defaults(&c->endpoints[0]);
-            if (!make_addr(x, x->o->app_ip, target, &c->endpoints[0].addr))
+            if (!ist_make_addr(x, x->o->app_ip, target, &c->endpoints[0].addr))
                 return false;
             c->n_endpoints = 1;
             c->protocol = p->proto == IST_P_HTTP2 || p->proto == IST_P_GRPC ? TR_UPROTO_HTTP2
@@ -690,7 +691,7 @@ static bool inbound(struct ist_ctx *x)
             tr_cfg_listener_defaults(l);
             l->name = ist_mstrdup(x, lname);
             l->direction = TR_DIR_INBOUND;
-            if (!make_addr(x, x->wl_ip, target, &l->addr))
+            if (!ist_make_addr(x, x->wl_ip, target, &l->addr))
                 return false;
             l->tls_mode = TR_TLS_PERMISSIVE;
             l->tls_name = "mesh";
@@ -740,9 +741,19 @@ void ist_check_all(struct ist_ctx *x)
     v = tr_rset_of_kind(x->rs, IST_GROUP, "Sidecar", &n);
     for (size_t i = 0; i < n; i++)
         sidecar_check(x, v[i]);
+    v = tr_rset_of_kind(x->rs, IST_GROUP, "Gateway", &n);
+    for (size_t i = 0; i < n; i++)
+        ist_gateway_check(x, v[i]);
     v = tr_rset_of_kind(x->rs, IST_GROUP, "VirtualService", &n);
     for (size_t i = 0; i < n; i++)
         ist_vs_check(x, v[i]);
+}
+
+bool ist_alloc_listeners(struct ist_ctx *x, size_t n)
+{
+    x->cfg->listeners = ist_malloc(x, n, sizeof(*x->cfg->listeners));
+    x->cfg->route_tables = ist_malloc(x, n, sizeof(*x->cfg->route_tables));
+    return x->cfg->listeners != NULL && x->cfg->route_tables != NULL;
 }
 
 bool ist_ctx_init(struct ist_ctx *x, const struct tr_rset *rs, const struct tr_istio_options *opt,
@@ -808,7 +819,10 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         cfg->node.workload = ist_mstrdup(&x, o->name);
         cfg->node.workload_namespace = ist_mstrdup(&x, o->ns);
         cfg->node.principal = spiffe_of(&x, o->ns, x.wl_sa ? x.wl_sa : "default");
-        ok = outbound(&x) && inbound(&x) && !x.oom;
+        if (ist_is_gateway(&x))
+            ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && !x.oom; /* a gateway only */
+        else
+            ok = outbound(&x) && inbound(&x) && !x.oom;
     }
     if (ok) {
         cfg->clusters = ist_malloc(&x, x.n_clusters, sizeof(*cfg->clusters));

@@ -233,8 +233,9 @@ int ist_workload_find(struct ist_ctx *x);
 
 /* The virtual host being built: a service on one port. */
 struct ist_vhost {
-    const struct ist_service *svc;
+    const struct ist_service *svc; /* NULL at a gateway (the host is the VirtualService's) */
     uint32_t port;
+    const char *gateway; /* "NS/NAME" of the Gateway; NULL for a sidecar ("mesh") */
 };
 
 struct ist_routes {
@@ -244,6 +245,20 @@ struct ist_routes {
 
 /* Does the VirtualService apply to sidecars (gateways empty or "mesh")? */
 bool ist_vs_for_mesh(const struct tr_resource *vs);
+/* Does list name gateway ("NS/NAME"; NULL: "mesh")? */
+bool ist_gateway_listed(const struct tr_resource *vs, const struct tr_rnode *list,
+                        const char *gateway);
+/* Gateways (gateway.c): the listeners of a gateway workload; check every
+ * Gateway once. */
+bool ist_gateways(struct ist_ctx *x);
+/* Is the workload a gateway (some Gateway's selector picks it)? Then its
+ * model holds only the gateway's listeners, as an Istio gateway proxy's. */
+bool ist_is_gateway(const struct ist_ctx *x);
+/* Room for n listeners and route tables in the model (compile.c). */
+bool ist_alloc_listeners(struct ist_ctx *x, size_t n);
+/* ip:port as a model address (compile.c); false when ip is not an address. */
+bool ist_make_addr(struct ist_ctx *x, const char *ip, uint32_t port, struct tr_cfg_addr *a);
+void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw);
 /* Append vs's routes for vh (NULL: check every rule, build nothing);
  * returns true when a route matches every request (no default needed). */
 bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,

@@ -88,6 +88,34 @@ static bool has_str(const struct tr_rnode *list, const char *s)
     return false;
 }
 
+/* Does list (a VirtualService's or a match block's gateways) name gateway
+ * ("NS/NAME"; NULL: the mesh's sidecars, "mesh")? A name without a
+ * namespace is in the VirtualService's. */
+bool ist_gateway_listed(const struct tr_resource *vs, const struct tr_rnode *list,
+                        const char *gateway)
+{
+    const char *vns = vs->ns ? vs->ns : "default";
+    for (const struct tr_rnode *e = list && list->kind == TR_RNODE_SEQ ? list->head : NULL; e;
+         e = e->next) {
+        const char *v;
+        if (!tr_rnode_str(e, &v))
+            continue;
+        if (gateway == NULL) {
+            if (strcmp(v, "mesh") == 0)
+                return true;
+            continue;
+        }
+        const char *slash = strchr(v, '/');
+        const char *gslash = strchr(gateway, '/');
+        if (slash != NULL ? strcmp(v, gateway) == 0
+                          : (strcmp(v, gslash + 1) == 0 &&
+                             strlen(vns) == (size_t)(gslash - gateway) &&
+                             strncmp(vns, gateway, (size_t)(gslash - gateway)) == 0))
+            return true;
+    }
+    return false;
+}
+
 /* Does the VirtualService apply to sidecars (gateways empty or "mesh")? */
 bool ist_vs_for_mesh(const struct tr_resource *vs)
 {
@@ -146,13 +174,17 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
                      s->host, port);
     } else if (s->n_ports == 1) {
         pi = 0;
-    } else if (vh != NULL) {
+    } else if (vh != NULL && vh->svc != NULL) {
         for (pi = 0; pi < s->n_ports && s->ports[pi].number != vh->port; pi++)
             ;
         if (pi == s->n_ports)
             ist_warn(x, c, d, NULL, "service %s has several ports and none is %u: name the port; "
                                     "requests routed here are answered 503",
                      s->host, vh->port);
+    } else if (vh != NULL) {
+        ist_warn(x, c, d, NULL, "service %s has several ports: name the destination port; "
+                                "requests routed here are answered 503",
+                 s->host);
     }
     if (subset != NULL) {
         const struct tr_resource *dr = ist_dr_for(x, s->host, s->ns);
@@ -387,9 +419,8 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
     if (ist_str(x, c, m, "sourceNamespace", &sns) && vh != NULL && strcmp(sns, x->wl_ns) != 0)
         keep = false;
     const struct tr_rnode *gw = ist_list(x, c, m, "gateways");
-    if (gw != NULL && gw->n > 0 && !has_str(gw, "mesh"))
+    if (gw != NULL && gw->n > 0 && vh != NULL && !ist_gateway_listed(vs, gw, vh->gateway))
         keep = false;
-    (void)vs;
 
     struct ist_sm uri;
     if (ist_string_match(x, c, m, "uri", &uri)) {
