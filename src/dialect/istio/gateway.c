@@ -28,6 +28,8 @@ static const struct ist_key tls_keys[] = {
     {"privateKey", NULL},
     {"caCertificates", NULL},
     {"caCrl", NULL},
+    {"caCertCredentialName", NULL},
+    {"insecureSkipVerify", NULL},
     {"credentialName", NULL},
     {"credentialNames", NULL},
     {"tlsCertificates", NULL},
