@@ -50,6 +50,11 @@
 #define CFG_H1_HEADERS_CAP  256u /* TR_H1_MAX_HEADERS_CAP in codec/h1/h1.h */
 #define CFG_H2_STREAMS_DEF  100u /* cluster http2.max_streams_per_connection */
 
+/* Request matching and header edits. */
+#define CFG_MAX_QUERY        64u   /* query parameter matches per route */
+#define CFG_MAX_HEADER_OPS   64u   /* entries per set, add or remove of a header edit */
+#define CFG_MAX_HEADER_VALUE 4096u /* bytes of a header edit's value */
+
 #define CFG_PATH_MAX 512u
 #define CFG_ERR_MAX  1024u
 #define CFG_WHY_MAX  256u /* a check's explanation */
@@ -159,6 +164,12 @@ bool cfg_check_host(const char *s, char *why, size_t size);
 bool cfg_check_sni(const char *s, char *why, size_t size);
 bool cfg_check_text(const char *s, size_t maxlen, bool allow_ctl, char *why, size_t size);
 bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size);
+/* Request matching and header edits. */
+bool cfg_check_header_match_name(const char *s, char *why, size_t size);
+bool cfg_check_query_name(const char *s, char *why, size_t size);
+bool cfg_check_query_value(const char *s, char *why, size_t size);
+bool cfg_check_header_edit_name(const char *s, char *why, size_t size);
+bool cfg_check_header_value(const char *s, char *why, size_t size);
 void cfg_lower(char *s);
 bool cfg_is_lower(const char *s);
 
@@ -177,6 +188,10 @@ enum cfg_kind {
     CK_STRLIST,  /* const char **, count at off_n */
     CK_SECTION,  /* a nested mapping: the sub-object at off */
     CK_LIST,     /* a list of sub-objects: array at off, count at off_n */
+    CK_MAP,      /* a mapping of names to strings: struct tr_name_value_cfg array at
+                  * off, count at off_n; names checked by check (CF_LOWER applies to
+                  * them, each name once), values of at most maxlen bytes checked by
+                  * value_check (CF_EMPTY_OK applies to them) */
     CK_CUSTOM,   /* set() does it; validate leaves it to validate.c */
 };
 
@@ -199,13 +214,14 @@ struct cfg_field {
     size_t off;                    /* the value's offset in the object */
     size_t off_n;                  /* CK_STRLIST, CK_LIST: the count's offset */
     uint32_t min, max;             /* numbers: range; strings: max length; lists: entries */
-    uint32_t maxlen;               /* CK_STRLIST: length of each entry */
+    uint32_t maxlen;               /* CK_STRLIST: length of each entry; CK_MAP: of each value */
     uint32_t def;                  /* CF_DEF numbers, bools, enums (index into names) */
     const char *def_str;           /* CF_DEF strings and addresses */
     const char *const *names;      /* CK_ENUM: spellings */
     const int *values;             /* CK_ENUM: stored values (NULL: index) */
     size_t n_names;                /* CK_ENUM */
-    cfg_check_fn check;            /* strings and list entries */
+    cfg_check_fn check;            /* strings, list entries, map names */
+    cfg_check_fn value_check;      /* CK_MAP values */
     const struct cfg_section *sub; /* CK_SECTION, CK_LIST */
     size_t item_size;              /* CK_LIST */
     /* CK_CUSTOM: reads value v (key k) into obj */
@@ -242,6 +258,7 @@ extern const struct cfg_section cfg_cluster_section;
 extern const struct cfg_section cfg_endpoint_section;
 extern const struct cfg_section cfg_path_match_section;
 extern const struct cfg_section cfg_header_match_section;
+extern const struct cfg_section cfg_query_match_section;
 extern const struct cfg_section cfg_origin_section;
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
@@ -272,6 +289,11 @@ bool cfg_path_match_after(struct ld *ld, const struct cnode *map, const struct c
 bool cfg_header_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
                             void *obj, size_t idx);
 bool cfg_header_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
+bool cfg_query_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx);
+bool cfg_query_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
+/* The match kind of each of the query match rows exact .. present. */
+extern const enum tr_header_match_kind cfg_query_match_kinds[4];
 bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                        size_t idx);
 bool cfg_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,

@@ -150,11 +150,67 @@ struct tr_header_match_cfg {
     struct tr_cfg_loc loc;
 };
 
+/* ---- request matching beyond path, method and headers; header edits ----
+ * (Istio HTTPMatchRequest.queryParams, authority, scheme, method; Headers).
+ * Query parameters are matched as sent: names and values byte for byte,
+ * never percent-decoded, the first occurrence of a name counting (Envoy's
+ * rule). */
+struct tr_query_match_cfg {
+    const char *name;               /* raw, case-sensitive */
+    enum tr_header_match_kind kind; /* EXACT, PREFIX, REGEX or PRESENT */
+    const char *value;              /* NULL for PRESENT */
+    struct tr_cfg_loc loc;
+};
+
+/* One NAME: VALUE of a header edit's set or add mapping. */
+struct tr_name_value_cfg {
+    const char *name; /* lower-cased HTTP token */
+    const char *value;
+};
+
+/* Header edits as written (Envoy's order: remove, then set, then add).
+ * Names exclude what would break framing or the mesh (hop-by-hop,
+ * content-length, host, pseudo-headers, trellis-*). */
+struct tr_header_ops_cfg {
+    const char **remove; /* every value of these names goes */
+    size_t n_remove;
+    struct tr_name_value_cfg *set; /* replaces every value, or adds */
+    size_t n_set;
+    struct tr_name_value_cfg *add; /* appends one more value */
+    size_t n_add;
+};
+
+/* What the proxy applies to one message: a route's edits followed by those
+ * of the destination that was picked, merged by validate into one program:
+ * values of names in drop (received, or added by the proxy's own policy
+ * such as x-forwarded-for) are not sent, then emit is appended in order. */
+struct tr_header_edit_name {
+    const char *name; /* lower case */
+    uint32_t len;
+};
+struct tr_header_edit_field {
+    const char *name; /* lower case */
+    const char *value;
+    uint32_t name_len, value_len;
+};
+struct tr_header_edit {
+    const struct tr_header_edit_name *drop;
+    uint32_t n_drop;
+    const struct tr_header_edit_field *emit;
+    uint32_t n_emit;
+    uint32_t emit_bytes;    /* sum of name and value lengths of emit */
+    uint64_t drop_len_mask; /* bit (length % 64) of each drop name: a quick "no" */
+};
+
 struct tr_weighted_cluster_cfg {
     const char *cluster_name;
     int cluster; /* set by validate: index into tr_config.clusters */
     uint32_t weight;
     struct tr_cfg_loc loc; /* path NULL: errors name the route's weighted_clusters[i] */
+    /* header edits when this destination is picked, after the route's */
+    struct tr_header_ops_cfg request_headers, response_headers;
+    /* set by validate: the route's edits then these; NULL: nothing to do */
+    const struct tr_header_edit *request_edit, *response_edit;
 };
 
 struct tr_route_cfg {
@@ -175,6 +231,13 @@ struct tr_route_cfg {
     const char *prefix_rewrite; /* NULL: none (replaces the matched prefix) */
     const char *host_rewrite;   /* NULL: none */
     struct tr_cfg_loc loc;
+    /* request matching and header edits (see tr_query_match_cfg) */
+    struct tr_query_match_cfg *query; /* all must match */
+    size_t n_query;
+    struct tr_header_ops_cfg request_headers, response_headers;
+    /* set by validate: the route's own response edits, for a reply without
+     * a destination (direct_response); NULL: nothing to do */
+    const struct tr_header_edit *response_edit;
 };
 
 struct tr_vhost_cfg {

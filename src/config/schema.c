@@ -70,6 +70,11 @@
         .key = k, .kind = CK_STRLIST, .flags = (fl), .off = offsetof(T, m),                        \
         .off_n = offsetof(T, nm), .min = (lo), .max = (hi), .maxlen = (len), .check = (chk)        \
     }
+#define MAP(k, T, m, nm, fl, hi, len, chk, vchk)                                                   \
+    {                                                                                              \
+        .key = k, .kind = CK_MAP, .flags = (fl), .off = offsetof(T, m), .off_n = offsetof(T, nm),  \
+        .max = (hi), .maxlen = (len), .check = (chk), .value_check = (vchk)                        \
+    }
 #define SECTION(k, off_, s)                                                                        \
     {                                                                                              \
         .key = k, .kind = CK_SECTION, .off = (off_), .sub = &(s)                                   \
@@ -239,8 +244,11 @@ static const struct cfg_field listener_fields[] = {
 const struct cfg_section cfg_listener_section =
     SEC("listener", listener_fields, offsetof(struct tr_listener_cfg, loc), cfg_listener_after);
 
+/* The value rows fill one model field: validate checks it once, by the
+ * first row, and per kind in check_match() (validate.c). */
 static const struct cfg_field header_fields[] = {
-    STR("name", struct tr_header_match_cfg, name, REQ | CF_LOWER, CFG_MAX_NAME, cfg_check_token),
+    STR("name", struct tr_header_match_cfg, name, REQ | CF_LOWER, CFG_MAX_NAME,
+        cfg_check_header_match_name),
     /* An empty exact value is legitimate ("header present and empty"). */
     STR("exact", struct tr_header_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
     STR("prefix", struct tr_header_match_cfg, value, 0, CFG_MAX_STR, NULL),
@@ -253,6 +261,20 @@ static const struct cfg_field header_fields[] = {
 const struct cfg_section cfg_header_match_section =
     SEC("header match", header_fields, offsetof(struct tr_header_match_cfg, loc),
         cfg_header_match_after);
+
+/* Values as for header matches: one model field, checked per kind by
+ * validate.c. */
+static const struct cfg_field query_fields[] = {
+    STR("name", struct tr_query_match_cfg, name, REQ, CFG_MAX_NAME, cfg_check_query_name),
+    STR("exact", struct tr_query_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
+    STR("prefix", struct tr_query_match_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("regex", struct tr_query_match_cfg, value, 0, CFG_MAX_STR, NULL),
+    CUSTOM("present", 0, cfg_query_present_set),
+    ORIGIN(struct tr_query_match_cfg),
+};
+const struct cfg_section cfg_query_match_section =
+    SEC("query parameter match", query_fields, offsetof(struct tr_query_match_cfg, loc),
+        cfg_query_match_after);
 
 static const struct cfg_field path_fields[] = {
     STR_DEF("prefix", struct tr_route_cfg, path, CFG_MAX_STR, "/"),
@@ -269,12 +291,31 @@ static const struct cfg_field match_fields[] = {
             cfg_check_token),
     LIST("headers", struct tr_route_cfg, headers, n_headers, 0, 0, CFG_MAX_HEADERS,
          struct tr_header_match_cfg, cfg_header_match_section),
+    LIST("query_params", struct tr_route_cfg, query, n_query, 0, 0, CFG_MAX_QUERY,
+         struct tr_query_match_cfg, cfg_query_match_section),
 };
 static const struct cfg_section match_section = SEC("route.match", match_fields, CFG_NO_LOC, NULL);
+
+/* Header edits: one table for requests and responses, routes and
+ * destinations (each at its own offset). */
+static const struct cfg_field header_ops_fields[] = {
+    STRLIST("remove", struct tr_header_ops_cfg, remove, n_remove, CF_LOWER, 0, CFG_MAX_HEADER_OPS,
+            CFG_MAX_NAME, cfg_check_header_edit_name),
+    MAP("set", struct tr_header_ops_cfg, set, n_set, CF_LOWER | CF_EMPTY_OK, CFG_MAX_HEADER_OPS,
+        CFG_MAX_HEADER_VALUE, cfg_check_header_edit_name, cfg_check_header_value),
+    MAP("add", struct tr_header_ops_cfg, add, n_add, CF_LOWER | CF_EMPTY_OK, CFG_MAX_HEADER_OPS,
+        CFG_MAX_HEADER_VALUE, cfg_check_header_edit_name, cfg_check_header_value),
+};
+static const struct cfg_section header_ops_section =
+    SEC("header edits", header_ops_fields, CFG_NO_LOC, NULL);
 
 static const struct cfg_field weighted_fields[] = {
     NAME("cluster", struct tr_weighted_cluster_cfg, cluster_name, REQ),
     U32("weight", struct tr_weighted_cluster_cfg, weight, REQ, 0, CFG_MAX_WEIGHT, 0),
+    SECTION("request_headers", offsetof(struct tr_weighted_cluster_cfg, request_headers),
+            header_ops_section),
+    SECTION("response_headers", offsetof(struct tr_weighted_cluster_cfg, response_headers),
+            header_ops_section),
     ORIGIN(struct tr_weighted_cluster_cfg),
 };
 static const struct cfg_section weighted_section =
@@ -303,6 +344,9 @@ static const struct cfg_field route_fields[] = {
     SECTION("direct_response", 0, direct_section),
     DUR("timeout", struct tr_route_cfg, timeout_ms, 0, 0, MAXMS, 0),
     SECTION("rewrite", 0, rewrite_section),
+    SECTION("request_headers", offsetof(struct tr_route_cfg, request_headers), header_ops_section),
+    SECTION("response_headers", offsetof(struct tr_route_cfg, response_headers),
+            header_ops_section),
     ORIGIN(struct tr_route_cfg),
 };
 const struct cfg_section cfg_route_section =
@@ -610,6 +654,47 @@ static bool read_strlist(struct ld *ld, const struct cnode *v, const struct cfg_
     return true;
 }
 
+/* CK_MAP: names as the field's check says (lower-cased with CF_LOWER), each
+ * once; values as its value_check says. */
+static bool read_map(struct ld *ld, const struct cnode *v, const struct cfg_field *fd, void *obj)
+{
+    if (!cfg_expect_kind(ld, v, CN_MAP))
+        return false;
+    size_t n = v->n / 2;
+    if (n > fd->max)
+        return cfg_fail(ld, v, "has %zu entries; the limit is %u", n, fd->max);
+    struct tr_name_value_cfg *arr = NULL;
+    if (n > 0 && (arr = tr_arena_calloc(ld->a, n, sizeof(*arr))) == NULL)
+        return cfg_oom(ld);
+    const struct cfg_field name_fd = {
+        .kind = CK_STR, .flags = fd->flags & CF_LOWER, .check = fd->check};
+    const struct cfg_field value_fd = {
+        .kind = CK_STR, .flags = fd->flags & CF_EMPTY_OK, .check = fd->value_check};
+    size_t i = 0;
+    for (const struct cnode *k = v->head; k != NULL && k->next != NULL; k = k->next->next, i++) {
+        char b[96];
+        if (k->kind != CN_SCALAR)
+            return cfg_fail(ld, k, "mapping keys must be strings, got %s",
+                            cfg_describe(k, b, sizeof(b)));
+        size_t saved = cfg_path_push_key(ld, cfg_show(b, sizeof(b), k->s, k->len, false));
+        bool ok = read_str(ld, k, &name_fd, CFG_MAX_NAME, &arr[i].name) &&
+                  read_str(ld, k->next, &value_fd, fd->maxlen, &arr[i].value);
+        const struct cnode *first = v->head;
+        for (size_t j = 0; ok && j < i; j++, first = first->next->next) {
+            if (strcmp(arr[j].name, arr[i].name) == 0)
+                ok = cfg_fail(ld, k, "duplicate name %s (first at line %u)",
+                              cfg_show(b, sizeof(b), arr[i].name, strlen(arr[i].name), true),
+                              first->line);
+        }
+        cfg_path_pop(ld, saved);
+        if (!ok)
+            return false;
+    }
+    *(struct tr_name_value_cfg **)at(obj, fd->off) = arr;
+    *(size_t *)at(obj, fd->off_n) = n;
+    return true;
+}
+
 static bool read_list(struct ld *ld, const struct cnode *v, const struct cfg_field *fd, void *obj)
 {
     if (!list_of(ld, v, fd->min, fd->max))
@@ -671,6 +756,8 @@ static bool read_field(struct ld *ld, const struct cfg_val *f, const struct cfg_
         return cfg_schema_walk(ld, v, fd->sub, at(obj, fd->off), 0);
     case CK_LIST:
         return read_list(ld, v, fd, obj);
+    case CK_MAP:
+        return read_map(ld, v, fd, obj);
     case CK_CUSTOM:
         return fd->set(ld, f->k, v, obj);
     }

@@ -157,6 +157,39 @@ bool cfg_header_match_after(struct ld *ld, const struct cnode *map, const struct
     return true;
 }
 
+/* The kind each of the rows exact, prefix, regex, present stands for (a
+ * query parameter has no suffix match). */
+const enum tr_header_match_kind cfg_query_match_kinds[4] = {TR_HMATCH_EXACT, TR_HMATCH_PREFIX,
+                                                            TR_HMATCH_REGEX, TR_HMATCH_PRESENT};
+
+bool cfg_query_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj)
+{
+    (void)obj;
+    bool present = false;
+    if (!cfg_bool_of(ld, v, &present))
+        return false;
+    if (!present)
+        return cfg_fail(ld, k, "must be true (a route cannot require a parameter to be absent)");
+    return true;
+}
+
+bool cfg_query_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx)
+{
+    (void)idx;
+    struct tr_query_match_cfg *q = obj;
+    const struct cfg_section *sec = &cfg_query_match_section;
+    size_t kind;
+    if (!one_of(ld, map, sec, f, "exact", "present", "exact, prefix, regex, present", &kind))
+        return false;
+    if (kind == NONE)
+        return cfg_fail(ld, map, "one of exact, prefix, regex, present is required");
+    q->kind = cfg_query_match_kinds[kind - cfg_field_index(sec, "exact")];
+    if (q->kind == TR_HMATCH_PRESENT)
+        q->value = NULL;
+    return true;
+}
+
 bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                        size_t idx)
 {

@@ -169,7 +169,16 @@ static struct cnode *tree_new_node(struct ld *ld, struct tree_builder *tb, enum 
                                    struct fy_event *ev)
 {
     uint32_t line, col;
-    mark_pos(fy_event_start_mark(ev), &line, &col);
+    const struct fy_mark *m = fy_event_start_mark(ev);
+    mark_pos(m, &line, &col);
+    if (m == NULL && tb->depth > 0) {
+        /* An empty value ("key:") has no mark of its own: name its key (or
+         * its parent), not the top of the file. */
+        const struct cnode *p = tb->stack[tb->depth - 1];
+        const struct cnode *near = p->tail != NULL ? p->tail : p;
+        line = near->line;
+        col = near->col;
+    }
     struct cnode tmp = {.line = line, .col = col};
     if (++ld->nodes > CFG_MAX_NODES) {
         cfg_fail(ld, &tmp, "more than %u YAML nodes; the file is too large", CFG_MAX_NODES);

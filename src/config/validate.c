@@ -349,6 +349,46 @@ static bool check_count(struct vctx *v, const struct tr_cfg_loc *base, const cha
     return true;
 }
 
+/* CK_MAP: every name checked and lower case where the table says, each
+ * once; every value checked. Entries are named prefix.key.NAME. */
+static bool check_map(struct vctx *v, const struct tr_cfg_loc *base, const char *prefix,
+                      const struct cfg_field *fd, const void *obj, bool req)
+{
+    const struct tr_name_value_cfg *arr =
+        *(const struct tr_name_value_cfg *const *)at(obj, fd->off);
+    size_t n = *(const size_t *)at(obj, fd->off_n);
+    char kp[CFG_PATH_MAX], b[96];
+    if (!check_count(v, base, prefix, fd->key, fd, n, arr, req))
+        return false;
+    join(kp, sizeof(kp), prefix, fd->key);
+    const struct cfg_field name_fd = {
+        .kind = CK_STR, .flags = fd->flags & CF_LOWER, .check = fd->check};
+    const struct cfg_field value_fd = {
+        .kind = CK_STR, .flags = fd->flags & CF_EMPTY_OK, .check = fd->value_check};
+    for (size_t k = 0; k < n; k++) {
+        if (arr[k].name == NULL)
+            return verr(v, base, kp, AT_VALUE, "entry %zu has no name", k);
+        if (!check_string(v, base, kp, arr[k].name, -1, &name_fd, arr[k].name, CFG_MAX_NAME))
+            return false;
+        if (arr[k].value == NULL) {
+            char fp[CFG_PATH_MAX];
+            return verr(v, base, field_path(fp, sizeof(fp), kp, arr[k].name, -1), AT_VALUE,
+                        "expected a string, got null");
+        }
+        if (!check_string(v, base, kp, arr[k].name, -1, &value_fd, arr[k].value, fd->maxlen))
+            return false;
+        for (size_t j = 0; j < k; j++) {
+            if (strcmp(arr[j].name, arr[k].name) == 0) {
+                char fp[CFG_PATH_MAX];
+                return verr(v, base, field_path(fp, sizeof(fp), kp, arr[k].name, -1), AT_KEY,
+                            "duplicate name %s",
+                            cfg_show(b, sizeof(b), arr[k].name, strlen(arr[k].name), true));
+            }
+        }
+    }
+    return true;
+}
+
 /* Whether string row i fills the model field of an earlier string row: the
  * later keys of a one-of group (a header match's prefix, suffix and regex
  * after exact). The value is checked once, by the first row, and by kind in
@@ -469,6 +509,10 @@ static bool check_section(struct vctx *v, const struct cfg_section *sec, void *o
             }
             break;
         }
+        case CK_MAP:
+            if (!check_map(v, base, prefix, fd, obj, req))
+                return false;
+            break;
         case CK_BOOL:
         case CK_CUSTOM:
             break;
@@ -620,6 +664,219 @@ static bool check_match(struct vctx *v, struct tr_route_cfg *r, const struct tr_
         if (h->kind == TR_HMATCH_REGEX && !cfg_check_regex(h->value, false, why, sizeof(why)))
             return verr(v, hloc, hk, AT_VALUE, "%s", why);
     }
+    for (size_t k = 0; k < r->n_query; k++) {
+        const struct tr_query_match_cfg *q = &r->query[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *qloc = item_loc(&q->loc, loc, "match.query_params", k, &tmp);
+        if ((unsigned)q->kind > TR_HMATCH_PRESENT || q->kind == TR_HMATCH_SUFFIX)
+            return verr(v, qloc, "", AT_VALUE, "unknown query parameter match kind %d",
+                        (int)q->kind);
+        const char *qk = header_keys[q->kind];
+        if (q->kind == TR_HMATCH_PRESENT)
+            continue;
+        if (q->value == NULL)
+            return verr(v, qloc, qk, AT_VALUE, "missing required field");
+        if (q->kind != TR_HMATCH_EXACT && q->value[0] == '\0')
+            return verr(v, qloc, qk, AT_VALUE, "must not be empty");
+        bool ok = q->kind == TR_HMATCH_REGEX ? cfg_check_regex(q->value, false, why, sizeof(why))
+                                             : cfg_check_query_value(q->value, why, sizeof(why));
+        if (!ok)
+            return verr(v, qloc, qk, AT_VALUE, "%s", why);
+    }
+    return true;
+}
+
+/* ------------------------------------------------------- header edits */
+
+/* The most one program can hold: two levels (route, destination) of
+ * remove + set names dropped, and of set + add values emitted. */
+#define EDIT_MAX (4u * CFG_MAX_HEADER_OPS)
+
+struct edit_build {
+    struct tr_header_edit_name drop[EDIT_MAX];
+    struct tr_header_edit_field emit[EDIT_MAX];
+    uint32_t n_drop, n_emit;
+};
+
+static bool ops_empty(const struct tr_header_ops_cfg *o)
+{
+    return o->n_remove == 0 && o->n_set == 0 && o->n_add == 0;
+}
+
+/* Every value of name goes: the received ones (dropped) and those emitted
+ * so far. */
+static void edit_remove(struct edit_build *b, const char *name)
+{
+    uint32_t len = (uint32_t)strlen(name), o = 0;
+    for (uint32_t i = 0; i < b->n_emit; i++) {
+        if (b->emit[i].name_len != len || memcmp(b->emit[i].name, name, len) != 0)
+            b->emit[o++] = b->emit[i];
+    }
+    b->n_emit = o;
+    for (uint32_t i = 0; i < b->n_drop; i++) {
+        if (b->drop[i].len == len && memcmp(b->drop[i].name, name, len) == 0)
+            return;
+    }
+    b->drop[b->n_drop++] = (struct tr_header_edit_name){name, len};
+}
+
+static void edit_append(struct edit_build *b, const struct tr_name_value_cfg *nv)
+{
+    b->emit[b->n_emit++] = (struct tr_header_edit_field){
+        nv->name, nv->value, (uint32_t)strlen(nv->name), (uint32_t)strlen(nv->value)};
+}
+
+/* One level's edits in Envoy's order: remove, then set (remove and
+ * append), then add (append). */
+static void edit_apply(struct edit_build *b, const struct tr_header_ops_cfg *ops)
+{
+    for (size_t i = 0; i < ops->n_remove; i++)
+        edit_remove(b, ops->remove[i]);
+    for (size_t i = 0; i < ops->n_set; i++) {
+        edit_remove(b, ops->set[i].name);
+        edit_append(b, &ops->set[i]);
+    }
+    for (size_t i = 0; i < ops->n_add; i++)
+        edit_append(b, &ops->add[i]);
+}
+
+/* What a reply made by the proxy itself carries besides a response edit's
+ * fields (content-type, content-length, connection; or gRPC's content-type,
+ * grpc-status, grpc-message): room kept so that such a reply always fits. */
+#define EDIT_LOCAL_FIELDS 3u
+#define EDIT_LOCAL_BYTES  256u
+
+/* The program of the route's edits a followed by the destination's b (NULL:
+ * none), in the config's arena; *out NULL when there is nothing to do. Its
+ * additions alone (with a local reply's fields, for a response) must fit
+ * the limits every message is held to; errors name suffix of the object at
+ * loc. */
+static bool edit_build(struct vctx *v, const struct tr_header_ops_cfg *a,
+                       const struct tr_header_ops_cfg *b, bool response,
+                       const struct tr_cfg_loc *loc, const char *suffix,
+                       const struct tr_header_edit **out)
+{
+    *out = NULL;
+    if (ops_empty(a) && (b == NULL || ops_empty(b)))
+        return true;
+    struct edit_build *eb = tr_arena_alloc(v->tmp, sizeof(*eb));
+    if (eb == NULL)
+        return voom(v);
+    eb->n_drop = eb->n_emit = 0;
+    edit_apply(eb, a);
+    if (b != NULL)
+        edit_apply(eb, b);
+    const struct tr_limits_cfg *lim = &v->cfg->limits;
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < eb->n_emit; i++)
+        bytes += eb->emit[i].name_len + eb->emit[i].value_len;
+    uint32_t own_fields = response ? EDIT_LOCAL_FIELDS : 0,
+             own_bytes = response ? EDIT_LOCAL_BYTES : 0;
+    const char *own = response ? " (with the 3 fields of a reply the proxy makes itself)" : "";
+    if (eb->n_emit + own_fields > lim->max_headers)
+        return verr(v, loc, suffix, AT_KEY,
+                    "the edits add %u header field%s%s, more than limits.max_headers (%u)",
+                    eb->n_emit, eb->n_emit == 1 ? "" : "s", own, lim->max_headers);
+    /* ": " and CRLF per field, as the head is counted on the wire */
+    if (bytes + 4u * eb->n_emit + own_bytes > lim->max_header_bytes)
+        return verr(v, loc, suffix, AT_KEY,
+                    "the edits add %llu bytes of header fields%s, more than "
+                    "limits.max_header_bytes (%u)",
+                    (unsigned long long)(bytes + 4u * eb->n_emit), own, lim->max_header_bytes);
+    if (v->cfg->arena == NULL) {
+        const struct tr_cfg_loc top = {.file = v->cfg->file};
+        return verr(v, &top, "", AT_VALUE,
+                    "the model has no arena for the header edits validate builds (use "
+                    "tr_config_new)");
+    }
+    struct tr_header_edit *e = tr_arena_calloc(v->cfg->arena, 1, sizeof(*e));
+    struct tr_header_edit_name *drop =
+        eb->n_drop > 0 ? tr_arena_calloc(v->cfg->arena, eb->n_drop, sizeof(*drop)) : NULL;
+    struct tr_header_edit_field *emit =
+        eb->n_emit > 0 ? tr_arena_calloc(v->cfg->arena, eb->n_emit, sizeof(*emit)) : NULL;
+    if (e == NULL || (eb->n_drop > 0 && drop == NULL) || (eb->n_emit > 0 && emit == NULL))
+        return voom(v);
+    if (eb->n_drop > 0)
+        memcpy(drop, eb->drop, eb->n_drop * sizeof(*drop));
+    if (eb->n_emit > 0)
+        memcpy(emit, eb->emit, eb->n_emit * sizeof(*emit));
+    for (uint32_t i = 0; i < eb->n_drop; i++)
+        e->drop_len_mask |= 1ull << (drop[i].len % 64);
+    e->drop = drop;
+    e->n_drop = eb->n_drop;
+    e->emit = emit;
+    e->n_emit = eb->n_emit;
+    e->emit_bytes = (uint32_t)bytes; /* <= max_header_bytes, checked above */
+    *out = e;
+    return true;
+}
+
+/* A remove list names each header once (maps are checked by the schema). */
+static bool check_remove_list(struct vctx *v, const struct tr_header_ops_cfg *ops,
+                              const struct tr_cfg_loc *loc, const char *key)
+{
+    for (size_t i = 0; i < ops->n_remove; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(ops->remove[i], ops->remove[j]) == 0) {
+                char suffix[64], b[96];
+                snprintf(suffix, sizeof(suffix), "%s.remove[%zu]", key, i);
+                return verr(v, loc, suffix, AT_VALUE, "duplicate name %s (first at remove[%zu])",
+                            cfg_show(b, sizeof(b), ops->remove[i], strlen(ops->remove[i]), true),
+                            j);
+            }
+        }
+    }
+    return true;
+}
+
+static bool only_connect(const struct tr_route_cfg *r)
+{
+    for (size_t i = 0; i < r->n_methods; i++) {
+        if (strcmp(r->methods[i], "CONNECT") != 0)
+            return false;
+    }
+    return r->n_methods > 0;
+}
+
+/* The programs the proxy runs: the route's own (direct responses) and, per
+ * destination, the route's followed by the destination's. */
+static bool check_header_edits(struct vctx *v, struct tr_route_cfg *r, const struct tr_cfg_loc *loc)
+{
+    if (!check_remove_list(v, &r->request_headers, loc, "request_headers") ||
+        !check_remove_list(v, &r->response_headers, loc, "response_headers"))
+        return false;
+    bool any = !ops_empty(&r->request_headers) || !ops_empty(&r->response_headers);
+    if (r->direct_status != 0 && !ops_empty(&r->request_headers))
+        return verr(v, loc, "request_headers", AT_KEY,
+                    "a direct_response route sends no request upstream to edit");
+    const struct tr_header_edit *req_route = NULL;
+    if (!edit_build(v, &r->request_headers, NULL, false, loc, "request_headers", &req_route) ||
+        !edit_build(v, &r->response_headers, NULL, true, loc, "response_headers",
+                    &r->response_edit))
+        return false;
+    for (size_t k = 0; k < r->n_clusters; k++) {
+        struct tr_weighted_cluster_cfg *wc = &r->clusters[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, "weighted_clusters", k, &tmp);
+        if (!check_remove_list(v, &wc->request_headers, wloc, "request_headers") ||
+            !check_remove_list(v, &wc->response_headers, wloc, "response_headers"))
+            return false;
+        any |= !ops_empty(&wc->request_headers) || !ops_empty(&wc->response_headers);
+        wc->request_edit = req_route;
+        wc->response_edit = r->response_edit;
+        if (!ops_empty(&wc->request_headers) &&
+            !edit_build(v, &r->request_headers, &wc->request_headers, false, wloc,
+                        "request_headers", &wc->request_edit))
+            return false;
+        if (!ops_empty(&wc->response_headers) &&
+            !edit_build(v, &r->response_headers, &wc->response_headers, true, wloc,
+                        "response_headers", &wc->response_edit))
+            return false;
+    }
+    if (any && only_connect(r))
+        return verr(v, loc, "match.methods", AT_VALUE,
+                    "header edits do not apply to CONNECT tunnels (no HTTP message is "
+                    "forwarded); remove them or match other methods too");
     return true;
 }
 
@@ -660,7 +917,7 @@ static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route
         return verr(v, loc, "rewrite", AT_KEY, "cannot be combined with direct_response");
     if (r->prefix_rewrite != NULL && r->prefix_rewrite[0] != '/')
         return verr(v, loc, "rewrite.prefix", AT_VALUE, "must start with \"/\"");
-    return true;
+    return check_header_edits(v, r, loc);
 }
 
 static bool check_route_table(struct vctx *v, const struct vnames *nt, struct tr_route_table_cfg *t,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -468,6 +469,100 @@ bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size)
     if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
         snprintf((char *)msg, sizeof(msg), "error %d", code);
     return WHY("invalid regex at offset %zu: %s", (size_t)off, (const char *)msg);
+}
+
+/* ------------------------------ request matching and header edits */
+
+/* Header matches: a token, or one of the pseudo-headers a route can match
+ * (the request's authority, scheme and method, whatever the protocol). */
+bool cfg_check_header_match_name(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (s[0] != ':')
+        return cfg_check_token(s, why, size);
+    if (strcasecmp(s, ":authority") == 0 || strcasecmp(s, ":scheme") == 0 ||
+        strcasecmp(s, ":method") == 0)
+        return true;
+    return WHY("pseudo-header %s cannot be matched; the ones that can are :authority, :scheme and "
+               ":method (match.path matches the path)",
+               Q(s));
+}
+
+/* Query names and values are matched as the request sends them (never
+ * percent-decoded), so a byte a request-target cannot carry there would
+ * never match: refuse it with the way to write it. */
+static bool query_text(const char *s, const char *what, const char *seps, char *why, size_t size)
+{
+    char b[96];
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '#')
+            return WHY("%s %s holds a byte a request's query cannot carry (0x%02x); query "
+                       "parameters are matched as sent, not percent-decoded: write it "
+                       "percent-encoded (%%%02X)",
+                       what, Q(s), *p, *p);
+        if (strchr(seps, *p) != NULL)
+            return WHY("%s %s holds '%c', which separates query parameters%s; write it "
+                       "percent-encoded (%%%02X)",
+                       what, Q(s), *p, *p == '=' ? " from their values" : "", *p);
+    }
+    return true;
+}
+
+bool cfg_check_query_name(const char *s, char *why, size_t size)
+{
+    return query_text(s, "name", "&=", why, size);
+}
+
+bool cfg_check_query_value(const char *s, char *why, size_t size)
+{
+    return query_text(s, "value", "&", why, size);
+}
+
+/* Header edits may not touch what frames a message, what a hop owns or what
+ * the mesh uses internally: a route could otherwise smuggle a request or
+ * break the connection. */
+bool cfg_check_header_edit_name(const char *s, char *why, size_t size)
+{
+    static const char *const hop_by_hop[] = {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding",
+        "upgrade",    "te",         "trailer",          "http2-settings",
+    };
+    char b[96];
+    if (s[0] == ':')
+        return WHY("pseudo-header %s cannot be edited (rewrite changes the path and the "
+                   "authority)",
+                   Q(s));
+    if (!cfg_check_token(s, why, size))
+        return false;
+    for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++) {
+        if (strcasecmp(s, hop_by_hop[i]) == 0)
+            return WHY("%s is a hop-by-hop header: it belongs to one connection and cannot be "
+                       "edited",
+                       Q(s));
+    }
+    if (strcasecmp(s, "content-length") == 0)
+        return WHY("\"content-length\" frames the message: the proxy sets it and it cannot be "
+                   "edited");
+    if (strcasecmp(s, "host") == 0)
+        return WHY("\"host\" cannot be edited; use rewrite.host");
+    if (strncasecmp(s, "trellis-", 8) == 0)
+        return WHY("%s: trellis-* headers are internal to the mesh and cannot be edited", Q(s));
+    return true;
+}
+
+/* A field value an HTTP/1.1 or HTTP/2 peer takes as written: no control
+ * bytes but tab, and no whitespace at either end (parsers strip it). */
+bool cfg_check_header_value(const char *s, char *why, size_t size)
+{
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return WHY("a header value must not hold control character 0x%02x", c);
+    }
+    if (len > 0 && (s[0] == ' ' || s[0] == '\t' || s[len - 1] == ' ' || s[len - 1] == '\t'))
+        return WHY("a header value must not begin or end with whitespace (parsers strip it)");
+    return true;
 }
 
 void cfg_lower(char *s)

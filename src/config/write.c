@@ -7,7 +7,8 @@
  * sections.c and validate.c, is handled here and nowhere else:
  *   - one-of keys that fill one model field, the choice kept in another
  *     (route.match.path prefix / exact / regex by path_kind; a header
- *     match's exact / prefix / suffix / regex / present by kind): GROUPS;
+ *     match's exact / prefix / suffix / regex / present by kind, a query
+ *     parameter match's exact / prefix / regex / present): GROUPS;
  *   - a route's `cluster: NAME`, which is weighted_clusters with one entry
  *     of weight 1, written when that is what the model holds;
  *   - a cluster's protocol, whose default is `original` with tls;
@@ -46,29 +47,35 @@ struct wmap {
 };
 
 /* One-of keys: rows first .. first+n-1 of sec fill one model field; the int
- * (an enum) at kind_off says which key it was. */
+ * (an enum) at kind_off says which key it was: row first+k stands for kind
+ * kinds[k] (kinds NULL: for kind k). A custom row in a group is a `KEY:
+ * true` (present). */
 struct group {
     const struct cfg_section *sec;
     const char *first;
     size_t n;
     size_t kind_off;
+    const enum tr_header_match_kind *kinds;
 };
 
 static const struct group groups[] = {
-    {&cfg_path_match_section, "prefix", 3, offsetof(struct tr_route_cfg, path_kind)},
-    {&cfg_header_match_section, "exact", 5, offsetof(struct tr_header_match_cfg, kind)},
+    {&cfg_path_match_section, "prefix", 3, offsetof(struct tr_route_cfg, path_kind), NULL},
+    {&cfg_header_match_section, "exact", 5, offsetof(struct tr_header_match_cfg, kind), NULL},
+    {&cfg_query_match_section, "exact", 4, offsetof(struct tr_query_match_cfg, kind),
+     cfg_query_match_kinds},
 };
 
 struct wr {
     struct tr_fmt *f;
     bool json;
+    bool compact;            /* JSON on one line, no blanks (for what is too big pretty) */
     char path[CFG_PATH_MAX]; /* the model path being written, for errors */
     size_t plen;
     char **err;
     bool failed;
     /* The rows the tables do not explain. */
-    const struct cfg_field *route_name, *route_cluster, *route_weighted, *vhost_name,
-        *cluster_protocol, *cluster_h2_streams, *listener_http;
+    const struct cfg_field *route_name, *route_cluster, *route_weighted, *weighted_cluster,
+        *weighted_weight, *vhost_name, *cluster_protocol, *cluster_h2_streams, *listener_http;
 };
 
 static const void *at(const void *obj, size_t off)
@@ -135,7 +142,7 @@ static void put(struct wr *w, const char *s)
 static void spaces(struct wr *w, unsigned n)
 {
     static const char sp[] = "                                ";
-    while (n > 0) {
+    while (n > 0 && !w->compact) {
         unsigned k = n < sizeof(sp) - 1 ? n : (unsigned)sizeof(sp) - 1;
         tr_fmt_bytes(w->f, sp, k);
         n -= k;
@@ -203,6 +210,13 @@ static bool str_value(struct wr *w, const char *s, bool flow)
     return true;
 }
 
+/* A line break between JSON entries (none when compact). */
+static void nl(struct wr *w)
+{
+    if (!w->compact)
+        put(w, "\n");
+}
+
 /* After a key: the separator before a scalar, and the end of its line. */
 static void scalar_open(struct wr *w)
 {
@@ -219,7 +233,9 @@ static void scalar_close(struct wr *w)
 static void key(struct wr *w, struct wmap *m, const char *k)
 {
     if (w->json) {
-        put(w, m->first ? "\n" : ",\n");
+        if (!m->first)
+            put(w, ",");
+        nl(w);
         spaces(w, m->col);
         tr_fmt_json_cstr(w->f, k);
         put(w, ":");
@@ -229,7 +245,7 @@ static void key(struct wr *w, struct wmap *m, const char *k)
         put(w, k);
         put(w, ":");
     }
-    if (w->json)
+    if (w->json && !w->compact)
         put(w, " ");
     m->first = false;
 }
@@ -331,6 +347,16 @@ static const struct group *group_of(const struct cfg_section *sec, size_t i, siz
     return NULL;
 }
 
+/* The row of g that kind stands for (0 .. g->n-1), or g->n if none. */
+static size_t group_row(const struct group *g, int kind)
+{
+    for (size_t k = 0; k < g->n; k++) {
+        if ((g->kinds != NULL ? (int)g->kinds[k] : (int)k) == kind)
+            return k;
+    }
+    return g->n;
+}
+
 static bool has_origin(const struct tr_cfg_loc *loc)
 {
     return loc->origin.kind != NULL || loc->origin.name != NULL;
@@ -341,22 +367,33 @@ static bool same_str(const char *a, const char *b)
     return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+static bool section_written(struct wr *w, const struct cfg_section *sec, const void *obj,
+                            size_t idx);
+static bool field_written(struct wr *w, const struct cfg_section *sec, size_t i, const void *obj,
+                          size_t idx);
+
 /* The short form `cluster: NAME` says exactly what r holds: one cluster of
- * weight 1 whose source is the route's (the loader gives it the route's
- * location). */
-static bool route_short_cluster(const struct tr_route_cfg *r)
+ * weight 1, nothing else of its own (header edits, ...: any other row of
+ * the weighted cluster's table at its default), whose source is the
+ * route's (the loader gives it the route's location). */
+static bool route_short_cluster(struct wr *w, const struct tr_route_cfg *r)
 {
     if (r->n_clusters != 1 || r->clusters[0].weight != 1)
         return false;
+    const struct cfg_section *sec = w->route_weighted->sub;
+    for (size_t i = 0; i < sec->n_fields; i++) {
+        const struct cfg_field *fd = &sec->fields[i];
+        if (fd != w->weighted_cluster && fd != w->weighted_weight &&
+            !(fd->kind == CK_SECTION && fd->sub == &cfg_origin_section) &&
+            field_written(w, sec, i, &r->clusters[0], 0))
+            return false;
+    }
     const struct tr_cfg_loc *a = &r->clusters[0].loc, *b = &r->loc;
     if (!has_origin(a) || !has_origin(b))
         return !has_origin(a) && !has_origin(b);
     return same_str(a->origin.kind, b->origin.kind) && same_str(a->origin.ns, b->origin.ns) &&
            same_str(a->origin.name, b->origin.name) && same_str(a->path, b->path);
 }
-
-static bool section_written(struct wr *w, const struct cfg_section *sec, const void *obj,
-                            size_t idx);
 
 /* Whether obj's field (a plain table row) holds its default. */
 static bool is_default(struct wr *w, const struct cfg_field *fd, const void *obj)
@@ -404,6 +441,7 @@ static bool is_default(struct wr *w, const struct cfg_field *fd, const void *obj
     }
     case CK_STRLIST:
     case CK_LIST:
+    case CK_MAP:
         return *(const size_t *)at(obj, fd->off_n) == 0;
     case CK_SECTION:
         return !section_written(w, fd->sub, at(obj, fd->off), 0);
@@ -424,7 +462,7 @@ static bool field_written(struct wr *w, const struct cfg_section *sec, size_t i,
         /* The group is written at its first row, when its kind or value is
          * not the first row's default. */
         int kind = *(const int *)at(obj, g->kind_off);
-        return pos == 0 && (kind != 0 || !is_default(w, fd, obj));
+        return pos == 0 && (group_row(g, kind) != 0 || !is_default(w, fd, obj));
     }
     if (fd == w->route_name || fd == w->vhost_name) {
         const char *name = *(const char *const *)at(obj, fd->off);
@@ -435,9 +473,9 @@ static bool field_written(struct wr *w, const struct cfg_section *sec, size_t i,
     if (fd->kind == CK_SECTION && fd->sub == &cfg_origin_section)
         return has_origin(at(obj, fd->off)); /* without one, loc.path is the file's */
     if (fd == w->route_cluster)
-        return route_short_cluster(obj);
+        return route_short_cluster(w, obj);
     if (fd == w->route_weighted)
-        return !route_short_cluster(obj) && !is_default(w, fd, obj);
+        return !route_short_cluster(w, obj) && !is_default(w, fd, obj);
     if (fd == w->cluster_protocol) {
         const struct tr_cluster_cfg *c = obj;
         return c->protocol != (c->tls_name != NULL ? TR_UPROTO_ORIGINAL : TR_UPROTO_HTTP1);
@@ -473,7 +511,7 @@ static bool map_value(struct wr *w, const struct cfg_section *sec, const void *o
         tr_fmt_rewind(w->f, start);
         put(w, w->json ? "{}" : " {}\n");
     } else if (w->json) {
-        put(w, "\n");
+        nl(w);
         spaces(w, col);
         put(w, "}");
     }
@@ -495,7 +533,9 @@ static bool list_value(struct wr *w, const struct cfg_field *fd, const void *obj
         const void *item = arr + k * fd->item_size;
         struct wmap m = {.col = col + 4, .first = true, .inline_first = !w->json};
         if (w->json) {
-            put(w, k != 0 ? ",\n" : "\n");
+            if (k != 0)
+                put(w, ",");
+            nl(w);
             spaces(w, col + 2);
             put(w, "{");
         } else {
@@ -505,7 +545,7 @@ static bool list_value(struct wr *w, const struct cfg_field *fd, const void *obj
         if (!write_map(w, fd->sub, item, &m, k))
             return false;
         if (w->json && !m.first) {
-            put(w, "\n");
+            nl(w);
             spaces(w, col + 2);
         }
         if (w->json)
@@ -515,7 +555,7 @@ static bool list_value(struct wr *w, const struct cfg_field *fd, const void *obj
         pop(w, saved);
     }
     if (w->json) {
-        put(w, "\n");
+        nl(w);
         spaces(w, col);
         put(w, "]");
     }
@@ -530,15 +570,15 @@ static bool strlist_value(struct wr *w, const char *const *arr, size_t n, unsign
     for (size_t k = 0; k < n; k++) {
         size_t saved = push_index(w, k);
         if (k != 0)
-            put(w, ", ");
+            put(w, w->compact ? "," : ", ");
         if (!str_value(w, arr[k], true))
             return false;
         pop(w, saved);
     }
     put(w, "]");
-    const char *nl = w->f->p != NULL ? memrchr(w->f->p, '\n', start) : NULL;
-    size_t line_start = nl != NULL ? (size_t)(nl - w->f->p) + 1 : 0;
-    if (n <= 1 || w->f->len - line_start <= WR_FLOW_WIDTH) {
+    const char *brk = w->f->p != NULL ? memrchr(w->f->p, '\n', start) : NULL;
+    size_t line_start = brk != NULL ? (size_t)(brk - w->f->p) + 1 : 0;
+    if (n <= 1 || w->compact || w->f->len - line_start <= WR_FLOW_WIDTH) {
         scalar_close(w);
         return true;
     }
@@ -546,7 +586,9 @@ static bool strlist_value(struct wr *w, const char *const *arr, size_t n, unsign
     put(w, w->json ? "[" : "\n");
     for (size_t k = 0; k < n; k++) {
         if (w->json) {
-            put(w, k != 0 ? ",\n" : "\n");
+            if (k != 0)
+                put(w, ",");
+            nl(w);
             spaces(w, col + 2);
         } else {
             spaces(w, col + 2);
@@ -556,9 +598,45 @@ static bool strlist_value(struct wr *w, const char *const *arr, size_t n, unsign
         scalar_close(w);
     }
     if (w->json) {
-        put(w, "\n");
+        nl(w);
         spaces(w, col);
         put(w, "]");
+    }
+    return true;
+}
+
+/* A CK_MAP's NAME: VALUE entries as a mapping (n > 0), in the model's order.
+ * A name is quoted as a value in [a, b] would be: conservative for a key. */
+static bool names_value(struct wr *w, const struct tr_name_value_cfg *arr, size_t n, unsigned col)
+{
+    struct wmap m = {.col = col + 2, .first = true};
+    put(w, w->json ? "{" : "\n");
+    for (size_t k = 0; k < n; k++) {
+        if (arr[k].name == NULL || arr[k].value == NULL)
+            return wfail(w, "entry %zu has no %s", k, arr[k].name == NULL ? "name" : "value");
+        size_t saved = push_key(w, arr[k].name);
+        if (w->json) {
+            if (!m.first)
+                put(w, ",");
+            nl(w);
+            spaces(w, m.col);
+        } else {
+            spaces(w, m.col);
+        }
+        m.first = false;
+        if (!str_value(w, arr[k].name, true))
+            return false;
+        put(w, w->json && !w->compact ? ": " : ":");
+        scalar_open(w);
+        if (!str_value(w, arr[k].value, false))
+            return false;
+        scalar_close(w);
+        pop(w, saved);
+    }
+    if (w->json) {
+        nl(w);
+        spaces(w, col);
+        put(w, "}");
     }
     return true;
 }
@@ -605,6 +683,7 @@ static bool scalar_value(struct wr *w, const struct cfg_field *fd, const void *o
     case CK_STRLIST:
     case CK_SECTION:
     case CK_LIST:
+    case CK_MAP:
     case CK_CUSTOM:
         return wfail(w, "not a scalar field");
     }
@@ -629,10 +708,11 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
     size_t saved = push_key(w, fd->key);
     if (g != NULL) {
         int kind = *(const int *)at(obj, g->kind_off);
-        if (kind < 0 || (size_t)kind >= g->n) {
+        size_t row_k = group_row(g, kind);
+        if (row_k == g->n) {
             ok = wfail(w, "unknown kind %d", kind);
         } else {
-            const struct cfg_field *chosen = fd + kind;
+            const struct cfg_field *chosen = fd + row_k;
             pop(w, saved);
             saved = push_key(w, chosen->key);
             key(w, m, chosen->key);
@@ -664,6 +744,10 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
         key(w, m, fd->key);
         ok = strlist_value(w, *(const char *const *const *)at(obj, fd->off),
                            *(const size_t *)at(obj, fd->off_n), m->col);
+    } else if (fd->kind == CK_MAP) {
+        key(w, m, fd->key);
+        ok = names_value(w, *(const struct tr_name_value_cfg *const *)at(obj, fd->off),
+                         *(const size_t *)at(obj, fd->off_n), m->col);
     } else {
         key(w, m, fd->key);
         ok = scalar_value(w, fd, obj);
@@ -712,7 +796,7 @@ static bool write_map(struct wr *w, const struct cfg_section *sec, const void *o
 
 static bool scalar_kind(enum cfg_kind k)
 {
-    return k != CK_SECTION && k != CK_LIST && k != CK_CUSTOM;
+    return k != CK_SECTION && k != CK_LIST && k != CK_MAP && k != CK_CUSTOM;
 }
 
 /* Refuses a table row the writer would get wrong (see the top of the file). */
@@ -742,6 +826,32 @@ static bool check_tables(struct wr *w, const struct cfg_section *sec, unsigned d
     return true;
 }
 
+/* One attempt in one style; *too_big (no error set) when the text passes
+ * the loader's limit or f's. */
+static bool write_pass(struct wr *w, const struct tr_config *cfg, unsigned depth, bool *too_big)
+{
+    struct tr_fmt *f = w->f;
+    size_t start = f->len;
+    struct wmap m = {.col = w->json ? 2 * depth + 2 : 0, .first = true};
+    *too_big = false;
+    if (w->json)
+        put(w, "{");
+    if (!write_map(w, &cfg_root_section, cfg, &m, 0))
+        return false;
+    if (w->json && !m.first) {
+        nl(w);
+        spaces(w, 2 * depth);
+    }
+    put(w, w->json ? "}" : m.first ? "{}\n" : "");
+    w->plen = 0;
+    w->path[0] = '\0';
+    if (f->oom)
+        return wfail(w, "out of memory");
+    /* With the final newline, at most what the loader reads. */
+    *too_big = f->truncated || f->len - start > CFG_MAX_FILE_SIZE - 1;
+    return !*too_big;
+}
+
 static bool write_doc(struct tr_fmt *f, const struct tr_config *cfg, bool json, unsigned depth,
                       char **err)
 {
@@ -750,32 +860,36 @@ static bool write_doc(struct tr_fmt *f, const struct tr_config *cfg, bool json, 
     w.route_name = row(&cfg_route_section, "name");
     w.route_cluster = row(&cfg_route_section, "cluster");
     w.route_weighted = row(&cfg_route_section, "weighted_clusters");
+    w.weighted_cluster = row(w.route_weighted->sub, "cluster");
+    w.weighted_weight = row(w.route_weighted->sub, "weight");
     w.vhost_name = row(&cfg_vhost_section, "name");
     w.cluster_protocol = row(&cfg_cluster_section, "protocol");
     w.cluster_h2_streams = row(h2->sub, "max_streams_per_connection");
     w.listener_http = row(&cfg_listener_section, "http");
+    if (f->truncated)
+        return wfail(&w, "the text before the configuration was cut");
     if (!check_tables(&w, &cfg_root_section, 0))
         return false;
     size_t start = f->len;
-    struct wmap m = {.col = json ? 2 * depth + 2 : 0, .first = true};
-    if (json)
-        put(&w, "{");
-    if (!write_map(&w, &cfg_root_section, cfg, &m, 0))
-        return false;
-    if (json && !m.first) {
-        put(&w, "\n");
-        spaces(&w, 2 * depth);
-    }
-    put(&w, json ? "}" : m.first ? "{}\n" : "");
-    w.plen = 0;
-    w.path[0] = '\0';
-    if (f->oom)
-        return wfail(&w, "out of memory");
-    if (f->truncated || f->len - start > CFG_MAX_FILE_SIZE)
-        return wfail(&w,
-                     "the configuration written as %s is more than %u bytes, the loader's limit",
-                     json ? "JSON" : "YAML", CFG_MAX_FILE_SIZE);
-    return true;
+    bool too_big;
+    if (write_pass(&w, cfg, depth, &too_big) || !too_big)
+        return !w.failed;
+    /* Pretty text (indentation, a line per field) can be twice what a
+     * dense file the loader took: what does not fit is written as compact
+     * JSON, which is YAML too, rather than not at all. */
+    tr_fmt_rewind(f, start);
+    f->truncated = false; /* the dropped piece was ours, and rewound */
+    w.json = w.compact = true;
+    if (write_pass(&w, cfg, depth, &too_big))
+        return true;
+    if (too_big && f->max - start < CFG_MAX_FILE_SIZE)
+        wfail(&w, "the configuration does not fit the %zu bytes left for it even as compact JSON",
+              f->max - start);
+    else if (too_big)
+        wfail(&w,
+              "the configuration is more than %u bytes (the loader's limit) even as compact JSON",
+              CFG_MAX_FILE_SIZE);
+    return false;
 }
 
 char *tr_config_write(const struct tr_config *cfg, enum tr_config_format fmt, size_t *len,
@@ -790,7 +904,7 @@ char *tr_config_write(const struct tr_config *cfg, enum tr_config_format fmt, si
         tr_fmt_free(&f);
         return NULL;
     }
-    if (json)
+    if (f.len == 0 || f.p[f.len - 1] != '\n')
         tr_fmt_bytes(&f, "\n", 1);
     size_t n = 0;
     char *text = tr_fmt_take(&f, &n);

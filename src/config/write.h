@@ -12,11 +12,14 @@
  * objects after an object's own settings. YAML is block style, without
  * comments; strings are plain where no YAML 1.1 or 1.2 reader could take
  * them for anything else, else double-quoted with escapes (core/fmt.h), so
- * any text a model holds survives. JSON is one object, indented.
+ * any text a model holds survives. JSON is one object, indented. Pretty
+ * text can be twice the size of a dense file the loader took; what would
+ * pass the loader's 16 MiB that way is written as compact JSON on one line
+ * (JSON is YAML too) instead.
  *
  * What a file cannot say is an error, never a silent change: a string that
  * is not UTF-8, an endpoint named other than by its address, HTTP settings
- * on a tcp listener, text past the loader's size limit. File names are
+ * on a tcp listener, more than the loader's size limit even compact. File names are
  * written as the model holds them: the loader resolves relative ones
  * against the directory of the file it read, so a model loaded under an
  * absolute name holds absolute ones.

@@ -7,6 +7,7 @@ struct writer {
     char *p;
     size_t room;
     bool full;
+    uint32_t fields; /* header fields written (for the edit limits) */
 };
 
 static void put(struct writer *w, const char *s, size_t n)
@@ -32,10 +33,68 @@ static void put_str(struct writer *w, tr_str s)
 static void put_header(struct writer *w, const char *name, size_t nlen, const char *val,
                        size_t vlen)
 {
+    w->fields++;
     put(w, name, nlen);
     PUT_LIT(w, ": ");
     put(w, val, vlen);
     PUT_LIT(w, "\r\n");
+}
+
+/* ---- header edits ---- */
+
+bool tr_header_edit_drops(const struct tr_header_edit *e, tr_str name)
+{
+    if (e == NULL || ((e->drop_len_mask >> (name.len % 64)) & 1) == 0)
+        return false;
+    for (uint32_t i = 0; i < e->n_drop; i++) {
+        if (e->drop[i].len == name.len && tr_h1_ieq(name, e->drop[i].name, name.len))
+            return true;
+    }
+    return false;
+}
+
+static bool edit_drops_lit(const struct tr_header_edit *e, const char *lower)
+{
+    return tr_header_edit_drops(e, tr_str_from(lower, strlen(lower)));
+}
+
+static void put_edit(struct writer *w, const struct tr_header_edit *e)
+{
+    for (uint32_t i = 0; e != NULL && i < e->n_emit; i++)
+        put_header(w, e->emit[i].name, e->emit[i].name_len, e->emit[i].value, e->emit[i].value_len);
+}
+
+/* Head complete in w (started at start): 0, -1 if it did not fit, or
+ * TR_FILTER_OVER_LIMIT if edits made it exceed the limits. */
+static int head_done(const struct writer *w, const char *start, const struct tr_header_edit *e,
+                     uint32_t max_fields, uint32_t max_bytes)
+{
+    if (w->full)
+        return -1;
+    if (e != NULL && (w->fields > max_fields || (size_t)(w->p - start) > max_bytes))
+        return TR_FILTER_OVER_LIMIT;
+    return 0;
+}
+
+int tr_header_edit_fields(const struct tr_header_edit *e, const struct tr_h2_header *in, size_t n,
+                          struct tr_h2_header *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool pseudo = in[i].name.len > 0 && in[i].name.p[0] == ':';
+        if (!pseudo && tr_header_edit_drops(e, in[i].name))
+            continue;
+        if (o == cap)
+            return -1;
+        out[o++] = in[i];
+    }
+    for (uint32_t i = 0; e != NULL && i < e->n_emit; i++) {
+        if (o == cap)
+            return -1;
+        out[o++] = (struct tr_h2_header){tr_str_from(e->emit[i].name, e->emit[i].name_len),
+                                         tr_str_from(e->emit[i].value, e->emit[i].value_len)};
+    }
+    return (int)o;
 }
 
 /* Hop-by-hop for this message: the fixed set plus names listed in Connection. */
@@ -106,7 +165,9 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
 {
     (void)buf;
     tr_buf_compact(out);
-    struct writer w = {tr_buf_tail(out), tr_buf_room(out), false};
+    const struct tr_header_edit *ed = rw->edit;
+    char *start = tr_buf_tail(out);
+    struct writer w = {start, tr_buf_room(out), false, 0};
     put_str(&w, m->method);
     PUT_LIT(&w, " ");
     put_str(&w, rw->target);
@@ -136,11 +197,15 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
         case TR_RH_REQUEST_ID:
             memcpy(rw->request_id_out, h->value.p, h->value.len);
             rw->request_id_out[h->value.len] = '\0';
-            put_header(&w, "x-request-id", 12, h->value.p, h->value.len);
+            if (!tr_header_edit_drops(ed, h->name))
+                put_header(&w, "x-request-id", 12, h->value.p, h->value.len);
             continue;
         case TR_RH_PASS:
+            if (tr_header_edit_drops(ed, h->name))
+                continue;
             break;
         }
+        w.fields++;
         put_str(&w, h->name);
         PUT_LIT(&w, ": ");
         put_str(&w, h->value);
@@ -148,7 +213,9 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
     }
     if (!have_host && rw->host.p != NULL)
         put_header(&w, "host", 4, rw->host.p, rw->host.len);
-    if (rw->xff == TR_XFF_APPEND) {
+    /* The edits come after the listener's policy: they may drop what it adds. */
+    if (rw->xff == TR_XFF_APPEND && !edit_drops_lit(ed, "x-forwarded-for")) {
+        w.fields++;
         PUT_LIT(&w, "x-forwarded-for: ");
         for (uint32_t i = xff_first ? (uint32_t)(xff_first - m->headers) : m->n_headers;
              i < m->n_headers; i++) {
@@ -161,26 +228,29 @@ int tr_filter_request_head(struct tr_buf *out, const char *buf, const struct tr_
         put(&w, rw->peer_ip, strlen(rw->peer_ip));
         PUT_LIT(&w, "\r\n");
     }
-    if (rw->xfp != NULL)
+    if (rw->xfp != NULL && !edit_drops_lit(ed, "x-forwarded-proto"))
         put_header(&w, "x-forwarded-proto", 17, rw->xfp, strlen(rw->xfp));
     if (rw->request_id != TR_REQID_OFF && rw->request_id_out[0] == '\0') {
         tr_request_id_format(rw->request_id_out, rw->rnd[0], rw->rnd[1]);
-        put_header(&w, "x-request-id", 12, rw->request_id_out, 36);
+        if (!edit_drops_lit(ed, "x-request-id"))
+            put_header(&w, "x-request-id", 12, rw->request_id_out, 36);
     }
     if (m->body == TR_H1_BODY_CHUNKED)
-        PUT_LIT(&w, "transfer-encoding: chunked\r\n");
+        put_header(&w, "transfer-encoding", 17, "chunked", 7);
     if (m->flags & TR_H1_F_TE_TRAILERS)
-        PUT_LIT(&w, "te: trailers\r\n");
+        put_header(&w, "te", 2, "trailers", 8);
     if (rw->upgrade) {
         int idx = tr_h1_find_header(m, "upgrade", 7);
         if (idx >= 0) {
             put_header(&w, "upgrade", 7, m->headers[idx].value.p, m->headers[idx].value.len);
-            PUT_LIT(&w, "connection: upgrade\r\n");
+            put_header(&w, "connection", 10, "upgrade", 7);
         }
     }
+    put_edit(&w, ed);
     PUT_LIT(&w, "\r\n");
-    if (w.full)
-        return -1;
+    int rc = head_done(&w, start, ed, rw->max_fields, rw->max_bytes);
+    if (rc != 0)
+        return rc;
     out->end = (uint32_t)(w.p - out->data);
     return 0;
 }
@@ -190,7 +260,9 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
 {
     (void)buf;
     tr_buf_compact(out);
-    struct writer w = {tr_buf_tail(out), tr_buf_room(out), false};
+    const struct tr_header_edit *ed = rw->edit;
+    char *start = tr_buf_tail(out);
+    struct writer w = {start, tr_buf_room(out), false, 0};
     char line[13] = "HTTP/1.1 000 ";
     line[7] = rw->version10 ? '0' : '1';
     line[9] = (char)('0' + m->status / 100 % 10);
@@ -201,43 +273,55 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
     PUT_LIT(&w, "\r\n");
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct tr_h1_header *h = &m->headers[i];
-        if (drop_header(m, h->name))
+        if (drop_header(m, h->name) || tr_header_edit_drops(ed, h->name))
             continue;
-        put_str(&w, h->name);
-        PUT_LIT(&w, ": ");
-        put_str(&w, h->value);
-        PUT_LIT(&w, "\r\n");
+        put_header(&w, h->name.p, h->name.len, h->value.p, h->value.len);
     }
     if (m->body == TR_H1_BODY_CHUNKED && !rw->dechunk)
-        PUT_LIT(&w, "transfer-encoding: chunked\r\n");
+        put_header(&w, "transfer-encoding", 17, "chunked", 7);
     if (rw->tunnel) {
         int idx = tr_h1_find_header(m, "upgrade", 7);
         if (idx >= 0)
             put_header(&w, "upgrade", 7, m->headers[idx].value.p, m->headers[idx].value.len);
-        PUT_LIT(&w, "connection: upgrade\r\n");
+        put_header(&w, "connection", 10, "upgrade", 7);
     } else if (!rw->keep_alive) {
-        PUT_LIT(&w, "connection: close\r\n");
+        put_header(&w, "connection", 10, "close", 5);
     } else if (rw->version10) {
-        PUT_LIT(&w, "connection: keep-alive\r\n");
+        put_header(&w, "connection", 10, "keep-alive", 10);
     }
+    put_edit(&w, ed);
     PUT_LIT(&w, "\r\n");
-    if (w.full)
-        return -1;
+    int rc = head_done(&w, start, ed, rw->max_fields, rw->max_bytes);
+    if (rc != 0)
+        return rc;
     out->end = (uint32_t)(w.p - out->data);
     return 0;
 }
 
 int tr_filter_local_response(struct tr_buf *out, int status, const char *body, bool keep_alive,
-                             bool head_only)
+                             bool head_only, const struct tr_header_edit *edit)
 {
     tr_buf_compact(out);
     size_t blen = body != NULL ? strlen(body) : 0;
-    int n = snprintf(tr_buf_tail(out), tr_buf_room(out),
-                     "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n%s\r\n",
-                     status, tr_h1_reason(status), blen, keep_alive ? "" : "connection: close\r\n");
-    if (n < 0 || (size_t)n >= tr_buf_room(out))
+    char line[32], len[24];
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03d ", status % 1000);
+    int ln = snprintf(len, sizeof(len), "%zu", blen);
+    struct writer w = {tr_buf_tail(out), tr_buf_room(out), false, 0};
+    const char *reason = tr_h1_reason(status);
+    put(&w, line, (size_t)n);
+    put(&w, reason, strlen(reason));
+    PUT_LIT(&w, "\r\n");
+    /* The route may give its direct response a content type of its own. */
+    if (!edit_drops_lit(edit, "content-type"))
+        put_header(&w, "content-type", 12, "text/plain", 10);
+    put_header(&w, "content-length", 14, len, (size_t)ln);
+    if (!keep_alive)
+        put_header(&w, "connection", 10, "close", 5);
+    put_edit(&w, edit);
+    PUT_LIT(&w, "\r\n");
+    if (w.full)
         return -1;
-    out->end += (uint32_t)n;
+    out->end = (uint32_t)(w.p - out->data);
     if (!head_only && blen > 0 && tr_buf_append(out, body, blen) != blen)
         return -1;
     return 0;

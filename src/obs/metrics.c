@@ -309,12 +309,12 @@ void tr_metrics_config_reload(bool ok)
 
 /* ---- rendering ---- */
 
-static const char *const flag_names[TR_RF_COUNT] = {"NR", "UH",  "UF",  "UT",   "UC", "DC",
-                                                    "UO", "DPE", "UPE", "RBAC", "DI", "URX"};
+static const char *const flag_names[TR_RF_COUNT] = {"NR",  "UH",  "UF",   "UT", "UC",  "DC", "UO",
+                                                    "DPE", "UPE", "RBAC", "DI", "URX", "HO"};
 
 bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags)
 {
-    char buf[48]; /* every flag: 40 bytes */
+    char buf[48]; /* every flag: 43 bytes */
     struct tr_fmt b;
     tr_fmt_init_fixed(&b, buf, sizeof(buf));
     for (unsigned i = 0; i < TR_RF_COUNT; i++)

@@ -39,13 +39,14 @@ enum {
     TR_RF_RBAC = 1u << 9, /* denied by authorization (Envoy: UAEX/RBAC) */
     TR_RF_DI = 1u << 10,  /* direct response */
     TR_RF_URX = 1u << 11, /* upstream retry limit exceeded */
-    TR_RF_COUNT = 12,
+    TR_RF_HO = 1u << 12,  /* a route's header edits took the head over a limit (trellis) */
+    TR_RF_COUNT = 13,
 };
 
 struct tr_fmt;
 
 /* Append flags like "UF,URX", or "-" for none, all or nothing (core/fmt.h);
- * the longest is "NR,UH,...,URX", 40 bytes. */
+ * the longest is "NR,UH,...,URX,HO", 43 bytes. */
 bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags);
 
 /* Labels fixed per (listener, cluster, endpoint, peer): everything but the

@@ -19,6 +19,8 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
         .host = host,
         .path = path,
         .method = method,
+        .scheme =
+            s->principal != NULL || s->down.ssl != NULL ? TR_STR_LIT("https") : TR_STR_LIT("http"),
         .headers = headers,
         .n_headers = n_headers,
     };
@@ -40,20 +42,24 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
         return;
     }
     d->route = route;
+    d->response_edit = route->response_edit;
     if (route->direct_status != 0) {
         d->status = route->direct_status;
         d->flags = TR_RF_DI;
         d->body = route->direct_body;
         return;
     }
-    int ci = tr_route_pick_cluster(route, tr_worker_rand(s->w));
-    if (ci < 0) {
+    int wi = tr_route_pick(route, tr_worker_rand(s->w));
+    if (wi < 0) {
         d->status = 503;
         d->flags = TR_RF_UH;
         d->body = "no healthy upstream\n";
         return;
     }
-    d->cluster = &s->ws->clusters[ci];
+    const struct tr_weighted_cluster_cfg *wc = &route->clusters[wi];
+    d->cluster = &s->ws->clusters[wc->cluster];
+    d->request_edit = wc->request_edit;
+    d->response_edit = wc->response_edit;
 }
 
 const char *tr_upstream_error_body(char *buf, size_t size, const char *reason)

@@ -22,6 +22,10 @@ struct tr_decision {
     uint16_t status;                  /* nonzero: answer locally with this status */
     uint16_t flags;                   /* TR_RF_* of that answer */
     const char *body;                 /* its body, NULL: none */
+    /* The route's header edits (with the picked destination's): of the
+     * request sent upstream, and of the response (or the reply made here,
+     * a direct response included). NULL: none. */
+    const struct tr_header_edit *request_edit, *response_edit;
 };
 
 /* A connection moves to the worker's current snapshot when a new request

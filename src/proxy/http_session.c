@@ -191,6 +191,24 @@ static void finish_request(struct tr_session *s)
 
 /* ---- local replies ---- */
 
+/* Room a head needs for the fields a route's header edit appends. */
+static size_t edit_bytes(const struct tr_header_edit *e)
+{
+    return e != NULL ? e->emit_bytes + 4u * e->n_emit : 0;
+}
+
+/* The answer when a route's header edits take a head past limits.max_headers
+ * or max_header_bytes: never a head cut short. */
+static void edit_over_limit(struct tr_session *s, bool response)
+{
+    const struct tr_h1_limits *lim = &s->ws->snap->h1_limits;
+    tr_warn("listener %s: the route's %s header edits take the %s past limits.max_headers (%u) or "
+            "limits.max_header_bytes (%u)",
+            lcfg(s)->name, response ? "response" : "request", response ? "response" : "request",
+            lim->max_headers, lim->max_header_bytes);
+    tr_metrics_limit(s->w->metrics, TR_LIMIT_MAX_HEADERS);
+}
+
 static void local_reply(struct tr_session *s, int status, uint16_t flags, const char *body)
 {
     struct tr_http_state *h = &s->http;
@@ -205,12 +223,14 @@ static void local_reply(struct tr_session *s, int status, uint16_t flags, const 
     h->status = (uint16_t)status;
     h->flags |= flags;
     /* A direct response body may be larger than a pool buffer. */
-    size_t need = (body != NULL ? strlen(body) : 0) + 256 + (s->tx ? tr_buf_len(s->tx) : 0);
+    size_t need = (body != NULL ? strlen(body) : 0) + 256 + (s->tx ? tr_buf_len(s->tx) : 0) +
+                  edit_bytes(h->resp_edit);
     if ((s->tx == NULL || s->tx->cap < need) && !buf_grow(s->w, &s->tx, need)) {
         tr_session_close(s);
         return;
     }
-    if (tr_filter_local_response(s->tx, status, body, h->keep_alive, h->is_head) < 0) {
+    if (tr_filter_local_response(s->tx, status, body, h->keep_alive, h->is_head, h->resp_edit) <
+        0) {
         tr_session_close(s);
         return;
     }
@@ -287,7 +307,8 @@ static void start_upstream(struct tr_session *s);
 /* Build the upstream request head in reqout. Returns false on failure
  * (a local reply has been set). */
 static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
-                          const struct tr_route_cfg *route, tr_str path, tr_str host)
+                          const struct tr_route_cfg *route, const struct tr_header_edit *edit,
+                          tr_str path, tr_str host)
 {
     struct tr_http_state *h = &s->http;
     const struct tr_listener_cfg *l = lcfg(s);
@@ -313,10 +334,19 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
         .rnd = {((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w),
                 ((uint64_t)tr_worker_rand(s->w) << 32) | tr_worker_rand(s->w)},
         .upgrade = h->upgrade,
+        .edit = edit,
+        .max_fields = s->ws->snap->h1_limits.max_headers,
+        .max_bytes = s->ws->snap->h1_limits.max_header_bytes,
     };
-    size_t need = m->head_len + 512 + tgt.head.len + tgt.tail.len;
+    size_t need = m->head_len + 512 + tgt.head.len + tgt.tail.len + edit_bytes(edit);
     h->reqout = buf_get_sized(s->w, need);
-    if (h->reqout == NULL || tr_filter_request_head(h->reqout, NULL, m, &rw) < 0) {
+    int rc = h->reqout != NULL ? tr_filter_request_head(h->reqout, NULL, m, &rw) : -1;
+    if (rc == TR_FILTER_OVER_LIMIT) {
+        edit_over_limit(s, false);
+        local_reply(s, 500, TR_RF_HO, "request header edits exceed the proxy's limits\n");
+        return false;
+    }
+    if (rc < 0) {
         local_reply(s, 431, TR_RF_DPE, "request header fields too large\n");
         return false;
     }
@@ -396,7 +426,8 @@ static void absorb_body(struct tr_session *s)
  * with this connection as its HTTP/1.1 downstream side (see the end of this
  * file). The stream does its own accounting. */
 static void start_stream(struct tr_session *s, const struct tr_h1_message *m,
-                         const struct tr_route_cfg *route, tr_str path, tr_str host)
+                         const struct tr_route_cfg *route, const struct tr_header_edit *req_edit,
+                         tr_str path, tr_str host)
 {
     struct tr_http_state *h = &s->http;
     struct tr_fields f;
@@ -416,6 +447,8 @@ static void start_stream(struct tr_session *s, const struct tr_h1_message *m,
     }
     st->start_us = h->start_us;
     st->method_id = h->method_id;
+    st->req_edit = req_edit;
+    st->resp_edit = h->resp_edit;
     h->stream = st;
     h->logged = true; /* the stream logs and counts this request */
     h->rs = TR_RS_WAIT;
@@ -530,6 +563,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     struct tr_decision d;
     tr_decide(s, host, path, m.method, (const struct tr_str_pair *)m.headers, m.n_headers, &d);
     h->route = d.route;
+    h->resp_edit = d.response_edit;
     if (d.status != 0) {
         local_reply(s, d.status, d.flags, d.body);
         return;
@@ -539,10 +573,10 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     if (!h->upgrade && (h->cluster->cfg->protocol == TR_UPROTO_HTTP2 ||
                         (h->cluster->cfg->protocol == TR_UPROTO_ORIGINAL && s->principal != NULL &&
                          orig_proto_h2(&m)))) {
-        start_stream(s, &m, route, path, host);
+        start_stream(s, &m, route, d.request_edit, path, host);
         return;
     }
-    if (!build_request(s, &m, route, path, host))
+    if (!build_request(s, &m, route, d.request_edit, path, host))
         return;
     h->retryable = true;
     absorb_body(s);
@@ -886,16 +920,29 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         .version10 = h->version10,
         .dechunk = h->dechunk,
         .tunnel = tunnel,
+        .edit = h->resp_edit,
+        .max_fields = s->ws->snap->h1_limits.max_headers,
+        .max_bytes = s->ws->snap->h1_limits.max_header_bytes,
     };
+    size_t need = head_len + 256 + edit_bytes(h->resp_edit);
     if (s->tx == NULL)
-        s->tx = buf_get_sized(w, head_len + 256);
-    if (s->tx == NULL || tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
+        s->tx = buf_get_sized(w, need);
+    int out = s->tx != NULL ? tr_filter_response_head(s->tx, NULL, &m, &rw) : -1;
+    if (out == -1) {
         /* tx may hold an interim response; give it a bigger home. */
-        if (!buf_grow(w, &s->tx, (s->tx ? tr_buf_len(s->tx) : 0) + head_len + 256) ||
-            tr_filter_response_head(s->tx, NULL, &m, &rw) < 0) {
+        out = buf_grow(w, &s->tx, (s->tx ? tr_buf_len(s->tx) : 0) + need)
+                  ? tr_filter_response_head(s->tx, NULL, &m, &rw)
+                  : -1;
+        if (out == -1) {
             tr_session_close(s);
             return false;
         }
+    }
+    if (out == TR_FILTER_OVER_LIMIT) {
+        edit_over_limit(s, true);
+        upstream_detach(s, false);
+        local_reply(s, 502, TR_RF_HO, "response header edits exceed the proxy's limits\n");
+        return true;
     }
     tr_buf_consume(h->resp, head_len);
     if (tunnel) {

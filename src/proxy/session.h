@@ -80,7 +80,8 @@ struct tr_http_state {
     struct tr_buf *resp;    /* bytes from the upstream */
     struct tr_h1_client uc; /* the upstream connection (upstream/h1_client.h) */
     struct tr_cluster_rt *cluster;
-    const void *route;        /* const struct tr_route_cfg * */
+    const void *route;                      /* const struct tr_route_cfg * */
+    const struct tr_header_edit *resp_edit; /* the route's response edits, NULL: none */
     struct tr_stream *stream; /* the request goes to an HTTP/2 upstream (proxy/stream.h) */
     struct tr_buf *req_trl;   /* stream: the chunked request's trailer section */
     bool resp_rechunk;        /* stream: the response is sent chunked */

@@ -22,6 +22,12 @@
 #define UPREQ_EXTRA_FIELDS 8
 #define UPREQ_EXTRA_BYTES  512
 
+/* A response head with the route's edits, as slices on the stack: at most
+ * limits.max_headers fields (and :status) from the upstream, or a reply of
+ * our own, plus what one edit appends (config/validate.c: 2 levels of 64
+ * set and 64 add). */
+#define EDITED_MAX (TR_H1_MAX_HEADERS_CAP + 8 + 256)
+
 /* HTTP/2 error codes used here (RFC 9113 7). */
 enum { H2_NO_ERROR = 0, H2_INTERNAL_ERROR = 2, H2_REFUSED_STREAM = 7, H2_CANCEL = 8 };
 
@@ -205,6 +211,45 @@ static void stream_log(struct tr_stream *st)
     }
 }
 
+/* ---- header edits ---- */
+
+/* Does a header list edited by a route stay within the limits every head is
+ * held to? Measured as the HTTP/1.1 head it is or becomes: fields (a
+ * request's cookies are one line, its :authority the Host line) and bytes. */
+static bool edited_fits(struct tr_stream *st, const struct tr_h2_header *v, size_t n)
+{
+    const struct tr_h1_limits *lim = &st->ws->snap->h1_limits;
+    size_t fields = 0, bytes = 14; /* " HTTP/1.1", the CRLFs ending the line and the head */
+    bool cookie = false;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].name.len > 0 && v[i].name.p[0] == ':') {
+            bytes += v[i].value.len + 1; /* a part of the start line */
+            if (TR_STR_EQ_LIT(v[i].name, ":authority")) {
+                fields++;
+                bytes += 8; /* "host: " CRLF */
+            }
+            continue;
+        }
+        bytes += v[i].name.len + v[i].value.len + 4;
+        if (TR_STR_EQ_LIT(v[i].name, "cookie")) {
+            fields += !cookie;
+            cookie = true;
+            continue;
+        }
+        fields++;
+    }
+    return fields <= lim->max_headers && bytes <= lim->max_header_bytes;
+}
+
+static void edit_over_limit(struct tr_stream *st, const char *what)
+{
+    const struct tr_h1_limits *lim = &st->ws->snap->h1_limits;
+    tr_warn("listener %s: the route's %s header edits take the %s past limits.max_headers (%u) or "
+            "limits.max_header_bytes (%u)",
+            st->s->lcfg->name, what, what, lim->max_headers, lim->max_header_bytes);
+    tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+}
+
 /* ---- the downstream side (dispatch) ---- */
 
 static int down_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
@@ -229,6 +274,18 @@ static int down_trailers(struct tr_stream *st, const struct tr_h2_header *h, siz
         return -1;
     return st->down == TR_SD_H2 ? tr_h2_session_resp_trailers(st, h, n)
                                 : tr_http_session_resp_trailers(st, h, n);
+}
+
+/* A reply made here, with the route's response edits (validation keeps them
+ * small enough for a reply's own few fields). */
+static int down_headers_local(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                              bool end)
+{
+    if (st->resp_edit == NULL)
+        return down_headers(st, h, n, end);
+    struct tr_h2_header v[EDITED_MAX];
+    int m = tr_header_edit_fields(st->resp_edit, h, n, v, EDITED_MAX);
+    return m < 0 ? -1 : down_headers(st, v, (size_t)m, end);
 }
 
 static void down_reset(struct tr_stream *st, uint32_t code)
@@ -348,7 +405,7 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
         h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-message"), tr_str_from(msg, ml)};
         st->resp_head_out = true;
         resp_complete(st);
-        down_headers(st, h, n, true);
+        down_headers_local(st, h, n, true);
         return;
     }
     size_t bl = body != NULL && st->method_id != TR_H1_M_HEAD ? strlen(body) : 0;
@@ -360,10 +417,10 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     st->resp_bytes = bl;
     if (bl == 0) {
         resp_complete(st);
-        down_headers(st, h, n, true);
+        down_headers_local(st, h, n, true);
         return;
     }
-    if (down_headers(st, h, n, false) < 0)
+    if (down_headers_local(st, h, n, false) < 0)
         return;
     st->resp_in_end = true;
     ssize_t taken = down_data(st, (const uint8_t *)body, bl, true);
@@ -445,6 +502,17 @@ static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, siz
         if (status != 101) /* interim responses go through; 101 has no meaning here */
             down_headers(st, h, n, false);
         return;
+    }
+    struct tr_h2_header edited[EDITED_MAX];
+    if (st->resp_edit != NULL) {
+        int m = tr_header_edit_fields(st->resp_edit, h, n, edited, EDITED_MAX);
+        if (m < 0 || !edited_fits(st, edited, (size_t)m)) {
+            edit_over_limit(st, "response");
+            local_reply(st, 502, TR_RF_HO, "response header edits exceed the proxy's limits\n");
+            return;
+        }
+        h = edited;
+        n = (size_t)m;
     }
     st->status = (uint16_t)status;
     int g = tr_fields_find(h, n, "grpc-status");
@@ -790,8 +858,13 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         bytes += strlen(route->prefix_rewrite);
     if (route->host_rewrite != NULL)
         bytes += strlen(route->host_rewrite);
+    const struct tr_header_edit *ed = st->req_edit;
+    uint32_t edit_fields = ed != NULL ? ed->n_emit : 0;
+    if (ed != NULL)
+        bytes += ed->emit_bytes;
     tr_fields_free(&st->upreq);
-    if (tr_fields_init(&st->upreq, (uint32_t)n + UPREQ_EXTRA_FIELDS, (uint32_t)bytes) < 0)
+    if (tr_fields_init(&st->upreq, (uint32_t)n + UPREQ_EXTRA_FIELDS + edit_fields,
+                       (uint32_t)bytes) < 0)
         return -1;
     struct tr_fields *f = &st->upreq;
     int mi = tr_fields_find(h, n, ":method"), pi = tr_fields_find(h, n, ":path"),
@@ -848,10 +921,12 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         case TR_RH_PASS:
             break;
         }
+        if (ed != NULL && tr_header_edit_drops(ed, name))
+            continue; /* the route's edits come after the listener's policy */
         if (tr_fields_add(f, name, h[i].value) < 0)
             return -1;
     }
-    if (l->xff == TR_XFF_APPEND) {
+    if (l->xff == TR_XFF_APPEND && !tr_header_edit_drops(ed, TR_STR_LIT("x-forwarded-for"))) {
         char *x = tr_fields_add_space(f, TR_STR_LIT("x-forwarded-for"), xlen);
         if (x == NULL)
             return -1;
@@ -864,7 +939,7 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         }
         memcpy(x, s->peer_ip, strlen(s->peer_ip));
     }
-    if (l->xfp &&
+    if (l->xfp && !tr_header_edit_drops(ed, TR_STR_LIT("x-forwarded-proto")) &&
         tr_fields_add_cstr(f, "x-forwarded-proto",
                            s->principal != NULL || s->down.ssl != NULL ? "https" : "http") < 0)
         return -1;
@@ -873,7 +948,8 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         uint64_t a = ((uint64_t)tr_worker_rand(w) << 32) | tr_worker_rand(w);
         uint64_t b = ((uint64_t)tr_worker_rand(w) << 32) | tr_worker_rand(w);
         tr_request_id_format(st->request_id, a, b);
-        if (tr_fields_add_cstr(f, "x-request-id", st->request_id) < 0)
+        if (!tr_header_edit_drops(ed, TR_STR_LIT("x-request-id")) &&
+            tr_fields_add_cstr(f, "x-request-id", st->request_id) < 0)
             return -1;
     }
     /* Over an mTLS hop (a trellis peer) in another protocol than the
@@ -882,6 +958,14 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
         tr_fields_add(f, ORIG_PROTO, st->orig_h2 ? TR_STR_LIT("HTTP/2") : TR_STR_LIT("HTTP/1.1")) <
             0)
         return -1;
+    for (uint32_t i = 0; i < edit_fields; i++) {
+        const struct tr_header_edit_field *e = &ed->emit[i];
+        if (tr_fields_add(f, tr_str_from(e->name, e->name_len),
+                          tr_str_from(e->value, e->value_len)) < 0)
+            return -1;
+    }
+    if (ed != NULL && !edited_fits(st, f->v, f->n))
+        return TR_FILTER_OVER_LIMIT;
     return 0;
 }
 
@@ -926,7 +1010,13 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
                            bool end_stream)
 {
     bool h2 = want_h2(st, h, n);
-    if (build_upreq(st, h, n, h2) < 0) {
+    int rc = build_upreq(st, h, n, h2);
+    if (rc == TR_FILTER_OVER_LIMIT) {
+        edit_over_limit(st, "request");
+        local_reply(st, 500, TR_RF_HO, "request header edits exceed the proxy's limits\n");
+        return;
+    }
+    if (rc < 0) {
         local_reply(st, 431, TR_RF_DPE, "request header fields too large\n");
         return;
     }
@@ -981,6 +1071,8 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
         .host = authority,
         .path = TR_STR_LIT("/"),
         .method = TR_STR_LIT("CONNECT"),
+        .scheme =
+            s->principal != NULL || s->down.ssl != NULL ? TR_STR_LIT("https") : TR_STR_LIT("http"),
     };
     const struct tr_route_cfg *route = tr_router_match(router, &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
@@ -1068,6 +1160,8 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     struct tr_decision d;
     tr_decide(s, host, path, method, (const struct tr_str_pair *)h, (uint32_t)n, &d);
     st->route = d.route;
+    st->req_edit = d.request_edit;
+    st->resp_edit = d.response_edit;
     if (d.status != 0) {
         local_reply(st, d.status, d.flags, d.body);
         return;

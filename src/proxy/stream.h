@@ -97,6 +97,7 @@ struct tr_stream {
     uint64_t start_us;
     uint64_t req_bytes, resp_bytes;
     const struct tr_route_cfg *route;
+    const struct tr_header_edit *req_edit, *resp_edit; /* the route's, NULL: none */
     struct tr_cluster_rt *cluster;
     struct tr_endpoint_rt *ep;
     const char *peer_id;

@@ -81,10 +81,11 @@ bool tr_rnode_str(const struct tr_rnode *n, const char **out);
 /* Plain true/false (also True, TRUE, False, FALSE); false for anything else. */
 bool tr_rnode_bool(const struct tr_rnode *n, bool *out);
 /* A decimal integer, plain or quoted (Kubernetes and protobuf JSON accept
- * "80" for 80), optional sign, no leading '+', no fraction; false when not
- * one or out of int64 range. */
+ * "80" for 80), optional sign, no leading '+', no fraction, no leading zero
+ * (YAML 1.1 reads 010 as 8); false when not one or out of int64 range. */
 bool tr_rnode_int(const struct tr_rnode *n, int64_t *out);
-/* A number (integer or decimal fraction, plain or quoted), e.g. a percentage. */
+/* A number (integer or decimal fraction, plain or quoted), e.g. a percentage;
+ * JSON's grammar, so an exponent too; false for inf and nan. */
 bool tr_rnode_double(const struct tr_rnode *n, double *out);
 /* "a mapping", "a list", "null" or the scalar quoted and cut to fit. */
 const char *tr_rnode_describe(const struct tr_rnode *n, char *buf, size_t size);
@@ -96,7 +97,7 @@ struct tr_resource {
     const char *group;                  /* "networking.istio.io"; "" for the core group ("v1") */
     const char *version;                /* "v1beta1" */
     const char *kind;                   /* "VirtualService" */
-    const char *ns;                     /* metadata.namespace; NULL when not written */
+    const char *ns;                     /* metadata.namespace; NULL when not written or "" */
     const char *name;                   /* metadata.name */
     const struct tr_rnode *labels;      /* metadata.labels (a map) or NULL */
     const struct tr_rnode *annotations; /* metadata.annotations (a map) or NULL */

@@ -39,14 +39,16 @@ struct anchor {
     const char *name;
     size_t len;
     const struct tr_rnode *node;
-    size_t weight; /* nodes in node's subtree, aliases expanded */
-    bool open;     /* still being read: an alias to it would be a cycle */
+    size_t weight;   /* nodes in node's subtree, aliases expanded */
+    unsigned height; /* levels of mappings and lists in it (0: a scalar), aliases expanded */
+    bool open;       /* still being read: an alias to it would be a cycle */
 };
 
 struct frame {
     struct tr_rnode *node;
     struct tr_rnode *tail; /* last child */
     size_t weight;
+    unsigned below;        /* the highest child's height */
     struct anchor *anchor; /* this node's anchor, closed with the node */
 };
 
@@ -481,11 +483,16 @@ static bool at_key(const struct reader *r)
     return p->node->kind == TR_RNODE_MAP && p->node->n % 2 == 0;
 }
 
-/* A finished leaf (scalar or alias) of weight w joins its parent. */
-static void leaf_done(struct reader *r, size_t w)
+/* A finished child (a scalar, an alias or a closed container) of weight w
+ * and height h joins its parent. */
+static void leaf_done(struct reader *r, size_t w, unsigned h)
 {
-    if (r->depth > 0)
-        r->stack[r->depth - 1].weight += w;
+    if (r->depth > 0) {
+        struct frame *p = &r->stack[r->depth - 1];
+        p->weight += w;
+        if (h > p->below)
+            p->below = h;
+    }
 }
 
 static bool key_check(struct reader *r, const struct tr_rnode *k)
@@ -623,7 +630,7 @@ static void on_scalar(struct reader *r, struct fy_event *ev, uint32_t line, uint
         a->weight = 1;
         a->open = false;
     }
-    leaf_done(r, 1);
+    leaf_done(r, 1, 0);
 }
 
 static void on_alias(struct reader *r, struct fy_event *ev, uint32_t line, uint32_t col)
@@ -641,13 +648,20 @@ static void on_alias(struct reader *r, struct fy_event *ev, uint32_t line, uint3
     size_t at = anchor_find(r, name, len, &found);
     char buf[96];
     if (!found) {
-        doc_fail(r, line, col, "alias *%s names no anchor before it",
+        doc_fail(r, line, col, "alias %s names no anchor before it",
                  res_show(buf, sizeof(buf), name, len));
         return;
     }
     const struct anchor *a = r->anchors[at];
     if (a->open) {
-        doc_fail(r, line, col, "alias *%s is inside the node it names (a cycle)",
+        doc_fail(r, line, col, "alias %s is inside the node it names (a cycle)",
+                 res_show(buf, sizeof(buf), name, len));
+        return;
+    }
+    /* An alias repeats its node's levels where it stands: the depth limit
+     * holds for what a reader walks, not only for the text. */
+    if (r->depth + a->height > TR_RES_MAX_DEPTH) {
+        doc_fail(r, line, col, "nesting deeper than %u levels through alias %s", TR_RES_MAX_DEPTH,
                  res_show(buf, sizeof(buf), name, len));
         return;
     }
@@ -665,7 +679,7 @@ static void on_alias(struct reader *r, struct fy_event *ev, uint32_t line, uint3
     n->n = a->node->n;
     if (key && !key_check(r, n))
         return;
-    leaf_done(r, a->weight);
+    leaf_done(r, a->weight, a->height);
 }
 
 static void on_start(struct reader *r, struct fy_event *ev, uint32_t line, uint32_t col)
@@ -706,9 +720,10 @@ static void on_end(struct reader *r)
         return;
     if (f->anchor != NULL) {
         f->anchor->weight = f->weight;
+        f->anchor->height = f->below + 1;
         f->anchor->open = false;
     }
-    leaf_done(r, f->weight);
+    leaf_done(r, f->weight, f->below + 1);
 }
 
 static void on_event(struct reader *r, struct fy_event *ev)

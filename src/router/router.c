@@ -25,6 +25,18 @@
  *  - Among domains of equal precedence (same kind and length), a domain with
  *    the request's port wins over a port-less one. Duplicate domains (same
  *    name and port) are a build error.
+ *  - Header matches on :authority (and host, its HTTP/1.1 name), :scheme
+ *    and :method read the request's host, scheme and method, so they match
+ *    alike for HTTP/1.1 and HTTP/2 clients; an empty host is absent.
+ *  - Query parameters: '&' separates them (empty ones are skipped), the
+ *    first '=' a name from its value ("a" alone is a present, empty "a");
+ *    both are compared as sent, never percent-decoded ("%20" is not " ",
+ *    nor "+"), and the first occurrence of a name is the one matched
+ *    (Envoy's rules). The query is split once per match call, lazily (only
+ *    tables with query matches pay, only when such a route is tried), into
+ *    a bounded array on the stack; names beyond it are searched in place,
+ *    so no parameter is ever ignored.
+ *  - path ignore_case applies to prefix, exact and regex paths alike.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
@@ -58,12 +70,17 @@ struct tr_rt_domain {
     uint32_t order; /* position in config, keeps sorting stable */
 };
 
+/* Where a header match reads its value. */
+enum tr_rt_source { TR_SRC_HEADER = 0, TR_SRC_AUTHORITY, TR_SRC_SCHEME, TR_SRC_METHOD };
+
+/* A header match, or a query parameter match (source and invert unused). */
 struct tr_rt_header {
     tr_str name;
     enum tr_header_match_kind kind;
     tr_str value;
     pcre2_code *re; /* REGEX only */
     bool invert;
+    uint8_t source; /* enum tr_rt_source */
 };
 
 struct tr_rt_route {
@@ -76,6 +93,8 @@ struct tr_rt_route {
     uint32_t n_methods;
     struct tr_rt_header *headers;
     uint32_t n_headers;
+    struct tr_rt_header *query;
+    uint32_t n_query;
 };
 
 struct tr_rt_vhost {
@@ -91,6 +110,7 @@ struct tr_router {
     /* One array per kind, each in lookup order (see tr_rt_domain_cmp). */
     struct tr_rt_domain *doms[4];
     size_t n_doms[4];
+    bool has_query; /* some route matches query parameters: worth finding the query */
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -171,13 +191,14 @@ static pcre2_match_data *tr_rt_match_data(void)
 
 /* Anchoring is requested at compile time: the same options passed to
  * pcre2_match() would silently disable the JIT. */
-static pcre2_code *tr_rt_regex_compile(const char *pattern, const struct tr_cfg_loc *loc,
-                                       char **err)
+static pcre2_code *tr_rt_regex_compile(const char *pattern, bool caseless,
+                                       const struct tr_cfg_loc *loc, char **err)
 {
     int ec;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
-                                   PCRE2_ANCHORED | PCRE2_ENDANCHORED, &ec, &off, NULL);
+    pcre2_code *re = pcre2_compile(
+        (PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+        PCRE2_ANCHORED | PCRE2_ENDANCHORED | (caseless ? PCRE2_CASELESS : 0), &ec, &off, NULL);
     if (re == NULL) {
         PCRE2_UCHAR buf[160];
         if (pcre2_get_error_message(ec, buf, sizeof(buf)) < 0)
@@ -337,6 +358,17 @@ static int tr_rt_domain_cmp(const void *pa, const void *pb)
 
 /* ---- build ------------------------------------------------------------ */
 
+static enum tr_rt_source tr_rt_source_of(tr_str name)
+{
+    if (TR_STR_EQ_LIT(name, ":authority") || TR_STR_EQ_LIT(name, "host"))
+        return TR_SRC_AUTHORITY;
+    if (TR_STR_EQ_LIT(name, ":scheme"))
+        return TR_SRC_SCHEME;
+    if (TR_STR_EQ_LIT(name, ":method"))
+        return TR_SRC_METHOD;
+    return TR_SRC_HEADER;
+}
+
 static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
                               const struct tr_route_cfg *rc, struct tr_rt_route *out, char **err)
 {
@@ -349,7 +381,7 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
     }
     out->path = tr_str_from(rc->path, strlen(rc->path));
     if (rc->path_kind == TR_PATH_REGEX) {
-        out->re = tr_rt_regex_compile(rc->path, &rc->loc, err);
+        out->re = tr_rt_regex_compile(rc->path, rc->path_ignore_case, &rc->loc, err);
         if (out->re == NULL)
             return false;
     } else if (rc->path_kind != TR_PATH_PREFIX && rc->path_kind != TR_PATH_EXACT) {
@@ -388,6 +420,7 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
             h->name = tr_str_from(hc->name, strlen(hc->name));
             h->kind = hc->kind;
             h->invert = hc->invert;
+            h->source = tr_rt_source_of(h->name);
             if (hc->kind == TR_HMATCH_PRESENT)
                 continue;
             if (hc->kind > TR_HMATCH_PRESENT) {
@@ -400,10 +433,36 @@ static bool tr_rt_route_build(struct tr_router *r, const struct tr_config *cfg,
             }
             h->value = tr_str_from(hc->value, strlen(hc->value));
             if (hc->kind == TR_HMATCH_REGEX) {
-                h->re = tr_rt_regex_compile(hc->value, &hc->loc, err);
+                h->re = tr_rt_regex_compile(hc->value, false, &hc->loc, err);
                 if (h->re == NULL)
                     return false;
             }
+        }
+    }
+
+    if (rc->n_query > 0) {
+        out->query = tr_arena_calloc(r->arena, rc->n_query, sizeof(*out->query));
+        if (out->query == NULL)
+            goto oom;
+        r->has_query = true;
+        for (size_t i = 0; i < rc->n_query; i++) {
+            const struct tr_query_match_cfg *qc = &rc->query[i];
+            struct tr_rt_header *q = &out->query[i];
+            out->n_query = (uint32_t)i + 1; /* counted as we go, as headers are */
+            if (qc->name == NULL || qc->name[0] == '\0' || qc->kind > TR_HMATCH_PRESENT ||
+                qc->kind == TR_HMATCH_SUFFIX ||
+                (qc->kind != TR_HMATCH_PRESENT && qc->value == NULL)) {
+                tr_cfg_errorf(err, &qc->loc, "invalid query parameter match");
+                return false;
+            }
+            q->name = tr_str_from(qc->name, strlen(qc->name));
+            q->kind = qc->kind;
+            if (qc->kind == TR_HMATCH_PRESENT)
+                continue;
+            q->value = tr_str_from(qc->value, strlen(qc->value));
+            if (qc->kind == TR_HMATCH_REGEX &&
+                (q->re = tr_rt_regex_compile(qc->value, false, &qc->loc, err)) == NULL)
+                return false;
         }
     }
 
@@ -517,6 +576,8 @@ void tr_router_free(struct tr_router *r)
             pcre2_code_free(rt->re);
             for (size_t h = 0; h < rt->n_headers; h++)
                 pcre2_code_free(rt->headers[h].re);
+            for (size_t q = 0; q < rt->n_query; q++)
+                pcre2_code_free(rt->query[q].re);
         }
     }
     pcre2_match_context_free(r->mctx);
@@ -610,6 +671,15 @@ static int tr_rt_value_match(const struct tr_router *r, const struct tr_rt_heade
 static bool tr_rt_header_match(const struct tr_router *r, const struct tr_rt_header *h,
                                const struct tr_route_request *req)
 {
+    if (h->source != TR_SRC_HEADER) {
+        tr_str v = h->source == TR_SRC_AUTHORITY ? req->host
+                   : h->source == TR_SRC_SCHEME  ? req->scheme
+                                                 : req->method;
+        int m = v.len > 0 ? tr_rt_value_match(r, h, v) : 0;
+        if (m < 0)
+            return false;
+        return (m == 1) != h->invert;
+    }
     bool inner = false;
     for (uint32_t i = 0; i < req->n_headers && !inner; i++) {
         const struct tr_str_pair *hp = &req->headers[i];
@@ -623,8 +693,82 @@ static bool tr_rt_header_match(const struct tr_router *r, const struct tr_rt_hea
     return inner != h->invert;
 }
 
+/* ---- query parameters ------------------------------------------------- */
+
+/* Parameters split per match call, on the stack; a query with more is
+ * searched in place past them. */
+#define TR_RT_QUERY_SPLIT 32u
+
+struct tr_rt_param {
+    tr_str name, value;
+};
+
+struct tr_rt_query_state {
+    tr_str query; /* what follows '?'; empty: none */
+    bool split;   /* params holds the first n parameters */
+    uint32_t n;
+    uint32_t rest; /* where splitting stopped */
+    struct tr_rt_param params[TR_RT_QUERY_SPLIT];
+};
+
+/* The parameter at *pos, empty ones skipped; false at the end. */
+static bool tr_rt_next_param(tr_str q, uint32_t *pos, struct tr_rt_param *out)
+{
+    while (*pos < q.len) {
+        const char *seg = q.p + *pos;
+        const char *amp = memchr(seg, '&', q.len - *pos);
+        uint32_t len = amp != NULL ? (uint32_t)(amp - seg) : q.len - *pos;
+        *pos += len + (amp != NULL);
+        if (len == 0)
+            continue;
+        const char *eq = memchr(seg, '=', len);
+        uint32_t nlen = eq != NULL ? (uint32_t)(eq - seg) : len;
+        out->name = tr_str_from(seg, nlen);
+        out->value = eq != NULL ? tr_str_from(eq + 1, len - nlen - 1) : tr_str_from("", 0);
+        return true;
+    }
+    return false;
+}
+
+/* The value of the first parameter called name; false if there is none. */
+static bool tr_rt_query_find(struct tr_rt_query_state *qs, tr_str name, tr_str *value)
+{
+    if (!qs->split) {
+        uint32_t pos = 0;
+        qs->n = 0;
+        while (qs->n < TR_RT_QUERY_SPLIT && tr_rt_next_param(qs->query, &pos, &qs->params[qs->n]))
+            qs->n++;
+        qs->rest = pos;
+        qs->split = true;
+    }
+    for (uint32_t i = 0; i < qs->n; i++) {
+        if (qs->params[i].name.len == name.len &&
+            memcmp(qs->params[i].name.p, name.p, name.len) == 0) {
+            *value = qs->params[i].value;
+            return true;
+        }
+    }
+    struct tr_rt_param p;
+    for (uint32_t pos = qs->rest; tr_rt_next_param(qs->query, &pos, &p);) {
+        if (p.name.len == name.len && memcmp(p.name.p, name.p, name.len) == 0) {
+            *value = p.value;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool tr_rt_query_match(const struct tr_router *r, const struct tr_rt_header *q,
+                              struct tr_rt_query_state *qs)
+{
+    tr_str v;
+    if (!tr_rt_query_find(qs, q->name, &v))
+        return false;
+    return tr_rt_value_match(r, q, v) == 1; /* an undecidable regex does not match */
+}
+
 static bool tr_rt_route_match(const struct tr_router *r, const struct tr_rt_route *rt, tr_str path,
-                              const struct tr_route_request *req)
+                              const struct tr_route_request *req, struct tr_rt_query_state *qs)
 {
     switch (rt->kind) {
     case TR_PATH_PREFIX:
@@ -657,6 +801,9 @@ static bool tr_rt_route_match(const struct tr_router *r, const struct tr_rt_rout
     for (uint32_t i = 0; i < rt->n_headers; i++)
         if (!tr_rt_header_match(r, &rt->headers[i], req))
             return false;
+    for (uint32_t i = 0; i < rt->n_query; i++)
+        if (!tr_rt_query_match(r, &rt->query[i], qs))
+            return false;
     return true;
 }
 
@@ -669,20 +816,32 @@ const struct tr_route_cfg *tr_router_match(const struct tr_router *r,
     if (vh == NULL)
         return NULL;
     tr_str path = req->path;
+    struct tr_rt_query_state qs;
+    qs.query = tr_str_from("", 0);
+    qs.split = false;
     if (path.len > 0) {
         const char *q = memchr(path.p, '?', path.len);
-        if (q != NULL)
+        if (q != NULL) {
             path.len = (uint32_t)(q - path.p);
+            if (r->has_query)
+                qs.query = tr_str_from(q + 1, req->path.len - path.len - 1);
+        }
     }
     if (path.p == NULL)
         path.p = "";
     for (size_t i = 0; i < vh->n_routes; i++)
-        if (tr_rt_route_match(r, &vh->routes[i], path, req))
+        if (tr_rt_route_match(r, &vh->routes[i], path, req, &qs))
             return vh->routes[i].cfg;
     return NULL;
 }
 
 int tr_route_pick_cluster(const struct tr_route_cfg *route, uint32_t rnd)
+{
+    int i = tr_route_pick(route, rnd);
+    return i >= 0 ? route->clusters[i].cluster : -1;
+}
+
+int tr_route_pick(const struct tr_route_cfg *route, uint32_t rnd)
 {
     if (route == NULL)
         return -1;
@@ -699,7 +858,7 @@ int tr_route_pick_cluster(const struct tr_route_cfg *route, uint32_t rnd)
         if (w == 0)
             continue;
         if (x < w)
-            return route->clusters[i].cluster;
+            return (int)i;
         x -= w;
     }
     return -1; /* unreachable: x < total */

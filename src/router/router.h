@@ -16,12 +16,13 @@ struct tr_router;
 
 /* A request as the router sees it. headers/n_headers are the request headers
  * (name/value slices, names in any case). host is the Host or :authority
- * value, possibly with a port. path is the request-target's path (the query
- * string is excluded by the caller or not: router stops at '?' itself). */
+ * value, possibly with a port. path is the request-target: paths are matched
+ * up to '?', query parameter matches read what follows it. */
 struct tr_route_request {
     tr_str host;
-    tr_str path; /* origin-form target; matching ignores everything from '?' */
+    tr_str path; /* origin-form target, query included */
     tr_str method;
+    tr_str scheme; /* "http" or "https" as the listener saw the connection */
     const struct tr_str_pair *headers;
     uint32_t n_headers;
 };
@@ -42,7 +43,12 @@ void tr_router_free(struct tr_router *r);
 /* First matching route of the best matching virtual host, or NULL (404).
  * Virtual host selection: exact domain, then longest "*.suffix" wildcard,
  * then longest "prefix.*", then "*"; case-insensitive; a domain without a
- * port matches any port, a domain with a port only that port. */
+ * port matches any port, a domain with a port only that port.
+ * Header matches named :authority (or host), :scheme and :method read
+ * host, scheme and method, whatever the protocol. Query parameter matches
+ * compare names and values as sent (never percent-decoded), the first
+ * occurrence of a name counting; the query is split at most once per call,
+ * and only when a route that has such matches is tried. */
 const struct tr_route_cfg *tr_router_match(const struct tr_router *r,
                                            const struct tr_route_request *req);
 
@@ -58,7 +64,11 @@ struct tr_path_rewrite {
 struct tr_path_rewrite tr_route_rewrite_path(const struct tr_route_cfg *route, tr_str path);
 
 /* Pick one weighted cluster of a route; rnd is a uniformly distributed
- * 32-bit random number supplied by the caller (per-worker PRNG). */
+ * 32-bit random number supplied by the caller (per-worker PRNG). Returns the
+ * index of the entry in route->clusters (its cluster, header edits...), or
+ * -1 if no weight is left. */
+int tr_route_pick(const struct tr_route_cfg *route, uint32_t rnd);
+/* The same pick as the cluster's index in the configuration, or -1. */
 int tr_route_pick_cluster(const struct tr_route_cfg *route, uint32_t rnd);
 
 #endif

@@ -511,7 +511,8 @@ class H1Backend:
 
 class H2Backend:
     """Threaded h2c (prior knowledge) server. Records each request
-    (headers dict, body) and each RST_STREAM received as (stream_id, code).
+    (headers dict, fields: the header list in order, body) and each
+    RST_STREAM received as (stream_id, code).
     /slow: 200 then 1 KiB every 20 ms for up to 10 s; /reset?code=N: 200,
     "partial", then RST_STREAM N; /nolen: 200 "no length" without
     content-length; /trailers: 200 "hello" + trailer x-up-trailer; else
@@ -547,6 +548,7 @@ class H2Backend:
         c.sendall(conn.data_to_send())
         slow = {}      # stream id -> chunks left
         pending = {}   # stream id -> (headers, body)
+        fields = {}    # stream id -> [(name, value)] as received
         trailers = {}
         c.settimeout(0.02)
         try:
@@ -561,6 +563,7 @@ class H2Backend:
                 for ev in events:
                     if isinstance(ev, h2.events.RequestReceived):
                         pending[ev.stream_id] = (dict(ev.headers), bytearray())
+                        fields[ev.stream_id] = list(ev.headers)
                     elif isinstance(ev, h2.events.DataReceived):
                         pending[ev.stream_id][1].extend(ev.data)
                         conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
@@ -569,6 +572,7 @@ class H2Backend:
                     elif isinstance(ev, h2.events.StreamEnded):
                         hd, body = pending.pop(ev.stream_id)
                         self.requests.append({"headers": hd, "body": bytes(body),
+                                              "fields": fields.pop(ev.stream_id, []),
                                               "trailers": trailers.pop(ev.stream_id, None)})
                         if hd[":path"].startswith("/trailers"):
                             conn.send_headers(ev.stream_id, [(":status", "200")])

@@ -142,13 +142,24 @@ def rich_config(port, mtls_port, backend_port, certs, workdir):
                  "match": {"path": {"exact": "/v1/items", "ignore_case": True},
                            "methods": ["GET"],
                            "headers": [{"name": "x-canary", "exact": "1"},
-                                       {"name": "x-debug", "present": True, "invert": True}]},
-                 "weighted_clusters": [{"cluster": "backend", "weight": 90},
-                                       {"cluster": "mesh", "weight": 10}],
+                                       {"name": "x-debug", "present": True, "invert": True},
+                                       {"name": ":scheme", "exact": "http"},
+                                       {"name": ":authority", "suffix": ".example.com"}],
+                           "query_params": [{"name": "v", "exact": "2"},
+                                            {"name": "id", "regex": "[0-9]+"},
+                                            {"name": "tag", "prefix": "a"},
+                                            {"name": "debug", "present": True}]},
+                 "weighted_clusters": [{"cluster": "backend", "weight": 90,
+                                        "request_headers": {"set": {"x-dest": "backend"}}},
+                                       {"cluster": "mesh", "weight": 10,
+                                        "response_headers": {"remove": ["server"]}}],
                  "timeout": "15s", "rewrite": {"prefix": "/v2", "host": "backend.internal"}},
                 {"match": {"path": {"regex": "/items/[0-9]+"}},
                  "direct_response": {"status": 404, "body": 'no "such" item\n'}},
-                {"name": "rest", "cluster": "backend"}]}]}],
+                {"name": "rest", "cluster": "backend",
+                 "request_headers": {"remove": ["x-debug"], "set": {"x-route": "rest"},
+                                     "add": {"x-trace": "1", "x-empty": ""}},
+                 "response_headers": {"set": {"cache-control": "no-store"}}}]}]}],
         "clusters": [
             {"name": "backend", "service": "backend.default.svc.cluster.local",
              "lb": "least_request", "connect_timeout": "250ms",
@@ -187,8 +198,11 @@ def test_config_dump_is_a_configuration(proxies, backend, certs, workdir, kind):
         assert written["limits"] == {"max_headers": 50, "http2": {"max_concurrent_streams": 64}}
         assert written["tls"][0]["key"] == certs["server_key"]
         assert written["listeners"][0]["timeouts"] == {"detect": "250ms", "idle": "1m30s"}
-        assert written["route_tables"][0]["virtual_hosts"][0]["routes"][1]["direct_response"] \
-            == {"status": 404, "body": 'no "such" item\n'}
+        routes = written["route_tables"][0]["virtual_hosts"][0]["routes"]
+        assert routes[1]["direct_response"] == {"status": 404, "body": 'no "such" item\n'}
+        assert routes[0]["match"]["query_params"] == cfg["route_tables"][0]["virtual_hosts"][0][
+            "routes"][0]["match"]["query_params"]
+        assert routes[2]["request_headers"]["add"] == {"x-trace": "1", "x-empty": ""}
     path = os.path.join(workdir, "dumped.json")
     with open(path, "w") as f:
         f.write(json.dumps(written, indent=2))
@@ -203,8 +217,76 @@ def test_config_dump_is_a_configuration(proxies, backend, certs, workdir, kind):
     dump2 = json.loads(body)
     assert dump2["file"] == again.path
     assert dump2["config"] == written
-    assert http_raw(port, b"GET /rest HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n") \
-        .startswith(b"HTTP/1.1 200 ")
+    resp = http_raw(port, b"GET /rest HTTP/1.1\r\nHost: a\r\nX-Debug: 1\r\n"
+                          b"Connection: close\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 200 ")
+    if kind == "rich":  # the header edits came through the dump
+        head = resp.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"\r\ncache-control: no-store" in head
+        seen = dict(backend.requests[-1]["headers"])
+        assert seen["x-route"] == "rest" and seen["x-trace"] == "1" and "x-debug" not in seen
+
+
+def test_config_dump_of_a_relative_config_checks_anywhere(proxies, backend, certs, workdir):
+    """A proxy started as `trellis proxy --config ./proxy.yaml` with relative
+    certificate paths holds its file by its absolute name: a reload finds the
+    same file, /config_dump names it and prints absolute certificate paths,
+    so the dump passes --check, and runs, from any other directory."""
+    os.makedirs(os.path.join(workdir, "certs"))
+    rel = {}
+    for k in ("server_cert", "server_key", "ca"):
+        rel[k] = os.path.join("certs", os.path.basename(certs[k]))
+        with open(certs[k], "rb") as src, open(os.path.join(workdir, rel[k]), "wb") as dst:
+            dst.write(src.read())
+    port, mtls_port = free_port(), free_port()
+    cfg = simple_config(port, backend.port)
+    cfg["tls"] = [{"name": "id", "cert": rel["server_cert"], "key": rel["server_key"],
+                   "ca": rel["ca"]}]
+    cfg["listeners"].append({"name": "mtls", "address": f"127.0.0.1:{mtls_port}",
+                             "tls": {"mode": "STRICT", "context": "id"}, "route_table": "rt"})
+    p = proxies(cfg, start=False)
+    p.start(cwd=workdir, config_arg="./" + os.path.basename(p.path))
+
+    def mtls_get(path):
+        r = subprocess.run(["curl", "-sS", "--cert", certs["client_cert"], "--key",
+                            certs["client_key"], "--cacert", certs["ca"], "--resolve",
+                            f"server:{mtls_port}:127.0.0.1", "-o", "/dev/null", "-w",
+                            "%{http_code}", f"https://server:{mtls_port}{path}"],
+                           capture_output=True, text=True, timeout=30)
+        return r.stdout, r.stderr
+
+    assert mtls_get("/before") == ("200", "")
+    status, body = p.admin("/config_dump")
+    assert status == 200, body
+    dump = json.loads(body)
+    assert dump["file"] == p.path  # absolute, without the "./"
+    written = dump["config"]
+    assert [written["tls"][0][k] for k in ("cert", "key", "ca")] == \
+        [os.path.join(workdir, rel[k]) for k in ("server_cert", "server_key", "ca")]
+    # A reload by signal reads the same file (by its absolute name).
+    p.signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline and json.loads(p.admin("/config_dump")[1])["generation"] < 2:
+        time.sleep(0.05)
+    assert json.loads(p.admin("/config_dump")[1])["generation"] == 2, p.read_log()
+
+    elsewhere = os.path.join(workdir, "elsewhere")
+    os.makedirs(elsewhere)
+    path = os.path.join(elsewhere, "dumped.json")
+    with open(path, "w") as f:
+        f.write(json.dumps(written, indent=2))
+    r = subprocess.run([TRELLIS, "proxy", "--check", "--config", "dumped.json"],
+                       capture_output=True, text=True, timeout=30, cwd=elsewhere)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([TRELLIS, "proxy", "--check", "--config", path], capture_output=True,
+                       text=True, timeout=30, cwd="/")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    p.stop()
+    again = proxies(json.loads(json.dumps(written)), "again", start=False)
+    again.start(cwd="/")
+    assert mtls_get("/after") == ("200", "")
+    assert [r["path"] for r in backend.requests] == ["/before", "/after"]
 
 
 def debug_lines(proxy):

@@ -137,6 +137,22 @@ static bool field_eq(struct cmp *c, const struct cfg_field *fd, const void *a, c
         }
         return true;
     }
+    case CK_MAP: {
+        const struct tr_name_value_cfg *x =
+            *(const struct tr_name_value_cfg *const *)at(a, fd->off);
+        const struct tr_name_value_cfg *y =
+            *(const struct tr_name_value_cfg *const *)at(b, fd->off);
+        size_t n = *(const size_t *)at(a, fd->off_n), m = *(const size_t *)at(b, fd->off_n);
+        if (n != m)
+            return differ(c, "%zu entries != %zu", n, m);
+        for (size_t k = 0; k < n; k++) {
+            size_t saved = push(c, "[%zu]", k);
+            if (!str_eq(c, x[k].name, y[k].name) || !str_eq(c, x[k].value, y[k].value))
+                return false;
+            pop(c, saved);
+        }
+        return true;
+    }
     case CK_SECTION:
         if (fd->sub == &cfg_origin_section)
             return true; /* the object's loc: loc_eq() below */
@@ -183,6 +199,9 @@ static bool extras_eq(struct cmp *c, const struct cfg_section *sec, const void *
         }
     } else if (sec == &cfg_header_match_section) {
         const struct tr_header_match_cfg *x = a, *y = b;
+        ok = (push_key(c, "kind"), num_eq(c, x->kind, y->kind));
+    } else if (sec == &cfg_query_match_section) {
+        const struct tr_query_match_cfg *x = a, *y = b;
         ok = (push_key(c, "kind"), num_eq(c, x->kind, y->kind));
     } else if (sec == &cfg_listener_section) {
         const struct tr_listener_cfg *x = a, *y = b;

@@ -273,7 +273,7 @@ static void check_full(const struct tr_config *c)
     assert_true(ro->path_ignore_case);
     assert_int_equal(ro->n_methods, 1);
     assert_string_equal(ro->methods[0], "GET");
-    assert_int_equal(ro->n_headers, 5);
+    assert_int_equal(ro->n_headers, 6);
     assert_string_equal(ro->headers[0].name, "x-canary"); /* lower-cased */
     assert_int_equal(ro->headers[0].kind, TR_HMATCH_EXACT);
     assert_string_equal(ro->headers[0].value, "1");
@@ -301,6 +301,35 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(ro->timeout_ms, 15000);
     assert_string_equal(ro->prefix_rewrite, "/v2");
     assert_string_equal(ro->host_rewrite, "backend.internal");
+    /* request matching and header edits */
+    assert_string_equal(ro->headers[5].name, ":authority"); /* lower-cased */
+    assert_int_equal(ro->headers[5].kind, TR_HMATCH_PREFIX);
+    assert_int_equal(ro->n_query, 3);
+    assert_string_equal(ro->query[0].name, "v");
+    assert_int_equal(ro->query[0].kind, TR_HMATCH_EXACT);
+    assert_string_equal(ro->query[0].value, "2");
+    assert_int_equal(ro->query[1].kind, TR_HMATCH_REGEX);
+    assert_string_equal(ro->query[1].value, "[0-9]+");
+    assert_int_equal(ro->query[2].kind, TR_HMATCH_PRESENT);
+    assert_null(ro->query[2].value);
+    assert_int_equal(ro->request_headers.n_remove, 1);
+    assert_string_equal(ro->request_headers.remove[0], "x-debug");
+    assert_int_equal(ro->request_headers.n_set, 1);
+    assert_string_equal(ro->request_headers.set[0].name, "x-route"); /* lower-cased */
+    assert_string_equal(ro->request_headers.set[0].value, "canary");
+    assert_int_equal(ro->request_headers.n_add, 1);
+    assert_string_equal(ro->request_headers.add[0].name, "x-trace");
+    assert_int_equal(ro->response_headers.n_set, 1);
+    assert_string_equal(ro->response_headers.set[0].value, "no-store");
+    assert_int_equal(ro->clusters[0].request_headers.n_set, 1);
+    assert_string_equal(ro->clusters[0].request_headers.set[0].name, "x-dest");
+    assert_int_equal(ro->clusters[1].response_headers.n_remove, 1);
+    /* validate's programs: the route's edits, then the destination's */
+    assert_int_equal(ro->clusters[0].request_edit->n_emit, 3); /* x-route, x-trace, x-dest */
+    assert_string_equal(ro->clusters[0].request_edit->emit[2].name, "x-dest");
+    assert_int_equal(ro->clusters[1].request_edit->n_emit, 2);
+    assert_ptr_equal(ro->clusters[0].response_edit, ro->response_edit);
+    assert_int_equal(ro->clusters[1].response_edit->n_drop, 2); /* cache-control, x-internal */
 
     ro = &vh->routes[1];
     assert_string_equal(ro->name, "route-1"); /* generated */
@@ -511,7 +540,7 @@ static const struct bad_case bad_cases[] = {
     {"{[a]: 1}\n", "t.yaml:1:2: ", "mapping keys must be strings, got a list"},
     {"node: [a]\n" BASE_TAIL, "t.yaml:1:7: node: ", "expected a mapping, got a list"},
     {"node: {id: \"a\\0b\"}\n" BASE_TAIL, "t.yaml:1:12: node.id: ", "string contains a NUL byte"},
-    {"node: {id: }\n" BASE_TAIL, "t.yaml:1:", "node.id: expected a string, got null"},
+    {"node: {id: }\n" BASE_TAIL, "t.yaml:1:8: node.id: ", "expected a string, got null"},
     {"node: {id: \"a\\r\\nb\"}\n" BASE_TAIL,
      "t.yaml:1:12: node.id: ", "string contains control character 0x0d"},
     {"node: {principal: web}\n" BASE_TAIL, "t.yaml:1:19: node.principal: ", "expected a SPIFFE ID"},
@@ -725,6 +754,104 @@ static const struct bad_case bad_cases[] = {
     {"limits: {http2: {max_concurrent_streams: 0}}\n" BASE_TAIL,
      "t.yaml:1:42: limits.http2.max_concurrent_streams: ", "must be between 1 and 10000"},
 
+    /* request matching */
+    {ROUTE_HEAD "    - {match: {query_params: [{name: q}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:31: " R ".match.query_params[0]: ",
+     "one of exact, prefix, regex, present is required"},
+    {ROUTE_HEAD "    - {match: {query_params: [{name: 'a b', exact: x}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:38: " R ".match.query_params[0].name: ",
+     "name \"a b\" holds a byte a request's query cannot carry (0x20); query parameters are "
+     "matched as sent, not percent-decoded: write it percent-encoded (%20)"},
+    {ROUTE_HEAD "    - {match: {query_params: [{name: 'a=b', exact: x}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:38: " R ".match.query_params[0].name: ",
+     "holds '=', which separates query parameters from their values; write it percent-encoded "
+     "(%3D)"},
+    {ROUTE_HEAD "    - {match: {query_params: [{name: a, exact: 'x&y'}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:48: " R ".match.query_params[0].exact: ",
+     "holds '&', which separates query parameters; write it percent-encoded (%26)"},
+    {ROUTE_HEAD "    - {match: {query_params: [{name: a, prefix: ''}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:49: " R ".match.query_params[0].prefix: ", "must not be empty"},
+    {ROUTE_HEAD "    - {match: {query_params: [{name: a, regex: 'a(b'}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:48: " R ".match.query_params[0].regex: ",
+     "invalid regex at offset 3: missing closing parenthesis"},
+    {ROUTE_HEAD
+     "    - {match: {query_params: [{name: a, exact: x, present: true}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:51: " R ".match.query_params[0].present: ",
+     "conflicts with exact; set exactly one of exact, prefix, regex, present"},
+    {ROUTE_HEAD
+     "    - {match: {query_params: [{name: a, present: false}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:41: " R ".match.query_params[0].present: ", "must be true"},
+    {ROUTE_HEAD "    - {match: {query_params: [{name: a, suffix: x}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:41: " R ".match.query_params[0].suffix: ",
+     "unknown field \"suffix\" (accepted: name, exact, prefix, regex, present, origin)"},
+    {ROUTE_HEAD "    - {match: {headers: [{name: ':path', exact: /}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:33: " R ".match.headers[0].name: ",
+     "pseudo-header \":path\" cannot be matched; the ones that can are :authority, :scheme and "
+     ":method"},
+    {ROUTE_HEAD "    - {match: {headers: [{name: x, prefix: ''}]}, cluster: c}\n" ROUTE_TAIL,
+     "t.yaml:6:44: " R ".match.headers[0].prefix: ", "must not be empty"},
+
+    /* header edits */
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {remove: [Connection]}}\n" ROUTE_TAIL,
+     "t.yaml:6:47: " R ".request_headers.remove[0]: ",
+     "\"Connection\" is a hop-by-hop header: it belongs to one connection and cannot be edited"},
+    {ROUTE_HEAD "    - {weighted_clusters: [{cluster: c, weight: 1, request_headers: {remove: "
+                "[te]}}]}\n" ROUTE_TAIL,
+     "t.yaml:6:79: " R ".weighted_clusters[0].request_headers.remove[0]: ",
+     "\"te\" is a hop-by-hop header"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: {Host: x}}}\n" ROUTE_TAIL,
+     "t.yaml:6:44: " R ".request_headers.set.Host: ",
+     "\"host\" cannot be edited; use rewrite.host"},
+    {ROUTE_HEAD "    - {cluster: c, response_headers: {add: {content-length: '1'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:45: " R ".response_headers.add.content-length: ",
+     "\"content-length\" frames the message: the proxy sets it and it cannot be edited"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: {trellis-orig-proto: x}}}\n" ROUTE_TAIL,
+     "t.yaml:6:44: " R ".request_headers.set.trellis-orig-proto: ",
+     "trellis-* headers are internal to the mesh and cannot be edited"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: {':authority': x}}}\n" ROUTE_TAIL,
+     "t.yaml:6:44: " R ".request_headers.set.:authority: ",
+     "pseudo-header \":authority\" cannot be edited"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: {'x a': v}}}\n" ROUTE_TAIL,
+     "t.yaml:6:44: " R ".request_headers.set.x a: ", "\"x a\" is not a valid HTTP token"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: {x-a: ' v'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:49: " R ".request_headers.set.x-a: ",
+     "a header value must not begin or end with whitespace"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: {x-a: \"a\\r\\nb: c\"}}}\n" ROUTE_TAIL,
+     "t.yaml:6:49: " R ".request_headers.set.x-a: ", "string contains control character 0x0d"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: {x-a: \"a\\0b\"}}}\n" ROUTE_TAIL,
+     "t.yaml:6:49: " R ".request_headers.set.x-a: ", "string contains a NUL byte"},
+    {ROUTE_HEAD
+     "    - cluster: c\n      request_headers:\n        set:\n          x-a:\n" ROUTE_TAIL,
+     "t.yaml:9:11: " R ".request_headers.set.x-a: ", "expected a string, got null"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: {X-A: '1', x-a: '2'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:54: " R ".request_headers.set.x-a: ", "duplicate name \"x-a\" (first at line 6)"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {remove: [x-a, X-A]}}\n" ROUTE_TAIL,
+     "t.yaml:6:52: " R ".request_headers.remove[1]: ",
+     "duplicate name \"x-a\" (first at remove[0])"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {append: {x-a: '1'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:38: " R ".request_headers.append: ",
+     "unknown field \"append\" (accepted: remove, set, add)"},
+    {ROUTE_HEAD "    - {cluster: c, request_headers: {set: [x-a]}}\n" ROUTE_TAIL,
+     "t.yaml:6:43: " R ".request_headers.set: ", "expected a mapping, got a list"},
+    {ROUTE_HEAD
+     "    - {direct_response: {status: 200}, request_headers: {set: {x-a: '1'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:40: " R ".request_headers: ",
+     "a direct_response route sends no request upstream to edit"},
+    {ROUTE_HEAD "    - {match: {methods: [CONNECT]}, cluster: c, response_headers: {add: {x-a: "
+                "'1'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:25: " R ".match.methods: ",
+     "header edits do not apply to CONNECT tunnels (no HTTP message is forwarded)"},
+    {"limits: {max_headers: 3}\n" ROUTE_HEAD
+     "    - {cluster: c, response_headers: {add: {x-a: '1'}}}\n" ROUTE_TAIL,
+     "t.yaml:7:20: " R ".response_headers: ",
+     "the edits add 1 header field (with the 3 fields of a reply the proxy makes itself), more "
+     "than limits.max_headers (3)"},
+    {"limits: {max_headers: 2}\n" ROUTE_HEAD
+     "    - {weighted_clusters: [{cluster: c, weight: 1, request_headers: {add: {x-b: '1'}}}], "
+     "request_headers: {set: {x-a: '1', x-c: '2'}}}\n" ROUTE_TAIL,
+     "t.yaml:7:52: " R ".weighted_clusters[0].request_headers: ",
+     "the edits add 3 header fields, more than limits.max_headers (2)"},
+
     /* YAML-level */
     {"? fp:\t:\t", "t.yaml:1:1: ", "explicit mapping keys (\"? \") are not supported"},
     {"a:\n  ? b\n", "t.yaml:2:3: ", "explicit mapping keys (\"? \") are not supported"},
@@ -931,6 +1058,15 @@ static char *gen_cluster(size_t n_endpoints, size_t *len)
     return b;
 }
 
+/* 4096 bytes of "v" for long values (callers take a prefix). */
+static const char *gen_text(void)
+{
+    static char text[4097];
+    if (text[0] == '\0')
+        memset(text, 'v', 4096);
+    return text;
+}
+
 static void test_count_limits(void **state)
 {
     (void)state;
@@ -955,6 +1091,55 @@ static void test_count_limits(void **state)
     expect_err(b, o, "t.yaml:50009:5: route_tables[0].virtual_hosts[1].routes: ",
                "more than 100000 routes");
     free(b);
+
+    /* Header edits: 64 entries per set, add and remove, 4096 bytes a value;
+     * query parameter matches: 64. One past each is an error naming it. */
+    static const char *const lists[] = {"request_headers: {set: {", "request_headers: {add: {",
+                                        "response_headers: {remove: [", "match: {query_params: ["};
+    static const char *const want[] = {R ".request_headers.set: ", R ".request_headers.add: ",
+                                       R ".response_headers.remove: ", R ".match.query_params: "};
+    for (size_t k = 0; k < 4; k++) {
+        for (int n = 64; n <= 65; n++) {
+            cap = 64 * 1024;
+            o = 0;
+            b = malloc(cap);
+            assert_non_null(b);
+            o += (size_t)snprintf(b + o, cap - o, "%s    - {cluster: c, %s", ROUTE_HEAD, lists[k]);
+            for (int i = 0; i < n; i++)
+                o += (size_t)snprintf(b + o, cap - o,
+                                      k < 2    ? "%sx-h%d: v"
+                                      : k == 2 ? "%sx-h%d"
+                                               : "%s{name: p%d, present: true}",
+                                      i != 0 ? ", " : "", i);
+            o += (size_t)snprintf(b + o, cap - o, "%s}\n%s", k < 2 ? "}}" : "]}", ROUTE_TAIL);
+            if (n == 64) {
+                tr_config_free(load_ok(b, o, "t.yaml"));
+            } else {
+                char prefix[160];
+                snprintf(prefix, sizeof(prefix), "t.yaml:6:%d: %s",
+                         k == 3   ? 42
+                         : k == 2 ? 47
+                                  : 43,
+                         want[k]);
+                expect_err(b, o, prefix, "has 65 entries; the limit is 64");
+            }
+            free(b);
+        }
+    }
+    for (int n = 4096; n <= 4097; n++) {
+        cap = 8192;
+        b = malloc(cap);
+        assert_non_null(b);
+        o = (size_t)snprintf(b, cap,
+                             "%s    - {cluster: c, response_headers: {add: {x-a: %.*s%s}}}\n%s",
+                             ROUTE_HEAD, n - 1, gen_text(), "z", ROUTE_TAIL);
+        if (n == 4096)
+            tr_config_free(load_ok(b, o, "t.yaml"));
+        else
+            expect_err(b, o, "t.yaml:6:50: " R ".response_headers.add.x-a: ",
+                       "string is 4097 bytes long; the limit is 4096");
+        free(b);
+    }
 }
 
 static void test_load_file_and_relative_paths(void **state)

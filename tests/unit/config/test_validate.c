@@ -371,6 +371,71 @@ static void bad_name(struct tr_config *c)
 {
     c->listeners[0].name = "out bound";
 }
+/* Request matching and header edits, as a compiler would build them. */
+static const char **strs(struct tr_config *c, const char *a, const char *b)
+{
+    const char **v = alloc(c, 2, sizeof(char *));
+    v[0] = a;
+    v[1] = b;
+    return v;
+}
+static struct tr_name_value_cfg *pairs(struct tr_config *c, const char *n1, const char *v1,
+                                       const char *n2, const char *v2)
+{
+    struct tr_name_value_cfg *p = alloc(c, 2, sizeof(*p));
+    p[0] = (struct tr_name_value_cfg){n1, v1};
+    p[1] = (struct tr_name_value_cfg){n2, v2};
+    return p;
+}
+static void edit_hop_by_hop(struct tr_config *c)
+{
+    ROUTE0(c)->request_headers.remove = strs(c, "x-a", "connection");
+    ROUTE0(c)->request_headers.n_remove = 2;
+}
+static void edit_upper_name(struct tr_config *c)
+{
+    ROUTE0(c)->response_headers.set = pairs(c, "X-Served-By", "trellis", NULL, NULL);
+    ROUTE0(c)->response_headers.n_set = 1;
+}
+static void edit_null_value(struct tr_config *c)
+{
+    ROUTE0(c)->clusters[1].request_headers.add = pairs(c, "x-a", NULL, NULL, NULL);
+    ROUTE0(c)->clusters[1].request_headers.n_add = 1;
+}
+static void edit_dup_name(struct tr_config *c)
+{
+    ROUTE0(c)->request_headers.set = pairs(c, "x-a", "1", "x-a", "2");
+    ROUTE0(c)->request_headers.n_set = 2;
+}
+static void edit_bad_value(struct tr_config *c)
+{
+    ROUTE0(c)->clusters[1].response_headers.set = pairs(c, "x-a", "v ", NULL, NULL);
+    ROUTE0(c)->clusters[1].response_headers.n_set = 1;
+}
+static void header_match_empty_prefix(struct tr_config *c)
+{
+    bad_header_regex(c);
+    ROUTE0(c)->headers[0].kind = TR_HMATCH_PREFIX;
+    ROUTE0(c)->headers[0].value = "";
+}
+static void query_suffix(struct tr_config *c)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->n_query = 1;
+    r->query = alloc(c, 1, sizeof(*r->query));
+    r->query[0] = (struct tr_query_match_cfg){
+        .name = "v",
+        .kind = TR_HMATCH_SUFFIX,
+        .value = "x",
+        .loc = {.path = "spec.http[0].match[0].queryParams.v", .origin = VS}};
+}
+static void query_separator(struct tr_config *c)
+{
+    query_suffix(c);
+    ROUTE0(c)->query[0].kind = TR_HMATCH_EXACT;
+    ROUTE0(c)->query[0].value = "a&b";
+}
+
 /* Objects a builder left without a location are named by their place. */
 static void dup_unlocated(struct tr_config *c)
 {
@@ -591,6 +656,51 @@ static const struct vcase cases[] = {
                                        "127.0.0.1:15001, route_table: outbound-80}\n",
      "t.yaml:13:10: listeners[0].name: invalid name \"out bound\": whitespace and control "
      "characters are not allowed"},
+    {"header edit names", edit_hop_by_hop,
+     "VirtualService default/reviews: spec.http[0].request_headers.remove[1]: \"connection\" is a "
+     "hop-by-hop header: it belongs to one connection and cannot be edited",
+     Y_BASE("{cluster: reviews-v1, request_headers: {remove: [x-a, connection]}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:61: " R ".request_headers.remove[1]: \"connection\" is a hop-by-hop header: it "
+     "belongs to one connection and cannot be edited"},
+    {"header edit names are lower case", edit_upper_name,
+     "VirtualService default/reviews: spec.http[0].response_headers.set.X-Served-By: "
+     "\"X-Served-By\" must be lower case",
+     NULL, NULL},
+    {"header edit values", edit_null_value,
+     "VirtualService default/reviews: spec.http[0].route[1].request_headers.add.x-a: expected a "
+     "string, got null",
+     NULL, NULL},
+    {"header edit names once", edit_dup_name,
+     "VirtualService default/reviews: spec.http[0].request_headers.set.x-a: duplicate name "
+     "\"x-a\"",
+     Y_BASE("{cluster: reviews-v1, request_headers: {set: {x-a: '1', X-A: '2'}}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:63: " R ".request_headers.set.X-A: duplicate name \"x-a\" (first at line 11)"},
+    {"header edit value whitespace", edit_bad_value,
+     "VirtualService default/reviews: spec.http[0].route[1].response_headers.set.x-a: a header "
+     "value must not begin or end with whitespace (parsers strip it)",
+     Y_BASE("{weighted_clusters: [{cluster: reviews-v1, weight: 90}, {cluster: reviews-v2, weight: "
+            "10, response_headers: {set: {x-a: 'v '}}}]}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:127: " R ".weighted_clusters[1].response_headers.set.x-a: a header value must "
+     "not begin or end with whitespace (parsers strip it)"},
+    {"header match values per kind", header_match_empty_prefix,
+     "VirtualService default/reviews: spec.http[0].match[0].headers.x.prefix: must not be empty",
+     Y_BASE("{match: {headers: [{name: x, prefix: ''}]}, cluster: reviews-v1}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:44: " R ".match.headers[0].prefix: must not be empty"},
+    {"query match kinds", query_suffix,
+     "VirtualService default/reviews: spec.http[0].match[0].queryParams.v: unknown query "
+     "parameter match kind 2",
+     NULL, NULL},
+    {"query match values", query_separator,
+     "VirtualService default/reviews: spec.http[0].match[0].queryParams.v.exact: value \"a&b\" "
+     "holds '&', which separates query parameters; write it percent-encoded (%26)",
+     Y_BASE("{match: {query_params: [{name: v, exact: 'a&b'}]}, cluster: reviews-v1}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:48: " R ".match.query_params[0].exact: value \"a&b\" holds '&', which separates "
+     "query parameters; write it percent-encoded (%26)"},
     {"objects without a location", dup_unlocated,
      "mesh: clusters[1].name: duplicate cluster name \"reviews-v1\" (first defined at "
      "clusters[0])",
@@ -646,6 +756,91 @@ static void test_regex_rewrite_ok(void **state)
         fprintf(stderr, "unexpected: %s\n", err);
     assert_int_equal(rc, 0);
     tr_config_free(c);
+}
+
+static void assert_edit(const struct tr_header_edit *e, const char *const *drop, size_t n_drop,
+                        const char *const (*emit)[2], size_t n_emit)
+{
+    assert_non_null(e);
+    assert_int_equal(e->n_drop, n_drop);
+    for (size_t i = 0; i < n_drop; i++) {
+        assert_string_equal(e->drop[i].name, drop[i]);
+        assert_int_equal(e->drop[i].len, strlen(drop[i]));
+        assert_true((e->drop_len_mask >> (strlen(drop[i]) % 64)) & 1);
+    }
+    assert_int_equal(e->n_emit, n_emit);
+    uint32_t bytes = 0;
+    for (size_t i = 0; i < n_emit; i++) {
+        assert_string_equal(e->emit[i].name, emit[i][0]);
+        assert_string_equal(e->emit[i].value, emit[i][1]);
+        assert_int_equal(e->emit[i].name_len, strlen(emit[i][0]));
+        assert_int_equal(e->emit[i].value_len, strlen(emit[i][1]));
+        bytes += e->emit[i].name_len + e->emit[i].value_len;
+    }
+    assert_int_equal(e->emit_bytes, bytes);
+}
+
+/* validate folds a route's header edits and then the picked destination's
+ * into one program, in Envoy's order per level: remove, set (replace every
+ * value), add (one more value). */
+static void test_header_edit_programs(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->request_headers.remove = strs(c, "x-r", NULL);
+    r->request_headers.n_remove = 1;
+    r->request_headers.set = pairs(c, "x-s", "route", "x-t", "t");
+    r->request_headers.n_set = 2;
+    r->request_headers.add = pairs(c, "x-a", "route", NULL, NULL);
+    r->request_headers.n_add = 1;
+    struct tr_header_ops_cfg *d = &r->clusters[0].request_headers;
+    d->remove = strs(c, "x-a", NULL);
+    d->n_remove = 1;
+    d->set = pairs(c, "x-t", "dest", "x-r", "back");
+    d->n_set = 2;
+    d->add = pairs(c, "x-a", "dest", "x-s", "more");
+    d->n_add = 2;
+    r->clusters[1].response_headers.add = pairs(c, "x-v", "2", NULL, NULL);
+    r->clusters[1].response_headers.n_add = 1;
+    char *err = NULL;
+    for (int round = 0; round < 2; round++) { /* validating again builds the same */
+        int rc = tr_config_validate(c, &err);
+        if (rc != 0)
+            fprintf(stderr, "unexpected: %s\n", err);
+        assert_int_equal(rc, 0);
+        /* The route alone: what every destination starts from. */
+        static const char *const route_drop[] = {"x-r", "x-s", "x-t"};
+        static const char *const route_emit[][2] = {
+            {"x-s", "route"}, {"x-t", "t"}, {"x-a", "route"}};
+        assert_edit(r->clusters[1].request_edit, route_drop, 3, route_emit, 3);
+        /* Then the destination's: its remove takes the route's x-a, its set
+         * replaces x-t and brings x-r back, its add appends. */
+        static const char *const dest_drop[] = {"x-r", "x-s", "x-t", "x-a"};
+        static const char *const dest_emit[][2] = {
+            {"x-s", "route"}, {"x-t", "dest"}, {"x-r", "back"}, {"x-a", "dest"}, {"x-s", "more"}};
+        assert_edit(r->clusters[0].request_edit, dest_drop, 4, dest_emit, 5);
+        /* Response edits only where written. */
+        assert_null(r->response_edit);
+        assert_null(r->clusters[0].response_edit);
+        static const char *const v_emit[][2] = {{"x-v", "2"}};
+        assert_edit(r->clusters[1].response_edit, NULL, 0, v_emit, 1);
+    }
+    tr_config_free(c);
+
+    /* The same from YAML, and the route's program for a direct response. */
+    static const char text[] = Y_BASE(
+        "{direct_response: {status: 200, body: '{}'}, response_headers: {remove: [server], set: "
+        "{content-type: application/json}}}",
+        ", route_table: outbound-80");
+    struct tr_config *y = tr_config_load_buffer(text, sizeof(text) - 1, "t.yaml", &err);
+    if (y == NULL)
+        fprintf(stderr, "%s\n", err);
+    assert_non_null(y);
+    static const char *const json_drop[] = {"server", "content-type"};
+    static const char *const json_emit[][2] = {{"content-type", "application/json"}};
+    assert_edit(y->route_tables[0].vhosts[0].routes[0].response_edit, json_drop, 2, json_emit, 1);
+    tr_config_free(y);
 }
 
 /* The YAML base the cases start from is valid and loads into the model the
@@ -712,7 +907,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_ok),      cmocka_unit_test(test_invariants),
         cmocka_unit_test(test_yaml_twin),     cmocka_unit_test(test_regex_rewrite_ok),
-        cmocka_unit_test(test_origin_format),
+        cmocka_unit_test(test_origin_format), cmocka_unit_test(test_header_edit_programs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config/internal.h" /* the loader's checks, to pick what a field accepts */
 #include "config/load.h"
 #include "config/write.h"
 #include "core/arena.h"
@@ -718,6 +719,154 @@ static void test_hostile_strings(void **state)
     tr_config_free(c);
 }
 
+/* The entries of list (n) that check accepts, at most max, into out. */
+static size_t accepted(const char *const *list, size_t n, cfg_check_fn check, bool lower,
+                       const char **out, size_t max)
+{
+    size_t k = 0;
+    char why[CFG_WHY_MAX];
+    for (size_t i = 0; i < n && k < max; i++) {
+        if (check(list[i], why, sizeof(why)) && (!lower || cfg_is_lower(list[i])))
+            out[k++] = list[i];
+    }
+    return k;
+}
+
+/* Header edits (set, add: NAME: VALUE mappings; remove) on routes and
+ * destinations, query parameter matches of every kind, pseudo-header
+ * matches: every hostile string those fields accept round-trips. */
+static void test_match_and_header_edits(void **state)
+{
+    (void)state;
+    const char *values[64], *names[64], *query[64];
+    size_t nv =
+        accepted(hostile_text, N_OF(hostile_text), cfg_check_header_value, false, values, 63);
+    values[nv++] = ""; /* a header value may be empty */
+    size_t nn =
+        accepted(hostile_names, N_OF(hostile_names), cfg_check_header_edit_name, true, names, 64);
+    size_t nq = accepted(hostile_text, N_OF(hostile_text), cfg_check_query_value, false, query, 64);
+    assert_true(nv > 40 && nn > 10 && nq > 20);
+
+    struct tr_config *c = model(4, 2);
+    struct tr_route_cfg *r = c->route_tables[0].vhosts[0].routes;
+    /* Route 0: query parameters (hostile values, exact and prefix; names
+     * that are hostile values too), a regex, present; pseudo-headers. */
+    r[0].n_query = nq + 2;
+    r[0].query = alloc(c, r[0].n_query, sizeof(*r[0].query));
+    for (size_t i = 0; i < nq; i++) {
+        bool name_ok = cfg_check_query_name(query[i], (char[CFG_WHY_MAX]){0}, CFG_WHY_MAX);
+        r[0].query[i] =
+            (struct tr_query_match_cfg){.name = name_ok ? query[i] : "q",
+                                        .kind = i % 2 == 0 ? TR_HMATCH_EXACT : TR_HMATCH_PREFIX,
+                                        .value = query[i]};
+    }
+    r[0].query[nq] =
+        (struct tr_query_match_cfg){.name = "id", .kind = TR_HMATCH_REGEX, .value = "[0-9]+"};
+    r[0].query[nq + 1] = (struct tr_query_match_cfg){.name = "debug", .kind = TR_HMATCH_PRESENT};
+    r[0].n_headers = 3;
+    r[0].headers = alloc(c, 3, sizeof(*r[0].headers));
+    r[0].headers[0] = (struct tr_header_match_cfg){
+        .name = ":authority", .kind = TR_HMATCH_PREFIX, .value = "api."};
+    r[0].headers[1] = (struct tr_header_match_cfg){
+        .name = ":method", .kind = TR_HMATCH_REGEX, .value = "GET|HEAD"};
+    r[0].headers[2] =
+        (struct tr_header_match_cfg){.name = ":scheme", .kind = TR_HMATCH_PRESENT, .invert = true};
+    /* Route 0's edits: every accepted name and value. */
+    struct tr_header_ops_cfg *req = &r[0].request_headers;
+    req->n_remove = nn;
+    req->remove = alloc(c, nn, sizeof(char *));
+    req->n_set = nn;
+    req->set = alloc(c, nn, sizeof(*req->set));
+    for (size_t i = 0; i < nn; i++) {
+        req->remove[i] = names[i];
+        req->set[i] = (struct tr_name_value_cfg){names[i], values[i % nv]};
+    }
+    req->n_add = nv;
+    req->add = alloc(c, nv, sizeof(*req->add));
+    for (size_t i = 0; i < nv; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "x-v%zu", i);
+        req->add[i] = (struct tr_name_value_cfg){tr_arena_strdup(c->arena, name), values[i]};
+    }
+    /* Route 1: one destination of weight 1 with edits of its own (so not
+     * the short `cluster:` form), and route response edits. */
+    r[1].clusters[0].request_headers.n_set = 1;
+    r[1].clusters[0].request_headers.set = alloc(c, 1, sizeof(struct tr_name_value_cfg));
+    r[1].clusters[0].request_headers.set[0] = (struct tr_name_value_cfg){"x-dest", "c0"};
+    r[1].response_headers.n_remove = 1;
+    r[1].response_headers.remove = alloc(c, 1, sizeof(char *));
+    r[1].response_headers.remove[0] = "server";
+    /* Route 2: two destinations, the second with response edits. */
+    r[2].n_clusters = 2;
+    r[2].clusters = alloc(c, 2, sizeof(*r[2].clusters));
+    r[2].clusters[0] = (struct tr_weighted_cluster_cfg){.cluster_name = "c0", .weight = 3};
+    r[2].clusters[1] = (struct tr_weighted_cluster_cfg){.cluster_name = "c1", .weight = 1};
+    r[2].clusters[1].response_headers.n_add = 1;
+    r[2].clusters[1].response_headers.add = alloc(c, 1, sizeof(struct tr_name_value_cfg));
+    r[2].clusters[1].response_headers.add[0] = (struct tr_name_value_cfg){"x-served-by", "c1"};
+    /* Route 3: a direct response with its content type replaced. */
+    r[3].n_clusters = 0;
+    r[3].direct_status = 200;
+    r[3].direct_body = "{}";
+    r[3].response_headers.n_set = 1;
+    r[3].response_headers.set = alloc(c, 1, sizeof(struct tr_name_value_cfg));
+    r[3].response_headers.set[0] = (struct tr_name_value_cfg){"content-type", "application/json"};
+    validate_ok(c);
+
+    size_t len;
+    char *yaml = write_ok(c, TR_CONFIG_YAML, &len);
+    static const char *const want_yaml[] = {
+        "              query_params:\n"
+        "                - name: \"\\\"quoted\\\"\"\n"
+        "                  exact: \"\\\"quoted\\\"\"\n"
+        "                - name: \"back\\\\slash\"\n"
+        "                  prefix: \"back\\\\slash\"\n",
+        "                - name: id\n"
+        "                  regex: \"[0-9]+\"\n"
+        "                - name: debug\n"
+        "                  present: true\n",
+        "                - name: \":scheme\"\n"
+        "                  present: true\n"
+        "                  invert: true\n",
+        "          - response_headers:\n"
+        "              remove: [server]\n"
+        "            weighted_clusters:\n"
+        "              - cluster: c0\n"
+        "                weight: 1\n"
+        "                request_headers:\n"
+        "                  set:\n"
+        "                    x-dest: c0\n",
+        "              - cluster: c1\n"
+        "                weight: 1\n"
+        "                response_headers:\n"
+        "                  add:\n"
+        "                    x-served-by: c1\n",
+        "            response_headers:\n"
+        "              set:\n"
+        "                content-type: application/json\n",
+    };
+    for (size_t i = 0; i < N_OF(want_yaml); i++) {
+        if (strstr(yaml, want_yaml[i]) == NULL) {
+            fprintf(stderr, "no\n%s\nin\n%s\n", want_yaml[i], yaml);
+            fail();
+        }
+    }
+    free(yaml);
+    char *json = write_ok(c, TR_CONFIG_JSON, &len);
+    static const char want_json[] = "              \"response_headers\": {\n"
+                                    "                \"set\": {\n"
+                                    "                  \"content-type\": \"application/json\"\n"
+                                    "                }\n"
+                                    "              }\n";
+    if (strstr(json, want_json) == NULL) {
+        fprintf(stderr, "no\n%s\nin\n%s\n", want_json, json);
+        fail();
+    }
+    free(json);
+    roundtrip_cfg(c, "edits.yaml");
+    tr_config_free(c);
+}
+
 static void test_durations(void **state)
 {
     (void)state;
@@ -939,6 +1088,47 @@ static void test_refuses_what_a_file_cannot_say(void **state)
     tr_config_free(c);
 }
 
+/* Pretty text that does not fit (the loader's limit, or the caller's buffer)
+ * is written as compact JSON instead: one line, the same model. */
+static void test_compact_when_too_big(void **state)
+{
+    (void)state;
+    char path[512];
+    size_t len, pretty_len;
+    snprintf(path, sizeof(path), "%s/tests/unit/config/full.yaml", TR_SOURCE_ROOT);
+    char *text = slurp(path, &len);
+    struct tr_config *cfg = load(text, len, "proxy.yaml", true);
+    free(text);
+    char *pretty = write_ok(cfg, TR_CONFIG_JSON, &pretty_len);
+    free(pretty);
+    struct tr_fmt f;
+    tr_fmt_init_growable(&f, pretty_len - 2); /* one byte short (the newline is not written) */
+    char *err = NULL;
+    assert_true(tr_config_write_json_to(&f, cfg, 0, &err));
+    assert_null(err);
+    assert_false(f.truncated);
+    char *compact = tr_fmt_take(&f, &len);
+    assert_non_null(compact);
+    assert_true(len < pretty_len);
+    assert_null(strchr(compact, '\n'));
+    static const char head[] = "{\"node\":{\"id\":\"web-0\",\"workload\":\"web\",";
+    assert_memory_equal(compact, head, sizeof(head) - 1);
+    struct tr_config *again = load(compact, len, "proxy.yaml", true);
+    char why[256];
+    assert_true(tmodel_equal(cfg, again, why, sizeof(why)));
+    free(compact);
+    /* Not even that fits: an error, and nothing of it kept. */
+    tr_fmt_init_growable(&f, 100);
+    tr_fmt_cstr(&f, "{\"config\": ");
+    assert_false(tr_config_write_json_to(&f, cfg, 1, &err));
+    assert_string_equal(err, "the configuration does not fit the 89 bytes left for it even as "
+                             "compact JSON");
+    free(err);
+    tr_fmt_free(&f);
+    tr_config_free(again);
+    tr_config_free(cfg);
+}
+
 /* More than the loader reads is an error, not a file it would refuse. */
 static void test_too_large(void **state)
 {
@@ -954,12 +1144,8 @@ static void test_too_large(void **state)
         r->direct_body = body;
     }
     validate_ok(c);
-    write_fails_as(c, TR_CONFIG_YAML,
-                   "the configuration written as YAML is more than 16777216 bytes, the loader's "
-                   "limit");
-    write_fails_as(c, TR_CONFIG_JSON,
-                   "the configuration written as JSON is more than 16777216 bytes, the loader's "
-                   "limit");
+    write_fails(c, "the configuration is more than 16777216 bytes (the loader's limit) even as "
+                   "compact JSON");
     tr_config_free(c);
 }
 
@@ -972,10 +1158,12 @@ int main(void)
         cmocka_unit_test(test_shape),
         cmocka_unit_test(test_json_nested),
         cmocka_unit_test(test_hostile_strings),
+        cmocka_unit_test(test_match_and_header_edits),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_origin),
         cmocka_unit_test(test_refuses_what_a_file_cannot_say),
+        cmocka_unit_test(test_compact_when_too_big),
         cmocka_unit_test(test_too_large),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

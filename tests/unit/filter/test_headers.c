@@ -142,21 +142,203 @@ static void test_local_response_and_overflow(void **state)
     struct tr_buf *b = malloc(sizeof(*b) + 256);
     b->start = b->end = 0;
     b->cap = 256;
-    assert_int_equal(tr_filter_local_response(b, 404, "nope\n", false, false), 0);
+    assert_int_equal(tr_filter_local_response(b, 404, "nope\n", false, false, NULL), 0);
     assert_memory_equal(tr_buf_head(b),
                         "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
                         "content-length: 5\r\nconnection: close\r\n\r\nnope\n",
                         tr_buf_len(b));
     b->start = b->end = 0;
-    assert_int_equal(tr_filter_local_response(b, 503, "x", true, true), 0);
+    assert_int_equal(tr_filter_local_response(b, 503, "x", true, true, NULL), 0);
     /* HEAD: the length of the body is announced, the body is not sent. */
     assert_int_equal(memcmp(tr_buf_tail(b) - 4, "\r\n\r\n", 4), 0);
     assert_non_null(strstr(tr_buf_head(b), "content-length: 1\r\n"));
     /* Too small: reports failure instead of truncating. */
     b->cap = 16;
     b->start = b->end = 0;
-    assert_int_equal(tr_filter_local_response(b, 500, "body", false, false), -1);
+    assert_int_equal(tr_filter_local_response(b, 500, "body", false, false, NULL), -1);
     free(b);
+}
+
+/* ---- header edits ---- */
+
+/* What validate builds for: route request_headers {remove: [x-drop,
+ * x-forwarded-for, x-request-id], set: {x-set: new}, add: {x-add: 1}} and a
+ * destination's {add: {x-add: 2}}. */
+static const struct tr_header_edit_name edit_drop[] = {
+    {"x-drop", 6}, {"x-forwarded-for", 15}, {"x-request-id", 12}, {"x-set", 5}};
+static const struct tr_header_edit_field edit_emit[] = {
+    {"x-set", "new", 5, 3}, {"x-add", "1", 5, 1}, {"x-add", "2", 5, 1}};
+static const struct tr_header_edit edit = {
+    .drop = edit_drop,
+    .n_drop = 4,
+    .emit = edit_emit,
+    .n_emit = 3,
+    .emit_bytes = 8 + 6 + 6,
+    .drop_len_mask = (1ull << 6) | (1ull << 15) | (1ull << 12) | (1ull << 5),
+};
+
+static void test_edit_drops(void **state)
+{
+    (void)state;
+    assert_true(tr_header_edit_drops(&edit, TR_STR_LIT("x-drop")));
+    assert_true(tr_header_edit_drops(&edit, TR_STR_LIT("X-Drop"))); /* HTTP/1.1 names: any case */
+    assert_true(tr_header_edit_drops(&edit, TR_STR_LIT("x-set")));
+    assert_false(tr_header_edit_drops(&edit, TR_STR_LIT("x-add"))); /* appended, not replaced */
+    assert_false(tr_header_edit_drops(&edit, TR_STR_LIT("x-dro")));
+    assert_false(tr_header_edit_drops(&edit, TR_STR_LIT("y-drop"))); /* same length */
+    assert_false(tr_header_edit_drops(NULL, TR_STR_LIT("x-drop")));
+}
+
+/* HTTP/1.1 text: the edits come after the listener's policy (they drop what
+ * it would add), replaced values go, appended ones come last in order. */
+static void test_request_edits(void **state)
+{
+    (void)state;
+    char id[40];
+    struct tr_request_rewrite rw = {
+        .peer_ip = "10.1.2.3",
+        .xff = TR_XFF_APPEND,
+        .xfp = "http",
+        .request_id = TR_REQID_PRESERVE,
+        .request_id_out = id,
+        .edit = &edit,
+        .max_fields = 100,
+        .max_bytes = 65536,
+    };
+    char *out = rewrite("GET /a HTTP/1.1\r\nHost: svc\r\nX-Drop: a\r\nX-Set: old\r\n"
+                        "X-Keep: k\r\nx-set: old2\r\nX-Forwarded-For: 1.1.1.1\r\n"
+                        "X-Request-Id: rid-7\r\nX-Add: 0\r\n\r\n",
+                        &rw);
+    assert_null(strstr(out, "X-Drop"));
+    assert_null(strstr(out, "old"));
+    assert_null(strstr(out, "orwarded-for")); /* neither received nor ours */
+    assert_null(strstr(out, "x-request-id"));
+    assert_string_equal(id, "rid-7"); /* still the request's id for the log */
+    assert_non_null(strstr(out, "X-Keep: k\r\n"));
+    assert_non_null(strstr(out, "x-forwarded-proto: http\r\n"));
+    /* The received x-add stays and the added values follow, in order. */
+    assert_non_null(strstr(out, "X-Add: 0\r\n"));
+    assert_non_null(strstr(out, "x-set: new\r\nx-add: 1\r\nx-add: 2\r\n\r\n"));
+    free(out);
+
+    /* A generated id is not sent either when the edits drop x-request-id. */
+    rw.target = (tr_str){0};
+    out = rewrite("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &rw);
+    assert_int_equal(strlen(id), 36);
+    assert_null(strstr(out, "x-request-id"));
+    free(out);
+}
+
+static void test_request_edits_over_limit(void **state)
+{
+    (void)state;
+    static const char raw[] = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+    char id[40];
+    struct tr_request_rewrite rw = {.peer_ip = "1.2.3.4",
+                                    .xff = TR_XFF_OFF,
+                                    .request_id = TR_REQID_OFF,
+                                    .request_id_out = id,
+                                    .edit = &edit,
+                                    .max_fields = 6,
+                                    .max_bytes = 4096};
+    struct tr_h1_message m;
+    parse_req(raw, &m);
+    rw.target = m.target;
+    struct tr_buf *b = malloc(sizeof(*b) + 4096);
+    b->start = b->end = 0;
+    b->cap = 4096;
+    /* host, a, b and three added fields: 6 */
+    assert_int_equal(tr_filter_request_head(b, raw, &m, &rw), 0);
+    size_t len = tr_buf_len(b);
+    b->start = b->end = 0;
+    rw.max_fields = 5;
+    assert_int_equal(tr_filter_request_head(b, raw, &m, &rw), TR_FILTER_OVER_LIMIT);
+    rw.max_fields = 6;
+    rw.max_bytes = (uint32_t)len - 1;
+    assert_int_equal(tr_filter_request_head(b, raw, &m, &rw), TR_FILTER_OVER_LIMIT);
+    rw.max_bytes = (uint32_t)len;
+    assert_int_equal(tr_filter_request_head(b, raw, &m, &rw), 0);
+    /* Without edits the limits are the parser's business, not this stage's. */
+    b->start = b->end = 0;
+    rw.edit = NULL;
+    rw.max_fields = 1;
+    assert_int_equal(tr_filter_request_head(b, raw, &m, &rw), 0);
+    free(b);
+}
+
+static void test_response_edits(void **state)
+{
+    (void)state;
+    static const char raw[] = "HTTP/1.1 200 OK\r\nX-Drop: s\r\nContent-Length: 2\r\n"
+                              "X-Set: upstream\r\nX-Other: o\r\n\r\n";
+    struct tr_h1_limits lim = TR_H1_LIMITS_DEFAULT;
+    struct tr_h1_message m;
+    size_t scanned = 0;
+    int n = tr_h1_head_end(raw, strlen(raw), &lim, 0, &scanned);
+    assert_true(n > 0);
+    memset(&m, 0, sizeof(m));
+    m.headers = hdrs;
+    assert_int_equal(tr_h1_parse_response(raw, (size_t)n, &lim, TR_H1_M_GET, &m), 0);
+    struct tr_buf *b = malloc(sizeof(*b) + 1024);
+    b->start = b->end = 0;
+    b->cap = 1024;
+    struct tr_response_rewrite rw = {
+        .keep_alive = true, .edit = &edit, .max_fields = 100, .max_bytes = 65536};
+    assert_int_equal(tr_filter_response_head(b, raw, &m, &rw), 0);
+    char *out = strndup(tr_buf_head(b), tr_buf_len(b));
+    assert_string_equal(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Other: o\r\n"
+                             "x-set: new\r\nx-add: 1\r\nx-add: 2\r\n\r\n");
+    free(out);
+    b->start = b->end = 0;
+    rw.max_fields = 4;
+    assert_int_equal(tr_filter_response_head(b, raw, &m, &rw), TR_FILTER_OVER_LIMIT);
+    free(b);
+}
+
+/* A direct response can say what it is: a content-type of the route's
+ * replaces text/plain. */
+static void test_local_response_edits(void **state)
+{
+    (void)state;
+    static const struct tr_header_edit_name drop[] = {{"content-type", 12}};
+    static const struct tr_header_edit_field emit[] = {{"content-type", "application/json", 12, 16},
+                                                       {"x-a", "1", 3, 1}};
+    const struct tr_header_edit json = {
+        .drop = drop, .n_drop = 1, .emit = emit, .n_emit = 2, .drop_len_mask = 1ull << 12};
+    struct tr_buf *b = malloc(sizeof(*b) + 512);
+    b->start = b->end = 0;
+    b->cap = 512;
+    assert_int_equal(tr_filter_local_response(b, 200, "{}", true, false, &json), 0);
+    assert_memory_equal(tr_buf_head(b),
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n"
+                        "x-a: 1\r\n\r\n{}",
+                        tr_buf_len(b));
+    free(b);
+}
+
+/* Header lists (HTTP/2 form): slices, pseudo-headers kept, order kept. */
+static void test_edit_fields(void **state)
+{
+    (void)state;
+    const struct tr_h2_header in[] = {
+        {TR_STR_LIT(":status"), TR_STR_LIT("200")}, {TR_STR_LIT("x-drop"), TR_STR_LIT("a")},
+        {TR_STR_LIT("x-add"), TR_STR_LIT("0")},     {TR_STR_LIT("x-set"), TR_STR_LIT("old")},
+        {TR_STR_LIT("x-keep"), TR_STR_LIT("k")},
+    };
+    struct tr_h2_header out[8];
+    int n = tr_header_edit_fields(&edit, in, 5, out, 8);
+    assert_int_equal(n, 6);
+    const char *want[][2] = {{":status", "200"}, {"x-add", "0"}, {"x-keep", "k"},
+                             {"x-set", "new"},   {"x-add", "1"}, {"x-add", "2"}};
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(out[i].name.len, strlen(want[i][0]));
+        assert_memory_equal(out[i].name.p, want[i][0], out[i].name.len);
+        assert_int_equal(out[i].value.len, strlen(want[i][1]));
+        assert_memory_equal(out[i].value.p, want[i][1], out[i].value.len);
+    }
+    assert_int_equal(tr_header_edit_fields(&edit, in, 5, out, 5), -1);
+    assert_int_equal(tr_header_edit_fields(NULL, in, 5, out, 8), 5);
+    assert_int_equal(tr_header_edit_fields(NULL, in, 5, out, 4), -1);
 }
 
 static enum tr_rh_verdict verdict(enum tr_xff_mode xff, bool xfp, enum tr_request_id_mode rid,
@@ -214,6 +396,12 @@ int main(void)
         cmocka_unit_test(test_upgrade_and_chunked_kept),
         cmocka_unit_test(test_local_response_and_overflow),
         cmocka_unit_test(test_request_header_verdict),
+        cmocka_unit_test(test_edit_drops),
+        cmocka_unit_test(test_request_edits),
+        cmocka_unit_test(test_request_edits_over_limit),
+        cmocka_unit_test(test_response_edits),
+        cmocka_unit_test(test_local_response_edits),
+        cmocka_unit_test(test_edit_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -658,6 +658,37 @@ static void test_depth_limit(void **state)
     }
 }
 
+/* An alias repeats its node's levels: the limit holds for the tree a
+ * reader walks. */
+static void test_depth_limit_through_aliases(void **state)
+{
+    (void)state;
+    char text[1024];
+    for (int extra = 0; extra <= 1; extra++) {
+        /* base holds 40 levels; the alias stands inside 23 (+extra) more
+         * levels below spec (level 1 is the object): 1 + 23 + 40 = 64. */
+        int o = snprintf(text, sizeof(text), OBJ("ConfigMap", "c") "base: &b ");
+        for (int i = 0; i < 40; i++)
+            text[o++] = '[';
+        for (int i = 0; i < 40; i++)
+            text[o++] = ']';
+        o += snprintf(text + o, sizeof(text) - (size_t)o, "\nspec: ");
+        for (int i = 0; i < 23 + extra; i++)
+            text[o++] = '[';
+        o += snprintf(text + o, sizeof(text) - (size_t)o, "*b");
+        for (int i = 0; i < 23 + extra; i++)
+            text[o++] = ']';
+        snprintf(text + o, sizeof(text) - (size_t)o, "\n");
+        if (extra == 0) {
+            struct tr_rset *rs = load_clean(text);
+            assert_int_equal(tr_rset_count(rs), 1);
+            tr_rset_free(rs);
+        } else {
+            refused(text, 6, 7 + 24, "nesting deeper than 64 levels through alias \"b\"");
+        }
+    }
+}
+
 static void test_size_limit(void **state)
 {
     (void)state;
@@ -1275,6 +1306,7 @@ int main(void)
         cmocka_unit_test(test_alias_expansion_under_budget),
         cmocka_unit_test(test_tags),
         cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_depth_limit_through_aliases),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_bytes_refused),
         cmocka_unit_test(test_keys),

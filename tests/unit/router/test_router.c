@@ -69,6 +69,20 @@ static const char *match_full(const struct tr_router *r, const char *host, const
     return rc ? rc->name : NULL;
 }
 
+/* With the connection's scheme (the router's :scheme). */
+static const char *match_scheme(const struct tr_router *r, const char *scheme, const char *host,
+                                const char *method, const char *path)
+{
+    struct tr_route_request req = {
+        .host = tr_str_from(host, strlen(host)),
+        .path = tr_str_from(path, strlen(path)),
+        .method = tr_str_from(method, strlen(method)),
+        .scheme = tr_str_from(scheme, strlen(scheme)),
+    };
+    const struct tr_route_cfg *rc = tr_router_match(r, &req);
+    return rc ? rc->name : NULL;
+}
+
 static const char *match_host(const struct tr_router *r, const char *host)
 {
     return match_full(r, host, "GET", "/", NULL, 0);
@@ -329,6 +343,24 @@ static void test_ignore_case(void **state)
     ASSERT_NAME(match_path(r, "GET", "/sTaTiC/app.js"), "prefix");
     ASSERT_NAME(match_path(r, "GET", "/stat"), NULL);
     tr_router_free(r);
+
+    /* A regex path with ignore_case matches in any case too (it was compiled
+     * case-sensitively once, so the setting was silently ignored). */
+    struct tr_route_cfg re[] = {
+        {.name = "ci",
+         .path_kind = TR_PATH_REGEX,
+         .path = "/Img/[a-z]+\\.PNG",
+         .path_ignore_case = true},
+        {.name = "cs", .path_kind = TR_PATH_REGEX, .path = "/Doc/[a-z]+"},
+    };
+    r = build_routes(re, 2);
+    ASSERT_NAME(match_path(r, "GET", "/img/CAT.png"), "ci");
+    ASSERT_NAME(match_path(r, "GET", "/IMG/cat.PNG?x=1"), "ci");
+    ASSERT_NAME(match_path(r, "GET", "/img/cat.gif"), NULL);
+    ASSERT_NAME(match_path(r, "GET", "/Doc/readme"), "cs");
+    ASSERT_NAME(match_path(r, "GET", "/doc/readme"), NULL);
+    ASSERT_NAME(match_path(r, "GET", "/Doc/README"), NULL);
+    tr_router_free(r);
 }
 
 static void test_methods(void **state)
@@ -426,6 +458,169 @@ static void test_header_matchers(void **state)
     struct tr_str_pair b1[] = {HDR("a", "1"), HDR("b", "2")}, b2[] = {HDR("a", "1")};
     ASSERT_NAME(match_full(r, "h", "GET", "/b", b1, 2), "both");
     ASSERT_NAME(match_full(r, "h", "GET", "/b", b2, 1), NULL);
+    tr_router_free(r);
+}
+
+/* :authority (and its HTTP/1.1 name host), :scheme and :method read the
+ * request itself, not the header list, so HTTP/1.1 and HTTP/2 match alike;
+ * they select among a virtual host's routes, never the virtual host. */
+static void test_pseudo_header_matchers(void **state)
+{
+    struct tr_header_match_cfg auth_exact = {
+        .name = ":authority", .kind = TR_HMATCH_EXACT, .value = "api.example.com:8443"};
+    struct tr_header_match_cfg auth_regex = {
+        .name = ":authority", .kind = TR_HMATCH_REGEX, .value = "[a-z]+\\.internal(:[0-9]+)?"};
+    struct tr_header_match_cfg host_prefix = {
+        .name = "host", .kind = TR_HMATCH_PREFIX, .value = "legacy."};
+    struct tr_header_match_cfg auth_absent = {
+        .name = ":authority", .kind = TR_HMATCH_PRESENT, .invert = true};
+    struct tr_header_match_cfg https = {
+        .name = ":scheme", .kind = TR_HMATCH_EXACT, .value = "https"};
+    struct tr_header_match_cfg not_http = {
+        .name = ":scheme", .kind = TR_HMATCH_EXACT, .value = "http", .invert = true};
+    struct tr_header_match_cfg reads = {
+        .name = ":method", .kind = TR_HMATCH_REGEX, .value = "GET|HEAD"};
+    struct tr_header_match_cfg del_prefix = {
+        .name = ":method", .kind = TR_HMATCH_PREFIX, .value = "DEL"};
+    struct tr_route_cfg routes[] = {
+        {.name = "auth_exact", .path = "/a", .headers = &auth_exact, .n_headers = 1},
+        {.name = "auth_regex", .path = "/a", .headers = &auth_regex, .n_headers = 1},
+        {.name = "host_prefix", .path = "/a", .headers = &host_prefix, .n_headers = 1},
+        {.name = "no_host", .path = "/a", .headers = &auth_absent, .n_headers = 1},
+        {.name = "https", .path = "/s", .headers = &https, .n_headers = 1},
+        {.name = "not_http", .path = "/s", .headers = &not_http, .n_headers = 1},
+        {.name = "reads", .path = "/m", .headers = &reads, .n_headers = 1},
+        {.name = "delete", .path = "/m", .headers = &del_prefix, .n_headers = 1},
+    };
+    struct tr_router *r = build_routes(routes, 8);
+    /* :authority is compared with the port, as received, case included. */
+    ASSERT_NAME(match_scheme(r, "http", "api.example.com:8443", "GET", "/a"), "auth_exact");
+    ASSERT_NAME(match_scheme(r, "http", "api.example.com", "GET", "/a"), NULL);
+    ASSERT_NAME(match_scheme(r, "http", "API.example.com:8443", "GET", "/a"), NULL);
+    ASSERT_NAME(match_scheme(r, "http", "db.internal", "GET", "/a"), "auth_regex");
+    ASSERT_NAME(match_scheme(r, "http", "db.internal:5432", "GET", "/a"), "auth_regex");
+    ASSERT_NAME(match_scheme(r, "http", "x.db.internal", "GET", "/a"), NULL);
+    ASSERT_NAME(match_scheme(r, "http", "legacy.example.com", "GET", "/a"), "host_prefix");
+    /* An empty host (HTTP/1.0 without Host) is an absent one. */
+    ASSERT_NAME(match_scheme(r, "http", "", "GET", "/a"), "no_host");
+    /* A header list carrying a host field does not count: the request's host does. */
+    struct tr_str_pair fake[] = {HDR(":authority", "api.example.com:8443"),
+                                 HDR("host", "legacy.example.com")};
+    struct tr_route_request req = {.host = TR_STR_LIT("other"),
+                                   .path = TR_STR_LIT("/a"),
+                                   .method = TR_STR_LIT("GET"),
+                                   .scheme = TR_STR_LIT("http"),
+                                   .headers = fake,
+                                   .n_headers = 2};
+    assert_null(tr_router_match(r, &req));
+
+    ASSERT_NAME(match_scheme(r, "https", "h", "GET", "/s"), "https");
+    ASSERT_NAME(match_scheme(r, "http", "h", "GET", "/s"), NULL);
+    ASSERT_NAME(match_scheme(r, "HTTPS", "h", "GET", "/s"), "not_http");
+
+    ASSERT_NAME(match_scheme(r, "http", "h", "GET", "/m"), "reads");
+    ASSERT_NAME(match_scheme(r, "http", "h", "HEAD", "/m"), "reads");
+    ASSERT_NAME(match_scheme(r, "http", "h", "GETS", "/m"), NULL);
+    ASSERT_NAME(match_scheme(r, "http", "h", "DELETE", "/m"), "delete");
+    ASSERT_NAME(match_scheme(r, "http", "h", "POST", "/m"), NULL);
+    tr_router_free(r);
+}
+
+/* Query parameters: names and values as sent (no percent-decoding), the
+ * first occurrence of a name, "a" alone present with an empty value. */
+static void test_query_params(void **state)
+{
+    struct tr_query_match_cfg q_exact = {.name = "v", .kind = TR_HMATCH_EXACT, .value = "2"};
+    struct tr_query_match_cfg q_empty = {.name = "flag", .kind = TR_HMATCH_EXACT, .value = ""};
+    struct tr_query_match_cfg q_prefix = {.name = "user", .kind = TR_HMATCH_PREFIX, .value = "adm"};
+    struct tr_query_match_cfg q_regex = {
+        .name = "id", .kind = TR_HMATCH_REGEX, .value = "[0-9]{3}"};
+    struct tr_query_match_cfg q_present = {.name = "debug", .kind = TR_HMATCH_PRESENT};
+    struct tr_query_match_cfg q_raw = {.name = "q", .kind = TR_HMATCH_EXACT, .value = "a%20b+c"};
+    struct tr_query_match_cfg q_both[] = {
+        {.name = "a", .kind = TR_HMATCH_EXACT, .value = "1"},
+        {.name = "b", .kind = TR_HMATCH_PRESENT},
+    };
+    struct tr_route_cfg routes[] = {
+        {.name = "exact", .path = "/e", .query = &q_exact, .n_query = 1},
+        {.name = "empty", .path = "/f", .query = &q_empty, .n_query = 1},
+        {.name = "prefix", .path = "/p", .query = &q_prefix, .n_query = 1},
+        {.name = "regex", .path = "/r", .query = &q_regex, .n_query = 1},
+        {.name = "present", .path = "/d", .query = &q_present, .n_query = 1},
+        {.name = "raw", .path = "/q", .query = &q_raw, .n_query = 1},
+        {.name = "both", .path = "/b", .query = q_both, .n_query = 2},
+        {.name = "fallback", .path = "/"},
+    };
+    struct tr_router *r = build_routes(routes, 8);
+    ASSERT_NAME(match_path(r, "GET", "/e?v=2"), "exact");
+    ASSERT_NAME(match_path(r, "GET", "/e?x=1&v=2&y"), "exact");
+    ASSERT_NAME(match_path(r, "GET", "/e?v=20"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/e?V=2"), "fallback"); /* names are case-sensitive */
+    ASSERT_NAME(match_path(r, "GET", "/e?vv=2"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/e"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/e?"), "fallback");
+    /* The first occurrence counts. */
+    ASSERT_NAME(match_path(r, "GET", "/e?v=1&v=2"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/e?v=2&v=1"), "exact");
+    /* Empty parameters are skipped; the first '=' ends the name. */
+    ASSERT_NAME(match_path(r, "GET", "/e?&&v=2&"), "exact");
+    ASSERT_NAME(match_path(r, "GET", "/e?v==2"), "fallback");
+
+    ASSERT_NAME(match_path(r, "GET", "/f?flag"), "empty");
+    ASSERT_NAME(match_path(r, "GET", "/f?flag="), "empty");
+    ASSERT_NAME(match_path(r, "GET", "/f?flag=1"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/f?flagx"), "fallback");
+
+    ASSERT_NAME(match_path(r, "GET", "/p?user=admin"), "prefix");
+    ASSERT_NAME(match_path(r, "GET", "/p?user=adm"), "prefix");
+    ASSERT_NAME(match_path(r, "GET", "/p?user=ad"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/p?user=xadmin"), "fallback");
+
+    /* Regexes match the whole value. */
+    ASSERT_NAME(match_path(r, "GET", "/r?id=123"), "regex");
+    ASSERT_NAME(match_path(r, "GET", "/r?id=1234"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/r?id=x123"), "fallback");
+
+    ASSERT_NAME(match_path(r, "GET", "/d?debug"), "present");
+    ASSERT_NAME(match_path(r, "GET", "/d?a=1&debug=&b"), "present");
+    ASSERT_NAME(match_path(r, "GET", "/d?debug=anything"), "present");
+    ASSERT_NAME(match_path(r, "GET", "/d?debugx=1&xdebug=1"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/d"), "fallback");
+
+    /* As sent: a percent-encoded or '+' value is not decoded. */
+    ASSERT_NAME(match_path(r, "GET", "/q?q=a%20b+c"), "raw");
+    ASSERT_NAME(match_path(r, "GET", "/q?q=a%20b%2Bc"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/q?q=a+b+c"), "fallback");
+
+    ASSERT_NAME(match_path(r, "GET", "/b?b&a=1"), "both");
+    ASSERT_NAME(match_path(r, "GET", "/b?a=1"), "fallback");
+    ASSERT_NAME(match_path(r, "GET", "/b?b=1&a=2"), "fallback");
+
+    /* Far more parameters than the router splits at once: the one matched
+     * may come last, and the first occurrence still wins. */
+    char many[4096];
+    size_t o = (size_t)snprintf(many, sizeof(many), "/e?");
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(many + o, sizeof(many) - o, "p%d=%d&", i, i);
+    snprintf(many + o, sizeof(many) - o, "v=2&v=3");
+    ASSERT_NAME(match_path(r, "GET", many), "exact");
+    snprintf(many + o, sizeof(many) - o, "v=3&v=2");
+    ASSERT_NAME(match_path(r, "GET", many), "fallback");
+    snprintf(many + o, sizeof(many) - o, "x=1");
+    ASSERT_NAME(match_path(r, "GET", many), "fallback");
+    /* ... and a first occurrence among the split ones hides a later one. */
+    char early[4096];
+    o = (size_t)snprintf(early, sizeof(early), "/e?v=1&");
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(early + o, sizeof(early) - o, "p%d=%d&", i, i);
+    snprintf(early + o, sizeof(early) - o, "v=2");
+    ASSERT_NAME(match_path(r, "GET", early), "fallback");
+    tr_router_free(r);
+
+    /* A table without query matches routes on paths with any query. */
+    struct tr_route_cfg plain[] = {{.name = "x", .path_kind = TR_PATH_EXACT, .path = "/x"}};
+    r = build_routes(plain, 1);
+    ASSERT_NAME(match_path(r, "GET", "/x?v=2&&&=="), "x");
     tr_router_free(r);
 }
 
@@ -558,6 +753,12 @@ static void test_pick_cluster(void **state)
     assert_int_equal(tr_route_pick_cluster(&route, 100), 2);
     assert_int_equal(tr_route_pick_cluster(&route, UINT32_MAX), UINT32_MAX % 100 < 90 ? 2 : 1);
 
+    /* tr_route_pick names the entry (for its header edits), not the cluster. */
+    assert_int_equal(tr_route_pick(&route, 0), 0);
+    assert_int_equal(tr_route_pick(&route, 90), 2);
+    assert_int_equal(tr_route_pick(&route, 199), 2);
+    assert_int_equal(tr_route_pick(NULL, 1), -1);
+
     struct tr_weighted_cluster_cfg one = {.cluster = 3, .weight = 1};
     struct tr_route_cfg single = {
         .name = "s", .path = "/", .clusters = &one, .n_clusters = 1, .total_weight = 1};
@@ -632,6 +833,8 @@ int main(void)
         cmocka_unit_test(test_ignore_case),
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_header_matchers),
+        cmocka_unit_test(test_pseudo_header_matchers),
+        cmocka_unit_test(test_query_params),
         cmocka_unit_test(test_hostile_regex_is_bounded),
         cmocka_unit_test(test_concurrent_match),
         cmocka_unit_test(test_pick_cluster),
