@@ -400,3 +400,69 @@ def test_ingress_gateway(mesh):
     e = json.loads(mesh.ctl("route", "explain", mesh.dir, "--from", "istio-system/ingress-1",
                             "--url", f"http://{b}.250:8080/productpage", "-o", "json").stdout)
     assert e["virtual_service"] == "default/bookinfo" and e["rule_index"] == 0
+
+
+def test_canary_ab_cookie_query_authority_and_header_edits(mesh):
+    """A canary for internal testers (header), an A/B test by cookie regex
+    (progressive-delivery--09), a query parameter and an authority match, and
+    header edits on the route and on one destination."""
+    bookinfo_reviews(mesh)
+    mesh.add("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - name: internal-testers
+    match:
+    - headers:
+        x-internal-tester: {exact: "true"}
+    route:
+    - destination: {host: reviews, subset: v3}
+  - name: ab-cookie
+    match:
+    - headers:
+        cookie: {regex: "^(.*?;)?(group=b)(;.*)?$"}
+    route:
+    - destination: {host: reviews, subset: v2}
+      headers:
+        response: {set: {x-variant: b}}
+  - name: debug-query
+    match:
+    - queryParams:
+        debug: {exact: "1"}
+      authority: {prefix: reviews}
+    route:
+    - destination: {host: reviews, subset: v3}
+  - name: default
+    headers:
+      request:
+        set: {x-mesh: trellis}
+        add: {x-trace-tag: one}
+        remove: [x-secret]
+      response:
+        add: {x-served-by: mesh}
+    route:
+    - destination: {host: reviews, subset: v1}
+""")
+    mesh.start()
+
+    def who(path="/", **headers):
+        r = mesh.get("reviews", path, headers=headers)
+        assert r.status_code == 200, r.text
+        return r
+
+    assert who(**{"x-internal-tester": "true"}).json()["name"] == "reviews-v3"
+    r = who(Cookie="group=b; session=1")
+    assert r.json()["name"] == "reviews-v2" and r.headers["x-variant"] == "b"
+    assert who(Cookie="group=a").json()["name"] == "reviews-v1"
+    assert who("/?debug=1").json()["name"] == "reviews-v3"
+    assert who("/?debug=2").json()["name"] == "reviews-v1"
+    r = who(**{"x-secret": "s3cr3t"})
+    seen = r.json()["headers"]
+    assert seen["x-mesh"] == "trellis" and seen["x-trace-tag"] == "one" and "x-secret" not in seen
+    assert r.headers["x-served-by"] == "mesh" and "x-variant" not in r.headers
+    e = mesh.explain("http://reviews:9080/", "Cookie: group=b")
+    assert e["rule"] == "ab-cookie" and e["destinations"][0]["subset"] == "v2"
+    e = mesh.explain("http://reviews:9080/?debug=1")
+    assert e["rule"] == "debug-query"

@@ -51,20 +51,20 @@ static const struct ist_key route_keys[] = {
     {"mirrorPercent", "mirroring is not supported yet"},
     {"mirror_percent", "mirroring is not supported yet"},
     {"corsPolicy", "CORS policies are not supported yet"},
-    {"headers", "header manipulation is not supported yet"},
+    {"headers", NULL},
 };
 
 static const struct ist_key match_keys[] = {
     {"name", NULL},
     {"uri", NULL},
-    {"scheme", "scheme matches are not supported yet: the block never matches"},
+    {"scheme", NULL},
     {"method", NULL},
-    {"authority", "authority matches are not supported yet: the block never matches"},
+    {"authority", NULL},
     {"headers", NULL},
     {"port", NULL},
     {"sourceLabels", NULL},
     {"gateways", NULL},
-    {"queryParams", "query parameter matches are not supported yet: the block never matches"},
+    {"queryParams", NULL},
     {"ignoreUriCase", NULL},
     {"withoutHeaders", NULL},
     {"sourceNamespace", NULL},
@@ -74,7 +74,7 @@ static const struct ist_key match_keys[] = {
 static const struct ist_key dest_keys[] = {
     {"destination", NULL},
     {"weight", NULL},
-    {"headers", "header manipulation is not supported yet"},
+    {"headers", NULL},
 };
 
 static bool has_str(const struct tr_rnode *list, const char *s)
@@ -203,6 +203,152 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
     return true;
 }
 
+/* Names the model refuses to edit (docs/config.md, header edits): Envoy and
+ * Istio drop most of these silently; here each is reported. */
+static const char *edit_refusal(const char *name)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "transfer-encoding",
+                                      "upgrade", "te", "proxy-connection", "content-length"};
+    if (name[0] == ':')
+        return "pseudo-headers cannot be edited";
+    if (strncmp(name, "trellis-", 8) == 0)
+        return "trellis-* headers belong to the proxy";
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
+        if (strcmp(name, hop[i]) == 0)
+            return "a hop-by-hop or framing header cannot be edited";
+    }
+    return NULL;
+}
+
+static char *lower_dup(struct ist_ctx *x, const char *s)
+{
+    char *p = ist_mstrdup(x, s);
+    for (char *q = p; q && *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    return p;
+}
+
+static bool value_ok(const char *v)
+{
+    size_t n = strlen(v);
+    if (n > 4096 || (n > 0 && (v[0] == ' ' || v[0] == '\t' || v[n - 1] == ' ' || v[n - 1] == '\t')))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* One direction of Istio's Headers {set, add, remove} into ops. A set or add
+ * of the authority is Istio's way to rewrite it: *authority gets it (NULL
+ * when the caller cannot, per destination). */
+static bool header_ops_dir(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *hm,
+                           struct tr_header_ops_cfg *ops, const char **authority)
+{
+    static const struct ist_key keys[] = {{"set", NULL}, {"add", NULL}, {"remove", NULL}};
+    if (!IST_KEYS(x, c, hm, keys))
+        return false;
+    const char *kinds[2] = {"set", "add"};
+    for (int k = 0; k < 2; k++) {
+        const struct tr_rnode *m = ist_map(x, c, hm, kinds[k]);
+        if (m == NULL)
+            continue;
+        size_t saved = ist_push_key(c, kinds[k]);
+        struct tr_name_value_cfg *v = ist_malloc(x, m->n / 2, sizeof(*v));
+        size_t n = 0;
+        if (v == NULL)
+            return false;
+        for (const struct tr_rnode *e = m->head; e && e->next; e = e->next->next) {
+            const char *val;
+            if (!ist_str(x, c, m, e->s, &val))
+                continue;
+            char *name = lower_dup(x, e->s);
+            const char *why = name ? edit_refusal(name) : NULL;
+            if (name != NULL && (strcmp(name, "host") == 0 || strcmp(name, ":authority") == 0)) {
+                if (authority != NULL)
+                    *authority = ist_mstrdup(x, val);
+                else
+                    ist_warn(x, c, e, NULL, "the authority can be rewritten per route, not per "
+                                            "destination: ignored");
+                continue;
+            }
+            if (why != NULL || !value_ok(val) || n == 64) {
+                ist_warn(x, c, e, NULL, "%s: ignored",
+                         why ? why
+                         : n == 64 ? "more than 64 entries"
+                                   : "a value with control characters, surrounding blanks or "
+                                     "over 4096 bytes");
+                continue;
+            }
+            v[n++] = (struct tr_name_value_cfg){.name = name, .value = ist_mstrdup(x, val)};
+        }
+        if (k == 0) {
+            ops->set = n ? v : NULL;
+            ops->n_set = n;
+        } else {
+            ops->add = n ? v : NULL;
+            ops->n_add = n;
+        }
+        ist_pop(c, saved);
+    }
+    const struct tr_rnode *rm = ist_list(x, c, hm, "remove");
+    if (rm != NULL) {
+        size_t saved = ist_push_key(c, "remove");
+        const char **v = ist_malloc(x, rm->n, sizeof(*v));
+        size_t n = 0, i = 0;
+        if (v == NULL)
+            return false;
+        for (const struct tr_rnode *e = rm->head; e; e = e->next, i++) {
+            const char *name;
+            if (!tr_rnode_str(e, &name))
+                continue;
+            char *lname = lower_dup(x, name);
+            const char *why = lname ? edit_refusal(lname) : NULL;
+            if (lname != NULL && strcmp(lname, "host") == 0)
+                why = "the Host header cannot be removed";
+            if (why != NULL || n == 64) {
+                size_t si = ist_push_index(c, i);
+                ist_warn(x, c, e, NULL, "%s: ignored", why ? why : "more than 64 entries");
+                ist_pop(c, si);
+                continue;
+            }
+            v[n++] = lname;
+        }
+        ops->remove = n ? v : NULL;
+        ops->n_remove = n;
+        ist_pop(c, saved);
+    }
+    return true;
+}
+
+/* Istio Headers {request, response} into a route's or destination's edits. */
+static bool header_ops(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *owner,
+                       struct tr_header_ops_cfg *req, struct tr_header_ops_cfg *resp,
+                       const char **authority)
+{
+    const struct tr_rnode *h = ist_map(x, c, owner, "headers");
+    if (h == NULL)
+        return true;
+    static const struct ist_key keys[] = {{"request", NULL}, {"response", NULL}};
+    size_t saved = ist_push_key(c, "headers");
+    bool ok = IST_KEYS(x, c, h, keys);
+    const struct tr_rnode *rq = ok ? ist_map(x, c, h, "request") : NULL;
+    const struct tr_rnode *rs = ok ? ist_map(x, c, h, "response") : NULL;
+    if (rq != NULL) {
+        size_t s2 = ist_push_key(c, "request");
+        ok = header_ops_dir(x, c, rq, req, authority) && ok;
+        ist_pop(c, s2);
+    }
+    if (rs != NULL) {
+        size_t s2 = ist_push_key(c, "response");
+        ok = header_ops_dir(x, c, rs, resp, NULL) && ok;
+        ist_pop(c, s2);
+    }
+    ist_pop(c, saved);
+    return ok;
+}
+
 /* The action of rule http[i] into r (matches are filled by the caller). */
 static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
                          const struct tr_resource *vs, const struct ist_vhost *vh,
@@ -277,6 +423,9 @@ static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct t
         const char *cl = NULL;
         if (ok)
             ok = destination(x, c, tr_rnode_get(e, "destination"), vs, vh, &cl);
+        struct tr_header_ops_cfg dreq = {0}, dresp = {0};
+        if (ok)
+            ok = header_ops(x, c, e, &dreq, &dresp, NULL);
         struct tr_cfg_loc loc = ist_loc(x, c, e);
         ist_pop(c, saved);
         if (!ok)
@@ -292,6 +441,8 @@ static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct t
         wc->cluster_name = cl;
         wc->weight = w;
         wc->loc = loc;
+        wc->request_headers = dreq;
+        wc->response_headers = dresp;
     }
     if (total == 0) {
         ist_error(x, c, route, "route", "the destinations' weights add up to 0");
@@ -405,10 +556,6 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         return false;
     }
     bool keep = true;
-    /* Unsupported conditions: never match rather than match too much. */
-    if (tr_rnode_get(m, "scheme") || tr_rnode_get(m, "authority") ||
-        tr_rnode_get(m, "queryParams"))
-        keep = false;
     uint32_t port = 0;
     if (ist_u32(x, c, m, "port", 1, 65535, &port) && vh != NULL && port != vh->port)
         keep = false;
@@ -447,23 +594,15 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         return false;
     }
     bool ic;
-    if (ist_bool(x, c, m, "ignoreUriCase", &ic))
-        r->path_ignore_case = ic;
-
-    struct ist_sm meth;
-    if (ist_string_match(x, c, m, "method", &meth)) {
-        if (meth.kind == IST_SM_EXACT) {
-            r->methods = ist_malloc(x, 1, sizeof(*r->methods));
-            if (r->methods != NULL) {
-                r->methods[0] = ist_mstrdup(x, meth.value);
-                r->n_methods = 1;
-            }
-        } else if (meth.kind != IST_SM_ANY) {
-            ist_warn(x, c, tr_rnode_get(m, "method"), "method",
-                     "only exact method matches are supported yet: the block never matches");
-            keep = false;
-        }
+    if (ist_bool(x, c, m, "ignoreUriCase", &ic)) {
+        if (r->path_kind == TR_PATH_REGEX && ic)
+            ist_warn(x, c, tr_rnode_get(m, "ignoreUriCase"), "ignoreUriCase",
+                     "applies to exact and prefix matches only (as in Istio): ignored for this "
+                     "regex");
+        else
+            r->path_ignore_case = ic;
     }
+
     enum { CAP = 64 };
     struct tr_header_match_cfg *hv = ist_malloc(x, CAP, sizeof(*hv));
     if (hv == NULL) {
@@ -471,6 +610,72 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         return false;
     }
     size_t n = 0;
+    /* method (exact: the router's method list), authority and scheme: the
+     * model's pseudo-header matches. */
+    static const struct {
+        const char *key, *pseudo;
+    } pseudo[] = {{"method", ":method"}, {"authority", ":authority"}, {"scheme", ":scheme"}};
+    for (size_t i = 0; i < sizeof(pseudo) / sizeof(pseudo[0]); i++) {
+        struct ist_sm sm;
+        if (!ist_string_match(x, c, m, pseudo[i].key, &sm)) {
+            if (tr_rnode_get(m, pseudo[i].key) != NULL) {
+                *err = true;
+                return false;
+            }
+            continue;
+        }
+        if (sm.kind == IST_SM_ANY)
+            continue;
+        if (i == 0 && sm.kind == IST_SM_EXACT) {
+            r->methods = ist_malloc(x, 1, sizeof(*r->methods));
+            if (r->methods == NULL) {
+                *err = true;
+                return false;
+            }
+            r->methods[0] = ist_mstrdup(x, sm.value);
+            r->n_methods = 1;
+            continue;
+        }
+        struct tr_header_match_cfg *h = &hv[n++];
+        h->name = pseudo[i].pseudo;
+        h->kind = sm.kind == IST_SM_EXACT    ? TR_HMATCH_EXACT
+                  : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
+                                             : TR_HMATCH_REGEX;
+        h->value = ist_mstrdup(x, sm.value);
+        size_t saved = ist_push_key(c, pseudo[i].key);
+        h->loc = ist_loc(x, c, tr_rnode_get(m, pseudo[i].key));
+        ist_pop(c, saved);
+    }
+    /* queryParams: name -> StringMatch; {} means present. */
+    const struct tr_rnode *qp = ist_map(x, c, m, "queryParams");
+    if (qp != NULL) {
+        size_t saved = ist_push_key(c, "queryParams");
+        struct tr_query_match_cfg *qv = ist_malloc(x, qp->n / 2, sizeof(*qv));
+        size_t nq = 0;
+        if (qv == NULL) {
+            *err = true;
+            return false;
+        }
+        for (const struct tr_rnode *k = qp->head; k && k->next; k = k->next->next) {
+            struct ist_sm sm;
+            if (!ist_string_match(x, c, qp, k->s, &sm)) {
+                *err = true;
+                ist_pop(c, saved);
+                return false;
+            }
+            struct tr_query_match_cfg *q = &qv[nq++];
+            q->name = ist_mstrdup(x, k->s);
+            q->kind = sm.kind == IST_SM_ANY      ? TR_HMATCH_PRESENT
+                      : sm.kind == IST_SM_EXACT  ? TR_HMATCH_EXACT
+                      : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
+                                                 : TR_HMATCH_REGEX;
+            q->value = sm.kind == IST_SM_ANY ? NULL : ist_mstrdup(x, sm.value);
+            q->loc = ist_loc(x, c, k);
+        }
+        r->query = nq ? qv : NULL;
+        r->n_query = nq;
+        ist_pop(c, saved);
+    }
     if (!header_match(x, c, m, "headers", false, hv, &n, CAP) ||
         !header_match(x, c, m, "withoutHeaders", true, hv, &n, CAP)) {
         *err = true;
@@ -484,7 +689,7 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
 static bool is_catch_all(const struct tr_route_cfg *r)
 {
     return r->path_kind == TR_PATH_PREFIX && r->path != NULL && strcmp(r->path, "/") == 0 &&
-           r->n_methods == 0 && r->n_headers == 0;
+           r->n_methods == 0 && r->n_headers == 0 && r->n_query == 0;
 }
 
 static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name,
@@ -521,7 +726,12 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
         ist_str(x, &c, rule, "name", &name);
         struct tr_route_cfg proto;
         tr_cfg_route_defaults(&proto);
-        bool ok = route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto);
+        const char *authority = NULL;
+        bool ok = route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto) &&
+                  header_ops(x, &c, rule, &proto.request_headers, &proto.response_headers,
+                             &authority);
+        if (authority != NULL && proto.host_rewrite == NULL)
+            proto.host_rewrite = authority; /* rewrite.authority wins, as in Istio */
         uint32_t ms;
         if (ist_duration(x, &c, rule, "timeout", 24u * 3600u * 1000u, &ms))
             proto.timeout_ms = ms;
