@@ -466,3 +466,71 @@ spec:
     assert e["rule"] == "ab-cookie" and e["destinations"][0]["subset"] == "v2"
     e = mesh.explain("http://reviews:9080/?debug=1")
     assert e["rule"] == "debug-query"
+
+
+class TcpNamed:
+    """A TCP pod: answers every connection with its name, then closes."""
+
+    def __init__(self, name, ip, port):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, port))
+        self.sock.listen(16)
+        self.name = name.encode()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                c.sendall(self.name)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_tcp_route_to_subset(mesh):
+    """VirtualService tcp rules (Istio's tcp-echo sample shape): connections to
+    the service port go to the subset the rule names."""
+    b = mesh.base
+    pods = [TcpNamed("db-v1", f"{b}.21", 3306), TcpNamed("db-v2", f"{b}.22", 3306)]
+    try:
+        mesh.add(pod("db-v1", f"{b}.21", {"app": "db", "version": "v1"}),
+                 pod("db-v2", f"{b}.22", {"app": "db", "version": "v2"}),
+                 service("db", 3306, {"app": "db"}, port_name="tcp-mysql"),
+                 """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: default}
+spec:
+  host: db
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db]
+  tcp:
+  - match:
+    - port: 3306
+    route:
+    - destination: {host: db, subset: v2, port: {number: 3306}}
+""")
+        mesh.start()
+        for _ in range(10):
+            with socket.create_connection((mesh.outbound_ip, 3306), timeout=5) as s:
+                got = b""
+                while True:
+                    chunk = s.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+            assert got == b"db-v2"
+    finally:
+        for p in pods:
+            p.close()

@@ -324,6 +324,35 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
     return name;
 }
 
+/* A cluster with no endpoint (every connection refused): a TCP rule that
+ * routes to an unknown host or subset. */
+const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi)
+{
+    const char *name = ist_cluster_for(x, s, pi, NULL);
+    const char *empty = ist_mprintf(x, "blackhole|%u|%s", s->ports[pi].number, s->host);
+    if (name == NULL || empty == NULL || tr_strmap_get(&x->cluster_by_name, empty) != NULL)
+        return empty;
+    uintptr_t idx = (uintptr_t)tr_strmap_get(&x->cluster_by_name, name) - 1;
+    if (x->n_clusters == x->cap_clusters) {
+        size_t ncap = x->cap_clusters * 2;
+        struct tr_cluster_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return NULL;
+        memcpy(nv, x->clusters, x->n_clusters * sizeof(*nv));
+        x->clusters = nv;
+        x->cap_clusters = ncap;
+    }
+    struct tr_cluster_cfg *c = &x->clusters[x->n_clusters];
+    *c = x->clusters[idx];
+    c->name = empty;
+    c->endpoints = NULL;
+    c->n_endpoints = 0;
+    bool oom = false;
+    tr_strmap_put(&x->cluster_by_name, empty, (void *)(uintptr_t)(x->n_clusters + 1), &oom);
+    x->n_clusters++;
+    return oom ? (void)ist_oom(x), NULL : empty;
+}
+
 /* ------------------------------------------------------ virtual hosts */
 
 struct port_tab {
@@ -550,7 +579,18 @@ static bool outbound(struct ist_ctx *x)
             if (tcpish || p->proto == IST_P_UNKNOWN) {
                 if (pt->tcp_svc == NULL) {
                     pt->tcp_svc = s;
-                    pt->tcp_cluster = ist_cluster_for(x, s, pi, NULL);
+                    const struct tr_resource *vs = vs_for(&ix, s->host);
+                    const char *cl = NULL;
+                    if (vs != NULL) {
+                        x->quiet = true;
+                        cl = ist_vs_tcp_cluster(x, vs, s, p->number);
+                        x->quiet = false;
+                    }
+                    /* "": the rule routes nowhere; the listener keeps the
+                     * service's cluster, emptied (fail closed). */
+                    pt->tcp_cluster = cl && *cl ? cl : ist_cluster_for(x, s, pi, NULL);
+                    if (cl != NULL && *cl == '\0')
+                        pt->tcp_cluster = ist_empty_cluster(x, s, pi);
                 } else if (tcpish) {
                     struct ist_cursor c;
                     ist_cursor_init(&c, s->res, NULL);

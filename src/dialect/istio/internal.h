@@ -264,6 +264,10 @@ void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw);
 bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
                    struct ist_routes *out);
 void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs);
+/* The cluster of vs's first tcp rule for (svc, port): NULL when none
+ * applies, "" when it routes nowhere (an unknown host or subset). */
+const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
+                               const struct ist_service *svc, uint32_t port);
 
 /* The cluster outbound|PORT|SUBSET|HOST (created on first use, with its
  * endpoints and DestinationRule policy); its name in the model's arena. */
@@ -276,6 +280,9 @@ void ist_check_all(struct ist_ctx *x);
 bool ist_ctx_init(struct ist_ctx *x, const struct tr_rset *rs, const struct tr_istio_options *o,
                   struct tr_diags *d);
 void ist_ctx_fini(struct ist_ctx *x);
+
+/* A copy of the service port's cluster with no endpoint (compile.c). */
+const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi);
 
 /* ------------------------------------------------------------- policy */
 

@@ -786,11 +786,9 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
         }
         ist_pop(&c, saved);
     }
-    const struct tr_rnode *tcp = tr_rnode_get(vs->spec, "tcp");
     const struct tr_rnode *tls = tr_rnode_get(vs->spec, "tls");
-    if (tcp != NULL && !x->quiet && vh == NULL)
-        ist_warn(x, &c, tcp, "tcp", "tcp routes are not supported yet: TCP traffic to these "
-                                    "hosts goes to the service itself");
+    if (vh == NULL)
+        ist_vs_tcp_cluster(x, vs, NULL, 0); /* check the tcp rules */
     if (tls != NULL && !x->quiet && vh == NULL)
         ist_warn(x, &c, tls, "tls", "tls routes are not supported yet: TLS traffic to these "
                                     "hosts goes to the service itself");
@@ -835,4 +833,82 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
     ist_vs_routes(x, vs, NULL, &scratch);
     x->checking = checking;
     x->wl_ns = wl_ns;
+}
+
+/* The cluster of the first tcp rule for port (VirtualService.tcp: TCP
+ * routes have no per-connection choice in the model, so a rule's first
+ * destination takes every connection; a weighted split is reported). NULL:
+ * no rule applies (the service's own cluster). svc NULL: check only. */
+const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
+                               const struct ist_service *svc, uint32_t port)
+{
+    static const struct ist_key rule_keys[] = {{"match", NULL}, {"route", NULL}};
+    static const struct ist_key tcp_match_keys[] = {
+        {"destinationSubnets", "destination subnets need the original destination (traffic "
+                               "capture): the block never matches"},
+        {"port", NULL},
+        {"sourceLabels", NULL},
+        {"gateways", NULL},
+        {"sourceNamespace", NULL},
+        {"sourceSubnet", "ignored by istiod too"},
+    };
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    const struct tr_rnode *tcp = ist_list(x, &c, vs->spec, "tcp");
+    struct ist_vhost vh = {.svc = svc, .port = port};
+    size_t i = 0;
+    for (const struct tr_rnode *rule = tcp ? tcp->head : NULL; rule; rule = rule->next, i++) {
+        size_t saved = ist_push_key(&c, "tcp");
+        ist_push_index(&c, i);
+        if (!IST_KEYS(x, &c, rule, rule_keys)) {
+            ist_pop(&c, saved);
+            continue;
+        }
+        const struct tr_rnode *matches = ist_list(x, &c, rule, "match");
+        bool applies = matches == NULL || matches->n == 0;
+        size_t j = 0;
+        for (const struct tr_rnode *m = matches ? matches->head : NULL; m; m = m->next, j++) {
+            size_t sm = ist_push_key(&c, "match");
+            ist_push_index(&c, j);
+            bool keep = IST_KEYS(x, &c, m, tcp_match_keys) &&
+                        tr_rnode_get(m, "destinationSubnets") == NULL;
+            uint32_t p;
+            if (ist_u32(x, &c, m, "port", 1, 65535, &p) && svc != NULL && p != port)
+                keep = false;
+            const struct tr_rnode *sl = ist_map(x, &c, m, "sourceLabels");
+            if (sl != NULL && svc != NULL && !ist_labels_match(sl, x->wl_labels))
+                keep = false;
+            const char *sns;
+            if (ist_str(x, &c, m, "sourceNamespace", &sns) && svc != NULL &&
+                strcmp(sns, x->wl_ns) != 0)
+                keep = false;
+            const struct tr_rnode *gw = ist_list(x, &c, m, "gateways");
+            if (gw != NULL && gw->n > 0 && !has_str(gw, "mesh"))
+                keep = false;
+            applies = applies || keep;
+            ist_pop(&c, sm);
+        }
+        const struct tr_rnode *route = ist_list(x, &c, rule, "route");
+        if (route == NULL || route->n == 0) {
+            ist_error(x, &c, rule, "route", "at least one destination is required");
+            ist_pop(&c, saved);
+            continue;
+        }
+        if (route->n > 1)
+            ist_warn(x, &c, route, "route",
+                     "weighted TCP splits are not supported yet: the first destination takes "
+                     "every connection");
+        const char *cl = NULL;
+        size_t sr = ist_push_key(&c, "route");
+        ist_push_index(&c, 0);
+        static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
+        if (IST_KEYS(x, &c, route->head, dkeys))
+            destination(x, &c, tr_rnode_get(route->head, "destination"), vs,
+                        svc ? &vh : NULL, &cl);
+        ist_pop(&c, sr);
+        ist_pop(&c, saved);
+        if (svc != NULL && applies)
+            return cl ? cl : "";
+    }
+    return NULL;
 }
