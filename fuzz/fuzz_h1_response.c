@@ -3,7 +3,10 @@
  * The input is what an upstream sends. Each head is parsed as the answer to
  * GET, HEAD and CONNECT. Checked invariants: tr_h1_head_end agrees with
  * itself across splits; slices stay inside the head; the framing follows
- * the status and method rules; the chunked decoder is split-independent. */
+ * the status and method rules; the chunked decoder is split-independent, and
+ * so is the body both HTTP/1.1 upstream callers use (upstream/h1_body.h):
+ * relayed verbatim it takes exactly the bytes the decoder takes, decoded it
+ * yields the same payload, and its trailer section parses or is refused. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +14,8 @@
 #include <string.h>
 
 #include "codec/h1/h1.h"
+#include "filter/fields.h"
+#include "upstream/h1_body.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -65,6 +70,76 @@ static struct body_result decode_chunked(const char *buf, size_t len, size_t ste
     return r;
 }
 
+/* The byte path's relay: bytes arrive step at a time, the validated ones go
+ * (sent at most 3 at a time, as short writes would). */
+static void check_relay(const char *buf, size_t len, size_t step, const struct body_result *want)
+{
+    struct tr_h1_body_state b;
+    tr_h1_body_init(&b, TR_H1_BODY_CHUNKED, 0, 256);
+    size_t received = 0, sent = 0;
+    int rc = 0;
+    while (!b.done && rc == 0) {
+        received = len - received > step ? received + step : len;
+        uint32_t n = 0;
+        rc = tr_h1_body_sendable(&b, buf + sent, (uint32_t)(received - sent), &n);
+        CHECK(sent + n <= received);
+        while (rc == 0 && n > 0) {
+            uint32_t w = n < 3 ? n : 3;
+            tr_h1_body_sent(&b, w);
+            sent += w;
+            n -= w;
+            CHECK(!b.done || n == 0); /* the end is the last byte, never before */
+        }
+        if (received == len)
+            break;
+    }
+    if (want->rc == TR_H1_CHUNKED_DONE)
+        CHECK(rc == 0 && b.done && sent == want->consumed);
+    else if (want->rc < 0)
+        CHECK(rc < 0 && !b.done);
+    else
+        CHECK(rc == 0 && !b.done && sent == want->consumed);
+}
+
+/* The streams' decode: payload runs and the trailer section. */
+static void check_decode(const char *buf, size_t len, size_t step, const struct body_result *want)
+{
+    static struct tr_buf_pool pool;
+    if (pool.buf_size == 0)
+        tr_buf_pool_init(&pool, 64, 4); /* small: trailer sections outgrow a buffer */
+    struct tr_h1_body_state b;
+    tr_h1_body_init(&b, TR_H1_BODY_CHUNKED, 0, 256);
+    struct body_result r = {TR_H1_CHUNKED_MORE, 0, 1469598103934665603ull, 0};
+    int rc = 0;
+    while (r.consumed < len && !b.done && rc == 0) {
+        size_t n = len - r.consumed > step ? step : len - r.consumed;
+        struct tr_h1_body_run run;
+        rc = tr_h1_body_decode(&b, &pool, buf + r.consumed, (uint32_t)n, &run);
+        if (rc < 0)
+            break;
+        CHECK(run.consumed > 0 && run.consumed <= n);
+        CHECK(run.data_len == 0 || run.data_off + run.data_len <= run.consumed);
+        for (size_t i = 0; i < run.data_len; i++)
+            r.hash = (r.hash ^ (uint8_t)buf[r.consumed + run.data_off + i]) * 1099511628211ull;
+        r.payload += run.data_len;
+        r.consumed += run.consumed;
+    }
+    CHECK(rc == 0 || rc == TR_H1_E_BAD_REQUEST);
+    CHECK((rc < 0) == (want->rc < 0));
+    CHECK(b.done == (want->rc == TR_H1_CHUNKED_DONE));
+    CHECK(r.hash == want->hash && r.payload == want->payload);
+    if (b.done) {
+        CHECK(r.consumed == want->consumed);
+        struct tr_fields t;
+        int trc = tr_h1_body_trailers(&b, &pool, 8, &t);
+        CHECK(trc == 0 || trc == -1 || trc == TR_FIELDS_FULL);
+        CHECK(trc != 0 || t.n <= 8);
+        tr_fields_free(&t);
+    }
+    tr_h1_body_release(&b, &pool);
+    CHECK(pool.outstanding == 0);
+}
+
 static void check_chunked(const char *buf, size_t len)
 {
     struct body_result whole = decode_chunked(buf, len, len ? len : 1);
@@ -74,6 +149,12 @@ static void check_chunked(const char *buf, size_t len)
     CHECK(whole.consumed == bytes.consumed && whole.consumed == odd.consumed);
     CHECK(whole.hash == bytes.hash && whole.hash == odd.hash);
     CHECK(whole.payload == bytes.payload);
+    for (size_t step = 1; step <= 7; step += 6) {
+        check_relay(buf, len, step, &whole);
+        check_decode(buf, len, step, &whole);
+    }
+    check_relay(buf, len, len ? len : 1, &whole);
+    check_decode(buf, len, len ? len : 1, &whole);
 }
 
 /* Parse as the response to req_method and check it; returns the body kind

@@ -14,7 +14,6 @@
  * request goes out in one write and can be re-sent whole (see resend()).
  */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -111,7 +110,7 @@ void tr_http_session_release(struct tr_session *s)
         h->stream = NULL;
         tr_stream_down_close(st, true);
     }
-    buf_release(s->w, &h->req_trl);
+    tr_h1_body_release(&h->req_body, &s->w->bufs);
     upstream_detach(s, false);
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
@@ -177,7 +176,7 @@ static void finish_request(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
     log_and_count(s);
-    bool up_reusable = h->uc.body != TR_H1_BODY_UNTIL_CLOSE && h->rq == TR_RQ_DONE &&
+    bool up_reusable = h->uc.resp.framing != TR_H1_BODY_UNTIL_CLOSE && h->rq == TR_RQ_DONE &&
                        (h->resp == NULL || tr_buf_len(h->resp) == 0) && !h->local_reply;
     upstream_detach(s, up_reusable);
     buf_release(s->w, &h->reqout);
@@ -353,25 +352,6 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
     return true;
 }
 
-/* Validate chunked framing in buf[*validated, avail): what passes may be
- * forwarded verbatim. Stops at the end of the message (*done). Returns 0, or
- * -1 on malformed framing. */
-static int chunked_validate(struct tr_h1_chunked *c, const char *buf, uint32_t avail,
-                            uint32_t *validated, bool *done)
-{
-    while (!*done && *validated < avail) {
-        size_t consumed, off, dlen;
-        int rc =
-            tr_h1_chunked_feed(c, buf + *validated, avail - *validated, &consumed, &off, &dlen);
-        if (rc < 0)
-            return -1;
-        *validated += (uint32_t)consumed;
-        if (rc == TR_H1_CHUNKED_DONE)
-            *done = true;
-    }
-    return 0;
-}
-
 /* Move request body bytes that came with the head into reqout while they fit,
  * so small requests go out in one write and stay re-sendable. */
 static void absorb_body(struct tr_session *s)
@@ -379,47 +359,24 @@ static void absorb_body(struct tr_session *s)
     struct tr_http_state *h = &s->http;
     if (h->rq != TR_RQ_BODY || s->rx == NULL || !h->retryable)
         return;
-    if (h->req_body == TR_H1_BODY_LENGTH) {
-        uint32_t n = tr_buf_len(s->rx);
-        if (n > h->req_remaining)
-            n = (uint32_t)h->req_remaining;
-        if (n > tr_buf_room(h->reqout)) {
-            h->retryable = false;
-            return;
-        }
-        memcpy(tr_buf_tail(h->reqout), tr_buf_head(s->rx), n);
-        h->reqout->end += n;
-        tr_buf_consume(s->rx, n);
-        h->req_remaining -= n;
-        h->req_bytes += n;
-        if (h->req_remaining == 0)
-            h->rq = TR_RQ_DONE;
-        else
-            h->retryable = false;
-    } else if (h->req_body == TR_H1_BODY_CHUNKED) {
-        uint32_t total = 0;
-        bool done = false;
-        if (chunked_validate(&h->req_chunked, tr_buf_head(s->rx), tr_buf_len(s->rx), &total,
-                             &done) < 0) {
-            local_reply(s, 400, TR_RF_DPE, "bad chunked request body\n");
-            return;
-        }
-        if (total > tr_buf_room(h->reqout)) {
-            /* Keep what was validated for the streaming path. */
-            h->req_validated = total;
-            h->retryable = false;
-            h->req_chunk_done = done;
-            return;
-        }
-        memcpy(tr_buf_tail(h->reqout), tr_buf_head(s->rx), total);
-        h->reqout->end += total;
-        tr_buf_consume(s->rx, total);
-        h->req_bytes += total;
-        if (done)
-            h->rq = TR_RQ_DONE;
-        else
-            h->retryable = false;
+    uint32_t n;
+    if (tr_h1_body_sendable(&h->req_body, tr_buf_head(s->rx), tr_buf_len(s->rx), &n) < 0) {
+        local_reply(s, 400, TR_RF_DPE, "bad chunked request body\n");
+        return;
     }
+    if (n > tr_buf_room(h->reqout)) {
+        h->retryable = false; /* what was validated stays so for forward_request_body */
+        return;
+    }
+    memcpy(tr_buf_tail(h->reqout), tr_buf_head(s->rx), n);
+    h->reqout->end += n;
+    tr_buf_consume(s->rx, n);
+    h->req_bytes += n;
+    tr_h1_body_sent(&h->req_body, n);
+    if (h->req_body.done)
+        h->rq = TR_RQ_DONE;
+    else
+        h->retryable = false;
 }
 
 /* The route leads to an HTTP/2 cluster: the exchange becomes a tr_stream,
@@ -452,11 +409,9 @@ static void start_stream(struct tr_session *s, const struct tr_h1_message *m,
     h->stream = st;
     h->logged = true; /* the stream logs and counts this request */
     h->rs = TR_RS_WAIT;
-    if (h->req_body == TR_H1_BODY_LENGTH && h->req_remaining == 0) {
-        h->req_body = TR_H1_BODY_NONE; /* Content-Length: 0 */
-        h->rq = TR_RQ_DONE;
-    }
-    tr_stream_forward(st, route, h->cluster, &f, h->req_body == TR_H1_BODY_NONE);
+    if (h->req_body.done)
+        h->rq = TR_RQ_DONE; /* no body, or Content-Length: 0 */
+    tr_stream_forward(st, route, h->cluster, &f, h->req_body.done);
     tr_fields_free(&f);
     if (h->rq == TR_RQ_DONE)
         arm_idle(s);
@@ -529,9 +484,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
          * Upgrade and HTTP2-Settings fields are hop-by-hop and go nowhere). */
         h->upgrade = false;
     }
-    h->req_body = (uint8_t)m.body;
-    h->req_remaining = m.content_length;
-    tr_h1_chunked_init(&h->req_chunked, snap->h1_limits.max_header_bytes);
+    tr_h1_body_init(&h->req_body, m.body, m.content_length, snap->h1_limits.max_header_bytes);
     h->log_cut = !tr_str_to_cstr(h->method, sizeof(h->method), m.method);
 
     tr_str host = m.host_idx >= 0 ? m.headers[m.host_idx].value : (tr_str){"", 0};
@@ -589,12 +542,20 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     start_upstream(s);
 }
 
+/* Answer with what the upstream client says a failure means. */
+static void upstream_reply(struct tr_session *s, enum tr_h1c_status st, const char *reason)
+{
+    struct tr_h1c_reply r = tr_h1c_reply(st, reason);
+    char body[TR_UPSTREAM_ERROR_MAX];
+    local_reply(s, r.status, r.flag,
+                r.reason != NULL ? tr_upstream_error_body(body, sizeof(body), r.reason) : r.body);
+}
+
 /* Go on from what the upstream client made of an attempt. reason: the
  * failure to name in a 503 UF body. */
 static void attempt_started(struct tr_session *s, enum tr_h1c_status st, const char *reason)
 {
     struct tr_http_state *h = &s->http;
-    char body[TR_UPSTREAM_ERROR_MAX];
     switch (st) {
     case TR_H1C_READY:
         h->peer_id = h->uc.up->peer_id;
@@ -603,14 +564,8 @@ static void attempt_started(struct tr_session *s, enum tr_h1c_status st, const c
     case TR_H1C_CONNECTING:
         h->rs = TR_RS_WAIT;
         return;
-    case TR_H1C_NO_HEALTHY:
-        local_reply(s, 503, TR_RF_UH, "no healthy upstream\n");
-        return;
-    case TR_H1C_OVERFLOW:
-        local_reply(s, 503, TR_RF_UO, tr_upstream_error_body(body, sizeof(body), "overflow"));
-        return;
-    case TR_H1C_FAILED:
-        local_reply(s, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
+    default:
+        upstream_reply(s, st, reason);
         return;
     }
 }
@@ -628,30 +583,30 @@ static void start_upstream(struct tr_session *s)
 static bool resend(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    bool held = h->retryable && !h->got_response_byte && h->reqout != NULL && h->rq == TR_RQ_DONE;
-    if (!h->uc.reused || h->uc.resent || !held)
+    bool held = h->retryable && h->reqout != NULL && h->rq == TR_RQ_DONE;
+    if (!held || !tr_h1c_may_resend(&h->uc))
         return false;
     h->reqout_sent = 0;
-    attempt_started(s, tr_h1c_resend(&h->uc, held), "connection failure");
+    attempt_started(s, tr_h1c_resend(&h->uc), "connection failure");
     return true;
 }
 
-static void upstream_failed(struct tr_session *s, uint16_t flag)
+/* The exchange failed (why: a tr_h1c_status past the attempt). */
+static void upstream_failed(struct tr_session *s, enum tr_h1c_status why)
 {
     struct tr_http_state *h = &s->http;
     if (resend(s))
         return;
     if (h->got_response_byte) {
         /* Mid-response: the client cannot be told other than by closing. */
-        h->flags |= flag;
+        h->flags |= tr_h1c_reply(why, NULL).flag;
         h->status = h->status ? h->status : 502;
         log_and_count(s);
         upstream_detach(s, false);
         tr_session_close(s);
         return;
     }
-    char body[TR_UPSTREAM_ERROR_MAX];
-    local_reply(s, 503, flag, tr_upstream_error_body(body, sizeof(body), "connection termination"));
+    upstream_reply(s, why, NULL);
 }
 
 static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
@@ -745,32 +700,40 @@ static bool send_reqout(struct tr_session *s, bool *progress)
     struct tr_http_state *h = &s->http;
     if (h->reqout == NULL)
         return true;
-    while (h->reqout_sent < h->reqout->end) {
-        ssize_t n = tr_conn_write(&h->uc.up->conn, h->reqout->data + h->reqout_sent,
-                                  h->reqout->end - h->reqout_sent);
-        if (n == TR_AGAIN)
-            return false;
-        if (n < 0) {
-            upstream_failed(s, TR_RF_UC);
-            return false;
-        }
-        h->reqout_sent += (uint32_t)n;
-        *progress = true;
-    }
+    uint32_t sent = h->reqout_sent;
+    int rc = tr_h1c_write(&h->uc, h->reqout->data, h->reqout->end, &h->reqout_sent);
+    *progress |= h->reqout_sent != sent;
+    if (rc < 0)
+        upstream_failed(s, TR_H1C_CLOSED);
+    if (rc <= 0)
+        return false;
     if (!h->retryable || h->got_response_byte)
         buf_release(s->w, &h->reqout);
     return true;
 }
 
-/* Stream the rest of the request body from rx to the upstream. */
+/* Stream the rest of the request body from rx to the upstream, verbatim:
+ * only what the body's framing allows (chunked: validated) goes. */
 static bool forward_request_body(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
     bool progress = false;
     for (int guard = 0; guard < 64; guard++) {
-        if (s->rx == NULL || tr_buf_len(s->rx) == 0 ||
-            (h->req_body == TR_H1_BODY_CHUNKED && h->req_validated == 0 && !h->req_chunk_done &&
-             tr_buf_len(s->rx) == 0)) {
+        uint32_t sendable = 0;
+        if (s->rx != NULL && tr_buf_len(s->rx) > 0 &&
+            tr_h1_body_sendable(&h->req_body, tr_buf_head(s->rx), tr_buf_len(s->rx), &sendable) <
+                0) {
+            h->flags |= TR_RF_DPE;
+            if (h->got_response_byte) {
+                /* Part of the response is out: a 400 cannot follow it. */
+                log_and_count(s);
+                tr_session_close(s);
+                return false;
+            }
+            local_reply(s, 400, TR_RF_DPE, NULL);
+            return true;
+        }
+        if (sendable == 0) {
             ssize_t n = read_down(s);
             if (n < 0) {
                 h->flags |= TR_RF_DC;
@@ -782,91 +745,31 @@ static bool forward_request_body(struct tr_session *s)
             if (n == 0)
                 return progress;
             progress = true;
+            continue;
         }
-        uint32_t avail = tr_buf_len(s->rx);
-        uint32_t sendable;
-        bool done_after = false;
-        if (h->req_body == TR_H1_BODY_LENGTH) {
-            sendable = avail < h->req_remaining ? avail : (uint32_t)h->req_remaining;
-            done_after = sendable == h->req_remaining;
-        } else {
-            /* Chunked: validate before forwarding; only validated bytes go. */
-            if (chunked_validate(&h->req_chunked, tr_buf_head(s->rx), avail, &h->req_validated,
-                                 &h->req_chunk_done) < 0) {
-                h->flags |= TR_RF_DPE;
-                if (h->got_response_byte) {
-                    /* Part of the response is out: a 400 cannot follow it. */
-                    log_and_count(s);
-                    tr_session_close(s);
-                    return false;
-                }
-                local_reply(s, 400, TR_RF_DPE, NULL);
-                return true;
-            }
-            sendable = h->req_validated;
-            done_after = h->req_chunk_done;
-            if (sendable == 0) {
-                if (tr_buf_room(s->rx) == 0)
-                    tr_buf_compact(s->rx);
-                ssize_t n = read_down(s);
-                if (n < 0) {
-                    log_and_count(s);
-                    upstream_detach(s, false);
-                    tr_session_close(s);
-                    return false;
-                }
-                if (n == 0)
-                    return progress;
-                progress = true;
-                continue;
-            }
+        uint32_t sent = 0;
+        int rc = tr_h1c_write(&h->uc, tr_buf_head(s->rx), sendable, &sent);
+        if (sent > 0) {
+            progress = true;
+            tr_buf_consume(s->rx, sent);
+            h->req_bytes += sent;
+            tr_h1_body_sent(&h->req_body, sent);
         }
-        ssize_t n = tr_conn_write(&h->uc.up->conn, tr_buf_head(s->rx), sendable);
-        if (n == TR_AGAIN)
-            return progress;
-        if (n < 0) {
-            upstream_failed(s, TR_RF_UC);
+        if (rc < 0) {
+            upstream_failed(s, TR_H1C_CLOSED);
             return true;
         }
-        progress = true;
-        tr_buf_consume(s->rx, (uint32_t)n);
-        h->req_bytes += (uint64_t)n;
-        if (h->req_body == TR_H1_BODY_LENGTH) {
-            h->req_remaining -= (uint64_t)n;
-        } else {
-            h->req_validated -= (uint32_t)n;
-        }
-        if ((uint32_t)n == sendable && done_after) {
+        if (h->req_body.done) {
             h->rq = TR_RQ_DONE;
             return true;
         }
+        if (rc == 0)
+            return progress;
     }
     return progress;
 }
 
 /* ---- response direction ---- */
-
-static ssize_t read_up(struct tr_session *s)
-{
-    struct tr_http_state *h = &s->http;
-    struct tr_conn *c = &h->uc.up->conn;
-    if (!tr_conn_readable(c))
-        return 0;
-    if (h->resp == NULL && (h->resp = tr_buf_get(&s->w->bufs)) == NULL)
-        return 0;
-    if (tr_buf_room(h->resp) == 0)
-        tr_buf_compact(h->resp);
-    if (tr_buf_room(h->resp) == 0)
-        return 0;
-    ssize_t n = tr_conn_read(c, tr_buf_tail(h->resp), tr_buf_room(h->resp));
-    if (n > 0) {
-        h->resp->end += (uint32_t)n;
-        return n;
-    }
-    if (n == TR_AGAIN)
-        return 0;
-    return -1;
-}
 
 static bool handle_response_head(struct tr_session *s, uint32_t head_len)
 {
@@ -882,8 +785,7 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
                 tr_h1_error_str(rc));
         h->got_response_byte = false; /* nothing was forwarded */
         upstream_detach(s, false);
-        h->resp_head_scanned = 0;
-        local_reply(s, 502, TR_RF_UPE, "upstream sent an invalid response\n");
+        upstream_reply(s, TR_H1C_BAD_HEAD, NULL);
         return true;
     }
     if (m.status >= 100 && m.status < 200 && m.status != 101) {
@@ -898,7 +800,6 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
             }
         }
         tr_buf_consume(h->resp, head_len);
-        h->resp_head_scanned = 0;
         return true;
     }
     if (m.status == 101 && !h->upgrade) {
@@ -950,8 +851,7 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         h->rq = TR_RQ_TUNNEL;
         h->keep_alive = false;
         tr_timer_set(w->loop, &s->timer, lcfg(s)->idle_timeout_ms);
-    } else if (m.body == TR_H1_BODY_NONE ||
-               (m.body == TR_H1_BODY_LENGTH && m.content_length == 0)) {
+    } else if (h->uc.resp.done) { /* no body: HEAD, 204, 304, Content-Length: 0 */
         h->rs = TR_RS_DONE;
     } else {
         h->rs = TR_RS_BODY;
@@ -964,31 +864,19 @@ static bool read_response_head(struct tr_session *s)
     struct tr_http_state *h = &s->http;
     bool progress = false;
     for (;;) {
-        if (h->resp != NULL && tr_buf_len(h->resp) > 0) {
-            int r = tr_h1_head_end(tr_buf_head(h->resp), tr_buf_len(h->resp),
-                                   &s->ws->snap->h1_limits, 0, &h->resp_head_scanned);
-            if (r > 0) {
-                h->resp_head_scanned = 0;
-                handle_response_head(s, (uint32_t)r);
-                return true;
-            }
-            const struct tr_h1_limits *lim = &s->ws->snap->h1_limits;
-            if (r == 0 && tr_buf_len(h->resp) == h->resp->cap &&
-                h->resp->cap < lim->max_header_bytes + 1) {
-                /* As for requests: a head may outgrow a pool buffer. */
-                if (!buf_grow(s->w, &h->resp, lim->max_header_bytes + 1)) {
-                    tr_session_close(s);
-                    return false;
-                }
-            } else if (r < 0 || tr_buf_len(h->resp) == h->resp->cap) {
-                upstream_detach(s, false);
-                local_reply(s, 502, TR_RF_UPE, "upstream response head too large\n");
-                return true;
-            }
+        int r = tr_h1c_head_end(&h->uc, &h->resp, &s->ws->snap->h1_limits);
+        if (r > 0) {
+            handle_response_head(s, (uint32_t)r);
+            return true;
         }
-        ssize_t n = read_up(s);
+        if (r < 0) {
+            upstream_detach(s, false);
+            upstream_reply(s, (enum tr_h1c_status) - r, NULL);
+            return true;
+        }
+        ssize_t n = tr_h1c_read(&h->uc, &h->resp);
         if (n < 0) {
-            upstream_failed(s, TR_RF_UC);
+            upstream_failed(s, TR_H1C_CLOSED);
             return true;
         }
         if (n == 0)
@@ -1002,80 +890,67 @@ static bool read_response_head(struct tr_session *s)
     }
 }
 
-/* De-chunk for HTTP/1.0 clients: copy payload runs of resp into tx. */
-static bool dechunk_response(struct tr_session *s, bool *done)
+/* More response body bytes into resp. Returns 1 if some came, 0 if none can
+ * now, -1 if the exchange moved on: the body ended with the connection
+ * (TR_RS_DONE) or the response was cut short (upstream_failed). */
+static int read_response_body(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    bool progress = false;
-    while (h->resp != NULL && tr_buf_len(h->resp) > 0) {
+    ssize_t n = tr_h1c_read(&h->uc, &h->resp);
+    if (n >= 0)
+        return n > 0;
+    if (n == TR_H1C_READ_END)
+        h->rs = TR_RS_DONE;
+    else
+        upstream_failed(s, TR_H1C_CLOSED);
+    return -1;
+}
+
+/* De-chunk for HTTP/1.0 clients: copy payload runs of resp into tx.
+ * Returns -1 on malformed framing, else whether bytes moved. */
+static int dechunk_response(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    int progress = 0;
+    while (h->resp != NULL && tr_buf_len(h->resp) > 0 && !h->uc.resp.done) {
         if (s->tx == NULL && (s->tx = tr_buf_get(&s->w->bufs)) == NULL)
             return progress;
         tr_buf_compact(s->tx);
         uint32_t room = tr_buf_room(s->tx);
         if (room == 0)
             return progress;
-        size_t consumed, off, dlen;
         uint32_t avail = tr_buf_len(h->resp);
-        int rc = tr_h1_chunked_feed(&h->uc.chunked, tr_buf_head(h->resp),
-                                    avail < room ? avail : room, &consumed, &off, &dlen);
-        if (rc < 0)
-            return false;
-        if (dlen > 0)
-            tr_buf_append(s->tx, tr_buf_head(h->resp) + off, dlen);
-        h->resp_bytes += dlen;
-        tr_buf_consume(h->resp, (uint32_t)consumed);
-        progress = true;
-        if (rc == TR_H1_CHUNKED_DONE) {
-            *done = true;
-            return true;
-        }
+        const char *p = tr_buf_head(h->resp);
+        struct tr_h1_body_run r;
+        /* No pool: the trailers are validated, not kept (HTTP/1.0 has none). */
+        if (tr_h1_body_decode(&h->uc.resp, NULL, p, avail < room ? avail : room, &r) < 0)
+            return -1;
+        tr_buf_append(s->tx, p + r.data_off, r.data_len);
+        h->resp_bytes += r.data_len;
+        tr_buf_consume(h->resp, r.consumed);
+        progress = 1;
     }
     return progress;
 }
 
-/* How many bytes at the front of resp belong to the body and may be sent
- * now; *done_after tells whether sending them all completes the body. */
-static uint32_t response_sendable(struct tr_session *s, bool *done_after, bool *bad)
-{
-    struct tr_http_state *h = &s->http;
-    uint32_t avail = tr_buf_len(h->resp);
-    *done_after = false;
-    *bad = false;
-    switch (h->uc.body) {
-    case TR_H1_BODY_LENGTH:
-        *done_after = avail >= h->uc.remaining;
-        return avail < h->uc.remaining ? avail : (uint32_t)h->uc.remaining;
-    case TR_H1_BODY_CHUNKED:
-        if (chunked_validate(&h->uc.chunked, tr_buf_head(h->resp), avail, &h->resp_validated,
-                             &h->resp_chunk_done) < 0) {
-            *bad = true;
-            return 0;
-        }
-        *done_after = h->resp_chunk_done;
-        return h->resp_validated;
-    default: /* until close */
-        return avail;
-    }
-}
-
+/* n body bytes at the front of resp went downstream. */
 static void account_response_sent(struct tr_session *s, uint32_t n)
 {
     struct tr_http_state *h = &s->http;
     tr_buf_consume(h->resp, n);
     h->resp_bytes += n;
-    if (h->uc.body == TR_H1_BODY_LENGTH)
-        h->uc.remaining -= n;
-    else if (h->uc.body == TR_H1_BODY_CHUNKED)
-        h->resp_validated -= n;
+    tr_h1_body_sent(&h->uc.resp, n);
+    if (h->uc.resp.done)
+        h->rs = TR_RS_DONE;
 }
 
 static void coalesce_body_into_tx(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    bool done_after, bad;
-    uint32_t sendable = response_sendable(s, &done_after, &bad);
-    if (bad) {
-        upstream_failed(s, TR_RF_UPE);
+    uint32_t sendable;
+    if (tr_h1_body_sendable(&h->uc.resp, tr_buf_head(h->resp), tr_buf_len(h->resp), &sendable) <
+        0) {
+        upstream_failed(s, TR_H1C_BAD_BODY);
         return;
     }
     tr_buf_compact(s->tx);
@@ -1085,10 +960,10 @@ static void coalesce_body_into_tx(struct tr_session *s)
     memcpy(tr_buf_tail(s->tx), tr_buf_head(h->resp), n);
     s->tx->end += n;
     account_response_sent(s, n);
-    if (n == sendable && done_after)
-        h->rs = TR_RS_DONE;
 }
 
+/* Forward the response body from resp to the client verbatim: only what
+ * the body's framing allows (chunked: validated) goes, straight from resp. */
 static bool forward_response_body(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
@@ -1106,57 +981,37 @@ static bool forward_response_body(struct tr_session *s)
             return true;
         if (!flush_tx(s, &progress))
             return progress;
-        if (h->resp == NULL || tr_buf_len(h->resp) == 0 ||
-            (h->uc.body == TR_H1_BODY_CHUNKED && !h->dechunk && h->resp_validated == 0 &&
-             !h->resp_chunk_done && tr_buf_room(h->resp) > 0 && tr_buf_len(h->resp) == 0)) {
-            ssize_t n = read_up(s);
-            if (n < 0) {
-                if (h->uc.body == TR_H1_BODY_UNTIL_CLOSE && h->uc.up->conn.rx_eof) {
-                    h->rs = TR_RS_DONE;
-                    return true;
-                }
-                upstream_failed(s, TR_RF_UC);
+        if (h->resp == NULL || tr_buf_len(h->resp) == 0) {
+            int r = read_response_body(s);
+            if (r < 0)
                 return true;
-            }
-            if (n == 0)
+            if (r == 0)
                 return progress;
             progress = true;
         }
         if (h->dechunk) {
-            bool done = false;
-            if (!dechunk_response(s, &done)) {
-                upstream_failed(s, TR_RF_UPE);
+            if (dechunk_response(s) < 0) {
+                upstream_failed(s, TR_H1C_BAD_BODY);
                 return true;
             }
-            if (done) {
+            if (h->uc.resp.done) {
                 h->rs = TR_RS_DONE;
                 return true;
             }
             continue;
         }
-        bool done_after, bad;
-        uint32_t sendable = response_sendable(s, &done_after, &bad);
-        if (bad) {
-            upstream_failed(s, TR_RF_UPE);
+        uint32_t sendable;
+        if (tr_h1_body_sendable(&h->uc.resp, tr_buf_head(h->resp), tr_buf_len(h->resp), &sendable) <
+            0) {
+            upstream_failed(s, TR_H1C_BAD_BODY);
             return true;
         }
         if (sendable == 0) {
-            if (done_after) {
-                h->rs = TR_RS_DONE;
+            /* Chunk framing cut by the read: more bytes first. */
+            int r = read_response_body(s);
+            if (r < 0)
                 return true;
-            }
-            if (tr_buf_room(h->resp) == 0)
-                tr_buf_compact(h->resp);
-            ssize_t n = read_up(s);
-            if (n < 0) {
-                if (h->uc.body == TR_H1_BODY_UNTIL_CLOSE && h->uc.up->conn.rx_eof) {
-                    h->rs = TR_RS_DONE;
-                    return true;
-                }
-                upstream_failed(s, TR_RF_UC);
-                return true;
-            }
-            if (n == 0)
+            if (r == 0)
                 return progress;
             progress = true;
             continue;
@@ -1173,10 +1028,8 @@ static bool forward_response_body(struct tr_session *s)
         }
         progress = true;
         account_response_sent(s, (uint32_t)n);
-        if ((uint32_t)n == sendable && done_after) {
-            h->rs = TR_RS_DONE;
+        if (h->rs == TR_RS_DONE)
             return true;
-        }
     }
     return progress;
 }
@@ -1426,72 +1279,46 @@ static bool stream_push_body(struct tr_session *s)
     struct tr_http_state *h = &s->http;
     struct tr_stream *st = h->stream;
     const uint8_t *p = (const uint8_t *)tr_buf_head(s->rx);
-    uint32_t avail = tr_buf_len(s->rx);
-    if (h->req_body == TR_H1_BODY_LENGTH) {
-        uint32_t n = avail < h->req_remaining ? avail : (uint32_t)h->req_remaining;
-        h->req_remaining -= n;
-        bool end = h->req_remaining == 0;
-        tr_buf_consume(s->rx, n); /* the bytes stay in place until the next read */
-        if (end)
-            h->rq = TR_RQ_DONE;
-        tr_stream_req_data(st, p, n, end);
-        return true;
-    }
-    bool in_trailers = tr_h1_chunked_in_trailers(&h->req_chunked);
-    size_t consumed, off, dlen;
-    int rc = tr_h1_chunked_feed(&h->req_chunked, (const char *)p, avail, &consumed, &off, &dlen);
+    struct tr_h1_body_run r;
+    int rc = tr_h1_body_decode(&h->req_body, &s->w->bufs, (const char *)p, tr_buf_len(s->rx), &r);
     if (rc < 0) {
-        tr_metrics_count(s->w->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
+        if (rc != TR_H1_BODY_E_NOMEM)
+            tr_metrics_count(s->w->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
         tr_session_close(s); /* the stream sees its client go */
         return false;
     }
-    if (in_trailers && consumed > 0) {
-        if (h->req_trl == NULL && (h->req_trl = tr_buf_get(&s->w->bufs)) == NULL) {
-            tr_session_close(s);
-            return false;
-        }
-        /* The decoder bounds the section by limits.max_header_bytes, which
-         * may be more than a pool buffer: grow to that, never cut it. */
-        if (tr_buf_room(h->req_trl) < consumed &&
-            (!buf_grow(s->w, &h->req_trl, s->ws->snap->h1_limits.max_header_bytes + 2) ||
-             tr_buf_room(h->req_trl) < consumed)) {
-            tr_session_close(s);
-            return false;
-        }
-        tr_buf_append(h->req_trl, p, consumed);
+    tr_buf_consume(s->rx, r.consumed); /* the bytes stay in place until the next read */
+    if (h->req_body.framing != TR_H1_BODY_CHUNKED) {
+        bool end = h->req_body.done;
+        if (end)
+            h->rq = TR_RQ_DONE;
+        tr_stream_req_data(st, p + r.data_off, r.data_len, end);
+        return true;
     }
-    tr_buf_consume(s->rx, (uint32_t)consumed);
-    if (dlen > 0)
-        tr_stream_req_data(st, p + off, dlen, false);
-    if (rc == TR_H1_CHUNKED_DONE && h->stream == st) {
-        h->rq = TR_RQ_DONE;
-        struct tr_fields t = {0};
-        uint32_t tl = h->req_trl != NULL ? tr_buf_len(h->req_trl) : 0;
-        uint32_t max = s->ws->snap->h1_limits.max_headers;
-        int prc = tl <= 2 ? 0
-                  : tr_fields_init(&t, max, tl) < 0
-                      ? -1
-                      : tr_fields_parse_trailers(&t, tr_buf_head(h->req_trl), tl);
-        if (prc < 0) {
-            /* Never the request's end without the trailers it had. */
-            if (prc == TR_FIELDS_FULL) {
-                tr_debug("listener %s: request trailers from %s have more than limits.%s (%u) "
-                         "fields",
-                         lcfg(s)->name, s->peer_ip, tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
-                tr_metrics_limit(s->w->metrics, TR_LIMIT_MAX_HEADERS);
-            }
-            tr_fields_free(&t);
-            buf_release(s->w, &h->req_trl);
-            tr_session_close(s); /* the stream sees its client go */
-            return false;
+    if (r.data_len > 0)
+        tr_stream_req_data(st, p + r.data_off, r.data_len, false);
+    if (!h->req_body.done || h->stream != st)
+        return true;
+    h->rq = TR_RQ_DONE;
+    struct tr_fields t;
+    uint32_t max = s->ws->snap->h1_limits.max_headers;
+    int prc = tr_h1_body_trailers(&h->req_body, &s->w->bufs, max, &t);
+    if (prc < 0) {
+        /* Never the request's end without the trailers it had. */
+        if (prc == TR_FIELDS_FULL) {
+            tr_debug("listener %s: request trailers from %s have more than limits.%s (%u) fields",
+                     lcfg(s)->name, s->peer_ip, tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
+            tr_metrics_limit(s->w->metrics, TR_LIMIT_MAX_HEADERS);
         }
-        if (t.n > 0)
-            tr_stream_req_trailers(st, t.v, t.n);
-        else
-            tr_stream_req_data(st, NULL, 0, true);
         tr_fields_free(&t);
-        buf_release(s->w, &h->req_trl);
+        tr_session_close(s); /* the stream sees its client go */
+        return false;
     }
+    if (t.n > 0)
+        tr_stream_req_trailers(st, t.v, t.n);
+    else
+        tr_stream_req_data(st, NULL, 0, true);
+    tr_fields_free(&t);
     return true;
 }
 
@@ -1535,7 +1362,7 @@ static bool stream_pump(struct tr_session *s)
             if (h->rq != TR_RQ_DONE)
                 h->keep_alive = false; /* the rest of the request is not wanted */
             tr_stream_down_close(st, false);
-            buf_release(s->w, &h->req_trl);
+            tr_h1_body_release(&h->req_body, &s->w->bufs);
             return true;
         }
         if (!progress)
@@ -1606,51 +1433,28 @@ ssize_t tr_http_session_resp_data(struct tr_stream *st, const uint8_t *p, size_t
     struct tr_http_state *h = &s->http;
     if (h->rs != TR_RS_BODY)
         return (ssize_t)len; /* HEAD, 204, 304: no body goes out */
-    if (s->tx == NULL && (s->tx = tr_buf_get(&s->w->bufs)) == NULL)
-        return 0;
-    tr_buf_compact(s->tx);
-    uint32_t room = tr_buf_room(s->tx);
-    size_t take;
-    if (h->resp_rechunk) {
-        if (room < 32) {
-            h->stream_blocked = true;
-            return 0;
-        }
-        take = len < room - 32 ? len : room - 32;
-        if (take > 0) {
-            char hdr[24];
-            int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
-            tr_buf_append(s->tx, hdr, (size_t)hl);
-            tr_buf_append(s->tx, p, take);
-            tr_buf_append(s->tx, "\r\n", 2);
-        }
-        if (take == len && end)
-            tr_buf_append(s->tx, "0\r\n\r\n", 5);
-    } else {
-        take = len < room ? len : room;
-        tr_buf_append(s->tx, p, take);
+    ssize_t take = tr_h1_body_put(&s->tx, &s->w->bufs, h->resp_rechunk, p, len, end);
+    if (take < 0) {
+        tr_session_close(s);
+        return -1;
     }
-    h->resp_bytes += take;
-    if (take < len)
+    h->resp_bytes += (uint64_t)take;
+    if ((size_t)take < len)
         h->stream_blocked = true;
     else if (end)
         h->rs = TR_RS_DONE;
     tr_loop_defer(s->w->loop, &s->pump_later, http_pump_later);
-    return (ssize_t)take;
+    return take;
 }
 
 int tr_http_session_resp_trailers(struct tr_stream *st, const struct tr_h2_header *hv, size_t n)
 {
     struct tr_session *s = st->s;
     struct tr_http_state *h = &s->http;
-    if (h->rs == TR_RS_BODY && h->resp_rechunk) {
-        size_t need = 16;
-        for (size_t i = 0; i < n; i++)
-            need += hv[i].name.len + hv[i].value.len + 4;
-        if (!tx_reserve(s, need) || tr_fields_h1_trailers(s->tx, hv, n) < 0) {
-            tr_session_close(s);
-            return -1;
-        }
+    if (h->rs == TR_RS_BODY && h->resp_rechunk &&
+        tr_h1_body_put_trailers(&s->tx, &s->w->bufs, hv, n) < 0) {
+        tr_session_close(s);
+        return -1;
     }
     h->rs = TR_RS_DONE;
     tr_loop_defer(s->w->loop, &s->pump_later, http_pump_later);

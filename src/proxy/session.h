@@ -20,6 +20,7 @@
 #include "obs/metrics.h"
 #include "runtime/worker.h"
 #include "transport/transport.h"
+#include "upstream/h1_body.h"
 #include "upstream/h1_client.h"
 
 struct tr_upstream;
@@ -53,29 +54,22 @@ enum tr_http_rs_state {
 };
 
 struct tr_http_state {
-    uint8_t rq;       /* enum tr_http_rq_state */
-    uint8_t rs;       /* enum tr_http_rs_state */
-    uint8_t req_body; /* enum tr_h1_body of the request */
-    bool keep_alive;  /* downstream connection may carry another request */
-    bool version10;   /* downstream spoke HTTP/1.0 */
+    uint8_t rq;      /* enum tr_http_rq_state */
+    uint8_t rs;      /* enum tr_http_rs_state */
+    bool keep_alive; /* downstream connection may carry another request */
+    bool version10;  /* downstream spoke HTTP/1.0 */
     bool is_head;
     bool upgrade;     /* request asked to upgrade */
     bool retryable;   /* the whole request is still in reqout */
     bool dechunk;     /* HTTP/1.0 client: strip chunked framing */
     bool local_reply; /* the response is ours, not the upstream's */
     bool got_response_byte;
-    bool lingering;      /* response sent, discarding input before close */
-    bool logged;         /* this request is counted in metrics and the access log */
-    bool req_chunk_done; /* chunked request: terminator validated */
-    bool resp_chunk_done;
+    bool lingering; /* response sent, discarding input before close */
+    bool logged;    /* this request is counted in metrics and the access log */
     uint8_t method_id;
     size_t head_scanned;
-    size_t resp_head_scanned;
-    uint64_t req_remaining;
-    struct tr_h1_chunked req_chunked;
-    uint32_t req_validated; /* chunked: bytes of rx checked and forwardable */
-    uint32_t resp_validated;
-    struct tr_buf *reqout; /* rewritten head (+ body start) for the upstream */
+    struct tr_h1_body_state req_body; /* relayed upstream, or decoded for a stream */
+    struct tr_buf *reqout;            /* rewritten head (+ body start) for the upstream */
     uint32_t reqout_sent;
     struct tr_buf *resp;    /* bytes from the upstream */
     struct tr_h1_client uc; /* the upstream connection (upstream/h1_client.h) */
@@ -83,7 +77,6 @@ struct tr_http_state {
     const void *route;                      /* const struct tr_route_cfg * */
     const struct tr_header_edit *resp_edit; /* the route's response edits, NULL: none */
     struct tr_stream *stream; /* the request goes to an HTTP/2 upstream (proxy/stream.h) */
-    struct tr_buf *req_trl;   /* stream: the chunked request's trailer section */
     bool resp_rechunk;        /* stream: the response is sent chunked */
     bool resp_until_close;    /* stream: ... or ends with the connection */
     bool stream_blocked;      /* stream: tx was full, resume once it drains */

@@ -72,11 +72,6 @@ static struct tr_buf *buf_sized(struct tr_stream *st, size_t size)
     return tr_buf_get_sized(&W(st)->bufs, size);
 }
 
-static struct tr_buf *pend_buf(struct tr_stream *st)
-{
-    return buf_sized(st, 0);
-}
-
 /* The most a pending buffer may hold: one flow-control window or one read,
  * whichever is larger (what a producer can hand over before it is stopped). */
 static size_t pend_max(struct tr_stream *st)
@@ -332,7 +327,7 @@ static void stream_maybe_free(struct tr_stream *st)
     buf_drop(st, &st->resp_pend);
     buf_drop(st, &st->h1.out);
     buf_drop(st, &st->h1.in);
-    buf_drop(st, &st->h1.trl);
+    tr_h1_body_release(&st->h1.uc.resp, &W(st)->bufs);
     tr_loop_defer(W(st)->loop, &st->free_later, stream_free_now);
 }
 
@@ -1331,6 +1326,15 @@ static bool h1_head(struct tr_stream *st)
     return true;
 }
 
+/* Answer with what the upstream client says a failure means. */
+static void h1_reply(struct tr_stream *st, enum tr_h1c_status why, const char *reason)
+{
+    struct tr_h1c_reply r = tr_h1c_reply(why, reason);
+    char body[TR_UPSTREAM_ERROR_MAX];
+    local_reply(st, r.status, r.flag,
+                r.reason != NULL ? tr_upstream_error_body(body, sizeof(body), r.reason) : r.body);
+}
+
 /* Head, then the connection (upstream/h1_client.h); fresh: tunnels. */
 static void h1_start(struct tr_stream *st, bool fresh)
 {
@@ -1344,7 +1348,6 @@ static void h1_start(struct tr_stream *st, bool fresh)
 static bool h1_attempt(struct tr_stream *st, enum tr_h1c_status status, const char *reason)
 {
     struct tr_stream_h1 *x = &st->h1;
-    char body[TR_UPSTREAM_ERROR_MAX];
     if (x->uc.addr != NULL)
         st->upstream_addr = x->uc.addr;
     switch (status) {
@@ -1356,15 +1359,8 @@ static bool h1_attempt(struct tr_stream *st, enum tr_h1c_status status, const ch
     case TR_H1C_CONNECTING:
         x->ready = false;
         return true;
-    case TR_H1C_NO_HEALTHY:
-        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
-        return false;
-    case TR_H1C_OVERFLOW:
-        local_reply(st, 503, TR_RF_UO, tr_upstream_error_body(body, sizeof(body), "overflow"));
-        return false;
-    case TR_H1C_FAILED:
     default:
-        local_reply(st, 503, TR_RF_UF, tr_upstream_error_body(body, sizeof(body), reason));
+        h1_reply(st, status, reason);
         return false;
     }
 }
@@ -1384,8 +1380,8 @@ static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char
     if (st->up == TR_SU_TUNNEL) {
         /* Connected: the tunnel is open (no END_STREAM: bytes follow). */
         static const struct tr_h2_header ok[] = {{TR_STR_LIT(":status"), TR_STR_LIT("200")}};
-        st->h1.head_done = true;
-        st->h1.uc.body = TR_H1_BODY_UNTIL_CLOSE;
+        st->h1.uc.head_done = true;
+        tr_h1_body_init(&st->h1.uc.resp, TR_H1_BODY_UNTIL_CLOSE, 0, 0);
         resp_headers(st, ok, 1, false);
     }
     h1_pump(st);
@@ -1400,33 +1396,14 @@ static void h1_on_io(void *owner, struct tr_upstream *up)
 static ssize_t h1_send(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
 {
     struct tr_stream_h1 *x = &st->h1;
-    if (x->out == NULL && (x->out = pend_buf(st)) == NULL)
+    ssize_t take = tr_h1_body_put(&x->out, &W(st)->bufs, x->chunked_req, p, len, end);
+    if (take < 0)
         return -1;
-    tr_buf_compact(x->out);
-    uint32_t room = tr_buf_room(x->out);
-    size_t take;
-    if (x->chunked_req) {
-        if (room < 32)
-            return 0;
-        take = len < room - 32 ? len : room - 32;
-        if (take > 0) {
-            char hdr[24];
-            int hl = snprintf(hdr, sizeof(hdr), "%zx\r\n", take);
-            tr_buf_append(x->out, hdr, (size_t)hl);
-            tr_buf_append(x->out, p, take);
-            tr_buf_append(x->out, "\r\n", 2);
-        }
-        if (take == len && end)
-            tr_buf_append(x->out, "0\r\n\r\n", 5);
-    } else {
-        take = len < room ? len : room;
-        tr_buf_append(x->out, p, take);
-        if (take == len && end && st->up == TR_SU_TUNNEL)
-            x->shut_pending = true; /* the client's FIN, after the bytes */
-    }
+    if ((size_t)take == len && end && st->up == TR_SU_TUNNEL)
+        x->shut_pending = true; /* the client's FIN, after the bytes */
     if (x->ready)
         h1_pump(st);
-    return (ssize_t)take;
+    return take;
 }
 
 static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
@@ -1434,39 +1411,32 @@ static int h1_send_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
     struct tr_stream_h1 *x = &st->h1;
     if (!x->chunked_req)
         return 0; /* a length-framed body cannot carry trailers: dropped */
-    /* Room for the whole section (up to the header list limit, which may be
-     * more than a pool buffer): a section that did not fit was lost and the
-     * request never ended. */
-    size_t need = 8, have = x->out != NULL ? tr_buf_len(x->out) : 0;
-    for (size_t i = 0; i < n; i++)
-        need += h[i].name.len + h[i].value.len + 4;
-    if (!buf_reserve(st, &x->out, need, have + need) || tr_fields_h1_trailers(x->out, h, n) < 0)
+    if (tr_h1_body_put_trailers(&x->out, &W(st)->bufs, h, n) < 0)
         return -1;
     if (x->ready)
         h1_pump(st);
     return 0;
 }
 
-static void h1_failed(struct tr_stream *st, uint16_t flag)
+/* The exchange failed (why: a tr_h1c_status past the attempt). */
+static void h1_failed(struct tr_stream *st, enum tr_h1c_status why)
 {
     struct tr_stream_h1 *x = &st->h1;
-    bool held = !x->got_byte && !st->req_has_body && !st->down_done;
-    if (st->up == TR_SU_H1 && held && x->uc.reused && !x->uc.resent) {
+    bool held = !st->req_has_body && !st->down_done;
+    if (st->up == TR_SU_H1 && held && tr_h1c_may_resend(&x->uc)) {
         /* The keep-alive race (upstream/h1_client.h): the head again, on a
          * fresh connection. */
         st->up_done = false;
-        if (!h1_head(st) || !h1_attempt(st, tr_h1c_resend(&x->uc, true), "connection failure"))
+        if (!h1_head(st) || !h1_attempt(st, tr_h1c_resend(&x->uc), "connection failure"))
             stream_maybe_free(st);
         return;
     }
     if (!st->resp_head_out) {
-        char body[TR_UPSTREAM_ERROR_MAX];
-        local_reply(st, 503, flag,
-                    tr_upstream_error_body(body, sizeof(body), "connection termination"));
+        h1_reply(st, why, NULL);
         stream_maybe_free(st);
         return;
     }
-    st->flags |= flag;
+    st->flags |= tr_h1c_reply(why, NULL).flag;
     up_release(st, false);
     st->up_done = true;
     stream_log(st);
@@ -1485,10 +1455,9 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
     int rc = tr_h1c_parse_response(&x->uc, tr_buf_head(x->in), head_len, &st->ws->snap->h1_limits,
                                    (enum tr_h1_method)st->method_id, &m);
     if (rc < 0 || m.body == TR_H1_BODY_TUNNEL) {
-        x->got_byte = true; /* no re-send: the server did answer */
         up_release(st, false);
         st->up_done = true;
-        local_reply(st, 502, TR_RF_UPE, "upstream sent an invalid response\n");
+        h1_reply(st, TR_H1C_BAD_HEAD, NULL);
         stream_maybe_free(st);
         return false;
     }
@@ -1500,103 +1469,64 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
         local_reply(st, 502, TR_RF_UPE, NULL);
         return false;
     }
-    bool interim = m.status >= 100 && m.status < 200;
-    bool no_body =
-        m.body == TR_H1_BODY_NONE || (m.body == TR_H1_BODY_LENGTH && m.content_length == 0);
     tr_buf_consume(x->in, head_len);
-    x->head_scanned = 0;
-    if (!interim) {
-        x->head_done = true;
-        if (no_body)
-            x->done = true;
-    }
-    resp_headers(st, f.v, f.n, !interim && no_body);
+    /* A final head without a body (HEAD, 204, 304, a length of 0) ends it. */
+    resp_headers(st, f.v, f.n, x->uc.head_done && x->uc.resp.done);
     tr_fields_free(&f);
     return true;
 }
 
-/* Body bytes at the front of x->in go to the stream. Returns false when the
- * stream cannot take more now or the exchange ended. */
+/* Body bytes at the front of x->in go to the stream, decoded to DATA and
+ * trailers. Returns false when the stream cannot take more now or the
+ * exchange ended. */
 static bool h1_response_body(struct tr_stream *st)
 {
     struct tr_stream_h1 *x = &st->h1;
-    while (x->in != NULL && tr_buf_len(x->in) > 0 && !x->done && !st->down_done) {
+    struct tr_h1_body_state *b = &x->uc.resp;
+    while (x->in != NULL && tr_buf_len(x->in) > 0 && !b->done && !st->down_done) {
         if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0)
             return false;
-        uint32_t avail = tr_buf_len(x->in);
         const uint8_t *p = (const uint8_t *)tr_buf_head(x->in);
-        switch (x->uc.body) {
-        case TR_H1_BODY_LENGTH: {
-            uint32_t n = avail < x->uc.remaining ? avail : (uint32_t)x->uc.remaining;
-            x->uc.remaining -= n;
-            tr_buf_consume(x->in, n);
-            if (x->uc.remaining == 0)
-                x->done = true;
-            resp_data(st, p, n, x->done);
-            break;
+        struct tr_h1_body_run r;
+        if (tr_h1_body_decode(b, &W(st)->bufs, (const char *)p, tr_buf_len(x->in), &r) < 0) {
+            h1_failed(st, TR_H1C_BAD_BODY);
+            return false;
         }
-        case TR_H1_BODY_CHUNKED: {
-            bool trailers = tr_h1_chunked_in_trailers(&x->uc.chunked);
-            size_t consumed, off, dlen;
-            int rc =
-                tr_h1_chunked_feed(&x->uc.chunked, (const char *)p, avail, &consumed, &off, &dlen);
-            if (rc < 0) {
-                h1_failed(st, TR_RF_UPE);
-                return false;
-            }
-            if (trailers && consumed > 0) {
-                if (!buf_reserve(st, &x->trl, consumed,
-                                 st->ws->snap->h1_limits.max_header_bytes + 2)) {
-                    h1_failed(st, TR_RF_UPE);
-                    return false;
-                }
-                tr_buf_append(x->trl, p, consumed);
-            }
-            tr_buf_consume(x->in, (uint32_t)consumed);
-            if (rc == TR_H1_CHUNKED_DONE) {
-                x->done = true;
-                struct tr_fields t = {0};
-                uint32_t tl = x->trl != NULL ? tr_buf_len(x->trl) : 0;
-                uint32_t max = st->ws->snap->h1_limits.max_headers;
-                int prc = tl <= 2 ? 0
-                          : tr_fields_init(&t, max, tl) < 0
-                              ? -1
-                              : tr_fields_parse_trailers(&t, tr_buf_head(x->trl), tl);
-                if (prc < 0) {
-                    /* Never the body's end without the trailers it had. */
-                    if (prc == TR_FIELDS_FULL) {
-                        tr_warn("listener %s: upstream %s trailers have more than limits.%s (%u) "
-                                "fields",
-                                st->s->lcfg->name, st->upstream_addr,
-                                tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
-                        tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
-                    }
-                    tr_fields_free(&t);
-                    buf_drop(st, &x->trl);
-                    h1_failed(st, TR_RF_UPE);
-                    return false;
-                }
-                if (t.n > 0) {
-                    if (dlen > 0)
-                        resp_data(st, p + off, dlen, false);
-                    resp_trailers(st, t.v, t.n);
-                } else {
-                    resp_data(st, p + off, dlen, true);
-                }
-                tr_fields_free(&t);
-                buf_drop(st, &x->trl);
-            } else if (dlen > 0) {
-                resp_data(st, p + off, dlen, false);
-            }
-            break;
+        tr_buf_consume(x->in, r.consumed); /* the bytes stay in place until the next read */
+        if (b->framing != TR_H1_BODY_CHUNKED) {
+            resp_data(st, p + r.data_off, r.data_len, b->done);
+            continue;
         }
-        default: /* until close */
-            tr_buf_consume(x->in, avail);
-            resp_data(st, p, avail, false);
-            break;
+        if (!b->done) {
+            if (r.data_len > 0)
+                resp_data(st, p + r.data_off, r.data_len, false);
+            continue;
         }
+        struct tr_fields t;
+        uint32_t max = st->ws->snap->h1_limits.max_headers;
+        int prc = tr_h1_body_trailers(b, &W(st)->bufs, max, &t);
+        if (prc < 0) {
+            /* Never the body's end without the trailers it had. */
+            if (prc == TR_FIELDS_FULL) {
+                tr_warn("listener %s: upstream %s trailers have more than limits.%s (%u) fields",
+                        st->s->lcfg->name, st->upstream_addr, tr_limit_name(TR_LIMIT_MAX_HEADERS),
+                        max);
+                tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
+            }
+            tr_fields_free(&t);
+            h1_failed(st, TR_H1C_BAD_BODY);
+            return false;
+        }
+        if (t.n > 0) {
+            if (r.data_len > 0)
+                resp_data(st, p + r.data_off, r.data_len, false);
+            resp_trailers(st, t.v, t.n);
+        } else {
+            resp_data(st, p + r.data_off, r.data_len, true);
+        }
+        tr_fields_free(&t);
     }
-    return !x->done;
+    return !b->done;
 }
 
 static void h1_pump_later(struct tr_deferred *d)
@@ -1630,15 +1560,14 @@ static void h1_pump_once(struct tr_stream *st)
         if (!up_is_conn(st) || x->uc.up == NULL || !x->ready)
             return;
         /* Request bytes out. */
-        while (x->out != NULL && tr_buf_len(x->out) > 0) {
-            ssize_t n = tr_conn_write(&x->uc.up->conn, tr_buf_head(x->out), tr_buf_len(x->out));
-            if (n == TR_AGAIN)
-                break;
-            if (n < 0) {
-                h1_failed(st, TR_RF_UC);
+        if (x->out != NULL && tr_buf_len(x->out) > 0) {
+            uint32_t sent = 0;
+            int rc = tr_h1c_write(&x->uc, tr_buf_head(x->out), tr_buf_len(x->out), &sent);
+            tr_buf_consume(x->out, sent);
+            if (rc < 0) {
+                h1_failed(st, TR_H1C_CLOSED);
                 return;
             }
-            tr_buf_consume(x->out, (uint32_t)n);
         }
         bool out_empty = x->out == NULL || tr_buf_len(x->out) == 0;
         if (out_empty && x->shut_pending && !x->shut_done) {
@@ -1658,18 +1587,12 @@ static void h1_pump_once(struct tr_stream *st)
         if (st->resp_pend != NULL && tr_buf_len(st->resp_pend) > 0)
             return; /* downstream is slow: stop reading */
         if (x->in != NULL && tr_buf_len(x->in) > 0) {
-            if (!x->head_done) {
-                int r = tr_h1_head_end(tr_buf_head(x->in), tr_buf_len(x->in),
-                                       &st->ws->snap->h1_limits, 0, &x->head_scanned);
-                const struct tr_h1_limits *lim = &st->ws->snap->h1_limits;
-                if (r == 0 && tr_buf_room(x->in) == 0 && x->in->cap < lim->max_header_bytes + 1 &&
-                    buf_reserve(st, &x->in, lim->max_header_bytes + 1 - tr_buf_len(x->in),
-                                lim->max_header_bytes + 1))
-                    continue; /* a head larger than a pool buffer: room for the largest */
-                if (r < 0 || (r == 0 && tr_buf_room(x->in) == 0 && x->in->start == 0)) {
+            if (!x->uc.head_done) {
+                int r = tr_h1c_head_end(&x->uc, &x->in, &st->ws->snap->h1_limits);
+                if (r < 0) {
                     up_release(st, false);
                     st->up_done = true;
-                    local_reply(st, 502, TR_RF_UPE, "upstream response head too large\n");
+                    h1_reply(st, (enum tr_h1c_status) - r, NULL);
                     stream_maybe_free(st);
                     return;
                 }
@@ -1678,19 +1601,20 @@ static void h1_pump_once(struct tr_stream *st)
                         return;
                     continue;
                 }
-            } else if (!x->done) {
+            } else if (!x->uc.resp.done) {
                 h1_response_body(st);
                 if (!up_is_conn(st) || x->uc.up == NULL)
                     return;
             }
         }
-        if (x->done && st->up == TR_SU_TUNNEL && !(st->req_in_end && out_empty) && !st->down_done)
+        bool done = x->uc.resp.done;
+        if (done && st->up == TR_SU_TUNNEL && !(st->req_in_end && out_empty) && !st->down_done)
             return; /* the server half-closed: keep carrying the client's bytes */
-        if (x->done) {
+        if (done) {
             bool reusable = st->up == TR_SU_H1 && st->req_out_end &&
                             (x->in == NULL || tr_buf_len(x->in) == 0) &&
                             (x->out == NULL || tr_buf_len(x->out) == 0) &&
-                            x->uc.body != TR_H1_BODY_UNTIL_CLOSE;
+                            x->uc.resp.framing != TR_H1_BODY_UNTIL_CLOSE;
             up_release(st, reusable);
             st->up_done = true;
             if (!st->req_out_end)
@@ -1698,27 +1622,17 @@ static void h1_pump_once(struct tr_stream *st)
             stream_maybe_free(st);
             return;
         }
-        if (!tr_conn_readable(&x->uc.up->conn))
+        ssize_t n = tr_h1c_read(&x->uc, &x->in);
+        if (n == 0)
             return;
-        if (x->in == NULL && (x->in = pend_buf(st)) == NULL)
-            return;
-        tr_buf_compact(x->in);
-        if (tr_buf_room(x->in) == 0)
-            return;
-        ssize_t n = tr_conn_read(&x->uc.up->conn, tr_buf_tail(x->in), tr_buf_room(x->in));
-        if (n == TR_AGAIN)
-            return;
-        if (n <= 0) {
-            if (x->head_done && x->uc.body == TR_H1_BODY_UNTIL_CLOSE && n == 0) {
-                x->done = true;
-                resp_data(st, NULL, 0, true);
-                continue;
-            }
-            h1_failed(st, TR_RF_UC);
+        if (n == TR_H1C_READ_END) {
+            resp_data(st, NULL, 0, true); /* the body ended with the connection */
+            continue;
+        }
+        if (n < 0) {
+            h1_failed(st, TR_H1C_CLOSED);
             return;
         }
-        x->in->end += (uint32_t)n;
-        x->got_byte = true;
     }
     /* Plenty to do: continue after other connections had their turn. */
     if (x->uc.up != NULL)

@@ -49,17 +49,12 @@ enum tr_stream_up { TR_SU_NONE = 0, TR_SU_H1, TR_SU_H2, TR_SU_LOCAL, TR_SU_TUNNE
 /* The HTTP/1.1 upstream side of a stream; also the TCP side of a CONNECT
  * tunnel (TR_SU_TUNNEL: raw bytes both ways). */
 struct tr_stream_h1 {
-    struct tr_h1_client uc; /* the connection (upstream/h1_client.h) */
+    struct tr_h1_client uc; /* the connection, response head and body (upstream/h1_client.h) */
     struct tr_buf *out;     /* request head and framed body not yet written */
     struct tr_buf *in;      /* response bytes not yet processed */
-    struct tr_buf *trl;     /* chunked response: trailer section bytes */
-    size_t head_scanned;
-    bool ready; /* connected */
-    bool chunked_req;
-    bool head_done;
-    bool got_byte;
-    bool done;    /* response complete */
-    bool pumping; /* inside h1_pump: nested calls only ask for another round */
+    bool ready;             /* connected */
+    bool chunked_req;       /* the request body goes chunked (its length is unknown) */
+    bool pumping;           /* inside h1_pump: nested calls only ask for another round */
     bool again;
     bool shut_pending; /* tunnel: half-close the upstream once out drains */
     bool shut_done;

@@ -1,5 +1,5 @@
-/* upstream/h1_client.c: the connection side of an HTTP/1.1 upstream
- * request, shared by the byte path and the streams (see h1_client.h). */
+/* upstream/h1_client.c: the upstream side of an HTTP/1.1 request, shared by
+ * the byte path and the streams (see h1_client.h). */
 #include "upstream/h1_client.h"
 
 #include <string.h>
@@ -60,10 +60,13 @@ enum tr_h1c_status tr_h1c_connect_failed(struct tr_h1_client *c)
 /* The keep-alive race shows up as intermittent 503 "UC" in other meshes: the
  * server closed the pooled connection as the request went out, unread, so
  * no part of it can have been processed. */
-enum tr_h1c_status tr_h1c_resend(struct tr_h1_client *c, bool held)
+bool tr_h1c_may_resend(const struct tr_h1_client *c)
 {
-    if (!c->reused || c->resent || !held)
-        return TR_H1C_FAILED;
+    return c->reused && !c->resent && !c->got_byte;
+}
+
+enum tr_h1c_status tr_h1c_resend(struct tr_h1_client *c)
+{
     tr_h1c_release(c, false);
     c->resent = true;
     c->conn_close = false;
@@ -106,14 +109,104 @@ int tr_h1c_parse_response(struct tr_h1_client *c, const char *p, uint32_t head_l
         c->up->server_idle_ms = keep_alive_timeout_ms(m->headers[ka].value);
     if (m->status >= 100 && m->status < 200 && m->status != 101)
         return 0; /* interim: the final head follows */
-    c->body = (uint8_t)m->body;
-    c->remaining = m->content_length;
-    tr_h1_chunked_init(&c->chunked, lim->max_header_bytes);
+    c->head_done = true;
+    tr_h1_body_init(&c->resp, m->body, m->content_length, lim->max_header_bytes);
     return 0;
+}
+
+int tr_h1c_write(struct tr_h1_client *c, const char *p, uint32_t len, uint32_t *sent)
+{
+    while (*sent < len) {
+        ssize_t n = tr_conn_write(&c->up->conn, p + *sent, len - *sent);
+        if (n == TR_AGAIN)
+            return 0;
+        if (n < 0)
+            return -1;
+        *sent += (uint32_t)n;
+    }
+    return 1;
+}
+
+ssize_t tr_h1c_read(struct tr_h1_client *c, struct tr_buf **in)
+{
+    struct tr_conn *conn = &c->up->conn;
+    if (!tr_conn_readable(conn))
+        return 0;
+    if (*in == NULL && (*in = tr_buf_get(&c->w->bufs)) == NULL)
+        return 0;
+    /* Compact only when full: a buffer emptied by forwarding rewinds on its
+     * own, so the common case moves no bytes. */
+    if (tr_buf_room(*in) == 0)
+        tr_buf_compact(*in);
+    if (tr_buf_room(*in) == 0)
+        return 0;
+    ssize_t n = tr_conn_read(conn, tr_buf_tail(*in), tr_buf_room(*in));
+    if (n > 0) {
+        (*in)->end += (uint32_t)n;
+        c->got_byte = true;
+        return n;
+    }
+    if (n == TR_AGAIN)
+        return 0;
+    /* The end of the connection: the end of an until-close body (also
+     * without a TLS close_notify, which many servers, and our own closing
+     * sessions, never send), else a response cut short. */
+    if (c->head_done && conn->rx_eof && tr_h1_body_eof(&c->resp))
+        return TR_H1C_READ_END;
+    return TR_H1C_READ_FAILED;
+}
+
+int tr_h1c_head_end(struct tr_h1_client *c, struct tr_buf **in, const struct tr_h1_limits *lim)
+{
+    struct tr_buf *b = *in;
+    if (b == NULL || tr_buf_len(b) == 0)
+        return 0;
+    int r = tr_h1_head_end(tr_buf_head(b), tr_buf_len(b), lim, 0, &c->head_scanned);
+    if (r > 0) {
+        c->head_scanned = 0;
+        return r;
+    }
+    if (r < 0) /* over a limit, or malformed already while scanning (a bare LF) */
+        return r == TR_H1_E_HEADERS_TOO_LARGE ? -TR_H1C_HEAD_TOO_LARGE : -TR_H1C_BAD_HEAD;
+    if (tr_buf_len(b) < b->cap)
+        return 0; /* room to read more (tr_h1c_read compacts) */
+    if (b->cap >= lim->max_header_bytes + 1)
+        return -TR_H1C_HEAD_TOO_LARGE;
+    /* A head may be larger than a pool buffer: room for the largest. */
+    struct tr_buf *big = tr_buf_get_sized(&c->w->bufs, lim->max_header_bytes + 1);
+    if (big == NULL)
+        return -TR_H1C_HEAD_TOO_LARGE; /* for the memory we have */
+    tr_buf_append(big, tr_buf_head(b), tr_buf_len(b));
+    tr_buf_put(&c->w->bufs, b);
+    *in = big;
+    return 0;
+}
+
+struct tr_h1c_reply tr_h1c_reply(enum tr_h1c_status st, const char *connect_reason)
+{
+    switch (st) {
+    case TR_H1C_NO_HEALTHY:
+        return (struct tr_h1c_reply){503, TR_RF_UH, "no healthy upstream\n", NULL};
+    case TR_H1C_OVERFLOW:
+        return (struct tr_h1c_reply){503, TR_RF_UO, NULL, "overflow"};
+    case TR_H1C_CLOSED:
+        return (struct tr_h1c_reply){503, TR_RF_UC, NULL, "connection termination"};
+    case TR_H1C_BAD_HEAD:
+    case TR_H1C_BAD_BODY:
+        return (struct tr_h1c_reply){502, TR_RF_UPE, "upstream sent an invalid response\n", NULL};
+    case TR_H1C_HEAD_TOO_LARGE:
+        return (struct tr_h1c_reply){502, TR_RF_UPE, "upstream response head too large\n", NULL};
+    case TR_H1C_FAILED:
+    default:
+        return (struct tr_h1c_reply){
+            503, TR_RF_UF, NULL, connect_reason != NULL ? connect_reason : "connection failure"};
+    }
 }
 
 void tr_h1c_release(struct tr_h1_client *c, bool reusable)
 {
+    if (c->w != NULL) /* NULL: never started */
+        tr_h1_body_release(&c->resp, &c->w->bufs);
     if (c->up != NULL) {
         tr_pool_release(c->up, reusable && !c->conn_close);
         c->up = NULL;

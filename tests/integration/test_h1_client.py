@@ -1,8 +1,10 @@
-"""The HTTP/1.1 upstream client (upstream/h1_client.h) behaves the same for
-HTTP/1.1 clients (byte path) and HTTP/2 clients (streams): a server's
-`Keep-Alive: timeout=N` keeps the pooled connection below N (a quarter, at
-least 250 ms, earlier), so a request is not sent on a connection the server
-is about to close."""
+"""The HTTP/1.1 upstream client (upstream/h1_client.h, upstream/h1_body.h)
+behaves the same for HTTP/1.1 clients (byte path) and HTTP/2 clients
+(streams): a server's `Keep-Alive: timeout=N` keeps the pooled connection
+below N (a quarter, at least 250 ms, earlier), so a request is not sent on a
+connection the server is about to close; a response body delimited by the
+end of the connection arrives whole, also across an mTLS hop whose peer
+closes without a TLS close_notify."""
 import os
 import socket
 import sys
@@ -13,6 +15,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import ThreadedTCPServer, free_port, simple_config  # noqa: E402
 from h2util import H2Client  # noqa: E402
+from test_protocol_matrix import SERVER_ID, _config, _node, _tls_ctx  # noqa: E402
 from test_http1_proxy import RawServer, read_head  # noqa: E402
 
 
@@ -115,5 +118,110 @@ def test_keep_alive_race_resent_for_http2_clients(proxies):
             time.sleep(0.02)
         assert p.metric("trellis_upstream_requests_resent_total") == 9
         assert srv.connections == 10
+    finally:
+        srv.close()
+
+
+UNTIL_CLOSE_BODY = bytes(range(256)) * 800  # 200 KiB, many reads and writes
+
+
+def until_close_server():
+    """Answers each request without a length or chunking: the body ends when
+    the server closes the connection (RFC 9112 6.3, the last rule)."""
+    def answer(c, f, srv):
+        h = read_head(f)
+        if h is None:
+            return
+        srv.records.append(h[0])
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                  b"Connection: close\r\n\r\n")
+        for i in range(0, len(UNTIL_CLOSE_BODY), 65536):
+            c.sendall(UNTIL_CLOSE_BODY[i:i + 65536])
+            time.sleep(0.01)  # separate reads upstream
+        c.close()
+
+    return RawServer(answer)
+
+
+def h1_get_body(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /uc HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize("client", ["http1", "http2"])
+def test_until_close_body(proxies, client):
+    """The byte path relays it verbatim and closes the client connection at
+    its end; a stream ends the HTTP/2 stream (END_STREAM) with all of it."""
+    srv = until_close_server()
+    try:
+        port = free_port()
+        p = proxies(simple_config(port, srv.port))
+        if client == "http1":
+            status, body = h1_get_body(port)
+        else:
+            c = H2Client(port)
+            try:
+                r = c.get("/uc")
+                assert r.ended and r.reset is None, r.reset
+                status, body = r.status, bytes(r.data)
+            finally:
+                c.close()
+        assert status == 200
+        assert body == UNTIL_CLOSE_BODY
+        assert srv.records == ["GET /uc HTTP/1.1"]
+        assert p.metric("istio_requests_total", response_code="200", response_flags="-") == 1
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("client", ["http1", "http2"])
+def test_until_close_body_across_mtls_hop(proxies, certs, client):
+    """client -> A (cluster protocol http1 + mTLS) -> B (inbound) -> server.
+    B relays the body and closes the hop's connection without a TLS
+    close_notify, as a trellis session ends; A's end of that connection is the
+    end of the body for both of A's paths (the streams used to reset the
+    HTTP/2 client's stream there, the byte path did not)."""
+    srv = until_close_server()
+    try:
+        a_port, b_port = free_port(), free_port()
+        inbound = {"direction": "inbound", "tls": {"mode": "STRICT", "context": "mesh"}}
+        svc = {"service": "server.default.svc.cluster.local", "workload": "server",
+               "namespace": "default"}
+        b = _config([("in", b_port, "local", inbound)],
+                    [dict(svc, name="local", protocol="http1",
+                          endpoints=[{"address": f"127.0.0.1:{srv.port}"}])],
+                    tls=[_tls_ctx(certs["server_cert"], certs["server_key"], certs["ca"])],
+                    node=dict(_node("server"), service=svc["service"]))
+        a = _config([("out", a_port, "hop", {"direction": "outbound"})],
+                    [dict(svc, name="hop", protocol="http1",
+                          tls={"context": "mesh", "server_ids": [SERVER_ID]},
+                          endpoints=[{"address": f"127.0.0.1:{b_port}"}])],
+                    tls=[_tls_ctx(certs["client_cert"], certs["client_key"], certs["ca"])],
+                    node=_node("client"))
+        proxies(b, name="B")
+        pa = proxies(a, name="A")
+        if client == "http1":
+            status, body = h1_get_body(a_port)
+        else:
+            c = H2Client(a_port)
+            try:
+                r = c.get("/uc")
+                assert r.ended and r.reset is None, r.reset
+                status, body = r.status, bytes(r.data)
+            finally:
+                c.close()
+        assert status == 200
+        assert len(body) == len(UNTIL_CLOSE_BODY)
+        assert body == UNTIL_CLOSE_BODY
+        assert srv.records == ["GET /uc HTTP/1.1"]
+        assert pa.metric("istio_requests_total", response_code="200", response_flags="-") == 1
     finally:
         srv.close()
