@@ -534,3 +534,71 @@ spec:
     finally:
         for p in pods:
             p.close()
+
+
+def test_http2_clients_route_like_http1(mesh):
+    """The same header routing and split for HTTP/2 clients (h2c prior
+    knowledge, :authority) and for gRPC (a grpc- port: HTTP/2 upstream)."""
+    import grpc
+    from grpcutil import EchoServer, SERVICE, CHANNEL_OPTIONS
+    bookinfo_reviews(mesh)
+    gport = free_port()
+    echo = EchoServer(gport)
+    try:
+        mesh.add(pod("echo-1", "127.0.0.1", {"app": "echo"}),
+                 service("echo", 50051, {"app": "echo"}, port_name="grpc", target=gport),
+                 """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {exact: jason}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+""")
+        mesh.start()
+        for headers, want in (([], "reviews-v1"), (["-H", "end-user: jason"], "reviews-v2")):
+            r = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-H", "Host: reviews",
+                                *headers, f"http://{mesh.outbound_ip}:9080/"],
+                               capture_output=True, text=True, timeout=10)
+            assert json.loads(r.stdout)["name"] == want
+        ch = grpc.insecure_channel(f"{mesh.outbound_ip}:50051",
+                                   options=list(CHANNEL_OPTIONS) +
+                                   [("grpc.default_authority", "echo")])
+        try:
+            unary = ch.unary_unary(f"/{SERVICE}/Unary")
+            assert unary(b"ping", timeout=5) == b"ping"
+        finally:
+            ch.close()
+        assert echo.calls.get("Unary") == 1
+    finally:
+        echo.close()
+
+
+def test_least_request_favours_the_fast_endpoint(mesh):
+    """Istio's default balancer (LEAST_REQUEST): with concurrent requests, an
+    endpoint that answers in 200 ms gets far fewer of them than one that
+    answers at once."""
+    b = mesh.base
+    fast = mesh.pod("api-fast", f"{b}.31", 8080, {"app": "api"})
+    slow = mesh.pod("api-slow", f"{b}.32", 8080, {"app": "api"}, delay=0.2)
+    mesh.add(service("api", 9080, {"app": "api"}, target=8080))
+    mesh.start()
+    def worker():
+        with requests.Session() as s:
+            for _ in range(25):
+                s.get(f"http://{mesh.outbound_ip}:9080/", headers={"Host": "api"}, timeout=10)
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert fast.hits + slow.hits == 200
+    # Round robin would give each 100; two random choices keep the slow one
+    # (2 requests in flight for most of the run) well under a third.
+    assert slow.hits < 60, (fast.hits, slow.hits)
