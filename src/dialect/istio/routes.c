@@ -107,10 +107,10 @@ bool ist_gateway_listed(const struct tr_resource *vs, const struct tr_rnode *lis
         }
         const char *slash = strchr(v, '/');
         const char *gslash = strchr(gateway, '/');
-        if (slash != NULL ? strcmp(v, gateway) == 0
-                          : (strcmp(v, gslash + 1) == 0 &&
-                             strlen(vns) == (size_t)(gslash - gateway) &&
-                             strncmp(vns, gateway, (size_t)(gslash - gateway)) == 0))
+        if (slash != NULL
+                ? strcmp(v, gateway) == 0
+                : (strcmp(v, gslash + 1) == 0 && strlen(vns) == (size_t)(gslash - gateway) &&
+                   strncmp(vns, gateway, (size_t)(gslash - gateway)) == 0))
             return true;
     }
     return false;
@@ -126,8 +126,7 @@ bool ist_vs_for_mesh(const struct tr_resource *vs)
 /* The cluster for a destination {host, subset, port}; *out NULL with a
  * reason in *why when there is none (the route answers 503, as Istio's NR). */
 static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *d,
-                        const struct tr_resource *vs, const struct ist_vhost *vh,
-                        const char **out)
+                        const struct tr_resource *vs, const struct ist_vhost *vh, const char **out)
 {
     static const struct ist_key keys[] = {{"host", NULL}, {"subset", NULL}, {"port", NULL}};
     *out = NULL;
@@ -169,8 +168,9 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         for (pi = 0; pi < s->n_ports && s->ports[pi].number != port; pi++)
             ;
         if (pi == s->n_ports)
-            ist_warn(x, c, pn, "port", "service %s has no port %u: requests routed here are "
-                                       "answered 503",
+            ist_warn(x, c, pn, "port",
+                     "service %s has no port %u: requests routed here are "
+                     "answered 503",
                      s->host, port);
     } else if (s->n_ports == 1) {
         pi = 0;
@@ -178,12 +178,14 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         for (pi = 0; pi < s->n_ports && s->ports[pi].number != vh->port; pi++)
             ;
         if (pi == s->n_ports)
-            ist_warn(x, c, d, NULL, "service %s has several ports and none is %u: name the port; "
-                                    "requests routed here are answered 503",
+            ist_warn(x, c, d, NULL,
+                     "service %s has several ports and none is %u: name the port; "
+                     "requests routed here are answered 503",
                      s->host, vh->port);
     } else if (vh != NULL) {
-        ist_warn(x, c, d, NULL, "service %s has several ports: name the destination port; "
-                                "requests routed here are answered 503",
+        ist_warn(x, c, d, NULL,
+                 "service %s has several ports: name the destination port; "
+                 "requests routed here are answered 503",
                  s->host);
     }
     if (subset != NULL) {
@@ -207,8 +209,9 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
  * Istio drop most of these silently; here each is reported. */
 static const char *edit_refusal(const char *name)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "transfer-encoding",
-                                      "upgrade", "te", "proxy-connection", "content-length"};
+    static const char *const hop[] = {"connection",    "keep-alive", "transfer-encoding",
+                                      "upgrade",       "te",         "proxy-connection",
+                                      "content-length"};
     if (name[0] == ':')
         return "pseudo-headers cannot be edited";
     if (strncmp(name, "trellis-", 8) == 0)
@@ -269,13 +272,14 @@ static bool header_ops_dir(struct ist_ctx *x, struct ist_cursor *c, const struct
                 if (authority != NULL)
                     *authority = ist_mstrdup(x, val);
                 else
-                    ist_warn(x, c, e, NULL, "the authority can be rewritten per route, not per "
-                                            "destination: ignored");
+                    ist_warn(x, c, e, NULL,
+                             "the authority can be rewritten per route, not per "
+                             "destination: ignored");
                 continue;
             }
             if (why != NULL || !value_ok(val) || n == 64) {
                 ist_warn(x, c, e, NULL, "%s: ignored",
-                         why ? why
+                         why       ? why
                          : n == 64 ? "more than 64 entries"
                                    : "a value with control characters, surrounding blanks or "
                                      "over 4096 bytes");
@@ -354,8 +358,8 @@ static bool redirect_action(struct ist_ctx *x, struct ist_cursor *c, const struc
                             struct tr_route_cfg *r)
 {
     static const struct ist_key keys[] = {
-        {"uri", NULL},    {"authority", NULL}, {"port", NULL},
-        {"derivePort", NULL}, {"scheme", NULL}, {"redirectCode", NULL},
+        {"uri", NULL},        {"authority", NULL}, {"port", NULL},
+        {"derivePort", NULL}, {"scheme", NULL},    {"redirectCode", NULL},
     };
     size_t saved = ist_push_key(c, "redirect");
     struct tr_redirect_cfg *rc = ist_malloc(x, 1, sizeof(*rc));
@@ -426,10 +430,22 @@ static bool redirect_action(struct ist_ctx *x, struct ist_cursor *c, const struc
 static int grpc_code(const char *s)
 {
     static const char *const names[] = {
-        "OK",           "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS", "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-        "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",    "DATA_LOSS",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
         "UNAUTHENTICATED",
     };
     for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
@@ -529,8 +545,8 @@ static bool cors_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr
                         struct tr_route_cfg *r)
 {
     static const struct ist_key keys[] = {
-        {"allowOrigins", NULL},   {"allowOrigin", NULL},      {"allowMethods", NULL},
-        {"allowHeaders", NULL},   {"exposeHeaders", NULL},    {"maxAge", NULL},
+        {"allowOrigins", NULL},     {"allowOrigin", NULL},         {"allowMethods", NULL},
+        {"allowHeaders", NULL},     {"exposeHeaders", NULL},       {"maxAge", NULL},
         {"allowCredentials", NULL}, {"unmatchedPreflights", NULL},
     };
     size_t saved = ist_push_key(c, "corsPolicy");
@@ -773,8 +789,8 @@ static bool rewrite(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rno
 }
 
 static bool header_match(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
-                         const char *key, bool invert, struct tr_header_match_cfg *hv,
-                         size_t *n, size_t cap)
+                         const char *key, bool invert, struct tr_header_match_cfg *hv, size_t *n,
+                         size_t cap)
 {
     const struct tr_rnode *hs = ist_map(x, c, m, key);
     if (hs == NULL)
@@ -973,8 +989,8 @@ static bool is_catch_all(const struct tr_route_cfg *r)
            r->n_methods == 0 && r->n_headers == 0 && r->n_query == 0;
 }
 
-static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name,
-                        size_t i, size_t j, size_t n_matches)
+static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name, size_t i,
+                        size_t j, size_t n_matches)
 {
     char *s = name ? ist_mprintf(x, "%s/%s.%s", vs->ns ? vs->ns : "default", vs->name, name)
                    : ist_mprintf(x, "%s/%s.http[%zu]", vs->ns ? vs->ns : "default", vs->name, i);
@@ -1008,9 +1024,9 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
         struct tr_route_cfg proto;
         tr_cfg_route_defaults(&proto);
         const char *authority = NULL;
-        bool ok = route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto) &&
-                  header_ops(x, &c, rule, &proto.request_headers, &proto.response_headers,
-                             &authority);
+        bool ok =
+            route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto) &&
+            header_ops(x, &c, rule, &proto.request_headers, &proto.response_headers, &authority);
         if (authority != NULL && proto.host_rewrite == NULL)
             proto.host_rewrite = authority; /* rewrite.authority wins, as in Istio */
         uint32_t ms;
@@ -1045,8 +1061,9 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
             continue;
         }
         if (catch_all && !x->quiet) {
-            ist_warn(x, &c, rule, NULL, "unreachable: an earlier rule of this VirtualService "
-                                        "matches every request");
+            ist_warn(x, &c, rule, NULL,
+                     "unreachable: an earlier rule of this VirtualService "
+                     "matches every request");
         }
         if (nm == 0) {
             struct tr_route_cfg *r = route_new(x, out);
@@ -1089,8 +1106,9 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
     if (vh == NULL)
         ist_vs_tcp_cluster(x, vs, NULL, 0); /* check the tcp rules */
     if (tls != NULL && !x->quiet && vh == NULL)
-        ist_warn(x, &c, tls, "tls", "tls routes are not supported yet: TLS traffic to these "
-                                    "hosts goes to the service itself");
+        ist_warn(x, &c, tls, "tls",
+                 "tls routes are not supported yet: TLS traffic to these "
+                 "hosts goes to the service itself");
     return catch_all;
 }
 
@@ -1169,8 +1187,8 @@ const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
         for (const struct tr_rnode *m = matches ? matches->head : NULL; m; m = m->next, j++) {
             size_t sm = ist_push_key(&c, "match");
             ist_push_index(&c, j);
-            bool keep = IST_KEYS(x, &c, m, tcp_match_keys) &&
-                        tr_rnode_get(m, "destinationSubnets") == NULL;
+            bool keep =
+                IST_KEYS(x, &c, m, tcp_match_keys) && tr_rnode_get(m, "destinationSubnets") == NULL;
             uint32_t p;
             if (ist_u32(x, &c, m, "port", 1, 65535, &p) && svc != NULL && p != port)
                 keep = false;
@@ -1202,8 +1220,7 @@ const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
         ist_push_index(&c, 0);
         static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
         if (IST_KEYS(x, &c, route->head, dkeys))
-            destination(x, &c, tr_rnode_get(route->head, "destination"), vs,
-                        svc ? &vh : NULL, &cl);
+            destination(x, &c, tr_rnode_get(route->head, "destination"), vs, svc ? &vh : NULL, &cl);
         ist_pop(&c, sr);
         ist_pop(&c, saved);
         if (svc != NULL && applies)
