@@ -597,6 +597,93 @@ static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc
     return true;
 }
 
+/* ---- outlier detection, consistent hashing, circuit breakers ---- */
+
+static bool is_prime(uint32_t n)
+{
+    if (n < 2)
+        return false;
+    for (uint32_t d = 2; d <= n / d; d++)
+        if (n % d == 0)
+            return false;
+    return true;
+}
+
+static bool check_hash_policy(struct vctx *v, struct tr_cluster_cfg *c,
+                              const struct tr_cfg_loc *loc)
+{
+    struct tr_hash_policy_cfg *h = &c->hash;
+    struct tr_cluster_cfg dc;
+    tr_cfg_cluster_defaults(&dc);
+    const struct tr_hash_policy_cfg def = dc.hash;
+    /* Exactly one source, told by which field is set. */
+    const struct {
+        bool set;
+        enum tr_hash_source source;
+    } sources[] = {
+        {h->header != NULL, TR_HASH_HEADER},
+        {h->cookie != NULL, TR_HASH_COOKIE},
+        {h->source_ip, TR_HASH_SOURCE_IP},
+        {h->query_param != NULL, TR_HASH_QUERY_PARAM},
+    };
+    h->source = TR_HASH_NONE;
+    for (size_t i = 0; i < sizeof(sources) / sizeof(sources[0]); i++) {
+        if (!sources[i].set)
+            continue;
+        if (h->source != TR_HASH_NONE)
+            return verr(v, loc, "hash_policy", AT_KEY,
+                        "set exactly one of header, cookie, source_ip, query_param");
+        h->source = sources[i].source;
+    }
+    bool cookie_extra = h->cookie_path != NULL || h->cookie_ttl_ms != 0 || h->cookie_generate;
+    if (cookie_extra && h->cookie == NULL)
+        return verr(v, loc, "hash_policy.cookie.name", AT_VALUE, "missing required field");
+    if (!h->cookie_generate && (h->cookie_path != NULL || h->cookie_ttl_ms != 0))
+        return verr(
+            v, loc, h->cookie_path != NULL ? "hash_policy.cookie.path" : "hash_policy.cookie.ttl",
+            AT_KEY, "only used for a cookie the proxy generates, which generate: false turns off");
+    bool hashing = c->lb == TR_LB_RING_HASH || c->lb == TR_LB_MAGLEV;
+    if (!hashing && (h->source != TR_HASH_NONE || cookie_extra))
+        return verr(v, loc, "hash_policy", AT_KEY,
+                    "only used with lb: ring_hash or maglev; with this lb it would be ignored");
+    if (c->lb != TR_LB_RING_HASH && h->ring_min_size != 0 && h->ring_min_size != def.ring_min_size)
+        return verr(v, loc, "ring_hash", AT_KEY,
+                    "only used with lb: ring_hash; with this lb it would be ignored");
+    if (c->lb != TR_LB_MAGLEV && h->maglev_table_size != 0 &&
+        h->maglev_table_size != def.maglev_table_size)
+        return verr(v, loc, "maglev", AT_KEY,
+                    "only used with lb: maglev; with this lb it would be ignored");
+    if (c->lb == TR_LB_MAGLEV && !is_prime(h->maglev_table_size))
+        return verr(v, loc, "maglev.table_size", AT_VALUE,
+                    "must be a prime number (Maglev's permutations need it), got %u",
+                    h->maglev_table_size);
+    return true;
+}
+
+static bool check_outlier(struct vctx *v, const struct tr_cluster_cfg *c,
+                          const struct tr_cfg_loc *loc)
+{
+    const struct tr_outlier_cfg *o = &c->outlier;
+    struct tr_cluster_cfg dc;
+    tr_cfg_cluster_defaults(&dc);
+    const struct tr_outlier_cfg def = dc.outlier;
+    bool customized = o->consecutive_5xx != def.consecutive_5xx ||
+                      o->consecutive_gateway != def.consecutive_gateway ||
+                      o->consecutive_local != def.consecutive_local ||
+                      o->split_local != def.split_local || o->interval_ms != def.interval_ms ||
+                      o->base_ejection_ms != def.base_ejection_ms ||
+                      o->max_ejection_percent != def.max_ejection_percent ||
+                      o->min_health_percent != def.min_health_percent;
+    if (!o->enabled && customized)
+        return verr(v, loc, "outlier_detection.enabled", AT_VALUE,
+                    "false, so the other outlier_detection settings would be ignored");
+    if (!o->split_local && o->consecutive_local != def.consecutive_local)
+        return verr(v, loc, "outlier_detection.consecutive_local_origin_failures", AT_KEY,
+                    "only used with split_external_local_origin_errors: true (otherwise local "
+                    "failures count as 503 and 504 responses)");
+    return true;
+}
+
 /* ---- endpoints given by name (DNS) ---- */
 
 /* An endpoint's address: an IP address (addr), or a DNS name (host, port)
@@ -647,6 +734,8 @@ static bool check_cluster_dns(struct vctx *v, struct tr_cluster_cfg *c,
 static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_cfg *c,
                           const struct tr_cfg_loc *loc)
 {
+    if (!check_hash_policy(v, c, loc) || !check_outlier(v, c, loc))
+        return false;
     if (!resolve(v, &nt->tls, "TLS context", c->tls_name, loc, "tls.context", &c->tls))
         return false;
     if (c->tls_name == NULL && c->n_server_ids > 0)

@@ -75,6 +75,8 @@ struct tr_http_state {
     struct tr_buf *resp;    /* bytes from the upstream */
     struct tr_h1_client uc; /* the upstream connection (upstream/h1_client.h) */
     struct tr_cluster_rt *cluster;
+    uint64_t lb_hash;                       /* consistent hashing: proxy/decide.h */
+    uint64_t lb_cookie;                     /* nonzero: a generated cookie goes on the response */
     const void *route;                      /* const struct tr_route_cfg * */
     const struct tr_header_edit *resp_edit; /* the route's response edits, NULL: none */
     struct tr_stream *stream; /* the request goes to an HTTP/2 upstream (proxy/stream.h) */
@@ -111,6 +113,8 @@ struct tr_tcp_state {
     bool splice;
     bool connected;
     uint8_t attempts;        /* endpoints tried (upstream/attempt.h) */
+    bool overflow;           /* a connection limit refused the connection: UO */
+    uint64_t lb_hash;        /* consistent hashing: the client's address (source_ip) */
     bool down_eof, up_eof;   /* read side saw EOF */
     bool up_shut, down_shut; /* we half-closed that side's write */
     uint64_t sent, received;

@@ -170,9 +170,10 @@ static void tcp_on_up_ready(void *owner, struct tr_upstream *up, int err, const 
         tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name, up->ep->addr_text,
                 reason);
         /* No byte went anywhere yet: try another endpoint. */
-        struct tr_endpoint_rt *next = tr_attempt_next(s->w, t->cluster, up->ep, &t->attempts);
+        struct tr_endpoint_rt *next =
+            tr_attempt_next(s->w, t->cluster, t->lb_hash, up->ep, &t->attempts);
         if (next == NULL || !tcp_connect(s, next))
-            tcp_finish(s, TR_RF_UF);
+            tcp_finish(s, t->overflow ? TR_RF_UO : TR_RF_UF);
         return;
     }
     t->connected = true;
@@ -214,8 +215,10 @@ static bool tcp_connect(struct tr_session *s, struct tr_endpoint_rt *ep)
     bool ready;
     const char *reason = NULL;
     t->up = tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, false, &ready, &reason);
-    if (t->up == NULL)
+    if (t->up == NULL) {
+        t->overflow = reason != NULL && strcmp(reason, "overflow") == 0;
         return false;
+    }
     tr_timer_set(s->w->loop, &s->timer, t->cluster->cfg->connect_timeout_ms + 1000);
     return true;
 }
@@ -252,11 +255,17 @@ void tr_tcp_session_start(struct tr_session *s)
         return;
     }
     t->cluster = &s->ws->clusters[s->lcfg->tcp_cluster];
-    struct tr_endpoint_rt *ep = tr_attempt_first(s->w, t->cluster, &t->attempts);
+    /* Consistent hashing: a connection offers only its client's address. */
+    struct tr_lb_request rq = {.peer = &s->peer};
+    uint64_t no_cookie;
+    if (t->cluster->table == NULL ||
+        !tr_lb_request_hash(&t->cluster->cfg->hash, &rq, &t->lb_hash, &no_cookie))
+        t->lb_hash = (uint64_t)tr_worker_rand(s->w) << 32 | tr_worker_rand(s->w);
+    struct tr_endpoint_rt *ep = tr_attempt_first(s->w, t->cluster, t->lb_hash, &t->attempts, NULL);
     if (ep == NULL) {
         tcp_finish(s, TR_RF_UH);
         return;
     }
     if (!tcp_connect(s, ep))
-        tcp_finish(s, TR_RF_UF);
+        tcp_finish(s, t->overflow ? TR_RF_UO : TR_RF_UF);
 }

@@ -820,13 +820,13 @@ static const struct vcase cases[] = {
      NULL, NULL},
     {"enums", bad_enum,
      "DestinationRule default/reviews: spec.subsets[0].lb: expected one of round_robin, "
-     "least_request, random, got value 7",
+     "least_request, random, ring_hash, maglev, got value 7",
      Y_CTX "clusters:\n- {name: reviews-v1, lb: fastest, endpoints: [{address: "
            "'10.0.0.1:9080'}]}\n"
            "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
                Y_LISTENER(", route_table: outbound-80"),
-     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, got "
-     "\"fastest\""},
+     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, "
+     "ring_hash, maglev, got \"fastest\""},
     {"names", bad_name,
      "Sidecar default/default: spec.egress[0].name: invalid name \"out bound\": whitespace and "
      "control characters are not allowed",
@@ -1193,6 +1193,120 @@ static void test_origin_format(void **state)
     free(err);
 }
 
+/* ---- outlier detection, consistent hashing, circuit breakers ---- */
+
+/* A compiler's DestinationRule with consistentHash, outlierDetection and
+ * connectionPool settings: valid, and validate derives the hash source. */
+static void test_cluster_policies_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_cluster_cfg *cl = &c->clusters[0];
+    cl->lb = TR_LB_MAGLEV;
+    cl->hash.query_param = "user";
+    cl->hash.maglev_table_size = 5000011; /* the largest prime Maglev takes */
+    cl->outlier.enabled = true;
+    cl->outlier.consecutive_gateway = 2;
+    cl->breakers.max_requests = 10;
+    cl->max_requests_per_connection = 1;
+    c->clusters[1].lb = TR_LB_RING_HASH; /* no key: every request hashes at random */
+    char *err = NULL;
+    if (tr_config_validate(c, &err) != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_null(err);
+    assert_int_equal(cl->hash.source, TR_HASH_QUERY_PARAM);
+    assert_int_equal(c->clusters[1].hash.source, TR_HASH_NONE);
+    /* A validated model validates again. */
+    assert_int_equal(tr_config_validate(c, NULL), 0);
+    tr_config_free(c);
+}
+
+static void test_cluster_policies_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        int what;
+        const char *want;
+    } policy_cases[] = {
+        {0, "spec.subsets[0].hash_policy: set exactly one of header, cookie, source_ip, "
+            "query_param"},
+        {1, "spec.subsets[0].hash_policy: only used with lb: ring_hash or maglev; with this lb it "
+            "would be ignored"},
+        {2, "spec.subsets[0].maglev.table_size: must be a prime number (Maglev's permutations "
+            "need it), got 65536"},
+        {3, "spec.subsets[0].hash_policy.cookie.ttl: only used for a cookie the proxy generates, "
+            "which generate: false turns off"},
+        {4, "spec.subsets[0].hash_policy.cookie.name: missing required field"},
+        {5, "spec.subsets[0].hash_policy.cookie.path: byte 0x3b is not allowed in a cookie path"},
+        {6, "spec.subsets[0].outlier_detection.enabled: false, so the other outlier_detection "
+            "settings would be ignored"},
+        {7, "spec.subsets[0].outlier_detection.max_ejection_percent: must be between 0 and 100, "
+            "got 200"},
+        {8, "spec.subsets[0].ring_hash: only used with lb: ring_hash; with this lb it would be "
+            "ignored"},
+        {9, "spec.subsets[0].outlier_detection.consecutive_local_origin_failures: only used with "
+            "split_external_local_origin_errors: true (otherwise local failures count as 503 and "
+            "504 responses)"},
+    };
+    size_t failed = 0;
+    for (size_t i = 0; i < sizeof(policy_cases) / sizeof(policy_cases[0]); i++) {
+        struct tr_config *c = model();
+        struct tr_cluster_cfg *cl = &c->clusters[0];
+        cl->lb = TR_LB_RING_HASH;
+        switch (policy_cases[i].what) {
+        case 0:
+            cl->hash.header = "x-user";
+            cl->hash.source_ip = true;
+            break;
+        case 1:
+            cl->lb = TR_LB_LEAST_REQUEST;
+            cl->hash.header = "x-user";
+            break;
+        case 2:
+            cl->lb = TR_LB_MAGLEV;
+            cl->hash.maglev_table_size = 65536;
+            break;
+        case 3:
+            cl->hash.cookie = "s";
+            cl->hash.cookie_ttl_ms = 1000;
+            break;
+        case 4:
+            cl->hash.cookie_generate = true;
+            break;
+        case 5:
+            cl->hash.cookie = "s";
+            cl->hash.cookie_generate = true;
+            cl->hash.cookie_path = "/a;Domain=evil";
+            break;
+        case 6:
+            cl->outlier.interval_ms = 1000;
+            break;
+        case 7:
+            cl->outlier.enabled = true;
+            cl->outlier.max_ejection_percent = 200;
+            break;
+        case 8:
+            cl->lb = TR_LB_MAGLEV;
+            cl->hash.ring_min_size = 64;
+            break;
+        case 9:
+            cl->outlier.enabled = true;
+            cl->outlier.consecutive_local = 1;
+            break;
+        }
+        char *err = NULL, want[512];
+        snprintf(want, sizeof(want), "DestinationRule default/reviews: %s", policy_cases[i].want);
+        if (tr_config_validate(c, &err) != -1 || err == NULL || strcmp(err, want) != 0) {
+            fprintf(stderr, "case %zu:\n  want: %s\n  got:  %s\n", i, want,
+                    err != NULL ? err : "(valid)");
+            failed++;
+        }
+        free(err);
+        tr_config_free(c);
+    }
+    assert_int_equal(failed, 0);
+}
+
 /* A compiler's model with every local route action: valid, and valid again
  * (CORS indexes are counted afresh, not added up). */
 static void test_local_actions_ok(void **state)
@@ -1256,6 +1370,8 @@ int main(void)
         cmocka_unit_test(test_local_actions_ok),
         cmocka_unit_test(test_header_edit_programs),
         cmocka_unit_test(test_model_dns_ok),
+        cmocka_unit_test(test_cluster_policies_ok),
+        cmocka_unit_test(test_cluster_policies_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
