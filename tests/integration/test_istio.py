@@ -671,3 +671,89 @@ spec:
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
     e = mesh.explain("http://reviews:9080/flaky")
     assert e["rule"] == "abort-half"
+
+
+def test_outlier_detection_ejects_and_brings_back(mesh):
+    """A pod that starts answering 503 is ejected after consecutive5xxErrors
+    and gets traffic again after baseEjectionTime."""
+    b = mesh.base
+    pods = [mesh.pod(f"api-{i}", f"{b}.{40 + i}", 8080, {"app": "api"}) for i in range(3)]
+    mesh.add(service("api", 9080, {"app": "api"}, target=8080), """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: default}
+spec:
+  host: api
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 1s
+      baseEjectionTime: 2s
+      maxEjectionPercent: 100
+""")
+    mesh.start()
+    bad = pods[0]
+    bad.status = 503
+    codes = curl_many(mesh, "api", 60)
+    assert codes.count(503) == 3, codes  # ejected at exactly the threshold
+    assert codes[-30:] == [200] * 30
+    hits = bad.hits
+    bad.status = 200
+    time.sleep(2.5)
+    assert curl_many(mesh, "api", 30) == [200] * 30
+    assert bad.hits > hits  # back after baseEjectionTime
+    e = mesh.explain("http://api:9080/")
+    assert e["outlier_detection"]["consecutive_5xx"] == 3
+
+
+def test_consistent_hash_keeps_a_user_on_one_pod(mesh):
+    b = mesh.base
+    pods = [mesh.pod(f"cart-{i}", f"{b}.{50 + i}", 8080, {"app": "cart"}) for i in range(3)]
+    mesh.add(service("cart", 9080, {"app": "cart"}, target=8080), """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: default}
+spec:
+  host: cart
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+""")
+    mesh.start()
+    seen = {}
+    with requests.Session() as s:
+        for u in range(20):
+            names = {s.get(f"http://{mesh.outbound_ip}:9080/",
+                           headers={"Host": "cart", "x-user": f"user-{u}"},
+                           timeout=10).json()["name"] for _ in range(10)}
+            assert len(names) == 1, (u, names)
+            seen[u] = names.pop()
+    assert len(set(seen.values())) >= 2  # users spread over the pods
+    assert mesh.explain("http://cart:9080/")["load_balancer"] == "RING_HASH"
+
+
+def test_connection_pool_overflow_answers_503(mesh):
+    b = mesh.base
+    mesh.pod("slow-1", f"{b}.60", 8080, {"app": "slow"}, delay=0.6)
+    mesh.add(service("slow", 9080, {"app": "slow"}, target=8080), """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: slow, namespace: default}
+spec:
+  host: slow
+  trafficPolicy:
+    connectionPool:
+      http: {http2MaxRequests: 1}
+""")
+    mesh.start()
+    out = []
+
+    def one():
+        out.append(requests.get(f"http://{mesh.outbound_ip}:9080/", headers={"Host": "slow"},
+                                timeout=10).status_code)
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(10)
+    assert sorted(out) == [200, 503, 503], out
+    assert mesh.proxy.metric("trellis_upstream_overflow_total") >= 2

@@ -6,6 +6,7 @@
  * proxy uses are still checked); a resource with an error is refused. The
  * build pass then compiles what this workload sees, quietly. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,7 +253,19 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
     c->lb = pol.lb;
     c->connect_timeout_ms = pol.connect_timeout_ms;
     c->pool_idle_timeout_ms = pol.idle_timeout_ms;
-    c->max_connections = pol.max_connections;
+    c->breakers = pol.breakers;
+    c->max_requests_per_connection = pol.max_requests_per_connection;
+    c->outlier = pol.outlier;
+    c->hash = pol.hash;
+    /* the model keeps nothing of the resource set: copy the names */
+    c->hash.header = ist_mstrdup(x, pol.hash.header);
+    c->hash.cookie = ist_mstrdup(x, pol.hash.cookie);
+    c->hash.cookie_path = ist_mstrdup(x, pol.hash.cookie_path);
+    c->hash.query_param = ist_mstrdup(x, pol.hash.query_param);
+    if (c->hash.header != NULL) {
+        for (char *q = (char *)c->hash.header; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+    }
 
     struct ist_ep *eps;
     size_t n = ist_service_eps(x, s, pi, &eps);

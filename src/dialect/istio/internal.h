@@ -297,8 +297,11 @@ struct ist_cluster_policy {
     enum tr_lb_policy lb;
     uint32_t connect_timeout_ms;
     uint32_t idle_timeout_ms;
-    uint32_t max_connections; /* 0: unlimited */
-    uint32_t h2_max_streams;  /* 0: default */
+    struct tr_circuit_breakers_cfg breakers; /* per proxy; 0: unlimited */
+    uint32_t max_requests_per_connection;
+    struct tr_outlier_cfg outlier;
+    struct tr_hash_policy_cfg hash;
+    uint32_t h2_max_streams; /* 0: default */
     bool h2_upgrade;
     bool use_client_protocol;
     enum ist_tls tls;
