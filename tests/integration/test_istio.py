@@ -120,14 +120,14 @@ class Mesh:
             raise AssertionError(f"trellis ctl {' '.join(args)} -> {r.returncode}\n{r.stderr}")
         return r
 
-    def compile(self, workload="default/client"):
+    def compile(self, workload="default/client", *extra):
         self.write()
         r = self.ctl("compile", self.dir, "--workload", workload, "-o", "json",
-                     "--outbound-ip", self.outbound_ip)
+                     "--outbound-ip", self.outbound_ip, *extra)
         return json.loads(r.stdout), r.stderr
 
-    def start(self):
-        model, _ = self.compile()
+    def start(self, *extra):
+        model, _ = self.compile("default/client", *extra)
         self.proxy = Proxy(self.workdir, model, name="client-proxy")
         self.proxy.start()
         return self.proxy
@@ -757,3 +757,35 @@ spec:
         t.join(10)
     assert sorted(out) == [200, 503, 503], out
     assert mesh.proxy.metric("trellis_upstream_overflow_total") >= 2
+
+
+def test_service_entry_dns_resolution(mesh):
+    """A MESH_EXTERNAL ServiceEntry with resolution DNS: the proxy resolves the
+    host itself (a DNS server of the test's own on loopback) and sends the
+    requests to the addresses it answers."""
+    from dnsutil import DnsServer
+    b = mesh.base
+    ext = mesh.pod("ext-1", f"{b}.70", 8080, {"app": "not-selected"})
+    dns = DnsServer()
+    try:
+        dns.set("api.partner.test", a=[f"{b}.70"])
+        mesh.add("""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner, namespace: default}
+spec:
+  hosts: [api.partner.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+""")
+        model, warnings = mesh.compile("default/client", "--dns-server", dns.address)
+        assert "resolution" not in warnings
+        mesh.proxy = Proxy(mesh.workdir, model, name="client-proxy")
+        mesh.proxy.start()
+        r = mesh.get("api.partner.test", port=8080)
+        assert r.status_code == 200 and r.json()["name"] == "ext-1"
+        assert dns.count("api.partner.test") >= 1
+        assert ext.hits == 1
+    finally:
+        dns.close()

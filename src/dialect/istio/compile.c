@@ -216,6 +216,29 @@ static const char *spiffe_of(struct ist_ctx *x, const char *ns, const char *sa)
     return ist_mprintf(x, "spiffe://%s/ns/%s/sa/%s", x->o->trust_domain, ns, sa);
 }
 
+/* An endpoint given by name (validated as the loader would: RFC 1123). */
+static bool dns_endpoint(struct ist_ctx *x, struct tr_endpoint_cfg *e, const char *name,
+                         uint32_t port)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 253 || port == 0 || port > 65535)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!(isalnum(ch) || ch == '-' || ch == '.'))
+            return false;
+    }
+    char *h = ist_mstrdup(x, name);
+    if (h == NULL)
+        return false;
+    for (char *q = h; *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    e->host = h;
+    e->port = (uint16_t)port;
+    e->addr.text = ist_mprintf(x, "%s:%u", h, port);
+    return e->addr.text != NULL;
+}
+
 const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t pi,
                             const char *subset)
 {
@@ -269,6 +292,20 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
 
     struct ist_ep *eps;
     size_t n = ist_service_eps(x, s, pi, &eps);
+    /* ServiceEntry resolution DNS / DNS_ROUND_ROBIN: endpoints given by name
+     * are resolved by the proxy; with no endpoints, the host itself is. */
+    bool dns = s->resolution == IST_RES_DNS || s->resolution == IST_RES_DNS_RR;
+    struct ist_ep self_ep;
+    if (dns && s->n_insts == 0 && !s->have_slices && s->host[0] != '*') {
+        self_ep = (struct ist_ep){
+            .ip = s->host, .port = port->target ? port->target : port->number, .inst = NULL};
+        eps = &self_ep;
+        n = 1;
+    }
+    if (dns) {
+        c->dns.mode = s->resolution == IST_RES_DNS_RR ? TR_DNS_FIRST : TR_DNS_ALL;
+        c->dns.family = TR_DNS_V4; /* what Istio's proxies resolve by default */
+    }
     c->endpoints = ist_malloc(x, n, sizeof(*c->endpoints));
     if (c->endpoints == NULL)
         return NULL;
@@ -281,8 +318,12 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
             continue;
         struct tr_endpoint_cfg *e = &c->endpoints[c->n_endpoints];
         tr_cfg_endpoint_defaults(e);
-        if (!ist_make_addr(x, eps[i].ip, eps[i].port, &e->addr))
-            continue; /* a name (DNS resolution is not supported yet, reported) */
+        if (!ist_make_addr(x, eps[i].ip, eps[i].port, &e->addr)) {
+            if (!dns)
+                continue; /* a name where none may be (reported with the entry) */
+            if (!dns_endpoint(x, e, eps[i].ip, eps[i].port))
+                continue;
+        }
         e->weight = in && in->weight ? in->weight : 1;
         e->workload = in && in->name ? ist_mstrdup(x, in->name) : NULL;
         e->loc = c->loc;
@@ -905,6 +946,14 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
                      "run",
                      o->ns, o->name);
         ok = false;
+    }
+    if (ok && o->dns_server != NULL) {
+        cfg->resolver.servers = ist_malloc(&x, 1, sizeof(*cfg->resolver.servers));
+        ok = cfg->resolver.servers != NULL;
+        if (ok) {
+            cfg->resolver.servers[0] = ist_mstrdup(&x, o->dns_server);
+            cfg->resolver.n_servers = 1;
+        }
     }
     char *err = NULL;
     if (ok && tr_config_validate(cfg, &err) != 0) {
