@@ -627,7 +627,7 @@ static const struct cfg_field cluster_fields[] = {
     DUR("connect_timeout", struct tr_cluster_cfg, connect_timeout_ms, DEF, 1, MAXMS, 1000),
     SECTION("pool", 0, pool_section),
     SECTION("tls", 0, cluster_tls_section),
-    LIST("endpoints", struct tr_cluster_cfg, endpoints, n_endpoints, REQ, 1, CFG_MAX_ENDPOINTS,
+    LIST("endpoints", struct tr_cluster_cfg, endpoints, n_endpoints, REQ, 0, CFG_MAX_ENDPOINTS,
          struct tr_endpoint_cfg, cfg_endpoint_section),
     ENUM("protocol", struct tr_cluster_cfg, protocol, DEF, upstream_protocols, NULL,
          TR_UPROTO_HTTP1),

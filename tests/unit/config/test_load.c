@@ -945,8 +945,6 @@ static const struct bad_case bad_cases[] = {
 
     /* clusters */
     {"clusters:\n- {name: c}\n", "t.yaml:2:3: clusters[0].endpoints: ", "missing required field"},
-    {"clusters:\n- {name: c, endpoints: []}\n",
-     "t.yaml:2:24: clusters[0].endpoints: ", "must have at least 1 entry"},
     {"clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1, weight: 0}]}\n",
      "t.yaml:2:56: clusters[0].endpoints[0].weight: ", "must be between 1 and 1000000, got 0"},
     {"clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:0}]}\n",
