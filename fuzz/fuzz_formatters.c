@@ -8,6 +8,10 @@
  *     U+FFFD; in a fixed buffer it is whole, or a prefix of that when cut,
  *     and never longer than the buffer (the buffers are malloc'd to their
  *     exact size, so ASan sees any write past them);
+ *   - a YAML double-quoted scalar decodes the same way, with only the escapes
+ *     \\ \" \t \n \r \xXX \uXXXX and no raw character a YAML reader must
+ *     not see (controls, C1, U+2028/9, BOM, U+FFFE/F); JSON strings hold none
+ *     of those raw either (our loader reads JSON as YAML);
  *   - a Prometheus label value uses only the escapes \\ \" \n, holds no raw
  *     quote or newline, and decodes the same way;
  *   - an access-log line is at most TR_ACCESS_LOG_LINE_MAX bytes, one line,
@@ -66,6 +70,23 @@ static size_t ref_utf8(const uint8_t *s, size_t n)
     if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
         return 0;
     return len;
+}
+
+/* The code point of the valid sequence s[0, len). */
+static uint32_t ref_cp(const uint8_t *s, size_t len)
+{
+    static const uint8_t mask[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
+    uint32_t cp = s[0] & mask[len];
+    for (size_t i = 1; i < len; i++)
+        cp = cp << 6 | (s[i] & 0x3f);
+    return cp;
+}
+
+/* Valid, but not for a YAML reader to see raw (escaped by both escapers). */
+static bool ref_yaml_unsafe(uint32_t cp)
+{
+    return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
+           cp == 0xfeff || cp == 0xfffe || cp == 0xffff;
 }
 
 /* s with invalid bytes replaced by U+FFFD, into out (room for 3 * n). */
@@ -160,7 +181,7 @@ static bool json_string(const uint8_t *s, size_t n, size_t *pos, uint8_t *out, s
             continue;
         }
         size_t len = ref_utf8(s + i, n - i);
-        if (len == 0)
+        if (len == 0 || ref_yaml_unsafe(ref_cp(s + i, len)))
             return false;
         if (out)
             memcpy(out + o, s + i, len);
@@ -187,6 +208,50 @@ static void check_json(const uint8_t *s, size_t n, const uint8_t *want, size_t w
     CHECK(pos == n);
     CHECK(prefix ? dec_len <= want_len : dec_len == want_len);
     CHECK(memcmp(dec, want, dec_len) == 0);
+    free(dec);
+}
+
+/* The whole of s[0, n) is one YAML double-quoted scalar, with the
+ * escaper's escapes only, decoding to want[0, want_len). */
+static void check_yaml(const uint8_t *s, size_t n, const uint8_t *want, size_t want_len)
+{
+    uint8_t *dec = malloc(n + 1);
+    size_t o = 0;
+    CHECK(dec != NULL);
+    CHECK(n >= 2 && s[0] == '"' && s[n - 1] == '"');
+    for (size_t i = 1; i < n - 1;) {
+        CHECK(s[i] != '"');
+        if (s[i] == '\\') {
+            CHECK(i + 1 < n - 1);
+            uint8_t e = s[i + 1];
+            static const char esc[] = "\\\"tnr", dec_of[] = "\\\"\t\n\r";
+            const char *simple = e != 0 ? strchr(esc, e) : NULL;
+            if (simple != NULL) {
+                dec[o++] = (uint8_t)dec_of[simple - esc];
+                i += 2;
+                continue;
+            }
+            CHECK(e == 'x' || e == 'u');
+            size_t digits = e == 'x' ? 2 : 4;
+            CHECK(i + 2 + digits <= n - 1);
+            uint32_t cp = 0;
+            for (size_t k = 0; k < digits; k++) {
+                int h = hexval(s[i + 2 + k]);
+                CHECK(h >= 0);
+                cp = cp << 4 | (uint32_t)h;
+            }
+            CHECK(cp < 0xd800 || cp > 0xdfff);
+            o += put_utf8(cp, dec + o);
+            i += 2 + digits;
+            continue;
+        }
+        size_t len = ref_utf8(s + i, n - 1 - i);
+        CHECK(len != 0 && !ref_yaml_unsafe(ref_cp(s + i, len)));
+        memcpy(dec + o, s + i, len);
+        o += len;
+        i += len;
+    }
+    CHECK(o == want_len && memcmp(dec, want, o) == 0);
     free(dec);
 }
 
@@ -314,6 +379,32 @@ static void fuzz_prom(const uint8_t *text, size_t n, size_t fixed_size, const ui
     free(buf);
 }
 
+static void fuzz_yaml(const uint8_t *text, size_t n, size_t fixed_size, const uint8_t *want,
+                      size_t want_len)
+{
+    struct tr_fmt f;
+    tr_fmt_init_growable(&f, 1 << 20);
+    CHECK(tr_fmt_yaml_str(&f, (const char *)text, n));
+    size_t len;
+    char *out = tr_fmt_take(&f, &len);
+    CHECK(out != NULL && strlen(out) == len);
+    check_yaml((const uint8_t *)out, len, want, want_len);
+    free(out);
+    /* Valid UTF-8 is exactly what needs no U+FFFD. */
+    CHECK(tr_fmt_utf8_valid((const char *)text, n) ==
+          (want_len == n && memcmp(want, text, n) == 0));
+
+    char *buf = malloc(fixed_size);
+    CHECK(buf != NULL);
+    tr_fmt_init_fixed(&f, buf, fixed_size);
+    bool ok = tr_fmt_yaml_str(&f, (const char *)text, n);
+    CHECK(ok == (len <= fixed_size - 1) && ok == !f.truncated);
+    CHECK(f.len == (ok ? len : 0) && buf[f.len] == '\0');
+    if (ok)
+        check_yaml((const uint8_t *)buf, f.len, want, want_len);
+    free(buf);
+}
+
 static void fuzz_access_log(const uint8_t *data, size_t size)
 {
     /* Values are the NUL-separated pieces of the input (copied: C strings). */
@@ -372,6 +463,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t want_len = reference(text, n, want);
     fuzz_json(text, n, fixed_size, want, want_len);
     fuzz_prom(text, n, fixed_size, want, want_len);
+    fuzz_yaml(text, n, fixed_size, want, want_len);
     free(want);
     fuzz_access_log(data, size);
     return 0;

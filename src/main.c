@@ -10,6 +10,7 @@ static void usage(FILE *out)
                  "\n"
                  "commands:\n"
                  "  proxy     run the data plane (trellis proxy --config FILE)\n"
+                 "  ctl       operator tools (trellis ctl compile DIR --workload NS/NAME)\n"
                  "  version   print the version\n");
 }
 
@@ -22,6 +23,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "proxy") == 0)
         return tr_cmd_proxy(argc - 1, argv + 1);
+    if (strcmp(cmd, "ctl") == 0)
+        return tr_cmd_ctl(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("trellis %s\n", TR_VERSION);
         return 0;

@@ -241,15 +241,20 @@ static void handle(struct admin_conn *c, const struct tr_h1_message *m)
     } else if (TR_STR_EQ_LIT(path, "/config_dump") && get) {
         struct tr_snapshot *snap = tr_snapshot_current_acquire();
         size_t len = 0;
-        char *json = snap ? tr_config_dump_json(snap->cfg, snap->generation, &len) : NULL;
-        int err = errno;
+        char *err = NULL;
+        char *json = snap ? tr_config_dump_json(snap->cfg, snap->generation, &len, &err) : NULL;
         tr_snapshot_unref(snap);
-        if (json == NULL && snap != NULL && err == E2BIG)
-            respond_text(c, 503, "configuration dump exceeds TR_CONFIG_DUMP_MAX (64 MiB)\n");
-        else if (json == NULL)
-            respond_text(c, 500, snap != NULL ? "out of memory\n" : "no configuration\n");
-        else
+        if (json == NULL) {
+            char msg[1100];
+            snprintf(msg, sizeof(msg), "%s\n",
+                     snap == NULL  ? "no configuration"
+                     : err != NULL ? err
+                                   : "out of memory");
+            respond_text(c, 500, msg);
+        } else {
             respond(c, 200, "application/json", json, len);
+        }
+        free(err);
     } else if (TR_STR_EQ_LIT(path, "/logging")) {
         char level[16];
         if (m->method_id == TR_H1_M_POST && query_param(m->target, "level", level, sizeof(level))) {

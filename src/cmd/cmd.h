@@ -5,5 +5,6 @@
 #define TR_VERSION "0.1.0"
 
 int tr_cmd_proxy(int argc, char **argv);
+int tr_cmd_ctl(int argc, char **argv);
 
 #endif

@@ -1,7 +1,10 @@
 /* trellis proxy: the data plane. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cmd/cmd.h"
 #include "config/load.h"
@@ -14,6 +17,33 @@ static void proxy_usage(FILE *out)
                  "  --workers N       worker threads (default: config, or one per core)\n"
                  "  --log-level L     error, warn, info or debug\n"
                  "  --check           validate the configuration and exit\n");
+}
+
+/* path made absolute against the working directory, lexically: symlinks
+ * stay (a mounted ConfigMap is swapped through one, and a reload must see
+ * the new file). A running proxy holds this name, and file names in its
+ * configuration are resolved against its directory: a relative one would
+ * leave them relative to the directory the proxy was started from, and what
+ * /config_dump prints would pass --check only from there. malloc'd (caller
+ * frees); NULL with errno set. */
+static char *absolute_path(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char *cwd = getcwd(NULL, 0);
+    if (cwd == NULL)
+        return NULL;
+    /* "./proxy.yaml" is cwd/proxy.yaml */
+    while (path[0] == '.' && path[1] == '/') {
+        path += 2;
+        while (path[0] == '/')
+            path++;
+    }
+    char *out = NULL;
+    if (asprintf(&out, "%s%s%s", cwd, strcmp(cwd, "/") == 0 ? "" : "/", path) < 0)
+        out = NULL;
+    free(cwd);
+    return out;
 }
 
 int tr_cmd_proxy(int argc, char **argv)
@@ -73,5 +103,14 @@ int tr_cmd_proxy(int argc, char **argv)
         printf("%s: ok\n", o.config_path);
         return 0;
     }
-    return tr_server_run(&o);
+    char *config_path = absolute_path(o.config_path);
+    if (config_path == NULL) {
+        fprintf(stderr, "trellis proxy: %s: cannot make the path absolute: %s\n", o.config_path,
+                strerror(errno));
+        return 1;
+    }
+    o.config_path = config_path;
+    int rc = tr_server_run(&o);
+    free(config_path);
+    return rc;
 }

@@ -47,10 +47,11 @@
 #define CFG_MAX_WEIGHT      1000000u
 #define CFG_MAX_DURATION_MS (24u * 3600u * 1000u)
 #define CFG_MAX_WORKERS     256u
-#define CFG_H1_HEADERS_CAP  256u /* TR_H1_MAX_HEADERS_CAP in codec/h1/h1.h */
-#define CFG_H2_STREAMS_DEF  100u /* cluster http2.max_streams_per_connection */
-#define CFG_MAX_CORS_LIST   64u  /* CORS origins, methods, headers per list */
-#define CFG_MAX_GRPC_STATUS 16u  /* UNAUTHENTICATED, the highest gRPC status code */
+#define CFG_H1_HEADERS_CAP  256u  /* TR_H1_MAX_HEADERS_CAP in codec/h1/h1.h */
+#define CFG_H2_STREAMS_DEF  100u  /* cluster http2.max_streams_per_connection */
+#define CFG_DNS_REFRESH_DEF 5000u /* cluster dns.refresh (Envoy's dns_refresh_rate) */
+#define CFG_MAX_CORS_LIST   64u   /* CORS origins, methods, headers per list */
+#define CFG_MAX_GRPC_STATUS 16u   /* UNAUTHENTICATED, the highest gRPC status code */
 
 /* Request matching and header edits. */
 #define CFG_MAX_QUERY        64u   /* query parameter matches per route */
@@ -299,9 +300,11 @@ extern const struct cfg_section cfg_fault_abort_section;
 extern const struct cfg_section cfg_cors_section;
 extern const struct cfg_section cfg_cors_origin_section;
 extern const struct cfg_section cfg_query_match_section;
+extern const struct cfg_section cfg_origin_section;
 extern const struct cfg_section cfg_outlier_section;
 extern const struct cfg_section cfg_hash_policy_section;
 extern const struct cfg_section cfg_hash_cookie_section;
+extern const struct cfg_section cfg_tcp_weighted_section; /* listeners[].tcp_clusters[] */
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
 size_t cfg_field_index(const struct cfg_section *sec, const char *key);
@@ -334,8 +337,12 @@ bool cfg_header_present_set(struct ld *ld, const struct cnode *k, const struct c
 bool cfg_query_match_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
                            void *obj, size_t idx);
 bool cfg_query_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
+/* The match kind of each of the query match rows exact .. present. */
+extern const enum tr_header_match_kind cfg_query_match_kinds[4];
 bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                        size_t idx);
+bool cfg_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                      size_t idx);
 /* Local route actions. */
 bool cfg_redirect_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                         size_t idx);

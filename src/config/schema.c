@@ -89,6 +89,10 @@
         .key = k, .kind = CK_CUSTOM, .flags = (fl), .set = (fn)                                    \
     }
 
+/* The source of a compiled object, read into its tr_cfg_loc (last in each
+ * table that has one, so it is read after the object's fields). */
+#define ORIGIN(T) SECTION("origin", offsetof(T, loc), cfg_origin_section)
+
 /* Local route actions' kinds. */
 #define OPTIONAL(k, T, m, IT, s)                                                                   \
     {                                                                                              \
@@ -104,6 +108,19 @@
 #define MAXMS CFG_MAX_DURATION_MS
 
 /* ----------------------------------------------------------- the tables */
+
+/* Where a compiled object came from: the resource and the field path in it
+ * (model.h, struct tr_cfg_loc). With it, errors about the object name the
+ * resource: "FILE:LINE:COL: VirtualService default/reviews: spec.http[0]:
+ * ...". A compiler writes it (config/write.h); people need not. */
+static const struct cfg_field origin_fields[] = {
+    NAME("kind", struct tr_cfg_loc, origin.kind, 0),
+    NAME("namespace", struct tr_cfg_loc, origin.ns, 0),
+    NAME("name", struct tr_cfg_loc, origin.name, 0),
+    STR("path", struct tr_cfg_loc, path, 0, CFG_MAX_STR, NULL),
+};
+const struct cfg_section cfg_origin_section =
+    SEC("origin", origin_fields, CFG_NO_LOC, cfg_origin_after);
 
 static const struct cfg_field node_fields[] = {
     STR("id", struct tr_node_cfg, id, 0, CFG_MAX_NAME, NULL),
@@ -163,6 +180,7 @@ static const struct cfg_field tls_fields[] = {
     ENUM("min_version", struct tr_tls_cfg, min_version, CF_U16 | DEF, tls_versions,
          tls_version_values, 1),
     BOOL("session_resumption", struct tr_tls_cfg, session_resumption, true),
+    ORIGIN(struct tr_tls_cfg),
 };
 const struct cfg_section cfg_tls_section =
     SEC("tls", tls_fields, offsetof(struct tr_tls_cfg, loc), NULL);
@@ -205,6 +223,7 @@ static const struct cfg_field rule_fields[] = {
             cfg_check_token),
     STRLIST("paths", struct tr_authz_rule_cfg, paths, n_paths, 0, 0, CFG_MAX_LIST, CFG_MAX_STR,
             cfg_check_authz_path),
+    ORIGIN(struct tr_authz_rule_cfg),
 };
 static const struct cfg_section rule_section =
     SEC("authorization rule", rule_fields, offsetof(struct tr_authz_rule_cfg, loc), NULL);
@@ -215,6 +234,17 @@ static const struct cfg_field authz_fields[] = {
 };
 static const struct cfg_section authz_section =
     SEC("authorization", authz_fields, CFG_NO_LOC, NULL);
+
+/* ---- weighted TCP routes: a listener's tcp_clusters entry is a cluster and
+ * its weight, the routes' weighted cluster without the header edits. */
+static const struct cfg_field tcp_weighted_fields[] = {
+    NAME("cluster", struct tr_weighted_cluster_cfg, cluster_name, REQ),
+    U32("weight", struct tr_weighted_cluster_cfg, weight, REQ, 0, CFG_MAX_WEIGHT, 0),
+    ORIGIN(struct tr_weighted_cluster_cfg),
+};
+const struct cfg_section cfg_tcp_weighted_section =
+    SEC("tcp weighted cluster", tcp_weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc),
+        NULL);
 
 static const char *const directions[] = {"inbound", "outbound"};
 static const char *const listener_protocols[] = {"http", "tcp", "auto"};
@@ -227,38 +257,43 @@ static const struct cfg_field listener_fields[] = {
     SECTION("tls", 0, listener_tls_section),
     NAME("route_table", struct tr_listener_cfg, route_table_name, 0),
     NAME("tcp_cluster", struct tr_listener_cfg, tcp_cluster_name, 0),
+    LIST("tcp_clusters", struct tr_listener_cfg, tcp_clusters, n_tcp_clusters, 0, 1,
+         CFG_MAX_WEIGHTED, struct tr_weighted_cluster_cfg, cfg_tcp_weighted_section),
     SECTION("http", 0, listener_http_section),
     SECTION("timeouts", 0, listener_timeouts_section),
     SECTION("authorization", offsetof(struct tr_listener_cfg, authz), authz_section),
+    ORIGIN(struct tr_listener_cfg),
 };
 const struct cfg_section cfg_listener_section =
     SEC("listener", listener_fields, offsetof(struct tr_listener_cfg, loc), cfg_listener_after);
 
-/* The value rows share one model field, so validate, which checks a built
- * model row by row, would hold an empty exact value (legitimate: "present
- * and empty") against the other rows: they all allow "" here, and
- * validate.c refuses it per kind. */
+/* The value rows fill one model field: validate checks it once, by the
+ * first row, and per kind in check_match() (validate.c). */
 static const struct cfg_field header_fields[] = {
     STR("name", struct tr_header_match_cfg, name, REQ | CF_LOWER, CFG_MAX_NAME,
         cfg_check_header_match_name),
+    /* An empty exact value is legitimate ("header present and empty"). */
     STR("exact", struct tr_header_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
-    STR("prefix", struct tr_header_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
-    STR("suffix", struct tr_header_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
-    STR("regex", struct tr_header_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
+    STR("prefix", struct tr_header_match_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("suffix", struct tr_header_match_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("regex", struct tr_header_match_cfg, value, 0, CFG_MAX_STR, NULL),
     CUSTOM("present", 0, cfg_header_present_set),
     {.key = "invert", .kind = CK_BOOL, .off = offsetof(struct tr_header_match_cfg, invert)},
+    ORIGIN(struct tr_header_match_cfg),
 };
 const struct cfg_section cfg_header_match_section =
     SEC("header match", header_fields, offsetof(struct tr_header_match_cfg, loc),
         cfg_header_match_after);
 
-/* Values as for header matches: checked per kind by validate.c. */
+/* Values as for header matches: one model field, checked per kind by
+ * validate.c. */
 static const struct cfg_field query_fields[] = {
     STR("name", struct tr_query_match_cfg, name, REQ, CFG_MAX_NAME, cfg_check_query_name),
     STR("exact", struct tr_query_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
-    STR("prefix", struct tr_query_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
-    STR("regex", struct tr_query_match_cfg, value, CF_EMPTY_OK, CFG_MAX_STR, NULL),
+    STR("prefix", struct tr_query_match_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("regex", struct tr_query_match_cfg, value, 0, CFG_MAX_STR, NULL),
     CUSTOM("present", 0, cfg_query_present_set),
+    ORIGIN(struct tr_query_match_cfg),
 };
 const struct cfg_section cfg_query_match_section =
     SEC("query parameter match", query_fields, offsetof(struct tr_query_match_cfg, loc),
@@ -304,6 +339,7 @@ static const struct cfg_field weighted_fields[] = {
             header_ops_section),
     SECTION("response_headers", offsetof(struct tr_weighted_cluster_cfg, response_headers),
             header_ops_section),
+    ORIGIN(struct tr_weighted_cluster_cfg),
 };
 static const struct cfg_section weighted_section =
     SEC("weighted cluster", weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc), NULL);
@@ -380,6 +416,7 @@ static const struct cfg_field cors_origin_fields[] = {
     STR("exact", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
     STR("prefix", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
     STR("regex", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
+    ORIGIN(struct tr_cors_origin_cfg),
 };
 const struct cfg_section cfg_cors_origin_section =
     SEC("CORS origin", cors_origin_fields, offsetof(struct tr_cors_origin_cfg, loc),
@@ -441,6 +478,7 @@ static const struct cfg_field mirror_fields[] = {
      .off = offsetof(struct tr_mirror_cfg, per_million),
      .max = TR_PER_MILLION,
      .def = TR_PER_MILLION},
+    ORIGIN(struct tr_mirror_cfg),
 };
 const struct cfg_section cfg_mirror_section =
     SEC("mirror", mirror_fields, offsetof(struct tr_mirror_cfg, loc), NULL);
@@ -465,6 +503,7 @@ static const struct cfg_field route_fields[] = {
     SECTION("retries", offsetof(struct tr_route_cfg, retries), retry_section),
     LIST("mirrors", struct tr_route_cfg, mirrors, n_mirrors, 0, 0, CFG_MAX_MIRRORS,
          struct tr_mirror_cfg, cfg_mirror_section),
+    ORIGIN(struct tr_route_cfg),
 };
 const struct cfg_section cfg_route_section =
     SEC("route", route_fields, offsetof(struct tr_route_cfg, loc), cfg_route_after);
@@ -475,6 +514,7 @@ static const struct cfg_field vhost_fields[] = {
             256, cfg_check_domain),
     LIST("routes", struct tr_vhost_cfg, routes, n_routes, 0, 0, CFG_MAX_ROUTES, struct tr_route_cfg,
          cfg_route_section),
+    ORIGIN(struct tr_vhost_cfg),
 };
 const struct cfg_section cfg_vhost_section =
     SEC("virtual host", vhost_fields, offsetof(struct tr_vhost_cfg, loc), cfg_vhost_after);
@@ -483,6 +523,7 @@ static const struct cfg_field route_table_fields[] = {
     NAME("name", struct tr_route_table_cfg, name, REQ),
     LIST("virtual_hosts", struct tr_route_table_cfg, vhosts, n_vhosts, REQ, 1, CFG_MAX_VHOSTS,
          struct tr_vhost_cfg, cfg_vhost_section),
+    ORIGIN(struct tr_route_table_cfg),
 };
 const struct cfg_section cfg_route_table_section =
     SEC("route table", route_table_fields, offsetof(struct tr_route_table_cfg, loc), NULL);
@@ -492,6 +533,7 @@ static const struct cfg_field endpoint_fields[] = {
     CUSTOM("address", REQ, cfg_endpoint_address_set),
     U32("weight", struct tr_endpoint_cfg, weight, DEF, 1, CFG_MAX_WEIGHT, 1),
     STR("workload", struct tr_endpoint_cfg, workload, 0, CFG_MAX_NAME, NULL),
+    ORIGIN(struct tr_endpoint_cfg),
 };
 const struct cfg_section cfg_endpoint_section =
     SEC("endpoint", endpoint_fields, offsetof(struct tr_endpoint_cfg, loc), NULL);
@@ -632,7 +674,7 @@ static const struct cfg_field cluster_fields[] = {
     DUR("connect_timeout", struct tr_cluster_cfg, connect_timeout_ms, DEF, 1, MAXMS, 1000),
     SECTION("pool", 0, pool_section),
     SECTION("tls", 0, cluster_tls_section),
-    LIST("endpoints", struct tr_cluster_cfg, endpoints, n_endpoints, REQ, 1, CFG_MAX_ENDPOINTS,
+    LIST("endpoints", struct tr_cluster_cfg, endpoints, n_endpoints, REQ, 0, CFG_MAX_ENDPOINTS,
          struct tr_endpoint_cfg, cfg_endpoint_section),
     ENUM("protocol", struct tr_cluster_cfg, protocol, DEF, upstream_protocols, NULL,
          TR_UPROTO_HTTP1),
@@ -643,6 +685,7 @@ static const struct cfg_field cluster_fields[] = {
     SECTION("ring_hash", offsetof(struct tr_cluster_cfg, hash), ring_hash_section),
     SECTION("maglev", offsetof(struct tr_cluster_cfg, hash), maglev_section),
     SECTION("circuit_breakers", offsetof(struct tr_cluster_cfg, breakers), breakers_section),
+    ORIGIN(struct tr_cluster_cfg),
 };
 const struct cfg_section cfg_cluster_section =
     SEC("cluster", cluster_fields, offsetof(struct tr_cluster_cfg, loc), cfg_cluster_after);

@@ -56,7 +56,11 @@ bool cfg_listener_after(struct ld *ld, const struct cnode *map, const struct cfg
     if (l->protocol == TR_LPROTO_TCP && f[http].v != NULL)
         return cfg_fail_field(ld, map, &sec->fields[http], &f[http],
                               "not allowed on a tcp listener");
-    return true;
+    /* Weighted TCP routes: validate says it too (for built models); here the
+     * error lands on whichever of the two keys the file wrote later. */
+    size_t tcp;
+    return one_of(ld, map, sec, f, "tcp_cluster", "tcp_clusters", "tcp_cluster, tcp_clusters",
+                  &tcp);
 }
 
 bool cfg_vhost_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
@@ -99,14 +103,18 @@ bool cfg_route_cluster_set(struct ld *ld, const struct cnode *k, const struct cn
 bool cfg_route_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                      size_t idx)
 {
-    (void)obj;
     (void)idx;
+    struct tr_route_cfg *r = obj;
     const struct cfg_section *sec = &cfg_route_section;
     size_t action;
     /* Both cluster forms fill the same model field: only here can two be told apart. */
     if (!one_of(ld, map, sec, f, "cluster", "redirect",
                 "cluster, weighted_clusters, direct_response, redirect", &action))
         return false;
+    /* `cluster: NAME` is the route's own field: its location, origin included
+     * (read after the cluster). */
+    if (has(sec, f, "cluster"))
+        r->clusters[0].loc = r->loc;
     /* A route without `retries` has the default policy, so only here is it
      * known that one was written for a route that sends nothing upstream
      * (validate refuses a policy other than the default, and mirrors). */
@@ -164,6 +172,11 @@ bool cfg_header_match_after(struct ld *ld, const struct cnode *map, const struct
     return true;
 }
 
+/* The kind each of the rows exact, prefix, regex, present stands for (a
+ * query parameter has no suffix match). */
+const enum tr_header_match_kind cfg_query_match_kinds[4] = {TR_HMATCH_EXACT, TR_HMATCH_PREFIX,
+                                                            TR_HMATCH_REGEX, TR_HMATCH_PRESENT};
+
 bool cfg_query_present_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj)
 {
     (void)obj;
@@ -186,9 +199,7 @@ bool cfg_query_match_after(struct ld *ld, const struct cnode *map, const struct 
         return false;
     if (kind == NONE)
         return cfg_fail(ld, map, "one of exact, prefix, regex, present is required");
-    static const enum tr_header_match_kind kinds[] = {TR_HMATCH_EXACT, TR_HMATCH_PREFIX,
-                                                      TR_HMATCH_REGEX, TR_HMATCH_PRESENT};
-    q->kind = kinds[kind - cfg_field_index(sec, "exact")];
+    q->kind = cfg_query_match_kinds[kind - cfg_field_index(sec, "exact")];
     if (q->kind == TR_HMATCH_PRESENT)
         q->value = NULL;
     return true;
@@ -300,6 +311,21 @@ bool cfg_hash_cookie_after(struct ld *ld, const struct cnode *map, const struct 
                                   "only used for a cookie the proxy generates, which "
                                   "generate: false turns off");
     }
+    return true;
+}
+
+/* An origin names a resource; its path (if any) replaces the object's path
+ * in the file, which errors would otherwise mix with the resource's name. */
+bool cfg_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                      size_t idx)
+{
+    (void)idx;
+    struct tr_cfg_loc *loc = obj;
+    const struct cfg_section *sec = &cfg_origin_section;
+    if (!has(sec, f, "kind") && !has(sec, f, "name"))
+        return cfg_fail(ld, map, "needs kind or name (the resource the object was compiled from)");
+    if (!has(sec, f, "path"))
+        loc->path = NULL;
     return true;
 }
 

@@ -162,13 +162,57 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+bool tr_fmt_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_len(u + i, n - i);
+        if (len == 0)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 /* One escaper step: the output for the character at s[0, n) (at most 6
  * bytes) into out; its input length into *used. */
 typedef size_t (*escape_step)(const unsigned char *s, size_t n, char *out, size_t *used);
 
-static size_t json_step(const unsigned char *s, size_t n, char *out, size_t *used)
+/* The code point of the valid sequence s[0, len). */
+static uint32_t utf8_cp(const unsigned char *s, size_t len)
+{
+    static const unsigned char lead_mask[] = {0, 0x7f, 0x1f, 0x0f, 0x07};
+    uint32_t cp = s[0] & lead_mask[len];
+    for (size_t i = 1; i < len; i++)
+        cp = cp << 6 | (s[i] & 0x3fu);
+    return cp;
+}
+
+/* Characters that are valid UTF-8 but that a YAML 1.2 reader must not see
+ * raw: C1 controls (NEL, U+0085, would even be a line break to a YAML 1.1
+ * reader), the line and paragraph separators, the byte order mark and the
+ * two non-characters outside the printable set. Escaped by both escapers
+ * below, so their output is also printable YAML (our loader reads JSON as
+ * YAML). */
+static bool yaml_escaped_cp(uint32_t cp)
+{
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 || cp == 0xfeff ||
+           cp == 0xfffe || cp == 0xffff;
+}
+
+/* esc ("\\u", "\\x") and the low `digits` hex digits of cp; returns the length. */
+static size_t hex_escape(char *out, const char *esc, uint32_t cp, int digits)
 {
     static const char hex[] = "0123456789abcdef";
+    size_t o = strlen(esc);
+    memcpy(out, esc, o);
+    for (int d = digits - 1; d >= 0; d--)
+        out[o++] = hex[(cp >> (4 * d)) & 15];
+    return o;
+}
+
+static size_t json_step(const unsigned char *s, size_t n, char *out, size_t *used)
+{
     unsigned char c = s[0];
     *used = 1;
     if (c == '"' || c == '\\') {
@@ -176,19 +220,47 @@ static size_t json_step(const unsigned char *s, size_t n, char *out, size_t *use
         out[1] = (char)c;
         return 2;
     }
-    if (c < 0x20 || c == 0x7f) {
-        memcpy(out, "\\u00", 4);
-        out[4] = hex[c >> 4];
-        out[5] = hex[c & 15];
-        return 6;
-    }
+    if (c < 0x20 || c == 0x7f)
+        return hex_escape(out, "\\u", c, 4);
     size_t len = utf8_len(s, n);
     if (len == 0) {
         memcpy(out, "\\ufffd", 6);
         return 6;
     }
-    memcpy(out, s, len);
     *used = len;
+    uint32_t cp = len > 1 ? utf8_cp(s, len) : c;
+    if (yaml_escaped_cp(cp))
+        return hex_escape(out, "\\u", cp, 4);
+    memcpy(out, s, len);
+    return len;
+}
+
+static size_t yaml_step(const unsigned char *s, size_t n, char *out, size_t *used)
+{
+    unsigned char c = s[0];
+    *used = 1;
+    if (c == '"' || c == '\\') {
+        out[0] = '\\';
+        out[1] = (char)c;
+        return 2;
+    }
+    if (c == '\t' || c == '\n' || c == '\r') {
+        out[0] = '\\';
+        out[1] = c == '\t' ? 't' : c == '\n' ? 'n' : 'r';
+        return 2;
+    }
+    if (c < 0x20 || c == 0x7f)
+        return hex_escape(out, "\\x", c, 2);
+    size_t len = utf8_len(s, n);
+    if (len == 0) {
+        memcpy(out, "\\ufffd", 6);
+        return 6;
+    }
+    *used = len;
+    uint32_t cp = len > 1 ? utf8_cp(s, len) : c;
+    if (yaml_escaped_cp(cp))
+        return cp <= 0xff ? hex_escape(out, "\\x", cp, 2) : hex_escape(out, "\\u", cp, 4);
+    memcpy(out, s, len);
     return len;
 }
 
@@ -289,6 +361,11 @@ bool tr_fmt_json_cstr(struct tr_fmt *f, const char *s)
     if (s == NULL)
         return tr_fmt_bytes(f, "null", 4);
     return tr_fmt_json_str(f, s, strlen(s));
+}
+
+bool tr_fmt_yaml_str(struct tr_fmt *f, const char *s, size_t n)
+{
+    return append_escaped(f, yaml_step, s, n, 1, false);
 }
 
 bool tr_fmt_prom_label_value(struct tr_fmt *f, const char *s, size_t n)

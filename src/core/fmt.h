@@ -59,8 +59,15 @@ bool tr_fmt_vprintf(struct tr_fmt *f, const char *fmt, va_list ap)
 bool tr_fmt_bytes(struct tr_fmt *f, const void *p, size_t n);
 bool tr_fmt_cstr(struct tr_fmt *f, const char *s);
 
+/* Whether s[0, n) is valid UTF-8 (RFC 3629), what the escapers below copy
+ * without a U+FFFD. */
+bool tr_fmt_utf8_valid(const char *s, size_t n);
+
 /* A JSON string (RFC 8259), quotes included: '"' and '\' backslash-escaped,
- * control characters (< 0x20) and DEL as \u00XX, invalid UTF-8 as \ufffd. */
+ * control characters (< 0x20) and DEL as \u00XX, invalid UTF-8 as \ufffd.
+ * Characters YAML does not allow raw (C1 controls U+0080-U+009F, U+2028,
+ * U+2029, U+FEFF, U+FFFE, U+FFFF) as \uXXXX too, so the text also reads as
+ * YAML 1.2 (a configuration written as JSON, config/write.h). */
 bool tr_fmt_json_str(struct tr_fmt *f, const char *s, size_t n);
 /* As tr_fmt_json_str, but when the whole string does not fit, appends the
  * quoted escape of its longest prefix that does (cut between characters,
@@ -69,6 +76,14 @@ bool tr_fmt_json_str(struct tr_fmt *f, const char *s, size_t n);
 bool tr_fmt_json_str_prefix(struct tr_fmt *f, const char *s, size_t n);
 /* A C string as JSON, or null for NULL. */
 bool tr_fmt_json_cstr(struct tr_fmt *f, const char *s);
+
+/* A YAML 1.2 double-quoted scalar, quotes included: '"' and '\' escaped,
+ * tab, LF and CR as \t \n \r, other control characters, DEL and C1
+ * controls as \xXX, U+2028, U+2029, U+FEFF, U+FFFE and U+FFFF as \uXXXX
+ * (what a YAML reader must not see raw, or would fold or strip), invalid
+ * UTF-8 as \ufffd. Every other character is copied, so any valid UTF-8
+ * string reads back exactly. */
+bool tr_fmt_yaml_str(struct tr_fmt *f, const char *s, size_t n);
 
 /* A Prometheus label value without its quotes (text exposition format
  * 0.0.4): '\' as \\, '"' as \", newline as \n; invalid UTF-8 as U+FFFD. */

@@ -106,11 +106,13 @@ class Proxy:
             f.write(to_yaml(config))
         os.replace(tmp, self.path)  # atomic: the proxy never sees half a file
 
-    def start(self, extra_args=(), wait=True):
+    def start(self, extra_args=(), wait=True, cwd=None, config_arg=None):
+        """cwd: the directory the proxy runs in; config_arg: its --config as
+        typed there (a relative name, say), else the absolute path."""
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [TRELLIS, "proxy", "--config", self.path, *extra_args],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [TRELLIS, "proxy", "--config", config_arg or self.path, *extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd)
         if wait:
             self.wait_ready()
         return self

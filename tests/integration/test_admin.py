@@ -102,12 +102,210 @@ def test_config_dump(proxies, backend):
     status, body = p.admin("/config_dump")
     assert status == 200
     dump = json.loads(body)
+    assert sorted(dump) == ["config", "file", "generation"]
     assert dump["generation"] == 1
-    assert [l["name"] for l in dump["listeners"]] == ["in"]
-    assert dump["listeners"][0]["address"] == f"127.0.0.1:{port}"
-    assert [c["name"] for c in dump["clusters"]] == ["backend"]
-    assert json.dumps(dump["clusters"][0]).count(f"127.0.0.1:{backend.port}") == 1
-    assert [t["name"] for t in dump["route_tables"]] == ["rt"]
+    assert dump["file"] == p.path
+    cfg = dump["config"]
+    assert [l["name"] for l in cfg["listeners"]] == ["in"]
+    assert cfg["listeners"][0]["address"] == f"127.0.0.1:{port}"
+    assert [c["name"] for c in cfg["clusters"]] == ["backend"]
+    assert json.dumps(cfg["clusters"][0]).count(f"127.0.0.1:{backend.port}") == 1
+    assert [t["name"] for t in cfg["route_tables"]] == ["rt"]
+
+
+def rich_config(port, mtls_port, backend_port, certs, workdir):
+    """Most of the format, defaults and non-defaults, for the dump tests."""
+    return {
+        "node": {"id": "web-0", "workload": "web", "namespace": "default",
+                 "service": "web.default.svc.cluster.local",
+                 "principal": "spiffe://cluster.local/ns/default/sa/web"},
+        "drain_timeout": "2.5s",
+        "log_level": "debug",
+        "limits": {"max_headers": 50, "buffer_size": 16384,
+                   "http2": {"max_concurrent_streams": 64}},
+        "access_log": {"enabled": True, "path": os.path.join(workdir, "access.log")},
+        "tls": [{"name": "id", "cert": certs["server_cert"], "key": certs["server_key"],
+                 "ca": certs["ca"], "trust_domain": "cluster.local", "min_version": "1.2"}],
+        "listeners": [
+            {"name": "in", "address": f"127.0.0.1:{port}", "protocol": "auto",
+             "route_table": "rt", "tcp_cluster": "backend",
+             "http": {"xff": "off", "request_id": "always"},
+             "timeouts": {"detect": "250ms", "idle": "1m30s"},
+             "authorization": {"rules": [{"action": "DENY", "paths": ["/admin*"]}]}},
+            {"name": "mtls", "address": f"127.0.0.1:{mtls_port}",
+             "tls": {"mode": "STRICT", "context": "id"}, "route_table": "rt"},
+        ],
+        "route_tables": [{"name": "rt", "virtual_hosts": [{
+            "name": "all", "domains": ["*", "web.example.com:8080"],
+            "routes": [
+                {"name": "canary",
+                 "match": {"path": {"exact": "/v1/items", "ignore_case": True},
+                           "methods": ["GET"],
+                           "headers": [{"name": "x-canary", "exact": "1"},
+                                       {"name": "x-debug", "present": True, "invert": True},
+                                       {"name": ":scheme", "exact": "http"},
+                                       {"name": ":authority", "suffix": ".example.com"}],
+                           "query_params": [{"name": "v", "exact": "2"},
+                                            {"name": "id", "regex": "[0-9]+"},
+                                            {"name": "tag", "prefix": "a"},
+                                            {"name": "debug", "present": True}]},
+                 "weighted_clusters": [{"cluster": "backend", "weight": 90,
+                                        "request_headers": {"set": {"x-dest": "backend"}}},
+                                       {"cluster": "mesh", "weight": 10,
+                                        "response_headers": {"remove": ["server"]}}],
+                 "timeout": "15s", "rewrite": {"prefix": "/v2", "host": "backend.internal"}},
+                {"match": {"path": {"regex": "/items/[0-9]+"}},
+                 "direct_response": {"status": 404, "body": 'no "such" item\n'}},
+                {"name": "moved", "match": {"path": {"prefix": "/old/"}},
+                 "redirect": {"scheme": "https", "host": "new.example", "port": 8443,
+                              "prefix": "/new/", "code": 308}},
+                {"name": "slow", "match": {"path": {"prefix": "/slow"}}, "cluster": "backend",
+                 "fault": {"delay": {"fixed": "1.5s", "percent": 12.5},
+                           "abort": {"grpc_status": 14, "percent": 0.0001}}},
+                {"name": "rest", "cluster": "backend",
+                 "cors": {"allow_origins": [{"exact": "https://a.example"},
+                                            {"regex": "https://.*[.]b[.]example"}],
+                          "allow_methods": ["GET", "PUT"], "max_age": "10m",
+                          "unmatched_preflights": "ignore"},
+                 "request_headers": {"remove": ["x-debug"], "set": {"x-route": "rest"},
+                                     "add": {"x-trace": "1", "x-empty": ""}},
+                 "response_headers": {"set": {"cache-control": "no-store"}}}]}]}],
+        "clusters": [
+            {"name": "backend", "service": "backend.default.svc.cluster.local",
+             "lb": "least_request", "connect_timeout": "250ms",
+             "pool": {"idle_timeout": "30s", "max_idle": 8},
+             "endpoints": [{"address": f"127.0.0.1:{backend_port}", "weight": 3,
+                            "workload": "backend-0"}]},
+            {"name": "mesh", "tls": {"context": "id",
+                                     "server_ids": ["spiffe://cluster.local/ns/default/sa/server"],
+                                     "sni": "mesh.local"},
+             "protocol": "http2", "http2": {"max_streams_per_connection": 50},
+             "endpoints": [{"address": "127.0.0.1:1"}, {"address": "[::1]:1"}]},
+        ],
+    }
+
+
+@pytest.mark.parametrize("kind", ["simple", "rich"])
+def test_config_dump_is_a_configuration(proxies, backend, certs, workdir, kind):
+    """What `trellis ctl proxy-config` will print: the "config" of /config_dump,
+    saved alone, passes `trellis proxy --check`, and a proxy started from it
+    runs the same configuration (its dump is the same) and serves."""
+    port = free_port()
+    cfg = simple_config(port, backend.port) if kind == "simple" else \
+        rich_config(port, free_port(), backend.port, certs, workdir)
+    p = proxies(cfg)
+    status, body = p.admin("/config_dump")
+    assert status == 200, body
+    dump = json.loads(body)
+    written = dump["config"]
+    # Defaults are left out; what was set is there, key paths included (the
+    # endpoint is on the 0600 socket; --check reads the files).
+    if kind == "simple":
+        assert sorted(written) == ["admin", "clusters", "listeners", "route_tables", "workers"]
+        assert written["clusters"] == [{"name": "backend",
+                                        "endpoints": [{"address": f"127.0.0.1:{backend.port}"}]}]
+    else:
+        assert written["limits"] == {"max_headers": 50, "http2": {"max_concurrent_streams": 64}}
+        assert written["tls"][0]["key"] == certs["server_key"]
+        assert written["listeners"][0]["timeouts"] == {"detect": "250ms", "idle": "1m30s"}
+        routes = written["route_tables"][0]["virtual_hosts"][0]["routes"]
+        assert routes[1]["direct_response"] == {"status": 404, "body": 'no "such" item\n'}
+        assert routes[0]["match"]["query_params"] == cfg["route_tables"][0]["virtual_hosts"][0][
+            "routes"][0]["match"]["query_params"]
+        assert routes[2]["redirect"] == {"scheme": "https", "host": "new.example", "port": 8443,
+                                         "prefix": "/new/", "code": 308}
+        assert routes[3]["fault"] == {"delay": {"fixed": "1.5s", "percent": 12.5},
+                                      "abort": {"grpc_status": 14, "percent": 0.0001}}
+        assert routes[4]["cors"]["max_age"] == "10m"
+        assert routes[4]["request_headers"]["add"] == {"x-trace": "1", "x-empty": ""}
+    path = os.path.join(workdir, "dumped.json")
+    with open(path, "w") as f:
+        f.write(json.dumps(written, indent=2))
+    r = subprocess.run([TRELLIS, "proxy", "--check", "--config", path], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    p.stop()
+    again = proxies(json.loads(json.dumps(written)), "again")
+    status, body = again.admin("/config_dump")
+    assert status == 200, body
+    dump2 = json.loads(body)
+    assert dump2["file"] == again.path
+    assert dump2["config"] == written
+    resp = http_raw(port, b"GET /rest HTTP/1.1\r\nHost: a\r\nX-Debug: 1\r\n"
+                          b"Origin: https://x.b.example\r\nConnection: close\r\n\r\n")
+    assert resp.startswith(b"HTTP/1.1 200 ")
+    if kind == "rich":  # header edits, CORS and the redirect came through the dump
+        head = resp.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"\r\ncache-control: no-store" in head
+        assert b"\r\naccess-control-allow-origin: https://x.b.example" in head
+        seen = dict(backend.requests[-1]["headers"])
+        assert seen["x-route"] == "rest" and seen["x-trace"] == "1" and "x-debug" not in seen
+        resp = http_raw(port, b"GET /old/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert resp.startswith(b"HTTP/1.1 308 ")
+        assert b"\r\nlocation: https://new.example:8443/new/x" in resp.split(b"\r\n\r\n")[0].lower()
+
+
+def test_config_dump_of_a_relative_config_checks_anywhere(proxies, backend, certs, workdir):
+    """A proxy started as `trellis proxy --config ./proxy.yaml` with relative
+    certificate paths holds its file by its absolute name: a reload finds the
+    same file, /config_dump names it and prints absolute certificate paths,
+    so the dump passes --check, and runs, from any other directory."""
+    os.makedirs(os.path.join(workdir, "certs"))
+    rel = {}
+    for k in ("server_cert", "server_key", "ca"):
+        rel[k] = os.path.join("certs", os.path.basename(certs[k]))
+        with open(certs[k], "rb") as src, open(os.path.join(workdir, rel[k]), "wb") as dst:
+            dst.write(src.read())
+    port, mtls_port = free_port(), free_port()
+    cfg = simple_config(port, backend.port)
+    cfg["tls"] = [{"name": "id", "cert": rel["server_cert"], "key": rel["server_key"],
+                   "ca": rel["ca"]}]
+    cfg["listeners"].append({"name": "mtls", "address": f"127.0.0.1:{mtls_port}",
+                             "tls": {"mode": "STRICT", "context": "id"}, "route_table": "rt"})
+    p = proxies(cfg, start=False)
+    p.start(cwd=workdir, config_arg="./" + os.path.basename(p.path))
+
+    def mtls_get(path):
+        r = subprocess.run(["curl", "-sS", "--cert", certs["client_cert"], "--key",
+                            certs["client_key"], "--cacert", certs["ca"], "--resolve",
+                            f"server:{mtls_port}:127.0.0.1", "-o", "/dev/null", "-w",
+                            "%{http_code}", f"https://server:{mtls_port}{path}"],
+                           capture_output=True, text=True, timeout=30)
+        return r.stdout, r.stderr
+
+    assert mtls_get("/before") == ("200", "")
+    status, body = p.admin("/config_dump")
+    assert status == 200, body
+    dump = json.loads(body)
+    assert dump["file"] == p.path  # absolute, without the "./"
+    written = dump["config"]
+    assert [written["tls"][0][k] for k in ("cert", "key", "ca")] == \
+        [os.path.join(workdir, rel[k]) for k in ("server_cert", "server_key", "ca")]
+    # A reload by signal reads the same file (by its absolute name).
+    p.signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline and json.loads(p.admin("/config_dump")[1])["generation"] < 2:
+        time.sleep(0.05)
+    assert json.loads(p.admin("/config_dump")[1])["generation"] == 2, p.read_log()
+
+    elsewhere = os.path.join(workdir, "elsewhere")
+    os.makedirs(elsewhere)
+    path = os.path.join(elsewhere, "dumped.json")
+    with open(path, "w") as f:
+        f.write(json.dumps(written, indent=2))
+    r = subprocess.run([TRELLIS, "proxy", "--check", "--config", "dumped.json"],
+                       capture_output=True, text=True, timeout=30, cwd=elsewhere)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([TRELLIS, "proxy", "--check", "--config", path], capture_output=True,
+                       text=True, timeout=30, cwd="/")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    p.stop()
+    again = proxies(json.loads(json.dumps(written)), "again", start=False)
+    again.start(cwd="/")
+    assert mtls_get("/after") == ("200", "")
+    assert [r["path"] for r in backend.requests] == ["/before", "/after"]
 
 
 def debug_lines(proxy):
@@ -271,7 +469,7 @@ def test_privileged_calls_over_the_socket(proxies, backend):
     p = proxies(simple_config(port, backend.port))
     status, body = p.admin_unix("/config_dump")
     assert status == 200
-    assert json.loads(body)["listeners"][0]["address"] == f"127.0.0.1:{port}"
+    assert json.loads(body)["config"]["listeners"][0]["address"] == f"127.0.0.1:{port}"
     assert p.admin_unix("/logging?level=debug", method="POST") == (200, "level: debug\n")
     assert p.admin_unix("/logging") == (200, "level: debug\n")
     assert p.admin_unix("/logging?level=info", method="POST") == (200, "level: info\n")

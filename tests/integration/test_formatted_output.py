@@ -97,7 +97,7 @@ def test_config_dump_is_json_with_long_and_odd_values(proxies, backend):
     p = proxies(cfg)
     status, body = p.admin("/config_dump")
     assert status == 200, body[:300]
-    dump = json.loads(body)
+    dump = json.loads(body)["config"]
     assert dump["node"]["workload"] == odd
     assert dump["node"]["id"] == odd
     assert dump["limits"] == cfg["limits"]

@@ -222,7 +222,7 @@ def test_reload_under_load_sighup(proxies, backend, backend2):
     assert p.metric("trellis_config_reloads_total", result="rejected") == 0
     dump = config_dump(p)
     assert dump["generation"] == p.metric("trellis_config_generation") >= 5
-    assert dump["route_tables"][0]["virtual_hosts"][0]["routes"][0]["name"] == "to-c0"
+    assert dump["config"]["route_tables"][0]["virtual_hosts"][0]["routes"][0]["name"] == "to-c0"
 
 
 def test_reload_applies_to_existing_keepalive_connection(proxies, backend, backend2):
@@ -325,7 +325,7 @@ def test_invalid_reload_keeps_old_config(proxies, backend, backend2, kind):
     assert paths(backend2) == []
     dump = config_dump(p)
     assert dump["generation"] == 1
-    assert dump["route_tables"][0]["virtual_hosts"][0]["routes"][0]["name"] == "to-c0"
+    assert dump["config"]["route_tables"][0]["virtual_hosts"][0]["routes"][0]["name"] == "to-c0"
     assert p.proc.poll() is None
 
 

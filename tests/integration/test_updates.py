@@ -257,7 +257,7 @@ def test_partial_update_of_endpoints_keeps_remaining_connections(proxies):
         assert len(e2.requests) == 2 and len(e1.requests) == 4 and len(e3.requests) == 2
         assert e1.connections == 1
         # What runs is what config_dump shows.
-        dump = json.loads(p.admin("/config_dump")[1])
+        dump = json.loads(p.admin("/config_dump")[1])["config"]
         assert [e["address"] for e in dump["clusters"][0]["endpoints"]] == \
             [f"127.0.0.1:{e1.port}", f"127.0.0.1:{e3.port}"]
     finally:

@@ -197,6 +197,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->tls, 0);
     assert_int_equal(l->route_table, 1);
     assert_int_equal(l->tcp_cluster, 3);
+    assert_int_equal(l->n_tcp_clusters, 0);
     assert_int_equal(l->xff, TR_XFF_OFF);
     assert_false(l->xfp);
     assert_int_equal(l->request_id, TR_REQID_ALWAYS);
@@ -247,7 +248,18 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->tls_mode, TR_TLS_STRICT);
     assert_int_equal(l->tls, 1);
     assert_int_equal(l->route_table, -1);
-    assert_int_equal(l->tcp_cluster, 3);
+    /* weighted TCP routes: the shorthand stays unset */
+    assert_int_equal(l->tcp_cluster, -1);
+    assert_null(l->tcp_cluster_name);
+    assert_int_equal(l->n_tcp_clusters, 2);
+    assert_string_equal(l->tcp_clusters[0].cluster_name, "db");
+    assert_int_equal(l->tcp_clusters[0].cluster, 3);
+    assert_int_equal(l->tcp_clusters[0].weight, 3);
+    assert_string_equal(l->tcp_clusters[0].loc.path, "listeners[2].tcp_clusters[0]");
+    assert_string_equal(l->tcp_clusters[1].cluster_name, "local");
+    assert_int_equal(l->tcp_clusters[1].cluster, 0);
+    assert_int_equal(l->tcp_clusters[1].weight, 0);
+    assert_string_equal(l->tcp_clusters[1].loc.path, "listeners[2].tcp_clusters[1]");
     assert_int_equal(l->authz.n_rules, 1);
     assert_string_equal(l->authz.rules[0].principals[0], "*");
 
@@ -770,15 +782,47 @@ static const struct bad_case bad_cases[] = {
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,
      "t.yaml:5:3: listeners[0].tlz: ",
      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
-     "tcp_cluster, http, "
-     "timeouts, authorization)"},
+     "tcp_cluster, tcp_clusters, http, "
+     "timeouts, authorization, origin)"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
      "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  route_table: rt\n  "
      "tcp_cluster: c\n" RT_C,
      "t.yaml:5:3: listeners[0].route_table: ", "not allowed on a tcp listener"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n" RT_C,
-     "t.yaml:2:3: listeners[0].tcp_cluster: ", "missing required field"},
+     "t.yaml:2:3: listeners[0]: ",
+     "one of tcp_cluster, tcp_clusters is required on a tcp listener"},
+/* weighted TCP routes (listeners[].tcp_clusters); the rest of their
+     * checks are in test_validate.c, for files and built models alike */
+#define TCPL "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n"
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1}]\n  tcp_cluster: c\n" RT_C,
+     "t.yaml:6:3: listeners[0].tcp_cluster: ",
+     "conflicts with tcp_clusters; set exactly one of tcp_cluster, tcp_clusters"},
+    {TCPL "  tcp_clusters: []\n" RT_C,
+     "t.yaml:5:17: listeners[0].tcp_clusters: ", "must have at least 1 entry"},
+    {TCPL "  tcp_clusters: c\n" RT_C,
+     "t.yaml:5:17: listeners[0].tcp_clusters: ", "expected a list, got \"c\""},
+    {TCPL "  tcp_clusters:\n" RT_C,
+     "t.yaml:5:3: listeners[0].tcp_clusters: ", "expected a list, got null"},
+    {TCPL "  tcp_clusters: [c]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0]: ", "expected a mapping, got \"c\""},
+    {TCPL "  tcp_clusters: [{cluster: c}]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0].weight: ", "missing required field"},
+    {TCPL "  tcp_clusters: [{weight: 1}]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0].cluster: ", "missing required field"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: '80'}]\n" RT_C,
+     "t.yaml:5:39: listeners[0].tcp_clusters[0].weight: ", "expected an integer, got \"80\""},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: -1}]\n" RT_C,
+     "t.yaml:5:39: listeners[0].tcp_clusters[0].weight: ", "must be between 0 and 1000000, got -1"},
+    {TCPL "  tcp_clusters: [{cluster: 'a b', weight: 1}]\n" RT_C,
+     "t.yaml:5:28: listeners[0].tcp_clusters[0].cluster: ",
+     "invalid name \"a b\": whitespace and control characters are not allowed"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1, request_headers: {remove: [x-a]}}]\n" RT_C,
+     "t.yaml:5:42: listeners[0].tcp_clusters[0].request_headers: ",
+     "unknown field \"request_headers\" (accepted: cluster, weight, origin)"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1}, {cluster: c, weight: 1, cluster: d}]\n" RT_C,
+     "t.yaml:5:67: listeners[0].tcp_clusters[1].cluster: ", "duplicate field (first at line 5)"},
+#undef TCPL
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tcp_cluster: c\n" RT_C,
      "t.yaml:5:3: listeners[0].tcp_cluster: ", "not allowed on an http listener"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  tcp_cluster: c\n"
@@ -856,7 +900,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:6:72: " R ".cors.allow_headers[0]: ", "\"x y\" is not a valid HTTP token"},
     {ROUTE_HEAD "    - {cluster: c, cors: {allow_origins: [{suffix: a}]}}\n" ROUTE_TAIL,
      "t.yaml:6:44: " R ".cors.allow_origins[0].suffix: ",
-     "unknown field \"suffix\" (accepted: exact, prefix, regex)"},
+     "unknown field \"suffix\" (accepted: exact, prefix, regex, origin)"},
     {ROUTE_HEAD "    - {cluster: c, cors: {allow_origins: [{}]}}\n" ROUTE_TAIL,
      "t.yaml:6:43: " R ".cors.allow_origins[0]: ", "one of exact, prefix, regex is required"},
     {ROUTE_HEAD "    - {cluster: c, cors: {allow_origins: [{exact: a}], unmatched_preflights: "
@@ -948,8 +992,6 @@ static const struct bad_case bad_cases[] = {
 
     /* clusters */
     {"clusters:\n- {name: c}\n", "t.yaml:2:3: clusters[0].endpoints: ", "missing required field"},
-    {"clusters:\n- {name: c, endpoints: []}\n",
-     "t.yaml:2:24: clusters[0].endpoints: ", "must have at least 1 entry"},
     {"clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1, weight: 0}]}\n",
      "t.yaml:2:56: clusters[0].endpoints[0].weight: ", "must be between 1 and 1000000, got 0"},
     {"clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:0}]}\n",
@@ -1116,7 +1158,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:6:41: " R ".match.query_params[0].present: ", "must be true"},
     {ROUTE_HEAD "    - {match: {query_params: [{name: a, suffix: x}]}, cluster: c}\n" ROUTE_TAIL,
      "t.yaml:6:41: " R ".match.query_params[0].suffix: ",
-     "unknown field \"suffix\" (accepted: name, exact, prefix, regex, present)"},
+     "unknown field \"suffix\" (accepted: name, exact, prefix, regex, present, origin)"},
     {ROUTE_HEAD "    - {match: {headers: [{name: ':path', exact: /}]}, cluster: c}\n" ROUTE_TAIL,
      "t.yaml:6:33: " R ".match.headers[0].name: ",
      "pseudo-header \":path\" cannot be matched; the ones that can are :authority, :scheme and "
@@ -1285,6 +1327,61 @@ static void test_invalid_table(void **state)
         free(err);
     }
     assert_int_equal(failed, 0);
+}
+
+/* Weighted TCP routes: up to 256 entries (the routes' limit) on tcp and auto
+ * listeners, each with its weight and place; one more is an error. */
+static void test_tcp_clusters(void **state)
+{
+    (void)state;
+    enum { LIMIT = 256 };
+    size_t cap = 128 + (LIMIT + 1) * 40;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (size_t n = LIMIT; n <= LIMIT + 1; n++) {
+        size_t o = (size_t)snprintf(text, cap,
+                                    "listeners:\n- name: t\n  address: 127.0.0.1:1\n"
+                                    "  protocol: tcp\n  tcp_clusters:\n");
+        for (size_t k = 0; k < n; k++)
+            o += (size_t)snprintf(text + o, cap - o, "  - {cluster: %s, weight: %zu}\n",
+                                  k % 2 ? "b" : "a", k % 3);
+        o += (size_t)snprintf(text + o, cap - o,
+                              "- {name: u, address: 127.0.0.1:2, protocol: auto, route_table: rt, "
+                              "tcp_clusters: [{cluster: b, weight: 1}]}\n" RT_C
+                              "- {name: a, endpoints: [{address: 127.0.0.1:3}]}\n"
+                              "- {name: b, endpoints: [{address: 127.0.0.1:4}]}\n");
+        assert_true(o < cap);
+        char *err = NULL;
+        struct tr_config *c = tr_config_load_buffer(text, o, "t.yaml", &err);
+        if (n > LIMIT) {
+            assert_null(c);
+            assert_non_null(err);
+            assert_string_equal(err, "t.yaml:6:3: listeners[0].tcp_clusters: has 257 entries; the "
+                                     "limit is 256");
+            free(err);
+            continue;
+        }
+        if (c == NULL)
+            fprintf(stderr, "unexpected error: %s\n", err);
+        assert_non_null(c);
+        const struct tr_listener_cfg *l = &c->listeners[0];
+        assert_int_equal(l->tcp_cluster, -1);
+        assert_int_equal(l->n_tcp_clusters, LIMIT);
+        for (size_t k = 0; k < LIMIT; k++) {
+            assert_int_equal(l->tcp_clusters[k].cluster, k % 2 ? 2 : 1);
+            assert_int_equal(l->tcp_clusters[k].weight, k % 3);
+            assert_int_equal(l->tcp_clusters[k].loc.line, 6 + k);
+            assert_int_equal(l->tcp_clusters[k].loc.col, 5);
+        }
+        assert_string_equal(l->tcp_clusters[255].loc.path, "listeners[0].tcp_clusters[255]");
+        l = &c->listeners[1];
+        assert_int_equal(l->protocol, TR_LPROTO_AUTO);
+        assert_int_equal(l->route_table, 0);
+        assert_int_equal(l->n_tcp_clusters, 1);
+        assert_int_equal(l->tcp_clusters[0].cluster, 2);
+        tr_config_free(c);
+    }
+    free(text);
 }
 
 /* The upstream protocol's default depends on mTLS: a mesh hop keeps the
@@ -1673,11 +1770,101 @@ static void test_scalars(void **state)
     assert_string_equal(c->route_tables[0].vhosts[0].routes[0].direct_body, "ok\r\n\tdone\n");
     assert_int_equal(c->n_clusters, 0);
     tr_config_free(c);
+    /* An empty exact header value means "present and empty" (the other
+     * header match kinds must not be empty; validate checks the value once,
+     * not once per key that may hold it). */
+    n = snprintf(buf, sizeof(buf),
+                 ROUTE_HEAD
+                 "    - {match: {headers: [{name: x, exact: ''}]}, cluster: c}\n" ROUTE_TAIL);
+    c = load_ok(buf, (size_t)n, "t.yaml");
+    assert_string_equal(c->route_tables[0].vhosts[0].routes[0].headers[0].value, "");
+    tr_config_free(c);
+    n = snprintf(buf, sizeof(buf),
+                 ROUTE_HEAD
+                 "    - {match: {headers: [{name: x, suffix: ''}]}, cluster: c}\n" ROUTE_TAIL);
+    expect_err(buf, (size_t)n, "t.yaml:6:44: " R ".match.headers[0].suffix: ", "must not be empty");
     /* A NULL name is allowed. */
     assert_null(tr_config_load_buffer("x: 1", 4, NULL, &err));
     assert_true(strncmp(err, "<config>:1:1: x: unknown field", 30) == 0);
     free(err);
     tr_config_free(NULL);
+}
+
+/* An origin: the resource a compiled object came from, read into its loc.
+ * Errors about the object name the resource and the path in it, at the
+ * object's place in the file. */
+#define ORIGIN_TEXT(LISTENER_ORIGIN, ROUTE_TABLE, CLUSTER)                                         \
+    "listeners:\n"                                                                                 \
+    "- name: l\n"                                                                                  \
+    "  address: 127.0.0.1:1\n"                                                                     \
+    "  route_table: " ROUTE_TABLE "\n"                                                             \
+    "  origin: " LISTENER_ORIGIN "\n"                                                              \
+    "route_tables:\n"                                                                              \
+    "- name: rt\n"                                                                                 \
+    "  virtual_hosts:\n"                                                                           \
+    "  - domains: ['*']\n"                                                                         \
+    "    origin: {kind: VirtualService, namespace: default, name: reviews}\n"                      \
+    "    routes:\n"                                                                                \
+    "    - cluster: " CLUSTER "\n"                                                                 \
+    "      origin: {kind: VirtualService, namespace: default, name: reviews, path: "               \
+    "'spec.http[0]'}\n"                                                                            \
+    "clusters:\n"                                                                                  \
+    "- name: c\n"                                                                                  \
+    "  endpoints: [{address: 127.0.0.1:2, origin: {kind: ServiceEntry, name: db}}]\n"
+#define SIDECAR "{kind: Sidecar, namespace: default, name: default, path: 'spec.egress[0]'}"
+
+static void test_origin(void **state)
+{
+    (void)state;
+    static const char text[] = ORIGIN_TEXT(SIDECAR, "rt", "c");
+    struct tr_config *c = load_ok(text, sizeof(text) - 1, "t.yaml");
+    const struct tr_cfg_loc *l = &c->listeners[0].loc;
+    assert_string_equal(l->origin.kind, "Sidecar");
+    assert_string_equal(l->origin.ns, "default");
+    assert_string_equal(l->origin.name, "default");
+    assert_string_equal(l->path, "spec.egress[0]");
+    assert_string_equal(l->file, "t.yaml");
+    assert_int_equal(l->line, 2);
+    assert_int_equal(l->col, 3);
+    /* Without a path in the origin, the object has none (not the file's). */
+    const struct tr_vhost_cfg *vh = &c->route_tables[0].vhosts[0];
+    assert_string_equal(vh->loc.origin.name, "reviews");
+    assert_null(vh->loc.path);
+    /* `cluster: NAME` is the route's own field: the route's source. */
+    const struct tr_route_cfg *r = &vh->routes[0];
+    assert_string_equal(r->loc.path, "spec.http[0]");
+    assert_string_equal(r->clusters[0].loc.origin.kind, "VirtualService");
+    assert_string_equal(r->clusters[0].loc.path, "spec.http[0]");
+    const struct tr_endpoint_cfg *e = &c->clusters[0].endpoints[0];
+    assert_string_equal(e->loc.origin.kind, "ServiceEntry");
+    assert_null(e->loc.origin.ns);
+    /* An object without one keeps its place in the file. */
+    assert_null(c->clusters[0].loc.origin.kind);
+    assert_string_equal(c->clusters[0].loc.path, "clusters[0]");
+    assert_null(c->route_tables[0].loc.origin.name);
+    tr_config_free(c);
+
+    static const char bad_cluster[] = ORIGIN_TEXT(SIDECAR, "rt", "nope");
+    expect_err(bad_cluster, sizeof(bad_cluster) - 1,
+               "t.yaml:12:7: VirtualService default/reviews: spec.http[0].cluster: ",
+               "unknown cluster \"nope\"");
+    static const char bad_table[] = ORIGIN_TEXT(SIDECAR, "nope", "c");
+    expect_err(bad_table, sizeof(bad_table) - 1,
+               "t.yaml:2:3: Sidecar default/default: spec.egress[0].route_table: ",
+               "unknown route table \"nope\"");
+    static const char no_name[] = ORIGIN_TEXT("{path: spec}", "rt", "c");
+    expect_err(no_name, sizeof(no_name) - 1, "t.yaml:5:11: listeners[0].origin: ",
+               "needs kind or name (the resource the object was compiled from)");
+    static const char unknown[] = ORIGIN_TEXT("{kind: Sidecar, file: x.yaml}", "rt", "c");
+    expect_err(unknown, sizeof(unknown) - 1, "t.yaml:5:27: listeners[0].origin.file: ",
+               "unknown field \"file\" (accepted: kind, namespace, name, path)");
+    static const char spaced[] = ORIGIN_TEXT("{kind: Sidecar, name: 'a b'}", "rt", "c");
+    expect_err(spaced, sizeof(spaced) - 1, "t.yaml:5:33: listeners[0].origin.name: ",
+               "whitespace and control characters are not allowed");
+    static const char empty_ns[] =
+        ORIGIN_TEXT("{kind: Sidecar, namespace: '', name: x}", "rt", "c");
+    expect_err(empty_ns, sizeof(empty_ns) - 1,
+               "t.yaml:5:38: listeners[0].origin.namespace: ", "must not be empty");
 }
 
 static void test_loc_format(void **state)
@@ -1708,6 +1895,7 @@ int main(void)
         cmocka_unit_test(test_example_defaults),
         cmocka_unit_test(test_invalid_table),
         cmocka_unit_test(test_cluster_protocol_defaults),
+        cmocka_unit_test(test_tcp_clusters),
         cmocka_unit_test(test_empty_and_root),
         cmocka_unit_test(test_kubernetes_resources),
         cmocka_unit_test(test_syntax_errors),
@@ -1717,6 +1905,7 @@ int main(void)
         cmocka_unit_test(test_load_file_and_relative_paths),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_scalars),
+        cmocka_unit_test(test_origin),
         cmocka_unit_test(test_loc_format),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -130,6 +130,12 @@ static void test_json_escaping(void **state)
     json("a\xffz", 3, "\"a\\ufffdz\"");
     /* A truncated sequence followed by ASCII keeps the ASCII. */
     json("\xe2\x82x", 3, "\"\\ufffd\\ufffdx\"");
+    /* Valid, but not printable YAML (a JSON config is read as YAML): C1
+     * controls (U+0080, NEL U+0085, U+009F), U+2028, U+2029, BOM, U+FFFE,
+     * U+FFFF; their neighbours U+00A0 and U+FFFD stay raw. */
+    json("\xc2\x80\xc2\x85\xc2\x9f\xc2\xa0", 8, "\"\\u0080\\u0085\\u009f\xc2\xa0\"");
+    json("\xe2\x80\xa8\xe2\x80\xa9\xef\xbb\xbf\xef\xbf\xbe\xef\xbf\xbf\xef\xbf\xbd", 18,
+         "\"\\u2028\\u2029\\ufeff\\ufffe\\uffff\xef\xbf\xbd\"");
 
     char arr[16];
     struct tr_fmt f;
@@ -173,6 +179,60 @@ static void test_json_all_or_nothing_and_prefix(void **state)
     assert_true(tr_fmt_json_str_prefix(&f, "a", 1));
     assert_string_equal(arr, "\"a\"");
     assert_false(f.truncated);
+}
+
+static void yaml(const char *in, size_t n, const char *want)
+{
+    char arr[256];
+    struct tr_fmt f;
+    tr_fmt_init_fixed(&f, arr, sizeof(arr));
+    assert_true(tr_fmt_yaml_str(&f, in, n));
+    assert_false(f.truncated);
+    assert_string_equal(arr, want);
+    assert_int_equal(f.len, strlen(want));
+}
+
+static void test_yaml_escaping(void **state)
+{
+    /* Everything YAML would read as structure stays inside the quotes. */
+    yaml("a: b # c, [d] {e} &f *g !h |i >j 'k' %l @m `n", 45,
+         "\"a: b # c, [d] {e} &f *g !h |i >j 'k' %l @m `n\"");
+    yaml("- ~", 3, "\"- ~\"");
+    yaml("", 0, "\"\"");
+    yaml("q\"b\\", 4, "\"q\\\"b\\\\\"");
+    yaml("\t\n\r", 3, "\"\\t\\n\\r\"");
+    yaml("\x01\x1b\x1f\x7f", 4, "\"\\x01\\x1b\\x1f\\x7f\"");
+    yaml("a\0b", 3, "\"a\\x00b\"");
+    /* Leading and trailing blanks are kept by a quoted scalar: no escape. */
+    yaml(" x ", 3, "\" x \"");
+    /* Valid UTF-8 is kept; what YAML forbids raw is escaped by code point. */
+    yaml("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf", 13,
+         "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\"");
+    yaml("\xc2\x80\xc2\x85\xc2\x9f\xc2\xa0", 8, "\"\\x80\\x85\\x9f\xc2\xa0\"");
+    yaml("\xe2\x80\xa8\xe2\x80\xa9\xef\xbb\xbf\xef\xbf\xbe\xef\xbf\xbf", 15,
+         "\"\\u2028\\u2029\\ufeff\\ufffe\\uffff\"");
+    /* Invalid UTF-8: one U+FFFD per offending byte, as the JSON escaper. */
+    yaml("a\xffz\xe2\x82", 5, "\"a\\ufffdz\\ufffd\\ufffd\"");
+
+    /* What the escapers copy unchanged is what tr_fmt_utf8_valid accepts. */
+    assert_true(tr_fmt_utf8_valid("", 0));
+    assert_true(tr_fmt_utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf", 14));
+    assert_true(tr_fmt_utf8_valid("\xc2\x85\xef\xbf\xbe", 5)); /* valid, escaped all the same */
+    assert_false(tr_fmt_utf8_valid("\x80", 1));
+    assert_false(tr_fmt_utf8_valid("a\xe2\x82", 3));
+    assert_false(tr_fmt_utf8_valid("\xc0\xaf", 2));
+    assert_false(tr_fmt_utf8_valid("\xed\xa0\x80", 3));
+    assert_false(tr_fmt_utf8_valid("\xf4\x90\x80\x80", 4));
+    assert_false(tr_fmt_utf8_valid("\xff", 1));
+
+    /* All or nothing, like every append. */
+    char arr[8];
+    struct tr_fmt f;
+    tr_fmt_init_fixed(&f, arr, sizeof(arr));
+    assert_true(tr_fmt_cstr(&f, "k: "));
+    assert_false(tr_fmt_yaml_str(&f, "\x01\x02", 2)); /* "\x01\x02" quoted: 10 bytes */
+    assert_string_equal(arr, "k: ");
+    assert_true(f.truncated);
 }
 
 static void prom(const char *in, size_t n, const char *want)
@@ -234,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_growable_grows_to_max_then_refuses),
         cmocka_unit_test(test_json_escaping),
         cmocka_unit_test(test_json_all_or_nothing_and_prefix),
+        cmocka_unit_test(test_yaml_escaping),
         cmocka_unit_test(test_prom_label_escaping),
         cmocka_unit_test(test_growable_escapes_beyond_first_allocation),
     };

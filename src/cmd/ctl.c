@@ -1,0 +1,308 @@
+/* trellis ctl: operator tools that read resources and answer without running
+ * anything (compile, and later analyze and route explain). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+#include "config/load.h"
+#include "config/write.h"
+#include "ctl/explain.h"
+#include "core/diag.h"
+#include "dialect/istio/istio.h"
+#include "resource/resource.h"
+
+static void ctl_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: trellis ctl <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  compile PATH... --workload NAMESPACE/NAME [-o yaml|json]\n"
+            "      print the proxy model of one workload, compiled from Kubernetes and Istio\n"
+            "      resources (files or directories, read recursively)\n"
+            "      --outbound-ip IP    address of the outbound listeners (default 127.0.0.1)\n"
+            "      --app-ip IP         where the application listens (default 127.0.0.1)\n"
+            "      --cert-dir DIR      the workload's cert.pem, key.pem, ca.pem (default certs)\n"
+            "      --trust-domain TD   SPIFFE trust domain (default cluster.local)\n"
+            "      --root-namespace NS Istio's root namespace (default istio-system)\n"
+            "      --dns-server IP:PORT where the proxy resolves ServiceEntry names (default:\n"
+            "                          the system's resolver)\n"
+            "      --force             print the model even when resources had errors\n"
+            "  analyze PATH...\n"
+            "      report what breaks traffic (routes to undefined subsets or unknown hosts,\n"
+            "      conflicting VirtualServices, unreachable rules...); exit 1 on errors\n"
+            "  route explain PATH... --from NAMESPACE/WORKLOAD --url URL [-X METHOD]\n"
+            "                [-H 'Name: value']... [-o json]\n"
+            "      which rule a request matches and where it goes, from the model the\n"
+            "      workload's proxy runs (the proxy's own router decides)\n");
+}
+
+static void print_diags(struct tr_diags *d)
+{
+    tr_diags_sort(d);
+    for (size_t i = 0; i < d->n; i++) {
+        char line[2048];
+        tr_diag_format(&d->v[i], line, sizeof(line));
+        fprintf(stderr, "%s\n", line);
+    }
+    if (d->dropped)
+        fprintf(stderr, "(%zu more findings not shown)\n", d->dropped);
+}
+
+/* Read every path into one set (the store interface: files today). */
+static struct tr_rset *read_inputs(char **paths, int n, struct tr_diags *d)
+{
+    struct tr_store *st = tr_store_files((const char *const *)paths, (size_t)n);
+    if (st == NULL)
+        return NULL;
+    struct tr_rset *rs = tr_store_snapshot(st, d);
+    tr_store_free(st);
+    return rs;
+}
+
+static bool split_workload(const char *s, char **ns, char **name)
+{
+    const char *slash = strchr(s, '/');
+    if (slash == NULL || slash == s || slash[1] == '\0' || strchr(slash + 1, '/') != NULL)
+        return false;
+    *ns = strndup(s, (size_t)(slash - s));
+    *name = strdup(slash + 1);
+    return *ns != NULL && *name != NULL;
+}
+
+struct ctl_args {
+    struct tr_istio_options o;
+    const char *workload, *fmt, *url, *method;
+    const char *headers[64];
+    size_t n_headers;
+    bool force;
+    char *ns, *name;
+};
+
+static void ctl_args_free(struct ctl_args *a)
+{
+    free(a->ns);
+    free(a->name);
+}
+
+/* Options shared by the subcommands; returns the index of the first path,
+ * or -1 after printing usage (-2 for --help). */
+static int ctl_parse(int argc, char **argv, struct ctl_args *a)
+{
+    static const struct option opts[] = {
+        {"workload", required_argument, NULL, 'w'},
+        {"from", required_argument, NULL, 'w'},
+        {"output", required_argument, NULL, 'o'},
+        {"outbound-ip", required_argument, NULL, 'b'},
+        {"app-ip", required_argument, NULL, 'a'},
+        {"cert-dir", required_argument, NULL, 'c'},
+        {"trust-domain", required_argument, NULL, 't'},
+        {"root-namespace", required_argument, NULL, 'r'},
+        {"dns-server", required_argument, NULL, 'd'},
+        {"url", required_argument, NULL, 'u'},
+        {"request", required_argument, NULL, 'X'},
+        {"header", required_argument, NULL, 'H'},
+        {"force", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(a, 0, sizeof(*a));
+    a->fmt = NULL;
+    a->method = "GET";
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "w:o:u:X:H:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'w':
+            a->workload = optarg;
+            break;
+        case 'o':
+            a->fmt = optarg;
+            break;
+        case 'b':
+            a->o.outbound_ip = optarg;
+            break;
+        case 'a':
+            a->o.app_ip = optarg;
+            break;
+        case 'c':
+            a->o.cert_dir = optarg;
+            break;
+        case 't':
+            a->o.trust_domain = optarg;
+            break;
+        case 'r':
+            a->o.root_ns = optarg;
+            break;
+        case 'd':
+            a->o.dns_server = optarg;
+            break;
+        case 'u':
+            a->url = optarg;
+            break;
+        case 'X':
+            a->method = optarg;
+            break;
+        case 'H':
+            if (a->n_headers == sizeof(a->headers) / sizeof(a->headers[0])) {
+                fprintf(stderr, "trellis ctl: at most 64 -H options\n");
+                return -1;
+            }
+            a->headers[a->n_headers++] = optarg;
+            break;
+        case 'f':
+            a->force = true;
+            break;
+        case 'h':
+            ctl_usage(stdout);
+            return -2;
+        default:
+            ctl_usage(stderr);
+            return -1;
+        }
+    }
+    if (a->workload != NULL) {
+        if (!split_workload(a->workload, &a->ns, &a->name)) {
+            fprintf(stderr, "trellis ctl: a workload is NAMESPACE/NAME, got \"%s\"\n", a->workload);
+            return -1;
+        }
+        a->o.ns = a->ns;
+        a->o.name = a->name;
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "trellis ctl: give the resources (files or directories)\n");
+        return -1;
+    }
+    return optind;
+}
+
+static int ctl_analyze(int argc, char **argv)
+{
+    struct ctl_args a;
+    int first = ctl_parse(argc, argv, &a);
+    if (first < 0) {
+        ctl_args_free(&a);
+        return first == -2 ? 0 : 2;
+    }
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_rset *rs = read_inputs(argv + first, argc - first, &d);
+    int rc = rs ? tr_istio_analyze(rs, &a.o, &d) : -1;
+    print_diags(&d);
+    fprintf(stderr, "%zu error(s), %zu warning(s)\n", d.n_errors, d.n_warnings);
+    rc = rc < 0 || d.n_errors ? 1 : 0;
+    tr_rset_free(rs);
+    tr_diags_free(&d);
+    ctl_args_free(&a);
+    return rc;
+}
+
+static int ctl_explain(int argc, char **argv)
+{
+    struct ctl_args a;
+    int first = ctl_parse(argc, argv, &a);
+    if (first < 0) {
+        ctl_args_free(&a);
+        return first == -2 ? 0 : 2;
+    }
+    if (a.workload == NULL || a.url == NULL ||
+        (a.fmt != NULL && strcmp(a.fmt, "json") != 0 && strcmp(a.fmt, "text") != 0)) {
+        fprintf(stderr, "trellis ctl route explain: give PATH..., --from NAMESPACE/WORKLOAD, "
+                        "--url URL (and -o json or text)\n");
+        ctl_args_free(&a);
+        return 2;
+    }
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_rset *rs = read_inputs(argv + first, argc - first, &d);
+    struct tr_config *cfg = rs ? tr_istio_compile(rs, &a.o, &d) : NULL;
+    int rc = 1;
+    if (d.n_errors)
+        print_diags(&d);
+    if (cfg != NULL) {
+        struct tr_explain_request q = {
+            .url = a.url,
+            .method = a.method,
+            .headers = a.headers,
+            .n_headers = a.n_headers,
+        };
+        char *out = tr_ctl_route_explain(cfg, rs, &q, a.fmt && strcmp(a.fmt, "json") == 0, &rc);
+        if (out != NULL)
+            fputs(out, rc ? stderr : stdout);
+        free(out);
+    }
+    tr_config_free(cfg);
+    tr_rset_free(rs);
+    tr_diags_free(&d);
+    ctl_args_free(&a);
+    return rc;
+}
+
+static int ctl_compile(int argc, char **argv)
+{
+    struct ctl_args a;
+    int first = ctl_parse(argc, argv, &a);
+    if (first < 0) {
+        ctl_args_free(&a);
+        return first == -2 ? 0 : 2;
+    }
+    const char *fmt = a.fmt ? a.fmt : "yaml";
+    if (a.workload == NULL || (strcmp(fmt, "yaml") != 0 && strcmp(fmt, "json") != 0)) {
+        fprintf(stderr, "trellis ctl compile: give PATH..., --workload NAMESPACE/NAME and -o "
+                        "yaml or json\n");
+        ctl_args_free(&a);
+        return 2;
+    }
+    struct tr_diags d;
+    tr_diags_init(&d);
+    int rc = 1;
+    struct tr_rset *rs = read_inputs(argv + first, argc - first, &d);
+    struct tr_config *cfg = rs ? tr_istio_compile(rs, &a.o, &d) : NULL;
+    print_diags(&d);
+    if (cfg != NULL && (d.n_errors == 0 || a.force)) {
+        size_t len;
+        char *err = NULL;
+        char *text = tr_config_write(
+            cfg, strcmp(fmt, "json") == 0 ? TR_CONFIG_JSON : TR_CONFIG_YAML, &len, &err);
+        if (text != NULL) {
+            fwrite(text, 1, len, stdout);
+            rc = d.n_errors ? 1 : 0;
+        } else {
+            fprintf(stderr, "trellis ctl compile: %s\n", err ? err : "out of memory");
+        }
+        free(text);
+        free(err);
+    } else if (cfg != NULL) {
+        fprintf(stderr, "trellis ctl compile: %zu error(s): no model printed (--force prints it)\n",
+                d.n_errors);
+    }
+    tr_config_free(cfg);
+    tr_rset_free(rs);
+    tr_diags_free(&d);
+    ctl_args_free(&a);
+    return rc;
+}
+
+int tr_cmd_ctl(int argc, char **argv)
+{
+    if (argc < 2) {
+        ctl_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "compile") == 0)
+        return ctl_compile(argc - 1, argv + 1);
+    if (strcmp(argv[1], "analyze") == 0)
+        return ctl_analyze(argc - 1, argv + 1);
+    if (strcmp(argv[1], "route") == 0 && argc > 2 && strcmp(argv[2], "explain") == 0)
+        return ctl_explain(argc - 2, argv + 2);
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        ctl_usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "trellis ctl: unknown command '%s'\n", argv[1]);
+    ctl_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,980 @@
+/* The Istio compiler: scope, listeners, route tables, clusters, the model.
+ *
+ * Two passes over the Istio resources. The check pass reads every
+ * VirtualService, DestinationRule and Sidecar once and reports what it finds
+ * (so a finding appears once, whoever uses the resource, and resources no
+ * proxy uses are still checked); a resource with an error is refused. The
+ * build pass then compiles what this workload sees, quietly. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/load.h"
+#include "core/arena.h"
+#include "dialect/istio/internal.h"
+
+#define MAX_PORT 65535u
+
+/* ------------------------------------------------------------ addresses */
+
+bool ist_make_addr(struct ist_ctx *x, const char *ip, uint32_t port, struct tr_cfg_addr *a)
+{
+    memset(a, 0, sizeof(*a));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&a->ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&a->ss;
+    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        a->len = sizeof(*s4);
+        a->text = ist_mprintf(x, "%s:%u", ip, port);
+    } else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        a->len = sizeof(*s6);
+        a->text = ist_mprintf(x, "[%s]:%u", ip, port);
+    } else {
+        return false;
+    }
+    return a->text != NULL;
+}
+
+/* ------------------------------------------------------------- scope */
+
+static bool exported_to(const char *const *exp, size_t n, const char *owner_ns, const char *ns)
+{
+    if (exp == NULL || n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = exp[i];
+        if (e == NULL)
+            continue;
+        if (strcmp(e, "*") == 0 || strcmp(e, ns) == 0 ||
+            (strcmp(e, ".") == 0 && strcmp(owner_ns, ns) == 0))
+            return true;
+    }
+    return false;
+}
+
+static bool res_exported_to(const struct tr_resource *r, const char *ns)
+{
+    const struct tr_rnode *exp = tr_rnode_get(r->spec, "exportTo");
+    if (exp == NULL || exp->kind != TR_RNODE_SEQ || exp->n == 0)
+        return true;
+    const char *rns = r->ns ? r->ns : "default";
+    for (const struct tr_rnode *e = exp->head; e; e = e->next) {
+        const char *s;
+        if (tr_rnode_str(e, &s) && (strcmp(s, "*") == 0 || strcmp(s, ns) == 0 ||
+                                    (strcmp(s, ".") == 0 && strcmp(rns, ns) == 0)))
+            return true;
+    }
+    return false;
+}
+
+static bool host_glob(const char *pattern, const char *host)
+{
+    if (strcmp(pattern, "*") == 0 || strcmp(pattern, host) == 0)
+        return true;
+    if (pattern[0] == '*') {
+        size_t pl = strlen(pattern + 1), hl = strlen(host);
+        return hl > pl && strcmp(host + hl - pl, pattern + 1) == 0;
+    }
+    return false;
+}
+
+/* The Sidecar that configures this workload: one in its namespace whose
+ * selector matches, else its namespace's without a selector, else the root
+ * namespace's without a selector. */
+static const struct tr_resource *sidecar_for(struct ist_ctx *x)
+{
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "Sidecar", &n);
+    const struct tr_resource *ns_default = NULL, *root_default = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        if (ist_refused(x, r))
+            continue;
+        const char *rns = r->ns ? r->ns : "default";
+        const struct tr_rnode *sel = tr_rnode_get(r->spec, "workloadSelector");
+        if (strcmp(rns, x->wl_ns) == 0) {
+            if (sel != NULL) {
+                if (ist_labels_match(tr_rnode_get(sel, "labels"), x->wl_labels))
+                    return r;
+            } else if (ns_default == NULL) {
+                ns_default = r;
+            }
+        } else if (strcmp(rns, x->o->root_ns) == 0 && sel == NULL && root_default == NULL) {
+            root_default = r;
+        }
+    }
+    return ns_default ? ns_default : root_default;
+}
+
+static void sidecar_check(struct ist_ctx *x, const struct tr_resource *r)
+{
+    static const struct ist_key keys[] = {
+        {"workloadSelector", NULL},
+        {"ingress", "ingress listeners are not supported yet: the inbound side follows the "
+                    "services that select the workload"},
+        {"egress", NULL},
+        {"outboundTrafficPolicy", NULL},
+        {"inboundConnectionPool", "inbound connection pools are not supported yet"},
+    };
+    static const struct ist_key egress_keys[] = {
+        {"port", "per-port egress listeners are not supported yet: the hosts apply to every port"},
+        {"bind", "egress bind addresses are not supported yet"},
+        {"captureMode", "capture modes are not supported yet"},
+        {"hosts", NULL},
+    };
+    static const struct ist_key otp_keys[] = {
+        {"mode", NULL},
+        {"egressProxy", "egress proxies are not supported yet"},
+    };
+    struct ist_cursor c;
+    ist_cursor_init(&c, r, "spec");
+    if (!IST_KEYS(x, &c, r->spec, keys))
+        return;
+    const struct tr_rnode *eg = ist_list(x, &c, r->spec, "egress");
+    size_t i = 0;
+    for (const struct tr_rnode *e = eg ? eg->head : NULL; e; e = e->next, i++) {
+        size_t saved = ist_push_key(&c, "egress");
+        ist_push_index(&c, i);
+        if (IST_KEYS(x, &c, e, egress_keys)) {
+            const struct tr_rnode *hosts = ist_list(x, &c, e, "hosts");
+            if (hosts == NULL || hosts->n == 0)
+                ist_error(x, &c, e, "hosts", "at least one host is required");
+            size_t k = 0;
+            for (const struct tr_rnode *h = hosts ? hosts->head : NULL; h; h = h->next, k++) {
+                const char *s;
+                size_t sh = ist_push_key(&c, "hosts");
+                ist_push_index(&c, k);
+                const char *slash = tr_rnode_str(h, &s) ? strchr(s, '/') : NULL;
+                if (slash == NULL || slash == s || slash[1] == '\0')
+                    ist_error(x, &c, h, NULL,
+                              "expected namespace/host, e.g. \"./*\" or "
+                              "\"istio-system/*\"");
+                ist_pop(&c, sh);
+            }
+        }
+        ist_pop(&c, saved);
+    }
+    const struct tr_rnode *otp = ist_map(x, &c, r->spec, "outboundTrafficPolicy");
+    size_t saved = ist_push_key(&c, "outboundTrafficPolicy");
+    if (IST_KEYS(x, &c, otp, otp_keys)) {
+        const char *m;
+        if (ist_str(x, &c, otp, "mode", &m) && strcmp(m, "ALLOW_ANY") != 0 &&
+            strcmp(m, "REGISTRY_ONLY") != 0)
+            ist_error(x, &c, tr_rnode_get(otp, "mode"), "mode",
+                      "expected ALLOW_ANY or REGISTRY_ONLY, got \"%s\"", m);
+        else if (m != NULL && strcmp(m, "ALLOW_ANY") == 0)
+            ist_warn(x, &c, tr_rnode_get(otp, "mode"), "mode",
+                     "ALLOW_ANY forwards unknown hosts to their original destination, which "
+                     "needs traffic capture (not supported yet): unknown hosts get 404");
+    }
+    ist_pop(&c, saved);
+}
+
+/* Is service s in the workload's scope (exportTo, then the Sidecar's egress
+ * hosts)? */
+static bool in_scope(struct ist_ctx *x, const struct tr_resource *sc, const struct ist_service *s)
+{
+    if (!exported_to(s->export_to, s->n_export_to, s->ns, x->wl_ns))
+        return false;
+    if (sc == NULL)
+        return true;
+    const char *scns = sc->ns ? sc->ns : "default";
+    const struct tr_rnode *eg = tr_rnode_get(sc->spec, "egress");
+    if (eg == NULL || eg->kind != TR_RNODE_SEQ)
+        return true;
+    for (const struct tr_rnode *e = eg->head; e; e = e->next) {
+        const struct tr_rnode *hosts = tr_rnode_get(e, "hosts");
+        for (const struct tr_rnode *h = hosts && hosts->kind == TR_RNODE_SEQ ? hosts->head : NULL;
+             h; h = h->next) {
+            const char *v;
+            if (!tr_rnode_str(h, &v))
+                continue;
+            const char *slash = strchr(v, '/');
+            if (slash == NULL)
+                continue;
+            size_t nl = (size_t)(slash - v);
+            bool ns_ok = (nl == 1 && v[0] == '*') ||
+                         (nl == 1 && v[0] == '.' && strcmp(s->ns, scns) == 0) ||
+                         (strlen(s->ns) == nl && strncmp(v, s->ns, nl) == 0);
+            if (ns_ok && host_glob(slash + 1, s->host))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* ----------------------------------------------------------- clusters */
+
+static const char *spiffe_of(struct ist_ctx *x, const char *ns, const char *sa)
+{
+    return ist_mprintf(x, "spiffe://%s/ns/%s/sa/%s", x->o->trust_domain, ns, sa);
+}
+
+/* An endpoint given by name (validated as the loader would: RFC 1123). */
+static bool dns_endpoint(struct ist_ctx *x, struct tr_endpoint_cfg *e, const char *name,
+                         uint32_t port)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 253 || port == 0 || port > 65535)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!(isalnum(ch) || ch == '-' || ch == '.'))
+            return false;
+    }
+    char *h = ist_mstrdup(x, name);
+    if (h == NULL)
+        return false;
+    for (char *q = h; *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    e->host = h;
+    e->port = (uint16_t)port;
+    e->addr.text = ist_mprintf(x, "%s:%u", h, port);
+    return e->addr.text != NULL;
+}
+
+const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                            const char *subset)
+{
+    const struct ist_port *port = &s->ports[pi];
+    char *name = ist_mprintf(x, "outbound|%u|%s|%s", port->number, subset ? subset : "", s->host);
+    if (name == NULL)
+        return NULL;
+    if (tr_strmap_get(&x->cluster_by_name, name) != NULL)
+        return name;
+    if (x->n_clusters == x->cap_clusters) {
+        size_t ncap = x->cap_clusters ? x->cap_clusters * 2 : 32;
+        struct tr_cluster_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return NULL;
+        if (x->n_clusters)
+            memcpy(nv, x->clusters, x->n_clusters * sizeof(*nv));
+        x->clusters = nv;
+        x->cap_clusters = ncap;
+    }
+    struct tr_cluster_cfg *c = &x->clusters[x->n_clusters];
+    tr_cfg_cluster_defaults(c);
+    c->name = name;
+    c->service = ist_mstrdup(x, s->host);
+    c->workload_namespace = ist_mstrdup(x, s->ns);
+    struct ist_cursor cur;
+    ist_cursor_init(&cur, s->res, NULL);
+    c->loc = ist_loc(x, &cur, NULL);
+
+    const struct tr_resource *dr = ist_dr_for(x, s->host, s->ns);
+    const struct tr_rnode *sel = NULL;
+    if (subset != NULL)
+        sel = tr_rnode_get(ist_dr_subset(dr, subset), "labels");
+    struct ist_cluster_policy pol;
+    ist_policy_apply(x, dr, subset, port->number, &pol);
+    c->lb = pol.lb;
+    c->connect_timeout_ms = pol.connect_timeout_ms;
+    c->pool_idle_timeout_ms = pol.idle_timeout_ms;
+    c->breakers = pol.breakers;
+    c->max_requests_per_connection = pol.max_requests_per_connection;
+    c->outlier = pol.outlier;
+    c->hash = pol.hash;
+    /* the model keeps nothing of the resource set: copy the names */
+    c->hash.header = ist_mstrdup(x, pol.hash.header);
+    c->hash.cookie = ist_mstrdup(x, pol.hash.cookie);
+    c->hash.cookie_path = ist_mstrdup(x, pol.hash.cookie_path);
+    c->hash.query_param = ist_mstrdup(x, pol.hash.query_param);
+    if (c->hash.header != NULL) {
+        for (char *q = (char *)c->hash.header; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+    }
+
+    struct ist_ep *eps;
+    size_t n = ist_service_eps(x, s, pi, &eps);
+    /* ServiceEntry resolution DNS / DNS_ROUND_ROBIN: endpoints given by name
+     * are resolved by the proxy; with no endpoints, the host itself is. */
+    bool dns = s->resolution == IST_RES_DNS || s->resolution == IST_RES_DNS_RR;
+    struct ist_ep self_ep;
+    if (dns && s->n_insts == 0 && !s->have_slices && s->host[0] != '*') {
+        self_ep = (struct ist_ep){
+            .ip = s->host, .port = port->target ? port->target : port->number, .inst = NULL};
+        eps = &self_ep;
+        n = 1;
+    }
+    if (dns) {
+        c->dns.mode = s->resolution == IST_RES_DNS_RR ? TR_DNS_FIRST : TR_DNS_ALL;
+        c->dns.family = TR_DNS_V4; /* what Istio's proxies resolve by default */
+    }
+    c->endpoints = ist_malloc(x, n, sizeof(*c->endpoints));
+    if (c->endpoints == NULL)
+        return NULL;
+    bool all_sidecar = n > 0;
+    const char **ids = ist_malloc(x, n, sizeof(*ids));
+    size_t n_ids = 0;
+    for (size_t i = 0; i < n && c->n_endpoints < 10000; i++) {
+        const struct ist_inst *in = eps[i].inst;
+        if (sel != NULL && (in == NULL || !ist_labels_match(sel, in->labels)))
+            continue;
+        struct tr_endpoint_cfg *e = &c->endpoints[c->n_endpoints];
+        tr_cfg_endpoint_defaults(e);
+        if (!ist_make_addr(x, eps[i].ip, eps[i].port, &e->addr)) {
+            if (!dns)
+                continue; /* a name where none may be (reported with the entry) */
+            if (!dns_endpoint(x, e, eps[i].ip, eps[i].port))
+                continue;
+        }
+        e->weight = in && in->weight ? in->weight : 1;
+        e->workload = in && in->name ? ist_mstrdup(x, in->name) : NULL;
+        e->loc = c->loc;
+        c->n_endpoints++;
+        if (in == NULL || !in->sidecar)
+            all_sidecar = false;
+        if (in != NULL && ids != NULL && in->sa != NULL) {
+            const char *id = spiffe_of(x, in->ns, in->sa);
+            bool dup = false;
+            for (size_t k = 0; k < n_ids && id; k++)
+                dup = dup || strcmp(ids[k], id) == 0;
+            if (id && !dup)
+                ids[n_ids++] = id;
+        }
+    }
+    bool mtls = false;
+    if (pol.tls == IST_TLS_ISTIO_MUTUAL)
+        mtls = true;
+    else if (pol.tls == IST_TLS_AUTO)
+        mtls = all_sidecar && !s->external;
+    else if (pol.tls == IST_TLS_UNSUPPORTED)
+        c->n_endpoints = 0; /* fail closed: reported by the rule's check */
+    if (mtls) {
+        c->tls_name = "mesh";
+        c->server_ids = ids;
+        c->n_server_ids = n_ids;
+        c->sni = pol.sni ? ist_mstrdup(x, pol.sni) : NULL;
+        x->uses_mesh_tls = true;
+    }
+    switch (port->proto) {
+    case IST_P_HTTP2:
+    case IST_P_GRPC:
+        c->protocol = TR_UPROTO_HTTP2;
+        break;
+    case IST_P_HTTP:
+        c->protocol = pol.h2_upgrade && mtls ? TR_UPROTO_HTTP2 : TR_UPROTO_HTTP1;
+        break;
+    default:
+        c->protocol = mtls ? TR_UPROTO_ORIGINAL : TR_UPROTO_HTTP1;
+        break;
+    }
+    if (pol.use_client_protocol)
+        c->protocol = TR_UPROTO_ORIGINAL;
+    if (c->protocol == TR_UPROTO_ORIGINAL && !mtls)
+        c->protocol = TR_UPROTO_HTTP1; /* "original" needs a mesh hop or an h2 upstream */
+    if (c->protocol != TR_UPROTO_HTTP1 && pol.h2_max_streams)
+        c->h2_max_streams = pol.h2_max_streams;
+    bool oom = false;
+    tr_strmap_put(&x->cluster_by_name, name, (void *)(uintptr_t)(x->n_clusters + 1), &oom);
+    if (oom)
+        return (void)ist_oom(x), NULL;
+    x->n_clusters++;
+    return name;
+}
+
+/* A cluster with no endpoint (every connection refused): a TCP rule that
+ * routes to an unknown host or subset. */
+const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi)
+{
+    const char *name = ist_cluster_for(x, s, pi, NULL);
+    const char *empty = ist_mprintf(x, "blackhole|%u|%s", s->ports[pi].number, s->host);
+    if (name == NULL || empty == NULL || tr_strmap_get(&x->cluster_by_name, empty) != NULL)
+        return empty;
+    uintptr_t idx = (uintptr_t)tr_strmap_get(&x->cluster_by_name, name) - 1;
+    if (x->n_clusters == x->cap_clusters) {
+        size_t ncap = x->cap_clusters * 2;
+        struct tr_cluster_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return NULL;
+        memcpy(nv, x->clusters, x->n_clusters * sizeof(*nv));
+        x->clusters = nv;
+        x->cap_clusters = ncap;
+    }
+    struct tr_cluster_cfg *c = &x->clusters[x->n_clusters];
+    *c = x->clusters[idx];
+    c->name = empty;
+    c->endpoints = NULL;
+    c->n_endpoints = 0;
+    bool oom = false;
+    tr_strmap_put(&x->cluster_by_name, empty, (void *)(uintptr_t)(x->n_clusters + 1), &oom);
+    x->n_clusters++;
+    return oom ? (void)ist_oom(x), NULL : empty;
+}
+
+/* ------------------------------------------------------ virtual hosts */
+
+struct port_tab {
+    uint32_t port;
+    bool http;    /* some service speaks HTTP (or may: unknown protocol) */
+    bool unknown; /* some service's protocol is not named: detect per connection */
+    const char *tcp_cluster;
+    struct tr_weighted_cluster_cfg *tcp_split; /* a tcp rule's weighted destinations */
+    size_t n_tcp_split;
+    const struct ist_service *tcp_svc;
+    struct tr_vhost_cfg *vhosts;
+    size_t n_vhosts, cap_vhosts;
+    struct tr_strmap domains;
+};
+
+struct vs_index {
+    struct tr_strmap exact;          /* host -> resource */
+    const struct tr_resource **wild; /* wildcard hosts, in order */
+    const char **wild_host;
+    size_t n_wild, cap_wild;
+};
+
+static void index_vs(struct ist_ctx *x, struct vs_index *ix)
+{
+    tr_strmap_init(&ix->exact, x->tmp);
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "VirtualService", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        if (ist_refused(x, r) || !ist_vs_for_mesh(r) || !res_exported_to(r, x->wl_ns))
+            continue;
+        const struct tr_rnode *hosts = tr_rnode_get(r->spec, "hosts");
+        size_t k = 0;
+        for (const struct tr_rnode *h = hosts ? hosts->head : NULL; h; h = h->next, k++) {
+            const char *s;
+            if (!tr_rnode_str(h, &s))
+                continue;
+            const char *fq = ist_fqdn(x, s, r->ns ? r->ns : "default");
+            if (fq == NULL)
+                return;
+            if (fq[0] == '*') {
+                if (ix->n_wild == ix->cap_wild) {
+                    size_t nc = ix->cap_wild ? ix->cap_wild * 2 : 8;
+                    const struct tr_resource **nr = ist_alloc(x, nc, sizeof(*nr));
+                    const char **nh = ist_alloc(x, nc, sizeof(*nh));
+                    if (nr == NULL || nh == NULL)
+                        return;
+                    if (ix->n_wild) {
+                        memcpy(nr, ix->wild, ix->n_wild * sizeof(*nr));
+                        memcpy(nh, ix->wild_host, ix->n_wild * sizeof(*nh));
+                    }
+                    ix->wild = nr;
+                    ix->wild_host = nh;
+                    ix->cap_wild = nc;
+                }
+                ix->wild[ix->n_wild] = r;
+                ix->wild_host[ix->n_wild++] = fq;
+                continue;
+            }
+            bool oom = false;
+            const struct tr_resource *prev = tr_strmap_put(&ix->exact, fq, (void *)r, &oom);
+            if (oom)
+                return (void)ist_oom(x);
+            if (prev != NULL && prev != r) {
+                struct ist_cursor c;
+                ist_cursor_init(&c, r, "spec.hosts");
+                ist_push_index(&c, k);
+                ist_warn(x, &c, h, NULL,
+                         "host %s already has VirtualService %s/%s (first in load order): this "
+                         "one is not used for it",
+                         fq, prev->ns ? prev->ns : "default", prev->name);
+            }
+        }
+    }
+}
+
+static const struct tr_resource *vs_for(const struct vs_index *ix, const char *host)
+{
+    const struct tr_resource *r = tr_strmap_get(&ix->exact, host);
+    if (r != NULL)
+        return r;
+    size_t best = 0;
+    for (size_t i = 0; i < ix->n_wild; i++) {
+        size_t l = strlen(ix->wild_host[i]);
+        if (host_glob(ix->wild_host[i], host) && l > best) {
+            best = l;
+            r = ix->wild[i];
+        }
+    }
+    return r;
+}
+
+static bool add_domain(struct ist_ctx *x, struct port_tab *pt, const char **v, size_t *n,
+                       const char *d)
+{
+    if (d == NULL)
+        return false;
+    bool oom = false;
+    if (tr_strmap_put(&pt->domains, d, (void *)d, &oom) != NULL)
+        return true; /* another service on this port already answers to it */
+    if (oom)
+        return ist_oom(x);
+    v[(*n)++] = d;
+    return true;
+}
+
+static bool default_route(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                          struct ist_routes *rs)
+{
+    if (rs->n == rs->cap) {
+        size_t ncap = rs->cap ? rs->cap * 2 : 4;
+        struct tr_route_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return false;
+        if (rs->n)
+            memcpy(nv, rs->v, rs->n * sizeof(*nv));
+        rs->v = nv;
+        rs->cap = ncap;
+    }
+    struct tr_route_cfg *r = &rs->v[rs->n++];
+    tr_cfg_route_defaults(r);
+    r->name = "default";
+    r->clusters = ist_malloc(x, 1, sizeof(*r->clusters));
+    const char *cl = ist_cluster_for(x, s, pi, NULL);
+    if (r->clusters == NULL || cl == NULL)
+        return false;
+    r->clusters[0] = (struct tr_weighted_cluster_cfg){.cluster_name = cl, .weight = 1};
+    r->n_clusters = 1;
+    return true;
+}
+
+static bool add_vhost(struct ist_ctx *x, struct port_tab *pt, const struct vs_index *ix,
+                      const struct ist_service *s, size_t pi)
+{
+    uint32_t port = s->ports[pi].number;
+    const char *cand[8];
+    size_t nc = 0;
+    cand[nc++] = ist_mstrdup(x, s->host); /* the model keeps nothing of the scratch arena */
+    if (s->name != NULL) {
+        cand[nc++] = ist_mprintf(x, "%s.%s.svc", s->name, s->ns);
+        cand[nc++] = ist_mprintf(x, "%s.%s", s->name, s->ns);
+        if (strcmp(s->ns, x->wl_ns) == 0)
+            cand[nc++] = ist_mprintf(x, "%s", s->name);
+    }
+    const char **domains = ist_malloc(x, nc * 2, sizeof(*domains));
+    if (domains == NULL)
+        return false;
+    size_t nd = 0;
+    for (size_t i = 0; i < nc; i++) {
+        if (!add_domain(x, pt, domains, &nd, cand[i]) ||
+            !add_domain(x, pt, domains, &nd, ist_mprintf(x, "%s:%u", cand[i], port)))
+            return false;
+    }
+    if (nd == 0)
+        return true;
+    struct ist_routes rs = {0};
+    struct ist_vhost vh = {.svc = s, .port = port};
+    const struct tr_resource *vs = vs_for(ix, s->host);
+    bool catch_all = false;
+    if (vs != NULL) {
+        x->quiet = true;
+        catch_all = ist_vs_routes(x, vs, &vh, &rs);
+        x->quiet = false;
+    }
+    if (!catch_all && !default_route(x, s, pi, &rs))
+        return false;
+    if (pt->n_vhosts == pt->cap_vhosts) {
+        size_t ncap = pt->cap_vhosts ? pt->cap_vhosts * 2 : 8;
+        struct tr_vhost_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return false;
+        if (pt->n_vhosts)
+            memcpy(nv, pt->vhosts, pt->n_vhosts * sizeof(*nv));
+        pt->vhosts = nv;
+        pt->cap_vhosts = ncap;
+    }
+    struct tr_vhost_cfg *v = &pt->vhosts[pt->n_vhosts++];
+    memset(v, 0, sizeof(*v));
+    v->name = ist_mprintf(x, "%s:%u", s->host, port);
+    v->domains = domains;
+    v->n_domains = nd;
+    v->routes = ist_malloc(x, rs.n, sizeof(*v->routes));
+    if (v->routes == NULL)
+        return false;
+    memcpy(v->routes, rs.v, rs.n * sizeof(*v->routes));
+    v->n_routes = rs.n;
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs ? vs : s->res, vs ? "spec" : NULL);
+    v->loc = ist_loc(x, &c, NULL);
+    return true;
+}
+
+/* ------------------------------------------------------------ the model */
+
+static bool outbound(struct ist_ctx *x)
+{
+    const struct tr_resource *sc = sidecar_for(x);
+    bool registry_only = false;
+    const char *mode;
+    const struct tr_rnode *otp = sc ? tr_rnode_get(sc->spec, "outboundTrafficPolicy") : NULL;
+    /* A policy written without a mode is the enum's zero, REGISTRY_ONLY; no
+     * policy at all is the mesh's default, ALLOW_ANY. */
+    if (otp != NULL && !tr_rnode_is_null(otp))
+        registry_only =
+            !tr_rnode_str(tr_rnode_get(otp, "mode"), &mode) || strcmp(mode, "REGISTRY_ONLY") == 0;
+    struct vs_index ix = {0};
+    index_vs(x, &ix);
+    struct port_tab **ports = ist_alloc(x, MAX_PORT + 1, sizeof(*ports));
+    if (ports == NULL)
+        return false;
+    for (size_t i = 0; i < x->n_svcs; i++) {
+        const struct ist_service *s = x->svcs[i];
+        if (ist_refused(x, s->res) || !in_scope(x, sc, s))
+            continue;
+        for (size_t pi = 0; pi < s->n_ports; pi++) {
+            const struct ist_port *p = &s->ports[pi];
+            struct port_tab *pt = ports[p->number];
+            if (pt == NULL) {
+                pt = ports[p->number] = ist_alloc(x, 1, sizeof(*pt));
+                if (pt == NULL)
+                    return false;
+                pt->port = p->number;
+                tr_strmap_init(&pt->domains, x->tmp);
+            }
+            bool tcpish = p->proto == IST_P_TCP || p->proto == IST_P_TLS;
+            if (tcpish || p->proto == IST_P_UNKNOWN) {
+                if (pt->tcp_svc == NULL) {
+                    pt->tcp_svc = s;
+                    const struct tr_resource *vs = vs_for(&ix, s->host);
+                    bool routed = false;
+                    if (vs != NULL) {
+                        x->quiet = true;
+                        routed = ist_vs_tcp_clusters(x, vs, s, p->number, &pt->tcp_split,
+                                                     &pt->n_tcp_split);
+                        x->quiet = false;
+                    }
+                    if (!routed)
+                        pt->tcp_cluster = ist_cluster_for(x, s, pi, NULL);
+                    else if (pt->n_tcp_split == 0)
+                        pt->tcp_cluster = ist_empty_cluster(x, s, pi); /* fail closed */
+                    else if (pt->n_tcp_split == 1)
+                        pt->tcp_cluster = pt->tcp_split[0].cluster_name;
+                } else if (tcpish) {
+                    struct ist_cursor c;
+                    ist_cursor_init(&c, s->res, NULL);
+                    ist_warn(x, &c, NULL, NULL,
+                             "TCP port %u is also used by %s: without traffic capture one "
+                             "listener per port reaches one TCP service, so %s is not "
+                             "reachable on it",
+                             p->number, pt->tcp_svc->host, s->host);
+                }
+            }
+            if (!tcpish) {
+                pt->http = true;
+                pt->unknown = pt->unknown || p->proto == IST_P_UNKNOWN;
+                if (!add_vhost(x, pt, &ix, s, pi))
+                    return false;
+            }
+        }
+    }
+    size_t nl = 0, nt = 0;
+    for (uint32_t p = 1; p <= MAX_PORT; p++) {
+        if (ports[p] != NULL) {
+            nl++;
+            nt += ports[p]->http;
+        }
+    }
+    struct tr_config *cfg = x->cfg;
+    /* room for the inbound (8) and gateway (64) listeners that follow */
+    cfg->listeners = ist_malloc(x, nl + 72, sizeof(*cfg->listeners));
+    cfg->route_tables = ist_malloc(x, nt + 72, sizeof(*cfg->route_tables));
+    if (cfg->listeners == NULL || cfg->route_tables == NULL)
+        return false;
+    for (uint32_t p = 1; p <= MAX_PORT; p++) {
+        struct port_tab *pt = ports[p];
+        if (pt == NULL)
+            continue;
+        struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
+        tr_cfg_listener_defaults(l);
+        l->name = ist_mprintf(x, "outbound|%u", p);
+        l->direction = TR_DIR_OUTBOUND;
+        if (!ist_make_addr(x, x->o->outbound_ip, p, &l->addr)) {
+            tr_diags_add(x->d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
+                         "outbound address %s is not an IP address", x->o->outbound_ip);
+            return false;
+        }
+        if (pt->n_tcp_split > 1) {
+            l->tcp_clusters = pt->tcp_split;
+            l->n_tcp_clusters = pt->n_tcp_split;
+        } else {
+            l->tcp_cluster_name = pt->tcp_cluster;
+        }
+        bool has_tcp = pt->tcp_cluster != NULL || pt->n_tcp_split > 1;
+        if (!pt->http) {
+            l->protocol = TR_LPROTO_TCP;
+            continue;
+        }
+        l->protocol = has_tcp ? TR_LPROTO_AUTO : TR_LPROTO_HTTP;
+        struct tr_route_table_cfg *t = &cfg->route_tables[cfg->n_route_tables++];
+        t->name = ist_mprintf(x, "%u", p);
+        size_t extra = registry_only ? 1 : 0;
+        t->vhosts = ist_malloc(x, pt->n_vhosts + extra, sizeof(*t->vhosts));
+        if (t->name == NULL || t->vhosts == NULL)
+            return false;
+        memcpy(t->vhosts, pt->vhosts, pt->n_vhosts * sizeof(*t->vhosts));
+        t->n_vhosts = pt->n_vhosts;
+        if (registry_only) {
+            /* Istio answers a host outside the registry with 502 (BlackHole). */
+            struct tr_vhost_cfg *v = &t->vhosts[t->n_vhosts++];
+            memset(v, 0, sizeof(*v));
+            v->name = "block_all";
+            v->domains = ist_malloc(x, 1, sizeof(*v->domains));
+            v->routes = ist_malloc(x, 1, sizeof(*v->routes));
+            if (v->domains == NULL || v->routes == NULL)
+                return false;
+            v->domains[0] = "*";
+            v->n_domains = 1;
+            tr_cfg_route_defaults(&v->routes[0]);
+            v->routes[0].name = "block_all";
+            v->routes[0].direct_status = 502;
+            v->routes[0].direct_body = "trellis: host not in the mesh registry (REGISTRY_ONLY)\n";
+            v->n_routes = 1;
+        }
+        l->route_table_name = t->name;
+    }
+    return true;
+}
+
+/* Inbound: a listener on the workload's address for each port a Service
+ * targets, in front of the application on app_ip. */
+static bool inbound(struct ist_ctx *x)
+{
+    if (x->wl_ip == NULL)
+        return true;
+    struct tr_config *cfg = x->cfg;
+    size_t n_in = 0;
+    for (size_t i = 0; i < x->n_svcs; i++) {
+        const struct ist_service *s = x->svcs[i];
+        if (s->name == NULL || s->selector == NULL || strcmp(s->ns, x->wl_ns) != 0 ||
+            !ist_labels_match(s->selector, x->wl_labels) || ist_refused(x, s->res))
+            continue;
+        for (size_t pi = 0; pi < s->n_ports; pi++) {
+            const struct ist_port *p = &s->ports[pi];
+            uint32_t target = p->target;
+            if (target == 0)
+                continue; /* named target: resolved against the pod by ist_service_eps */
+            char lname[32];
+            snprintf(lname, sizeof(lname), "inbound|%u", target);
+            bool seen = false;
+            for (size_t k = 0; k < cfg->n_listeners; k++)
+                seen = seen || strcmp(cfg->listeners[k].name, lname) == 0;
+            if (seen || n_in >= 8)
+                continue;
+            n_in++;
+            const char *cname = ist_mprintf(x, "inbound|%u||", target);
+            struct tr_cluster_cfg *c = NULL;
+            if (x->n_clusters == x->cap_clusters) {
+                size_t ncap = x->cap_clusters ? x->cap_clusters * 2 : 32;
+                struct tr_cluster_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+                if (nv == NULL)
+                    return false;
+                if (x->n_clusters)
+                    memcpy(nv, x->clusters, x->n_clusters * sizeof(*nv));
+                x->clusters = nv;
+                x->cap_clusters = ncap;
+            }
+            c = &x->clusters[x->n_clusters++];
+            tr_cfg_cluster_defaults(c);
+            c->name = cname;
+            c->service = ist_mstrdup(x, s->host);
+            c->workload = ist_mstrdup(x, x->wl_name);
+            c->workload_namespace = ist_mstrdup(x, x->wl_ns);
+            c->endpoints = ist_malloc(x, 1, sizeof(*c->endpoints));
+            if (c->endpoints == NULL)
+                return false;
+            tr_cfg_endpoint_defaults(&c->endpoints[0]);
+            if (!ist_make_addr(x, x->o->app_ip, target, &c->endpoints[0].addr))
+                return false;
+            c->n_endpoints = 1;
+            c->protocol = p->proto == IST_P_HTTP2 || p->proto == IST_P_GRPC ? TR_UPROTO_HTTP2
+                                                                            : TR_UPROTO_HTTP1;
+            if (p->proto == IST_P_UNKNOWN)
+                c->protocol = TR_UPROTO_ORIGINAL;
+            struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
+            tr_cfg_listener_defaults(l);
+            l->name = ist_mstrdup(x, lname);
+            l->direction = TR_DIR_INBOUND;
+            if (!ist_make_addr(x, x->wl_ip, target, &l->addr))
+                return false;
+            l->tls_mode = TR_TLS_PERMISSIVE;
+            l->tls_name = "mesh";
+            x->uses_mesh_tls = true;
+            bool tcp = p->proto == IST_P_TCP || p->proto == IST_P_TLS;
+            l->protocol = tcp ? TR_LPROTO_TCP : TR_LPROTO_AUTO;
+            l->tcp_cluster_name = cname;
+            if (!tcp) {
+                struct tr_route_table_cfg *t = &cfg->route_tables[cfg->n_route_tables++];
+                t->name = ist_mprintf(x, "inbound|%u", target);
+                t->vhosts = ist_malloc(x, 1, sizeof(*t->vhosts));
+                if (t->name == NULL || t->vhosts == NULL)
+                    return false;
+                struct tr_vhost_cfg *v = &t->vhosts[0];
+                v->name = "inbound";
+                v->domains = ist_malloc(x, 1, sizeof(*v->domains));
+                v->routes = ist_malloc(x, 1, sizeof(*v->routes));
+                if (v->domains == NULL || v->routes == NULL)
+                    return false;
+                v->domains[0] = "*";
+                v->n_domains = 1;
+                tr_cfg_route_defaults(&v->routes[0]);
+                v->routes[0].name = "default";
+                v->routes[0].clusters = ist_malloc(x, 1, sizeof(*v->routes[0].clusters));
+                if (v->routes[0].clusters == NULL)
+                    return false;
+                v->routes[0].clusters[0] =
+                    (struct tr_weighted_cluster_cfg){.cluster_name = cname, .weight = 1};
+                v->routes[0].n_clusters = 1;
+                v->n_routes = 1;
+                t->n_vhosts = 1;
+                l->route_table_name = t->name;
+            }
+            if (cfg->node.service == NULL)
+                cfg->node.service = ist_mstrdup(x, s->host);
+        }
+    }
+    return true;
+}
+
+void ist_check_all(struct ist_ctx *x)
+{
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "DestinationRule", &n);
+    for (size_t i = 0; i < n; i++)
+        ist_dr_check(x, v[i]);
+    v = tr_rset_of_kind(x->rs, IST_GROUP, "Sidecar", &n);
+    for (size_t i = 0; i < n; i++)
+        sidecar_check(x, v[i]);
+    v = tr_rset_of_kind(x->rs, IST_GROUP, "Gateway", &n);
+    for (size_t i = 0; i < n; i++)
+        ist_gateway_check(x, v[i]);
+    v = tr_rset_of_kind(x->rs, IST_GROUP, "VirtualService", &n);
+    for (size_t i = 0; i < n; i++)
+        ist_vs_check(x, v[i]);
+}
+
+bool ist_alloc_listeners(struct ist_ctx *x, size_t n)
+{
+    x->cfg->listeners = ist_malloc(x, n, sizeof(*x->cfg->listeners));
+    x->cfg->route_tables = ist_malloc(x, n, sizeof(*x->cfg->route_tables));
+    return x->cfg->listeners != NULL && x->cfg->route_tables != NULL;
+}
+
+bool ist_ctx_init(struct ist_ctx *x, const struct tr_rset *rs, const struct tr_istio_options *opt,
+                  struct tr_diags *d)
+{
+    memset(x, 0, sizeof(*x));
+    struct tr_istio_options *o = &x->opts;
+    *o = *opt;
+    if (o->trust_domain == NULL)
+        o->trust_domain = "cluster.local";
+    if (o->root_ns == NULL)
+        o->root_ns = "istio-system";
+    if (o->outbound_ip == NULL)
+        o->outbound_ip = "127.0.0.1";
+    if (o->app_ip == NULL)
+        o->app_ip = "127.0.0.1";
+    if (o->cert_dir == NULL)
+        o->cert_dir = "certs";
+    if (o->file_name == NULL)
+        o->file_name = "compiled";
+    x->rs = rs;
+    x->o = o;
+    x->d = d;
+    x->wl_ns = o->ns;
+    x->wl_name = o->name;
+    x->tmp = tr_arena_new(64 * 1024);
+    x->cfg = tr_config_new(o->file_name);
+    if (x->tmp == NULL || x->cfg == NULL) {
+        ist_ctx_fini(x);
+        tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0}, "out of memory");
+        return false;
+    }
+    tr_strmap_init(&x->refused, x->tmp);
+    tr_strmap_init(&x->cluster_by_name, x->tmp);
+    return true;
+}
+
+void ist_ctx_fini(struct ist_ctx *x)
+{
+    tr_arena_free(x->tmp);
+    tr_config_free(x->cfg);
+    x->tmp = NULL;
+    x->cfg = NULL;
+}
+
+struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_istio_options *opt,
+                                   struct tr_diags *d)
+{
+    if (opt->ns == NULL || opt->name == NULL) {
+        tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
+                     "a workload (namespace and name) is required");
+        return NULL;
+    }
+    struct ist_ctx x;
+    if (!ist_ctx_init(&x, rs, opt, d))
+        return NULL;
+    const struct tr_istio_options *o = x.o;
+    struct tr_config *cfg = x.cfg;
+    bool ok = ist_registry_build(&x) == 0 && ist_workload_find(&x) == 0;
+    if (ok) {
+        ist_check_all(&x);
+        cfg->node.id = ist_mprintf(&x, "%s/%s", o->ns, o->name);
+        cfg->node.workload = ist_mstrdup(&x, o->name);
+        cfg->node.workload_namespace = ist_mstrdup(&x, o->ns);
+        cfg->node.principal = spiffe_of(&x, o->ns, x.wl_sa ? x.wl_sa : "default");
+        if (ist_is_gateway(&x))
+            ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && !x.oom; /* a gateway only */
+        else
+            ok = outbound(&x) && inbound(&x) && !x.oom;
+    }
+    if (ok) {
+        cfg->clusters = ist_malloc(&x, x.n_clusters, sizeof(*cfg->clusters));
+        ok = cfg->clusters != NULL;
+        if (ok && x.n_clusters)
+            memcpy(cfg->clusters, x.clusters, x.n_clusters * sizeof(*cfg->clusters));
+        cfg->n_clusters = x.n_clusters;
+    }
+    if (ok && x.uses_mesh_tls) {
+        cfg->tls = ist_malloc(&x, 1, sizeof(*cfg->tls));
+        ok = cfg->tls != NULL;
+        if (ok) {
+            tr_cfg_tls_defaults(&cfg->tls[0]);
+            cfg->tls[0].name = "mesh";
+            cfg->tls[0].cert_file = ist_mprintf(&x, "%s/cert.pem", o->cert_dir);
+            cfg->tls[0].key_file = ist_mprintf(&x, "%s/key.pem", o->cert_dir);
+            cfg->tls[0].ca_file = ist_mprintf(&x, "%s/ca.pem", o->cert_dir);
+            cfg->tls[0].trust_domain = ist_mstrdup(&x, o->trust_domain);
+            cfg->n_tls = 1;
+        }
+    }
+    if (ok && cfg->n_listeners == 0) {
+        /* The native model needs a listener: there is nothing to run. */
+        tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
+                     "workload %s/%s reaches no service and serves none: there is no model to "
+                     "run",
+                     o->ns, o->name);
+        ok = false;
+    }
+    if (ok && o->dns_server != NULL) {
+        cfg->resolver.servers = ist_malloc(&x, 1, sizeof(*cfg->resolver.servers));
+        ok = cfg->resolver.servers != NULL;
+        if (ok) {
+            cfg->resolver.servers[0] = ist_mstrdup(&x, o->dns_server);
+            cfg->resolver.n_servers = 1;
+        }
+    }
+    char *err = NULL;
+    if (ok && tr_config_validate(cfg, &err) != 0) {
+        /* A compiler bug or an input the checks above let through: either
+         * way the proxy must not get it. */
+        tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
+                     "the compiled model is invalid: %s", err ? err : "out of memory");
+        free(err);
+        ok = false;
+    }
+    if (ok)
+        x.cfg = NULL; /* the caller's now */
+    ist_ctx_fini(&x);
+    return ok ? cfg : NULL;
+}

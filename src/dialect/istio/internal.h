@@ -1,0 +1,323 @@
+/* dialect/istio/internal.h: what the Istio compiler's parts share.
+ *
+ *   walk.c      field paths, diagnostics at nodes, known-field tables (every
+ *               key of a resource is handled, or reported), StringMatch
+ *   registry.c  services and their endpoints: Kubernetes Services, Pods and
+ *               workload templates, Endpoints, EndpointSlices; Istio
+ *               ServiceEntry and WorkloadEntry; the proxy's own workload
+ *   policy.c    DestinationRule: subsets and traffic policy -> clusters
+ *   routes.c    VirtualService -> routes of a virtual host
+ *   compile.c   scope (Sidecar, exportTo), listeners, route tables, the model
+ */
+#ifndef TR_DIALECT_ISTIO_INTERNAL_H
+#define TR_DIALECT_ISTIO_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/model.h"
+#include "core/diag.h"
+#include "core/strmap.h"
+#include "dialect/istio/istio.h"
+#include "resource/resource.h"
+
+#define IST_GROUP       "networking.istio.io"
+#define IST_PATH_MAX    512u
+#define IST_MAX_PORTS   1024u /* per service */
+#define IST_MAX_SUBSETS 256u
+
+/* ------------------------------------------------------------ walking */
+
+/* The resource being read and where in it: every finding names both. */
+struct ist_cursor {
+    const struct tr_resource *res;
+    char path[IST_PATH_MAX];
+    size_t len;
+};
+
+struct ist_ctx;
+
+void ist_cursor_init(struct ist_cursor *c, const struct tr_resource *res, const char *path);
+size_t ist_push_key(struct ist_cursor *c, const char *key);
+size_t ist_push_index(struct ist_cursor *c, size_t i);
+void ist_pop(struct ist_cursor *c, size_t saved);
+
+/* Findings at node n (NULL: the resource's start) under the cursor's path
+ * (+ ".key" when key is given). Errors mark the resource refused. */
+void ist_warn(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n, const char *key,
+              const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void ist_error(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n, const char *key,
+               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* A mistake that breaks traffic but not the resource (a route to a subset
+ * nobody defines): a warning when compiling, an error for `ctl analyze`. */
+void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n, const char *key,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* One key a table knows. why == NULL: the compiler reads it; else the key is
+ * accepted and ignored with this reason (a warning, once per occurrence). */
+struct ist_key {
+    const char *key;
+    const char *why;
+};
+
+/* Checks that map is a mapping and every key in it is in the table; an
+ * unknown key is a warning (Kubernetes prunes unknown fields of Istio's
+ * CRDs). Returns false (error reported) when map is not a mapping. NULL map:
+ * true (absent). */
+bool ist_keys(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+              const struct ist_key *tab, size_t n);
+#define IST_KEYS(x, c, map, tab) ist_keys((x), (c), (map), (tab), sizeof(tab) / sizeof((tab)[0]))
+
+/* Typed reads of map[key], each reporting an error on the wrong type.
+ * Absent (or null): false with *present = false and nothing reported. */
+bool ist_str(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map, const char *key,
+             const char **out);
+bool ist_bool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map, const char *key,
+              bool *out);
+bool ist_u32(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map, const char *key,
+             uint32_t min, uint32_t max, uint32_t *out);
+/* A protobuf Duration in its JSON form ("1.5s", "100ms" also accepted as
+ * Istio's validation does): milliseconds, rounded up; max bounds it. */
+bool ist_duration(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                  const char *key, uint32_t max_ms, uint32_t *out_ms);
+/* Istio Percent {value: double}: parts per million (0..1000000). */
+bool ist_percent(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                 const char *key, uint32_t *out_ppm);
+/* A list's node (reported when not a list). */
+const struct tr_rnode *ist_list(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                                const char *key);
+const struct tr_rnode *ist_map(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                               const char *key);
+
+/* Istio StringMatch {exact | prefix | regex}: kind and value. An empty
+ * mapping ({}) has kind IST_SM_ANY. */
+enum ist_sm_kind { IST_SM_NONE = 0, IST_SM_EXACT, IST_SM_PREFIX, IST_SM_REGEX, IST_SM_ANY };
+struct ist_sm {
+    enum ist_sm_kind kind;
+    const char *value;
+};
+bool ist_string_match(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                      const char *key, struct ist_sm *out);
+
+/* ----------------------------------------------------------- registry */
+
+enum ist_proto {
+    IST_P_UNKNOWN = 0, /* no protocol named: detected per connection */
+    IST_P_HTTP,
+    IST_P_HTTP2,
+    IST_P_GRPC,
+    IST_P_TCP,
+    IST_P_TLS,
+};
+
+struct ist_port {
+    const char *name; /* may be NULL */
+    uint32_t number;
+    uint32_t target;         /* targetPort number; 0: by name (target_name) */
+    const char *target_name; /* targetPort by name: a container port's name */
+    enum ist_proto proto;
+    bool proto_named; /* from appProtocol or the port name's prefix */
+};
+
+/* One instance of a workload: a Pod, a WorkloadEntry or a ServiceEntry's
+ * endpoint. */
+struct ist_inst {
+    const char *name; /* pod name, or NULL */
+    const char *ns;
+    const char *ip; /* address text */
+    const struct tr_rnode *labels;
+    const struct tr_rnode *container_ports; /* Pod: spec.containers (for named targets) */
+    const char *sa;                         /* service account */
+    bool sidecar;                           /* has a trellis/Istio proxy: speaks mTLS */
+    uint32_t port_override[8]; /* ServiceEntry endpoint ports by service port index (0: none) */
+    const char *port_names[8];
+    size_t n_overrides;
+    uint32_t weight;
+};
+
+/* An endpoint of one service port: where to connect. */
+struct ist_ep {
+    const char *ip;
+    uint32_t port;
+    const struct ist_inst *inst; /* labels, identity; NULL when unknown */
+};
+
+enum ist_resolution { IST_RES_STATIC = 0, IST_RES_NONE, IST_RES_DNS, IST_RES_DNS_RR };
+
+struct ist_service {
+    const char *host; /* FQDN (or ServiceEntry host, possibly a wildcard) */
+    const char *name; /* Kubernetes name (NULL for ServiceEntry hosts) */
+    const char *ns;
+    const struct tr_resource *res;
+    struct ist_port *ports;
+    size_t n_ports;
+    const struct tr_rnode *selector; /* Service spec.selector / SE workloadSelector.labels */
+    struct ist_inst **insts;         /* selected instances */
+    size_t n_insts;
+    /* From Endpoints / EndpointSlices, per port index: when any exist they
+     * are authoritative (Pods then only lend labels through targetRef). */
+    struct ist_ep **eps_by_port;
+    size_t *n_eps_by_port;
+    bool have_slices;
+    bool external; /* MESH_EXTERNAL */
+    enum ist_resolution resolution;
+    const char **export_to; /* NULL: everywhere */
+    size_t n_export_to;
+    bool headless;
+};
+
+/* ---------------------------------------------------------- the context */
+
+struct ist_ctx {
+    const struct tr_rset *rs;
+    const struct tr_istio_options *o; /* = &opts */
+    struct tr_istio_options opts;     /* with defaults filled in */
+    struct tr_diags *d;
+    struct tr_arena *tmp;     /* compiler scratch */
+    struct tr_config *cfg;    /* the model being built (its arena) */
+    struct tr_strmap refused; /* resource (by pointer text) -> (void *)1 */
+    bool oom;
+    bool quiet;    /* findings already reported by a check pass: do not repeat them */
+    bool checking; /* a check pass: report, build nothing */
+    bool analyze;  /* `ctl analyze`: no workload; findings about traffic are errors */
+
+    /* clusters, created on demand by ist_cluster_for */
+    struct tr_cluster_cfg *clusters;
+    size_t n_clusters, cap_clusters;
+    struct tr_strmap cluster_by_name; /* name -> index + 1 */
+    bool uses_mesh_tls;
+
+    /* registry */
+    struct ist_service **svcs;
+    size_t n_svcs;
+    struct tr_strmap svc_by_host; /* host -> ist_service (first wins) */
+    struct ist_inst **insts;
+    size_t n_insts;
+
+    /* the workload */
+    const char *wl_ns, *wl_name, *wl_sa;
+    const char *wl_ip;
+    const struct tr_rnode *wl_labels;
+    const struct tr_resource *wl_res;
+};
+
+bool ist_oom(struct ist_ctx *x);
+bool ist_refused(const struct ist_ctx *x, const struct tr_resource *r);
+void *ist_alloc(struct ist_ctx *x, size_t n, size_t size); /* scratch */
+char *ist_printf(struct ist_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *ist_mstrdup(struct ist_ctx *x, const char *s); /* into the model's arena */
+char *ist_mprintf(struct ist_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void *ist_malloc(struct ist_ctx *x, size_t n, size_t size); /* model arena */
+/* A compiled object's location: the resource and the cursor's path. */
+struct tr_cfg_loc ist_loc(struct ist_ctx *x, const struct ist_cursor *c, const struct tr_rnode *n);
+
+/* Does labels (a map) hold every key=value of selector (a map)? An empty or
+ * absent selector selects everything. */
+bool ist_labels_match(const struct tr_rnode *selector, const struct tr_rnode *labels);
+
+/* "reviews" in namespace "default" -> "reviews.default.svc.cluster.local";
+ * FQDNs and wildcards unchanged, lower-cased. */
+const char *ist_fqdn(struct ist_ctx *x, const char *host, const char *ns);
+
+int ist_registry_build(struct ist_ctx *x);
+/* The endpoints of a service port (registry order, deterministic). */
+size_t ist_service_eps(struct ist_ctx *x, const struct ist_service *s, size_t port_idx,
+                       struct ist_ep **out);
+const struct ist_service *ist_service_by_host(const struct ist_ctx *x, const char *host);
+int ist_workload_find(struct ist_ctx *x);
+
+/* ------------------------------------------------------------- routes */
+
+/* The virtual host being built: a service on one port. */
+struct ist_vhost {
+    const struct ist_service *svc; /* NULL at a gateway (the host is the VirtualService's) */
+    uint32_t port;
+    const char *gateway; /* "NS/NAME" of the Gateway; NULL for a sidecar ("mesh") */
+};
+
+struct ist_routes {
+    struct tr_route_cfg *v; /* scratch; copied into the model when the host is done */
+    size_t n, cap;
+};
+
+/* Does the VirtualService apply to sidecars (gateways empty or "mesh")? */
+bool ist_vs_for_mesh(const struct tr_resource *vs);
+/* Does list name gateway ("NS/NAME"; NULL: "mesh")? */
+bool ist_gateway_listed(const struct tr_resource *vs, const struct tr_rnode *list,
+                        const char *gateway);
+/* Gateways (gateway.c): the listeners of a gateway workload; check every
+ * Gateway once. */
+bool ist_gateways(struct ist_ctx *x);
+/* Is the workload a gateway (some Gateway's selector picks it)? Then its
+ * model holds only the gateway's listeners, as an Istio gateway proxy's. */
+bool ist_is_gateway(const struct ist_ctx *x);
+/* Room for n listeners and route tables in the model (compile.c). */
+bool ist_alloc_listeners(struct ist_ctx *x, size_t n);
+/* ip:port as a model address (compile.c); false when ip is not an address. */
+bool ist_make_addr(struct ist_ctx *x, const char *ip, uint32_t port, struct tr_cfg_addr *a);
+void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw);
+/* Append vs's routes for vh (NULL: check every rule, build nothing);
+ * returns true when a route matches every request (no default needed). */
+bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
+                   struct ist_routes *out);
+void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs);
+/* The weighted clusters of vs's first tcp rule for (svc, port): true when
+ * a rule applies (*n 0: it routes nowhere), false when none does. */
+bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
+                         const struct ist_service *svc, uint32_t port,
+                         struct tr_weighted_cluster_cfg **out, size_t *n);
+
+/* The cluster outbound|PORT|SUBSET|HOST (created on first use, with its
+ * endpoints and DestinationRule policy); its name in the model's arena. */
+const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t port_idx,
+                            const char *subset);
+
+/* Check every Istio resource once (compile.c). */
+void ist_check_all(struct ist_ctx *x);
+/* Set up and tear down a context (compile.c). */
+bool ist_ctx_init(struct ist_ctx *x, const struct tr_rset *rs, const struct tr_istio_options *o,
+                  struct tr_diags *d);
+void ist_ctx_fini(struct ist_ctx *x);
+
+/* A copy of the service port's cluster with no endpoint (compile.c). */
+const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi);
+
+/* ------------------------------------------------------------- policy */
+
+enum ist_tls {
+    IST_TLS_AUTO = 0,     /* mTLS when every endpoint has a sidecar, else plaintext */
+    IST_TLS_DISABLE,      /* plaintext */
+    IST_TLS_ISTIO_MUTUAL, /* mesh mTLS */
+    IST_TLS_UNSUPPORTED,  /* SIMPLE / MUTUAL origination: fail closed (no endpoints) */
+};
+
+struct ist_cluster_policy {
+    enum tr_lb_policy lb;
+    uint32_t connect_timeout_ms;
+    uint32_t idle_timeout_ms;
+    struct tr_circuit_breakers_cfg breakers; /* per proxy; 0: unlimited */
+    uint32_t max_requests_per_connection;
+    struct tr_outlier_cfg outlier;
+    struct tr_hash_policy_cfg hash;
+    uint32_t h2_max_streams; /* 0: default */
+    bool h2_upgrade;
+    bool use_client_protocol;
+    enum ist_tls tls;
+    const char *sni;
+    const struct tr_rnode *sans;
+};
+
+/* The DestinationRule for host as seen from the workload, or NULL. */
+const struct tr_resource *ist_dr_for(struct ist_ctx *x, const char *host, const char *svc_ns);
+/* The subset entry named name, or NULL. */
+const struct tr_rnode *ist_dr_subset(const struct tr_resource *dr, const char *name);
+/* Report every finding in a DestinationRule (once per rule). */
+void ist_dr_check(struct ist_ctx *x, const struct tr_resource *dr);
+/* The effective policy of (dr, subset, port), with Istio's defaults. */
+void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const char *subset,
+                      uint32_t port, struct ist_cluster_policy *p);
+
+#endif

@@ -1,0 +1,71 @@
+/* dialect/istio/istio.h: Istio networking resources -> the proxy's model.
+ *
+ * A pure function: resources (a tr_rset snapshot: Kubernetes Services,
+ * Endpoints/EndpointSlices, Pods and workload templates, Namespaces; Istio
+ * VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar,
+ * Gateway) and one workload in, the model that workload's proxy runs out. No
+ * I/O, no clock, no randomness: the same input gives the same model, byte
+ * for byte once written. The control plane calls it for every proxy; `trellis
+ * ctl compile` prints it.
+ *
+ * Everything the resources say either shapes the model or is reported in d
+ * (core/diag.h), with file, line, resource and field path: a warning when a
+ * field is ignored or approximated (with the reason), an error when a
+ * resource is refused (it is then left out entirely, as the Kubernetes API
+ * server would have refused it). The model passes tr_config_validate() (the
+ * compiler runs it): a proxy is never handed what `trellis proxy --check`
+ * would refuse.
+ *
+ * What the model holds (docs/compat/istio.md has the details):
+ *   - outbound: for each service port in the workload's scope (its Sidecar
+ *     egress hosts and exportTo), a listener on outbound_ip:PORT whose route
+ *     table has one virtual host per service on that port (domains: the FQDN,
+ *     the short names Kubernetes DNS resolves from the workload's namespace,
+ *     each also with :PORT), routes compiled from the VirtualServices for
+ *     that host (first match wins, as Istio), else one default route; one
+ *     cluster per (port, subset, host) named outbound|PORT|SUBSET|HOST with
+ *     the endpoints of that subset and the DestinationRule's policy;
+ *   - inbound: for each port of the workload that a Service targets, a
+ *     listener on the workload's IP and that port (mTLS PERMISSIVE, Istio's
+ *     default) forwarding to the application at app_ip:PORT.
+ */
+#ifndef TR_DIALECT_ISTIO_H
+#define TR_DIALECT_ISTIO_H
+
+#include "config/model.h"
+#include "core/diag.h"
+#include "resource/resource.h"
+
+struct tr_istio_options {
+    const char *ns;           /* the workload: namespace */
+    const char *name;         /* and name: a Pod, WorkloadEntry, or Deployment-like template */
+    const char *trust_domain; /* default "cluster.local" */
+    const char *root_ns;      /* Istio's root namespace; default "istio-system" */
+    const char *outbound_ip;  /* default "127.0.0.1" */
+    const char *app_ip;       /* where the application listens; default "127.0.0.1" */
+    const char *cert_dir;     /* the workload's cert.pem, key.pem, ca.pem; default "certs" */
+    const char *file_name;    /* name of the model in messages; default "compiled" */
+    const char *dns_server;   /* "IP:PORT" the proxy asks for ServiceEntry names; NULL: the
+                               * system's resolver */
+};
+
+/* The model for one workload, validated. Resources with errors are left
+ * out of it (as the API server would have refused them); the caller decides
+ * whether to use a model when d->n_errors > 0 (`trellis ctl compile` does
+ * not, the control plane keeps the last good model). NULL when the workload
+ * does not exist or no valid model could be built (reported in d). */
+struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_istio_options *o,
+                                   struct tr_diags *d);
+
+/* Check every resource without compiling for a workload (o->ns and o->name
+ * unused), as `trellis ctl analyze`: everything the compiler reports, plus
+ * what breaks traffic at run time: routes to subsets no DestinationRule
+ * defines or to unknown hosts (errors), two VirtualServices for one host
+ * (error), hosts that resolve to no service, rules after a catch-all, weights
+ * not adding up to 100, DestinationRules for hosts nobody routes to, Service
+ * ports that name no protocol (warnings). Returns 1 when an error was
+ * found, 0 if none, -1 when out of memory. */
+int tr_istio_analyze(const struct tr_rset *rs, const struct tr_istio_options *o,
+                     struct tr_diags *d);
+
+#endif

@@ -1,0 +1,605 @@
+/* DestinationRule: which rule applies to a host, its subsets, and the
+ * traffic policy of one (host, port, subset) as cluster settings.
+ *
+ * Inheritance is Istio's (pilot's MergeTrafficPolicy): a subset's
+ * trafficPolicy replaces the rule's connectionPool, loadBalancer,
+ * outlierDetection and tls one message at a time (a message set in the
+ * subset wins whole; one not set is inherited); a portLevelSettings entry
+ * for the port replaces all four at its level, without inheriting (what it
+ * leaves out takes the defaults). */
+#include <stdio.h>
+#include <string.h>
+
+#include "config/load.h"
+#include "dialect/istio/internal.h"
+
+/* The four messages a policy level sets. */
+struct tp_parts {
+    const struct tr_rnode *pool, *lb, *outlier, *tls;
+};
+
+static void parts_of(const struct tr_rnode *tp, struct tp_parts *p)
+{
+    *p = (struct tp_parts){
+        .pool = tr_rnode_get(tp, "connectionPool"),
+        .lb = tr_rnode_get(tp, "loadBalancer"),
+        .outlier = tr_rnode_get(tp, "outlierDetection"),
+        .tls = tr_rnode_get(tp, "tls"),
+    };
+}
+
+static const struct tr_rnode *port_level(const struct tr_rnode *tp, uint32_t port)
+{
+    const struct tr_rnode *pls = tr_rnode_get(tp, "portLevelSettings");
+    for (const struct tr_rnode *e = pls && pls->kind == TR_RNODE_SEQ ? pls->head : NULL; e;
+         e = e->next) {
+        int64_t n;
+        if (tr_rnode_int(tr_rnode_get(tr_rnode_get(e, "port"), "number"), &n) && n == (int64_t)port)
+            return e;
+    }
+    return NULL;
+}
+
+/* One level: its own messages, then the port's entry replacing all four. */
+static void level(const struct tr_rnode *tp, uint32_t port, struct tp_parts *out, bool inherit)
+{
+    struct tp_parts mine;
+    parts_of(tp, &mine);
+    if (!inherit) {
+        *out = mine;
+    } else {
+        if (mine.pool)
+            out->pool = mine.pool;
+        if (mine.lb)
+            out->lb = mine.lb;
+        if (mine.outlier)
+            out->outlier = mine.outlier;
+        if (mine.tls)
+            out->tls = mine.tls;
+    }
+    const struct tr_rnode *pl = port_level(tp, port);
+    if (pl != NULL)
+        parts_of(pl, out);
+}
+
+/* ------------------------------------------------------- which rule */
+
+static bool dr_exported_to(const struct tr_resource *r, const char *ns)
+{
+    const struct tr_rnode *exp = tr_rnode_get(r->spec, "exportTo");
+    if (exp == NULL || exp->kind != TR_RNODE_SEQ || exp->n == 0)
+        return true;
+    const char *rns = r->ns ? r->ns : "default";
+    for (const struct tr_rnode *e = exp->head; e; e = e->next) {
+        const char *s;
+        if (!tr_rnode_str(e, &s))
+            continue;
+        if (strcmp(s, "*") == 0 || strcmp(s, ns) == 0 ||
+            (strcmp(s, ".") == 0 && strcmp(rns, ns) == 0))
+            return true;
+    }
+    return false;
+}
+
+static bool host_matches(const char *pattern, const char *host)
+{
+    if (strcmp(pattern, host) == 0 || strcmp(pattern, "*") == 0)
+        return true;
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        size_t pl = strlen(pattern + 1), hl = strlen(host);
+        return hl > pl && strcmp(host + hl - pl, pattern + 1) == 0;
+    }
+    return false;
+}
+
+/* Istio looks for a rule in the client's namespace, then the service's,
+ * then the root namespace; within one, an exact host beats a wildcard, and
+ * the first in load order wins (Istio: the oldest). */
+const struct tr_resource *ist_dr_for(struct ist_ctx *x, const char *host, const char *svc_ns)
+{
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "DestinationRule", &n);
+    const char *order[3] = {x->wl_ns, svc_ns, x->o->root_ns};
+    for (int o = 0; o < 3; o++) {
+        const struct tr_resource *wild = NULL;
+        for (size_t i = 0; i < n; i++) {
+            const struct tr_resource *r = v[i];
+            const char *rns = r->ns ? r->ns : "default";
+            const char *h;
+            if (strcmp(rns, order[o]) != 0 || ist_refused(x, r) ||
+                !tr_rnode_str(tr_rnode_get(r->spec, "host"), &h))
+                continue;
+            if (o > 0 && !dr_exported_to(r, x->wl_ns))
+                continue;
+            const struct tr_rnode *sel = tr_rnode_get(r->spec, "workloadSelector");
+            if (sel != NULL && !ist_labels_match(tr_rnode_get(sel, "matchLabels"), x->wl_labels))
+                continue;
+            const char *fq = ist_fqdn(x, h, rns);
+            if (fq != NULL && strcmp(fq, host) == 0)
+                return r;
+            if (wild == NULL && fq != NULL && host_matches(fq, host))
+                wild = r;
+        }
+        if (wild != NULL)
+            return wild;
+    }
+    return NULL;
+}
+
+const struct tr_rnode *ist_dr_subset(const struct tr_resource *dr, const char *name)
+{
+    const struct tr_rnode *subs = dr ? tr_rnode_get(dr->spec, "subsets") : NULL;
+    for (const struct tr_rnode *s = subs && subs->kind == TR_RNODE_SEQ ? subs->head : NULL; s;
+         s = s->next) {
+        const char *n;
+        if (tr_rnode_str(tr_rnode_get(s, "name"), &n) && strcmp(n, name) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+/* --------------------------------------------------- checking a rule */
+
+static void check_lb(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *lb)
+{
+    static const struct ist_key keys[] = {
+        {"simple", NULL},
+        {"consistentHash", NULL},
+        {"localityLbSetting", "locality-aware load balancing is not supported yet"},
+        {"warmupDurationSecs", "slow start is not supported yet"},
+        {"warmup", "slow start is not supported yet"},
+    };
+    if (!IST_KEYS(x, c, lb, keys))
+        return;
+    const char *s;
+    if (ist_str(x, c, lb, "simple", &s) && strcmp(s, "ROUND_ROBIN") != 0 &&
+        strcmp(s, "LEAST_REQUEST") != 0 && strcmp(s, "LEAST_CONN") != 0 &&
+        strcmp(s, "RANDOM") != 0 && strcmp(s, "UNSPECIFIED") != 0) {
+        if (strcmp(s, "PASSTHROUGH") == 0)
+            ist_warn(x, c, tr_rnode_get(lb, "simple"), "simple",
+                     "PASSTHROUGH needs the original destination (traffic capture, not "
+                     "supported yet): least request is used");
+        else
+            ist_error(x, c, tr_rnode_get(lb, "simple"), "simple",
+                      "expected ROUND_ROBIN, LEAST_REQUEST, RANDOM or PASSTHROUGH, got \"%s\"", s);
+    }
+}
+
+static void check_hash(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *ch)
+{
+    static const struct ist_key keys[] = {
+        {"httpHeaderName", NULL},         {"httpCookie", NULL}, {"useSourceIp", NULL},
+        {"httpQueryParameterName", NULL}, {"ringHash", NULL},   {"maglev", NULL},
+        {"minimumRingSize", NULL},
+    };
+    static const struct ist_key cookie_keys[] = {
+        {"name", NULL},
+        {"path", NULL},
+        {"ttl", NULL},
+        {"attributes", "cookie attributes are not supported yet"}};
+    if (!IST_KEYS(x, c, ch, keys))
+        return;
+    int keys_set = (tr_rnode_get(ch, "httpHeaderName") != NULL) +
+                   (tr_rnode_get(ch, "httpCookie") != NULL) +
+                   (tr_rnode_get(ch, "useSourceIp") != NULL) +
+                   (tr_rnode_get(ch, "httpQueryParameterName") != NULL);
+    if (keys_set != 1)
+        ist_error(x, c, ch, NULL,
+                  "exactly one of httpHeaderName, httpCookie, useSourceIp and "
+                  "httpQueryParameterName (a oneof)");
+    const char *s;
+    bool b;
+    uint32_t v;
+    ist_str(x, c, ch, "httpHeaderName", &s);
+    ist_str(x, c, ch, "httpQueryParameterName", &s);
+    ist_bool(x, c, ch, "useSourceIp", &b);
+    const struct tr_rnode *ck = ist_map(x, c, ch, "httpCookie");
+    size_t saved = ist_push_key(c, "httpCookie");
+    if (ck != NULL && IST_KEYS(x, c, ck, cookie_keys)) {
+        if (!ist_str(x, c, ck, "name", &s))
+            ist_error(x, c, ck, "name", "a cookie name is required");
+        ist_str(x, c, ck, "path", &s);
+        ist_duration(x, c, ck, "ttl", 24u * 3600u * 1000u, &v);
+    }
+    ist_pop(c, saved);
+    const struct tr_rnode *rh = ist_map(x, c, ch, "ringHash");
+    const struct tr_rnode *mg = ist_map(x, c, ch, "maglev");
+    static const struct ist_key rk[] = {{"minimumRingSize", NULL}};
+    static const struct ist_key mk[] = {{"tableSize", NULL}};
+    saved = ist_push_key(c, "ringHash");
+    if (rh != NULL && IST_KEYS(x, c, rh, rk))
+        ist_u32(x, c, rh, "minimumRingSize", 1, 8388608, &v);
+    ist_pop(c, saved);
+    saved = ist_push_key(c, "maglev");
+    if (mg != NULL && IST_KEYS(x, c, mg, mk))
+        ist_u32(x, c, mg, "tableSize", 1, 5000011, &v);
+    ist_pop(c, saved);
+    if (rh != NULL && mg != NULL)
+        ist_error(x, c, ch, NULL, "only one of ringHash and maglev (a oneof)");
+    ist_u32(x, c, ch, "minimumRingSize", 1, 8388608, &v);
+}
+
+static void check_outlier(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *od)
+{
+    static const struct ist_key keys[] = {
+        {"splitExternalLocalOriginErrors", NULL},
+        {"consecutiveLocalOriginFailures", NULL},
+        {"consecutiveGatewayErrors", NULL},
+        {"consecutive5xxErrors", NULL},
+        {"interval", NULL},
+        {"baseEjectionTime", NULL},
+        {"maxEjectionPercent", NULL},
+        {"minHealthPercent", NULL},
+        {"consecutiveErrors", "deprecated, and ignored by istiod too: use consecutive5xxErrors"},
+    };
+    if (!IST_KEYS(x, c, od, keys))
+        return;
+    uint32_t v;
+    bool b;
+    ist_bool(x, c, od, "splitExternalLocalOriginErrors", &b);
+    ist_u32(x, c, od, "consecutiveLocalOriginFailures", 0, INT32_MAX, &v);
+    ist_u32(x, c, od, "consecutiveGatewayErrors", 0, INT32_MAX, &v);
+    ist_u32(x, c, od, "consecutive5xxErrors", 0, INT32_MAX, &v);
+    ist_duration(x, c, od, "interval", 24u * 3600u * 1000u, &v);
+    ist_duration(x, c, od, "baseEjectionTime", 24u * 3600u * 1000u, &v);
+    ist_u32(x, c, od, "maxEjectionPercent", 0, 100, &v);
+    ist_u32(x, c, od, "minHealthPercent", 0, 100, &v);
+}
+
+static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *pool)
+{
+    static const struct ist_key keys[] = {{"tcp", NULL}, {"http", NULL}};
+    static const struct ist_key tcp_keys[] = {
+        {"maxConnections", NULL},
+        {"connectTimeout", NULL},
+        {"tcpKeepalive", "TCP keepalive settings are not supported yet"},
+        {"maxConnectionDuration", "a maximum connection duration is not supported yet"},
+        {"idleTimeout", "a TCP idle timeout is not supported yet"},
+    };
+    static const struct ist_key http_keys[] = {
+        {"http1MaxPendingRequests", NULL},
+        {"http2MaxRequests", NULL},
+        {"maxRequestsPerConnection", NULL},
+        {"maxRetries", "a cap on concurrent retries is not supported: trellis bounds retries with "
+                       "its retry budget (20% of requests in flight) instead"},
+        {"idleTimeout", NULL},
+        {"h2UpgradePolicy", NULL},
+        {"useClientProtocol", NULL},
+        {"maxConcurrentStreams", NULL},
+    };
+    if (!IST_KEYS(x, c, pool, keys))
+        return;
+    const struct tr_rnode *tcp = ist_map(x, c, pool, "tcp");
+    const struct tr_rnode *http = ist_map(x, c, pool, "http");
+    size_t saved = ist_push_key(c, "tcp");
+    if (IST_KEYS(x, c, tcp, tcp_keys)) {
+        uint32_t v;
+        ist_u32(x, c, tcp, "maxConnections", 0, INT32_MAX, &v);
+        ist_duration(x, c, tcp, "connectTimeout", 24u * 3600u * 1000u, &v);
+    }
+    ist_pop(c, saved);
+    saved = ist_push_key(c, "http");
+    if (IST_KEYS(x, c, http, http_keys)) {
+        uint32_t v;
+        bool b;
+        const char *s;
+        ist_duration(x, c, http, "idleTimeout", 24u * 3600u * 1000u, &v);
+        ist_u32(x, c, http, "http1MaxPendingRequests", 0, INT32_MAX, &v);
+        ist_u32(x, c, http, "http2MaxRequests", 0, INT32_MAX, &v);
+        ist_u32(x, c, http, "maxRequestsPerConnection", 0, INT32_MAX, &v);
+        ist_bool(x, c, http, "useClientProtocol", &b);
+        ist_u32(x, c, http, "maxConcurrentStreams", 1, 10000, &v);
+        if (ist_str(x, c, http, "h2UpgradePolicy", &s) && strcmp(s, "DEFAULT") != 0 &&
+            strcmp(s, "DO_NOT_UPGRADE") != 0 && strcmp(s, "UPGRADE") != 0)
+            ist_error(x, c, tr_rnode_get(http, "h2UpgradePolicy"), "h2UpgradePolicy",
+                      "expected DEFAULT, DO_NOT_UPGRADE or UPGRADE, got \"%s\"", s);
+    }
+    ist_pop(c, saved);
+}
+
+static void check_tls(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *tls)
+{
+    static const struct ist_key keys[] = {
+        {"mode", NULL},
+        {"clientCertificate", "TLS origination to non-mesh servers is not supported yet"},
+        {"privateKey", "TLS origination to non-mesh servers is not supported yet"},
+        {"caCertificates", "TLS origination to non-mesh servers is not supported yet"},
+        {"credentialName", "TLS origination to non-mesh servers is not supported yet"},
+        {"subjectAltNames", NULL},
+        {"sni", NULL},
+        {"insecureSkipVerify", "TLS origination to non-mesh servers is not supported yet"},
+        {"caCrl", "TLS origination to non-mesh servers is not supported yet"},
+    };
+    if (!IST_KEYS(x, c, tls, keys))
+        return;
+    const char *m;
+    if (ist_str(x, c, tls, "mode", &m)) {
+        const struct tr_rnode *mn = tr_rnode_get(tls, "mode");
+        if (strcmp(m, "SIMPLE") == 0 || strcmp(m, "MUTUAL") == 0)
+            ist_warn(x, c, mn, "mode",
+                     "TLS origination (%s) is not supported yet: the proxy refuses to send this "
+                     "traffic in plaintext, so requests to it fail with 503",
+                     m);
+        else if (strcmp(m, "DISABLE") != 0 && strcmp(m, "ISTIO_MUTUAL") != 0)
+            ist_error(x, c, mn, "mode",
+                      "expected DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL, got \"%s\"", m);
+    }
+    const char *sni;
+    ist_str(x, c, tls, "sni", &sni);
+    const struct tr_rnode *sans = ist_list(x, c, tls, "subjectAltNames");
+    size_t i = 0;
+    for (const struct tr_rnode *s = sans ? sans->head : NULL; s; s = s->next, i++) {
+        const char *v;
+        size_t saved = ist_push_key(c, "subjectAltNames");
+        ist_push_index(c, i);
+        if (!tr_rnode_str(s, &v) || strncmp(v, "spiffe://", 9) != 0)
+            ist_warn(x, c, s, NULL, "only spiffe:// identities are checked; this name is ignored");
+        ist_pop(c, saved);
+    }
+}
+
+static void check_policy(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *tp,
+                         bool port_level_ok)
+{
+    static const struct ist_key keys[] = {
+        {"loadBalancer", NULL},
+        {"connectionPool", NULL},
+        {"outlierDetection", NULL},
+        {"tls", NULL},
+        {"portLevelSettings", NULL},
+        {"tunnel", "tunnelling (CONNECT to a proxy) is not supported yet"},
+        {"proxyProtocol", "the PROXY protocol is not supported yet"},
+        {"retryBudget", "retry budgets are not supported yet"},
+    };
+    static const struct ist_key port_keys[] = {
+        {"port", NULL},
+        {"loadBalancer", NULL},
+        {"connectionPool", NULL},
+        {"outlierDetection", NULL},
+        {"tls", NULL},
+    };
+    if (!(port_level_ok ? IST_KEYS(x, c, tp, keys) : IST_KEYS(x, c, tp, port_keys)))
+        return;
+    size_t saved = ist_push_key(c, "loadBalancer");
+    const struct tr_rnode *lbn =
+        ist_map(x, c, tp, "loadBalancer") ? tr_rnode_get(tp, "loadBalancer") : NULL;
+    check_lb(x, c, lbn);
+    const struct tr_rnode *ch = lbn ? ist_map(x, c, lbn, "consistentHash") : NULL;
+    size_t sh = ist_push_key(c, "consistentHash");
+    if (ch != NULL)
+        check_hash(x, c, ch);
+    ist_pop(c, sh);
+    if (ch != NULL && tr_rnode_get(lbn, "simple") != NULL)
+        ist_error(x, c, lbn, NULL, "only one of simple and consistentHash (a oneof)");
+    ist_pop(c, saved);
+    saved = ist_push_key(c, "outlierDetection");
+    check_outlier(x, c, ist_map(x, c, tp, "outlierDetection"));
+    ist_pop(c, saved);
+    saved = ist_push_key(c, "connectionPool");
+    check_pool(x, c, tr_rnode_get(tp, "connectionPool"));
+    ist_pop(c, saved);
+    saved = ist_push_key(c, "tls");
+    check_tls(x, c, tr_rnode_get(tp, "tls"));
+    ist_pop(c, saved);
+    if (!port_level_ok)
+        return;
+    const struct tr_rnode *pls = ist_list(x, c, tp, "portLevelSettings");
+    size_t i = 0;
+    for (const struct tr_rnode *e = pls ? pls->head : NULL; e; e = e->next, i++) {
+        saved = ist_push_key(c, "portLevelSettings");
+        ist_push_index(c, i);
+        const struct tr_rnode *port = ist_map(x, c, e, "port");
+        uint32_t num;
+        size_t sp = ist_push_key(c, "port");
+        static const struct ist_key pk[] = {{"number", NULL}};
+        if (port == NULL)
+            ist_error(x, c, e, NULL, "a port is required");
+        else if (IST_KEYS(x, c, port, pk) && !ist_u32(x, c, port, "number", 1, 65535, &num))
+            ist_error(x, c, port, "number", "a port number is required");
+        ist_pop(c, sp);
+        check_policy(x, c, e, false);
+        ist_pop(c, saved);
+    }
+}
+
+void ist_dr_check(struct ist_ctx *x, const struct tr_resource *r)
+{
+    static const struct ist_key keys[] = {
+        {"host", NULL},     {"trafficPolicy", NULL},    {"subsets", NULL},
+        {"exportTo", NULL}, {"workloadSelector", NULL},
+    };
+    struct ist_cursor c;
+    ist_cursor_init(&c, r, "spec");
+    if (r->spec == NULL) {
+        ist_error(x, &c, NULL, NULL, "spec is required");
+        return;
+    }
+    if (!IST_KEYS(x, &c, r->spec, keys))
+        return;
+    const char *h;
+    if (!ist_str(x, &c, r->spec, "host", &h))
+        ist_error(x, &c, r->spec, "host", "a host is required");
+    size_t saved = ist_push_key(&c, "trafficPolicy");
+    check_policy(x, &c,
+                 ist_map(x, &c, r->spec, "trafficPolicy") ? tr_rnode_get(r->spec, "trafficPolicy")
+                                                          : NULL,
+                 true);
+    ist_pop(&c, saved);
+    const struct tr_rnode *subs = ist_list(x, &c, r->spec, "subsets");
+    size_t i = 0;
+    for (const struct tr_rnode *s = subs ? subs->head : NULL; s; s = s->next, i++) {
+        static const struct ist_key skeys[] = {
+            {"name", NULL}, {"labels", NULL}, {"trafficPolicy", NULL}};
+        saved = ist_push_key(&c, "subsets");
+        ist_push_index(&c, i);
+        if (IST_KEYS(x, &c, s, skeys)) {
+            const char *n;
+            if (!ist_str(x, &c, s, "name", &n))
+                ist_error(x, &c, s, "name", "a subset name is required");
+            else if (ist_dr_subset(r, n) != s)
+                ist_error(x, &c, s, "name", "subset \"%s\" is defined twice", n);
+            ist_map(x, &c, s, "labels");
+            size_t sp = ist_push_key(&c, "trafficPolicy");
+            check_policy(
+                x, &c, ist_map(x, &c, s, "trafficPolicy") ? tr_rnode_get(s, "trafficPolicy") : NULL,
+                true);
+            ist_pop(&c, sp);
+        }
+        ist_pop(&c, saved);
+    }
+    const struct tr_rnode *sel = ist_map(x, &c, r->spec, "workloadSelector");
+    static const struct ist_key selkeys[] = {{"matchLabels", NULL}};
+    saved = ist_push_key(&c, "workloadSelector");
+    IST_KEYS(x, &c, sel, selkeys);
+    ist_pop(&c, saved);
+}
+
+/* ------------------------------------------------- applying a policy */
+
+void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const char *subset,
+                      uint32_t port, struct ist_cluster_policy *p)
+{
+    /* Istio's defaults for a sidecar's outbound cluster (istio.io
+     * reference, DestinationRule; meshConfig.connectTimeout 10s). */
+    *p = (struct ist_cluster_policy){
+        .lb = TR_LB_LEAST_REQUEST,
+        .connect_timeout_ms = 10000,
+        .idle_timeout_ms = 3600000,
+        .tls = IST_TLS_AUTO,
+    };
+    /* the model's own defaults for what Istio leaves unset */
+    struct tr_cluster_cfg def;
+    tr_cfg_cluster_defaults(&def);
+    p->outlier = def.outlier;
+    p->hash = def.hash;
+    p->breakers = def.breakers;
+    p->max_requests_per_connection = def.max_requests_per_connection;
+    if (dr == NULL)
+        return;
+    struct tp_parts parts = {0};
+    level(tr_rnode_get(dr->spec, "trafficPolicy"), port, &parts, false);
+    const struct tr_rnode *sub = subset ? ist_dr_subset(dr, subset) : NULL;
+    const struct tr_rnode *stp = tr_rnode_get(sub, "trafficPolicy");
+    if (stp != NULL)
+        level(stp, port, &parts, true);
+    const char *s;
+    if (tr_rnode_str(tr_rnode_get(parts.lb, "simple"), &s)) {
+        if (strcmp(s, "ROUND_ROBIN") == 0)
+            p->lb = TR_LB_ROUND_ROBIN;
+        else if (strcmp(s, "RANDOM") == 0)
+            p->lb = TR_LB_RANDOM;
+    }
+    const struct tr_rnode *tcp = tr_rnode_get(parts.pool, "tcp");
+    const struct tr_rnode *http = tr_rnode_get(parts.pool, "http");
+    int64_t n;
+    /* Istio's limits are per upstream cluster per proxy: circuit breakers,
+     * which the proxy shares out among its workers. 0: Istio's default, no
+     * limit. */
+    if (tr_rnode_int(tr_rnode_get(tcp, "maxConnections"), &n) && n > 0 && n <= INT32_MAX)
+        p->breakers.max_connections = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "http1MaxPendingRequests"), &n) && n > 0 && n <= INT32_MAX)
+        p->breakers.max_pending_requests = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "http2MaxRequests"), &n) && n > 0 && n <= INT32_MAX)
+        p->breakers.max_requests = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "maxRequestsPerConnection"), &n) && n > 0 && n <= INT32_MAX)
+        p->max_requests_per_connection = (uint32_t)n;
+    const struct tr_rnode *ch = tr_rnode_get(parts.lb, "consistentHash");
+    if (ch != NULL) {
+        struct tr_hash_policy_cfg *h = &p->hash;
+        const struct tr_rnode *mg = tr_rnode_get(ch, "maglev");
+        p->lb = mg != NULL ? TR_LB_MAGLEV : TR_LB_RING_HASH;
+        h->ring_min_size = 1024;
+        h->maglev_table_size = 65537;
+        if (tr_rnode_int(tr_rnode_get(tr_rnode_get(ch, "ringHash"), "minimumRingSize"), &n) ||
+            tr_rnode_int(tr_rnode_get(ch, "minimumRingSize"), &n))
+            h->ring_min_size = (uint32_t)n;
+        if (tr_rnode_int(tr_rnode_get(mg, "tableSize"), &n))
+            h->maglev_table_size = (uint32_t)n;
+        tr_rnode_str(tr_rnode_get(ch, "httpHeaderName"), &h->header);
+        tr_rnode_str(tr_rnode_get(ch, "httpQueryParameterName"), &h->query_param);
+        bool src = false;
+        if (tr_rnode_bool(tr_rnode_get(ch, "useSourceIp"), &src))
+            h->source_ip = src;
+        const struct tr_rnode *ck = tr_rnode_get(ch, "httpCookie");
+        if (ck != NULL) {
+            tr_rnode_str(tr_rnode_get(ck, "name"), &h->cookie);
+            tr_rnode_str(tr_rnode_get(ck, "path"), &h->cookie_path);
+            /* Istio: with a ttl the proxy creates the cookie when absent. */
+            if (tr_rnode_get(ck, "ttl") != NULL) {
+                struct ist_cursor hc;
+                ist_cursor_init(&hc, dr, NULL);
+                bool q = x->quiet;
+                x->quiet = true;
+                uint32_t ms = 0;
+                ist_duration(x, &hc, ck, "ttl", 24u * 3600u * 1000u, &ms);
+                x->quiet = q;
+                h->cookie_ttl_ms = ms;
+                h->cookie_generate = true;
+            }
+        }
+    }
+    const struct tr_rnode *od = parts.outlier;
+    if (od != NULL && od->kind == TR_RNODE_MAP) {
+        /* Istio's defaults (DestinationRule reference, OutlierDetection). */
+        struct tr_outlier_cfg *o = &p->outlier;
+        o->enabled = true;
+        o->consecutive_5xx = 5;
+        o->consecutive_gateway = 0;
+        o->consecutive_local = 5;
+        o->interval_ms = 10000;
+        o->base_ejection_ms = 30000;
+        o->max_ejection_percent = 10;
+        o->min_health_percent = 0;
+        struct ist_cursor oc;
+        ist_cursor_init(&oc, dr, NULL);
+        bool q = x->quiet;
+        x->quiet = true;
+        uint32_t v;
+        bool b;
+        if (ist_u32(x, &oc, od, "consecutive5xxErrors", 0, INT32_MAX, &v))
+            o->consecutive_5xx = v;
+        if (ist_u32(x, &oc, od, "consecutiveGatewayErrors", 0, INT32_MAX, &v))
+            o->consecutive_gateway = v;
+        if (ist_u32(x, &oc, od, "consecutiveLocalOriginFailures", 0, INT32_MAX, &v))
+            o->consecutive_local = v;
+        if (ist_bool(x, &oc, od, "splitExternalLocalOriginErrors", &b))
+            o->split_local = b;
+        if (ist_duration(x, &oc, od, "interval", 24u * 3600u * 1000u, &v) && v > 0)
+            o->interval_ms = v;
+        if (ist_duration(x, &oc, od, "baseEjectionTime", 24u * 3600u * 1000u, &v) && v > 0)
+            o->base_ejection_ms = v;
+        /* 0 means the default (istiod), i.e. 10% */
+        if (ist_u32(x, &oc, od, "maxEjectionPercent", 0, 100, &v) && v > 0)
+            o->max_ejection_percent = v;
+        if (ist_u32(x, &oc, od, "minHealthPercent", 0, 100, &v))
+            o->min_health_percent = v;
+        x->quiet = q;
+    }
+    struct ist_cursor c;
+    ist_cursor_init(&c, dr, NULL);
+    bool quiet = x->quiet;
+    x->quiet = true; /* checked once by ist_dr_check */
+    uint32_t ms;
+    if (ist_duration(x, &c, tcp, "connectTimeout", 24u * 3600u * 1000u, &ms) && ms > 0)
+        p->connect_timeout_ms = ms;
+    if (ist_duration(x, &c, http, "idleTimeout", 24u * 3600u * 1000u, &ms) && ms > 0)
+        p->idle_timeout_ms = ms;
+    x->quiet = quiet;
+    if (tr_rnode_str(tr_rnode_get(http, "h2UpgradePolicy"), &s) && strcmp(s, "UPGRADE") == 0)
+        p->h2_upgrade = true;
+    bool b;
+    if (tr_rnode_bool(tr_rnode_get(http, "useClientProtocol"), &b) && b)
+        p->use_client_protocol = true;
+    if (tr_rnode_int(tr_rnode_get(http, "maxConcurrentStreams"), &n) && n > 0 && n <= 10000)
+        p->h2_max_streams = (uint32_t)n;
+    if (tr_rnode_str(tr_rnode_get(parts.tls, "mode"), &s)) {
+        if (strcmp(s, "DISABLE") == 0)
+            p->tls = IST_TLS_DISABLE;
+        else if (strcmp(s, "ISTIO_MUTUAL") == 0)
+            p->tls = IST_TLS_ISTIO_MUTUAL;
+        else
+            p->tls = IST_TLS_UNSUPPORTED;
+    }
+    tr_rnode_str(tr_rnode_get(parts.tls, "sni"), &p->sni);
+    p->sans = tr_rnode_get(parts.tls, "subjectAltNames");
+}

@@ -1,0 +1,734 @@
+/* The service registry: which services exist, on which ports, speaking what,
+ * and which instances (address, labels, identity) serve them.
+ *
+ * Sources: Kubernetes Services, Pods (and Deployment-like templates, which
+ * give a workload labels and an identity but no address), Endpoints and
+ * EndpointSlices; Istio ServiceEntry and WorkloadEntry. A Service's
+ * endpoints come from its EndpointSlices (or Endpoints) when any exist, as in
+ * a cluster; otherwise from the Pods its selector picks (the usual case for a
+ * directory of YAML). */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "dialect/istio/internal.h"
+
+#define CORE "" /* the core API group */
+
+/* Istio's protocol selection: appProtocol, else the port name ("http",
+ * "http-web", "grpc-api"...). https/tls are TLS; mongo, mysql, redis... are
+ * TCP to a proxy that does not parse them. */
+static enum ist_proto proto_of(const char *s, bool prefix_only, bool *named)
+{
+    static const struct {
+        const char *p;
+        enum ist_proto v;
+    } t[] = {
+        {"http2", IST_P_HTTP2}, {"http", IST_P_HTTP}, {"grpc-web", IST_P_HTTP},
+        {"grpc", IST_P_GRPC},   {"h2c", IST_P_HTTP2}, {"kubernetes.io/h2c", IST_P_HTTP2},
+        {"https", IST_P_TLS},   {"tls", IST_P_TLS},   {"tcp", IST_P_TCP},
+        {"mongo", IST_P_TCP},   {"mysql", IST_P_TCP}, {"redis", IST_P_TCP},
+        {"udp", IST_P_UNKNOWN},
+    };
+    *named = false;
+    if (s == NULL)
+        return IST_P_UNKNOWN;
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        size_t l = strlen(t[i].p);
+        if (strncasecmp(s, t[i].p, l) == 0 && (s[l] == '\0' || (prefix_only && s[l] == '-'))) {
+            *named = t[i].v != IST_P_UNKNOWN;
+            return t[i].v;
+        }
+    }
+    return IST_P_UNKNOWN;
+}
+
+static struct ist_inst *new_inst(struct ist_ctx *x)
+{
+    struct ist_inst *in = ist_alloc(x, 1, sizeof(*in));
+    if (in == NULL)
+        return NULL;
+    in->weight = 1;
+    return in;
+}
+
+static bool push_inst(struct ist_ctx *x, struct ist_inst *in, size_t *cap)
+{
+    if (x->n_insts == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        struct ist_inst **nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return false;
+        if (x->n_insts)
+            memcpy(nv, x->insts, x->n_insts * sizeof(*nv));
+        x->insts = nv;
+        *cap = ncap;
+    }
+    x->insts[x->n_insts++] = in;
+    return true;
+}
+
+static bool has_sidecar(const struct tr_resource *r, const struct tr_rnode *labels)
+{
+    const struct tr_rnode *v = tr_rnode_get(labels, "security.istio.io/tlsMode");
+    const char *s;
+    if (v != NULL && tr_rnode_str(v, &s))
+        return strcmp(s, "istio") == 0;
+    return tr_rnode_get(r ? r->annotations : NULL, "sidecar.istio.io/status") != NULL;
+}
+
+/* Pods: address, labels, service account, container ports. */
+static void read_pods(struct ist_ctx *x, size_t *cap)
+{
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, CORE, "Pod", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        const struct tr_rnode *status = tr_rnode_get(r->obj, "status");
+        const char *ip = NULL, *sa = NULL;
+        struct ist_cursor c;
+        ist_cursor_init(&c, r, "status");
+        ist_str(x, &c, status, "podIP", &ip);
+        ist_cursor_init(&c, r, "spec");
+        if (!ist_str(x, &c, r->spec, "serviceAccountName", &sa))
+            ist_str(x, &c, r->spec, "serviceAccount", &sa);
+        struct ist_inst *in = new_inst(x);
+        if (in == NULL)
+            return;
+        in->name = r->name;
+        in->ns = r->ns ? r->ns : "default";
+        in->ip = ip;
+        in->labels = r->labels;
+        in->container_ports = tr_rnode_get(r->spec, "containers");
+        in->sa = sa ? sa : "default";
+        in->sidecar = has_sidecar(r, r->labels);
+        if (!push_inst(x, in, cap))
+            return;
+    }
+}
+
+/* WorkloadEntry: a VM or any non-pod instance. */
+static void read_workload_entry(struct ist_ctx *x, struct ist_cursor *c,
+                                const struct tr_rnode *spec, struct ist_inst *in)
+{
+    static const struct ist_key keys[] = {
+        {"address", NULL},
+        {"ports", NULL},
+        {"labels", NULL},
+        {"serviceAccount", NULL},
+        {"weight", NULL},
+        {"network", "one network: every address is taken as reachable"},
+        {"locality", "locality-aware load balancing is not supported yet"},
+    };
+    IST_KEYS(x, c, spec, keys);
+    ist_str(x, c, spec, "address", &in->ip);
+    const struct tr_rnode *labels = ist_map(x, c, spec, "labels");
+    if (labels != NULL)
+        in->labels = labels;
+    ist_str(x, c, spec, "serviceAccount", &in->sa);
+    ist_u32(x, c, spec, "weight", 0, 1000000, &in->weight);
+    if (in->weight == 0)
+        in->weight = 1;
+    const struct tr_rnode *ports = ist_map(x, c, spec, "ports");
+    for (const struct tr_rnode *k = ports ? ports->head : NULL; k && k->next; k = k->next->next) {
+        uint32_t p;
+        size_t saved = ist_push_key(c, "ports");
+        if (ist_u32(x, c, ports, k->s, 1, 65535, &p) && in->n_overrides < 8) {
+            in->port_names[in->n_overrides] = k->s;
+            in->port_override[in->n_overrides++] = p;
+        } else if (in->n_overrides >= 8) {
+            ist_error(x, c, k, NULL, "at most 8 named ports per workload entry");
+        }
+        ist_pop(c, saved);
+    }
+    if (in->ip != NULL && strncmp(in->ip, "unix://", 7) == 0)
+        ist_error(x, c, spec, "address", "Unix domain socket addresses are not supported");
+}
+
+static void read_workload_entries(struct ist_ctx *x, size_t *cap)
+{
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "WorkloadEntry", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        struct ist_cursor c;
+        ist_cursor_init(&c, r, "spec");
+        struct ist_inst *in = new_inst(x);
+        if (in == NULL)
+            return;
+        in->name = r->name;
+        in->ns = r->ns ? r->ns : "default";
+        in->labels = r->labels;
+        read_workload_entry(x, &c, r->spec, in);
+        if (in->sa == NULL)
+            in->sa = "default";
+        in->sidecar = has_sidecar(r, in->labels);
+        if (!ist_refused(x, r) && !push_inst(x, in, cap))
+            return;
+    }
+}
+
+static bool add_service(struct ist_ctx *x, struct ist_service *s, size_t *cap)
+{
+    if (x->n_svcs == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        struct ist_service **nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return false;
+        if (x->n_svcs)
+            memcpy(nv, x->svcs, x->n_svcs * sizeof(*nv));
+        x->svcs = nv;
+        *cap = ncap;
+    }
+    x->svcs[x->n_svcs++] = s;
+    bool oom = false;
+    tr_strmap_put(&x->svc_by_host, s->host, s, &oom);
+    return oom ? ist_oom(x) : true;
+}
+
+static void select_insts(struct ist_ctx *x, struct ist_service *s, bool any_ns)
+{
+    if (s->selector == NULL)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < x->n_insts; i++) {
+        const struct ist_inst *in = x->insts[i];
+        if ((any_ns || strcmp(in->ns, s->ns) == 0) && ist_labels_match(s->selector, in->labels))
+            k++;
+    }
+    s->insts = ist_alloc(x, k, sizeof(*s->insts));
+    if (s->insts == NULL)
+        return;
+    for (size_t i = 0; i < x->n_insts; i++) {
+        struct ist_inst *in = x->insts[i];
+        if ((any_ns || strcmp(in->ns, s->ns) == 0) && ist_labels_match(s->selector, in->labels))
+            s->insts[s->n_insts++] = in;
+    }
+}
+
+static void read_service_ports(struct ist_ctx *x, struct ist_cursor *c, struct ist_service *s,
+                               const struct tr_rnode *ports, bool entry)
+{
+    s->n_ports = 0;
+    if (ports == NULL)
+        return;
+    if (ports->n > IST_MAX_PORTS) {
+        ist_error(x, c, ports, NULL, "more than %u ports", IST_MAX_PORTS);
+        return;
+    }
+    s->ports = ist_alloc(x, ports->n, sizeof(*s->ports));
+    if (s->ports == NULL)
+        return;
+    size_t i = 0;
+    for (const struct tr_rnode *p = ports->head; p != NULL; p = p->next, i++) {
+        size_t saved = ist_push_index(c, i);
+        struct ist_port *sp = &s->ports[s->n_ports];
+        const char *proto = NULL, *app = NULL;
+        if (entry) {
+            static const struct ist_key keys[] = {
+                {"number", NULL}, {"protocol", NULL}, {"name", NULL}, {"targetPort", NULL}};
+            IST_KEYS(x, c, p, keys);
+            if (!ist_u32(x, c, p, "number", 1, 65535, &sp->number))
+                ist_error(x, c, p, "number", "a port number is required");
+            ist_u32(x, c, p, "targetPort", 1, 65535, &sp->target);
+            ist_str(x, c, p, "protocol", &proto);
+            ist_str(x, c, p, "name", &sp->name);
+            sp->proto = proto_of(proto, false, &sp->proto_named);
+            if (proto != NULL && !sp->proto_named)
+                ist_warn(x, c, p, "protocol",
+                         "protocol %s is not known: traffic is detected as "
+                         "HTTP or passed as TCP",
+                         proto);
+        } else {
+            ist_str(x, c, p, "name", &sp->name);
+            if (!ist_u32(x, c, p, "port", 1, 65535, &sp->number))
+                ist_error(x, c, p, "port", "a port number is required");
+            const struct tr_rnode *tp = tr_rnode_get(p, "targetPort");
+            int64_t tn;
+            if (tp != NULL && tr_rnode_int(tp, &tn)) {
+                if (tn < 1 || tn > 65535)
+                    ist_error(x, c, tp, "targetPort", "port %lld out of range", (long long)tn);
+                else
+                    sp->target = (uint32_t)tn;
+            } else if (tp != NULL && tp->kind == TR_RNODE_SCALAR && tp->len > 0) {
+                sp->target_name = tp->s;
+            } else {
+                sp->target = sp->number;
+            }
+            ist_str(x, c, p, "protocol", &proto);
+            if (proto != NULL && strcmp(proto, "TCP") != 0)
+                ist_warn(x, c, p, "protocol", "only TCP service ports are proxied; %s is not",
+                         proto);
+            ist_str(x, c, p, "appProtocol", &app);
+            sp->proto = proto_of(app, false, &sp->proto_named);
+            if (!sp->proto_named)
+                sp->proto = proto_of(sp->name, true, &sp->proto_named);
+        }
+        if (sp->number != 0)
+            s->n_ports++;
+        ist_pop(c, saved);
+    }
+}
+
+static void read_k8s_services(struct ist_ctx *x, size_t *cap)
+{
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, CORE, "Service", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        struct ist_service *s = ist_alloc(x, 1, sizeof(*s));
+        if (s == NULL)
+            return;
+        s->res = r;
+        s->name = r->name;
+        s->ns = r->ns ? r->ns : "default";
+        s->host = ist_fqdn(x, s->name, s->ns);
+        struct ist_cursor c;
+        ist_cursor_init(&c, r, "spec");
+        const char *type = NULL, *cip = NULL;
+        ist_str(x, &c, r->spec, "type", &type);
+        if (type != NULL && strcmp(type, "ExternalName") == 0) {
+            ist_warn(x, &c, r->spec, "type",
+                     "ExternalName services are not supported yet: "
+                     "the service has no endpoints");
+        }
+        ist_str(x, &c, r->spec, "clusterIP", &cip);
+        s->headless = cip != NULL && strcmp(cip, "None") == 0;
+        s->selector = ist_map(x, &c, r->spec, "selector");
+        size_t saved = ist_push_key(&c, "ports");
+        read_service_ports(x, &c, s, ist_list(x, &c, r->spec, "ports"), false);
+        ist_pop(&c, saved);
+        select_insts(x, s, false);
+        if (!add_service(x, s, cap))
+            return;
+    }
+}
+
+/* Endpoints and EndpointSlices of a service: per service port, the
+ * addresses the slice names for the port's name (or the only port). */
+static size_t slice_port_of(const struct ist_service *s, size_t pi, const struct tr_rnode *ports)
+{
+    const struct ist_port *sp = &s->ports[pi];
+    for (const struct tr_rnode *p = ports ? ports->head : NULL; p != NULL; p = p->next) {
+        const char *name = NULL;
+        int64_t num;
+        const struct tr_rnode *nm = tr_rnode_get(p, "name");
+        if (nm != NULL)
+            tr_rnode_str(nm, &name);
+        bool match = (sp->name == NULL && (name == NULL || *name == '\0')) ||
+                     (sp->name != NULL && name != NULL && strcmp(sp->name, name) == 0);
+        if (match && tr_rnode_int(tr_rnode_get(p, "port"), &num) && num > 0 && num < 65536)
+            return (size_t)num;
+    }
+    return 0;
+}
+
+static const struct ist_inst *inst_by_ref(const struct ist_ctx *x, const struct tr_rnode *ref,
+                                          const char *ns)
+{
+    const char *kind = NULL, *name = NULL, *rns = NULL;
+    tr_rnode_str(tr_rnode_get(ref, "kind"), &kind);
+    tr_rnode_str(tr_rnode_get(ref, "name"), &name);
+    tr_rnode_str(tr_rnode_get(ref, "namespace"), &rns);
+    if (kind == NULL || strcmp(kind, "Pod") != 0 || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < x->n_insts; i++) {
+        const struct ist_inst *in = x->insts[i];
+        if (in->name != NULL && strcmp(in->name, name) == 0 && strcmp(in->ns, rns ? rns : ns) == 0)
+            return in;
+    }
+    return NULL;
+}
+
+static void add_ep(struct ist_ctx *x, struct ist_service *s, size_t pi, const char *ip,
+                   uint32_t port, const struct ist_inst *in)
+{
+    size_t n = s->n_eps_by_port[pi];
+    struct ist_ep *nv = ist_alloc(x, n + 1, sizeof(*nv));
+    if (nv == NULL)
+        return;
+    if (n)
+        memcpy(nv, s->eps_by_port[pi], n * sizeof(*nv));
+    nv[n] = (struct ist_ep){.ip = ip, .port = port, .inst = in};
+    s->eps_by_port[pi] = nv;
+    s->n_eps_by_port[pi] = n + 1;
+}
+
+static bool slices_init(struct ist_ctx *x, struct ist_service *s)
+{
+    if (s->eps_by_port != NULL)
+        return true;
+    s->eps_by_port = ist_alloc(x, s->n_ports, sizeof(*s->eps_by_port));
+    s->n_eps_by_port = ist_alloc(x, s->n_ports, sizeof(*s->n_eps_by_port));
+    s->have_slices = s->eps_by_port != NULL && s->n_eps_by_port != NULL;
+    return s->have_slices;
+}
+
+static void read_endpoint_slices(struct ist_ctx *x)
+{
+    size_t n;
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(x->rs, "discovery.k8s.io", "EndpointSlice", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        const char *svc = tr_resource_label(r, "kubernetes.io/service-name");
+        const char *ns = r->ns ? r->ns : "default";
+        const char *host = svc ? ist_fqdn(x, svc, ns) : NULL;
+        struct ist_service *s = host ? tr_strmap_get(&x->svc_by_host, host) : NULL;
+        struct ist_cursor c;
+        ist_cursor_init(&c, r, NULL);
+        if (s == NULL || s->name == NULL) {
+            ist_warn(x, &c, r->labels, NULL,
+                     "no Service named by label kubernetes.io/service-name: slice ignored");
+            continue;
+        }
+        const char *family = NULL;
+        ist_str(x, &c, r->obj, "addressType", &family);
+        if (family != NULL && strcmp(family, "IPv4") != 0 && strcmp(family, "IPv6") != 0) {
+            ist_warn(x, &c, r->obj, "addressType", "only IPv4 and IPv6 slices are used");
+            continue;
+        }
+        if (!slices_init(x, s))
+            return;
+        const struct tr_rnode *ports = tr_rnode_get(r->obj, "ports");
+        const struct tr_rnode *eps = tr_rnode_get(r->obj, "endpoints");
+        for (size_t pi = 0; pi < s->n_ports; pi++) {
+            uint32_t port = (uint32_t)slice_port_of(s, pi, ports);
+            if (port == 0)
+                continue;
+            for (const struct tr_rnode *e = eps ? eps->head : NULL; e; e = e->next) {
+                bool ready = true;
+                tr_rnode_bool(tr_rnode_get(tr_rnode_get(e, "conditions"), "ready"), &ready);
+                if (!ready)
+                    continue;
+                const struct ist_inst *in = inst_by_ref(x, tr_rnode_get(e, "targetRef"), ns);
+                const struct tr_rnode *addrs = tr_rnode_get(e, "addresses");
+                const char *ip;
+                if (addrs != NULL && addrs->head != NULL && tr_rnode_str(addrs->head, &ip))
+                    add_ep(x, s, pi, ip, port, in);
+            }
+        }
+    }
+}
+
+static void read_endpoints(struct ist_ctx *x)
+{
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, CORE, "Endpoints", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        const char *ns = r->ns ? r->ns : "default";
+        struct ist_service *s = tr_strmap_get(&x->svc_by_host, ist_fqdn(x, r->name, ns));
+        if (s == NULL || s->name == NULL) {
+            struct ist_cursor c;
+            ist_cursor_init(&c, r, NULL);
+            ist_warn(x, &c, NULL, NULL, "no Service of this name: Endpoints ignored");
+            continue;
+        }
+        /* EndpointSlices win when a service has both (as in a cluster). */
+        if (s->have_slices && s->res != NULL && s->eps_by_port != NULL && s->n_eps_by_port[0])
+            continue;
+        if (!slices_init(x, s))
+            return;
+        const struct tr_rnode *subsets = tr_rnode_get(r->obj, "subsets");
+        for (const struct tr_rnode *sub = subsets ? subsets->head : NULL; sub; sub = sub->next) {
+            const struct tr_rnode *ports = tr_rnode_get(sub, "ports");
+            const struct tr_rnode *addrs = tr_rnode_get(sub, "addresses");
+            for (size_t pi = 0; pi < s->n_ports; pi++) {
+                uint32_t port = (uint32_t)slice_port_of(s, pi, ports);
+                if (port == 0)
+                    continue;
+                for (const struct tr_rnode *a = addrs ? addrs->head : NULL; a; a = a->next) {
+                    const char *ip;
+                    if (tr_rnode_str(tr_rnode_get(a, "ip"), &ip))
+                        add_ep(x, s, pi, ip, port,
+                               inst_by_ref(x, tr_rnode_get(a, "targetRef"), ns));
+                }
+            }
+        }
+    }
+}
+
+static bool host_ok(const char *h)
+{
+    size_t n = strlen(h);
+    if (n == 0 || n > 253)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)h[i];
+        if (!(isalnum(ch) || ch == '-' || ch == '.' || (ch == '*' && i == 0)))
+            return false;
+    }
+    return h[0] != '*' || n > 1; /* "*.example.com", or "*x": any host ending in x */
+}
+
+static void read_service_entries(struct ist_ctx *x, size_t *cap)
+{
+    static const struct ist_key keys[] = {
+        {"hosts", NULL},
+        {"addresses", "VIPs need traffic capture (the control-plane issue); hosts are routed by "
+                      "name"},
+        {"ports", NULL},
+        {"location", NULL},
+        {"resolution", NULL},
+        {"endpoints", NULL},
+        {"workloadSelector", NULL},
+        {"exportTo", NULL},
+        {"subjectAltNames", NULL},
+    };
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "ServiceEntry", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        struct ist_cursor c;
+        ist_cursor_init(&c, r, "spec");
+        const struct tr_rnode *spec = r->spec;
+        if (!IST_KEYS(x, &c, spec, keys))
+            continue;
+        const char *ns = r->ns ? r->ns : "default";
+        const struct tr_rnode *hosts = ist_list(x, &c, spec, "hosts");
+        if (hosts == NULL || hosts->n == 0) {
+            ist_error(x, &c, spec, "hosts", "at least one host is required");
+            continue;
+        }
+        const char *loc = NULL, *res = NULL;
+        ist_str(x, &c, spec, "location", &loc);
+        bool external = loc != NULL && strcmp(loc, "MESH_EXTERNAL") == 0;
+        if (loc != NULL && !external && strcmp(loc, "MESH_INTERNAL") != 0)
+            ist_error(x, &c, spec, "location", "expected MESH_INTERNAL or MESH_EXTERNAL");
+        enum ist_resolution rk = IST_RES_NONE;
+        ist_str(x, &c, spec, "resolution", &res);
+        if (res == NULL || strcmp(res, "NONE") == 0)
+            rk = IST_RES_NONE;
+        else if (strcmp(res, "STATIC") == 0)
+            rk = IST_RES_STATIC;
+        else if (strcmp(res, "DNS") == 0)
+            rk = IST_RES_DNS;
+        else if (strcmp(res, "DNS_ROUND_ROBIN") == 0)
+            rk = IST_RES_DNS_RR;
+        else
+            ist_error(x, &c, spec, "resolution",
+                      "expected NONE, STATIC, DNS or DNS_ROUND_ROBIN, got \"%s\"", res);
+        if (rk == IST_RES_NONE)
+            ist_warn(x, &c, tr_rnode_get(spec, "resolution"), "resolution",
+                     "resolution NONE forwards to the original destination, which needs traffic "
+                     "capture (not supported yet): listed endpoints are used, else none");
+        if (ist_map(x, &c, spec, "workloadSelector") && tr_rnode_get(spec, "endpoints"))
+            ist_error(x, &c, spec, "workloadSelector",
+                      "only one of endpoints and "
+                      "workloadSelector");
+        const struct tr_rnode *ports = ist_list(x, &c, spec, "ports");
+        const struct tr_rnode *eps = ist_list(x, &c, spec, "endpoints");
+        const struct tr_rnode *exp = ist_list(x, &c, spec, "exportTo");
+        /* Endpoints are instances of this entry only. */
+        size_t first_inst = x->n_insts;
+        size_t k = 0;
+        for (const struct tr_rnode *e = eps ? eps->head : NULL; e; e = e->next, k++) {
+            size_t saved = ist_push_key(&c, "endpoints");
+            ist_push_index(&c, k);
+            struct ist_inst *in = new_inst(x);
+            if (in == NULL)
+                return;
+            in->ns = ns;
+            read_workload_entry(x, &c, e, in);
+            in->sa = in->sa ? in->sa : "default";
+            in->sidecar = !external && has_sidecar(NULL, in->labels);
+            if (in->ip == NULL)
+                ist_error(x, &c, e, "address", "an address is required");
+            else if (!push_inst(x, in, cap))
+                return;
+            ist_pop(&c, saved);
+        }
+        size_t last_inst = x->n_insts;
+        if (ist_refused(x, r)) {
+            x->n_insts = first_inst; /* drop this entry's instances */
+            continue;
+        }
+        size_t hi = 0;
+        for (const struct tr_rnode *h = hosts->head; h; h = h->next, hi++) {
+            const char *hs;
+            size_t saved = ist_push_key(&c, "hosts");
+            ist_push_index(&c, hi);
+            if (!tr_rnode_str(h, &hs) || !host_ok(hs)) {
+                char b[80];
+                ist_error(x, &c, h, NULL, "expected a DNS name, *.suffix or *suffix, got %s",
+                          tr_rnode_describe(h, b, sizeof(b)));
+                ist_pop(&c, saved);
+                continue;
+            }
+            ist_pop(&c, saved);
+            struct ist_service *s = ist_alloc(x, 1, sizeof(*s));
+            if (s == NULL)
+                return;
+            s->res = r;
+            s->ns = ns;
+            s->host = ist_fqdn(x, hs, ns);
+            s->external = external;
+            s->resolution = rk;
+            size_t sp = ist_push_key(&c, "ports");
+            read_service_ports(x, &c, s, ports, true);
+            ist_pop(&c, sp);
+            if (eps != NULL) {
+                s->insts = ist_alloc(x, last_inst - first_inst, sizeof(*s->insts));
+                for (size_t j = first_inst; s->insts && j < last_inst; j++)
+                    s->insts[s->n_insts++] = x->insts[j];
+            } else {
+                const struct tr_rnode *ws = tr_rnode_get(spec, "workloadSelector");
+                s->selector = tr_rnode_get(ws, "labels");
+                select_insts(x, s, false);
+            }
+            if (exp != NULL) {
+                s->export_to = ist_alloc(x, exp->n, sizeof(*s->export_to));
+                for (const struct tr_rnode *e = exp->head; s->export_to && e; e = e->next)
+                    tr_rnode_str(e, &s->export_to[s->n_export_to++]);
+            }
+            if (tr_strmap_get(&x->svc_by_host, s->host) != NULL) {
+                ist_warn(x, &c, h, NULL,
+                         "host %s is already defined by another service or "
+                         "entry: this one is ignored",
+                         s->host);
+                continue;
+            }
+            if (!add_service(x, s, cap))
+                return;
+        }
+    }
+}
+
+/* Kubernetes Services' exportTo comes from an annotation. */
+static void read_export_annotations(struct ist_ctx *x)
+{
+    for (size_t i = 0; i < x->n_svcs; i++) {
+        struct ist_service *s = x->svcs[i];
+        if (s->name == NULL || s->res == NULL)
+            continue;
+        const struct tr_rnode *a =
+            tr_rnode_get(s->res->annotations, "networking.istio.io/exportTo");
+        const char *v;
+        if (a == NULL || !tr_rnode_str(a, &v))
+            continue;
+        size_t n = 1;
+        for (const char *p = v; *p; p++)
+            n += *p == ',';
+        s->export_to = ist_alloc(x, n, sizeof(*s->export_to));
+        if (s->export_to == NULL)
+            return;
+        char *copy = ist_printf(x, "%s", v);
+        for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
+             t = strtok_r(NULL, ",", &save)) {
+            while (*t == ' ')
+                t++;
+            s->export_to[s->n_export_to++] = t;
+        }
+    }
+}
+
+int ist_registry_build(struct ist_ctx *x)
+{
+    size_t icap = 0, scap = 0;
+    tr_strmap_init(&x->svc_by_host, x->tmp);
+    read_pods(x, &icap);
+    read_workload_entries(x, &icap);
+    read_k8s_services(x, &scap);
+    read_service_entries(x, &scap);
+    read_endpoint_slices(x);
+    read_endpoints(x);
+    read_export_annotations(x);
+    return x->oom ? -1 : 0;
+}
+
+const struct ist_service *ist_service_by_host(const struct ist_ctx *x, const char *host)
+{
+    return tr_strmap_get(&x->svc_by_host, host);
+}
+
+/* A named targetPort: the selected pod's container port of that name. */
+static uint32_t named_target(const struct ist_inst *in, const char *name)
+{
+    for (const struct tr_rnode *ct = in->container_ports ? in->container_ports->head : NULL; ct;
+         ct = ct->next) {
+        const struct tr_rnode *ports = tr_rnode_get(ct, "ports");
+        for (const struct tr_rnode *p = ports ? ports->head : NULL; p; p = p->next) {
+            const char *pn;
+            int64_t num;
+            if (tr_rnode_str(tr_rnode_get(p, "name"), &pn) && strcmp(pn, name) == 0 &&
+                tr_rnode_int(tr_rnode_get(p, "containerPort"), &num) && num > 0 && num < 65536)
+                return (uint32_t)num;
+        }
+    }
+    return 0;
+}
+
+size_t ist_service_eps(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                       struct ist_ep **out)
+{
+    *out = NULL;
+    if (s->have_slices) {
+        *out = s->eps_by_port[pi];
+        return s->n_eps_by_port[pi];
+    }
+    if (s->n_insts == 0)
+        return 0;
+    struct ist_ep *v = ist_alloc(x, s->n_insts, sizeof(*v));
+    if (v == NULL)
+        return 0;
+    const struct ist_port *sp = &s->ports[pi];
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_insts; i++) {
+        const struct ist_inst *in = s->insts[i];
+        if (in->ip == NULL)
+            continue; /* a template, or a pod not scheduled yet */
+        uint32_t port = sp->target ? sp->target : sp->number;
+        if (sp->target_name != NULL)
+            port = named_target(in, sp->target_name);
+        for (size_t k = 0; k < in->n_overrides; k++) {
+            if (sp->name != NULL && strcmp(in->port_names[k], sp->name) == 0)
+                port = in->port_override[k];
+        }
+        if (port == 0)
+            continue;
+        v[n++] = (struct ist_ep){.ip = in->ip, .port = port, .inst = in};
+    }
+    *out = v;
+    return n;
+}
+
+/* The workload a model is compiled for: a Pod or WorkloadEntry by name, or a
+ * Deployment-like template (labels and identity, no address). */
+int ist_workload_find(struct ist_ctx *x)
+{
+    const char *ns = x->o->ns, *name = x->o->name;
+    for (size_t i = 0; i < x->n_insts; i++) {
+        const struct ist_inst *in = x->insts[i];
+        if (in->name != NULL && strcmp(in->name, name) == 0 && strcmp(in->ns, ns) == 0) {
+            x->wl_labels = in->labels;
+            x->wl_sa = in->sa;
+            x->wl_ip = in->ip;
+            return 0;
+        }
+    }
+    static const char *const kinds[] = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"};
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        const struct tr_resource *r = tr_rset_find(x->rs, "apps", kinds[k], ns, name);
+        if (r == NULL && strcmp(ns, "default") == 0)
+            r = tr_rset_find(x->rs, "apps", kinds[k], NULL, name);
+        if (r == NULL)
+            continue;
+        const struct tr_rnode *tpl = tr_rnode_get(r->spec, "template");
+        x->wl_labels = tr_rnode_get(tr_rnode_get(tpl, "metadata"), "labels");
+        const char *sa = NULL;
+        const struct tr_rnode *ps = tr_rnode_get(tpl, "spec");
+        if (!tr_rnode_str(tr_rnode_get(ps, "serviceAccountName"), &sa))
+            tr_rnode_str(tr_rnode_get(ps, "serviceAccount"), &sa);
+        x->wl_sa = sa ? sa : "default";
+        x->wl_res = r;
+        return 0;
+    }
+    tr_diags_add(x->d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
+                 "workload %s/%s: no Pod, WorkloadEntry, Deployment, StatefulSet, DaemonSet or "
+                 "ReplicaSet of that name in the input",
+                 ns, name);
+    return -1;
+}

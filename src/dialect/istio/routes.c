@@ -1,0 +1,1255 @@
+/* VirtualService -> the routes of one virtual host.
+ *
+ * Istio's order: rules in list order, first match wins; the match blocks of
+ * one rule are ORed (one model route each, same action), the fields of a
+ * block ANDed. sourceLabels, sourceNamespace and gateways are decided here,
+ * for the workload being compiled (as Istio decides them per proxy). A
+ * request no rule matches falls through to the service's default route. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/load.h"
+#include "core/arena.h"
+#include "dialect/istio/internal.h"
+
+#define MAX_ROUTES_PER_VHOST 10000u
+
+static struct tr_route_cfg *route_new(struct ist_ctx *x, struct ist_routes *rs)
+{
+    if (rs->n == rs->cap) {
+        size_t ncap = rs->cap ? rs->cap * 2 : 8;
+        struct tr_route_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+        if (nv == NULL)
+            return NULL;
+        if (rs->n)
+            memcpy(nv, rs->v, rs->n * sizeof(*nv));
+        rs->v = nv;
+        rs->cap = ncap;
+    }
+    struct tr_route_cfg *r = &rs->v[rs->n++];
+    tr_cfg_route_defaults(r);
+    return r;
+}
+
+static const struct ist_key route_keys[] = {
+    {"name", NULL},
+    {"match", NULL},
+    {"route", NULL},
+    {"redirect", NULL},
+    {"directResponse", NULL},
+    {"delegate", "delegate VirtualServices are not supported yet"},
+    {"rewrite", NULL},
+    {"timeout", NULL},
+    {"retries", "retry policies are not supported yet: connect failures are retried up to 3 "
+                "attempts, as Istio's default policy does"},
+    {"fault", NULL},
+    {"mirror", "mirroring is not supported yet"},
+    {"mirrors", "mirroring is not supported yet"},
+    {"mirrorPercentage", "mirroring is not supported yet"},
+    {"mirrorPercent", "mirroring is not supported yet"},
+    {"mirror_percent", "mirroring is not supported yet"},
+    {"corsPolicy", NULL},
+    {"headers", NULL},
+};
+
+static const struct ist_key match_keys[] = {
+    {"name", NULL},
+    {"uri", NULL},
+    {"scheme", NULL},
+    {"method", NULL},
+    {"authority", NULL},
+    {"headers", NULL},
+    {"port", NULL},
+    {"sourceLabels", NULL},
+    {"gateways", NULL},
+    {"queryParams", NULL},
+    {"ignoreUriCase", NULL},
+    {"withoutHeaders", NULL},
+    {"sourceNamespace", NULL},
+    {"statPrefix", "per-route stats prefixes are not supported: ignored"},
+};
+
+static const struct ist_key dest_keys[] = {
+    {"destination", NULL},
+    {"weight", NULL},
+    {"headers", NULL},
+};
+
+static bool has_str(const struct tr_rnode *list, const char *s)
+{
+    for (const struct tr_rnode *e = list && list->kind == TR_RNODE_SEQ ? list->head : NULL; e;
+         e = e->next) {
+        const char *v;
+        if (tr_rnode_str(e, &v) && strcmp(v, s) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Does list (a VirtualService's or a match block's gateways) name gateway
+ * ("NS/NAME"; NULL: the mesh's sidecars, "mesh")? A name without a
+ * namespace is in the VirtualService's. */
+bool ist_gateway_listed(const struct tr_resource *vs, const struct tr_rnode *list,
+                        const char *gateway)
+{
+    const char *vns = vs->ns ? vs->ns : "default";
+    for (const struct tr_rnode *e = list && list->kind == TR_RNODE_SEQ ? list->head : NULL; e;
+         e = e->next) {
+        const char *v;
+        if (!tr_rnode_str(e, &v))
+            continue;
+        if (gateway == NULL) {
+            if (strcmp(v, "mesh") == 0)
+                return true;
+            continue;
+        }
+        const char *slash = strchr(v, '/');
+        const char *gslash = strchr(gateway, '/');
+        if (slash != NULL
+                ? strcmp(v, gateway) == 0
+                : (strcmp(v, gslash + 1) == 0 && strlen(vns) == (size_t)(gslash - gateway) &&
+                   strncmp(vns, gateway, (size_t)(gslash - gateway)) == 0))
+            return true;
+    }
+    return false;
+}
+
+/* Does the VirtualService apply to sidecars (gateways empty or "mesh")? */
+bool ist_vs_for_mesh(const struct tr_resource *vs)
+{
+    const struct tr_rnode *gw = tr_rnode_get(vs->spec, "gateways");
+    return gw == NULL || gw->kind != TR_RNODE_SEQ || gw->n == 0 || has_str(gw, "mesh");
+}
+
+/* The cluster for a destination {host, subset, port}; *out NULL with a
+ * reason in *why when there is none (the route answers 503, as Istio's NR). */
+static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *d,
+                        const struct tr_resource *vs, const struct ist_vhost *vh, const char **out)
+{
+    static const struct ist_key keys[] = {{"host", NULL}, {"subset", NULL}, {"port", NULL}};
+    *out = NULL;
+    if (d == NULL) {
+        ist_error(x, c, NULL, NULL, "a destination is required");
+        return false;
+    }
+    size_t saved = ist_push_key(c, "destination");
+    bool ok = IST_KEYS(x, c, d, keys);
+    const char *host = NULL, *subset = NULL;
+    uint32_t port = 0;
+    if (ok && !ist_str(x, c, d, "host", &host)) {
+        ist_error(x, c, d, "host", "a destination host is required");
+        ok = false;
+    }
+    ist_str(x, c, d, "subset", &subset);
+    const struct tr_rnode *pn = ist_map(x, c, d, "port");
+    static const struct ist_key pkeys[] = {{"number", NULL}};
+    size_t sp = ist_push_key(c, "port");
+    if (pn != NULL && IST_KEYS(x, c, pn, pkeys))
+        ist_u32(x, c, pn, "number", 1, 65535, &port);
+    ist_pop(c, sp);
+    if (!ok) {
+        ist_pop(c, saved);
+        return false;
+    }
+    const char *fq = ist_fqdn(x, host, vs->ns ? vs->ns : "default");
+    const struct ist_service *s = fq ? ist_service_by_host(x, fq) : NULL;
+    if (s == NULL) {
+        ist_finding(x, c, tr_rnode_get(d, "host"), "host",
+                    "host %s is not a known service or ServiceEntry: requests routed here are "
+                    "answered 503",
+                    fq ? fq : host);
+        ist_pop(c, saved);
+        return true;
+    }
+    size_t pi = s->n_ports;
+    if (port != 0) {
+        for (pi = 0; pi < s->n_ports && s->ports[pi].number != port; pi++)
+            ;
+        if (pi == s->n_ports)
+            ist_warn(x, c, pn, "port",
+                     "service %s has no port %u: requests routed here are "
+                     "answered 503",
+                     s->host, port);
+    } else if (s->n_ports == 1) {
+        pi = 0;
+    } else if (vh != NULL && vh->svc != NULL) {
+        for (pi = 0; pi < s->n_ports && s->ports[pi].number != vh->port; pi++)
+            ;
+        if (pi == s->n_ports)
+            ist_warn(x, c, d, NULL,
+                     "service %s has several ports and none is %u: name the port; "
+                     "requests routed here are answered 503",
+                     s->host, vh->port);
+    } else if (vh != NULL) {
+        ist_warn(x, c, d, NULL,
+                 "service %s has several ports: name the destination port; "
+                 "requests routed here are answered 503",
+                 s->host);
+    }
+    if (subset != NULL) {
+        const struct tr_resource *dr = ist_dr_for(x, s->host, s->ns);
+        if (ist_dr_subset(dr, subset) == NULL) {
+            ist_finding(x, c, tr_rnode_get(d, "subset"), "subset",
+                        "no DestinationRule defines subset \"%s\" of %s: requests routed here "
+                        "are answered 503 (Istio: 503 NR)",
+                        subset, s->host);
+            ist_pop(c, saved);
+            return true;
+        }
+    }
+    if (pi < s->n_ports && !x->checking)
+        *out = ist_cluster_for(x, s, pi, subset);
+    ist_pop(c, saved);
+    return true;
+}
+
+/* Names the model refuses to edit (docs/config.md, header edits): Envoy and
+ * Istio drop most of these silently; here each is reported. */
+static const char *edit_refusal(const char *name)
+{
+    static const char *const hop[] = {"connection",    "keep-alive", "transfer-encoding",
+                                      "upgrade",       "te",         "proxy-connection",
+                                      "content-length"};
+    if (name[0] == ':')
+        return "pseudo-headers cannot be edited";
+    if (strncmp(name, "trellis-", 8) == 0)
+        return "trellis-* headers belong to the proxy";
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
+        if (strcmp(name, hop[i]) == 0)
+            return "a hop-by-hop or framing header cannot be edited";
+    }
+    return NULL;
+}
+
+static char *lower_dup(struct ist_ctx *x, const char *s)
+{
+    char *p = ist_mstrdup(x, s);
+    for (char *q = p; q && *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    return p;
+}
+
+static bool value_ok(const char *v)
+{
+    size_t n = strlen(v);
+    if (n > 4096 || (n > 0 && (v[0] == ' ' || v[0] == '\t' || v[n - 1] == ' ' || v[n - 1] == '\t')))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* One direction of Istio's Headers {set, add, remove} into ops. A set or add
+ * of the authority is Istio's way to rewrite it: *authority gets it (NULL
+ * when the caller cannot, per destination). */
+static bool header_ops_dir(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *hm,
+                           struct tr_header_ops_cfg *ops, const char **authority)
+{
+    static const struct ist_key keys[] = {{"set", NULL}, {"add", NULL}, {"remove", NULL}};
+    if (!IST_KEYS(x, c, hm, keys))
+        return false;
+    const char *kinds[2] = {"set", "add"};
+    for (int k = 0; k < 2; k++) {
+        const struct tr_rnode *m = ist_map(x, c, hm, kinds[k]);
+        if (m == NULL)
+            continue;
+        size_t saved = ist_push_key(c, kinds[k]);
+        struct tr_name_value_cfg *v = ist_malloc(x, m->n / 2, sizeof(*v));
+        size_t n = 0;
+        if (v == NULL)
+            return false;
+        for (const struct tr_rnode *e = m->head; e && e->next; e = e->next->next) {
+            const char *val;
+            if (!ist_str(x, c, m, e->s, &val))
+                continue;
+            char *name = lower_dup(x, e->s);
+            const char *why = name ? edit_refusal(name) : NULL;
+            if (name != NULL && (strcmp(name, "host") == 0 || strcmp(name, ":authority") == 0)) {
+                if (authority != NULL)
+                    *authority = ist_mstrdup(x, val);
+                else
+                    ist_warn(x, c, e, NULL,
+                             "the authority can be rewritten per route, not per "
+                             "destination: ignored");
+                continue;
+            }
+            if (why != NULL || !value_ok(val) || n == 64) {
+                ist_warn(x, c, e, NULL, "%s: ignored",
+                         why       ? why
+                         : n == 64 ? "more than 64 entries"
+                                   : "a value with control characters, surrounding blanks or "
+                                     "over 4096 bytes");
+                continue;
+            }
+            v[n++] = (struct tr_name_value_cfg){.name = name, .value = ist_mstrdup(x, val)};
+        }
+        if (k == 0) {
+            ops->set = n ? v : NULL;
+            ops->n_set = n;
+        } else {
+            ops->add = n ? v : NULL;
+            ops->n_add = n;
+        }
+        ist_pop(c, saved);
+    }
+    const struct tr_rnode *rm = ist_list(x, c, hm, "remove");
+    if (rm != NULL) {
+        size_t saved = ist_push_key(c, "remove");
+        const char **v = ist_malloc(x, rm->n, sizeof(*v));
+        size_t n = 0, i = 0;
+        if (v == NULL)
+            return false;
+        for (const struct tr_rnode *e = rm->head; e; e = e->next, i++) {
+            const char *name;
+            if (!tr_rnode_str(e, &name))
+                continue;
+            char *lname = lower_dup(x, name);
+            const char *why = lname ? edit_refusal(lname) : NULL;
+            if (lname != NULL && strcmp(lname, "host") == 0)
+                why = "the Host header cannot be removed";
+            if (why != NULL || n == 64) {
+                size_t si = ist_push_index(c, i);
+                ist_warn(x, c, e, NULL, "%s: ignored", why ? why : "more than 64 entries");
+                ist_pop(c, si);
+                continue;
+            }
+            v[n++] = lname;
+        }
+        ops->remove = n ? v : NULL;
+        ops->n_remove = n;
+        ist_pop(c, saved);
+    }
+    return true;
+}
+
+/* Istio Headers {request, response} into a route's or destination's edits. */
+static bool header_ops(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *owner,
+                       struct tr_header_ops_cfg *req, struct tr_header_ops_cfg *resp,
+                       const char **authority)
+{
+    const struct tr_rnode *h = ist_map(x, c, owner, "headers");
+    if (h == NULL)
+        return true;
+    static const struct ist_key keys[] = {{"request", NULL}, {"response", NULL}};
+    size_t saved = ist_push_key(c, "headers");
+    bool ok = IST_KEYS(x, c, h, keys);
+    const struct tr_rnode *rq = ok ? ist_map(x, c, h, "request") : NULL;
+    const struct tr_rnode *rs = ok ? ist_map(x, c, h, "response") : NULL;
+    if (rq != NULL) {
+        size_t s2 = ist_push_key(c, "request");
+        ok = header_ops_dir(x, c, rq, req, authority) && ok;
+        ist_pop(c, s2);
+    }
+    if (rs != NULL) {
+        size_t s2 = ist_push_key(c, "response");
+        ok = header_ops_dir(x, c, rs, resp, NULL) && ok;
+        ist_pop(c, s2);
+    }
+    ist_pop(c, saved);
+    return ok;
+}
+
+/* Istio HTTPRedirect -> the model's redirect. */
+static bool redirect_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rd,
+                            struct tr_route_cfg *r)
+{
+    static const struct ist_key keys[] = {
+        {"uri", NULL},        {"authority", NULL}, {"port", NULL},
+        {"derivePort", NULL}, {"scheme", NULL},    {"redirectCode", NULL},
+    };
+    size_t saved = ist_push_key(c, "redirect");
+    struct tr_redirect_cfg *rc = ist_malloc(x, 1, sizeof(*rc));
+    bool ok = rc != NULL && IST_KEYS(x, c, rd, keys);
+    if (!ok) {
+        ist_pop(c, saved);
+        return false;
+    }
+    tr_cfg_redirect_defaults(rc);
+    const char *uri = NULL, *auth = NULL, *scheme = NULL, *derive = NULL;
+    uint32_t port = 0, code = 301;
+    if (ist_str(x, c, rd, "uri", &uri)) {
+        if (uri[0] != '/') {
+            ist_error(x, c, tr_rnode_get(rd, "uri"), "uri", "a path starting with /");
+            ok = false;
+        }
+        rc->path = ist_mstrdup(x, uri);
+    }
+    if (ist_str(x, c, rd, "authority", &auth)) {
+        /* host[:port]: the model keeps the port apart */
+        const char *colon = strrchr(auth, ':');
+        char *end = NULL;
+        unsigned long p = colon && auth[0] != '[' ? strtoul(colon + 1, &end, 10) : 0;
+        if (colon != NULL && end != NULL && *end == '\0' && p > 0 && p < 65536) {
+            rc->host = ist_mprintf(x, "%.*s", (int)(colon - auth), auth);
+            rc->port = (uint16_t)p;
+        } else {
+            rc->host = ist_mstrdup(x, auth);
+        }
+    }
+    if (ist_str(x, c, rd, "scheme", &scheme)) {
+        if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+            ist_error(x, c, tr_rnode_get(rd, "scheme"), "scheme", "expected http or https");
+            ok = false;
+        }
+        rc->scheme = ist_mstrdup(x, scheme);
+    }
+    if (ist_u32(x, c, rd, "port", 1, 65535, &port))
+        rc->port = (uint16_t)port;
+    if (ist_str(x, c, rd, "derivePort", &derive)) {
+        if (port != 0) {
+            ist_error(x, c, tr_rnode_get(rd, "derivePort"), "derivePort",
+                      "only one of port and derivePort (a oneof)");
+            ok = false;
+        } else if (strcmp(derive, "FROM_PROTOCOL_DEFAULT") == 0) {
+            rc->port_from = TR_REDIRECT_PORT_PROTOCOL_DEFAULT;
+        } else if (strcmp(derive, "FROM_REQUEST_PORT") == 0) {
+            rc->port_from = TR_REDIRECT_PORT_REQUEST;
+        } else {
+            ist_error(x, c, tr_rnode_get(rd, "derivePort"), "derivePort",
+                      "expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT, got \"%s\"", derive);
+            ok = false;
+        }
+    }
+    if (ist_u32(x, c, rd, "redirectCode", 300, 399, &code) && code != 301 && code != 302 &&
+        code != 303 && code != 307 && code != 308) {
+        ist_error(x, c, tr_rnode_get(rd, "redirectCode"), "redirectCode",
+                  "expected 301, 302, 303, 307 or 308, got %u", code);
+        ok = false;
+    }
+    rc->code = (uint16_t)code;
+    r->redirect = rc;
+    ist_pop(c, saved);
+    return ok;
+}
+
+/* gRPC status names (Istio's grpcStatus is the name). */
+static int grpc_code(const char *s)
+{
+    static const char *const names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* A fault's share: percentage {value} (unset: no request, Istio's rule), or
+ * the deprecated integer percent. */
+static bool fault_share(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
+                        uint32_t *per_million)
+{
+    uint32_t ppm = 0, pct;
+    if (tr_rnode_get(m, "percentage") != NULL) {
+        if (!ist_percent(x, c, m, "percentage", &ppm))
+            return false;
+    } else if (ist_u32(x, c, m, "percent", 0, 100, &pct)) {
+        ppm = pct * 10000u;
+    } else {
+        ist_warn(x, c, m, NULL, "no percentage: Istio injects this fault into no request");
+    }
+    *per_million = ppm;
+    return true;
+}
+
+static bool fault_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *f,
+                         struct tr_route_cfg *r)
+{
+    static const struct ist_key keys[] = {{"delay", NULL}, {"abort", NULL}};
+    static const struct ist_key dkeys[] = {
+        {"fixedDelay", NULL},
+        {"exponentialDelay", "exponential delays are not supported (Istio does not either)"},
+        {"percentage", NULL},
+        {"percent", NULL},
+    };
+    static const struct ist_key akeys[] = {
+        {"httpStatus", NULL},
+        {"grpcStatus", NULL},
+        {"http2Error", "HTTP/2 error aborts are not supported (Istio does not either)"},
+        {"percentage", NULL},
+    };
+    size_t saved = ist_push_key(c, "fault");
+    struct tr_fault_cfg *fc = ist_malloc(x, 1, sizeof(*fc));
+    bool ok = fc != NULL && IST_KEYS(x, c, f, keys);
+    const struct tr_rnode *d = ok ? ist_map(x, c, f, "delay") : NULL;
+    const struct tr_rnode *a = ok ? ist_map(x, c, f, "abort") : NULL;
+    if (d != NULL) {
+        size_t sd = ist_push_key(c, "delay");
+        struct tr_fault_delay_cfg *dc = ist_malloc(x, 1, sizeof(*dc));
+        uint32_t ms;
+        if (dc != NULL && IST_KEYS(x, c, d, dkeys)) {
+            if (!ist_duration(x, c, d, "fixedDelay", 24u * 3600u * 1000u, &ms) || ms == 0) {
+                if (tr_rnode_get(d, "exponentialDelay") == NULL)
+                    ist_error(x, c, d, "fixedDelay", "a fixedDelay of at least 1ms is required");
+                dc = NULL;
+            } else if (fault_share(x, c, d, &dc->per_million)) {
+                dc->fixed_ms = ms;
+                fc->delay = dc;
+            }
+        }
+        ist_pop(c, sd);
+    }
+    if (a != NULL) {
+        size_t sa = ist_push_key(c, "abort");
+        struct tr_fault_abort_cfg *ac = ist_malloc(x, 1, sizeof(*ac));
+        uint32_t st;
+        const char *gs;
+        if (ac != NULL && IST_KEYS(x, c, a, akeys) && fault_share(x, c, a, &ac->per_million)) {
+            if (ist_u32(x, c, a, "httpStatus", 200, 599, &st)) {
+                ac->status = (uint16_t)st;
+                fc->abort = ac;
+            } else if (ist_str(x, c, a, "grpcStatus", &gs)) {
+                int code = grpc_code(gs);
+                if (code < 0) {
+                    ist_error(x, c, tr_rnode_get(a, "grpcStatus"), "grpcStatus",
+                              "expected a gRPC status name such as UNAVAILABLE, got \"%s\"", gs);
+                } else {
+                    ac->grpc = true;
+                    ac->grpc_status = (uint8_t)code;
+                    fc->abort = ac;
+                }
+            } else if (tr_rnode_get(a, "http2Error") == NULL) {
+                ist_error(x, c, a, NULL, "httpStatus or grpcStatus is required");
+            }
+        }
+        ist_pop(c, sa);
+    }
+    if (fc != NULL && (fc->delay != NULL || fc->abort != NULL))
+        r->fault = fc;
+    ist_pop(c, saved);
+    return ok;
+}
+
+static bool cors_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *p,
+                        struct tr_route_cfg *r)
+{
+    static const struct ist_key keys[] = {
+        {"allowOrigins", NULL},     {"allowOrigin", NULL},         {"allowMethods", NULL},
+        {"allowHeaders", NULL},     {"exposeHeaders", NULL},       {"maxAge", NULL},
+        {"allowCredentials", NULL}, {"unmatchedPreflights", NULL},
+    };
+    size_t saved = ist_push_key(c, "corsPolicy");
+    struct tr_cors_cfg *cc = ist_malloc(x, 1, sizeof(*cc));
+    bool ok = cc != NULL && IST_KEYS(x, c, p, keys);
+    if (!ok) {
+        ist_pop(c, saved);
+        return false;
+    }
+    tr_cfg_cors_defaults(cc);
+    const struct tr_rnode *ao = ist_list(x, c, p, "allowOrigins");
+    const struct tr_rnode *old = ist_list(x, c, p, "allowOrigin");
+    size_t n = (ao ? ao->n : 0) + (old ? old->n : 0);
+    cc->origins = ist_malloc(x, n, sizeof(*cc->origins));
+    size_t i = 0;
+    for (const struct tr_rnode *e = ao ? ao->head : NULL; cc->origins && e; e = e->next, i++) {
+        size_t si = ist_push_key(c, "allowOrigins");
+        ist_push_index(c, i);
+        struct ist_sm sm;
+        static const struct ist_key smk[] = {{"exact", NULL}, {"prefix", NULL}, {"regex", NULL}};
+        if (IST_KEYS(x, c, e, smk)) {
+            const char *v;
+            struct tr_cors_origin_cfg *o = &cc->origins[cc->n_origins];
+            sm.kind = IST_SM_ANY;
+            if (ist_str(x, c, e, "exact", &v))
+                sm = (struct ist_sm){IST_SM_EXACT, v};
+            else if (ist_str(x, c, e, "prefix", &v))
+                sm = (struct ist_sm){IST_SM_PREFIX, v};
+            else if (ist_str(x, c, e, "regex", &v))
+                sm = (struct ist_sm){IST_SM_REGEX, v};
+            o->kind = sm.kind == IST_SM_EXACT    ? TR_ORIGIN_EXACT
+                      : sm.kind == IST_SM_PREFIX ? TR_ORIGIN_PREFIX
+                                                 : TR_ORIGIN_REGEX;
+            o->value = ist_mstrdup(x, sm.kind == IST_SM_ANY ? ".*" : sm.value);
+            o->loc = ist_loc(x, c, e);
+            cc->n_origins++;
+        }
+        ist_pop(c, si);
+    }
+    i = 0;
+    for (const struct tr_rnode *e = old ? old->head : NULL; cc->origins && e; e = e->next, i++) {
+        const char *v;
+        if (tr_rnode_str(e, &v)) {
+            struct tr_cors_origin_cfg *o = &cc->origins[cc->n_origins++];
+            /* the deprecated form: "*" means any origin */
+            o->kind = strcmp(v, "*") == 0 ? TR_ORIGIN_REGEX : TR_ORIGIN_EXACT;
+            o->value = ist_mstrdup(x, strcmp(v, "*") == 0 ? ".*" : v);
+            size_t si = ist_push_key(c, "allowOrigin");
+            ist_push_index(c, i);
+            o->loc = ist_loc(x, c, e);
+            ist_pop(c, si);
+        }
+    }
+    static const char *const lists[] = {"allowMethods", "allowHeaders", "exposeHeaders"};
+    const char ***dst[] = {&cc->allow_methods, &cc->allow_headers, &cc->expose_headers};
+    size_t *dn[] = {&cc->n_allow_methods, &cc->n_allow_headers, &cc->n_expose_headers};
+    for (int k = 0; k < 3; k++) {
+        const struct tr_rnode *l = ist_list(x, c, p, lists[k]);
+        if (l == NULL)
+            continue;
+        const char **v = ist_malloc(x, l->n, sizeof(*v));
+        size_t m = 0;
+        for (const struct tr_rnode *e = l->head; v && e; e = e->next) {
+            const char *sv;
+            if (tr_rnode_str(e, &sv))
+                v[m++] = ist_mstrdup(x, sv);
+        }
+        *dst[k] = m ? v : NULL;
+        *dn[k] = m;
+    }
+    uint32_t ms;
+    if (ist_duration(x, c, p, "maxAge", 24u * 3600u * 1000u, &ms)) {
+        cc->has_max_age = true;
+        cc->max_age_s = ms / 1000u;
+    }
+    bool b;
+    if (ist_bool(x, c, p, "allowCredentials", &b))
+        cc->allow_credentials = b;
+    const char *up;
+    if (ist_str(x, c, p, "unmatchedPreflights", &up)) {
+        if (strcmp(up, "IGNORE") == 0)
+            cc->unmatched_preflights = TR_CORS_UNMATCHED_IGNORE;
+        else if (strcmp(up, "FORWARD") != 0 && strcmp(up, "UNSPECIFIED") != 0) {
+            ist_error(x, c, tr_rnode_get(p, "unmatchedPreflights"), "unmatchedPreflights",
+                      "expected FORWARD or IGNORE, got \"%s\"", up);
+            ok = false;
+        }
+    }
+    if (cc->n_origins == 0) {
+        ist_warn(x, c, p, NULL, "no allowOrigins: no origin is allowed, the policy does nothing");
+    } else {
+        r->cors = cc;
+    }
+    ist_pop(c, saved);
+    return ok;
+}
+
+/* The action of rule http[i] into r (matches are filled by the caller). */
+static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
+                         const struct tr_resource *vs, const struct ist_vhost *vh,
+                         struct tr_route_cfg *r)
+{
+    const struct tr_rnode *route = ist_list(x, c, rule, "route");
+    const struct tr_rnode *dr = ist_map(x, c, rule, "directResponse");
+    const struct tr_rnode *redirect = tr_rnode_get(rule, "redirect");
+    const struct tr_rnode *delegate = tr_rnode_get(rule, "delegate");
+    int actions = (route != NULL) + (dr != NULL) + (redirect != NULL) + (delegate != NULL);
+    if (actions != 1) {
+        ist_error(x, c, rule, NULL,
+                  actions ? "only one of route, redirect, directResponse and delegate"
+                          : "one of route, redirect, directResponse or delegate is required");
+        return false;
+    }
+    if (delegate != NULL) {
+        /* Reported by the key table; the rule cannot route. */
+        r->direct_status = 503;
+        r->direct_body = "trellis: delegate VirtualServices are not supported yet\n";
+        return true;
+    }
+    if (redirect != NULL)
+        return redirect_action(x, c, redirect, r);
+    if (dr != NULL) {
+        static const struct ist_key keys[] = {{"status", NULL}, {"body", NULL}};
+        size_t saved = ist_push_key(c, "directResponse");
+        uint32_t status = 0;
+        bool ok = IST_KEYS(x, c, dr, keys);
+        if (ok && !ist_u32(x, c, dr, "status", 200, 599, &status)) {
+            ist_error(x, c, dr, "status", "a status 200..599 is required");
+            ok = false;
+        }
+        const struct tr_rnode *body = ist_map(x, c, dr, "body");
+        static const struct ist_key bkeys[] = {{"string", NULL}, {"bytes", NULL}};
+        size_t sb = ist_push_key(c, "body");
+        if (ok && body != NULL && IST_KEYS(x, c, body, bkeys)) {
+            const char *s = NULL;
+            if (tr_rnode_get(body, "bytes") != NULL)
+                ist_warn(x, c, tr_rnode_get(body, "bytes"), "bytes",
+                         "base64 bodies are not supported yet: the body is empty");
+            if (ist_str(x, c, body, "string", &s)) {
+                if (strlen(s) > 65536) {
+                    ist_error(x, c, body, "string", "a body of at most 65536 bytes");
+                    ok = false;
+                }
+                r->direct_body = ist_mstrdup(x, s);
+            }
+        }
+        ist_pop(c, sb);
+        ist_pop(c, saved);
+        r->direct_status = (uint16_t)status;
+        if (r->direct_body == NULL)
+            r->direct_body = "";
+        return ok;
+    }
+    if (route->n == 0 || route->n > 256) {
+        ist_error(x, c, route, "route", "1 to 256 destinations");
+        return false;
+    }
+    r->clusters = ist_malloc(x, route->n, sizeof(*r->clusters));
+    if (r->clusters == NULL)
+        return false;
+    size_t i = 0;
+    uint64_t total = 0;
+    bool any_missing = false;
+    for (const struct tr_rnode *e = route->head; e; e = e->next, i++) {
+        size_t saved = ist_push_key(c, "route");
+        ist_push_index(c, i);
+        uint32_t w = route->n == 1 ? 100 : 0;
+        bool ok = IST_KEYS(x, c, e, dest_keys);
+        if (ok && tr_rnode_get(e, "weight") != NULL)
+            ok = ist_u32(x, c, e, "weight", 0, 1000000, &w);
+        const char *cl = NULL;
+        if (ok)
+            ok = destination(x, c, tr_rnode_get(e, "destination"), vs, vh, &cl);
+        struct tr_header_ops_cfg dreq = {0}, dresp = {0};
+        if (ok)
+            ok = header_ops(x, c, e, &dreq, &dresp, NULL);
+        struct tr_cfg_loc loc = ist_loc(x, c, e);
+        ist_pop(c, saved);
+        if (!ok)
+            return false;
+        total += w;
+        if (w == 0)
+            continue;
+        if (cl == NULL) {
+            any_missing = true;
+            continue;
+        }
+        struct tr_weighted_cluster_cfg *wc = &r->clusters[r->n_clusters++];
+        wc->cluster_name = cl;
+        wc->weight = w;
+        wc->loc = loc;
+        wc->request_headers = dreq;
+        wc->response_headers = dresp;
+    }
+    if (total == 0) {
+        ist_error(x, c, route, "route", "the destinations' weights add up to 0");
+        return false;
+    }
+    if (x->analyze && route->n > 1 && total != 100)
+        ist_warn(x, c, route, "route",
+                 "the weights add up to %llu, not 100: each destination gets weight/%llu of the "
+                 "requests",
+                 (unsigned long long)total, (unsigned long long)total);
+    if (r->n_clusters == 0 || any_missing) {
+        /* A share goes nowhere: Istio answers those requests 503 NR; the
+         * model cannot split to "nowhere", so the whole route does. */
+        r->n_clusters = 0;
+        r->clusters = NULL;
+        r->direct_status = 503;
+        r->direct_body = "no healthy upstream\n";
+    }
+    return true;
+}
+
+static bool rewrite(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
+                    struct tr_route_cfg *r)
+{
+    const struct tr_rnode *rw = ist_map(x, c, rule, "rewrite");
+    if (rw == NULL)
+        return true;
+    static const struct ist_key keys[] = {
+        {"uri", NULL},
+        {"authority", NULL},
+        {"uriRegexRewrite", "regex rewrites are not supported yet"},
+    };
+    size_t saved = ist_push_key(c, "rewrite");
+    bool ok = IST_KEYS(x, c, rw, keys);
+    const char *uri = NULL, *auth = NULL;
+    if (ok && ist_str(x, c, rw, "uri", &uri)) {
+        if (uri[0] != '/') {
+            ist_error(x, c, tr_rnode_get(rw, "uri"), "uri", "a path starting with /");
+            ok = false;
+        }
+        r->prefix_rewrite = ist_mstrdup(x, uri);
+    }
+    if (ok && ist_str(x, c, rw, "authority", &auth))
+        r->host_rewrite = ist_mstrdup(x, auth);
+    ist_pop(c, saved);
+    return ok;
+}
+
+static bool header_match(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
+                         const char *key, bool invert, struct tr_header_match_cfg *hv, size_t *n,
+                         size_t cap)
+{
+    const struct tr_rnode *hs = ist_map(x, c, m, key);
+    if (hs == NULL)
+        return true;
+    size_t saved = ist_push_key(c, key);
+    for (const struct tr_rnode *k = hs->head; k && k->next; k = k->next->next) {
+        struct ist_sm sm;
+        if (!ist_string_match(x, c, hs, k->s, &sm)) {
+            ist_pop(c, saved);
+            return false;
+        }
+        if (*n + 2 > cap) {
+            ist_error(x, c, k, NULL, "more than 64 header matches in one block");
+            ist_pop(c, saved);
+            return false;
+        }
+        char *name = ist_mstrdup(x, k->s);
+        if (name == NULL)
+            return false;
+        for (char *p = name; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        struct tr_header_match_cfg *h = &hv[(*n)++];
+        h->name = name;
+        h->loc = ist_loc(x, c, k);
+        /* Istio: regex "*" means "present" (pilot's special case). */
+        if (sm.kind == IST_SM_ANY || (sm.kind == IST_SM_REGEX && strcmp(sm.value, "*") == 0)) {
+            h->kind = TR_HMATCH_PRESENT;
+            h->invert = invert;
+            continue;
+        }
+        h->kind = sm.kind == IST_SM_EXACT    ? TR_HMATCH_EXACT
+                  : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
+                                             : TR_HMATCH_REGEX;
+        h->value = ist_mstrdup(x, sm.value);
+        if (invert) {
+            /* withoutHeaders: the header is present and does not match
+             * (Envoy's invert_match, which Istio uses). */
+            h->invert = true;
+            struct tr_header_match_cfg *p = &hv[(*n)++];
+            *p = (struct tr_header_match_cfg){
+                .name = name, .kind = TR_HMATCH_PRESENT, .loc = h->loc};
+        } else if (h->kind != TR_HMATCH_EXACT && sm.value[0] == '\0') {
+            h->kind = TR_HMATCH_PRESENT; /* prefix "" and regex "" match any value */
+        }
+    }
+    ist_pop(c, saved);
+    return true;
+}
+
+/* One match block into r's match fields. Returns false when the block is
+ * dropped for this workload or port (compile-time conditions), with *err
+ * set when it is invalid. */
+static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
+                        const struct tr_resource *vs, const struct ist_vhost *vh,
+                        struct tr_route_cfg *r, bool *err)
+{
+    *err = false;
+    if (!IST_KEYS(x, c, m, match_keys)) {
+        *err = true;
+        return false;
+    }
+    bool keep = true;
+    uint32_t port = 0;
+    if (ist_u32(x, c, m, "port", 1, 65535, &port) && vh != NULL && port != vh->port)
+        keep = false;
+    const struct tr_rnode *sl = ist_map(x, c, m, "sourceLabels");
+    if (sl != NULL && vh != NULL && !ist_labels_match(sl, x->wl_labels))
+        keep = false;
+    const char *sns;
+    if (ist_str(x, c, m, "sourceNamespace", &sns) && vh != NULL && strcmp(sns, x->wl_ns) != 0)
+        keep = false;
+    const struct tr_rnode *gw = ist_list(x, c, m, "gateways");
+    if (gw != NULL && gw->n > 0 && vh != NULL && !ist_gateway_listed(vs, gw, vh->gateway))
+        keep = false;
+
+    struct ist_sm uri;
+    if (ist_string_match(x, c, m, "uri", &uri)) {
+        if (uri.kind == IST_SM_EXACT || uri.kind == IST_SM_PREFIX) {
+            if (uri.value[0] != '/') {
+                if (uri.kind == IST_SM_PREFIX && uri.value[0] == '\0') {
+                    r->path_kind = TR_PATH_PREFIX;
+                    r->path = "/";
+                } else {
+                    ist_warn(x, c, tr_rnode_get(m, "uri"), "uri",
+                             "a path that does not start with / never matches: block dropped");
+                    keep = false;
+                }
+            } else {
+                r->path_kind = uri.kind == IST_SM_EXACT ? TR_PATH_EXACT : TR_PATH_PREFIX;
+                r->path = ist_mstrdup(x, uri.value);
+            }
+        } else if (uri.kind == IST_SM_REGEX) {
+            r->path_kind = TR_PATH_REGEX;
+            r->path = ist_mstrdup(x, uri.value);
+        }
+    } else if (tr_rnode_get(m, "uri") != NULL) {
+        *err = true;
+        return false;
+    }
+    bool ic;
+    if (ist_bool(x, c, m, "ignoreUriCase", &ic)) {
+        if (r->path_kind == TR_PATH_REGEX && ic)
+            ist_warn(x, c, tr_rnode_get(m, "ignoreUriCase"), "ignoreUriCase",
+                     "applies to exact and prefix matches only (as in Istio): ignored for this "
+                     "regex");
+        else
+            r->path_ignore_case = ic;
+    }
+
+    enum { CAP = 64 };
+    struct tr_header_match_cfg *hv = ist_malloc(x, CAP, sizeof(*hv));
+    if (hv == NULL) {
+        *err = true;
+        return false;
+    }
+    size_t n = 0;
+    /* method (exact: the router's method list), authority and scheme: the
+     * model's pseudo-header matches. */
+    static const struct {
+        const char *key, *pseudo;
+    } pseudo[] = {{"method", ":method"}, {"authority", ":authority"}, {"scheme", ":scheme"}};
+    for (size_t i = 0; i < sizeof(pseudo) / sizeof(pseudo[0]); i++) {
+        struct ist_sm sm;
+        if (!ist_string_match(x, c, m, pseudo[i].key, &sm)) {
+            if (tr_rnode_get(m, pseudo[i].key) != NULL) {
+                *err = true;
+                return false;
+            }
+            continue;
+        }
+        if (sm.kind == IST_SM_ANY)
+            continue;
+        if (i == 0 && sm.kind == IST_SM_EXACT) {
+            r->methods = ist_malloc(x, 1, sizeof(*r->methods));
+            if (r->methods == NULL) {
+                *err = true;
+                return false;
+            }
+            r->methods[0] = ist_mstrdup(x, sm.value);
+            r->n_methods = 1;
+            continue;
+        }
+        struct tr_header_match_cfg *h = &hv[n++];
+        h->name = pseudo[i].pseudo;
+        h->kind = sm.kind == IST_SM_EXACT    ? TR_HMATCH_EXACT
+                  : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
+                                             : TR_HMATCH_REGEX;
+        h->value = ist_mstrdup(x, sm.value);
+        size_t saved = ist_push_key(c, pseudo[i].key);
+        h->loc = ist_loc(x, c, tr_rnode_get(m, pseudo[i].key));
+        ist_pop(c, saved);
+    }
+    /* queryParams: name -> StringMatch; {} means present. */
+    const struct tr_rnode *qp = ist_map(x, c, m, "queryParams");
+    if (qp != NULL) {
+        size_t saved = ist_push_key(c, "queryParams");
+        struct tr_query_match_cfg *qv = ist_malloc(x, qp->n / 2, sizeof(*qv));
+        size_t nq = 0;
+        if (qv == NULL) {
+            *err = true;
+            return false;
+        }
+        for (const struct tr_rnode *k = qp->head; k && k->next; k = k->next->next) {
+            struct ist_sm sm;
+            if (!ist_string_match(x, c, qp, k->s, &sm)) {
+                *err = true;
+                ist_pop(c, saved);
+                return false;
+            }
+            struct tr_query_match_cfg *q = &qv[nq++];
+            q->name = ist_mstrdup(x, k->s);
+            q->kind = sm.kind == IST_SM_ANY      ? TR_HMATCH_PRESENT
+                      : sm.kind == IST_SM_EXACT  ? TR_HMATCH_EXACT
+                      : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
+                                                 : TR_HMATCH_REGEX;
+            q->value = sm.kind == IST_SM_ANY ? NULL : ist_mstrdup(x, sm.value);
+            q->loc = ist_loc(x, c, k);
+        }
+        r->query = nq ? qv : NULL;
+        r->n_query = nq;
+        ist_pop(c, saved);
+    }
+    if (!header_match(x, c, m, "headers", false, hv, &n, CAP) ||
+        !header_match(x, c, m, "withoutHeaders", true, hv, &n, CAP)) {
+        *err = true;
+        return false;
+    }
+    r->headers = n ? hv : NULL;
+    r->n_headers = n;
+    return keep;
+}
+
+static bool is_catch_all(const struct tr_route_cfg *r)
+{
+    return r->path_kind == TR_PATH_PREFIX && r->path != NULL && strcmp(r->path, "/") == 0 &&
+           r->n_methods == 0 && r->n_headers == 0 && r->n_query == 0;
+}
+
+static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name, size_t i,
+                        size_t j, size_t n_matches)
+{
+    char *s = name ? ist_mprintf(x, "%s/%s.%s", vs->ns ? vs->ns : "default", vs->name, name)
+                   : ist_mprintf(x, "%s/%s.http[%zu]", vs->ns ? vs->ns : "default", vs->name, i);
+    if (s != NULL && n_matches > 1) {
+        s = ist_mprintf(x, "%s.match[%zu]", s, j);
+    }
+    for (char *p = s; p && *p; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            *p = '_';
+    }
+    return s;
+}
+
+bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
+                   struct ist_routes *out)
+{
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    const struct tr_rnode *http = ist_list(x, &c, vs->spec, "http");
+    bool catch_all = false;
+    size_t i = 0;
+    for (const struct tr_rnode *rule = http ? http->head : NULL; rule; rule = rule->next, i++) {
+        size_t saved = ist_push_key(&c, "http");
+        ist_push_index(&c, i);
+        if (!IST_KEYS(x, &c, rule, route_keys)) {
+            ist_pop(&c, saved);
+            continue;
+        }
+        const char *name = NULL;
+        ist_str(x, &c, rule, "name", &name);
+        struct tr_route_cfg proto;
+        tr_cfg_route_defaults(&proto);
+        const char *authority = NULL;
+        bool ok =
+            route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto) &&
+            header_ops(x, &c, rule, &proto.request_headers, &proto.response_headers, &authority);
+        if (authority != NULL && proto.host_rewrite == NULL)
+            proto.host_rewrite = authority; /* rewrite.authority wins, as in Istio */
+        uint32_t ms;
+        if (ist_duration(x, &c, rule, "timeout", 24u * 3600u * 1000u, &ms))
+            proto.timeout_ms = ms;
+        const struct tr_rnode *fault = ist_map(x, &c, rule, "fault");
+        const struct tr_rnode *cors = ist_map(x, &c, rule, "corsPolicy");
+        if (ok && fault != NULL)
+            ok = fault_action(x, &c, fault, &proto);
+        if (ok && cors != NULL && proto.redirect == NULL && proto.direct_status == 0)
+            ok = cors_action(x, &c, cors, &proto);
+        if (proto.redirect != NULL) {
+            /* A redirect answers here: nothing is forwarded, so nothing to
+             * time out, rewrite or edit on the way up. */
+            if (proto.timeout_ms && !x->quiet)
+                ist_warn(x, &c, tr_rnode_get(rule, "timeout"), "timeout",
+                         "a redirect is answered by the proxy: the timeout has no effect");
+            if (tr_rnode_get(rule, "rewrite") != NULL)
+                ist_error(x, &c, tr_rnode_get(rule, "rewrite"), "rewrite",
+                          "rewrite and redirect cannot both be set");
+            proto.timeout_ms = 0;
+            proto.request_headers = (struct tr_header_ops_cfg){0};
+        }
+        if (proto.direct_status != 0) {
+            proto.prefix_rewrite = NULL;
+            proto.host_rewrite = NULL;
+        }
+        const struct tr_rnode *matches = ist_list(x, &c, rule, "match");
+        size_t nm = matches ? matches->n : 0;
+        if (!ok) {
+            ist_pop(&c, saved);
+            continue;
+        }
+        if (catch_all && !x->quiet) {
+            ist_warn(x, &c, rule, NULL,
+                     "unreachable: an earlier rule of this VirtualService "
+                     "matches every request");
+        }
+        if (nm == 0) {
+            struct tr_route_cfg *r = route_new(x, out);
+            if (r == NULL)
+                return false;
+            *r = proto;
+            r->name = route_name(x, vs, name, i, 0, 1);
+            r->loc = ist_loc(x, &c, rule);
+            catch_all = true;
+            ist_pop(&c, saved);
+            continue;
+        }
+        size_t j = 0;
+        for (const struct tr_rnode *m = matches->head; m; m = m->next, j++) {
+            size_t sm = ist_push_key(&c, "match");
+            ist_push_index(&c, j);
+            struct tr_route_cfg cand = proto;
+            bool err;
+            bool keep = match_block(x, &c, m, vs, vh, &cand, &err);
+            if (keep && !err) {
+                if (out->n >= MAX_ROUTES_PER_VHOST) {
+                    ist_error(x, &c, m, NULL, "more than %u routes for one host",
+                              MAX_ROUTES_PER_VHOST);
+                    return false;
+                }
+                struct tr_route_cfg *r = route_new(x, out);
+                if (r == NULL)
+                    return false;
+                *r = cand;
+                r->name = route_name(x, vs, name, i, j, nm);
+                r->loc = ist_loc(x, &c, m);
+                if (is_catch_all(r))
+                    catch_all = true;
+            }
+            ist_pop(&c, sm);
+        }
+        ist_pop(&c, saved);
+    }
+    const struct tr_rnode *tls = tr_rnode_get(vs->spec, "tls");
+    if (vh == NULL) {
+        struct tr_weighted_cluster_cfg *unused;
+        size_t n_unused;
+        ist_vs_tcp_clusters(x, vs, NULL, 0, &unused, &n_unused); /* check the tcp rules */
+    }
+    if (tls != NULL && !x->quiet && vh == NULL)
+        ist_warn(x, &c, tls, "tls",
+                 "tls routes are not supported yet: TLS traffic to these "
+                 "hosts goes to the service itself");
+    return catch_all;
+}
+
+/* Every finding in a VirtualService, once. */
+void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
+{
+    static const struct ist_key keys[] = {
+        {"hosts", NULL}, {"gateways", NULL}, {"http", NULL},     {"tls", NULL},
+        {"tcp", NULL},   {"exportTo", NULL}, {"priority", NULL},
+    };
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    if (vs->spec == NULL) {
+        ist_error(x, &c, NULL, NULL, "spec is required");
+        return;
+    }
+    if (!IST_KEYS(x, &c, vs->spec, keys))
+        return;
+    const struct tr_rnode *hosts = ist_list(x, &c, vs->spec, "hosts");
+    if (hosts == NULL || hosts->n == 0)
+        ist_error(x, &c, vs->spec, "hosts", "at least one host is required");
+    size_t i = 0;
+    for (const struct tr_rnode *h = hosts ? hosts->head : NULL; h; h = h->next, i++) {
+        const char *s;
+        size_t saved = ist_push_key(&c, "hosts");
+        ist_push_index(&c, i);
+        if (!tr_rnode_str(h, &s) || *s == '\0')
+            ist_error(x, &c, h, NULL, "expected a host name");
+        ist_pop(&c, saved);
+    }
+    ist_list(x, &c, vs->spec, "gateways");
+    ist_list(x, &c, vs->spec, "exportTo");
+    struct ist_routes scratch = {0};
+    bool checking = x->checking;
+    const char *wl_ns = x->wl_ns;
+    x->checking = true;
+    if (x->analyze)
+        x->wl_ns = vs->ns ? vs->ns : "default"; /* rules as seen from the resource's namespace */
+    ist_vs_routes(x, vs, NULL, &scratch);
+    x->checking = checking;
+    x->wl_ns = wl_ns;
+}
+
+/* The weighted clusters of the first tcp rule for (svc, port) into *out:
+ * true when a rule applies (*n 0: it routes nowhere), false when none does
+ * (the service's own cluster). svc NULL: check only. */
+bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
+                         const struct ist_service *svc, uint32_t port,
+                         struct tr_weighted_cluster_cfg **out, size_t *n)
+{
+    static const struct ist_key rule_keys[] = {{"match", NULL}, {"route", NULL}};
+    static const struct ist_key tcp_match_keys[] = {
+        {"destinationSubnets", "destination subnets need the original destination (traffic "
+                               "capture): the block never matches"},
+        {"port", NULL},
+        {"sourceLabels", NULL},
+        {"gateways", NULL},
+        {"sourceNamespace", NULL},
+        {"sourceSubnet", "ignored by istiod too"},
+    };
+    static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
+    *out = NULL;
+    *n = 0;
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    const struct tr_rnode *tcp = ist_list(x, &c, vs->spec, "tcp");
+    struct ist_vhost vh = {.svc = svc, .port = port};
+    size_t i = 0;
+    for (const struct tr_rnode *rule = tcp ? tcp->head : NULL; rule; rule = rule->next, i++) {
+        size_t saved = ist_push_key(&c, "tcp");
+        ist_push_index(&c, i);
+        if (!IST_KEYS(x, &c, rule, rule_keys)) {
+            ist_pop(&c, saved);
+            continue;
+        }
+        const struct tr_rnode *matches = ist_list(x, &c, rule, "match");
+        bool applies = matches == NULL || matches->n == 0;
+        size_t j = 0;
+        for (const struct tr_rnode *m = matches ? matches->head : NULL; m; m = m->next, j++) {
+            size_t sm = ist_push_key(&c, "match");
+            ist_push_index(&c, j);
+            bool keep =
+                IST_KEYS(x, &c, m, tcp_match_keys) && tr_rnode_get(m, "destinationSubnets") == NULL;
+            uint32_t p;
+            if (ist_u32(x, &c, m, "port", 1, 65535, &p) && svc != NULL && p != port)
+                keep = false;
+            const struct tr_rnode *sl = ist_map(x, &c, m, "sourceLabels");
+            if (sl != NULL && svc != NULL && !ist_labels_match(sl, x->wl_labels))
+                keep = false;
+            const char *sns;
+            if (ist_str(x, &c, m, "sourceNamespace", &sns) && svc != NULL &&
+                strcmp(sns, x->wl_ns) != 0)
+                keep = false;
+            const struct tr_rnode *gw = ist_list(x, &c, m, "gateways");
+            if (gw != NULL && gw->n > 0 && !has_str(gw, "mesh"))
+                keep = false;
+            applies = applies || keep;
+            ist_pop(&c, sm);
+        }
+        const struct tr_rnode *route = ist_list(x, &c, rule, "route");
+        if (route == NULL || route->n == 0 || route->n > 256) {
+            ist_error(x, &c, rule, "route", "1 to 256 destinations are required");
+            ist_pop(&c, saved);
+            continue;
+        }
+        struct tr_weighted_cluster_cfg *v = ist_malloc(x, route->n, sizeof(*v));
+        size_t k = 0, nv = 0;
+        uint64_t total = 0;
+        bool nowhere = false;
+        for (const struct tr_rnode *e = route->head; v && e; e = e->next, k++) {
+            size_t sr = ist_push_key(&c, "route");
+            ist_push_index(&c, k);
+            uint32_t w = route->n == 1 ? 100 : 0;
+            const char *cl = NULL;
+            if (IST_KEYS(x, &c, e, dkeys) &&
+                (tr_rnode_get(e, "weight") == NULL || ist_u32(x, &c, e, "weight", 0, 1000000, &w)))
+                destination(x, &c, tr_rnode_get(e, "destination"), vs, svc ? &vh : NULL, &cl);
+            struct tr_cfg_loc loc = ist_loc(x, &c, e);
+            ist_pop(&c, sr);
+            total += w;
+            if (w == 0)
+                continue;
+            if (cl == NULL) {
+                nowhere = true;
+                continue;
+            }
+            v[nv++] = (struct tr_weighted_cluster_cfg){.cluster_name = cl, .weight = w, .loc = loc};
+        }
+        if (total == 0)
+            ist_error(x, &c, route, NULL, "the destinations' weights add up to 0");
+        ist_pop(&c, saved);
+        if (svc != NULL && applies) {
+            /* A share that goes nowhere fails the whole rule closed, as for
+             * HTTP routes (the model cannot split to "nowhere"). */
+            *out = nowhere ? NULL : v;
+            *n = nowhere ? 0 : nv;
+            return true;
+        }
+    }
+    return false;
+}
