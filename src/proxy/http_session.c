@@ -425,7 +425,8 @@ static void request_done(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
     h->rq = TR_RQ_DONE;
-    tr_mirrors_launch(&h->mirrors);
+    if (h->rs != TR_RS_NONE) /* the upstream started (a fault delay is over) */
+        tr_mirrors_launch(&h->mirrors);
     if (h->uc.up != NULL && h->rs == TR_RS_HEAD)
         tr_retry_try_armed(&h->rt, s->w->loop);
 }
@@ -645,8 +646,6 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
         tr_mirrors_start_h1(&h->mirrors, w, s->ws, route, tr_buf_head(h->reqout),
                             tr_buf_len(h->reqout),
                             route->timeout_ms != 0 ? route->timeout_ms : lcfg(s)->idle_timeout_ms);
-    if (h->rq == TR_RQ_DONE)
-        tr_mirrors_launch(&h->mirrors);
     absorb_body(s);
     if (h->status != 0) /* absorb_body replied locally */
         return;
@@ -665,6 +664,10 @@ static void go_upstream(struct tr_session *s)
         tr_timer_set(s->w->loop, &s->timer, route->timeout_ms);
     else
         arm_idle(s);
+    /* The shadows of a complete request go with it (after a fault delay, as
+     * Envoy's router comes after its fault filter). */
+    if (s->http.rq == TR_RQ_DONE)
+        tr_mirrors_launch(&s->http.mirrors);
     start_upstream(s);
 }
 

@@ -11,6 +11,7 @@ or where it fails (a dead mirror) is only counted.
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -293,3 +294,39 @@ def test_mirror_to_http2_cluster_refused_at_load(workdir):
                        text=True, timeout=10)
     assert r.returncode != 0
     assert "mirrors[0].cluster: mirrors speak HTTP/1.1" in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("h2c", [False, True], ids=["h1-client", "h2-client"])
+def test_shadow_goes_after_a_fault_delay_and_not_after_an_abort(checked, recorders, h2c):
+    """Envoy's router, which mirrors, runs after its fault filter: a delayed
+    request is mirrored once the delay is over, an aborted one never."""
+    primary = recorders()
+    mirror = recorders()
+    port = free_port()
+    cfg = config(port, primary.port, [(mirror.port, None)])
+    route = cfg["route_tables"][0]["virtual_hosts"][0]["routes"][0]
+    abort = dict(route, name="abort", match={"path": {"prefix": "/abort"}},
+                 fault={"abort": {"status": 418, "percent": 100}})
+    route["fault"] = {"delay": {"fixed": "600ms", "percent": 100}}
+    cfg["route_tables"][0]["virtual_hosts"][0]["routes"].insert(0, abort)
+    p = checked(cfg)
+    seen = []
+
+    def watch():
+        deadline = time.monotonic() + 5
+        while not mirror.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append(time.monotonic())
+
+    t = threading.Thread(target=watch)
+    t0 = time.monotonic()
+    t.start()
+    status, elapsed = curl(port, "/slow", h2=h2c)
+    t.join(10)
+    assert status == 200 and elapsed >= 0.55
+    assert seen and seen[0] - t0 >= 0.55, seen[0] - t0
+    assert [r["path"] for r in mirror.requests] == ["/slow"]
+    assert curl(port, "/abort", h2=h2c)[0] == 418
+    time.sleep(0.3)
+    assert [r["path"] for r in mirror.requests] == ["/slow"]
+    assert p.metric(MIRRORED, result="incomplete") == 0
