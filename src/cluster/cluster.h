@@ -63,6 +63,10 @@ struct tr_cluster_state {
     uint32_t pending_requests; /* waiting for a connection being established */
     uint32_t connections;      /* open to its endpoints, connecting ones included */
     uint32_t n_ejected;        /* endpoints ejected by outlier detection now */
+    /* The retry budget (upstream/retry.h): requests in flight from their
+     * start to their end (backoffs included), and the retries among them. */
+    uint32_t rq_in_flight;
+    uint32_t retries_in_flight;
 };
 
 /* Longest endpoint address text: "[" IPv6 "]:" port, or a Unix path. */

@@ -58,6 +58,14 @@
 #define CFG_MAX_HEADER_OPS   64u   /* entries per set, add or remove of a header edit */
 #define CFG_MAX_HEADER_VALUE 4096u /* bytes of a header edit's value */
 
+/* Retries and mirroring. */
+#define CFG_MAX_RETRY_ATTEMPTS 100u     /* retries after the first try */
+#define CFG_MAX_RETRY_ON       16u      /* entries of retry_on */
+#define CFG_MAX_RETRY_CODES    64u      /* entries of retriable_status_codes */
+#define CFG_MAX_RETRY_BODY     1048576u /* max_body_for_retry */
+#define CFG_MAX_BACKOFF_MS     60000u   /* backoff base and max */
+#define CFG_MAX_MIRRORS        8u       /* mirrors per route */
+
 #define CFG_PATH_MAX 512u
 #define CFG_ERR_MAX  1024u
 #define CFG_WHY_MAX  256u /* a check's explanation */
@@ -187,6 +195,11 @@ bool cfg_check_query_name(const char *s, char *why, size_t size);
 bool cfg_check_query_value(const char *s, char *why, size_t size);
 bool cfg_check_header_edit_name(const char *s, char *why, size_t size);
 bool cfg_check_header_value(const char *s, char *why, size_t size);
+/* Retries: a retry_on condition (its enum tr_retry_on bit, 0 if unknown),
+ * a status code ("503"). */
+uint32_t cfg_retry_on_bit(const char *s);
+bool cfg_check_retry_on(const char *s, char *why, size_t size);
+bool cfg_check_status_code(const char *s, char *why, size_t size);
 void cfg_lower(char *s);
 bool cfg_is_lower(const char *s);
 
@@ -275,6 +288,7 @@ extern const struct cfg_section cfg_listener_section;
 extern const struct cfg_section cfg_route_table_section;
 extern const struct cfg_section cfg_vhost_section;
 extern const struct cfg_section cfg_route_section;
+extern const struct cfg_section cfg_mirror_section;
 extern const struct cfg_section cfg_cluster_section;
 extern const struct cfg_section cfg_endpoint_section;
 extern const struct cfg_section cfg_path_match_section;

@@ -221,6 +221,64 @@ struct tr_weighted_cluster_cfg {
     const struct tr_header_edit *request_edit, *response_edit;
 };
 
+/* ---- retries and mirroring (routes[].retries, routes[].mirrors) ----
+ * Every route has a retry policy: a route that does not write `retries`
+ * gets the defaults of the table (config/schema.c), which are Istio's
+ * default policy as trellis applies it (docs/config.md, "Retries"). The
+ * proxy side is upstream/retry.h and upstream/mirror.h. */
+
+/* retry_on conditions (Envoy's names, which Istio's retryOn passes on). */
+enum tr_retry_on {
+    TR_RETRY_ON_5XX = 1u << 0,                    /* a 5xx, or no response at all */
+    TR_RETRY_ON_GATEWAY_ERROR = 1u << 1,          /* 502, 503, 504, or no response at all */
+    TR_RETRY_ON_RESET = 1u << 2,                  /* no response: reset, closed, per-try timeout */
+    TR_RETRY_ON_RESET_BEFORE_REQUEST = 1u << 3,   /* ... before any byte of the request left */
+    TR_RETRY_ON_CONNECT_FAILURE = 1u << 4,        /* no connection (or TLS handshake) */
+    TR_RETRY_ON_REFUSED_STREAM = 1u << 5,         /* HTTP/2 REFUSED_STREAM, beyond a GOAWAY */
+    TR_RETRY_ON_RETRIABLE_4XX = 1u << 6,          /* 409 */
+    TR_RETRY_ON_RETRIABLE_STATUS_CODES = 1u << 7, /* retriable_status_codes */
+    TR_RETRY_ON_CANCELLED = 1u << 8,              /* grpc-status of a response head: 1 */
+    TR_RETRY_ON_DEADLINE_EXCEEDED = 1u << 9,      /* 4 */
+    TR_RETRY_ON_RESOURCE_EXHAUSTED = 1u << 10,    /* 8 */
+    TR_RETRY_ON_INTERNAL = 1u << 11,              /* 13 */
+    TR_RETRY_ON_UNAVAILABLE = 1u << 12,           /* 14 */
+};
+/* The conditions that read a response head's grpc-status. */
+#define TR_RETRY_ON_GRPC                                                                           \
+    (TR_RETRY_ON_CANCELLED | TR_RETRY_ON_DEADLINE_EXCEEDED | TR_RETRY_ON_RESOURCE_EXHAUSTED |      \
+     TR_RETRY_ON_INTERNAL | TR_RETRY_ON_UNAVAILABLE)
+
+/* The status codes a retry policy can name: 200-599, one bit each. */
+#define TR_RETRY_CODE_MIN 200u
+#define TR_RETRY_CODE_MAX 599u
+
+struct tr_retry_cfg {
+    uint32_t attempts;           /* retries after the first try; 0: none at all; default 2 */
+    uint32_t per_try_timeout_ms; /* each try, until its response head; 0 (default): none */
+    const char **retry_on;       /* condition names as written; none: the default list */
+    size_t n_retry_on;
+    const char **status_codes; /* retriable_status_codes as written ("503") */
+    size_t n_status_codes;
+    uint32_t backoff_base_ms;        /* default 25 */
+    uint32_t backoff_max_ms;         /* default 250 */
+    bool retry_non_idempotent;       /* also re-send what may have reached the upstream; false */
+    uint32_t max_body;               /* max_body_for_retry, bytes; default 65536 */
+    uint32_t budget_percent;         /* retries in flight <= max(min, percent% of requests); 20 */
+    uint32_t budget_min_concurrency; /* default 3 */
+    /* set by validate */
+    uint32_t on; /* enum tr_retry_on bits */
+    uint64_t code_bits[(TR_RETRY_CODE_MAX - TR_RETRY_CODE_MIN) / 64 + 1];
+};
+
+/* A shadow copy of the route's requests to another cluster (Istio's
+ * mirror / mirrors with mirrorPercentage): fire and forget. */
+struct tr_mirror_cfg {
+    const char *cluster_name;
+    int cluster;          /* set by validate: index into tr_config.clusters */
+    uint32_t per_million; /* the share of requests mirrored (percent); default all */
+    struct tr_cfg_loc loc;
+};
+
 /* ---- Local route actions: a redirect, fault injection, CORS. The proxy
  * answers (or delays) these requests itself; filter/route_action.h applies
  * them, docs/config.md describes them. Optional sub-objects of a route:
@@ -326,6 +384,10 @@ struct tr_route_cfg {
     /* set by validate: the route's own response edits, for a reply without
      * a destination (direct_response); NULL: nothing to do */
     const struct tr_header_edit *response_edit;
+    /* retries and mirroring (see tr_retry_cfg) */
+    struct tr_retry_cfg retries;
+    struct tr_mirror_cfg *mirrors;
+    size_t n_mirrors;
 };
 
 struct tr_vhost_cfg {

@@ -439,6 +439,50 @@ static const struct cfg_field cors_fields[] = {
 };
 const struct cfg_section cfg_cors_section = SEC("route.cors", cors_fields, CFG_NO_LOC, NULL);
 
+/* Retries and mirroring: every default here is what a route without
+ * `retries` runs with (model.h, tr_retry_cfg). */
+static const struct cfg_field retry_backoff_fields[] = {
+    DUR("base", struct tr_retry_cfg, backoff_base_ms, DEF, 1, CFG_MAX_BACKOFF_MS, 25),
+    DUR("max", struct tr_retry_cfg, backoff_max_ms, DEF, 1, CFG_MAX_BACKOFF_MS, 250),
+};
+static const struct cfg_section retry_backoff_section =
+    SEC("route.retries.backoff", retry_backoff_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field retry_budget_fields[] = {
+    U32("percent", struct tr_retry_cfg, budget_percent, DEF, 0, 100, 20),
+    U32("min_concurrency", struct tr_retry_cfg, budget_min_concurrency, DEF, 0, 1000000, 3),
+};
+static const struct cfg_section retry_budget_section =
+    SEC("route.retries.budget", retry_budget_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field retry_fields[] = {
+    U32("attempts", struct tr_retry_cfg, attempts, DEF, 0, CFG_MAX_RETRY_ATTEMPTS, 2),
+    DUR("per_try_timeout", struct tr_retry_cfg, per_try_timeout_ms, 0, 0, MAXMS, 0),
+    STRLIST("retry_on", struct tr_retry_cfg, retry_on, n_retry_on, 0, 1, CFG_MAX_RETRY_ON, 64,
+            cfg_check_retry_on),
+    STRLIST("retriable_status_codes", struct tr_retry_cfg, status_codes, n_status_codes, 0, 1,
+            CFG_MAX_RETRY_CODES, 3, cfg_check_status_code),
+    SECTION("backoff", 0, retry_backoff_section),
+    BOOL("retry_non_idempotent", struct tr_retry_cfg, retry_non_idempotent, false),
+    U32("max_body_for_retry", struct tr_retry_cfg, max_body, DEF, 0, CFG_MAX_RETRY_BODY, 65536),
+    SECTION("budget", 0, retry_budget_section),
+};
+static const struct cfg_section retry_section =
+    SEC("route.retries", retry_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field mirror_fields[] = {
+    NAME("cluster", struct tr_mirror_cfg, cluster_name, REQ),
+    {.key = "percent",
+     .kind = CK_PERCENT,
+     .flags = DEF,
+     .off = offsetof(struct tr_mirror_cfg, per_million),
+     .max = TR_PER_MILLION,
+     .def = TR_PER_MILLION},
+    ORIGIN(struct tr_mirror_cfg),
+};
+const struct cfg_section cfg_mirror_section =
+    SEC("mirror", mirror_fields, offsetof(struct tr_mirror_cfg, loc), NULL);
+
 static const struct cfg_field route_fields[] = {
     NAME("name", struct tr_route_cfg, name, 0),
     SECTION("match", 0, match_section),
@@ -456,6 +500,9 @@ static const struct cfg_field route_fields[] = {
     SECTION("request_headers", offsetof(struct tr_route_cfg, request_headers), header_ops_section),
     SECTION("response_headers", offsetof(struct tr_route_cfg, response_headers),
             header_ops_section),
+    SECTION("retries", offsetof(struct tr_route_cfg, retries), retry_section),
+    LIST("mirrors", struct tr_route_cfg, mirrors, n_mirrors, 0, 0, CFG_MAX_MIRRORS,
+         struct tr_mirror_cfg, cfg_mirror_section),
     ORIGIN(struct tr_route_cfg),
 };
 const struct cfg_section cfg_route_section =
@@ -714,6 +761,9 @@ void cfg_schema_defaults(const struct cfg_section *sec, void *obj)
             break;
         case CK_U16:
             *(uint16_t *)at(obj, fd->off) = (uint16_t)fd->def;
+            break;
+        case CK_PERCENT: /* per million */
+            *(uint32_t *)at(obj, fd->off) = fd->def;
             break;
         case CK_ENUM:
             enum_store(obj, fd, fd->def);

@@ -105,15 +105,26 @@ bool cfg_route_after(struct ld *ld, const struct cnode *map, const struct cfg_va
 {
     (void)idx;
     struct tr_route_cfg *r = obj;
+    const struct cfg_section *sec = &cfg_route_section;
     size_t action;
     /* Both cluster forms fill the same model field: only here can two be told apart. */
-    if (!one_of(ld, map, &cfg_route_section, f, "cluster", "redirect",
+    if (!one_of(ld, map, sec, f, "cluster", "redirect",
                 "cluster, weighted_clusters, direct_response, redirect", &action))
         return false;
     /* `cluster: NAME` is the route's own field: its location, origin included
      * (read after the cluster). */
-    if (has(&cfg_route_section, f, "cluster"))
+    if (has(sec, f, "cluster"))
         r->clusters[0].loc = r->loc;
+    /* A route without `retries` has the default policy, so only here is it
+     * known that one was written for a route that sends nothing upstream
+     * (validate refuses a policy other than the default, and mirrors). */
+    size_t retries = cfg_field_index(sec, "retries");
+    if ((action == cfg_field_index(sec, "direct_response") ||
+         action == cfg_field_index(sec, "redirect")) &&
+        f[retries].v != NULL)
+        return cfg_fail_field(ld, map, &sec->fields[retries], &f[retries],
+                              "a %s route sends no request upstream to retry",
+                              sec->fields[action].key);
     return true;
 }
 

@@ -1039,6 +1039,106 @@ static bool check_header_edits(struct vctx *v, struct tr_route_cfg *r, const str
     return true;
 }
 
+/* ------------------------------------------------- retries and mirroring */
+
+/* What a route without `retries` runs with (the table's defaults, and the
+ * conditions of Istio's default policy: connect-failure, refused-stream,
+ * unavailable, cancelled, retriable-status-codes naming no code). */
+#define RETRY_ON_DEFAULT                                                                           \
+    (TR_RETRY_ON_CONNECT_FAILURE | TR_RETRY_ON_REFUSED_STREAM | TR_RETRY_ON_UNAVAILABLE |          \
+     TR_RETRY_ON_CANCELLED | TR_RETRY_ON_RETRIABLE_STATUS_CODES)
+
+static bool retry_is_default(const struct tr_retry_cfg *p)
+{
+    struct tr_route_cfg d;
+    tr_cfg_route_defaults(&d);
+    const struct tr_retry_cfg *q = &d.retries;
+    return p->attempts == q->attempts && p->per_try_timeout_ms == q->per_try_timeout_ms &&
+           p->n_retry_on == 0 && p->n_status_codes == 0 &&
+           p->backoff_base_ms == q->backoff_base_ms && p->backoff_max_ms == q->backoff_max_ms &&
+           p->retry_non_idempotent == q->retry_non_idempotent && p->max_body == q->max_body &&
+           p->budget_percent == q->budget_percent &&
+           p->budget_min_concurrency == q->budget_min_concurrency;
+}
+
+/* The policy's conditions and status codes as bits, and what relates its
+ * fields (the schema checked each one). */
+static bool check_retries(struct vctx *v, struct tr_route_cfg *r, const struct tr_cfg_loc *loc)
+{
+    struct tr_retry_cfg *p = &r->retries;
+    char suffix[64], b[96];
+    if ((r->direct_status != 0 || r->redirect != NULL) && !retry_is_default(p))
+        return verr(v, loc, "retries", AT_KEY, "a %s route sends no request upstream to retry",
+                    r->redirect != NULL ? "redirect" : "direct_response");
+    uint32_t on = 0;
+    for (size_t i = 0; i < p->n_retry_on; i++) {
+        uint32_t bit = cfg_retry_on_bit(p->retry_on[i]);
+        if (on & bit) {
+            snprintf(suffix, sizeof(suffix), "retries.retry_on[%zu]", i);
+            return verr(v, loc, suffix, AT_VALUE, "duplicate condition %s",
+                        cfg_show(b, sizeof(b), p->retry_on[i], strlen(p->retry_on[i]), true));
+        }
+        on |= bit;
+    }
+    p->on = p->n_retry_on > 0 ? on : RETRY_ON_DEFAULT;
+    memset(p->code_bits, 0, sizeof(p->code_bits));
+    for (size_t i = 0; i < p->n_status_codes; i++) {
+        unsigned code = (unsigned)atoi(p->status_codes[i]) - TR_RETRY_CODE_MIN;
+        if (p->code_bits[code / 64] & (1ull << (code % 64))) {
+            snprintf(suffix, sizeof(suffix), "retries.retriable_status_codes[%zu]", i);
+            return verr(v, loc, suffix, AT_VALUE, "duplicate status code %s", p->status_codes[i]);
+        }
+        p->code_bits[code / 64] |= 1ull << (code % 64);
+    }
+    if (p->n_status_codes > 0 && !(p->on & TR_RETRY_ON_RETRIABLE_STATUS_CODES))
+        return verr(v, loc, "retries.retriable_status_codes", AT_KEY,
+                    "would be ignored: retry_on does not name retriable-status-codes");
+    if (p->backoff_max_ms < p->backoff_base_ms)
+        return verr(v, loc,
+                    written(v, loc, "retries.backoff.max") ? "retries.backoff.max"
+                                                           : "retries.backoff.base",
+                    AT_VALUE, "backoff.max (%u ms) must not be less than backoff.base (%u ms)",
+                    p->backoff_max_ms, p->backoff_base_ms);
+    if (p->budget_percent == 0 && p->budget_min_concurrency == 0)
+        return verr(v, loc, "retries.budget", AT_KEY,
+                    "percent and min_concurrency are both 0, so no retry could ever go; set "
+                    "attempts: 0 to turn retries off");
+    return true;
+}
+
+static bool check_mirrors(struct vctx *v, const struct vnames *nt, struct tr_route_cfg *r,
+                          const struct tr_cfg_loc *loc)
+{
+    if (r->n_mirrors == 0)
+        return true;
+    if (r->direct_status != 0 || r->redirect != NULL)
+        return verr(v, loc, "mirrors", AT_KEY, "a %s route sends no request upstream to mirror",
+                    r->redirect != NULL ? "redirect" : "direct_response");
+    if (only_connect(r))
+        return verr(v, loc, "mirrors", AT_KEY,
+                    "CONNECT tunnels are not mirrored (no HTTP message is forwarded)");
+    for (size_t k = 0; k < r->n_mirrors; k++) {
+        struct tr_mirror_cfg *m = &r->mirrors[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *mloc = item_loc(&m->loc, loc, "mirrors", k, &tmp);
+        if (!resolve(v, &nt->clusters, "cluster", m->cluster_name, mloc, "cluster", &m->cluster))
+            return false;
+        char b[96];
+        const struct tr_cluster_cfg *c = &v->cfg->clusters[m->cluster];
+        if (c->protocol == TR_UPROTO_HTTP2)
+            return verr(v, mloc, "cluster", AT_VALUE,
+                        "mirrors speak HTTP/1.1, and cluster %s speaks HTTP/2 (protocol: http2); "
+                        "mirror to a cluster with protocol http1 or original",
+                        cfg_show(b, sizeof(b), c->name, strlen(c->name), true));
+        for (size_t j = 0; j < k; j++) {
+            if (r->mirrors[j].cluster == m->cluster)
+                return verr(v, mloc, "cluster", AT_VALUE, "cluster %s is mirrored twice",
+                            cfg_show(b, sizeof(b), c->name, strlen(c->name), true));
+        }
+    }
+    return true;
+}
+
 /* ---- Local route actions: redirect, fault, cors ---- */
 
 /* The first name of o's remove, set or add that starts with prefix (a
@@ -1251,7 +1351,8 @@ static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route
         return verr(v, loc, "rewrite", AT_KEY, "cannot be combined with direct_response");
     if (r->prefix_rewrite != NULL && r->prefix_rewrite[0] != '/')
         return verr(v, loc, "rewrite.prefix", AT_VALUE, "must start with \"/\"");
-    return check_header_edits(v, r, loc) && check_route_local(v, r, loc);
+    return check_header_edits(v, r, loc) && check_route_local(v, r, loc) &&
+           check_retries(v, r, loc) && check_mirrors(v, nt, r, loc);
 }
 
 static bool check_route_table(struct vctx *v, const struct vnames *nt, struct tr_route_table_cfg *t,

@@ -761,3 +761,64 @@ bool cfg_is_lower(const char *s)
     }
     return true;
 }
+
+/* ---- retries and mirroring ---- */
+
+/* Envoy's HTTP and gRPC retry conditions that the proxy implements. */
+static const struct {
+    const char *name;
+    uint32_t bit;
+} retry_conditions[] = {
+    {"5xx", TR_RETRY_ON_5XX},
+    {"gateway-error", TR_RETRY_ON_GATEWAY_ERROR},
+    {"reset", TR_RETRY_ON_RESET},
+    {"reset-before-request", TR_RETRY_ON_RESET_BEFORE_REQUEST},
+    {"connect-failure", TR_RETRY_ON_CONNECT_FAILURE},
+    {"refused-stream", TR_RETRY_ON_REFUSED_STREAM},
+    {"retriable-4xx", TR_RETRY_ON_RETRIABLE_4XX},
+    {"retriable-status-codes", TR_RETRY_ON_RETRIABLE_STATUS_CODES},
+    {"cancelled", TR_RETRY_ON_CANCELLED},
+    {"deadline-exceeded", TR_RETRY_ON_DEADLINE_EXCEEDED},
+    {"resource-exhausted", TR_RETRY_ON_RESOURCE_EXHAUSTED},
+    {"internal", TR_RETRY_ON_INTERNAL},
+    {"unavailable", TR_RETRY_ON_UNAVAILABLE},
+};
+
+uint32_t cfg_retry_on_bit(const char *s)
+{
+    for (size_t i = 0; i < sizeof(retry_conditions) / sizeof(retry_conditions[0]); i++) {
+        if (strcmp(s, retry_conditions[i].name) == 0)
+            return retry_conditions[i].bit;
+    }
+    return 0;
+}
+
+bool cfg_check_retry_on(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (cfg_retry_on_bit(s) != 0)
+        return true;
+    /* Envoy conditions that need what the proxy does not have: say so
+     * rather than "unknown". */
+    if (strcmp(s, "retriable-headers") == 0 || strcmp(s, "envoy-ratelimited") == 0 ||
+        strcmp(s, "http3-post-connect-failure") == 0)
+        return WHY("%s is not supported (no header matchers, rate limit service or HTTP/3)", Q(s));
+    if (s[0] >= '0' && s[0] <= '9')
+        return WHY("%s: write status codes in retriable_status_codes (with "
+                   "retriable-status-codes here)",
+                   Q(s));
+    return WHY("unknown retry condition %s (accepted: 5xx, gateway-error, reset, "
+               "reset-before-request, connect-failure, refused-stream, retriable-4xx, "
+               "retriable-status-codes, cancelled, deadline-exceeded, resource-exhausted, "
+               "internal, unavailable)",
+               Q(s));
+}
+
+bool cfg_check_status_code(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (strlen(s) != 3 || strspn(s, "0123456789") != 3 || s[0] < '2' || s[0] > '5')
+        return WHY("expected an HTTP status code from %u to %u, got %s", TR_RETRY_CODE_MIN,
+                   TR_RETRY_CODE_MAX, Q(s));
+    return true;
+}

@@ -81,6 +81,8 @@ struct tr_metrics {
     struct tls_fail_series tls_fail[TLS_FAIL_CAP];
     counter_t counters[TR_C_COUNT];
     counter_t limits[TR_LIMIT_COUNT];
+    counter_t retries[TR_RETRY_REASON_COUNT];
+    counter_t mirrors[TR_MIRROR_RESULT_COUNT];
 };
 
 static struct tr_metrics *_Atomic workers[MAX_WORKERS];
@@ -275,6 +277,16 @@ void tr_metrics_tcp_close(struct tr_metrics *m, const struct tr_metric_labels *l
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta)
 {
     counter_add(&m->counters[c], (uint64_t)delta);
+}
+
+void tr_metrics_retry(struct tr_metrics *m, enum tr_retry_reason r)
+{
+    counter_add(&m->retries[r], 1);
+}
+
+void tr_metrics_mirror(struct tr_metrics *m, enum tr_mirror_result r)
+{
+    counter_add(&m->mirrors[r], 1);
 }
 
 void tr_metrics_limit(struct tr_metrics *m, enum tr_limit l)
@@ -700,12 +712,12 @@ static void render_clusters(struct tr_fmt *o)
 static void render_process(struct tr_fmt *o)
 {
     static const char *const counter_names[TR_C_COUNT] = {
-        "trellis_downstream_connections_total",    "trellis_downstream_connections_active",
-        "trellis_upstream_connections_total",      "trellis_upstream_connections_active",
-        "trellis_upstream_requests_reused_total",  "trellis_upstream_requests_resent_total",
-        "trellis_http_parse_errors_total",         "trellis_tls_plaintext_refused_total",
-        "trellis_upstream_tls_handshakes_total",   "trellis_upstream_tls_resumed_total",
-        "trellis_upstream_requests_retried_total", "trellis_tls_handshakes_deferred_total",
+        "trellis_downstream_connections_total",   "trellis_downstream_connections_active",
+        "trellis_upstream_connections_total",     "trellis_upstream_connections_active",
+        "trellis_upstream_requests_reused_total", "trellis_upstream_requests_resent_total",
+        "trellis_http_parse_errors_total",        "trellis_tls_plaintext_refused_total",
+        "trellis_upstream_tls_handshakes_total",  "trellis_upstream_tls_resumed_total",
+        "trellis_tls_handshakes_deferred_total",  "trellis_upstream_retry_budget_exhausted_total",
     };
     for (int c = 0; c < TR_C_COUNT; c++) {
         uint64_t total = 0;
@@ -717,6 +729,35 @@ static void render_process(struct tr_fmt *o)
         bool gauge = c == TR_C_DOWNSTREAM_CX_ACTIVE || c == TR_C_UPSTREAM_CX_ACTIVE;
         tr_fmt_printf(o, "# TYPE %s %s\n%s %" PRId64 "\n", counter_names[c],
                       gauge ? "gauge" : "counter", counter_names[c], (int64_t)total);
+    }
+
+    /* Labelled counters: every label value always shown, 0 included. */
+    static const char *const retry_reasons[TR_RETRY_REASON_COUNT] = {
+        "connect_failure", "refused_stream", "reset", "per_try_timeout", "status", "grpc_status"};
+    static const char *const mirror_results[TR_MIRROR_RESULT_COUNT] = {
+        "completed", "failed", "body_too_large", "incomplete", "overflow", "unsupported"};
+    static const struct {
+        const char *name, *label;
+        size_t off, n;
+        const char *const *values;
+    } families[] = {
+        {"trellis_upstream_requests_retried_total", "reason", offsetof(struct tr_metrics, retries),
+         TR_RETRY_REASON_COUNT, retry_reasons},
+        {"trellis_mirror_requests_total", "result", offsetof(struct tr_metrics, mirrors),
+         TR_MIRROR_RESULT_COUNT, mirror_results},
+    };
+    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+        tr_fmt_printf(o, "# TYPE %s counter\n", families[f].name);
+        for (size_t i = 0; i < families[f].n; i++) {
+            uint64_t total = 0;
+            for (unsigned w = 0; w < MAX_WORKERS; w++) {
+                struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+                if (m != NULL)
+                    total += counter_get((counter_t *)((char *)m + families[f].off) + i);
+            }
+            tr_fmt_printf(o, "%s{%s=\"%s\"} %" PRIu64 "\n", families[f].name, families[f].label,
+                          families[f].values[i], total);
+        }
     }
 
     tr_fmt_cstr(o, "# TYPE trellis_limit_exceeded_total counter\n");

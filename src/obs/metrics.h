@@ -95,11 +95,37 @@ enum tr_counter {
     TR_C_PLAINTEXT_REFUSED,       /* STRICT listeners */
     TR_C_UPSTREAM_TLS_HANDSHAKES, /* completed upstream TLS handshakes, resumed or not */
     TR_C_UPSTREAM_TLS_RESUMED,    /* ... of which resumed a session */
-    TR_C_UPSTREAM_RETRY,          /* requests sent to another endpoint after a connect failure */
     TR_C_TLS_HANDSHAKES_DEFERRED, /* handshake steps moved to a later loop turn (worker.h) */
+    TR_C_RETRY_BUDGET_EXHAUSTED,  /* retries a cluster's retry budget refused (upstream/retry.h) */
     TR_C_COUNT,
 };
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);
+
+/* Retries, by what ended the try they follow
+ * (trellis_upstream_requests_retried_total{reason="..."}). */
+enum tr_retry_reason {
+    TR_RETRY_REASON_CONNECT_FAILURE = 0,
+    TR_RETRY_REASON_REFUSED_STREAM,
+    TR_RETRY_REASON_RESET,
+    TR_RETRY_REASON_PER_TRY_TIMEOUT,
+    TR_RETRY_REASON_STATUS,      /* the response's status */
+    TR_RETRY_REASON_GRPC_STATUS, /* the grpc-status of a response head */
+    TR_RETRY_REASON_COUNT,
+};
+void tr_metrics_retry(struct tr_metrics *m, enum tr_retry_reason r);
+
+/* Shadow requests (upstream/mirror.h), by how they ended
+ * (trellis_mirror_requests_total{result="..."}). */
+enum tr_mirror_result {
+    TR_MIRROR_COMPLETED = 0,  /* a response came (its status is not looked at) */
+    TR_MIRROR_FAILED,         /* none: no endpoint, connect failure, reset, timeout, invalid */
+    TR_MIRROR_BODY_TOO_LARGE, /* not sent: the body is over the bound */
+    TR_MIRROR_INCOMPLETE,     /* not sent: the client's request did not complete */
+    TR_MIRROR_OVERFLOW,       /* not sent: too many shadows in flight on the worker */
+    TR_MIRROR_UNSUPPORTED,    /* not sent: a gRPC request (mirrors speak HTTP/1.1) */
+    TR_MIRROR_RESULT_COUNT,
+};
+void tr_metrics_mirror(struct tr_metrics *m, enum tr_mirror_result r);
 
 /* A configured limit stopped a message that would otherwise have been cut
  * short: counted per limit (trellis_limit_exceeded_total{limit="..."}), so

@@ -31,12 +31,15 @@
 #include "proxy/stream.h"
 #include "router/router.h"
 #include "upstream/h1_client.h"
+#include "upstream/mirror.h"
 #include "upstream/pool.h"
+#include "upstream/retry.h"
 
 static void http_pump(struct tr_session *s);
 static void http_pump_later(struct tr_deferred *d);
 static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char *reason);
 static void on_up_io(void *owner, struct tr_upstream *up);
+static void http_on_retry_timer(struct tr_timer *t);
 
 static const struct tr_upstream_owner_ops http_up_ops = {
     .on_ready = on_up_ready,
@@ -112,6 +115,8 @@ void tr_http_session_release(struct tr_session *s)
     }
     tr_h1_body_release(&h->req_body, &s->w->bufs);
     upstream_detach(s, false);
+    tr_retry_end(&h->rt, s->w->loop);
+    tr_mirrors_drop(&h->mirrors);
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
 }
@@ -179,6 +184,8 @@ static void finish_request(struct tr_session *s)
     bool up_reusable = h->uc.resp.framing != TR_H1_BODY_UNTIL_CLOSE && h->rq == TR_RQ_DONE &&
                        (h->resp == NULL || tr_buf_len(h->resp) == 0) && !h->local_reply;
     upstream_detach(s, up_reusable);
+    tr_retry_end(&h->rt, s->w->loop);
+    tr_mirrors_drop(&h->mirrors); /* launched when the request completed, else incomplete */
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
     if (!h->keep_alive || s->draining || h->rq != TR_RQ_DONE) {
@@ -223,6 +230,8 @@ static void local_reply_with(struct tr_session *s, int status, uint16_t flags, c
     for (size_t i = 0; i < n; i++)
         fields_len += f[i].name.len + f[i].value.len + 4;
     upstream_detach(s, false);
+    tr_retry_end(&h->rt, s->w->loop);
+    tr_mirrors_drop(&h->mirrors); /* the request did not complete */
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
     if (h->rq != TR_RQ_DONE)
@@ -410,8 +419,23 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
     return true;
 }
 
-/* Move request body bytes that came with the head into reqout while they fit,
- * so small requests go out in one write and stay re-sendable. */
+/* The whole request reached the proxy: the shadows go, and a try in
+ * flight starts its per_try_timeout. */
+static void request_done(struct tr_session *s)
+{
+    struct tr_http_state *h = &s->http;
+    h->rq = TR_RQ_DONE;
+    tr_mirrors_launch(&h->mirrors);
+    if (h->uc.up != NULL && h->rs == TR_RS_HEAD)
+        tr_retry_try_armed(&h->rt, s->w->loop);
+}
+
+/* Move request body bytes from rx into reqout while the whole request stays
+ * there, so it can go again (the keep-alive race, a retry) and small
+ * requests go out in one write: what came with the head while the buffer
+ * has room and, when the route's retry policy wants the body (hold_body),
+ * all of it up to max_body_for_retry. Beyond that the rest goes from rx as
+ * it comes (forward_request_body) and the request is no longer held. */
 static void absorb_body(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
@@ -422,18 +446,27 @@ static void absorb_body(struct tr_session *s)
         local_reply(s, 400, TR_RF_DPE, "bad chunked request body\n");
         return;
     }
+    if (n == 0 && h->hold_body)
+        return; /* chunk framing cut by the read: more first */
     if (n > tr_buf_room(h->reqout)) {
-        h->retryable = false; /* what was validated stays so for forward_request_body */
-        return;
+        uint32_t max = h->hold_body ? h->rt.policy->max_body : 0;
+        size_t want = (size_t)h->reqout->end + n, cap = (size_t)h->reqout->cap * 2;
+        if ((uint64_t)h->body_held + n > max ||
+            !buf_grow(s->w, &h->reqout, cap > want ? cap : want)) {
+            h->retryable = false; /* what was validated stays so for forward_request_body */
+            return;
+        }
     }
     memcpy(tr_buf_tail(h->reqout), tr_buf_head(s->rx), n);
+    tr_mirrors_body(&h->mirrors, tr_buf_head(s->rx), n);
     h->reqout->end += n;
+    h->body_held += n;
     tr_buf_consume(s->rx, n);
     h->req_bytes += n;
     tr_h1_body_sent(&h->req_body, n);
     if (h->req_body.done)
-        h->rq = TR_RQ_DONE;
-    else
+        request_done(s);
+    else if (!h->hold_body)
         h->retryable = false;
 }
 
@@ -603,6 +636,17 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     if (!build_request(s, &m, route, d.request_edit, path, host))
         return;
     h->retryable = true;
+    bool idempotent = tr_retry_method_idempotent(m.method);
+    tr_retry_begin(&h->rt, h->cluster, &route->retries, idempotent, http_on_retry_timer);
+    h->hold_body = tr_retry_wants_body(&route->retries, idempotent);
+    if (route->n_mirrors > 0 && h->upgrade)
+        tr_mirrors_unsupported(w, route); /* a shadow cannot take over a connection */
+    else if (route->n_mirrors > 0)
+        tr_mirrors_start_h1(&h->mirrors, w, s->ws, route, tr_buf_head(h->reqout),
+                            tr_buf_len(h->reqout),
+                            route->timeout_ms != 0 ? route->timeout_ms : lcfg(s)->idle_timeout_ms);
+    if (h->rq == TR_RQ_DONE)
+        tr_mirrors_launch(&h->mirrors);
     absorb_body(s);
     if (h->status != 0) /* absorb_body replied locally */
         return;
@@ -642,6 +686,8 @@ static void attempt_started(struct tr_session *s, enum tr_h1c_status st, const c
     case TR_H1C_READY:
         h->peer_id = h->uc.up->peer_id;
         h->rs = TR_RS_HEAD;
+        if (h->rq == TR_RQ_DONE)
+            tr_retry_try_armed(&h->rt, s->w->loop);
         return;
     case TR_H1C_CONNECTING:
         h->rs = TR_RS_WAIT;
@@ -673,6 +719,50 @@ static bool resend(struct tr_session *s)
     return true;
 }
 
+/* A try of the request failed (ev; status and grpc for a response head):
+ * again if the route's retry policy says so (upstream/retry.h). True: a
+ * retry waits for its backoff (the try's connection is given up, what came
+ * of its response dropped); false: answer as the failure says, with URX
+ * when attempts or the budget stopped a retry. */
+static bool http_retry(struct tr_session *s, enum tr_retry_event ev, int status, int grpc)
+{
+    struct tr_http_state *h = &s->http;
+    /* After a connect failure nothing left: the head is in reqout, the rest
+     * of the body still in rx. Otherwise reqout must hold all of it. */
+    bool held = h->reqout != NULL && (ev == TR_RETRY_EV_CONNECT_FAILURE || h->retryable);
+    switch (tr_retry_decide(&h->rt, s->w, ev, status, grpc, held, h->uc.tried)) {
+    case TR_RETRY_SCHEDULED:
+        break;
+    case TR_RETRY_LIMIT:
+        h->flags |= TR_RF_URX;
+        return false;
+    default:
+        return false;
+    }
+    upstream_detach(s, false);
+    buf_release(s->w, &h->resp);
+    h->got_response_byte = false;
+    h->status = 0;
+    h->reqout_sent = 0;
+    h->rs = TR_RS_WAIT;
+    return true;
+}
+
+/* The backoff ran out (the next try starts), or the try's per_try_timeout. */
+static void http_on_retry_timer(struct tr_timer *t)
+{
+    struct tr_session *s = tr_container_of(t, struct tr_session, http.rt.timer);
+    struct tr_http_state *h = &s->http;
+    if (tr_retry_backoff_over(&h->rt)) {
+        attempt_started(s, tr_h1c_retry(&h->uc, h->rt.avoid), "connection failure");
+    } else {
+        tr_endpoint_report(h->uc.ep, TR_OUTCOME_TIMEOUT, tr_loop_now_ms(s->w->loop));
+        if (!http_retry(s, TR_RETRY_EV_PER_TRY_TIMEOUT, 0, -1))
+            local_reply(s, 504, TR_RF_UT, "upstream request timeout\n");
+    }
+    http_pump(s);
+}
+
 /* The exchange failed (why: a tr_h1c_status past the attempt). */
 static void upstream_failed(struct tr_session *s, enum tr_h1c_status why)
 {
@@ -680,6 +770,9 @@ static void upstream_failed(struct tr_session *s, enum tr_h1c_status why)
     if (resend(s))
         return;
     tr_endpoint_report(h->uc.ep, TR_OUTCOME_FAILED, tr_loop_now_ms(s->w->loop));
+    /* No response head yet (nothing went downstream): a retry may go. */
+    if (h->rs == TR_RS_HEAD && http_retry(s, TR_RETRY_EV_RESET, 0, -1))
+        return;
     if (h->got_response_byte) {
         /* Mid-response: the client cannot be told other than by closing. */
         h->flags |= tr_h1c_reply(why, NULL).flag;
@@ -699,10 +792,14 @@ static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char
     if (err < 0) {
         /* Not connected, so no byte of the request left (the rest of its
          * body still waits in rx): another endpoint may take it. */
-        attempt_started(s, tr_h1c_connect_failed(&h->uc), reason);
+        tr_h1c_connect_failed(&h->uc);
+        if (!http_retry(s, TR_RETRY_EV_CONNECT_FAILURE, 0, -1))
+            upstream_reply(s, TR_H1C_FAILED, reason);
     } else {
         h->rs = TR_RS_HEAD;
         h->peer_id = up->peer_id;
+        if (h->rq == TR_RQ_DONE)
+            tr_retry_try_armed(&h->rt, s->w->loop);
     }
     http_pump(s);
 }
@@ -790,7 +887,8 @@ static bool send_reqout(struct tr_session *s, bool *progress)
         upstream_failed(s, TR_H1C_CLOSED);
     if (rc <= 0)
         return false;
-    if (!h->retryable || h->got_response_byte)
+    /* Held for a re-send or a retry until the response head is taken. */
+    if (!h->retryable)
         buf_release(s->w, &h->reqout);
     return true;
 }
@@ -802,6 +900,31 @@ static bool forward_request_body(struct tr_session *s)
     struct tr_http_state *h = &s->http;
     bool progress = false;
     for (int guard = 0; guard < 64; guard++) {
+        if (h->retryable) {
+            /* Held: the body goes through reqout (absorb_body), so the
+             * whole request can go again. */
+            absorb_body(s);
+            if (s->phase != TR_PH_HTTP || h->local_reply)
+                return true;
+            if (!send_reqout(s, &progress) || h->uc.up == NULL)
+                return progress;
+            if (h->retryable) {
+                if (h->rq == TR_RQ_DONE)
+                    return true;
+                ssize_t n = read_down(s);
+                if (n < 0) {
+                    h->flags |= TR_RF_DC;
+                    log_and_count(s);
+                    upstream_detach(s, false);
+                    tr_session_close(s);
+                    return false;
+                }
+                if (n == 0)
+                    return progress;
+                progress = true;
+                continue;
+            }
+        }
         uint32_t sendable = 0;
         if (s->rx != NULL && tr_buf_len(s->rx) > 0 &&
             tr_h1_body_sendable(&h->req_body, tr_buf_head(s->rx), tr_buf_len(s->rx), &sendable) <
@@ -834,6 +957,7 @@ static bool forward_request_body(struct tr_session *s)
         int rc = tr_h1c_write(&h->uc, tr_buf_head(s->rx), sendable, &sent);
         if (sent > 0) {
             progress = true;
+            tr_mirrors_body(&h->mirrors, tr_buf_head(s->rx), sent);
             tr_buf_consume(s->rx, sent);
             h->req_bytes += sent;
             tr_h1_body_sent(&h->req_body, sent);
@@ -843,7 +967,7 @@ static bool forward_request_body(struct tr_session *s)
             return true;
         }
         if (h->req_body.done) {
-            h->rq = TR_RQ_DONE;
+            request_done(s);
             return true;
         }
         if (rc == 0)
@@ -866,6 +990,8 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     if (rc < 0) {
         tr_warn("cluster %s: invalid response from %s: %s", h->cluster->cfg->name, h->uc.addr,
                 tr_h1_error_str(rc));
+        if (http_retry(s, TR_RETRY_EV_RESET, 0, -1))
+            return true;
         h->got_response_byte = false; /* nothing was forwarded */
         upstream_detach(s, false);
         upstream_reply(s, TR_H1C_BAD_HEAD, NULL);
@@ -890,8 +1016,21 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         local_reply(s, 502, TR_RF_UPE, "upstream switched protocols unasked\n");
         return true;
     }
-    h->status = m.status;
     bool tunnel = m.body == TR_H1_BODY_TUNNEL;
+    /* A final head: the last moment a retry may take the request elsewhere
+     * (nothing of the response went downstream yet). */
+    if (!tunnel) {
+        int g = tr_retry_reads_grpc(&h->rt) ? tr_h1_find_header(&m, "grpc-status", 11) : -1;
+        if (http_retry(s, TR_RETRY_EV_STATUS, m.status,
+                       g >= 0 ? tr_grpc_status_parse(m.headers[g].value) : -1))
+            return true;
+    }
+    tr_retry_try_done(&h->rt, w->loop);
+    /* The request is not needed again: give its buffer back once sent. */
+    if (h->reqout != NULL && h->reqout_sent == h->reqout->end && h->rq == TR_RQ_DONE)
+        buf_release(w, &h->reqout);
+    h->retryable = false;
+    h->status = m.status;
     if (m.body == TR_H1_BODY_UNTIL_CLOSE)
         h->keep_alive = false;
     if (h->rq != TR_RQ_DONE && !tunnel)
@@ -938,6 +1077,8 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     }
     tr_buf_consume(h->resp, head_len);
     if (tunnel) {
+        tr_retry_end(&h->rt, w->loop); /* a tunnel is no request in flight for the budget */
+        tr_mirrors_drop(&h->mirrors);
         h->rs = TR_RS_TUNNEL;
         h->rq = TR_RQ_TUNNEL;
         h->keep_alive = false;
@@ -961,6 +1102,8 @@ static bool read_response_head(struct tr_session *s)
             return true;
         }
         if (r < 0) {
+            if (http_retry(s, TR_RETRY_EV_RESET, 0, -1))
+                return true;
             upstream_detach(s, false);
             upstream_reply(s, (enum tr_h1c_status) - r, NULL);
             return true;
@@ -973,11 +1116,7 @@ static bool read_response_head(struct tr_session *s)
         if (n == 0)
             return progress;
         progress = true;
-        if (!h->got_response_byte) {
-            h->got_response_byte = true;
-            if (h->rq == TR_RQ_DONE && h->reqout != NULL && h->reqout_sent == h->reqout->end)
-                buf_release(s->w, &h->reqout);
-        }
+        h->got_response_byte = true; /* reqout is kept until the head is taken (retries) */
     }
 }
 

@@ -24,6 +24,7 @@
 #include "transport/transport.h"
 #include "upstream/h1_body.h"
 #include "upstream/h1_client.h"
+#include "upstream/retry.h"
 
 struct tr_upstream;
 struct tr_endpoint_rt;
@@ -62,7 +63,7 @@ struct tr_http_state {
     bool version10;  /* downstream spoke HTTP/1.0 */
     bool is_head;
     bool upgrade;     /* request asked to upgrade */
-    bool retryable;   /* the whole request is still in reqout */
+    bool retryable;   /* the whole request so far is in reqout (held for a re-send) */
     bool dechunk;     /* HTTP/1.0 client: strip chunked framing */
     bool local_reply; /* the response is ours, not the upstream's */
     bool got_response_byte;
@@ -76,9 +77,14 @@ struct tr_http_state {
     struct tr_buf *resp;    /* bytes from the upstream */
     struct tr_h1_client uc; /* the upstream connection (upstream/h1_client.h) */
     struct tr_cluster_rt *cluster;
-    uint64_t lb_hash;                       /* consistent hashing: proxy/decide.h */
-    uint64_t lb_cookie;                     /* nonzero: a generated cookie goes on the response */
-    const void *route;                      /* const struct tr_route_cfg * */
+    /* Retries and mirroring (upstream/retry.h, upstream/mirror.h). */
+    struct tr_retry_state rt;  /* the route's retry policy for this request */
+    bool hold_body;            /* the policy wants the body held in reqout for a retry */
+    uint32_t body_held;        /* body bytes in reqout */
+    struct tr_mirror *mirrors; /* shadows of this request until it is complete */
+    uint64_t lb_hash;          /* consistent hashing: proxy/decide.h */
+    uint64_t lb_cookie;        /* nonzero: a generated cookie goes on the response */
+    const void *route;         /* const struct tr_route_cfg * */
     const struct tr_header_edit *resp_edit; /* the route's response edits, NULL: none */
     struct tr_stream *stream; /* the request goes to an HTTP/2 upstream (proxy/stream.h) */
     bool resp_rechunk;        /* stream: the response is sent chunked */

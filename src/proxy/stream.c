@@ -16,7 +16,9 @@
 #include "router/router.h"
 #include "upstream/attempt.h"
 #include "upstream/h1_client.h"
+#include "upstream/mirror.h"
 #include "upstream/pool.h"
+#include "upstream/retry.h"
 
 /* Upstream request: budget for the rewritten header list. */
 #define UPREQ_EXTRA_FIELDS 8
@@ -46,6 +48,7 @@ enum {
 static const tr_str ORIG_PROTO = TR_STR_LIT("trellis-orig-proto");
 
 static void up_start(struct tr_stream *st, bool fresh);
+static void up_begin(struct tr_stream *st);
 static void up_use(struct tr_stream *st, struct tr_endpoint_rt *ep);
 static void h2_open(struct tr_stream *st, bool fresh);
 static void up_release(struct tr_stream *st, bool reusable);
@@ -53,6 +56,9 @@ static void h1_pump(struct tr_stream *st);
 static void h1_pump_later(struct tr_deferred *d);
 static void stream_maybe_free(struct tr_stream *st);
 static void resp_flush_pending(struct tr_stream *st);
+static bool stream_retry(struct tr_stream *st, enum tr_retry_event ev, int status, int grpc,
+                         const struct tr_endpoint_rt *failed);
+static void stream_on_retry_timer(struct tr_timer *t);
 
 /* ---- small helpers ---- */
 
@@ -312,6 +318,7 @@ static void stream_free_now(struct tr_deferred *d)
     /* The session may already be gone: touch only the stream. */
     tr_wsnap_release(st->ws);
     tr_fields_free(&st->upreq);
+    tr_fields_free(&st->held_trailers);
     tr_fields_free(&st->req_trailers);
     tr_fields_free(&st->resp_trailers);
     tr_fields_free(&st->answer_fields);
@@ -324,6 +331,9 @@ static void stream_maybe_free(struct tr_stream *st)
         return;
     stream_log(st);
     tr_timer_cancel(W(st)->loop, &st->timer);
+    tr_retry_end(&st->rt, W(st)->loop);
+    tr_mirrors_drop(&st->mirrors); /* launched when the request completed, else incomplete */
+    buf_drop(st, &st->held);
     buf_drop(st, &st->req_pend);
     buf_drop(st, &st->resp_pend);
     buf_drop(st, &st->h1.out);
@@ -337,6 +347,7 @@ static void resp_complete(struct tr_stream *st)
 {
     st->resp_out_end = true;
     tr_timer_cancel(W(st)->loop, &st->timer);
+    tr_retry_end(&st->rt, W(st)->loop);
     stream_log(st);
 }
 
@@ -371,6 +382,8 @@ static void local_reply_with(struct tr_stream *st, int status, uint16_t flags, c
                              int grpc, const struct tr_h2_header *extra, size_t n_extra)
 {
     st->flags |= flags;
+    tr_retry_end(&st->rt, W(st)->loop);
+    tr_mirrors_drop(&st->mirrors);
     if (st->up != TR_SU_LOCAL && st->up != TR_SU_NONE)
         up_release(st, false);
     st->up = TR_SU_LOCAL;
@@ -559,6 +572,7 @@ static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, siz
     int g = tr_fields_find(h, n, "grpc-status");
     if (g >= 0)
         st->grpc_status = (int16_t)tr_grpc_status_parse(h[g].value);
+    tr_retry_try_done(&st->rt, W(st)->loop);
     st->resp_head_out = true;
     if (end) {
         st->resp_in_end = true;
@@ -712,7 +726,71 @@ static int up_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_
 
 bool tr_stream_req_blocked(const struct tr_stream *st)
 {
-    return (st->req_pend != NULL && tr_buf_len(st->req_pend) > 0) || st->req_pend_end;
+    return (st->req_pend != NULL && tr_buf_len(st->req_pend) > 0) || st->req_pend_end ||
+           st->replaying || st->rt.waiting;
+}
+
+/* n body bytes at p went to the upstream side: a copy is kept for a retry
+ * while the route's policy wants one and it fits max_body_for_retry; past
+ * that the request can no longer go again once bytes left (spent). */
+static void held_note(struct tr_stream *st, const uint8_t *p, size_t n)
+{
+    if (n == 0 || st->spent)
+        return;
+    uint32_t max = st->hold_body ? st->rt.policy->max_body : 0;
+    size_t have = st->held != NULL ? tr_buf_len(st->held) : 0;
+    if (have + n > max || !buf_reserve(st, &st->held, n, max)) {
+        st->spent = true;
+        buf_drop(st, &st->held);
+        return;
+    }
+    tr_buf_append(st->held, p, n);
+}
+
+/* The request's trailers went to the upstream side: copied as the body is. */
+static void held_note_trailers(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    if (st->spent)
+        return;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += h[i].name.len + h[i].value.len;
+    tr_fields_free(&st->held_trailers);
+    if (!st->hold_body ||
+        tr_fields_init(&st->held_trailers, (uint32_t)n + 1, (uint32_t)bytes + 1) < 0) {
+        st->spent = true;
+        buf_drop(st, &st->held);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        tr_fields_add(&st->held_trailers, h[i].name, h[i].value);
+}
+
+/* A retry sends the held copy of the body again, first. True once it is
+ * all out (or there was none). */
+static bool req_replay(struct tr_stream *st)
+{
+    while (st->replaying) {
+        uint32_t len = st->held != NULL ? tr_buf_len(st->held) : 0;
+        if (st->replay_off >= len) {
+            st->replaying = false;
+            /* An HTTP/1.1 client stopped reading while the copy went. */
+            if (st->down == TR_SD_H1 && !tr_stream_req_blocked(st) && !st->down_done)
+                tr_http_session_wake(st);
+            break;
+        }
+        ssize_t taken = up_send(st, (const uint8_t *)tr_buf_head(st->held) + st->replay_off,
+                                len - st->replay_off, false);
+        if (taken == -1) {
+            local_reply(st, 503, TR_RF_UC, NULL);
+            return false;
+        }
+        if (taken <= 0)
+            return false; /* not ready, or no room: on_writable / the pump call again */
+        progress(st);
+        st->replay_off += (uint32_t)taken;
+    }
+    return true;
 }
 
 /* The request ended (END_STREAM) behind bytes that waited: pass the end on. */
@@ -731,6 +809,8 @@ static void req_send_end(struct tr_stream *st)
 
 static void req_flush_pending(struct tr_stream *st)
 {
+    if (!req_replay(st))
+        return;
     while (st->req_pend != NULL && tr_buf_len(st->req_pend) > 0) {
         uint32_t len = tr_buf_len(st->req_pend);
         bool end = st->req_pend_end && st->req_trailers.v == NULL;
@@ -742,6 +822,7 @@ static void req_flush_pending(struct tr_stream *st)
         if (taken <= 0)
             return; /* not ready, or no room: on_writable / the pump call again */
         progress(st);
+        held_note(st, (const uint8_t *)tr_buf_head(st->req_pend), (size_t)taken);
         tr_buf_consume(st->req_pend, (uint32_t)taken);
         down_consumed(st, (size_t)taken);
         if ((uint32_t)taken < len)
@@ -757,6 +838,7 @@ static void req_flush_pending(struct tr_stream *st)
         req_send_end(st);
     if (st->req_trailers.v != NULL) {
         if (up_trailers(st, st->req_trailers.v, st->req_trailers.n) == 0) {
+            held_note_trailers(st, st->req_trailers.v, st->req_trailers.n);
             st->req_pend_end = false;
             st->req_out_end = true;
             tr_fields_free(&st->req_trailers);
@@ -768,12 +850,25 @@ static void req_flush_pending(struct tr_stream *st)
     }
 }
 
+/* The whole request arrived: a try in flight starts its per_try_timeout,
+ * and the shadows go once the upstream side started (an HTTP/2 stream the
+ * client resets in the batch that opened it costs no shadow either). */
+static void req_complete(struct tr_stream *st)
+{
+    st->req_in_end = true;
+    if (st->try_connected)
+        tr_retry_try_armed(&st->rt, W(st)->loop);
+    if (st->up != TR_SU_NONE)
+        tr_mirrors_launch(&st->mirrors);
+}
+
 void tr_stream_req_data(struct tr_stream *st, const uint8_t *p, size_t len, bool end)
 {
     st->req_bytes += len;
     progress(st);
+    tr_mirrors_data(&st->mirrors, p, len, end);
     if (end)
-        st->req_in_end = true;
+        req_complete(st);
     if (st->up == TR_SU_LOCAL || st->up_done) {
         down_consumed(st, len);
         return;
@@ -786,6 +881,7 @@ void tr_stream_req_data(struct tr_stream *st, const uint8_t *p, size_t len, bool
             return;
         }
         if (taken > 0) {
+            held_note(st, p, (size_t)taken);
             down_consumed(st, (size_t)taken);
             off = (size_t)taken;
         }
@@ -820,6 +916,8 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
         local_reply(st, 431, TR_RF_DPE, "request trailer fields too many\n");
         return;
     }
+    tr_mirrors_trailers(&st->mirrors, h, n);
+    req_complete(st);
     if (tr_stream_req_blocked(st) || st->up == TR_SU_NONE ||
         (st->up == TR_SU_H2 && up_trailers(st, h, n) < 0)) {
         size_t bytes = 0;
@@ -840,6 +938,8 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
     }
     if (st->up == TR_SU_TUNNEL)
         h1_send(st, NULL, 0, true); /* trailers end a tunnel like END_STREAM */
+    else
+        held_note_trailers(st, h, n);
     st->req_out_end = true;
 }
 
@@ -862,8 +962,7 @@ static void stream_on_timer(struct tr_timer *t)
             return;
         }
         tr_timer_set(W(st)->loop, &st->timer, st->fault_timeout_ms);
-        st->up = st->up_next;
-        up_start(st, false);
+        up_begin(st);
         return;
     }
     if (st->resp_out_end)
@@ -1039,8 +1138,7 @@ static void stream_start_later(struct tr_deferred *d)
     struct tr_stream *st = tr_container_of(d, struct tr_stream, start_later);
     if (st->down_done || st->up != TR_SU_NONE)
         return; /* reset meanwhile, or answered locally */
-    st->up = st->up_next;
-    up_start(st, false);
+    up_begin(st);
 }
 
 bool tr_stream_orig_h2(const struct tr_session *s, const struct tr_h2_header *h, size_t n,
@@ -1100,6 +1198,18 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
         st->idle_timer = true;
     }
     st->req_has_body = !end_stream;
+    /* Retries and shadows: the route's policy, and a copy of the request as
+     * the upstream gets it (gRPC is not mirrored: shadows speak HTTP/1.1). */
+    int mi = tr_fields_find(h, n, ":method");
+    bool idempotent = mi >= 0 && tr_retry_method_idempotent(h[mi].value);
+    tr_retry_begin(&st->rt, st->cluster, &st->route->retries, idempotent, stream_on_retry_timer);
+    st->hold_body = tr_retry_wants_body(&st->route->retries, idempotent);
+    if (st->route->n_mirrors > 0 && st->grpc)
+        tr_mirrors_unsupported(W(st), st->route);
+    else if (st->route->n_mirrors > 0)
+        tr_mirrors_start_fields(
+            &st->mirrors, W(st), st->ws, st->route, st->upreq.v, st->upreq.n, !end_stream,
+            st->route->timeout_ms != 0 ? st->route->timeout_ms : st->s->lcfg->idle_timeout_ms);
     if (end_stream) {
         /* The whole request is its head: once that is out, the upstream
          * has all of it (and a pooled connection may be reused). */
@@ -1123,8 +1233,7 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
         tr_loop_defer(W(st)->loop, &st->start_later, stream_start_later);
         return;
     }
-    st->up = st->up_next;
-    up_start(st, false);
+    up_begin(st);
 }
 
 /* The route's own answer (proxy/decide.h), now or when its fault delay
@@ -1225,6 +1334,8 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
     st->cluster = &st->ws->clusters[ci];
     st->up = TR_SU_TUNNEL;
     st->req_has_body = true;
+    /* Only a connect failure can be retried: CONNECT is not idempotent. */
+    tr_retry_begin(&st->rt, st->cluster, &route->retries, false, stream_on_retry_timer);
     st->idle_timer = route->timeout_ms == 0;
     tr_timer_set(W(st)->loop, &st->timer,
                  route->timeout_ms != 0 ? route->timeout_ms : s->lcfg->idle_timeout_ms);
@@ -1329,6 +1440,18 @@ void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
 
 /* ---- the HTTP/2 upstream side ---- */
 
+/* The status of a response head, 0 if it has none that is valid. */
+static int head_status(const struct tr_h2_header *h, size_t n)
+{
+    int si = tr_fields_find(h, n, ":status");
+    if (si < 0 || h[si].value.len != 3)
+        return 0;
+    const char *v = h[si].value.p;
+    if (v[0] < '0' || v[0] > '9' || v[1] < '0' || v[1] > '9' || v[2] < '0' || v[2] > '9')
+        return 0;
+    return (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');
+}
+
 /* The HTTP status of a gRPC status, as Envoy maps it for outlier detection. */
 static int grpc_http_status(int g)
 {
@@ -1361,6 +1484,15 @@ static void h2up_on_headers(void *owner, const struct tr_h2_header *h, size_t n,
     struct tr_stream *st = owner;
     if (!is_trailers)
         report_head(st, h, n);
+    int status = is_trailers ? 0 : head_status(h, n);
+    if (status >= 200 && !st->resp_head_out) {
+        /* A final head: the last moment a retry may take the request
+         * elsewhere (gRPC: a trailers-only response's grpc-status). */
+        int g = tr_retry_reads_grpc(&st->rt) ? tr_fields_find(h, n, "grpc-status") : -1;
+        if (stream_retry(st, TR_RETRY_EV_STATUS, status,
+                         g >= 0 ? tr_grpc_status_parse(h[g].value) : -1, st->ep))
+            return;
+    }
     if (is_trailers)
         resp_trailers(st, h, n);
     else
@@ -1395,24 +1527,27 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
         tr_endpoint_request_end(st->ep);
         st->ep = NULL;
     }
-    if (refused && !st->resp_head_out && !st->down_done && req_all_pending(st)) {
-        /* Refused unprocessed, or it never left because the connection
-         * failed: another endpoint; else, once, a fresh connection to the
-         * same one (a GOAWAY race) unless it is now in connect back-off. */
-        struct tr_endpoint_rt *next =
-            tr_attempt_next(W(st), st->cluster, st->lb_hash, failed, &st->attempts);
-        bool fresh = false;
-        if (next == NULL && !st->resent && failed != NULL &&
+    if (!st->resp_head_out && !st->resp_in_end && !st->down_done) {
+        /* No response went downstream: the route's retry policy may send
+         * the request again (refused unprocessed, never left because the
+         * connection failed, or reset before a head). */
+        enum tr_retry_event ev = connect || (refused && !st->try_connected)
+                                     ? TR_RETRY_EV_CONNECT_FAILURE /* a TLS failure too */
+                                 : refused ? TR_RETRY_EV_REFUSED
+                                           : TR_RETRY_EV_RESET;
+        if (stream_retry(st, ev, 0, -1, failed))
+            return;
+        /* Else a refused request goes once more on a fresh connection to
+         * the same endpoint (a GOAWAY race: the server never saw it, as
+         * with the HTTP/1.1 keep-alive race), unless it is now in connect
+         * back-off. */
+        if (refused && !connect && req_all_pending(st) && !st->resent && failed != NULL &&
             tr_endpoint_healthy(failed, tr_loop_now_ms(W(st)->loop))) {
             st->resent = true;
             tr_metrics_count(W(st)->metrics, TR_C_UPSTREAM_RESEND, 1);
-            next = failed;
-            fresh = true;
-        }
-        if (next != NULL) {
             st->up_done = false;
-            up_use(st, next);
-            h2_open(st, fresh);
+            up_use(st, failed);
+            h2_open(st, true);
             return;
         }
     }
@@ -1455,6 +1590,9 @@ static void h2up_on_connected(void *owner, const char *peer_id)
 {
     struct tr_stream *st = owner;
     st->peer_id = peer_id;
+    st->try_connected = true;
+    if (st->req_in_end)
+        tr_retry_try_armed(&st->rt, W(st)->loop);
 }
 
 static const struct tr_h2_up_ops stream_h2up_ops = {
@@ -1528,6 +1666,9 @@ static bool h1_attempt(struct tr_stream *st, enum tr_h1c_status status, const ch
     case TR_H1C_READY:
         x->ready = true;
         st->peer_id = x->uc.up->peer_id;
+        st->try_connected = true;
+        if (st->req_in_end)
+            tr_retry_try_armed(&st->rt, W(st)->loop);
         h1_pump(st);
         return true;
     case TR_H1C_CONNECTING:
@@ -1545,12 +1686,18 @@ static void h1_on_ready(void *owner, struct tr_upstream *up, int err, const char
     if (err < 0) {
         /* Never connected: h1.out still holds every byte given to this side
          * (the rest waits in req_pend), so another endpoint can have it. */
-        if (!h1_attempt(st, tr_h1c_connect_failed(&st->h1.uc), reason))
-            stream_maybe_free(st);
+        tr_h1c_connect_failed(&st->h1.uc);
+        if (stream_retry(st, TR_RETRY_EV_CONNECT_FAILURE, 0, -1, st->h1.uc.tried))
+            return;
+        h1_reply(st, TR_H1C_FAILED, reason);
+        stream_maybe_free(st);
         return;
     }
     st->h1.ready = true;
     st->peer_id = up->peer_id;
+    st->try_connected = true;
+    if (st->req_in_end)
+        tr_retry_try_armed(&st->rt, W(st)->loop);
     if (st->up == TR_SU_TUNNEL) {
         /* Connected: the tunnel is open (no END_STREAM: bytes follow). */
         static const struct tr_h2_header ok[] = {{TR_STR_LIT(":status"), TR_STR_LIT("200")}};
@@ -1606,6 +1753,9 @@ static void h1_failed(struct tr_stream *st, enum tr_h1c_status why)
         return;
     }
     tr_endpoint_report(x->uc.ep, TR_OUTCOME_FAILED, tr_loop_now_ms(W(st)->loop));
+    if (!st->resp_head_out && st->up == TR_SU_H1 &&
+        stream_retry(st, TR_RETRY_EV_RESET, 0, -1, x->uc.tried))
+        return;
     if (!st->resp_head_out) {
         h1_reply(st, why, NULL);
         stream_maybe_free(st);
@@ -1629,6 +1779,16 @@ static bool h1_response_head(struct tr_stream *st, uint32_t head_len)
     m.headers = w->headers;
     int rc = tr_h1c_parse_response(&x->uc, tr_buf_head(x->in), head_len, &st->ws->snap->h1_limits,
                                    (enum tr_h1_method)st->method_id, &m);
+    if (rc < 0 && stream_retry(st, TR_RETRY_EV_RESET, 0, -1, x->uc.tried))
+        return false;
+    if (rc >= 0 && x->uc.head_done && m.body != TR_H1_BODY_TUNNEL) {
+        /* A final head: the last moment a retry may take the request
+         * elsewhere. */
+        int g = tr_retry_reads_grpc(&st->rt) ? tr_h1_find_header(&m, "grpc-status", 11) : -1;
+        if (stream_retry(st, TR_RETRY_EV_STATUS, m.status,
+                         g >= 0 ? tr_grpc_status_parse(m.headers[g].value) : -1, x->uc.tried))
+            return false;
+    }
     if (rc < 0 || m.body == TR_H1_BODY_TUNNEL) {
         up_release(st, false);
         st->up_done = true;
@@ -1764,6 +1924,8 @@ static void h1_pump_once(struct tr_stream *st)
         if (x->in != NULL && tr_buf_len(x->in) > 0) {
             if (!x->uc.head_done) {
                 int r = tr_h1c_head_end(&x->uc, &x->in, &st->ws->snap->h1_limits);
+                if (r < 0 && stream_retry(st, TR_RETRY_EV_RESET, 0, -1, x->uc.tried))
+                    return;
                 if (r < 0) {
                     up_release(st, false);
                     st->up_done = true;
@@ -1824,6 +1986,16 @@ static void up_use(struct tr_stream *st, struct tr_endpoint_rt *ep)
     st->upstream_addr = ep->addr_text;
 }
 
+/* The upstream side starts (after the read batch that brought the request,
+ * or the route's fault delay); the shadows of a complete request go with it. */
+static void up_begin(struct tr_stream *st)
+{
+    st->up = st->up_next;
+    if (st->req_in_end)
+        tr_mirrors_launch(&st->mirrors);
+    up_start(st, false);
+}
+
 static void up_start(struct tr_stream *st, bool fresh)
 {
     if (st->up != TR_SU_H2) {
@@ -1861,8 +2033,8 @@ static void h2_open(struct tr_stream *st, bool fresh)
                                            overflow ? "overflow" : "connection failure"));
         return;
     }
-    /* Body bytes that arrived before the stream existed. */
-    if (st->req_pend != NULL || st->req_trailers.v != NULL)
+    /* Body bytes that arrived before the stream existed, a retry's copy. */
+    if (st->req_pend != NULL || st->req_trailers.v != NULL || st->replaying || st->req_pend_end)
         req_flush_pending(st);
 }
 
@@ -1878,6 +2050,118 @@ static void up_release(struct tr_stream *st, bool reusable)
         tr_endpoint_request_end(st->ep);
         st->ep = NULL;
     }
+}
+
+/* ---- retries (upstream/retry.h) ---- */
+
+/* A try failed (ev; status and grpc for a final response head) on the
+ * endpoint failed: again if the route's policy says so. True: a retry
+ * waits for its backoff (the try is given up: its HTTP/2 stream cancelled
+ * or its connection closed, what came of its response dropped). False:
+ * answer as the failure says, with URX when attempts or the budget stopped
+ * a retry. */
+static bool stream_retry(struct tr_stream *st, enum tr_retry_event ev, int status, int grpc,
+                         const struct tr_endpoint_rt *failed)
+{
+    if (st->down_done || st->resp_head_out || st->local ||
+        (st->up == TR_SU_TUNNEL && ev != TR_RETRY_EV_CONNECT_FAILURE))
+        return false;
+    /* Not connected: h1.out still holds all the HTTP/1.1 side was given,
+     * to be written as it is. Else the request goes again from the copy,
+     * unless nothing of it was given yet. */
+    bool keep_out = st->up != TR_SU_H2 && ev == TR_RETRY_EV_CONNECT_FAILURE;
+    bool held = keep_out || !st->spent || (st->up == TR_SU_H2 && req_all_pending(st));
+    switch (tr_retry_decide(&st->rt, W(st), ev, status, grpc, held, failed)) {
+    case TR_RETRY_SCHEDULED:
+        break;
+    case TR_RETRY_LIMIT:
+        st->flags |= TR_RF_URX;
+        return false;
+    default:
+        return false;
+    }
+    up_release(st, false);
+    st->up_done = false;
+    st->try_connected = false;
+    st->h1.ready = false;
+    st->status = 0;
+    st->grpc_status = -1;
+    st->resp_in_end = st->resp_pend_end = false;
+    buf_drop(st, &st->resp_pend);
+    buf_drop(st, &st->h1.in);
+    tr_fields_free(&st->resp_trailers);
+    st->keep_out = keep_out;
+    if (!keep_out && !(st->up == TR_SU_H2 && req_all_pending(st))) {
+        /* The copy goes first, then what still waits, then the end (again,
+         * if it had gone). */
+        bool end_given = st->req_has_body && st->req_out_end;
+        st->replaying = st->held != NULL && tr_buf_len(st->held) > 0;
+        st->replay_off = 0;
+        if (st->req_has_body)
+            st->req_out_end = false;
+        if (end_given && st->held_trailers.v != NULL) {
+            const struct tr_fields *t = &st->held_trailers;
+            size_t bytes = 0;
+            for (uint32_t i = 0; i < t->n; i++)
+                bytes += t->v[i].name.len + t->v[i].value.len;
+            tr_fields_free(&st->req_trailers);
+            if (tr_fields_init(&st->req_trailers, t->n + 1, (uint32_t)bytes + 1) < 0) {
+                local_reply(st, 503, TR_RF_DPE, NULL); /* no memory */
+                return true;
+            }
+            for (uint32_t i = 0; i < t->n; i++)
+                tr_fields_add(&st->req_trailers, t->v[i].name, t->v[i].value);
+        } else if (end_given) {
+            st->req_pend_end = true;
+        }
+    }
+    return true;
+}
+
+/* The next try, once the backoff ran out. */
+static void stream_retry_start(struct tr_stream *st)
+{
+    if (st->up == TR_SU_H2) {
+        bool overflow = false;
+        struct tr_endpoint_rt *ep =
+            tr_attempt_retry(W(st), st->cluster, st->lb_hash, st->rt.avoid, &overflow);
+        if (ep == NULL) {
+            char body[TR_UPSTREAM_ERROR_MAX];
+            if (overflow)
+                local_reply(st, 503, TR_RF_UO,
+                            tr_upstream_error_body(body, sizeof(body), "overflow"));
+            else
+                local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
+            stream_maybe_free(st);
+            return;
+        }
+        up_use(st, ep);
+        h2_open(st, false);
+    } else if ((!st->keep_out && !h1_head(st)) ||
+               !h1_attempt(st, tr_h1c_retry(&st->h1.uc, st->rt.avoid), "connection failure")) {
+        stream_maybe_free(st);
+        return;
+    }
+    /* An HTTP/1.1 client stopped reading during the backoff. */
+    if (st->down == TR_SD_H1 && !st->down_done && !tr_stream_req_blocked(st))
+        tr_http_session_wake(st);
+}
+
+/* The backoff ran out, or the try's per_try_timeout. */
+static void stream_on_retry_timer(struct tr_timer *t)
+{
+    struct tr_stream *st = tr_container_of(t, struct tr_stream, rt.timer);
+    if (tr_retry_backoff_over(&st->rt)) {
+        stream_retry_start(st);
+        return;
+    }
+    const struct tr_endpoint_rt *failed = st->up == TR_SU_H2 ? st->ep : st->h1.uc.tried;
+    tr_endpoint_report(st->up == TR_SU_H2 ? st->ep : st->h1.uc.ep, TR_OUTCOME_TIMEOUT,
+                       tr_loop_now_ms(W(st)->loop));
+    if (stream_retry(st, TR_RETRY_EV_PER_TRY_TIMEOUT, 0, -1, failed))
+        return;
+    local_reply(st, 504, TR_RF_UT, "upstream request timeout\n");
+    stream_maybe_free(st);
 }
 
 void tr_stream_down_close(struct tr_stream *st, bool aborted)

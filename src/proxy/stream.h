@@ -38,6 +38,7 @@
 #include "filter/route_action.h"
 #include "upstream/h1_client.h"
 #include "upstream/h2_upconn.h"
+#include "upstream/retry.h"
 
 struct tr_session;
 struct tr_upstream;
@@ -109,7 +110,21 @@ struct tr_stream {
     struct tr_buf *resp_pend;       /* response body taken from upstream, not yet downstream */
     struct tr_fields req_trailers;  /* waiting behind req_pend */
     struct tr_fields resp_trailers; /* waiting behind resp_pend */
-    struct tr_fields upreq;         /* the upstream request, kept for one re-send */
+    struct tr_fields upreq;         /* the upstream request, kept for re-sends and retries */
+    /* Retries and mirroring (upstream/retry.h, upstream/mirror.h). The
+     * request body given to the upstream side is copied into held while
+     * the route's policy wants it and it fits max_body_for_retry; a retry
+     * sends that copy again (replay) before anything still pending. */
+    struct tr_retry_state rt;
+    struct tr_buf *held;            /* request body given upstream, for a retry */
+    struct tr_fields held_trailers; /* ... and its trailers */
+    uint32_t replay_off;            /* a retry's replay of held has sent this much */
+    bool hold_body;                 /* the policy wants the copy */
+    bool spent;                     /* request bytes left that are not held: no retry after */
+    bool replaying;                 /* a retry sends held again before anything else */
+    bool keep_out;                  /* the retry after a connect failure reuses h1.out as is */
+    bool try_connected;             /* this try's connection (or HTTP/2 stream) is up */
+    struct tr_mirror *mirrors;      /* shadows of this request until it is complete */
     struct tr_h2_up_stream h2;
     struct tr_stream_h1 h1;
     char method[16];

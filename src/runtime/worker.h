@@ -17,6 +17,7 @@
 #include "runtime/snapshot.h"
 
 struct tr_cluster_rt;
+struct tr_mirror;
 struct tr_worker;
 
 /* A worker's use of one snapshot: the snapshot reference plus the runtime
@@ -84,6 +85,10 @@ struct tr_worker {
     /* Scratch for parsing one message head at a time (the parse, routing and
      * rewrite of a head happen in one callback, so one array serves all). */
     struct tr_h1_header headers[TR_H1_MAX_HEADERS_CAP];
+    /* Shadow requests (upstream/mirror.h): how many are alive, and the
+     * launched ones, which own themselves. */
+    struct tr_mirror *mirrors;
+    uint32_t n_mirrors;
     /* TLS handshake steps taken in the current loop turn (handshake budget). */
     uint64_t hs_turn_us;
     uint32_t hs_steps;

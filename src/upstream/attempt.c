@@ -29,6 +29,19 @@ struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt
     if (ep == NULL)
         return NULL;
     (*attempts)++;
-    tr_metrics_count(w->metrics, TR_C_UPSTREAM_RETRY, 1);
+    tr_metrics_retry(w->metrics, TR_RETRY_REASON_CONNECT_FAILURE);
+    return ep;
+}
+
+struct tr_endpoint_rt *tr_attempt_retry(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
+                                        const struct tr_endpoint_rt *avoid, bool *overflow)
+{
+    *overflow = !tr_cluster_admit_request(c, w);
+    if (*overflow)
+        return NULL;
+    uint64_t now = tr_loop_now_ms(w->loop);
+    struct tr_endpoint_rt *ep = tr_cluster_pick(c, tr_worker_rand(w), hash, avoid, now);
+    if (ep == NULL && avoid != NULL)
+        ep = tr_cluster_pick(c, tr_worker_rand(w), hash, NULL, now);
     return ep;
 }

@@ -1,13 +1,12 @@
-/* upstream/attempt.h: which endpoint a request (or a TCP connection) goes to,
- * first and after a connect failure.
+/* upstream/attempt.h: which endpoint a request (or a TCP connection) goes to:
+ * the first pick, and the pick for another try.
  *
- * A connection that fails before any byte of the request left the proxy
- * (connect refused or timed out, TLS handshake failure, an HTTP/2 stream
- * the server refused unprocessed) did no work upstream, so the request goes
- * to another endpoint: at most TR_CONNECT_ATTEMPTS attempts in all (Istio's
- * default retry policy re-sends connect failures twice). HTTP/1.1 upstreams
- * (upstream/h1_client.h), HTTP/2 upstream streams (proxy/stream.c) and the
- * TCP proxy all decide through here, so the policy exists once. */
+ * Picks skip endpoints in connect back-off (cluster/cluster.h). An HTTP
+ * request that failed goes again as its route's retry policy says
+ * (upstream/retry.h), to the endpoint tr_attempt_retry picks: another one
+ * than the failed one when one qualifies. A TCP connection that failed
+ * before any byte left goes to another endpoint at once, at most
+ * TR_CONNECT_ATTEMPTS attempts in all (tr_attempt_next). */
 #ifndef TR_UPSTREAM_ATTEMPT_H
 #define TR_UPSTREAM_ATTEMPT_H
 
@@ -34,5 +33,13 @@ struct tr_endpoint_rt *tr_attempt_first(struct tr_worker *w, struct tr_cluster_r
  * qualifies (the caller answers with the original failure, 503 UF). */
 struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
                                        const struct tr_endpoint_rt *failed, uint8_t *attempts);
+
+/* The endpoint for a retry (upstream/retry.h), a new upstream request: the
+ * circuit breakers admit it (else NULL with *overflow set: 503 UO), then
+ * another endpoint than avoid when one qualifies, else avoid itself if it
+ * is healthy. NULL without *overflow: none is healthy. hash: as for
+ * tr_attempt_first. */
+struct tr_endpoint_rt *tr_attempt_retry(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
+                                        const struct tr_endpoint_rt *avoid, bool *overflow);
 
 #endif

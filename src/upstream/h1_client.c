@@ -24,6 +24,7 @@ static enum tr_h1c_status connect_to(struct tr_h1_client *c, struct tr_endpoint_
     bool ready = false;
     const char *reason = NULL;
     c->ep = ep;
+    c->tried = ep;
     c->addr = ep->addr_text;
     tr_endpoint_request_begin(ep);
     c->up = tr_pool_acquire(c->w, ep, c->ops, c->owner, fresh, false, &ready, &reason);
@@ -53,19 +54,28 @@ enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
     return connect_to(c, ep, fresh);
 }
 
-enum tr_h1c_status tr_h1c_connect_failed(struct tr_h1_client *c)
+void tr_h1c_connect_failed(struct tr_h1_client *c)
 {
-    struct tr_endpoint_rt *failed = c->ep;
     c->up = NULL; /* closed by the pool */
     if (c->ep != NULL) {
         tr_endpoint_request_end(c->ep);
         c->ep = NULL;
     }
-    struct tr_endpoint_rt *next =
-        tr_attempt_next(c->w, c->cluster, c->lb_hash, failed, &c->attempts);
-    if (next == NULL)
-        return TR_H1C_FAILED;
-    return connect_to(c, next, c->fresh);
+}
+
+enum tr_h1c_status tr_h1c_retry(struct tr_h1_client *c, const struct tr_endpoint_rt *avoid)
+{
+    tr_h1c_release(c, false);
+    c->reused = c->resent = c->conn_close = c->got_byte = c->head_done = false;
+    c->head_scanned = 0;
+    memset(&c->resp, 0, sizeof(c->resp));
+    bool overflow = false;
+    struct tr_endpoint_rt *ep = tr_attempt_retry(c->w, c->cluster, c->lb_hash, avoid, &overflow);
+    if (ep == NULL)
+        return overflow ? TR_H1C_OVERFLOW : TR_H1C_NO_HEALTHY;
+    if (c->attempts < UINT8_MAX)
+        c->attempts++;
+    return connect_to(c, ep, c->fresh);
 }
 
 /* The keep-alive race shows up as intermittent 503 "UC" in other meshes: the

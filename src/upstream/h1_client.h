@@ -20,8 +20,9 @@
  * path writes the rewritten head text and relays bodies verbatim from its
  * buffers (tr_h1_body_sendable/sent), streams write a head built from header
  * lists and frame DATA (tr_h1_body_put), and decode the response body into
- * DATA (tr_h1_body_decode). Retries, mirroring and outlier detection hook in
- * here.
+ * DATA (tr_h1_body_decode). Whether a failed try goes again is the route's
+ * retry policy (upstream/retry.h), asked by the callers; this client starts
+ * each try (tr_h1c_start, tr_h1c_retry).
  *
  * Embedded in its owner; no allocation of its own but the response body's
  * trailer section while it arrives (h1_body.h). One worker thread.
@@ -50,17 +51,18 @@ struct tr_h1_client {
     struct tr_cluster_rt *cluster;
     const struct tr_upstream_owner_ops *ops; /* the owner's callbacks (upstream/pool.h) */
     void *owner;
-    const char *addr;             /* address text of the last endpoint tried, for logs */
-    uint64_t lb_hash;             /* the request's consistent-hash key (upstream/attempt.h) */
-    uint8_t attempts;             /* endpoints tried (upstream/attempt.h) */
-    bool fresh;                   /* new connections only (tunnels) */
-    bool reused;                  /* the connection came from the idle pool */
-    bool resent;                  /* the keep-alive race re-send happened */
-    bool conn_close;              /* the server said Connection: close */
-    bool got_byte;                /* a response byte arrived: the request cannot be re-sent */
-    bool head_done;               /* the final response head was parsed */
-    size_t head_scanned;          /* tr_h1_head_end's state for the head being read */
-    struct tr_h1_body_state resp; /* the response body, set by tr_h1c_parse_response */
+    const char *addr;                   /* address text of the last endpoint tried, for logs */
+    const struct tr_endpoint_rt *tried; /* the endpoint of the last try (a retry avoids it) */
+    uint64_t lb_hash;                   /* the request's consistent-hash key (upstream/attempt.h) */
+    uint8_t attempts;                   /* endpoints tried (upstream/attempt.h) */
+    bool fresh;                         /* new connections only (tunnels) */
+    bool reused;                        /* the connection came from the idle pool */
+    bool resent;                        /* the keep-alive race re-send happened */
+    bool conn_close;                    /* the server said Connection: close */
+    bool got_byte;                      /* a response byte arrived: the request cannot be re-sent */
+    bool head_done;                     /* the final response head was parsed */
+    size_t head_scanned;                /* tr_h1_head_end's state for the head being read */
+    struct tr_h1_body_state resp;       /* the response body, set by tr_h1c_parse_response */
 };
 
 /* What became of an attempt (the first five) or of the exchange. */
@@ -100,10 +102,16 @@ enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
                                 const struct tr_upstream_owner_ops *ops, void *owner, bool fresh,
                                 uint64_t lb_hash);
 
-/* ops->on_ready reported a failed connection (the pool closed it). Nothing
- * was sent on it, so the request goes to another endpoint when the attempt
- * policy allows: READY or CONNECTING; else FAILED (503 UF). */
-enum tr_h1c_status tr_h1c_connect_failed(struct tr_h1_client *c);
+/* ops->on_ready reported a failed connection (the pool closed it): nothing
+ * was sent on it. The caller asks its retry policy (upstream/retry.h)
+ * whether to try again (tr_h1c_retry) or answer 503 UF. */
+void tr_h1c_connect_failed(struct tr_h1_client *c);
+
+/* Another try of the request (upstream/retry.h), after the previous one's
+ * connection was released or failed: to another endpoint than avoid when
+ * one qualifies, else to avoid again; a pooled connection when there is
+ * one. Returns that try's status, as tr_h1c_start. */
+enum tr_h1c_status tr_h1c_retry(struct tr_h1_client *c, const struct tr_endpoint_rt *avoid);
 
 /* The connection failed after the request was written: may the request go
  * again? Only if the connection came from the pool (the keep-alive race: the

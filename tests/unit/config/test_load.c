@@ -342,6 +342,36 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(ro->clusters[1].request_edit->n_emit, 2);
     assert_ptr_equal(ro->clusters[0].response_edit, ro->response_edit);
     assert_int_equal(ro->clusters[1].response_edit->n_drop, 2); /* cache-control, x-internal */
+    /* retries: as written, and what validate made of them */
+    const struct tr_retry_cfg *rp = &ro->retries;
+    assert_int_equal(rp->attempts, 3);
+    assert_int_equal(rp->per_try_timeout_ms, 500);
+    assert_int_equal(rp->n_retry_on, 4);
+    assert_string_equal(rp->retry_on[3], "unavailable");
+    assert_int_equal(rp->on, TR_RETRY_ON_5XX | TR_RETRY_ON_RESET |
+                                 TR_RETRY_ON_RETRIABLE_STATUS_CODES | TR_RETRY_ON_UNAVAILABLE);
+    assert_int_equal(rp->n_status_codes, 2);
+    assert_string_equal(rp->status_codes[0], "409");
+    assert_string_equal(rp->status_codes[1], "418");
+    for (unsigned code = TR_RETRY_CODE_MIN; code <= TR_RETRY_CODE_MAX; code++) {
+        unsigned i = code - TR_RETRY_CODE_MIN;
+        bool set = (rp->code_bits[i / 64] >> (i % 64)) & 1u;
+        assert_int_equal(set, code == 409 || code == 418);
+    }
+    assert_int_equal(rp->backoff_base_ms, 10);
+    assert_int_equal(rp->backoff_max_ms, 1000);
+    assert_true(rp->retry_non_idempotent);
+    assert_int_equal(rp->max_body, 8192);
+    assert_int_equal(rp->budget_percent, 30);
+    assert_int_equal(rp->budget_min_concurrency, 5);
+    assert_int_equal(ro->n_mirrors, 2);
+    assert_string_equal(ro->mirrors[0].cluster_name, "v2");
+    assert_int_equal(ro->mirrors[0].cluster, 2);
+    assert_int_equal(ro->mirrors[0].per_million, 125000);
+    assert_int_equal(ro->mirrors[1].cluster, 3);
+    assert_int_equal(ro->mirrors[1].per_million, 1000000);
+    assert_string_equal(ro->mirrors[1].loc.path,
+                        "route_tables[0].virtual_hosts[0].routes[0].mirrors[1]");
 
     ro = &vh->routes[1];
     assert_string_equal(ro->name, "route-1"); /* generated */
@@ -426,6 +456,23 @@ static void check_full(const struct tr_config *c)
     assert_null(ro->redirect);
     assert_null(ro->fault);
     assert_null(ro->cors);
+    /* Without `retries`: the defaults, Istio's default policy. */
+    rp = &ro->retries;
+    assert_int_equal(rp->attempts, 2);
+    assert_int_equal(rp->per_try_timeout_ms, 0);
+    assert_int_equal(rp->n_retry_on, 0);
+    assert_int_equal(rp->on, TR_RETRY_ON_CONNECT_FAILURE | TR_RETRY_ON_REFUSED_STREAM |
+                                 TR_RETRY_ON_UNAVAILABLE | TR_RETRY_ON_CANCELLED |
+                                 TR_RETRY_ON_RETRIABLE_STATUS_CODES);
+    for (size_t i = 0; i < sizeof(rp->code_bits) / sizeof(rp->code_bits[0]); i++)
+        assert_int_equal(rp->code_bits[i], 0);
+    assert_int_equal(rp->backoff_base_ms, 25);
+    assert_int_equal(rp->backoff_max_ms, 250);
+    assert_false(rp->retry_non_idempotent);
+    assert_int_equal(rp->max_body, 65536);
+    assert_int_equal(rp->budget_percent, 20);
+    assert_int_equal(rp->budget_min_concurrency, 3);
+    assert_int_equal(ro->n_mirrors, 0);
 
     rt = &c->route_tables[1];
     assert_string_equal(rt->name, "inbound");
@@ -1179,6 +1226,78 @@ static const struct bad_case bad_cases[] = {
      "request_headers: {set: {x-a: '1', x-c: '2'}}}\n" ROUTE_TAIL,
      "t.yaml:7:52: " R ".weighted_clusters[0].request_headers: ",
      "the edits add 3 header fields, more than limits.max_headers (2)"},
+
+    /* retries and mirrors */
+    {ROUTE_HEAD "    - {cluster: c, retries: {attempts: 101}}\n" ROUTE_TAIL,
+     "t.yaml:6:40: " R ".retries.attempts: ", "must be between 0 and 100, got 101"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {retry_on: [5xx, bogus]}}\n" ROUTE_TAIL,
+     "t.yaml:6:46: " R ".retries.retry_on[1]: ",
+     "unknown retry condition \"bogus\" (accepted: 5xx, gateway-error, reset, "
+     "reset-before-request, connect-failure, refused-stream, retriable-4xx, "
+     "retriable-status-codes, cancelled, deadline-exceeded, resource-exhausted, internal, "
+     "unavailable)"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {retry_on: [retriable-headers]}}\n" ROUTE_TAIL,
+     "t.yaml:6:41: " R ".retries.retry_on[0]: ", "\"retriable-headers\" is not supported"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {retry_on: ['503']}}\n" ROUTE_TAIL,
+     "t.yaml:6:41: " R ".retries.retry_on[0]: ",
+     "\"503\": write status codes in retriable_status_codes"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {retry_on: [reset, reset]}}\n" ROUTE_TAIL,
+     "t.yaml:6:48: " R ".retries.retry_on[1]: ", "duplicate condition \"reset\""},
+    {ROUTE_HEAD "    - {cluster: c, retries: {retry_on: []}}\n" ROUTE_TAIL,
+     "t.yaml:6:40: " R ".retries.retry_on: ", "must have at least 1 entry"},
+    {ROUTE_HEAD
+     "    - {cluster: c, retries: {retry_on: [5xx], retriable_status_codes: [503]}}\n" ROUTE_TAIL,
+     "t.yaml:6:47: " R ".retries.retriable_status_codes: ",
+     "would be ignored: retry_on does not name retriable-status-codes"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {retriable_status_codes: [99]}}\n" ROUTE_TAIL,
+     "t.yaml:6:55: " R ".retries.retriable_status_codes[0]: ",
+     "expected an HTTP status code from 200 to 599, got \"99\""},
+    {ROUTE_HEAD "    - {cluster: c, retries: {retriable_status_codes: [503, 503]}}\n" ROUTE_TAIL,
+     "t.yaml:6:60: " R ".retries.retriable_status_codes[1]: ", "duplicate status code 503"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {backoff: {base: 100ms, max: 50ms}}}\n" ROUTE_TAIL,
+     "t.yaml:6:58: " R ".retries.backoff.max: ",
+     "backoff.max (50 ms) must not be less than backoff.base (100 ms)"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {backoff: {base: 2m}}}\n" ROUTE_TAIL,
+     "t.yaml:6:46: " R ".retries.backoff.base: ", "must be between 1ms and 60000ms"},
+    {ROUTE_HEAD
+     "    - {cluster: c, retries: {budget: {percent: 0, min_concurrency: 0}}}\n" ROUTE_TAIL,
+     "t.yaml:6:30: " R ".retries.budget: ",
+     "percent and min_concurrency are both 0, so no retry could ever go; set attempts: 0"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {budget: {percent: 101}}}\n" ROUTE_TAIL,
+     "t.yaml:6:48: " R ".retries.budget.percent: ", "must be between 0 and 100, got 101"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {max_body_for_retry: 2000000}}\n" ROUTE_TAIL,
+     "t.yaml:6:50: " R ".retries.max_body_for_retry: ", "must be between 0 and 1048576"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {per_try_timeout: 10}}\n" ROUTE_TAIL,
+     "t.yaml:6:47: " R ".retries.per_try_timeout: ", "expected a duration"},
+    {ROUTE_HEAD "    - {cluster: c, retries: {bogus: 1}}\n" ROUTE_TAIL,
+     "t.yaml:6:30: " R ".retries.bogus: ",
+     "unknown field \"bogus\" (accepted: attempts, per_try_timeout, retry_on, "
+     "retriable_status_codes, backoff, retry_non_idempotent, max_body_for_retry, budget)"},
+    {ROUTE_HEAD "    - {direct_response: {status: 200}, retries: {attempts: 1}}\n" ROUTE_TAIL,
+     "t.yaml:6:40: " R ".retries: ", "a direct_response route sends no request upstream to retry"},
+    {ROUTE_HEAD "    - {cluster: c, mirrors: [{cluster: nope}]}\n" ROUTE_TAIL,
+     "t.yaml:6:40: " R ".mirrors[0].cluster: ", "unknown cluster \"nope\""},
+    {ROUTE_HEAD "    - {cluster: c, mirrors: [{percent: 5}]}\n" ROUTE_TAIL,
+     "t.yaml:6:30: " R ".mirrors[0].cluster: ", "missing required field"},
+    {ROUTE_HEAD "    - {cluster: c, mirrors: [{cluster: d, percent: 101}]}\n" ROUTE_TAIL,
+     "t.yaml:6:52: " R ".mirrors[0].percent: ",
+     "expected a percentage from 0 to 100 with at most 4 decimals (the resolution is 0.0001%), "
+     "got \"101\""},
+    {ROUTE_HEAD "    - {cluster: c, mirrors: [{cluster: d, percent: 0.00001}]}\n" ROUTE_TAIL,
+     "t.yaml:6:52: " R ".mirrors[0].percent: ", "got \"0.00001\""},
+    {ROUTE_HEAD "    - {cluster: c, mirrors: [{cluster: d, percent: '50'}]}\n" ROUTE_TAIL,
+     "t.yaml:6:52: " R ".mirrors[0].percent: ", "got \"50\""},
+    {ROUTE_HEAD "    - {cluster: c, mirrors: [{cluster: d}, {cluster: d}]}\n" ROUTE_TAIL,
+     "t.yaml:6:54: " R ".mirrors[1].cluster: ", "cluster \"d\" is mirrored twice"},
+    {ROUTE_HEAD "    - {direct_response: {status: 200}, mirrors: [{cluster: d}]}\n" ROUTE_TAIL,
+     "t.yaml:6:40: " R ".mirrors: ", "a direct_response route sends no request upstream to mirror"},
+    {ROUTE_HEAD
+     "    - {match: {methods: [CONNECT]}, cluster: c, mirrors: [{cluster: d}]}\n" ROUTE_TAIL,
+     "t.yaml:6:49: " R ".mirrors: ", "CONNECT tunnels are not mirrored"},
+    {ROUTE_HEAD "    - {cluster: c, mirrors: [{cluster: h}]}\n" ROUTE_TAIL
+                "- {name: h, protocol: http2, endpoints: [{address: 127.0.0.1:4}]}\n",
+     "t.yaml:6:40: " R ".mirrors[0].cluster: ",
+     "mirrors speak HTTP/1.1, and cluster \"h\" speaks HTTP/2 (protocol: http2)"},
 
     /* YAML-level */
     {"? fp:\t:\t", "t.yaml:1:1: ", "explicit mapping keys (\"? \") are not supported"},

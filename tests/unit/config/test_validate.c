@@ -519,6 +519,58 @@ static void edit_bad_value(struct tr_config *c)
     ROUTE0(c)->clusters[1].response_headers.set = pairs(c, "x-a", "v ", NULL, NULL);
     ROUTE0(c)->clusters[1].response_headers.n_set = 1;
 }
+/* Retries and mirrors, as a compiler would write them. */
+static void retry_on_direct(struct tr_config *c)
+{
+    ROUTE0(c)->n_clusters = 0;
+    ROUTE0(c)->direct_status = 503;
+    ROUTE0(c)->retries.attempts = 1;
+}
+static void retry_unknown_condition(struct tr_config *c)
+{
+    ROUTE0(c)->retries.retry_on = strs(c, "5xx", "retry-harder");
+    ROUTE0(c)->retries.n_retry_on = 2;
+}
+static void retry_codes_ignored(struct tr_config *c)
+{
+    ROUTE0(c)->retries.retry_on = strs(c, "gateway-error", NULL);
+    ROUTE0(c)->retries.n_retry_on = 1;
+    ROUTE0(c)->retries.status_codes = strs(c, "503", NULL);
+    ROUTE0(c)->retries.n_status_codes = 1;
+}
+static void retry_backoff_inverted(struct tr_config *c)
+{
+    ROUTE0(c)->retries.backoff_base_ms = 100;
+    ROUTE0(c)->retries.backoff_max_ms = 50;
+}
+static void retry_attempts_range(struct tr_config *c)
+{
+    ROUTE0(c)->retries.attempts = 1000;
+}
+static struct tr_mirror_cfg *mirror0(struct tr_config *c, const char *cluster)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->n_mirrors = 1;
+    r->mirrors = alloc(c, 1, sizeof(*r->mirrors));
+    r->mirrors[0] =
+        (struct tr_mirror_cfg){.cluster_name = cluster,
+                               .per_million = TR_PER_MILLION,
+                               .loc = {.path = "spec.http[0].mirrors[0]", .origin = VS}};
+    return &r->mirrors[0];
+}
+static void mirror_unknown(struct tr_config *c)
+{
+    mirror0(c, "reviews-v3");
+}
+static void mirror_to_http2(struct tr_config *c)
+{
+    mirror0(c, "reviews-v2");
+    c->clusters[1].protocol = TR_UPROTO_HTTP2;
+}
+static void mirror_bad_percent(struct tr_config *c)
+{
+    mirror0(c, "reviews-v2")->per_million = 1000001;
+}
 static void header_match_empty_prefix(struct tr_config *c)
 {
     bad_header_regex(c);
@@ -1062,6 +1114,41 @@ static const struct vcase cases[] = {
             ", route_table: outbound-80"),
      "t.yaml:11:48: " R ".match.query_params[0].exact: value \"a&b\" holds '&', which separates "
      "query parameters; write it percent-encoded (%26)"},
+    {"retries on a direct response", retry_on_direct,
+     "VirtualService default/reviews: spec.http[0].retries: a direct_response route sends no "
+     "request upstream to retry",
+     NULL, NULL},
+    {"retry conditions", retry_unknown_condition,
+     "VirtualService default/reviews: spec.http[0].retries.retry_on[1]: unknown retry condition "
+     "\"retry-harder\" (accepted: 5xx, gateway-error, reset, reset-before-request, "
+     "connect-failure, refused-stream, retriable-4xx, retriable-status-codes, cancelled, "
+     "deadline-exceeded, resource-exhausted, internal, unavailable)",
+     NULL, NULL},
+    {"retriable codes without their condition", retry_codes_ignored,
+     "VirtualService default/reviews: spec.http[0].retries.retriable_status_codes: would be "
+     "ignored: retry_on does not name retriable-status-codes",
+     NULL, NULL},
+    {"backoff", retry_backoff_inverted,
+     "VirtualService default/reviews: spec.http[0].retries.backoff.max: backoff.max (50 ms) must "
+     "not be less than backoff.base (100 ms)",
+     NULL, NULL},
+    {"retry attempts", retry_attempts_range,
+     "VirtualService default/reviews: spec.http[0].retries.attempts: must be between 0 and 100, "
+     "got 1000",
+     NULL, NULL},
+    {"mirror cluster", mirror_unknown,
+     "VirtualService default/reviews: spec.http[0].mirrors[0].cluster: unknown cluster "
+     "\"reviews-v3\"",
+     NULL, NULL},
+    {"mirror protocol", mirror_to_http2,
+     "VirtualService default/reviews: spec.http[0].mirrors[0].cluster: mirrors speak HTTP/1.1, "
+     "and cluster \"reviews-v2\" speaks HTTP/2 (protocol: http2); mirror to a cluster with "
+     "protocol http1 or original",
+     NULL, NULL},
+    {"mirror percentage", mirror_bad_percent,
+     "VirtualService default/reviews: spec.http[0].mirrors[0].percent: must be between 0 and 100 "
+     "percent, got 1000001 per million",
+     NULL, NULL},
     /* weighted TCP routes (listeners[].tcp_clusters) */
     {"tcp route -> cluster", tcp_split_unknown,
      "VirtualService default/reviews: spec.tcp[0].route[1].cluster: unknown cluster \"nope\"",
@@ -1149,6 +1236,37 @@ static void test_invariants(void **state)
         tr_config_free(c);
     }
     assert_int_equal(failed, 0);
+}
+
+/* A compiler's retry policy and mirrors: validate turns the conditions,
+ * codes and percentages into what the proxy reads, and a validated model
+ * validates again to the same. */
+static void test_retries_and_mirrors_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->retries.attempts = 3;
+    r->retries.retry_on = strs(c, "gateway-error", "retriable-status-codes");
+    r->retries.n_retry_on = 2;
+    r->retries.status_codes = strs(c, "599", "200");
+    r->retries.n_status_codes = 2;
+    mirror0(c, "reviews-v2")->per_million = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        char *err = NULL;
+        int rc = tr_config_validate(c, &err);
+        if (rc != 0)
+            fprintf(stderr, "unexpected: %s\n", err);
+        assert_int_equal(rc, 0);
+        assert_int_equal(r->retries.on,
+                         TR_RETRY_ON_GATEWAY_ERROR | TR_RETRY_ON_RETRIABLE_STATUS_CODES);
+        const uint64_t *bits = r->retries.code_bits;
+        assert_int_equal(bits[0], 1); /* 200 */
+        assert_int_equal(bits[(599 - 200) / 64], 1ull << ((599 - 200) % 64));
+        assert_int_equal(r->mirrors[0].cluster, 1);
+        assert_int_equal(r->mirrors[0].per_million, 1);
+    }
+    tr_config_free(c);
 }
 
 /* Weighted TCP routes: names become indexes, on tcp and auto listeners; the
@@ -1521,6 +1639,7 @@ int main(void)
         cmocka_unit_test(test_model_dns_ok),
         cmocka_unit_test(test_cluster_policies_ok),
         cmocka_unit_test(test_cluster_policies_refused),
+        cmocka_unit_test(test_retries_and_mirrors_ok),
         cmocka_unit_test(test_tcp_split_ok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

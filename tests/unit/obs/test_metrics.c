@@ -64,6 +64,44 @@ static void test_http_series_summed_across_workers(void **state)
     free(text);
 }
 
+/* Retries by reason and shadows by result: labelled families where every
+ * label value shows, 0 included, summed over workers. */
+static void test_retry_and_mirror_counters(void **state)
+{
+    (void)state;
+    struct tr_metrics *w6 = tr_metrics_new(6), *w7 = tr_metrics_new(7);
+    tr_metrics_retry(w6, TR_RETRY_REASON_STATUS);
+    tr_metrics_retry(w7, TR_RETRY_REASON_STATUS);
+    tr_metrics_retry(w7, TR_RETRY_REASON_GRPC_STATUS);
+    tr_metrics_count(w6, TR_C_RETRY_BUDGET_EXHAUSTED, 1);
+    tr_metrics_mirror(w6, TR_MIRROR_COMPLETED);
+    tr_metrics_mirror(w7, TR_MIRROR_BODY_TOO_LARGE);
+    tr_metrics_mirror(w7, TR_MIRROR_BODY_TOO_LARGE);
+    size_t len;
+    char *text = tr_metrics_render(&len);
+    assert_non_null(text);
+    assert_non_null(strstr(text,
+                           "# TYPE trellis_upstream_requests_retried_total counter\n"
+                           "trellis_upstream_requests_retried_total{reason=\"connect_failure\"} "
+                           "0\n"
+                           "trellis_upstream_requests_retried_total{reason=\"refused_stream\"} "
+                           "0\n"
+                           "trellis_upstream_requests_retried_total{reason=\"reset\"} 0\n"
+                           "trellis_upstream_requests_retried_total{reason=\"per_try_timeout\"} "
+                           "0\n"
+                           "trellis_upstream_requests_retried_total{reason=\"status\"} 2\n"
+                           "trellis_upstream_requests_retried_total{reason=\"grpc_status\"} 1\n"));
+    assert_non_null(strstr(text, "trellis_upstream_retry_budget_exhausted_total 1\n"));
+    assert_non_null(strstr(text, "# TYPE trellis_mirror_requests_total counter\n"
+                                 "trellis_mirror_requests_total{result=\"completed\"} 1\n"
+                                 "trellis_mirror_requests_total{result=\"failed\"} 0\n"
+                                 "trellis_mirror_requests_total{result=\"body_too_large\"} 2\n"
+                                 "trellis_mirror_requests_total{result=\"incomplete\"} 0\n"
+                                 "trellis_mirror_requests_total{result=\"overflow\"} 0\n"
+                                 "trellis_mirror_requests_total{result=\"unsupported\"} 0\n"));
+    free(text);
+}
+
 static void test_tcp_and_counters(void **state)
 {
     struct tr_metrics *w2 = tr_metrics_new(2);
@@ -163,6 +201,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_series_summed_across_workers),
         cmocka_unit_test(test_tcp_and_counters),
+        cmocka_unit_test(test_retry_and_mirror_counters),
         cmocka_unit_test(test_label_values_escaped),
         cmocka_unit_test(test_too_large_is_an_error),
     };
