@@ -309,7 +309,24 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
         } else {
             tr_fmt_cstr(&f, "null");
         }
-        tr_fmt_cstr(&f, ",\"redirect\":null,\"direct_response\":");
+        tr_fmt_cstr(&f, ",\"redirect\":");
+        if (r && r->redirect) {
+            const struct tr_redirect_cfg *rd = r->redirect;
+            tr_fmt_cstr(&f, "{\"uri\":");
+            json_str_or_null(&f, rd->path);
+            tr_fmt_cstr(&f, ",\"authority\":");
+            json_str_or_null(&f, rd->host);
+            tr_fmt_cstr(&f, ",\"scheme\":");
+            json_str_or_null(&f, rd->scheme);
+            if (rd->port)
+                tr_fmt_printf(&f, ",\"port\":%u", rd->port);
+            else
+                tr_fmt_cstr(&f, ",\"port\":null");
+            tr_fmt_printf(&f, ",\"code\":%u}", rd->code);
+        } else {
+            tr_fmt_cstr(&f, "null");
+        }
+        tr_fmt_cstr(&f, ",\"direct_response\":");
         if (r && r->direct_status) {
             tr_fmt_printf(&f, "{\"status\":%u,\"body\":", r->direct_status);
             json_str_or_null(&f, r->direct_body);
@@ -317,11 +334,53 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
         } else {
             tr_fmt_cstr(&f, "null");
         }
-        tr_fmt_printf(&f, ",\"fault\":null,\"timeout_ms\":%u", r ? r->timeout_ms : 0);
-        /* What the proxy does today: connect failures (and refused HTTP/2
-         * streams) go to another endpoint, 3 attempts in all. */
-        tr_fmt_cstr(&f, ",\"retries\":{\"attempts\":3,\"retry_on\":\"connect-failure,"
-                        "refused-stream\"},\"mirrors\":[],");
+        tr_fmt_cstr(&f, ",\"fault\":");
+        if (r && r->fault) {
+            const struct tr_fault_cfg *fc = r->fault;
+            tr_fmt_cstr(&f, "{\"delay\":");
+            if (fc->delay)
+                tr_fmt_printf(&f, "{\"fixed_ms\":%u,\"percent\":%.4f}", fc->delay->fixed_ms,
+                              fc->delay->per_million / 10000.0);
+            else
+                tr_fmt_cstr(&f, "null");
+            tr_fmt_cstr(&f, ",\"abort\":");
+            if (fc->abort && fc->abort->grpc)
+                tr_fmt_printf(&f, "{\"grpc_status\":%u,\"percent\":%.4f}", fc->abort->grpc_status,
+                              fc->abort->per_million / 10000.0);
+            else if (fc->abort)
+                tr_fmt_printf(&f, "{\"http_status\":%u,\"percent\":%.4f}", fc->abort->status,
+                              fc->abort->per_million / 10000.0);
+            else
+                tr_fmt_cstr(&f, "null");
+            tr_fmt_cstr(&f, "}");
+        } else {
+            tr_fmt_cstr(&f, "null");
+        }
+        tr_fmt_printf(&f, ",\"timeout_ms\":%u", r ? r->timeout_ms : 0);
+        if (r != NULL) {
+            const struct tr_retry_cfg *rt = &r->retries;
+            tr_fmt_printf(&f,
+                          ",\"retries\":{\"attempts\":%u,\"per_try_timeout_ms\":%u,"
+                          "\"retry_on\":[",
+                          rt->attempts, rt->per_try_timeout_ms);
+            for (size_t i = 0; i < rt->n_retry_on; i++) {
+                if (i)
+                    tr_fmt_cstr(&f, ",");
+                tr_fmt_json_cstr(&f, rt->retry_on[i]);
+            }
+            tr_fmt_cstr(&f, "],\"retriable_status_codes\":[");
+            for (size_t i = 0; i < rt->n_status_codes; i++)
+                tr_fmt_printf(&f, "%s%s", i ? "," : "", rt->status_codes[i]);
+            tr_fmt_cstr(&f, "]},\"mirrors\":[");
+            for (size_t i = 0; i < r->n_mirrors; i++) {
+                tr_fmt_cstr(&f, i ? ",{\"cluster\":" : "{\"cluster\":");
+                tr_fmt_json_cstr(&f, r->mirrors[i].cluster_name);
+                tr_fmt_printf(&f, ",\"percent\":%.4f}", r->mirrors[i].per_million / 10000.0);
+            }
+            tr_fmt_cstr(&f, "],");
+        } else {
+            tr_fmt_cstr(&f, ",\"retries\":null,\"mirrors\":[],");
+        }
         json_policy(&f, first);
         tr_fmt_cstr(&f, "}\n");
     } else {

@@ -679,6 +679,9 @@ spec:
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
     e = mesh.explain("http://reviews:9080/flaky")
     assert e["rule"] == "abort-half"
+    assert e["fault"] == {"delay": None, "abort": {"http_status": 503, "percent": 50.0}}
+    e = mesh.explain("http://reviews:9080/old/x")
+    assert e["redirect"]["code"] == 308 and e["redirect"]["uri"] == "/new"
 
 
 def test_outlier_detection_ejects_and_brings_back(mesh):
@@ -853,3 +856,81 @@ spec:
     finally:
         for p in pods:
             p.close()
+
+
+class FlakyBackend(NamedBackend):
+    """Answers 503 to the first `fail` requests, then 200."""
+
+    def __init__(self, name, ip, port, fail):
+        super().__init__(name, ip, port)
+        self.fail = fail
+        self.methods = []
+        inner = self.server.RequestHandlerClass
+
+        me = self
+
+        class Handler(inner):
+            def _handle(self):
+                me.methods.append(self.command)
+                if me.fail > 0:
+                    me.fail -= 1
+                    n = int(self.headers.get("Content-Length") or 0)
+                    if n:
+                        self.rfile.read(n)
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                super()._handle()
+
+            do_GET = do_POST = _handle
+
+        self.server.RequestHandlerClass = Handler
+
+
+def test_retries_and_mirror(mesh):
+    """A retry policy recovers from a first 503; a POST that reached the
+    failing backend is not sent twice; a mirror gets a copy the client never
+    waits for."""
+    b = mesh.base
+    flaky = FlakyBackend("api-1", f"{b}.90", 8080, fail=0)
+    mesh.backends.append(flaky)
+    mesh.docs.append(pod("api-1", f"{b}.90", {"app": "api"}))
+    shadow = mesh.pod("shadow-1", f"{b}.91", 8080, {"app": "shadow"}, delay=1.0)
+    mesh.add(service("api", 9080, {"app": "api"}, target=8080),
+             service("shadow", 9080, {"app": "shadow"}, target=8080),
+             """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api]
+  http:
+  - route:
+    - destination: {host: api}
+    retries:
+      attempts: 3
+      perTryTimeout: 2s
+      retryOn: 5xx
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 100.0}
+""")
+    mesh.start()
+    flaky.fail = 1
+    t0 = time.monotonic()
+    r = mesh.get("api")
+    assert r.status_code == 200 and flaky.methods == ["GET", "GET"]
+    assert time.monotonic() - t0 < 0.9  # the 1 s shadow is not waited for
+    flaky.methods.clear()
+    flaky.fail = 1
+    r = requests.post(f"http://{mesh.outbound_ip}:9080/", headers={"Host": "api"}, data=b"x",
+                      timeout=10)
+    assert r.status_code == 503 and flaky.methods == ["POST"]  # reached the backend: not re-sent
+    deadline = time.monotonic() + 5
+    while shadow.hits < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert shadow.hits >= 2
+    e = mesh.explain("http://api:9080/")
+    assert e["virtual_service"] == "default/api"
+    assert e["retries"]["attempts"] == 3 and e["retries"]["retry_on"] == ["5xx"]
+    assert e["retries"]["per_try_timeout_ms"] == 2000
+    assert [m["cluster"] for m in e["mirrors"]] == ["outbound|9080||shadow.default.svc.cluster.local"]

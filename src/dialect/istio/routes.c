@@ -42,14 +42,13 @@ static const struct ist_key route_keys[] = {
     {"delegate", "delegate VirtualServices are not supported yet"},
     {"rewrite", NULL},
     {"timeout", NULL},
-    {"retries", "retry policies are not supported yet: connect failures are retried up to 3 "
-                "attempts, as Istio's default policy does"},
+    {"retries", NULL},
     {"fault", NULL},
-    {"mirror", "mirroring is not supported yet"},
-    {"mirrors", "mirroring is not supported yet"},
-    {"mirrorPercentage", "mirroring is not supported yet"},
-    {"mirrorPercent", "mirroring is not supported yet"},
-    {"mirror_percent", "mirroring is not supported yet"},
+    {"mirror", NULL},
+    {"mirrors", NULL},
+    {"mirrorPercentage", NULL},
+    {"mirrorPercent", NULL},
+    {"mirror_percent", NULL},
     {"corsPolicy", NULL},
     {"headers", NULL},
 };
@@ -125,8 +124,19 @@ bool ist_vs_for_mesh(const struct tr_resource *vs)
 
 /* The cluster for a destination {host, subset, port}; *out NULL with a
  * reason in *why when there is none (the route answers 503, as Istio's NR). */
+static bool destination_at(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *d,
+                           const char *key, const struct tr_resource *vs,
+                           const struct ist_vhost *vh, const char **out);
+
 static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *d,
                         const struct tr_resource *vs, const struct ist_vhost *vh, const char **out)
+{
+    return destination_at(x, c, d, "destination", vs, vh, out);
+}
+
+static bool destination_at(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *d,
+                           const char *key, const struct tr_resource *vs,
+                           const struct ist_vhost *vh, const char **out)
 {
     static const struct ist_key keys[] = {{"host", NULL}, {"subset", NULL}, {"port", NULL}};
     *out = NULL;
@@ -134,7 +144,7 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         ist_error(x, c, NULL, NULL, "a destination is required");
         return false;
     }
-    size_t saved = ist_push_key(c, "destination");
+    size_t saved = ist_push_key(c, key);
     bool ok = IST_KEYS(x, c, d, keys);
     const char *host = NULL, *subset = NULL;
     uint32_t port = 0;
@@ -644,6 +654,150 @@ static bool cors_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr
     return ok;
 }
 
+/* Istio HTTPRetry -> the route's retry policy (route defaults: Istio's
+ * default policy as trellis applies it). retryOn's numbers are retriable
+ * status codes. Written without attempts, retries are off (Istio). */
+static bool retries_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rt,
+                           struct tr_route_cfg *r)
+{
+    static const struct ist_key keys[] = {
+        {"attempts", NULL},
+        {"perTryTimeout", NULL},
+        {"retryOn", NULL},
+        {"retryRemoteLocalities", "locality-aware retries are not supported yet"},
+        {"retryIgnorePreviousHosts", NULL},
+        {"backoff", NULL},
+    };
+    size_t saved = ist_push_key(c, "retries");
+    bool ok = IST_KEYS(x, c, rt, keys);
+    struct tr_retry_cfg *p = &r->retries;
+    uint32_t v;
+    p->attempts = 0;
+    if (ok && ist_u32(x, c, rt, "attempts", 0, 100, &v))
+        p->attempts = v;
+    if (ok && ist_duration(x, c, rt, "perTryTimeout", 24u * 3600u * 1000u, &v))
+        p->per_try_timeout_ms = v;
+    if (ok && ist_duration(x, c, rt, "backoff", 24u * 3600u * 1000u, &v) && v > 0) {
+        p->backoff_base_ms = v;
+        if (p->backoff_max_ms < v * 10)
+            p->backoff_max_ms = v * 10; /* Envoy: max is 10x the base by default */
+    }
+    const char *on;
+    if (ok && ist_str(x, c, rt, "retryOn", &on)) {
+        size_t n = 1;
+        for (const char *q = on; *q; q++)
+            n += *q == ',';
+        const char **conds = ist_malloc(x, n, sizeof(*conds));
+        const char **codes = ist_malloc(x, n, sizeof(*codes));
+        char *copy = ist_printf(x, "%s", on);
+        if (conds == NULL || codes == NULL || copy == NULL) {
+            ist_pop(c, saved);
+            return false;
+        }
+        size_t nc = 0, nd = 0;
+        for (char *save = NULL, *t = strtok_r(copy, ",", &save); t;
+             t = strtok_r(NULL, ",", &save)) {
+            while (*t == ' ')
+                t++;
+            size_t l = strlen(t);
+            while (l > 0 && t[l - 1] == ' ')
+                t[--l] = '\0';
+            if (l == 0)
+                continue;
+            if (strspn(t, "0123456789") == l) {
+                codes[nd++] = ist_mstrdup(x, t);
+                continue;
+            }
+            static const char *const known[] = {"5xx",
+                                                "gateway-error",
+                                                "reset",
+                                                "reset-before-request",
+                                                "connect-failure",
+                                                "refused-stream",
+                                                "retriable-4xx",
+                                                "retriable-status-codes",
+                                                "cancelled",
+                                                "deadline-exceeded",
+                                                "resource-exhausted",
+                                                "internal",
+                                                "unavailable"};
+            bool found = false;
+            for (size_t k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+                found = found || strcmp(t, known[k]) == 0;
+            if (!found) {
+                ist_warn(x, c, tr_rnode_get(rt, "retryOn"), "retryOn",
+                         "condition \"%s\" is not supported: ignored", t);
+                continue;
+            }
+            conds[nc++] = ist_mstrdup(x, t);
+        }
+        if (nd > 0 && nc < n)
+            conds[nc++] = "retriable-status-codes"; /* numbers imply it, as in Istio */
+        p->retry_on = nc ? conds : NULL;
+        p->n_retry_on = nc;
+        p->status_codes = nd ? codes : NULL;
+        p->n_status_codes = nd;
+        if (nc == 0) {
+            p->attempts = 0; /* nothing to retry on */
+        }
+    }
+    bool b;
+    if (ok && ist_bool(x, c, rt, "retryIgnorePreviousHosts", &b) && !b)
+        ist_warn(x, c, tr_rnode_get(rt, "retryIgnorePreviousHosts"), "retryIgnorePreviousHosts",
+                 "trellis always prefers another endpoint for a retry: false is ignored");
+    ist_pop(c, saved);
+    return ok;
+}
+
+/* mirror / mirrors (+ mirrorPercentage, mirror_percent) -> the route's
+ * mirrors. Unset percentage: every request (Istio). */
+static bool mirrors_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
+                           const struct tr_resource *vs, const struct ist_vhost *vh,
+                           struct tr_route_cfg *r)
+{
+    const struct tr_rnode *one = ist_map(x, c, rule, "mirror");
+    const struct tr_rnode *many = ist_list(x, c, rule, "mirrors");
+    size_t n = (one ? 1 : 0) + (many ? many->n : 0);
+    if (n == 0)
+        return true;
+    struct tr_mirror_cfg *v = ist_malloc(x, n, sizeof(*v));
+    if (v == NULL)
+        return false;
+    size_t k = 0;
+    if (one != NULL) {
+        uint32_t ppm = 1000000, pct;
+        if (tr_rnode_get(rule, "mirrorPercentage") != NULL)
+            ist_percent(x, c, rule, "mirrorPercentage", &ppm);
+        else if (ist_u32(x, c, rule, "mirrorPercent", 0, 100, &pct) ||
+                 ist_u32(x, c, rule, "mirror_percent", 0, 100, &pct))
+            ppm = pct * 10000u;
+        const char *cl = NULL;
+        if (destination_at(x, c, one, "mirror", vs, vh, &cl) && cl != NULL && ppm > 0)
+            v[k++] = (struct tr_mirror_cfg){
+                .cluster_name = cl, .per_million = ppm, .loc = ist_loc(x, c, one)};
+    }
+    size_t i = 0;
+    for (const struct tr_rnode *e = many ? many->head : NULL; e; e = e->next, i++) {
+        static const struct ist_key mkeys[] = {{"destination", NULL}, {"percentage", NULL}};
+        size_t sm = ist_push_key(c, "mirrors");
+        ist_push_index(c, i);
+        uint32_t ppm = 1000000;
+        const char *cl = NULL;
+        if (IST_KEYS(x, c, e, mkeys)) {
+            if (tr_rnode_get(e, "percentage") != NULL)
+                ist_percent(x, c, e, "percentage", &ppm);
+            if (destination_at(x, c, tr_rnode_get(e, "destination"), "destination", vs, vh, &cl) &&
+                cl != NULL && ppm > 0)
+                v[k++] = (struct tr_mirror_cfg){
+                    .cluster_name = cl, .per_million = ppm, .loc = ist_loc(x, c, e)};
+        }
+        ist_pop(c, sm);
+    }
+    r->mirrors = k ? v : NULL;
+    r->n_mirrors = k;
+    return true;
+}
+
 /* The action of rule http[i] into r (matches are filled by the caller). */
 static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
                          const struct tr_resource *vs, const struct ist_vhost *vh,
@@ -901,7 +1055,7 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
     }
 
     enum { CAP = 64 };
-    struct tr_header_match_cfg *hv = ist_malloc(x, CAP, sizeof(*hv));
+    struct tr_header_match_cfg *hv = ist_alloc(x, CAP, sizeof(*hv)); /* scratch: copied below */
     if (hv == NULL) {
         *err = true;
         return false;
@@ -978,7 +1132,15 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         *err = true;
         return false;
     }
-    r->headers = n ? hv : NULL;
+    r->headers = NULL;
+    if (n > 0) {
+        r->headers = ist_malloc(x, n, sizeof(*r->headers));
+        if (r->headers == NULL) {
+            *err = true;
+            return false;
+        }
+        memcpy(r->headers, hv, n * sizeof(*hv));
+    }
     r->n_headers = n;
     return keep;
 }
@@ -1038,6 +1200,11 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
             ok = fault_action(x, &c, fault, &proto);
         if (ok && cors != NULL && proto.redirect == NULL && proto.direct_status == 0)
             ok = cors_action(x, &c, cors, &proto);
+        const struct tr_rnode *retries = ist_map(x, &c, rule, "retries");
+        if (ok && retries != NULL)
+            ok = retries_action(x, &c, retries, &proto);
+        if (ok && proto.redirect == NULL && proto.direct_status == 0)
+            ok = mirrors_action(x, &c, rule, vs, vh, &proto);
         if (proto.redirect != NULL) {
             /* A redirect answers here: nothing is forwarded, so nothing to
              * time out, rewrite or edit on the way up. */
