@@ -290,6 +290,7 @@ extern const struct cfg_section cfg_origin_section;
 extern const struct cfg_section cfg_outlier_section;
 extern const struct cfg_section cfg_hash_policy_section;
 extern const struct cfg_section cfg_hash_cookie_section;
+extern const struct cfg_section cfg_tcp_weighted_section; /* listeners[].tcp_clusters[] */
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
 size_t cfg_field_index(const struct cfg_section *sec, const char *key);

@@ -118,7 +118,7 @@ struct tr_listener_cfg {
     enum tr_tls_mode tls_mode;    /* inbound only; outbound listeners take plaintext */
     const char *tls_name;         /* TLS context (tls.context); NULL: none */
     const char *route_table_name; /* HTTP and auto: route table; else NULL */
-    const char *tcp_cluster_name; /* TCP and auto: cluster; else NULL */
+    const char *tcp_cluster_name; /* TCP and auto: cluster (or tcp_clusters); else NULL */
     int tls;                      /* set by validate: index into tr_config.tls, -1 if none */
     int route_table;              /* set by validate: index into tr_config.route_tables, else -1 */
     int tcp_cluster;              /* set by validate: index into tr_config.clusters, else -1 */
@@ -130,6 +130,14 @@ struct tr_listener_cfg {
     uint32_t request_timeout_ms; /* whole request head must arrive within; default 10000 */
     struct tr_authz_cfg authz;
     struct tr_cfg_loc loc;
+    /* ---- weighted TCP routes (listeners[].tcp_clusters) ----
+     * Exclusive with tcp_cluster (the one-cluster shorthand, kept as it is).
+     * Each TCP connection (a tcp listener's, an auto listener's non-HTTP
+     * ones) goes to one entry, picked by weight before connecting
+     * (router.h, tr_weighted_pick); validate resolves each cluster_name into
+     * cluster and refuses header edits, which a byte stream cannot carry. */
+    struct tr_weighted_cluster_cfg *tcp_clusters; /* 0, or 1..256 with a positive total */
+    size_t n_tcp_clusters;
 };
 
 enum tr_path_match { TR_PATH_PREFIX = 0, TR_PATH_EXACT, TR_PATH_REGEX };

@@ -235,6 +235,16 @@ static const struct cfg_field authz_fields[] = {
 static const struct cfg_section authz_section =
     SEC("authorization", authz_fields, CFG_NO_LOC, NULL);
 
+/* ---- weighted TCP routes: a listener's tcp_clusters entry is a cluster and
+ * its weight, the routes' weighted cluster without the header edits. */
+static const struct cfg_field tcp_weighted_fields[] = {
+    NAME("cluster", struct tr_weighted_cluster_cfg, cluster_name, REQ),
+    U32("weight", struct tr_weighted_cluster_cfg, weight, REQ, 0, CFG_MAX_WEIGHT, 0),
+};
+const struct cfg_section cfg_tcp_weighted_section =
+    SEC("tcp weighted cluster", tcp_weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc),
+        NULL);
+
 static const char *const directions[] = {"inbound", "outbound"};
 static const char *const listener_protocols[] = {"http", "tcp", "auto"};
 static const struct cfg_field listener_fields[] = {
@@ -246,6 +256,8 @@ static const struct cfg_field listener_fields[] = {
     SECTION("tls", 0, listener_tls_section),
     NAME("route_table", struct tr_listener_cfg, route_table_name, 0),
     NAME("tcp_cluster", struct tr_listener_cfg, tcp_cluster_name, 0),
+    LIST("tcp_clusters", struct tr_listener_cfg, tcp_clusters, n_tcp_clusters, 0, 1,
+         CFG_MAX_WEIGHTED, struct tr_weighted_cluster_cfg, cfg_tcp_weighted_section),
     SECTION("http", 0, listener_http_section),
     SECTION("timeouts", 0, listener_timeouts_section),
     SECTION("authorization", offsetof(struct tr_listener_cfg, authz), authz_section),

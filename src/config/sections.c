@@ -56,7 +56,11 @@ bool cfg_listener_after(struct ld *ld, const struct cnode *map, const struct cfg
     if (l->protocol == TR_LPROTO_TCP && f[http].v != NULL)
         return cfg_fail_field(ld, map, &sec->fields[http], &f[http],
                               "not allowed on a tcp listener");
-    return true;
+    /* Weighted TCP routes: validate says it too (for built models); here the
+     * error lands on whichever of the two keys the file wrote later. */
+    size_t tcp;
+    return one_of(ld, map, sec, f, "tcp_cluster", "tcp_clusters", "tcp_cluster, tcp_clusters",
+                  &tcp);
 }
 
 bool cfg_vhost_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,

@@ -1321,6 +1321,30 @@ static bool check_route_tables(struct vctx *v, struct vnames *nt, const struct t
     return true;
 }
 
+/* Weighted TCP routes: names resolved like a route's weighted_clusters, a
+ * positive total, and no header edits (a compiler could set them on the
+ * shared struct; a byte stream has no message to apply them to). */
+static bool check_tcp_clusters(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
+                               const struct tr_cfg_loc *loc)
+{
+    uint32_t total = 0;
+    for (size_t k = 0; k < l->n_tcp_clusters; k++) {
+        struct tr_weighted_cluster_cfg *wc = &l->tcp_clusters[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, "tcp_clusters", k, &tmp);
+        if (!resolve(v, &nt->clusters, "cluster", wc->cluster_name, wloc, "cluster", &wc->cluster))
+            return false;
+        if (!ops_empty(&wc->request_headers) || !ops_empty(&wc->response_headers))
+            return verr(v, wloc,
+                        !ops_empty(&wc->request_headers) ? "request_headers" : "response_headers",
+                        AT_KEY, "not allowed on a TCP destination (no HTTP message to edit)");
+        total += wc->weight; /* <= 256 * 1e6 (checked by the schema): no overflow */
+    }
+    if (l->n_tcp_clusters > 0 && total == 0)
+        return verr(v, loc, "tcp_clusters", AT_VALUE, "the weights must not all be 0");
+    return true;
+}
+
 static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
                            size_t i, const struct tr_cfg_loc *loc)
 {
@@ -1347,23 +1371,28 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
     if (!resolve(v, &nt->tls, "TLS context", l->tls_name, loc, "tls.context", &l->tls))
         return false;
 
+    if (l->tcp_cluster_name != NULL && l->n_tcp_clusters > 0)
+        return verr(v, loc, "tcp_clusters", AT_KEY,
+                    "conflicts with tcp_cluster; set exactly one of tcp_cluster, tcp_clusters");
     if (l->protocol == TR_LPROTO_TCP) {
         if (l->route_table_name != NULL)
             return verr(v, loc, "route_table", AT_KEY,
-                        "not allowed on a tcp listener (use tcp_cluster)");
-        if (l->tcp_cluster_name == NULL)
-            return verr(v, loc, "tcp_cluster", AT_VALUE, "missing required field");
+                        "not allowed on a tcp listener (use tcp_cluster or tcp_clusters)");
+        if (l->tcp_cluster_name == NULL && l->n_tcp_clusters == 0)
+            return verr(v, loc, "", AT_VALUE,
+                        "one of tcp_cluster, tcp_clusters is required on a tcp listener");
     } else {
         if (l->route_table_name == NULL)
             return verr(v, loc, "route_table", AT_VALUE, "missing required field");
-        if (l->protocol == TR_LPROTO_HTTP && l->tcp_cluster_name != NULL)
-            return verr(v, loc, "tcp_cluster", AT_KEY,
-                        "not allowed on an http listener (use protocol: auto or tcp)");
+        if (l->protocol == TR_LPROTO_HTTP && (l->tcp_cluster_name != NULL || l->n_tcp_clusters > 0))
+            return verr(v, loc, l->tcp_cluster_name != NULL ? "tcp_cluster" : "tcp_clusters",
+                        AT_KEY, "not allowed on an http listener (use protocol: auto or tcp)");
     }
     if (!resolve(v, &nt->tables, "route table", l->route_table_name, loc, "route_table",
                  &l->route_table) ||
         !resolve(v, &nt->clusters, "cluster", l->tcp_cluster_name, loc, "tcp_cluster",
-                 &l->tcp_cluster))
+                 &l->tcp_cluster) ||
+        !check_tcp_clusters(v, nt, l, loc))
         return false;
 
     /* Opaque TCP carries no method or path: such a rule could never match,

@@ -477,7 +477,8 @@ class TcpNamed:
         self.sock.bind((ip, port))
         self.sock.listen(16)
         self.name = name.encode()
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self):
         while True:
@@ -489,6 +490,13 @@ class TcpNamed:
                 c.sendall(self.name)
 
     def close(self):
+        # Wake the accept() before closing: a closed descriptor's number is
+        # reused by the next socket, which the old thread would then serve.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(5)
         self.sock.close()
 
 
@@ -789,3 +797,59 @@ spec:
         assert ext.hits == 1
     finally:
         dns.close()
+
+
+def test_tcp_traffic_shifting_80_20(mesh):
+    """Istio's TCP traffic shifting task (tcp-echo 80/20): each connection
+    picks v1 or v2 by weight."""
+    b = mesh.base
+    pods = [TcpNamed("echo-v1", f"{b}.81", 9000), TcpNamed("echo-v2", f"{b}.82", 9000)]
+    try:
+        mesh.add(pod("echo-v1", f"{b}.81", {"app": "tcp-echo", "version": "v1"}),
+                 pod("echo-v2", f"{b}.82", {"app": "tcp-echo", "version": "v2"}),
+                 service("tcp-echo", 9000, {"app": "tcp-echo"}, port_name="tcp"))
+        # the shape of istio/tcp-echo/tcp-echo-20-v2.yaml, for the mesh
+        mesh.add("""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  host: tcp-echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match:
+    - port: 9000
+    route:
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v1}
+      weight: 80
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v2}
+      weight: 20
+""")
+        model, warnings = mesh.compile()
+        assert [c["weight"] for c in model["listeners"][0]["tcp_clusters"]] == [80, 20]
+        mesh.proxy = Proxy(mesh.workdir, model, name="client-proxy")
+        mesh.proxy.start()
+        counts = {}
+        n = 1000
+        for _ in range(n):
+            with socket.create_connection((mesh.outbound_ip, 9000), timeout=5) as s:
+                got = b""
+                while True:
+                    chunk = s.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+            counts[got] = counts.get(got, 0) + 1
+        # 20% of 1000 = 200, binomial sd 12.6: 5 sd either way
+        assert 137 <= counts.get(b"echo-v2", 0) <= 263, counts
+        assert counts.get(b"echo-v1", 0) + counts.get(b"echo-v2", 0) == n
+    finally:
+        for p in pods:
+            p.close()

@@ -415,6 +415,8 @@ struct port_tab {
     bool http;    /* some service speaks HTTP (or may: unknown protocol) */
     bool unknown; /* some service's protocol is not named: detect per connection */
     const char *tcp_cluster;
+    struct tr_weighted_cluster_cfg *tcp_split; /* a tcp rule's weighted destinations */
+    size_t n_tcp_split;
     const struct ist_service *tcp_svc;
     struct tr_vhost_cfg *vhosts;
     size_t n_vhosts, cap_vhosts;
@@ -635,17 +637,19 @@ static bool outbound(struct ist_ctx *x)
                 if (pt->tcp_svc == NULL) {
                     pt->tcp_svc = s;
                     const struct tr_resource *vs = vs_for(&ix, s->host);
-                    const char *cl = NULL;
+                    bool routed = false;
                     if (vs != NULL) {
                         x->quiet = true;
-                        cl = ist_vs_tcp_cluster(x, vs, s, p->number);
+                        routed = ist_vs_tcp_clusters(x, vs, s, p->number, &pt->tcp_split,
+                                                     &pt->n_tcp_split);
                         x->quiet = false;
                     }
-                    /* "": the rule routes nowhere; the listener keeps the
-                     * service's cluster, emptied (fail closed). */
-                    pt->tcp_cluster = cl && *cl ? cl : ist_cluster_for(x, s, pi, NULL);
-                    if (cl != NULL && *cl == '\0')
-                        pt->tcp_cluster = ist_empty_cluster(x, s, pi);
+                    if (!routed)
+                        pt->tcp_cluster = ist_cluster_for(x, s, pi, NULL);
+                    else if (pt->n_tcp_split == 0)
+                        pt->tcp_cluster = ist_empty_cluster(x, s, pi); /* fail closed */
+                    else if (pt->n_tcp_split == 1)
+                        pt->tcp_cluster = pt->tcp_split[0].cluster_name;
                 } else if (tcpish) {
                     struct ist_cursor c;
                     ist_cursor_init(&c, s->res, NULL);
@@ -690,13 +694,18 @@ static bool outbound(struct ist_ctx *x)
                          "outbound address %s is not an IP address", x->o->outbound_ip);
             return false;
         }
+        if (pt->n_tcp_split > 1) {
+            l->tcp_clusters = pt->tcp_split;
+            l->n_tcp_clusters = pt->n_tcp_split;
+        } else {
+            l->tcp_cluster_name = pt->tcp_cluster;
+        }
+        bool has_tcp = pt->tcp_cluster != NULL || pt->n_tcp_split > 1;
         if (!pt->http) {
             l->protocol = TR_LPROTO_TCP;
-            l->tcp_cluster_name = pt->tcp_cluster;
             continue;
         }
-        l->protocol = pt->tcp_cluster ? TR_LPROTO_AUTO : TR_LPROTO_HTTP;
-        l->tcp_cluster_name = pt->tcp_cluster;
+        l->protocol = has_tcp ? TR_LPROTO_AUTO : TR_LPROTO_HTTP;
         struct tr_route_table_cfg *t = &cfg->route_tables[cfg->n_route_tables++];
         t->name = ist_mprintf(x, "%u", p);
         size_t extra = registry_only ? 1 : 0;

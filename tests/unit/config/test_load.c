@@ -197,6 +197,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->tls, 0);
     assert_int_equal(l->route_table, 1);
     assert_int_equal(l->tcp_cluster, 3);
+    assert_int_equal(l->n_tcp_clusters, 0);
     assert_int_equal(l->xff, TR_XFF_OFF);
     assert_false(l->xfp);
     assert_int_equal(l->request_id, TR_REQID_ALWAYS);
@@ -247,7 +248,18 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->tls_mode, TR_TLS_STRICT);
     assert_int_equal(l->tls, 1);
     assert_int_equal(l->route_table, -1);
-    assert_int_equal(l->tcp_cluster, 3);
+    /* weighted TCP routes: the shorthand stays unset */
+    assert_int_equal(l->tcp_cluster, -1);
+    assert_null(l->tcp_cluster_name);
+    assert_int_equal(l->n_tcp_clusters, 2);
+    assert_string_equal(l->tcp_clusters[0].cluster_name, "db");
+    assert_int_equal(l->tcp_clusters[0].cluster, 3);
+    assert_int_equal(l->tcp_clusters[0].weight, 3);
+    assert_string_equal(l->tcp_clusters[0].loc.path, "listeners[2].tcp_clusters[0]");
+    assert_string_equal(l->tcp_clusters[1].cluster_name, "local");
+    assert_int_equal(l->tcp_clusters[1].cluster, 0);
+    assert_int_equal(l->tcp_clusters[1].weight, 0);
+    assert_string_equal(l->tcp_clusters[1].loc.path, "listeners[2].tcp_clusters[1]");
     assert_int_equal(l->authz.n_rules, 1);
     assert_string_equal(l->authz.rules[0].principals[0], "*");
 
@@ -723,7 +735,7 @@ static const struct bad_case bad_cases[] = {
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,
      "t.yaml:5:3: listeners[0].tlz: ",
      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
-     "tcp_cluster, http, "
+     "tcp_cluster, tcp_clusters, http, "
      "timeouts, authorization, origin)"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
      "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
@@ -731,7 +743,39 @@ static const struct bad_case bad_cases[] = {
      "tcp_cluster: c\n" RT_C,
      "t.yaml:5:3: listeners[0].route_table: ", "not allowed on a tcp listener"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n" RT_C,
-     "t.yaml:2:3: listeners[0].tcp_cluster: ", "missing required field"},
+     "t.yaml:2:3: listeners[0]: ",
+     "one of tcp_cluster, tcp_clusters is required on a tcp listener"},
+/* weighted TCP routes (listeners[].tcp_clusters); the rest of their
+     * checks are in test_validate.c, for files and built models alike */
+#define TCPL "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n"
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1}]\n  tcp_cluster: c\n" RT_C,
+     "t.yaml:6:3: listeners[0].tcp_cluster: ",
+     "conflicts with tcp_clusters; set exactly one of tcp_cluster, tcp_clusters"},
+    {TCPL "  tcp_clusters: []\n" RT_C,
+     "t.yaml:5:17: listeners[0].tcp_clusters: ", "must have at least 1 entry"},
+    {TCPL "  tcp_clusters: c\n" RT_C,
+     "t.yaml:5:17: listeners[0].tcp_clusters: ", "expected a list, got \"c\""},
+    {TCPL "  tcp_clusters:\n" RT_C,
+     "t.yaml:5:3: listeners[0].tcp_clusters: ", "expected a list, got null"},
+    {TCPL "  tcp_clusters: [c]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0]: ", "expected a mapping, got \"c\""},
+    {TCPL "  tcp_clusters: [{cluster: c}]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0].weight: ", "missing required field"},
+    {TCPL "  tcp_clusters: [{weight: 1}]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0].cluster: ", "missing required field"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: '80'}]\n" RT_C,
+     "t.yaml:5:39: listeners[0].tcp_clusters[0].weight: ", "expected an integer, got \"80\""},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: -1}]\n" RT_C,
+     "t.yaml:5:39: listeners[0].tcp_clusters[0].weight: ", "must be between 0 and 1000000, got -1"},
+    {TCPL "  tcp_clusters: [{cluster: 'a b', weight: 1}]\n" RT_C,
+     "t.yaml:5:28: listeners[0].tcp_clusters[0].cluster: ",
+     "invalid name \"a b\": whitespace and control characters are not allowed"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1, request_headers: {remove: [x-a]}}]\n" RT_C,
+     "t.yaml:5:42: listeners[0].tcp_clusters[0].request_headers: ",
+     "unknown field \"request_headers\" (accepted: cluster, weight)"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1}, {cluster: c, weight: 1, cluster: d}]\n" RT_C,
+     "t.yaml:5:67: listeners[0].tcp_clusters[1].cluster: ", "duplicate field (first at line 5)"},
+#undef TCPL
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tcp_cluster: c\n" RT_C,
      "t.yaml:5:3: listeners[0].tcp_cluster: ", "not allowed on an http listener"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  tcp_cluster: c\n"
@@ -1164,6 +1208,61 @@ static void test_invalid_table(void **state)
         free(err);
     }
     assert_int_equal(failed, 0);
+}
+
+/* Weighted TCP routes: up to 256 entries (the routes' limit) on tcp and auto
+ * listeners, each with its weight and place; one more is an error. */
+static void test_tcp_clusters(void **state)
+{
+    (void)state;
+    enum { LIMIT = 256 };
+    size_t cap = 128 + (LIMIT + 1) * 40;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (size_t n = LIMIT; n <= LIMIT + 1; n++) {
+        size_t o = (size_t)snprintf(text, cap,
+                                    "listeners:\n- name: t\n  address: 127.0.0.1:1\n"
+                                    "  protocol: tcp\n  tcp_clusters:\n");
+        for (size_t k = 0; k < n; k++)
+            o += (size_t)snprintf(text + o, cap - o, "  - {cluster: %s, weight: %zu}\n",
+                                  k % 2 ? "b" : "a", k % 3);
+        o += (size_t)snprintf(text + o, cap - o,
+                              "- {name: u, address: 127.0.0.1:2, protocol: auto, route_table: rt, "
+                              "tcp_clusters: [{cluster: b, weight: 1}]}\n" RT_C
+                              "- {name: a, endpoints: [{address: 127.0.0.1:3}]}\n"
+                              "- {name: b, endpoints: [{address: 127.0.0.1:4}]}\n");
+        assert_true(o < cap);
+        char *err = NULL;
+        struct tr_config *c = tr_config_load_buffer(text, o, "t.yaml", &err);
+        if (n > LIMIT) {
+            assert_null(c);
+            assert_non_null(err);
+            assert_string_equal(err, "t.yaml:6:3: listeners[0].tcp_clusters: has 257 entries; the "
+                                     "limit is 256");
+            free(err);
+            continue;
+        }
+        if (c == NULL)
+            fprintf(stderr, "unexpected error: %s\n", err);
+        assert_non_null(c);
+        const struct tr_listener_cfg *l = &c->listeners[0];
+        assert_int_equal(l->tcp_cluster, -1);
+        assert_int_equal(l->n_tcp_clusters, LIMIT);
+        for (size_t k = 0; k < LIMIT; k++) {
+            assert_int_equal(l->tcp_clusters[k].cluster, k % 2 ? 2 : 1);
+            assert_int_equal(l->tcp_clusters[k].weight, k % 3);
+            assert_int_equal(l->tcp_clusters[k].loc.line, 6 + k);
+            assert_int_equal(l->tcp_clusters[k].loc.col, 5);
+        }
+        assert_string_equal(l->tcp_clusters[255].loc.path, "listeners[0].tcp_clusters[255]");
+        l = &c->listeners[1];
+        assert_int_equal(l->protocol, TR_LPROTO_AUTO);
+        assert_int_equal(l->route_table, 0);
+        assert_int_equal(l->n_tcp_clusters, 1);
+        assert_int_equal(l->tcp_clusters[0].cluster, 2);
+        tr_config_free(c);
+    }
+    free(text);
 }
 
 /* The upstream protocol's default depends on mTLS: a mesh hop keeps the
@@ -1677,6 +1776,7 @@ int main(void)
         cmocka_unit_test(test_example_defaults),
         cmocka_unit_test(test_invalid_table),
         cmocka_unit_test(test_cluster_protocol_defaults),
+        cmocka_unit_test(test_tcp_clusters),
         cmocka_unit_test(test_empty_and_root),
         cmocka_unit_test(test_kubernetes_resources),
         cmocka_unit_test(test_syntax_errors),
