@@ -240,6 +240,7 @@ static const struct cfg_section authz_section =
 static const struct cfg_field tcp_weighted_fields[] = {
     NAME("cluster", struct tr_weighted_cluster_cfg, cluster_name, REQ),
     U32("weight", struct tr_weighted_cluster_cfg, weight, REQ, 0, CFG_MAX_WEIGHT, 0),
+    ORIGIN(struct tr_weighted_cluster_cfg),
 };
 const struct cfg_section cfg_tcp_weighted_section =
     SEC("tcp weighted cluster", tcp_weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc),

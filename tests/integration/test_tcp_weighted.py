@@ -270,7 +270,7 @@ def test_reload_and_partial_update_change_the_weights(checked, servers, workdir)
     assert tally(port, 100) == {"v1": 100}
     dump = json.loads(p.admin("/config_dump")[1])["config"]
     assert dump["listeners"][0]["tcp_cluster"] == "v1"
-    assert "tcp_clusters" not in dump["listeners"][0]  # the writer leaves defaults out
+    assert "tcp_clusters" not in dump["listeners"][0]  # none: left out, as defaults are
 
 
 def test_auto_listener_splits_its_non_http_connections(checked, servers, workdir):

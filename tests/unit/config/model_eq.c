@@ -237,12 +237,19 @@ static bool extras_eq(struct cmp *c, const struct cfg_section *sec, const void *
         ok = ok && (push_key(c, "route_table(index)"), num_eq(c, x->route_table, y->route_table));
         pop(c, saved);
         ok = ok && (push_key(c, "tcp_cluster(index)"), num_eq(c, x->tcp_cluster, y->tcp_cluster));
+        for (size_t k = 0; ok && k < x->n_tcp_clusters; k++) {
+            pop(c, saved);
+            push(c, "%stcp_clusters[%zu].cluster(index)", c->plen != 0 ? "." : "", k);
+            ok = num_eq(c, x->tcp_clusters[k].cluster, y->tcp_clusters[k].cluster);
+        }
     } else if (sec == &cfg_cluster_section) {
         const struct tr_cluster_cfg *x = a, *y = b;
         ok = (push_key(c, "tls(index)"), num_eq(c, x->tls, y->tls));
         pop(c, saved);
         ok = ok && (push_key(c, "n_dns_endpoints"),
                     num_eq(c, (long long)x->n_dns_endpoints, (long long)y->n_dns_endpoints));
+        pop(c, saved);
+        ok = ok && (push_key(c, "hash.source"), num_eq(c, x->hash.source, y->hash.source));
     } else if (sec == &cfg_endpoint_section) {
         const struct tr_endpoint_cfg *x = a, *y = b;
         ok = (push_key(c, "name"), str_eq(c, x->name, y->name));

@@ -772,7 +772,7 @@ static const struct bad_case bad_cases[] = {
      "invalid name \"a b\": whitespace and control characters are not allowed"},
     {TCPL "  tcp_clusters: [{cluster: c, weight: 1, request_headers: {remove: [x-a]}}]\n" RT_C,
      "t.yaml:5:42: listeners[0].tcp_clusters[0].request_headers: ",
-     "unknown field \"request_headers\" (accepted: cluster, weight)"},
+     "unknown field \"request_headers\" (accepted: cluster, weight, origin)"},
     {TCPL "  tcp_clusters: [{cluster: c, weight: 1}, {cluster: c, weight: 1, cluster: d}]\n" RT_C,
      "t.yaml:5:67: listeners[0].tcp_clusters[1].cluster: ", "duplicate field (first at line 5)"},
 #undef TCPL

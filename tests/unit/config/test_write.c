@@ -1110,6 +1110,102 @@ static void test_dns_endpoints(void **state)
     tr_config_free(c);
 }
 
+/* Cluster settings whose presence the loader reads as a value: outlier
+ * detection on with every default (`enabled: true`, since the section alone
+ * turns it on), a generated session cookie (`generate: true`, since without
+ * it only a ttl turns generation on) and a cookie not generated; source_ip,
+ * ring and Maglev sizes, circuit breakers; weighted TCP routes. */
+static void test_cluster_policies(void **state)
+{
+    (void)state;
+    struct tr_config *c = model(1, 5);
+    struct tr_cluster_cfg *cl = c->clusters;
+    cl[0].outlier.enabled = true;
+    cl[0].lb = TR_LB_RING_HASH;
+    cl[0].hash.cookie = "session";
+    cl[0].hash.cookie_generate = true; /* ttl 0: a session cookie */
+    cl[0].breakers.max_requests = 7;
+    cl[1].lb = TR_LB_MAGLEV;
+    cl[1].hash.cookie = "sticky"; /* read, never generated */
+    cl[1].hash.maglev_table_size = 13;
+    cl[2].lb = TR_LB_RING_HASH;
+    cl[2].hash.source_ip = true;
+    cl[2].hash.ring_min_size = 8;
+    cl[2].outlier = (struct tr_outlier_cfg){.enabled = true,
+                                            .consecutive_5xx = 0,
+                                            .consecutive_gateway = 3,
+                                            .consecutive_local = 2,
+                                            .split_local = true,
+                                            .interval_ms = 1500,
+                                            .base_ejection_ms = 60000,
+                                            .max_ejection_percent = 100,
+                                            .min_health_percent = 50};
+    cl[3].lb = TR_LB_MAGLEV; /* no hash_policy: requests hash at random */
+    cl[4].max_requests_per_connection = 1;
+    /* A tcp listener splitting its connections. */
+    c->n_listeners = 2;
+    struct tr_listener_cfg *ls = alloc(c, 2, sizeof(*ls));
+    ls[0] = c->listeners[0];
+    tr_cfg_listener_defaults(&ls[1]);
+    ls[1].name = "tcp";
+    ls[1].protocol = TR_LPROTO_TCP;
+    set_addr(&ls[1].addr, "127.0.0.1", 15007);
+    ls[1].n_tcp_clusters = 2;
+    ls[1].tcp_clusters = alloc(c, 2, sizeof(*ls[1].tcp_clusters));
+    ls[1].tcp_clusters[0] = (struct tr_weighted_cluster_cfg){.cluster_name = "c1", .weight = 0};
+    ls[1].tcp_clusters[1] = (struct tr_weighted_cluster_cfg){.cluster_name = "c2", .weight = 4};
+    c->listeners = ls;
+    validate_ok(c);
+    size_t len;
+    char *yaml = write_ok(c, TR_CONFIG_YAML, &len);
+    static const char *const want[] = {
+        "  - name: tcp\n"
+        "    address: \"127.0.0.1:15007\"\n"
+        "    protocol: tcp\n"
+        "    tcp_clusters:\n"
+        "      - cluster: c1\n"
+        "        weight: 0\n"
+        "      - cluster: c2\n"
+        "        weight: 4\n",
+        "  - name: c0\n"
+        "    lb: ring_hash\n"
+        "    outlier_detection:\n"
+        "      enabled: true\n"
+        "    hash_policy:\n"
+        "      cookie:\n"
+        "        name: session\n"
+        "        generate: true\n"
+        "    circuit_breakers:\n"
+        "      max_requests: 7\n",
+        "  - name: c1\n"
+        "    lb: maglev\n"
+        "    hash_policy:\n"
+        "      cookie:\n"
+        "        name: sticky\n"
+        "    maglev:\n"
+        "      table_size: 13\n",
+        "    hash_policy:\n"
+        "      source_ip: true\n"
+        "    ring_hash:\n"
+        "      minimum_ring_size: 8\n",
+        "  - name: c3\n"
+        "    lb: maglev\n"
+        "    endpoints:\n",
+        "  - name: c4\n"
+        "    pool:\n"
+        "      max_requests_per_connection: 1\n",
+    };
+    for (size_t i = 0; i < N_OF(want); i++) {
+        if (strstr(yaml, want[i]) == NULL) {
+            fprintf(stderr, "no\n%s\nin\n%s\n", want[i], yaml);
+            fail();
+        }
+    }
+    free(yaml);
+    roundtrip_cfg(c, "policies.yaml");
+    tr_config_free(c);
+}
+
 /* A compiled model's sources are written (origin) and read back: every
  * object keeps naming its resource and field. */
 static void test_origin(void **state)
@@ -1339,6 +1435,7 @@ int main(void)
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_dns_endpoints),
+        cmocka_unit_test(test_cluster_policies),
         cmocka_unit_test(test_origin),
         cmocka_unit_test(test_refuses_what_a_file_cannot_say),
         cmocka_unit_test(test_compact_when_too_big),

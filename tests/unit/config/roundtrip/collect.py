@@ -10,6 +10,9 @@ directory (certs/web.pem, certs/web.key, certs/ca.pem, run/admin.sock, logs/acce
 strings longer than 6000 characters cut there) are reduced to a small set that covers every
 key path, list length (0, 1, more) and enum or bool value seen (greedy set cover), written
 here as NN-MODULE-TEST.json. test_write.c round-trips each of them through the writer.
+
+The directory is also grown without replacing it: when new tests bring new keys, the files of a
+run that add features() the kept set lacks are copied in under the next numbers.
 """
 import json
 import os
