@@ -890,7 +890,7 @@ bool ist_ctx_init(struct ist_ctx *x, const struct tr_rset *rs, const struct tr_i
         tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0}, "out of memory");
         return false;
     }
-    tr_strmap_init(&x->refused, x->tmp);
+    tr_strmap_init(&x->dr_index, x->tmp);
     tr_strmap_init(&x->cluster_by_name, x->tmp);
     return true;
 }

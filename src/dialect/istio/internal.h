@@ -176,9 +176,11 @@ struct ist_ctx {
     const struct tr_istio_options *o; /* = &opts */
     struct tr_istio_options opts;     /* with defaults filled in */
     struct tr_diags *d;
-    struct tr_arena *tmp;     /* compiler scratch */
-    struct tr_config *cfg;    /* the model being built (its arena) */
-    struct tr_strmap refused; /* resource (by pointer text) -> (void *)1 */
+    struct tr_arena *tmp;      /* compiler scratch */
+    struct tr_config *cfg;     /* the model being built (its arena) */
+    uint8_t *refused;          /* bit per resource (tr_resource.index): refused */
+    struct tr_strmap dr_index; /* "NS|HOST" -> struct ist_dr_list (built on first use) */
+    bool dr_indexed;
     bool oom;
     bool quiet;    /* findings already reported by a check pass: do not repeat them */
     bool checking; /* a check pass: report, build nothing */

@@ -92,36 +92,100 @@ static bool host_matches(const char *pattern, const char *host)
     return false;
 }
 
+/* DestinationRules by "NAMESPACE|HOST" (host as written, resolved to an
+ * FQDN), in load order; wildcard hosts under "NAMESPACE|*". Built once per
+ * compile: looking a rule up costs a hash, not a scan of every rule. */
+struct dr_list {
+    const struct tr_resource **v;
+    const char **host; /* the rule's resolved host */
+    size_t n, cap;
+};
+
+static bool dr_list_add(struct ist_ctx *x, const char *key, const struct tr_resource *r,
+                        const char *host)
+{
+    struct dr_list *l = tr_strmap_get(&x->dr_index, key);
+    if (l == NULL) {
+        l = ist_alloc(x, 1, sizeof(*l));
+        bool oom = false;
+        if (l == NULL || (tr_strmap_put(&x->dr_index, key, l, &oom), oom))
+            return ist_oom(x);
+    }
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 2;
+        const struct tr_resource **nv = ist_alloc(x, nc, sizeof(*nv));
+        const char **nh = ist_alloc(x, nc, sizeof(*nh));
+        if (nv == NULL || nh == NULL)
+            return false;
+        if (l->n) {
+            memcpy(nv, l->v, l->n * sizeof(*nv));
+            memcpy(nh, l->host, l->n * sizeof(*nh));
+        }
+        l->v = nv;
+        l->host = nh;
+        l->cap = nc;
+    }
+    l->v[l->n] = r;
+    l->host[l->n++] = host;
+    return true;
+}
+
+static void dr_index_build(struct ist_ctx *x)
+{
+    x->dr_indexed = true;
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "DestinationRule", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        const char *rns = r->ns ? r->ns : "default";
+        const char *h;
+        if (!tr_rnode_str(tr_rnode_get(r->spec, "host"), &h))
+            continue;
+        const char *fq = ist_fqdn(x, h, rns);
+        const char *key = fq ? ist_printf(x, "%s|%s", rns, fq[0] == '*' ? "*" : fq) : NULL;
+        if (key == NULL || !dr_list_add(x, key, r, fq))
+            return;
+    }
+}
+
+/* The first usable rule of one namespace for host: exact before wildcard. */
+static const struct tr_resource *dr_in_ns(struct ist_ctx *x, const char *ns, const char *host,
+                                          bool other_ns)
+{
+    char key[600];
+    for (int pass = 0; pass < 2; pass++) {
+        snprintf(key, sizeof(key), "%s|%s", ns, pass == 0 ? host : "*");
+        const struct dr_list *l = tr_strmap_get(&x->dr_index, key);
+        for (size_t i = 0; l && i < l->n; i++) {
+            const struct tr_resource *r = l->v[i];
+            if (ist_refused(x, r) || (other_ns && !dr_exported_to(r, x->wl_ns)))
+                continue;
+            const struct tr_rnode *sel = tr_rnode_get(r->spec, "workloadSelector");
+            if (sel != NULL && !ist_labels_match(tr_rnode_get(sel, "matchLabels"), x->wl_labels))
+                continue;
+            if (pass == 1 && !host_matches(l->host[i], host))
+                continue;
+            return r;
+        }
+    }
+    return NULL;
+}
+
 /* Istio looks for a rule in the client's namespace, then the service's,
  * then the root namespace; within one, an exact host beats a wildcard, and
  * the first in load order wins (Istio: the oldest). */
 const struct tr_resource *ist_dr_for(struct ist_ctx *x, const char *host, const char *svc_ns)
 {
-    size_t n;
-    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "DestinationRule", &n);
+    if (!x->dr_indexed)
+        dr_index_build(x);
     const char *order[3] = {x->wl_ns, svc_ns, x->o->root_ns};
     for (int o = 0; o < 3; o++) {
-        const struct tr_resource *wild = NULL;
-        for (size_t i = 0; i < n; i++) {
-            const struct tr_resource *r = v[i];
-            const char *rns = r->ns ? r->ns : "default";
-            const char *h;
-            if (strcmp(rns, order[o]) != 0 || ist_refused(x, r) ||
-                !tr_rnode_str(tr_rnode_get(r->spec, "host"), &h))
-                continue;
-            if (o > 0 && !dr_exported_to(r, x->wl_ns))
-                continue;
-            const struct tr_rnode *sel = tr_rnode_get(r->spec, "workloadSelector");
-            if (sel != NULL && !ist_labels_match(tr_rnode_get(sel, "matchLabels"), x->wl_labels))
-                continue;
-            const char *fq = ist_fqdn(x, h, rns);
-            if (fq != NULL && strcmp(fq, host) == 0)
-                return r;
-            if (wild == NULL && fq != NULL && host_matches(fq, host))
-                wild = r;
-        }
-        if (wild != NULL)
-            return wild;
+        if (order[o] == NULL || (o > 0 && strcmp(order[o], order[0]) == 0) ||
+            (o == 2 && strcmp(order[2], order[1]) == 0))
+            continue;
+        const struct tr_resource *r = dr_in_ns(x, order[o], host, o > 0);
+        if (r != NULL)
+            return r;
     }
     return NULL;
 }

@@ -901,7 +901,7 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
     }
 
     enum { CAP = 64 };
-    struct tr_header_match_cfg *hv = ist_malloc(x, CAP, sizeof(*hv));
+    struct tr_header_match_cfg *hv = ist_alloc(x, CAP, sizeof(*hv)); /* scratch: copied below */
     if (hv == NULL) {
         *err = true;
         return false;
@@ -978,7 +978,15 @@ static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         *err = true;
         return false;
     }
-    r->headers = n ? hv : NULL;
+    r->headers = NULL;
+    if (n > 0) {
+        r->headers = ist_malloc(x, n, sizeof(*r->headers));
+        if (r->headers == NULL) {
+            *err = true;
+            return false;
+        }
+        memcpy(r->headers, hv, n * sizeof(*hv));
+    }
     r->n_headers = n;
     return keep;
 }

@@ -53,29 +53,26 @@ bool ist_oom(struct ist_ctx *x)
     return false;
 }
 
+/* Refusals are a bitmap over the set's load order (tr_resource.index). */
 static void refuse(struct ist_ctx *x, const struct tr_resource *r)
 {
     if (r == NULL)
         return;
-    char key[32];
-    snprintf(key, sizeof(key), "%p", (const void *)r);
-    if (tr_strmap_get(&x->refused, key) != NULL)
-        return;
-    char *k = tr_arena_strdup(x->tmp, key);
-    bool oom = false;
-    if (k == NULL)
-        oom = true;
-    else
-        tr_strmap_put(&x->refused, k, (void *)1, &oom);
-    if (oom)
-        ist_oom(x);
+    if (x->refused == NULL) {
+        size_t n = tr_rset_count(x->rs);
+        x->refused = tr_arena_calloc(x->tmp, n / 8 + 1, 1);
+        if (x->refused == NULL) {
+            ist_oom(x);
+            return;
+        }
+    }
+    x->refused[r->index / 8] |= (uint8_t)(1u << (r->index % 8));
 }
 
 bool ist_refused(const struct ist_ctx *x, const struct tr_resource *r)
 {
-    char key[32];
-    snprintf(key, sizeof(key), "%p", (const void *)r);
-    return tr_strmap_get(&x->refused, key) != NULL;
+    return x->refused != NULL && r != NULL &&
+           (x->refused[r->index / 8] & (1u << (r->index % 8))) != 0;
 }
 
 static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
