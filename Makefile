@@ -3,6 +3,7 @@
 #   make check    install what is missing, build, run every test
 #   make demo     install what is missing, build, run a two-proxy mTLS mesh hop (real backend, curl)
 #   make bench    the side-by-side benchmark (bench/README.md)
+#   make bench-micro  route matching and Istio compile micro-benchmarks (docs/performance.md)
 
 PYTHON      ?= /usr/bin/python3
 BUILD       ?= build
@@ -11,7 +12,7 @@ FUZZ_BUILD  ?= build-fuzz
 FUZZ_SECONDS ?= 60
 JOBS        ?= 2
 
-.PHONY: all build bootstrap check check-unit check-asan check-integration fuzz demo bench format format-check clean
+.PHONY: all build bootstrap check check-unit check-asan check-integration fuzz demo bench bench-micro format format-check clean
 
 all: build
 
@@ -81,3 +82,11 @@ format-check:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+
+# In-process micro-benchmarks of issue 8 (bench/micro/, docs/performance.md
+# "Istio: route matching and compiling"): route matching over 10,000 routes,
+# and compiling a 1,000-service Istio mesh for one workload.
+bench-micro: $(BUILD)/build.ninja
+	ninja -C $(BUILD) -j $(JOBS) bench/bench_route_match bench/bench_istio_compile
+	$(BUILD)/bench/bench_route_match
+	$(BUILD)/bench/bench_istio_compile
