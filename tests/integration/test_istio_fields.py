@@ -1039,6 +1039,26 @@ def test_contexts_and_subjects_compile_clean():
             assert not findings, f"{doc['kind']} in context {ctx}: {findings}"
 
 
+KIND_ORDER = ("VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Gateway",
+              "Sidecar", "Service", "Endpoints", "EndpointSlice", "Pod", "Namespace")
+
+
+def summary_table(statuses):
+    """The doc's status summary: rows of each kind by status."""
+    cols = ("works", "warning", "error", "TBD")
+    count = {k: dict.fromkeys(cols, 0) for k in KIND_ORDER}
+    for (kind, _), status in statuses.items():
+        count[kind][status.split(":", 1)[0]] += 1
+    lines = ["| Kind | Rows | " + " | ".join(cols) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |"]
+    for k in KIND_ORDER:
+        lines.append(f"| [{k}](#{k.lower()}) | {sum(count[k].values())} | " +
+                     " | ".join(str(count[k][c]) for c in cols) + " |")
+    lines.append(f"| **all** | {len(statuses)} | " +
+                 " | ".join(str(sum(count[k][c] for k in KIND_ORDER)) for c in cols) + " |")
+    return [line + "\n" for line in lines]
+
+
 def test_doc_statuses_are_the_measured_ones(measured):
     lines = DOC.read_text().splitlines(keepends=True)
     kind, mismatches, rewritten = None, [], []
@@ -1058,6 +1078,18 @@ def test_doc_statuses_are_the_measured_ones(measured):
                                   f"  measured: {status} | {notes}")
             line = "| " + " | ".join(cells[:3] + [status, notes]) + " |\n"
         rewritten.append(line)
+    # the summary: the table after "## Status summary"
+    start = rewritten.index("## Status summary\n")
+    first = next(i for i in range(start, len(rewritten))
+                 if rewritten[i].startswith("| ") or rewritten[i].startswith("STATUS_SUMMARY"))
+    last = first
+    while last + 1 < len(rewritten) and rewritten[last + 1].startswith("| "):
+        last += 1
+    want = summary_table({k: v[0] for k, v in measured.items()})
+    if rewritten[first:last + 1] != want:
+        mismatches.append("the status summary:\n" + "".join(rewritten[first:last + 1]) +
+                          "measured:\n" + "".join(want))
+    rewritten[first:last + 1] = want
     if os.environ.get("TRELLIS_UPDATE_GOLDEN"):
         DOC.write_text("".join(rewritten))
         return
