@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   # build
   build-essential pkg-config meson ninja-build clang clang-format libclang-rt-14-dev llvm
-  libssl-dev libnghttp2-dev libfyaml-dev libpcre2-dev libcmocka-dev
+  libssl-dev libnghttp2-dev libfyaml-dev libpcre2-dev libcmocka-dev libc-ares-dev
   # integration tests: clients
   curl openssl nghttp2-client wrk
   python3 python3-pytest python3-requests python3-httpx python3-h2 python3-grpcio python3-websocket

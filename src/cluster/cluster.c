@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dns/answers.h"
 #include "net/sock.h"
 #include "obs/metrics.h"
 #include "runtime/worker.h"
@@ -12,14 +13,19 @@
 
 /* ---- endpoint objects ---- */
 
-static struct tr_endpoint_rt *endpoint_new(const struct tr_endpoint_cfg *ec)
+/* text: the address as configured; NULL: formatted from ss. */
+static struct tr_endpoint_rt *endpoint_new(const struct sockaddr_storage *ss, socklen_t len,
+                                           const char *text)
 {
     struct tr_endpoint_rt *ep = calloc(1, sizeof(*ep));
     if (ep == NULL)
         return NULL;
-    memcpy(&ep->addr, &ec->addr.ss, sizeof(ep->addr));
-    ep->addr_len = ec->addr.len;
-    snprintf(ep->addr_text, sizeof(ep->addr_text), "%s", ec->addr.text);
+    memcpy(&ep->addr, ss, sizeof(ep->addr));
+    ep->addr_len = len;
+    if (text != NULL)
+        snprintf(ep->addr_text, sizeof(ep->addr_text), "%s", text);
+    else
+        tr_sock_addr_str(&ep->addr, ep->addr_text, sizeof(ep->addr_text));
     tr_tls_session_slot_init(&ep->tls_slot);
     return ep;
 }
@@ -149,46 +155,169 @@ static struct tr_cluster_rt *find_prev(const struct index *ix, struct tr_cluster
     return NULL;
 }
 
-/* Fills c->eps, taking over prev's endpoint objects by address. */
-static bool endpoints_build(struct tr_cluster_rt *c, struct tr_cluster_rt *prev)
+/* ---- the endpoint list of a view (DNS names: dns/answers.h) ---- */
+
+static const struct tr_endpoint_cfg *slot_cfg(const struct tr_cluster_rt *c, uint32_t i)
 {
-    const struct tr_cluster_cfg *cc = c->cfg;
-    struct index ix = {0};
-    if (prev != NULL) {
-        if (!index_init(&ix, prev->n_eps))
-            return false;
-        for (uint32_t i = 0; i < prev->n_eps; i++)
-            index_put(&ix, hash_addr(&prev->eps[i]->addr), i);
-    }
+    return c->ep_cfg != NULL ? c->ep_cfg[i] : &c->cfg->endpoints[i];
+}
+
+static bool is_logical(const struct tr_cluster_cfg *cc, const struct tr_endpoint_cfg *ec)
+{
+    return ec->host != NULL && cc->dns.mode == TR_DNS_FIRST;
+}
+
+/* Endpoints of cc with the answers of t: a configured IP address is one; a
+ * name is one per address of its answer (mode all) or one while it has an
+ * address (mode first). */
+static size_t slot_count(const struct tr_cluster_cfg *cc, const struct tr_dns_table *t)
+{
+    if (cc->n_dns_endpoints == 0)
+        return cc->n_endpoints;
+    size_t n = 0;
     for (size_t e = 0; e < cc->n_endpoints; e++) {
         const struct tr_endpoint_cfg *ec = &cc->endpoints[e];
-        struct tr_endpoint_rt *ep = NULL;
-        if (prev != NULL) {
-            size_t k = hash_addr(&ec->addr.ss) & ix.mask;
-            for (; ix.slot[k] != 0; k = (k + 1) & ix.mask) {
-                if (ix.slot[k] == INDEX_TAKEN)
-                    continue;
-                struct tr_endpoint_rt *p = prev->eps[ix.slot[k] - 1];
-                if (tr_sock_addr_equal(&p->addr, &ec->addr.ss)) {
-                    /* Taken once: an address listed twice gets a second object. */
-                    ix.slot[k] = INDEX_TAKEN;
-                    ep = p;
-                    break;
-                }
-            }
+        const struct tr_dns_answer *a =
+            ec->host != NULL ? tr_dns_table_find(t, ec->host, cc->dns.family) : NULL;
+        if (ec->host == NULL)
+            n++;
+        else if (a != NULL && a->n_ips > 0)
+            n += is_logical(cc, ec) ? 1 : a->n_ips;
+    }
+    return n;
+}
+
+/* Fills ep_cfg and ep_ip of a cluster with names. */
+static void slots_fill(struct tr_cluster_rt *c, const struct tr_dns_table *t)
+{
+    const struct tr_cluster_cfg *cc = c->cfg;
+    size_t k = 0;
+    for (size_t e = 0; e < cc->n_endpoints; e++) {
+        const struct tr_endpoint_cfg *ec = &cc->endpoints[e];
+        if (ec->host == NULL) {
+            c->ep_cfg[k] = ec;
+            c->ep_ip[k++] = NULL;
+            continue;
         }
-        if (ep != NULL)
+        const struct tr_dns_answer *a = tr_dns_table_find(t, ec->host, cc->dns.family);
+        uint32_t n = a == NULL ? 0 : is_logical(cc, ec) && a->n_ips > 0 ? 1 : a->n_ips;
+        for (uint32_t i = 0; i < n; i++) {
+            c->ep_cfg[k] = ec;
+            c->ep_ip[k++] = &a->ips[i];
+        }
+    }
+}
+
+/* Slot i's socket address. */
+static void slot_addr(const struct tr_cluster_rt *c, uint32_t i, struct sockaddr_storage *ss,
+                      socklen_t *len)
+{
+    const struct tr_endpoint_cfg *ec = slot_cfg(c, i);
+    if (c->ep_ip != NULL && c->ep_ip[i] != NULL) {
+        tr_dns_ip_sockaddr(c->ep_ip[i], ec->port, ss, len);
+        return;
+    }
+    memcpy(ss, &ec->addr.ss, sizeof(*ss));
+    *len = ec->addr.len;
+}
+
+static uint64_t hash_name(const char *host, uint16_t port)
+{
+    return hash_bytes(hash_bytes(0xcbf29ce484222325ull, host, strlen(host)), &port, sizeof(port));
+}
+
+/* prev's endpoint for slot i of c: by name and port for a logical endpoint
+ * (its address follows the answer), else by address. Each is taken once:
+ * an address listed twice gets a second object. */
+static struct tr_endpoint_rt *take_prev(struct index *by_addr, struct index *by_name,
+                                        struct tr_cluster_rt *prev, const struct tr_cluster_rt *c,
+                                        uint32_t i, const struct sockaddr_storage *ss)
+{
+    const struct tr_endpoint_cfg *ec = slot_cfg(c, i);
+    bool logical = is_logical(c->cfg, ec);
+    struct index *ix = logical ? by_name : by_addr;
+    uint64_t h = logical ? hash_name(ec->host, ec->port) : hash_addr(ss);
+    if (ix->slot == NULL)
+        return NULL;
+    for (size_t k = h & ix->mask; ix->slot[k] != 0; k = (k + 1) & ix->mask) {
+        if (ix->slot[k] == INDEX_TAKEN)
+            continue;
+        uint32_t j = ix->slot[k] - 1;
+        struct tr_endpoint_rt *p = prev->eps[j];
+        const struct tr_endpoint_cfg *pc = slot_cfg(prev, j);
+        bool same = logical ? strcmp(pc->host, ec->host) == 0 && pc->port == ec->port
+                            : tr_sock_addr_equal(&p->addr, ss);
+        if (same) {
+            ix->slot[k] = INDEX_TAKEN;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/* Fills c->eps, taking over prev's endpoint objects by address (logical
+ * ones by name). n: the slot count c's arrays were made for. */
+static bool endpoints_build(struct tr_cluster_rt *c, struct tr_cluster_rt *prev, size_t n)
+{
+    struct index by_addr = {0}, by_name = {0};
+    if (prev != NULL) {
+        if (!index_init(&by_addr, prev->n_eps) || !index_init(&by_name, prev->n_eps)) {
+            free(by_addr.slot);
+            return false;
+        }
+        for (uint32_t i = 0; i < prev->n_eps; i++) {
+            const struct tr_endpoint_rt *p = prev->eps[i];
+            if (p->logical)
+                index_put(&by_name, hash_name(slot_cfg(prev, i)->host, slot_cfg(prev, i)->port), i);
+            else
+                index_put(&by_addr, hash_addr(&p->addr), i);
+        }
+    }
+    if (c->ep_cfg != NULL)
+        slots_fill(c, c->ws->dns);
+    for (uint32_t e = 0; e < n; e++) {
+        const struct tr_endpoint_cfg *ec = slot_cfg(c, e);
+        struct sockaddr_storage ss;
+        socklen_t len;
+        slot_addr(c, e, &ss, &len);
+        struct tr_endpoint_rt *ep =
+            prev != NULL ? take_prev(&by_addr, &by_name, prev, c, e, &ss) : NULL;
+        if (ep != NULL) {
             c->n_kept++;
-        else if ((ep = endpoint_new(ec)) == NULL)
-            break;
+        } else {
+            bool resolved = c->ep_ip != NULL && c->ep_ip[e] != NULL;
+            if ((ep = endpoint_new(&ss, len, resolved ? NULL : ec->addr.text)) == NULL)
+                break;
+            ep->logical = is_logical(c->cfg, ec);
+        }
         ep->refs++;
         c->eps[e] = ep;
         c->weights[e] = ec->weight;
         c->total_weight += ec->weight;
-        c->n_eps = (uint32_t)e + 1;
+        c->n_eps = e + 1;
     }
-    free(ix.slot);
-    return c->n_eps == cc->n_endpoints;
+    free(by_addr.slot);
+    free(by_name.slot);
+    return c->n_eps == n;
+}
+
+/* A logical endpoint taken over by name moves to its name's current first
+ * address: new connections go there, the ones it has (pooled too) stay, as
+ * Envoy's LOGICAL_DNS does; a new address starts with a clean health. */
+static void endpoint_follow(struct tr_endpoint_rt *ep, const struct tr_cluster_rt *c, uint32_t i)
+{
+    if (!ep->logical || c->ep_ip == NULL || c->ep_ip[i] == NULL)
+        return;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    slot_addr(c, i, &ss, &len);
+    if (tr_sock_addr_equal(&ep->addr, &ss))
+        return;
+    memcpy(&ep->addr, &ss, sizeof(ep->addr));
+    ep->addr_len = len;
+    tr_sock_addr_str(&ep->addr, ep->addr_text, sizeof(ep->addr_text));
+    ep->connect_failures = 0;
+    ep->unhealthy_until_ms = 0;
 }
 
 struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_rt *prev,
@@ -215,14 +344,21 @@ struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_r
         c->service = tr_metrics_intern(cc->service);
         c->workload = tr_metrics_intern(cc->workload);
         c->workload_namespace = tr_metrics_intern(cc->workload_namespace);
-        c->eps = calloc(cc->n_endpoints + 1, sizeof(*c->eps));
-        c->weights = calloc(cc->n_endpoints + 1, sizeof(*c->weights));
+        size_t n = slot_count(cc, ws->dns);
+        c->eps = calloc(n + 1, sizeof(*c->eps));
+        c->weights = calloc(n + 1, sizeof(*c->weights));
         if (c->eps == NULL || c->weights == NULL)
             break;
+        if (cc->n_dns_endpoints > 0) {
+            c->ep_cfg = calloc(n + 1, sizeof(*c->ep_cfg));
+            c->ep_ip = calloc(n + 1, sizeof(*c->ep_ip));
+            if (c->ep_cfg == NULL || c->ep_ip == NULL)
+                break;
+        }
         struct tr_cluster_rt *p = prev != NULL ? find_prev(&ix, prev, cc->name) : NULL;
         if (p != NULL && !same_connection_settings(p, c))
             p = NULL;
-        if (!endpoints_build(c, p))
+        if (!endpoints_build(c, p, n))
             break;
     }
     free(ix.slot);
@@ -242,7 +378,8 @@ void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt
         c->n_unhealthy = 0;
         for (uint32_t e = 0; e < c->n_eps; e++) {
             struct tr_endpoint_rt *ep = c->eps[e];
-            endpoint_move(ep, c, &c->cfg->endpoints[e]);
+            endpoint_move(ep, c, slot_cfg(c, e));
+            endpoint_follow(ep, c, e);
             c->n_unhealthy += ep->connect_failures > 0;
         }
     }
@@ -279,6 +416,8 @@ void tr_clusters_free(struct tr_cluster_rt *cl, size_t n)
         }
         free(cl[i].eps);
         free(cl[i].weights);
+        free(cl[i].ep_cfg);
+        free(cl[i].ep_ip);
     }
     free(cl);
 }

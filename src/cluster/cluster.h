@@ -34,6 +34,7 @@
 
 struct tr_upstream;
 struct tr_h2_upconn;
+struct tr_dns_ip;
 struct tr_wsnap;
 struct tr_tls_ctx;
 
@@ -62,6 +63,9 @@ struct tr_endpoint_rt {
      * consecutive failure (TR_EP_BACKOFF_BASE_MS .. TR_EP_BACKOFF_MAX_MS). */
     uint32_t connect_failures; /* consecutive */
     uint64_t unhealthy_until_ms;
+    /* A name in a `dns: {mode: first}` cluster: one endpoint whose address
+     * follows the name's first answer (taken over by name, not address). */
+    bool logical;
 };
 
 #define TR_EP_BACKOFF_BASE_MS 1000u
@@ -77,14 +81,22 @@ struct tr_cluster_rt {
     struct tr_endpoint_rt **eps; /* shared endpoint objects, one per cfg->endpoints[i] */
     uint32_t *weights;           /* cfg->endpoints[i].weight */
     uint32_t n_eps;
+    /* A cluster with endpoints given by name (cfg->n_dns_endpoints > 0) has
+     * one endpoint per resolved address instead (ws->dns, dns/answers.h):
+     * ep_cfg[i] is the configured endpoint eps[i] came from (its weight and
+     * workload), ep_ip[i] its resolved address (NULL: a configured IP).
+     * Both NULL for other clusters. */
+    const struct tr_endpoint_cfg **ep_cfg;
+    const struct tr_dns_ip **ep_ip;
     uint32_t n_unhealthy; /* endpoints in connect back-off (may include expired ones) */
     int64_t total_weight;
     uint32_t n_kept; /* endpoints taken over from the previous view (for tests and logs) */
 };
 
-/* Build the views of ws's snapshot. prev (may be NULL): the worker's current
- * views and their snapshot, whose endpoints are taken over where the new
- * configuration keeps them. Returns an array of cfg->n_clusters (free with
+/* Build the views of ws's snapshot, with the addresses of endpoint names
+ * from ws->dns (none for a name not in it yet). prev (may be NULL): the
+ * worker's current views and their snapshot, whose endpoints are taken over
+ * where the new configuration (or answer) keeps them. Returns an array of cfg->n_clusters (free with
  * tr_clusters_free) or NULL on allocation failure (nothing taken over then). */
 struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_rt *prev,
                                         size_t n_prev);

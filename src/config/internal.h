@@ -47,8 +47,11 @@
 #define CFG_MAX_WEIGHT      1000000u
 #define CFG_MAX_DURATION_MS (24u * 3600u * 1000u)
 #define CFG_MAX_WORKERS     256u
-#define CFG_H1_HEADERS_CAP  256u /* TR_H1_MAX_HEADERS_CAP in codec/h1/h1.h */
-#define CFG_H2_STREAMS_DEF  100u /* cluster http2.max_streams_per_connection */
+#define CFG_H1_HEADERS_CAP  256u  /* TR_H1_MAX_HEADERS_CAP in codec/h1/h1.h */
+#define CFG_H2_STREAMS_DEF  100u  /* cluster http2.max_streams_per_connection */
+#define CFG_DNS_REFRESH_DEF 5000u /* cluster dns.refresh (Envoy's dns_refresh_rate) */
+#define CFG_MAX_CORS_LIST   64u   /* CORS origins, methods, headers per list */
+#define CFG_MAX_GRPC_STATUS 16u   /* UNAUTHENTICATED, the highest gRPC status code */
 
 /* Request matching and header edits. */
 #define CFG_MAX_QUERY        64u   /* query parameter matches per route */
@@ -143,12 +146,20 @@ bool cfg_duration_of(struct ld *ld, const struct cnode *n, uint32_t min_ms, uint
 bool cfg_enum_of(struct ld *ld, const struct cnode *n, const char *const *names, size_t count,
                  int *out);
 bool cfg_addr_of(struct ld *ld, const struct cnode *n, bool port0_ok, struct tr_cfg_addr *out);
+/* A percentage 0-100 with at most 4 decimals ("12.5", unquoted), as a
+ * share per million. */
+bool cfg_percent_of(struct ld *ld, const struct cnode *n, uint32_t *per_million);
+bool cfg_percent_parse(const char *s, uint32_t *per_million);
 
 /* Durations as in Go / protobuf JSON ("100ms", "1.5s", "1m30s"). */
 bool cfg_duration_parse(const char *s, uint64_t *out_us);
 /* "IPv4:PORT" or "[IPv6]:PORT" into out (text not set); false with why. */
 bool cfg_addr_parse(const char *s, bool port0_ok, struct tr_cfg_addr *out, char *why, size_t size);
 bool cfg_addr_is_loopback(const struct tr_cfg_addr *a);
+/* Endpoint addresses: "IP:PORT", or "NAME:PORT" with a DNS name (RFC 1123,
+ * <= 253 bytes), which is s[0, *host_len) (0 for an IP address, in addr). */
+bool cfg_endpoint_addr_parse(const char *s, struct tr_cfg_addr *addr, size_t *host_len,
+                             uint16_t *port, char *why, size_t size);
 
 /* Pure checks: true, or false with an explanation in why. Shared by the
  * walker (at the node) and validate (at the object). */
@@ -162,8 +173,14 @@ bool cfg_check_domain(const char *s, char *why, size_t size);
 bool cfg_check_trust_domain(const char *s, char *why, size_t size);
 bool cfg_check_host(const char *s, char *why, size_t size);
 bool cfg_check_sni(const char *s, char *why, size_t size);
+bool cfg_check_dns_name(const char *s, char *why, size_t size);
+bool cfg_check_dns_server(const char *s, char *why, size_t size);
 bool cfg_check_text(const char *s, size_t maxlen, bool allow_ctl, char *why, size_t size);
 bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size);
+/* A URI host for a Location (reg-name, IPv4 or [IPv6], no port) and an
+ * absolute path (starts with "/", printable, no "#"). */
+bool cfg_check_uri_host(const char *s, char *why, size_t size);
+bool cfg_check_uri_path(const char *s, char *why, size_t size);
 /* Request matching and header edits. */
 bool cfg_check_header_match_name(const char *s, char *why, size_t size);
 bool cfg_check_query_name(const char *s, char *why, size_t size);
@@ -193,6 +210,10 @@ enum cfg_kind {
                   * them, each name once), values of at most maxlen bytes checked by
                   * value_check (CF_EMPTY_OK applies to them) */
     CK_CUSTOM,   /* set() does it; validate leaves it to validate.c */
+    /* Local route actions' additions: */
+    CK_OPTIONAL, /* a nested mapping that may be absent: pointer at off, NULL when
+                  * absent, else an object of item_size allocated when read */
+    CK_PERCENT,  /* uint32_t share per million: "12.5" (percent, <= 4 decimals) */
 };
 
 #define CF_REQ      0x0001u /* missing: "missing required field" */
@@ -258,6 +279,12 @@ extern const struct cfg_section cfg_cluster_section;
 extern const struct cfg_section cfg_endpoint_section;
 extern const struct cfg_section cfg_path_match_section;
 extern const struct cfg_section cfg_header_match_section;
+extern const struct cfg_section cfg_redirect_section;
+extern const struct cfg_section cfg_fault_section;
+extern const struct cfg_section cfg_fault_delay_section;
+extern const struct cfg_section cfg_fault_abort_section;
+extern const struct cfg_section cfg_cors_section;
+extern const struct cfg_section cfg_cors_origin_section;
 extern const struct cfg_section cfg_query_match_section;
 extern const struct cfg_section cfg_origin_section;
 
@@ -298,6 +325,20 @@ bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_
                        size_t idx);
 bool cfg_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                       size_t idx);
+/* Local route actions. */
+bool cfg_redirect_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                        size_t idx);
+bool cfg_fault_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                     size_t idx);
+bool cfg_fault_abort_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx);
+bool cfg_fault_grpc_status_set(struct ld *ld, const struct cnode *k, const struct cnode *v,
+                               void *obj);
+bool cfg_cors_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx);
+bool cfg_cors_max_age_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
+bool cfg_endpoint_address_set(struct ld *ld, const struct cnode *k, const struct cnode *v,
+                              void *obj);
 
 /* ---------------------------------------------------------------- patch */
 

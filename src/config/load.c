@@ -70,6 +70,19 @@ void tr_cfg_endpoint_defaults(struct tr_endpoint_cfg *e)
     cfg_schema_defaults(&cfg_endpoint_section, e);
 }
 
+/* Local route actions. */
+void tr_cfg_redirect_defaults(struct tr_redirect_cfg *r)
+{
+    memset(r, 0, sizeof(*r));
+    cfg_schema_defaults(&cfg_redirect_section, r);
+}
+
+void tr_cfg_cors_defaults(struct tr_cors_cfg *c)
+{
+    memset(c, 0, sizeof(*c));
+    cfg_schema_defaults(&cfg_cors_section, c);
+}
+
 static struct tr_config *load(const char *buf, size_t len, const char *name,
                               const struct tr_config_patch *patches, size_t n_patches, char **err)
 {

@@ -63,6 +63,10 @@ void tr_cfg_listener_defaults(struct tr_listener_cfg *l);
 void tr_cfg_route_defaults(struct tr_route_cfg *r);
 void tr_cfg_cluster_defaults(struct tr_cluster_cfg *c);
 void tr_cfg_endpoint_defaults(struct tr_endpoint_cfg *e);
+/* A route's redirect and CORS policy (allocated by the builder from
+ * cfg->arena; a fault has no defaults: zero it and set delay, abort). */
+void tr_cfg_redirect_defaults(struct tr_redirect_cfg *r);
+void tr_cfg_cors_defaults(struct tr_cors_cfg *c);
 
 /* Check every invariant of cfg, however it was built: each field's type,
  * range and syntax (as the loader checks them), unique names per kind,

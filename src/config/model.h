@@ -213,6 +213,82 @@ struct tr_weighted_cluster_cfg {
     const struct tr_header_edit *request_edit, *response_edit;
 };
 
+/* ---- Local route actions: a redirect, fault injection, CORS. The proxy
+ * answers (or delays) these requests itself; filter/route_action.h applies
+ * them, docs/config.md describes them. Optional sub-objects of a route:
+ * NULL when absent. ---- */
+
+/* Where the port of a redirect's Location comes from when redirect.port is
+ * not set (Istio HTTPRedirect.derivePort). */
+enum tr_redirect_port_from {
+    TR_REDIRECT_PORT_KEEP = 0,         /* Envoy's rule: the request's authority port, kept
+                                        * with the request's host (dropped when the scheme
+                                        * changes away from that port's default); none with
+                                        * a new host */
+    TR_REDIRECT_PORT_PROTOCOL_DEFAULT, /* none: the scheme's default (80, 443) */
+    TR_REDIRECT_PORT_REQUEST,          /* the request's port (its authority's, else its
+                                        * scheme's default) */
+};
+
+struct tr_redirect_cfg {
+    const char *scheme; /* "http" or "https"; NULL: the request's */
+    const char *host;   /* URI host without port; NULL: the request's */
+    uint16_t port;      /* 1-65535; 0: per port_from. A port that is the new scheme's
+                         * default is left out of the Location (as istiod does) */
+    enum tr_redirect_port_from port_from;
+    const char *path;   /* replaces the whole path; NULL: the request's */
+    const char *prefix; /* replaces the matched prefix (prefix routes only); NULL: none */
+    uint16_t code;      /* 301 (default), 302, 303, 307 or 308 */
+};
+
+/* Shares of requests are per million (percent x 10^4): the resolution of
+ * Istio's Percent as Envoy receives it (FractionalPercent per MILLION). */
+#define TR_PER_MILLION 1000000u
+
+struct tr_fault_delay_cfg {
+    uint32_t fixed_ms;    /* 1ms-24h */
+    uint32_t per_million; /* requests delayed */
+};
+
+struct tr_fault_abort_cfg {
+    uint16_t status;      /* HTTP status 200-599; 0 when grpc */
+    bool grpc;            /* answer gRPC status grpc_status instead */
+    uint8_t grpc_status;  /* 0-16 when grpc */
+    uint32_t per_million; /* requests aborted */
+};
+
+struct tr_fault_cfg {
+    struct tr_fault_delay_cfg *delay; /* NULL: none */
+    struct tr_fault_abort_cfg *abort; /* NULL: none; at least one of the two is set */
+};
+
+enum tr_origin_match { TR_ORIGIN_EXACT = 0, TR_ORIGIN_PREFIX, TR_ORIGIN_REGEX };
+
+struct tr_cors_origin_cfg {
+    enum tr_origin_match kind;
+    const char *value; /* REGEX: PCRE2, full match */
+    struct tr_cfg_loc loc;
+};
+
+enum tr_cors_unmatched { TR_CORS_UNMATCHED_FORWARD = 0, TR_CORS_UNMATCHED_IGNORE };
+
+struct tr_cors_cfg {
+    struct tr_cors_origin_cfg *origins; /* >= 1; any match allows the origin */
+    size_t n_origins;
+    const char **allow_methods; /* tokens, or "*" (echo the requested method) */
+    size_t n_allow_methods;
+    const char **allow_headers; /* tokens, or "*" (echo the requested headers) */
+    size_t n_allow_headers;
+    const char **expose_headers; /* tokens, or "*" */
+    size_t n_expose_headers;
+    bool has_max_age;   /* Access-Control-Max-Age is sent */
+    uint32_t max_age_s; /* 0-86400 */
+    bool allow_credentials;
+    enum tr_cors_unmatched unmatched_preflights;
+    uint32_t index; /* set by validate: this policy's place among the config's
+                     * (tr_config.n_cors), where the snapshot keeps it compiled */
+};
+
 struct tr_route_cfg {
     const char *name; /* NULL: validate names it "route-<index>" */
     enum tr_path_match path_kind;
@@ -222,7 +298,7 @@ struct tr_route_cfg {
     size_t n_methods;
     struct tr_header_match_cfg *headers; /* all must match */
     size_t n_headers;
-    struct tr_weighted_cluster_cfg *clusters; /* >= 1 unless direct_status != 0 */
+    struct tr_weighted_cluster_cfg *clusters; /* >= 1 unless direct_status or redirect */
     size_t n_clusters;
     uint32_t total_weight;  /* set by validate */
     uint16_t direct_status; /* nonzero: answer locally with this status */
@@ -230,6 +306,10 @@ struct tr_route_cfg {
     uint32_t timeout_ms;        /* whole request; 0 = none */
     const char *prefix_rewrite; /* NULL: none (replaces the matched prefix) */
     const char *host_rewrite;   /* NULL: none */
+    /* Local route actions (see above). */
+    struct tr_redirect_cfg *redirect; /* NULL: none; else instead of clusters */
+    struct tr_fault_cfg *fault;       /* NULL: none */
+    struct tr_cors_cfg *cors;         /* NULL: none */
     struct tr_cfg_loc loc;
     /* request matching and header edits (see tr_query_match_cfg) */
     struct tr_query_match_cfg *query; /* all must match */
@@ -271,7 +351,46 @@ struct tr_endpoint_cfg {
     struct tr_cfg_addr addr;
     uint32_t weight;      /* default 1 */
     const char *workload; /* destination_workload label; NULL: cluster's */
+    /* A DNS name instead of an IP address (the cluster's dns settings say
+     * how it is resolved): host (RFC 1123, lower case) and port are set and
+     * addr is unset except addr.text ("host:port"; validate fills it in for
+     * a built model). The resolved addresses live in the runtime (dns/),
+     * never in this immutable model. host NULL: addr is the address. */
+    const char *host;
+    uint16_t port;
     struct tr_cfg_loc loc;
+};
+
+/* ---- DNS endpoints (resolved by the proxy: dns/resolver.h) ---- */
+
+enum tr_dns_mode {
+    TR_DNS_ALL = 0, /* every resolved address is an endpoint (Istio resolution DNS,
+                     * Envoy STRICT_DNS) */
+    TR_DNS_FIRST,   /* one endpoint per name, at the first address of the latest answer;
+                     * its connections are kept when the address changes (Istio
+                     * DNS_ROUND_ROBIN, Envoy LOGICAL_DNS) */
+};
+
+enum tr_dns_family {
+    TR_DNS_AUTO = 0, /* A and AAAA: the IPv4 addresses if there are any, else the IPv6
+                      * ones (Envoy V4_PREFERRED) */
+    TR_DNS_V4,       /* A only */
+    TR_DNS_V6,       /* AAAA only */
+};
+
+struct tr_dns_cfg {
+    enum tr_dns_mode mode;
+    uint32_t refresh_ms; /* re-resolve after min(TTL, refresh), at least 1 s; 0 before
+                          * validate: default 5000 (Envoy's dns_refresh_rate) */
+    enum tr_dns_family family;
+};
+
+/* The proxy's own DNS client (top-level `resolver`). */
+struct tr_resolver_cfg {
+    const char **servers; /* "IP:PORT" texts; 0: the system's (/etc/resolv.conf) */
+    size_t n_servers;
+    uint32_t timeout_ms; /* first attempt of a query; c-ares doubles it per round; default 2000 */
+    uint32_t attempts;   /* tries per server before a lookup fails; default 3 */
 };
 
 struct tr_cluster_cfg {
@@ -295,6 +414,8 @@ struct tr_cluster_cfg {
     uint32_t h2_max_streams; /* HTTP/2: streams per connection before another opens; 0 before
                               * validate: default 100; another value with protocol http1 is
                               * an error (it would be ignored) */
+    struct tr_dns_cfg dns;   /* for endpoints given by name */
+    size_t n_dns_endpoints;  /* set by validate: endpoints with a host name */
     struct tr_cfg_loc loc;
 };
 
@@ -346,6 +467,7 @@ struct tr_config {
     struct tr_admin_cfg admin;
     struct tr_access_log_cfg access_log;
     const char *log_level; /* "error", "warn", "info", "debug"; default "info" */
+    struct tr_resolver_cfg resolver;
 
     struct tr_tls_cfg *tls;
     size_t n_tls;
@@ -355,6 +477,7 @@ struct tr_config {
     size_t n_route_tables;
     struct tr_cluster_cfg *clusters;
     size_t n_clusters;
+    size_t n_cors; /* set by validate: routes with a CORS policy (tr_cors_cfg.index) */
 
     struct tr_arena *arena; /* owns every byte above */
 };

@@ -93,6 +93,16 @@
  * table that has one, so it is read after the object's fields). */
 #define ORIGIN(T) SECTION("origin", offsetof(T, loc), cfg_origin_section)
 
+/* Local route actions' kinds. */
+#define OPTIONAL(k, T, m, IT, s)                                                                   \
+    {                                                                                              \
+        .key = k, .kind = CK_OPTIONAL, .off = offsetof(T, m), .sub = &(s), .item_size = sizeof(IT) \
+    }
+#define PERCENT(k, T, m, fl)                                                                       \
+    {                                                                                              \
+        .key = k, .kind = CK_PERCENT, .flags = (fl), .off = offsetof(T, m), .max = TR_PER_MILLION  \
+    }
+
 #define REQ   CF_REQ
 #define DEF   CF_DEF
 #define MAXMS CFG_MAX_DURATION_MS
@@ -335,6 +345,87 @@ static const struct cfg_field rewrite_fields[] = {
 static const struct cfg_section rewrite_section =
     SEC("route.rewrite", rewrite_fields, CFG_NO_LOC, NULL);
 
+/* ---- Local route actions: redirect, fault, cors (filter/route_action.h). */
+
+static bool check_scheme(const char *s, char *why, size_t size)
+{
+    if (strcmp(s, "http") == 0 || strcmp(s, "https") == 0)
+        return true;
+    char b[96];
+    snprintf(why, size, "expected http or https, got %s",
+             cfg_show(b, sizeof(b), s, strlen(s), true));
+    return false;
+}
+
+static const char *const redirect_port_froms[] = {"keep", "protocol_default", "request"};
+static const struct cfg_field redirect_fields[] = {
+    STR("scheme", struct tr_redirect_cfg, scheme, 0, 5, check_scheme),
+    STR("host", struct tr_redirect_cfg, host, 0, CFG_MAX_NAME, cfg_check_uri_host),
+    /* port and port_from are one choice (one_of in sections.c). */
+    NUM(CK_U16, "port", struct tr_redirect_cfg, port, 0, 1, 65535, 0),
+    ENUM("port_from", struct tr_redirect_cfg, port_from, DEF, redirect_port_froms, NULL,
+         TR_REDIRECT_PORT_KEEP),
+    /* path and prefix too. */
+    STR("path", struct tr_redirect_cfg, path, 0, CFG_MAX_STR, cfg_check_uri_path),
+    STR("prefix", struct tr_redirect_cfg, prefix, 0, CFG_MAX_STR, cfg_check_uri_path),
+    /* 301, 302, 303, 307, 308: validate refuses the others in the range. */
+    NUM(CK_U16, "code", struct tr_redirect_cfg, code, DEF, 301, 308, 301),
+};
+const struct cfg_section cfg_redirect_section =
+    SEC("route.redirect", redirect_fields, CFG_NO_LOC, cfg_redirect_after);
+
+static const struct cfg_field fault_delay_fields[] = {
+    DUR("fixed", struct tr_fault_delay_cfg, fixed_ms, REQ, 1, MAXMS, 0),
+    PERCENT("percent", struct tr_fault_delay_cfg, per_million, REQ),
+};
+const struct cfg_section cfg_fault_delay_section =
+    SEC("route.fault.delay", fault_delay_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field fault_abort_fields[] = {
+    /* status and grpc_status are one choice (sections.c). */
+    NUM(CK_U16, "status", struct tr_fault_abort_cfg, status, 0, 200, 599, 0),
+    CUSTOM("grpc_status", 0, cfg_fault_grpc_status_set),
+    PERCENT("percent", struct tr_fault_abort_cfg, per_million, REQ),
+};
+const struct cfg_section cfg_fault_abort_section =
+    SEC("route.fault.abort", fault_abort_fields, CFG_NO_LOC, cfg_fault_abort_after);
+
+static const struct cfg_field fault_fields[] = {
+    OPTIONAL("delay", struct tr_fault_cfg, delay, struct tr_fault_delay_cfg,
+             cfg_fault_delay_section),
+    OPTIONAL("abort", struct tr_fault_cfg, abort, struct tr_fault_abort_cfg,
+             cfg_fault_abort_section),
+};
+const struct cfg_section cfg_fault_section =
+    SEC("route.fault", fault_fields, CFG_NO_LOC, cfg_fault_after);
+
+static const struct cfg_field cors_origin_fields[] = {
+    STR("exact", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("prefix", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
+    STR("regex", struct tr_cors_origin_cfg, value, 0, CFG_MAX_STR, NULL),
+    ORIGIN(struct tr_cors_origin_cfg),
+};
+const struct cfg_section cfg_cors_origin_section =
+    SEC("CORS origin", cors_origin_fields, offsetof(struct tr_cors_origin_cfg, loc),
+        cfg_cors_origin_after);
+
+static const char *const cors_unmatched[] = {"forward", "ignore"};
+static const struct cfg_field cors_fields[] = {
+    LIST("allow_origins", struct tr_cors_cfg, origins, n_origins, REQ, 1, CFG_MAX_CORS_LIST,
+         struct tr_cors_origin_cfg, cfg_cors_origin_section),
+    STRLIST("allow_methods", struct tr_cors_cfg, allow_methods, n_allow_methods, 0, 1,
+            CFG_MAX_CORS_LIST, 64, cfg_check_token),
+    STRLIST("allow_headers", struct tr_cors_cfg, allow_headers, n_allow_headers, 0, 1,
+            CFG_MAX_CORS_LIST, CFG_MAX_NAME, cfg_check_token),
+    STRLIST("expose_headers", struct tr_cors_cfg, expose_headers, n_expose_headers, 0, 1,
+            CFG_MAX_CORS_LIST, CFG_MAX_NAME, cfg_check_token),
+    CUSTOM("max_age", 0, cfg_cors_max_age_set),
+    BOOL("allow_credentials", struct tr_cors_cfg, allow_credentials, false),
+    ENUM("unmatched_preflights", struct tr_cors_cfg, unmatched_preflights, DEF, cors_unmatched,
+         NULL, TR_CORS_UNMATCHED_FORWARD),
+};
+const struct cfg_section cfg_cors_section = SEC("route.cors", cors_fields, CFG_NO_LOC, NULL);
+
 static const struct cfg_field route_fields[] = {
     NAME("name", struct tr_route_cfg, name, 0),
     SECTION("match", 0, match_section),
@@ -342,8 +433,13 @@ static const struct cfg_field route_fields[] = {
     LIST("weighted_clusters", struct tr_route_cfg, clusters, n_clusters, 0, 1, CFG_MAX_WEIGHTED,
          struct tr_weighted_cluster_cfg, weighted_section),
     SECTION("direct_response", 0, direct_section),
+    /* After direct_response: the route's actions are one choice (sections.c). */
+    OPTIONAL("redirect", struct tr_route_cfg, redirect, struct tr_redirect_cfg,
+             cfg_redirect_section),
     DUR("timeout", struct tr_route_cfg, timeout_ms, 0, 0, MAXMS, 0),
     SECTION("rewrite", 0, rewrite_section),
+    OPTIONAL("fault", struct tr_route_cfg, fault, struct tr_fault_cfg, cfg_fault_section),
+    OPTIONAL("cors", struct tr_route_cfg, cors, struct tr_cors_cfg, cfg_cors_section),
     SECTION("request_headers", offsetof(struct tr_route_cfg, request_headers), header_ops_section),
     SECTION("response_headers", offsetof(struct tr_route_cfg, response_headers),
             header_ops_section),
@@ -373,7 +469,8 @@ const struct cfg_section cfg_route_table_section =
     SEC("route table", route_table_fields, offsetof(struct tr_route_table_cfg, loc), NULL);
 
 static const struct cfg_field endpoint_fields[] = {
-    ADDR("address", struct tr_endpoint_cfg, addr, REQ, NULL),
+    /* An IP address or a DNS name (sections.c; validate.c checks both forms). */
+    CUSTOM("address", REQ, cfg_endpoint_address_set),
     U32("weight", struct tr_endpoint_cfg, weight, DEF, 1, CFG_MAX_WEIGHT, 1),
     STR("workload", struct tr_endpoint_cfg, workload, 0, CFG_MAX_NAME, NULL),
     ORIGIN(struct tr_endpoint_cfg),
@@ -405,6 +502,28 @@ static const struct cfg_field cluster_h2_fields[] = {
 static const struct cfg_section cluster_h2_section =
     SEC("cluster.http2", cluster_h2_fields, CFG_NO_LOC, NULL);
 
+/* ---- DNS endpoints: the cluster's dns settings and the resolver ---- */
+static const char *const dns_modes[] = {"all", "first"};
+static const char *const dns_families[] = {"auto", "v4", "v6"};
+/* refresh has no default here: 0 until validate, which tells "not set" from a
+ * setting that a cluster without names would ignore. */
+static const struct cfg_field cluster_dns_fields[] = {
+    ENUM("mode", struct tr_dns_cfg, mode, DEF, dns_modes, NULL, TR_DNS_ALL),
+    DUR("refresh", struct tr_dns_cfg, refresh_ms, 0, 1000, MAXMS, 0),
+    ENUM("family", struct tr_dns_cfg, family, DEF, dns_families, NULL, TR_DNS_AUTO),
+};
+static const struct cfg_section cluster_dns_section =
+    SEC("cluster.dns", cluster_dns_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field resolver_fields[] = {
+    STRLIST("servers", struct tr_resolver_cfg, servers, n_servers, 0, 1, 8, 64,
+            cfg_check_dns_server),
+    DUR("timeout", struct tr_resolver_cfg, timeout_ms, DEF, 1, 60000, 2000),
+    U32("attempts", struct tr_resolver_cfg, attempts, DEF, 1, 10, 3),
+};
+static const struct cfg_section resolver_section =
+    SEC("resolver", resolver_fields, CFG_NO_LOC, NULL);
+
 static const char *const lb_policies[] = {"round_robin", "least_request", "random"};
 static const char *const upstream_protocols[] = {"http1", "http2", "original"};
 static const struct cfg_field cluster_fields[] = {
@@ -421,6 +540,7 @@ static const struct cfg_field cluster_fields[] = {
     ENUM("protocol", struct tr_cluster_cfg, protocol, DEF, upstream_protocols, NULL,
          TR_UPROTO_HTTP1),
     SECTION("http2", 0, cluster_h2_section),
+    SECTION("dns", offsetof(struct tr_cluster_cfg, dns), cluster_dns_section),
     ORIGIN(struct tr_cluster_cfg),
 };
 const struct cfg_section cfg_cluster_section =
@@ -446,6 +566,7 @@ static const struct cfg_field root_fields[] = {
          struct tr_route_table_cfg, cfg_route_table_section),
     LIST("clusters", struct tr_config, clusters, n_clusters, 0, 0, CFG_MAX_CLUSTERS,
          struct tr_cluster_cfg, cfg_cluster_section),
+    SECTION("resolver", offsetof(struct tr_config, resolver), resolver_section),
 };
 const struct cfg_section cfg_root_section = SEC("config", root_fields, CFG_NO_LOC, NULL);
 
@@ -760,6 +881,18 @@ static bool read_field(struct ld *ld, const struct cfg_val *f, const struct cfg_
         return read_map(ld, v, fd, obj);
     case CK_CUSTOM:
         return fd->set(ld, f->k, v, obj);
+    case CK_OPTIONAL: {
+        void *item = tr_arena_calloc(ld->a, 1, fd->item_size);
+        if (item == NULL)
+            return cfg_oom(ld);
+        cfg_schema_defaults(fd->sub, item);
+        if (!cfg_schema_walk(ld, v, fd->sub, item, 0))
+            return false;
+        *(void **)at(obj, fd->off) = item;
+        return true;
+    }
+    case CK_PERCENT:
+        return cfg_percent_of(ld, v, at(obj, fd->off));
     }
     return false;
 }

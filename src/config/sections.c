@@ -103,8 +103,8 @@ bool cfg_route_after(struct ld *ld, const struct cnode *map, const struct cfg_va
     struct tr_route_cfg *r = obj;
     size_t action;
     /* Both cluster forms fill the same model field: only here can two be told apart. */
-    if (!one_of(ld, map, &cfg_route_section, f, "cluster", "direct_response",
-                "cluster, weighted_clusters, direct_response", &action))
+    if (!one_of(ld, map, &cfg_route_section, f, "cluster", "redirect",
+                "cluster, weighted_clusters, direct_response, redirect", &action))
         return false;
     /* `cluster: NAME` is the route's own field: its location, origin included
      * (read after the cluster). */
@@ -206,6 +206,15 @@ bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_
         c->protocol = TR_UPROTO_ORIGINAL;
     /* Said here as well as in validate: only here is it known whether
      * http1 was written or is the default. */
+    /* Only a cluster with a name among its endpoints resolves anything. */
+    size_t dns = cfg_field_index(sec, "dns");
+    bool names = false;
+    for (size_t i = 0; i < c->n_endpoints; i++)
+        names |= c->endpoints[i].host != NULL;
+    if (f[dns].v != NULL && !names)
+        return cfg_fail_field(ld, map, &sec->fields[dns], &f[dns],
+                              "DNS settings on a cluster whose endpoints are all IP addresses "
+                              "would be ignored; remove them");
     size_t h2 = cfg_field_index(sec, "http2");
     if (f[h2].v != NULL && c->protocol == TR_UPROTO_HTTP1)
         return cfg_fail_field(ld, map, &sec->fields[h2], &f[h2],
@@ -228,5 +237,114 @@ bool cfg_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_v
         return cfg_fail(ld, map, "needs kind or name (the resource the object was compiled from)");
     if (!has(sec, f, "path"))
         loc->path = NULL;
+    return true;
+}
+
+/* ---- Local route actions (redirect, fault, cors) ---- */
+
+bool cfg_redirect_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                        size_t idx)
+{
+    (void)obj;
+    (void)idx;
+    const struct cfg_section *sec = &cfg_redirect_section;
+    size_t path, port;
+    return one_of(ld, map, sec, f, "port", "port_from", "port, port_from", &port) &&
+           one_of(ld, map, sec, f, "path", "prefix", "path, prefix", &path);
+}
+
+bool cfg_fault_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                     size_t idx)
+{
+    (void)f;
+    (void)idx;
+    const struct tr_fault_cfg *fc = obj;
+    /* Istio: "A fault rule MUST HAVE delay or abort or both." */
+    if (fc->delay == NULL && fc->abort == NULL)
+        return cfg_fail(ld, map, "one of delay, abort is required");
+    return true;
+}
+
+bool cfg_fault_grpc_status_set(struct ld *ld, const struct cnode *k, const struct cnode *v,
+                               void *obj)
+{
+    (void)k;
+    struct tr_fault_abort_cfg *a = obj;
+    uint32_t code;
+    if (!cfg_u32_of(ld, v, 0, CFG_MAX_GRPC_STATUS, &code))
+        return false;
+    a->grpc = true;
+    a->grpc_status = (uint8_t)code;
+    return true;
+}
+
+bool cfg_fault_abort_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx)
+{
+    (void)obj;
+    (void)idx;
+    size_t kind;
+    if (!one_of(ld, map, &cfg_fault_abort_section, f, "status", "grpc_status",
+                "status, grpc_status", &kind))
+        return false;
+    if (kind == NONE)
+        return cfg_fail(ld, map, "one of status, grpc_status is required");
+    return true;
+}
+
+bool cfg_cors_origin_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx)
+{
+    (void)idx;
+    struct tr_cors_origin_cfg *o = obj;
+    const struct cfg_section *sec = &cfg_cors_origin_section;
+    size_t kind;
+    if (!one_of(ld, map, sec, f, "exact", "regex", "exact, prefix, regex", &kind))
+        return false;
+    if (kind == NONE)
+        return cfg_fail(ld, map, "one of exact, prefix, regex is required");
+    o->kind = (enum tr_origin_match)(kind - cfg_field_index(sec, "exact"));
+    return true;
+}
+
+/* Access-Control-Max-Age counts whole seconds: a duration that is not one
+ * would be cut, so it is refused. */
+bool cfg_cors_max_age_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj)
+{
+    (void)k;
+    struct tr_cors_cfg *c = obj;
+    uint32_t ms;
+    if (!cfg_duration_of(ld, v, 0, CFG_MAX_DURATION_MS, &ms))
+        return false;
+    if (ms % 1000 != 0)
+        return cfg_fail(ld, v,
+                        "must be a whole number of seconds (Access-Control-Max-Age counts "
+                        "seconds)");
+    c->has_max_age = true;
+    c->max_age_s = ms / 1000;
+    return true;
+}
+
+/* An endpoint's address: an IP address, or a DNS name the proxy resolves
+ * (its text is kept as written, lower-cased, for names and dumps). */
+bool cfg_endpoint_address_set(struct ld *ld, const struct cnode *k, const struct cnode *v,
+                              void *obj)
+{
+    (void)k;
+    struct tr_endpoint_cfg *e = obj;
+    const char *s;
+    char why[CFG_WHY_MAX];
+    size_t host_len;
+    /* A 253-byte name, ':' and a port. */
+    if (!cfg_nonempty_of(ld, v, 260, &s))
+        return false;
+    if (!cfg_endpoint_addr_parse(s, &e->addr, &host_len, &e->port, why, sizeof(why)))
+        return cfg_fail(ld, v, "%s", why);
+    if (host_len > 0) {
+        cfg_lower((char *)s); /* our own copy in the arena; DNS names ignore case */
+        if ((e->host = tr_arena_strndup(ld->a, s, host_len)) == NULL)
+            return cfg_oom(ld);
+    }
+    e->addr.text = s;
     return true;
 }

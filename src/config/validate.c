@@ -516,6 +516,24 @@ static bool check_section(struct vctx *v, const struct cfg_section *sec, void *o
         case CK_BOOL:
         case CK_CUSTOM:
             break;
+        case CK_OPTIONAL: {
+            void *sub = *(void *const *)at(obj, fd->off);
+            if (sub == NULL)
+                break;
+            char path[CFG_PATH_MAX];
+            join(path, sizeof(path), prefix, key);
+            /* Present, so its own required fields apply. */
+            if (!check_section(v, fd->sub, sub, base, path, true, lists))
+                return false;
+            break;
+        }
+        case CK_PERCENT: {
+            uint32_t x = *(const uint32_t *)at(obj, fd->off);
+            if (x > TR_PER_MILLION)
+                return FIELD_ERR(AT_VALUE, "must be between 0 and 100 percent, got %u per million",
+                                 x);
+            break;
+        }
         }
     }
     return true;
@@ -579,6 +597,53 @@ static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc
     return true;
 }
 
+/* ---- endpoints given by name (DNS) ---- */
+
+/* An endpoint's address: an IP address (addr), or a DNS name (host, port)
+ * with addr unset; fills addr.text ("host:port") for a built model. */
+static bool check_endpoint_address(struct vctx *v, struct tr_endpoint_cfg *e,
+                                   const struct tr_cfg_loc *loc)
+{
+    static const struct cfg_field address = {.key = "address", .kind = CK_ADDR};
+    char why[CFG_WHY_MAX], b[96];
+    if (e->host == NULL)
+        return check_addr(v, loc, "", "address", &address, &e->addr, true);
+    if (e->addr.len != 0 || e->addr.ss.ss_family != AF_UNSPEC)
+        return verr(v, loc, "address", AT_VALUE,
+                    "both an IP address and a host name; an endpoint has one or the other");
+    if (!cfg_check_dns_name(e->host, why, sizeof(why)))
+        return verr(v, loc, "address", AT_VALUE, "%s", why);
+    if (!cfg_is_lower(e->host))
+        return verr(v, loc, "address", AT_VALUE, "host name %s must be lower case",
+                    cfg_show(b, sizeof(b), e->host, strlen(e->host), true));
+    if (e->port == 0)
+        return verr(v, loc, "address", AT_VALUE, "port must be between 1 and 65535, got 0");
+    if (e->addr.text == NULL) {
+        char text[300];
+        snprintf(text, sizeof(text), "%s:%u", e->host, (unsigned)e->port);
+        if ((e->addr.text = vstrdup(v, text)) == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* dns settings apply to endpoints given by name; on a cluster without any
+ * they would be ignored. The defaults are filled in for every cluster, so a
+ * validated model validates again. */
+static bool check_cluster_dns(struct vctx *v, struct tr_cluster_cfg *c,
+                              const struct tr_cfg_loc *loc)
+{
+    const struct tr_dns_cfg *d = &c->dns;
+    if (c->n_dns_endpoints == 0 && (d->mode != TR_DNS_ALL || d->family != TR_DNS_AUTO ||
+                                    (d->refresh_ms != 0 && d->refresh_ms != CFG_DNS_REFRESH_DEF)))
+        return verr(v, loc, "dns", AT_KEY,
+                    "DNS settings on a cluster whose endpoints are all IP addresses would be "
+                    "ignored; remove them");
+    if (c->dns.refresh_ms == 0)
+        c->dns.refresh_ms = CFG_DNS_REFRESH_DEF;
+    return true;
+}
+
 static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_cfg *c,
                           const struct tr_cfg_loc *loc)
 {
@@ -601,12 +666,17 @@ static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_c
                     "be ignored; set protocol to http2 or original, or remove them");
     if (c->h2_max_streams == 0)
         c->h2_max_streams = CFG_H2_STREAMS_DEF;
+    c->n_dns_endpoints = 0;
     for (size_t k = 0; k < c->n_endpoints; k++) {
         struct tr_endpoint_cfg *e = &c->endpoints[k];
+        struct iloc tmp;
+        if (!check_endpoint_address(v, e, item_loc(&e->loc, loc, "endpoints", k, &tmp)))
+            return false;
+        c->n_dns_endpoints += e->host != NULL;
         if (e->name == NULL)
-            e->name = e->addr.text; /* set by check_section */
+            e->name = e->addr.text;
     }
-    return true;
+    return check_cluster_dns(v, c, loc);
 }
 
 static bool check_clusters(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)
@@ -880,6 +950,175 @@ static bool check_header_edits(struct vctx *v, struct tr_route_cfg *r, const str
     return true;
 }
 
+/* ---- Local route actions: redirect, fault, cors ---- */
+
+/* The first name of o's remove, set or add that starts with prefix (a
+ * lower-case literal; names are lower case), or NULL. */
+static const char *ops_name(const struct tr_header_ops_cfg *o, const char *prefix, bool whole)
+{
+    size_t pl = strlen(prefix);
+    for (size_t i = 0; i < o->n_remove + o->n_set + o->n_add; i++) {
+        const char *n = i < o->n_remove              ? o->remove[i]
+                        : i < o->n_remove + o->n_set ? o->set[i - o->n_remove].name
+                                                     : o->add[i - o->n_remove - o->n_set].name;
+        if (strncmp(n, prefix, pl) == 0 && (!whole || n[pl] == '\0'))
+            return n;
+    }
+    return NULL;
+}
+
+/* A route's response edits against the fields its own action sets: which
+ * would win is a question without a good answer, so it is refused. */
+static bool check_edits_vs_fields(struct vctx *v, const struct tr_route_cfg *r,
+                                  const struct tr_cfg_loc *loc, const char *prefix, bool whole,
+                                  const char *why)
+{
+    const char *n = ops_name(&r->response_headers, prefix, whole);
+    if (n != NULL)
+        return verr(v, loc, "response_headers", AT_KEY, "edits %s, which %s", n, why);
+    for (size_t k = 0; k < r->n_clusters; k++) {
+        const struct tr_weighted_cluster_cfg *wc = &r->clusters[k];
+        if ((n = ops_name(&wc->response_headers, prefix, whole)) == NULL)
+            continue;
+        struct iloc tmp;
+        const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, "weighted_clusters", k, &tmp);
+        return verr(v, wloc, "response_headers", AT_KEY, "edits %s, which %s", n, why);
+    }
+    return true;
+}
+
+static bool check_redirect(struct vctx *v, const struct tr_route_cfg *r,
+                           const struct tr_cfg_loc *loc)
+{
+    const struct tr_redirect_cfg *rd = r->redirect;
+    if (r->prefix_rewrite != NULL || r->host_rewrite != NULL)
+        return verr(v, loc, "rewrite", AT_KEY,
+                    "cannot be combined with redirect (set redirect.path, prefix or host)");
+    if (r->timeout_ms != 0)
+        return verr(v, loc, "timeout", AT_KEY,
+                    "a redirect is answered at once: the timeout would never apply");
+    if (!ops_empty(&r->request_headers))
+        return verr(v, loc, "request_headers", AT_KEY,
+                    "a redirect route sends no request upstream to edit");
+    if (!check_edits_vs_fields(v, r, loc, "location", true, "the redirect sets"))
+        return false;
+    switch (rd->code) {
+    case 301:
+    case 302:
+    case 303:
+    case 307:
+    case 308:
+        break;
+    default:
+        return verr(v, loc, "redirect.code", AT_VALUE,
+                    "expected one of 301, 302, 303, 307, 308, got %u", rd->code);
+    }
+    if (rd->port != 0 && rd->port_from != TR_REDIRECT_PORT_KEEP)
+        return verr(v, loc, "redirect.port_from", AT_KEY,
+                    "conflicts with port; set exactly one "
+                    "of port, port_from");
+    if (rd->path != NULL && rd->prefix != NULL)
+        return verr(v, loc, "redirect.prefix", AT_KEY,
+                    "conflicts with path; set exactly one of "
+                    "path, prefix");
+    if (rd->prefix != NULL && r->path_kind != TR_PATH_PREFIX)
+        return verr(v, loc, "redirect.prefix", AT_KEY,
+                    "needs a prefix path match (it replaces the matched prefix); use path to "
+                    "replace the whole path");
+    return true;
+}
+
+static bool check_fault(struct vctx *v, const struct tr_fault_cfg *f, const struct tr_cfg_loc *loc)
+{
+    if (f->delay == NULL && f->abort == NULL)
+        return verr(v, loc, "fault", AT_VALUE, "one of delay, abort is required");
+    if (f->delay != NULL && f->delay->fixed_ms == 0)
+        return verr(v, loc, "fault.delay.fixed", AT_VALUE, "missing required field");
+    const struct tr_fault_abort_cfg *a = f->abort;
+    if (a == NULL)
+        return true;
+    if (a->grpc && a->status != 0)
+        return verr(v, loc, "fault.abort.grpc_status", AT_KEY,
+                    "conflicts with status; set exactly one of status, grpc_status");
+    if (a->grpc && a->grpc_status > CFG_MAX_GRPC_STATUS)
+        return verr(v, loc, "fault.abort.grpc_status", AT_VALUE, "must be between 0 and %u, got %u",
+                    CFG_MAX_GRPC_STATUS, a->grpc_status);
+    if (!a->grpc && a->status == 0)
+        return verr(v, loc, "fault.abort", AT_VALUE, "one of status, grpc_status is required");
+    return true;
+}
+
+/* "*" means "whatever the request asked for" only as the whole list. */
+static bool check_star_alone(struct vctx *v, const struct tr_cfg_loc *loc, const char *key,
+                             const char *const *list, size_t n)
+{
+    for (size_t i = 0; n > 1 && i < n; i++) {
+        if (strcmp(list[i], "*") == 0) {
+            char path[64];
+            snprintf(path, sizeof(path), "cors.%s[%zu]", key, i);
+            return verr(v, loc, path, AT_VALUE, "\"*\" must be the only entry of %s", key);
+        }
+    }
+    return true;
+}
+
+static const char *const origin_keys[] = {"exact", "prefix", "regex"};
+
+static bool check_cors(struct vctx *v, const struct tr_route_cfg *r, const struct tr_cfg_loc *loc)
+{
+    struct tr_cors_cfg *c = r->cors;
+    char why[CFG_WHY_MAX];
+    /* Envoy's CORS filter skips redirect and direct-response routes. */
+    if (r->redirect != NULL || r->direct_status != 0)
+        return verr(v, loc, "cors", AT_KEY,
+                    "does not apply to a %s route: its answer is the "
+                    "proxy's own",
+                    r->redirect != NULL ? "redirect" : "direct_response");
+    for (size_t k = 0; k < c->n_origins; k++) {
+        const struct tr_cors_origin_cfg *o = &c->origins[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *oloc = item_loc(&o->loc, loc, "cors.allow_origins", k, &tmp);
+        if ((unsigned)o->kind > TR_ORIGIN_REGEX)
+            return verr(v, oloc, "", AT_VALUE, "unknown origin match kind %d", (int)o->kind);
+        const char *ok = origin_keys[o->kind];
+        if (o->value == NULL)
+            return verr(v, oloc, ok, AT_VALUE, "missing required field");
+        if (o->kind == TR_ORIGIN_REGEX && !cfg_check_regex(o->value, false, why, sizeof(why)))
+            return verr(v, oloc, ok, AT_VALUE, "%s", why);
+    }
+    if (!check_edits_vs_fields(v, r, loc, "access-control-", false, "the route's cors sets"))
+        return false;
+    if (!check_star_alone(v, loc, "allow_methods", c->allow_methods, c->n_allow_methods) ||
+        !check_star_alone(v, loc, "allow_headers", c->allow_headers, c->n_allow_headers) ||
+        !check_star_alone(v, loc, "expose_headers", c->expose_headers, c->n_expose_headers))
+        return false;
+    if (c->has_max_age && c->max_age_s > CFG_MAX_DURATION_MS / 1000)
+        return verr(v, loc, "cors.max_age", AT_VALUE, "must be at most 24h, got %us", c->max_age_s);
+    c->index = (uint32_t)v->cfg->n_cors++;
+    return true;
+}
+
+static bool check_route_local(struct vctx *v, struct tr_route_cfg *r, const struct tr_cfg_loc *loc)
+{
+    /* An HTTP/2 CONNECT becomes a tunnel to the route's cluster without
+     * passing these actions (proxy/stream.c, start_tunnel). */
+    for (size_t k = 0; k < r->n_methods; k++) {
+        if (strcmp(r->methods[k], "CONNECT") != 0)
+            continue;
+        const char *key = r->redirect != NULL ? "redirect" : r->fault != NULL ? "fault" : "cors";
+        if (r->redirect != NULL || r->fault != NULL || r->cors != NULL)
+            return verr(v, loc, key, AT_KEY,
+                        "does not apply to CONNECT tunnels; give CONNECT a route of its own");
+    }
+    if (r->redirect != NULL && !check_redirect(v, r, loc))
+        return false;
+    if (r->fault != NULL && !check_fault(v, r->fault, loc))
+        return false;
+    if (r->cors != NULL && !check_cors(v, r, loc))
+        return false;
+    return true;
+}
+
 static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route_cfg *r, size_t idx,
                         const struct tr_cfg_loc *loc)
 {
@@ -892,11 +1131,17 @@ static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route
     if (!check_match(v, r, loc))
         return false;
 
-    static const char *const actions = "cluster, weighted_clusters, direct_response";
+    static const char *const actions = "cluster, weighted_clusters, direct_response, redirect";
     if (r->direct_status != 0 && r->n_clusters > 0)
         return verr(v, loc, "direct_response", AT_KEY, "conflicts with %s; set exactly one of %s",
                     r->n_clusters == 1 ? "cluster" : "weighted_clusters", actions);
-    if (r->direct_status == 0 && r->n_clusters == 0)
+    if (r->redirect != NULL && (r->n_clusters > 0 || r->direct_status != 0))
+        return verr(v, loc, "redirect", AT_KEY, "conflicts with %s; set exactly one of %s",
+                    r->direct_status != 0 ? "direct_response"
+                    : r->n_clusters == 1  ? "cluster"
+                                          : "weighted_clusters",
+                    actions);
+    if (r->direct_status == 0 && r->n_clusters == 0 && r->redirect == NULL)
         return verr(v, loc, "", AT_VALUE, "one of %s is required", actions);
     if (r->direct_status == 0 && r->direct_body != NULL)
         return verr(v, loc, "direct_response.status", AT_VALUE, "missing required field");
@@ -917,7 +1162,7 @@ static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route
         return verr(v, loc, "rewrite", AT_KEY, "cannot be combined with direct_response");
     if (r->prefix_rewrite != NULL && r->prefix_rewrite[0] != '/')
         return verr(v, loc, "rewrite.prefix", AT_VALUE, "must start with \"/\"");
-    return check_header_edits(v, r, loc);
+    return check_header_edits(v, r, loc) && check_route_local(v, r, loc);
 }
 
 static bool check_route_table(struct vctx *v, const struct vnames *nt, struct tr_route_table_cfg *t,
@@ -968,6 +1213,7 @@ static bool check_route_tables(struct vctx *v, struct vnames *nt, const struct t
 {
     struct tr_config *cfg = v->cfg;
     size_t routes = 0;
+    cfg->n_cors = 0; /* counted again: a validated model validates again */
     for (size_t i = 0; i < cfg->n_route_tables; i++) {
         struct tr_route_table_cfg *t = &cfg->route_tables[i];
         struct iloc tmp;

@@ -14,6 +14,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "codec/h1/h1.h"
 #include "config/internal.h"
 #include "core/arena.h"
 
@@ -285,8 +286,12 @@ bool cfg_addr_parse(const char *s, bool port0_ok, struct tr_cfg_addr *out, char 
     } else {
         struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
         if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
-            snprintf(why, size, "expected an IP address, got %s (hostnames are not resolved)",
-                     cfg_show(b, sizeof(b), host, hlen, true));
+            if (strspn(host, "0123456789.") == hlen)
+                snprintf(why, size, "invalid IPv4 address %s",
+                         cfg_show(b, sizeof(b), host, hlen, true));
+            else
+                snprintf(why, size, "expected an IP address, got %s (hostnames are not resolved)",
+                         cfg_show(b, sizeof(b), host, hlen, true));
             return false;
         }
         sin->sin_family = AF_INET;
@@ -307,6 +312,154 @@ bool cfg_addr_of(struct ld *ld, const struct cnode *n, bool port0_ok, struct tr_
         return cfg_fail(ld, n, "%s", why);
     out->text = s;
     return true;
+}
+
+/* Percentages as Istio writes them (Percent.value, a double 0-100), read
+ * exactly: at most 4 decimals, which is the per-million resolution Envoy
+ * gets; finer values are refused rather than rounded. */
+bool cfg_percent_parse(const char *s, uint32_t *per_million)
+{
+    uint32_t ip = 0, frac = 0;
+    size_t nd = 0, nf = 0;
+    for (; *s >= '0' && *s <= '9'; s++, nd++) {
+        if (ip > 100)
+            return false;
+        ip = ip * 10 + (uint32_t)(*s - '0');
+    }
+    if (*s == '.') {
+        for (s++; *s >= '0' && *s <= '9'; s++, nf++) {
+            if (nf == 4)
+                return false;
+            frac = frac * 10 + (uint32_t)(*s - '0');
+        }
+        if (nf == 0)
+            return false;
+    }
+    if (nd == 0 || *s != '\0')
+        return false;
+    for (size_t i = nf; i < 4; i++)
+        frac *= 10;
+    uint32_t v = ip * 10000 + frac;
+    if (ip > 100 || v > TR_PER_MILLION)
+        return false;
+    *per_million = v;
+    return true;
+}
+
+bool cfg_percent_of(struct ld *ld, const struct cnode *n, uint32_t *per_million)
+{
+    char b[96];
+    if (n->kind != CN_SCALAR || !n->plain || cfg_is_null(n) || memchr(n->s, '\0', n->len) != NULL ||
+        !cfg_percent_parse(n->s, per_million))
+        return cfg_fail(ld, n,
+                        "expected a percentage from 0 to 100 with at most 4 decimals (the "
+                        "resolution is 0.0001%%), got %s",
+                        cfg_describe(n, b, sizeof(b)));
+    return true;
+}
+
+/* ---- DNS names (cluster endpoints given by name) ---- */
+
+/* RFC 1123 host name of len bytes: labels of letters, digits and '-' (not
+ * first or last), 1-63 bytes each, at most 253 bytes, an optional final dot
+ * (an absolute name: no search domains). A last label of digits only is
+ * refused, so a mistyped IPv4 address is never sent to DNS as a name. */
+static bool dns_name_ok(const char *s, size_t len, char *why, size_t size)
+{
+    char b[96];
+    if (len > 0 && s[len - 1] == '.')
+        len--;
+    if (len == 0 || len > 253) {
+        snprintf(why, size, "a DNS name is 1 to 253 bytes, got %zu: %s", len,
+                 cfg_show(b, sizeof(b), s, len, true));
+        return false;
+    }
+    size_t label = 0;
+    bool digits_only = true;
+    for (size_t i = 0; i <= len; i++) {
+        char c = i < len ? s[i] : '.';
+        if (c == '.') {
+            if (label == 0 || label > 63 || s[i - 1] == '-' || s[i - label] == '-') {
+                snprintf(why, size,
+                         "invalid DNS name %s: labels are 1 to 63 letters, digits or '-', "
+                         "not starting or ending with '-'",
+                         cfg_show(b, sizeof(b), s, len, true));
+                return false;
+            }
+            if (i < len) {
+                label = 0;
+                digits_only = true;
+            }
+            continue;
+        }
+        bool digit = c >= '0' && c <= '9';
+        if (!digit && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') && c != '-') {
+            snprintf(why, size,
+                     "invalid DNS name %s: character 0x%02x is not a letter, digit, "
+                     "'-' or '.'",
+                     cfg_show(b, sizeof(b), s, len, true), (unsigned char)c);
+            return false;
+        }
+        digits_only &= digit;
+        label++;
+    }
+    if (digits_only) {
+        snprintf(why, size, "invalid DNS name %s: the last label is all digits",
+                 cfg_show(b, sizeof(b), s, len, true));
+        return false;
+    }
+    return true;
+}
+
+bool cfg_check_dns_name(const char *s, char *why, size_t size)
+{
+    return dns_name_ok(s, strlen(s), why, size);
+}
+
+/* "IP:PORT" into addr (*host_len 0), or "NAME:PORT" with a DNS name: the
+ * name is s[0, *host_len) and addr is left alone. */
+bool cfg_endpoint_addr_parse(const char *s, struct tr_cfg_addr *addr, size_t *host_len,
+                             uint16_t *port, char *why, size_t size)
+{
+    char b[96];
+    *host_len = 0;
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL) {
+        snprintf(why, size, "expected IP:PORT or NAME:PORT, got %s (missing port)",
+                 cfg_show(b, sizeof(b), s, strlen(s), true));
+        return false;
+    }
+    /* IPv6 (bracketed, or an unbracketed one the address parser explains)
+     * and anything of digits and dots are addresses, never names. */
+    if (s[0] == '[' || memchr(s, ':', (size_t)(colon - s)) != NULL ||
+        strspn(s, "0123456789.") == (size_t)(colon - s)) {
+        if (!cfg_addr_parse(s, false, addr, why, size))
+            return false;
+        *port = ntohs(addr->ss.ss_family == AF_INET6
+                          ? ((const struct sockaddr_in6 *)&addr->ss)->sin6_port
+                          : ((const struct sockaddr_in *)&addr->ss)->sin_port);
+        return true;
+    }
+    const char *p = colon + 1;
+    size_t plen = strlen(p);
+    if (plen == 0 || plen > 5 || strspn(p, "0123456789") != plen || strtoul(p, NULL, 10) == 0 ||
+        strtoul(p, NULL, 10) > 65535) {
+        snprintf(why, size, "port must be between 1 and 65535 in %s",
+                 cfg_show(b, sizeof(b), s, strlen(s), true));
+        return false;
+    }
+    if (!dns_name_ok(s, (size_t)(colon - s), why, size))
+        return false;
+    *host_len = (size_t)(colon - s);
+    *port = (uint16_t)strtoul(p, NULL, 10);
+    return true;
+}
+
+/* resolver.servers: "IP:PORT" or "[IPv6]:PORT". */
+bool cfg_check_dns_server(const char *s, char *why, size_t size)
+{
+    struct tr_cfg_addr a;
+    return cfg_addr_parse(s, false, &a, why, size);
 }
 
 bool cfg_addr_is_loopback(const struct tr_cfg_addr *a)
@@ -469,6 +622,33 @@ bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size)
     if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
         snprintf((char *)msg, sizeof(msg), "error %d", code);
     return WHY("invalid regex at offset %zu: %s", (size_t)off, (const char *)msg);
+}
+
+bool cfg_check_uri_host(const char *s, char *why, size_t size)
+{
+    char b[96];
+    size_t len = strlen(s);
+    bool v6 = s[0] == '[';
+    bool port = v6 ? s[len - 1] != ']' : strchr(s, ':') != NULL;
+    if (!tr_h1_is_authority(tr_str_from(s, len), 0))
+        return WHY("expected a host name or IP address, got %s", Q(s));
+    if (port)
+        return WHY("expected a host without a port (set port), got %s", Q(s));
+    return true;
+}
+
+bool cfg_check_uri_path(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (s[0] != '/')
+        return WHY("must start with \"/\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '#')
+            return WHY("%s is not a URI path: byte 0x%02x is not allowed (spaces, controls, "
+                       "\"#\" and non-ASCII bytes must be percent-encoded)",
+                       Q(s), *p);
+    }
+    return true;
 }
 
 /* ------------------------------ request matching and header edits */

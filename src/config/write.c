@@ -12,12 +12,18 @@
  *   - a route's `cluster: NAME`, which is weighted_clusters with one entry
  *     of weight 1, written when that is what the model holds;
  *   - a cluster's protocol, whose default is `original` with tls;
- *   - a cluster's http2.max_streams_per_connection, 0 and 100 alike (the
- *     default validate fills in);
+ *   - a cluster's http2.max_streams_per_connection, 0 and 100 alike, and
+ *     its dns.refresh, 0 and 5s alike (the defaults validate fills in);
+ *   - an endpoint's address (custom): an IP address or a DNS name and port;
  *   - names validate gives unnamed routes and virtual hosts (route-N,
  *     vhost-N), left out; endpoints are named by their address, which the
  *     model must agree with;
  *   - HTTP settings on a tcp listener, which the loader refuses: an error;
+ *   - a fault abort's status or grpc_status (custom), by abort.grpc;
+ *   - a CORS policy's max_age (custom), by has_max_age, in whole seconds;
+ *   - optional sub-objects (redirect, fault, cors): written when present,
+ *     `{}` if nothing in them differs from the defaults;
+ *   - percentages: plain numbers ("12.5"), as the loader requires;
  *   - an object's origin, written when it has one (else its loc.path is
  *     where a file put it).
  * Before writing, check_tables() refuses a table the writer would get
@@ -63,6 +69,7 @@ static const struct group groups[] = {
     {&cfg_header_match_section, "exact", 5, offsetof(struct tr_header_match_cfg, kind), NULL},
     {&cfg_query_match_section, "exact", 4, offsetof(struct tr_query_match_cfg, kind),
      cfg_query_match_kinds},
+    {&cfg_cors_origin_section, "exact", 3, offsetof(struct tr_cors_origin_cfg, kind), NULL},
 };
 
 struct wr {
@@ -75,7 +82,8 @@ struct wr {
     bool failed;
     /* The rows the tables do not explain. */
     const struct cfg_field *route_name, *route_cluster, *route_weighted, *weighted_cluster,
-        *weighted_weight, *vhost_name, *cluster_protocol, *cluster_h2_streams, *listener_http;
+        *weighted_weight, *vhost_name, *cluster_protocol, *cluster_h2_streams, *listener_http,
+        *abort_status, *abort_grpc_status, *cors_max_age, *endpoint_address, *cluster_dns_refresh;
 };
 
 static const void *at(const void *obj, size_t off)
@@ -311,6 +319,37 @@ static bool addr_text(struct wr *w, const struct tr_cfg_addr *a, char *buf, size
     return true;
 }
 
+/* Room for an endpoint's address: a 253-byte DNS name, ':' and a port. */
+#define WR_ENDPOINT_TEXT 272u
+
+/* An endpoint's address as a file says it: an IP address (addr_text), or
+ * a DNS name and port, as the model spells it (addr.text, which names use)
+ * when that reads back as the same name and port. */
+static bool endpoint_text(struct wr *w, const struct tr_endpoint_cfg *e, char *buf, size_t size,
+                          const char **out)
+{
+    if (e->host == NULL)
+        return addr_text(w, &e->addr, buf, size, out);
+    if (e->addr.text == NULL) {
+        snprintf(buf, size, "%s:%u", e->host, (unsigned)e->port);
+        *out = buf;
+        return true;
+    }
+    struct tr_cfg_addr back;
+    size_t host_len = 0;
+    uint16_t port = 0;
+    char why[CFG_WHY_MAX];
+    if (!cfg_endpoint_addr_parse(e->addr.text, &back, &host_len, &port, why, sizeof(why)) ||
+        host_len != strlen(e->host) || memcmp(e->addr.text, e->host, host_len) != 0 ||
+        port != e->port)
+        return wfail(w,
+                     "the text \"%s\" does not spell the host name and port the model holds "
+                     "(%s:%u)",
+                     e->addr.text, e->host, (unsigned)e->port);
+    *out = e->addr.text;
+    return true;
+}
+
 /* The spelling of an enum field's value, NULL if it has none. */
 static const char *enum_name(const struct cfg_field *fd, const void *obj)
 {
@@ -411,10 +450,13 @@ static bool is_default(struct wr *w, const struct cfg_field *fd, const void *obj
     case CK_BOOL:
         return *(const bool *)at(obj, fd->off) == (def && fd->def != 0);
     case CK_U32:
-    case CK_DURATION: {
+    case CK_DURATION:
+    case CK_PERCENT: {
         uint32_t x = *(const uint32_t *)at(obj, fd->off);
         if (fd == w->cluster_h2_streams)
             return x == 0 || x == CFG_H2_STREAMS_DEF;
+        if (fd == w->cluster_dns_refresh)
+            return x == 0 || x == CFG_DNS_REFRESH_DEF;
         return x == (def ? fd->def : 0);
     }
     case CK_U16:
@@ -443,6 +485,8 @@ static bool is_default(struct wr *w, const struct cfg_field *fd, const void *obj
     case CK_LIST:
     case CK_MAP:
         return *(const size_t *)at(obj, fd->off_n) == 0;
+    case CK_OPTIONAL:
+        return *(const void *const *)at(obj, fd->off) == NULL;
     case CK_SECTION:
         return !section_written(w, fd->sub, at(obj, fd->off), 0);
     case CK_CUSTOM:
@@ -480,6 +524,10 @@ static bool field_written(struct wr *w, const struct cfg_section *sec, size_t i,
         const struct tr_cluster_cfg *c = obj;
         return c->protocol != (c->tls_name != NULL ? TR_UPROTO_ORIGINAL : TR_UPROTO_HTTP1);
     }
+    if (fd == w->abort_status || fd == w->abort_grpc_status) /* exactly one, required */
+        return ((const struct tr_fault_abort_cfg *)obj)->grpc == (fd == w->abort_grpc_status);
+    if (fd == w->cors_max_age)
+        return ((const struct tr_cors_cfg *)obj)->has_max_age;
     return !is_default(w, fd, obj);
 }
 
@@ -680,10 +728,22 @@ static bool scalar_value(struct wr *w, const struct cfg_field *fd, const void *o
         if (!addr_text(w, at(obj, fd->off), buf, sizeof(buf), &s) || !str_value(w, s, false))
             return false;
         break;
+    case CK_PERCENT: {
+        /* Plain, as the loader reads it: per million as a percentage with
+         * at most 4 decimals ("12.5", "0.0001", "100"). */
+        uint32_t pm = *(const uint32_t *)at(obj, fd->off);
+        char frac[8];
+        int n = snprintf(frac, sizeof(frac), "%04u", pm % 10000u);
+        while (n > 0 && frac[n - 1] == '0')
+            frac[--n] = '\0';
+        tr_fmt_printf(w->f, "%u%s%s", pm / 10000u, n > 0 ? "." : "", frac);
+        break;
+    }
     case CK_STRLIST:
     case CK_SECTION:
     case CK_LIST:
     case CK_MAP:
+    case CK_OPTIONAL:
     case CK_CUSTOM:
         return wfail(w, "not a scalar field");
     }
@@ -734,9 +794,31 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
                ((const struct tr_listener_cfg *)obj)->protocol == TR_LPROTO_TCP) {
         ok = wfail(w, "HTTP settings differ from the defaults on a tcp listener, which a file "
                       "cannot say (the loader refuses http there)");
+    } else if (fd == w->abort_grpc_status) {
+        key(w, m, fd->key);
+        scalar_open(w);
+        tr_fmt_printf(w->f, "%u", (unsigned)((const struct tr_fault_abort_cfg *)obj)->grpc_status);
+        scalar_close(w);
+    } else if (fd == w->endpoint_address) {
+        char buf[WR_ENDPOINT_TEXT];
+        const char *text;
+        key(w, m, fd->key);
+        scalar_open(w);
+        ok = endpoint_text(w, obj, buf, sizeof(buf), &text) && str_value(w, text, false);
+        scalar_close(w);
+    } else if (fd == w->cors_max_age) {
+        char text[32];
+        duration_text(((const struct tr_cors_cfg *)obj)->max_age_s * 1000u, text, sizeof(text));
+        key(w, m, fd->key);
+        scalar_open(w);
+        ok = str_value(w, text, false);
+        scalar_close(w);
     } else if (fd->kind == CK_SECTION) {
         key(w, m, fd->key);
         ok = map_value(w, fd->sub, at(obj, fd->off), m->col, idx);
+    } else if (fd->kind == CK_OPTIONAL) {
+        key(w, m, fd->key);
+        ok = map_value(w, fd->sub, *(const void *const *)at(obj, fd->off), m->col, 0);
     } else if (fd->kind == CK_LIST) {
         key(w, m, fd->key);
         ok = list_value(w, fd, obj, m->col);
@@ -759,10 +841,10 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
 /* What a file cannot say about an endpoint: a name other than its address. */
 static bool check_endpoint(struct wr *w, const struct tr_endpoint_cfg *e)
 {
-    char buf[INET6_ADDRSTRLEN + 16];
+    char buf[WR_ENDPOINT_TEXT];
     const char *text;
     size_t saved = push_key(w, "address");
-    if (!addr_text(w, &e->addr, buf, sizeof(buf), &text))
+    if (!endpoint_text(w, e, buf, sizeof(buf), &text))
         return false;
     pop(w, saved);
     if (e->name != NULL && strcmp(e->name, text) != 0) {
@@ -796,7 +878,7 @@ static bool write_map(struct wr *w, const struct cfg_section *sec, const void *o
 
 static bool scalar_kind(enum cfg_kind k)
 {
-    return k != CK_SECTION && k != CK_LIST && k != CK_MAP && k != CK_CUSTOM;
+    return k != CK_SECTION && k != CK_LIST && k != CK_MAP && k != CK_CUSTOM && k != CK_OPTIONAL;
 }
 
 /* Refuses a table row the writer would get wrong (see the top of the file). */
@@ -808,7 +890,8 @@ static bool check_tables(struct wr *w, const struct cfg_section *sec, unsigned d
         const struct cfg_field *fd = &sec->fields[i];
         size_t pos;
         bool grouped = group_of(sec, i, &pos) != NULL;
-        if (fd->kind == CK_CUSTOM && !grouped && fd != w->route_cluster)
+        if (fd->kind == CK_CUSTOM && !grouped && fd != w->route_cluster &&
+            fd != w->abort_grpc_status && fd != w->cors_max_age && fd != w->endpoint_address)
             return wfail(w,
                          "schema: %s.%s is read by custom code that config/write.c does not "
                          "know how to write",
@@ -820,7 +903,8 @@ static bool check_tables(struct wr *w, const struct cfg_section *sec, unsigned d
                              "to know which key to write",
                              sec->name, sec->fields[j].key, fd->key);
         }
-        if ((fd->kind == CK_SECTION || fd->kind == CK_LIST) && !check_tables(w, fd->sub, depth + 1))
+        if ((fd->kind == CK_SECTION || fd->kind == CK_LIST || fd->kind == CK_OPTIONAL) &&
+            !check_tables(w, fd->sub, depth + 1))
             return false;
     }
     return true;
@@ -866,6 +950,11 @@ static bool write_doc(struct tr_fmt *f, const struct tr_config *cfg, bool json, 
     w.cluster_protocol = row(&cfg_cluster_section, "protocol");
     w.cluster_h2_streams = row(h2->sub, "max_streams_per_connection");
     w.listener_http = row(&cfg_listener_section, "http");
+    w.abort_status = row(&cfg_fault_abort_section, "status");
+    w.abort_grpc_status = row(&cfg_fault_abort_section, "grpc_status");
+    w.cors_max_age = row(&cfg_cors_section, "max_age");
+    w.endpoint_address = row(&cfg_endpoint_section, "address");
+    w.cluster_dns_refresh = row(row(&cfg_cluster_section, "dns")->sub, "refresh");
     if (f->truncated)
         return wfail(&w, "the text before the configuration was cut");
     if (!check_tables(&w, &cfg_root_section, 0))

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "filter/route_action.h"
+
 struct writer {
     char *p;
     size_t room;
@@ -273,10 +275,14 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
     PUT_LIT(&w, "\r\n");
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct tr_h1_header *h = &m->headers[i];
-        if (drop_header(m, h->name) || tr_header_edit_drops(ed, h->name))
+        if (drop_header(m, h->name) || tr_header_edit_drops(ed, h->name) ||
+            tr_field_named_in(h->name, rw->set, rw->n_set))
             continue;
         put_header(&w, h->name.p, h->name.len, h->value.p, h->value.len);
     }
+    for (size_t i = 0; i < rw->n_set; i++)
+        put_header(&w, rw->set[i].name.p, rw->set[i].name.len, rw->set[i].value.p,
+                   rw->set[i].value.len);
     if (m->body == TR_H1_BODY_CHUNKED && !rw->dechunk)
         put_header(&w, "transfer-encoding", 17, "chunked", 7);
     if (rw->tunnel) {
@@ -301,6 +307,13 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
 int tr_filter_local_response(struct tr_buf *out, int status, const char *body, bool keep_alive,
                              bool head_only, const struct tr_header_edit *edit)
 {
+    return tr_filter_local_response_with(out, status, body, keep_alive, head_only, edit, NULL, 0);
+}
+
+int tr_filter_local_response_with(struct tr_buf *out, int status, const char *body, bool keep_alive,
+                                  bool head_only, const struct tr_header_edit *edit,
+                                  const struct tr_h2_header *extra, size_t n_extra)
+{
     tr_buf_compact(out);
     size_t blen = body != NULL ? strlen(body) : 0;
     char line[32], len[24];
@@ -318,6 +331,13 @@ int tr_filter_local_response(struct tr_buf *out, int status, const char *body, b
     if (!keep_alive)
         put_header(&w, "connection", 10, "close", 5);
     put_edit(&w, edit);
+    /* The route's edits win over the proxy's own fields, as they do in the
+     * header lists of HTTP/2 replies (tr_header_edit_fields). */
+    for (size_t i = 0; i < n_extra; i++) {
+        if (!tr_header_edit_drops(edit, extra[i].name))
+            put_header(&w, extra[i].name.p, extra[i].name.len, extra[i].value.p,
+                       extra[i].value.len);
+    }
     PUT_LIT(&w, "\r\n");
     if (w.full)
         return -1;

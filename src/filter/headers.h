@@ -74,6 +74,10 @@ struct tr_response_rewrite {
      * and the limits the edited head must keep, as for requests. */
     const struct tr_header_edit *edit;
     uint32_t max_fields, max_bytes;
+    /* Fields the proxy sets (a route's CORS fields): written last, and the
+     * upstream's fields of the same names are dropped. */
+    const struct tr_h2_header *set;
+    size_t n_set;
 };
 
 /* Returns 0, -1 if out is too small, or TR_FILTER_OVER_LIMIT. */
@@ -87,6 +91,11 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
  * stay within the limits. */
 int tr_filter_local_response(struct tr_buf *out, int status, const char *body, bool keep_alive,
                              bool head_only, const struct tr_header_edit *edit);
+/* The same with the proxy's own fields (a redirect's Location, CORS
+ * fields), written last. */
+int tr_filter_local_response_with(struct tr_buf *out, int status, const char *body, bool keep_alive,
+                                  bool head_only, const struct tr_header_edit *edit,
+                                  const struct tr_h2_header *extra, size_t n_extra);
 
 /* Format a random UUIDv4 from 128 random bits into out (37 bytes). */
 void tr_request_id_format(char *out, uint64_t a, uint64_t b);

@@ -307,14 +307,39 @@ void tr_metrics_config_reload(bool ok)
     atomic_fetch_add(ok ? &reloads_ok : &reloads_failed, 1);
 }
 
+/* ---- DNS lookups (one writer: the main thread; read at scrape) ---- */
+
+struct dns_series {
+    _Atomic(const char *) cluster; /* published once its counters are zero */
+    counter_t count[TR_DNS_RESULT_COUNT];
+};
+static struct dns_series dns_series[TR_METRICS_DNS_CAP + 1]; /* last: "other" */
+
+void tr_metrics_dns(const char *cluster, enum tr_dns_result r)
+{
+    if ((unsigned)r >= TR_DNS_RESULT_COUNT)
+        return;
+    size_t i = 0;
+    for (; i < TR_METRICS_DNS_CAP; i++) {
+        const char *c = atomic_load_explicit(&dns_series[i].cluster, memory_order_relaxed);
+        if (c == cluster)
+            break;
+        if (c == NULL) {
+            atomic_store_explicit(&dns_series[i].cluster, cluster, memory_order_release);
+            break;
+        }
+    }
+    counter_add(&dns_series[i].count[r], 1);
+}
+
 /* ---- rendering ---- */
 
 static const char *const flag_names[TR_RF_COUNT] = {"NR",  "UH",  "UF",   "UT", "UC",  "DC", "UO",
-                                                    "DPE", "UPE", "RBAC", "DI", "URX", "HO"};
+                                                    "DPE", "UPE", "RBAC", "DI", "URX", "HO", "FI"};
 
 bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags)
 {
-    char buf[48]; /* every flag: 43 bytes */
+    char buf[48]; /* every flag: 46 bytes */
     struct tr_fmt b;
     tr_fmt_init_fixed(&b, buf, sizeof(buf));
     for (unsigned i = 0; i < TR_RF_COUNT; i++)
@@ -642,6 +667,28 @@ static void render_process(struct tr_fmt *o)
                   atomic_load(&reloads_failed));
 }
 
+/* DNS lookups of cluster endpoint names, per cluster and result. */
+static void render_dns(struct tr_fmt *o)
+{
+    static const char *const results[TR_DNS_RESULT_COUNT] = {"success", "empty", "failure"};
+    tr_fmt_cstr(o, "# TYPE trellis_dns_resolutions_total counter\n");
+    for (size_t i = 0; i <= TR_METRICS_DNS_CAP; i++) {
+        const char *c = i < TR_METRICS_DNS_CAP
+                            ? atomic_load_explicit(&dns_series[i].cluster, memory_order_acquire)
+                            : "other";
+        if (c == NULL)
+            break;
+        for (int r = 0; r < TR_DNS_RESULT_COUNT; r++) {
+            uint64_t v = counter_get(&dns_series[i].count[r]);
+            if (i == TR_METRICS_DNS_CAP && v == 0)
+                continue;
+            tr_fmt_cstr(o, "trellis_dns_resolutions_total{");
+            label(o, "cluster", c);
+            tr_fmt_printf(o, ",result=\"%s\"} %" PRIu64 "\n", results[r], v);
+        }
+    }
+}
+
 /* Event-loop turns of every loop thread (event/loop.h), labelled by thread
  * id so that they can be matched with /proc/PID/task/TID (e.g. schedstat). */
 static void render_loops(struct tr_fmt *o)
@@ -742,6 +789,7 @@ char *tr_metrics_render(size_t *len)
         render_http(&o, agg, n);
         render_tcp(&o);
         render_process(&o);
+        render_dns(&o);
         render_loops(&o);
     }
     for (size_t j = 0; j < n; j++)

@@ -37,16 +37,17 @@ enum {
     TR_RF_DPE = 1u << 7,  /* downstream protocol error */
     TR_RF_UPE = 1u << 8,  /* upstream protocol error */
     TR_RF_RBAC = 1u << 9, /* denied by authorization (Envoy: UAEX/RBAC) */
-    TR_RF_DI = 1u << 10,  /* direct response */
+    TR_RF_DI = 1u << 10,  /* delay injected (route fault) */
     TR_RF_URX = 1u << 11, /* upstream retry limit exceeded */
     TR_RF_HO = 1u << 12,  /* a route's header edits took the head over a limit (trellis) */
-    TR_RF_COUNT = 13,
+    TR_RF_FI = 1u << 13,  /* aborted by fault injection (route fault) */
+    TR_RF_COUNT = 14,
 };
 
 struct tr_fmt;
 
 /* Append flags like "UF,URX", or "-" for none, all or nothing (core/fmt.h);
- * the longest is "NR,UH,...,URX,HO", 43 bytes. */
+ * the longest is "NR,UH,...,URX,HO,FI", 46 bytes. */
 bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags);
 
 /* Labels fixed per (listener, cluster, endpoint, peer): everything but the
@@ -114,6 +115,19 @@ const char *tr_limit_name(enum tr_limit l);
 /* TLS handshake failures by direction (0 inbound, 1 outbound) and reason
  * (a constant string from tr_tls_failure_reason; interned internally). */
 void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason);
+
+/* DNS lookups of cluster endpoint names (dns/resolver.c, main thread):
+ * trellis_dns_resolutions_total{cluster,result}, one count per cluster that
+ * uses the name. cluster is interned; at most TR_METRICS_DNS_CAP clusters
+ * get their own series, the rest count under cluster="other". */
+enum tr_dns_result {
+    TR_DNS_RESULT_SUCCESS = 0, /* addresses */
+    TR_DNS_RESULT_EMPTY,       /* NXDOMAIN, or no record of the family */
+    TR_DNS_RESULT_FAILURE,     /* SERVFAIL, REFUSED, timeout, bad answer: last answer kept */
+    TR_DNS_RESULT_COUNT,
+};
+#define TR_METRICS_DNS_CAP 4096
+void tr_metrics_dns(const char *cluster, enum tr_dns_result r);
 
 /* Render every worker's series, summed, in Prometheus text format (label
  * values escaped). Returns a malloc'd string (caller frees) and its length;

@@ -10,6 +10,81 @@
 #include "proxy/session.h"
 #include "runtime/worker.h"
 
+/* The first field named name (lowercase literal; any case in headers). */
+static tr_str field_value(const struct tr_str_pair *headers, uint32_t n, const char *name,
+                          size_t len)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (tr_str_ieq(headers[i].name, name, len))
+            return headers[i].value;
+    }
+    return (tr_str){0};
+}
+
+/* After the route was found and authorized, in the order of istiod's HTTP
+ * filters (fault, CORS, router): the fault (a delay, then maybe an abort,
+ * which CORS never sees), a CORS preflight, then a redirect. True when d is
+ * complete (an answer); false: go on with the route's direct response or
+ * cluster. */
+static bool decide_local(struct tr_session *s, const struct tr_route_cfg *route, tr_str method,
+                         const struct tr_str_pair *headers, uint32_t n_headers,
+                         struct tr_decision *d)
+{
+    if (route->fault != NULL) {
+        struct tr_fault_draw draw;
+        tr_fault_roll(route->fault, tr_worker_rand(s->w), tr_worker_rand(s->w), &draw);
+        d->delay_ms = draw.delay_ms;
+        if (draw.delay_ms != 0)
+            d->flags |= TR_RF_DI;
+        if (draw.abort) {
+            const struct tr_fault_abort_cfg *a = route->fault->abort;
+            /* Envoy: a gRPC abort is HTTP 200 (trailers-only for gRPC). */
+            d->status = a->grpc ? 200 : a->status;
+            d->grpc = a->grpc;
+            d->grpc_status = a->grpc_status;
+            d->flags |= TR_RF_FI;
+            d->body = TR_FAULT_ABORT_BODY "\n";
+            d->response_edit = NULL; /* the fault filter's reply, not the route's */
+            return true;
+        }
+    }
+    /* After a delay the request goes on to CORS; deciding now is the same
+     * (it reads only the request), only the answer waits. */
+    if (route->cors != NULL) {
+        d->cors_policy = s->ws->snap->cors[route->cors->index];
+        d->cors_rq = (struct tr_cors_request){
+            .method = method,
+            .origin = field_value(headers, n_headers, "origin", 6),
+            .request_method = field_value(headers, n_headers, "access-control-request-method", 29),
+            .request_headers =
+                field_value(headers, n_headers, "access-control-request-headers", 30),
+        };
+        d->cors = tr_cors_check(d->cors_policy, &d->cors_rq);
+        if (d->cors == TR_CORS_PREFLIGHT || d->cors == TR_CORS_PREFLIGHT_REFUSED) {
+            d->status = 200;
+            d->response_edit = NULL; /* the CORS filter's reply, not the route's */
+            return true;
+        }
+    }
+    if (route->redirect != NULL) {
+        d->status = route->redirect->code;
+        d->redirect = true;
+        return true;
+    }
+    return false;
+}
+
+size_t tr_decision_fields(const struct tr_decision *d, tr_str location,
+                          struct tr_h2_header out[TR_DECISION_FIELDS])
+{
+    size_t n = 0;
+    if (d->redirect && location.len > 0)
+        out[n++] = (struct tr_h2_header){TR_STR_LIT("location"), location};
+    if (d->cors == TR_CORS_PREFLIGHT || d->cors == TR_CORS_PREFLIGHT_REFUSED)
+        n += tr_cors_preflight_fields(d->cors_policy, &d->cors_rq, d->cors, out + n);
+    return n;
+}
+
 void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
                const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d)
 {
@@ -43,9 +118,12 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
     }
     d->route = route;
     d->response_edit = route->response_edit;
+    if ((route->cors != NULL || route->fault != NULL || route->redirect != NULL) &&
+        decide_local(s, route, method, headers, n_headers, d))
+        return;
     if (route->direct_status != 0) {
+        /* No response flag: Envoy sets none for a direct response. */
         d->status = route->direct_status;
-        d->flags = TR_RF_DI;
         d->body = route->direct_body;
         return;
     }

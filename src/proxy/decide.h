@@ -11,6 +11,7 @@
 
 #include "config/model.h"
 #include "core/str.h"
+#include "filter/route_action.h"
 #include "router/router.h"
 
 struct tr_session;
@@ -20,12 +21,28 @@ struct tr_decision {
     const struct tr_route_cfg *route; /* the matched route (once authorized), else NULL */
     struct tr_cluster_rt *cluster;    /* where to send it, when status == 0 */
     uint16_t status;                  /* nonzero: answer locally with this status */
-    uint16_t flags;                   /* TR_RF_* of that answer */
+    uint16_t flags;                   /* TR_RF_* of that answer (and DI for a delay) */
     const char *body;                 /* its body, NULL: none */
     /* The route's header edits (with the picked destination's): of the
      * request sent upstream, and of the response (or the reply made here,
      * a direct response included). NULL: none. */
     const struct tr_header_edit *request_edit, *response_edit;
+    /* Local route actions (filter/route_action.h), in the order applied
+     * (istiod's filters: fault, CORS, router): the fault may delay the
+     * request (delay_ms: wait, then do the rest) and may abort it (status,
+     * flags FI, body; a gRPC request gets grpc_status when grpc); else a
+     * CORS preflight is answered (status 200, tr_decision_fields); else a
+     * redirect answers (tr_decision_fields carries its Location). The
+     * route's response edits apply to a redirect, not to an abort or a
+     * preflight (the fault and CORS filters' own replies in Envoy). */
+    uint32_t delay_ms;
+    bool grpc;
+    uint8_t grpc_status;
+    bool redirect;
+    enum tr_cors_verdict cors;         /* TR_CORS_ALLOWED: keep the origin (tr_cors_echo_set)
+                                        * for the response's CORS fields */
+    const struct tr_cors *cors_policy; /* the route's, when cors != TR_CORS_NONE */
+    struct tr_cors_request cors_rq;    /* slices of the request's fields */
 };
 
 /* A connection moves to the worker's current snapshot when a new request
@@ -42,6 +59,14 @@ bool tr_session_adopt_current(struct tr_session *s);
 /* path is the request target (query included; authorization ignores it). */
 void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
                const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d);
+
+/* The fields a local answer of d carries besides status and body: a
+ * redirect's Location (location: its text, written by the caller from
+ * tr_redirect_location into storage of its own), a preflight's CORS
+ * fields (slices of the request). Returns the count. */
+#define TR_DECISION_FIELDS (1 + TR_CORS_PREFLIGHT_FIELDS)
+size_t tr_decision_fields(const struct tr_decision *d, tr_str location,
+                          struct tr_h2_header out[TR_DECISION_FIELDS]);
 
 /* The body of a 503 for a request that got no response head (Envoy's words,
  * which tools grep for): "upstream connect error or disconnect/reset before

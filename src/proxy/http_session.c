@@ -208,9 +208,20 @@ static void edit_over_limit(struct tr_session *s, bool response)
     tr_metrics_limit(s->w->metrics, TR_LIMIT_MAX_HEADERS);
 }
 
-static void local_reply(struct tr_session *s, int status, uint16_t flags, const char *body)
+/* extra: fields of the route's own answer (tr_decision_fields); the CORS
+ * fields of an allowed origin are added to every local reply after CORS
+ * (h->cors is set then), as Envoy's CORS filter adds them to local replies. */
+static void local_reply_with(struct tr_session *s, int status, uint16_t flags, const char *body,
+                             const struct tr_h2_header *extra, size_t n_extra)
 {
     struct tr_http_state *h = &s->http;
+    struct tr_h2_header f[TR_DECISION_FIELDS + TR_CORS_RESPONSE_FIELDS];
+    size_t n = 0, fields_len = 0;
+    for (size_t i = 0; i < n_extra && i < TR_DECISION_FIELDS; i++)
+        f[n++] = extra[i];
+    n += tr_cors_response_fields(&h->cors, f + n);
+    for (size_t i = 0; i < n; i++)
+        fields_len += f[i].name.len + f[i].value.len + 4;
     upstream_detach(s, false);
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
@@ -221,15 +232,15 @@ static void local_reply(struct tr_session *s, int status, uint16_t flags, const 
     h->local_reply = true;
     h->status = (uint16_t)status;
     h->flags |= flags;
-    /* A direct response body may be larger than a pool buffer. */
-    size_t need = (body != NULL ? strlen(body) : 0) + 256 + (s->tx ? tr_buf_len(s->tx) : 0) +
-                  edit_bytes(h->resp_edit);
+    /* A direct response body (or a Location) may be larger than a pool buffer. */
+    size_t need = (body != NULL ? strlen(body) : 0) + 256 + fields_len +
+                  (s->tx ? tr_buf_len(s->tx) : 0) + edit_bytes(h->resp_edit);
     if ((s->tx == NULL || s->tx->cap < need) && !buf_grow(s->w, &s->tx, need)) {
         tr_session_close(s);
         return;
     }
-    if (tr_filter_local_response(s->tx, status, body, h->keep_alive, h->is_head, h->resp_edit) <
-        0) {
+    if (tr_filter_local_response_with(s->tx, status, body, h->keep_alive, h->is_head, h->resp_edit,
+                                      f, n) < 0) {
         tr_session_close(s);
         return;
     }
@@ -239,6 +250,52 @@ static void local_reply(struct tr_session *s, int status, uint16_t flags, const 
         h->rq = TR_RQ_DONE;
         h->keep_alive = false;
     }
+}
+
+static void local_reply(struct tr_session *s, int status, uint16_t flags, const char *body)
+{
+    local_reply_with(s, status, flags, body, NULL, 0);
+}
+
+/* ---- local route actions (filter/route_action.h) ---- */
+
+static tr_str request_scheme(const struct tr_session *s)
+{
+    return s->principal != NULL || s->down.ssl != NULL ? TR_STR_LIT("https") : TR_STR_LIT("http");
+}
+
+/* The route's own answer (proxy/decide.h). A redirect's Location is built
+ * from the request into a buffer of the pool for as long as the reply is
+ * formatted. */
+static void local_answer(struct tr_session *s, const struct tr_decision *d, tr_str host,
+                         tr_str path)
+{
+    struct tr_h2_header extra[TR_DECISION_FIELDS];
+    struct tr_buf *lb = NULL;
+    tr_str location = {0};
+    if (d->redirect) {
+        struct tr_location loc;
+        struct tr_redirect_request rq = {request_scheme(s), host, path};
+        tr_redirect_location(d->route, &rq, &loc);
+        if ((lb = buf_get_sized(s->w, loc.len)) == NULL) {
+            tr_session_close(s);
+            return;
+        }
+        tr_location_write(&loc, tr_buf_tail(lb));
+        location = tr_str_from(tr_buf_tail(lb), loc.len);
+    }
+    local_reply_with(s, d->status, d->flags, d->body, extra,
+                     tr_decision_fields(d, location, extra));
+    buf_release(s->w, &lb);
+}
+
+/* A fault delay: nothing moves until http_on_timer ends it. */
+static void fault_hold(struct tr_session *s, uint32_t ms)
+{
+    if (ms == 0 || s->phase != TR_PH_HTTP)
+        return;
+    s->http.fault_wait = true;
+    tr_timer_set(s->w->loop, &s->timer, ms);
 }
 
 /* ---- downstream I/O ---- */
@@ -302,6 +359,7 @@ static bool split_absolute(tr_str target, tr_str *host, tr_str *path)
 }
 
 static void start_upstream(struct tr_session *s);
+static void go_upstream(struct tr_session *s);
 
 /* Build the upstream request head in reqout. Returns false on failure
  * (a local reply has been set). */
@@ -383,9 +441,10 @@ static void absorb_body(struct tr_session *s)
  * with this connection as its HTTP/1.1 downstream side (see the end of this
  * file). The stream does its own accounting. */
 static void start_stream(struct tr_session *s, const struct tr_h1_message *m,
-                         const struct tr_route_cfg *route, const struct tr_header_edit *req_edit,
-                         tr_str path, tr_str host)
+                         const struct tr_decision *d, tr_str path, tr_str host)
 {
+    const struct tr_route_cfg *route = d->route;
+    const struct tr_header_edit *req_edit = d->request_edit;
     struct tr_http_state *h = &s->http;
     struct tr_fields f;
     bool tls = s->principal != NULL || s->down.ssl != NULL;
@@ -411,6 +470,10 @@ static void start_stream(struct tr_session *s, const struct tr_h1_message *m,
     h->rs = TR_RS_WAIT;
     if (h->req_body.done)
         h->rq = TR_RQ_DONE; /* no body, or Content-Length: 0 */
+    /* The route's fault delay and CORS fields go with the exchange. */
+    st->fault_delay_ms = d->delay_ms;
+    st->flags |= d->flags;
+    st->cors = h->cors;
     tr_stream_forward(st, route, h->cluster, &f, h->req_body.done);
     tr_fields_free(&f);
     if (h->rq == TR_RQ_DONE)
@@ -517,16 +580,20 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     tr_decide(s, host, path, m.method, (const struct tr_str_pair *)m.headers, m.n_headers, &d);
     h->route = d.route;
     h->resp_edit = d.response_edit;
+    if (d.cors == TR_CORS_ALLOWED)
+        tr_cors_echo_set(&h->cors, d.cors_policy, d.cors_rq.origin);
     if (d.status != 0) {
-        local_reply(s, d.status, d.flags, d.body);
+        local_answer(s, &d, host, path);
+        fault_hold(s, d.delay_ms); /* the answer waits in tx */
         return;
     }
     const struct tr_route_cfg *route = d.route;
     h->cluster = d.cluster;
+    h->flags |= d.flags;
     if (!h->upgrade && (h->cluster->cfg->protocol == TR_UPROTO_HTTP2 ||
                         (h->cluster->cfg->protocol == TR_UPROTO_ORIGINAL && s->principal != NULL &&
                          orig_proto_h2(&m)))) {
-        start_stream(s, &m, route, d.request_edit, path, host);
+        start_stream(s, &m, &d, path, host);
         return;
     }
     if (!build_request(s, &m, route, d.request_edit, path, host))
@@ -535,8 +602,19 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     absorb_body(s);
     if (h->status != 0) /* absorb_body replied locally */
         return;
+    if (d.delay_ms != 0) {
+        fault_hold(s, d.delay_ms); /* the request waits in reqout, its body unread */
+        return;
+    }
+    go_upstream(s);
+}
+
+/* The request is ready in reqout: its deadline starts, the upstream too. */
+static void go_upstream(struct tr_session *s)
+{
+    const struct tr_route_cfg *route = s->http.route;
     if (route->timeout_ms != 0)
-        tr_timer_set(w->loop, &s->timer, route->timeout_ms);
+        tr_timer_set(s->w->loop, &s->timer, route->timeout_ms);
     else
         arm_idle(s);
     start_upstream(s);
@@ -816,6 +894,7 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
     h->dechunk = m.body == TR_H1_BODY_CHUNKED && h->version10;
     if (h->dechunk)
         h->keep_alive = false; /* HTTP/1.0: the body ends with the connection */
+    struct tr_h2_header cors[TR_CORS_RESPONSE_FIELDS];
     struct tr_response_rewrite rw = {
         .keep_alive = h->keep_alive && !s->draining,
         .version10 = h->version10,
@@ -824,6 +903,8 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         .edit = h->resp_edit,
         .max_fields = s->ws->snap->h1_limits.max_headers,
         .max_bytes = s->ws->snap->h1_limits.max_header_bytes,
+        .set = cors,
+        .n_set = tr_cors_response_fields(&h->cors, cors),
     };
     size_t need = head_len + 256 + edit_bytes(h->resp_edit);
     if (s->tx == NULL)
@@ -1124,7 +1205,7 @@ static bool stream_pump(struct tr_session *s);
 static void http_pump(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    if (h->lingering)
+    if (h->lingering || h->fault_wait)
         return;
     for (int guard = 0; guard < 256; guard++) {
         if (s->phase != TR_PH_HTTP)
@@ -1141,7 +1222,7 @@ static void http_pump(struct tr_session *s)
         }
         if (h->rq == TR_RQ_HEAD && h->rs == TR_RS_NONE) {
             progress |= read_request_head(s);
-            if (s->phase != TR_PH_HTTP)
+            if (s->phase != TR_PH_HTTP || h->fault_wait)
                 return;
             if (h->stream != NULL)
                 continue;
@@ -1212,6 +1293,14 @@ static void http_on_timer(struct tr_timer *t)
 {
     struct tr_session *s = tr_container_of(t, struct tr_session, timer);
     struct tr_http_state *h = &s->http;
+    if (h->fault_wait) {
+        /* The fault delay is over: the answer in tx goes out, or the upstream starts. */
+        h->fault_wait = false;
+        if (h->rs != TR_RS_DONE)
+            go_upstream(s);
+        http_pump(s);
+        return;
+    }
     if (h->stream != NULL) {
         /* Idle while a stream was in progress (its own timer bounds the
          * exchange): the client is gone for us. */

@@ -17,6 +17,7 @@
 #include "codec/h1/h1.h"
 #include "core/buf.h"
 #include "event/loop.h"
+#include "filter/route_action.h"
 #include "obs/metrics.h"
 #include "runtime/worker.h"
 #include "transport/transport.h"
@@ -92,6 +93,12 @@ struct tr_http_state {
     char path[256]; /* for the access log; truncated */
     char authority[128];
     bool log_cut; /* method, path or authority was longer than kept above */
+    /* Local route actions (filter/route_action.h): a fault delay holds the
+     * request (nothing moves until the timer; then the answer already in
+     * tx goes out, or the upstream request starts); an allowed CORS origin
+     * gives the response its CORS fields. */
+    bool fault_wait;
+    struct tr_cors_echo cors;
 };
 
 struct tr_tcp_state {

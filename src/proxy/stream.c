@@ -314,6 +314,7 @@ static void stream_free_now(struct tr_deferred *d)
     tr_fields_free(&st->upreq);
     tr_fields_free(&st->req_trailers);
     tr_fields_free(&st->resp_trailers);
+    tr_fields_free(&st->answer_fields);
     free(st);
 }
 
@@ -361,8 +362,13 @@ static int grpc_status_for_http(int status, uint16_t flags)
 }
 
 /* Answer the request ourselves. If the response already started, the only
- * thing left is to reset the stream. */
-static void local_reply(struct tr_stream *st, int status, uint16_t flags, const char *body)
+ * thing left is to reset the stream. grpc >= 0: the gRPC status a gRPC
+ * request gets (else one derived from status); extra: fields of the
+ * route's own answer (tr_decision_fields); the CORS fields of an allowed
+ * origin go with every local reply after CORS (st->cors is set then), as
+ * Envoy's CORS filter adds them. */
+static void local_reply_with(struct tr_stream *st, int status, uint16_t flags, const char *body,
+                             int grpc, const struct tr_h2_header *extra, size_t n_extra)
 {
     st->flags |= flags;
     if (st->up != TR_SU_LOCAL && st->up != TR_SU_NONE)
@@ -381,12 +387,16 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     buf_drop(st, &st->resp_pend);
     char code[8], len[24], gs[8];
     snprintf(code, sizeof(code), "%03d", status % 1000);
-    struct tr_h2_header h[4];
-    size_t n = 0;
+    struct tr_h2_header h[4 + TR_DECISION_FIELDS + TR_CORS_RESPONSE_FIELDS];
+    size_t n = 0, more = 0;
+    struct tr_h2_header f[TR_DECISION_FIELDS + TR_CORS_RESPONSE_FIELDS];
+    for (size_t i = 0; i < n_extra && i < TR_DECISION_FIELDS; i++)
+        f[more++] = extra[i];
+    more += tr_cors_response_fields(&st->cors, f + more);
     h[n++] = (struct tr_h2_header){TR_STR_LIT(":status"), tr_str_from(code, 3)};
     if (st->grpc) {
         /* gRPC: a trailers-only response carrying the status. */
-        int g = grpc_status_for_http(status, flags);
+        int g = grpc >= 0 ? grpc : grpc_status_for_http(status, flags);
         st->grpc_status = (int16_t)g;
         snprintf(gs, sizeof(gs), "%d", g);
         h[0].value = TR_STR_LIT("200");
@@ -398,6 +408,8 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
         while (ml > 0 && msg[ml - 1] == '\n')
             ml--;
         h[n++] = (struct tr_h2_header){TR_STR_LIT("grpc-message"), tr_str_from(msg, ml)};
+        memcpy(h + n, f, more * sizeof(*f));
+        n += more;
         st->resp_head_out = true;
         resp_complete(st);
         down_headers_local(st, h, n, true);
@@ -408,6 +420,8 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     h[n++] = (struct tr_h2_header){TR_STR_LIT("content-length"), tr_str_from(len, strlen(len))};
     if (body != NULL)
         h[n++] = (struct tr_h2_header){TR_STR_LIT("content-type"), TR_STR_LIT("text/plain")};
+    memcpy(h + n, f, more * sizeof(*f));
+    n += more;
     st->resp_head_out = true;
     st->resp_bytes = bl;
     if (bl == 0) {
@@ -434,10 +448,16 @@ static void local_reply(struct tr_stream *st, int status, uint16_t flags, const 
     st->resp_pend_end = true;
 }
 
-/* Bytes moved: an idle deadline starts again. */
+static void local_reply(struct tr_stream *st, int status, uint16_t flags, const char *body)
+{
+    local_reply_with(st, status, flags, body, -1, NULL, 0);
+}
+
+/* Bytes moved: an idle deadline starts again (not during a fault delay,
+ * which has the timer). */
 static void progress(struct tr_stream *st)
 {
-    if (st->idle_timer && !st->resp_out_end)
+    if (st->idle_timer && !st->resp_out_end && !st->fault_wait)
         tr_timer_set(W(st)->loop, &st->timer, st->s->lcfg->idle_timeout_ms);
 }
 
@@ -474,6 +494,23 @@ static bool fields_fit(struct tr_stream *st, const struct tr_h2_header *h, size_
                 regular, tr_limit_name(TR_LIMIT_MAX_HEADERS), max);
     tr_metrics_limit(W(st)->metrics, TR_LIMIT_MAX_HEADERS);
     return false;
+}
+
+/* The final response head with the CORS fields of an allowed origin,
+ * which replace the upstream's fields of the same names. fields_fit holds
+ * the upstream's list to limits.max_headers (at most the codec's cap). */
+static void down_headers_cors(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                              bool end)
+{
+    struct tr_h2_header set[TR_CORS_RESPONSE_FIELDS];
+    struct tr_h2_header out[TR_H1_MAX_HEADERS_CAP + 8 + TR_CORS_RESPONSE_FIELDS];
+    size_t ns = tr_cors_response_fields(&st->cors, set), no = 0;
+    for (size_t i = 0; i < n && no < TR_H1_MAX_HEADERS_CAP + 8; i++) {
+        if (!tr_field_named_in(h[i].name, set, ns))
+            out[no++] = h[i];
+    }
+    memcpy(out + no, set, ns * sizeof(*set));
+    down_headers(st, out, no + ns, end);
 }
 
 static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
@@ -517,6 +554,10 @@ static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, siz
     if (end) {
         st->resp_in_end = true;
         resp_complete(st);
+    }
+    if (st->cors.policy != NULL) {
+        down_headers_cors(st, h, n, end);
+        return;
     }
     if (down_headers(st, h, n, end) < 0)
         return;
@@ -798,6 +839,24 @@ void tr_stream_req_trailers(struct tr_stream *st, const struct tr_h2_header *h, 
 static void stream_on_timer(struct tr_timer *t)
 {
     struct tr_stream *st = tr_container_of(t, struct tr_stream, timer);
+    if (st->fault_wait) {
+        /* The route's fault delay is over: its answer, or the upstream
+         * (unless the stream was answered meanwhile: a client that broke
+         * flow control, too many trailers). */
+        st->fault_wait = false;
+        if (st->down_done || st->up != TR_SU_NONE)
+            return;
+        if (st->answer_held) {
+            local_reply_with(st, st->answer_status, 0, st->answer_body,
+                             st->answer_grpc ? st->answer_grpc_status : -1, st->answer_fields.v,
+                             st->answer_fields.n);
+            return;
+        }
+        tr_timer_set(W(st)->loop, &st->timer, st->fault_timeout_ms);
+        st->up = st->up_next;
+        up_start(st, false);
+        return;
+    }
     if (st->resp_out_end)
         return;
     if (!st->resp_head_out) {
@@ -1029,7 +1088,6 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
         timeout = st->s->lcfg->idle_timeout_ms;
         st->idle_timer = true;
     }
-    tr_timer_set(W(st)->loop, &st->timer, timeout);
     st->req_has_body = !end_stream;
     if (end_stream) {
         /* The whole request is its head: once that is out, the upstream
@@ -1037,16 +1095,80 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
         st->req_in_end = true;
         st->req_out_end = true;
     }
+    st->up_next = h2 ? TR_SU_H2 : TR_SU_H1;
+    if (st->fault_delay_ms != 0) {
+        /* The route's fault delay first (stream_on_timer goes on); body
+         * bytes wait in the stream (TR_SU_NONE), bounded as below. */
+        st->fault_timeout_ms = timeout;
+        st->fault_wait = true;
+        tr_timer_set(W(st)->loop, &st->timer, st->fault_delay_ms);
+        return;
+    }
+    tr_timer_set(W(st)->loop, &st->timer, timeout);
     if (st->down == TR_SD_H2) {
         /* Start the upstream after this read batch: a stream the client
          * resets in the same batch (rapid reset) never costs a connection.
          * Body bytes meanwhile wait in the stream (TR_SU_NONE). */
-        st->up_next = h2 ? TR_SU_H2 : TR_SU_H1;
         tr_loop_defer(W(st)->loop, &st->start_later, stream_start_later);
         return;
     }
-    st->up = h2 ? TR_SU_H2 : TR_SU_H1;
+    st->up = st->up_next;
     up_start(st, false);
+}
+
+/* The route's own answer (proxy/decide.h), now or when its fault delay
+ * ends. A redirect's Location is built from the request into
+ * answer_fields, which outlives the request's header list (a stream is
+ * one allocation; so are its field lists, made for this answer only). */
+static void stream_answer(struct tr_stream *st, const struct tr_decision *d, tr_str scheme,
+                          tr_str authority, tr_str path)
+{
+    tr_str location = {0};
+    if (d->redirect) {
+        struct tr_location loc;
+        struct tr_redirect_request rq = {scheme, authority, path};
+        tr_redirect_location(d->route, &rq, &loc);
+        char *v = NULL;
+        if (tr_fields_init(&st->answer_fields, 1, (uint32_t)(loc.len + 8)) == 0)
+            v = tr_fields_add_space(&st->answer_fields, TR_STR_LIT("location"), loc.len);
+        if (v == NULL) {
+            local_reply(st, 503, 0, "out of memory\n");
+            return;
+        }
+        tr_location_write(&loc, v);
+        location = st->answer_fields.v[0].value;
+    }
+    struct tr_h2_header extra[TR_DECISION_FIELDS];
+    size_t n = tr_decision_fields(d, location, extra);
+    if (d->delay_ms == 0) {
+        local_reply_with(st, d->status, d->flags, d->body, d->grpc ? d->grpc_status : -1, extra, n);
+        return;
+    }
+    /* Held until the delay ends: the answer's fields (a preflight's are
+     * slices of the request) are copied into answer_fields; the rest is
+     * static. */
+    struct tr_fields held = {0};
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += extra[i].name.len + extra[i].value.len;
+    bool ok = n == 0 || tr_fields_init(&held, (uint32_t)n, (uint32_t)bytes) == 0;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = tr_fields_add(&held, extra[i].name, extra[i].value) == 0;
+    if (!ok) {
+        tr_fields_free(&held);
+        local_reply(st, 503, 0, "out of memory\n");
+        return;
+    }
+    tr_fields_free(&st->answer_fields);
+    st->answer_fields = held;
+    st->flags |= d->flags;
+    st->answer_held = true;
+    st->answer_status = d->status;
+    st->answer_body = d->body;
+    st->answer_grpc = d->grpc;
+    st->answer_grpc_status = d->grpc_status;
+    st->fault_wait = true;
+    tr_timer_set(W(st)->loop, &st->timer, d->delay_ms);
 }
 
 /* CONNECT (RFC 9113 8.5): a TCP tunnel to the route's cluster, carried in
@@ -1157,11 +1279,16 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     st->route = d.route;
     st->req_edit = d.request_edit;
     st->resp_edit = d.response_edit;
+    if (d.cors == TR_CORS_ALLOWED)
+        tr_cors_echo_set(&st->cors, d.cors_policy, d.cors_rq.origin);
     if (d.status != 0) {
-        local_reply(st, d.status, d.flags, d.body);
+        int si = tr_fields_find(h, n, ":scheme");
+        stream_answer(st, &d, si >= 0 ? h[si].value : TR_STR_LIT("http"), host, path);
         return;
     }
     st->cluster = d.cluster;
+    st->flags |= d.flags;
+    st->fault_delay_ms = d.delay_ms;
     begin_upstream(st, h, n, end_stream);
 }
 

@@ -35,6 +35,7 @@
 #include "core/buf.h"
 #include "event/loop.h"
 #include "filter/fields.h"
+#include "filter/route_action.h"
 #include "upstream/h1_client.h"
 #include "upstream/h2_upconn.h"
 
@@ -114,6 +115,21 @@ struct tr_stream {
     char authority[128];
     char request_id[40];
     bool log_cut; /* method, path or authority was longer than kept above */
+    /* Local route actions (filter/route_action.h, proxy/decide.h). A fault
+     * delay (fault_delay_ms, set before the upstream side starts) holds the
+     * exchange on the timer: then the answer kept below goes out, or the
+     * upstream side starts (request bytes wait meanwhile as for a deferred
+     * start). An allowed CORS origin gives the response its CORS fields. */
+    uint32_t fault_delay_ms;
+    bool fault_wait;
+    bool answer_held; /* the delay ends in the answer below */
+    bool answer_grpc;
+    uint8_t answer_grpc_status;
+    uint16_t answer_status;
+    const char *answer_body;        /* static: configuration or constant */
+    struct tr_fields answer_fields; /* a redirect's Location */
+    uint64_t fault_timeout_ms;      /* the exchange's deadline, armed after the delay */
+    struct tr_cors_echo cors;
 };
 
 /* A new stream on session s (down: enum tr_stream_down). NULL: no memory. */

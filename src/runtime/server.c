@@ -15,6 +15,7 @@
 #include "admin/admin.h"
 #include "config/load.h"
 #include "core/log.h"
+#include "dns/resolver.h"
 #include "event/loop.h"
 #include "identity/identity.h"
 #include "net/sock.h"
@@ -46,6 +47,9 @@ static struct {
     size_t doc_len;
     struct tr_config_patch *log;
     size_t n_log;
+    /* Endpoint names, looked up on this thread's loop (dns/resolver.h). */
+    struct tr_resolver *resolver;
+    bool started; /* workers and admin up: ready once the names settled */
 } srv;
 
 bool tr_server_ready(void)
@@ -222,6 +226,29 @@ void tr_server_note_adopted(void)
         tr_metrics_raise_config_generation(oldest);
 }
 
+/* ---- DNS names of cluster endpoints ---- */
+
+/* New answers were published (dns/answers.h): workers rebuild their cluster
+ * views from their loops. At start-up the proxy is ready once every name
+ * had its first lookup, as Envoy's clusters warm. */
+static void on_dns_published(void *arg)
+{
+    (void)arg;
+    for (unsigned i = 0; i < srv.n_workers; i++)
+        tr_worker_notify(srv.workers[i], TR_WCMD_DNS);
+    if (srv.started && !srv.draining && tr_resolver_settled(srv.resolver))
+        atomic_store(&srv.ready, true);
+}
+
+/* The names of cfg (just published) are looked up from now on. */
+static void resolver_sync(const struct tr_config *cfg)
+{
+    char *err = NULL;
+    if (tr_resolver_sync(srv.resolver, cfg, &err) < 0)
+        tr_err("%s", err != NULL ? err : "dns: cannot update the resolver");
+    free(err);
+}
+
 /* Publishes snap (built from the current one): workers take it from their
  * event loops (runtime/worker.c); nobody waits. */
 static int publish(struct tr_snapshot *snap, struct tr_snapshot *cur, const char *what, char **err)
@@ -234,9 +261,13 @@ static int publish(struct tr_snapshot *snap, struct tr_snapshot *cur, const char
         report_restart_settings(snap->cfg, cur->cfg);
     srv.generation++;
     size_t shared = snap->n_tls_shared, n_tls = snap->cfg->n_tls;
+    /* Alive after the publish: the global slot holds it until the next
+     * publish, which only this thread does. */
+    const struct tr_config *cfg = snap->cfg;
     tr_snapshot_publish(snap);
     for (unsigned i = 0; i < srv.n_workers; i++)
         tr_worker_notify(srv.workers[i], TR_WCMD_SNAPSHOT);
+    resolver_sync(cfg);
     tr_metrics_config_reload(true);
     tr_info("configuration generation %llu loaded from %s (%zu of %zu TLS contexts kept)",
             (unsigned long long)srv.generation, what, shared, n_tls);
@@ -462,6 +493,9 @@ int tr_server_run(const struct tr_server_options *opt)
     srv.workers = calloc(n, sizeof(*srv.workers));
     if (srv.loop == NULL || srv.workers == NULL)
         return 1;
+    srv.resolver = tr_resolver_new(srv.loop, on_dns_published, NULL);
+    if (srv.resolver == NULL)
+        return 1;
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -494,7 +528,9 @@ int tr_server_run(const struct tr_server_options *opt)
     tr_timer_init(&srv.file_timer, on_file_timer);
     tr_timer_set(srv.loop, &srv.file_timer, FILE_CHECK_MS);
     tr_timer_init(&srv.drain_timer, on_drain_timer);
-    atomic_store(&srv.ready, true);
+    resolver_sync(cfg);
+    srv.started = true;
+    atomic_store(&srv.ready, tr_resolver_settled(srv.resolver));
     tr_info("trellis proxy ready: %u workers, %zu listeners, config %s", n, cfg->n_listeners,
             opt->config_path);
     tr_loop_run(srv.loop);
@@ -505,6 +541,8 @@ int tr_server_run(const struct tr_server_options *opt)
         tr_worker_join(srv.workers[i]);
     tr_admin_stop(srv.admin); /* removes the admin socket */
     srv.admin = NULL;
+    tr_resolver_free(srv.resolver);
+    srv.resolver = NULL;
     tr_info("stopped");
     return 0;
 }

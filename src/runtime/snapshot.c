@@ -7,6 +7,7 @@
 
 #include "config/load.h"
 #include "filter/authz.h"
+#include "filter/route_action.h"
 #include "identity/identity.h"
 #include "router/router.h"
 
@@ -34,9 +35,13 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
     if (s->authz != NULL)
         for (size_t i = 0; i < cfg->n_listeners; i++)
             tr_authz_free(s->authz[i]);
+    if (s->cors != NULL)
+        for (size_t i = 0; i < cfg->n_cors; i++)
+            tr_cors_free(s->cors[i]);
     free(s->tls);
     free(s->routers);
     free(s->authz);
+    free(s->cors);
     free(s);
 }
 
@@ -69,6 +74,24 @@ static struct tr_tls_ctx *shared_tls(const struct tr_snapshot *prev, const struc
     return NULL;
 }
 
+/* The routes' CORS policies, compiled at the index validate gave each. */
+static bool build_cors(struct tr_snapshot *s, const struct tr_config *cfg, char **err)
+{
+    for (size_t t = 0; t < cfg->n_route_tables; t++) {
+        const struct tr_route_table_cfg *rt = &cfg->route_tables[t];
+        for (size_t v = 0; v < rt->n_vhosts; v++) {
+            for (size_t r = 0; r < rt->vhosts[v].n_routes; r++) {
+                const struct tr_cors_cfg *c = rt->vhosts[v].routes[r].cors;
+                if (c == NULL || c->index >= cfg->n_cors)
+                    continue;
+                if ((s->cors[c->index] = tr_cors_build(c, err)) == NULL)
+                    return false;
+            }
+        }
+    }
+    return true;
+}
+
 struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_snapshot *prev,
                                       uint64_t generation, char **err)
 {
@@ -81,7 +104,8 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
     s->tls = calloc(cfg->n_tls + 1, sizeof(*s->tls));
     s->routers = calloc(cfg->n_route_tables + 1, sizeof(*s->routers));
     s->authz = calloc(cfg->n_listeners + 1, sizeof(*s->authz));
-    if (s->tls == NULL || s->routers == NULL || s->authz == NULL)
+    s->cors = calloc(cfg->n_cors + 1, sizeof(*s->cors));
+    if (s->tls == NULL || s->routers == NULL || s->authz == NULL || s->cors == NULL)
         goto oom;
     for (size_t i = 0; i < cfg->n_tls; i++) {
         struct tr_tls_ctx *same = shared_tls(prev, &cfg->tls[i]);
@@ -112,6 +136,8 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
         if (s->authz[i] == NULL)
             goto fail;
     }
+    if (!build_cors(s, cfg, err))
+        goto fail;
     s->h1_limits.max_request_line = cfg->limits.max_request_line;
     s->h1_limits.max_header_bytes = cfg->limits.max_header_bytes;
     s->h1_limits.max_headers = cfg->limits.max_headers;

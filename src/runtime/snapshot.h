@@ -18,6 +18,7 @@
 struct tr_tls_ctx;
 struct tr_router;
 struct tr_authz;
+struct tr_cors;
 
 struct tr_snapshot {
     _Atomic uint32_t refs;
@@ -26,6 +27,7 @@ struct tr_snapshot {
     struct tr_tls_ctx **tls;    /* per cfg->tls; each holds one reference */
     struct tr_router **routers; /* per cfg->route_tables */
     struct tr_authz **authz;    /* per cfg->listeners; NULL: no rules */
+    struct tr_cors **cors;      /* per cfg->n_cors: routes' CORS policies, compiled */
     struct tr_h1_limits h1_limits;
     struct tr_h2_limits h2_limits; /* downstream and upstream HTTP/2 connections */
     size_t n_tls_shared;           /* contexts taken over from the previous snapshot */

@@ -10,6 +10,7 @@
 
 #include "cluster/cluster.h"
 #include "core/log.h"
+#include "dns/answers.h"
 #include "listener/listener.h"
 #include "net/sock.h"
 #include "obs/access_log.h"
@@ -23,6 +24,7 @@ static void wsnap_free(struct tr_wsnap *ws)
     tr_clusters_free(ws->clusters, ws->snap->cfg->n_clusters);
     free(ws->listener_labels);
     tr_snapshot_unref(ws->snap);
+    tr_dns_table_unref(ws->dns);
     free(ws);
 }
 
@@ -62,12 +64,15 @@ static void listener_labels_build(struct tr_wsnap *ws)
     }
 }
 
-static struct tr_wsnap *wsnap_new(struct tr_worker *w, struct tr_snapshot *snap)
+/* Takes over the references to snap and dns on success only. */
+static struct tr_wsnap *wsnap_new(struct tr_worker *w, struct tr_snapshot *snap,
+                                  struct tr_dns_table *dns)
 {
     struct tr_wsnap *ws = calloc(1, sizeof(*ws));
     if (ws == NULL)
         return NULL;
     ws->snap = snap;
+    ws->dns = dns;
     ws->w = w;
     ws->users = 1; /* the worker's own reference while current */
     ws->listener_labels = calloc(snap->cfg->n_listeners + 1, sizeof(*ws->listener_labels));
@@ -184,21 +189,28 @@ static int listeners_sync(struct tr_worker *w, const struct tr_config *cfg, char
 
 /* ---- commands ---- */
 
+/* Adopts the published snapshot and DNS answers (dns/answers.h). New
+ * answers alone rebuild the cluster views of the same snapshot, exactly as
+ * a configuration update does: endpoints that remain are taken over. */
 static int adopt_snapshot(struct tr_worker *w, char **err)
 {
     struct tr_snapshot *snap = tr_snapshot_current_acquire();
     if (snap == NULL)
         return -EINVAL;
-    if (w->ws != NULL && w->ws->snap == snap) {
+    struct tr_dns_table *dns = tr_dns_table_current_acquire();
+    if (w->ws != NULL && w->ws->snap == snap && w->ws->dns == dns) {
         tr_snapshot_unref(snap);
+        tr_dns_table_unref(dns);
         return 0;
     }
-    struct tr_wsnap *ws = wsnap_new(w, snap);
+    bool same_snap = w->ws != NULL && w->ws->snap == snap;
+    struct tr_wsnap *ws = wsnap_new(w, snap, dns);
     if (ws == NULL) {
         tr_snapshot_unref(snap);
+        tr_dns_table_unref(dns);
         return -ENOMEM;
     }
-    if (!w->draining) {
+    if (!w->draining && !same_snap) {
         int rc = listeners_sync(w, snap->cfg, err);
         if (rc < 0) {
             ws->retired = true;
@@ -211,7 +223,7 @@ static int adopt_snapshot(struct tr_worker *w, char **err)
     tr_clusters_commit(ws->clusters, snap->cfg->n_clusters, old ? old->clusters : NULL,
                        old ? old->snap->cfg->n_clusters : 0);
     atomic_store(&w->adopted_generation, snap->generation);
-    if (old != NULL)
+    if (old != NULL && !same_snap)
         tr_server_note_adopted();
     if (old != NULL) {
         old->retired = true;
@@ -233,7 +245,7 @@ static void worker_on_wake(struct tr_io *io, uint32_t events)
     ssize_t n = read(w->wake_fd, &v, sizeof(v));
     (void)n;
     unsigned cmd = atomic_exchange(&w->cmd, 0);
-    if (cmd & TR_WCMD_SNAPSHOT) {
+    if (cmd & (TR_WCMD_SNAPSHOT | TR_WCMD_DNS)) {
         char *err = NULL;
         if (adopt_snapshot(w, &err) < 0) {
             tr_err("worker could not adopt the new configuration: %s", err ? err : "error");

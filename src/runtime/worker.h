@@ -22,8 +22,11 @@ struct tr_worker;
 /* A worker's use of one snapshot: the snapshot reference plus the runtime
  * clusters built for it. Sessions and upstream connections count as users;
  * a retired wsnap is freed when its last user leaves. Single-threaded. */
+struct tr_dns_table;
+
 struct tr_wsnap {
     struct tr_snapshot *snap;
+    struct tr_dns_table *dns; /* addresses of endpoint names (dns/answers.h); NULL: none yet */
     struct tr_worker *w;
     struct tr_cluster_rt *clusters;
     struct tr_metric_labels *listener_labels; /* per listener: base metric labels */
@@ -49,7 +52,15 @@ struct tr_session_link {
     void (*drain)(struct tr_session_link *l); /* ask it to finish and close */
 };
 
-enum tr_worker_cmd { TR_WCMD_NONE = 0, TR_WCMD_SNAPSHOT = 1, TR_WCMD_DRAIN = 2, TR_WCMD_STOP = 4 };
+/* TR_WCMD_DNS: a new table of DNS answers was published (dns/answers.h):
+ * rebuild the cluster views of the current snapshot with it. */
+enum tr_worker_cmd {
+    TR_WCMD_NONE = 0,
+    TR_WCMD_SNAPSHOT = 1,
+    TR_WCMD_DRAIN = 2,
+    TR_WCMD_STOP = 4,
+    TR_WCMD_DNS = 8,
+};
 
 struct tr_worker {
     unsigned index;

@@ -299,10 +299,14 @@ class ThreadedTCPServer:
 
 class RecordingBackend:
     """A threaded HTTP/1.1 server that records every request it receives
-    (raw head and body) and answers 200 with a JSON echo of what it saw."""
+    (raw head and body) and answers 200 with a JSON echo of what it saw.
+    host: the loopback address to listen on (127.0.0.x, for backends that
+    share a port behind a DNS name); delay: seconds before each answer."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, host="127.0.0.1", delay=0.0):
         self.port = port or free_port()
+        self.host = host
+        self.delay = delay
         self.requests = []
         self.connections = 0
         backend = self
@@ -334,6 +338,8 @@ class RecordingBackend:
                     "method": self.command, "path": self.path,
                     "headers": [(k.lower(), v) for k, v in self.headers.items()],
                     "body": body})
+                if backend.delay:
+                    time.sleep(backend.delay)
                 out = json.dumps({"method": self.command, "path": self.path,
                                   "headers": dict((k.lower(), v) for k, v in self.headers.items()),
                                   "body_len": len(body)}).encode()
@@ -350,7 +356,7 @@ class RecordingBackend:
             daemon_threads = True
             allow_reuse_address = True
 
-        self.server = Server(("127.0.0.1", self.port), Handler)
+        self.server = Server((host, self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -156,7 +156,17 @@ def rich_config(port, mtls_port, backend_port, certs, workdir):
                  "timeout": "15s", "rewrite": {"prefix": "/v2", "host": "backend.internal"}},
                 {"match": {"path": {"regex": "/items/[0-9]+"}},
                  "direct_response": {"status": 404, "body": 'no "such" item\n'}},
+                {"name": "moved", "match": {"path": {"prefix": "/old/"}},
+                 "redirect": {"scheme": "https", "host": "new.example", "port": 8443,
+                              "prefix": "/new/", "code": 308}},
+                {"name": "slow", "match": {"path": {"prefix": "/slow"}}, "cluster": "backend",
+                 "fault": {"delay": {"fixed": "1.5s", "percent": 12.5},
+                           "abort": {"grpc_status": 14, "percent": 0.0001}}},
                 {"name": "rest", "cluster": "backend",
+                 "cors": {"allow_origins": [{"exact": "https://a.example"},
+                                            {"regex": "https://.*[.]b[.]example"}],
+                          "allow_methods": ["GET", "PUT"], "max_age": "10m",
+                          "unmatched_preflights": "ignore"},
                  "request_headers": {"remove": ["x-debug"], "set": {"x-route": "rest"},
                                      "add": {"x-trace": "1", "x-empty": ""}},
                  "response_headers": {"set": {"cache-control": "no-store"}}}]}]}],
@@ -202,7 +212,12 @@ def test_config_dump_is_a_configuration(proxies, backend, certs, workdir, kind):
         assert routes[1]["direct_response"] == {"status": 404, "body": 'no "such" item\n'}
         assert routes[0]["match"]["query_params"] == cfg["route_tables"][0]["virtual_hosts"][0][
             "routes"][0]["match"]["query_params"]
-        assert routes[2]["request_headers"]["add"] == {"x-trace": "1", "x-empty": ""}
+        assert routes[2]["redirect"] == {"scheme": "https", "host": "new.example", "port": 8443,
+                                         "prefix": "/new/", "code": 308}
+        assert routes[3]["fault"] == {"delay": {"fixed": "1.5s", "percent": 12.5},
+                                      "abort": {"grpc_status": 14, "percent": 0.0001}}
+        assert routes[4]["cors"]["max_age"] == "10m"
+        assert routes[4]["request_headers"]["add"] == {"x-trace": "1", "x-empty": ""}
     path = os.path.join(workdir, "dumped.json")
     with open(path, "w") as f:
         f.write(json.dumps(written, indent=2))
@@ -218,13 +233,17 @@ def test_config_dump_is_a_configuration(proxies, backend, certs, workdir, kind):
     assert dump2["file"] == again.path
     assert dump2["config"] == written
     resp = http_raw(port, b"GET /rest HTTP/1.1\r\nHost: a\r\nX-Debug: 1\r\n"
-                          b"Connection: close\r\n\r\n")
+                          b"Origin: https://x.b.example\r\nConnection: close\r\n\r\n")
     assert resp.startswith(b"HTTP/1.1 200 ")
-    if kind == "rich":  # the header edits came through the dump
+    if kind == "rich":  # header edits, CORS and the redirect came through the dump
         head = resp.split(b"\r\n\r\n", 1)[0].lower()
         assert b"\r\ncache-control: no-store" in head
+        assert b"\r\naccess-control-allow-origin: https://x.b.example" in head
         seen = dict(backend.requests[-1]["headers"])
         assert seen["x-route"] == "rest" and seen["x-trace"] == "1" and "x-debug" not in seen
+        resp = http_raw(port, b"GET /old/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert resp.startswith(b"HTTP/1.1 308 ")
+        assert b"\r\nlocation: https://new.example:8443/new/x" in resp.split(b"\r\n\r\n")[0].lower()
 
 
 def test_config_dump_of_a_relative_config_checks_anywhere(proxies, backend, certs, workdir):

@@ -107,6 +107,7 @@ static bool field_eq(struct cmp *c, const struct cfg_field *fd, const void *a, c
         return num_eq(c, *(const bool *)at(a, fd->off), *(const bool *)at(b, fd->off));
     case CK_U32:
     case CK_DURATION:
+    case CK_PERCENT:
         return num_eq(c, *(const uint32_t *)at(a, fd->off), *(const uint32_t *)at(b, fd->off));
     case CK_U16:
         return num_eq(c, *(const uint16_t *)at(a, fd->off), *(const uint16_t *)at(b, fd->off));
@@ -174,6 +175,14 @@ static bool field_eq(struct cmp *c, const struct cfg_field *fd, const void *a, c
         }
         return true;
     }
+    case CK_OPTIONAL: {
+        const void *x = *(const void *const *)at(a, fd->off),
+                   *y = *(const void *const *)at(b, fd->off);
+        if ((x == NULL) != (y == NULL))
+            return differ(c, "%s != %s", x != NULL ? "present" : "absent",
+                          y != NULL ? "present" : "absent");
+        return x == NULL || section_eq(c, fd->sub, x, y);
+    }
     case CK_CUSTOM:
         return true; /* what it reads lands in fields compared as rows or below */
     }
@@ -203,6 +212,24 @@ static bool extras_eq(struct cmp *c, const struct cfg_section *sec, const void *
     } else if (sec == &cfg_query_match_section) {
         const struct tr_query_match_cfg *x = a, *y = b;
         ok = (push_key(c, "kind"), num_eq(c, x->kind, y->kind));
+    } else if (sec == &cfg_cors_origin_section) {
+        const struct tr_cors_origin_cfg *x = a, *y = b;
+        ok = (push_key(c, "kind"), num_eq(c, x->kind, y->kind));
+    } else if (sec == &cfg_fault_abort_section) {
+        const struct tr_fault_abort_cfg *x = a, *y = b;
+        ok = (push_key(c, "grpc"), num_eq(c, x->grpc, y->grpc));
+        pop(c, saved);
+        ok = ok && (push_key(c, "grpc_status"), num_eq(c, x->grpc_status, y->grpc_status));
+    } else if (sec == &cfg_cors_section) {
+        const struct tr_cors_cfg *x = a, *y = b;
+        ok = (push_key(c, "has_max_age"), num_eq(c, x->has_max_age, y->has_max_age));
+        pop(c, saved);
+        ok = ok && (push_key(c, "max_age_s"), num_eq(c, x->max_age_s, y->max_age_s));
+        pop(c, saved);
+        ok = ok && (push_key(c, "index"), num_eq(c, x->index, y->index));
+    } else if (sec == &cfg_root_section) {
+        const struct tr_config *x = a, *y = b;
+        ok = (push_key(c, "n_cors"), num_eq(c, (long long)x->n_cors, (long long)y->n_cors));
     } else if (sec == &cfg_listener_section) {
         const struct tr_listener_cfg *x = a, *y = b;
         ok = (push_key(c, "tls(index)"), num_eq(c, x->tls, y->tls));
@@ -213,9 +240,21 @@ static bool extras_eq(struct cmp *c, const struct cfg_section *sec, const void *
     } else if (sec == &cfg_cluster_section) {
         const struct tr_cluster_cfg *x = a, *y = b;
         ok = (push_key(c, "tls(index)"), num_eq(c, x->tls, y->tls));
+        pop(c, saved);
+        ok = ok && (push_key(c, "n_dns_endpoints"),
+                    num_eq(c, (long long)x->n_dns_endpoints, (long long)y->n_dns_endpoints));
     } else if (sec == &cfg_endpoint_section) {
         const struct tr_endpoint_cfg *x = a, *y = b;
         ok = (push_key(c, "name"), str_eq(c, x->name, y->name));
+        pop(c, saved);
+        /* The address row is custom: an IP address, or a DNS name and port. */
+        push_key(c, "address");
+        if (ok &&
+            (x->addr.len != y->addr.len || memcmp(&x->addr.ss, &y->addr.ss, x->addr.len) != 0))
+            ok = differ(c, "socket addresses differ (%s, %s)", show(x->addr.text),
+                        show(y->addr.text));
+        ok = ok && str_eq(c, x->addr.text, y->addr.text) && str_eq(c, x->host, y->host) &&
+             (x->host == NULL || num_eq(c, x->port, y->port)); /* port: for a name only */
     }
     if (ok)
         pop(c, saved);

@@ -264,7 +264,7 @@ static void check_full(const struct tr_config *c)
     assert_string_equal(vh->domains[2], "*.example.com"); /* lower-cased */
     assert_string_equal(vh->domains[3], "api.*");
     assert_string_equal(vh->domains[4], "*-v2.internal:80");
-    assert_int_equal(vh->n_routes, 3);
+    assert_int_equal(vh->n_routes, 6);
 
     const struct tr_route_cfg *ro = &vh->routes[0];
     assert_string_equal(ro->name, "canary");
@@ -341,7 +341,64 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(ro->total_weight, 0);
     assert_int_equal(ro->timeout_ms, 0);
 
+    /* Local route actions. */
+    assert_null(vh->routes[0].redirect);
+    assert_null(vh->routes[0].fault);
+    assert_null(vh->routes[0].cors);
     ro = &vh->routes[2];
+    assert_string_equal(ro->name, "moved");
+    assert_int_equal(ro->n_clusters, 0);
+    const struct tr_redirect_cfg *rd = ro->redirect;
+    assert_non_null(rd);
+    assert_string_equal(rd->scheme, "https");
+    assert_string_equal(rd->host, "new.example");
+    assert_int_equal(rd->port, 8443);
+    assert_int_equal(rd->port_from, TR_REDIRECT_PORT_KEEP);
+    assert_null(rd->path);
+    assert_string_equal(rd->prefix, "/new/");
+    assert_int_equal(rd->code, 308);
+    rd = vh->routes[3].redirect;
+    assert_non_null(rd);
+    assert_null(rd->scheme);
+    assert_null(rd->host);
+    assert_int_equal(rd->port, 0);
+    assert_int_equal(rd->port_from, TR_REDIRECT_PORT_REQUEST);
+    assert_string_equal(rd->path, "/n?x=1");
+    assert_int_equal(rd->code, 307);
+    ro = &vh->routes[4];
+    assert_string_equal(ro->name, "chaos");
+    assert_int_equal(ro->clusters[0].cluster, 2);
+    const struct tr_fault_cfg *f = ro->fault;
+    assert_non_null(f);
+    assert_int_equal(f->delay->fixed_ms, 1500);
+    assert_int_equal(f->delay->per_million, 125000);
+    assert_true(f->abort->grpc);
+    assert_int_equal(f->abort->grpc_status, 14);
+    assert_int_equal(f->abort->status, 0);
+    assert_int_equal(f->abort->per_million, 1);
+    const struct tr_cors_cfg *co = ro->cors;
+    assert_non_null(co);
+    assert_int_equal(co->n_origins, 3);
+    assert_int_equal(co->origins[0].kind, TR_ORIGIN_EXACT);
+    assert_string_equal(co->origins[0].value, "https://a.example");
+    assert_int_equal(co->origins[1].kind, TR_ORIGIN_PREFIX);
+    assert_string_equal(co->origins[1].value, "http://localhost:");
+    assert_int_equal(co->origins[2].kind, TR_ORIGIN_REGEX);
+    assert_string_equal(co->origins[2].value, "https://[a-z]+[.]b[.]example");
+    assert_int_equal(co->n_allow_methods, 2);
+    assert_string_equal(co->allow_methods[1], "POST");
+    assert_int_equal(co->n_allow_headers, 2);
+    assert_string_equal(co->allow_headers[1], "X-B");
+    assert_int_equal(co->n_expose_headers, 1);
+    assert_string_equal(co->expose_headers[0], "*");
+    assert_true(co->has_max_age);
+    assert_int_equal(co->max_age_s, 600);
+    assert_true(co->allow_credentials);
+    assert_int_equal(co->unmatched_preflights, TR_CORS_UNMATCHED_IGNORE);
+    assert_int_equal(co->index, 0);
+    assert_int_equal(c->n_cors, 1);
+
+    ro = &vh->routes[5];
     assert_string_equal(ro->name, "rest");
     assert_int_equal(ro->path_kind, TR_PATH_PREFIX);
     assert_string_equal(ro->path, "/");
@@ -354,6 +411,9 @@ static void check_full(const struct tr_config *c)
     assert_null(ro->prefix_rewrite);
     assert_null(ro->host_rewrite);
     assert_null(ro->direct_body);
+    assert_null(ro->redirect);
+    assert_null(ro->fault);
+    assert_null(ro->cors);
 
     rt = &c->route_tables[1];
     assert_string_equal(rt->name, "inbound");
@@ -362,7 +422,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(rt->vhosts[0].routes[0].clusters[0].cluster, 0);
 
     /* clusters */
-    assert_int_equal(c->n_clusters, 4);
+    assert_int_equal(c->n_clusters, 5);
     const struct tr_cluster_cfg *cl = &c->clusters[0];
     assert_string_equal(cl->name, "local");
     assert_null(cl->service);
@@ -407,6 +467,33 @@ static void check_full(const struct tr_config *c)
     assert_addr(&cl->endpoints[1].addr, AF_INET6, "fd00::1", 8080, "[fd00::1]:8080");
     assert_int_equal(c->clusters[2].lb, TR_LB_RANDOM);
     assert_string_equal(c->clusters[3].name, "db");
+    /* IP-only clusters get the DNS defaults (validate fills refresh in). */
+    assert_int_equal(c->clusters[3].n_dns_endpoints, 0);
+    assert_null(c->clusters[3].endpoints[0].host);
+    assert_int_equal(c->clusters[3].dns.refresh_ms, 5000);
+
+    /* endpoints by name */
+    cl = &c->clusters[4];
+    assert_string_equal(cl->name, "api");
+    assert_int_equal(cl->dns.mode, TR_DNS_FIRST);
+    assert_int_equal(cl->dns.refresh_ms, 30000);
+    assert_int_equal(cl->dns.family, TR_DNS_V6);
+    assert_int_equal(cl->n_dns_endpoints, 1);
+    assert_string_equal(cl->endpoints[0].host, "api.example.com"); /* lower-cased */
+    assert_int_equal(cl->endpoints[0].port, 8443);
+    assert_int_equal(cl->endpoints[0].addr.len, 0);
+    assert_string_equal(cl->endpoints[0].addr.text, "api.example.com:8443");
+    assert_string_equal(cl->endpoints[0].name, "api.example.com:8443");
+    assert_int_equal(cl->endpoints[0].weight, 2);
+    assert_null(cl->endpoints[1].host);
+    assert_addr(&cl->endpoints[1].addr, AF_INET, "10.0.0.4", 8443, "10.0.0.4:8443");
+
+    /* resolver */
+    assert_int_equal(c->resolver.n_servers, 2);
+    assert_string_equal(c->resolver.servers[0], "127.0.0.1:5353");
+    assert_string_equal(c->resolver.servers[1], "[::1]:53");
+    assert_int_equal(c->resolver.timeout_ms, 500);
+    assert_int_equal(c->resolver.attempts, 2);
 }
 
 static void test_full_yaml(void **state)
@@ -531,7 +618,7 @@ static const struct bad_case bad_cases[] = {
     {"bogus: 1\n" BASE_TAIL, "t.yaml:1:1: bogus: ",
      "unknown field \"bogus\" (accepted: node, workers, drain_timeout, log_level, limits, admin, "
      "access_log, tls, "
-     "listeners, route_tables, clusters)"},
+     "listeners, route_tables, clusters, resolver)"},
     {"workers: 1\n", "t.yaml:1:1: listeners: ", "missing required field"},
     {"listeners: []\n", "t.yaml:1:12: listeners: ", "must have at least 1 entry"},
     {"listeners: {}\n", "t.yaml:1:12: listeners: ", "expected a list, got a mapping"},
@@ -640,11 +727,68 @@ static const struct bad_case bad_cases[] = {
      "0s}\n" RT_C,
      "t.yaml:5:22: listeners[0].timeouts.detect: ", "must be between 1ms and 60000ms, got \"0s\""},
 
+    /* local route actions (body on line 6, column 7) */
+    {ROUTE_HEAD "    - {redirect: {path: /x, uri: /y}}\n" ROUTE_TAIL,
+     "t.yaml:6:29: " R ".redirect.uri: ",
+     "unknown field \"uri\" (accepted: scheme, host, port, port_from, path, prefix, code)"},
+    {ROUTE_HEAD "    - {redirect: {scheme: ftp}}\n" ROUTE_TAIL,
+     "t.yaml:6:27: " R ".redirect.scheme: ", "expected http or https, got \"ftp\""},
+    {ROUTE_HEAD "    - {redirect: {path: /a, prefix: /b}}\n" ROUTE_TAIL,
+     "t.yaml:6:29: " R ".redirect.prefix: ",
+     "conflicts with path; set exactly one of path, prefix"},
+    {ROUTE_HEAD "    - {redirect: {path: /x}, timeout: 1s}\n" ROUTE_TAIL,
+     "t.yaml:6:30: " R ".timeout: ",
+     "a redirect is answered at once: the timeout would never apply"},
+    {ROUTE_HEAD "    - {redirect: {path: /x}, request_headers: {set: {x-a: '1'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:30: " R ".request_headers: ", "a redirect route sends no request upstream to edit"},
+    {ROUTE_HEAD "    - {redirect: {path: /x}, response_headers: {remove: [location]}}\n" ROUTE_TAIL,
+     "t.yaml:6:30: " R ".response_headers: ", "edits location, which the redirect sets"},
+    {ROUTE_HEAD "    - {cluster: c, cors: {allow_origins: [{exact: a}]}, response_headers: {set: "
+                "{access-control-allow-origin: '*'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:57: " R ".response_headers: ",
+     "edits access-control-allow-origin, which the route's cors sets"},
+    {ROUTE_HEAD "    - {cluster: c, fault: {abort: {status: 503, percent: '5'}}}\n" ROUTE_TAIL,
+     "t.yaml:6:58: " R ".fault.abort.percent: ",
+     "expected a percentage from 0 to 100 with at most 4 decimals (the resolution is 0.0001%), got "
+     "\"5\""},
+    {ROUTE_HEAD "    - {cluster: c, fault: {abort: {status: 503, percent: 1.23456}}}\n" ROUTE_TAIL,
+     "t.yaml:6:58: " R ".fault.abort.percent: ", "with at most 4 decimals"},
+    {ROUTE_HEAD "    - {cluster: c, fault: {abort: {status: 503}}}\n" ROUTE_TAIL,
+     "t.yaml:6:35: " R ".fault.abort.percent: ", "missing required field"},
+    {ROUTE_HEAD "    - {cluster: c, fault: {delay: {percent: 5}}}\n" ROUTE_TAIL,
+     "t.yaml:6:35: " R ".fault.delay.fixed: ", "missing required field"},
+    {ROUTE_HEAD "    - {cluster: c, fault: {delay: {fixed: 0s, percent: 5}}}\n" ROUTE_TAIL,
+     "t.yaml:6:43: " R ".fault.delay.fixed: ", "must be between 1ms and 86400000ms, got \"0s\""},
+    {ROUTE_HEAD "    - {cluster: c, fault: {abort: {status: 600, percent: 5}}}\n" ROUTE_TAIL,
+     "t.yaml:6:44: " R ".fault.abort.status: ", "must be between 200 and 599, got 600"},
+    {ROUTE_HEAD
+     "    - {cluster: c, cors: {allow_origins: [{exact: a}], max_age: 1.5s}}\n" ROUTE_TAIL,
+     "t.yaml:6:65: " R ".cors.max_age: ", "must be a whole number of seconds"},
+    {ROUTE_HEAD
+     "    - {cluster: c, cors: {allow_origins: [{exact: a}], allow_headers: ['x y']}}\n" ROUTE_TAIL,
+     "t.yaml:6:72: " R ".cors.allow_headers[0]: ", "\"x y\" is not a valid HTTP token"},
+    {ROUTE_HEAD "    - {cluster: c, cors: {allow_origins: [{suffix: a}]}}\n" ROUTE_TAIL,
+     "t.yaml:6:44: " R ".cors.allow_origins[0].suffix: ",
+     "unknown field \"suffix\" (accepted: exact, prefix, regex, origin)"},
+    {ROUTE_HEAD "    - {cluster: c, cors: {allow_origins: [{}]}}\n" ROUTE_TAIL,
+     "t.yaml:6:43: " R ".cors.allow_origins[0]: ", "one of exact, prefix, regex is required"},
+    {ROUTE_HEAD "    - {cluster: c, cors: {allow_origins: [{exact: a}], unmatched_preflights: "
+                "drop}}\n" ROUTE_TAIL,
+     "t.yaml:6:78: " R ".cors.unmatched_preflights: ",
+     "expected one of forward, ignore, got \"drop\""},
+    {ROUTE_HEAD
+     "    - {direct_response: {status: 200}, cors: {allow_origins: [{exact: a}]}}\n" ROUTE_TAIL,
+     "t.yaml:6:40: " R ".cors: ", "does not apply to a direct_response route"},
+    {ROUTE_HEAD "    - {match: {methods: [GET, CONNECT]}, cluster: c, fault: {abort: {status: 503, "
+                "percent: 1}}}\n" ROUTE_TAIL,
+     "t.yaml:6:54: " R ".fault: ",
+     "does not apply to CONNECT tunnels; give CONNECT a route of its own"},
+
     /* routes (body on line 6, column 7) */
     {ROUTE_HEAD "    - {cluster: c, weighted_clusters: [{cluster: d, weight: 1}]}\n" ROUTE_TAIL,
      "t.yaml:6:20: " R ".weighted_clusters: ", "conflicts with cluster"},
     {ROUTE_HEAD "    - {name: x}\n" ROUTE_TAIL, "t.yaml:6:7: " R ": ",
-     "one of cluster, weighted_clusters, direct_response is required"},
+     "one of cluster, weighted_clusters, direct_response, redirect is required"},
     {ROUTE_HEAD "    - {cluster: nope}\n" ROUTE_TAIL,
      "t.yaml:6:17: " R ".cluster: ", "unknown cluster \"nope\""},
     {ROUTE_HEAD
@@ -754,6 +898,45 @@ static const struct bad_case bad_cases[] = {
     {"limits: {http2: {max_concurrent_streams: 0}}\n" BASE_TAIL,
      "t.yaml:1:42: limits.http2.max_concurrent_streams: ", "must be between 1 and 10000"},
 
+    /* endpoints by name, dns, resolver */
+    {"clusters:\n- {name: c, endpoints: [{address: api.example.com}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ",
+     "expected IP:PORT or NAME:PORT, got \"api.example.com\" (missing port)"},
+    {"clusters:\n- {name: c, endpoints: [{address: 'api.example.com:0'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535"},
+    {"clusters:\n- {name: c, endpoints: [{address: 'api.example.com:65536'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535"},
+    {"clusters:\n- {name: c, endpoints: [{address: 'api_v1.example.com:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ",
+     "invalid DNS name \"api_v1.example.com\": character 0x5f"},
+    {"clusters:\n- {name: c, endpoints: [{address: '-api.example.com:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "not starting or ending with '-'"},
+    {"clusters:\n- {name: c, endpoints: [{address: 'api..example.com:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "labels are 1 to 63"},
+    {"clusters:\n- {name: c, endpoints: [{address: "
+     "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "labels are 1 to 63"},
+    {"clusters:\n- {name: c, endpoints: [{address: '10.0.0.300:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "invalid IPv4 address \"10.0.0.300\""},
+    {"clusters:\n- {name: c, endpoints: [{address: 'db.10:80'}]}\n",
+     "t.yaml:2:35: clusters[0].endpoints[0].address: ", "the last label is all digits"},
+    {"clusters:\n- {name: c, dns: {mode: first}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:13: clusters[0].dns: ",
+     "DNS settings on a cluster whose endpoints are all IP addresses would be ignored"},
+    {"clusters:\n- {name: c, dns: {mode: some}, endpoints: [{address: 'a.example:1'}]}\n",
+     "t.yaml:2:25: clusters[0].dns.mode: ", "expected one of all, first, got \"some\""},
+    {"clusters:\n- {name: c, dns: {refresh: 500ms}, endpoints: [{address: 'a.example:1'}]}\n",
+     "t.yaml:2:28: clusters[0].dns.refresh: ", "must be between 1000ms and 86400000ms"},
+    {"clusters:\n- {name: c, dns: {family: ipv4}, endpoints: [{address: 'a.example:1'}]}\n",
+     "t.yaml:2:27: clusters[0].dns.family: ", "expected one of auto, v4, v6, got \"ipv4\""},
+    {"resolver: {servers: [localhost:53]}\n" BASE_TAIL,
+     "t.yaml:1:22: resolver.servers[0]: ", "hostnames are not resolved"},
+    {"resolver: {servers: []}\n" BASE_TAIL,
+     "t.yaml:1:21: resolver.servers: ", "must have at least 1 entry"},
+    {"resolver: {attempts: 0}\n" BASE_TAIL,
+     "t.yaml:1:22: resolver.attempts: ", "must be between 1 and 10"},
+    {"resolver: {port: 53}\n" BASE_TAIL, "t.yaml:1:12: resolver.port: ",
+     "unknown field \"port\" (accepted: servers, timeout, attempts)"},
     /* request matching */
     {ROUTE_HEAD "    - {match: {query_params: [{name: q}]}, cluster: c}\n" ROUTE_TAIL,
      "t.yaml:6:31: " R ".match.query_params[0]: ",

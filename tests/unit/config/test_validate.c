@@ -53,6 +53,15 @@ static void set_addr(struct tr_cfg_addr *a, const char *ip, uint16_t port)
     }
 }
 
+/* Endpoints by name (a ServiceEntry with resolution DNS): host and port,
+ * addr unset. */
+static void set_host(struct tr_endpoint_cfg *e, const char *host, uint16_t port)
+{
+    memset(&e->addr, 0, sizeof(e->addr));
+    e->host = host;
+    e->port = port;
+}
+
 static void *alloc(struct tr_config *c, size_t n, size_t size)
 {
     void *p = tr_arena_calloc(c->arena, n, size);
@@ -168,6 +177,35 @@ static void test_model_ok(void **state)
         fprintf(stderr, "unexpected: %s\n", err);
     assert_int_equal(rc, 0);
     assert_int_equal(r->total_weight, 100);
+    tr_config_free(c);
+}
+
+/* A cluster of DNS names as a compiler builds it: validate fills in the
+ * address text (and name), counts the names and sets the refresh default. */
+static void test_model_dns_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_cluster_cfg *cl = &c->clusters[0];
+    set_host(&cl->endpoints[0], "reviews.example.com", 9080);
+    cl->dns.mode = TR_DNS_FIRST;
+    char *err = NULL;
+    int rc = tr_config_validate(c, &err);
+    if (rc != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cl->endpoints[0].addr.text, "reviews.example.com:9080");
+    assert_string_equal(cl->endpoints[0].name, "reviews.example.com:9080");
+    assert_int_equal(cl->endpoints[0].addr.len, 0);
+    assert_int_equal(cl->n_dns_endpoints, 1);
+    assert_int_equal(cl->dns.refresh_ms, 5000);
+    assert_int_equal(c->clusters[1].n_dns_endpoints, 0);
+    assert_int_equal(c->resolver.timeout_ms, 2000);
+    assert_int_equal(c->resolver.attempts, 3);
+    assert_int_equal(c->resolver.n_servers, 0);
+    /* Validating again changes nothing. */
+    assert_int_equal(tr_config_validate(c, &err), 0);
+    assert_int_equal(cl->n_dns_endpoints, 1);
     tr_config_free(c);
 }
 
@@ -444,6 +482,144 @@ static void dup_unlocated(struct tr_config *c)
     c->clusters[1].name = "reviews-v1";
 }
 
+/* ---- local route actions: redirect, fault, cors ---- */
+
+static struct tr_redirect_cfg *redirect_only(struct tr_config *c)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->n_clusters = 0;
+    r->clusters = NULL;
+    r->redirect = alloc(c, 1, sizeof(*r->redirect));
+    tr_cfg_redirect_defaults(r->redirect);
+    return r->redirect;
+}
+
+static void redirect_and_clusters(struct tr_config *c)
+{
+    struct tr_route_cfg *r = ROUTE0(c);
+    r->redirect = alloc(c, 1, sizeof(*r->redirect));
+    tr_cfg_redirect_defaults(r->redirect);
+}
+
+static void redirect_code(struct tr_config *c)
+{
+    redirect_only(c)->code = 304;
+}
+
+static void redirect_prefix_exact(struct tr_config *c)
+{
+    redirect_only(c)->prefix = "/new/";
+    ROUTE0(c)->path_kind = TR_PATH_EXACT;
+    ROUTE0(c)->path = "/old";
+}
+
+static void redirect_rewrite(struct tr_config *c)
+{
+    redirect_only(c)->path = "/new";
+    ROUTE0(c)->host_rewrite = "other";
+}
+
+static void redirect_port_twice(struct tr_config *c)
+{
+    struct tr_redirect_cfg *rd = redirect_only(c);
+    rd->port = 8443;
+    rd->port_from = TR_REDIRECT_PORT_REQUEST;
+}
+
+static void redirect_host(struct tr_config *c)
+{
+    redirect_only(c)->host = "a.example:80";
+}
+
+static void fault_empty(struct tr_config *c)
+{
+    ROUTE0(c)->fault = alloc(c, 1, sizeof(struct tr_fault_cfg));
+}
+
+static void fault_grpc(struct tr_config *c)
+{
+    struct tr_fault_cfg *f = ROUTE0(c)->fault = alloc(c, 1, sizeof(*f));
+    f->abort = alloc(c, 1, sizeof(*f->abort));
+    *f->abort = (struct tr_fault_abort_cfg){.grpc = true, .grpc_status = 17, .per_million = 5};
+}
+
+static void fault_percent(struct tr_config *c)
+{
+    struct tr_fault_cfg *f = ROUTE0(c)->fault = alloc(c, 1, sizeof(*f));
+    f->delay = alloc(c, 1, sizeof(*f->delay));
+    *f->delay = (struct tr_fault_delay_cfg){.fixed_ms = 5, .per_million = TR_PER_MILLION + 1};
+}
+
+static struct tr_cors_cfg *cors_on(struct tr_config *c, const char *origin_regex)
+{
+    struct tr_cors_cfg *cors = ROUTE0(c)->cors = alloc(c, 1, sizeof(*cors));
+    tr_cfg_cors_defaults(cors);
+    if (origin_regex != NULL) {
+        cors->n_origins = 1;
+        cors->origins = alloc(c, 1, sizeof(*cors->origins));
+        cors->origins[0] =
+            (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_REGEX, .value = origin_regex};
+    }
+    return cors;
+}
+
+static void cors_on_redirect(struct tr_config *c)
+{
+    redirect_only(c)->path = "/new";
+    cors_on(c, ".*");
+}
+
+static void cors_bad_regex(struct tr_config *c)
+{
+    cors_on(c, "(x");
+}
+
+static void cors_no_origin(struct tr_config *c)
+{
+    cors_on(c, NULL);
+}
+
+static void cors_star_and_more(struct tr_config *c)
+{
+    static const char *methods[] = {"GET", "*"};
+    struct tr_cors_cfg *cors = cors_on(c, ".*");
+    cors->allow_methods = methods;
+    cors->n_allow_methods = 2;
+}
+
+static void host_and_addr(struct tr_config *c)
+{
+    c->clusters[0].endpoints[0].host = "reviews.example.com";
+    c->clusters[0].endpoints[0].port = 9080;
+}
+static void upper_host(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "Reviews.example.com", 9080);
+}
+static void bad_host(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews..example.com", 9080);
+}
+static void host_port0(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews.example.com", 0);
+}
+static void dns_without_names(struct tr_config *c)
+{
+    c->clusters[0].dns.mode = TR_DNS_FIRST;
+}
+static void dns_refresh_range(struct tr_config *c)
+{
+    set_host(&c->clusters[0].endpoints[0], "reviews.example.com", 9080);
+    c->clusters[0].dns.refresh_ms = 10;
+}
+static void bad_dns_server(struct tr_config *c)
+{
+    static const char *servers[] = {"dns.example:53"};
+    c->resolver.servers = servers;
+    c->resolver.n_servers = 1;
+}
+
 #define Y_CTX "tls:\n- {name: workload, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
 #define Y_CLUSTERS                                                                                 \
     "clusters:\n- {name: reviews-v1, endpoints: [{address: '10.0.0.1:9080'}]}\n"                   \
@@ -551,15 +727,17 @@ static const struct vcase cases[] = {
      "\"outbound\""},
     {"clusters and direct_response", direct_and_clusters,
      "VirtualService default/reviews: spec.http[0].direct_response: conflicts with "
-     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response",
+     "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response, "
+     "redirect",
      Y_BASE("{cluster: reviews-v1, direct_response: {status: 503}}", ", route_table: outbound-80"),
      "t.yaml:11:29: " R ".direct_response: conflicts with cluster; set exactly one of cluster, "
-     "weighted_clusters, direct_response"},
+     "weighted_clusters, direct_response, redirect"},
     {"a route needs an action", no_action,
      "VirtualService default/reviews: spec.http[0]: one of cluster, weighted_clusters, "
-     "direct_response is required",
+     "direct_response, redirect is required",
      Y_BASE("{name: x}", ", route_table: outbound-80"),
-     "t.yaml:11:7: " R ": one of cluster, weighted_clusters, direct_response is required"},
+     "t.yaml:11:7: " R
+     ": one of cluster, weighted_clusters, direct_response, redirect is required"},
     {"domains unique per table", dup_domain,
      "VirtualService default/ratings: spec.hosts.domains[1]: duplicate domain \"reviews\" (first "
      "defined by VirtualService default/reviews)",
@@ -656,6 +834,119 @@ static const struct vcase cases[] = {
                                        "127.0.0.1:15001, route_table: outbound-80}\n",
      "t.yaml:13:10: listeners[0].name: invalid name \"out bound\": whitespace and control "
      "characters are not allowed"},
+    /* Local route actions. */
+    {"redirect and clusters", redirect_and_clusters,
+     "VirtualService default/reviews: spec.http[0].redirect: conflicts with weighted_clusters; "
+     "set exactly one of cluster, weighted_clusters, direct_response, redirect",
+     Y_BASE("{cluster: reviews-v1, redirect: {path: /x}}", ", route_table: outbound-80"),
+     "t.yaml:11:29: " R ".redirect: conflicts with cluster; set exactly one of cluster, "
+     "weighted_clusters, direct_response, redirect"},
+    {"redirect codes", redirect_code,
+     "VirtualService default/reviews: spec.http[0].redirect.code: expected one of 301, 302, 303, "
+     "307, 308, got 304",
+     Y_BASE("{redirect: {code: 304}}", ", route_table: outbound-80"),
+     "t.yaml:11:25: " R ".redirect.code: expected one of 301, 302, 303, 307, 308, got 304"},
+    {"redirect prefix needs a prefix route", redirect_prefix_exact,
+     "VirtualService default/reviews: spec.http[0].redirect.prefix: needs a prefix path match (it "
+     "replaces the matched prefix); use path to replace the whole path",
+     Y_BASE("{match: {path: {exact: /old}}, redirect: {prefix: /new/}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:49: " R ".redirect.prefix: needs a prefix path match (it replaces the matched "
+     "prefix); use path to replace the whole path"},
+    {"redirect and rewrite", redirect_rewrite,
+     "VirtualService default/reviews: spec.http[0].rewrite: cannot be combined with redirect (set "
+     "redirect.path, prefix or host)",
+     Y_BASE("{redirect: {path: /new}, rewrite: {host: other}}", ", route_table: outbound-80"),
+     "t.yaml:11:32: " R ".rewrite: cannot be combined with redirect (set redirect.path, prefix or "
+     "host)"},
+    {"redirect port twice", redirect_port_twice,
+     "VirtualService default/reviews: spec.http[0].redirect.port_from: conflicts with port; set "
+     "exactly one of port, port_from",
+     Y_BASE("{redirect: {port: 8443, port_from: request}}", ", route_table: outbound-80"),
+     "t.yaml:11:31: " R ".redirect.port_from: conflicts with port; set exactly one of port, "
+     "port_from"},
+    {"redirect host", redirect_host,
+     "VirtualService default/reviews: spec.http[0].redirect.host: expected a host without a port "
+     "(set port), got \"a.example:80\"",
+     Y_BASE("{redirect: {host: 'a.example:80'}}", ", route_table: outbound-80"),
+     "t.yaml:11:25: " R ".redirect.host: expected a host without a port (set port), got "
+     "\"a.example:80\""},
+    {"fault needs delay or abort", fault_empty,
+     "VirtualService default/reviews: spec.http[0].fault: one of delay, abort is required",
+     Y_BASE("{cluster: reviews-v1, fault: {}}", ", route_table: outbound-80"),
+     "t.yaml:11:36: " R ".fault: one of delay, abort is required"},
+    {"fault gRPC status", fault_grpc,
+     "VirtualService default/reviews: spec.http[0].fault.abort.grpc_status: must be between 0 and "
+     "16, got 17",
+     Y_BASE("{cluster: reviews-v1, fault: {abort: {grpc_status: 17, percent: 0.0005}}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:58: " R ".fault.abort.grpc_status: must be between 0 and 16, got 17"},
+    {"fault percent", fault_percent,
+     "VirtualService default/reviews: spec.http[0].fault.delay.percent: must be between 0 and 100 "
+     "percent, got 1000001 per million",
+     Y_BASE("{cluster: reviews-v1, fault: {delay: {fixed: 5ms, percent: 100.0001}}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:66: " R ".fault.delay.percent: expected a percentage from 0 to 100 with at most "
+     "4 decimals (the resolution is 0.0001%), got \"100.0001\""},
+    {"cors on a redirect", cors_on_redirect,
+     "VirtualService default/reviews: spec.http[0].cors: does not apply to a redirect route: its "
+     "answer is the proxy's own",
+     Y_BASE("{redirect: {path: /new}, cors: {allow_origins: [{regex: '.*'}]}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:32: " R ".cors: does not apply to a redirect route: its answer is the proxy's "
+     "own"},
+    {"cors origin regex", cors_bad_regex,
+     "VirtualService default/reviews: spec.http[0].cors.allow_origins[0].regex: invalid regex at "
+     "offset 2: missing closing parenthesis",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_origins: [{regex: '(x'}]}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:60: " R ".cors.allow_origins[0].regex: invalid regex at offset 2: missing "
+     "closing parenthesis"},
+    {"cors origins required", cors_no_origin,
+     "VirtualService default/reviews: spec.http[0].cors.allow_origins: must have at least 1 entry",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_methods: [GET]}}", ", route_table: outbound-80"),
+     "t.yaml:11:35: " R ".cors.allow_origins: missing required field"},
+    {"cors star alone", cors_star_and_more,
+     "VirtualService default/reviews: spec.http[0].cors.allow_methods[1]: \"*\" must be the only "
+     "entry of allow_methods",
+     Y_BASE("{cluster: reviews-v1, cors: {allow_origins: [{regex: '.*'}], allow_methods: [GET, "
+            "'*']}}",
+            ", route_table: outbound-80"),
+     "t.yaml:11:89: " R ".cors.allow_methods[1]: \"*\" must be the only entry of allow_methods"},
+    {"endpoint with an address and a host", host_and_addr,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: both an IP "
+     "address and a host name; an endpoint has one or the other",
+     NULL, NULL},
+    {"host names are lower case", upper_host,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: host name "
+     "\"Reviews.example.com\" must be lower case",
+     NULL, NULL},
+    {"host names are RFC 1123", bad_host,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: invalid DNS name "
+     "\"reviews..example.com\": labels are 1 to 63 letters, digits or '-', not starting or "
+     "ending with '-'",
+     NULL, NULL},
+    {"host port", host_port0,
+     "DestinationRule default/reviews: spec.subsets[0].endpoints[0].address: port must be "
+     "between 1 and 65535, got 0",
+     NULL, NULL},
+    {"dns settings need names", dns_without_names,
+     "DestinationRule default/reviews: spec.subsets[0].dns: DNS settings on a cluster whose "
+     "endpoints are all IP addresses would be ignored; remove them",
+     Y_CTX "clusters:\n- {name: reviews-v1, dns: {mode: first}, endpoints: [{address: "
+           "'10.0.0.1:9080'}]}\n"
+           "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
+               Y_LISTENER(", route_table: outbound-80"),
+     "t.yaml:4:22: clusters[0].dns: DNS settings on a cluster whose endpoints are all IP "
+     "addresses would be ignored; remove them"},
+    {"dns refresh range", dns_refresh_range,
+     "DestinationRule default/reviews: spec.subsets[0].dns.refresh: must be between 1000ms and "
+     "86400000ms, got 10ms",
+     NULL, NULL},
+    {"resolver servers", bad_dns_server,
+     "mesh: resolver.servers[0]: expected an IP address, got \"dns.example\" (hostnames are "
+     "not resolved)",
+     NULL, NULL},
     {"header edit names", edit_hop_by_hop,
      "VirtualService default/reviews: spec.http[0].request_headers.remove[1]: \"connection\" is a "
      "hop-by-hop header: it belongs to one connection and cannot be edited",
@@ -902,12 +1193,69 @@ static void test_origin_format(void **state)
     free(err);
 }
 
+/* A compiler's model with every local route action: valid, and valid again
+ * (CORS indexes are counted afresh, not added up). */
+static void test_local_actions_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_vhost_cfg *vh = &c->route_tables[0].vhosts[0];
+    struct tr_route_cfg *routes = alloc(c, 3, sizeof(*routes));
+    routes[0] = vh->routes[0];
+    vh->routes = routes;
+    vh->n_routes = 3;
+    /* A redirect, a faulty split with CORS, another CORS route. */
+    tr_cfg_route_defaults(&routes[1]);
+    tr_cfg_route_defaults(&routes[2]);
+    routes[1] = routes[0];
+    routes[2].clusters = routes[0].clusters;
+    routes[2].n_clusters = 1;
+    struct tr_redirect_cfg *rd = alloc(c, 1, sizeof(*rd));
+    tr_cfg_redirect_defaults(rd);
+    rd->scheme = "https";
+    rd->port_from = TR_REDIRECT_PORT_PROTOCOL_DEFAULT;
+    routes[0].redirect = rd;
+    routes[0].n_clusters = 0;
+    routes[0].clusters = NULL;
+    routes[0].path = "/old";
+    struct tr_fault_cfg *f = alloc(c, 1, sizeof(*f));
+    f->abort = alloc(c, 1, sizeof(*f->abort));
+    *f->abort = (struct tr_fault_abort_cfg){.status = 503, .per_million = 500000};
+    routes[1].fault = f;
+    for (size_t i = 1; i < 3; i++) {
+        struct tr_cors_cfg *cors = alloc(c, 1, sizeof(*cors));
+        tr_cfg_cors_defaults(cors);
+        cors->n_origins = 1;
+        cors->origins = alloc(c, 1, sizeof(*cors->origins));
+        cors->origins[0] = (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_EXACT, .value = "*"};
+        routes[i].cors = cors;
+    }
+    for (int round = 0; round < 2; round++) {
+        char *err = NULL;
+        int rc = tr_config_validate(c, &err);
+        if (rc != 0)
+            fprintf(stderr, "unexpected: %s\n", err);
+        assert_int_equal(rc, 0);
+        assert_int_equal(c->n_cors, 2);
+        assert_int_equal(routes[1].cors->index, 0);
+        assert_int_equal(routes[2].cors->index, 1);
+        assert_int_equal(routes[0].redirect->code, 301); /* the default */
+        assert_string_equal(routes[2].name, "route-2");
+    }
+    tr_config_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_model_ok),      cmocka_unit_test(test_invariants),
-        cmocka_unit_test(test_yaml_twin),     cmocka_unit_test(test_regex_rewrite_ok),
-        cmocka_unit_test(test_origin_format), cmocka_unit_test(test_header_edit_programs),
+        cmocka_unit_test(test_model_ok),
+        cmocka_unit_test(test_invariants),
+        cmocka_unit_test(test_yaml_twin),
+        cmocka_unit_test(test_regex_rewrite_ok),
+        cmocka_unit_test(test_origin_format),
+        cmocka_unit_test(test_local_actions_ok),
+        cmocka_unit_test(test_header_edit_programs),
+        cmocka_unit_test(test_model_dns_ok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -867,6 +867,130 @@ static void test_match_and_header_edits(void **state)
     tr_config_free(c);
 }
 
+/* Routes' own actions: redirects (every field, and none: `redirect: {}`),
+ * faults (percentages at their edges, an HTTP and a gRPC abort, gRPC
+ * status 0 included), CORS (max_age 0s and absent, origins of each kind
+ * with hostile strings). */
+static void test_route_actions(void **state)
+{
+    (void)state;
+    static const uint32_t shares[] = {0, 1, 10, 125000, 333300, 999999, 1000000};
+    static const char *const share_text[] = {"0",     "0.0001",  "0.001", "12.5",
+                                             "33.33", "99.9999", "100"};
+    size_t ns = N_OF(shares);
+    struct tr_config *c = model(4 + ns, 1);
+    struct tr_route_cfg *r = c->route_tables[0].vhosts[0].routes;
+    /* Route 0: a redirect with every field; route 1: one with none. */
+    struct tr_redirect_cfg *rd = alloc(c, 2, sizeof(*rd));
+    rd[0] = (struct tr_redirect_cfg){
+        .scheme = "https", .host = "[fd00::1]", .port = 8443, .prefix = "/new/", .code = 308};
+    rd[1] = (struct tr_redirect_cfg){.code = 301};
+    for (size_t i = 0; i < 2; i++) {
+        r[i].n_clusters = 0;
+        r[i].redirect = &rd[i];
+    }
+    /* Route 2: a redirect by path, the port from the request. */
+    struct tr_redirect_cfg *rp = alloc(c, 1, sizeof(*rp));
+    *rp = (struct tr_redirect_cfg){
+        .path = "/y?z=1", .port_from = TR_REDIRECT_PORT_REQUEST, .code = 307};
+    r[2].n_clusters = 0;
+    r[2].redirect = rp;
+    r[2].path_kind = TR_PATH_EXACT;
+    r[2].path = "/x";
+    /* Route 3: CORS, max_age 0s, origins of every kind. */
+    struct tr_cors_cfg *cors = alloc(c, 2, sizeof(*cors));
+    struct tr_cors_origin_cfg *origins = alloc(c, 3, sizeof(*origins));
+    origins[0] = (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_EXACT, .value = "null"};
+    origins[1] = (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_PREFIX, .value = "http://l: #"};
+    origins[2] = (struct tr_cors_origin_cfg){.kind = TR_ORIGIN_REGEX, .value = "https://.*[.]b"};
+    static const char *star[] = {"*"}, *methods[] = {"GET", "yes"};
+    cors[0] = (struct tr_cors_cfg){.origins = origins,
+                                   .n_origins = 3,
+                                   .allow_methods = methods,
+                                   .n_allow_methods = 2,
+                                   .expose_headers = star,
+                                   .n_expose_headers = 1,
+                                   .has_max_age = true,
+                                   .max_age_s = 0,
+                                   .unmatched_preflights = TR_CORS_UNMATCHED_IGNORE};
+    r[3].cors = &cors[0];
+    /* Routes 4..: a fault each, delays and aborts at every share; the
+     * first a gRPC abort with status 0, then HTTP aborts; CORS on the last
+     * without max_age. */
+    for (size_t i = 0; i < ns; i++) {
+        struct tr_fault_cfg *f = alloc(c, 1, sizeof(*f));
+        f->delay = alloc(c, 1, sizeof(*f->delay));
+        *f->delay = (struct tr_fault_delay_cfg){.fixed_ms = 1 + (uint32_t)i * 1500,
+                                                .per_million = shares[i]};
+        f->abort = alloc(c, 1, sizeof(*f->abort));
+        *f->abort = i == 0 ? (struct tr_fault_abort_cfg){.grpc = true, .per_million = shares[i]}
+                           : (struct tr_fault_abort_cfg){.status = (uint16_t)(500 + i),
+                                                         .per_million = shares[ns - 1 - i]};
+        if (i == 1)
+            f->delay = NULL;
+        r[4 + i].fault = f;
+    }
+    cors[1] = (struct tr_cors_cfg){.origins = origins, .n_origins = 1, .allow_credentials = true};
+    r[4 + ns - 1].cors = &cors[1];
+    validate_ok(c);
+
+    size_t len;
+    char *yaml = write_ok(c, TR_CONFIG_YAML, &len);
+    static const char *const want[] = {
+        "          - redirect:\n"
+        "              scheme: https\n"
+        "              host: \"[fd00::1]\"\n"
+        "              port: 8443\n"
+        "              prefix: /new/\n"
+        "              code: 308\n",
+        "          - redirect: {}\n",
+        "            redirect:\n"
+        "              port_from: request\n"
+        "              path: \"/y?z=1\"\n"
+        "              code: 307\n",
+        "          - cluster: c0\n"
+        "            cors:\n"
+        "              allow_methods: [GET, \"yes\"]\n"
+        "              expose_headers: [\"*\"]\n"
+        "              max_age: 0s\n"
+        "              unmatched_preflights: ignore\n"
+        "              allow_origins:\n"
+        "                - exact: \"null\"\n"
+        "                - prefix: \"http://l: #\"\n"
+        "                - regex: \"https://.*[.]b\"\n",
+        "              abort:\n"
+        "                grpc_status: 0\n"
+        "                percent: 0\n",
+        "            fault:\n"
+        "              abort:\n"
+        "                status: 501\n"
+        "                percent: 99.9999\n",
+        "            cors:\n"
+        "              allow_credentials: true\n"
+        "              allow_origins:\n"
+        "                - exact: \"null\"\n",
+    };
+    for (size_t i = 0; i < N_OF(want); i++) {
+        if (strstr(yaml, want[i]) == NULL) {
+            fprintf(stderr, "no\n%s\nin\n%s\n", want[i], yaml);
+            fail();
+        }
+    }
+    for (size_t i = 0; i < ns; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "\n                percent: %s\n", share_text[i]);
+        assert_non_null(strstr(yaml, line));
+    }
+    free(yaml);
+    char *json = write_ok(c, TR_CONFIG_JSON, &len);
+    assert_non_null(strstr(json, "\"redirect\": {}\n"));
+    assert_non_null(strstr(json, "\"percent\": 12.5\n"));
+    assert_non_null(strstr(json, "\"grpc_status\": 0,\n"));
+    free(json);
+    roundtrip_cfg(c, "actions.yaml");
+    tr_config_free(c);
+}
+
 static void test_durations(void **state)
 {
     (void)state;
@@ -931,6 +1055,58 @@ static void test_addresses(void **state)
     assert_non_null(strstr(yaml, "admin:\n  address: \"[::1]:15000\"\n"));
     free(yaml);
     roundtrip_cfg(c, "addresses.yaml");
+    tr_config_free(c);
+}
+
+static void write_fails(const struct tr_config *c, const char *want);
+
+/* Endpoints given by DNS name: written as NAME:PORT (the model's text, or
+ * formatted when a builder left it out), dns settings only where they differ
+ * (refresh 5s is validate's default), the resolver; a text that does not
+ * spell the name and port is an error, not a silent change. */
+static void test_dns_endpoints(void **state)
+{
+    (void)state;
+    struct tr_config *c = model(1, 2);
+    struct tr_cluster_cfg *cl = &c->clusters[0];
+    cl->n_endpoints = 3;
+    cl->endpoints = alloc(c, 3, sizeof(*cl->endpoints));
+    static const char *const hosts[] = {"1e3.example", "yes", "db.example."};
+    for (size_t i = 0; i < 3; i++) {
+        tr_cfg_endpoint_defaults(&cl->endpoints[i]);
+        cl->endpoints[i].host = hosts[i];
+        cl->endpoints[i].port = (uint16_t)(80 + i);
+    }
+    cl->endpoints[2].weight = 3;
+    cl->dns = (struct tr_dns_cfg){.mode = TR_DNS_FIRST, .refresh_ms = 5000};
+    c->clusters[1].dns.family = TR_DNS_AUTO; /* no names: all defaults */
+    static const char *servers[] = {"127.0.0.1:5353"};
+    c->resolver.servers = servers;
+    c->resolver.n_servers = 1;
+    c->resolver.attempts = 1;
+    validate_ok(c);
+    size_t len;
+    char *yaml = write_ok(c, TR_CONFIG_YAML, &len);
+    static const char want[] = "  - name: c0\n"
+                               "    dns:\n"
+                               "      mode: first\n"
+                               "    endpoints:\n"
+                               "      - address: 1e3.example:80\n"
+                               "      - address: yes:81\n"
+                               "      - address: db.example.:82\n"
+                               "        weight: 3\n"
+                               "  - name: c1\n"
+                               "    endpoints:\n";
+    if (strstr(yaml, want) == NULL) {
+        fprintf(stderr, "no\n%s\nin\n%s\n", want, yaml);
+        fail();
+    }
+    assert_non_null(strstr(yaml, "resolver:\n  servers: [\"127.0.0.1:5353\"]\n  attempts: 1\n"));
+    free(yaml);
+    roundtrip_cfg(c, "dns.yaml");
+    cl->endpoints[1].addr.text = "no:81";
+    write_fails(c, "clusters[0].endpoints[1].address: the text \"no:81\" does not spell the host "
+                   "name and port the model holds (yes:81)");
     tr_config_free(c);
 }
 
@@ -1159,8 +1335,10 @@ int main(void)
         cmocka_unit_test(test_json_nested),
         cmocka_unit_test(test_hostile_strings),
         cmocka_unit_test(test_match_and_header_edits),
+        cmocka_unit_test(test_route_actions),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_addresses),
+        cmocka_unit_test(test_dns_endpoints),
         cmocka_unit_test(test_origin),
         cmocka_unit_test(test_refuses_what_a_file_cannot_say),
         cmocka_unit_test(test_compact_when_too_big),

@@ -348,6 +348,60 @@ static enum tr_rh_verdict verdict(enum tr_xff_mode xff, bool xfp, enum tr_reques
                                      tr_str_from(value, strlen(value)), kept);
 }
 
+/* A route's own answer carries its fields (a redirect's Location, CORS)
+ * last; too small a buffer still fails. */
+static void test_local_response_with_fields(void **state)
+{
+    (void)state;
+    struct tr_buf *b = malloc(sizeof(*b) + 256);
+    b->start = b->end = 0;
+    b->cap = 256;
+    const struct tr_h2_header f[] = {
+        {TR_STR_LIT("location"), TR_STR_LIT("https://a.example:8443/new?q=1")},
+        {TR_STR_LIT("access-control-allow-origin"), TR_STR_LIT("https://o.example")},
+    };
+    assert_int_equal(tr_filter_local_response_with(b, 301, NULL, false, false, NULL, f, 2), 0);
+    assert_memory_equal(tr_buf_head(b),
+                        "HTTP/1.1 301 Moved Permanently\r\ncontent-type: text/plain\r\n"
+                        "content-length: 0\r\nconnection: close\r\n"
+                        "location: https://a.example:8443/new?q=1\r\n"
+                        "access-control-allow-origin: https://o.example\r\n\r\n",
+                        tr_buf_len(b));
+    b->cap = 120;
+    b->start = b->end = 0;
+    assert_int_equal(tr_filter_local_response_with(b, 301, NULL, true, false, NULL, f, 2), -1);
+    free(b);
+}
+
+/* The proxy's fields replace the upstream's of the same names, in any case
+ * (CORS: Envoy sets them, never adds a second Access-Control-Allow-Origin). */
+static void test_response_head_sets_fields(void **state)
+{
+    (void)state;
+    static const char raw[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                              "Access-Control-Allow-Origin: *\r\nX-Up: 1\r\n\r\n";
+    struct tr_h1_limits lim = TR_H1_LIMITS_DEFAULT;
+    struct tr_h1_message m;
+    memset(&m, 0, sizeof(m));
+    m.headers = hdrs;
+    assert_int_equal(tr_h1_parse_response(raw, sizeof(raw) - 1, &lim, TR_H1_M_GET, &m), 0);
+    const struct tr_h2_header set[] = {
+        {TR_STR_LIT("access-control-allow-origin"), TR_STR_LIT("https://o.example")},
+        {TR_STR_LIT("access-control-allow-credentials"), TR_STR_LIT("true")},
+    };
+    struct tr_response_rewrite rw = {.keep_alive = true, .set = set, .n_set = 2};
+    struct tr_buf *b = malloc(sizeof(*b) + 512);
+    b->start = b->end = 0;
+    b->cap = 512;
+    assert_int_equal(tr_filter_response_head(b, NULL, &m, &rw), 0);
+    char *out = strndup(tr_buf_head(b), tr_buf_len(b));
+    assert_string_equal(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Up: 1\r\n"
+                             "access-control-allow-origin: https://o.example\r\n"
+                             "access-control-allow-credentials: true\r\n\r\n");
+    free(out);
+    free(b);
+}
+
 static void test_request_header_verdict(void **state)
 {
     (void)state;
@@ -396,6 +450,8 @@ int main(void)
         cmocka_unit_test(test_upgrade_and_chunked_kept),
         cmocka_unit_test(test_local_response_and_overflow),
         cmocka_unit_test(test_request_header_verdict),
+        cmocka_unit_test(test_local_response_with_fields),
+        cmocka_unit_test(test_response_head_sets_fields),
         cmocka_unit_test(test_edit_drops),
         cmocka_unit_test(test_request_edits),
         cmocka_unit_test(test_request_edits_over_limit),
