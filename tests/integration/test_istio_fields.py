@@ -915,38 +915,50 @@ def relation(finding_path, concrete):
     return 3
 
 
-SEVERITY = {"error": 3, "warning": 2, "inert": 1, "works": 0}
+SEVERITY = {"unknown": 4, "error": 3, "warning": 2, "inert": 1, "works": 0}
 
 
 class Outcome:
-    """One value of one row: its category and message, and what else the
-    compiler said (findings elsewhere, unknown fields)."""
+    """One value of one row: its category (works, inert, warning, error, or
+    unknown: the compiler does not know the field) and message, what else
+    the compiler said (findings elsewhere), and whether the compiler failed
+    (crashed, printed what is not a finding, or built an invalid model)."""
 
-    def __init__(self, label, category, message, elsewhere, unknown):
+    def __init__(self, label, category, message, elsewhere, failed):
         self.label, self.category, self.message = label, category, message
-        self.elsewhere, self.unknown = elsewhere, unknown
+        self.elsewhere, self.failed = elsewhere, failed
 
 
 def classify(label, variant, baseline, concrete, is_message):
     rc, model, findings = variant
-    unknown = [f for f in findings if f[0] != "other" and f[4].startswith("unknown field")]
     noted = [f for f in findings if f[0] in ("warning", "error")]
     other = [f for f in findings if f[0] == "other"]
     elsewhere = [f for f in noted if relation(f[3], concrete) == 3] + other
+    failed = [f[4] for f in other] + [f[4] for f in noted
+                                      if f[4].startswith("the compiled model is invalid")]
+    if rc not in (0, 1):
+        failed.append(f"exit status {rc}")
+    if failed:
+        return Outcome(label, "error", "compile failed: " + "; ".join(failed), elsewhere, failed)
+    names = set(re.split(r"[.\[\]]+", concrete))
+    unknown = [f for f in noted if relation(f[3], concrete) < 3 and
+               re.match(r'unknown field "([^"]+)"', f[4]) and
+               re.match(r'unknown field "([^"]+)"', f[4]).group(1) in names]
+    if unknown:
+        return Outcome(label, "unknown", unknown[0][4], elsewhere, failed)
     if noted:
         worst = max(SEVERITY[f[0]] for f in noted)
         best = min((f for f in noted if SEVERITY[f[0]] == worst),
                    key=lambda f: relation(f[3], concrete))
-        return Outcome(label, best[0], best[4], elsewhere, unknown)
-    if other or rc != 0:
-        return Outcome(label, "error", "compile failed: " + "; ".join(f[4] for f in other),
-                       elsewhere, unknown)
+        return Outcome(label, best[0], best[4], elsewhere, failed)
+    if rc != 0:
+        return Outcome(label, "error", "compile failed without a finding", elsewhere, [rc])
     if is_message or baseline is None:
-        return Outcome(label, "works", None, elsewhere, unknown)
+        return Outcome(label, "works", None, elsewhere, failed)
     brc, bmodel, _ = baseline
     if brc != 0 or bmodel != model:
-        return Outcome(label, "works", None, elsewhere, unknown)
-    return Outcome(label, "inert", None, elsewhere, unknown)
+        return Outcome(label, "works", None, elsewhere, failed)
+    return Outcome(label, "inert", None, elsewhere, failed)
 
 
 def cell_text(s):
@@ -955,6 +967,8 @@ def cell_text(s):
 
 def row_status(kind, path, outcomes):
     worst = max(SEVERITY[o.category] for o in outcomes)
+    if worst == SEVERITY["unknown"]:
+        return "TBD"  # the compiler does not know the field: a gap, not a status
     if worst >= SEVERITY["warning"]:
         o = next(o for o in outcomes if SEVERITY[o.category] == worst)
         return f"{o.category}: {cell_text(o.message)}"
@@ -966,16 +980,19 @@ def row_status(kind, path, outcomes):
 
 
 def measured_note(outcomes):
-    """"Measured: ..." when the values of a row differ, else ""."""
+    """"Measured: ..." when the values of a row differ or the compiler does
+    not know the field, else ""."""
+    if all(o.category == "unknown" for o in outcomes):
+        return "Measured: unknown field (the compiler does not know it)."
     if len(outcomes) < 2 or len({(o.category) for o in outcomes}) < 2:
         return ""
     groups = {}
     for o in outcomes:
         groups.setdefault(o.category, []).append(f"`{o.label}`")
     words = {"works": "work{s}", "inert": "compile as if absent",
-             "warning": "warning", "error": "error"}
+             "warning": "warning", "error": "error", "unknown": "unknown field"}
     parts = []
-    for cat in ("works", "inert", "warning", "error"):
+    for cat in ("works", "inert", "warning", "error", "unknown"):
         if cat in groups:
             vals = ", ".join(groups[cat])
             w = words[cat].format(s="s" if len(groups[cat]) == 1 else "")
@@ -1103,10 +1120,19 @@ def test_every_row_is_measured(measured):
 
 
 def test_compiler_knows_every_documented_field(measured):
-    """A field of the inventory is never an unknown field to the compiler."""
-    unknown = sorted({f"{k} {p}: {u[4]}" for (k, p), (_, _, outs) in measured.items()
-                      for o in outs for u in o.unknown})
+    """A field of the inventory is never an unknown field to the compiler
+    (such rows are TBD in the doc)."""
+    unknown = sorted(f"{k} {p}: {o.message}" for (k, p), (_, _, outs) in measured.items()
+                     for o in outs if o.category == "unknown")
     assert not unknown, "documented fields the compiler does not know:\n" + "\n".join(unknown)
+
+
+def test_compiler_never_fails(measured):
+    """No row makes the compiler crash, print something that is not a
+    finding, or build a model that fails validation."""
+    failed = sorted(f"{k} {p} [{o.label}]: {o.failed}" for (k, p), (_, _, outs) in measured.items()
+                    for o in outs if o.failed)
+    assert not failed, "\n".join(failed[:20])
 
 
 def test_inert_by_design_rows_are_inert(measured):
