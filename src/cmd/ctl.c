@@ -258,8 +258,8 @@ static int ctl_compile(int argc, char **argv)
     if (cfg != NULL && (d.n_errors == 0 || a.force)) {
         size_t len;
         char *err = NULL;
-        char *text = tr_config_write(cfg, strcmp(fmt, "json") == 0 ? TR_CONFIG_JSON : TR_CONFIG_YAML,
-                                     &len, &err);
+        char *text = tr_config_write(
+            cfg, strcmp(fmt, "json") == 0 ? TR_CONFIG_JSON : TR_CONFIG_YAML, &len, &err);
         if (text != NULL) {
             fwrite(text, 1, len, stdout);
             rc = d.n_errors ? 1 : 0;

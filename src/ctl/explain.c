@@ -86,7 +86,9 @@ static void dest_of(const char *cluster, struct dest *d)
 
 static const char *lb_name(enum tr_lb_policy lb)
 {
-    return lb == TR_LB_ROUND_ROBIN ? "ROUND_ROBIN" : lb == TR_LB_RANDOM ? "RANDOM" : "LEAST_REQUEST";
+    return lb == TR_LB_ROUND_ROBIN ? "ROUND_ROBIN"
+           : lb == TR_LB_RANDOM    ? "RANDOM"
+                                   : "LEAST_REQUEST";
 }
 
 /* The VirtualService rule a route came from: index from its path
@@ -202,7 +204,8 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
     char gname[32];
     snprintf(gname, sizeof(gname), "gateway|%u", u.port);
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        if (strcmp(cfg->listeners[i].name, lname) == 0 || strcmp(cfg->listeners[i].name, gname) == 0)
+        if (strcmp(cfg->listeners[i].name, lname) == 0 ||
+            strcmp(cfg->listeners[i].name, gname) == 0)
             l = &cfg->listeners[i];
     }
     const struct tr_route_cfg *r = NULL;
@@ -311,9 +314,9 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
         } else {
             if (from_vs)
                 tr_fmt_printf(&f, "VirtualService %s/%s, rule %d%s%s%s (%s)\n",
-                              r->loc.origin.ns ? r->loc.origin.ns : "default",
-                              r->loc.origin.name, idx, rname ? " \"" : "", rname ? rname : "",
-                              rname ? "\"" : "", r->loc.path ? r->loc.path : "");
+                              r->loc.origin.ns ? r->loc.origin.ns : "default", r->loc.origin.name,
+                              idx, rname ? " \"" : "", rname ? rname : "", rname ? "\"" : "",
+                              r->loc.path ? r->loc.path : "");
             else
                 tr_fmt_printf(&f, "no VirtualService: the service's default route\n");
             if (r->direct_status)

@@ -10,8 +10,8 @@
 #include "resource/resource.h"
 
 struct tr_explain_request {
-    const char *url;    /* http://HOST[:PORT]/PATH?QUERY */
-    const char *method; /* "GET" */
+    const char *url;            /* http://HOST[:PORT]/PATH?QUERY */
+    const char *method;         /* "GET" */
     const char *const *headers; /* "Name: value" */
     size_t n_headers;
 };

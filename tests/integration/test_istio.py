@@ -591,14 +591,83 @@ def test_least_request_favours_the_fast_endpoint(mesh):
     mesh.start()
     def worker():
         with requests.Session() as s:
-            for _ in range(25):
+            for _ in range(50):
                 s.get(f"http://{mesh.outbound_ip}:9080/", headers={"Host": "api"}, timeout=10)
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert fast.hits + slow.hits == 200
-    # Round robin would give each 100; two random choices keep the slow one
-    # (2 requests in flight for most of the run) well under a third.
-    assert slow.hits < 60, (fast.hits, slow.hits)
+    assert fast.hits + slow.hits == 400
+    # Round robin would give each 200 (binomial sd 10 for a random pick);
+    # two random choices keep the slow one, which holds requests in flight
+    # 200 ms longer, near a third. 160 is 4 sd below an even split.
+    assert slow.hits < 160, (fast.hits, slow.hits)
+
+
+def test_fault_redirect_cors(mesh):
+    """Fault injection at stated percentages (Istio's ratings fault samples),
+    a redirect, and a CORS preflight answered by the proxy."""
+    bookinfo_reviews(mesh)
+    mesh.add("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - name: moved
+    match:
+    - uri: {prefix: /old}
+    redirect: {uri: /new, authority: reviews.example, redirectCode: 308}
+  - name: abort-half
+    match:
+    - uri: {prefix: /flaky}
+    fault:
+      abort:
+        httpStatus: 503
+        percentage: {value: 50}
+    route:
+    - destination: {host: reviews, subset: v1}
+  - name: slow
+    match:
+    - headers:
+        end-user: {exact: jason}
+    fault:
+      delay:
+        fixedDelay: 0.3s
+        percentage: {value: 100.0}
+    route:
+    - destination: {host: reviews, subset: v1}
+  - name: api
+    corsPolicy:
+      allowOrigins:
+      - exact: https://app.example
+      allowMethods: [GET, POST]
+      allowHeaders: [x-token]
+      maxAge: 24h
+    route:
+    - destination: {host: reviews, subset: v1}
+""")
+    mesh.start()
+    r = mesh.get("reviews", "/old/x?y=1", allow_redirects=False)
+    assert r.status_code == 308 and r.headers["location"] == "http://reviews.example/new?y=1"
+    codes = curl_many(mesh, "reviews", 2000, path="/flaky")
+    aborted = codes.count(503)
+    assert codes.count(200) + aborted == 2000
+    # 50% of 2000, binomial sd 22.4: 5 sd either way
+    assert 888 <= aborted <= 1112, aborted
+    t0 = time.monotonic()
+    assert mesh.get("reviews", headers={"end-user": "jason"}).status_code == 200
+    assert time.monotonic() - t0 >= 0.3
+    v1 = [b for b in mesh.backends if b.name == "reviews-v1"][0]
+    before = v1.hits
+    r = requests.options(f"http://{mesh.outbound_ip}:9080/",
+                         headers={"Host": "reviews", "Origin": "https://app.example",
+                                  "Access-Control-Request-Method": "POST"}, timeout=10)
+    assert r.status_code == 200 and v1.hits == before  # answered by the proxy
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert r.headers["access-control-max-age"] == "86400"
+    r = mesh.get("reviews", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    e = mesh.explain("http://reviews:9080/flaky")
+    assert e["rule"] == "abort-half"

@@ -84,8 +84,7 @@ static void port_names(struct ist_ctx *x)
     }
 }
 
-int tr_istio_analyze(const struct tr_rset *rs, const struct tr_istio_options *o,
-                     struct tr_diags *d)
+int tr_istio_analyze(const struct tr_rset *rs, const struct tr_istio_options *o, struct tr_diags *d)
 {
     struct ist_ctx x;
     if (!ist_ctx_init(&x, rs, o, d))

@@ -65,8 +65,8 @@ static bool res_exported_to(const struct tr_resource *r, const char *ns)
     const char *rns = r->ns ? r->ns : "default";
     for (const struct tr_rnode *e = exp->head; e; e = e->next) {
         const char *s;
-        if (tr_rnode_str(e, &s) &&
-            (strcmp(s, "*") == 0 || strcmp(s, ns) == 0 || (strcmp(s, ".") == 0 && strcmp(rns, ns) == 0)))
+        if (tr_rnode_str(e, &s) && (strcmp(s, "*") == 0 || strcmp(s, ns) == 0 ||
+                                    (strcmp(s, ".") == 0 && strcmp(rns, ns) == 0)))
             return true;
     }
     return false;
@@ -151,8 +151,9 @@ static void sidecar_check(struct ist_ctx *x, const struct tr_resource *r)
                 ist_push_index(&c, k);
                 const char *slash = tr_rnode_str(h, &s) ? strchr(s, '/') : NULL;
                 if (slash == NULL || slash == s || slash[1] == '\0')
-                    ist_error(x, &c, h, NULL, "expected namespace/host, e.g. \"./*\" or "
-                                              "\"istio-system/*\"");
+                    ist_error(x, &c, h, NULL,
+                              "expected namespace/host, e.g. \"./*\" or "
+                              "\"istio-system/*\"");
                 ist_pop(&c, sh);
             }
         }
@@ -357,8 +358,8 @@ const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, si
 
 struct port_tab {
     uint32_t port;
-    bool http;        /* some service speaks HTTP (or may: unknown protocol) */
-    bool unknown;     /* some service's protocol is not named: detect per connection */
+    bool http;    /* some service speaks HTTP (or may: unknown protocol) */
+    bool unknown; /* some service's protocol is not named: detect per connection */
     const char *tcp_cluster;
     const struct ist_service *tcp_svc;
     struct tr_vhost_cfg *vhosts;
@@ -367,8 +368,8 @@ struct port_tab {
 };
 
 struct vs_index {
-    struct tr_strmap exact;                /* host -> resource */
-    const struct tr_resource **wild;       /* wildcard hosts, in order */
+    struct tr_strmap exact;          /* host -> resource */
+    const struct tr_resource **wild; /* wildcard hosts, in order */
     const char **wild_host;
     size_t n_wild, cap_wild;
 };
@@ -554,8 +555,8 @@ static bool outbound(struct ist_ctx *x)
     /* A policy written without a mode is the enum's zero, REGISTRY_ONLY; no
      * policy at all is the mesh's default, ALLOW_ANY. */
     if (otp != NULL && !tr_rnode_is_null(otp))
-        registry_only = !tr_rnode_str(tr_rnode_get(otp, "mode"), &mode) ||
-                        strcmp(mode, "REGISTRY_ONLY") == 0;
+        registry_only =
+            !tr_rnode_str(tr_rnode_get(otp, "mode"), &mode) || strcmp(mode, "REGISTRY_ONLY") == 0;
     struct vs_index ix = {0};
     index_vs(x, &ix);
     struct port_tab **ports = ist_alloc(x, MAX_PORT + 1, sizeof(*ports));

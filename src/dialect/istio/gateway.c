@@ -80,8 +80,8 @@ static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
     if (tlsish && mode != NULL && strcmp(mode, "ISTIO_MUTUAL") == 0 &&
         strcasecmp(proto, "HTTPS") == 0)
         return SRV_MESH_MTLS;
-    if (tlsish && mode != NULL && (strcmp(mode, "PASSTHROUGH") == 0 ||
-                                   strcmp(mode, "AUTO_PASSTHROUGH") == 0))
+    if (tlsish && mode != NULL &&
+        (strcmp(mode, "PASSTHROUGH") == 0 || strcmp(mode, "AUTO_PASSTHROUGH") == 0))
         *why = "TLS passthrough (routing by SNI without terminating) is not supported yet";
     else if (tlsish)
         *why = "terminating TLS with a server certificate (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) is "

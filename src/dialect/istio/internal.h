@@ -23,9 +23,9 @@
 #include "dialect/istio/istio.h"
 #include "resource/resource.h"
 
-#define IST_GROUP      "networking.istio.io"
-#define IST_PATH_MAX   512u
-#define IST_MAX_PORTS  1024u /* per service */
+#define IST_GROUP       "networking.istio.io"
+#define IST_PATH_MAX    512u
+#define IST_MAX_PORTS   1024u /* per service */
 #define IST_MAX_SUBSETS 256u
 
 /* ------------------------------------------------------------ walking */
@@ -53,8 +53,8 @@ void ist_error(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n
 
 /* A mistake that breaks traffic but not the resource (a route to a subset
  * nobody defines): a warning when compiling, an error for `ctl analyze`. */
-void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n,
-                 const char *key, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n, const char *key,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* One key a table knows. why == NULL: the compiler reads it; else the key is
  * accepted and ignored with this reason (a warning, once per occurrence). */
@@ -87,10 +87,10 @@ bool ist_duration(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode
 bool ist_percent(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
                  const char *key, uint32_t *out_ppm);
 /* A list's node (reported when not a list). */
-const struct tr_rnode *ist_list(struct ist_ctx *x, struct ist_cursor *c,
-                                const struct tr_rnode *map, const char *key);
-const struct tr_rnode *ist_map(struct ist_ctx *x, struct ist_cursor *c,
-                               const struct tr_rnode *map, const char *key);
+const struct tr_rnode *ist_list(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                                const char *key);
+const struct tr_rnode *ist_map(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                               const char *key);
 
 /* Istio StringMatch {exact | prefix | regex}: kind and value. An empty
  * mapping ({}) has kind IST_SM_ANY. */
@@ -116,10 +116,10 @@ enum ist_proto {
 struct ist_port {
     const char *name; /* may be NULL */
     uint32_t number;
-    uint32_t target;           /* targetPort number; 0: by name (target_name) */
-    const char *target_name;   /* targetPort by name: a container port's name */
+    uint32_t target;         /* targetPort number; 0: by name (target_name) */
+    const char *target_name; /* targetPort by name: a container port's name */
     enum ist_proto proto;
-    bool proto_named;          /* from appProtocol or the port name's prefix */
+    bool proto_named; /* from appProtocol or the port name's prefix */
 };
 
 /* One instance of a workload: a Pod, a WorkloadEntry or a ServiceEntry's
@@ -127,11 +127,11 @@ struct ist_port {
 struct ist_inst {
     const char *name; /* pod name, or NULL */
     const char *ns;
-    const char *ip;   /* address text */
+    const char *ip; /* address text */
     const struct tr_rnode *labels;
     const struct tr_rnode *container_ports; /* Pod: spec.containers (for named targets) */
-    const char *sa;       /* service account */
-    bool sidecar;         /* has a trellis/Istio proxy: speaks mTLS */
+    const char *sa;                         /* service account */
+    bool sidecar;                           /* has a trellis/Istio proxy: speaks mTLS */
     uint32_t port_override[8]; /* ServiceEntry endpoint ports by service port index (0: none) */
     const char *port_names[8];
     size_t n_overrides;
@@ -155,7 +155,7 @@ struct ist_service {
     struct ist_port *ports;
     size_t n_ports;
     const struct tr_rnode *selector; /* Service spec.selector / SE workloadSelector.labels */
-    struct ist_inst **insts; /* selected instances */
+    struct ist_inst **insts;         /* selected instances */
     size_t n_insts;
     /* From Endpoints / EndpointSlices, per port index: when any exist they
      * are authoritative (Pods then only lend labels through targetRef). */
@@ -176,8 +176,8 @@ struct ist_ctx {
     const struct tr_istio_options *o; /* = &opts */
     struct tr_istio_options opts;     /* with defaults filled in */
     struct tr_diags *d;
-    struct tr_arena *tmp;    /* compiler scratch */
-    struct tr_config *cfg;   /* the model being built (its arena) */
+    struct tr_arena *tmp;     /* compiler scratch */
+    struct tr_config *cfg;    /* the model being built (its arena) */
     struct tr_strmap refused; /* resource (by pointer text) -> (void *)1 */
     bool oom;
     bool quiet;    /* findings already reported by a check pass: do not repeat them */

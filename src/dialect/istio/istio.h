@@ -37,8 +37,8 @@
 #include "resource/resource.h"
 
 struct tr_istio_options {
-    const char *ns;   /* the workload: namespace */
-    const char *name; /* and name: a Pod, WorkloadEntry, or Deployment-like template */
+    const char *ns;           /* the workload: namespace */
+    const char *name;         /* and name: a Pod, WorkloadEntry, or Deployment-like template */
     const char *trust_domain; /* default "cluster.local" */
     const char *root_ns;      /* Istio's root namespace; default "istio-system" */
     const char *outbound_ip;  /* default "127.0.0.1" */

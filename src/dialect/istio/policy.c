@@ -34,8 +34,7 @@ static const struct tr_rnode *port_level(const struct tr_rnode *tp, uint32_t por
     for (const struct tr_rnode *e = pls && pls->kind == TR_RNODE_SEQ ? pls->head : NULL; e;
          e = e->next) {
         int64_t n;
-        if (tr_rnode_int(tr_rnode_get(tr_rnode_get(e, "port"), "number"), &n) &&
-            n == (int64_t)port)
+        if (tr_rnode_int(tr_rnode_get(tr_rnode_get(e, "port"), "number"), &n) && n == (int64_t)port)
             return e;
     }
     return NULL;
@@ -75,7 +74,8 @@ static bool dr_exported_to(const struct tr_resource *r, const char *ns)
         const char *s;
         if (!tr_rnode_str(e, &s))
             continue;
-        if (strcmp(s, "*") == 0 || strcmp(s, ns) == 0 || (strcmp(s, ".") == 0 && strcmp(rns, ns) == 0))
+        if (strcmp(s, "*") == 0 || strcmp(s, ns) == 0 ||
+            (strcmp(s, ".") == 0 && strcmp(rns, ns) == 0))
             return true;
     }
     return false;
@@ -308,8 +308,8 @@ static void check_policy(struct ist_ctx *x, struct ist_cursor *c, const struct t
 void ist_dr_check(struct ist_ctx *x, const struct tr_resource *r)
 {
     static const struct ist_key keys[] = {
-        {"host", NULL},          {"trafficPolicy", NULL}, {"subsets", NULL},
-        {"exportTo", NULL},      {"workloadSelector", NULL},
+        {"host", NULL},     {"trafficPolicy", NULL},    {"subsets", NULL},
+        {"exportTo", NULL}, {"workloadSelector", NULL},
     };
     struct ist_cursor c;
     ist_cursor_init(&c, r, "spec");
@@ -323,7 +323,10 @@ void ist_dr_check(struct ist_ctx *x, const struct tr_resource *r)
     if (!ist_str(x, &c, r->spec, "host", &h))
         ist_error(x, &c, r->spec, "host", "a host is required");
     size_t saved = ist_push_key(&c, "trafficPolicy");
-    check_policy(x, &c, ist_map(x, &c, r->spec, "trafficPolicy") ? tr_rnode_get(r->spec, "trafficPolicy") : NULL, true);
+    check_policy(x, &c,
+                 ist_map(x, &c, r->spec, "trafficPolicy") ? tr_rnode_get(r->spec, "trafficPolicy")
+                                                          : NULL,
+                 true);
     ist_pop(&c, saved);
     const struct tr_rnode *subs = ist_list(x, &c, r->spec, "subsets");
     size_t i = 0;
@@ -340,7 +343,9 @@ void ist_dr_check(struct ist_ctx *x, const struct tr_resource *r)
                 ist_error(x, &c, s, "name", "subset \"%s\" is defined twice", n);
             ist_map(x, &c, s, "labels");
             size_t sp = ist_push_key(&c, "trafficPolicy");
-            check_policy(x, &c, ist_map(x, &c, s, "trafficPolicy") ? tr_rnode_get(s, "trafficPolicy") : NULL, true);
+            check_policy(
+                x, &c, ist_map(x, &c, s, "trafficPolicy") ? tr_rnode_get(s, "trafficPolicy") : NULL,
+                true);
             ist_pop(&c, sp);
         }
         ist_pop(&c, saved);

@@ -26,10 +26,10 @@ static enum ist_proto proto_of(const char *s, bool prefix_only, bool *named)
         const char *p;
         enum ist_proto v;
     } t[] = {
-        {"http2", IST_P_HTTP2},  {"http", IST_P_HTTP},   {"grpc-web", IST_P_HTTP},
-        {"grpc", IST_P_GRPC},    {"h2c", IST_P_HTTP2},   {"kubernetes.io/h2c", IST_P_HTTP2},
-        {"https", IST_P_TLS},    {"tls", IST_P_TLS},     {"tcp", IST_P_TCP},
-        {"mongo", IST_P_TCP},    {"mysql", IST_P_TCP},   {"redis", IST_P_TCP},
+        {"http2", IST_P_HTTP2}, {"http", IST_P_HTTP}, {"grpc-web", IST_P_HTTP},
+        {"grpc", IST_P_GRPC},   {"h2c", IST_P_HTTP2}, {"kubernetes.io/h2c", IST_P_HTTP2},
+        {"https", IST_P_TLS},   {"tls", IST_P_TLS},   {"tcp", IST_P_TCP},
+        {"mongo", IST_P_TCP},   {"mysql", IST_P_TCP}, {"redis", IST_P_TCP},
         {"udp", IST_P_UNKNOWN},
     };
     *named = false;
@@ -237,8 +237,9 @@ static void read_service_ports(struct ist_ctx *x, struct ist_cursor *c, struct i
             ist_str(x, c, p, "name", &sp->name);
             sp->proto = proto_of(proto, false, &sp->proto_named);
             if (proto != NULL && !sp->proto_named)
-                ist_warn(x, c, p, "protocol", "protocol %s is not known: traffic is detected as "
-                                              "HTTP or passed as TCP",
+                ist_warn(x, c, p, "protocol",
+                         "protocol %s is not known: traffic is detected as "
+                         "HTTP or passed as TCP",
                          proto);
         } else {
             ist_str(x, c, p, "name", &sp->name);
@@ -248,8 +249,7 @@ static void read_service_ports(struct ist_ctx *x, struct ist_cursor *c, struct i
             int64_t tn;
             if (tp != NULL && tr_rnode_int(tp, &tn)) {
                 if (tn < 1 || tn > 65535)
-                    ist_error(x, c, tp, "targetPort", "port %lld out of range",
-                              (long long)tn);
+                    ist_error(x, c, tp, "targetPort", "port %lld out of range", (long long)tn);
                 else
                     sp->target = (uint32_t)tn;
             } else if (tp != NULL && tp->kind == TR_RNODE_SCALAR && tp->len > 0) {
@@ -290,8 +290,9 @@ static void read_k8s_services(struct ist_ctx *x, size_t *cap)
         const char *type = NULL, *cip = NULL;
         ist_str(x, &c, r->spec, "type", &type);
         if (type != NULL && strcmp(type, "ExternalName") == 0) {
-            ist_warn(x, &c, r->spec, "type", "ExternalName services are not supported yet: "
-                                             "the service has no endpoints");
+            ist_warn(x, &c, r->spec, "type",
+                     "ExternalName services are not supported yet: "
+                     "the service has no endpoints");
         }
         ist_str(x, &c, r->spec, "clusterIP", &cip);
         s->headless = cip != NULL && strcmp(cip, "None") == 0;
@@ -335,8 +336,7 @@ static const struct ist_inst *inst_by_ref(const struct ist_ctx *x, const struct 
         return NULL;
     for (size_t i = 0; i < x->n_insts; i++) {
         const struct ist_inst *in = x->insts[i];
-        if (in->name != NULL && strcmp(in->name, name) == 0 &&
-            strcmp(in->ns, rns ? rns : ns) == 0)
+        if (in->name != NULL && strcmp(in->name, name) == 0 && strcmp(in->ns, rns ? rns : ns) == 0)
             return in;
     }
     return NULL;
@@ -443,7 +443,8 @@ static void read_endpoints(struct ist_ctx *x)
                 for (const struct tr_rnode *a = addrs ? addrs->head : NULL; a; a = a->next) {
                     const char *ip;
                     if (tr_rnode_str(tr_rnode_get(a, "ip"), &ip))
-                        add_ep(x, s, pi, ip, port, inst_by_ref(x, tr_rnode_get(a, "targetRef"), ns));
+                        add_ep(x, s, pi, ip, port,
+                               inst_by_ref(x, tr_rnode_get(a, "targetRef"), ns));
                 }
             }
         }
@@ -519,8 +520,9 @@ static void read_service_entries(struct ist_ctx *x, size_t *cap)
                      "resolution NONE forwards to the original destination, which needs traffic "
                      "capture (not supported yet): listed endpoints are used, else none");
         if (ist_map(x, &c, spec, "workloadSelector") && tr_rnode_get(spec, "endpoints"))
-            ist_error(x, &c, spec, "workloadSelector", "only one of endpoints and "
-                                                       "workloadSelector");
+            ist_error(x, &c, spec, "workloadSelector",
+                      "only one of endpoints and "
+                      "workloadSelector");
         const struct tr_rnode *ports = ist_list(x, &c, spec, "ports");
         const struct tr_rnode *eps = ist_list(x, &c, spec, "endpoints");
         const struct tr_rnode *exp = ist_list(x, &c, spec, "exportTo");
@@ -587,8 +589,9 @@ static void read_service_entries(struct ist_ctx *x, size_t *cap)
                     tr_rnode_str(e, &s->export_to[s->n_export_to++]);
             }
             if (tr_strmap_get(&x->svc_by_host, s->host) != NULL) {
-                ist_warn(x, &c, h, NULL, "host %s is already defined by another service or "
-                                         "entry: this one is ignored",
+                ist_warn(x, &c, h, NULL,
+                         "host %s is already defined by another service or "
+                         "entry: this one is ignored",
                          s->host);
                 continue;
             }
@@ -605,7 +608,8 @@ static void read_export_annotations(struct ist_ctx *x)
         struct ist_service *s = x->svcs[i];
         if (s->name == NULL || s->res == NULL)
             continue;
-        const struct tr_rnode *a = tr_rnode_get(s->res->annotations, "networking.istio.io/exportTo");
+        const struct tr_rnode *a =
+            tr_rnode_get(s->res->annotations, "networking.istio.io/exportTo");
         const char *v;
         if (a == NULL || !tr_rnode_str(a, &v))
             continue;

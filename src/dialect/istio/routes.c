@@ -37,20 +37,20 @@ static const struct ist_key route_keys[] = {
     {"name", NULL},
     {"match", NULL},
     {"route", NULL},
-    {"redirect", "redirects are not supported yet"},
+    {"redirect", NULL},
     {"directResponse", NULL},
     {"delegate", "delegate VirtualServices are not supported yet"},
     {"rewrite", NULL},
     {"timeout", NULL},
     {"retries", "retry policies are not supported yet: connect failures are retried up to 3 "
                 "attempts, as Istio's default policy does"},
-    {"fault", "fault injection is not supported yet"},
+    {"fault", NULL},
     {"mirror", "mirroring is not supported yet"},
     {"mirrors", "mirroring is not supported yet"},
     {"mirrorPercentage", "mirroring is not supported yet"},
     {"mirrorPercent", "mirroring is not supported yet"},
     {"mirror_percent", "mirroring is not supported yet"},
-    {"corsPolicy", "CORS policies are not supported yet"},
+    {"corsPolicy", NULL},
     {"headers", NULL},
 };
 
@@ -107,10 +107,10 @@ bool ist_gateway_listed(const struct tr_resource *vs, const struct tr_rnode *lis
         }
         const char *slash = strchr(v, '/');
         const char *gslash = strchr(gateway, '/');
-        if (slash != NULL ? strcmp(v, gateway) == 0
-                          : (strcmp(v, gslash + 1) == 0 &&
-                             strlen(vns) == (size_t)(gslash - gateway) &&
-                             strncmp(vns, gateway, (size_t)(gslash - gateway)) == 0))
+        if (slash != NULL
+                ? strcmp(v, gateway) == 0
+                : (strcmp(v, gslash + 1) == 0 && strlen(vns) == (size_t)(gslash - gateway) &&
+                   strncmp(vns, gateway, (size_t)(gslash - gateway)) == 0))
             return true;
     }
     return false;
@@ -126,8 +126,7 @@ bool ist_vs_for_mesh(const struct tr_resource *vs)
 /* The cluster for a destination {host, subset, port}; *out NULL with a
  * reason in *why when there is none (the route answers 503, as Istio's NR). */
 static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *d,
-                        const struct tr_resource *vs, const struct ist_vhost *vh,
-                        const char **out)
+                        const struct tr_resource *vs, const struct ist_vhost *vh, const char **out)
 {
     static const struct ist_key keys[] = {{"host", NULL}, {"subset", NULL}, {"port", NULL}};
     *out = NULL;
@@ -169,8 +168,9 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         for (pi = 0; pi < s->n_ports && s->ports[pi].number != port; pi++)
             ;
         if (pi == s->n_ports)
-            ist_warn(x, c, pn, "port", "service %s has no port %u: requests routed here are "
-                                       "answered 503",
+            ist_warn(x, c, pn, "port",
+                     "service %s has no port %u: requests routed here are "
+                     "answered 503",
                      s->host, port);
     } else if (s->n_ports == 1) {
         pi = 0;
@@ -178,12 +178,14 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
         for (pi = 0; pi < s->n_ports && s->ports[pi].number != vh->port; pi++)
             ;
         if (pi == s->n_ports)
-            ist_warn(x, c, d, NULL, "service %s has several ports and none is %u: name the port; "
-                                    "requests routed here are answered 503",
+            ist_warn(x, c, d, NULL,
+                     "service %s has several ports and none is %u: name the port; "
+                     "requests routed here are answered 503",
                      s->host, vh->port);
     } else if (vh != NULL) {
-        ist_warn(x, c, d, NULL, "service %s has several ports: name the destination port; "
-                                "requests routed here are answered 503",
+        ist_warn(x, c, d, NULL,
+                 "service %s has several ports: name the destination port; "
+                 "requests routed here are answered 503",
                  s->host);
     }
     if (subset != NULL) {
@@ -207,8 +209,9 @@ static bool destination(struct ist_ctx *x, struct ist_cursor *c, const struct tr
  * Istio drop most of these silently; here each is reported. */
 static const char *edit_refusal(const char *name)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "transfer-encoding",
-                                      "upgrade", "te", "proxy-connection", "content-length"};
+    static const char *const hop[] = {"connection",    "keep-alive", "transfer-encoding",
+                                      "upgrade",       "te",         "proxy-connection",
+                                      "content-length"};
     if (name[0] == ':')
         return "pseudo-headers cannot be edited";
     if (strncmp(name, "trellis-", 8) == 0)
@@ -269,13 +272,14 @@ static bool header_ops_dir(struct ist_ctx *x, struct ist_cursor *c, const struct
                 if (authority != NULL)
                     *authority = ist_mstrdup(x, val);
                 else
-                    ist_warn(x, c, e, NULL, "the authority can be rewritten per route, not per "
-                                            "destination: ignored");
+                    ist_warn(x, c, e, NULL,
+                             "the authority can be rewritten per route, not per "
+                             "destination: ignored");
                 continue;
             }
             if (why != NULL || !value_ok(val) || n == 64) {
                 ist_warn(x, c, e, NULL, "%s: ignored",
-                         why ? why
+                         why       ? why
                          : n == 64 ? "more than 64 entries"
                                    : "a value with control characters, surrounding blanks or "
                                      "over 4096 bytes");
@@ -349,6 +353,297 @@ static bool header_ops(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
     return ok;
 }
 
+/* Istio HTTPRedirect -> the model's redirect. */
+static bool redirect_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rd,
+                            struct tr_route_cfg *r)
+{
+    static const struct ist_key keys[] = {
+        {"uri", NULL},        {"authority", NULL}, {"port", NULL},
+        {"derivePort", NULL}, {"scheme", NULL},    {"redirectCode", NULL},
+    };
+    size_t saved = ist_push_key(c, "redirect");
+    struct tr_redirect_cfg *rc = ist_malloc(x, 1, sizeof(*rc));
+    bool ok = rc != NULL && IST_KEYS(x, c, rd, keys);
+    if (!ok) {
+        ist_pop(c, saved);
+        return false;
+    }
+    tr_cfg_redirect_defaults(rc);
+    const char *uri = NULL, *auth = NULL, *scheme = NULL, *derive = NULL;
+    uint32_t port = 0, code = 301;
+    if (ist_str(x, c, rd, "uri", &uri)) {
+        if (uri[0] != '/') {
+            ist_error(x, c, tr_rnode_get(rd, "uri"), "uri", "a path starting with /");
+            ok = false;
+        }
+        rc->path = ist_mstrdup(x, uri);
+    }
+    if (ist_str(x, c, rd, "authority", &auth)) {
+        /* host[:port]: the model keeps the port apart */
+        const char *colon = strrchr(auth, ':');
+        char *end = NULL;
+        unsigned long p = colon && auth[0] != '[' ? strtoul(colon + 1, &end, 10) : 0;
+        if (colon != NULL && end != NULL && *end == '\0' && p > 0 && p < 65536) {
+            rc->host = ist_mprintf(x, "%.*s", (int)(colon - auth), auth);
+            rc->port = (uint16_t)p;
+        } else {
+            rc->host = ist_mstrdup(x, auth);
+        }
+    }
+    if (ist_str(x, c, rd, "scheme", &scheme)) {
+        if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+            ist_error(x, c, tr_rnode_get(rd, "scheme"), "scheme", "expected http or https");
+            ok = false;
+        }
+        rc->scheme = ist_mstrdup(x, scheme);
+    }
+    if (ist_u32(x, c, rd, "port", 1, 65535, &port))
+        rc->port = (uint16_t)port;
+    if (ist_str(x, c, rd, "derivePort", &derive)) {
+        if (port != 0) {
+            ist_error(x, c, tr_rnode_get(rd, "derivePort"), "derivePort",
+                      "only one of port and derivePort (a oneof)");
+            ok = false;
+        } else if (strcmp(derive, "FROM_PROTOCOL_DEFAULT") == 0) {
+            rc->port_from = TR_REDIRECT_PORT_PROTOCOL_DEFAULT;
+        } else if (strcmp(derive, "FROM_REQUEST_PORT") == 0) {
+            rc->port_from = TR_REDIRECT_PORT_REQUEST;
+        } else {
+            ist_error(x, c, tr_rnode_get(rd, "derivePort"), "derivePort",
+                      "expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT, got \"%s\"", derive);
+            ok = false;
+        }
+    }
+    if (ist_u32(x, c, rd, "redirectCode", 300, 399, &code) && code != 301 && code != 302 &&
+        code != 303 && code != 307 && code != 308) {
+        ist_error(x, c, tr_rnode_get(rd, "redirectCode"), "redirectCode",
+                  "expected 301, 302, 303, 307 or 308, got %u", code);
+        ok = false;
+    }
+    rc->code = (uint16_t)code;
+    r->redirect = rc;
+    ist_pop(c, saved);
+    return ok;
+}
+
+/* gRPC status names (Istio's grpcStatus is the name). */
+static int grpc_code(const char *s)
+{
+    static const char *const names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* A fault's share: percentage {value} (unset: no request, Istio's rule), or
+ * the deprecated integer percent. */
+static bool fault_share(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
+                        uint32_t *per_million)
+{
+    uint32_t ppm = 0, pct;
+    if (tr_rnode_get(m, "percentage") != NULL) {
+        if (!ist_percent(x, c, m, "percentage", &ppm))
+            return false;
+    } else if (ist_u32(x, c, m, "percent", 0, 100, &pct)) {
+        ppm = pct * 10000u;
+    } else {
+        ist_warn(x, c, m, NULL, "no percentage: Istio injects this fault into no request");
+    }
+    *per_million = ppm;
+    return true;
+}
+
+static bool fault_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *f,
+                         struct tr_route_cfg *r)
+{
+    static const struct ist_key keys[] = {{"delay", NULL}, {"abort", NULL}};
+    static const struct ist_key dkeys[] = {
+        {"fixedDelay", NULL},
+        {"exponentialDelay", "exponential delays are not supported (Istio does not either)"},
+        {"percentage", NULL},
+        {"percent", NULL},
+    };
+    static const struct ist_key akeys[] = {
+        {"httpStatus", NULL},
+        {"grpcStatus", NULL},
+        {"http2Error", "HTTP/2 error aborts are not supported (Istio does not either)"},
+        {"percentage", NULL},
+    };
+    size_t saved = ist_push_key(c, "fault");
+    struct tr_fault_cfg *fc = ist_malloc(x, 1, sizeof(*fc));
+    bool ok = fc != NULL && IST_KEYS(x, c, f, keys);
+    const struct tr_rnode *d = ok ? ist_map(x, c, f, "delay") : NULL;
+    const struct tr_rnode *a = ok ? ist_map(x, c, f, "abort") : NULL;
+    if (d != NULL) {
+        size_t sd = ist_push_key(c, "delay");
+        struct tr_fault_delay_cfg *dc = ist_malloc(x, 1, sizeof(*dc));
+        uint32_t ms;
+        if (dc != NULL && IST_KEYS(x, c, d, dkeys)) {
+            if (!ist_duration(x, c, d, "fixedDelay", 24u * 3600u * 1000u, &ms) || ms == 0) {
+                if (tr_rnode_get(d, "exponentialDelay") == NULL)
+                    ist_error(x, c, d, "fixedDelay", "a fixedDelay of at least 1ms is required");
+                dc = NULL;
+            } else if (fault_share(x, c, d, &dc->per_million)) {
+                dc->fixed_ms = ms;
+                fc->delay = dc;
+            }
+        }
+        ist_pop(c, sd);
+    }
+    if (a != NULL) {
+        size_t sa = ist_push_key(c, "abort");
+        struct tr_fault_abort_cfg *ac = ist_malloc(x, 1, sizeof(*ac));
+        uint32_t st;
+        const char *gs;
+        if (ac != NULL && IST_KEYS(x, c, a, akeys) && fault_share(x, c, a, &ac->per_million)) {
+            if (ist_u32(x, c, a, "httpStatus", 200, 599, &st)) {
+                ac->status = (uint16_t)st;
+                fc->abort = ac;
+            } else if (ist_str(x, c, a, "grpcStatus", &gs)) {
+                int code = grpc_code(gs);
+                if (code < 0) {
+                    ist_error(x, c, tr_rnode_get(a, "grpcStatus"), "grpcStatus",
+                              "expected a gRPC status name such as UNAVAILABLE, got \"%s\"", gs);
+                } else {
+                    ac->grpc = true;
+                    ac->grpc_status = (uint8_t)code;
+                    fc->abort = ac;
+                }
+            } else if (tr_rnode_get(a, "http2Error") == NULL) {
+                ist_error(x, c, a, NULL, "httpStatus or grpcStatus is required");
+            }
+        }
+        ist_pop(c, sa);
+    }
+    if (fc != NULL && (fc->delay != NULL || fc->abort != NULL))
+        r->fault = fc;
+    ist_pop(c, saved);
+    return ok;
+}
+
+static bool cors_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *p,
+                        struct tr_route_cfg *r)
+{
+    static const struct ist_key keys[] = {
+        {"allowOrigins", NULL},     {"allowOrigin", NULL},         {"allowMethods", NULL},
+        {"allowHeaders", NULL},     {"exposeHeaders", NULL},       {"maxAge", NULL},
+        {"allowCredentials", NULL}, {"unmatchedPreflights", NULL},
+    };
+    size_t saved = ist_push_key(c, "corsPolicy");
+    struct tr_cors_cfg *cc = ist_malloc(x, 1, sizeof(*cc));
+    bool ok = cc != NULL && IST_KEYS(x, c, p, keys);
+    if (!ok) {
+        ist_pop(c, saved);
+        return false;
+    }
+    tr_cfg_cors_defaults(cc);
+    const struct tr_rnode *ao = ist_list(x, c, p, "allowOrigins");
+    const struct tr_rnode *old = ist_list(x, c, p, "allowOrigin");
+    size_t n = (ao ? ao->n : 0) + (old ? old->n : 0);
+    cc->origins = ist_malloc(x, n, sizeof(*cc->origins));
+    size_t i = 0;
+    for (const struct tr_rnode *e = ao ? ao->head : NULL; cc->origins && e; e = e->next, i++) {
+        size_t si = ist_push_key(c, "allowOrigins");
+        ist_push_index(c, i);
+        struct ist_sm sm;
+        static const struct ist_key smk[] = {{"exact", NULL}, {"prefix", NULL}, {"regex", NULL}};
+        if (IST_KEYS(x, c, e, smk)) {
+            const char *v;
+            struct tr_cors_origin_cfg *o = &cc->origins[cc->n_origins];
+            sm.kind = IST_SM_ANY;
+            if (ist_str(x, c, e, "exact", &v))
+                sm = (struct ist_sm){IST_SM_EXACT, v};
+            else if (ist_str(x, c, e, "prefix", &v))
+                sm = (struct ist_sm){IST_SM_PREFIX, v};
+            else if (ist_str(x, c, e, "regex", &v))
+                sm = (struct ist_sm){IST_SM_REGEX, v};
+            o->kind = sm.kind == IST_SM_EXACT    ? TR_ORIGIN_EXACT
+                      : sm.kind == IST_SM_PREFIX ? TR_ORIGIN_PREFIX
+                                                 : TR_ORIGIN_REGEX;
+            o->value = ist_mstrdup(x, sm.kind == IST_SM_ANY ? ".*" : sm.value);
+            o->loc = ist_loc(x, c, e);
+            cc->n_origins++;
+        }
+        ist_pop(c, si);
+    }
+    i = 0;
+    for (const struct tr_rnode *e = old ? old->head : NULL; cc->origins && e; e = e->next, i++) {
+        const char *v;
+        if (tr_rnode_str(e, &v)) {
+            struct tr_cors_origin_cfg *o = &cc->origins[cc->n_origins++];
+            /* the deprecated form: "*" means any origin */
+            o->kind = strcmp(v, "*") == 0 ? TR_ORIGIN_REGEX : TR_ORIGIN_EXACT;
+            o->value = ist_mstrdup(x, strcmp(v, "*") == 0 ? ".*" : v);
+            size_t si = ist_push_key(c, "allowOrigin");
+            ist_push_index(c, i);
+            o->loc = ist_loc(x, c, e);
+            ist_pop(c, si);
+        }
+    }
+    static const char *const lists[] = {"allowMethods", "allowHeaders", "exposeHeaders"};
+    const char ***dst[] = {&cc->allow_methods, &cc->allow_headers, &cc->expose_headers};
+    size_t *dn[] = {&cc->n_allow_methods, &cc->n_allow_headers, &cc->n_expose_headers};
+    for (int k = 0; k < 3; k++) {
+        const struct tr_rnode *l = ist_list(x, c, p, lists[k]);
+        if (l == NULL)
+            continue;
+        const char **v = ist_malloc(x, l->n, sizeof(*v));
+        size_t m = 0;
+        for (const struct tr_rnode *e = l->head; v && e; e = e->next) {
+            const char *sv;
+            if (tr_rnode_str(e, &sv))
+                v[m++] = ist_mstrdup(x, sv);
+        }
+        *dst[k] = m ? v : NULL;
+        *dn[k] = m;
+    }
+    uint32_t ms;
+    if (ist_duration(x, c, p, "maxAge", 24u * 3600u * 1000u, &ms)) {
+        cc->has_max_age = true;
+        cc->max_age_s = ms / 1000u;
+    }
+    bool b;
+    if (ist_bool(x, c, p, "allowCredentials", &b))
+        cc->allow_credentials = b;
+    const char *up;
+    if (ist_str(x, c, p, "unmatchedPreflights", &up)) {
+        if (strcmp(up, "IGNORE") == 0)
+            cc->unmatched_preflights = TR_CORS_UNMATCHED_IGNORE;
+        else if (strcmp(up, "FORWARD") != 0 && strcmp(up, "UNSPECIFIED") != 0) {
+            ist_error(x, c, tr_rnode_get(p, "unmatchedPreflights"), "unmatchedPreflights",
+                      "expected FORWARD or IGNORE, got \"%s\"", up);
+            ok = false;
+        }
+    }
+    if (cc->n_origins == 0) {
+        ist_warn(x, c, p, NULL, "no allowOrigins: no origin is allowed, the policy does nothing");
+    } else {
+        r->cors = cc;
+    }
+    ist_pop(c, saved);
+    return ok;
+}
+
 /* The action of rule http[i] into r (matches are filled by the caller). */
 static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
                          const struct tr_resource *vs, const struct ist_vhost *vh,
@@ -365,12 +660,14 @@ static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct t
                           : "one of route, redirect, directResponse or delegate is required");
         return false;
     }
-    if (redirect != NULL || delegate != NULL) {
+    if (delegate != NULL) {
         /* Reported by the key table; the rule cannot route. */
         r->direct_status = 503;
-        r->direct_body = "trellis: this route's action is not supported yet\n";
+        r->direct_body = "trellis: delegate VirtualServices are not supported yet\n";
         return true;
     }
+    if (redirect != NULL)
+        return redirect_action(x, c, redirect, r);
     if (dr != NULL) {
         static const struct ist_key keys[] = {{"status", NULL}, {"body", NULL}};
         size_t saved = ist_push_key(c, "directResponse");
@@ -492,8 +789,8 @@ static bool rewrite(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rno
 }
 
 static bool header_match(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
-                         const char *key, bool invert, struct tr_header_match_cfg *hv,
-                         size_t *n, size_t cap)
+                         const char *key, bool invert, struct tr_header_match_cfg *hv, size_t *n,
+                         size_t cap)
 {
     const struct tr_rnode *hs = ist_map(x, c, m, key);
     if (hs == NULL)
@@ -692,8 +989,8 @@ static bool is_catch_all(const struct tr_route_cfg *r)
            r->n_methods == 0 && r->n_headers == 0 && r->n_query == 0;
 }
 
-static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name,
-                        size_t i, size_t j, size_t n_matches)
+static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name, size_t i,
+                        size_t j, size_t n_matches)
 {
     char *s = name ? ist_mprintf(x, "%s/%s.%s", vs->ns ? vs->ns : "default", vs->name, name)
                    : ist_mprintf(x, "%s/%s.http[%zu]", vs->ns ? vs->ns : "default", vs->name, i);
@@ -727,14 +1024,32 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
         struct tr_route_cfg proto;
         tr_cfg_route_defaults(&proto);
         const char *authority = NULL;
-        bool ok = route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto) &&
-                  header_ops(x, &c, rule, &proto.request_headers, &proto.response_headers,
-                             &authority);
+        bool ok =
+            route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto) &&
+            header_ops(x, &c, rule, &proto.request_headers, &proto.response_headers, &authority);
         if (authority != NULL && proto.host_rewrite == NULL)
             proto.host_rewrite = authority; /* rewrite.authority wins, as in Istio */
         uint32_t ms;
         if (ist_duration(x, &c, rule, "timeout", 24u * 3600u * 1000u, &ms))
             proto.timeout_ms = ms;
+        const struct tr_rnode *fault = ist_map(x, &c, rule, "fault");
+        const struct tr_rnode *cors = ist_map(x, &c, rule, "corsPolicy");
+        if (ok && fault != NULL)
+            ok = fault_action(x, &c, fault, &proto);
+        if (ok && cors != NULL && proto.redirect == NULL && proto.direct_status == 0)
+            ok = cors_action(x, &c, cors, &proto);
+        if (proto.redirect != NULL) {
+            /* A redirect answers here: nothing is forwarded, so nothing to
+             * time out, rewrite or edit on the way up. */
+            if (proto.timeout_ms && !x->quiet)
+                ist_warn(x, &c, tr_rnode_get(rule, "timeout"), "timeout",
+                         "a redirect is answered by the proxy: the timeout has no effect");
+            if (tr_rnode_get(rule, "rewrite") != NULL)
+                ist_error(x, &c, tr_rnode_get(rule, "rewrite"), "rewrite",
+                          "rewrite and redirect cannot both be set");
+            proto.timeout_ms = 0;
+            proto.request_headers = (struct tr_header_ops_cfg){0};
+        }
         if (proto.direct_status != 0) {
             proto.prefix_rewrite = NULL;
             proto.host_rewrite = NULL;
@@ -746,8 +1061,9 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
             continue;
         }
         if (catch_all && !x->quiet) {
-            ist_warn(x, &c, rule, NULL, "unreachable: an earlier rule of this VirtualService "
-                                        "matches every request");
+            ist_warn(x, &c, rule, NULL,
+                     "unreachable: an earlier rule of this VirtualService "
+                     "matches every request");
         }
         if (nm == 0) {
             struct tr_route_cfg *r = route_new(x, out);
@@ -790,8 +1106,9 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
     if (vh == NULL)
         ist_vs_tcp_cluster(x, vs, NULL, 0); /* check the tcp rules */
     if (tls != NULL && !x->quiet && vh == NULL)
-        ist_warn(x, &c, tls, "tls", "tls routes are not supported yet: TLS traffic to these "
-                                    "hosts goes to the service itself");
+        ist_warn(x, &c, tls, "tls",
+                 "tls routes are not supported yet: TLS traffic to these "
+                 "hosts goes to the service itself");
     return catch_all;
 }
 
@@ -870,8 +1187,8 @@ const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
         for (const struct tr_rnode *m = matches ? matches->head : NULL; m; m = m->next, j++) {
             size_t sm = ist_push_key(&c, "match");
             ist_push_index(&c, j);
-            bool keep = IST_KEYS(x, &c, m, tcp_match_keys) &&
-                        tr_rnode_get(m, "destinationSubnets") == NULL;
+            bool keep =
+                IST_KEYS(x, &c, m, tcp_match_keys) && tr_rnode_get(m, "destinationSubnets") == NULL;
             uint32_t p;
             if (ist_u32(x, &c, m, "port", 1, 65535, &p) && svc != NULL && p != port)
                 keep = false;
@@ -903,8 +1220,7 @@ const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
         ist_push_index(&c, 0);
         static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
         if (IST_KEYS(x, &c, route->head, dkeys))
-            destination(x, &c, tr_rnode_get(route->head, "destination"), vs,
-                        svc ? &vh : NULL, &cl);
+            destination(x, &c, tr_rnode_get(route->head, "destination"), vs, svc ? &vh : NULL, &cl);
         ist_pop(&c, sr);
         ist_pop(&c, saved);
         if (svc != NULL && applies)

@@ -80,6 +80,9 @@ bool ist_refused(const struct ist_ctx *x, const struct tr_resource *r)
 
 static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
                     const struct tr_rnode *n, const char *key, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
+                    const struct tr_rnode *n, const char *key, const char *fmt, va_list ap)
 {
     const struct tr_resource *r = c->res;
     if (x->quiet) {
@@ -92,8 +95,12 @@ static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cur
         ist_push_key(c, key);
     struct tr_diag_where w = {
         .file = r ? r->file : NULL,
-        .line = n ? n->line : r ? r->line : 0,
-        .col = n ? n->col : r ? r->col : 0,
+        .line = n   ? n->line
+                : r ? r->line
+                    : 0,
+        .col = n   ? n->col
+               : r ? r->col
+                   : 0,
         .kind = r ? r->kind : NULL,
         .ns = r ? r->ns : NULL,
         .name = r ? r->name : NULL,
@@ -123,8 +130,8 @@ void ist_error(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n
     va_end(ap);
 }
 
-void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n,
-                 const char *key, const char *fmt, ...)
+void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n, const char *key,
+                 const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -138,8 +145,12 @@ void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode 
             ist_push_key(c, key);
         struct tr_diag_where w = {
             .file = r ? r->file : NULL,
-            .line = n ? n->line : r ? r->line : 0,
-            .col = n ? n->col : r ? r->col : 0,
+            .line = n   ? n->line
+                    : r ? r->line
+                        : 0,
+            .col = n   ? n->col
+                   : r ? r->col
+                       : 0,
             .kind = r ? r->kind : NULL,
             .ns = r ? r->ns : NULL,
             .name = r ? r->name : NULL,
@@ -243,7 +254,7 @@ static bool parse_go_duration(const char *s, uint64_t *out_us)
     static const struct {
         const char *u;
         double us;
-    } units[] = {{"ns", 0.001}, {"us", 1}, {"µs", 1}, {"ms", 1000},
+    } units[] = {{"ns", 0.001}, {"us", 1},  {"µs", 1},   {"ms", 1000},
                  {"s", 1e6},    {"m", 6e7}, {"h", 3.6e9}};
     double total = 0;
     if (*s == '\0')
@@ -330,8 +341,8 @@ bool ist_percent(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode 
     return ok;
 }
 
-const struct tr_rnode *ist_list(struct ist_ctx *x, struct ist_cursor *c,
-                                const struct tr_rnode *map, const char *key)
+const struct tr_rnode *ist_list(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                                const char *key)
 {
     const struct tr_rnode *v = tr_rnode_get(map, key);
     if (absent(v))
@@ -344,8 +355,8 @@ const struct tr_rnode *ist_list(struct ist_ctx *x, struct ist_cursor *c,
     return v;
 }
 
-const struct tr_rnode *ist_map(struct ist_ctx *x, struct ist_cursor *c,
-                               const struct tr_rnode *map, const char *key)
+const struct tr_rnode *ist_map(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
+                               const char *key)
 {
     const struct tr_rnode *v = tr_rnode_get(map, key);
     if (absent(v))
@@ -408,6 +419,8 @@ void *ist_malloc(struct ist_ctx *x, size_t n, size_t size)
     return p;
 }
 
+static char *vprintf_in(struct ist_ctx *x, struct tr_arena *a, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 static char *vprintf_in(struct ist_ctx *x, struct tr_arena *a, const char *fmt, va_list ap)
 {
     va_list ap2;

@@ -42,7 +42,8 @@ static const char BOOKINFO[] =
     "metadata: {name: reviews, namespace: default}\n"
     "spec:\n  host: reviews\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n"
     "  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n"
-    "  - name: v3\n    labels: {version: v3}\n    trafficPolicy: {loadBalancer: {simple: RANDOM}}\n";
+    "  - name: v3\n    labels: {version: v3}\n    trafficPolicy: {loadBalancer: {simple: "
+    "RANDOM}}\n";
 
 static const char VS_90_10[] =
     "---\napiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n"
@@ -115,7 +116,8 @@ static bool has_diag(const struct tr_diags *d, enum tr_diag_severity sev, const 
 {
     for (size_t i = 0; i < d->n; i++) {
         const struct tr_diag *g = &d->v[i];
-        if (g->severity == sev && (path == NULL || (g->where.path && strcmp(g->where.path, path) == 0)) &&
+        if (g->severity == sev &&
+            (path == NULL || (g->where.path && strcmp(g->where.path, path) == 0)) &&
             strstr(g->msg, needle) != NULL)
             return true;
     }
@@ -145,7 +147,8 @@ static void test_default_routes(void **state)
     assert_int_equal(c.cfg->n_listeners, 2);
     assert_string_equal(c.cfg->listeners[0].name, "outbound|3306");
     assert_int_equal(c.cfg->listeners[0].protocol, TR_LPROTO_TCP);
-    assert_string_equal(c.cfg->listeners[0].tcp_cluster_name, "outbound|3306||db.data.svc.cluster.local");
+    assert_string_equal(c.cfg->listeners[0].tcp_cluster_name,
+                        "outbound|3306||db.data.svc.cluster.local");
     assert_string_equal(c.cfg->listeners[1].addr.text, "127.0.0.1:9080");
     assert_int_equal(c.cfg->listeners[1].protocol, TR_LPROTO_HTTP);
     const struct tr_vhost_cfg *v = vhost(c.cfg, "9080", "reviews.default.svc.cluster.local:9080");
@@ -156,7 +159,8 @@ static void test_default_routes(void **state)
     assert_int_equal(v->n_routes, 1);
     assert_string_equal(v->routes[0].clusters[0].cluster_name,
                         "outbound|9080||reviews.default.svc.cluster.local");
-    const struct tr_cluster_cfg *cl = cluster(c.cfg, "outbound|9080||reviews.default.svc.cluster.local");
+    const struct tr_cluster_cfg *cl =
+        cluster(c.cfg, "outbound|9080||reviews.default.svc.cluster.local");
     assert_int_equal(cl->n_endpoints, 3);
     assert_string_equal(cl->endpoints[0].addr.text, "127.0.1.1:9080");
     assert_int_equal(cl->lb, TR_LB_ROUND_ROBIN); /* the DestinationRule's */
@@ -197,11 +201,13 @@ static void test_weighted_and_header_routes(void **state)
     assert_int_equal(r->clusters[0].weight, 90);
     assert_int_equal(r->clusters[1].weight, 10);
     assert_int_equal(r->timeout_ms, 2000);
-    const struct tr_cluster_cfg *v1 = cluster(c.cfg, "outbound|9080|v1|reviews.default.svc.cluster.local");
+    const struct tr_cluster_cfg *v1 =
+        cluster(c.cfg, "outbound|9080|v1|reviews.default.svc.cluster.local");
     assert_int_equal(v1->n_endpoints, 1);
     assert_string_equal(v1->endpoints[0].addr.text, "127.0.1.1:9080");
     assert_int_equal(v1->lb, TR_LB_ROUND_ROBIN); /* inherited from the rule */
-    const struct tr_cluster_cfg *v3 = cluster(c.cfg, "outbound|9080|v3|reviews.default.svc.cluster.local");
+    const struct tr_cluster_cfg *v3 =
+        cluster(c.cfg, "outbound|9080|v3|reviews.default.svc.cluster.local");
     assert_int_equal(v3->lb, TR_LB_RANDOM); /* the subset's own */
     compiled_free(&c);
     free(text);
