@@ -398,9 +398,9 @@ VALUES = {
 MINIMAL = {
     "*:directResponse": {"status": 503},
     "*:delegate": {"name": "reviews-part"},
-    "*:fault": {"abort": {"httpStatus": 503}},
-    "*:fault.abort": {"httpStatus": 503},
-    "*:fault.delay": {"fixedDelay": "1s"},
+    "*:fault": {"abort": {"httpStatus": 503, "percentage": {"value": 100.0}}},
+    "*:fault.abort": {"httpStatus": 503, "percentage": {"value": 100.0}},
+    "*:fault.delay": {"fixedDelay": "1s", "percentage": {"value": 100.0}},
     "*:percentage": {"value": 50.0},
     "*:mirrorPercentage": {"value": 50.0},
     "*:mirror": {"host": "reviews"},
@@ -488,6 +488,12 @@ def _two_destinations(host):
     return hook
 
 
+def _delay_without_percentage(doc, ctx):
+    # percent (deprecated) is read only when percentage is absent.
+    doc["spec"]["http"][0]["fault"] = {"delay": {"fixedDelay": "1s"}}
+    return ctx
+
+
 def _gateway_tls(doc, ctx):
     # TLS settings of a server belong on a TLS port, in the mode that uses
     # them (files and credentials: SIMPLE).
@@ -531,6 +537,7 @@ HOOKS = {
     "DestinationRule:spec.workloadSelector": _dr_visible,
     "VirtualService:http[].route[].weight": _two_destinations("reviews"),
     "VirtualService:tcp[].route[].weight": _two_destinations("db"),
+    "VirtualService:fault.delay.percent": _delay_without_percentage,
     "*:match[].ignoreUriCase": With("uri", {"prefix": "/Api"}),
     "*:mirrorPercent": With("mirror", {"host": "ratings"}),
     "*:mirror_percent": With("mirror", {"host": "ratings"}),
