@@ -258,6 +258,9 @@ VALUES = {
     "*:redirect.uri": "/new",
     "*:retries.attempts": 3,
     "*:retries.retryOn": "5xx,connect-failure",
+    "*:retries.backoff": "100ms",
+    "*:retries.perTryTimeout": "2s",
+    "*:retryIgnorePreviousHosts": False,  # true is the default
     "*:rewrite.authority": "new.example",
     "*:rewrite.uri": "/v2",
     "*:uriRegexRewrite.match": "^/old",
@@ -285,8 +288,8 @@ VALUES = {
     "*:httpCookie.path": "/",
     "*:httpHeaderName": "x-user",
     "*:httpQueryParameterName": "user",
-    "*:tableSize": 65537,
-    "*:minimumRingSize": 1024,
+    "*:tableSize": 131071,  # a prime, not the default 65537
+    "*:minimumRingSize": 2048,
     "*:distribute[].from": "us-east/*",
     "*:distribute[].to": {"us-east/*": 100},
     "*:failover[].from": "us-east",
@@ -302,6 +305,8 @@ VALUES = {
     "*:consecutiveGatewayErrors": 3,
     "*:consecutiveLocalOriginFailures": 3,
     "*:maxEjectionPercent": 50,
+    "*:outlierDetection.interval": "5s",
+    "*:baseEjectionTime": "60s",
     "*:minHealthPercent": 10,
     "*:outlierDetectionHttpErrorCodes": [503],
     "*:portLevelSettings[].port.number": 9080,
@@ -543,6 +548,8 @@ HOOKS = {
     "*:mirror_percent": With("mirror", {"host": "ratings"}),
     "*:mirrorPercentage": With("mirror", {"host": "ratings"}),
     "*:connectionPool.http.maxConcurrentStreams": With("h2UpgradePolicy", "UPGRADE"),
+    # local-origin failures count apart only when split
+    "*:consecutiveLocalOriginFailures": With("splitExternalLocalOriginErrors", True),
     "Gateway:servers[].tls": _gateway_tls,
     "Gateway:servers[].tls.httpsRedirect": lambda doc, ctx: ctx,  # a plaintext server's
     "Sidecar:ingress[].tls": _sidecar_ingress_tls,
