@@ -13,9 +13,25 @@
 
 /* ---- endpoint objects ---- */
 
+/* ---- cluster state (counts that span views) ---- */
+
+static struct tr_cluster_state *state_new(const char *name)
+{
+    struct tr_cluster_state *st = calloc(1, sizeof(*st));
+    if (st != NULL)
+        st->name = tr_metrics_intern(name);
+    return st;
+}
+
+static void state_unref(struct tr_cluster_state *st)
+{
+    if (st != NULL && --st->refs == 0)
+        free(st);
+}
+
 /* text: the address as configured; NULL: formatted from ss. */
 static struct tr_endpoint_rt *endpoint_new(const struct sockaddr_storage *ss, socklen_t len,
-                                           const char *text)
+                                           const char *text, struct tr_cluster_state *st)
 {
     struct tr_endpoint_rt *ep = calloc(1, sizeof(*ep));
     if (ep == NULL)
@@ -27,6 +43,8 @@ static struct tr_endpoint_rt *endpoint_new(const struct sockaddr_storage *ss, so
     else
         tr_sock_addr_str(&ep->addr, ep->addr_text, sizeof(ep->addr_text));
     tr_tls_session_slot_init(&ep->tls_slot);
+    ep->state = st;
+    st->refs++;
     return ep;
 }
 
@@ -35,7 +53,9 @@ static void endpoint_unref(struct tr_endpoint_rt *ep)
     if (--ep->refs > 0)
         return;
     /* No view lists it and no connection object is left. */
+    tr_outlier_end(ep, 0);
     tr_tls_session_slot_clear(&ep->tls_slot);
+    state_unref(ep->state);
     free(ep);
 }
 
@@ -286,7 +306,7 @@ static bool endpoints_build(struct tr_cluster_rt *c, struct tr_cluster_rt *prev,
             c->n_kept++;
         } else {
             bool resolved = c->ep_ip != NULL && c->ep_ip[e] != NULL;
-            if ((ep = endpoint_new(&ss, len, resolved ? NULL : ec->addr.text)) == NULL)
+            if ((ep = endpoint_new(&ss, len, resolved ? NULL : ec->addr.text, c->state)) == NULL)
                 break;
             ep->logical = is_logical(c->cfg, ec);
         }
@@ -318,6 +338,73 @@ static void endpoint_follow(struct tr_endpoint_rt *ep, const struct tr_cluster_r
     tr_sock_addr_str(&ep->addr, ep->addr_text, sizeof(ep->addr_text));
     ep->connect_failures = 0;
     ep->unhealthy_until_ms = 0;
+    tr_outlier_end(ep, 0);
+}
+
+uint32_t tr_limit_share(uint32_t limit, unsigned index, unsigned workers)
+{
+    if (limit == 0 || workers <= 1)
+        return limit;
+    uint32_t share = limit / workers + (index < limit % workers ? 1 : 0);
+    return share > 0 ? share : 1;
+}
+
+/* The view's cluster state (prev's when its endpoints are taken over, so
+ * counts and ejections carry on), hash table and circuit-breaker shares. */
+static bool policies_build(struct tr_cluster_rt *c, struct tr_cluster_rt *p, size_t idx)
+{
+    c->state = p != NULL ? p->state : state_new(c->cfg->name);
+    if (c->state == NULL)
+        return false;
+    c->state->refs++;
+    const struct tr_snapshot *snap = c->ws->snap;
+    c->table = snap->lb_tables != NULL ? snap->lb_tables[idx] : NULL;
+    if (c->table != NULL)
+        tr_lb_table_ref(c->table);
+    unsigned index = c->ws->w != NULL ? c->ws->w->index : 0;
+    unsigned workers = c->ws->w != NULL ? c->ws->w->n_workers : 1;
+    const struct tr_circuit_breakers_cfg *b = &c->cfg->breakers;
+    c->max_connections = tr_limit_share(b->max_connections, index, workers);
+    c->max_pending_requests = tr_limit_share(b->max_pending_requests, index, workers);
+    c->max_requests = tr_limit_share(b->max_requests, index, workers);
+    return true;
+}
+
+/* A consistent-hash cluster with endpoint names has a table of its own per
+ * view, over the addresses resolved for it (the snapshot's tables know the
+ * configuration only); the previous view's while they are the same. */
+static bool table_build(struct tr_cluster_rt *c, struct tr_cluster_rt *p)
+{
+    const struct tr_cluster_cfg *cc = c->cfg;
+    if ((cc->lb != TR_LB_RING_HASH && cc->lb != TR_LB_MAGLEV) || c->ep_cfg == NULL)
+        return true;
+    bool same = p != NULL && p->table != NULL && p->n_eps == c->n_eps && p->cfg->lb == cc->lb &&
+                p->cfg->hash.ring_min_size == cc->hash.ring_min_size &&
+                p->cfg->hash.maglev_table_size == cc->hash.maglev_table_size;
+    for (uint32_t i = 0; same && i < c->n_eps; i++)
+        same = p->weights[i] == c->weights[i] &&
+               strcmp(p->eps[i]->addr_text, c->eps[i]->addr_text) == 0;
+    if (same) {
+        tr_lb_table_ref(p->table);
+        c->table = p->table;
+        return true;
+    }
+    struct tr_lb_member *m = calloc(c->n_eps + 1, sizeof(*m));
+    if (m == NULL)
+        return false;
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        m[i] = (struct tr_lb_member){.text = c->eps[i]->addr_text, .weight = c->weights[i]};
+    c->table = tr_lb_table_build_list(cc, m, c->n_eps);
+    free(m);
+    return c->table != NULL;
+}
+
+bool tr_cluster_admit_request(struct tr_cluster_rt *c, struct tr_worker *w)
+{
+    if (c->max_requests == 0 || c->state->active_requests < c->max_requests)
+        return true;
+    tr_metrics_cluster(w != NULL ? w->metrics : NULL, c->state->name, TR_CM_OVERFLOW_REQUESTS, 1);
+    return false;
 }
 
 struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_rt *prev,
@@ -358,7 +445,9 @@ struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_r
         struct tr_cluster_rt *p = prev != NULL ? find_prev(&ix, prev, cc->name) : NULL;
         if (p != NULL && !same_connection_settings(p, c))
             p = NULL;
-        if (!endpoints_build(c, p, n))
+        if (!policies_build(c, p, i))
+            break;
+        if (!endpoints_build(c, p, n) || !table_build(c, p))
             break;
     }
     free(ix.slot);
@@ -381,6 +470,8 @@ void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt
             endpoint_move(ep, c, slot_cfg(c, e));
             endpoint_follow(ep, c, e);
             c->n_unhealthy += ep->connect_failures > 0;
+            if (!c->cfg->outlier.enabled)
+                tr_outlier_end(ep, 0); /* outlier detection was turned off */
         }
     }
     for (size_t i = 0; prev != NULL && i < n_prev; i++)
@@ -388,6 +479,7 @@ void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt
             struct tr_endpoint_rt *ep = prev[i].eps[e];
             if (ep->cluster == &prev[i] && !ep->retired) {
                 ep->retired = true;
+                tr_outlier_end(ep, 0); /* no longer counted as ejected */
                 tr_pool_close_idle(ep);
             }
         }
@@ -418,31 +510,40 @@ void tr_clusters_free(struct tr_cluster_rt *cl, size_t n)
         free(cl[i].weights);
         free(cl[i].ep_cfg);
         free(cl[i].ep_ip);
+        state_unref(cl[i].state);
+        tr_lb_table_unref(cl[i].table);
     }
     free(cl);
 }
 
-/* An endpoint a pick may return: not in connect back-off, not the one the
- * failed attempt went to. The fast paths below skip this test while every
- * endpoint is healthy and nothing is avoided. */
-static inline bool eligible(const struct tr_endpoint_rt *e, const struct tr_endpoint_rt *avoid,
-                            uint64_t now_ms)
+/* What a pick may return: not in connect back-off, not the one the failed
+ * attempt went to, not ejected (unless too few endpoints are healthy: then
+ * ejections are ignored, Envoy's panic threshold). The fast paths skip this
+ * while every endpoint is healthy and nothing is avoided. */
+struct pick_filter {
+    const struct tr_endpoint_rt *avoid;
+    uint64_t now_ms;
+    bool ignore_ejection;
+};
+
+static inline bool eligible(const struct tr_endpoint_rt *e, const struct pick_filter *pf)
 {
-    return e != avoid && tr_endpoint_healthy(e, now_ms);
+    return e != pf->avoid && tr_endpoint_healthy(e, pf->now_ms) &&
+           (pf->ignore_ejection || !tr_endpoint_ejected(e, pf->now_ms));
 }
 
 /* Smooth weighted round robin: each pick adds every weight to its endpoint's
  * counter and takes the largest, then subtracts the total. Spreads picks
  * evenly (a 5:1:1 split gives a,a,b,a,c,a,a rather than a,a,a,a,a,b,c).
- * With filter set, only eligible endpoints take part (and their total). */
-static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c, bool filter,
-                                               const struct tr_endpoint_rt *avoid, uint64_t now_ms)
+ * With a filter, only eligible endpoints take part (and their total). */
+static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c,
+                                               const struct pick_filter *pf)
 {
     struct tr_endpoint_rt *best = NULL;
     int64_t total = 0;
     for (uint32_t i = 0; i < c->n_eps; i++) {
         struct tr_endpoint_rt *e = c->eps[i];
-        if (c->weights[i] == 0 || (filter && !eligible(e, avoid, now_ms)))
+        if (c->weights[i] == 0 || (pf != NULL && !eligible(e, pf)))
             continue;
         e->rr_current += c->weights[i];
         total += c->weights[i];
@@ -454,21 +555,21 @@ static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c, bool fil
     return best;
 }
 
-static struct tr_endpoint_rt *pick_random(struct tr_cluster_rt *c, uint32_t rnd, bool filter,
-                                          const struct tr_endpoint_rt *avoid, uint64_t now_ms)
+static struct tr_endpoint_rt *pick_random(struct tr_cluster_rt *c, uint32_t rnd,
+                                          const struct pick_filter *pf)
 {
     int64_t total = c->total_weight;
-    if (filter) {
+    if (pf != NULL) {
         total = 0;
         for (uint32_t i = 0; i < c->n_eps; i++)
-            if (eligible(c->eps[i], avoid, now_ms))
+            if (eligible(c->eps[i], pf))
                 total += c->weights[i];
     }
     if (total <= 0)
         return NULL;
     int64_t r = (int64_t)(rnd % (uint64_t)total);
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        if (filter && !eligible(c->eps[i], avoid, now_ms))
+        if (pf != NULL && !eligible(c->eps[i], pf))
             continue;
         r -= c->weights[i];
         if (r < 0)
@@ -479,56 +580,107 @@ static struct tr_endpoint_rt *pick_random(struct tr_cluster_rt *c, uint32_t rnd,
 
 /* The k-th eligible endpoint (0-based). */
 static struct tr_endpoint_rt *nth_eligible(struct tr_cluster_rt *c, uint32_t k,
-                                           const struct tr_endpoint_rt *avoid, uint64_t now_ms)
+                                           const struct pick_filter *pf)
 {
     for (uint32_t i = 0; i < c->n_eps; i++)
-        if (eligible(c->eps[i], avoid, now_ms) && k-- == 0)
+        if (eligible(c->eps[i], pf) && k-- == 0)
             return c->eps[i];
     return NULL;
 }
 
+static uint32_t count_eligible(struct tr_cluster_rt *c, const struct pick_filter *pf)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        n += eligible(c->eps[i], pf);
+    return n;
+}
+
 /* Power of two choices on outstanding requests (weights are ignored). */
-static struct tr_endpoint_rt *pick_least_request(struct tr_cluster_rt *c, uint32_t rnd, bool filter,
-                                                 const struct tr_endpoint_rt *avoid,
-                                                 uint64_t now_ms)
+static struct tr_endpoint_rt *pick_least_request(struct tr_cluster_rt *c, uint32_t rnd,
+                                                 const struct pick_filter *pf)
 {
     struct tr_endpoint_rt *a, *b;
-    if (!filter) {
+    if (pf == NULL) {
         if (c->n_eps == 1)
             return c->eps[0];
         a = c->eps[rnd % c->n_eps];
         b = c->eps[(rnd >> 16) % c->n_eps];
     } else {
-        uint32_t n = 0;
-        for (uint32_t i = 0; i < c->n_eps; i++)
-            n += eligible(c->eps[i], avoid, now_ms);
+        uint32_t n = count_eligible(c, pf);
         if (n == 0)
             return NULL;
-        a = nth_eligible(c, rnd % n, avoid, now_ms);
-        b = nth_eligible(c, (rnd >> 16) % n, avoid, now_ms);
+        a = nth_eligible(c, rnd % n, pf);
+        b = nth_eligible(c, (rnd >> 16) % n, pf);
     }
     return b->active_requests < a->active_requests ? b : a;
 }
 
-struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd,
+/* Consistent hashing: the table's endpoint for hash, or with a filter the
+ * first eligible one after it (on a ring, where a ring without the others
+ * would have sent the key). O(log n) on a ring, O(1) with Maglev. */
+static struct tr_endpoint_rt *pick_hash(struct tr_cluster_rt *c, uint64_t hash,
+                                        const struct pick_filter *pf)
+{
+    const struct tr_lb_table *t = c->table;
+    if (t == NULL || tr_lb_table_size(t) == 0)
+        return NULL;
+    if (pf == NULL)
+        return c->eps[tr_lb_table_lookup(t, hash, 0)];
+    if (count_eligible(c, pf) == 0)
+        return NULL; /* so the walk below always ends early */
+    uint32_t size = tr_lb_table_size(t);
+    for (uint32_t step = 0; step < size; step++) {
+        struct tr_endpoint_rt *e = c->eps[tr_lb_table_lookup(t, hash, step)];
+        if (eligible(e, pf))
+            return e;
+    }
+    return NULL;
+}
+
+/* Fewer healthy endpoints (neither in back-off nor ejected) than
+ * min_health_percent: ejections are ignored (Envoy's panic mode). */
+static bool panic(struct tr_cluster_rt *c, uint64_t now_ms)
+{
+    uint32_t min = c->cfg->outlier.min_health_percent;
+    if (min == 0 || c->state->n_ejected == 0)
+        return false;
+    uint32_t healthy = 0;
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        healthy +=
+            tr_endpoint_healthy(c->eps[i], now_ms) && !tr_endpoint_ejected(c->eps[i], now_ms);
+    return (uint64_t)healthy * 100 < (uint64_t)min * c->n_eps;
+}
+
+struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd, uint64_t hash,
                                        const struct tr_endpoint_rt *avoid, uint64_t now_ms)
 {
     if (c->n_eps == 0)
         return NULL;
-    bool filter = avoid != NULL || c->n_unhealthy > 0;
+    struct pick_filter f = {.avoid = avoid, .now_ms = now_ms};
+    const struct pick_filter *pf = NULL;
+    if (avoid != NULL || c->n_unhealthy > 0 || c->state->n_ejected > 0) {
+        f.ignore_ejection = panic(c, now_ms);
+        pf = &f;
+    }
     switch (c->cfg->lb) {
     case TR_LB_RANDOM:
-        return pick_random(c, rnd, filter, avoid, now_ms);
+        return pick_random(c, rnd, pf);
     case TR_LB_LEAST_REQUEST:
-        return pick_least_request(c, rnd, filter, avoid, now_ms);
+        return pick_least_request(c, rnd, pf);
+    case TR_LB_RING_HASH:
+    case TR_LB_MAGLEV:
+        return pick_hash(c, hash, pf);
     case TR_LB_ROUND_ROBIN:
     default:
-        return pick_round_robin(c, filter, avoid, now_ms);
+        return pick_round_robin(c, pf);
     }
 }
 
 void tr_endpoint_connect_failed(struct tr_endpoint_rt *ep, uint64_t now_ms)
 {
+    /* Every failure counts for outlier detection, the ones in flight too. */
+    tr_endpoint_report(ep, TR_OUTCOME_FAILED, now_ms);
     /* Attempts started before the back-off began fail together: one outage
      * lengthens the back-off once, not once per attempt in flight. */
     if (ep->connect_failures > 0 && now_ms < ep->unhealthy_until_ms)
@@ -543,8 +695,9 @@ void tr_endpoint_connect_failed(struct tr_endpoint_rt *ep, uint64_t now_ms)
     ep->unhealthy_until_ms = now_ms + backoff;
 }
 
-void tr_endpoint_connect_ok(struct tr_endpoint_rt *ep)
+void tr_endpoint_connect_ok(struct tr_endpoint_rt *ep, uint64_t now_ms)
 {
+    tr_endpoint_report(ep, TR_OUTCOME_CONNECTED, now_ms);
     if (ep->connect_failures == 0)
         return;
     ep->connect_failures = 0;

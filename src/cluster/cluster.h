@@ -18,6 +18,18 @@
  * of its newest view (ep->cluster), so the cluster settings that connections
  * read through ep->cluster stay valid. Everything belongs to one worker
  * thread: load balancing needs no atomics.
+ *
+ * What a worker counts for a cluster as a whole (requests, connections,
+ * ejected endpoints: struct tr_cluster_state) lives as long as the
+ * endpoints do: it moves to the new views together with them.
+ *
+ * Outlier detection (clusters[].outlier_detection) is per worker, like
+ * connect back-off: each worker counts the responses and failures it sees
+ * and ejects on its own (Envoy counts per host across its workers and
+ * ejects from its main thread). Consistent hashing (lb ring_hash, maglev)
+ * looks up a table built once per configuration and shared by all workers
+ * (struct tr_lb_table), so every worker and every proxy with the same
+ * endpoints sends a key to the same endpoint.
  */
 #ifndef TR_CLUSTER_H
 #define TR_CLUSTER_H
@@ -30,6 +42,7 @@
 #include <openssl/ssl.h>
 
 #include "config/model.h"
+#include "event/loop.h"
 #include "identity/identity.h"
 
 struct tr_upstream;
@@ -37,6 +50,20 @@ struct tr_h2_upconn;
 struct tr_dns_ip;
 struct tr_wsnap;
 struct tr_tls_ctx;
+struct tr_worker;
+struct tr_lb_table;
+struct tr_str_pair;
+
+/* One worker's counts for a cluster, shared by the views of one cluster
+ * name and the endpoints taken over between them; counted by both. */
+struct tr_cluster_state {
+    uint32_t refs;
+    const char *name;          /* interned: the metrics' cluster label */
+    uint32_t active_requests;  /* requests with an endpoint (circuit_breakers.max_requests) */
+    uint32_t pending_requests; /* waiting for a connection being established */
+    uint32_t connections;      /* open to its endpoints, connecting ones included */
+    uint32_t n_ejected;        /* endpoints ejected by outlier detection now */
+};
 
 /* Longest endpoint address text: "[" IPv6 "]:" port, or a Unix path. */
 #define TR_EP_ADDR_TEXT_MAX 112
@@ -66,6 +93,19 @@ struct tr_endpoint_rt {
     /* A name in a `dns: {mode: first}` cluster: one endpoint whose address
      * follows the name's first answer (taken over by name, not address). */
     bool logical;
+    struct tr_cluster_state *state; /* its cluster's (counted), for the endpoint's life */
+    /* Outlier detection (cluster/outlier.c): failures in a row by kind, and
+     * the ejection. An ejected endpoint is out of every pick until
+     * ejected_until_ms; its timer ends the ejection for the metrics. */
+    uint32_t consecutive_5xx;
+    uint32_t consecutive_gateway;
+    uint32_t consecutive_local;
+    uint32_t ejections;        /* times ejected */
+    uint32_t eject_multiplier; /* x base_ejection_time: +1 per ejection, -1 per healthy interval */
+    uint64_t ejected_until_ms; /* 0: not ejected */
+    uint64_t unejected_at_ms;  /* when the last ejection ended; 0: none yet */
+    struct tr_timer eject_timer;
+    struct tr_worker *eject_w; /* whose loop holds eject_timer; NULL: not armed */
 };
 
 #define TR_EP_BACKOFF_BASE_MS 1000u
@@ -91,6 +131,14 @@ struct tr_cluster_rt {
     uint32_t n_unhealthy; /* endpoints in connect back-off (may include expired ones) */
     int64_t total_weight;
     uint32_t n_kept; /* endpoints taken over from the previous view (for tests and logs) */
+    struct tr_cluster_state *state; /* counted */
+    struct tr_lb_table *table;      /* ring_hash, maglev (counted): the snapshot's, or the
+                                      * view's own over resolved names; else NULL */
+    /* This worker's share of the cluster's circuit breakers (0: no limit):
+     * limit / workers, the remainder to the first ones, at least 1. */
+    uint32_t max_connections;
+    uint32_t max_pending_requests;
+    uint32_t max_requests;
 };
 
 /* Build the views of ws's snapshot, with the addresses of endpoint names
@@ -116,19 +164,123 @@ void tr_endpoint_conn_drop(struct tr_endpoint_rt *ep);
 void tr_clusters_close_idle(struct tr_cluster_rt *c, size_t n);
 
 /* Pick an endpoint by the cluster's policy among the healthy ones (not in
- * connect back-off at now_ms), other than avoid (may be NULL: the endpoint a
- * failed attempt of the same request went to). rnd is a random 32-bit number.
+ * connect back-off at now_ms, not ejected by outlier detection unless fewer
+ * than outlier_detection.min_health_percent are healthy), other than avoid
+ * (may be NULL: the endpoint a failed attempt of the same request went to).
+ * rnd is a random 32-bit number; hash the request's consistent-hash key
+ * (ring_hash, maglev; tr_lb_request_hash), which other policies ignore.
  * Returns NULL when no endpoint qualifies: the caller answers 503 UH. */
-struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd,
+struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd, uint64_t hash,
                                        const struct tr_endpoint_rt *avoid, uint64_t now_ms);
 
+/* Circuit breakers: may another request start (max_requests)? false: the
+ * caller answers 503 UO; counted in trellis_upstream_overflow_total. */
+bool tr_cluster_admit_request(struct tr_cluster_rt *c, struct tr_worker *w);
+/* A request holds ep (least_request's count and the cluster's). */
+static inline void tr_endpoint_request_begin(struct tr_endpoint_rt *ep)
+{
+    ep->active_requests++;
+    ep->state->active_requests++;
+}
+static inline void tr_endpoint_request_end(struct tr_endpoint_rt *ep)
+{
+    ep->active_requests--;
+    ep->state->active_requests--;
+}
+/* The worker's share of a per-proxy limit (0: none): limit / workers, one
+ * more for the first limit % workers, at least 1. */
+uint32_t tr_limit_share(uint32_t limit, unsigned index, unsigned workers);
+
 /* Connection outcomes, reported by the upstream pool: a failed connect or
- * TLS handshake starts or lengthens the endpoint's back-off; a success ends it. */
+ * TLS handshake starts or lengthens the endpoint's back-off; a success ends
+ * it. Both count for outlier detection as local-origin results. */
 void tr_endpoint_connect_failed(struct tr_endpoint_rt *ep, uint64_t now_ms);
-void tr_endpoint_connect_ok(struct tr_endpoint_rt *ep);
+void tr_endpoint_connect_ok(struct tr_endpoint_rt *ep, uint64_t now_ms);
 static inline bool tr_endpoint_healthy(const struct tr_endpoint_rt *ep, uint64_t now_ms)
 {
     return ep->unhealthy_until_ms <= now_ms;
 }
+
+/* ---- outlier detection (cluster/outlier.c) ---- */
+
+/* What became of an exchange with an endpoint: an HTTP status (100-999) of
+ * a final response head (for gRPC, the status a trailers-only response's
+ * grpc-status maps to), or one of these local-origin results. */
+enum {
+    TR_OUTCOME_CONNECTED = -1, /* a connection was established */
+    TR_OUTCOME_FAILED = -2,    /* connect or TLS failure, reset or close before the response
+                                * ended (Envoy's "local origin connect failed": a 503) */
+    TR_OUTCOME_TIMEOUT = -3,   /* no response head in time (a 504) */
+};
+
+void tr_outlier_report(struct tr_endpoint_rt *ep, int outcome, uint64_t now_ms);
+/* The one hook: every place that sees a response head or a failure calls it.
+ * Costs a test when the cluster has no outlier detection. */
+static inline void tr_endpoint_report(struct tr_endpoint_rt *ep, int outcome, uint64_t now_ms)
+{
+    if (ep != NULL && ep->cluster != NULL && ep->cluster->cfg->outlier.enabled)
+        tr_outlier_report(ep, outcome, now_ms);
+}
+static inline bool tr_endpoint_ejected(const struct tr_endpoint_rt *ep, uint64_t now_ms)
+{
+    return ep->ejected_until_ms > now_ms;
+}
+/* The ejection of ep ends now (its time is up, or it left the
+ * configuration): counters reset, metrics updated. No-op if not ejected. */
+void tr_outlier_end(struct tr_endpoint_rt *ep, uint64_t now_ms);
+
+/* ---- consistent hashing (cluster/lb_hash.c) ---- */
+
+/* The fixed 64-bit hash of consistent hashing: no per-process seed, so
+ * every proxy maps a key alike. */
+uint64_t tr_lb_hash_bytes(const void *p, size_t n, uint64_t seed);
+
+/* A ring (ring_hash) or lookup table (maglev) over cc's endpoints, ordered
+ * by address so that two proxies listing the same endpoints in another
+ * order build the same one; entries are indexes into the endpoint list.
+ * Immutable; shared by snapshots and workers (atomic count). NULL: out of
+ * memory. A cluster with endpoint names gets its table per view, over the
+ * resolved addresses (tr_lb_table_build_list). */
+struct tr_lb_table *tr_lb_table_build(const struct tr_cluster_cfg *cc);
+struct tr_lb_member {
+    const char *text; /* address text: what the table is built from */
+    uint32_t weight;
+};
+struct tr_lb_table *tr_lb_table_build_list(const struct tr_cluster_cfg *cc,
+                                           const struct tr_lb_member *m, uint32_t n);
+/* prev's table serves cc as it is: same policy and size, same endpoints
+ * (address and weight) in the same order. */
+bool tr_lb_table_fits(const struct tr_cluster_cfg *prev, const struct tr_cluster_cfg *cc);
+void tr_lb_table_ref(struct tr_lb_table *t);
+void tr_lb_table_unref(struct tr_lb_table *t);
+/* Index (into the cluster's endpoints) of the table's entry for hash, and
+ * the following entries in order (step 1, 2, ...), for skipping endpoints
+ * that cannot take the request. */
+uint32_t tr_lb_table_size(const struct tr_lb_table *t);
+uint32_t tr_lb_table_lookup(const struct tr_lb_table *t, uint64_t hash, uint32_t step);
+
+/* What a request offers to hash (HTTP: headers as received, names in any
+ * case, HTTP/2 pseudo-headers skipped; the target with its query). */
+struct tr_lb_request {
+    const struct tr_str_pair *headers;
+    uint32_t n_headers;
+    const char *target; /* request target (path and query) */
+    uint32_t target_len;
+    const struct sockaddr_storage *peer; /* the client */
+    uint64_t conn_seed;                  /* per downstream connection: a generated cookie */
+};
+
+/* The request's hash under hp (lb ring_hash and maglev). Returns true with
+ * *hash set when the request has the key; false when it has none (the
+ * caller hashes a random number, as Envoy does). A cookie policy that
+ * generates its cookie sets *new_cookie (else 0) to the value to hash and
+ * set on the response (tr_lb_cookie_format). */
+bool tr_lb_request_hash(const struct tr_hash_policy_cfg *hp, const struct tr_lb_request *rq,
+                        uint64_t *hash, uint64_t *new_cookie);
+/* The Set-Cookie value "NAME=VALUE[; Max-Age=N][; Path=P]; HttpOnly" of a
+ * generated cookie into out; returns its length (0 if size is too small). */
+#define TR_LB_COOKIE_MAX 600
+size_t tr_lb_cookie_format(const struct tr_hash_policy_cfg *hp, uint64_t value, char *out,
+                           size_t size);
 
 #endif

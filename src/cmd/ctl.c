@@ -27,6 +27,8 @@ static void ctl_usage(FILE *out)
             "      --cert-dir DIR      the workload's cert.pem, key.pem, ca.pem (default certs)\n"
             "      --trust-domain TD   SPIFFE trust domain (default cluster.local)\n"
             "      --root-namespace NS Istio's root namespace (default istio-system)\n"
+            "      --dns-server IP:PORT where the proxy resolves ServiceEntry names (default:\n"
+            "                          the system's resolver)\n"
             "      --force             print the model even when resources had errors\n"
             "  analyze PATH...\n"
             "      report what breaks traffic (routes to undefined subsets or unknown hosts,\n"
@@ -98,6 +100,7 @@ static int ctl_parse(int argc, char **argv, struct ctl_args *a)
         {"cert-dir", required_argument, NULL, 'c'},
         {"trust-domain", required_argument, NULL, 't'},
         {"root-namespace", required_argument, NULL, 'r'},
+        {"dns-server", required_argument, NULL, 'd'},
         {"url", required_argument, NULL, 'u'},
         {"request", required_argument, NULL, 'X'},
         {"header", required_argument, NULL, 'H'},
@@ -132,6 +135,9 @@ static int ctl_parse(int argc, char **argv, struct ctl_args *a)
             break;
         case 'r':
             a->o.root_ns = optarg;
+            break;
+        case 'd':
+            a->o.dns_server = optarg;
             break;
         case 'u':
             a->url = optarg;

@@ -254,7 +254,7 @@ struct cfg_val {
     const struct cnode *k, *v;
 };
 
-#define CFG_MAX_FIELDS 16u
+#define CFG_MAX_FIELDS 24u
 
 struct cfg_section {
     const char *name; /* for messages and docs, e.g. "listener" */
@@ -287,6 +287,10 @@ extern const struct cfg_section cfg_cors_section;
 extern const struct cfg_section cfg_cors_origin_section;
 extern const struct cfg_section cfg_query_match_section;
 extern const struct cfg_section cfg_origin_section;
+extern const struct cfg_section cfg_outlier_section;
+extern const struct cfg_section cfg_hash_policy_section;
+extern const struct cfg_section cfg_hash_cookie_section;
+extern const struct cfg_section cfg_tcp_weighted_section; /* listeners[].tcp_clusters[] */
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
 size_t cfg_field_index(const struct cfg_section *sec, const char *key);
@@ -339,6 +343,13 @@ bool cfg_cors_origin_after(struct ld *ld, const struct cnode *map, const struct 
 bool cfg_cors_max_age_set(struct ld *ld, const struct cnode *k, const struct cnode *v, void *obj);
 bool cfg_endpoint_address_set(struct ld *ld, const struct cnode *k, const struct cnode *v,
                               void *obj);
+/* Outlier detection, consistent hashing (obj: the section's own struct). */
+bool cfg_outlier_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                       size_t idx);
+bool cfg_hash_policy_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx);
+bool cfg_hash_cookie_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx);
 
 /* ---------------------------------------------------------------- patch */
 

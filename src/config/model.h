@@ -118,7 +118,7 @@ struct tr_listener_cfg {
     enum tr_tls_mode tls_mode;    /* inbound only; outbound listeners take plaintext */
     const char *tls_name;         /* TLS context (tls.context); NULL: none */
     const char *route_table_name; /* HTTP and auto: route table; else NULL */
-    const char *tcp_cluster_name; /* TCP and auto: cluster; else NULL */
+    const char *tcp_cluster_name; /* TCP and auto: cluster (or tcp_clusters); else NULL */
     int tls;                      /* set by validate: index into tr_config.tls, -1 if none */
     int route_table;              /* set by validate: index into tr_config.route_tables, else -1 */
     int tcp_cluster;              /* set by validate: index into tr_config.clusters, else -1 */
@@ -130,6 +130,14 @@ struct tr_listener_cfg {
     uint32_t request_timeout_ms; /* whole request head must arrive within; default 10000 */
     struct tr_authz_cfg authz;
     struct tr_cfg_loc loc;
+    /* ---- weighted TCP routes (listeners[].tcp_clusters) ----
+     * Exclusive with tcp_cluster (the one-cluster shorthand, kept as it is).
+     * Each TCP connection (a tcp listener's, an auto listener's non-HTTP
+     * ones) goes to one entry, picked by weight before connecting
+     * (router.h, tr_weighted_pick); validate resolves each cluster_name into
+     * cluster and refuses header edits, which a byte stream cannot carry. */
+    struct tr_weighted_cluster_cfg *tcp_clusters; /* 0, or 1..256 with a positive total */
+    size_t n_tcp_clusters;
 };
 
 enum tr_path_match { TR_PATH_PREFIX = 0, TR_PATH_EXACT, TR_PATH_REGEX };
@@ -336,7 +344,13 @@ struct tr_route_table_cfg {
     struct tr_cfg_loc loc;
 };
 
-enum tr_lb_policy { TR_LB_ROUND_ROBIN = 0, TR_LB_LEAST_REQUEST, TR_LB_RANDOM };
+enum tr_lb_policy {
+    TR_LB_ROUND_ROBIN = 0,
+    TR_LB_LEAST_REQUEST,
+    TR_LB_RANDOM,
+    TR_LB_RING_HASH, /* consistent hashing by hash_policy (ketama ring) */
+    TR_LB_MAGLEV,    /* consistent hashing by hash_policy (Maglev lookup table) */
+};
 
 /* What the proxy speaks to a cluster's endpoints. */
 enum tr_upstream_protocol {
@@ -359,6 +373,56 @@ struct tr_endpoint_cfg {
     const char *host;
     uint16_t port;
     struct tr_cfg_loc loc;
+};
+
+/* ---- Outlier detection, consistent hashing, circuit breakers ----
+ * Istio's DestinationRule outlierDetection, loadBalancer.consistentHash and
+ * connectionPool limits (docs/config.md says where each default comes from).
+ * Everything here is counted per worker (cluster/cluster.h). */
+
+/* Passive health: an endpoint whose responses fail in a row is left out of
+ * load balancing for base_ejection_ms x the times it was ejected. */
+struct tr_outlier_cfg {
+    bool enabled;                  /* the section is present (default: no ejection at all) */
+    uint32_t consecutive_5xx;      /* 5xx in a row before an ejection; 0: off; default 5 */
+    uint32_t consecutive_gateway;  /* 502/503/504 in a row; 0 (default): off */
+    uint32_t consecutive_local;    /* local-origin failures in a row (split_local only); 5 */
+    bool split_local;              /* count connect failures, resets and timeouts apart */
+    uint32_t interval_ms;          /* ejection multiplier decays by one per interval; 10 s */
+    uint32_t base_ejection_ms;     /* default 30 s */
+    uint32_t max_ejection_percent; /* of the cluster's endpoints; default 10 */
+    uint32_t min_health_percent;   /* below it ejections are ignored (panic); default 0 */
+};
+
+/* What a consistent-hash cluster hashes; validate sets source from which of
+ * the fields is set (exactly one, or none: every request hashes at random). */
+enum tr_hash_source {
+    TR_HASH_NONE = 0,
+    TR_HASH_HEADER,
+    TR_HASH_COOKIE,
+    TR_HASH_SOURCE_IP,
+    TR_HASH_QUERY_PARAM,
+};
+
+struct tr_hash_policy_cfg {
+    enum tr_hash_source source; /* set by validate */
+    const char *header;         /* request header name (lower-cased); NULL: not this */
+    const char *cookie;         /* cookie name; NULL: not this */
+    const char *cookie_path;    /* Path of a generated cookie; NULL: none */
+    uint32_t cookie_ttl_ms;     /* Max-Age of a generated cookie; 0: a session cookie */
+    bool cookie_generate;       /* set the cookie on the response when the request has none */
+    bool source_ip;             /* the client's IP address */
+    const char *query_param;    /* query parameter name; NULL: not this */
+    uint32_t ring_min_size;     /* ring_hash: points on the ring at least; default 1024 */
+    uint32_t maglev_table_size; /* maglev: lookup table entries, a prime; default 65537 */
+};
+
+/* Per cluster per proxy (each worker enforces an even share, at least 1);
+ * 0: no limit. Beyond one, requests fail at once with 503 UO. */
+struct tr_circuit_breakers_cfg {
+    uint32_t max_connections;      /* connections to all endpoints together */
+    uint32_t max_pending_requests; /* requests waiting for a connection to be established */
+    uint32_t max_requests;         /* requests in flight */
 };
 
 /* ---- DNS endpoints (resolved by the proxy: dns/resolver.h) ---- */
@@ -416,6 +480,11 @@ struct tr_cluster_cfg {
                               * an error (it would be ignored) */
     struct tr_dns_cfg dns;   /* for endpoints given by name */
     size_t n_dns_endpoints;  /* set by validate: endpoints with a host name */
+    /* Outlier detection, consistent hashing, pool limits (above). */
+    struct tr_outlier_cfg outlier;
+    struct tr_hash_policy_cfg hash; /* lb ring_hash and maglev only */
+    struct tr_circuit_breakers_cfg breakers;
+    uint32_t max_requests_per_connection; /* pool: then the connection closes; 0: no limit */
     struct tr_cfg_loc loc;
 };
 

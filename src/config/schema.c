@@ -235,6 +235,16 @@ static const struct cfg_field authz_fields[] = {
 static const struct cfg_section authz_section =
     SEC("authorization", authz_fields, CFG_NO_LOC, NULL);
 
+/* ---- weighted TCP routes: a listener's tcp_clusters entry is a cluster and
+ * its weight, the routes' weighted cluster without the header edits. */
+static const struct cfg_field tcp_weighted_fields[] = {
+    NAME("cluster", struct tr_weighted_cluster_cfg, cluster_name, REQ),
+    U32("weight", struct tr_weighted_cluster_cfg, weight, REQ, 0, CFG_MAX_WEIGHT, 0),
+};
+const struct cfg_section cfg_tcp_weighted_section =
+    SEC("tcp weighted cluster", tcp_weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc),
+        NULL);
+
 static const char *const directions[] = {"inbound", "outbound"};
 static const char *const listener_protocols[] = {"http", "tcp", "auto"};
 static const struct cfg_field listener_fields[] = {
@@ -246,6 +256,8 @@ static const struct cfg_field listener_fields[] = {
     SECTION("tls", 0, listener_tls_section),
     NAME("route_table", struct tr_listener_cfg, route_table_name, 0),
     NAME("tcp_cluster", struct tr_listener_cfg, tcp_cluster_name, 0),
+    LIST("tcp_clusters", struct tr_listener_cfg, tcp_clusters, n_tcp_clusters, 0, 1,
+         CFG_MAX_WEIGHTED, struct tr_weighted_cluster_cfg, cfg_tcp_weighted_section),
     SECTION("http", 0, listener_http_section),
     SECTION("timeouts", 0, listener_timeouts_section),
     SECTION("authorization", offsetof(struct tr_listener_cfg, authz), authz_section),
@@ -482,6 +494,8 @@ static const struct cfg_field pool_fields[] = {
     DUR("idle_timeout", struct tr_cluster_cfg, pool_idle_timeout_ms, DEF, 1, MAXMS, 50000),
     U32("max_idle", struct tr_cluster_cfg, pool_max_idle, DEF, 0, 65536, 64),
     U32("max_connections", struct tr_cluster_cfg, max_connections, DEF, 0, 1000000, 0),
+    U32("max_requests_per_connection", struct tr_cluster_cfg, max_requests_per_connection, DEF, 0,
+        UINT32_MAX, 0),
 };
 static const struct cfg_section pool_section = SEC("cluster.pool", pool_fields, CFG_NO_LOC, NULL);
 
@@ -524,7 +538,84 @@ static const struct cfg_field resolver_fields[] = {
 static const struct cfg_section resolver_section =
     SEC("resolver", resolver_fields, CFG_NO_LOC, NULL);
 
-static const char *const lb_policies[] = {"round_robin", "least_request", "random"};
+/* ---- outlier detection, consistent hashing, circuit breakers ---- */
+
+/* Istio's OutlierDetection defaults (docs/config.md names the page). */
+static const struct cfg_field outlier_fields[] = {
+    BOOL("enabled", struct tr_outlier_cfg, enabled, false), /* true when written: sections.c */
+    U32("consecutive_5xx_errors", struct tr_outlier_cfg, consecutive_5xx, DEF, 0, 1000000, 5),
+    U32("consecutive_gateway_errors", struct tr_outlier_cfg, consecutive_gateway, DEF, 0, 1000000,
+        0),
+    U32("consecutive_local_origin_failures", struct tr_outlier_cfg, consecutive_local, DEF, 0,
+        1000000, 5),
+    BOOL("split_external_local_origin_errors", struct tr_outlier_cfg, split_local, false),
+    DUR("interval", struct tr_outlier_cfg, interval_ms, DEF, 1, MAXMS, 10000),
+    DUR("base_ejection_time", struct tr_outlier_cfg, base_ejection_ms, DEF, 1, MAXMS, 30000),
+    U32("max_ejection_percent", struct tr_outlier_cfg, max_ejection_percent, DEF, 0, 100, 10),
+    U32("min_health_percent", struct tr_outlier_cfg, min_health_percent, DEF, 0, 100, 0),
+};
+const struct cfg_section cfg_outlier_section =
+    SEC("cluster.outlier_detection", outlier_fields, CFG_NO_LOC, cfg_outlier_after);
+
+/* A cookie attribute value: printable, no ';' (it would end the attribute). */
+static bool check_cookie_path(const char *s, char *why, size_t size)
+{
+    if (s[0] != '/') {
+        snprintf(why, size, "must start with \"/\"");
+        return false;
+    }
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == ';') {
+            snprintf(why, size, "byte 0x%02x is not allowed in a cookie path", *p);
+            return false;
+        }
+    }
+    return true;
+}
+
+static const struct cfg_field hash_cookie_fields[] = {
+    STR("name", struct tr_hash_policy_cfg, cookie, REQ, CFG_MAX_NAME, cfg_check_token),
+    STR("path", struct tr_hash_policy_cfg, cookie_path, 0, CFG_MAX_NAME, check_cookie_path),
+    DUR("ttl", struct tr_hash_policy_cfg, cookie_ttl_ms, DEF, 0, MAXMS, 0),
+    BOOL("generate", struct tr_hash_policy_cfg, cookie_generate, false), /* sections.c */
+};
+const struct cfg_section cfg_hash_cookie_section =
+    SEC("cluster.hash_policy.cookie", hash_cookie_fields, CFG_NO_LOC, cfg_hash_cookie_after);
+
+/* Exactly one of the four (sections.c), in this order. */
+static const struct cfg_field hash_policy_fields[] = {
+    STR("header", struct tr_hash_policy_cfg, header, CF_LOWER, CFG_MAX_NAME, cfg_check_token),
+    SECTION("cookie", 0, cfg_hash_cookie_section),
+    BOOL("source_ip", struct tr_hash_policy_cfg, source_ip, false),
+    STR("query_param", struct tr_hash_policy_cfg, query_param, 0, CFG_MAX_NAME, cfg_check_token),
+};
+const struct cfg_section cfg_hash_policy_section =
+    SEC("cluster.hash_policy", hash_policy_fields, CFG_NO_LOC, cfg_hash_policy_after);
+
+/* Envoy's ring size bound (8M points) and Maglev's (5000011, a prime). */
+static const struct cfg_field ring_hash_fields[] = {
+    U32("minimum_ring_size", struct tr_hash_policy_cfg, ring_min_size, DEF, 1, 8388608, 1024),
+};
+static const struct cfg_section ring_hash_section =
+    SEC("cluster.ring_hash", ring_hash_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field maglev_fields[] = {
+    U32("table_size", struct tr_hash_policy_cfg, maglev_table_size, DEF, 3, 5000011, 65537),
+};
+static const struct cfg_section maglev_section =
+    SEC("cluster.maglev", maglev_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field breakers_fields[] = {
+    U32("max_connections", struct tr_circuit_breakers_cfg, max_connections, DEF, 0, UINT32_MAX, 0),
+    U32("max_pending_requests", struct tr_circuit_breakers_cfg, max_pending_requests, DEF, 0,
+        UINT32_MAX, 0),
+    U32("max_requests", struct tr_circuit_breakers_cfg, max_requests, DEF, 0, UINT32_MAX, 0),
+};
+static const struct cfg_section breakers_section =
+    SEC("cluster.circuit_breakers", breakers_fields, CFG_NO_LOC, NULL);
+
+static const char *const lb_policies[] = {"round_robin", "least_request", "random", "ring_hash",
+                                          "maglev"};
 static const char *const upstream_protocols[] = {"http1", "http2", "original"};
 static const struct cfg_field cluster_fields[] = {
     NAME("name", struct tr_cluster_cfg, name, REQ),
@@ -541,6 +632,11 @@ static const struct cfg_field cluster_fields[] = {
          TR_UPROTO_HTTP1),
     SECTION("http2", 0, cluster_h2_section),
     SECTION("dns", offsetof(struct tr_cluster_cfg, dns), cluster_dns_section),
+    SECTION("outlier_detection", offsetof(struct tr_cluster_cfg, outlier), cfg_outlier_section),
+    SECTION("hash_policy", offsetof(struct tr_cluster_cfg, hash), cfg_hash_policy_section),
+    SECTION("ring_hash", offsetof(struct tr_cluster_cfg, hash), ring_hash_section),
+    SECTION("maglev", offsetof(struct tr_cluster_cfg, hash), maglev_section),
+    SECTION("circuit_breakers", offsetof(struct tr_cluster_cfg, breakers), breakers_section),
     ORIGIN(struct tr_cluster_cfg),
 };
 const struct cfg_section cfg_cluster_section =

@@ -56,7 +56,11 @@ bool cfg_listener_after(struct ld *ld, const struct cnode *map, const struct cfg
     if (l->protocol == TR_LPROTO_TCP && f[http].v != NULL)
         return cfg_fail_field(ld, map, &sec->fields[http], &f[http],
                               "not allowed on a tcp listener");
-    return true;
+    /* Weighted TCP routes: validate says it too (for built models); here the
+     * error lands on whichever of the two keys the file wrote later. */
+    size_t tcp;
+    return one_of(ld, map, sec, f, "tcp_cluster", "tcp_clusters", "tcp_cluster, tcp_clusters",
+                  &tcp);
 }
 
 bool cfg_vhost_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
@@ -222,6 +226,80 @@ bool cfg_cluster_after(struct ld *ld, const struct cnode *map, const struct cfg_
                               "would be ignored; set protocol to http2 or original, or remove "
                               "them",
                               protocol_set ? "http1" : "http1, the default without tls");
+    /* Consistent-hash settings on another policy would be ignored. */
+    const struct cfg_field *lb = &sec->fields[cfg_field_index(sec, "lb")];
+    const struct {
+        const char *key, *wants;
+        bool used;
+    } by_lb[] = {
+        {"hash_policy", "ring_hash or maglev", c->lb == TR_LB_RING_HASH || c->lb == TR_LB_MAGLEV},
+        {"ring_hash", "ring_hash", c->lb == TR_LB_RING_HASH},
+        {"maglev", "maglev", c->lb == TR_LB_MAGLEV},
+    };
+    for (size_t i = 0; i < sizeof(by_lb) / sizeof(by_lb[0]); i++) {
+        size_t k = cfg_field_index(sec, by_lb[i].key);
+        if (f[k].v != NULL && !by_lb[i].used)
+            return cfg_fail_field(ld, map, &sec->fields[k], &f[k],
+                                  "only used with lb: %s; with lb: %s it would be ignored",
+                                  by_lb[i].wants, lb->names[c->lb]);
+    }
+    return true;
+}
+
+/* ---- outlier detection, consistent hashing ---- */
+
+bool cfg_outlier_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                       size_t idx)
+{
+    (void)map;
+    (void)ld;
+    (void)idx;
+    struct tr_outlier_cfg *o = obj;
+    /* Written at all: on, unless it says otherwise (validate refuses settings
+     * that enabled: false would ignore). */
+    if (!has(&cfg_outlier_section, f, "enabled"))
+        o->enabled = true;
+    return true;
+}
+
+bool cfg_hash_policy_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx)
+{
+    (void)idx;
+    const struct tr_hash_policy_cfg *h = obj;
+    const struct cfg_section *sec = &cfg_hash_policy_section;
+    static const char choices[] = "header, cookie, source_ip, query_param";
+    size_t chosen;
+    if (!one_of(ld, map, sec, f, "header", "query_param", choices, &chosen))
+        return false;
+    if (chosen == NONE)
+        return cfg_fail(ld, map, "one of %s is required", choices);
+    size_t sip = cfg_field_index(sec, "source_ip");
+    if (chosen == sip && !h->source_ip)
+        return cfg_fail_field(ld, map, &sec->fields[sip], &f[sip],
+                              "must be true (to hash nothing, leave hash_policy out)");
+    return true;
+}
+
+bool cfg_hash_cookie_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f,
+                           void *obj, size_t idx)
+{
+    (void)idx;
+    struct tr_hash_policy_cfg *h = obj;
+    const struct cfg_section *sec = &cfg_hash_cookie_section;
+    /* Istio generates the cookie when a ttl is given (0s: a session cookie). */
+    if (!has(sec, f, "generate"))
+        h->cookie_generate = has(sec, f, "ttl");
+    if (h->cookie_generate)
+        return true;
+    static const char *const only_generated[] = {"ttl", "path"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t k = cfg_field_index(sec, only_generated[i]);
+        if (f[k].v != NULL)
+            return cfg_fail_field(ld, map, &sec->fields[k], &f[k],
+                                  "only used for a cookie the proxy generates, which "
+                                  "generate: false turns off");
+    }
     return true;
 }
 

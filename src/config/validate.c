@@ -597,6 +597,93 @@ static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc
     return true;
 }
 
+/* ---- outlier detection, consistent hashing, circuit breakers ---- */
+
+static bool is_prime(uint32_t n)
+{
+    if (n < 2)
+        return false;
+    for (uint32_t d = 2; d <= n / d; d++)
+        if (n % d == 0)
+            return false;
+    return true;
+}
+
+static bool check_hash_policy(struct vctx *v, struct tr_cluster_cfg *c,
+                              const struct tr_cfg_loc *loc)
+{
+    struct tr_hash_policy_cfg *h = &c->hash;
+    struct tr_cluster_cfg dc;
+    tr_cfg_cluster_defaults(&dc);
+    const struct tr_hash_policy_cfg def = dc.hash;
+    /* Exactly one source, told by which field is set. */
+    const struct {
+        bool set;
+        enum tr_hash_source source;
+    } sources[] = {
+        {h->header != NULL, TR_HASH_HEADER},
+        {h->cookie != NULL, TR_HASH_COOKIE},
+        {h->source_ip, TR_HASH_SOURCE_IP},
+        {h->query_param != NULL, TR_HASH_QUERY_PARAM},
+    };
+    h->source = TR_HASH_NONE;
+    for (size_t i = 0; i < sizeof(sources) / sizeof(sources[0]); i++) {
+        if (!sources[i].set)
+            continue;
+        if (h->source != TR_HASH_NONE)
+            return verr(v, loc, "hash_policy", AT_KEY,
+                        "set exactly one of header, cookie, source_ip, query_param");
+        h->source = sources[i].source;
+    }
+    bool cookie_extra = h->cookie_path != NULL || h->cookie_ttl_ms != 0 || h->cookie_generate;
+    if (cookie_extra && h->cookie == NULL)
+        return verr(v, loc, "hash_policy.cookie.name", AT_VALUE, "missing required field");
+    if (!h->cookie_generate && (h->cookie_path != NULL || h->cookie_ttl_ms != 0))
+        return verr(
+            v, loc, h->cookie_path != NULL ? "hash_policy.cookie.path" : "hash_policy.cookie.ttl",
+            AT_KEY, "only used for a cookie the proxy generates, which generate: false turns off");
+    bool hashing = c->lb == TR_LB_RING_HASH || c->lb == TR_LB_MAGLEV;
+    if (!hashing && (h->source != TR_HASH_NONE || cookie_extra))
+        return verr(v, loc, "hash_policy", AT_KEY,
+                    "only used with lb: ring_hash or maglev; with this lb it would be ignored");
+    if (c->lb != TR_LB_RING_HASH && h->ring_min_size != 0 && h->ring_min_size != def.ring_min_size)
+        return verr(v, loc, "ring_hash", AT_KEY,
+                    "only used with lb: ring_hash; with this lb it would be ignored");
+    if (c->lb != TR_LB_MAGLEV && h->maglev_table_size != 0 &&
+        h->maglev_table_size != def.maglev_table_size)
+        return verr(v, loc, "maglev", AT_KEY,
+                    "only used with lb: maglev; with this lb it would be ignored");
+    if (c->lb == TR_LB_MAGLEV && !is_prime(h->maglev_table_size))
+        return verr(v, loc, "maglev.table_size", AT_VALUE,
+                    "must be a prime number (Maglev's permutations need it), got %u",
+                    h->maglev_table_size);
+    return true;
+}
+
+static bool check_outlier(struct vctx *v, const struct tr_cluster_cfg *c,
+                          const struct tr_cfg_loc *loc)
+{
+    const struct tr_outlier_cfg *o = &c->outlier;
+    struct tr_cluster_cfg dc;
+    tr_cfg_cluster_defaults(&dc);
+    const struct tr_outlier_cfg def = dc.outlier;
+    bool customized = o->consecutive_5xx != def.consecutive_5xx ||
+                      o->consecutive_gateway != def.consecutive_gateway ||
+                      o->consecutive_local != def.consecutive_local ||
+                      o->split_local != def.split_local || o->interval_ms != def.interval_ms ||
+                      o->base_ejection_ms != def.base_ejection_ms ||
+                      o->max_ejection_percent != def.max_ejection_percent ||
+                      o->min_health_percent != def.min_health_percent;
+    if (!o->enabled && customized)
+        return verr(v, loc, "outlier_detection.enabled", AT_VALUE,
+                    "false, so the other outlier_detection settings would be ignored");
+    if (!o->split_local && o->consecutive_local != def.consecutive_local)
+        return verr(v, loc, "outlier_detection.consecutive_local_origin_failures", AT_KEY,
+                    "only used with split_external_local_origin_errors: true (otherwise local "
+                    "failures count as 503 and 504 responses)");
+    return true;
+}
+
 /* ---- endpoints given by name (DNS) ---- */
 
 /* An endpoint's address: an IP address (addr), or a DNS name (host, port)
@@ -647,6 +734,8 @@ static bool check_cluster_dns(struct vctx *v, struct tr_cluster_cfg *c,
 static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_cfg *c,
                           const struct tr_cfg_loc *loc)
 {
+    if (!check_hash_policy(v, c, loc) || !check_outlier(v, c, loc))
+        return false;
     if (!resolve(v, &nt->tls, "TLS context", c->tls_name, loc, "tls.context", &c->tls))
         return false;
     if (c->tls_name == NULL && c->n_server_ids > 0)
@@ -1232,6 +1321,30 @@ static bool check_route_tables(struct vctx *v, struct vnames *nt, const struct t
     return true;
 }
 
+/* Weighted TCP routes: names resolved like a route's weighted_clusters, a
+ * positive total, and no header edits (a compiler could set them on the
+ * shared struct; a byte stream has no message to apply them to). */
+static bool check_tcp_clusters(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
+                               const struct tr_cfg_loc *loc)
+{
+    uint32_t total = 0;
+    for (size_t k = 0; k < l->n_tcp_clusters; k++) {
+        struct tr_weighted_cluster_cfg *wc = &l->tcp_clusters[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, "tcp_clusters", k, &tmp);
+        if (!resolve(v, &nt->clusters, "cluster", wc->cluster_name, wloc, "cluster", &wc->cluster))
+            return false;
+        if (!ops_empty(&wc->request_headers) || !ops_empty(&wc->response_headers))
+            return verr(v, wloc,
+                        !ops_empty(&wc->request_headers) ? "request_headers" : "response_headers",
+                        AT_KEY, "not allowed on a TCP destination (no HTTP message to edit)");
+        total += wc->weight; /* <= 256 * 1e6 (checked by the schema): no overflow */
+    }
+    if (l->n_tcp_clusters > 0 && total == 0)
+        return verr(v, loc, "tcp_clusters", AT_VALUE, "the weights must not all be 0");
+    return true;
+}
+
 static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
                            size_t i, const struct tr_cfg_loc *loc)
 {
@@ -1258,23 +1371,28 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
     if (!resolve(v, &nt->tls, "TLS context", l->tls_name, loc, "tls.context", &l->tls))
         return false;
 
+    if (l->tcp_cluster_name != NULL && l->n_tcp_clusters > 0)
+        return verr(v, loc, "tcp_clusters", AT_KEY,
+                    "conflicts with tcp_cluster; set exactly one of tcp_cluster, tcp_clusters");
     if (l->protocol == TR_LPROTO_TCP) {
         if (l->route_table_name != NULL)
             return verr(v, loc, "route_table", AT_KEY,
-                        "not allowed on a tcp listener (use tcp_cluster)");
-        if (l->tcp_cluster_name == NULL)
-            return verr(v, loc, "tcp_cluster", AT_VALUE, "missing required field");
+                        "not allowed on a tcp listener (use tcp_cluster or tcp_clusters)");
+        if (l->tcp_cluster_name == NULL && l->n_tcp_clusters == 0)
+            return verr(v, loc, "", AT_VALUE,
+                        "one of tcp_cluster, tcp_clusters is required on a tcp listener");
     } else {
         if (l->route_table_name == NULL)
             return verr(v, loc, "route_table", AT_VALUE, "missing required field");
-        if (l->protocol == TR_LPROTO_HTTP && l->tcp_cluster_name != NULL)
-            return verr(v, loc, "tcp_cluster", AT_KEY,
-                        "not allowed on an http listener (use protocol: auto or tcp)");
+        if (l->protocol == TR_LPROTO_HTTP && (l->tcp_cluster_name != NULL || l->n_tcp_clusters > 0))
+            return verr(v, loc, l->tcp_cluster_name != NULL ? "tcp_cluster" : "tcp_clusters",
+                        AT_KEY, "not allowed on an http listener (use protocol: auto or tcp)");
     }
     if (!resolve(v, &nt->tables, "route table", l->route_table_name, loc, "route_table",
                  &l->route_table) ||
         !resolve(v, &nt->clusters, "cluster", l->tcp_cluster_name, loc, "tcp_cluster",
-                 &l->tcp_cluster))
+                 &l->tcp_cluster) ||
+        !check_tcp_clusters(v, nt, l, loc))
         return false;
 
     /* Opaque TCP carries no method or path: such a rule could never match,

@@ -88,6 +88,8 @@ static const char *lb_name(enum tr_lb_policy lb)
 {
     return lb == TR_LB_ROUND_ROBIN ? "ROUND_ROBIN"
            : lb == TR_LB_RANDOM    ? "RANDOM"
+           : lb == TR_LB_RING_HASH ? "RING_HASH"
+           : lb == TR_LB_MAGLEV    ? "MAGLEV"
                                    : "LEAST_REQUEST";
 }
 
@@ -142,12 +144,26 @@ static void json_policy(struct tr_fmt *f, const struct tr_cluster_cfg *c)
     json_str_or_null(f, c ? lb_name(c->lb) : NULL);
     if (c != NULL)
         tr_fmt_printf(f,
-                      ",\"connection_pool\":{\"max_connections\":%u,\"connect_timeout_ms\":%u,"
-                      "\"idle_timeout_ms\":%u}",
-                      c->max_connections, c->connect_timeout_ms, c->pool_idle_timeout_ms);
+                      ",\"connection_pool\":{\"max_connections\":%u,\"max_pending_requests\":%u,"
+                      "\"max_requests\":%u,\"max_requests_per_connection\":%u,"
+                      "\"connect_timeout_ms\":%u,\"idle_timeout_ms\":%u}",
+                      c->breakers.max_connections, c->breakers.max_pending_requests,
+                      c->breakers.max_requests, c->max_requests_per_connection,
+                      c->connect_timeout_ms, c->pool_idle_timeout_ms);
     else
         tr_fmt_cstr(f, ",\"connection_pool\":null");
-    tr_fmt_cstr(f, ",\"outlier_detection\":null,\"tls\":");
+    tr_fmt_cstr(f, ",\"outlier_detection\":");
+    if (c != NULL && c->outlier.enabled)
+        tr_fmt_printf(f,
+                      "{\"consecutive_5xx\":%u,\"consecutive_gateway\":%u,\"interval_ms\":%u,"
+                      "\"base_ejection_ms\":%u,\"max_ejection_percent\":%u,"
+                      "\"min_health_percent\":%u}",
+                      c->outlier.consecutive_5xx, c->outlier.consecutive_gateway,
+                      c->outlier.interval_ms, c->outlier.base_ejection_ms,
+                      c->outlier.max_ejection_percent, c->outlier.min_health_percent);
+    else
+        tr_fmt_cstr(f, "null");
+    tr_fmt_cstr(f, ",\"tls\":");
     if (c == NULL) {
         tr_fmt_cstr(f, "null");
     } else if (c->tls_name == NULL) {

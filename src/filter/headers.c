@@ -285,6 +285,8 @@ int tr_filter_response_head(struct tr_buf *out, const char *buf, const struct tr
                    rw->set[i].value.len);
     if (m->body == TR_H1_BODY_CHUNKED && !rw->dechunk)
         put_header(&w, "transfer-encoding", 17, "chunked", 7);
+    if (rw->set_cookie.len > 0)
+        put_header(&w, "set-cookie", 10, rw->set_cookie.p, rw->set_cookie.len);
     if (rw->tunnel) {
         int idx = tr_h1_find_header(m, "upgrade", 7);
         if (idx >= 0)

@@ -78,6 +78,7 @@ struct tr_response_rewrite {
      * upstream's fields of the same names are dropped. */
     const struct tr_h2_header *set;
     size_t n_set;
+    tr_str set_cookie; /* a Set-Cookie value the proxy adds (consistent hashing); len 0: none */
 };
 
 /* Returns 0, -1 if out is too small, or TR_FILTER_OVER_LIMIT. */

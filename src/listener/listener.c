@@ -157,7 +157,7 @@ static void on_detect_io(struct tr_io *io, uint32_t events)
         return;
     }
     if (s->lcfg->protocol == TR_LPROTO_AUTO && d == TR_DETECT_OPAQUE) {
-        if (s->lcfg->tcp_cluster < 0) {
+        if (!tr_tcp_session_has_destination(s->lcfg)) {
             tr_session_close(s);
             return;
         }
@@ -173,7 +173,7 @@ static void on_detect_timer(struct tr_timer *t)
     /* Nothing arrived: a server-first protocol, if the listener has a TCP
      * destination and does not require mTLS. */
     if (s->phase == TR_PH_DETECT && s->lcfg->protocol != TR_LPROTO_HTTP &&
-        s->lcfg->tcp_cluster >= 0 && s->lcfg->tls_mode != TR_TLS_STRICT) {
+        tr_tcp_session_has_destination(s->lcfg) && s->lcfg->tls_mode != TR_TLS_STRICT) {
         tr_tcp_session_start(s);
         return;
     }
@@ -249,8 +249,8 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
         /* The short detection deadline only matters where silence means a
          * server-first protocol to pass through; elsewhere a slow client
          * gets the request deadline like on any HTTP listener. */
-        bool server_first =
-            lc->protocol == TR_LPROTO_AUTO && lc->tcp_cluster >= 0 && lc->tls_mode != TR_TLS_STRICT;
+        bool server_first = lc->protocol == TR_LPROTO_AUTO && tr_tcp_session_has_destination(lc) &&
+                            lc->tls_mode != TR_TLS_STRICT;
         tr_timer_set(w->loop, &s->timer,
                      server_first ? lc->detect_timeout_ms : lc->request_timeout_ms);
         return; /* on_detect_io runs on the first bytes */

@@ -14,6 +14,7 @@
 #define HTTP_SERIES_CAP 4096 /* per worker; more distinct label sets go to overflow */
 #define TCP_SERIES_CAP  1024
 #define TLS_FAIL_CAP    64
+#define CLUSTER_CAP     4096 /* per worker; more clusters with events share the last slot */
 #define INTERN_CAP      65536
 
 /* Istio's default buckets. */
@@ -68,9 +69,15 @@ struct tls_fail_series {
     counter_t count;
 };
 
+struct cluster_series {
+    _Atomic(const char *) cluster; /* interned; published with release */
+    counter_t v[TR_CM_COUNT];
+};
+
 struct tr_metrics {
-    struct http_series *http; /* HTTP_SERIES_CAP + 1 (last: overflow) */
-    struct tcp_series *tcp;   /* TCP_SERIES_CAP + 1 */
+    struct cluster_series *clusters; /* CLUSTER_CAP + 1 (last: overflow, cluster "") */
+    struct http_series *http;        /* HTTP_SERIES_CAP + 1 (last: overflow) */
+    struct tcp_series *tcp;          /* TCP_SERIES_CAP + 1 */
     struct tls_fail_series tls_fail[TLS_FAIL_CAP];
     counter_t counters[TR_C_COUNT];
     counter_t limits[TR_LIMIT_COUNT];
@@ -143,9 +150,11 @@ struct tr_metrics *tr_metrics_new(unsigned index)
     /* calloc'd pages stay untouched (and cost no RSS) until a series lands. */
     m->http = calloc(HTTP_SERIES_CAP + 1, sizeof(*m->http));
     m->tcp = calloc(TCP_SERIES_CAP + 1, sizeof(*m->tcp));
-    if (m->http == NULL || m->tcp == NULL) {
+    m->clusters = calloc(CLUSTER_CAP + 1, sizeof(*m->clusters));
+    if (m->http == NULL || m->tcp == NULL || m->clusters == NULL) {
         free(m->http);
         free(m->tcp);
+        free(m->clusters);
         free(m);
         return NULL;
     }
@@ -293,6 +302,29 @@ void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reas
         counter_add(&s->count, 1);
         return;
     }
+}
+
+void tr_metrics_cluster(struct tr_metrics *m, const char *cluster, enum tr_cluster_metric c,
+                        int64_t delta)
+{
+    if (m == NULL || cluster == NULL)
+        return;
+    uint64_t h = (uint64_t)(uintptr_t)cluster * 0x9e3779b97f4a7c15ull;
+    struct cluster_series *s = &m->clusters[CLUSTER_CAP];
+    for (size_t probe = 0; probe < 64; probe++) {
+        struct cluster_series *t = &m->clusters[((h >> 20) + probe) & (CLUSTER_CAP - 1)];
+        const char *k = atomic_load_explicit(&t->cluster, memory_order_relaxed);
+        if (k == NULL) {
+            atomic_store_explicit(&t->cluster, cluster, memory_order_release);
+            s = t;
+            break;
+        }
+        if (k == cluster) {
+            s = t;
+            break;
+        }
+    }
+    counter_add(&s->v[c], (uint64_t)delta);
 }
 
 void tr_metrics_raise_config_generation(uint64_t gen)
@@ -590,6 +622,81 @@ static void render_tcp(struct tr_fmt *o)
     }
 }
 
+/* The per-cluster series of every worker, summed by cluster. */
+static void render_clusters(struct tr_fmt *o)
+{
+    size_t cap = 64, n = 0;
+    struct agg_cluster {
+        const char *cluster; /* "" for the overflow slot */
+        uint64_t v[TR_CM_COUNT];
+    } *agg = calloc(cap, sizeof(*agg));
+    if (agg == NULL) {
+        o->oom = o->truncated = true;
+        return;
+    }
+    for (unsigned w = 0; w < MAX_WORKERS; w++) {
+        struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+        for (size_t i = 0; m != NULL && i <= CLUSTER_CAP; i++) {
+            struct cluster_series *s = &m->clusters[i];
+            const char *k =
+                i < CLUSTER_CAP ? atomic_load_explicit(&s->cluster, memory_order_acquire) : "";
+            if (k == NULL)
+                continue;
+            size_t j = 0;
+            while (j < n && agg[j].cluster != k)
+                j++;
+            if (j == n) {
+                if (n == cap) {
+                    struct agg_cluster *g = realloc(agg, cap * 2 * sizeof(*agg));
+                    if (g == NULL) {
+                        free(agg);
+                        o->oom = o->truncated = true;
+                        return;
+                    }
+                    agg = g;
+                    cap *= 2;
+                }
+                memset(&agg[n], 0, sizeof(agg[n]));
+                agg[n++].cluster = k;
+            }
+            for (int c = 0; c < TR_CM_COUNT; c++)
+                agg[j].v[c] += counter_get(&s->v[c]);
+        }
+    }
+    static const struct {
+        const char *name, *type;
+    } families[] = {
+        {"trellis_outlier_ejections_total", "counter"},
+        {"trellis_outlier_ejected_endpoints", "gauge"},
+        {"trellis_outlier_ejections_skipped_total", "counter"},
+    };
+    for (int c = 0; c <= TR_CM_EJECTIONS_SKIPPED; c++) {
+        tr_fmt_printf(o, "# TYPE %s %s\n", families[c].name, families[c].type);
+        for (size_t j = 0; j < n; j++) {
+            if (agg[j].cluster[0] == '\0' && agg[j].v[c] == 0)
+                continue;
+            tr_fmt_printf(o, "%s{", families[c].name);
+            label(o, "cluster", agg[j].cluster);
+            tr_fmt_printf(o, "} %" PRId64 "\n", (int64_t)agg[j].v[c]);
+        }
+    }
+    static const char *const limits[] = {"circuit_breakers.max_connections",
+                                         "circuit_breakers.max_pending_requests",
+                                         "circuit_breakers.max_requests", "pool.max_connections"};
+    tr_fmt_cstr(o, "# TYPE trellis_upstream_overflow_total counter\n");
+    for (size_t j = 0; j < n; j++) {
+        for (int c = TR_CM_OVERFLOW_CONNECTIONS; c < TR_CM_COUNT; c++) {
+            if (agg[j].v[c] == 0)
+                continue;
+            tr_fmt_cstr(o, "trellis_upstream_overflow_total{");
+            label(o, "cluster", agg[j].cluster);
+            tr_fmt_printf(o, ",limit=\"%s\"} %" PRIu64 "\n", limits[c - TR_CM_OVERFLOW_CONNECTIONS],
+                          agg[j].v[c]);
+        }
+    }
+    free(agg);
+}
+
 static void render_process(struct tr_fmt *o)
 {
     static const char *const counter_names[TR_C_COUNT] = {
@@ -658,6 +765,7 @@ static void render_process(struct tr_fmt *o)
         label(o, "reason", fails[j].reason);
         tr_fmt_printf(o, "} %" PRIu64 "\n", fails[j].count);
     }
+    render_clusters(o);
     tr_fmt_printf(o,
                   "# TYPE trellis_config_generation gauge\ntrellis_config_generation %" PRIu64 "\n"
                   "# TYPE trellis_config_reloads_total counter\n"

@@ -112,6 +112,21 @@ void tr_metrics_limit(struct tr_metrics *m, enum tr_limit l);
 /* "max_headers": the config key of a limit, for log lines. */
 const char *tr_limit_name(enum tr_limit l);
 
+/* Per-cluster series (labelled cluster="NAME"): outlier detection and the
+ * circuit breakers. cluster is an interned name. */
+enum tr_cluster_metric {
+    TR_CM_EJECTIONS = 0,        /* trellis_outlier_ejections_total */
+    TR_CM_EJECTED,              /* trellis_outlier_ejected_endpoints (gauge: +1/-1) */
+    TR_CM_EJECTIONS_SKIPPED,    /* trellis_outlier_ejections_skipped_total (max_ejection_percent) */
+    TR_CM_OVERFLOW_CONNECTIONS, /* trellis_upstream_overflow_total{limit=...}: */
+    TR_CM_OVERFLOW_PENDING,     /*   circuit_breakers.max_connections, .max_pending_requests, */
+    TR_CM_OVERFLOW_REQUESTS,    /*   .max_requests, and pool.max_connections (per endpoint) */
+    TR_CM_OVERFLOW_ENDPOINT_CONNECTIONS,
+    TR_CM_COUNT,
+};
+void tr_metrics_cluster(struct tr_metrics *m, const char *cluster, enum tr_cluster_metric c,
+                        int64_t delta);
+
 /* TLS handshake failures by direction (0 inbound, 1 outbound) and reason
  * (a constant string from tr_tls_failure_reason; interned internally). */
 void tr_metrics_tls_failure(struct tr_metrics *m, int outbound, const char *reason);

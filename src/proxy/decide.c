@@ -1,5 +1,6 @@
 #include "proxy/decide.h"
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +10,28 @@
 #include "obs/metrics.h"
 #include "proxy/session.h"
 #include "runtime/worker.h"
+
+/* The request's consistent-hash key (see struct tr_decision). */
+static void decide_lb_hash(struct tr_session *s, tr_str path, const struct tr_str_pair *headers,
+                           uint32_t n_headers, struct tr_decision *d)
+{
+    const struct tr_cluster_cfg *cc = d->cluster->cfg;
+    /* A generated cookie's value is the same for every request of the
+     * connection (its addresses), as Envoy's. */
+    uint64_t seed = tr_lb_hash_bytes(s->lcfg->addr.text, strlen(s->lcfg->addr.text), 0);
+    size_t peer_len =
+        s->peer.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    struct tr_lb_request rq = {
+        .headers = headers,
+        .n_headers = n_headers,
+        .target = path.p,
+        .target_len = path.len,
+        .peer = &s->peer,
+        .conn_seed = tr_lb_hash_bytes(&s->peer, peer_len, seed),
+    };
+    if (!tr_lb_request_hash(&cc->hash, &rq, &d->lb_hash, &d->lb_cookie))
+        d->lb_hash = (uint64_t)tr_worker_rand(s->w) << 32 | tr_worker_rand(s->w);
+}
 
 /* The first field named name (lowercase literal; any case in headers). */
 static tr_str field_value(const struct tr_str_pair *headers, uint32_t n, const char *name,
@@ -138,6 +161,8 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
     d->cluster = &s->ws->clusters[wc->cluster];
     d->request_edit = wc->request_edit;
     d->response_edit = wc->response_edit;
+    if (d->cluster->table != NULL)
+        decide_lb_hash(s, path, headers, n_headers, d);
 }
 
 const char *tr_upstream_error_body(char *buf, size_t size, const char *reason)

@@ -43,6 +43,12 @@ struct tr_decision {
                                         * for the response's CORS fields */
     const struct tr_cors *cors_policy; /* the route's, when cors != TR_CORS_NONE */
     struct tr_cors_request cors_rq;    /* slices of the request's fields */
+    /* Consistent hashing (cluster lb ring_hash, maglev): the request's key
+     * under the cluster's hash_policy, or a random number when it has none
+     * (Envoy's behaviour); lb_cookie nonzero: a generated cookie to set on
+     * the response (cluster/cluster.h, tr_lb_cookie_format). */
+    uint64_t lb_hash;
+    uint64_t lb_cookie;
 };
 
 /* A connection moves to the worker's current snapshot when a new request

@@ -463,6 +463,8 @@ static void start_stream(struct tr_session *s, const struct tr_h1_message *m,
     }
     st->start_us = h->start_us;
     st->method_id = h->method_id;
+    st->lb_hash = h->lb_hash;
+    st->lb_cookie = h->lb_cookie;
     st->req_edit = req_edit;
     st->resp_edit = h->resp_edit;
     h->stream = st;
@@ -590,6 +592,8 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     const struct tr_route_cfg *route = d.route;
     h->cluster = d.cluster;
     h->flags |= d.flags;
+    h->lb_hash = d.lb_hash;
+    h->lb_cookie = d.lb_cookie;
     if (!h->upgrade && (h->cluster->cfg->protocol == TR_UPROTO_HTTP2 ||
                         (h->cluster->cfg->protocol == TR_UPROTO_ORIGINAL && s->principal != NULL &&
                          orig_proto_h2(&m)))) {
@@ -651,7 +655,7 @@ static void attempt_started(struct tr_session *s, enum tr_h1c_status st, const c
 static void start_upstream(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    attempt_started(s, tr_h1c_start(&h->uc, s->w, h->cluster, &http_up_ops, s, false),
+    attempt_started(s, tr_h1c_start(&h->uc, s->w, h->cluster, &http_up_ops, s, false, h->lb_hash),
                     "connection failure");
 }
 
@@ -675,6 +679,7 @@ static void upstream_failed(struct tr_session *s, enum tr_h1c_status why)
     struct tr_http_state *h = &s->http;
     if (resend(s))
         return;
+    tr_endpoint_report(h->uc.ep, TR_OUTCOME_FAILED, tr_loop_now_ms(s->w->loop));
     if (h->got_response_byte) {
         /* Mid-response: the client cannot be told other than by closing. */
         h->flags |= tr_h1c_reply(why, NULL).flag;
@@ -906,7 +911,12 @@ static bool handle_response_head(struct tr_session *s, uint32_t head_len)
         .set = cors,
         .n_set = tr_cors_response_fields(&h->cors, cors),
     };
-    size_t need = head_len + 256 + edit_bytes(h->resp_edit);
+    char cookie[TR_LB_COOKIE_MAX];
+    if (h->lb_cookie != 0)
+        rw.set_cookie =
+            tr_str_from(cookie, tr_lb_cookie_format(&h->cluster->cfg->hash, h->lb_cookie, cookie,
+                                                    sizeof(cookie)));
+    size_t need = head_len + 256 + edit_bytes(h->resp_edit) + rw.set_cookie.len;
     if (s->tx == NULL)
         s->tx = buf_get_sized(w, need);
     int out = s->tx != NULL ? tr_filter_response_head(s->tx, NULL, &m, &rw) : -1;
@@ -1326,6 +1336,7 @@ static void http_on_timer(struct tr_timer *t)
         return;
     }
     /* No response head in time. */
+    tr_endpoint_report(h->uc.ep, TR_OUTCOME_TIMEOUT, tr_loop_now_ms(s->w->loop));
     local_reply(s, 504, TR_RF_UT, "upstream request timeout\n");
     http_pump(s);
 }

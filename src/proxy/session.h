@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "codec/h1/h1.h"
+#include "config/model.h"
 #include "core/buf.h"
 #include "event/loop.h"
 #include "filter/route_action.h"
@@ -75,6 +76,8 @@ struct tr_http_state {
     struct tr_buf *resp;    /* bytes from the upstream */
     struct tr_h1_client uc; /* the upstream connection (upstream/h1_client.h) */
     struct tr_cluster_rt *cluster;
+    uint64_t lb_hash;                       /* consistent hashing: proxy/decide.h */
+    uint64_t lb_cookie;                     /* nonzero: a generated cookie goes on the response */
     const void *route;                      /* const struct tr_route_cfg * */
     const struct tr_header_edit *resp_edit; /* the route's response edits, NULL: none */
     struct tr_stream *stream; /* the request goes to an HTTP/2 upstream (proxy/stream.h) */
@@ -111,11 +114,15 @@ struct tr_tcp_state {
     bool splice;
     bool connected;
     uint8_t attempts;        /* endpoints tried (upstream/attempt.h) */
+    bool overflow;           /* a connection limit refused the connection: UO */
+    uint64_t lb_hash;        /* consistent hashing: the client's address (source_ip) */
     bool down_eof, up_eof;   /* read side saw EOF */
     bool up_shut, down_shut; /* we half-closed that side's write */
     uint64_t sent, received;
-    struct tr_cluster_rt *cluster;
-    const char *peer_id; /* upstream's verified SPIFFE ID (interned) */
+    struct tr_cluster_rt *cluster; /* picked for this connection (tcp_clusters: by weight) */
+    const char *peer_id;           /* upstream's verified SPIFFE ID (interned) */
+    const char *upstream;          /* address of the endpoint last tried, for the access log */
+    uint64_t start_us;             /* when proxying began, for the access log */
 };
 
 /* An HTTP/2 downstream connection (proxy/h2_session.c). */
@@ -159,6 +166,13 @@ struct tr_session {
 /* Entry points for each phase, called by the listener. */
 void tr_http_session_start(struct tr_session *s);
 void tr_tcp_session_start(struct tr_session *s);
+/* Whether a listener has somewhere to send opaque TCP connections: its
+ * tcp_cluster or tcp_clusters (an auto listener without either closes
+ * them). */
+static inline bool tr_tcp_session_has_destination(const struct tr_listener_cfg *l)
+{
+    return l->tcp_cluster >= 0 || l->n_tcp_clusters > 0;
+}
 /* HTTP/2: after ALPN "h2", or when an HTTP/1 listener sees the client
  * preface (the bytes already read are in s->rx). */
 void tr_h2_session_start(struct tr_session *s);

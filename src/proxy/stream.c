@@ -496,21 +496,30 @@ static bool fields_fit(struct tr_stream *st, const struct tr_h2_header *h, size_
     return false;
 }
 
-/* The final response head with the CORS fields of an allowed origin,
- * which replace the upstream's fields of the same names. fields_fit holds
- * the upstream's list to limits.max_headers (at most the codec's cap). */
-static void down_headers_cors(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
-                              bool end)
+/* The final response head with what the proxy adds: the CORS fields of an
+ * allowed origin, which replace the upstream's fields of the same names,
+ * and a cookie consistent hashing generated (after the upstream's fields,
+ * so its own Set-Cookie fields stay first). fields_fit holds the upstream's
+ * list to limits.max_headers (at most the codec's cap). */
+static void down_headers_added(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
+                               bool end)
 {
     struct tr_h2_header set[TR_CORS_RESPONSE_FIELDS];
-    struct tr_h2_header out[TR_H1_MAX_HEADERS_CAP + 8 + TR_CORS_RESPONSE_FIELDS];
-    size_t ns = tr_cors_response_fields(&st->cors, set), no = 0;
+    struct tr_h2_header out[TR_H1_MAX_HEADERS_CAP + 8 + TR_CORS_RESPONSE_FIELDS + 1];
+    size_t ns = st->cors.policy != NULL ? tr_cors_response_fields(&st->cors, set) : 0, no = 0;
     for (size_t i = 0; i < n && no < TR_H1_MAX_HEADERS_CAP + 8; i++) {
         if (!tr_field_named_in(h[i].name, set, ns))
             out[no++] = h[i];
     }
     memcpy(out + no, set, ns * sizeof(*set));
-    down_headers(st, out, no + ns, end);
+    no += ns;
+    char cookie[TR_LB_COOKIE_MAX];
+    size_t len = st->lb_cookie != 0 ? tr_lb_cookie_format(&st->cluster->cfg->hash, st->lb_cookie,
+                                                          cookie, sizeof(cookie))
+                                    : 0;
+    if (len > 0)
+        out[no++] = (struct tr_h2_header){TR_STR_LIT("set-cookie"), tr_str_from(cookie, len)};
+    down_headers(st, out, no, end);
 }
 
 static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool end)
@@ -555,8 +564,8 @@ static void resp_headers(struct tr_stream *st, const struct tr_h2_header *h, siz
         st->resp_in_end = true;
         resp_complete(st);
     }
-    if (st->cors.policy != NULL) {
-        down_headers_cors(st, h, n, end);
+    if (st->cors.policy != NULL || st->lb_cookie != 0) {
+        down_headers_added(st, h, n, end);
         return;
     }
     if (down_headers(st, h, n, end) < 0)
@@ -860,6 +869,8 @@ static void stream_on_timer(struct tr_timer *t)
     if (st->resp_out_end)
         return;
     if (!st->resp_head_out) {
+        tr_endpoint_report(st->up == TR_SU_H2 ? st->ep : st->h1.uc.ep, TR_OUTCOME_TIMEOUT,
+                           tr_loop_now_ms(W(st)->loop));
         local_reply(st, 504, TR_RF_UT, "upstream request timeout\n");
         return;
     }
@@ -1289,6 +1300,8 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     st->cluster = d.cluster;
     st->flags |= d.flags;
     st->fault_delay_ms = d.delay_ms;
+    st->lb_hash = d.lb_hash;
+    st->lb_cookie = d.lb_cookie;
     begin_upstream(st, h, n, end_stream);
 }
 
@@ -1316,10 +1329,38 @@ void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
 
 /* ---- the HTTP/2 upstream side ---- */
 
+/* The HTTP status of a gRPC status, as Envoy maps it for outlier detection. */
+static int grpc_http_status(int g)
+{
+    static const uint16_t http[17] = {200, 499, 500, 400, 504, 404, 409, 403, 429,
+                                      400, 409, 400, 501, 500, 503, 500, 401};
+    return g >= 0 && g <= 16 ? http[g] : 500;
+}
+
+/* Outlier detection sees the status of a final response head, or for gRPC
+ * the HTTP status a trailers-only response's grpc-status maps to (Envoy's
+ * rule; a grpc-status in trailers is not looked at). */
+static void report_head(struct tr_stream *st, const struct tr_h2_header *h, size_t n)
+{
+    int si = tr_fields_find(h, n, ":status");
+    if (st->ep == NULL || si < 0 || h[si].value.len != 3)
+        return;
+    int status =
+        (h[si].value.p[0] - '0') * 100 + (h[si].value.p[1] - '0') * 10 + (h[si].value.p[2] - '0');
+    if (status < 200 && status != 101)
+        return;
+    int g = st->grpc ? tr_fields_find(h, n, "grpc-status") : -1;
+    if (g >= 0)
+        status = grpc_http_status(tr_grpc_status_parse(h[g].value));
+    tr_endpoint_report(st->ep, status, tr_loop_now_ms(W(st)->loop));
+}
+
 static void h2up_on_headers(void *owner, const struct tr_h2_header *h, size_t n, bool is_trailers,
                             bool end_stream)
 {
     struct tr_stream *st = owner;
+    if (!is_trailers)
+        report_head(st, h, n);
     if (is_trailers)
         resp_trailers(st, h, n);
     else
@@ -1345,15 +1386,21 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
     st->up_done = true;
     st->h2.c = NULL;
     struct tr_endpoint_rt *failed = st->ep;
+    /* A failed connection was reported by the pool, once for its streams. */
+    bool connect =
+        reason != NULL && (strncmp(reason, "connect", 7) == 0 || strcmp(reason, "tls_setup") == 0);
+    if (!st->resp_in_end && !connect)
+        tr_endpoint_report(failed, TR_OUTCOME_FAILED, tr_loop_now_ms(W(st)->loop));
     if (st->ep != NULL) {
-        st->ep->active_requests--;
+        tr_endpoint_request_end(st->ep);
         st->ep = NULL;
     }
     if (refused && !st->resp_head_out && !st->down_done && req_all_pending(st)) {
         /* Refused unprocessed, or it never left because the connection
          * failed: another endpoint; else, once, a fresh connection to the
          * same one (a GOAWAY race) unless it is now in connect back-off. */
-        struct tr_endpoint_rt *next = tr_attempt_next(W(st), st->cluster, failed, &st->attempts);
+        struct tr_endpoint_rt *next =
+            tr_attempt_next(W(st), st->cluster, st->lb_hash, failed, &st->attempts);
         bool fresh = false;
         if (next == NULL && !st->resent && failed != NULL &&
             tr_endpoint_healthy(failed, tr_loop_now_ms(W(st)->loop))) {
@@ -1384,8 +1431,6 @@ static void h2up_on_close(void *owner, uint32_t error_code, bool refused, const 
         return;
     }
     if (!st->resp_head_out) {
-        bool connect = reason != NULL &&
-                       (strncmp(reason, "connect", 7) == 0 || strcmp(reason, "tls_setup") == 0);
         char body[TR_UPSTREAM_ERROR_MAX];
         local_reply(
             st, 503, connect ? TR_RF_UF : TR_RF_UC,
@@ -1466,8 +1511,10 @@ static void h1_reply(struct tr_stream *st, enum tr_h1c_status why, const char *r
 static void h1_start(struct tr_stream *st, bool fresh)
 {
     if (h1_head(st))
-        h1_attempt(st, tr_h1c_start(&st->h1.uc, W(st), st->cluster, &stream_h1_ops, st, fresh),
-                   "connection failure");
+        h1_attempt(
+            st,
+            tr_h1c_start(&st->h1.uc, W(st), st->cluster, &stream_h1_ops, st, fresh, st->lb_hash),
+            "connection failure");
 }
 
 /* Go on from what the upstream client made of an attempt. reason: the
@@ -1558,6 +1605,7 @@ static void h1_failed(struct tr_stream *st, enum tr_h1c_status why)
             stream_maybe_free(st);
         return;
     }
+    tr_endpoint_report(x->uc.ep, TR_OUTCOME_FAILED, tr_loop_now_ms(W(st)->loop));
     if (!st->resp_head_out) {
         h1_reply(st, why, NULL);
         stream_maybe_free(st);
@@ -1772,7 +1820,7 @@ static void h1_pump_once(struct tr_stream *st)
 static void up_use(struct tr_stream *st, struct tr_endpoint_rt *ep)
 {
     st->ep = ep;
-    ep->active_requests++;
+    tr_endpoint_request_begin(ep);
     st->upstream_addr = ep->addr_text;
 }
 
@@ -1782,9 +1830,15 @@ static void up_start(struct tr_stream *st, bool fresh)
         h1_start(st, fresh);
         return;
     }
-    struct tr_endpoint_rt *ep = tr_attempt_first(W(st), st->cluster, &st->attempts);
+    bool overflow = false;
+    struct tr_endpoint_rt *ep =
+        tr_attempt_first(W(st), st->cluster, st->lb_hash, &st->attempts, &overflow);
     if (ep == NULL) {
-        local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
+        char body[TR_UPSTREAM_ERROR_MAX];
+        if (overflow)
+            local_reply(st, 503, TR_RF_UO, tr_upstream_error_body(body, sizeof(body), "overflow"));
+        else
+            local_reply(st, 503, TR_RF_UH, "no healthy upstream\n");
         return;
     }
     up_use(st, ep);
@@ -1799,7 +1853,7 @@ static void h2_open(struct tr_stream *st, bool fresh)
     if (tr_h2_up_open(W(st), ep, fresh, &stream_h2up_ops, st, &st->upreq, !st->req_has_body,
                       &st->h2, &reason) < 0) {
         bool overflow = reason != NULL && strcmp(reason, "overflow") == 0;
-        ep->active_requests--;
+        tr_endpoint_request_end(ep);
         st->ep = NULL;
         char body[TR_UPSTREAM_ERROR_MAX];
         local_reply(st, 503, overflow ? TR_RF_UO : TR_RF_UF,
@@ -1821,7 +1875,7 @@ static void up_release(struct tr_stream *st, bool reusable)
     if (st->up == TR_SU_H1 || st->up == TR_SU_TUNNEL)
         tr_h1c_release(&st->h1.uc, reusable && st->up == TR_SU_H1);
     if (st->ep != NULL) {
-        st->ep->active_requests--;
+        tr_endpoint_request_end(st->ep);
         st->ep = NULL;
     }
 }

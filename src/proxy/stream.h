@@ -96,6 +96,8 @@ struct tr_stream {
     const struct tr_header_edit *req_edit, *resp_edit; /* the route's, NULL: none */
     struct tr_cluster_rt *cluster;
     struct tr_endpoint_rt *ep;
+    uint64_t lb_hash;   /* consistent hashing: proxy/decide.h */
+    uint64_t lb_cookie; /* nonzero: a generated cookie goes on the response */
     const char *peer_id;
     const char *upstream_addr;
     struct tr_timer timer; /* route timeout / grpc-timeout */

@@ -1,10 +1,14 @@
 /* proxy/tcp_session.c: opaque TCP (L4) proxying with half-close.
  *
- * Each direction runs independently: bytes flow until its reader sees EOF,
- * then the writer's side gets a FIN (shutdown(SHUT_WR), after close_notify
- * for TLS), and the session ends when both directions have finished. When
- * both sides are plaintext the bytes move with splice() through a pipe per
- * direction and never enter user space.
+ * A connection goes to the listener's tcp_cluster, or to one of its
+ * tcp_clusters picked by weight when it starts (connect retries stay in that
+ * cluster). Each direction runs independently: bytes flow until its reader
+ * sees EOF, then the writer's side gets a FIN (shutdown(SHUT_WR), after
+ * close_notify for TLS), and the session ends when both directions have
+ * finished. When both sides are plaintext the bytes move with splice()
+ * through a pipe per direction and never enter user space. The end of a
+ * connection is one access log line and, once it was connected, the Istio
+ * TCP metrics, both naming the picked cluster.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,8 +19,10 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
+#include "obs/access_log.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
+#include "router/router.h"
 #include "upstream/attempt.h"
 #include "upstream/pool.h"
 
@@ -55,6 +61,21 @@ static void tcp_finish(struct tr_session *s, uint16_t flags)
     l.protocol = TR_REQ_PROTO_TCP;
     if (t->connected)
         tr_metrics_tcp_close(s->w->metrics, &l, flags, t->sent, t->received);
+    if (s->w->access_log_fd >= 0) {
+        struct tr_access_entry e = {
+            .protocol = "TCP",
+            .flags = flags,
+            .duration_us = tr_loop_now_us(s->w->loop) - t->start_us,
+            .req_bytes = t->received,
+            .resp_bytes = t->sent,
+            .peer = s->peer_ip,
+            .principal = s->principal,
+            .listener = s->lcfg->name,
+            .cluster = t->cluster != NULL ? t->cluster->cfg->name : NULL,
+            .upstream = t->upstream,
+        };
+        tr_access_log_write(s->w->access_log_fd, &e);
+    }
     tr_session_close(s); /* releases the upstream, pipes and buffer */
 }
 
@@ -167,12 +188,13 @@ static void tcp_on_up_ready(void *owner, struct tr_upstream *up, int err, const 
     struct tr_tcp_state *t = &s->tcp;
     if (err < 0) {
         t->up = NULL;
-        tr_warn("listener %s: TCP upstream %s failed: %s", s->lcfg->name, up->ep->addr_text,
-                reason);
+        tr_warn("listener %s: TCP upstream %s of cluster %s failed: %s", s->lcfg->name,
+                up->ep->addr_text, t->cluster->cfg->name, reason);
         /* No byte went anywhere yet: try another endpoint. */
-        struct tr_endpoint_rt *next = tr_attempt_next(s->w, t->cluster, up->ep, &t->attempts);
+        struct tr_endpoint_rt *next =
+            tr_attempt_next(s->w, t->cluster, t->lb_hash, up->ep, &t->attempts);
         if (next == NULL || !tcp_connect(s, next))
-            tcp_finish(s, TR_RF_UF);
+            tcp_finish(s, t->overflow ? TR_RF_UO : TR_RF_UF);
         return;
     }
     t->connected = true;
@@ -213,9 +235,12 @@ static bool tcp_connect(struct tr_session *s, struct tr_endpoint_rt *ep)
     struct tr_tcp_state *t = &s->tcp;
     bool ready;
     const char *reason = NULL;
+    t->upstream = ep->addr_text;
     t->up = tr_pool_acquire(s->w, ep, &tcp_up_ops, s, true, false, &ready, &reason);
-    if (t->up == NULL)
+    if (t->up == NULL) {
+        t->overflow = reason != NULL && strcmp(reason, "overflow") == 0;
         return false;
+    }
     tr_timer_set(s->w->loop, &s->timer, t->cluster->cfg->connect_timeout_ms + 1000);
     return true;
 }
@@ -233,6 +258,18 @@ static void tcp_drain(struct tr_session_link *l)
     s->draining = true;
 }
 
+/* The cluster of this connection: the listener's tcp_cluster, or one of its
+ * tcp_clusters by weight (the routes' pick, with the worker's PRNG). -1: none
+ * (a validated model always has one). */
+static int tcp_pick_cluster(struct tr_session *s)
+{
+    const struct tr_listener_cfg *l = s->lcfg;
+    if (l->n_tcp_clusters == 0)
+        return l->tcp_cluster;
+    int i = tr_weighted_pick(l->tcp_clusters, l->n_tcp_clusters, tr_worker_rand(s->w));
+    return i >= 0 ? l->tcp_clusters[i].cluster : -1;
+}
+
 void tr_tcp_session_start(struct tr_session *s)
 {
     struct tr_tcp_state *t = &s->tcp;
@@ -243,20 +280,32 @@ void tr_tcp_session_start(struct tr_session *s)
     s->timer.cb = tcp_on_timer;
     s->link.drain = tcp_drain;
     s->labels.protocol = TR_REQ_PROTO_TCP;
+    t->start_us = tr_loop_now_us(s->w->loop);
     const struct tr_authz *az = s->ws->snap->authz[s->lidx];
     if (az != NULL && tr_authz_eval(az, s->principal, (tr_str){"", 0}, (tr_str){"", 0}, NULL) ==
                           TR_AUTHZ_VERDICT_DENY) {
         tr_info("listener %s: TCP connection from %s denied by authorization", s->lcfg->name,
                 s->principal ? s->principal : s->peer_ip);
-        tr_session_close(s);
+        tcp_finish(s, TR_RF_RBAC);
         return;
     }
-    t->cluster = &s->ws->clusters[s->lcfg->tcp_cluster];
-    struct tr_endpoint_rt *ep = tr_attempt_first(s->w, t->cluster, &t->attempts);
+    int ci = tcp_pick_cluster(s);
+    if (ci < 0) {
+        tcp_finish(s, TR_RF_UH);
+        return;
+    }
+    t->cluster = &s->ws->clusters[ci];
+    /* Consistent hashing: a connection offers only its client's address. */
+    struct tr_lb_request rq = {.peer = &s->peer};
+    uint64_t no_cookie;
+    if (t->cluster->table == NULL ||
+        !tr_lb_request_hash(&t->cluster->cfg->hash, &rq, &t->lb_hash, &no_cookie))
+        t->lb_hash = (uint64_t)tr_worker_rand(s->w) << 32 | tr_worker_rand(s->w);
+    struct tr_endpoint_rt *ep = tr_attempt_first(s->w, t->cluster, t->lb_hash, &t->attempts, NULL);
     if (ep == NULL) {
         tcp_finish(s, TR_RF_UH);
         return;
     }
     if (!tcp_connect(s, ep))
-        tcp_finish(s, TR_RF_UF);
+        tcp_finish(s, t->overflow ? TR_RF_UO : TR_RF_UF);
 }

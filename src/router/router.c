@@ -843,18 +843,21 @@ int tr_route_pick_cluster(const struct tr_route_cfg *route, uint32_t rnd)
 
 int tr_route_pick(const struct tr_route_cfg *route, uint32_t rnd)
 {
-    if (route == NULL)
-        return -1;
-    /* Summed here rather than trusting total_weight, so a hand-built or
-     * inconsistent route can never index past its clusters. */
+    return route != NULL ? tr_weighted_pick(route->clusters, route->n_clusters, rnd) : -1;
+}
+
+int tr_weighted_pick(const struct tr_weighted_cluster_cfg *clusters, size_t n, uint32_t rnd)
+{
+    /* Summed here rather than trusting a stored total, so a hand-built or
+     * inconsistent model can never index past its clusters. */
     uint64_t total = 0;
-    for (size_t i = 0; i < route->n_clusters; i++)
-        total += route->clusters[i].weight;
+    for (size_t i = 0; i < n; i++)
+        total += clusters[i].weight;
     if (total == 0)
         return -1;
     uint64_t x = (uint64_t)rnd % total;
-    for (size_t i = 0; i < route->n_clusters; i++) {
-        uint32_t w = route->clusters[i].weight;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t w = clusters[i].weight;
         if (w == 0)
             continue;
         if (x < w)

@@ -63,10 +63,14 @@ struct tr_path_rewrite {
 };
 struct tr_path_rewrite tr_route_rewrite_path(const struct tr_route_cfg *route, tr_str path);
 
-/* Pick one weighted cluster of a route; rnd is a uniformly distributed
- * 32-bit random number supplied by the caller (per-worker PRNG). Returns the
- * index of the entry in route->clusters (its cluster, header edits...), or
- * -1 if no weight is left. */
+/* Pick one of n weighted clusters with probability weight / total; rnd is a
+ * uniformly distributed 32-bit random number supplied by the caller
+ * (per-worker PRNG). Returns the entry's index in clusters, or -1 if no
+ * weight is left. The one weighted pick: routes and TCP listeners
+ * (listeners[].tcp_clusters) both use it. */
+int tr_weighted_pick(const struct tr_weighted_cluster_cfg *clusters, size_t n, uint32_t rnd);
+/* tr_weighted_pick over a route's clusters: the index of the entry in
+ * route->clusters (its cluster, header edits...), or -1 (also for NULL). */
 int tr_route_pick(const struct tr_route_cfg *route, uint32_t rnd);
 /* The same pick as the cluster's index in the configuration, or -1. */
 int tr_route_pick_cluster(const struct tr_route_cfg *route, uint32_t rnd);

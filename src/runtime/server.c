@@ -320,7 +320,8 @@ int tr_server_apply_patches(const struct tr_config_patch *p, size_t n, char **er
         *err = strdup("out of memory");
         return -1;
     }
-    memcpy(all, srv.log, srv.n_log * sizeof(*all));
+    if (srv.n_log > 0) /* srv.log is NULL before the first update */
+        memcpy(all, srv.log, srv.n_log * sizeof(*all));
     memcpy(all + srv.n_log, p, n * sizeof(*all));
     struct tr_snapshot *cur = tr_snapshot_current_acquire();
     struct tr_snapshot *snap = build_snapshot(srv.doc, srv.doc_len, all, srv.n_log + n, cur, err);
@@ -511,7 +512,7 @@ int tr_server_run(const struct tr_server_options *opt)
     tr_loop_add(srv.loop, &srv.signal_io, EPOLLIN);
 
     for (unsigned i = 0; i < n; i++) {
-        srv.workers[i] = tr_worker_start(i, &err);
+        srv.workers[i] = tr_worker_start(i, n, &err);
         if (srv.workers[i] == NULL) {
             fprintf(stderr, "trellis: %s\n", err ? err : "cannot start worker");
             return 1;

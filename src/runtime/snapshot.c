@@ -5,6 +5,7 @@
 #include <string.h>
 #include <threads.h>
 
+#include "cluster/cluster.h"
 #include "config/load.h"
 #include "filter/authz.h"
 #include "filter/route_action.h"
@@ -38,10 +39,14 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
     if (s->cors != NULL)
         for (size_t i = 0; i < cfg->n_cors; i++)
             tr_cors_free(s->cors[i]);
+    if (s->lb_tables != NULL)
+        for (size_t i = 0; i < cfg->n_clusters; i++)
+            tr_lb_table_unref(s->lb_tables[i]);
     free(s->tls);
     free(s->routers);
     free(s->authz);
     free(s->cors);
+    free(s->lb_tables);
     free(s);
 }
 
@@ -72,6 +77,67 @@ static struct tr_tls_ctx *shared_tls(const struct tr_snapshot *prev, const struc
         return NULL;
     }
     return NULL;
+}
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+/* Consistent-hash tables: prev's where a cluster's endpoints did not change
+ * (building a Maglev table costs its 65537 entries), else new ones. prev's
+ * clusters with a table are found by name through a scratch index. */
+static bool lb_tables_build(struct tr_snapshot *s, const struct tr_snapshot *prev)
+{
+    const struct tr_config *cfg = s->cfg;
+    s->lb_tables = calloc(cfg->n_clusters + 1, sizeof(*s->lb_tables));
+    if (s->lb_tables == NULL)
+        return false;
+    size_t n_prev = prev != NULL && prev->lb_tables != NULL ? prev->cfg->n_clusters : 0;
+    size_t mask = 0;
+    uint32_t *slot = NULL; /* prev index + 1; 0: empty */
+    for (size_t j = 0; j < n_prev; j++) {
+        if (prev->lb_tables[j] == NULL)
+            continue;
+        if (slot == NULL) {
+            size_t size = 16;
+            while (size < 2 * n_prev)
+                size <<= 1;
+            if ((slot = calloc(size, sizeof(*slot))) == NULL)
+                return false;
+            mask = size - 1;
+        }
+        size_t k = name_hash(prev->cfg->clusters[j].name) & mask;
+        while (slot[k] != 0)
+            k = (k + 1) & mask;
+        slot[k] = (uint32_t)j + 1;
+    }
+    bool ok = true;
+    for (size_t i = 0; ok && i < cfg->n_clusters; i++) {
+        const struct tr_cluster_cfg *cc = &cfg->clusters[i];
+        /* Endpoints given by name: each view builds its table over the
+         * addresses resolved (cluster/cluster.c). */
+        if ((cc->lb != TR_LB_RING_HASH && cc->lb != TR_LB_MAGLEV) || cc->n_dns_endpoints > 0)
+            continue;
+        for (size_t k = slot != NULL ? name_hash(cc->name) & mask : 0; slot != NULL && slot[k] != 0;
+             k = (k + 1) & mask) {
+            size_t j = slot[k] - 1;
+            if (strcmp(prev->cfg->clusters[j].name, cc->name) != 0)
+                continue;
+            if (tr_lb_table_fits(&prev->cfg->clusters[j], cc)) {
+                tr_lb_table_ref(prev->lb_tables[j]);
+                s->lb_tables[i] = prev->lb_tables[j];
+            }
+            break;
+        }
+        if (s->lb_tables[i] == NULL && (s->lb_tables[i] = tr_lb_table_build(cc)) == NULL)
+            ok = false;
+    }
+    free(slot);
+    return ok;
 }
 
 /* The routes' CORS policies, compiled at the index validate gave each. */
@@ -138,6 +204,8 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
     }
     if (!build_cors(s, cfg, err))
         goto fail;
+    if (!lb_tables_build(s, prev))
+        goto oom;
     s->h1_limits.max_request_line = cfg->limits.max_request_line;
     s->h1_limits.max_header_bytes = cfg->limits.max_header_bytes;
     s->h1_limits.max_headers = cfg->limits.max_headers;

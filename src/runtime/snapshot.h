@@ -19,6 +19,7 @@ struct tr_tls_ctx;
 struct tr_router;
 struct tr_authz;
 struct tr_cors;
+struct tr_lb_table;
 
 struct tr_snapshot {
     _Atomic uint32_t refs;
@@ -28,6 +29,10 @@ struct tr_snapshot {
     struct tr_router **routers; /* per cfg->route_tables */
     struct tr_authz **authz;    /* per cfg->listeners; NULL: no rules */
     struct tr_cors **cors;      /* per cfg->n_cors: routes' CORS policies, compiled */
+    /* Per cfg->clusters: the consistent-hash table (lb ring_hash, maglev),
+     * else NULL; each holds a reference, shared with the previous snapshot
+     * while the cluster's endpoints are unchanged (cluster/cluster.h). */
+    struct tr_lb_table **lb_tables;
     struct tr_h1_limits h1_limits;
     struct tr_h2_limits h2_limits; /* downstream and upstream HTTP/2 connections */
     size_t n_tls_shared;           /* contexts taken over from the previous snapshot */

@@ -298,12 +298,13 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-struct tr_worker *tr_worker_start(unsigned index, char **err)
+struct tr_worker *tr_worker_start(unsigned index, unsigned n_workers, char **err)
 {
     struct tr_worker *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return NULL;
     w->index = index;
+    w->n_workers = n_workers;
     snprintf(w->name, sizeof(w->name), "w%u", index);
     w->sessions.next = w->sessions.prev = &w->sessions;
     w->access_log_fd = -1;

@@ -64,6 +64,7 @@ enum tr_worker_cmd {
 
 struct tr_worker {
     unsigned index;
+    unsigned n_workers; /* how many the server runs: per-proxy limits are shared out */
     char name[16];
     pthread_t thread;
     struct tr_loop *loop;
@@ -116,8 +117,8 @@ static inline bool tr_worker_handshake_budget(struct tr_worker *w)
     return w->hs_steps++ < TR_HANDSHAKES_PER_TURN;
 }
 
-/* Start a worker thread on the currently published snapshot. */
-struct tr_worker *tr_worker_start(unsigned index, char **err);
+/* Start worker index of n_workers on the currently published snapshot. */
+struct tr_worker *tr_worker_start(unsigned index, unsigned n_workers, char **err);
 /* Ask it to adopt the newly published snapshot / to drain / to stop. */
 void tr_worker_notify(struct tr_worker *w, enum tr_worker_cmd cmd);
 void tr_worker_join(struct tr_worker *w);

@@ -7,20 +7,25 @@
 #include "obs/metrics.h"
 #include "runtime/worker.h"
 
-struct tr_endpoint_rt *tr_attempt_first(struct tr_worker *w, struct tr_cluster_rt *c,
-                                        uint8_t *attempts)
+struct tr_endpoint_rt *tr_attempt_first(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
+                                        uint8_t *attempts, bool *overflow)
 {
     *attempts = 1;
-    return tr_cluster_pick(c, tr_worker_rand(w), NULL, tr_loop_now_ms(w->loop));
+    if (overflow != NULL) {
+        *overflow = !tr_cluster_admit_request(c, w);
+        if (*overflow)
+            return NULL;
+    }
+    return tr_cluster_pick(c, tr_worker_rand(w), hash, NULL, tr_loop_now_ms(w->loop));
 }
 
-struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt *c,
+struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
                                        const struct tr_endpoint_rt *failed, uint8_t *attempts)
 {
     if (*attempts >= TR_CONNECT_ATTEMPTS)
         return NULL;
     struct tr_endpoint_rt *ep =
-        tr_cluster_pick(c, tr_worker_rand(w), failed, tr_loop_now_ms(w->loop));
+        tr_cluster_pick(c, tr_worker_rand(w), hash, failed, tr_loop_now_ms(w->loop));
     if (ep == NULL)
         return NULL;
     (*attempts)++;

@@ -6,10 +6,18 @@
 #include <strings.h>
 
 #include "cluster/cluster.h"
+#include "event/loop.h"
 #include "obs/metrics.h"
 #include "runtime/worker.h"
 #include "upstream/attempt.h"
 #include "upstream/pool.h"
+
+/* Outlier detection (cluster/cluster.h): what became of this attempt. */
+static void report(const struct tr_h1_client *c, int outcome)
+{
+    if (c->ep != NULL)
+        tr_endpoint_report(c->ep, outcome, tr_loop_now_ms(c->w->loop));
+}
 
 static enum tr_h1c_status connect_to(struct tr_h1_client *c, struct tr_endpoint_rt *ep, bool fresh)
 {
@@ -17,10 +25,10 @@ static enum tr_h1c_status connect_to(struct tr_h1_client *c, struct tr_endpoint_
     const char *reason = NULL;
     c->ep = ep;
     c->addr = ep->addr_text;
-    ep->active_requests++;
+    tr_endpoint_request_begin(ep);
     c->up = tr_pool_acquire(c->w, ep, c->ops, c->owner, fresh, false, &ready, &reason);
     if (c->up == NULL) {
-        ep->active_requests--;
+        tr_endpoint_request_end(ep);
         c->ep = NULL;
         return reason != NULL && strcmp(reason, "overflow") == 0 ? TR_H1C_OVERFLOW : TR_H1C_FAILED;
     }
@@ -33,13 +41,15 @@ static enum tr_h1c_status connect_to(struct tr_h1_client *c, struct tr_endpoint_
 
 enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
                                 struct tr_cluster_rt *cluster,
-                                const struct tr_upstream_owner_ops *ops, void *owner, bool fresh)
+                                const struct tr_upstream_owner_ops *ops, void *owner, bool fresh,
+                                uint64_t lb_hash)
 {
     *c = (struct tr_h1_client){
-        .w = w, .cluster = cluster, .ops = ops, .owner = owner, .fresh = fresh};
-    struct tr_endpoint_rt *ep = tr_attempt_first(w, cluster, &c->attempts);
+        .w = w, .cluster = cluster, .ops = ops, .owner = owner, .fresh = fresh, .lb_hash = lb_hash};
+    bool overflow = false;
+    struct tr_endpoint_rt *ep = tr_attempt_first(w, cluster, lb_hash, &c->attempts, &overflow);
     if (ep == NULL)
-        return TR_H1C_NO_HEALTHY;
+        return overflow ? TR_H1C_OVERFLOW : TR_H1C_NO_HEALTHY;
     return connect_to(c, ep, fresh);
 }
 
@@ -48,10 +58,11 @@ enum tr_h1c_status tr_h1c_connect_failed(struct tr_h1_client *c)
     struct tr_endpoint_rt *failed = c->ep;
     c->up = NULL; /* closed by the pool */
     if (c->ep != NULL) {
-        c->ep->active_requests--;
+        tr_endpoint_request_end(c->ep);
         c->ep = NULL;
     }
-    struct tr_endpoint_rt *next = tr_attempt_next(c->w, c->cluster, failed, &c->attempts);
+    struct tr_endpoint_rt *next =
+        tr_attempt_next(c->w, c->cluster, c->lb_hash, failed, &c->attempts);
     if (next == NULL)
         return TR_H1C_FAILED;
     return connect_to(c, next, c->fresh);
@@ -71,7 +82,7 @@ enum tr_h1c_status tr_h1c_resend(struct tr_h1_client *c)
     c->resent = true;
     c->conn_close = false;
     tr_metrics_count(c->w->metrics, TR_C_UPSTREAM_RESEND, 1);
-    struct tr_endpoint_rt *ep = tr_attempt_first(c->w, c->cluster, &c->attempts);
+    struct tr_endpoint_rt *ep = tr_attempt_first(c->w, c->cluster, c->lb_hash, &c->attempts, NULL);
     if (ep == NULL)
         return TR_H1C_NO_HEALTHY;
     return connect_to(c, ep, true);
@@ -99,8 +110,11 @@ int tr_h1c_parse_response(struct tr_h1_client *c, const char *p, uint32_t head_l
                           struct tr_h1_message *m)
 {
     int rc = tr_h1_parse_response(p, head_len, lim, method, m);
-    if (rc < 0)
+    if (rc < 0) {
+        /* Envoy's codec error is a reset: a local-origin failure. */
+        report(c, TR_OUTCOME_FAILED);
         return rc;
+    }
     if (m->flags & TR_H1_F_CONN_CLOSE)
         c->conn_close = true;
     /* The pool keeps an idle connection below the server's own timeout. */
@@ -109,6 +123,7 @@ int tr_h1c_parse_response(struct tr_h1_client *c, const char *p, uint32_t head_l
         c->up->server_idle_ms = keep_alive_timeout_ms(m->headers[ka].value);
     if (m->status >= 100 && m->status < 200 && m->status != 101)
         return 0; /* interim: the final head follows */
+    report(c, m->status);
     c->head_done = true;
     tr_h1_body_init(&c->resp, m->body, m->content_length, lim->max_header_bytes);
     return 0;
@@ -212,7 +227,7 @@ void tr_h1c_release(struct tr_h1_client *c, bool reusable)
         c->up = NULL;
     }
     if (c->ep != NULL) {
-        c->ep->active_requests--;
+        tr_endpoint_request_end(c->ep);
         c->ep = NULL;
     }
 }

@@ -51,6 +51,7 @@ struct tr_h1_client {
     const struct tr_upstream_owner_ops *ops; /* the owner's callbacks (upstream/pool.h) */
     void *owner;
     const char *addr;             /* address text of the last endpoint tried, for logs */
+    uint64_t lb_hash;             /* the request's consistent-hash key (upstream/attempt.h) */
     uint8_t attempts;             /* endpoints tried (upstream/attempt.h) */
     bool fresh;                   /* new connections only (tunnels) */
     bool reused;                  /* the connection came from the idle pool */
@@ -67,7 +68,7 @@ enum tr_h1c_status {
     TR_H1C_READY = 0,      /* a pooled connection: send now (no on_ready follows) */
     TR_H1C_CONNECTING,     /* ops->on_ready follows */
     TR_H1C_NO_HEALTHY,     /* no endpoint is healthy: 503 UH */
-    TR_H1C_OVERFLOW,       /* the endpoint's connection cap: 503 UO */
+    TR_H1C_OVERFLOW,       /* a connection or request limit (pool, circuit_breakers): 503 UO */
     TR_H1C_FAILED,         /* could not connect: 503 UF */
     TR_H1C_CLOSED,         /* the connection closed or failed mid-exchange: UC */
     TR_H1C_BAD_HEAD,       /* an invalid response head: 502 UPE */
@@ -91,11 +92,13 @@ struct tr_h1c_reply {
 struct tr_h1c_reply tr_h1c_reply(enum tr_h1c_status st, const char *connect_reason);
 
 /* Start the request's first attempt; fresh: on a new connection, never a
- * pooled one (CONNECT tunnels). Sets every field (a previous request's state
- * is forgotten; its connection must have been released). */
+ * pooled one (CONNECT tunnels); lb_hash: the request's consistent-hash key
+ * (proxy/decide.h). Sets every field (a previous request's state is
+ * forgotten; its connection must have been released). */
 enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
                                 struct tr_cluster_rt *cluster,
-                                const struct tr_upstream_owner_ops *ops, void *owner, bool fresh);
+                                const struct tr_upstream_owner_ops *ops, void *owner, bool fresh,
+                                uint64_t lb_hash);
 
 /* ops->on_ready reported a failed connection (the pool closed it). Nothing
  * was sent on it, so the request goes to another endpoint when the attempt
@@ -137,7 +140,9 @@ int tr_h1c_head_end(struct tr_h1_client *c, struct tr_buf **in, const struct tr_
  * connection (Connection: close, Keep-Alive: timeout) and, for a final
  * response (not a 1xx other than 101), set head_done and the body (resp;
  * done at once when there is none: HEAD, 204, 304, a length of 0).
- * Returns 0, or a TR_H1_E_* (< 0): an invalid response (TR_H1C_BAD_HEAD). */
+ * The status, or an invalid head, goes to outlier detection
+ * (cluster/cluster.h). Returns 0, or a TR_H1_E_* (< 0): an invalid response
+ * (TR_H1C_BAD_HEAD). */
 int tr_h1c_parse_response(struct tr_h1_client *c, const char *p, uint32_t head_len,
                           const struct tr_h1_limits *lim, enum tr_h1_method method,
                           struct tr_h1_message *m);

@@ -19,6 +19,7 @@ struct up_slot {
     void *owner;
     int32_t id;                  /* 0 until the request is submitted */
     bool end_stream;             /* request has no body */
+    bool waits;                  /* counted as pending: its connection is not up yet */
     const struct tr_fields *req; /* the owner's, until submitted */
 };
 
@@ -30,6 +31,7 @@ struct tr_h2_upconn {
     struct tr_h2_upconn *prev, *next; /* ep->h2conns */
     struct up_slot *slots;
     uint32_t cap, used;
+    uint32_t opened;  /* streams opened on it (pool.max_requests_per_connection) */
     uint32_t pending; /* slots waiting for submit_pending */
     bool ready;       /* connected (and TLS done) */
     bool closing;     /* no new streams: GOAWAY seen or sent, or failed */
@@ -51,8 +53,18 @@ static struct up_slot *slot_by_id(struct tr_h2_upconn *c, int32_t id)
     return s != NULL && s->ops != NULL && s->id == id ? s : NULL;
 }
 
+/* The stream no longer waits for its connection to be established. */
+static void slot_waited(struct tr_h2_upconn *c, struct up_slot *s)
+{
+    if (s->waits) {
+        s->waits = false;
+        c->ep->state->pending_requests--;
+    }
+}
+
 static void slot_release(struct tr_h2_upconn *c, struct up_slot *s)
 {
+    slot_waited(c, s);
     if (s->id != 0 && c->h2 != NULL)
         tr_h2_set_stream_user(c->h2, s->id, NULL);
     if (s->id == 0)
@@ -145,6 +157,7 @@ static const struct tr_h2_ops upconn_codec_ops = {
 static void upconn_free_now(struct tr_deferred *d)
 {
     struct tr_h2_upconn *c = tr_container_of(d, struct tr_h2_upconn, free_later);
+    tr_h2_free(c->h2);
     free(c->slots);
     free(c->tx);
     free(c->rx);
@@ -171,10 +184,9 @@ static void upconn_close(struct tr_h2_upconn *c, const char *reason, bool refuse
         tr_pool_release(c->up, false);
         c->up = NULL;
     }
-    if (c->h2 != NULL) {
-        tr_h2_free(c->h2);
-        c->h2 = NULL;
-    }
+    /* The codec is freed with the connection, after the event batch: this
+     * may run inside one of its callbacks (a stream closed), and its
+     * session must outlive the call. */
     for (uint32_t i = 0; i < c->cap; i++) {
         struct up_slot *s = &c->slots[i];
         if (s->ops == NULL)
@@ -285,6 +297,7 @@ static void on_up_ready(void *owner, struct tr_upstream *up, int err, const char
     c->ready = true;
     for (uint32_t i = 0; i < c->cap; i++) {
         struct up_slot *s = &c->slots[i];
+        slot_waited(c, s);
         if (s->ops != NULL && s->ops->on_connected != NULL)
             s->ops->on_connected(s->owner, up->peer_id);
     }
@@ -370,12 +383,16 @@ int tr_h2_up_open(struct tr_worker *w, struct tr_endpoint_rt *ep, bool fresh,
             }
         }
     }
+    /* A stream on a connection not up yet waits: circuit_breakers'
+     * max_pending_requests (the connection limits are tr_pool_acquire's). */
+    const struct tr_cluster_rt *cl = ep->cluster;
+    if ((c == NULL || !c->ready) && cl != NULL && cl->max_pending_requests != 0 &&
+        ep->state->pending_requests >= cl->max_pending_requests) {
+        tr_metrics_cluster(w->metrics, ep->state->name, TR_CM_OVERFLOW_PENDING, 1);
+        *reason = "overflow";
+        return -1;
+    }
     if (c == NULL) {
-        const struct tr_cluster_cfg *cc = ep->cluster->cfg;
-        if (cc->max_connections != 0 && ep->n_conns >= cc->max_connections) {
-            *reason = "overflow";
-            return -1;
-        }
         c = upconn_new(w, ep, fresh, reason);
         if (c == NULL)
             return -1;
@@ -389,8 +406,14 @@ int tr_h2_up_open(struct tr_worker *w, struct tr_endpoint_rt *ep, bool fresh,
     s->id = 0;
     s->end_stream = end_stream;
     s->req = req;
+    s->waits = !c->ready;
+    ep->state->pending_requests += s->waits;
     c->used++;
     c->pending++;
+    /* Its last stream: no new ones, and it closes when they are done. */
+    uint32_t max_requests = ep->cluster->cfg->max_requests_per_connection;
+    if (max_requests != 0 && ++c->opened >= max_requests)
+        c->closing = true;
     tr_timer_cancel(w->loop, &c->idle);
     out->c = c;
     out->slot = i;
@@ -472,4 +495,15 @@ void tr_h2_up_close_idle(struct tr_endpoint_rt *ep)
             schedule_flush(c);
         }
     }
+}
+
+bool tr_h2_up_close_one_idle(struct tr_endpoint_rt *ep)
+{
+    for (struct tr_h2_upconn *c = ep->h2conns; c != NULL; c = c->next) {
+        if (c->used == 0 && !c->closed) {
+            upconn_close(c, NULL, false);
+            return true;
+        }
+    }
+    return false;
 }

@@ -83,5 +83,8 @@ void tr_h2_up_cancel(struct tr_h2_up_stream s);
 /* Close every connection of ep that carries no stream (snapshot retirement,
  * drain); busy ones get GOAWAY and close when their streams end. */
 void tr_h2_up_close_idle(struct tr_endpoint_rt *ep);
+/* Close one connection of ep that carries no stream, if there is one
+ * (room under the cluster's circuit_breakers.max_connections). */
+bool tr_h2_up_close_one_idle(struct tr_endpoint_rt *ep);
 
 #endif

@@ -40,6 +40,16 @@ static void idle_unlink(struct tr_upstream *up)
     ep->n_idle--;
 }
 
+/* An HTTP/1.1 connection being established holds one request waiting
+ * (circuit_breakers.max_pending_requests) until it is up or has failed. */
+static void pending_done(struct tr_upstream *up)
+{
+    if (up->pending) {
+        up->pending = false;
+        up->ep->state->pending_requests--;
+    }
+}
+
 static void upstream_close(struct tr_upstream *up)
 {
     if (up->state == TR_UP_CLOSED)
@@ -49,6 +59,8 @@ static void upstream_close(struct tr_upstream *up)
     up->state = TR_UP_CLOSED;
     tr_timer_cancel(up->w->loop, &up->timer);
     tr_conn_close(up->w->loop, &up->conn, true);
+    pending_done(up);
+    up->ep->state->connections--;
     up->ep->n_conns--;
     tr_metrics_count(up->w->metrics, TR_C_UPSTREAM_CX_ACTIVE, -1);
     /* Freed after the current event batch: epoll may still hold an event for it. */
@@ -106,7 +118,8 @@ static void upstream_handshake(struct tr_upstream *up)
         up->peer_id = tr_metrics_intern(id);
     tr_timer_cancel(up->w->loop, &up->timer);
     up->state = TR_UP_BUSY;
-    tr_endpoint_connect_ok(up->ep);
+    pending_done(up);
+    tr_endpoint_connect_ok(up->ep, tr_loop_now_ms(up->w->loop));
     up->ops->on_ready(up->owner, up, 0, NULL);
 }
 
@@ -129,7 +142,8 @@ static void upstream_on_io(struct tr_io *io, uint32_t events)
         } else {
             tr_timer_cancel(up->w->loop, &up->timer);
             up->state = TR_UP_BUSY;
-            tr_endpoint_connect_ok(up->ep);
+            pending_done(up);
+            tr_endpoint_connect_ok(up->ep, tr_loop_now_ms(up->w->loop));
             up->ops->on_ready(up->owner, up, 0, NULL);
         }
         return;
@@ -160,6 +174,44 @@ static void upstream_on_timer(struct tr_timer *t)
         upstream_fail(up, -ETIMEDOUT, "connect_timeout");
 }
 
+/* The cluster is at its connection limit: an idle connection (to any of
+ * its endpoints) makes room, so connections pooled to one endpoint never
+ * starve the others. O(endpoints), at the limit only. */
+static bool close_one_idle(const struct tr_cluster_rt *cl)
+{
+    for (uint32_t i = 0; i < cl->n_eps; i++) {
+        struct tr_endpoint_rt *e = cl->eps[i];
+        if (e->idle != NULL) {
+            upstream_close(e->idle);
+            return true;
+        }
+        if (e->n_h2conns > 0 && tr_h2_up_close_one_idle(e))
+            return true;
+    }
+    return false;
+}
+
+/* May another connection to ep start? The endpoint's cap (pool.max_connections)
+ * and the worker's share of the cluster's circuit breakers: connections, and
+ * for HTTP/1.1 the requests that would wait for one to be established. */
+static bool pool_admit(struct tr_worker *w, const struct tr_cluster_rt *cl,
+                       const struct tr_endpoint_rt *ep, bool h2)
+{
+    enum tr_cluster_metric over;
+    if (cl->cfg->max_connections != 0 && ep->n_conns >= cl->cfg->max_connections)
+        over = TR_CM_OVERFLOW_ENDPOINT_CONNECTIONS;
+    else if (cl->max_connections != 0 && ep->state->connections >= cl->max_connections &&
+             !close_one_idle(cl))
+        over = TR_CM_OVERFLOW_CONNECTIONS;
+    else if (!h2 && cl->max_pending_requests != 0 &&
+             ep->state->pending_requests >= cl->max_pending_requests)
+        over = TR_CM_OVERFLOW_PENDING;
+    else
+        return true;
+    tr_metrics_cluster(w->metrics, ep->state->name, over, 1);
+    return false;
+}
+
 struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *ep,
                                     const struct tr_upstream_owner_ops *ops, void *owner,
                                     bool fresh, bool h2, bool *ready, const char **reason)
@@ -178,10 +230,11 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
         up->state = TR_UP_BUSY;
         up->ops = ops;
         up->owner = owner;
+        up->requests++;
         *ready = true;
         return up;
     }
-    if (cl->cfg->max_connections != 0 && ep->n_conns >= cl->cfg->max_connections) {
+    if (!pool_admit(w, cl, ep, h2)) {
         *reason = "overflow";
         return NULL;
     }
@@ -231,6 +284,10 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
         return NULL;
     }
     up->state = TR_UP_CONNECTING;
+    up->requests = h2 ? 0 : 1;
+    up->pending = !h2; /* HTTP/2 streams count themselves (upstream/h2_upconn.c) */
+    ep->state->pending_requests += up->pending;
+    ep->state->connections++;
     ep->n_conns++;
     tr_endpoint_conn_hold(ep);
     tr_metrics_count(w->metrics, TR_C_UPSTREAM_CX_TOTAL, 1);
@@ -251,8 +308,10 @@ void tr_pool_release(struct tr_upstream *up, bool reusable)
         upstream_close(up); /* still connecting: nobody wants it any more */
         return;
     }
+    uint32_t max_requests = ep->cluster->cfg->max_requests_per_connection;
     if (!reusable || up->conn.rx_eof || ep->retired || up->w->draining ||
-        ep->n_idle >= ep->cluster->cfg->pool_max_idle) {
+        ep->n_idle >= ep->cluster->cfg->pool_max_idle ||
+        (max_requests != 0 && up->requests >= max_requests)) {
         upstream_close(up);
         return;
     }

@@ -50,7 +50,8 @@ struct tr_upstream {
     struct tr_timer timer; /* connect/handshake deadline, or idle expiry */
     const struct tr_upstream_owner_ops *ops;
     void *owner;
-    uint32_t requests;       /* requests carried so far */
+    uint32_t requests;       /* requests carried so far (HTTP/1.1) */
+    bool pending;            /* counted in its cluster's pending requests (being established) */
     uint32_t server_idle_ms; /* the server's advertised keep-alive timeout, 0: unknown */
     const char *peer_id;     /* verified server SPIFFE ID (interned), NULL if plaintext */
     struct tr_deferred free_later;
@@ -60,7 +61,8 @@ struct tr_upstream {
 /* Get a connection to ep for owner. If an idle one exists it is returned with
  * *ready = true (no callback follows). Otherwise a new connection starts and
  * ops->on_ready will be called; *ready = false. Returns NULL (and sets
- * *reason) if no connection can be started (limit reached, socket error).
+ * *reason) if no connection can be started: "overflow" (pool.max_connections
+ * or the cluster's circuit breakers, counted by limit), or a socket error.
  * h2: the connection will carry HTTP/2 (offers ALPN "h2" over TLS, and never
  * comes from or goes back to the idle pool: see upstream/h2_upconn.h). */
 struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *ep,

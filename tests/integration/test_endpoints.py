@@ -31,14 +31,16 @@ RETRIED = "trellis_upstream_requests_retried_total"
 
 
 class NamedBackend:
-    """Threaded HTTP/1.1 server answering 200 with its name as the body (and
+    """Threaded HTTP/1.1 server answering with its name as the body (and
     x-backend: name); records the sha256 and length of each request body.
-    delay: seconds to wait before answering."""
+    delay: seconds to wait before answering. status: the status it answers
+    with (200; set it to 503 to make a backend start failing)."""
 
     def __init__(self, name, port=None, delay=0.0):
         self.name = name
         self.port = port or free_port()
         self.delay = delay
+        self.status = 200
         self.bodies = []
         self.count = 0
         self.lock = threading.Lock()
@@ -46,6 +48,7 @@ class NamedBackend:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # head and body are two writes
 
             def log_message(self, *a):
                 pass
@@ -59,7 +62,7 @@ class NamedBackend:
                 if backend.delay:
                     time.sleep(backend.delay)
                 out = backend.name.encode()
-                self.send_response(200)
+                self.send_response(backend.status)
                 self.send_header("x-backend", backend.name)
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()

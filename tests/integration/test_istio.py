@@ -120,14 +120,14 @@ class Mesh:
             raise AssertionError(f"trellis ctl {' '.join(args)} -> {r.returncode}\n{r.stderr}")
         return r
 
-    def compile(self, workload="default/client"):
+    def compile(self, workload="default/client", *extra):
         self.write()
         r = self.ctl("compile", self.dir, "--workload", workload, "-o", "json",
-                     "--outbound-ip", self.outbound_ip)
+                     "--outbound-ip", self.outbound_ip, *extra)
         return json.loads(r.stdout), r.stderr
 
-    def start(self):
-        model, _ = self.compile()
+    def start(self, *extra):
+        model, _ = self.compile("default/client", *extra)
         self.proxy = Proxy(self.workdir, model, name="client-proxy")
         self.proxy.start()
         return self.proxy
@@ -477,7 +477,8 @@ class TcpNamed:
         self.sock.bind((ip, port))
         self.sock.listen(16)
         self.name = name.encode()
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
     def _serve(self):
         while True:
@@ -489,6 +490,13 @@ class TcpNamed:
                 c.sendall(self.name)
 
     def close(self):
+        # Wake the accept() before closing: a closed descriptor's number is
+        # reused by the next socket, which the old thread would then serve.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(5)
         self.sock.close()
 
 
@@ -671,3 +679,177 @@ spec:
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
     e = mesh.explain("http://reviews:9080/flaky")
     assert e["rule"] == "abort-half"
+
+
+def test_outlier_detection_ejects_and_brings_back(mesh):
+    """A pod that starts answering 503 is ejected after consecutive5xxErrors
+    and gets traffic again after baseEjectionTime."""
+    b = mesh.base
+    pods = [mesh.pod(f"api-{i}", f"{b}.{40 + i}", 8080, {"app": "api"}) for i in range(3)]
+    mesh.add(service("api", 9080, {"app": "api"}, target=8080), """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: default}
+spec:
+  host: api
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection:
+      consecutive5xxErrors: 3
+      interval: 1s
+      baseEjectionTime: 2s
+      maxEjectionPercent: 100
+""")
+    mesh.start()
+    bad = pods[0]
+    bad.status = 503
+    codes = curl_many(mesh, "api", 60)
+    assert codes.count(503) == 3, codes  # ejected at exactly the threshold
+    assert codes[-30:] == [200] * 30
+    hits = bad.hits
+    bad.status = 200
+    time.sleep(2.5)
+    assert curl_many(mesh, "api", 30) == [200] * 30
+    assert bad.hits > hits  # back after baseEjectionTime
+    e = mesh.explain("http://api:9080/")
+    assert e["outlier_detection"]["consecutive_5xx"] == 3
+
+
+def test_consistent_hash_keeps_a_user_on_one_pod(mesh):
+    b = mesh.base
+    pods = [mesh.pod(f"cart-{i}", f"{b}.{50 + i}", 8080, {"app": "cart"}) for i in range(3)]
+    mesh.add(service("cart", 9080, {"app": "cart"}, target=8080), """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: default}
+spec:
+  host: cart
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user}
+""")
+    mesh.start()
+    seen = {}
+    with requests.Session() as s:
+        for u in range(20):
+            names = {s.get(f"http://{mesh.outbound_ip}:9080/",
+                           headers={"Host": "cart", "x-user": f"user-{u}"},
+                           timeout=10).json()["name"] for _ in range(10)}
+            assert len(names) == 1, (u, names)
+            seen[u] = names.pop()
+    assert len(set(seen.values())) >= 2  # users spread over the pods
+    assert mesh.explain("http://cart:9080/")["load_balancer"] == "RING_HASH"
+
+
+def test_connection_pool_overflow_answers_503(mesh):
+    b = mesh.base
+    mesh.pod("slow-1", f"{b}.60", 8080, {"app": "slow"}, delay=0.6)
+    mesh.add(service("slow", 9080, {"app": "slow"}, target=8080), """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: slow, namespace: default}
+spec:
+  host: slow
+  trafficPolicy:
+    connectionPool:
+      http: {http2MaxRequests: 1}
+""")
+    mesh.start()
+    out = []
+
+    def one():
+        out.append(requests.get(f"http://{mesh.outbound_ip}:9080/", headers={"Host": "slow"},
+                                timeout=10).status_code)
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(10)
+    assert sorted(out) == [200, 503, 503], out
+    assert mesh.proxy.metric("trellis_upstream_overflow_total") >= 2
+
+
+def test_service_entry_dns_resolution(mesh):
+    """A MESH_EXTERNAL ServiceEntry with resolution DNS: the proxy resolves the
+    host itself (a DNS server of the test's own on loopback) and sends the
+    requests to the addresses it answers."""
+    from dnsutil import DnsServer
+    b = mesh.base
+    ext = mesh.pod("ext-1", f"{b}.70", 8080, {"app": "not-selected"})
+    dns = DnsServer()
+    try:
+        dns.set("api.partner.test", a=[f"{b}.70"])
+        mesh.add("""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner, namespace: default}
+spec:
+  hosts: [api.partner.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+""")
+        model, warnings = mesh.compile("default/client", "--dns-server", dns.address)
+        assert "resolution" not in warnings
+        mesh.proxy = Proxy(mesh.workdir, model, name="client-proxy")
+        mesh.proxy.start()
+        r = mesh.get("api.partner.test", port=8080)
+        assert r.status_code == 200 and r.json()["name"] == "ext-1"
+        assert dns.count("api.partner.test") >= 1
+        assert ext.hits == 1
+    finally:
+        dns.close()
+
+
+def test_tcp_traffic_shifting_80_20(mesh):
+    """Istio's TCP traffic shifting task (tcp-echo 80/20): each connection
+    picks v1 or v2 by weight."""
+    b = mesh.base
+    pods = [TcpNamed("echo-v1", f"{b}.81", 9000), TcpNamed("echo-v2", f"{b}.82", 9000)]
+    try:
+        mesh.add(pod("echo-v1", f"{b}.81", {"app": "tcp-echo", "version": "v1"}),
+                 pod("echo-v2", f"{b}.82", {"app": "tcp-echo", "version": "v2"}),
+                 service("tcp-echo", 9000, {"app": "tcp-echo"}, port_name="tcp"))
+        # the shape of istio/tcp-echo/tcp-echo-20-v2.yaml, for the mesh
+        mesh.add("""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  host: tcp-echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match:
+    - port: 9000
+    route:
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v1}
+      weight: 80
+    - destination: {host: tcp-echo, port: {number: 9000}, subset: v2}
+      weight: 20
+""")
+        model, warnings = mesh.compile()
+        assert [c["weight"] for c in model["listeners"][0]["tcp_clusters"]] == [80, 20]
+        mesh.proxy = Proxy(mesh.workdir, model, name="client-proxy")
+        mesh.proxy.start()
+        counts = {}
+        n = 1000
+        for _ in range(n):
+            with socket.create_connection((mesh.outbound_ip, 9000), timeout=5) as s:
+                got = b""
+                while True:
+                    chunk = s.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+            counts[got] = counts.get(got, 0) + 1
+        # 20% of 1000 = 200, binomial sd 12.6: 5 sd either way
+        assert 137 <= counts.get(b"echo-v2", 0) <= 263, counts
+        assert counts.get(b"echo-v1", 0) + counts.get(b"echo-v2", 0) == n
+    finally:
+        for p in pods:
+            p.close()

@@ -6,6 +6,7 @@
  * proxy uses are still checked); a resource with an error is refused. The
  * build pass then compiles what this workload sees, quietly. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,6 +216,29 @@ static const char *spiffe_of(struct ist_ctx *x, const char *ns, const char *sa)
     return ist_mprintf(x, "spiffe://%s/ns/%s/sa/%s", x->o->trust_domain, ns, sa);
 }
 
+/* An endpoint given by name (validated as the loader would: RFC 1123). */
+static bool dns_endpoint(struct ist_ctx *x, struct tr_endpoint_cfg *e, const char *name,
+                         uint32_t port)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 253 || port == 0 || port > 65535)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!(isalnum(ch) || ch == '-' || ch == '.'))
+            return false;
+    }
+    char *h = ist_mstrdup(x, name);
+    if (h == NULL)
+        return false;
+    for (char *q = h; *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    e->host = h;
+    e->port = (uint16_t)port;
+    e->addr.text = ist_mprintf(x, "%s:%u", h, port);
+    return e->addr.text != NULL;
+}
+
 const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t pi,
                             const char *subset)
 {
@@ -252,10 +276,36 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
     c->lb = pol.lb;
     c->connect_timeout_ms = pol.connect_timeout_ms;
     c->pool_idle_timeout_ms = pol.idle_timeout_ms;
-    c->max_connections = pol.max_connections;
+    c->breakers = pol.breakers;
+    c->max_requests_per_connection = pol.max_requests_per_connection;
+    c->outlier = pol.outlier;
+    c->hash = pol.hash;
+    /* the model keeps nothing of the resource set: copy the names */
+    c->hash.header = ist_mstrdup(x, pol.hash.header);
+    c->hash.cookie = ist_mstrdup(x, pol.hash.cookie);
+    c->hash.cookie_path = ist_mstrdup(x, pol.hash.cookie_path);
+    c->hash.query_param = ist_mstrdup(x, pol.hash.query_param);
+    if (c->hash.header != NULL) {
+        for (char *q = (char *)c->hash.header; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+    }
 
     struct ist_ep *eps;
     size_t n = ist_service_eps(x, s, pi, &eps);
+    /* ServiceEntry resolution DNS / DNS_ROUND_ROBIN: endpoints given by name
+     * are resolved by the proxy; with no endpoints, the host itself is. */
+    bool dns = s->resolution == IST_RES_DNS || s->resolution == IST_RES_DNS_RR;
+    struct ist_ep self_ep;
+    if (dns && s->n_insts == 0 && !s->have_slices && s->host[0] != '*') {
+        self_ep = (struct ist_ep){
+            .ip = s->host, .port = port->target ? port->target : port->number, .inst = NULL};
+        eps = &self_ep;
+        n = 1;
+    }
+    if (dns) {
+        c->dns.mode = s->resolution == IST_RES_DNS_RR ? TR_DNS_FIRST : TR_DNS_ALL;
+        c->dns.family = TR_DNS_V4; /* what Istio's proxies resolve by default */
+    }
     c->endpoints = ist_malloc(x, n, sizeof(*c->endpoints));
     if (c->endpoints == NULL)
         return NULL;
@@ -268,8 +318,12 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
             continue;
         struct tr_endpoint_cfg *e = &c->endpoints[c->n_endpoints];
         tr_cfg_endpoint_defaults(e);
-        if (!ist_make_addr(x, eps[i].ip, eps[i].port, &e->addr))
-            continue; /* a name (DNS resolution is not supported yet, reported) */
+        if (!ist_make_addr(x, eps[i].ip, eps[i].port, &e->addr)) {
+            if (!dns)
+                continue; /* a name where none may be (reported with the entry) */
+            if (!dns_endpoint(x, e, eps[i].ip, eps[i].port))
+                continue;
+        }
         e->weight = in && in->weight ? in->weight : 1;
         e->workload = in && in->name ? ist_mstrdup(x, in->name) : NULL;
         e->loc = c->loc;
@@ -361,6 +415,8 @@ struct port_tab {
     bool http;    /* some service speaks HTTP (or may: unknown protocol) */
     bool unknown; /* some service's protocol is not named: detect per connection */
     const char *tcp_cluster;
+    struct tr_weighted_cluster_cfg *tcp_split; /* a tcp rule's weighted destinations */
+    size_t n_tcp_split;
     const struct ist_service *tcp_svc;
     struct tr_vhost_cfg *vhosts;
     size_t n_vhosts, cap_vhosts;
@@ -581,17 +637,19 @@ static bool outbound(struct ist_ctx *x)
                 if (pt->tcp_svc == NULL) {
                     pt->tcp_svc = s;
                     const struct tr_resource *vs = vs_for(&ix, s->host);
-                    const char *cl = NULL;
+                    bool routed = false;
                     if (vs != NULL) {
                         x->quiet = true;
-                        cl = ist_vs_tcp_cluster(x, vs, s, p->number);
+                        routed = ist_vs_tcp_clusters(x, vs, s, p->number, &pt->tcp_split,
+                                                     &pt->n_tcp_split);
                         x->quiet = false;
                     }
-                    /* "": the rule routes nowhere; the listener keeps the
-                     * service's cluster, emptied (fail closed). */
-                    pt->tcp_cluster = cl && *cl ? cl : ist_cluster_for(x, s, pi, NULL);
-                    if (cl != NULL && *cl == '\0')
-                        pt->tcp_cluster = ist_empty_cluster(x, s, pi);
+                    if (!routed)
+                        pt->tcp_cluster = ist_cluster_for(x, s, pi, NULL);
+                    else if (pt->n_tcp_split == 0)
+                        pt->tcp_cluster = ist_empty_cluster(x, s, pi); /* fail closed */
+                    else if (pt->n_tcp_split == 1)
+                        pt->tcp_cluster = pt->tcp_split[0].cluster_name;
                 } else if (tcpish) {
                     struct ist_cursor c;
                     ist_cursor_init(&c, s->res, NULL);
@@ -636,13 +694,18 @@ static bool outbound(struct ist_ctx *x)
                          "outbound address %s is not an IP address", x->o->outbound_ip);
             return false;
         }
+        if (pt->n_tcp_split > 1) {
+            l->tcp_clusters = pt->tcp_split;
+            l->n_tcp_clusters = pt->n_tcp_split;
+        } else {
+            l->tcp_cluster_name = pt->tcp_cluster;
+        }
+        bool has_tcp = pt->tcp_cluster != NULL || pt->n_tcp_split > 1;
         if (!pt->http) {
             l->protocol = TR_LPROTO_TCP;
-            l->tcp_cluster_name = pt->tcp_cluster;
             continue;
         }
-        l->protocol = pt->tcp_cluster ? TR_LPROTO_AUTO : TR_LPROTO_HTTP;
-        l->tcp_cluster_name = pt->tcp_cluster;
+        l->protocol = has_tcp ? TR_LPROTO_AUTO : TR_LPROTO_HTTP;
         struct tr_route_table_cfg *t = &cfg->route_tables[cfg->n_route_tables++];
         t->name = ist_mprintf(x, "%u", p);
         size_t extra = registry_only ? 1 : 0;
@@ -892,6 +955,14 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
                      "run",
                      o->ns, o->name);
         ok = false;
+    }
+    if (ok && o->dns_server != NULL) {
+        cfg->resolver.servers = ist_malloc(&x, 1, sizeof(*cfg->resolver.servers));
+        ok = cfg->resolver.servers != NULL;
+        if (ok) {
+            cfg->resolver.servers[0] = ist_mstrdup(&x, o->dns_server);
+            cfg->resolver.n_servers = 1;
+        }
     }
     char *err = NULL;
     if (ok && tr_config_validate(cfg, &err) != 0) {

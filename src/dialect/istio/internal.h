@@ -264,10 +264,11 @@ void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw);
 bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
                    struct ist_routes *out);
 void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs);
-/* The cluster of vs's first tcp rule for (svc, port): NULL when none
- * applies, "" when it routes nowhere (an unknown host or subset). */
-const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
-                               const struct ist_service *svc, uint32_t port);
+/* The weighted clusters of vs's first tcp rule for (svc, port): true when
+ * a rule applies (*n 0: it routes nowhere), false when none does. */
+bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
+                         const struct ist_service *svc, uint32_t port,
+                         struct tr_weighted_cluster_cfg **out, size_t *n);
 
 /* The cluster outbound|PORT|SUBSET|HOST (created on first use, with its
  * endpoints and DestinationRule policy); its name in the model's arena. */
@@ -297,8 +298,11 @@ struct ist_cluster_policy {
     enum tr_lb_policy lb;
     uint32_t connect_timeout_ms;
     uint32_t idle_timeout_ms;
-    uint32_t max_connections; /* 0: unlimited */
-    uint32_t h2_max_streams;  /* 0: default */
+    struct tr_circuit_breakers_cfg breakers; /* per proxy; 0: unlimited */
+    uint32_t max_requests_per_connection;
+    struct tr_outlier_cfg outlier;
+    struct tr_hash_policy_cfg hash;
+    uint32_t h2_max_streams; /* 0: default */
     bool h2_upgrade;
     bool use_client_protocol;
     enum ist_tls tls;

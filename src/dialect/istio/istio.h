@@ -45,6 +45,8 @@ struct tr_istio_options {
     const char *app_ip;       /* where the application listens; default "127.0.0.1" */
     const char *cert_dir;     /* the workload's cert.pem, key.pem, ca.pem; default "certs" */
     const char *file_name;    /* name of the model in messages; default "compiled" */
+    const char *dns_server;   /* "IP:PORT" the proxy asks for ServiceEntry names; NULL: the
+                               * system's resolver */
 };
 
 /* The model for one workload, validated. Resources with errors are left

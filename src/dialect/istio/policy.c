@@ -144,7 +144,7 @@ static void check_lb(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rn
 {
     static const struct ist_key keys[] = {
         {"simple", NULL},
-        {"consistentHash", "consistent hashing is not supported yet: least request is used"},
+        {"consistentHash", NULL},
         {"localityLbSetting", "locality-aware load balancing is not supported yet"},
         {"warmupDurationSecs", "slow start is not supported yet"},
         {"warmup", "slow start is not supported yet"},
@@ -165,6 +165,87 @@ static void check_lb(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rn
     }
 }
 
+static void check_hash(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *ch)
+{
+    static const struct ist_key keys[] = {
+        {"httpHeaderName", NULL},         {"httpCookie", NULL}, {"useSourceIp", NULL},
+        {"httpQueryParameterName", NULL}, {"ringHash", NULL},   {"maglev", NULL},
+        {"minimumRingSize", NULL},
+    };
+    static const struct ist_key cookie_keys[] = {
+        {"name", NULL},
+        {"path", NULL},
+        {"ttl", NULL},
+        {"attributes", "cookie attributes are not supported yet"}};
+    if (!IST_KEYS(x, c, ch, keys))
+        return;
+    int keys_set = (tr_rnode_get(ch, "httpHeaderName") != NULL) +
+                   (tr_rnode_get(ch, "httpCookie") != NULL) +
+                   (tr_rnode_get(ch, "useSourceIp") != NULL) +
+                   (tr_rnode_get(ch, "httpQueryParameterName") != NULL);
+    if (keys_set != 1)
+        ist_error(x, c, ch, NULL,
+                  "exactly one of httpHeaderName, httpCookie, useSourceIp and "
+                  "httpQueryParameterName (a oneof)");
+    const char *s;
+    bool b;
+    uint32_t v;
+    ist_str(x, c, ch, "httpHeaderName", &s);
+    ist_str(x, c, ch, "httpQueryParameterName", &s);
+    ist_bool(x, c, ch, "useSourceIp", &b);
+    const struct tr_rnode *ck = ist_map(x, c, ch, "httpCookie");
+    size_t saved = ist_push_key(c, "httpCookie");
+    if (ck != NULL && IST_KEYS(x, c, ck, cookie_keys)) {
+        if (!ist_str(x, c, ck, "name", &s))
+            ist_error(x, c, ck, "name", "a cookie name is required");
+        ist_str(x, c, ck, "path", &s);
+        ist_duration(x, c, ck, "ttl", 24u * 3600u * 1000u, &v);
+    }
+    ist_pop(c, saved);
+    const struct tr_rnode *rh = ist_map(x, c, ch, "ringHash");
+    const struct tr_rnode *mg = ist_map(x, c, ch, "maglev");
+    static const struct ist_key rk[] = {{"minimumRingSize", NULL}};
+    static const struct ist_key mk[] = {{"tableSize", NULL}};
+    saved = ist_push_key(c, "ringHash");
+    if (rh != NULL && IST_KEYS(x, c, rh, rk))
+        ist_u32(x, c, rh, "minimumRingSize", 1, 8388608, &v);
+    ist_pop(c, saved);
+    saved = ist_push_key(c, "maglev");
+    if (mg != NULL && IST_KEYS(x, c, mg, mk))
+        ist_u32(x, c, mg, "tableSize", 1, 5000011, &v);
+    ist_pop(c, saved);
+    if (rh != NULL && mg != NULL)
+        ist_error(x, c, ch, NULL, "only one of ringHash and maglev (a oneof)");
+    ist_u32(x, c, ch, "minimumRingSize", 1, 8388608, &v);
+}
+
+static void check_outlier(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *od)
+{
+    static const struct ist_key keys[] = {
+        {"splitExternalLocalOriginErrors", NULL},
+        {"consecutiveLocalOriginFailures", NULL},
+        {"consecutiveGatewayErrors", NULL},
+        {"consecutive5xxErrors", NULL},
+        {"interval", NULL},
+        {"baseEjectionTime", NULL},
+        {"maxEjectionPercent", NULL},
+        {"minHealthPercent", NULL},
+        {"consecutiveErrors", "deprecated, and ignored by istiod too: use consecutive5xxErrors"},
+    };
+    if (!IST_KEYS(x, c, od, keys))
+        return;
+    uint32_t v;
+    bool b;
+    ist_bool(x, c, od, "splitExternalLocalOriginErrors", &b);
+    ist_u32(x, c, od, "consecutiveLocalOriginFailures", 0, INT32_MAX, &v);
+    ist_u32(x, c, od, "consecutiveGatewayErrors", 0, INT32_MAX, &v);
+    ist_u32(x, c, od, "consecutive5xxErrors", 0, INT32_MAX, &v);
+    ist_duration(x, c, od, "interval", 24u * 3600u * 1000u, &v);
+    ist_duration(x, c, od, "baseEjectionTime", 24u * 3600u * 1000u, &v);
+    ist_u32(x, c, od, "maxEjectionPercent", 0, 100, &v);
+    ist_u32(x, c, od, "minHealthPercent", 0, 100, &v);
+}
+
 static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *pool)
 {
     static const struct ist_key keys[] = {{"tcp", NULL}, {"http", NULL}};
@@ -176,10 +257,11 @@ static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         {"idleTimeout", "a TCP idle timeout is not supported yet"},
     };
     static const struct ist_key http_keys[] = {
-        {"http1MaxPendingRequests", "pending-request limits are not supported yet"},
-        {"http2MaxRequests", "request limits are not supported yet"},
-        {"maxRequestsPerConnection", "a per-connection request limit is not supported yet"},
-        {"maxRetries", "retry limits are not supported yet"},
+        {"http1MaxPendingRequests", NULL},
+        {"http2MaxRequests", NULL},
+        {"maxRequestsPerConnection", NULL},
+        {"maxRetries", "a cap on concurrent retries is not supported: trellis bounds retries with "
+                       "its retry budget (20% of requests in flight) instead"},
         {"idleTimeout", NULL},
         {"h2UpgradePolicy", NULL},
         {"useClientProtocol", NULL},
@@ -202,6 +284,9 @@ static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         bool b;
         const char *s;
         ist_duration(x, c, http, "idleTimeout", 24u * 3600u * 1000u, &v);
+        ist_u32(x, c, http, "http1MaxPendingRequests", 0, INT32_MAX, &v);
+        ist_u32(x, c, http, "http2MaxRequests", 0, INT32_MAX, &v);
+        ist_u32(x, c, http, "maxRequestsPerConnection", 0, INT32_MAX, &v);
         ist_bool(x, c, http, "useClientProtocol", &b);
         ist_u32(x, c, http, "maxConcurrentStreams", 1, 10000, &v);
         if (ist_str(x, c, http, "h2UpgradePolicy", &s) && strcmp(s, "DEFAULT") != 0 &&
@@ -259,7 +344,7 @@ static void check_policy(struct ist_ctx *x, struct ist_cursor *c, const struct t
     static const struct ist_key keys[] = {
         {"loadBalancer", NULL},
         {"connectionPool", NULL},
-        {"outlierDetection", "outlier detection is not supported yet"},
+        {"outlierDetection", NULL},
         {"tls", NULL},
         {"portLevelSettings", NULL},
         {"tunnel", "tunnelling (CONNECT to a proxy) is not supported yet"},
@@ -270,13 +355,25 @@ static void check_policy(struct ist_ctx *x, struct ist_cursor *c, const struct t
         {"port", NULL},
         {"loadBalancer", NULL},
         {"connectionPool", NULL},
-        {"outlierDetection", "outlier detection is not supported yet"},
+        {"outlierDetection", NULL},
         {"tls", NULL},
     };
     if (!(port_level_ok ? IST_KEYS(x, c, tp, keys) : IST_KEYS(x, c, tp, port_keys)))
         return;
     size_t saved = ist_push_key(c, "loadBalancer");
-    check_lb(x, c, ist_map(x, c, tp, "loadBalancer") ? tr_rnode_get(tp, "loadBalancer") : NULL);
+    const struct tr_rnode *lbn =
+        ist_map(x, c, tp, "loadBalancer") ? tr_rnode_get(tp, "loadBalancer") : NULL;
+    check_lb(x, c, lbn);
+    const struct tr_rnode *ch = lbn ? ist_map(x, c, lbn, "consistentHash") : NULL;
+    size_t sh = ist_push_key(c, "consistentHash");
+    if (ch != NULL)
+        check_hash(x, c, ch);
+    ist_pop(c, sh);
+    if (ch != NULL && tr_rnode_get(lbn, "simple") != NULL)
+        ist_error(x, c, lbn, NULL, "only one of simple and consistentHash (a oneof)");
+    ist_pop(c, saved);
+    saved = ist_push_key(c, "outlierDetection");
+    check_outlier(x, c, ist_map(x, c, tp, "outlierDetection"));
     ist_pop(c, saved);
     saved = ist_push_key(c, "connectionPool");
     check_pool(x, c, tr_rnode_get(tp, "connectionPool"));
@@ -370,6 +467,13 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
         .idle_timeout_ms = 3600000,
         .tls = IST_TLS_AUTO,
     };
+    /* the model's own defaults for what Istio leaves unset */
+    struct tr_cluster_cfg def;
+    tr_cfg_cluster_defaults(&def);
+    p->outlier = def.outlier;
+    p->hash = def.hash;
+    p->breakers = def.breakers;
+    p->max_requests_per_connection = def.max_requests_per_connection;
     if (dr == NULL)
         return;
     struct tp_parts parts = {0};
@@ -388,8 +492,89 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
     const struct tr_rnode *tcp = tr_rnode_get(parts.pool, "tcp");
     const struct tr_rnode *http = tr_rnode_get(parts.pool, "http");
     int64_t n;
+    /* Istio's limits are per upstream cluster per proxy: circuit breakers,
+     * which the proxy shares out among its workers. 0: Istio's default, no
+     * limit. */
     if (tr_rnode_int(tr_rnode_get(tcp, "maxConnections"), &n) && n > 0 && n <= INT32_MAX)
-        p->max_connections = (uint32_t)n;
+        p->breakers.max_connections = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "http1MaxPendingRequests"), &n) && n > 0 && n <= INT32_MAX)
+        p->breakers.max_pending_requests = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "http2MaxRequests"), &n) && n > 0 && n <= INT32_MAX)
+        p->breakers.max_requests = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "maxRequestsPerConnection"), &n) && n > 0 && n <= INT32_MAX)
+        p->max_requests_per_connection = (uint32_t)n;
+    const struct tr_rnode *ch = tr_rnode_get(parts.lb, "consistentHash");
+    if (ch != NULL) {
+        struct tr_hash_policy_cfg *h = &p->hash;
+        const struct tr_rnode *mg = tr_rnode_get(ch, "maglev");
+        p->lb = mg != NULL ? TR_LB_MAGLEV : TR_LB_RING_HASH;
+        h->ring_min_size = 1024;
+        h->maglev_table_size = 65537;
+        if (tr_rnode_int(tr_rnode_get(tr_rnode_get(ch, "ringHash"), "minimumRingSize"), &n) ||
+            tr_rnode_int(tr_rnode_get(ch, "minimumRingSize"), &n))
+            h->ring_min_size = (uint32_t)n;
+        if (tr_rnode_int(tr_rnode_get(mg, "tableSize"), &n))
+            h->maglev_table_size = (uint32_t)n;
+        tr_rnode_str(tr_rnode_get(ch, "httpHeaderName"), &h->header);
+        tr_rnode_str(tr_rnode_get(ch, "httpQueryParameterName"), &h->query_param);
+        bool src = false;
+        if (tr_rnode_bool(tr_rnode_get(ch, "useSourceIp"), &src))
+            h->source_ip = src;
+        const struct tr_rnode *ck = tr_rnode_get(ch, "httpCookie");
+        if (ck != NULL) {
+            tr_rnode_str(tr_rnode_get(ck, "name"), &h->cookie);
+            tr_rnode_str(tr_rnode_get(ck, "path"), &h->cookie_path);
+            /* Istio: with a ttl the proxy creates the cookie when absent. */
+            if (tr_rnode_get(ck, "ttl") != NULL) {
+                struct ist_cursor hc;
+                ist_cursor_init(&hc, dr, NULL);
+                bool q = x->quiet;
+                x->quiet = true;
+                uint32_t ms = 0;
+                ist_duration(x, &hc, ck, "ttl", 24u * 3600u * 1000u, &ms);
+                x->quiet = q;
+                h->cookie_ttl_ms = ms;
+                h->cookie_generate = true;
+            }
+        }
+    }
+    const struct tr_rnode *od = parts.outlier;
+    if (od != NULL && od->kind == TR_RNODE_MAP) {
+        /* Istio's defaults (DestinationRule reference, OutlierDetection). */
+        struct tr_outlier_cfg *o = &p->outlier;
+        o->enabled = true;
+        o->consecutive_5xx = 5;
+        o->consecutive_gateway = 0;
+        o->consecutive_local = 5;
+        o->interval_ms = 10000;
+        o->base_ejection_ms = 30000;
+        o->max_ejection_percent = 10;
+        o->min_health_percent = 0;
+        struct ist_cursor oc;
+        ist_cursor_init(&oc, dr, NULL);
+        bool q = x->quiet;
+        x->quiet = true;
+        uint32_t v;
+        bool b;
+        if (ist_u32(x, &oc, od, "consecutive5xxErrors", 0, INT32_MAX, &v))
+            o->consecutive_5xx = v;
+        if (ist_u32(x, &oc, od, "consecutiveGatewayErrors", 0, INT32_MAX, &v))
+            o->consecutive_gateway = v;
+        if (ist_u32(x, &oc, od, "consecutiveLocalOriginFailures", 0, INT32_MAX, &v))
+            o->consecutive_local = v;
+        if (ist_bool(x, &oc, od, "splitExternalLocalOriginErrors", &b))
+            o->split_local = b;
+        if (ist_duration(x, &oc, od, "interval", 24u * 3600u * 1000u, &v) && v > 0)
+            o->interval_ms = v;
+        if (ist_duration(x, &oc, od, "baseEjectionTime", 24u * 3600u * 1000u, &v) && v > 0)
+            o->base_ejection_ms = v;
+        /* 0 means the default (istiod), i.e. 10% */
+        if (ist_u32(x, &oc, od, "maxEjectionPercent", 0, 100, &v) && v > 0)
+            o->max_ejection_percent = v;
+        if (ist_u32(x, &oc, od, "minHealthPercent", 0, 100, &v))
+            o->min_health_percent = v;
+        x->quiet = q;
+    }
     struct ist_cursor c;
     ist_cursor_init(&c, dr, NULL);
     bool quiet = x->quiet;

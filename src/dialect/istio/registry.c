@@ -511,10 +511,6 @@ static void read_service_entries(struct ist_ctx *x, size_t *cap)
         else
             ist_error(x, &c, spec, "resolution",
                       "expected NONE, STATIC, DNS or DNS_ROUND_ROBIN, got \"%s\"", res);
-        if (rk == IST_RES_DNS || rk == IST_RES_DNS_RR)
-            ist_warn(x, &c, tr_rnode_get(spec, "resolution"), "resolution",
-                     "DNS resolution is not supported yet: endpoints written as addresses are "
-                     "used, names are not resolved");
         if (rk == IST_RES_NONE)
             ist_warn(x, &c, tr_rnode_get(spec, "resolution"), "resolution",
                      "resolution NONE forwards to the original destination, which needs traffic "

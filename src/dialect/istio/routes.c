@@ -1103,8 +1103,11 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
         ist_pop(&c, saved);
     }
     const struct tr_rnode *tls = tr_rnode_get(vs->spec, "tls");
-    if (vh == NULL)
-        ist_vs_tcp_cluster(x, vs, NULL, 0); /* check the tcp rules */
+    if (vh == NULL) {
+        struct tr_weighted_cluster_cfg *unused;
+        size_t n_unused;
+        ist_vs_tcp_clusters(x, vs, NULL, 0, &unused, &n_unused); /* check the tcp rules */
+    }
     if (tls != NULL && !x->quiet && vh == NULL)
         ist_warn(x, &c, tls, "tls",
                  "tls routes are not supported yet: TLS traffic to these "
@@ -1152,12 +1155,12 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
     x->wl_ns = wl_ns;
 }
 
-/* The cluster of the first tcp rule for port (VirtualService.tcp: TCP
- * routes have no per-connection choice in the model, so a rule's first
- * destination takes every connection; a weighted split is reported). NULL:
- * no rule applies (the service's own cluster). svc NULL: check only. */
-const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
-                               const struct ist_service *svc, uint32_t port)
+/* The weighted clusters of the first tcp rule for (svc, port) into *out:
+ * true when a rule applies (*n 0: it routes nowhere), false when none does
+ * (the service's own cluster). svc NULL: check only. */
+bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
+                         const struct ist_service *svc, uint32_t port,
+                         struct tr_weighted_cluster_cfg **out, size_t *n)
 {
     static const struct ist_key rule_keys[] = {{"match", NULL}, {"route", NULL}};
     static const struct ist_key tcp_match_keys[] = {
@@ -1169,6 +1172,9 @@ const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
         {"sourceNamespace", NULL},
         {"sourceSubnet", "ignored by istiod too"},
     };
+    static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
+    *out = NULL;
+    *n = 0;
     struct ist_cursor c;
     ist_cursor_init(&c, vs, "spec");
     const struct tr_rnode *tcp = ist_list(x, &c, vs->spec, "tcp");
@@ -1206,25 +1212,44 @@ const char *ist_vs_tcp_cluster(struct ist_ctx *x, const struct tr_resource *vs,
             ist_pop(&c, sm);
         }
         const struct tr_rnode *route = ist_list(x, &c, rule, "route");
-        if (route == NULL || route->n == 0) {
-            ist_error(x, &c, rule, "route", "at least one destination is required");
+        if (route == NULL || route->n == 0 || route->n > 256) {
+            ist_error(x, &c, rule, "route", "1 to 256 destinations are required");
             ist_pop(&c, saved);
             continue;
         }
-        if (route->n > 1)
-            ist_warn(x, &c, route, "route",
-                     "weighted TCP splits are not supported yet: the first destination takes "
-                     "every connection");
-        const char *cl = NULL;
-        size_t sr = ist_push_key(&c, "route");
-        ist_push_index(&c, 0);
-        static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
-        if (IST_KEYS(x, &c, route->head, dkeys))
-            destination(x, &c, tr_rnode_get(route->head, "destination"), vs, svc ? &vh : NULL, &cl);
-        ist_pop(&c, sr);
+        struct tr_weighted_cluster_cfg *v = ist_malloc(x, route->n, sizeof(*v));
+        size_t k = 0, nv = 0;
+        uint64_t total = 0;
+        bool nowhere = false;
+        for (const struct tr_rnode *e = route->head; v && e; e = e->next, k++) {
+            size_t sr = ist_push_key(&c, "route");
+            ist_push_index(&c, k);
+            uint32_t w = route->n == 1 ? 100 : 0;
+            const char *cl = NULL;
+            if (IST_KEYS(x, &c, e, dkeys) &&
+                (tr_rnode_get(e, "weight") == NULL || ist_u32(x, &c, e, "weight", 0, 1000000, &w)))
+                destination(x, &c, tr_rnode_get(e, "destination"), vs, svc ? &vh : NULL, &cl);
+            struct tr_cfg_loc loc = ist_loc(x, &c, e);
+            ist_pop(&c, sr);
+            total += w;
+            if (w == 0)
+                continue;
+            if (cl == NULL) {
+                nowhere = true;
+                continue;
+            }
+            v[nv++] = (struct tr_weighted_cluster_cfg){.cluster_name = cl, .weight = w, .loc = loc};
+        }
+        if (total == 0)
+            ist_error(x, &c, route, NULL, "the destinations' weights add up to 0");
         ist_pop(&c, saved);
-        if (svc != NULL && applies)
-            return cl ? cl : "";
+        if (svc != NULL && applies) {
+            /* A share that goes nowhere fails the whole rule closed, as for
+             * HTTP routes (the model cannot split to "nowhere"). */
+            *out = nowhere ? NULL : v;
+            *n = nowhere ? 0 : nv;
+            return true;
+        }
     }
-    return NULL;
+    return false;
 }

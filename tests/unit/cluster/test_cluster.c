@@ -9,12 +9,16 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "cluster/cluster.h"
 #include "dns/answers.h"
+#include "router/router.h"
 #include "runtime/snapshot.h"
 #include "runtime/worker.h"
+#include "net/sock.h"
+#include "upstream/pool.h"
 
 /* One configuration generation built by hand: clusters of loopback endpoints
  * on the given ports. */
@@ -23,8 +27,8 @@ struct gen {
     struct tr_snapshot snap;
     struct tr_wsnap ws;
     struct tr_cluster_cfg clusters[4];
-    struct tr_endpoint_cfg eps[4][8];
-    char text[4][8][32];
+    struct tr_endpoint_cfg eps[4][16];
+    char text[4][16][32];
     struct tr_cluster_rt *views;
 };
 
@@ -182,7 +186,7 @@ static void test_round_robin_weights_smooth(void **state)
     struct tr_cluster_rt *c = &g.views[0];
     char order[15] = {0};
     for (int i = 0; i < 14; i++) {
-        struct tr_endpoint_rt *e = tr_cluster_pick(c, 0, NULL, 0);
+        struct tr_endpoint_rt *e = tr_cluster_pick(c, 0, 0, NULL, 0);
         order[i] = (char)('a' + (e == c->eps[0] ? 0 : e == c->eps[1] ? 1 : 2));
     }
     assert_string_equal(order, "aabacaaaabacaa");
@@ -202,8 +206,8 @@ static void test_backoff_and_avoid(void **state)
         g.clusters[0].lb = lb;
         /* Avoiding one leaves the other, whatever the random number. */
         for (uint32_t r = 0; r < 64; r++) {
-            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, a, 0), b);
-            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, b, 0), a);
+            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, 0, a, 0), b);
+            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, 0, b, 0), a);
         }
     }
     g.clusters[0].lb = TR_LB_ROUND_ROBIN;
@@ -211,7 +215,7 @@ static void test_backoff_and_avoid(void **state)
     tr_endpoint_connect_failed(a, 1000);
     assert_int_equal(c->n_unhealthy, 1);
     for (int i = 0; i < 10; i++)
-        assert_ptr_equal(tr_cluster_pick(c, (uint32_t)i, NULL, 1500), b);
+        assert_ptr_equal(tr_cluster_pick(c, (uint32_t)i, 0, NULL, 1500), b);
     /* Attempts in flight when it began do not lengthen it. */
     tr_endpoint_connect_failed(a, 1200);
     assert_int_equal(a->unhealthy_until_ms, 2000);
@@ -222,18 +226,672 @@ static void test_backoff_and_avoid(void **state)
     tr_endpoint_connect_failed(b, 2100);
     for (enum tr_lb_policy lb = TR_LB_ROUND_ROBIN; lb <= TR_LB_RANDOM; lb++) {
         g.clusters[0].lb = lb;
-        assert_null(tr_cluster_pick(c, 12345, NULL, 2500));
+        assert_null(tr_cluster_pick(c, 12345, 0, NULL, 2500));
     }
     /* The back-off is capped. */
     for (int i = 0; i < 40; i++)
         tr_endpoint_connect_failed(a, 100000u * (uint64_t)(i + 1));
     assert_int_equal(a->unhealthy_until_ms - 4000000u, TR_EP_BACKOFF_MAX_MS);
     /* A success ends it. */
-    tr_endpoint_connect_ok(a);
-    tr_endpoint_connect_ok(b);
+    tr_endpoint_connect_ok(a, 0);
+    tr_endpoint_connect_ok(b, 0);
     assert_int_equal(c->n_unhealthy, 0);
     assert_true(tr_endpoint_healthy(a, 0));
     gen_free(&g);
+}
+
+/* ---- outlier detection ---- */
+
+static void outlier_on(struct tr_cluster_cfg *cc, uint32_t c5xx, uint32_t max_percent)
+{
+    cc->outlier = (struct tr_outlier_cfg){
+        .enabled = true,
+        .consecutive_5xx = c5xx,
+        .consecutive_local = 5,
+        .interval_ms = 10000,
+        .base_ejection_ms = 30000,
+        .max_ejection_percent = max_percent,
+    };
+}
+
+static const int ten_ports[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+
+/* Does a pick at now_ms ever return ep (round robin visits all)? */
+static bool picked(struct tr_cluster_rt *c, const struct tr_endpoint_rt *ep, uint64_t now_ms)
+{
+    for (uint32_t i = 0; i < 2 * c->n_eps; i++)
+        if (tr_cluster_pick(c, i, 0, NULL, now_ms) == ep)
+            return true;
+    return false;
+}
+
+static void test_outlier_consecutive_5xx(void **state)
+{
+    (void)state;
+    static struct gen g;
+    gen_init(&g);
+    add_cluster(&g, "web", TR_LB_ROUND_ROBIN, ten_ports, NULL, 10);
+    outlier_on(&g.clusters[0], 3, 10);
+    gen_adopt(&g, NULL);
+    struct tr_cluster_rt *c = &g.views[0];
+    struct tr_endpoint_rt *a = c->eps[0];
+
+    /* A success breaks the run; so does any non-5xx status. */
+    tr_endpoint_report(a, 500, 1000);
+    tr_endpoint_report(a, 503, 1000);
+    tr_endpoint_report(a, 200, 1000);
+    tr_endpoint_report(a, 500, 1000);
+    tr_endpoint_report(a, 404, 1000);
+    tr_endpoint_report(a, 500, 1000);
+    tr_endpoint_report(a, 500, 1000);
+    assert_int_equal(a->ejected_until_ms, 0);
+    /* The third 5xx in a row ejects it for base_ejection_time. */
+    tr_endpoint_report(a, 502, 1000);
+    assert_int_equal(a->ejected_until_ms, 31000);
+    assert_int_equal(c->state->n_ejected, 1);
+    assert_false(picked(c, a, 1000));
+    assert_false(picked(c, a, 30999));
+    /* Results of requests that were in flight change nothing. */
+    tr_endpoint_report(a, 500, 2000);
+    assert_int_equal(a->ejected_until_ms, 31000);
+    /* Back when its time is up; the next report ends the ejection. */
+    assert_true(picked(c, a, 31000));
+    tr_endpoint_report(a, 500, 31000);
+    assert_int_equal(a->ejected_until_ms, 0);
+    assert_int_equal(a->unejected_at_ms, 31000);
+    assert_int_equal(c->state->n_ejected, 0);
+    assert_int_equal(a->consecutive_5xx, 1); /* counted afresh after the ejection */
+    /* Ejected again soon: twice as long. */
+    tr_endpoint_report(a, 500, 32000);
+    tr_endpoint_report(a, 500, 32000);
+    assert_int_equal(a->ejected_until_ms, 32000 + 60000);
+    assert_int_equal(a->ejections, 2);
+    tr_outlier_end(a, 92000);
+    /* Healthy for three intervals (10 s each): the multiplier is down by
+     * three, to 0, so the next ejection is one base again. */
+    for (int i = 0; i < 3; i++)
+        tr_endpoint_report(a, 500, 92000 + 30000);
+    assert_int_equal(a->ejected_until_ms, 122000 + 30000);
+    tr_outlier_end(a, 152000);
+    /* One interval only: the multiplier goes from 1 to 0, then up to 1. */
+    for (int i = 0; i < 3; i++)
+        tr_endpoint_report(a, 500, 152000 + 10000);
+    assert_int_equal(a->ejected_until_ms, 162000 + 30000);
+    gen_free(&g);
+}
+
+static void test_outlier_ejection_time_capped(void **state)
+{
+    (void)state;
+    static struct gen g;
+    gen_init(&g);
+    add_cluster(&g, "web", TR_LB_ROUND_ROBIN, ten_ports, NULL, 10);
+    outlier_on(&g.clusters[0], 1, 10);
+    g.clusters[0].outlier.base_ejection_ms = 100000;
+    gen_adopt(&g, NULL);
+    struct tr_endpoint_rt *a = g.views[0].eps[0];
+    /* 100 s, 200 s, then Envoy's cap: max(300 s, base). */
+    static const uint64_t want[] = {100000, 200000, 300000, 300000, 300000};
+    uint64_t now = 0;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        tr_endpoint_report(a, 500, now);
+        assert_int_equal(a->ejected_until_ms - now, want[i]);
+        now = a->ejected_until_ms;
+        tr_outlier_end(a, now);
+    }
+    gen_free(&g);
+}
+
+static void test_outlier_max_ejection_percent(void **state)
+{
+    (void)state;
+    static struct gen g;
+    gen_init(&g);
+    add_cluster(&g, "web", TR_LB_ROUND_ROBIN, (int[]){1, 2, 3}, NULL, 3);
+    outlier_on(&g.clusters[0], 2, 34); /* one of three is 33 %, two 67 % */
+    gen_adopt(&g, NULL);
+    struct tr_cluster_rt *c = &g.views[0];
+    struct tr_endpoint_rt *a = c->eps[0], *b = c->eps[1];
+    tr_endpoint_report(a, 500, 0);
+    tr_endpoint_report(a, 500, 0);
+    assert_true(tr_endpoint_ejected(a, 0));
+    tr_endpoint_report(b, 500, 0);
+    tr_endpoint_report(b, 500, 0);
+    assert_false(tr_endpoint_ejected(b, 0));
+    assert_int_equal(b->consecutive_5xx, 0); /* the run starts over, as Envoy's */
+    assert_int_equal(c->state->n_ejected, 1);
+    /* Once a's ejection is over, b's next run ejects it. */
+    tr_endpoint_report(b, 500, 30000);
+    tr_endpoint_report(b, 500, 30000);
+    assert_true(tr_endpoint_ejected(b, 30000));
+    /* Istio's default of 10 % ejects nobody in a cluster of three. */
+    g.clusters[0].outlier.max_ejection_percent = 10;
+    struct tr_endpoint_rt *d = c->eps[2];
+    tr_endpoint_report(d, 500, 70000);
+    tr_endpoint_report(d, 500, 70000);
+    assert_false(tr_endpoint_ejected(d, 70000));
+    gen_free(&g);
+}
+
+static void test_outlier_gateway_and_local_origin(void **state)
+{
+    (void)state;
+    static struct gen g;
+    gen_init(&g);
+    add_cluster(&g, "web", TR_LB_ROUND_ROBIN, ten_ports, NULL, 10);
+    outlier_on(&g.clusters[0], 0, 100); /* consecutive 5xx off */
+    g.clusters[0].outlier.consecutive_gateway = 3;
+    gen_adopt(&g, NULL);
+    struct tr_endpoint_rt *a = g.views[0].eps[0], *b = g.views[0].eps[1];
+    /* A 500 is no gateway error: it breaks the run. */
+    tr_endpoint_report(a, 502, 0);
+    tr_endpoint_report(a, 503, 0);
+    tr_endpoint_report(a, 500, 0);
+    tr_endpoint_report(a, 504, 0);
+    tr_endpoint_report(a, 503, 0);
+    assert_false(tr_endpoint_ejected(a, 0));
+    /* Without the split a connect failure is a 503 and a timeout a 504. */
+    tr_endpoint_report(a, TR_OUTCOME_CONNECTED, 0);
+    tr_endpoint_report(a, TR_OUTCOME_TIMEOUT, 0);
+    assert_true(tr_endpoint_ejected(a, 0));
+    tr_endpoint_connect_failed(b, 0); /* the pool's report */
+    tr_endpoint_report(b, TR_OUTCOME_FAILED, 0);
+    tr_endpoint_report(b, TR_OUTCOME_FAILED, 0);
+    assert_true(tr_endpoint_ejected(b, 0));
+
+    /* With the split, local failures make their own run, which a successful
+     * connection breaks, and 5xx responses do not count in it. */
+    g.clusters[0].outlier.split_local = true;
+    g.clusters[0].outlier.consecutive_gateway = 0;
+    g.clusters[0].outlier.consecutive_local = 2;
+    struct tr_endpoint_rt *e = g.views[0].eps[2];
+    tr_endpoint_report(e, TR_OUTCOME_FAILED, 0);
+    tr_endpoint_report(e, TR_OUTCOME_CONNECTED, 0);
+    tr_endpoint_report(e, TR_OUTCOME_FAILED, 0);
+    tr_endpoint_report(e, 503, 0);
+    assert_false(tr_endpoint_ejected(e, 0));
+    tr_endpoint_report(e, TR_OUTCOME_TIMEOUT, 0);
+    assert_true(tr_endpoint_ejected(e, 0));
+    gen_free(&g);
+}
+
+static void test_outlier_panic_threshold(void **state)
+{
+    (void)state;
+    static struct gen g;
+    gen_init(&g);
+    add_cluster(&g, "web", TR_LB_ROUND_ROBIN, (int[]){1, 2}, NULL, 2);
+    outlier_on(&g.clusters[0], 1, 100);
+    gen_adopt(&g, NULL);
+    struct tr_cluster_rt *c = &g.views[0];
+    struct tr_endpoint_rt *a = c->eps[0], *b = c->eps[1];
+    tr_endpoint_report(a, 500, 0);
+    assert_false(picked(c, a, 0));
+    /* Half the endpoints healthy, fewer than min_health_percent: ejections
+     * are ignored (Envoy's panic mode). */
+    g.clusters[0].outlier.min_health_percent = 60;
+    assert_true(picked(c, a, 0));
+    /* Both ejected and no panic threshold: nobody (503 UH). */
+    g.clusters[0].outlier.min_health_percent = 0;
+    tr_endpoint_report(b, 500, 0);
+    assert_null(tr_cluster_pick(c, 7, 0, NULL, 0));
+    gen_free(&g);
+}
+
+static void test_outlier_survives_update(void **state)
+{
+    (void)state;
+    static struct gen g1, g2, g3, g4, g5;
+    gen_init(&g1);
+    add_cluster(&g1, "web", TR_LB_ROUND_ROBIN, ten_ports, NULL, 10);
+    outlier_on(&g1.clusters[0], 1, 10);
+    gen_adopt(&g1, NULL);
+    struct tr_endpoint_rt *a = g1.views[0].eps[0];
+    tr_endpoint_report(a, 500, 0);
+    assert_true(tr_endpoint_ejected(a, 0));
+    struct tr_cluster_state *st = g1.views[0].state;
+
+    /* Another weight, the same address: the ejection stays, and the count
+     * with it. */
+    gen_init(&g2);
+    add_cluster(&g2, "web", TR_LB_ROUND_ROBIN, ten_ports,
+                (uint32_t[]){2, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 10);
+    outlier_on(&g2.clusters[0], 1, 10);
+    gen_adopt(&g2, &g1);
+    assert_ptr_equal(g2.views[0].eps[0], a);
+    assert_ptr_equal(g2.views[0].state, st);
+    assert_true(tr_endpoint_ejected(a, 1000));
+    assert_int_equal(st->n_ejected, 1);
+    assert_false(picked(&g2.views[0], a, 1000));
+    gen_free(&g1);
+
+    /* Outlier detection turned off: the ejection ends. */
+    gen_init(&g3);
+    add_cluster(&g3, "web", TR_LB_ROUND_ROBIN, ten_ports, NULL, 10);
+    gen_adopt(&g3, &g2);
+    assert_false(tr_endpoint_ejected(a, 1000));
+    assert_int_equal(st->n_ejected, 0);
+    gen_free(&g2);
+
+    /* On again: ejected again; then it leaves the configuration while
+     * ejected, and no longer counts. */
+    tr_endpoint_report(a, 500, 2000);
+    assert_false(tr_endpoint_ejected(a, 2000)); /* g3 has it off */
+    gen_init(&g4);
+    add_cluster(&g4, "web", TR_LB_ROUND_ROBIN, ten_ports, NULL, 10);
+    outlier_on(&g4.clusters[0], 1, 10);
+    gen_adopt(&g4, &g3);
+    gen_free(&g3);
+    tr_endpoint_report(a, 500, 3000);
+    assert_true(tr_endpoint_ejected(a, 3000));
+    assert_int_equal(st->n_ejected, 1);
+    gen_init(&g5);
+    add_cluster(&g5, "web", TR_LB_ROUND_ROBIN, ten_ports + 1, NULL, 9);
+    outlier_on(&g5.clusters[0], 1, 50);
+    gen_adopt(&g5, &g4);
+    assert_true(a->retired);
+    assert_false(tr_endpoint_ejected(a, 3000));
+    assert_int_equal(st->n_ejected, 0);
+    struct tr_endpoint_rt *b = g5.views[0].eps[0];
+    tr_endpoint_report(b, 500, 4000);
+    assert_true(tr_endpoint_ejected(b, 4000));
+    assert_int_equal(st->n_ejected, 1);
+    gen_free(&g4);
+    gen_free(&g5);
+}
+
+/* ---- consistent hashing ---- */
+
+/* g's cluster c hashes with lb, and its snapshot has the table. */
+static void hash_on(struct gen *g, size_t c, enum tr_lb_policy lb)
+{
+    struct tr_cluster_cfg *cc = &g->clusters[c];
+    cc->lb = lb;
+    cc->hash.ring_min_size = 1024;
+    cc->hash.maglev_table_size = 65537;
+    cc->hash.source = TR_HASH_HEADER;
+    cc->hash.header = "x-user";
+    struct tr_lb_table **t = calloc(4, sizeof(*t));
+    assert_non_null(t);
+    t[c] = tr_lb_table_build(cc);
+    assert_non_null(t[c]);
+    g->snap.lb_tables = t;
+}
+
+static void hash_off(struct gen *g)
+{
+    for (size_t i = 0; i < 4 && g->snap.lb_tables != NULL; i++)
+        tr_lb_table_unref(g->snap.lb_tables[i]);
+    free(g->snap.lb_tables);
+    g->snap.lb_tables = NULL;
+}
+
+static uint64_t key(uint32_t i)
+{
+    char k[32];
+    int n = snprintf(k, sizeof(k), "user-%u", i);
+    return tr_lb_hash_bytes(k, (size_t)n, 0);
+}
+
+#define KEYS 20000u
+
+/* Port of the endpoint each key goes to. */
+static void map_keys(struct tr_cluster_rt *c, uint16_t *port)
+{
+    for (uint32_t i = 0; i < KEYS; i++) {
+        struct tr_endpoint_rt *e = tr_cluster_pick(c, 0, key(i), NULL, 0);
+        assert_non_null(e);
+        port[i] = ntohs(((const struct sockaddr_in *)&e->addr)->sin_port);
+    }
+}
+
+static void check_hash_policy(enum tr_lb_policy lb, double max_moved_others)
+{
+    static struct gen g1, g2, g3;
+    static uint16_t p1[KEYS], p2[KEYS], p3[KEYS];
+    static const int ports[] = {101, 102, 103, 104, 105};
+    gen_init(&g1);
+    add_cluster(&g1, "web", lb, ports, NULL, 5);
+    hash_on(&g1, 0, lb);
+    gen_adopt(&g1, NULL);
+    map_keys(&g1.views[0], p1);
+    /* Spread: each of five gets about a fifth. */
+    uint32_t per[5] = {0};
+    for (uint32_t i = 0; i < KEYS; i++)
+        per[p1[i] - 101]++;
+    for (int e = 0; e < 5; e++)
+        assert_in_range(per[e], KEYS * 12 / 100, KEYS * 28 / 100);
+    /* Same key, same endpoint: again, and from a proxy that lists the
+     * endpoints in another order (a separate table). */
+    for (uint32_t i = 0; i < 200; i++)
+        assert_int_equal(p1[i], ntohs(((const struct sockaddr_in *)&tr_cluster_pick(&g1.views[0], i,
+                                                                                    key(i), NULL, 0)
+                                           ->addr)
+                                          ->sin_port));
+    gen_init(&g3);
+    add_cluster(&g3, "web", lb, (int[]){105, 103, 101, 104, 102}, NULL, 5);
+    hash_on(&g3, 0, lb);
+    gen_adopt(&g3, NULL);
+    map_keys(&g3.views[0], p3);
+    assert_memory_equal(p1, p3, sizeof(p1));
+
+    /* 103 leaves: its keys move, the others' stay (ring: exactly; Maglev:
+     * nearly). */
+    gen_init(&g2);
+    add_cluster(&g2, "web", lb, (int[]){101, 102, 104, 105}, NULL, 4);
+    hash_on(&g2, 0, lb);
+    gen_adopt(&g2, NULL);
+    map_keys(&g2.views[0], p2);
+    uint32_t moved_others = 0, moved = 0;
+    for (uint32_t i = 0; i < KEYS; i++) {
+        assert_int_not_equal(p2[i], 103);
+        moved += p1[i] != p2[i];
+        moved_others += p1[i] != 103 && p1[i] != p2[i];
+    }
+    assert_true(moved_others <= (uint32_t)(max_moved_others * KEYS));
+    assert_in_range(moved, per[2], per[2] + (uint32_t)(max_moved_others * KEYS));
+    /* An ejected or avoided endpoint's keys go elsewhere; none left: NULL. */
+    struct tr_cluster_rt *c = &g2.views[0];
+    struct tr_endpoint_rt *e0 = tr_cluster_pick(c, 0, key(1), NULL, 0);
+    struct tr_endpoint_rt *e1 = tr_cluster_pick(c, 0, key(1), e0, 0);
+    assert_non_null(e1);
+    assert_ptr_not_equal(e0, e1);
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        tr_endpoint_connect_failed(c->eps[i], 0);
+    assert_null(tr_cluster_pick(c, 0, key(1), NULL, 10));
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        tr_endpoint_connect_ok(c->eps[i], 0);
+    hash_off(&g1);
+    hash_off(&g2);
+    hash_off(&g3);
+    gen_free(&g1);
+    gen_free(&g2);
+    gen_free(&g3);
+}
+
+static void test_ring_hash(void **state)
+{
+    (void)state;
+    check_hash_policy(TR_LB_RING_HASH, 0.0);
+}
+
+static void test_maglev(void **state)
+{
+    (void)state;
+    check_hash_policy(TR_LB_MAGLEV, 0.02);
+}
+
+static void test_hash_weights_and_tables(void **state)
+{
+    (void)state;
+    for (enum tr_lb_policy lb = TR_LB_RING_HASH; lb <= TR_LB_MAGLEV; lb++) {
+        static struct gen g;
+        gen_init(&g);
+        add_cluster(&g, "web", lb, (int[]){201, 202}, (uint32_t[]){1, 3}, 2);
+        hash_on(&g, 0, lb);
+        gen_adopt(&g, NULL);
+        uint32_t heavy = 0;
+        for (uint32_t i = 0; i < KEYS; i++)
+            heavy += tr_cluster_pick(&g.views[0], 0, key(i), NULL, 0) == g.views[0].eps[1];
+        assert_in_range(heavy, KEYS * 70 / 100, KEYS * 80 / 100); /* 3 / 4 */
+        /* The ring has the lighter one's share of the minimum, rounded up:
+         * 256 + 768 points; Maglev has its whole table. */
+        assert_int_equal(tr_lb_table_size(g.snap.lb_tables[0]),
+                         lb == TR_LB_RING_HASH ? 1024 : 65537);
+        /* A table fits the next configuration only if nothing it depends on changed. */
+        struct tr_cluster_cfg other = g.clusters[0];
+        assert_true(tr_lb_table_fits(&g.clusters[0], &other));
+        struct tr_endpoint_cfg eps[2];
+        memcpy(eps, g.eps[0], sizeof(eps));
+        other.endpoints = eps;
+        eps[1].weight = 4;
+        assert_false(tr_lb_table_fits(&g.clusters[0], &other));
+        eps[1].weight = 3;
+        other.hash.ring_min_size = 2048;
+        other.hash.maglev_table_size = 7;
+        assert_false(tr_lb_table_fits(&g.clusters[0], &other));
+        hash_off(&g);
+        gen_free(&g);
+    }
+}
+
+static void test_request_hash_keys(void **state)
+{
+    (void)state;
+    struct tr_hash_policy_cfg hp = {.source = TR_HASH_HEADER, .header = "x-user"};
+    struct tr_str_pair h[] = {
+        {TR_STR_LIT("Host"), TR_STR_LIT("a")},
+        {TR_STR_LIT("X-User"), TR_STR_LIT("alice")},
+        {TR_STR_LIT("cookie"), TR_STR_LIT("a=1; sid=\"s-42\"; b=2")},
+        {TR_STR_LIT("x-other"), TR_STR_LIT("bob")},
+    };
+    struct sockaddr_storage peer = {0}, peer2 = {0};
+    ((struct sockaddr_in *)&peer)->sin_family = AF_INET;
+    ((struct sockaddr_in *)&peer)->sin_addr.s_addr = htonl(0x7f000005);
+    ((struct sockaddr_in *)&peer)->sin_port = htons(1000);
+    peer2 = peer;
+    ((struct sockaddr_in *)&peer2)->sin_port = htons(2000); /* same IP, other port */
+    const char *target = "/p?x=1&user=carol&user=dave";
+    struct tr_lb_request rq = {.headers = h,
+                               .n_headers = 4,
+                               .target = target,
+                               .target_len = (uint32_t)strlen(target),
+                               .peer = &peer,
+                               .conn_seed = 77};
+    uint64_t hash = 0, cookie = 1;
+    /* Header (name in any case). */
+    assert_true(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    assert_int_equal(hash, tr_lb_hash_bytes("alice", 5, 0));
+    assert_int_equal(cookie, 0);
+    hp.header = "x-missing";
+    assert_false(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    /* Cookie, quotes removed. */
+    hp = (struct tr_hash_policy_cfg){.source = TR_HASH_COOKIE, .cookie = "sid"};
+    assert_true(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    assert_int_equal(hash, tr_lb_hash_bytes("s-42", 4, 0));
+    /* Absent: none, or a generated one whose hash is what the client's next
+     * request (carrying it) hashes to. */
+    hp.cookie = "session";
+    assert_false(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    hp.cookie_generate = true;
+    hp.cookie_ttl_ms = 3600500;
+    hp.cookie_path = "/app";
+    assert_true(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    assert_int_not_equal(cookie, 0);
+    char out[TR_LB_COOKIE_MAX], value[17];
+    size_t n = tr_lb_cookie_format(&hp, cookie, out, sizeof(out));
+    assert_int_equal(n, strlen(out));
+    snprintf(value, sizeof(value), "%016llx", (unsigned long long)cookie);
+    char want[128];
+    snprintf(want, sizeof(want), "session=%s; Max-Age=3601; Path=/app; HttpOnly", value);
+    assert_string_equal(out, want);
+    char back[64];
+    snprintf(back, sizeof(back), "session=%s", value);
+    struct tr_str_pair h2[] = {{TR_STR_LIT("cookie"), tr_str_from(back, strlen(back))}};
+    struct tr_lb_request rq2 = {.headers = h2, .n_headers = 1};
+    uint64_t hash2 = 0;
+    assert_true(tr_lb_request_hash(&hp, &rq2, &hash2, &cookie));
+    assert_int_equal(hash2, hash);
+    assert_int_equal(cookie, 0);
+    hp.cookie_ttl_ms = 0; /* a session cookie */
+    hp.cookie_path = NULL;
+    n = tr_lb_cookie_format(&hp, 0xabcull, out, sizeof(out));
+    assert_string_equal(out, "session=0000000000000abc; HttpOnly");
+    assert_int_equal(tr_lb_cookie_format(&hp, 1, out, 8), 0); /* does not fit */
+    /* Source IP: the address, not the port. */
+    hp = (struct tr_hash_policy_cfg){.source = TR_HASH_SOURCE_IP, .source_ip = true};
+    assert_true(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    rq.peer = &peer2;
+    assert_true(tr_lb_request_hash(&hp, &rq, &hash2, &cookie));
+    assert_int_equal(hash, hash2);
+    /* Query parameter: the first, raw. */
+    hp = (struct tr_hash_policy_cfg){.source = TR_HASH_QUERY_PARAM, .query_param = "user"};
+    assert_true(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    assert_int_equal(hash, tr_lb_hash_bytes("carol", 5, 0));
+    hp.query_param = "use";
+    assert_false(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    hp.query_param = "x";
+    assert_true(tr_lb_request_hash(&hp, &rq, &hash, &cookie));
+    assert_int_equal(hash, tr_lb_hash_bytes("1", 1, 0));
+}
+
+/* ---- circuit breakers ---- */
+
+static void test_limit_share(void **state)
+{
+    (void)state;
+    /* 10 over 4 workers: 3, 3, 2, 2 (10 in all). */
+    static const uint32_t want[] = {3, 3, 2, 2};
+    uint32_t sum = 0;
+    for (unsigned i = 0; i < 4; i++) {
+        assert_int_equal(tr_limit_share(10, i, 4), want[i]);
+        sum += tr_limit_share(10, i, 4);
+    }
+    assert_int_equal(sum, 10);
+    /* Fewer than workers: 1 each, never 0 (0 is "no limit"). */
+    assert_int_equal(tr_limit_share(1, 3, 4), 1);
+    assert_int_equal(tr_limit_share(0, 2, 4), 0);
+    assert_int_equal(tr_limit_share(7, 0, 1), 7);
+    assert_int_equal(tr_limit_share(UINT32_MAX, 0, 256), UINT32_MAX / 256 + 1);
+}
+
+static void test_max_requests(void **state)
+{
+    (void)state;
+    static struct gen g1, g2;
+    gen_init(&g1);
+    add_cluster(&g1, "web", TR_LB_ROUND_ROBIN, (int[]){1, 2}, NULL, 2);
+    g1.clusters[0].breakers.max_requests = 3;
+    gen_adopt(&g1, NULL);
+    struct tr_cluster_rt *c = &g1.views[0];
+    assert_int_equal(c->max_requests, 3); /* one worker: all of it */
+    struct tr_endpoint_rt *e[3];
+    for (int i = 0; i < 3; i++) {
+        assert_true(tr_cluster_admit_request(c, NULL));
+        e[i] = tr_cluster_pick(c, 0, 0, NULL, 0);
+        tr_endpoint_request_begin(e[i]);
+    }
+    assert_false(tr_cluster_admit_request(c, NULL));
+    /* Requests in flight keep counting in the next configuration's view. */
+    gen_init(&g2);
+    add_cluster(&g2, "web", TR_LB_ROUND_ROBIN, (int[]){1, 2}, NULL, 2);
+    g2.clusters[0].breakers.max_requests = 4;
+    gen_adopt(&g2, &g1);
+    assert_true(tr_cluster_admit_request(&g2.views[0], NULL));
+    tr_endpoint_request_begin(g2.views[0].eps[0]);
+    assert_false(tr_cluster_admit_request(&g2.views[0], NULL));
+    tr_endpoint_request_end(e[0]);
+    assert_true(tr_cluster_admit_request(&g2.views[0], NULL));
+    tr_endpoint_request_end(g2.views[0].eps[0]);
+    tr_endpoint_request_end(e[1]);
+    tr_endpoint_request_end(e[2]);
+    assert_int_equal(g2.views[0].state->active_requests, 0);
+    gen_free(&g1);
+    gen_free(&g2);
+}
+
+/* The pool's part: connections and requests waiting for one, counted per
+ * cluster against the worker's share, and connections closed after
+ * max_requests_per_connection. Real loopback sockets and a real loop. */
+struct pool_owner {
+    int ready, failed;
+};
+
+static void owner_on_ready(void *owner, struct tr_upstream *up, int err, const char *reason)
+{
+    (void)up;
+    (void)reason;
+    struct pool_owner *o = owner;
+    if (err < 0)
+        o->failed++;
+    else
+        o->ready++;
+}
+
+static void owner_on_io(void *owner, struct tr_upstream *up)
+{
+    (void)owner;
+    (void)up;
+}
+
+static const struct tr_upstream_owner_ops owner_ops = {.on_ready = owner_on_ready,
+                                                       .on_io = owner_on_io};
+
+static void test_pool_limits(void **state)
+{
+    (void)state;
+    static struct gen g;
+    static struct tr_worker w;
+    memset(&w, 0, sizeof(w));
+    w.loop = tr_loop_new();
+    w.metrics = tr_metrics_new(0);
+    assert_non_null(w.loop);
+    assert_non_null(w.metrics);
+    w.n_workers = 1;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    int lfd = tr_sock_listen((struct sockaddr *)&sin, sizeof(sin), false, 16);
+    assert_true(lfd >= 0);
+    socklen_t sl = sizeof(sin);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+
+    gen_init(&g);
+    g.ws.w = &w;
+    add_cluster(&g, "web", TR_LB_ROUND_ROBIN, (int[]){ntohs(sin.sin_port)}, NULL, 1);
+    g.clusters[0].connect_timeout_ms = 1000;
+    g.clusters[0].pool_max_idle = 8;
+    g.clusters[0].breakers.max_connections = 2;
+    g.clusters[0].breakers.max_pending_requests = 1;
+    g.clusters[0].max_requests_per_connection = 2;
+    gen_adopt(&g, NULL);
+    struct tr_cluster_rt *c = &g.views[0];
+    struct tr_endpoint_rt *ep = c->eps[0];
+    struct tr_cluster_state *st = c->state;
+    struct pool_owner o = {0};
+    bool ready;
+    const char *reason = NULL;
+
+    /* One HTTP/1.1 connection being established holds the one pending
+     * request allowed: a second must wait, so it overflows. */
+    struct tr_upstream *a = tr_pool_acquire(&w, ep, &owner_ops, &o, false, false, &ready, &reason);
+    assert_non_null(a);
+    assert_false(ready);
+    assert_int_equal(st->pending_requests, 1);
+    assert_int_equal(st->connections, 1);
+    assert_null(tr_pool_acquire(&w, ep, &owner_ops, &o, false, false, &ready, &reason));
+    assert_string_equal(reason, "overflow");
+    for (int i = 0; i < 100 && o.ready == 0; i++)
+        tr_loop_run_once(w.loop, 10);
+    assert_int_equal(o.ready, 1);
+    assert_int_equal(st->pending_requests, 0);
+    /* Established: another may start, up to max_connections (2). */
+    struct tr_upstream *b = tr_pool_acquire(&w, ep, &owner_ops, &o, false, false, &ready, &reason);
+    assert_non_null(b);
+    for (int i = 0; i < 100 && o.ready < 2; i++)
+        tr_loop_run_once(w.loop, 10);
+    assert_int_equal(st->connections, 2);
+    reason = NULL;
+    assert_null(tr_pool_acquire(&w, ep, &owner_ops, &o, true, false, &ready, &reason));
+    assert_string_equal(reason, "overflow");
+
+    /* a goes idle after its first request and is reused for a second, after
+     * which max_requests_per_connection (2) closes it. */
+    tr_pool_release(a, true);
+    assert_int_equal(ep->n_idle, 1);
+    struct tr_upstream *again =
+        tr_pool_acquire(&w, ep, &owner_ops, &o, false, false, &ready, &reason);
+    assert_ptr_equal(again, a);
+    assert_true(ready);
+    tr_pool_release(a, true);
+    assert_int_equal(ep->n_idle, 0);
+    assert_int_equal(st->connections, 1);
+    tr_pool_release(b, false);
+    assert_int_equal(st->connections, 0);
+    tr_loop_run_once(w.loop, 0); /* the deferred frees */
+    assert_int_equal(ep->refs, 1);
+
+    gen_free(&g);
+    close(lfd);
+    tr_loop_free(w.loop);
 }
 
 /* ---- endpoints given by name (dns/answers.h) ---- */
@@ -293,7 +951,7 @@ static void test_dns_names_expand_and_keep_endpoints(void **state)
     assert_int_equal(g0.views[0].n_eps, 1);
     assert_string_equal(g0.views[0].eps[0]->addr_text, "127.0.0.1:9");
     assert_int_equal(g0.views[1].n_eps, 0);
-    assert_null(tr_cluster_pick(&g0.views[1], 0, NULL, 0));
+    assert_null(tr_cluster_pick(&g0.views[1], 0, 0, NULL, 0));
     struct tr_endpoint_rt *fixed = g0.views[0].eps[0];
 
     /* First answers: every address is an endpoint with its name's weight. */
@@ -406,6 +1064,19 @@ int main(void)
         cmocka_unit_test(test_connection_hold_moves_snapshot_use),
         cmocka_unit_test(test_round_robin_weights_smooth),
         cmocka_unit_test(test_backoff_and_avoid),
+        cmocka_unit_test(test_outlier_consecutive_5xx),
+        cmocka_unit_test(test_outlier_ejection_time_capped),
+        cmocka_unit_test(test_outlier_max_ejection_percent),
+        cmocka_unit_test(test_outlier_gateway_and_local_origin),
+        cmocka_unit_test(test_outlier_panic_threshold),
+        cmocka_unit_test(test_outlier_survives_update),
+        cmocka_unit_test(test_ring_hash),
+        cmocka_unit_test(test_maglev),
+        cmocka_unit_test(test_hash_weights_and_tables),
+        cmocka_unit_test(test_request_hash_keys),
+        cmocka_unit_test(test_limit_share),
+        cmocka_unit_test(test_max_requests),
+        cmocka_unit_test(test_pool_limits),
         cmocka_unit_test(test_dns_names_expand_and_keep_endpoints),
         cmocka_unit_test(test_dns_first_follows_first_address),
     };

@@ -197,6 +197,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->tls, 0);
     assert_int_equal(l->route_table, 1);
     assert_int_equal(l->tcp_cluster, 3);
+    assert_int_equal(l->n_tcp_clusters, 0);
     assert_int_equal(l->xff, TR_XFF_OFF);
     assert_false(l->xfp);
     assert_int_equal(l->request_id, TR_REQID_ALWAYS);
@@ -247,7 +248,18 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->tls_mode, TR_TLS_STRICT);
     assert_int_equal(l->tls, 1);
     assert_int_equal(l->route_table, -1);
-    assert_int_equal(l->tcp_cluster, 3);
+    /* weighted TCP routes: the shorthand stays unset */
+    assert_int_equal(l->tcp_cluster, -1);
+    assert_null(l->tcp_cluster_name);
+    assert_int_equal(l->n_tcp_clusters, 2);
+    assert_string_equal(l->tcp_clusters[0].cluster_name, "db");
+    assert_int_equal(l->tcp_clusters[0].cluster, 3);
+    assert_int_equal(l->tcp_clusters[0].weight, 3);
+    assert_string_equal(l->tcp_clusters[0].loc.path, "listeners[2].tcp_clusters[0]");
+    assert_string_equal(l->tcp_clusters[1].cluster_name, "local");
+    assert_int_equal(l->tcp_clusters[1].cluster, 0);
+    assert_int_equal(l->tcp_clusters[1].weight, 0);
+    assert_string_equal(l->tcp_clusters[1].loc.path, "listeners[2].tcp_clusters[1]");
     assert_int_equal(l->authz.n_rules, 1);
     assert_string_equal(l->authz.rules[0].principals[0], "*");
 
@@ -422,7 +434,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(rt->vhosts[0].routes[0].clusters[0].cluster, 0);
 
     /* clusters */
-    assert_int_equal(c->n_clusters, 5);
+    assert_int_equal(c->n_clusters, 7);
     const struct tr_cluster_cfg *cl = &c->clusters[0];
     assert_string_equal(cl->name, "local");
     assert_null(cl->service);
@@ -494,6 +506,46 @@ static void check_full(const struct tr_config *c)
     assert_string_equal(c->resolver.servers[1], "[::1]:53");
     assert_int_equal(c->resolver.timeout_ms, 500);
     assert_int_equal(c->resolver.attempts, 2);
+
+    /* Without the sections: no outlier detection, no limits, no hashing. */
+    assert_false(c->clusters[3].outlier.enabled);
+    assert_int_equal(c->clusters[3].outlier.consecutive_5xx, 5);
+    assert_int_equal(c->clusters[3].outlier.base_ejection_ms, 30000);
+    assert_int_equal(c->clusters[3].outlier.max_ejection_percent, 10);
+    assert_int_equal(c->clusters[3].breakers.max_requests, 0);
+    assert_int_equal(c->clusters[3].max_requests_per_connection, 0);
+    assert_int_equal(c->clusters[3].hash.source, TR_HASH_NONE);
+    assert_int_equal(c->clusters[3].hash.ring_min_size, 1024);
+    assert_int_equal(c->clusters[3].hash.maglev_table_size, 65537);
+
+    cl = &c->clusters[5];
+    assert_int_equal(cl->lb, TR_LB_RING_HASH);
+    assert_int_equal(cl->hash.source, TR_HASH_COOKIE);
+    assert_string_equal(cl->hash.cookie, "session");
+    assert_string_equal(cl->hash.cookie_path, "/app");
+    assert_int_equal(cl->hash.cookie_ttl_ms, 3600000);
+    assert_true(cl->hash.cookie_generate); /* a ttl: Istio generates it */
+    assert_int_equal(cl->hash.ring_min_size, 4096);
+    const struct tr_outlier_cfg *o = &cl->outlier;
+    assert_true(o->enabled);
+    assert_int_equal(o->consecutive_5xx, 7);
+    assert_int_equal(o->consecutive_gateway, 3);
+    assert_int_equal(o->consecutive_local, 2);
+    assert_true(o->split_local);
+    assert_int_equal(o->interval_ms, 5000);
+    assert_int_equal(o->base_ejection_ms, 60000);
+    assert_int_equal(o->max_ejection_percent, 50);
+    assert_int_equal(o->min_health_percent, 25);
+    assert_int_equal(cl->breakers.max_connections, 40);
+    assert_int_equal(cl->breakers.max_pending_requests, 20);
+    assert_int_equal(cl->breakers.max_requests, 200);
+    assert_int_equal(cl->max_requests_per_connection, 1000);
+    cl = &c->clusters[6];
+    assert_int_equal(cl->lb, TR_LB_MAGLEV);
+    assert_int_equal(cl->hash.source, TR_HASH_HEADER);
+    assert_string_equal(cl->hash.header, "x-user"); /* lower-cased */
+    assert_int_equal(cl->hash.maglev_table_size, 251);
+    assert_false(cl->outlier.enabled);
 }
 
 static void test_full_yaml(void **state)
@@ -683,7 +735,7 @@ static const struct bad_case bad_cases[] = {
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,
      "t.yaml:5:3: listeners[0].tlz: ",
      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
-     "tcp_cluster, http, "
+     "tcp_cluster, tcp_clusters, http, "
      "timeouts, authorization, origin)"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
      "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
@@ -691,7 +743,39 @@ static const struct bad_case bad_cases[] = {
      "tcp_cluster: c\n" RT_C,
      "t.yaml:5:3: listeners[0].route_table: ", "not allowed on a tcp listener"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n" RT_C,
-     "t.yaml:2:3: listeners[0].tcp_cluster: ", "missing required field"},
+     "t.yaml:2:3: listeners[0]: ",
+     "one of tcp_cluster, tcp_clusters is required on a tcp listener"},
+/* weighted TCP routes (listeners[].tcp_clusters); the rest of their
+     * checks are in test_validate.c, for files and built models alike */
+#define TCPL "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n"
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1}]\n  tcp_cluster: c\n" RT_C,
+     "t.yaml:6:3: listeners[0].tcp_cluster: ",
+     "conflicts with tcp_clusters; set exactly one of tcp_cluster, tcp_clusters"},
+    {TCPL "  tcp_clusters: []\n" RT_C,
+     "t.yaml:5:17: listeners[0].tcp_clusters: ", "must have at least 1 entry"},
+    {TCPL "  tcp_clusters: c\n" RT_C,
+     "t.yaml:5:17: listeners[0].tcp_clusters: ", "expected a list, got \"c\""},
+    {TCPL "  tcp_clusters:\n" RT_C,
+     "t.yaml:5:3: listeners[0].tcp_clusters: ", "expected a list, got null"},
+    {TCPL "  tcp_clusters: [c]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0]: ", "expected a mapping, got \"c\""},
+    {TCPL "  tcp_clusters: [{cluster: c}]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0].weight: ", "missing required field"},
+    {TCPL "  tcp_clusters: [{weight: 1}]\n" RT_C,
+     "t.yaml:5:18: listeners[0].tcp_clusters[0].cluster: ", "missing required field"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: '80'}]\n" RT_C,
+     "t.yaml:5:39: listeners[0].tcp_clusters[0].weight: ", "expected an integer, got \"80\""},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: -1}]\n" RT_C,
+     "t.yaml:5:39: listeners[0].tcp_clusters[0].weight: ", "must be between 0 and 1000000, got -1"},
+    {TCPL "  tcp_clusters: [{cluster: 'a b', weight: 1}]\n" RT_C,
+     "t.yaml:5:28: listeners[0].tcp_clusters[0].cluster: ",
+     "invalid name \"a b\": whitespace and control characters are not allowed"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1, request_headers: {remove: [x-a]}}]\n" RT_C,
+     "t.yaml:5:42: listeners[0].tcp_clusters[0].request_headers: ",
+     "unknown field \"request_headers\" (accepted: cluster, weight)"},
+    {TCPL "  tcp_clusters: [{cluster: c, weight: 1}, {cluster: c, weight: 1, cluster: d}]\n" RT_C,
+     "t.yaml:5:67: listeners[0].tcp_clusters[1].cluster: ", "duplicate field (first at line 5)"},
+#undef TCPL
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tcp_cluster: c\n" RT_C,
      "t.yaml:5:3: listeners[0].tcp_cluster: ", "not allowed on an http listener"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  tcp_cluster: c\n"
@@ -867,7 +951,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:2:35: clusters[0].endpoints[0].address: ", "port must be between 1 and 65535"},
     {"clusters:\n- {name: c, lb: fastest, endpoints: [{address: 127.0.0.1:1}]}\n",
      "t.yaml:2:17: clusters[0].lb: ",
-     "expected one of round_robin, least_request, random, got \"fastest\""},
+     "expected one of round_robin, least_request, random, ring_hash, maglev, got \"fastest\""},
     {"clusters:\n- {name: c, tls: {context: w}, endpoints: [{address: 127.0.0.1:1}]}\n",
      "t.yaml:2:28: clusters[0].tls.context: ", "unknown TLS context \"w\""},
     {CTX "clusters:\n- {name: c, tls: {context: w, server_ids: [backend]}, endpoints: [{address: "
@@ -893,6 +977,67 @@ static const struct bad_case bad_cases[] = {
      "127.0.0.1:1}]}\n",
      "t.yaml:2:38: clusters[0].http2.streams: ",
      "unknown field \"streams\" (accepted: max_streams_per_connection)"},
+    /* outlier detection, consistent hashing, circuit breakers */
+    {"clusters:\n- {name: c, hash_policy: {header: x}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:13: clusters[0].hash_policy: ",
+     "only used with lb: ring_hash or maglev; with lb: round_robin it would be ignored"},
+    {"clusters:\n- {name: c, lb: random, maglev: {table_size: 7}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:25: clusters[0].maglev: ", "only used with lb: maglev; with lb: random"},
+    {"clusters:\n- {name: c, lb: maglev, ring_hash: {minimum_ring_size: 7}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:25: clusters[0].ring_hash: ", "only used with lb: ring_hash"},
+    {"clusters:\n- {name: c, lb: maglev, maglev: {table_size: 100}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:46: clusters[0].maglev.table_size: ", "must be a prime number"},
+    {"clusters:\n- {name: c, lb: ring_hash, ring_hash: {minimum_ring_size: 9000000}, endpoints: "
+     "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:59: clusters[0].ring_hash.minimum_ring_size: ", "must be between 1 and 8388608"},
+    {"clusters:\n- {name: c, lb: ring_hash, hash_policy: {header: a, query_param: b}, endpoints: "
+     "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:53: clusters[0].hash_policy.query_param: ",
+     "conflicts with header; set exactly one of header, cookie, source_ip, query_param"},
+    {"clusters:\n- {name: c, lb: ring_hash, hash_policy: {}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:41: clusters[0].hash_policy: ", "one of header, cookie, source_ip, query_param"},
+    {"clusters:\n- {name: c, lb: ring_hash, hash_policy: {source_ip: false}, endpoints: "
+     "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:42: clusters[0].hash_policy.source_ip: ", "must be true"},
+    {"clusters:\n- {name: c, lb: ring_hash, hash_policy: {header: 'x y'}, endpoints: "
+     "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:50: clusters[0].hash_policy.header: ", "\"x y\" is not a valid HTTP token"},
+    {"clusters:\n- {name: c, lb: ring_hash, hash_policy: {cookie: {path: /}}, endpoints: "
+     "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:50: clusters[0].hash_policy.cookie.name: ", "missing required field"},
+    {"clusters:\n- {name: c, lb: ring_hash, hash_policy: {cookie: {name: s, generate: false, "
+     "ttl: 1h}}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:77: clusters[0].hash_policy.cookie.ttl: ",
+     "only used for a cookie the proxy generates"},
+    {"clusters:\n- {name: c, lb: ring_hash, hash_policy: {cookie: {name: s, path: 'a;b', ttl: "
+     "1s}}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:66: clusters[0].hash_policy.cookie.path: ", "must start with \"/\""},
+    {"clusters:\n- {name: c, outlier_detection: {enabled: false, interval: 1s}, endpoints: "
+     "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:42: clusters[0].outlier_detection.enabled: ",
+     "false, so the other outlier_detection settings would be ignored"},
+    {"clusters:\n- {name: c, outlier_detection: {consecutive_local_origin_failures: 2}, "
+     "endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:33: clusters[0].outlier_detection.consecutive_local_origin_failures: ",
+     "only used with split_external_local_origin_errors: true"},
+    {"clusters:\n- {name: c, outlier_detection: {max_ejection_percent: 101}, endpoints: "
+     "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:2:55: clusters[0].outlier_detection.max_ejection_percent: ",
+     "must be between 0 and 100"},
+    {"clusters:\n- {name: c, outlier_detection: {interval: 0s}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:43: clusters[0].outlier_detection.interval: ", "must be between 1ms"},
+    {"clusters:\n- {name: c, outlier_detection: {consecutive_errors: 3}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:33: clusters[0].outlier_detection.consecutive_errors: ", "unknown field"},
+    {"clusters:\n- {name: c, circuit_breakers: {max_requests: -1}, endpoints: [{address: "
+     "127.0.0.1:1}]}\n",
+     "t.yaml:2:46: clusters[0].circuit_breakers.max_requests: ",
+     "must be between 0 and 4294967295, got -1"},
     {"limits: {http2: {initial_window_size: 10}}\n" BASE_TAIL,
      "t.yaml:1:39: limits.http2.initial_window_size: ", "must be between 1024 and 16777215"},
     {"limits: {http2: {max_concurrent_streams: 0}}\n" BASE_TAIL,
@@ -1063,6 +1208,61 @@ static void test_invalid_table(void **state)
         free(err);
     }
     assert_int_equal(failed, 0);
+}
+
+/* Weighted TCP routes: up to 256 entries (the routes' limit) on tcp and auto
+ * listeners, each with its weight and place; one more is an error. */
+static void test_tcp_clusters(void **state)
+{
+    (void)state;
+    enum { LIMIT = 256 };
+    size_t cap = 128 + (LIMIT + 1) * 40;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (size_t n = LIMIT; n <= LIMIT + 1; n++) {
+        size_t o = (size_t)snprintf(text, cap,
+                                    "listeners:\n- name: t\n  address: 127.0.0.1:1\n"
+                                    "  protocol: tcp\n  tcp_clusters:\n");
+        for (size_t k = 0; k < n; k++)
+            o += (size_t)snprintf(text + o, cap - o, "  - {cluster: %s, weight: %zu}\n",
+                                  k % 2 ? "b" : "a", k % 3);
+        o += (size_t)snprintf(text + o, cap - o,
+                              "- {name: u, address: 127.0.0.1:2, protocol: auto, route_table: rt, "
+                              "tcp_clusters: [{cluster: b, weight: 1}]}\n" RT_C
+                              "- {name: a, endpoints: [{address: 127.0.0.1:3}]}\n"
+                              "- {name: b, endpoints: [{address: 127.0.0.1:4}]}\n");
+        assert_true(o < cap);
+        char *err = NULL;
+        struct tr_config *c = tr_config_load_buffer(text, o, "t.yaml", &err);
+        if (n > LIMIT) {
+            assert_null(c);
+            assert_non_null(err);
+            assert_string_equal(err, "t.yaml:6:3: listeners[0].tcp_clusters: has 257 entries; the "
+                                     "limit is 256");
+            free(err);
+            continue;
+        }
+        if (c == NULL)
+            fprintf(stderr, "unexpected error: %s\n", err);
+        assert_non_null(c);
+        const struct tr_listener_cfg *l = &c->listeners[0];
+        assert_int_equal(l->tcp_cluster, -1);
+        assert_int_equal(l->n_tcp_clusters, LIMIT);
+        for (size_t k = 0; k < LIMIT; k++) {
+            assert_int_equal(l->tcp_clusters[k].cluster, k % 2 ? 2 : 1);
+            assert_int_equal(l->tcp_clusters[k].weight, k % 3);
+            assert_int_equal(l->tcp_clusters[k].loc.line, 6 + k);
+            assert_int_equal(l->tcp_clusters[k].loc.col, 5);
+        }
+        assert_string_equal(l->tcp_clusters[255].loc.path, "listeners[0].tcp_clusters[255]");
+        l = &c->listeners[1];
+        assert_int_equal(l->protocol, TR_LPROTO_AUTO);
+        assert_int_equal(l->route_table, 0);
+        assert_int_equal(l->n_tcp_clusters, 1);
+        assert_int_equal(l->tcp_clusters[0].cluster, 2);
+        tr_config_free(c);
+    }
+    free(text);
 }
 
 /* The upstream protocol's default depends on mTLS: a mesh hop keeps the
@@ -1576,6 +1776,7 @@ int main(void)
         cmocka_unit_test(test_example_defaults),
         cmocka_unit_test(test_invalid_table),
         cmocka_unit_test(test_cluster_protocol_defaults),
+        cmocka_unit_test(test_tcp_clusters),
         cmocka_unit_test(test_empty_and_root),
         cmocka_unit_test(test_kubernetes_resources),
         cmocka_unit_test(test_syntax_errors),

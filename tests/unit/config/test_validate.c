@@ -296,6 +296,75 @@ static void same_address(struct tr_config *c)
     c->listeners = l;
     c->n_listeners = 2;
 }
+/* ---- weighted TCP routes: the listener as a tcp listener splitting its
+ * connections over n entries (a VirtualService's tcp route), 80/20 over the
+ * two subsets, or weight 1 each past two. located: entries carry their
+ * origin; else they are named by the listener's tcp_clusters[i]. */
+static struct tr_weighted_cluster_cfg *tcp_split_n(struct tr_config *c, size_t n, bool located)
+{
+    struct tr_listener_cfg *l = &c->listeners[0];
+    l->protocol = TR_LPROTO_TCP;
+    l->route_table_name = NULL;
+    l->n_tcp_clusters = n;
+    l->tcp_clusters = alloc(c, n, sizeof(*l->tcp_clusters));
+    for (size_t k = 0; k < n; k++) {
+        struct tr_weighted_cluster_cfg *wc = &l->tcp_clusters[k];
+        wc->cluster_name = k % 2 == 0 ? "reviews-v1" : "reviews-v2";
+        wc->weight = n > 2 ? 1 : k == 0 ? 80 : 20;
+        if (located) {
+            char *path = tr_arena_alloc(c->arena, 32);
+            assert_non_null(path);
+            snprintf(path, 32, "spec.tcp[0].route[%zu]", k);
+            wc->loc = (struct tr_cfg_loc){.path = path, .origin = VS};
+        }
+    }
+    return l->tcp_clusters;
+}
+static void tcp_split_unknown(struct tr_config *c)
+{
+    tcp_split_n(c, 2, true)[1].cluster_name = "nope";
+}
+static void tcp_split_unknown_unlocated(struct tr_config *c)
+{
+    tcp_split_n(c, 2, false)[1].cluster_name = "nope";
+}
+static void tcp_split_zero(struct tr_config *c)
+{
+    struct tr_weighted_cluster_cfg *wc = tcp_split_n(c, 2, true);
+    wc[0].weight = wc[1].weight = 0;
+}
+static void tcp_split_weight_range(struct tr_config *c)
+{
+    tcp_split_n(c, 2, true)[1].weight = 2000000;
+}
+static void tcp_split_too_many(struct tr_config *c)
+{
+    tcp_split_n(c, 257, true);
+}
+static void tcp_split_and_cluster(struct tr_config *c)
+{
+    tcp_split_n(c, 2, true);
+    c->listeners[0].tcp_cluster_name = "reviews-v1";
+}
+static void tcp_split_on_http(struct tr_config *c)
+{
+    tcp_split_n(c, 2, true);
+    c->listeners[0].protocol = TR_LPROTO_HTTP;
+    c->listeners[0].route_table_name = "outbound-80";
+}
+static void tcp_split_edits(struct tr_config *c)
+{
+    struct tr_weighted_cluster_cfg *wc = tcp_split_n(c, 2, true);
+    wc[0].response_headers.n_remove = 1;
+    wc[0].response_headers.remove = alloc(c, 1, sizeof(char *));
+    wc[0].response_headers.remove[0] = "x-a";
+}
+static void tcp_without_destination(struct tr_config *c)
+{
+    c->listeners[0].protocol = TR_LPROTO_TCP;
+    c->listeners[0].route_table_name = NULL;
+}
+
 static void direct_and_clusters(struct tr_config *c)
 {
     ROUTE0(c)->direct_status = 503;
@@ -670,9 +739,10 @@ static const struct vcase cases[] = {
      "t.yaml:13:80: listeners[0].route_table: unknown route table \"nope\""},
     {"tcp listener with a route table", tcp_with_table,
      "Sidecar default/default: spec.egress[0].route_table: not allowed on a tcp listener (use "
-     "tcp_cluster)",
+     "tcp_cluster or tcp_clusters)",
      Y_BASE(Y_SPLIT, ", protocol: tcp, route_table: outbound-80, tcp_cluster: reviews-v1"),
-     "t.yaml:13:82: listeners[0].route_table: not allowed on a tcp listener (use tcp_cluster)"},
+     "t.yaml:13:82: listeners[0].route_table: not allowed on a tcp listener (use tcp_cluster or "
+     "tcp_clusters)"},
     {"http listener with a tcp cluster", http_with_tcp_cluster,
      "Sidecar default/default: spec.egress[0].tcp_cluster: not allowed on an http listener (use "
      "protocol: auto or tcp)",
@@ -820,13 +890,13 @@ static const struct vcase cases[] = {
      NULL, NULL},
     {"enums", bad_enum,
      "DestinationRule default/reviews: spec.subsets[0].lb: expected one of round_robin, "
-     "least_request, random, got value 7",
+     "least_request, random, ring_hash, maglev, got value 7",
      Y_CTX "clusters:\n- {name: reviews-v1, lb: fastest, endpoints: [{address: "
            "'10.0.0.1:9080'}]}\n"
            "- {name: reviews-v2, endpoints: [{address: '[fd00::2]:9080'}]}\n" Y_TABLE(Y_SPLIT)
                Y_LISTENER(", route_table: outbound-80"),
-     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, got "
-     "\"fastest\""},
+     "t.yaml:4:26: clusters[0].lb: expected one of round_robin, least_request, random, "
+     "ring_hash, maglev, got \"fastest\""},
     {"names", bad_name,
      "Sidecar default/default: spec.egress[0].name: invalid name \"out bound\": whitespace and "
      "control characters are not allowed",
@@ -992,6 +1062,53 @@ static const struct vcase cases[] = {
             ", route_table: outbound-80"),
      "t.yaml:11:48: " R ".match.query_params[0].exact: value \"a&b\" holds '&', which separates "
      "query parameters; write it percent-encoded (%26)"},
+    /* weighted TCP routes (listeners[].tcp_clusters) */
+    {"tcp route -> cluster", tcp_split_unknown,
+     "VirtualService default/reviews: spec.tcp[0].route[1].cluster: unknown cluster \"nope\"",
+     Y_BASE(Y_SPLIT, ", protocol: tcp, tcp_clusters: [{cluster: reviews-v1, weight: 80}, "
+                     "{cluster: nope, weight: 20}]"),
+     "t.yaml:13:142: listeners[0].tcp_clusters[1].cluster: unknown cluster \"nope\""},
+    {"tcp route entries without a location", tcp_split_unknown_unlocated,
+     "Sidecar default/default: spec.egress[0].tcp_clusters[1].cluster: unknown cluster \"nope\"",
+     NULL, NULL},
+    {"tcp route weights all 0", tcp_split_zero,
+     "Sidecar default/default: spec.egress[0].tcp_clusters: the weights must not all be 0",
+     Y_BASE(Y_SPLIT, ", protocol: tcp, tcp_clusters: [{cluster: reviews-v1, weight: 0}, "
+                     "{cluster: reviews-v2, weight: 0}]"),
+     "t.yaml:13:96: listeners[0].tcp_clusters: the weights must not all be 0"},
+    {"tcp route weight range", tcp_split_weight_range,
+     "VirtualService default/reviews: spec.tcp[0].route[1].weight: must be between 0 and "
+     "1000000, got 2000000",
+     Y_BASE(Y_SPLIT, ", protocol: tcp, tcp_clusters: [{cluster: reviews-v1, weight: 80}, "
+                     "{cluster: reviews-v2, weight: 2000000}]"),
+     "t.yaml:13:162: listeners[0].tcp_clusters[1].weight: must be between 0 and 1000000, got "
+     "2000000"},
+    {"tcp route entries", tcp_split_too_many,
+     "Sidecar default/default: spec.egress[0].tcp_clusters: has 257 entries; the limit is 256",
+     NULL, NULL},
+    {"tcp_cluster and tcp_clusters", tcp_split_and_cluster,
+     "Sidecar default/default: spec.egress[0].tcp_clusters: conflicts with tcp_cluster; set "
+     "exactly one of tcp_cluster, tcp_clusters",
+     Y_BASE(Y_SPLIT, ", protocol: tcp, tcp_cluster: reviews-v1, tcp_clusters: [{cluster: "
+                     "reviews-v1, weight: 80}]"),
+     "t.yaml:13:107: listeners[0].tcp_clusters: conflicts with tcp_cluster; set exactly one of "
+     "tcp_cluster, tcp_clusters"},
+    {"tcp routes on an http listener", tcp_split_on_http,
+     "Sidecar default/default: spec.egress[0].tcp_clusters: not allowed on an http listener (use "
+     "protocol: auto or tcp)",
+     Y_BASE(Y_SPLIT, ", route_table: outbound-80, tcp_clusters: [{cluster: reviews-v1, weight: "
+                     "80}]"),
+     "t.yaml:13:93: listeners[0].tcp_clusters: not allowed on an http listener (use protocol: "
+     "auto or tcp)"},
+    {"header edits on a tcp route", tcp_split_edits,
+     "VirtualService default/reviews: spec.tcp[0].route[0].response_headers: not allowed on a "
+     "TCP destination (no HTTP message to edit)",
+     NULL, NULL},
+    {"a tcp listener needs a destination", tcp_without_destination,
+     "Sidecar default/default: spec.egress[0]: one of tcp_cluster, tcp_clusters is required on a "
+     "tcp listener",
+     Y_BASE(Y_SPLIT, ", protocol: tcp"),
+     "t.yaml:13:3: listeners[0]: one of tcp_cluster, tcp_clusters is required on a tcp listener"},
     {"objects without a location", dup_unlocated,
      "mesh: clusters[1].name: duplicate cluster name \"reviews-v1\" (first defined at "
      "clusters[0])",
@@ -1032,6 +1149,38 @@ static void test_invariants(void **state)
         tr_config_free(c);
     }
     assert_int_equal(failed, 0);
+}
+
+/* Weighted TCP routes: names become indexes, on tcp and auto listeners; the
+ * shorthand stays unset; validating again changes nothing. */
+static void test_tcp_split_ok(void **state)
+{
+    (void)state;
+    for (int auto_listener = 0; auto_listener < 2; auto_listener++) {
+        struct tr_config *c = model();
+        tcp_split_n(c, 3, true)[1].weight = 0;
+        struct tr_listener_cfg *l = &c->listeners[0];
+        if (auto_listener) {
+            l->protocol = TR_LPROTO_AUTO;
+            l->route_table_name = "outbound-80";
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            char *err = NULL;
+            int rc = tr_config_validate(c, &err);
+            if (rc != 0)
+                fprintf(stderr, "unexpected: %s\n", err);
+            assert_int_equal(rc, 0);
+            assert_int_equal(l->tcp_cluster, -1);
+            assert_int_equal(l->route_table, auto_listener ? 0 : -1);
+            assert_int_equal(l->n_tcp_clusters, 3);
+            assert_int_equal(l->tcp_clusters[0].cluster, 0);
+            assert_int_equal(l->tcp_clusters[1].cluster, 1);
+            assert_int_equal(l->tcp_clusters[2].cluster, 0);
+            assert_null(l->tcp_clusters[0].request_edit);
+            assert_null(l->tcp_clusters[0].response_edit);
+        }
+        tr_config_free(c);
+    }
 }
 
 /* A rewrite on a regex (or exact) route is valid: it replaces the whole path
@@ -1193,6 +1342,120 @@ static void test_origin_format(void **state)
     free(err);
 }
 
+/* ---- outlier detection, consistent hashing, circuit breakers ---- */
+
+/* A compiler's DestinationRule with consistentHash, outlierDetection and
+ * connectionPool settings: valid, and validate derives the hash source. */
+static void test_cluster_policies_ok(void **state)
+{
+    (void)state;
+    struct tr_config *c = model();
+    struct tr_cluster_cfg *cl = &c->clusters[0];
+    cl->lb = TR_LB_MAGLEV;
+    cl->hash.query_param = "user";
+    cl->hash.maglev_table_size = 5000011; /* the largest prime Maglev takes */
+    cl->outlier.enabled = true;
+    cl->outlier.consecutive_gateway = 2;
+    cl->breakers.max_requests = 10;
+    cl->max_requests_per_connection = 1;
+    c->clusters[1].lb = TR_LB_RING_HASH; /* no key: every request hashes at random */
+    char *err = NULL;
+    if (tr_config_validate(c, &err) != 0)
+        fprintf(stderr, "unexpected: %s\n", err);
+    assert_null(err);
+    assert_int_equal(cl->hash.source, TR_HASH_QUERY_PARAM);
+    assert_int_equal(c->clusters[1].hash.source, TR_HASH_NONE);
+    /* A validated model validates again. */
+    assert_int_equal(tr_config_validate(c, NULL), 0);
+    tr_config_free(c);
+}
+
+static void test_cluster_policies_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        int what;
+        const char *want;
+    } policy_cases[] = {
+        {0, "spec.subsets[0].hash_policy: set exactly one of header, cookie, source_ip, "
+            "query_param"},
+        {1, "spec.subsets[0].hash_policy: only used with lb: ring_hash or maglev; with this lb it "
+            "would be ignored"},
+        {2, "spec.subsets[0].maglev.table_size: must be a prime number (Maglev's permutations "
+            "need it), got 65536"},
+        {3, "spec.subsets[0].hash_policy.cookie.ttl: only used for a cookie the proxy generates, "
+            "which generate: false turns off"},
+        {4, "spec.subsets[0].hash_policy.cookie.name: missing required field"},
+        {5, "spec.subsets[0].hash_policy.cookie.path: byte 0x3b is not allowed in a cookie path"},
+        {6, "spec.subsets[0].outlier_detection.enabled: false, so the other outlier_detection "
+            "settings would be ignored"},
+        {7, "spec.subsets[0].outlier_detection.max_ejection_percent: must be between 0 and 100, "
+            "got 200"},
+        {8, "spec.subsets[0].ring_hash: only used with lb: ring_hash; with this lb it would be "
+            "ignored"},
+        {9, "spec.subsets[0].outlier_detection.consecutive_local_origin_failures: only used with "
+            "split_external_local_origin_errors: true (otherwise local failures count as 503 and "
+            "504 responses)"},
+    };
+    size_t failed = 0;
+    for (size_t i = 0; i < sizeof(policy_cases) / sizeof(policy_cases[0]); i++) {
+        struct tr_config *c = model();
+        struct tr_cluster_cfg *cl = &c->clusters[0];
+        cl->lb = TR_LB_RING_HASH;
+        switch (policy_cases[i].what) {
+        case 0:
+            cl->hash.header = "x-user";
+            cl->hash.source_ip = true;
+            break;
+        case 1:
+            cl->lb = TR_LB_LEAST_REQUEST;
+            cl->hash.header = "x-user";
+            break;
+        case 2:
+            cl->lb = TR_LB_MAGLEV;
+            cl->hash.maglev_table_size = 65536;
+            break;
+        case 3:
+            cl->hash.cookie = "s";
+            cl->hash.cookie_ttl_ms = 1000;
+            break;
+        case 4:
+            cl->hash.cookie_generate = true;
+            break;
+        case 5:
+            cl->hash.cookie = "s";
+            cl->hash.cookie_generate = true;
+            cl->hash.cookie_path = "/a;Domain=evil";
+            break;
+        case 6:
+            cl->outlier.interval_ms = 1000;
+            break;
+        case 7:
+            cl->outlier.enabled = true;
+            cl->outlier.max_ejection_percent = 200;
+            break;
+        case 8:
+            cl->lb = TR_LB_MAGLEV;
+            cl->hash.ring_min_size = 64;
+            break;
+        case 9:
+            cl->outlier.enabled = true;
+            cl->outlier.consecutive_local = 1;
+            break;
+        }
+        char *err = NULL, want[512];
+        snprintf(want, sizeof(want), "DestinationRule default/reviews: %s", policy_cases[i].want);
+        if (tr_config_validate(c, &err) != -1 || err == NULL || strcmp(err, want) != 0) {
+            fprintf(stderr, "case %zu:\n  want: %s\n  got:  %s\n", i, want,
+                    err != NULL ? err : "(valid)");
+            failed++;
+        }
+        free(err);
+        tr_config_free(c);
+    }
+    assert_int_equal(failed, 0);
+}
+
 /* A compiler's model with every local route action: valid, and valid again
  * (CORS indexes are counted afresh, not added up). */
 static void test_local_actions_ok(void **state)
@@ -1256,6 +1519,9 @@ int main(void)
         cmocka_unit_test(test_local_actions_ok),
         cmocka_unit_test(test_header_edit_programs),
         cmocka_unit_test(test_model_dns_ok),
+        cmocka_unit_test(test_cluster_policies_ok),
+        cmocka_unit_test(test_cluster_policies_refused),
+        cmocka_unit_test(test_tcp_split_ok),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

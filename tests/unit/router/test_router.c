@@ -778,6 +778,37 @@ static void test_pick_cluster(void **state)
     assert_int_equal(tr_route_pick_cluster(&bigr, UINT32_MAX - 1), 0);
 }
 
+/* The pick itself, over a bare array (a TCP listener's tcp_clusters): the
+ * same cumulative ranges as a route's; no weight left is -1. */
+static void test_weighted_pick(void **state)
+{
+    (void)state;
+    struct tr_weighted_cluster_cfg wc[] = {
+        {.cluster = 5, .weight = 80},
+        {.cluster = 6, .weight = 0},
+        {.cluster = 7, .weight = 20},
+    };
+    int counts[3] = {0};
+    for (uint32_t rnd = 0; rnd < 1000; rnd++) {
+        int i = tr_weighted_pick(wc, 3, rnd);
+        assert_true(i >= 0 && i < 3);
+        counts[i]++;
+    }
+    /* 1000 consecutive numbers cover 10 whole cycles of the total, 100. */
+    assert_int_equal(counts[0], 800);
+    assert_int_equal(counts[1], 0);
+    assert_int_equal(counts[2], 200);
+    assert_int_equal(tr_weighted_pick(wc, 3, 79), 0);
+    assert_int_equal(tr_weighted_pick(wc, 3, 80), 2);
+    assert_int_equal(tr_weighted_pick(wc, 1, 12345), 0);
+    assert_int_equal(tr_weighted_pick(wc, 0, 1), -1);
+    assert_int_equal(tr_weighted_pick(&wc[1], 1, 1), -1);
+    /* A route picks through it: the same entry for the same number. */
+    struct tr_route_cfg route = {.name = "w", .path = "/", .clusters = wc, .n_clusters = 3};
+    for (uint32_t rnd = 0; rnd < 300; rnd += 7)
+        assert_int_equal(tr_route_pick(&route, rnd), tr_weighted_pick(wc, 3, rnd));
+}
+
 /* The upstream path: prefix routes swap the matched prefix, exact and regex
  * routes the whole path (the query stays); slices only, so any length. */
 static void rewritten(const struct tr_route_cfg *r, const char *path, const char *want)
@@ -838,6 +869,7 @@ int main(void)
         cmocka_unit_test(test_hostile_regex_is_bounded),
         cmocka_unit_test(test_concurrent_match),
         cmocka_unit_test(test_pick_cluster),
+        cmocka_unit_test(test_weighted_pick),
         cmocka_unit_test(test_rewrite_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
