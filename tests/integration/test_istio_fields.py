@@ -885,29 +885,33 @@ def parse_findings(stderr):
 
 
 class Runner:
+    """Writes the contexts once and each resource in a directory of its own;
+    a job runs there, so messages name the files the same way every run
+    ("../context-dr.json", "resource.json")."""
+
     def __init__(self, workdir):
         self.dir = workdir
         self.n = 0
-        self.ctx_files = {}
         for name, docs in CONTEXTS.items():
-            f = os.path.join(workdir, f"context-{name}.json")
-            with open(f, "w") as fh:
+            with open(os.path.join(workdir, f"context-{name}.json"), "w") as fh:
                 fh.write("\n---\n".join(json.dumps(d) for d in docs) + "\n")
-            self.ctx_files[name] = f
 
     def job(self, doc, ctx, workload):
         self.n += 1
-        f = os.path.join(self.dir, f"resource-{self.n}.json")
-        with open(f, "w") as fh:
+        d = os.path.join(self.dir, f"job-{self.n}")
+        os.mkdir(d)
+        with open(os.path.join(d, "resource.json"), "w") as fh:
             fh.write(json.dumps(doc) + "\n")
-        return [TRELLIS, "ctl", "compile", self.ctx_files[ctx], f, "--workload", workload,
-                "-o", "json"]
+        return d, [TRELLIS, "ctl", "compile", f"../context-{ctx}.json", "resource.json",
+                   "--workload", workload, "-o", "json"]
 
 
 def compile_all(jobs):
-    """Run every argv; [(returncode, model or None, findings)] in order."""
-    def one(argv):
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    """Run every (directory, argv); [(returncode, model or None, findings)]
+    in order."""
+    def one(job):
+        cwd, argv = job
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=cwd)
         model = json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else None
         return r.returncode, model, parse_findings(r.stderr)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
