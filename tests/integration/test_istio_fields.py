@@ -1175,5 +1175,6 @@ def test_findings_name_the_field(measured):
     for (kind, path), (_, _, outs) in measured.items():
         if suffix_lookup(HOOKS, kind, path, under=True) is not None:
             continue
-        stray += [f"{kind} {path} [{o.label}]: {f}" for o in outs for f in o.elsewhere]
+        stray += [f"{kind} {path} [{o.label}]: {f}" for o in outs if not o.failed
+                  for f in o.elsewhere]  # failures: test_compiler_never_fails
     assert not stray, "\n".join(stray[:20])
