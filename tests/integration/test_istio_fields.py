@@ -15,11 +15,15 @@ field. The row's status:
     differs from the one compiled without it (a message row, a container of
     other rows, needs only no finding);
   - `TBD`: nothing reported and the model is the same with and without the
-    field: the compiler neither uses nor reports it (issue 8 wants neither).
+    field: the compiler neither uses nor reports it (issue 8 wants neither);
+    or the compiler reports the field as unknown (also a gap, not a status).
 
 An enum is tried with each of its values, and a few other fields with
 several (the port protocols); the status is the most severe outcome, and
 when the values differ the Notes end with "Measured: ..." naming each.
+What each row is measured in (the mesh, the resource before the field, the
+values, and the hooks that put a field where it acts) is in the tables
+below. A compile that fails (a crash, an invalid model) fails the test.
 
 After a compiler change, regenerate the doc's Status and Notes with
 TRELLIS_UPDATE_GOLDEN=1 and review the diff like code."""
