@@ -302,9 +302,10 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
         eps = &self_ep;
         n = 1;
     }
+    struct tr_dns_cfg dns_cfg = c->dns;
     if (dns) {
-        c->dns.mode = s->resolution == IST_RES_DNS_RR ? TR_DNS_FIRST : TR_DNS_ALL;
-        c->dns.family = TR_DNS_V4; /* what Istio's proxies resolve by default */
+        dns_cfg.mode = s->resolution == IST_RES_DNS_RR ? TR_DNS_FIRST : TR_DNS_ALL;
+        dns_cfg.family = TR_DNS_V4; /* what Istio's proxies resolve by default */
     }
     c->endpoints = ist_malloc(x, n, sizeof(*c->endpoints));
     if (c->endpoints == NULL)
@@ -337,6 +338,13 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
                 dup = dup || strcmp(ids[k], id) == 0;
             if (id && !dup)
                 ids[n_ids++] = id;
+        }
+    }
+    /* DNS settings only where an endpoint is a name (IP addresses need none). */
+    for (size_t i = 0; dns && i < c->n_endpoints; i++) {
+        if (c->endpoints[i].host != NULL) {
+            c->dns = dns_cfg;
+            break;
         }
     }
     bool mtls = false;

@@ -212,6 +212,7 @@ static void check_lb(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rn
         {"localityLbSetting", "locality-aware load balancing is not supported yet"},
         {"warmupDurationSecs", "slow start is not supported yet"},
         {"warmup", "slow start is not supported yet"},
+        {"zoneAwareLbSetting", "zone-aware load balancing is not supported yet"},
     };
     if (!IST_KEYS(x, c, lb, keys))
         return;
@@ -262,7 +263,9 @@ static void check_hash(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
     if (ck != NULL && IST_KEYS(x, c, ck, cookie_keys)) {
         if (!ist_str(x, c, ck, "name", &s))
             ist_error(x, c, ck, "name", "a cookie name is required");
-        ist_str(x, c, ck, "path", &s);
+        if (ist_str(x, c, ck, "path", &s) && tr_rnode_get(ck, "ttl") == NULL)
+            ist_warn(x, c, tr_rnode_get(ck, "path"), "path",
+                     "a path only applies to a cookie the proxy sets, which needs a ttl: ignored");
         ist_duration(x, c, ck, "ttl", 24u * 3600u * 1000u, &v);
     }
     ist_pop(c, saved);
@@ -295,6 +298,8 @@ static void check_outlier(struct ist_ctx *x, struct ist_cursor *c, const struct 
         {"maxEjectionPercent", NULL},
         {"minHealthPercent", NULL},
         {"consecutiveErrors", "deprecated, and ignored by istiod too: use consecutive5xxErrors"},
+        {"outlierDetectionHttpErrorCodes", "custom error codes for outlier detection are not "
+                                           "supported yet: 5xx and gateway errors count"},
     };
     if (!IST_KEYS(x, c, od, keys))
         return;
@@ -330,6 +335,7 @@ static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         {"h2UpgradePolicy", NULL},
         {"useClientProtocol", NULL},
         {"maxConcurrentStreams", NULL},
+        {"http2KeepAlive", "HTTP/2 keepalive pings are not supported yet"},
     };
     if (!IST_KEYS(x, c, pool, keys))
         return;
@@ -587,7 +593,6 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
         const struct tr_rnode *ck = tr_rnode_get(ch, "httpCookie");
         if (ck != NULL) {
             tr_rnode_str(tr_rnode_get(ck, "name"), &h->cookie);
-            tr_rnode_str(tr_rnode_get(ck, "path"), &h->cookie_path);
             /* Istio: with a ttl the proxy creates the cookie when absent. */
             if (tr_rnode_get(ck, "ttl") != NULL) {
                 struct ist_cursor hc;
@@ -599,6 +604,7 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
                 x->quiet = q;
                 h->cookie_ttl_ms = ms;
                 h->cookie_generate = true;
+                tr_rnode_str(tr_rnode_get(ck, "path"), &h->cookie_path);
             }
         }
     }

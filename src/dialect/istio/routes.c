@@ -368,8 +368,13 @@ static bool redirect_action(struct ist_ctx *x, struct ist_cursor *c, const struc
                             struct tr_route_cfg *r)
 {
     static const struct ist_key keys[] = {
-        {"uri", NULL},        {"authority", NULL}, {"port", NULL},
-        {"derivePort", NULL}, {"scheme", NULL},    {"redirectCode", NULL},
+        {"uri", NULL},
+        {"authority", NULL},
+        {"port", NULL},
+        {"derivePort", NULL},
+        {"scheme", NULL},
+        {"redirectCode", NULL},
+        {"prefixRewrite", "prefix redirects are not supported yet: use uri"},
     };
     size_t saved = ist_push_key(c, "redirect");
     struct tr_redirect_cfg *rc = ist_malloc(x, 1, sizeof(*rc));
