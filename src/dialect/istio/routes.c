@@ -798,8 +798,27 @@ static bool mirrors_action(struct ist_ctx *x, struct ist_cursor *c, const struct
         }
         ist_pop(c, sm);
     }
-    r->mirrors = k ? v : NULL;
-    r->n_mirrors = k;
+    /* Shadows are HTTP/1.1 exchanges: a mirror to an HTTP/2-only (gRPC)
+     * cluster is dropped with a warning (the model refuses it). */
+    size_t kept = 0;
+    for (size_t m = 0; m < k; m++) {
+        uintptr_t idx = (uintptr_t)tr_strmap_get(&x->cluster_by_name, v[m].cluster_name);
+        if (idx != 0 && x->clusters[idx - 1].protocol == TR_UPROTO_HTTP2) {
+            /* Known only once clusters exist (the build pass): reported here,
+             * once per virtual host that uses the rule. */
+            bool quiet = x->quiet;
+            x->quiet = false;
+            ist_warn(x, c, rule, NULL,
+                     "mirroring to %s is not supported (shadows are HTTP/1.1; its port speaks "
+                     "HTTP/2 or gRPC): the mirror is dropped",
+                     v[m].cluster_name);
+            x->quiet = quiet;
+            continue;
+        }
+        v[kept++] = v[m];
+    }
+    r->mirrors = kept ? v : NULL;
+    r->n_mirrors = kept;
     return true;
 }
 

@@ -319,6 +319,31 @@ static void test_deterministic_and_loadable(void **state)
     free(text);
 }
 
+/* Shadows are HTTP/1.1: a mirror to a gRPC port is dropped with a warning,
+ * never compiled into a model the loader refuses. */
+static void test_mirror_to_grpc_is_dropped(void **state)
+{
+    (void)state;
+    static const char MORE[] =
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: rpc, namespace: default}\n"
+        "spec:\n  selector: {app: ratings}\n  ports: [{name: grpc, port: 50051}]\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: ratings, namespace: default}\n"
+        "spec:\n  hosts: [ratings]\n  http:\n"
+        "  - route:\n    - destination: {host: ratings}\n    mirror: {host: rpc}\n"
+        "    mirrorPercentage: {value: 50}\n";
+    char *text = concat(BOOKINFO, MORE);
+    struct compiled c;
+    compile_text(&c, text, "default", "productpage-1");
+    assert_non_null(c.cfg);
+    assert_int_equal(c.d.n_errors, 0);
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.http[0]", "the mirror is dropped"));
+    const struct tr_vhost_cfg *v = vhost(c.cfg, "9080", "ratings.default.svc.cluster.local:9080");
+    assert_int_equal(v->routes[0].n_mirrors, 0);
+    compiled_free(&c);
+    free(text);
+}
+
 static void test_unknown_workload(void **state)
 {
     (void)state;
@@ -338,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_errors_refuse_the_resource),
         cmocka_unit_test(test_sidecar_scope_and_registry_only),
         cmocka_unit_test(test_deterministic_and_loadable),
+        cmocka_unit_test(test_mirror_to_grpc_is_dropped),
         cmocka_unit_test(test_unknown_workload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
