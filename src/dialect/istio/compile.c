@@ -216,6 +216,22 @@ static const char *spiffe_of(struct ist_ctx *x, const char *ns, const char *sa)
     return ist_mprintf(x, "spiffe://%s/ns/%s/sa/%s", x->o->trust_domain, ns, sa);
 }
 
+/* Room for one more cluster in the scratch array (doubling). */
+static bool cluster_room(struct ist_ctx *x)
+{
+    if (x->n_clusters < x->cap_clusters)
+        return true;
+    size_t ncap = x->cap_clusters ? x->cap_clusters * 2 : 32;
+    struct tr_cluster_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
+    if (nv == NULL)
+        return false;
+    if (x->n_clusters)
+        memcpy(nv, x->clusters, x->n_clusters * sizeof(*nv));
+    x->clusters = nv;
+    x->cap_clusters = ncap;
+    return true;
+}
+
 /* An endpoint given by name (validated as the loader would: RFC 1123). */
 static bool dns_endpoint(struct ist_ctx *x, struct tr_endpoint_cfg *e, const char *name,
                          uint32_t port)
@@ -248,16 +264,8 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
         return NULL;
     if (tr_strmap_get(&x->cluster_by_name, name) != NULL)
         return name;
-    if (x->n_clusters == x->cap_clusters) {
-        size_t ncap = x->cap_clusters ? x->cap_clusters * 2 : 32;
-        struct tr_cluster_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
-        if (nv == NULL)
-            return NULL;
-        if (x->n_clusters)
-            memcpy(nv, x->clusters, x->n_clusters * sizeof(*nv));
-        x->clusters = nv;
-        x->cap_clusters = ncap;
-    }
+    if (!cluster_room(x))
+        return NULL;
     struct tr_cluster_cfg *c = &x->clusters[x->n_clusters];
     tr_cfg_cluster_defaults(c);
     c->name = name;
@@ -396,15 +404,8 @@ const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, si
     if (name == NULL || empty == NULL || tr_strmap_get(&x->cluster_by_name, empty) != NULL)
         return empty;
     uintptr_t idx = (uintptr_t)tr_strmap_get(&x->cluster_by_name, name) - 1;
-    if (x->n_clusters == x->cap_clusters) {
-        size_t ncap = x->cap_clusters * 2;
-        struct tr_cluster_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
-        if (nv == NULL)
-            return NULL;
-        memcpy(nv, x->clusters, x->n_clusters * sizeof(*nv));
-        x->clusters = nv;
-        x->cap_clusters = ncap;
-    }
+    if (!cluster_room(x))
+        return NULL;
     struct tr_cluster_cfg *c = &x->clusters[x->n_clusters];
     *c = x->clusters[idx];
     c->name = empty;
@@ -525,18 +526,9 @@ static bool add_domain(struct ist_ctx *x, struct port_tab *pt, const char **v, s
 static bool default_route(struct ist_ctx *x, const struct ist_service *s, size_t pi,
                           struct ist_routes *rs)
 {
-    if (rs->n == rs->cap) {
-        size_t ncap = rs->cap ? rs->cap * 2 : 4;
-        struct tr_route_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
-        if (nv == NULL)
-            return false;
-        if (rs->n)
-            memcpy(nv, rs->v, rs->n * sizeof(*nv));
-        rs->v = nv;
-        rs->cap = ncap;
-    }
-    struct tr_route_cfg *r = &rs->v[rs->n++];
-    tr_cfg_route_defaults(r);
+    struct tr_route_cfg *r = ist_route_new(x, rs);
+    if (r == NULL)
+        return false;
     r->name = "default";
     r->clusters = ist_malloc(x, 1, sizeof(*r->clusters));
     const char *cl = ist_cluster_for(x, s, pi, NULL);
@@ -772,16 +764,8 @@ static bool inbound(struct ist_ctx *x)
             n_in++;
             const char *cname = ist_mprintf(x, "inbound|%u||", target);
             struct tr_cluster_cfg *c = NULL;
-            if (x->n_clusters == x->cap_clusters) {
-                size_t ncap = x->cap_clusters ? x->cap_clusters * 2 : 32;
-                struct tr_cluster_cfg *nv = ist_alloc(x, ncap, sizeof(*nv));
-                if (nv == NULL)
-                    return false;
-                if (x->n_clusters)
-                    memcpy(nv, x->clusters, x->n_clusters * sizeof(*nv));
-                x->clusters = nv;
-                x->cap_clusters = ncap;
-            }
+            if (!cluster_room(x))
+                return false;
             c = &x->clusters[x->n_clusters++];
             tr_cfg_cluster_defaults(c);
             c->name = cname;

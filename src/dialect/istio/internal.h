@@ -245,6 +245,8 @@ struct ist_routes {
     size_t n, cap;
 };
 
+/* A new route with the model's defaults at the end of rs (NULL: no memory). */
+struct tr_route_cfg *ist_route_new(struct ist_ctx *x, struct ist_routes *rs);
 /* Does the VirtualService apply to sidecars (gateways empty or "mesh")? */
 bool ist_vs_for_mesh(const struct tr_resource *vs);
 /* Does list name gateway ("NS/NAME"; NULL: "mesh")? */

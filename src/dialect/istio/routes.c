@@ -16,7 +16,7 @@
 
 #define MAX_ROUTES_PER_VHOST 10000u
 
-static struct tr_route_cfg *route_new(struct ist_ctx *x, struct ist_routes *rs)
+struct tr_route_cfg *ist_route_new(struct ist_ctx *x, struct ist_routes *rs)
 {
     if (rs->n == rs->cap) {
         size_t ncap = rs->cap ? rs->cap * 2 : 8;
@@ -1257,7 +1257,7 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
                      "matches every request");
         }
         if (nm == 0) {
-            struct tr_route_cfg *r = route_new(x, out);
+            struct tr_route_cfg *r = ist_route_new(x, out);
             if (r == NULL)
                 return false;
             *r = proto;
@@ -1280,7 +1280,7 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
                               MAX_ROUTES_PER_VHOST);
                     return false;
                 }
-                struct tr_route_cfg *r = route_new(x, out);
+                struct tr_route_cfg *r = ist_route_new(x, out);
                 if (r == NULL)
                     return false;
                 *r = cand;

@@ -75,18 +75,15 @@ bool ist_refused(const struct ist_ctx *x, const struct tr_resource *r)
            (x->refused[r->index / 8] & (1u << (r->index % 8))) != 0;
 }
 
-static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
-                    const struct tr_rnode *n, const char *key, const char *fmt, va_list ap)
+/* One finding at node n (NULL: the resource's start) under the cursor's
+ * path (+ ".key"), whatever the pass. */
+static void emit(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
+                 const struct tr_rnode *n, const char *key, const char *fmt, va_list ap)
     __attribute__((format(printf, 6, 0)));
-static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
-                    const struct tr_rnode *n, const char *key, const char *fmt, va_list ap)
+static void emit(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
+                 const struct tr_rnode *n, const char *key, const char *fmt, va_list ap)
 {
     const struct tr_resource *r = c->res;
-    if (x->quiet) {
-        if (sev == TR_DIAG_ERROR)
-            refuse(x, r);
-        return;
-    }
     size_t saved = c->len;
     if (key != NULL)
         ist_push_key(c, key);
@@ -105,8 +102,20 @@ static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cur
     };
     tr_diags_vadd(x->d, sev, &w, fmt, ap);
     ist_pop(c, saved);
+}
+
+/* A finding of the check pass (the build pass is quiet); an error refuses
+ * the resource in either pass. */
+static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
+                    const struct tr_rnode *n, const char *key, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+static void vreport(struct ist_ctx *x, enum tr_diag_severity sev, struct ist_cursor *c,
+                    const struct tr_rnode *n, const char *key, const char *fmt, va_list ap)
+{
+    if (!x->quiet)
+        emit(x, sev, c, n, key, fmt, ap);
     if (sev == TR_DIAG_ERROR)
-        refuse(x, r);
+        refuse(x, c->res);
 }
 
 void ist_warn(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *n, const char *key,
@@ -136,25 +145,7 @@ void ist_finding(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode 
      * error for `ctl analyze`, whose job is to catch it before it ships.
      * Either way the resource itself stays in use. */
     if (x->analyze && !x->quiet) {
-        const struct tr_resource *r = c->res;
-        size_t saved = c->len;
-        if (key != NULL)
-            ist_push_key(c, key);
-        struct tr_diag_where w = {
-            .file = r ? r->file : NULL,
-            .line = n   ? n->line
-                    : r ? r->line
-                        : 0,
-            .col = n   ? n->col
-                   : r ? r->col
-                       : 0,
-            .kind = r ? r->kind : NULL,
-            .ns = r ? r->ns : NULL,
-            .name = r ? r->name : NULL,
-            .path = c->len ? c->path : NULL,
-        };
-        tr_diags_vadd(x->d, TR_DIAG_ERROR, &w, fmt, ap);
-        ist_pop(c, saved);
+        emit(x, TR_DIAG_ERROR, c, n, key, fmt, ap);
     } else {
         vreport(x, TR_DIAG_WARNING, c, n, key, fmt, ap);
     }
