@@ -16,6 +16,7 @@
 
 #include "config/internal.h"
 #include "core/arena.h"
+#include "core/utf8.h"
 
 /* -------------------------------------------------------------- errors */
 
@@ -316,13 +317,6 @@ static bool tree_event(struct ld *ld, struct tree_builder *tb, struct fy_event *
     return true;
 }
 
-static bool yaml_printable(uint32_t cp)
-{
-    return cp == 0x09 || cp == 0x0a || cp == 0x0d || (cp >= 0x20 && cp <= 0x7e) || cp == 0x85 ||
-           (cp >= 0xa0 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) ||
-           (cp >= 0x10000 && cp <= 0x10ffff);
-}
-
 /* A YAML stream is printable Unicode in UTF-8 (YAML 1.2 "c-printable").
  * Checked before parsing: libfyaml 0.7.12 loops forever on malformed UTF-8
  * in a "%" directive line, and no legitimate config needs other bytes. */
@@ -351,34 +345,18 @@ bool cfg_input_check(struct ld *ld, const unsigned char *p, size_t len)
         if (c == '\n')
             lead = true;
         uint32_t cp;
-        size_t n;
-        if (c < 0x80) {
-            cp = c;
-            n = 1;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            cp = c & 0x1fu;
-            n = 2;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            cp = c & 0x0fu;
-            n = 3;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            cp = c & 0x07u;
-            n = 4;
-        } else {
-            return cfg_fail(ld, &at, "invalid UTF-8 (byte 0x%02x)", c);
-        }
-        if (n > len - i)
+        size_t n, bad;
+        switch (tr_utf8_decode(p + i, len - i, &cp, &n, &bad)) {
+        case TR_UTF8_OK:
+            break;
+        case TR_UTF8_BAD_BYTE:
+            return cfg_fail(ld, &at, "invalid UTF-8 (byte 0x%02x)", p[i + bad]);
+        case TR_UTF8_TRUNCATED:
             return cfg_fail(ld, &at, "invalid UTF-8 (truncated sequence)");
-        for (size_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return cfg_fail(ld, &at, "invalid UTF-8 (byte 0x%02x)", p[i + k]);
-            cp = (cp << 6) | (p[i + k] & 0x3fu);
-        }
-        /* Overlong forms, surrogates and values past U+10FFFF. */
-        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
+        case TR_UTF8_BAD_SEQUENCE:
             return cfg_fail(ld, &at, "invalid UTF-8 (bad sequence)");
-        if (!yaml_printable(cp))
+        }
+        if (!tr_yaml_printable(cp))
             return cfg_fail(ld, &at, "character U+%04X is not allowed in YAML", (unsigned)cp);
         if (cp == '\n') {
             at.line++;

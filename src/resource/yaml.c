@@ -30,6 +30,7 @@
 
 #include <libfyaml.h>
 
+#include "core/utf8.h"
 #include "resource/internal.h"
 
 /* An anchor of the document being read. Entries live in the set's arena;
@@ -119,13 +120,6 @@ static void mark_pos(const struct fy_mark *m, uint32_t *line, uint32_t *col)
 
 /* -------------------------------------------------- whole-buffer checks */
 
-static bool yaml_printable(uint32_t cp)
-{
-    return cp == 0x09 || cp == 0x0a || cp == 0x0d || (cp >= 0x20 && cp <= 0x7e) || cp == 0x85 ||
-           (cp >= 0xa0 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) ||
-           (cp >= 0x10000 && cp <= 0x10ffff);
-}
-
 /* Printable UTF-8 (YAML 1.2 c-printable) and no block "? " keys. */
 static bool input_check(struct reader *r, const unsigned char *p, size_t len)
 {
@@ -149,42 +143,21 @@ static bool input_check(struct reader *r, const unsigned char *p, size_t len)
         if (c == '\n')
             lead = true;
         uint32_t cp;
-        size_t n;
-        if (c < 0x80) {
-            cp = c;
-            n = 1;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            cp = c & 0x1fu;
-            n = 2;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            cp = c & 0x0fu;
-            n = 3;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            cp = c & 0x07u;
-            n = 4;
-        } else {
-            fail_at(r, line, col, "invalid UTF-8 (byte 0x%02x); the file is not read", c);
+        size_t n, bad;
+        switch (tr_utf8_decode(p + i, len - i, &cp, &n, &bad)) {
+        case TR_UTF8_OK:
+            break;
+        case TR_UTF8_BAD_BYTE:
+            fail_at(r, line, col, "invalid UTF-8 (byte 0x%02x); the file is not read", p[i + bad]);
             return false;
-        }
-        if (n > len - i) {
+        case TR_UTF8_TRUNCATED:
             fail_at(r, line, col, "invalid UTF-8 (truncated sequence); the file is not read");
             return false;
-        }
-        for (size_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) {
-                fail_at(r, line, col, "invalid UTF-8 (byte 0x%02x); the file is not read",
-                        p[i + k]);
-                return false;
-            }
-            cp = (cp << 6) | (p[i + k] & 0x3fu);
-        }
-        /* Overlong forms, surrogates and values past U+10FFFF. */
-        if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff)) {
+        case TR_UTF8_BAD_SEQUENCE:
             fail_at(r, line, col, "invalid UTF-8 (bad sequence); the file is not read");
             return false;
         }
-        if (!yaml_printable(cp)) {
+        if (!tr_yaml_printable(cp)) {
             fail_at(r, line, col, "character U+%04X is not allowed in YAML; the file is not read",
                     (unsigned)cp);
             return false;
