@@ -178,6 +178,23 @@ def mesh(workdir):
     m.close()
 
 
+# Istio's samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml
+JASON_V2_ELSE_V1 = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {exact: jason}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+"""
+
+
 def bookinfo_reviews(m, port=9080):
     """reviews v1, v2, v3 as three pods, with the DestinationRule naming
     the subsets (Istio's samples/bookinfo/networking/destination-rule-all)."""
@@ -229,20 +246,7 @@ spec:
 def test_header_routing_matches_explain(mesh):
     bookinfo_reviews(mesh)
     # Istio's samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml
-    mesh.add("""apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
-  - match:
-    - headers:
-        end-user: {exact: jason}
-    route:
-    - destination: {host: reviews, subset: v2}
-  - route:
-    - destination: {host: reviews, subset: v1}
-""")
+    mesh.add(JASON_V2_ELSE_V1)
     mesh.start()
     cases = [({"end-user": "jason"}, "reviews-v2", "v2", 0),
              ({"end-user": "mallory"}, "reviews-v1", "v1", 1),
@@ -500,6 +504,17 @@ class TcpNamed:
         self.sock.close()
 
 
+def tcp_greeting(ip, port):
+    """What a TcpNamed pod says on a new connection (read until it closes)."""
+    got = b""
+    with socket.create_connection((ip, port), timeout=5) as s:
+        while True:
+            chunk = s.recv(100)
+            if not chunk:
+                return got
+            got += chunk
+
+
 def test_tcp_route_to_subset(mesh):
     """VirtualService tcp rules (Istio's tcp-echo sample shape): connections to
     the service port go to the subset the rule names."""
@@ -531,14 +546,7 @@ spec:
 """)
         mesh.start()
         for _ in range(10):
-            with socket.create_connection((mesh.outbound_ip, 3306), timeout=5) as s:
-                got = b""
-                while True:
-                    chunk = s.recv(100)
-                    if not chunk:
-                        break
-                    got += chunk
-            assert got == b"db-v2"
+            assert tcp_greeting(mesh.outbound_ip, 3306) == b"db-v2"
     finally:
         for p in pods:
             p.close()
@@ -555,20 +563,7 @@ def test_http2_clients_route_like_http1(mesh):
     try:
         mesh.add(pod("echo-1", "127.0.0.1", {"app": "echo"}),
                  service("echo", 50051, {"app": "echo"}, port_name="grpc", target=gport),
-                 """apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
-  - match:
-    - headers:
-        end-user: {exact: jason}
-    route:
-    - destination: {host: reviews, subset: v2}
-  - route:
-    - destination: {host: reviews, subset: v1}
-""")
+                 JASON_V2_ELSE_V1)
         mesh.start()
         for headers, want in (([], "reviews-v1"), (["-H", "end-user: jason"], "reviews-v2")):
             r = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-H", "Host: reviews",
@@ -842,13 +837,7 @@ spec:
         counts = {}
         n = 1000
         for _ in range(n):
-            with socket.create_connection((mesh.outbound_ip, 9000), timeout=5) as s:
-                got = b""
-                while True:
-                    chunk = s.recv(100)
-                    if not chunk:
-                        break
-                    got += chunk
+            got = tcp_greeting(mesh.outbound_ip, 9000)
             counts[got] = counts.get(got, 0) + 1
         # 20% of 1000 = 200, binomial sd 12.6: 5 sd either way
         assert 137 <= counts.get(b"echo-v2", 0) <= 263, counts
