@@ -18,8 +18,8 @@ struct tr_request_auth {
      * no verified token (a missing token; an invalid one never gets this
      * far, it is answered 401) and every other field is empty. */
     bool authenticated;
-    tr_str principal; /* "<iss>/<sub>", Istio's request.auth.principal */
-    tr_str presenter; /* the azp claim, or empty */
+    tr_str principal;        /* "<iss>/<sub>", Istio's request.auth.principal */
+    tr_str presenter;        /* the azp claim, or empty */
     const tr_str *audiences; /* the aud claim (a string or a list) */
     size_t n_audiences;
     /* Claim lookup for request.auth.claims[a][b]...: path[0..depth) names
@@ -27,8 +27,7 @@ struct tr_request_auth {
      * claim gives one, a list of strings gives each, other types none) and
      * returns how many the claim holds (may exceed max). NULL when there is
      * no token. */
-    size_t (*claim)(const void *claims, const tr_str *path, size_t depth, tr_str *out,
-                    size_t max);
+    size_t (*claim)(const void *claims, const tr_str *path, size_t depth, tr_str *out, size_t max);
     const void *claims;
 };
 
