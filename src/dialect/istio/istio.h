@@ -3,7 +3,7 @@
  * A pure function: resources (a tr_rset snapshot: Kubernetes Services,
  * Endpoints/EndpointSlices, Pods and workload templates, Namespaces; Istio
  * VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar,
- * Gateway) and one workload in, the model that workload's proxy runs out. No
+ * Gateway, PeerAuthentication) and one workload in, the model that workload's proxy runs out. No
  * I/O, no clock, no randomness: the same input gives the same model, byte
  * for byte once written. The control plane calls it for every proxy; `trellis
  * ctl compile` prints it.
@@ -26,8 +26,10 @@
  *     cluster per (port, subset, host) named outbound|PORT|SUBSET|HOST with
  *     the endpoints of that subset and the DestinationRule's policy;
  *   - inbound: for each port of the workload that a Service targets, a
- *     listener on the workload's IP and that port (mTLS PERMISSIVE, Istio's
- *     default) forwarding to the application at app_ip:PORT.
+ *     listener on the workload's IP and that port forwarding to the
+ *     application at app_ip:PORT, in the mTLS mode (STRICT, PERMISSIVE,
+ *     DISABLE) the PeerAuthentications give that port (mesh, namespace and
+ *     workload policies, portLevelMtls; PERMISSIVE when none says).
  */
 #ifndef TR_DIALECT_ISTIO_H
 #define TR_DIALECT_ISTIO_H
