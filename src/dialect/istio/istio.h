@@ -3,10 +3,10 @@
  * A pure function: resources (a tr_rset snapshot: Kubernetes Services,
  * Endpoints/EndpointSlices, Pods and workload templates, Namespaces; Istio
  * VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar,
- * Gateway, PeerAuthentication) and one workload in, the model that workload's proxy runs out. No
- * I/O, no clock, no randomness: the same input gives the same model, byte
- * for byte once written. The control plane calls it for every proxy; `trellis
- * ctl compile` prints it.
+ * Gateway; security PeerAuthentication) and one workload in, the model
+ * that workload's proxy runs out. No I/O, no clock, no randomness: the same
+ * input gives the same model, byte for byte once written. The control plane
+ * calls it for every proxy; `trellis ctl compile` prints it.
  *
  * Everything the resources say either shapes the model or is reported in d
  * (core/diag.h), with file, line, resource and field path: a warning when a
