@@ -17,7 +17,7 @@
 #include "dialect/istio/internal.h"
 
 #define IST_SECURITY_GROUP "security.istio.io"
-#define PA_MAX_PORTS 1024u /* portLevelMtls entries per policy */
+#define PA_MAX_PORTS       1024u /* portLevelMtls entries per policy */
 
 enum pa_mode { PA_UNSET = 0, PA_DISABLE, PA_PERMISSIVE, PA_STRICT, PA_BAD };
 
@@ -275,21 +275,28 @@ void ist_peer_auth_check_all(struct ist_ctx *x)
         tr_rset_of_kind(x->rs, IST_SECURITY_GROUP, "PeerAuthentication", &n);
     for (size_t i = 0; i < n; i++)
         pa_check(x, v[i]);
-    struct tr_strmap winner; /* namespace -> the oldest policy without a selector */
+    struct tr_strmap
+        winner; /* namespace -> (a cell holding) its oldest policy without a selector */
     tr_strmap_init(&winner, x->tmp);
     for (size_t i = 0; i < n; i++) {
         const struct tr_resource *r = v[i];
         if (ist_refused(x, r) || match_labels(r) != NULL)
             continue;
         const char *rns = r->ns ? r->ns : "default";
-        const struct tr_resource *w = tr_strmap_get(&winner, rns);
-        if (w == NULL || older(r, w)) {
+        const struct tr_resource **w = tr_strmap_get(&winner, rns);
+        if (w == NULL) {
             bool oom = false;
-            tr_strmap_put(&winner, rns, (void *)r, &oom);
+            w = ist_alloc(x, 1, sizeof(*w));
+            if (w == NULL)
+                return;
+            *w = r;
+            tr_strmap_put(&winner, rns, w, &oom);
             if (oom) {
                 ist_oom(x);
                 return;
             }
+        } else if (older(r, *w)) {
+            *w = r;
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -307,13 +314,14 @@ void ist_peer_auth_check_all(struct ist_ctx *x)
                          rns);
             continue;
         }
-        const struct tr_resource *w = tr_strmap_get(&winner, rns);
+        const struct tr_resource *const *wp = tr_strmap_get(&winner, rns);
+        const struct tr_resource *w = wp ? *wp : NULL;
         if (w != NULL && w != r)
             ist_warn(x, &c, NULL, NULL,
                      "another %s PeerAuthentication in %s is older, %s/%s (%s:%u): Istio "
                      "applies the oldest one only, this one is ignored",
-                     strcmp(rns, x->o->root_ns) == 0 ? "mesh-wide" : "namespace-wide", rns,
-                     rns, w->name, w->file ? w->file : "?", w->line);
+                     strcmp(rns, x->o->root_ns) == 0 ? "mesh-wide" : "namespace-wide", rns, rns,
+                     w->name, w->file ? w->file : "?", w->line);
     }
 }
 
