@@ -337,7 +337,9 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
         e->workload = in && in->name ? ist_mstrdup(x, in->name) : NULL;
         e->loc = c->loc;
         c->n_endpoints++;
-        if (in == NULL || !in->sidecar)
+        /* Istio's auto mTLS: plaintext to an endpoint without a sidecar or
+         * whose PeerAuthentication says DISABLE. */
+        if (in == NULL || !in->sidecar || ist_peer_auth_plaintext(x, in, eps[i].port))
             all_sidecar = false;
         if (in != NULL && ids != NULL && in->sa != NULL) {
             const char *id = spiffe_of(x, in->ns, in->sa);

@@ -327,6 +327,62 @@ void ist_peer_auth_check_all(struct ist_ctx *x)
 
 /* --------------------------------------------------------- resolution */
 
+/* The policies acting for a workload (namespace, labels): each level's
+ * oldest (levels[0] mesh, [1] namespace, [2] workload), and the mode they
+ * give its ports before portLevelMtls. */
+static enum pa_mode policies_for(struct ist_ctx *x, const char *wl_ns,
+                                 const struct tr_rnode *wl_labels,
+                                 const struct tr_resource *levels[3])
+{
+    size_t n;
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(x->rs, IST_SECURITY_GROUP, "PeerAuthentication", &n);
+    levels[0] = levels[1] = levels[2] = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        if (ist_refused(x, r))
+            continue;
+        const char *rns = r->ns ? r->ns : "default";
+        const struct tr_rnode *sel = match_labels(r);
+        size_t lv;
+        if (sel == NULL && strcmp(rns, x->o->root_ns) == 0)
+            lv = 0;
+        else if (sel == NULL && strcmp(rns, wl_ns) == 0)
+            lv = 1;
+        else if (sel != NULL && strcmp(rns, wl_ns) == 0 && strcmp(rns, x->o->root_ns) != 0 &&
+                 ist_labels_match(sel, wl_labels))
+            lv = 2;
+        else
+            continue;
+        if (levels[lv] == NULL || older(r, levels[lv]))
+            levels[lv] = r;
+    }
+    enum pa_mode m = PA_UNSET;
+    for (size_t i = 0; i < 3; i++) {
+        enum pa_mode lm = levels[i] ? mtls_mode(tr_rnode_get(levels[i]->spec, "mtls")) : PA_UNSET;
+        if (lm != PA_UNSET)
+            m = lm;
+    }
+    return m;
+}
+
+bool ist_peer_auth_plaintext(struct ist_ctx *x, const struct ist_inst *in, uint32_t port)
+{
+    size_t n;
+    tr_rset_of_kind(x->rs, IST_SECURITY_GROUP, "PeerAuthentication", &n);
+    if (n == 0 || in == NULL || in->ns == NULL)
+        return false;
+    const struct tr_resource *levels[3];
+    enum pa_mode m = policies_for(x, in->ns, in->labels, levels);
+    char key[16];
+    snprintf(key, sizeof(key), "%u", port);
+    const struct tr_rnode *pl =
+        levels[2] ? tr_rnode_get(tr_rnode_get(levels[2]->spec, "portLevelMtls"), key) : NULL;
+    if (pl != NULL && mtls_mode(pl) != PA_UNSET)
+        m = mtls_mode(pl);
+    return m == PA_DISABLE;
+}
+
 void ist_peer_auth_resolve(struct ist_ctx *x)
 {
     x->pa_mode = TR_TLS_PERMISSIVE;
@@ -334,34 +390,9 @@ void ist_peer_auth_resolve(struct ist_ctx *x)
     size_t n;
     const struct tr_resource *const *v =
         tr_rset_of_kind(x->rs, IST_SECURITY_GROUP, "PeerAuthentication", &n);
-    const struct tr_resource *mesh = NULL, *ns = NULL, *wl = NULL;
-    for (size_t i = 0; i < n; i++) {
-        const struct tr_resource *r = v[i];
-        if (ist_refused(x, r))
-            continue;
-        const char *rns = r->ns ? r->ns : "default";
-        const struct tr_rnode *sel = match_labels(r);
-        if (sel == NULL) {
-            if (strcmp(rns, x->o->root_ns) == 0) {
-                if (mesh == NULL || older(r, mesh))
-                    mesh = r;
-            } else if (strcmp(rns, x->wl_ns) == 0) {
-                if (ns == NULL || older(r, ns))
-                    ns = r;
-            }
-        } else if (strcmp(rns, x->wl_ns) == 0 && strcmp(rns, x->o->root_ns) != 0 &&
-                   ist_labels_match(sel, x->wl_labels)) {
-            if (wl == NULL || older(r, wl))
-                wl = r;
-        }
-    }
-    enum pa_mode m = PA_UNSET;
-    const struct tr_resource *levels[] = {mesh, ns, wl};
-    for (size_t i = 0; i < 3; i++) {
-        enum pa_mode lm = levels[i] ? mtls_mode(tr_rnode_get(levels[i]->spec, "mtls")) : PA_UNSET;
-        if (lm != PA_UNSET)
-            m = lm;
-    }
+    const struct tr_resource *levels[3];
+    enum pa_mode m = policies_for(x, x->wl_ns, x->wl_labels, levels);
+    const struct tr_resource *wl = levels[2];
     x->pa_mode = tls_of(m);
     x->pa_workload = wl;
     if (wl == NULL)

@@ -117,7 +117,7 @@ static void assert_clean(const struct compiled *c)
 }
 
 #define PA(api, ns, name, ts, spec)                                                                \
-    "---\napiVersion: security.istio.io/" api "\nkind: PeerAuthentication\n"                      \
+    "---\napiVersion: security.istio.io/" api "\nkind: PeerAuthentication\n"                       \
     "metadata: {name: " name ", namespace: " ns ts "}\nspec: " spec "\n"
 
 /* Nothing says: PERMISSIVE, Istio's default. */
@@ -282,12 +282,12 @@ static void test_conflicts_oldest_wins(void **state)
     compiled_free(&c);
 
     /* a timestamp that is not one is reported and counts as the oldest */
-    compile(&c,
-            PA("v1", "shop", "a", ", creationTimestamp: \"2024-01-01T08:00:00Z\"",
-               "{mtls: {mode: DISABLE}}")
-                PA("v1", "shop", "b", ", creationTimestamp: \"yesterday\"",
-                   "{mtls: {mode: STRICT}}"),
-            "web-1");
+    compile(
+        &c,
+        PA("v1", "shop", "a", ", creationTimestamp: \"2024-01-01T08:00:00Z\"",
+           "{mtls: {mode: DISABLE}}")
+            PA("v1", "shop", "b", ", creationTimestamp: \"yesterday\"", "{mtls: {mode: STRICT}}"),
+        "web-1");
     assert_true(has_diag(&c.d, TR_DIAG_WARNING, "shop/b", "metadata.creationTimestamp",
                          "expected an RFC 3339 time"));
     assert_int_equal(mode_of(&c, 8080), TR_TLS_STRICT);
@@ -361,8 +361,7 @@ static void test_refused(void **state)
         char extra[512];
         snprintf(extra, sizeof(extra), PA("v1", "shop", "p", "", "%s"), bad[i].spec);
         compile(&c, extra, "web-1");
-        enum tr_diag_severity sev = strstr(bad[i].msg, "unknown") ? TR_DIAG_WARNING
-                                                                  : TR_DIAG_ERROR;
+        enum tr_diag_severity sev = strstr(bad[i].msg, "unknown") ? TR_DIAG_WARNING : TR_DIAG_ERROR;
         if (!has_diag(&c.d, sev, "shop/p", bad[i].path, bad[i].msg)) {
             dump_diags(&c.d);
             fail_msg("case %zu: %s", i, bad[i].spec);
@@ -387,13 +386,79 @@ static void test_versions(void **state)
     compiled_free(&c);
 }
 
+/* A client's cluster to a meshed service: mTLS unless the endpoint's own
+ * policies say DISABLE on its target port (Istio's auto mTLS). */
+static const char DB[] =
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\n"
+    "spec:\n  selector: {app: db}\n  ports: [{name: http, port: 7000, targetPort: 7001}]\n"
+    "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-1, namespace: shop, labels: "
+    "{app: db, security.istio.io/tlsMode: istio}}\n"
+    "spec: {serviceAccountName: db}\nstatus: {podIP: 127.0.2.3}\n";
+
+static const char *db_tls(const char *policies)
+{
+    static char name[16];
+    size_t la = strlen(DB), lb = strlen(policies);
+    char *extra = malloc(la + lb + 1);
+    assert_non_null(extra);
+    memcpy(extra, DB, la);
+    memcpy(extra + la, policies, lb + 1);
+    struct compiled c;
+    compile(&c, extra, "api-1");
+    free(extra);
+    if (c.cfg == NULL)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    const char *tls = NULL;
+    bool found = false;
+    for (size_t i = 0; i < c.cfg->n_clusters; i++) {
+        if (strcmp(c.cfg->clusters[i].name, "outbound|7000||db.shop.svc.cluster.local") == 0) {
+            tls = c.cfg->clusters[i].tls_name;
+            found = true;
+        }
+    }
+    assert_true(found);
+    snprintf(name, sizeof(name), "%s", tls ? tls : "(none)");
+    compiled_free(&c);
+    return name;
+}
+
+static void test_client_side_auto_mtls(void **state)
+{
+    (void)state;
+    assert_string_equal(db_tls(""), "mesh");
+    assert_string_equal(db_tls(PA("v1", "shop", "default", "", "{mtls: {mode: DISABLE}}")),
+                        "(none)");
+    assert_string_equal(
+        db_tls(PA("v1", "shop", "default", "", "{mtls: {mode: DISABLE}}") PA(
+            "v1", "shop", "db", "", "{selector: {matchLabels: {app: db}}, mtls: {mode: STRICT}}")),
+        "mesh");
+    assert_string_equal(db_tls(PA("v1", "shop", "db", "",
+                                  "{selector: {matchLabels: {app: db}}, mtls: {mode: STRICT}, "
+                                  "portLevelMtls: {7001: {mode: DISABLE}}}")),
+                        "(none)");
+    /* the Service port is not the target port */
+    assert_string_equal(db_tls(PA("v1", "shop", "db", "",
+                                  "{selector: {matchLabels: {app: db}}, mtls: {mode: STRICT}, "
+                                  "portLevelMtls: {7000: {mode: DISABLE}}}")),
+                        "mesh");
+    /* the mesh-wide policy reaches every namespace */
+    assert_string_equal(db_tls(PA("v1", "istio-system", "default", "", "{mtls: {mode: DISABLE}}")),
+                        "(none)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_default_is_permissive), cmocka_unit_test(test_scopes_and_precedence),
-        cmocka_unit_test(test_what_does_not_apply),   cmocka_unit_test(test_unset_inherits),
-        cmocka_unit_test(test_conflicts_oldest_wins), cmocka_unit_test(test_port_level),
-        cmocka_unit_test(test_refused),               cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_default_is_permissive),
+        cmocka_unit_test(test_scopes_and_precedence),
+        cmocka_unit_test(test_what_does_not_apply),
+        cmocka_unit_test(test_unset_inherits),
+        cmocka_unit_test(test_conflicts_oldest_wins),
+        cmocka_unit_test(test_port_level),
+        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_versions),
+        cmocka_unit_test(test_client_side_auto_mtls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
