@@ -351,6 +351,8 @@ void ist_peer_auth_resolve(struct ist_ctx *x);
 enum tr_tls_mode ist_peer_auth_mode(struct ist_ctx *x, uint32_t target);
 /* Report port-level entries no inbound listener took. */
 void ist_peer_auth_unused(struct ist_ctx *x);
+/* `ctl analyze`: report workload policies that lose to older ones. */
+void ist_peer_auth_analyze(struct ist_ctx *x);
 /* Does instance in take plaintext only on its (target) port (its policies
  * say DISABLE)? Istio's clients then send it plaintext (auto mTLS). */
 bool ist_peer_auth_plaintext(struct ist_ctx *x, const struct ist_inst *in, uint32_t port);

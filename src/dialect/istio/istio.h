@@ -65,7 +65,8 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
  * defines or to unknown hosts (errors), two VirtualServices for one host
  * (error), hosts that resolve to no service, rules after a catch-all, weights
  * not adding up to 100, DestinationRules for hosts nobody routes to, Service
- * ports that name no protocol (warnings). Returns 1 when an error was
+ * ports that name no protocol, PeerAuthentications that lose to an older
+ * one at their level (warnings). Returns 1 when an error was
  * found, 0 if none, -1 when out of memory. */
 int tr_istio_analyze(const struct tr_rset *rs, const struct tr_istio_options *o,
                      struct tr_diags *d);

@@ -456,3 +456,45 @@ void ist_peer_auth_unused(struct ist_ctx *x)
                  x->wl_ns, x->wl_name, pp->port);
     }
 }
+
+/* `ctl analyze`: workload policies that lose to an older one for some
+ * workload they select (once per policy, naming one such workload). */
+void ist_peer_auth_analyze(struct ist_ctx *x)
+{
+    size_t n;
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(x->rs, IST_SECURITY_GROUP, "PeerAuthentication", &n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        const char *rns = r->ns ? r->ns : "default";
+        const struct tr_rnode *sel = match_labels(r);
+        if (ist_refused(x, r) || sel == NULL || strcmp(rns, x->o->root_ns) == 0)
+            continue;
+        size_t lost = 0;
+        const struct ist_inst *first = NULL;
+        const struct tr_resource *first_winner = NULL;
+        for (size_t k = 0; k < x->n_insts; k++) {
+            const struct ist_inst *in = x->insts[k];
+            if (in->ns == NULL || strcmp(in->ns, rns) != 0 || !ist_labels_match(sel, in->labels))
+                continue;
+            const struct tr_resource *levels[3];
+            policies_for(x, in->ns, in->labels, levels);
+            if (levels[2] != NULL && levels[2] != r) {
+                if (lost++ == 0) {
+                    first = in;
+                    first_winner = levels[2];
+                }
+            }
+        }
+        if (lost == 0)
+            continue;
+        struct ist_cursor c;
+        ist_cursor_init(&c, r, NULL);
+        ist_warn(x, &c, NULL, "spec.selector",
+                 "%zu workload(s) it selects, %s/%s among them, are also selected by the older "
+                 "%s/%s (%s:%u): Istio applies the oldest policy only, this one is ignored for "
+                 "them",
+                 lost, rns, first->name ? first->name : first->ip, rns, first_winner->name,
+                 first_winner->file ? first_winner->file : "?", first_winner->line);
+    }
+}

@@ -447,6 +447,48 @@ static void test_client_side_auto_mtls(void **state)
                         "(none)");
 }
 
+/* `ctl analyze` reports the policies that lose at their level, with no
+ * workload given: mesh- and namespace-wide ones, and workload ones for the
+ * workloads they select. */
+static void test_analyze_reports_conflicts(void **state)
+{
+    (void)state;
+    static const char extra[] = PA("v1", "istio-system", "a", "", "{mtls: {mode: STRICT}}")
+        PA("v1", "istio-system", "b", "", "{mtls: {mode: DISABLE}}")
+            PA("v1", "shop", "web-old", ", creationTimestamp: \"2024-01-01T00:00:00Z\"",
+               "{selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}")
+                PA("v1", "shop", "web-new", ", creationTimestamp: \"2025-01-01T00:00:00Z\"",
+                   "{selector: {matchLabels: {tier: front}}, mtls: {mode: DISABLE}}")
+                    PA("v1", "shop", "api", "",
+                       "{selector: {matchLabels: {app: api}}, mtls: {mode: DISABLE}}");
+    size_t la = strlen(MESH), lb = strlen(extra);
+    char *text = malloc(la + lb + 1);
+    assert_non_null(text);
+    memcpy(text, MESH, la);
+    memcpy(text + la, extra, lb + 1);
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_rset *rs = tr_rset_from_buffer(text, la + lb, "mesh.yaml", &d);
+    free(text);
+    assert_non_null(rs);
+    struct tr_istio_options o = {0};
+    assert_int_equal(tr_istio_analyze(rs, &o, &d), 0);
+    assert_true(has_diag(&d, TR_DIAG_WARNING, "istio-system/b", NULL,
+                         "another mesh-wide PeerAuthentication in istio-system is older, "
+                         "istio-system/a"));
+    assert_true(has_diag(&d, TR_DIAG_WARNING, "shop/web-new", "spec.selector",
+                         "1 workload(s) it selects, shop/web-1 among them, are also selected by "
+                         "the older shop/web-old"));
+    size_t pa_findings = 0;
+    for (size_t i = 0; i < d.n; i++)
+        pa_findings += d.v[i].where.kind && strcmp(d.v[i].where.kind, "PeerAuthentication") == 0;
+    if (pa_findings != 2)
+        dump_diags(&d);
+    assert_int_equal(pa_findings, 2); /* api and web-old act */
+    tr_rset_free(rs);
+    tr_diags_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -459,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_versions),
         cmocka_unit_test(test_client_side_auto_mtls),
+        cmocka_unit_test(test_analyze_reports_conflicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
