@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+import pki
 from conftest import TRELLIS, Proxy, RecordingBackend, free_port
 
 HTTP_CLOSE = b"GET /pa HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
@@ -47,7 +48,7 @@ class Workload:
     on 127.0.0.1 (the application), and the proxy compiled for it with its
     inbound listeners on the pod's own loopback address."""
 
-    def __init__(self, workdir, certs):
+    def __init__(self, workdir, certs, labels="app: web"):
         _net[0] += 1
         self.ip = f"127.{30 + os.getpid() % 200}.{_net[0] % 250}.1"
         self.workdir = workdir
@@ -60,14 +61,16 @@ class Workload:
             os.symlink(certs[key], os.path.join(self.cert_dir, name))
         self.apps = [RecordingBackend() for _ in range(3)]
         self.targets = [a.port for a in self.apps]
+        self.svc_ports = [free_port() for _ in self.apps]
         self.proxy = None
-        ports = ", ".join(f"{{name: http-{i}, port: {free_port()}, targetPort: {t}}}"
-                          for i, t in enumerate(self.targets))
+        self.outbound_ip = self.ip.rsplit(".", 1)[0] + ".200"
+        ports = ", ".join(f"{{name: http-{i}, port: {p}, targetPort: {t}}}"
+                          for i, (p, t) in enumerate(zip(self.svc_ports, self.targets)))
         self.docs = [
             "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
             f"spec:\n  selector: {{app: web}}\n  ports: [{ports}]\n",
             "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: "
-            f"{{app: web}}}}\nspec: {{serviceAccountName: web}}\nstatus: {{podIP: {self.ip}}}\n",
+            f"{{{labels}}}}}\nspec: {{serviceAccountName: web}}\nstatus: {{podIP: {self.ip}}}\n",
         ]
 
     def policy(self, ns, name, spec, created=None):
@@ -75,12 +78,13 @@ class Workload:
         self.docs.append("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
                          f"metadata: {{name: {name}, namespace: {ns}{ts}}}\nspec: {spec}\n")
 
-    def compile(self):
+    def compile(self, workload="shop/web-1", cert_dir=None):
         with open(os.path.join(self.dir, "mesh.yaml"), "w") as f:
             f.write("---\n".join(self.docs))
-        r = subprocess.run([TRELLIS, "ctl", "compile", self.dir, "--workload", "shop/web-1",
-                            "--cert-dir", self.cert_dir, "--outbound-ip", self.ip.rsplit(".", 1)[0]
-                            + ".200", "-o", "json"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run([TRELLIS, "ctl", "compile", self.dir, "--workload", workload,
+                            "--cert-dir", cert_dir or self.cert_dir, "--outbound-ip",
+                            self.outbound_ip, "-o", "json"],
+                           capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout), r.stderr
 
@@ -190,3 +194,56 @@ def test_port_level_without_selector_is_refused(web):
     assert "error: PeerAuthentication shop/default: spec.portLevelMtls: port-level mTLS needs " \
         "a selector" in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+def test_client_follows_the_servers_policy(workdir, pkidir):
+    """Two proxies: a client in the mesh calls web, whose policy is STRICT
+    with port 3 DISABLE. The client's compiled clusters speak mTLS to port 1
+    and plaintext to port 3 (Istio's auto mTLS), so both calls succeed; the
+    server's proxy saw a mesh identity on port 1 only."""
+    ca = pki.create_ca(pkidir)
+    server = pki.create_leaf(pkidir, ca, "web", ns="shop", sa="web")
+    client = pki.create_leaf(pkidir, ca, "client", ns="shop", sa="client")
+    web = Workload(workdir, {"server_cert": server.cert, "server_key": server.key,
+                             "ca": ca.cert_path},
+                   labels="app: web, security.istio.io/tlsMode: istio")
+    client_proxy = None
+    try:
+        p3 = web.targets[2]
+        web.policy("shop", "web", "{selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}, "
+                   f"portLevelMtls: {{{p3}: {{mode: DISABLE}}}}}}")
+        web.docs.append("apiVersion: v1\nkind: Pod\nmetadata: {name: client-1, namespace: shop, "
+                        "labels: {app: client, security.istio.io/tlsMode: istio}}\n"
+                        "spec: {serviceAccountName: client}\nstatus: {podIP: 127.0.0.1}\n")
+        model, stderr = web.start()
+        assert web.modes(model) == ["STRICT", "STRICT", "DISABLE"], stderr
+
+        client_certs = os.path.join(workdir, "client-certs")
+        os.makedirs(client_certs)
+        for name, path in (("cert.pem", client.cert), ("key.pem", client.key),
+                           ("ca.pem", ca.cert_path)):
+            os.symlink(path, os.path.join(client_certs, name))
+        cmodel, stderr = web.compile("shop/client-1", client_certs)
+        assert stderr == ""
+        tls = {c["name"]: c.get("tls") for c in cmodel["clusters"]}
+        host = "web.shop.svc.cluster.local"
+        sp1, _, sp3 = web.svc_ports
+        assert tls[f"outbound|{sp1}||{host}"]["server_ids"] == [
+            "spiffe://cluster.local/ns/shop/sa/web"]
+        assert tls[f"outbound|{sp3}||{host}"] is None
+        client_proxy = Proxy(workdir, cmodel, name="client-proxy")
+        client_proxy.start()
+
+        for port, app in ((sp1, web.apps[0]), (sp3, web.apps[2])):
+            r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                "--max-time", "5", "-H", "Host: web",
+                                f"http://{web.outbound_ip}:{port}/hop"],
+                               capture_output=True, text=True, timeout=15)
+            assert r.stdout == "200", (port, r.stderr, web.proxy.read_log())
+            assert [q["path"] for q in app.requests] == ["/hop"]
+        assert web.proxy.metric("istio_requests_total", reporter="destination",
+                                connection_security_policy="mutual_tls") == 1
+    finally:
+        if client_proxy:
+            client_proxy.stop()
+        web.close()
