@@ -201,6 +201,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->xff, TR_XFF_OFF);
     assert_false(l->xfp);
     assert_int_equal(l->request_id, TR_REQID_ALWAYS);
+    assert_int_equal(l->path_normalization, TR_PATHNORM_DECODE_AND_MERGE_SLASHES);
     assert_int_equal(l->detect_timeout_ms, 1); /* 250us rounds up */
     assert_int_equal(l->idle_timeout_ms, 300000);
     assert_int_equal(l->request_timeout_ms, 3600000);
@@ -236,6 +237,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->xff, TR_XFF_APPEND);
     assert_true(l->xfp);
     assert_int_equal(l->request_id, TR_REQID_PRESERVE);
+    assert_int_equal(l->path_normalization, TR_PATHNORM_STRICT);
     assert_int_equal(l->detect_timeout_ms, 100);
     assert_int_equal(l->idle_timeout_ms, 300000);
     assert_int_equal(l->request_timeout_ms, 10000);
