@@ -40,14 +40,14 @@
 /* Why a path was refused (negative), or TR_PATH_OK. */
 enum tr_path_status {
     TR_PATH_OK = 0,
-    TR_PATH_BAD_ESCAPE = -1,      /* '%' not followed by two hex digits */
-    TR_PATH_ENCODED_SLASH = -2,   /* %2F or %5C (STRICT) */
-    TR_PATH_BACKSLASH = -3,       /* '\' (STRICT) */
-    TR_PATH_ENCODED_NUL = -4,     /* %00 (STRICT) */
-    TR_PATH_DOT_PARAMS = -5,      /* "/.;x/" or "/..;x/" (STRICT) */
-    TR_PATH_BAD_CHAR = -6,        /* a control character or space */
-    TR_PATH_NOT_ABSOLUTE = -7,    /* does not start with '/' */
-    TR_PATH_NO_ROOM = -8,         /* cap too small (never when cap >= len) */
+    TR_PATH_BAD_ESCAPE = -1,    /* '%' not followed by two hex digits */
+    TR_PATH_ENCODED_SLASH = -2, /* %2F or %5C (STRICT) */
+    TR_PATH_BACKSLASH = -3,     /* '\' (STRICT) */
+    TR_PATH_ENCODED_NUL = -4,   /* %00 (STRICT) */
+    TR_PATH_DOT_PARAMS = -5,    /* "/.;x/" or "/..;x/" (STRICT) */
+    TR_PATH_BAD_CHAR = -6,      /* a control character or space */
+    TR_PATH_NOT_ABSOLUTE = -7,  /* does not start with '/' */
+    TR_PATH_NO_ROOM = -8,       /* cap too small (never when cap >= len) */
 };
 
 /* Normalise the request target in[0..len) (query included) under mode into

@@ -86,7 +86,7 @@ static void test_strict(void **state)
         {STRICT, "/admin;x=1", "/admin;x=1", 0},
         {STRICT, "/a;p/../admin", "/admin", 0},
         {STRICT, "/%7euser/%2D%5f", "/~user/-_", 0},
-        {STRICT, "/a%3fb", "/a%3Fb", 0}, /* escapes upper-cased, reserved ones kept */
+        {STRICT, "/a%3fb", "/a%3Fb", 0},     /* escapes upper-cased, reserved ones kept */
         {STRICT, "/a%252Fb", "/a%252Fb", 0}, /* %25 never decoded: at most one decoding */
         {STRICT, "/a%20b%c3%a9", "/a%20b%C3%A9", 0},
         {STRICT, "/admin?x=/../%2F&y=//", "/admin?x=/../%2F&y=//", 0}, /* query untouched */
