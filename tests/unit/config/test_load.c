@@ -779,6 +779,10 @@ static const struct bad_case bad_cases[] = {
     {CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: DISABLE, "
          "context: w}\n" RT_C,
      "t.yaml:7:24: listeners[0].tls.context: ", "must not be set when mode is DISABLE"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  http: "
+     "{path_normalization: MERGE}\n" RT_C,
+     "t.yaml:5:30: listeners[0].http.path_normalization: ",
+     "expected one of STRICT, NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES, got \"MERGE\""},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: nope\n" RT_C,
      "t.yaml:4:16: listeners[0].route_table: ", "unknown route table \"nope\""},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,
