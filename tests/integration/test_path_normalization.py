@@ -296,6 +296,32 @@ def test_default_is_strict_and_refusals_are_logged(proxies, backend_targets, wor
     assert "/a%5Cb" in lines and "DPE" in lines
 
 
+def test_absolute_form_and_keep_alive(proxies, backend_targets):
+    """An absolute-form target's path is normalised too; a refused path is
+    answered on a connection that then serves the next request."""
+    p, deny_port, allow_port = start(proxies, backend_targets, "STRICT")
+    with socket.create_connection(("127.0.0.1", deny_port), timeout=5) as s:
+        f = s.makefile("rb")
+
+        def exchange(target):
+            s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: test\r\n\r\n")
+            status = int(f.readline().split(b" ", 2)[1])
+            length = 0
+            while True:
+                line = f.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            return status, f.read(length)
+        assert exchange(b"http://test/x/../admin")[0] == DENIED
+        assert exchange(b"http://test/x/../public//a?q=/../") == (200, b"/public/a?q=/../")
+        assert exchange(b"/a%2Fb") == (REFUSED, b"invalid request path\n")
+        assert exchange(b"/x/%2e%2e/public") == (200, b"/public")
+    assert backend_targets.targets == ["/public/a?q=/../", "/public"]
+
+
 def test_mode_changes_on_reload(proxies, backend_targets):
     """The mode is the listener's: after a reload to NONE, "//admin" goes to
     the backend as received."""
