@@ -72,6 +72,17 @@ enum tr_request_id_mode {
     TR_REQID_OFF,          /* neither add nor touch */
 };
 
+/* How a listener normalises request paths before every decision
+ * (filter/path_normalize.h). STRICT, the default, is trellis's own;
+ * the others are Istio's meshConfig pathNormalization. */
+enum tr_path_normalization {
+    TR_PATHNORM_STRICT = 0,
+    TR_PATHNORM_NONE,
+    TR_PATHNORM_BASE,
+    TR_PATHNORM_MERGE_SLASHES,
+    TR_PATHNORM_DECODE_AND_MERGE_SLASHES,
+};
+
 enum tr_xff_mode {
     TR_XFF_APPEND = 0, /* append the peer address to X-Forwarded-For */
     TR_XFF_OFF,        /* leave X-Forwarded-For as received */
@@ -125,6 +136,7 @@ struct tr_listener_cfg {
     enum tr_xff_mode xff;
     bool xfp; /* set X-Forwarded-Proto */
     enum tr_request_id_mode request_id;
+    enum tr_path_normalization path_normalization; /* default STRICT */
     uint32_t detect_timeout_ms;  /* protocol detection (AUTO, PERMISSIVE); default 100 */
     uint32_t idle_timeout_ms;    /* downstream idle; default 300000 */
     uint32_t request_timeout_ms; /* whole request head must arrive within; default 10000 */

@@ -197,11 +197,16 @@ static const struct cfg_section listener_tls_section =
 
 static const char *const xff_modes[] = {"append", "off"};
 static const char *const reqid_modes[] = {"preserve", "always", "off"};
+/* In enum tr_path_normalization order. */
+static const char *const pathnorm_modes[] = {"STRICT", "NONE", "BASE", "MERGE_SLASHES",
+                                             "DECODE_AND_MERGE_SLASHES"};
 static const struct cfg_field listener_http_fields[] = {
     ENUM("xff", struct tr_listener_cfg, xff, DEF, xff_modes, NULL, TR_XFF_APPEND),
     BOOL("xfp", struct tr_listener_cfg, xfp, true),
     ENUM("request_id", struct tr_listener_cfg, request_id, DEF, reqid_modes, NULL,
          TR_REQID_PRESERVE),
+    ENUM("path_normalization", struct tr_listener_cfg, path_normalization, DEF, pathnorm_modes,
+         NULL, TR_PATHNORM_STRICT),
 };
 static const struct cfg_section listener_http_section =
     SEC("listener.http", listener_http_fields, CFG_NO_LOC, NULL);

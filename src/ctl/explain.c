@@ -10,6 +10,7 @@
 
 #include "config/load.h"
 #include "core/fmt.h"
+#include "filter/path_normalize.h"
 #include "router/router.h"
 
 #define MAX_HEADERS 64
@@ -239,16 +240,28 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
             free(err);
             return tr_fmt_take(&f, &out_len);
         }
-        struct tr_route_request req = {
-            .host = tr_str_from(host, strlen(host)),
-            .path = tr_str_from(u.path, strlen(u.path)),
-            .method = tr_str_from(q->method, strlen(q->method)),
-            .headers = hv,
-            .n_headers = nh,
-        };
-        r = tr_router_match(router, &req);
-        if (r == NULL)
-            miss = "no virtual host or route matches (the proxy answers 404 NR)";
+        /* The path the proxy routes: normalised as the listener does. */
+        size_t plen = strlen(u.path), nlen = 0;
+        char *npath = malloc(plen + 1);
+        enum tr_path_status pst = npath != NULL ? tr_path_normalize(l->path_normalization, u.path,
+                                                                    plen, npath, plen, &nlen)
+                                                : TR_PATH_NO_ROOM;
+        if (pst != TR_PATH_OK) {
+            miss = "the listener's path_normalization refuses this path (the proxy answers 400 "
+                   "DPE)";
+        } else {
+            struct tr_route_request req = {
+                .host = tr_str_from(host, strlen(host)),
+                .path = tr_str_from(npath, nlen),
+                .method = tr_str_from(q->method, strlen(q->method)),
+                .headers = hv,
+                .n_headers = nh,
+            };
+            r = tr_router_match(router, &req);
+            if (r == NULL)
+                miss = "no virtual host or route matches (the proxy answers 404 NR)";
+        }
+        free(npath);
     }
     bool from_vs = r != NULL && r->loc.origin.kind != NULL &&
                    strcmp(r->loc.origin.kind, "VirtualService") == 0;

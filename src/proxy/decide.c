@@ -2,10 +2,13 @@
 
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "core/log.h"
 #include "filter/authz.h"
+#include "filter/path_normalize.h"
 #include "net/sock.h"
 #include "obs/metrics.h"
 #include "proxy/session.h"
@@ -108,11 +111,50 @@ size_t tr_decision_fields(const struct tr_decision *d, tr_str location,
     return n;
 }
 
-void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
-               const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d)
+/* The listener's normalisation of path into the worker's scratch (*out).
+ * False: d is the answer (400 for a refused path). */
+static bool decide_path(struct tr_session *s, tr_str path, tr_str *out, struct tr_decision *d)
+{
+    enum tr_path_normalization mode = s->lcfg->path_normalization;
+    if (mode == TR_PATHNORM_NONE) {
+        *out = path;
+        return true;
+    }
+    struct tr_worker *w = s->w;
+    if (w->path_cap < path.len) {
+        /* Grown once to the longest path seen (bounded by the header
+         * limits), never per request. */
+        size_t cap = path.len < 256 ? 256 : (size_t)path.len;
+        char *p = realloc(w->path_buf, cap);
+        if (p == NULL) {
+            *d = (struct tr_decision){
+                .status = 431, .flags = TR_RF_DPE, .body = "request header fields too large\n"};
+            return false;
+        }
+        w->path_buf = p;
+        w->path_cap = cap;
+    }
+    size_t n;
+    enum tr_path_status st =
+        tr_path_normalize(mode, path.p, path.len, w->path_buf, w->path_cap, &n);
+    if (st != TR_PATH_OK) {
+        tr_metrics_count(w->metrics, TR_C_HTTP_PARSE_ERRORS, 1);
+        tr_debug("listener %s: request path refused (%s) from %s: %s", s->lcfg->name,
+                 tr_path_normalization_name(mode), s->peer_ip, tr_path_status_str(st));
+        *d = (struct tr_decision){
+            .status = 400, .flags = TR_RF_DPE, .body = "invalid request path\n"};
+        return false;
+    }
+    *out = tr_str_from(w->path_buf, n);
+    return true;
+}
+
+/* Routing, authorization and the route's actions, on the normalised path. */
+static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_str method,
+                           const struct tr_str_pair *headers, uint32_t n_headers,
+                           struct tr_decision *d)
 {
     struct tr_snapshot *snap = s->ws->snap;
-    memset(d, 0, sizeof(*d));
     struct tr_route_request rr = {
         .host = host,
         .path = path,
@@ -163,6 +205,19 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
     d->response_edit = wc->response_edit;
     if (d->cluster->table != NULL)
         decide_lb_hash(s, path, headers, n_headers, d);
+}
+
+void tr_decide(struct tr_session *s, tr_str host, tr_str target, tr_str method,
+               const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d)
+{
+    memset(d, 0, sizeof(*d));
+    tr_str path;
+    if (!decide_path(s, target, &path, d)) {
+        d->path = target;
+        return;
+    }
+    decide_request(s, host, path, method, headers, n_headers, d);
+    d->path = path;
 }
 
 const char *tr_upstream_error_body(char *buf, size_t size, const char *reason)

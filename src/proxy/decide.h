@@ -18,6 +18,13 @@ struct tr_session;
 struct tr_cluster_rt;
 
 struct tr_decision {
+    /* The request target every decision was taken on, and the one to send
+     * upstream (or to redirect from): normalised under the listener's
+     * path_normalization (filter/path_normalize.h), the query untouched.
+     * It lives in the worker's scratch, valid until the worker's next
+     * tr_decide: copy it before then. A path the listener refuses is
+     * answered 400 DPE. */
+    tr_str path;
     const struct tr_route_cfg *route; /* the matched route (once authorized), else NULL */
     struct tr_cluster_rt *cluster;    /* where to send it, when status == 0 */
     uint16_t status;                  /* nonzero: answer locally with this status */
@@ -62,7 +69,8 @@ struct tr_decision {
  * end. */
 bool tr_session_adopt_current(struct tr_session *s);
 
-/* path is the request target (query included; authorization ignores it). */
+/* path is the request target (query included; authorization ignores it),
+ * normalised here first (d->path). */
 void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
                const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d);
 

@@ -614,6 +614,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
 
     struct tr_decision d;
     tr_decide(s, host, path, m.method, (const struct tr_str_pair *)m.headers, m.n_headers, &d);
+    path = d.path; /* normalised: what was decided on is what goes upstream */
     h->route = d.route;
     h->resp_edit = d.response_edit;
     if (d.cors == TR_CORS_ALLOWED)

@@ -1012,8 +1012,10 @@ struct tr_stream *tr_stream_new(struct tr_session *s, int down, int32_t id)
 }
 
 /* Rewrite the request for the upstream into st->upreq: the route's
- * rewrites, X-Forwarded-*, X-Request-Id, hop-by-hop removal. */
-static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_t n, bool to_h2)
+ * rewrites, X-Forwarded-*, X-Request-Id, hop-by-hop removal. path: the
+ * target decided on (normalised, proxy/decide.h), which replaces :path. */
+static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_t n, tr_str path,
+                       bool to_h2)
 {
     struct tr_session *s = st->s;
     const struct tr_listener_cfg *l = s->lcfg;
@@ -1034,9 +1036,7 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
                        (uint32_t)bytes) < 0)
         return -1;
     struct tr_fields *f = &st->upreq;
-    int mi = tr_fields_find(h, n, ":method"), pi = tr_fields_find(h, n, ":path"),
-        ai = tr_fields_find(h, n, ":authority");
-    tr_str path = pi >= 0 ? h[pi].value : TR_STR_LIT("/");
+    int mi = tr_fields_find(h, n, ":method"), ai = tr_fields_find(h, n, ":authority");
     tr_str auth = ai >= 0 ? h[ai].value : TR_STR_LIT("");
     if (ai < 0) {
         int hi = tr_fields_find(h, n, "host");
@@ -1173,10 +1173,10 @@ static bool want_h2(struct tr_stream *st, const struct tr_h2_header *h, size_t n
 }
 
 static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
-                           bool end_stream)
+                           tr_str path, bool end_stream)
 {
     bool h2 = want_h2(st, h, n);
-    int rc = build_upreq(st, h, n, h2);
+    int rc = build_upreq(st, h, n, path, h2);
     if (rc == TR_FILTER_OVER_LIMIT) {
         edit_over_limit(st, "request");
         local_reply(st, 500, TR_RF_HO, "request header edits exceed the proxy's limits\n");
@@ -1401,6 +1401,7 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     }
     struct tr_decision d;
     tr_decide(s, host, path, method, (const struct tr_str_pair *)h, (uint32_t)n, &d);
+    path = d.path; /* normalised: what was decided on is what goes upstream */
     st->route = d.route;
     st->req_edit = d.request_edit;
     st->resp_edit = d.response_edit;
@@ -1416,7 +1417,7 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     st->fault_delay_ms = d.delay_ms;
     st->lb_hash = d.lb_hash;
     st->lb_cookie = d.lb_cookie;
-    begin_upstream(st, h, n, end_stream);
+    begin_upstream(st, h, n, path, end_stream);
 }
 
 void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
@@ -1438,7 +1439,7 @@ void tr_stream_forward(struct tr_stream *st, const struct tr_route_cfg *route,
     if (ct >= 0 && req->v[ct].value.len >= 16 &&
         strncmp(req->v[ct].value.p, "application/grpc", 16) == 0)
         st->grpc = true, st->proto = TR_REQ_PROTO_GRPC;
-    begin_upstream(st, req->v, req->n, end_stream);
+    begin_upstream(st, req->v, req->n, pi >= 0 ? req->v[pi].value : TR_STR_LIT("/"), end_stream);
 }
 
 /* ---- the HTTP/2 upstream side ---- */

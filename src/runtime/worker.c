@@ -294,6 +294,8 @@ static void *worker_main(void *arg)
     /* Stopped: close what is left. Sessions still open past the drain
      * deadline are cut by process exit. */
     listeners_close(w);
+    free(w->path_buf);
+    w->path_buf = NULL;
     atomic_store(&w->exited, true);
     return NULL;
 }

@@ -85,6 +85,10 @@ struct tr_worker {
     /* Scratch for parsing one message head at a time (the parse, routing and
      * rewrite of a head happen in one callback, so one array serves all). */
     struct tr_h1_header headers[TR_H1_MAX_HEADERS_CAP];
+    /* The normalised path of the request being decided (proxy/decide.c):
+     * grown to the longest path seen, which the header limits bound. */
+    char *path_buf;
+    size_t path_cap;
     /* Shadow requests (upstream/mirror.h): how many are alive, and the
      * launched ones, which own themselves. */
     struct tr_mirror *mirrors;

@@ -327,6 +327,13 @@ spec:
     assert time.monotonic() - t0 < 1.2
     e = mesh.explain("http://echo:9080/old/x")
     assert e["rule"] == "legacy" and e["rewrite"] == {"uri": "/new/", "authority": "echo.internal"}
+    # The path the proxy routes is the listener's normalised one, for both.
+    r = mesh.get("echo", "/x/../old//page")
+    assert r.status_code == 200 and r.json()["path"] == "/new/page"
+    assert mesh.explain("http://echo:9080/x/../old//x")["rule"] == "legacy"
+    assert mesh.get("echo", "/old%2Fpage").status_code == 400
+    e = mesh.explain("http://echo:9080/old%2Fx")
+    assert e["route"] is None and "400 DPE" in e["why"]
     e = mesh.explain("http://echo:9080/gone")
     assert e["direct_response"] == {"status": 410, "body": "moved away"}
     assert mesh.explain("http://slow:9080/")["timeout_ms"] == 300

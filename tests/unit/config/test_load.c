@@ -201,6 +201,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->xff, TR_XFF_OFF);
     assert_false(l->xfp);
     assert_int_equal(l->request_id, TR_REQID_ALWAYS);
+    assert_int_equal(l->path_normalization, TR_PATHNORM_DECODE_AND_MERGE_SLASHES);
     assert_int_equal(l->detect_timeout_ms, 1); /* 250us rounds up */
     assert_int_equal(l->idle_timeout_ms, 300000);
     assert_int_equal(l->request_timeout_ms, 3600000);
@@ -236,6 +237,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->xff, TR_XFF_APPEND);
     assert_true(l->xfp);
     assert_int_equal(l->request_id, TR_REQID_PRESERVE);
+    assert_int_equal(l->path_normalization, TR_PATHNORM_STRICT);
     assert_int_equal(l->detect_timeout_ms, 100);
     assert_int_equal(l->idle_timeout_ms, 300000);
     assert_int_equal(l->request_timeout_ms, 10000);
@@ -777,6 +779,10 @@ static const struct bad_case bad_cases[] = {
     {CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: DISABLE, "
          "context: w}\n" RT_C,
      "t.yaml:7:24: listeners[0].tls.context: ", "must not be set when mode is DISABLE"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  http: "
+     "{path_normalization: MERGE}\n" RT_C,
+     "t.yaml:5:30: listeners[0].http.path_normalization: ",
+     "expected one of STRICT, NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES, got \"MERGE\""},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: nope\n" RT_C,
      "t.yaml:4:16: listeners[0].route_table: ", "unknown route table \"nope\""},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,

@@ -1350,6 +1350,10 @@ static void test_refuses_what_a_file_cannot_say(void **state)
     write_fails(c, "listeners[0].http: HTTP settings differ from the defaults on a tcp listener, "
                    "which a file cannot say (the loader refuses http there)");
     c->listeners[0].xfp = true;
+    c->listeners[0].path_normalization = TR_PATHNORM_BASE;
+    write_fails(c, "listeners[0].http: HTTP settings differ from the defaults on a tcp listener, "
+                   "which a file cannot say (the loader refuses http there)");
+    c->listeners[0].path_normalization = TR_PATHNORM_STRICT;
     c->access_log.path = NULL;
     write_fails(c, "access_log.path: unset, and a file cannot say so: leaving the key out means "
                    "/dev/stdout");
