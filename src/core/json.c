@@ -360,11 +360,21 @@ long tr_json_str(const struct tr_json *j, uint32_t t, char *out, size_t cap)
             i += 2;
             add = 1;
             switch (e) {
-            case 'b': tmp[0] = '\b'; break;
-            case 'f': tmp[0] = '\f'; break;
-            case 'n': tmp[0] = '\n'; break;
-            case 'r': tmp[0] = '\r'; break;
-            case 't': tmp[0] = '\t'; break;
+            case 'b':
+                tmp[0] = '\b';
+                break;
+            case 'f':
+                tmp[0] = '\f';
+                break;
+            case 'n':
+                tmp[0] = '\n';
+                break;
+            case 'r':
+                tmp[0] = '\r';
+                break;
+            case 't':
+                tmp[0] = '\t';
+                break;
             case 'u': {
                 size_t used;
                 long cp = unicode_escape(p + i, len - i, &used);
@@ -374,7 +384,9 @@ long tr_json_str(const struct tr_json *j, uint32_t t, char *out, size_t cap)
                 add = put_utf8(tmp, (uint32_t)cp);
                 break;
             }
-            default: tmp[0] = (char)e; break;
+            default:
+                tmp[0] = (char)e;
+                break;
             }
         }
         if (o + add > cap)
@@ -422,11 +434,21 @@ void tr_json_unescape(char *text, struct tr_json_tok *tok, uint32_t n)
             char e = p[i + 1];
             i += 2;
             switch (e) {
-            case 'b': p[o++] = '\b'; break;
-            case 'f': p[o++] = '\f'; break;
-            case 'n': p[o++] = '\n'; break;
-            case 'r': p[o++] = '\r'; break;
-            case 't': p[o++] = '\t'; break;
+            case 'b':
+                p[o++] = '\b';
+                break;
+            case 'f':
+                p[o++] = '\f';
+                break;
+            case 'n':
+                p[o++] = '\n';
+                break;
+            case 'r':
+                p[o++] = '\r';
+                break;
+            case 't':
+                p[o++] = '\t';
+                break;
             case 'u': {
                 size_t used = 0;
                 long cp = unicode_escape((const unsigned char *)p + i, len - i, &used);
@@ -439,7 +461,9 @@ void tr_json_unescape(char *text, struct tr_json_tok *tok, uint32_t n)
                 o += k;
                 break;
             }
-            default: p[o++] = e; break;
+            default:
+                p[o++] = e;
+                break;
             }
         }
         tok[t].len = (uint32_t)o;

@@ -359,7 +359,7 @@ static tr_str from_header(const struct tr_str_pair *h, uint32_t n, tr_str name, 
             v.p += prefix.len;
             v.len -= prefix.len;
         }
-        *field = h[i].name;
+        *field = name; /* the configured (lowercase) name, for the drop */
         return trim(v);
     }
     return (tr_str){0};
@@ -414,8 +414,8 @@ static tr_str rule_token(const struct tr_jwt_rule_cfg *r, tr_str target,
     }
     for (size_t i = 0; i < r->n_from_headers; i++) {
         const struct tr_jwt_header_cfg *fh = &r->from_headers[i];
-        tr_str prefix = fh->prefix != NULL ? tr_str_from(fh->prefix, strlen(fh->prefix))
-                                           : (tr_str){0};
+        tr_str prefix =
+            fh->prefix != NULL ? tr_str_from(fh->prefix, strlen(fh->prefix)) : (tr_str){0};
         t = from_header(h, n, tr_str_from(fh->name, strlen(fh->name)), prefix, field);
         if (t.p != NULL)
             return t;
@@ -444,9 +444,9 @@ struct alg {
 };
 
 static const struct alg algs[] = {
-    {"RS256", "SHA256", KEY_RSA, false, 0},     {"RS384", "SHA384", KEY_RSA, false, 0},
-    {"RS512", "SHA512", KEY_RSA, false, 0},     {"PS256", "SHA256", KEY_RSA, true, 0},
-    {"PS384", "SHA384", KEY_RSA, true, 0},      {"PS512", "SHA512", KEY_RSA, true, 0},
+    {"RS256", "SHA256", KEY_RSA, false, 0},      {"RS384", "SHA384", KEY_RSA, false, 0},
+    {"RS512", "SHA512", KEY_RSA, false, 0},      {"PS256", "SHA256", KEY_RSA, true, 0},
+    {"PS384", "SHA384", KEY_RSA, true, 0},       {"PS512", "SHA512", KEY_RSA, true, 0},
     {"ES256", "SHA256", KEY_EC_P256, false, 32}, {"ES384", "SHA384", KEY_EC_P384, false, 48},
     {"EdDSA", NULL, KEY_ED25519, false, 0},
 };
@@ -486,8 +486,8 @@ static bool verify_with(const struct alg *al, EVP_PKEY *pkey, const char *input,
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL;
-    bool ok = ctx != NULL &&
-              EVP_DigestVerifyInit_ex(ctx, &pctx, al->md, NULL, NULL, pkey, NULL) == 1;
+    bool ok =
+        ctx != NULL && EVP_DigestVerifyInit_ex(ctx, &pctx, al->md, NULL, NULL, pkey, NULL) == 1;
     if (ok && al->pss) {
         /* RFC 7518 3.5: the salt is as long as the digest, MGF1 with it. */
         ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
@@ -596,8 +596,8 @@ static const char *check_token(const struct jwt_rule *rule, tr_str token, int64_
     /* kid points into rq->header, which stays as it is from here on. */
     unsigned char sig[1024];
     const char *sig_b64 = dot2 + 1;
-    long sn = tr_base64url_decode(sig_b64, (size_t)(token.p + token.len - sig_b64), sig,
-                                  sizeof(sig));
+    long sn =
+        tr_base64url_decode(sig_b64, (size_t)(token.p + token.len - sig_b64), sig, sizeof(sig));
     if (sn <= 0)
         return "Jwt signature is an invalid Base64url encoded";
     if (!verify(rule->jwks, al, kid, token.p, (size_t)(dot2 - token.p), sig, (size_t)sn))
@@ -717,9 +717,10 @@ enum tr_jwt_status tr_jwt_authenticate(const struct tr_jwt_authn *a, tr_str targ
             return TR_JWT_INVALID;
         }
         const char *dot1 = memchr(token.p, '.', token.len);
-        const char *dot2 = dot1 == NULL ? NULL
-                                        : memchr(dot1 + 1, '.', (size_t)(token.p + token.len - dot1 - 1));
-        if (dot2 == NULL || memchr(dot2 + 1, '.', (size_t)(token.p + token.len - dot2 - 1)) != NULL) {
+        const char *dot2 =
+            dot1 == NULL ? NULL : memchr(dot1 + 1, '.', (size_t)(token.p + token.len - dot1 - 1));
+        if (dot2 == NULL ||
+            memchr(dot2 + 1, '.', (size_t)(token.p + token.len - dot2 - 1)) != NULL) {
             *why = "Jwt is not in the form of Header.Payload.Signature";
             return TR_JWT_INVALID;
         }
@@ -755,4 +756,59 @@ enum tr_jwt_status tr_jwt_authenticate(const struct tr_jwt_authn *a, tr_str targ
         return TR_JWT_INVALID;
     }
     return TR_JWT_MISSING;
+}
+
+const struct tr_header_edit *tr_jwt_request_edit(struct tr_jwt_request *rq,
+                                                 const struct tr_header_edit *base)
+{
+    if (rq->n_drop == 0 && rq->n_add == 0)
+        return base;
+    uint32_t bd = base != NULL ? base->n_drop : 0, be = base != NULL ? base->n_emit : 0;
+    if (bd + rq->n_drop > TR_JWT_MAX_EDIT || be + rq->n_add > TR_JWT_MAX_EDIT)
+        return base; /* unreachable: routes edit at most a few hundred fields */
+    struct tr_header_edit *e = &rq->edit;
+    *e = (struct tr_header_edit){0};
+    if (base != NULL) {
+        memcpy(rq->edit_drop, base->drop, bd * sizeof(*base->drop));
+        memcpy(rq->edit_emit, base->emit, be * sizeof(*base->emit));
+        e->drop_len_mask = base->drop_len_mask;
+        e->emit_bytes = base->emit_bytes;
+    }
+    e->n_drop = bd;
+    e->n_emit = be;
+    for (size_t i = 0; i < rq->n_drop; i++) {
+        rq->edit_drop[e->n_drop++] = (struct tr_header_edit_name){rq->drop[i].p, rq->drop[i].len};
+        e->drop_len_mask |= 1ull << (rq->drop[i].len % 64);
+    }
+    for (size_t i = 0; i < rq->n_add; i++) {
+        const struct tr_jwt_field *f = &rq->add[i];
+        rq->edit_emit[e->n_emit++] =
+            (struct tr_header_edit_field){f->name.p, f->value.p, f->name.len, f->value.len};
+        e->emit_bytes += f->name.len + f->value.len;
+    }
+    e->drop = rq->edit_drop;
+    e->emit = rq->edit_emit;
+    return e;
+}
+
+tr_str tr_jwt_challenge(struct tr_jwt_request *rq, tr_str scheme, tr_str host, tr_str target)
+{
+    const char *q = memchr(target.p, '?', target.len);
+    size_t path_len = q != NULL ? (size_t)(q - target.p) : target.len;
+    /* The realm is quoted: a '"' or '\\' in it would end or escape the
+     * string, so such a request gets no realm text past them. */
+    char realm[400];
+    int rl = snprintf(realm, sizeof(realm), "%.*s://%.*s%.*s", (int)scheme.len, scheme.p,
+                      (int)host.len, host.p, (int)path_len, target.p);
+    size_t n = rl < 0 ? 0 : (size_t)rl < sizeof(realm) ? (size_t)rl : sizeof(realm) - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)realm[i];
+        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
+            n = i;
+            break;
+        }
+    }
+    int l = snprintf(rq->challenge, sizeof(rq->challenge),
+                     "Bearer realm=\"%.*s\", error=\"invalid_token\"", (int)n, realm);
+    return tr_str_from(rq->challenge, l < 0 ? 0 : (size_t)l);
 }

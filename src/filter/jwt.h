@@ -27,14 +27,15 @@
 #include "filter/request_auth.h"
 #include "router/router.h"
 
-#define TR_JWT_CLOCK_SKEW_S   60
-#define TR_JWT_MAX_TOKEN      8192 /* bytes of a compact token */
-#define TR_JWT_MAX_JSON       256  /* JSON values in a header or payload */
-#define TR_JWT_MAX_AUDIENCES  16
-#define TR_JWT_MAX_PRINCIPAL  1024
-#define TR_JWT_MAX_OUTPUTS    17 /* the payload header and 16 claim headers */
-#define TR_JWT_MAX_JWKS       (64 * 1024)
-#define TR_JWT_MAX_KEYS       32
+#define TR_JWT_CLOCK_SKEW_S  60
+#define TR_JWT_MAX_TOKEN     8192 /* bytes of a compact token */
+#define TR_JWT_MAX_JSON      256  /* JSON values in a header or payload */
+#define TR_JWT_MAX_AUDIENCES 16
+#define TR_JWT_MAX_PRINCIPAL 1024
+#define TR_JWT_MAX_OUTPUTS   17 /* the payload header and 16 claim headers */
+#define TR_JWT_MAX_JWKS      (64 * 1024)
+#define TR_JWT_MAX_KEYS      32
+#define TR_JWT_MAX_EDIT      512 /* fields of a route's edit with the token's */
 
 struct tr_jwt_authn;
 struct tr_jwks;
@@ -79,6 +80,12 @@ struct tr_jwt_request {
     size_t n_drop;
     struct tr_jwt_field add[TR_JWT_MAX_OUTPUTS];
     size_t n_add;
+    /* tr_jwt_request_edit's result and its arrays. */
+    struct tr_header_edit edit;
+    struct tr_header_edit_name edit_drop[TR_JWT_MAX_EDIT];
+    struct tr_header_edit_field edit_emit[TR_JWT_MAX_EDIT];
+    /* A 401's WWW-Authenticate value (tr_jwt_challenge). */
+    char challenge[512];
 };
 
 /* target: the request-target (its query is searched for from_params);
@@ -87,6 +94,18 @@ struct tr_jwt_request {
 enum tr_jwt_status tr_jwt_authenticate(const struct tr_jwt_authn *a, tr_str target,
                                        const struct tr_str_pair *headers, uint32_t n_headers,
                                        int64_t now, struct tr_jwt_request *rq, const char **why);
+
+/* The header edit of the request sent upstream: base (the route's, may be
+ * NULL) with the token's drops and additions (the drops first: a route's
+ * own field of an output's name is replaced). Returns base when the token
+ * changes nothing; else an edit in rq, valid as rq is. */
+const struct tr_header_edit *tr_jwt_request_edit(struct tr_jwt_request *rq,
+                                                 const struct tr_header_edit *base);
+
+/* The WWW-Authenticate value of a 401, as Envoy's jwt_authn sends it:
+ * Bearer realm="<scheme>://<host><path without query>", error="invalid_token".
+ * Written into rq->challenge (cut to fit); returns it as a slice. */
+tr_str tr_jwt_challenge(struct tr_jwt_request *rq, tr_str scheme, tr_str host, tr_str target);
 
 /* The compact token's parts decoded: base64url without padding, strictly
  * (RFC 7515 2: no '=', no other alphabet, unused bits zero). Returns the

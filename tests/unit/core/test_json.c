@@ -18,7 +18,8 @@ static void test_accepts(void **state)
 {
     struct tr_json j;
     const char *err = NULL;
-    assert_true(parse(" {\"a\": [1, -2.5e3, true, false, null], \"b\": {\"c\": \"d\"}} ", &j, &err));
+    assert_true(
+        parse(" {\"a\": [1, -2.5e3, true, false, null], \"b\": {\"c\": \"d\"}} ", &j, &err));
     assert_int_equal(j.tok[0].type, TR_JSON_OBJECT);
     assert_int_equal(j.tok[0].n, 2);
     int a = tr_json_get(&j, 0, "a");
