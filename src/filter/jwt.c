@@ -35,7 +35,7 @@ struct tr_jwt_authn {
     size_t n_rules;
 };
 
-static char *fmt_err(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static char *fmt_err(const char *fmt, ...)
 {
     char buf[512];
     va_list ap;
