@@ -24,12 +24,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHECK(x)                                                                                   \
     do {                                                                                           \
         if (!(x)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);             \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #x);              \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
 
-static const char jwks[] = "{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"kid\": \"k1\", \"x\": \"vzMf-mUgUezcBEWbnbi5lA9szBa7iXS_46JmODV8aiU\", \"y\": \"bB7liq4hr2qZUCuFixkJ3-cCGZ8F6y-J_l98f2ztCK4\"}]}";
+static const char jwks[] = "{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"kid\": \"k1\", "
+                           "\"x\": \"vzMf-mUgUezcBEWbnbi5lA9szBa7iXS_46JmODV8aiU\", \"y\": "
+                           "\"bB7liq4hr2qZUCuFixkJ3-cCGZ8F6y-J_l98f2ztCK4\"}]}";
 
 static struct tr_jwt_request rq;
 
