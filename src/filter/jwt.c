@@ -514,6 +514,25 @@ static bool verify(const struct tr_jwks *ks, const struct alg *al, tr_str kid, c
     return false;
 }
 
+/* The space-separated words of v into out (up to max); returns how many. */
+static size_t split_words(tr_str v, tr_str *out, size_t max)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < v.len;) {
+        while (i < v.len && v.p[i] == ' ')
+            i++;
+        uint32_t start = i;
+        while (i < v.len && v.p[i] != ' ')
+            i++;
+        if (i > start) {
+            if (n < max)
+                out[n] = tr_str_from(v.p + start, i - start);
+            n++;
+        }
+    }
+    return n;
+}
+
 static size_t claim_lookup(const void *claims, const tr_str *path, size_t depth, tr_str *out,
                            size_t max)
 {
@@ -531,8 +550,13 @@ static size_t claim_lookup(const void *claims, const tr_str *path, size_t depth,
         t = (uint32_t)v;
     }
     if (j->tok[t].type == TR_JSON_STRING) {
+        tr_str v = tr_json_raw_str(j, t);
+        /* Istio's default space-delimited claims: scope and permission
+         * (OAuth 2.0 "a b c") are lists for authorization. */
+        if (depth == 1 && (TR_STR_EQ_LIT(path[0], "scope") || TR_STR_EQ_LIT(path[0], "permission")))
+            return split_words(v, out, max);
         if (max > 0)
-            out[0] = tr_json_raw_str(j, t);
+            out[0] = v;
         return 1;
     }
     if (j->tok[t].type != TR_JSON_ARRAY)

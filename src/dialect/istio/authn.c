@@ -74,6 +74,8 @@ static void check_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         {"outputClaimToHeaders", NULL},
         {"forwardOriginalToken", NULL},
         {"timeout", "the timeout of fetching jwksUri: keys are inline (jwks), nothing is fetched"},
+        {"spaceDelimitedClaims", "custom space-delimited claims are not supported yet (scope and "
+                                 "permission are split, as by default)"},
     };
     static const struct ist_key header_keys[] = {{"name", NULL}, {"prefix", NULL}};
     static const struct ist_key claim_keys[] = {{"header", NULL}, {"claim", NULL}};
@@ -91,8 +93,8 @@ static void check_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         char *err = NULL;
         struct tr_jwks *k = tr_jwks_parse(jwks, strlen(jwks), &err);
         if (k == NULL)
-            ist_error(x, c, tr_rnode_get(rule, "jwks"), "jwks",
-                      "not a usable JSON Web Key Set: %s", err != NULL ? err : "?");
+            ist_error(x, c, tr_rnode_get(rule, "jwks"), "jwks", "not a usable JSON Web Key Set: %s",
+                      err != NULL ? err : "?");
         tr_jwks_free(k);
         free(err);
         if (uri != NULL)
@@ -176,8 +178,8 @@ static void ra_check(struct ist_ctx *x, const struct tr_resource *r)
 void ist_ra_check_all(struct ist_ctx *x)
 {
     size_t n;
-    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, SEC_GROUP, "RequestAuthentication",
-                                                         &n);
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(x->rs, SEC_GROUP, "RequestAuthentication", &n);
     for (size_t i = 0; i < n; i++)
         ra_check(x, v[i]);
 }
@@ -274,8 +276,8 @@ bool ist_request_authn(struct ist_ctx *x, struct tr_request_authn_cfg *out)
 {
     *out = (struct tr_request_authn_cfg){0};
     size_t n, total = 0;
-    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, SEC_GROUP, "RequestAuthentication",
-                                                         &n);
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(x->rs, SEC_GROUP, "RequestAuthentication", &n);
     for (size_t i = 0; i < n; i++) {
         const struct tr_rnode *rules = tr_rnode_get(v[i]->spec, "jwtRules");
         if (ra_applies(x, v[i]) && rules != NULL && rules->kind == TR_RNODE_SEQ)
@@ -306,8 +308,8 @@ bool ist_request_authn(struct ist_ctx *x, struct tr_request_authn_cfg *out)
 void ist_ra_gateway_warn(struct ist_ctx *x)
 {
     size_t n;
-    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, SEC_GROUP, "RequestAuthentication",
-                                                         &n);
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(x->rs, SEC_GROUP, "RequestAuthentication", &n);
     for (size_t i = 0; i < n; i++) {
         if (!ra_applies(x, v[i]))
             continue;

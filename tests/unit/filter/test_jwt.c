@@ -175,7 +175,8 @@ static enum tr_jwt_status run(const struct tr_jwt_authn *a, const char *token, c
 
 #define PAYLOAD                                                                                    \
     "{\"iss\":\"https://issuer.example\",\"sub\":\"alice\",\"aud\":[\"api\",\"web\"],"             \
-    "\"exp\":1700003600,\"azp\":\"cli\",\"groups\":[\"a\",\"b\",1],\"org\":{\"unit\":\"x\"}}"
+    "\"exp\":1700003600,\"azp\":\"cli\",\"scope\":\" read  write "                                 \
+    "admin\",\"groups\":[\"a\",\"b\",1],\"org\":{\"unit\":\"x\"}}"
 
 static void test_algorithms(void **state)
 {
@@ -236,6 +237,14 @@ static void test_claims(void **state)
     assert_int_equal(n, 1);
     assert_true(TR_STR_EQ_LIT(v[0], "x"));
     assert_int_equal(rq.auth.claim(rq.auth.claims, (tr_str[]){TR_STR_LIT("exp")}, 1, v, 4), 0);
+    /* scope is space-delimited (Istio's default); other strings are not. */
+    n = rq.auth.claim(rq.auth.claims, (tr_str[]){TR_STR_LIT("scope")}, 1, v, 2);
+    assert_int_equal(n, 3);
+    assert_true(TR_STR_EQ_LIT(v[0], "read"));
+    assert_true(TR_STR_EQ_LIT(v[1], "write"));
+    n = rq.auth.claim(rq.auth.claims, (tr_str[]){TR_STR_LIT("azp")}, 1, v, 4);
+    assert_int_equal(n, 1);
+    assert_true(TR_STR_EQ_LIT(v[0], "cli"));
     /* Output fields: dropped from the client's request, then added. */
     assert_int_equal(rq.n_drop, 4);
     assert_int_equal(rq.n_add, 3);

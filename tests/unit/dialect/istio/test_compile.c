@@ -296,8 +296,7 @@ static void test_request_authentication(void **state)
                                           "}\n" RA_HEAD(
                                               "other-ns",
                                               "data") "  jwtRules:\n  - {issuer: data, "
-                                                      "jwks: " RA_JWKS
-                                                      "}\n" RA_HEAD(
+                                                      "jwks: " RA_JWKS "}\n" RA_HEAD(
                                                           "waypoint",
                                                           "default") "  targetRefs: [{kind: "
                                                                      "Service, name: ratings}]\n"
@@ -310,18 +309,39 @@ static void test_request_authentication(void **state)
                                                                                     "f, jwksUri: "
                                                                                     "'https://f/"
                                                                                     "jwks'}"
-                                                                                    "\n" RA_HEAD("h"
-                                                                                                 "m"
-                                                                                                 "a"
-                                                                                                 "c",
-                                                                                                 "d"
-                                                                                                 "e"
-                                                                                                 "f"
-                                                                                                 "a"
-                                                                                                 "u"
-                                                                                                 "l"
-                                                                                                 "t") "  jwtRules:\n  - issuer: h\n"
-                                                                                                      "    jwks: '{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}'\n";
+                                                                                    "\n" RA_HEAD(
+                                                                                        "h"
+                                                                                        "m"
+                                                                                        "a"
+                                                                                        "c",
+                                                                                        "d"
+                                                                                        "e"
+                                                                                        "f"
+                                                                                        "a"
+                                                                                        "u"
+                                                                                        "l"
+                                                                                        "t") "  "
+                                                                                             "jwtRu"
+                                                                                             "les:"
+                                                                                             "\n  "
+                                                                                             "- "
+                                                                                             "issue"
+                                                                                             "r: "
+                                                                                             "h\n"
+                                                                                             "    "
+                                                                                             "jwks:"
+                                                                                             " '{"
+                                                                                             "\"key"
+                                                                                             "s\":["
+                                                                                             "{\"kt"
+                                                                                             "y\":"
+                                                                                             "\"oct"
+                                                                                             "\","
+                                                                                             "\"k\""
+                                                                                             ":\"c2"
+                                                                                             "VjcmV"
+                                                                                             "0\"}]"
+                                                                                             "}'\n";
     char *text = concat(BOOKINFO, RA);
     struct compiled c;
     compile_text(&c, text, "default", "ratings-v1");
