@@ -599,7 +599,7 @@ static const char *check_token(const struct jwt_rule *rule, tr_str token, int64_
     if (hn < 0)
         return "Jwt header is an invalid Base64url encoded";
     struct tr_json hj;
-    if (!tr_json_parse(rq->header, (size_t)hn, rq->tok, TR_JWT_MAX_JSON / 2, &hj, &err) ||
+    if (!tr_json_parse(rq->header, (size_t)hn, rq->tok, TR_JWT_MAX_HEADER_JSON, &hj, &err) ||
         hj.tok[0].type != TR_JSON_OBJECT)
         return "Jwt header is an invalid JSON";
     tr_json_unescape(rq->header, rq->tok, hj.n_tok);
@@ -633,7 +633,7 @@ static const char *check_token(const struct jwt_rule *rule, tr_str token, int64_
     int t = tr_json_get(j, 0, "exp");
     if (t >= 0 && !tr_json_int(j, (uint32_t)t, &exp))
         return "Jwt exp is not a number";
-    if (t >= 0 && exp + TR_JWT_CLOCK_SKEW_S <= now)
+    if (t >= 0 && exp + TR_JWT_CLOCK_SKEW_S < now)
         return "Jwt is expired";
     t = tr_json_get(j, 0, "nbf");
     if (t >= 0 && !tr_json_int(j, (uint32_t)t, &nbf))
@@ -753,17 +753,17 @@ enum tr_jwt_status tr_jwt_authenticate(const struct tr_jwt_authn *a, tr_str targ
         const char *err;
         /* The payload's tokens go after the header's. */
         if (pn < 0 ||
-            !tr_json_parse(rq->payload, (size_t)pn, rq->tok + TR_JWT_MAX_JSON / 2,
-                           TR_JWT_MAX_JSON / 2, &rq->claims, &err) ||
+            !tr_json_parse(rq->payload, (size_t)pn, rq->tok + TR_JWT_MAX_HEADER_JSON,
+                           TR_JWT_MAX_JSON - TR_JWT_MAX_HEADER_JSON, &rq->claims, &err) ||
             rq->claims.tok[0].type != TR_JSON_OBJECT) {
             *why = "Jwt payload is an invalid JSON";
             return TR_JWT_INVALID;
         }
-        tr_json_unescape(rq->payload, rq->tok + TR_JWT_MAX_JSON / 2, rq->claims.n_tok);
+        tr_json_unescape(rq->payload, rq->tok + TR_JWT_MAX_HEADER_JSON, rq->claims.n_tok);
         tr_str iss = member_str(&rq->claims, "iss");
         if (!tr_str_eq(iss, rule->cfg->issuer, strlen(rule->cfg->issuer)))
             continue; /* another rule's token, perhaps */
-        /* The header's JSON takes the first half of rq->tok. */
+        /* The header's JSON takes the first TR_JWT_MAX_HEADER_JSON of rq->tok. */
         const char *bad = check_token(rule, token, now, rq, dot1, dot2);
         if (bad != NULL) {
             rq->auth = (struct tr_request_auth){0};

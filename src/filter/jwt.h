@@ -27,15 +27,16 @@
 #include "filter/request_auth.h"
 #include "router/router.h"
 
-#define TR_JWT_CLOCK_SKEW_S  60
-#define TR_JWT_MAX_TOKEN     8192 /* bytes of a compact token */
-#define TR_JWT_MAX_JSON      256  /* JSON values in a header or payload */
-#define TR_JWT_MAX_AUDIENCES 16
-#define TR_JWT_MAX_PRINCIPAL 1024
-#define TR_JWT_MAX_OUTPUTS   17 /* the payload header and 16 claim headers */
-#define TR_JWT_MAX_JWKS      (64 * 1024)
-#define TR_JWT_MAX_KEYS      32
-#define TR_JWT_MAX_EDIT      512 /* fields of a route's edit with the token's */
+#define TR_JWT_CLOCK_SKEW_S    60
+#define TR_JWT_MAX_TOKEN       8192 /* bytes of a compact token */
+#define TR_JWT_MAX_JSON        1024 /* JSON values of a token: header and payload */
+#define TR_JWT_MAX_HEADER_JSON 64   /* of them, the header's at most */
+#define TR_JWT_MAX_AUDIENCES   16
+#define TR_JWT_MAX_PRINCIPAL   1024
+#define TR_JWT_MAX_OUTPUTS     17 /* the payload header and 16 claim headers */
+#define TR_JWT_MAX_JWKS        (64 * 1024)
+#define TR_JWT_MAX_KEYS        32
+#define TR_JWT_MAX_EDIT        512 /* fields of a route's edit with the token's */
 
 struct tr_jwt_authn;
 struct tr_jwks;
@@ -64,7 +65,7 @@ struct tr_jwt_field {
 };
 
 /* One request's storage: the verified token's decoded parts and what the
- * request carries on. Large (about 20 KiB): a worker keeps one and reuses
+ * request carries on. Large (about 40 KiB): a worker keeps one and reuses
  * it; everything in auth and fields is valid until the next call. */
 struct tr_jwt_request {
     char header[TR_JWT_MAX_TOKEN], payload[TR_JWT_MAX_TOKEN];
