@@ -183,3 +183,26 @@ def test_bad_jwks_refused_at_load(workdir, backend):
     assert out.returncode != 0
     assert "listeners[0].request_authentication.rules[0].jwks" in out.stderr + out.stdout
     assert "no usable signature key" in out.stderr + out.stdout
+
+
+def test_key_rotation_by_reload(proxies, backend, keys):
+    """Inline keys rotate with the configuration: after a reload the new
+    key's tokens pass and the old key's get 401, with no restart."""
+    import signal
+    from test_lifecycle import wait_generation
+    port = free_port()
+    old = {"rsa": keys["stranger"], "p256": keys["p256"], "p384": keys["p384"], "ed": keys["ed"]}
+    cfg = simple_config(port, backend.port, request_authentication={"rules": [
+        {"issuer": ISSUER, "jwks": jwks_of(old)}]})
+    p = proxies(cfg)
+    new_token = jwt.encode(claims(), keys["rsa"], algorithm="RS256")
+    old_token = jwt.encode(claims(), keys["stranger"], algorithm="RS256")
+    assert get(port, old_token).status_code == 200
+    assert get(port, new_token).status_code == 401
+    gen = p.metric("trellis_config_generation")
+    cfg["listeners"][0]["request_authentication"]["rules"][0]["jwks"] = jwks_of(keys)
+    p.write_config(cfg)
+    p.signal(signal.SIGHUP)
+    assert wait_generation(p, gen + 1) == gen + 1
+    assert get(port, new_token).status_code == 200
+    assert get(port, old_token).status_code == 401
