@@ -206,3 +206,15 @@ def test_key_rotation_by_reload(proxies, backend, keys):
     assert wait_generation(p, gen + 1) == gen + 1
     assert get(port, new_token).status_code == 200
     assert get(port, old_token).status_code == 401
+
+
+def test_grpc_invalid_token_is_unauthenticated(proxy):
+    """A gRPC call with an invalid token gets grpc-status 16 (UNAUTHENTICATED),
+    as Envoy's local reply maps 401."""
+    import grpcutil
+    r = grpcutil.raw_call(proxy.port, "/test.Echo/Unary", b"x",
+                          extra=[("authorization", "Bearer x.y.z")])
+    fields = dict(r["headers"] + (r["trailers"] or []))
+    assert r["trailers_only"]
+    assert fields["grpc-status"] == "16"
+    assert fields["www-authenticate"].startswith("Bearer realm=")
