@@ -45,8 +45,9 @@ struct tr_loop {
     struct tr_timer **heap;
     size_t heap_len;
     size_t heap_cap;
-    struct tr_deferred *deferred_head;
+    struct tr_deferred *deferred_head; /* queued for the next run */
     struct tr_deferred **deferred_tail;
+    struct tr_deferred *running; /* what is left of the run in progress */
 };
 
 static uint64_t clock_now_us(void)
@@ -246,29 +247,55 @@ static unsigned run_timers(struct tr_loop *loop)
 
 void tr_loop_defer(struct tr_loop *loop, struct tr_deferred *d, tr_deferred_cb cb)
 {
+    /* Queued already: it runs once, with the latest callback (an object
+     * whose role changed, as a session from handshake to HTTP, wants the
+     * new role's call, not the old one's). */
+    d->cb = cb;
     if (d->queued)
         return;
     d->queued = true;
-    d->cb = cb;
     d->next = NULL;
+    d->pprev = loop->deferred_tail;
     *loop->deferred_tail = d;
     loop->deferred_tail = &d->next;
 }
 
+void tr_loop_cancel(struct tr_loop *loop, struct tr_deferred *d)
+{
+    if (!d->queued)
+        return;
+    *d->pprev = d->next;
+    if (d->next != NULL)
+        d->next->pprev = d->pprev;
+    else if (loop->deferred_tail == &d->next)
+        loop->deferred_tail = d->pprev;
+    d->next = NULL;
+    d->pprev = NULL;
+    d->queued = false;
+}
+
 /* Runs the calls queued so far; calls queued while running wait for the
  * next turn, so a callback that re-queues itself cannot starve the loop.
+ * The run takes its calls one at a time from the head of loop->running, so
+ * a callback may cancel any call still waiting in it (see tr_loop_cancel).
  * Returns the number of calls run. */
 static unsigned run_deferred(struct tr_loop *loop)
 {
-    struct tr_deferred *d = loop->deferred_head;
+    loop->running = loop->deferred_head;
+    if (loop->running != NULL)
+        loop->running->pprev = &loop->running;
     loop->deferred_head = NULL;
     loop->deferred_tail = &loop->deferred_head;
     unsigned ran = 0;
-    while (d != NULL) {
-        struct tr_deferred *next = d->next;
+    struct tr_deferred *d;
+    while ((d = loop->running) != NULL) {
+        loop->running = d->next;
+        if (d->next != NULL)
+            d->next->pprev = &loop->running;
+        d->next = NULL;
+        d->pprev = NULL;
         d->queued = false;
         d->cb(d);
-        d = next;
         ran++;
     }
     return ran;

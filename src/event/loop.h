@@ -39,9 +39,13 @@ struct tr_deferred;
 typedef void (*tr_deferred_cb)(struct tr_deferred *d);
 
 /* A call to run once after the current batch of events (e.g. freeing a
- * connection that callbacks later in the batch may still reference). */
+ * connection that callbacks later in the batch may still reference).
+ * Linked both ways so that tr_loop_cancel unlinks in O(1): an object freed
+ * while another of its calls is queued must cancel that call first, or the
+ * queue would run (and link through) freed memory. */
 struct tr_deferred {
     struct tr_deferred *next;
+    struct tr_deferred **pprev; /* the link that points at us while queued */
     tr_deferred_cb cb;
     bool queued;
 };
@@ -65,7 +69,12 @@ static inline bool tr_timer_armed(const struct tr_timer *t)
     return t->heap_idx != 0;
 }
 
+/* Queue d to run cb once after this batch; if d is queued already it still
+ * runs once, with cb (the latest callback wins). */
 void tr_loop_defer(struct tr_loop *loop, struct tr_deferred *d, tr_deferred_cb cb);
+/* Unqueue d if it is queued (in this turn's run or the next); a no-op
+ * otherwise. Every free_later callback cancels its object's other calls. */
+void tr_loop_cancel(struct tr_loop *loop, struct tr_deferred *d);
 
 /* Run until tr_loop_stop(). Returns 0, or -errno if epoll fails. */
 int tr_loop_run(struct tr_loop *loop);

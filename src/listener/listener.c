@@ -24,7 +24,8 @@ static void session_free_now(struct tr_deferred *d)
     struct tr_session *s = tr_container_of(d, struct tr_session, free_later);
     struct tr_wsnap *ws = s->ws;
     struct tr_worker *w = s->w;
-    (void)w;
+    /* A wake queued after the close (a stream's, an upstream's) runs no more. */
+    tr_loop_cancel(w->loop, &s->pump_later);
     free(s);
     tr_wsnap_release(ws);
 }
@@ -39,8 +40,10 @@ void tr_session_close(struct tr_session *s)
         tr_http_session_release(s);
     else if (s->phase == TR_PH_TCP)
         tr_tcp_session_release(s);
-    else if (s->phase == TR_PH_H2)
+    else if (s->phase == TR_PH_H2) {
         tr_h2_session_release(s);
+        tr_loop_cancel(s->w->loop, &s->h2.flush_later); /* s is freed after this batch */
+    }
     s->phase = TR_PH_CLOSED;
     struct tr_worker *w = s->w;
     tr_timer_cancel(w->loop, &s->timer);
@@ -112,6 +115,10 @@ static void on_handshake_io(struct tr_io *io, uint32_t events)
         tr_session_close(s);
         return;
     }
+    /* A step deferred for the budget may still be queued (the handshake
+     * finished on an I/O event instead): it must not hold pump_later, which
+     * the application protocol queues its own work on from now on. */
+    tr_loop_cancel(s->w->loop, &s->pump_later);
     char id[512];
     if (tr_identity_peer_id(s->down.ssl, id, sizeof(id)) > 0)
         s->principal = tr_metrics_intern(id);

@@ -317,6 +317,8 @@ static void stream_free_now(struct tr_deferred *d)
 {
     struct tr_stream *st = tr_container_of(d, struct tr_stream, free_later);
     /* The session may already be gone: touch only the stream. */
+    tr_loop_cancel(st->loop, &st->pump_later);
+    tr_loop_cancel(st->loop, &st->start_later);
     tr_wsnap_release(st->ws);
     tr_fields_free(&st->upreq);
     tr_fields_free(&st->held_trailers);
@@ -1000,6 +1002,7 @@ struct tr_stream *tr_stream_new(struct tr_session *s, int down, int32_t id)
         s->h2.listener_gone = true;
     }
     st->s = s;
+    st->loop = s->w->loop;
     st->ws = s->ws;
     tr_wsnap_use(st->ws);
     st->down = (uint8_t)down;

@@ -102,6 +102,7 @@ struct tr_stream {
     const char *peer_id;
     const char *upstream_addr;
     struct tr_timer timer; /* route timeout / grpc-timeout */
+    struct tr_loop *loop;  /* the worker's: stream_free_now runs when the session may be gone */
     struct tr_deferred free_later;
     struct tr_deferred pump_later;
     struct tr_deferred start_later; /* HTTP/2 downstream: upstream starts after the read batch */

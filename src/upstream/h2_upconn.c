@@ -157,6 +157,7 @@ static const struct tr_h2_ops upconn_codec_ops = {
 static void upconn_free_now(struct tr_deferred *d)
 {
     struct tr_h2_upconn *c = tr_container_of(d, struct tr_h2_upconn, free_later);
+    tr_loop_cancel(c->w->loop, &c->flush_later);
     tr_h2_free(c->h2);
     free(c->slots);
     free(c->tx);

@@ -45,6 +45,7 @@ static const struct tr_upstream_owner_ops mirror_up_ops = {
 static void mirror_free_now(struct tr_deferred *d)
 {
     struct tr_mirror *m = tr_container_of(d, struct tr_mirror, free_later);
+    tr_loop_cancel(m->w->loop, &m->later);
     m->w->n_mirrors--;
     tr_wsnap_release(m->ws);
     free(m);

@@ -23,6 +23,7 @@ static void upstream_free_now(struct tr_deferred *d)
 {
     struct tr_upstream *up = tr_container_of(d, struct tr_upstream, free_later);
     struct tr_endpoint_rt *ep = up->ep;
+    tr_loop_cancel(up->w->loop, &up->handshake_later);
     free(up);
     tr_endpoint_conn_drop(ep);
 }

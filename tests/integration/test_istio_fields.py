@@ -182,6 +182,10 @@ def _subject(kind, path):
     if kind == "WorkloadEntry":
         return istio(kind, "vm-1", {"address": "10.0.2.1", "labels": {"app": "vm"}}), \
             "we", "default/client"
+    if kind == "PeerAuthentication":
+        # A workload policy for the client, whose inbound port 8000 shows the mode.
+        return _obj("security.istio.io/v1", kind, "under-test", spec={
+            "selector": {"matchLabels": {"app": "client"}}}), "mesh", "default/client"
     if kind == "Service":
         return service("shop", [("web", 8080, 8080)], {"app": "shop"}), "k8s-service", \
             "default/client"
@@ -370,6 +374,9 @@ VALUES = {
     "Sidecar:egressProxy.port.number": 443,
     "Sidecar:egressProxy.subset": "v1",
     "Sidecar:workloadSelector.labels": {"app": "other"},
+    # PeerAuthentication: a selector that misses the client (its STRICT then
+    # does not apply)
+    "PeerAuthentication:selector.matchLabels": {"app": "other"},
     # ServiceEntry and WorkloadEntry
     "ServiceEntry:spec.addresses": ["240.240.0.1"],
     "ServiceEntry:spec.exportTo": ["other"],
@@ -483,7 +490,8 @@ MINIMAL = {
 }
 
 # Map keys where a row's path has {} (a header, a query parameter).
-MAP_KEYS = {"headers": "x-user", "queryParams": "v", "withoutHeaders": "x-debug"}
+MAP_KEYS = {"headers": "x-user", "queryParams": "v", "withoutHeaders": "x-debug",
+            "portLevelMtls": "8000"}  # the client's inbound (target) port
 
 # Setting a field inside one of these drops the others (a route's action).
 ACTIONS = ("route", "redirect", "directResponse", "delegate")
@@ -590,6 +598,8 @@ HOOKS = {
     "ServiceEntry:spec.workloadSelector": _se_selector,
     "WorkloadEntry:spec.serviceAccount": With("spec.labels", {"app": "vm", **MESH}),
     "Service:spec.externalName": _external_name,
+    # the selector shows when the policy sets a mode
+    "PeerAuthentication:spec.selector": With("mtls", {"mode": "STRICT"}),
 }
 
 # Rows (and the rows under them) whose value changes nothing in a sidecar's
@@ -683,7 +693,8 @@ class Inventory:
 
     def is_message(self, kind, path):
         t = self.types.get((kind, path), "")
-        return t.startswith(("message(", "list<message(", "map<string,message("))
+        return t.startswith(("message(", "list<message(", "map<string,message(",
+                             "map<uint32,message("))
 
 
 def doc_rows():
@@ -765,7 +776,7 @@ class Builder:
         typ = self.inv.types[(kind, path)]
         if typ.startswith("list<message("):
             return [self.minimal(kind, path + "[]")]
-        if typ.startswith("map<string,message("):
+        if typ.startswith(("map<string,message(", "map<uint32,message(")):
             return {map_key(path + ".{}"): self.minimal(kind, path + ".{}")}
         out = copy.deepcopy(suffix_lookup(MINIMAL, kind, path) or {})
         for child in self.inv.children.get((kind, path), []):
@@ -1102,8 +1113,8 @@ def test_contexts_and_subjects_compile_clean():
 
 
 KIND_ORDER = ("VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Gateway",
-              "Sidecar", "RequestAuthentication", "Service", "Endpoints", "EndpointSlice", "Pod",
-              "Namespace")
+              "Sidecar", "PeerAuthentication", "RequestAuthentication", "Service", "Endpoints",
+              "EndpointSlice", "Pod", "Namespace")
 
 
 def summary_table(statuses):

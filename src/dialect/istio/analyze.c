@@ -96,6 +96,7 @@ int tr_istio_analyze(const struct tr_rset *rs, const struct tr_istio_options *o,
         conflicting_virtual_services(&x);
         unused_destination_rules(&x);
         port_names(&x);
+        ist_peer_auth_analyze(&x);
     }
     ist_ctx_fini(&x);
     return d->n_errors ? 1 : 0;

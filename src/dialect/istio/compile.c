@@ -337,7 +337,9 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
         e->workload = in && in->name ? ist_mstrdup(x, in->name) : NULL;
         e->loc = c->loc;
         c->n_endpoints++;
-        if (in == NULL || !in->sidecar)
+        /* Istio's auto mTLS: plaintext to an endpoint without a sidecar or
+         * whose PeerAuthentication says DISABLE. */
+        if (in == NULL || !in->sidecar || ist_peer_auth_plaintext(x, in, eps[i].port))
             all_sidecar = false;
         if (in != NULL && ids != NULL && in->sa != NULL) {
             const char *id = spiffe_of(x, in->ns, in->sa);
@@ -737,11 +739,13 @@ static bool outbound(struct ist_ctx *x)
 }
 
 /* Inbound: a listener on the workload's address for each port a Service
- * targets, in front of the application on app_ip. */
+ * targets, in front of the application on app_ip, in the mTLS mode the
+ * PeerAuthentications give that port. */
 static bool inbound(struct ist_ctx *x)
 {
     if (x->wl_ip == NULL)
         return true;
+    ist_peer_auth_resolve(x);
     struct tr_config *cfg = x->cfg;
     size_t n_in = 0;
     struct tr_request_authn_cfg authn;
@@ -792,9 +796,11 @@ static bool inbound(struct ist_ctx *x)
             l->direction = TR_DIR_INBOUND;
             if (!ist_make_addr(x, x->wl_ip, target, &l->addr))
                 return false;
-            l->tls_mode = TR_TLS_PERMISSIVE;
-            l->tls_name = "mesh";
-            x->uses_mesh_tls = true;
+            l->tls_mode = ist_peer_auth_mode(x, target);
+            if (l->tls_mode != TR_TLS_DISABLE) {
+                l->tls_name = "mesh";
+                x->uses_mesh_tls = true;
+            }
             bool tcp = p->proto == IST_P_TCP || p->proto == IST_P_TLS;
             l->protocol = tcp ? TR_LPROTO_TCP : TR_LPROTO_AUTO;
             l->tcp_cluster_name = cname;
@@ -830,6 +836,7 @@ static bool inbound(struct ist_ctx *x)
                 cfg->node.service = ist_mstrdup(x, s->host);
         }
     }
+    ist_peer_auth_unused(x);
     return true;
 }
 
@@ -848,6 +855,7 @@ void ist_check_all(struct ist_ctx *x)
     v = tr_rset_of_kind(x->rs, IST_GROUP, "VirtualService", &n);
     for (size_t i = 0; i < n; i++)
         ist_vs_check(x, v[i]);
+    ist_peer_auth_check_all(x);
     ist_ra_check_all(x);
 }
 

@@ -8,6 +8,7 @@
  *   policy.c    DestinationRule: subsets and traffic policy -> clusters
  *   routes.c    VirtualService -> routes of a virtual host
  *   compile.c   scope (Sidecar, exportTo), listeners, route tables, the model
+ *   peer_auth.c PeerAuthentication -> the inbound mTLS mode per port
  *   authn.c     RequestAuthentication -> the inbound listeners' JWT rules
  */
 #ifndef TR_DIALECT_ISTIO_INTERNAL_H
@@ -172,6 +173,14 @@ struct ist_service {
 
 /* ---------------------------------------------------------- the context */
 
+/* A portLevelMtls entry of the workload's PeerAuthentication. */
+struct ist_pa_port {
+    uint32_t port; /* target (container) port */
+    enum tr_tls_mode mode;
+    const struct tr_rnode *key; /* for messages */
+    bool used;                  /* an inbound listener took it */
+};
+
 struct ist_ctx {
     const struct tr_rset *rs;
     const struct tr_istio_options *o; /* = &opts */
@@ -205,6 +214,12 @@ struct ist_ctx {
     const char *wl_ip;
     const struct tr_rnode *wl_labels;
     const struct tr_resource *wl_res;
+
+    /* inbound mTLS (peer_auth.c) */
+    enum tr_tls_mode pa_mode;              /* the workload's ports by default */
+    const struct tr_resource *pa_workload; /* its selector policy, or NULL */
+    struct ist_pa_port *pa_ports;          /* that policy's portLevelMtls */
+    size_t n_pa_ports;
 };
 
 bool ist_oom(struct ist_ctx *x);
@@ -331,5 +346,23 @@ void ist_dr_check(struct ist_ctx *x, const struct tr_resource *dr);
 /* The effective policy of (dr, subset, port), with Istio's defaults. */
 void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const char *subset,
                       uint32_t port, struct ist_cluster_policy *p);
+
+/* ------------------------------------------------- peer authentication */
+
+/* Check every PeerAuthentication once; report the mesh- and namespace-wide
+ * ones that lose to an older one. */
+void ist_peer_auth_check_all(struct ist_ctx *x);
+/* The workload's policy (before its inbound listeners): sets pa_mode and
+ * pa_ports; reports workload policies that lose to an older one. */
+void ist_peer_auth_resolve(struct ist_ctx *x);
+/* The inbound mode of a target port (marks a port-level entry used). */
+enum tr_tls_mode ist_peer_auth_mode(struct ist_ctx *x, uint32_t target);
+/* Report port-level entries no inbound listener took. */
+void ist_peer_auth_unused(struct ist_ctx *x);
+/* `ctl analyze`: report workload policies that lose to older ones. */
+void ist_peer_auth_analyze(struct ist_ctx *x);
+/* Does instance in take plaintext only on its (target) port (its policies
+ * say DISABLE)? Istio's clients then send it plaintext (auto mTLS). */
+bool ist_peer_auth_plaintext(struct ist_ctx *x, const struct ist_inst *in, uint32_t port);
 
 #endif

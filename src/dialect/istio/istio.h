@@ -3,10 +3,10 @@
  * A pure function: resources (a tr_rset snapshot: Kubernetes Services,
  * Endpoints/EndpointSlices, Pods and workload templates, Namespaces; Istio
  * VirtualService, DestinationRule, ServiceEntry, WorkloadEntry, Sidecar,
- * Gateway) and one workload in, the model that workload's proxy runs out. No
- * I/O, no clock, no randomness: the same input gives the same model, byte
- * for byte once written. The control plane calls it for every proxy; `trellis
- * ctl compile` prints it.
+ * Gateway; security PeerAuthentication) and one workload in, the model
+ * that workload's proxy runs out. No I/O, no clock, no randomness: the same
+ * input gives the same model, byte for byte once written. The control plane
+ * calls it for every proxy; `trellis ctl compile` prints it.
  *
  * Everything the resources say either shapes the model or is reported in d
  * (core/diag.h), with file, line, resource and field path: a warning when a
@@ -26,8 +26,10 @@
  *     cluster per (port, subset, host) named outbound|PORT|SUBSET|HOST with
  *     the endpoints of that subset and the DestinationRule's policy;
  *   - inbound: for each port of the workload that a Service targets, a
- *     listener on the workload's IP and that port (mTLS PERMISSIVE, Istio's
- *     default) forwarding to the application at app_ip:PORT.
+ *     listener on the workload's IP and that port forwarding to the
+ *     application at app_ip:PORT, in the mTLS mode (STRICT, PERMISSIVE,
+ *     DISABLE) the PeerAuthentications give that port (mesh, namespace and
+ *     workload policies, portLevelMtls; PERMISSIVE when none says).
  */
 #ifndef TR_DIALECT_ISTIO_H
 #define TR_DIALECT_ISTIO_H
@@ -63,7 +65,8 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
  * defines or to unknown hosts (errors), two VirtualServices for one host
  * (error), hosts that resolve to no service, rules after a catch-all, weights
  * not adding up to 100, DestinationRules for hosts nobody routes to, Service
- * ports that name no protocol (warnings). Returns 1 when an error was
+ * ports that name no protocol, PeerAuthentications that lose to an older
+ * one at their level (warnings). Returns 1 when an error was
  * found, 0 if none, -1 when out of memory. */
 int tr_istio_analyze(const struct tr_rset *rs, const struct tr_istio_options *o,
                      struct tr_diags *d);

@@ -1,3 +1,4 @@
+#include <string.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -134,6 +135,74 @@ static void test_deferred_runs_once(void **state)
     assert_int_equal(deferred_runs, 1);
     tr_loop_run_once(loop, 0);
     assert_int_equal(deferred_runs, 1);
+    tr_loop_free(loop);
+}
+
+/* A session's pump_later is queued by its TLS handshake step and then by
+ * HTTP: the call that runs is the latest one asked for (a lost HTTP wake
+ * stalled a request body until the client gave up). */
+static int other_runs;
+static void on_other(struct tr_deferred *d)
+{
+    other_runs++;
+}
+
+static void test_deferred_latest_callback_wins(void **state)
+{
+    struct tr_loop *loop = tr_loop_new();
+    struct tr_deferred d = {0};
+    deferred_runs = other_runs = 0;
+    tr_loop_defer(loop, &d, on_other);
+    tr_loop_defer(loop, &d, on_deferred);
+    tr_loop_run_once(loop, 0);
+    assert_int_equal(deferred_runs, 1);
+    assert_int_equal(other_runs, 0);
+    tr_loop_free(loop);
+}
+
+/* Cancel unlinks from anywhere: head, middle, tail (then queueing more
+ * still appends), and from the run in progress. */
+static struct tr_deferred chain[4];
+static int chain_order[8], chain_n;
+static struct tr_loop *chain_loop;
+static void on_chain(struct tr_deferred *d)
+{
+    int i = (int)(d - chain);
+    chain_order[chain_n++] = i;
+    if (i == 0) /* a callback cancels a call later in the same run */
+        tr_loop_cancel(chain_loop, &chain[2]);
+}
+
+static void test_deferred_cancel(void **state)
+{
+    struct tr_loop *loop = tr_loop_new();
+    chain_loop = loop;
+    memset(chain, 0, sizeof chain);
+    chain_n = 0;
+    for (int i = 0; i < 4; i++)
+        tr_loop_defer(loop, &chain[i], on_chain);
+    tr_loop_cancel(loop, &chain[3]); /* the tail */
+    tr_loop_cancel(loop, &chain[3]); /* not queued: no-op */
+    assert_false(chain[3].queued);
+    tr_loop_defer(loop, &chain[3], on_chain); /* appends after a cancelled tail */
+    tr_loop_run_once(loop, 0);
+    assert_int_equal(chain_n, 3);
+    assert_int_equal(chain_order[0], 0);
+    assert_int_equal(chain_order[1], 1);
+    assert_int_equal(chain_order[2], 3);
+    assert_false(chain[2].queued);
+
+    chain_n = 0;
+    tr_loop_defer(loop, &chain[1], on_chain);
+    tr_loop_defer(loop, &chain[2], on_chain);
+    tr_loop_defer(loop, &chain[3], on_chain);
+    tr_loop_cancel(loop, &chain[1]); /* the head */
+    tr_loop_cancel(loop, &chain[2]); /* now the head again */
+    tr_loop_run_once(loop, 0);
+    assert_int_equal(chain_n, 1);
+    assert_int_equal(chain_order[0], 3);
+    tr_loop_run_once(loop, 0);
+    assert_int_equal(chain_n, 1);
     tr_loop_free(loop);
 }
 
@@ -358,6 +427,8 @@ int main(void)
         cmocka_unit_test(test_many_timers_heap_stays_ordered),
         cmocka_unit_test(test_edge_triggered_io),
         cmocka_unit_test(test_deferred_runs_once),
+        cmocka_unit_test(test_deferred_latest_callback_wins),
+        cmocka_unit_test(test_deferred_cancel),
         cmocka_unit_test(test_clock_is_cached_per_iteration),
         cmocka_unit_test(test_turn_stats_record_slow_turn_and_what_ran),
         cmocka_unit_test(test_turn_stats_timer_phase),
