@@ -59,12 +59,17 @@
 #define CFG_MAX_HEADER_VALUE 4096u /* bytes of a header edit's value */
 
 /* Retries and mirroring. */
-#define CFG_MAX_RETRY_ATTEMPTS 100u     /* retries after the first try */
-#define CFG_MAX_RETRY_ON       16u      /* entries of retry_on */
-#define CFG_MAX_RETRY_CODES    64u      /* entries of retriable_status_codes */
-#define CFG_MAX_RETRY_BODY     1048576u /* max_body_for_retry */
-#define CFG_MAX_BACKOFF_MS     60000u   /* backoff base and max */
-#define CFG_MAX_MIRRORS        8u       /* mirrors per route */
+#define CFG_MAX_RETRY_ATTEMPTS    100u     /* retries after the first try */
+#define CFG_MAX_RETRY_ON          16u      /* entries of retry_on */
+#define CFG_MAX_RETRY_CODES       64u      /* entries of retriable_status_codes */
+#define CFG_MAX_RETRY_BODY        1048576u /* max_body_for_retry */
+#define CFG_MAX_BACKOFF_MS        60000u   /* backoff base and max */
+#define CFG_MAX_MIRRORS           8u       /* mirrors per route */
+/* Request authentication (filter/jwt.h holds the request-time limits). */
+#define CFG_MAX_JWKS              65536u /* bytes of an inline JWKS */
+#define CFG_MAX_JWT_RULES         64u    /* rules per listener */
+#define CFG_MAX_JWT_LOCATIONS     16u    /* entries of from_headers, from_params, from_cookies */
+#define CFG_MAX_JWT_CLAIM_HEADERS 16u    /* output_claim_to_headers entries */
 
 #define CFG_PATH_MAX 512u
 #define CFG_ERR_MAX  1024u
@@ -194,6 +199,7 @@ bool cfg_check_header_match_name(const char *s, char *why, size_t size);
 bool cfg_check_query_name(const char *s, char *why, size_t size);
 bool cfg_check_query_value(const char *s, char *why, size_t size);
 bool cfg_check_header_edit_name(const char *s, char *why, size_t size);
+bool cfg_check_jwks(const char *s, char *why, size_t size);
 bool cfg_check_header_value(const char *s, char *why, size_t size);
 /* Retries: a retry_on condition (its enum tr_retry_on bit, 0 if unknown),
  * a status code ("503"). */

@@ -121,6 +121,49 @@ struct tr_authz_cfg {
     size_t n_rules;
 };
 
+/* Request authentication (JWT; Istio's RequestAuthentication), per HTTP
+ * listener: filter/jwt.h. A request's token is looked for in each rule's
+ * locations; a token is verified against the rule whose issuer it names
+ * (signature with the rule's keys, aud against audiences, exp and nbf with
+ * TR_JWT_CLOCK_SKEW_S). An invalid token is answered 401; a request without
+ * one goes on unauthenticated (authorization decides). */
+struct tr_jwt_header_cfg {
+    const char *name;   /* lowercase field name */
+    const char *prefix; /* the value starts with it ("Bearer "); NULL: none */
+    struct tr_cfg_loc loc;
+};
+
+struct tr_jwt_claim_header_cfg {
+    const char *header; /* lowercase field name set on the request sent upstream */
+    const char *claim;  /* a top-level claim: string, number or boolean */
+    struct tr_cfg_loc loc;
+};
+
+struct tr_jwt_rule_cfg {
+    const char *issuer;
+    const char **audiences; /* 0: any (or none) */
+    size_t n_audiences;
+    const char *jwks; /* the JSON Web Key Set, inline */
+    /* Where the token is: with none of the three, Envoy's defaults
+     * (Authorization "Bearer " and the access_token query parameter). */
+    struct tr_jwt_header_cfg *from_headers;
+    size_t n_from_headers;
+    const char **from_params;
+    size_t n_from_params;
+    const char **from_cookies;
+    size_t n_from_cookies;
+    bool forward_original_token;          /* false: the token's header is not sent upstream */
+    const char *output_payload_to_header; /* its base64url payload to this field; NULL: none */
+    struct tr_jwt_claim_header_cfg *output_claim_to_headers;
+    size_t n_output_claim_to_headers;
+    struct tr_cfg_loc loc;
+};
+
+struct tr_request_authn_cfg {
+    struct tr_jwt_rule_cfg *rules;
+    size_t n_rules;
+};
+
 struct tr_listener_cfg {
     const char *name;
     struct tr_cfg_addr addr;
@@ -141,6 +184,7 @@ struct tr_listener_cfg {
     uint32_t idle_timeout_ms;    /* downstream idle; default 300000 */
     uint32_t request_timeout_ms; /* whole request head must arrive within; default 10000 */
     struct tr_authz_cfg authz;
+    struct tr_request_authn_cfg request_authn;
     struct tr_cfg_loc loc;
     /* ---- weighted TCP routes (listeners[].tcp_clusters) ----
      * Exclusive with tcp_cluster (the one-cluster shorthand, kept as it is).

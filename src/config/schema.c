@@ -240,6 +240,56 @@ static const struct cfg_field authz_fields[] = {
 static const struct cfg_section authz_section =
     SEC("authorization", authz_fields, CFG_NO_LOC, NULL);
 
+/* ---- request authentication (JWT): model.h, struct tr_request_authn_cfg;
+ * the keys are checked here (cfg_check_jwks), built again per snapshot. */
+static const struct cfg_field jwt_header_fields[] = {
+    STR("name", struct tr_jwt_header_cfg, name, REQ | CF_LOWER, CFG_MAX_NAME,
+        cfg_check_header_edit_name),
+    STR("prefix", struct tr_jwt_header_cfg, prefix, 0, CFG_MAX_NAME, NULL),
+    ORIGIN(struct tr_jwt_header_cfg),
+};
+static const struct cfg_section jwt_header_section =
+    SEC("token header", jwt_header_fields, offsetof(struct tr_jwt_header_cfg, loc), NULL);
+
+static const struct cfg_field jwt_claim_header_fields[] = {
+    STR("header", struct tr_jwt_claim_header_cfg, header, REQ | CF_LOWER, CFG_MAX_NAME,
+        cfg_check_header_edit_name),
+    STR("claim", struct tr_jwt_claim_header_cfg, claim, REQ, CFG_MAX_NAME, NULL),
+    ORIGIN(struct tr_jwt_claim_header_cfg),
+};
+static const struct cfg_section jwt_claim_header_section = SEC(
+    "claim header", jwt_claim_header_fields, offsetof(struct tr_jwt_claim_header_cfg, loc), NULL);
+
+static const struct cfg_field jwt_rule_fields[] = {
+    STR("issuer", struct tr_jwt_rule_cfg, issuer, REQ, CFG_MAX_STR, NULL),
+    STRLIST("audiences", struct tr_jwt_rule_cfg, audiences, n_audiences, 0, 0, CFG_MAX_LIST,
+            CFG_MAX_STR, NULL),
+    STR("jwks", struct tr_jwt_rule_cfg, jwks, REQ | CF_EMPTY_OK | CF_CTL_OK, CFG_MAX_JWKS,
+        cfg_check_jwks),
+    LIST("from_headers", struct tr_jwt_rule_cfg, from_headers, n_from_headers, 0, 0,
+         CFG_MAX_JWT_LOCATIONS, struct tr_jwt_header_cfg, jwt_header_section),
+    STRLIST("from_params", struct tr_jwt_rule_cfg, from_params, n_from_params, 0, 0,
+            CFG_MAX_JWT_LOCATIONS, CFG_MAX_NAME, cfg_check_query_name),
+    STRLIST("from_cookies", struct tr_jwt_rule_cfg, from_cookies, n_from_cookies, 0, 0,
+            CFG_MAX_JWT_LOCATIONS, CFG_MAX_NAME, cfg_check_token),
+    BOOL("forward_original_token", struct tr_jwt_rule_cfg, forward_original_token, false),
+    STR("output_payload_to_header", struct tr_jwt_rule_cfg, output_payload_to_header, CF_LOWER,
+        CFG_MAX_NAME, cfg_check_header_edit_name),
+    LIST("output_claim_to_headers", struct tr_jwt_rule_cfg, output_claim_to_headers,
+         n_output_claim_to_headers, 0, 0, CFG_MAX_JWT_CLAIM_HEADERS, struct tr_jwt_claim_header_cfg,
+         jwt_claim_header_section),
+    ORIGIN(struct tr_jwt_rule_cfg),
+};
+static const struct cfg_section jwt_rule_section =
+    SEC("jwt rule", jwt_rule_fields, offsetof(struct tr_jwt_rule_cfg, loc), NULL);
+
+static const struct cfg_field request_authn_fields[] = {
+    LIST("rules", struct tr_request_authn_cfg, rules, n_rules, REQ, 0, CFG_MAX_JWT_RULES,
+         struct tr_jwt_rule_cfg, jwt_rule_section),
+};
+static const struct cfg_section request_authn_section =
+    SEC("request_authentication", request_authn_fields, CFG_NO_LOC, NULL);
+
 /* ---- weighted TCP routes: a listener's tcp_clusters entry is a cluster and
  * its weight, the routes' weighted cluster without the header edits. */
 static const struct cfg_field tcp_weighted_fields[] = {
@@ -267,6 +317,8 @@ static const struct cfg_field listener_fields[] = {
     SECTION("http", 0, listener_http_section),
     SECTION("timeouts", 0, listener_timeouts_section),
     SECTION("authorization", offsetof(struct tr_listener_cfg, authz), authz_section),
+    SECTION("request_authentication", offsetof(struct tr_listener_cfg, request_authn),
+            request_authn_section),
     ORIGIN(struct tr_listener_cfg),
 };
 const struct cfg_section cfg_listener_section =

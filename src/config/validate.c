@@ -1506,6 +1506,10 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
             return verr(v, rloc, rule->n_methods > 0 ? "methods" : "paths", AT_KEY,
                         "not allowed on a tcp listener (no HTTP requests to match)");
     }
+    /* A byte stream carries no token: the rules would silently do nothing. */
+    if (l->protocol == TR_LPROTO_TCP && l->request_authn.n_rules > 0)
+        return verr(v, loc, "request_authentication", AT_KEY,
+                    "not allowed on a tcp listener (no HTTP requests carry a token)");
     return true;
 }
 

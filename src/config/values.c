@@ -17,6 +17,7 @@
 #include "codec/h1/h1.h"
 #include "config/internal.h"
 #include "core/arena.h"
+#include "filter/jwt.h"
 
 /* ------------------------------------------------------------- parsers */
 
@@ -727,6 +728,21 @@ bool cfg_check_header_edit_name(const char *s, char *why, size_t size)
         return WHY("\"host\" cannot be edited; use rewrite.host");
     if (strncasecmp(s, "trellis-", 8) == 0)
         return WHY("%s: trellis-* headers are internal to the mesh and cannot be edited", Q(s));
+    return true;
+}
+
+/* An inline JSON Web Key Set: read and every key built now, as the proxy
+ * will (filter/jwt.h), so a bad key is an error at its field. */
+bool cfg_check_jwks(const char *s, char *why, size_t size)
+{
+    char *err = NULL;
+    struct tr_jwks *k = tr_jwks_parse(s, strlen(s), &err);
+    if (k == NULL) {
+        snprintf(why, size, "not a usable JSON Web Key Set: %s", err != NULL ? err : "?");
+        free(err);
+        return false;
+    }
+    tr_jwks_free(k);
     return true;
 }
 

@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
+#include "filter/jwt.h"
 #include "filter/path_normalize.h"
 #include "net/sock.h"
 #include "obs/metrics.h"
@@ -108,6 +110,8 @@ size_t tr_decision_fields(const struct tr_decision *d, tr_str location,
         out[n++] = (struct tr_h2_header){TR_STR_LIT("location"), location};
     if (d->cors == TR_CORS_PREFLIGHT || d->cors == TR_CORS_PREFLIGHT_REFUSED)
         n += tr_cors_preflight_fields(d->cors_policy, &d->cors_rq, d->cors, out + n);
+    if (d->www_authenticate.len > 0)
+        out[n++] = (struct tr_h2_header){TR_STR_LIT("www-authenticate"), d->www_authenticate};
     return n;
 }
 
@@ -164,6 +168,23 @@ static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_st
         .headers = headers,
         .n_headers = n_headers,
     };
+    /* Request authentication first (Envoy's jwt_authn precedes RBAC and the
+     * router): one worker-wide storage, the request is decided at once. */
+    static _Thread_local struct tr_jwt_request jwt_rq;
+    const struct tr_jwt_authn *ja = snap->jwt[s->lidx];
+    if (ja != NULL) {
+        const char *why;
+        if (tr_jwt_authenticate(ja, path, headers, n_headers, (int64_t)time(NULL), &jwt_rq, &why) ==
+            TR_JWT_INVALID) {
+            *d = (struct tr_decision){
+                .status = 401,
+                .body = why,
+                .www_authenticate = tr_jwt_challenge(&jwt_rq, rr.scheme, host, path),
+            };
+            return;
+        }
+        d->auth = &jwt_rq.auth;
+    }
     const struct tr_route_cfg *route = tr_router_match(snap->routers[s->lcfg->route_table], &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
     if (az != NULL) {
@@ -178,7 +199,7 @@ static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_st
         }
     }
     if (route == NULL) {
-        *d = (struct tr_decision){.status = 404, .flags = TR_RF_NR};
+        *d = (struct tr_decision){.status = 404, .flags = TR_RF_NR, .auth = d->auth};
         return;
     }
     d->route = route;
@@ -201,7 +222,8 @@ static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_st
     }
     const struct tr_weighted_cluster_cfg *wc = &route->clusters[wi];
     d->cluster = &s->ws->clusters[wc->cluster];
-    d->request_edit = wc->request_edit;
+    d->request_edit =
+        ja != NULL ? tr_jwt_request_edit(&jwt_rq, wc->request_edit) : wc->request_edit;
     d->response_edit = wc->response_edit;
     if (d->cluster->table != NULL)
         decide_lb_hash(s, path, headers, n_headers, d);

@@ -11,6 +11,7 @@
 
 #include "config/model.h"
 #include "core/str.h"
+#include "filter/request_auth.h"
 #include "filter/route_action.h"
 #include "router/router.h"
 
@@ -56,6 +57,15 @@ struct tr_decision {
      * the response (cluster/cluster.h, tr_lb_cookie_format). */
     uint64_t lb_hash;
     uint64_t lb_cookie;
+    /* Request authentication (filter/jwt.h), before routing and
+     * authorization: what a verified token established (authorization
+     * reads it; NULL when the listener has no rules), and for an invalid
+     * token the 401's WWW-Authenticate value. Both live in the worker's
+     * per-request storage, valid until its next tr_decide; so does
+     * request_edit when the token adds or removes fields (the callers build
+     * the upstream request before deciding another). */
+    const struct tr_request_auth *auth;
+    tr_str www_authenticate;
 };
 
 /* A connection moves to the worker's current snapshot when a new request
@@ -77,8 +87,9 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
 /* The fields a local answer of d carries besides status and body: a
  * redirect's Location (location: its text, written by the caller from
  * tr_redirect_location into storage of its own), a preflight's CORS
- * fields (slices of the request). Returns the count. */
-#define TR_DECISION_FIELDS (1 + TR_CORS_PREFLIGHT_FIELDS)
+ * fields (slices of the request), a 401's WWW-Authenticate. Returns the
+ * count. */
+#define TR_DECISION_FIELDS (2 + TR_CORS_PREFLIGHT_FIELDS)
 size_t tr_decision_fields(const struct tr_decision *d, tr_str location,
                           struct tr_h2_header out[TR_DECISION_FIELDS]);
 

@@ -40,6 +40,7 @@ enum {
     GRPC_UNIMPLEMENTED = 12,
     GRPC_INTERNAL = 13,
     GRPC_UNAVAILABLE = 14,
+    GRPC_UNAUTHENTICATED = 16,
 };
 
 /* The header a trellis proxy adds when it carries an HTTP/1.x request over
@@ -360,6 +361,8 @@ static int grpc_status_for_http(int status, uint16_t flags)
     if (flags & TR_RF_UT)
         return GRPC_DEADLINE_EXCEEDED;
     switch (status) {
+    case 401: /* an invalid token (request authentication) */
+        return GRPC_UNAUTHENTICATED;
     case 403:
         return GRPC_PERMISSION_DENIED;
     case 404:

@@ -8,6 +8,7 @@
 #include "cluster/cluster.h"
 #include "config/load.h"
 #include "filter/authz.h"
+#include "filter/jwt.h"
 #include "filter/route_action.h"
 #include "identity/identity.h"
 #include "router/router.h"
@@ -36,6 +37,9 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
     if (s->authz != NULL)
         for (size_t i = 0; i < cfg->n_listeners; i++)
             tr_authz_free(s->authz[i]);
+    if (s->jwt != NULL)
+        for (size_t i = 0; i < cfg->n_listeners; i++)
+            tr_jwt_authn_free(s->jwt[i]);
     if (s->cors != NULL)
         for (size_t i = 0; i < cfg->n_cors; i++)
             tr_cors_free(s->cors[i]);
@@ -45,6 +49,7 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
     free(s->tls);
     free(s->routers);
     free(s->authz);
+    free(s->jwt);
     free(s->cors);
     free(s->lb_tables);
     free(s);
@@ -170,8 +175,10 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
     s->tls = calloc(cfg->n_tls + 1, sizeof(*s->tls));
     s->routers = calloc(cfg->n_route_tables + 1, sizeof(*s->routers));
     s->authz = calloc(cfg->n_listeners + 1, sizeof(*s->authz));
+    s->jwt = calloc(cfg->n_listeners + 1, sizeof(*s->jwt));
     s->cors = calloc(cfg->n_cors + 1, sizeof(*s->cors));
-    if (s->tls == NULL || s->routers == NULL || s->authz == NULL || s->cors == NULL)
+    if (s->tls == NULL || s->routers == NULL || s->authz == NULL || s->jwt == NULL ||
+        s->cors == NULL)
         goto oom;
     for (size_t i = 0; i < cfg->n_tls; i++) {
         struct tr_tls_ctx *same = shared_tls(prev, &cfg->tls[i]);
@@ -200,6 +207,13 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
             continue;
         s->authz[i] = tr_authz_build(&cfg->listeners[i].authz, err);
         if (s->authz[i] == NULL)
+            goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].request_authn.n_rules == 0)
+            continue;
+        s->jwt[i] = tr_jwt_authn_build(&cfg->listeners[i].request_authn, err);
+        if (s->jwt[i] == NULL)
             goto fail;
     }
     if (!build_cors(s, cfg, err))

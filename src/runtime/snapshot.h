@@ -18,6 +18,7 @@
 struct tr_tls_ctx;
 struct tr_router;
 struct tr_authz;
+struct tr_jwt_authn;
 struct tr_cors;
 struct tr_lb_table;
 
@@ -28,6 +29,7 @@ struct tr_snapshot {
     struct tr_tls_ctx **tls;    /* per cfg->tls; each holds one reference */
     struct tr_router **routers; /* per cfg->route_tables */
     struct tr_authz **authz;    /* per cfg->listeners; NULL: no rules */
+    struct tr_jwt_authn **jwt;  /* per cfg->listeners: request authentication; NULL: none */
     struct tr_cors **cors;      /* per cfg->n_cors: routes' CORS policies, compiled */
     /* Per cfg->clusters: the consistent-hash table (lb ring_hash, maglev),
      * else NULL; each holds a reference, shared with the previous snapshot

@@ -71,7 +71,14 @@ def pod(name, ip, labels, sa, containers=None):
 
 
 def istio(kind, name, spec, ns="default"):
-    return _obj("networking.istio.io/v1", kind, name, ns=ns, spec=spec)
+    group = "security.istio.io" if kind == "RequestAuthentication" else "networking.istio.io"
+    return _obj(f"{group}/v1", kind, name, ns=ns, spec=spec)
+
+
+# A JSON Web Key Set with one P-256 key (the public half only; no token is
+# made here: the rows measure what reaches the model).
+JWKS = ('{"keys":[{"kty":"EC","crv":"P-256","x":"vzMf-mUgUezcBEWbnbi5lA9szBa7iXS_46JmODV8aiU",'
+        '"y":"bB7liq4hr2qZUCuFixkJ3-cCGZ8F6y-J_l98f2ztCK4"}]}')
 
 
 # The client (whose model is compiled), reviews (two versions, two ports),
@@ -160,6 +167,13 @@ def _subject(kind, path):
     if kind == "Sidecar":
         return istio(kind, "under-test", {"egress": [
             {"hosts": ["./reviews.default.svc.cluster.local"]}]}), "mesh", "default/client"
+    if kind == "RequestAuthentication":
+        # Applies to the client, whose inbound listener (Service client, port
+        # 8000) carries the rules.
+        return istio(kind, "under-test", {
+            "selector": {"matchLabels": {"app": "client"}},
+            "jwtRules": [{"issuer": "https://issuer.example", "jwks": JWKS}]}), \
+            "mesh", "default/client"
     if kind == "ServiceEntry":
         return istio(kind, "under-test", {
             "hosts": ["api.example.com"], "location": "MESH_EXTERNAL", "resolution": "STATIC",
@@ -407,6 +421,13 @@ VALUES = {
     "Pod:status.conditions[].type": "Ready",
     "Pod:status.podIPs[].ip": "10.0.3.1",
     "Namespace:metadata.labels": {"istio-injection": "enabled"},
+    # RequestAuthentication
+    "RequestAuthentication:jwtRules[].jwks": JWKS,
+    "RequestAuthentication:jwtRules[].jwksUri": "https://issuer.example/jwks",
+    "RequestAuthentication:spec.selector": {"matchLabels": {"app": "other"}},
+    "RequestAuthentication:selector.matchLabels": {"app": "other"},
+    "RequestAuthentication:targetRef.kind": "Service",
+    "RequestAuthentication:targetRefs[].kind": "Service",
 }
 
 # What a message needs to be valid when the row creates it (its "required"
@@ -462,6 +483,10 @@ MINIMAL = {
     "EndpointSlice:endpoints[].conditions": {"ready": True},
     "Pod:status.conditions[]": {"type": "Ready", "status": "True"},
     "Pod:status.podIPs[]": {"ip": "10.0.3.1"},
+    "RequestAuthentication:jwtRules[]": {"issuer": "https://other.example", "jwks": JWKS},
+    "RequestAuthentication:selector": {"matchLabels": {"app": "other"}},
+    "RequestAuthentication:targetRef": {"kind": "Service", "name": "client"},
+    "RequestAuthentication:targetRefs[]": {"kind": "Service", "name": "client"},
 }
 
 # Map keys where a row's path has {} (a header, a query parameter).
@@ -1088,7 +1113,8 @@ def test_contexts_and_subjects_compile_clean():
 
 
 KIND_ORDER = ("VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Gateway",
-              "Sidecar", "PeerAuthentication", "Service", "Endpoints", "EndpointSlice", "Pod", "Namespace")
+              "Sidecar", "PeerAuthentication", "RequestAuthentication", "Service", "Endpoints",
+              "EndpointSlice", "Pod", "Namespace")
 
 
 def summary_table(statuses):

@@ -748,6 +748,9 @@ static bool inbound(struct ist_ctx *x)
     ist_peer_auth_resolve(x);
     struct tr_config *cfg = x->cfg;
     size_t n_in = 0;
+    struct tr_request_authn_cfg authn;
+    if (!ist_request_authn(x, &authn))
+        return false;
     for (size_t i = 0; i < x->n_svcs; i++) {
         const struct ist_service *s = x->svcs[i];
         if (s->name == NULL || s->selector == NULL || strcmp(s->ns, x->wl_ns) != 0 ||
@@ -801,6 +804,8 @@ static bool inbound(struct ist_ctx *x)
             bool tcp = p->proto == IST_P_TCP || p->proto == IST_P_TLS;
             l->protocol = tcp ? TR_LPROTO_TCP : TR_LPROTO_AUTO;
             l->tcp_cluster_name = cname;
+            if (!tcp)
+                l->request_authn = authn;
             if (!tcp) {
                 struct tr_route_table_cfg *t = &cfg->route_tables[cfg->n_route_tables++];
                 t->name = ist_mprintf(x, "inbound|%u", target);
@@ -851,6 +856,7 @@ void ist_check_all(struct ist_ctx *x)
     for (size_t i = 0; i < n; i++)
         ist_vs_check(x, v[i]);
     ist_peer_auth_check_all(x);
+    ist_ra_check_all(x);
 }
 
 bool ist_alloc_listeners(struct ist_ctx *x, size_t n)
@@ -923,9 +929,10 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         cfg->node.workload = ist_mstrdup(&x, o->name);
         cfg->node.workload_namespace = ist_mstrdup(&x, o->ns);
         cfg->node.principal = spiffe_of(&x, o->ns, x.wl_sa ? x.wl_sa : "default");
-        if (ist_is_gateway(&x))
+        if (ist_is_gateway(&x)) {
+            ist_ra_gateway_warn(&x);
             ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && !x.oom; /* a gateway only */
-        else
+        } else
             ok = outbound(&x) && inbound(&x) && !x.oom;
     }
     if (ok) {

@@ -9,6 +9,7 @@
  *   routes.c    VirtualService -> routes of a virtual host
  *   compile.c   scope (Sidecar, exportTo), listeners, route tables, the model
  *   peer_auth.c PeerAuthentication -> the inbound mTLS mode per port
+ *   authn.c     RequestAuthentication -> the inbound listeners' JWT rules
  */
 #ifndef TR_DIALECT_ISTIO_INTERNAL_H
 #define TR_DIALECT_ISTIO_INTERNAL_H
@@ -283,6 +284,13 @@ void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw);
 bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
                    struct ist_routes *out);
 void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs);
+
+/* RequestAuthentication (authn.c): check every policy once; the combined
+ * jwtRules of the policies that apply to the workload (none: n_rules 0);
+ * a warning per applying policy when the workload is a gateway. */
+void ist_ra_check_all(struct ist_ctx *x);
+bool ist_request_authn(struct ist_ctx *x, struct tr_request_authn_cfg *out);
+void ist_ra_gateway_warn(struct ist_ctx *x);
 /* The weighted clusters of vs's first tcp rule for (svc, port): true when
  * a rule applies (*n 0: it routes nowhere), false when none does. */
 bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,

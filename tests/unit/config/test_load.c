@@ -205,6 +205,31 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->detect_timeout_ms, 1); /* 250us rounds up */
     assert_int_equal(l->idle_timeout_ms, 300000);
     assert_int_equal(l->request_timeout_ms, 3600000);
+    const struct tr_request_authn_cfg *ra = &l->request_authn;
+    assert_int_equal(ra->n_rules, 2);
+    const struct tr_jwt_rule_cfg *j0 = &ra->rules[0], *j1 = &ra->rules[1];
+    assert_string_equal(j0->issuer, "https://accounts.example.com");
+    assert_int_equal(j0->n_audiences, 2);
+    assert_string_equal(j0->audiences[1], "web");
+    assert_non_null(strstr(j0->jwks, "\"kty\": \"EC\""));
+    assert_int_equal(j0->n_from_headers, 2);
+    assert_string_equal(j0->from_headers[0].name, "authorization"); /* lower-cased */
+    assert_string_equal(j0->from_headers[0].prefix, "Bearer ");
+    assert_null(j0->from_headers[1].prefix);
+    assert_int_equal(j0->n_from_params, 1);
+    assert_string_equal(j0->from_params[0], "token");
+    assert_int_equal(j0->n_from_cookies, 1);
+    assert_string_equal(j0->from_cookies[0], "session");
+    assert_true(j0->forward_original_token);
+    assert_string_equal(j0->output_payload_to_header, "x-jwt-payload");
+    assert_int_equal(j0->n_output_claim_to_headers, 1);
+    assert_string_equal(j0->output_claim_to_headers[0].header, "x-user");
+    assert_string_equal(j0->output_claim_to_headers[0].claim, "sub");
+    assert_string_equal(j0->loc.path, "listeners[0].request_authentication.rules[0]");
+    assert_string_equal(j1->issuer, "spiffe-issuer");
+    assert_false(j1->forward_original_token); /* Istio's default */
+    assert_null(j1->output_payload_to_header);
+    assert_int_equal(j1->n_from_headers + j1->n_from_params + j1->n_from_cookies, 0);
     assert_int_equal(l->authz.n_rules, 2);
     const struct tr_authz_rule_cfg *r0 = &l->authz.rules[0], *r1 = &l->authz.rules[1];
     assert_int_equal(r0->action, TR_AUTHZ_DENY);
@@ -303,7 +328,7 @@ static void check_full(const struct tr_config *c)
     assert_null(ro->headers[4].value);
     assert_string_equal(ro->headers[4].loc.path,
                         "route_tables[0].virtual_hosts[0].routes[0].match.headers[4]");
-    assert_int_equal(ro->headers[4].loc.line, 73);
+    assert_int_equal(ro->headers[4].loc.line, 90);
     assert_int_equal(ro->headers[4].loc.col, 19);
     assert_int_equal(ro->n_clusters, 2);
     assert_int_equal(ro->clusters[0].cluster, 1);
@@ -618,7 +643,7 @@ static void test_full_json(void **state)
     c->listeners[0].loc.line = 29;
     struct tr_header_match_cfg *h = &c->route_tables[0].vhosts[0].routes[0].headers[4];
     assert_true(h->loc.line > 0);
-    h->loc.line = 73;
+    h->loc.line = 90;
     h->loc.col = 19;
     check_full(c);
     tr_config_free(c);
@@ -789,7 +814,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:5:3: listeners[0].tlz: ",
      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
      "tcp_cluster, tcp_clusters, http, "
-     "timeouts, authorization, origin)"},
+     "timeouts, authorization, request_authentication, origin)"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
      "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  route_table: rt\n  "

@@ -263,6 +263,133 @@ static void test_errors_refuse_the_resource(void **state)
     free(text);
 }
 
+/* RequestAuthentication: the root namespace's and the workload's namespace's
+ * policies that select it are combined on its inbound HTTP listeners;
+ * others, targetRefs and refused ones are left out, each finding at its
+ * field. */
+#define RA_JWKS                                                                                    \
+    "'{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":"                                         \
+    "\"vzMf-mUgUezcBEWbnbi5lA9szBa7iXS_46JmODV8aiU\",\"y\":"                                       \
+    "\"bB7liq4hr2qZUCuFixkJ3-cCGZ8F6y-J_l98f2ztCK4\"}]}'"
+#define RA_HEAD(name, ns)                                                                          \
+    "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\n"                         \
+    "metadata: {name: " name ", namespace: " ns "}\nspec:\n"
+
+static void test_request_authentication(void **state)
+{
+    (void)state;
+    static const char
+        RA
+            [] = RA_HEAD("root", "istio-system") "  jwtRules:\n  - {issuer: root, jwks: " RA_JWKS "}\n" RA_HEAD(
+                "ratings",
+                "default") "  selector: {matchLabels: {app: ratings}}\n"
+                           "  jwtRules:\n  - issuer: https://a.example\n    audiences: [api]\n    "
+                           "jwks: " RA_JWKS "\n"
+                           "    fromHeaders: [{name: X-Token, prefix: 'Tok '}]\n    fromParams: "
+                           "[t]\n"
+                           "    fromCookies: [c]\n    forwardOriginalToken: true\n"
+                           "    outputPayloadToHeader: X-Payload\n"
+                           "    outputClaimToHeaders: [{header: x-sub, claim: sub}]\n" RA_HEAD(
+                               "reviews",
+                               "default") "  selector: {matchLabels: {app: reviews}}\n"
+                                          "  jwtRules:\n  - {issuer: reviews, jwks: " RA_JWKS
+                                          "}\n" RA_HEAD(
+                                              "other-ns",
+                                              "data") "  jwtRules:\n  - {issuer: data, "
+                                                      "jwks: " RA_JWKS "}\n" RA_HEAD(
+                                                          "waypoint",
+                                                          "default") "  targetRefs: [{kind: "
+                                                                     "Service, name: ratings}]\n"
+                                                                     "  jwtRules:\n  - {issuer: "
+                                                                     "wp, jwks: " RA_JWKS
+                                                                     "}\n" RA_HEAD(
+                                                                         "fetch",
+                                                                         "default") "  jwtRules:\n "
+                                                                                    " - {issuer: "
+                                                                                    "f, jwksUri: "
+                                                                                    "'https://f/"
+                                                                                    "jwks'}"
+                                                                                    "\n" RA_HEAD(
+                                                                                        "h"
+                                                                                        "m"
+                                                                                        "a"
+                                                                                        "c",
+                                                                                        "d"
+                                                                                        "e"
+                                                                                        "f"
+                                                                                        "a"
+                                                                                        "u"
+                                                                                        "l"
+                                                                                        "t") "  "
+                                                                                             "jwtRu"
+                                                                                             "les:"
+                                                                                             "\n  "
+                                                                                             "- "
+                                                                                             "issue"
+                                                                                             "r: "
+                                                                                             "h\n"
+                                                                                             "    "
+                                                                                             "jwks:"
+                                                                                             " '{"
+                                                                                             "\"key"
+                                                                                             "s\":["
+                                                                                             "{\"kt"
+                                                                                             "y\":"
+                                                                                             "\"oct"
+                                                                                             "\","
+                                                                                             "\"k\""
+                                                                                             ":\"c2"
+                                                                                             "VjcmV"
+                                                                                             "0\"}]"
+                                                                                             "}'\n";
+    char *text = concat(BOOKINFO, RA);
+    struct compiled c;
+    compile_text(&c, text, "default", "ratings-v1");
+    assert_non_null(c.cfg);
+    if (!has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "not supported yet"))
+        dump_diags(&c.d);
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "not supported yet"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwks", "no usable signature key"));
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.targetRefs", "not sidecars"));
+    const struct tr_listener_cfg *l = NULL;
+    for (size_t i = 0; i < c.cfg->n_listeners; i++) {
+        if (strcmp(c.cfg->listeners[i].name, "inbound|8080") == 0)
+            l = &c.cfg->listeners[i];
+    }
+    assert_non_null(l);
+    const struct tr_request_authn_cfg *ra = &l->request_authn;
+    assert_int_equal(ra->n_rules, 2);
+    const struct tr_jwt_rule_cfg *root = &ra->rules[0], *a = &ra->rules[1];
+    if (strcmp(root->issuer, "root") != 0) {
+        root = &ra->rules[1];
+        a = &ra->rules[0];
+    }
+    assert_string_equal(root->issuer, "root");
+    assert_false(root->forward_original_token);
+    assert_int_equal(root->n_from_headers, 0);
+    assert_string_equal(a->issuer, "https://a.example");
+    assert_int_equal(a->n_audiences, 1);
+    assert_string_equal(a->audiences[0], "api");
+    assert_int_equal(a->n_from_headers, 1);
+    assert_string_equal(a->from_headers[0].name, "x-token");
+    assert_string_equal(a->from_headers[0].prefix, "Tok ");
+    assert_string_equal(a->from_params[0], "t");
+    assert_string_equal(a->from_cookies[0], "c");
+    assert_true(a->forward_original_token);
+    assert_string_equal(a->output_payload_to_header, "x-payload");
+    assert_string_equal(a->output_claim_to_headers[0].header, "x-sub");
+    assert_string_equal(a->output_claim_to_headers[0].claim, "sub");
+    assert_string_equal(a->loc.origin.kind, "RequestAuthentication");
+    assert_string_equal(a->loc.path, "spec.jwtRules[0]");
+    /* The outbound listeners carry no request authentication. */
+    for (size_t i = 0; i < c.cfg->n_listeners; i++) {
+        if (c.cfg->listeners[i].direction == TR_DIR_OUTBOUND)
+            assert_int_equal(c.cfg->listeners[i].request_authn.n_rules, 0);
+    }
+    compiled_free(&c);
+    free(text);
+}
+
 static void test_sidecar_scope_and_registry_only(void **state)
 {
     (void)state;
@@ -361,6 +488,7 @@ int main(void)
         cmocka_unit_test(test_weighted_and_header_routes),
         cmocka_unit_test(test_findings_name_the_field),
         cmocka_unit_test(test_errors_refuse_the_resource),
+        cmocka_unit_test(test_request_authentication),
         cmocka_unit_test(test_sidecar_scope_and_registry_only),
         cmocka_unit_test(test_deterministic_and_loadable),
         cmocka_unit_test(test_mirror_to_grpc_is_dropped),

@@ -1,0 +1,433 @@
+/* filter/jwt: tokens made here with OpenSSL (RSA, RSA-PSS, ECDSA P-256 and
+ * P-384, Ed25519), key sets built from the same keys. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+
+#include "filter/jwt.h"
+
+#define NOW 1700000000L
+
+static EVP_PKEY *rsa_key, *p256_key, *p384_key, *ed_key, *other_rsa;
+static struct tr_jwt_request rq;
+
+static void b64url(const unsigned char *in, size_t len, char *out)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        acc = acc << 8 | in[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = abc[(acc >> bits) & 63];
+        }
+    }
+    if (bits > 0)
+        out[o++] = abc[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+}
+
+static void b64url_str(const char *s, char *out)
+{
+    b64url((const unsigned char *)s, strlen(s), out);
+}
+
+static void bn_b64(EVP_PKEY *k, const char *param, char *out)
+{
+    BIGNUM *bn = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(k, param, &bn), 1);
+    unsigned char buf[512];
+    int n = BN_bn2bin(bn, buf);
+    b64url(buf, (size_t)n, out);
+    BN_free(bn);
+}
+
+/* An EC public point's x and y, each size bytes. */
+static void ec_xy(EVP_PKEY *k, size_t size, char *x, char *y)
+{
+    unsigned char pt[1 + 2 * 48];
+    size_t len = 0;
+    assert_int_equal(
+        EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt), &len), 1);
+    assert_int_equal(len, 1 + 2 * size);
+    b64url(pt + 1, size, x);
+    b64url(pt + 1 + size, size, y);
+}
+
+static char jwks[8192];
+
+static void make_jwks(void)
+{
+    char n[400], e[16], x1[80], y1[80], x2[80], y2[80], ex[80];
+    bn_b64(rsa_key, OSSL_PKEY_PARAM_RSA_N, n);
+    bn_b64(rsa_key, OSSL_PKEY_PARAM_RSA_E, e);
+    ec_xy(p256_key, 32, x1, y1);
+    ec_xy(p384_key, 48, x2, y2);
+    unsigned char raw[32];
+    size_t rl = sizeof(raw);
+    assert_int_equal(EVP_PKEY_get_raw_public_key(ed_key, raw, &rl), 1);
+    b64url(raw, rl, ex);
+    snprintf(
+        jwks, sizeof(jwks),
+        "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"r1\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"},"
+        "{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"e1\",\"x\":\"%s\",\"y\":\"%s\"},"
+        "{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"%s\",\"y\":\"%s\"},"
+        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\"},"
+        "{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}",
+        n, e, x1, y1, x2, y2, ex);
+}
+
+static int setup(void **state)
+{
+    rsa_key = EVP_RSA_gen(2048);
+    other_rsa = EVP_RSA_gen(2048);
+    p256_key = EVP_EC_gen("P-256");
+    p384_key = EVP_EC_gen("P-384");
+    ed_key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    if (!rsa_key || !other_rsa || !p256_key || !p384_key || !ed_key)
+        return -1;
+    make_jwks();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    EVP_PKEY_free(rsa_key);
+    EVP_PKEY_free(other_rsa);
+    EVP_PKEY_free(p256_key);
+    EVP_PKEY_free(p384_key);
+    EVP_PKEY_free(ed_key);
+    return 0;
+}
+
+/* A compact token: header JSON, payload JSON, signed with key under alg. */
+static void sign(const char *alg, EVP_PKEY *key, const char *header, const char *payload, char *out)
+{
+    char h[1024], p[4096];
+    b64url_str(header, h);
+    b64url_str(payload, p);
+    int n = sprintf(out, "%s.%s", h, p);
+    const char *md = NULL;
+    if (strncmp(alg, "EdDSA", 5) != 0)
+        md = strstr(alg, "256") ? "SHA256" : strstr(alg, "384") ? "SHA384" : "SHA512";
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    assert_int_equal(EVP_DigestSignInit_ex(ctx, &pctx, md, NULL, NULL, key, NULL), 1);
+    if (alg[0] == 'P') {
+        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING);
+        EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST);
+    }
+    unsigned char sig[1024];
+    size_t sl = sizeof(sig);
+    assert_int_equal(EVP_DigestSign(ctx, sig, &sl, (unsigned char *)out, (size_t)n), 1);
+    EVP_MD_CTX_free(ctx);
+    if (alg[0] == 'E' && alg[1] == 'S') { /* DER -> r || s */
+        size_t size = strstr(alg, "256") ? 32 : 48;
+        const unsigned char *q = sig;
+        ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &q, (long)sl);
+        assert_non_null(es);
+        unsigned char rs[96];
+        BN_bn2binpad(ECDSA_SIG_get0_r(es), rs, (int)size);
+        BN_bn2binpad(ECDSA_SIG_get0_s(es), rs + size, (int)size);
+        ECDSA_SIG_free(es);
+        memcpy(sig, rs, 2 * size);
+        sl = 2 * size;
+    }
+    out[n] = '.';
+    b64url(sig, sl, out + n + 1);
+}
+
+static const char *issuer = "https://issuer.example";
+
+static struct tr_jwt_authn *build_rule(struct tr_jwt_rule_cfg *r)
+{
+    static struct tr_request_authn_cfg cfg;
+    cfg = (struct tr_request_authn_cfg){.rules = r, .n_rules = 1};
+    char *err = NULL;
+    struct tr_jwt_authn *a = tr_jwt_authn_build(&cfg, &err);
+    if (a == NULL)
+        fail_msg("build: %s", err);
+    return a;
+}
+
+/* The status of a request carrying "Authorization: Bearer token". */
+static enum tr_jwt_status run(const struct tr_jwt_authn *a, const char *token, const char **why)
+{
+    char value[9000];
+    snprintf(value, sizeof(value), "Bearer %s", token);
+    struct tr_str_pair h[] = {{TR_STR_LIT("host"), TR_STR_LIT("x")},
+                              {TR_STR_LIT("Authorization"), tr_str_from(value, strlen(value))}};
+    return tr_jwt_authenticate(a, TR_STR_LIT("/"), h, 2, NOW, &rq, why);
+}
+
+#define PAYLOAD                                                                                    \
+    "{\"iss\":\"https://issuer.example\",\"sub\":\"alice\",\"aud\":[\"api\",\"web\"],"             \
+    "\"exp\":1700003600,\"azp\":\"cli\",\"scope\":\" read  write "                                 \
+    "admin\",\"groups\":[\"a\",\"b\",1],\"org\":{\"unit\":\"x\"}}"
+
+static void test_algorithms(void **state)
+{
+    struct tr_jwt_rule_cfg r = {.issuer = issuer, .jwks = jwks};
+    struct tr_jwt_authn *a = build_rule(&r);
+    static const struct {
+        const char *alg, *kid;
+        EVP_PKEY **key;
+    } cases[] = {
+        {"RS256", "r1", &rsa_key},  {"RS384", NULL, &rsa_key},  {"RS512", "r1", &rsa_key},
+        {"PS256", "r1", &rsa_key},  {"PS384", NULL, &rsa_key},  {"PS512", "r1", &rsa_key},
+        {"ES256", "e1", &p256_key}, {"ES384", NULL, &p384_key}, {"EdDSA", NULL, &ed_key},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char header[128], token[8192];
+        if (cases[i].kid != NULL)
+            snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"kid\":\"%s\",\"typ\":\"JWT\"}",
+                     cases[i].alg, cases[i].kid);
+        else
+            snprintf(header, sizeof(header), "{\"alg\":\"%s\"}", cases[i].alg);
+        sign(cases[i].alg, *cases[i].key, header, PAYLOAD, token);
+        const char *why = NULL;
+        if (run(a, token, &why) != TR_JWT_VERIFIED)
+            fail_msg("%s: %s", cases[i].alg, why);
+        assert_true(rq.auth.authenticated);
+        assert_true(TR_STR_EQ_LIT(rq.auth.principal, "https://issuer.example/alice"));
+        assert_true(TR_STR_EQ_LIT(rq.auth.presenter, "cli"));
+        assert_int_equal(rq.auth.n_audiences, 2);
+        assert_true(TR_STR_EQ_LIT(rq.auth.audiences[1], "web"));
+        /* Not forwarded by default: the Authorization field is dropped. */
+        assert_int_equal(rq.n_drop, 1);
+        assert_true(TR_STR_EQ_LIT(rq.drop[0], "authorization"));
+    }
+    tr_jwt_authn_free(a);
+}
+
+static void test_claims(void **state)
+{
+    struct tr_jwt_claim_header_cfg out[] = {{.header = "x-sub", .claim = "sub"},
+                                            {.header = "x-exp", .claim = "exp"},
+                                            {.header = "x-none", .claim = "nope"}};
+    struct tr_jwt_rule_cfg r = {.issuer = issuer,
+                                .jwks = jwks,
+                                .forward_original_token = true,
+                                .output_payload_to_header = "x-payload",
+                                .output_claim_to_headers = out,
+                                .n_output_claim_to_headers = 3};
+    struct tr_jwt_authn *a = build_rule(&r);
+    char token[8192];
+    sign("RS256", rsa_key, "{\"alg\":\"RS256\"}", PAYLOAD, token);
+    const char *why;
+    assert_int_equal(run(a, token, &why), TR_JWT_VERIFIED);
+    tr_str v[4];
+    size_t n = rq.auth.claim(rq.auth.claims, (tr_str[]){TR_STR_LIT("groups")}, 1, v, 4);
+    assert_int_equal(n, 2);
+    assert_true(TR_STR_EQ_LIT(v[1], "b"));
+    n = rq.auth.claim(rq.auth.claims, (tr_str[]){TR_STR_LIT("org"), TR_STR_LIT("unit")}, 2, v, 4);
+    assert_int_equal(n, 1);
+    assert_true(TR_STR_EQ_LIT(v[0], "x"));
+    assert_int_equal(rq.auth.claim(rq.auth.claims, (tr_str[]){TR_STR_LIT("exp")}, 1, v, 4), 0);
+    /* scope is space-delimited (Istio's default); other strings are not. */
+    n = rq.auth.claim(rq.auth.claims, (tr_str[]){TR_STR_LIT("scope")}, 1, v, 2);
+    assert_int_equal(n, 3);
+    assert_true(TR_STR_EQ_LIT(v[0], "read"));
+    assert_true(TR_STR_EQ_LIT(v[1], "write"));
+    n = rq.auth.claim(rq.auth.claims, (tr_str[]){TR_STR_LIT("azp")}, 1, v, 4);
+    assert_int_equal(n, 1);
+    assert_true(TR_STR_EQ_LIT(v[0], "cli"));
+    /* Output fields: dropped from the client's request, then added. */
+    assert_int_equal(rq.n_drop, 4);
+    assert_int_equal(rq.n_add, 3);
+    assert_true(TR_STR_EQ_LIT(rq.add[0].name, "x-payload"));
+    const char *dot = strchr(token, '.');
+    assert_int_equal(rq.add[0].value.len, strchr(dot + 1, '.') - dot - 1);
+    assert_memory_equal(rq.add[0].value.p, dot + 1, rq.add[0].value.len);
+    assert_true(TR_STR_EQ_LIT(rq.add[1].value, "alice"));
+    assert_true(TR_STR_EQ_LIT(rq.add[2].value, "1700003600"));
+    tr_jwt_authn_free(a);
+}
+
+static void test_refused(void **state)
+{
+    struct tr_jwt_rule_cfg r = {
+        .issuer = issuer, .jwks = jwks, .audiences = (const char *[]){"api"}, .n_audiences = 1};
+    struct tr_jwt_authn *a = build_rule(&r);
+    char token[8192], other[8192];
+    const char *why;
+    static const char *const payloads[] = {
+        /* expired beyond the skew */
+        "{\"iss\":\"https://issuer.example\",\"sub\":\"a\",\"exp\":1699999939}",
+        /* not yet valid beyond the skew */
+        "{\"iss\":\"https://issuer.example\",\"sub\":\"a\",\"nbf\":1700000061}",
+        /* wrong audience */
+        "{\"iss\":\"https://issuer.example\",\"sub\":\"a\",\"aud\":\"other\"}",
+        /* no audience */
+        "{\"iss\":\"https://issuer.example\",\"sub\":\"a\"}",
+        /* unknown issuer */
+        "{\"iss\":\"https://evil.example\",\"sub\":\"a\",\"aud\":\"api\"}",
+        /* duplicate claim */
+        "{\"iss\":\"https://issuer.example\",\"sub\":\"a\",\"aud\":\"api\",\"sub\":\"b\"}",
+    };
+    for (size_t i = 0; i < sizeof(payloads) / sizeof(payloads[0]); i++) {
+        sign("ES256", p256_key, "{\"alg\":\"ES256\"}", payloads[i], token);
+        if (run(a, token, &why) != TR_JWT_INVALID)
+            fail_msg("accepted payload %zu", i);
+        assert_non_null(why);
+        assert_false(rq.auth.authenticated);
+    }
+    /* Within the skew: accepted. */
+    sign("ES256", p256_key, "{\"alg\":\"ES256\"}",
+         "{\"iss\":\"https://"
+         "issuer.example\",\"aud\":\"api\",\"exp\":1699999941,\"nbf\":1700000059}",
+         token);
+    assert_int_equal(run(a, token, &why), TR_JWT_VERIFIED);
+    assert_true(TR_STR_EQ_LIT(rq.auth.principal, "https://issuer.example/"));
+
+    const char *good = "{\"iss\":\"https://issuer.example\",\"sub\":\"a\",\"aud\":\"api\"}";
+    /* A key not in the set. */
+    sign("RS256", other_rsa, "{\"alg\":\"RS256\"}", good, token);
+    assert_int_equal(run(a, token, &why), TR_JWT_INVALID);
+    assert_string_equal(why, "Jwt verification fails");
+    /* The kid names another key. */
+    sign("RS256", rsa_key, "{\"alg\":\"RS256\",\"kid\":\"zz\"}", good, token);
+    assert_int_equal(run(a, token, &why), TR_JWT_INVALID);
+    /* A tampered payload under a good signature. */
+    sign("RS256", rsa_key, "{\"alg\":\"RS256\"}", good, token);
+    char h[64], p[512];
+    b64url_str("{\"alg\":\"RS256\"}", h);
+    b64url_str("{\"iss\":\"https://issuer.example\",\"sub\":\"root\",\"aud\":\"api\"}", p);
+    snprintf(other, sizeof(other), "%s.%s%s", h, p, strrchr(token, '.'));
+    assert_int_equal(run(a, other, &why), TR_JWT_INVALID);
+    /* alg none, HMAC, alg confusion (an ES signature called RS). */
+    snprintf(other, sizeof(other), "%s.", strchr(token, '.') + 0);
+    b64url_str("{\"alg\":\"none\"}", h);
+    b64url_str(good, p);
+    snprintf(other, sizeof(other), "%s.%s.", h, p);
+    assert_int_equal(run(a, other, &why), TR_JWT_INVALID);
+    snprintf(other, sizeof(other), "%s.%s.c2ln", h, p);
+    assert_int_equal(run(a, other, &why), TR_JWT_INVALID);
+    b64url_str("{\"alg\":\"HS256\"}", h);
+    snprintf(other, sizeof(other), "%s.%s.c2lnbmF0dXJl", h, p);
+    assert_int_equal(run(a, other, &why), TR_JWT_INVALID);
+    assert_string_equal(why, "Jwt algorithm is not supported");
+    sign("ES256", p256_key, "{\"alg\":\"RS256\"}", good, token);
+    assert_int_equal(run(a, token, &why), TR_JWT_INVALID);
+    /* Malformed compact forms. */
+    static const char *const forms[] = {"abc", "a.b", "a.b.c.d", "!!.e30.c2ln", "e30=.e30.c2ln"};
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++)
+        assert_int_equal(run(a, forms[i], &why), TR_JWT_INVALID);
+    /* Missing: not refused. */
+    struct tr_str_pair none[] = {{TR_STR_LIT("host"), TR_STR_LIT("x")}};
+    assert_int_equal(tr_jwt_authenticate(a, TR_STR_LIT("/"), none, 1, NOW, &rq, &why),
+                     TR_JWT_MISSING);
+    assert_false(rq.auth.authenticated);
+    tr_jwt_authn_free(a);
+}
+
+static void test_locations(void **state)
+{
+    struct tr_jwt_header_cfg hdr[] = {{.name = "x-jwt", .prefix = "Tok "}};
+    struct tr_jwt_rule_cfg r = {.issuer = issuer,
+                                .jwks = jwks,
+                                .from_headers = hdr,
+                                .n_from_headers = 1,
+                                .from_params = (const char *[]){"jwt"},
+                                .n_from_params = 1,
+                                .from_cookies = (const char *[]){"session"},
+                                .n_from_cookies = 1};
+    struct tr_jwt_authn *a = build_rule(&r);
+    char token[8192], value[8300], target[8300];
+    const char *why;
+    sign("EdDSA", ed_key, "{\"alg\":\"EdDSA\"}", "{\"iss\":\"https://issuer.example\"}", token);
+    snprintf(value, sizeof(value), "Tok %s", token);
+    struct tr_str_pair h1[] = {{TR_STR_LIT("X-JWT"), tr_str_from(value, strlen(value))}};
+    assert_int_equal(tr_jwt_authenticate(a, TR_STR_LIT("/"), h1, 1, NOW, &rq, &why),
+                     TR_JWT_VERIFIED);
+    snprintf(target, sizeof(target), "/p?a=1&jwt=%s&b=2", token);
+    assert_int_equal(
+        tr_jwt_authenticate(a, tr_str_from(target, strlen(target)), NULL, 0, NOW, &rq, &why),
+        TR_JWT_VERIFIED);
+    assert_int_equal(rq.n_drop, 0); /* a parameter is not a header to drop */
+    snprintf(value, sizeof(value), "a=b; session=%s; c=d", token);
+    struct tr_str_pair h2[] = {{TR_STR_LIT("cookie"), tr_str_from(value, strlen(value))}};
+    assert_int_equal(tr_jwt_authenticate(a, TR_STR_LIT("/"), h2, 1, NOW, &rq, &why),
+                     TR_JWT_VERIFIED);
+    /* The default locations are not looked at when others are given. */
+    snprintf(value, sizeof(value), "Bearer %s", token);
+    struct tr_str_pair h3[] = {{TR_STR_LIT("authorization"), tr_str_from(value, strlen(value))}};
+    assert_int_equal(tr_jwt_authenticate(a, TR_STR_LIT("/?access_token=x"), h3, 1, NOW, &rq, &why),
+                     TR_JWT_MISSING);
+    tr_jwt_authn_free(a);
+}
+
+static void test_jwks_refused(void **state)
+{
+    static const char *const bad[] = {
+        "{}",
+        "{\"keys\":{}}",
+        "{\"keys\":[]}",
+        "{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}",
+        "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}", /* short */
+        "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AAAA\",\"y\":\"AAAA\"}]}",
+        "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-521\",\"x\":\"AAAA\",\"y\":\"AAAA\"}]}",
+        "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed448\",\"x\":\"AAAA\"}]}",
+        "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\"}]}",
+        "{\"keys\":[1]}",
+        "not json",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *err = NULL;
+        struct tr_jwks *k = tr_jwks_parse(bad[i], strlen(bad[i]), &err);
+        if (k != NULL)
+            fail_msg("accepted %s", bad[i]);
+        assert_non_null(err);
+        free(err);
+    }
+    char *err = NULL;
+    struct tr_jwks *k = tr_jwks_parse(jwks, strlen(jwks), &err);
+    assert_non_null(k);
+    assert_int_equal(tr_jwks_count(k), 4); /* the oct key skipped */
+    tr_jwks_free(k);
+    /* A P-256 point off the curve. */
+    char off[512];
+    char x[80], y[80];
+    ec_xy(p256_key, 32, x, y);
+    y[5] = y[5] == 'A' ? 'B' : 'A';
+    snprintf(off, sizeof(off),
+             "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"%s\"}]}", x, y);
+    assert_null(tr_jwks_parse(off, strlen(off), &err));
+    free(err);
+}
+
+static void test_base64url(void **state)
+{
+    unsigned char out[16];
+    assert_int_equal(tr_base64url_decode("aGk", 3, out, sizeof(out)), 2);
+    assert_memory_equal(out, "hi", 2);
+    assert_int_equal(tr_base64url_decode("aGl", 3, out, sizeof(out)), -1); /* unused bits */
+    assert_int_equal(tr_base64url_decode("aGk=", 4, out, sizeof(out)), -1);
+    assert_int_equal(tr_base64url_decode("a+k", 3, out, sizeof(out)), -1);
+    assert_int_equal(tr_base64url_decode("a", 1, out, sizeof(out)), -1);
+    assert_int_equal(tr_base64url_decode("_-_-", 4, out, sizeof(out)), 3);
+    assert_int_equal(tr_base64url_decode("aGVsbG8", 7, out, 4), -1); /* does not fit */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_base64url), cmocka_unit_test(test_algorithms),
+        cmocka_unit_test(test_claims),    cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_locations), cmocka_unit_test(test_jwks_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
