@@ -9,6 +9,7 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
+#include "proxy/authz_call.h"
 #include "filter/headers.h"
 #include "obs/access_log.h"
 #include "proxy/decide.h"
@@ -1313,9 +1314,14 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
     };
     const struct tr_route_cfg *route = tr_router_match(router, &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
-    if (az != NULL && tr_authz_eval(az, s->principal, TR_STR_LIT("CONNECT"), TR_STR_LIT("/"),
-                                    NULL) == TR_AUTHZ_VERDICT_DENY) {
-        local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied\n");
+    struct tr_authz_request aq;
+    tr_authz_conn_attrs(s, &aq);
+    aq.http = true;
+    aq.method = TR_STR_LIT("CONNECT");
+    aq.host = authority;
+    aq.path = TR_STR_LIT("/");
+    if (tr_authz_denied(s, az, &aq, "CONNECT request")) {
+        local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied");
         return;
     }
     bool named = false;
