@@ -163,7 +163,9 @@ enum tr_az_key tr_az_key_parse(const char *key, tr_str arg[TR_AZ_MAX_CLAIM_DEPTH
     if (strncmp(key, claims, sizeof(claims) - 1) == 0 && key[sizeof(claims) - 1] == '[') {
         size_t n = az_brackets(key + sizeof(claims) - 1, arg, TR_AZ_MAX_CLAIM_DEPTH);
         if (n == 0) {
-            snprintf(why, size, "invalid key \"%.128s\": use request.auth.claims[NAME] (nested: [A][B], at most "
+            snprintf(
+                why, size,
+                "invalid key \"%.128s\": use request.auth.claims[NAME] (nested: [A][B], at most "
                 "%u levels)",
                 key, TR_AZ_MAX_CLAIM_DEPTH);
             return TR_AZK_INVALID;

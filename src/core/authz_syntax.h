@@ -38,18 +38,18 @@ struct tr_ip tr_ip_from_sockaddr(const struct sockaddr *sa, uint16_t *port);
 /* Condition keys of `when`. */
 enum tr_az_key {
     TR_AZK_INVALID = 0,
-    TR_AZK_HEADER,          /* request.headers[NAME] */
-    TR_AZK_SOURCE_IP,       /* source.ip */
-    TR_AZK_REMOTE_IP,       /* remote.ip */
-    TR_AZK_SOURCE_NS,       /* source.namespace */
-    TR_AZK_SOURCE_PRINCIPAL,/* source.principal */
-    TR_AZK_AUTH_PRINCIPAL,  /* request.auth.principal */
-    TR_AZK_AUTH_AUDIENCES,  /* request.auth.audiences */
-    TR_AZK_AUTH_PRESENTER,  /* request.auth.presenter */
-    TR_AZK_AUTH_CLAIMS,     /* request.auth.claims[a][b]... */
-    TR_AZK_DEST_IP,         /* destination.ip */
-    TR_AZK_DEST_PORT,       /* destination.port */
-    TR_AZK_SNI,             /* connection.sni */
+    TR_AZK_HEADER,           /* request.headers[NAME] */
+    TR_AZK_SOURCE_IP,        /* source.ip */
+    TR_AZK_REMOTE_IP,        /* remote.ip */
+    TR_AZK_SOURCE_NS,        /* source.namespace */
+    TR_AZK_SOURCE_PRINCIPAL, /* source.principal */
+    TR_AZK_AUTH_PRINCIPAL,   /* request.auth.principal */
+    TR_AZK_AUTH_AUDIENCES,   /* request.auth.audiences */
+    TR_AZK_AUTH_PRESENTER,   /* request.auth.presenter */
+    TR_AZK_AUTH_CLAIMS,      /* request.auth.claims[a][b]... */
+    TR_AZK_DEST_IP,          /* destination.ip */
+    TR_AZK_DEST_PORT,        /* destination.port */
+    TR_AZK_SNI,              /* connection.sni */
 };
 
 #define TR_AZ_MAX_CLAIM_DEPTH 8u

@@ -31,9 +31,8 @@ bool tr_authz_denied(const struct tr_session *s, const struct tr_authz *az,
     enum tr_authz_verdict v = tr_authz_decide(az, rq, &res);
     const char *who = s->principal != NULL ? s->principal : s->peer_ip;
     if (res.audit_policy >= 0)
-        tr_info("listener %s: %s from %s audited by authorization policy %s rule %d",
-                s->lcfg->name, what, who, tr_authz_policy_name(az, res.audit_policy),
-                res.audit_rule);
+        tr_info("listener %s: %s from %s audited by authorization policy %s rule %d", s->lcfg->name,
+                what, who, tr_authz_policy_name(az, res.audit_policy), res.audit_rule);
     if (v == TR_AUTHZ_VERDICT_ALLOW)
         return false;
     if (res.policy >= 0)

@@ -8,6 +8,7 @@
  *   policy.c    DestinationRule: subsets and traffic policy -> clusters
  *   routes.c    VirtualService -> routes of a virtual host
  *   compile.c   scope (Sidecar, exportTo), listeners, route tables, the model
+ *   authz.c     AuthorizationPolicy -> the inbound listeners' authorization
  */
 #ifndef TR_DIALECT_ISTIO_INTERNAL_H
 #define TR_DIALECT_ISTIO_INTERNAL_H
@@ -323,5 +324,12 @@ void ist_dr_check(struct ist_ctx *x, const struct tr_resource *dr);
 /* The effective policy of (dr, subset, port), with Istio's defaults. */
 void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const char *subset,
                       uint32_t port, struct ist_cluster_policy *p);
+
+/* ------------------------------------------------------ authorization */
+
+/* AuthorizationPolicy (security.istio.io): every policy is read and
+ * checked; those that apply to the workload go to its inbound listeners
+ * (authz.c). Call after the inbound listeners exist. */
+bool ist_authz(struct ist_ctx *x);
 
 #endif

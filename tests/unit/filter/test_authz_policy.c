@@ -11,8 +11,12 @@
 #include "filter/authz.h"
 #include "router/router.h"
 
-#define L(...) (const char *[]){__VA_ARGS__}
-#define N(...) (sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *))
+#define L(...)                                                                                     \
+    (const char *[])                                                                               \
+    {                                                                                              \
+        __VA_ARGS__                                                                                \
+    }
+#define N(...)        (sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *))
 #define F(field, ...) .field = L(__VA_ARGS__), .n_##field = N(__VA_ARGS__)
 
 #define WEB   "spiffe://cluster.local/ns/default/sa/web"
@@ -191,14 +195,15 @@ static void test_operations(void **state)
         {F(not_methods, "GET"), F(paths, "/api*"), F(not_paths, "/api/private*")},
     };
     struct tr_authz_policy_rule_cfg rule = {.to = ops, .n_to = 2};
-    struct tr_authz_policy_cfg p = {.name = "a", .action = TR_AUTHZ_ALLOW, .rules = &rule, .n_rules = 1};
+    struct tr_authz_policy_cfg p = {
+        .name = "a", .action = TR_AUTHZ_ALLOW, .rules = &rule, .n_rules = 1};
     struct tr_authz *a = build(&p, 1);
     struct {
         const char *method, *path;
         enum tr_authz_verdict v;
     } cases[] = {
-        {"GET", "/items/1", ALLOW},   {"GET", "/items/1/x", DENY}, {"GET", "/items/", DENY},
-        {"HEAD", "/a/b.css", ALLOW},  {"PUT", "/items/1", DENY},   {"POST", "/api/x", ALLOW},
+        {"GET", "/items/1", ALLOW},       {"GET", "/items/1/x", DENY}, {"GET", "/items/", DENY},
+        {"HEAD", "/a/b.css", ALLOW},      {"PUT", "/items/1", DENY},   {"POST", "/api/x", ALLOW},
         {"POST", "/api/private/1", DENY}, {"GET", "/api/x", DENY},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -238,12 +243,12 @@ static void test_conditions_and_request_auth(void **state)
     };
     struct tr_authz_source_cfg src = {F(request_principals, "https://idp/*")};
     struct tr_authz_policy_rule_cfg rule = {.from = &src, .n_from = 1, .when = when, .n_when = 4};
-    struct tr_authz_policy_cfg p = {.name = "a", .action = TR_AUTHZ_ALLOW, .rules = &rule, .n_rules = 1};
+    struct tr_authz_policy_cfg p = {
+        .name = "a", .action = TR_AUTHZ_ALLOW, .rules = &rule, .n_rules = 1};
     struct tr_authz *a = build(&p, 1);
     struct tr_str_pair h[] = {{TR_STR_LIT("X-Tenant"), TR_STR_LIT("acme-1")}};
-    struct tr_request_auth au = {.authenticated = true,
-                                 .principal = TR_STR_LIT("https://idp/alice"),
-                                 .claim = claim_lookup};
+    struct tr_request_auth au = {
+        .authenticated = true, .principal = TR_STR_LIT("https://idp/alice"), .claim = claim_lookup};
     struct tr_authz_request rq = http(WEB, "GET", "/");
     rq.headers = h;
     rq.n_headers = 1;
@@ -263,11 +268,13 @@ static void test_conditions_and_request_auth(void **state)
 
 static void test_build_errors(void **state)
 {
-    struct tr_authz_condition_cfg bad = {.key = "request.nope", F(values, "x"),
-                                         .loc = {.file = "p.yaml", .line = 3, .col = 5,
-                                                 .path = "listeners[0].authorization"}};
+    struct tr_authz_condition_cfg bad = {
+        .key = "request.nope",
+        F(values, "x"),
+        .loc = {.file = "p.yaml", .line = 3, .col = 5, .path = "listeners[0].authorization"}};
     struct tr_authz_policy_rule_cfg rule = {.when = &bad, .n_when = 1};
-    struct tr_authz_policy_cfg p = {.name = "a", .action = TR_AUTHZ_ALLOW, .rules = &rule, .n_rules = 1};
+    struct tr_authz_policy_cfg p = {
+        .name = "a", .action = TR_AUTHZ_ALLOW, .rules = &rule, .n_rules = 1};
     struct tr_authz_cfg cfg = {.policies = &p, .n_policies = 1};
     char *err = NULL;
     assert_null(tr_authz_build(&cfg, &err));
