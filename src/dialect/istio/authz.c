@@ -135,8 +135,8 @@ static void az_service_accounts(struct ist_ctx *x, struct ist_cursor *c, const s
             ist_pop(c, saved);
             continue;
         }
-        v[(*n)++] = slash != NULL ? ist_mprintf(x, "*/ns/%.*s/sa/%s", (int)(slash - sas[i]),
-                                                sas[i], slash + 1)
+        v[(*n)++] = slash != NULL ? ist_mprintf(x, "*/ns/%.*s/sa/%s", (int)(slash - sas[i]), sas[i],
+                                                slash + 1)
                                   : ist_mprintf(x, "*/ns/%s/sa/%s", ns, sas[i]);
     }
     *list = v;
@@ -146,10 +146,12 @@ static void az_source(struct ist_ctx *x, struct ist_cursor *c, const struct tr_r
                       const char *ns, struct tr_authz_source_cfg *o)
 {
     static const struct ist_key keys[] = {
-        {"principals", NULL},       {"notPrincipals", NULL},        {"requestPrincipals", NULL},
-        {"notRequestPrincipals", NULL}, {"namespaces", NULL},       {"notNamespaces", NULL},
-        {"ipBlocks", NULL},         {"notIpBlocks", NULL},          {"remoteIpBlocks", NULL},
-        {"notRemoteIpBlocks", NULL}, {"serviceAccounts", NULL},     {"notServiceAccounts", NULL},
+        {"principals", NULL},        {"notPrincipals", NULL},
+        {"requestPrincipals", NULL}, {"notRequestPrincipals", NULL},
+        {"namespaces", NULL},        {"notNamespaces", NULL},
+        {"ipBlocks", NULL},          {"notIpBlocks", NULL},
+        {"remoteIpBlocks", NULL},    {"notRemoteIpBlocks", NULL},
+        {"serviceAccounts", NULL},   {"notServiceAccounts", NULL},
     };
     if (!IST_KEYS(x, c, src, keys))
         return;
@@ -167,7 +169,7 @@ static void az_operation(struct ist_ctx *x, struct ist_cursor *c, const struct t
                          struct tr_authz_operation_cfg *o)
 {
     static const struct ist_key keys[] = {
-        {"hosts", NULL}, {"notHosts", NULL},   {"ports", NULL}, {"notPorts", NULL},
+        {"hosts", NULL},   {"notHosts", NULL},   {"ports", NULL}, {"notPorts", NULL},
         {"methods", NULL}, {"notMethods", NULL}, {"paths", NULL}, {"notPaths", NULL},
     };
     if (!IST_KEYS(x, c, op, keys))
@@ -310,7 +312,7 @@ static enum az_scope az_applies(struct ist_ctx *x, struct ist_cursor *c,
         if (!ok)
             return AZ_NONE;
         return ist_labels_match(tr_rnode_get(sel, "matchLabels"), x->wl_labels) ? AZ_ALL_PORTS
-                                                                               : AZ_NONE;
+                                                                                : AZ_NONE;
     }
     if (refs == NULL && ref1 == NULL)
         return AZ_ALL_PORTS;
@@ -338,8 +340,8 @@ static enum az_scope az_applies(struct ist_ctx *x, struct ist_cursor *c,
                 for (size_t s = 0; s < x->n_svcs; s++) {
                     const struct ist_service *svc = x->svcs[s];
                     if (svc->name == NULL || strcmp(svc->name, name) != 0 ||
-                        strcmp(svc->ns, rns) != 0 || svc->selector == NULL ||
-                        x->wl_ns == NULL || strcmp(svc->ns, x->wl_ns) != 0 ||
+                        strcmp(svc->ns, rns) != 0 || svc->selector == NULL || x->wl_ns == NULL ||
+                        strcmp(svc->ns, x->wl_ns) != 0 ||
                         !ist_labels_match(svc->selector, x->wl_labels))
                         continue;
                     scope = AZ_SOME_PORTS;
@@ -388,8 +390,7 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
     if (ist_str(x, &c, r->spec, "action", &action) && strcmp(action, "ALLOW") != 0 &&
         strcmp(action, "DENY") != 0 && strcmp(action, "AUDIT") != 0 &&
         strcmp(action, "CUSTOM") != 0)
-        ist_error(x, &c, an, "action", "expected ALLOW, DENY, AUDIT or CUSTOM, got \"%s\"",
-                  action);
+        ist_error(x, &c, an, "action", "expected ALLOW, DENY, AUDIT or CUSTOM, got \"%s\"", action);
     out->name = ist_mprintf(x, "%s/%s", rns, r->name ? r->name : "");
     out->action = strcmp(action, "DENY") == 0    ? TR_AUTHZ_DENY
                   : strcmp(action, "AUDIT") == 0 ? TR_AUTHZ_AUDIT
@@ -407,8 +408,8 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
         ist_error(x, &c, prov, "provider", "provider is only allowed with action CUSTOM");
     out->loc = ist_loc(x, &c, r->spec);
     void *p;
-    const struct tr_rnode *l = az_maps(x, &c, r->spec, "rules", sizeof(*out->rules), &p,
-                                       &out->n_rules);
+    const struct tr_rnode *l =
+        az_maps(x, &c, r->spec, "rules", sizeof(*out->rules), &p, &out->n_rules);
     out->rules = p;
     size_t i = 0;
     for (const struct tr_rnode *e = l ? l->head : NULL; e != NULL; e = e->next, i++) {

@@ -109,13 +109,13 @@ static void test_deny_all_plus_allow(void **state)
 {
     struct compiled c;
     compile_text(&c, AP("prod", "deny-all", "  {}\n") AP("prod", "allow-frontend",
-                                                            "  selector: {matchLabels: {app: "
-                                                            "backend}}\n"
-                                                            "  rules:\n  - from:\n    - source: "
-                                                            "{principals: "
-                                                            "[cluster.local/ns/prod/sa/frontend]}\n"
-                                                            "    to:\n    - operation: {methods: "
-                                                            "[GET], paths: [\"/api/*\"]}\n"));
+                                                         "  selector: {matchLabels: {app: "
+                                                         "backend}}\n"
+                                                         "  rules:\n  - from:\n    - source: "
+                                                         "{principals: "
+                                                         "[cluster.local/ns/prod/sa/frontend]}\n"
+                                                         "    to:\n    - operation: {methods: "
+                                                         "[GET], paths: [\"/api/*\"]}\n"));
     assert_int_equal(c.d.n_errors, 0);
     const struct tr_listener_cfg *l = listener(&c, "inbound|8080");
     assert_int_equal(l->authz.n_policies, 2);
@@ -140,15 +140,17 @@ static void test_deny_all_plus_allow(void **state)
 static void test_scope(void **state)
 {
     struct compiled c;
-    compile_text(&c, AP("istio-system", "mesh-deny", "  action: DENY\n  rules:\n  - to:\n    - "
-                                                     "operation: {methods: [TRACE]}\n")
-                     AP("dev", "elsewhere", "  action: DENY\n  rules: [{}]\n")
-                         AP("prod", "other-app", "  selector: {matchLabels: {app: x}}\n"
-                                                 "  action: DENY\n  rules: [{}]\n")
-                             AP("prod", "admin-only",
-                                "  targetRefs: [{kind: Service, group: \"\", name: "
-                                "backend-admin}]\n  rules:\n  - from:\n    - source: "
-                                "{namespaces: [ops]}\n"));
+    compile_text(&c, AP("istio-system", "mesh-deny",
+                        "  action: DENY\n  rules:\n  - to:\n    - "
+                        "operation: {methods: [TRACE]}\n")
+                         AP("dev", "elsewhere", "  action: DENY\n  rules: [{}]\n")
+                             AP("prod", "other-app",
+                                "  selector: {matchLabels: {app: x}}\n"
+                                "  action: DENY\n  rules: [{}]\n")
+                                 AP("prod", "admin-only",
+                                    "  targetRefs: [{kind: Service, group: \"\", name: "
+                                    "backend-admin}]\n  rules:\n  - from:\n    - source: "
+                                    "{namespaces: [ops]}\n"));
     assert_int_equal(c.d.n_errors, 0);
     const struct tr_listener_cfg *l = listener(&c, "inbound|8080");
     assert_int_equal(l->authz.n_policies, 1);
@@ -208,31 +210,34 @@ static void test_findings(void **state)
 {
     struct compiled c;
     compile_text(&c, AP("prod", "ext", "  action: CUSTOM\n  provider: {name: opa}\n  rules: [{}]\n")
-                     AP("prod", "bad", "  rules:\n  - when:\n    - {key: request.nope, values: "
-                                       "[x]}\n    - {key: source.ip, values: [10.0.0.1/8]}\n"
-                                       "  - to:\n    - operation: {paths: [\"/a/{**}/b\"], "
-                                       "ports: [\"0\"]}\n  - from:\n    - {}\n"));
+                         AP("prod", "bad",
+                            "  rules:\n  - when:\n    - {key: request.nope, values: "
+                            "[x]}\n    - {key: source.ip, values: [10.0.0.1/8]}\n"
+                            "  - to:\n    - operation: {paths: [\"/a/{**}/b\"], "
+                            "ports: [\"0\"]}\n  - from:\n    - {}\n"));
     assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/ext: spec.action: CUSTOM (an "
-                                    "external authorizer) is not supported yet"));
+                                   "external authorizer) is not supported yet"));
     assert_non_null(strstr(c.msgs, "spec.rules[0].when[0].key: unknown condition key "
-                                    "\"request.nope\""));
+                                   "\"request.nope\""));
     assert_non_null(strstr(c.msgs, "spec.rules[0].when[1].values[0]: \"10.0.0.1/8\" has bits"));
     assert_non_null(strstr(c.msgs, "spec.rules[1].to[0].operation.paths[0]: \"{**}\" must be "
-                                    "the last segment"));
+                                   "the last segment"));
     assert_non_null(strstr(c.msgs, "spec.rules[1].to[0].operation.ports[0]: a port is a number"));
     assert_non_null(strstr(c.msgs, "spec.rules[2].from[0].source: missing required field"));
     if (c.d.n_errors != 6)
         fail_msg("%s", c.msgs);
     compiled_free(&c);
 
-    compile_text(&c, AP("prod", "both", "  selector: {matchLabels: {app: backend}}\n  targetRefs: "
-                                        "[{kind: Service, name: backend}]\n")
-                     AP("prod", "gw", "  targetRefs: [{kind: Gateway, group: "
-                                      "gateway.networking.k8s.io, name: g}]\n"));
+    compile_text(&c, AP("prod", "both",
+                        "  selector: {matchLabels: {app: backend}}\n  targetRefs: "
+                        "[{kind: Service, name: backend}]\n")
+                         AP("prod", "gw",
+                            "  targetRefs: [{kind: Gateway, group: "
+                            "gateway.networking.k8s.io, name: g}]\n"));
     assert_non_null(strstr(c.msgs, "spec.selector: selector and targetRefs are exclusive"));
     assert_non_null(strstr(c.msgs, "warning"));
     assert_non_null(strstr(c.msgs, "targets of kind gateway.networking.k8s.io/Gateway are not "
-                                    "supported yet"));
+                                   "supported yet"));
     compiled_free(&c);
 }
 
