@@ -111,7 +111,8 @@ char *tr_ctl_authz_check(const struct tr_config *cfg, const struct tr_authz_chec
     if (rq.http) {
         if (path[0] != '/')
             return fail(status, 2, "trellis ctl authz check: --path must start with \"/\"");
-        rq.method = tr_str_from(q->method ? q->method : "GET", strlen(q->method ? q->method : "GET"));
+        rq.method =
+            tr_str_from(q->method ? q->method : "GET", strlen(q->method ? q->method : "GET"));
         rq.path = tr_str_from(path, plen);
         if (q->host != NULL)
             snprintf(host, sizeof(host), "%s", q->host);

@@ -11,17 +11,17 @@
 #include "config/model.h"
 
 struct tr_authz_check_request {
-    const char *from;      /* the client's SPIFFE ID (spiffe:// optional); NULL: plaintext */
-    const char *method;    /* "GET" */
-    const char *path;      /* "/api/x?y" */
-    const char *host;      /* the Host header; NULL: the listener's address */
+    const char *from;           /* the client's SPIFFE ID (spiffe:// optional); NULL: plaintext */
+    const char *method;         /* "GET" */
+    const char *path;           /* "/api/x?y" */
+    const char *host;           /* the Host header; NULL: the listener's address */
     const char *const *headers; /* "Name=value" (or "Name: value") */
     size_t n_headers;
-    uint32_t port;         /* the inbound port (listener inbound|PORT); 0: the first */
-    const char *source_ip; /* NULL: 127.0.0.1 */
-    const char *sni;       /* NULL: none */
+    uint32_t port;          /* the inbound port (listener inbound|PORT); 0: the first */
+    const char *source_ip;  /* NULL: 127.0.0.1 */
+    const char *sni;        /* NULL: none */
     const char *jwt_claims; /* a verified token's payload as JSON; NULL: no token */
-    bool tcp;              /* a TCP connection rather than an HTTP request */
+    bool tcp;               /* a TCP connection rather than an HTTP request */
 };
 
 /* The answer as text or as one JSON object (keys: decision "ALLOW"|"DENY",
