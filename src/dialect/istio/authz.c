@@ -351,7 +351,8 @@ static enum az_scope az_applies(struct ist_ctx *x, struct ist_cursor *c,
                     }
                 }
             } else {
-                ist_warn(x, c, e, "kind",
+                bool core = group[0] == '\0' || strcmp(group, "core") == 0;
+                ist_warn(x, c, e, core ? "kind" : "group",
                          "targets of kind %s%s%s are not supported yet (a sidecar enforces "
                          "Service targets): the policy is not applied",
                          group[0] ? group : "", group[0] ? "/" : "", kind);
