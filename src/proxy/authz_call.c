@@ -23,8 +23,11 @@ void tr_authz_conn_attrs(const struct tr_session *s, struct tr_authz_request *rq
 }
 
 bool tr_authz_denied(const struct tr_session *s, const struct tr_authz *az,
-                     const struct tr_authz_request *rq, const char *what)
+                     const struct tr_authz_request *rq, const char *what, const char **policy,
+                     int *rule)
 {
+    *policy = NULL;
+    *rule = -1;
     if (az == NULL)
         return false;
     struct tr_authz_result res;
@@ -35,6 +38,8 @@ bool tr_authz_denied(const struct tr_session *s, const struct tr_authz *az,
                 what, who, tr_authz_policy_name(az, res.audit_policy), res.audit_rule);
     if (v == TR_AUTHZ_VERDICT_ALLOW)
         return false;
+    *policy = tr_authz_policy_name(az, res.policy);
+    *rule = res.rule;
     if (res.policy >= 0)
         tr_info("listener %s: %s from %s denied by authorization policy %s rule %d", s->lcfg->name,
                 what, who, tr_authz_policy_name(az, res.policy), res.rule);

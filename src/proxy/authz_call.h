@@ -17,8 +17,11 @@ void tr_authz_conn_attrs(const struct tr_session *s, struct tr_authz_request *rq
 
 /* Decides rq with az (NULL: allowed); a denial is logged naming the policy
  * and rule that decided (or the default), an AUDIT match too. True when
- * denied. what: "request" or "TCP connection", for the log line. */
+ * denied; then *policy and *rule name the policy that denied (NULL and -1:
+ * a default). The name lives as long as az. what: "request" or "TCP
+ * connection", for the log line. */
 bool tr_authz_denied(const struct tr_session *s, const struct tr_authz *az,
-                     const struct tr_authz_request *rq, const char *what);
+                     const struct tr_authz_request *rq, const char *what, const char **policy,
+                     int *rule);
 
 #endif

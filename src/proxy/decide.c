@@ -137,9 +137,14 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
             aq.path.len = (uint32_t)(q - path.p);
         aq.headers = headers;
         aq.n_headers = n_headers;
-        if (tr_authz_denied(s, az, &aq, "request")) {
-            *d = (struct tr_decision){
-                .status = 403, .flags = TR_RF_RBAC, .body = "RBAC: access denied"};
+        const char *policy;
+        int rule;
+        if (tr_authz_denied(s, az, &aq, "request", &policy, &rule)) {
+            *d = (struct tr_decision){.status = 403,
+                                      .flags = TR_RF_RBAC,
+                                      .body = "RBAC: access denied",
+                                      .authz_policy = policy,
+                                      .authz_rule = rule};
             return;
         }
     }

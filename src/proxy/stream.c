@@ -207,6 +207,8 @@ static void stream_log(struct tr_stream *st)
             .listener = s->lcfg->name,
             .cluster = st->cluster != NULL ? st->cluster->cfg->name : NULL,
             .upstream = st->upstream_addr,
+            .authz_policy = st->authz_policy,
+            .authz_rule = st->authz_rule,
             .truncated = st->log_cut,
         };
         tr_access_log_write(W(st)->access_log_fd, &e);
@@ -1320,7 +1322,7 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
     aq.method = TR_STR_LIT("CONNECT");
     aq.host = authority;
     aq.path = TR_STR_LIT("/");
-    if (tr_authz_denied(s, az, &aq, "CONNECT request")) {
+    if (tr_authz_denied(s, az, &aq, "CONNECT request", &st->authz_policy, &st->authz_rule)) {
         local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied");
         return;
     }
@@ -1405,6 +1407,8 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     struct tr_decision d;
     tr_decide(s, host, path, method, (const struct tr_str_pair *)h, (uint32_t)n, &d);
     st->route = d.route;
+    st->authz_policy = d.authz_policy;
+    st->authz_rule = d.authz_rule;
     st->req_edit = d.request_edit;
     st->resp_edit = d.response_edit;
     if (d.cors == TR_CORS_ALLOWED)

@@ -74,6 +74,8 @@ static void tcp_finish(struct tr_session *s, uint16_t flags)
             .listener = s->lcfg->name,
             .cluster = t->cluster != NULL ? t->cluster->cfg->name : NULL,
             .upstream = t->upstream,
+            .authz_policy = t->authz_policy,
+            .authz_rule = t->authz_rule,
         };
         tr_access_log_write(s->w->access_log_fd, &e);
     }
@@ -285,7 +287,7 @@ void tr_tcp_session_start(struct tr_session *s)
     const struct tr_authz *az = s->ws->snap->authz[s->lidx];
     struct tr_authz_request aq;
     tr_authz_conn_attrs(s, &aq);
-    if (tr_authz_denied(s, az, &aq, "TCP connection")) {
+    if (tr_authz_denied(s, az, &aq, "TCP connection", &t->authz_policy, &t->authz_rule)) {
         tcp_finish(s, TR_RF_RBAC);
         return;
     }

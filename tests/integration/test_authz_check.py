@@ -113,7 +113,9 @@ def test_hand_written_policies(workdir, proxies, backend):
     """The model's own form, written by hand: a header condition, a DENY with
     a path template, and a default deny for the rest."""
     port = free_port()
+    access = os.path.join(workdir, "access.log")
     cfg = {
+        "access_log": {"enabled": True, "path": access},
         "listeners": [{
             "name": "in", "address": f"127.0.0.1:{port}", "route_table": "rt",
             "authorization": {"policies": [
@@ -140,3 +142,8 @@ def test_hand_written_policies(workdir, proxies, backend):
     assert "denied by authorization policy no-exports rule 0" in log
     assert "denied by authorization: no ALLOW policy matched (default deny)" in log
     assert 'response_code="403"' in p.metrics() and 'response_flags="RBAC"' in p.metrics()
+    p.stop()
+    lines = [json.loads(line) for line in open(access)]
+    assert [(e["response_code"], e["response_flags"], e.get("authz_policy"), e.get("authz_rule"))
+            for e in lines] == [(200, "-", None, None), (403, "RBAC", "no-exports", 0),
+                                (403, "RBAC", None, None)]
