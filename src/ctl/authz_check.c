@@ -137,6 +137,7 @@ char *tr_ctl_authz_check(const struct tr_config *cfg, const struct tr_authz_chec
     struct fy_document *claims = NULL;
     struct tr_request_auth auth = {0};
     tr_str auds[CHECK_MAX_AUD];
+    char pbuf[2048]; /* the request principal "ISS/SUB" */
     if (q->jwt_claims != NULL) {
         claims = fy_document_build_from_string(NULL, q->jwt_claims, FY_NT);
         if (claims == NULL || !fy_node_is_mapping(fy_document_root(claims))) {
@@ -144,7 +145,6 @@ char *tr_ctl_authz_check(const struct tr_config *cfg, const struct tr_authz_chec
             return fail(status, 2, "trellis ctl authz check: --jwt-claims is not a JSON object");
         }
         tr_str iss = claim_str(claims, "iss"), sub = claim_str(claims, "sub");
-        static char pbuf[2048];
         snprintf(pbuf, sizeof(pbuf), "%.*s/%.*s", (int)iss.len, iss.p, (int)sub.len, sub.p);
         auth.authenticated = true;
         auth.principal = tr_str_from(pbuf, strlen(pbuf));

@@ -1317,12 +1317,15 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
     const struct tr_route_cfg *route = tr_router_match(router, &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
     struct tr_authz_request aq;
-    tr_authz_conn_attrs(s, &aq);
-    aq.http = true;
-    aq.method = TR_STR_LIT("CONNECT");
-    aq.host = authority;
-    aq.path = TR_STR_LIT("/");
-    if (tr_authz_denied(s, az, &aq, "CONNECT request", &st->authz_policy, &st->authz_rule)) {
+    if (az != NULL) {
+        tr_authz_conn_attrs(s, &aq);
+        aq.http = true;
+        aq.method = TR_STR_LIT("CONNECT");
+        aq.host = authority;
+        aq.path = TR_STR_LIT("/");
+    }
+    if (az != NULL &&
+        tr_authz_denied(s, az, &aq, "CONNECT request", &st->authz_policy, &st->authz_rule)) {
         local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied");
         return;
     }

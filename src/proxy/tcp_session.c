@@ -286,8 +286,10 @@ void tr_tcp_session_start(struct tr_session *s)
     t->start_us = tr_loop_now_us(s->w->loop);
     const struct tr_authz *az = s->ws->snap->authz[s->lidx];
     struct tr_authz_request aq;
-    tr_authz_conn_attrs(s, &aq);
-    if (tr_authz_denied(s, az, &aq, "TCP connection", &t->authz_policy, &t->authz_rule)) {
+    if (az != NULL)
+        tr_authz_conn_attrs(s, &aq);
+    if (az != NULL &&
+        tr_authz_denied(s, az, &aq, "TCP connection", &t->authz_policy, &t->authz_rule)) {
         tcp_finish(s, TR_RF_RBAC);
         return;
     }

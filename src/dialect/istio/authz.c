@@ -443,9 +443,20 @@ bool ist_authz(struct ist_ctx *x)
     bool *use = ist_alloc(x, n2, sizeof(*use));
     if (use == NULL)
         return false;
-    for (size_t i = 0; i < n1; i++)
+    bool gateway = ist_is_gateway(x);
+    for (size_t i = 0; i < n1; i++) {
         use[i] = az_policy(x, v1[i], &pols[i], ports[i], &n_ports[i], &scope[i]);
-    if (x->checking)
+        if (use[i] && gateway) {
+            /* Dropping it would open the gateway: refuse instead. */
+            struct ist_cursor c;
+            ist_cursor_init(&c, v1[i], "spec");
+            ist_error(x, &c, v1[i]->spec, NULL,
+                      "applies to gateway %s/%s: authorization on gateways is not supported yet",
+                      x->wl_ns, x->wl_name);
+            use[i] = false;
+        }
+    }
+    if (x->checking || gateway)
         return true;
     /* Each inbound listener gets the policies that apply to its port, in
      * resource order. */

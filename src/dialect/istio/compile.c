@@ -916,7 +916,8 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         cfg->node.workload_namespace = ist_mstrdup(&x, o->ns);
         cfg->node.principal = spiffe_of(&x, o->ns, x.wl_sa ? x.wl_sa : "default");
         if (ist_is_gateway(&x))
-            ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && !x.oom; /* a gateway only */
+            ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && ist_authz(&x) &&
+                 !x.oom; /* a gateway only */
         else
             ok = outbound(&x) && inbound(&x) && ist_authz(&x) && !x.oom;
     }

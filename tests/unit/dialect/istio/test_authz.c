@@ -38,7 +38,7 @@ struct compiled {
     char msgs[8192];
 };
 
-static void compile_text(struct compiled *c, const char *policies)
+static void compile_for(struct compiled *c, const char *policies, const char *name)
 {
     size_t n = strlen(MESH) + strlen(policies) + 1;
     char *text = malloc(n);
@@ -48,7 +48,7 @@ static void compile_text(struct compiled *c, const char *policies)
     c->rs = tr_rset_from_buffer(text, strlen(text), "mesh.yaml", &c->d);
     free(text);
     assert_non_null(c->rs);
-    struct tr_istio_options o = {.ns = "prod", .name = "backend-1", .cert_dir = "/nonexistent"};
+    struct tr_istio_options o = {.ns = "prod", .name = name, .cert_dir = "/nonexistent"};
     c->cfg = tr_istio_compile(c->rs, &o, &c->d);
     size_t off = 0;
     c->msgs[0] = '\0';
@@ -59,6 +59,11 @@ static void compile_text(struct compiled *c, const char *policies)
             c->msgs[off++] = '\n';
         c->msgs[off < sizeof(c->msgs) ? off : sizeof(c->msgs) - 1] = '\0';
     }
+}
+
+static void compile_text(struct compiled *c, const char *policies)
+{
+    compile_for(c, policies, "backend-1");
 }
 
 static void compiled_free(struct compiled *c)
@@ -241,13 +246,30 @@ static void test_findings(void **state)
     compiled_free(&c);
 }
 
+/* A gateway's model has no inbound listener to carry a policy: refusing the
+ * policy keeps the gateway from running open. */
+static void test_gateway_refused(void **state)
+{
+    struct compiled c;
+    compile_for(&c,
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {name: gw-1, namespace: prod, labels: "
+                "{istio: ingressgateway}}\nstatus: {podIP: 127.0.2.9}\n"
+                "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, "
+                "namespace: prod}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - "
+                "port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n" AP(
+                    "prod", "deny-all", "  {}\n"),
+                "gw-1");
+    assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/deny-all: spec: applies to gateway "
+                                   "prod/gw-1: authorization on gateways is not supported yet"));
+    compiled_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deny_all_plus_allow),
-        cmocka_unit_test(test_scope),
-        cmocka_unit_test(test_every_field),
-        cmocka_unit_test(test_findings),
+        cmocka_unit_test(test_deny_all_plus_allow), cmocka_unit_test(test_scope),
+        cmocka_unit_test(test_every_field),         cmocka_unit_test(test_findings),
+        cmocka_unit_test(test_gateway_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
