@@ -238,9 +238,9 @@ bool tr_az_path_check(const char *s, char *why, size_t size)
     if (strcmp(s, "*") == 0)
         return true;
     if (strchr(s, '{') == NULL && strchr(s, '}') == NULL) {
+        /* Like Istio, any string: one that does not start with "/" or "*"
+         * matches no request path (the Istio compiler warns). */
         const char *star = strchr(s, '*');
-        if (s[0] != '/' && s[0] != '*')
-            return WHY("paths must start with \"/\" or \"*\", got \"%.128s\"", s);
         if (star != NULL && star != s && star != s + len - 1)
             return WHY("\"*\" is only allowed at the start or the end of a path, got \"%.128s\"",
                        s);
@@ -251,7 +251,7 @@ bool tr_az_path_check(const char *s, char *why, size_t size)
     /* A template: "/" then segments, each literal or one operator. */
     if (s[0] != '/')
         return WHY("a path template must start with \"/\", got \"%.128s\"", s);
-    unsigned ops = 0;
+    unsigned ops = 0, rest_ops = 0;
     const char *seg = s + 1;
     for (;;) {
         const char *end = strchr(seg, '/');
@@ -262,9 +262,8 @@ bool tr_az_path_check(const char *s, char *why, size_t size)
             if (++ops > TR_AZ_MAX_TEMPLATE_OPS)
                 return WHY("a path template holds at most %u operators, got \"%.128s\"",
                            TR_AZ_MAX_TEMPLATE_OPS, s);
-            if (rest && end != NULL)
-                return WHY("\"{**}\" must be the last segment of a path template, got \"%.128s\"",
-                           s);
+            if (rest && ++rest_ops > 1)
+                return WHY("a path template holds at most one \"{**}\", got \"%.128s\"", s);
         } else if (memchr(seg, '{', n) || memchr(seg, '}', n) || memchr(seg, '*', n)) {
             return WHY("a path template's operators are whole segments \"{*}\" or \"{**}\", got "
                        "\"%.128s\"",
@@ -277,22 +276,19 @@ bool tr_az_path_check(const char *s, char *why, size_t size)
     return true;
 }
 
-bool tr_az_template_match(tr_str tpl, tr_str path)
+/* Segment by segment: tpl (no "{**}") against path, both starting with
+ * "/"; equal numbers of segments. */
+static bool az_segments_match(tr_str tpl, tr_str path)
 {
-    /* Both start with "/"; walk segment by segment. */
-    if (tpl.len == 0 || path.len == 0 || path.p[0] != '/')
-        return false;
+    if (tpl.len == 0 || path.len == 0 || tpl.p[0] != '/' || path.p[0] != '/')
+        return tpl.len == 0 && path.len == 0;
     size_t ti = 1, pi = 1;
     for (;;) {
         size_t te = ti, pe = pi;
         while (te < tpl.len && tpl.p[te] != '/')
             te++;
-        if (te - ti == 4 && memcmp(tpl.p + ti, "{**}", 4) == 0)
-            return true; /* the rest of the path, whatever it is */
         while (pe < path.len && path.p[pe] != '/')
             pe++;
-        if (pi > path.len)
-            return false; /* the path ended before the template */
         if (te - ti == 3 && memcmp(tpl.p + ti, "{*}", 3) == 0) {
             if (pe == pi)
                 return false; /* one segment means a non-empty one */
@@ -305,4 +301,56 @@ bool tr_az_template_match(tr_str tpl, tr_str path)
         ti = te + 1;
         pi = pe + 1;
     }
+}
+
+static size_t az_count(tr_str s, char c)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < s.len; i++)
+        n += s.p[i] == c;
+    return n;
+}
+
+bool tr_az_template_match(tr_str tpl, tr_str path)
+{
+    if (tpl.len == 0 || path.len == 0 || path.p[0] != '/')
+        return false;
+    const char *rest = NULL;
+    for (uint32_t i = 0; i + 4 <= tpl.len && rest == NULL; i++) {
+        if (memcmp(tpl.p + i, "{**}", 4) == 0)
+            rest = tpl.p + i;
+    }
+    if (rest == NULL)
+        return az_segments_match(tpl, path);
+    /* head "{**}" tail: head ends with "/", tail is empty or starts with
+     * "/". The path is head's segments, anything (slashes too, or nothing),
+     * then tail's segments. */
+    tr_str head = tr_str_from(tpl.p, (size_t)(rest - tpl.p));
+    tr_str tail = tr_str_from(rest + 4, tpl.len - (size_t)(rest + 4 - tpl.p));
+    /* The path's first head-many slashes delimit its head part. */
+    size_t want = az_count(head, '/'), seen = 0;
+    uint32_t hp = 0;
+    while (hp < path.len && seen < want) {
+        if (path.p[hp++] == '/')
+            seen++;
+    }
+    if (seen < want)
+        return false;
+    /* Compare head without its final "/" against the path before that "/". */
+    if (head.len > 1 &&
+        !az_segments_match(tr_str_from(head.p, head.len - 1), tr_str_from(path.p, hp - 1)))
+        return false;
+    if (tail.len == 0)
+        return true;
+    /* The tail: the path's last tail-many segments, after the head. */
+    size_t tsegs = az_count(tail, '/');
+    uint32_t tp = path.len;
+    size_t found = 0;
+    while (tp > 0 && found < tsegs) {
+        if (path.p[--tp] == '/')
+            found++;
+    }
+    if (found < tsegs || tp < hp)
+        return false;
+    return az_segments_match(tail, tr_str_from(path.p + tp, path.len - tp));
 }

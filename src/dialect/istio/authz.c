@@ -96,6 +96,9 @@ static void az_strings(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         } else if (!az_value_ok(k, s, why, sizeof(why))) {
             ist_error(x, c, e, NULL, "%s", why);
         } else {
+            if (k == AZV_PATH && s[0] != '/' && s[0] != '*')
+                ist_warn(x, c, e, NULL, "\"%s\" matches no request path (paths start with \"/\")",
+                         s);
             v[(*n)++] = ist_mstrdup(x, s);
         }
         ist_pop(c, si);

@@ -304,6 +304,17 @@ static void test_syntax(void **state)
     assert_false(tr_az_template_match(TR_STR_LIT("/a/{*}/b"), TR_STR_LIT("/a//b")));
     assert_false(tr_az_template_match(TR_STR_LIT("/a/{*}/b"), TR_STR_LIT("/a/x/b/")));
     assert_true(tr_az_template_match(TR_STR_LIT("/a/{**}"), TR_STR_LIT("/a/x/y/z")));
+    /* {**} may stand anywhere once (Istio's /{**}/path/template). */
+    assert_true(tr_az_path_check("/{**}/path/template", why, sizeof(why)));
+    assert_false(tr_az_path_check("/{**}/a/{**}", why, sizeof(why)));
+    assert_true(tr_az_template_match(TR_STR_LIT("/{**}/t"), TR_STR_LIT("/a/b/t")));
+    assert_true(tr_az_template_match(TR_STR_LIT("/{**}/t"), TR_STR_LIT("//t")));
+    assert_false(tr_az_template_match(TR_STR_LIT("/{**}/t"), TR_STR_LIT("/t")));
+    assert_false(tr_az_template_match(TR_STR_LIT("/{**}/t"), TR_STR_LIT("/a/b/u")));
+    assert_true(tr_az_template_match(TR_STR_LIT("/x/{*}/{**}/y/{*}"), TR_STR_LIT("/x/1/a/b/y/2")));
+    assert_false(tr_az_template_match(TR_STR_LIT("/x/{*}/{**}/y/{*}"), TR_STR_LIT("/x/1/y/2")));
+    assert_true(tr_az_template_match(TR_STR_LIT("/x/{*}/{**}/y/{*}"), TR_STR_LIT("/x/1//y/2")));
+    assert_true(tr_az_path_check("rule-path", why, sizeof(why))); /* Istio accepts it */
     tr_str arg[TR_AZ_MAX_CLAIM_DEPTH];
     size_t n;
     assert_int_equal(tr_az_key_parse("request.auth.claims[a][b]", arg, &n, why, sizeof(why)),

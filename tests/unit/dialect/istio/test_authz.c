@@ -218,15 +218,15 @@ static void test_findings(void **state)
                          AP("prod", "bad",
                             "  rules:\n  - when:\n    - {key: request.nope, values: "
                             "[x]}\n    - {key: source.ip, values: [10.0.0.1/8]}\n"
-                            "  - to:\n    - operation: {paths: [\"/a/{**}/b\"], "
+                            "  - to:\n    - operation: {paths: [\"/a/{x}/b\"], "
                             "ports: [\"0\"]}\n  - from:\n    - {}\n"));
     assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/ext: spec.action: CUSTOM (an "
                                    "external authorizer) is not supported yet"));
     assert_non_null(strstr(c.msgs, "spec.rules[0].when[0].key: unknown condition key "
                                    "\"request.nope\""));
     assert_non_null(strstr(c.msgs, "spec.rules[0].when[1].values[0]: \"10.0.0.1/8\" has bits"));
-    assert_non_null(strstr(c.msgs, "spec.rules[1].to[0].operation.paths[0]: \"{**}\" must be "
-                                   "the last segment"));
+    assert_non_null(strstr(c.msgs, "spec.rules[1].to[0].operation.paths[0]: a path template's "
+                                   "operators are whole segments"));
     assert_non_null(strstr(c.msgs, "spec.rules[1].to[0].operation.ports[0]: a port is a number"));
     assert_non_null(strstr(c.msgs, "spec.rules[2].from[0].source: missing required field"));
     if (c.d.n_errors != 6)
