@@ -389,12 +389,13 @@ def wait_log(proxy, since, needle, timeout=5.0):
     return proxy.read_log()[since:]
 
 
-@pytest.mark.parametrize("name", sorted(SETS))
-def test_policy_set(name, workdir, pkiset):
+def start_set(name, workdir, pkiset):
+    """The policy set's directory, its compiled server proxy and the app:
+    (pod ip, directory, proxy, app)."""
     _net[0] += 1
     ip = f"127.{230 + os.getpid() % 20}.{_net[0]}.1"
     app_ip = f"127.{230 + os.getpid() % 20}.{_net[0]}.2"
-    meshdir = os.path.join(workdir, "mesh")
+    meshdir = os.path.join(workdir, f"mesh-{name}")
     os.makedirs(meshdir)
     with open(os.path.join(meshdir, "mesh.yaml"), "w") as f:
         f.write("\n---\n".join([MESH.format(ip=ip, http=HTTP_PORT, tcp=TCP_PORT), *SETS[name]]))
@@ -404,9 +405,19 @@ def test_policy_set(name, workdir, pkiset):
     assert r.returncode == 0, r.stderr
     model = json.loads(r.stdout)
     app = App(app_ip)
-    proxy = Proxy(workdir, model, name="server-proxy")
+    proxy = Proxy(workdir, model, name=f"server-{name}")
     try:
         proxy.start()
+    except Exception:
+        app.close()
+        raise
+    return ip, meshdir, proxy, app
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_policy_set(name, workdir, pkiset):
+    ip, meshdir, proxy, app = start_set(name, workdir, pkiset)
+    try:
         cases = [c for c in CASES if c[0] == name]
         assert cases
         for (_, who, method, path, headers, host, port, want, want_policy) in cases:
@@ -431,6 +442,28 @@ def test_policy_set(name, workdir, pkiset):
                 needle = (f"denied by authorization policy {want_policy} rule {got['rule']}"
                           if want_policy else "denied by authorization: no ALLOW policy matched")
                 assert needle in wait_log(proxy, since, needle), f"{what}: proxy log"
+    finally:
+        proxy.stop()
+        app.close()
+
+
+def test_http2_clients_get_the_same_answers(workdir, pkiset):
+    """The same decisions over HTTP/2 (ALPN h2, curl): the seed set."""
+    ip, _, proxy, app = start_set("seed", workdir, pkiset)
+    try:
+        for who, method, path, want in (("frontend", "GET", "/api/items", 200),
+                                        ("frontend", "DELETE", "/api/items", 403),
+                                        ("admin", "GET", "/healthz", 200),
+                                        ("web", "GET", "/api/items", 403)):
+            c = pkiset["clients"][who]
+            r = subprocess.run(
+                ["curl", "-sk", "--http2", "--cert", c.cert, "--key", c.key, "-X", method,
+                 "-o", "-", "-w", "\n%{http_version} %{http_code}",
+                 f"https://{ip}:{HTTP_PORT}{path}"],
+                capture_output=True, text=True, timeout=30)
+            body, _, tail = r.stdout.rpartition("\n")
+            assert tail == f"2 {want}", (who, method, path, r.stdout, r.stderr)
+            assert body == ("app" if want == 200 else "RBAC: access denied"), (who, path, body)
     finally:
         proxy.stop()
         app.close()
