@@ -393,8 +393,9 @@ static bool az_ports_ok(const struct az_ports *yes, const struct az_ports *no, u
     return (yes->n == 0 || az_in_ports(yes, port)) && (no->n == 0 || !az_in_ports(no, port));
 }
 
-/* An HTTP-only field on a TCP connection: NULL if the request is HTTP (the
- * caller evaluates), else the verdict for the field. */
+/* An HTTP-only field (set: the rule has one) on a TCP connection: true with
+ * *verdict the field's outcome (az_tcp); false when the field is unset or
+ * the request is HTTP, and the caller evaluates it. */
 static bool az_http_only(const struct az_ctx *x, bool set, bool *verdict)
 {
     if (!set || x->rq->http)
