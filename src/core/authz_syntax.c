@@ -235,6 +235,8 @@ bool tr_az_pat_match(const struct tr_az_pat *p, tr_str v, bool caseless)
 bool tr_az_path_check(const char *s, char *why, size_t size)
 {
     size_t len = strlen(s);
+    if (len == 0)
+        return WHY("a path must not be empty");
     if (strcmp(s, "*") == 0)
         return true;
     if (strchr(s, '{') == NULL && strchr(s, '}') == NULL) {

@@ -315,6 +315,7 @@ static void test_syntax(void **state)
     assert_false(tr_az_template_match(TR_STR_LIT("/x/{*}/{**}/y/{*}"), TR_STR_LIT("/x/1/y/2")));
     assert_true(tr_az_template_match(TR_STR_LIT("/x/{*}/{**}/y/{*}"), TR_STR_LIT("/x/1//y/2")));
     assert_true(tr_az_path_check("rule-path", why, sizeof(why))); /* Istio accepts it */
+    assert_false(tr_az_path_check("", why, sizeof(why)));
     tr_str arg[TR_AZ_MAX_CLAIM_DEPTH];
     size_t n;
     assert_int_equal(tr_az_key_parse("request.auth.claims[a][b]", arg, &n, why, sizeof(why)),
