@@ -8,6 +8,7 @@
 #include "cmd/cmd.h"
 #include "config/load.h"
 #include "config/write.h"
+#include "ctl/authz_check.h"
 #include "ctl/explain.h"
 #include "core/diag.h"
 #include "dialect/istio/istio.h"
@@ -36,7 +37,12 @@ static void ctl_usage(FILE *out)
             "  route explain PATH... --from NAMESPACE/WORKLOAD --url URL [-X METHOD]\n"
             "                [-H 'Name: value']... [-o json]\n"
             "      which rule a request matches and where it goes, from the model the\n"
-            "      workload's proxy runs (the proxy's own router decides)\n");
+            "      workload's proxy runs (the proxy's own router decides)\n"
+            "  authz check PATH... --from SPIFFE_ID --to NAMESPACE/WORKLOAD [--method M]\n"
+            "              [--path P] [--header 'Name=value']... [--port N] [--host H]\n"
+            "              [--jwt-claims JSON] [--source-ip IP] [--sni NAME] [--tcp] [-o json]\n"
+            "      whether the workload's proxy admits a request, and the policy and rule\n"
+            "      that decide (the proxy's own evaluator decides); --from none: plaintext\n");
 }
 
 static void print_diags(struct tr_diags *d)
@@ -240,6 +246,134 @@ static int ctl_explain(int argc, char **argv)
     return rc;
 }
 
+static int ctl_authz_check(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"from", required_argument, NULL, 'F'},
+        {"to", required_argument, NULL, 'T'},
+        {"method", required_argument, NULL, 'X'},
+        {"path", required_argument, NULL, 'P'},
+        {"header", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"host", required_argument, NULL, 's'},
+        {"jwt-claims", required_argument, NULL, 'j'},
+        {"source-ip", required_argument, NULL, 'i'},
+        {"sni", required_argument, NULL, 'n'},
+        {"tcp", no_argument, NULL, 'c'},
+        {"output", required_argument, NULL, 'o'},
+        {"trust-domain", required_argument, NULL, 't'},
+        {"root-namespace", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct tr_authz_check_request q = {.method = "GET", .path = "/"};
+    struct tr_istio_options o = {0};
+    const char *headers[64], *to = NULL, *fmt = "text";
+    size_t n_headers = 0;
+    bool from_set = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "X:H:o:h", opts, NULL)) != -1) {
+        char *end = NULL;
+        switch (c) {
+        case 'F':
+            from_set = true;
+            q.from = strcmp(optarg, "none") == 0 ? NULL : optarg;
+            break;
+        case 'T':
+            to = optarg;
+            break;
+        case 'X':
+            q.method = optarg;
+            break;
+        case 'P':
+            q.path = optarg;
+            break;
+        case 'H':
+            if (n_headers == sizeof(headers) / sizeof(headers[0])) {
+                fprintf(stderr, "trellis ctl authz check: at most 64 --header options\n");
+                return 2;
+            }
+            headers[n_headers++] = optarg;
+            break;
+        case 'p': {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || v == 0 || v > 65535) {
+                fprintf(stderr, "trellis ctl authz check: --port is 1-65535\n");
+                return 2;
+            }
+            q.port = (uint32_t)v;
+            break;
+        }
+        case 's':
+            q.host = optarg;
+            break;
+        case 'j':
+            q.jwt_claims = optarg;
+            break;
+        case 'i':
+            q.source_ip = optarg;
+            break;
+        case 'n':
+            q.sni = optarg;
+            break;
+        case 'c':
+            q.tcp = true;
+            break;
+        case 'o':
+            fmt = optarg;
+            break;
+        case 't':
+            o.trust_domain = optarg;
+            break;
+        case 'r':
+            o.root_ns = optarg;
+            break;
+        case 'h':
+            ctl_usage(stdout);
+            return 0;
+        default:
+            ctl_usage(stderr);
+            return 2;
+        }
+    }
+    char *ns = NULL, *name = NULL;
+    if (!from_set || to == NULL || optind >= argc ||
+        (strcmp(fmt, "json") != 0 && strcmp(fmt, "text") != 0) || !split_workload(to, &ns, &name)) {
+        fprintf(stderr, "trellis ctl authz check: give PATH..., --from SPIFFE_ID (or none), --to "
+                        "NAMESPACE/WORKLOAD (and -o json or text)\n");
+        free(ns);
+        free(name);
+        return 2;
+    }
+    o.ns = ns;
+    o.name = name;
+    q.headers = headers;
+    q.n_headers = n_headers;
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_rset *rs = read_inputs(argv + optind, argc - optind, &d);
+    struct tr_config *cfg = rs ? tr_istio_compile(rs, &o, &d) : NULL;
+    int rc = 1;
+    if (d.n_errors)
+        print_diags(&d);
+    if (cfg != NULL && d.n_errors == 0) {
+        char *out = tr_ctl_authz_check(cfg, &q, strcmp(fmt, "json") == 0, &rc);
+        if (out != NULL)
+            fputs(out, rc ? stderr : stdout);
+        free(out);
+    } else if (cfg != NULL) {
+        fprintf(stderr, "trellis ctl authz check: %zu error(s) in the resources: no decision\n",
+                d.n_errors);
+    }
+    tr_config_free(cfg);
+    tr_rset_free(rs);
+    tr_diags_free(&d);
+    free(ns);
+    free(name);
+    return rc;
+}
+
 static int ctl_compile(int argc, char **argv)
 {
     struct ctl_args a;
@@ -297,6 +431,8 @@ int tr_cmd_ctl(int argc, char **argv)
         return ctl_analyze(argc - 1, argv + 1);
     if (strcmp(argv[1], "route") == 0 && argc > 2 && strcmp(argv[2], "explain") == 0)
         return ctl_explain(argc - 2, argv + 2);
+    if (strcmp(argv[1], "authz") == 0 && argc > 2 && strcmp(argv[2], "check") == 0)
+        return ctl_authz_check(argc - 2, argv + 2);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0) {
         ctl_usage(stdout);

@@ -101,24 +101,88 @@ struct tr_tls_cfg {
 };
 
 /* Authorization, evaluated per request on HTTP listeners and per connection on
- * TCP ones: the first matching DENY rule denies; otherwise, if any ALLOW rule
- * exists, a request must match one; with no rules everything is allowed. */
-enum tr_authz_action { TR_AUTHZ_ALLOW = 0, TR_AUTHZ_DENY };
+ * TCP ones, in Istio's order (docs/config.md, "listeners[].authorization"):
+ * any matching DENY policy denies; then, if any ALLOW policy exists, a
+ * request must match one; otherwise it is allowed. AUDIT policies only mark.
+ * `rules` is the older, simpler form: each rule acts as a policy of its own. */
+enum tr_authz_action { TR_AUTHZ_ALLOW = 0, TR_AUTHZ_DENY, TR_AUTHZ_AUDIT };
 
 struct tr_authz_rule_cfg {
-    enum tr_authz_action action;
-    const char **principals; /* SPIFFE IDs; "*" any authenticated; trailing "*" = prefix */
-    size_t n_principals;     /* 0: any source (incl. plaintext) */
-    const char **methods;    /* HTTP only; 0: any */
+    enum tr_authz_action action; /* ALLOW or DENY */
+    const char **principals;     /* SPIFFE IDs; "*" any authenticated; trailing "*" = prefix */
+    size_t n_principals;         /* 0: any source (incl. plaintext) */
+    const char **methods;        /* HTTP only; 0: any */
     size_t n_methods;
     const char **paths; /* HTTP only; exact, or prefix if ending in "*"; 0: any */
     size_t n_paths;
     struct tr_cfg_loc loc;
 };
 
+/* One source of a policy rule (Istio's rules[].from[].source): every list
+ * that is set must match; n_x == 0 leaves x unchecked. Principals are
+ * Istio's, without "spiffe://". */
+struct tr_authz_source_cfg {
+    const char **principals, **not_principals;
+    size_t n_principals, n_not_principals;
+    const char **request_principals, **not_request_principals;
+    size_t n_request_principals, n_not_request_principals;
+    const char **namespaces, **not_namespaces;
+    size_t n_namespaces, n_not_namespaces;
+    const char **ip_blocks, **not_ip_blocks;
+    size_t n_ip_blocks, n_not_ip_blocks;
+    const char **remote_ip_blocks, **not_remote_ip_blocks;
+    size_t n_remote_ip_blocks, n_not_remote_ip_blocks;
+    struct tr_cfg_loc loc;
+};
+
+/* One operation (rules[].to[].operation). Ports are decimal strings. */
+struct tr_authz_operation_cfg {
+    const char **hosts, **not_hosts;
+    size_t n_hosts, n_not_hosts;
+    const char **ports, **not_ports;
+    size_t n_ports, n_not_ports;
+    const char **methods, **not_methods;
+    size_t n_methods, n_not_methods;
+    const char **paths, **not_paths;
+    size_t n_paths, n_not_paths;
+    struct tr_cfg_loc loc;
+};
+
+/* One condition (rules[].when[]): key as Istio spells it. */
+struct tr_authz_condition_cfg {
+    const char *key;
+    const char **values, **not_values;
+    size_t n_values, n_not_values;
+    struct tr_cfg_loc loc;
+};
+
+/* A rule matches when one of its sources (or none given), one of its
+ * operations (or none given) and all of its conditions match. */
+struct tr_authz_policy_rule_cfg {
+    struct tr_authz_source_cfg *from;
+    size_t n_from;
+    struct tr_authz_operation_cfg *to;
+    size_t n_to;
+    struct tr_authz_condition_cfg *when;
+    size_t n_when;
+    struct tr_cfg_loc loc;
+};
+
+/* A policy matches when one of its rules does; with no rules it matches
+ * nothing (Istio's `spec: {}`, an ALLOW policy that admits nothing). */
+struct tr_authz_policy_cfg {
+    const char *name; /* how decisions name it: "NAMESPACE/NAME" for Istio's */
+    enum tr_authz_action action;
+    struct tr_authz_policy_rule_cfg *rules;
+    size_t n_rules;
+    struct tr_cfg_loc loc;
+};
+
 struct tr_authz_cfg {
     struct tr_authz_rule_cfg *rules;
     size_t n_rules;
+    struct tr_authz_policy_cfg *policies;
+    size_t n_policies;
 };
 
 /* Request authentication (JWT; Istio's RequestAuthentication), per HTTP

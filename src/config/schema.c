@@ -233,9 +233,73 @@ static const struct cfg_field rule_fields[] = {
 static const struct cfg_section rule_section =
     SEC("authorization rule", rule_fields, offsetof(struct tr_authz_rule_cfg, loc), NULL);
 
+/* ---- authorization policies (Istio's AuthorizationPolicy as a model) */
+#define AZ_LIST(k, T, m, chk)                                                                      \
+    STRLIST(k, T, m, n_##m, 0, 0, CFG_MAX_LIST, CFG_MAX_STR, chk),                                 \
+        STRLIST("not_" k, T, not_##m, n_not_##m, 0, 0, CFG_MAX_LIST, CFG_MAX_STR, chk)
+static const struct cfg_field az_source_fields[] = {
+    AZ_LIST("principals", struct tr_authz_source_cfg, principals, cfg_check_az_pattern),
+    AZ_LIST("request_principals", struct tr_authz_source_cfg, request_principals,
+            cfg_check_az_pattern),
+    AZ_LIST("namespaces", struct tr_authz_source_cfg, namespaces, cfg_check_az_pattern),
+    AZ_LIST("ip_blocks", struct tr_authz_source_cfg, ip_blocks, cfg_check_cidr),
+    AZ_LIST("remote_ip_blocks", struct tr_authz_source_cfg, remote_ip_blocks, cfg_check_cidr),
+    ORIGIN(struct tr_authz_source_cfg),
+};
+static const struct cfg_section az_source_section =
+    SEC("authorization source", az_source_fields, offsetof(struct tr_authz_source_cfg, loc), NULL);
+
+static const struct cfg_field az_operation_fields[] = {
+    AZ_LIST("hosts", struct tr_authz_operation_cfg, hosts, cfg_check_az_pattern),
+    AZ_LIST("ports", struct tr_authz_operation_cfg, ports, cfg_check_az_port),
+    AZ_LIST("methods", struct tr_authz_operation_cfg, methods, cfg_check_az_pattern),
+    AZ_LIST("paths", struct tr_authz_operation_cfg, paths, cfg_check_az_path),
+    ORIGIN(struct tr_authz_operation_cfg),
+};
+static const struct cfg_section az_operation_section =
+    SEC("authorization operation", az_operation_fields,
+        offsetof(struct tr_authz_operation_cfg, loc), NULL);
+
+/* Values are checked against the key by validate.c (check_authz_condition). */
+static const struct cfg_field az_condition_fields[] = {
+    STR("key", struct tr_authz_condition_cfg, key, REQ, CFG_MAX_STR, cfg_check_az_key),
+    AZ_LIST("values", struct tr_authz_condition_cfg, values, NULL),
+    ORIGIN(struct tr_authz_condition_cfg),
+};
+static const struct cfg_section az_condition_section =
+    SEC("authorization condition", az_condition_fields,
+        offsetof(struct tr_authz_condition_cfg, loc), NULL);
+
+static const struct cfg_field az_policy_rule_fields[] = {
+    LIST("from", struct tr_authz_policy_rule_cfg, from, n_from, 0, 0, CFG_MAX_LIST,
+         struct tr_authz_source_cfg, az_source_section),
+    LIST("to", struct tr_authz_policy_rule_cfg, to, n_to, 0, 0, CFG_MAX_LIST,
+         struct tr_authz_operation_cfg, az_operation_section),
+    LIST("when", struct tr_authz_policy_rule_cfg, when, n_when, 0, 0, CFG_MAX_LIST,
+         struct tr_authz_condition_cfg, az_condition_section),
+    ORIGIN(struct tr_authz_policy_rule_cfg),
+};
+static const struct cfg_section az_policy_rule_section =
+    SEC("authorization policy rule", az_policy_rule_fields,
+        offsetof(struct tr_authz_policy_rule_cfg, loc), NULL);
+
+static const char *const az_policy_actions[] = {"ALLOW", "DENY", "AUDIT"};
+static const struct cfg_field az_policy_fields[] = {
+    STR("name", struct tr_authz_policy_cfg, name, REQ, CFG_MAX_NAME, cfg_check_az_policy_name),
+    ENUM("action", struct tr_authz_policy_cfg, action, DEF, az_policy_actions, NULL,
+         TR_AUTHZ_ALLOW),
+    LIST("rules", struct tr_authz_policy_cfg, rules, n_rules, 0, 0, CFG_MAX_RULES,
+         struct tr_authz_policy_rule_cfg, az_policy_rule_section),
+    ORIGIN(struct tr_authz_policy_cfg),
+};
+static const struct cfg_section az_policy_section =
+    SEC("authorization policy", az_policy_fields, offsetof(struct tr_authz_policy_cfg, loc), NULL);
+
 static const struct cfg_field authz_fields[] = {
-    LIST("rules", struct tr_authz_cfg, rules, n_rules, REQ, 0, CFG_MAX_RULES,
+    LIST("rules", struct tr_authz_cfg, rules, n_rules, 0, 0, CFG_MAX_RULES,
          struct tr_authz_rule_cfg, rule_section),
+    LIST("policies", struct tr_authz_cfg, policies, n_policies, 0, 0, CFG_MAX_RULES,
+         struct tr_authz_policy_cfg, az_policy_section),
 };
 static const struct cfg_section authz_section =
     SEC("authorization", authz_fields, CFG_NO_LOC, NULL);

@@ -23,6 +23,7 @@
 
 #include "config/internal.h"
 #include "core/arena.h"
+#include "core/authz_syntax.h"
 
 enum vat { AT_VALUE, AT_KEY };
 
@@ -1446,6 +1447,66 @@ static bool check_tcp_clusters(struct vctx *v, const struct vnames *nt, struct t
     return true;
 }
 
+/* A condition's values are read as its key says: addresses for the *.ip
+ * keys, ports for destination.port. A condition with neither values nor
+ * not_values would match everything or nothing depending on a reading of
+ * the spec; Istio refuses it, so does this. */
+static bool check_authz_condition(struct vctx *v, const struct tr_authz_condition_cfg *c,
+                                  const struct tr_cfg_loc *cloc)
+{
+    char why[CFG_WHY_MAX];
+    tr_str arg[TR_AZ_MAX_CLAIM_DEPTH];
+    size_t n_arg;
+    enum tr_az_key k = tr_az_key_parse(c->key, arg, &n_arg, why, sizeof(why));
+    if (k == TR_AZK_INVALID)
+        return verr(v, cloc, "key", AT_VALUE, "%s", why);
+    if (c->n_values == 0 && c->n_not_values == 0)
+        return verr(v, cloc, "", AT_VALUE, "one of values, not_values is required");
+    for (int neg = 0; neg < 2; neg++) {
+        const char **vals = neg ? c->not_values : c->values;
+        size_t n = neg ? c->n_not_values : c->n_values;
+        for (size_t i = 0; i < n; i++) {
+            bool ok = true;
+            if (k == TR_AZK_SOURCE_IP || k == TR_AZK_REMOTE_IP || k == TR_AZK_DEST_IP)
+                ok = cfg_check_cidr(vals[i], why, sizeof(why));
+            else if (k == TR_AZK_DEST_PORT)
+                ok = cfg_check_az_port(vals[i], why, sizeof(why));
+            else
+                ok = cfg_check_az_pattern(vals[i], why, sizeof(why));
+            if (!ok) {
+                char field[48];
+                snprintf(field, sizeof(field), "%s[%zu]", neg ? "not_values" : "values", i);
+                return verr(v, cloc, field, AT_VALUE, "%s", why);
+            }
+        }
+    }
+    return true;
+}
+
+static bool check_authz_policies(struct vctx *v, const struct tr_listener_cfg *l,
+                                 const struct tr_cfg_loc *loc)
+{
+    for (size_t p = 0; p < l->authz.n_policies; p++) {
+        const struct tr_authz_policy_cfg *pol = &l->authz.policies[p];
+        struct iloc ptmp;
+        const struct tr_cfg_loc *ploc =
+            item_loc(&pol->loc, loc, "authorization.policies", p, &ptmp);
+        for (size_t r = 0; r < pol->n_rules; r++) {
+            const struct tr_authz_policy_rule_cfg *rule = &pol->rules[r];
+            struct iloc rtmp;
+            const struct tr_cfg_loc *rloc = item_loc(&rule->loc, ploc, "rules", r, &rtmp);
+            for (size_t w = 0; w < rule->n_when; w++) {
+                struct iloc ctmp;
+                const struct tr_cfg_loc *cloc =
+                    item_loc(&rule->when[w].loc, rloc, "when", w, &ctmp);
+                if (!check_authz_condition(v, &rule->when[w], cloc))
+                    return false;
+            }
+        }
+    }
+    return true;
+}
+
 static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
                            size_t i, const struct tr_cfg_loc *loc)
 {
@@ -1510,7 +1571,7 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
     if (l->protocol == TR_LPROTO_TCP && l->request_authn.n_rules > 0)
         return verr(v, loc, "request_authentication", AT_KEY,
                     "not allowed on a tcp listener (no HTTP requests carry a token)");
-    return true;
+    return check_authz_policies(v, l, loc);
 }
 
 static bool check_listeners(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)

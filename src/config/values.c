@@ -17,6 +17,7 @@
 #include "codec/h1/h1.h"
 #include "config/internal.h"
 #include "core/arena.h"
+#include "core/authz_syntax.h"
 #include "filter/jwt.h"
 
 /* ------------------------------------------------------------- parsers */
@@ -555,6 +556,62 @@ bool cfg_check_authz_path(const char *s, char *why, size_t size)
     if (star != NULL && star[1] != '\0')
         return WHY("\"*\" is only allowed at the end of a path, got %s", Q(s));
     return true;
+}
+
+/* Policy string patterns: "*", "abc*", "*abc" or exact, printable. */
+bool cfg_check_az_pattern(const char *s, char *why, size_t size)
+{
+    char b[96];
+    size_t len = strlen(s);
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return WHY("control characters are not allowed, got %s", Q(s));
+    }
+    const char *star = strchr(s, '*');
+    if (star != NULL && len > 1 &&
+        (strchr(star + 1, '*') != NULL || (star != s && star != s + len - 1)))
+        return WHY("\"*\" is only allowed once, at the start or the end, got %s", Q(s));
+    return true;
+}
+
+bool cfg_check_az_port(const char *s, char *why, size_t size)
+{
+    char b[96];
+    unsigned long v = 0;
+    size_t len = strlen(s);
+    if (len == 0 || len > 5 || strspn(s, "0123456789") != len || (v = strtoul(s, NULL, 10)) == 0 ||
+        v > 65535)
+        return WHY("a port is a number 1-65535, got %s", Q(s));
+    return true;
+}
+
+bool cfg_check_az_path(const char *s, char *why, size_t size)
+{
+    return tr_az_path_check(s, why, size);
+}
+
+bool cfg_check_az_key(const char *s, char *why, size_t size)
+{
+    tr_str arg[TR_AZ_MAX_CLAIM_DEPTH];
+    size_t n;
+    return tr_az_key_parse(s, arg, &n, why, size) != TR_AZK_INVALID;
+}
+
+/* Policy names as decisions print them: "NAME" or "NAMESPACE/NAME". */
+bool cfg_check_az_policy_name(const char *s, char *why, size_t size)
+{
+    char b[96];
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\')
+            return WHY("a policy name is printable ASCII without spaces or quotes, got %s", Q(s));
+    }
+    return true;
+}
+
+bool cfg_check_cidr(const char *s, char *why, size_t size)
+{
+    struct tr_cidr c;
+    return tr_cidr_parse(s, &c, why, size);
 }
 
 /* Virtual host domains: "*", "*suffix", "prefix*" or exact, optional

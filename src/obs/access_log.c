@@ -68,6 +68,10 @@ size_t tr_access_log_format(char *line, const struct tr_access_entry *e, int64_t
     field_str(&f, "listener", e->listener);
     field_str(&f, "cluster", e->cluster);
     field_str(&f, "upstream_host", e->upstream);
+    if (e->authz_policy != NULL) {
+        field_str(&f, "authz_policy", e->authz_policy);
+        tr_fmt_printf(&f, ",\"authz_rule\":%d", e->authz_rule);
+    }
     field_str(&f, "authority", e->authority);
     field_str(&f, "path", e->path);
 

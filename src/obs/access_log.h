@@ -35,7 +35,11 @@ struct tr_access_entry {
     const char *listener;
     const char *cluster;  /* NULL: local reply */
     const char *upstream; /* endpoint address, NULL: none */
-    bool truncated;       /* a value was cut before it got here (the session keeps a
+    /* Denied by authorization (flag RBAC): the policy that denied and its
+     * rule; NULL when a default denied (or nothing was denied). */
+    const char *authz_policy;
+    int authz_rule;
+    bool truncated; /* a value was cut before it got here (the session keeps a
                              prefix of a long method, path or authority) */
 };
 

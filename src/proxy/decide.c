@@ -11,6 +11,7 @@
 #include "filter/authz.h"
 #include "filter/jwt.h"
 #include "filter/path_normalize.h"
+#include "proxy/authz_call.h"
 #include "net/sock.h"
 #include "obs/metrics.h"
 #include "proxy/session.h"
@@ -188,13 +189,26 @@ static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_st
     const struct tr_route_cfg *route = tr_router_match(snap->routers[s->lcfg->route_table], &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
     if (az != NULL) {
-        tr_str p = path;
-        const char *q = memchr(p.p, '?', p.len);
+        struct tr_authz_request aq;
+        tr_authz_conn_attrs(s, &aq);
+        aq.http = true;
+        aq.method = method;
+        aq.host = host;
+        aq.path = path;
+        const char *q = memchr(path.p, '?', path.len);
         if (q != NULL)
-            p.len = (uint32_t)(q - p.p);
-        if (tr_authz_eval(az, s->principal, method, p, NULL) == TR_AUTHZ_VERDICT_DENY) {
-            *d = (struct tr_decision){
-                .status = 403, .flags = TR_RF_RBAC, .body = "RBAC: access denied\n"};
+            aq.path.len = (uint32_t)(q - path.p);
+        aq.headers = headers;
+        aq.n_headers = n_headers;
+        aq.auth = d->auth; /* what request authentication established, or NULL */
+        const char *policy;
+        int rule;
+        if (tr_authz_denied(s, az, &aq, "request", &policy, &rule)) {
+            *d = (struct tr_decision){.status = 403,
+                                      .flags = TR_RF_RBAC,
+                                      .body = "RBAC: access denied",
+                                      .authz_policy = policy,
+                                      .authz_rule = rule};
             return;
         }
     }

@@ -31,6 +31,10 @@ struct tr_decision {
     uint16_t status;                  /* nonzero: answer locally with this status */
     uint16_t flags;                   /* TR_RF_* of that answer (and DI for a delay) */
     const char *body;                 /* its body, NULL: none */
+    /* A denial by authorization: the policy that denied and its rule (for
+     * the access log), NULL when a default denied. */
+    const char *authz_policy;
+    int authz_rule;
     /* The route's header edits (with the picked destination's): of the
      * request sent upstream, and of the response (or the reply made here,
      * a direct response included). NULL: none. */

@@ -152,6 +152,8 @@ static void log_and_count(struct tr_session *s)
             .listener = lcfg(s)->name,
             .cluster = h->cluster != NULL ? h->cluster->cfg->name : NULL,
             .upstream = h->cluster != NULL && h->route != NULL ? h->uc.addr : NULL,
+            .authz_policy = h->authz_policy,
+            .authz_rule = h->authz_rule,
             .truncated = h->log_cut,
         };
         tr_access_log_write(s->w->access_log_fd, &e);
@@ -615,6 +617,8 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     struct tr_decision d;
     tr_decide(s, host, path, m.method, (const struct tr_str_pair *)m.headers, m.n_headers, &d);
     path = d.path; /* normalised: what was decided on is what goes upstream */
+    h->authz_policy = d.authz_policy;
+    h->authz_rule = d.authz_rule;
     h->route = d.route;
     h->resp_edit = d.response_edit;
     if (d.cors == TR_CORS_ALLOWED)

@@ -94,7 +94,9 @@ struct tr_http_state {
     uint64_t req_bytes;
     uint64_t resp_bytes;
     uint16_t status;
-    uint16_t flags;      /* TR_RF_* */
+    uint16_t flags;           /* TR_RF_* */
+    const char *authz_policy; /* the policy that denied (access log), else NULL */
+    int authz_rule;
     uint32_t requests;   /* served on this connection */
     const char *peer_id; /* upstream's verified SPIFFE ID */
     char request_id[40];
@@ -119,8 +121,10 @@ struct tr_tcp_state {
     uint32_t pipe_ud_bytes;
     bool splice;
     bool connected;
-    uint8_t attempts;        /* endpoints tried (upstream/attempt.h) */
-    bool overflow;           /* a connection limit refused the connection: UO */
+    uint8_t attempts;         /* endpoints tried (upstream/attempt.h) */
+    bool overflow;            /* a connection limit refused the connection: UO */
+    const char *authz_policy; /* the policy that denied (access log), else NULL */
+    int authz_rule;
     uint64_t lb_hash;        /* consistent hashing: the client's address (source_ip) */
     bool down_eof, up_eof;   /* read side saw EOF */
     bool up_shut, down_shut; /* we half-closed that side's write */

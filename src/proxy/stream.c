@@ -9,6 +9,7 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
+#include "proxy/authz_call.h"
 #include "filter/headers.h"
 #include "obs/access_log.h"
 #include "proxy/decide.h"
@@ -207,6 +208,8 @@ static void stream_log(struct tr_stream *st)
             .listener = s->lcfg->name,
             .cluster = st->cluster != NULL ? st->cluster->cfg->name : NULL,
             .upstream = st->upstream_addr,
+            .authz_policy = st->authz_policy,
+            .authz_rule = st->authz_rule,
             .truncated = st->log_cut,
         };
         tr_access_log_write(W(st)->access_log_fd, &e);
@@ -1319,9 +1322,17 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
     };
     const struct tr_route_cfg *route = tr_router_match(router, &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
-    if (az != NULL && tr_authz_eval(az, s->principal, TR_STR_LIT("CONNECT"), TR_STR_LIT("/"),
-                                    NULL) == TR_AUTHZ_VERDICT_DENY) {
-        local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied\n");
+    struct tr_authz_request aq;
+    if (az != NULL) {
+        tr_authz_conn_attrs(s, &aq);
+        aq.http = true;
+        aq.method = TR_STR_LIT("CONNECT");
+        aq.host = authority;
+        aq.path = TR_STR_LIT("/");
+    }
+    if (az != NULL &&
+        tr_authz_denied(s, az, &aq, "CONNECT request", &st->authz_policy, &st->authz_rule)) {
+        local_reply(st, 403, TR_RF_RBAC, "RBAC: access denied");
         return;
     }
     bool named = false;
@@ -1406,6 +1417,8 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
     tr_decide(s, host, path, method, (const struct tr_str_pair *)h, (uint32_t)n, &d);
     path = d.path; /* normalised: what was decided on is what goes upstream */
     st->route = d.route;
+    st->authz_policy = d.authz_policy;
+    st->authz_rule = d.authz_rule;
     st->req_edit = d.request_edit;
     st->resp_edit = d.response_edit;
     if (d.cors == TR_CORS_ALLOWED)

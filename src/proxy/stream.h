@@ -90,7 +90,9 @@ struct tr_stream {
     bool resp_pend_end;  /* the response's end waits behind resp_pend */
     int16_t grpc_status; /* -1: none seen */
     uint16_t status;
-    uint16_t flags; /* TR_RF_* */
+    uint16_t flags;           /* TR_RF_* */
+    const char *authz_policy; /* the policy that denied (access log), else NULL */
+    int authz_rule;
     uint64_t start_us;
     uint64_t req_bytes, resp_bytes;
     const struct tr_route_cfg *route;

@@ -19,6 +19,7 @@
 #include "cluster/cluster.h"
 #include "core/log.h"
 #include "filter/authz.h"
+#include "proxy/authz_call.h"
 #include "obs/access_log.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
@@ -73,6 +74,8 @@ static void tcp_finish(struct tr_session *s, uint16_t flags)
             .listener = s->lcfg->name,
             .cluster = t->cluster != NULL ? t->cluster->cfg->name : NULL,
             .upstream = t->upstream,
+            .authz_policy = t->authz_policy,
+            .authz_rule = t->authz_rule,
         };
         tr_access_log_write(s->w->access_log_fd, &e);
     }
@@ -282,10 +285,11 @@ void tr_tcp_session_start(struct tr_session *s)
     s->labels.protocol = TR_REQ_PROTO_TCP;
     t->start_us = tr_loop_now_us(s->w->loop);
     const struct tr_authz *az = s->ws->snap->authz[s->lidx];
-    if (az != NULL && tr_authz_eval(az, s->principal, (tr_str){"", 0}, (tr_str){"", 0}, NULL) ==
-                          TR_AUTHZ_VERDICT_DENY) {
-        tr_info("listener %s: TCP connection from %s denied by authorization", s->lcfg->name,
-                s->principal ? s->principal : s->peer_ip);
+    struct tr_authz_request aq;
+    if (az != NULL)
+        tr_authz_conn_attrs(s, &aq);
+    if (az != NULL &&
+        tr_authz_denied(s, az, &aq, "TCP connection", &t->authz_policy, &t->authz_rule)) {
         tcp_finish(s, TR_RF_RBAC);
         return;
     }

@@ -203,7 +203,7 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
             goto fail;
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
-        if (cfg->listeners[i].authz.n_rules == 0)
+        if (cfg->listeners[i].authz.n_rules + cfg->listeners[i].authz.n_policies == 0)
             continue;
         s->authz[i] = tr_authz_build(&cfg->listeners[i].authz, err);
         if (s->authz[i] == NULL)

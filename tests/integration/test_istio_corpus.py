@@ -1,4 +1,4 @@
-"""Every Istio networking file of the shared corpus (../shared/corpus: the
+"""Every Istio networking and AuthorizationPolicy file of the shared corpus (../shared/corpus: the
 Istio project's samples and test data, and the seed skill's examples) is
 compiled with `trellis ctl compile` against bookinfo's services, for a client
 workload. Each file must give exactly the findings recorded in
@@ -39,8 +39,10 @@ def corpus_files():
             for f in files:
                 p = os.path.join(d, f)
                 with open(p, "rb") as fh:
-                    if b"networking.istio.io" in fh.read():
-                        out.append(os.path.relpath(p, CORPUS))
+                    text = fh.read()
+                if b"networking.istio.io" in text or (b"security.istio.io" in text and
+                                                      b"AuthorizationPolicy" in text):
+                    out.append(os.path.relpath(p, CORPUS))
     return sorted(out)
 
 

@@ -81,6 +81,10 @@ JWKS = ('{"keys":[{"kty":"EC","crv":"P-256","x":"vzMf-mUgUezcBEWbnbi5lA9szBa7iXS
         '"y":"bB7liq4hr2qZUCuFixkJ3-cCGZ8F6y-J_l98f2ztCK4"}]}')
 
 
+def security(kind, name, spec, ns="default"):
+    return _obj("security.istio.io/v1", kind, name, ns=ns, spec=spec)
+
+
 # The client (whose model is compiled), reviews (two versions, two ports),
 # ratings, and db (TCP, two ports). Every pod has a sidecar, so TLS settings show.
 COMMON = [
@@ -186,6 +190,9 @@ def _subject(kind, path):
         # A workload policy for the client, whose inbound port 8000 shows the mode.
         return _obj("security.istio.io/v1", kind, "under-test", spec={
             "selector": {"matchLabels": {"app": "client"}}}), "mesh", "default/client"
+    if kind == "AuthorizationPolicy":
+        # Allow-all on the client's inbound listener: every field narrows it.
+        return security(kind, "under-test", {"rules": [{}]}), "mesh", "default/client"
     if kind == "Service":
         return service("shop", [("web", 8080, 8080)], {"app": "shop"}), "k8s-service", \
             "default/client"
@@ -394,6 +401,23 @@ VALUES = {
     "ServiceEntry:workloadSelector.labels": {"app": "legacyvm"},
     "WorkloadEntry:spec.ports": {"http": 9090},
     "WorkloadEntry:spec.serviceAccount": "vm",
+    # AuthorizationPolicy
+    "AuthorizationPolicy:source.ipBlocks": ["10.0.0.0/8"],
+    "AuthorizationPolicy:source.notIpBlocks": ["10.0.0.0/8"],
+    "AuthorizationPolicy:source.remoteIpBlocks": ["10.0.0.0/8"],
+    "AuthorizationPolicy:source.notRemoteIpBlocks": ["10.0.0.0/8"],
+    "AuthorizationPolicy:operation.ports": ["8000"],
+    "AuthorizationPolicy:operation.notPorts": ["8000"],
+    "AuthorizationPolicy:operation.paths": ["/api/{*}"],
+    "AuthorizationPolicy:operation.notPaths": ["/admin*"],
+    "AuthorizationPolicy:when[].key": "request.headers[x-user]",
+    # a Service that does not select the client: the policy leaves it
+    "AuthorizationPolicy:targetRef.kind": "Service",
+    "AuthorizationPolicy:targetRef.name": "reviews",
+    "AuthorizationPolicy:targetRefs[].kind": "Service",
+    "AuthorizationPolicy:targetRefs[].name": "reviews",
+    "AuthorizationPolicy:targetRef.namespace": "other",
+    "AuthorizationPolicy:targetRefs[].namespace": "other",
     # Kubernetes
     'Service:metadata.annotations["networking.istio.io/exportTo"]': "other",
     "Service:spec.clusterIP": V(("10.96.0.10", "10.96.0.10"), ("None", "None")),
@@ -487,6 +511,11 @@ MINIMAL = {
     "RequestAuthentication:selector": {"matchLabels": {"app": "other"}},
     "RequestAuthentication:targetRef": {"kind": "Service", "name": "client"},
     "RequestAuthentication:targetRefs[]": {"kind": "Service", "name": "client"},
+    "AuthorizationPolicy:when[]": {"key": "request.headers[x-user]", "values": ["a"],
+                                   "notValues": ["b"]},
+    "AuthorizationPolicy:targetRef": {"kind": "Service", "name": "reviews"},
+    "AuthorizationPolicy:targetRefs[]": {"kind": "Service", "name": "reviews"},
+    "AuthorizationPolicy:provider": {"name": "opa"},
 }
 
 # Map keys where a row's path has {} (a header, a query parameter).
@@ -1113,8 +1142,8 @@ def test_contexts_and_subjects_compile_clean():
 
 
 KIND_ORDER = ("VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Gateway",
-              "Sidecar", "PeerAuthentication", "RequestAuthentication", "Service", "Endpoints",
-              "EndpointSlice", "Pod", "Namespace")
+              "Sidecar", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy",
+              "Service", "Endpoints", "EndpointSlice", "Pod", "Namespace")
 
 
 def summary_table(statuses):

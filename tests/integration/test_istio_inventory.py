@@ -10,7 +10,8 @@ FIELDS = ROOT / "tests" / "data" / "istio_fields.txt"
 DOC = ROOT / "docs" / "compat" / "istio.md"
 
 ISTIO_KINDS = {"VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Gateway",
-               "Sidecar", "PeerAuthentication", "RequestAuthentication"}
+               "Sidecar", "PeerAuthentication", "RequestAuthentication",
+               "AuthorizationPolicy"}
 CORE_KINDS = {"Service", "Endpoints", "EndpointSlice", "Pod", "Namespace"}
 STATUS = re.compile(r"^(TBD|works|(warning|error): \S.*)$")
 

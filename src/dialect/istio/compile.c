@@ -931,9 +931,10 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         cfg->node.principal = spiffe_of(&x, o->ns, x.wl_sa ? x.wl_sa : "default");
         if (ist_is_gateway(&x)) {
             ist_ra_gateway_warn(&x);
-            ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && !x.oom; /* a gateway only */
+            ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && ist_authz(&x) &&
+                 !x.oom; /* a gateway only */
         } else
-            ok = outbound(&x) && inbound(&x) && !x.oom;
+            ok = outbound(&x) && inbound(&x) && ist_authz(&x) && !x.oom;
     }
     if (ok) {
         cfg->clusters = ist_malloc(&x, x.n_clusters, sizeof(*cfg->clusters));

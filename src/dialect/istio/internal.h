@@ -10,6 +10,7 @@
  *   compile.c   scope (Sidecar, exportTo), listeners, route tables, the model
  *   peer_auth.c PeerAuthentication -> the inbound mTLS mode per port
  *   authn.c     RequestAuthentication -> the inbound listeners' JWT rules
+ *   authz.c     AuthorizationPolicy -> the inbound listeners' authorization
  */
 #ifndef TR_DIALECT_ISTIO_INTERNAL_H
 #define TR_DIALECT_ISTIO_INTERNAL_H
@@ -364,5 +365,12 @@ void ist_peer_auth_analyze(struct ist_ctx *x);
 /* Does instance in take plaintext only on its (target) port (its policies
  * say DISABLE)? Istio's clients then send it plaintext (auto mTLS). */
 bool ist_peer_auth_plaintext(struct ist_ctx *x, const struct ist_inst *in, uint32_t port);
+
+/* ------------------------------------------------------ authorization */
+
+/* AuthorizationPolicy (security.istio.io): every policy is read and
+ * checked; those that apply to the workload go to its inbound listeners
+ * (authz.c). Call after the inbound listeners exist. */
+bool ist_authz(struct ist_ctx *x);
 
 #endif

@@ -289,6 +289,27 @@ static void check_full(const struct tr_config *c)
     assert_string_equal(l->tcp_clusters[1].loc.path, "listeners[2].tcp_clusters[1]");
     assert_int_equal(l->authz.n_rules, 1);
     assert_string_equal(l->authz.rules[0].principals[0], "*");
+    assert_int_equal(l->authz.n_policies, 3);
+    const struct tr_authz_policy_cfg *pol = &l->authz.policies[0];
+    assert_string_equal(pol->name, "prod/deny-ops");
+    assert_int_equal(pol->action, TR_AUTHZ_DENY);
+    assert_string_equal(pol->loc.origin.name, "deny-ops");
+    assert_int_equal(pol->n_rules, 1);
+    assert_int_equal(pol->rules[0].n_from, 1);
+    assert_int_equal(pol->rules[0].from[0].n_ip_blocks, 2);
+    assert_string_equal(pol->rules[0].from[0].ip_blocks[1], "2001:db8::/32");
+    assert_string_equal(pol->rules[0].from[0].not_remote_ip_blocks[0], "192.168.1.0/24");
+    assert_string_equal(pol->rules[0].to[0].paths[0], "/api/{*}/items/{**}");
+    assert_string_equal(pol->rules[0].to[0].not_ports[0], "5433");
+    assert_int_equal(pol->rules[0].n_when, 4);
+    assert_string_equal(pol->rules[0].when[1].key, "request.auth.claims[groups][0]");
+    assert_string_equal(pol->rules[0].when[0].not_values[0], "bad");
+    assert_string_equal(pol->rules[0].when[2].loc.path,
+                        "listeners[2].authorization.policies[0].rules[0].when[2]");
+    assert_int_equal(l->authz.policies[1].action, TR_AUTHZ_ALLOW); /* the default */
+    assert_int_equal(l->authz.policies[1].n_rules, 0);
+    assert_int_equal(l->authz.policies[2].action, TR_AUTHZ_AUDIT);
+    assert_int_equal(l->authz.policies[2].n_rules, 1);
 
     /* route tables */
     assert_int_equal(c->n_route_tables, 2);
@@ -865,6 +886,34 @@ static const struct bad_case bad_cases[] = {
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n"
      "  authorization: {rules: [{action: ALLOW, principals: ['spiffe://a/*/b']}]}\n" RT_C,
      "t.yaml:5:56: listeners[0].authorization.rules[0].principals[0]: ", "only allowed at the end"},
+#define AZL "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  authorization:\n"
+    {AZL "    policies: [{name: p, rules: [{when: [{key: request.foo, values: [x]}]}]}]\n" RT_C,
+     "t.yaml:6:48: listeners[0].authorization.policies[0].rules[0].when[0].key: ",
+     "unknown condition key \"request.foo\""},
+    {AZL "    policies: [{name: p, rules: [{when: [{key: source.ip, values: [abc]}]}]}]\n" RT_C,
+     "t.yaml:6:68: listeners[0].authorization.policies[0].rules[0].when[0].values[0]: ",
+     "invalid IP block"},
+    {AZL "    policies: [{name: p, rules: [{when: [{key: source.ip}]}]}]\n" RT_C,
+     "t.yaml:6:42: listeners[0].authorization.policies[0].rules[0].when[0]: ",
+     "one of values, not_values is required"},
+    {AZL "    policies: [{name: p, rules: [{from: [{ip_blocks: [10.0.0.1/8]}]}]}]\n" RT_C,
+     "t.yaml:6:55: listeners[0].authorization.policies[0].rules[0].from[0].ip_blocks[0]: ",
+     "bits set beyond its prefix length"},
+    {AZL "    policies: [{name: p, rules: [{to: [{paths: [\"/{**}/a/{**}\"]}]}]}]\n" RT_C,
+     "t.yaml:6:49: listeners[0].authorization.policies[0].rules[0].to[0].paths[0]: ",
+     "at most one \"{**}\""},
+    {AZL "    policies: [{name: p, rules: [{to: [{ports: [\"0\"]}]}]}]\n" RT_C,
+     "t.yaml:6:49: listeners[0].authorization.policies[0].rules[0].to[0].ports[0]: ",
+     "a port is a number 1-65535"},
+    {AZL "    policies: [{name: p, action: CUSTOM}]\n" RT_C,
+     "t.yaml:6:34: listeners[0].authorization.policies[0].action: ", "CUSTOM"},
+    {AZL "    policies: [{name: p, rules: [{from: [{source: {}}]}]}]\n" RT_C,
+     "t.yaml:6:43: listeners[0].authorization.policies[0].rules[0].from[0].source: ",
+     "unknown field \"source\""},
+    {AZL "    policies: [{name: p, rules: [{to: [{methods: [\"G*T\"]}]}]}]\n" RT_C,
+     "t.yaml:6:51: listeners[0].authorization.policies[0].rules[0].to[0].methods[0]: ",
+     "only allowed once, at the start or the end"},
+#undef AZL
     {"listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n- {name: l, address: "
      "127.0.0.1:2, route_table: rt}\n" RT_C,
      "t.yaml:3:10: listeners[1].name: ", "duplicate listener name \"l\" (first defined at line 2)"},

@@ -1,0 +1,275 @@
+/* Unit tests for the Istio compiler's AuthorizationPolicy (dialect/istio/
+ * authz.c): which policies reach which inbound listener, what they become,
+ * and the findings; decisions are taken with the proxy's evaluator. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/load.h"
+#include "core/diag.h"
+#include "dialect/istio/istio.h"
+#include "filter/authz.h"
+#include "resource/resource.h"
+
+/* backend (two ports, one named by a second Service) and frontend. */
+static const char MESH[] =
+    "apiVersion: v1\nkind: Service\nmetadata: {name: backend, namespace: prod}\n"
+    "spec:\n  selector: {app: backend}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n"
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: backend-admin, namespace: prod}\n"
+    "spec:\n  selector: {app: backend}\n  ports: [{name: http-admin, port: 81, targetPort: 9090}]\n"
+    "---\napiVersion: v1\nkind: Pod\nmetadata: {name: backend-1, namespace: prod, labels: "
+    "{app: backend, security.istio.io/tlsMode: istio}}\nspec: {serviceAccountName: backend}\n"
+    "status: {podIP: 127.0.2.1}\n";
+
+#define AP(ns, name, spec)                                                                         \
+    "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: " name     \
+    ", namespace: " ns "}\nspec:\n" spec
+
+struct compiled {
+    struct tr_rset *rs;
+    struct tr_config *cfg;
+    struct tr_diags d;
+    char msgs[8192];
+};
+
+static void compile_for(struct compiled *c, const char *policies, const char *name)
+{
+    size_t n = strlen(MESH) + strlen(policies) + 1;
+    char *text = malloc(n);
+    assert_non_null(text);
+    snprintf(text, n, "%s%s", MESH, policies);
+    tr_diags_init(&c->d);
+    c->rs = tr_rset_from_buffer(text, strlen(text), "mesh.yaml", &c->d);
+    free(text);
+    assert_non_null(c->rs);
+    struct tr_istio_options o = {.ns = "prod", .name = name, .cert_dir = "/nonexistent"};
+    c->cfg = tr_istio_compile(c->rs, &o, &c->d);
+    size_t off = 0;
+    c->msgs[0] = '\0';
+    for (size_t i = 0; i < c->d.n && off < sizeof(c->msgs) - 1; i++) {
+        int k = tr_diag_format(&c->d.v[i], c->msgs + off, sizeof(c->msgs) - off);
+        off += k > 0 ? (size_t)k : 0;
+        if (off < sizeof(c->msgs) - 1)
+            c->msgs[off++] = '\n';
+        c->msgs[off < sizeof(c->msgs) ? off : sizeof(c->msgs) - 1] = '\0';
+    }
+}
+
+static void compile_text(struct compiled *c, const char *policies)
+{
+    compile_for(c, policies, "backend-1");
+}
+
+static void compiled_free(struct compiled *c)
+{
+    tr_config_free(c->cfg);
+    tr_rset_free(c->rs);
+    tr_diags_free(&c->d);
+}
+
+static const struct tr_listener_cfg *listener(const struct compiled *c, const char *name)
+{
+    assert_non_null(c->cfg);
+    for (size_t i = 0; i < c->cfg->n_listeners; i++) {
+        if (strcmp(c->cfg->listeners[i].name, name) == 0)
+            return &c->cfg->listeners[i];
+    }
+    fail_msg("no listener %s", name);
+    return NULL;
+}
+
+/* The decision of listener l for an HTTP request from principal. */
+static struct tr_authz_result decide(const struct tr_listener_cfg *l, const char *principal,
+                                     const char *method, const char *path, const char **policy)
+{
+    char *err = NULL;
+    struct tr_authz *a = tr_authz_build(&l->authz, &err);
+    assert_null(err);
+    struct tr_authz_request rq = {.principal = principal, .http = true};
+    rq.method = tr_str_from(method, strlen(method));
+    rq.path = tr_str_from(path, strlen(path));
+    rq.host = TR_STR_LIT("backend");
+    rq.dest_port = 8080;
+    struct tr_authz_result r;
+    tr_authz_decide(a, &rq, &r);
+    static char name[128];
+    const char *nm = tr_authz_policy_name(a, r.policy);
+    snprintf(name, sizeof(name), "%s", nm ? nm : "-");
+    *policy = name;
+    tr_authz_free(a);
+    return r;
+}
+
+#define FRONT "spiffe://cluster.local/ns/prod/sa/frontend"
+#define OTHER "spiffe://cluster.local/ns/dev/sa/web"
+
+/* The seed's recipe: deny-all (spec: {}) plus allow-frontend. */
+static void test_deny_all_plus_allow(void **state)
+{
+    struct compiled c;
+    compile_text(&c, AP("prod", "deny-all", "  {}\n") AP("prod", "allow-frontend",
+                                                         "  selector: {matchLabels: {app: "
+                                                         "backend}}\n"
+                                                         "  rules:\n  - from:\n    - source: "
+                                                         "{principals: "
+                                                         "[cluster.local/ns/prod/sa/frontend]}\n"
+                                                         "    to:\n    - operation: {methods: "
+                                                         "[GET], paths: [\"/api/*\"]}\n"));
+    assert_int_equal(c.d.n_errors, 0);
+    const struct tr_listener_cfg *l = listener(&c, "inbound|8080");
+    assert_int_equal(l->authz.n_policies, 2);
+    assert_string_equal(l->authz.policies[0].name, "prod/deny-all");
+    assert_int_equal(l->authz.policies[0].n_rules, 0);
+    assert_string_equal(l->authz.policies[1].loc.origin.name, "allow-frontend");
+    const char *pol;
+    struct tr_authz_result r = decide(l, FRONT, "GET", "/api/x", &pol);
+    assert_int_equal(r.verdict, TR_AUTHZ_VERDICT_ALLOW);
+    assert_string_equal(pol, "prod/allow-frontend");
+    assert_int_equal(r.rule, 0);
+    r = decide(l, FRONT, "POST", "/api/x", &pol);
+    assert_int_equal(r.verdict, TR_AUTHZ_VERDICT_DENY);
+    assert_int_equal(r.reason, TR_AZR_NO_ALLOW_MATCHED);
+    r = decide(l, OTHER, "GET", "/api/x", &pol);
+    assert_int_equal(r.verdict, TR_AUTHZ_VERDICT_DENY);
+    compiled_free(&c);
+}
+
+/* Scope: root namespace mesh-wide, own namespace, not others; selectors;
+ * targetRefs to a Service: only its ports. */
+static void test_scope(void **state)
+{
+    struct compiled c;
+    compile_text(&c, AP("istio-system", "mesh-deny",
+                        "  action: DENY\n  rules:\n  - to:\n    - "
+                        "operation: {methods: [TRACE]}\n")
+                         AP("dev", "elsewhere", "  action: DENY\n  rules: [{}]\n")
+                             AP("prod", "other-app",
+                                "  selector: {matchLabels: {app: x}}\n"
+                                "  action: DENY\n  rules: [{}]\n")
+                                 AP("prod", "admin-only",
+                                    "  targetRefs: [{kind: Service, group: \"\", name: "
+                                    "backend-admin}]\n  rules:\n  - from:\n    - source: "
+                                    "{namespaces: [ops]}\n"));
+    assert_int_equal(c.d.n_errors, 0);
+    const struct tr_listener_cfg *l = listener(&c, "inbound|8080");
+    assert_int_equal(l->authz.n_policies, 1);
+    assert_string_equal(l->authz.policies[0].name, "istio-system/mesh-deny");
+    const char *pol;
+    assert_int_equal(decide(l, OTHER, "TRACE", "/", &pol).verdict, TR_AUTHZ_VERDICT_DENY);
+    assert_string_equal(pol, "istio-system/mesh-deny");
+    assert_int_equal(decide(l, OTHER, "GET", "/", &pol).verdict, TR_AUTHZ_VERDICT_ALLOW);
+    l = listener(&c, "inbound|9090");
+    assert_int_equal(l->authz.n_policies, 2);
+    assert_string_equal(l->authz.policies[1].name, "prod/admin-only");
+    assert_int_equal(decide(l, OTHER, "GET", "/", &pol).verdict, TR_AUTHZ_VERDICT_DENY);
+    assert_int_equal(decide(l, "spiffe://cluster.local/ns/ops/sa/a", "GET", "/", &pol).verdict,
+                     TR_AUTHZ_VERDICT_ALLOW);
+    compiled_free(&c);
+}
+
+static void test_every_field(void **state)
+{
+    struct compiled c;
+    compile_text(
+        &c,
+        "---\napiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: all, namespace: prod}\nspec:\n  action: AUDIT\n  rules:\n"
+        "  - from:\n    - source:\n        principals: [a]\n        notPrincipals: [b]\n"
+        "        requestPrincipals: [\"iss/*\"]\n        notRequestPrincipals: [iss/x]\n"
+        "        namespaces: [n]\n        notNamespaces: [m]\n        ipBlocks: [10.0.0.0/8]\n"
+        "        notIpBlocks: [10.0.0.1]\n        remoteIpBlocks: [\"::1\"]\n"
+        "        notRemoteIpBlocks: [\"::2/128\"]\n        serviceAccounts: [ops/admin, web]\n"
+        "    to:\n    - operation:\n        hosts: [\"*.x\"]\n        notHosts: [y]\n"
+        "        ports: [\"8080\", 9090]\n        notPorts: [\"1\"]\n        methods: [GET]\n"
+        "        notMethods: [PUT]\n        paths: [\"/a/{*}/b/{**}\"]\n        notPaths: [/z]\n"
+        "    when:\n    - {key: \"request.headers[x-a]\", values: [v], notValues: [w]}\n"
+        "    - {key: \"request.auth.claims[realm][roles]\", values: [admin]}\n"
+        "    - {key: connection.sni, values: [\"*.local\"]}\n");
+    assert_int_equal(c.d.n_errors, 0);
+    assert_int_equal(c.d.n_warnings, 0);
+    const struct tr_listener_cfg *l = listener(&c, "inbound|8080");
+    assert_int_equal(l->authz.n_policies, 1);
+    const struct tr_authz_policy_cfg *p = &l->authz.policies[0];
+    assert_int_equal(p->action, TR_AUTHZ_AUDIT);
+    const struct tr_authz_source_cfg *s = &p->rules[0].from[0];
+    assert_int_equal(s->n_principals, 3);
+    assert_string_equal(s->principals[1], "*/ns/ops/sa/admin");
+    assert_string_equal(s->principals[2], "*/ns/prod/sa/web");
+    assert_string_equal(s->not_remote_ip_blocks[0], "::2/128");
+    const struct tr_authz_operation_cfg *o = &p->rules[0].to[0];
+    assert_string_equal(o->ports[1], "9090");
+    assert_string_equal(o->paths[0], "/a/{*}/b/{**}");
+    assert_int_equal(p->rules[0].n_when, 3);
+    assert_string_equal(p->rules[0].when[0].not_values[0], "w");
+    assert_string_equal(p->rules[0].when[0].loc.path, "spec.rules[0].when[0]");
+    compiled_free(&c);
+}
+
+static void test_findings(void **state)
+{
+    struct compiled c;
+    compile_text(&c, AP("prod", "ext", "  action: CUSTOM\n  provider: {name: opa}\n  rules: [{}]\n")
+                         AP("prod", "bad",
+                            "  rules:\n  - when:\n    - {key: request.nope, values: "
+                            "[x]}\n    - {key: source.ip, values: [10.0.0.1/8]}\n"
+                            "  - to:\n    - operation: {paths: [\"/a/{x}/b\"], "
+                            "ports: [\"0\"]}\n  - from:\n    - {}\n"));
+    assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/ext: spec.action: CUSTOM (an "
+                                   "external authorizer) is not supported yet"));
+    assert_non_null(strstr(c.msgs, "spec.rules[0].when[0].key: unknown condition key "
+                                   "\"request.nope\""));
+    assert_non_null(strstr(c.msgs, "spec.rules[0].when[1].values[0]: \"10.0.0.1/8\" has bits"));
+    assert_non_null(strstr(c.msgs, "spec.rules[1].to[0].operation.paths[0]: a path template's "
+                                   "operators are whole segments"));
+    assert_non_null(strstr(c.msgs, "spec.rules[1].to[0].operation.ports[0]: a port is a number"));
+    assert_non_null(strstr(c.msgs, "spec.rules[2].from[0].source: missing required field"));
+    if (c.d.n_errors != 6)
+        fail_msg("%s", c.msgs);
+    compiled_free(&c);
+
+    compile_text(&c, AP("prod", "both",
+                        "  selector: {matchLabels: {app: backend}}\n  targetRefs: "
+                        "[{kind: Service, name: backend}]\n")
+                         AP("prod", "gw",
+                            "  targetRefs: [{kind: Gateway, group: "
+                            "gateway.networking.k8s.io, name: g}]\n"));
+    assert_non_null(strstr(c.msgs, "spec.selector: selector and targetRefs are exclusive"));
+    assert_non_null(strstr(c.msgs, "warning"));
+    assert_non_null(strstr(c.msgs, "targets of kind gateway.networking.k8s.io/Gateway are not "
+                                   "supported yet"));
+    compiled_free(&c);
+}
+
+/* A gateway's model has no inbound listener to carry a policy: refusing the
+ * policy keeps the gateway from running open. */
+static void test_gateway_refused(void **state)
+{
+    struct compiled c;
+    compile_for(&c,
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {name: gw-1, namespace: prod, labels: "
+                "{istio: ingressgateway}}\nstatus: {podIP: 127.0.2.9}\n"
+                "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, "
+                "namespace: prod}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - "
+                "port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n" AP(
+                    "prod", "deny-all", "  {}\n"),
+                "gw-1");
+    assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/deny-all: spec: applies to gateway "
+                                   "prod/gw-1: authorization on gateways is not supported yet"));
+    compiled_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deny_all_plus_allow), cmocka_unit_test(test_scope),
+        cmocka_unit_test(test_every_field),         cmocka_unit_test(test_findings),
+        cmocka_unit_test(test_gateway_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
