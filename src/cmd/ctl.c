@@ -36,7 +36,10 @@ static void ctl_usage(FILE *out)
             "  route explain PATH... --from NAMESPACE/WORKLOAD --url URL [-X METHOD]\n"
             "                [-H 'Name: value']... [-o json]\n"
             "      which rule a request matches and where it goes, from the model the\n"
-            "      workload's proxy runs (the proxy's own router decides)\n");
+            "      workload's proxy runs (the proxy's own router decides)\n"
+            "  ca init|sign|bundle|token|check DIR ...\n"
+            "      the mesh CA: create or plug in a CA, issue SVIDs and bootstrap tokens,\n"
+            "      report expiries (trellis ctl ca help)\n");
 }
 
 static void print_diags(struct tr_diags *d)
@@ -295,6 +298,8 @@ int tr_cmd_ctl(int argc, char **argv)
         return ctl_compile(argc - 1, argv + 1);
     if (strcmp(argv[1], "analyze") == 0)
         return ctl_analyze(argc - 1, argv + 1);
+    if (strcmp(argv[1], "ca") == 0)
+        return tr_cmd_ctl_ca(argc - 1, argv + 1);
     if (strcmp(argv[1], "route") == 0 && argc > 2 && strcmp(argv[2], "explain") == 0)
         return ctl_explain(argc - 2, argv + 2);
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
