@@ -22,18 +22,18 @@
 
 #include "identity/identity.h"
 
-#define CA_CERT "ca-cert.pem"
-#define CA_KEY "ca-key.pem"
-#define ROOT_CERT "root-cert.pem"
-#define CERT_CHAIN "cert-chain.pem"
+#define CA_CERT      "ca-cert.pem"
+#define CA_KEY       "ca-key.pem"
+#define ROOT_CERT    "root-cert.pem"
+#define CERT_CHAIN   "cert-chain.pem"
 #define TRUST_DOMAIN "trust-domain"
-#define TOKENS "tokens"
+#define TOKENS       "tokens"
 
 /* Bounds on files we read: PEM bundles of a few certificates, a token list. */
-#define PEM_FILE_MAX (1024 * 1024)
+#define PEM_FILE_MAX    (1024 * 1024)
 #define TOKENS_FILE_MAX (4 * 1024 * 1024)
-#define CERTS_MAX 64
-#define NAME_MAX_LEN 253
+#define CERTS_MAX       64
+#define NAME_MAX_LEN    253
 
 struct tr_ca {
     char *trust_domain;
@@ -61,7 +61,8 @@ static void set_err(char **err, const char *fmt, ...)
     free(*err);
     *err = NULL;
     char *out;
-    int n = e ? asprintf(&out, "%s (%s)", msg, ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "openssl error")
+    int n = e ? asprintf(&out, "%s (%s)", msg,
+                         ERR_reason_error_string(e) ? ERR_reason_error_string(e) : "openssl error")
               : asprintf(&out, "%s", msg);
     *err = n < 0 ? NULL : out;
 }
@@ -300,7 +301,8 @@ static EVP_PKEY *load_ca_key(const char *path, char **err)
         return NULL;
     }
     if (st.st_mode & 077) {
-        set_err(err, "%s: mode %04o: a CA key must not be accessible by group or others (chmod 600)",
+        set_err(err,
+                "%s: mode %04o: a CA key must not be accessible by group or others (chmod 600)",
                 path, (unsigned)(st.st_mode & 07777));
         return NULL;
     }
@@ -331,7 +333,8 @@ struct tr_ca *tr_ca_load(const char *dir, char **err)
     ca->trust_domain = read_file(p_td, 512, &td_len, err);
     if (ca->trust_domain == NULL)
         goto fail;
-    while (td_len > 0 && (ca->trust_domain[td_len - 1] == '\n' || ca->trust_domain[td_len - 1] == '\r'))
+    while (td_len > 0 &&
+           (ca->trust_domain[td_len - 1] == '\n' || ca->trust_domain[td_len - 1] == '\r'))
         ca->trust_domain[--td_len] = '\0';
     if (trust_domain_check(ca->trust_domain) != 0) {
         set_err(err, "%s: invalid SPIFFE trust domain \"%s\"", p_td, ca->trust_domain);
@@ -539,8 +542,8 @@ static int check_csr_key(EVP_PKEY *pub, char **err)
     return -1;
 }
 
-char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len,
-                 const char *spiffe_id, long lifetime_s, size_t *out_len, char **err)
+char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
+                 long lifetime_s, size_t *out_len, char **err)
 {
     if (csr_len > TR_CA_CSR_MAX) {
         set_err(err, "CSR: %zu bytes, larger than the limit of %d", csr_len, TR_CA_CSR_MAX);
@@ -663,7 +666,8 @@ static X509 *make_root(EVP_PKEY *key, const char *td)
               X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
                                          -1, 0) &&
               X509_set_subject_name(x, name) && X509_set_issuer_name(x, name) &&
-              X509_set_pubkey(x, key) && ASN1_TIME_set(X509_getm_notBefore(x), now - TR_CA_BACKDATE) &&
+              X509_set_pubkey(x, key) &&
+              ASN1_TIME_set(X509_getm_notBefore(x), now - TR_CA_BACKDATE) &&
               ASN1_TIME_set(X509_getm_notAfter(x), now + TR_CA_ROOT_LIFETIME);
     X509_NAME_free(name);
     if (ok) {
@@ -1022,8 +1026,14 @@ static enum tr_ca_expiry report_one(FILE *out, const char *role, X509 *x, bool i
     gmtime_r(&na, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     long long left = (long long)(na - now);
-    fprintf(out, "%-12s %-7s expires %s (%lldd %lldh left)  %s\n", role, tr_ca_expiry_name(st),
-            when, left / 86400, (left % 86400) / 3600, label);
+    char rest[64];
+    if (left > 0)
+        snprintf(rest, sizeof(rest), "%lldd %lldh left", left / 86400, (left % 86400) / 3600);
+    else
+        snprintf(rest, sizeof(rest), "expired %lldd %lldh ago", -left / 86400,
+                 (-left % 86400) / 3600);
+    fprintf(out, "%-12s %-7s expires %s (%s)  %s\n", role, tr_ca_expiry_name(st), when, rest,
+            label);
     return st;
 }
 

@@ -37,17 +37,17 @@
 #include <openssl/evp.h>
 
 /* Largest CSR (PEM bytes) accepted by tr_ca_sign: a P-256 CSR is ~400. */
-#define TR_CA_CSR_MAX 16384
+#define TR_CA_CSR_MAX          16384
 /* Default and limits of an SVID's lifetime, in seconds. */
 #define TR_CA_LIFETIME_DEFAULT (24 * 3600)
-#define TR_CA_LIFETIME_MIN 60
-#define TR_CA_LIFETIME_MAX (366 * 24 * 3600)
+#define TR_CA_LIFETIME_MIN     60
+#define TR_CA_LIFETIME_MAX     (366 * 24 * 3600)
 /* notBefore is backdated this much to tolerate clock skew between hosts. */
-#define TR_CA_BACKDATE 300
+#define TR_CA_BACKDATE         300
 /* Lifetime of a root created by tr_ca_init. */
-#define TR_CA_ROOT_LIFETIME (10L * 365 * 24 * 3600)
+#define TR_CA_ROOT_LIFETIME    (10L * 365 * 24 * 3600)
 /* Bootstrap token: 256 random bits, printed as 64 hex digits. */
-#define TR_CA_TOKEN_HEX 64
+#define TR_CA_TOKEN_HEX        64
 
 struct tr_ca;
 
@@ -73,8 +73,8 @@ time_t tr_ca_not_after(const struct tr_ca *ca);
  * TR_CA_LIFETIME_MAX]; notAfter is capped at the signer's notAfter. Returns
  * the PEM chain (leaf, then intermediates; NUL-terminated, *out_len set if
  * not NULL), or NULL with *err. */
-char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len,
-                 const char *spiffe_id, long lifetime_s, size_t *out_len, char **err);
+char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
+                 long lifetime_s, size_t *out_len, char **err);
 
 /* The trust bundle (root-cert.pem's roots) as PEM, NUL-terminated. */
 char *tr_ca_bundle_pem(const struct tr_ca *ca, size_t *out_len);
@@ -101,7 +101,7 @@ enum tr_ca_expiry {
     TR_CA_EXPIRY_WARN,    /* CA: within 30 days of notAfter; leaf: past 80% of its life */
     TR_CA_EXPIRY_EXPIRED, /* or not valid yet */
 };
-#define TR_CA_WARN_CA_DAYS 30
+#define TR_CA_WARN_CA_DAYS      30
 #define TR_CA_WARN_LEAF_PERCENT 80
 
 enum tr_ca_expiry tr_ca_expiry_status(time_t not_before, time_t not_after, bool is_ca, time_t now);

@@ -180,7 +180,8 @@ static int ca_sign(const struct ca_args *a, const char *dir)
         return 2;
     }
     if (a->lifetime != NULL && parse_lifetime(a->lifetime, &lifetime) != 0) {
-        fprintf(stderr, "trellis ctl ca sign: --lifetime: expected a duration such as 24h, 90m, 7d\n");
+        fprintf(stderr,
+                "trellis ctl ca sign: --lifetime: expected a duration such as 24h, 90m, 7d\n");
         return 2;
     }
     size_t len;
