@@ -657,12 +657,21 @@ static X509 *make_root(EVP_PKEY *key, const char *td)
 {
     X509 *x = X509_new();
     X509_NAME *name = X509_NAME_new();
+    /* A random tag tells two roots of one trust domain apart (rotation). */
+    unsigned char tag[4];
     char cn[300];
-    snprintf(cn, sizeof(cn), "trellis mesh root %s", td);
+    if (RAND_bytes(tag, sizeof(tag)) != 1) {
+        X509_free(x);
+        X509_NAME_free(name);
+        return NULL;
+    }
+    /* CN is at most 64 bytes (RFC 5280), so the trust domain goes in O if it fits. */
+    snprintf(cn, sizeof(cn), "trellis mesh root %02x%02x%02x%02x", tag[0], tag[1], tag[2], tag[3]);
+    const char *org = strlen(td) <= 64 ? td : "trellis";
     time_t now = time(NULL);
     bool ok = x && name && X509_set_version(x, X509_VERSION_3) && set_random_serial(x) == 0 &&
-              X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"trellis",
-                                         -1, -1, 0) &&
+              X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)org, -1,
+                                         -1, 0) &&
               X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1,
                                          -1, 0) &&
               X509_set_subject_name(x, name) && X509_set_issuer_name(x, name) &&

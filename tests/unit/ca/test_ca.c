@@ -389,8 +389,8 @@ static void test_sign_ignores_requested_names(void **state)
     struct tr_ca *ca = new_ca(dir, sizeof(dir));
     EVP_PKEY *k = tr_ca_key_new();
     size_t clen, len;
-    char *csr = csr_for(k, "URI:spiffe://example.org/ns/kube-system/sa/admin,DNS:evil.example",
-                        &clen);
+    char *csr =
+        csr_for(k, "URI:spiffe://example.org/ns/kube-system/sa/admin,DNS:evil.example", &clen);
     time_t now = time(NULL);
     char *pem = tr_ca_sign(ca, csr, clen, ID, 7200, &len, &err);
     assert_non_null(pem);
@@ -419,9 +419,8 @@ static void test_sign_ignores_requested_names(void **state)
     assert_non_null(X509_get0_subject_key_id(leaf));
     X509 *root = first_cert_of(dir, "root-cert.pem");
     assert_non_null(X509_get0_authority_key_id(leaf));
-    assert_int_equal(ASN1_OCTET_STRING_cmp(X509_get0_authority_key_id(leaf),
-                                           X509_get0_subject_key_id(root)),
-                     0);
+    assert_int_equal(
+        ASN1_OCTET_STRING_cmp(X509_get0_authority_key_id(leaf), X509_get0_subject_key_id(root)), 0);
     const ASN1_INTEGER *serial = X509_get0_serialNumber(leaf);
     assert_int_equal(serial->length, 16);
     assert_int_equal(serial->type, V_ASN1_INTEGER); /* positive */
