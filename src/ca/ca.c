@@ -292,7 +292,8 @@ static bool self_signed(X509 *x)
 static EVP_PKEY *load_ca_key(const char *path, char **err)
 {
     struct stat st;
-    if (lstat(path, &st) != 0) {
+    /* stat, not lstat: a Kubernetes secret mount is a symlink to a 0600 file. */
+    if (stat(path, &st) != 0) {
         set_err(err, "%s: %s", path, strerror(errno));
         return NULL;
     }
@@ -614,7 +615,9 @@ char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len, co
             0 ||
         add_ext(x, &v3, NID_ext_key_usage, "serverAuth,clientAuth") != 0 ||
         add_ext(x, &v3, NID_subject_key_identifier, "hash") != 0 ||
-        add_ext(x, &v3, NID_authority_key_identifier, "keyid:always") != 0 ||
+        /* An operator's intermediate without an SKI gives no key ID to point to. */
+        (X509_get0_subject_key_id(ca->cert) != NULL &&
+         add_ext(x, &v3, NID_authority_key_identifier, "keyid") != 0) ||
         add_ext(x, &v3, NID_subject_alt_name, san) != 0) {
         set_err(err, "cannot add the certificate's extensions");
         goto done;

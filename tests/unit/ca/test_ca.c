@@ -24,6 +24,7 @@
 
 static char g_root[64];
 static int g_seq;
+static bool g_no_ski; /* make_ca_cert leaves out the subject key identifier */
 
 /* A fresh subdirectory path (not created) under the test's temp dir. */
 static const char *new_path(char *buf, size_t size)
@@ -110,7 +111,8 @@ static X509 *make_ca_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY 
     X509_set_pubkey(x, key);
     add_ext(x, issuer ? issuer : x, NID_basic_constraints, "critical,CA:TRUE");
     add_ext(x, issuer ? issuer : x, NID_key_usage, "critical,keyCertSign,cRLSign");
-    add_ext(x, issuer ? issuer : x, NID_subject_key_identifier, "hash");
+    if (!g_no_ski)
+        add_ext(x, issuer ? issuer : x, NID_subject_key_identifier, "hash");
     assert_true(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
     return x;
 }
@@ -323,6 +325,37 @@ static void test_plugin_good(void **state)
     X509 *leaf = sk_X509_shift(chain);
     assert_int_equal(verify_with(leaf, chain, pl.root), 1);
     assert_int_equal(X509_check_private_key(leaf, k), 1);
+    X509_free(leaf);
+    sk_X509_pop_free(chain, X509_free);
+    free(pem);
+    free(csr);
+    EVP_PKEY_free(k);
+    tr_ca_free(ca);
+    plugin_free(&pl);
+}
+
+/* An operator's CA without a subject key identifier still signs (no AKI). */
+static void test_plugin_without_ski(void **state)
+{
+    char src[128], dir[128], *err = NULL;
+    struct plugin pl;
+    g_no_ski = true;
+    make_plugin(new_path(src, sizeof(src)), &pl, 365L * 86400);
+    g_no_ski = false;
+    new_path(dir, sizeof(dir));
+    assert_int_equal(tr_ca_init(dir, "example.org", src, &err), 0);
+    struct tr_ca *ca = tr_ca_load(dir, &err);
+    assert_non_null(ca);
+    EVP_PKEY *k = tr_ca_key_new();
+    size_t clen, len;
+    char *csr = tr_ca_csr_new(k, &clen);
+    char *pem = tr_ca_sign(ca, csr, clen, ID, 3600, &len, &err);
+    assert_non_null(pem);
+    STACK_OF(X509) *chain = parse_chain(pem, len);
+    X509 *leaf = sk_X509_shift(chain);
+    assert_null(X509_get0_authority_key_id(leaf));
+    assert_non_null(X509_get0_subject_key_id(leaf));
+    assert_int_equal(verify_with(leaf, chain, pl.root), 1);
     X509_free(leaf);
     sk_X509_pop_free(chain, X509_free);
     free(pem);
@@ -682,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_key_readable_by_others_refused),
         cmocka_unit_test(test_bad_trust_domain_refused),
         cmocka_unit_test(test_plugin_good),
+        cmocka_unit_test(test_plugin_without_ski),
         cmocka_unit_test(test_plugin_mismatched_key),
         cmocka_unit_test(test_plugin_wrong_root),
         cmocka_unit_test(test_sign_ignores_requested_names),
