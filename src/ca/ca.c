@@ -733,18 +733,6 @@ int tr_ca_init(const char *dir, const char *trust_domain, const char *plugin_dir
         set_err(err, "invalid SPIFFE trust domain \"%s\"", td);
         return -1;
     }
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        set_err(err, "%s: %s", dir, strerror(errno));
-        return -1;
-    }
-    char *p = path_join(dir, CA_CERT);
-    struct stat st;
-    bool exists = p && lstat(p, &st) == 0;
-    free(p);
-    if (exists) {
-        set_err(err, "%s: already holds a CA (%s)", dir, CA_CERT);
-        return -1;
-    }
     char td_line[300];
     snprintf(td_line, sizeof(td_line), "%s\n", td);
     const char *data[5] = {NULL};
@@ -783,6 +771,19 @@ int tr_ca_init(const char *dir, const char *trust_domain, const char *plugin_dir
     }
     data[4] = td_line;
     len[4] = strlen(td_line);
+    /* Only now, so that bad input leaves no directory behind. */
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        set_err(err, "%s: %s", dir, strerror(errno));
+        goto done;
+    }
+    char *p = path_join(dir, CA_CERT);
+    struct stat st;
+    bool exists = p && lstat(p, &st) == 0;
+    free(p);
+    if (exists) {
+        set_err(err, "%s: already holds a CA (%s)", dir, CA_CERT);
+        goto done;
+    }
     if (write_state(dir, data, len, err) != 0)
         goto done;
     struct tr_ca *ca = tr_ca_load(dir, err);

@@ -3,6 +3,7 @@
  * 2 usage error (check: something expired or unreadable). */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,15 @@ int tr_cmd_ctl_ca(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
+    static const char *const known[] = {"init", "sign", "bundle", "token", "check"};
+    bool found = false;
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        found |= strcmp(cmd, known[i]) == 0;
+    if (!found) {
+        fprintf(stderr, "trellis ctl ca: unknown command '%s'\n", cmd);
+        ca_usage(stderr);
+        return 2;
+    }
     struct ca_args a;
     int first = ca_parse(argc - 1, argv + 1, &a);
     if (first < 0)
