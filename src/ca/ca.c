@@ -453,7 +453,8 @@ char *tr_ca_bundle_pem(const struct tr_ca *ca, size_t *out_len)
     return out;
 }
 
-/* A positive, non-zero 128-bit random serial (RFC 5280 allows 20 octets). */
+/* A 16-octet serial with 126 random bits: the top bit clear keeps it positive
+ * (RFC 5280: at most 20 octets), the next set keeps it non-zero and 16 octets. */
 static int set_random_serial(X509 *x)
 {
     unsigned char b[16];
