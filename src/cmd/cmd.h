@@ -6,5 +6,7 @@
 
 int tr_cmd_proxy(int argc, char **argv);
 int tr_cmd_ctl(int argc, char **argv);
+/* trellis ctl ca ... (argv[0] is "ca") */
+int tr_cmd_ctl_ca(int argc, char **argv);
 
 #endif

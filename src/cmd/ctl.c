@@ -42,7 +42,10 @@ static void ctl_usage(FILE *out)
             "              [--path P] [--header 'Name=value']... [--port N] [--host H]\n"
             "              [--jwt-claims JSON] [--source-ip IP] [--sni NAME] [--tcp] [-o json]\n"
             "      whether the workload's proxy admits a request, and the policy and rule\n"
-            "      that decide (the proxy's own evaluator decides); --from none: plaintext\n");
+            "      that decide (the proxy's own evaluator decides); --from none: plaintext\n"
+            "  ca init|sign|bundle|token|check DIR ...\n"
+            "      the mesh CA: create or plug in a CA, issue SVIDs and bootstrap tokens,\n"
+            "      report expiries (trellis ctl ca help)\n");
 }
 
 static void print_diags(struct tr_diags *d)
@@ -429,6 +432,8 @@ int tr_cmd_ctl(int argc, char **argv)
         return ctl_compile(argc - 1, argv + 1);
     if (strcmp(argv[1], "analyze") == 0)
         return ctl_analyze(argc - 1, argv + 1);
+    if (strcmp(argv[1], "ca") == 0)
+        return tr_cmd_ctl_ca(argc - 1, argv + 1);
     if (strcmp(argv[1], "route") == 0 && argc > 2 && strcmp(argv[2], "explain") == 0)
         return ctl_explain(argc - 2, argv + 2);
     if (strcmp(argv[1], "authz") == 0 && argc > 2 && strcmp(argv[2], "check") == 0)
