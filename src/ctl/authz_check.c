@@ -8,6 +8,7 @@
 
 #include "core/fmt.h"
 #include "filter/authz.h"
+#include "filter/path_normalize.h"
 #include "router/router.h"
 
 #define CHECK_MAX_HEADERS 64u
@@ -75,6 +76,30 @@ static const struct tr_listener_cfg *inbound_listener(const struct tr_config *cf
     return NULL;
 }
 
+/* The listener refuses the path (400 DPE) before authorization runs. */
+static char *path_refused(int *status, bool json, const struct tr_listener_cfg *l,
+                          enum tr_path_status pst)
+{
+    struct tr_fmt f;
+    tr_fmt_init_growable(&f, 4096);
+    char reason[256];
+    snprintf(reason, sizeof(reason), "path refused before authorization (400): %s",
+             tr_path_status_str(pst));
+    if (json) {
+        tr_fmt_cstr(&f, "{\"decision\":\"DENY\",\"policy\":null,\"rule\":null,\"action\":null,"
+                        "\"reason\":");
+        tr_fmt_json_cstr(&f, reason);
+        tr_fmt_cstr(&f, ",\"normalized_path\":null,\"listener\":");
+        tr_fmt_json_cstr(&f, l->name);
+        tr_fmt_cstr(&f, ",\"audit\":null}\n");
+    } else {
+        tr_fmt_printf(&f, "DENY: %s\nlistener: %s\n", reason, l->name);
+    }
+    *status = 0;
+    size_t len;
+    return tr_fmt_take(&f, &len);
+}
+
 char *tr_ctl_authz_check(const struct tr_config *cfg, const struct tr_authz_check_request *q,
                          bool json, int *status)
 {
@@ -104,13 +129,25 @@ char *tr_ctl_authz_check(const struct tr_config *cfg, const struct tr_authz_chec
     rq.http = !q->tcp && l->protocol != TR_LPROTO_TCP;
 
     const char *path = q->path ? q->path : "/";
-    const char *query = strchr(path, '?');
-    size_t plen = query ? (size_t)(query - path) : strlen(path);
+    size_t plen = strlen(path);
     struct tr_str_pair hdrs[CHECK_MAX_HEADERS];
     char host[512];
+    static char npath[16384]; /* the path as the proxy normalises it */
     if (rq.http) {
         if (path[0] != '/')
             return fail(status, 2, "trellis ctl authz check: --path must start with \"/\"");
+        if (plen >= sizeof(npath))
+            return fail(status, 2, "trellis ctl authz check: --path is longer than 16383 bytes");
+        /* The proxy decides on the normalised path, or refuses the request
+         * (400) before authorization: the same function, the listener's mode. */
+        enum tr_path_status pst =
+            tr_path_normalize(l->path_normalization, path, plen, npath, sizeof(npath), &plen);
+        if (pst != TR_PATH_OK)
+            return path_refused(status, json, l, pst);
+        path = npath;
+        const char *query = memchr(path, '?', plen);
+        if (query != NULL)
+            plen = (size_t)(query - path);
         rq.method =
             tr_str_from(q->method ? q->method : "GET", strlen(q->method ? q->method : "GET"));
         rq.path = tr_str_from(path, plen);

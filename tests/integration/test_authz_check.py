@@ -1,7 +1,7 @@
 """`trellis ctl authz check` beyond the table (test_authz_table.py): JWT
-claims (request authentication is not yet wired into the proxy, so these
-are asked of the command alone), the text output, bad input; and policies
-written by hand in a native proxy file, enforced by a real proxy."""
+claims, the path as the proxy normalises it, the text output, bad input;
+and policies written by hand in a native proxy file, enforced by a real
+proxy. (JWT claims through a real proxy: test_jwt_authz.py.)"""
 import json
 import os
 import subprocess
@@ -98,6 +98,26 @@ def test_jwt_claims(workdir):
     r = subprocess.run([TRELLIS, "ctl", "authz", "check", workdir, "--to", "shop/api-1"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--from" in r.stderr
+
+
+def test_path_is_normalised_as_the_proxy_does(workdir):
+    """The decision is taken on the listener's normalised path (STRICT by
+    default), and a path the proxy refuses with 400 never reaches a policy."""
+    with open(os.path.join(workdir, "mesh.yaml"), "w") as f:
+        f.write(MESH)
+    viewer = json.dumps({"iss": "https://idp.example", "sub": "bob", "aud": "shop",
+                         "realm": {"roles": "viewer"}})
+    for raw, norm, decision in (("/public/../orders", "/orders", "DENY"),
+                                ("/x/..//public/%61?q=/../y", "/public/a", "ALLOW"),
+                                ("/./public/./b", "/public/b", "ALLOW"),
+                                ("/%70ublic/c", "/public/c", "ALLOW")):
+        got = check(workdir, "--from", "none", "--path", raw, "--jwt-claims", viewer)
+        assert (got["decision"], got["normalized_path"]) == (decision, norm), (raw, got)
+    for raw in ("/public%2Fa", "/public\\a", "/public/%zz"):
+        got = check(workdir, "--from", "none", "--path", raw, "--jwt-claims", viewer)
+        assert (got["decision"], got["policy"], got["normalized_path"]) == ("DENY", None, None), \
+            (raw, got)
+        assert got["reason"].startswith("path refused before authorization (400)"), got
 
 
 def test_unknown_condition_key_is_an_error(workdir):
