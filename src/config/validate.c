@@ -602,7 +602,7 @@ static bool check_tls_kind(struct vctx *v, const struct tr_tls_cfg *t, const str
     bool mesh = t->kind == TR_TLSK_MESH, client = t->kind == TR_TLSK_CLIENT;
     if (!check_pem_source(v, loc, "cert", t->cert_file, t->cert_pem, !client) ||
         !check_pem_source(v, loc, "key", t->key_file, t->key_pem, !client) ||
-        !check_pem_source(v, loc, "ca", t->ca_file, t->ca_pem, mesh || client))
+        !check_pem_source(v, loc, "ca", t->ca_file, t->ca_pem, mesh))
         return false;
     bool has_cert = t->cert_file != NULL || t->cert_pem != NULL;
     bool has_key = t->key_file != NULL || t->key_pem != NULL;

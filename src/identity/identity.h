@@ -7,7 +7,8 @@
  * listener may hold several, one chosen per connection by SNI
  * (tr_tls_server_select) before anything else of the handshake. A client
  * context (TLS origination to a server outside the mesh) has only a client
- * SSL_CTX: the ca verifies the server's chain, the names given to
+ * SSL_CTX: the ca (none: the system's trust store, OpenSSL's default
+ * paths) verifies the server's chain, the names given to
  * tr_tls_client_setup are DNS or URI SANs one of which the server's leaf must
  * carry (a DNS SAN "*.x" stands for one leftmost label), and it presents a
  * certificate if it has one. Each of cert, key and ca is a file or inline

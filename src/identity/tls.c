@@ -827,6 +827,12 @@ static SSL_CTX *make_ssl_ctx(const struct tr_tls_cfg *cfg, const struct material
         SSL_CTX_set1_cert_store(c, m->store);
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
                            verify_cb);
+    } else if (cfg->kind == TR_TLSK_CLIENT) {
+        /* No bundle given: the system's (OpenSSL's default paths), as
+         * Istio verifies a SIMPLE origination without caCertificates. */
+        if (SSL_CTX_set_default_verify_paths(c) != 1)
+            goto fail;
+        SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_cb);
     } else {
         SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL); /* a server context without client CA */
     }
@@ -1023,10 +1029,10 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
         return NULL;
     }
     bool mesh = cfg->kind == TR_TLSK_MESH, client = cfg->kind == TR_TLSK_CLIENT;
-    const char *missing = !cfg->cert_file && !cfg->cert_pem && !client        ? "cert_file"
-                          : !cfg->key_file && !cfg->key_pem && !client        ? "key_file"
-                          : !cfg->ca_file && !cfg->ca_pem && (mesh || client) ? "ca_file"
-                                                                              : NULL;
+    const char *missing = !cfg->cert_file && !cfg->cert_pem && !client ? "cert_file"
+                          : !cfg->key_file && !cfg->key_pem && !client ? "key_file"
+                          : !cfg->ca_file && !cfg->ca_pem && mesh      ? "ca_file"
+                                                                       : NULL;
     if (missing) {
         tr_cfg_errorf(err, &cfg->loc, "%s: not set", missing);
         return NULL;

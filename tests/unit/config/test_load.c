@@ -816,8 +816,8 @@ static const struct bad_case bad_cases[] = {
      "a}\n" BASE_TAIL,
      "t.yaml:2:60: tls[0].trust_domain: ",
      "only for type mesh (a server context checks no SPIFFE ID)"},
-    {"tls:\n- {name: k, type: client}\n" BASE_TAIL,
-     "t.yaml:2:3: tls[0].ca: ", "missing required field"},
+    {"tls:\n- {name: k, type: client, cert: /dev/null}\n" BASE_TAIL,
+     "t.yaml:2:3: tls[0].key: ", "a client certificate needs both cert and key"},
     {"tls:\n- {name: s, type: server, key: /dev/null}\n" BASE_TAIL,
      "t.yaml:2:3: tls[0].cert: ", "missing required field"},
     {"tls:\n- {name: s, type: server, cert: /dev/null, cert_pem: \"-----BEGIN X-----\", key: "

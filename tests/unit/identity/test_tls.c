@@ -871,6 +871,12 @@ static void test_client_context(void **state)
     assert_string_equal(client_kind_result(cli, "nospiffe", NULL, uri, 1, false), "wrong_san");
     tr_tls_ctx_unref(cli);
 
+    /* No CA: the system's trust store, which knows nothing of the test CA. */
+    cli = load_kind(TR_TLSK_CLIENT, NULL, NULL, false, &err);
+    assert_null(err);
+    assert_string_equal(client_kind_result(cli, "server", NULL, dns, 1, false), "unknown_ca");
+    tr_tls_ctx_unref(cli);
+
     /* With a certificate: both cert and key; a mismatch is refused. */
     struct tr_tls_cfg bad = {.kind = TR_TLSK_CLIENT,
                              .cert_file = pth("client", ".crt"),
