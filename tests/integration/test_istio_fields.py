@@ -86,6 +86,9 @@ COMMON = [
     pod("ratings-v1", "10.0.0.21", {"app": "ratings", "version": "v1", **MESH}, "ratings"),
     service("db", [("tcp", 3306, None), ("tcp-admin", 3307, None)], {"app": "db"}),
     pod("db-v1", "10.0.0.31", {"app": "db", "version": "v1", **MESH}, "db"),
+    # what credentialName names (a CA bundle: SIMPLE; the proxy parses it, not the compiler)
+    _obj("v1", "Secret", "reviews-credential", type="kubernetes.io/tls", data={
+        "ca.crt": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="}),
 ]
 SUBSETS = [
     istio("DestinationRule", "reviews", {"host": "reviews", "subsets": [
@@ -554,6 +557,14 @@ HOOKS = {
     "*:connectionPool.http.maxConcurrentStreams": With("h2UpgradePolicy", "UPGRADE"),
     # local-origin failures count apart only when split
     "*:consecutiveLocalOriginFailures": With("splitExternalLocalOriginErrors", True),
+    # a DestinationRule's TLS origination settings are read with SIMPLE (or MUTUAL)
+    "DestinationRule:tls.caCertificates": With("mode", "SIMPLE"),
+    "DestinationRule:tls.caCrl": With("mode", "SIMPLE"),
+    "DestinationRule:tls.clientCertificate": With("mode", "MUTUAL"),
+    "DestinationRule:tls.privateKey": With("mode", "MUTUAL"),
+    "DestinationRule:tls.credentialName": With("mode", "SIMPLE"),
+    "DestinationRule:tls.insecureSkipVerify": With("mode", "SIMPLE"),
+    "DestinationRule:tls.subjectAltNames": With("mode", "SIMPLE"),
     "Gateway:servers[].tls": _gateway_tls,
     "Gateway:servers[].tls.httpsRedirect": lambda doc, ctx: ctx,  # a plaintext server's
     "Sidecar:ingress[].tls": _sidecar_ingress_tls,
