@@ -364,3 +364,106 @@ def test_check_refuses_unnamed_client_cluster(upstream_pki, workdir):
                        text=True, timeout=15)
     assert r.returncode != 0
     assert "clusters[0].tls: a client context needs the server's name" in r.stderr + r.stdout
+
+
+# ------------------------------------------- Istio: DestinationRule tls
+
+
+def _b64_file(path):
+    import base64
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode()
+
+
+def compile_model(workdir, docs, workload="default/client"):
+    d = os.path.join(workdir, "mesh")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "mesh.yaml"), "w") as f:
+        f.write("\n---\n".join(json.dumps(x) for x in docs) + "\n")
+    from conftest import TRELLIS
+    r = subprocess.run([TRELLIS, "ctl", "compile", d, "--workload", workload, "-o", "json",
+                        "--outbound-ip", "127.0.0.1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), r.stderr
+
+
+CLIENT_POD = {"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "client", "namespace": "default", "labels": {"app": "client"}},
+              "spec": {"serviceAccountName": "client"}, "status": {"podIP": "127.0.0.1"}}
+
+
+def external_service(port, backend_port):
+    return {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": {"name": "api", "namespace": "default"},
+            "spec": {"hosts": ["api.example.com"], "location": "MESH_EXTERNAL",
+                     "resolution": "STATIC",
+                     "ports": [{"number": port, "name": "http", "protocol": "HTTP",
+                                "targetPort": backend_port}],
+                     "endpoints": [{"address": "127.0.0.1"}]}}
+
+
+def destination_rule(tls):
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "api", "namespace": "default"},
+            "spec": {"host": "api.example.com", "trafficPolicy": {"tls": tls}}}
+
+
+def tls_secret(name, ca=None, cert=None, key=None):
+    data = {}
+    if ca:
+        data["ca.crt"] = _b64_file(ca)
+    if cert:
+        data["tls.crt"] = _b64_file(cert)
+        data["tls.key"] = _b64_file(key)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": "default"}, "data": data}
+
+
+def test_istio_destination_rule_simple_and_mutual(upstream_pki, workdir, proxies, tls_backends):
+    srv = upstream_pki["server"]
+    client_ca = upstream_pki["client_ca"]
+    client = _leaf(upstream_pki["dir"], client_ca, "sidecar", dns=["client.example.com"])
+    up = tls_backends(srv.cert, srv.key, client_ca=client_ca.root)
+    port = free_port()
+    base = [CLIENT_POD, external_service(port, up.port)]
+    # SIMPLE to a server that wants a client certificate: refused, never plaintext.
+    model, _ = compile_model(workdir, base + [
+        destination_rule({"mode": "SIMPLE", "credentialName": "api-ca"}),
+        tls_secret("api-ca", ca=upstream_pki["ca"].root)])
+    assert model["clusters"][0]["tls"] == {"context": "simple|default/api-ca",
+                                           "sni": "api.example.com"}
+    p = proxies(model, "simple")
+    assert get(port, "/simple") == 503
+    assert up.requests == []
+    p.stop()
+    # MUTUAL: the Secret's certificate is presented, the server's name checked.
+    model, _ = compile_model(workdir, base + [
+        destination_rule({"mode": "MUTUAL", "credentialName": "api-client"}),
+        tls_secret("api-client", ca=upstream_pki["ca"].root, cert=client.cert, key=client.key)])
+    assert "-----BEGIN" in model["tls"][0]["key_pem"]
+    proxies(model, "mutual")
+    assert get(port, "/mutual") == 200
+    assert up.requests[-1]["client_cert"]
+    assert up.snis[-1] == "api.example.com"
+
+
+def test_istio_destination_rule_names(upstream_pki, workdir, proxies, tls_backends):
+    srv = upstream_pki["server"]
+    up = tls_backends(srv.cert, srv.key)
+    port = free_port()
+    secret = tls_secret("api-ca", ca=upstream_pki["ca"].root)
+    base = [CLIENT_POD, external_service(port, up.port), secret]
+    # The server carries spiffe://example.org/api, not this name: refused in the handshake.
+    model, _ = compile_model(workdir, base + [destination_rule(
+        {"mode": "SIMPLE", "credentialName": "api-ca", "subjectAltNames": ["web.example.com"]})])
+    p = proxies(model, "wrong")
+    assert get(port, "/wrong") == 503
+    assert p.metric("trellis_tls_handshake_errors_total", direction="outbound",
+                    reason="wrong_san") >= 1
+    p.stop()
+    model, _ = compile_model(workdir, base + [destination_rule(
+        {"mode": "SIMPLE", "credentialName": "api-ca",
+         "subjectAltNames": ["spiffe://example.org/api"]})])
+    proxies(model, "uri")
+    assert get(port, "/uri") == 200
+    assert up.requests[-1]["path"] == "/uri"
