@@ -86,8 +86,10 @@ COMMON = [
     pod("ratings-v1", "10.0.0.21", {"app": "ratings", "version": "v1", **MESH}, "ratings"),
     service("db", [("tcp", 3306, None), ("tcp-admin", 3307, None)], {"app": "db"}),
     pod("db-v1", "10.0.0.31", {"app": "db", "version": "v1", **MESH}, "db"),
-    # what credentialName names (a CA bundle: SIMPLE; the proxy parses it, not the compiler)
+    # what credentialName names (the proxy parses the PEM, not the compiler)
     _obj("v1", "Secret", "reviews-credential", type="kubernetes.io/tls", data={
+        "tls.crt": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=",
+        "tls.key": "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUUKLS0tLS1FTkQgUFJJVkFURSBLRVktLS0tLQo=",
         "ca.crt": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="}),
 ]
 SUBSETS = [
@@ -508,10 +510,10 @@ def _delay_without_percentage(doc, ctx):
 
 def _gateway_tls(doc, ctx):
     # TLS settings of a server belong on a TLS port, in the mode that uses
-    # them (files and credentials: SIMPLE).
+    # them (files and credentials: SIMPLE, with a certificate from a Secret).
     srv = doc["spec"]["servers"][0]
     srv["port"] = {"number": 8443, "name": "https", "protocol": "HTTPS"}
-    srv["tls"] = {"mode": "SIMPLE"}
+    srv["tls"] = {"mode": "SIMPLE", "credentialName": "reviews-credential"}
     return ctx
 
 

@@ -53,13 +53,12 @@ size_t ist_base64_decode(const char *in, size_t len, unsigned char *out, size_t 
             if (pad > 0 || (v[k] = b64_value(c)) < 0)
                 return 0; /* a character after padding, or outside the alphabet */
         }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                     (uint32_t)v[3];
+        uint32_t w =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         /* Canonical: the bits padding drops must be zero. */
         if ((pad == 1 && (w & 0xff) != 0) || (pad == 2 && (w & 0xffff) != 0))
             return 0;
-        unsigned char b[3] = {(unsigned char)(w >> 16), (unsigned char)(w >> 8),
-                              (unsigned char)w};
+        unsigned char b[3] = {(unsigned char)(w >> 16), (unsigned char)(w >> 8), (unsigned char)w};
         for (size_t k = 0; k < 3 - pad; k++) {
             if (o == cap)
                 return 0;
@@ -139,8 +138,8 @@ bool ist_secret_read(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rn
             const char *bad = NULL;
             *dst[i] = secret_value(x, s, keys[i][k], &bad);
             if (bad != NULL) {
-                ist_error(x, c, at, key, "Secret %s/%s: %s %s", s->ns ? s->ns : "default",
-                          s->name, keys[i][k], bad);
+                ist_error(x, c, at, key, "Secret %s/%s: %s %s", s->ns ? s->ns : "default", s->name,
+                          keys[i][k], bad);
                 return false;
             }
         }
