@@ -467,3 +467,82 @@ def test_istio_destination_rule_names(upstream_pki, workdir, proxies, tls_backen
     proxies(model, "uri")
     assert get(port, "/uri") == 200
     assert up.requests[-1]["path"] == "/uri"
+
+
+# ------------------------------------------------ Istio: Gateway TLS
+
+
+def test_istio_gateway_terminates_tls(workdir, proxies):
+    from conftest import RecordingBackend
+    backend = RecordingBackend(host="127.0.0.2")
+    try:
+        d = os.path.join(workdir, "gw-pki")
+        ca = pki.create_ca(d, "gw-ca")
+        client_ca = pki.create_ca(d, "partner-ca")
+        api = _leaf(d, ca, "api", dns=["api.example.com"])
+        partner = _leaf(d, ca, "partner", dns=["partner.example.com"])
+        client = _leaf(d, client_ca, "partner-client", dns=["client.partner.example.com"])
+        https, http = free_port(), free_port()
+        api_secret = tls_secret("api-cert", cert=api.cert, key=api.key)
+        partner_secret = tls_secret("partner-cert", ca=client_ca.root, cert=partner.cert,
+                                    key=partner.key)
+        for sec in (api_secret, partner_secret):
+            sec["metadata"]["namespace"] = "istio-system"
+        docs = [
+            {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "ingress", "namespace": "istio-system",
+                          "labels": {"istio": "ingressgateway"}},
+             "spec": {"serviceAccountName": "ingress"}, "status": {"podIP": "127.0.0.1"}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+             "spec": {"selector": {"app": "web"},
+                      "ports": [{"name": "http", "port": 8080, "targetPort": backend.port}]}},
+            {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
+             "status": {"podIP": "127.0.0.2"}},
+            api_secret, partner_secret,
+            {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+             "metadata": {"name": "gw", "namespace": "istio-system"},
+             "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                 {"port": {"number": https, "name": "https", "protocol": "HTTPS"},
+                  "hosts": ["api.example.com"],
+                  "tls": {"mode": "SIMPLE", "credentialName": "api-cert"}},
+                 {"port": {"number": https, "name": "https-partner", "protocol": "HTTPS"},
+                  "hosts": ["partner.example.com"],
+                  "tls": {"mode": "MUTUAL", "credentialName": "partner-cert"}},
+                 {"port": {"number": http, "name": "http", "protocol": "HTTP"},
+                  "hosts": ["api.example.com"], "tls": {"httpsRedirect": True}}]}},
+            {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": "web", "namespace": "default"},
+             "spec": {"hosts": ["api.example.com", "partner.example.com"],
+                      "gateways": ["istio-system/gw"],
+                      "http": [{"route": [{"destination": {"host": "web.default.svc.cluster.local",
+                                                           "port": {"number": 8080}}}]}]}},
+        ]
+        model, err = compile_model(workdir, docs, workload="istio-system/ingress")
+        listeners = {l["name"]: l for l in model["listeners"]}
+        assert listeners[f"gateway|{https}"]["tls"]["mode"] == "TERMINATE", model
+        proxies(model, "gateway")
+        code, e = curl(f"https://api.example.com:{https}/api", "--cacert", ca.root,
+                       resolve=f"api.example.com:{https}:127.0.0.1")
+        assert code == "200", e
+        assert backend.requests[-1]["path"] == "/api"
+        # MUTUAL: the partner's host needs a client certificate from its CA.
+        n = len(backend.requests)
+        code, _ = curl(f"https://partner.example.com:{https}/p", "--cacert", ca.root,
+                       resolve=f"partner.example.com:{https}:127.0.0.1")
+        assert code == "000"
+        assert len(backend.requests) == n
+        code, e = curl(f"https://partner.example.com:{https}/p", "--cacert", ca.root,
+                       "--cert", client.cert, "--key", client.key,
+                       resolve=f"partner.example.com:{https}:127.0.0.1")
+        assert code == "200", e
+        assert backend.requests[-1]["path"] == "/p"
+        # httpsRedirect: plaintext gets 301 to https on the default port.
+        r = subprocess.run(["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w",
+                            "%{http_code} %{redirect_url}", "-H", "Host: api.example.com",
+                            f"http://127.0.0.1:{http}/login?x=1"],
+                           capture_output=True, text=True, timeout=15)
+        assert r.stdout == "301 https://api.example.com/login?x=1", r.stdout + r.stderr
+        assert backend.requests[-1]["path"] == "/p"
+    finally:
+        backend.close()

@@ -183,16 +183,17 @@ static bool server_material(struct ist_ctx *x, struct ist_cursor *c, const struc
     }
     if (strcmp(mode, "MUTUAL") != 0)
         return true;
-    const char *ca_name = NULL;
-    const struct tr_rnode *ca_at = tr_rnode_get(tls, "caCertCredentialName");
+    const char *ca_name = NULL, *ca_key = "caCertCredentialName";
+    const struct tr_rnode *ca_at = tr_rnode_get(tls, ca_key);
     if (!tr_rnode_str(ca_at, &ca_name) && out->ca == NULL)
-        ca_name = ist_printf(x, "%s-cacert", cred), ca_at = at;
+        ca_name = ist_printf(x, "%s-cacert", cred), ca_at = at, ca_key = "credentialName";
     if (ca_name != NULL) {
         const struct tr_resource *cs = gateway_secret(x, gw, ca_name);
         struct ist_secret ca;
-        if (cs == NULL || !ist_secret_read(x, c, ca_at, NULL, cs, &ca) || ca.ca == NULL) {
-            if (cs == NULL || !x->oom)
-                ist_error(x, c, ca_at, NULL,
+        bool read = cs != NULL && ist_secret_read(x, c, ca_at, ca_key, cs, &ca);
+        if (!read || ca.ca == NULL) {
+            if ((cs == NULL || read) && !x->oom) /* a bad Secret was reported by the read */
+                ist_error(x, c, ca_at, ca_key,
                           "MUTUAL needs a CA for client certificates: ca.crt in Secret \"%s\" "
                           "(none in the input that holds one)",
                           ca_name);

@@ -14,6 +14,7 @@
 #include "config/load.h"
 #include "config/write.h"
 #include "core/diag.h"
+#include "dialect/istio/internal.h"
 #include "dialect/istio/istio.h"
 #include "resource/resource.h"
 
@@ -505,6 +506,138 @@ static void test_dr_tls_refusals(void **state)
     }
 }
 
+/* Gateway servers: SIMPLE and MUTUAL terminate TLS with the Secret's
+ * certificate, chosen by the server's hosts; httpsRedirect answers 301. */
+static struct compiled *compile_gw(const char *tls, const char *secret_data)
+{
+    char buf[4096];
+    int n = snprintf(
+        buf, sizeof(buf),
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ingress, namespace: default, labels: "
+        "{istio: ingressgateway}}\nstatus: {podIP: 127.0.1.20}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: Gateway\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        "  - port: {number: 8443, name: https, protocol: HTTPS}\n"
+        "    hosts: [reviews.example.com, \"*.shop.example.com\"]\n    tls: %s\n"
+        "  - port: {number: 8080, name: http, protocol: HTTP}\n"
+        "    hosts: [reviews.example.com, other.example.com]\n    tls: {httpsRedirect: true}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  hosts: [reviews.example.com]\n  gateways: [gw]\n"
+        "  http:\n  - route:\n    - destination: {host: reviews}\n"
+        "%s%s\n",
+        tls,
+        secret_data ? "---\napiVersion: v1\nkind: Secret\nmetadata: {name: cred, namespace: "
+                      "default}\ntype: kubernetes.io/tls\ndata: "
+                    : "",
+        secret_data ? secret_data : "");
+    assert_true(n > 0 && (size_t)n < sizeof(buf));
+    char *text = concat(BOOKINFO, buf);
+    struct compiled *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    compile_text(c, text, "default", "ingress");
+    free(text);
+    return c;
+}
+
+static const struct tr_listener_cfg *listener(const struct tr_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (strcmp(cfg->listeners[i].name, name) == 0)
+            return &cfg->listeners[i];
+    fail_msg("no listener %s", name);
+    return NULL;
+}
+
+static void test_gateway_tls(void **state)
+{
+    (void)state;
+    struct compiled *c =
+        compile_gw("{mode: MUTUAL, credentialName: cred}",
+                   "{tls.crt: " B64_CERT ", tls.key: " B64_KEY ", ca.crt: " B64_CERT "}");
+    if (c->cfg == NULL || c->d.n_errors)
+        dump_diags(&c->d);
+    assert_non_null(c->cfg);
+    const struct tr_listener_cfg *l = listener(c->cfg, "gateway|8443");
+    assert_int_equal(l->tls_mode, TR_TLS_TERMINATE);
+    assert_int_equal(l->n_tls_contexts, 1);
+    const struct tr_tls_cfg *t = tls_ctx(c->cfg, l->tls_contexts[0]);
+    assert_int_equal(t->kind, TR_TLSK_SERVER);
+    assert_non_null(t->cert_pem);
+    assert_non_null(t->key_pem);
+    assert_non_null(t->ca_pem); /* MUTUAL: client certificates from this CA */
+    assert_int_equal(t->n_server_names, 2);
+    assert_string_equal(t->server_names[0], "reviews.example.com");
+    assert_string_equal(t->server_names[1], "*.shop.example.com");
+    /* the plaintext port redirects, for a host no VirtualService serves too */
+    const struct tr_vhost_cfg *v = vhost(c->cfg, "gateway|8080", "reviews.example.com:8080");
+    assert_int_equal(v->n_routes, 1);
+    assert_non_null(v->routes[0].redirect);
+    assert_string_equal(v->routes[0].redirect->scheme, "https");
+    assert_int_equal(v->routes[0].redirect->code, 301);
+    v = vhost(c->cfg, "gateway|8080", "other.example.com:8080");
+    assert_non_null(v->routes[0].redirect);
+    compiled_free(c);
+    free(c);
+
+    /* SIMPLE: no CA, so no client certificate is asked for. */
+    c = compile_gw("{mode: SIMPLE, credentialName: cred, minProtocolVersion: TLSV1_3}",
+                   "{tls.crt: " B64_CERT ", tls.key: " B64_KEY ", ca.crt: " B64_CERT "}");
+    assert_non_null(c->cfg);
+    t = tls_ctx(c->cfg, listener(c->cfg, "gateway|8443")->tls_contexts[0]);
+    assert_null(t->ca_pem);
+    assert_int_equal(t->min_version, 0x0304);
+    compiled_free(c);
+    free(c);
+
+    static const struct {
+        const char *tls, *secret, *path, *msg;
+    } refused[] = {
+        {"{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}", NULL,
+         "spec.servers[0].tls.serverCertificate", "a compiled model cannot carry"},
+        {"{mode: SIMPLE}", NULL, "spec.servers[0].tls.credentialName",
+         "needs a certificate: name a Secret"},
+        {"{mode: SIMPLE, credentialName: nope}", NULL, "spec.servers[0].tls.credentialName",
+         "no Secret \"nope\" in the input"},
+        {"{mode: SIMPLE, credentialName: cred}", "{ca.crt: " B64_CERT "}",
+         "spec.servers[0].tls.credentialName", "has no tls.crt and tls.key"},
+        {"{mode: MUTUAL, credentialName: cred}", "{tls.crt: " B64_CERT ", tls.key: " B64_KEY "}",
+         "spec.servers[0].tls.credentialName", "MUTUAL needs a CA for client certificates"},
+        {"{mode: MUTUAL, credentialName: cred, subjectAltNames: [a]}",
+         "{tls.crt: " B64_CERT ", tls.key: " B64_KEY ", ca.crt: " B64_CERT "}",
+         "spec.servers[0].tls.subjectAltNames", "client certificates would be accepted"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        c = compile_gw(refused[i].tls, refused[i].secret);
+        if (!has_diag(&c->d, TR_DIAG_ERROR, refused[i].path, refused[i].msg)) {
+            dump_diags(&c->d);
+            fail_msg("case %zu: no error at %s with \"%s\"", i, refused[i].path, refused[i].msg);
+        }
+        compiled_free(c);
+        free(c);
+    }
+}
+
+static void test_base64(void **state)
+{
+    (void)state;
+    unsigned char out[16];
+    bool ok;
+    assert_int_equal(ist_base64_decode("aGk=", 4, out, sizeof(out), &ok), 2);
+    assert_true(ok);
+    assert_memory_equal(out, "hi", 2);
+    assert_int_equal(ist_base64_decode("aGVsbG8h", 8, out, sizeof(out), &ok), 6);
+    assert_true(ok);
+    static const char *const bad[] = {"aGk", "aG=k", "a===", "aGj=", "aGk=aGk=", "aG\nk", "****"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ist_base64_decode(bad[i], strlen(bad[i]), out, sizeof(out), &ok);
+        assert_false(ok);
+    }
+    ist_base64_decode("aGVsbG8h", 8, out, 5, &ok); /* no room */
+    assert_false(ok);
+}
+
 static void test_unknown_workload(void **state)
 {
     (void)state;
@@ -528,6 +661,8 @@ int main(void)
         cmocka_unit_test(test_unknown_workload),
         cmocka_unit_test(test_dr_tls_origination),
         cmocka_unit_test(test_dr_tls_refusals),
+        cmocka_unit_test(test_gateway_tls),
+        cmocka_unit_test(test_base64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
