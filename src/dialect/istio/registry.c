@@ -464,7 +464,9 @@ static bool host_ok(const char *h)
     return h[0] != '*' || n > 1; /* "*.example.com", or "*x": any host ending in x */
 }
 
-static void read_service_entries(struct ist_ctx *x, size_t *cap)
+/* icap: the instances' array capacity (endpoints are instances), cap: the
+ * services'. */
+static void read_service_entries(struct ist_ctx *x, size_t *icap, size_t *cap)
 {
     static const struct ist_key keys[] = {
         {"hosts", NULL},
@@ -537,7 +539,7 @@ static void read_service_entries(struct ist_ctx *x, size_t *cap)
             in->sidecar = !external && has_sidecar(NULL, in->labels);
             if (in->ip == NULL)
                 ist_error(x, &c, e, "address", "an address is required");
-            else if (!push_inst(x, in, cap))
+            else if (!push_inst(x, in, icap))
                 return;
             ist_pop(&c, saved);
         }
@@ -632,7 +634,7 @@ int ist_registry_build(struct ist_ctx *x)
     read_pods(x, &icap);
     read_workload_entries(x, &icap);
     read_k8s_services(x, &scap);
-    read_service_entries(x, &scap);
+    read_service_entries(x, &icap, &scap);
     read_endpoint_slices(x);
     read_endpoints(x);
     read_export_annotations(x);
