@@ -421,7 +421,8 @@ static bool add_vhost(struct ist_ctx *x, struct gw_port *gp, const struct tr_res
         v->domains[1] = ist_mprintf(x, "%s:%u", d, gp->port);
         v->n_domains = 2;
     }
-    memcpy(v->routes, rs.v, rs.n * sizeof(*v->routes));
+    if (rs.n > 0)
+        memcpy(v->routes, rs.v, rs.n * sizeof(*v->routes));
     v->n_routes = rs.n;
     if (vs != NULL) {
         struct ist_cursor c;
