@@ -638,6 +638,30 @@ static void test_base64(void **state)
     assert_false(ok);
 }
 
+/* A workload known by its Deployment only (no Pod: no instance yet) and a
+ * ServiceEntry with endpoints: the endpoints are the first instances, the
+ * entry the first service (each array grows by its own capacity). */
+static void test_service_entry_endpoints_first(void **state)
+{
+    (void)state;
+    static const char TEXT[] =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: client, namespace: default}\n"
+        "spec:\n  template:\n    metadata: {labels: {app: client}}\n"
+        "    spec: {serviceAccountName: client}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        "metadata: {name: ext, namespace: default}\n"
+        "spec:\n  hosts: [api.example.com, web.example.com]\n  location: MESH_EXTERNAL\n"
+        "  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n"
+        "  endpoints: [{address: 10.1.0.1}, {address: 10.1.0.2}]\n";
+    struct compiled c;
+    compile_text(&c, TEXT, "default", "client");
+    if (c.cfg == NULL)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    assert_int_equal(cluster(c.cfg, "outbound|80||web.example.com")->n_endpoints, 2);
+    compiled_free(&c);
+}
+
 static void test_unknown_workload(void **state)
 {
     (void)state;
@@ -663,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_dr_tls_refusals),
         cmocka_unit_test(test_gateway_tls),
         cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_service_entry_endpoints_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
