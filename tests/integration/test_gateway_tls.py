@@ -546,3 +546,35 @@ def test_istio_gateway_terminates_tls(workdir, proxies):
         assert backend.requests[-1]["path"] == "/p"
     finally:
         backend.close()
+
+
+def test_terminate_inline_certificate_replaced_by_update(workdir, proxies, backend):
+    """PUT /config/tls/NAME with other inline PEM: new handshakes get the new
+    certificate (a Secret rotated by the control plane), the listener stays."""
+    d = os.path.join(workdir, "pki")
+    ca = pki.create_ca(d, "ca")
+    old = _leaf(d, ca, "old", dns=["old.example.com"])
+    new = _leaf(d, ca, "new", dns=["new.example.com"])
+
+    def ctx(leaf):
+        with open(leaf.cert) as f:
+            cert = f.read()
+        with open(leaf.key) as f:
+            key = f.read()
+        return {"name": "gw", "type": "server", "cert_pem": cert, "key_pem": key}
+
+    port = free_port()
+    cfg = simple_config(port, backend.port, tls={"mode": "TERMINATE", "contexts": ["gw"]})
+    cfg["tls"] = [ctx(old)]
+    p = proxies(cfg, "gw")
+    assert peer_cert_names(port, "any.example.com", ca.root) == ["old.example.com"]
+    status, body = p.update("tls", "gw", value=ctx(new))
+    assert status == 200, body
+    assert peer_cert_names(port, "any.example.com", ca.root) == ["new.example.com"]
+    # A broken key is refused; the running certificate stays.
+    broken = ctx(new)
+    broken["key_pem"] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    status, body = p.update("tls", "gw", value=broken)
+    assert status != 200
+    assert "key_pem" in body
+    assert peer_cert_names(port, "any.example.com", ca.root) == ["new.example.com"]
