@@ -578,3 +578,23 @@ def test_terminate_inline_certificate_replaced_by_update(workdir, proxies, backe
     assert status != 200
     assert "key_pem" in body
     assert peer_cert_names(port, "any.example.com", ca.root) == ["new.example.com"]
+
+
+def test_originate_changed_names_drop_pooled_connections(upstream_pki, proxies, tls_backends):
+    """A pooled connection was verified under the cluster's old names: when
+    an update changes them, it is not reused."""
+    srv = upstream_pki["server"]
+    up = tls_backends(srv.cert, srv.key)
+    port = free_port()
+    cfg = origination_config(port, up.port, {"ca": upstream_pki["ca"].root},
+                             {"sni": "api.example.com"})
+    p = proxies(cfg)
+    assert get(port, "/first") == 200
+    tls = {"context": "ext", "sni": "api.example.com", "subject_alt_names": ["web.example.com"]}
+    status, body = p.update("clusters", "backend", "tls", tls)
+    assert status == 200, body
+    n = len(up.requests)
+    assert get(port, "/after") == 503
+    assert len(up.requests) == n
+    assert p.metric("trellis_tls_handshake_errors_total", direction="outbound",
+                    reason="wrong_san") >= 1
