@@ -155,10 +155,14 @@ static bool same_connection_settings(const struct tr_cluster_rt *prev,
     const struct tr_cluster_cfg *a = prev->cfg, *b = c->cfg;
     if (prev->tls != c->tls || a->protocol != b->protocol ||
         strcmp(str_or_empty(a->sni), str_or_empty(b->sni)) != 0 ||
-        a->n_server_ids != b->n_server_ids)
+        a->n_server_ids != b->n_server_ids || a->n_subject_alt_names != b->n_subject_alt_names ||
+        a->insecure_skip_verify != b->insecure_skip_verify)
         return false;
     for (size_t i = 0; i < a->n_server_ids; i++)
         if (strcmp(a->server_ids[i], b->server_ids[i]) != 0)
+            return false;
+    for (size_t i = 0; i < a->n_subject_alt_names; i++)
+        if (strcmp(a->subject_alt_names[i], b->subject_alt_names[i]) != 0)
             return false;
     return true;
 }

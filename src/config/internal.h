@@ -71,6 +71,11 @@
 #define CFG_MAX_JWT_LOCATIONS     16u    /* entries of from_headers, from_params, from_cookies */
 #define CFG_MAX_JWT_CLAIM_HEADERS 16u    /* output_claim_to_headers entries */
 
+/* TLS contexts that are not mesh contexts. */
+#define CFG_MAX_PEM          (256u * 1024u) /* inline PEM text of one cert, key or ca */
+#define CFG_MAX_SERVER_NAMES 1000u          /* a server context's server_names */
+#define CFG_MAX_SNI_CONTEXTS 256u           /* a TERMINATE listener's contexts */
+
 #define CFG_PATH_MAX 512u
 #define CFG_ERR_MAX  1024u
 #define CFG_WHY_MAX  256u /* a check's explanation */
@@ -192,6 +197,11 @@ bool cfg_check_domain(const char *s, char *why, size_t size);
 bool cfg_check_trust_domain(const char *s, char *why, size_t size);
 bool cfg_check_host(const char *s, char *why, size_t size);
 bool cfg_check_sni(const char *s, char *why, size_t size);
+/* A server context's server name: a host name or "*.suffix"; a SAN to
+ * require of a server (a DNS name or a URI); inline PEM (a BEGIN line). */
+bool cfg_check_server_name(const char *s, char *why, size_t size);
+bool cfg_check_subject_alt_name(const char *s, char *why, size_t size);
+bool cfg_check_pem(const char *s, char *why, size_t size);
 bool cfg_check_dns_name(const char *s, char *why, size_t size);
 bool cfg_check_dns_server(const char *s, char *why, size_t size);
 bool cfg_check_text(const char *s, size_t maxlen, bool allow_ctl, char *why, size_t size);

@@ -53,6 +53,14 @@ enum tr_tls_mode {
     TR_TLS_DISABLE = 0, /* plaintext only */
     TR_TLS_PERMISSIVE,  /* mTLS or plaintext, detected per connection */
     TR_TLS_STRICT,      /* mTLS only; plaintext refused */
+    TR_TLS_TERMINATE,   /* TLS with server contexts (a gateway), chosen by SNI */
+};
+
+/* What a TLS context is for. */
+enum tr_tls_kind {
+    TR_TLSK_MESH = 0, /* SPIFFE mTLS: our SVID, the bundle, peer IDs checked */
+    TR_TLSK_SERVER,   /* TLS termination: a server certificate; ca: client certs required */
+    TR_TLSK_CLIENT,   /* TLS origination: ca verifies the server; optional client cert */
 };
 
 enum tr_direction {
@@ -88,12 +96,20 @@ enum tr_xff_mode {
     TR_XFF_OFF,        /* leave X-Forwarded-For as received */
 };
 
-/* A TLS context: this workload's certificate and the trust bundle. */
+/* A TLS context: a certificate, its key and a trust bundle. Each of the
+ * three comes from a file or inline PEM (at most one of the two); which are
+ * required depends on kind (docs/config.md). */
 struct tr_tls_cfg {
     const char *name;
-    const char *cert_file;    /* PEM chain; leaf carries one spiffe:// URI SAN */
-    const char *key_file;     /* PEM private key */
-    const char *ca_file;      /* PEM trust bundle */
+    enum tr_tls_kind kind;     /* default mesh */
+    const char *cert_file;     /* PEM chain; a mesh leaf carries one spiffe:// URI SAN */
+    const char *key_file;      /* PEM private key */
+    const char *ca_file;       /* PEM trust bundle */
+    const char *cert_pem;      /* inline PEM instead of cert_file */
+    const char *key_pem;       /* inline PEM instead of key_file */
+    const char *ca_pem;        /* inline PEM instead of ca_file */
+    const char **server_names; /* server: SNI names this certificate serves ("*.x" too); 0: any */
+    size_t n_server_names;
     const char *trust_domain; /* peers must be spiffe://<trust_domain>/...; NULL: any */
     uint16_t min_version;     /* TLS1_2_VERSION or TLS1_3_VERSION (default 1.3) */
     bool session_resumption;  /* default true */
@@ -233,8 +249,10 @@ struct tr_listener_cfg {
     struct tr_cfg_addr addr;
     enum tr_direction direction;
     enum tr_listener_protocol protocol;
-    enum tr_tls_mode tls_mode;    /* inbound only; outbound listeners take plaintext */
-    const char *tls_name;         /* TLS context (tls.context); NULL: none */
+    enum tr_tls_mode tls_mode; /* STRICT, PERMISSIVE: inbound only; TERMINATE: any direction */
+    const char *tls_name;      /* mesh TLS context (tls.context); NULL: none */
+    const char **tls_contexts; /* TERMINATE: server contexts (tls.contexts), by SNI */
+    size_t n_tls_contexts;
     const char *route_table_name; /* HTTP and auto: route table; else NULL */
     const char *tcp_cluster_name; /* TCP and auto: cluster (or tcp_clusters); else NULL */
     int tls;                      /* set by validate: index into tr_config.tls, -1 if none */
@@ -656,6 +674,12 @@ struct tr_cluster_cfg {
     const char **server_ids;       /* SPIFFE IDs the upstream may present; 0: any in trust domain */
     size_t n_server_ids;
     const char *sni; /* SNI to send; NULL: none */
+    /* A client context (not mesh): names the server certificate must carry as
+     * DNS or URI SANs (0: the sni), or no verification at all. */
+    const char **subject_alt_names;
+    size_t n_subject_alt_names;
+    bool insecure_skip_verify;
+    bool mesh_tls; /* set by validate: tls is a mesh context (a trellis peer) */
     enum tr_upstream_protocol protocol;
     uint32_t h2_max_streams; /* HTTP/2: streams per connection before another opens; 0 before
                               * validate: default 100; another value with protocol http1 is

@@ -171,11 +171,21 @@ static const struct cfg_section access_log_section =
 
 static const char *const tls_versions[] = {"1.2", "1.3"};
 static const int tls_version_values[] = {TLS1_2_VERSION, TLS1_3_VERSION};
+static const char *const tls_kinds[] = {"mesh", "server", "client"};
+/* Which of cert, key and ca a kind needs is validate.c's (check_tls): each
+ * may come from a file or inline PEM. */
 static const struct cfg_field tls_fields[] = {
     NAME("name", struct tr_tls_cfg, name, REQ),
-    FILE_("cert", struct tr_tls_cfg, cert_file, REQ | CF_READ, NULL),
-    FILE_("key", struct tr_tls_cfg, key_file, REQ | CF_READ, NULL),
-    FILE_("ca", struct tr_tls_cfg, ca_file, REQ | CF_READ, NULL),
+    ENUM("type", struct tr_tls_cfg, kind, DEF, tls_kinds, NULL, TR_TLSK_MESH),
+    FILE_("cert", struct tr_tls_cfg, cert_file, CF_READ, NULL),
+    FILE_("key", struct tr_tls_cfg, key_file, CF_READ, NULL),
+    FILE_("ca", struct tr_tls_cfg, ca_file, CF_READ, NULL),
+    STR("cert_pem", struct tr_tls_cfg, cert_pem, CF_EMPTY_OK | CF_CTL_OK, CFG_MAX_PEM,
+        cfg_check_pem),
+    STR("key_pem", struct tr_tls_cfg, key_pem, CF_EMPTY_OK | CF_CTL_OK, CFG_MAX_PEM, cfg_check_pem),
+    STR("ca_pem", struct tr_tls_cfg, ca_pem, CF_EMPTY_OK | CF_CTL_OK, CFG_MAX_PEM, cfg_check_pem),
+    STRLIST("server_names", struct tr_tls_cfg, server_names, n_server_names, 0, 0,
+            CFG_MAX_SERVER_NAMES, 255, cfg_check_server_name),
     STR("trust_domain", struct tr_tls_cfg, trust_domain, 0, CFG_MAX_NAME, cfg_check_trust_domain),
     ENUM("min_version", struct tr_tls_cfg, min_version, CF_U16 | DEF, tls_versions,
          tls_version_values, 1),
@@ -186,11 +196,14 @@ const struct cfg_section cfg_tls_section =
     SEC("tls", tls_fields, offsetof(struct tr_tls_cfg, loc), NULL);
 
 /* Listed in the order people think of them, not enum order. */
-static const char *const tls_modes[] = {"STRICT", "PERMISSIVE", "DISABLE"};
-static const int tls_mode_values[] = {TR_TLS_STRICT, TR_TLS_PERMISSIVE, TR_TLS_DISABLE};
+static const char *const tls_modes[] = {"STRICT", "PERMISSIVE", "DISABLE", "TERMINATE"};
+static const int tls_mode_values[] = {TR_TLS_STRICT, TR_TLS_PERMISSIVE, TR_TLS_DISABLE,
+                                      TR_TLS_TERMINATE};
 static const struct cfg_field listener_tls_fields[] = {
     ENUM("mode", struct tr_listener_cfg, tls_mode, REQ | DEF, tls_modes, tls_mode_values, 2),
     NAME("context", struct tr_listener_cfg, tls_name, 0),
+    STRLIST("contexts", struct tr_listener_cfg, tls_contexts, n_tls_contexts, 0, 0,
+            CFG_MAX_SNI_CONTEXTS, CFG_MAX_NAME, cfg_check_name),
 };
 static const struct cfg_section listener_tls_section =
     SEC("listener.tls", listener_tls_fields, CFG_NO_LOC, NULL);
@@ -673,6 +686,9 @@ static const struct cfg_field cluster_tls_fields[] = {
     STRLIST("server_ids", struct tr_cluster_cfg, server_ids, n_server_ids, 0, 0, CFG_MAX_LIST,
             CFG_MAX_STR, cfg_check_spiffe),
     STR("sni", struct tr_cluster_cfg, sni, 0, 255, cfg_check_sni),
+    STRLIST("subject_alt_names", struct tr_cluster_cfg, subject_alt_names, n_subject_alt_names, 0,
+            0, CFG_MAX_LIST, CFG_MAX_STR, cfg_check_subject_alt_name),
+    BOOL("insecure_skip_verify", struct tr_cluster_cfg, insecure_skip_verify, false),
 };
 static const struct cfg_section cluster_tls_section =
     SEC("cluster.tls", cluster_tls_fields, CFG_NO_LOC, NULL);

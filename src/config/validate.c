@@ -583,6 +583,42 @@ struct vnames {
     struct name_tab tls, clusters, tables, listeners;
 };
 
+/* A file or inline PEM, not both; "need" says whether one is required. */
+static bool check_pem_source(struct vctx *v, const struct tr_cfg_loc *loc, const char *key,
+                             const char *file, const char *pem, bool need)
+{
+    if (file != NULL && pem != NULL)
+        return verr(v, loc, key, AT_KEY, "conflicts with %s_pem; set one of them", key);
+    /* The message every required field gives; the docs say "or KEY_pem". */
+    if (need && file == NULL && pem == NULL)
+        return verr(v, loc, key, AT_VALUE, "missing required field");
+    return true;
+}
+
+/* What each kind of context needs (docs/config.md, "tls[]"). */
+static bool check_tls_kind(struct vctx *v, const struct tr_tls_cfg *t, const struct tr_cfg_loc *loc)
+{
+    static const char *const kinds[] = {"mesh", "server", "client"};
+    const char *kind = kinds[t->kind];
+    bool mesh = t->kind == TR_TLSK_MESH, client = t->kind == TR_TLSK_CLIENT;
+    if (!check_pem_source(v, loc, "cert", t->cert_file, t->cert_pem, !client) ||
+        !check_pem_source(v, loc, "key", t->key_file, t->key_pem, !client) ||
+        !check_pem_source(v, loc, "ca", t->ca_file, t->ca_pem, mesh))
+        return false;
+    bool has_cert = t->cert_file != NULL || t->cert_pem != NULL;
+    bool has_key = t->key_file != NULL || t->key_pem != NULL;
+    if (client && has_cert != has_key)
+        return verr(v, loc, has_cert ? "key" : "cert", AT_VALUE,
+                    "a client certificate needs both cert and key");
+    if (!mesh && t->trust_domain != NULL)
+        return verr(v, loc, "trust_domain", AT_KEY,
+                    "only for type mesh (a %s context checks no SPIFFE ID)", kind);
+    if (t->kind != TR_TLSK_SERVER && t->n_server_names > 0)
+        return verr(v, loc, "server_names", AT_KEY,
+                    "only for type server (it selects a certificate by SNI)");
+    return true;
+}
+
 static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)
 {
     struct tr_config *cfg = v->cfg;
@@ -592,7 +628,8 @@ static bool check_tls(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc
         const struct tr_cfg_loc *loc = item_loc(&t->loc, top, "tls", i, &tmp);
         if (!check_section(v, &cfg_tls_section, t, loc, "", true, true) ||
             !unique(v, &nt->tls, "TLS context name", t->name, (int)i, loc, "tls", cfg->tls,
-                    sizeof(*t), offsetof(struct tr_tls_cfg, loc)))
+                    sizeof(*t), offsetof(struct tr_tls_cfg, loc)) ||
+            !check_tls_kind(v, t, loc))
             return false;
     }
     return true;
@@ -732,6 +769,48 @@ static bool check_cluster_dns(struct vctx *v, struct tr_cluster_cfg *c,
     return true;
 }
 
+/* Mesh contexts check SPIFFE IDs, client contexts host names: each field
+ * belongs to one of the two. */
+static bool check_cluster_tls(struct vctx *v, struct tr_cluster_cfg *c,
+                              const struct tr_cfg_loc *loc)
+{
+    c->mesh_tls = false;
+    if (c->tls < 0) {
+        if (c->n_subject_alt_names > 0)
+            return verr(v, loc, "tls.subject_alt_names", AT_KEY, "needs tls.context");
+        if (c->insecure_skip_verify)
+            return verr(v, loc, "tls.insecure_skip_verify", AT_KEY, "needs tls.context");
+        return true;
+    }
+    enum tr_tls_kind kind = v->cfg->tls[c->tls].kind;
+    if (kind == TR_TLSK_SERVER)
+        return verr(v, loc, "tls.context", AT_VALUE,
+                    "TLS context %s is of type server; a cluster needs a mesh or client context",
+                    c->tls_name);
+    c->mesh_tls = kind == TR_TLSK_MESH;
+    if (kind == TR_TLSK_MESH) {
+        if (c->n_subject_alt_names > 0)
+            return verr(v, loc, "tls.subject_alt_names", AT_KEY,
+                        "only with a client context (a mesh context checks server_ids)");
+        if (c->insecure_skip_verify)
+            return verr(v, loc, "tls.insecure_skip_verify", AT_KEY,
+                        "only with a client context (mesh peers are always verified)");
+        return true;
+    }
+    if (c->n_server_ids > 0)
+        return verr(v, loc, "tls.server_ids", AT_KEY,
+                    "only with a mesh context (a client context checks subject_alt_names)");
+    if (c->insecure_skip_verify && c->n_subject_alt_names > 0)
+        return verr(v, loc, "tls.subject_alt_names", AT_KEY,
+                    "would be ignored: insecure_skip_verify is set");
+    /* Fail closed: a verified chain alone proves nothing about which server. */
+    if (!c->insecure_skip_verify && c->n_subject_alt_names == 0 && c->sni == NULL)
+        return verr(v, loc, "tls", AT_KEY,
+                    "a client context needs the server's name: set sni or subject_alt_names "
+                    "(or insecure_skip_verify)");
+    return true;
+}
+
 static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_cfg *c,
                           const struct tr_cfg_loc *loc)
 {
@@ -745,6 +824,8 @@ static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_c
                     "has no server identity to check)");
     if (c->tls_name == NULL && c->sni != NULL)
         return verr(v, loc, "tls.sni", AT_KEY, "needs tls.context (SNI is sent over TLS only)");
+    if (!check_cluster_tls(v, c, loc))
+        return false;
     /* The default is filled in below for every protocol (the runtime and
      * /config_dump show it), so a validated model validates again: only a
      * value other than the default is a setting HTTP/1.1 would ignore. The
@@ -1523,15 +1604,43 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
         }
     }
 
-    if (l->tls_mode != TR_TLS_DISABLE && l->direction != TR_DIR_INBOUND)
+    bool mesh_mode = l->tls_mode == TR_TLS_STRICT || l->tls_mode == TR_TLS_PERMISSIVE;
+    if (mesh_mode && l->direction != TR_DIR_INBOUND)
         return verr(v, loc, "tls.mode", AT_KEY, "%s is only valid on inbound listeners",
                     l->tls_mode == TR_TLS_STRICT ? "STRICT" : "PERMISSIVE");
-    if (l->tls_mode != TR_TLS_DISABLE && l->tls_name == NULL)
+    if (mesh_mode && l->tls_name == NULL)
         return verr(v, loc, "tls.context", AT_VALUE, "missing required field");
-    if (l->tls_mode == TR_TLS_DISABLE && l->tls_name != NULL)
-        return verr(v, loc, "tls.context", AT_KEY, "must not be set when mode is DISABLE");
+    if (!mesh_mode && l->tls_name != NULL)
+        return verr(v, loc, "tls.context", AT_KEY, "must not be set when mode is %s",
+                    l->tls_mode == TR_TLS_DISABLE ? "DISABLE" : "TERMINATE (use contexts)");
     if (!resolve(v, &nt->tls, "TLS context", l->tls_name, loc, "tls.context", &l->tls))
         return false;
+    if (mesh_mode && v->cfg->tls[l->tls].kind != TR_TLSK_MESH)
+        return verr(v, loc, "tls.context", AT_VALUE,
+                    "%s needs a mesh context; TLS context %s is not one (use TERMINATE)",
+                    l->tls_mode == TR_TLS_STRICT ? "STRICT" : "PERMISSIVE", l->tls_name);
+    if (l->tls_mode == TR_TLS_TERMINATE && l->protocol == TR_LPROTO_AUTO)
+        return verr(v, loc, "protocol", AT_VALUE,
+                    "auto detects plaintext protocols; with tls.mode TERMINATE use http or tcp");
+    if (l->tls_mode != TR_TLS_TERMINATE && l->n_tls_contexts > 0)
+        return verr(v, loc, "tls.contexts", AT_KEY, "only for mode TERMINATE");
+    if (l->tls_mode == TR_TLS_TERMINATE && l->n_tls_contexts == 0)
+        return verr(v, loc, "tls.contexts", AT_VALUE,
+                    "missing required field (mode TERMINATE needs server contexts)");
+    for (size_t k = 0; k < l->n_tls_contexts; k++) {
+        int idx = -1;
+        char at[48];
+        snprintf(at, sizeof(at), "tls.contexts[%zu]", k);
+        if (!resolve(v, &nt->tls, "TLS context", l->tls_contexts[k], loc, at, &idx))
+            return false;
+        if (v->cfg->tls[idx].kind != TR_TLSK_SERVER)
+            return verr(v, loc, at, AT_VALUE, "TLS context %s is not of type server",
+                        l->tls_contexts[k]);
+        for (size_t j = 0; j < k; j++)
+            if (strcmp(l->tls_contexts[j], l->tls_contexts[k]) == 0)
+                return verr(v, loc, at, AT_VALUE, "TLS context %s is listed twice",
+                            l->tls_contexts[k]);
+    }
 
     if (l->tcp_cluster_name != NULL && l->n_tcp_clusters > 0)
         return verr(v, loc, "tcp_clusters", AT_KEY,

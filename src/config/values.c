@@ -664,6 +664,31 @@ bool cfg_check_sni(const char *s, char *why, size_t size)
     return true;
 }
 
+bool cfg_check_server_name(const char *s, char *why, size_t size)
+{
+    char b[96];
+    const char *host = strncmp(s, "*.", 2) == 0 ? s + 2 : s;
+    if (*host == '\0' || strpbrk(host, " \t/:*") != NULL)
+        return WHY("expected a host name or *.domain, got %s", Q(s));
+    return true;
+}
+
+bool cfg_check_subject_alt_name(const char *s, char *why, size_t size)
+{
+    char b[96];
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+        if (*p <= ' ' || *p >= 0x7f)
+            return WHY("expected a DNS name or a URI, got %s", Q(s));
+    return true;
+}
+
+bool cfg_check_pem(const char *s, char *why, size_t size)
+{
+    if (strstr(s, "-----BEGIN ") == NULL)
+        return WHY("expected PEM text (a -----BEGIN ...----- block)");
+    return true;
+}
+
 bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size)
 {
     int code = 0;

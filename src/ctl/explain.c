@@ -139,7 +139,8 @@ static void json_str_or_null(struct tr_fmt *f, const char *s)
         tr_fmt_json_cstr(f, s);
 }
 
-static void json_policy(struct tr_fmt *f, const struct tr_cluster_cfg *c)
+static void json_policy(struct tr_fmt *f, const struct tr_config *cfg,
+                        const struct tr_cluster_cfg *c)
 {
     tr_fmt_cstr(f, "\"load_balancer\":");
     json_str_or_null(f, c ? lb_name(c->lb) : NULL);
@@ -169,6 +170,23 @@ static void json_policy(struct tr_fmt *f, const struct tr_cluster_cfg *c)
         tr_fmt_cstr(f, "null");
     } else if (c->tls_name == NULL) {
         tr_fmt_cstr(f, "{\"mode\":\"DISABLE\"}");
+    } else if (!c->mesh_tls) {
+        /* TLS to a server outside the mesh: what it must prove. */
+        const struct tr_tls_cfg *t = &cfg->tls[c->tls];
+        bool mutual = t->cert_file != NULL || t->cert_pem != NULL;
+        tr_fmt_printf(f, "{\"mode\":\"%s\",\"sni\":", mutual ? "MUTUAL" : "SIMPLE");
+        if (c->sni != NULL)
+            tr_fmt_json_cstr(f, c->sni);
+        else
+            tr_fmt_cstr(f, "null");
+        tr_fmt_cstr(f, ",\"subject_alt_names\":[");
+        for (size_t i = 0; i < c->n_subject_alt_names; i++) {
+            if (i)
+                tr_fmt_cstr(f, ",");
+            tr_fmt_json_cstr(f, c->subject_alt_names[i]);
+        }
+        tr_fmt_printf(f, "],\"insecure_skip_verify\":%s}",
+                      c->insecure_skip_verify ? "true" : "false");
     } else {
         tr_fmt_cstr(f, "{\"mode\":\"ISTIO_MUTUAL\",\"server_ids\":[");
         for (size_t i = 0; i < c->n_server_ids; i++) {
@@ -394,7 +412,7 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
         } else {
             tr_fmt_cstr(&f, ",\"retries\":null,\"mirrors\":[],");
         }
-        json_policy(&f, first);
+        json_policy(&f, cfg, first);
         tr_fmt_cstr(&f, "}\n");
     } else {
         if (r == NULL) {
@@ -418,7 +436,9 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
                               r->clusters[i].weight, r->total_weight, c ? c->n_endpoints : 0);
                 if (c != NULL)
                     tr_fmt_printf(&f, ", %s, %s", lb_name(c->lb),
-                                  c->tls_name ? "mTLS" : "plaintext");
+                                  c->tls_name == NULL ? "plaintext"
+                                  : c->mesh_tls       ? "mTLS"
+                                                      : "TLS");
                 tr_fmt_cstr(&f, "\n");
                 for (size_t e = 0; c && e < c->n_endpoints; e++)
                     tr_fmt_printf(&f, "       %s\n", c->endpoints[e].addr.text);

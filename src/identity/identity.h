@@ -1,4 +1,18 @@
-/* identity/identity.h: workload identity (SPIFFE X.509-SVIDs) and mutual TLS.
+/* identity/identity.h: workload identity (SPIFFE X.509-SVIDs) and mutual TLS,
+ * and the TLS contexts that are not mesh contexts (tr_tls_cfg.kind).
+ *
+ * Kinds. A mesh context is described below. A server context (TLS
+ * termination, a gateway) has only a server SSL_CTX: its certificate, and,
+ * with a ca, client certificates required and chain-verified (MUTUAL); a
+ * listener may hold several, one chosen per connection by SNI
+ * (tr_tls_server_select) before anything else of the handshake. A client
+ * context (TLS origination to a server outside the mesh) has only a client
+ * SSL_CTX: the ca (none: the system's trust store, OpenSSL's default
+ * paths) verifies the server's chain, the names given to
+ * tr_tls_client_setup are DNS or URI SANs one of which the server's leaf must
+ * carry (a DNS SAN "*.x" stands for one leftmost label), and it presents a
+ * certificate if it has one. Each of cert, key and ca is a file or inline
+ * PEM (a compiled model is self-contained); inline PEM is not watched.
  *
  * A tr_tls_ctx is one loaded TLS context for a workload identity: this
  * workload's certificate chain and key plus the trust bundle, as a server
@@ -66,10 +80,12 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err);
 void tr_tls_ctx_ref(struct tr_tls_ctx *ctx);
 void tr_tls_ctx_unref(struct tr_tls_ctx *ctx); /* NULL is fine */
 
-/* The SSL_CTXs, owned by ctx: SSL_new() them per connection. */
+/* The SSL_CTXs, owned by ctx: SSL_new() them per connection. A server
+ * context has no client SSL_CTX, a client context no server one (NULL). */
 SSL_CTX *tr_tls_ctx_server(const struct tr_tls_ctx *ctx);
 SSL_CTX *tr_tls_ctx_client(const struct tr_tls_ctx *ctx);
-/* Our SPIFFE ID, from our leaf certificate; lives as long as ctx. */
+/* Our SPIFFE ID, from our leaf certificate; lives as long as ctx; NULL if
+ * not a mesh context. */
 const char *tr_tls_ctx_own_id(const struct tr_tls_ctx *ctx);
 /* Expiry of our leaf certificate. */
 time_t tr_tls_ctx_not_after(const struct tr_tls_ctx *ctx);
@@ -93,6 +109,35 @@ int tr_tls_ctx_set_alpn(struct tr_tls_ctx *ctx, const unsigned char *protos, siz
  * handshake. Returns 0, or -1 on no memory / invalid SNI. */
 int tr_tls_client_setup(SSL *ssl, const char *sni, const char *const *server_ids, size_t n_ids);
 
+/* A client SSL of a client context that verifies nothing of the server
+ * (insecure_skip_verify). Call before the handshake. */
+void tr_tls_client_insecure(SSL *ssl);
+
+/* TLS termination by SNI. A table lists a listener's server contexts with
+ * the names each serves ("*.x": any name below x); the first that lists the
+ * client's SNI is used, else the first that lists no name, else the
+ * handshake fails ("unknown_sni", alert unrecognized_name). The table must
+ * outlive the SSL; set it on a server SSL of one of its contexts before the
+ * handshake. */
+struct tr_tls_sni_choice {
+    struct tr_tls_ctx *ctx; /* a server context */
+    const char *const *names;
+    size_t n_names;
+};
+struct tr_tls_sni_table {
+    const struct tr_tls_sni_choice *choices;
+    size_t n;
+};
+void tr_tls_server_select(SSL *ssl, const struct tr_tls_sni_table *t);
+/* The choice for an SNI (name NULL: none sent), or NULL. */
+const struct tr_tls_sni_choice *tr_tls_sni_pick(const struct tr_tls_sni_table *t, const char *name,
+                                                size_t len);
+/* Parses a server_name extension's body (RFC 6066 3) from a ClientHello:
+ * strict lengths, at most one host_name of 1..255 bytes without NUL. Returns
+ * 0 and sets *name (into ext, not NUL-terminated; NULL if there is no
+ * host_name) or -1 if malformed. */
+int tr_tls_sni_parse(const unsigned char *ext, size_t len, const char **name, size_t *name_len);
+
 /* After a successful handshake (either side, also on resumption): copies the
  * peer's verified SPIFFE ID, NUL-terminated, into out. Returns its length, or
  * -1 if there is no verified peer ID or it does not fit. */
@@ -111,6 +156,8 @@ int tr_identity_peer_id(SSL *ssl, char *out, size_t size);
  *   "bad_spiffe_id"      malformed SPIFFE ID, several URI SANs, or a CA leaf
  *   "wrong_spiffe_id"    valid, but not one of the allowed server IDs
  *   "wrong_trust_domain" valid, but outside the configured trust domain
+ *   "wrong_san"          (client context) no SAN of the server is a name asked for
+ *   "unknown_sni"        (server contexts) no context serves the client's SNI
  *   "protocol"           not TLS, version or cipher/group mismatch
  *   "other"
  * Reasons found by our verify callback are exact. Otherwise the error queue

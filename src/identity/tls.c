@@ -50,6 +50,7 @@ struct file_stamp {
 /* Data the verify and ALPN callbacks need, owned by the SSL_CTX itself (freed
  * through its ex_data) so an SSL that outlives its tr_tls_ctx stays correct. */
 struct ctx_data {
+    enum tr_tls_kind kind;
     char *trust_domain;  /* NULL: any trust domain */
     uint64_t gen;        /* load generation, to match session slots */
     unsigned char *alpn; /* server preference list, wire format; NULL: none */
@@ -79,6 +80,7 @@ static int ctx_data_idx = -1; /* SSL_CTX: struct ctx_data *, owned */
 static int reason_idx = -1;   /* SSL: const char * (static), failure reason */
 static int ids_idx = -1;      /* SSL: struct peer_ids *, owned */
 static int slot_idx = -1;     /* SSL: struct tr_tls_session_slot *, borrowed */
+static int sni_idx = -1;      /* SSL: const struct tr_tls_sni_table *, borrowed */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t load_gen;
 
@@ -125,12 +127,13 @@ static void init_indexes(void)
     reason_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     ids_idx = SSL_get_ex_new_index(0, NULL, NULL, peer_ids_dup, peer_ids_free);
     slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    sni_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 static bool ensure_init(void)
 {
     pthread_once(&init_once, init_indexes);
-    return ctx_data_idx >= 0 && reason_idx >= 0 && ids_idx >= 0 && slot_idx >= 0;
+    return ctx_data_idx >= 0 && reason_idx >= 0 && ids_idx >= 0 && slot_idx >= 0 && sni_idx >= 0;
 }
 
 /* ---- SPIFFE IDs in certificates ---- */
@@ -187,10 +190,64 @@ static struct ctx_data *ssl_ctx_data(const SSL *ssl)
     return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_data_idx);
 }
 
-/* The SPIFFE checks on a chain-verified leaf presented to ssl. Returns NULL if
+/* Does a certificate's DNS name (maybe "*.rest": one whole leftmost label)
+ * stand for host name want? Case-insensitive, as DNS. */
+static bool dns_san_matches(const char *san, size_t san_len, const char *want)
+{
+    size_t wl = strlen(want);
+    if (san_len == wl && strncasecmp(san, want, wl) == 0)
+        return true;
+    if (san_len < 3 || san[0] != '*' || san[1] != '.')
+        return false;
+    const char *dot = memchr(want, '.', wl);
+    if (dot == NULL || dot == want)
+        return false;
+    size_t rest = wl - (size_t)(dot + 1 - want);
+    return rest == san_len - 2 && strncasecmp(dot + 1, san + 2, rest) == 0;
+}
+
+/* A client context's check of the server's leaf: one of its DNS or URI SANs
+ * is one of the names the cluster asks for (none asked: the chain alone,
+ * only with insecure_skip_verify, which skips even that). */
+static const char *check_server_names(SSL *ssl, X509 *leaf)
+{
+    const struct peer_ids *want = SSL_get_ex_data(ssl, ids_idx);
+    if (want == NULL || want->n == 0)
+        return NULL;
+    GENERAL_NAMES *names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    const char *why = "wrong_san";
+    for (int i = 0; names != NULL && why != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+        if (gn->type != GEN_DNS && gn->type != GEN_URI)
+            continue;
+        const ASN1_IA5STRING *v =
+            gn->type == GEN_DNS ? gn->d.dNSName : gn->d.uniformResourceIdentifier;
+        const char *p = (const char *)ASN1_STRING_get0_data(v);
+        size_t len = (size_t)ASN1_STRING_length(v);
+        if (memchr(p, '\0', len) != NULL)
+            continue; /* an embedded NUL: never a name */
+        for (size_t k = 0; k < want->n && why != NULL; k++) {
+            if (gn->type == GEN_DNS
+                    ? dns_san_matches(p, len, want->ids[k])
+                    : (strlen(want->ids[k]) == len && memcmp(p, want->ids[k], len) == 0))
+                why = NULL;
+        }
+    }
+    GENERAL_NAMES_free(names);
+    return why;
+}
+
+/* The checks on a chain-verified leaf presented to ssl, by the kind of its
+ * context: SPIFFE for mesh, the names for client; a server context (client
+ * certificates of MUTUAL termination) needs the chain only. Returns NULL if
  * acceptable, else the failure reason. */
 static const char *check_peer(SSL *ssl, X509 *leaf)
 {
+    const struct ctx_data *kd = ssl_ctx_data(ssl);
+    if (kd != NULL && kd->kind == TR_TLSK_SERVER)
+        return NULL;
+    if (kd != NULL && kd->kind == TR_TLSK_CLIENT)
+        return check_server_names(ssl, leaf);
     char id[TR_SPIFFE_ID_MAX + 1];
     size_t len = 0;
     const char *why = cert_spiffe_id(leaf, id, &len);
@@ -299,6 +356,108 @@ int tr_tls_client_setup(SSL *ssl, const char *sni, const char *const *server_ids
         return -1;
     }
     return 0;
+}
+
+void tr_tls_client_insecure(SSL *ssl)
+{
+    SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+}
+
+/* ---- SNI: certificate selection of TLS termination ---- */
+
+int tr_tls_sni_parse(const unsigned char *ext, size_t len, const char **name, size_t *name_len)
+{
+    /* RFC 6066 3: ServerNameList <1..2^16-1> of {NameType, HostName
+     * <1..2^16-1>}; one host_name (type 0) at most, other types skipped. */
+    *name = NULL;
+    *name_len = 0;
+    if (len < 2 || (size_t)((ext[0] << 8) | ext[1]) != len - 2 || len == 2)
+        return -1;
+    for (size_t i = 2; i < len;) {
+        if (len - i < 3)
+            return -1;
+        unsigned type = ext[i];
+        size_t n = (size_t)((ext[i + 1] << 8) | ext[i + 2]);
+        i += 3;
+        if (n == 0 || n > len - i)
+            return -1;
+        if (type == 0) {
+            if (*name != NULL || n > 255 || memchr(ext + i, '\0', n) != NULL)
+                return -1;
+            *name = (const char *)ext + i;
+            *name_len = n;
+        }
+        i += n;
+    }
+    return 0;
+}
+
+static bool server_name_matches(const char *pattern, const char *name, size_t len)
+{
+    size_t pl = strlen(pattern);
+    if (pl > 2 && pattern[0] == '*' && pattern[1] == '.')
+        /* "*.example.com": any name below example.com, not example.com itself */
+        return len > pl - 1 && name[len - (pl - 1) - 1] != '.' &&
+               strncasecmp(name + len - (pl - 1), pattern + 1, pl - 1) == 0;
+    return pl == len && strncasecmp(pattern, name, len) == 0;
+}
+
+const struct tr_tls_sni_choice *tr_tls_sni_pick(const struct tr_tls_sni_table *t, const char *name,
+                                                size_t len)
+{
+    /* A name listed by a context wins; then the first context that lists none. */
+    for (size_t i = 0; name != NULL && i < t->n; i++)
+        for (size_t k = 0; k < t->choices[i].n_names; k++)
+            if (server_name_matches(t->choices[i].names[k], name, len))
+                return &t->choices[i];
+    for (size_t i = 0; i < t->n; i++)
+        if (t->choices[i].n_names == 0)
+            return &t->choices[i];
+    return NULL;
+}
+
+void tr_tls_server_select(SSL *ssl, const struct tr_tls_sni_table *t)
+{
+    if (ensure_init())
+        SSL_set_ex_data(ssl, sni_idx, (void *)t);
+}
+
+/* Runs first on a ClientHello, before sessions or certificates are looked
+ * at: the context chosen here decides both (each has its own session ID
+ * context, so a session never crosses to a context with other rules). */
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+    const struct tr_tls_sni_table *t = SSL_get_ex_data(ssl, sni_idx);
+    if (t == NULL)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    const unsigned char *ext = NULL;
+    size_t len = 0;
+    const char *name = NULL;
+    size_t name_len = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &len) == 1 &&
+        tr_tls_sni_parse(ext, len, &name, &name_len) != 0) {
+        set_reason(ssl, "protocol");
+        *al = SSL_AD_DECODE_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    const struct tr_tls_sni_choice *pick = tr_tls_sni_pick(t, name, name_len);
+    if (pick == NULL) {
+        set_reason(ssl, "unknown_sni");
+        *al = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    SSL_CTX *c = pick->ctx->server;
+    if (c != SSL_get_SSL_CTX(ssl)) {
+        if (SSL_set_SSL_CTX(ssl, c) != c) {
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        /* SSL_set_SSL_CTX moves the certificate and session ID context,
+         * not the verification rules or the ticket count. */
+        SSL_set_verify(ssl, SSL_CTX_get_verify_mode(c), SSL_CTX_get_verify_callback(c));
+        SSL_set_num_tickets(ssl, SSL_CTX_get_num_tickets(c));
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 int tr_identity_peer_id(SSL *ssl, char *out, size_t size)
@@ -420,14 +579,14 @@ int tr_tls_ctx_set_alpn(struct tr_tls_ctx *ctx, const unsigned char *protos, siz
 {
     if (!alpn_valid(protos, len))
         return -1;
+    /* Note the inverted convention: 0 means success here. */
+    if (ctx->client != NULL && SSL_CTX_set_alpn_protos(ctx->client, protos, (unsigned)len) != 0)
+        return -1;
+    if (ctx->server == NULL)
+        return 0;
     struct ctx_data *d = SSL_CTX_get_ex_data(ctx->server, ctx_data_idx);
     unsigned char *copy = malloc(len);
     if (d == NULL || copy == NULL) {
-        free(copy);
-        return -1;
-    }
-    /* Note the inverted convention: 0 means success here. */
-    if (SSL_CTX_set_alpn_protos(ctx->client, protos, (unsigned)len) != 0) {
         free(copy);
         return -1;
     }
@@ -637,6 +796,7 @@ static SSL_CTX *make_ssl_ctx(const struct tr_tls_cfg *cfg, const struct material
     if (c == NULL || d == NULL)
         goto fail;
     d->gen = gen;
+    d->kind = cfg->kind;
     if (cfg->trust_domain && (d->trust_domain = strdup(cfg->trust_domain)) == NULL)
         goto fail;
     if (SSL_CTX_set_ex_data(c, ctx_data_idx, d) != 1)
@@ -658,17 +818,36 @@ static SSL_CTX *make_ssl_ctx(const struct tr_tls_cfg *cfg, const struct material
     SSL_CTX_set_read_ahead(c, 1);
     SSL_CTX_set_default_read_buffer_len(c, TR_TLS_READ_BUF_LEN);
 
-    if (SSL_CTX_use_certificate(c, m->leaf) != 1 || SSL_CTX_set1_chain(c, m->chain) != 1 ||
-        SSL_CTX_use_PrivateKey(c, m->key) != 1)
+    /* A client context may have no certificate of its own. */
+    if (m->leaf != NULL &&
+        (SSL_CTX_use_certificate(c, m->leaf) != 1 || SSL_CTX_set1_chain(c, m->chain) != 1 ||
+         SSL_CTX_use_PrivateKey(c, m->key) != 1))
         goto fail;
-    SSL_CTX_set1_cert_store(c, m->store);
-    SSL_CTX_set_verify(c, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                       verify_cb);
+    if (m->store != NULL) {
+        SSL_CTX_set1_cert_store(c, m->store);
+        SSL_CTX_set_verify(c, SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                           verify_cb);
+    } else if (cfg->kind == TR_TLSK_CLIENT) {
+        /* No bundle given: the system's (OpenSSL's default paths), as
+         * Istio verifies a SIMPLE origination without caCertificates. */
+        if (SSL_CTX_set_default_verify_paths(c) != 1)
+            goto fail;
+        SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_cb);
+    } else {
+        SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL); /* a server context without client CA */
+    }
     SSL_CTX_set_verify_depth(c, TR_TLS_VERIFY_DEPTH);
 
     if (server) {
-        if (SSL_CTX_set_session_id_context(c, (const unsigned char *)TR_TLS_SID_CTX,
-                                           sizeof(TR_TLS_SID_CTX) - 1) != 1)
+        /* A terminating context's sessions are its own: one resumed under
+         * another context of the listener would skip this one's rules. */
+        char sid[32] = TR_TLS_SID_CTX;
+        if (cfg->kind == TR_TLSK_SERVER) {
+            snprintf(sid, sizeof(sid), "%s-%llu", TR_TLS_SID_CTX, (unsigned long long)gen);
+            SSL_CTX_set_client_hello_cb(c, client_hello_cb, NULL);
+        }
+        if (SSL_CTX_set_session_id_context(c, (const unsigned char *)sid, (unsigned)strlen(sid)) !=
+            1)
             goto fail;
         /* Stateless tickets only: no server-side cache (and its lock) shared
          * by the workers. One ticket per handshake is enough for a pool. */
@@ -711,57 +890,87 @@ static void ctx_free(struct tr_tls_ctx *ctx)
     free(ctx);
 }
 
-/* Reads and parses the three files into m. Returns 0 or -1 with *err set. */
+/* One of cert, key, ca: a file's contents or the inline PEM, in a malloc'd
+ * buffer; *what names it for messages ("cert_file \"/x\"", "cert_pem").
+ * Returns 0, 1 if neither is set, or -1 with *err set. */
+static int read_source(const struct tr_tls_cfg *cfg, const char *file, const char *pem,
+                       const char *key, unsigned char **out, size_t *out_len, char *what,
+                       size_t what_size, char **err)
+{
+    if (file != NULL) {
+        snprintf(what, what_size, "%s_file \"%s\"", key, file);
+        int e = read_file(file, out, out_len);
+        if (e != 0) {
+            tr_cfg_errorf(err, &cfg->loc, "%s: %s", what, strerror(e));
+            return -1;
+        }
+        return 0;
+    }
+    if (pem == NULL)
+        return 1;
+    snprintf(what, what_size, "%s_pem", key);
+    size_t len = strlen(pem);
+    if (len > TR_MAX_PEM_BYTES || (*out = malloc(len ? len : 1)) == NULL) {
+        tr_cfg_errorf(err, &cfg->loc, "%s: %s", what, len ? "too long" : "out of memory");
+        return -1;
+    }
+    memcpy(*out, pem, len);
+    *out_len = len;
+    return 0;
+}
+
+/* Reads and parses cert, key and ca (those the kind has) into m. Returns 0
+ * or -1 with *err set. */
 static int load_material(const struct tr_tls_cfg *cfg, struct material *m, char **err)
 {
     unsigned char *buf = NULL;
     size_t len = 0;
-    int e;
+    char cert_what[320], what[320];
 
-    if ((e = read_file(cfg->cert_file, &buf, &len)) != 0) {
-        tr_cfg_errorf(err, &cfg->loc, "cert_file \"%s\": %s", cfg->cert_file, strerror(e));
+    int rc = read_source(cfg, cfg->cert_file, cfg->cert_pem, "cert", &buf, &len, cert_what,
+                         sizeof(cert_what), err);
+    if (rc < 0)
         return -1;
-    }
-    int rc = parse_certs(buf, len, &m->leaf, &m->chain);
-    free(buf);
-    if (rc != 0) {
-        tr_cfg_errorf(err, &cfg->loc, "cert_file \"%s\": no valid PEM certificate (%s)",
-                      cfg->cert_file, ossl_reason());
-        return -1;
+    if (rc == 0) {
+        rc = parse_certs(buf, len, &m->leaf, &m->chain);
+        free(buf);
+        if (rc != 0) {
+            tr_cfg_errorf(err, &cfg->loc, "%s: no valid PEM certificate (%s)", cert_what,
+                          ossl_reason());
+            return -1;
+        }
+        if ((rc = read_source(cfg, cfg->key_file, cfg->key_pem, "key", &buf, &len, what,
+                              sizeof(what), err)) != 0) {
+            if (rc > 0)
+                tr_cfg_errorf(err, &cfg->loc, "key: not set");
+            return -1;
+        }
+        BIO *b = BIO_new_mem_buf(buf, (int)len);
+        m->key = b ? PEM_read_bio_PrivateKey(b, NULL, no_password_cb, NULL) : NULL;
+        BIO_free(b);
+        OPENSSL_cleanse(buf, len); /* key material: do not leave it in freed memory */
+        free(buf);
+        if (m->key == NULL) {
+            tr_cfg_errorf(err, &cfg->loc, "%s: no valid unencrypted PEM private key (%s)", what,
+                          ossl_reason());
+            return -1;
+        }
+        if (X509_check_private_key(m->leaf, m->key) != 1) {
+            tr_cfg_errorf(err, &cfg->loc, "%s does not match the certificate in %s", what,
+                          cert_what);
+            return -1;
+        }
     }
 
-    if ((e = read_file(cfg->key_file, &buf, &len)) != 0) {
-        tr_cfg_errorf(err, &cfg->loc, "key_file \"%s\": %s", cfg->key_file, strerror(e));
-        return -1;
-    }
-    BIO *b = BIO_new_mem_buf(buf, (int)len);
-    m->key = b ? PEM_read_bio_PrivateKey(b, NULL, no_password_cb, NULL) : NULL;
-    BIO_free(b);
-    OPENSSL_cleanse(buf, len); /* key material: do not leave it in freed memory */
-    free(buf);
-    if (m->key == NULL) {
-        tr_cfg_errorf(err, &cfg->loc, "key_file \"%s\": no valid unencrypted PEM private key (%s)",
-                      cfg->key_file, ossl_reason());
-        return -1;
-    }
-    if (X509_check_private_key(m->leaf, m->key) != 1) {
-        tr_cfg_errorf(err, &cfg->loc,
-                      "key_file \"%s\" does not match the certificate in cert_file \"%s\"",
-                      cfg->key_file, cfg->cert_file);
-        return -1;
-    }
-
-    if ((e = read_file(cfg->ca_file, &buf, &len)) != 0) {
-        tr_cfg_errorf(err, &cfg->loc, "ca_file \"%s\": %s", cfg->ca_file, strerror(e));
-        return -1;
-    }
+    rc = read_source(cfg, cfg->ca_file, cfg->ca_pem, "ca", &buf, &len, what, sizeof(what), err);
+    if (rc != 0)
+        return rc < 0 ? -1 : 0; /* no ca: a server context that asks for no client cert */
     X509 *first = NULL;
     STACK_OF(X509) *rest = NULL;
     rc = parse_certs(buf, len, &first, &rest);
     free(buf);
     if (rc != 0) {
-        tr_cfg_errorf(err, &cfg->loc, "ca_file \"%s\": no valid PEM certificate (%s)", cfg->ca_file,
-                      ossl_reason());
+        tr_cfg_errorf(err, &cfg->loc, "%s: no valid PEM certificate (%s)", what, ossl_reason());
         return -1;
     }
     m->store = X509_STORE_new();
@@ -772,10 +981,20 @@ static int load_material(const struct tr_tls_cfg *cfg, struct material *m, char 
     X509_free(first);
     sk_X509_pop_free(rest, X509_free);
     if (rc != 0) {
-        tr_cfg_errorf(err, &cfg->loc, "ca_file \"%s\": %s", cfg->ca_file, ossl_reason());
+        tr_cfg_errorf(err, &cfg->loc, "%s: %s", what, ossl_reason());
         return -1;
     }
     return 0;
+}
+
+/* "cert_file \"PATH\"" or "cert_pem", for messages. */
+static const char *source_name(char *buf, size_t size, const char *key, const char *file)
+{
+    if (file != NULL)
+        snprintf(buf, size, "%s_file \"%s\"", key, file);
+    else
+        snprintf(buf, size, "%s_pem", key);
+    return buf;
 }
 
 /* Our own chain must lead to the bundle, else every peer would reject us;
@@ -790,10 +1009,13 @@ static int verify_own_chain(const struct tr_tls_cfg *cfg, const struct material 
     }
     X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(xs), X509_V_FLAG_NO_CHECK_TIME);
     int ok = X509_verify_cert(xs);
-    if (ok != 1)
-        tr_cfg_errorf(err, &cfg->loc, "cert_file \"%s\" does not verify against ca_file \"%s\": %s",
-                      cfg->cert_file, cfg->ca_file,
+    if (ok != 1) {
+        char cert[300], ca[300];
+        tr_cfg_errorf(err, &cfg->loc, "%s does not verify against %s: %s",
+                      source_name(cert, sizeof(cert), "cert", cfg->cert_file),
+                      source_name(ca, sizeof(ca), "ca", cfg->ca_file),
                       X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
+    }
     X509_STORE_CTX_free(xs);
     return ok == 1 ? 0 : -1;
 }
@@ -806,10 +1028,11 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
         tr_cfg_errorf(err, &cfg->loc, "OpenSSL initialisation failed");
         return NULL;
     }
-    const char *missing = !cfg->cert_file  ? "cert_file"
-                          : !cfg->key_file ? "key_file"
-                          : !cfg->ca_file  ? "ca_file"
-                                           : NULL;
+    bool mesh = cfg->kind == TR_TLSK_MESH, client = cfg->kind == TR_TLSK_CLIENT;
+    const char *missing = !cfg->cert_file && !cfg->cert_pem && !client ? "cert_file"
+                          : !cfg->key_file && !cfg->key_pem && !client ? "key_file"
+                          : !cfg->ca_file && !cfg->ca_pem && mesh      ? "ca_file"
+                                                                       : NULL;
     if (missing) {
         tr_cfg_errorf(err, &cfg->loc, "%s: not set", missing);
         return NULL;
@@ -833,6 +1056,8 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
     atomic_init(&ctx->refs, 1u);
     const char *paths[F_COUNT] = {cfg->cert_file, cfg->key_file, cfg->ca_file};
     for (int i = 0; i < F_COUNT; i++) {
+        if (paths[i] == NULL)
+            continue; /* inline PEM or none: nothing to watch */
         if ((ctx->files[i] = strdup(paths[i])) == NULL) {
             tr_cfg_errorf(err, &cfg->loc, "out of memory");
             ctx_free(ctx);
@@ -848,43 +1073,51 @@ struct tr_tls_ctx *tr_tls_ctx_load(const struct tr_tls_cfg *cfg, char **err)
     char id[TR_SPIFFE_ID_MAX + 1];
     size_t id_len = 0;
     const char *why;
+    char cert[300];
+    source_name(cert, sizeof(cert), "cert", cfg->cert_file);
     if (load_material(cfg, &m, err) != 0)
         goto fail;
-    if ((why = cert_spiffe_id(m.leaf, id, &id_len)) != NULL) {
-        tr_cfg_errorf(err, &cfg->loc,
-                      "cert_file \"%s\": leaf certificate is not a valid X.509-SVID (%s)",
-                      cfg->cert_file, why);
+    /* A mesh leaf is an X.509-SVID that the bundle vouches for; a gateway's or
+     * a client's certificate is whatever its peers trust. */
+    if (mesh && (why = cert_spiffe_id(m.leaf, id, &id_len)) != NULL) {
+        tr_cfg_errorf(err, &cfg->loc, "%s: leaf certificate is not a valid X.509-SVID (%s)", cert,
+                      why);
         goto fail;
     }
-    if (verify_own_chain(cfg, &m, err) != 0)
+    if (mesh && verify_own_chain(cfg, &m, err) != 0)
         goto fail;
 
     struct tm tm;
-    if (ASN1_TIME_to_tm(X509_get0_notAfter(m.leaf), &tm) != 1) {
-        tr_cfg_errorf(err, &cfg->loc, "cert_file \"%s\": unreadable notAfter", cfg->cert_file);
-        goto fail;
+    if (m.leaf != NULL) {
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(m.leaf), &tm) != 1) {
+            tr_cfg_errorf(err, &cfg->loc, "%s: unreadable notAfter", cert);
+            goto fail;
+        }
+        ctx->not_after = timegm(&tm);
     }
-    ctx->not_after = timegm(&tm);
-    if ((ctx->own_id = strdup(id)) == NULL) {
+    if (mesh && (ctx->own_id = strdup(id)) == NULL) {
         tr_cfg_errorf(err, &cfg->loc, "out of memory");
         goto fail;
     }
 
     uint64_t gen = atomic_fetch_add_explicit(&load_gen, 1, memory_order_relaxed) + 1;
-    ctx->server = make_ssl_ctx(cfg, &m, min_version, gen, true);
-    ctx->client = ctx->server ? make_ssl_ctx(cfg, &m, min_version, gen, false) : NULL;
-    if (ctx->client == NULL) {
+    bool ok = true;
+    if (cfg->kind != TR_TLSK_CLIENT)
+        ok = (ctx->server = make_ssl_ctx(cfg, &m, min_version, gen, true)) != NULL;
+    if (ok && cfg->kind != TR_TLSK_SERVER)
+        ok = (ctx->client = make_ssl_ctx(cfg, &m, min_version, gen, false)) != NULL;
+    if (!ok) {
         tr_cfg_errorf(err, &cfg->loc, "cannot set up TLS context: %s", ossl_reason());
         goto fail;
     }
     material_free(&m); /* the SSL_CTXs hold their own references */
     ERR_clear_error();
 
-    if (ctx->not_after <= time(NULL))
+    if (ctx->not_after != 0 && ctx->not_after <= time(NULL))
         tr_warn("%s:%u:%u: %s: certificate %s (%s) has expired; peers will reject it",
                 cfg->loc.file ? cfg->loc.file : "<config>", (unsigned)cfg->loc.line,
-                (unsigned)cfg->loc.col, cfg->loc.path ? cfg->loc.path : "tls", cfg->cert_file,
-                ctx->own_id);
+                (unsigned)cfg->loc.col, cfg->loc.path ? cfg->loc.path : "tls", cert,
+                ctx->own_id ? ctx->own_id : "no SPIFFE ID");
     if (cfg->trust_domain) {
         tr_str td;
         (void)tr_spiffe_id_parse(id, id_len, &td, NULL);
@@ -938,6 +1171,8 @@ bool tr_tls_ctx_files_changed(const struct tr_tls_ctx *ctx)
 {
     for (int i = 0; i < F_COUNT; i++) {
         struct file_stamp now;
+        if (ctx->files[i] == NULL)
+            continue;
         stamp_file(ctx->files[i], &now);
         /* A missing file is usually mid-replacement: wait for it rather than
          * start a reload that can only fail. */

@@ -71,12 +71,17 @@ static void on_handshake_io(struct tr_io *io, uint32_t events);
 
 static void start_handshake(struct tr_session *s)
 {
-    struct tr_tls_ctx *ctx = s->ws->snap->tls[s->lcfg->tls];
+    const struct tr_snapshot *snap = s->ws->snap;
+    /* TERMINATE: the first context until the ClientHello's SNI picks one. */
+    const struct tr_tls_sni_table *sni = &snap->sni[s->lidx];
+    struct tr_tls_ctx *ctx = sni->n > 0 ? sni->choices[0].ctx : snap->tls[s->lcfg->tls];
     SSL *ssl = SSL_new(tr_tls_ctx_server(ctx));
     if (ssl == NULL) {
         tr_session_close(s);
         return;
     }
+    if (sni->n > 0)
+        tr_tls_server_select(ssl, sni);
     SSL_set_accept_state(ssl);
     tr_conn_start_tls(&s->down, ssl);
     s->phase = TR_PH_HANDSHAKE;
@@ -119,6 +124,10 @@ static void on_handshake_io(struct tr_io *io, uint32_t events)
      * finished on an I/O event instead): it must not hold pump_later, which
      * the application protocol queues its own work on from now on. */
     tr_loop_cancel(s->w->loop, &s->pump_later);
+    if (s->lcfg->tls_mode == TR_TLS_TERMINATE) {
+        start_app_protocol(s); /* a client from outside the mesh: no peer identity */
+        return;
+    }
     char id[512];
     if (tr_identity_peer_id(s->down.ssl, id, sizeof(id)) > 0)
         s->principal = tr_metrics_intern(id);
@@ -249,6 +258,12 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
         return;
     }
     const struct tr_listener_cfg *lc = s->lcfg;
+    if (lc->tls_mode == TR_TLS_TERMINATE) {
+        /* TLS only: plaintext fails the handshake ("protocol"). */
+        s->down.rx_ready = true;
+        start_handshake(s);
+        return;
+    }
     bool need_detect = lc->tls_mode == TR_TLS_PERMISSIVE || lc->protocol == TR_LPROTO_AUTO;
     if (lc->tls_mode == TR_TLS_STRICT && lc->protocol != TR_LPROTO_AUTO)
         need_detect = true; /* to refuse plaintext with a clear reason */

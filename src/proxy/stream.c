@@ -1127,7 +1127,7 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
     }
     /* Over an mTLS hop (a trellis peer) in another protocol than the
      * client's, say what the client spoke. */
-    if (tls && to_h2 != st->orig_h2 &&
+    if (st->cluster->cfg->mesh_tls && to_h2 != st->orig_h2 &&
         tr_fields_add(f, ORIG_PROTO, st->orig_h2 ? TR_STR_LIT("HTTP/2") : TR_STR_LIT("HTTP/1.1")) <
             0)
         return -1;

@@ -64,7 +64,7 @@ uint64_t tr_server_generation(void)
 
 static void stat_file(const char *path, struct stat *st)
 {
-    if (stat(path, st) != 0)
+    if (path == NULL || stat(path, st) != 0)
         memset(st, 0, sizeof(*st));
 }
 

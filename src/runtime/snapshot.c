@@ -43,6 +43,9 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
     if (s->cors != NULL)
         for (size_t i = 0; i < cfg->n_cors; i++)
             tr_cors_free(s->cors[i]);
+    if (s->sni != NULL)
+        for (size_t i = 0; i < cfg->n_listeners; i++)
+            free((void *)s->sni[i].choices);
     if (s->lb_tables != NULL)
         for (size_t i = 0; i < cfg->n_clusters; i++)
             tr_lb_table_unref(s->lb_tables[i]);
@@ -50,6 +53,7 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
     free(s->routers);
     free(s->authz);
     free(s->jwt);
+    free(s->sni);
     free(s->cors);
     free(s->lb_tables);
     free(s);
@@ -74,14 +78,50 @@ static struct tr_tls_ctx *shared_tls(const struct tr_snapshot *prev, const struc
         const struct tr_tls_cfg *p = &prev->cfg->tls[j];
         if (!str_eq(p->name, t->name))
             continue;
-        if (str_eq(p->cert_file, t->cert_file) && str_eq(p->key_file, t->key_file) &&
-            str_eq(p->ca_file, t->ca_file) && str_eq(p->trust_domain, t->trust_domain) &&
+        if (p->kind == t->kind && str_eq(p->cert_file, t->cert_file) &&
+            str_eq(p->key_file, t->key_file) && str_eq(p->ca_file, t->ca_file) &&
+            str_eq(p->cert_pem, t->cert_pem) && str_eq(p->key_pem, t->key_pem) &&
+            str_eq(p->ca_pem, t->ca_pem) && str_eq(p->trust_domain, t->trust_domain) &&
             p->min_version == t->min_version && p->session_resumption == t->session_resumption &&
             !tr_tls_ctx_files_changed(prev->tls[j]))
             return prev->tls[j];
         return NULL;
     }
     return NULL;
+}
+
+static int tls_index(const struct tr_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_tls; i++)
+        if (strcmp(cfg->tls[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* TERMINATE listeners' SNI tables, from contexts validate resolved. */
+static bool build_sni(struct tr_snapshot *s, const struct tr_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct tr_listener_cfg *l = &cfg->listeners[i];
+        if (l->tls_mode != TR_TLS_TERMINATE || l->n_tls_contexts == 0)
+            continue;
+        struct tr_tls_sni_choice *c = calloc(l->n_tls_contexts, sizeof(*c));
+        if (c == NULL)
+            return false;
+        for (size_t k = 0; k < l->n_tls_contexts; k++) {
+            int t = tls_index(cfg, l->tls_contexts[k]);
+            if (t < 0) {
+                free(c);
+                return false; /* validate refuses this; never taken */
+            }
+            c[k].ctx = s->tls[t];
+            c[k].names = cfg->tls[t].server_names;
+            c[k].n_names = cfg->tls[t].n_server_names;
+        }
+        s->sni[i].choices = c;
+        s->sni[i].n = l->n_tls_contexts;
+    }
+    return true;
 }
 
 static uint64_t name_hash(const char *s)
@@ -176,9 +216,10 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
     s->routers = calloc(cfg->n_route_tables + 1, sizeof(*s->routers));
     s->authz = calloc(cfg->n_listeners + 1, sizeof(*s->authz));
     s->jwt = calloc(cfg->n_listeners + 1, sizeof(*s->jwt));
+    s->sni = calloc(cfg->n_listeners + 1, sizeof(*s->sni));
     s->cors = calloc(cfg->n_cors + 1, sizeof(*s->cors));
     if (s->tls == NULL || s->routers == NULL || s->authz == NULL || s->jwt == NULL ||
-        s->cors == NULL)
+        s->sni == NULL || s->cors == NULL)
         goto oom;
     for (size_t i = 0; i < cfg->n_tls; i++) {
         struct tr_tls_ctx *same = shared_tls(prev, &cfg->tls[i]);
@@ -197,6 +238,8 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
         if (tr_tls_ctx_set_alpn(s->tls[i], alpn, sizeof(alpn) - 1) != 0)
             goto oom;
     }
+    if (!build_sni(s, cfg))
+        goto oom;
     for (size_t i = 0; i < cfg->n_route_tables; i++) {
         s->routers[i] = tr_router_build(cfg, i, err);
         if (s->routers[i] == NULL)

@@ -30,7 +30,10 @@ struct tr_snapshot {
     struct tr_router **routers; /* per cfg->route_tables */
     struct tr_authz **authz;    /* per cfg->listeners; NULL: no rules */
     struct tr_jwt_authn **jwt;  /* per cfg->listeners: request authentication; NULL: none */
-    struct tr_cors **cors;      /* per cfg->n_cors: routes' CORS policies, compiled */
+    /* Per cfg->listeners: a TERMINATE listener's server contexts by SNI
+     * (identity.h), else empty (n == 0). */
+    struct tr_tls_sni_table *sni;
+    struct tr_cors **cors; /* per cfg->n_cors: routes' CORS policies, compiled */
     /* Per cfg->clusters: the consistent-hash table (lb ring_hash, maglev),
      * else NULL; each holds a reference, shared with the previous snapshot
      * while the cluster's endpoints are unchanged (cluster/cluster.h). */

@@ -257,10 +257,23 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
     tr_timer_init(&up->timer, upstream_on_timer);
     tr_conn_init_raw(&up->conn, fd, upstream_on_io);
     if (cl->tls != NULL) {
+        const struct tr_cluster_cfg *cc = cl->cfg;
+        /* What the server must prove: a mesh peer its SPIFFE ID, another
+         * server one of the names (by default the SNI), unless told not to. */
+        const char *const *names = (const char *const *)cc->server_ids;
+        size_t n_names = cc->n_server_ids;
+        if (!cc->mesh_tls) {
+            names =
+                cc->n_subject_alt_names > 0 ? (const char *const *)cc->subject_alt_names : &cc->sni;
+            n_names = cc->insecure_skip_verify      ? 0
+                      : cc->n_subject_alt_names > 0 ? cc->n_subject_alt_names
+                      : cc->sni != NULL             ? 1
+                                                    : 0;
+        }
         SSL *ssl = SSL_new(tr_tls_ctx_client(cl->tls));
-        if (ssl == NULL ||
-            tr_tls_client_setup(ssl, cl->cfg->sni, (const char *const *)cl->cfg->server_ids,
-                                cl->cfg->n_server_ids) != 0) {
+        if (ssl != NULL && cc->insecure_skip_verify)
+            tr_tls_client_insecure(ssl);
+        if (ssl == NULL || tr_tls_client_setup(ssl, cc->sni, names, n_names) != 0) {
             SSL_free(ssl);
             close(fd);
             free(up);

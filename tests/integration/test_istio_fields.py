@@ -97,6 +97,11 @@ COMMON = [
     pod("ratings-v1", "10.0.0.21", {"app": "ratings", "version": "v1", **MESH}, "ratings"),
     service("db", [("tcp", 3306, None), ("tcp-admin", 3307, None)], {"app": "db"}),
     pod("db-v1", "10.0.0.31", {"app": "db", "version": "v1", **MESH}, "db"),
+    # what credentialName names (the proxy parses the PEM, not the compiler)
+    _obj("v1", "Secret", "reviews-credential", type="kubernetes.io/tls", data={
+        "tls.crt": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=",
+        "tls.key": "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUUKLS0tLS1FTkQgUFJJVkFURSBLRVktLS0tLQo=",
+        "ca.crt": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="}),
 ]
 SUBSETS = [
     istio("DestinationRule", "reviews", {"host": "reviews", "subsets": [
@@ -567,10 +572,10 @@ def _delay_without_percentage(doc, ctx):
 
 def _gateway_tls(doc, ctx):
     # TLS settings of a server belong on a TLS port, in the mode that uses
-    # them (files and credentials: SIMPLE).
+    # them (files and credentials: SIMPLE, with a certificate from a Secret).
     srv = doc["spec"]["servers"][0]
     srv["port"] = {"number": 8443, "name": "https", "protocol": "HTTPS"}
-    srv["tls"] = {"mode": "SIMPLE"}
+    srv["tls"] = {"mode": "SIMPLE", "credentialName": "reviews-credential"}
     return ctx
 
 
@@ -616,6 +621,14 @@ HOOKS = {
     "*:connectionPool.http.maxConcurrentStreams": With("h2UpgradePolicy", "UPGRADE"),
     # local-origin failures count apart only when split
     "*:consecutiveLocalOriginFailures": With("splitExternalLocalOriginErrors", True),
+    # a DestinationRule's TLS origination settings are read with SIMPLE (or MUTUAL)
+    "DestinationRule:tls.caCertificates": With("mode", "SIMPLE"),
+    "DestinationRule:tls.caCrl": With("mode", "SIMPLE"),
+    "DestinationRule:tls.clientCertificate": With("mode", "MUTUAL"),
+    "DestinationRule:tls.privateKey": With("mode", "MUTUAL"),
+    "DestinationRule:tls.credentialName": With("mode", "SIMPLE"),
+    "DestinationRule:tls.insecureSkipVerify": With("mode", "SIMPLE"),
+    "DestinationRule:tls.subjectAltNames": With("mode", "SIMPLE"),
     "Gateway:servers[].tls": _gateway_tls,
     "Gateway:servers[].tls.httpsRedirect": lambda doc, ctx: ctx,  # a plaintext server's
     "Sidecar:ingress[].tls": _sidecar_ingress_tls,

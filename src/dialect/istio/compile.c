@@ -15,6 +15,7 @@
 #include "config/load.h"
 #include "core/arena.h"
 #include "dialect/istio/internal.h"
+#include "identity/identity.h"
 
 #define MAX_PORT 65535u
 
@@ -255,6 +256,77 @@ static bool dns_endpoint(struct ist_ctx *x, struct tr_endpoint_cfg *e, const cha
     return e->addr.text != NULL;
 }
 
+/* The names a rule (else a ServiceEntry) says the server carries, or NULL. */
+static const struct tr_rnode *stated_sans(const struct ist_service *s,
+                                          const struct ist_cluster_policy *pol)
+{
+    const struct tr_rnode *sans = pol->sans;
+    if ((sans == NULL || sans->kind != TR_RNODE_SEQ || sans->n == 0) && s->res != NULL &&
+        strcmp(s->res->kind, "ServiceEntry") == 0)
+        sans = tr_rnode_get(s->res->spec, "subjectAltNames");
+    return sans != NULL && sans->kind == TR_RNODE_SEQ && sans->n > 0 ? sans : NULL;
+}
+
+/* A name the model takes as a SAN (printable, no spaces); others are
+ * reported by the resource's check and left out. */
+static bool san_ok(const char *v, size_t len)
+{
+    if (len == 0 || len > 4096 || strlen(v) != len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)v[i] <= ' ' || (unsigned char)v[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Mesh mTLS: the SPIFFE IDs among the stated names replace the endpoints'
+ * identities (Istio verifies those instead); other names are reported by
+ * the rule's check. */
+static void mesh_names(struct ist_ctx *x, struct tr_cluster_cfg *c, const struct ist_service *s,
+                       const struct ist_cluster_policy *pol)
+{
+    const struct tr_rnode *sans = stated_sans(s, pol);
+    const char **ids = sans ? ist_malloc(x, sans->n, sizeof(*ids)) : NULL;
+    size_t n = 0;
+    for (const struct tr_rnode *e = ids ? sans->head : NULL; e; e = e->next) {
+        const char *v;
+        if (tr_rnode_str(e, &v) && tr_spiffe_id_parse(v, e->len, NULL, NULL) == 0)
+            ids[n++] = ist_mstrdup(x, v);
+    }
+    if (n > 0) {
+        c->server_ids = ids;
+        c->n_server_ids = n;
+    }
+}
+
+/* A DestinationRule's SIMPLE or MUTUAL: TLS to the endpoints with a client
+ * context. The server must carry one of the rule's subjectAltNames, else
+ * the ServiceEntry's, else the SNI, which is the rule's or the host's
+ * (Istio takes both from the request; a cluster has one). What cannot be
+ * verified fails closed: no endpoint (reported by the rule's check). */
+static void originate(struct ist_ctx *x, struct tr_cluster_cfg *c, const struct ist_service *s,
+                      const struct ist_cluster_policy *pol)
+{
+    const char *sni = pol->sni ? pol->sni : s->host[0] != '*' ? s->host : NULL;
+    const struct tr_rnode *sans = stated_sans(s, pol);
+    size_t n = sans != NULL && !pol->insecure ? sans->n : 0;
+    if (pol->client_ctx == NULL || (n == 0 && sni == NULL && !pol->insecure)) {
+        c->n_endpoints = 0;
+        return;
+    }
+    c->tls_name = pol->client_ctx;
+    c->sni = ist_mstrdup(x, sni);
+    c->insecure_skip_verify = pol->insecure;
+    c->subject_alt_names = ist_malloc(x, n, sizeof(*c->subject_alt_names));
+    for (const struct tr_rnode *e = n ? sans->head : NULL; e && c->subject_alt_names; e = e->next) {
+        const char *v;
+        if (tr_rnode_str(e, &v) && san_ok(v, e->len))
+            c->subject_alt_names[c->n_subject_alt_names++] = ist_mstrdup(x, v);
+    }
+    if (c->n_subject_alt_names == 0 && sni == NULL && !pol->insecure)
+        c->n_endpoints = 0; /* no name left to verify */
+}
+
 const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t pi,
                             const char *subset)
 {
@@ -364,10 +436,13 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
         mtls = all_sidecar && !s->external;
     else if (pol.tls == IST_TLS_UNSUPPORTED)
         c->n_endpoints = 0; /* fail closed: reported by the rule's check */
+    else if (pol.tls == IST_TLS_SIMPLE || pol.tls == IST_TLS_MUTUAL)
+        originate(x, c, s, &pol);
     if (mtls) {
         c->tls_name = "mesh";
         c->server_ids = ids;
         c->n_server_ids = n_ids;
+        mesh_names(x, c, s, &pol);
         c->sni = pol.sni ? ist_mstrdup(x, pol.sni) : NULL;
         x->uses_mesh_tls = true;
     }
@@ -943,17 +1018,22 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
             memcpy(cfg->clusters, x.clusters, x.n_clusters * sizeof(*cfg->clusters));
         cfg->n_clusters = x.n_clusters;
     }
-    if (ok && x.uses_mesh_tls) {
-        cfg->tls = ist_malloc(&x, 1, sizeof(*cfg->tls));
+    if (ok && (x.uses_mesh_tls || x.n_tls_ctx > 0)) {
+        /* "mesh" first, then the contexts made of Secrets, in order of use */
+        cfg->tls = ist_malloc(&x, 1 + x.n_tls_ctx, sizeof(*cfg->tls));
         ok = cfg->tls != NULL;
-        if (ok) {
-            tr_cfg_tls_defaults(&cfg->tls[0]);
-            cfg->tls[0].name = "mesh";
-            cfg->tls[0].cert_file = ist_mprintf(&x, "%s/cert.pem", o->cert_dir);
-            cfg->tls[0].key_file = ist_mprintf(&x, "%s/key.pem", o->cert_dir);
-            cfg->tls[0].ca_file = ist_mprintf(&x, "%s/ca.pem", o->cert_dir);
-            cfg->tls[0].trust_domain = ist_mstrdup(&x, o->trust_domain);
-            cfg->n_tls = 1;
+        if (ok && x.uses_mesh_tls) {
+            struct tr_tls_cfg *mesh = &cfg->tls[cfg->n_tls++];
+            tr_cfg_tls_defaults(mesh);
+            mesh->name = "mesh";
+            mesh->cert_file = ist_mprintf(&x, "%s/cert.pem", o->cert_dir);
+            mesh->key_file = ist_mprintf(&x, "%s/key.pem", o->cert_dir);
+            mesh->ca_file = ist_mprintf(&x, "%s/ca.pem", o->cert_dir);
+            mesh->trust_domain = ist_mstrdup(&x, o->trust_domain);
+        }
+        if (ok && x.n_tls_ctx > 0) {
+            memcpy(&cfg->tls[cfg->n_tls], x.tls_ctx, x.n_tls_ctx * sizeof(*cfg->tls));
+            cfg->n_tls += x.n_tls_ctx;
         }
     }
     if (ok && cfg->n_listeners == 0) {

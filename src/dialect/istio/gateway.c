@@ -22,22 +22,14 @@ static const struct ist_key server_keys[] = {
 static const struct ist_key port_keys[] = {
     {"number", NULL}, {"protocol", NULL}, {"name", NULL}, {"targetPort", NULL}};
 static const struct ist_key tls_keys[] = {
-    {"httpsRedirect", "HTTP-to-HTTPS redirects are not supported yet"},
-    {"mode", NULL},
-    {"serverCertificate", NULL},
-    {"privateKey", NULL},
-    {"caCertificates", NULL},
-    {"caCrl", NULL},
-    {"caCertCredentialName", NULL},
-    {"insecureSkipVerify", NULL},
-    {"credentialName", NULL},
-    {"credentialNames", NULL},
-    {"tlsCertificates", NULL},
-    {"subjectAltNames", NULL},
-    {"verifyCertificateSpki", NULL},
-    {"verifyCertificateHash", NULL},
-    {"minProtocolVersion", NULL},
-    {"maxProtocolVersion", NULL},
+    {"httpsRedirect", NULL},         {"mode", NULL},
+    {"serverCertificate", NULL},     {"privateKey", NULL},
+    {"caCertificates", NULL},        {"caCrl", NULL},
+    {"caCertCredentialName", NULL},  {"insecureSkipVerify", NULL},
+    {"credentialName", NULL},        {"credentialNames", NULL},
+    {"tlsCertificates", NULL},       {"subjectAltNames", NULL},
+    {"verifyCertificateSpki", NULL}, {"verifyCertificateHash", NULL},
+    {"minProtocolVersion", NULL},    {"maxProtocolVersion", NULL},
     {"cipherSuites", NULL},
 };
 
@@ -62,7 +54,7 @@ bool ist_is_gateway(const struct ist_ctx *x)
 }
 
 /* The server's mode, as the listener can serve it, or why not. */
-enum srv_kind { SRV_HTTP, SRV_MESH_MTLS, SRV_UNSUPPORTED };
+enum srv_kind { SRV_HTTP, SRV_MESH_MTLS, SRV_TERMINATE, SRV_UNSUPPORTED };
 
 static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
 {
@@ -80,17 +72,212 @@ static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
     if (tlsish && mode != NULL && strcmp(mode, "ISTIO_MUTUAL") == 0 &&
         strcasecmp(proto, "HTTPS") == 0)
         return SRV_MESH_MTLS;
-    if (tlsish && mode != NULL &&
-        (strcmp(mode, "PASSTHROUGH") == 0 || strcmp(mode, "AUTO_PASSTHROUGH") == 0))
+    if (mode != NULL && (strcmp(mode, "SIMPLE") == 0 || strcmp(mode, "MUTUAL") == 0) &&
+        strcasecmp(proto, "HTTPS") == 0)
+        return SRV_TERMINATE;
+    /* Istio's default mode is PASSTHROUGH. */
+    if (tlsish &&
+        (mode == NULL || strcmp(mode, "PASSTHROUGH") == 0 || strcmp(mode, "AUTO_PASSTHROUGH") == 0))
         *why = "TLS passthrough (routing by SNI without terminating) is not supported yet";
+    else if (tlsish && mode != NULL && strcmp(mode, "OPTIONAL_MUTUAL") == 0)
+        *why = "OPTIONAL_MUTUAL (a client certificate verified when sent) is not supported yet";
+    else if (tlsish && mode != NULL && (strcmp(mode, "SIMPLE") == 0 || strcmp(mode, "MUTUAL") == 0))
+        *why = "terminating TLS for a TLS (not HTTPS) server, whose routes are TCP, is not "
+               "supported yet";
     else if (tlsish)
-        *why = "terminating TLS with a server certificate (SIMPLE, MUTUAL, OPTIONAL_MUTUAL) is "
-               "not supported yet";
+        *why = "an HTTPS or TLS server needs tls.mode SIMPLE, MUTUAL or ISTIO_MUTUAL";
     else if (http)
         *why = "TLS settings on a plaintext HTTP server are not supported";
     else
         *why = "only HTTP, HTTP2, GRPC and HTTPS (ISTIO_MUTUAL) servers are supported yet";
     return SRV_UNSUPPORTED;
+}
+
+/* A file on the gateway's file system: a compiled model carries none. */
+static const char files_why[] =
+    "a file on the gateway's file system, which a compiled model cannot carry: put the "
+    "certificate in a Secret in the input and name it in credentialName";
+
+/* The port of a listener serves one kind: plaintext, mesh mTLS or TLS
+ * termination (one Gateway's servers; later ones of another kind get no
+ * listener). */
+struct port_seen {
+    int64_t port;
+    enum srv_kind kind;
+};
+
+static int64_t server_port(const struct tr_rnode *s)
+{
+    int64_t num = 0, target;
+    const struct tr_rnode *port = tr_rnode_get(s, "port");
+    tr_rnode_int(tr_rnode_get(port, "number"), &num);
+    if (tr_rnode_int(tr_rnode_get(port, "targetPort"), &target))
+        num = target;
+    return num;
+}
+
+static bool port_kind_clash(const struct tr_rnode *servers, const struct tr_rnode *s)
+{
+    const char *why;
+    enum srv_kind kind = server_kind(s, &why);
+    for (const struct tr_rnode *o = servers ? servers->head : NULL; o && o != s; o = o->next) {
+        enum srv_kind ok = server_kind(o, &why);
+        if (ok != SRV_UNSUPPORTED && ok != kind && server_port(o) == server_port(s))
+            return true;
+    }
+    return false;
+}
+
+static void check_port_kind(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *s,
+                            enum srv_kind kind, struct port_seen *seen, size_t *n_seen)
+{
+    int64_t port = server_port(s);
+    for (size_t k = 0; k < *n_seen; k++) {
+        if (seen[k].port != port)
+            continue;
+        if (seen[k].kind != kind)
+            ist_warn(x, c, s, NULL,
+                     "port %lld already serves another kind of server (plaintext, mesh mTLS "
+                     "or TLS with a certificate) in this Gateway: this server gets no listener",
+                     (long long)port);
+        return;
+    }
+    if (*n_seen < 64)
+        seen[(*n_seen)++] = (struct port_seen){port, kind};
+}
+
+/* credentialName's Secret: in the gateway workload's namespace (where
+ * Istio's gateway reads it), else the Gateway's. */
+static const struct tr_resource *gateway_secret(struct ist_ctx *x, const struct tr_resource *gw,
+                                                const char *name)
+{
+    const struct tr_resource *s = x->wl_ns ? ist_secret_find(x, x->wl_ns, name) : NULL;
+    return s ? s : ist_secret_find(x, gw->ns ? gw->ns : "default", name);
+}
+
+/* The material of a SIMPLE or MUTUAL server: certificate and key of
+ * credentialName; for MUTUAL a CA from it, or from caCertCredentialName, or
+ * from the Secret "<credentialName>-cacert" (Istio's conventions). */
+static bool server_material(struct ist_ctx *x, struct ist_cursor *c, const struct tr_resource *gw,
+                            const struct tr_rnode *tls, struct ist_secret *out)
+{
+    const char *cred, *mode = "";
+    tr_rnode_str(tr_rnode_get(tls, "mode"), &mode);
+    const struct tr_rnode *at = tr_rnode_get(tls, "credentialName");
+    if (!tr_rnode_str(at, &cred))
+        return false;
+    const struct tr_resource *sec = gateway_secret(x, gw, cred);
+    if (sec == NULL) {
+        ist_error(x, c, at, "credentialName",
+                  "no Secret \"%s\" in the input: the gateway fetches nothing; add the Secret "
+                  "to what you compile",
+                  cred);
+        return false;
+    }
+    if (!ist_secret_read(x, c, at, "credentialName", sec, out))
+        return false;
+    if (out->crt == NULL || out->key == NULL) {
+        ist_error(x, c, at, "credentialName", "Secret %s/%s has no tls.crt and tls.key",
+                  sec->ns ? sec->ns : "default", sec->name);
+        return false;
+    }
+    if (strcmp(mode, "MUTUAL") != 0)
+        return true;
+    const char *ca_name = NULL, *ca_key = "caCertCredentialName";
+    const struct tr_rnode *ca_at = tr_rnode_get(tls, ca_key);
+    if (!tr_rnode_str(ca_at, &ca_name) && out->ca == NULL)
+        ca_name = ist_printf(x, "%s-cacert", cred), ca_at = at, ca_key = "credentialName";
+    if (ca_name != NULL) {
+        const struct tr_resource *cs = gateway_secret(x, gw, ca_name);
+        struct ist_secret ca;
+        bool read = cs != NULL && ist_secret_read(x, c, ca_at, ca_key, cs, &ca);
+        if (!read || ca.ca == NULL) {
+            if ((cs == NULL || read) && !x->oom) /* a bad Secret was reported by the read */
+                ist_error(x, c, ca_at, ca_key,
+                          "MUTUAL needs a CA for client certificates: ca.crt in Secret \"%s\" "
+                          "(none in the input that holds one)",
+                          ca_name);
+            return false;
+        }
+        out->ca = ca.ca;
+    }
+    return true;
+}
+
+/* SIMPLE and MUTUAL servers: what a terminating listener can do, or why
+ * not (the Gateway is refused rather than served with less checking). */
+static void check_termination(struct ist_ctx *x, struct ist_cursor *c, const struct tr_resource *gw,
+                              const struct tr_rnode *tls)
+{
+    static const char *const file_keys[] = {"serverCertificate", "privateKey", "caCertificates",
+                                            "caCrl", "tlsCertificates"};
+    bool files = false;
+    for (size_t i = 0; i < sizeof(file_keys) / sizeof(file_keys[0]); i++) {
+        const struct tr_rnode *v = tr_rnode_get(tls, file_keys[i]);
+        if (v != NULL) {
+            ist_error(x, c, v, file_keys[i], "%s", files_why);
+            files = true;
+        }
+    }
+    static const char *const unchecked[] = {"subjectAltNames", "verifyCertificateSpki",
+                                            "verifyCertificateHash"};
+    for (size_t i = 0; i < sizeof(unchecked) / sizeof(unchecked[0]); i++) {
+        const struct tr_rnode *v = tr_rnode_get(tls, unchecked[i]);
+        if (v != NULL)
+            ist_error(x, c, v, unchecked[i],
+                      "not supported yet: client certificates would be accepted without this "
+                      "check");
+    }
+    if (tr_rnode_get(tls, "credentialNames") != NULL)
+        ist_warn(x, c, tr_rnode_get(tls, "credentialNames"), "credentialNames",
+                 "not supported yet, ignored: one certificate per server (credentialName)");
+    static const char *const ignored[][2] = {
+        {"cipherSuites", "the proxy's TLS 1.2 suites are ECDHE with AES-GCM or ChaCha20 only"},
+        {"maxProtocolVersion", "the proxy speaks TLS 1.2 and 1.3"},
+        {"insecureSkipVerify", "it is a client's setting"},
+        {"httpsRedirect", "it redirects plaintext servers' requests"},
+    };
+    for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++) {
+        const struct tr_rnode *v = tr_rnode_get(tls, ignored[i][0]);
+        if (v != NULL)
+            ist_warn(x, c, v, ignored[i][0], "ignored: %s", ignored[i][1]);
+    }
+    const char *mode = "";
+    tr_rnode_str(tr_rnode_get(tls, "mode"), &mode);
+    if (strcmp(mode, "MUTUAL") != 0 && tr_rnode_get(tls, "caCertCredentialName") != NULL)
+        ist_warn(x, c, tr_rnode_get(tls, "caCertCredentialName"), "caCertCredentialName",
+                 "ignored: only read for MUTUAL (SIMPLE asks for no client certificate)");
+    const char *minv;
+    if (ist_str(x, c, tls, "minProtocolVersion", &minv) && strcmp(minv, "TLSV1_2") != 0 &&
+        strcmp(minv, "TLSV1_3") != 0 && strcmp(minv, "TLS_AUTO") != 0)
+        ist_warn(x, c, tr_rnode_get(tls, "minProtocolVersion"), "minProtocolVersion",
+                 "the proxy's minimum is TLS 1.2: %s is raised to it", minv);
+    const char *cred;
+    if (!ist_str(x, c, tls, "credentialName", &cred)) {
+        if (!files)
+            ist_error(x, c, tls, "credentialName",
+                      "a SIMPLE or MUTUAL server needs a certificate: name a Secret in the "
+                      "input");
+        return;
+    }
+    struct ist_secret sec;
+    server_material(x, c, gw, tls, &sec);
+}
+
+/* tls on a plaintext or mesh server: httpsRedirect, or nothing. */
+static void check_other_tls(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *tls,
+                            enum srv_kind kind)
+{
+    bool redirect = false;
+    ist_bool(x, c, tls, "httpsRedirect", &redirect);
+    for (const struct tr_rnode *k = tls->head; k; k = k->next ? k->next->next : NULL) {
+        const char *key;
+        if (!tr_rnode_str(k, &key) || strcmp(key, "httpsRedirect") == 0 ||
+            (kind == SRV_MESH_MTLS && strcmp(key, "mode") == 0))
+            continue;
+        if (kind != SRV_UNSUPPORTED)
+            ist_warn(x, c, k, key, "ignored: only read for SIMPLE and MUTUAL servers");
+    }
 }
 
 void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw)
@@ -108,6 +295,8 @@ void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw)
     if (servers == NULL || servers->n == 0)
         ist_error(x, &c, gw->spec, "servers", "at least one server is required");
     size_t i = 0;
+    struct port_seen seen[64];
+    size_t n_seen = 0;
     for (const struct tr_rnode *s = servers ? servers->head : NULL; s; s = s->next, i++) {
         size_t saved = ist_push_key(&c, "servers");
         ist_push_index(&c, i);
@@ -134,11 +323,18 @@ void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw)
             ist_error(x, &c, s, "hosts", "at least one host is required");
         const struct tr_rnode *tls = ist_map(x, &c, s, "tls");
         sp = ist_push_key(&c, "tls");
-        IST_KEYS(x, &c, tls, tls_keys);
-        ist_pop(&c, sp);
+        bool tls_ok = IST_KEYS(x, &c, tls, tls_keys);
         const char *why = NULL;
-        if (server_kind(s, &why) == SRV_UNSUPPORTED)
+        enum srv_kind kind = server_kind(s, &why);
+        if (tls_ok && kind == SRV_TERMINATE)
+            check_termination(x, &c, gw, tls);
+        else if (tls_ok && tls != NULL)
+            check_other_tls(x, &c, tls, kind);
+        ist_pop(&c, sp);
+        if (kind == SRV_UNSUPPORTED)
             ist_warn(x, &c, s, NULL, "%s: this server gets no listener", why);
+        else if (port != NULL && tr_rnode_int(tr_rnode_get(port, "number"), &(int64_t){0}))
+            check_port_kind(x, &c, s, kind, seen, &n_seen);
         ist_pop(&c, saved);
     }
 }
@@ -176,7 +372,10 @@ static bool server_ns_ok(const char *server_host, const char *gw_ns, const char 
 
 struct gw_port {
     uint32_t port;
-    bool mtls;
+    enum srv_kind kind;
+    const char **contexts; /* SRV_TERMINATE: one server context per server */
+    size_t n_contexts, cap_contexts;
+    bool https_redirect; /* SRV_HTTP: every request gets 301 to https */
     struct tr_vhost_cfg *vhosts;
     size_t n, cap;
     struct tr_strmap domains;
@@ -196,7 +395,8 @@ static bool add_vhost(struct ist_ctx *x, struct gw_port *gp, const struct tr_res
     struct ist_routes rs = {0};
     struct ist_vhost vh = {.svc = NULL, .port = gp->port, .gateway = gateway};
     x->quiet = true;
-    ist_vs_routes(x, vs, &vh, &rs);
+    if (vs != NULL) /* NULL: a redirecting server's host (https_redirect fills it) */
+        ist_vs_routes(x, vs, &vh, &rs);
     x->quiet = false;
     if (gp->n == gp->cap) {
         size_t ncap = gp->cap ? gp->cap * 2 : 8;
@@ -221,11 +421,96 @@ static bool add_vhost(struct ist_ctx *x, struct gw_port *gp, const struct tr_res
         v->domains[1] = ist_mprintf(x, "%s:%u", d, gp->port);
         v->n_domains = 2;
     }
-    memcpy(v->routes, rs.v, rs.n * sizeof(*v->routes));
+    if (rs.n > 0)
+        memcpy(v->routes, rs.v, rs.n * sizeof(*v->routes));
     v->n_routes = rs.n;
+    if (vs != NULL) {
+        struct ist_cursor c;
+        ist_cursor_init(&c, vs, "spec");
+        v->loc = ist_loc(x, &c, NULL);
+    }
+    return true;
+}
+
+/* A SIMPLE or MUTUAL server's certificate as a server context of its
+ * port, serving the server's hosts by SNI ("*" or a namespace's any host:
+ * the port's default). Quiet: the Gateway's check reported what fails. */
+static bool server_context(struct ist_ctx *x, const struct tr_resource *gw,
+                           const struct tr_rnode *s, struct gw_port *gp)
+{
+    const struct tr_rnode *tls = tr_rnode_get(s, "tls");
     struct ist_cursor c;
-    ist_cursor_init(&c, vs, "spec");
-    v->loc = ist_loc(x, &c, NULL);
+    ist_cursor_init(&c, gw, NULL);
+    struct ist_secret sec;
+    bool quiet = x->quiet;
+    x->quiet = true;
+    bool ok = server_material(x, &c, gw, tls, &sec);
+    x->quiet = quiet;
+    if (!ok)
+        return false;
+    const char *mode = "", *minv = "";
+    tr_rnode_str(tr_rnode_get(tls, "mode"), &mode);
+    bool mutual = strcmp(mode, "MUTUAL") == 0;
+    char name[128];
+    snprintf(name, sizeof(name), "gateway|%u|%zu", gp->port, gp->n_contexts);
+    struct tr_tls_cfg *t = ist_tls_context(x, TR_TLSK_SERVER, name, &sec, true, mutual);
+    if (t == NULL)
+        return false;
+    if (tr_rnode_str(tr_rnode_get(tls, "minProtocolVersion"), &minv) &&
+        strcmp(minv, "TLSV1_3") == 0)
+        t->min_version = 0x0304; /* TLS1_3_VERSION */
+    else
+        t->min_version = 0x0303; /* Istio's gateways accept TLS 1.2 by default */
+    const struct tr_rnode *hosts = tr_rnode_get(s, "hosts");
+    t->server_names = ist_malloc(x, hosts ? hosts->n : 0, sizeof(*t->server_names));
+    bool any = false;
+    for (const struct tr_rnode *h = hosts ? hosts->head : NULL; h && t->server_names; h = h->next) {
+        const char *v, *slash;
+        if (!tr_rnode_str(h, &v))
+            continue;
+        v = (slash = strchr(v, '/')) ? slash + 1 : v;
+        if (strcmp(v, "*") == 0)
+            any = true;
+        else
+            t->server_names[t->n_server_names++] = ist_mstrdup(x, v);
+    }
+    if (any)
+        t->n_server_names = 0; /* "*": every name, and clients without SNI */
+    if (gp->n_contexts == gp->cap_contexts) {
+        size_t cap = gp->cap_contexts ? 2 * gp->cap_contexts : 4;
+        const char **v = ist_alloc(x, cap, sizeof(*v));
+        if (v == NULL)
+            return false;
+        if (gp->n_contexts)
+            memcpy(v, gp->contexts, gp->n_contexts * sizeof(*v));
+        gp->contexts = v;
+        gp->cap_contexts = cap;
+    }
+    gp->contexts[gp->n_contexts++] = t->name;
+    return true;
+}
+
+/* httpsRedirect: every host of the port answers 301 to https on the
+ * default port, as Envoy's require_tls does, whatever its routes say. */
+static bool https_redirect(struct ist_ctx *x, struct gw_port *gp)
+{
+    for (size_t i = 0; i < gp->n; i++) {
+        struct tr_vhost_cfg *v = &gp->vhosts[i];
+        struct tr_route_cfg *r = ist_malloc(x, 1, sizeof(*r));
+        struct tr_redirect_cfg *rd = ist_malloc(x, 1, sizeof(*rd));
+        if (r == NULL || rd == NULL)
+            return false;
+        tr_cfg_route_defaults(r);
+        tr_cfg_redirect_defaults(rd);
+        rd->scheme = "https";
+        rd->port_from = TR_REDIRECT_PORT_PROTOCOL_DEFAULT;
+        rd->code = 301;
+        r->name = "https-redirect";
+        r->redirect = rd;
+        r->loc = v->loc;
+        v->routes = r;
+        v->n_routes = 1;
+    }
     return true;
 }
 
@@ -250,14 +535,15 @@ bool ist_gateways(struct ist_ctx *x)
             enum srv_kind kind = server_kind(s, &why);
             int64_t num;
             if (kind == SRV_UNSUPPORTED ||
-                !tr_rnode_int(tr_rnode_get(tr_rnode_get(s, "port"), "number"), &num))
+                !tr_rnode_int(tr_rnode_get(tr_rnode_get(s, "port"), "number"), &num) ||
+                port_kind_clash(servers, s))
                 continue;
-            int64_t target;
-            if (tr_rnode_int(tr_rnode_get(tr_rnode_get(s, "port"), "targetPort"), &target))
-                num = target;
+            num = server_port(s);
             struct gw_port *gp = NULL;
             for (size_t k = 0; k < n_ports; k++)
                 gp = ports[k]->port == (uint32_t)num ? ports[k] : gp;
+            if (gp != NULL && gp->kind != kind)
+                continue; /* another Gateway's kind of server holds the port */
             if (gp == NULL) {
                 if (n_ports == sizeof(ports) / sizeof(ports[0]))
                     continue;
@@ -265,9 +551,15 @@ bool ist_gateways(struct ist_ctx *x)
                 if (gp == NULL)
                     return false;
                 gp->port = (uint32_t)num;
-                gp->mtls = kind == SRV_MESH_MTLS;
+                gp->kind = kind;
                 tr_strmap_init(&gp->domains, x->tmp);
             }
+            const struct tr_rnode *tls = tr_rnode_get(s, "tls");
+            bool redirect = false;
+            if (kind == SRV_HTTP && tr_rnode_bool(tr_rnode_get(tls, "httpsRedirect"), &redirect))
+                gp->https_redirect = gp->https_redirect || redirect;
+            if (kind == SRV_TERMINATE && !server_context(x, gw, s, gp))
+                continue; /* no certificate: no host of it is served (reported) */
             const struct tr_rnode *hosts = tr_rnode_get(s, "hosts");
             for (size_t v = 0; v < nv; v++) {
                 const struct tr_resource *vs = vss[v];
@@ -292,6 +584,16 @@ bool ist_gateways(struct ist_ctx *x)
                     }
                 }
             }
+            /* Istio redirects a redirecting server's hosts that no
+             * VirtualService serves too. */
+            for (const struct tr_rnode *h = redirect ? hosts->head : NULL; h; h = h->next) {
+                const char *v, *slash;
+                if (!tr_rnode_str(h, &v))
+                    continue;
+                v = (slash = strchr(v, '/')) ? slash + 1 : v;
+                if (tr_strmap_get(&gp->domains, v) == NULL && !add_vhost(x, gp, NULL, v, gname))
+                    return false;
+            }
         }
     }
     struct tr_config *cfg = x->cfg;
@@ -302,12 +604,21 @@ bool ist_gateways(struct ist_ctx *x)
         struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
         tr_cfg_listener_defaults(l);
         l->name = ist_mprintf(x, "gateway|%u", gp->port);
-        l->direction = gp->mtls ? TR_DIR_INBOUND : TR_DIR_OUTBOUND;
-        if (gp->mtls) {
+        l->direction = gp->kind == SRV_MESH_MTLS ? TR_DIR_INBOUND : TR_DIR_OUTBOUND;
+        if (gp->kind == SRV_MESH_MTLS) {
             l->tls_mode = TR_TLS_STRICT;
             l->tls_name = "mesh";
             x->uses_mesh_tls = true;
+        } else if (gp->kind == SRV_TERMINATE) {
+            l->tls_mode = TR_TLS_TERMINATE;
+            l->tls_contexts = ist_malloc(x, gp->n_contexts, sizeof(*l->tls_contexts));
+            if (l->tls_contexts == NULL)
+                return false;
+            memcpy(l->tls_contexts, gp->contexts, gp->n_contexts * sizeof(*l->tls_contexts));
+            l->n_tls_contexts = gp->n_contexts;
         }
+        if (gp->https_redirect && !https_redirect(x, gp))
+            return false;
         const char *ip = x->wl_ip ? x->wl_ip : x->o->outbound_ip;
         if (!ist_make_addr(x, ip, gp->port, &l->addr))
             return false;

@@ -11,6 +11,8 @@
  *   peer_auth.c PeerAuthentication -> the inbound mTLS mode per port
  *   authn.c     RequestAuthentication -> the inbound listeners' JWT rules
  *   authz.c     AuthorizationPolicy -> the inbound listeners' authorization
+ *   secret.c    Kubernetes Secrets (credentialName) -> the model's inline TLS
+ *               contexts
  */
 #ifndef TR_DIALECT_ISTIO_INTERNAL_H
 #define TR_DIALECT_ISTIO_INTERNAL_H
@@ -202,6 +204,9 @@ struct ist_ctx {
     size_t n_clusters, cap_clusters;
     struct tr_strmap cluster_by_name; /* name -> index + 1 */
     bool uses_mesh_tls;
+    /* TLS contexts other than "mesh" (secret.c), in the model's arena */
+    struct tr_tls_cfg *tls_ctx;
+    size_t n_tls_ctx, cap_tls_ctx;
 
     /* registry */
     struct ist_service **svcs;
@@ -319,7 +324,9 @@ enum ist_tls {
     IST_TLS_AUTO = 0,     /* mTLS when every endpoint has a sidecar, else plaintext */
     IST_TLS_DISABLE,      /* plaintext */
     IST_TLS_ISTIO_MUTUAL, /* mesh mTLS */
-    IST_TLS_UNSUPPORTED,  /* SIMPLE / MUTUAL origination: fail closed (no endpoints) */
+    IST_TLS_SIMPLE,       /* TLS origination: verify the server */
+    IST_TLS_MUTUAL,       /* ... and present credentialName's certificate */
+    IST_TLS_UNSUPPORTED,  /* what cannot be done: fail closed (no endpoints) */
 };
 
 struct ist_cluster_policy {
@@ -336,7 +343,33 @@ struct ist_cluster_policy {
     enum ist_tls tls;
     const char *sni;
     const struct tr_rnode *sans;
+    /* SIMPLE and MUTUAL: the context made of credentialName's Secret (or
+     * the system's trust store); NULL: none could be made (reported) */
+    const char *client_ctx;
+    bool insecure; /* insecureSkipVerify */
 };
+
+/* ------------------------------------------------------------ secrets */
+
+/* A Secret's TLS material as PEM text in the model's arena; NULL: absent. */
+struct ist_secret {
+    const struct tr_resource *res;
+    const char *crt, *key, *ca;
+};
+/* The Secret ns/name in the input, or NULL. */
+const struct tr_resource *ist_secret_find(struct ist_ctx *x, const char *ns, const char *name);
+/* Decodes s; an unusable value is an error at node at, field key (false). */
+bool ist_secret_read(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *at,
+                     const char *key, const struct tr_resource *s, struct ist_secret *out);
+/* The model's TLS context name (made once; s NULL: no material, a client
+ * context on the system's trust store) with s's certificate and key
+ * (with_cert) and CA (with_ca); NULL when out of memory. The pointer is
+ * valid until the next call. */
+struct tr_tls_cfg *ist_tls_context(struct ist_ctx *x, enum tr_tls_kind kind, const char *name,
+                                   const struct ist_secret *s, bool with_cert, bool with_ca);
+/* Strict base64 (RFC 4648, padded, canonical): bytes written, *ok false on
+ * any fault or when out (cap bytes) is too small. */
+size_t ist_base64_decode(const char *in, size_t len, unsigned char *out, size_t cap, bool *ok);
 
 /* The DestinationRule for host as seen from the workload, or NULL. */
 const struct tr_resource *ist_dr_for(struct ist_ctx *x, const char *host, const char *svc_ns);

@@ -367,45 +367,130 @@ static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
     ist_pop(c, saved);
 }
 
+#define IST_SAN_MAX 4096u /* the model's subject_alt_names entries */
+
+/* What the model takes as a SAN (uri: ':' and '/' too) or an SNI. */
+static bool name_ok(const char *v, size_t len, size_t max, bool uri)
+{
+    if (len == 0 || len > max || strlen(v) != len)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (ch <= ' ' || ch >= 0x7f || (!uri && (ch == '/' || ch == ':')))
+            return false;
+    }
+    return true;
+}
+
+/* credentialName's Secret: in the DestinationRule's namespace, else the
+ * workload's (where Istio looks for a sidecar's). */
+static const struct tr_resource *credential_secret(struct ist_ctx *x, const struct tr_resource *dr,
+                                                   const char *name)
+{
+    const struct tr_resource *s = ist_secret_find(x, dr->ns ? dr->ns : "default", name);
+    if (s == NULL && x->wl_ns != NULL)
+        s = ist_secret_find(x, x->wl_ns, name);
+    return s;
+}
+
 static void check_tls(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *tls)
 {
+    /* A path on the proxy's file system: a compiled model carries no file of
+     * a pod (it runs where the compiler put it), so only a Secret in the
+     * input can be used. Refused rather than sent with less verification. */
+    static const char files_why[] =
+        "a file on the proxy's file system, which a compiled model cannot carry: put the "
+        "certificates in a Secret in the input and name it in credentialName";
     static const struct ist_key keys[] = {
         {"mode", NULL},
-        {"clientCertificate", "TLS origination to non-mesh servers is not supported yet"},
-        {"privateKey", "TLS origination to non-mesh servers is not supported yet"},
-        {"caCertificates", "TLS origination to non-mesh servers is not supported yet"},
-        {"credentialName", "TLS origination to non-mesh servers is not supported yet"},
+        {"clientCertificate", NULL},
+        {"privateKey", NULL},
+        {"caCertificates", NULL},
+        {"credentialName", NULL},
         {"subjectAltNames", NULL},
         {"sni", NULL},
-        {"insecureSkipVerify", "TLS origination to non-mesh servers is not supported yet"},
-        {"caCrl", "TLS origination to non-mesh servers is not supported yet"},
+        {"insecureSkipVerify", NULL},
+        {"caCrl", NULL},
     };
     if (!IST_KEYS(x, c, tls, keys))
         return;
-    const char *m;
-    if (ist_str(x, c, tls, "mode", &m)) {
-        const struct tr_rnode *mn = tr_rnode_get(tls, "mode");
-        if (strcmp(m, "SIMPLE") == 0 || strcmp(m, "MUTUAL") == 0)
-            ist_warn(x, c, mn, "mode",
-                     "TLS origination (%s) is not supported yet: the proxy refuses to send this "
-                     "traffic in plaintext, so requests to it fail with 503",
-                     m);
-        else if (strcmp(m, "DISABLE") != 0 && strcmp(m, "ISTIO_MUTUAL") != 0)
-            ist_error(x, c, mn, "mode",
-                      "expected DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL, got \"%s\"", m);
+    const char *m = "DISABLE";
+    if (ist_str(x, c, tls, "mode", &m) && strcmp(m, "DISABLE") != 0 &&
+        strcmp(m, "ISTIO_MUTUAL") != 0 && strcmp(m, "SIMPLE") != 0 && strcmp(m, "MUTUAL") != 0) {
+        ist_error(x, c, tr_rnode_get(tls, "mode"), "mode",
+                  "expected DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL, got \"%s\"", m);
+        return;
     }
-    const char *sni;
+    bool origination = strcmp(m, "SIMPLE") == 0 || strcmp(m, "MUTUAL") == 0;
+    static const char *const file_keys[] = {"clientCertificate", "privateKey", "caCertificates",
+                                            "caCrl"};
+    for (size_t i = 0; i < sizeof(file_keys) / sizeof(file_keys[0]); i++) {
+        const char *v;
+        if (!ist_str(x, c, tls, file_keys[i], &v))
+            continue;
+        if (origination)
+            ist_error(x, c, tr_rnode_get(tls, file_keys[i]), file_keys[i], "%s", files_why);
+        else
+            ist_warn(x, c, tr_rnode_get(tls, file_keys[i]), file_keys[i],
+                     "only read with mode SIMPLE or MUTUAL; ignored");
+    }
+    const char *cred = NULL, *sni = NULL;
+    bool insecure = false;
     ist_str(x, c, tls, "sni", &sni);
+    ist_bool(x, c, tls, "insecureSkipVerify", &insecure);
+    if (ist_str(x, c, tls, "credentialName", &cred)) {
+        const struct tr_rnode *at = tr_rnode_get(tls, "credentialName");
+        const struct tr_resource *s = origination ? credential_secret(x, c->res, cred) : NULL;
+        struct ist_secret sec;
+        if (!origination)
+            ist_warn(x, c, at, "credentialName", "only read with mode SIMPLE or MUTUAL; ignored");
+        else if (s == NULL) {
+            const char *dns = c->res->ns ? c->res->ns : "default";
+            bool other = x->wl_ns != NULL && strcmp(x->wl_ns, dns) != 0;
+            ist_error(x, c, at, "credentialName",
+                      "no Secret \"%s\" in the input (namespace %s%s%s): the proxy fetches "
+                      "nothing; add the Secret to what you compile",
+                      cred, dns, other ? " or " : "", other ? x->wl_ns : "");
+        } else if (ist_secret_read(x, c, at, "credentialName", s, &sec) &&
+                   strcmp(m, "MUTUAL") == 0 && (sec.crt == NULL || sec.key == NULL))
+            ist_error(x, c, at, "credentialName",
+                      "Secret %s/%s has no client certificate and key (tls.crt and tls.key) "
+                      "for MUTUAL",
+                      s->ns ? s->ns : "default", s->name);
+    } else if (strcmp(m, "MUTUAL") == 0 && tr_rnode_get(tls, "clientCertificate") == NULL) {
+        ist_warn(x, c, tr_rnode_get(tls, "mode"), "mode",
+                 "MUTUAL needs a client certificate: name a Secret in credentialName; the proxy "
+                 "refuses to send this traffic without one, so requests to it fail with 503");
+    }
+    if (insecure && !origination)
+        ist_warn(x, c, tr_rnode_get(tls, "insecureSkipVerify"), "insecureSkipVerify",
+                 "only read with mode SIMPLE or MUTUAL; ignored");
     const struct tr_rnode *sans = ist_list(x, c, tls, "subjectAltNames");
     size_t i = 0;
     for (const struct tr_rnode *s = sans ? sans->head : NULL; s; s = s->next, i++) {
         const char *v;
         size_t saved = ist_push_key(c, "subjectAltNames");
         ist_push_index(c, i);
-        if (!tr_rnode_str(s, &v) || strncmp(v, "spiffe://", 9) != 0)
+        if (!tr_rnode_str(s, &v))
+            ist_error(x, c, s, NULL, "expected a string");
+        else if (origination && insecure)
+            ist_warn(x, c, s, NULL, "not checked: insecureSkipVerify is set");
+        else if (!origination && strncmp(v, "spiffe://", 9) != 0)
             ist_warn(x, c, s, NULL, "only spiffe:// identities are checked; this name is ignored");
+        else if (origination && !name_ok(v, s->len, IST_SAN_MAX, true))
+            ist_error(x, c, s, NULL, "expected a DNS name or a URI (printable, no spaces)");
         ist_pop(c, saved);
     }
+    const struct tr_rnode *sn = tr_rnode_get(tls, "sni");
+    if (sni != NULL && origination && !name_ok(sni, sn->len, 255, false))
+        ist_error(x, c, sn, "sni", "expected a host name (at most 255 bytes, no port)");
+    const char *host = NULL;
+    tr_rnode_str(tr_rnode_get(c->res->spec, "host"), &host);
+    if (origination && !insecure && sni == NULL && (sans == NULL || sans->n == 0) && host &&
+        host[0] == '*')
+        ist_warn(x, c, tr_rnode_get(tls, "mode"), "mode",
+                 "a wildcard host and no sni: the proxy cannot name the server (Istio takes "
+                 "the name from each request), so requests to it fail with 503; set sni");
 }
 
 static void check_policy(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *tp,
@@ -525,6 +610,40 @@ void ist_dr_check(struct ist_ctx *x, const struct tr_resource *r)
 }
 
 /* ------------------------------------------------- applying a policy */
+
+/* SIMPLE and MUTUAL: the client context, from credentialName's Secret (its
+ * CA, and for MUTUAL its certificate and key), else the system's trust
+ * store. Findings were reported by the rule's check (a rule with errors is
+ * never applied). */
+static void client_context(struct ist_ctx *x, const struct tr_resource *dr,
+                           const struct tr_rnode *tls, struct ist_cluster_policy *p)
+{
+    bool mutual = p->tls == IST_TLS_MUTUAL;
+    tr_rnode_bool(tr_rnode_get(tls, "insecureSkipVerify"), &p->insecure);
+    const char *cred = NULL;
+    if (!tr_rnode_str(tr_rnode_get(tls, "credentialName"), &cred)) {
+        if (!mutual)
+            p->client_ctx = ist_tls_context(x, TR_TLSK_CLIENT, "system-roots", NULL, false, false)
+                                ? "system-roots"
+                                : NULL;
+        return;
+    }
+    const struct tr_resource *s = credential_secret(x, dr, cred);
+    struct ist_cursor c;
+    ist_cursor_init(&c, dr, NULL);
+    struct ist_secret sec;
+    bool quiet = x->quiet;
+    x->quiet = true;
+    bool ok = s != NULL && ist_secret_read(x, &c, NULL, NULL, s, &sec);
+    x->quiet = quiet;
+    if (!ok || (mutual && (sec.crt == NULL || sec.key == NULL)))
+        return;
+    char name[600];
+    snprintf(name, sizeof(name), "%s|%s/%s", mutual ? "mutual" : "simple",
+             s->ns ? s->ns : "default", s->name);
+    const struct tr_tls_cfg *t = ist_tls_context(x, TR_TLSK_CLIENT, name, &sec, mutual, true);
+    p->client_ctx = t ? t->name : NULL;
+}
 
 void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const char *subset,
                       uint32_t port, struct ist_cluster_policy *p)
@@ -667,9 +786,15 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
             p->tls = IST_TLS_DISABLE;
         else if (strcmp(s, "ISTIO_MUTUAL") == 0)
             p->tls = IST_TLS_ISTIO_MUTUAL;
+        else if (strcmp(s, "SIMPLE") == 0)
+            p->tls = IST_TLS_SIMPLE;
+        else if (strcmp(s, "MUTUAL") == 0)
+            p->tls = IST_TLS_MUTUAL;
         else
             p->tls = IST_TLS_UNSUPPORTED;
     }
     tr_rnode_str(tr_rnode_get(parts.tls, "sni"), &p->sni);
     p->sans = tr_rnode_get(parts.tls, "subjectAltNames");
+    if (p->tls == IST_TLS_SIMPLE || p->tls == IST_TLS_MUTUAL)
+        client_context(x, dr, parts.tls, p);
 }

@@ -464,7 +464,29 @@ static bool host_ok(const char *h)
     return h[0] != '*' || n > 1; /* "*.example.com", or "*x": any host ending in x */
 }
 
-static void read_service_entries(struct ist_ctx *x, size_t *cap)
+/* subjectAltNames: names a server's certificate carries, which the
+ * proxy checks (compile.c); one it could not check is reported and left
+ * out. */
+static void check_sans(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *sans)
+{
+    size_t i = 0;
+    for (const struct tr_rnode *e = sans ? sans->head : NULL; e; e = e->next, i++) {
+        const char *v;
+        bool ok = tr_rnode_str(e, &v) && e->len > 0 && e->len <= 4096 && strlen(v) == e->len;
+        for (size_t k = 0; ok && k < e->len; k++)
+            ok = (unsigned char)v[k] > ' ' && (unsigned char)v[k] < 0x7f;
+        if (ok)
+            continue;
+        size_t saved = ist_push_key(c, "subjectAltNames");
+        ist_push_index(c, i);
+        ist_warn(x, c, e, NULL, "not a DNS name or URI the proxy can check; ignored");
+        ist_pop(c, saved);
+    }
+}
+
+/* icap: the instances' array capacity (endpoints are instances), cap: the
+ * services'. */
+static void read_service_entries(struct ist_ctx *x, size_t *icap, size_t *cap)
 {
     static const struct ist_key keys[] = {
         {"hosts", NULL},
@@ -493,6 +515,7 @@ static void read_service_entries(struct ist_ctx *x, size_t *cap)
             ist_error(x, &c, spec, "hosts", "at least one host is required");
             continue;
         }
+        check_sans(x, &c, ist_list(x, &c, spec, "subjectAltNames"));
         const char *loc = NULL, *res = NULL;
         ist_str(x, &c, spec, "location", &loc);
         bool external = loc != NULL && strcmp(loc, "MESH_EXTERNAL") == 0;
@@ -537,7 +560,7 @@ static void read_service_entries(struct ist_ctx *x, size_t *cap)
             in->sidecar = !external && has_sidecar(NULL, in->labels);
             if (in->ip == NULL)
                 ist_error(x, &c, e, "address", "an address is required");
-            else if (!push_inst(x, in, cap))
+            else if (!push_inst(x, in, icap))
                 return;
             ist_pop(&c, saved);
         }
@@ -632,7 +655,7 @@ int ist_registry_build(struct ist_ctx *x)
     read_pods(x, &icap);
     read_workload_entries(x, &icap);
     read_k8s_services(x, &scap);
-    read_service_entries(x, &scap);
+    read_service_entries(x, &icap, &scap);
     read_endpoint_slices(x);
     read_endpoints(x);
     read_export_annotations(x);

@@ -246,6 +246,8 @@ static bool extras_eq(struct cmp *c, const struct cfg_section *sec, const void *
         const struct tr_cluster_cfg *x = a, *y = b;
         ok = (push_key(c, "tls(index)"), num_eq(c, x->tls, y->tls));
         pop(c, saved);
+        ok = ok && (push_key(c, "mesh_tls"), num_eq(c, x->mesh_tls, y->mesh_tls));
+        pop(c, saved);
         ok = ok && (push_key(c, "n_dns_endpoints"),
                     num_eq(c, (long long)x->n_dns_endpoints, (long long)y->n_dns_endpoints));
         pop(c, saved);

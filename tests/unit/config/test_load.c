@@ -168,8 +168,9 @@ static void check_full(const struct tr_config *c)
     assert_path_in_dir(c->access_log.path, "logs/access.log");
 
     /* TLS contexts */
-    assert_int_equal(c->n_tls, 2);
+    assert_int_equal(c->n_tls, 5);
     const struct tr_tls_cfg *t = &c->tls[0];
+    assert_int_equal(t->kind, TR_TLSK_MESH);
     assert_string_equal(t->name, "workload");
     assert_path_in_dir(t->cert_file, "certs/web.pem");
     assert_path_in_dir(t->key_file, "certs/web.key");
@@ -185,9 +186,35 @@ static void check_full(const struct tr_config *c)
     assert_null(t->trust_domain);
     assert_int_equal(t->min_version, 0x0304);
     assert_true(t->session_resumption);
+    /* TLS termination and origination: inline PEM next to files */
+    t = &c->tls[2];
+    assert_string_equal(t->name, "gateway");
+    assert_int_equal(t->kind, TR_TLSK_SERVER);
+    assert_path_in_dir(t->cert_file, "certs/web.pem");
+    assert_null(t->key_file);
+    assert_string_equal(t->key_pem,
+                        "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n");
+    assert_null(t->ca_file);
+    assert_string_equal(t->ca_pem,
+                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    assert_int_equal(t->n_server_names, 2);
+    assert_string_equal(t->server_names[0], "gw.example.com");
+    assert_string_equal(t->server_names[1], "*.example.org");
+    t = &c->tls[3];
+    assert_int_equal(t->kind, TR_TLSK_SERVER);
+    assert_null(t->ca_file);
+    assert_null(t->ca_pem);
+    assert_int_equal(t->n_server_names, 0);
+    t = &c->tls[4];
+    assert_string_equal(t->name, "external");
+    assert_int_equal(t->kind, TR_TLSK_CLIENT);
+    assert_null(t->cert_file);
+    assert_non_null(t->cert_pem);
+    assert_path_in_dir(t->key_file, "certs/web.key");
+    assert_path_in_dir(t->ca_file, "certs/ca.pem");
 
     /* listeners */
-    assert_int_equal(c->n_listeners, 3);
+    assert_int_equal(c->n_listeners, 4);
     const struct tr_listener_cfg *l = &c->listeners[0];
     assert_string_equal(l->name, "inbound");
     assert_addr(&l->addr, AF_INET, "0.0.0.0", 15006, "0.0.0.0:15006");
@@ -248,7 +275,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(r1->n_paths, 2);
     assert_string_equal(r1->paths[1], "/healthz");
     assert_string_equal(l->loc.path, "listeners[0]");
-    assert_int_equal(l->loc.line, 29);
+    assert_int_equal(l->loc.line, 47);
 
     l = &c->listeners[1];
     assert_string_equal(l->name, "outbound");
@@ -311,6 +338,15 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->authz.policies[2].action, TR_AUTHZ_AUDIT);
     assert_int_equal(l->authz.policies[2].n_rules, 1);
 
+    l = &c->listeners[3];
+    assert_string_equal(l->name, "gateway");
+    assert_int_equal(l->tls_mode, TR_TLS_TERMINATE);
+    assert_null(l->tls_name);
+    assert_int_equal(l->tls, -1);
+    assert_int_equal(l->n_tls_contexts, 2);
+    assert_string_equal(l->tls_contexts[0], "gateway");
+    assert_string_equal(l->tls_contexts[1], "fallback");
+
     /* route tables */
     assert_int_equal(c->n_route_tables, 2);
     const struct tr_route_table_cfg *rt = &c->route_tables[0];
@@ -349,7 +385,7 @@ static void check_full(const struct tr_config *c)
     assert_null(ro->headers[4].value);
     assert_string_equal(ro->headers[4].loc.path,
                         "route_tables[0].virtual_hosts[0].routes[0].match.headers[4]");
-    assert_int_equal(ro->headers[4].loc.line, 90);
+    assert_int_equal(ro->headers[4].loc.line, 113);
     assert_int_equal(ro->headers[4].loc.col, 19);
     assert_int_equal(ro->n_clusters, 2);
     assert_int_equal(ro->clusters[0].cluster, 1);
@@ -529,7 +565,7 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(rt->vhosts[0].routes[0].clusters[0].cluster, 0);
 
     /* clusters */
-    assert_int_equal(c->n_clusters, 7);
+    assert_int_equal(c->n_clusters, 9);
     const struct tr_cluster_cfg *cl = &c->clusters[0];
     assert_string_equal(cl->name, "local");
     assert_null(cl->service);
@@ -641,6 +677,19 @@ static void check_full(const struct tr_config *c)
     assert_string_equal(cl->hash.header, "x-user"); /* lower-cased */
     assert_int_equal(cl->hash.maglev_table_size, 251);
     assert_false(cl->outlier.enabled);
+    cl = &c->clusters[7];
+    assert_string_equal(cl->name, "external");
+    assert_int_equal(cl->tls, 4);
+    assert_false(cl->mesh_tls);
+    assert_string_equal(cl->sni, "api.example.com");
+    assert_int_equal(cl->n_subject_alt_names, 2);
+    assert_string_equal(cl->subject_alt_names[1], "spiffe://example.com/api");
+    assert_false(cl->insecure_skip_verify);
+    assert_int_equal(cl->protocol, TR_UPROTO_ORIGINAL);
+    cl = &c->clusters[8];
+    assert_true(cl->insecure_skip_verify);
+    assert_int_equal(cl->n_subject_alt_names, 0);
+    assert_true(c->clusters[1].mesh_tls);
 }
 
 static void test_full_yaml(void **state)
@@ -661,10 +710,10 @@ static void test_full_json(void **state)
     assert_string_equal(c->tls[0].loc.path, "tls[0]");
     c->tls[0].loc.line = 17;
     c->tls[0].loc.col = 5;
-    c->listeners[0].loc.line = 29;
+    c->listeners[0].loc.line = 47;
     struct tr_header_match_cfg *h = &c->route_tables[0].vhosts[0].routes[0].headers[4];
     assert_true(h->loc.line > 0);
-    h->loc.line = 90;
+    h->loc.line = 113;
     h->loc.col = 19;
     check_full(c);
     tr_config_free(c);
@@ -735,6 +784,8 @@ static void test_example_defaults(void **state)
     "clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:2}]}\n"
 
 #define CTX "tls:\n- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
+#define SRV "tls:\n- {name: s, type: server, cert: /dev/null, key: /dev/null}\n"
+#define CLI "tls:\n- {name: k, type: client, ca: /dev/null}\n"
 
 /* A route under test, on line 3 of the file; column 5 starts its body. */
 #define ROUTE_HEAD "route_tables:\n- name: rt\n  virtual_hosts:\n  - domains: ['*']\n    routes:\n"
@@ -808,11 +859,35 @@ static const struct bad_case bad_cases[] = {
     {CTX "- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n" BASE_TAIL,
      "t.yaml:3:10: tls[1].name: ", "duplicate TLS context name \"w\" (first defined at line 2)"},
 
+    /* TLS contexts that are not mesh contexts */
+    {"tls:\n- {name: s, type: server, cert: /dev/null, key: /dev/null, trust_domain: "
+     "a}\n" BASE_TAIL,
+     "t.yaml:2:60: tls[0].trust_domain: ",
+     "only for type mesh (a server context checks no SPIFFE ID)"},
+    {"tls:\n- {name: k, type: client, cert: /dev/null}\n" BASE_TAIL,
+     "t.yaml:2:3: tls[0].key: ", "a client certificate needs both cert and key"},
+    {"tls:\n- {name: s, type: server, key: /dev/null}\n" BASE_TAIL,
+     "t.yaml:2:3: tls[0].cert: ", "missing required field"},
+    {"tls:\n- {name: s, type: server, cert: /dev/null, cert_pem: \"-----BEGIN X-----\", key: "
+     "/dev/null}\n" BASE_TAIL,
+     "t.yaml:2:27: tls[0].cert: ", "conflicts with cert_pem; set one of them"},
+    {"tls:\n- {name: s, type: server, cert_pem: \"MIIB\", key: /dev/null}\n" BASE_TAIL,
+     "t.yaml:2:37: tls[0].cert_pem: ", "expected PEM text"},
+    {"tls:\n- {name: k, type: client, ca: /dev/null, cert: /dev/null}\n" BASE_TAIL,
+     "t.yaml:2:3: tls[0].key: ", "a client certificate needs both cert and key"},
+    {CTX
+     "- {name: m, cert: /dev/null, key: /dev/null, ca: /dev/null, server_names: [a.b]}\n" BASE_TAIL,
+     "t.yaml:3:61: tls[1].server_names: ",
+     "only for type server (it selects a certificate by SNI)"},
+    {"tls:\n- {name: s, type: server, cert: /dev/null, key: /dev/null, server_names: "
+     "[\"a*b\"]}\n" BASE_TAIL,
+     "t.yaml:2:75: tls[0].server_names[0]: ", "expected a host name or *.domain, got \"a*b\""},
+
     /* listeners */
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: strict-ish, "
      "context: x}\n" RT_C,
      "t.yaml:5:15: listeners[0].tls.mode: ",
-     "expected one of STRICT, PERMISSIVE, DISABLE, got \"strict-ish\""},
+     "expected one of STRICT, PERMISSIVE, DISABLE, TERMINATE, got \"strict-ish\""},
     {CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: STRICT, "
          "context: nope}\n" RT_C,
      "t.yaml:7:32: listeners[0].tls.context: ", "unknown TLS context \"nope\""},
@@ -829,6 +904,31 @@ static const struct bad_case bad_cases[] = {
      "{path_normalization: MERGE}\n" RT_C,
      "t.yaml:5:30: listeners[0].http.path_normalization: ",
      "expected one of STRICT, NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES, got \"MERGE\""},
+    {SRV "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: "
+         "TERMINATE}\n" RT_C,
+     "t.yaml:7:8: listeners[0].tls.contexts: ",
+     "missing required field (mode TERMINATE needs server contexts)"},
+    {CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: "
+         "TERMINATE, contexts: [w]}\n" RT_C,
+     "t.yaml:7:37: listeners[0].tls.contexts[0]: ", "TLS context w is not of type server"},
+    {SRV "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: "
+         "TERMINATE, contexts: [s, s]}\n" RT_C,
+     "t.yaml:7:40: listeners[0].tls.contexts[1]: ", "TLS context s is listed twice"},
+    {SRV "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: "
+         "STRICT, context: s}\n" RT_C,
+     "t.yaml:7:32: listeners[0].tls.context: ",
+     "STRICT needs a mesh context; TLS context s is not one (use TERMINATE)"},
+    {SRV "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: "
+         "TERMINATE, context: s}\n" RT_C,
+     "t.yaml:7:26: listeners[0].tls.context: ",
+     "must not be set when mode is TERMINATE (use contexts)"},
+    {SRV "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  protocol: auto\n"
+         "  tls: {mode: TERMINATE, contexts: [s]}\n" RT_C,
+     "t.yaml:7:13: listeners[0].protocol: ",
+     "auto detects plaintext protocols; with tls.mode TERMINATE use http or tcp"},
+    {CTX "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tls: {mode: "
+         "PERMISSIVE, context: w, contexts: [w]}\n" RT_C,
+     "t.yaml:7:39: listeners[0].tls.contexts: ", "only for mode TERMINATE"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: nope\n" RT_C,
      "t.yaml:4:16: listeners[0].route_table: ", "unknown route table \"nope\""},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  tlz: {}\n" RT_C,
@@ -1084,6 +1184,29 @@ static const struct bad_case bad_cases[] = {
     {CTX "clusters:\n- {name: c, tls: {context: w, server_ids: [backend]}, endpoints: [{address: "
          "127.0.0.1:1}]}\n",
      "t.yaml:4:44: clusters[0].tls.server_ids[0]: ", "expected a SPIFFE ID"},
+    {CLI "clusters:\n- {name: c, tls: {context: k}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:4:13: clusters[0].tls: ",
+     "a client context needs the server's name: set sni or subject_alt_names (or "
+     "insecure_skip_verify)"},
+    {SRV "clusters:\n- {name: c, tls: {context: s}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:4:28: clusters[0].tls.context: ",
+     "TLS context s is of type server; a cluster needs a mesh or client context"},
+    {CTX "clusters:\n- {name: c, tls: {context: w, subject_alt_names: [a]}, endpoints: [{address: "
+         "127.0.0.1:1}]}\n",
+     "t.yaml:4:31: clusters[0].tls.subject_alt_names: ",
+     "only with a client context (a mesh context checks server_ids)"},
+    {CLI "clusters:\n- {name: c, tls: {context: k, sni: a, server_ids: [\"spiffe://a/b\"]}, "
+         "endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:4:39: clusters[0].tls.server_ids: ",
+     "only with a mesh context (a client context checks subject_alt_names)"},
+    {CLI "clusters:\n- {name: c, tls: {context: k, insecure_skip_verify: true, subject_alt_names: "
+         "[a]}, endpoints: [{address: 127.0.0.1:1}]}\n",
+     "t.yaml:4:59: clusters[0].tls.subject_alt_names: ",
+     "would be ignored: insecure_skip_verify is set"},
+    {CTX "clusters:\n- {name: c, tls: {context: w, insecure_skip_verify: true}, endpoints: "
+         "[{address: 127.0.0.1:1}]}\n",
+     "t.yaml:4:31: clusters[0].tls.insecure_skip_verify: ",
+     "only with a client context (mesh peers are always verified)"},
     {"clusters:\n- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n- {name: c, endpoints: "
      "[{address: 127.0.0.1:1}]}\n",
      "t.yaml:3:10: clusters[1].name: ", "duplicate cluster name \"c\" (first defined at line 2)"},

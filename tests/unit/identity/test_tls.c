@@ -787,6 +787,210 @@ static void test_threads_share_context(void **state)
     tr_tls_ctx_unref(cli);
 }
 
+/* ---- contexts that are not mesh contexts ---- */
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char buf[4][16384];
+    static unsigned next;
+    char *b = buf[next++ % 4];
+    size_t n = fread(b, 1, sizeof(buf[0]) - 1, f);
+    fclose(f);
+    b[n] = '\0';
+    return b;
+}
+
+/* A server or client context; cert, key, ca: leaf names / "ca" read from
+ * files, or inline PEM when inline is set (NULL: none). */
+static struct tr_tls_ctx *load_kind(enum tr_tls_kind kind, const char *leaf, const char *ca,
+                                    bool inline_pem, char **err)
+{
+    struct tr_tls_cfg cfg = {
+        .name = "k",
+        .kind = kind,
+        .session_resumption = true,
+        .loc = {.file = "cfg.yaml", .line = 3, .col = 5, .path = "tls[0]"},
+    };
+    char cap[256];
+    if (ca != NULL)
+        tpki_path(&pki, ca, cap, sizeof(cap));
+    if (inline_pem) {
+        cfg.cert_pem = leaf ? slurp(pth(leaf, ".crt")) : NULL;
+        cfg.key_pem = leaf ? slurp(pth(leaf, ".key")) : NULL;
+        cfg.ca_pem = ca ? slurp(cap) : NULL;
+    } else {
+        cfg.cert_file = leaf ? pth(leaf, ".crt") : NULL;
+        cfg.key_file = leaf ? pth(leaf, ".key") : NULL;
+        cfg.ca_file = ca ? cap : NULL;
+    }
+    return tr_tls_ctx_load(&cfg, err);
+}
+
+/* A client context against a bare server presenting leaf: NULL if the
+ * handshake succeeds, else the client's reason. */
+static const char *client_kind_result(struct tr_tls_ctx *cli, const char *leaf, const char *sni,
+                                      const char *const *names, size_t n, bool insecure)
+{
+    SSL_CTX *bare = bare_ctx(leaf, true);
+    struct conn k;
+    conn_init(&k, bare, tr_tls_ctx_client(cli));
+    if (insecure)
+        tr_tls_client_insecure(k.c.ssl);
+    assert_int_equal(tr_tls_client_setup(k.c.ssl, sni, names, n), 0);
+    handshake(&k);
+    const char *r = k.c.done ? NULL : k.c.reason;
+    if (k.c.done && !insecure)
+        assert_int_equal(SSL_get_verify_result(k.c.ssl), X509_V_OK);
+    conn_free(&k);
+    SSL_CTX_free(bare);
+    return r;
+}
+
+static void test_client_context(void **state)
+{
+    char *err = NULL;
+    /* CA only, inline: no certificate of its own. */
+    struct tr_tls_ctx *cli = load_kind(TR_TLSK_CLIENT, NULL, "ca.pem", true, &err);
+    assert_null(err);
+    assert_non_null(cli);
+    assert_null(tr_tls_ctx_server(cli));
+    assert_null(tr_tls_ctx_own_id(cli));
+    const char *dns[] = {"SERVER.example.org"}, *uri[] = {ID_SERVER};
+    const char *wrong[] = {"other.example.org", "spiffe://example.org/ns/default/sa/x"};
+    const char *wild[] = {"a.wild.example.org"};
+    assert_null(client_kind_result(cli, "server", "server.example.org", dns, 1, false));
+    assert_null(client_kind_result(cli, "server", NULL, uri, 1, false));
+    assert_string_equal(client_kind_result(cli, "server", NULL, wrong, 2, false), "wrong_san");
+    assert_string_equal(client_kind_result(cli, "server", NULL, wild, 1, false), "wrong_san");
+    /* A chain from another CA; insecure_skip_verify takes it. */
+    assert_string_equal(client_kind_result(cli, "foreign", NULL, dns, 1, false), "unknown_ca");
+    assert_null(client_kind_result(cli, "foreign", NULL, NULL, 0, true));
+    /* A leaf without any SAN never matches a name. */
+    assert_string_equal(client_kind_result(cli, "nospiffe", NULL, uri, 1, false), "wrong_san");
+    tr_tls_ctx_unref(cli);
+
+    /* No CA: the system's trust store, which knows nothing of the test CA. */
+    cli = load_kind(TR_TLSK_CLIENT, NULL, NULL, false, &err);
+    assert_null(err);
+    assert_string_equal(client_kind_result(cli, "server", NULL, dns, 1, false), "unknown_ca");
+    tr_tls_ctx_unref(cli);
+
+    /* With a certificate: both cert and key; a mismatch is refused. */
+    struct tr_tls_cfg bad = {.kind = TR_TLSK_CLIENT,
+                             .cert_file = pth("client", ".crt"),
+                             .key_file = pth("server", ".key"),
+                             .ca_pem =
+                                 "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                             .loc = {.file = "cfg.yaml", .line = 3, .col = 5, .path = "tls[0]"}};
+    assert_null(tr_tls_ctx_load(&bad, &err));
+    assert_non_null(strstr(err, "does not match the certificate in cert_file"));
+    free(err);
+    err = NULL;
+    bad.key_file = pth("client", ".key");
+    assert_null(tr_tls_ctx_load(&bad, &err));
+    assert_non_null(strstr(err, "cfg.yaml:3:5: tls[0]: ca_pem: no valid PEM certificate"));
+    free(err);
+    assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* Which certificate a TERMINATE listener's table serves for an SNI: the
+ * leaf's first DNS SAN, or the reason the handshake failed. */
+static const char *served_for(const struct tr_tls_sni_table *t, const char *sni,
+                              const char *client_leaf, char *out, size_t size)
+{
+    SSL_CTX *bare = bare_ctx(client_leaf, false);
+    struct conn k;
+    conn_init(&k, tr_tls_ctx_server(t->choices[0].ctx), bare);
+    tr_tls_server_select(k.s.ssl, t);
+    if (sni != NULL)
+        assert_int_equal(SSL_set_tlsext_host_name(k.c.ssl, sni), 1);
+    handshake(&k);
+    const char *r = k.s.reason;
+    if (k.s.done && k.c.done) {
+        X509 *peer = SSL_get1_peer_certificate(k.c.ssl);
+        assert_non_null(peer);
+        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, out, (int)size);
+        X509_free(peer);
+        r = out;
+    } else if (r == NULL) {
+        r = client_read_reason(&k);
+    }
+    conn_free(&k);
+    SSL_CTX_free(bare);
+    return r;
+}
+
+static void test_server_contexts_by_sni(void **state)
+{
+    char *err = NULL;
+    struct tr_tls_ctx *a = load_kind(TR_TLSK_SERVER, "server", NULL, false, &err);
+    assert_null(err);
+    struct tr_tls_ctx *b = load_kind(TR_TLSK_SERVER, "other", "ca.pem", true, &err);
+    assert_null(err);
+    assert_null(tr_tls_ctx_client(a));
+    /* No SPIFFE checks on a server context's certificate: nospiffe loads. */
+    struct tr_tls_ctx *c = load_kind(TR_TLSK_SERVER, "nospiffe", NULL, false, &err);
+    assert_null(err);
+    static const unsigned char alpn[] = "\x02h2\x08http/1.1";
+    assert_int_equal(tr_tls_ctx_set_alpn(a, alpn, sizeof(alpn) - 1), 0);
+
+    const char *a_names[] = {"a.example.org"}, *b_names[] = {"*.b.example.org"};
+    struct tr_tls_sni_choice ch[] = {{a, a_names, 1}, {b, b_names, 1}, {c, NULL, 0}};
+    struct tr_tls_sni_table t = {ch, 3};
+    char cn[64];
+    assert_string_equal(served_for(&t, "a.example.org", NULL, cn, sizeof(cn)), "server");
+    assert_string_equal(served_for(&t, "A.EXAMPLE.ORG", NULL, cn, sizeof(cn)), "server");
+    assert_string_equal(served_for(&t, "x.y.b.example.org", "client", cn, sizeof(cn)), "other");
+    assert_string_equal(served_for(&t, "b.example.org", NULL, cn, sizeof(cn)), "nospiffe");
+    assert_string_equal(served_for(&t, NULL, NULL, cn, sizeof(cn)), "nospiffe");
+    /* b has a ca: a client certificate is required and must verify. */
+    assert_string_equal(served_for(&t, "x.b.example.org", NULL, cn, sizeof(cn)), "no_peer_cert");
+    assert_string_equal(served_for(&t, "x.b.example.org", "foreign", cn, sizeof(cn)), "unknown_ca");
+    /* No context without names: an unknown name is refused. */
+    struct tr_tls_sni_table t2 = {ch, 2};
+    assert_string_equal(served_for(&t2, "c.example.org", NULL, cn, sizeof(cn)), "unknown_sni");
+    assert_string_equal(served_for(&t2, NULL, NULL, cn, sizeof(cn)), "unknown_sni");
+    tr_tls_ctx_unref(a);
+    tr_tls_ctx_unref(b);
+    tr_tls_ctx_unref(c);
+}
+
+static void test_sni_parse(void **state)
+{
+    const char *name;
+    size_t len;
+    static const unsigned char ok[] = {0, 8, 0, 0, 5, 'a', '.', 'o', 'r', 'g'};
+    assert_int_equal(tr_tls_sni_parse(ok, sizeof(ok), &name, &len), 0);
+    assert_int_equal(len, 5);
+    assert_memory_equal(name, "a.org", 5);
+    /* Another name type is skipped. */
+    static const unsigned char other[] = {0, 4, 1, 0, 1, 'x'};
+    assert_int_equal(tr_tls_sni_parse(other, sizeof(other), &name, &len), 0);
+    assert_null(name);
+    static const unsigned char two[] = {0, 8, 0, 0, 1, 'a', 0, 0, 1, 'b'};
+    static const unsigned char short_list[] = {0, 9, 0, 0, 5, 'a', '.', 'o', 'r', 'g'};
+    static const unsigned char long_name[] = {0, 8, 0, 0, 6, 'a', '.', 'o', 'r', 'g'};
+    static const unsigned char empty_name[] = {0, 3, 0, 0, 0};
+    static const unsigned char nul[] = {0, 4, 0, 0, 1, 0};
+    static const unsigned char empty_list[] = {0, 0};
+    static const unsigned char cut[] = {0, 2, 0, 0};
+    assert_int_equal(tr_tls_sni_parse(two, sizeof(two), &name, &len), -1);
+    assert_int_equal(tr_tls_sni_parse(short_list, sizeof(short_list), &name, &len), -1);
+    assert_int_equal(tr_tls_sni_parse(long_name, sizeof(long_name), &name, &len), -1);
+    assert_int_equal(tr_tls_sni_parse(empty_name, sizeof(empty_name), &name, &len), -1);
+    assert_int_equal(tr_tls_sni_parse(nul, sizeof(nul), &name, &len), -1);
+    assert_int_equal(tr_tls_sni_parse(empty_list, sizeof(empty_list), &name, &len), -1);
+    assert_int_equal(tr_tls_sni_parse(cut, sizeof(cut), &name, &len), -1);
+    assert_int_equal(tr_tls_sni_parse(ok, 1, &name, &len), -1);
+    /* 256 bytes: longer than a host name may be. */
+    unsigned char big[2 + 3 + 256];
+    memset(big, 'a', sizeof(big));
+    big[0] = 1, big[1] = 3, big[2] = 0, big[3] = 1, big[4] = 0;
+    assert_int_equal(tr_tls_sni_parse(big, sizeof(big), &name, &len), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -804,6 +1008,9 @@ int main(void)
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_alpn),
         cmocka_unit_test(test_threads_share_context),
+        cmocka_unit_test(test_client_context),
+        cmocka_unit_test(test_server_contexts_by_sni),
+        cmocka_unit_test(test_sni_parse),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

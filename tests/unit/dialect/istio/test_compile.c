@@ -14,6 +14,7 @@
 #include "config/load.h"
 #include "config/write.h"
 #include "core/diag.h"
+#include "dialect/istio/internal.h"
 #include "dialect/istio/istio.h"
 #include "resource/resource.h"
 
@@ -471,6 +472,323 @@ static void test_mirror_to_grpc_is_dropped(void **state)
     free(text);
 }
 
+/* DestinationRule tls: SIMPLE and MUTUAL originate TLS with a client
+ * context made of credentialName's Secret (inline PEM) or the system's
+ * trust store; file paths and missing Secrets are refused. */
+static const char EXT[] =
+    "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+    "metadata: {name: ext, namespace: default}\n"
+    "spec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n"
+    "  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 443}]\n"
+    "  endpoints: [{address: 127.0.2.1}]\n"
+    "  subjectAltNames: [spiffe://example.org/api]\n";
+
+/* "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" and a key */
+#define B64_CERT "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUIKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="
+#define B64_KEY  "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUUKLS0tLS1FTkQgUFJJVkFURSBLRVktLS0tLQo="
+
+static struct compiled *compile_dr(const char *tls, const char *secret_data)
+{
+    char buf[4096];
+    int n = snprintf(buf, sizeof(buf),
+                     "%s---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                     "metadata: {name: ext, namespace: default}\n"
+                     "spec:\n  host: api.example.com\n  trafficPolicy:\n    tls: %s\n"
+                     "%s%s\n",
+                     EXT, tls,
+                     secret_data ? "---\napiVersion: v1\nkind: Secret\nmetadata: {name: cred, "
+                                   "namespace: default}\ntype: kubernetes.io/tls\ndata: "
+                                 : "",
+                     secret_data ? secret_data : "");
+    assert_true(n > 0 && (size_t)n < sizeof(buf));
+    char *text = concat(BOOKINFO, buf);
+    struct compiled *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    compile_text(c, text, "default", "productpage-1");
+    free(text);
+    return c;
+}
+
+static const struct tr_tls_cfg *tls_ctx(const struct tr_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_tls; i++)
+        if (strcmp(cfg->tls[i].name, name) == 0)
+            return &cfg->tls[i];
+    fail_msg("no TLS context %s", name);
+    return NULL;
+}
+
+static void test_dr_tls_origination(void **state)
+{
+    (void)state;
+    const char *cl = "outbound|80||api.example.com";
+    /* SIMPLE without a Secret: the system's roots; SNI and name default to the host. */
+    struct compiled *c = compile_dr("{mode: SIMPLE}", NULL);
+    if (c->cfg == NULL || c->d.n_errors)
+        dump_diags(&c->d);
+    assert_non_null(c->cfg);
+    const struct tr_cluster_cfg *k = cluster(c->cfg, cl);
+    assert_string_equal(k->tls_name, "system-roots");
+    assert_false(k->mesh_tls);
+    assert_string_equal(k->sni, "api.example.com");
+    /* the ServiceEntry's subjectAltNames are what the server must carry */
+    assert_int_equal(k->n_subject_alt_names, 1);
+    assert_string_equal(k->subject_alt_names[0], "spiffe://example.org/api");
+    assert_int_equal(k->n_endpoints, 1);
+    const struct tr_tls_cfg *t = tls_ctx(c->cfg, "system-roots");
+    assert_int_equal(t->kind, TR_TLSK_CLIENT);
+    assert_null(t->ca_pem);
+    assert_null(t->ca_file);
+    compiled_free(c);
+    free(c);
+
+    /* MUTUAL with credentialName: the Secret's PEM inline; the rule's names win. */
+    c = compile_dr("{mode: MUTUAL, credentialName: cred, sni: api.internal, subjectAltNames: "
+                   "[api.example.com, \"*.example.com\"]}",
+                   "{tls.crt: " B64_CERT ", tls.key: " B64_KEY ", ca.crt: " B64_CERT "}");
+    if (c->cfg == NULL || c->d.n_errors)
+        dump_diags(&c->d);
+    assert_non_null(c->cfg);
+    k = cluster(c->cfg, cl);
+    assert_string_equal(k->tls_name, "mutual|default/cred");
+    assert_string_equal(k->sni, "api.internal");
+    assert_int_equal(k->n_subject_alt_names, 2);
+    assert_string_equal(k->subject_alt_names[1], "*.example.com");
+    assert_int_equal(k->protocol, TR_UPROTO_HTTP1);
+    t = tls_ctx(c->cfg, "mutual|default/cred");
+    assert_string_equal(t->cert_pem,
+                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    assert_string_equal(t->key_pem,
+                        "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n");
+    assert_non_null(t->ca_pem);
+    assert_string_equal(t->loc.origin.kind, "Secret");
+    /* the model round-trips: written and loaded again, it is the same */
+    size_t len = 0;
+    char *err = NULL;
+    char *text = tr_config_write(c->cfg, TR_CONFIG_YAML, &len, &err);
+    assert_non_null(text);
+    struct tr_config *again = tr_config_load_buffer(text, len, "again.yaml", &err);
+    if (again == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(again->tls[0].key_pem, t->key_pem);
+    tr_config_free(again);
+    free(text);
+    compiled_free(c);
+    free(c);
+
+    /* insecureSkipVerify: no names at all. */
+    c = compile_dr("{mode: SIMPLE, credentialName: cred, insecureSkipVerify: true}",
+                   "{ca.crt: " B64_CERT "}");
+    assert_non_null(c->cfg);
+    k = cluster(c->cfg, cl);
+    assert_string_equal(k->tls_name, "simple|default/cred");
+    assert_true(k->insecure_skip_verify);
+    assert_int_equal(k->n_subject_alt_names, 0);
+    assert_null(tls_ctx(c->cfg, "simple|default/cred")->cert_pem);
+    compiled_free(c);
+    free(c);
+
+    /* MUTUAL without a certificate: a warning, and no plaintext either. */
+    c = compile_dr("{mode: MUTUAL}", NULL);
+    assert_non_null(c->cfg);
+    assert_true(has_diag(&c->d, TR_DIAG_WARNING, "spec.trafficPolicy.tls.mode",
+                         "MUTUAL needs a client certificate"));
+    k = cluster(c->cfg, cl);
+    assert_int_equal(k->n_endpoints, 0);
+    assert_null(k->tls_name);
+    compiled_free(c);
+    free(c);
+}
+
+static void test_dr_tls_refusals(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tls, *secret, *path, *msg;
+    } cases[] = {
+        {"{mode: SIMPLE, caCertificates: /etc/certs/ca.pem}", NULL,
+         "spec.trafficPolicy.tls.caCertificates", "a compiled model cannot carry"},
+        {"{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}", NULL,
+         "spec.trafficPolicy.tls.clientCertificate", "name it in credentialName"},
+        {"{mode: SIMPLE, credentialName: nope}", NULL, "spec.trafficPolicy.tls.credentialName",
+         "no Secret \"nope\" in the input (namespace default)"},
+        {"{mode: MUTUAL, credentialName: cred}", "{ca.crt: " B64_CERT "}",
+         "spec.trafficPolicy.tls.credentialName", "has no client certificate and key"},
+        {"{mode: SIMPLE, credentialName: cred}", "{ca.crt: \"bm90IHBlbQ==\"}",
+         "spec.trafficPolicy.tls.credentialName", "Secret default/cred: ca.crt holds no PEM block"},
+        {"{mode: SIMPLE, credentialName: cred}", "{ca.crt: \"LS0t=LS0\"}",
+         "spec.trafficPolicy.tls.credentialName", "Secret default/cred: ca.crt is not base64"},
+        {"{mode: SIMPLE, sni: \"a b\"}", NULL, "spec.trafficPolicy.tls.sni",
+         "expected a host name"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct compiled *c = compile_dr(cases[i].tls, cases[i].secret);
+        if (!has_diag(&c->d, TR_DIAG_ERROR, cases[i].path, cases[i].msg)) {
+            dump_diags(&c->d);
+            fail_msg("case %zu: no error at %s with \"%s\"", i, cases[i].path, cases[i].msg);
+        }
+        /* a refused rule sends nothing in plaintext: the model is not given */
+        compiled_free(c);
+        free(c);
+    }
+}
+
+/* Gateway servers: SIMPLE and MUTUAL terminate TLS with the Secret's
+ * certificate, chosen by the server's hosts; httpsRedirect answers 301. */
+static struct compiled *compile_gw(const char *tls, const char *secret_data)
+{
+    char buf[4096];
+    int n = snprintf(
+        buf, sizeof(buf),
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ingress, namespace: default, labels: "
+        "{istio: ingressgateway}}\nstatus: {podIP: 127.0.1.20}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: Gateway\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        "  - port: {number: 8443, name: https, protocol: HTTPS}\n"
+        "    hosts: [reviews.example.com, \"*.shop.example.com\"]\n    tls: %s\n"
+        "  - port: {number: 8080, name: http, protocol: HTTP}\n"
+        "    hosts: [reviews.example.com, other.example.com]\n    tls: {httpsRedirect: true}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  hosts: [reviews.example.com]\n  gateways: [gw]\n"
+        "  http:\n  - route:\n    - destination: {host: reviews}\n"
+        "%s%s\n",
+        tls,
+        secret_data ? "---\napiVersion: v1\nkind: Secret\nmetadata: {name: cred, namespace: "
+                      "default}\ntype: kubernetes.io/tls\ndata: "
+                    : "",
+        secret_data ? secret_data : "");
+    assert_true(n > 0 && (size_t)n < sizeof(buf));
+    char *text = concat(BOOKINFO, buf);
+    struct compiled *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    compile_text(c, text, "default", "ingress");
+    free(text);
+    return c;
+}
+
+static const struct tr_listener_cfg *listener(const struct tr_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (strcmp(cfg->listeners[i].name, name) == 0)
+            return &cfg->listeners[i];
+    fail_msg("no listener %s", name);
+    return NULL;
+}
+
+static void test_gateway_tls(void **state)
+{
+    (void)state;
+    struct compiled *c =
+        compile_gw("{mode: MUTUAL, credentialName: cred}",
+                   "{tls.crt: " B64_CERT ", tls.key: " B64_KEY ", ca.crt: " B64_CERT "}");
+    if (c->cfg == NULL || c->d.n_errors)
+        dump_diags(&c->d);
+    assert_non_null(c->cfg);
+    const struct tr_listener_cfg *l = listener(c->cfg, "gateway|8443");
+    assert_int_equal(l->tls_mode, TR_TLS_TERMINATE);
+    assert_int_equal(l->n_tls_contexts, 1);
+    const struct tr_tls_cfg *t = tls_ctx(c->cfg, l->tls_contexts[0]);
+    assert_int_equal(t->kind, TR_TLSK_SERVER);
+    assert_non_null(t->cert_pem);
+    assert_non_null(t->key_pem);
+    assert_non_null(t->ca_pem); /* MUTUAL: client certificates from this CA */
+    assert_int_equal(t->n_server_names, 2);
+    assert_string_equal(t->server_names[0], "reviews.example.com");
+    assert_string_equal(t->server_names[1], "*.shop.example.com");
+    /* the plaintext port redirects, for a host no VirtualService serves too */
+    const struct tr_vhost_cfg *v = vhost(c->cfg, "gateway|8080", "reviews.example.com:8080");
+    assert_int_equal(v->n_routes, 1);
+    assert_non_null(v->routes[0].redirect);
+    assert_string_equal(v->routes[0].redirect->scheme, "https");
+    assert_int_equal(v->routes[0].redirect->code, 301);
+    v = vhost(c->cfg, "gateway|8080", "other.example.com:8080");
+    assert_non_null(v->routes[0].redirect);
+    compiled_free(c);
+    free(c);
+
+    /* SIMPLE: no CA, so no client certificate is asked for. */
+    c = compile_gw("{mode: SIMPLE, credentialName: cred, minProtocolVersion: TLSV1_3}",
+                   "{tls.crt: " B64_CERT ", tls.key: " B64_KEY ", ca.crt: " B64_CERT "}");
+    assert_non_null(c->cfg);
+    t = tls_ctx(c->cfg, listener(c->cfg, "gateway|8443")->tls_contexts[0]);
+    assert_null(t->ca_pem);
+    assert_int_equal(t->min_version, 0x0304);
+    compiled_free(c);
+    free(c);
+
+    static const struct {
+        const char *tls, *secret, *path, *msg;
+    } refused[] = {
+        {"{mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}", NULL,
+         "spec.servers[0].tls.serverCertificate", "a compiled model cannot carry"},
+        {"{mode: SIMPLE}", NULL, "spec.servers[0].tls.credentialName",
+         "needs a certificate: name a Secret"},
+        {"{mode: SIMPLE, credentialName: nope}", NULL, "spec.servers[0].tls.credentialName",
+         "no Secret \"nope\" in the input"},
+        {"{mode: SIMPLE, credentialName: cred}", "{ca.crt: " B64_CERT "}",
+         "spec.servers[0].tls.credentialName", "has no tls.crt and tls.key"},
+        {"{mode: MUTUAL, credentialName: cred}", "{tls.crt: " B64_CERT ", tls.key: " B64_KEY "}",
+         "spec.servers[0].tls.credentialName", "MUTUAL needs a CA for client certificates"},
+        {"{mode: MUTUAL, credentialName: cred, subjectAltNames: [a]}",
+         "{tls.crt: " B64_CERT ", tls.key: " B64_KEY ", ca.crt: " B64_CERT "}",
+         "spec.servers[0].tls.subjectAltNames", "client certificates would be accepted"},
+    };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        c = compile_gw(refused[i].tls, refused[i].secret);
+        if (!has_diag(&c->d, TR_DIAG_ERROR, refused[i].path, refused[i].msg)) {
+            dump_diags(&c->d);
+            fail_msg("case %zu: no error at %s with \"%s\"", i, refused[i].path, refused[i].msg);
+        }
+        compiled_free(c);
+        free(c);
+    }
+}
+
+static void test_base64(void **state)
+{
+    (void)state;
+    unsigned char out[16];
+    bool ok;
+    assert_int_equal(ist_base64_decode("aGk=", 4, out, sizeof(out), &ok), 2);
+    assert_true(ok);
+    assert_memory_equal(out, "hi", 2);
+    assert_int_equal(ist_base64_decode("aGVsbG8h", 8, out, sizeof(out), &ok), 6);
+    assert_true(ok);
+    static const char *const bad[] = {"aGk", "aG=k", "a===", "aGj=", "aGk=aGk=", "aG\nk", "****"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ist_base64_decode(bad[i], strlen(bad[i]), out, sizeof(out), &ok);
+        assert_false(ok);
+    }
+    ist_base64_decode("aGVsbG8h", 8, out, 5, &ok); /* no room */
+    assert_false(ok);
+}
+
+/* A workload known by its Deployment only (no Pod: no instance yet) and a
+ * ServiceEntry with endpoints: the endpoints are the first instances, the
+ * entry the first service (each array grows by its own capacity). */
+static void test_service_entry_endpoints_first(void **state)
+{
+    (void)state;
+    static const char TEXT[] =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: client, namespace: default}\n"
+        "spec:\n  template:\n    metadata: {labels: {app: client}}\n"
+        "    spec: {serviceAccountName: client}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        "metadata: {name: ext, namespace: default}\n"
+        "spec:\n  hosts: [api.example.com, web.example.com]\n  location: MESH_EXTERNAL\n"
+        "  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n"
+        "  endpoints: [{address: 10.1.0.1}, {address: 10.1.0.2}]\n";
+    struct compiled c;
+    compile_text(&c, TEXT, "default", "client");
+    if (c.cfg == NULL)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    assert_int_equal(cluster(c.cfg, "outbound|80||web.example.com")->n_endpoints, 2);
+    compiled_free(&c);
+}
+
 static void test_unknown_workload(void **state)
 {
     (void)state;
@@ -493,6 +811,11 @@ int main(void)
         cmocka_unit_test(test_deterministic_and_loadable),
         cmocka_unit_test(test_mirror_to_grpc_is_dropped),
         cmocka_unit_test(test_unknown_workload),
+        cmocka_unit_test(test_dr_tls_origination),
+        cmocka_unit_test(test_dr_tls_refusals),
+        cmocka_unit_test(test_gateway_tls),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_service_entry_endpoints_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
