@@ -216,6 +216,7 @@ bool cfg_check_query_name(const char *s, char *why, size_t size);
 bool cfg_check_query_value(const char *s, char *why, size_t size);
 bool cfg_check_header_edit_name(const char *s, char *why, size_t size);
 bool cfg_check_jwks(const char *s, char *why, size_t size);
+bool cfg_check_jwks_url(const char *s, char *why, size_t size);
 bool cfg_check_header_value(const char *s, char *why, size_t size);
 /* Retries: a retry_on condition (its enum tr_retry_on bit, 0 if unknown),
  * a status code ("503"). */

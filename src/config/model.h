@@ -219,11 +219,22 @@ struct tr_jwt_claim_header_cfg {
     struct tr_cfg_loc loc;
 };
 
+/* Where a rule's key set is fetched from (Istio's jwksUri): GET url
+ * through cluster every refresh_ms; a failed fetch keeps the last keys. */
+struct tr_jwks_uri_cfg {
+    const char *url;          /* http://host[:port]/path (https is refused at load) */
+    const char *cluster_name; /* the cluster the request goes through */
+    int cluster;              /* set by validate: index into tr_config.clusters */
+    uint32_t refresh_ms;      /* default 20m (Istio's), at least 1s */
+    uint32_t timeout_ms;      /* one fetch's; default 5s */
+};
+
 struct tr_jwt_rule_cfg {
     const char *issuer;
     const char **audiences; /* 0: any (or none) */
     size_t n_audiences;
-    const char *jwks; /* the JSON Web Key Set, inline */
+    const char *jwks;                 /* the JSON Web Key Set, inline; NULL: none */
+    struct tr_jwks_uri_cfg *jwks_uri; /* NULL: keys are inline only */
     /* Where the token is: with none of the three, Envoy's defaults
      * (Authorization "Bearer " and the access_token query parameter). */
     struct tr_jwt_header_cfg *from_headers;

@@ -337,12 +337,24 @@ static const struct cfg_field jwt_claim_header_fields[] = {
 static const struct cfg_section jwt_claim_header_section = SEC(
     "claim header", jwt_claim_header_fields, offsetof(struct tr_jwt_claim_header_cfg, loc), NULL);
 
+/* One of jwks and jwks_uri at least (validate.c: check_jwt_rules). */
+static const struct cfg_field jwks_uri_fields[] = {
+    STR("url", struct tr_jwks_uri_cfg, url, REQ, CFG_MAX_STR, cfg_check_jwks_url),
+    NAME("cluster", struct tr_jwks_uri_cfg, cluster_name, REQ),
+    DUR("refresh", struct tr_jwks_uri_cfg, refresh_ms, DEF, 1000, MAXMS, 20u * 60u * 1000u),
+    DUR("timeout", struct tr_jwks_uri_cfg, timeout_ms, DEF, 1, 60000, 5000),
+};
+static const struct cfg_section jwks_uri_section =
+    SEC("jwks_uri", jwks_uri_fields, CFG_NO_LOC, NULL);
+
 static const struct cfg_field jwt_rule_fields[] = {
     STR("issuer", struct tr_jwt_rule_cfg, issuer, REQ, CFG_MAX_STR, NULL),
     STRLIST("audiences", struct tr_jwt_rule_cfg, audiences, n_audiences, 0, 0, CFG_MAX_LIST,
             CFG_MAX_STR, NULL),
-    STR("jwks", struct tr_jwt_rule_cfg, jwks, REQ | CF_EMPTY_OK | CF_CTL_OK, CFG_MAX_JWKS,
+    STR("jwks", struct tr_jwt_rule_cfg, jwks, CF_EMPTY_OK | CF_CTL_OK, CFG_MAX_JWKS,
         cfg_check_jwks),
+    OPTIONAL("jwks_uri", struct tr_jwt_rule_cfg, jwks_uri, struct tr_jwks_uri_cfg,
+             jwks_uri_section),
     LIST("from_headers", struct tr_jwt_rule_cfg, from_headers, n_from_headers, 0, 0,
          CFG_MAX_JWT_LOCATIONS, struct tr_jwt_header_cfg, jwt_header_section),
     STRLIST("from_params", struct tr_jwt_rule_cfg, from_params, n_from_params, 0, 0,

@@ -1588,6 +1588,26 @@ static bool check_authz_policies(struct vctx *v, const struct tr_listener_cfg *l
     return true;
 }
 
+/* A rule's keys come inline, fetched (jwks_uri through a cluster of the
+ * model), or both (inline until the first fetch succeeds). */
+static bool check_jwt_rules(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
+                            const struct tr_cfg_loc *loc)
+{
+    for (size_t k = 0; k < l->request_authn.n_rules; k++) {
+        struct tr_jwt_rule_cfg *r = &l->request_authn.rules[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *rloc =
+            item_loc(&r->loc, loc, "request_authentication.rules", k, &tmp);
+        if (r->jwks == NULL && r->jwks_uri == NULL)
+            return verr(v, rloc, "jwks", AT_VALUE,
+                        "missing required field (jwks, jwks_uri or both)");
+        if (r->jwks_uri != NULL && !resolve(v, &nt->clusters, "cluster", r->jwks_uri->cluster_name,
+                                            rloc, "jwks_uri.cluster", &r->jwks_uri->cluster))
+            return false;
+    }
+    return true;
+}
+
 static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
                            size_t i, const struct tr_cfg_loc *loc)
 {
@@ -1680,6 +1700,8 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
     if (l->protocol == TR_LPROTO_TCP && l->request_authn.n_rules > 0)
         return verr(v, loc, "request_authentication", AT_KEY,
                     "not allowed on a tcp listener (no HTTP requests carry a token)");
+    if (!check_jwt_rules(v, nt, l, loc))
+        return false;
     return check_authz_policies(v, l, loc);
 }
 

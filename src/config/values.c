@@ -920,3 +920,31 @@ bool cfg_check_status_code(const char *s, char *why, size_t size)
                    TR_RETRY_CODE_MAX, Q(s));
     return true;
 }
+
+/* jwks_uri.url: http://HOST[:PORT]/PATH, printable ASCII without spaces,
+ * userinfo or fragment; the proxy sends PATH and Host: HOST[:PORT] as they
+ * are. TLS to the key server is not implemented, so https is refused rather
+ * than fetched in the clear. */
+bool cfg_check_jwks_url(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (strncasecmp(s, "https://", 8) == 0)
+        return WHY("%s: https is not supported yet (the fetch has no TLS); use an http:// URL "
+                   "or inline jwks",
+                   Q(s));
+    if (strncmp(s, "http://", 7) != 0)
+        return WHY("%s: not an http:// URL", Q(s));
+    for (const char *p = s; *p != '\0'; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '#')
+            return WHY("%s: spaces, control characters, non-ASCII and '#' are not allowed", Q(s));
+    }
+    const char *host = s + 7, *slash = strchr(host, '/');
+    size_t hlen = slash != NULL ? (size_t)(slash - host) : strlen(host);
+    if (hlen == 0)
+        return WHY("%s: no host", Q(s));
+    if (memchr(host, '@', hlen) != NULL)
+        return WHY("%s: user information is not allowed", Q(s));
+    if (slash == NULL)
+        return WHY("%s: no path (e.g. /.well-known/jwks.json)", Q(s));
+    return true;
+}

@@ -316,6 +316,8 @@ struct tr_jwt_authn *tr_jwt_authn_build(const struct tr_request_authn_cfg *cfg, 
         const struct tr_jwt_rule_cfg *r = &cfg->rules[i];
         a->rules[i].cfg = r;
         char *why = NULL;
+        if (r->jwks == NULL && r->jwks_uri != NULL)
+            continue; /* fetched keys only: none until a fetch succeeds */
         a->rules[i].jwks = r->jwks == NULL ? NULL : tr_jwks_parse(r->jwks, strlen(r->jwks), &why);
         if (a->rules[i].jwks == NULL) {
             *err = fmt_err("rules[%zu].jwks: %s", i, why != NULL ? why : "missing");
@@ -590,8 +592,9 @@ static bool field_safe(tr_str v)
 }
 
 /* Check a token against one rule (the one its issuer names). */
-static const char *check_token(const struct jwt_rule *rule, tr_str token, int64_t now,
-                               struct tr_jwt_request *rq, const char *dot1, const char *dot2)
+static const char *check_token(const struct jwt_rule *rule, const struct tr_jwks *keys,
+                               tr_str token, int64_t now, struct tr_jwt_request *rq,
+                               const char *dot1, const char *dot2)
 {
     const char *err = NULL;
     size_t hl = (size_t)(dot1 - token.p);
@@ -624,7 +627,11 @@ static const char *check_token(const struct jwt_rule *rule, tr_str token, int64_
         tr_base64url_decode(sig_b64, (size_t)(token.p + token.len - sig_b64), sig, sizeof(sig));
     if (sn <= 0)
         return "Jwt signature is an invalid Base64url encoded";
-    if (!verify(rule->jwks, al, kid, token.p, (size_t)(dot2 - token.p), sig, (size_t)sn))
+    /* Envoy's words when the set has no key for the token, here also a
+     * set not fetched yet (jwks_uri without inline keys). */
+    if (keys == NULL)
+        return "Jwks doesn't have key to match kid or alg from Jwt";
+    if (!verify(keys, al, kid, token.p, (size_t)(dot2 - token.p), sig, (size_t)sn))
         return "Jwt verification fails";
 
     /* The payload was parsed already (to find the rule): its claims. */
@@ -710,6 +717,15 @@ enum tr_jwt_status tr_jwt_authenticate(const struct tr_jwt_authn *a, tr_str targ
                                        const struct tr_str_pair *headers, uint32_t n_headers,
                                        int64_t now, struct tr_jwt_request *rq, const char **why)
 {
+    return tr_jwt_authenticate_keys(a, NULL, target, headers, n_headers, now, rq, why);
+}
+
+enum tr_jwt_status tr_jwt_authenticate_keys(const struct tr_jwt_authn *a,
+                                            struct tr_jwks *const *fetched, tr_str target,
+                                            const struct tr_str_pair *headers, uint32_t n_headers,
+                                            int64_t now, struct tr_jwt_request *rq,
+                                            const char **why)
+{
     rq->auth = (struct tr_request_auth){0};
     rq->n_add = rq->n_drop = 0;
     rq->claims = (struct tr_json){0};
@@ -764,7 +780,9 @@ enum tr_jwt_status tr_jwt_authenticate(const struct tr_jwt_authn *a, tr_str targ
         if (!tr_str_eq(iss, rule->cfg->issuer, strlen(rule->cfg->issuer)))
             continue; /* another rule's token, perhaps */
         /* The header's JSON takes the first TR_JWT_MAX_HEADER_JSON of rq->tok. */
-        const char *bad = check_token(rule, token, now, rq, dot1, dot2);
+        const struct tr_jwks *keys =
+            fetched != NULL && fetched[i] != NULL ? fetched[i] : rule->jwks;
+        const char *bad = check_token(rule, keys, token, now, rq, dot1, dot2);
         if (bad != NULL) {
             rq->auth = (struct tr_request_auth){0};
             rq->n_add = 0;

@@ -4,7 +4,8 @@
  *
  * Config time: tr_jwt_authn_build() turns a listener's rules
  * (config/model.h, struct tr_request_authn_cfg) into immutable state shared
- * by all workers, with every JWKS key made an OpenSSL EVP_PKEY there (RSA
+ * by all workers (keys fetched from a rule's jwks_uri are each worker's,
+ * upstream/jwks_fetch.h, passed in by tr_jwt_authenticate_keys), with every JWKS key made an OpenSSL EVP_PKEY there (RSA
  * n/e, EC P-256/P-384 x/y, OKP Ed25519 x). Request time:
  * tr_jwt_authenticate() finds the token, checks it and fills a struct
  * tr_request_auth (filter/request_auth.h) in fixed per-request storage (no
@@ -95,6 +96,15 @@ struct tr_jwt_request {
 enum tr_jwt_status tr_jwt_authenticate(const struct tr_jwt_authn *a, tr_str target,
                                        const struct tr_str_pair *headers, uint32_t n_headers,
                                        int64_t now, struct tr_jwt_request *rq, const char **why);
+
+/* The same with keys fetched for the rules (jwks_uri; upstream/jwks_fetch.h):
+ * fetched[i], when fetched and it are not NULL, replaces rule i's inline
+ * keys. A rule with neither has no key: its tokens are invalid. */
+enum tr_jwt_status tr_jwt_authenticate_keys(const struct tr_jwt_authn *a,
+                                            struct tr_jwks *const *fetched, tr_str target,
+                                            const struct tr_str_pair *headers, uint32_t n_headers,
+                                            int64_t now, struct tr_jwt_request *rq,
+                                            const char **why);
 
 /* The header edit of the request sent upstream: base (the route's, may be
  * NULL) with the token's drops and additions (the drops first: a route's

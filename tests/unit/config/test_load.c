@@ -233,8 +233,8 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->idle_timeout_ms, 300000);
     assert_int_equal(l->request_timeout_ms, 3600000);
     const struct tr_request_authn_cfg *ra = &l->request_authn;
-    assert_int_equal(ra->n_rules, 2);
-    const struct tr_jwt_rule_cfg *j0 = &ra->rules[0], *j1 = &ra->rules[1];
+    assert_int_equal(ra->n_rules, 3);
+    const struct tr_jwt_rule_cfg *j0 = &ra->rules[0], *j1 = &ra->rules[1], *j2 = &ra->rules[2];
     assert_string_equal(j0->issuer, "https://accounts.example.com");
     assert_int_equal(j0->n_audiences, 2);
     assert_string_equal(j0->audiences[1], "web");
@@ -257,6 +257,17 @@ static void check_full(const struct tr_config *c)
     assert_false(j1->forward_original_token); /* Istio's default */
     assert_null(j1->output_payload_to_header);
     assert_int_equal(j1->n_from_headers + j1->n_from_params + j1->n_from_cookies, 0);
+    assert_null(j1->jwks_uri);
+    assert_non_null(j0->jwks_uri);
+    assert_string_equal(j0->jwks_uri->url, "http://keys.example.com:8080/.well-known/jwks.json");
+    assert_string_equal(j0->jwks_uri->cluster_name, "db");
+    assert_int_equal(j0->jwks_uri->cluster, 3);
+    assert_int_equal(j0->jwks_uri->refresh_ms, 90000);
+    assert_int_equal(j0->jwks_uri->timeout_ms, 2000);
+    assert_null(j2->jwks); /* fetched keys only */
+    assert_non_null(j2->jwks_uri);
+    assert_int_equal(j2->jwks_uri->refresh_ms, 20 * 60 * 1000); /* Istio's default */
+    assert_int_equal(j2->jwks_uri->timeout_ms, 5000);
     assert_int_equal(l->authz.n_rules, 2);
     const struct tr_authz_rule_cfg *r0 = &l->authz.rules[0], *r1 = &l->authz.rules[1];
     assert_int_equal(r0->action, TR_AUTHZ_DENY);
@@ -385,7 +396,7 @@ static void check_full(const struct tr_config *c)
     assert_null(ro->headers[4].value);
     assert_string_equal(ro->headers[4].loc.path,
                         "route_tables[0].virtual_hosts[0].routes[0].match.headers[4]");
-    assert_int_equal(ro->headers[4].loc.line, 113);
+    assert_int_equal(ro->headers[4].loc.line, 116);
     assert_int_equal(ro->headers[4].loc.col, 19);
     assert_int_equal(ro->n_clusters, 2);
     assert_int_equal(ro->clusters[0].cluster, 1);
@@ -713,7 +724,7 @@ static void test_full_json(void **state)
     c->listeners[0].loc.line = 47;
     struct tr_header_match_cfg *h = &c->route_tables[0].vhosts[0].routes[0].headers[4];
     assert_true(h->loc.line > 0);
-    h->loc.line = 113;
+    h->loc.line = 116;
     h->loc.col = 19;
     check_full(c);
     tr_config_free(c);
@@ -986,6 +997,33 @@ static const struct bad_case bad_cases[] = {
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n"
      "  authorization: {rules: [{action: ALLOW, principals: ['spiffe://a/*/b']}]}\n" RT_C,
      "t.yaml:5:56: listeners[0].authorization.rules[0].principals[0]: ", "only allowed at the end"},
+/* request_authentication.rules[].jwks_uri */
+#define JWL                                                                                        \
+    "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  "                         \
+    "request_authentication:\n    rules:\n"
+    {JWL "    - {issuer: i, jwks_uri: {url: 'https://k.example/jwks', cluster: c}}\n" RT_C,
+     "t.yaml:7:35: listeners[0].request_authentication.rules[0].jwks_uri.url: ",
+     "\"https://k.example/jwks\": https is not supported yet (the fetch has no TLS); use an "
+     "http:// URL or inline jwks"},
+    {JWL "    - {issuer: i, jwks_uri: {url: 'http://k.example', cluster: c}}\n" RT_C,
+     "t.yaml:7:35: listeners[0].request_authentication.rules[0].jwks_uri.url: ",
+     "\"http://k.example\": no path (e.g. /.well-known/jwks.json)"},
+    {JWL "    - {issuer: i, jwks_uri: {url: 'http://u@k.example/j', cluster: c}}\n" RT_C,
+     "t.yaml:7:35: listeners[0].request_authentication.rules[0].jwks_uri.url: ",
+     "\"http://u@k.example/j\": user information is not allowed"},
+    {JWL "    - {issuer: i}\n" RT_C,
+     "t.yaml:7:7: listeners[0].request_authentication.rules[0].jwks: ",
+     "missing required field (jwks, jwks_uri or both)"},
+    {JWL "    - {issuer: i, jwks_uri: {url: 'http://k/j', cluster: nope}}\n" RT_C,
+     "t.yaml:7:58: listeners[0].request_authentication.rules[0].jwks_uri.cluster: ",
+     "unknown cluster \"nope\""},
+    {JWL "    - {issuer: i, jwks_uri: {url: 'http://k/j', cluster: c, refresh: 500ms}}\n" RT_C,
+     "t.yaml:7:70: listeners[0].request_authentication.rules[0].jwks_uri.refresh: ",
+     "must be between 1000ms and 86400000ms, got \"500ms\""},
+    {JWL "    - {issuer: i, jwks_uri: {url: 'http://k/j'}}\n" RT_C,
+     "t.yaml:7:29: listeners[0].request_authentication.rules[0].jwks_uri.cluster: ",
+     "missing required field"},
+#undef JWL
 #define AZL "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  authorization:\n"
     {AZL "    policies: [{name: p, rules: [{when: [{key: request.foo, values: [x]}]}]}]\n" RT_C,
      "t.yaml:6:48: listeners[0].authorization.policies[0].rules[0].when[0].key: ",

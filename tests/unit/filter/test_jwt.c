@@ -409,6 +409,56 @@ static void test_jwks_refused(void **state)
     free(err);
 }
 
+/* jwks_uri: keys fetched by the worker (upstream/jwks_fetch.h) replace the
+ * inline ones; without either, every token is invalid. */
+static void test_fetched_keys(void **state)
+{
+    (void)state;
+    struct tr_jwks_uri_cfg uri = {.url = "http://keys/j", .cluster_name = "keys"};
+    struct tr_jwt_rule_cfg r = {.issuer = issuer, .jwks_uri = &uri};
+    struct tr_jwt_authn *a = build_rule(&r);
+    char token[8192];
+    sign("ES256", p256_key, "{\"alg\":\"ES256\",\"kid\":\"e1\"}", PAYLOAD, token);
+    char value[9000];
+    snprintf(value, sizeof(value), "Bearer %s", token);
+    struct tr_str_pair h[] = {{TR_STR_LIT("authorization"), tr_str_from(value, strlen(value))}};
+    const char *why;
+    /* Not fetched yet. */
+    assert_int_equal(run(a, token, &why), TR_JWT_INVALID);
+    assert_string_equal(why, "Jwks doesn't have key to match kid or alg from Jwt");
+    struct tr_jwks *none[1] = {NULL};
+    assert_int_equal(tr_jwt_authenticate_keys(a, none, TR_STR_LIT("/"), h, 1, NOW, &rq, &why),
+                     TR_JWT_INVALID);
+    /* A request without a token still goes on. */
+    assert_int_equal(tr_jwt_authenticate_keys(a, none, TR_STR_LIT("/"), NULL, 0, NOW, &rq, &why),
+                     TR_JWT_MISSING);
+    char *err = NULL;
+    struct tr_jwks *fetched[1] = {tr_jwks_parse(jwks, strlen(jwks), &err)};
+    assert_non_null(fetched[0]);
+    assert_int_equal(tr_jwt_authenticate_keys(a, fetched, TR_STR_LIT("/"), h, 1, NOW, &rq, &why),
+                     TR_JWT_VERIFIED);
+    tr_jwt_authn_free(a);
+
+    /* Both: the inline keys (another key) until a fetch, then the fetched. */
+    char other[2048], n[400], e[16];
+    bn_b64(other_rsa, OSSL_PKEY_PARAM_RSA_N, n);
+    bn_b64(other_rsa, OSSL_PKEY_PARAM_RSA_E, e);
+    snprintf(other, sizeof(other), "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"%s\"}]}", n,
+             e);
+    struct tr_jwt_rule_cfg both = {.issuer = issuer, .jwks = other, .jwks_uri = &uri};
+    a = build_rule(&both);
+    assert_int_equal(tr_jwt_authenticate_keys(a, none, TR_STR_LIT("/"), h, 1, NOW, &rq, &why),
+                     TR_JWT_INVALID);
+    assert_string_equal(why, "Jwt verification fails");
+    assert_int_equal(tr_jwt_authenticate_keys(a, fetched, TR_STR_LIT("/"), h, 1, NOW, &rq, &why),
+                     TR_JWT_VERIFIED);
+    char rs[8192];
+    sign("RS256", other_rsa, "{\"alg\":\"RS256\"}", PAYLOAD, rs);
+    assert_int_equal(run(a, rs, &why), TR_JWT_VERIFIED);
+    tr_jwt_authn_free(a);
+    tr_jwks_free(fetched[0]);
+}
+
 static void test_base64url(void **state)
 {
     unsigned char out[16];
@@ -425,9 +475,10 @@ static void test_base64url(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_base64url), cmocka_unit_test(test_algorithms),
-        cmocka_unit_test(test_claims),    cmocka_unit_test(test_refused),
-        cmocka_unit_test(test_locations), cmocka_unit_test(test_jwks_refused),
+        cmocka_unit_test(test_base64url),    cmocka_unit_test(test_algorithms),
+        cmocka_unit_test(test_claims),       cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_locations),    cmocka_unit_test(test_jwks_refused),
+        cmocka_unit_test(test_fetched_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
