@@ -1601,9 +1601,18 @@ static bool check_jwt_rules(struct vctx *v, const struct vnames *nt, struct tr_l
         if (r->jwks == NULL && r->jwks_uri == NULL)
             return verr(v, rloc, "jwks", AT_VALUE,
                         "missing required field (jwks, jwks_uri or both)");
-        if (r->jwks_uri != NULL && !resolve(v, &nt->clusters, "cluster", r->jwks_uri->cluster_name,
-                                            rloc, "jwks_uri.cluster", &r->jwks_uri->cluster))
+        if (r->jwks_uri == NULL)
+            continue;
+        if (!resolve(v, &nt->clusters, "cluster", r->jwks_uri->cluster_name, rloc,
+                     "jwks_uri.cluster", &r->jwks_uri->cluster))
             return false;
+        const struct tr_cluster_cfg *c = &v->cfg->clusters[r->jwks_uri->cluster];
+        char b[96];
+        if (c->protocol == TR_UPROTO_HTTP2)
+            return verr(v, rloc, "jwks_uri.cluster", AT_VALUE,
+                        "the key set is fetched with HTTP/1.1, and cluster %s speaks HTTP/2 "
+                        "(protocol: http2); use a cluster with protocol http1 or original",
+                        cfg_show(b, sizeof(b), c->name, strlen(c->name), true));
     }
     return true;
 }

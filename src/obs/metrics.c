@@ -83,6 +83,7 @@ struct tr_metrics {
     counter_t limits[TR_LIMIT_COUNT];
     counter_t retries[TR_RETRY_REASON_COUNT];
     counter_t mirrors[TR_MIRROR_RESULT_COUNT];
+    counter_t jwks_fetches[TR_JWKS_FETCH_RESULT_COUNT];
 };
 
 static struct tr_metrics *_Atomic workers[MAX_WORKERS];
@@ -287,6 +288,11 @@ void tr_metrics_retry(struct tr_metrics *m, enum tr_retry_reason r)
 void tr_metrics_mirror(struct tr_metrics *m, enum tr_mirror_result r)
 {
     counter_add(&m->mirrors[r], 1);
+}
+
+void tr_metrics_jwks_fetch(struct tr_metrics *m, enum tr_jwks_fetch_result r)
+{
+    counter_add(&m->jwks_fetches[r], 1);
 }
 
 void tr_metrics_limit(struct tr_metrics *m, enum tr_limit l)
@@ -736,6 +742,8 @@ static void render_process(struct tr_fmt *o)
         "connect_failure", "refused_stream", "reset", "per_try_timeout", "status", "grpc_status"};
     static const char *const mirror_results[TR_MIRROR_RESULT_COUNT] = {
         "completed", "failed", "body_too_large", "incomplete", "overflow", "unsupported"};
+    static const char *const jwks_results[TR_JWKS_FETCH_RESULT_COUNT] = {"ok", "connect", "status",
+                                                                         "body", "timeout"};
     static const struct {
         const char *name, *label;
         size_t off, n;
@@ -745,6 +753,8 @@ static void render_process(struct tr_fmt *o)
          TR_RETRY_REASON_COUNT, retry_reasons},
         {"trellis_mirror_requests_total", "result", offsetof(struct tr_metrics, mirrors),
          TR_MIRROR_RESULT_COUNT, mirror_results},
+        {"trellis_jwks_fetches_total", "result", offsetof(struct tr_metrics, jwks_fetches),
+         TR_JWKS_FETCH_RESULT_COUNT, jwks_results},
     };
     for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
         tr_fmt_printf(o, "# TYPE %s counter\n", families[f].name);

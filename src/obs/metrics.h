@@ -127,6 +127,18 @@ enum tr_mirror_result {
 };
 void tr_metrics_mirror(struct tr_metrics *m, enum tr_mirror_result r);
 
+/* Fetches of JSON Web Key Sets (jwks_uri, upstream/jwks_fetch.h), by result
+ * (trellis_jwks_fetches_total{result="..."}). */
+enum tr_jwks_fetch_result {
+    TR_JWKS_FETCH_OK = 0,  /* the keys were replaced */
+    TR_JWKS_FETCH_CONNECT, /* no endpoint, no connection, or it failed mid-exchange */
+    TR_JWKS_FETCH_STATUS,  /* a status other than 200 */
+    TR_JWKS_FETCH_BODY,    /* an invalid response, a body over 64 KiB or not a usable key set */
+    TR_JWKS_FETCH_TIMEOUT, /* jwks_uri.timeout passed */
+    TR_JWKS_FETCH_RESULT_COUNT,
+};
+void tr_metrics_jwks_fetch(struct tr_metrics *m, enum tr_jwks_fetch_result r);
+
 /* A configured limit stopped a message that would otherwise have been cut
  * short: counted per limit (trellis_limit_exceeded_total{limit="..."}), so
  * an operator sees which limit to raise. The names are the config keys. */

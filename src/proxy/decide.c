@@ -16,6 +16,7 @@
 #include "obs/metrics.h"
 #include "proxy/session.h"
 #include "runtime/worker.h"
+#include "upstream/jwks_fetch.h"
 
 /* The request's consistent-hash key (see struct tr_decision). */
 static void decide_lb_hash(struct tr_session *s, tr_str path, const struct tr_str_pair *headers,
@@ -175,8 +176,9 @@ static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_st
     const struct tr_jwt_authn *ja = snap->jwt[s->lidx];
     if (ja != NULL) {
         const char *why;
-        if (tr_jwt_authenticate(ja, path, headers, n_headers, (int64_t)time(NULL), &jwt_rq, &why) ==
-            TR_JWT_INVALID) {
+        if (tr_jwt_authenticate_keys(ja, tr_jwks_fetched(s->ws->jwks, s->lidx), path, headers,
+                                     n_headers, (int64_t)time(NULL), &jwt_rq,
+                                     &why) == TR_JWT_INVALID) {
             *d = (struct tr_decision){
                 .status = 401,
                 .body = why,

@@ -15,12 +15,14 @@
 #include "net/sock.h"
 #include "obs/access_log.h"
 #include "runtime/server.h"
+#include "upstream/jwks_fetch.h"
 #include "upstream/pool.h"
 
 /* ---- worker snapshots ---- */
 
 static void wsnap_free(struct tr_wsnap *ws)
 {
+    tr_jwks_fetch_free(ws->jwks);
     tr_clusters_free(ws->clusters, ws->snap->cfg->n_clusters);
     free(ws->listener_labels);
     tr_snapshot_unref(ws->snap);
@@ -85,6 +87,7 @@ static struct tr_wsnap *wsnap_new(struct tr_worker *w, struct tr_snapshot *snap,
         return NULL;
     }
     listener_labels_build(ws);
+    ws->jwks = tr_jwks_fetch_new(ws, prev != NULL ? prev->jwks : NULL);
     return ws;
 }
 
@@ -213,6 +216,7 @@ static int adopt_snapshot(struct tr_worker *w, char **err)
     if (!w->draining && !same_snap) {
         int rc = listeners_sync(w, snap->cfg, err);
         if (rc < 0) {
+            tr_jwks_fetch_stop(ws->jwks);
             ws->retired = true;
             tr_wsnap_release(ws);
             return rc;
@@ -226,6 +230,7 @@ static int adopt_snapshot(struct tr_worker *w, char **err)
     if (old != NULL && !same_snap)
         tr_server_note_adopted();
     if (old != NULL) {
+        tr_jwks_fetch_stop(old->jwks);
         old->retired = true;
         tr_wsnap_release(old);
     }

@@ -17,6 +17,7 @@
 #include "runtime/snapshot.h"
 
 struct tr_cluster_rt;
+struct tr_jwks_fetch;
 struct tr_mirror;
 struct tr_worker;
 
@@ -31,6 +32,7 @@ struct tr_wsnap {
     struct tr_worker *w;
     struct tr_cluster_rt *clusters;
     struct tr_metric_labels *listener_labels; /* per listener: base metric labels */
+    struct tr_jwks_fetch *jwks;               /* keys fetched for jwks_uri rules; NULL: none */
     uint32_t users;
     bool retired;
 };

@@ -1023,6 +1023,12 @@ static const struct bad_case bad_cases[] = {
     {JWL "    - {issuer: i, jwks_uri: {url: 'http://k/j'}}\n" RT_C,
      "t.yaml:7:29: listeners[0].request_authentication.rules[0].jwks_uri.cluster: ",
      "missing required field"},
+    {JWL "    - {issuer: i, jwks_uri: {url: 'http://k/j', cluster: h2}}\n" RT_C
+         "- {name: h2, protocol: http2, endpoints: [{address: 127.0.0.1:3}]}\n",
+     "t.yaml:7:58: listeners[0].request_authentication.rules[0].jwks_uri.cluster: ",
+     "the key set is fetched with HTTP/1.1, and cluster \"h2\" speaks HTTP/2 (protocol: http2); "
+     "use "
+     "a cluster with protocol http1 or original"},
 #undef JWL
 #define AZL "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  authorization:\n"
     {AZL "    policies: [{name: p, rules: [{when: [{key: request.foo, values: [x]}]}]}]\n" RT_C,

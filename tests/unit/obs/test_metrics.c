@@ -77,6 +77,9 @@ static void test_retry_and_mirror_counters(void **state)
     tr_metrics_mirror(w6, TR_MIRROR_COMPLETED);
     tr_metrics_mirror(w7, TR_MIRROR_BODY_TOO_LARGE);
     tr_metrics_mirror(w7, TR_MIRROR_BODY_TOO_LARGE);
+    tr_metrics_jwks_fetch(w6, TR_JWKS_FETCH_OK);
+    tr_metrics_jwks_fetch(w7, TR_JWKS_FETCH_TIMEOUT);
+    tr_metrics_jwks_fetch(w7, TR_JWKS_FETCH_OK);
     size_t len;
     char *text = tr_metrics_render(&len);
     assert_non_null(text);
@@ -99,6 +102,12 @@ static void test_retry_and_mirror_counters(void **state)
                                  "trellis_mirror_requests_total{result=\"incomplete\"} 0\n"
                                  "trellis_mirror_requests_total{result=\"overflow\"} 0\n"
                                  "trellis_mirror_requests_total{result=\"unsupported\"} 0\n"));
+    assert_non_null(strstr(text, "# TYPE trellis_jwks_fetches_total counter\n"
+                                 "trellis_jwks_fetches_total{result=\"ok\"} 2\n"
+                                 "trellis_jwks_fetches_total{result=\"connect\"} 0\n"
+                                 "trellis_jwks_fetches_total{result=\"status\"} 0\n"
+                                 "trellis_jwks_fetches_total{result=\"body\"} 0\n"
+                                 "trellis_jwks_fetches_total{result=\"timeout\"} 1\n"));
     free(text);
 }
 
