@@ -452,7 +452,7 @@ VALUES = {
     "Namespace:metadata.labels": {"istio-injection": "enabled"},
     # RequestAuthentication
     "RequestAuthentication:jwtRules[].jwks": JWKS,
-    "RequestAuthentication:jwtRules[].jwksUri": "https://issuer.example/jwks",
+    "RequestAuthentication:jwtRules[].jwksUri": "http://reviews:9080/jwks.json",
     "RequestAuthentication:spec.selector": {"matchLabels": {"app": "other"}},
     "RequestAuthentication:selector.matchLabels": {"app": "other"},
     "RequestAuthentication:targetRef.kind": "Service",
@@ -603,6 +603,19 @@ def _se_selector(doc, ctx):
     return ctx
 
 
+def _keys_fetched(doc, ctx):
+    # Keys fetched from a mesh service instead of inline (jwks wins over jwksUri).
+    rule = doc["spec"]["jwtRules"][0]
+    del rule["jwks"]
+    rule["jwksUri"] = "http://reviews:9080/jwks.json"
+    return ctx
+
+
+def _keys_fetched_only(doc, ctx):
+    del doc["spec"]["jwtRules"][0]["jwks"]
+    return ctx
+
+
 def _external_name(doc, ctx):
     doc["spec"]["type"] = "ExternalName"
     return ctx
@@ -640,6 +653,8 @@ HOOKS = {
     "ServiceEntry:spec.workloadSelector": _se_selector,
     "WorkloadEntry:spec.serviceAccount": With("spec.labels", {"app": "vm", **MESH}),
     "Service:spec.externalName": _external_name,
+    "RequestAuthentication:jwtRules[].jwksUri": _keys_fetched_only,
+    "RequestAuthentication:jwtRules[].timeout": _keys_fetched,
     # the selector shows when the policy sets a mode
     "PeerAuthentication:spec.selector": With("mtls", {"mode": "STRICT"}),
 }

@@ -6,12 +6,17 @@
  * selector or with one matching the workload's labels; their jwtRules are
  * combined, as istiod combines them for a sidecar. A policy with targetRef
  * or targetRefs selects gateways and waypoints, not sidecars: reported and
- * left out. Keys are inline only (jwks): the proxy does not fetch jwksUri
- * yet, so a rule with only jwksUri is an error that refuses the policy
- * (fail closed: without it no token is ever accepted, so an authorization
- * policy requiring a request principal denies). */
+ * left out. Keys are inline (jwks) or fetched from jwksUri (the model's
+ * jwks_uri, upstream/jwks_fetch.h) through the outbound cluster of the
+ * URI's host, which must be a registry host reached over http:// (no TLS
+ * yet); a jwksUri the proxy cannot fetch is an error that refuses the
+ * policy (fail closed: without it no token is ever accepted, so an
+ * authorization policy requiring a request principal denies). With both,
+ * jwks is used and jwksUri ignored, as Istio does. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dialect/istio/internal.h"
 #include "filter/jwt.h"
@@ -60,6 +65,73 @@ static void check_header_key(struct ist_ctx *x, struct ist_cursor *c, const stru
         ist_error(x, c, tr_rnode_get(map, key), key, "\"%s\" is not a valid header name", s);
 }
 
+/* Istio's default refresh of fetched keys (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL). */
+#define IST_JWKS_REFRESH_MS (20u * 60u * 1000u)
+#define IST_JWKS_TIMEOUT_MS 5000u /* Istio's default jwtRules[].timeout */
+
+/* The registry service and port jwksUri is fetched from: http://HOST[:PORT]/PATH
+ * with HOST a service's host (short names in ns), PORT (80 by default) one
+ * of its ports, not an HTTP/2 one (keys are fetched with HTTP/1.1). NULL
+ * with why set when it cannot be fetched. */
+static const struct ist_service *jwks_uri_target(struct ist_ctx *x, const char *uri, const char *ns,
+                                                 size_t *pi, char *why, size_t size)
+{
+    if (strncasecmp(uri, "https://", 8) == 0) {
+        snprintf(why, size,
+                 "https is not supported yet (keys are fetched without TLS): serve the key set "
+                 "over http:// from a mesh service, or give it inline in jwks");
+        return NULL;
+    }
+    if (strncmp(uri, "http://", 7) != 0) {
+        snprintf(why, size, "not an http:// URL");
+        return NULL;
+    }
+    const char *host = uri + 7;
+    size_t hl = strcspn(host, "/");
+    if (host[hl] != '/' || hl == 0 || hl >= 256 || memchr(host, '@', hl) != NULL ||
+        host[0] == '[') {
+        snprintf(why, size, "expected http://HOST[:PORT]/PATH with HOST a service's host");
+        return NULL;
+    }
+    char name[256];
+    memcpy(name, host, hl);
+    name[hl] = '\0';
+    uint32_t port = 80;
+    char *colon = strrchr(name, ':');
+    if (colon != NULL) {
+        char *end;
+        unsigned long v = strtoul(colon + 1, &end, 10);
+        if (colon[1] == '\0' || *end != '\0' || v == 0 || v > 65535) {
+            snprintf(why, size, "not a valid port in the URL");
+            return NULL;
+        }
+        port = (uint32_t)v;
+        *colon = '\0';
+    }
+    const char *fq = ist_fqdn(x, name, ns);
+    const struct ist_service *s = fq != NULL ? ist_service_by_host(x, fq) : NULL;
+    if (s == NULL) {
+        snprintf(why, size,
+                 "host %.200s is not a service of the registry: keys are fetched through the mesh, "
+                 "from a Service or ServiceEntry host",
+                 fq != NULL ? fq : name);
+        return NULL;
+    }
+    for (size_t i = 0; i < s->n_ports; i++) {
+        if (s->ports[i].number != port)
+            continue;
+        if (s->ports[i].proto == IST_P_HTTP2 || s->ports[i].proto == IST_P_GRPC) {
+            snprintf(why, size, "port %u of %.200s speaks HTTP/2; keys are fetched with HTTP/1.1",
+                     (unsigned)port, s->host);
+            return NULL;
+        }
+        *pi = i;
+        return s;
+    }
+    snprintf(why, size, "service %.200s has no port %u", s->host, (unsigned)port);
+    return NULL;
+}
+
 static void check_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule)
 {
     static const struct ist_key keys[] = {
@@ -73,7 +145,7 @@ static void check_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         {"outputPayloadToHeader", NULL},
         {"outputClaimToHeaders", NULL},
         {"forwardOriginalToken", NULL},
-        {"timeout", "the timeout of fetching jwksUri: keys are inline (jwks), nothing is fetched"},
+        {"timeout", NULL},
         {"spaceDelimitedClaims", "custom space-delimited claims are not supported yet (scope and "
                                  "permission are split, as by default)"},
     };
@@ -100,10 +172,19 @@ static void check_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         if (uri != NULL)
             ist_warn(x, c, tr_rnode_get(rule, "jwksUri"), "jwksUri",
                      "ignored: the inline jwks is used (as Istio does when both are set)");
+        if (tr_rnode_get(rule, "timeout") != NULL)
+            ist_warn(x, c, tr_rnode_get(rule, "timeout"), "timeout",
+                     "ignored: the keys are inline (jwks), nothing is fetched");
     } else if (uri != NULL) {
-        ist_error(x, c, tr_rnode_get(rule, "jwksUri"), "jwksUri",
-                  "fetching keys is not supported yet: give the key set inline in jwks (without "
-                  "this policy no token is accepted)");
+        size_t pi;
+        char why[512];
+        if (jwks_uri_target(x, uri, c->res->ns ? c->res->ns : "default", &pi, why, sizeof(why)) ==
+            NULL)
+            ist_error(x, c, tr_rnode_get(rule, "jwksUri"), "jwksUri",
+                      "%s (without this policy no token is accepted)", why);
+        uint32_t ms;
+        if (ist_duration(x, c, rule, "timeout", 60000, &ms) && ms == 0)
+            ist_error(x, c, tr_rnode_get(rule, "timeout"), "timeout", "must be more than 0");
     } else if (tr_rnode_get(rule, "jwks") == NULL) {
         ist_error(x, c, rule, "jwks",
                   "keys from the issuer's OpenID discovery are not supported: give the key set "
@@ -232,6 +313,25 @@ static bool build_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         out->issuer = ist_mstrdup(x, s);
     if (tr_rnode_str(tr_rnode_get(e, "jwks"), &s))
         out->jwks = ist_mstrdup(x, s);
+    else if (tr_rnode_str(tr_rnode_get(e, "jwksUri"), &s)) {
+        /* Checked (ra_check): a policy whose jwksUri cannot be fetched is refused. */
+        size_t pi;
+        char why[512];
+        const struct ist_service *svc =
+            jwks_uri_target(x, s, c->res->ns ? c->res->ns : "default", &pi, why, sizeof(why));
+        struct tr_jwks_uri_cfg *u = ist_malloc(x, 1, sizeof(*u));
+        if (svc == NULL || u == NULL)
+            return false;
+        *u = (struct tr_jwks_uri_cfg){.url = ist_mstrdup(x, s),
+                                      .cluster_name = ist_cluster_for(x, svc, pi, NULL),
+                                      .cluster = -1,
+                                      .refresh_ms = IST_JWKS_REFRESH_MS,
+                                      .timeout_ms = IST_JWKS_TIMEOUT_MS};
+        uint32_t ms;
+        if (ist_duration(x, c, e, "timeout", 60000, &ms) && ms > 0)
+            u->timeout_ms = ms;
+        out->jwks_uri = u;
+    }
     out->audiences = strings_of(x, tr_rnode_get(e, "audiences"), &out->n_audiences);
     out->from_params = strings_of(x, tr_rnode_get(e, "fromParams"), &out->n_from_params);
     out->from_cookies = strings_of(x, tr_rnode_get(e, "fromCookies"), &out->n_from_cookies);

@@ -391,6 +391,102 @@ static void test_request_authentication(void **state)
     free(text);
 }
 
+/* jwksUri: fetched through the outbound cluster of a registry host (the
+ * model's jwks_uri); a URI the proxy cannot fetch refuses its policy. */
+static void test_request_authentication_jwks_uri(void **state)
+{
+    (void)state;
+    static const char RA[] = RA_HEAD(
+        "fetched", "default") "  jwtRules:\n  - {issuer: f, jwksUri: "
+                              "'http://reviews:9080/.well-known/jwks.json', timeout: 2s}\n" RA_HEAD(
+                                  "both",
+                                  "default") "  jwtRules:\n  - {issuer: b, jwks: " RA_JWKS
+                                             ", jwksUri: "
+                                             "'http://reviews:9080/j', timeout: 1s}\n" RA_HEAD(
+                                                 "external",
+                                                 "default") "  jwtRules:\n  - {issuer: e, jwksUri: "
+                                                            "'http://keys.example.com/"
+                                                            "j'}\n" RA_HEAD(
+                                                                "noport",
+                                                                "default") "  jwtRules:\n  - "
+                                                                           "{issuer: n, jwksUri: "
+                                                                           "'http://reviews/"
+                                                                           "j'}\n" RA_HEAD("tls",
+                                                                                           "defaul"
+                                                                                           "t") "  "
+                                                                                                "jw"
+                                                                                                "tR"
+                                                                                                "ul"
+                                                                                                "es"
+                                                                                                ":"
+                                                                                                "\n"
+                                                                                                "  "
+                                                                                                "- "
+                                                                                                "{i"
+                                                                                                "ss"
+                                                                                                "ue"
+                                                                                                "r:"
+                                                                                                " t"
+                                                                                                ", "
+                                                                                                "jw"
+                                                                                                "ks"
+                                                                                                "Ur"
+                                                                                                "i:"
+                                                                                                " "
+                                                                                                "'h"
+                                                                                                "tt"
+                                                                                                "ps"
+                                                                                                ":/"
+                                                                                                "/r"
+                                                                                                "ev"
+                                                                                                "ie"
+                                                                                                "ws"
+                                                                                                ":9"
+                                                                                                "08"
+                                                                                                "0/"
+                                                                                                "j'"
+                                                                                                "}"
+                                                                                                "\n";
+    char *text = concat(BOOKINFO, RA);
+    struct compiled c;
+    compile_text(&c, text, "default", "ratings-v1");
+    assert_non_null(c.cfg);
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri",
+                         "host keys.example.com is not a service of the registry"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri",
+                         "service reviews.default.svc.cluster.local has no port 80"));
+    assert_true(
+        has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "https is not supported yet"));
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.jwtRules[0].timeout", "keys are inline"));
+    const struct tr_listener_cfg *l = NULL;
+    for (size_t i = 0; i < c.cfg->n_listeners; i++) {
+        if (strcmp(c.cfg->listeners[i].name, "inbound|8080") == 0)
+            l = &c.cfg->listeners[i];
+    }
+    assert_non_null(l);
+    const struct tr_request_authn_cfg *ra = &l->request_authn;
+    assert_int_equal(ra->n_rules, 2); /* the refused policies give none */
+    const struct tr_jwt_rule_cfg *f = &ra->rules[0], *b = &ra->rules[1];
+    if (strcmp(f->issuer, "f") != 0) {
+        f = &ra->rules[1];
+        b = &ra->rules[0];
+    }
+    assert_null(f->jwks);
+    assert_non_null(f->jwks_uri);
+    assert_string_equal(f->jwks_uri->url, "http://reviews:9080/.well-known/jwks.json");
+    assert_string_equal(f->jwks_uri->cluster_name,
+                        "outbound|9080||reviews.default.svc.cluster.local");
+    assert_int_equal(f->jwks_uri->timeout_ms, 2000);
+    assert_int_equal(f->jwks_uri->refresh_ms, 20 * 60 * 1000);
+    assert_true(f->jwks_uri->cluster >= 0); /* the model resolved it */
+    assert_string_equal(c.cfg->clusters[f->jwks_uri->cluster].name,
+                        "outbound|9080||reviews.default.svc.cluster.local");
+    assert_non_null(b->jwks); /* as Istio: the inline set, jwksUri ignored */
+    assert_null(b->jwks_uri);
+    compiled_free(&c);
+    free(text);
+}
+
 static void test_sidecar_scope_and_registry_only(void **state)
 {
     (void)state;
@@ -807,6 +903,7 @@ int main(void)
         cmocka_unit_test(test_findings_name_the_field),
         cmocka_unit_test(test_errors_refuse_the_resource),
         cmocka_unit_test(test_request_authentication),
+        cmocka_unit_test(test_request_authentication_jwks_uri),
         cmocka_unit_test(test_sidecar_scope_and_registry_only),
         cmocka_unit_test(test_deterministic_and_loadable),
         cmocka_unit_test(test_mirror_to_grpc_is_dropped),
