@@ -39,6 +39,7 @@ class KeyServer:
     def __init__(self):
         self.port = free_port()
         self.body, self.status, self.delay = "{}", 200, 0.0
+        self.chunked = False
         self.fetches, self.hosts = 0, []
         self.lock = threading.Lock()
         outer = self
@@ -51,13 +52,22 @@ class KeyServer:
                     outer.fetches += 1
                     outer.hosts.append(self.headers.get("Host"))
                     body, status, delay = outer.body.encode(), outer.status, outer.delay
+                    chunked = outer.chunked
                 if delay:
                     time.sleep(delay)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                if not chunked:
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                self.wfile.write(body)
+                for i in range(0, len(body), 1000):
+                    part = body[i:i + 1000]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
 
             def log_message(self, *args):
                 pass
@@ -243,3 +253,22 @@ def test_https_refused_at_load(proxies, backend, keyserver):
     log = p.read_log()
     assert "listeners[0].request_authentication.rules[0].jwks_uri.url" in log
     assert "https is not supported yet" in log
+
+
+def test_chunked_body_and_size_bound(proxies, backend, keyserver, keys):
+    # A chunked key set (padded past one buffer) is read whole.
+    keyserver.chunked = True
+    ks = json.loads(jwks_of(keys["a"], "a"))
+    ks["pad"] = "x" * 30000
+    keyserver.serve(json.dumps(ks))
+    p = start(proxies, backend, keyserver)
+    assert wait_for(lambda: p.metric(FETCHES, result="ok") >= 1)
+    assert status(p, token(keys, "a"))[0] == 200
+    # Over 64 KiB: refused, the last keys stay.
+    ks = json.loads(jwks_of(keys["b"], "b"))
+    ks["pad"] = "x" * (64 * 1024)
+    keyserver.serve(json.dumps(ks))
+    assert wait_for(lambda: p.metric(FETCHES, result="body") >= 1)
+    assert "over 64 KiB" in p.read_log()
+    assert status(p, token(keys, "a"))[0] == 200
+    assert status(p, token(keys, "b"))[0] == 401
