@@ -265,8 +265,10 @@ static void worker_on_wake(struct tr_io *io, uint32_t events)
             l->drain(l);
             l = next;
         }
-        if (w->ws != NULL)
+        if (w->ws != NULL) {
+            tr_jwks_fetch_stop(w->ws->jwks); /* the keys stay for the last requests */
             tr_clusters_close_idle(w->ws->clusters, w->ws->snap->cfg->n_clusters);
+        }
     }
     if (cmd & TR_WCMD_STOP)
         tr_loop_stop(w->loop);

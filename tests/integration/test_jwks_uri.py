@@ -17,7 +17,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import free_port, simple_config  # noqa: E402
+from conftest import free_port, sanitizer_checked, simple_config  # noqa: E402
 from test_jwt import b64  # noqa: E402
 
 ISSUER = "https://issuer.example"
@@ -96,6 +96,12 @@ class KeyServer:
 
 
 @pytest.fixture
+def checked(proxies):
+    """Proxies whose logs must hold no sanitizer report (an ASan build)."""
+    yield from sanitizer_checked(proxies)
+
+
+@pytest.fixture
 def keyserver():
     s = KeyServer()
     yield s
@@ -149,9 +155,9 @@ def warnings(p):
     return p.read_log().count("fetching keys from")
 
 
-def test_fetched_key_verifies_then_rotation(proxies, backend, keyserver, keys):
+def test_fetched_key_verifies_then_rotation(checked, backend, keyserver, keys):
     keyserver.serve(jwks_of(keys["a"], "a"))
-    p = start(proxies, backend, keyserver)
+    p = start(checked, backend, keyserver)
     assert wait_for(lambda: p.metric(FETCHES, result="ok") >= 1)
     assert keyserver.hosts[0] == f"keys.example:{keyserver.port}"  # the URL's host, not the IP
     assert status(p, token(keys, "a"))[0] == 200
@@ -169,9 +175,9 @@ def test_fetched_key_verifies_then_rotation(proxies, backend, keyserver, keys):
     assert warnings(p) == 0
 
 
-def test_no_keys_until_first_fetch(proxies, backend, keyserver, keys):
+def test_no_keys_until_first_fetch(checked, backend, keyserver, keys):
     keyserver.serve(jwks_of(keys["a"], "a"), status=503)
-    p = start(proxies, backend, keyserver, refresh="1h")
+    p = start(checked, backend, keyserver, refresh="1h")
     assert wait_for(lambda: p.metric(FETCHES, result="status") >= 1)
     assert status(p, token(keys, "a")) == (401, NO_KEY)
     assert status(p)[0] == 200
@@ -185,9 +191,9 @@ def test_no_keys_until_first_fetch(proxies, backend, keyserver, keys):
     assert "keys fetched from" in log  # the recovery
 
 
-def test_failures_keep_last_keys(proxies, backend, keyserver, keys):
+def test_failures_keep_last_keys(checked, backend, keyserver, keys):
     keyserver.serve(jwks_of(keys["a"], "a"))
-    p = start(proxies, backend, keyserver)
+    p = start(checked, backend, keyserver)
     assert wait_for(lambda: p.metric(FETCHES, result="ok") >= 1)
     good = token(keys, "a")
     assert status(p, good)[0] == 200
@@ -207,10 +213,10 @@ def test_failures_keep_last_keys(proxies, backend, keyserver, keys):
     assert warnings(p) == 1  # one run of failures, one warning
 
 
-def test_inline_keys_until_fetch_and_timeout(proxies, backend, keyserver, keys):
+def test_inline_keys_until_fetch_and_timeout(checked, backend, keyserver, keys):
     keyserver.serve(jwks_of(keys["b"], "b"))
     keyserver.delay = 1.5
-    p = start(proxies, backend, keyserver, inline=jwks_of(keys["a"], "a"), refresh="1h",
+    p = start(checked, backend, keyserver, inline=jwks_of(keys["a"], "a"), refresh="1h",
               timeout="300ms")
     # The fetch times out: the inline key a is in force, b is not.
     assert wait_for(lambda: p.metric(FETCHES, result="timeout") >= 1)
@@ -222,9 +228,9 @@ def test_inline_keys_until_fetch_and_timeout(proxies, backend, keyserver, keys):
     assert status(p, token(keys, "a")) == (401, BAD)
 
 
-def test_reload_keeps_fetched_keys(proxies, backend, keyserver, keys):
+def test_reload_keeps_fetched_keys(checked, backend, keyserver, keys):
     keyserver.serve(jwks_of(keys["a"], "a"))
-    p = start(proxies, backend, keyserver, refresh="1h")
+    p = start(checked, backend, keyserver, refresh="1h")
     assert wait_for(lambda: p.metric(FETCHES, result="ok") >= 1)
     keyserver.close()  # no fetch can succeed from here on
     # A reload (another route added) builds new worker snapshots: they take
@@ -242,12 +248,12 @@ def test_reload_keeps_fetched_keys(proxies, backend, keyserver, keys):
     assert p.metric(FETCHES, result="ok") == 1
 
 
-def test_https_refused_at_load(proxies, backend, keyserver):
+def test_https_refused_at_load(checked, backend, keyserver):
     port = free_port()
     rule = {"issuer": ISSUER, "jwks_uri": {"url": "https://keys.example/jwks.json",
                                            "cluster": "backend"}}
     cfg = simple_config(port, backend.port, request_authentication={"rules": [rule]})
-    p = proxies(cfg, start=False)
+    p = checked(cfg, start=False)
     p.start(wait=False)
     assert p.proc.wait(timeout=10) != 0
     log = p.read_log()
@@ -255,13 +261,13 @@ def test_https_refused_at_load(proxies, backend, keyserver):
     assert "https is not supported yet" in log
 
 
-def test_chunked_body_and_size_bound(proxies, backend, keyserver, keys):
+def test_chunked_body_and_size_bound(checked, backend, keyserver, keys):
     # A chunked key set (padded past one buffer) is read whole.
     keyserver.chunked = True
     ks = json.loads(jwks_of(keys["a"], "a"))
     ks["pad"] = "x" * 30000
     keyserver.serve(json.dumps(ks))
-    p = start(proxies, backend, keyserver)
+    p = start(checked, backend, keyserver)
     assert wait_for(lambda: p.metric(FETCHES, result="ok") >= 1)
     assert status(p, token(keys, "a"))[0] == 200
     # Over 64 KiB: refused, the last keys stay.

@@ -397,56 +397,55 @@ static void test_request_authentication_jwks_uri(void **state)
 {
     (void)state;
     static const char RA[] = RA_HEAD(
-        "fetched", "default") "  jwtRules:\n  - {issuer: f, jwksUri: "
-                              "'http://reviews:9080/.well-known/jwks.json', timeout: 2s}\n" RA_HEAD(
-                                  "both",
-                                  "default") "  jwtRules:\n  - {issuer: b, jwks: " RA_JWKS
-                                             ", jwksUri: "
-                                             "'http://reviews:9080/j', timeout: 1s}\n" RA_HEAD(
-                                                 "external",
-                                                 "default") "  jwtRules:\n  - {issuer: e, jwksUri: "
-                                                            "'http://keys.example.com/"
-                                                            "j'}\n" RA_HEAD(
-                                                                "noport",
-                                                                "default") "  jwtRules:\n  - "
-                                                                           "{issuer: n, jwksUri: "
-                                                                           "'http://reviews/"
-                                                                           "j'}\n" RA_HEAD("tls",
-                                                                                           "defaul"
-                                                                                           "t") "  "
-                                                                                                "jw"
-                                                                                                "tR"
-                                                                                                "ul"
-                                                                                                "es"
-                                                                                                ":"
-                                                                                                "\n"
-                                                                                                "  "
-                                                                                                "- "
-                                                                                                "{i"
-                                                                                                "ss"
-                                                                                                "ue"
-                                                                                                "r:"
-                                                                                                " t"
-                                                                                                ", "
-                                                                                                "jw"
-                                                                                                "ks"
-                                                                                                "Ur"
-                                                                                                "i:"
-                                                                                                " "
-                                                                                                "'h"
-                                                                                                "tt"
-                                                                                                "ps"
-                                                                                                ":/"
-                                                                                                "/r"
-                                                                                                "ev"
-                                                                                                "ie"
-                                                                                                "ws"
-                                                                                                ":9"
-                                                                                                "08"
-                                                                                                "0/"
-                                                                                                "j'"
-                                                                                                "}"
-                                                                                                "\n";
+        "fetched",
+        "default") "  jwtRules:\n  - {issuer: f, jwksUri: "
+                   "'http://reviews:9080/.well-known/jwks.json', timeout: 2s}\n" RA_HEAD(
+                       "both",
+                       "default") "  jwtRules:\n  - {issuer: b, jwks: " RA_JWKS ", jwksUri: "
+                                  "'http://reviews:9080/j', timeout: 1s}\n" RA_HEAD(
+                                      "external",
+                                      "default") "  jwtRules:\n  - {issuer: e, jwksUri: "
+                                                 "'http://keys.example.com/"
+                                                 "j'}\n" RA_HEAD(
+                                                     "noport", "default") "  jwtRules:\n  - "
+                                                                          "{issuer: n, jwksUri: "
+                                                                          "'http://reviews/"
+                                                                          "j'}\n" RA_HEAD("tls",
+                                                                                          "defaul"
+                                                                                          "t") "  "
+                                                                                               "jw"
+                                                                                               "tR"
+                                                                                               "ul"
+                                                                                               "es"
+                                                                                               ":"
+                                                                                               "\n"
+                                                                                               "  "
+                                                                                               "- "
+                                                                                               "{i"
+                                                                                               "ss"
+                                                                                               "ue"
+                                                                                               "r:"
+                                                                                               " t"
+                                                                                               ", "
+                                                                                               "jw"
+                                                                                               "ks"
+                                                                                               "Ur"
+                                                                                               "i:"
+                                                                                               " "
+                                                                                               "'h"
+                                                                                               "tt"
+                                                                                               "ps"
+                                                                                               ":/"
+                                                                                               "/r"
+                                                                                               "ev"
+                                                                                               "ie"
+                                                                                               "ws"
+                                                                                               ":9"
+                                                                                               "08"
+                                                                                               "0/"
+                                                                                               "j'"
+                                                                                               "}"
+                                                                                               "\n";
     char *text = concat(BOOKINFO, RA);
     struct compiled c;
     compile_text(&c, text, "default", "ratings-v1");
