@@ -396,57 +396,22 @@ static void test_request_authentication(void **state)
 static void test_request_authentication_jwks_uri(void **state)
 {
     (void)state;
-    static const char RA[] = RA_HEAD(
-        "fetched",
-        "default") "  jwtRules:\n  - {issuer: f, jwksUri: "
-                   "'http://reviews:9080/.well-known/jwks.json', timeout: 2s}\n" RA_HEAD(
-                       "both",
-                       "default") "  jwtRules:\n  - {issuer: b, jwks: " RA_JWKS ", jwksUri: "
-                                  "'http://reviews:9080/j', timeout: 1s}\n" RA_HEAD(
-                                      "external",
-                                      "default") "  jwtRules:\n  - {issuer: e, jwksUri: "
-                                                 "'http://keys.example.com/"
-                                                 "j'}\n" RA_HEAD(
-                                                     "noport", "default") "  jwtRules:\n  - "
-                                                                          "{issuer: n, jwksUri: "
-                                                                          "'http://reviews/"
-                                                                          "j'}\n" RA_HEAD("tls",
-                                                                                          "defaul"
-                                                                                          "t") "  "
-                                                                                               "jw"
-                                                                                               "tR"
-                                                                                               "ul"
-                                                                                               "es"
-                                                                                               ":"
-                                                                                               "\n"
-                                                                                               "  "
-                                                                                               "- "
-                                                                                               "{i"
-                                                                                               "ss"
-                                                                                               "ue"
-                                                                                               "r:"
-                                                                                               " t"
-                                                                                               ", "
-                                                                                               "jw"
-                                                                                               "ks"
-                                                                                               "Ur"
-                                                                                               "i:"
-                                                                                               " "
-                                                                                               "'h"
-                                                                                               "tt"
-                                                                                               "ps"
-                                                                                               ":/"
-                                                                                               "/r"
-                                                                                               "ev"
-                                                                                               "ie"
-                                                                                               "ws"
-                                                                                               ":9"
-                                                                                               "08"
-                                                                                               "0/"
-                                                                                               "j'"
-                                                                                               "}"
-                                                                                               "\n";
-    char *text = concat(BOOKINFO, RA);
+#define RA_DEFAULT(name)                                                                           \
+    "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\n"                         \
+    "metadata: {name: " name ", namespace: default}\nspec:\n  jwtRules:\n"
+    static const char BOTH[] =
+        RA_DEFAULT("both") "  - {issuer: b, jwks: " RA_JWKS
+                           ", jwksUri: 'http://reviews:9080/j', timeout: 1s}\n";
+    static const char FETCHED[] =
+        "  - {issuer: f, jwksUri: 'http://reviews:9080/.well-known/jwks.json', timeout: 2s}\n";
+    static const char EXTERNAL[] = "  - {issuer: e, jwksUri: 'http://keys.example.com/j'}\n";
+    static const char NO_PORT[] = "  - {issuer: n, jwksUri: 'http://reviews/j'}\n";
+    static const char TLS[] = "  - {issuer: t, jwksUri: 'https://reviews:9080/j'}\n";
+    char *text = NULL;
+    assert_true(asprintf(&text, "%s%s%s%s%s%s%s%s%s%s", BOOKINFO, BOTH, RA_DEFAULT("fetched"),
+                         FETCHED, RA_DEFAULT("external"), EXTERNAL, RA_DEFAULT("noport"), NO_PORT,
+                         RA_DEFAULT("tls"), TLS) > 0);
+#undef RA_DEFAULT
     struct compiled c;
     compile_text(&c, text, "default", "ratings-v1");
     assert_non_null(c.cfg);
