@@ -170,7 +170,7 @@ def test_fetched_key_verifies_then_rotation(checked, backend, keyserver, keys):
     n = keyserver.count()
     assert n >= 2
     time.sleep(2.5)
-    assert keyserver.count() - n in (2, 3, 4)  # the refresh, not a loop
+    assert 1 <= keyserver.count() - n <= 4  # about one a second: the refresh, not a loop
     assert p.metric(FETCHES, result="ok") == keyserver.count()
     assert warnings(p) == 0
 
