@@ -30,23 +30,12 @@ static int fail(struct parser *ps, const char *err)
     return -1;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Four hex digits at p (len checked by the caller). */
 static int hex4(const unsigned char *p)
 {
     int v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
+        int h = tr_hex_digit((unsigned char)p[i]);
         if (h < 0)
             return -1;
         v = v << 4 | h;

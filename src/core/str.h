@@ -42,6 +42,18 @@ static inline bool tr_str_to_cstr(char *dst, size_t size, tr_str src)
     return n == src.len;
 }
 
+/* The value of a hexadecimal digit (either case), or -1. */
+static inline int tr_hex_digit(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #define TR_STR_EQ_LIT(s, lit)  tr_str_eq((s), (lit), sizeof(lit) - 1)
 #define TR_STR_IEQ_LIT(s, lit) tr_str_ieq((s), (lit), sizeof(lit) - 1)
 

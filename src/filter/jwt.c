@@ -11,6 +11,8 @@
 #include <openssl/param_build.h>
 #include <openssl/rsa.h>
 
+#include "core/base64.h"
+
 enum key_kind { KEY_RSA, KEY_EC_P256, KEY_EC_P384, KEY_ED25519 };
 
 struct jwk {
@@ -43,50 +45,6 @@ __attribute__((format(printf, 1, 2))) static char *fmt_err(const char *fmt, ...)
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     return strdup(buf);
-}
-
-/* ------------------------------------------------------------ base64url */
-
-static int b64url_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-long tr_base64url_decode(const char *in, size_t len, unsigned char *out, size_t cap)
-{
-    if (len % 4 == 1)
-        return -1;
-    size_t need = len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
-    if (need > cap)
-        return -1;
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64url_value((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0)
-        return -1; /* nonzero unused bits: not the canonical encoding */
-    return (long)o;
 }
 
 /* ----------------------------------------------------------------- JWKS */

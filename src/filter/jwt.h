@@ -118,9 +118,4 @@ const struct tr_header_edit *tr_jwt_request_edit(struct tr_jwt_request *rq,
  * Written into rq->challenge (cut to fit); returns it as a slice. */
 tr_str tr_jwt_challenge(struct tr_jwt_request *rq, tr_str scheme, tr_str host, tr_str target);
 
-/* The compact token's parts decoded: base64url without padding, strictly
- * (RFC 7515 2: no '=', no other alphabet, unused bits zero). Returns the
- * decoded length or -1. Exposed for tests and the fuzz target. */
-long tr_base64url_decode(const char *in, size_t len, unsigned char *out, size_t cap);
-
 #endif

@@ -3,16 +3,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "core/str.h"
 
 /* RFC 3986 2.3: what an escape of it means the same as the character. */
 static bool is_unreserved(unsigned char c)
@@ -44,7 +35,8 @@ static enum tr_path_status decode(enum tr_path_normalization mode, const char *i
             continue;
         }
         bool whole = i + 2 < len; /* "%XY" fits */
-        int h = whole ? hex_value(in[i + 1]) : -1, l = whole ? hex_value(in[i + 2]) : -1;
+        int h = whole ? tr_hex_digit((unsigned char)in[i + 1]) : -1,
+            l = whole ? tr_hex_digit((unsigned char)in[i + 2]) : -1;
         if (h < 0 || l < 0)
             return TR_PATH_BAD_ESCAPE; /* see the header */
         unsigned char d = (unsigned char)(h << 4 | l);

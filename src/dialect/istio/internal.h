@@ -367,9 +367,6 @@ bool ist_secret_read(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rn
  * valid until the next call. */
 struct tr_tls_cfg *ist_tls_context(struct ist_ctx *x, enum tr_tls_kind kind, const char *name,
                                    const struct ist_secret *s, bool with_cert, bool with_ca);
-/* Strict base64 (RFC 4648, padded, canonical): bytes written, *ok false on
- * any fault or when out (cap bytes) is too small. */
-size_t ist_base64_decode(const char *in, size_t len, unsigned char *out, size_t cap, bool *ok);
 
 /* The DestinationRule for host as seen from the workload, or NULL. */
 const struct tr_resource *ist_dr_for(struct ist_ctx *x, const char *host, const char *svc_ns);

@@ -15,59 +15,10 @@
 
 #include "config/load.h"
 #include "core/arena.h"
+#include "core/base64.h"
 #include "dialect/istio/internal.h"
 
 #define SECRET_VALUE_MAX (256u * 1024u) /* decoded; the model's inline PEM limit */
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-size_t ist_base64_decode(const char *in, size_t len, unsigned char *out, size_t cap, bool *ok)
-{
-    *ok = false;
-    if (len % 4 != 0)
-        return 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 4) {
-        int v[4];
-        size_t pad = 0;
-        for (size_t k = 0; k < 4; k++) {
-            unsigned char c = (unsigned char)in[i + k];
-            if (c == '=' && i + 4 == len && k >= 2) {
-                v[k] = 0;
-                pad++;
-                continue;
-            }
-            if (pad > 0 || (v[k] = b64_value(c)) < 0)
-                return 0; /* a character after padding, or outside the alphabet */
-        }
-        uint32_t w =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        /* Canonical: the bits padding drops must be zero. */
-        if ((pad == 1 && (w & 0xff) != 0) || (pad == 2 && (w & 0xffff) != 0))
-            return 0;
-        unsigned char b[3] = {(unsigned char)(w >> 16), (unsigned char)(w >> 8), (unsigned char)w};
-        for (size_t k = 0; k < 3 - pad; k++) {
-            if (o == cap)
-                return 0;
-            out[o++] = b[k];
-        }
-    }
-    *ok = true;
-    return o;
-}
 
 /* One value of the Secret, decoded into the model's arena; NULL when
  * absent. *bad names the problem when present but unusable. */
@@ -86,9 +37,9 @@ static const char *secret_value(struct ist_ctx *x, const struct tr_resource *s, 
         out = tr_arena_alloc(x->cfg->arena, v->len / 4 * 3 + 1);
         if (out == NULL)
             return (void)ist_oom(x), NULL;
-        bool ok;
-        n = ist_base64_decode(text, v->len, (unsigned char *)out, v->len / 4 * 3, &ok);
-        if (!ok) {
+        long dn = tr_base64_decode(text, v->len, (unsigned char *)out, v->len / 4 * 3);
+        n = dn < 0 ? 0 : (size_t)dn;
+        if (dn < 0) {
             *bad = "is not base64";
             return NULL;
         }

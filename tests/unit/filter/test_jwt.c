@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
+#include "core/base64.h"
 #include "filter/jwt.h"
 
 #define NOW 1700000000L
