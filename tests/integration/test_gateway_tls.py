@@ -16,6 +16,7 @@ import pytest
 
 from conftest import free_port, simple_config
 import pki
+from test_lifecycle import wait_generation
 
 
 def _leaf(d, ca, name, dns=(), uri=None):
@@ -568,8 +569,11 @@ def test_terminate_inline_certificate_replaced_by_update(workdir, proxies, backe
     cfg["tls"] = [ctx(old)]
     p = proxies(cfg, "gw")
     assert peer_cert_names(port, "any.example.com", ca.root) == ["old.example.com"]
+    gen = p.metric("trellis_config_generation")
     status, body = p.update("tls", "gw", value=ctx(new))
     assert status == 200, body
+    # Workers adopt the update from their own loops: wait until all have.
+    assert wait_generation(p, gen + 1) == gen + 1
     assert peer_cert_names(port, "any.example.com", ca.root) == ["new.example.com"]
     # A broken key is refused; the running certificate stays.
     broken = ctx(new)
@@ -591,8 +595,10 @@ def test_originate_changed_names_drop_pooled_connections(upstream_pki, proxies, 
     p = proxies(cfg)
     assert get(port, "/first") == 200
     tls = {"context": "ext", "sni": "api.example.com", "subject_alt_names": ["web.example.com"]}
+    gen = p.metric("trellis_config_generation")
     status, body = p.update("clusters", "backend", "tls", tls)
     assert status == 200, body
+    assert wait_generation(p, gen + 1) == gen + 1
     n = len(up.requests)
     assert get(port, "/after") == 503
     assert len(up.requests) == n
