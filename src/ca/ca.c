@@ -327,6 +327,7 @@ struct tr_ca *tr_ca_load(const char *dir, char **err)
     STACK_OF(X509) *certs = NULL, *chain = NULL;
     X509_STORE *store = NULL;
     X509_STORE_CTX *vctx = NULL;
+    bool ok = false;
     if (ca == NULL || !p_td || !p_cert || !p_key || !p_root || !p_chain) {
         set_err(err, "out of memory");
         goto fail;
@@ -407,18 +408,9 @@ struct tr_ca *tr_ca_load(const char *dir, char **err)
         goto fail;
     ca->not_before = asn1_to_time(X509_get0_notBefore(ca->cert));
     ca->not_after = asn1_to_time(X509_get0_notAfter(ca->cert));
-    X509_STORE_CTX_free(vctx);
-    X509_STORE_free(store);
-    sk_X509_pop_free(certs, X509_free);
-    sk_X509_pop_free(chain, X509_free);
-    free(p_td);
-    free(p_cert);
-    free(p_key);
-    free(p_root);
-    free(p_chain);
-    return ca;
-fail:
-    if (err != NULL && *err == NULL)
+    ok = true;
+fail: /* and success: the scratch goes either way, the CA only on failure */
+    if (!ok && err != NULL && *err == NULL)
         set_err(err, "%s: cannot load the CA (out of memory)", dir);
     X509_STORE_CTX_free(vctx);
     X509_STORE_free(store);
@@ -429,8 +421,11 @@ fail:
     free(p_key);
     free(p_root);
     free(p_chain);
-    tr_ca_free(ca);
-    return NULL;
+    if (!ok) {
+        tr_ca_free(ca);
+        return NULL;
+    }
+    return ca;
 }
 
 const char *tr_ca_trust_domain(const struct tr_ca *ca)
