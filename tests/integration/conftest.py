@@ -355,6 +355,10 @@ class RecordingBackend:
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            # socketserver's listen(5) drops SYNs of a burst of proxied
+            # connections (the proxy then answers 503 UF after its 1 s
+            # connect timeout): a backend under test accepts a burst.
+            request_queue_size = 128
 
         self.server = Server((host, self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
