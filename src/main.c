@@ -10,6 +10,7 @@ static void usage(FILE *out)
                  "\n"
                  "commands:\n"
                  "  proxy     run the data plane (trellis proxy --config FILE)\n"
+                 "  control   run the control plane (trellis control --resources DIR --state DIR)\n"
                  "  ctl       operator tools (trellis ctl compile DIR --workload NS/NAME)\n"
                  "  version   print the version\n");
 }
@@ -23,6 +24,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "proxy") == 0)
         return tr_cmd_proxy(argc - 1, argv + 1);
+    if (strcmp(cmd, "control") == 0)
+        return tr_cmd_control(argc - 1, argv + 1);
     if (strcmp(cmd, "ctl") == 0)
         return tr_cmd_ctl(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

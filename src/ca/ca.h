@@ -40,7 +40,7 @@
 #define TR_CA_CSR_MAX          16384
 /* Default and limits of an SVID's lifetime, in seconds. */
 #define TR_CA_LIFETIME_DEFAULT (24 * 3600)
-#define TR_CA_LIFETIME_MIN     60
+#define TR_CA_LIFETIME_MIN     10 /* short lives are for tests of rotation */
 #define TR_CA_LIFETIME_MAX     (366 * 24 * 3600)
 /* notBefore is backdated this much to tolerate clock skew between hosts. */
 #define TR_CA_BACKDATE         300

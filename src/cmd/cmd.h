@@ -6,7 +6,10 @@
 
 int tr_cmd_proxy(int argc, char **argv);
 int tr_cmd_ctl(int argc, char **argv);
+int tr_cmd_control(int argc, char **argv);
 /* trellis ctl ca ... (argv[0] is "ca") */
 int tr_cmd_ctl_ca(int argc, char **argv);
+/* trellis ctl status ... (argv[0] is "status") */
+int tr_cmd_ctl_status(int argc, char **argv);
 
 #endif

@@ -45,7 +45,10 @@ static void ctl_usage(FILE *out)
             "      that decide (the proxy's own evaluator decides); --from none: plaintext\n"
             "  ca init|sign|bundle|token|check DIR ...\n"
             "      the mesh CA: create or plug in a CA, issue SVIDs and bootstrap tokens,\n"
-            "      report expiries (trellis ctl ca help)\n");
+            "      report expiries (trellis ctl ca help)\n"
+            "  status --state DIR [-o json]\n"
+            "      the proxies of a running trellis control: workload, identity, connected,\n"
+            "      model version pushed and acknowledged, last refusal, certificate expiry\n");
 }
 
 static void print_diags(struct tr_diags *d)
@@ -432,6 +435,8 @@ int tr_cmd_ctl(int argc, char **argv)
         return ctl_compile(argc - 1, argv + 1);
     if (strcmp(argv[1], "analyze") == 0)
         return ctl_analyze(argc - 1, argv + 1);
+    if (strcmp(argv[1], "status") == 0)
+        return tr_cmd_ctl_status(argc - 1, argv + 1);
     if (strcmp(argv[1], "ca") == 0)
         return tr_cmd_ctl_ca(argc - 1, argv + 1);
     if (strcmp(argv[1], "route") == 0 && argc > 2 && strcmp(argv[2], "explain") == 0)

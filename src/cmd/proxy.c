@@ -8,12 +8,23 @@
 
 #include "cmd/cmd.h"
 #include "config/load.h"
+#include "control/client.h"
 #include "runtime/server.h"
 
 static void proxy_usage(FILE *out)
 {
     fprintf(out, "usage: trellis proxy --config FILE [--workers N] [--log-level LEVEL] [--check]\n"
+                 "       trellis proxy --control IP:PORT --workload NS/NAME --token-file FILE\n"
+                 "                     --ca-bundle FILE [--admin IP:PORT] [--workers N]\n"
                  "  --config FILE     proxy configuration (YAML or JSON; see docs/config.md)\n"
+                 "  --control ADDR    get the model and the identity from trellis control\n"
+                 "  --workload NS/NAME  the workload this proxy serves (a Pod or WorkloadEntry)\n"
+                 "  --token-file FILE bootstrap token (trellis ctl ca token)\n"
+                 "  --ca-bundle FILE  trust bundle that verifies the control plane\n"
+                 "  --admin IP:PORT   where this proxy's admin endpoint listens (sent to the\n"
+                 "                    control plane; default 127.0.0.1:15000)\n"
+                 "  --outbound-ip IP  where outbound listeners bind (default 127.0.0.1)\n"
+                 "  --app-ip IP       where the application listens (default 127.0.0.1)\n"
                  "  --workers N       worker threads (default: config, or one per core)\n"
                  "  --log-level L     error, warn, info or debug\n"
                  "  --check           validate the configuration and exit\n");
@@ -53,10 +64,18 @@ int tr_cmd_proxy(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'},
         {"log-level", required_argument, NULL, 'l'},
         {"check", no_argument, NULL, 'k'},
+        {"control", required_argument, NULL, 'C'},
+        {"workload", required_argument, NULL, 'W'},
+        {"token-file", required_argument, NULL, 'T'},
+        {"ca-bundle", required_argument, NULL, 'B'},
+        {"admin", required_argument, NULL, 'A'},
+        {"outbound-ip", required_argument, NULL, 'O'},
+        {"app-ip", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct tr_server_options o = {.workers = -1};
+    struct tr_control_client_options co = {0};
     int check = 0, c;
     while ((c = getopt_long(argc, argv, "c:w:l:kh", opts, NULL)) != -1) {
         switch (c) {
@@ -79,6 +98,27 @@ int tr_cmd_proxy(int argc, char **argv)
         case 'k':
             check = 1;
             break;
+        case 'C':
+            co.address = optarg;
+            break;
+        case 'W':
+            co.workload = optarg;
+            break;
+        case 'T':
+            co.token_file = optarg;
+            break;
+        case 'B':
+            co.ca_file = optarg;
+            break;
+        case 'A':
+            co.admin = optarg;
+            break;
+        case 'O':
+            co.outbound_ip = optarg;
+            break;
+        case 'P':
+            co.app_ip = optarg;
+            break;
         case 'h':
             proxy_usage(stdout);
             return 0;
@@ -86,6 +126,16 @@ int tr_cmd_proxy(int argc, char **argv)
             proxy_usage(stderr);
             return 2;
         }
+    }
+    if (co.address != NULL) {
+        if (o.config_path != NULL || check || co.workload == NULL || co.token_file == NULL ||
+            co.ca_file == NULL) {
+            fprintf(stderr, "trellis proxy: --control needs --workload, --token-file and "
+                            "--ca-bundle, and takes no --config\n");
+            return 2;
+        }
+        o.control = &co;
+        return tr_server_run(&o);
     }
     if (o.config_path == NULL) {
         proxy_usage(stderr);

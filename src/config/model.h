@@ -113,6 +113,9 @@ struct tr_tls_cfg {
     const char *trust_domain; /* peers must be spiffe://<trust_domain>/...; NULL: any */
     uint16_t min_version;     /* TLS1_2_VERSION or TLS1_3_VERSION (default 1.3) */
     bool session_resumption;  /* default true */
+    /* mesh only: cert, key and bundle are the identity the proxy obtained
+     * from its control plane (runtime/snapshot.h), not files or PEM here */
+    bool from_control_plane;
     struct tr_cfg_loc loc;
 };
 

@@ -190,6 +190,7 @@ static const struct cfg_field tls_fields[] = {
     ENUM("min_version", struct tr_tls_cfg, min_version, CF_U16 | DEF, tls_versions,
          tls_version_values, 1),
     BOOL("session_resumption", struct tr_tls_cfg, session_resumption, true),
+    BOOL("from_control_plane", struct tr_tls_cfg, from_control_plane, false),
     ORIGIN(struct tr_tls_cfg),
 };
 const struct cfg_section cfg_tls_section =

@@ -601,10 +601,23 @@ static bool check_tls_kind(struct vctx *v, const struct tr_tls_cfg *t, const str
     static const char *const kinds[] = {"mesh", "server", "client"};
     const char *kind = kinds[t->kind];
     bool mesh = t->kind == TR_TLSK_MESH, client = t->kind == TR_TLSK_CLIENT;
-    if (!check_pem_source(v, loc, "cert", t->cert_file, t->cert_pem, !client) ||
-        !check_pem_source(v, loc, "key", t->key_file, t->key_pem, !client) ||
-        !check_pem_source(v, loc, "ca", t->ca_file, t->ca_pem, mesh))
+    if (t->from_control_plane) {
+        if (!mesh)
+            return verr(v, loc, "from_control_plane", AT_KEY,
+                        "only for type mesh (the control plane issues workload identities)");
+        static const char *const keys[] = {"cert", "key", "ca"};
+        const char *set[] = {t->cert_file ? t->cert_file : t->cert_pem,
+                             t->key_file ? t->key_file : t->key_pem,
+                             t->ca_file ? t->ca_file : t->ca_pem};
+        for (size_t i = 0; i < 3; i++)
+            if (set[i] != NULL)
+                return verr(v, loc, keys[i], AT_KEY,
+                            "conflicts with from_control_plane: the control plane provides it");
+    } else if (!check_pem_source(v, loc, "cert", t->cert_file, t->cert_pem, !client) ||
+               !check_pem_source(v, loc, "key", t->key_file, t->key_pem, !client) ||
+               !check_pem_source(v, loc, "ca", t->ca_file, t->ca_pem, mesh)) {
         return false;
+    }
     bool has_cert = t->cert_file != NULL || t->cert_pem != NULL;
     bool has_key = t->key_file != NULL || t->key_pem != NULL;
     if (client && has_cert != has_key)

@@ -826,6 +826,36 @@ static void render_process(struct tr_fmt *o)
                   atomic_load(&reloads_failed));
 }
 
+static void (*control_source)(struct tr_metrics_control *out);
+
+void tr_metrics_set_control_source(void (*fill)(struct tr_metrics_control *out))
+{
+    control_source = fill;
+}
+
+static void render_control(struct tr_fmt *o)
+{
+    if (control_source == NULL)
+        return;
+    struct tr_metrics_control m = {0};
+    control_source(&m);
+    tr_fmt_printf(o,
+                  "# TYPE trellis_control_connected gauge\ntrellis_control_connected %d\n"
+                  "# TYPE trellis_control_connects_total counter\n"
+                  "trellis_control_connects_total %" PRIu64 "\n"
+                  "# TYPE trellis_control_model_version gauge\n"
+                  "trellis_control_model_version %" PRIu64 "\n"
+                  "# TYPE trellis_control_models_total counter\n"
+                  "trellis_control_models_total{result=\"ack\"} %" PRIu64 "\n"
+                  "trellis_control_models_total{result=\"nack\"} %" PRIu64 "\n"
+                  "# TYPE trellis_control_certificates_total counter\n"
+                  "trellis_control_certificates_total %" PRIu64 "\n"
+                  "# TYPE trellis_workload_cert_expiry_timestamp_seconds gauge\n"
+                  "trellis_workload_cert_expiry_timestamp_seconds %" PRId64 "\n",
+                  m.connected ? 1 : 0, m.connects, m.version, m.acks, m.nacks, m.certificates,
+                  m.cert_not_after);
+}
+
 /* DNS lookups of cluster endpoint names, per cluster and result. */
 static void render_dns(struct tr_fmt *o)
 {
@@ -949,6 +979,7 @@ char *tr_metrics_render(size_t *len)
         render_tcp(&o);
         render_process(&o);
         render_dns(&o);
+        render_control(&o);
         render_loops(&o);
     }
     for (size_t j = 0; j < n; j++)

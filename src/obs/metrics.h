@@ -195,4 +195,14 @@ char *tr_metrics_render(size_t *len);
 void tr_metrics_raise_config_generation(uint64_t gen);
 void tr_metrics_config_reload(bool ok);
 
+/* A proxy run by a control plane (control/client.h): what the exposition
+ * shows of it, read at scrape time on the main thread (the admin endpoint's
+ * and the client's thread). */
+struct tr_metrics_control {
+    bool connected;
+    uint64_t version, acks, nacks, certificates, connects;
+    int64_t cert_not_after; /* unix seconds; 0: none yet */
+};
+void tr_metrics_set_control_source(void (*fill)(struct tr_metrics_control *out));
+
 #endif

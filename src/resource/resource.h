@@ -144,6 +144,12 @@ struct tr_store_ops {
      * of memory or when the source cannot be read at all (reported in d). */
     struct tr_rset *(*snapshot)(struct tr_store *s, struct tr_diags *d);
     void (*destroy)(struct tr_store *s);
+    /* Optional (NULL: the store never tells). A descriptor that becomes
+     * readable when a new snapshot may differ from the last, for the
+     * caller's event loop; and, once it was readable, the call that
+     * consumes the notification (true: something may have changed). */
+    int (*change_fd)(struct tr_store *s);
+    bool (*drain)(struct tr_store *s);
 };
 
 struct tr_store {
@@ -157,6 +163,26 @@ struct tr_store {
  * bytes, nodes), never a partial one for those; a file inside a directory
  * that cannot be read or is over the size limit is reported and left out. */
 struct tr_store *tr_store_files(const char *const *paths, size_t n);
+
+/* The same, watched (inotify: the named paths and every directory a
+ * snapshot walked), for the control plane: change_fd/drain tell when to
+ * take a new snapshot. A watched store also remembers each file's last text
+ * without errors: a file that now has errors (YAML that does not parse, an
+ * object without apiVersion...) is reported and its last good text is read
+ * in its place, so a broken edit changes nothing, names the file and line,
+ * and leaves the other files' resources in force. NULL when out of memory
+ * or inotify is unavailable. */
+struct tr_store *tr_store_files_watched(const char *const *paths, size_t n);
+
+/* -1 when the store cannot tell about changes. */
+static inline int tr_store_change_fd(struct tr_store *s)
+{
+    return s->ops->change_fd ? s->ops->change_fd(s) : -1;
+}
+static inline bool tr_store_drain(struct tr_store *s)
+{
+    return s->ops->drain ? s->ops->drain(s) : false;
+}
 
 static inline struct tr_rset *tr_store_snapshot(struct tr_store *s, struct tr_diags *d)
 {

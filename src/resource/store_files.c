@@ -25,19 +25,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "resource/internal.h"
 
+/* A watched store's memory of each file's last text without errors. */
+struct last_good {
+    char *path, *text; /* owned */
+    size_t len;
+};
+
 struct files_store {
     struct tr_store base;
     char **paths; /* owned */
     size_t n;
+    int ifd; /* inotify, for a watched store; else -1 */
+    struct last_good *lg;
+    size_t n_lg, cap_lg;
 };
 
 /* One snapshot being read. */
 struct walk {
+    struct files_store *fs;
     struct tr_rset *rs;
     struct tr_diags *d;
     size_t files, dirs;
@@ -73,6 +84,80 @@ static char *join(const char *dir, const char *name)
         p[dl++] = '/';
     memcpy(p + dl, name, nl + 1);
     return p;
+}
+
+static struct last_good *last_good_of(struct files_store *fs, const char *path)
+{
+    for (size_t i = 0; i < fs->n_lg; i++)
+        if (strcmp(fs->lg[i].path, path) == 0)
+            return &fs->lg[i];
+    return NULL;
+}
+
+/* A watched store: a file whose text has errors is replaced, in this
+ * snapshot, by its last text without errors (a half-saved or mistyped edit
+ * leaves that file's resources as they were, and the other files' in force);
+ * a file without errors becomes its new last good text. The errors are
+ * reported either way. */
+static void keep_last_good(struct walk *w, char **buf, size_t *len, const char *path)
+{
+    struct tr_diags probe_d;
+    tr_diags_init(&probe_d);
+    struct tr_rset *probe = res_set_new();
+    bool ok = probe != NULL && res_set_add_buffer(probe, *buf, *len, path, &probe_d);
+    tr_rset_free(probe);
+    for (size_t i = 0; i < probe_d.n; i++)
+        tr_diags_add(w->d, probe_d.v[i].severity, &probe_d.v[i].where, "%s", probe_d.v[i].msg);
+    bool bad = !ok || probe_d.n_errors > 0;
+    tr_diags_free(&probe_d);
+    struct files_store *fs = w->fs;
+    struct last_good *lg = last_good_of(fs, path);
+    if (bad) {
+        if (lg == NULL)
+            return; /* never good: read as it is (the broken documents are left out) */
+        res_report(w->d, TR_DIAG_WARNING, path, 0, 0,
+                   "has errors: its last version without errors stays in force until it is "
+                   "fixed");
+        char *copy = malloc(lg->len + 1);
+        if (copy == NULL)
+            return;
+        memcpy(copy, lg->text, lg->len);
+        free(*buf);
+        *buf = copy;
+        *len = lg->len;
+        return;
+    }
+    char *text = malloc(*len + 1);
+    if (text == NULL)
+        return;
+    memcpy(text, *buf, *len);
+    if (lg == NULL) {
+        if (fs->n_lg == fs->cap_lg) {
+            size_t cap = fs->cap_lg ? fs->cap_lg * 2 : 16;
+            struct last_good *v = realloc(fs->lg, cap * sizeof(*v));
+            char *p = strdup(path);
+            if (v == NULL || p == NULL) {
+                free(p);
+                free(text);
+                if (v != NULL)
+                    fs->lg = v;
+                return;
+            }
+            fs->lg = v;
+            fs->cap_lg = cap;
+            fs->lg[fs->n_lg] = (struct last_good){.path = p};
+        } else {
+            fs->lg[fs->n_lg] = (struct last_good){.path = strdup(path)};
+            if (fs->lg[fs->n_lg].path == NULL) {
+                free(text);
+                return;
+            }
+        }
+        lg = &fs->lg[fs->n_lg++];
+    }
+    free(lg->text);
+    lg->text = text;
+    lg->len = *len;
 }
 
 /* Reads an open file (fd is closed) into the set under path. */
@@ -131,6 +216,8 @@ static void read_file(struct walk *w, int fd, const struct stat *st, const char 
         walk_oom(w, path);
         return;
     }
+    if (w->fs->ifd >= 0)
+        keep_last_good(w, &buf, &len, path);
     if (!res_set_add_buffer(w->rs, buf, len, path, w->d))
         w->fail = true; /* out of memory, reported */
     else if (w->rs->spent != NULL)
@@ -218,8 +305,18 @@ static void walk_entry(struct walk *w, int dfd, const char *dpath, const struct 
 }
 
 /* Walks the directory open at dfd (closed here). */
+#define WATCH_MASK                                                                                 \
+    (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_DELETE_SELF |       \
+     IN_MOVE_SELF | IN_MODIFY | IN_ATTRIB)
+
 static void walk_dir(struct walk *w, int dfd, const char *path, unsigned depth)
 {
+    /* Watching each directory as it is read: one added since the last
+     * snapshot is watched from this one on (adding a watch twice is a
+     * no-op). */
+    if (w->fs->ifd >= 0 && inotify_add_watch(w->fs->ifd, path, WATCH_MASK) < 0)
+        res_report(w->d, TR_DIAG_WARNING, path, 0, 0, "cannot watch for changes: %s",
+                   strerror(errno));
     if (++w->dirs > TR_RES_MAX_DIRS) {
         res_report(w->d, TR_DIAG_ERROR, path, 0, 0,
                    "more than %u directories in the snapshot; no snapshot", TR_RES_MAX_DIRS);
@@ -344,7 +441,7 @@ static struct tr_rset *files_snapshot(struct tr_store *s, struct tr_diags *d)
         res_report(d, TR_DIAG_ERROR, NULL, 0, 0, "out of memory; no snapshot");
         return NULL;
     }
-    struct walk w = {.rs = rs, .d = d};
+    struct walk w = {.fs = fs, .rs = rs, .d = d};
     for (size_t i = 0; i < fs->n && !w.fail; i++)
         read_path(&w, fs->paths[i]);
     if (!w.fail && !res_set_seal(rs, d)) {
@@ -364,7 +461,34 @@ static void files_destroy(struct tr_store *s)
     for (size_t i = 0; i < fs->n; i++)
         free(fs->paths[i]);
     free(fs->paths);
+    for (size_t i = 0; i < fs->n_lg; i++) {
+        free(fs->lg[i].path);
+        free(fs->lg[i].text);
+    }
+    free(fs->lg);
+    if (fs->ifd >= 0)
+        close(fs->ifd);
     free(fs);
+}
+
+static int files_change_fd(struct tr_store *s)
+{
+    return ((struct files_store *)s)->ifd;
+}
+
+static bool files_drain(struct tr_store *s)
+{
+    struct files_store *fs = (struct files_store *)s;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool any = false;
+    for (;;) {
+        ssize_t n = read(fs->ifd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return any;
+        any = true;
+    }
 }
 
 static const struct tr_store_ops files_ops = {
@@ -372,12 +496,20 @@ static const struct tr_store_ops files_ops = {
     .destroy = files_destroy,
 };
 
-struct tr_store *tr_store_files(const char *const *paths, size_t n)
+static const struct tr_store_ops watched_ops = {
+    .snapshot = files_snapshot,
+    .destroy = files_destroy,
+    .change_fd = files_change_fd,
+    .drain = files_drain,
+};
+
+static struct tr_store *files_new(const char *const *paths, size_t n, bool watched)
 {
     struct files_store *fs = calloc(1, sizeof(*fs));
     if (fs == NULL)
         return NULL;
-    fs->base.ops = &files_ops;
+    fs->base.ops = watched ? &watched_ops : &files_ops;
+    fs->ifd = -1;
     fs->paths = calloc(n != 0 ? n : 1, sizeof(*fs->paths));
     if (fs->paths == NULL) {
         free(fs);
@@ -392,5 +524,25 @@ struct tr_store *tr_store_files(const char *const *paths, size_t n)
         }
     }
     fs->n = n;
+    if (watched) {
+        fs->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        /* Named files are watched directly; directories as they are walked. */
+        for (size_t i = 0; fs->ifd >= 0 && i < n; i++)
+            inotify_add_watch(fs->ifd, fs->paths[i], WATCH_MASK);
+        if (fs->ifd < 0) {
+            files_destroy(&fs->base);
+            return NULL;
+        }
+    }
     return &fs->base;
+}
+
+struct tr_store *tr_store_files(const char *const *paths, size_t n)
+{
+    return files_new(paths, n, false);
+}
+
+struct tr_store *tr_store_files_watched(const char *const *paths, size_t n)
+{
+    return files_new(paths, n, true);
 }

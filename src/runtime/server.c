@@ -14,6 +14,7 @@
 
 #include "admin/admin.h"
 #include "config/load.h"
+#include "control/client.h"
 #include "core/log.h"
 #include "dns/resolver.h"
 #include "event/loop.h"
@@ -45,6 +46,11 @@ static struct {
      * rebuilds from memory without dropping updates. */
     char *doc;
     size_t doc_len;
+    char *doc_name; /* the file's path, or "control-plane:vVERSION" */
+    /* Control mode: the client, and the first model's snapshot, built
+     * before the workers start. */
+    struct tr_control_client *control;
+    struct tr_snapshot *first;
     struct tr_config_patch *log;
     size_t n_log;
     /* Endpoint names, looked up on this thread's loop (dns/resolver.h). */
@@ -98,7 +104,7 @@ static struct tr_snapshot *build_snapshot(const char *doc, size_t len,
                                           const struct tr_config_patch *patches, size_t n,
                                           const struct tr_snapshot *prev, char **err)
 {
-    struct tr_config *cfg = tr_config_load_patched(doc, len, srv.opt->config_path, patches, n, err);
+    struct tr_config *cfg = tr_config_load_patched(doc, len, srv.doc_name, patches, n, err);
     if (cfg == NULL)
         return NULL;
     struct tr_snapshot *snap = tr_snapshot_build(cfg, prev, srv.generation + 1, err);
@@ -274,8 +280,30 @@ static int publish(struct tr_snapshot *snap, struct tr_snapshot *cur, const char
     return 0;
 }
 
+/* Rebuilds from the text and updates in force (a new identity from the
+ * control plane, SIGHUP in control mode). */
+static int rebuild(const char *what, char **err)
+{
+    if (srv.doc == NULL) {
+        *err = strdup("no model yet");
+        return -1;
+    }
+    struct tr_snapshot *cur = tr_snapshot_current_acquire();
+    struct tr_snapshot *snap = build_snapshot(srv.doc, srv.doc_len, srv.log, srv.n_log, cur, err);
+    int rc = snap != NULL ? publish(snap, cur, what, err) : -1;
+    tr_snapshot_unref(cur);
+    if (rc < 0) {
+        tr_metrics_config_reload(false);
+        tr_err("%s: rebuild rejected, keeping generation %llu: %s", what,
+               (unsigned long long)srv.generation, *err ? *err : "error");
+    }
+    return rc;
+}
+
 int tr_server_reload(char **err)
 {
+    if (srv.opt->config_path == NULL)
+        return rebuild("the control plane's model", err);
     size_t len = 0;
     char *doc = tr_config_read_file(srv.opt->config_path, &len, err);
     if (doc == NULL)
@@ -461,6 +489,129 @@ static void on_signal(struct tr_io *io, uint32_t events)
     }
 }
 
+/* ---- control mode: the control plane's client calls these ---- */
+
+static void control_identity(void *arg, const char *chain, const char *key, const char *bundle,
+                             time_t not_after)
+{
+    (void)arg;
+    (void)not_after;
+    tr_snapshot_set_identity(chain, key, bundle);
+    if (srv.started) {
+        char *err = NULL;
+        rebuild("a new identity from the control plane", &err);
+        free(err);
+    }
+}
+
+static int control_model(void *arg, uint64_t version, const char *text, size_t len, char **err)
+{
+    (void)arg;
+    *err = NULL;
+    /* The same text again (a reconnect, a restarted control plane):
+     * nothing to change, and nothing is disturbed. */
+    if (srv.doc != NULL && len == srv.doc_len && memcmp(text, srv.doc, len) == 0)
+        return 0;
+    if (srv.draining) {
+        *err = strdup("draining: no updates");
+        return -1;
+    }
+    char *name = NULL, *doc = malloc(len + 1);
+    if (doc == NULL || asprintf(&name, "control-plane:v%llu", (unsigned long long)version) < 0) {
+        free(doc);
+        *err = strdup("out of memory");
+        return -1;
+    }
+    memcpy(doc, text, len);
+    doc[len] = '\0';
+    char *old_name = srv.doc_name;
+    srv.doc_name = name;
+    struct tr_snapshot *cur = srv.started ? tr_snapshot_current_acquire() : NULL;
+    struct tr_snapshot *snap = build_snapshot(doc, len, NULL, 0, cur, err);
+    int rc = -1;
+    if (snap != NULL && srv.started) {
+        rc = publish(snap, cur, name, err);
+    } else if (snap != NULL) {
+        tr_snapshot_unref(srv.first);
+        srv.first = snap;
+        rc = 0;
+    }
+    tr_snapshot_unref(cur);
+    if (rc < 0) {
+        srv.doc_name = old_name;
+        free(name);
+        free(doc);
+        if (srv.started)
+            tr_metrics_config_reload(false);
+        return -1;
+    }
+    free(old_name);
+    if (srv.n_log > 0) {
+        tr_warn("a new model from the control plane replaces %zu partial updates", srv.n_log);
+        log_clear();
+    }
+    free(srv.doc);
+    srv.doc = doc;
+    srv.doc_len = len;
+    return 0;
+}
+
+static void control_metrics(struct tr_metrics_control *out)
+{
+    if (srv.control == NULL)
+        return;
+    struct tr_control_client_stats st;
+    tr_control_client_stats(srv.control, &st);
+    *out = (struct tr_metrics_control){
+        .connected = st.connected != 0,
+        .version = st.version,
+        .acks = st.acks,
+        .nacks = st.nacks,
+        .certificates = st.certificates,
+        .connects = st.connects,
+        .cert_not_after = (int64_t)st.cert_not_after,
+    };
+}
+
+static const struct tr_control_client_ops control_ops = {
+    .on_identity = control_identity,
+    .on_model = control_model,
+};
+
+/* The first snapshot: from the file, or, in control mode, from the control
+ * plane once it issued a certificate and a model that loads (meanwhile
+ * nothing listens: the application's traffic waits for a proxy that can
+ * serve it). NULL when there is none (reported), or SIGTERM came first. */
+static struct tr_snapshot *first_snapshot(const struct tr_server_options *opt)
+{
+    char *err = NULL;
+    if (opt->config_path != NULL) {
+        srv.doc_name = strdup(opt->config_path);
+        srv.doc = tr_config_read_file(opt->config_path, &srv.doc_len, &err);
+        struct tr_snapshot *snap =
+            srv.doc != NULL ? build_snapshot(srv.doc, srv.doc_len, NULL, 0, NULL, &err) : NULL;
+        if (snap == NULL) {
+            fprintf(stderr, "trellis: %s\n", err ? err : "cannot load configuration");
+            free(err);
+        }
+        return snap;
+    }
+    srv.control = tr_control_client_start(srv.loop, opt->control, &control_ops, NULL, &err);
+    if (srv.control == NULL) {
+        fprintf(stderr, "trellis: %s\n", err ? err : "cannot start the control client");
+        free(err);
+        return NULL;
+    }
+    tr_metrics_set_control_source(control_metrics);
+    tr_info("waiting for a certificate and a model from the control plane at %s",
+            opt->control->address);
+    while (srv.first == NULL && !srv.draining)
+        tr_loop_run_once(srv.loop, 1000);
+    struct tr_snapshot *snap = srv.first;
+    srv.first = NULL;
+    return snap;
+}
+
 int tr_server_run(const struct tr_server_options *opt)
 {
     srv.opt = opt;
@@ -469,13 +620,27 @@ int tr_server_run(const struct tr_server_options *opt)
         return 1;
     }
     char *err = NULL;
-    srv.doc = tr_config_read_file(opt->config_path, &srv.doc_len, &err);
-    struct tr_snapshot *snap =
-        srv.doc != NULL ? build_snapshot(srv.doc, srv.doc_len, NULL, 0, NULL, &err) : NULL;
-    if (snap == NULL) {
-        fprintf(stderr, "trellis: %s\n", err ? err : "cannot load configuration");
-        free(err);
+    srv.loop = tr_loop_new();
+    if (srv.loop == NULL)
         return 1;
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGPIPE);
+    /* Block before starting threads so that they inherit the mask and the
+     * signals arrive only at the signalfd. */
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    srv.signal_io.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    srv.signal_io.cb = on_signal;
+    tr_loop_add(srv.loop, &srv.signal_io, EPOLLIN);
+    tr_timer_init(&srv.drain_timer, on_drain_timer);
+
+    struct tr_snapshot *snap = first_snapshot(opt);
+    if (snap == NULL) {
+        tr_control_client_free(srv.control);
+        return srv.draining ? 0 : 1;
     }
     const struct tr_config *cfg = snap->cfg;
     const char *level = opt->log_level ? opt->log_level : cfg->log_level;
@@ -490,26 +655,12 @@ int tr_server_run(const struct tr_server_options *opt)
     unsigned n = opt->workers >= 0 ? (unsigned)opt->workers : cfg->workers;
     if (n == 0)
         n = ncpu > 0 ? (unsigned)ncpu : 1;
-    srv.loop = tr_loop_new();
     srv.workers = calloc(n, sizeof(*srv.workers));
-    if (srv.loop == NULL || srv.workers == NULL)
+    if (srv.workers == NULL)
         return 1;
     srv.resolver = tr_resolver_new(srv.loop, on_dns_published, NULL);
     if (srv.resolver == NULL)
         return 1;
-
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGPIPE);
-    /* Block before starting threads so that they inherit the mask and the
-     * signals arrive only at the signalfd. */
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    srv.signal_io.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    srv.signal_io.cb = on_signal;
-    tr_loop_add(srv.loop, &srv.signal_io, EPOLLIN);
 
     for (unsigned i = 0; i < n; i++) {
         srv.workers[i] = tr_worker_start(i, n, &err);
@@ -528,18 +679,20 @@ int tr_server_run(const struct tr_server_options *opt)
     }
     tr_timer_init(&srv.file_timer, on_file_timer);
     tr_timer_set(srv.loop, &srv.file_timer, FILE_CHECK_MS);
-    tr_timer_init(&srv.drain_timer, on_drain_timer);
     resolver_sync(cfg);
     srv.started = true;
     atomic_store(&srv.ready, tr_resolver_settled(srv.resolver));
     tr_info("trellis proxy ready: %u workers, %zu listeners, config %s", n, cfg->n_listeners,
-            opt->config_path);
+            srv.doc_name);
     tr_loop_run(srv.loop);
 
     for (unsigned i = 0; i < srv.n_workers; i++)
         tr_worker_notify(srv.workers[i], TR_WCMD_STOP);
     for (unsigned i = 0; i < srv.n_workers; i++)
         tr_worker_join(srv.workers[i]);
+    tr_metrics_set_control_source(NULL);
+    tr_control_client_free(srv.control);
+    srv.control = NULL;
     tr_admin_stop(srv.admin); /* removes the admin socket */
     srv.admin = NULL;
     tr_resolver_free(srv.resolver);

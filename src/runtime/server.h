@@ -7,8 +7,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct tr_control_client_options;
+
 struct tr_server_options {
+    /* The model comes from a file, or (config_path NULL) from the control
+     * plane, which also issues the identity (control/client.h). */
     const char *config_path;
+    const struct tr_control_client_options *control;
     int workers;           /* -1: from config */
     const char *log_level; /* NULL: from config */
 };

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <threads.h>
 
+#include <openssl/crypto.h>
+
 #include "cluster/cluster.h"
 #include "config/load.h"
 #include "filter/authz.h"
@@ -71,9 +73,57 @@ static bool str_eq(const char *a, const char *b)
     return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+static struct {
+    char *cert, *key, *ca;
+    uint64_t gen;
+} identity;
+
+static void wipe_free(char *s)
+{
+    if (s != NULL)
+        OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
+void tr_snapshot_set_identity(const char *cert_pem, const char *key_pem, const char *ca_pem)
+{
+    wipe_free(identity.cert);
+    wipe_free(identity.key);
+    wipe_free(identity.ca);
+    identity.cert = cert_pem ? strdup(cert_pem) : NULL;
+    identity.key = key_pem ? strdup(key_pem) : NULL;
+    identity.ca = ca_pem ? strdup(ca_pem) : NULL;
+    identity.gen++;
+}
+
+bool tr_snapshot_has_identity(void)
+{
+    return identity.cert != NULL && identity.key != NULL && identity.ca != NULL;
+}
+
+/* A context's settings with the control plane's identity in place of files. */
+static struct tr_tls_ctx *load_tls(const struct tr_tls_cfg *t, char **err)
+{
+    if (!t->from_control_plane)
+        return tr_tls_ctx_load(t, err);
+    if (!tr_snapshot_has_identity()) {
+        tr_cfg_errorf(err, &t->loc,
+                      "from_control_plane: this proxy holds no identity from a control plane "
+                      "(run it with trellis proxy --control)");
+        return NULL;
+    }
+    struct tr_tls_cfg tmp = *t;
+    tmp.cert_pem = identity.cert;
+    tmp.key_pem = identity.key;
+    tmp.ca_pem = identity.ca;
+    return tr_tls_ctx_load(&tmp, err);
+}
+
 /* prev's context for t, if it can serve t unchanged. */
 static struct tr_tls_ctx *shared_tls(const struct tr_snapshot *prev, const struct tr_tls_cfg *t)
 {
+    if (t->from_control_plane && (prev == NULL || prev->identity_gen != identity.gen))
+        return NULL;
     for (size_t j = 0; prev != NULL && j < prev->cfg->n_tls; j++) {
         const struct tr_tls_cfg *p = &prev->cfg->tls[j];
         if (!str_eq(p->name, t->name))
@@ -82,7 +132,8 @@ static struct tr_tls_ctx *shared_tls(const struct tr_snapshot *prev, const struc
             str_eq(p->key_file, t->key_file) && str_eq(p->ca_file, t->ca_file) &&
             str_eq(p->cert_pem, t->cert_pem) && str_eq(p->key_pem, t->key_pem) &&
             str_eq(p->ca_pem, t->ca_pem) && str_eq(p->trust_domain, t->trust_domain) &&
-            p->min_version == t->min_version && p->session_resumption == t->session_resumption &&
+            p->from_control_plane == t->from_control_plane && p->min_version == t->min_version &&
+            p->session_resumption == t->session_resumption &&
             !tr_tls_ctx_files_changed(prev->tls[j]))
             return prev->tls[j];
         return NULL;
@@ -211,6 +262,7 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
         goto oom;
     atomic_init(&s->refs, 1);
     s->generation = generation;
+    s->identity_gen = identity.gen;
     s->cfg = cfg;
     s->tls = calloc(cfg->n_tls + 1, sizeof(*s->tls));
     s->routers = calloc(cfg->n_route_tables + 1, sizeof(*s->routers));
@@ -229,7 +281,7 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
             s->n_tls_shared++;
             continue;
         }
-        s->tls[i] = tr_tls_ctx_load(&cfg->tls[i], err);
+        s->tls[i] = load_tls(&cfg->tls[i], err);
         if (s->tls[i] == NULL)
             goto fail;
         /* Servers prefer h2; each upstream connection offers its cluster's

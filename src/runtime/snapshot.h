@@ -41,7 +41,17 @@ struct tr_snapshot {
     struct tr_h1_limits h1_limits;
     struct tr_h2_limits h2_limits; /* downstream and upstream HTTP/2 connections */
     size_t n_tls_shared;           /* contexts taken over from the previous snapshot */
+    uint64_t identity_gen;         /* tr_snapshot_set_identity's count it was built with */
 };
+
+/* The workload identity obtained from the control plane (control/client.h):
+ * certificate chain, private key and trust bundle as PEM, for TLS contexts
+ * with from_control_plane. Copied; the key stays in this process's memory
+ * and is never written to a file or to /config_dump. Main thread only,
+ * before building the snapshot that should use it (each call makes contexts
+ * from_control_plane reload). NULLs clear it. */
+void tr_snapshot_set_identity(const char *cert_pem, const char *key_pem, const char *ca_pem);
+bool tr_snapshot_has_identity(void);
 
 /* Compile cfg into a snapshot. Takes ownership of cfg on success only.
  * prev (may be NULL): the snapshot in force, whose TLS contexts are shared

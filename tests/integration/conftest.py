@@ -415,6 +415,11 @@ http {{
 
 @pytest.fixture
 def workdir():
+    if os.environ.get("KEEP_WORKDIR"):
+        d = tempfile.mkdtemp(prefix="trellis-it-")
+        print("workdir", d)
+        yield d
+        return
     with tempfile.TemporaryDirectory(prefix="trellis-it-") as d:
         yield d
 

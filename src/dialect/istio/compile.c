@@ -212,6 +212,29 @@ static bool in_scope(struct ist_ctx *x, const struct tr_resource *sc, const stru
 
 /* ----------------------------------------------------------- clusters */
 
+/* "IP:PORT" or "[IPv6]:PORT": where the proxy's admin endpoint listens
+ * (a setting of the proxy, sent by it to the control plane). */
+static bool admin_address(struct ist_ctx *x, const char *s, struct tr_cfg_addr *out)
+{
+    const char *colon = strrchr(s, ':');
+    char ip[64];
+    size_t n = colon ? (size_t)(colon - s) : 0;
+    if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+        s++;
+        n -= 2;
+    }
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (colon == NULL || n == 0 || n >= sizeof(ip) || *end != '\0' || port <= 0 || port > 65535) {
+        tr_diags_add(x->d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
+                     "admin address '%s' is not IP:PORT", s);
+        return false;
+    }
+    memcpy(ip, s, n);
+    ip[n] = '\0';
+    return ist_make_addr(x, ip, (uint32_t)port, out);
+}
+
 static const char *spiffe_of(struct ist_ctx *x, const char *ns, const char *sa)
 {
     return ist_mprintf(x, "spiffe://%s/ns/%s/sa/%s", x->o->trust_domain, ns, sa);
@@ -1004,6 +1027,8 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         cfg->node.workload = ist_mstrdup(&x, o->name);
         cfg->node.workload_namespace = ist_mstrdup(&x, o->ns);
         cfg->node.principal = spiffe_of(&x, o->ns, x.wl_sa ? x.wl_sa : "default");
+        if (o->admin_address != NULL)
+            ok = admin_address(&x, o->admin_address, &cfg->admin.addr);
         if (ist_is_gateway(&x)) {
             ist_ra_gateway_warn(&x);
             ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && ist_authz(&x) &&
@@ -1026,9 +1051,13 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
             struct tr_tls_cfg *mesh = &cfg->tls[cfg->n_tls++];
             tr_cfg_tls_defaults(mesh);
             mesh->name = "mesh";
-            mesh->cert_file = ist_mprintf(&x, "%s/cert.pem", o->cert_dir);
-            mesh->key_file = ist_mprintf(&x, "%s/key.pem", o->cert_dir);
-            mesh->ca_file = ist_mprintf(&x, "%s/ca.pem", o->cert_dir);
+            if (o->identity_from_control) {
+                mesh->from_control_plane = true;
+            } else {
+                mesh->cert_file = ist_mprintf(&x, "%s/cert.pem", o->cert_dir);
+                mesh->key_file = ist_mprintf(&x, "%s/key.pem", o->cert_dir);
+                mesh->ca_file = ist_mprintf(&x, "%s/ca.pem", o->cert_dir);
+            }
             mesh->trust_domain = ist_mstrdup(&x, o->trust_domain);
         }
         if (ok && x.n_tls_ctx > 0) {

@@ -49,6 +49,10 @@ struct tr_istio_options {
     const char *file_name;    /* name of the model in messages; default "compiled" */
     const char *dns_server;   /* "IP:PORT" the proxy asks for ServiceEntry names; NULL: the
                                * system's resolver */
+    /* The mesh TLS context is the identity the proxy gets from the control
+     * plane (tls[].from_control_plane) instead of files in cert_dir. */
+    bool identity_from_control;
+    const char *admin_address; /* "IP:PORT" of the proxy's admin endpoint; NULL: default */
 };
 
 /* The model for one workload, validated. Resources with errors are left

@@ -1,0 +1,39 @@
+/* control/server.h: `trellis control`, the control plane (docs/control.md).
+ *
+ * One thread, one event loop:
+ *   - resources: a watched store (resource/resource.h) over the given paths;
+ *     a change is read after a short quiet time (debounce) and every
+ *     connected proxy's model is compiled again (dialect/istio);
+ *   - the mesh CA (ca/ca.h) in the state directory, created on first start;
+ *     it signs the control plane's own certificate
+ *     (spiffe://TD/ns/trellis-system/sa/trellis-control) and the proxies' CSRs,
+ *     after a bootstrap token or the proxy's current certificate
+ *     authenticated them;
+ *   - proxies: HTTP/2 over TLS 1.3 (control/link.h); each holds one stream
+ *     on which its model is pushed, with a version, only when its compiled
+ *     model changed; its ACK or NACK (with the loader's message) is recorded;
+ *   - status: a Unix socket (STATE/control.sock, mode 0600) that answers
+ *     every connection with one JSON document of the proxies' state and
+ *     closes; `trellis ctl status` prints it.
+ */
+#ifndef TR_CONTROL_SERVER_H
+#define TR_CONTROL_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct tr_control_options {
+    const char *const *resources; /* paths: files or directories of YAML */
+    size_t n_resources;
+    const char *state_dir;    /* the CA's state and control.sock */
+    const char *listen;       /* "IP:PORT"; default 127.0.0.1:15012 */
+    const char *trust_domain; /* for a CA created here; default cluster.local */
+    const char *root_ns;      /* Istio's root namespace; default istio-system */
+    long cert_lifetime_s;     /* issued certificates; default 24 h */
+    double renew_fraction;    /* proxies renew at this fraction of the life; default 0.5 */
+};
+
+/* Runs until SIGTERM/SIGINT. Returns the process exit code. */
+int tr_control_run(const struct tr_control_options *o);
+
+#endif
