@@ -143,6 +143,11 @@ struct ist_inst {
     uint32_t weight;
 };
 
+struct ist_inst_list {
+    struct ist_inst **v;
+    size_t n, cap;
+};
+
 /* An endpoint of one service port: where to connect. */
 struct ist_ep {
     const char *ip;
@@ -212,6 +217,12 @@ struct ist_ctx {
     struct ist_service **svcs;
     size_t n_svcs;
     struct tr_strmap svc_by_host; /* host -> ist_service (first wins) */
+    /* "NS\nKEY=VALUE" -> struct ist_inst_list: the instances (Pods,
+     * WorkloadEntries) carrying each label, built once they are read, so a
+     * selector looks only at the instances with its first label (not at
+     * every instance of the mesh for every Service). */
+    struct tr_strmap inst_by_label;
+    size_t n_indexed; /* x->insts[0, n_indexed) are in it */
     struct ist_inst **insts;
     size_t n_insts;
 

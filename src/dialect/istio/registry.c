@@ -188,23 +188,87 @@ static bool add_service(struct ist_ctx *x, struct ist_service *s, size_t *cap)
     return oom ? ist_oom(x) : true;
 }
 
+static const char *label_key(struct ist_ctx *x, const char *ns, const char *k, const char *v)
+{
+    return ist_printf(x, "%s\n%s=%s", ns, k, v);
+}
+
+/* Index every instance read so far by each of its labels: a count pass,
+ * then the arrays (all in the compiler's scratch arena). */
+static void index_insts(struct ist_ctx *x)
+{
+    tr_strmap_init(&x->inst_by_label, x->tmp);
+    for (int pass = 0; pass < 2 && !x->oom; pass++) {
+        for (size_t i = 0; i < x->n_insts && !x->oom; i++) {
+            struct ist_inst *in = x->insts[i];
+            const struct tr_rnode *l = in->labels;
+            for (const struct tr_rnode *k = l && l->kind == TR_RNODE_MAP ? l->head : NULL;
+                 k != NULL && k->next != NULL; k = k->next->next) {
+                const char *v;
+                if (!tr_rnode_str(k->next, &v))
+                    v = "";
+                const char *key = label_key(x, in->ns, k->s, v);
+                struct ist_inst_list *lst = key ? tr_strmap_get(&x->inst_by_label, key) : NULL;
+                if (lst == NULL && key != NULL && pass == 0) {
+                    bool oom = false;
+                    lst = ist_alloc(x, 1, sizeof(*lst));
+                    if (lst != NULL)
+                        tr_strmap_put(&x->inst_by_label, key, lst, &oom);
+                    if (lst == NULL || oom) {
+                        ist_oom(x);
+                        return;
+                    }
+                }
+                if (lst == NULL)
+                    continue;
+                if (pass == 0) {
+                    lst->cap++;
+                    continue;
+                }
+                if (lst->v == NULL && (lst->v = ist_alloc(x, lst->cap, sizeof(*lst->v))) == NULL)
+                    return;
+                lst->v[lst->n++] = in;
+            }
+        }
+    }
+    x->n_indexed = x->n_insts;
+}
+
 static void select_insts(struct ist_ctx *x, struct ist_service *s, bool any_ns)
 {
     if (s->selector == NULL)
         return;
-    size_t k = 0;
-    for (size_t i = 0; i < x->n_insts; i++) {
-        const struct ist_inst *in = x->insts[i];
-        if ((any_ns || strcmp(in->ns, s->ns) == 0) && ist_labels_match(s->selector, in->labels))
-            k++;
+    /* Candidates: the instances with the selector's first label (in this
+     * namespace), plus any read after the index was built; every candidate
+     * is then matched against the whole selector. An empty selector, or one
+     * across namespaces, looks at all of them. */
+    const struct tr_rnode *first = s->selector->kind == TR_RNODE_MAP ? s->selector->head : NULL;
+    struct ist_inst **cand = x->insts;
+    size_t n_cand = x->n_insts, tail = x->n_insts;
+    if (!any_ns && first != NULL && first->next != NULL && x->n_indexed > 0) {
+        const char *v;
+        if (!tr_rnode_str(first->next, &v))
+            v = "";
+        const char *key = label_key(x, s->ns, first->s, v);
+        const struct ist_inst_list *lst = key ? tr_strmap_get(&x->inst_by_label, key) : NULL;
+        cand = lst ? lst->v : NULL;
+        n_cand = lst ? lst->n : 0;
+        tail = x->n_indexed;
     }
-    s->insts = ist_alloc(x, k, sizeof(*s->insts));
-    if (s->insts == NULL)
-        return;
-    for (size_t i = 0; i < x->n_insts; i++) {
-        struct ist_inst *in = x->insts[i];
-        if ((any_ns || strcmp(in->ns, s->ns) == 0) && ist_labels_match(s->selector, in->labels))
-            s->insts[s->n_insts++] = in;
+    size_t k = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t j = 0; j < n_cand + (x->n_insts - tail); j++) {
+            struct ist_inst *in = j < n_cand ? cand[j] : x->insts[tail + j - n_cand];
+            if ((any_ns || strcmp(in->ns, s->ns) == 0) &&
+                ist_labels_match(s->selector, in->labels)) {
+                if (pass == 0)
+                    k++;
+                else
+                    s->insts[s->n_insts++] = in;
+            }
+        }
+        if (pass == 0 && (s->insts = ist_alloc(x, k, sizeof(*s->insts))) == NULL)
+            return;
     }
 }
 
@@ -654,6 +718,7 @@ int ist_registry_build(struct ist_ctx *x)
     tr_strmap_init(&x->svc_by_host, x->tmp);
     read_pods(x, &icap);
     read_workload_entries(x, &icap);
+    index_insts(x);
     read_k8s_services(x, &scap);
     read_service_entries(x, &icap, &scap);
     read_endpoint_slices(x);
