@@ -605,13 +605,13 @@ static bool check_tls_kind(struct vctx *v, const struct tr_tls_cfg *t, const str
         if (!mesh)
             return verr(v, loc, "from_control_plane", AT_KEY,
                         "only for type mesh (the control plane issues workload identities)");
-        static const char *const keys[] = {"cert", "key", "ca"};
-        const char *set[] = {t->cert_file ? t->cert_file : t->cert_pem,
-                             t->key_file ? t->key_file : t->key_pem,
-                             t->ca_file ? t->ca_file : t->ca_pem};
+        const char *set[][2] = {
+            {t->cert_file ? "cert" : "cert_pem", t->cert_file ? t->cert_file : t->cert_pem},
+            {t->key_file ? "key" : "key_pem", t->key_file ? t->key_file : t->key_pem},
+            {t->ca_file ? "ca" : "ca_pem", t->ca_file ? t->ca_file : t->ca_pem}};
         for (size_t i = 0; i < 3; i++)
-            if (set[i] != NULL)
-                return verr(v, loc, keys[i], AT_KEY,
+            if (set[i][1] != NULL)
+                return verr(v, loc, set[i][0], AT_KEY,
                             "conflicts with from_control_plane: the control plane provides it");
     } else if (!check_pem_source(v, loc, "cert", t->cert_file, t->cert_pem, !client) ||
                !check_pem_source(v, loc, "key", t->key_file, t->key_pem, !client) ||

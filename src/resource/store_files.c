@@ -106,12 +106,14 @@ static void keep_last_good(struct walk *w, char **buf, size_t *len, const char *
     struct tr_rset *probe = res_set_new();
     bool ok = probe != NULL && res_set_add_buffer(probe, *buf, *len, path, &probe_d);
     tr_rset_free(probe);
-    for (size_t i = 0; i < probe_d.n; i++)
-        tr_diags_add(w->d, probe_d.v[i].severity, &probe_d.v[i].where, "%s", probe_d.v[i].msg);
     bool bad = !ok || probe_d.n_errors > 0;
-    tr_diags_free(&probe_d);
     struct files_store *fs = w->fs;
     struct last_good *lg = last_good_of(fs, path);
+    /* The text read below reports its own findings; a replaced one's are
+     * reported here. */
+    for (size_t i = 0; bad && lg != NULL && w->d != NULL && i < probe_d.n; i++)
+        tr_diags_add(w->d, probe_d.v[i].severity, &probe_d.v[i].where, "%s", probe_d.v[i].msg);
+    tr_diags_free(&probe_d);
     if (bad) {
         if (lg == NULL)
             return; /* never good: read as it is (the broken documents are left out) */

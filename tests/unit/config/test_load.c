@@ -870,6 +870,20 @@ static const struct bad_case bad_cases[] = {
     {CTX "- {name: w, cert: /dev/null, key: /dev/null, ca: /dev/null}\n" BASE_TAIL,
      "t.yaml:3:10: tls[1].name: ", "duplicate TLS context name \"w\" (first defined at line 2)"},
 
+    /* the identity from the control plane: nothing else may say where it is */
+    {"tls:\n- {name: m, from_control_plane: true, cert: /dev/null}\n" BASE_TAIL,
+     "t.yaml:2:39: tls[0].cert: ",
+     "conflicts with from_control_plane: the control plane provides it"},
+    {"tls:\n- {name: m, from_control_plane: true, ca_pem: \"-----BEGIN X-----\"}\n" BASE_TAIL,
+     "t.yaml:2:39: tls[0].ca_pem: ",
+     "conflicts with from_control_plane: the control plane provides it"},
+    {"tls:\n- {name: s, type: server, from_control_plane: true}\n" BASE_TAIL,
+     "t.yaml:2:27: tls[0].from_control_plane: ",
+     "only for type mesh (the control plane issues workload identities)"},
+    {"tls:\n- {name: m, from_control_plane: true, server_names: [a.b]}\n" BASE_TAIL,
+     "t.yaml:2:39: tls[0].server_names: ",
+     "only for type server (it selects a certificate by SNI)"},
+
     /* TLS contexts that are not mesh contexts */
     {"tls:\n- {name: s, type: server, cert: /dev/null, key: /dev/null, trust_domain: "
      "a}\n" BASE_TAIL,

@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,72 @@ static void test_snapshots_read_afresh(void **state)
     tr_rset_free(two);
 }
 
+/* A watched store tells about changes and keeps each file's last text
+ * without errors in place of a broken one; other files are read afresh. */
+static void test_watched_keeps_last_good(void **state)
+{
+    (void)state;
+    mkdir_at("w");
+    service("w/a.yaml", "a-first");
+    service("w/b.yaml", "b-first");
+    const char *paths[] = {at("w")};
+    struct tr_store *s = tr_store_files_watched(paths, 1);
+    assert_non_null(s);
+    int fd = tr_store_change_fd(s);
+    assert_true(fd >= 0);
+    struct tr_rset *rs = tr_store_snapshot(s, NULL);
+    assert_int_equal(tr_rset_count(rs), 2);
+    tr_rset_free(rs);
+    assert_false(tr_store_drain(s)); /* nothing changed since */
+
+    write_at("w/a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: [\n");
+    service("w/b.yaml", "b-second");
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    assert_true(tr_store_drain(s));
+    struct tr_diags d;
+    tr_diags_init(&d);
+    rs = tr_store_snapshot(s, &d);
+    assert_non_null(rs);
+    assert_int_equal(tr_rset_count(rs), 2);
+    assert_non_null(tr_rset_find(rs, "", "Service", NULL, "a-first")); /* the last good a.yaml */
+    assert_non_null(tr_rset_find(rs, "", "Service", NULL, "b-second"));
+    assert_true(d.n_errors > 0);
+    if (!has_finding(&d, TR_DIAG_WARNING, at("w/a.yaml"), "last version without errors"))
+        dump(&d);
+    assert_true(has_finding(&d, TR_DIAG_WARNING, at("w/a.yaml"), "last version without errors"));
+    tr_diags_free(&d);
+    tr_rset_free(rs);
+
+    /* fixed: the new text is read, and becomes the last good one */
+    service("w/a.yaml", "a-fixed");
+    rs = tr_store_snapshot(s, NULL);
+    assert_non_null(tr_rset_find(rs, "", "Service", NULL, "a-fixed"));
+    tr_rset_free(rs);
+
+    /* a file that never parsed is read as it is (its good documents kept) */
+    write_at("w/c.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: c-ok}\n---\n: [\n");
+    rs = tr_store_snapshot(s, NULL);
+    assert_non_null(tr_rset_find(rs, "", "Service", NULL, "c-ok"));
+    tr_rset_free(rs);
+
+    /* a new sub-directory is watched from the next snapshot on */
+    mkdir_at("w/sub");
+    rs = tr_store_snapshot(s, NULL);
+    tr_rset_free(rs);
+    tr_store_drain(s);
+    service("w/sub/d.yaml", "d");
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    assert_true(tr_store_drain(s));
+    tr_store_free(s);
+
+    /* an unwatched store has no descriptor */
+    s = tr_store_files(paths, 1);
+    assert_int_equal(tr_store_change_fd(s), -1);
+    assert_false(tr_store_drain(s));
+    tr_store_free(s);
+}
+
 static void test_duplicates_across_files(void **state)
 {
     (void)state;
@@ -339,6 +406,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_size_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_count_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watched_keeps_last_good, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
