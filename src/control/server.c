@@ -84,6 +84,7 @@ static struct {
     struct tr_loop *loop;
     struct tr_store *store;
     struct tr_rset *rs;
+    struct tr_istio_registry *reg; /* built once per snapshot, shared by every compile */
     uint64_t resources_generation;
     struct tr_ca *ca;
     char *bundle;
@@ -303,7 +304,7 @@ static void log_diags(const struct tr_diags *d, const char *what)
  * last good model stays (the errors are logged once per resource change). */
 static void push_model(struct proxy *p)
 {
-    if (p->conn == NULL || p->stream_id == 0 || cp.rs == NULL)
+    if (p->conn == NULL || p->stream_id == 0 || cp.reg == NULL)
         return;
     struct tr_istio_options o = {
         .ns = p->ns,
@@ -318,7 +319,7 @@ static void push_model(struct proxy *p)
     };
     struct tr_diags d;
     tr_diags_init(&d);
-    struct tr_config *cfg = tr_istio_compile(cp.rs, &o, &d);
+    struct tr_config *cfg = tr_istio_compile_with(cp.reg, &o, &d);
     char *err = NULL;
     size_t len = 0;
     char *text = cfg ? tr_config_write(cfg, TR_CONFIG_YAML, &len, &err) : NULL;
@@ -438,7 +439,7 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
                                  .identity_from_control = true};
     struct tr_diags d;
     tr_diags_init(&d);
-    struct tr_config *cfg = cp.rs ? tr_istio_compile(cp.rs, &o, &d) : NULL;
+    struct tr_config *cfg = cp.reg ? tr_istio_compile_with(cp.reg, &o, &d) : NULL;
     bool known = cfg != NULL && cfg->node.principal != NULL;
     bool same = known && strcmp(cfg->node.principal, c->peer_id) == 0;
     if (!same) {
@@ -769,8 +770,22 @@ static void reload_resources(void)
         tr_err("control: resources could not be read; the last snapshot stays in force");
         return;
     }
+    struct tr_istio_options ro = {.trust_domain = tr_ca_trust_domain(cp.ca),
+                                  .root_ns = cp.o->root_ns};
+    tr_diags_init(&d);
+    struct tr_istio_registry *reg = tr_istio_registry_new(rs, &ro, &d);
+    tr_diags_sort(&d);
+    log_diags(&d, "resources");
+    tr_diags_free(&d);
+    if (reg == NULL) {
+        tr_rset_free(rs);
+        tr_err("control: out of memory building the registry; the last snapshot stays in force");
+        return;
+    }
+    tr_istio_registry_free(cp.reg);
     tr_rset_free(cp.rs);
     cp.rs = rs;
+    cp.reg = reg;
     cp.resources_generation++;
     double t1 = now_ms();
     size_t n = 0;

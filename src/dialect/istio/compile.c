@@ -1007,8 +1007,78 @@ void ist_ctx_fini(struct ist_ctx *x)
     x->cfg = NULL;
 }
 
+struct tr_istio_registry {
+    struct ist_ctx x; /* the registry lives in x.tmp; read only once built */
+};
+
+struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
+                                                const struct tr_istio_options *opt,
+                                                struct tr_diags *d)
+{
+    struct tr_istio_registry *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0}, "out of memory");
+        return NULL;
+    }
+    if (!ist_ctx_init(&r->x, rs, opt, d)) {
+        free(r);
+        return NULL;
+    }
+    if (ist_registry_build(&r->x) != 0) {
+        tr_istio_registry_free(r);
+        return NULL;
+    }
+    r->x.d = NULL; /* the caller's list is not ours to keep */
+    return r;
+}
+
+void tr_istio_registry_free(struct tr_istio_registry *r)
+{
+    if (r == NULL)
+        return;
+    ist_ctx_fini(&r->x);
+    free(r);
+}
+
+/* A compile's view of a registry built before: the same (read-only)
+ * services, instances and indexes, and the resources it refused. */
+static bool adopt_registry(struct ist_ctx *x, const struct tr_istio_registry *reg)
+{
+    const struct ist_ctx *r = &reg->x;
+    x->svcs = r->svcs;
+    x->n_svcs = r->n_svcs;
+    x->svc_by_host = r->svc_by_host;
+    x->inst_by_label = r->inst_by_label;
+    x->n_indexed = r->n_indexed;
+    x->insts = r->insts;
+    x->n_insts = r->n_insts;
+    if (r->refused != NULL) {
+        size_t n = tr_rset_count(x->rs) / 8 + 1;
+        x->refused = tr_arena_alloc(x->tmp, n);
+        if (x->refused == NULL)
+            return ist_oom(x);
+        memcpy(x->refused, r->refused, n);
+    }
+    return true;
+}
+
+static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio_options *opt,
+                                 const struct tr_istio_registry *reg, struct tr_diags *d);
+
 struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_istio_options *opt,
                                    struct tr_diags *d)
+{
+    return compile(rs, opt, NULL, d);
+}
+
+struct tr_config *tr_istio_compile_with(const struct tr_istio_registry *reg,
+                                        const struct tr_istio_options *opt, struct tr_diags *d)
+{
+    return compile(reg->x.rs, opt, reg, d);
+}
+
+static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio_options *opt,
+                                 const struct tr_istio_registry *reg, struct tr_diags *d)
 {
     if (opt->ns == NULL || opt->name == NULL) {
         tr_diags_add(d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
@@ -1020,7 +1090,8 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
         return NULL;
     const struct tr_istio_options *o = x.o;
     struct tr_config *cfg = x.cfg;
-    bool ok = ist_registry_build(&x) == 0 && ist_workload_find(&x) == 0;
+    bool ok = (reg != NULL ? adopt_registry(&x, reg) : ist_registry_build(&x) == 0) &&
+              ist_workload_find(&x) == 0;
     if (ok) {
         ist_check_all(&x);
         cfg->node.id = ist_mprintf(&x, "%s/%s", o->ns, o->name);

@@ -63,6 +63,25 @@ struct tr_istio_options {
 struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_istio_options *o,
                                    struct tr_diags *d);
 
+/* The registry (Services, endpoints, Pods, ServiceEntries, WorkloadEntries
+ * and their indexes) depends on the resources only, not on the workload: a
+ * caller that compiles many workloads from one snapshot (the control plane)
+ * builds it once and compiles each workload with it. The registry's
+ * findings go to d once, at build; a compile with it reports only its own.
+ * o->ns and o->name are not used; the other options must be the ones the
+ * compiles use. The registry refers to rs (which must outlive it) and is
+ * read-only once built: compiles may share it. NULL when out of memory
+ * (reported in d). */
+struct tr_istio_registry;
+struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
+                                                const struct tr_istio_options *o,
+                                                struct tr_diags *d);
+void tr_istio_registry_free(struct tr_istio_registry *r);
+/* tr_istio_compile over reg's resources, with its registry: the same model
+ * byte for byte. The model owns all its memory (it may outlive reg). */
+struct tr_config *tr_istio_compile_with(const struct tr_istio_registry *reg,
+                                        const struct tr_istio_options *o, struct tr_diags *d);
+
 /* Check every resource without compiling for a workload (o->ns and o->name
  * unused), as `trellis ctl analyze`: everything the compiler reports, plus
  * what breaks traffic at run time: routes to subsets no DestinationRule

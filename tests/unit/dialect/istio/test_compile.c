@@ -856,6 +856,62 @@ static void test_unknown_workload(void **state)
     compiled_free(&c);
 }
 
+/* A registry built once gives every workload the model a full compile
+ * gives it, byte for byte, and reports its findings once. */
+static void test_registry_shared(void **state)
+{
+    (void)state;
+    const char *texts[] = {VS_90_10, EXT};
+    for (size_t t = 0; t < 2; t++) {
+        char *text = concat(BOOKINFO, texts[t]);
+        struct tr_diags d;
+        tr_diags_init(&d);
+        struct tr_rset *rs = tr_rset_from_buffer(text, strlen(text), "mesh.yaml", &d);
+        assert_non_null(rs);
+        struct tr_istio_options o = {.cert_dir = "/nonexistent"};
+        struct tr_diags rd;
+        tr_diags_init(&rd);
+        struct tr_istio_registry *reg = tr_istio_registry_new(rs, &o, &rd);
+        assert_non_null(reg);
+        size_t n_pods = 0, compiled = 0;
+        const struct tr_resource *const *pods = tr_rset_of_kind(rs, "", "Pod", &n_pods);
+        for (size_t i = 0; i < n_pods; i++) {
+            o.ns = pods[i]->ns ? pods[i]->ns : "default";
+            o.name = pods[i]->name;
+            struct tr_diags d1, d2;
+            tr_diags_init(&d1);
+            tr_diags_init(&d2);
+            struct tr_config *a = tr_istio_compile(rs, &o, &d1);
+            struct tr_config *b = tr_istio_compile_with(reg, &o, &d2);
+            assert_int_equal(a != NULL, b != NULL);
+            if (a != NULL) {
+                size_t la, lb;
+                char *ta = tr_config_write(a, TR_CONFIG_YAML, &la, NULL);
+                char *tb = tr_config_write(b, TR_CONFIG_YAML, &lb, NULL);
+                assert_non_null(ta);
+                assert_non_null(tb);
+                assert_string_equal(ta, tb);
+                free(ta);
+                free(tb);
+                compiled++;
+            }
+            /* the shared compile reports what the full one does, minus the
+             * registry's own findings */
+            assert_int_equal(d2.n + rd.n, d1.n);
+            tr_config_free(a);
+            tr_config_free(b);
+            tr_diags_free(&d1);
+            tr_diags_free(&d2);
+        }
+        assert_true(compiled >= 5);
+        tr_istio_registry_free(reg);
+        tr_diags_free(&rd);
+        tr_rset_free(rs);
+        tr_diags_free(&d);
+        free(text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -874,6 +930,7 @@ int main(void)
         cmocka_unit_test(test_gateway_tls),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_service_entry_endpoints_first),
+        cmocka_unit_test(test_registry_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
