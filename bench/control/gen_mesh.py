@@ -3,9 +3,12 @@
 
 SERVICES Services (port 8080, http), each with ENDPOINTS/SERVICES endpoints
 in one Endpoints object, and PROXIES client workloads (Pods) each scoped by
-a Sidecar to CALLS services (egress hosts). Addresses come from
-198.18.0.0/15 (nothing is contacted: the benchmark only compiles and
-pushes). Writes DIR/services.yaml, DIR/clients.yaml, DIR/routes.yaml.
+a Sidecar to CALLS services (egress hosts). Every tenth proxy calls svc-0,
+the service the benchmark changes (its Endpoints and a VirtualService
+splitting it 90/10 with svc-1 are in hot.yaml, a small file to rewrite).
+Addresses come from 198.18.0.0/15 (nothing is contacted: the benchmark only
+compiles and pushes). Writes DIR/services.yaml, DIR/clients.yaml and
+DIR/hot.yaml.
 
 usage: gen_mesh.py DIR [--services N] [--endpoints N] [--proxies N] [--calls N]
                        [--unscoped]
@@ -24,14 +27,20 @@ def main():
     ap.add_argument("--proxies", type=int, default=1000)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--unscoped", action="store_true", help="no Sidecar: every proxy sees all")
+    ap.add_argument("--hot", choices=["weight", "endpoint"],
+                    help="only rewrite hot.yaml: a new weight (80/20) or one more endpoint")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
+    per = max(1, a.endpoints // a.services)
+    if a.hot == "weight":
+        return hot(a.dir, per, weight=80, extra=0)
+    if a.hot == "endpoint":
+        return hot(a.dir, per, weight=90, extra=1)
     rnd = random.Random(1)
     net = ipaddress.ip_network("198.18.0.0/15")
-    per = max(1, a.endpoints // a.services)
     ip = iter(net.hosts())
     with open(os.path.join(a.dir, "services.yaml"), "w") as f:
-        for s in range(a.services):
+        for s in range(1, a.services):
             f.write(f"apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{s}, namespace: mesh}}\n"
                     f"spec:\n  selector: {{app: svc-{s}}}\n  ports: [{{name: http, port: 8080}}]\n---\n")
             addrs = ", ".join(f"{{ip: {next(ip)}}}" for _ in range(per))
@@ -43,16 +52,34 @@ def main():
                     f"labels: {{app: client-{p}, security.istio.io/tlsMode: istio}}}}\n"
                     f"spec: {{serviceAccountName: client-{p}}}\nstatus: {{podIP: {next(ip)}}}\n---\n")
             if not a.unscoped:
-                calls = rnd.sample(range(a.services), a.calls)
+                calls = rnd.sample(range(1, a.services), a.calls)
+                if p % 10 == 0:
+                    calls[0] = 0
                 hosts = ", ".join(f'"mesh/svc-{c}.mesh.svc.cluster.local"' for c in calls)
                 f.write(f"apiVersion: networking.istio.io/v1\nkind: Sidecar\n"
                         f"metadata: {{name: client-{p}, namespace: mesh}}\n"
                         f"spec:\n  workloadSelector: {{labels: {{app: client-{p}}}}}\n"
                         f"  egress: [{{hosts: [{hosts}]}}]\n---\n")
-    with open(os.path.join(a.dir, "routes.yaml"), "w") as f:
+    hot(a.dir, per, weight=90, extra=0)
+
+
+def hot(d, per, weight, extra):
+    """svc-0's Service, Endpoints (per + extra addresses from 198.19.255.0/24)
+    and a VirtualService splitting it weight/100-weight with svc-1."""
+    addrs = [f"198.19.254.{i % 250 + 1}" for i in range(per)]
+    addrs += [f"198.19.255.{i + 1}" for i in range(extra)]
+    with open(os.path.join(d, "hot.yaml.tmp"), "w") as f:
+        f.write("apiVersion: v1\nkind: Service\nmetadata: {name: svc-0, namespace: mesh}\n"
+                "spec:\n  selector: {app: svc-0}\n  ports: [{name: http, port: 8080}]\n---\n")
+        f.write("apiVersion: v1\nkind: Endpoints\nmetadata: {name: svc-0, namespace: mesh}\n"
+                "subsets:\n- addresses: [" + ", ".join(f"{{ip: {x}}}" for x in addrs) + "]\n"
+                "  ports: [{name: http, port: 8080}]\n---\n")
         f.write("apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
                 "metadata: {name: svc-0, namespace: mesh}\nspec:\n  hosts: [svc-0]\n"
-                "  http:\n  - route:\n    - destination: {host: svc-0}\n      weight: 100\n")
+                "  http:\n  - route:\n    - destination: {host: svc-0}\n"
+                f"      weight: {weight}\n    - destination: {{host: svc-1}}\n"
+                f"      weight: {100 - weight}\n")
+    os.replace(os.path.join(d, "hot.yaml.tmp"), os.path.join(d, "hot.yaml"))
 
 
 if __name__ == "__main__":

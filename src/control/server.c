@@ -302,24 +302,41 @@ static void log_diags(const struct tr_diags *d, const char *what)
 /* Compiles p's model from the current resources and pushes it if it
  * changed. A model with errors replaces nothing the proxy already has: the
  * last good model stays (the errors are logged once per resource change). */
+static struct tr_config *compile_for(const char *workload, const char *ns, const char *name,
+                                     const char *admin, const char *outbound_ip, const char *app_ip,
+                                     struct tr_diags *d)
+{
+    struct tr_istio_options o = {
+        .ns = ns,
+        .name = name,
+        .trust_domain = tr_ca_trust_domain(cp.ca),
+        .root_ns = cp.o->root_ns,
+        .identity_from_control = true,
+        .admin_address = admin,
+        .outbound_ip = outbound_ip,
+        .app_ip = app_ip,
+        .file_name = workload,
+    };
+    return cp.reg ? tr_istio_compile_with(cp.reg, &o, d) : NULL;
+}
+
+static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diags *d);
+
 static void push_model(struct proxy *p)
 {
     if (p->conn == NULL || p->stream_id == 0 || cp.reg == NULL)
         return;
-    struct tr_istio_options o = {
-        .ns = p->ns,
-        .name = p->name,
-        .trust_domain = tr_ca_trust_domain(cp.ca),
-        .root_ns = cp.o->root_ns,
-        .identity_from_control = true,
-        .admin_address = p->admin,
-        .outbound_ip = p->outbound_ip,
-        .app_ip = p->app_ip,
-        .file_name = p->workload,
-    };
     struct tr_diags d;
     tr_diags_init(&d);
-    struct tr_config *cfg = tr_istio_compile_with(cp.reg, &o, &d);
+    struct tr_config *cfg =
+        compile_for(p->workload, p->ns, p->name, p->admin, p->outbound_ip, p->app_ip, &d);
+    push_compiled(p, cfg, &d);
+}
+
+/* Pushes cfg (freed here, as is d) if its text differs from what p has. */
+static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diags *d_)
+{
+    struct tr_diags d = *d_;
     char *err = NULL;
     size_t len = 0;
     char *text = cfg ? tr_config_write(cfg, TR_CONFIG_YAML, &len, &err) : NULL;
@@ -428,36 +445,32 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
         respond(c, r, "401", true);
         return;
     }
-    *slash = '\0';
-    const char *ns = workload, *name = slash + 1;
+    char ns[256];
+    snprintf(ns, sizeof(ns), "%.*s", (int)(slash - workload), workload);
+    const char *name = slash + 1;
     /* The workload's identity must be the one on the connection: compile
-     * to learn it (its Pod's service account). */
-    struct tr_istio_options o = {.ns = ns,
-                                 .name = name,
-                                 .trust_domain = tr_ca_trust_domain(cp.ca),
-                                 .root_ns = cp.o->root_ns,
-                                 .identity_from_control = true};
+     * (the model it will get) to learn it (its Pod's service account). */
     struct tr_diags d;
     tr_diags_init(&d);
-    struct tr_config *cfg = cp.reg ? tr_istio_compile_with(cp.reg, &o, &d) : NULL;
+    struct tr_config *cfg = compile_for(workload, ns, name, has_admin ? admin : NULL,
+                                        has_out ? out_ip : NULL, has_app ? app_ip : NULL, &d);
     bool known = cfg != NULL && cfg->node.principal != NULL;
     bool same = known && strcmp(cfg->node.principal, c->peer_id) == 0;
     if (!same) {
-        tr_warn("control: %s asked for the model of %s/%s (%s): refused", c->peer_id, ns, name,
+        tr_warn("control: %s asked for the model of %s (%s): refused", c->peer_id, workload,
                 known ? cfg->node.principal : "no such workload");
         if (!known)
             log_diags(&d, "stream");
-    }
-    tr_config_free(cfg);
-    tr_diags_free(&d);
-    if (!same) {
+        tr_config_free(cfg);
+        tr_diags_free(&d);
         respond(c, r, known ? "403" : "404", true);
         return;
     }
-    *slash = '/';
     struct proxy *p = proxy_find(workload);
     if (p == NULL) {
         if (cp.n_proxies >= MAX_PROXIES || (p = calloc(1, sizeof(*p))) == NULL) {
+            tr_config_free(cfg);
+            tr_diags_free(&d);
             respond(c, r, "503", true);
             return;
         }
@@ -469,6 +482,8 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
             free(p->ns);
             free(p->name);
             free(p);
+            tr_config_free(cfg);
+            tr_diags_free(&d);
             respond(c, r, "503", true);
             return;
         }
@@ -505,7 +520,7 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
     p->errors_reported = 0;
     respond(c, r, "200", false);
     send_msg(c, r->sid, TR_CP_BUNDLE, 0, cp.bundle, cp.bundle_len, false);
-    push_model(p);
+    push_compiled(p, cfg, &d);
     tr_info("control: %s connected as %s", p->workload, c->peer_id);
 }
 

@@ -210,6 +210,93 @@ static bool in_scope(struct ist_ctx *x, const struct tr_resource *sc, const stru
     return false;
 }
 
+/* A Sidecar's egress hosts, decided once per compile: exact names in a map
+ * ("NS\nHOST", NS "*" for any namespace), "*..." patterns in a list, so a
+ * mesh of many services is scoped in one lookup per service instead of a
+ * walk of every egress entry (in_scope's answer, unchanged). */
+struct egress_scope {
+    const struct tr_resource *sc;
+    bool all; /* no Sidecar, or one without egress */
+    struct tr_strmap exact;
+    const char **glob_ns, **glob_host;
+    size_t n_glob;
+};
+
+static bool egress_scope_build(struct ist_ctx *x, const struct tr_resource *sc,
+                               struct egress_scope *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->sc = sc;
+    const struct tr_rnode *eg = sc ? tr_rnode_get(sc->spec, "egress") : NULL;
+    e->all = eg == NULL || eg->kind != TR_RNODE_SEQ;
+    if (e->all)
+        return true;
+    const char *scns = sc->ns ? sc->ns : "default";
+    tr_strmap_init(&e->exact, x->tmp);
+    size_t n = 0;
+    for (const struct tr_rnode *g = eg->head; g; g = g->next) {
+        const struct tr_rnode *hosts = tr_rnode_get(g, "hosts");
+        n += hosts && hosts->kind == TR_RNODE_SEQ ? hosts->n : 0;
+    }
+    e->glob_ns = ist_alloc(x, n + 1, sizeof(*e->glob_ns));
+    e->glob_host = ist_alloc(x, n + 1, sizeof(*e->glob_host));
+    if (e->glob_ns == NULL || e->glob_host == NULL)
+        return false;
+    for (const struct tr_rnode *g = eg->head; g; g = g->next) {
+        const struct tr_rnode *hosts = tr_rnode_get(g, "hosts");
+        for (const struct tr_rnode *h = hosts && hosts->kind == TR_RNODE_SEQ ? hosts->head : NULL;
+             h; h = h->next) {
+            const char *v;
+            if (!tr_rnode_str(h, &v))
+                continue;
+            const char *slash = strchr(v, '/');
+            if (slash == NULL)
+                continue;
+            size_t nl = (size_t)(slash - v);
+            const char *ns = nl == 1 && v[0] == '*'   ? "*"
+                             : nl == 1 && v[0] == '.' ? scns
+                                                      : ist_printf(x, "%.*s", (int)nl, v);
+            if (ns == NULL)
+                return false;
+            if (slash[1] == '*') {
+                e->glob_ns[e->n_glob] = ns;
+                e->glob_host[e->n_glob++] = slash + 1;
+                continue;
+            }
+            const char *key = ist_printf(x, "%s\n%s", ns, slash + 1);
+            bool oom = false;
+            if (key == NULL)
+                return false;
+            tr_strmap_put(&e->exact, key, (void *)key, &oom);
+            if (oom)
+                return ist_oom(x);
+        }
+    }
+    return true;
+}
+
+static bool egress_in_scope(struct ist_ctx *x, const struct egress_scope *e,
+                            const struct ist_service *s)
+{
+    if (!exported_to(s->export_to, s->n_export_to, s->ns, x->wl_ns))
+        return false;
+    if (e->all)
+        return true;
+    char key[768];
+    if ((size_t)snprintf(key, sizeof(key), "%s\n%s", s->ns, s->host) >= sizeof(key))
+        return in_scope(x, e->sc, s);
+    if (tr_strmap_get(&e->exact, key) != NULL)
+        return true;
+    snprintf(key, sizeof(key), "*\n%s", s->host);
+    if (tr_strmap_get(&e->exact, key) != NULL)
+        return true;
+    for (size_t i = 0; i < e->n_glob; i++)
+        if ((strcmp(e->glob_ns[i], "*") == 0 || strcmp(e->glob_ns[i], s->ns) == 0) &&
+            host_glob(e->glob_host[i], s->host))
+            return true;
+    return false;
+}
+
 /* ----------------------------------------------------------- clusters */
 
 /* "IP:PORT" or "[IPv6]:PORT": where the proxy's admin endpoint listens
@@ -718,9 +805,12 @@ static bool outbound(struct ist_ctx *x)
     struct port_tab **ports = ist_alloc(x, MAX_PORT + 1, sizeof(*ports));
     if (ports == NULL)
         return false;
+    struct egress_scope scope;
+    if (!egress_scope_build(x, sc, &scope))
+        return false;
     for (size_t i = 0; i < x->n_svcs; i++) {
         const struct ist_service *s = x->svcs[i];
-        if (ist_refused(x, s->res) || !in_scope(x, sc, s))
+        if (ist_refused(x, s->res) || !egress_in_scope(x, &scope, s))
             continue;
         for (size_t pi = 0; pi < s->n_ports; pi++) {
             const struct ist_port *p = &s->ports[pi];
@@ -938,15 +1028,24 @@ static bool inbound(struct ist_ctx *x)
     return true;
 }
 
-void ist_check_all(struct ist_ctx *x)
+/* Sidecars are checked without looking at the workload or at any other
+ * kind's checks: a shared registry checks them once (tr_istio_registry_new). */
+static void check_sidecars(struct ist_ctx *x)
+{
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "Sidecar", &n);
+    for (size_t i = 0; i < n; i++)
+        sidecar_check(x, v[i]);
+}
+
+static void check_all(struct ist_ctx *x, bool sidecars)
 {
     size_t n;
     const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "DestinationRule", &n);
     for (size_t i = 0; i < n; i++)
         ist_dr_check(x, v[i]);
-    v = tr_rset_of_kind(x->rs, IST_GROUP, "Sidecar", &n);
-    for (size_t i = 0; i < n; i++)
-        sidecar_check(x, v[i]);
+    if (sidecars)
+        check_sidecars(x);
     v = tr_rset_of_kind(x->rs, IST_GROUP, "Gateway", &n);
     for (size_t i = 0; i < n; i++)
         ist_gateway_check(x, v[i]);
@@ -955,6 +1054,11 @@ void ist_check_all(struct ist_ctx *x)
         ist_vs_check(x, v[i]);
     ist_peer_auth_check_all(x);
     ist_ra_check_all(x);
+}
+
+void ist_check_all(struct ist_ctx *x)
+{
+    check_all(x, true);
 }
 
 bool ist_alloc_listeners(struct ist_ctx *x, size_t n)
@@ -1028,6 +1132,7 @@ struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
         tr_istio_registry_free(r);
         return NULL;
     }
+    check_sidecars(&r->x);
     r->x.d = NULL; /* the caller's list is not ours to keep */
     return r;
 }
@@ -1093,7 +1198,7 @@ static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio
     bool ok = (reg != NULL ? adopt_registry(&x, reg) : ist_registry_build(&x) == 0) &&
               ist_workload_find(&x) == 0;
     if (ok) {
-        ist_check_all(&x);
+        check_all(&x, reg == NULL);
         cfg->node.id = ist_mprintf(&x, "%s/%s", o->ns, o->name);
         cfg->node.workload = ist_mstrdup(&x, o->name);
         cfg->node.workload_namespace = ist_mstrdup(&x, o->ns);
