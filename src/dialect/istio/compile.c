@@ -177,71 +177,34 @@ static void sidecar_check(struct ist_ctx *x, const struct tr_resource *r)
     ist_pop(&c, saved);
 }
 
-/* Is service s in the workload's scope (exportTo, then the Sidecar's egress
- * hosts)? */
-static bool in_scope(struct ist_ctx *x, const struct tr_resource *sc, const struct ist_service *s)
-{
-    if (!exported_to(s->export_to, s->n_export_to, s->ns, x->wl_ns))
-        return false;
-    if (sc == NULL)
-        return true;
-    const char *scns = sc->ns ? sc->ns : "default";
-    const struct tr_rnode *eg = tr_rnode_get(sc->spec, "egress");
-    if (eg == NULL || eg->kind != TR_RNODE_SEQ)
-        return true;
-    for (const struct tr_rnode *e = eg->head; e; e = e->next) {
-        const struct tr_rnode *hosts = tr_rnode_get(e, "hosts");
-        for (const struct tr_rnode *h = hosts && hosts->kind == TR_RNODE_SEQ ? hosts->head : NULL;
-             h; h = h->next) {
-            const char *v;
-            if (!tr_rnode_str(h, &v))
-                continue;
-            const char *slash = strchr(v, '/');
-            if (slash == NULL)
-                continue;
-            size_t nl = (size_t)(slash - v);
-            bool ns_ok = (nl == 1 && v[0] == '*') ||
-                         (nl == 1 && v[0] == '.' && strcmp(s->ns, scns) == 0) ||
-                         (strlen(s->ns) == nl && strncmp(v, s->ns, nl) == 0);
-            if (ns_ok && host_glob(slash + 1, s->host))
-                return true;
-        }
-    }
-    return false;
-}
-
-/* A Sidecar's egress hosts, decided once per compile: exact names in a map
- * ("NS\nHOST", NS "*" for any namespace), "*..." patterns in a list, so a
- * mesh of many services is scoped in one lookup per service instead of a
- * walk of every egress entry (in_scope's answer, unchanged). */
+/* Is a service in the workload's scope? Its exportTo, then the Sidecar's
+ * egress hosts, decided once per compile: the services they
+ * name exactly are looked up by host, patterns ("*...") are matched against
+ * every service only if there are any, and the outcome is one bit per
+ * service (in_scope's answer, unchanged), so a mesh of many services is
+ * scoped without walking every egress entry for every service. */
 struct egress_scope {
-    const struct tr_resource *sc;
-    bool all; /* no Sidecar, or one without egress */
-    struct tr_strmap exact;
-    const char **glob_ns, **glob_host;
-    size_t n_glob;
+    bool all;    /* no Sidecar, or one without egress */
+    uint8_t *in; /* bit per x->svcs index */
 };
+
+static void scope_mark(struct egress_scope *e, const struct ist_service *s)
+{
+    e->in[s->index / 8] |= (uint8_t)(1u << (s->index % 8));
+}
 
 static bool egress_scope_build(struct ist_ctx *x, const struct tr_resource *sc,
                                struct egress_scope *e)
 {
     memset(e, 0, sizeof(*e));
-    e->sc = sc;
     const struct tr_rnode *eg = sc ? tr_rnode_get(sc->spec, "egress") : NULL;
     e->all = eg == NULL || eg->kind != TR_RNODE_SEQ;
     if (e->all)
         return true;
+    e->in = tr_arena_calloc(x->tmp, x->n_svcs / 8 + 1, 1);
+    if (e->in == NULL)
+        return ist_oom(x);
     const char *scns = sc->ns ? sc->ns : "default";
-    tr_strmap_init(&e->exact, x->tmp);
-    size_t n = 0;
-    for (const struct tr_rnode *g = eg->head; g; g = g->next) {
-        const struct tr_rnode *hosts = tr_rnode_get(g, "hosts");
-        n += hosts && hosts->kind == TR_RNODE_SEQ ? hosts->n : 0;
-    }
-    e->glob_ns = ist_alloc(x, n + 1, sizeof(*e->glob_ns));
-    e->glob_host = ist_alloc(x, n + 1, sizeof(*e->glob_host));
-    if (e->glob_ns == NULL || e->glob_host == NULL)
-        return false;
     for (const struct tr_rnode *g = eg->head; g; g = g->next) {
         const struct tr_rnode *hosts = tr_rnode_get(g, "hosts");
         for (const struct tr_rnode *h = hosts && hosts->kind == TR_RNODE_SEQ ? hosts->head : NULL;
@@ -253,23 +216,23 @@ static bool egress_scope_build(struct ist_ctx *x, const struct tr_resource *sc,
             if (slash == NULL)
                 continue;
             size_t nl = (size_t)(slash - v);
-            const char *ns = nl == 1 && v[0] == '*'   ? "*"
-                             : nl == 1 && v[0] == '.' ? scns
-                                                      : ist_printf(x, "%.*s", (int)nl, v);
-            if (ns == NULL)
-                return false;
-            if (slash[1] == '*') {
-                e->glob_ns[e->n_glob] = ns;
-                e->glob_host[e->n_glob++] = slash + 1;
+            bool any_ns = nl == 1 && v[0] == '*';
+            const char *ns = nl == 1 && v[0] == '.' ? scns : v;
+            size_t ns_len = ns == scns ? strlen(scns) : nl;
+            const char *host = slash + 1;
+            if (host[0] != '*') { /* an exact name: host_glob's strcmp */
+                for (const struct ist_service *s = tr_strmap_get(&x->svc_by_host, host); s;
+                     s = s->same_host)
+                    if (any_ns || (strlen(s->ns) == ns_len && strncmp(s->ns, ns, ns_len) == 0))
+                        scope_mark(e, s);
                 continue;
             }
-            const char *key = ist_printf(x, "%s\n%s", ns, slash + 1);
-            bool oom = false;
-            if (key == NULL)
-                return false;
-            tr_strmap_put(&e->exact, key, (void *)key, &oom);
-            if (oom)
-                return ist_oom(x);
+            for (size_t i = 0; i < x->n_svcs; i++) {
+                const struct ist_service *s = x->svcs[i];
+                if ((any_ns || (strlen(s->ns) == ns_len && strncmp(s->ns, ns, ns_len) == 0)) &&
+                    host_glob(host, s->host))
+                    scope_mark(e, s);
+            }
         }
     }
     return true;
@@ -278,23 +241,10 @@ static bool egress_scope_build(struct ist_ctx *x, const struct tr_resource *sc,
 static bool egress_in_scope(struct ist_ctx *x, const struct egress_scope *e,
                             const struct ist_service *s)
 {
-    if (!exported_to(s->export_to, s->n_export_to, s->ns, x->wl_ns))
+    /* Istio reads exportTo first; the order does not change the answer. */
+    if (!e->all && !(e->in[s->index / 8] & (1u << (s->index % 8))))
         return false;
-    if (e->all)
-        return true;
-    char key[768];
-    if ((size_t)snprintf(key, sizeof(key), "%s\n%s", s->ns, s->host) >= sizeof(key))
-        return in_scope(x, e->sc, s);
-    if (tr_strmap_get(&e->exact, key) != NULL)
-        return true;
-    snprintf(key, sizeof(key), "*\n%s", s->host);
-    if (tr_strmap_get(&e->exact, key) != NULL)
-        return true;
-    for (size_t i = 0; i < e->n_glob; i++)
-        if ((strcmp(e->glob_ns[i], "*") == 0 || strcmp(e->glob_ns[i], s->ns) == 0) &&
-            host_glob(e->glob_host[i], s->host))
-            return true;
-    return false;
+    return exported_to(s->export_to, s->n_export_to, s->ns, x->wl_ns);
 }
 
 /* ----------------------------------------------------------- clusters */

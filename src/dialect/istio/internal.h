@@ -177,6 +177,8 @@ struct ist_service {
     const char **export_to; /* NULL: everywhere */
     size_t n_export_to;
     bool headless;
+    size_t index;                  /* position in x->svcs */
+    struct ist_service *same_host; /* the next service of x->svcs with this host */
 };
 
 /* ---------------------------------------------------------- the context */

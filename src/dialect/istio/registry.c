@@ -182,9 +182,16 @@ static bool add_service(struct ist_ctx *x, struct ist_service *s, size_t *cap)
         x->svcs = nv;
         *cap = ncap;
     }
+    s->index = x->n_svcs;
+    s->same_host = NULL;
     x->svcs[x->n_svcs++] = s;
     bool oom = false;
-    tr_strmap_put(&x->svc_by_host, s->host, s, &oom);
+    struct ist_service *first = tr_strmap_put(&x->svc_by_host, s->host, s, &oom);
+    if (first != NULL) { /* first wins the lookup; the others stay reachable */
+        while (first->same_host != NULL)
+            first = first->same_host;
+        first->same_host = s;
+    }
     return oom ? ist_oom(x) : true;
 }
 
