@@ -35,7 +35,7 @@ int tr_up_cmd(char *const argv[])
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
-int tr_up_ip(bool quiet, ...)
+int tr_up_ip(int quiet, ...)
 {
     char *argv[32];
     size_t n = 0;

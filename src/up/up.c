@@ -230,11 +230,11 @@ static bool netns_exists(const char *name)
 static int net_hub(void)
 {
     if (state_line("netns %s", TR_UP_HUB_NETNS) != 0 ||
-        tr_up_ip(false, "netns", "add", TR_UP_HUB_NETNS, NULL) != 0 ||
-        tr_up_ip(false, "-n", TR_UP_HUB_NETNS, "link", "set", "lo", "up", NULL) != 0 ||
-        tr_up_ip(false, "-n", TR_UP_HUB_NETNS, "link", "add", TR_UP_BRIDGE, "type", "bridge",
-                 NULL) != 0 ||
-        tr_up_ip(false, "-n", TR_UP_HUB_NETNS, "link", "set", TR_UP_BRIDGE, "up", NULL) != 0)
+        tr_up_ip(0, "netns", "add", TR_UP_HUB_NETNS, NULL) != 0 ||
+        tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "set", "lo", "up", NULL) != 0 ||
+        tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "add", TR_UP_BRIDGE, "type", "bridge", NULL) !=
+            0 ||
+        tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "set", TR_UP_BRIDGE, "up", NULL) != 0)
         return -1;
     return 0;
 }
@@ -243,15 +243,14 @@ static int net_workload(const struct tr_up_workload *w)
 {
     char cidr[32], etc[PATH_MAX], hosts[PATH_MAX + 16], from[PATH_MAX + 16];
     snprintf(cidr, sizeof(cidr), "%s/15", w->ip);
-    if (state_line("netns %s", w->netns) != 0 ||
-        tr_up_ip(false, "netns", "add", w->netns, NULL) != 0 ||
-        tr_up_ip(false, "-n", w->netns, "link", "set", "lo", "up", NULL) != 0 ||
-        tr_up_ip(false, "-n", TR_UP_HUB_NETNS, "link", "add", w->veth, "type", "veth", "peer",
-                 "name", "eth0", "netns", w->netns, NULL) != 0 ||
-        tr_up_ip(false, "-n", TR_UP_HUB_NETNS, "link", "set", w->veth, "master", TR_UP_BRIDGE, "up",
+    if (state_line("netns %s", w->netns) != 0 || tr_up_ip(0, "netns", "add", w->netns, NULL) != 0 ||
+        tr_up_ip(0, "-n", w->netns, "link", "set", "lo", "up", NULL) != 0 ||
+        tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "add", w->veth, "type", "veth", "peer", "name",
+                 "eth0", "netns", w->netns, NULL) != 0 ||
+        tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "set", w->veth, "master", TR_UP_BRIDGE, "up",
                  NULL) != 0 ||
-        tr_up_ip(false, "-n", w->netns, "addr", "add", cidr, "dev", "eth0", NULL) != 0 ||
-        tr_up_ip(false, "-n", w->netns, "link", "set", "eth0", "up", NULL) != 0)
+        tr_up_ip(0, "-n", w->netns, "addr", "add", cidr, "dev", "eth0", NULL) != 0 ||
+        tr_up_ip(0, "-n", w->netns, "link", "set", "eth0", "up", NULL) != 0)
         return -1;
     snprintf(etc, sizeof(etc), "/etc/netns/%s", w->netns);
     snprintf(hosts, sizeof(hosts), "%s/hosts", etc);
@@ -352,14 +351,16 @@ static int do_down(const char *state, bool quiet)
     int rc = 0;
     /* Workload namespaces first (their veth peers go with them), the hub last. */
     for (size_t i = n_netns; i-- > 0;) {
-        if (netns_exists(netns[i]) && tr_up_ip(false, "netns", "del", netns[i], NULL) != 0)
+        if (netns_exists(netns[i]) && tr_up_ip(0, "netns", "del", netns[i], NULL) != 0)
             rc = 1;
         free(netns[i]);
     }
-    for (size_t i = 0; i < n_etc; i++) {
+    for (size_t i = n_etc; i-- > 0;) {
         char hosts[PATH_MAX + 8];
         snprintf(hosts, sizeof(hosts), "%s/hosts", etc[i]);
-        if ((unlink(hosts) != 0 && errno != ENOENT) || (rmdir(etc[i]) != 0 && errno != ENOENT)) {
+        bool top = strcmp(etc[i], "/etc/netns") == 0;
+        if ((!top && unlink(hosts) != 0 && errno != ENOENT) ||
+            (rmdir(etc[i]) != 0 && errno != ENOENT && !(top && errno == ENOTEMPTY))) {
             fprintf(stderr, "trellis down: %s: %s\n", etc[i], strerror(errno));
             rc = 1;
         }
@@ -684,6 +685,10 @@ static int cmd_up(const struct up_opts *o)
             ok = state_line("workload %s/%s %s %s %s %s", w->ns, w->name, w->netns, w->ip,
                             w->spiffe_id, w->dir) == 0;
         }
+        /* /etc/netns itself, when up creates it, goes last (down walks the
+         * etc lines backwards and leaves a directory others use). */
+        if (ok && access("/etc/netns", F_OK) != 0)
+            ok = state_line("etc /etc/netns") == 0;
         ok = ok && net_hub() == 0;
         for (size_t i = 0; ok && i < u.n; i++)
             ok = net_workload(&u.w[i]) == 0;

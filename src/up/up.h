@@ -104,7 +104,7 @@ int tr_up_recompile(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
 int tr_up_cmd(char *const argv[]);
 /* `ip ARGS...` (NULL-terminated); prints a message naming the command when
  * it fails unless quiet. 0 or -1. */
-int tr_up_ip(bool quiet, ...);
+int tr_up_ip(int quiet, ...);
 /* The start time of pid (/proc/PID/stat field 22), 0 if gone. */
 unsigned long long tr_up_pid_start(pid_t pid);
 
