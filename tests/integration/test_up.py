@@ -1,0 +1,255 @@
+"""`trellis up` / `trellis down` (docs/up.md): the bookinfo mesh in network
+namespaces, driven from inside the mesh, then taken down; and a batch job
+whose proxy stops when it finishes. Needs root (network namespaces); skipped
+otherwise. Everything started is stopped at teardown even when a test fails:
+`trellis down`, then the PIDs and namespaces the state directory recorded."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, TRELLIS
+
+BOOKINFO = os.path.join(ROOT, "examples", "bookinfo")
+WORKLOADS = ["productpage-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1", "loadgen"]
+
+
+def _netns_ok():
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    return subprocess.run(["ip", "netns", "list"], capture_output=True).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not _netns_ok(), reason="needs root and `ip netns`")
+
+
+def netns_list():
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def recorded(state):
+    """(processes as (pid, start time), netns names, /etc/netns dirs) from the state dir."""
+    procs, netns, etc = [], [], []
+    try:
+        with open(os.path.join(state, "up.state")) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return procs, netns, etc
+    for line in lines:
+        f = line.split()
+        if f[0] == "sup":
+            procs.append((int(f[1]), int(f[2])))
+        elif f[0] == "netns":
+            netns.append(f[1])
+        elif f[0] == "etc":
+            etc.append(f[1])
+        elif f[0] == "workload":
+            try:
+                with open(os.path.join(f[5], "pids")) as p:
+                    for pl in p.read().splitlines():
+                        _, pid, start = pl.split()
+                        procs.append((int(pid), int(start)))
+            except FileNotFoundError:
+                pass
+    return procs, netns, etc
+
+
+def start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return 0
+    return int(fields[19])
+
+
+def alive(proc):
+    pid, start = proc
+    return start != 0 and start_time(pid) == start
+
+
+def cleanup(state):
+    """trellis down, then whatever it left: recorded PIDs, recorded namespaces."""
+    procs, netns, _ = recorded(state)
+    subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, timeout=60)
+    for p in procs:
+        if alive(p):
+            os.kill(p[0], signal.SIGKILL)
+    left = netns_list()
+    for n in netns:
+        if n in left:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def in_ns(workload, argv, ns="bookinfo", **kw):
+    return subprocess.run(["ip", "netns", "exec", f"trl-{ns}-{workload}"] + argv,
+                          capture_output=True, text=True, timeout=30, **kw)
+
+
+def curl(workload, url, ns="bookinfo"):
+    r = in_ns(workload, ["curl", "-sS", "-m", "5", "-o", "-", "-w", "\n%{http_code}", url], ns=ns)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def metrics(workload):
+    return in_ns(workload, ["curl", "-sS", "-m", "5",
+                            "http://127.0.0.1:15000/stats/prometheus"]).stdout
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    state = str(tmp_path_factory.mktemp("up-state"))
+    if "trl-hub" in netns_list():
+        pytest.fail("a trellis up mesh is already running (trl-hub exists): trellis down first")
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run([TRELLIS, "up", BOOKINFO, "--state", state, "--detach"],
+                           capture_output=True, text=True, timeout=90)
+        r.seconds = time.monotonic() - t0
+        assert r.returncode == 0, r.stdout + r.stderr
+        yield state, r
+    finally:
+        cleanup(state)
+
+
+def test_status_table(mesh):
+    state, r = mesh
+    assert r.seconds < 15, r.seconds
+    rows = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"^(bookinfo/\S+)\s+(trl-\S+)\s+(198\.1[89]\.\d+\.\d+)\s+(spiffe://\S+)"
+                     r"\s+(\d+)\s+(\d+)\s+(yes|no)$", line)
+        if m:
+            rows[m.group(1)] = m.groups()
+    assert sorted(rows) == sorted(f"bookinfo/{w}" for w in WORKLOADS), r.stdout
+    ips = set()
+    for w in WORKLOADS:
+        _, netns, ip, ident, proxy, app, ready = rows[f"bookinfo/{w}"]
+        assert netns == f"trl-bookinfo-{w}"
+        sa = w.split("-")[0]
+        assert ident == f"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-{sa}"
+        assert ready == "yes"
+        assert os.path.exists(f"/proc/{proxy}") and os.path.exists(f"/proc/{app}")
+        ips.add(ip)
+    assert len(ips) == len(WORKLOADS)
+    assert {f"trl-bookinfo-{w}" for w in WORKLOADS} | {"trl-hub"} <= netns_list()
+    # image is reported, not silently ignored
+    assert "spec.containers[0].image: ignored by trellis up" in r.stderr
+    # the key of each workload is private to it
+    st = os.stat(os.path.join(state, "workloads", "bookinfo.reviews-v2", "certs", "key.pem"))
+    assert st.st_mode & 0o777 == 0o600
+    st = os.stat(os.path.join(state, "workloads", "bookinfo.reviews-v2"))
+    assert st.st_mode & 0o777 == 0o700
+
+
+def test_page_from_loadgen(mesh):
+    code, body = curl("loadgen", "http://productpage:9080/")
+    assert code == 200, body
+    page = json.loads(body)
+    assert page["service"] == "productpage"
+    assert page["reviews_status"] == 200
+    assert page["reviews"]["service"] == "reviews"
+    assert page["reviews"]["version"] in ("v1", "v2")  # the 90/10 canary: never v3
+    assert len(page["reviews"]["reviews"]) == 2
+    # the names resolve to the sidecar's outbound listener (static mode)
+    r = in_ns("loadgen", ["getent", "hosts", "reviews.bookinfo.svc.cluster.local"])
+    assert r.stdout.split()[0] == "127.0.0.2"
+
+
+def test_mtls_in_destination_metrics(mesh):
+    code, _ = curl("loadgen", "http://productpage:9080/")
+    assert code == 200
+    text = metrics("productpage-v1")
+    lines = [line for line in text.splitlines() if line.startswith("istio_requests_total{")
+             and 'reporter="destination"' in line and 'response_code="200"' in line]
+    assert lines, text
+    line = lines[0]
+    assert 'connection_security_policy="mutual_tls"' in line
+    assert 'source_principal="spiffe://cluster.local/ns/bookinfo/sa/bookinfo-loadgen"' in line
+    assert ('destination_principal="spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage"'
+            in line)
+    # STRICT: plaintext straight to the pod address (around the sidecar) gets no page
+    ip = in_ns("productpage-v1", ["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.split()[3]
+    code, body = curl("loadgen", f"http://{ip.split('/')[0]}:9080/")
+    assert code != 200 and "productpage" not in body
+
+
+def test_denied_edge(mesh):
+    code, body = curl("loadgen", "http://ratings:9080/ratings/0")
+    assert code == 403
+    assert body == "RBAC: access denied"
+    text = metrics("ratings-v1")
+    assert re.search(r'istio_requests_total\{reporter="destination",[^}]*source_principal='
+                     r'"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-loadgen"[^}]*'
+                     r'response_code="403"[^}]*\} [1-9]', text), text
+
+
+def test_down_removes_everything(mesh):
+    state, _ = mesh
+    procs, netns, etc = recorded(state)
+    assert len(procs) == 3 * len(WORKLOADS)  # supervisor, proxy, application each
+    assert all(alive(p) for p in procs)
+    assert set(netns) == {f"trl-bookinfo-{w}" for w in WORKLOADS} | {"trl-hub"}
+    r = subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "stopped 6 workload(s)" in r.stdout
+    assert not [p for p in procs if alive(p)]
+    assert not set(netns) & netns_list()
+    assert not [e for e in etc if e != "/etc/netns" and os.path.exists(e)]
+    assert not os.path.exists(os.path.join(state, "up.state"))
+    # a second down has nothing to do
+    r = subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "nothing is up" in r.stderr
+
+
+def test_batch_job_stops_its_proxy(tmp_path):
+    """The proxy exits when the application does, so batch jobs finish."""
+    mesh_dir = tmp_path / "batch"
+    mesh_dir.mkdir()
+    (mesh_dir / "job.yaml").write_text("""
+apiVersion: v1
+kind: Pod
+metadata: {name: job, namespace: batch, labels: {app: job}}
+spec:
+  serviceAccountName: worker
+  containers:
+    - name: job
+      command: [sh, -c]
+      args: ["sleep 1; echo job done in $(pwd); exit 3"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: job, namespace: batch}
+spec:
+  selector: {app: job}
+  ports: [{name: http, port: 8080}]
+""")
+    state = str(tmp_path / "state")
+    try:
+        r = subprocess.run([TRELLIS, "up", str(mesh_dir), "--state", state, "--detach"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        procs, _, _ = recorded(state)
+        assert len(procs) == 3
+        deadline = time.monotonic() + 15
+        while any(alive(p) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in procs if alive(p)], "the proxy outlived its job"
+        with open(os.path.join(state, "workloads", "batch.job", "app.log")) as f:
+            assert f.read().strip() == f"job done in {mesh_dir}"
+        assert "trl-batch-job" in netns_list()  # the namespace stays until down
+    finally:
+        cleanup(state)
+    assert "trl-batch-job" not in netns_list()
