@@ -258,9 +258,17 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
 
 int tr_up_recompile(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged)
 {
-    char *text = compile_model(u, w, staged, NULL);
+    struct tr_config *cfg = NULL;
+    char *text = compile_model(u, w, staged, &cfg);
     if (text == NULL)
         return -1;
+    int hosts = write_hosts(w, cfg);
+    tr_config_free(cfg);
+    if (hosts != 0) {
+        fprintf(stderr, "trellis up: %s/hosts: %s\n", w->dir, strerror(errno));
+        free(text);
+        return -1;
+    }
     char model[4200];
     snprintf(model, sizeof(model), "%s/model.yaml", w->dir);
     int changed = 1;

@@ -12,6 +12,7 @@
  * namespaces and files by their recorded names. */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -600,6 +601,35 @@ static struct tr_ca *open_ca(const struct tr_up *u)
     return ca;
 }
 
+static int reload(const char *state);
+
+/* A hash of every file's path, size, inode and mtime under dir: changes
+ * when a file is edited, added, removed or replaced. */
+static uint64_t sig_acc;
+
+static int sig_visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)ftw;
+    uint64_t h = sig_acc ^ 1469598103934665603ull;
+    for (const char *p = path; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    if (type == FTW_F) {
+        const uint64_t v[] = {(uint64_t)st->st_size, (uint64_t)st->st_ino,
+                              (uint64_t)st->st_mtim.tv_sec, (uint64_t)st->st_mtim.tv_nsec};
+        for (size_t i = 0; i < 4; i++)
+            h = (h ^ v[i]) * 1099511628211ull;
+    }
+    sig_acc = h;
+    return 0;
+}
+
+static uint64_t dir_signature(const char *dir)
+{
+    sig_acc = 0;
+    nftw(dir, sig_visit, 16, FTW_PHYS);
+    return sig_acc;
+}
+
 static int cmd_up(const struct up_opts *o)
 {
     char state[PATH_MAX], res[PATH_MAX], self[PATH_MAX], path[PATH_MAX + 16];
@@ -729,25 +759,28 @@ static int cmd_up(const struct up_opts *o)
         printf("stop it: trellis down --state %s\n", o->state);
         return 0;
     }
-    printf("running; Ctrl-C stops it\n");
+    printf("running; edits to %s are applied within a second; Ctrl-C stops it\n", res);
     fflush(stdout);
-    while (!stop_sig && access(path, F_OK) == 0)
+    uint64_t seen = dir_signature(res);
+    while (!stop_sig && access(path, F_OK) == 0) {
         sleep(1);
+        uint64_t now = dir_signature(res);
+        if (now != seen && !stop_sig) {
+            seen = now;
+            printf("trellis up: %s changed: recompiling\n", res);
+            reload(state);
+        }
+    }
     if (access(path, F_OK) != 0)
         return 0; /* someone ran trellis down */
     printf("\ntrellis up: stopping\n");
     return do_down(state, false);
 }
 
-static int cmd_reload(const struct up_opts *o)
+/* Recompiles every workload of the mesh recorded in state (absolute). */
+static int reload(const char *state)
 {
-    char state[PATH_MAX], path[PATH_MAX + 16];
-    if (check_root("up --reload") != 0)
-        return 1;
-    if (realpath(o->state, state) == NULL) {
-        fprintf(stderr, "trellis up --reload: %s: %s\n", o->state, strerror(errno));
-        return 1;
-    }
+    char path[PATH_MAX + 16];
     snprintf(path, sizeof(path), "%s/up.state", state);
     char *text = read_all(path);
     if (text == NULL) {
@@ -786,6 +819,13 @@ static int cmd_reload(const struct up_opts *o)
                 continue;
             }
             int k = tr_up_recompile(&u, w, staged);
+            char from[PATH_MAX + 16], to[PATH_MAX];
+            snprintf(from, sizeof(from), "%s/hosts", w->dir);
+            snprintf(to, sizeof(to), "/etc/netns/%s/hosts", w->netns);
+            if (k >= 0 && copy_file(from, to, 0644) != 0) {
+                fprintf(stderr, "trellis up --reload: %s: %s\n", to, strerror(errno));
+                k = -1;
+            }
             if (k < 0) {
                 rc = 1;
                 continue;
@@ -804,6 +844,18 @@ static int cmd_reload(const struct up_opts *o)
     free(keep);
     free(text);
     return rc;
+}
+
+static int cmd_reload(const struct up_opts *o)
+{
+    char state[PATH_MAX];
+    if (check_root("up --reload") != 0)
+        return 1;
+    if (realpath(o->state, state) == NULL) {
+        fprintf(stderr, "trellis up --reload: %s: %s\n", o->state, strerror(errno));
+        return 1;
+    }
+    return reload(state);
 }
 
 int tr_up_main(int argc, char **argv)

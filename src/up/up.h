@@ -93,8 +93,8 @@ int tr_up_stage(const struct tr_up *u, const struct tr_rset *rs, const char *pat
  * outbound listeners answer). 0, or -1 with a message printed. */
 int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged,
                     struct tr_ca *ca, char ***argv);
-/* Recompiles w's model; rewrites the file (atomically) only when it
- * changed. Returns 1 changed, 0 same, -1 error (printed). */
+/* Recompiles w's model and hosts file; rewrites the model (atomically)
+ * only when it changed. Returns 1 changed, 0 same, -1 error (printed). */
 int tr_up_recompile(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged);
 
 /* ---- processes and commands (run.c) ---- */
