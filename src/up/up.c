@@ -37,6 +37,7 @@ static void up_usage(FILE *out)
     fprintf(out,
             "usage: trellis up DIR [--state DIR] [--detach] [--trust-domain TD]\n"
             "       trellis up --reload [--state DIR]\n"
+            "       trellis up --status [--state DIR]\n"
             "       trellis down [--state DIR]\n"
             "\n"
             "  up        run every Pod of the resources in DIR on this machine: one network\n"
@@ -45,6 +46,7 @@ static void up_usage(FILE *out)
             "            status table, then stays until Ctrl-C (--detach: returns)\n"
             "  --reload  recompile every workload's model from DIR after an edit; each proxy\n"
             "            picks up its new model within a second\n"
+            "  --status  the status table again: which recorded processes still run\n"
             "  down      stop everything `up` started and remove what it created\n"
             "\n"
             "  --state DIR   where up records what it created (default %s)\n"
@@ -509,15 +511,19 @@ static int self_path(char *out, size_t size)
 
 struct up_opts {
     const char *state, *trust_domain, *dir;
-    bool detach, reload;
+    bool detach, reload, status;
 };
 
 static int parse(int argc, char **argv, struct up_opts *o, bool down)
 {
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'}, {"detach", no_argument, NULL, 'd'},
-        {"reload", no_argument, NULL, 'r'},      {"trust-domain", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"state", required_argument, NULL, 's'},
+        {"detach", no_argument, NULL, 'd'},
+        {"reload", no_argument, NULL, 'r'},
+        {"status", no_argument, NULL, 'S'},
+        {"trust-domain", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
     o->state = TR_UP_STATE_DEFAULT;
@@ -535,6 +541,9 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
         case 'r':
             o->reload = true;
             break;
+        case 'S':
+            o->status = true;
+            break;
         case 't':
             o->trust_domain = optarg;
             break;
@@ -546,11 +555,15 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
             return -1;
         }
     }
-    if (down && (optind != argc || o->detach || o->reload)) {
+    if (down && (optind != argc || o->detach || o->reload || o->status)) {
         up_usage(stderr);
         return -1;
     }
-    if (!down && !o->reload) {
+    if (o->reload && o->status) {
+        up_usage(stderr);
+        return -1;
+    }
+    if (!down && !o->reload && !o->status) {
         if (optind != argc - 1) {
             fprintf(stderr, "trellis up: give one directory of resources\n");
             up_usage(stderr);
@@ -558,7 +571,7 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
         }
         o->dir = argv[optind];
     } else if (!down && optind != argc) {
-        fprintf(stderr, "trellis up --reload: the directory is the one `up` was given\n");
+        fprintf(stderr, "trellis up --reload/--status: the directory is the one `up` was given\n");
         return -1;
     }
     return 0;
@@ -858,6 +871,60 @@ static int cmd_reload(const struct up_opts *o)
     return reload(state);
 }
 
+/* The table again, from the state directory: each recorded process alive
+ * or not (by PID and start time). */
+static int cmd_status(const struct up_opts *o)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/up.state", o->state);
+    char *text = read_all(path);
+    if (text == NULL) {
+        fprintf(stderr, "trellis up --status: nothing is up (%s: %s)\n", path, strerror(errno));
+        return 1;
+    }
+    printf("%-26s %-30s %-13s %-55s %7s %7s %s\n", "WORKLOAD", "NETNS", "POD IP", "IDENTITY",
+           "PROXY", "APP", "STATE");
+    size_t running = 0, n = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char wl[600], netns[TR_UP_NAME_MAX], ip[32], id[512], dir[PATH_MAX];
+        if (sscanf(line, "workload %599s %63s %31s %511s %4095s", wl, netns, ip, id, dir) != 5)
+            continue;
+        n++;
+        char pids[PATH_MAX + 8], proxy[32] = "-", app[32] = "-";
+        snprintf(pids, sizeof(pids), "%s/pids", dir);
+        char *pt = read_all(pids);
+        int has_proxy = 0, has_app = 0, proxy_up = 0, app_up = 0;
+        for (char *s = pt, *e; s && *s; s = e ? e + 1 : s + strlen(s)) {
+            e = strchr(s, '\n');
+            char what[16];
+            struct proc p;
+            if (sscanf(s, "%15s %d %llu", what, &p.pid, &p.start) != 3)
+                continue;
+            bool up = proc_alive(&p);
+            if (strcmp(what, "proxy") == 0) {
+                has_proxy = 1;
+                proxy_up = up;
+                snprintf(proxy, sizeof(proxy), "%d", (int)p.pid);
+            } else if (strcmp(what, "app") == 0) {
+                has_app = 1;
+                app_up = up;
+                snprintf(app, sizeof(app), "%d", (int)p.pid);
+            }
+        }
+        free(pt);
+        const char *st = (!has_proxy || proxy_up) && (!has_app || app_up)  ? "running"
+                         : has_app && !app_up && (!has_proxy || !proxy_up) ? "finished"
+                         : has_proxy && !proxy_up                          ? "proxy gone"
+                                                                           : "app gone";
+        running += strcmp(st, "running") == 0;
+        printf("%-26s %-30s %-13s %-55s %7s %7s %s\n", wl, netns, ip,
+               has_proxy ? id : "(no sidecar)", proxy, app, st);
+    }
+    free(text);
+    printf("%zu of %zu workload(s) running\n", running, n);
+    return 0;
+}
+
 int tr_up_main(int argc, char **argv)
 {
     struct up_opts o;
@@ -865,7 +932,7 @@ int tr_up_main(int argc, char **argv)
     if (k != 0)
         return k > 0 ? 0 : 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    return o.reload ? cmd_reload(&o) : cmd_up(&o);
+    return o.status ? cmd_status(&o) : o.reload ? cmd_reload(&o) : cmd_up(&o);
 }
 
 int tr_down_main(int argc, char **argv)

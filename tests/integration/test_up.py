@@ -143,6 +143,9 @@ def test_status_table(mesh):
         ips.add(ip)
     assert len(ips) == len(WORKLOADS)
     assert {f"trl-bookinfo-{w}" for w in WORKLOADS} | {"trl-hub"} <= netns_list()
+    st = subprocess.run([TRELLIS, "up", "--status", "--state", state], capture_output=True,
+                        text=True, timeout=30)
+    assert st.returncode == 0 and "6 of 6 workload(s) running" in st.stdout, st.stdout
     # image is reported, not silently ignored
     assert "spec.containers[0].image: ignored by trellis up" in r.stderr
     # the key of each workload is private to it
