@@ -27,6 +27,12 @@ pid $work/nginx/nginx.pid;
 events { worker_connections 256; }
 http {
   access_log off;
+  # nginx's default temporary paths are root's; keep everything in $work.
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
   server {
     listen 127.0.0.1:18103;
     location / { default_type text/plain; return 200 "hello from the api backend: \$request_method \$request_uri (x-forwarded-for: \$http_x_forwarded_for)\n"; }
