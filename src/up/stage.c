@@ -303,8 +303,11 @@ void tr_up_workloads_free(struct tr_up *u)
 }
 
 /* ---- the staged copy: every resource as JSON (which the reader takes as
- * YAML), scalars keeping their meaning: a plain scalar that reads as null, a
- * bool or a number stays bare, everything else becomes a string. */
+ * YAML). Each scalar keeps its meaning: a plain scalar that is a simple token
+ * (letters, digits, . _ / + -, starting with a letter or digit: numbers,
+ * true/false, and the YAML 1.1 words such as yes or on that the reader
+ * reports) stays plain, so it reads back exactly as it was read; null stays
+ * null; everything else becomes a quoted string, which is what it was. */
 
 static void put_str(FILE *f, const char *s, size_t len)
 {
@@ -321,17 +324,21 @@ static void put_str(FILE *f, const char *s, size_t len)
     fputc('"', f);
 }
 
+static bool simple_token(const char *s, size_t len)
+{
+    if (len == 0 || !((s[0] >= '0' && s[0] <= '9') || (s[0] >= 'a' && s[0] <= 'z') ||
+                      (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '-' || s[0] == '.'))
+        return false;
+    if ((s[0] == '-' || s[0] == '.') && (len == 1 || !(s[1] >= '0' && s[1] <= '9')))
+        return false; /* "-" alone, "- x", "..." : not a number, keep it quoted */
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/+-") == len;
+}
+
 static void put_scalar(FILE *f, const struct tr_rnode *n)
 {
-    bool b;
-    int64_t i;
-    double x;
     if (n->plain && tr_rnode_is_null(n))
         fputs("null", f);
-    else if (n->plain && tr_rnode_bool(n, &b))
-        fputs(b ? "true" : "false", f);
-    else if (n->plain && (tr_rnode_int(n, &i) || tr_rnode_double(n, &x)) &&
-             strspn(n->s, "0123456789+-.eE") == n->len)
+    else if (n->plain && simple_token(n->s, n->len))
         fwrite(n->s, 1, n->len, f);
     else
         put_str(f, n->s, n->len);
@@ -352,10 +359,10 @@ static void put_map(FILE *f, const struct tr_rnode *n, const struct inject *in, 
     bool first = true, has_status = false, has_meta = false, has_labels = false;
     for (const struct tr_rnode *k = n ? n->head : NULL; k && k->next; k = k->next->next) {
         if (!first)
-            fputc(',', f);
+            fputs(", ", f);
         first = false;
-        put_str(f, k->s, k->len);
-        fputc(':', f);
+        put_scalar(f, k);
+        fputs(": ", f);
         has_status |= depth == 0 && strcmp(k->s, "status") == 0;
         has_meta |= depth == 0 && strcmp(k->s, "metadata") == 0;
         has_labels |=
@@ -364,14 +371,14 @@ static void put_map(FILE *f, const struct tr_rnode *n, const struct inject *in, 
     }
     const char *lbl = "\"security.istio.io/tlsMode\":\"istio\"";
     if (in != NULL && depth == 0 && in->ip != NULL && !has_status)
-        fprintf(f, "%s\"status\":{\"podIP\":\"%s\"}", first ? "" : ",", in->ip);
+        fprintf(f, "%s\"status\":{\"podIP\":\"%s\"}", first ? "" : ", ", in->ip);
     if (in != NULL && depth == 0 && in->label && !has_meta)
-        fprintf(f, "%s\"metadata\":{\"labels\":{%s}}", first ? "" : ",", lbl);
+        fprintf(f, "%s\"metadata\":{\"labels\":{%s}}", first ? "" : ", ", lbl);
     if (in != NULL && depth == 1 && key && strcmp(key, "metadata") == 0 && in->label && !has_labels)
-        fprintf(f, "%s\"labels\":{%s}", first ? "" : ",", lbl);
+        fprintf(f, "%s\"labels\":{%s}", first ? "" : ", ", lbl);
     if (in != NULL && depth == 2 && key && strcmp(key, "labels") == 0 && in->label &&
         tr_rnode_get(n, "security.istio.io/tlsMode") == NULL)
-        fprintf(f, "%s%s", first ? "" : ",", lbl);
+        fprintf(f, "%s%s", first ? "" : ", ", lbl);
     fputc('}', f);
 }
 
@@ -387,7 +394,7 @@ static void put_node(FILE *f, const struct tr_rnode *n, const struct inject *in,
         for (const struct tr_rnode *e = n->head; e; e = e->next) {
             put_node(f, e, NULL, depth + 1, NULL);
             if (e->next)
-                fputc(',', f);
+                fputs(", ", f);
         }
         fputc(']', f);
     } else {
@@ -403,10 +410,10 @@ static void put_node(FILE *f, const struct tr_rnode *n, const struct inject *in,
             fputc('{', f);
             bool first = true;
             for (const struct tr_rnode *k = n->head; k && k->next; k = k->next->next) {
-                put_str(f, k->s, k->len);
-                fputc(':', f);
+                put_scalar(f, k);
+                fputs(": ", f);
                 put_node(f, k->next, NULL, depth + 1, k->s);
-                fputc(',', f);
+                fputs(", ", f);
                 first = false;
             }
             (void)first;

@@ -270,7 +270,8 @@ static void test_stage(void **state)
     assert_true(tr_rnode_is_null(tr_rnode_get(s->spec, "clusterIP")));
     double x;
     assert_true(tr_rnode_double(tr_rnode_get(s->spec, "x"), &x) && x == 1.5);
-    assert_string_equal(str_at(s->spec, "y"), "0x10"); /* not a number: a string */
+    assert_string_equal(str_at(s->spec, "y"), "0x10");
+    assert_true(tr_rnode_get(s->spec, "y")->plain); /* a plain token stays plain */
     tr_rset_free(staged);
     tr_diags_free(&d2);
     tr_up_workloads_free(&u);
@@ -278,13 +279,89 @@ static void test_stage(void **state)
     tr_diags_free(&d);
 }
 
+/* Two trees read the same: same shape, same keys, and every scalar the same
+ * text with the same meaning (null, bool, integer, number or string). */
+static void same_tree(const struct tr_rnode *a, const struct tr_rnode *b, const char *file)
+{
+    assert_non_null(b);
+    if (a->kind != b->kind)
+        fail_msg("%s:%u: kind differs", file, a->line);
+    if (a->kind == TR_RNODE_SCALAR) {
+        bool an = tr_rnode_is_null(a), bn = tr_rnode_is_null(b);
+        if (an != bn || (!an && (a->len != b->len || memcmp(a->s, b->s, a->len) != 0)))
+            fail_msg("%s:%u: scalar \"%s\" reads back as \"%s\"", file, a->line, a->s, b->s);
+        bool ab = false, bb = false, abv = false, bbv = false;
+        ab = tr_rnode_bool(a, &abv);
+        bb = tr_rnode_bool(b, &bbv);
+        int64_t ai = 0, bi = 0;
+        double ad = 0, bd = 0;
+        if (ab != bb || abv != bbv || tr_rnode_int(a, &ai) != tr_rnode_int(b, &bi) || ai != bi ||
+            tr_rnode_double(a, &ad) != tr_rnode_double(b, &bd) || a->plain != b->plain)
+            if (!(a->plain && !b->plain && !ab && !tr_rnode_int(a, &ai) &&
+                  !tr_rnode_double(a, &ad)))
+                fail_msg("%s:%u: scalar \"%s\" changes meaning", file, a->line, a->s);
+        return;
+    }
+    if (a->n != b->n)
+        fail_msg("%s:%u: %zu children read back as %zu", file, a->line, a->n, b->n);
+    for (const struct tr_rnode *x = a->head, *y = b->head; x; x = x->next, y = y->next)
+        same_tree(x, y, file);
+}
+
+/* Every resource of the fuzz corpora and of examples/bookinfo, staged and
+ * read back, is the resource that was read. */
+static void test_stage_round_trip(void **state)
+{
+    (void)state;
+    static const char *const dirs[] = {"fuzz/corpus/fuzz_resource", "fuzz/corpus/fuzz_istio",
+                                       "examples/bookinfo"};
+    size_t files = 0, resources = 0;
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        char dir[512];
+        snprintf(dir, sizeof(dir), "%s/%s", TR_SOURCE_ROOT, dirs[i]);
+        const char *paths[] = {dir};
+        struct tr_diags d;
+        tr_diags_init(&d);
+        struct tr_store *st = tr_store_files(paths, 1);
+        struct tr_rset *rs = tr_store_snapshot(st, &d);
+        tr_store_free(st);
+        assert_non_null(rs);
+        struct tr_up u = {.trust_domain = "cluster.local"};
+        char path[256];
+        snprintf(path, sizeof(path), "%s/round-trip-%zu.json", g_dir, i);
+        assert_int_equal(tr_up_stage(&u, rs, path), 0);
+        const char *spaths[] = {path};
+        struct tr_diags d2;
+        tr_diags_init(&d2);
+        st = tr_store_files(spaths, 1);
+        struct tr_rset *back = tr_store_snapshot(st, &d2);
+        tr_store_free(st);
+        assert_non_null(back);
+        assert_int_equal(d2.n_errors, 0);
+        assert_int_equal(tr_rset_count(back), tr_rset_count(rs));
+        for (size_t k = 0; k < tr_rset_count(rs); k++) {
+            const struct tr_resource *a = tr_rset_at(rs, k), *b = tr_rset_at(back, k);
+            assert_string_equal(a->kind, b->kind);
+            assert_string_equal(a->name, b->name);
+            same_tree(a->obj, b->obj, a->file);
+            resources++;
+        }
+        files++;
+        tr_rset_free(back);
+        tr_rset_free(rs);
+        tr_diags_free(&d);
+        tr_diags_free(&d2);
+    }
+    assert_true(resources > 20);
+    (void)files;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_workloads),
-        cmocka_unit_test(test_addresses_refused),
-        cmocka_unit_test(test_long_names),
-        cmocka_unit_test(test_stage),
+        cmocka_unit_test(test_workloads),        cmocka_unit_test(test_addresses_refused),
+        cmocka_unit_test(test_long_names),       cmocka_unit_test(test_stage),
+        cmocka_unit_test(test_stage_round_trip),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
