@@ -720,6 +720,7 @@ static int cmd_up(const struct up_opts *o)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL); /* the terminal went away: stop, as Ctrl-C */
     if (ok) {
         ok = state_line("resources %s", res) == 0 &&
              state_line("trust_domain %s", o->trust_domain) == 0;
