@@ -100,7 +100,8 @@ static char *compile_model(struct tr_up *u, struct tr_up_workload *w, const stru
     tr_diags_free(&d);
     /* /config_dump on a socket next to the model (mode 0600): `curl
      * --unix-socket DIR/admin.sock http://admin/config_dump` from the host. */
-    cfg->admin.socket = "admin.sock";
+    if (strlen(w->dir) + strlen("/admin.sock") <= TR_UNIX_PATH_MAX)
+        cfg->admin.socket = "admin.sock"; /* else off: a longer path cannot be bound */
     size_t len;
     char *err = NULL;
     char *text = tr_config_write(cfg, TR_CONFIG_YAML, &len, &err);
