@@ -38,6 +38,7 @@ static void up_usage(FILE *out)
             "usage: trellis up DIR [--state DIR] [--detach] [--trust-domain TD]\n"
             "       trellis up --reload [--state DIR]\n"
             "       trellis up --status [--state DIR]\n"
+            "       trellis up --exec NAMESPACE/NAME [--state DIR] -- COMMAND [ARGS...]\n"
             "       trellis down [--state DIR]\n"
             "\n"
             "  up        run every Pod of the resources in DIR on this machine: one network\n"
@@ -47,6 +48,7 @@ static void up_usage(FILE *out)
             "  --reload  recompile every workload's model from DIR after an edit; each proxy\n"
             "            picks up its new model within a second\n"
             "  --status  the status table again: which recorded processes still run\n"
+            "  --exec    run a command inside a workload, as its application runs\n"
             "  down      stop everything `up` started and remove what it created\n"
             "\n"
             "  --state DIR   where up records what it created (default %s)\n"
@@ -510,20 +512,18 @@ static int self_path(char *out, size_t size)
 }
 
 struct up_opts {
-    const char *state, *trust_domain, *dir;
+    const char *state, *trust_domain, *dir, *exec;
+    char **cmd; /* --exec: the command */
     bool detach, reload, status;
 };
 
 static int parse(int argc, char **argv, struct up_opts *o, bool down)
 {
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'},
-        {"detach", no_argument, NULL, 'd'},
-        {"reload", no_argument, NULL, 'r'},
-        {"status", no_argument, NULL, 'S'},
-        {"trust-domain", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"state", required_argument, NULL, 's'}, {"detach", no_argument, NULL, 'd'},
+        {"reload", no_argument, NULL, 'r'},      {"status", no_argument, NULL, 'S'},
+        {"exec", required_argument, NULL, 'x'},  {"trust-domain", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
     o->state = TR_UP_STATE_DEFAULT;
@@ -544,6 +544,9 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
         case 'S':
             o->status = true;
             break;
+        case 'x':
+            o->exec = optarg;
+            break;
         case 't':
             o->trust_domain = optarg;
             break;
@@ -558,6 +561,14 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
     if (down && (optind != argc || o->detach || o->reload || o->status)) {
         up_usage(stderr);
         return -1;
+    }
+    if (!down && o->exec != NULL) {
+        if (o->reload || o->status || o->detach || optind >= argc) {
+            fprintf(stderr, "trellis up --exec NS/NAME -- COMMAND [ARGS...]\n");
+            return -1;
+        }
+        o->cmd = argv + optind;
+        return 0;
     }
     if (o->reload && o->status) {
         up_usage(stderr);
@@ -744,11 +755,10 @@ static int cmd_up(const struct up_opts *o)
     }
     if (ok) {
         print_table(&u);
-        printf("exec into a workload: ip netns exec NETNS COMMAND (e.g. ip netns exec %s "
-               "python3 ...)\n"
+        printf("run a command in a workload: trellis up --state %s --exec %s/%s -- COMMAND\n"
                "logs and models: %s/workloads/NS.NAME/\n"
                "after editing %s: trellis up --reload --state %s\n",
-               u.w[u.n - 1].netns, state, res, o->state);
+               o->state, u.w[u.n - 1].ns, u.w[u.n - 1].name, state, res, o->state);
         rc = 0;
     }
     for (size_t i = 0; argvs && i < u.n; i++) {
@@ -926,6 +936,46 @@ static int cmd_status(const struct up_opts *o)
     return 0;
 }
 
+/* Runs a command in a workload's namespace, as its application runs (the
+ * workload's hosts file mounted over /etc/hosts): `ip netns exec`. */
+static int cmd_exec(const struct up_opts *o)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/up.state", o->state);
+    char *text = read_all(path);
+    if (text == NULL) {
+        fprintf(stderr, "trellis up --exec: nothing is up (%s: %s)\n", path, strerror(errno));
+        return 1;
+    }
+    char netns[TR_UP_NAME_MAX] = "";
+    for (char *line = strtok(text, "\n"); line && !netns[0]; line = strtok(NULL, "\n")) {
+        char wl[600], ns[TR_UP_NAME_MAX];
+        if (sscanf(line, "workload %599s %63s", wl, ns) == 2 && strcmp(wl, o->exec) == 0)
+            snprintf(netns, sizeof(netns), "%s", ns);
+    }
+    free(text);
+    if (!netns[0]) {
+        fprintf(stderr, "trellis up --exec: no workload %s in %s (NAMESPACE/NAME)\n", o->exec,
+                path);
+        return 1;
+    }
+    size_t n = 0;
+    while (o->cmd[n] != NULL)
+        n++;
+    char **v = calloc(n + 5, sizeof(char *));
+    if (v == NULL)
+        return 1;
+    v[0] = "ip";
+    v[1] = "netns";
+    v[2] = "exec";
+    v[3] = netns;
+    memcpy(v + 4, o->cmd, n * sizeof(char *));
+    execvp(v[0], v);
+    fprintf(stderr, "trellis up --exec: cannot run ip: %s\n", strerror(errno));
+    free(v);
+    return 127;
+}
+
 int tr_up_main(int argc, char **argv)
 {
     struct up_opts o;
@@ -933,6 +983,8 @@ int tr_up_main(int argc, char **argv)
     if (k != 0)
         return k > 0 ? 0 : 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (o.exec != NULL)
+        return cmd_exec(&o);
     return o.status ? cmd_status(&o) : o.reload ? cmd_reload(&o) : cmd_up(&o);
 }
 

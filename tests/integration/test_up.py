@@ -156,9 +156,12 @@ def test_status_table(mesh):
 
 
 def test_page_from_loadgen(mesh):
-    code, body = curl("loadgen", "http://productpage:9080/")
-    assert code == 200, body
-    page = json.loads(body)
+    state, _ = mesh
+    r = subprocess.run([TRELLIS, "up", "--state", state, "--exec", "bookinfo/loadgen", "--",
+                        "curl", "-sS", "-m", "5", "-f", "http://productpage:9080/"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    page = json.loads(r.stdout)
     assert page["service"] == "productpage"
     assert page["reviews_status"] == 200
     assert page["reviews"]["service"] == "reviews"
