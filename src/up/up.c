@@ -3,6 +3,7 @@
  * The state directory holds up.state, one line per thing created, written
  * (and flushed to disk) before the thing is created:
  *   resources DIR | trust_domain TD | netns NAME | etc /etc/netns/NAME
+ *   forget NAME (a namespace `ip netns add` did not create after all)
  *   workload NS/NAME NETNS IP SPIFFE_ID DIR
  *   sup PID START NS/NAME
  * and workloads/NS.NAME/ (0700): model.yaml, certs/ (key 0600), hosts,
@@ -232,10 +233,23 @@ static bool netns_exists(const char *name)
     return access(path, F_OK) == 0;
 }
 
+/* Records a namespace, then creates it. If `ip netns add` fails (someone
+ * else made one of that name in the meantime), the record is withdrawn, so
+ * that down never deletes what is not ours. */
+static int netns_add(const char *name)
+{
+    if (state_line("netns %s", name) != 0)
+        return -1;
+    if (tr_up_ip(0, "netns", "add", name, NULL) != 0) {
+        state_line("forget %s", name);
+        return -1;
+    }
+    return 0;
+}
+
 static int net_hub(void)
 {
-    if (state_line("netns %s", TR_UP_HUB_NETNS) != 0 ||
-        tr_up_ip(0, "netns", "add", TR_UP_HUB_NETNS, NULL) != 0 ||
+    if (netns_add(TR_UP_HUB_NETNS) != 0 ||
         tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "set", "lo", "up", NULL) != 0 ||
         tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "add", TR_UP_BRIDGE, "type", "bridge", NULL) !=
             0 ||
@@ -248,7 +262,7 @@ static int net_workload(const struct tr_up_workload *w)
 {
     char cidr[32], etc[PATH_MAX], hosts[PATH_MAX + 16], from[PATH_MAX + 16];
     snprintf(cidr, sizeof(cidr), "%s/15", w->ip);
-    if (state_line("netns %s", w->netns) != 0 || tr_up_ip(0, "netns", "add", w->netns, NULL) != 0 ||
+    if (netns_add(w->netns) != 0 ||
         tr_up_ip(0, "-n", w->netns, "link", "set", "lo", "up", NULL) != 0 ||
         tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "add", w->veth, "type", "veth", "peer", "name",
                  "eth0", "netns", w->netns, NULL) != 0 ||
@@ -316,6 +330,13 @@ static int do_down(const char *state, bool quiet)
             if (nv != NULL && (nv[n_netns] = strdup(name)) != NULL)
                 n_netns++;
             netns = nv ? nv : netns;
+        } else if (sscanf(line, "forget %255s", name) == 1) {
+            for (size_t i = 0; i < n_netns; i++)
+                if (strcmp(netns[i], name) == 0) {
+                    free(netns[i]);
+                    memmove(netns + i, netns + i + 1, (--n_netns - i) * sizeof(char *));
+                    break;
+                }
         } else if (sscanf(line, "etc %4000s", name) == 1) {
             char **nv = realloc(etc, (n_etc + 1) * sizeof(char *));
             if (nv != NULL && (nv[n_etc] = strdup(name)) != NULL)
