@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -109,14 +110,18 @@ def metrics(workload):
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     state = str(tmp_path_factory.mktemp("up-state"))
+    # a copy: test_canary_shift edits it
+    resources = str(tmp_path_factory.mktemp("mesh") / "bookinfo")
+    shutil.copytree(BOOKINFO, resources)
     if "trl-hub" in netns_list():
         pytest.fail("a trellis up mesh is already running (trl-hub exists): trellis down first")
     try:
         t0 = time.monotonic()
-        r = subprocess.run([TRELLIS, "up", BOOKINFO, "--state", state, "--detach"],
+        r = subprocess.run([TRELLIS, "up", resources, "--state", state, "--detach"],
                            capture_output=True, text=True, timeout=90)
         r.seconds = time.monotonic() - t0
         assert r.returncode == 0, r.stdout + r.stderr
+        r.resources = resources
         yield state, r
     finally:
         cleanup(state)
@@ -198,6 +203,42 @@ def test_denied_edge(mesh):
     assert re.search(r'istio_requests_total\{reporter="destination",[^}]*source_principal='
                      r'"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-loadgen"[^}]*'
                      r'response_code="403"[^}]*\} [1-9]', text), text
+
+
+def generation(workload):
+    m = re.search(r"^trellis_config_generation (\d+)$", metrics(workload), re.M)
+    return int(m.group(1))
+
+
+def test_canary_shift(mesh):
+    """Edit the VirtualService, trellis up --reload: the proxies load their new
+    models and every request goes to reviews v2."""
+    state, r = mesh
+    before = generation("productpage-v1")
+    shutil.copy(os.path.join(ROOT, "examples", "bookinfo-canary", "reviews-v2.yaml"),
+                os.path.join(r.resources, "reviews-canary.yaml"))
+    t0 = time.monotonic()
+    rl = subprocess.run([TRELLIS, "up", "--reload", "--state", state], capture_output=True,
+                        text=True, timeout=30)
+    assert rl.returncode == 0, rl.stderr
+    assert "bookinfo/productpage-v1: new model" in rl.stdout
+    while generation("productpage-v1") == before:
+        assert time.monotonic() - t0 < 5, "productpage's proxy did not load its new model"
+        time.sleep(0.05)
+    out = in_ns("loadgen", [sys.executable, os.path.join(r.resources, "bookinfo.py"), "load",
+                            "http://productpage:9080/", "-n", "20", "-c", "2"])
+    res = json.loads(out.stdout)
+    assert res["status"] == {"200": 20} and res["versions"] == {"v2": 20}, res
+    # a broken edit keeps the running models
+    with open(os.path.join(r.resources, "reviews-canary.yaml"), "a") as f:
+        f.write("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                "metadata: {name: broken, namespace: bookinfo}\n"
+                "spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, "
+                "subset: v9}}]}]}\n")
+    rl = subprocess.run([TRELLIS, "up", "--reload", "--state", state], capture_output=True,
+                        text=True, timeout=30)
+    assert rl.returncode != 0 and "reviews-canary.yaml:" in rl.stderr, rl.stderr
+    assert "nothing changed" in rl.stderr
 
 
 def test_down_removes_everything(mesh):
