@@ -235,6 +235,8 @@ int tr_up_workloads(struct tr_up *u, const struct tr_rset *rs, const char *keep,
             continue;
         const struct tr_rnode *status = tr_rnode_get(r->obj, "status");
         const char *ip = str_at(status, "podIP");
+        if (ip != NULL && ip[0] == '\0')
+            ip = NULL; /* "": not scheduled yet, as Kubernetes writes it */
         char kept[16];
         uint32_t v;
         if (ip != NULL) {
@@ -345,45 +347,77 @@ static void put_scalar(FILE *f, const struct tr_rnode *n)
 }
 
 struct inject {
-    const char *ip; /* status.podIP to add (NULL: none) */
+    const char *ip; /* status.podIP to set (NULL: keep what is written) */
     bool label;     /* add security.istio.io/tlsMode: istio */
 };
 
-static void put_node(FILE *f, const struct tr_rnode *n, const struct inject *in, int depth,
-                     const char *key);
+/* Where a map sits in a Pod that gets something injected. */
+enum role { ROLE_PLAIN, ROLE_TOP, ROLE_META, ROLE_LABELS, ROLE_STATUS };
 
-static void put_map(FILE *f, const struct tr_rnode *n, const struct inject *in, int depth,
-                    const char *key)
+#define TLS_MODE_LABEL "security.istio.io/tlsMode"
+
+static bool is_map(const struct tr_rnode *n)
+{
+    return n != NULL && n->kind == TR_RNODE_MAP;
+}
+
+static bool key_is(const struct tr_rnode *k, const char *s)
+{
+    return k->kind == TR_RNODE_SCALAR && strcmp(k->s, s) == 0;
+}
+
+static void put_value(FILE *f, const struct tr_rnode *n, const struct inject *in, enum role role);
+
+static void put_map(FILE *f, const struct tr_rnode *n, const struct inject *in, enum role role)
 {
     fputc('{', f);
-    bool first = true, has_status = false, has_meta = false, has_labels = false;
-    for (const struct tr_rnode *k = n ? n->head : NULL; k && k->next; k = k->next->next) {
+    bool first = true, had_status = false, had_meta = false, had_labels = false, had_mode = false;
+    for (const struct tr_rnode *k = n->head; k && k->next; k = k->next->next) {
+        const struct tr_rnode *v = k->next;
+        enum role child = ROLE_PLAIN;
+        if (in != NULL && role == ROLE_TOP && key_is(k, "status") && in->ip != NULL) {
+            if (!is_map(v))
+                continue; /* status: null; ours replaces it */
+            child = ROLE_STATUS;
+            had_status = true;
+        } else if (in != NULL && role == ROLE_TOP && key_is(k, "metadata") && is_map(v)) {
+            child = ROLE_META;
+            had_meta = true;
+        } else if (in != NULL && role == ROLE_META && key_is(k, "labels") && in->label) {
+            if (!is_map(v))
+                continue; /* labels: null; ours replaces it */
+            child = ROLE_LABELS;
+            had_labels = true;
+        } else if (in != NULL && role == ROLE_STATUS && key_is(k, "podIP")) {
+            continue; /* an empty podIP: the allocated one replaces it */
+        } else if (in != NULL && role == ROLE_LABELS && key_is(k, TLS_MODE_LABEL)) {
+            had_mode = true; /* the user's value stands */
+        }
         if (!first)
             fputs(", ", f);
         first = false;
         put_scalar(f, k);
         fputs(": ", f);
-        has_status |= depth == 0 && strcmp(k->s, "status") == 0;
-        has_meta |= depth == 0 && strcmp(k->s, "metadata") == 0;
-        has_labels |=
-            depth == 1 && key && strcmp(key, "metadata") == 0 && strcmp(k->s, "labels") == 0;
-        put_node(f, k->next, in, depth + 1, k->s);
+        put_value(f, v, child == ROLE_PLAIN ? NULL : in, child);
     }
-    const char *lbl = "\"security.istio.io/tlsMode\":\"istio\"";
-    if (in != NULL && depth == 0 && in->ip != NULL && !has_status)
-        fprintf(f, "%s\"status\":{\"podIP\":\"%s\"}", first ? "" : ", ", in->ip);
-    if (in != NULL && depth == 0 && in->label && !has_meta)
-        fprintf(f, "%s\"metadata\":{\"labels\":{%s}}", first ? "" : ", ", lbl);
-    if (in != NULL && depth == 1 && key && strcmp(key, "metadata") == 0 && in->label && !has_labels)
-        fprintf(f, "%s\"labels\":{%s}", first ? "" : ", ", lbl);
-    if (in != NULL && depth == 2 && key && strcmp(key, "labels") == 0 && in->label &&
-        tr_rnode_get(n, "security.istio.io/tlsMode") == NULL)
-        fprintf(f, "%s%s", first ? "" : ", ", lbl);
+    const char *sep = first ? "" : ", ";
+    const char *lbl = "\"" TLS_MODE_LABEL "\": \"istio\"";
+    if (in != NULL && role == ROLE_TOP && in->ip != NULL && !had_status) {
+        fprintf(f, "%s\"status\": {\"podIP\": \"%s\"}", sep, in->ip);
+        sep = ", ";
+    }
+    if (in != NULL && role == ROLE_TOP && in->label && !had_meta)
+        fprintf(f, "%s\"metadata\": {\"labels\": {%s}}", sep, lbl);
+    if (in != NULL && role == ROLE_META && in->label && !had_labels)
+        fprintf(f, "%s\"labels\": {%s}", sep, lbl);
+    if (in != NULL && role == ROLE_LABELS && !had_mode)
+        fprintf(f, "%s%s", sep, lbl);
+    if (in != NULL && role == ROLE_STATUS)
+        fprintf(f, "%s\"podIP\": \"%s\"", sep, in->ip);
     fputc('}', f);
 }
 
-static void put_node(FILE *f, const struct tr_rnode *n, const struct inject *in, int depth,
-                     const char *key)
+static void put_value(FILE *f, const struct tr_rnode *n, const struct inject *in, enum role role)
 {
     if (n == NULL) {
         fputs("null", f);
@@ -392,35 +426,13 @@ static void put_node(FILE *f, const struct tr_rnode *n, const struct inject *in,
     } else if (n->kind == TR_RNODE_SEQ) {
         fputc('[', f);
         for (const struct tr_rnode *e = n->head; e; e = e->next) {
-            put_node(f, e, NULL, depth + 1, NULL);
+            put_value(f, e, NULL, ROLE_PLAIN);
             if (e->next)
                 fputs(", ", f);
         }
         fputc(']', f);
     } else {
-        /* Injection only along status and metadata.labels of the Pod. */
-        const struct inject *pass = NULL;
-        if (in != NULL && (depth == 0 || (depth == 1 && key && strcmp(key, "metadata") == 0) ||
-                           (depth == 2 && key && strcmp(key, "labels") == 0) ||
-                           (depth == 1 && key && strcmp(key, "status") == 0)))
-            pass = in;
-        if (pass != NULL && depth == 1 && strcmp(key, "status") == 0 && pass->ip &&
-            tr_rnode_get(n, "podIP") == NULL) {
-            /* status without podIP: add it */
-            fputc('{', f);
-            bool first = true;
-            for (const struct tr_rnode *k = n->head; k && k->next; k = k->next->next) {
-                put_scalar(f, k);
-                fputs(": ", f);
-                put_node(f, k->next, NULL, depth + 1, k->s);
-                fputs(", ", f);
-                first = false;
-            }
-            (void)first;
-            fprintf(f, "\"podIP\":\"%s\"}", pass->ip);
-            return;
-        }
-        put_map(f, n, pass, depth, key);
+        put_map(f, n, in, role);
     }
 }
 
@@ -447,7 +459,7 @@ int tr_up_stage(const struct tr_up *u, const struct tr_rset *rs, const char *pat
                 }
             }
         }
-        put_node(f, r->obj, pin, 0, NULL);
+        put_value(f, r->obj, pin, pin ? ROLE_TOP : ROLE_PLAIN);
         fputs(i + 1 < n ? ",\n" : "\n", f);
     }
     fputs("]}\n", f);

@@ -225,6 +225,11 @@ static void test_stage(void **state)
         "apiVersion: v1\nkind: Pod\n"
         "metadata: {name: r, namespace: ns1, labels: {sidecar.istio.io/inject: 'false'}}\n"
         "spec: {containers: [{name: r, command: [a]}]}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: t, namespace: ns1, labels: ~}\n"
+        "spec: {containers: [{name: t, command: [a]}]}\nstatus: {podIP: \"\", phase: x}\n---\n"
+        "apiVersion: v1\nkind: Pod\n"
+        "metadata: {name: u, namespace: ns1, labels: {security.istio.io/tlsMode: disabled}}\n"
+        "spec: {containers: [{name: u, command: [a]}]}\nstatus: ~\n---\n"
         "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: ns1}\n"
         "spec:\n  ports: [{port: 80, targetPort: \"80\", name: \"a \\\"quoted\\\\ name\\n\"}]\n"
         "  publishNotReadyAddresses: true\n  clusterIP: ~\n  x: 1.5\n  y: 0x10\n",
@@ -257,6 +262,14 @@ static void test_stage(void **state)
     const struct tr_resource *r = tr_rset_find(staged, "", "Pod", "ns1", "r");
     assert_null(tr_resource_label(r, "security.istio.io/tlsMode")); /* opted out */
     assert_string_equal(str_at(r->obj, "status.podIP"), "198.18.0.12");
+
+    const struct tr_resource *t = tr_rset_find(staged, "", "Pod", "ns1", "t");
+    assert_string_equal(str_at(t->obj, "status.podIP"), "198.18.0.13"); /* "" replaced */
+    assert_string_equal(str_at(t->obj, "status.phase"), "x");
+    assert_string_equal(tr_resource_label(t, "security.istio.io/tlsMode"), "istio");
+    const struct tr_resource *u2 = tr_rset_find(staged, "", "Pod", "ns1", "u");
+    assert_string_equal(str_at(u2->obj, "status.podIP"), "198.18.0.14"); /* status: ~ */
+    assert_string_equal(tr_resource_label(u2, "security.istio.io/tlsMode"), "disabled");
 
     const struct tr_resource *s = tr_rset_find(staged, "", "Service", "ns1", "s");
     const struct tr_rnode *port = tr_rnode_get(s->spec, "ports")->head;
