@@ -8,7 +8,8 @@
    the request rate, success rate, p50/p99 latency and the mTLS identities,
    read from each destination proxy's /stats/prometheus (reporter=destination);
 3. shifts the reviews canary from 90/10 to 50/50 (edit the VirtualService,
-   `trellis up --reload`, every proxy reloads its model) and drives traffic
+   `trellis up --reload`: the control plane pushes the changed models, every
+   proxy acknowledges; `trellis ctl status` shows it) and drives traffic
    again;
 4. shows a call the policy denies (loadgen -> ratings: 403);
 5. `trellis down`, also when anything above fails.
@@ -201,6 +202,21 @@ def main():
             time.sleep(0.05)
         print(f"  productpage's proxy runs the new model {time.monotonic() - t0:.2f} s after the "
               f"edit (trellis_config_generation {generation('productpage-v1')})")
+        ca = os.path.join(state, "ca")
+        if os.path.exists(os.path.join(ca, "control.sock")):
+            deadline = time.monotonic() + 3
+            while True:  # until every proxy acknowledged the version it was sent
+                r = subprocess.run([trellis, "ctl", "status", "--state", ca],
+                                   capture_output=True, text=True, timeout=30)
+                rows = [line.split() for line in r.stdout.splitlines()
+                        if line.startswith(NS + "/")]
+                acked = sum(1 for f in rows if len(f) > 4 and f[3] == f[4])
+                if (rows and acked == len(rows)) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            print(f"  the control plane's view (trellis ctl status): {acked} of {len(rows)} "
+                  f"proxies acknowledged the version they were sent")
+            print("\n".join("    " + line for line in r.stdout.strip().splitlines()))
         drive(args.requests, args.concurrency, "4. traffic again, after the shift", mesh)
 
         print("\n== 5. a call the policy denies: loadgen -> ratings (only reviews may call it)")

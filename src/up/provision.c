@@ -1,12 +1,12 @@
 /* up/provision.c: how one workload's proxy gets its model and certificate.
  *
- * Static mode (today): compiled here, issued here, written into the
- * workload's directory, and the proxy runs `--config FILE`; the file watcher
- * of the proxy picks up a rewritten model (tr_up_recompile). When `trellis
- * control` lands, tr_up_provision becomes: issue a bootstrap token
- * (tr_ca_token_issue), write it and the CA bundle, and return
- * `trellis proxy --control HOST:PORT --workload NS/NAME --token-file F
- * --ca-bundle F`; the key is then made by the proxy and never leaves it.
+ * Control mode (default): a bootstrap token bound to the workload's
+ * namespace and service account (tr_ca_token_issue), and `trellis proxy
+ * --control`: the proxy makes its key, gets its SVID for the token and
+ * streams its model from `trellis control`, which watches the staged
+ * resources. Static mode (--static): compiled here, issued here, written
+ * into the workload's directory, and the proxy runs `--config FILE`; its
+ * file watcher picks up a rewritten model (tr_up_recompile).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -250,6 +250,46 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
         return -1;
     }
     tr_config_free(cfg);
+    if (u->control) {
+        char cadir[4200], token[4300], bundle[4300], wl[600];
+        char tok[TR_CA_TOKEN_HEX + 2], *err = NULL;
+        snprintf(cadir, sizeof(cadir), "%s/ca", u->state);
+        snprintf(token, sizeof(token), "%s/token", w->dir);
+        snprintf(bundle, sizeof(bundle), "%s/root-cert.pem", cadir);
+        snprintf(wl, sizeof(wl), "%s/%s", w->ns, w->name);
+        if (tr_ca_token_issue(cadir, w->ns, w->sa, tok, &err) != 0) {
+            fprintf(stderr, "trellis up: %s: no token: %s\n", wl, err ? err : "out of memory");
+            free(err);
+            return -1;
+        }
+        size_t n = strlen(tok);
+        tok[n] = '\n';
+        rc = write_file(token, tok, n + 1, 0600);
+        explicit_bzero(tok, sizeof(tok));
+        if (rc != 0) {
+            fprintf(stderr, "trellis up: %s: %s\n", token, strerror(errno));
+            return -1;
+        }
+        const char *v[] = {u->self,
+                           "proxy",
+                           "--control",
+                           TR_UP_CONTROL_ADDR,
+                           "--workload",
+                           wl,
+                           "--token-file",
+                           token,
+                           "--ca-bundle",
+                           bundle,
+                           "--admin",
+                           w->admin,
+                           "--outbound-ip",
+                           TR_UP_OUTBOUND_IP,
+                           "--app-ip",
+                           TR_UP_APP_IP,
+                           NULL};
+        *argv = argv_new(v);
+        return *argv ? 0 : -1;
+    }
     if (issue_cert(w, ca) != 0)
         return -1;
     const char *v[] = {u->self, "proxy", "--config", model, NULL};

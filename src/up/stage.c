@@ -240,6 +240,14 @@ int tr_up_workloads(struct tr_up *u, const struct tr_rset *rs, const char *keep,
         char kept[16];
         uint32_t v;
         if (ip != NULL) {
+            if (parse_ip(ip, &v) && v >= NET_LO && v < NET_LO + 10) {
+                where_of(r, tr_rnode_get(status, "podIP"), "status.podIP", &wh);
+                tr_diags_add(d, TR_DIAG_ERROR, &wh,
+                             "198.18.0.0 to 198.18.0.9 are trellis up's own (198.18.0.1: the "
+                             "control plane): \"%s\" is one",
+                             ip);
+                continue;
+            }
             if (!parse_ip(ip, &v) || v < NET_LO || v > NET_HI) {
                 where_of(r, tr_rnode_get(status, "podIP"), "status.podIP", &wh);
                 tr_diags_add(d, TR_DIAG_ERROR, &wh,

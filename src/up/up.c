@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -193,8 +195,16 @@ static int load_mesh(struct tr_up *u, const char *keep, struct tr_rset **out_sta
     if (d.n_warnings)
         fprintf(stderr, "trellis up: %s: %zu warning(s)\n", u->res_dir, d.n_warnings);
     tr_diags_free(&d);
-    char staged_path[PATH_MAX];
-    snprintf(staged_path, sizeof(staged_path), "%s/resources.json", u->state);
+    char staged_path[PATH_MAX + 32];
+    snprintf(staged_path, sizeof(staged_path), "%s/resources", u->state);
+    if (mkdir_p(staged_path, 0700) != 0) {
+        fprintf(stderr, "trellis up: %s: %s\n", staged_path, strerror(errno));
+        tr_rset_free(rs);
+        return -1;
+    }
+    /* One file in a directory of its own: the control plane watches the
+     * directory, and the rename that replaces the file is one event. */
+    snprintf(staged_path, sizeof(staged_path), "%s/resources/mesh.json", u->state);
     if (tr_up_stage(u, rs, staged_path) != 0) {
         fprintf(stderr, "trellis up: %s: %s\n", staged_path, strerror(errno));
         tr_rset_free(rs);
@@ -314,15 +324,17 @@ static int do_down(const char *state, bool quiet)
             fprintf(stderr, "trellis down: nothing is up (%s: %s)\n", path, strerror(errno));
         return 0;
     }
-    struct proc *sups = NULL, *all = NULL;
-    size_t n_sups = 0, n_all = 0;
+    struct proc *sups = NULL, *all = NULL, *ctls = NULL;
+    size_t n_sups = 0, n_all = 0, n_ctls = 0;
     char **netns = NULL, **etc = NULL;
     size_t n_netns = 0, n_etc = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         int pid;
         unsigned long long start;
         char name[PATH_MAX];
-        if (sscanf(line, "sup %d %llu", &pid, &start) == 2) {
+        if (sscanf(line, "ctl %d %llu", &pid, &start) == 2) {
+            add_proc(&ctls, &n_ctls, pid, start);
+        } else if (sscanf(line, "sup %d %llu", &pid, &start) == 2) {
             add_proc(&sups, &n_sups, pid, start);
             add_proc(&all, &n_all, pid, start);
         } else if (sscanf(line, "netns %255s", name) == 1) {
@@ -370,9 +382,25 @@ static int do_down(const char *state, bool quiet)
         struct timespec ts = {0, 50 * 1000000};
         nanosleep(&ts, NULL);
     }
+    /* The control plane last: proxies that lose it keep serving anyway. */
+    for (size_t i = 0; i < n_ctls; i++)
+        if (proc_alive(&ctls[i]))
+            kill(ctls[i].pid, SIGTERM);
+    for (long long cend = now_ms() + 5000; now_ms() < cend;) {
+        size_t alive = 0;
+        for (size_t i = 0; i < n_ctls; i++)
+            alive += proc_alive(&ctls[i]);
+        if (alive == 0)
+            break;
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     size_t killed = 0;
     for (size_t i = 0; i < n_all; i++)
         if (proc_alive(&all[i]) && kill(all[i].pid, SIGKILL) == 0)
+            killed++;
+    for (size_t i = 0; i < n_ctls; i++)
+        if (proc_alive(&ctls[i]) && kill(ctls[i].pid, SIGKILL) == 0)
             killed++;
     int rc = 0;
     /* Workload namespaces first (their veth peers go with them), the hub last. */
@@ -401,6 +429,7 @@ static int do_down(const char *state, bool quiet)
     free(etc);
     free(sups);
     free(all);
+    free(ctls);
     return rc;
 }
 
@@ -425,6 +454,83 @@ static void print_table(const struct tr_up *u)
 }
 
 static volatile sig_atomic_t stop_sig;
+
+/* Control mode: `trellis control` in the hub namespace, on the bridge
+ * (198.18.0.1), watching the staged resources, its CA the one `up` made.
+ * Ready when its status socket (made after its TCP listener) accepts. */
+static int start_control(const struct tr_up *u, pid_t *out)
+{
+    char log[PATH_MAX + 32], res[PATH_MAX + 32], ca[PATH_MAX + 32], sock[PATH_MAX + 48];
+    snprintf(log, sizeof(log), "%s/control.log", u->state);
+    snprintf(res, sizeof(res), "%s/resources", u->state);
+    snprintf(ca, sizeof(ca), "%s/ca", u->state);
+    snprintf(sock, sizeof(sock), "%s/ca/control.sock", u->state);
+    if (tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "addr", "add", TR_UP_CONTROL_IP "/15", "dev",
+                 TR_UP_BRIDGE, NULL) != 0)
+        return -1;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        setsid();
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || null < 0 || dup2(null, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        char *v[] = {"ip",
+                     "netns",
+                     "exec",
+                     TR_UP_HUB_NETNS,
+                     (char *)u->self,
+                     "control",
+                     "--resources",
+                     res,
+                     "--state",
+                     ca,
+                     "--listen",
+                     TR_UP_CONTROL_ADDR,
+                     "--trust-domain",
+                     (char *)u->trust_domain,
+                     NULL};
+        execvp(v[0], v);
+        fprintf(stderr, "trellis up: cannot run ip: %s\n", strerror(errno));
+        _exit(127);
+    }
+    *out = pid;
+    if (state_line("ctl %d %llu", (int)pid, tr_up_pid_start(pid)) != 0)
+        return -1;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t slen = strlen(sock);
+    if (slen >= sizeof(sa.sun_path)) {
+        fprintf(stderr, "trellis up: %s: too long for a Unix socket\n", sock);
+        return -1;
+    }
+    memcpy(sa.sun_path, sock, slen + 1);
+    long long end = now_ms() + 10000;
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (ok)
+            return 0;
+        if (waitpid(pid, NULL, WNOHANG) == pid || now_ms() > end || stop_sig) {
+            fprintf(stderr, "trellis up: the control plane %s (see %s)\n",
+                    stop_sig ? "was interrupted" : "did not start", log);
+            return -1;
+        }
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 static void on_stop(int sig)
 {
@@ -535,16 +641,21 @@ static int self_path(char *out, size_t size)
 struct up_opts {
     const char *state, *trust_domain, *dir, *exec;
     char **cmd; /* --exec: the command */
-    bool detach, reload, status;
+    bool detach, reload, status, static_mode;
 };
 
 static int parse(int argc, char **argv, struct up_opts *o, bool down)
 {
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'}, {"detach", no_argument, NULL, 'd'},
-        {"reload", no_argument, NULL, 'r'},      {"status", no_argument, NULL, 'S'},
-        {"exec", required_argument, NULL, 'x'},  {"trust-domain", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"state", required_argument, NULL, 's'},
+        {"detach", no_argument, NULL, 'd'},
+        {"reload", no_argument, NULL, 'r'},
+        {"status", no_argument, NULL, 'S'},
+        {"exec", required_argument, NULL, 'x'},
+        {"static", no_argument, NULL, 'm'},
+        {"trust-domain", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
     o->state = TR_UP_STATE_DEFAULT;
@@ -567,6 +678,9 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
             break;
         case 'x':
             o->exec = optarg;
+            break;
+        case 'm':
+            o->static_mode = true;
             break;
         case 't':
             o->trust_domain = optarg;
@@ -698,8 +812,11 @@ static int cmd_up(const struct up_opts *o)
                 o->state);
         return 1;
     }
-    struct tr_up u = {
-        .state = state, .res_dir = res, .trust_domain = o->trust_domain, .self = self};
+    struct tr_up u = {.state = state,
+                      .res_dir = res,
+                      .trust_domain = o->trust_domain,
+                      .self = self,
+                      .control = !o->static_mode};
     struct tr_rset *staged = NULL;
     printf("trellis up: reading %s\n", res);
     if (load_mesh(&u, NULL, &staged) != 0) {
@@ -738,7 +855,8 @@ static int cmd_up(const struct up_opts *o)
         ok = mkdir_p(w->dir, 0700) == 0 && (unlink(path) == 0 || errno == ENOENT) &&
              tr_up_provision(&u, w, staged, ca, &argvs[i]) == 0;
         if (ok)
-            printf("  %s/%s: model and certificate for %s, address %s%s\n", w->ns, w->name,
+            printf("  %s/%s: %s for %s, address %s%s\n", w->ns, w->name,
+                   u.control ? "model compiled, bootstrap token" : "model and certificate",
                    w->spiffe_id, w->ip, w->ip_given ? "" : " (allocated)");
     }
     tr_ca_free(ca);
@@ -755,7 +873,8 @@ static int cmd_up(const struct up_opts *o)
     sigaction(SIGHUP, &sa, NULL); /* the terminal went away: stop, as Ctrl-C */
     if (ok) {
         ok = state_line("resources %s", res) == 0 &&
-             state_line("trust_domain %s", o->trust_domain) == 0;
+             state_line("trust_domain %s", o->trust_domain) == 0 &&
+             state_line("mode %s", u.control ? "control" : "static") == 0;
         for (size_t i = 0; ok && i < u.n; i++) {
             const struct tr_up_workload *w = &u.w[i];
             ok = state_line("workload %s/%s %s %s %s %s", w->ns, w->name, w->netns, w->ip,
@@ -766,6 +885,14 @@ static int cmd_up(const struct up_opts *o)
         if (ok && access("/etc/netns", F_OK) != 0)
             ok = state_line("etc /etc/netns") == 0;
         ok = ok && net_hub() == 0;
+        pid_t ctl = 0;
+        if (ok && u.control) {
+            ok = start_control(&u, &ctl) == 0;
+            if (ok)
+                printf("trellis up: control plane on %s in namespace %s (pid %d), log %s/"
+                       "control.log\n",
+                       TR_UP_CONTROL_ADDR, TR_UP_HUB_NETNS, (int)ctl, state);
+        }
         for (size_t i = 0; ok && i < u.n; i++)
             ok = net_workload(&u.w[i]) == 0;
         if (ok)
@@ -780,6 +907,8 @@ static int cmd_up(const struct up_opts *o)
                "logs and models: %s/workloads/NS.NAME/\n"
                "after editing %s: trellis up --reload --state %s\n",
                o->state, u.w[u.n - 1].ns, u.w[u.n - 1].name, state, res, o->state);
+        if (u.control)
+            printf("what each proxy acknowledged: trellis ctl status --state %s/ca\n", state);
         rc = 0;
     }
     for (size_t i = 0; argvs && i < u.n; i++) {
@@ -833,11 +962,17 @@ static int reload(const char *state)
         return 1;
     }
     char res[PATH_MAX] = "", td[256] = "cluster.local";
+    bool control = false;
     char *keep = NULL;
     size_t keep_len = 0;
     FILE *kf = open_memstream(&keep, &keep_len);
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         char wl[600], ip[32];
+        char mode[16];
+        if (sscanf(line, "mode %15s", mode) == 1) {
+            control = strcmp(mode, "control") == 0;
+            continue;
+        }
         if (sscanf(line, "resources %4095s", res) == 1 ||
             sscanf(line, "trust_domain %255s", td) == 1)
             continue;
@@ -846,7 +981,7 @@ static int reload(const char *state)
     }
     if (kf != NULL)
         fclose(kf);
-    struct tr_up u = {.state = state, .res_dir = res, .trust_domain = td};
+    struct tr_up u = {.state = state, .res_dir = res, .trust_domain = td, .control = control};
     struct tr_rset *staged = NULL;
     int rc = 1;
     if (res[0] != '\0' && load_mesh(&u, keep, &staged) == 0) {
@@ -880,9 +1015,9 @@ static int reload(const char *state)
                 printf("  %s/%s: new model\n", w->ns, w->name);
             }
         }
-        printf("trellis up --reload: %zu of %zu model(s) changed; proxies load them within a "
-               "second\n",
-               changed, u.n);
+        printf("trellis up --reload: %zu of %zu model(s) changed; %s\n", changed, u.n,
+               u.control ? "the control plane pushes them to their proxies"
+                         : "proxies load them within a second");
     }
     tr_rset_free(staged);
     tr_up_workloads_free(&u);

@@ -11,11 +11,13 @@
  * state directory before it is created, so `down` removes exactly that.
  *
  * Modes of how a proxy gets its model and certificate (tr_up_provision):
- *   static   today: `up` compiles each model in process and issues each
+ *   control  (default) `up` runs `trellis control` in the hub namespace on
+ *            the staged resources; each proxy runs with --control, a
+ *            bootstrap token `up` issued and the CA bundle, makes its own
+ *            key and streams its model;
+ *   static   (--static) `up` compiles each model in process and issues each
  *            certificate with the mesh CA, writes both into the workload's
- *            directory and runs `trellis proxy --config FILE`;
- *   control  later: `trellis control` serves models and signs CSRs; the
- *            proxy is run with --control, a token and the CA bundle.
+ *            directory and runs `trellis proxy --config FILE`.
  */
 #ifndef TR_UP_UP_H
 #define TR_UP_UP_H
@@ -38,6 +40,9 @@
  * address, and the hosts file maps every service name to it. */
 #define TR_UP_OUTBOUND_IP   "127.0.0.2"
 #define TR_UP_APP_IP        "127.0.0.1"
+/* Control mode: `trellis control` runs in the hub namespace on the bridge. */
+#define TR_UP_CONTROL_IP    "198.18.0.1"
+#define TR_UP_CONTROL_ADDR  TR_UP_CONTROL_IP ":15012"
 #define TR_UP_MAX_PORTS     16
 #define TR_UP_NAME_MAX      64
 
@@ -67,6 +72,7 @@ struct tr_up {
     const char *res_dir; /* the resources (absolute) */
     const char *trust_domain;
     const char *self; /* path of the trellis binary */
+    bool control;     /* control mode (else static) */
     struct tr_up_workload *w;
     size_t n;
 };
@@ -86,11 +92,15 @@ int tr_up_stage(const struct tr_up *u, const struct tr_rset *rs, const char *pat
 
 /* ---- one workload's proxy (provision.c) ---- */
 
-/* Everything the proxy of w needs, and how to run it: static mode compiles
- * its model from the staged resources into w->dir/model.yaml, issues its
- * certificate into w->dir/certs, and sets *argv (malloc'd, NULL-terminated)
- * to `trellis proxy --config FILE`. Also writes w->dir/hosts (the names its
- * outbound listeners answer). 0, or -1 with a message printed. */
+/* Everything the proxy of w needs, and how to run it. Both modes compile
+ * its model from the staged resources into w->dir/model.yaml (in control
+ * mode a check, and what the control plane will send) and write
+ * w->dir/hosts (the names its outbound listeners answer). Static mode
+ * issues its certificate into w->dir/certs and sets *argv (malloc'd,
+ * NULL-terminated) to `trellis proxy --config FILE`; control mode issues a
+ * bootstrap token into w->dir/token (0600) and sets *argv to `trellis proxy
+ * --control ADDR --workload NS/NAME --token-file F --ca-bundle F`. 0, or -1
+ * with a message printed. */
 int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged,
                     struct tr_ca *ca, char ***argv);
 /* Recompiles w's model and hosts file; rewrites the model (atomically)

@@ -44,7 +44,7 @@ def recorded(state):
         return procs, netns, etc
     for line in lines:
         f = line.split()
-        if f[0] == "sup":
+        if f[0] in ("sup", "ctl"):
             procs.append((int(f[1]), int(f[2])))
         elif f[0] == "netns":
             netns.append(f[1])
@@ -107,8 +107,10 @@ def metrics(workload):
                             "http://127.0.0.1:15000/stats/prometheus"]).stdout
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
+@pytest.fixture(scope="module", params=["control", "static"])
+def mesh(request, tmp_path_factory):
+    """The bookinfo mesh, once with the control plane (the default) and once in
+    static mode (--static: models and certificates written by up)."""
     state = str(tmp_path_factory.mktemp("up-state"))
     # a copy: test_canary_shift edits it
     resources = str(tmp_path_factory.mktemp("mesh") / "bookinfo")
@@ -117,11 +119,13 @@ def mesh(tmp_path_factory):
         pytest.fail("a trellis up mesh is already running (trl-hub exists): trellis down first")
     try:
         t0 = time.monotonic()
-        r = subprocess.run([TRELLIS, "up", resources, "--state", state, "--detach"],
+        extra = ["--static"] if request.param == "static" else []
+        r = subprocess.run([TRELLIS, "up", resources, "--state", state, "--detach"] + extra,
                            capture_output=True, text=True, timeout=90)
         r.seconds = time.monotonic() - t0
         assert r.returncode == 0, r.stdout + r.stderr
         r.resources = resources
+        r.mode = request.param
         yield state, r
     finally:
         cleanup(state)
@@ -153,11 +157,22 @@ def test_status_table(mesh):
     assert st.returncode == 0 and "6 of 6 workload(s) running" in st.stdout, st.stdout
     # image is reported, not silently ignored
     assert "spec.containers[0].image: ignored by trellis up" in r.stderr
-    # the key of each workload is private to it
-    st = os.stat(os.path.join(state, "workloads", "bookinfo.reviews-v2", "certs", "key.pem"))
-    assert st.st_mode & 0o777 == 0o600
-    st = os.stat(os.path.join(state, "workloads", "bookinfo.reviews-v2"))
-    assert st.st_mode & 0o777 == 0o700
+    wdir = os.path.join(state, "workloads", "bookinfo.reviews-v2")
+    assert os.stat(wdir).st_mode & 0o777 == 0o700
+    if r.mode == "static":
+        # the key of each workload is private to it
+        st = os.stat(os.path.join(wdir, "certs", "key.pem"))
+        assert st.st_mode & 0o777 == 0o600
+    else:
+        # the proxy made its key; only the bootstrap token is on disk
+        assert not os.path.exists(os.path.join(wdir, "certs"))
+        assert os.stat(os.path.join(wdir, "token")).st_mode & 0o777 == 0o600
+        assert "control plane on 198.18.0.1:15012" in r.stdout
+        cs = subprocess.run([TRELLIS, "ctl", "status", "--state", os.path.join(state, "ca"),
+                             "-o", "json"], capture_output=True, text=True, timeout=30)
+        assert cs.returncode == 0, cs.stderr
+        doc = json.loads(cs.stdout)
+        assert "bookinfo/reviews-v2" in cs.stdout and "bookinfo/loadgen" in cs.stdout, doc
 
 
 def test_page_from_loadgen(mesh):
@@ -244,7 +259,9 @@ def test_canary_shift(mesh):
 def test_down_removes_everything(mesh):
     state, _ = mesh
     procs, netns, etc = recorded(state)
-    assert len(procs) == 3 * len(WORKLOADS)  # supervisor, proxy, application each
+    _, r = mesh
+    # supervisor, proxy, application each; and the control plane
+    assert len(procs) == 3 * len(WORKLOADS) + (r.mode == "control")
     assert all(alive(p) for p in procs)
     assert set(netns) == {f"trl-bookinfo-{w}" for w in WORKLOADS} | {"trl-hub"}
     r = subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, text=True,
@@ -289,6 +306,10 @@ spec:
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         procs, _, _ = recorded(state)
+        with open(os.path.join(state, "up.state")) as f:
+            ctl = [(int(x[1]), int(x[2])) for x in (line.split() for line in f) if x[0] == "ctl"]
+        assert len(ctl) == 1  # the control plane stays until down
+        procs = [p for p in procs if p not in ctl]
         assert len(procs) == 3
         deadline = time.monotonic() + 15
         while any(alive(p) for p in procs) and time.monotonic() < deadline:
@@ -297,6 +318,7 @@ spec:
         with open(os.path.join(state, "workloads", "batch.job", "app.log")) as f:
             assert f.read().strip() == f"job done in {mesh_dir}"
         assert "trl-batch-job" in netns_list()  # the namespace stays until down
+        assert alive(ctl[0])
     finally:
         cleanup(state)
     assert "trl-batch-job" not in netns_list()
