@@ -164,13 +164,17 @@ static void test_addresses_refused(void **state)
                               "status: {podIP: 198.19.1.1}\n---\n"
                               "apiVersion: v1\nkind: Pod\nmetadata: {name: pod-z}\n"
                               "spec: {containers: [{name: z, command: [a]}]}\n"
-                              "status: {podIP: 198.19.1.1}\n",
+                              "status: {podIP: 198.19.1.1}\n---\n"
+                              "apiVersion: v1\nkind: Pod\nmetadata: {name: pod-c}\n"
+                              "spec: {containers: [{name: c, command: [a]}]}\n"
+                              "status: {podIP: 198.18.0.1}\n",
                               &d);
     struct tr_up u = {.trust_domain = "cluster.local"};
     assert_int_equal(tr_up_workloads(&u, rs, NULL, &d), -1);
     assert_true(has_diag(&d, TR_DIAG_ERROR, "status.podIP", "198.18.0.0/15"));
     assert_true(has_diag(&d, TR_DIAG_ERROR, "status.podIP", "also Pod default/pod-y's"));
-    assert_int_equal(d.n_errors, 2);
+    assert_true(has_diag(&d, TR_DIAG_ERROR, "status.podIP", "the control plane"));
+    assert_int_equal(d.n_errors, 3);
     tr_up_workloads_free(&u);
     tr_rset_free(rs);
     tr_diags_free(&d);
