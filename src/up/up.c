@@ -38,16 +38,18 @@
 static void up_usage(FILE *out)
 {
     fprintf(out,
-            "usage: trellis up DIR [--state DIR] [--detach] [--trust-domain TD]\n"
+            "usage: trellis up DIR [--state DIR] [--detach] [--static] [--trust-domain TD]\n"
             "       trellis up --reload [--state DIR]\n"
             "       trellis up --status [--state DIR]\n"
             "       trellis up --exec NAMESPACE/NAME [--state DIR] -- COMMAND [ARGS...]\n"
             "       trellis down [--state DIR]\n"
             "\n"
-            "  up        run every Pod of the resources in DIR on this machine: one network\n"
-            "            namespace each (trl-NS-NAME, addresses from 198.18.0.0/15 on a bridge\n"
-            "            in the namespace trl-hub), its sidecar, then its command; prints a\n"
-            "            status table, then stays until Ctrl-C (--detach: returns)\n"
+            "  up        run every Pod of the resources in DIR on this machine: the control\n"
+            "            plane in the namespace trl-hub, one network namespace per Pod\n"
+            "            (trl-NS-NAME, addresses from 198.18.0.0/15 on a bridge in trl-hub),\n"
+            "            its sidecar, then its command; prints a status table, then stays\n"
+            "            until Ctrl-C (--detach: returns)\n"
+            "  --static  no control plane: models and certificates written by up\n"
             "  --reload  recompile every workload's model from DIR after an edit; each proxy\n"
             "            picks up its new model within a second\n"
             "  --status  the status table again: which recorded processes still run\n"
