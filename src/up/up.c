@@ -1056,6 +1056,13 @@ static int cmd_status(const struct up_opts *o)
     size_t running = 0, n = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         char wl[600], netns[TR_UP_NAME_MAX], ip[32], id[512], dir[PATH_MAX];
+        struct proc cp;
+        if (sscanf(line, "ctl %d %llu", &cp.pid, &cp.start) == 2) {
+            printf("%-26s %-30s %-13s %-55s %7s %7d %s\n", "(control plane)", TR_UP_HUB_NETNS,
+                   TR_UP_CONTROL_IP, TR_UP_CONTROL_ADDR, "-", (int)cp.pid,
+                   proc_alive(&cp) ? "running" : "gone");
+            continue;
+        }
         if (sscanf(line, "workload %599s %63s %31s %511s %4095s", wl, netns, ip, id, dir) != 5)
             continue;
         n++;
