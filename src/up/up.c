@@ -357,7 +357,10 @@ static int do_down(const char *state, bool quiet)
                 n_etc++;
             etc = nv ? nv : etc;
         } else if (sscanf(line, "workload %*s %*s %*s %*s %4000s", name) == 1) {
-            char pids[PATH_MAX + 8];
+            char pids[PATH_MAX + 8], token[PATH_MAX + 8];
+            snprintf(token, sizeof(token), "%s/token", name);
+            if (unlink(token) != 0 && errno != ENOENT)
+                fprintf(stderr, "trellis down: %s: %s\n", token, strerror(errno));
             snprintf(pids, sizeof(pids), "%s/pids", name);
             char *pt = read_all(pids);
             for (char *s = pt, *e; s && *s; s = e ? e + 1 : s + strlen(s)) {
@@ -754,6 +757,15 @@ static struct tr_ca *open_ca(const struct tr_up *u)
     if (strcmp(tr_ca_trust_domain(ca), u->trust_domain) != 0) {
         fprintf(stderr, "trellis up: the CA in %s is for trust domain %s, not %s\n", dir,
                 tr_ca_trust_domain(ca), u->trust_domain);
+        tr_ca_free(ca);
+        return NULL;
+    }
+    /* The last run's bootstrap tokens die here: only this run's proxies may
+     * get certificates (the control plane is not running yet). */
+    char tokens[PATH_MAX + 16];
+    snprintf(tokens, sizeof(tokens), "%s/tokens", dir);
+    if (unlink(tokens) != 0 && errno != ENOENT) {
+        fprintf(stderr, "trellis up: %s: %s\n", tokens, strerror(errno));
         tr_ca_free(ca);
         return NULL;
     }

@@ -272,6 +272,7 @@ def test_down_removes_everything(mesh):
     assert not set(netns) & netns_list()
     assert not [e for e in etc if e != "/etc/netns" and os.path.exists(e)]
     assert not os.path.exists(os.path.join(state, "up.state"))
+    assert not os.path.exists(os.path.join(state, "workloads", "bookinfo.loadgen", "token"))
     # a second down has nothing to do
     r = subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, text=True,
                        timeout=60)
