@@ -14,7 +14,7 @@
 4. shows a call the policy denies (loadgen -> ratings: 403);
 5. `trellis down`, also when anything above fails.
 
-Usage: bookinfo_demo.py [--trellis build/trellis] [--requests 300]
+Usage: bookinfo_demo.py [--trellis build/trellis] [--requests 1000]
 """
 import argparse
 import json
@@ -156,7 +156,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trellis", default=os.environ.get("TRELLIS_BIN",
                                                         os.path.join(ROOT, "build", "trellis")))
-    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=6)
     args = ap.parse_args()
     t_start = time.monotonic()
