@@ -12,6 +12,9 @@ static void usage(FILE *out)
                  "  proxy     run the data plane (trellis proxy --config FILE)\n"
                  "  control   run the control plane (trellis control --resources DIR --state DIR)\n"
                  "  ctl       operator tools (trellis ctl compile DIR --workload NS/NAME)\n"
+                 "  up        run a directory of Pods and Istio resources as a mesh on this\n"
+                 "            machine (trellis up DIR [--detach]; docs/up.md)\n"
+                 "  down      stop what trellis up started\n"
                  "  version   print the version\n");
 }
 
@@ -28,6 +31,10 @@ int main(int argc, char **argv)
         return tr_cmd_control(argc - 1, argv + 1);
     if (strcmp(cmd, "ctl") == 0)
         return tr_cmd_ctl(argc - 1, argv + 1);
+    if (strcmp(cmd, "up") == 0)
+        return tr_cmd_up(argc - 1, argv + 1);
+    if (strcmp(cmd, "down") == 0)
+        return tr_cmd_down(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("trellis %s\n", TR_VERSION);
         return 0;

@@ -7,6 +7,9 @@
 int tr_cmd_proxy(int argc, char **argv);
 int tr_cmd_ctl(int argc, char **argv);
 int tr_cmd_control(int argc, char **argv);
+/* trellis up DIR / trellis down (src/up/) */
+int tr_cmd_up(int argc, char **argv);
+int tr_cmd_down(int argc, char **argv);
 /* trellis ctl ca ... (argv[0] is "ca") */
 int tr_cmd_ctl_ca(int argc, char **argv);
 /* trellis ctl status ... (argv[0] is "status") */

@@ -1,0 +1,332 @@
+/* up/provision.c: how one workload's proxy gets its model and certificate.
+ *
+ * Control mode (default): a bootstrap token bound to the workload's
+ * namespace and service account (tr_ca_token_issue), and `trellis proxy
+ * --control`: the proxy makes its key, gets its SVID for the token and
+ * streams its model from `trellis control`, which watches the staged
+ * resources. Static mode (--static): compiled here, issued here, written
+ * into the workload's directory, and the proxy runs `--config FILE`; its
+ * file watcher picks up a rewritten model (tr_up_recompile).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+
+#include "ca/ca.h"
+#include "config/load.h"
+#include "config/write.h"
+#include "dialect/istio/istio.h"
+#include "up/up.h"
+
+/* Certificates live as long as a demo needs and far less than a day: the
+ * static mode does not renew them. */
+#define UP_CERT_LIFETIME TR_CA_LIFETIME_DEFAULT
+
+/* path written through a temporary file and rename(), so a reader (the
+ * proxy's file watcher) never sees half of it; created with mode. */
+static int write_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    const char *p = data;
+    while (len > 0) {
+        ssize_t k = write(fd, p, len);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        p += k;
+        len -= (size_t)k;
+    }
+    if (fchmod(fd, mode) != 0 || close(fd) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return rename(tmp, path);
+}
+
+static void print_diags(struct tr_diags *d, bool errors_only)
+{
+    tr_diags_sort(d);
+    for (size_t i = 0; i < d->n; i++) {
+        if (errors_only && d->v[i].severity != TR_DIAG_ERROR)
+            continue;
+        char line[2048];
+        tr_diag_format(&d->v[i], line, sizeof(line));
+        fprintf(stderr, "%s\n", line);
+    }
+}
+
+/* The model of w, as YAML text (malloc'd); NULL after printing why. */
+static char *compile_model(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged,
+                           struct tr_config **out_cfg)
+{
+    char certs[4200];
+    snprintf(certs, sizeof(certs), "%s/certs", w->dir);
+    struct tr_istio_options o = {
+        .ns = w->ns,
+        .name = w->name,
+        .trust_domain = u->trust_domain,
+        .outbound_ip = TR_UP_OUTBOUND_IP,
+        .app_ip = TR_UP_APP_IP,
+        .cert_dir = certs,
+        .file_name = "model.yaml",
+    };
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_config *cfg = tr_istio_compile(staged, &o, &d);
+    /* Warnings were shown once, with the user's file and line, by the
+     * analysis of the resources; here only what stops this workload. */
+    if (cfg == NULL || d.n_errors) {
+        print_diags(&d, true);
+        fprintf(stderr, "trellis up: %s/%s: no model (%zu error(s))\n", w->ns, w->name, d.n_errors);
+        tr_diags_free(&d);
+        tr_config_free(cfg);
+        return NULL;
+    }
+    tr_diags_free(&d);
+    /* /config_dump on a socket next to the model (mode 0600): `curl
+     * --unix-socket DIR/admin.sock http://admin/config_dump` from the host. */
+    if (strlen(w->dir) + strlen("/admin.sock") <= TR_UNIX_PATH_MAX)
+        cfg->admin.socket = "admin.sock"; /* else off: a longer path cannot be bound */
+    size_t len;
+    char *err = NULL;
+    char *text = tr_config_write(cfg, TR_CONFIG_YAML, &len, &err);
+    if (text == NULL) {
+        fprintf(stderr, "trellis up: %s/%s: %s\n", w->ns, w->name, err ? err : "out of memory");
+        free(err);
+        tr_config_free(cfg);
+        return NULL;
+    }
+    snprintf(w->admin, sizeof(w->admin), "%s",
+             cfg->admin.addr.text ? cfg->admin.addr.text : "127.0.0.1:15000");
+    if (out_cfg != NULL)
+        *out_cfg = cfg;
+    else
+        tr_config_free(cfg);
+    return text;
+}
+
+/* The names the outbound listeners answer, each on its listener's address:
+ * what the workload's /etc/hosts says (`ip netns exec` mounts it there). */
+static int write_hosts(const struct tr_up_workload *w, const struct tr_config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return -1;
+    fprintf(f,
+            "# written by trellis up for %s/%s (static mode: every service name is the\n"
+            "# outbound listener of the sidecar)\n"
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n",
+            w->ns, w->name, w->ip, w->name);
+    const char **seen = NULL;
+    size_t n_seen = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct tr_listener_cfg *l = &cfg->listeners[i];
+        if (l->direction != TR_DIR_OUTBOUND || l->route_table < 0 || l->addr.text == NULL)
+            continue;
+        char ip[64];
+        snprintf(ip, sizeof(ip), "%s", l->addr.text);
+        char *colon = strrchr(ip, ':');
+        if (colon != NULL)
+            *colon = '\0';
+        const struct tr_route_table_cfg *rt = &cfg->route_tables[l->route_table];
+        for (size_t v = 0; v < rt->n_vhosts; v++)
+            for (size_t k = 0; k < rt->vhosts[v].n_domains; k++) {
+                const char *dn = rt->vhosts[v].domains[k];
+                if (strchr(dn, ':') != NULL || strchr(dn, '*') != NULL)
+                    continue;
+                bool dup = false;
+                for (size_t s = 0; s < n_seen && !dup; s++)
+                    dup = strcmp(seen[s], dn) == 0;
+                if (dup)
+                    continue;
+                const char **ns = realloc(seen, (n_seen + 1) * sizeof(*seen));
+                if (ns == NULL)
+                    break;
+                seen = ns;
+                seen[n_seen++] = dn;
+                fprintf(f, "%s\t%s\n", ip, dn);
+            }
+    }
+    free(seen);
+    if (fclose(f) != 0) {
+        free(buf);
+        return -1;
+    }
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/hosts", w->dir);
+    int rc = write_file(path, buf, len, 0644);
+    free(buf);
+    return rc;
+}
+
+/* A key made here, a CSR, the CA's signature: certs/{key,cert,ca}.pem. */
+static int issue_cert(const struct tr_up_workload *w, struct tr_ca *ca)
+{
+    char dir[4200], path[4300];
+    snprintf(dir, sizeof(dir), "%s/certs", w->dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return -1;
+    EVP_PKEY *key = tr_ca_key_new();
+    size_t csr_len = 0, chain_len = 0, bundle_len = 0;
+    char *csr = key ? tr_ca_csr_new(key, &csr_len) : NULL;
+    char *err = NULL;
+    char *chain =
+        csr ? tr_ca_sign(ca, csr, csr_len, w->spiffe_id, UP_CERT_LIFETIME, &chain_len, &err) : NULL;
+    char *bundle = tr_ca_bundle_pem(ca, &bundle_len);
+    char *kpem = NULL;
+    long klen = 0;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio != NULL && key != NULL &&
+        PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) == 1)
+        klen = BIO_get_mem_data(bio, &kpem);
+    int rc = -1;
+    if (chain != NULL && bundle != NULL && klen > 0) {
+        snprintf(path, sizeof(path), "%s/key.pem", dir);
+        rc = write_file(path, kpem, (size_t)klen, 0600);
+        snprintf(path, sizeof(path), "%s/cert.pem", dir);
+        rc |= write_file(path, chain, chain_len, 0644);
+        snprintf(path, sizeof(path), "%s/ca.pem", dir);
+        rc |= write_file(path, bundle, bundle_len, 0644);
+    }
+    if (rc != 0)
+        fprintf(stderr, "trellis up: %s/%s: no certificate: %s\n", w->ns, w->name,
+                err ? err : strerror(errno));
+    BIO_free(bio);
+    free(err);
+    free(bundle);
+    free(chain);
+    free(csr);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+static char **argv_new(const char *const *v)
+{
+    size_t n = 0;
+    while (v[n] != NULL)
+        n++;
+    char **out = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; out != NULL && i < n; i++)
+        if ((out[i] = strdup(v[i])) == NULL) {
+            for (size_t j = 0; j < i; j++)
+                free(out[j]);
+            free(out);
+            return NULL;
+        }
+    return out;
+}
+
+int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged,
+                    struct tr_ca *ca, char ***argv)
+{
+    struct tr_config *cfg = NULL;
+    char *text = compile_model(u, w, staged, &cfg);
+    if (text == NULL)
+        return -1;
+    char model[4200];
+    snprintf(model, sizeof(model), "%s/model.yaml", w->dir);
+    int rc = write_file(model, text, strlen(text), 0600);
+    free(text);
+    if (rc != 0 || write_hosts(w, cfg) != 0) {
+        fprintf(stderr, "trellis up: %s: %s\n", w->dir, strerror(errno));
+        tr_config_free(cfg);
+        return -1;
+    }
+    tr_config_free(cfg);
+    if (u->control) {
+        char cadir[4200], token[4300], bundle[4300], wl[600];
+        char tok[TR_CA_TOKEN_HEX + 2], *err = NULL;
+        snprintf(cadir, sizeof(cadir), "%s/ca", u->state);
+        snprintf(token, sizeof(token), "%s/token", w->dir);
+        snprintf(bundle, sizeof(bundle), "%s/root-cert.pem", cadir);
+        snprintf(wl, sizeof(wl), "%s/%s", w->ns, w->name);
+        if (tr_ca_token_issue(cadir, w->ns, w->sa, tok, &err) != 0) {
+            fprintf(stderr, "trellis up: %s: no token: %s\n", wl, err ? err : "out of memory");
+            free(err);
+            return -1;
+        }
+        size_t n = strlen(tok);
+        tok[n] = '\n';
+        rc = write_file(token, tok, n + 1, 0600);
+        explicit_bzero(tok, sizeof(tok));
+        if (rc != 0) {
+            fprintf(stderr, "trellis up: %s: %s\n", token, strerror(errno));
+            return -1;
+        }
+        const char *v[] = {u->self,
+                           "proxy",
+                           "--control",
+                           TR_UP_CONTROL_ADDR,
+                           "--workload",
+                           wl,
+                           "--token-file",
+                           token,
+                           "--ca-bundle",
+                           bundle,
+                           "--admin",
+                           w->admin,
+                           "--outbound-ip",
+                           TR_UP_OUTBOUND_IP,
+                           "--app-ip",
+                           TR_UP_APP_IP,
+                           NULL};
+        *argv = argv_new(v);
+        return *argv ? 0 : -1;
+    }
+    if (issue_cert(w, ca) != 0)
+        return -1;
+    const char *v[] = {u->self, "proxy", "--config", model, NULL};
+    *argv = argv_new(v);
+    return *argv ? 0 : -1;
+}
+
+int tr_up_recompile(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged)
+{
+    struct tr_config *cfg = NULL;
+    char *text = compile_model(u, w, staged, &cfg);
+    if (text == NULL)
+        return -1;
+    int hosts = write_hosts(w, cfg);
+    tr_config_free(cfg);
+    if (hosts != 0) {
+        fprintf(stderr, "trellis up: %s/hosts: %s\n", w->dir, strerror(errno));
+        free(text);
+        return -1;
+    }
+    char model[4200];
+    snprintf(model, sizeof(model), "%s/model.yaml", w->dir);
+    int changed = 1;
+    FILE *f = fopen(model, "r");
+    if (f != NULL) {
+        size_t tl = strlen(text);
+        char *old = malloc(tl + 2);
+        size_t n = old ? fread(old, 1, tl + 1, f) : 0;
+        changed = !(old != NULL && n == tl && memcmp(old, text, tl) == 0);
+        free(old);
+        fclose(f);
+    }
+    int rc = changed ? write_file(model, text, strlen(text), 0600) : 0;
+    free(text);
+    if (rc != 0) {
+        fprintf(stderr, "trellis up: %s: %s\n", model, strerror(errno));
+        return -1;
+    }
+    return changed;
+}

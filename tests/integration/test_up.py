@@ -1,0 +1,325 @@
+"""`trellis up` / `trellis down` (docs/up.md): the bookinfo mesh in network
+namespaces, driven from inside the mesh, then taken down; and a batch job
+whose proxy stops when it finishes. Needs root (network namespaces); skipped
+otherwise. Everything started is stopped at teardown even when a test fails:
+`trellis down`, then the PIDs and namespaces the state directory recorded."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TRELLIS
+
+BOOKINFO = os.path.join(ROOT, "examples", "bookinfo")
+WORKLOADS = ["productpage-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1", "loadgen"]
+
+
+def _netns_ok():
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    return subprocess.run(["ip", "netns", "list"], capture_output=True).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not _netns_ok(), reason="needs root and `ip netns`")
+
+
+def netns_list():
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def recorded(state):
+    """(processes as (pid, start time), netns names, /etc/netns dirs) from the state dir."""
+    procs, netns, etc = [], [], []
+    try:
+        with open(os.path.join(state, "up.state")) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return procs, netns, etc
+    for line in lines:
+        f = line.split()
+        if f[0] in ("sup", "ctl"):
+            procs.append((int(f[1]), int(f[2])))
+        elif f[0] == "netns":
+            netns.append(f[1])
+        elif f[0] == "etc":
+            etc.append(f[1])
+        elif f[0] == "workload":
+            try:
+                with open(os.path.join(f[5], "pids")) as p:
+                    for pl in p.read().splitlines():
+                        _, pid, start = pl.split()
+                        procs.append((int(pid), int(start)))
+            except FileNotFoundError:
+                pass
+    return procs, netns, etc
+
+
+def start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return 0
+    return int(fields[19])
+
+
+def alive(proc):
+    pid, start = proc
+    return start != 0 and start_time(pid) == start
+
+
+def cleanup(state):
+    """trellis down, then whatever it left: recorded PIDs, recorded namespaces."""
+    procs, netns, _ = recorded(state)
+    subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, timeout=60)
+    for p in procs:
+        if alive(p):
+            os.kill(p[0], signal.SIGKILL)
+    left = netns_list()
+    for n in netns:
+        if n in left:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def in_ns(workload, argv, ns="bookinfo", **kw):
+    return subprocess.run(["ip", "netns", "exec", f"trl-{ns}-{workload}"] + argv,
+                          capture_output=True, text=True, timeout=30, **kw)
+
+
+def curl(workload, url, ns="bookinfo"):
+    r = in_ns(workload, ["curl", "-sS", "-m", "5", "-o", "-", "-w", "\n%{http_code}", url], ns=ns)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def metrics(workload):
+    return in_ns(workload, ["curl", "-sS", "-m", "5",
+                            "http://127.0.0.1:15000/stats/prometheus"]).stdout
+
+
+@pytest.fixture(scope="module", params=["control", "static"])
+def mesh(request, tmp_path_factory):
+    """The bookinfo mesh, once with the control plane (the default) and once in
+    static mode (--static: models and certificates written by up)."""
+    state = str(tmp_path_factory.mktemp("up-state"))
+    # a copy: test_canary_shift edits it
+    resources = str(tmp_path_factory.mktemp("mesh") / "bookinfo")
+    shutil.copytree(BOOKINFO, resources)
+    if "trl-hub" in netns_list():
+        pytest.fail("a trellis up mesh is already running (trl-hub exists): trellis down first")
+    try:
+        t0 = time.monotonic()
+        extra = ["--static"] if request.param == "static" else []
+        r = subprocess.run([TRELLIS, "up", resources, "--state", state, "--detach"] + extra,
+                           capture_output=True, text=True, timeout=90)
+        r.seconds = time.monotonic() - t0
+        assert r.returncode == 0, r.stdout + r.stderr
+        r.resources = resources
+        r.mode = request.param
+        yield state, r
+    finally:
+        cleanup(state)
+
+
+def test_status_table(mesh):
+    state, r = mesh
+    assert r.seconds < 15, r.seconds
+    rows = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"^(bookinfo/\S+)\s+(trl-\S+)\s+(198\.1[89]\.\d+\.\d+)\s+(spiffe://\S+)"
+                     r"\s+(\d+)\s+(\d+)\s+(yes|no)$", line)
+        if m:
+            rows[m.group(1)] = m.groups()
+    assert sorted(rows) == sorted(f"bookinfo/{w}" for w in WORKLOADS), r.stdout
+    ips = set()
+    for w in WORKLOADS:
+        _, netns, ip, ident, proxy, app, ready = rows[f"bookinfo/{w}"]
+        assert netns == f"trl-bookinfo-{w}"
+        sa = w.split("-")[0]
+        assert ident == f"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-{sa}"
+        assert ready == "yes"
+        assert os.path.exists(f"/proc/{proxy}") and os.path.exists(f"/proc/{app}")
+        ips.add(ip)
+    assert len(ips) == len(WORKLOADS)
+    assert {f"trl-bookinfo-{w}" for w in WORKLOADS} | {"trl-hub"} <= netns_list()
+    st = subprocess.run([TRELLIS, "up", "--status", "--state", state], capture_output=True,
+                        text=True, timeout=30)
+    assert st.returncode == 0 and "6 of 6 workload(s) running" in st.stdout, st.stdout
+    # image is reported, not silently ignored
+    assert "spec.containers[0].image: ignored by trellis up" in r.stderr
+    wdir = os.path.join(state, "workloads", "bookinfo.reviews-v2")
+    assert os.stat(wdir).st_mode & 0o777 == 0o700
+    if r.mode == "static":
+        # the key of each workload is private to it
+        st = os.stat(os.path.join(wdir, "certs", "key.pem"))
+        assert st.st_mode & 0o777 == 0o600
+    else:
+        # the proxy made its key; only the bootstrap token is on disk
+        assert not os.path.exists(os.path.join(wdir, "certs"))
+        assert os.stat(os.path.join(wdir, "token")).st_mode & 0o777 == 0o600
+        assert "control plane on 198.18.0.1:15012" in r.stdout
+        cs = subprocess.run([TRELLIS, "ctl", "status", "--state", os.path.join(state, "ca"),
+                             "-o", "json"], capture_output=True, text=True, timeout=30)
+        assert cs.returncode == 0, cs.stderr
+        doc = json.loads(cs.stdout)
+        assert "bookinfo/reviews-v2" in cs.stdout and "bookinfo/loadgen" in cs.stdout, doc
+
+
+def test_page_from_loadgen(mesh):
+    state, _ = mesh
+    r = subprocess.run([TRELLIS, "up", "--state", state, "--exec", "bookinfo/loadgen", "--",
+                        "curl", "-sS", "-m", "5", "-f", "http://productpage:9080/"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    page = json.loads(r.stdout)
+    assert page["service"] == "productpage"
+    assert page["reviews_status"] == 200
+    assert page["reviews"]["service"] == "reviews"
+    assert page["reviews"]["version"] in ("v1", "v2")  # the 90/10 canary: never v3
+    assert len(page["reviews"]["reviews"]) == 2
+    # the names resolve to the sidecar's outbound listener (static mode)
+    r = in_ns("loadgen", ["getent", "hosts", "reviews.bookinfo.svc.cluster.local"])
+    assert r.stdout.split()[0] == "127.0.0.2"
+
+
+def test_mtls_in_destination_metrics(mesh):
+    code, _ = curl("loadgen", "http://productpage:9080/")
+    assert code == 200
+    text = metrics("productpage-v1")
+    lines = [line for line in text.splitlines() if line.startswith("istio_requests_total{")
+             and 'reporter="destination"' in line and 'response_code="200"' in line]
+    assert lines, text
+    line = lines[0]
+    assert 'connection_security_policy="mutual_tls"' in line
+    assert 'source_principal="spiffe://cluster.local/ns/bookinfo/sa/bookinfo-loadgen"' in line
+    assert ('destination_principal="spiffe://cluster.local/ns/bookinfo/sa/bookinfo-productpage"'
+            in line)
+    # STRICT: plaintext straight to the pod address (around the sidecar) gets no page
+    ip = in_ns("productpage-v1", ["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.split()[3]
+    code, body = curl("loadgen", f"http://{ip.split('/')[0]}:9080/")
+    assert code != 200 and "productpage" not in body
+
+
+def test_denied_edge(mesh):
+    code, body = curl("loadgen", "http://ratings:9080/ratings/0")
+    assert code == 403
+    assert body == "RBAC: access denied"
+    text = metrics("ratings-v1")
+    assert re.search(r'istio_requests_total\{reporter="destination",[^}]*source_principal='
+                     r'"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-loadgen"[^}]*'
+                     r'response_code="403"[^}]*\} [1-9]', text), text
+
+
+def generation(workload):
+    m = re.search(r"^trellis_config_generation (\d+)$", metrics(workload), re.M)
+    return int(m.group(1))
+
+
+def test_canary_shift(mesh):
+    """Edit the VirtualService, trellis up --reload: the proxies load their new
+    models and every request goes to reviews v2."""
+    state, r = mesh
+    before = generation("productpage-v1")
+    shutil.copy(os.path.join(ROOT, "examples", "bookinfo-canary", "reviews-v2.yaml"),
+                os.path.join(r.resources, "reviews-canary.yaml"))
+    t0 = time.monotonic()
+    rl = subprocess.run([TRELLIS, "up", "--reload", "--state", state], capture_output=True,
+                        text=True, timeout=30)
+    assert rl.returncode == 0, rl.stderr
+    assert "bookinfo/productpage-v1: new model" in rl.stdout
+    while generation("productpage-v1") == before:
+        assert time.monotonic() - t0 < 5, "productpage's proxy did not load its new model"
+        time.sleep(0.05)
+    out = in_ns("loadgen", [sys.executable, os.path.join(r.resources, "bookinfo.py"), "load",
+                            "http://productpage:9080/", "-n", "20", "-c", "2"])
+    res = json.loads(out.stdout)
+    assert res["status"] == {"200": 20} and res["versions"] == {"v2": 20}, res
+    # a broken edit keeps the running models
+    with open(os.path.join(r.resources, "reviews-canary.yaml"), "a") as f:
+        f.write("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                "metadata: {name: broken, namespace: bookinfo}\n"
+                "spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, "
+                "subset: v9}}]}]}\n")
+    rl = subprocess.run([TRELLIS, "up", "--reload", "--state", state], capture_output=True,
+                        text=True, timeout=30)
+    assert rl.returncode != 0 and "reviews-canary.yaml:" in rl.stderr, rl.stderr
+    assert "nothing changed" in rl.stderr
+
+
+def test_down_removes_everything(mesh):
+    state, _ = mesh
+    procs, netns, etc = recorded(state)
+    _, r = mesh
+    # supervisor, proxy, application each; and the control plane
+    assert len(procs) == 3 * len(WORKLOADS) + (r.mode == "control")
+    assert all(alive(p) for p in procs)
+    assert set(netns) == {f"trl-bookinfo-{w}" for w in WORKLOADS} | {"trl-hub"}
+    r = subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "stopped 6 workload(s)" in r.stdout
+    assert not [p for p in procs if alive(p)]
+    assert not set(netns) & netns_list()
+    assert not [e for e in etc if e != "/etc/netns" and os.path.exists(e)]
+    assert not os.path.exists(os.path.join(state, "up.state"))
+    assert not os.path.exists(os.path.join(state, "workloads", "bookinfo.loadgen", "token"))
+    # a second down has nothing to do
+    r = subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "nothing is up" in r.stderr
+
+
+def test_batch_job_stops_its_proxy(tmp_path):
+    """The proxy exits when the application does, so batch jobs finish."""
+    mesh_dir = tmp_path / "batch"
+    mesh_dir.mkdir()
+    (mesh_dir / "job.yaml").write_text("""
+apiVersion: v1
+kind: Pod
+metadata: {name: job, namespace: batch, labels: {app: job}}
+spec:
+  serviceAccountName: worker
+  containers:
+    - name: job
+      command: [sh, -c]
+      args: ["sleep 1; echo job done in $(pwd); exit 3"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: job, namespace: batch}
+spec:
+  selector: {app: job}
+  ports: [{name: http, port: 8080}]
+""")
+    state = str(tmp_path / "state")
+    try:
+        r = subprocess.run([TRELLIS, "up", str(mesh_dir), "--state", state, "--detach"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        procs, _, _ = recorded(state)
+        with open(os.path.join(state, "up.state")) as f:
+            ctl = [(int(x[1]), int(x[2])) for x in (line.split() for line in f) if x[0] == "ctl"]
+        assert len(ctl) == 1  # the control plane stays until down
+        procs = [p for p in procs if p not in ctl]
+        assert len(procs) == 3
+        deadline = time.monotonic() + 15
+        while any(alive(p) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in procs if alive(p)], "the proxy outlived its job"
+        with open(os.path.join(state, "workloads", "batch.job", "app.log")) as f:
+            assert f.read().strip() == f"job done in {mesh_dir}"
+        assert "trl-batch-job" in netns_list()  # the namespace stays until down
+        assert alive(ctl[0])
+    finally:
+        cleanup(state)
+    assert "trl-batch-job" not in netns_list()
