@@ -889,8 +889,34 @@ static bool inbound(struct ist_ctx *x)
     struct tr_request_authn_cfg authn;
     if (!ist_request_authn(x, &authn))
         return false;
+    /* The services that may select the workload: those whose selector's
+     * first label is one of its labels, or that have none (a bit each, so
+     * the order stays the registry's); each is then matched in full. */
+    uint8_t *cand = NULL;
+    if (x->svc_selector_indexed) {
+        cand = tr_arena_calloc(x->tmp, x->n_svcs / 8 + 1, 1);
+        if (cand == NULL)
+            return ist_oom(x);
+        const struct tr_rnode *l = x->wl_labels;
+        const struct tr_rnode *k = l && l->kind == TR_RNODE_MAP ? l->head : NULL;
+        const char *key = ist_printf(x, "%s\n", x->wl_ns); /* selectors without labels */
+        for (;;) {
+            const struct ist_svc_list *lst = key ? tr_strmap_get(&x->svc_by_selector, key) : NULL;
+            for (size_t j = 0; lst != NULL && j < lst->n; j++)
+                cand[lst->v[j]->index / 8] |= (uint8_t)(1u << (lst->v[j]->index % 8));
+            if (k == NULL || k->next == NULL)
+                break;
+            const char *v = "";
+            if (!tr_rnode_str(k->next, &v))
+                v = "";
+            key = ist_printf(x, "%s\n%s=%s", x->wl_ns, k->s, v);
+            k = k->next->next;
+        }
+    }
     for (size_t i = 0; i < x->n_svcs; i++) {
         const struct ist_service *s = x->svcs[i];
+        if (cand != NULL && !(cand[i / 8] & (1u << (i % 8))))
+            continue;
         if (s->name == NULL || s->selector == NULL || strcmp(s->ns, x->wl_ns) != 0 ||
             !ist_labels_match(s->selector, x->wl_labels) || ist_refused(x, s->res))
             continue;
@@ -1107,6 +1133,8 @@ static bool adopt_registry(struct ist_ctx *x, const struct tr_istio_registry *re
     x->n_indexed = r->n_indexed;
     x->insts = r->insts;
     x->n_insts = r->n_insts;
+    x->svc_by_selector = r->svc_by_selector;
+    x->svc_selector_indexed = r->svc_selector_indexed;
     if (r->refused != NULL) {
         size_t n = tr_rset_count(x->rs) / 8 + 1;
         x->refused = tr_arena_alloc(x->tmp, n);

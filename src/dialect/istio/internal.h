@@ -143,6 +143,11 @@ struct ist_inst {
     uint32_t weight;
 };
 
+struct ist_svc_list {
+    struct ist_service **v;
+    size_t n, cap;
+};
+
 struct ist_inst_list {
     struct ist_inst **v;
     size_t n, cap;
@@ -227,6 +232,12 @@ struct ist_ctx {
     size_t n_indexed; /* x->insts[0, n_indexed) are in it */
     struct ist_inst **insts;
     size_t n_insts;
+    /* "NS\nKEY=VALUE" -> struct ist_svc_list: the Kubernetes Services whose
+     * selector's first label is KEY=VALUE ("NS\n": a selector without
+     * labels, or not a map), so a workload finds the services that may
+     * select it without matching every Service of the mesh. */
+    struct tr_strmap svc_by_selector;
+    bool svc_selector_indexed;
 
     /* the workload */
     const char *wl_ns, *wl_name, *wl_sa;

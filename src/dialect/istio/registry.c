@@ -719,6 +719,46 @@ static void read_export_annotations(struct ist_ctx *x)
     }
 }
 
+/* Services by the first label of their selector (see internal.h). */
+static void index_selectors(struct ist_ctx *x)
+{
+    tr_strmap_init(&x->svc_by_selector, x->tmp);
+    for (int pass = 0; pass < 2 && !x->oom; pass++) {
+        for (size_t i = 0; i < x->n_svcs && !x->oom; i++) {
+            struct ist_service *s = x->svcs[i];
+            if (s->name == NULL || s->selector == NULL)
+                continue;
+            const struct tr_rnode *k = s->selector->kind == TR_RNODE_MAP ? s->selector->head : NULL;
+            const char *v = "";
+            if (k != NULL && k->next != NULL && !tr_rnode_str(k->next, &v))
+                v = "";
+            const char *key = k != NULL && k->next != NULL ? label_key(x, s->ns, k->s, v)
+                                                           : ist_printf(x, "%s\n", s->ns);
+            struct ist_svc_list *lst = key ? tr_strmap_get(&x->svc_by_selector, key) : NULL;
+            if (lst == NULL && key != NULL && pass == 0) {
+                bool oom = false;
+                lst = ist_alloc(x, 1, sizeof(*lst));
+                if (lst != NULL)
+                    tr_strmap_put(&x->svc_by_selector, key, lst, &oom);
+                if (lst == NULL || oom) {
+                    ist_oom(x);
+                    return;
+                }
+            }
+            if (lst == NULL)
+                continue;
+            if (pass == 0) {
+                lst->cap++;
+                continue;
+            }
+            if (lst->v == NULL && (lst->v = ist_alloc(x, lst->cap, sizeof(*lst->v))) == NULL)
+                return;
+            lst->v[lst->n++] = s;
+        }
+    }
+    x->svc_selector_indexed = !x->oom;
+}
+
 int ist_registry_build(struct ist_ctx *x)
 {
     size_t icap = 0, scap = 0;
@@ -731,6 +771,7 @@ int ist_registry_build(struct ist_ctx *x)
     read_endpoint_slices(x);
     read_endpoints(x);
     read_export_annotations(x);
+    index_selectors(x);
     return x->oom ? -1 : 0;
 }
 
