@@ -130,10 +130,19 @@ int tr_cmd_ctl_status(int argc, char **argv)
     fmt_left(left, sizeof(left), int_of(&j, 0, "ca_not_after") - now);
     printf("trust domain %s, CA expires in %s (%s), resources generation %lld\n\n", td, left,
            ca_exp, (long long)int_of(&j, 0, "resources_generation"));
-    printf("%-28s %-44s %-6s %-15s %-15s %-18s %s\n", "WORKLOAD", "IDENTITY", "STATE", "VERSION",
-           "ACKED", "CERT EXPIRES", "LAST NACK");
     int worst = 0;
     int p = tr_json_get(&j, 0, "proxies");
+    int w_wl = 8, w_id = 8; /* columns as wide as their longest value */
+    for (uint32_t i = 0; p >= 0 && i < tok[p].n; i++) {
+        uint32_t e = tr_json_elem(&j, (uint32_t)p, i);
+        char v[512];
+        str_of(&j, e, "workload", v, sizeof(v));
+        w_wl = (int)strlen(v) > w_wl ? (int)strlen(v) : w_wl;
+        str_of(&j, e, "identity", v, sizeof(v));
+        w_id = (int)strlen(v) > w_id ? (int)strlen(v) : w_id;
+    }
+    printf("%-*s  %-*s  %-5s  %-15s  %-15s  %-14s  %s\n", w_wl, "WORKLOAD", w_id, "IDENTITY",
+           "STATE", "VERSION", "ACKED", "CERT EXPIRES", "LAST NACK");
     for (uint32_t i = 0; p >= 0 && i < tok[p].n; i++) {
         uint32_t e = tr_json_elem(&j, (uint32_t)p, i);
         char wl[256], id[512], exp[32], nack[512], cert[64];
@@ -148,8 +157,9 @@ int tr_cmd_ctl_status(int argc, char **argv)
         snprintf(cert, sizeof(cert), "%s %s", na ? left : "-", strcmp(exp, "ok") == 0 ? "" : exp);
         int64_t version = int_of(&j, e, "version"), acked = int_of(&j, e, "acked"),
                 nacked = int_of(&j, e, "nacked");
-        printf("%-28s %-44s %-6s %-15lld %-15lld %-18s %s\n", wl, id, up ? "up" : "down",
-               (long long)version, (long long)acked, cert, nacked > acked ? nack : "-");
+        printf("%-*s  %-*s  %-5s  %-15lld  %-15lld  %-14s  %s\n", w_wl, wl, w_id, id,
+               up ? "up" : "down", (long long)version, (long long)acked, cert,
+               nacked > acked ? nack : "-");
         if (strcmp(exp, "warn") == 0 && worst < 1)
             worst = 1;
         if (strcmp(exp, "expired") == 0)
