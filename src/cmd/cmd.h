@@ -14,5 +14,7 @@ int tr_cmd_down(int argc, char **argv);
 int tr_cmd_ctl_ca(int argc, char **argv);
 /* trellis ctl status ... (argv[0] is "status") */
 int tr_cmd_ctl_status(int argc, char **argv);
+/* trellis ctl proxy-config ... (argv[0] is "proxy-config") */
+int tr_cmd_ctl_proxy_config(int argc, char **argv);
 
 #endif

@@ -48,7 +48,10 @@ static void ctl_usage(FILE *out)
             "      report expiries (trellis ctl ca help)\n"
             "  status --state DIR [-o json]\n"
             "      the proxies of a running trellis control: workload, identity, connected,\n"
-            "      model version pushed and acknowledged, last refusal, certificate expiry\n");
+            "      model version pushed and acknowledged, last refusal, certificate expiry\n"
+            "  proxy-config NAMESPACE/WORKLOAD --state DIR\n"
+            "      what that workload's proxy runs: its own /config_dump (JSON), read over the\n"
+            "      admin socket it told the control plane about (--admin-socket)\n");
 }
 
 static void print_diags(struct tr_diags *d)
@@ -435,6 +438,8 @@ int tr_cmd_ctl(int argc, char **argv)
         return ctl_compile(argc - 1, argv + 1);
     if (strcmp(argv[1], "analyze") == 0)
         return ctl_analyze(argc - 1, argv + 1);
+    if (strcmp(argv[1], "proxy-config") == 0)
+        return tr_cmd_ctl_proxy_config(argc - 1, argv + 1);
     if (strcmp(argv[1], "status") == 0)
         return tr_cmd_ctl_status(argc - 1, argv + 1);
     if (strcmp(argv[1], "ca") == 0)

@@ -169,3 +169,119 @@ int tr_cmd_ctl_status(int argc, char **argv)
     free(text);
     return worst;
 }
+
+/* GET /config_dump over the proxy's admin socket; the body to stdout. */
+static int config_dump(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(a.sun_path)) {
+        fprintf(stderr, "trellis ctl proxy-config: %s: path too long\n", path);
+        return 1;
+    }
+    strcpy(a.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = 10};
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        fprintf(stderr, "trellis ctl proxy-config: %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+    static const char req[] =
+        "GET /config_dump HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
+        close(fd);
+        return 1;
+    }
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf != NULL) {
+        if (n == cap) {
+            char *nb = cap < STATUS_MAX ? realloc(buf, cap * 2 + 1) : NULL;
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (buf == NULL)
+        return 1;
+    buf[n] = '\0';
+    char *body = strstr(buf, "\r\n\r\n");
+    int rc = strncmp(buf, "HTTP/1.1 200", 12) == 0 && body != NULL ? 0 : 1;
+    if (rc != 0)
+        fprintf(stderr, "trellis ctl proxy-config: the proxy answered: %.*s\n",
+                (int)strcspn(buf, "\r\n"), buf);
+    else
+        fputs(body + 4, stdout);
+    free(buf);
+    return rc;
+}
+
+int tr_cmd_ctl_proxy_config(int argc, char **argv)
+{
+    const char *state = NULL, *workload = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--state") == 0 && i + 1 < argc)
+            state = argv[++i];
+        else if (workload == NULL && argv[i][0] != '-')
+            workload = argv[i];
+        else
+            workload = NULL, state = NULL, i = argc;
+    }
+    if (state == NULL || workload == NULL) {
+        fprintf(stderr, "usage: trellis ctl proxy-config NAMESPACE/WORKLOAD --state DIR\n");
+        return 2;
+    }
+    size_t len = 0;
+    char *text = read_status(state, &len);
+    if (text == NULL)
+        return 1;
+    uint32_t cap = 16 + 40 * 100000;
+    struct tr_json_tok *tok = malloc(cap * sizeof(*tok));
+    struct tr_json j;
+    const char *err = NULL;
+    if (tok == NULL || !tr_json_parse(text, len, tok, cap, &j, &err)) {
+        fprintf(stderr, "trellis ctl proxy-config: unreadable status: %s\n", err ? err : "memory");
+        free(tok);
+        free(text);
+        return 1;
+    }
+    int rc = 1;
+    bool found = false;
+    int p = tr_json_get(&j, 0, "proxies");
+    for (uint32_t i = 0; p >= 0 && i < tok[p].n && !found; i++) {
+        uint32_t e = tr_json_elem(&j, (uint32_t)p, i);
+        char wl[256], sock[512];
+        str_of(&j, e, "workload", wl, sizeof(wl));
+        if (strcmp(wl, workload) != 0)
+            continue;
+        found = true;
+        str_of(&j, e, "admin_socket", sock, sizeof(sock));
+        if (sock[0] != '/')
+            fprintf(stderr,
+                    "trellis ctl proxy-config: the proxy of %s has no admin socket (start it "
+                    "with --admin-socket PATH)\n",
+                    workload);
+        else
+            rc = config_dump(sock);
+    }
+    if (!found)
+        fprintf(stderr, "trellis ctl proxy-config: the control plane knows no proxy of %s\n",
+                workload);
+    free(tok);
+    free(text);
+    return rc;
+}

@@ -25,6 +25,8 @@ static void proxy_usage(FILE *out)
                  "                    control plane; default 127.0.0.1:15000)\n"
                  "  --outbound-ip IP  where outbound listeners bind (default 127.0.0.1)\n"
                  "  --app-ip IP       where the application listens (default 127.0.0.1)\n"
+                 "  --admin-socket P  the admin Unix socket (absolute path; /config_dump,\n"
+                 "                    trellis ctl proxy-config)\n"
                  "  --workers N       worker threads (default: config, or one per core)\n"
                  "  --log-level L     error, warn, info or debug\n"
                  "  --check           validate the configuration and exit\n");
@@ -71,6 +73,7 @@ int tr_cmd_proxy(int argc, char **argv)
         {"admin", required_argument, NULL, 'A'},
         {"outbound-ip", required_argument, NULL, 'O'},
         {"app-ip", required_argument, NULL, 'P'},
+        {"admin-socket", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -118,6 +121,9 @@ int tr_cmd_proxy(int argc, char **argv)
             break;
         case 'P':
             co.app_ip = optarg;
+            break;
+        case 'S':
+            co.admin_socket = optarg;
             break;
         case 'h':
             proxy_usage(stdout);

@@ -32,7 +32,7 @@ struct tr_control_client {
     void *arg;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    char *address, *workload, *admin, *capture, *outbound_ip, *app_ip;
+    char *address, *workload, *admin, *capture, *outbound_ip, *app_ip, *admin_socket;
     char token[TR_CA_TOKEN_HEX + 1];
     char *bundle; /* PEM: the file's, then what the control plane pushes */
     /* Our identity: key and chain as PEM (key wiped on replace). */
@@ -235,10 +235,10 @@ static void request_certificate(struct tr_control_client *c)
 static void open_stream(struct tr_control_client *c)
 {
     char path[1024];
-    const char *keys[] = {"admin", "capture", "outbound_ip", "app_ip"};
-    const char *vals[] = {c->admin, c->capture, c->outbound_ip, c->app_ip};
+    const char *keys[] = {"admin", "capture", "outbound_ip", "app_ip", "admin_socket"};
+    const char *vals[] = {c->admin, c->capture, c->outbound_ip, c->app_ip, c->admin_socket};
     int n = snprintf(path, sizeof(path), "%s?workload=%s", TR_CP_PATH_STREAM, c->workload);
-    for (size_t i = 0; i < 4 && n > 0 && (size_t)n < sizeof(path); i++)
+    for (size_t i = 0; i < 5 && n > 0 && (size_t)n < sizeof(path); i++)
         if (vals[i] != NULL)
             n += snprintf(path + n, sizeof(path) - (size_t)n, "&%s=%s", keys[i], vals[i]);
     if (n <= 0 || (size_t)n >= sizeof(path))
@@ -637,8 +637,10 @@ struct tr_control_client *tr_control_client_start(struct tr_loop *loop,
     if (slash == NULL || slash == o->workload || slash[1] == '\0' ||
         strchr(slash + 1, '/') != NULL || !query_safe(o->workload) ||
         (o->admin && !query_safe(o->admin)) || (o->capture && !query_safe(o->capture)) ||
-        (o->outbound_ip && !query_safe(o->outbound_ip)) || (o->app_ip && !query_safe(o->app_ip))) {
-        *err = strdup("--workload takes NAMESPACE/NAME (and --admin an address)");
+        (o->outbound_ip && !query_safe(o->outbound_ip)) || (o->app_ip && !query_safe(o->app_ip)) ||
+        (o->admin_socket && (o->admin_socket[0] != '/' || !query_safe(o->admin_socket)))) {
+        *err = strdup("--workload takes NAMESPACE/NAME, --admin an address, --admin-socket an "
+                      "absolute path");
         goto fail;
     }
     char *tok = read_small_file(o->token_file, 256, err);
@@ -670,6 +672,7 @@ struct tr_control_client *tr_control_client_start(struct tr_loop *loop,
     c->capture = o->capture ? strdup(o->capture) : NULL;
     c->outbound_ip = o->outbound_ip ? strdup(o->outbound_ip) : NULL;
     c->app_ip = o->app_ip ? strdup(o->app_ip) : NULL;
+    c->admin_socket = o->admin_socket ? strdup(o->admin_socket) : NULL;
     client_connect(c);
     return c;
 fail:
@@ -698,6 +701,7 @@ void tr_control_client_free(struct tr_control_client *c)
     free(c->capture);
     free(c->outbound_ip);
     free(c->app_ip);
+    free(c->admin_socket);
     OPENSSL_cleanse(c->token, sizeof(c->token));
     free(c);
 }

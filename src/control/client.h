@@ -38,6 +38,7 @@ struct tr_control_client_options {
     const char *capture;     /* node setting: "redirect" when traffic is captured, or NULL */
     const char *outbound_ip; /* node setting: where outbound listeners bind; NULL: 127.0.0.1 */
     const char *app_ip;      /* node setting: where the application listens; NULL: 127.0.0.1 */
+    const char *admin_socket; /* node setting: absolute path of the admin Unix socket, or NULL */
 };
 
 struct tr_control_client_ops {

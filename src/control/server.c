@@ -46,7 +46,7 @@
 struct proxy {
     struct proxy *next;
     char *workload; /* "NS/NAME" */
-    char *ns, *name, *admin, *capture, *outbound_ip, *app_ip;
+    char *ns, *name, *admin, *capture, *outbound_ip, *app_ip, *admin_socket;
     char *principal;   /* its SPIFFE ID */
     struct conn *conn; /* the connection holding its stream; NULL: disconnected */
     int32_t stream_id;
@@ -302,9 +302,13 @@ static void log_diags(const struct tr_diags *d, const char *what)
 /* Compiles p's model from the current resources and pushes it if it
  * changed. A model with errors replaces nothing the proxy already has: the
  * last good model stays (the errors are logged once per resource change). */
+/* A proxy's settings, sent with its stream (Istio's proxy metadata). */
+struct node {
+    const char *admin, *admin_socket, *outbound_ip, *app_ip, *capture;
+};
+
 static struct tr_config *compile_for(const char *workload, const char *ns, const char *name,
-                                     const char *admin, const char *outbound_ip, const char *app_ip,
-                                     struct tr_diags *d)
+                                     const struct node *nd, struct tr_diags *d)
 {
     struct tr_istio_options o = {
         .ns = ns,
@@ -312,9 +316,10 @@ static struct tr_config *compile_for(const char *workload, const char *ns, const
         .trust_domain = tr_ca_trust_domain(cp.ca),
         .root_ns = cp.o->root_ns,
         .identity_from_control = true,
-        .admin_address = admin,
-        .outbound_ip = outbound_ip,
-        .app_ip = app_ip,
+        .admin_address = nd->admin,
+        .admin_socket = nd->admin_socket,
+        .outbound_ip = nd->outbound_ip,
+        .app_ip = nd->app_ip,
         .file_name = workload,
     };
     return cp.reg ? tr_istio_compile_with(cp.reg, &o, d) : NULL;
@@ -328,8 +333,9 @@ static void push_model(struct proxy *p)
         return;
     struct tr_diags d;
     tr_diags_init(&d);
-    struct tr_config *cfg =
-        compile_for(p->workload, p->ns, p->name, p->admin, p->outbound_ip, p->app_ip, &d);
+    struct tr_config *cfg = compile_for(
+        p->workload, p->ns, p->name,
+        &(struct node){p->admin, p->admin_socket, p->outbound_ip, p->app_ip, p->capture}, &d);
     push_compiled(p, cfg, &d);
 }
 
@@ -430,11 +436,12 @@ static bool query_value(const char *query, const char *key, char *out, size_t si
 
 static void open_stream(struct conn *c, struct req *r, const char *query)
 {
-    char workload[256], admin[128], capture[32], out_ip[64], app_ip[64];
+    char workload[256], admin[128], capture[32], out_ip[64], app_ip[64], sock[256];
     bool has_admin = query_value(query, "admin", admin, sizeof(admin));
     bool has_capture = query_value(query, "capture", capture, sizeof(capture));
     bool has_out = query_value(query, "outbound_ip", out_ip, sizeof(out_ip));
     bool has_app = query_value(query, "app_ip", app_ip, sizeof(app_ip));
+    bool has_sock = query_value(query, "admin_socket", sock, sizeof(sock)) && sock[0] == '/';
     char *slash =
         query_value(query, "workload", workload, sizeof(workload)) ? strchr(workload, '/') : NULL;
     if (slash == NULL || slash == workload || slash[1] == '\0' || strchr(slash + 1, '/')) {
@@ -452,8 +459,9 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
      * (the model it will get) to learn it (its Pod's service account). */
     struct tr_diags d;
     tr_diags_init(&d);
-    struct tr_config *cfg = compile_for(workload, ns, name, has_admin ? admin : NULL,
-                                        has_out ? out_ip : NULL, has_app ? app_ip : NULL, &d);
+    struct node nd = {has_admin ? admin : NULL, has_sock ? sock : NULL, has_out ? out_ip : NULL,
+                      has_app ? app_ip : NULL, has_capture ? capture : NULL};
+    struct tr_config *cfg = compile_for(workload, ns, name, &nd, &d);
     bool known = cfg != NULL && cfg->node.principal != NULL;
     bool same = known && strcmp(cfg->node.principal, c->peer_id) == 0;
     if (!same) {
@@ -502,6 +510,8 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
     free(p->capture);
     free(p->outbound_ip);
     free(p->app_ip);
+    free(p->admin_socket);
+    p->admin_socket = has_sock ? strdup(sock) : NULL;
     p->admin = has_admin ? strdup(admin) : NULL;
     p->capture = has_capture ? strdup(capture) : NULL;
     p->outbound_ip = has_out ? strdup(out_ip) : NULL;
@@ -844,6 +854,11 @@ static void write_status(struct tr_fmt *f)
         tr_fmt_printf(f, "%s\n  {\"workload\": ", first ? "" : ",");
         first = false;
         tr_fmt_json_cstr(f, p->workload);
+        tr_fmt_cstr(f, ", \"admin_socket\": ");
+        if (p->admin_socket)
+            tr_fmt_json_cstr(f, p->admin_socket);
+        else
+            tr_fmt_cstr(f, "null");
         tr_fmt_cstr(f, ", \"identity\": ");
         if (p->principal)
             tr_fmt_json_cstr(f, p->principal);

@@ -270,6 +270,11 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
             fprintf(stderr, "trellis up: %s: %s\n", token, strerror(errno));
             return -1;
         }
+        /* `trellis ctl proxy-config` reads /config_dump here (an absolute
+         * path: the proxy has no configuration file to be relative to). */
+        char sock[4096] = "";
+        if (w->dir[0] == '/' && strlen(w->dir) + strlen("/admin.sock") <= TR_UNIX_PATH_MAX)
+            snprintf(sock, sizeof(sock), "%s/admin.sock", w->dir);
         const char *v[] = {u->self,
                            "proxy",
                            "--control",
@@ -286,6 +291,8 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
                            TR_UP_OUTBOUND_IP,
                            "--app-ip",
                            TR_UP_APP_IP,
+                           sock[0] ? "--admin-socket" : NULL,
+                           sock,
                            NULL};
         *argv = argv_new(v);
         return *argv ? 0 : -1;

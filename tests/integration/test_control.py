@@ -145,11 +145,13 @@ class CPProxy:
             f.write(token + "\n")
         os.chmod(self.token_file, 0o600)
         self.admin_port = free_port()
+        self.admin_socket = os.path.join(workdir, f"{name}.admin.sock")
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.args = [TRELLIS, "proxy", "--control", f"127.0.0.1:{control.port}",
                      "--workload", workload, "--token-file", self.token_file,
                      "--ca-bundle", os.path.join(control.state, "root-cert.pem"),
-                     "--admin", f"127.0.0.1:{self.admin_port}", "--workers", "1"]
+                     "--admin", f"127.0.0.1:{self.admin_port}",
+                     "--admin-socket", self.admin_socket, "--workers", "1"]
         if outbound_ip:
             self.args += ["--outbound-ip", outbound_ip]
         if app_ip:
@@ -294,6 +296,31 @@ def test_models_and_identities_from_the_control_plane(mesh):
     assert not [f for f in os.listdir(mesh.workdir) if f.endswith(("key.pem", "cert.pem"))]
     assert mesh.client.metric("trellis_control_connected") == 1
     assert mesh.client.metric("trellis_control_certificates_total") == 1
+
+
+def test_proxy_config_is_what_the_proxy_runs(mesh):
+    mesh.start(weights=(90, 10))
+    r = subprocess.run([TRELLIS, "ctl", "proxy-config", "default/client", "--state",
+                        mesh.control.state], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    dump = json.loads(r.stdout)
+    text = json.dumps(dump)
+    # the proxy's own model: its identity from the control plane, the canary split
+    assert '"from_control_plane": true' in text
+    assert "PRIVATE KEY" not in text and "BEGIN CERTIFICATE" not in text
+    assert '"weight": 90' in text and '"weight": 10' in text
+    # an edit shows in what the proxy runs once it is applied
+    gen = mesh.client.metric("trellis_config_generation")
+    write(os.path.join(mesh.control.res, "routes.yaml"), split_vs(30, 70))
+    deadline = time.time() + 5
+    while time.time() < deadline and mesh.client.metric("trellis_config_generation") == gen:
+        time.sleep(0.05)
+    r = subprocess.run([TRELLIS, "ctl", "proxy-config", "default/client", "--state",
+                        mesh.control.state], capture_output=True, text=True, timeout=10)
+    assert '"weight": 30' in r.stdout and '"weight": 70' in r.stdout
+    r = subprocess.run([TRELLIS, "ctl", "proxy-config", "default/nobody", "--state",
+                        mesh.control.state], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "knows no proxy of default/nobody" in r.stderr
 
 
 def test_edit_changes_routing_within_a_second_without_failures(mesh):

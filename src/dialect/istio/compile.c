@@ -1183,6 +1183,8 @@ static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio
         cfg->node.principal = spiffe_of(&x, o->ns, x.wl_sa ? x.wl_sa : "default");
         if (o->admin_address != NULL)
             ok = admin_address(&x, o->admin_address, &cfg->admin.addr);
+        if (o->admin_socket != NULL)
+            cfg->admin.socket = ist_mstrdup(&x, o->admin_socket);
         if (ist_is_gateway(&x)) {
             ist_ra_gateway_warn(&x);
             ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && ist_authz(&x) &&

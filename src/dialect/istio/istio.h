@@ -53,6 +53,7 @@ struct tr_istio_options {
      * plane (tls[].from_control_plane) instead of files in cert_dir. */
     bool identity_from_control;
     const char *admin_address; /* "IP:PORT" of the proxy's admin endpoint; NULL: default */
+    const char *admin_socket;  /* absolute path of its admin Unix socket; NULL: none */
 };
 
 /* The model for one workload, validated. Resources with errors are left
