@@ -942,13 +942,72 @@ static int status_listen(char **err)
 
 /* ------------------------------------------------------------------ run */
 
+/* SIGHUP: the CA's files again (a root rotation: add the new root to
+ * root-cert.pem, later sign with it, later drop the old one). A CA that
+ * does not load changes nothing. Every connected proxy gets the new trust
+ * bundle; the control plane's own certificate is signed again. */
+static void reload_ca(void)
+{
+    char *err = NULL;
+    struct tr_ca *ca = tr_ca_load(cp.o->state_dir, &err);
+    size_t len = 0;
+    char *bundle = ca ? tr_ca_bundle_pem(ca, &len) : NULL;
+    if (ca == NULL || bundle == NULL) {
+        tr_err("control: SIGHUP: the CA in %s does not load (%s); the current one stays",
+               cp.o->state_dir, err ? err : "out of memory");
+        free(err);
+        tr_ca_free(ca);
+        return;
+    }
+    if (strcmp(tr_ca_trust_domain(ca), tr_ca_trust_domain(cp.ca)) != 0) {
+        tr_err("control: SIGHUP: the CA's trust domain changed (%s -> %s): refused; the current "
+               "one stays",
+               tr_ca_trust_domain(cp.ca), tr_ca_trust_domain(ca));
+        tr_ca_free(ca);
+        free(bundle);
+        return;
+    }
+    struct tr_ca *old = cp.ca;
+    char *old_bundle = cp.bundle;
+    cp.ca = ca;
+    cp.bundle = bundle;
+    cp.bundle_len = len;
+    SSL_CTX *ctx = make_server_ctx(&err);
+    if (ctx == NULL) {
+        tr_err("control: SIGHUP: cannot sign our own certificate with the new CA (%s); the "
+               "current CA stays",
+               err ? err : "error");
+        free(err);
+        cp.ca = old;
+        cp.bundle = old_bundle;
+        cp.bundle_len = strlen(old_bundle);
+        tr_ca_free(ca);
+        free(bundle);
+        return;
+    }
+    SSL_CTX_free(cp.server_ctx);
+    cp.server_ctx = ctx;
+    tr_ca_free(old);
+    free(old_bundle);
+    size_t n = 0;
+    for (struct proxy *p = cp.proxies; p != NULL; p = p->next)
+        if (p->conn != NULL && p->stream_id != 0) {
+            send_msg(p->conn, p->stream_id, TR_CP_BUNDLE, 0, cp.bundle, cp.bundle_len, false);
+            n++;
+        }
+    tr_info("control: SIGHUP: CA reloaded; trust bundle sent to %zu proxies", n);
+}
+
 static void on_signal(struct tr_io *io, uint32_t events)
 {
     (void)events;
     struct signalfd_siginfo si;
-    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+    while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
             tr_loop_stop(cp.loop);
+        else if (si.ssi_signo == SIGHUP)
+            reload_ca();
+    }
 }
 
 static bool parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *len)
@@ -1056,6 +1115,7 @@ int tr_control_run(const struct tr_control_options *o)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     cp.signal_io.fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);

@@ -9,6 +9,7 @@ certificate files), python backends as the applications. Each test owns a
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -510,5 +511,96 @@ def test_certificates_rotate_under_load_without_failures(workdir):
         for p in m.proxies:
             assert p.metric("trellis_workload_cert_expiry_timestamp_seconds") > time.time()
         print(f"{len(statuses)} requests across {min(certs) - 1}+ rotations, 0 failed")
+    finally:
+        m.close()
+
+
+def leaf_of(addr, port):
+    """The certificate a proxy's inbound listener presents (PEM)."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"{addr}:{port}", "-showcerts"],
+                       input="", capture_output=True, text=True, timeout=10)
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", r.stdout, re.S)
+    assert m, r.stdout + r.stderr
+    return m.group(0) + "\n"
+
+
+def verifies(leaf, bundle, workdir):
+    path = os.path.join(workdir, "leaf.pem")
+    with open(path, "w") as f:
+        f.write(leaf)
+    r = subprocess.run(["openssl", "verify", "-CAfile", bundle, path], capture_output=True,
+                       text=True, timeout=10)
+    return r.returncode == 0
+
+
+def test_root_rotation_with_an_overlap(workdir):
+    m = Mesh(workdir, lifetime="20s")
+    try:
+        m.start()
+        state = m.control.state
+        old_root = os.path.join(workdir, "old-root.pem")
+        shutil.copy(os.path.join(state, "root-cert.pem"), old_root)
+        new = os.path.join(workdir, "new-ca")
+        subprocess.run([TRELLIS, "ctl", "ca", "init", new], check=True, capture_output=True,
+                       timeout=10)
+        statuses, stop = [], threading.Event()
+
+        def load():
+            deadline = time.time() + 60
+            while not stop.is_set() and time.time() < deadline:
+                s = requests.Session()  # new connections: new handshakes every time
+                try:
+                    statuses.append(s.get(f"http://{m.base}.200:{m.port}/", headers={"Host": "web"},
+                                          timeout=5).status_code)
+                except requests.RequestException as e:
+                    statuses.append(repr(e))
+                s.close()
+                time.sleep(0.02)
+
+        t = threading.Thread(target=load)
+        t.start()
+
+        def hup_and_wait(what):
+            n = m.control.read_log().count("SIGHUP: CA reloaded")
+            m.control.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 5
+            while time.time() < deadline and m.control.read_log().count("SIGHUP: CA reloaded") == n:
+                time.sleep(0.05)
+            assert m.control.read_log().count("SIGHUP: CA reloaded") == n + 1, what
+
+        # 1. both roots trusted: every proxy gets the two-root bundle
+        with open(os.path.join(state, "root-cert.pem"), "a") as f:
+            f.write(open(os.path.join(new, "root-cert.pem")).read())
+        hup_and_wait("overlap")
+        deadline = time.time() + 5
+        while time.time() < deadline and not all("new trust bundle" in p.read_log()
+                                                  for p in m.proxies):
+            time.sleep(0.1)
+        assert all("new trust bundle" in p.read_log() for p in m.proxies)
+        # 2. sign with the new root; proxies pick it up as they renew (20 s life)
+        for f in ("ca-cert.pem", "ca-key.pem", "cert-chain.pem"):
+            shutil.copy(os.path.join(new, f), os.path.join(state, f))
+        os.chmod(os.path.join(state, "ca-key.pem"), 0o600)
+        hup_and_wait("new signer")
+        before = [p.metric("trellis_control_certificates_total") for p in m.proxies]
+        deadline = time.time() + 25
+        while time.time() < deadline and any(
+                p.metric("trellis_control_certificates_total") <= b
+                for p, b in zip(m.proxies, before)):
+            time.sleep(0.2)
+        new_root = os.path.join(new, "root-cert.pem")
+        for host in (f"{m.base}.10", f"{m.base}.11"):
+            leaf = leaf_of(host, m.port)
+            assert verifies(leaf, new_root, workdir) and not verifies(leaf, old_root, workdir)
+        # 3. the old root goes
+        shutil.copy(new_root, os.path.join(state, "root-cert.pem"))
+        hup_and_wait("old root dropped")
+        time.sleep(1.5)
+        stop.set()
+        t.join()
+        assert statuses and all(s == 200 for s in statuses), \
+            f"{len([s for s in statuses if s != 200])} failed of {len(statuses)}"
+        assert m.get().status_code == 200
+        print(f"root rotated under load: {len(statuses)} requests, 0 failed")
     finally:
         m.close()
