@@ -389,6 +389,28 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
         ist_error(x, &c, tr_rnode_get(r->spec, "selector"), "selector",
                   "selector and targetRefs are exclusive");
     *scope = az_applies(x, &c, r, ports, n_ports, 64);
+    /* istio.io/dry-run: Istio evaluates the policy for its logs and
+     * metrics only and never enforces it. Not enforcing it is the same
+     * traffic; the shadow result is what trellis does not give yet. */
+    bool dry_run = false;
+    const struct tr_rnode *dr = tr_rnode_get(r->annotations, "istio.io/dry-run");
+    if (dr != NULL) {
+        struct ist_cursor mc;
+        ist_cursor_init(&mc, r, "metadata");
+        size_t saved = ist_push_key(&mc, "annotations");
+        const char *v = NULL;
+        tr_rnode_str(dr, &v);
+        if (v != NULL && strcmp(v, "true") == 0) {
+            dry_run = true;
+            ist_warn(x, &mc, dr, "istio.io/dry-run",
+                     "a dry-run policy is not enforced (as in Istio); trellis does not report "
+                     "its shadow decision yet");
+        } else if (v == NULL || strcmp(v, "false") != 0) {
+            ist_warn(x, &mc, dr, "istio.io/dry-run",
+                     "expected \"true\" or \"false\"; the policy is enforced");
+        }
+        ist_pop(&mc, saved);
+    }
     const char *action = "ALLOW";
     const struct tr_rnode *an = tr_rnode_get(r->spec, "action");
     if (ist_str(x, &c, r->spec, "action", &action) && strcmp(action, "ALLOW") != 0 &&
@@ -425,7 +447,7 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
             az_rule(x, &c, e, rns, &out->rules[i]);
         ist_pop(&c, saved);
     }
-    return *scope != AZ_NONE && !ist_refused(x, r);
+    return *scope != AZ_NONE && !ist_refused(x, r) && !dry_run;
 }
 
 bool ist_authz(struct ist_ctx *x)

@@ -264,9 +264,35 @@ static void test_gateway_refused(void **state)
     compiled_free(&c);
 }
 
+/* istio.io/dry-run: checked, warned about, never enforced (as Istio). */
+static void test_dry_run_not_enforced(void **state)
+{
+    (void)state;
+    struct compiled c;
+    compile_text(&c, "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                     "metadata:\n  name: deny-all\n  namespace: prod\n"
+                     "  annotations: {istio.io/dry-run: \"true\"}\n"
+                     "spec: {action: DENY, rules: [{}]}\n"
+                     "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+                     "metadata:\n  name: deny-post\n  namespace: prod\n"
+                     "  annotations: {istio.io/dry-run: \"false\"}\n"
+                     "spec: {action: DENY, rules: [{to: [{operation: {methods: [POST]}}]}]}\n");
+    assert_int_equal(c.d.n_errors, 0);
+    assert_non_null(strstr(c.msgs, "metadata.annotations.istio.io/dry-run: a dry-run policy is "
+                                   "not enforced"));
+    const struct tr_listener_cfg *l = listener(&c, "inbound|8080");
+    assert_int_equal(l->authz.n_policies, 1);
+    assert_string_equal(l->authz.policies[0].name, "prod/deny-post");
+    const char *pol;
+    assert_int_equal(decide(l, FRONT, "GET", "/", &pol).verdict, TR_AUTHZ_VERDICT_ALLOW);
+    assert_int_equal(decide(l, FRONT, "POST", "/", &pol).verdict, TR_AUTHZ_VERDICT_DENY);
+    compiled_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dry_run_not_enforced),
         cmocka_unit_test(test_deny_all_plus_allow), cmocka_unit_test(test_scope),
         cmocka_unit_test(test_every_field),         cmocka_unit_test(test_findings),
         cmocka_unit_test(test_gateway_refused),
