@@ -30,14 +30,14 @@
 #include "event/loop.h"
 
 struct tr_control_client_options {
-    const char *address;     /* "IP:PORT" of trellis control */
-    const char *workload;    /* "NAMESPACE/NAME" */
-    const char *token_file;  /* the bootstrap token (64 hex digits) */
-    const char *ca_file;     /* trust bundle that verifies the control plane at bootstrap */
-    const char *admin;       /* node setting sent with the stream: the admin address, or NULL */
-    const char *capture;     /* node setting: "redirect" when traffic is captured, or NULL */
-    const char *outbound_ip; /* node setting: where outbound listeners bind; NULL: 127.0.0.1 */
-    const char *app_ip;      /* node setting: where the application listens; NULL: 127.0.0.1 */
+    const char *address;      /* "IP:PORT" of trellis control */
+    const char *workload;     /* "NAMESPACE/NAME" */
+    const char *token_file;   /* the bootstrap token (64 hex digits) */
+    const char *ca_file;      /* trust bundle that verifies the control plane at bootstrap */
+    const char *admin;        /* node setting sent with the stream: the admin address, or NULL */
+    const char *capture;      /* node setting: "redirect" when traffic is captured, or NULL */
+    const char *outbound_ip;  /* node setting: where outbound listeners bind; NULL: 127.0.0.1 */
+    const char *app_ip;       /* node setting: where the application listens; NULL: 127.0.0.1 */
     const char *admin_socket; /* node setting: absolute path of the admin Unix socket, or NULL */
 };
 
