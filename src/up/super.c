@@ -8,7 +8,8 @@
  * supervisor joins the workload's network namespace (setns) to probe the
  * proxy's admin port; the proxy and the application are started through
  * `ip netns exec NAME`, which also mounts /etc/netns/NAME/hosts over
- * /etc/hosts for them. Their PIDs go to DIR/pids ("proxy PID START", "app
+ * /etc/hosts for them. In loopback mode there is no namespace: both run
+ * here, the application with the environment in DIR/env. Their PIDs go to DIR/pids ("proxy PID START", "app
  * PID START") before anything waits on them, so `trellis down` finds them
  * even if this process is gone. */
 #include <arpa/inet.h>

@@ -2,12 +2,16 @@
  *
  * The state directory holds up.state, one line per thing created, written
  * (and flushed to disk) before the thing is created:
+ *   net loopback (first, in loopback mode: no namespaces, no root needed)
  *   resources DIR | trust_domain TD | netns NAME | etc /etc/netns/NAME
  *   forget NAME (a namespace `ip netns add` did not create after all)
- *   workload NS/NAME NETNS IP SPIFFE_ID DIR
+ *   workload NS/NAME NETNS IP SPIFFE_ID DIR (loopback mode: the proxy's admin
+ *     address where NETNS goes)
+ *   control_addr IP:PORT | ctl PID START (the control plane)
  *   sup PID START NS/NAME
  * and workloads/NS.NAME/ (0700): model.yaml, certs/ (key 0600), hosts,
- * pids (written by the supervisor), proxy.log, app.log, admin.sock.
+ * env (loopback mode), pids (written by the supervisor), proxy.log, app.log,
+ * admin.sock.
  * `down` reads it and removes exactly that: processes by PID (checked
  * against their recorded start time, so a reused PID is never signalled),
  * namespaces and files by their recorded names. */
@@ -465,9 +469,12 @@ static int do_down(const char *state, bool quiet)
         }
         free(etc[i]);
     }
-    if (!quiet)
+    if (!quiet && n_netns > 0)
         printf("trellis down: stopped %zu workload(s)%s, removed %zu network namespace(s)\n",
                stopped, killed ? " (some killed after the deadline)" : "", n_netns);
+    else if (!quiet)
+        printf("trellis down: stopped %zu workload(s)%s\n", stopped,
+               killed ? " (some killed after the deadline)" : "");
     if (rc == 0 && unlink(path) != 0)
         rc = 1;
     free(netns);

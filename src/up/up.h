@@ -10,6 +10,12 @@
  * stops when the application exits). Everything created is recorded in the
  * state directory before it is created, so `down` removes exactly that.
  *
+ * Loopback mode (--loopback) makes no namespace and needs no root: each
+ * workload's Pod address, application address and outbound listeners are
+ * three addresses of its own on the caller's loopback (127.77/78/79.H.L),
+ * its proxy's admin endpoint a free port on 127.0.0.1, and its application
+ * learns where its sidecar is from the environment (tr_up_env_read).
+ *
  * Modes of how a proxy gets its model and certificate (tr_up_provision):
  *   control  (default) `up` runs `trellis control` in the hub namespace on
  *            the staged resources; each proxy runs with --control, a
