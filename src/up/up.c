@@ -67,7 +67,7 @@ static void up_usage(FILE *out)
             "  down      stop everything `up` started and remove what it created\n"
             "\n"
             "  --state DIR   where up records what it created (default %s as root, else\n"
-            "                $XDG_RUNTIME_DIR/trellis/up or /tmp/trellis-UID/up)\n"
+            "                $XDG_RUNTIME_DIR/trellis/up or /tmp/trellis-up-UID)\n"
             "Needs root (network namespaces), except with --loopback. docs/up.md has the "
             "details.\n",
             TR_UP_STATE_DEFAULT);
@@ -710,7 +710,9 @@ static const char *default_state(void)
     if (rt != NULL && rt[0] == '/')
         snprintf(buf, sizeof(buf), "%s/trellis/up", rt);
     else
-        snprintf(buf, sizeof(buf), "/tmp/trellis-%u/up", (unsigned)geteuid());
+        /* one level under /tmp (sticky: no one else can rename it away);
+         * up refuses it when someone else made it first */
+        snprintf(buf, sizeof(buf), "/tmp/trellis-up-%u", (unsigned)geteuid());
     return buf;
 }
 
