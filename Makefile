@@ -1,8 +1,8 @@
 # trellis: the entry points a person types. Meson + Ninja do the building.
 #   make          build build/trellis
 #   make check    install what is missing, build, run every test
-#   make demo     install what is missing, build, run the bookinfo mesh (trellis up; as root,
-#                 else the loopback two-proxy mTLS hop)
+#   make demo     install what is missing, build, run the bookinfo mesh (trellis up; in network
+#                 namespaces as root, else trellis up --loopback)
 #   make bench    the side-by-side benchmark (bench/README.md)
 #   make bench-micro  route matching and Istio compile micro-benchmarks (docs/performance.md)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The bookinfo mesh demo (`make demo`; needs root for network namespaces).
+"""The bookinfo mesh demo (`make demo`; network namespaces need root: without
+them, --loopback runs the same mesh with `trellis up --loopback`, no root).
 
 1. `trellis up` a scratch copy of examples/bookinfo (so the canary edit does
    not touch the repository), detached;
@@ -14,7 +15,7 @@
 4. shows a call the policy denies (loadgen -> ratings: 403);
 5. `trellis down`, also when anything above fails.
 
-Usage: bookinfo_demo.py [--trellis build/trellis] [--requests 1000]
+Usage: bookinfo_demo.py [--trellis build/trellis] [--requests 1000] [--loopback]
 """
 import argparse
 import json
@@ -32,22 +33,52 @@ LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+# Loopback mode (--loopback): commands run with the workload's environment
+# (`trellis up --exec`), not in a namespace; each proxy's admin endpoint is on
+# a port of its own (TRELLIS_ADMIN in STATE/workloads/NS.NAME/env).
+LOOPBACK = {"on": False, "trellis": None, "state": None}
+
+
 def netns(workload):
     return f"trl-{NS}-{workload}"
 
 
 def in_ns(workload, argv, timeout=60, check=True):
-    r = subprocess.run(["ip", "netns", "exec", netns(workload)] + argv, capture_output=True,
-                       text=True, timeout=timeout)
+    if LOOPBACK["on"]:
+        cmd = [LOOPBACK["trellis"], "up", "--state", LOOPBACK["state"], "--exec",
+               f"{NS}/{workload}", "--"] + argv
+    else:
+        cmd = ["ip", "netns", "exec", netns(workload)] + argv
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} in {workload}: exit {r.returncode}: {r.stderr}")
     return r
 
 
+def admin(workload):
+    if not LOOPBACK["on"]:
+        return "127.0.0.1:15000"
+    with open(os.path.join(LOOPBACK["state"], "workloads", f"{NS}.{workload}", "env")) as f:
+        env = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+    return env["TRELLIS_ADMIN"]
+
+
+def service_curl(workload, argv, url):
+    """curl argv url from workload: the name through its hosts file, or in
+    loopback mode to NAME_SERVICE_HOST:PORT (the Host header stays the name)."""
+    if not LOOPBACK["on"]:
+        return in_ns(workload, ["curl"] + argv + [url], check=False)
+    name = url.split("//", 1)[1].split(":", 1)[0]
+    var = name.upper().replace("-", "_")
+    script = ("exec curl \"$@\" --connect-to "
+              f"{name}:9080:${var}_SERVICE_HOST:${var}_SERVICE_PORT {url}")
+    return in_ns(workload, ["sh", "-c", script, "sh"] + argv, check=False)
+
+
 def scrape(workload):
     """Parsed /stats/prometheus of the workload's proxy: [(name, labels, value)]."""
     text = in_ns(workload, ["curl", "-sS", "-m", "5",
-                            "http://127.0.0.1:15000/stats/prometheus"]).stdout
+                            f"http://{admin(workload)}/stats/prometheus"]).stdout
     out = []
     for line in text.splitlines():
         m = LINE.match(line)
@@ -58,7 +89,7 @@ def scrape(workload):
 
 def generation(workload):
     text = in_ns(workload, ["curl", "-sS", "-m", "5",
-                            "http://127.0.0.1:15000/stats/prometheus"]).stdout
+                            f"http://{admin(workload)}/stats/prometheus"]).stdout
     m = re.search(r"^trellis_config_generation (\d+)", text, re.M)
     return int(m.group(1)) if m else 0
 
@@ -158,6 +189,8 @@ def main():
                                                         os.path.join(ROOT, "build", "trellis")))
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=6)
+    ap.add_argument("--loopback", action="store_true",
+                    help="trellis up --loopback: no root, no network namespaces")
     args = ap.parse_args()
     t_start = time.monotonic()
     work = tempfile.mkdtemp(prefix="trellis-bookinfo-")
@@ -165,11 +198,13 @@ def main():
     state = os.path.join(work, "state")
     shutil.copytree(os.path.join(ROOT, "examples", "bookinfo"), mesh)
     trellis = os.path.abspath(args.trellis)
+    LOOPBACK.update(on=args.loopback, trellis=trellis, state=state)
+    lo = ["--loopback"] if args.loopback else []
     up = False
     try:
-        print(f"== 1. trellis up {mesh} --detach  (a copy of examples/bookinfo)")
+        print(f"== 1. trellis up {mesh} --detach {' '.join(lo)} (a copy of examples/bookinfo)")
         sys.stdout.flush()
-        r = subprocess.run([trellis, "up", mesh, "--state", state, "--detach"], timeout=90,
+        r = subprocess.run([trellis, "up", mesh, "--state", state, "--detach"] + lo, timeout=90,
                            capture_output=True, text=True)
         up = True
         print(r.stdout.rstrip())
@@ -220,8 +255,8 @@ def main():
         drive(args.requests, args.concurrency, "4. traffic again, after the shift", mesh)
 
         print("\n== 5. a call the policy denies: loadgen -> ratings (only reviews may call it)")
-        r = in_ns("loadgen", ["curl", "-sS", "-m", "5", "-o", "-", "-w", " [HTTP %{http_code}]",
-                              "http://ratings:9080/ratings/0"], check=False)
+        r = service_curl("loadgen", ["-sS", "-m", "5", "-o", "-", "-w", " [HTTP %{http_code}]"],
+                         "http://ratings:9080/ratings/0")
         print(f"  curl http://ratings:9080/ratings/0 from loadgen: {r.stdout.strip()}")
         for name, lb, v in scrape("ratings-v1"):
             if (name == "istio_requests_total" and lb.get("response_code") == "403"

@@ -2,9 +2,10 @@
 # `make demo`: the bookinfo mesh on this machine (trellis up examples/bookinfo,
 # traffic from the loadgen workload, per-edge metrics and mTLS identities, a
 # canary shift, a denied call, trellis down); scripts/bookinfo_demo.py.
-# Network namespaces need root: without root (or without `ip netns`), the
-# loopback demo runs instead (scripts/demo-hop.sh: one mTLS hop between two
-# proxies on 127.0.0.1).
+# Network namespaces need root: without root (or without `ip netns`), the same
+# mesh runs in loopback mode (trellis up --loopback: every workload on loopback
+# addresses of its own, no root). scripts/demo-hop.sh, one mTLS hop between two
+# proxies, stays available on its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${TRELLIS_BIN:-build/trellis}
@@ -19,6 +20,6 @@ if { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; } && $SUDO ip netns add "$probe" 2>
   $SUDO ip netns del "$probe"
   exec $SUDO /usr/bin/python3 scripts/bookinfo_demo.py --trellis "$BIN"
 fi
-echo "demo: the bookinfo mesh needs network namespaces (root, or password-less sudo, with"
-echo "      CAP_SYS_ADMIN): running the loopback demo instead"
-exec ./scripts/demo-hop.sh
+echo "demo: no network namespaces here (they need root, or password-less sudo, with"
+echo "      CAP_SYS_ADMIN): running the mesh in loopback mode (trellis up --loopback)"
+exec /usr/bin/python3 scripts/bookinfo_demo.py --trellis "$BIN" --loopback

@@ -9,8 +9,16 @@
 Each service answers JSON, logs nothing per request, and calls the next one
 by its service name (http://reviews:9080, http://ratings:9080): the mesh
 decides where the name goes. Bind address and port: --bind/--port, else
-BIND/PORT in the environment, else 127.0.0.1:9080 (the sidecar listens on
-the pod address and forwards here). Python 3 standard library only.
+BIND/PORT in the environment, else TRELLIS_APP_IP (trellis up --loopback
+sets it), else 127.0.0.1; port 9080 (the sidecar listens on the pod address
+and forwards here). Python 3 standard library only.
+
+Names: in a network namespace of its own (trellis up), the workload's hosts
+file maps every service name to its sidecar. In loopback mode there is no
+such file: a URL's service name NAME with NAME_SERVICE_HOST in the
+environment (Kubernetes' variables; trellis up --loopback sets them to the
+sidecar's outbound address) is connected there instead, with the Host header
+still the name, which is what the sidecar routes by. Unset: the name as is.
 """
 import argparse
 import json
@@ -20,15 +28,34 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BOOKS = {"0": {"title": "The Comedy of Errors", "author": "William Shakespeare"}}
 
 
+def via_sidecar(url, headers):
+    """url through the sidecar the environment names (NAME_SERVICE_HOST/PORT for
+    the URL's service name), the Host header kept: (url, headers). Unchanged when
+    the variable is unset (the name resolves, e.g. through the hosts file)."""
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname or ""
+    var = host.split(".")[0].upper().replace("-", "_")
+    target = os.environ.get(var + "_SERVICE_HOST") if host and not host[0].isdigit() else None
+    if not target:
+        return url, headers
+    port = u.port or int(os.environ.get(var + "_SERVICE_PORT", "80"))
+    headers = dict(headers)
+    headers.setdefault("Host", u.netloc)
+    return urllib.parse.urlunsplit((u.scheme, f"{target}:{port}", u.path, u.query,
+                                    u.fragment)), headers
+
+
 def call(url, timeout=3.0):
     """GET url -> (status, parsed JSON or text)."""
-    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    url, headers = via_sidecar(url, {"Accept": "application/json"})
+    req = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             body = r.read()
@@ -91,7 +118,7 @@ def make_handler(role, version, upstream):
 
 
 def serve(role, args):
-    bind = args.bind or os.environ.get("BIND", "127.0.0.1")
+    bind = args.bind or os.environ.get("BIND") or os.environ.get("TRELLIS_APP_IP", "127.0.0.1")
     port = args.port or int(os.environ.get("PORT", "9080"))
     version = args.version or os.environ.get("VERSION", "v1")
     upstream = {"productpage": os.environ.get("REVIEWS_URL", "http://reviews:9080"),
@@ -116,8 +143,8 @@ def load(args):
                     return
                 todo.pop()
             t0 = time.monotonic()
-            req = urllib.request.Request(args.url, headers={k.strip(): v.strip()
-                                                            for k, v in headers.items()})
+            url, hdrs = via_sidecar(args.url, {k.strip(): v.strip() for k, v in headers.items()})
+            req = urllib.request.Request(url, headers=hdrs)
             body = b""
             try:
                 with urllib.request.urlopen(req, timeout=5) as r:

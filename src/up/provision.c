@@ -80,8 +80,9 @@ static char *compile_model(struct tr_up *u, struct tr_up_workload *w, const stru
         .ns = w->ns,
         .name = w->name,
         .trust_domain = u->trust_domain,
-        .outbound_ip = TR_UP_OUTBOUND_IP,
-        .app_ip = TR_UP_APP_IP,
+        .outbound_ip = w->out_ip,
+        .app_ip = w->app_ip,
+        .admin_address = u->loopback ? w->admin : NULL,
         .cert_dir = certs,
         .file_name = "model.yaml",
     };
@@ -176,6 +177,107 @@ static int write_hosts(const struct tr_up_workload *w, const struct tr_config *c
     return rc;
 }
 
+/* Loopback mode: where the application finds its sidecar, as environment
+ * variables (up.h, docs/up.md): there is no hosts file of its own. */
+static int write_env(const struct tr_up_workload *w, const struct tr_config *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return -1;
+    fprintf(f, "TRELLIS_POD_IP=%s\nTRELLIS_APP_IP=%s\nTRELLIS_OUTBOUND_IP=%s\nTRELLIS_ADMIN=%s\n",
+            w->ip, w->app_ip, w->out_ip, w->admin);
+    char **seen = NULL;
+    size_t n_seen = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        const struct tr_listener_cfg *l = &cfg->listeners[i];
+        if (l->direction != TR_DIR_OUTBOUND || l->route_table < 0 || l->addr.text == NULL)
+            continue;
+        char ip[64];
+        snprintf(ip, sizeof(ip), "%s", l->addr.text);
+        char *colon = strrchr(ip, ':');
+        if (colon == NULL)
+            continue;
+        *colon = '\0';
+        const char *port = colon + 1;
+        const struct tr_route_table_cfg *rt = &cfg->route_tables[l->route_table];
+        for (size_t v = 0; v < rt->n_vhosts; v++)
+            for (size_t k = 0; k < rt->vhosts[v].n_domains; k++) {
+                /* The short names: the Services of the workload's namespace. */
+                const char *dn = rt->vhosts[v].domains[k];
+                if (strpbrk(dn, ".:*") != NULL || strlen(dn) > 200)
+                    continue;
+                char var[256];
+                size_t j = 0;
+                for (; dn[j]; j++)
+                    var[j] = dn[j] == '-'                     ? '_'
+                             : (dn[j] >= 'a' && dn[j] <= 'z') ? (char)(dn[j] - 'a' + 'A')
+                                                              : dn[j];
+                var[j] = '\0';
+                bool dup = false;
+                for (size_t s = 0; s < n_seen && !dup; s++)
+                    dup = strcmp(seen[s], var) == 0;
+                if (dup)
+                    continue; /* a second port of the Service: the first one stands */
+                char **ns = realloc(seen, (n_seen + 1) * sizeof(*seen));
+                if (ns == NULL)
+                    break;
+                seen = ns;
+                if ((seen[n_seen] = strdup(var)) == NULL)
+                    break;
+                n_seen++;
+                fprintf(f, "%s_SERVICE_HOST=%s\n%s_SERVICE_PORT=%s\n", var, ip, var, port);
+            }
+    }
+    for (size_t s = 0; s < n_seen; s++)
+        free(seen[s]);
+    free(seen);
+    if (fclose(f) != 0) {
+        free(buf);
+        return -1;
+    }
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/env", w->dir);
+    int rc = write_file(path, buf, len, 0644);
+    free(buf);
+    return rc;
+}
+
+char **tr_up_env_read(const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/env", dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    char **v = calloc(1, sizeof(char *));
+    size_t n = 0;
+    char line[1024];
+    while (v != NULL && fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strchr(line, '=') == NULL)
+            continue;
+        char **nv = realloc(v, (n + 2) * sizeof(char *));
+        if (nv == NULL || (nv[n] = strdup(line)) == NULL) {
+            tr_up_env_free(nv ? nv : v);
+            v = NULL;
+            break;
+        }
+        v = nv;
+        v[++n] = NULL;
+    }
+    fclose(f);
+    return v;
+}
+
+void tr_up_env_free(char **env)
+{
+    for (size_t i = 0; env && env[i]; i++)
+        free(env[i]);
+    free(env);
+}
+
 /* A key made here, a CSR, the CA's signature: certs/{key,cert,ca}.pem. */
 static int issue_cert(const struct tr_up_workload *w, struct tr_ca *ca)
 {
@@ -244,7 +346,7 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
     snprintf(model, sizeof(model), "%s/model.yaml", w->dir);
     int rc = write_file(model, text, strlen(text), 0600);
     free(text);
-    if (rc != 0 || write_hosts(w, cfg) != 0) {
+    if (rc != 0 || write_hosts(w, cfg) != 0 || (u->loopback && write_env(w, cfg) != 0)) {
         fprintf(stderr, "trellis up: %s: %s\n", w->dir, strerror(errno));
         tr_config_free(cfg);
         return -1;
@@ -278,7 +380,7 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
         const char *v[] = {u->self,
                            "proxy",
                            "--control",
-                           TR_UP_CONTROL_ADDR,
+                           u->control_addr,
                            "--workload",
                            wl,
                            "--token-file",
@@ -288,9 +390,9 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
                            "--admin",
                            w->admin,
                            "--outbound-ip",
-                           TR_UP_OUTBOUND_IP,
+                           w->out_ip,
                            "--app-ip",
-                           TR_UP_APP_IP,
+                           w->app_ip,
                            sock[0] ? "--admin-socket" : NULL,
                            sock,
                            NULL};
@@ -310,7 +412,7 @@ int tr_up_recompile(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
     char *text = compile_model(u, w, staged, &cfg);
     if (text == NULL)
         return -1;
-    int hosts = write_hosts(w, cfg);
+    int hosts = write_hosts(w, cfg) | (u->loopback ? write_env(w, cfg) : 0);
     tr_config_free(cfg);
     if (hosts != 0) {
         fprintf(stderr, "trellis up: %s/hosts: %s\n", w->dir, strerror(errno));

@@ -239,6 +239,14 @@ int tr_up_workloads(struct tr_up *u, const struct tr_rset *rs, const char *keep,
             ip = NULL; /* "": not scheduled yet, as Kubernetes writes it */
         char kept[16];
         uint32_t v;
+        if (ip != NULL && u->loopback) {
+            where_of(r, tr_rnode_get(status, "podIP"), "status.podIP", &wh);
+            tr_diags_add(d, TR_DIAG_WARNING, &wh,
+                         "loopback mode: \"%s\" is replaced by an address from 127.77.0.0/16 "
+                         "(in the staged copy; your file is unchanged)",
+                         ip);
+            ip = NULL;
+        }
         if (ip != NULL) {
             if (parse_ip(ip, &v) && v >= NET_LO && v < NET_LO + 10) {
                 where_of(r, tr_rnode_get(status, "podIP"), "status.podIP", &wh);
@@ -271,8 +279,11 @@ int tr_up_workloads(struct tr_up *u, const struct tr_rset *rs, const char *keep,
                 tr_diags_add(d, TR_DIAG_ERROR, &wh, "address %s is also Pod %s/%s's", u->w[i].ip,
                              u->w[j].ns, u->w[j].name);
             }
-    /* The rest get the lowest free addresses from 198.18.0.10 up. */
-    uint32_t next = NET_LO + 10;
+    /* The rest get the lowest free addresses from 198.18.0.10 (loopback
+     * mode: 127.77.0.10) up. */
+    uint32_t lo = u->loopback ? TR_UP_LO_POD_NET : NET_LO;
+    uint32_t hi = u->loopback ? TR_UP_LO_POD_NET + 0xFFFFu : NET_HI;
+    uint32_t next = lo + 10;
     for (size_t i = 0; i < u->n; i++) {
         if (u->w[i].ip[0])
             continue;
@@ -285,9 +296,32 @@ int tr_up_workloads(struct tr_up *u, const struct tr_rset *rs, const char *keep,
             if (!used)
                 break;
         }
-        if (next > NET_HI - 1)
+        if (next > hi - 1)
             return -1;
         ip_text(next++, u->w[i].ip);
+    }
+    /* The application's address and the outbound listeners': 127.0.0.1 and
+     * 127.0.0.2 in a namespace of its own; on the shared loopback, the Pod
+     * address's host part in 127.78/16 and 127.79/16. */
+    for (size_t i = 0; i < u->n; i++) {
+        struct tr_up_workload *w = &u->w[i];
+        if (!u->loopback) {
+            snprintf(w->app_ip, sizeof(w->app_ip), "%s", TR_UP_APP_IP);
+            snprintf(w->out_ip, sizeof(w->out_ip), "%s", TR_UP_OUTBOUND_IP);
+            continue;
+        }
+        uint32_t a;
+        if (!parse_ip(w->ip, &a) || (a & 0xFFFF0000u) != TR_UP_LO_POD_NET) {
+            struct tr_diag_where wh;
+            where_of(pods[i], NULL, "status.podIP", &wh);
+            tr_diags_add(d, TR_DIAG_ERROR, &wh,
+                         "loopback mode: address %s is not in 127.77.0.0/16 (a state directory "
+                         "of the other mode?)",
+                         w->ip);
+            continue;
+        }
+        ip_text(TR_UP_LO_APP_NET | (a & 0xFFFFu), w->app_ip);
+        ip_text(TR_UP_LO_OUT_NET | (a & 0xFFFFu), w->out_ip);
     }
     return d->n_errors > errors ? -1 : 0;
 }
@@ -396,8 +430,9 @@ static void put_map(FILE *f, const struct tr_rnode *n, const struct inject *in, 
                 continue; /* labels: null; ours replaces it */
             child = ROLE_LABELS;
             had_labels = true;
-        } else if (in != NULL && role == ROLE_STATUS && key_is(k, "podIP")) {
-            continue; /* an empty podIP: the allocated one replaces it */
+        } else if (in != NULL && role == ROLE_STATUS &&
+                   (key_is(k, "podIP") || key_is(k, "podIPs"))) {
+            continue; /* an empty podIP (loopback mode: any): ours replaces it */
         } else if (in != NULL && role == ROLE_LABELS && key_is(k, TLS_MODE_LABEL)) {
             had_mode = true; /* the user's value stands */
         }

@@ -8,7 +8,8 @@
  * supervisor joins the workload's network namespace (setns) to probe the
  * proxy's admin port; the proxy and the application are started through
  * `ip netns exec NAME`, which also mounts /etc/netns/NAME/hosts over
- * /etc/hosts for them. Their PIDs go to DIR/pids ("proxy PID START", "app
+ * /etc/hosts for them. In loopback mode there is no namespace: both run
+ * here, the application with the environment in DIR/env. Their PIDs go to DIR/pids ("proxy PID START", "app
  * PID START") before anything waits on them, so `trellis down` finds them
  * even if this process is gone. */
 #include <arpa/inet.h>
@@ -64,9 +65,11 @@ static void record(const struct tr_up_workload *w, const char *what, pid_t pid)
     fclose(f);
 }
 
-/* `ip netns exec NETNS ARGV...` with stdout and stderr to log, in cwd. */
-static pid_t spawn(const struct tr_up_workload *w, char **argv, const char *log, const char *cwd,
-                   char **env)
+/* `ip netns exec NETNS ARGV...` with stdout and stderr to log, in cwd;
+ * loopback mode: ARGV itself, with the workload's environment (lo_env)
+ * before its own. */
+static pid_t spawn(const struct tr_up *u, const struct tr_up_workload *w, char **argv,
+                   const char *log, const char *cwd, char **env, char **lo_env)
 {
     size_t n = 0;
     while (argv[n] != NULL)
@@ -74,11 +77,14 @@ static pid_t spawn(const struct tr_up_workload *w, char **argv, const char *log,
     char **v = calloc(n + 5, sizeof(char *));
     if (v == NULL)
         return -1;
-    v[0] = "ip";
-    v[1] = "netns";
-    v[2] = "exec";
-    v[3] = (char *)w->netns;
-    memcpy(v + 4, argv, n * sizeof(char *));
+    size_t k = 0;
+    if (!u->loopback) {
+        v[k++] = "ip";
+        v[k++] = "netns";
+        v[k++] = "exec";
+        v[k++] = (char *)w->netns;
+    }
+    memcpy(v + k, argv, n * sizeof(char *));
     pid_t pid = fork();
     if (pid == 0) {
         sigset_t none;
@@ -92,10 +98,12 @@ static pid_t spawn(const struct tr_up_workload *w, char **argv, const char *log,
             fprintf(stderr, "trellis up: %s: %s\n", cwd, strerror(errno));
             _exit(126);
         }
+        for (size_t i = 0; lo_env && lo_env[i]; i++)
+            putenv(lo_env[i]);
         for (size_t i = 0; env && env[i]; i++)
             putenv(env[i]);
         execvp(v[0], v);
-        fprintf(stderr, "trellis up: cannot run ip: %s\n", strerror(errno));
+        fprintf(stderr, "trellis up: cannot run %s: %s\n", v[0], strerror(errno));
         _exit(127);
     }
     free(v);
@@ -176,7 +184,6 @@ static void stop(pid_t pid, long long ms, pid_t other, bool *gone, bool *other_g
 _Noreturn void tr_up_supervise(const struct tr_up *u, const struct tr_up_workload *w,
                                char **proxy_argv, int report_fd)
 {
-    (void)u;
     setsid();
     sigset_t set;
     sigemptyset(&set);
@@ -188,13 +195,23 @@ _Noreturn void tr_up_supervise(const struct tr_up *u, const struct tr_up_workloa
     signal(SIGPIPE, SIG_IGN);
 
     char path[4200], log[4200];
-    snprintf(path, sizeof(path), "/run/netns/%s", w->netns);
-    int nfd = open(path, O_RDONLY | O_CLOEXEC);
-    if (nfd < 0 || setns(nfd, CLONE_NEWNET) != 0) {
-        report(report_fd, "failed cannot enter %s: %s\n", path, strerror(errno));
-        _exit(1);
+    char **lo_env = NULL;
+    if (u->loopback) {
+        /* No namespace: the application learns its addresses and where its
+         * sidecar listens from the environment `up` wrote (DIR/env). */
+        if ((lo_env = tr_up_env_read(w->dir)) == NULL) {
+            report(report_fd, "failed cannot read %s/env: %s\n", w->dir, strerror(errno));
+            _exit(1);
+        }
+    } else {
+        snprintf(path, sizeof(path), "/run/netns/%s", w->netns);
+        int nfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (nfd < 0 || setns(nfd, CLONE_NEWNET) != 0) {
+            report(report_fd, "failed cannot enter %s: %s\n", path, strerror(errno));
+            _exit(1);
+        }
+        close(nfd);
     }
-    close(nfd);
 
     pid_t proxy = 0, app = 0;
     bool proxy_gone = true, app_gone = true;
@@ -202,7 +219,7 @@ _Noreturn void tr_up_supervise(const struct tr_up *u, const struct tr_up_workloa
     long long t0 = now_ms();
     if (w->sidecar) {
         snprintf(log, sizeof(log), "%s/proxy.log", w->dir);
-        proxy = spawn(w, proxy_argv, log, w->dir, NULL);
+        proxy = spawn(u, w, proxy_argv, log, w->dir, NULL, NULL);
         if (proxy < 0) {
             report(report_fd, "failed fork: %s\n", strerror(errno));
             _exit(1);
@@ -229,7 +246,7 @@ _Noreturn void tr_up_supervise(const struct tr_up *u, const struct tr_up_workloa
     long long t_proxy = now_ms();
     if (w->argv != NULL) {
         snprintf(log, sizeof(log), "%s/app.log", w->dir);
-        app = spawn(w, w->argv, log, w->cwd, w->env);
+        app = spawn(u, w, w->argv, log, w->cwd, w->env, lo_env);
         if (app < 0) {
             report(report_fd, "failed fork: %s\n", strerror(errno));
             stop(proxy, PROXY_STOP_MS, 0, &proxy_gone, &app_gone, &app_status);
@@ -238,7 +255,7 @@ _Noreturn void tr_up_supervise(const struct tr_up *u, const struct tr_up_workloa
         app_gone = false;
         record(w, "app", app);
         for (size_t i = 0; i < w->n_ports; i++) {
-            while (!probe(TR_UP_APP_IP, w->ports[i], NULL)) {
+            while (!probe(w->app_ip, w->ports[i], NULL)) {
                 reap(proxy, app, &proxy_gone, &app_gone, &app_status);
                 if (app_gone || now_ms() - t_proxy > APP_READY_MS) {
                     report(report_fd, "failed the application %s (see %s)\n",

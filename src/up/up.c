@@ -2,18 +2,24 @@
  *
  * The state directory holds up.state, one line per thing created, written
  * (and flushed to disk) before the thing is created:
+ *   net loopback (first, in loopback mode: no namespaces, no root needed)
  *   resources DIR | trust_domain TD | netns NAME | etc /etc/netns/NAME
  *   forget NAME (a namespace `ip netns add` did not create after all)
- *   workload NS/NAME NETNS IP SPIFFE_ID DIR
+ *   workload NS/NAME NETNS IP SPIFFE_ID DIR (loopback mode: the proxy's admin
+ *     address where NETNS goes)
+ *   control_addr IP:PORT | ctl PID START (the control plane)
  *   sup PID START NS/NAME
  * and workloads/NS.NAME/ (0700): model.yaml, certs/ (key 0600), hosts,
- * pids (written by the supervisor), proxy.log, app.log, admin.sock.
+ * env (loopback mode), pids (written by the supervisor), proxy.log, app.log,
+ * admin.sock.
  * `down` reads it and removes exactly that: processes by PID (checked
  * against their recorded start time, so a reused PID is never signalled),
  * namespaces and files by their recorded names. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -38,7 +44,8 @@
 static void up_usage(FILE *out)
 {
     fprintf(out,
-            "usage: trellis up DIR [--state DIR] [--detach] [--static] [--trust-domain TD]\n"
+            "usage: trellis up DIR [--state DIR] [--detach] [--static] [--loopback]\n"
+            "                  [--trust-domain TD]\n"
             "       trellis up --reload [--state DIR]\n"
             "       trellis up --status [--state DIR]\n"
             "       trellis up --exec NAMESPACE/NAME [--state DIR] -- COMMAND [ARGS...]\n"
@@ -50,14 +57,19 @@ static void up_usage(FILE *out)
             "            its sidecar, then its command; prints a status table, then stays\n"
             "            until Ctrl-C (--detach: returns)\n"
             "  --static  no control plane: models and certificates written by up\n"
+            "  --loopback  no root, no namespaces: every workload on addresses of its own\n"
+            "            in 127.77-79.0.0/16 of this machine's loopback; applications find\n"
+            "            their sidecar in the environment (NAME_SERVICE_HOST/PORT)\n"
             "  --reload  recompile every workload's model from DIR after an edit; each proxy\n"
             "            picks up its new model within a second\n"
             "  --status  the status table again: which recorded processes still run\n"
             "  --exec    run a command inside a workload, as its application runs\n"
             "  down      stop everything `up` started and remove what it created\n"
             "\n"
-            "  --state DIR   where up records what it created (default %s)\n"
-            "Needs root (network namespaces). docs/up.md has the details.\n",
+            "  --state DIR   where up records what it created (default %s as root, else\n"
+            "                $XDG_RUNTIME_DIR/trellis/up or /tmp/trellis-up-UID)\n"
+            "Needs root (network namespaces), except with --loopback. docs/up.md has the "
+            "details.\n",
             TR_UP_STATE_DEFAULT);
 }
 
@@ -146,6 +158,38 @@ static int copy_file(const char *from, const char *to, mode_t mode)
         return 0;
     unlink(tmp);
     return -1;
+}
+
+/* Whether the mesh recorded in state (its up.state) runs in loopback mode:
+ * then nothing of it needs root. */
+static bool state_loopback(const char *state)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/up.state", state);
+    char *text = read_all(path);
+    bool lo = text != NULL && (strncmp(text, "net loopback\n", 13) == 0 ||
+                               strstr(text, "\nnet loopback\n") != NULL);
+    free(text);
+    return lo;
+}
+
+/* A free TCP port on ip (the kernel's choice; closed again, so another
+ * process could take it before ours binds it: the proxy then fails to start,
+ * and `up` says so). 0 on failure. */
+static unsigned free_port(const char *ip)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+        return 0;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t len = sizeof(sa);
+    unsigned port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
 }
 
 /* ---- reading the resources ---- */
@@ -425,9 +469,12 @@ static int do_down(const char *state, bool quiet)
         }
         free(etc[i]);
     }
-    if (!quiet)
+    if (!quiet && n_netns > 0)
         printf("trellis down: stopped %zu workload(s)%s, removed %zu network namespace(s)\n",
                stopped, killed ? " (some killed after the deadline)" : "", n_netns);
+    else if (!quiet)
+        printf("trellis down: stopped %zu workload(s)%s\n", stopped,
+               killed ? " (some killed after the deadline)" : "");
     if (rc == 0 && unlink(path) != 0)
         rc = 1;
     free(netns);
@@ -442,8 +489,8 @@ static int do_down(const char *state, bool quiet)
 
 static void print_table(const struct tr_up *u)
 {
-    printf("\n%-26s %-30s %-13s %-55s %7s %7s %s\n", "WORKLOAD", "NETNS", "POD IP", "IDENTITY",
-           "PROXY", "APP", "READY");
+    printf("\n%-26s %-30s %-13s %-55s %7s %7s %s\n", "WORKLOAD",
+           u->loopback ? "PROXY ADMIN" : "NETNS", "POD IP", "IDENTITY", "PROXY", "APP", "READY");
     for (size_t i = 0; i < u->n; i++) {
         const struct tr_up_workload *w = &u->w[i];
         char name[600], proxy[16] = "-", app[16] = "-";
@@ -452,8 +499,9 @@ static void print_table(const struct tr_up *u)
             snprintf(proxy, sizeof(proxy), "%d", (int)w->proxy);
         if (w->app > 0)
             snprintf(app, sizeof(app), "%d", (int)w->app);
-        printf("%-26s %-30s %-13s %-55s %7s %7s %s\n", name, w->netns, w->ip,
-               w->sidecar ? w->spiffe_id : "(no sidecar)", proxy, app, w->ready ? "yes" : "no");
+        printf("%-26s %-30s %-13s %-55s %7s %7s %s\n", name, u->loopback ? w->admin : w->netns,
+               w->ip, w->sidecar ? w->spiffe_id : "(no sidecar)", proxy, app,
+               w->ready ? "yes" : "no");
     }
     printf("\n");
 }
@@ -470,8 +518,8 @@ static int start_control(const struct tr_up *u, pid_t *out)
     snprintf(res, sizeof(res), "%s/resources", u->state);
     snprintf(ca, sizeof(ca), "%s/ca", u->state);
     snprintf(sock, sizeof(sock), "%s/ca/control.sock", u->state);
-    if (tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "addr", "add", TR_UP_CONTROL_IP "/15", "dev",
-                 TR_UP_BRIDGE, NULL) != 0)
+    if (!u->loopback && tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "addr", "add", TR_UP_CONTROL_IP "/15",
+                                 "dev", TR_UP_BRIDGE, NULL) != 0)
         return -1;
     fflush(stdout);
     fflush(stderr);
@@ -501,12 +549,14 @@ static int start_control(const struct tr_up *u, pid_t *out)
                      "--state",
                      ca,
                      "--listen",
-                     TR_UP_CONTROL_ADDR,
+                     (char *)u->control_addr,
                      "--trust-domain",
                      (char *)u->trust_domain,
                      NULL};
-        execvp(v[0], v);
-        fprintf(stderr, "trellis up: cannot run ip: %s\n", strerror(errno));
+        /* Loopback mode: no hub namespace, the control plane runs here. */
+        char **argv = u->loopback ? v + 4 : v;
+        execvp(argv[0], argv);
+        fprintf(stderr, "trellis up: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     *out = pid;
@@ -646,24 +696,37 @@ static int self_path(char *out, size_t size)
 struct up_opts {
     const char *state, *trust_domain, *dir, *exec;
     char **cmd; /* --exec: the command */
-    bool detach, reload, status, static_mode;
+    bool detach, reload, status, static_mode, loopback;
 };
+
+/* The default state directory: /run/trellis/up for root; for anyone else
+ * (loopback mode) one of their own. */
+static const char *default_state(void)
+{
+    static char buf[PATH_MAX];
+    if (geteuid() == 0)
+        return TR_UP_STATE_DEFAULT;
+    const char *rt = getenv("XDG_RUNTIME_DIR");
+    if (rt != NULL && rt[0] == '/')
+        snprintf(buf, sizeof(buf), "%s/trellis/up", rt);
+    else
+        /* one level under /tmp (sticky: no one else can rename it away);
+         * up refuses it when someone else made it first */
+        snprintf(buf, sizeof(buf), "/tmp/trellis-up-%u", (unsigned)geteuid());
+    return buf;
+}
 
 static int parse(int argc, char **argv, struct up_opts *o, bool down)
 {
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'},
-        {"detach", no_argument, NULL, 'd'},
-        {"reload", no_argument, NULL, 'r'},
-        {"status", no_argument, NULL, 'S'},
-        {"exec", required_argument, NULL, 'x'},
-        {"static", no_argument, NULL, 'm'},
-        {"trust-domain", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"state", required_argument, NULL, 's'}, {"detach", no_argument, NULL, 'd'},
+        {"reload", no_argument, NULL, 'r'},      {"status", no_argument, NULL, 'S'},
+        {"exec", required_argument, NULL, 'x'},  {"static", no_argument, NULL, 'm'},
+        {"loopback", no_argument, NULL, 'l'},    {"trust-domain", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
-    o->state = TR_UP_STATE_DEFAULT;
+    o->state = default_state();
     o->trust_domain = "cluster.local";
     optind = 1;
     int c;
@@ -687,6 +750,9 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
         case 'm':
             o->static_mode = true;
             break;
+        case 'l':
+            o->loopback = true;
+            break;
         case 't':
             o->trust_domain = optarg;
             break;
@@ -698,19 +764,19 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
             return -1;
         }
     }
-    if (down && (optind != argc || o->detach || o->reload || o->status)) {
+    if (down && (optind != argc || o->detach || o->reload || o->status || o->loopback)) {
         up_usage(stderr);
         return -1;
     }
     if (!down && o->exec != NULL) {
-        if (o->reload || o->status || o->detach || optind >= argc) {
+        if (o->reload || o->status || o->detach || o->loopback || optind >= argc) {
             fprintf(stderr, "trellis up --exec NS/NAME -- COMMAND [ARGS...]\n");
             return -1;
         }
         o->cmd = argv + optind;
         return 0;
     }
-    if (o->reload && o->status) {
+    if ((o->reload && o->status) || ((o->reload || o->status) && o->loopback)) {
         up_usage(stderr);
         return -1;
     }
@@ -806,10 +872,18 @@ static uint64_t dir_signature(const char *dir)
 static int cmd_up(const struct up_opts *o)
 {
     char state[PATH_MAX], res[PATH_MAX], self[PATH_MAX], path[PATH_MAX + 16];
-    if (check_root("up") != 0)
+    if (!o->loopback && check_root("up") != 0)
         return 1;
-    if (mkdir_p(o->state, 0700) != 0 || realpath(o->state, state) == NULL) {
+    struct stat sst;
+    if (mkdir_p(o->state, 0700) != 0 || realpath(o->state, state) == NULL ||
+        stat(state, &sst) != 0) {
         fprintf(stderr, "trellis up: %s: %s\n", o->state, strerror(errno));
+        return 1;
+    }
+    if (sst.st_uid != geteuid()) {
+        /* Tokens, keys and the PIDs down signals live here: ours only. */
+        fprintf(stderr, "trellis up: %s belongs to another user (uid %u): give --state\n", state,
+                (unsigned)sst.st_uid);
         return 1;
     }
     if (realpath(o->dir, res) == NULL) {
@@ -830,7 +904,18 @@ static int cmd_up(const struct up_opts *o)
                       .res_dir = res,
                       .trust_domain = o->trust_domain,
                       .self = self,
-                      .control = !o->static_mode};
+                      .control = !o->static_mode,
+                      .loopback = o->loopback};
+    snprintf(u.control_addr, sizeof(u.control_addr), "%s", TR_UP_CONTROL_ADDR);
+    if (o->loopback && u.control) {
+        unsigned port = free_port(TR_UP_LO_CONTROL_IP);
+        if (port == 0) {
+            fprintf(stderr, "trellis up: no free port on %s: %s\n", TR_UP_LO_CONTROL_IP,
+                    strerror(errno));
+            return 1;
+        }
+        snprintf(u.control_addr, sizeof(u.control_addr), "%s:%u", TR_UP_LO_CONTROL_IP, port);
+    }
     struct tr_rset *staged = NULL;
     printf("trellis up: reading %s\n", res);
     if (load_mesh(&u, NULL, &staged) != 0) {
@@ -844,9 +929,20 @@ static int cmd_up(const struct up_opts *o)
         return 1;
     }
     int rc = 1;
-    bool busy = netns_exists(TR_UP_HUB_NETNS);
-    for (size_t i = 0; i < u.n && !busy; i++)
+    bool busy = !u.loopback && netns_exists(TR_UP_HUB_NETNS);
+    for (size_t i = 0; i < u.n && !busy && !u.loopback; i++)
         busy = netns_exists(u.w[i].netns);
+    /* Loopback mode: each proxy's admin endpoint on a free port of its own. */
+    for (size_t i = 0; i < u.n && u.loopback; i++) {
+        unsigned port = free_port("127.0.0.1");
+        if (port == 0) {
+            fprintf(stderr, "trellis up: no free port on 127.0.0.1: %s\n", strerror(errno));
+            tr_rset_free(staged);
+            tr_up_workloads_free(&u);
+            return 1;
+        }
+        snprintf(u.w[i].admin, sizeof(u.w[i].admin), "127.0.0.1:%u", port);
+    }
     if (busy) {
         fprintf(stderr,
                 "trellis up: network namespace %s or a workload's already exists (another "
@@ -886,30 +982,39 @@ static int cmd_up(const struct up_opts *o)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL); /* the terminal went away: stop, as Ctrl-C */
     if (ok) {
-        ok = state_line("resources %s", res) == 0 &&
+        ok = (!u.loopback || state_line("net loopback") == 0) &&
+             state_line("resources %s", res) == 0 &&
              state_line("trust_domain %s", o->trust_domain) == 0 &&
              state_line("mode %s", u.control ? "control" : "static") == 0;
         for (size_t i = 0; ok && i < u.n; i++) {
             const struct tr_up_workload *w = &u.w[i];
-            ok = state_line("workload %s/%s %s %s %s %s", w->ns, w->name, w->netns, w->ip,
-                            w->spiffe_id, w->dir) == 0;
+            /* Loopback mode: where the namespace's name goes, the proxy's admin
+             * address (the table shows it; a reload compiles it in again). */
+            ok = state_line("workload %s/%s %s %s %s %s", w->ns, w->name,
+                            u.loopback ? w->admin : w->netns, w->ip, w->spiffe_id, w->dir) == 0;
         }
+        if (ok && u.control)
+            ok = state_line("control_addr %s", u.control_addr) == 0;
         /* /etc/netns itself, when up creates it, goes last (down walks the
          * etc lines backwards and leaves a directory others use). */
-        if (ok && access("/etc/netns", F_OK) != 0)
+        if (ok && !u.loopback && access("/etc/netns", F_OK) != 0)
             ok = state_line("etc /etc/netns") == 0;
-        ok = ok && net_hub() == 0;
+        ok = ok && (u.loopback || net_hub() == 0);
         pid_t ctl = 0;
         if (ok && u.control) {
             ok = start_control(&u, &ctl) == 0;
             if (ok)
-                printf("trellis up: control plane on %s in namespace %s (pid %d), log %s/"
-                       "control.log\n",
-                       TR_UP_CONTROL_ADDR, TR_UP_HUB_NETNS, (int)ctl, state);
+                printf("trellis up: control plane on %s%s%s (pid %d), log %s/control.log\n",
+                       u.control_addr, u.loopback ? "" : " in namespace ",
+                       u.loopback ? "" : TR_UP_HUB_NETNS, (int)ctl, state);
         }
-        for (size_t i = 0; ok && i < u.n; i++)
+        for (size_t i = 0; ok && i < u.n && !u.loopback; i++)
             ok = net_workload(&u.w[i]) == 0;
-        if (ok)
+        if (ok && u.loopback)
+            printf("trellis up: network: loopback mode, no namespaces: %zu workload(s) on "
+                   "127.77.0.0/16 (application 127.78, outbound 127.79)\n",
+                   u.n);
+        else if (ok)
             printf("trellis up: network: bridge %s in namespace %s, %zu workload namespace(s) "
                    "on 198.18.0.0/15\n",
                    TR_UP_BRIDGE, TR_UP_HUB_NETNS, u.n);
@@ -917,10 +1022,11 @@ static int cmd_up(const struct up_opts *o)
     }
     if (ok) {
         print_table(&u);
-        printf("run a command in a workload: trellis up --state %s --exec %s/%s -- COMMAND\n"
+        printf("run a command %s a workload: trellis up --state %s --exec %s/%s -- COMMAND\n"
                "logs and models: %s/workloads/NS.NAME/\n"
                "after editing %s: trellis up --reload --state %s\n",
-               o->state, u.w[u.n - 1].ns, u.w[u.n - 1].name, state, res, o->state);
+               u.loopback ? "with the environment of" : "in", o->state, u.w[u.n - 1].ns,
+               u.w[u.n - 1].name, state, res, o->state);
         if (u.control)
             printf("what each proxy acknowledged: trellis ctl status --state %s/ca\n", state);
         rc = 0;
@@ -976,17 +1082,24 @@ static int reload(const char *state)
         return 1;
     }
     char res[PATH_MAX] = "", td[256] = "cluster.local";
-    bool control = false;
-    char *keep = NULL;
-    size_t keep_len = 0;
+    bool control = false, loopback = false;
+    char *keep = NULL, *admins = NULL;
+    size_t keep_len = 0, admins_len = 0;
     FILE *kf = open_memstream(&keep, &keep_len);
+    FILE *af = open_memstream(&admins, &admins_len);
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        char wl[600], ip[32];
+        char wl[600], ip[32], admin[64];
         char mode[16];
         if (sscanf(line, "mode %15s", mode) == 1) {
             control = strcmp(mode, "control") == 0;
             continue;
         }
+        if (strcmp(line, "net loopback") == 0) {
+            loopback = true;
+            continue;
+        }
+        if (sscanf(line, "workload %599s %63s", wl, admin) == 2 && af != NULL)
+            fprintf(af, "%s %s\n", wl, admin);
         if (sscanf(line, "resources %4095s", res) == 1 ||
             sscanf(line, "trust_domain %255s", td) == 1)
             continue;
@@ -995,7 +1108,13 @@ static int reload(const char *state)
     }
     if (kf != NULL)
         fclose(kf);
-    struct tr_up u = {.state = state, .res_dir = res, .trust_domain = td, .control = control};
+    if (af != NULL)
+        fclose(af);
+    struct tr_up u = {.state = state,
+                      .res_dir = res,
+                      .trust_domain = td,
+                      .control = control,
+                      .loopback = loopback};
     struct tr_rset *staged = NULL;
     int rc = 1;
     if (res[0] != '\0' && load_mesh(&u, keep, &staged) == 0) {
@@ -1012,11 +1131,18 @@ static int reload(const char *state)
                         w->ns, w->name);
                 continue;
             }
+            if (loopback) {
+                /* the admin address the proxy runs with, compiled in again */
+                snprintf(want, sizeof(want), "%s/%s ", w->ns, w->name);
+                const char *a = admins ? strstr(admins, want) : NULL;
+                if (a != NULL)
+                    sscanf(a + strlen(want), "%63s", w->admin);
+            }
             int k = tr_up_recompile(&u, w, staged);
             char from[PATH_MAX + 16], to[PATH_MAX];
             snprintf(from, sizeof(from), "%s/hosts", w->dir);
             snprintf(to, sizeof(to), "/etc/netns/%s/hosts", w->netns);
-            if (k >= 0 && copy_file(from, to, 0644) != 0) {
+            if (k >= 0 && !loopback && copy_file(from, to, 0644) != 0) {
                 fprintf(stderr, "trellis up --reload: %s: %s\n", to, strerror(errno));
                 k = -1;
             }
@@ -1036,6 +1162,7 @@ static int reload(const char *state)
     tr_rset_free(staged);
     tr_up_workloads_free(&u);
     free(keep);
+    free(admins);
     free(text);
     return rc;
 }
@@ -1043,12 +1170,12 @@ static int reload(const char *state)
 static int cmd_reload(const struct up_opts *o)
 {
     char state[PATH_MAX];
-    if (check_root("up --reload") != 0)
-        return 1;
     if (realpath(o->state, state) == NULL) {
         fprintf(stderr, "trellis up --reload: %s: %s\n", o->state, strerror(errno));
         return 1;
     }
+    if (!state_loopback(state) && check_root("up --reload") != 0)
+        return 1;
     return reload(state);
 }
 
@@ -1063,15 +1190,28 @@ static int cmd_status(const struct up_opts *o)
         fprintf(stderr, "trellis up --status: nothing is up (%s: %s)\n", path, strerror(errno));
         return 1;
     }
-    printf("%-26s %-30s %-13s %-55s %7s %7s %s\n", "WORKLOAD", "NETNS", "POD IP", "IDENTITY",
-           "PROXY", "APP", "STATE");
+    bool lo_state = strncmp(text, "net loopback\n", 13) == 0;
+    printf("%-26s %-30s %-13s %-55s %7s %7s %s\n", "WORKLOAD", lo_state ? "PROXY ADMIN" : "NETNS",
+           "POD IP", "IDENTITY", "PROXY", "APP", "STATE");
     size_t running = 0, n = 0;
+    bool loopback = false;
+    char caddr[64] = TR_UP_CONTROL_ADDR;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         char wl[600], netns[TR_UP_NAME_MAX], ip[32], id[512], dir[PATH_MAX];
         struct proc cp;
+        if (strcmp(line, "net loopback") == 0) {
+            loopback = true;
+            continue;
+        }
+        if (sscanf(line, "control_addr %63s", caddr) == 1)
+            continue;
         if (sscanf(line, "ctl %d %llu", &cp.pid, &cp.start) == 2) {
-            printf("%-26s %-30s %-13s %-55s %7s %7d %s\n", "(control plane)", TR_UP_HUB_NETNS,
-                   TR_UP_CONTROL_IP, TR_UP_CONTROL_ADDR, "-", (int)cp.pid,
+            char cip[64];
+            snprintf(cip, sizeof(cip), "%s", caddr);
+            if (strrchr(cip, ':') != NULL)
+                *strrchr(cip, ':') = '\0';
+            printf("%-26s %-30s %-13s %-55s %7s %7d %s\n", "(control plane)",
+                   loopback ? "-" : TR_UP_HUB_NETNS, cip, caddr, "-", (int)cp.pid,
                    proc_alive(&cp) ? "running" : "gone");
             continue;
         }
@@ -1124,10 +1264,14 @@ static int cmd_exec(const struct up_opts *o)
         fprintf(stderr, "trellis up --exec: nothing is up (%s: %s)\n", path, strerror(errno));
         return 1;
     }
-    char netns[TR_UP_NAME_MAX] = "";
+    char netns[TR_UP_NAME_MAX] = "", dir[PATH_MAX] = "";
+    bool loopback = false;
     for (char *line = strtok(text, "\n"); line && !netns[0]; line = strtok(NULL, "\n")) {
         char wl[600], ns[TR_UP_NAME_MAX];
-        if (sscanf(line, "workload %599s %63s", wl, ns) == 2 && strcmp(wl, o->exec) == 0)
+        if (strcmp(line, "net loopback") == 0)
+            loopback = true;
+        if (sscanf(line, "workload %599s %63s %*s %*s %4095s", wl, ns, dir) == 3 &&
+            strcmp(wl, o->exec) == 0)
             snprintf(netns, sizeof(netns), "%s", ns);
     }
     free(text);
@@ -1135,6 +1279,21 @@ static int cmd_exec(const struct up_opts *o)
         fprintf(stderr, "trellis up --exec: no workload %s in %s (NAMESPACE/NAME)\n", o->exec,
                 path);
         return 1;
+    }
+    if (loopback) {
+        /* No namespace to enter: the command gets the workload's environment
+         * (its addresses, where its sidecar listens), as its application. */
+        char **env = tr_up_env_read(dir);
+        if (env == NULL) {
+            fprintf(stderr, "trellis up --exec: %s/env: %s\n", dir, strerror(errno));
+            return 1;
+        }
+        for (size_t i = 0; env[i]; i++)
+            putenv(env[i]); /* the strings become the environment's: not freed */
+        free(env);
+        execvp(o->cmd[0], o->cmd);
+        fprintf(stderr, "trellis up --exec: cannot run %s: %s\n", o->cmd[0], strerror(errno));
+        return 127;
     }
     size_t n = 0;
     while (o->cmd[n] != NULL)
@@ -1171,12 +1330,13 @@ int tr_down_main(int argc, char **argv)
     int k = parse(argc, argv, &o, true);
     if (k != 0)
         return k > 0 ? 0 : 2;
-    if (check_root("down") != 0)
-        return 1;
     char state[PATH_MAX];
     if (realpath(o.state, state) == NULL) {
         fprintf(stderr, "trellis down: nothing is up (%s: %s)\n", o.state, strerror(errno));
         return 0;
     }
+    /* A loopback mesh has no namespace to delete: its owner stops it. */
+    if (!state_loopback(state) && check_root("down") != 0)
+        return 1;
     return do_down(state, false);
 }

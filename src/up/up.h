@@ -10,6 +10,12 @@
  * stops when the application exits). Everything created is recorded in the
  * state directory before it is created, so `down` removes exactly that.
  *
+ * Loopback mode (--loopback) makes no namespace and needs no root: each
+ * workload's Pod address, application address and outbound listeners are
+ * three addresses of its own on the caller's loopback (127.77/78/79.H.L),
+ * its proxy's admin endpoint a free port on 127.0.0.1, and its application
+ * learns where its sidecar is from the environment (tr_up_env_read).
+ *
  * Modes of how a proxy gets its model and certificate (tr_up_provision):
  *   control  (default) `up` runs `trellis control` in the hub namespace on
  *            the staged resources; each proxy runs with --control, a
@@ -43,13 +49,23 @@
 /* Control mode: `trellis control` runs in the hub namespace on the bridge. */
 #define TR_UP_CONTROL_IP    "198.18.0.1"
 #define TR_UP_CONTROL_ADDR  TR_UP_CONTROL_IP ":15012"
+/* Loopback mode (--loopback): no namespaces; each workload gets three
+ * addresses of its own on the host's loopback interface, the same host part
+ * in three /16s: its Pod address (inbound listeners), its application's and
+ * its sidecar's outbound listeners'. 127.77.0.1 is the control plane's. */
+#define TR_UP_LO_POD_NET    0x7F4D0000u /* 127.77.0.0/16 */
+#define TR_UP_LO_APP_NET    0x7F4E0000u /* 127.78.0.0/16 */
+#define TR_UP_LO_OUT_NET    0x7F4F0000u /* 127.79.0.0/16 */
+#define TR_UP_LO_CONTROL_IP "127.77.0.1"
 #define TR_UP_MAX_PORTS     16
 #define TR_UP_NAME_MAX      64
 
 struct tr_up_workload {
     char *ns, *name; /* the Pod */
     char *sa;        /* its service account */
-    char ip[16];     /* dotted quad in 198.18.0.0/15 */
+    char ip[16];     /* dotted quad in 198.18.0.0/15 (loopback mode: 127.77.0.0/16) */
+    char app_ip[16]; /* where its application listens (netns: 127.0.0.1) */
+    char out_ip[16]; /* its sidecar's outbound listeners (netns: 127.0.0.2) */
     bool ip_given;   /* from status.podIP; else allocated */
     bool sidecar;    /* false: label sidecar.istio.io/inject: "false" */
     char netns[TR_UP_NAME_MAX];
@@ -61,7 +77,8 @@ struct tr_up_workload {
     char *cwd;                       /* the directory of the file that holds the Pod */
     uint16_t ports[TR_UP_MAX_PORTS]; /* containerPorts: the app is up when they accept */
     size_t n_ports;
-    char admin[64]; /* the proxy's admin address (/ready) */
+    char admin[64]; /* the proxy's admin address (/ready); loopback mode: a free
+                     * port on 127.0.0.1, chosen before provisioning */
     /* filled once started */
     pid_t sup, proxy, app;
     bool ready;
@@ -71,8 +88,10 @@ struct tr_up {
     const char *state;   /* state directory (absolute) */
     const char *res_dir; /* the resources (absolute) */
     const char *trust_domain;
-    const char *self; /* path of the trellis binary */
-    bool control;     /* control mode (else static) */
+    const char *self;      /* path of the trellis binary */
+    bool control;          /* control mode (else static) */
+    bool loopback;         /* --loopback: no namespaces, per-workload loopback addresses */
+    char control_addr[64]; /* where the control plane listens (IP:PORT) */
     struct tr_up_workload *w;
     size_t n;
 };
@@ -106,6 +125,16 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
 /* Recompiles w's model and hosts file; rewrites the model (atomically)
  * only when it changed. Returns 1 changed, 0 same, -1 error (printed). */
 int tr_up_recompile(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged);
+
+/* Loopback mode: the environment of w's application (and of `up --exec`),
+ * as NAME=VALUE lines in w->dir/env: TRELLIS_POD_IP, TRELLIS_APP_IP,
+ * TRELLIS_OUTBOUND_IP, TRELLIS_ADMIN, and for each Service its short name
+ * reaches, NAME_SERVICE_HOST (the outbound address) and NAME_SERVICE_PORT
+ * (the first port), as Kubernetes names them. Written by tr_up_provision
+ * and tr_up_recompile; read by the supervisor and `up --exec`. NULL-terminated
+ * malloc'd list, NULL when it cannot be read. */
+char **tr_up_env_read(const char *dir);
+void tr_up_env_free(char **env);
 
 /* ---- processes and commands (run.c) ---- */
 

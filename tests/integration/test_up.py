@@ -1,16 +1,22 @@
 """`trellis up` / `trellis down` (docs/up.md): the bookinfo mesh in network
 namespaces, driven from inside the mesh, then taken down; and a batch job
 whose proxy stops when it finishes. Needs root (network namespaces); skipped
-otherwise. Everything started is stopped at teardown even when a test fails:
-`trellis down`, then the PIDs and namespaces the state directory recorded."""
+otherwise. Then the same mesh in loopback mode (`trellis up --loopback`), which
+needs neither: run as the unprivileged user `nobody` when the tests run as
+root, else as the caller. Everything started is stopped at teardown even when a
+test fails: `trellis down`, then the PIDs and namespaces the state directory
+recorded."""
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 
 import pytest
 
@@ -26,10 +32,12 @@ def _netns_ok():
     return subprocess.run(["ip", "netns", "list"], capture_output=True).returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not _netns_ok(), reason="needs root and `ip netns`")
+netns_only = pytest.mark.skipif(not _netns_ok(), reason="needs root and `ip netns`")
 
 
 def netns_list():
+    if shutil.which("ip") is None:
+        return set()
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
@@ -111,6 +119,8 @@ def metrics(workload):
 def mesh(request, tmp_path_factory):
     """The bookinfo mesh, once with the control plane (the default) and once in
     static mode (--static: models and certificates written by up)."""
+    if not _netns_ok():
+        pytest.skip("needs root and `ip netns`")
     state = str(tmp_path_factory.mktemp("up-state"))
     # a copy: test_canary_shift edits it
     resources = str(tmp_path_factory.mktemp("mesh") / "bookinfo")
@@ -279,6 +289,7 @@ def test_down_removes_everything(mesh):
     assert r.returncode == 0 and "nothing is up" in r.stderr
 
 
+@netns_only
 def test_batch_job_stops_its_proxy(tmp_path):
     """The proxy exits when the application does, so batch jobs finish."""
     mesh_dir = tmp_path / "batch"
@@ -323,3 +334,209 @@ spec:
     finally:
         cleanup(state)
     assert "trl-batch-job" not in netns_list()
+
+
+# ---- loopback mode: no root, no namespaces ----
+
+def _unprivileged():
+    """(uid, gid, argv prefix) that runs a command as an unprivileged user: as
+    root, `setpriv` to nobody; else the caller itself."""
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid(), []
+    pw = pwd.getpwnam("nobody")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot drop to nobody")
+    return pw.pw_uid, pw.pw_gid, [setpriv, f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+                                  "--clear-groups"]
+
+
+def proc_uid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return -1
+
+
+def lo_table(stdout):
+    rows = {}
+    for line in stdout.splitlines():
+        m = re.match(r"^(bookinfo/\S+)\s+(127\.0\.0\.1:\d+)\s+(127\.77\.\d+\.\d+)\s+"
+                     r"(spiffe://\S+)\s+(\d+)\s+(\d+)\s+(yes|no)$", line)
+        if m:
+            rows[m.group(1)] = m.groups()
+    return rows
+
+
+@pytest.fixture(scope="module", params=["control", "static"])
+def lo_mesh(request):
+    """The bookinfo mesh in loopback mode, as an unprivileged user, in a
+    scratch directory that user owns (state and a copy of the resources)."""
+    uid, gid, prefix = _unprivileged()
+    work = tempfile.mkdtemp(prefix="trellis-lo-")
+    resources = os.path.join(work, "bookinfo")
+    state = os.path.join(work, "state")
+    shutil.copytree(BOOKINFO, resources)
+    for d, _, files in os.walk(work):
+        os.chown(d, uid, gid)
+        for f in files:
+            os.chown(os.path.join(d, f), uid, gid)
+    before = netns_list()
+
+    def run(argv, timeout=60):
+        return subprocess.run(prefix + argv, capture_output=True, text=True, timeout=timeout,
+                              cwd=work)
+
+    try:
+        extra = ["--static"] if request.param == "static" else []
+        r = run([TRELLIS, "up", resources, "--loopback", "--state", state, "--detach"] + extra,
+                timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r.mode, r.uid, r.run, r.resources, r.netns_before = (request.param, uid, run,
+                                                             resources, before)
+        yield state, r
+    finally:
+        cleanup(state)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def lo_admin(r, workload):
+    return lo_table(r.stdout)[f"bookinfo/{workload}"][1]
+
+
+def lo_metrics(r, workload):
+    with urllib.request.urlopen(f"http://{lo_admin(r, workload)}/stats/prometheus",
+                                timeout=5) as f:
+        return f.read().decode()
+
+
+def lo_exec(r, state, workload, argv):
+    return r.run([TRELLIS, "up", "--state", state, "--exec", f"bookinfo/{workload}", "--"] + argv)
+
+
+def test_loopback_table_and_environment(lo_mesh):
+    state, r = lo_mesh
+    rows = lo_table(r.stdout)
+    assert sorted(rows) == sorted(f"bookinfo/{w}" for w in WORKLOADS), r.stdout
+    ips, admins = set(), set()
+    for w in WORKLOADS:
+        _, admin, ip, ident, proxy, app, ready = rows[f"bookinfo/{w}"]
+        assert ident == f"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-{w.split('-')[0]}"
+        assert ready == "yes" and ip != "127.0.0.1"
+        # nothing of it runs as root (when the tests do, it runs as nobody)
+        assert proc_uid(int(proxy)) == r.uid and proc_uid(int(app)) == r.uid
+        ips.add(ip)
+        admins.add(admin)
+    assert len(ips) == len(admins) == len(WORKLOADS)
+    assert netns_list() == r.netns_before  # no namespace made
+    st = r.run([TRELLIS, "up", "--status", "--state", state])
+    assert st.returncode == 0 and "6 of 6 workload(s) running" in st.stdout, st.stdout
+    # the application's environment: its addresses, and every Service of its
+    # namespace at its sidecar's outbound listener
+    env = lo_exec(r, state, "productpage-v1", ["env"])
+    assert env.returncode == 0, env.stderr
+    e = dict(line.split("=", 1) for line in env.stdout.splitlines() if "=" in line)
+    pod = rows["bookinfo/productpage-v1"][2]
+    host = pod.split(".", 2)[2]
+    assert e["TRELLIS_POD_IP"] == pod
+    assert e["TRELLIS_APP_IP"] == f"127.78.{host}"
+    assert e["TRELLIS_OUTBOUND_IP"] == f"127.79.{host}"
+    assert e["REVIEWS_SERVICE_HOST"] == e["TRELLIS_OUTBOUND_IP"]
+    assert e["REVIEWS_SERVICE_PORT"] == "9080"
+    # the staged copy holds the loopback address, the user's file does not
+    with open(os.path.join(state, "resources", "mesh.json")) as f:
+        assert f'"podIP": "{pod}"' in f.read()
+    with open(os.path.join(r.resources, "pods.yaml")) as f:
+        assert "127.77." not in f.read()
+
+
+def test_loopback_page_with_mtls(lo_mesh):
+    state, r = lo_mesh
+    out = lo_exec(r, state, "loadgen", [sys.executable, os.path.join(r.resources, "bookinfo.py"),
+                                        "load", "http://productpage:9080/", "-n", "20", "-c",
+                                        "2"])
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["status"] == {"200": 20}, res
+    assert set(res["versions"]) <= {"v1", "v2"}  # the 90/10 canary: never v3
+    # one page, with curl: the name in the Host header, the connection to the sidecar
+    page = lo_exec(r, state, "loadgen", [
+        "sh", "-c", "curl -sS -m 5 -f --connect-to "
+        "productpage:9080:$PRODUCTPAGE_SERVICE_HOST:$PRODUCTPAGE_SERVICE_PORT "
+        "http://productpage:9080/"])
+    assert page.returncode == 0, page.stderr
+    doc = json.loads(page.stdout)
+    assert doc["service"] == "productpage" and doc["reviews_status"] == 200
+    # each hop over mTLS, both principals in the destination's metrics
+    for dst, src, sa in [("productpage-v1", "loadgen", "productpage"),
+                         ("reviews-v1", "productpage", "reviews")]:
+        text = lo_metrics(r, dst)
+        lines = [ln for ln in text.splitlines() if ln.startswith("istio_requests_total{")
+                 and 'reporter="destination"' in ln and 'response_code="200"' in ln]
+        assert lines, text
+        assert 'connection_security_policy="mutual_tls"' in lines[0]
+        assert (f'source_principal="spiffe://cluster.local/ns/bookinfo/sa/bookinfo-{src}"'
+                in lines[0])
+        assert (f'destination_principal="spiffe://cluster.local/ns/bookinfo/sa/bookinfo-{sa}"'
+                in lines[0])
+    # reviews v2/v3 -> ratings, when the canary sent any request to v2
+    if res["versions"].get("v2"):
+        assert re.search(r'istio_requests_total\{reporter="destination",[^}]*source_principal='
+                         r'"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews"[^}]*'
+                         r'connection_security_policy="mutual_tls"[^}]*response_code="200"',
+                         lo_metrics(r, "ratings-v1"))
+    # STRICT: plaintext straight to the Pod address (around the sidecar) gets no page
+    pod = lo_table(r.stdout)["bookinfo/productpage-v1"][2]
+    c = subprocess.run(["curl", "-sS", "-m", "5", f"http://{pod}:9080/"], capture_output=True,
+                       text=True, timeout=30)
+    assert c.returncode != 0 and "productpage" not in c.stdout
+
+
+def test_loopback_denied_edge(lo_mesh):
+    state, r = lo_mesh
+    c = lo_exec(r, state, "loadgen", [
+        "sh", "-c", "curl -sS -m 5 -o - -w '\\n%{http_code}' --connect-to "
+        "ratings:9080:$RATINGS_SERVICE_HOST:$RATINGS_SERVICE_PORT http://ratings:9080/ratings/0"])
+    body, _, code = c.stdout.rpartition("\n")
+    assert code == "403" and body == "RBAC: access denied", c.stdout + c.stderr
+    assert re.search(r'istio_requests_total\{reporter="destination",[^}]*source_principal='
+                     r'"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-loadgen"[^}]*'
+                     r'response_code="403"[^}]*\} [1-9]', lo_metrics(r, "ratings-v1"))
+
+
+def test_loopback_canary_shift(lo_mesh):
+    state, r = lo_mesh
+    shutil.copy(os.path.join(ROOT, "examples", "bookinfo-canary", "reviews-v2.yaml"),
+                os.path.join(r.resources, "reviews-canary.yaml"))
+    gen = re.compile(r"^trellis_config_generation (\d+)$", re.M)
+    before = int(gen.search(lo_metrics(r, "productpage-v1")).group(1))
+    rl = r.run([TRELLIS, "up", "--reload", "--state", state])
+    assert rl.returncode == 0, rl.stderr
+    assert "bookinfo/productpage-v1: new model" in rl.stdout
+    t0 = time.monotonic()
+    while int(gen.search(lo_metrics(r, "productpage-v1")).group(1)) == before:
+        assert time.monotonic() - t0 < 5, "productpage's proxy did not load its new model"
+        time.sleep(0.05)
+    out = lo_exec(r, state, "loadgen", [sys.executable, os.path.join(r.resources, "bookinfo.py"),
+                                        "load", "http://productpage:9080/", "-n", "20", "-c",
+                                        "2"])
+    res = json.loads(out.stdout)
+    assert res["status"] == {"200": 20} and res["versions"] == {"v2": 20}, res
+
+
+def test_loopback_down(lo_mesh):
+    state, r = lo_mesh
+    procs, netns, etc = recorded(state)
+    assert len(procs) == 3 * len(WORKLOADS) + (r.mode == "control")
+    assert all(alive(p) for p in procs) and not netns and not etc
+    pod = lo_table(r.stdout)["bookinfo/ratings-v1"][2]
+    d = r.run([TRELLIS, "down", "--state", state])
+    assert d.returncode == 0, d.stderr
+    assert "stopped 6 workload(s)" in d.stdout
+    assert not [p for p in procs if alive(p)]
+    assert not os.path.exists(os.path.join(state, "up.state"))
+    # the addresses are free again: nothing listens on a Pod address
+    c = subprocess.run(["curl", "-sS", "-m", "2", f"http://{pod}:9080/"], capture_output=True,
+                       text=True, timeout=30)
+    assert "Connection refused" in c.stderr or "Couldn't connect" in c.stderr, c.stderr

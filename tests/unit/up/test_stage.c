@@ -296,6 +296,68 @@ static void test_stage(void **state)
     tr_diags_free(&d);
 }
 
+/* Loopback mode: every Pod gets 127.77.0.10 up (a podIP written is replaced,
+ * warned, in the staged copy only; podIPs too), its application and outbound
+ * addresses the same host part in 127.78/16 and 127.79/16; a kept address
+ * stays; netns mode's are 127.0.0.1 and 127.0.0.2. */
+static void test_loopback_addresses(void **state)
+{
+    (void)state;
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_rset *rs =
+        load("lo.yaml",
+             "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns1}\n"
+             "spec: {containers: [{name: p, command: [a]}]}\n"
+             "status: {podIP: 198.18.0.50, podIPs: [{ip: 198.18.0.50}], phase: Running}\n---\n"
+             "apiVersion: v1\nkind: Pod\nmetadata: {name: q, namespace: ns1}\n"
+             "spec: {containers: [{name: q, command: [a]}]}\n---\n"
+             "apiVersion: v1\nkind: Pod\nmetadata: {name: r, namespace: ns1}\n"
+             "spec: {containers: [{name: r, command: [a]}]}\n",
+             &d);
+    struct tr_up u = {.trust_domain = "cluster.local", .loopback = true};
+    assert_int_equal(tr_up_workloads(&u, rs, "ns1/r 127.77.1.2\n", &d), 0);
+    assert_int_equal(d.n_errors, 0);
+    assert_true(has_diag(&d, TR_DIAG_WARNING, "status.podIP", "loopback mode"));
+    const struct tr_up_workload *p = find(&u, "p"), *q = find(&u, "q"), *r = find(&u, "r");
+    assert_string_equal(p->ip, "127.77.0.10");
+    assert_false(p->ip_given);
+    assert_string_equal(p->app_ip, "127.78.0.10");
+    assert_string_equal(p->out_ip, "127.79.0.10");
+    assert_string_equal(q->ip, "127.77.0.11");
+    assert_string_equal(r->ip, "127.77.1.2"); /* kept across a reload */
+    assert_string_equal(r->app_ip, "127.78.1.2");
+    assert_string_equal(r->out_ip, "127.79.1.2");
+
+    char path[256];
+    snprintf(path, sizeof(path), "%s/lo.json", g_dir);
+    assert_int_equal(tr_up_stage(&u, rs, path), 0);
+    struct tr_diags d2;
+    tr_diags_init(&d2);
+    const char *paths[] = {path};
+    struct tr_store *st = tr_store_files(paths, 1);
+    struct tr_rset *staged = tr_store_snapshot(st, &d2);
+    tr_store_free(st);
+    assert_non_null(staged);
+    const struct tr_resource *sp = tr_rset_find(staged, "", "Pod", "ns1", "p");
+    assert_string_equal(str_at(sp->obj, "status.podIP"), "127.77.0.10");
+    assert_string_equal(str_at(sp->obj, "status.phase"), "Running");
+    assert_null(tr_rnode_get(tr_rnode_get(sp->obj, "status"), "podIPs"));
+    tr_rset_free(staged);
+    tr_diags_free(&d2);
+    tr_up_workloads_free(&u);
+
+    /* the same Pods in netns mode */
+    struct tr_up n = {.trust_domain = "cluster.local"};
+    assert_int_equal(tr_up_workloads(&n, rs, NULL, &d), 0);
+    assert_string_equal(find(&n, "p")->ip, "198.18.0.50");
+    assert_string_equal(find(&n, "p")->app_ip, "127.0.0.1");
+    assert_string_equal(find(&n, "p")->out_ip, "127.0.0.2");
+    tr_up_workloads_free(&n);
+    tr_rset_free(rs);
+    tr_diags_free(&d);
+}
+
 /* Two trees read the same: same shape, same keys, and every scalar the same
  * text with the same meaning (null, bool, integer, number or string). */
 static void same_tree(const struct tr_rnode *a, const struct tr_rnode *b, const char *file)
@@ -378,7 +440,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_workloads),        cmocka_unit_test(test_addresses_refused),
         cmocka_unit_test(test_long_names),       cmocka_unit_test(test_stage),
-        cmocka_unit_test(test_stage_round_trip),
+        cmocka_unit_test(test_stage_round_trip), cmocka_unit_test(test_loopback_addresses),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
