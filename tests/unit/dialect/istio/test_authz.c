@@ -293,8 +293,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dry_run_not_enforced),
-        cmocka_unit_test(test_deny_all_plus_allow), cmocka_unit_test(test_scope),
-        cmocka_unit_test(test_every_field),         cmocka_unit_test(test_findings),
+        cmocka_unit_test(test_deny_all_plus_allow),
+        cmocka_unit_test(test_scope),
+        cmocka_unit_test(test_every_field),
+        cmocka_unit_test(test_findings),
         cmocka_unit_test(test_gateway_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
