@@ -14,6 +14,8 @@ PACKAGES=(
   # integration tests and benchmarks: servers and peers
   nginx-light libnginx-mod-http-echo haproxy
   iproute2 procps
+  # sidecar capture: trellis ctl iptables writes nftables rules; test_capture checks the wire
+  nftables tcpdump
 )
 
 missing=()
