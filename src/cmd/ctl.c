@@ -34,6 +34,8 @@ static void ctl_usage(FILE *out)
             "      --dns-server IP:PORT where the proxy resolves ServiceEntry names (default:\n"
             "                          the system's resolver)\n"
             "      --force             print the model even when resources had errors\n"
+            "      --capture           sidecar capture (trellis ctl iptables): virtual\n"
+            "                          listeners behind 127.0.0.1:15001 and 0.0.0.0:15006\n"
             "  analyze PATH...\n"
             "      report what breaks traffic (routes to undefined subsets or unknown hosts,\n"
             "      conflicting VirtualServices, unreachable rules...); exit 1 on errors\n"
@@ -131,6 +133,7 @@ static int ctl_parse(int argc, char **argv, struct ctl_args *a)
         {"request", required_argument, NULL, 'X'},
         {"header", required_argument, NULL, 'H'},
         {"force", no_argument, NULL, 'f'},
+        {"capture", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -181,6 +184,9 @@ static int ctl_parse(int argc, char **argv, struct ctl_args *a)
         case 'f':
             a->force = true;
             break;
+        case 'C':
+            a->o.capture = true;
+            break;
         case 'h':
             ctl_usage(stdout);
             return -2;
@@ -188,6 +194,11 @@ static int ctl_parse(int argc, char **argv, struct ctl_args *a)
             ctl_usage(stderr);
             return -1;
         }
+    }
+    if (a->o.capture && a->o.outbound_ip != NULL) {
+        fprintf(stderr, "trellis ctl: --outbound-ip has no effect with --capture (outbound "
+                        "listeners are virtual, on 0.0.0.0:PORT)\n");
+        return -1;
     }
     if (a->workload != NULL) {
         if (!split_workload(a->workload, &a->ns, &a->name)) {
