@@ -778,7 +778,7 @@ struct tr_config {
     struct tr_access_log_cfg access_log;
     const char *log_level; /* "error", "warn", "info", "debug"; default "info" */
     struct tr_resolver_cfg resolver;
-    /* SO_MARK of every upstream socket (0: none), so that capture rules can
+    /* SO_MARK of every upstream and DNS socket (0: none), so that capture rules can
      * leave the proxy's own connections alone (Istio uses 1337). Setting it
      * needs CAP_NET_ADMIN; the snapshot build checks it can. */
     uint32_t upstream_mark;

@@ -339,6 +339,10 @@ static void pt_on_io(struct tr_io *io, uint32_t events)
 {
     struct tr_tcp_state *t = tr_container_of(io, struct tr_tcp_state, pt.io);
     struct tr_session *s = tr_container_of(t, struct tr_session, tcp);
+    /* An event queued in the batch that closed the session (its struct is
+     * freed only after the batch). */
+    if (t->pt.io.fd < 0 || s->phase != TR_PH_TCP)
+        return;
     tr_conn_on_events(&t->pt, events);
     if (t->connected) {
         tcp_pump(s);
