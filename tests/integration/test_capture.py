@@ -325,10 +325,16 @@ def test_capture_mtls_between_unmodified_workloads(net, certs):
     workdir = net.workdir
     hits = os.path.join(workdir, "backend-hits.jsonl")
     net.spawn("b", "backend", sys.executable, "-c", BACKEND, str(PORT), hits)
-    # The capture rules, as a workload's init step would write them.
+    # The capture rules, as a workload's init step would write them: into a
+    # named namespace (A), or into the one the command runs in (B).
     for k in ("a", "b"):
-        net.exec(k, TRELLIS, "ctl", "iptables", "--dry-run")  # prints, touches nothing
-        run(TRELLIS, "ctl", "iptables", "--netns", net.ns[k])
+        dry = net.exec(k, TRELLIS, "ctl", "iptables", "--dry-run").stdout  # touches nothing
+        assert "redirect to :15001" in dry
+        assert net.exec(k, "nft", "list", "tables").stdout.strip() == ""
+        if k == "a":
+            run(TRELLIS, "ctl", "iptables", "--netns", net.ns[k])
+        else:
+            net.exec(k, TRELLIS, "ctl", "iptables")
         rules = net.exec(k, "nft", "list", "table", "inet", "trellis").stdout
         assert "redirect to :15001" in rules and "redirect to :15006" in rules, rules
     assert net.exec("c", "nft", "list", "tables").stdout.strip() == ""  # C: no sidecar, no rules
@@ -413,9 +419,11 @@ def test_capture_mtls_between_unmodified_workloads(net, certs):
 def test_capture_rejects_loops_and_direct_connections(net, certs):
     """A connection that reaches the capture listener without a redirect (its
     original destination is the capture listener itself) is closed, never
-    handed on; nothing loops."""
+    handed on; nothing loops. A reload switches unmatched to reject (Istio's
+    REGISTRY_ONLY) without a restart."""
     run(TRELLIS, "ctl", "iptables", "--netns", net.ns["a"])
-    start_proxy(net, "a", "proxy-a", config_a(certs))
+    cfg = config_a(certs)
+    proxy = start_proxy(net, "a", "proxy-a", cfg)
     r = net.exec("a", "curl", "-s", "-m", "3", "http://127.0.0.1:15001/", check=False)
     assert r.returncode != 0
     r = net.exec("c", "curl", "-s", "-m", "3", f"http://{IP['a']}:15006/", check=False)
@@ -423,6 +431,23 @@ def test_capture_rejects_loops_and_direct_connections(net, certs):
     ma = metrics(net, "a")
     assert metric(ma, "trellis_capture_rejected_total") == 2, ma
     assert metric(ma, "istio_requests_total") == 0
+    # Passthrough to a port nobody claims (C listens on nothing: refused).
+    net.exec("a", "curl", "-s", "-m", "3", f"http://{IP['c']}:9/", check=False)
+    assert metric(metrics(net, "a"), "trellis_capture_passthrough_total") == 1
+    cfg["listeners"][0]["original_destination"]["unmatched"] = "reject"
+    with open(os.path.join(net.workdir, "proxy-a.yaml"), "w") as f:
+        json.dump(cfg, f)
+    proxy.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while True:
+        net.exec("a", "curl", "-s", "-m", "3", f"http://{IP['c']}:9/", check=False)
+        ma = metrics(net, "a")
+        if metric(ma, "trellis_capture_rejected_total") > 2:
+            break
+        assert time.time() < deadline, ma + log_of(net.workdir, "proxy-a")
+        time.sleep(0.05)
+    assert metric(ma, "trellis_capture_passthrough_total") == 1
+    assert proxy.poll() is None
 
 
 MESH = f"""
