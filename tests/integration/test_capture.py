@@ -163,6 +163,11 @@ def net(workdir):
         yield n
     finally:
         n.close()
+    # Stopped: with an ASan/UBSan build (TRELLIS_BIN), the proxies' logs must
+    # be free of sanitizer reports.
+    for name in ("proxy-a", "proxy-b"):
+        text = log_of(workdir, name)
+        assert "Sanitizer" not in text and "runtime error:" not in text, text
 
 
 def log_of(workdir, name):
