@@ -52,6 +52,7 @@ static void ctl_usage(FILE *out)
             "           [--proxy-mark MARK] [--proxy-uid UID] [--include-ports LIST]\n"
             "           [--exclude-ports LIST] [--exclude-outbound-ports LIST]\n"
             "           [--include-cidrs LIST] [--exclude-cidrs LIST] [--dry-run] [--remove]\n"
+            "           [--backend nftables|iptables]\n"
             "      write the sidecar capture rules (nftables table inet trellis) into the\n"
             "      current network namespace or NAME: outbound TCP to 127.0.0.1:15001,\n"
             "      inbound TCP to 15006; the proxy's own traffic excluded by mark 1337\n"
@@ -492,6 +493,7 @@ static int ctl_iptables(int argc, char **argv)
         {"exclude-cidrs", required_argument, NULL, 'x'},
         {"dry-run", no_argument, NULL, 'D'},
         {"remove", no_argument, NULL, 'R'},
+        {"backend", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -548,6 +550,13 @@ static int ctl_iptables(int argc, char **argv)
         case 'R':
             remove = true;
             break;
+        case 'B':
+            ok = strcmp(optarg, "nftables") == 0 || strcmp(optarg, "iptables") == 0;
+            o.backend = strcmp(optarg, "iptables") == 0 ? TR_CAPTURE_IPTABLES : TR_CAPTURE_NFTABLES;
+            if (!ok)
+                fprintf(stderr, "trellis ctl iptables: --backend: nftables or iptables, got %s\n",
+                        optarg);
+            break;
         case 'h':
             ctl_usage(stdout);
             return 0;
@@ -569,12 +578,19 @@ static int ctl_iptables(int argc, char **argv)
         free(err);
         return 2;
     }
+    bool ipt = o.backend == TR_CAPTURE_IPTABLES;
     if (dry) {
+        if (ipt)
+            printf("# first (each may fail: nothing to remove)\n%s%s",
+                   tr_capture_rules_iptables_removal(),
+                   remove ? "" : "# then: iptables-restore -w --noflush <<EOF\n");
         fputs(script, stdout);
+        if (ipt && !remove)
+            fputs("EOF\n", stdout);
         free(script);
         return 0;
     }
-    int rc = tr_capture_rules_apply(script, netns, &err);
+    int rc = tr_capture_rules_apply(o.backend, script, remove, netns, &err);
     free(script);
     if (rc < 0) {
         fprintf(stderr, "trellis ctl iptables: %s\n", err ? err : "failed");
@@ -582,7 +598,8 @@ static int ctl_iptables(int argc, char **argv)
         return 1;
     }
     if (rc != 0)
-        fprintf(stderr, "trellis ctl iptables: nft failed (exit %d)\n", rc);
+        fprintf(stderr, "trellis ctl iptables: %s failed (exit %d)\n",
+                ipt ? "iptables-restore" : "nft", rc);
     return rc == 0 ? 0 : 1;
 }
 

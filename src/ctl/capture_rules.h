@@ -12,6 +12,12 @@
  *              inbound_port, except excluded ports and, with include ports,
  *              any port outside them.
  *
+ * The same rules can be written with iptables instead (backend iptables):
+ * chains TRELLIS_OUTPUT and TRELLIS_PREROUTING of the nat table, jumped to
+ * from OUTPUT and PREROUTING, loaded with `iptables-restore --noflush` after
+ * the previous ones were removed (the jumps deleted, the chains flushed and
+ * deleted), for systems whose other tools speak iptables.
+ *
  * IPv4 only for now: IPv6 TCP is left alone (docs/config.md, "Capture").
  */
 #ifndef TR_CTL_CAPTURE_RULES_H
@@ -23,10 +29,16 @@
 
 #define TR_CAPTURE_MAX_LIST 64
 
+enum tr_capture_backend {
+    TR_CAPTURE_NFTABLES = 0, /* nft -f - */
+    TR_CAPTURE_IPTABLES,     /* iptables-restore --noflush */
+};
+
 struct tr_capture_rules_opts {
-    uint16_t outbound_port; /* default 15001 */
-    uint16_t inbound_port;  /* default 15006 */
-    uint32_t proxy_mark;    /* 0: no mark rule */
+    enum tr_capture_backend backend; /* default nftables */
+    uint16_t outbound_port;          /* default 15001 */
+    uint16_t inbound_port;           /* default 15006 */
+    uint32_t proxy_mark;             /* 0: no mark rule */
     bool has_proxy_uid;
     uint32_t proxy_uid;
     /* Inbound ports (Istio -b / -d): "*" or none = all. */
@@ -46,15 +58,25 @@ struct tr_capture_rules_opts {
 
 void tr_capture_rules_defaults(struct tr_capture_rules_opts *o);
 
-/* The nftables script that replaces the trellis table with the capture
- * rules (input for `nft -f -`), or, remove: that deletes it. NULL with
- * *err (malloc'd) when an option is invalid (a port, an IPv4 CIDR). The
- * caller frees the text. */
+/* What the backend is given. nftables: the script that replaces the
+ * trellis table with the capture rules (input for `nft -f -`), or, remove:
+ * that deletes it. iptables: the iptables-restore input (the removal of the
+ * previous rules runs before it, see tr_capture_rules_apply), or, remove,
+ * an empty text. NULL with *err (malloc'd) when an option is invalid (a
+ * port, an IPv4 CIDR). The caller frees the text. */
 char *tr_capture_rules_script(const struct tr_capture_rules_opts *o, bool remove, char **err);
 
-/* Run `nft -f -` with script on stdin, inside network namespace netns
- * (/run/netns/NAME, as `ip netns add` creates) or the current one (NULL).
- * Returns nft's exit status, or -1 with *err set. */
-int tr_capture_rules_apply(const char *script, const char *netns, char **err);
+/* The iptables commands that remove trellis's chains and the jumps to them
+ * (each may fail when there is nothing to remove), one per line, for
+ * --dry-run. */
+const char *tr_capture_rules_iptables_removal(void);
+
+/* Apply script (from tr_capture_rules_script with the same backend and
+ * remove) inside network namespace netns (/run/netns/NAME, as `ip netns add`
+ * creates) or the current one (NULL): nftables, `nft -f -`; iptables, the
+ * removal commands, then (unless remove) `iptables-restore --noflush`.
+ * Returns the last tool's exit status, or -1 with *err set. */
+int tr_capture_rules_apply(enum tr_capture_backend backend, const char *script, bool remove,
+                           const char *netns, char **err);
 
 #endif

@@ -66,7 +66,7 @@ def _missing():
     """Why this machine cannot run the test, or None."""
     if os.geteuid() != 0:
         return "needs root (network namespaces, nftables, tcpdump)"
-    for tool in ("ip", "nft", "tcpdump", "curl"):
+    for tool in ("ip", "nft", "tcpdump", "curl"):  # iptables: only its variant needs it
         if shutil.which(tool) is None:
             return f"needs {tool} (make bootstrap installs it)"
     probe = f"trc-{os.getpid()}-probe"
@@ -326,23 +326,35 @@ def stop(p):
     p.wait(timeout=5)
 
 
-def test_capture_mtls_between_unmodified_workloads(net, certs):
+def rules_of(net, ns, backend):
+    if backend == "nftables":
+        return net.exec(ns, "nft", "list", "ruleset").stdout
+    return net.exec(ns, "iptables", "-w", "-t", "nat", "-S").stdout
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_capture_mtls_between_unmodified_workloads(net, certs, backend):
+    if shutil.which({"nftables": "nft", "iptables": "iptables-restore"}[backend]) is None:
+        pytest.skip(f"needs {backend} (make bootstrap installs it)")
     workdir = net.workdir
     hits = os.path.join(workdir, "backend-hits.jsonl")
     net.spawn("b", "backend", sys.executable, "-c", BACKEND, str(PORT), hits)
     # The capture rules, as a workload's init step would write them: into a
     # named namespace (A), or into the one the command runs in (B).
+    redirect = {"nftables": ("redirect to :15001", "redirect to :15006"),
+                "iptables": ("REDIRECT --to-ports 15001", "REDIRECT --to-ports 15006")}[backend]
     for k in ("a", "b"):
-        dry = net.exec(k, TRELLIS, "ctl", "iptables", "--dry-run").stdout  # touches nothing
-        assert "redirect to :15001" in dry
-        assert net.exec(k, "nft", "list", "tables").stdout.strip() == ""
+        dry = net.exec(k, TRELLIS, "ctl", "iptables", "--backend", backend,
+                       "--dry-run").stdout  # touches nothing
+        assert redirect[0] in dry and redirect[1] in dry, dry
+        assert redirect[0] not in rules_of(net, k, backend)
         if k == "a":
-            run(TRELLIS, "ctl", "iptables", "--netns", net.ns[k])
+            run(TRELLIS, "ctl", "iptables", "--backend", backend, "--netns", net.ns[k])
         else:
-            net.exec(k, TRELLIS, "ctl", "iptables")
-        rules = net.exec(k, "nft", "list", "table", "inet", "trellis").stdout
-        assert "redirect to :15001" in rules and "redirect to :15006" in rules, rules
-    assert net.exec("c", "nft", "list", "tables").stdout.strip() == ""  # C: no sidecar, no rules
+            net.exec(k, TRELLIS, "ctl", "iptables", "--backend", backend)
+        rules = rules_of(net, k, backend)
+        assert redirect[0] in rules and redirect[1] in rules, rules
+    assert redirect[0] not in rules_of(net, "c", backend)  # C: no sidecar, no rules
     start_proxy(net, "b", "proxy-b", config_b(certs))
     proxy_a = start_proxy(net, "a", "proxy-a", config_a(certs))
     wait_backend(net, hits)
@@ -415,9 +427,10 @@ def test_capture_mtls_between_unmodified_workloads(net, certs):
         assert time.time() < deadline, metrics(net, "b")
         time.sleep(0.05)
 
-    # --remove takes only our table away; the proxy keeps running.
-    run(TRELLIS, "ctl", "iptables", "--netns", net.ns["a"], "--remove")
-    assert net.exec("a", "nft", "list", "tables").stdout.strip() == ""
+    # --remove takes only our table (chains) away; the proxy keeps running.
+    run(TRELLIS, "ctl", "iptables", "--backend", backend, "--netns", net.ns["a"], "--remove")
+    rules = rules_of(net, "a", backend)
+    assert "trellis" not in rules.lower() and redirect[0] not in rules, rules
     assert proxy_a.poll() is None
 
 

@@ -106,6 +106,53 @@ static void test_options(void **state)
     free(s);
 }
 
+static void test_iptables(void **state)
+{
+    (void)state;
+    struct tr_capture_rules_opts o;
+    tr_capture_rules_defaults(&o);
+    o.backend = TR_CAPTURE_IPTABLES;
+    o.has_proxy_uid = true;
+    o.proxy_uid = 1337;
+    o.exclude_outbound_ports[o.n_exclude_outbound_ports++] = "53";
+    o.exclude_cidrs[o.n_exclude_cidrs++] = "198.19.0.0/16";
+    o.include_ports[o.n_include_ports++] = "8000-8100";
+    char *s = script_ok(&o, false);
+    assert_string_equal(s, "*nat\n"
+                           ":TRELLIS_OUTPUT - [0:0]\n"
+                           ":TRELLIS_PREROUTING - [0:0]\n"
+                           "-A OUTPUT -p tcp -j TRELLIS_OUTPUT\n"
+                           "-A PREROUTING -p tcp -j TRELLIS_PREROUTING\n"
+                           "-A TRELLIS_OUTPUT -m mark --mark 1337 -j RETURN\n"
+                           "-A TRELLIS_OUTPUT -m owner --uid-owner 1337 -j RETURN\n"
+                           "-A TRELLIS_OUTPUT -d 127.0.0.0/8 -j RETURN\n"
+                           "-A TRELLIS_OUTPUT -d 198.19.0.0/16 -j RETURN\n"
+                           "-A TRELLIS_OUTPUT -p tcp --dport 53 -j RETURN\n"
+                           "-A TRELLIS_OUTPUT -p tcp -j REDIRECT --to-ports 15001\n"
+                           "-A TRELLIS_PREROUTING -i lo -j RETURN\n"
+                           "-A TRELLIS_PREROUTING -p tcp --dport 8000:8100 -j REDIRECT "
+                           "--to-ports 15006\n"
+                           "COMMIT\n");
+    free(s);
+    /* Include CIDRs: a redirect per CIDR, nothing for the rest. */
+    tr_capture_rules_defaults(&o);
+    o.backend = TR_CAPTURE_IPTABLES;
+    o.include_cidrs[o.n_include_cidrs++] = "198.18.0.0/15";
+    s = script_ok(&o, false);
+    assert_non_null(
+        strstr(s, "-A TRELLIS_OUTPUT -d 198.18.0.0/15 -p tcp -j REDIRECT --to-ports 15001\n"));
+    assert_null(strstr(s, "-A TRELLIS_OUTPUT -p tcp -j REDIRECT"));
+    free(s);
+    /* Removal is the commands, not a script; the same checks refuse input. */
+    s = script_ok(&o, true);
+    assert_string_equal(s, "");
+    free(s);
+    assert_non_null(strstr(tr_capture_rules_iptables_removal(),
+                           "iptables -w -t nat -D OUTPUT -p tcp -j TRELLIS_OUTPUT\n"));
+    o.exclude_cidrs[o.n_exclude_cidrs++] = "1.2.3.4 -j ACCEPT";
+    script_err(&o, "--exclude-cidrs: \"1.2.3.4 -j ACCEPT\" is not an IPv4 address or CIDR");
+}
+
 static void test_refused(void **state)
 {
     (void)state;
@@ -135,7 +182,7 @@ static void test_refused(void **state)
     script_err(&o, "--exclude-cidrs: \"10.0.0.0/8 } accept; {\" is not an IPv4 address or CIDR");
     /* A bad namespace name never reaches the file system. */
     char *err = NULL;
-    assert_int_equal(tr_capture_rules_apply("", "../x", &err), -1);
+    assert_int_equal(tr_capture_rules_apply(TR_CAPTURE_NFTABLES, "", false, "../x", &err), -1);
     assert_string_equal(err, "--netns: \"../x\" is not a network namespace name");
     free(err);
 }
@@ -145,6 +192,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_options),
+        cmocka_unit_test(test_iptables),
         cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
