@@ -14,6 +14,9 @@ PACKAGES=(
   # integration tests and benchmarks: servers and peers
   nginx-light libnginx-mod-http-echo haproxy
   iproute2 procps
+  # sidecar capture: trellis ctl iptables writes nftables (or iptables) rules; test_capture
+  # checks the wire
+  nftables iptables tcpdump
 )
 
 missing=()

@@ -1,6 +1,8 @@
 /* trellis ctl: operator tools that read resources and answer without running
  * anything (compile, and later analyze and route explain). */
+#include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include "config/load.h"
 #include "config/write.h"
 #include "ctl/authz_check.h"
+#include "ctl/capture_rules.h"
 #include "ctl/explain.h"
 #include "core/diag.h"
 #include "dialect/istio/istio.h"
@@ -31,6 +34,8 @@ static void ctl_usage(FILE *out)
             "      --dns-server IP:PORT where the proxy resolves ServiceEntry names (default:\n"
             "                          the system's resolver)\n"
             "      --force             print the model even when resources had errors\n"
+            "      --capture           sidecar capture (trellis ctl iptables): virtual\n"
+            "                          listeners behind 127.0.0.1:15001 and 0.0.0.0:15006\n"
             "  analyze PATH...\n"
             "      report what breaks traffic (routes to undefined subsets or unknown hosts,\n"
             "      conflicting VirtualServices, unreachable rules...); exit 1 on errors\n"
@@ -43,6 +48,15 @@ static void ctl_usage(FILE *out)
             "              [--jwt-claims JSON] [--source-ip IP] [--sni NAME] [--tcp] [-o json]\n"
             "      whether the workload's proxy admits a request, and the policy and rule\n"
             "      that decide (the proxy's own evaluator decides); --from none: plaintext\n"
+            "  iptables [--netns NAME] [--outbound-port P] [--inbound-port P]\n"
+            "           [--proxy-mark MARK] [--proxy-uid UID] [--include-ports LIST]\n"
+            "           [--exclude-ports LIST] [--exclude-outbound-ports LIST]\n"
+            "           [--include-cidrs LIST] [--exclude-cidrs LIST] [--dry-run] [--remove]\n"
+            "           [--backend nftables|iptables]\n"
+            "      write the sidecar capture rules (nftables table inet trellis) into the\n"
+            "      current network namespace or NAME: outbound TCP to 127.0.0.1:15001,\n"
+            "      inbound TCP to 15006; the proxy's own traffic excluded by mark 1337\n"
+            "      (and/or uid); LIST is comma-separated, \"*\" for all (docs/config.md)\n"
             "  ca init|sign|bundle|token|check DIR ...\n"
             "      the mesh CA: create or plug in a CA, issue SVIDs and bootstrap tokens,\n"
             "      report expiries (trellis ctl ca help)\n"
@@ -120,6 +134,7 @@ static int ctl_parse(int argc, char **argv, struct ctl_args *a)
         {"request", required_argument, NULL, 'X'},
         {"header", required_argument, NULL, 'H'},
         {"force", no_argument, NULL, 'f'},
+        {"capture", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -170,6 +185,9 @@ static int ctl_parse(int argc, char **argv, struct ctl_args *a)
         case 'f':
             a->force = true;
             break;
+        case 'C':
+            a->o.capture = true;
+            break;
         case 'h':
             ctl_usage(stdout);
             return -2;
@@ -177,6 +195,11 @@ static int ctl_parse(int argc, char **argv, struct ctl_args *a)
             ctl_usage(stderr);
             return -1;
         }
+    }
+    if (a->o.capture && a->o.outbound_ip != NULL) {
+        fprintf(stderr, "trellis ctl: --outbound-ip has no effect with --capture (outbound "
+                        "listeners are virtual, on 0.0.0.0:PORT)\n");
+        return -1;
     }
     if (a->workload != NULL) {
         if (!split_workload(a->workload, &a->ns, &a->name)) {
@@ -428,6 +451,158 @@ static int ctl_compile(int argc, char **argv)
     return rc;
 }
 
+/* "a,b,c" into v (pointing into s, which is modified). */
+static bool split_list(char *s, const char **v, size_t *n, const char *opt)
+{
+    *n = 0;
+    for (char *save = NULL, *tok = strtok_r(s, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (*n == TR_CAPTURE_MAX_LIST) {
+            fprintf(stderr, "trellis ctl iptables: %s: at most %d entries\n", opt,
+                    TR_CAPTURE_MAX_LIST);
+            return false;
+        }
+        v[(*n)++] = tok;
+    }
+    return true;
+}
+
+static bool parse_u32(const char *s, uint32_t max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end != '\0' || errno != 0 || v > max || s[0] == '-' || s[0] == '+')
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static int ctl_iptables(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"netns", required_argument, NULL, 'n'},
+        {"outbound-port", required_argument, NULL, 'O'},
+        {"inbound-port", required_argument, NULL, 'I'},
+        {"proxy-mark", required_argument, NULL, 'm'},
+        {"proxy-uid", required_argument, NULL, 'u'},
+        {"include-ports", required_argument, NULL, 'b'},
+        {"exclude-ports", required_argument, NULL, 'd'},
+        {"exclude-outbound-ports", required_argument, NULL, 'o'},
+        {"include-cidrs", required_argument, NULL, 'i'},
+        {"exclude-cidrs", required_argument, NULL, 'x'},
+        {"dry-run", no_argument, NULL, 'D'},
+        {"remove", no_argument, NULL, 'R'},
+        {"backend", required_argument, NULL, 'B'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct tr_capture_rules_opts o;
+    tr_capture_rules_defaults(&o);
+    const char *netns = NULL;
+    bool dry = false, remove = false, ok = true;
+    uint32_t v;
+    int c;
+    optind = 1;
+    while (ok && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n':
+            netns = optarg;
+            break;
+        case 'O':
+        case 'I':
+            ok = parse_u32(optarg, 65535, &v) && v > 0;
+            if (!ok)
+                fprintf(stderr, "trellis ctl iptables: %s: not a port: %s\n",
+                        c == 'O' ? "--outbound-port" : "--inbound-port", optarg);
+            *(c == 'O' ? &o.outbound_port : &o.inbound_port) = (uint16_t)v;
+            break;
+        case 'm':
+            ok = parse_u32(optarg, UINT32_MAX, &o.proxy_mark);
+            if (!ok)
+                fprintf(stderr, "trellis ctl iptables: --proxy-mark: not a mark: %s\n", optarg);
+            break;
+        case 'u':
+            ok = parse_u32(optarg, UINT32_MAX - 1, &o.proxy_uid);
+            o.has_proxy_uid = true;
+            if (!ok)
+                fprintf(stderr, "trellis ctl iptables: --proxy-uid: not a uid: %s\n", optarg);
+            break;
+        case 'b':
+            ok = split_list(optarg, o.include_ports, &o.n_include_ports, "--include-ports");
+            break;
+        case 'd':
+            ok = split_list(optarg, o.exclude_ports, &o.n_exclude_ports, "--exclude-ports");
+            break;
+        case 'o':
+            ok = split_list(optarg, o.exclude_outbound_ports, &o.n_exclude_outbound_ports,
+                            "--exclude-outbound-ports");
+            break;
+        case 'i':
+            ok = split_list(optarg, o.include_cidrs, &o.n_include_cidrs, "--include-cidrs");
+            break;
+        case 'x':
+            ok = split_list(optarg, o.exclude_cidrs, &o.n_exclude_cidrs, "--exclude-cidrs");
+            break;
+        case 'D':
+            dry = true;
+            break;
+        case 'R':
+            remove = true;
+            break;
+        case 'B':
+            ok = strcmp(optarg, "nftables") == 0 || strcmp(optarg, "iptables") == 0;
+            o.backend = strcmp(optarg, "iptables") == 0 ? TR_CAPTURE_IPTABLES : TR_CAPTURE_NFTABLES;
+            if (!ok)
+                fprintf(stderr, "trellis ctl iptables: --backend: nftables or iptables, got %s\n",
+                        optarg);
+            break;
+        case 'h':
+            ctl_usage(stdout);
+            return 0;
+        default:
+            ctl_usage(stderr);
+            return 2;
+        }
+    }
+    if (!ok)
+        return 2;
+    if (optind < argc) {
+        fprintf(stderr, "trellis ctl iptables: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    char *err = NULL;
+    char *script = tr_capture_rules_script(&o, remove, &err);
+    if (script == NULL) {
+        fprintf(stderr, "trellis ctl iptables: %s\n", err ? err : "out of memory");
+        free(err);
+        return 2;
+    }
+    bool ipt = o.backend == TR_CAPTURE_IPTABLES;
+    if (dry) {
+        if (ipt)
+            printf("# first (each may fail: nothing to remove)\n%s%s",
+                   tr_capture_rules_iptables_removal(),
+                   remove ? "" : "# then: iptables-restore -w --noflush <<EOF\n");
+        fputs(script, stdout);
+        if (ipt && !remove)
+            fputs("EOF\n", stdout);
+        free(script);
+        return 0;
+    }
+    int rc = tr_capture_rules_apply(o.backend, script, remove, netns, &err);
+    free(script);
+    if (rc < 0) {
+        fprintf(stderr, "trellis ctl iptables: %s\n", err ? err : "failed");
+        free(err);
+        return 1;
+    }
+    if (rc != 0)
+        fprintf(stderr, "trellis ctl iptables: %s failed (exit %d)\n",
+                ipt ? "iptables-restore" : "nft", rc);
+    return rc == 0 ? 0 : 1;
+}
+
 int tr_cmd_ctl(int argc, char **argv)
 {
     if (argc < 2) {
@@ -444,6 +619,8 @@ int tr_cmd_ctl(int argc, char **argv)
         return tr_cmd_ctl_status(argc - 1, argv + 1);
     if (strcmp(argv[1], "ca") == 0)
         return tr_cmd_ctl_ca(argc - 1, argv + 1);
+    if (strcmp(argv[1], "iptables") == 0)
+        return ctl_iptables(argc - 1, argv + 1);
     if (strcmp(argv[1], "route") == 0 && argc > 2 && strcmp(argv[2], "explain") == 0)
         return ctl_explain(argc - 2, argv + 2);
     if (strcmp(argv[1], "authz") == 0 && argc > 2 && strcmp(argv[2], "check") == 0)

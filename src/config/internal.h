@@ -321,6 +321,7 @@ extern const struct cfg_section cfg_fault_section;
 extern const struct cfg_section cfg_fault_delay_section;
 extern const struct cfg_section cfg_fault_abort_section;
 extern const struct cfg_section cfg_cors_section;
+extern const struct cfg_section cfg_original_dst_section;
 extern const struct cfg_section cfg_cors_origin_section;
 extern const struct cfg_section cfg_query_match_section;
 extern const struct cfg_section cfg_origin_section;

@@ -77,6 +77,12 @@ void tr_cfg_redirect_defaults(struct tr_redirect_cfg *r)
     cfg_schema_defaults(&cfg_redirect_section, r);
 }
 
+void tr_cfg_original_dst_defaults(struct tr_original_dst_cfg *o)
+{
+    memset(o, 0, sizeof(*o));
+    cfg_schema_defaults(&cfg_original_dst_section, o);
+}
+
 void tr_cfg_cors_defaults(struct tr_cors_cfg *c)
 {
     memset(c, 0, sizeof(*c));

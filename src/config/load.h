@@ -67,6 +67,7 @@ void tr_cfg_endpoint_defaults(struct tr_endpoint_cfg *e);
  * cfg->arena; a fault has no defaults: zero it and set delay, abort). */
 void tr_cfg_redirect_defaults(struct tr_redirect_cfg *r);
 void tr_cfg_cors_defaults(struct tr_cors_cfg *c);
+void tr_cfg_original_dst_defaults(struct tr_original_dst_cfg *o);
 
 /* Check every invariant of cfg, however it was built: each field's type,
  * range and syntax (as the loader checks them), unique names per kind,

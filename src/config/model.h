@@ -258,6 +258,23 @@ struct tr_request_authn_cfg {
     size_t n_rules;
 };
 
+/* ---- original-destination capture (listeners[].original_destination) ----
+ * A capture listener accepts connections that a firewall rule redirected
+ * to it (trellis ctl iptables), recovers where each was going
+ * (SO_ORIGINAL_DST) and hands it to the virtual listener (bind: false) of
+ * its direction with that address: exact ip:port first, then 0.0.0.0:port or
+ * [::]:port. Istio's outboundTrafficPolicy says what happens without one. */
+enum tr_capture_unmatched {
+    TR_CAPTURE_PASSTHROUGH = 0, /* a plain TCP relay to the original destination
+                                 * (Istio ALLOW_ANY, PassthroughCluster) */
+    TR_CAPTURE_REJECT,          /* close (Istio REGISTRY_ONLY) */
+};
+
+struct tr_original_dst_cfg {
+    enum tr_capture_unmatched unmatched; /* default passthrough */
+    uint32_t connect_timeout_ms;         /* passthrough connects; default 1000 */
+};
+
 struct tr_listener_cfg {
     const char *name;
     struct tr_cfg_addr addr;
@@ -290,6 +307,10 @@ struct tr_listener_cfg {
      * cluster and refuses header edits, which a byte stream cannot carry. */
     struct tr_weighted_cluster_cfg *tcp_clusters; /* 0, or 1..256 with a positive total */
     size_t n_tcp_clusters;
+    /* ---- capture (see tr_original_dst_cfg) ---- */
+    bool bind; /* default true; false: a virtual listener, reached only through a
+                * capture listener of its direction (no socket of its own) */
+    struct tr_original_dst_cfg *original_destination; /* non-NULL: a capture listener */
 };
 
 enum tr_path_match { TR_PATH_PREFIX = 0, TR_PATH_EXACT, TR_PATH_REGEX };
@@ -757,6 +778,10 @@ struct tr_config {
     struct tr_access_log_cfg access_log;
     const char *log_level; /* "error", "warn", "info", "debug"; default "info" */
     struct tr_resolver_cfg resolver;
+    /* SO_MARK of every upstream and DNS socket (0: none), so that capture rules can
+     * leave the proxy's own connections alone (Istio uses 1337). Setting it
+     * needs CAP_NET_ADMIN; the snapshot build checks it can. */
+    uint32_t upstream_mark;
 
     struct tr_tls_cfg *tls;
     size_t n_tls;

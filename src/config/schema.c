@@ -391,6 +391,17 @@ const struct cfg_section cfg_tcp_weighted_section =
     SEC("tcp weighted cluster", tcp_weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc),
         NULL);
 
+/* A capture listener (model.h, tr_original_dst_cfg): `original_destination:
+ * {}` takes every default. */
+static const char *const capture_unmatched[] = {"passthrough", "reject"};
+static const struct cfg_field original_dst_fields[] = {
+    ENUM("unmatched", struct tr_original_dst_cfg, unmatched, DEF, capture_unmatched, NULL,
+         TR_CAPTURE_PASSTHROUGH),
+    DUR("connect_timeout", struct tr_original_dst_cfg, connect_timeout_ms, DEF, 1, MAXMS, 1000),
+};
+const struct cfg_section cfg_original_dst_section =
+    SEC("listener.original_destination", original_dst_fields, CFG_NO_LOC, NULL);
+
 static const char *const directions[] = {"inbound", "outbound"};
 static const char *const listener_protocols[] = {"http", "tcp", "auto"};
 static const struct cfg_field listener_fields[] = {
@@ -409,6 +420,9 @@ static const struct cfg_field listener_fields[] = {
     SECTION("authorization", offsetof(struct tr_listener_cfg, authz), authz_section),
     SECTION("request_authentication", offsetof(struct tr_listener_cfg, request_authn),
             request_authn_section),
+    BOOL("bind", struct tr_listener_cfg, bind, true),
+    OPTIONAL("original_destination", struct tr_listener_cfg, original_destination,
+             struct tr_original_dst_cfg, cfg_original_dst_section),
     ORIGIN(struct tr_listener_cfg),
 };
 const struct cfg_section cfg_listener_section =
@@ -861,6 +875,7 @@ static const struct cfg_field root_fields[] = {
     LIST("clusters", struct tr_config, clusters, n_clusters, 0, 0, CFG_MAX_CLUSTERS,
          struct tr_cluster_cfg, cfg_cluster_section),
     SECTION("resolver", offsetof(struct tr_config, resolver), resolver_section),
+    U32("upstream_mark", struct tr_config, upstream_mark, 0, 0, UINT32_MAX, 0),
 };
 const struct cfg_section cfg_root_section = SEC("config", root_fields, CFG_NO_LOC, NULL);
 

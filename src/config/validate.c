@@ -1630,14 +1630,75 @@ static bool check_jwt_rules(struct vctx *v, const struct vnames *nt, struct tr_l
     return true;
 }
 
+static const char *direction_name(enum tr_direction d)
+{
+    return d == TR_DIR_INBOUND ? "inbound" : "outbound";
+}
+
+/* Capture (model.h, tr_original_dst_cfg). A capture listener takes raw
+ * connections and hands each over before a byte is read: protocol tcp (what
+ * the connection carries is the virtual listener's business), no TLS, no
+ * destination or policy of its own. A virtual listener needs a capture
+ * listener of its direction, else nothing could ever reach it. */
+static bool check_capture(struct vctx *v, struct tr_listener_cfg *l, const struct tr_cfg_loc *loc)
+{
+    const struct tr_config *cfg = v->cfg;
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&l->addr.ss;
+    if (l->original_destination != NULL) {
+        if (!l->bind)
+            return verr(v, loc, "bind", AT_VALUE,
+                        "a capture listener (original_destination) must be bound");
+        if (sin->sin_port == 0)
+            return verr(v, loc, "address", AT_VALUE,
+                        "a capture listener needs a fixed port (the capture rules name it)");
+        if (l->protocol != TR_LPROTO_TCP)
+            return verr(v, loc, "protocol", AT_VALUE,
+                        "a capture listener must have protocol tcp: it hands connections to "
+                        "virtual listeners, whose protocol applies");
+        if (l->tls_mode != TR_TLS_DISABLE)
+            return verr(v, loc, "tls.mode", AT_VALUE,
+                        "must be DISABLE on a capture listener (the virtual listener's applies)");
+        const char *own = l->route_table_name != NULL                  ? "route_table"
+                          : l->tcp_cluster_name != NULL                ? "tcp_cluster"
+                          : l->n_tcp_clusters > 0                      ? "tcp_clusters"
+                          : l->authz.n_rules + l->authz.n_policies > 0 ? "authorization"
+                          : l->request_authn.n_rules > 0               ? "request_authentication"
+                                                                       : NULL;
+        if (own != NULL)
+            return verr(v, loc, own, AT_KEY,
+                        "not allowed on a capture listener (the virtual listener's applies)");
+        l->tls = l->route_table = l->tcp_cluster = -1;
+        return true;
+    }
+    if (l->bind)
+        return true;
+    if (sin->sin_port == 0)
+        return verr(v, loc, "address", AT_VALUE,
+                    "a virtual listener (bind: false) needs a port to match original "
+                    "destinations by");
+    for (size_t j = 0; j < cfg->n_listeners; j++)
+        if (cfg->listeners[j].original_destination != NULL &&
+            cfg->listeners[j].direction == l->direction)
+            return true;
+    return verr(v, loc, "bind", AT_VALUE,
+                "a virtual listener (bind: false) needs a capture listener "
+                "(original_destination) of direction %s",
+                direction_name(l->direction));
+}
+
 static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
                            size_t i, const struct tr_cfg_loc *loc)
 {
     struct tr_config *cfg = v->cfg;
-    /* Two listeners cannot bind one address (port 0 picks a fresh port). */
+    /* Two listeners cannot bind one address (port 0 picks a fresh port), and
+     * two virtual listeners of one direction cannot claim one original
+     * destination; a virtual listener never conflicts with a bound one. */
     const struct sockaddr_in *sin = (const struct sockaddr_in *)&l->addr.ss;
     for (size_t j = 0; sin->sin_port != 0 && j < i; j++) {
-        const struct tr_cfg_addr *o = &cfg->listeners[j].addr;
+        const struct tr_listener_cfg *ol = &cfg->listeners[j];
+        const struct tr_cfg_addr *o = &ol->addr;
+        if (ol->bind != l->bind || (!l->bind && ol->direction != l->direction))
+            continue;
         if (o->len == l->addr.len && memcmp(&o->ss, &l->addr.ss, l->addr.len) == 0) {
             char b[96];
             const char *other = cfg->listeners[j].name;
@@ -1645,6 +1706,11 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
                         l->addr.text, cfg_show(b, sizeof(b), other, strlen(other), true));
         }
     }
+
+    if (!check_capture(v, l, loc))
+        return false;
+    if (l->original_destination != NULL)
+        return true; /* it only hands connections over: nothing below applies */
 
     bool mesh_mode = l->tls_mode == TR_TLS_STRICT || l->tls_mode == TR_TLS_PERMISSIVE;
     if (mesh_mode && l->direction != TR_DIR_INBOUND)

@@ -19,6 +19,7 @@
 #include "control/link.h"
 #include "control/protocol.h"
 #include "core/log.h"
+#include "listener/capture.h"
 #include "net/sock.h"
 
 #define BACKOFF_FIRST_MS 200u
@@ -531,7 +532,10 @@ static void client_connect(struct tr_control_client *c)
     SSL_CTX *ctx = client_ctx(c, with_cert);
     SSL *ssl = ctx ? SSL_new(ctx) : NULL;
     SSL_CTX_free(ctx); /* the SSL holds its own reference */
-    int fd = ssl ? tr_sock_connect((const struct sockaddr *)&c->addr, c->addr_len) : -1;
+    /* A captured workload's rules skip the proxy's mark: without it this
+     * connection would be redirected back into the proxy. */
+    uint32_t mark = c->capture != NULL ? TR_CAPTURE_PROXY_MARK : 0;
+    int fd = ssl ? tr_sock_connect((const struct sockaddr *)&c->addr, c->addr_len, mark) : -1;
     if (fd < 0) {
         SSL_free(ssl);
         tr_warn("control %s: cannot connect: %s", c->address, fd < 0 ? strerror(-fd) : "TLS");

@@ -49,6 +49,7 @@ struct tr_resolver {
     /* What the channel was made with. */
     char *servers; /* "IP:PORT,IP:PORT" (c-ares CSV); NULL: the system's */
     uint32_t timeout_ms, attempts;
+    uint32_t mark; /* SO_MARK of its sockets (tr_config.upstream_mark); 0: none */
     /* Live lookups: open addressing on (host, family), power-of-two size. */
     struct lookup **slots;
     size_t cap, n;
@@ -187,6 +188,16 @@ static void channel_destroy(struct tr_resolver *r)
     tr_timer_cancel(r->loop, &r->ares_timer);
 }
 
+/* c-ares made a socket, before it connects: the proxy's own traffic carries
+ * upstream_mark, so capture rules (trellis ctl iptables) let DNS over TCP
+ * through as they do every upstream connection. */
+static int resolver_on_sock_configure(ares_socket_t fd, int type, void *data)
+{
+    (void)type;
+    const struct tr_resolver *r = data;
+    return r->mark != 0 && tr_sock_set_mark(fd, r->mark) < 0 ? -1 : 0;
+}
+
 static int channel_create(struct tr_resolver *r, char **err)
 {
     call_once(&ares_once, ares_global_init);
@@ -212,6 +223,7 @@ static int channel_create(struct tr_resolver *r, char **err)
             *err = NULL;
         return -1;
     }
+    ares_set_socket_configure_callback(r->channel, resolver_on_sock_configure, r);
     r->have_channel = true;
     return 0;
 }
@@ -603,6 +615,7 @@ static struct lookup *lookup_use(struct tr_resolver *r, const char *host, enum t
 int tr_resolver_sync(struct tr_resolver *r, const struct tr_config *cfg, char **err)
 {
     int rc = 0;
+    r->mark = cfg->upstream_mark; /* read as sockets are made */
     /* The channel: made anew when the settings change. */
     char *servers = servers_csv(&cfg->resolver);
     if (cfg->resolver.n_servers > 0 && servers == NULL) {

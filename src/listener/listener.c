@@ -1,6 +1,7 @@
 #include "listener/listener.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -9,6 +10,7 @@
 #include "core/log.h"
 #include "detect/detect.h"
 #include "identity/identity.h"
+#include "listener/capture.h"
 #include "net/sock.h"
 #include "proxy/session.h"
 #include "runtime/worker.h"
@@ -221,6 +223,52 @@ static void start_app_protocol(struct tr_session *s)
     }
 }
 
+/* Both in network byte order: whether dst is the capture listener's own
+ * address (a connection that was not redirected, or that a redirect sent
+ * back to the capture port): handing it anywhere could only loop. */
+static bool capture_is_self(const struct tr_cfg_addr *self, const struct sockaddr_storage *dst)
+{
+    if (self->ss.ss_family != dst->ss_family)
+        return false;
+    if (dst->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)&self->ss, *b = (const void *)dst;
+        return a->sin6_port == b->sin6_port &&
+               (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) ||
+                memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0);
+    }
+    const struct sockaddr_in *a = (const void *)&self->ss, *b = (const void *)dst;
+    return a->sin_port == b->sin_port &&
+           (a->sin_addr.s_addr == INADDR_ANY || a->sin_addr.s_addr == b->sin_addr.s_addr);
+}
+
+/* A capture listener's connection: the virtual listener it goes to (>= 0),
+ * -1 for passthrough (*dst set), or -2 when it was closed. */
+static int capture_route(struct tr_worker *w, const struct tr_snapshot *snap, int cidx, int fd,
+                         struct sockaddr_storage *dst)
+{
+    const struct tr_listener_cfg *cl = &snap->cfg->listeners[cidx];
+    int rc = tr_capture_original_dst(fd, dst);
+    const char *why = NULL;
+    int v = -1;
+    if (rc < 0)
+        why = "no original destination (not redirected)";
+    else if (capture_is_self(&cl->addr, dst))
+        why = "addressed to the capture listener itself";
+    else if ((v = tr_capture_lookup(snap->capture[cidx], dst)) >= 0)
+        return v;
+    else if (cl->original_destination->unmatched == TR_CAPTURE_REJECT)
+        why = "no listener for it (unmatched: reject)";
+    if (why == NULL)
+        return -1;
+    char text[64] = "?";
+    if (rc == 0)
+        tr_sock_addr_str(dst, text, sizeof(text));
+    tr_debug("listener %s: captured connection to %s closed: %s", cl->name, text, why);
+    tr_metrics_count(w->metrics, TR_C_CAPTURE_REJECTED, 1);
+    close(fd);
+    return -2;
+}
+
 static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_storage *peer)
 {
     struct tr_worker *w = l->w;
@@ -230,6 +278,19 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
         close(fd);
         return;
     }
+    /* A capture listener hands the connection to a virtual listener, which
+     * serves it exactly as if it had accepted it itself. */
+    int lidx = l->cfg_idx;
+    struct sockaddr_storage orig;
+    bool passthrough = false;
+    if (cfg->listeners[lidx].original_destination != NULL) {
+        int v = capture_route(w, ws->snap, lidx, fd, &orig);
+        if (v == -2)
+            return;
+        if (v >= 0)
+            lidx = v;
+        passthrough = v == -1;
+    }
     struct tr_session *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         close(fd);
@@ -238,9 +299,9 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
     s->w = w;
     s->ws = ws;
     tr_wsnap_use(ws);
-    s->lidx = l->cfg_idx;
-    s->lcfg = &cfg->listeners[l->cfg_idx];
-    s->labels = ws->listener_labels[l->cfg_idx];
+    s->lidx = lidx;
+    s->lcfg = &cfg->listeners[lidx];
+    s->labels = ws->listener_labels[lidx];
     memcpy(&s->peer, peer, sizeof(s->peer));
     tr_sock_addr_ip(peer, s->peer_ip, sizeof(s->peer_ip));
     s->link.drain = session_drain;
@@ -255,6 +316,10 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
         s->down.io.fd = -1;
         close(fd);
         tr_session_close(s);
+        return;
+    }
+    if (passthrough) {
+        tr_tcp_session_start_passthrough(s, &orig);
         return;
     }
     const struct tr_listener_cfg *lc = s->lcfg;

@@ -28,13 +28,25 @@ fail:;
     return -err;
 }
 
-int tr_sock_connect(const struct sockaddr *addr, socklen_t len)
+int tr_sock_set_mark(int fd, uint32_t mark)
+{
+    return setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 ? -errno : 0;
+}
+
+int tr_sock_connect(const struct sockaddr *addr, socklen_t len, uint32_t mark)
 {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (mark != 0) {
+        int rc = tr_sock_set_mark(fd, mark);
+        if (rc < 0) {
+            close(fd);
+            return rc;
+        }
+    }
     if (connect(fd, addr, len) < 0 && errno != EINPROGRESS) {
         int err = errno;
         close(fd);

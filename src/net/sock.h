@@ -4,14 +4,21 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 /* Listening socket with SO_REUSEADDR and (if reuseport) SO_REUSEPORT, so each
  * worker owns one and the kernel spreads connections. Returns fd or -errno. */
 int tr_sock_listen(const struct sockaddr *addr, socklen_t len, bool reuseport, int backlog);
 
-/* Start a non-blocking connect. Returns fd (connect may be in progress) or -errno. */
-int tr_sock_connect(const struct sockaddr *addr, socklen_t len);
+/* Start a non-blocking connect from a socket marked with mark (SO_MARK; 0:
+ * unmarked), so capture rules pass the proxy's own connections
+ * (tr_config.upstream_mark). Returns fd (connect may be in progress) or
+ * -errno. */
+int tr_sock_connect(const struct sockaddr *addr, socklen_t len, uint32_t mark);
+
+/* SO_MARK on fd: 0 or -errno (EPERM without CAP_NET_ADMIN). */
+int tr_sock_set_mark(int fd, uint32_t mark);
 
 /* After EPOLLOUT on a connecting socket: 0 if connected, else -errno. */
 int tr_sock_connect_result(int fd);

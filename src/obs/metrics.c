@@ -724,6 +724,7 @@ static void render_process(struct tr_fmt *o)
         "trellis_http_parse_errors_total",        "trellis_tls_plaintext_refused_total",
         "trellis_upstream_tls_handshakes_total",  "trellis_upstream_tls_resumed_total",
         "trellis_tls_handshakes_deferred_total",  "trellis_upstream_retry_budget_exhausted_total",
+        "trellis_capture_passthrough_total",      "trellis_capture_rejected_total",
     };
     for (int c = 0; c < TR_C_COUNT; c++) {
         uint64_t total = 0;

@@ -97,6 +97,9 @@ enum tr_counter {
     TR_C_UPSTREAM_TLS_RESUMED,    /* ... of which resumed a session */
     TR_C_TLS_HANDSHAKES_DEFERRED, /* handshake steps moved to a later loop turn (worker.h) */
     TR_C_RETRY_BUDGET_EXHAUSTED,  /* retries a cluster's retry budget refused (upstream/retry.h) */
+    TR_C_CAPTURE_PASSTHROUGH, /* captured connections relayed as they are (listener/capture.h) */
+    TR_C_CAPTURE_REJECTED,    /* captured connections closed: unmatched reject, no original
+                                   * destination, or addressed to the capture listener itself */
     TR_C_COUNT,
 };
 void tr_metrics_count(struct tr_metrics *m, enum tr_counter c, int64_t delta);

@@ -133,6 +133,11 @@ struct tr_tcp_state {
     const char *peer_id;           /* upstream's verified SPIFFE ID (interned) */
     const char *upstream;          /* address of the endpoint last tried, for the access log */
     uint64_t start_us;             /* when proxying began, for the access log */
+    /* Capture passthrough (listener/capture.h): no cluster, a connection of
+     * our own to the original destination instead of a pooled upstream. */
+    bool passthrough;
+    struct tr_conn pt;
+    char pt_addr[56]; /* the original destination, "ip:port" */
 };
 
 /* An HTTP/2 downstream connection (proxy/h2_session.c). */
@@ -176,6 +181,10 @@ struct tr_session {
 /* Entry points for each phase, called by the listener. */
 void tr_http_session_start(struct tr_session *s);
 void tr_tcp_session_start(struct tr_session *s);
+/* A captured connection no virtual listener claims, with the capture
+ * listener's unmatched: passthrough: relay it to dst as it is (Istio's
+ * PassthroughCluster). */
+void tr_tcp_session_start_passthrough(struct tr_session *s, const struct sockaddr_storage *dst);
 /* Whether a listener has somewhere to send opaque TCP connections: its
  * tcp_cluster or tcp_clusters (an auto listener without either closes
  * them). */

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 #include "filter/authz.h"
 #include "proxy/authz_call.h"
 #include "obs/access_log.h"
+#include "net/sock.h"
 #include "proxy/relay.h"
 #include "proxy/session.h"
 #include "router/router.h"
@@ -34,6 +36,10 @@ static void tcp_pump(struct tr_session *s);
 void tr_tcp_session_release(struct tr_session *s)
 {
     struct tr_tcp_state *t = &s->tcp;
+    if (t->passthrough && t->pt.io.fd >= 0) {
+        tr_conn_close(s->w->loop, &t->pt, true);
+        t->pt.io.fd = -1;
+    }
     if (t->up != NULL) {
         tr_pool_release(t->up, false);
         t->up = NULL;
@@ -49,6 +55,15 @@ void tr_tcp_session_release(struct tr_session *s)
     t->up_rx = NULL;
 }
 
+/* What Istio calls the destination of passthrough traffic. */
+#define TR_PASSTHROUGH_CLUSTER "PassthroughCluster"
+
+static void passthrough_labels(struct tr_metric_labels *l)
+{
+    if (l->reporter == TR_REPORTER_SOURCE)
+        l->destination_service = tr_metrics_intern(TR_PASSTHROUGH_CLUSTER);
+}
+
 static void tcp_finish(struct tr_session *s, uint16_t flags)
 {
     struct tr_tcp_state *t = &s->tcp;
@@ -59,6 +74,8 @@ static void tcp_finish(struct tr_session *s, uint16_t flags)
         l.destination_namespace = t->cluster->workload_namespace;
         l.destination_principal = t->peer_id;
     }
+    if (t->passthrough)
+        passthrough_labels(&l);
     l.protocol = TR_REQ_PROTO_TCP;
     if (t->connected)
         tr_metrics_tcp_close(s->w->metrics, &l, flags, t->sent, t->received);
@@ -72,7 +89,9 @@ static void tcp_finish(struct tr_session *s, uint16_t flags)
             .peer = s->peer_ip,
             .principal = s->principal,
             .listener = s->lcfg->name,
-            .cluster = t->cluster != NULL ? t->cluster->cfg->name : NULL,
+            .cluster = t->passthrough       ? TR_PASSTHROUGH_CLUSTER
+                       : t->cluster != NULL ? t->cluster->cfg->name
+                                            : NULL,
             .upstream = t->upstream,
             .authz_policy = t->authz_policy,
             .authz_rule = t->authz_rule,
@@ -136,7 +155,7 @@ static void tcp_pump(struct tr_session *s)
     struct tr_tcp_state *t = &s->tcp;
     if (!t->connected || s->phase == TR_PH_CLOSED)
         return;
-    struct tr_conn *up = &t->up->conn;
+    struct tr_conn *up = t->passthrough ? &t->pt : &t->up->conn;
     for (int round = 0; round < 64; round++) {
         int a, b;
         if (t->splice) {
@@ -312,4 +331,73 @@ void tr_tcp_session_start(struct tr_session *s)
     }
     if (!tcp_connect(s, ep))
         tcp_finish(s, t->overflow ? TR_RF_UO : TR_RF_UF);
+}
+
+/* ---- capture passthrough ---- */
+
+static void pt_on_io(struct tr_io *io, uint32_t events)
+{
+    struct tr_tcp_state *t = tr_container_of(io, struct tr_tcp_state, pt.io);
+    struct tr_session *s = tr_container_of(t, struct tr_session, tcp);
+    /* An event queued in the batch that closed the session (its struct is
+     * freed only after the batch). */
+    if (t->pt.io.fd < 0 || s->phase != TR_PH_TCP)
+        return;
+    tr_conn_on_events(&t->pt, events);
+    if (t->connected) {
+        tcp_pump(s);
+        return;
+    }
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+        return;
+    int rc = tr_sock_connect_result(t->pt.io.fd);
+    if (rc < 0) {
+        tr_warn("listener %s: passthrough to %s failed: %s", s->lcfg->name, t->pt_addr,
+                strerror(-rc));
+        tcp_finish(s, TR_RF_UF);
+        return;
+    }
+    t->connected = true;
+    struct tr_metric_labels l = s->labels;
+    passthrough_labels(&l);
+    l.protocol = TR_REQ_PROTO_TCP;
+    tr_metrics_tcp_open(s->w->metrics, &l);
+    t->splice = s->rx == NULL && pipe2(t->pipe_du, O_NONBLOCK | O_CLOEXEC) == 0 &&
+                pipe2(t->pipe_ud, O_NONBLOCK | O_CLOEXEC) == 0;
+    tcp_pump(s);
+}
+
+void tr_tcp_session_start_passthrough(struct tr_session *s, const struct sockaddr_storage *dst)
+{
+    struct tr_tcp_state *t = &s->tcp;
+    memset(t, 0, sizeof(*t));
+    t->pipe_du[0] = t->pipe_du[1] = t->pipe_ud[0] = t->pipe_ud[1] = -1;
+    t->passthrough = true;
+    t->pt.io.fd = -1;
+    s->phase = TR_PH_TCP;
+    s->down.io.cb = tcp_on_down_io;
+    s->timer.cb = tcp_on_timer;
+    s->link.drain = tcp_drain;
+    s->labels.protocol = TR_REQ_PROTO_TCP;
+    t->start_us = tr_loop_now_us(s->w->loop);
+    tr_sock_addr_str(dst, t->pt_addr, sizeof(t->pt_addr));
+    t->upstream = t->pt_addr;
+    tr_metrics_count(s->w->metrics, TR_C_CAPTURE_PASSTHROUGH, 1);
+    socklen_t len =
+        dst->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = tr_sock_connect((const struct sockaddr *)dst, len, s->ws->snap->cfg->upstream_mark);
+    if (fd < 0) {
+        tr_warn("listener %s: passthrough to %s failed: %s", s->lcfg->name, t->pt_addr,
+                strerror(-fd));
+        tcp_finish(s, TR_RF_UF);
+        return;
+    }
+    tr_conn_init_raw(&t->pt, fd, pt_on_io);
+    if (tr_loop_add(s->w->loop, &t->pt.io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) < 0) {
+        close(fd);
+        t->pt.io.fd = -1;
+        tcp_finish(s, TR_RF_UF);
+        return;
+    }
+    tr_timer_set(s->w->loop, &s->timer, s->lcfg->original_destination->connect_timeout_ms);
 }

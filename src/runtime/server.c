@@ -81,9 +81,12 @@ static int check_new_listeners(const struct tr_config *next, const struct tr_con
 {
     for (size_t i = 0; i < next->n_listeners; i++) {
         const struct tr_listener_cfg *l = &next->listeners[i];
+        if (!l->bind)
+            continue; /* virtual: no socket */
         bool exists = false;
         for (size_t j = 0; cur != NULL && j < cur->n_listeners; j++)
-            exists |= tr_sock_addr_equal(&cur->listeners[j].addr.ss, &l->addr.ss);
+            exists |= cur->listeners[j].bind &&
+                      tr_sock_addr_equal(&cur->listeners[j].addr.ss, &l->addr.ss);
         if (exists)
             continue;
         int fd = tr_sock_listen((const struct sockaddr *)&l->addr.ss, l->addr.len, true, 1);

@@ -1,9 +1,12 @@
 #include "runtime/snapshot.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <threads.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -13,6 +16,8 @@
 #include "filter/jwt.h"
 #include "filter/route_action.h"
 #include "identity/identity.h"
+#include "listener/capture.h"
+#include "net/sock.h"
 #include "router/router.h"
 
 static struct tr_snapshot *_Atomic current;
@@ -51,6 +56,10 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
     if (s->lb_tables != NULL)
         for (size_t i = 0; i < cfg->n_clusters; i++)
             tr_lb_table_unref(s->lb_tables[i]);
+    if (s->capture != NULL)
+        for (size_t i = 0; i < cfg->n_listeners; i++)
+            tr_capture_table_free(s->capture[i]);
+    free(s->capture);
     free(s->tls);
     free(s->routers);
     free(s->authz);
@@ -254,6 +263,23 @@ static bool build_cors(struct tr_snapshot *s, const struct tr_config *cfg, char 
     return true;
 }
 
+/* upstream_mark is only worth something if the kernel takes it (SO_MARK needs
+ * CAP_NET_ADMIN): refuse the configuration now rather than fail every
+ * upstream connection later. */
+static bool upstream_mark_allowed(uint32_t mark, char **err)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = fd < 0 ? -errno : tr_sock_set_mark(fd, mark);
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0)
+        return true;
+    if (asprintf(err, "upstream_mark %u: cannot mark sockets: %s (SO_MARK needs CAP_NET_ADMIN)",
+                 mark, strerror(-rc)) < 0)
+        *err = NULL;
+    return false;
+}
+
 struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_snapshot *prev,
                                       uint64_t generation, char **err)
 {
@@ -270,9 +296,19 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
     s->jwt = calloc(cfg->n_listeners + 1, sizeof(*s->jwt));
     s->sni = calloc(cfg->n_listeners + 1, sizeof(*s->sni));
     s->cors = calloc(cfg->n_cors + 1, sizeof(*s->cors));
+    s->capture = calloc(cfg->n_listeners + 1, sizeof(*s->capture));
     if (s->tls == NULL || s->routers == NULL || s->authz == NULL || s->jwt == NULL ||
-        s->sni == NULL || s->cors == NULL)
+        s->sni == NULL || s->cors == NULL || s->capture == NULL)
         goto oom;
+    if (cfg->upstream_mark != 0 && !upstream_mark_allowed(cfg->upstream_mark, err))
+        goto fail;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].original_destination == NULL)
+            continue;
+        s->capture[i] = tr_capture_table_build(cfg, i);
+        if (s->capture[i] == NULL)
+            goto oom;
+    }
     for (size_t i = 0; i < cfg->n_tls; i++) {
         struct tr_tls_ctx *same = shared_tls(prev, &cfg->tls[i]);
         if (same != NULL) {

@@ -21,6 +21,7 @@ struct tr_authz;
 struct tr_jwt_authn;
 struct tr_cors;
 struct tr_lb_table;
+struct tr_capture_table;
 
 struct tr_snapshot {
     _Atomic uint32_t refs;
@@ -34,6 +35,9 @@ struct tr_snapshot {
      * (identity.h), else empty (n == 0). */
     struct tr_tls_sni_table *sni;
     struct tr_cors **cors; /* per cfg->n_cors: routes' CORS policies, compiled */
+    /* Per cfg->listeners: a capture listener's virtual listeners by original
+     * destination (listener/capture.h), else NULL. */
+    struct tr_capture_table **capture;
     /* Per cfg->clusters: the consistent-hash table (lb ring_hash, maglev),
      * else NULL; each holds a reference, shared with the previous snapshot
      * while the cluster's endpoints are unchanged (cluster/cluster.h). */

@@ -113,7 +113,8 @@ static void listener_retire(struct tr_worker *w, struct tr_listener_rt *l)
 static void listeners_close(struct tr_worker *w)
 {
     for (size_t i = 0; i < w->n_listeners; i++)
-        listener_retire(w, w->listeners[i]);
+        if (w->listeners[i] != NULL)
+            listener_retire(w, w->listeners[i]);
     free(w->listeners);
     w->listeners = NULL;
     w->n_listeners = 0;
@@ -121,7 +122,9 @@ static void listeners_close(struct tr_worker *w)
 
 /* Make the worker's listening sockets match cfg: a listener whose address is
  * unchanged keeps its socket (no connection in its accept queue is lost) and
- * its struct; new ones are opened; the rest are closed. */
+ * its struct; new ones are opened; the rest are closed. A virtual listener
+ * (bind: false) has no socket: its slot stays NULL (capture listeners hand
+ * connections to it, listener/capture.h). */
 static int listeners_sync(struct tr_worker *w, const struct tr_config *cfg, char **err)
 {
     struct tr_listener_rt **next = calloc(cfg->n_listeners + 1, sizeof(*next));
@@ -133,8 +136,11 @@ static int listeners_sync(struct tr_worker *w, const struct tr_config *cfg, char
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct tr_listener_cfg *lc = &cfg->listeners[i];
+        if (!lc->bind)
+            continue;
         for (size_t j = 0; j < w->n_listeners; j++) {
-            if (!kept[j] && tr_sock_addr_equal(&w->listeners[j]->addr, &lc->addr.ss)) {
+            if (w->listeners[j] != NULL && !kept[j] &&
+                tr_sock_addr_equal(&w->listeners[j]->addr, &lc->addr.ss)) {
                 kept[j] = true;
                 next[i] = w->listeners[j];
                 break;
@@ -152,6 +158,8 @@ static int listeners_sync(struct tr_worker *w, const struct tr_config *cfg, char
                 *err = NULL;
             /* Undo: close what this call opened; the kept ones stay as they were. */
             for (size_t k = 0; k < i; k++) {
+                if (next[k] == NULL)
+                    continue;
                 bool old = false;
                 for (size_t j = 0; j < w->n_listeners; j++)
                     old |= w->listeners[j] == next[k];
@@ -172,10 +180,12 @@ static int listeners_sync(struct tr_worker *w, const struct tr_config *cfg, char
         next[i] = l;
     }
     for (size_t j = 0; j < w->n_listeners; j++)
-        if (!kept[j])
+        if (w->listeners[j] != NULL && !kept[j])
             listener_retire(w, w->listeners[j]);
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct tr_listener_rt *l = next[i];
+        if (l == NULL)
+            continue;
         bool is_new = true;
         for (size_t j = 0; j < w->n_listeners; j++)
             is_new &= w->listeners[j] != l;

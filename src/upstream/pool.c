@@ -239,7 +239,8 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
         *reason = "overflow";
         return NULL;
     }
-    int fd = tr_sock_connect((const struct sockaddr *)&ep->addr, ep->addr_len);
+    int fd = tr_sock_connect((const struct sockaddr *)&ep->addr, ep->addr_len,
+                             ep->cluster->ws->snap->cfg->upstream_mark);
     if (fd < 0) {
         *reason = "connect_error";
         return NULL;

@@ -16,6 +16,7 @@
 #include "core/arena.h"
 #include "dialect/istio/internal.h"
 #include "identity/identity.h"
+#include "listener/capture.h"
 
 #define MAX_PORT 65535u
 
@@ -169,7 +170,7 @@ static void sidecar_check(struct ist_ctx *x, const struct tr_resource *r)
             strcmp(m, "REGISTRY_ONLY") != 0)
             ist_error(x, &c, tr_rnode_get(otp, "mode"), "mode",
                       "expected ALLOW_ANY or REGISTRY_ONLY, got \"%s\"", m);
-        else if (m != NULL && strcmp(m, "ALLOW_ANY") == 0)
+        else if (m != NULL && strcmp(m, "ALLOW_ANY") == 0 && !x->o->capture)
             ist_warn(x, &c, tr_rnode_get(otp, "mode"), "mode",
                      "ALLOW_ANY forwards unknown hosts to their original destination, which "
                      "needs traffic capture (not supported yet): unknown hosts get 404");
@@ -739,17 +740,22 @@ static bool add_vhost(struct ist_ctx *x, struct port_tab *pt, const struct vs_in
 
 /* ------------------------------------------------------------ the model */
 
-static bool outbound(struct ist_ctx *x)
+/* The Sidecar's outboundTrafficPolicy: REGISTRY_ONLY (true) or ALLOW_ANY. */
+static bool registry_only_for(const struct tr_resource *sc)
 {
-    const struct tr_resource *sc = sidecar_for(x);
-    bool registry_only = false;
     const char *mode;
     const struct tr_rnode *otp = sc ? tr_rnode_get(sc->spec, "outboundTrafficPolicy") : NULL;
     /* A policy written without a mode is the enum's zero, REGISTRY_ONLY; no
      * policy at all is the mesh's default, ALLOW_ANY. */
-    if (otp != NULL && !tr_rnode_is_null(otp))
-        registry_only =
-            !tr_rnode_str(tr_rnode_get(otp, "mode"), &mode) || strcmp(mode, "REGISTRY_ONLY") == 0;
+    if (otp == NULL || tr_rnode_is_null(otp))
+        return false;
+    return !tr_rnode_str(tr_rnode_get(otp, "mode"), &mode) || strcmp(mode, "REGISTRY_ONLY") == 0;
+}
+
+static bool outbound(struct ist_ctx *x)
+{
+    const struct tr_resource *sc = sidecar_for(x);
+    bool registry_only = registry_only_for(sc);
     struct vs_index ix = {0};
     index_vs(x, &ix);
     struct port_tab **ports = ist_alloc(x, MAX_PORT + 1, sizeof(*ports));
@@ -829,7 +835,10 @@ static bool outbound(struct ist_ctx *x)
         tr_cfg_listener_defaults(l);
         l->name = ist_mprintf(x, "outbound|%u", p);
         l->direction = TR_DIR_OUTBOUND;
-        if (!ist_make_addr(x, x->o->outbound_ip, p, &l->addr)) {
+        /* Capture: the port of the original destination picks the listener,
+         * whatever service address the application dialled. */
+        l->bind = !x->o->capture;
+        if (!ist_make_addr(x, x->o->capture ? "0.0.0.0" : x->o->outbound_ip, p, &l->addr)) {
             tr_diags_add(x->d, TR_DIAG_ERROR, &(struct tr_diag_where){0},
                          "outbound address %s is not an IP address", x->o->outbound_ip);
             return false;
@@ -958,6 +967,7 @@ static bool inbound(struct ist_ctx *x)
             tr_cfg_listener_defaults(l);
             l->name = ist_mstrdup(x, lname);
             l->direction = TR_DIR_INBOUND;
+            l->bind = !x->o->capture;
             if (!ist_make_addr(x, x->wl_ip, target, &l->addr))
                 return false;
             l->tls_mode = ist_peer_auth_mode(x, target);
@@ -1001,6 +1011,46 @@ static bool inbound(struct ist_ctx *x)
         }
     }
     ist_peer_auth_unused(x);
+    return true;
+}
+
+/* Capture (istio.h, tr_istio_options.capture): Istio's virtualOutbound
+ * (127.0.0.1:15001) and virtualInbound (0.0.0.0:15006) in front of the
+ * virtual listeners outbound() and inbound() made. What nothing claims:
+ * outbound, the Sidecar's outboundTrafficPolicy (ALLOW_ANY: passthrough, as
+ * Istio's PassthroughCluster; REGISTRY_ONLY: closed, its BlackHoleCluster);
+ * inbound, passthrough to the application unless the workload's mTLS mode
+ * is STRICT, which a plaintext relay to the application would bypass. */
+static bool capture_listeners(struct ist_ctx *x)
+{
+    struct tr_config *cfg = x->cfg;
+    bool registry_only = registry_only_for(sidecar_for(x));
+    static const struct {
+        const char *name, *ip;
+        uint32_t port;
+        enum tr_direction dir;
+    } caps[] = {
+        {"virtualOutbound", "127.0.0.1", 15001, TR_DIR_OUTBOUND},
+        {"virtualInbound", "0.0.0.0", 15006, TR_DIR_INBOUND},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
+        tr_cfg_listener_defaults(l);
+        l->name = caps[i].name;
+        l->direction = caps[i].dir;
+        l->protocol = TR_LPROTO_TCP;
+        if (!ist_make_addr(x, caps[i].ip, caps[i].port, &l->addr))
+            return false;
+        l->original_destination = ist_malloc(x, 1, sizeof(*l->original_destination));
+        if (l->original_destination == NULL)
+            return false;
+        tr_cfg_original_dst_defaults(l->original_destination);
+        bool reject = caps[i].dir == TR_DIR_OUTBOUND
+                          ? registry_only
+                          : x->wl_ip != NULL && x->pa_mode == TR_TLS_STRICT;
+        l->original_destination->unmatched = reject ? TR_CAPTURE_REJECT : TR_CAPTURE_PASSTHROUGH;
+    }
+    cfg->upstream_mark = TR_CAPTURE_PROXY_MARK; /* what trellis ctl iptables skips by default */
     return true;
 }
 
@@ -1187,10 +1237,16 @@ static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio
             cfg->admin.socket = ist_mstrdup(&x, o->admin_socket);
         if (ist_is_gateway(&x)) {
             ist_ra_gateway_warn(&x);
+            if (o->capture)
+                tr_diags_add(d, TR_DIAG_WARNING, &(struct tr_diag_where){0},
+                             "workload %s/%s is a gateway: capture applies to sidecars only, its "
+                             "listeners stay bound",
+                             o->ns, o->name);
             ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && ist_authz(&x) &&
                  !x.oom; /* a gateway only */
         } else
-            ok = outbound(&x) && inbound(&x) && ist_authz(&x) && !x.oom;
+            ok = outbound(&x) && inbound(&x) && ist_authz(&x) &&
+                 (!o->capture || capture_listeners(&x)) && !x.oom;
     }
     if (ok) {
         cfg->clusters = ist_malloc(&x, x.n_clusters, sizeof(*cfg->clusters));

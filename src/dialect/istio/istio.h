@@ -54,6 +54,12 @@ struct tr_istio_options {
     bool identity_from_control;
     const char *admin_address; /* "IP:PORT" of the proxy's admin endpoint; NULL: default */
     const char *admin_socket;  /* absolute path of its admin Unix socket; NULL: none */
+    /* Sidecar traffic capture (trellis ctl iptables): outbound listeners
+     * become virtual on 0.0.0.0:PORT (any service address), inbound ones
+     * virtual on WORKLOAD_IP:PORT, behind capture listeners on
+     * 127.0.0.1:15001 (outbound) and 0.0.0.0:15006 (inbound); upstream
+     * sockets carry mark 1337. outbound_ip is then unused. */
+    bool capture;
 };
 
 /* The model for one workload, validated. Resources with errors are left

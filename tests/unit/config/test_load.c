@@ -827,7 +827,7 @@ static const struct bad_case bad_cases[] = {
     {"bogus: 1\n" BASE_TAIL, "t.yaml:1:1: bogus: ",
      "unknown field \"bogus\" (accepted: node, workers, drain_timeout, log_level, limits, admin, "
      "access_log, tls, "
-     "listeners, route_tables, clusters, resolver)"},
+     "listeners, route_tables, clusters, resolver, upstream_mark)"},
     {"workers: 1\n", "t.yaml:1:1: listeners: ", "missing required field"},
     {"listeners: []\n", "t.yaml:1:12: listeners: ", "must have at least 1 entry"},
     {"listeners: {}\n", "t.yaml:1:12: listeners: ", "expected a list, got a mapping"},
@@ -960,7 +960,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:5:3: listeners[0].tlz: ",
      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
      "tcp_cluster, tcp_clusters, http, "
-     "timeouts, authorization, request_authentication, origin)"},
+     "timeouts, authorization, request_authentication, bind, original_destination, origin)"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
      "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  route_table: rt\n  "

@@ -741,6 +741,72 @@ static void bad_dns_server(struct tr_config *c)
     c->resolver.n_servers = 1;
 }
 
+/* ---- capture: a capture listener and virtual listeners (listener/capture.h) */
+static void virtual_without_capture(struct tr_config *c)
+{
+    c->listeners[0].bind = false;
+}
+static void capture_listener(struct tr_config *c)
+{
+    struct tr_listener_cfg *l = &c->listeners[0];
+    l->original_destination = alloc(c, 1, sizeof(*l->original_destination));
+    tr_cfg_original_dst_defaults(l->original_destination);
+}
+static void capture_http(struct tr_config *c)
+{
+    capture_listener(c); /* protocol http (the default) */
+}
+static void capture_with_table(struct tr_config *c)
+{
+    capture_listener(c);
+    c->listeners[0].protocol = TR_LPROTO_TCP; /* route_table still set */
+}
+static void capture_unbound(struct tr_config *c)
+{
+    capture_listener(c);
+    c->listeners[0].bind = false;
+}
+static void capture_strict(struct tr_config *c)
+{
+    capture_listener(c);
+    c->listeners[0].protocol = TR_LPROTO_TCP;
+    c->listeners[0].route_table_name = NULL;
+    c->listeners[0].direction = TR_DIR_INBOUND;
+    c->listeners[0].tls_mode = TR_TLS_STRICT;
+    c->listeners[0].tls_name = "workload";
+}
+/* listeners[1] is virtual, outbound, on 0.0.0.0:9080; listeners[0] becomes
+ * the outbound capture listener unless inbound_capture. */
+static void with_virtual(struct tr_config *c, bool inbound_capture)
+{
+    struct tr_listener_cfg *l = alloc(c, 2, sizeof(*l));
+    l[0] = c->listeners[0];
+    l[0].protocol = TR_LPROTO_TCP;
+    l[0].route_table_name = NULL;
+    if (inbound_capture)
+        l[0].direction = TR_DIR_INBOUND;
+    l[0].original_destination = alloc(c, 1, sizeof(*l[0].original_destination));
+    tr_cfg_original_dst_defaults(l[0].original_destination);
+    tr_cfg_listener_defaults(&l[1]);
+    l[1].name = "virtual";
+    l[1].bind = false;
+    l[1].direction = TR_DIR_OUTBOUND;
+    set_addr(&l[1].addr, "0.0.0.0", 9080);
+    l[1].route_table_name = "outbound-80";
+    l[1].loc = (struct tr_cfg_loc){.path = "spec.egress[1]", .origin = SC};
+    c->listeners = l;
+    c->n_listeners = 2;
+}
+static void virtual_other_direction(struct tr_config *c)
+{
+    with_virtual(c, true);
+}
+static void virtual_port0(struct tr_config *c)
+{
+    with_virtual(c, false);
+    set_addr(&c->listeners[1].addr, "0.0.0.0", 0);
+}
+
 #define Y_CTX "tls:\n- {name: workload, cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
 #define Y_CLUSTERS                                                                                 \
     "clusters:\n- {name: reviews-v1, endpoints: [{address: '10.0.0.1:9080'}]}\n"                   \
@@ -847,6 +913,47 @@ static const struct vcase cases[] = {
                                                    "route_table: outbound-80}\n",
      "t.yaml:14:26: listeners[1].address: address 127.0.0.1:15001 is already used by listener "
      "\"outbound\""},
+    {"a virtual listener needs a capture listener", virtual_without_capture,
+     "Sidecar default/default: spec.egress[0].bind: a virtual listener (bind: false) needs a "
+     "capture listener (original_destination) of direction outbound",
+     Y_BASE(Y_SPLIT, ", route_table: outbound-80, bind: false"),
+     "t.yaml:13:99: listeners[0].bind: a virtual listener (bind: false) needs a capture listener "
+     "(original_destination) of direction outbound"},
+    {"... of its own direction", virtual_other_direction,
+     "Sidecar default/default: spec.egress[1].bind: a virtual listener (bind: false) needs a "
+     "capture listener (original_destination) of direction outbound",
+     Y_CTX Y_CLUSTERS Y_TABLE(Y_SPLIT) "listeners:\n"
+                                       "- {name: c, address: 0.0.0.0:15006, protocol: tcp, "
+                                       "original_destination: {}}\n"
+                                       "- {name: v, address: 0.0.0.0:9080, direction: outbound, "
+                                       "bind: false, route_table: outbound-80}\n",
+     "t.yaml:14:63: listeners[1].bind: a virtual listener (bind: false) needs a capture listener "
+     "(original_destination) of direction outbound"},
+    {"a virtual listener needs a port", virtual_port0,
+     "Sidecar default/default: spec.egress[1].address: a virtual listener (bind: false) needs a "
+     "port to match original destinations by",
+     NULL, NULL},
+    {"a capture listener is tcp", capture_http,
+     "Sidecar default/default: spec.egress[0].protocol: a capture listener must have protocol "
+     "tcp: it hands connections to virtual listeners, whose protocol applies",
+     Y_BASE(Y_SPLIT, ", route_table: outbound-80, original_destination: {}"),
+     "t.yaml:13:3: listeners[0].protocol: a capture listener must have protocol tcp: it hands "
+     "connections to virtual listeners, whose protocol applies"},
+    {"a capture listener has no route table", capture_with_table,
+     "Sidecar default/default: spec.egress[0].route_table: not allowed on a capture listener "
+     "(the virtual listener's applies)",
+     Y_BASE(Y_SPLIT, ", protocol: tcp, route_table: outbound-80, original_destination: "
+                     "{unmatched: reject}"),
+     "t.yaml:13:82: listeners[0].route_table: not allowed on a capture listener (the virtual "
+     "listener's applies)"},
+    {"a capture listener is bound", capture_unbound,
+     "Sidecar default/default: spec.egress[0].bind: a capture listener (original_destination) "
+     "must be bound",
+     NULL, NULL},
+    {"a capture listener has no TLS", capture_strict,
+     "Sidecar default/default: spec.egress[0].tls.mode: must be DISABLE on a capture listener "
+     "(the virtual listener's applies)",
+     NULL, NULL},
     {"clusters and direct_response", direct_and_clusters,
      "VirtualService default/reviews: spec.http[0].direct_response: conflicts with "
      "weighted_clusters; set exactly one of cluster, weighted_clusters, direct_response, "

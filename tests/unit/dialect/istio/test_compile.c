@@ -476,6 +476,86 @@ static void test_sidecar_scope_and_registry_only(void **state)
     free(text);
 }
 
+static const struct tr_listener_cfg *listener(const struct tr_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (strcmp(cfg->listeners[i].name, name) == 0)
+            return &cfg->listeners[i];
+    }
+    fail_msg("no listener %s", name);
+    return NULL;
+}
+
+/* Capture (tr_istio_options.capture): every listener virtual, behind
+ * Istio's virtualOutbound and virtualInbound; what nothing claims follows
+ * the Sidecar's outboundTrafficPolicy (outbound) and the workload's mTLS
+ * mode (inbound); the model loads back as written. */
+static void test_capture(void **state)
+{
+    (void)state;
+    static const char STRICT_REGISTRY_ONLY[] =
+        "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\n"
+        "metadata: {name: default, namespace: default}\n"
+        "spec:\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n"
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        "metadata: {name: default, namespace: default}\nspec: {mtls: {mode: STRICT}}\n";
+    for (int strict = 0; strict < 2; strict++) {
+        char *text = concat(BOOKINFO, strict ? STRICT_REGISTRY_ONLY : "");
+        struct compiled c;
+        tr_diags_init(&c.d);
+        c.rs = tr_rset_from_buffer(text, strlen(text), "mesh.yaml", &c.d);
+        assert_non_null(c.rs);
+        struct tr_istio_options o = {
+            .ns = "default", .name = "reviews-v1", .cert_dir = "/nonexistent", .capture = true};
+        c.cfg = tr_istio_compile(c.rs, &o, &c.d);
+        if (c.cfg == NULL || c.d.n_errors > 0)
+            dump_diags(&c.d);
+        assert_non_null(c.cfg);
+        assert_int_equal(c.d.n_errors, 0);
+        const struct tr_config *cfg = c.cfg;
+        assert_int_equal(cfg->upstream_mark, 1337);
+        const struct tr_listener_cfg *l = listener(cfg, "outbound|9080");
+        assert_false(l->bind);
+        assert_string_equal(l->addr.text, "0.0.0.0:9080");
+        assert_int_equal(l->direction, TR_DIR_OUTBOUND);
+        assert_null(l->original_destination);
+        l = listener(cfg, "outbound|3306");
+        assert_false(l->bind);
+        assert_int_equal(l->protocol, TR_LPROTO_TCP);
+        l = listener(cfg, "inbound|9080");
+        assert_false(l->bind);
+        assert_string_equal(l->addr.text, "127.0.1.1:9080");
+        assert_int_equal(l->tls_mode, strict ? TR_TLS_STRICT : TR_TLS_PERMISSIVE);
+        l = listener(cfg, "virtualOutbound");
+        assert_true(l->bind);
+        assert_string_equal(l->addr.text, "127.0.0.1:15001");
+        assert_int_equal(l->protocol, TR_LPROTO_TCP);
+        assert_non_null(l->original_destination);
+        assert_int_equal(l->original_destination->unmatched,
+                         strict ? TR_CAPTURE_REJECT : TR_CAPTURE_PASSTHROUGH);
+        l = listener(cfg, "virtualInbound");
+        assert_string_equal(l->addr.text, "0.0.0.0:15006");
+        assert_int_equal(l->direction, TR_DIR_INBOUND);
+        assert_int_equal(l->original_destination->unmatched,
+                         strict ? TR_CAPTURE_REJECT : TR_CAPTURE_PASSTHROUGH);
+        /* No "needs traffic capture" finding: capture is on. */
+        assert_false(has_diag(&c.d, TR_DIAG_WARNING, NULL, "needs traffic capture"));
+        /* What the proxy is given says all of it (the loader's side of the
+         * round trip is config/test_write.c's). */
+        size_t len;
+        char *err = NULL;
+        char *out = tr_config_write(cfg, TR_CONFIG_YAML, &len, &err);
+        assert_non_null(out);
+        assert_non_null(strstr(out, "upstream_mark: 1337\n"));
+        assert_non_null(strstr(out, "bind: false\n"));
+        assert_non_null(
+            strstr(out, strict ? "original_destination:\n" : "original_destination: {}\n"));
+        free(out);
+        compiled_free(&c);
+        free(text);
+    }
+}
+
 static void test_deterministic_and_loadable(void **state)
 {
     (void)state;
@@ -731,15 +811,6 @@ static struct compiled *compile_gw(const char *tls, const char *secret_data)
     return c;
 }
 
-static const struct tr_listener_cfg *listener(const struct tr_config *cfg, const char *name)
-{
-    for (size_t i = 0; i < cfg->n_listeners; i++)
-        if (strcmp(cfg->listeners[i].name, name) == 0)
-            return &cfg->listeners[i];
-    fail_msg("no listener %s", name);
-    return NULL;
-}
-
 static void test_gateway_tls(void **state)
 {
     (void)state;
@@ -959,6 +1030,7 @@ int main(void)
         cmocka_unit_test(test_request_authentication_jwks_uri),
         cmocka_unit_test(test_sidecar_scope_and_registry_only),
         cmocka_unit_test(test_deterministic_and_loadable),
+        cmocka_unit_test(test_capture),
         cmocka_unit_test(test_mirror_to_grpc_is_dropped),
         cmocka_unit_test(test_unknown_workload),
         cmocka_unit_test(test_dr_tls_origination),
