@@ -27,6 +27,8 @@ static void proxy_usage(FILE *out)
                  "  --app-ip IP       where the application listens (default 127.0.0.1)\n"
                  "  --admin-socket P  the admin Unix socket (absolute path; /config_dump,\n"
                  "                    trellis ctl proxy-config)\n"
+                 "  --capture         this workload's traffic is captured (trellis ctl iptables):\n"
+                 "                    the control plane compiles capture listeners (15001/15006)\n"
                  "  --workers N       worker threads (default: config, or one per core)\n"
                  "  --log-level L     error, warn, info or debug\n"
                  "  --check           validate the configuration and exit\n");
@@ -74,6 +76,7 @@ int tr_cmd_proxy(int argc, char **argv)
         {"outbound-ip", required_argument, NULL, 'O'},
         {"app-ip", required_argument, NULL, 'P'},
         {"admin-socket", required_argument, NULL, 'S'},
+        {"capture", no_argument, NULL, 'R'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -124,6 +127,9 @@ int tr_cmd_proxy(int argc, char **argv)
             break;
         case 'S':
             co.admin_socket = optarg;
+            break;
+        case 'R':
+            co.capture = "redirect";
             break;
         case 'h':
             proxy_usage(stdout);

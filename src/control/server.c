@@ -318,6 +318,7 @@ static struct tr_config *compile_for(const char *workload, const char *ns, const
         .identity_from_control = true,
         .admin_address = nd->admin,
         .admin_socket = nd->admin_socket,
+        .capture = nd->capture != NULL && strcmp(nd->capture, "redirect") == 0,
         .outbound_ip = nd->outbound_ip,
         .app_ip = nd->app_ip,
         .file_name = workload,
@@ -450,6 +451,12 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
     }
     if (c->peer_id == NULL) {
         respond(c, r, "401", true);
+        return;
+    }
+    if (has_capture && strcmp(capture, "redirect") != 0) {
+        tr_warn("control: %s asked for capture mode '%s'; only 'redirect' exists", c->peer_id,
+                capture);
+        respond(c, r, "400", true);
         return;
     }
     char ns[256];
