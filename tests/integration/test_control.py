@@ -404,6 +404,9 @@ def test_control_plane_loss_and_restart_do_not_disturb_traffic(mesh):
     mesh.control.kill()
     for _ in range(10):
         assert mesh.get().status_code == 200
+    deadline = time.time() + 5  # the proxy notices the lost connection on its own loop
+    while time.time() < deadline and mesh.client.metric("trellis_control_connected") != 0:
+        time.sleep(0.05)
     assert mesh.client.metric("trellis_control_connected") == 0
     mesh.control.start()
     deadline = time.time() + 10
@@ -418,8 +421,14 @@ def test_control_plane_loss_and_restart_do_not_disturb_traffic(mesh):
     assert [p.metric("trellis_config_generation") for p in mesh.proxies] == gens
     for _ in range(10):
         assert mesh.get().status_code == 200
-    st = {p["workload"]: p for p in mesh.control.status()["proxies"]}
-    assert all(p["connected"] and p["acked"] == p["version"] for p in st.values())
+    deadline = time.time() + 5  # the ACKs reach the control plane a moment later
+    while True:
+        st = {p["workload"]: p for p in mesh.control.status()["proxies"]}
+        done = all(p["connected"] and p["acked"] == p["version"] for p in st.values())
+        if done or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert done, st
 
 
 def test_wrong_token_gets_no_certificate(mesh):
