@@ -126,11 +126,10 @@ static SSL_CTX *client_ctx(struct tr_control_client *c, bool with_cert)
         bool ok = key != NULL && leaf != NULL && SSL_CTX_use_certificate(ctx, leaf) == 1 &&
                   SSL_CTX_use_PrivateKey(ctx, key) == 1;
         X509 *extra;
-        while (ok && cb != NULL && (extra = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL)
-            if (SSL_CTX_add1_chain_cert(ctx, extra) != 1)
-                ok = false;
-            else
-                X509_free(extra);
+        while (ok && cb != NULL && (extra = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL) {
+            ok = SSL_CTX_add1_chain_cert(ctx, extra) == 1;
+            X509_free(extra);
+        }
         ERR_clear_error();
         EVP_PKEY_free(key);
         X509_free(leaf);
@@ -210,6 +209,34 @@ static void send_message(struct tr_control_client *c, int32_t sid, enum tr_cp_ty
         tr_link_send(c->link, sid, payload, len, true);
 }
 
+/* Tries again after the backoff, with jitter (between half and all of
+ * it, so proxies that lost a restarted control plane together do not come
+ * back together), and doubles it. */
+static void retry_later(struct tr_control_client *c, const char *why)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = (uint32_t)time(NULL);
+    uint32_t wait = c->backoff_ms / 2 + r % (c->backoff_ms / 2 + 1);
+    tr_warn("control %s: %s; retrying in %u ms", c->address, why, wait);
+    tr_timer_set(c->loop, &c->retry_timer, wait);
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+/* Closes the link (its memory goes after this loop turn) and forgets every
+ * stream of it, whoever closes it. */
+static void drop_link(struct tr_control_client *c)
+{
+    tr_link_close(c->link);
+    c->link = NULL;
+    c->cert_stream = c->stream_stream = 0;
+    EVP_PKEY_free(c->pending_key);
+    c->pending_key = NULL;
+    if (c->stats.connected)
+        c->stats.disconnects++;
+    c->stats.connected = 0;
+}
+
 static void request_certificate(struct tr_control_client *c)
 {
     EVP_PKEY_free(c->pending_key);
@@ -217,10 +244,9 @@ static void request_certificate(struct tr_control_client *c)
     size_t csr_len = 0;
     char *csr = c->pending_key ? tr_ca_csr_new(c->pending_key, &csr_len) : NULL;
     if (csr == NULL) {
-        tr_err("control: cannot make a key and CSR");
-        tr_link_close(c->link);
-        c->link = NULL;
-        tr_timer_set(c->loop, &c->retry_timer, BACKOFF_MAX_MS);
+        drop_link(c);
+        c->backoff_ms = BACKOFF_MAX_MS;
+        retry_later(c, "cannot make a key and CSR");
         return;
     }
     tr_cp_reader_free(&c->cert_reader);
@@ -242,8 +268,12 @@ static void open_stream(struct tr_control_client *c)
     for (size_t i = 0; i < 5 && n > 0 && (size_t)n < sizeof(path); i++)
         if (vals[i] != NULL)
             n += snprintf(path + n, sizeof(path) - (size_t)n, "&%s=%s", keys[i], vals[i]);
-    if (n <= 0 || (size_t)n >= sizeof(path))
+    if (n <= 0 || (size_t)n >= sizeof(path)) {
+        drop_link(c);
+        c->backoff_ms = BACKOFF_MAX_MS;
+        retry_later(c, "the stream's request does not fit");
         return;
+    }
     tr_cp_reader_free(&c->stream_reader);
     tr_cp_reader_init(&c->stream_reader, TR_CP_MAX_PAYLOAD);
     c->stream_status = 0;
@@ -325,10 +355,16 @@ static void cert_done(struct tr_control_client *c)
     if (c->cert_status != 200 || c->got_chain == NULL || key == NULL) {
         tr_err("control %s: certificate refused (status %d)", c->address, c->cert_status);
         wipe_free(key);
-        tr_link_close(c->link);
-        c->link = NULL;
+        drop_link(c);
+        if (c->cert_status == 401 && c->chain_pem != NULL) {
+            /* A renewal refused (our certificate expired or was not
+             * accepted): the next connection authenticates with the token. */
+            free(c->chain_pem);
+            c->chain_pem = NULL;
+            c->not_after = 0;
+        }
         c->backoff_ms = BACKOFF_MAX_MS;
-        tr_timer_set(c->loop, &c->retry_timer, c->backoff_ms);
+        retry_later(c, "no certificate");
         return;
     }
     wipe_free(c->key_pem);
@@ -337,9 +373,13 @@ static void cert_done(struct tr_control_client *c)
     c->chain_pem = c->got_chain;
     c->got_chain = NULL;
     if (c->got_bundle != NULL) {
-        free(c->bundle);
-        c->bundle = c->got_bundle;
-        c->got_bundle = NULL;
+        X509_STORE *st = store_from_pem(c->got_bundle);
+        if (st != NULL) { /* a bundle without a certificate is not adopted */
+            free(c->bundle);
+            c->bundle = c->got_bundle;
+            c->got_bundle = NULL;
+        }
+        X509_STORE_free(st);
     }
     c->not_after = chain_not_after(c->chain_pem);
     c->stats.certificates++;
@@ -350,8 +390,7 @@ static void cert_done(struct tr_control_client *c)
     schedule_renewal(c);
     if (!c->link_has_cert) {
         /* The stream needs a connection that presents the certificate. */
-        tr_link_close(c->link);
-        c->link = NULL;
+        drop_link(c);
         client_connect(c);
     }
 }
@@ -363,6 +402,13 @@ static int on_stream_msg(void *arg, enum tr_cp_type t, uint64_t version, const c
     struct tr_control_client *c = arg;
     if (t == TR_CP_BUNDLE) {
         if (strcmp(p, c->bundle) != 0) {
+            X509_STORE *st = store_from_pem(p);
+            X509_STORE_free(st);
+            if (st == NULL) {
+                tr_err("control %s: a trust bundle without a certificate; kept the last one",
+                       c->address);
+                return 0;
+            }
             char *b = strdup(p);
             if (b == NULL)
                 return 1;
@@ -422,16 +468,12 @@ static void link_ready(void *owner, struct tr_link *l)
 {
     struct tr_control_client *c = owner;
     if (!server_id_ok(tr_link_ssl(l))) {
-        tr_err("control %s: the server is not trellis-control of our trust bundle; closing",
-               c->address);
-        tr_link_close(l);
-        c->link = NULL;
-        tr_timer_set(c->loop, &c->retry_timer, c->backoff_ms);
-        c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+        (void)l;
+        drop_link(c);
+        retry_later(c, "the server is not trellis-control of our trust bundle");
         return;
     }
     c->stats.connects++;
-    c->backoff_ms = BACKOFF_FIRST_MS;
     if (!c->link_has_cert)
         request_certificate(c);
     else
@@ -451,6 +493,7 @@ static int link_headers(void *owner, struct tr_link *l, int32_t sid, const struc
         c->stream_status = status_of(h, n);
         if (c->stream_status == 200) {
             c->stats.connected = 1;
+            c->backoff_ms = BACKOFF_FIRST_MS; /* only a stream that opened resets it */
             tr_info("control %s: stream open for %s", c->address, c->workload);
         } else {
             tr_err("control %s: stream refused with status %d", c->address, c->stream_status);
@@ -486,15 +529,13 @@ static void link_stream_close(void *owner, struct tr_link *l, int32_t sid, uint3
     if (sid == c->cert_stream) {
         cert_done(c);
     } else if (sid == c->stream_stream) {
-        c->stream_stream = 0;
-        c->stats.connected = 0;
-        /* The control plane ended the stream: start over on a new connection. */
-        if (c->link != NULL) {
-            tr_link_close(c->link);
-            c->link = NULL;
-            c->stats.disconnects++;
-            tr_timer_set(c->loop, &c->retry_timer, c->backoff_ms);
-        }
+        /* The control plane ended or refused the stream: start over on a
+         * new connection, after the backoff. */
+        int status = c->stream_status;
+        drop_link(c);
+        char why[64];
+        snprintf(why, sizeof(why), "stream ended (status %d)", status);
+        retry_later(c, why);
     }
 }
 
@@ -502,20 +543,11 @@ static void link_closed(void *owner, struct tr_link *l, const char *why)
 {
     struct tr_control_client *c = owner;
     (void)l;
-    c->link = NULL; /* freed by the link after this */
-    c->cert_stream = c->stream_stream = 0;
-    if (c->stats.connected)
-        c->stats.disconnects++;
-    c->stats.connected = 0;
-    /* Jitter: between half and all of the backoff, so proxies that lost a
-     * restarted control plane together do not come back together. */
-    uint32_t r = 0;
-    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-        r = (uint32_t)time(NULL);
-    uint32_t wait = c->backoff_ms / 2 + r % (c->backoff_ms / 2 + 1);
-    tr_warn("control %s: connection lost (%s); retrying in %u ms", c->address, why, wait);
-    tr_timer_set(c->loop, &c->retry_timer, wait);
-    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+    c->link = NULL; /* freed by the link after this: nothing to close */
+    drop_link(c);
+    char msg[96];
+    snprintf(msg, sizeof(msg), "connection lost (%s)", why);
+    retry_later(c, msg);
 }
 
 static const struct tr_link_ops link_ops = {

@@ -2,6 +2,8 @@
 #include "control/link.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -205,6 +207,10 @@ static void link_flush_out(struct tr_link *l)
         if (l->tx_off == l->tx_len) {
             l->tx_off = 0;
             l->tx_len = tr_h2_output(l->h2, l->tx, sizeof(l->tx));
+            /* tr_h2_output may report a stream closed, whose owner may have
+             * closed this link (and freed its SSL) from that callback. */
+            if (l->failed || l->conn_closed)
+                return;
             if (l->tx_len == 0)
                 break;
         }
@@ -320,6 +326,15 @@ struct tr_link *tr_link_new(struct tr_loop *loop, int fd, SSL *ssl, enum tr_h2_r
     l->owner = owner;
     l->tail = &l->head;
     l->connecting = role == TR_H2_CLIENT;
+    /* A silent partition is noticed in about a minute, not when TCP gives
+     * up on a write many minutes later. */
+    int on = 1, idle = 20, intvl = 10, cnt = 3;
+    unsigned user_timeout_ms = 60000;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
     if (role == TR_H2_CLIENT)
         SSL_set_connect_state(ssl);
     else

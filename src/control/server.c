@@ -40,6 +40,11 @@
 #define OWN_CERT_LIFETIME (24L * 3600)
 #define MAX_PROXIES       100000u
 #define MAX_NACK_MESSAGE  2048u
+/* Connections at once, and how long one may live without opening a stream
+ * (a TLS handshake, a certificate request): whoever connects, the control
+ * plane holds a bounded amount for a bounded time. */
+#define MAX_CONNS         20000u
+#define CONN_IDLE_MS      30000u
 
 /* One proxy the control plane knows, by workload; kept while disconnected
  * so that status shows what it last had. */
@@ -56,7 +61,8 @@ struct proxy {
     char *nack_msg;
     time_t cert_not_after;
     time_t connected_at, disconnected_at;
-    unsigned errors_reported; /* compile errors seen for the current resources */
+    uint64_t errors_reported; /* the resources generation whose errors were logged */
+    bool resend;              /* a new stream: send the model even if unchanged */
 };
 
 enum req_kind { REQ_CERT, REQ_STREAM, REQ_ACK, REQ_REFUSED };
@@ -76,7 +82,8 @@ struct conn {
     char *peer_id; /* verified client certificate's SPIFFE ID, or NULL */
     time_t peer_not_after;
     struct req *reqs;
-    struct proxy *proxy; /* bound by its stream */
+    struct proxy *proxy;  /* bound by its stream */
+    struct tr_timer idle; /* until a stream is bound: the connection's deadline */
 };
 
 static struct {
@@ -94,6 +101,8 @@ static struct {
     struct tr_io listen_io, store_io, status_io, signal_io;
     struct tr_timer debounce, own_renew;
     struct conn *conns;
+    size_t n_conns, refused_conns;
+    struct tr_deferred accept_later;
     struct proxy *proxies;
     size_t n_proxies;
     uint64_t next_version;
@@ -348,9 +357,16 @@ static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diag
     size_t len = 0;
     char *text = cfg ? tr_config_write(cfg, TR_CONFIG_YAML, &len, &err) : NULL;
     tr_config_free(cfg);
+    if (text != NULL && len > TR_CP_MAX_PAYLOAD) {
+        free(text);
+        text = NULL;
+        if (asprintf(&err, "the model is %zu bytes, over the protocol's %u", len,
+                     TR_CP_MAX_PAYLOAD) < 0)
+            err = NULL;
+    }
     if (text == NULL || (d.n_errors > 0 && p->model != NULL)) {
         if (p->errors_reported != cp.resources_generation) {
-            p->errors_reported = (unsigned)cp.resources_generation;
+            p->errors_reported = cp.resources_generation;
             char what[600];
             snprintf(what, sizeof(what), "model of %s", p->workload);
             log_diags(&d, what);
@@ -365,12 +381,19 @@ static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diag
         free(text);
         free(err);
         tr_diags_free(&d);
+        if (p->resend && p->model != NULL) /* a new stream: the last good model */
+            send_msg(p->conn, p->stream_id, TR_CP_MODEL, p->version, p->model, p->model_len, false);
+        p->resend = false;
         return;
     }
     tr_diags_free(&d);
     free(err);
+    bool resend = p->resend;
+    p->resend = false;
     if (p->model != NULL && p->model_len == len && memcmp(p->model, text, len) == 0) {
         free(text);
+        if (resend) /* unchanged, on a new stream: the same version again */
+            send_msg(p->conn, p->stream_id, TR_CP_MODEL, p->version, p->model, p->model_len, false);
         return; /* unchanged: nothing to push */
     }
     free(p->model);
@@ -380,6 +403,39 @@ static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diag
     send_msg(p->conn, p->stream_id, TR_CP_MODEL, p->version, text, len, false);
     tr_info("control: pushed model version %llu to %s (%zu bytes)", (unsigned long long)p->version,
             p->workload, len);
+}
+
+static void proxy_free(struct proxy *p)
+{
+    free(p->workload);
+    free(p->ns);
+    free(p->name);
+    free(p->admin);
+    free(p->capture);
+    free(p->outbound_ip);
+    free(p->app_ip);
+    free(p->admin_socket);
+    free(p->principal);
+    free(p->model);
+    free(p->nack_msg);
+    free(p);
+}
+
+/* Forgets proxies disconnected for longer than max_age seconds (pods come
+ * and go with every rollout: their last models must not pile up). */
+static void evict_disconnected(time_t max_age)
+{
+    time_t now = time(NULL);
+    for (struct proxy **pp = &cp.proxies; *pp != NULL;) {
+        struct proxy *p = *pp;
+        if (p->conn == NULL && now - p->disconnected_at >= max_age) {
+            *pp = p->next;
+            cp.n_proxies--;
+            proxy_free(p);
+        } else {
+            pp = &p->next;
+        }
+    }
 }
 
 static void proxy_detach(struct proxy *p)
@@ -453,6 +509,12 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
         respond(c, r, "401", true);
         return;
     }
+    if (c->proxy != NULL) {
+        /* One workload per connection: a second stream would leave the first
+         * workload bound to a connection that no longer knows it. */
+        respond(c, r, "409", true);
+        return;
+    }
     if (has_capture && strcmp(capture, "redirect") != 0) {
         tr_warn("control: %s asked for capture mode '%s'; only 'redirect' exists", c->peer_id,
                 capture);
@@ -482,6 +544,8 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
         return;
     }
     struct proxy *p = proxy_find(workload);
+    if (p == NULL && cp.n_proxies >= MAX_PROXIES)
+        evict_disconnected(0);
     if (p == NULL) {
         if (cp.n_proxies >= MAX_PROXIES || (p = calloc(1, sizeof(*p))) == NULL) {
             tr_config_free(cfg);
@@ -530,13 +594,13 @@ static void open_stream(struct conn *c, struct req *r, const char *query)
     p->connected_at = time(NULL);
     p->cert_not_after = c->peer_not_after;
     c->proxy = p;
-    /* A reconnecting proxy gets its model again (it skips an unchanged one). */
-    free(p->model);
-    p->model = NULL;
-    p->model_len = 0;
+    tr_timer_cancel(cp.loop, &c->idle);
     p->errors_reported = 0;
     respond(c, r, "200", false);
     send_msg(c, r->sid, TR_CP_BUNDLE, 0, cp.bundle, cp.bundle_len, false);
+    /* A reconnecting proxy gets its model again (it skips an unchanged one),
+     * or the last good one when this compile has errors. */
+    p->resend = true;
     push_compiled(p, cfg, &d);
     tr_info("control: %s connected as %s", p->workload, c->peer_id);
 }
@@ -545,8 +609,9 @@ static int sign_csr(struct conn *c, struct req *r, const char *csr, size_t len)
 {
     char id[512];
     char *ns = NULL, *sa = NULL, *err = NULL;
-    if (c->peer_id != NULL) {
-        /* renewal: the same identity as the certificate on the connection */
+    if (c->peer_id != NULL && time(NULL) < c->peer_not_after && strlen(c->peer_id) < sizeof(id)) {
+        /* renewal: the same identity as the certificate on the connection,
+         * while that certificate is still valid (else: the token again) */
         snprintf(id, sizeof(id), "%s", c->peer_id);
     } else if (r->token[0] != '\0' &&
                tr_ca_token_check(cp.o->state_dir, r->token, &ns, &sa, &err) == 0) {
@@ -585,6 +650,10 @@ static int sign_csr(struct conn *c, struct req *r, const char *csr, size_t len)
     send_msg(c, r->sid, TR_CP_CERT, 0, chain, chain_len, false);
     send_msg(c, r->sid, TR_CP_BUNDLE, 0, cp.bundle, cp.bundle_len, true);
     tr_info("control: issued %s (valid %ld s)", id, life);
+    if (c->peer_id != NULL && strcmp(c->peer_id, id) == 0)
+        /* The peer proved it holds the new key (the CSR's signature): this
+         * long-lived connection is good for as long as that certificate. */
+        c->peer_not_after = not_after;
     if (c->proxy != NULL)
         c->proxy->cert_not_after = not_after;
     free(chain);
@@ -669,6 +738,11 @@ static int conn_headers(void *owner, struct tr_link *l, int32_t sid, const struc
         return 0;
     }
     if (strcmp(method, "POST") == 0 && strcmp(path, TR_CP_PATH_ACK) == 0 && !end_stream) {
+        if (c->proxy == NULL) { /* only the connection holding a stream acknowledges */
+            r->kind = REQ_REFUSED;
+            respond(c, r, "401", true);
+            return 0;
+        }
         r->kind = REQ_ACK;
         tr_cp_reader_init(&r->rd, MAX_ACK_BODY);
         return 0;
@@ -718,6 +792,8 @@ static void conn_stream_close(void *owner, struct tr_link *l, int32_t sid, uint3
 
 static void conn_free(struct conn *c)
 {
+    tr_timer_cancel(cp.loop, &c->idle);
+    cp.n_conns--;
     if (c->proxy != NULL) {
         tr_info("control: %s disconnected", c->proxy->workload);
         proxy_detach(c->proxy);
@@ -750,15 +826,33 @@ static const struct tr_link_ops conn_ops = {
     .on_closed = conn_closed,
 };
 
-static void on_accept(struct tr_io *io, uint32_t events)
+static void on_idle(struct tr_timer *t)
 {
-    (void)events;
+    struct conn *c = tr_container_of(t, struct conn, idle);
+    if (c->proxy != NULL)
+        return;
+    tr_debug("control: a connection opened no stream in %u ms; closed", CONN_IDLE_MS);
+    tr_link_close(c->link); /* silent: no on_closed; the memory goes after this turn */
+    conn_free(c);
+}
+
+static void accept_later_cb(struct tr_deferred *d);
+
+static void accept_some(void)
+{
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
-        int fd = tr_sock_accept(io->fd, &peer, &plen);
+        int fd = tr_sock_accept(cp.listen_io.fd, &peer, &plen);
         if (fd < 0)
             return;
+        if (cp.n_conns >= MAX_CONNS) {
+            if (cp.refused_conns++ % 1000 == 0)
+                tr_warn("control: %u connections open; refusing more (%zu so far)", MAX_CONNS,
+                        cp.refused_conns);
+            close(fd);
+            continue;
+        }
         SSL *ssl = SSL_new(cp.server_ctx);
         struct conn *c = calloc(1, sizeof(*c));
         if (ssl == NULL || c == NULL) {
@@ -777,7 +871,26 @@ static void on_accept(struct tr_io *io, uint32_t events)
             cp.conns->pprev = &c->next;
         c->pprev = &cp.conns;
         cp.conns = c;
+        cp.n_conns++;
+        tr_timer_init(&c->idle, on_idle);
+        tr_timer_set(cp.loop, &c->idle, CONN_IDLE_MS);
     }
+    /* More may wait: the listener is edge-triggered, so come back this turn
+     * rather than wait for a connection that may never come. */
+    tr_loop_defer(cp.loop, &cp.accept_later, accept_later_cb);
+}
+
+static void accept_later_cb(struct tr_deferred *d)
+{
+    (void)d;
+    accept_some();
+}
+
+static void on_accept(struct tr_io *io, uint32_t events)
+{
+    (void)io;
+    (void)events;
+    accept_some();
 }
 
 /* ------------------------------------------------------------ resources */
@@ -819,6 +932,7 @@ static void reload_resources(void)
     cp.rs = rs;
     cp.reg = reg;
     cp.resources_generation++;
+    evict_disconnected(3600);
     double t1 = now_ms();
     size_t n = 0;
     for (struct proxy *p = cp.proxies; p != NULL; p = p->next, n++)
@@ -896,7 +1010,7 @@ static void write_status(struct tr_fmt *f)
 static void on_status(struct tr_io *io, uint32_t events)
 {
     (void)events;
-    for (int i = 0; i < 16; i++) {
+    for (;;) { /* edge-triggered: until EAGAIN (a local socket of mode 0600) */
         int fd = accept4(io->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             return;

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "admin/admin.h"
 #include "config/load.h"
 #include "control/client.h"
@@ -479,6 +481,8 @@ static void on_signal(struct tr_io *io, uint32_t events)
     while (read(io->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         switch (si.ssi_signo) {
         case SIGHUP:
+            if (!srv.started) /* nothing to reload before the first model is in force */
+                break;
             tr_info("SIGHUP: reloading configuration");
             reload_and_log();
             break;
@@ -499,11 +503,24 @@ static void control_identity(void *arg, const char *chain, const char *key, cons
 {
     (void)arg;
     (void)not_after;
+    /* Kept for a rebuild that fails: the identity in force stays the one
+     * the running contexts were built from. */
+    static char *in_force[3];
     tr_snapshot_set_identity(chain, key, bundle);
-    if (srv.started) {
-        char *err = NULL;
-        rebuild("a new identity from the control plane", &err);
+    char *err = NULL;
+    if (srv.started && rebuild("a new identity from the control plane", &err) != 0) {
+        tr_err("the new identity is not used: %s", err ? err : "error");
+        tr_snapshot_set_identity(in_force[0], in_force[1], in_force[2]);
         free(err);
+        return;
+    }
+    free(err);
+    const char *now[3] = {chain, key, bundle};
+    for (int i = 0; i < 3; i++) {
+        if (in_force[i] != NULL)
+            OPENSSL_cleanse(in_force[i], strlen(in_force[i]));
+        free(in_force[i]);
+        in_force[i] = now[i] ? strdup(now[i]) : NULL;
     }
 }
 
