@@ -18,6 +18,14 @@
  * resource/resource.h, running out of memory. Anything else (a file inside
  * a directory that cannot be read, a file over the size limit, any content
  * problem) is reported and left out of a snapshot that is still returned.
+ *
+ * A watched store keeps, per file, its text and parse (res_parsed) at the
+ * last snapshot and its last text without errors: a snapshot still reads
+ * every file (a few ms for megabytes, and no mtime or size can miss an
+ * edit), but parses only the files whose bytes changed; an unchanged file's
+ * kept parse is added to the new set as a parse would add it
+ * (res_set_add_parsed). The parses of files a snapshot did not see are let
+ * go after it.
  */
 #include <dirent.h>
 #include <errno.h>
