@@ -1089,8 +1089,8 @@ bool res_set_add_parsed(struct tr_rset *rs, struct res_parsed *p, const char *na
     case ADMIT_PARSE:
         break;
     }
-    if (!p->parsed)
-        return true; /* cannot happen: the same checks passed in an empty set */
+    if (!p->parsed) /* cannot happen (the checks that stopped it stop it here too), but if so */
+        return add_admitted(&r, rs, p->text, p->len, d);
     rs->shared[rs->n_shared++] = res_parsed_ref(p);
     /* The parse's findings and each document's, in the order a parse
      * reports them; the documents are checked again in this set. */
