@@ -6,6 +6,11 @@
  *   resource.c     node accessors; documents -> resources; the set, its
  *                  duplicate check and lookup tables
  *   store_files.c  the files-and-directories store
+ *
+ * A watched store keeps each file's parse (struct res_parsed) and adds its
+ * documents to later sets without parsing the file again: the nodes are
+ * shared, by reference count, between the store and every set that took
+ * them, and a set's findings are the ones a fresh parse would give.
  */
 #ifndef TR_RESOURCE_INTERNAL_H
 #define TR_RESOURCE_INTERNAL_H
@@ -33,7 +38,52 @@ struct tr_rset {
     size_t bytes;      /* input bytes so far */
     const char *spent; /* NULL, or the budget that ran out ("nodes", "bytes"): nothing
                         * more is read into the set */
+    size_t nodes_peak; /* most nodes charged so far (a syntax error's second parse starts over) */
+    /* Recording (a res_parsed's own set only): each document added, and
+     * the span of the findings list that adding it produced. */
+    bool record;
+    struct res_doc *docs; /* malloc'd */
+    size_t n_docs, cap_docs;
+    /* Parses whose nodes this set holds: released when it is freed. */
+    struct res_parsed **shared; /* malloc'd */
+    size_t n_shared, cap_shared;
 };
+
+/* A recorded document: its root, its index in the buffer, and the
+ * findings [diag_from, diag_to) that res_set_add_document reported. */
+struct res_doc {
+    const struct tr_rnode *root;
+    uint32_t doc;
+    size_t diag_from, diag_to;
+};
+
+/* One buffer read into an empty set of its own, kept so that later sets
+ * take its documents without parsing it again. Shared by reference count
+ * (atomic: sets may be freed on any thread); immutable once made. */
+struct res_parsed {
+    _Atomic size_t refs;
+    char *text; /* the buffer (owned) */
+    size_t len;
+    struct tr_rset *rs;    /* its own set (recording): owns the nodes; NULL: text only, parsed
+                            * again whenever it is added */
+    struct tr_diags diags; /* every finding of reading text into an empty set, in order */
+    bool parsed;           /* passed the checks before a parse (size, empty); else no documents */
+    bool bad;              /* it has errors (what a watched store calls broken) */
+};
+
+/* Reads text (len bytes, taken over: freed with the result, also on
+ * failure) as name into a new res_parsed with one reference; parse false:
+ * only keeps the text (rs NULL, bad false). NULL when out of memory. */
+struct res_parsed *res_parsed_new(char *text, size_t len, const char *name, bool parse);
+struct res_parsed *res_parsed_ref(struct res_parsed *p);
+void res_parsed_release(struct res_parsed *p); /* NULL is fine */
+
+/* Adds p's documents to rs, exactly as res_set_add_buffer(rs, p->text,
+ * p->len, name, d) would (same resources, findings, budgets), without
+ * parsing when p was parsed and the set's node budget has room for it;
+ * rs then holds a reference to p. False only when out of memory. */
+bool res_set_add_parsed(struct tr_rset *rs, struct res_parsed *p, const char *name,
+                        struct tr_diags *d);
 
 /* An empty set being built. NULL when out of memory. */
 struct tr_rset *res_set_new(void);

@@ -731,7 +731,22 @@ bool res_set_add_document(struct tr_rset *rs, const struct tr_rnode *root, const
 {
     if (tr_rnode_is_null(root))
         return true; /* an empty document */
-    return add_any(rs, root, file, doc, d, 0);
+    if (!rs->record)
+        return add_any(rs, root, file, doc, d, 0);
+    if (rs->n_docs == rs->cap_docs) {
+        size_t ncap = rs->cap_docs != 0 ? rs->cap_docs * 2 : 16;
+        struct res_doc *nv = realloc(rs->docs, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return false;
+        rs->docs = nv;
+        rs->cap_docs = ncap;
+    }
+    size_t from = d != NULL ? d->n : 0;
+    if (!add_any(rs, root, file, doc, d, 0))
+        return false;
+    rs->docs[rs->n_docs++] = (struct res_doc){
+        .root = root, .doc = doc, .diag_from = from, .diag_to = d != NULL ? d->n : 0};
+    return true;
 }
 
 /* ------------------------------------------------------------- the set */
@@ -958,6 +973,10 @@ void tr_rset_free(struct tr_rset *rs)
         return;
     if (!rs->sealed)
         free(rs->v); /* once sealed, v lives in the arena */
+    free(rs->docs);
+    for (size_t i = 0; i < rs->n_shared; i++)
+        res_parsed_release(rs->shared[i]);
+    free(rs->shared);
     tr_arena_free(rs->arena);
     free(rs);
 }

@@ -170,8 +170,14 @@ struct tr_store *tr_store_files(const char *const *paths, size_t n);
  * without errors: a file that now has errors (YAML that does not parse, an
  * object without apiVersion...) is reported and its last good text is read
  * in its place, so a broken edit changes nothing, names the file and line,
- * and leaves the other files' resources in force. NULL when out of memory
- * or inotify is unavailable. */
+ * and leaves the other files' resources in force. It also keeps each
+ * file's parse: a snapshot reads every file, but parses only those whose
+ * text differs from the last snapshot's (compared byte for byte), and the
+ * others' nodes are shared, immutable and reference-counted, with the store
+ * and the other snapshots that hold them; each snapshot is still freed on
+ * its own, outlives the store, and is what a fresh read gives (the same
+ * resources, order, findings and budgets). NULL when out of memory or
+ * inotify is unavailable. */
 struct tr_store *tr_store_files_watched(const char *const *paths, size_t n);
 
 /* -1 when the store cannot tell about changes. */

@@ -18,6 +18,14 @@
  * resource/resource.h, running out of memory. Anything else (a file inside
  * a directory that cannot be read, a file over the size limit, any content
  * problem) is reported and left out of a snapshot that is still returned.
+ *
+ * A watched store keeps, per file, its text and parse (res_parsed) at the
+ * last snapshot and its last text without errors: a snapshot still reads
+ * every file (a few ms for megabytes, and no mtime or size can miss an
+ * edit), but parses only the files whose bytes changed; an unchanged file's
+ * kept parse is added to the new set as a parse would add it
+ * (res_set_add_parsed). The parses of files a snapshot did not see are let
+ * go after it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,19 +39,24 @@
 
 #include "resource/internal.h"
 
-/* A watched store's memory of each file's last text without errors. */
-struct last_good {
-    char *path, *text; /* owned */
-    size_t len;
+/* A watched store's memory of one file: its text at the last snapshot
+ * that read it, and its last text without errors, each with its parse
+ * (resource/internal.h: res_parsed), so that a snapshot parses only the
+ * files whose text changed. */
+struct cached {
+    char *path;              /* owned */
+    struct res_parsed *cur;  /* the text last read; NULL once the file was not seen */
+    struct res_parsed *good; /* the last text without errors (may be cur); NULL: never good */
+    bool seen;               /* read by the snapshot being taken */
 };
 
 struct files_store {
     struct tr_store base;
     char **paths; /* owned */
     size_t n;
-    int ifd; /* inotify, for a watched store; else -1 */
-    struct last_good *lg;
-    size_t n_lg, cap_lg;
+    int ifd;           /* inotify, for a watched store; else -1 */
+    struct cached **c; /* sorted by path */
+    size_t n_c, cap_c;
 };
 
 /* One snapshot being read. */
@@ -86,80 +99,114 @@ static char *join(const char *dir, const char *name)
     return p;
 }
 
-static struct last_good *last_good_of(struct files_store *fs, const char *path)
+/* The cache entry of path, made when there is none; NULL when out of
+ * memory. */
+static struct cached *cached_of(struct files_store *fs, const char *path)
 {
-    for (size_t i = 0; i < fs->n_lg; i++)
-        if (strcmp(fs->lg[i].path, path) == 0)
-            return &fs->lg[i];
-    return NULL;
+    size_t lo = 0, hi = fs->n_c;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(fs->c[mid]->path, path);
+        if (c == 0)
+            return fs->c[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (fs->n_c == fs->cap_c) {
+        size_t ncap = fs->cap_c != 0 ? fs->cap_c * 2 : 16;
+        struct cached **nv = realloc(fs->c, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return NULL;
+        fs->c = nv;
+        fs->cap_c = ncap;
+    }
+    struct cached *e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->path = strdup(path)) == NULL) {
+        free(e);
+        return NULL;
+    }
+    memmove(fs->c + lo + 1, fs->c + lo, (fs->n_c - lo) * sizeof(*fs->c));
+    fs->c[lo] = e;
+    fs->n_c++;
+    return e;
 }
 
 /* A watched store: a file whose text has errors is replaced, in this
  * snapshot, by its last text without errors (a half-saved or mistyped edit
  * leaves that file's resources as they were, and the other files' in force);
  * a file without errors becomes its new last good text. The errors are
- * reported either way. */
-static void keep_last_good(struct walk *w, char **buf, size_t *len, const char *path)
+ * reported either way. A text equal to the one read last time is not
+ * parsed again: its kept parse is added (res_set_add_parsed), which gives
+ * the resources and findings a parse would. Takes buf. */
+static void read_watched(struct walk *w, char *buf, size_t len, const char *path)
 {
-    struct tr_diags probe_d;
-    tr_diags_init(&probe_d);
-    struct tr_rset *probe = res_set_new();
-    bool ok = probe != NULL && res_set_add_buffer(probe, *buf, *len, path, &probe_d);
-    tr_rset_free(probe);
-    bool bad = !ok || probe_d.n_errors > 0;
-    struct files_store *fs = w->fs;
-    struct last_good *lg = last_good_of(fs, path);
-    /* The text read below reports its own findings; a replaced one's are
-     * reported here. */
-    for (size_t i = 0; bad && lg != NULL && w->d != NULL && i < probe_d.n; i++)
-        tr_diags_add(w->d, probe_d.v[i].severity, &probe_d.v[i].where, "%s", probe_d.v[i].msg);
-    tr_diags_free(&probe_d);
-    if (bad) {
-        if (lg == NULL)
-            return; /* never good: read as it is (the broken documents are left out) */
+    struct cached *c = cached_of(w->fs, path);
+    if (c == NULL) {
+        free(buf);
+        walk_oom(w, path);
+        return;
+    }
+    c->seen = true;
+    struct res_parsed *cur = c->cur;
+    if (cur != NULL && cur->len == len && memcmp(cur->text, buf, len) == 0) {
+        free(buf);
+    } else {
+        cur = res_parsed_new(buf, len, path, true);
+        if (cur == NULL) {
+            walk_oom(w, path);
+            return;
+        }
+        res_parsed_release(c->cur);
+        c->cur = cur;
+    }
+    struct res_parsed *use = cur;
+    if (cur->bad && c->good != NULL) {
+        /* The text read below reports its own findings; a replaced one's
+         * are reported here. */
+        for (size_t i = 0; w->d != NULL && i < cur->diags.n; i++)
+            tr_diags_add(w->d, cur->diags.v[i].severity, &cur->diags.v[i].where, "%s",
+                         cur->diags.v[i].msg);
         res_report(w->d, TR_DIAG_WARNING, path, 0, 0,
                    "has errors: its last version without errors stays in force until it is "
                    "fixed");
-        char *copy = malloc(lg->len + 1);
-        if (copy == NULL)
-            return;
-        memcpy(copy, lg->text, lg->len);
-        free(*buf);
-        *buf = copy;
-        *len = lg->len;
-        return;
+        use = c->good;
+    } else if (!cur->bad && c->good != cur) {
+        res_parsed_release(c->good);
+        c->good = res_parsed_ref(cur);
     }
-    char *text = malloc(*len + 1);
-    if (text == NULL)
-        return;
-    memcpy(text, *buf, *len);
-    if (lg == NULL) {
-        if (fs->n_lg == fs->cap_lg) {
-            size_t cap = fs->cap_lg ? fs->cap_lg * 2 : 16;
-            struct last_good *v = realloc(fs->lg, cap * sizeof(*v));
-            char *p = strdup(path);
-            if (v == NULL || p == NULL) {
-                free(p);
-                free(text);
-                if (v != NULL)
-                    fs->lg = v;
-                return;
+    /* (never good: read as it is, the broken documents left out) */
+    if (!res_set_add_parsed(w->rs, use, path, w->d))
+        w->fail = true; /* out of memory, reported */
+    else if (w->rs->spent != NULL)
+        w->fail = true; /* a snapshot budget ran out, reported */
+}
+
+/* After a snapshot: the parses of files it did not read are let go; a
+ * file's last good text is kept (a file deleted and written again with
+ * errors still falls back on it), without its parse. */
+static void cache_sweep(struct files_store *fs)
+{
+    for (size_t i = 0; i < fs->n_c; i++) {
+        struct cached *e = fs->c[i];
+        if (e->seen)
+            continue;
+        res_parsed_release(e->cur);
+        e->cur = NULL;
+        if (e->good != NULL && e->good->rs != NULL) {
+            char *text = malloc(e->good->len + 1);
+            struct res_parsed *g = NULL;
+            if (text != NULL) {
+                memcpy(text, e->good->text, e->good->len);
+                g = res_parsed_new(text, e->good->len, e->path, false);
             }
-            fs->lg = v;
-            fs->cap_lg = cap;
-            fs->lg[fs->n_lg] = (struct last_good){.path = p};
-        } else {
-            fs->lg[fs->n_lg] = (struct last_good){.path = strdup(path)};
-            if (fs->lg[fs->n_lg].path == NULL) {
-                free(text);
-                return;
+            if (g != NULL) {
+                res_parsed_release(e->good);
+                e->good = g;
             }
         }
-        lg = &fs->lg[fs->n_lg++];
     }
-    free(lg->text);
-    lg->text = text;
-    lg->len = *len;
 }
 
 /* Reads an open file (fd is closed) into the set under path. */
@@ -218,8 +265,10 @@ static void read_file(struct walk *w, int fd, const struct stat *st, const char 
         walk_oom(w, path);
         return;
     }
-    if (w->fs->ifd >= 0)
-        keep_last_good(w, &buf, &len, path);
+    if (w->fs->ifd >= 0) {
+        read_watched(w, buf, len, path);
+        return;
+    }
     if (!res_set_add_buffer(w->rs, buf, len, path, w->d))
         w->fail = true; /* out of memory, reported */
     else if (w->rs->spent != NULL)
@@ -444,6 +493,8 @@ static struct tr_rset *files_snapshot(struct tr_store *s, struct tr_diags *d)
         return NULL;
     }
     struct walk w = {.fs = fs, .rs = rs, .d = d};
+    for (size_t i = 0; i < fs->n_c; i++)
+        fs->c[i]->seen = false;
     for (size_t i = 0; i < fs->n && !w.fail; i++)
         read_path(&w, fs->paths[i]);
     if (!w.fail && !res_set_seal(rs, d)) {
@@ -454,6 +505,8 @@ static struct tr_rset *files_snapshot(struct tr_store *s, struct tr_diags *d)
         tr_rset_free(rs);
         return NULL;
     }
+    if (fs->ifd >= 0)
+        cache_sweep(fs);
     return rs;
 }
 
@@ -463,11 +516,13 @@ static void files_destroy(struct tr_store *s)
     for (size_t i = 0; i < fs->n; i++)
         free(fs->paths[i]);
     free(fs->paths);
-    for (size_t i = 0; i < fs->n_lg; i++) {
-        free(fs->lg[i].path);
-        free(fs->lg[i].text);
+    for (size_t i = 0; i < fs->n_c; i++) {
+        free(fs->c[i]->path);
+        res_parsed_release(fs->c[i]->cur);
+        res_parsed_release(fs->c[i]->good);
+        free(fs->c[i]);
     }
-    free(fs->lg);
+    free(fs->c);
     if (fs->ifd >= 0)
         close(fs->ifd);
     free(fs);

@@ -24,6 +24,7 @@
  * libfyaml cannot resume, so the documents before it are kept and the rest
  * are reported as not read.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -893,39 +894,57 @@ static void diags_move(struct tr_diags *to, struct tr_diags *from)
     tr_diags_free(from);
 }
 
-bool res_set_add_buffer(struct tr_rset *rs, const char *buf, size_t len, const char *name,
-                        struct tr_diags *d)
+/* The checks before a buffer is parsed (the set's budgets, the size, an
+ * empty buffer). PARSE: go on and parse it; DONE: reported (or empty),
+ * nothing to parse. r->file is set. */
+enum admit { ADMIT_PARSE, ADMIT_DONE, ADMIT_OOM };
+
+static enum admit admit(struct reader *r, struct tr_rset *rs, const char *buf, size_t len,
+                        const char *name)
 {
-    struct reader r = {.rs = rs, .d = d};
-    r.file = tr_arena_strdup(rs->arena, name != NULL ? name : "<input>");
-    if (r.file == NULL) {
-        res_report(d, TR_DIAG_ERROR, name, 0, 0, "out of memory");
-        return false;
+    r->file = tr_arena_strdup(rs->arena, name != NULL ? name : "<input>");
+    if (r->file == NULL) {
+        res_report(r->d, TR_DIAG_ERROR, name, 0, 0, "out of memory");
+        return ADMIT_OOM;
     }
     if (rs->spent != NULL) {
-        fail_at(&r, 0, 0, "not read: the snapshot's budget of %s is used up", rs->spent);
-        return true;
+        fail_at(r, 0, 0, "not read: the snapshot's budget of %s is used up", rs->spent);
+        return ADMIT_DONE;
     }
     if (len > TR_RES_MAX_FILE_SIZE) {
-        fail_at(&r, 0, 0, "%zu bytes; the limit is %u bytes; the file is not read", len,
+        fail_at(r, 0, 0, "%zu bytes; the limit is %u bytes; the file is not read", len,
                 TR_RES_MAX_FILE_SIZE);
-        return true;
+        return ADMIT_DONE;
     }
     if (len > TR_RES_MAX_TOTAL_BYTES - rs->bytes) {
-        fail_at(&r, 0, 0,
+        fail_at(r, 0, 0,
                 "not read: the snapshot would be more than %u bytes (%zu read before this file)",
                 TR_RES_MAX_TOTAL_BYTES, rs->bytes);
         rs->spent = "bytes";
-        return true;
+        return ADMIT_DONE;
     }
     rs->bytes += len;
     if (len == 0)
-        return true; /* an empty file holds no document */
+        return ADMIT_DONE; /* an empty file holds no document */
     if (buf == NULL) {
-        fail_at(&r, 0, 0, "no input");
-        return true;
+        fail_at(r, 0, 0, "no input");
+        return ADMIT_DONE;
     }
-    if (!input_check(&r, (const unsigned char *)buf, len))
+    return ADMIT_PARSE;
+}
+
+static void peak(struct tr_rset *rs)
+{
+    if (rs->nodes > rs->nodes_peak)
+        rs->nodes_peak = rs->nodes;
+}
+
+/* An admitted buffer's documents into the set. False only when out of
+ * memory. */
+static bool add_admitted(struct reader *r, struct tr_rset *rs, const char *buf, size_t len,
+                         struct tr_diags *d)
+{
+    if (!input_check(r, (const unsigned char *)buf, len))
         return true;
     /* Findings go to a list of this buffer's own, so that a second parse
      * (below) can start over from where the first one started. */
@@ -933,24 +952,160 @@ bool res_set_add_buffer(struct tr_rset *rs, const char *buf, size_t len, const c
     tr_diags_init(&mine);
     if (d != NULL)
         mine.max = d->max;
-    r.d = &mine;
-    size_t n0 = rs->n, nodes0 = rs->nodes;
-    if (parse(&r, buf, len) && !r.oom) {
+    r->d = &mine;
+    size_t n0 = rs->n, nodes0 = rs->nodes, docs0 = rs->n_docs;
+    if (parse(r, buf, len) && !r->oom) {
         size_t flen = 0;
         char *filled = empty_entries_filled(buf, len, &flen);
         if (filled != NULL) {
+            peak(rs);
             rs->n = n0; /* what the first parse added stays in the arena, unused */
             rs->nodes = nodes0;
+            rs->n_docs = docs0;
             rs->spent = NULL;
             tr_diags_free(&mine);
-            struct reader again = {.rs = rs, .d = &mine, .file = r.file};
+            struct reader again = {.rs = rs, .d = &mine, .file = r->file};
             parse(&again, filled, flen);
             free(filled);
             free(again.anchors);
-            r.oom = again.oom;
+            r->oom = again.oom;
         }
     }
+    peak(rs);
     diags_move(d, &mine);
-    free(r.anchors);
-    return !r.oom;
+    free(r->anchors);
+    r->anchors = NULL;
+    return !r->oom;
+}
+
+bool res_set_add_buffer(struct tr_rset *rs, const char *buf, size_t len, const char *name,
+                        struct tr_diags *d)
+{
+    struct reader r = {.rs = rs, .d = d};
+    switch (admit(&r, rs, buf, len, name)) {
+    case ADMIT_OOM:
+        return false;
+    case ADMIT_DONE:
+        return true;
+    case ADMIT_PARSE:
+        break;
+    }
+    return add_admitted(&r, rs, buf, len, d);
+}
+
+/* ------------------------------------------------------ kept parses */
+
+struct res_parsed *res_parsed_new(char *text, size_t len, const char *name, bool parse_it)
+{
+    struct res_parsed *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        free(text);
+        return NULL;
+    }
+    atomic_init(&p->refs, 1);
+    p->text = text;
+    p->len = len;
+    tr_diags_init(&p->diags);
+    if (!parse_it)
+        return p;
+    p->rs = res_set_new();
+    if (p->rs == NULL) {
+        res_parsed_release(p);
+        return NULL;
+    }
+    p->rs->record = true;
+    struct reader r = {.rs = p->rs, .d = &p->diags};
+    bool ok = true;
+    switch (admit(&r, p->rs, text, len, name)) {
+    case ADMIT_OOM:
+        ok = false;
+        break;
+    case ADMIT_DONE:
+        break;
+    case ADMIT_PARSE:
+        p->parsed = true;
+        ok = add_admitted(&r, p->rs, text, len, &p->diags);
+        break;
+    }
+    if (!ok) {
+        res_parsed_release(p);
+        return NULL;
+    }
+    p->bad = p->diags.n_errors > 0;
+    /* The resources its own set made are not used: only nodes and findings are. */
+    free(p->rs->v);
+    p->rs->v = NULL;
+    p->rs->n = p->rs->cap = 0;
+    return p;
+}
+
+struct res_parsed *res_parsed_ref(struct res_parsed *p)
+{
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    return p;
+}
+
+void res_parsed_release(struct res_parsed *p)
+{
+    if (p == NULL || atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    tr_rset_free(p->rs);
+    tr_diags_free(&p->diags);
+    free(p->text);
+    free(p);
+}
+
+/* Findings [from, to) of p's list into d, as they were reported. */
+static void diags_replay(struct tr_diags *d, const struct tr_diags *from, size_t lo, size_t hi)
+{
+    for (size_t i = lo; d != NULL && i < hi && i < from->n; i++)
+        tr_diags_add(d, from->v[i].severity, &from->v[i].where, "%s", from->v[i].msg);
+}
+
+bool res_set_add_parsed(struct tr_rset *rs, struct res_parsed *p, const char *name,
+                        struct tr_diags *d)
+{
+    /* A parse that would meet a budget in this set (or met one on its own)
+     * is done again: where it stops depends on the set. */
+    if (p->rs == NULL || p->rs->spent != NULL || rs->spent != NULL ||
+        p->rs->nodes_peak > TR_RES_MAX_NODES - rs->nodes)
+        return res_set_add_buffer(rs, p->text, p->len, name, d);
+    if (rs->n_shared == rs->cap_shared) {
+        size_t ncap = rs->cap_shared != 0 ? rs->cap_shared * 2 : 8;
+        struct res_parsed **nv = realloc(rs->shared, ncap * sizeof(*nv));
+        if (nv == NULL) {
+            res_report(d, TR_DIAG_ERROR, name, 0, 0, "out of memory");
+            return false;
+        }
+        rs->shared = nv;
+        rs->cap_shared = ncap;
+    }
+    struct reader r = {.rs = rs, .d = d};
+    switch (admit(&r, rs, p->text, p->len, name)) {
+    case ADMIT_OOM:
+        return false;
+    case ADMIT_DONE:
+        return true;
+    case ADMIT_PARSE:
+        break;
+    }
+    if (!p->parsed) /* cannot happen (the checks that stopped it stop it here too), but if so */
+        return add_admitted(&r, rs, p->text, p->len, d);
+    rs->shared[rs->n_shared++] = res_parsed_ref(p);
+    /* The parse's findings and each document's, in the order a parse
+     * reports them; the documents are checked again in this set. */
+    size_t at = 0;
+    for (size_t i = 0; i < p->rs->n_docs; i++) {
+        const struct res_doc *doc = &p->rs->docs[i];
+        diags_replay(d, &p->diags, at, doc->diag_from);
+        if (!res_set_add_document(rs, doc->root, r.file, doc->doc, d)) {
+            res_report(d, TR_DIAG_ERROR, r.file, 0, 0, "out of memory");
+            return false;
+        }
+        at = doc->diag_to;
+    }
+    diags_replay(d, &p->diags, at, p->diags.n);
+    rs->nodes += p->rs->nodes;
+    peak(rs);
+    return true;
 }

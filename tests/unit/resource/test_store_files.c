@@ -396,6 +396,247 @@ static void test_file_count_limit(void **state)
     tr_diags_free(&d);
 }
 
+/* ------------------------------------------- watched = read afresh */
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Two node trees alike: kind, quoting, position, text and every child. */
+static bool rnode_eq(const struct tr_rnode *a, const struct tr_rnode *b)
+{
+    if (a == NULL || b == NULL)
+        return a == b;
+    if (a->kind != b->kind || a->plain != b->plain || a->line != b->line || a->col != b->col ||
+        a->len != b->len || a->n != b->n)
+        return false;
+    if ((a->s == NULL) != (b->s == NULL) || (a->s != NULL && memcmp(a->s, b->s, a->len) != 0))
+        return false;
+    const struct tr_rnode *x = a->head, *y = b->head;
+    for (; x != NULL && y != NULL; x = x->next, y = y->next) {
+        if (!rnode_eq(x, y))
+            return false;
+    }
+    return x == NULL && y == NULL;
+}
+
+/* Same resources in the same order, same trees, same lookups. */
+static void assert_rset_eq(const struct tr_rset *a, const struct tr_rset *b)
+{
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(tr_rset_count(a), tr_rset_count(b));
+    for (size_t i = 0; i < tr_rset_count(a); i++) {
+        const struct tr_resource *x = tr_rset_at(a, i), *y = tr_rset_at(b, i);
+        assert_true(str_eq(x->api_version, y->api_version));
+        assert_true(str_eq(x->group, y->group));
+        assert_true(str_eq(x->version, y->version));
+        assert_true(str_eq(x->kind, y->kind));
+        assert_true(str_eq(x->ns, y->ns));
+        assert_true(str_eq(x->name, y->name));
+        assert_true(str_eq(x->file, y->file));
+        assert_int_equal(x->doc, y->doc);
+        assert_int_equal(x->line, y->line);
+        assert_int_equal(x->col, y->col);
+        assert_int_equal(x->index, y->index);
+        assert_true(rnode_eq(x->obj, y->obj));
+        assert_true(rnode_eq(x->labels, y->labels));
+        assert_true(rnode_eq(x->annotations, y->annotations));
+        assert_true(rnode_eq(x->spec, y->spec));
+        assert_ptr_equal(tr_rset_find(b, x->group, x->kind, x->ns, x->name), y);
+        size_t na = 0, nb = 0;
+        const struct tr_resource *const *ka = tr_rset_of_kind(a, x->group, x->kind, &na);
+        const struct tr_resource *const *kb = tr_rset_of_kind(b, y->group, y->kind, &nb);
+        assert_int_equal(na, nb);
+        for (size_t k = 0; k < na; k++)
+            assert_int_equal(ka[k]->index, kb[k]->index);
+    }
+}
+
+static int str_order(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Same findings: formatted, sorted (and the same counts). */
+static void assert_diags_eq(const struct tr_diags *a, const struct tr_diags *b)
+{
+    if (a->n != b->n) {
+        fprintf(stderr, "watched:\n");
+        dump(a);
+        fprintf(stderr, "afresh:\n");
+        dump(b);
+    }
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->n_errors, b->n_errors);
+    assert_int_equal(a->n_warnings, b->n_warnings);
+    char **fa = calloc(a->n + 1, sizeof(*fa)), **fb = calloc(b->n + 1, sizeof(*fb));
+    assert_non_null(fa);
+    assert_non_null(fb);
+    for (size_t i = 0; i < a->n; i++) {
+        fa[i] = malloc(1024);
+        fb[i] = malloc(1024);
+        tr_diag_format(&a->v[i], fa[i], 1024);
+        tr_diag_format(&b->v[i], fb[i], 1024);
+    }
+    qsort(fa, a->n, sizeof(*fa), str_order);
+    qsort(fb, b->n, sizeof(*fb), str_order);
+    for (size_t i = 0; i < a->n; i++) {
+        if (strcmp(fa[i], fb[i]) != 0)
+            fprintf(stderr, "watched: %s\nafresh:  %s\n", fa[i], fb[i]);
+        assert_string_equal(fa[i], fb[i]);
+        free(fa[i]);
+        free(fb[i]);
+    }
+    free(fa);
+    free(fb);
+}
+
+/* A snapshot of the watched store and one of a fresh unwatched store of
+ * the same paths: both NULL, or alike; the findings alike either way. The
+ * watched one is returned (NULL when none), *fresh the other. */
+static struct tr_rset *compare_once(struct tr_store *watched, const char *const *paths, size_t n,
+                                    struct tr_rset **fresh)
+{
+    struct tr_diags dw, df;
+    tr_diags_init(&dw);
+    tr_diags_init(&df);
+    struct tr_rset *w = tr_store_snapshot(watched, &dw);
+    struct tr_rset *f = snapshot(paths, n, &df);
+    assert_diags_eq(&dw, &df);
+    assert_true((w == NULL) == (f == NULL));
+    if (w != NULL)
+        assert_rset_eq(w, f);
+    tr_diags_free(&dw);
+    tr_diags_free(&df);
+    *fresh = f;
+    return w;
+}
+
+/* A ConfigMap whose data holds nested aliases worth about 2.5 million
+ * nodes: one such file fits the node budget, two do not. */
+static void heavy(const char *rel, const char *name)
+{
+    char text[2048];
+    int o = snprintf(text, sizeof(text),
+                     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\ndata:\n"
+                     "  l0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+                     name);
+    for (int l = 1; l <= 5; l++) {
+        o += snprintf(text + o, sizeof(text) - (size_t)o, "  l%d: &a%d [", l, l);
+        for (int k = 0; k < 10; k++)
+            o += snprintf(text + o, sizeof(text) - (size_t)o, "%s*a%d", k ? ", " : "", l - 1);
+        o += snprintf(text + o, sizeof(text) - (size_t)o, "]\n");
+    }
+    snprintf(text + o, sizeof(text) - (size_t)o, "  l6: [*a5, *a5]\n");
+    write_at(rel, text);
+}
+
+/* The watched store parses only the files whose text changed; its
+ * snapshots are what reading everything afresh gives, edit after edit:
+ * same resources, order, node trees and findings. */
+static void test_watched_equals_fresh(void **state)
+{
+    (void)state;
+    mkdir_at("eq");
+    mkdir_at("eq/sub");
+    write_at("eq/a.yaml",
+             "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n"
+             "  labels: &l {app: web, tier: front}\nspec:\n  selector: *l\n"
+             "  ports: [{port: 80, name: \"http\"}]\n---\n---\n"
+             "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n"
+             "metadata: {name: web, namespace: shop}\n"
+             "spec:\n  hosts: [web]\n  http:\n  - route: &r\n    - destination: {host: web}\n"
+             "  - route: *r\n");
+    write_at("eq/b.yaml", "apiVersion: v1\nkind: List\nitems:\n"
+                          "- {apiVersion: v1, kind: Service, metadata: {name: b1}}\n"
+                          "- {apiVersion: v1, kind: Service, metadata: {name: b2, namespace: x}}\n"
+                          "- {apiVersion: v1, kind: Service, metadata: {name: 12}}\n");
+    /* a document, then a syntax error (never good: read as it is) */
+    write_at("eq/c.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: c-ok}\n---\n: [\n");
+    /* object errors beside a good object */
+    write_at("eq/d.yaml", "apiVersion: v1\nkind: Service\nmetadata: {namespace: Bad_NS}\n---\n"
+                          "apiversion: v1\nkind: Pod\nmetadata: {name: p}\n---\n"
+                          "apiVersion: v1\nkind: Pod\nmetadata: {name: d-ok}\n");
+    /* a duplicate of a.yaml's Service */
+    write_at("eq/e.yaml", "# again\napiVersion: v1\nkind: Service\nmetadata: {name: web, "
+                          "namespace: shop}\n");
+    write_at("eq/f.json", "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": "
+                          "{\"name\": \"f\"}, \"data\": {\"k\": \"v\"}}\n");
+    /* libfyaml's empty entry (parsed twice) */
+    write_at("eq/sub/g.yaml",
+             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: g\ndata:\n  k:\n  -\n  n: 1\n");
+    write_at("eq/sub/empty.yaml", "");
+    write_at("eq/sub/bad-utf8.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: \xff}\n");
+    heavy("eq/sub/heavy1.yaml", "heavy1");
+    int fd = open(at("eq/sub/huge.yaml"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)TR_RES_MAX_FILE_SIZE + 1), 0);
+    close(fd);
+
+    char eq[512], eq_b[512]; /* at()'s buffers are reused */
+    snprintf(eq, sizeof(eq), "%s", at("eq"));
+    snprintf(eq_b, sizeof(eq_b), "%s", at("eq/b.yaml"));
+    const char *paths[] = {eq, eq_b}; /* b.yaml twice: a duplicate of each */
+    struct tr_store *s = tr_store_files_watched(paths, 2);
+    assert_non_null(s);
+    struct tr_rset *f1 = NULL, *f = NULL;
+    struct tr_rset *w1 = compare_once(s, paths, 2, &f1);
+    assert_non_null(w1);
+    assert_true(tr_rset_count(w1) >= 8);
+    /* nothing changed: the kept parses */
+    struct tr_rset *w = compare_once(s, paths, 2, &f);
+    tr_rset_free(w);
+    tr_rset_free(f);
+
+    /* change, add, delete, rename; a broken file broken differently */
+    write_at("eq/a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop, "
+                          "labels: {app: web2}}\n");
+    write_at("eq/sub/new.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: b1}\n");
+    assert_int_equal(unlink(at("eq/d.yaml")), 0);
+    assert_int_equal(rename(at("eq/e.yaml"), at("eq/0-e.yaml")), 0);
+    write_at("eq/c.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: c-ok}\n  bad: [\n");
+    w = compare_once(s, paths, 2, &f);
+    assert_non_null(w);
+    tr_rset_free(w);
+    tr_rset_free(f);
+
+    /* a second heavy file: each fits alone, both pass the node budget (no
+     * snapshot); the first one's kept parse counts as a parse would */
+    heavy("eq/sub/heavy2.yaml", "heavy2");
+    w = compare_once(s, paths, 2, &f);
+    assert_null(w);
+    assert_int_equal(unlink(at("eq/sub/heavy1.yaml")), 0);
+    w = compare_once(s, paths, 2, &f);
+    assert_non_null(w);
+    tr_rset_free(w);
+    tr_rset_free(f);
+
+    /* the d.yaml deleted above comes back, as before */
+    write_at("eq/d.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: d-back}\n");
+    w = compare_once(s, paths, 2, &f);
+
+    /* a good file broken: its last good text stays (the set it gave) */
+    write_at("eq/f.json", "{\"apiVersion\": \"v1\", \"kind\": ");
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_rset *kept = tr_store_snapshot(s, &d);
+    assert_rset_eq(kept, w);
+    assert_true(has_finding(&d, TR_DIAG_WARNING, at("eq/f.json"), "last version without errors"));
+    assert_true(has_finding(&d, TR_DIAG_ERROR, at("eq/f.json"), "YAML syntax error"));
+    tr_diags_free(&d);
+    tr_rset_free(kept);
+    tr_rset_free(w);
+    tr_rset_free(f);
+
+    /* snapshots outlive later ones and the store */
+    tr_store_free(s);
+    assert_rset_eq(w1, f1);
+    tr_rset_free(w1);
+    tr_rset_free(f1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -407,6 +648,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_depth_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_count_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watched_keeps_last_good, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watched_equals_fresh, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
