@@ -183,30 +183,43 @@ static void read_watched(struct walk *w, char *buf, size_t len, const char *path
         w->fail = true; /* a snapshot budget ran out, reported */
 }
 
-/* After a snapshot: the parses of files it did not read are let go; a
- * file's last good text is kept (a file deleted and written again with
- * errors still falls back on it), without its parse. */
+/* After a snapshot: what is kept of files it did not read is let go, their
+ * last good text too. A deleted file's resources are gone; if it comes back
+ * with errors, nothing of its old text returns (and the memory is bounded
+ * by the files present, not by every path ever seen). Keeps the order. */
 static void cache_sweep(struct files_store *fs)
 {
+    size_t k = 0;
     for (size_t i = 0; i < fs->n_c; i++) {
         struct cached *e = fs->c[i];
-        if (e->seen)
+        if (e->seen) {
+            fs->c[k++] = e;
             continue;
-        res_parsed_release(e->cur);
-        e->cur = NULL;
-        if (e->good != NULL && e->good->rs != NULL) {
-            char *text = malloc(e->good->len + 1);
-            struct res_parsed *g = NULL;
-            if (text != NULL) {
-                memcpy(text, e->good->text, e->good->len);
-                g = res_parsed_new(text, e->good->len, e->path, false);
-            }
-            if (g != NULL) {
-                res_parsed_release(e->good);
-                e->good = g;
-            }
         }
+        free(e->path);
+        res_parsed_release(e->cur);
+        res_parsed_release(e->good);
+        free(e);
     }
+    fs->n_c = k;
+}
+
+/* A watched file that cannot be read now (too big, a read error): its last
+ * good text stays in force, as for a file with errors. */
+static void fall_back(struct walk *w, const char *path)
+{
+    if (w->fs->ifd < 0)
+        return;
+    struct cached *c = cached_of(w->fs, path);
+    if (c == NULL || c->good == NULL)
+        return;
+    c->seen = true;
+    res_report(w->d, TR_DIAG_WARNING, path, 0, 0,
+               "cannot be read: its last version without errors stays in force");
+    if (!res_set_add_parsed(w->rs, c->good, path, w->d))
+        w->fail = true;
+    else if (w->rs->spent != NULL)
+        w->fail = true;
 }
 
 /* Reads an open file (fd is closed) into the set under path. */
@@ -224,6 +237,7 @@ static void read_file(struct walk *w, int fd, const struct stat *st, const char 
                    "%lld bytes; the limit is %u bytes; the file is not read",
                    (long long)st->st_size, TR_RES_MAX_FILE_SIZE);
         close(fd);
+        fall_back(w, path);
         return;
     }
     /* Up to one byte past the limit, so that growth since fstat and pipes
@@ -254,6 +268,7 @@ static void read_file(struct walk *w, int fd, const struct stat *st, const char 
             walk_error(w, path, errno, "read");
             free(buf);
             close(fd);
+            fall_back(w, path);
             return;
         }
         if (r == 0)
@@ -478,10 +493,15 @@ static void read_path(struct walk *w, const char *path)
         w->fail = true;
         return;
     }
-    if (S_ISDIR(st.st_mode))
+    if (S_ISDIR(st.st_mode)) {
         walk_dir(w, fd, path, 0);
-    else
+    } else {
+        /* A named file saved by rename (most editors, a ConfigMap's symlink
+         * swap) is a new inode: watch the name again at every snapshot. */
+        if (w->fs->ifd >= 0)
+            inotify_add_watch(w->fs->ifd, path, WATCH_MASK);
         read_file(w, fd, &st, path);
+    }
 }
 
 static struct tr_rset *files_snapshot(struct tr_store *s, struct tr_diags *d)

@@ -225,6 +225,41 @@ static void test_snapshots_read_afresh(void **state)
     tr_rset_free(two);
 }
 
+/* A watched file that turns unreadable or too big keeps its last good text
+ * in force (fail static), and a deleted file's old text never returns. */
+static void test_watched_unreadable_and_deleted(void **state)
+{
+    (void)state;
+    mkdir_at("u");
+    service("u/a.yaml", "a-good");
+    const char *paths[] = {at("u")};
+    struct tr_store *s = tr_store_files_watched(paths, 1);
+    assert_non_null(s);
+    struct tr_rset *rs = tr_store_snapshot(s, NULL);
+    assert_non_null(tr_rset_find(rs, "", "Service", NULL, "a-good"));
+    tr_rset_free(rs);
+    /* too big now (sparse): the good text stays */
+    assert_int_equal(truncate(at("u/a.yaml"), (off_t)TR_RES_MAX_FILE_SIZE + 10), 0);
+    struct tr_diags d;
+    tr_diags_init(&d);
+    rs = tr_store_snapshot(s, &d);
+    assert_non_null(rs);
+    assert_non_null(tr_rset_find(rs, "", "Service", NULL, "a-good"));
+    assert_true(has_finding(&d, TR_DIAG_WARNING, at("u/a.yaml"), "cannot be read"));
+    tr_diags_free(&d);
+    tr_rset_free(rs);
+    /* deleted, then written back with errors: nothing of the old text */
+    assert_int_equal(unlink(at("u/a.yaml")), 0);
+    rs = tr_store_snapshot(s, NULL);
+    assert_int_equal(tr_rset_count(rs), 0);
+    tr_rset_free(rs);
+    write_at("u/a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: [\n");
+    rs = tr_store_snapshot(s, NULL);
+    assert_null(tr_rset_find(rs, "", "Service", NULL, "a-good"));
+    tr_rset_free(rs);
+    tr_store_free(s);
+}
+
 /* A watched store tells about changes and keeps each file's last text
  * without errors in place of a broken one; other files are read afresh. */
 static void test_watched_keeps_last_good(void **state)
@@ -648,6 +683,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_depth_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_count_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watched_keeps_last_good, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watched_unreadable_and_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watched_equals_fresh, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
