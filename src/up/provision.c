@@ -83,6 +83,7 @@ static char *compile_model(struct tr_up *u, struct tr_up_workload *w, const stru
         .outbound_ip = w->out_ip,
         .app_ip = w->app_ip,
         .admin_address = u->loopback ? w->admin : NULL,
+        .capture = u->capture,
         .cert_dir = certs,
         .file_name = "model.yaml",
     };
@@ -121,9 +122,12 @@ static char *compile_model(struct tr_up *u, struct tr_up_workload *w, const stru
     return text;
 }
 
-/* The names the outbound listeners answer, each on its listener's address:
- * what the workload's /etc/hosts says (`ip netns exec` mounts it there). */
-static int write_hosts(const struct tr_up_workload *w, const struct tr_config *cfg)
+/* The names the outbound listeners answer, each on its listener's address
+ * (capture mode: on its Service's virtual IP, which the capture rules send
+ * to the sidecar): what the workload's /etc/hosts says (`ip netns exec`
+ * mounts it there). */
+static int write_hosts(const struct tr_up *u, const struct tr_up_workload *w,
+                       const struct tr_config *cfg)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -131,10 +135,14 @@ static int write_hosts(const struct tr_up_workload *w, const struct tr_config *c
     if (f == NULL)
         return -1;
     fprintf(f,
-            "# written by trellis up for %s/%s (static mode: every service name is the\n"
-            "# outbound listener of the sidecar)\n"
+            "# written by trellis up for %s/%s (%s)\n"
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n",
-            w->ns, w->name, w->ip, w->name);
+            w->ns, w->name,
+            u->capture ? "capture: every service name is its Service's virtual IP;\n"
+                         "# the capture rules send connections to them to the sidecar"
+                       : "no capture: every service name is the outbound listener of\n"
+                         "# the sidecar",
+            w->ip, w->name);
     const char **seen = NULL;
     size_t n_seen = 0;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
@@ -152,6 +160,9 @@ static int write_hosts(const struct tr_up_workload *w, const struct tr_config *c
                 const char *dn = rt->vhosts[v].domains[k];
                 if (strchr(dn, ':') != NULL || strchr(dn, '*') != NULL)
                     continue;
+                const char *at = ip;
+                if (u->capture && (at = tr_up_vip_of(u, dn, w->ns)) == NULL)
+                    continue; /* not a Service's name (a ServiceEntry host) */
                 bool dup = false;
                 for (size_t s = 0; s < n_seen && !dup; s++)
                     dup = strcmp(seen[s], dn) == 0;
@@ -162,7 +173,7 @@ static int write_hosts(const struct tr_up_workload *w, const struct tr_config *c
                     break;
                 seen = ns;
                 seen[n_seen++] = dn;
-                fprintf(f, "%s\t%s\n", ip, dn);
+                fprintf(f, "%s\t%s\n", at, dn);
             }
     }
     free(seen);
@@ -346,7 +357,7 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
     snprintf(model, sizeof(model), "%s/model.yaml", w->dir);
     int rc = write_file(model, text, strlen(text), 0600);
     free(text);
-    if (rc != 0 || write_hosts(w, cfg) != 0 || (u->loopback && write_env(w, cfg) != 0)) {
+    if (rc != 0 || write_hosts(u, w, cfg) != 0 || (u->loopback && write_env(w, cfg) != 0)) {
         fprintf(stderr, "trellis up: %s: %s\n", w->dir, strerror(errno));
         tr_config_free(cfg);
         return -1;
@@ -377,25 +388,23 @@ int tr_up_provision(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
         char sock[4096] = "";
         if (w->dir[0] == '/' && strlen(w->dir) + strlen("/admin.sock") <= TR_UNIX_PATH_MAX)
             snprintf(sock, sizeof(sock), "%s/admin.sock", w->dir);
-        const char *v[] = {u->self,
-                           "proxy",
-                           "--control",
-                           u->control_addr,
-                           "--workload",
-                           wl,
-                           "--token-file",
-                           token,
-                           "--ca-bundle",
-                           bundle,
-                           "--admin",
-                           w->admin,
-                           "--outbound-ip",
-                           w->out_ip,
-                           "--app-ip",
-                           w->app_ip,
-                           sock[0] ? "--admin-socket" : NULL,
-                           sock,
-                           NULL};
+        const char *v[] = {
+            u->self,        "proxy",   "--control",     u->control_addr, "--workload", wl,
+            "--token-file", token,     "--ca-bundle",   bundle,          "--admin",    w->admin,
+            "--app-ip",     w->app_ip, "--outbound-ip", w->out_ip,       NULL,         NULL,
+            NULL,           NULL};
+        size_t k = 16; /* after --outbound-ip IP */
+        if (u->capture) {
+            /* The control plane compiles capture listeners (outbound_ip
+             * is then unused). */
+            v[14] = "--capture";
+            v[15] = NULL;
+            k = 15;
+        }
+        if (sock[0]) {
+            v[k] = "--admin-socket";
+            v[k + 1] = sock;
+        }
         *argv = argv_new(v);
         return *argv ? 0 : -1;
     }
@@ -412,7 +421,7 @@ int tr_up_recompile(struct tr_up *u, struct tr_up_workload *w, const struct tr_r
     char *text = compile_model(u, w, staged, &cfg);
     if (text == NULL)
         return -1;
-    int hosts = write_hosts(w, cfg) | (u->loopback ? write_env(w, cfg) : 0);
+    int hosts = write_hosts(u, w, cfg) | (u->loopback ? write_env(w, cfg) : 0);
     tr_config_free(cfg);
     if (hosts != 0) {
         fprintf(stderr, "trellis up: %s/hosts: %s\n", w->dir, strerror(errno));

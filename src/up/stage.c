@@ -326,8 +326,137 @@ int tr_up_workloads(struct tr_up *u, const struct tr_rset *rs, const char *keep,
     return d->n_errors > errors ? -1 : 0;
 }
 
+static uint32_t fnv1a(const char *a, const char *b)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = a; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ '/') * 16777619u;
+    for (const char *p = b; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+static bool ip_taken(const struct tr_up *u, const char *t)
+{
+    for (size_t j = 0; j < u->n; j++)
+        if (strcmp(u->w[j].ip, t) == 0)
+            return true;
+    for (size_t j = 0; j < u->n_vips; j++)
+        if (strcmp(u->vips[j].ip, t) == 0)
+            return true;
+    return false;
+}
+
+static int vip_cmp(const void *a, const void *b)
+{
+    const struct tr_up_vip *x = a, *y = b;
+    int c = strcmp(x->ns, y->ns);
+    return c ? c : strcmp(x->name, y->name);
+}
+
+int tr_up_vips(struct tr_up *u, const struct tr_rset *rs, struct tr_diags *d)
+{
+    size_t n;
+    const struct tr_resource *const *svcs = tr_rset_of_kind(rs, "", "Service", &n);
+    u->vips = calloc(n ? n : 1, sizeof(*u->vips));
+    u->n_vips = 0;
+    if (u->vips == NULL)
+        return -1;
+    /* Given addresses first, so an allocated one never takes them. */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < n; i++) {
+            const struct tr_resource *r = svcs[i];
+            const char *cip = str_at(r->spec, "clusterIP");
+            uint32_t v;
+            /* loopback destinations are never captured */
+            bool given = cip != NULL && parse_ip(cip, &v) && v != 0 && (v >> 24) != 127;
+            if (cip != NULL && strcmp(cip, "None") == 0)
+                continue; /* headless: names resolve to Pods, not written here */
+            if (given != (pass == 0))
+                continue;
+            if (cip != NULL && cip[0] != '\0' && !given && pass == 1) {
+                struct tr_diag_where wh;
+                where_of(r, tr_rnode_get(r->spec, "clusterIP"), "spec.clusterIP", &wh);
+                tr_diags_add(d, TR_DIAG_WARNING, &wh,
+                             "trellis up: \"%s\" is not an IPv4 address capture can redirect: "
+                             "the Service gets a virtual IP from 198.19.128.0/17",
+                             cip);
+            }
+            struct tr_up_vip *s = &u->vips[u->n_vips];
+            s->ns = strdup(r->ns ? r->ns : "default");
+            s->name = strdup(r->name);
+            if (s->ns == NULL || s->name == NULL) {
+                free(s->ns);
+                free(s->name);
+                return -1;
+            }
+            u->n_vips++;
+            s->given = given;
+            if (given)
+                snprintf(s->ip, sizeof(s->ip), "%s", cip);
+        }
+    /* Sorted, so that the probing below does not depend on file order. */
+    qsort(u->vips, u->n_vips, sizeof(*u->vips), vip_cmp);
+    for (size_t i = 0; i < u->n_vips; i++) {
+        struct tr_up_vip *s = &u->vips[i];
+        if (s->given)
+            continue;
+        uint32_t h = fnv1a(s->ns, s->name);
+        for (uint32_t k = 0; k < TR_UP_VIP_SIZE; k++) {
+            uint32_t off = (h + k) % TR_UP_VIP_SIZE;
+            if (off == 0 || off == TR_UP_VIP_SIZE - 1)
+                continue;
+            char t[16];
+            ip_text(TR_UP_VIP_NET + off, t);
+            if (!ip_taken(u, t)) {
+                snprintf(s->ip, sizeof(s->ip), "%s", t);
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+bool tr_up_vip_needs_route(const char *ip)
+{
+    uint32_t v;
+    return parse_ip(ip, &v) && (v < NET_LO || v > NET_HI);
+}
+
+const char *tr_up_vip_of(const struct tr_up *u, const char *host, const char *ns)
+{
+    char h[256], *lab[4] = {NULL};
+    if (strlen(host) >= sizeof(h))
+        return NULL;
+    snprintf(h, sizeof(h), "%s", host);
+    size_t n = 0;
+    for (char *p = h; p != NULL && n < 4; n++) {
+        lab[n] = p;
+        p = strchr(p, '.');
+        if (p != NULL)
+            *p++ = '\0';
+    }
+    const char *name = lab[0], *sns = n == 1 ? ns : lab[1];
+    /* NAME.NS.svc and NAME.NS.svc.DOMAIN... */
+    if (n >= 3 && strcmp(lab[2], "svc") != 0)
+        return NULL;
+    for (size_t i = 0; i < u->n_vips; i++)
+        if (strcmp(u->vips[i].name, name) == 0 && strcmp(u->vips[i].ns, sns) == 0 &&
+            u->vips[i].ip[0])
+            return u->vips[i].ip;
+    return NULL;
+}
+
 void tr_up_workloads_free(struct tr_up *u)
 {
+    for (size_t i = 0; i < u->n_vips; i++) {
+        free(u->vips[i].ns);
+        free(u->vips[i].name);
+    }
+    free(u->vips);
+    u->vips = NULL;
+    u->n_vips = 0;
     for (size_t i = 0; i < u->n; i++) {
         struct tr_up_workload *w = &u->w[i];
         free(w->ns);

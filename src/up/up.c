@@ -36,6 +36,7 @@
 
 #include "ca/ca.h"
 #include "dialect/istio/istio.h"
+#include "ctl/capture_rules.h"
 #include "up/up.h"
 
 #define UP_READY_S   30
@@ -45,7 +46,7 @@ static void up_usage(FILE *out)
 {
     fprintf(out,
             "usage: trellis up DIR [--state DIR] [--detach] [--static] [--loopback]\n"
-            "                  [--trust-domain TD]\n"
+            "                  [--no-capture] [--trust-domain TD]\n"
             "       trellis up --reload [--state DIR]\n"
             "       trellis up --status [--state DIR]\n"
             "       trellis up --exec NAMESPACE/NAME [--state DIR] -- COMMAND [ARGS...]\n"
@@ -60,6 +61,10 @@ static void up_usage(FILE *out)
             "  --loopback  no root, no namespaces: every workload on addresses of its own\n"
             "            in 127.77-79.0.0/16 of this machine's loopback; applications find\n"
             "            their sidecar in the environment (NAME_SERVICE_HOST/PORT)\n"
+            "  --no-capture  namespaces without capture rules: service names resolve to\n"
+            "            the sidecar's outbound listeners on 127.0.0.2 (the default\n"
+            "            captures every workload's TCP, as Istio's init container, and\n"
+            "            names resolve to the Services' virtual IPs)\n"
             "  --reload  recompile every workload's model from DIR after an edit; each proxy\n"
             "            picks up its new model within a second\n"
             "  --status  the status table again: which recorded processes still run\n"
@@ -228,7 +233,7 @@ static int load_mesh(struct tr_up *u, const char *keep, struct tr_rset **out_sta
     struct tr_istio_options o = {.trust_domain = u->trust_domain};
     int rc = -1;
     if (rs != NULL && tr_istio_analyze(rs, &o, &d) >= 0 && tr_up_workloads(u, rs, keep, &d) == 0 &&
-        d.n_errors == 0)
+        (!u->capture || tr_up_vips(u, rs, &d) == 0) && d.n_errors == 0)
         rc = 0;
     print_diags(&d);
     if (rc != 0) {
@@ -314,7 +319,46 @@ static int net_hub(void)
     return 0;
 }
 
-static int net_workload(const struct tr_up_workload *w)
+/* Istio's init container: the capture rules in w's namespace, before its
+ * proxy starts (nftables, table inet trellis; the proxy's own connections
+ * carry mark 1337 and are let through). The namespace goes with `down`, and
+ * the rules with it. */
+static int capture_rules(const struct tr_up_workload *w)
+{
+    struct tr_capture_rules_opts o;
+    tr_capture_rules_defaults(&o);
+    char *err = NULL;
+    char *script = tr_capture_rules_script(&o, false, &err);
+    int rc = script ? tr_capture_rules_apply(o.backend, script, false, w->netns, &err) : -1;
+    free(script);
+    if (rc != 0) {
+        fprintf(stderr, "trellis up: %s/%s: capture rules in %s: %s\n", w->ns, w->name, w->netns,
+                err      ? err
+                : rc > 0 ? "nft failed"
+                         : "out of memory");
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Capture mode: a route on eth0 for each Service address outside the
+ * workloads' subnet (a spec.clusterIP such as 10.96.0.10), or connect()
+ * fails before the capture rules see the packet. Idempotent (reload). */
+static int vip_routes(const struct tr_up *u, const struct tr_up_workload *w)
+{
+    for (size_t i = 0; i < u->n_vips; i++) {
+        char dst[32];
+        if (!tr_up_vip_needs_route(u->vips[i].ip))
+            continue;
+        snprintf(dst, sizeof(dst), "%s/32", u->vips[i].ip);
+        if (tr_up_ip(0, "-n", w->netns, "route", "replace", dst, "dev", "eth0", NULL) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int net_workload(const struct tr_up *u, const struct tr_up_workload *w)
 {
     char cidr[32], etc[PATH_MAX], hosts[PATH_MAX + 16], from[PATH_MAX + 16];
     snprintf(cidr, sizeof(cidr), "%s/15", w->ip);
@@ -325,7 +369,8 @@ static int net_workload(const struct tr_up_workload *w)
         tr_up_ip(0, "-n", TR_UP_HUB_NETNS, "link", "set", w->veth, "master", TR_UP_BRIDGE, "up",
                  NULL) != 0 ||
         tr_up_ip(0, "-n", w->netns, "addr", "add", cidr, "dev", "eth0", NULL) != 0 ||
-        tr_up_ip(0, "-n", w->netns, "link", "set", "eth0", "up", NULL) != 0)
+        tr_up_ip(0, "-n", w->netns, "link", "set", "eth0", "up", NULL) != 0 ||
+        (u->capture && w->sidecar && (capture_rules(w) != 0 || vip_routes(u, w) != 0)))
         return -1;
     snprintf(etc, sizeof(etc), "/etc/netns/%s", w->netns);
     snprintf(hosts, sizeof(hosts), "%s/hosts", etc);
@@ -696,7 +741,7 @@ static int self_path(char *out, size_t size)
 struct up_opts {
     const char *state, *trust_domain, *dir, *exec;
     char **cmd; /* --exec: the command */
-    bool detach, reload, status, static_mode, loopback;
+    bool detach, reload, status, static_mode, loopback, no_capture;
 };
 
 /* The default state directory: /run/trellis/up for root; for anyone else
@@ -719,11 +764,17 @@ static const char *default_state(void)
 static int parse(int argc, char **argv, struct up_opts *o, bool down)
 {
     static const struct option opts[] = {
-        {"state", required_argument, NULL, 's'}, {"detach", no_argument, NULL, 'd'},
-        {"reload", no_argument, NULL, 'r'},      {"status", no_argument, NULL, 'S'},
-        {"exec", required_argument, NULL, 'x'},  {"static", no_argument, NULL, 'm'},
-        {"loopback", no_argument, NULL, 'l'},    {"trust-domain", required_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"state", required_argument, NULL, 's'},
+        {"detach", no_argument, NULL, 'd'},
+        {"reload", no_argument, NULL, 'r'},
+        {"status", no_argument, NULL, 'S'},
+        {"exec", required_argument, NULL, 'x'},
+        {"static", no_argument, NULL, 'm'},
+        {"loopback", no_argument, NULL, 'l'},
+        {"trust-domain", required_argument, NULL, 't'},
+        {"no-capture", no_argument, NULL, 'N'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
     o->state = default_state();
@@ -753,6 +804,9 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
         case 'l':
             o->loopback = true;
             break;
+        case 'N':
+            o->no_capture = true;
+            break;
         case 't':
             o->trust_domain = optarg;
             break;
@@ -764,19 +818,20 @@ static int parse(int argc, char **argv, struct up_opts *o, bool down)
             return -1;
         }
     }
-    if (down && (optind != argc || o->detach || o->reload || o->status || o->loopback)) {
+    if (down &&
+        (optind != argc || o->detach || o->reload || o->status || o->loopback || o->no_capture)) {
         up_usage(stderr);
         return -1;
     }
     if (!down && o->exec != NULL) {
-        if (o->reload || o->status || o->detach || o->loopback || optind >= argc) {
+        if (o->reload || o->status || o->detach || o->loopback || o->no_capture || optind >= argc) {
             fprintf(stderr, "trellis up --exec NS/NAME -- COMMAND [ARGS...]\n");
             return -1;
         }
         o->cmd = argv + optind;
         return 0;
     }
-    if ((o->reload && o->status) || ((o->reload || o->status) && o->loopback)) {
+    if ((o->reload && o->status) || ((o->reload || o->status) && (o->loopback || o->no_capture))) {
         up_usage(stderr);
         return -1;
     }
@@ -905,7 +960,8 @@ static int cmd_up(const struct up_opts *o)
                       .trust_domain = o->trust_domain,
                       .self = self,
                       .control = !o->static_mode,
-                      .loopback = o->loopback};
+                      .loopback = o->loopback,
+                      .capture = !o->loopback && !o->no_capture};
     snprintf(u.control_addr, sizeof(u.control_addr), "%s", TR_UP_CONTROL_ADDR);
     if (o->loopback && u.control) {
         unsigned port = free_port(TR_UP_LO_CONTROL_IP);
@@ -985,7 +1041,8 @@ static int cmd_up(const struct up_opts *o)
         ok = (!u.loopback || state_line("net loopback") == 0) &&
              state_line("resources %s", res) == 0 &&
              state_line("trust_domain %s", o->trust_domain) == 0 &&
-             state_line("mode %s", u.control ? "control" : "static") == 0;
+             state_line("mode %s", u.control ? "control" : "static") == 0 &&
+             (!u.capture || state_line("capture redirect") == 0);
         for (size_t i = 0; ok && i < u.n; i++) {
             const struct tr_up_workload *w = &u.w[i];
             /* Loopback mode: where the namespace's name goes, the proxy's admin
@@ -1009,7 +1066,7 @@ static int cmd_up(const struct up_opts *o)
                        u.loopback ? "" : TR_UP_HUB_NETNS, (int)ctl, state);
         }
         for (size_t i = 0; ok && i < u.n && !u.loopback; i++)
-            ok = net_workload(&u.w[i]) == 0;
+            ok = net_workload(&u, &u.w[i]) == 0;
         if (ok && u.loopback)
             printf("trellis up: network: loopback mode, no namespaces: %zu workload(s) on "
                    "127.77.0.0/16 (application 127.78, outbound 127.79)\n",
@@ -1082,7 +1139,7 @@ static int reload(const char *state)
         return 1;
     }
     char res[PATH_MAX] = "", td[256] = "cluster.local";
-    bool control = false, loopback = false;
+    bool control = false, loopback = false, capture = false;
     char *keep = NULL, *admins = NULL;
     size_t keep_len = 0, admins_len = 0;
     FILE *kf = open_memstream(&keep, &keep_len);
@@ -1096,6 +1153,10 @@ static int reload(const char *state)
         }
         if (strcmp(line, "net loopback") == 0) {
             loopback = true;
+            continue;
+        }
+        if (strcmp(line, "capture redirect") == 0) {
+            capture = true;
             continue;
         }
         if (sscanf(line, "workload %599s %63s", wl, admin) == 2 && af != NULL)
@@ -1114,7 +1175,8 @@ static int reload(const char *state)
                       .res_dir = res,
                       .trust_domain = td,
                       .control = control,
-                      .loopback = loopback};
+                      .loopback = loopback,
+                      .capture = capture};
     struct tr_rset *staged = NULL;
     int rc = 1;
     if (res[0] != '\0' && load_mesh(&u, keep, &staged) == 0) {
@@ -1146,6 +1208,8 @@ static int reload(const char *state)
                 fprintf(stderr, "trellis up --reload: %s: %s\n", to, strerror(errno));
                 k = -1;
             }
+            if (k >= 0 && capture && w->sidecar && vip_routes(&u, w) != 0)
+                k = -1; /* a Service given a clusterIP since */
             if (k < 0) {
                 rc = 1;
                 continue;

@@ -57,6 +57,13 @@
 #define TR_UP_LO_APP_NET    0x7F4E0000u /* 127.78.0.0/16 */
 #define TR_UP_LO_OUT_NET    0x7F4F0000u /* 127.79.0.0/16 */
 #define TR_UP_LO_CONTROL_IP "127.77.0.1"
+/* Sidecar capture (netns mode, the default): each Service without a
+ * spec.clusterIP gets a virtual IP from 198.19.128.0/17, reserved for them
+ * (Pods are allocated from 198.18.0.10 up). The hosts files map service
+ * names there; nothing answers these addresses: the workload's capture
+ * rules redirect a connection to its sidecar before it leaves. */
+#define TR_UP_VIP_NET       0xC6138000u /* 198.19.128.0/17 */
+#define TR_UP_VIP_SIZE      0x8000u
 #define TR_UP_MAX_PORTS     16
 #define TR_UP_NAME_MAX      64
 
@@ -84,6 +91,13 @@ struct tr_up_workload {
     bool ready;
 };
 
+/* A Service's virtual IP (capture mode). */
+struct tr_up_vip {
+    char *ns, *name;
+    char ip[16];
+    bool given; /* spec.clusterIP; else allocated */
+};
+
 struct tr_up {
     const char *state;   /* state directory (absolute) */
     const char *res_dir; /* the resources (absolute) */
@@ -91,9 +105,12 @@ struct tr_up {
     const char *self;      /* path of the trellis binary */
     bool control;          /* control mode (else static) */
     bool loopback;         /* --loopback: no namespaces, per-workload loopback addresses */
+    bool capture;          /* netns mode without --no-capture: sidecar capture rules, VIPs */
     char control_addr[64]; /* where the control plane listens (IP:PORT) */
     struct tr_up_workload *w;
     size_t n;
+    struct tr_up_vip *vips; /* capture mode: one per Service (not headless) */
+    size_t n_vips;
 };
 
 /* ---- resources (stage.c) ---- */
@@ -104,6 +121,21 @@ struct tr_up {
 int tr_up_workloads(struct tr_up *u, const struct tr_rset *rs, const char *keep,
                     struct tr_diags *d);
 void tr_up_workloads_free(struct tr_up *u);
+/* Capture mode: every Service's virtual IP into u->vips: its spec.clusterIP
+ * when it is an IPv4 address, none for a headless one ("None"), else one
+ * from 198.19.128.0/17 chosen by a hash of NAMESPACE/NAME (the same on every
+ * run and reload while no two collide), never a workload's address. Call
+ * after tr_up_workloads. 0, or -1 (out of memory). */
+int tr_up_vips(struct tr_up *u, const struct tr_rset *rs, struct tr_diags *d);
+/* The virtual IP of the Service a host name of an outbound route names
+ * (NAME, NAME.NS, NAME.NS.svc, NAME.NS.svc.DOMAIN; a short name in ns);
+ * NULL when it names none. */
+const char *tr_up_vip_of(const struct tr_up *u, const char *host, const char *ns);
+/* Whether ip (a VIP) is outside 198.18.0.0/15, the subnet of the workloads'
+ * eth0: a connect() to it needs a route (`ip route replace IP/32 dev eth0`)
+ * before the capture rules can redirect it (the kernel picks a route, or
+ * fails with ENETUNREACH, before the packet reaches the nat hook). */
+bool tr_up_vip_needs_route(const char *ip);
 /* Writes rs as one JSON `kind: List` to path, each Pod that `up` runs given
  * its address (status.podIP) and the sidecar label Istio's injector adds
  * (security.istio.io/tlsMode: istio). 0 or -1 (errno). */
