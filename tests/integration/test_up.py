@@ -6,12 +6,14 @@ needs neither: run as the unprivileged user `nobody` when the tests run as
 root, else as the caller. Everything started is stopped at teardown even when a
 test fails: `trellis down`, then the PIDs and namespaces the state directory
 recorded."""
+import ipaddress
 import json
 import os
 import pwd
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,8 @@ from conftest import ROOT, TRELLIS
 
 BOOKINFO = os.path.join(ROOT, "examples", "bookinfo")
 WORKLOADS = ["productpage-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1", "loadgen"]
+MARKER = "trellis-up-capture-marker-4e1d"
+VIPS = ipaddress.ip_network("198.19.128.0/17")  # the Services' virtual IPs (docs/up.md)
 
 
 def _netns_ok():
@@ -115,10 +119,12 @@ def metrics(workload):
                             "http://127.0.0.1:15000/stats/prometheus"]).stdout
 
 
-@pytest.fixture(scope="module", params=["control", "static"])
+@pytest.fixture(scope="module", params=["control", "static", "nocapture"])
 def mesh(request, tmp_path_factory):
-    """The bookinfo mesh, once with the control plane (the default) and once in
-    static mode (--static: models and certificates written by up)."""
+    """The bookinfo mesh, with sidecar capture (the default) once with the
+    control plane (the default) and once in static mode (--static: models and
+    certificates written by up); then with the control plane and --no-capture
+    (names resolve to the sidecar's outbound listeners on 127.0.0.2)."""
     if not _netns_ok():
         pytest.skip("needs root and `ip netns`")
     state = str(tmp_path_factory.mktemp("up-state"))
@@ -129,7 +135,7 @@ def mesh(request, tmp_path_factory):
         pytest.fail("a trellis up mesh is already running (trl-hub exists): trellis down first")
     try:
         t0 = time.monotonic()
-        extra = ["--static"] if request.param == "static" else []
+        extra = {"static": ["--static"], "nocapture": ["--no-capture"]}.get(request.param, [])
         r = subprocess.run([TRELLIS, "up", resources, "--state", state, "--detach"] + extra,
                            capture_output=True, text=True, timeout=90)
         r.seconds = time.monotonic() - t0
@@ -186,7 +192,8 @@ def test_status_table(mesh):
 
 
 def test_page_from_loadgen(mesh):
-    state, _ = mesh
+    state, r = mesh
+    mode = r.mode
     r = subprocess.run([TRELLIS, "up", "--state", state, "--exec", "bookinfo/loadgen", "--",
                         "curl", "-sS", "-m", "5", "-f", "http://productpage:9080/"],
                        capture_output=True, text=True, timeout=30)
@@ -197,9 +204,22 @@ def test_page_from_loadgen(mesh):
     assert page["reviews"]["service"] == "reviews"
     assert page["reviews"]["version"] in ("v1", "v2")  # the 90/10 canary: never v3
     assert len(page["reviews"]["reviews"]) == 2
-    # the names resolve to the sidecar's outbound listener (static mode)
     r = in_ns("loadgen", ["getent", "hosts", "reviews.bookinfo.svc.cluster.local"])
-    assert r.stdout.split()[0] == "127.0.0.2"
+    addr = r.stdout.split()[0]
+    rules = in_ns("loadgen", ["nft", "list", "table", "inet", "trellis"])
+    if mode == "nocapture":
+        # the names resolve to the sidecar's outbound listener; no rules
+        assert addr == "127.0.0.2"
+        assert rules.returncode != 0
+    else:
+        # the Service's virtual IP, the same in every workload; the rules are
+        # what sends it to the sidecar (their counter moved)
+        assert ipaddress.ip_address(addr) in VIPS, r.stdout
+        short = in_ns("productpage-v1", ["getent", "hosts", "reviews"]).stdout.split()[0]
+        assert short == addr
+        assert rules.returncode == 0, rules.stderr
+        m = re.search(r"counter packets (\d+) bytes \d+ redirect to :15001", rules.stdout)
+        assert m and int(m.group(1)) >= 1, rules.stdout
 
 
 def test_mtls_in_destination_metrics(mesh):
@@ -228,6 +248,96 @@ def test_denied_edge(mesh):
     assert re.search(r'istio_requests_total\{reporter="destination",[^}]*source_principal='
                      r'"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-loadgen"[^}]*'
                      r'response_code="403"[^}]*\} [1-9]', text), text
+
+
+def tcp_payloads(pcap):
+    """(source IP, TCP payload) of each segment with data in an Ethernet pcap
+    file (tcpdump -w), in order (as test_capture.py reads it)."""
+    with open(pcap, "rb") as f:
+        data = f.read()
+    assert len(data) >= 24, "tcpdump wrote no pcap header"
+    magic = struct.unpack("<I", data[:4])[0]
+    end = "<" if magic in (0xa1b2c3d4, 0xa1b23c4d) else ">"
+    off, out = 24, []
+    while off + 16 <= len(data):
+        _, _, incl, _ = struct.unpack(end + "IIII", data[off:off + 16])
+        frame = data[off + 16:off + 16 + incl]
+        off += 16 + incl
+        if len(frame) < 14 + 20 or frame[12:14] != b"\x08\x00":
+            continue
+        ip = frame[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        if ip[9] != 6:
+            continue
+        tcp = ip[ihl:]
+        doff = (tcp[12] >> 4) * 4
+        total = struct.unpack(">H", ip[2:4])[0]
+        payload = ip[ihl + doff:total]
+        if payload:
+            out.append((".".join(str(b) for b in ip[12:16]), payload))
+    return out
+
+
+CONTROL_SEND = r"""
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, 36, 1337)  # SO_MARK: the rules let it pass
+s.settimeout(3)
+s.connect((sys.argv[1], 9080))
+s.sendall(b"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+          % (len(sys.argv[2]), sys.argv[2].encode()))
+try:
+    s.recv(100)
+except OSError:
+    pass
+"""
+
+
+def pod_ip(workload, ns="bookinfo"):
+    out = in_ns(workload, ["ip", "-4", "-o", "addr", "show", "eth0"], ns=ns).stdout
+    return out.split()[3].split("/")[0]
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+def test_bridge_carries_tls_only(mesh, tmp_path):
+    """An unmodified curl's request, with a marker in its path, header and
+    body, crosses the bridge between namespaces as TLS only; the same marker
+    sent in plaintext around the capture rules is seen in clear, so the
+    capture would have shown it."""
+    pcap = str(tmp_path / "bridge.pcap")
+    log = open(tmp_path / "tcpdump.log", "wb")
+    dump = subprocess.Popen(["ip", "netns", "exec", "trl-hub", "tcpdump", "-i", "trl-br0", "-n",
+                             "-U", "--immediate-mode", "-s", "0", "-w", pcap, "tcp"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 5
+        while b"listening on" not in (tmp_path / "tcpdump.log").read_bytes():
+            assert dump.poll() is None and time.monotonic() < deadline, "tcpdump did not start"
+            time.sleep(0.02)
+        r = in_ns("loadgen", ["curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                              "-H", f"x-marker: {MARKER}", "-d", MARKER,
+                              f"http://productpage:9080/{MARKER}"])
+        assert r.stdout not in ("", "000"), r.stderr  # an answer came back through the mesh
+        # the control: plaintext from reviews-v1 around its own rules (the
+        # proxy's mark 1337) to ratings' Pod address
+        in_ns("reviews-v1", [sys.executable, "-c", CONTROL_SEND, pod_ip("ratings-v1"), MARKER])
+        time.sleep(0.3)
+    finally:
+        dump.send_signal(signal.SIGINT)
+        dump.wait(timeout=10)
+        log.close()
+    src = {pod_ip("loadgen"), pod_ip("productpage-v1")}
+    payloads = tcp_payloads(pcap)
+    mesh_bytes = [p for s, p in payloads if s in src]
+    plain = b"".join(p for s, p in payloads if s == pod_ip("reviews-v1"))
+    assert mesh_bytes, f"nothing captured between loadgen and productpage ({len(payloads)})"
+    assert MARKER.encode() in plain, "the control (plaintext from trl-hub) was not captured"
+    wire = b"".join(mesh_bytes)
+    assert MARKER.encode() not in wire
+    # the proxies keep their mTLS connections pooled, so the handshake may
+    # predate the capture: TLS application data records it is
+    assert any(p[:3] == b"\x17\x03\x03" for p in mesh_bytes), "no TLS application data"
+    assert b"HTTP/1.1" not in wire and b"x-marker" not in wire
 
 
 def generation(workload):
@@ -271,7 +381,7 @@ def test_down_removes_everything(mesh):
     procs, netns, etc = recorded(state)
     _, r = mesh
     # supervisor, proxy, application each; and the control plane
-    assert len(procs) == 3 * len(WORKLOADS) + (r.mode == "control")
+    assert len(procs) == 3 * len(WORKLOADS) + (r.mode != "static")
     assert all(alive(p) for p in procs)
     assert set(netns) == {f"trl-bookinfo-{w}" for w in WORKLOADS} | {"trl-hub"}
     r = subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, text=True,
@@ -334,6 +444,96 @@ spec:
     finally:
         cleanup(state)
     assert "trl-batch-job" not in netns_list()
+
+
+CAPTURE_MESH = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: cap, labels: {app: web}}
+spec:
+  serviceAccountName: web
+  containers:
+    - name: web
+      # binds every address: capture sends what arrives on eth0 to the sidecar
+      command: [python3, -m, http.server, --bind, 0.0.0.0, "8000"]
+      ports: [{containerPort: 8000}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: cap, labels: {app: client}}
+spec:
+  serviceAccountName: client
+  containers: [{name: client, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bare
+  namespace: cap
+  labels: {app: bare, sidecar.istio.io/inject: "false"}
+spec:
+  containers: [{name: bare, command: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: cap}
+spec:
+  clusterIP: 10.96.0.50
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8000}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: cap}
+spec: {mtls: {mode: STRICT}}
+"""
+
+
+@netns_only
+def test_capture_strict_and_cluster_ip(tmp_path):
+    """Capture with an application bound to 0.0.0.0 and a Service with its own
+    clusterIP (outside 198.18.0.0/15): the sidecar client's unmodified curl by
+    name gets through (mTLS, the principals in the destination's metrics); a
+    workload without a sidecar is refused by STRICT even when it connects to
+    the Pod address and port the application listens on; down removes it all."""
+    mesh_dir = tmp_path / "cap"
+    mesh_dir.mkdir()
+    (mesh_dir / "mesh.yaml").write_text(CAPTURE_MESH)
+    state = str(tmp_path / "state")
+    names = {f"trl-cap-{w}" for w in ("web", "client", "bare")} | {"trl-hub"}
+    try:
+        r = subprocess.run([TRELLIS, "up", str(mesh_dir), "--state", state, "--detach"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        # the name is the Service's clusterIP, reached through capture
+        got = in_ns("client", ["getent", "hosts", "web.cap.svc.cluster.local"], ns="cap")
+        assert got.stdout.split()[0] == "10.96.0.50", got.stdout
+        code, body = curl("client", "http://web/", ns="cap")
+        assert code == 200 and "Directory listing" in body, (code, body)
+        m = in_ns("web", ["curl", "-sS", "-m", "5", "http://127.0.0.1:15000/stats/prometheus"],
+                  ns="cap").stdout
+        assert re.search(r'istio_requests_total\{reporter="destination",[^}]*source_principal='
+                         r'"spiffe://cluster.local/ns/cap/sa/client"[^}]*destination_principal='
+                         r'"spiffe://cluster.local/ns/cap/sa/web"[^}]*connection_security_policy='
+                         r'"mutual_tls"[^}]*response_code="200"', m), m
+        # no sidecar, no rules: plaintext to the Pod address and the very port
+        # the application binds on 0.0.0.0 ends at the sidecar's STRICT door
+        web_ip = pod_ip("web", ns="cap")
+        assert in_ns("bare", ["nft", "list", "table", "inet", "trellis"],
+                     ns="cap").returncode != 0
+        code, body = curl("bare", f"http://{web_ip}:8000/", ns="cap")
+        assert code != 200 and "Directory listing" not in body, (code, body)
+        assert re.search(r"^trellis_tls_plaintext_refused_total(\{[^}]*\})? [1-9]",
+                         in_ns("web", ["curl", "-sS", "-m", "5",
+                                       "http://127.0.0.1:15000/stats/prometheus"],
+                               ns="cap").stdout, re.M)
+        d = subprocess.run([TRELLIS, "down", "--state", state], capture_output=True, text=True,
+                           timeout=60)
+        assert d.returncode == 0, d.stderr
+        assert not names & netns_list()
+        assert not [e for e in names if os.path.exists(f"/etc/netns/{e}")]
+    finally:
+        cleanup(state)
 
 
 # ---- loopback mode: no root, no namespaces ----
