@@ -435,12 +435,87 @@ static void test_stage_round_trip(void **state)
     (void)files;
 }
 
+/* Capture mode: every Service's virtual IP: its clusterIP, none when
+ * headless, else a hashed one in 198.19.128.0/17, the same on the next run
+ * whatever the file order; host names map to it. */
+static const char *SERVICES =
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: ns}\n"
+    "spec: {containers: [{name: a, command: [true]}]}\n---\n"
+    "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: ns}\n"
+    "spec: {clusterIP: 10.96.0.50, ports: [{port: 80}]}\n---\n"
+    "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: ns}\n"
+    "spec: {ports: [{port: 5432}]}\n---\n"
+    "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: other}\n"
+    "spec: {clusterIP: \"\", ports: [{port: 5432}]}\n---\n"
+    "apiVersion: v1\nkind: Service\nmetadata: {name: head, namespace: ns}\n"
+    "spec: {clusterIP: None, ports: [{port: 80}]}\n---\n"
+    "apiVersion: v1\nkind: Service\nmetadata: {name: lo, namespace: ns}\n"
+    "spec: {clusterIP: 127.0.0.9, ports: [{port: 80}]}\n";
+
+static void vips_of(const char *file, const char *text, struct tr_up *u, struct tr_diags *d)
+{
+    struct tr_rset *rs = load(file, text, d);
+    assert_int_equal(tr_up_workloads(u, rs, NULL, d), 0);
+    assert_int_equal(tr_up_vips(u, rs, d), 0);
+    tr_rset_free(rs);
+}
+
+static void test_vips(void **state)
+{
+    (void)state;
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_up u = {.trust_domain = "cluster.local", .capture = true};
+    vips_of("svc.yaml", SERVICES, &u, &d);
+    assert_int_equal(d.n_errors, 0);
+    assert_int_equal(u.n_vips, 4); /* not the headless one */
+    assert_string_equal(tr_up_vip_of(&u, "web", "ns"), "10.96.0.50");
+    assert_string_equal(tr_up_vip_of(&u, "web.ns.svc.cluster.local", "other"), "10.96.0.50");
+    assert_true(tr_up_vip_needs_route("10.96.0.50"));
+    const char *db = tr_up_vip_of(&u, "db", "ns");
+    const char *db2 = tr_up_vip_of(&u, "db.other", "ns");
+    assert_non_null(db);
+    assert_non_null(db2);
+    assert_true(strncmp(db, "198.19.", 7) == 0 && strcmp(db, db2) != 0);
+    unsigned o3 = 0;
+    assert_int_equal(sscanf(db, "198.19.%u.", &o3), 1);
+    assert_true(o3 >= 128 && o3 <= 255);
+    assert_false(tr_up_vip_needs_route(db));
+    assert_string_equal(tr_up_vip_of(&u, "db.ns.svc", "x"), db);
+    assert_null(tr_up_vip_of(&u, "head", "ns"));
+    assert_null(tr_up_vip_of(&u, "db.ns.example.com", "ns")); /* not a Service name */
+    assert_null(tr_up_vip_of(&u, "nope", "ns"));
+    /* loopback is never captured: allocated instead, with a warning */
+    const char *lo = tr_up_vip_of(&u, "lo", "ns");
+    assert_true(strncmp(lo, "198.19.", 7) == 0);
+    assert_true(has_diag(&d, TR_DIAG_WARNING, "spec.clusterIP", "127.0.0.9"));
+    char keep[16];
+    snprintf(keep, sizeof(keep), "%s", db);
+
+    /* the same Services in another order: the same addresses */
+    struct tr_up u2 = {.trust_domain = "cluster.local", .capture = true};
+    const char *rev = strstr(SERVICES, "apiVersion: v1\nkind: Service\nmetadata: {name: db,");
+    char text[2048];
+    snprintf(text, sizeof(text), "%s---\n%.*s", rev, (int)(rev - SERVICES), SERVICES);
+    tr_diags_free(&d);
+    tr_diags_init(&d);
+    vips_of("svc2.yaml", text, &u2, &d);
+    assert_string_equal(tr_up_vip_of(&u2, "db", "ns"), keep);
+    tr_up_workloads_free(&u2);
+    tr_up_workloads_free(&u);
+    tr_diags_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_workloads),        cmocka_unit_test(test_addresses_refused),
-        cmocka_unit_test(test_long_names),       cmocka_unit_test(test_stage),
-        cmocka_unit_test(test_stage_round_trip), cmocka_unit_test(test_loopback_addresses),
+        cmocka_unit_test(test_workloads),
+        cmocka_unit_test(test_addresses_refused),
+        cmocka_unit_test(test_long_names),
+        cmocka_unit_test(test_stage),
+        cmocka_unit_test(test_stage_round_trip),
+        cmocka_unit_test(test_loopback_addresses),
+        cmocka_unit_test(test_vips),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
