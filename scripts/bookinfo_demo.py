@@ -217,6 +217,17 @@ def main():
         drive(args.requests, args.concurrency,
               "2. traffic from loadgen to http://productpage:9080/ (reviews canary: v1 90%, v2 10%)",
               mesh)
+        if not args.loopback:
+            # sidecar capture: the name is the Service's virtual IP, and the
+            # workload's nftables rules sent each connection to its sidecar
+            vip = in_ns("loadgen", ["getent", "hosts", "productpage"], check=False).stdout.split()
+            rules = in_ns("loadgen", ["nft", "list", "table", "inet", "trellis"],
+                          check=False).stdout
+            m = re.search(r"counter packets (\d+) bytes \d+ redirect to :15001", rules)
+            if vip and m:
+                print(f"  capture: productpage is {vip[0]} (its Service's virtual IP) in loadgen's "
+                      f"hosts file; loadgen's rules redirected {m.group(1)} connection(s) to its "
+                      "sidecar (127.0.0.1:15001)")
 
         print("\n== 3. canary shift: reviews v1 50%, v2 50%")
         shutil.copy(os.path.join(ROOT, "examples", "bookinfo-canary", "reviews-50-50.yaml"),
