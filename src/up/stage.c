@@ -393,8 +393,19 @@ int tr_up_vips(struct tr_up *u, const struct tr_rset *rs, struct tr_diags *d)
             }
             u->n_vips++;
             s->given = given;
-            if (given)
-                snprintf(s->ip, sizeof(s->ip), "%s", cip);
+            if (!given)
+                continue;
+            /* One address, one destination: as Kubernetes refuses a
+             * clusterIP taken, and a Pod's address is not a Service's. */
+            if (ip_taken(u, cip)) {
+                struct tr_diag_where wh;
+                where_of(r, tr_rnode_get(r->spec, "clusterIP"), "spec.clusterIP", &wh);
+                tr_diags_add(d, TR_DIAG_ERROR, &wh,
+                             "trellis up: clusterIP %s is already another Service's or a Pod's "
+                             "address",
+                             cip);
+            }
+            snprintf(s->ip, sizeof(s->ip), "%s", cip);
         }
     /* Sorted, so that the probing below does not depend on file order. */
     qsort(u->vips, u->n_vips, sizeof(*u->vips), vip_cmp);

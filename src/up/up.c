@@ -332,10 +332,11 @@ static int capture_rules(const struct tr_up_workload *w)
     int rc = script ? tr_capture_rules_apply(o.backend, script, false, w->netns, &err) : -1;
     free(script);
     if (rc != 0) {
-        fprintf(stderr, "trellis up: %s/%s: capture rules in %s: %s\n", w->ns, w->name, w->netns,
-                err      ? err
-                : rc > 0 ? "nft failed"
-                         : "out of memory");
+        const char *why = err ? err : rc > 0 ? "nft failed" : "out of memory";
+        fprintf(stderr,
+                "trellis up: %s/%s: capture rules in %s: %s (nftables needed; --no-capture runs "
+                "without)\n",
+                w->ns, w->name, w->netns, why);
         free(err);
         return -1;
     }

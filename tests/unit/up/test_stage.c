@@ -503,6 +503,25 @@ static void test_vips(void **state)
     assert_string_equal(tr_up_vip_of(&u2, "db", "ns"), keep);
     tr_up_workloads_free(&u2);
     tr_up_workloads_free(&u);
+
+    /* a clusterIP taken (by another Service, or a Pod) is an error */
+    struct tr_up u3 = {.trust_domain = "cluster.local", .capture = true};
+    tr_diags_free(&d);
+    tr_diags_init(&d);
+    vips_of("svc3.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: ns}\n"
+            "spec: {containers: [{name: a, command: [true]}]}\nstatus: {podIP: 198.18.0.20}\n"
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: sx, namespace: ns}\n"
+            "spec: {clusterIP: 198.18.0.20}\n---\n"
+            "apiVersion: v1\nkind: Service\nmetadata: {name: sy, namespace: ns}\n"
+            "spec: {clusterIP: 10.0.0.1}\n---\n"
+            "apiVersion: v1\nkind: Service\nmetadata: {name: sz, namespace: ns}\n"
+            "spec: {clusterIP: 10.0.0.1}\n",
+            &u3, &d);
+    assert_int_equal(d.n_errors, 2);
+    assert_true(has_diag(&d, TR_DIAG_ERROR, "spec.clusterIP", "198.18.0.20"));
+    assert_true(has_diag(&d, TR_DIAG_ERROR, "spec.clusterIP", "10.0.0.1"));
+    tr_up_workloads_free(&u3);
     tr_diags_free(&d);
 }
 
