@@ -544,6 +544,16 @@ static void link_closed(void *owner, struct tr_link *l, const char *why)
     struct tr_control_client *c = owner;
     (void)l;
     c->link = NULL; /* freed by the link after this: nothing to close */
+    if (c->link_has_cert && !c->stats.connected && c->chain_pem != NULL &&
+        (strcmp(why, "tls_handshake_failed") == 0 || strcmp(why, "tls_error") == 0)) {
+        /* TLS failed before our stream opened on a connection presenting our
+         * certificate: the control plane refused it (expired by its clock,
+         * or signed by a root it dropped; TLS 1.3 says so after the client's
+         * side of the handshake). Bootstrap with the token again. */
+        free(c->chain_pem);
+        c->chain_pem = NULL;
+        c->not_after = 0;
+    }
     drop_link(c);
     char msg[96];
     snprintf(msg, sizeof(msg), "connection lost (%s)", why);
