@@ -13,6 +13,37 @@
 
 #define STATUS_MAX (64u * 1024 * 1024)
 
+/* Everything fd gives until EOF (at most STATUS_MAX bytes), NUL-terminated;
+ * closes fd. NULL when out of memory. */
+static char *read_all(int fd, size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf != NULL) {
+        if (n == cap) {
+            char *nb = cap < STATUS_MAX ? realloc(buf, cap * 2 + 1) : NULL;
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (buf != NULL)
+        buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
 static char *read_status(const char *state_dir, size_t *len)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -32,29 +63,7 @@ static char *read_status(const char *state_dir, size_t *len)
             close(fd);
         return NULL;
     }
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        if (n == cap) {
-            char *nb = cap < STATUS_MAX ? realloc(buf, cap * 2) : NULL;
-            if (nb == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    *len = n;
-    return buf;
+    return read_all(fd, len);
 }
 
 static void str_of(const struct tr_json *j, uint32_t obj, const char *key, char *out, size_t cap)
@@ -195,30 +204,10 @@ static int config_dump(const char *path)
         close(fd);
         return 1;
     }
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf != NULL) {
-        if (n == cap) {
-            char *nb = cap < STATUS_MAX ? realloc(buf, cap * 2 + 1) : NULL;
-            if (nb == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
+    size_t n = 0;
+    char *buf = read_all(fd, &n);
     if (buf == NULL)
         return 1;
-    buf[n] = '\0';
     char *body = strstr(buf, "\r\n\r\n");
     int rc = strncmp(buf, "HTTP/1.1 200", 12) == 0 && body != NULL ? 0 : 1;
     if (rc != 0)
