@@ -68,18 +68,6 @@ static void ctl_usage(FILE *out)
             "      admin socket it told the control plane about (--admin-socket)\n");
 }
 
-static void print_diags(struct tr_diags *d)
-{
-    tr_diags_sort(d);
-    for (size_t i = 0; i < d->n; i++) {
-        char line[2048];
-        tr_diag_format(&d->v[i], line, sizeof(line));
-        fprintf(stderr, "%s\n", line);
-    }
-    if (d->dropped)
-        fprintf(stderr, "(%zu more findings not shown)\n", d->dropped);
-}
-
 /* Read every path into one set (the store interface: files today). */
 static struct tr_rset *read_inputs(char **paths, int n, struct tr_diags *d)
 {
@@ -228,7 +216,7 @@ static int ctl_analyze(int argc, char **argv)
     tr_diags_init(&d);
     struct tr_rset *rs = read_inputs(argv + first, argc - first, &d);
     int rc = rs ? tr_istio_analyze(rs, &a.o, &d) : -1;
-    print_diags(&d);
+    tr_diags_print(&d, stderr, false);
     fprintf(stderr, "%zu error(s), %zu warning(s)\n", d.n_errors, d.n_warnings);
     rc = rc < 0 || d.n_errors ? 1 : 0;
     tr_rset_free(rs);
@@ -258,7 +246,7 @@ static int ctl_explain(int argc, char **argv)
     struct tr_config *cfg = rs ? tr_istio_compile(rs, &a.o, &d) : NULL;
     int rc = 1;
     if (d.n_errors)
-        print_diags(&d);
+        tr_diags_print(&d, stderr, false);
     if (cfg != NULL) {
         struct tr_explain_request q = {
             .url = a.url,
@@ -388,7 +376,7 @@ static int ctl_authz_check(int argc, char **argv)
     struct tr_config *cfg = rs ? tr_istio_compile(rs, &o, &d) : NULL;
     int rc = 1;
     if (d.n_errors)
-        print_diags(&d);
+        tr_diags_print(&d, stderr, false);
     if (cfg != NULL && d.n_errors == 0) {
         char *out = tr_ctl_authz_check(cfg, &q, strcmp(fmt, "json") == 0, &rc);
         if (out != NULL)
@@ -426,7 +414,7 @@ static int ctl_compile(int argc, char **argv)
     int rc = 1;
     struct tr_rset *rs = read_inputs(argv + first, argc - first, &d);
     struct tr_config *cfg = rs ? tr_istio_compile(rs, &a.o, &d) : NULL;
-    print_diags(&d);
+    tr_diags_print(&d, stderr, false);
     if (cfg != NULL && (d.n_errors == 0 || a.force)) {
         size_t len;
         char *err = NULL;

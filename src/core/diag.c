@@ -203,3 +203,17 @@ void tr_diags_sort(struct tr_diags *d)
     if (d->n > 1)
         qsort(d->v, d->n, sizeof(d->v[0]), diag_cmp);
 }
+
+void tr_diags_print(struct tr_diags *d, FILE *out, bool errors_only)
+{
+    tr_diags_sort(d);
+    for (size_t i = 0; i < d->n; i++) {
+        if (errors_only && d->v[i].severity != TR_DIAG_ERROR)
+            continue;
+        char line[2048];
+        tr_diag_format(&d->v[i], line, sizeof(line));
+        fprintf(out, "%s\n", line);
+    }
+    if (!errors_only && d->dropped)
+        fprintf(out, "(%zu more findings not shown)\n", d->dropped);
+}

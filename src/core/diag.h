@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum tr_diag_severity {
     TR_DIAG_WARNING = 0, /* accepted; the field is ignored or approximated, and why */
@@ -60,5 +61,10 @@ int tr_diag_format(const struct tr_diag *g, char *out, size_t size);
 /* Sort by file, line, column, then severity and message, so output does not
  * depend on the order in which a compiler visited things. */
 void tr_diags_sort(struct tr_diags *d);
+
+/* Sort d, then print one formatted line per finding to out (errors only, if
+ * asked), and how many were dropped past d->max (all findings only). For the
+ * commands that show findings to a user. */
+void tr_diags_print(struct tr_diags *d, FILE *out, bool errors_only);
 
 #endif

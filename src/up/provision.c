@@ -58,18 +58,6 @@ static int write_file(const char *path, const void *data, size_t len, mode_t mod
     return rename(tmp, path);
 }
 
-static void print_diags(struct tr_diags *d, bool errors_only)
-{
-    tr_diags_sort(d);
-    for (size_t i = 0; i < d->n; i++) {
-        if (errors_only && d->v[i].severity != TR_DIAG_ERROR)
-            continue;
-        char line[2048];
-        tr_diag_format(&d->v[i], line, sizeof(line));
-        fprintf(stderr, "%s\n", line);
-    }
-}
-
 /* The model of w, as YAML text (malloc'd); NULL after printing why. */
 static char *compile_model(struct tr_up *u, struct tr_up_workload *w, const struct tr_rset *staged,
                            struct tr_config **out_cfg)
@@ -93,7 +81,7 @@ static char *compile_model(struct tr_up *u, struct tr_up_workload *w, const stru
     /* Warnings were shown once, with the user's file and line, by the
      * analysis of the resources; here only what stops this workload. */
     if (cfg == NULL || d.n_errors) {
-        print_diags(&d, true);
+        tr_diags_print(&d, stderr, true);
         fprintf(stderr, "trellis up: %s/%s: no model (%zu error(s))\n", w->ns, w->name, d.n_errors);
         tr_diags_free(&d);
         tr_config_free(cfg);

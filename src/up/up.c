@@ -199,18 +199,6 @@ static unsigned free_port(const char *ip)
 
 /* ---- reading the resources ---- */
 
-static void print_diags(struct tr_diags *d)
-{
-    tr_diags_sort(d);
-    for (size_t i = 0; i < d->n; i++) {
-        char line[2048];
-        tr_diag_format(&d->v[i], line, sizeof(line));
-        fprintf(stderr, "%s\n", line);
-    }
-    if (d->dropped)
-        fprintf(stderr, "(%zu more findings not shown)\n", d->dropped);
-}
-
 static struct tr_rset *read_dir(const char *dir, struct tr_diags *d)
 {
     const char *paths[] = {dir};
@@ -235,7 +223,7 @@ static int load_mesh(struct tr_up *u, const char *keep, struct tr_rset **out_sta
     if (rs != NULL && tr_istio_analyze(rs, &o, &d) >= 0 && tr_up_workloads(u, rs, keep, &d) == 0 &&
         (!u->capture || tr_up_vips(u, rs, &d) == 0) && d.n_errors == 0)
         rc = 0;
-    print_diags(&d);
+    tr_diags_print(&d, stderr, false);
     if (rc != 0) {
         fprintf(stderr, "trellis up: %s: %zu error(s), %zu warning(s): nothing changed\n",
                 u->res_dir, d.n_errors, d.n_warnings);
@@ -265,7 +253,7 @@ static int load_mesh(struct tr_up *u, const char *keep, struct tr_rset **out_sta
     tr_diags_init(&d);
     *out_staged = read_dir(staged_path, &d);
     if (*out_staged == NULL || d.n_errors) {
-        print_diags(&d);
+        tr_diags_print(&d, stderr, false);
         tr_diags_free(&d);
         tr_rset_free(*out_staged);
         *out_staged = NULL;

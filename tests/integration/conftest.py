@@ -77,6 +77,18 @@ def to_yaml(obj, indent=0):
 PRIVILEGED_ADMIN_PATHS = ("/config_dump", "/logging")
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM a process we started and wait for it; SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Proxy:
     """A running `trellis proxy` with its config file, admin port, admin socket and log."""
 
@@ -177,14 +189,7 @@ class Proxy:
         self.proc.send_signal(sig)
 
     def stop(self, timeout=15):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout)
 
     def read_log(self):
         try:

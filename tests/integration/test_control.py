@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from conftest import TRELLIS, RecordingBackend, free_port, wait_port
+from conftest import TRELLIS, RecordingBackend, free_port, stop_process, wait_port
 
 _net = [0]
 
@@ -101,13 +101,7 @@ class Control:
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def kill(self):
         self.proc.kill()
@@ -193,13 +187,7 @@ class CPProxy:
         return total
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def read_log(self):
         try:
