@@ -49,12 +49,14 @@ struct tr_rset {
     size_t n_shared, cap_shared;
 };
 
-/* A recorded document: its root, its index in the buffer, and the
- * findings [diag_from, diag_to) that res_set_add_document reported. */
+/* A recorded document: its root, its index in the buffer, the findings
+ * [diag_from, diag_to) that res_set_add_document reported and the
+ * resources [res_from, res_to) it made (in the recording set's v). */
 struct res_doc {
     const struct tr_rnode *root;
     uint32_t doc;
     size_t diag_from, diag_to;
+    size_t res_from, res_to;
 };
 
 /* One buffer read into an empty set of its own, kept so that later sets
@@ -64,8 +66,9 @@ struct res_parsed {
     _Atomic size_t refs;
     char *text; /* the buffer (owned) */
     size_t len;
-    struct tr_rset *rs;    /* its own set (recording): owns the nodes; NULL: text only, parsed
-                            * again whenever it is added */
+    struct tr_rset *rs;    /* its own set (recording, never sealed): owns the nodes and the
+                            * checked resources (v); NULL: text only, parsed again whenever
+                            * it is added */
     struct tr_diags diags; /* every finding of reading text into an empty set, in order */
     bool parsed;           /* passed the checks before a parse (size, empty); else no documents */
     bool bad;              /* it has errors (what a watched store calls broken) */
@@ -98,6 +101,9 @@ bool res_set_add_buffer(struct tr_rset *rs, const char *buf, size_t len, const c
  * the set's copy of the name. False only when out of memory. */
 bool res_set_add_document(struct tr_rset *rs, const struct tr_rnode *root, const char *file,
                           uint32_t doc, struct tr_diags *d);
+/* A copy of r (a recording set's resource) into rs, as from file. False
+ * when out of memory. */
+bool res_set_add_copy(struct tr_rset *rs, const struct tr_resource *r, const char *file);
 
 /* Drops duplicates (reported), builds the lookup tables. False only when
  * out of memory. */

@@ -741,12 +741,26 @@ bool res_set_add_document(struct tr_rset *rs, const struct tr_rnode *root, const
         rs->docs = nv;
         rs->cap_docs = ncap;
     }
-    size_t from = d != NULL ? d->n : 0;
+    size_t from = d != NULL ? d->n : 0, res_from = rs->n;
     if (!add_any(rs, root, file, doc, d, 0))
         return false;
-    rs->docs[rs->n_docs++] = (struct res_doc){
-        .root = root, .doc = doc, .diag_from = from, .diag_to = d != NULL ? d->n : 0};
+    rs->docs[rs->n_docs++] = (struct res_doc){.root = root,
+                                              .doc = doc,
+                                              .diag_from = from,
+                                              .diag_to = d != NULL ? d->n : 0,
+                                              .res_from = res_from,
+                                              .res_to = rs->n};
     return true;
+}
+
+bool res_set_add_copy(struct tr_rset *rs, const struct tr_resource *r, const char *file)
+{
+    struct tr_resource *c = tr_arena_alloc(rs->arena, sizeof(*c));
+    if (c == NULL)
+        return false;
+    *c = *r;
+    c->file = file;
+    return set_push(rs, c);
 }
 
 /* ------------------------------------------------------------- the set */
@@ -965,6 +979,51 @@ const struct tr_resource *tr_rset_find(const struct tr_rset *rs, const char *gro
             hi = mid;
     }
     return NULL;
+}
+
+/* Same tree, same text; positions aside. Depth is bounded by the parse. */
+static bool node_equal(const struct tr_rnode *a, const struct tr_rnode *b)
+{
+    if (a == b)
+        return true;
+    if (a == NULL || b == NULL || a->kind != b->kind || a->n != b->n)
+        return false;
+    if (a->kind == TR_RNODE_SCALAR)
+        return a->plain == b->plain && a->len == b->len &&
+               (a->len == 0 || memcmp(a->s, b->s, a->len) == 0);
+    const struct tr_rnode *x = a->head, *y = b->head;
+    for (; x != NULL && y != NULL; x = x->next, y = y->next)
+        if (!node_equal(x, y))
+            return false;
+    return x == NULL && y == NULL;
+}
+
+size_t tr_rset_diff(const struct tr_rset *a, const struct tr_rset *b,
+                    bool (*cb)(void *arg, const struct tr_resource *x, const struct tr_resource *y),
+                    void *arg)
+{
+    size_t na = a != NULL && a->sealed ? a->n : 0, nb = b != NULL && b->sealed ? b->n : 0;
+    size_t i = 0, j = 0, found = 0;
+    while (i < na || j < nb) {
+        const struct tr_resource *x = i < na ? a->by_key[i] : NULL;
+        const struct tr_resource *y = j < nb ? b->by_key[j] : NULL;
+        int c = x == NULL ? 1 : y == NULL ? -1 : cmp_key(x->group, x->kind, x->ns, x->name, y);
+        if (c < 0)
+            y = NULL, i++;
+        else if (c > 0)
+            x = NULL, j++;
+        else {
+            i++, j++;
+            bool same_file = x->file == y->file ||
+                             (x->file != NULL && y->file != NULL && strcmp(x->file, y->file) == 0);
+            if (x->doc == y->doc && same_file && node_equal(x->obj, y->obj))
+                continue;
+        }
+        found++;
+        if (!cb(arg, x, y))
+            break;
+    }
+    return found;
 }
 
 void tr_rset_free(struct tr_rset *rs)

@@ -135,6 +135,20 @@ const struct tr_resource *tr_rset_find(const struct tr_rset *rs, const char *gro
                                        const char *kind, const char *ns, const char *name);
 void tr_rset_free(struct tr_rset *rs);
 
+/* The objects that differ between two snapshots, matched by (group, kind,
+ * ns, name), for the control plane's incremental recompiles: cb(arg, x,
+ * NULL) for an object only in a, cb(arg, NULL, y) for one only in b,
+ * cb(arg, x, y) for one in both whose node tree differs or whose place
+ * differs (file or document index: some rules pick between objects by load
+ * order). Where an object's text sits in its file (line, column) is not
+ * compared. In (group, kind, ns, name) order; cb returning false stops the
+ * walk. Returns the number of differences passed to cb. Unchanged files
+ * of a watched store share their nodes, so comparing them costs one
+ * pointer test per object. */
+size_t tr_rset_diff(const struct tr_rset *a, const struct tr_rset *b,
+                    bool (*cb)(void *arg, const struct tr_resource *x, const struct tr_resource *y),
+                    void *arg);
+
 /* --------------------------------------------------------- the store */
 
 struct tr_store;

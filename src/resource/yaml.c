@@ -1032,10 +1032,6 @@ struct res_parsed *res_parsed_new(char *text, size_t len, const char *name, bool
         return NULL;
     }
     p->bad = p->diags.n_errors > 0;
-    /* The resources its own set made are not used: only nodes and findings are. */
-    free(p->rs->v);
-    p->rs->v = NULL;
-    p->rs->n = p->rs->cap = 0;
     return p;
 }
 
@@ -1093,15 +1089,18 @@ bool res_set_add_parsed(struct tr_rset *rs, struct res_parsed *p, const char *na
         return add_admitted(&r, rs, p->text, p->len, d);
     rs->shared[rs->n_shared++] = res_parsed_ref(p);
     /* The parse's findings and each document's, in the order a parse
-     * reports them; the documents are checked again in this set. */
+     * reports them, and the resources its checks made (the checks of one
+     * object do not depend on the set it joins; duplicates are found when
+     * the set is sealed). */
     size_t at = 0;
     for (size_t i = 0; i < p->rs->n_docs; i++) {
         const struct res_doc *doc = &p->rs->docs[i];
-        diags_replay(d, &p->diags, at, doc->diag_from);
-        if (!res_set_add_document(rs, doc->root, r.file, doc->doc, d)) {
-            res_report(d, TR_DIAG_ERROR, r.file, 0, 0, "out of memory");
-            return false;
-        }
+        diags_replay(d, &p->diags, at, doc->diag_to);
+        for (size_t k = doc->res_from; k < doc->res_to; k++)
+            if (!res_set_add_copy(rs, p->rs->v[k], r.file)) {
+                res_report(d, TR_DIAG_ERROR, r.file, 0, 0, "out of memory");
+                return false;
+            }
         at = doc->diag_to;
     }
     diags_replay(d, &p->diags, at, p->diags.n);
