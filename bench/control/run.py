@@ -56,7 +56,7 @@ def one_round(a, work):
     port = free_port()
     log = open(os.path.join(work, "control.log"), "w")
     cp = subprocess.Popen([TRELLIS, "control", "--resources", mesh, "--state", state,
-                           "--listen", f"127.0.0.1:{port}", "--log-level", "warn"],
+                           "--listen", f"127.0.0.1:{port}", "--log-level", a.log_level],
                           stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
@@ -91,6 +91,8 @@ def main():
     ap.add_argument("--endpoints", type=int, default=100000)
     ap.add_argument("--window-ms", type=int, default=8000)
     ap.add_argument("--unscoped", action="store_true")
+    ap.add_argument("--log-level", default="warn", help="the control plane's (info: its timings)")
+    ap.add_argument("--keep", action="store_true", help="keep each round's directory (mesh, log)")
     a = ap.parse_args()
     rounds = []
     for i in range(a.rounds):
@@ -98,7 +100,10 @@ def main():
         try:
             res = one_round(a, work)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if a.keep:
+                print(f"round {i + 1}: kept {work}", flush=True)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
         print(f"round {i + 1}: {json.dumps(res)}", flush=True)
         rounds.append(res)
 

@@ -62,7 +62,12 @@ struct proxy {
     time_t cert_not_after;
     time_t connected_at, disconnected_at;
     uint64_t errors_reported; /* the resources generation whose errors were logged */
-    bool resend;              /* a new stream: send the model even if unchanged */
+    /* The hosts its last good compile named: after a change, a proxy whose
+     * hosts the change does not reach keeps its model without a compile.
+     * Not known (compiled at every change) while its compile has errors. */
+    struct tr_istio_hosts hosts;
+    bool hosts_known;
+    bool resend; /* a new stream: send the model even if unchanged */
 };
 
 enum req_kind { REQ_CERT, REQ_STREAM, REQ_ACK, REQ_REFUSED };
@@ -356,6 +361,8 @@ static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diag
     char *err = NULL;
     size_t len = 0;
     char *text = cfg ? tr_config_write(cfg, TR_CONFIG_YAML, &len, &err) : NULL;
+    tr_istio_hosts_free(&p->hosts);
+    p->hosts_known = text != NULL && d.n_errors == 0 && tr_istio_model_hosts(cfg, &p->hosts);
     tr_config_free(cfg);
     if (text != NULL && len > TR_CP_MAX_PAYLOAD) {
         free(text);
@@ -418,6 +425,7 @@ static void proxy_free(struct proxy *p)
     free(p->principal);
     free(p->model);
     free(p->nack_msg);
+    tr_istio_hosts_free(&p->hosts);
     free(p);
 }
 
@@ -915,6 +923,7 @@ static void reload_resources(void)
         tr_err("control: resources could not be read; the last snapshot stays in force");
         return;
     }
+    double t_snap = now_ms();
     struct tr_istio_options ro = {.trust_domain = tr_ca_trust_domain(cp.ca),
                                   .root_ns = cp.o->root_ns};
     tr_diags_init(&d);
@@ -927,6 +936,13 @@ static void reload_resources(void)
         tr_err("control: out of memory building the registry; the last snapshot stays in force");
         return;
     }
+    /* What the change can reach (dialect/istio/change.c); out of memory:
+     * everything. */
+    double t_reg = now_ms();
+    struct tr_istio_hosts change;
+    size_t n_changed = 0;
+    if (!tr_istio_change_hosts(cp.rs, rs, &change, &n_changed))
+        change.any = true;
     tr_istio_registry_free(cp.reg);
     tr_rset_free(cp.rs);
     cp.rs = rs;
@@ -934,13 +950,18 @@ static void reload_resources(void)
     cp.resources_generation++;
     evict_disconnected(3600);
     double t1 = now_ms();
-    size_t n = 0;
+    size_t n = 0, compiled = 0;
     for (struct proxy *p = cp.proxies; p != NULL; p = p->next, n++)
-        push_model(p);
-    tr_info("control: resources generation %llu: %zu objects read in %.1f ms; %zu proxies "
-            "compiled in %.1f ms",
-            (unsigned long long)cp.resources_generation, tr_rset_count(rs), t1 - t0, n,
-            now_ms() - t1);
+        if (p->conn != NULL && (!p->hosts_known || tr_istio_hosts_meet(&p->hosts, &change))) {
+            push_model(p);
+            compiled++;
+        }
+    tr_info("control: resources generation %llu: %zu objects read in %.1f ms, registry %.1f ms, "
+            "%zu changed (%s) %.1f ms; %zu of %zu proxies compiled in %.1f ms",
+            (unsigned long long)cp.resources_generation, tr_rset_count(rs), t_snap - t0,
+            t_reg - t_snap, n_changed, change.any ? "any workload" : "by host", t1 - t_reg,
+            compiled, n, now_ms() - t1);
+    tr_istio_hosts_free(&change);
 }
 
 static void on_debounce(struct tr_timer *t)

@@ -89,6 +89,31 @@ void tr_istio_registry_free(struct tr_istio_registry *r);
 struct tr_config *tr_istio_compile_with(const struct tr_istio_registry *reg,
                                         const struct tr_istio_options *o, struct tr_diags *d);
 
+/* ------------------------------------------------ incremental recompiles
+ *
+ * After a change the control plane compiles again only the workloads whose
+ * model the change can reach (change.c says why this is safe). A set of
+ * hosts is sorted keys of their first DNS label; `any` means every host. */
+struct tr_istio_hosts {
+    uint64_t *keys; /* malloc'd, sorted, unique */
+    size_t n;
+    bool any;
+};
+/* The hosts a model names: its clusters' and its virtual hosts'. A
+ * wildcard domain makes it `any` (every change reaches it). false when out
+ * of memory. */
+bool tr_istio_model_hosts(const struct tr_config *cfg, struct tr_istio_hosts *out);
+/* What changed between two snapshots (tr_rset_diff): the hosts of changed
+ * Endpoints, EndpointSlices, mesh VirtualServices and DestinationRules
+ * whose hosts are Services' or ServiceEntries'; `any` when anything else
+ * changed. Empty when nothing did. *n_objects: how many objects differ.
+ * false when out of memory. */
+bool tr_istio_change_hosts(const struct tr_rset *before, const struct tr_rset *after,
+                           struct tr_istio_hosts *out, size_t *n_objects);
+/* Whether a change can alter a model naming these hosts. */
+bool tr_istio_hosts_meet(const struct tr_istio_hosts *model, const struct tr_istio_hosts *change);
+void tr_istio_hosts_free(struct tr_istio_hosts *s);
+
 /* Check every resource without compiling for a workload (o->ns and o->name
  * unused), as `trellis ctl analyze`: everything the compiler reports, plus
  * what breaks traffic at run time: routes to subsets no DestinationRule
