@@ -80,6 +80,7 @@ struct wr {
     size_t plen;
     char **err;
     bool failed;
+    size_t group_first[sizeof(groups) / sizeof(groups[0])]; /* each group's first row */
     /* The rows the tables do not explain. */
     const struct cfg_field *route_name, *route_cluster, *route_weighted, *weighted_cluster,
         *weighted_weight, *vhost_name, *cluster_protocol, *cluster_h2_streams, *listener_http,
@@ -116,21 +117,37 @@ __attribute__((format(printf, 2, 3))) static bool wfail(struct wr *w, const char
     return false;
 }
 
+/* The path is kept for messages only, and grows and shrinks at every
+ * field of every model written: plain copies, cut where it is full. */
+static void path_append(struct wr *w, const char *s, size_t n)
+{
+    size_t room = sizeof(w->path) - 1 - w->plen;
+    if (n > room)
+        n = room;
+    memcpy(w->path + w->plen, s, n);
+    w->plen += n;
+    w->path[w->plen] = '\0';
+}
+
 static size_t push_key(struct wr *w, const char *key)
 {
     size_t saved = w->plen;
-    int n = snprintf(w->path + w->plen, sizeof(w->path) - w->plen, "%s%s", w->plen != 0 ? "." : "",
-                     key);
-    if (n > 0)
-        w->plen = strnlen(w->path, sizeof(w->path) - 1);
+    if (w->plen != 0)
+        path_append(w, ".", 1);
+    path_append(w, key, strlen(key));
     return saved;
 }
 
 static size_t push_index(struct wr *w, size_t i)
 {
     size_t saved = w->plen;
-    snprintf(w->path + w->plen, sizeof(w->path) - w->plen, "[%zu]", i);
-    w->plen = strnlen(w->path, sizeof(w->path) - 1);
+    char digits[24], *p = digits + sizeof(digits);
+    *--p = ']';
+    do
+        *--p = (char)('0' + i % 10);
+    while ((i /= 10) != 0);
+    *--p = '[';
+    path_append(w, p, (size_t)(digits + sizeof(digits) - p));
     return saved;
 }
 
@@ -196,7 +213,7 @@ static bool plain_ok(const char *s, size_t n, bool flow)
     }
     if (is_digit(u[0]) && !not_number)
         return false;
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+    for (size_t i = 0; n <= 5 && i < sizeof(words) / sizeof(words[0]); i++) {
         if (strcasecmp(s, words[i]) == 0)
             return false;
     }
@@ -372,12 +389,13 @@ static const char *enum_name(const struct cfg_field *fd, const void *obj)
 
 /* ------------------------------------------------- what differs */
 
-static const struct group *group_of(const struct cfg_section *sec, size_t i, size_t *pos)
+static const struct group *group_of(const struct wr *w, const struct cfg_section *sec, size_t i,
+                                    size_t *pos)
 {
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
         if (groups[g].sec != sec)
             continue;
-        size_t first = cfg_field_index(sec, groups[g].first);
+        size_t first = w->group_first[g];
         if (i >= first && i < first + groups[g].n) {
             *pos = i - first;
             return &groups[g];
@@ -501,7 +519,7 @@ static bool field_written(struct wr *w, const struct cfg_section *sec, size_t i,
 {
     const struct cfg_field *fd = &sec->fields[i];
     size_t pos;
-    const struct group *g = group_of(sec, i, &pos);
+    const struct group *g = group_of(w, sec, i, &pos);
     if (g != NULL) {
         /* The group is written at its first row, when its kind or value is
          * not the first row's default. */
@@ -757,7 +775,7 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
 {
     const struct cfg_field *fd = &sec->fields[i];
     size_t pos;
-    const struct group *g = group_of(sec, i, &pos);
+    const struct group *g = group_of(w, sec, i, &pos);
     /* A written group shows its key even at its default (the loader needs one). */
     bool forced = (fd->flags & CF_REQ) || (g != NULL && pos == 0);
     if (g != NULL && pos != 0)
@@ -889,7 +907,7 @@ static bool check_tables(struct wr *w, const struct cfg_section *sec, unsigned d
     for (size_t i = 0; i < sec->n_fields; i++) {
         const struct cfg_field *fd = &sec->fields[i];
         size_t pos;
-        bool grouped = group_of(sec, i, &pos) != NULL;
+        bool grouped = group_of(w, sec, i, &pos) != NULL;
         if (fd->kind == CK_CUSTOM && !grouped && fd != w->route_cluster &&
             fd != w->abort_grpc_status && fd != w->cors_max_age && fd != w->endpoint_address)
             return wfail(w,
@@ -955,6 +973,8 @@ static bool write_doc(struct tr_fmt *f, const struct tr_config *cfg, bool json, 
     w.cors_max_age = row(&cfg_cors_section, "max_age");
     w.endpoint_address = row(&cfg_endpoint_section, "address");
     w.cluster_dns_refresh = row(row(&cfg_cluster_section, "dns")->sub, "refresh");
+    for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++)
+        w.group_first[g] = cfg_field_index(groups[g].sec, groups[g].first);
     if (f->truncated)
         return wfail(&w, "the text before the configuration was cut");
     if (!check_tables(&w, &cfg_root_section, 0))

@@ -327,6 +327,24 @@ static bool append_escaped(struct tr_fmt *f, escape_step step, const char *s, si
 {
     size_t in_len;
     size_t q = quote ? 2 : 0;
+    /* Every escaper leaves printable ASCII other than '"' and '\\' as it is:
+     * most text (names, addresses) is only that, copied in one piece. */
+    const unsigned char *u = (const unsigned char *)s;
+    size_t plain = 0;
+    while (plain < n && u[plain] >= 0x20 && u[plain] < 0x7f && u[plain] != '"' && u[plain] != '\\')
+        plain++;
+    if (plain == n && q + n <= f->max - f->len) {
+        if (!reserve(f, q + n))
+            return false;
+        if (quote)
+            f->p[f->len++] = '"';
+        memcpy(f->p + f->len, s, n);
+        f->len += n;
+        if (quote)
+            f->p[f->len++] = '"';
+        f->p[f->len] = '\0';
+        return true;
+    }
     size_t out_len = escaped_len(step, s, n, SIZE_MAX, &in_len);
     if (q + out_len > f->max - f->len) {
         f->truncated = true;

@@ -18,8 +18,6 @@
 #include "identity/identity.h"
 #include "listener/capture.h"
 
-#define MAX_PORT 65535u
-
 /* ------------------------------------------------------------ addresses */
 
 bool ist_make_addr(struct ist_ctx *x, const char *ip, uint32_t port, struct tr_cfg_addr *a)
@@ -752,32 +750,87 @@ static bool registry_only_for(const struct tr_resource *sc)
     return !tr_rnode_str(tr_rnode_get(otp, "mode"), &mode) || strcmp(mode, "REGISTRY_ONLY") == 0;
 }
 
+static int port_order(const void *a, const void *b)
+{
+    const struct port_tab *x = *(const struct port_tab *const *)a;
+    const struct port_tab *y = *(const struct port_tab *const *)b;
+    return (x->port > y->port) - (x->port < y->port);
+}
+
+/* The outbound ports in use: an open-addressed table (a mesh has a few
+ * ports; a table of all 65,535 would be zeroed for every workload) and
+ * the list in the order first seen. */
+struct port_set {
+    struct port_tab **slot; /* cap, a power of two, at most half full */
+    size_t cap;
+    struct port_tab **list;
+    size_t n;
+};
+
+static struct port_tab **port_slot(struct port_tab **slot, size_t cap, uint32_t port)
+{
+    size_t i = (port * 2654435761u) & (cap - 1);
+    while (slot[i] != NULL && slot[i]->port != port)
+        i = (i + 1) & (cap - 1);
+    return &slot[i];
+}
+
+/* The table of port, made when there is none; NULL when out of memory. */
+static struct port_tab *port_get(struct ist_ctx *x, struct port_set *ps, uint32_t port)
+{
+    if (ps->cap != 0) {
+        struct port_tab *pt = *port_slot(ps->slot, ps->cap, port);
+        if (pt != NULL)
+            return pt;
+    }
+    if ((ps->n + 1) * 2 > ps->cap) {
+        size_t nc = ps->cap ? ps->cap * 2 : 32;
+        struct port_tab **ns = ist_alloc(x, nc, sizeof(*ns));
+        struct port_tab **nl = ist_alloc(x, nc / 2, sizeof(*nl));
+        if (ns == NULL || nl == NULL)
+            return NULL;
+        for (size_t k = 0; k < ps->n; k++)
+            *port_slot(ns, nc, ps->list[k]->port) = ps->list[k];
+        if (ps->n)
+            memcpy(nl, ps->list, ps->n * sizeof(*nl));
+        ps->slot = ns;
+        ps->list = nl;
+        ps->cap = nc;
+    }
+    struct port_tab *pt = ist_alloc(x, 1, sizeof(*pt));
+    if (pt == NULL)
+        return NULL;
+    pt->port = port;
+    tr_strmap_init(&pt->domains, x->tmp);
+    *port_slot(ps->slot, ps->cap, port) = pt;
+    ps->list[ps->n++] = pt;
+    return pt;
+}
+
 static bool outbound(struct ist_ctx *x)
 {
     const struct tr_resource *sc = sidecar_for(x);
     bool registry_only = registry_only_for(sc);
     struct vs_index ix = {0};
     index_vs(x, &ix);
-    struct port_tab **ports = ist_alloc(x, MAX_PORT + 1, sizeof(*ports));
-    if (ports == NULL)
-        return false;
+    struct port_set ports = {0};
     struct egress_scope scope;
     if (!egress_scope_build(x, sc, &scope))
         return false;
     for (size_t i = 0; i < x->n_svcs; i++) {
+        /* A Sidecar's scope is a few services of many: skip empty bytes. */
+        if (!scope.all && (i % 8) == 0 && scope.in[i / 8] == 0) {
+            i += 7;
+            continue;
+        }
         const struct ist_service *s = x->svcs[i];
-        if (ist_refused(x, s->res) || !egress_in_scope(x, &scope, s))
+        if (!egress_in_scope(x, &scope, s) || ist_refused(x, s->res))
             continue;
         for (size_t pi = 0; pi < s->n_ports; pi++) {
             const struct ist_port *p = &s->ports[pi];
-            struct port_tab *pt = ports[p->number];
-            if (pt == NULL) {
-                pt = ports[p->number] = ist_alloc(x, 1, sizeof(*pt));
-                if (pt == NULL)
-                    return false;
-                pt->port = p->number;
-                tr_strmap_init(&pt->domains, x->tmp);
-            }
+            struct port_tab *pt = port_get(x, &ports, p->number);
+            if (pt == NULL)
+                return false;
             bool tcpish = p->proto == IST_P_TCP || p->proto == IST_P_TLS;
             if (tcpish || p->proto == IST_P_UNKNOWN) {
                 if (pt->tcp_svc == NULL) {
@@ -814,23 +867,20 @@ static bool outbound(struct ist_ctx *x)
             }
         }
     }
-    size_t nl = 0, nt = 0;
-    for (uint32_t p = 1; p <= MAX_PORT; p++) {
-        if (ports[p] != NULL) {
-            nl++;
-            nt += ports[p]->http;
-        }
-    }
+    if (ports.n > 1)
+        qsort(ports.list, ports.n, sizeof(*ports.list), port_order);
+    size_t nl = ports.n, nt = 0;
+    for (size_t k = 0; k < ports.n; k++)
+        nt += ports.list[k]->http;
     struct tr_config *cfg = x->cfg;
     /* room for the inbound (8) and gateway (64) listeners that follow */
     cfg->listeners = ist_malloc(x, nl + 72, sizeof(*cfg->listeners));
     cfg->route_tables = ist_malloc(x, nt + 72, sizeof(*cfg->route_tables));
     if (cfg->listeners == NULL || cfg->route_tables == NULL)
         return false;
-    for (uint32_t p = 1; p <= MAX_PORT; p++) {
-        struct port_tab *pt = ports[p];
-        if (pt == NULL)
-            continue;
+    for (size_t k = 0; k < ports.n; k++) {
+        struct port_tab *pt = ports.list[k];
+        uint32_t p = pt->port;
         struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
         tr_cfg_listener_defaults(l);
         l->name = ist_mprintf(x, "outbound|%u", p);

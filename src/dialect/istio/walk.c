@@ -411,16 +411,22 @@ static char *vprintf_in(struct ist_ctx *x, struct tr_arena *a, const char *fmt, 
     __attribute__((format(printf, 3, 0)));
 static char *vprintf_in(struct ist_ctx *x, struct tr_arena *a, const char *fmt, va_list ap)
 {
+    /* Names and addresses are short: one format into a stack buffer, a
+     * second one only for what does not fit (compiles make thousands). */
+    char buf[256];
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap2);
     va_end(ap2);
     char *p = n < 0 ? NULL : tr_arena_alloc(a, (size_t)n + 1);
     if (p == NULL) {
         ist_oom(x);
         return NULL;
     }
-    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    if ((size_t)n < sizeof(buf))
+        memcpy(p, buf, (size_t)n + 1);
+    else
+        vsnprintf(p, (size_t)n + 1, fmt, ap);
     return p;
 }
 
