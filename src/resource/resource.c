@@ -132,7 +132,12 @@ bool tr_rnode_is_null(const struct tr_rnode *n)
     static const char *const nulls[] = {"~", "null", "Null", "NULL"};
     if (n == NULL)
         return true;
-    return n->kind == TR_RNODE_SCALAR && n->plain && (n->len == 0 || text_in(n, nulls, 4));
+    if (n->kind != TR_RNODE_SCALAR || !n->plain)
+        return false;
+    /* asked of nearly every scalar read: the lengths decide most */
+    if (n->len == 0)
+        return true;
+    return (n->len == 1 || n->len == 4) && text_in(n, nulls, 4);
 }
 
 bool tr_rnode_str(const struct tr_rnode *n, const char **out)

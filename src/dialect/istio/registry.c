@@ -195,9 +195,21 @@ static bool add_service(struct ist_ctx *x, struct ist_service *s, size_t *cap)
     return oom ? ist_oom(x) : true;
 }
 
+/* "NS\nKEY=VALUE": one allocation, no format (made for every label of
+ * every instance and selector). */
 static const char *label_key(struct ist_ctx *x, const char *ns, const char *k, const char *v)
 {
-    return ist_printf(x, "%s\n%s=%s", ns, k, v);
+    size_t nl = strlen(ns), kl = strlen(k), vl = strlen(v);
+    char *p = ist_alloc(x, nl + kl + vl + 3, 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, ns, nl);
+    p[nl] = '\n';
+    memcpy(p + nl + 1, k, kl);
+    p[nl + 1 + kl] = '=';
+    memcpy(p + nl + 2 + kl, v, vl);
+    p[nl + kl + vl + 2] = '\0';
+    return p;
 }
 
 /* Index every instance read so far by each of its labels: a count pass,
@@ -417,13 +429,16 @@ static void add_ep(struct ist_ctx *x, struct ist_service *s, size_t pi, const ch
                    uint32_t port, const struct ist_inst *in)
 {
     size_t n = s->n_eps_by_port[pi];
-    struct ist_ep *nv = ist_alloc(x, n + 1, sizeof(*nv));
-    if (nv == NULL)
-        return;
-    if (n)
-        memcpy(nv, s->eps_by_port[pi], n * sizeof(*nv));
-    nv[n] = (struct ist_ep){.ip = ip, .port = port, .inst = in};
-    s->eps_by_port[pi] = nv;
+    /* Room doubles at 4, 8, 16...: the capacity follows from n. */
+    if (n == 0 || (n >= 4 && (n & (n - 1)) == 0)) {
+        struct ist_ep *nv = ist_alloc(x, n ? 2 * n : 4, sizeof(*nv));
+        if (nv == NULL)
+            return;
+        if (n)
+            memcpy(nv, s->eps_by_port[pi], n * sizeof(*nv));
+        s->eps_by_port[pi] = nv;
+    }
+    s->eps_by_port[pi][n] = (struct ist_ep){.ip = ip, .port = port, .inst = in};
     s->n_eps_by_port[pi] = n + 1;
 }
 

@@ -9,32 +9,46 @@
 #include "core/arena.h"
 #include "dialect/istio/internal.h"
 
+/* The path is for messages, and moves at every field read: plain copies,
+ * cut where it is full. */
+static void cursor_append(struct ist_cursor *c, const char *s, size_t n)
+{
+    size_t room = sizeof(c->path) - 1 - c->len;
+    if (n > room)
+        n = room;
+    memcpy(c->path + c->len, s, n);
+    c->len += n;
+    c->path[c->len] = '\0';
+}
+
 void ist_cursor_init(struct ist_cursor *c, const struct tr_resource *res, const char *path)
 {
     c->res = res;
     c->len = 0;
     c->path[0] = '\0';
-    if (path != NULL) {
-        int n = snprintf(c->path, sizeof(c->path), "%s", path);
-        c->len = n < 0 ? 0 : (size_t)n < sizeof(c->path) ? (size_t)n : sizeof(c->path) - 1;
-    }
+    if (path != NULL)
+        cursor_append(c, path, strlen(path));
 }
 
 size_t ist_push_key(struct ist_cursor *c, const char *key)
 {
     size_t saved = c->len;
-    int n = snprintf(c->path + c->len, sizeof(c->path) - c->len, "%s%s", c->len ? "." : "", key);
-    if (n > 0)
-        c->len = (size_t)n < sizeof(c->path) - c->len ? c->len + (size_t)n : sizeof(c->path) - 1;
+    if (c->len != 0)
+        cursor_append(c, ".", 1);
+    cursor_append(c, key, strlen(key));
     return saved;
 }
 
 size_t ist_push_index(struct ist_cursor *c, size_t i)
 {
     size_t saved = c->len;
-    int n = snprintf(c->path + c->len, sizeof(c->path) - c->len, "[%zu]", i);
-    if (n > 0)
-        c->len = (size_t)n < sizeof(c->path) - c->len ? c->len + (size_t)n : sizeof(c->path) - 1;
+    char digits[24], *p = digits + sizeof(digits);
+    *--p = ']';
+    do
+        *--p = (char)('0' + i % 10);
+    while ((i /= 10) != 0);
+    *--p = '[';
+    cursor_append(c, p, (size_t)(digits + sizeof(digits) - p));
     return saved;
 }
 
@@ -497,13 +511,26 @@ const char *ist_fqdn(struct ist_ctx *x, const char *host, const char *ns)
 {
     if (host == NULL)
         return NULL;
-    char *h = ist_printf(x, "%s", host);
+    /* Called for every host of every object: one allocation, no format. */
+    size_t hl = strlen(host);
+    bool short_name = memchr(host, '.', hl) == NULL && strcmp(host, "*") != 0;
+    const char *n = ns ? ns : "default";
+    const char *td = x->o->trust_domain ? x->o->trust_domain : "cluster.local";
+    size_t nl = short_name ? strlen(n) : 0, tl = short_name ? strlen(td) : 0;
+    size_t len = hl + (short_name ? 1 + nl + 5 + tl : 0);
+    char *h = ist_alloc(x, len + 1, 1);
     if (h == NULL)
         return NULL;
-    for (char *p = h; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    if (strchr(h, '.') != NULL || strcmp(h, "*") == 0)
-        return h;
-    return ist_printf(x, "%s.%s.svc.%s", h, ns ? ns : "default",
-                      x->o->trust_domain ? x->o->trust_domain : "cluster.local");
+    for (size_t i = 0; i < hl; i++)
+        h[i] = (char)tolower((unsigned char)host[i]);
+    if (short_name) {
+        char *p = h + hl;
+        *p++ = '.';
+        memcpy(p, n, nl);
+        p += nl;
+        memcpy(p, ".svc.", 5);
+        memcpy(p + 5, td, tl);
+    }
+    h[len] = '\0';
+    return h;
 }
