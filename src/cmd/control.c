@@ -15,14 +15,16 @@ static void control_usage(FILE *out)
             "usage: trellis control --resources PATH [--resources PATH...] --state DIR\n"
             "                       [--listen IP:PORT] [--trust-domain TD] [--root-namespace NS]\n"
             "                       [--cert-lifetime DURATION] [--renew-at FRACTION]\n"
-            "                       [--log-level LEVEL]\n"
+            "                       [--debounce MS] [--log-level LEVEL]\n"
             "  --resources PATH  YAML/JSON files or directories (watched; recompiled on change)\n"
             "  --state DIR       the mesh CA (created on first start: ca-cert.pem, ca-key.pem,\n"
             "                    root-cert.pem, cert-chain.pem, Istio's plug-in names) and\n"
             "                    control.sock (trellis ctl status)\n"
             "  --listen IP:PORT  where proxies connect (default 127.0.0.1:15012)\n"
             "  --cert-lifetime D workload certificates' life: 20s, 30m, 24h (default 24h)\n"
-            "  --renew-at F      proxies renew at this fraction of the life (default 0.5)\n");
+            "  --renew-at F      proxies renew at this fraction of the life (default 0.5)\n"
+            "  --debounce MS     quiet time before a change of the resources is read\n"
+            "                    (default 20; 0..1000; read at most 1 s after it began)\n");
 }
 
 /* "20s", "30m", "24h", or seconds. */
@@ -49,6 +51,7 @@ int tr_cmd_control(int argc, char **argv)
         {"root-namespace", required_argument, NULL, 'n'},
         {"cert-lifetime", required_argument, NULL, 'L'},
         {"renew-at", required_argument, NULL, 'R'},
+        {"debounce", required_argument, NULL, 'D'},
         {"log-level", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -59,6 +62,7 @@ int tr_cmd_control(int argc, char **argv)
         .listen = "127.0.0.1:15012",
         .cert_lifetime_s = TR_CA_LIFETIME_DEFAULT,
         .renew_fraction = 0.5,
+        .debounce_ms = TR_CONTROL_DEBOUNCE_DEFAULT_MS,
     };
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -97,6 +101,17 @@ int tr_cmd_control(int argc, char **argv)
                 fprintf(stderr, "trellis control: --renew-at takes 0.1..0.9\n");
                 return 2;
             }
+            break;
+        }
+        case 'D': {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || ms < 0 || ms > TR_CONTROL_DEBOUNCE_MAX_MS) {
+                fprintf(stderr, "trellis control: --debounce takes 0..%u (milliseconds)\n",
+                        TR_CONTROL_DEBOUNCE_MAX_MS);
+                return 2;
+            }
+            o.debounce_ms = (uint32_t)ms;
             break;
         }
         case 'v':

@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +34,6 @@
 #include "resource/resource.h"
 #include "transport/transport.h"
 
-#define DEBOUNCE_MS       100
 #define MAX_CSR_BODY      (TR_CA_CSR_MAX + TR_CP_MAX_HEADER)
 #define MAX_ACK_BODY      (64u * 1024)
 #define CONTROL_NS        "trellis-system"
@@ -105,6 +106,7 @@ static struct {
     time_t own_not_after;
     struct tr_io listen_io, store_io, status_io, signal_io;
     struct tr_timer debounce, own_renew;
+    double first_change_ms; /* of the changes not read yet; 0: none */
     struct conn *conns;
     size_t n_conns, refused_conns;
     struct tr_deferred accept_later;
@@ -340,37 +342,59 @@ static struct tr_config *compile_for(const char *workload, const char *ns, const
     return cp.reg ? tr_istio_compile_with(cp.reg, &o, d) : NULL;
 }
 
-static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diags *d);
-
-static void push_model(struct proxy *p)
-{
-    if (p->conn == NULL || p->stream_id == 0 || cp.reg == NULL)
-        return;
+/* A model built for a proxy: its text (or why there is none), the
+ * compiler's findings and the hosts it names. */
+struct built {
+    char *text;
+    size_t len;
+    char *err;
     struct tr_diags d;
-    tr_diags_init(&d);
-    struct tr_config *cfg = compile_for(
-        p->workload, p->ns, p->name,
-        &(struct node){p->admin, p->admin_socket, p->outbound_ip, p->app_ip, p->capture}, &d);
-    push_compiled(p, cfg, &d);
+    struct tr_istio_hosts hosts;
+    bool hosts_ok;
+};
+
+/* cfg (freed here) and d (taken) into b. Touches no shared state and logs
+ * nothing: it runs on compile threads too (compile_batch). */
+static void build(struct tr_config *cfg, struct tr_diags *d, struct built *b)
+{
+    *b = (struct built){.d = *d};
+    b->text = cfg ? tr_config_write(cfg, TR_CONFIG_YAML, &b->len, &b->err) : NULL;
+    if (b->text != NULL && b->len > TR_CP_MAX_PAYLOAD) {
+        free(b->text);
+        b->text = NULL;
+        if (asprintf(&b->err, "the model is %zu bytes, over the protocol's %u", b->len,
+                     TR_CP_MAX_PAYLOAD) < 0)
+            b->err = NULL;
+    }
+    b->hosts_ok = b->text != NULL && b->d.n_errors == 0 && tr_istio_model_hosts(cfg, &b->hosts);
+    tr_config_free(cfg);
 }
 
-/* Pushes cfg (freed here, as is d) if its text differs from what p has. */
-static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diags *d_)
+static void push_built(struct proxy *p, struct built *b);
+
+static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diags *d)
 {
-    struct tr_diags d = *d_;
-    char *err = NULL;
-    size_t len = 0;
-    char *text = cfg ? tr_config_write(cfg, TR_CONFIG_YAML, &len, &err) : NULL;
+    struct built b;
+    build(cfg, d, &b);
+    push_built(p, &b);
+}
+
+static struct node node_of(const struct proxy *p)
+{
+    return (struct node){p->admin, p->admin_socket, p->outbound_ip, p->app_ip, p->capture};
+}
+
+/* Pushes b's text (b is consumed) if it differs from what p has. A model
+ * with errors replaces nothing the proxy already has: the last good model
+ * stays (the errors are logged once per resource change). */
+static void push_built(struct proxy *p, struct built *b)
+{
+    char *text = b->text, *err = b->err;
+    size_t len = b->len;
+    struct tr_diags d = b->d;
     tr_istio_hosts_free(&p->hosts);
-    p->hosts_known = text != NULL && d.n_errors == 0 && tr_istio_model_hosts(cfg, &p->hosts);
-    tr_config_free(cfg);
-    if (text != NULL && len > TR_CP_MAX_PAYLOAD) {
-        free(text);
-        text = NULL;
-        if (asprintf(&err, "the model is %zu bytes, over the protocol's %u", len,
-                     TR_CP_MAX_PAYLOAD) < 0)
-            err = NULL;
-    }
+    p->hosts = b->hosts;
+    p->hosts_known = b->hosts_ok;
     if (text == NULL || (d.n_errors > 0 && p->model != NULL)) {
         if (p->errors_reported != cp.resources_generation) {
             p->errors_reported = cp.resources_generation;
@@ -410,6 +434,70 @@ static void push_compiled(struct proxy *p, struct tr_config *cfg, struct tr_diag
     send_msg(p->conn, p->stream_id, TR_CP_MODEL, p->version, text, len, false);
     tr_info("control: pushed model version %llu to %s (%zu bytes)", (unsigned long long)p->version,
             p->workload, len);
+}
+
+/* --------------------------------------------------- compiling a batch */
+
+/* After a change, the proxies it reaches are compiled on a few threads: a
+ * compile is a pure function of the registry (read-only, shared) and the
+ * proxy's settings, and builds its model in its own memory. The threads
+ * live for one batch; the loop waits for them (a change's compiles are
+ * what the proxies wait for anyway), and everything that touches the
+ * control plane's state (pushing, logging) happens after, on the loop. */
+#define BATCH_MIN_PER_THREAD 16u
+#define BATCH_MAX_THREADS    8u
+
+struct job {
+    struct proxy *p;
+    struct built b;
+};
+
+struct batch {
+    struct job *jobs;
+    size_t n;
+    _Atomic size_t next;
+};
+
+static void *batch_worker(void *arg)
+{
+    struct batch *bt = arg;
+    for (size_t i; (i = atomic_fetch_add(&bt->next, 1)) < bt->n;) {
+        struct job *j = &bt->jobs[i];
+        struct tr_diags d;
+        tr_diags_init(&d);
+        struct node nd = node_of(j->p);
+        build(compile_for(j->p->workload, j->p->ns, j->p->name, &nd, &d), &d, &j->b);
+    }
+    return NULL;
+}
+
+static void compile_batch(struct job *jobs, size_t n)
+{
+    struct batch bt = {.jobs = jobs, .n = n};
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t threads = cpus > 1 ? (size_t)cpus : 1;
+    if (threads > BATCH_MAX_THREADS)
+        threads = BATCH_MAX_THREADS;
+    if (threads > n / BATCH_MIN_PER_THREAD)
+        threads = n / BATCH_MIN_PER_THREAD > 0 ? n / BATCH_MIN_PER_THREAD : 1;
+    pthread_t tid[BATCH_MAX_THREADS];
+    size_t started = 0;
+    for (; started + 1 < threads; started++)
+        if (pthread_create(&tid[started], NULL, batch_worker, &bt) != 0)
+            break; /* fewer threads: the loop's thread does the rest */
+    batch_worker(&bt);
+    for (size_t k = 0; k < started; k++)
+        pthread_join(tid[k], NULL);
+}
+
+static void push_model(struct proxy *p)
+{
+    if (p->conn == NULL || p->stream_id == 0 || cp.reg == NULL)
+        return;
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct node nd = node_of(p);
+    push_compiled(p, compile_for(p->workload, p->ns, p->name, &nd, &d), &d);
 }
 
 static void proxy_free(struct proxy *p)
@@ -952,10 +1040,24 @@ static void reload_resources(void)
     double t1 = now_ms();
     size_t n = 0, compiled = 0;
     for (struct proxy *p = cp.proxies; p != NULL; p = p->next, n++)
-        if (p->conn != NULL && (!p->hosts_known || tr_istio_hosts_meet(&p->hosts, &change))) {
-            push_model(p);
-            compiled++;
+        compiled += p->conn != NULL && p->stream_id != 0 &&
+                    (!p->hosts_known || tr_istio_hosts_meet(&p->hosts, &change));
+    struct job *jobs = compiled > 0 ? calloc(compiled, sizeof(*jobs)) : NULL;
+    size_t k = 0;
+    for (struct proxy *p = cp.proxies; p != NULL; p = p->next)
+        if (p->conn != NULL && p->stream_id != 0 &&
+            (!p->hosts_known || tr_istio_hosts_meet(&p->hosts, &change))) {
+            if (jobs != NULL)
+                jobs[k++].p = p;
+            else
+                push_model(p); /* out of memory for the batch: one at a time */
         }
+    if (jobs != NULL) {
+        compile_batch(jobs, k);
+        for (size_t i = 0; i < k; i++)
+            push_built(jobs[i].p, &jobs[i].b);
+        free(jobs);
+    }
     tr_info("control: resources generation %llu: %zu objects read in %.1f ms, registry %.1f ms, "
             "%zu changed (%s) %.1f ms; %zu of %zu proxies compiled in %.1f ms",
             (unsigned long long)cp.resources_generation, tr_rset_count(rs), t_snap - t0,
@@ -967,6 +1069,7 @@ static void reload_resources(void)
 static void on_debounce(struct tr_timer *t)
 {
     (void)t;
+    cp.first_change_ms = 0;
     reload_resources();
 }
 
@@ -974,8 +1077,18 @@ static void on_store_change(struct tr_io *io, uint32_t events)
 {
     (void)io;
     (void)events;
-    if (tr_store_drain(cp.store))
-        tr_timer_set(cp.loop, &cp.debounce, DEBOUNCE_MS);
+    if (!tr_store_drain(cp.store))
+        return;
+    /* Each change restarts the quiet time, up to a bound: a file rewritten
+     * without pause is still read. */
+    double now = now_ms();
+    if (cp.first_change_ms == 0)
+        cp.first_change_ms = now;
+    double left = cp.first_change_ms + TR_CONTROL_DEBOUNCE_MAX_MS - now;
+    uint32_t wait = cp.o->debounce_ms;
+    if (left < wait)
+        wait = left > 0 ? (uint32_t)left : 0;
+    tr_timer_set(cp.loop, &cp.debounce, wait);
 }
 
 /* --------------------------------------------------------------- status */
