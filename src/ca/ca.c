@@ -2,6 +2,7 @@
  * and CSR helpers, expiry status and bootstrap tokens. See ca/ca.h. */
 #include "ca/ca.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -960,17 +961,24 @@ int tr_ca_token_check(const char *dir, const char *token, char **ns, char **sa, 
     free(p);
     if (text == NULL)
         return -1;
-    /* Compare with every entry, without stopping at a match. */
+    /* Compare with every entry, without stopping at a match. The stored
+     * hashes are compared as text (lower-cased), not decoded: the file is
+     * read at every bootstrap, and a thousand workloads starting at once
+     * would decode it a million times. */
+    char want[65];
+    to_hex(hash, sizeof(hash), want);
     const char *match = NULL;
     for (char *line = text, *next; line < text + len; line = next) {
         char *nl = memchr(line, '\n', (size_t)(text + len - line));
         next = nl ? nl + 1 : text + len;
         if (nl)
             *nl = '\0';
-        unsigned char stored[32];
-        if (strlen(line) < 64 + 4 || line[64] != ' ' || from_hex(line, 32, stored) != 0)
+        if (strlen(line) < 64 + 4 || line[64] != ' ')
             continue;
-        if (CRYPTO_memcmp(stored, hash, sizeof(hash)) == 0 && match == NULL)
+        unsigned diff = 0;
+        for (size_t i = 0; i < 64; i++)
+            diff |= (unsigned)(tolower((unsigned char)line[i]) ^ (unsigned char)want[i]);
+        if (diff == 0 && match == NULL)
             match = line + 65;
     }
     int rc = -1;
