@@ -844,16 +844,111 @@ static void report_duplicate(struct tr_diags *d, const struct tr_resource *first
                  first->file, first->line, first->col);
 }
 
+/* Sealing sorts every object twice. A snapshot has a few kinds and many
+ * objects, so the objects are first grouped by (group, kind) in load
+ * order (which is already by_kind's order within a kind) and only each
+ * kind's objects are sorted, by (namespace, name): far fewer and cheaper
+ * comparisons than sorting everything by all four keys. An input with too
+ * many kinds is sorted whole. */
+#define SEAL_MAX_KINDS 256u
+
+struct kind_run {
+    const char *group, *kind;
+    size_t n, at, fill;
+};
+
+static int kind_run_order(const void *pa, const void *pb)
+{
+    const struct kind_run *a = pa, *b = pb;
+    int c = strcmp(a->group, b->group);
+    return c != 0 ? c : strcmp(a->kind, b->kind);
+}
+
+static int by_name_order(const void *pa, const void *pb)
+{
+    const struct tr_resource *a = *(const struct tr_resource *const *)pa;
+    const struct tr_resource *b = *(const struct tr_resource *const *)pb;
+    int c = cmp_ns(a->ns, b->ns);
+    if (c == 0)
+        c = strcmp(a->name, b->name);
+    return c != 0 ? c : cmp_index(a->index, b->index);
+}
+
+/* The kind of each of v[0, n) as an index into runs (sorted), and the
+ * runs' sizes and starts; false when there are too many kinds. */
+static bool group_kinds(struct tr_resource *const *v, size_t n, struct kind_run *runs,
+                        size_t *n_runs, uint16_t *kind_of)
+{
+    size_t nr = 0, last = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        size_t k = last;
+        if (k >= nr || strcmp(runs[k].kind, r->kind) != 0 || strcmp(runs[k].group, r->group) != 0) {
+            for (k = 0; k < nr; k++)
+                if (strcmp(runs[k].kind, r->kind) == 0 && strcmp(runs[k].group, r->group) == 0)
+                    break;
+            if (k == nr) {
+                if (nr == SEAL_MAX_KINDS)
+                    return false;
+                runs[nr++] = (struct kind_run){.group = r->group, .kind = r->kind};
+            }
+        }
+        runs[k].n++;
+        kind_of[i] = (uint16_t)k;
+        last = k;
+    }
+    /* sort the runs, then renumber each object's kind */
+    uint16_t order[SEAL_MAX_KINDS];
+    struct kind_run sorted[SEAL_MAX_KINDS];
+    for (size_t k = 0; k < nr; k++) {
+        sorted[k] = runs[k];
+        sorted[k].fill = k; /* where it was */
+    }
+    qsort(sorted, nr, sizeof(*sorted), kind_run_order);
+    size_t at = 0;
+    for (size_t k = 0; k < nr; k++) {
+        order[sorted[k].fill] = (uint16_t)k;
+        sorted[k].at = at;
+        sorted[k].fill = 0;
+        at += sorted[k].n;
+    }
+    for (size_t k = 0; k < nr; k++)
+        runs[k] = sorted[k];
+    for (size_t i = 0; i < n; i++)
+        kind_of[i] = order[kind_of[i]];
+    *n_runs = nr;
+    return true;
+}
+
 bool res_set_seal(struct tr_rset *rs, struct tr_diags *d)
 {
     size_t n = rs->n;
     const struct tr_resource **sorted = NULL;
-    if (n != 0 && (sorted = malloc(n * sizeof(*sorted))) == NULL)
+    uint16_t *kind_of = NULL;
+    struct kind_run *runs = NULL;
+    if (n != 0 && ((sorted = malloc(n * sizeof(*sorted))) == NULL ||
+                   (kind_of = malloc(n * sizeof(*kind_of))) == NULL ||
+                   (runs = calloc(SEAL_MAX_KINDS, sizeof(*runs))) == NULL)) {
+        free(sorted);
+        free(kind_of);
         return false;
-    for (size_t i = 0; i < n; i++)
-        sorted[i] = rs->v[i];
-    if (n > 1)
-        qsort(sorted, n, sizeof(*sorted), by_key_order);
+    }
+    size_t n_runs = 0;
+    bool grouped = n != 0 && group_kinds(rs->v, n, runs, &n_runs, kind_of);
+    if (grouped) {
+        for (size_t i = 0; i < n; i++) {
+            struct kind_run *k = &runs[kind_of[i]];
+            sorted[k->at + k->fill++] = rs->v[i];
+        }
+        for (size_t k = 0; k < n_runs; k++)
+            if (runs[k].n > 1)
+                qsort(sorted + runs[k].at, runs[k].n, sizeof(*sorted), by_name_order);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            sorted[i] = rs->v[i];
+        if (n > 1)
+            qsort(sorted, n, sizeof(*sorted), by_key_order);
+    }
     /* Equal keys sit together, the first loaded first: the rest are
      * duplicates, reported and dropped (marked by a NULL in v). */
     size_t kept = n;
@@ -864,6 +959,8 @@ bool res_set_seal(struct tr_rset *rs, struct tr_diags *d)
             continue;
         }
         report_duplicate(d, a, b);
+        if (grouped)
+            runs[kind_of[b->index]].n--;
         rs->v[b->index] = NULL;
         sorted[i] = NULL;
         kept--;
@@ -875,12 +972,24 @@ bool res_set_seal(struct tr_rset *rs, struct tr_diags *d)
         tr_arena_calloc(rs->arena, kept != 0 ? kept : 1, sizeof(*by_kind));
     if (all == NULL || by_key == NULL || by_kind == NULL) {
         free(sorted);
+        free(kind_of);
+        free(runs);
         return false;
+    }
+    /* by_kind: each kind's objects in load order, the kinds in order */
+    for (size_t k = 0, at = 0; grouped && k < n_runs; k++) {
+        runs[k].at = at;
+        runs[k].fill = 0;
+        at += runs[k].n;
     }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (rs->v[i] != NULL) {
             rs->v[i]->index = k;
+            if (grouped) {
+                struct kind_run *kr = &runs[kind_of[i]];
+                by_kind[kr->at + kr->fill++] = rs->v[i];
+            }
             all[k++] = rs->v[i];
         }
     }
@@ -890,10 +999,14 @@ bool res_set_seal(struct tr_rset *rs, struct tr_diags *d)
             by_key[k++] = sorted[i];
     }
     free(sorted);
-    for (size_t i = 0; i < kept; i++)
-        by_kind[i] = all[i];
-    if (kept > 1)
-        qsort(by_kind, kept, sizeof(*by_kind), by_kind_order);
+    free(kind_of);
+    free(runs);
+    if (!grouped) {
+        for (size_t i = 0; i < kept; i++)
+            by_kind[i] = all[i];
+        if (kept > 1)
+            qsort(by_kind, kept, sizeof(*by_kind), by_kind_order);
+    }
     free(rs->v);
     rs->v = all;
     rs->n = kept;

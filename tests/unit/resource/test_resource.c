@@ -1077,6 +1077,59 @@ static void test_lookup(void **state)
 }
 
 /* A mesh-sized set: every object found by its key, every kind complete. */
+/* Sealing groups objects by kind; more than 256 kinds are sorted whole.
+ * Both ways: every kind's objects in load order, every object found, the
+ * second of two equal keys reported and dropped. */
+static void check_many_kinds(size_t n_kinds)
+{
+    size_t cap = n_kinds * 2 * 160 + 256;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    size_t o = 0;
+    for (size_t i = 0; i < n_kinds * 2; i++)
+        o += (size_t)snprintf(text + o, cap - o,
+                              "---\napiVersion: g%zu.example.com/v1\nkind: K%zu\n"
+                              "metadata: {name: x%zu, namespace: ns}\n",
+                              (n_kinds - 1 - i % n_kinds) % 7, n_kinds - 1 - i % n_kinds,
+                              i / n_kinds);
+    /* a duplicate of the first object */
+    o += (size_t)snprintf(text + o, cap - o,
+                          "---\napiVersion: g%zu.example.com/v1\nkind: K%zu\n"
+                          "metadata: {name: x0, namespace: ns}\n",
+                          (n_kinds - 1) % 7, n_kinds - 1);
+    struct tr_diags d;
+    tr_diags_init(&d);
+    struct tr_rset *rs = load_n(text, o, &d);
+    free(text);
+    assert_int_equal(d.n_errors, 1);
+    assert_int_equal(tr_rset_count(rs), n_kinds * 2);
+    char group[32], kind[32], name[32];
+    for (size_t k = 0; k < n_kinds; k++) {
+        snprintf(group, sizeof(group), "g%zu.example.com", k % 7);
+        snprintf(kind, sizeof(kind), "K%zu", k);
+        size_t n = 0;
+        const struct tr_resource *const *v = tr_rset_of_kind(rs, group, kind, &n);
+        assert_int_equal(n, 2);
+        assert_true(v[0]->index < v[1]->index);
+        assert_string_equal(v[0]->name, "x0");
+        for (size_t j = 0; j < 2; j++) {
+            snprintf(name, sizeof(name), "x%zu", j);
+            const struct tr_resource *r = tr_rset_find(rs, group, kind, "ns", name);
+            assert_non_null(r);
+            assert_ptr_equal(r, v[j]);
+        }
+    }
+    tr_rset_free(rs);
+    tr_diags_free(&d);
+}
+
+static void test_seal_many_kinds(void **state)
+{
+    (void)state;
+    check_many_kinds(5);
+    check_many_kinds(300);
+}
+
 static void test_lookup_at_scale(void **state)
 {
     (void)state;
@@ -1391,6 +1444,7 @@ int main(void)
         cmocka_unit_test(test_lookup_at_scale),
         cmocka_unit_test(test_null_diags_and_names),
         cmocka_unit_test(test_rset_diff),
+        cmocka_unit_test(test_seal_many_kinds),
         cmocka_unit_test(test_istio_corpus_loads),
         cmocka_unit_test(test_istio_corpus_counts),
     };
