@@ -10,10 +10,11 @@
  *      time from the command's end until the last proxy whose model changed
  *      has the new one (a proxy counts as changed when a new version arrives
  *      within the window), and how many changed.
- * Prints one JSON object. Tokens are issued into the CA state directory
+ * With --control-pid, also the control plane's CPU time (user + system)
+ * during each phase. Prints one JSON object. Tokens are issued into the CA state directory
  * (tr_ca_token_issue), so run it against a throw-away state.
  *
- * usage: cp_bench --control IP:PORT --state DIR --proxies N [--ns NS]
+ * usage: cp_bench --control IP:PORT --state DIR --proxies N [--ns NS] [--control-pid PID]
  *                 [--prefix NAME-] [--window-ms 3000] [-x CMD]... */
 #include <getopt.h>
 #include <stdio.h>
@@ -67,23 +68,39 @@ static int on_model(void *arg, uint64_t version, const char *text, size_t len, c
     return 0;
 }
 
+/* CPU time (user + system) of process pid so far, in ms; -1 if unknown. */
+static double cpu_ms(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = pid > 0 ? fopen(path, "r") : NULL;
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
 static const struct tr_control_client_ops ops = {.on_identity = on_identity, .on_model = on_model};
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"control", required_argument, NULL, 'c'},
-        {"state", required_argument, NULL, 's'},
-        {"proxies", required_argument, NULL, 'n'},
-        {"ns", required_argument, NULL, 'N'},
-        {"prefix", required_argument, NULL, 'p'},
-        {"window-ms", required_argument, NULL, 'w'},
-        {NULL, 0, NULL, 0},
+        {"control", required_argument, NULL, 'c'},     {"state", required_argument, NULL, 's'},
+        {"proxies", required_argument, NULL, 'n'},     {"ns", required_argument, NULL, 'N'},
+        {"prefix", required_argument, NULL, 'p'},      {"window-ms", required_argument, NULL, 'w'},
+        {"control-pid", required_argument, NULL, 'P'}, {NULL, 0, NULL, 0},
     };
     const char *control = NULL, *state = NULL, *ns = "mesh", *prefix = "client-";
     const char *changes[8];
     size_t n_changes = 0;
-    long n = 0, window = 3000;
+    long n = 0, window = 3000, cp_pid = 0;
     int c;
     while ((c = getopt_long(argc, argv, "x:", opts, NULL)) != -1) {
         switch (c) {
@@ -104,6 +121,9 @@ int main(int argc, char **argv)
             break;
         case 'w':
             window = atol(optarg);
+            break;
+        case 'P':
+            cp_pid = atol(optarg);
             break;
         case 'x':
             if (n_changes < 8)
@@ -141,7 +161,7 @@ int main(int argc, char **argv)
         fprintf(f, "%s\n", tok);
         fclose(f);
     }
-    double t0 = now_ms();
+    double t0 = now_ms(), cpu0 = cpu_ms(cp_pid);
     for (long i = 0; i < n; i++) {
         char wl[256];
         snprintf(wl, sizeof(wl), "%s/%s%ld", ns, prefix, i);
@@ -166,11 +186,15 @@ int main(int argc, char **argv)
         if (ps[i].first_model - t0 > full)
             full = ps[i].first_model - t0;
     (void)certs_at;
+    double cpu1 = cpu_ms(cp_pid);
     printf("{\"proxies\": %ld, \"with_model\": %ld, \"full_push_ms\": %.1f", n, done, full);
+    if (cpu0 >= 0 && cpu1 >= 0)
+        printf(", \"full_push_control_cpu_ms\": %.0f", cpu1 - cpu0);
     for (size_t k = 0; k < n_changes; k++) {
         uint64_t *before = calloc((size_t)n, sizeof(*before));
         for (long i = 0; i < n; i++)
             before[i] = ps[i].version;
+        double c0 = cpu_ms(cp_pid);
         int rc = system(changes[k]);
         double t1 = now_ms();
         while (now_ms() - t1 < (double)window)
@@ -183,8 +207,12 @@ int main(int argc, char **argv)
                 if (ps[i].last_model - t1 > last)
                     last = ps[i].last_model - t1;
             }
-        printf(", \"change_%zu\": {\"cmd_rc\": %d, \"changed\": %ld, \"last_ms\": %.1f}", k, rc,
+        printf(", \"change_%zu\": {\"cmd_rc\": %d, \"changed\": %ld, \"last_ms\": %.1f", k, rc,
                changed, last);
+        double c1 = cpu_ms(cp_pid);
+        if (c0 >= 0 && c1 >= 0)
+            printf(", \"control_cpu_ms\": %.0f", c1 - c0);
+        printf("}");
         free(before);
     }
     printf("}\n");

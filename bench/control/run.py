@@ -70,6 +70,7 @@ def one_round(a, work):
         hot = f"{sys.executable} {GEN} {mesh} --hot"
         r = subprocess.run([CP_BENCH, "--control", f"127.0.0.1:{port}", "--state", state,
                             "--proxies", str(a.proxies), "--window-ms", str(a.window_ms),
+                            "--control-pid", str(cp.pid),
                             "-x", f"{hot} weight", "-x", f"{hot} endpoint"],
                            capture_output=True, text=True, timeout=1800)
         if r.returncode != 0:
@@ -113,7 +114,8 @@ def main():
     print(f"\n{a.services} services, {a.endpoints} endpoints, {a.proxies} proxies"
           f"{' (unscoped)' if a.unscoped else ' scoped to 20 services each'}, "
           f"{a.rounds} rounds: median (min-max)")
-    print(f"  full push, all proxies with a model:      {col(lambda r: r['full_push_ms'])} ms")
+    print(f"  full push, all proxies with a model:      {col(lambda r: r['full_push_ms'])} ms"
+          f" (control plane CPU {col(lambda r: r['full_push_control_cpu_ms'])} ms)")
     print(f"  route weight change, last affected proxy: {col(lambda r: r['change_0']['last_ms'])} ms"
           f" ({col(lambda r: r['change_0']['changed'])} proxies changed)")
     print(f"  endpoint change, last affected proxy:     {col(lambda r: r['change_1']['last_ms'])} ms"

@@ -143,6 +143,13 @@ CONTEXTS = {
         pod("sliced-pod", "10.0.5.1", {"app": "sliced", **MESH}, "sliced")],
     "k8s-pod": COMMON + [service("shop", [("http", 8080, "web")], {"app": "shop"})],
 }
+# The same Service with a second Pod that is not Ready: an endpoint only
+# with publishNotReadyAddresses.
+CONTEXTS["k8s-service-notready"] = CONTEXTS["k8s-service"] + [_obj(
+    "v1", "Pod", "shop-2", labels={"app": "shop", **MESH},
+    spec={"serviceAccountName": "shop",
+          "containers": [{"name": "app", "ports": [{"name": "web", "containerPort": 8081}]}]},
+    status={"podIP": "10.0.3.2", "conditions": [{"type": "Ready", "status": "False"}]})]
 
 # The resource each row is measured in, before the row's field is set.
 VS_HTTP = {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]}
@@ -653,6 +660,7 @@ HOOKS = {
     "ServiceEntry:spec.workloadSelector": _se_selector,
     "WorkloadEntry:spec.serviceAccount": With("spec.labels", {"app": "vm", **MESH}),
     "Service:spec.externalName": _external_name,
+    "Service:spec.publishNotReadyAddresses": lambda doc, ctx: "k8s-service-notready",
     "RequestAuthentication:jwtRules[].jwksUri": _keys_fetched_only,
     "RequestAuthentication:jwtRules[].timeout": _keys_fetched,
     # the selector shows when the policy sets a mode
@@ -670,6 +678,30 @@ INERT_BY_DESIGN = {
     "EndpointSlice:endpoints[].conditions.terminating":
         "new traffic goes by ready alone; terminating endpoints only drain",
     "Gateway:spec.servers[].port.name": "a label of the port; the protocol says what it speaks",
+    # Endpoint details the proxy has no use for: it routes to the address, on
+    # the Service port's protocol.
+    "Endpoints:subsets[].addresses[].hostname":
+        "a DNS name for the address (a headless service's records); traffic goes to the address",
+    "EndpointSlice:endpoints[].hostname":
+        "a DNS name for the address (a headless service's records); traffic goes to the address",
+    "Endpoints:subsets[].ports[].appProtocol":
+        "the Service's port says the protocol, where Istio reads it too",
+    "EndpointSlice:ports[].appProtocol":
+        "the Service's port says the protocol, where Istio reads it too",
+    # Locality: Istio takes it from the Node objects' topology labels, which
+    # are not part of the input, and trellis does no locality load balancing
+    # (DestinationRule localityLbSetting is reported).
+    "Endpoints:subsets[].addresses[].nodeName":
+        "locality comes from the Node's topology labels (not in the input); no locality balancing",
+    "EndpointSlice:endpoints[].nodeName":
+        "locality comes from the Node's topology labels (not in the input); no locality balancing",
+    "EndpointSlice:endpoints[].zone":
+        "locality load balancing is not done (DestinationRule localityLbSetting is reported)",
+    "Pod:spec.nodeName":
+        "locality comes from the Node's topology labels (not in the input); no locality balancing",
+    "Namespace:metadata.labels":
+        "injection labels select what Istio injects; each Pod carries the result (its sidecar "
+        "label or status annotation), which is what is read",
 }
 
 

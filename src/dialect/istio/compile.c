@@ -688,6 +688,8 @@ static bool add_vhost(struct ist_ctx *x, struct port_tab *pt, const struct vs_in
         if (strcmp(s->ns, x->wl_ns) == 0)
             cand[nc++] = ist_mprintf(x, "%s", s->name);
     }
+    for (size_t i = 0; i < s->n_vips; i++) /* a client that dials the service's address */
+        cand[nc++] = ist_mstrdup(x, s->vips[i]);
     const char **domains = ist_malloc(x, nc * 2, sizeof(*domains));
     if (domains == NULL)
         return false;

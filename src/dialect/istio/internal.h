@@ -137,6 +137,11 @@ struct ist_inst {
     const struct tr_rnode *container_ports; /* Pod: spec.containers (for named targets) */
     const char *sa;                         /* service account */
     bool sidecar;                           /* has a trellis/Istio proxy: speaks mTLS */
+    /* A Pod that takes no new traffic: terminating (deletionTimestamp) or
+     * not Ready; it is an endpoint only of Services that publish
+     * not-ready addresses. A finished one (phase Succeeded or Failed) is
+     * never an endpoint. Either still has its own model. */
+    bool not_ready, finished;
     uint32_t port_override[8]; /* ServiceEntry endpoint ports by service port index (0: none) */
     const char *port_names[8];
     size_t n_overrides;
@@ -182,6 +187,9 @@ struct ist_service {
     const char **export_to; /* NULL: everywhere */
     size_t n_export_to;
     bool headless;
+    bool publish_not_ready; /* publishNotReadyAddresses: not-ready endpoints get traffic */
+    const char *vips[2];    /* clusterIP(s): virtual hosts answer to them too */
+    size_t n_vips;
     size_t index;                  /* position in x->svcs */
     struct ist_service *same_host; /* the next service of x->svcs with this host */
 };

@@ -7,6 +7,7 @@
  * endpoints come from its EndpointSlices (or Endpoints) when any exist, as in
  * a cluster; otherwise from the Pods its selector picks (the usual case for a
  * directory of YAML). */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,67 @@ static bool has_sidecar(const struct tr_resource *r, const struct tr_rnode *labe
     return tr_rnode_get(r ? r->annotations : NULL, "sidecar.istio.io/status") != NULL;
 }
 
+/* Whether a Pod takes new traffic, as the endpoints controller decides:
+ * not terminating and Ready (a Pod without conditions, as written by hand,
+ * is taken as ready); *finished when its phase is Succeeded or Failed.
+ * Also reads status.podIPs: the first is podIP; a second (dual-stack)
+ * address is reported, not used. */
+static bool pod_ready(struct ist_ctx *x, const struct tr_resource *r, const char **ip,
+                      bool *finished)
+{
+    struct ist_cursor c;
+    bool ready = true;
+    const struct tr_rnode *meta = tr_rnode_get(r->obj, "metadata");
+    if (!tr_rnode_is_null(tr_rnode_get(meta, "deletionTimestamp")))
+        ready = false; /* terminating: it only drains */
+    const struct tr_rnode *status = tr_rnode_get(r->obj, "status");
+    ist_cursor_init(&c, r, "status");
+    const char *phase = NULL;
+    if (ist_str(x, &c, status, "phase", &phase)) {
+        if (strcmp(phase, "Succeeded") == 0 || strcmp(phase, "Failed") == 0)
+            *finished = true;
+        else if (strcmp(phase, "Pending") != 0 && strcmp(phase, "Running") != 0 &&
+                 strcmp(phase, "Unknown") != 0)
+            ist_warn(x, &c, status, "phase",
+                     "expected Pending, Running, Succeeded, Failed or Unknown, got \"%s\": "
+                     "taken as running",
+                     phase);
+    }
+    const struct tr_rnode *conds = ist_list(x, &c, status, "conditions");
+    size_t k = 0;
+    for (const struct tr_rnode *cd = conds ? conds->head : NULL; cd; cd = cd->next, k++) {
+        size_t saved = ist_push_key(&c, "conditions");
+        ist_push_index(&c, k);
+        const char *type = NULL, *st = NULL;
+        if (!ist_str(x, &c, cd, "type", &type))
+            ist_error(x, &c, cd, "type", "a condition needs a type");
+        if (!ist_str(x, &c, cd, "status", &st))
+            ist_error(x, &c, cd, "status", "a condition needs a status");
+        else if (strcmp(st, "True") != 0 && strcmp(st, "False") != 0 && strcmp(st, "Unknown") != 0)
+            ist_error(x, &c, cd, "status", "expected True, False or Unknown, got \"%s\"", st);
+        else if (type != NULL && strcmp(type, "Ready") == 0 && strcmp(st, "True") != 0)
+            ready = false;
+        ist_pop(&c, saved);
+    }
+    const struct tr_rnode *ips = ist_list(x, &c, status, "podIPs");
+    k = 0;
+    for (const struct tr_rnode *e = ips ? ips->head : NULL; e; e = e->next, k++) {
+        size_t saved = ist_push_key(&c, "podIPs");
+        ist_push_index(&c, k);
+        const char *a = NULL;
+        if (!ist_str(x, &c, e, "ip", &a))
+            ist_error(x, &c, e, "ip", "an entry of podIPs needs an ip");
+        else if (k == 0 && *ip == NULL)
+            *ip = a; /* podIP not written: the first of podIPs is it */
+        else if (k > 0)
+            ist_warn(x, &c, e, "ip",
+                     "a second pod address (dual-stack) is not used: the pod is reached at %s",
+                     *ip ? *ip : "its first address");
+        ist_pop(&c, saved);
+    }
+    return ready;
+}
+
 /* Pods: address, labels, service account, container ports. */
 static void read_pods(struct ist_ctx *x, size_t *cap)
 {
@@ -104,6 +166,7 @@ static void read_pods(struct ist_ctx *x, size_t *cap)
         in->container_ports = tr_rnode_get(r->spec, "containers");
         in->sa = sa ? sa : "default";
         in->sidecar = has_sidecar(r, r->labels);
+        in->not_ready = !pod_ready(x, r, &in->ip, &in->finished);
         if (!push_inst(x, in, cap))
             return;
     }
@@ -355,6 +418,65 @@ static void read_service_ports(struct ist_ctx *x, struct ist_cursor *c, struct i
     }
 }
 
+/* A virtual IP of a Service: its virtual hosts answer to it (a client
+ * that dials the address sends it as the Host). */
+static void add_vip(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *at,
+                    const char *key, struct ist_service *s, const char *ip)
+{
+    unsigned char buf[16];
+    bool v6 = inet_pton(AF_INET6, ip, buf) == 1;
+    if (!v6 && inet_pton(AF_INET, ip, buf) != 1) {
+        ist_warn(x, c, at, key, "\"%s\" is not an IP address: not used", ip);
+        return;
+    }
+    for (size_t i = 0; i < s->n_vips; i++)
+        if (strcmp(s->vips[i], ip) == 0)
+            return;
+    if (s->n_vips == sizeof(s->vips) / sizeof(s->vips[0]))
+        return; /* at most one per family: Kubernetes allows two */
+    s->vips[s->n_vips++] = v6 ? ist_printf(x, "[%s]", ip) : ip;
+}
+
+/* The fields of a Service's spec that are not its ports and selector. */
+static void read_service_spec(struct ist_ctx *x, struct ist_cursor *c, const struct tr_resource *r,
+                              struct ist_service *s, const char *cip)
+{
+    if (s->headless)
+        ist_warn(x, c, r->spec, "clusterIP",
+                 "a headless Service: requests for its name are balanced over its endpoints; "
+                 "the endpoint a client picked by DNS is not kept");
+    else if (cip != NULL && *cip != '\0')
+        add_vip(x, c, r->spec, "clusterIP", s, cip);
+    const struct tr_rnode *ips = ist_list(x, c, r->spec, "clusterIPs");
+    size_t k = 0;
+    for (const struct tr_rnode *e = ips ? ips->head : NULL; e; e = e->next, k++) {
+        const char *ip;
+        size_t saved = ist_push_key(c, "clusterIPs");
+        if (!tr_rnode_str(e, &ip))
+            ist_warn(x, c, e, NULL, "expected an IP address: not used");
+        else if (strcmp(ip, "None") != 0)
+            add_vip(x, c, e, NULL, s, ip);
+        ist_pop(c, saved);
+    }
+    const char *v = NULL;
+    if (ist_str(x, c, r->spec, "internalTrafficPolicy", &v) && strcmp(v, "Cluster") != 0)
+        ist_warn(x, c, r->spec, "internalTrafficPolicy",
+                 strcmp(v, "Local") == 0
+                     ? "Local (only endpoints on the client's node) is not supported: endpoints on "
+                       "every node are used"
+                     : "expected Cluster or Local: endpoints on every node are used");
+    if (ist_str(x, c, r->spec, "sessionAffinity", &v) && strcmp(v, "None") != 0)
+        ist_warn(x, c, r->spec, "sessionAffinity",
+                 "not used (Istio does not read it either): a DestinationRule's "
+                 "loadBalancer.consistentHash (useSourceIp) keeps a client on one endpoint");
+    if (ist_str(x, c, r->spec, "trafficDistribution", &v))
+        ist_warn(x, c, r->spec, "trafficDistribution",
+                 "%s is not supported (no locality-aware routing yet): endpoints in every zone "
+                 "are used alike",
+                 v);
+    ist_bool(x, c, r->spec, "publishNotReadyAddresses", &s->publish_not_ready);
+}
+
 static void read_k8s_services(struct ist_ctx *x, size_t *cap)
 {
     size_t n;
@@ -379,6 +501,7 @@ static void read_k8s_services(struct ist_ctx *x, size_t *cap)
         }
         ist_str(x, &c, r->spec, "clusterIP", &cip);
         s->headless = cip != NULL && strcmp(cip, "None") == 0;
+        read_service_spec(x, &c, r, s, cip);
         s->selector = ist_map(x, &c, r->spec, "selector");
         size_t saved = ist_push_key(&c, "ports");
         read_service_ports(x, &c, s, ist_list(x, &c, r->spec, "ports"), false);
@@ -387,6 +510,14 @@ static void read_k8s_services(struct ist_ctx *x, size_t *cap)
         if (!add_service(x, s, cap))
             return;
     }
+}
+
+/* A port entry's protocol: TCP when not written; a UDP or SCTP port is
+ * not one the proxy can carry. */
+static bool tcp_port(const struct tr_rnode *p)
+{
+    const char *proto;
+    return !tr_rnode_str(tr_rnode_get(p, "protocol"), &proto) || strcmp(proto, "TCP") == 0;
 }
 
 /* Endpoints and EndpointSlices of a service: per service port, the
@@ -402,7 +533,8 @@ static size_t slice_port_of(const struct ist_service *s, size_t pi, const struct
             tr_rnode_str(nm, &name);
         bool match = (sp->name == NULL && (name == NULL || *name == '\0')) ||
                      (sp->name != NULL && name != NULL && strcmp(sp->name, name) == 0);
-        if (match && tr_rnode_int(tr_rnode_get(p, "port"), &num) && num > 0 && num < 65536)
+        if (match && tcp_port(p) && tr_rnode_int(tr_rnode_get(p, "port"), &num) && num > 0 &&
+            num < 65536)
             return (size_t)num;
     }
     return 0;
@@ -487,7 +619,7 @@ static void read_endpoint_slices(struct ist_ctx *x)
             for (const struct tr_rnode *e = eps ? eps->head : NULL; e; e = e->next) {
                 bool ready = true;
                 tr_rnode_bool(tr_rnode_get(tr_rnode_get(e, "conditions"), "ready"), &ready);
-                if (!ready)
+                if (!ready && !s->publish_not_ready)
                     continue;
                 const struct ist_inst *in = inst_by_ref(x, tr_rnode_get(e, "targetRef"), ns);
                 const struct tr_rnode *addrs = tr_rnode_get(e, "addresses");
@@ -527,6 +659,15 @@ static void read_endpoints(struct ist_ctx *x)
                 if (port == 0)
                     continue;
                 for (const struct tr_rnode *a = addrs ? addrs->head : NULL; a; a = a->next) {
+                    const char *ip;
+                    if (tr_rnode_str(tr_rnode_get(a, "ip"), &ip))
+                        add_ep(x, s, pi, ip, port,
+                               inst_by_ref(x, tr_rnode_get(a, "targetRef"), ns));
+                }
+                /* publishNotReadyAddresses: the not-ready ones too */
+                const struct tr_rnode *nr =
+                    s->publish_not_ready ? tr_rnode_get(sub, "notReadyAddresses") : NULL;
+                for (const struct tr_rnode *a = nr ? nr->head : NULL; a; a = a->next) {
                     const char *ip;
                     if (tr_rnode_str(tr_rnode_get(a, "ip"), &ip))
                         add_ep(x, s, pi, ip, port,
@@ -805,7 +946,8 @@ static uint32_t named_target(const struct ist_inst *in, const char *name)
             const char *pn;
             int64_t num;
             if (tr_rnode_str(tr_rnode_get(p, "name"), &pn) && strcmp(pn, name) == 0 &&
-                tr_rnode_int(tr_rnode_get(p, "containerPort"), &num) && num > 0 && num < 65536)
+                tcp_port(p) && tr_rnode_int(tr_rnode_get(p, "containerPort"), &num) && num > 0 &&
+                num < 65536)
                 return (uint32_t)num;
         }
     }
@@ -831,6 +973,8 @@ size_t ist_service_eps(struct ist_ctx *x, const struct ist_service *s, size_t pi
         const struct ist_inst *in = s->insts[i];
         if (in->ip == NULL)
             continue; /* a template, or a pod not scheduled yet */
+        if (in->finished || (in->not_ready && !s->publish_not_ready))
+            continue; /* finished, or terminating or not Ready */
         uint32_t port = sp->target ? sp->target : sp->number;
         if (sp->target_name != NULL)
             port = named_target(in, sp->target_name);

@@ -957,6 +957,66 @@ static int corpus_file(const char *path, const struct stat *st, int type, struct
     return 0;
 }
 
+/* Pods that take no new traffic are not endpoints (unless the Service
+ * publishes not-ready addresses); a Service's cluster IPs are domains of
+ * its virtual hosts; UDP container ports do not resolve a named target. */
+static void test_pod_readiness_and_vips(void **state)
+{
+    (void)state;
+    static const char mesh[] =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: shop, namespace: default}\n"
+        "spec:\n  selector: {app: shop}\n  clusterIP: 10.96.0.10\n"
+        "  clusterIPs: [10.96.0.10, \"fd00::10\"]\n  ports: [{name: http, port: 80}]\n"
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ready, namespace: default, labels: "
+        "{app: shop}}\nstatus:\n  podIP: 127.0.5.1\n  conditions: [{type: Ready, status: "
+        "\"True\"}]\n"
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: unready, namespace: default, labels: "
+        "{app: shop}}\nstatus:\n  podIP: 127.0.5.2\n  conditions: [{type: Ready, status: "
+        "\"False\"}]\n"
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: done, namespace: default, labels: "
+        "{app: shop}}\nstatus: {podIP: 127.0.5.3, phase: Succeeded}\n"
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: leaving, namespace: default, "
+        "labels: {app: shop}, deletionTimestamp: \"2024-01-01T00:00:00Z\"}\n"
+        "status: {podIP: 127.0.5.4}\n"
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: default, labels: "
+        "{app: client}}\nstatus: {podIPs: [{ip: 127.0.5.9}]}\n";
+    struct compiled c;
+    compile_text(&c, mesh, "default", "client");
+    if (c.cfg == NULL)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    const struct tr_cluster_cfg *cl = cluster(c.cfg, "outbound|80||shop.default.svc.cluster.local");
+    assert_int_equal(cl->n_endpoints, 1);
+    assert_string_equal(cl->endpoints[0].addr.text, "127.0.5.1:80");
+    const struct tr_vhost_cfg *v = vhost(c.cfg, "80", "shop.default.svc.cluster.local:80");
+    bool v4 = false, v4p = false, v6p = false;
+    for (size_t i = 0; i < v->n_domains; i++) {
+        v4 |= strcmp(v->domains[i], "10.96.0.10") == 0;
+        v4p |= strcmp(v->domains[i], "10.96.0.10:80") == 0;
+        v6p |= strcmp(v->domains[i], "[fd00::10]:80") == 0;
+    }
+    assert_true(v4 && v4p && v6p);
+    assert_string_equal(c.cfg->node.workload, "client");
+    compiled_free(&c);
+
+    /* publishNotReadyAddresses: the unready and terminating ones too, never
+     * a finished one (as the endpoints controller does) */
+    char *pub = malloc(sizeof(mesh) + 64);
+    assert_non_null(pub);
+    const char *at = strstr(mesh, "  ports: [{name: http, port: 80}]");
+    assert_non_null(at);
+    snprintf(pub, sizeof(mesh) + 64, "%.*s  publishNotReadyAddresses: true\n%s", (int)(at - mesh),
+             mesh, at);
+    compile_text(&c, pub, "default", "client");
+    assert_non_null(c.cfg);
+    cl = cluster(c.cfg, "outbound|80||shop.default.svc.cluster.local");
+    assert_int_equal(cl->n_endpoints, 3);
+    for (size_t i = 0; i < cl->n_endpoints; i++)
+        assert_string_not_equal(cl->endpoints[i].addr.text, "127.0.5.3:80");
+    compiled_free(&c);
+    free(pub);
+}
+
 static void test_registry_shared(void **state)
 {
     (void)state;
@@ -1038,6 +1098,7 @@ int main(void)
         cmocka_unit_test(test_gateway_tls),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_service_entry_endpoints_first),
+        cmocka_unit_test(test_pod_readiness_and_vips),
         cmocka_unit_test(test_registry_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
