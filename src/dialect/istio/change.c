@@ -114,7 +114,12 @@ bool tr_istio_model_hosts(const struct tr_config *cfg, struct tr_istio_hosts *ou
     size_t cap = 0;
     for (size_t i = 0; i < cfg->n_clusters; i++) {
         const struct tr_cluster_cfg *c = &cfg->clusters[i];
-        /* outbound|PORT|SUBSET|HOST; inbound clusters name no host */
+        /* outbound|PORT|SUBSET|HOST. An inbound cluster (inbound|PORT||)
+         * is the workload's own application: its service label names the
+         * workload's Service, whose Service object (any change) is all it
+         * depends on, not that host's routes, policies or endpoints. */
+        if (c->name != NULL && strncmp(c->name, "inbound|", 8) == 0)
+            continue;
         const char *bar = c->name ? strrchr(c->name, '|') : NULL;
         if (bar != NULL && bar[1] != '\0' && !add_host(out, &cap, bar + 1))
             goto oom;

@@ -40,6 +40,8 @@ static const char MESH[] =
     "9080}]\n"
     "---\napiVersion: v1\nkind: Service\nmetadata: {name: productpage, namespace: default}\n"
     "spec:\n  selector: {app: productpage}\n  ports: [{name: http, port: 9080}]\n"
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: client, namespace: default}\n"
+    "spec:\n  selector: {app: client}\n  ports: [{name: http, port: 80}]\n"
     "---\napiVersion: v1\nkind: Service\nmetadata: {name: shop, namespace: prod}\n"
     "spec:\n  ports: [{name: http, port: 8080}]\n"
     "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
@@ -267,6 +269,36 @@ static void test_destination_rule(void **state)
     free(a);
 }
 
+/* A workload's own Service: its routes, policies and endpoints are its
+ * callers' business, not its inbound side's. client-1 serves client but
+ * routes only to ratings. */
+static void test_own_service(void **state)
+{
+    (void)state;
+    char *b = concat(MESH, "");
+    char *a = concat(MESH, "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                           "metadata: {name: client, namespace: default}\n"
+                           "spec:\n  host: client\n"
+                           "  trafficPolicy:\n    loadBalancer: {simple: RANDOM}\n"
+                           "    connectionPool: {tcp: {maxConnections: 7}}\n"
+                           "    tls: {mode: ISTIO_MUTUAL}\n"
+                           "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                           "metadata: {name: client, namespace: default}\n"
+                           "spec:\n  hosts: [client]\n  http:\n"
+                           "  - route: [{destination: {host: client}}]\n    timeout: 3s\n"
+                           "---\napiVersion: v1\nkind: Endpoints\n"
+                           "metadata: {name: client, namespace: default}\n"
+                           "subsets:\n- addresses: [{ip: 127.0.1.21}]\n"
+                           "  ports: [{name: http, port: 80}]\n");
+    struct outcome o;
+    check(b, a, &o);
+    assert_false(o.any);
+    assert_null(strstr(o.reached_names, "client-1"));
+    assert_int_equal(o.reached, 5); /* everyone else in default (prod sees only prod) */
+    free(b);
+    free(a);
+}
+
 /* What the change cannot narrow: any workload may be reached. */
 static void test_any(void **state)
 {
@@ -369,8 +401,11 @@ static void test_corpus(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_canary_weights),   cmocka_unit_test(test_endpoints),
-        cmocka_unit_test(test_destination_rule), cmocka_unit_test(test_any),
+        cmocka_unit_test(test_canary_weights),
+        cmocka_unit_test(test_endpoints),
+        cmocka_unit_test(test_destination_rule),
+        cmocka_unit_test(test_own_service),
+        cmocka_unit_test(test_any),
         cmocka_unit_test(test_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
