@@ -42,6 +42,7 @@ struct tr_control_client {
     EVP_PKEY *pending_key; /* the key of the CSR in flight */
     struct tr_link *link;
     bool link_has_cert;
+    bool link_bound; /* a bootstrap link the control plane bound to our identity */
     int32_t cert_stream, stream_stream;
     struct tr_cp_reader cert_reader, stream_reader;
     int cert_status, stream_status;
@@ -230,6 +231,7 @@ static void drop_link(struct tr_control_client *c)
     tr_link_close(c->link);
     c->link = NULL;
     c->cert_stream = c->stream_stream = 0;
+    c->link_bound = false;
     EVP_PKEY_free(c->pending_key);
     c->pending_key = NULL;
     if (c->stats.connected)
@@ -388,10 +390,13 @@ static void cert_done(struct tr_control_client *c)
             (long long)c->not_after);
     identity_changed(c);
     schedule_renewal(c);
-    if (!c->link_has_cert) {
-        /* The stream needs a connection that presents the certificate. */
-        drop_link(c);
-        client_connect(c);
+    if (!c->link_has_cert && c->link != NULL && c->stream_stream == 0) {
+        /* The control plane binds this connection to the identity it just
+         * issued: the stream opens here, and renewals go over it (a
+         * refusal, 401 from an older one, sends us to a new connection
+         * presenting the certificate). */
+        c->link_bound = true;
+        open_stream(c);
     }
 }
 
@@ -601,7 +606,8 @@ static void on_retry(struct tr_timer *t)
 static void on_renew(struct tr_timer *t)
 {
     struct tr_control_client *c = tr_container_of(t, struct tr_control_client, renew_timer);
-    if (c->link != NULL && tr_link_ready(c->link) && c->link_has_cert && c->cert_stream == 0) {
+    if (c->link != NULL && tr_link_ready(c->link) && (c->link_has_cert || c->link_bound) &&
+        c->cert_stream == 0) {
         request_certificate(c);
         return;
     }

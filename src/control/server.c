@@ -746,10 +746,24 @@ static int sign_csr(struct conn *c, struct req *r, const char *csr, size_t len)
     send_msg(c, r->sid, TR_CP_CERT, 0, chain, chain_len, false);
     send_msg(c, r->sid, TR_CP_BUNDLE, 0, cp.bundle, cp.bundle_len, true);
     tr_info("control: issued %s (valid %ld s)", id, life);
-    if (c->peer_id != NULL && strcmp(c->peer_id, id) == 0)
+    if (c->peer_id != NULL && strcmp(c->peer_id, id) == 0) {
         /* The peer proved it holds the new key (the CSR's signature): this
          * long-lived connection is good for as long as that certificate. */
         c->peer_not_after = not_after;
+    } else if (c->proxy == NULL) {
+        /* A bootstrap: the token authenticated this connection for the
+         * identity just issued to the key the CSR proves the peer holds,
+         * so the peer may open its stream here, as it would on a new
+         * connection presenting that certificate (one TLS handshake less
+         * per proxy). A connection already bound to a stream keeps its
+         * identity. */
+        char *bound = strdup(id);
+        if (bound != NULL) {
+            free(c->peer_id);
+            c->peer_id = bound;
+            c->peer_not_after = not_after;
+        }
+    }
     if (c->proxy != NULL)
         c->proxy->cert_not_after = not_after;
     free(chain);
