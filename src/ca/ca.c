@@ -541,8 +541,51 @@ static int check_csr_key(EVP_PKEY *pub, char **err)
     return -1;
 }
 
+/* The request's SubjectPublicKeyInfo into x as it is: X509_set_pubkey
+ * would encode the key again through OpenSSL 3's encoder machinery, which
+ * costs more than the signature. */
+static bool copy_spki(X509 *x, X509_REQ *req)
+{
+    ASN1_OBJECT *alg;
+    const unsigned char *pk;
+    int pklen, ptype;
+    X509_ALGOR *a;
+    const void *pval;
+    if (X509_PUBKEY_get0_param(&alg, &pk, &pklen, &a, X509_REQ_get_X509_PUBKEY(req)) != 1 ||
+        pklen <= 0)
+        return false;
+    X509_ALGOR_get0(NULL, &ptype, &pval, a);
+    void *param = NULL;
+    if (ptype == V_ASN1_OBJECT)
+        param = OBJ_dup(pval);
+    else if (ptype == V_ASN1_SEQUENCE)
+        param = ASN1_STRING_dup(pval);
+    else if (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF)
+        return false;
+    unsigned char *key = OPENSSL_memdup(pk, (size_t)pklen);
+    ASN1_OBJECT *oid = OBJ_dup(alg);
+    if (key == NULL || oid == NULL || (ptype != V_ASN1_NULL && ptype != V_ASN1_UNDEF && !param) ||
+        X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(x), oid, ptype, param, key, pklen) != 1) {
+        OPENSSL_free(key);
+        ASN1_OBJECT_free(oid);
+        if (ptype == V_ASN1_OBJECT)
+            ASN1_OBJECT_free(param);
+        else
+            ASN1_STRING_free(param);
+        return false;
+    }
+    return true;
+}
+
 char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
                  long lifetime_s, size_t *out_len, char **err)
+{
+    return tr_ca_sign_until(ca, csr_pem, csr_len, spiffe_id, lifetime_s, out_len, NULL, err);
+}
+
+char *tr_ca_sign_until(const struct tr_ca *ca, const char *csr_pem, size_t csr_len,
+                       const char *spiffe_id, long lifetime_s, size_t *out_len, time_t *not_after,
+                       char **err)
 {
     if (csr_len > TR_CA_CSR_MAX) {
         set_err(err, "CSR: %zu bytes, larger than the limit of %d", csr_len, TR_CA_CSR_MAX);
@@ -595,7 +638,7 @@ char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len, co
     x = X509_new();
     bool ok = x && empty && X509_set_version(x, X509_VERSION_3) && set_random_serial(x) == 0 &&
               X509_set_issuer_name(x, X509_get_subject_name(ca->cert)) &&
-              X509_set_subject_name(x, empty) && X509_set_pubkey(x, pub) &&
+              X509_set_subject_name(x, empty) && copy_spki(x, req) &&
               ASN1_TIME_set(X509_getm_notBefore(x), nb) && ASN1_TIME_set(X509_getm_notAfter(x), na);
     X509_NAME_free(empty);
     if (!ok) {
@@ -627,6 +670,8 @@ char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len, co
     out = pem_of_certs(ca->intermediates, x, out_len);
     if (out == NULL)
         set_err(err, "out of memory");
+    else if (not_after != NULL)
+        *not_after = na;
 done:
     X509_free(x);
     X509_REQ_free(req);

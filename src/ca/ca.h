@@ -75,6 +75,11 @@ time_t tr_ca_not_after(const struct tr_ca *ca);
  * not NULL), or NULL with *err. */
 char *tr_ca_sign(const struct tr_ca *ca, const char *csr_pem, size_t csr_len, const char *spiffe_id,
                  long lifetime_s, size_t *out_len, char **err);
+/* The same, and the certificate's notAfter into *not_after (for a caller
+ * that would otherwise parse the chain again to learn it). */
+char *tr_ca_sign_until(const struct tr_ca *ca, const char *csr_pem, size_t csr_len,
+                       const char *spiffe_id, long lifetime_s, size_t *out_len, time_t *not_after,
+                       char **err);
 
 /* The trust bundle (root-cert.pem's roots) as PEM, NUL-terminated. */
 char *tr_ca_bundle_pem(const struct tr_ca *ca, size_t *out_len);

@@ -724,15 +724,17 @@ static int sign_csr(struct conn *c, struct req *r, const char *csr, size_t len)
     free(err);
     err = NULL;
     size_t chain_len = 0;
-    char *chain =
-        id[0] ? tr_ca_sign(cp.ca, csr, len, id, cp.o->cert_lifetime_s, &chain_len, &err) : NULL;
+    time_t not_after = 0;
+    char *chain = id[0] ? tr_ca_sign_until(cp.ca, csr, len, id, cp.o->cert_lifetime_s, &chain_len,
+                                           &not_after, &err)
+                        : NULL;
     if (chain == NULL) {
         tr_warn("control: certificate for %s refused: %s", id, err ? err : "bad identity");
         free(err);
         respond(c, r, "400", true);
         return 0;
     }
-    time_t now = time(NULL), not_after = pem_not_after(chain);
+    time_t now = time(NULL);
     long life = not_after > now ? (long)(not_after - now) : 0;
     char renew[32];
     snprintf(renew, sizeof(renew), "%ld", (long)(life * cp.o->renew_fraction) + 1);

@@ -424,12 +424,18 @@ static void test_sign_ignores_requested_names(void **state)
     size_t clen, len;
     char *csr =
         csr_for(k, "URI:spiffe://example.org/ns/kube-system/sa/admin,DNS:evil.example", &clen);
-    time_t now = time(NULL);
-    char *pem = tr_ca_sign(ca, csr, clen, ID, 7200, &len, &err);
+    time_t now = time(NULL), until = 0;
+    char *pem = tr_ca_sign_until(ca, csr, clen, ID, 7200, &len, &until, &err);
     assert_non_null(pem);
     STACK_OF(X509) *chain = parse_chain(pem, len);
     assert_int_equal(sk_X509_num(chain), 1); /* a root CA: no intermediates */
     X509 *leaf = sk_X509_value(chain, 0);
+    /* the certificate's key is the CSR's; the notAfter the signer reports
+     * is the certificate's */
+    assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(leaf), k), 1);
+    struct tm tm_na;
+    assert_int_equal(ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm_na), 1);
+    assert_int_equal((long long)until, (long long)timegm(&tm_na));
 
     /* exactly one SAN, the given URI, critical; empty subject */
     GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
@@ -494,6 +500,7 @@ static void test_sign_rsa_key_encipherment(void **state)
     STACK_OF(X509) *chain = parse_chain(pem, len);
     assert_int_equal(X509_get_key_usage(sk_X509_value(chain, 0)),
                      KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT);
+    assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(chain, 0)), k), 1);
     sk_X509_pop_free(chain, X509_free);
     free(pem);
     free(csr);
