@@ -98,6 +98,11 @@ static struct {
     struct tr_store *store;
     struct tr_rset *rs;
     struct tr_istio_registry *reg; /* built once per snapshot, shared by every compile */
+    /* When reg is a registry rebound to rs (a change of VirtualServices and
+     * DestinationRules only), the registry built and the snapshot it was
+     * built from, which reg's tables point into. */
+    struct tr_istio_registry *base_reg;
+    struct tr_rset *base_rs;
     uint64_t resources_generation;
     struct tr_ca *ca;
     char *bundle;
@@ -1028,27 +1033,50 @@ static void reload_resources(void)
         return;
     }
     double t_snap = now_ms();
-    struct tr_istio_options ro = {.trust_domain = tr_ca_trust_domain(cp.ca),
-                                  .root_ns = cp.o->root_ns};
-    tr_diags_init(&d);
-    struct tr_istio_registry *reg = tr_istio_registry_new(rs, &ro, &d);
-    tr_diags_sort(&d);
-    log_diags(&d, "resources");
-    tr_diags_free(&d);
-    if (reg == NULL) {
-        tr_rset_free(rs);
-        tr_err("control: out of memory building the registry; the last snapshot stays in force");
-        return;
-    }
     /* What the change can reach (dialect/istio/change.c); out of memory:
      * everything. */
-    double t_reg = now_ms();
     struct tr_istio_hosts change;
     size_t n_changed = 0;
-    if (!tr_istio_change_hosts(cp.rs, rs, &change, &n_changed))
-        change.any = true;
-    tr_istio_registry_free(cp.reg);
-    tr_rset_free(cp.rs);
+    bool kept = false;
+    if (!tr_istio_change_hosts(cp.rs, rs, &change, &n_changed, &kept))
+        change.any = true, kept = false;
+    double t_diff = now_ms();
+    /* Routes and policies of known hosts edited in place: the registry
+     * (services, endpoints, instances) stays, rebound to the new snapshot. */
+    struct tr_istio_registry *reg =
+        kept && cp.reg != NULL ? tr_istio_registry_rebind(cp.base_reg ? cp.base_reg : cp.reg, rs)
+                               : NULL;
+    if (reg != NULL) {
+        if (cp.base_reg != NULL) { /* the last rebound one goes */
+            tr_istio_registry_free(cp.reg);
+            tr_rset_free(cp.rs);
+        } else {
+            cp.base_reg = cp.reg;
+            cp.base_rs = cp.rs;
+        }
+    } else {
+        struct tr_istio_options ro = {.trust_domain = tr_ca_trust_domain(cp.ca),
+                                      .root_ns = cp.o->root_ns};
+        tr_diags_init(&d);
+        reg = tr_istio_registry_new(rs, &ro, &d);
+        tr_diags_sort(&d);
+        log_diags(&d, "resources");
+        tr_diags_free(&d);
+        if (reg == NULL) {
+            tr_rset_free(rs);
+            tr_istio_hosts_free(&change);
+            tr_err("control: out of memory building the registry; the last snapshot stays in "
+                   "force");
+            return;
+        }
+        tr_istio_registry_free(cp.reg);
+        tr_rset_free(cp.rs);
+        tr_istio_registry_free(cp.base_reg);
+        tr_rset_free(cp.base_rs);
+        cp.base_reg = NULL;
+        cp.base_rs = NULL;
+    }
+    double t_reg = now_ms();
     cp.rs = rs;
     cp.reg = reg;
     cp.resources_generation++;
@@ -1074,11 +1102,11 @@ static void reload_resources(void)
             push_built(jobs[i].p, &jobs[i].b);
         free(jobs);
     }
-    tr_info("control: resources generation %llu: %zu objects read in %.1f ms, registry %.1f ms, "
-            "%zu changed (%s) %.1f ms; %zu of %zu proxies compiled in %.1f ms",
-            (unsigned long long)cp.resources_generation, tr_rset_count(rs), t_snap - t0,
-            t_reg - t_snap, n_changed, change.any ? "any workload" : "by host", t1 - t_reg,
-            compiled, n, now_ms() - t1);
+    tr_info("control: resources generation %llu: %zu objects read in %.1f ms, %zu changed (%s) "
+            "%.1f ms, registry %s %.1f ms; %zu of %zu proxies compiled in %.1f ms",
+            (unsigned long long)cp.resources_generation, tr_rset_count(rs), t_snap - t0, n_changed,
+            change.any ? "any workload" : "by host", t_diff - t_snap,
+            cp.base_reg != NULL ? "kept" : "built", t_reg - t_diff, compiled, n, now_ms() - t1);
     tr_istio_hosts_free(&change);
 }
 

@@ -153,6 +153,7 @@ struct change {
     bool known_built;
     size_t n;
     bool oom;
+    bool registry_kept; /* only in-place edits of VirtualServices and DestinationRules */
 };
 
 static bool build_known(struct change *ch)
@@ -245,6 +246,9 @@ static bool on_diff(void *arg, const struct tr_resource *x, const struct tr_reso
 {
     struct change *ch = arg;
     ch->n++;
+    if (x == NULL || y == NULL || x->index != y->index || strcmp(x->group, IST_GROUP) != 0 ||
+        (strcmp(x->kind, "VirtualService") != 0 && strcmp(x->kind, "DestinationRule") != 0))
+        ch->registry_kept = false;
     if (!classify(ch, x) || !classify(ch, y)) {
         ch->oom = true;
         return false;
@@ -253,14 +257,16 @@ static bool on_diff(void *arg, const struct tr_resource *x, const struct tr_reso
 }
 
 bool tr_istio_change_hosts(const struct tr_rset *before, const struct tr_rset *after,
-                           struct tr_istio_hosts *out, size_t *n_objects)
+                           struct tr_istio_hosts *out, size_t *n_objects, bool *registry_kept)
 {
     *out = (struct tr_istio_hosts){0};
-    struct change ch = {.now = after, .out = out};
+    struct change ch = {.now = after, .out = out, .registry_kept = before != NULL};
     tr_rset_diff(before, after, on_diff, &ch);
     tr_istio_hosts_free(&ch.known);
     if (n_objects != NULL)
         *n_objects = ch.n;
+    if (registry_kept != NULL)
+        *registry_kept = ch.registry_kept && !ch.oom;
     if (ch.oom) {
         tr_istio_hosts_free(out);
         return false;

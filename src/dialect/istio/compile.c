@@ -1191,6 +1191,10 @@ void ist_ctx_fini(struct ist_ctx *x)
 
 struct tr_istio_registry {
     struct ist_ctx x; /* the registry lives in x.tmp; read only once built */
+    /* The snapshot compiles read: x.rs, or for a registry rebound to a newer
+     * snapshot (tr_istio_registry_rebind), that one, with base's tables. */
+    const struct tr_rset *rs;
+    const struct tr_istio_registry *base;
 };
 
 struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
@@ -1212,6 +1216,22 @@ struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
     }
     check_sidecars(&r->x);
     r->x.d = NULL; /* the caller's list is not ours to keep */
+    r->rs = rs;
+    return r;
+}
+
+struct tr_istio_registry *tr_istio_registry_rebind(const struct tr_istio_registry *base,
+                                                   const struct tr_rset *rs)
+{
+    while (base->base != NULL)
+        base = base->base;
+    if (tr_rset_count(rs) != tr_rset_count(base->x.rs))
+        return NULL; /* not a snapshot the caller may rebind to */
+    struct tr_istio_registry *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->rs = rs;
+    r->base = base;
     return r;
 }
 
@@ -1219,7 +1239,8 @@ void tr_istio_registry_free(struct tr_istio_registry *r)
 {
     if (r == NULL)
         return;
-    ist_ctx_fini(&r->x);
+    if (r->base == NULL)
+        ist_ctx_fini(&r->x);
     free(r);
 }
 
@@ -1238,6 +1259,8 @@ static bool adopt_registry(struct ist_ctx *x, const struct tr_istio_registry *re
     x->svc_by_selector = r->svc_by_selector;
     x->svc_selector_indexed = r->svc_selector_indexed;
     if (r->refused != NULL) {
+        /* one bit per object; a rebound snapshot has the same objects at
+         * the same places */
         size_t n = tr_rset_count(x->rs) / 8 + 1;
         x->refused = tr_arena_alloc(x->tmp, n);
         if (x->refused == NULL)
@@ -1259,7 +1282,7 @@ struct tr_config *tr_istio_compile(const struct tr_rset *rs, const struct tr_ist
 struct tr_config *tr_istio_compile_with(const struct tr_istio_registry *reg,
                                         const struct tr_istio_options *opt, struct tr_diags *d)
 {
-    return compile(reg->x.rs, opt, reg, d);
+    return compile(reg->rs, opt, reg->base != NULL ? reg->base : reg, d);
 }
 
 static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio_options *opt,

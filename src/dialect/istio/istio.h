@@ -84,6 +84,15 @@ struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
                                                 const struct tr_istio_options *o,
                                                 struct tr_diags *d);
 void tr_istio_registry_free(struct tr_istio_registry *r);
+/* A registry for rs made of base's tables, without building anything: for
+ * a snapshot whose differences from base's are only in-place edits of
+ * VirtualServices and DestinationRules (tr_istio_change_hosts says so:
+ * registry_kept), which no registry table reads. Compiles with it read rs
+ * and give what a registry built from rs gives. base (and its snapshot)
+ * must outlive it; freeing it frees nothing of base. NULL when out of
+ * memory or rs has not base's number of objects. */
+struct tr_istio_registry *tr_istio_registry_rebind(const struct tr_istio_registry *base,
+                                                   const struct tr_rset *rs);
 /* tr_istio_compile over reg's resources, with its registry: the same model
  * byte for byte. The model owns all its memory (it may outlive reg). */
 struct tr_config *tr_istio_compile_with(const struct tr_istio_registry *reg,
@@ -107,9 +116,12 @@ bool tr_istio_model_hosts(const struct tr_config *cfg, struct tr_istio_hosts *ou
  * Endpoints, EndpointSlices, mesh VirtualServices and DestinationRules
  * whose hosts are Services' or ServiceEntries'; `any` when anything else
  * changed. Empty when nothing did. *n_objects: how many objects differ.
- * false when out of memory. */
+ * *registry_kept (may be NULL): every difference is an edit in place (same
+ * position in the load order) of a VirtualService or DestinationRule, so a
+ * registry of before serves after (tr_istio_registry_rebind). false when
+ * out of memory. */
 bool tr_istio_change_hosts(const struct tr_rset *before, const struct tr_rset *after,
-                           struct tr_istio_hosts *out, size_t *n_objects);
+                           struct tr_istio_hosts *out, size_t *n_objects, bool *registry_kept);
 /* Whether a change can alter a model naming these hosts. */
 bool tr_istio_hosts_meet(const struct tr_istio_hosts *model, const struct tr_istio_hosts *change);
 void tr_istio_hosts_free(struct tr_istio_hosts *s);

@@ -103,6 +103,7 @@ static char *vs_reviews(int w1)
 
 struct outcome {
     bool any;       /* the change was "any" */
+    bool kept;      /* the registry of before serves after (rebound and compared) */
     size_t checked; /* workloads compared (a good model before) */
     size_t altered; /* of those, whose model the change altered */
     size_t reached; /* of those, that the change reaches */
@@ -144,13 +145,20 @@ static void check(const char *before, const char *after, struct outcome *out)
     assert_non_null(ra);
     struct tr_istio_hosts ch;
     size_t n_objects = 0;
-    assert_true(tr_istio_change_hosts(rb, ra, &ch, &n_objects));
+    bool kept = false;
+    assert_true(tr_istio_change_hosts(rb, ra, &ch, &n_objects, &kept));
     out->any = ch.any;
+    out->kept = kept;
     struct tr_istio_options ro = {.cert_dir = "/nonexistent"};
     struct tr_istio_registry *gb = tr_istio_registry_new(rb, &ro, &d);
     struct tr_istio_registry *ga = tr_istio_registry_new(ra, &ro, &d);
     assert_non_null(gb);
     assert_non_null(ga);
+    /* kept: before's registry rebound to after compiles every model as
+     * after's own registry does */
+    struct tr_istio_registry *gr = kept ? tr_istio_registry_rebind(gb, ra) : NULL;
+    if (kept)
+        assert_non_null(gr);
     size_t n;
     const struct tr_resource *const *pods = tr_rset_of_kind(rb, "", "Pod", &n);
     for (size_t i = 0; i < n; i++) {
@@ -159,6 +167,15 @@ static void check(const char *before, const char *after, struct outcome *out)
         bool eb, ea;
         char *tb = model_text(gb, ns, pods[i]->name, &cfg, &eb);
         char *ta = model_text(ga, ns, pods[i]->name, NULL, &ea);
+        if (gr != NULL) {
+            bool er;
+            char *tr = model_text(gr, ns, pods[i]->name, NULL, &er);
+            assert_int_equal(tr != NULL, ta != NULL);
+            if (ta != NULL)
+                assert_string_equal(tr, ta);
+            assert_int_equal(er, ea);
+            free(tr);
+        }
         /* the control plane compiles a workload without a good model at
          * every change: nothing to decide for it */
         if (cfg != NULL && !eb) {
@@ -184,6 +201,7 @@ static void check(const char *before, const char *after, struct outcome *out)
         free(tb);
         free(ta);
     }
+    tr_istio_registry_free(gr);
     tr_istio_registry_free(gb);
     tr_istio_registry_free(ga);
     tr_istio_hosts_free(&ch);
@@ -199,6 +217,7 @@ static void test_canary_weights(void **state)
     struct outcome o;
     check(b, a, &o);
     assert_false(o.any);
+    assert_true(o.kept); /* a route edited in place: the registry is kept */
     assert_int_equal(o.checked, 7);
     /* the sidecars that route to reviews: not client-1 (ratings only), not
      * shop-1 (prod only) */
@@ -224,6 +243,7 @@ static void test_endpoints(void **state)
     struct outcome o;
     check(b, a, &o);
     assert_false(o.any);
+    assert_false(o.kept); /* endpoints are the registry's */
     assert_int_equal(o.altered, 5);
     assert_string_equal(o.reached_names,
                         "productpage-1 reviews-v1 reviews-v2 reviews-v3 ratings-v1");
@@ -259,6 +279,7 @@ static void test_destination_rule(void **state)
     struct outcome o;
     check(b, a, &o);
     assert_false(o.any);
+    assert_false(o.kept); /* a new object: places in the load order move */
     /* everyone in default routes to ratings (client-1 only there); shop-1
      * does not */
     assert_int_equal(o.checked, 7);
@@ -266,6 +287,28 @@ static void test_destination_rule(void **state)
     assert_int_equal(o.altered, 6);
     assert_null(strstr(o.reached_names, "shop-1"));
     free(b);
+    free(a);
+}
+
+/* A DestinationRule edited in place: the registry is kept, and a registry
+ * rebound to the new snapshot compiles what a new one would (check()). */
+static void test_rule_edited_in_place(void **state)
+{
+    (void)state;
+    const char *from = "  host: reviews\n";
+    const char *at = strstr(MESH, from);
+    assert_non_null(at);
+    char *a = malloc(sizeof(MESH) + 128);
+    assert_non_null(a);
+    snprintf(a, sizeof(MESH) + 128,
+             "%.*s%s  trafficPolicy: {loadBalancer: {simple: RANDOM}, "
+             "connectionPool: {tcp: {maxConnections: 3}}}\n%s",
+             (int)(at - MESH), MESH, from, at + strlen(from));
+    struct outcome o;
+    check(MESH, a, &o);
+    assert_false(o.any);
+    assert_true(o.kept);
+    assert_int_equal(o.altered, 5);
     free(a);
 }
 
@@ -341,7 +384,7 @@ static void test_any(void **state)
 
 /* ----------------------------------------------------- the corpus */
 
-static size_t corpus_checked, corpus_narrow;
+static size_t corpus_checked, corpus_narrow, corpus_kept;
 
 /* Every document of the file, taken out of MESH + file and put back. */
 static int corpus_file(const char *path, const struct stat *st, int type, struct FTW *ftw)
@@ -378,8 +421,10 @@ static int corpus_file(const char *path, const struct stat *st, int type, struct
         check(less, full, &o);
         corpus_checked += o.checked;
         corpus_narrow += !o.any && o.checked > 0;
+        corpus_kept += o.kept && o.checked > 0;
         check(full, less, &o);
         corpus_checked += o.checked;
+        corpus_kept += o.kept && o.checked > 0;
     }
     free(full);
     free(less);
@@ -392,8 +437,8 @@ static void test_corpus(void **state)
     (void)state;
     assert_int_equal(nftw(TR_SOURCE_ROOT "/../shared/corpus/istio", corpus_file, 16, FTW_PHYS), 0);
     /* the sweep compared models, and some changes were narrow ones */
-    print_message("corpus: %zu models compared, %zu narrow changes\n", corpus_checked,
-                  corpus_narrow);
+    print_message("corpus: %zu models compared, %zu narrow changes, %zu with the registry kept\n",
+                  corpus_checked, corpus_narrow, corpus_kept);
     assert_true(corpus_checked > 1000);
     assert_true(corpus_narrow > 10);
 }
@@ -405,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_destination_rule),
         cmocka_unit_test(test_own_service),
+        cmocka_unit_test(test_rule_edited_in_place),
         cmocka_unit_test(test_any),
         cmocka_unit_test(test_corpus),
     };
