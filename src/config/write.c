@@ -42,6 +42,7 @@
 #include <strings.h>
 
 #include "config/internal.h"
+#include "core/fmt.h"
 
 /* A list of scalars goes on one line ([a, b]) if that line stays this short. */
 #define WR_FLOW_WIDTH 100u
@@ -117,44 +118,19 @@ __attribute__((format(printf, 2, 3))) static bool wfail(struct wr *w, const char
     return false;
 }
 
-/* The path is kept for messages only, and grows and shrinks at every
- * field of every model written: plain copies, cut where it is full. */
-static void path_append(struct wr *w, const char *s, size_t n)
-{
-    size_t room = sizeof(w->path) - 1 - w->plen;
-    if (n > room)
-        n = room;
-    memcpy(w->path + w->plen, s, n);
-    w->plen += n;
-    w->path[w->plen] = '\0';
-}
-
 static size_t push_key(struct wr *w, const char *key)
 {
-    size_t saved = w->plen;
-    if (w->plen != 0)
-        path_append(w, ".", 1);
-    path_append(w, key, strlen(key));
-    return saved;
+    return tr_path_push_key(w->path, sizeof(w->path), &w->plen, key);
 }
 
 static size_t push_index(struct wr *w, size_t i)
 {
-    size_t saved = w->plen;
-    char digits[24], *p = digits + sizeof(digits);
-    *--p = ']';
-    do
-        *--p = (char)('0' + i % 10);
-    while ((i /= 10) != 0);
-    *--p = '[';
-    path_append(w, p, (size_t)(digits + sizeof(digits) - p));
-    return saved;
+    return tr_path_push_index(w->path, sizeof(w->path), &w->plen, i);
 }
 
 static void pop(struct wr *w, size_t saved)
 {
-    w->plen = saved;
-    w->path[saved] = '\0';
+    tr_path_pop(w->path, &w->plen, saved);
 }
 
 /* ------------------------------------------------------------ output */

@@ -390,3 +390,43 @@ bool tr_fmt_prom_label_value(struct tr_fmt *f, const char *s, size_t n)
 {
     return append_escaped(f, prom_step, s, n, 0, false);
 }
+
+/* ---------------------------------------------------------- field paths */
+
+static void path_append(char *path, size_t size, size_t *len, const char *s, size_t n)
+{
+    size_t room = size - 1 - *len;
+    if (n > room)
+        n = room;
+    memcpy(path + *len, s, n);
+    *len += n;
+    path[*len] = '\0';
+}
+
+size_t tr_path_push_key(char *path, size_t size, size_t *len, const char *key)
+{
+    size_t saved = *len;
+    if (*len != 0)
+        path_append(path, size, len, ".", 1);
+    path_append(path, size, len, key, strlen(key));
+    return saved;
+}
+
+size_t tr_path_push_index(char *path, size_t size, size_t *len, size_t i)
+{
+    size_t saved = *len;
+    char digits[24], *p = digits + sizeof(digits);
+    *--p = ']';
+    do
+        *--p = (char)('0' + i % 10);
+    while ((i /= 10) != 0);
+    *--p = '[';
+    path_append(path, size, len, p, (size_t)(digits + sizeof(digits) - p));
+    return saved;
+}
+
+void tr_path_pop(char *path, size_t *len, size_t saved)
+{
+    *len = saved;
+    path[saved] = '\0';
+}

@@ -89,4 +89,14 @@ bool tr_fmt_yaml_str(struct tr_fmt *f, const char *s, size_t n);
  * 0.0.4): '\' as \\, '"' as \", newline as \n; invalid UTF-8 as U+FFFD. */
 bool tr_fmt_prom_label_value(struct tr_fmt *f, const char *s, size_t n);
 
+/* ---- field paths in a fixed buffer ----
+ * Messages name the field they are about ("spec.http[2].route"); the model
+ * writer and the compilers move such a path at every field they visit, so
+ * it is plain copies, no format. path[0, *len) of size bytes: appends
+ * ".key" ("key" when empty) or "[i]", cut where the buffer is full, always
+ * NUL-terminated; returns the length before, which tr_path_pop restores. */
+size_t tr_path_push_key(char *path, size_t size, size_t *len, const char *key);
+size_t tr_path_push_index(char *path, size_t size, size_t *len, size_t i);
+void tr_path_pop(char *path, size_t *len, size_t saved);
+
 #endif

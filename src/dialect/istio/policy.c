@@ -153,8 +153,15 @@ static const struct tr_resource *dr_in_ns(struct ist_ctx *x, const char *ns, con
                                           bool other_ns)
 {
     char key[600];
+    size_t nl = strnlen(ns, 300);
+    memcpy(key, ns, nl);
+    key[nl] = '|';
     for (int pass = 0; pass < 2; pass++) {
-        snprintf(key, sizeof(key), "%s|%s", ns, pass == 0 ? host : "*");
+        /* "NS|HOST", then "NS|*": looked up for every route's destination */
+        const char *h = pass == 0 ? host : "*";
+        size_t hl = strnlen(h, sizeof(key) - nl - 2);
+        memcpy(key + nl + 1, h, hl);
+        key[nl + 1 + hl] = '\0';
         const struct dr_list *l = tr_strmap_get(&x->dr_index, key);
         for (size_t i = 0; l && i < l->n; i++) {
             const struct tr_resource *r = l->v[i];

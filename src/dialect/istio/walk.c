@@ -7,19 +7,8 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/fmt.h"
 #include "dialect/istio/internal.h"
-
-/* The path is for messages, and moves at every field read: plain copies,
- * cut where it is full. */
-static void cursor_append(struct ist_cursor *c, const char *s, size_t n)
-{
-    size_t room = sizeof(c->path) - 1 - c->len;
-    if (n > room)
-        n = room;
-    memcpy(c->path + c->len, s, n);
-    c->len += n;
-    c->path[c->len] = '\0';
-}
 
 void ist_cursor_init(struct ist_cursor *c, const struct tr_resource *res, const char *path)
 {
@@ -27,35 +16,22 @@ void ist_cursor_init(struct ist_cursor *c, const struct tr_resource *res, const 
     c->len = 0;
     c->path[0] = '\0';
     if (path != NULL)
-        cursor_append(c, path, strlen(path));
+        tr_path_push_key(c->path, sizeof(c->path), &c->len, path);
 }
 
 size_t ist_push_key(struct ist_cursor *c, const char *key)
 {
-    size_t saved = c->len;
-    if (c->len != 0)
-        cursor_append(c, ".", 1);
-    cursor_append(c, key, strlen(key));
-    return saved;
+    return tr_path_push_key(c->path, sizeof(c->path), &c->len, key);
 }
 
 size_t ist_push_index(struct ist_cursor *c, size_t i)
 {
-    size_t saved = c->len;
-    char digits[24], *p = digits + sizeof(digits);
-    *--p = ']';
-    do
-        *--p = (char)('0' + i % 10);
-    while ((i /= 10) != 0);
-    *--p = '[';
-    cursor_append(c, p, (size_t)(digits + sizeof(digits) - p));
-    return saved;
+    return tr_path_push_index(c->path, sizeof(c->path), &c->len, i);
 }
 
 void ist_pop(struct ist_cursor *c, size_t saved)
 {
-    c->len = saved;
-    c->path[saved] = '\0';
+    tr_path_pop(c->path, &c->len, saved);
 }
 
 bool ist_oom(struct ist_ctx *x)

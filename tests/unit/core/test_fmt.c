@@ -286,6 +286,31 @@ static void test_growable_escapes_beyond_first_allocation(void **state)
     assert_null(tr_fmt_take(&f, &len));
 }
 
+/* Field paths: keys joined by dots, indexes in brackets, cut (and still
+ * terminated) where the buffer ends, popped back to where they were. */
+static void test_field_path(void **state)
+{
+    (void)state;
+    char p[16];
+    size_t len = 0;
+    p[0] = '\0';
+    assert_int_equal(tr_path_push_key(p, sizeof(p), &len, "spec"), 0);
+    size_t at = tr_path_push_key(p, sizeof(p), &len, "http");
+    assert_int_equal(at, 4);
+    tr_path_push_index(p, sizeof(p), &len, 12);
+    assert_string_equal(p, "spec.http[12]");
+    assert_int_equal(len, 13);
+    tr_path_push_key(p, sizeof(p), &len, "route");
+    assert_string_equal(p, "spec.http[12].r"); /* cut at 15 characters */
+    assert_int_equal(len, 15);
+    tr_path_push_index(p, sizeof(p), &len, 0);
+    assert_int_equal(len, 15);
+    tr_path_pop(p, &len, at);
+    assert_string_equal(p, "spec");
+    tr_path_push_index(p, sizeof(p), &len, 0);
+    assert_string_equal(p, "spec[0]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_yaml_escaping),
         cmocka_unit_test(test_prom_label_escaping),
         cmocka_unit_test(test_growable_escapes_beyond_first_allocation),
+        cmocka_unit_test(test_field_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -94,6 +94,18 @@ static char *concat(const char *a, const char *b)
     return s;
 }
 
+/* text with its (one) occurrence of from replaced by to; malloc'd */
+static char *replaced(const char *text, const char *from, const char *to)
+{
+    const char *at = strstr(text, from);
+    assert_non_null(at);
+    size_t n = strlen(text) - strlen(from) + strlen(to) + 1;
+    char *out = malloc(n);
+    assert_non_null(out);
+    snprintf(out, n, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    return out;
+}
+
 static char *vs_reviews(int w1)
 {
     char buf[sizeof(VS_REVIEWS) + 16];
@@ -149,6 +161,13 @@ static void check(const char *before, const char *after, struct outcome *out)
     assert_true(tr_istio_change_hosts(rb, ra, &ch, &n_objects, &kept));
     out->any = ch.any;
     out->kept = kept;
+    if (ch.any && !kept) { /* every workload is compiled again: nothing to check */
+        tr_istio_hosts_free(&ch);
+        tr_rset_free(rb);
+        tr_rset_free(ra);
+        tr_diags_free(&d);
+        return;
+    }
     struct tr_istio_options ro = {.cert_dir = "/nonexistent"};
     struct tr_istio_registry *gb = tr_istio_registry_new(rb, &ro, &d);
     struct tr_istio_registry *ga = tr_istio_registry_new(ra, &ro, &d);
@@ -234,12 +253,7 @@ static void test_endpoints(void **state)
     /* details gets a third address: the mirror makes it every model that
      * routes to reviews, and details' own */
     char *b = vs_reviews(90);
-    const char *from = "{ip: 127.0.2.2}]", *to = "{ip: 127.0.2.2}, {ip: 127.0.2.3}]";
-    char *a = malloc(strlen(b) + 32);
-    assert_non_null(a);
-    const char *at = strstr(b, from);
-    assert_non_null(at);
-    snprintf(a, strlen(b) + 32, "%.*s%s%s", (int)(at - b), b, to, at + strlen(from));
+    char *a = replaced(b, "{ip: 127.0.2.2}]", "{ip: 127.0.2.2}, {ip: 127.0.2.3}]");
     struct outcome o;
     check(b, a, &o);
     assert_false(o.any);
@@ -252,13 +266,8 @@ static void test_endpoints(void **state)
 
     /* an EndpointSlice of prod's shop: not client-1 (ratings only) */
     b = concat(MESH, "");
-    from = "endpoints: [{addresses: [127.0.3.1]}]";
-    to = "endpoints: [{addresses: [127.0.3.1]}, {addresses: [127.0.3.2]}]";
-    a = malloc(strlen(b) + 64);
-    assert_non_null(a);
-    at = strstr(b, from);
-    assert_non_null(at);
-    snprintf(a, strlen(b) + 64, "%.*s%s%s", (int)(at - b), b, to, at + strlen(from));
+    a = replaced(b, "endpoints: [{addresses: [127.0.3.1]}]",
+                 "endpoints: [{addresses: [127.0.3.1]}, {addresses: [127.0.3.2]}]");
     check(b, a, &o);
     assert_false(o.any);
     assert_string_equal(o.reached_names,
@@ -295,15 +304,9 @@ static void test_destination_rule(void **state)
 static void test_rule_edited_in_place(void **state)
 {
     (void)state;
-    const char *from = "  host: reviews\n";
-    const char *at = strstr(MESH, from);
-    assert_non_null(at);
-    char *a = malloc(sizeof(MESH) + 128);
-    assert_non_null(a);
-    snprintf(a, sizeof(MESH) + 128,
-             "%.*s%s  trafficPolicy: {loadBalancer: {simple: RANDOM}, "
-             "connectionPool: {tcp: {maxConnections: 3}}}\n%s",
-             (int)(at - MESH), MESH, from, at + strlen(from));
+    char *a = replaced(MESH, "  host: reviews\n",
+                       "  host: reviews\n  trafficPolicy: {loadBalancer: {simple: RANDOM}, "
+                       "connectionPool: {tcp: {maxConnections: 3}}}\n");
     struct outcome o;
     check(MESH, a, &o);
     assert_false(o.any);
@@ -371,7 +374,6 @@ static void test_any(void **state)
         struct outcome o;
         check(MESH, a, &o);
         assert_true(o.any);
-        assert_int_equal(o.reached, o.checked);
         free(a);
     }
     /* nothing changed: nothing reached */
