@@ -84,6 +84,7 @@ struct tr_metrics {
     counter_t retries[TR_RETRY_REASON_COUNT];
     counter_t mirrors[TR_MIRROR_RESULT_COUNT];
     counter_t jwks_fetches[TR_JWKS_FETCH_RESULT_COUNT];
+    counter_t ext_authz[TR_EXT_AUTHZ_RESULT_COUNT];
 };
 
 static struct tr_metrics *_Atomic workers[MAX_WORKERS];
@@ -290,6 +291,11 @@ void tr_metrics_mirror(struct tr_metrics *m, enum tr_mirror_result r)
     counter_add(&m->mirrors[r], 1);
 }
 
+void tr_metrics_ext_authz(struct tr_metrics *m, enum tr_ext_authz_result r)
+{
+    counter_add(&m->ext_authz[r], 1);
+}
+
 void tr_metrics_jwks_fetch(struct tr_metrics *m, enum tr_jwks_fetch_result r)
 {
     counter_add(&m->jwks_fetches[r], 1);
@@ -384,12 +390,13 @@ void tr_metrics_dns(const char *cluster, enum tr_dns_result r)
 
 /* ---- rendering ---- */
 
-static const char *const flag_names[TR_RF_COUNT] = {"NR",  "UH",  "UF",   "UT", "UC",  "DC", "UO",
-                                                    "DPE", "UPE", "RBAC", "DI", "URX", "HO", "FI"};
+static const char *const flag_names[TR_RF_COUNT] = {"NR", "UH",  "UF",  "UT",  "UC",
+                                                    "DC", "UO",  "DPE", "UPE", "RBAC",
+                                                    "DI", "URX", "HO",  "FI",  "UAEX"};
 
 bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags)
 {
-    char buf[48]; /* every flag: 46 bytes */
+    char buf[56]; /* every flag: 51 bytes */
     struct tr_fmt b;
     tr_fmt_init_fixed(&b, buf, sizeof(buf));
     for (unsigned i = 0; i < TR_RF_COUNT; i++)
@@ -745,6 +752,8 @@ static void render_process(struct tr_fmt *o)
         "completed", "failed", "body_too_large", "incomplete", "overflow", "unsupported"};
     static const char *const jwks_results[TR_JWKS_FETCH_RESULT_COUNT] = {"ok", "connect", "status",
                                                                          "body", "timeout"};
+    static const char *const ext_authz_results[TR_EXT_AUTHZ_RESULT_COUNT] = {
+        "allowed", "denied", "error", "failed_open"};
     static const struct {
         const char *name, *label;
         size_t off, n;
@@ -756,6 +765,8 @@ static void render_process(struct tr_fmt *o)
          TR_MIRROR_RESULT_COUNT, mirror_results},
         {"trellis_jwks_fetches_total", "result", offsetof(struct tr_metrics, jwks_fetches),
          TR_JWKS_FETCH_RESULT_COUNT, jwks_results},
+        {"trellis_ext_authz_checks_total", "result", offsetof(struct tr_metrics, ext_authz),
+         TR_EXT_AUTHZ_RESULT_COUNT, ext_authz_results},
     };
     for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
         tr_fmt_printf(o, "# TYPE %s counter\n", families[f].name);
