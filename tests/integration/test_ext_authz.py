@@ -257,3 +257,75 @@ def test_access_log_names_the_external_authorizer(checked, backend, authorizer, 
             break
         time.sleep(0.05)
     assert "UAEX" in text and "ns/ext" in text, text
+
+
+MESH = """apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    extensionProviders:
+    - name: sample-ext-authz-http
+      envoyExtAuthzHttp:
+        service: ext-authz.foo.svc.cluster.local
+        port: 8000
+        timeout: 2s
+        includeRequestHeadersInCheck: ["x-ext-authz"]
+        headersToUpstreamOnAllow: ["x-ext-authz-check-result"]
+        headersToDownstreamOnDeny: ["x-ext-authz-check-result"]
+"""
+
+WORKLOADS = """apiVersion: v1
+kind: Service
+metadata: {name: ext-authz, namespace: foo}
+spec:
+  selector: {app: ext-authz}
+  ports: [{name: http, port: 8000, targetPort: %(authz)d}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ext-authz-0, namespace: foo, labels: {app: ext-authz}}
+status: {podIP: 127.0.0.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: foo}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000, targetPort: %(backend)d}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: httpbin-0, namespace: foo, labels: {app: httpbin}}
+status: {podIP: 127.0.0.2}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: CUSTOM
+  provider: {name: sample-ext-authz-http}
+  rules:
+  - to:
+    - operation: {paths: ["/headers"]}
+"""
+
+
+def test_istio_compile(workdir):
+    d = os.path.join(str(workdir), "mesh")
+    os.makedirs(d)
+    with open(os.path.join(d, "mesh.yaml"), "w") as f:
+        f.write(MESH)
+    with open(os.path.join(d, "workloads.yaml"), "w") as f:
+        f.write(WORKLOADS % {"authz": 8001, "backend": 8002})
+    r = subprocess.run([TRELLIS, "ctl", "compile", d, "--workload", "foo/httpbin-0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "ext_authz:" in out
+    assert "name: sample-ext-authz-http" in out
+    assert "action: CUSTOM" in out
+    assert "provider: sample-ext-authz-http" in out
+    assert "outbound|8000||ext-authz.foo.svc.cluster.local" in out
+    assert "timeout: 2s" in out

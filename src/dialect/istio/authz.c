@@ -421,17 +421,27 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
     out->action = strcmp(action, "DENY") == 0    ? TR_AUTHZ_DENY
                   : strcmp(action, "AUDIT") == 0 ? TR_AUTHZ_AUDIT
                                                  : TR_AUTHZ_ALLOW;
-    if (strcmp(action, "CUSTOM") == 0) {
-        /* Fail closed: what the external authorizer would be asked about
-         * is denied here. */
-        ist_error(x, &c, an, "action",
-                  "CUSTOM (an external authorizer) is not supported yet: requests its rules "
-                  "match are denied");
-        out->action = TR_AUTHZ_DENY;
-    }
     const struct tr_rnode *prov = tr_rnode_get(r->spec, "provider");
+    bool fail_closed = false;
+    if (strcmp(action, "CUSTOM") == 0) {
+        /* The provider's external authorizer (mesh.c); one that cannot be
+         * used fails closed: what it would be asked about is denied. */
+        const char *name = ist_ext_authz_provider(x, &c, prov);
+        if (name != NULL) {
+            out->action = TR_AUTHZ_CUSTOM;
+            out->provider_name = name;
+        } else {
+            out->action = TR_AUTHZ_DENY;
+            fail_closed = true;
+        }
+    }
     if (prov != NULL && strcmp(action, "CUSTOM") != 0)
         ist_error(x, &c, prov, "provider", "provider is only allowed with action CUSTOM");
+    else if (prov != NULL && prov->kind == TR_RNODE_MAP) {
+        for (const struct tr_rnode *k = prov->head; k != NULL && k->next != NULL; k = k->next->next)
+            if (k->s == NULL || strcmp(k->s, "name") != 0)
+                ist_warn(x, &c, k, "provider", "unknown field %s: ignored", k->s ? k->s : "?");
+    }
     out->loc = ist_loc(x, &c, r->spec);
     void *p;
     const struct tr_rnode *l =
@@ -447,7 +457,9 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
             az_rule(x, &c, e, rns, &out->rules[i]);
         ist_pop(&c, saved);
     }
-    return *scope != AZ_NONE && !ist_refused(x, r) && !dry_run;
+    /* A refused policy is left out, but for a CUSTOM one whose authorizer
+     * cannot be used: left out, it would let through what it was to check. */
+    return *scope != AZ_NONE && (fail_closed || !ist_refused(x, r)) && !dry_run;
 }
 
 bool ist_authz(struct ist_ctx *x)
