@@ -426,7 +426,13 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
     if (strcmp(action, "CUSTOM") == 0) {
         /* The provider's external authorizer (mesh.c); one that cannot be
          * used fails closed: what it would be asked about is denied. */
-        const char *name = ist_ext_authz_provider(x, &c, prov);
+        const char *name = NULL;
+        if (prov == NULL)
+            ist_error(x, &c, an, "action",
+                      "CUSTOM needs spec.provider (an extension provider of the mesh "
+                      "configuration): requests the rules match are denied");
+        else
+            name = ist_ext_authz_provider(x, &c, prov);
         if (name != NULL) {
             out->action = TR_AUTHZ_CUSTOM;
             out->provider_name = name;
