@@ -501,6 +501,32 @@ bool ist_authz(struct ist_ctx *x)
     }
     if (x->checking || gateway)
         return true;
+    /* One provider per workload (Istio's rule): with CUSTOM policies naming
+     * several, every CUSTOM policy of the workload fails closed. */
+    const char *first = NULL;
+    bool several = false;
+    for (size_t i = 0; i < n2; i++) {
+        if (!use[i] || pols[i].action != TR_AUTHZ_CUSTOM)
+            continue;
+        if (first == NULL)
+            first = pols[i].provider_name;
+        else if (strcmp(first, pols[i].provider_name) != 0)
+            several = true;
+    }
+    for (size_t i = 0; several && i < n2; i++) {
+        if (!use[i] || pols[i].action != TR_AUTHZ_CUSTOM)
+            continue;
+        struct ist_cursor c;
+        ist_cursor_init(&c, v1[i], "spec");
+        ist_error(x, &c, tr_rnode_get(tr_rnode_get(v1[i]->spec, "provider"), "name"),
+                  "provider.name",
+                  "the CUSTOM policies of workload %s/%s name more than one provider (\"%s\" and "
+                  "others); Istio allows one: every CUSTOM policy of the workload denies what its "
+                  "rules match",
+                  x->wl_ns, x->wl_name, first);
+        pols[i].action = TR_AUTHZ_DENY;
+        pols[i].provider_name = NULL;
+    }
     /* Each inbound listener gets the policies that apply to its port, in
      * resource order. */
     for (size_t li = 0; li < cfg->n_listeners; li++) {
