@@ -9,6 +9,7 @@ an AuthorizationPolicy, run as is."""
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,7 +18,9 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import TRELLIS, free_port, sanitizer_checked, simple_config  # noqa: E402
+import pki  # noqa: E402
+from conftest import (TRELLIS, Proxy, RecordingBackend, free_port, sanitizer_checked,  # noqa: E402
+                      simple_config)
 
 CHECKS = "trellis_ext_authz_checks_total"
 
@@ -329,3 +332,98 @@ def test_istio_compile(workdir):
     assert "provider: sample-ext-authz-http" in out
     assert "outbound|8000||ext-authz.foo.svc.cluster.local" in out
     assert "timeout: 2s" in out
+
+
+E2E = """apiVersion: v1
+kind: Service
+metadata: {name: ext-authz, namespace: foo}
+spec:
+  selector: {app: ext-authz}
+  ports: [{name: http, port: 8000, targetPort: %(authz)d}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ext-authz-0, namespace: foo, labels: {app: ext-authz}}
+status: {podIP: 127.0.0.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: foo}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000, targetPort: %(backend)d}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: httpbin-0, namespace: foo,
+           labels: {app: httpbin, security.istio.io/tlsMode: istio}}
+spec: {serviceAccountName: httpbin}
+status: {podIP: %(ip)s}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: CUSTOM
+  provider: {name: sample-ext-authz-http}
+  rules:
+  - to:
+    - operation: {paths: ["/headers"]}
+"""
+
+
+def test_istio_end_to_end(workdir, authorizer):
+    """The Istio sample (a mesh ConfigMap naming the ext-authz Service, a
+    CUSTOM policy on httpbin's /headers) compiled by `trellis ctl compile`
+    and run as is: the proxy asks the authorizer, which the model reaches
+    through the outbound cluster of its Service."""
+    d = os.path.join(str(workdir), "e2e")
+    certs = os.path.join(d, "certs")
+    os.makedirs(certs)
+    ca = pki.create_ca(d, "ca")
+    leaf = pki.create_leaf(certs, ca, "cert", ns="foo", sa="httpbin")
+    shutil.copy(leaf.key, os.path.join(certs, "key.pem"))
+    shutil.copy(ca.cert_path, os.path.join(certs, "ca.pem"))
+    ip, app_ip = "127.0.91.1", "127.0.91.2"
+    backend = RecordingBackend(host=app_ip)
+    try:
+        mesh_dir = os.path.join(d, "mesh")
+        os.makedirs(mesh_dir)
+        with open(os.path.join(mesh_dir, "mesh.yaml"), "w") as f:
+            f.write(MESH)
+        with open(os.path.join(mesh_dir, "workloads.yaml"), "w") as f:
+            f.write(E2E % {"authz": authorizer.port, "backend": backend.port, "ip": ip})
+        r = subprocess.run([TRELLIS, "ctl", "compile", mesh_dir, "--workload", "foo/httpbin-0",
+                            "-o", "json", "--app-ip", app_ip, "--cert-dir", certs],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        proxy = Proxy(str(workdir), json.loads(r.stdout), name="httpbin-sidecar")
+        proxy.start()
+        try:
+            url = f"http://{ip}:{backend.port}"
+
+            def get(path, *headers):
+                args = ["curl", "-s", "-i", "--max-time", "10"]
+                for h in headers:
+                    args += ["-H", h]
+                out = subprocess.run(args + [url + path], capture_output=True,
+                                     check=True).stdout.decode()
+                head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+                return int(head.split()[1]), head.lower(), body
+
+            st, head, body = get("/headers")
+            assert st == 403 and body == "denied by ext_authz for /headers"
+            assert "x-ext-authz-check-result: denied" in head  # headersToDownstreamOnDeny
+            st, _, body = get("/headers", "x-ext-authz: allow")
+            assert st == 200
+            seen = json.loads(body)
+            assert seen["headers"]["x-ext-authz-check-result"] == "allowed"
+            assert authorizer.checks[-1]["path"] == "/headers"
+            n = len(authorizer.checks)
+            assert get("/ip")[0] == 200  # not matched: not checked
+            assert len(authorizer.checks) == n
+        finally:
+            proxy.stop()
+    finally:
+        backend.close()
