@@ -332,6 +332,19 @@ def test_istio_compile(workdir):
     assert "provider: sample-ext-authz-http" in out
     assert "outbound|8000||ext-authz.foo.svc.cluster.local" in out
     assert "timeout: 2s" in out
+    # `ctl authz check` says the authorizer is asked first, and what follows.
+    def check(path):
+        r = subprocess.run([TRELLIS, "ctl", "authz", "check", d, "--from",
+                            "spiffe://cluster.local/ns/foo/sa/x", "--to", "foo/httpbin-0",
+                            "--method", "GET", "--path", path, "-o", "json"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    got = check("/headers")
+    assert got["ext_authz"] == {"provider": "sample-ext-authz-http", "policy": "foo/ext-authz",
+                                "rule": 0}
+    assert got["decision"] == "ALLOW"
+    assert check("/ip")["ext_authz"] is None
 
 
 E2E = """apiVersion: v1
