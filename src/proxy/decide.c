@@ -193,10 +193,11 @@ static bool decide_custom(struct tr_session *s, const struct tr_authz *az,
     if (tr_ext_authz_allowed(checked, &status, &body))
         return false;
     const char *name = tr_authz_policy_name(az, policy);
-    tr_info("listener %s: request from %s denied by external authorizer %s (policy %s): %u",
-            s->lcfg->name, s->principal != NULL ? s->principal : s->peer_ip,
-            provider >= 0 ? s->ws->snap->cfg->ext_authz[provider].name : "?",
-            name != NULL ? name : "?", status);
+    tr_info(
+        "listener %s: request from %s denied by external authorizer %s (policy %s): %s %u",
+        s->lcfg->name, s->principal != NULL ? s->principal : s->peer_ip,
+        provider >= 0 ? s->ws->snap->cfg->ext_authz[provider].name : "?", name != NULL ? name : "?",
+        tr_ext_authz_failed(checked) ? "the check failed, status_on_error" : "it answered", status);
     *d = (struct tr_decision){.status = status,
                               .flags = TR_RF_UAEX,
                               .body = body,

@@ -35,6 +35,7 @@ struct tr_ext_authz_check {
     /* What came back: status (0: no response), fields, body (kept part). */
     uint16_t status;
     bool allowed;
+    bool failed; /* no usable answer (or a 5xx with fail_open) */
     char *store; /* the fields' names (lowercased) and values */
     struct tr_header_edit_field *fields;
     uint32_t n_fields;
@@ -201,6 +202,7 @@ static void check_end(struct tr_ext_authz_check *c, uint16_t status, bool reusab
         tr_buf_put(&w->bufs, c->in);
     c->req = c->in = NULL;
     enum tr_ext_authz_result res;
+    c->failed = status == 0 || (status >= 500 && e->fail_open);
     if (status >= 200 && status < 300) {
         c->allowed = true;
         c->status = status;
@@ -418,6 +420,11 @@ void tr_ext_authz_free(struct tr_ext_authz_check *c)
     free(c->fields);
     free(c->body);
     free(c);
+}
+
+bool tr_ext_authz_failed(const struct tr_ext_authz_check *c)
+{
+    return c->failed;
 }
 
 bool tr_ext_authz_allowed(const struct tr_ext_authz_check *c, uint16_t *status, const char **body)

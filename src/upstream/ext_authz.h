@@ -71,6 +71,10 @@ void tr_ext_authz_free(struct tr_ext_authz_check *c);
  * answer it with *status and *body (a C string, may be empty). */
 bool tr_ext_authz_allowed(const struct tr_ext_authz_check *c, uint16_t *status, const char **body);
 
+/* The check got no usable answer (a failure, a timeout; or a 5xx taken
+ * as one by fail_open): the outcome is fail_open's or status_on_error. */
+bool tr_ext_authz_failed(const struct tr_ext_authz_check *c);
+
 /* The header edits of an allowed request: base (NULL: none) followed by the
  * authorizer's fields for the request sent upstream, and for the response.
  * For a denial, the response edit is the fields of the authorizer's reply

@@ -184,7 +184,7 @@ def test_allow_deny_and_headers(checked, backend, authorizer, h2):
     assert p.metric(CHECKS, result="allowed") == 3
     assert p.metric(CHECKS, result="denied") == 1
     log = p.read_log()
-    assert "denied by external authorizer ext (policy ns/ext)" in log
+    assert "denied by external authorizer ext (policy ns/ext): it answered 403" in log
 
 
 def test_request_body_waits_for_the_check(checked, backend, authorizer):
@@ -232,6 +232,7 @@ def test_authorizer_down(checked, backend):
     p = start(checked, backend, dead, status_on_error=503)
     st, _, body = curl(p, "/api/items", "x-ext-authz: allow")
     assert st == 503 and body == ""
+    assert "the check failed, status_on_error 503" in p.read_log()
     st, _, _ = curl(p, "/api/items", "x-ext-authz: allow", h2=True)
     assert st == 503
     assert p.metric(CHECKS, result="error") == 2
