@@ -132,7 +132,7 @@ enum tr_mirror_result {
 void tr_metrics_mirror(struct tr_metrics *m, enum tr_mirror_result r);
 
 /* Checks sent to external authorizers (CUSTOM policies, upstream/ext_authz.h),
- * by outcome (trellis_ext_authz_checks_total{result="..."}). */
+ * by authorizer and outcome (trellis_ext_authz_checks_total{authorizer, result}). */
 enum tr_ext_authz_result {
     TR_EXT_AUTHZ_ALLOWED = 0, /* a 2xx: the request went on */
     TR_EXT_AUTHZ_DENIED,      /* another status: the client got it */
@@ -140,7 +140,9 @@ enum tr_ext_authz_result {
     TR_EXT_AUTHZ_FAILED_OPEN, /* no answer or a 5xx, and fail_open: the request went on */
     TR_EXT_AUTHZ_RESULT_COUNT,
 };
-void tr_metrics_ext_authz(struct tr_metrics *m, enum tr_ext_authz_result r);
+/* authorizer: its name, interned (tr_metrics_intern; the snapshot's
+ * ext_authz_names). */
+void tr_metrics_ext_authz(struct tr_metrics *m, const char *authorizer, enum tr_ext_authz_result r);
 
 /* Fetches of JSON Web Key Sets (jwks_uri, upstream/jwks_fetch.h), by result
  * (trellis_jwks_fetches_total{result="..."}). */

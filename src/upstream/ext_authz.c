@@ -21,6 +21,7 @@ struct tr_ext_authz_check {
     struct tr_worker *w;
     struct tr_wsnap *ws; /* a use: the cluster view lives in it */
     const struct tr_ext_authz_cfg *cfg;
+    int provider; /* index into the snapshot's ext_authz */
     struct tr_cluster_rt *cluster;
     tr_ext_authz_done_cb done;
     void *owner;
@@ -138,6 +139,7 @@ struct tr_ext_authz_check *tr_ext_authz_start(struct tr_worker *w, struct tr_wsn
     c->ws = ws;
     tr_wsnap_use(ws);
     c->cfg = e;
+    c->provider = provider;
     c->cluster = &ws->clusters[e->cluster];
     c->done = done;
     c->owner = owner;
@@ -224,7 +226,8 @@ static void check_end(struct tr_ext_authz_check *c, uint16_t status, bool reusab
     if (status == 0)
         tr_debug("ext_authz %s (cluster %s, %s): %s", e->name, c->cluster->cfg->name,
                  c->uc.addr != NULL ? c->uc.addr : "-", why != NULL ? why : "failed");
-    tr_metrics_ext_authz(w->metrics, res);
+    const char *const *names = c->ws->snap->ext_authz_names;
+    tr_metrics_ext_authz(w->metrics, names != NULL ? names[c->provider] : NULL, res);
     if (c->body == NULL)
         c->body = calloc(1, 1);
     tr_loop_defer(w->loop, &c->later, check_notify);

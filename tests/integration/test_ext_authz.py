@@ -181,8 +181,9 @@ def test_allow_deny_and_headers(checked, backend, authorizer, h2):
     # POST with a body: the body waits and goes upstream after the check.
     st, _, body = curl(p, "/api/post", "x-ext-authz: allow", h2=h2, method="POST")
     assert st == 200
-    assert p.metric(CHECKS, result="allowed") == 3
-    assert p.metric(CHECKS, result="denied") == 1
+    assert p.metric(CHECKS, authorizer="ext", result="allowed") == 3
+    assert p.metric(CHECKS, authorizer="ext", result="denied") == 1
+    assert p.metric(CHECKS, authorizer="ext", result="error") == 0
     log = p.read_log()
     assert "denied by external authorizer ext (policy ns/ext): it answered 403" in log
 
