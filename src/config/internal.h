@@ -188,6 +188,10 @@ bool cfg_check_spiffe(const char *s, char *why, size_t size);
 bool cfg_check_principal(const char *s, char *why, size_t size);
 bool cfg_check_authz_path(const char *s, char *why, size_t size);
 bool cfg_check_az_pattern(const char *s, char *why, size_t size);
+/* A header name pattern (external authorizers): a token with at most one
+ * "*", first or last. The check path prefix: "/..." without "?" or "#". */
+bool cfg_check_header_pattern(const char *s, char *why, size_t size);
+bool cfg_check_ext_authz_prefix(const char *s, char *why, size_t size);
 bool cfg_check_az_port(const char *s, char *why, size_t size);
 bool cfg_check_az_path(const char *s, char *why, size_t size);
 bool cfg_check_az_key(const char *s, char *why, size_t size);
@@ -313,6 +317,7 @@ extern const struct cfg_section cfg_vhost_section;
 extern const struct cfg_section cfg_route_section;
 extern const struct cfg_section cfg_mirror_section;
 extern const struct cfg_section cfg_cluster_section;
+extern const struct cfg_section cfg_ext_authz_section;
 extern const struct cfg_section cfg_endpoint_section;
 extern const struct cfg_section cfg_path_match_section;
 extern const struct cfg_section cfg_header_match_section;

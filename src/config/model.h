@@ -124,7 +124,7 @@ struct tr_tls_cfg {
  * any matching DENY policy denies; then, if any ALLOW policy exists, a
  * request must match one; otherwise it is allowed. AUDIT policies only mark.
  * `rules` is the older, simpler form: each rule acts as a policy of its own. */
-enum tr_authz_action { TR_AUTHZ_ALLOW = 0, TR_AUTHZ_DENY, TR_AUTHZ_AUDIT };
+enum tr_authz_action { TR_AUTHZ_ALLOW = 0, TR_AUTHZ_DENY, TR_AUTHZ_AUDIT, TR_AUTHZ_CUSTOM };
 
 struct tr_authz_rule_cfg {
     enum tr_authz_action action; /* ALLOW or DENY */
@@ -192,6 +192,11 @@ struct tr_authz_policy_rule_cfg {
 struct tr_authz_policy_cfg {
     const char *name; /* how decisions name it: "NAMESPACE/NAME" for Istio's */
     enum tr_authz_action action;
+    /* CUSTOM only (required there, refused otherwise): the external
+     * authorizer (tr_config.ext_authz) asked about the requests the rules
+     * match, before DENY and ALLOW policies decide (Istio's order). */
+    const char *provider_name;
+    int provider; /* set by validate: index into tr_config.ext_authz, else -1 */
     struct tr_authz_policy_rule_cfg *rules;
     size_t n_rules;
     struct tr_cfg_loc loc;
@@ -768,6 +773,40 @@ struct tr_access_log_cfg {
     const char *path; /* "/dev/stdout" or a file; default /dev/stdout */
 };
 
+/* An HTTP external authorizer (Istio's envoyExtAuthzHttp extension
+ * provider): a request that a CUSTOM policy's rules match is first sent as a
+ * check (same method, path_prefix + the normalised path, the headers below,
+ * no body) to cluster (HTTP/1.1); 2xx: the request goes on (DENY and ALLOW
+ * policies next) with the headers_to_upstream_on_allow fields of the check's
+ * response, its response with headers_to_downstream_on_allow; another status:
+ * the client gets that status, the check's body (up to
+ * TR_EXT_AUTHZ_MAX_BODY) and the headers_to_downstream_on_deny fields (all
+ * but Host when the list is empty); a failure or timeout (or a 5xx with
+ * fail_open): fail_open ? on : status_on_error. Header name lists are
+ * Istio's patterns: "name", "prefix*", "*suffix", "*"; lowercase. */
+#define TR_EXT_AUTHZ_MAX_BODY (8u * 1024u)
+struct tr_ext_authz_cfg {
+    const char *name;
+    const char *cluster_name;
+    int cluster;                /* set by validate: index into tr_config.clusters */
+    uint32_t timeout_ms;        /* default 600 s (Istio's) */
+    const char *path_prefix;    /* NULL: none */
+    bool fail_open;             /* default false */
+    uint32_t status_on_error;   /* default 403 */
+    const char **check_headers; /* client request fields sent in the check, besides Host,
+                                 * Method, Path, Content-Length (Istio's defaults) */
+    size_t n_check_headers;
+    struct tr_name_value_cfg *check_add; /* fixed fields added to the check */
+    size_t n_check_add;
+    const char **upstream_on_allow; /* check response fields set on the request */
+    size_t n_upstream_on_allow;
+    const char **downstream_on_allow; /* check response fields set on the response */
+    size_t n_downstream_on_allow;
+    const char **downstream_on_deny; /* check response fields sent with a denial; 0: all */
+    size_t n_downstream_on_deny;
+    struct tr_cfg_loc loc;
+};
+
 struct tr_config {
     const char *file; /* path the config was loaded from */
     struct tr_node_cfg node;
@@ -791,6 +830,8 @@ struct tr_config {
     size_t n_route_tables;
     struct tr_cluster_cfg *clusters;
     size_t n_clusters;
+    struct tr_ext_authz_cfg *ext_authz; /* external authorizers (CUSTOM policies) */
+    size_t n_ext_authz;
     size_t n_cors; /* set by validate: routes with a CORS policy (tr_cors_cfg.index) */
 
     struct tr_arena *arena; /* owns every byte above */

@@ -297,11 +297,13 @@ static const struct cfg_section az_policy_rule_section =
     SEC("authorization policy rule", az_policy_rule_fields,
         offsetof(struct tr_authz_policy_rule_cfg, loc), NULL);
 
-static const char *const az_policy_actions[] = {"ALLOW", "DENY", "AUDIT"};
+static const char *const az_policy_actions[] = {"ALLOW", "DENY", "AUDIT", "CUSTOM"};
 static const struct cfg_field az_policy_fields[] = {
     STR("name", struct tr_authz_policy_cfg, name, REQ, CFG_MAX_NAME, cfg_check_az_policy_name),
     ENUM("action", struct tr_authz_policy_cfg, action, DEF, az_policy_actions, NULL,
          TR_AUTHZ_ALLOW),
+    /* CUSTOM's authorizer (validate.c: check_authz_policies). */
+    NAME("provider", struct tr_authz_policy_cfg, provider_name, 0),
     LIST("rules", struct tr_authz_policy_cfg, rules, n_rules, 0, 0, CFG_MAX_RULES,
          struct tr_authz_policy_rule_cfg, az_policy_rule_section),
     ORIGIN(struct tr_authz_policy_cfg),
@@ -854,6 +856,30 @@ static const struct cfg_field cluster_fields[] = {
 const struct cfg_section cfg_cluster_section =
     SEC("cluster", cluster_fields, offsetof(struct tr_cluster_cfg, loc), cfg_cluster_after);
 
+/* ---- external authorizers (model.h, struct tr_ext_authz_cfg). */
+#define EA_HEADERS(k, m)                                                                           \
+    STRLIST(k, struct tr_ext_authz_cfg, m, n_##m, CF_LOWER, 0, CFG_MAX_HEADER_OPS, CFG_MAX_NAME,   \
+            cfg_check_header_pattern)
+static const struct cfg_field ext_authz_fields[] = {
+    NAME("name", struct tr_ext_authz_cfg, name, REQ),
+    NAME("cluster", struct tr_ext_authz_cfg, cluster_name, REQ),
+    DUR("timeout", struct tr_ext_authz_cfg, timeout_ms, DEF, 1, MAXMS, 600000),
+    STR("path_prefix", struct tr_ext_authz_cfg, path_prefix, 0, CFG_MAX_STR,
+        cfg_check_ext_authz_prefix),
+    BOOL("fail_open", struct tr_ext_authz_cfg, fail_open, false),
+    U32("status_on_error", struct tr_ext_authz_cfg, status_on_error, DEF, 200, 599, 403),
+    EA_HEADERS("check_headers", check_headers),
+    MAP("check_add", struct tr_ext_authz_cfg, check_add, n_check_add, CF_LOWER | CF_EMPTY_OK,
+        CFG_MAX_HEADER_OPS, CFG_MAX_HEADER_VALUE, cfg_check_header_edit_name,
+        cfg_check_header_value),
+    EA_HEADERS("upstream_on_allow", upstream_on_allow),
+    EA_HEADERS("downstream_on_allow", downstream_on_allow),
+    EA_HEADERS("downstream_on_deny", downstream_on_deny),
+    ORIGIN(struct tr_ext_authz_cfg),
+};
+const struct cfg_section cfg_ext_authz_section =
+    SEC("ext_authz", ext_authz_fields, offsetof(struct tr_ext_authz_cfg, loc), NULL);
+
 static const char *const log_levels[] = {"error", "warn", "info", "debug"};
 /* Lists are read in table order; references between them are resolved by
  * validate, so no order is needed. "listeners" must not be empty: validate
@@ -874,6 +900,8 @@ static const struct cfg_field root_fields[] = {
          struct tr_route_table_cfg, cfg_route_table_section),
     LIST("clusters", struct tr_config, clusters, n_clusters, 0, 0, CFG_MAX_CLUSTERS,
          struct tr_cluster_cfg, cfg_cluster_section),
+    LIST("ext_authz", struct tr_config, ext_authz, n_ext_authz, 0, 0, CFG_MAX_LISTENERS,
+         struct tr_ext_authz_cfg, cfg_ext_authz_section),
     SECTION("resolver", offsetof(struct tr_config, resolver), resolver_section),
     U32("upstream_mark", struct tr_config, upstream_mark, 0, 0, UINT32_MAX, 0),
 };

@@ -580,7 +580,7 @@ static bool resolve(struct vctx *v, const struct name_tab *t, const char *what, 
 }
 
 struct vnames {
-    struct name_tab tls, clusters, tables, listeners;
+    struct name_tab tls, clusters, tables, listeners, ext_authz;
 };
 
 /* A file or inline PEM, not both; "need" says whether one is required. */
@@ -1577,14 +1577,29 @@ static bool check_authz_condition(struct vctx *v, const struct tr_authz_conditio
     return true;
 }
 
-static bool check_authz_policies(struct vctx *v, const struct tr_listener_cfg *l,
+static bool check_authz_policies(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
                                  const struct tr_cfg_loc *loc)
 {
     for (size_t p = 0; p < l->authz.n_policies; p++) {
-        const struct tr_authz_policy_cfg *pol = &l->authz.policies[p];
+        struct tr_authz_policy_cfg *pol = &l->authz.policies[p];
         struct iloc ptmp;
         const struct tr_cfg_loc *ploc =
             item_loc(&pol->loc, loc, "authorization.policies", p, &ptmp);
+        /* CUSTOM names its external authorizer, and only CUSTOM does. */
+        if (pol->action == TR_AUTHZ_CUSTOM) {
+            if (pol->provider_name == NULL)
+                return verr(v, ploc, "provider", AT_VALUE,
+                            "missing required field (action CUSTOM names an ext_authz entry)");
+            if (l->protocol == TR_LPROTO_TCP)
+                return verr(v, ploc, "action", AT_VALUE,
+                            "CUSTOM is not allowed on a tcp listener (the external authorizer "
+                            "checks HTTP requests)");
+        } else if (pol->provider_name != NULL) {
+            return verr(v, ploc, "provider", AT_KEY, "only allowed with action CUSTOM");
+        }
+        if (!resolve(v, &nt->ext_authz, "ext_authz", pol->provider_name, ploc, "provider",
+                     &pol->provider))
+            return false;
         for (size_t r = 0; r < pol->n_rules; r++) {
             const struct tr_authz_policy_rule_cfg *rule = &pol->rules[r];
             struct iloc rtmp;
@@ -1790,7 +1805,35 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
                     "not allowed on a tcp listener (no HTTP requests carry a token)");
     if (!check_jwt_rules(v, nt, l, loc))
         return false;
-    return check_authz_policies(v, l, loc);
+    return check_authz_policies(v, nt, l, loc);
+}
+
+/* External authorizers: unique names, a cluster each that speaks HTTP/1.1
+ * (the check is an HTTP/1.1 exchange, as a JWKS fetch). */
+static bool check_ext_authz(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)
+{
+    struct tr_config *cfg = v->cfg;
+    for (size_t i = 0; i < cfg->n_ext_authz; i++) {
+        struct tr_ext_authz_cfg *e = &cfg->ext_authz[i];
+        struct iloc tmp;
+        const struct tr_cfg_loc *loc = item_loc(&e->loc, top, "ext_authz", i, &tmp);
+        if (!check_section(v, &cfg_ext_authz_section, e, loc, "", true, true) ||
+            !unique(v, &nt->ext_authz, "ext_authz name", e->name, (int)i, loc, "ext_authz",
+                    cfg->ext_authz, sizeof(*e), offsetof(struct tr_ext_authz_cfg, loc)) ||
+            !resolve(v, &nt->clusters, "cluster", e->cluster_name, loc, "cluster", &e->cluster))
+            return false;
+        const struct tr_cluster_cfg *c = &cfg->clusters[e->cluster];
+        char b[96];
+        if (c->protocol == TR_UPROTO_HTTP2)
+            return verr(v, loc, "cluster", AT_VALUE,
+                        "the check is sent with HTTP/1.1, and cluster %s speaks HTTP/2 "
+                        "(protocol: http2); use a cluster with protocol http1 or original",
+                        cfg_show(b, sizeof(b), c->name, strlen(c->name), true));
+        if (e->status_on_error < 200 || e->status_on_error > 599)
+            return verr(v, loc, "status_on_error", AT_VALUE, "must be 200-599, got %u",
+                        e->status_on_error);
+    }
+    return true;
 }
 
 static bool check_listeners(struct vctx *v, struct vnames *nt, const struct tr_cfg_loc *top)
@@ -1842,7 +1885,8 @@ bool cfg_validate(struct tr_config *cfg, struct ld *ld, char **err)
         return voom(&v);
     /* Targets of references are checked before the objects that refer to them. */
     bool ok = check_top(&v, &top) && check_tls(&v, &nt, &top) && check_clusters(&v, &nt, &top) &&
-              check_route_tables(&v, &nt, &top) && check_listeners(&v, &nt, &top);
+              check_ext_authz(&v, &nt, &top) && check_route_tables(&v, &nt, &top) &&
+              check_listeners(&v, &nt, &top);
     if (ok && cfg->n_listeners == 0)
         ok = verr(&v, &top, "listeners", AT_VALUE, "%s",
                   ld != NULL && written(&v, &top, "listeners") ? "must have at least 1 entry"

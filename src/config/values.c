@@ -574,6 +574,23 @@ bool cfg_check_az_pattern(const char *s, char *why, size_t size)
     return true;
 }
 
+bool cfg_check_header_pattern(const char *s, char *why, size_t size)
+{
+    return cfg_check_token(s, why, size) && cfg_check_az_pattern(s, why, size);
+}
+
+bool cfg_check_ext_authz_prefix(const char *s, char *why, size_t size)
+{
+    char b[96];
+    if (s[0] != '/')
+        return WHY("a path prefix starts with \"/\", got %s", Q(s));
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p >= 0x7f || *p == '?' || *p == '#')
+            return WHY("a path prefix is printable, without spaces, \"?\" or \"#\", got %s", Q(s));
+    }
+    return true;
+}
+
 bool cfg_check_az_port(const char *s, char *why, size_t size)
 {
     char b[96];

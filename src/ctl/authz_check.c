@@ -205,11 +205,18 @@ char *tr_ctl_authz_check(const struct tr_config *cfg, const struct tr_authz_chec
     }
     struct tr_authz_result res;
     tr_authz_decide(az, &rq, &res);
+    /* A CUSTOM policy's match: the external authorizer is asked first
+     * (the proxy's order); the decision below is what follows an allow. */
+    int cpol = -1, crule = -1;
+    int prov = rq.http ? tr_authz_custom(az, &rq, &cpol, &crule) : -1;
+    const char *cname = tr_authz_policy_name(az, cpol);
+    const char *provider =
+        prov >= 0 && (size_t)prov < cfg->n_ext_authz ? cfg->ext_authz[prov].name : NULL;
     fy_document_destroy(claims);
 
     const char *decision = res.verdict == TR_AUTHZ_VERDICT_ALLOW ? "ALLOW" : "DENY";
     const char *pname = tr_authz_policy_name(az, res.policy);
-    static const char *const actions[] = {"ALLOW", "DENY", "AUDIT"};
+    static const char *const actions[] = {"ALLOW", "DENY", "AUDIT", "CUSTOM"};
     const char *action = res.policy >= 0 ? actions[tr_authz_policy_action(az, res.policy)] : NULL;
     const char *audit = tr_authz_policy_name(az, res.audit_policy);
     const char *reason = tr_authz_reason_name(res.reason);
@@ -235,8 +242,23 @@ char *tr_ctl_authz_check(const struct tr_config *cfg, const struct tr_authz_chec
         tr_fmt_json_cstr(&f, l->name);
         tr_fmt_cstr(&f, ",\"audit\":");
         tr_fmt_json_cstr(&f, audit);
+        tr_fmt_cstr(&f, ",\"ext_authz\":");
+        if (provider != NULL) {
+            tr_fmt_cstr(&f, "{\"provider\":");
+            tr_fmt_json_cstr(&f, provider);
+            tr_fmt_cstr(&f, ",\"policy\":");
+            tr_fmt_json_cstr(&f, cname);
+            tr_fmt_printf(&f, ",\"rule\":%d}", crule);
+        } else {
+            tr_fmt_cstr(&f, "null");
+        }
         tr_fmt_cstr(&f, "}\n");
     } else {
+        if (provider != NULL)
+            tr_fmt_printf(&f,
+                          "CHECK by external authorizer %s (CUSTOM policy %s, rule %d) first; "
+                          "if it allows:\n",
+                          provider, cname != NULL ? cname : "?", crule);
         tr_fmt_printf(&f, "%s", decision);
         if (pname != NULL)
             tr_fmt_printf(&f, " by %s policy %s, rule %d", action, pname, res.rule);

@@ -67,6 +67,7 @@ struct az_policy {
     /* The older form: a method or path never matches a TCP connection,
      * whatever the action (its listeners refuse such rules on tcp). */
     bool legacy;
+    int provider; /* CUSTOM: index into tr_config.ext_authz */
     struct az_rule *rules;
     uint32_t n_rules;
 };
@@ -75,7 +76,7 @@ struct tr_authz {
     struct tr_arena *arena; /* owns this struct and everything it points to */
     struct az_policy *pols;
     size_t n_pols;
-    bool has_allow, has_audit;
+    bool has_allow, has_audit, has_custom;
 };
 
 struct az_build {
@@ -298,6 +299,11 @@ struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
         struct az_policy *p = &a->pols[cfg->n_rules + i];
         p->name = pc->name;
         p->action = pc->action;
+        p->provider = pc->action == TR_AUTHZ_CUSTOM ? pc->provider : -1;
+        if (pc->action == TR_AUTHZ_CUSTOM && pc->provider < 0) {
+            az_fail(&b, &pc->loc, "policies", i, "a CUSTOM policy needs a provider");
+            break;
+        }
         p->rules = az_alloc(&b, pc->n_rules, sizeof(*p->rules));
         p->n_rules = p->rules ? (uint32_t)pc->n_rules : 0;
         for (size_t r = 0; r < p->n_rules; r++)
@@ -306,6 +312,7 @@ struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
     for (size_t i = 0; a->pols != NULL && i < a->n_pols; i++) {
         a->has_allow |= a->pols[i].action == TR_AUTHZ_ALLOW;
         a->has_audit |= a->pols[i].action == TR_AUTHZ_AUDIT;
+        a->has_custom |= a->pols[i].action == TR_AUTHZ_CUSTOM;
     }
     if (b.failed || a->pols == NULL) {
         if (!b.failed)
@@ -569,6 +576,62 @@ static tr_str az_namespace(tr_str principal)
     return tr_str_from("", 0);
 }
 
+/* The matching context of rq (principal, namespace, path without query). */
+static void az_ctx_init(struct az_ctx *x, const struct tr_authz_request *rq,
+                        struct tr_authz_request *cut)
+{
+    *x = (struct az_ctx){.rq = rq};
+    static const char sp[] = "spiffe://";
+    if (rq->principal != NULL) {
+        const char *p = rq->principal;
+        if (strncmp(p, sp, sizeof(sp) - 1) == 0)
+            p += sizeof(sp) - 1;
+        x->principal = tr_str_from(p, strlen(p));
+    } else {
+        x->principal = tr_str_from("", 0);
+    }
+    x->authenticated = rq->principal != NULL;
+    x->ns = az_namespace(x->principal);
+    x->rq_principal =
+        rq->auth != NULL && rq->auth->authenticated ? rq->auth->principal : tr_str_from("", 0);
+    /* The path is cut at '?' defensively: a caller that forgets to strip
+     * the query must not slip past an exact-path DENY with "/admin?x". */
+    if (rq->path.len > 0 && memchr(rq->path.p, '?', rq->path.len) != NULL) {
+        *cut = *rq;
+        cut->path.len =
+            (uint32_t)((const char *)memchr(rq->path.p, '?', rq->path.len) - rq->path.p);
+        x->rq = cut;
+    }
+}
+
+bool tr_authz_has_custom(const struct tr_authz *a)
+{
+    return a != NULL && a->has_custom;
+}
+
+int tr_authz_custom(const struct tr_authz *a, const struct tr_authz_request *rq, int *policy,
+                    int *rule)
+{
+    *policy = -1;
+    *rule = -1;
+    if (a == NULL || !a->has_custom)
+        return -1;
+    struct az_ctx x;
+    struct tr_authz_request cut;
+    az_ctx_init(&x, rq, &cut);
+    for (size_t i = 0; i < a->n_pols; i++) {
+        if (a->pols[i].action != TR_AUTHZ_CUSTOM)
+            continue;
+        int r = az_policy_match(&x, &a->pols[i]);
+        if (r >= 0) {
+            *policy = (int)i;
+            *rule = r;
+            return a->pols[i].provider;
+        }
+    }
+    return -1;
+}
+
 enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_authz_request *rq,
                                       struct tr_authz_result *out)
 {
@@ -583,28 +646,9 @@ enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_
             *out = res;
         return res.verdict;
     }
-    struct az_ctx x = {.rq = rq};
-    static const char sp[] = "spiffe://";
-    if (rq->principal != NULL) {
-        const char *p = rq->principal;
-        if (strncmp(p, sp, sizeof(sp) - 1) == 0)
-            p += sizeof(sp) - 1;
-        x.principal = tr_str_from(p, strlen(p));
-    } else {
-        x.principal = tr_str_from("", 0);
-    }
-    x.authenticated = rq->principal != NULL;
-    x.ns = az_namespace(x.principal);
-    x.rq_principal =
-        rq->auth != NULL && rq->auth->authenticated ? rq->auth->principal : tr_str_from("", 0);
-    /* The path is cut at '?' defensively: a caller that forgets to strip
-     * the query must not slip past an exact-path DENY with "/admin?x". */
+    struct az_ctx x;
     struct tr_authz_request cut;
-    if (rq->path.len > 0 && memchr(rq->path.p, '?', rq->path.len) != NULL) {
-        cut = *rq;
-        cut.path.len = (uint32_t)((const char *)memchr(rq->path.p, '?', rq->path.len) - rq->path.p);
-        x.rq = &cut;
-    }
+    az_ctx_init(&x, rq, &cut);
 
     for (size_t i = 0; i < a->n_pols && a->has_audit && res.audit_policy < 0; i++) {
         if (a->pols[i].action != TR_AUTHZ_AUDIT)

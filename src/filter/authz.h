@@ -60,6 +60,15 @@ void tr_authz_free(struct tr_authz *a);
 enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_authz_request *rq,
                                       struct tr_authz_result *out);
 
+/* CUSTOM policies (external authorizers): has_custom says whether any
+ * exists (else no request needs a check); tr_authz_custom returns the
+ * provider (index into tr_config.ext_authz) of the first CUSTOM policy whose
+ * rules match rq, with that policy and rule, or -1 when none matches.
+ * tr_authz_decide ignores CUSTOM policies: the check comes first. */
+bool tr_authz_has_custom(const struct tr_authz *a);
+int tr_authz_custom(const struct tr_authz *a, const struct tr_authz_request *rq, int *policy,
+                    int *rule);
+
 /* Policies are numbered with the older `rules` first (named "rules[i]"),
  * then `policies` in order. */
 const char *tr_authz_policy_name(const struct tr_authz *a, int policy);

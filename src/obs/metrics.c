@@ -74,6 +74,14 @@ struct cluster_series {
     counter_t v[TR_CM_COUNT];
 };
 
+/* One external authorizer's checks by result (EXT_AUTHZ_CAP per worker; more
+ * authorizers share the last slot, rendered authorizer=""). */
+#define EXT_AUTHZ_CAP 64
+struct ext_authz_series {
+    _Atomic(const char *) name; /* interned; published with release */
+    counter_t v[TR_EXT_AUTHZ_RESULT_COUNT];
+};
+
 struct tr_metrics {
     struct cluster_series *clusters; /* CLUSTER_CAP + 1 (last: overflow, cluster "") */
     struct http_series *http;        /* HTTP_SERIES_CAP + 1 (last: overflow) */
@@ -84,6 +92,7 @@ struct tr_metrics {
     counter_t retries[TR_RETRY_REASON_COUNT];
     counter_t mirrors[TR_MIRROR_RESULT_COUNT];
     counter_t jwks_fetches[TR_JWKS_FETCH_RESULT_COUNT];
+    struct ext_authz_series ext_authz[EXT_AUTHZ_CAP + 1];
 };
 
 static struct tr_metrics *_Atomic workers[MAX_WORKERS];
@@ -290,6 +299,24 @@ void tr_metrics_mirror(struct tr_metrics *m, enum tr_mirror_result r)
     counter_add(&m->mirrors[r], 1);
 }
 
+void tr_metrics_ext_authz(struct tr_metrics *m, const char *authorizer, enum tr_ext_authz_result r)
+{
+    struct ext_authz_series *s = &m->ext_authz[EXT_AUTHZ_CAP];
+    for (size_t i = 0; authorizer != NULL && i < EXT_AUTHZ_CAP; i++) {
+        const char *k = atomic_load_explicit(&m->ext_authz[i].name, memory_order_relaxed);
+        if (k == NULL) {
+            atomic_store_explicit(&m->ext_authz[i].name, authorizer, memory_order_release);
+            s = &m->ext_authz[i];
+            break;
+        }
+        if (k == authorizer) {
+            s = &m->ext_authz[i];
+            break;
+        }
+    }
+    counter_add(&s->v[r], 1);
+}
+
 void tr_metrics_jwks_fetch(struct tr_metrics *m, enum tr_jwks_fetch_result r)
 {
     counter_add(&m->jwks_fetches[r], 1);
@@ -384,12 +411,13 @@ void tr_metrics_dns(const char *cluster, enum tr_dns_result r)
 
 /* ---- rendering ---- */
 
-static const char *const flag_names[TR_RF_COUNT] = {"NR",  "UH",  "UF",   "UT", "UC",  "DC", "UO",
-                                                    "DPE", "UPE", "RBAC", "DI", "URX", "HO", "FI"};
+static const char *const flag_names[TR_RF_COUNT] = {"NR", "UH",  "UF",  "UT",  "UC",
+                                                    "DC", "UO",  "DPE", "UPE", "RBAC",
+                                                    "DI", "URX", "HO",  "FI",  "UAEX"};
 
 bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags)
 {
-    char buf[48]; /* every flag: 46 bytes */
+    char buf[56]; /* every flag: 51 bytes */
     struct tr_fmt b;
     tr_fmt_init_fixed(&b, buf, sizeof(buf));
     for (unsigned i = 0; i < TR_RF_COUNT; i++)
@@ -640,6 +668,51 @@ static void render_tcp(struct tr_fmt *o)
     }
 }
 
+/* The external authorizers' checks of every worker, summed by authorizer. */
+static void render_ext_authz(struct tr_fmt *o)
+{
+    static const char *const results[TR_EXT_AUTHZ_RESULT_COUNT] = {"allowed", "denied", "error",
+                                                                   "failed_open"};
+    const char *names[EXT_AUTHZ_CAP + 1];
+    uint64_t v[EXT_AUTHZ_CAP + 1][TR_EXT_AUTHZ_RESULT_COUNT];
+    size_t n = 0;
+    memset(v, 0, sizeof(v));
+    for (unsigned w = 0; w < MAX_WORKERS; w++) {
+        struct tr_metrics *m = atomic_load_explicit(&workers[w], memory_order_acquire);
+        for (size_t i = 0; m != NULL && i <= EXT_AUTHZ_CAP; i++) {
+            const char *k = i < EXT_AUTHZ_CAP
+                                ? atomic_load_explicit(&m->ext_authz[i].name, memory_order_acquire)
+                                : "";
+            if (k == NULL)
+                break; /* slots fill in order */
+            size_t j = 0;
+            while (j < n && names[j] != k)
+                j++;
+            if (j == n) {
+                if (n == EXT_AUTHZ_CAP + 1)
+                    j = EXT_AUTHZ_CAP; /* more names than slots: the last shares */
+                else
+                    names[n++] = k;
+            }
+            for (int r = 0; r < TR_EXT_AUTHZ_RESULT_COUNT; r++)
+                v[j][r] += counter_get(&m->ext_authz[i].v[r]);
+        }
+    }
+    tr_fmt_cstr(o, "# TYPE trellis_ext_authz_checks_total counter\n");
+    for (size_t j = 0; j < n; j++) {
+        bool any = false;
+        for (int r = 0; r < TR_EXT_AUTHZ_RESULT_COUNT; r++)
+            any |= v[j][r] != 0;
+        if (names[j][0] == '\0' && !any)
+            continue; /* the overflow slot, unused */
+        for (int r = 0; r < TR_EXT_AUTHZ_RESULT_COUNT; r++) {
+            tr_fmt_cstr(o, "trellis_ext_authz_checks_total{");
+            label(o, "authorizer", names[j]);
+            tr_fmt_printf(o, ",result=\"%s\"} %" PRIu64 "\n", results[r], v[j][r]);
+        }
+    }
+}
+
 /* The per-cluster series of every worker, summed by cluster. */
 static void render_clusters(struct tr_fmt *o)
 {
@@ -818,6 +891,7 @@ static void render_process(struct tr_fmt *o)
         tr_fmt_printf(o, "} %" PRIu64 "\n", fails[j].count);
     }
     render_clusters(o);
+    render_ext_authz(o);
     tr_fmt_printf(o,
                   "# TYPE trellis_config_generation gauge\ntrellis_config_generation %" PRIu64 "\n"
                   "# TYPE trellis_config_reloads_total counter\n"

@@ -27,27 +27,28 @@ enum tr_req_proto {
 
 /* Istio/Envoy response flags (bitmask). */
 enum {
-    TR_RF_NR = 1u << 0,   /* no route */
-    TR_RF_UH = 1u << 1,   /* no healthy upstream */
-    TR_RF_UF = 1u << 2,   /* upstream connection failure */
-    TR_RF_UT = 1u << 3,   /* upstream request timeout */
-    TR_RF_UC = 1u << 4,   /* upstream connection termination */
-    TR_RF_DC = 1u << 5,   /* downstream connection termination */
-    TR_RF_UO = 1u << 6,   /* upstream overflow */
-    TR_RF_DPE = 1u << 7,  /* downstream protocol error */
-    TR_RF_UPE = 1u << 8,  /* upstream protocol error */
-    TR_RF_RBAC = 1u << 9, /* denied by authorization (Envoy: UAEX/RBAC) */
-    TR_RF_DI = 1u << 10,  /* delay injected (route fault) */
-    TR_RF_URX = 1u << 11, /* upstream retry limit exceeded */
-    TR_RF_HO = 1u << 12,  /* a route's header edits took the head over a limit (trellis) */
-    TR_RF_FI = 1u << 13,  /* aborted by fault injection (route fault) */
-    TR_RF_COUNT = 14,
+    TR_RF_NR = 1u << 0,    /* no route */
+    TR_RF_UH = 1u << 1,    /* no healthy upstream */
+    TR_RF_UF = 1u << 2,    /* upstream connection failure */
+    TR_RF_UT = 1u << 3,    /* upstream request timeout */
+    TR_RF_UC = 1u << 4,    /* upstream connection termination */
+    TR_RF_DC = 1u << 5,    /* downstream connection termination */
+    TR_RF_UO = 1u << 6,    /* upstream overflow */
+    TR_RF_DPE = 1u << 7,   /* downstream protocol error */
+    TR_RF_UPE = 1u << 8,   /* upstream protocol error */
+    TR_RF_RBAC = 1u << 9,  /* denied by authorization (Envoy: UAEX/RBAC) */
+    TR_RF_DI = 1u << 10,   /* delay injected (route fault) */
+    TR_RF_URX = 1u << 11,  /* upstream retry limit exceeded */
+    TR_RF_HO = 1u << 12,   /* a route's header edits took the head over a limit (trellis) */
+    TR_RF_FI = 1u << 13,   /* aborted by fault injection (route fault) */
+    TR_RF_UAEX = 1u << 14, /* denied by an external authorizer (CUSTOM policy; Envoy's UAEX) */
+    TR_RF_COUNT = 15,
 };
 
 struct tr_fmt;
 
 /* Append flags like "UF,URX", or "-" for none, all or nothing (core/fmt.h);
- * the longest is "NR,UH,...,URX,HO,FI", 46 bytes. */
+ * the longest is "NR,UH,...,URX,HO,FI,UAEX", 51 bytes. */
 bool tr_response_flags_append(struct tr_fmt *f, uint16_t flags);
 
 /* Labels fixed per (listener, cluster, endpoint, peer): everything but the
@@ -129,6 +130,19 @@ enum tr_mirror_result {
     TR_MIRROR_RESULT_COUNT,
 };
 void tr_metrics_mirror(struct tr_metrics *m, enum tr_mirror_result r);
+
+/* Checks sent to external authorizers (CUSTOM policies, upstream/ext_authz.h),
+ * by authorizer and outcome (trellis_ext_authz_checks_total{authorizer, result}). */
+enum tr_ext_authz_result {
+    TR_EXT_AUTHZ_ALLOWED = 0, /* a 2xx: the request went on */
+    TR_EXT_AUTHZ_DENIED,      /* another status: the client got it */
+    TR_EXT_AUTHZ_ERROR,       /* no answer (connect, timeout, invalid): status_on_error */
+    TR_EXT_AUTHZ_FAILED_OPEN, /* no answer or a 5xx, and fail_open: the request went on */
+    TR_EXT_AUTHZ_RESULT_COUNT,
+};
+/* authorizer: its name, interned (tr_metrics_intern; the snapshot's
+ * ext_authz_names). */
+void tr_metrics_ext_authz(struct tr_metrics *m, const char *authorizer, enum tr_ext_authz_result r);
 
 /* Fetches of JSON Web Key Sets (jwks_uri, upstream/jwks_fetch.h), by result
  * (trellis_jwks_fetches_total{result="..."}). */

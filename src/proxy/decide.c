@@ -16,6 +16,7 @@
 #include "obs/metrics.h"
 #include "proxy/session.h"
 #include "runtime/worker.h"
+#include "upstream/ext_authz.h"
 #include "upstream/jwks_fetch.h"
 
 /* The request's consistent-hash key (see struct tr_decision). */
@@ -155,10 +156,62 @@ static bool decide_path(struct tr_session *s, tr_str path, tr_str *out, struct t
     return true;
 }
 
+/* The request as authorization sees it. */
+static void authz_request(struct tr_session *s, tr_str host, tr_str path, tr_str method,
+                          const struct tr_str_pair *headers, uint32_t n_headers,
+                          const struct tr_request_auth *auth, struct tr_authz_request *aq)
+{
+    tr_authz_conn_attrs(s, aq);
+    aq->http = true;
+    aq->method = method;
+    aq->host = host;
+    aq->path = path;
+    const char *q = memchr(path.p, '?', path.len);
+    if (q != NULL)
+        aq->path.len = (uint32_t)(q - path.p);
+    aq->headers = headers;
+    aq->n_headers = n_headers;
+    aq->auth = auth; /* what request authentication established, or NULL */
+}
+
+/* CUSTOM policies (Istio's order: before DENY and ALLOW). True when d is
+ * complete: a check to make first, or the authorizer's denial. */
+static bool decide_custom(struct tr_session *s, const struct tr_authz *az,
+                          const struct tr_authz_request *aq, struct tr_ext_authz_check *checked,
+                          struct tr_decision *d)
+{
+    int policy, rule;
+    int provider = tr_authz_custom(az, aq, &policy, &rule);
+    if (checked == NULL) {
+        if (provider < 0)
+            return false;
+        d->ext_authz = provider + 1;
+        return true;
+    }
+    uint16_t status;
+    const char *body;
+    if (tr_ext_authz_allowed(checked, &status, &body))
+        return false;
+    const char *name = tr_authz_policy_name(az, policy);
+    tr_info(
+        "listener %s: request from %s denied by external authorizer %s (policy %s): %s %u",
+        s->lcfg->name, s->principal != NULL ? s->principal : s->peer_ip,
+        provider >= 0 ? s->ws->snap->cfg->ext_authz[provider].name : "?", name != NULL ? name : "?",
+        tr_ext_authz_failed(checked) ? "the check failed, status_on_error" : "it answered", status);
+    *d = (struct tr_decision){.status = status,
+                              .flags = TR_RF_UAEX,
+                              .body = body,
+                              .response_edit = tr_ext_authz_response_edit(checked, NULL),
+                              .authz_policy = name,
+                              .authz_rule = rule,
+                              .auth = d->auth};
+    return true;
+}
+
 /* Routing, authorization and the route's actions, on the normalised path. */
 static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_str method,
                            const struct tr_str_pair *headers, uint32_t n_headers,
-                           struct tr_decision *d)
+                           struct tr_ext_authz_check *checked, struct tr_decision *d)
 {
     struct tr_snapshot *snap = s->ws->snap;
     struct tr_route_request rr = {
@@ -188,21 +241,15 @@ static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_st
         }
         d->auth = &jwt_rq.auth;
     }
-    const struct tr_route_cfg *route = tr_router_match(snap->routers[s->lcfg->route_table], &rr);
     const struct tr_authz *az = snap->authz[s->lidx];
+    struct tr_authz_request aq;
+    if (az != NULL)
+        authz_request(s, host, path, method, headers, n_headers, d->auth, &aq);
+    /* Decided at build time: a listener without CUSTOM policies asks nothing. */
+    if (tr_authz_has_custom(az) && decide_custom(s, az, &aq, checked, d))
+        return;
+    const struct tr_route_cfg *route = tr_router_match(snap->routers[s->lcfg->route_table], &rr);
     if (az != NULL) {
-        struct tr_authz_request aq;
-        tr_authz_conn_attrs(s, &aq);
-        aq.http = true;
-        aq.method = method;
-        aq.host = host;
-        aq.path = path;
-        const char *q = memchr(path.p, '?', path.len);
-        if (q != NULL)
-            aq.path.len = (uint32_t)(q - path.p);
-        aq.headers = headers;
-        aq.n_headers = n_headers;
-        aq.auth = d->auth; /* what request authentication established, or NULL */
         const char *policy;
         int rule;
         if (tr_authz_denied(s, az, &aq, "request", &policy, &rule)) {
@@ -246,7 +293,8 @@ static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_st
 }
 
 void tr_decide(struct tr_session *s, tr_str host, tr_str target, tr_str method,
-               const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d)
+               const struct tr_str_pair *headers, uint32_t n_headers,
+               struct tr_ext_authz_check *checked, struct tr_decision *d)
 {
     memset(d, 0, sizeof(*d));
     tr_str path;
@@ -254,8 +302,18 @@ void tr_decide(struct tr_session *s, tr_str host, tr_str target, tr_str method,
         d->path = target;
         return;
     }
-    decide_request(s, host, path, method, headers, n_headers, d);
+    decide_request(s, host, path, method, headers, n_headers, checked, d);
     d->path = path;
+    /* An allowed check's fields: to the request sent upstream, and to the
+     * response whatever it is (a denial's edit is set above). */
+    uint16_t status;
+    const char *body;
+    if (checked != NULL && d->flags != TR_RF_UAEX &&
+        tr_ext_authz_allowed(checked, &status, &body)) {
+        if (d->cluster != NULL)
+            d->request_edit = tr_ext_authz_request_edit(checked, d->request_edit);
+        d->response_edit = tr_ext_authz_response_edit(checked, d->response_edit);
+    }
 }
 
 const char *tr_upstream_error_body(char *buf, size_t size, const char *reason)

@@ -17,6 +17,7 @@
 
 struct tr_session;
 struct tr_cluster_rt;
+struct tr_ext_authz_check;
 
 struct tr_decision {
     /* The request target every decision was taken on, and the one to send
@@ -70,6 +71,11 @@ struct tr_decision {
      * the upstream request before deciding another). */
     const struct tr_request_auth *auth;
     tr_str www_authenticate;
+    /* A CUSTOM policy matched a request not checked yet: nothing else was
+     * decided. The caller holds the request, has external authorizer
+     * ext_authz - 1 (index into tr_config.ext_authz) check it
+     * (upstream/ext_authz.h) and decides again with the check. 0: no check. */
+    int ext_authz;
 };
 
 /* A connection moves to the worker's current snapshot when a new request
@@ -84,9 +90,15 @@ struct tr_decision {
 bool tr_session_adopt_current(struct tr_session *s);
 
 /* path is the request target (query included; authorization ignores it),
- * normalised here first (d->path). */
+ * normalised here first (d->path). checked: the finished external
+ * authorization check of this request, NULL before one (a CUSTOM policy's
+ * match then asks for it: d->ext_authz). With a check that denied, d is the
+ * authorizer's answer (flag UAEX); with one that allowed, the rest is
+ * decided as without CUSTOM policies, and the authorizer's fields join the
+ * request and response edits. */
 void tr_decide(struct tr_session *s, tr_str host, tr_str path, tr_str method,
-               const struct tr_str_pair *headers, uint32_t n_headers, struct tr_decision *d);
+               const struct tr_str_pair *headers, uint32_t n_headers,
+               struct tr_ext_authz_check *checked, struct tr_decision *d);
 
 /* The fields a local answer of d carries besides status and body: a
  * redirect's Location (location: its text, written by the caller from

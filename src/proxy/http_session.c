@@ -31,6 +31,7 @@
 #include "proxy/stream.h"
 #include "router/router.h"
 #include "upstream/h1_client.h"
+#include "upstream/ext_authz.h"
 #include "upstream/mirror.h"
 #include "upstream/pool.h"
 #include "upstream/retry.h"
@@ -119,6 +120,8 @@ void tr_http_session_release(struct tr_session *s)
     tr_mirrors_drop(&h->mirrors);
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
+    tr_ext_authz_free(h->ext_authz);
+    h->ext_authz = NULL;
 }
 
 static void log_and_count(struct tr_session *s)
@@ -190,6 +193,8 @@ static void finish_request(struct tr_session *s)
     tr_mirrors_drop(&h->mirrors); /* launched when the request completed, else incomplete */
     buf_release(s->w, &h->reqout);
     buf_release(s->w, &h->resp);
+    tr_ext_authz_free(h->ext_authz);
+    h->ext_authz = NULL;
     if (!h->keep_alive || s->draining || h->rq != TR_RQ_DONE) {
         s->closing = true;
         return;
@@ -545,6 +550,8 @@ static bool upgrade_names_h2c(const struct tr_h1_message *m)
     return false;
 }
 
+static void http_on_ext_authz(void *owner);
+
 static void handle_request_head(struct tr_session *s, uint32_t head_len)
 {
     struct tr_http_state *h = &s->http;
@@ -553,8 +560,10 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     struct tr_h1_message m;
     memset(&m, 0, sizeof(m));
     m.headers = w->headers;
-    h->start_us = tr_loop_now_us(w->loop);
-    h->requests++;
+    if (h->ext_authz == NULL) { /* not the same head again after its check */
+        h->start_us = tr_loop_now_us(w->loop);
+        h->requests++;
+    }
     h->keep_alive = false;
     /* A reload since the previous request applies from this one on. If the
      * connection's listener is gone, this request is served on the old
@@ -573,6 +582,7 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     /* The head leaves rx now. Its bytes stay where they are (the slices in m
      * point at them) until the next read, which cannot happen before this
      * function returns. */
+    uint32_t head_at = s->rx->start;
     tr_buf_consume(s->rx, head_len);
     h->version10 = m.version_minor == 0;
     h->keep_alive = !(m.flags & TR_H1_F_CONN_CLOSE) && !s->draining && listener_kept;
@@ -615,7 +625,28 @@ static void handle_request_head(struct tr_session *s, uint32_t head_len)
     }
 
     struct tr_decision d;
-    tr_decide(s, host, path, m.method, (const struct tr_str_pair *)m.headers, m.n_headers, &d);
+    tr_decide(s, host, path, m.method, (const struct tr_str_pair *)m.headers, m.n_headers,
+              h->ext_authz, &d);
+    if (d.ext_authz != 0) {
+        /* A CUSTOM policy asks its external authorizer first: the head goes
+         * back into rx (its bytes are still there: nothing was read since)
+         * and is handled again once the check is over (http_on_ext_authz);
+         * nothing is read meanwhile. */
+        h->ext_authz = tr_ext_authz_start(w, s->ws, d.ext_authz - 1, m.method, host, d.path,
+                                          (const struct tr_str_pair *)m.headers, m.n_headers,
+                                          http_on_ext_authz, s);
+        if (h->ext_authz == NULL) {
+            local_reply(s, 503, 0, "out of memory\n");
+            return;
+        }
+        if (s->rx->start == 0 && s->rx->end == 0)
+            s->rx->end = head_at + head_len;
+        s->rx->start = head_at;
+        h->ext_authz_wait = true;
+        h->ext_authz_head_len = head_len;
+        arm_idle(s);
+        return;
+    }
     path = d.path; /* normalised: what was decided on is what goes upstream */
     h->authz_policy = d.authz_policy;
     h->authz_rule = d.authz_rule;
@@ -1362,7 +1393,7 @@ static bool stream_pump(struct tr_session *s);
 static void http_pump(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    if (h->lingering || h->fault_wait)
+    if (h->lingering || h->fault_wait || h->ext_authz_wait)
         return;
     for (int guard = 0; guard < 256; guard++) {
         if (s->phase != TR_PH_HTTP)
@@ -1379,7 +1410,7 @@ static void http_pump(struct tr_session *s)
         }
         if (h->rq == TR_RQ_HEAD && h->rs == TR_RS_NONE) {
             progress |= read_request_head(s);
-            if (s->phase != TR_PH_HTTP || h->fault_wait)
+            if (s->phase != TR_PH_HTTP || h->fault_wait || h->ext_authz_wait)
                 return;
             if (h->stream != NULL)
                 continue;
@@ -1446,10 +1477,27 @@ static void http_on_down_io(struct tr_io *io, uint32_t events)
     http_pump(s);
 }
 
+/* The external authorization check is over: the held head again, decided
+ * with its outcome. */
+static void http_on_ext_authz(void *owner)
+{
+    struct tr_session *s = owner;
+    struct tr_http_state *h = &s->http;
+    h->ext_authz_wait = false;
+    handle_request_head(s, h->ext_authz_head_len);
+    http_pump(s);
+}
+
 static void http_on_timer(struct tr_timer *t)
 {
     struct tr_session *s = tr_container_of(t, struct tr_session, timer);
     struct tr_http_state *h = &s->http;
+    if (h->ext_authz_wait) {
+        /* The check outlasted the listener's idle timeout: the client is
+         * gone for us (the check is abandoned with the session). */
+        tr_session_close(s);
+        return;
+    }
     if (h->fault_wait) {
         /* The fault delay is over: the answer in tx goes out, or the upstream starts. */
         h->fault_wait = false;

@@ -110,6 +110,13 @@ struct tr_http_state {
      * gives the response its CORS fields. */
     bool fault_wait;
     struct tr_cors_echo cors;
+    /* External authorization (upstream/ext_authz.h): while the check is in
+     * flight (ext_authz_wait) nothing moves and the request head stays in
+     * rx, to be handled again (head_len bytes) with the check's outcome;
+     * the check lives until the request ends (its edits with it). */
+    struct tr_ext_authz_check *ext_authz;
+    bool ext_authz_wait;
+    uint32_t ext_authz_head_len;
 };
 
 struct tr_tcp_state {

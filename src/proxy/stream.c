@@ -17,6 +17,7 @@
 #include "router/router.h"
 #include "upstream/attempt.h"
 #include "upstream/h1_client.h"
+#include "upstream/ext_authz.h"
 #include "upstream/mirror.h"
 #include "upstream/pool.h"
 #include "upstream/retry.h"
@@ -328,6 +329,7 @@ static void stream_free_now(struct tr_deferred *d)
     tr_fields_free(&st->req_trailers);
     tr_fields_free(&st->resp_trailers);
     tr_fields_free(&st->answer_fields);
+    tr_fields_free(&st->ext_authz_req);
     free(st);
 }
 
@@ -338,7 +340,9 @@ static void stream_maybe_free(struct tr_stream *st)
     stream_log(st);
     tr_timer_cancel(W(st)->loop, &st->timer);
     tr_retry_end(&st->rt, W(st)->loop);
-    tr_mirrors_drop(&st->mirrors); /* launched when the request completed, else incomplete */
+    tr_mirrors_drop(&st->mirrors);    /* launched when the request completed, else incomplete */
+    tr_ext_authz_free(st->ext_authz); /* in flight: abandoned */
+    st->ext_authz = NULL;
     buf_drop(st, &st->held);
     buf_drop(st, &st->req_pend);
     buf_drop(st, &st->resp_pend);
@@ -1359,6 +1363,17 @@ static void start_tunnel(struct tr_stream *st, tr_str authority)
     up_start(st, true);
 }
 
+/* The external authorization check is over: the kept request again,
+ * decided with its outcome (unless the stream was answered or closed
+ * meanwhile: a client that broke flow control). */
+static void stream_on_ext_authz(void *owner)
+{
+    struct tr_stream *st = owner;
+    if (st->down_done || st->up != TR_SU_NONE)
+        return;
+    tr_stream_request(st, st->ext_authz_req.v, st->ext_authz_req.n, st->ext_authz_end_stream);
+}
+
 void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_t n,
                        bool end_stream)
 {
@@ -1414,7 +1429,28 @@ void tr_stream_request(struct tr_stream *st, const struct tr_h2_header *h, size_
         return;
     }
     struct tr_decision d;
-    tr_decide(s, host, path, method, (const struct tr_str_pair *)h, (uint32_t)n, &d);
+    tr_decide(s, host, path, method, (const struct tr_str_pair *)h, (uint32_t)n, st->ext_authz, &d);
+    if (d.ext_authz != 0) {
+        /* A CUSTOM policy asks its external authorizer first: the header
+         * list is kept (it lives only as long as this call) and decided
+         * again once the check is over (stream_on_ext_authz). */
+        size_t bytes = 0;
+        for (size_t i = 0; i < n; i++)
+            bytes += h[i].name.len + h[i].value.len;
+        bool ok = tr_fields_init(&st->ext_authz_req, (uint32_t)n + 1, (uint32_t)bytes + 1) == 0;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = tr_fields_add(&st->ext_authz_req, h[i].name, h[i].value) == 0;
+        if (ok)
+            st->ext_authz = tr_ext_authz_start(W(st), st->ws, d.ext_authz - 1, method, host, d.path,
+                                               (const struct tr_str_pair *)h, (uint32_t)n,
+                                               stream_on_ext_authz, st);
+        if (st->ext_authz == NULL) {
+            local_reply(st, 503, 0, "out of memory\n");
+            return;
+        }
+        st->ext_authz_end_stream = end_stream;
+        return;
+    }
     path = d.path; /* normalised: what was decided on is what goes upstream */
     st->route = d.route;
     st->authz_policy = d.authz_policy;

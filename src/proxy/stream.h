@@ -97,6 +97,13 @@ struct tr_stream {
     uint64_t req_bytes, resp_bytes;
     const struct tr_route_cfg *route;
     const struct tr_header_edit *req_edit, *resp_edit; /* the route's, NULL: none */
+    /* External authorization (upstream/ext_authz.h): the check of this
+     * request, its header list kept (ext_authz_req) to be decided again
+     * once the check is over; body bytes meanwhile wait as for a fault
+     * delay (TR_SU_NONE). The check lives as long as the stream. */
+    struct tr_ext_authz_check *ext_authz;
+    struct tr_fields ext_authz_req;
+    bool ext_authz_end_stream;
     struct tr_cluster_rt *cluster;
     struct tr_endpoint_rt *ep;
     uint64_t lb_hash;   /* consistent hashing: proxy/decide.h */

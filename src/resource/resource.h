@@ -122,6 +122,15 @@ struct tr_rset;
 struct tr_rset *tr_rset_from_buffer(const char *buf, size_t len, const char *name,
                                     struct tr_diags *d);
 
+/* One YAML (or JSON) document that is not a resource, such as the mesh
+ * configuration a ConfigMap carries in a string: read with the same rules
+ * and budgets into a set of its own that holds no resources and owns the
+ * nodes (tr_rset_free). *root: the first document's root, NULL when the
+ * buffer is empty or the document broke a rule (reported in d at
+ * name:line:col of the buffer; later documents are read and ignored).
+ * NULL only when out of memory. */
+struct tr_rset *tr_rnode_parse(const char *buf, size_t len, const char *name, struct tr_diags *d,
+                               const struct tr_rnode **root);
 size_t tr_rset_count(const struct tr_rset *rs);
 /* In load order (paths in byte order, documents in order, List items in order). */
 const struct tr_resource *tr_rset_at(const struct tr_rset *rs, size_t i);

@@ -68,6 +68,10 @@ struct reader {
     struct tr_rnode *root;
     struct anchor **anchors; /* sorted by (len, bytes) */
     size_t n_anchors, cap_anchors;
+    /* tr_rnode_parse: documents are not resources; the first one's root is
+     * kept here instead. */
+    bool nodes_only;
+    const struct tr_rnode *first_root;
 };
 
 enum scalar_type { ST_ANY, ST_STR, ST_INT, ST_FLOAT, ST_BOOL, ST_NULL };
@@ -561,7 +565,10 @@ static void doc_begin(struct reader *r, struct fy_event *ev)
 
 static void doc_end(struct reader *r)
 {
-    if (!r->skip && !r->stop) {
+    if (r->nodes_only) {
+        if (!r->skip && !r->stop && r->doc == 0)
+            r->first_root = r->root;
+    } else if (!r->skip && !r->stop) {
         if (!res_set_add_document(r->rs, r->root, r->file, r->doc, r->d))
             oom(r);
     }
@@ -964,11 +971,13 @@ static bool add_admitted(struct reader *r, struct tr_rset *rs, const char *buf, 
             rs->n_docs = docs0;
             rs->spent = NULL;
             tr_diags_free(&mine);
-            struct reader again = {.rs = rs, .d = &mine, .file = r->file};
+            struct reader again = {
+                .rs = rs, .d = &mine, .file = r->file, .nodes_only = r->nodes_only};
             parse(&again, filled, flen);
             free(filled);
             free(again.anchors);
             r->oom = again.oom;
+            r->first_root = again.first_root;
         }
     }
     peak(rs);
@@ -991,6 +1000,33 @@ bool res_set_add_buffer(struct tr_rset *rs, const char *buf, size_t len, const c
         break;
     }
     return add_admitted(&r, rs, buf, len, d);
+}
+
+struct tr_rset *tr_rnode_parse(const char *buf, size_t len, const char *name, struct tr_diags *d,
+                               const struct tr_rnode **root)
+{
+    *root = NULL;
+    struct tr_rset *rs = res_set_new();
+    if (rs == NULL)
+        return NULL;
+    struct reader r = {.rs = rs, .d = d, .nodes_only = true};
+    bool ok = true;
+    switch (admit(&r, rs, buf, len, name)) {
+    case ADMIT_OOM:
+        ok = false;
+        break;
+    case ADMIT_DONE:
+        break;
+    case ADMIT_PARSE:
+        ok = add_admitted(&r, rs, buf, len, d);
+        break;
+    }
+    if (!ok || !res_set_seal(rs, d)) {
+        tr_rset_free(rs);
+        return NULL;
+    }
+    *root = r.first_root;
+    return rs;
 }
 
 /* ------------------------------------------------------ kept parses */

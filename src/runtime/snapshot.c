@@ -18,6 +18,7 @@
 #include "identity/identity.h"
 #include "listener/capture.h"
 #include "net/sock.h"
+#include "obs/metrics.h"
 #include "router/router.h"
 
 static struct tr_snapshot *_Atomic current;
@@ -63,6 +64,7 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
     free(s->tls);
     free(s->routers);
     free(s->authz);
+    free(s->ext_authz_names);
     free(s->jwt);
     free(s->sni);
     free(s->cors);
@@ -332,6 +334,13 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
         s->routers[i] = tr_router_build(cfg, i, err);
         if (s->routers[i] == NULL)
             goto fail;
+    }
+    if (cfg->n_ext_authz > 0) {
+        s->ext_authz_names = calloc(cfg->n_ext_authz, sizeof(*s->ext_authz_names));
+        if (s->ext_authz_names == NULL)
+            goto oom;
+        for (size_t i = 0; i < cfg->n_ext_authz; i++)
+            s->ext_authz_names[i] = tr_metrics_intern(cfg->ext_authz[i].name);
     }
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         if (cfg->listeners[i].authz.n_rules + cfg->listeners[i].authz.n_policies == 0)

@@ -26,11 +26,12 @@ struct tr_capture_table;
 struct tr_snapshot {
     _Atomic uint32_t refs;
     uint64_t generation;
-    struct tr_config *cfg;      /* owned */
-    struct tr_tls_ctx **tls;    /* per cfg->tls; each holds one reference */
-    struct tr_router **routers; /* per cfg->route_tables */
-    struct tr_authz **authz;    /* per cfg->listeners; NULL: no rules */
-    struct tr_jwt_authn **jwt;  /* per cfg->listeners: request authentication; NULL: none */
+    struct tr_config *cfg;        /* owned */
+    struct tr_tls_ctx **tls;      /* per cfg->tls; each holds one reference */
+    struct tr_router **routers;   /* per cfg->route_tables */
+    struct tr_authz **authz;      /* per cfg->listeners; NULL: no rules */
+    struct tr_jwt_authn **jwt;    /* per cfg->listeners: request authentication; NULL: none */
+    const char **ext_authz_names; /* per cfg->ext_authz: the name interned (metrics labels) */
     /* Per cfg->listeners: a TERMINATE listener's server contexts by SNI
      * (identity.h), else empty (n == 0). */
     struct tr_tls_sni_table *sni;

@@ -115,6 +115,10 @@ ROUTE_TO_V1 = istio("VirtualService", "reviews-split", {"hosts": ["reviews"], "h
     {"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
     {"destination": {"host": "reviews"}, "weight": 50}]}]})
 SE_VM_POD = pod("legacyvm", "10.0.1.9", {"app": "legacyvm"}, "legacyvm")
+# The mesh configuration with an HTTP external authorizer (CUSTOM policies).
+MESH_CONFIG = _obj("v1", "ConfigMap", "istio", ns="istio-system", data={
+    "mesh": "extensionProviders:\n- name: opa\n  envoyExtAuthzHttp:\n"
+            "    service: ratings.default.svc.cluster.local\n    port: 9080\n"})
 CONTEXTS = {
     "mesh": COMMON,
     "vs": COMMON + SUBSETS,
@@ -124,6 +128,7 @@ CONTEXTS = {
         istio("VirtualService", "bookinfo", {"hosts": ["*"], "gateways": ["gw"], "http": [
             {"route": [{"destination": {"host": "reviews", "port": {"number": 9080}}}]}]})],
     "se": COMMON + [SE_VM_POD],
+    "authz-ext": COMMON + [MESH_CONFIG],
     "se-subsets": COMMON + [
         istio("DestinationRule", "api", {"host": "api.example.com", "subsets": [
             {"name": "v1", "labels": {"version": "v1"}}]}),
@@ -528,6 +533,7 @@ MINIMAL = {
     "AuthorizationPolicy:targetRef": {"kind": "Service", "name": "reviews"},
     "AuthorizationPolicy:targetRefs[]": {"kind": "Service", "name": "reviews"},
     "AuthorizationPolicy:provider": {"name": "opa"},
+    "AuthorizationPolicy:provider.name": "opa",
 }
 
 # Map keys where a row's path has {} (a header, a query parameter).
@@ -623,6 +629,11 @@ def _keys_fetched_only(doc, ctx):
     return ctx
 
 
+def _custom_policy(doc, ctx):
+    doc["spec"]["action"] = "CUSTOM"
+    return "authz-ext"
+
+
 def _external_name(doc, ctx):
     doc["spec"]["type"] = "ExternalName"
     return ctx
@@ -665,6 +676,8 @@ HOOKS = {
     "RequestAuthentication:jwtRules[].timeout": _keys_fetched,
     # the selector shows when the policy sets a mode
     "PeerAuthentication:spec.selector": With("mtls", {"mode": "STRICT"}),
+    # a provider is a CUSTOM policy's, from the mesh configuration's extensionProviders
+    "AuthorizationPolicy:spec.provider": _custom_policy,
 }
 
 # Rows (and the rows under them) whose value changes nothing in a sidecar's

@@ -421,17 +421,33 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
     out->action = strcmp(action, "DENY") == 0    ? TR_AUTHZ_DENY
                   : strcmp(action, "AUDIT") == 0 ? TR_AUTHZ_AUDIT
                                                  : TR_AUTHZ_ALLOW;
-    if (strcmp(action, "CUSTOM") == 0) {
-        /* Fail closed: what the external authorizer would be asked about
-         * is denied here. */
-        ist_error(x, &c, an, "action",
-                  "CUSTOM (an external authorizer) is not supported yet: requests its rules "
-                  "match are denied");
-        out->action = TR_AUTHZ_DENY;
-    }
     const struct tr_rnode *prov = tr_rnode_get(r->spec, "provider");
+    bool fail_closed = false;
+    if (strcmp(action, "CUSTOM") == 0) {
+        /* The provider's external authorizer (mesh.c); one that cannot be
+         * used fails closed: what it would be asked about is denied. */
+        const char *name = NULL;
+        if (prov == NULL)
+            ist_error(x, &c, an, "action",
+                      "CUSTOM needs spec.provider (an extension provider of the mesh "
+                      "configuration): requests the rules match are denied");
+        else
+            name = ist_ext_authz_provider(x, &c, prov);
+        if (name != NULL) {
+            out->action = TR_AUTHZ_CUSTOM;
+            out->provider_name = name;
+        } else {
+            out->action = TR_AUTHZ_DENY;
+            fail_closed = true;
+        }
+    }
     if (prov != NULL && strcmp(action, "CUSTOM") != 0)
         ist_error(x, &c, prov, "provider", "provider is only allowed with action CUSTOM");
+    else if (prov != NULL && prov->kind == TR_RNODE_MAP) {
+        for (const struct tr_rnode *k = prov->head; k != NULL && k->next != NULL; k = k->next->next)
+            if (k->s == NULL || strcmp(k->s, "name") != 0)
+                ist_warn(x, &c, k, "provider", "unknown field %s: ignored", k->s ? k->s : "?");
+    }
     out->loc = ist_loc(x, &c, r->spec);
     void *p;
     const struct tr_rnode *l =
@@ -447,7 +463,9 @@ static bool az_policy(struct ist_ctx *x, const struct tr_resource *r,
             az_rule(x, &c, e, rns, &out->rules[i]);
         ist_pop(&c, saved);
     }
-    return *scope != AZ_NONE && !ist_refused(x, r) && !dry_run;
+    /* A refused policy is left out, but for a CUSTOM one whose authorizer
+     * cannot be used: left out, it would let through what it was to check. */
+    return *scope != AZ_NONE && (fail_closed || !ist_refused(x, r)) && !dry_run;
 }
 
 bool ist_authz(struct ist_ctx *x)
@@ -483,6 +501,32 @@ bool ist_authz(struct ist_ctx *x)
     }
     if (x->checking || gateway)
         return true;
+    /* One provider per workload (Istio's rule): with CUSTOM policies naming
+     * several, every CUSTOM policy of the workload fails closed. */
+    const char *first = NULL;
+    bool several = false;
+    for (size_t i = 0; i < n2; i++) {
+        if (!use[i] || pols[i].action != TR_AUTHZ_CUSTOM)
+            continue;
+        if (first == NULL)
+            first = pols[i].provider_name;
+        else if (strcmp(first, pols[i].provider_name) != 0)
+            several = true;
+    }
+    for (size_t i = 0; several && i < n2; i++) {
+        if (!use[i] || pols[i].action != TR_AUTHZ_CUSTOM)
+            continue;
+        struct ist_cursor c;
+        ist_cursor_init(&c, v1[i], "spec");
+        ist_error(x, &c, tr_rnode_get(tr_rnode_get(v1[i]->spec, "provider"), "name"),
+                  "provider.name",
+                  "the CUSTOM policies of workload %s/%s name more than one provider (\"%s\" and "
+                  "others); Istio allows one: every CUSTOM policy of the workload denies what its "
+                  "rules match",
+                  x->wl_ns, x->wl_name, first);
+        pols[i].action = TR_AUTHZ_DENY;
+        pols[i].provider_name = NULL;
+    }
     /* Each inbound listener gets the policies that apply to its port, in
      * resource order. */
     for (size_t li = 0; li < cfg->n_listeners; li++) {

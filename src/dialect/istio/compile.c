@@ -1183,6 +1183,8 @@ bool ist_ctx_init(struct ist_ctx *x, const struct tr_rset *rs, const struct tr_i
 
 void ist_ctx_fini(struct ist_ctx *x)
 {
+    tr_rset_free(x->mesh_rs);
+    x->mesh_rs = NULL;
     tr_arena_free(x->tmp);
     tr_config_free(x->cfg);
     x->tmp = NULL;

@@ -91,6 +91,9 @@ bool ist_duration(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode
 /* Istio Percent {value: double}: parts per million (0..1000000). */
 bool ist_percent(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
                  const char *key, uint32_t *out_ppm);
+/* The same without a node: a Go duration string in ms (false: not one, or
+ * longer than max_ms). */
+bool ist_parse_duration_ms(const char *s, uint32_t max_ms, uint32_t *out_ms);
 /* A list's node (reported when not a list). */
 const struct tr_rnode *ist_list(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
                                 const char *key);
@@ -204,6 +207,16 @@ struct ist_pa_port {
     bool used;                  /* an inbound listener took it */
 };
 
+/* An extension provider of the mesh configuration (mesh.c). */
+struct ist_provider {
+    const char *name;
+    const struct tr_rnode *http; /* envoyExtAuthzHttp, NULL: another kind */
+    const char *kind;            /* the kind's key, for messages */
+    size_t index;                /* in extensionProviders */
+    int model;                   /* index in the model's ext_authz once made, -1 */
+    bool failed;                 /* it could not be made (reported) */
+};
+
 struct ist_ctx {
     const struct tr_rset *rs;
     const struct tr_istio_options *o; /* = &opts */
@@ -252,6 +265,14 @@ struct ist_ctx {
     const char *wl_ip;
     const struct tr_rnode *wl_labels;
     const struct tr_resource *wl_res;
+
+    /* the mesh configuration (mesh.c): read on first use */
+    bool mesh_read;
+    const struct tr_resource *mesh_cm; /* ConfigMap istio in the root namespace, or NULL */
+    const struct tr_rnode *mesh_node;  /* its data.mesh */
+    struct tr_rset *mesh_rs;           /* owns the parsed mesh configuration */
+    struct ist_provider *providers;
+    size_t n_providers;
 
     /* inbound mTLS (peer_auth.c) */
     enum tr_tls_mode pa_mode;              /* the workload's ports by default */
@@ -434,5 +455,16 @@ bool ist_peer_auth_plaintext(struct ist_ctx *x, const struct ist_inst *in, uint3
  * checked; those that apply to the workload go to its inbound listeners
  * (authz.c). Call after the inbound listeners exist. */
 bool ist_authz(struct ist_ctx *x);
+
+/* ------------------------------------------------- mesh configuration */
+
+/* Reads the mesh configuration (ConfigMap istio in the root namespace,
+ * data.mesh) once per compile, warning about what trellis does not read. */
+void ist_mesh_read(struct ist_ctx *x);
+/* A CUSTOM policy's spec.provider: the model's external authorizer name
+ * (made on first use, with its outbound cluster), or NULL when it cannot be
+ * used (an error at the policy: the caller fails closed). */
+const char *ist_ext_authz_provider(struct ist_ctx *x, struct ist_cursor *c,
+                                   const struct tr_rnode *provider);
 
 #endif

@@ -291,6 +291,18 @@ bool ist_duration(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode
     return true;
 }
 
+bool ist_parse_duration_ms(const char *s, uint32_t max_ms, uint32_t *out_ms)
+{
+    uint64_t us;
+    if (s == NULL || !parse_go_duration(s, &us))
+        return false;
+    uint64_t ms = (us + 999) / 1000;
+    if (ms > max_ms)
+        return false;
+    *out_ms = (uint32_t)ms;
+    return true;
+}
+
 bool ist_percent(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *map,
                  const char *key, uint32_t *out_ppm)
 {

@@ -349,6 +349,35 @@ static void check_full(const struct tr_config *c)
     assert_int_equal(l->authz.policies[2].action, TR_AUTHZ_AUDIT);
     assert_int_equal(l->authz.policies[2].n_rules, 1);
 
+    /* External authorizers and the CUSTOM policy naming one. */
+    assert_int_equal(c->listeners[0].authz.n_policies, 1);
+    assert_int_equal(c->listeners[0].authz.policies[0].action, TR_AUTHZ_CUSTOM);
+    assert_string_equal(c->listeners[0].authz.policies[0].provider_name, "checker");
+    assert_int_equal(c->listeners[0].authz.policies[0].provider, 0);
+    assert_int_equal(c->n_ext_authz, 2);
+    const struct tr_ext_authz_cfg *ea = &c->ext_authz[0];
+    assert_string_equal(ea->name, "checker");
+    assert_int_equal(ea->cluster, 0);
+    assert_int_equal(ea->timeout_ms, 250);
+    assert_string_equal(ea->path_prefix, "/check");
+    assert_true(ea->fail_open);
+    assert_int_equal(ea->status_on_error, 503);
+    assert_int_equal(ea->n_check_headers, 3);
+    assert_string_equal(ea->check_headers[2], "*-token");
+    assert_int_equal(ea->n_check_add, 1);
+    assert_string_equal(ea->check_add[0].name, "x-checked-by");
+    assert_string_equal(ea->check_add[0].value, "trellis");
+    assert_string_equal(ea->upstream_on_allow[0], "x-ext-authz-check-result");
+    assert_string_equal(ea->downstream_on_allow[0], "x-allow-note");
+    assert_int_equal(ea->n_downstream_on_deny, 2);
+    assert_string_equal(ea->loc.origin.kind, "ConfigMap");
+    ea = &c->ext_authz[1];
+    assert_int_equal(ea->timeout_ms, 600000); /* Istio's default */
+    assert_null(ea->path_prefix);
+    assert_false(ea->fail_open);
+    assert_int_equal(ea->status_on_error, 403);
+    assert_int_equal(ea->n_downstream_on_deny, 0);
+
     l = &c->listeners[3];
     assert_string_equal(l->name, "gateway");
     assert_int_equal(l->tls_mode, TR_TLS_TERMINATE);
@@ -396,7 +425,7 @@ static void check_full(const struct tr_config *c)
     assert_null(ro->headers[4].value);
     assert_string_equal(ro->headers[4].loc.path,
                         "route_tables[0].virtual_hosts[0].routes[0].match.headers[4]");
-    assert_int_equal(ro->headers[4].loc.line, 116);
+    assert_int_equal(ro->headers[4].loc.line, 117);
     assert_int_equal(ro->headers[4].loc.col, 19);
     assert_int_equal(ro->n_clusters, 2);
     assert_int_equal(ro->clusters[0].cluster, 1);
@@ -724,7 +753,7 @@ static void test_full_json(void **state)
     c->listeners[0].loc.line = 47;
     struct tr_header_match_cfg *h = &c->route_tables[0].vhosts[0].routes[0].headers[4];
     assert_true(h->loc.line > 0);
-    h->loc.line = 116;
+    h->loc.line = 117;
     h->loc.col = 19;
     check_full(c);
     tr_config_free(c);
@@ -827,7 +856,7 @@ static const struct bad_case bad_cases[] = {
     {"bogus: 1\n" BASE_TAIL, "t.yaml:1:1: bogus: ",
      "unknown field \"bogus\" (accepted: node, workers, drain_timeout, log_level, limits, admin, "
      "access_log, tls, "
-     "listeners, route_tables, clusters, resolver, upstream_mark)"},
+     "listeners, route_tables, clusters, ext_authz, resolver, upstream_mark)"},
     {"workers: 1\n", "t.yaml:1:1: listeners: ", "missing required field"},
     {"listeners: []\n", "t.yaml:1:12: listeners: ", "must have at least 1 entry"},
     {"listeners: {}\n", "t.yaml:1:12: listeners: ", "expected a list, got a mapping"},
@@ -1064,13 +1093,51 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:6:49: listeners[0].authorization.policies[0].rules[0].to[0].ports[0]: ",
      "a port is a number 1-65535"},
     {AZL "    policies: [{name: p, action: CUSTOM}]\n" RT_C,
-     "t.yaml:6:34: listeners[0].authorization.policies[0].action: ", "CUSTOM"},
+     "t.yaml:6:16: listeners[0].authorization.policies[0].provider: ", "missing required field"},
     {AZL "    policies: [{name: p, rules: [{from: [{source: {}}]}]}]\n" RT_C,
      "t.yaml:6:43: listeners[0].authorization.policies[0].rules[0].from[0].source: ",
      "unknown field \"source\""},
     {AZL "    policies: [{name: p, rules: [{to: [{methods: [\"G*T\"]}]}]}]\n" RT_C,
      "t.yaml:6:51: listeners[0].authorization.policies[0].rules[0].to[0].methods[0]: ",
      "only allowed once, at the start or the end"},
+/* CUSTOM policies and their external authorizers (ext_authz). */
+#define EA "ext_authz:\n- {name: ea, cluster: c}\n"
+    {AZL "    policies: [{name: p, action: CUSTOM, rules: [{}]}]\n" RT_C EA,
+     "t.yaml:6:16: listeners[0].authorization.policies[0].provider: ",
+     "missing required field (action CUSTOM names an ext_authz entry)"},
+    {AZL "    policies: [{name: p, action: CUSTOM, provider: nope, rules: [{}]}]\n" RT_C EA,
+     "t.yaml:6:52: listeners[0].authorization.policies[0].provider: ",
+     "unknown ext_authz \"nope\""},
+    {AZL "    policies: [{name: p, action: DENY, provider: ea, rules: [{}]}]\n" RT_C EA,
+     "t.yaml:6:40: listeners[0].authorization.policies[0].provider: ",
+     "only allowed with action CUSTOM"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  tcp_cluster: c\n"
+     "  authorization: {policies: [{name: p, action: CUSTOM, provider: ea}]}\n" RT_C EA,
+     "t.yaml:6:48: listeners[0].authorization.policies[0].action: ",
+     "CUSTOM is not allowed on a tcp listener"},
+    {RT_C "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"
+          "ext_authz:\n- {name: ea, cluster: nope}\n",
+     "t.yaml:8:23: ext_authz[0].cluster: ", "unknown cluster \"nope\""},
+    {RT_C "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n" EA
+          "- {name: ea, cluster: c}\n",
+     "t.yaml:9:10: ext_authz[1].name: ", "duplicate ext_authz name \"ea\""},
+    {RT_C "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"
+          "ext_authz:\n- {name: ea, cluster: c, check_headers: ['x-*-y']}\n",
+     "t.yaml:8:42: ext_authz[0].check_headers[0]: ", "only allowed once, at the start or the end"},
+    {RT_C "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"
+          "ext_authz:\n- {name: ea, cluster: c, path_prefix: check}\n",
+     "t.yaml:8:39: ext_authz[0].path_prefix: ", "a path prefix starts with \"/\""},
+    {RT_C "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"
+          "ext_authz:\n- {name: ea, cluster: c, status_on_error: 99}\n",
+     "t.yaml:8:43: ext_authz[0].status_on_error: ", "must be between 200 and 599, got 99"},
+    {RT_C "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"
+          "ext_authz:\n- {name: ea, cluster: c, failOpen: true}\n",
+     "t.yaml:8:26: ext_authz[0].failOpen: ", "unknown field \"failOpen\""},
+    {RT_C "- {name: h2, protocol: http2, endpoints: [{address: 127.0.0.1:3}]}\n"
+          "listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n"
+          "ext_authz:\n- {name: ea, cluster: h2}\n",
+     "t.yaml:9:23: ext_authz[0].cluster: ", "the check is sent with HTTP/1.1"},
+#undef EA
 #undef AZL
     {"listeners:\n- {name: l, address: 127.0.0.1:1, route_table: rt}\n- {name: l, address: "
      "127.0.0.1:2, route_table: rt}\n" RT_C,

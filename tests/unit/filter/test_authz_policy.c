@@ -326,6 +326,47 @@ static void test_syntax(void **state)
     assert_int_equal(tr_az_key_parse("source.ip ", arg, &n, why, sizeof(why)), TR_AZK_INVALID);
 }
 
+/* CUSTOM policies: found by tr_authz_custom (their provider), ignored by
+ * tr_authz_decide (the check comes first); a listener without one says so
+ * at build time. */
+static void test_custom(void **state)
+{
+    (void)state;
+    struct tr_authz_operation_cfg op = {F(paths, "/api/*")};
+    struct tr_authz_policy_rule_cfg rule = {.to = &op, .n_to = 1};
+    struct tr_authz_policy_cfg p[] = {
+        {.name = "shop/deny-nothing", .action = TR_AUTHZ_DENY},
+        {.name = "shop/ext",
+         .action = TR_AUTHZ_CUSTOM,
+         .provider = 3,
+         .rules = &rule,
+         .n_rules = 1},
+    };
+    struct tr_authz *a = build(p, 2);
+    assert_true(tr_authz_has_custom(a));
+    int pol, r;
+    struct tr_authz_request rq = http(WEB, "GET", "/api/items");
+    assert_int_equal(tr_authz_custom(a, &rq, &pol, &r), 3);
+    assert_int_equal(pol, 1);
+    assert_int_equal(r, 0);
+    assert_int_equal(decide(a, &rq).verdict, ALLOW); /* CUSTOM is not DENY or ALLOW */
+    rq = http(WEB, "GET", "/other");
+    assert_int_equal(tr_authz_custom(a, &rq, &pol, &r), -1);
+    assert_int_equal(pol, -1);
+    tr_authz_free(a);
+    a = build(p, 1);
+    assert_false(tr_authz_has_custom(a));
+    assert_false(tr_authz_has_custom(NULL));
+    tr_authz_free(a);
+    /* A CUSTOM policy without a provider (validate refuses it first). */
+    p[1].provider = -1;
+    struct tr_authz_cfg cfg = {.policies = p, .n_policies = 2};
+    char *err = NULL;
+    assert_null(tr_authz_build(&cfg, &err));
+    assert_non_null(strstr(err, "a CUSTOM policy needs a provider"));
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_conditions_and_request_auth),
         cmocka_unit_test(test_build_errors),
         cmocka_unit_test(test_syntax),
+        cmocka_unit_test(test_custom),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1417,6 +1417,50 @@ static void test_istio_corpus_counts(void **state)
     tr_rset_free(rs);
 }
 
+/* A document that is not a resource (a ConfigMap's mesh configuration):
+ * its root, located in the buffer; the rules of every read apply. */
+static void test_rnode_parse(void **state)
+{
+    (void)state;
+    static const char text[] = "accessLogFile: /dev/stdout\nextensionProviders:\n"
+                               "- name: a\n  envoyExtAuthzHttp: {service: s, port: 8000}\n"
+                               "---\nsecond: ignored\n";
+    struct tr_diags d;
+    tr_diags_init(&d);
+    const struct tr_rnode *root = NULL;
+    struct tr_rset *rs = tr_rnode_parse(text, strlen(text), "mesh", &d, &root);
+    assert_non_null(rs);
+    assert_int_equal(d.n, 0);
+    assert_int_equal(tr_rset_count(rs), 0);
+    assert_non_null(root);
+    assert_int_equal(root->kind, TR_RNODE_MAP);
+    const struct tr_rnode *l = tr_rnode_get(root, "extensionProviders");
+    assert_non_null(l);
+    assert_int_equal(l->kind, TR_RNODE_SEQ);
+    const struct tr_rnode *port = tr_rnode_get(tr_rnode_get(l->head, "envoyExtAuthzHttp"), "port");
+    int64_t v;
+    assert_true(tr_rnode_int(port, &v));
+    assert_int_equal(v, 8000);
+    assert_int_equal(port->line, 4);
+    assert_null(tr_rnode_get(root, "second"));
+    tr_rset_free(rs);
+    /* Broken: reported at the buffer's name, no root. */
+    rs = tr_rnode_parse("a: [1, 2\n", 9, "mesh", &d, &root);
+    assert_non_null(rs);
+    assert_null(root);
+    assert_true(d.n_errors > 0);
+    assert_string_equal(d.v[0].where.file, "mesh");
+    tr_rset_free(rs);
+    /* Empty: no root, nothing reported. */
+    size_t before = d.n;
+    rs = tr_rnode_parse("", 0, "mesh", &d, &root);
+    assert_non_null(rs);
+    assert_null(root);
+    assert_int_equal(d.n, before);
+    tr_rset_free(rs);
+    tr_diags_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1447,6 +1491,7 @@ int main(void)
         cmocka_unit_test(test_seal_many_kinds),
         cmocka_unit_test(test_istio_corpus_loads),
         cmocka_unit_test(test_istio_corpus_counts),
+        cmocka_unit_test(test_rnode_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

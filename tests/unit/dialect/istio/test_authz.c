@@ -220,8 +220,8 @@ static void test_findings(void **state)
                             "[x]}\n    - {key: source.ip, values: [10.0.0.1/8]}\n"
                             "  - to:\n    - operation: {paths: [\"/a/{x}/b\"], "
                             "ports: [\"0\"]}\n  - from:\n    - {}\n"));
-    assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/ext: spec.action: CUSTOM (an "
-                                   "external authorizer) is not supported yet"));
+    assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/ext: spec.provider.name: no "
+                                   "extension provider \"opa\" in the mesh configuration"));
     assert_non_null(strstr(c.msgs, "spec.rules[0].when[0].key: unknown condition key "
                                    "\"request.nope\""));
     assert_non_null(strstr(c.msgs, "spec.rules[0].when[1].values[0]: \"10.0.0.1/8\" has bits"));
@@ -289,6 +289,272 @@ static void test_dry_run_not_enforced(void **state)
     compiled_free(&c);
 }
 
+/* A corpus file (Istio's samples), NUL-terminated, malloc'd. */
+static char *corpus(const char *rel)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/../shared/corpus/istio/%s", TR_SOURCE_ROOT, rel);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("cannot open %s", path);
+    static char buf[64 * 1024];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strdup(buf);
+}
+
+/* Istio's mesh configuration: two HTTP external authorizers (the samples'
+ * ext-authz Service and local ServiceEntry), a gRPC one, other fields. */
+static const char MESH_CM[] =
+    "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+    "data:\n  meshNetworks: 'networks: {}'\n  mesh: |-\n"
+    "    accessLogFile: /dev/stdout\n"
+    "    extensionProviders:\n"
+    "    - name: sample-ext-authz-http\n"
+    "      envoyExtAuthzHttp:\n"
+    "        service: ext-authz.default.svc.cluster.local\n"
+    "        port: \"8000\"\n"
+    "        timeout: 1.5s\n"
+    "        pathPrefix: /check\n"
+    "        failOpen: true\n"
+    "        statusOnError: \"503\"\n"
+    "        includeRequestHeadersInCheck: [\"x-ext-authz\", \"X-User-*\"]\n"
+    "        includeAdditionalHeadersInCheck: {X-Via: trellis}\n"
+    "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\"]\n"
+    "        headersToDownstreamOnAllow: [\"x-note\"]\n"
+    "        headersToDownstreamOnDeny: [\"x-ext-authz-check-result\", \"*-reason\"]\n"
+    "        includeRequestBodyInCheck: {maxRequestBytes: 100}\n"
+    "    - name: local-http\n"
+    "      envoyExtAuthzHttp: {service: ext-authz-http.local, port: 8000}\n"
+    "    - name: sample-ext-authz-grpc\n"
+    "      envoyExtAuthzGrpc: {service: ext-authz.default.svc.cluster.local, port: 9000}\n";
+
+/* CUSTOM with the samples' authorizers: a CUSTOM policy naming the provider,
+ * the model's external authorizer with its outbound cluster; what trellis
+ * does not read warned about, a provider it cannot use failing closed. */
+static void test_custom_ext_authz(void **state)
+{
+    (void)state;
+    char *svc = corpus("extauthz/ext-authz.yaml");
+    char *local = corpus("extauthz/local-ext-authz.yaml");
+    size_t n = strlen(svc) + strlen(local) + strlen(MESH_CM) + 2048;
+    char *text = malloc(n);
+    assert_non_null(text);
+    snprintf(text, n,
+             "---\n%s\n---\n%s%s" AP("prod", "ext",
+                                     "  action: CUSTOM\n  provider: {name: "
+                                     "sample-ext-authz-http}\n  rules: [{to: "
+                                     "[{operation: {paths: [\"/api/*\"]}}]}]\n")
+                 AP("prod", "grpc",
+                    "  action: CUSTOM\n  provider: {name: sample-ext-authz-grpc}\n"
+                    "  rules: [{to: [{operation: {paths: [\"/grpc\"]}}]}]\n"),
+             svc, local, MESH_CM);
+    free(svc);
+    free(local);
+    struct compiled c;
+    compile_text(&c, text);
+    free(text);
+    assert_non_null(c.cfg); /* validated: every reference resolves */
+    const struct tr_config *cfg = c.cfg;
+    assert_int_equal(cfg->n_ext_authz, 1);
+    const struct tr_ext_authz_cfg *e = &cfg->ext_authz[0];
+    assert_string_equal(e->name, "sample-ext-authz-http");
+    assert_string_equal(e->cluster_name, "outbound|8000||ext-authz.default.svc.cluster.local");
+    assert_int_equal(e->timeout_ms, 1500);
+    assert_string_equal(e->path_prefix, "/check");
+    assert_true(e->fail_open);
+    assert_int_equal(e->status_on_error, 503);
+    assert_int_equal(e->n_check_headers, 2);
+    assert_string_equal(e->check_headers[1], "x-user-*");
+    assert_string_equal(e->check_add[0].name, "x-via");
+    assert_string_equal(e->upstream_on_allow[0], "x-ext-authz-check-result");
+    assert_string_equal(e->downstream_on_allow[0], "x-note");
+    assert_string_equal(e->downstream_on_deny[1], "*-reason");
+    assert_string_equal(e->loc.origin.kind, "ConfigMap");
+    assert_string_equal(e->loc.path, "data.mesh: extensionProviders[0]");
+    const struct tr_listener_cfg *l = listener(&c, "inbound|8080");
+    assert_int_equal(l->authz.n_policies, 2);
+    assert_int_equal(l->authz.policies[0].action, TR_AUTHZ_CUSTOM);
+    assert_string_equal(l->authz.policies[0].provider_name, "sample-ext-authz-http");
+    /* The gRPC provider cannot be used: its policy denies what it matches. */
+    assert_int_equal(l->authz.policies[1].action, TR_AUTHZ_DENY);
+    const char *pol;
+    assert_int_equal(decide(l, FRONT, "GET", "/grpc", &pol).verdict, TR_AUTHZ_VERDICT_DENY);
+    assert_int_equal(decide(l, FRONT, "GET", "/api/x", &pol).verdict, TR_AUTHZ_VERDICT_ALLOW);
+    /* The requests a check is asked for. */
+    char *err = NULL;
+    struct tr_authz *a = tr_authz_build(&l->authz, &err);
+    assert_non_null(a);
+    struct tr_authz_request rq = {.principal = FRONT, .http = true};
+    rq.method = TR_STR_LIT("GET");
+    rq.path = TR_STR_LIT("/api/x");
+    int p, r;
+    assert_int_equal(tr_authz_custom(a, &rq, &p, &r), 0);
+    rq.path = TR_STR_LIT("/other");
+    assert_int_equal(tr_authz_custom(a, &rq, &p, &r), -1);
+    tr_authz_free(a);
+    /* Findings: the ConfigMap and the field path in the mesh text. */
+    static const char *const want[] = {
+        "ConfigMap istio-system/istio: data.meshNetworks: not read by trellis",
+        "ConfigMap istio-system/istio: data.mesh: accessLogFile: this MeshConfig field is not "
+        "read by trellis: ignored (line 1 of the mesh configuration)",
+        "data.mesh: extensionProviders[0].envoyExtAuthzHttp.includeRequestBodyInCheck: not "
+        "supported by trellis",
+        "data.mesh: extensionProviders[2].envoyExtAuthzGrpc: extension provider kind "
+        "envoyExtAuthzGrpc is not supported",
+        "AuthorizationPolicy prod/grpc: spec.provider.name: extension provider "
+        "\"sample-ext-authz-grpc\" is envoyExtAuthzGrpc, not envoyExtAuthzHttp",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (strstr(c.msgs, want[i]) == NULL)
+            fail_msg("missing \"%s\" in:\n%s", want[i], c.msgs);
+    assert_int_equal(c.d.n_errors, 1);
+    compiled_free(&c);
+
+    /* The samples' local authorizer: a ServiceEntry host. */
+    local = corpus("extauthz/local-ext-authz.yaml");
+    n = strlen(local) + strlen(MESH_CM) + 1024;
+    text = malloc(n);
+    assert_non_null(text);
+    snprintf(text, n,
+             "---\n%s%s" AP("prod", "local",
+                            "  action: CUSTOM\n  provider: {name: local-http}\n"
+                            "  rules: [{to: [{operation: {paths: [\"/l\"]}}]}]\n"),
+             local, MESH_CM);
+    free(local);
+    compile_text(&c, text);
+    free(text);
+    assert_int_equal(c.d.n_errors, 0);
+    assert_int_equal(c.cfg->n_ext_authz, 1);
+    e = &c.cfg->ext_authz[0];
+    assert_string_equal(e->name, "local-http");
+    assert_string_equal(e->cluster_name, "outbound|8000||ext-authz-http.local");
+    assert_int_equal(e->timeout_ms, 600000);
+    assert_false(e->fail_open);
+    assert_int_equal(e->status_on_error, 403);
+    l = listener(&c, "inbound|8080");
+    assert_int_equal(l->authz.policies[0].action, TR_AUTHZ_CUSTOM);
+    compiled_free(&c);
+
+    /* A provider whose service port does not exist: an error naming the
+     * field, and the policy fails closed. */
+    compile_text(&c, "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: "
+                     "istio-system}\ndata:\n  mesh: |\n    extensionProviders:\n    - name: x\n"
+                     "      envoyExtAuthzHttp: {service: backend.prod.svc.cluster.local, port: "
+                     "99}\n" AP("prod", "ext",
+                                "  action: CUSTOM\n  provider: {name: x}\n"
+                                "  rules: [{}]\n"));
+    assert_non_null(strstr(c.msgs, "data.mesh: extensionProviders[0].envoyExtAuthzHttp.port: "
+                                   "service backend.prod.svc.cluster.local has no port 99"));
+    l = listener(&c, "inbound|8080");
+    assert_int_equal(l->authz.n_policies, 1);
+    assert_int_equal(l->authz.policies[0].action, TR_AUTHZ_DENY);
+    assert_int_equal(c.cfg->n_ext_authz, 0);
+    compiled_free(&c);
+}
+
+/* Istio's authz builder cases (the corpus's authz-builder/http/custom-*):
+ * their "default" provider is defined in Go; here it is the same provider
+ * in a mesh ConfigMap, and the model must say what Istio's ext_authz filter
+ * says (custom-http-provider-out2.yaml); CUSTOM policies of one workload
+ * naming two providers all deny what they match (custom-bad-multiple-
+ * providers-out1.yaml). */
+static const char BUILDER_MESH[] =
+    "apiVersion: v1\nkind: Service\nmetadata: {name: my-custom-ext-authz, namespace: foo}\n"
+    "spec:\n  selector: {app: ext-authz}\n  ports: [{name: http, port: 9000}]\n"
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: httpbin, namespace: foo}\n"
+    "spec:\n  selector: {app: httpbin}\n  ports: [{name: http, port: 8000, targetPort: 80}]\n"
+    "---\napiVersion: v1\nkind: Pod\nmetadata: {name: httpbin-1, namespace: foo, labels: "
+    "{app: httpbin, version: v1}}\nstatus: {podIP: 127.0.3.1}\n"
+    "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\n"
+    "data:\n  mesh: |\n    extensionProviders:\n    - name: default\n"
+    "      envoyExtAuthzHttp:\n"
+    "        service: foo/my-custom-ext-authz.foo.svc.cluster.local\n"
+    "        port: 9000\n        timeout: 10s\n        pathPrefix: /check\n"
+    "        failOpen: true\n"
+    "        includeRequestHeadersInCheck: [x-custom-id, x-prefix-*, \"*-suffix\"]\n"
+    "        includeAdditionalHeadersInCheck: {x-header-1: value-1, x-header-2: value-2}\n"
+    "        headersToUpstreamOnAllow: [Authorization, x-prefix-*, \"*-suffix\"]\n"
+    "        headersToDownstreamOnAllow: [Set-cookie, x-prefix-*, \"*-suffix\"]\n"
+    "        headersToDownstreamOnDeny: [Set-cookie, x-prefix-*, \"*-suffix\"]\n"
+    "    - name: another\n"
+    "      envoyExtAuthzHttp: {service: my-custom-ext-authz.foo.svc.cluster.local, port: 9000}\n";
+
+static void compile_builder(struct compiled *c, const char *corpus_file)
+{
+    char *pols = corpus(corpus_file);
+    size_t n = strlen(BUILDER_MESH) + strlen(pols) + 16;
+    char *text = malloc(n);
+    assert_non_null(text);
+    snprintf(text, n, "%s---\n%s", BUILDER_MESH, pols);
+    free(pols);
+    tr_diags_init(&c->d);
+    c->rs = tr_rset_from_buffer(text, strlen(text), "mesh.yaml", &c->d);
+    free(text);
+    assert_non_null(c->rs);
+    struct tr_istio_options o = {.ns = "foo", .name = "httpbin-1", .cert_dir = "/nonexistent"};
+    c->cfg = tr_istio_compile(c->rs, &o, &c->d);
+    size_t off = 0;
+    c->msgs[0] = '\0';
+    for (size_t i = 0; i < c->d.n && off < sizeof(c->msgs) - 1; i++) {
+        int k = tr_diag_format(&c->d.v[i], c->msgs + off, sizeof(c->msgs) - off);
+        off += k > 0 ? (size_t)k : 0;
+        if (off < sizeof(c->msgs) - 1)
+            c->msgs[off++] = '\n';
+        c->msgs[off < sizeof(c->msgs) ? off : sizeof(c->msgs) - 1] = '\0';
+    }
+}
+
+static void test_custom_authz_builder_corpus(void **state)
+{
+    (void)state;
+    struct compiled c;
+    compile_builder(&c, "authz-builder/http/custom-simple-http-in.yaml");
+    if (c.d.n != 0)
+        fail_msg("%s", c.msgs);
+    const struct tr_config *cfg = c.cfg;
+    assert_int_equal(cfg->n_ext_authz, 1);
+    const struct tr_ext_authz_cfg *e = &cfg->ext_authz[0];
+    assert_string_equal(e->cluster_name,
+                        "outbound|9000||my-custom-ext-authz.foo.svc.cluster.local");
+    assert_int_equal(e->timeout_ms, 10000);
+    assert_string_equal(e->path_prefix, "/check");
+    assert_true(e->fail_open);                 /* failureModeAllow: true */
+    assert_int_equal(e->status_on_error, 403); /* statusOnError: Forbidden */
+    assert_int_equal(e->n_check_headers, 3);   /* allowedHeaders */
+    assert_string_equal(e->check_headers[0], "x-custom-id");
+    assert_string_equal(e->check_headers[1], "x-prefix-*");
+    assert_string_equal(e->check_headers[2], "*-suffix");
+    assert_int_equal(e->n_check_add, 2); /* headersToAdd */
+    assert_string_equal(e->check_add[1].name, "x-header-2");
+    assert_string_equal(e->check_add[1].value, "value-2");
+    assert_string_equal(e->upstream_on_allow[0], "authorization"); /* allowedUpstreamHeaders */
+    assert_string_equal(e->downstream_on_allow[0], "set-cookie");  /* ...ClientHeadersOnSuccess */
+    assert_string_equal(e->downstream_on_deny[2], "*-suffix");     /* allowedClientHeaders */
+    const struct tr_listener_cfg *l = listener(&c, "inbound|80");
+    assert_int_equal(l->authz.n_policies, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(l->authz.policies[i].action, TR_AUTHZ_CUSTOM);
+        assert_string_equal(l->authz.policies[i].provider_name, "default");
+    }
+    compiled_free(&c);
+
+    compile_builder(&c, "authz-builder/http/custom-bad-multiple-providers-in.yaml");
+    assert_non_null(strstr(c.msgs, "AuthorizationPolicy foo/httpbin-2: spec.provider.name: the "
+                                   "CUSTOM policies of workload foo/httpbin-1 name more than one "
+                                   "provider"));
+    l = listener(&c, "inbound|80");
+    assert_int_equal(l->authz.n_policies, 2);
+    const char *pol;
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(l->authz.policies[i].action, TR_AUTHZ_DENY);
+    assert_int_equal(decide(l, FRONT, "GET", "/httpbin1", &pol).verdict, TR_AUTHZ_VERDICT_DENY);
+    assert_int_equal(decide(l, FRONT, "GET", "/httpbin2", &pol).verdict, TR_AUTHZ_VERDICT_DENY);
+    assert_int_equal(decide(l, FRONT, "GET", "/other", &pol).verdict, TR_AUTHZ_VERDICT_ALLOW);
+    compiled_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +564,8 @@ int main(void)
         cmocka_unit_test(test_every_field),
         cmocka_unit_test(test_findings),
         cmocka_unit_test(test_gateway_refused),
+        cmocka_unit_test(test_custom_ext_authz),
+        cmocka_unit_test(test_custom_authz_builder_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
