@@ -87,8 +87,11 @@ static enum tr_sni_result client_hello(const unsigned char *p, size_t len, const
     size_t rec = get16(p + 3);
     if (rec == 0 || rec > 16384)
         return TR_SNI_MALFORMED;
-    /* Handshake header: msg_type client_hello(1), uint24 length. */
-    if (len >= 6 && p[5] != 1)
+    /* Handshake header: msg_type client_hello(1), uint24 length. An
+     * answer is final (more bytes never change it): read the type first. */
+    if (len < 6)
+        return TR_SNI_NEED_MORE;
+    if (p[5] != 1)
         return TR_SNI_MALFORMED;
     if (rec < 4)
         return TR_SNI_NONE; /* the handshake header itself is fragmented */

@@ -122,6 +122,13 @@ static void test_altered(void **state)
     assert_int_equal(sni((const unsigned char *)"\x16", 1, got), TR_SNI_NEED_MORE);
     assert_int_equal(sni((const unsigned char *)"", 0, got), TR_SNI_NEED_MORE);
 
+    /* A record too short for a handshake header: the type is read before
+     * answering, so the answer never changes with more bytes (found by
+     * fuzz_client_hello). */
+    assert_int_equal(sni((const unsigned char *)"\x16\x03\x00\x00\x01", 5, got), TR_SNI_NEED_MORE);
+    assert_int_equal(sni((const unsigned char *)"\x16\x03\x00\x00\x01\x16", 6, got),
+                     TR_SNI_MALFORMED);
+    assert_int_equal(sni((const unsigned char *)"\x16\x03\x00\x00\x01\x01", 6, got), TR_SNI_NONE);
     /* Record length 0 or above 2^14. */
     assert_int_equal(sni((const unsigned char *)"\x16\x03\x01\x00\x00", 5, got), TR_SNI_MALFORMED);
     assert_int_equal(sni((const unsigned char *)"\x16\x03\x01\x40\x01", 5, got), TR_SNI_MALFORMED);
