@@ -289,6 +289,139 @@ def test_no_default_closes(checked, tls_backends, greeter, workdir):
     t0 = time.time()
     assert raw_exchange(port, None) == b""  # silence: closed after timeouts.request
     assert 0.9 <= time.time() - t0 < 4, time.time() - t0
+    lines = access_lines(log, 6)  # in the order the connections ended
+    assert [e["cluster"] for e in lines].count("backend-a") == 1, lines
+    assert [e["response_flags"] for e in lines if e["cluster"] is None] == ["NR"] * 5, lines
+
+
+# ------------------------------------------------------------ from Istio YAML
+
+def compile_istio(workdir, docs, workload):
+    """`trellis ctl compile` of docs (YAML text) for workload: the model."""
+    d = os.path.join(workdir, "istio")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "mesh.yaml"), "w") as f:
+        f.write(docs)
+    r = subprocess.run([TRELLIS, "ctl", "compile", d, "--workload", workload, "-o", "json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), r.stderr
+
+
+def service_entries(backends, port):
+    """ServiceEntries for the two TLS backends on one service port."""
+    out = ""
+    for name in NAMES:
+        out += f"""---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{name}.internal]
+  ports: [{{number: {port}, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {backends[name][0]}}}}}]
+"""
+    return out
+
+
+def test_istio_sidecar_tls_routes(checked, tls_backends, workdir):
+    """A sidecar's outbound TLS port: a VirtualService's tls rules and the
+    services' own names, by SNI, the TLS untouched."""
+    backends, bundle = tls_backends
+    port, log = free_port(), os.path.join(workdir, "access.log")
+    docs = """---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default, labels: {app: client}}
+status: {podIP: 127.0.0.1}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partners, namespace: default}
+spec:
+  hosts: ["*.b.example.com"]
+  ports: [{number: %d, name: tls, protocol: TLS}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: partners, namespace: default}
+spec:
+  hosts: ["*.b.example.com"]
+  tls:
+  - match: [{sniHosts: [a.b.example.com], port: %d}]
+    route: [{destination: {host: backend-a.internal}}]
+  - match: [{sniHosts: ["*.b.example.com"]}]
+    route:
+    - {destination: {host: backend-b.internal}, weight: 75}
+    - {destination: {host: backend-a.internal}, weight: 25}
+""" % (port, port) + service_entries(backends, port)
+    model, findings = compile_istio(workdir, docs, "default/client")
+    model["access_log"] = {"enabled": True, "path": log}
+    checked(model)
+    # backend-a's and backend-b's own names (a client asking for the service)
+    assert py_subject(port, "backend-a.internal", bundle) == "backend-a"
+    assert s_client_subject(port, "backend-b.internal") == "backend-b"
+    # the tls rules
+    assert s_client_subject(port, "a.b.example.com") == "backend-a"
+    body, subject = curl_name(port, "a.b.example.com", bundle)
+    assert body == "backend-a" and any("CN=backend-a" in s for s in subject), (body, subject)
+    n, counts = 120, {}
+    for i in range(n):
+        who = py_subject(port, f"h{i}.b.example.com", bundle)
+        counts[who] = counts.get(who, 0) + 1
+    mean, sd = n * 0.75, math.sqrt(n * 0.75 * 0.25)
+    assert set(counts) <= set(NAMES) and abs(counts.get("backend-b", 0) - mean) <= 5 * sd, counts
+    lines = access_lines(log, n + 4)
+    assert all(e["cluster"].startswith("outbound|") for e in lines), lines
+
+
+def test_istio_gateway_passthrough(checked, tls_backends, workdir):
+    """A Gateway server with tls.mode PASSTHROUGH: the bound VirtualService's
+    tls rules, by SNI; a name no rule takes, and no SNI, are closed."""
+    backends, bundle = tls_backends
+    port, log = free_port(), os.path.join(workdir, "access.log")
+    docs = """---
+apiVersion: v1
+kind: Pod
+metadata: {name: ingress, namespace: istio-system, labels: {istio: ingressgateway}}
+status: {podIP: 127.0.0.1}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: pass, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: %d, name: tls, protocol: TLS}
+    hosts: ["*.example.com"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: [a.example.com, "*.b.example.com", other.org]
+  gateways: [istio-system/pass]
+  tls:
+  - match: [{sniHosts: [a.example.com]}]
+    route: [{destination: {host: backend-a.internal}}]
+  - match: [{sniHosts: ["*.b.example.com"], port: %d}]
+    route: [{destination: {host: backend-b.internal}}]
+  - match: [{sniHosts: [other.org]}]
+    route: [{destination: {host: backend-b.internal}}]
+""" % (port, port) + service_entries(backends, 443)
+    model, findings = compile_istio(workdir, docs, "istio-system/ingress")
+    model["access_log"] = {"enabled": True, "path": log}
+    checked(model)
+    assert s_client_subject(port, "a.example.com") == "backend-a"
+    assert py_subject(port, "x.b.example.com", bundle) == "backend-b"
+    body, subject = curl_name(port, "y.b.example.com", bundle)
+    assert body == "backend-b" and any("CN=backend-b" in s for s in subject), (body, subject)
+    # other.org is not a host of the server: not routed; nor unknown names, no SNI
+    assert py_subject(port, "other.org", bundle) is None
+    assert py_subject(port, "c.example.com", bundle) is None
+    assert py_subject(port, None, bundle) is None
     lines = access_lines(log, 6)
-    assert lines[0]["cluster"] == "backend-a"
-    assert [e["response_flags"] for e in lines[1:6]] == ["NR"] * 5, lines
+    assert [e["response_flags"] for e in lines].count("NR") == 3, lines
