@@ -74,7 +74,7 @@
 /* TLS contexts that are not mesh contexts. */
 #define CFG_MAX_PEM          (256u * 1024u) /* inline PEM text of one cert, key or ca */
 #define CFG_MAX_SERVER_NAMES 1000u          /* a server context's server_names */
-#define CFG_MAX_SNI_ROUTES   256u           /* a listener's sni_routes (each: server_names) */
+#define CFG_MAX_SNI_ROUTES   4096u          /* a listener's sni_routes (each: server_names) */
 #define CFG_MAX_SNI_CONTEXTS 256u           /* a TERMINATE listener's contexts */
 
 #define CFG_PATH_MAX 512u

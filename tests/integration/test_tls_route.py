@@ -425,3 +425,38 @@ spec:
     assert py_subject(port, None, bundle) is None
     lines = access_lines(log, 6)
     assert [e["response_flags"] for e in lines].count("NR") == 3, lines
+
+
+def test_istio_gateway_auto_passthrough(checked, tls_backends, workdir):
+    """AUTO_PASSTHROUGH (an east-west gateway): the SNI names the
+    destination, outbound_.PORT_.SUBSET_.HOST, for every registry service a
+    host of the server covers; nothing else is routed."""
+    backends, bundle = tls_backends
+    port, log = free_port(), os.path.join(workdir, "access.log")
+    docs = """---
+apiVersion: v1
+kind: Pod
+metadata: {name: ew, namespace: istio-system, labels: {istio: eastwestgateway}}
+status: {podIP: 127.0.0.1}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: cross-network-gateway, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: %d, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["*.internal"]
+""" % port + service_entries(backends, 443)
+    model, findings = compile_istio(workdir, docs, "istio-system/ew")
+    model["access_log"] = {"enabled": True, "path": log}
+    checked(model)
+    assert s_client_subject(port, "outbound_.443_._.backend-a.internal") == "backend-a"
+    assert py_subject(port, "outbound_.443_._.backend-b.internal", bundle) == "backend-b"
+    assert py_subject(port, "backend-a.internal", bundle) is None
+    assert py_subject(port, "outbound_.444_._.backend-a.internal", bundle) is None
+    lines = access_lines(log, 4)
+    assert sorted(str(e["cluster"]) for e in lines) == [
+        "None", "None", "outbound_.443_._.backend-a.internal",
+        "outbound_.443_._.backend-b.internal"], lines

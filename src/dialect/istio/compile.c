@@ -553,6 +553,37 @@ const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, si
     return oom ? (void)ist_oom(x), NULL : empty;
 }
 
+/* AUTO_PASSTHROUGH (gateway.c): outbound|PORT|SUBSET|HOST as
+ * outbound_.PORT_.SUBSET_.HOST, Istio's name for it in an SNI, without TLS
+ * of its own: the bytes are a remote sidecar's mTLS, relayed untouched to
+ * the destination's sidecar, which terminates them. */
+const char *ist_passthrough_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                                    const char *subset)
+{
+    const char *name = ist_cluster_for(x, s, pi, subset);
+    const char *pt =
+        ist_mprintf(x, "outbound_.%u_.%s_.%s", s->ports[pi].number, subset ? subset : "", s->host);
+    if (name == NULL || pt == NULL || tr_strmap_get(&x->cluster_by_name, pt) != NULL)
+        return pt;
+    uintptr_t idx = (uintptr_t)tr_strmap_get(&x->cluster_by_name, name) - 1;
+    if (!cluster_room(x))
+        return NULL;
+    struct tr_cluster_cfg *c = &x->clusters[x->n_clusters];
+    *c = x->clusters[idx];
+    c->name = pt;
+    c->tls_name = NULL;
+    c->server_ids = NULL;
+    c->n_server_ids = 0;
+    c->sni = NULL;
+    c->subject_alt_names = NULL;
+    c->n_subject_alt_names = 0;
+    c->insecure_skip_verify = false;
+    bool oom = false;
+    tr_strmap_put(&x->cluster_by_name, pt, (void *)(uintptr_t)(x->n_clusters + 1), &oom);
+    x->n_clusters++;
+    return oom ? (void)ist_oom(x), NULL : pt;
+}
+
 /* ------------------------------------------------------ virtual hosts */
 
 struct port_tab {
@@ -819,6 +850,13 @@ static bool sni_rules(struct ist_ctx *x, const struct vs_index *ix, struct port_
         const char *host = s->host;
         if (!ist_sni_rules_add(x, &rs, &host, 1, split, n_split, nowhere, ist_loc(x, &c, NULL)))
             return false;
+    }
+    if (rs.overflow) {
+        struct ist_cursor c;
+        ist_cursor_init(&c, pt->tls_svcs[0]->res, NULL);
+        ist_warn(x, &c, NULL, NULL,
+                 "port %u: more than %d SNI rules; the rest go to the port's default", pt->port,
+                 IST_MAX_SNI_RULES);
     }
     return ist_sni_rules_copy(x, &rs, l);
 }

@@ -54,7 +54,14 @@ bool ist_is_gateway(const struct ist_ctx *x)
 }
 
 /* The server's mode, as the listener can serve it, or why not. */
-enum srv_kind { SRV_HTTP, SRV_MESH_MTLS, SRV_TERMINATE, SRV_PASSTHROUGH, SRV_UNSUPPORTED };
+enum srv_kind {
+    SRV_HTTP,
+    SRV_MESH_MTLS,
+    SRV_TERMINATE,
+    SRV_PASSTHROUGH,
+    SRV_AUTO_PASSTHROUGH,
+    SRV_UNSUPPORTED
+};
 
 static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
 {
@@ -79,10 +86,10 @@ static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
      * routes, by SNI, the TLS untouched. */
     if (tlsish && (mode == NULL || strcmp(mode, "PASSTHROUGH") == 0))
         return SRV_PASSTHROUGH;
+    /* East-west gateways: the SNI names the destination. */
     if (tlsish && strcmp(mode, "AUTO_PASSTHROUGH") == 0)
-        *why = "AUTO_PASSTHROUGH (the SNI names the destination, outbound_.PORT_.SUBSET_.HOST, "
-               "for multi-network east-west gateways) is not supported yet";
-    else if (tlsish && mode != NULL && strcmp(mode, "OPTIONAL_MUTUAL") == 0)
+        return SRV_AUTO_PASSTHROUGH;
+    if (tlsish && mode != NULL && strcmp(mode, "OPTIONAL_MUTUAL") == 0)
         *why = "OPTIONAL_MUTUAL (a client certificate verified when sent) is not supported yet";
     else if (tlsish && mode != NULL && (strcmp(mode, "SIMPLE") == 0 || strcmp(mode, "MUTUAL") == 0))
         *why = "terminating TLS for a TLS (not HTTPS) server, whose routes are TCP, is not "
@@ -277,9 +284,10 @@ static void check_other_tls(struct ist_ctx *x, struct ist_cursor *c, const struc
     for (const struct tr_rnode *k = tls->head; k; k = k->next ? k->next->next : NULL) {
         const char *key;
         if (!tr_rnode_str(k, &key) || strcmp(key, "httpsRedirect") == 0 ||
-            ((kind == SRV_MESH_MTLS || kind == SRV_PASSTHROUGH) && strcmp(key, "mode") == 0))
+            ((kind == SRV_MESH_MTLS || kind == SRV_PASSTHROUGH || kind == SRV_AUTO_PASSTHROUGH) &&
+             strcmp(key, "mode") == 0))
             continue;
-        if (kind == SRV_PASSTHROUGH)
+        if (kind == SRV_PASSTHROUGH || kind == SRV_AUTO_PASSTHROUGH)
             ist_warn(x, c, k, key,
                      "ignored: a PASSTHROUGH server does not terminate TLS (the backend's "
                      "certificate and settings apply)");
@@ -387,7 +395,8 @@ struct gw_port {
     struct tr_vhost_cfg *vhosts;
     size_t n, cap;
     struct tr_strmap domains;
-    struct ist_sni_rules sni; /* SRV_PASSTHROUGH: the listener's sni_routes */
+    struct ist_sni_rules sni;     /* SRV_PASSTHROUGH, SRV_AUTO_PASSTHROUGH: the sni_routes */
+    const struct tr_resource *gw; /* the Gateway that made the port */
 };
 
 static bool add_vhost(struct ist_ctx *x, struct gw_port *gp, const struct tr_resource *vs,
@@ -536,6 +545,57 @@ static bool passthrough_rules(struct ist_ctx *x, struct gw_port *gp, const struc
     return true;
 }
 
+/* An AUTO_PASSTHROUGH server: every registry service a host of the server
+ * covers, each port and each subset of its DestinationRule, by the SNI
+ * Istio's sidecars send to another network's gateway,
+ * outbound_.PORT_.SUBSET_.HOST (SUBSET empty for the whole service), to
+ * its endpoints as they are: the sidecar's mTLS passes through to the
+ * destination's sidecar. No VirtualService is involved (as in Istio). */
+static bool auto_passthrough_rules(struct ist_ctx *x, struct gw_port *gp,
+                                   const struct tr_rnode *hosts, const char *gns)
+{
+    for (size_t i = 0; i < x->n_svcs; i++) {
+        const struct ist_service *s = x->svcs[i];
+        if (ist_refused(x, s->res) || s->host[0] == '*')
+            continue;
+        bool covered = false;
+        for (const struct tr_rnode *sh = hosts ? hosts->head : NULL; sh && !covered;
+             sh = sh->next) {
+            const char *shost;
+            covered = tr_rnode_str(sh, &shost) && server_ns_ok(shost, gns, s->ns) &&
+                      served_host(shost, s->host) != NULL;
+        }
+        if (!covered)
+            continue;
+        const struct tr_resource *dr = ist_dr_for(x, s->host, s->ns);
+        const struct tr_rnode *subsets = dr ? tr_rnode_get(dr->spec, "subsets") : NULL;
+        for (size_t pi = 0; pi < s->n_ports; pi++) {
+            const struct tr_rnode *ss = NULL;
+            const char *subset = NULL;
+            for (;;) {
+                const char *name = ist_mprintf(x, "outbound_.%u_.%s_.%s", s->ports[pi].number,
+                                               subset ? subset : "", s->host);
+                struct tr_weighted_cluster_cfg w = {.cluster_name =
+                                                        ist_passthrough_cluster(x, s, pi, subset),
+                                                    .cluster = -1,
+                                                    .weight = 1};
+                struct ist_cursor c;
+                ist_cursor_init(&c, s->res, NULL);
+                if (name == NULL || w.cluster_name == NULL ||
+                    !ist_sni_rules_add(x, &gp->sni, &name, 1, &w, 1, NULL, ist_loc(x, &c, NULL)))
+                    return false;
+                ss = ss == NULL ? (subsets && subsets->kind == TR_RNODE_SEQ ? subsets->head : NULL)
+                                : ss->next;
+                while (ss != NULL && !tr_rnode_str(tr_rnode_get(ss, "name"), &subset))
+                    ss = ss->next;
+                if (ss == NULL)
+                    break;
+            }
+        }
+    }
+    return true;
+}
+
 /* httpsRedirect: every host of the port answers 301 to https on the
  * default port, as Envoy's require_tls does, whatever its routes say. */
 static bool https_redirect(struct ist_ctx *x, struct gw_port *gp)
@@ -598,6 +658,7 @@ bool ist_gateways(struct ist_ctx *x)
                     return false;
                 gp->port = (uint32_t)num;
                 gp->kind = kind;
+                gp->gw = gw;
                 tr_strmap_init(&gp->domains, x->tmp);
             }
             const struct tr_rnode *tls = tr_rnode_get(s, "tls");
@@ -607,6 +668,11 @@ bool ist_gateways(struct ist_ctx *x)
             if (kind == SRV_TERMINATE && !server_context(x, gw, s, gp))
                 continue; /* no certificate: no host of it is served (reported) */
             const struct tr_rnode *hosts = tr_rnode_get(s, "hosts");
+            if (kind == SRV_AUTO_PASSTHROUGH) {
+                if (!auto_passthrough_rules(x, gp, hosts, gns))
+                    return false;
+                continue;
+            }
             for (size_t v = 0; v < nv; v++) {
                 const struct tr_resource *vs = vss[v];
                 const char *vns = vs->ns ? vs->ns : "default";
@@ -656,7 +722,7 @@ bool ist_gateways(struct ist_ctx *x)
         struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
         tr_cfg_listener_defaults(l);
         l->name = ist_mprintf(x, "gateway|%u", gp->port);
-        if (gp->kind == SRV_PASSTHROUGH) {
+        if (gp->kind == SRV_PASSTHROUGH || gp->kind == SRV_AUTO_PASSTHROUGH) {
             /* TLS untouched, by SNI; a name no rule takes is closed, as at
              * Istio's gateway (no default filter chain). */
             l->direction = TR_DIR_OUTBOUND;
@@ -664,6 +730,13 @@ bool ist_gateways(struct ist_ctx *x)
             const char *ip = x->wl_ip ? x->wl_ip : x->o->outbound_ip;
             if (!ist_make_addr(x, ip, gp->port, &l->addr) || !ist_sni_rules_copy(x, &gp->sni, l))
                 return false;
+            if (gp->sni.overflow) {
+                struct ist_cursor c;
+                ist_cursor_init(&c, gp->gw, NULL);
+                ist_warn(x, &c, NULL, NULL,
+                         "port %u: more than %d SNI rules; the rest are not routed (closed)",
+                         gp->port, IST_MAX_SNI_RULES);
+            }
             continue;
         }
         l->direction = gp->kind == SRV_MESH_MTLS ? TR_DIR_INBOUND : TR_DIR_OUTBOUND;

@@ -352,11 +352,13 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
                       struct ist_tls_rule **out, size_t *n, size_t *cap);
 /* A listener's sni_routes as they are built: a rule per call, with the
  * names no earlier rule took (lower-cased; first match wins). */
+#define IST_MAX_SNI_RULES 4096 /* the model's limit (config/internal.h, CFG_MAX_SNI_ROUTES) */
 struct ist_sni_rules {
     struct tr_sni_route_cfg *v; /* scratch; ist_sni_rules_copy puts it in the model */
     size_t n, cap;
     struct tr_strmap seen;
     bool ready;
+    bool overflow; /* more than IST_MAX_SNI_RULES: the rest were left out (report it) */
     /* A rule with the name "*": every name it is reached by and no SNI go
      * to its split (the listener's tcp_cluster(s)); later rules are not. */
     bool has_default;
@@ -388,6 +390,10 @@ void ist_ctx_fini(struct ist_ctx *x);
 
 /* A copy of the service port's cluster with no endpoint (compile.c). */
 const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi);
+/* The service port's cluster (of subset, or NULL) as AUTO_PASSTHROUGH
+ * names it, outbound_.PORT_.SUBSET_.HOST, with no TLS of its own (compile.c). */
+const char *ist_passthrough_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                                    const char *subset);
 
 /* ------------------------------------------------------------- policy */
 

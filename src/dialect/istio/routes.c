@@ -1666,6 +1666,10 @@ bool ist_sni_rules_add(struct ist_ctx *x, struct ist_sni_rules *rs, const char *
     }
     if (nk == 0 || (n_split == 0 && nowhere == NULL))
         return true;
+    if (rs->n == IST_MAX_SNI_RULES) {
+        rs->overflow = true; /* the model's limit: the caller reports it */
+        return true;
+    }
     if (rs->n == rs->cap) {
         size_t nc = rs->cap ? rs->cap * 2 : 8;
         struct tr_sni_route_cfg *v = ist_alloc(x, nc, sizeof(*v));
@@ -1676,8 +1680,6 @@ bool ist_sni_rules_add(struct ist_ctx *x, struct ist_sni_rules *rs, const char *
         rs->v = v;
         rs->cap = nc;
     }
-    if (rs->n == 256)
-        return true; /* the model's limit: later names go to the default (rare) */
     struct tr_sni_route_cfg *r = &rs->v[rs->n++];
     memset(r, 0, sizeof(*r));
     r->server_names = keep;

@@ -907,8 +907,21 @@ static void test_tls_passthrough_gateway(void **state)
     if (c.cfg == NULL)
         dump_diags(&c.d);
     assert_non_null(c.cfg);
-    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.servers[1]",
-                         "AUTO_PASSTHROUGH (the SNI names the destination"));
+    /* AUTO_PASSTHROUGH: every service under "*", each port and subset, by
+     * Istio's SNI outbound_.PORT_.SUBSET_.HOST, to a copy of its cluster
+     * without TLS (the remote sidecar's mTLS passes through) */
+    const struct tr_listener_cfg *al = listener(c.cfg, "gateway|9443");
+    const struct tr_sni_route_cfg *ar =
+        sni_rule(al, "outbound_.9080_.v3_.reviews.default.svc.cluster.local");
+    assert_string_equal(ar->tcp_cluster_name,
+                        "outbound_.9080_.v3_.reviews.default.svc.cluster.local");
+    const struct tr_cluster_cfg *ac = cluster(c.cfg, ar->tcp_cluster_name);
+    assert_null(ac->tls_name);
+    assert_int_equal(ac->n_endpoints, 1); /* reviews-v3 */
+    ar = sni_rule(al, "outbound_.443_._.b.internal");
+    assert_string_equal(ar->tcp_cluster_name, "outbound_.443_._.b.internal");
+    ar = sni_rule(al, "outbound_.3306_._.db.data.svc.cluster.local");
+    assert_null(al->tcp_cluster_name); /* other names are closed */
     const struct tr_listener_cfg *l = listener(c.cfg, "gateway|8443");
     assert_int_equal(l->protocol, TR_LPROTO_TCP);
     assert_int_equal(l->tls_mode, TR_TLS_DISABLE);
