@@ -222,6 +222,24 @@ def test_sni_picks_the_backend(checked, tls_backends, greeter, workdir):
     assert all(e["response_flags"] in ("-", "DC", "UC") for e in lines), [e["response_flags"] for e in lines]
 
 
+def test_rules_change_live(checked, tls_backends, greeter, workdir):
+    """PUT /config/listeners/NAME/sni_routes replaces the rules: new
+    connections follow them; an invalid update changes nothing."""
+    backends, bundle = tls_backends
+    port, log = free_port(), os.path.join(workdir, "access.log")
+    p = checked(native_config(port, backends, greeter, log))
+    assert py_subject(port, "a.example.com", bundle) == "backend-a"
+    status, body = p.update("listeners", "pass", "sni_routes", [
+        {"server_names": ["a.example.com"], "tcp_cluster": "backend-b"}])
+    assert status == 200, body
+    assert py_subject(port, "a.example.com", bundle) == "backend-b"
+    assert raw_exchange(port, client_hello("x.b.example.com")) == b"default\n"
+    status, body = p.update("listeners", "pass", "sni_routes", [
+        {"server_names": ["a.example.com"], "tcp_cluster": "nope"}])
+    assert status == 400 and "unknown cluster" in str(body), body
+    assert py_subject(port, "a.example.com", bundle) == "backend-b"
+
+
 def test_weighted_split_by_sni(checked, tls_backends, greeter, workdir):
     backends, bundle = tls_backends
     port, log = free_port(), os.path.join(workdir, "access.log")

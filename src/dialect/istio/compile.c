@@ -601,6 +601,7 @@ struct port_tab {
     size_t *tls_pi;
     size_t n_tls, cap_tls;
     bool sni_wanted;
+    bool plain_tcp; /* a TCP service (or one of unknown protocol) shares the port */
     struct tr_vhost_cfg *vhosts;
     size_t n_vhosts, cap_vhosts;
     struct tr_strmap domains;
@@ -858,6 +859,11 @@ static bool sni_rules(struct ist_ctx *x, const struct vs_index *ix, struct port_
                  "port %u: more than %d SNI rules; the rest go to the port's default", pt->port,
                  IST_MAX_SNI_RULES);
     }
+    /* Only TLS services here: a client that has not sent its ClientHello
+     * yet is slow, not a server-first protocol; wait as for a request
+     * rather than sending it to the default after 100 ms. */
+    if (!pt->plain_tcp)
+        l->detect_timeout_ms = 10000;
     return ist_sni_rules_copy(x, &rs, l);
 }
 
@@ -959,6 +965,8 @@ static bool outbound(struct ist_ctx *x)
             bool tcpish = p->proto == IST_P_TCP || p->proto == IST_P_TLS;
             if (p->proto == IST_P_TLS && !add_tls_svc(x, &ix, pt, s, pi))
                 return false;
+            if (p->proto == IST_P_TCP || p->proto == IST_P_UNKNOWN)
+                pt->plain_tcp = true;
             if (tcpish || p->proto == IST_P_UNKNOWN) {
                 if (pt->tcp_svc == NULL) {
                     pt->tcp_svc = s;

@@ -830,6 +830,7 @@ static void test_tls_routes_mesh(void **state)
     assert_int_equal(l->protocol, TR_LPROTO_TCP);
     /* the default is as before: the port's first TCP service */
     assert_string_equal(l->tcp_cluster_name, "outbound|443||a.example.com");
+    assert_int_equal(l->detect_timeout_ms, 10000); /* only TLS services: wait for the hello */
     assert_int_equal(l->n_sni_routes, 4);
     /* registry order: a.example.com's and b.internal's own names first */
     assert_string_equal(l->sni_routes[0].server_names[0], "a.example.com");
