@@ -53,8 +53,8 @@ $(FUZZ_BUILD)/build.ninja:
 # Each fuzz target runs FUZZ_SECONDS on a scratch copy of its committed corpus.
 fuzz: $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD) -j $(JOBS) fuzz/fuzz_h1_request fuzz/fuzz_h1_response fuzz/fuzz_config fuzz/fuzz_h2_frames \
-	  fuzz/fuzz_formatters fuzz/fuzz_resource fuzz/fuzz_istio fuzz/fuzz_path fuzz/fuzz_jwt fuzz/fuzz_authz fuzz/fuzz_csr fuzz/fuzz_tls_sni fuzz/fuzz_control_msg
-	set -e; for t in fuzz_h1_request fuzz_h1_response fuzz_config fuzz_h2_frames fuzz_formatters fuzz_resource fuzz_istio fuzz_path fuzz_jwt fuzz_authz fuzz_csr fuzz_tls_sni fuzz_control_msg; do \
+	  fuzz/fuzz_formatters fuzz/fuzz_resource fuzz/fuzz_istio fuzz/fuzz_path fuzz/fuzz_jwt fuzz/fuzz_authz fuzz/fuzz_csr fuzz/fuzz_tls_sni fuzz/fuzz_control_msg fuzz/fuzz_client_hello
+	set -e; for t in fuzz_h1_request fuzz_h1_response fuzz_config fuzz_h2_frames fuzz_formatters fuzz_resource fuzz_istio fuzz_path fuzz_jwt fuzz_authz fuzz_csr fuzz_tls_sni fuzz_control_msg fuzz_client_hello; do \
 	  work=$$(mktemp -d); cp -r fuzz/corpus/$$t/. $$work/; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
 	  rc=0; $(FUZZ_BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/$$t.dict \

@@ -74,6 +74,7 @@
 /* TLS contexts that are not mesh contexts. */
 #define CFG_MAX_PEM          (256u * 1024u) /* inline PEM text of one cert, key or ca */
 #define CFG_MAX_SERVER_NAMES 1000u          /* a server context's server_names */
+#define CFG_MAX_SNI_ROUTES   4096u          /* a listener's sni_routes (each: server_names) */
 #define CFG_MAX_SNI_CONTEXTS 256u           /* a TERMINATE listener's contexts */
 
 #define CFG_PATH_MAX 512u
@@ -334,6 +335,7 @@ extern const struct cfg_section cfg_outlier_section;
 extern const struct cfg_section cfg_hash_policy_section;
 extern const struct cfg_section cfg_hash_cookie_section;
 extern const struct cfg_section cfg_tcp_weighted_section; /* listeners[].tcp_clusters[] */
+extern const struct cfg_section cfg_sni_route_section;    /* listeners[].sni_routes[] */
 
 /* Index of key in sec's table (the schema is static: a wrong key aborts). */
 size_t cfg_field_index(const struct cfg_section *sec, const char *key);
@@ -353,6 +355,8 @@ bool cfg_fail_field(struct ld *ld, const struct cnode *map, const struct cfg_fie
 
 bool cfg_listener_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                         size_t idx);
+bool cfg_sni_route_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                         size_t idx);
 bool cfg_vhost_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                      size_t idx);
 bool cfg_route_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,

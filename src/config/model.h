@@ -280,6 +280,25 @@ struct tr_original_dst_cfg {
     uint32_t connect_timeout_ms;         /* passthrough connects; default 1000 */
 };
 
+/* ---- TLS passthrough by SNI (listeners[].sni_routes) ----
+ * A tcp listener (tls DISABLE) that reads the SNI of each connection's TLS
+ * ClientHello without consuming or terminating anything (detect/detect.h,
+ * tr_detect_sni) and sends the bytes, untouched, to the first rule that
+ * lists the name: exact, or "*.x" for any name below x, case-insensitive.
+ * A connection no rule takes (no SNI, another name, not TLS, nothing sent
+ * in time) goes to the listener's tcp_cluster / tcp_clusters, or is closed
+ * when it has neither; a malformed ClientHello is closed. The snapshot
+ * compiles the rules into sorted tables (router/sni_route.h). */
+struct tr_sni_route_cfg {
+    const char **server_names; /* 1..1000: host names or "*.domain" */
+    size_t n_server_names;
+    const char *tcp_cluster_name; /* exactly one of this and tcp_clusters */
+    int tcp_cluster;              /* set by validate: index into tr_config.clusters, else -1 */
+    struct tr_weighted_cluster_cfg *tcp_clusters; /* 0, or 1..256 with a positive total */
+    size_t n_tcp_clusters;
+    struct tr_cfg_loc loc;
+};
+
 struct tr_listener_cfg {
     const char *name;
     struct tr_cfg_addr addr;
@@ -316,6 +335,9 @@ struct tr_listener_cfg {
     bool bind; /* default true; false: a virtual listener, reached only through a
                 * capture listener of its direction (no socket of its own) */
     struct tr_original_dst_cfg *original_destination; /* non-NULL: a capture listener */
+    /* ---- TLS passthrough by SNI (see tr_sni_route_cfg): 0..256 rules ---- */
+    struct tr_sni_route_cfg *sni_routes;
+    size_t n_sni_routes;
 };
 
 enum tr_path_match { TR_PATH_PREFIX = 0, TR_PATH_EXACT, TR_PATH_REGEX };

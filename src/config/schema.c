@@ -393,6 +393,20 @@ const struct cfg_section cfg_tcp_weighted_section =
     SEC("tcp weighted cluster", tcp_weighted_fields, offsetof(struct tr_weighted_cluster_cfg, loc),
         NULL);
 
+/* ---- TLS passthrough by SNI (model.h, tr_sni_route_cfg): a rule is its
+ * names and a TCP destination, the listener's tcp_cluster / tcp_clusters. */
+static const struct cfg_field sni_route_fields[] = {
+    STRLIST("server_names", struct tr_sni_route_cfg, server_names, n_server_names, REQ, 1,
+            CFG_MAX_SERVER_NAMES, 255, cfg_check_server_name),
+    NAME("tcp_cluster", struct tr_sni_route_cfg, tcp_cluster_name, 0),
+    LIST("tcp_clusters", struct tr_sni_route_cfg, tcp_clusters, n_tcp_clusters, 0, 1,
+         CFG_MAX_WEIGHTED, struct tr_weighted_cluster_cfg, cfg_tcp_weighted_section),
+    ORIGIN(struct tr_sni_route_cfg),
+};
+const struct cfg_section cfg_sni_route_section =
+    SEC("listener.sni_routes", sni_route_fields, offsetof(struct tr_sni_route_cfg, loc),
+        cfg_sni_route_after);
+
 /* A capture listener (model.h, tr_original_dst_cfg): `original_destination:
  * {}` takes every default. */
 static const char *const capture_unmatched[] = {"passthrough", "reject"};
@@ -425,6 +439,8 @@ static const struct cfg_field listener_fields[] = {
     BOOL("bind", struct tr_listener_cfg, bind, true),
     OPTIONAL("original_destination", struct tr_listener_cfg, original_destination,
              struct tr_original_dst_cfg, cfg_original_dst_section),
+    LIST("sni_routes", struct tr_listener_cfg, sni_routes, n_sni_routes, 0, 1, CFG_MAX_SNI_ROUTES,
+         struct tr_sni_route_cfg, cfg_sni_route_section),
     ORIGIN(struct tr_listener_cfg),
 };
 const struct cfg_section cfg_listener_section =

@@ -63,6 +63,18 @@ bool cfg_listener_after(struct ld *ld, const struct cnode *map, const struct cfg
                   &tcp);
 }
 
+/* An SNI rule's destination: tcp_cluster or tcp_clusters, as a listener's
+ * (the missing one is validate's: it says it for built models too). */
+bool cfg_sni_route_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
+                         size_t idx)
+{
+    (void)obj;
+    (void)idx;
+    size_t tcp;
+    return one_of(ld, map, &cfg_sni_route_section, f, "tcp_cluster", "tcp_clusters",
+                  "tcp_cluster, tcp_clusters", &tcp);
+}
+
 bool cfg_vhost_after(struct ld *ld, const struct cnode *map, const struct cfg_val *f, void *obj,
                      size_t idx)
 {

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/prov_ssl.h>
 
@@ -1517,15 +1518,17 @@ static bool check_route_tables(struct vctx *v, struct vnames *nt, const struct t
     return true;
 }
 
-/* Weighted TCP routes: names resolved like a route's weighted_clusters, a
- * positive total, and no header edits (a compiler could set them on the
- * shared struct; a byte stream has no message to apply them to). */
-static bool check_tcp_clusters(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
+/* Weighted TCP routes (a listener's or an SNI rule's tcp_clusters): names
+ * resolved like a route's weighted_clusters, a positive total, and no
+ * header edits (a compiler could set them on the shared struct; a byte
+ * stream has no message to apply them to). */
+static bool check_tcp_clusters(struct vctx *v, const struct vnames *nt,
+                               struct tr_weighted_cluster_cfg *list, size_t n,
                                const struct tr_cfg_loc *loc)
 {
     uint32_t total = 0;
-    for (size_t k = 0; k < l->n_tcp_clusters; k++) {
-        struct tr_weighted_cluster_cfg *wc = &l->tcp_clusters[k];
+    for (size_t k = 0; k < n; k++) {
+        struct tr_weighted_cluster_cfg *wc = &list[k];
         struct iloc tmp;
         const struct tr_cfg_loc *wloc = item_loc(&wc->loc, loc, "tcp_clusters", k, &tmp);
         if (!resolve(v, &nt->clusters, "cluster", wc->cluster_name, wloc, "cluster", &wc->cluster))
@@ -1536,8 +1539,88 @@ static bool check_tcp_clusters(struct vctx *v, const struct vnames *nt, struct t
                         AT_KEY, "not allowed on a TCP destination (no HTTP message to edit)");
         total += wc->weight; /* <= 256 * 1e6 (checked by the schema): no overflow */
     }
-    if (l->n_tcp_clusters > 0 && total == 0)
+    if (n > 0 && total == 0)
         return verr(v, loc, "tcp_clusters", AT_VALUE, "the weights must not all be 0");
+    return true;
+}
+
+struct sni_name {
+    const char *name;
+    size_t rule, idx;
+};
+
+static int sni_name_cmp(const void *a, const void *b)
+{
+    return strcasecmp(((const struct sni_name *)a)->name, ((const struct sni_name *)b)->name);
+}
+
+/* TLS passthrough by SNI: on a tcp listener without TLS of its own (the
+ * TLS is the client's and the upstream's), each rule one destination, and
+ * a name routed once per listener (a second rule listing it could never be
+ * reached: first match wins). */
+static bool check_sni_routes(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
+                             const struct tr_cfg_loc *loc)
+{
+    if (l->n_sni_routes == 0)
+        return true;
+    if (l->protocol != TR_LPROTO_TCP)
+        return verr(v, loc, "sni_routes", AT_KEY,
+                    "only on a tcp listener (it passes TLS through by the ClientHello's SNI)");
+    if (l->tls_mode != TR_TLS_DISABLE)
+        return verr(v, loc, "sni_routes", AT_KEY,
+                    "needs tls.mode DISABLE: the TLS is passed through, never terminated");
+    for (size_t k = 0; k < l->n_sni_routes; k++) {
+        struct tr_sni_route_cfg *r = &l->sni_routes[k];
+        struct iloc tmp;
+        const struct tr_cfg_loc *rloc = item_loc(&r->loc, loc, "sni_routes", k, &tmp);
+        if (r->n_server_names == 0)
+            return verr(v, rloc, "server_names", AT_VALUE, "missing required field");
+        if (r->tcp_cluster_name != NULL && r->n_tcp_clusters > 0)
+            return verr(v, rloc, "tcp_clusters", AT_KEY,
+                        "conflicts with tcp_cluster; set exactly one of tcp_cluster, "
+                        "tcp_clusters");
+        if (r->tcp_cluster_name == NULL && r->n_tcp_clusters == 0)
+            return verr(v, rloc, "", AT_VALUE, "one of tcp_cluster, tcp_clusters is required");
+        if (!resolve(v, &nt->clusters, "cluster", r->tcp_cluster_name, rloc, "tcp_cluster",
+                     &r->tcp_cluster) ||
+            !check_tcp_clusters(v, nt, r->tcp_clusters, r->n_tcp_clusters, rloc))
+            return false;
+        for (size_t n = 0; n < r->n_server_names; n++) {
+            char why[160];
+            if (!cfg_check_server_name(r->server_names[n], why, sizeof(why)))
+                return verr(v, rloc, "server_names", AT_VALUE, "%s", why);
+        }
+    }
+    /* Each name once: sorted (case-insensitively), then neighbours compared. */
+    size_t total = 0;
+    for (size_t k = 0; k < l->n_sni_routes; k++)
+        total += l->sni_routes[k].n_server_names;
+    struct sni_name *all = malloc(total * sizeof(*all));
+    if (all == NULL)
+        return verr(v, loc, "sni_routes", AT_KEY, "out of memory");
+    size_t n = 0;
+    for (size_t k = 0; k < l->n_sni_routes; k++)
+        for (size_t m = 0; m < l->sni_routes[k].n_server_names; m++)
+            all[n++] = (struct sni_name){l->sni_routes[k].server_names[m], k, m};
+    qsort(all, n, sizeof(*all), sni_name_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (strcasecmp(all[i - 1].name, all[i].name) == 0) {
+            /* reported at the later one */
+            struct sni_name a = all[i - 1], b = all[i];
+            if (b.rule < a.rule || (b.rule == a.rule && b.idx < a.idx)) {
+                struct sni_name t = a;
+                a = b;
+                b = t;
+            }
+            free(all);
+            struct iloc tmp;
+            const struct tr_cfg_loc *rloc =
+                item_loc(&l->sni_routes[b.rule].loc, loc, "sni_routes", b.rule, &tmp);
+            return verr(v, rloc, "server_names", AT_VALUE,
+                        "%s is already routed by sni_routes[%zu] (first match wins)", b.name,
+                        a.rule);
+        }
+    free(all);
     return true;
 }
 
@@ -1676,6 +1759,7 @@ static bool check_capture(struct vctx *v, struct tr_listener_cfg *l, const struc
         const char *own = l->route_table_name != NULL                  ? "route_table"
                           : l->tcp_cluster_name != NULL                ? "tcp_cluster"
                           : l->n_tcp_clusters > 0                      ? "tcp_clusters"
+                          : l->n_sni_routes > 0                        ? "sni_routes"
                           : l->authz.n_rules + l->authz.n_policies > 0 ? "authorization"
                           : l->request_authn.n_rules > 0               ? "request_authentication"
                                                                        : NULL;
@@ -1772,9 +1856,10 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
         if (l->route_table_name != NULL)
             return verr(v, loc, "route_table", AT_KEY,
                         "not allowed on a tcp listener (use tcp_cluster or tcp_clusters)");
-        if (l->tcp_cluster_name == NULL && l->n_tcp_clusters == 0)
+        if (l->tcp_cluster_name == NULL && l->n_tcp_clusters == 0 && l->n_sni_routes == 0)
             return verr(v, loc, "", AT_VALUE,
-                        "one of tcp_cluster, tcp_clusters is required on a tcp listener");
+                        "one of tcp_cluster, tcp_clusters, sni_routes is required on a tcp "
+                        "listener");
     } else {
         if (l->route_table_name == NULL)
             return verr(v, loc, "route_table", AT_VALUE, "missing required field");
@@ -1786,7 +1871,8 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
                  &l->route_table) ||
         !resolve(v, &nt->clusters, "cluster", l->tcp_cluster_name, loc, "tcp_cluster",
                  &l->tcp_cluster) ||
-        !check_tcp_clusters(v, nt, l, loc))
+        !check_tcp_clusters(v, nt, l->tcp_clusters, l->n_tcp_clusters, loc) ||
+        !check_sni_routes(v, nt, l, loc))
         return false;
 
     /* Opaque TCP carries no method or path: such a rule could never match,

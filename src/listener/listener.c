@@ -13,6 +13,7 @@
 #include "listener/capture.h"
 #include "net/sock.h"
 #include "proxy/session.h"
+#include "router/sni_route.h"
 #include "runtime/worker.h"
 
 const char *tr_session_phase_name(enum tr_session_phase p)
@@ -185,9 +186,50 @@ static void on_detect_io(struct tr_io *io, uint32_t events)
     start_app_protocol(s);
 }
 
+/* TLS passthrough by SNI (listeners[].sni_routes): the ClientHello is
+ * peeked, never consumed, until tr_detect_sni can answer; then the
+ * connection starts as TCP with the rule it chose (or the listener's
+ * default: s->sni_route -1). The bytes go upstream as the client sent them.
+ * A ClientHello is at most one record (detect.h): the peek is bounded. */
+static void on_sni_io(struct tr_io *io, uint32_t events)
+{
+    struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
+    tr_conn_on_events(&s->down, events);
+    unsigned char peek[TR_SNI_PEEK_MAX];
+    ssize_t n = recv(s->down.io.fd, peek, sizeof(peek), MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        tr_session_close(s);
+        return;
+    }
+    if (n < 0)
+        return;
+    const char *name = NULL;
+    size_t len = 0;
+    enum tr_sni_result r = tr_detect_sni(peek, (size_t)n, &name, &len);
+    if (r == TR_SNI_NEED_MORE)
+        return;
+    s->down.rx_ready = true;
+    tr_timer_cancel(s->w->loop, &s->timer);
+    s->sni_route = -1;
+    if (r == TR_SNI_FOUND)
+        s->sni_route = (int16_t)tr_sni_router_match(s->ws->snap->sni_routes[s->lidx], name, len);
+    s->sni_malformed = r == TR_SNI_MALFORMED;
+    tr_debug("listener %s: connection from %s: ClientHello %s%s%.*s, rule %d", s->lcfg->name,
+             s->peer_ip, tr_sni_result_name(r), r == TR_SNI_FOUND ? " " : "", (int)len,
+             name != NULL ? name : "", s->sni_route);
+    tr_tcp_session_start(s);
+}
+
 static void on_detect_timer(struct tr_timer *t)
 {
     struct tr_session *s = tr_container_of(t, struct tr_session, timer);
+    /* SNI routes, no complete ClientHello in time: the listener's default
+     * (a server-first protocol), or closed (counted as no route). */
+    if (s->phase == TR_PH_DETECT && s->lcfg->n_sni_routes > 0) {
+        s->sni_route = -1;
+        tr_tcp_session_start(s);
+        return;
+    }
     /* Nothing arrived: a server-first protocol, if the listener has a TCP
      * destination and does not require mTLS. */
     if (s->phase == TR_PH_DETECT && s->lcfg->protocol != TR_LPROTO_HTTP &&
@@ -323,6 +365,16 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
         return;
     }
     const struct tr_listener_cfg *lc = s->lcfg;
+    s->sni_route = -1;
+    if (lc->n_sni_routes > 0) {
+        /* The wait for a ClientHello: short where silence can go to a
+         * default (a server-first protocol), else the request deadline. */
+        s->down.io.cb = on_sni_io;
+        tr_timer_set(w->loop, &s->timer,
+                     tr_tcp_session_has_destination(lc) ? lc->detect_timeout_ms
+                                                        : lc->request_timeout_ms);
+        return;
+    }
     if (lc->tls_mode == TR_TLS_TERMINATE) {
         /* TLS only: plaintext fails the handshake ("protocol"). */
         s->down.rx_ready = true;

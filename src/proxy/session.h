@@ -178,6 +178,11 @@ struct tr_session {
     struct tr_deferred pump_later; /* continue work on the next loop turn */
     struct tr_buf *rx;             /* bytes from downstream */
     struct tr_buf *tx;             /* bytes to downstream (heads, local replies) */
+    /* TLS passthrough by SNI (listeners[].sni_routes): the rule the
+     * ClientHello chose, -1: the listener's tcp_cluster(s), if any; a
+     * malformed ClientHello is closed (DPE). */
+    int16_t sni_route;
+    bool sni_malformed;
     union {
         struct tr_http_state http;
         struct tr_tcp_state tcp;

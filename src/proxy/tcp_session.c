@@ -286,10 +286,19 @@ static void tcp_drain(struct tr_session_link *l)
 static int tcp_pick_cluster(struct tr_session *s)
 {
     const struct tr_listener_cfg *l = s->lcfg;
-    if (l->n_tcp_clusters == 0)
-        return l->tcp_cluster;
-    int i = tr_weighted_pick(l->tcp_clusters, l->n_tcp_clusters, tr_worker_rand(s->w));
-    return i >= 0 ? l->tcp_clusters[i].cluster : -1;
+    int one = l->tcp_cluster;
+    const struct tr_weighted_cluster_cfg *list = l->tcp_clusters;
+    size_t n = l->n_tcp_clusters;
+    if (l->n_sni_routes > 0 && s->sni_route >= 0 && (size_t)s->sni_route < l->n_sni_routes) {
+        const struct tr_sni_route_cfg *r = &l->sni_routes[s->sni_route];
+        one = r->tcp_cluster;
+        list = r->tcp_clusters;
+        n = r->n_tcp_clusters;
+    }
+    if (n == 0)
+        return one;
+    int i = tr_weighted_pick(list, n, tr_worker_rand(s->w));
+    return i >= 0 ? list[i].cluster : -1;
 }
 
 void tr_tcp_session_start(struct tr_session *s)
@@ -312,9 +321,14 @@ void tr_tcp_session_start(struct tr_session *s)
         tcp_finish(s, TR_RF_RBAC);
         return;
     }
+    if (s->sni_malformed) {
+        tcp_finish(s, TR_RF_DPE); /* sni_routes: not a well-formed ClientHello */
+        return;
+    }
     int ci = tcp_pick_cluster(s);
     if (ci < 0) {
-        tcp_finish(s, TR_RF_UH);
+        /* sni_routes: no rule took the connection, and no default */
+        tcp_finish(s, s->lcfg->n_sni_routes > 0 ? TR_RF_NR : TR_RF_UH);
         return;
     }
     t->cluster = &s->ws->clusters[ci];

@@ -17,6 +17,7 @@
 #include "filter/route_action.h"
 #include "identity/identity.h"
 #include "listener/capture.h"
+#include "router/sni_route.h"
 #include "net/sock.h"
 #include "obs/metrics.h"
 #include "router/router.h"
@@ -61,6 +62,10 @@ static void snapshot_free_compiled(struct tr_snapshot *s, const struct tr_config
         for (size_t i = 0; i < cfg->n_listeners; i++)
             tr_capture_table_free(s->capture[i]);
     free(s->capture);
+    if (s->sni_routes != NULL)
+        for (size_t i = 0; i < cfg->n_listeners; i++)
+            tr_sni_router_free(s->sni_routes[i]);
+    free(s->sni_routes);
     free(s->tls);
     free(s->routers);
     free(s->authz);
@@ -299,9 +304,17 @@ struct tr_snapshot *tr_snapshot_build(struct tr_config *cfg, const struct tr_sna
     s->sni = calloc(cfg->n_listeners + 1, sizeof(*s->sni));
     s->cors = calloc(cfg->n_cors + 1, sizeof(*s->cors));
     s->capture = calloc(cfg->n_listeners + 1, sizeof(*s->capture));
+    s->sni_routes = calloc(cfg->n_listeners + 1, sizeof(*s->sni_routes));
     if (s->tls == NULL || s->routers == NULL || s->authz == NULL || s->jwt == NULL ||
-        s->sni == NULL || s->cors == NULL || s->capture == NULL)
+        s->sni == NULL || s->cors == NULL || s->capture == NULL || s->sni_routes == NULL)
         goto oom;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].n_sni_routes == 0)
+            continue;
+        s->sni_routes[i] = tr_sni_router_build(&cfg->listeners[i]);
+        if (s->sni_routes[i] == NULL)
+            goto oom;
+    }
     if (cfg->upstream_mark != 0 && !upstream_mark_allowed(cfg->upstream_mark, err))
         goto fail;
     for (size_t i = 0; i < cfg->n_listeners; i++) {

@@ -22,6 +22,7 @@ struct tr_jwt_authn;
 struct tr_cors;
 struct tr_lb_table;
 struct tr_capture_table;
+struct tr_sni_router;
 
 struct tr_snapshot {
     _Atomic uint32_t refs;
@@ -39,6 +40,9 @@ struct tr_snapshot {
     /* Per cfg->listeners: a capture listener's virtual listeners by original
      * destination (listener/capture.h), else NULL. */
     struct tr_capture_table **capture;
+    /* Per cfg->listeners: a listener's sni_routes, compiled
+     * (router/sni_route.h), else NULL. */
+    struct tr_sni_router **sni_routes;
     /* Per cfg->clusters: the consistent-hash table (lb ring_hash, maglev),
      * else NULL; each holds a reference, shared with the previous snapshot
      * while the cluster's endpoints are unchanged (cluster/cluster.h). */

@@ -553,6 +553,37 @@ const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, si
     return oom ? (void)ist_oom(x), NULL : empty;
 }
 
+/* AUTO_PASSTHROUGH (gateway.c): outbound|PORT|SUBSET|HOST as
+ * outbound_.PORT_.SUBSET_.HOST, Istio's name for it in an SNI, without TLS
+ * of its own: the bytes are a remote sidecar's mTLS, relayed untouched to
+ * the destination's sidecar, which terminates them. */
+const char *ist_passthrough_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                                    const char *subset)
+{
+    const char *name = ist_cluster_for(x, s, pi, subset);
+    const char *pt =
+        ist_mprintf(x, "outbound_.%u_.%s_.%s", s->ports[pi].number, subset ? subset : "", s->host);
+    if (name == NULL || pt == NULL || tr_strmap_get(&x->cluster_by_name, pt) != NULL)
+        return pt;
+    uintptr_t idx = (uintptr_t)tr_strmap_get(&x->cluster_by_name, name) - 1;
+    if (!cluster_room(x))
+        return NULL;
+    struct tr_cluster_cfg *c = &x->clusters[x->n_clusters];
+    *c = x->clusters[idx];
+    c->name = pt;
+    c->tls_name = NULL;
+    c->server_ids = NULL;
+    c->n_server_ids = 0;
+    c->sni = NULL;
+    c->subject_alt_names = NULL;
+    c->n_subject_alt_names = 0;
+    c->insecure_skip_verify = false;
+    bool oom = false;
+    tr_strmap_put(&x->cluster_by_name, pt, (void *)(uintptr_t)(x->n_clusters + 1), &oom);
+    x->n_clusters++;
+    return oom ? (void)ist_oom(x), NULL : pt;
+}
+
 /* ------------------------------------------------------ virtual hosts */
 
 struct port_tab {
@@ -563,6 +594,14 @@ struct port_tab {
     struct tr_weighted_cluster_cfg *tcp_split; /* a tcp rule's weighted destinations */
     size_t n_tcp_split;
     const struct ist_service *tcp_svc;
+    bool tcp_svc_tls; /* tcp_svc's port here is TLS (https, tls) */
+    /* TLS services of the port (protocol HTTPS or TLS): routed by SNI when
+     * one has a VirtualService with tls rules or several share the port. */
+    const struct ist_service **tls_svcs;
+    size_t *tls_pi;
+    size_t n_tls, cap_tls;
+    bool sni_wanted;
+    bool plain_tcp; /* a TCP service (or one of unknown protocol) shares the port */
     struct tr_vhost_cfg *vhosts;
     size_t n_vhosts, cap_vhosts;
     struct tr_strmap domains;
@@ -738,6 +777,96 @@ static bool add_vhost(struct ist_ctx *x, struct port_tab *pt, const struct vs_in
     return true;
 }
 
+/* ------------------------------------------------ TLS routes by SNI */
+
+static bool add_tls_svc(struct ist_ctx *x, const struct vs_index *ix, struct port_tab *pt,
+                        const struct ist_service *s, size_t pi)
+{
+    if (pt->n_tls == pt->cap_tls) {
+        size_t nc = pt->cap_tls ? pt->cap_tls * 2 : 4;
+        const struct ist_service **v = ist_alloc(x, nc, sizeof(*v));
+        size_t *vp = ist_alloc(x, nc, sizeof(*vp));
+        if (v == NULL || vp == NULL)
+            return false;
+        if (pt->n_tls) {
+            memcpy(v, pt->tls_svcs, pt->n_tls * sizeof(*v));
+            memcpy(vp, pt->tls_pi, pt->n_tls * sizeof(*vp));
+        }
+        pt->tls_svcs = v;
+        pt->tls_pi = vp;
+        pt->cap_tls = nc;
+    }
+    pt->tls_svcs[pt->n_tls] = s;
+    pt->tls_pi[pt->n_tls++] = pi;
+    const struct tr_resource *vs = vs_for(ix, s->host);
+    const struct tr_rnode *tls = vs ? tr_rnode_get(vs->spec, "tls") : NULL;
+    if ((tls != NULL && tls->n > 0) || pt->n_tls > 1)
+        pt->sni_wanted = true;
+    return true;
+}
+
+/* A TCP port with TLS services, routed by SNI without terminating: for
+ * each TLS service in registry order, its VirtualService's tls rules that
+ * apply here (first match wins), then its own host name to where its
+ * traffic goes without SNI routing (its tcp rules, else the service). The
+ * listener's tcp_cluster(s) stay the default for the rest (other names, no
+ * SNI, not TLS), as before. */
+static bool sni_rules(struct ist_ctx *x, const struct vs_index *ix, struct port_tab *pt,
+                      struct tr_listener_cfg *l)
+{
+    struct ist_sni_rules rs = {0};
+    for (size_t i = 0; i < pt->n_tls; i++) {
+        const struct ist_service *s = pt->tls_svcs[i];
+        size_t pi = pt->tls_pi[i];
+        const struct tr_resource *vs = vs_for(ix, s->host);
+        struct ist_vhost vh = {.svc = s, .port = pt->port};
+        struct tr_weighted_cluster_cfg *split = NULL;
+        size_t n_split = 0;
+        bool routed = false;
+        if (vs != NULL) {
+            struct ist_tls_rule *tr = NULL;
+            size_t ntr = 0, cap = 0;
+            x->quiet = true;
+            bool ok = ist_vs_tls_rules(x, vs, &vh, &tr, &ntr, &cap);
+            routed = ist_vs_tcp_clusters(x, vs, s, pt->port, &split, &n_split);
+            x->quiet = false;
+            if (!ok)
+                return false;
+            for (size_t k = 0; k < ntr; k++) {
+                const char *nowhere = tr[k].n_split == 0 ? ist_empty_cluster(x, s, pi) : NULL;
+                if (!ist_sni_rules_add(x, &rs, tr[k].names, tr[k].n_names, tr[k].split,
+                                       tr[k].n_split, nowhere, tr[k].loc))
+                    return false;
+            }
+        }
+        struct tr_weighted_cluster_cfg own = {.cluster = -1, .weight = 1};
+        if (!routed) {
+            own.cluster_name = ist_cluster_for(x, s, pi, NULL);
+            split = &own;
+            n_split = 1;
+        }
+        const char *nowhere = n_split == 0 ? ist_empty_cluster(x, s, pi) : NULL;
+        struct ist_cursor c;
+        ist_cursor_init(&c, s->res, NULL);
+        const char *host = s->host;
+        if (!ist_sni_rules_add(x, &rs, &host, 1, split, n_split, nowhere, ist_loc(x, &c, NULL)))
+            return false;
+    }
+    if (rs.overflow) {
+        struct ist_cursor c;
+        ist_cursor_init(&c, pt->tls_svcs[0]->res, NULL);
+        ist_warn(x, &c, NULL, NULL,
+                 "port %u: more than %d SNI rules; the rest go to the port's default", pt->port,
+                 IST_MAX_SNI_RULES);
+    }
+    /* Only TLS services here: a client that has not sent its ClientHello
+     * yet is slow, not a server-first protocol; wait as for a request
+     * rather than sending it to the default after 100 ms. */
+    if (!pt->plain_tcp)
+        l->detect_timeout_ms = 10000;
+    return ist_sni_rules_copy(x, &rs, l);
+}
+
 /* ------------------------------------------------------------ the model */
 
 /* The Sidecar's outboundTrafficPolicy: REGISTRY_ONLY (true) or ALLOW_ANY. */
@@ -834,9 +963,14 @@ static bool outbound(struct ist_ctx *x)
             if (pt == NULL)
                 return false;
             bool tcpish = p->proto == IST_P_TCP || p->proto == IST_P_TLS;
+            if (p->proto == IST_P_TLS && !add_tls_svc(x, &ix, pt, s, pi))
+                return false;
+            if (p->proto == IST_P_TCP || p->proto == IST_P_UNKNOWN)
+                pt->plain_tcp = true;
             if (tcpish || p->proto == IST_P_UNKNOWN) {
                 if (pt->tcp_svc == NULL) {
                     pt->tcp_svc = s;
+                    pt->tcp_svc_tls = p->proto == IST_P_TLS;
                     const struct tr_resource *vs = vs_for(&ix, s->host);
                     bool routed = false;
                     if (vs != NULL) {
@@ -851,7 +985,8 @@ static bool outbound(struct ist_ctx *x)
                         pt->tcp_cluster = ist_empty_cluster(x, s, pi); /* fail closed */
                     else if (pt->n_tcp_split == 1)
                         pt->tcp_cluster = pt->tcp_split[0].cluster_name;
-                } else if (tcpish) {
+                } else if (tcpish && !(pt->tcp_svc_tls && p->proto == IST_P_TLS)) {
+                    /* (two TLS services: told apart by SNI, see sni_rules) */
                     struct ist_cursor c;
                     ist_cursor_init(&c, s->res, NULL);
                     ist_warn(x, &c, NULL, NULL,
@@ -904,7 +1039,17 @@ static bool outbound(struct ist_ctx *x)
         bool has_tcp = pt->tcp_cluster != NULL || pt->n_tcp_split > 1;
         if (!pt->http) {
             l->protocol = TR_LPROTO_TCP;
+            if (pt->sni_wanted && !sni_rules(x, &ix, pt, l))
+                return false;
             continue;
+        }
+        if (pt->sni_wanted) {
+            struct ist_cursor c;
+            ist_cursor_init(&c, pt->tls_svcs[0]->res, NULL);
+            ist_warn(x, &c, NULL, NULL,
+                     "port %u also carries HTTP services: TLS to %s%s is not routed by SNI "
+                     "there (tls routes and other TLS services of the port are not applied)",
+                     p, pt->tls_svcs[0]->host, pt->n_tls > 1 ? " and others" : "");
         }
         l->protocol = has_tcp ? TR_LPROTO_AUTO : TR_LPROTO_HTTP;
         struct tr_route_table_cfg *t = &cfg->route_tables[cfg->n_route_tables++];

@@ -54,7 +54,14 @@ bool ist_is_gateway(const struct ist_ctx *x)
 }
 
 /* The server's mode, as the listener can serve it, or why not. */
-enum srv_kind { SRV_HTTP, SRV_MESH_MTLS, SRV_TERMINATE, SRV_UNSUPPORTED };
+enum srv_kind {
+    SRV_HTTP,
+    SRV_MESH_MTLS,
+    SRV_TERMINATE,
+    SRV_PASSTHROUGH,
+    SRV_AUTO_PASSTHROUGH,
+    SRV_UNSUPPORTED
+};
 
 static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
 {
@@ -75,11 +82,14 @@ static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
     if (mode != NULL && (strcmp(mode, "SIMPLE") == 0 || strcmp(mode, "MUTUAL") == 0) &&
         strcasecmp(proto, "HTTPS") == 0)
         return SRV_TERMINATE;
-    /* Istio's default mode is PASSTHROUGH. */
-    if (tlsish &&
-        (mode == NULL || strcmp(mode, "PASSTHROUGH") == 0 || strcmp(mode, "AUTO_PASSTHROUGH") == 0))
-        *why = "TLS passthrough (routing by SNI without terminating) is not supported yet";
-    else if (tlsish && mode != NULL && strcmp(mode, "OPTIONAL_MUTUAL") == 0)
+    /* Istio's default mode is PASSTHROUGH: the bound VirtualServices' tls
+     * routes, by SNI, the TLS untouched. */
+    if (tlsish && (mode == NULL || strcmp(mode, "PASSTHROUGH") == 0))
+        return SRV_PASSTHROUGH;
+    /* East-west gateways: the SNI names the destination. */
+    if (tlsish && strcmp(mode, "AUTO_PASSTHROUGH") == 0)
+        return SRV_AUTO_PASSTHROUGH;
+    if (tlsish && mode != NULL && strcmp(mode, "OPTIONAL_MUTUAL") == 0)
         *why = "OPTIONAL_MUTUAL (a client certificate verified when sent) is not supported yet";
     else if (tlsish && mode != NULL && (strcmp(mode, "SIMPLE") == 0 || strcmp(mode, "MUTUAL") == 0))
         *why = "terminating TLS for a TLS (not HTTPS) server, whose routes are TCP, is not "
@@ -137,8 +147,9 @@ static void check_port_kind(struct ist_ctx *x, struct ist_cursor *c, const struc
             continue;
         if (seen[k].kind != kind)
             ist_warn(x, c, s, NULL,
-                     "port %lld already serves another kind of server (plaintext, mesh mTLS "
-                     "or TLS with a certificate) in this Gateway: this server gets no listener",
+                     "port %lld already serves another kind of server (plaintext, mesh mTLS, "
+                     "TLS with a certificate or TLS passthrough) in this Gateway: this server "
+                     "gets no listener",
                      (long long)port);
         return;
     }
@@ -273,9 +284,14 @@ static void check_other_tls(struct ist_ctx *x, struct ist_cursor *c, const struc
     for (const struct tr_rnode *k = tls->head; k; k = k->next ? k->next->next : NULL) {
         const char *key;
         if (!tr_rnode_str(k, &key) || strcmp(key, "httpsRedirect") == 0 ||
-            (kind == SRV_MESH_MTLS && strcmp(key, "mode") == 0))
+            ((kind == SRV_MESH_MTLS || kind == SRV_PASSTHROUGH || kind == SRV_AUTO_PASSTHROUGH) &&
+             strcmp(key, "mode") == 0))
             continue;
-        if (kind != SRV_UNSUPPORTED)
+        if (kind == SRV_PASSTHROUGH || kind == SRV_AUTO_PASSTHROUGH)
+            ist_warn(x, c, k, key,
+                     "ignored: a PASSTHROUGH server does not terminate TLS (the backend's "
+                     "certificate and settings apply)");
+        else if (kind != SRV_UNSUPPORTED)
             ist_warn(x, c, k, key, "ignored: only read for SIMPLE and MUTUAL servers");
     }
 }
@@ -379,6 +395,8 @@ struct gw_port {
     struct tr_vhost_cfg *vhosts;
     size_t n, cap;
     struct tr_strmap domains;
+    struct ist_sni_rules sni;     /* SRV_PASSTHROUGH, SRV_AUTO_PASSTHROUGH: the sni_routes */
+    const struct tr_resource *gw; /* the Gateway that made the port */
 };
 
 static bool add_vhost(struct ist_ctx *x, struct gw_port *gp, const struct tr_resource *vs,
@@ -490,6 +508,94 @@ static bool server_context(struct ist_ctx *x, const struct tr_resource *gw,
     return true;
 }
 
+/* A PASSTHROUGH server: the tls rules of a VirtualService bound to the
+ * Gateway, for the port; each rule keeps the SNI names a host of the server
+ * covers (the narrower of the two). Quiet: the checks reported the rest. */
+static bool passthrough_rules(struct ist_ctx *x, struct gw_port *gp, const struct tr_resource *vs,
+                              const struct tr_rnode *hosts, const char *gns, const char *gname)
+{
+    const char *vns = vs->ns ? vs->ns : "default";
+    struct ist_vhost vh = {.svc = NULL, .port = gp->port, .gateway = gname};
+    struct ist_tls_rule *tr = NULL;
+    size_t ntr = 0, cap = 0;
+    x->quiet = true;
+    bool ok = ist_vs_tls_rules(x, vs, &vh, &tr, &ntr, &cap);
+    x->quiet = false;
+    if (!ok)
+        return false;
+    for (size_t k = 0; k < ntr; k++) {
+        const char **names = ist_alloc(x, tr[k].n_names, sizeof(*names));
+        if (names == NULL)
+            return false;
+        size_t nn = 0;
+        for (size_t i = 0; i < tr[k].n_names; i++) {
+            for (const struct tr_rnode *sh = hosts ? hosts->head : NULL; sh; sh = sh->next) {
+                const char *shost, *d;
+                if (!tr_rnode_str(sh, &shost) || !server_ns_ok(shost, gns, vns) ||
+                    (d = served_host(shost, tr[k].names[i])) == NULL)
+                    continue;
+                names[nn++] = d;
+                break;
+            }
+        }
+        /* A share to nowhere leaves the names unrouted: the gateway closes them. */
+        if (!ist_sni_rules_add(x, &gp->sni, names, nn, tr[k].split, tr[k].n_split, NULL, tr[k].loc))
+            return false;
+    }
+    return true;
+}
+
+/* An AUTO_PASSTHROUGH server: every registry service a host of the server
+ * covers, each port and each subset of its DestinationRule, by the SNI
+ * Istio's sidecars send to another network's gateway,
+ * outbound_.PORT_.SUBSET_.HOST (SUBSET empty for the whole service), to
+ * its endpoints as they are: the sidecar's mTLS passes through to the
+ * destination's sidecar. No VirtualService is involved (as in Istio). */
+static bool auto_passthrough_rules(struct ist_ctx *x, struct gw_port *gp,
+                                   const struct tr_rnode *hosts, const char *gns)
+{
+    for (size_t i = 0; i < x->n_svcs; i++) {
+        const struct ist_service *s = x->svcs[i];
+        if (ist_refused(x, s->res) || s->host[0] == '*')
+            continue;
+        bool covered = false;
+        for (const struct tr_rnode *sh = hosts ? hosts->head : NULL; sh && !covered;
+             sh = sh->next) {
+            const char *shost;
+            covered = tr_rnode_str(sh, &shost) && server_ns_ok(shost, gns, s->ns) &&
+                      served_host(shost, s->host) != NULL;
+        }
+        if (!covered)
+            continue;
+        const struct tr_resource *dr = ist_dr_for(x, s->host, s->ns);
+        const struct tr_rnode *subsets = dr ? tr_rnode_get(dr->spec, "subsets") : NULL;
+        for (size_t pi = 0; pi < s->n_ports; pi++) {
+            const struct tr_rnode *ss = NULL;
+            const char *subset = NULL;
+            for (;;) {
+                const char *name = ist_mprintf(x, "outbound_.%u_.%s_.%s", s->ports[pi].number,
+                                               subset ? subset : "", s->host);
+                struct tr_weighted_cluster_cfg w = {.cluster_name =
+                                                        ist_passthrough_cluster(x, s, pi, subset),
+                                                    .cluster = -1,
+                                                    .weight = 1};
+                struct ist_cursor c;
+                ist_cursor_init(&c, s->res, NULL);
+                if (name == NULL || w.cluster_name == NULL ||
+                    !ist_sni_rules_add(x, &gp->sni, &name, 1, &w, 1, NULL, ist_loc(x, &c, NULL)))
+                    return false;
+                ss = ss == NULL ? (subsets && subsets->kind == TR_RNODE_SEQ ? subsets->head : NULL)
+                                : ss->next;
+                while (ss != NULL && !tr_rnode_str(tr_rnode_get(ss, "name"), &subset))
+                    ss = ss->next;
+                if (ss == NULL)
+                    break;
+            }
+        }
+    }
+    return true;
+}
+
 /* httpsRedirect: every host of the port answers 301 to https on the
  * default port, as Envoy's require_tls does, whatever its routes say. */
 static bool https_redirect(struct ist_ctx *x, struct gw_port *gp)
@@ -552,6 +658,7 @@ bool ist_gateways(struct ist_ctx *x)
                     return false;
                 gp->port = (uint32_t)num;
                 gp->kind = kind;
+                gp->gw = gw;
                 tr_strmap_init(&gp->domains, x->tmp);
             }
             const struct tr_rnode *tls = tr_rnode_get(s, "tls");
@@ -561,12 +668,22 @@ bool ist_gateways(struct ist_ctx *x)
             if (kind == SRV_TERMINATE && !server_context(x, gw, s, gp))
                 continue; /* no certificate: no host of it is served (reported) */
             const struct tr_rnode *hosts = tr_rnode_get(s, "hosts");
+            if (kind == SRV_AUTO_PASSTHROUGH) {
+                if (!auto_passthrough_rules(x, gp, hosts, gns))
+                    return false;
+                continue;
+            }
             for (size_t v = 0; v < nv; v++) {
                 const struct tr_resource *vs = vss[v];
                 const char *vns = vs->ns ? vs->ns : "default";
                 if (ist_refused(x, vs) ||
                     !ist_gateway_listed(vs, tr_rnode_get(vs->spec, "gateways"), gname))
                     continue;
+                if (kind == SRV_PASSTHROUGH) {
+                    if (!passthrough_rules(x, gp, vs, hosts, gns, gname))
+                        return false;
+                    continue;
+                }
                 const struct tr_rnode *vh = tr_rnode_get(vs->spec, "hosts");
                 for (const struct tr_rnode *h = vh ? vh->head : NULL; h; h = h->next) {
                     const char *vhost;
@@ -599,11 +716,29 @@ bool ist_gateways(struct ist_ctx *x)
     struct tr_config *cfg = x->cfg;
     for (size_t k = 0; k < n_ports; k++) {
         struct gw_port *gp = ports[k];
-        if (gp->n == 0)
+        bool sni_default = gp->sni.has_default && gp->sni.n_default > 0;
+        if (gp->n == 0 && gp->sni.n == 0 && !sni_default)
             continue; /* no VirtualService is bound: nothing to serve */
         struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
         tr_cfg_listener_defaults(l);
         l->name = ist_mprintf(x, "gateway|%u", gp->port);
+        if (gp->kind == SRV_PASSTHROUGH || gp->kind == SRV_AUTO_PASSTHROUGH) {
+            /* TLS untouched, by SNI; a name no rule takes is closed, as at
+             * Istio's gateway (no default filter chain). */
+            l->direction = TR_DIR_OUTBOUND;
+            l->protocol = TR_LPROTO_TCP;
+            const char *ip = x->wl_ip ? x->wl_ip : x->o->outbound_ip;
+            if (!ist_make_addr(x, ip, gp->port, &l->addr) || !ist_sni_rules_copy(x, &gp->sni, l))
+                return false;
+            if (gp->sni.overflow) {
+                struct ist_cursor c;
+                ist_cursor_init(&c, gp->gw, NULL);
+                ist_warn(x, &c, NULL, NULL,
+                         "port %u: more than %d SNI rules; the rest are not routed (closed)",
+                         gp->port, IST_MAX_SNI_RULES);
+            }
+            continue;
+        }
         l->direction = gp->kind == SRV_MESH_MTLS ? TR_DIR_INBOUND : TR_DIR_OUTBOUND;
         if (gp->kind == SRV_MESH_MTLS) {
             l->tls_mode = TR_TLS_STRICT;

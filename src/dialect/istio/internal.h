@@ -356,6 +356,47 @@ bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
                          const struct ist_service *svc, uint32_t port,
                          struct tr_weighted_cluster_cfg **out, size_t *n);
 
+/* A VirtualService's tls rules (TLSRoute: TLS passed through, routed by
+ * SNI) as they apply to vh: the sidecar of vh->svc on vh->port, or the
+ * Gateway vh->gateway on its port vh->port. Each applying rule gives the
+ * sniHosts of its applying match blocks and its weighted clusters (n_split
+ * 0: some share goes nowhere, the rule fails closed). vh NULL: check every
+ * rule, build nothing. Appends to *out (arena memory). */
+struct ist_tls_rule {
+    const char **names;
+    size_t n_names;
+    struct tr_weighted_cluster_cfg *split;
+    size_t n_split;
+    struct tr_cfg_loc loc;
+};
+bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
+                      struct ist_tls_rule **out, size_t *n, size_t *cap);
+/* A listener's sni_routes as they are built: a rule per call, with the
+ * names no earlier rule took (lower-cased; first match wins). */
+#define IST_MAX_SNI_RULES 4096 /* the model's limit (config/internal.h, CFG_MAX_SNI_ROUTES) */
+struct ist_sni_rules {
+    struct tr_sni_route_cfg *v; /* scratch; ist_sni_rules_copy puts it in the model */
+    size_t n, cap;
+    struct tr_strmap seen;
+    bool ready;
+    bool overflow; /* more than IST_MAX_SNI_RULES: the rest were left out (report it) */
+    /* A rule with the name "*": every name it is reached by and no SNI go
+     * to its split (the listener's tcp_cluster(s)); later rules are not. */
+    bool has_default;
+    const struct tr_weighted_cluster_cfg *default_split;
+    size_t n_default;
+    const char *default_nowhere;
+};
+/* names -> split (n_split 1: its cluster; 0: to nowhere, which is the
+ * cluster nowhere, or, when NULL, no rule: the names stay unrouted, so the
+ * listener's default or a close takes them). The name "*" makes split the
+ * listener's default (see has_default). false on no memory. */
+bool ist_sni_rules_add(struct ist_ctx *x, struct ist_sni_rules *rs, const char *const *names,
+                       size_t n_names, const struct tr_weighted_cluster_cfg *split, size_t n_split,
+                       const char *nowhere, struct tr_cfg_loc loc);
+bool ist_sni_rules_copy(struct ist_ctx *x, const struct ist_sni_rules *rs,
+                        struct tr_listener_cfg *l);
+
 /* The cluster outbound|PORT|SUBSET|HOST (created on first use, with its
  * endpoints and DestinationRule policy); its name in the model's arena. */
 const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t port_idx,
@@ -370,6 +411,10 @@ void ist_ctx_fini(struct ist_ctx *x);
 
 /* A copy of the service port's cluster with no endpoint (compile.c). */
 const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi);
+/* The service port's cluster (of subset, or NULL) as AUTO_PASSTHROUGH
+ * names it, outbound_.PORT_.SUBSET_.HOST, with no TLS of its own (compile.c). */
+const char *ist_passthrough_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                                    const char *subset);
 
 /* ------------------------------------------------------------- policy */
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config/load.h"
 #include "core/arena.h"
@@ -1293,16 +1294,14 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
         }
         ist_pop(&c, saved);
     }
-    const struct tr_rnode *tls = tr_rnode_get(vs->spec, "tls");
     if (vh == NULL) {
         struct tr_weighted_cluster_cfg *unused;
         size_t n_unused;
         ist_vs_tcp_clusters(x, vs, NULL, 0, &unused, &n_unused); /* check the tcp rules */
+        struct ist_tls_rule *tls_unused = NULL;
+        size_t n_tls = 0, cap_tls = 0;
+        ist_vs_tls_rules(x, vs, NULL, &tls_unused, &n_tls, &cap_tls); /* and the tls rules */
     }
-    if (tls != NULL && !x->quiet && vh == NULL)
-        ist_warn(x, &c, tls, "tls",
-                 "tls routes are not supported yet: TLS traffic to these "
-                 "hosts goes to the service itself");
     return catch_all;
 }
 
@@ -1443,4 +1442,289 @@ bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
         }
     }
     return false;
+}
+
+/* Is the SNI name within the host (Istio's SubsetOf, as written: equal, or
+ * under a wildcard host; "*" holds everything)? */
+static bool sni_within(const char *sni, const char *host)
+{
+    if (strcasecmp(sni, host) == 0 || strcmp(host, "*") == 0)
+        return true;
+    if (host[0] != '*')
+        return false;
+    const char *suffix = host + 1; /* ".example.com" */
+    const char *tail = sni[0] == '*' ? sni + 1 : sni;
+    size_t hl = strlen(suffix), tl = strlen(tail);
+    return tl > hl && strcasecmp(tail + tl - hl, suffix) == 0;
+}
+
+static bool tls_rule_push(struct ist_ctx *x, struct ist_tls_rule **out, size_t *n, size_t *cap,
+                          const struct ist_tls_rule *r)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        struct ist_tls_rule *v = ist_alloc(x, nc, sizeof(*v));
+        if (v == NULL)
+            return false;
+        if (*n)
+            memcpy(v, *out, *n * sizeof(*v));
+        *out = v;
+        *cap = nc;
+    }
+    (*out)[(*n)++] = *r;
+    return true;
+}
+
+bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
+                      struct ist_tls_rule **out, size_t *n, size_t *cap)
+{
+    static const struct ist_key rule_keys[] = {{"match", NULL}, {"route", NULL}};
+    static const struct ist_key tls_match_keys[] = {
+        {"sniHosts", NULL},
+        {"destinationSubnets", "destination subnets are not supported yet: the block never "
+                               "matches"},
+        {"port", NULL},
+        {"sourceLabels", NULL},
+        {"gateways", NULL},
+        {"sourceNamespace", NULL},
+        {"sourceSubnet", "ignored by istiod too"},
+    };
+    static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    const struct tr_rnode *tls = ist_list(x, &c, vs->spec, "tls");
+    const struct tr_rnode *hosts = tr_rnode_get(vs->spec, "hosts");
+    /* The destinations' default port: the sidecar's service port. */
+    struct ist_vhost dvh = {.svc = vh ? vh->svc : NULL, .port = vh ? vh->port : 0};
+    size_t i = 0;
+    for (const struct tr_rnode *rule = tls ? tls->head : NULL; rule; rule = rule->next, i++) {
+        size_t saved = ist_push_key(&c, "tls");
+        ist_push_index(&c, i);
+        if (!IST_KEYS(x, &c, rule, rule_keys)) {
+            ist_pop(&c, saved);
+            continue;
+        }
+        const struct tr_rnode *matches = ist_list(x, &c, rule, "match");
+        if (matches == NULL || matches->n == 0)
+            ist_error(x, &c, rule, "match",
+                      "a tls rule needs at least one match block with sniHosts");
+        const char **names = ist_malloc(x, 1, sizeof(*names));
+        size_t nn = 0, cap_names = 1;
+        size_t j = 0;
+        for (const struct tr_rnode *m = matches ? matches->head : NULL; m; m = m->next, j++) {
+            size_t sm = ist_push_key(&c, "match");
+            ist_push_index(&c, j);
+            bool keep =
+                IST_KEYS(x, &c, m, tls_match_keys) && tr_rnode_get(m, "destinationSubnets") == NULL;
+            uint32_t p;
+            if (ist_u32(x, &c, m, "port", 1, 65535, &p) && vh != NULL && p != vh->port)
+                keep = false;
+            /* A gateway's match: its own labels and namespace, as at Istio. */
+            const struct tr_rnode *sl = ist_map(x, &c, m, "sourceLabels");
+            if (sl != NULL && vh != NULL && !ist_labels_match(sl, x->wl_labels))
+                keep = false;
+            const char *sns;
+            if (ist_str(x, &c, m, "sourceNamespace", &sns) && vh != NULL &&
+                strcmp(sns, x->wl_ns) != 0)
+                keep = false;
+            const struct tr_rnode *gw = ist_list(x, &c, m, "gateways");
+            if (gw != NULL && gw->n > 0 && vh != NULL && !ist_gateway_listed(vs, gw, vh->gateway))
+                keep = false;
+            const struct tr_rnode *sni = ist_list(x, &c, m, "sniHosts");
+            if (sni == NULL || sni->n == 0)
+                ist_error(x, &c, m, "sniHosts", "at least one SNI host is required");
+            size_t k = 0;
+            for (const struct tr_rnode *h = sni ? sni->head : NULL; h; h = h->next, k++) {
+                size_t sk = ist_push_key(&c, "sniHosts");
+                ist_push_index(&c, k);
+                const char *v = NULL;
+                bool within = false;
+                if (!tr_rnode_str(h, &v) || *v == '\0') {
+                    ist_error(x, &c, h, NULL, "expected a host name");
+                    v = NULL;
+                } else if (strcmp(v, "*") != 0 && (strpbrk(v, " \t/:") != NULL ||
+                                                   strchr(v + (v[0] == '*' ? 1 : 0), '*') != NULL ||
+                                                   (v[0] == '*' && v[1] != '.'))) {
+                    ist_error(x, &c, h, NULL, "%s is not a host name, *.domain or *", v);
+                    v = NULL;
+                } else {
+                    for (const struct tr_rnode *vh_h = hosts ? hosts->head : NULL; vh_h && !within;
+                         vh_h = vh_h->next) {
+                        const char *hv;
+                        within = tr_rnode_str(vh_h, &hv) && sni_within(v, hv);
+                    }
+                    if (!within) {
+                        ist_error(x, &c, h, NULL,
+                                  "SNI host %s is not within the VirtualService's hosts (Istio "
+                                  "refuses it)",
+                                  v);
+                        v = NULL;
+                    }
+                }
+                ist_pop(&c, sk);
+                if (v == NULL || !keep || vh == NULL || names == NULL)
+                    continue;
+                bool dup = false;
+                for (size_t d = 0; d < nn && !dup; d++)
+                    dup = strcasecmp(names[d], v) == 0;
+                if (dup)
+                    continue;
+                if (nn == cap_names) {
+                    const char **nv = ist_malloc(x, cap_names * 2, sizeof(*nv));
+                    if (nv == NULL)
+                        return false;
+                    memcpy(nv, names, nn * sizeof(*nv));
+                    names = nv;
+                    cap_names *= 2;
+                }
+                names[nn++] = ist_mstrdup(x, v);
+            }
+            ist_pop(&c, sm);
+        }
+        const struct tr_rnode *route = ist_list(x, &c, rule, "route");
+        if (route == NULL || route->n == 0 || route->n > 256) {
+            ist_error(x, &c, rule, "route", "1 to 256 destinations are required");
+            ist_pop(&c, saved);
+            continue;
+        }
+        struct tr_weighted_cluster_cfg *v = ist_malloc(x, route->n, sizeof(*v));
+        size_t k = 0, nv = 0;
+        uint64_t total = 0;
+        bool nowhere = false;
+        for (const struct tr_rnode *e = route->head; v && e; e = e->next, k++) {
+            size_t sr = ist_push_key(&c, "route");
+            ist_push_index(&c, k);
+            uint32_t w = route->n == 1 ? 100 : 0;
+            const char *cl = NULL;
+            if (IST_KEYS(x, &c, e, dkeys) &&
+                (tr_rnode_get(e, "weight") == NULL || ist_u32(x, &c, e, "weight", 0, 1000000, &w)))
+                destination(x, &c, tr_rnode_get(e, "destination"), vs, vh ? &dvh : NULL, &cl);
+            struct tr_cfg_loc loc = ist_loc(x, &c, e);
+            ist_pop(&c, sr);
+            total += w;
+            if (w == 0)
+                continue;
+            if (cl == NULL) {
+                nowhere = true;
+                continue;
+            }
+            v[nv++] = (struct tr_weighted_cluster_cfg){.cluster_name = cl, .weight = w, .loc = loc};
+        }
+        if (total == 0)
+            ist_error(x, &c, route, NULL, "the destinations' weights add up to 0");
+        struct tr_cfg_loc rloc = ist_loc(x, &c, rule);
+        ist_pop(&c, saved);
+        if (vh == NULL || nn == 0 || total == 0)
+            continue;
+        struct ist_tls_rule r = {.names = names,
+                                 .n_names = nn,
+                                 .split = nowhere ? NULL : v,
+                                 .n_split = nowhere ? 0 : nv,
+                                 .loc = rloc};
+        if (!tls_rule_push(x, out, n, cap, &r))
+            return false;
+    }
+    return true;
+}
+
+bool ist_sni_rules_add(struct ist_ctx *x, struct ist_sni_rules *rs, const char *const *names,
+                       size_t n_names, const struct tr_weighted_cluster_cfg *split, size_t n_split,
+                       const char *nowhere, struct tr_cfg_loc loc)
+{
+    if (!rs->ready) {
+        tr_strmap_init(&rs->seen, x->tmp);
+        rs->ready = true;
+    }
+    if (rs->has_default)
+        return true; /* "*" took every name before: nothing after it is reached */
+    for (size_t i = 0; i < n_names; i++) {
+        if (strcmp(names[i], "*") != 0)
+            continue;
+        /* Every name (and no SNI): the listener's default from here on. */
+        rs->has_default = true;
+        rs->default_split = split;
+        rs->n_default = n_split;
+        rs->default_nowhere = nowhere;
+        return true;
+    }
+    const char **keep = ist_malloc(x, n_names ? n_names : 1, sizeof(*keep));
+    if (keep == NULL)
+        return false;
+    size_t nk = 0;
+    for (size_t i = 0; i < n_names; i++) {
+        char *low = ist_mstrdup(x, names[i]);
+        if (low == NULL)
+            return false;
+        for (char *p = low; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        bool oom = false;
+        if (tr_strmap_put(&rs->seen, low, low, &oom) != NULL)
+            continue; /* an earlier rule routes it */
+        if (oom)
+            return ist_oom(x);
+        keep[nk++] = low;
+    }
+    if (nk == 0 || (n_split == 0 && nowhere == NULL))
+        return true;
+    if (rs->n == IST_MAX_SNI_RULES) {
+        rs->overflow = true; /* the model's limit: the caller reports it */
+        return true;
+    }
+    if (rs->n == rs->cap) {
+        size_t nc = rs->cap ? rs->cap * 2 : 8;
+        struct tr_sni_route_cfg *v = ist_alloc(x, nc, sizeof(*v));
+        if (v == NULL)
+            return false;
+        if (rs->n)
+            memcpy(v, rs->v, rs->n * sizeof(*v));
+        rs->v = v;
+        rs->cap = nc;
+    }
+    struct tr_sni_route_cfg *r = &rs->v[rs->n++];
+    memset(r, 0, sizeof(*r));
+    r->server_names = keep;
+    r->n_server_names = nk;
+    r->tcp_cluster = -1;
+    r->loc = loc;
+    if (n_split == 0) {
+        r->tcp_cluster_name = nowhere;
+    } else if (n_split == 1) {
+        r->tcp_cluster_name = split[0].cluster_name;
+    } else {
+        r->tcp_clusters = ist_malloc(x, n_split, sizeof(*r->tcp_clusters));
+        if (r->tcp_clusters == NULL)
+            return false;
+        memcpy(r->tcp_clusters, split, n_split * sizeof(*split));
+        r->n_tcp_clusters = n_split;
+    }
+    return true;
+}
+
+bool ist_sni_rules_copy(struct ist_ctx *x, const struct ist_sni_rules *rs,
+                        struct tr_listener_cfg *l)
+{
+    if (rs->has_default) {
+        l->tcp_cluster_name = NULL;
+        l->tcp_clusters = NULL;
+        l->n_tcp_clusters = 0;
+        if (rs->n_default == 0) {
+            l->tcp_cluster_name = rs->default_nowhere; /* NULL: closed */
+        } else if (rs->n_default == 1) {
+            l->tcp_cluster_name = rs->default_split[0].cluster_name;
+        } else {
+            l->tcp_clusters = ist_malloc(x, rs->n_default, sizeof(*l->tcp_clusters));
+            if (l->tcp_clusters == NULL)
+                return false;
+            memcpy(l->tcp_clusters, rs->default_split, rs->n_default * sizeof(*rs->default_split));
+            l->n_tcp_clusters = rs->n_default;
+        }
+    }
+    if (rs->n == 0)
+        return true;
+    l->sni_routes = ist_malloc(x, rs->n, sizeof(*l->sni_routes));
+    if (l->sni_routes == NULL)
+        return false;
+    memcpy(l->sni_routes, rs->v, rs->n * sizeof(*rs->v));
+    l->n_sni_routes = rs->n;
+    return true;
 }

@@ -989,7 +989,8 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:5:3: listeners[0].tlz: ",
      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
      "tcp_cluster, tcp_clusters, http, "
-     "timeouts, authorization, request_authentication, bind, original_destination, origin)"},
+     "timeouts, authorization, request_authentication, bind, original_destination, sni_routes, "
+     "origin)"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
      "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  route_table: rt\n  "
@@ -997,7 +998,44 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:5:3: listeners[0].route_table: ", "not allowed on a tcp listener"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n" RT_C,
      "t.yaml:2:3: listeners[0]: ",
-     "one of tcp_cluster, tcp_clusters is required on a tcp listener"},
+     "one of tcp_cluster, tcp_clusters, sni_routes is required on a tcp listener"},
+/* TLS passthrough by SNI (listeners[].sni_routes) */
+#define SNIL "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  sni_routes:\n"
+    {SNIL "  - {server_names: [a.example.com]}\n" RT_C,
+     "t.yaml:6:5: listeners[0].sni_routes[0]: ", "one of tcp_cluster, tcp_clusters is required"},
+    {SNIL "  - {tcp_cluster: c}\n" RT_C,
+     "t.yaml:6:5: listeners[0].sni_routes[0].server_names: ", "missing required field"},
+    {SNIL "  - {server_names: [], tcp_cluster: c}\n" RT_C,
+     "t.yaml:6:20: listeners[0].sni_routes[0].server_names: ", "must have at least 1 entry"},
+    {SNIL "  - {server_names: [a], tcp_cluster: c, tcp_clusters: [{cluster: c, weight: 1}]}\n" RT_C,
+     "t.yaml:6:41: listeners[0].sni_routes[0].tcp_clusters: ",
+     "conflicts with tcp_cluster; set exactly one of tcp_cluster, tcp_clusters"},
+    {SNIL "  - {server_names: [a], tcp_clusters: [{cluster: c, weight: 0}]}\n" RT_C,
+     "t.yaml:6:39: listeners[0].sni_routes[0].tcp_clusters: ", "the weights must not all be 0"},
+    {SNIL "  - {server_names: [a], tcp_cluster: nope}\n" RT_C,
+     "t.yaml:6:38: listeners[0].sni_routes[0].tcp_cluster: ", "unknown cluster \"nope\""},
+    {SNIL "  - {server_names: ['a b'], tcp_cluster: c}\n" RT_C,
+     "t.yaml:6:21: listeners[0].sni_routes[0].server_names[0]: ",
+     "expected a host name or *.domain"},
+    {SNIL "  - {server_names: ['*'], tcp_cluster: c}\n" RT_C,
+     "t.yaml:6:21: listeners[0].sni_routes[0].server_names[0]: ",
+     "expected a host name or *.domain"},
+    {SNIL "  - {server_names: [a.x, '*.y'], tcp_cluster: c}\n"
+          "  - {server_names: [b.x, A.X], tcp_cluster: c}\n" RT_C,
+     "t.yaml:7:20: listeners[0].sni_routes[1].server_names: ",
+     "A.X is already routed by sni_routes[0] (first match wins)"},
+    {SNIL "  - {server_names: [a], tcp_cluster: c, weight: 1}\n" RT_C,
+     "t.yaml:6:41: listeners[0].sni_routes[0].weight: ",
+     "unknown field \"weight\" (accepted: server_names, tcp_cluster, tcp_clusters, origin)"},
+    {"listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  sni_routes: "
+     "[{server_names: [a], tcp_cluster: c}]\n" RT_C,
+     "t.yaml:5:3: listeners[0].sni_routes: ",
+     "only on a tcp listener (it passes TLS through by the ClientHello's SNI)"},
+    {SRV
+     "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n  tls: {mode: TERMINATE, "
+     "contexts: [s]}\n  tcp_cluster: c\n  sni_routes: [{server_names: [a], tcp_cluster: c}]\n" RT_C,
+     "t.yaml:9:3: listeners[0].sni_routes: ",
+     "needs tls.mode DISABLE: the TLS is passed through, never terminated"},
 /* weighted TCP routes (listeners[].tcp_clusters); the rest of their
      * checks are in test_validate.c, for files and built models alike */
 #define TCPL "listeners:\n- name: l\n  address: 127.0.0.1:1\n  protocol: tcp\n"
@@ -1712,6 +1750,44 @@ static void test_tcp_clusters(void **state)
     free(text);
 }
 
+/* TLS passthrough by SNI: rules in order, names as written, each rule's
+ * destination resolved; the listener's tcp_cluster is the default. */
+static void test_sni_routes(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "listeners:\n- name: pass\n  address: 127.0.0.1:1\n  protocol: tcp\n"
+        "  tcp_cluster: c\n  sni_routes:\n"
+        "  - {server_names: [a.example.com, '*.B.example.com'], tcp_cluster: d}\n"
+        "  - server_names: [c.example.com]\n"
+        "    tcp_clusters: [{cluster: c, weight: 1}, {cluster: d, weight: 3}]\n"
+        "- {name: nodefault, address: 127.0.0.1:2, protocol: tcp, sni_routes: [{server_names: "
+        "[x], tcp_cluster: c}]}\n" RT_C "- {name: d, endpoints: [{address: 127.0.0.1:3}]}\n";
+    char *err = NULL;
+    struct tr_config *c = tr_config_load_buffer(text, strlen(text), "t.yaml", &err);
+    if (c == NULL)
+        fail_msg("%s", err);
+    const struct tr_listener_cfg *l = &c->listeners[0];
+    assert_int_equal(l->tcp_cluster, 0);
+    assert_int_equal(l->n_sni_routes, 2);
+    assert_int_equal(l->sni_routes[0].n_server_names, 2);
+    assert_string_equal(l->sni_routes[0].server_names[0], "a.example.com");
+    assert_string_equal(l->sni_routes[0].server_names[1], "*.B.example.com");
+    assert_int_equal(l->sni_routes[0].tcp_cluster, 1);
+    assert_int_equal(l->sni_routes[0].n_tcp_clusters, 0);
+    assert_int_equal(l->sni_routes[0].loc.line, 7);
+    assert_string_equal(l->sni_routes[1].loc.path, "listeners[0].sni_routes[1]");
+    assert_int_equal(l->sni_routes[1].tcp_cluster, -1);
+    assert_int_equal(l->sni_routes[1].n_tcp_clusters, 2);
+    assert_int_equal(l->sni_routes[1].tcp_clusters[1].cluster, 1);
+    assert_int_equal(l->sni_routes[1].tcp_clusters[1].weight, 3);
+    l = &c->listeners[1];
+    assert_int_equal(l->tcp_cluster, -1);
+    assert_int_equal(l->n_tcp_clusters, 0);
+    assert_int_equal(l->n_sni_routes, 1);
+    tr_config_free(c);
+}
+
 /* The upstream protocol's default depends on mTLS: a mesh hop keeps the
  * client's protocol, a plaintext cluster speaks HTTP/1.1. */
 static void test_cluster_protocol_defaults(void **state)
@@ -2224,6 +2300,7 @@ int main(void)
         cmocka_unit_test(test_invalid_table),
         cmocka_unit_test(test_cluster_protocol_defaults),
         cmocka_unit_test(test_tcp_clusters),
+        cmocka_unit_test(test_sni_routes),
         cmocka_unit_test(test_empty_and_root),
         cmocka_unit_test(test_kubernetes_resources),
         cmocka_unit_test(test_syntax_errors),

@@ -1299,10 +1299,11 @@ static const struct vcase cases[] = {
      "TCP destination (no HTTP message to edit)",
      NULL, NULL},
     {"a tcp listener needs a destination", tcp_without_destination,
-     "Sidecar default/default: spec.egress[0]: one of tcp_cluster, tcp_clusters is required on a "
-     "tcp listener",
+     "Sidecar default/default: spec.egress[0]: one of tcp_cluster, tcp_clusters, sni_routes is "
+     "required on a tcp listener",
      Y_BASE(Y_SPLIT, ", protocol: tcp"),
-     "t.yaml:13:3: listeners[0]: one of tcp_cluster, tcp_clusters is required on a tcp listener"},
+     "t.yaml:13:3: listeners[0]: one of tcp_cluster, tcp_clusters, sni_routes is required on a "
+     "tcp listener"},
     {"objects without a location", dup_unlocated,
      "mesh: clusters[1].name: duplicate cluster name \"reviews-v1\" (first defined at "
      "clusters[0])",

@@ -215,6 +215,8 @@ static void test_full_yaml_and_json(void **state)
     assert_true(roundtrip_file(path, "proxy.yaml", true));
     snprintf(path, sizeof(path), "%s/examples/proxy-minimal.yaml", TR_SOURCE_ROOT);
     assert_true(roundtrip_file(path, "proxy-minimal.yaml", true));
+    snprintf(path, sizeof(path), "%s/examples/proxy-tls-passthrough.yaml", TR_SOURCE_ROOT);
+    assert_true(roundtrip_file(path, "proxy-tls-passthrough.yaml", true));
 }
 
 /* What the integration tests run trellis with (roundtrip/collect.py). */

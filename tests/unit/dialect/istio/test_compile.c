@@ -778,6 +778,199 @@ static void test_dr_tls_refusals(void **state)
 
 /* Gateway servers: SIMPLE and MUTUAL terminate TLS with the Secret's
  * certificate, chosen by the server's hosts; httpsRedirect answers 301. */
+/* TLS routes by SNI (VirtualService tls, Gateway PASSTHROUGH). Two TLS
+ * ServiceEntries share port 443; one has a VirtualService with tls rules. */
+static const char TLS_MESH[] =
+    "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+    "metadata: {name: ext-a, namespace: default}\n"
+    "spec:\n  hosts: [a.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n"
+    "  resolution: STATIC\n  endpoints: [{address: 127.0.2.1}]\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+    "metadata: {name: ext-b, namespace: default}\n"
+    "spec:\n  hosts: [b.internal]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n"
+    "  resolution: STATIC\n  endpoints: [{address: 127.0.2.2}]\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+    "metadata: {name: wild, namespace: default}\n"
+    "spec:\n  hosts: [\"*.b.example.com\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n"
+    "  resolution: STATIC\n  endpoints: [{address: 127.0.2.3}]\n";
+
+static const struct tr_sni_route_cfg *sni_rule(const struct tr_listener_cfg *l, const char *name)
+{
+    for (size_t i = 0; i < l->n_sni_routes; i++)
+        for (size_t k = 0; k < l->sni_routes[i].n_server_names; k++)
+            if (strcmp(l->sni_routes[i].server_names[k], name) == 0)
+                return &l->sni_routes[i];
+    fail_msg("no SNI rule for %s in listener %s", name, l->name);
+    return NULL;
+}
+
+static void test_tls_routes_mesh(void **state)
+{
+    (void)state;
+    static const char VS[] =
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: b, namespace: default}\n"
+        "spec:\n  hosts: [\"*.b.example.com\"]\n  tls:\n"
+        "  - match: [{sniHosts: [x.b.example.com], sourceLabels: {app: other}}]\n"
+        "    route: [{destination: {host: a.example.com}}]\n"
+        "  - match: [{sniHosts: [x.b.example.com, Y.b.example.com], port: 443}, "
+        "{sniHosts: [z.b.example.com], port: 8443}]\n"
+        "    route:\n    - {destination: {host: b.internal}, weight: 75}\n"
+        "    - {destination: {host: a.example.com}, weight: 25}\n"
+        "  - match: [{sniHosts: [\"*.b.example.com\"]}]\n"
+        "    route: [{destination: {host: nowhere.example.com}}]\n";
+    char *text = concat(BOOKINFO, TLS_MESH);
+    char *text2 = concat(text, VS);
+    struct compiled c;
+    compile_text(&c, text2, "default", "productpage-1");
+    if (c.cfg == NULL || c.d.n_errors)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    const struct tr_listener_cfg *l = listener(c.cfg, "outbound|443");
+    assert_int_equal(l->protocol, TR_LPROTO_TCP);
+    /* the default is as before: the port's first TCP service */
+    assert_string_equal(l->tcp_cluster_name, "outbound|443||a.example.com");
+    assert_int_equal(l->detect_timeout_ms, 10000); /* only TLS services: wait for the hello */
+    assert_int_equal(l->n_sni_routes, 4);
+    /* registry order: a.example.com's and b.internal's own names first */
+    assert_string_equal(l->sni_routes[0].server_names[0], "a.example.com");
+    assert_string_equal(l->sni_routes[0].tcp_cluster_name, "outbound|443||a.example.com");
+    assert_string_equal(l->sni_routes[1].server_names[0], "b.internal");
+    assert_string_equal(l->sni_routes[1].tcp_cluster_name, "outbound|443||b.internal");
+    /* then *.b.example.com's VirtualService: tls[0] does not apply
+     * (sourceLabels); tls[1]'s first block applies (port 443), its second
+     * not (8443); names lower-cased */
+    const struct tr_sni_route_cfg *r = sni_rule(l, "x.b.example.com");
+    assert_ptr_equal(r, &l->sni_routes[2]);
+    assert_int_equal(r->n_server_names, 2);
+    assert_string_equal(r->server_names[1], "y.b.example.com");
+    assert_int_equal(r->n_tcp_clusters, 2);
+    assert_string_equal(r->tcp_clusters[0].cluster_name, "outbound|443||b.internal");
+    assert_int_equal(r->tcp_clusters[0].weight, 75);
+    assert_string_equal(r->tcp_clusters[1].cluster_name, "outbound|443||a.example.com");
+    assert_int_equal(r->tcp_clusters[1].weight, 25);
+    assert_string_equal(r->loc.origin.kind, "VirtualService");
+    /* tls[2] routes to an unknown host: fails closed (an empty cluster);
+     * the service's own name, the same, is not listed twice */
+    r = sni_rule(l, "*.b.example.com");
+    assert_ptr_equal(r, &l->sni_routes[3]);
+    const struct tr_cluster_cfg *bh = cluster(c.cfg, r->tcp_cluster_name);
+    assert_int_equal(bh->n_endpoints, 0);
+    assert_false(has_diag(&c.d, TR_DIAG_WARNING, NULL, "is also used by"));
+    compiled_free(&c);
+    free(text2);
+
+    /* sniHosts outside the VirtualService's hosts: refused, as by Istio */
+    static const char BAD[] = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                              "metadata: {name: b, namespace: default}\n"
+                              "spec:\n  hosts: [\"*.b.example.com\"]\n  tls:\n"
+                              "  - match: [{sniHosts: [b.example.com]}, {sniHosts: []}]\n"
+                              "    route: [{destination: {host: a.example.com}}]\n"
+                              "  - route: [{destination: {host: a.example.com}}]\n";
+    text2 = concat(text, BAD);
+    compile_text(&c, text2, "default", "productpage-1");
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.tls[0].match[0].sniHosts[0]",
+                         "SNI host b.example.com is not within the VirtualService's hosts"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.tls[0].match[1].sniHosts",
+                         "at least one SNI host is required"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.tls[1].match",
+                         "a tls rule needs at least one match block"));
+    compiled_free(&c);
+    free(text2);
+    free(text);
+}
+
+static void test_tls_passthrough_gateway(void **state)
+{
+    (void)state;
+    static const char GW[] =
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ingress, namespace: default, labels: "
+        "{istio: ingressgateway}}\nstatus: {podIP: 127.0.1.20}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: Gateway\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        "  - port: {number: 8443, name: tls, protocol: TLS}\n"
+        "    hosts: [\"*.b.example.com\"]\n    tls: {mode: PASSTHROUGH}\n"
+        "  - port: {number: 9443, name: tls-auto, protocol: TLS}\n"
+        "    hosts: [\"*\"]\n    tls: {mode: AUTO_PASSTHROUGH}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  hosts: [\"*.b.example.com\", a.example.com]\n  gateways: [gw]\n  tls:\n"
+        "  - match: [{sniHosts: [x.b.example.com, a.example.com]}]\n"
+        "    route: [{destination: {host: b.internal}}]\n"
+        "  - match: [{sniHosts: [\"*.b.example.com\"], port: 8443}]\n"
+        "    route:\n    - {destination: {host: b.internal}, weight: 1}\n"
+        "    - {destination: {host: a.example.com}, weight: 3}\n";
+    char *text = concat(BOOKINFO, TLS_MESH);
+    char *text2 = concat(text, GW);
+    struct compiled c;
+    compile_text(&c, text2, "default", "ingress");
+    if (c.cfg == NULL)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    /* AUTO_PASSTHROUGH: every service under "*", each port and subset, by
+     * Istio's SNI outbound_.PORT_.SUBSET_.HOST, to a copy of its cluster
+     * without TLS (the remote sidecar's mTLS passes through) */
+    const struct tr_listener_cfg *al = listener(c.cfg, "gateway|9443");
+    const struct tr_sni_route_cfg *ar =
+        sni_rule(al, "outbound_.9080_.v3_.reviews.default.svc.cluster.local");
+    assert_string_equal(ar->tcp_cluster_name,
+                        "outbound_.9080_.v3_.reviews.default.svc.cluster.local");
+    const struct tr_cluster_cfg *ac = cluster(c.cfg, ar->tcp_cluster_name);
+    assert_null(ac->tls_name);
+    assert_int_equal(ac->n_endpoints, 1); /* reviews-v3 */
+    ar = sni_rule(al, "outbound_.443_._.b.internal");
+    assert_string_equal(ar->tcp_cluster_name, "outbound_.443_._.b.internal");
+    ar = sni_rule(al, "outbound_.3306_._.db.data.svc.cluster.local");
+    assert_null(al->tcp_cluster_name); /* other names are closed */
+    const struct tr_listener_cfg *l = listener(c.cfg, "gateway|8443");
+    assert_int_equal(l->protocol, TR_LPROTO_TCP);
+    assert_int_equal(l->tls_mode, TR_TLS_DISABLE);
+    assert_null(l->route_table_name);
+    assert_null(l->tcp_cluster_name); /* no default: other names are closed */
+    assert_int_equal(l->n_tcp_clusters, 0);
+    assert_int_equal(l->n_sni_routes, 2);
+    /* a.example.com is not a host of the server: left out */
+    assert_int_equal(l->sni_routes[0].n_server_names, 1);
+    assert_string_equal(l->sni_routes[0].server_names[0], "x.b.example.com");
+    assert_string_equal(l->sni_routes[0].tcp_cluster_name, "outbound|443||b.internal");
+    assert_string_equal(l->sni_routes[1].server_names[0], "*.b.example.com");
+    assert_int_equal(l->sni_routes[1].n_tcp_clusters, 2);
+    assert_int_equal(l->sni_routes[1].tcp_clusters[1].weight, 3);
+    compiled_free(&c);
+    free(text2);
+
+    /* sniHosts "*" (Istio's expose-istiod): the listener's default */
+    static const char STAR[] =
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: ingress, namespace: default, labels: "
+        "{istio: ingressgateway}}\nstatus: {podIP: 127.0.1.20}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: Gateway\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        "  - port: {number: 8443, name: tls, protocol: TLS}\n    hosts: [\"*\"]\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  tls:\n"
+        "  - match: [{sniHosts: [a.example.com]}]\n"
+        "    route: [{destination: {host: a.example.com}}]\n"
+        "  - match: [{sniHosts: [\"*\"]}]\n"
+        "    route: [{destination: {host: b.internal}}]\n"
+        "  - match: [{sniHosts: [later.example.com]}]\n"
+        "    route: [{destination: {host: a.example.com}}]\n";
+    text2 = concat(text, STAR);
+    compile_text(&c, text2, "default", "ingress");
+    if (c.cfg == NULL || c.d.n_errors)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    l = listener(c.cfg, "gateway|8443");
+    assert_string_equal(l->tcp_cluster_name, "outbound|443||b.internal");
+    assert_int_equal(l->n_sni_routes, 1); /* later.example.com is never reached */
+    assert_string_equal(l->sni_routes[0].server_names[0], "a.example.com");
+    compiled_free(&c);
+    free(text2);
+    free(text);
+}
+
 static struct compiled *compile_gw(const char *tls, const char *secret_data)
 {
     char buf[4096];
@@ -1096,6 +1289,8 @@ int main(void)
         cmocka_unit_test(test_dr_tls_origination),
         cmocka_unit_test(test_dr_tls_refusals),
         cmocka_unit_test(test_gateway_tls),
+        cmocka_unit_test(test_tls_routes_mesh),
+        cmocka_unit_test(test_tls_passthrough_gateway),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_service_entry_endpoints_first),
         cmocka_unit_test(test_pod_readiness_and_vips),
