@@ -16,7 +16,8 @@ static const struct ist_key server_keys[] = {
     {"bind", "bind addresses are not supported yet: the gateway binds its own address"},
     {"hosts", NULL},
     {"tls", NULL},
-    {"name", NULL},
+    {"name", "a server's name prefixes Istio's statistics; trellis counts per listener "
+             "(gateway|PORT), so it is not used"},
     {"defaultEndpoint", "defaultEndpoint is for sidecar ingress listeners, not gateways"},
 };
 static const struct ist_key port_keys[] = {

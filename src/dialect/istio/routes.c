@@ -1176,14 +1176,18 @@ static bool is_catch_all(const struct tr_route_cfg *r)
            r->n_methods == 0 && r->n_headers == 0 && r->n_query == 0;
 }
 
+/* NS/VS.RULE, where RULE is the rule's name or http[i]; then, as Istio
+ * names a match's route, .MATCH for a named match block, or .match[j] when
+ * the rule has several. */
 static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name, size_t i,
-                        size_t j, size_t n_matches)
+                        size_t j, size_t n_matches, const char *match_name)
 {
     char *s = name ? ist_mprintf(x, "%s/%s.%s", vs->ns ? vs->ns : "default", vs->name, name)
                    : ist_mprintf(x, "%s/%s.http[%zu]", vs->ns ? vs->ns : "default", vs->name, i);
-    if (s != NULL && n_matches > 1) {
+    if (s != NULL && match_name != NULL && *match_name != '\0')
+        s = ist_mprintf(x, "%s.%s", s, match_name);
+    else if (s != NULL && n_matches > 1)
         s = ist_mprintf(x, "%s.match[%zu]", s, j);
-    }
     for (char *p = s; p && *p; p++) {
         if ((unsigned char)*p <= 0x20 || *p == 0x7f)
             *p = '_';
@@ -1262,7 +1266,7 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
             if (r == NULL)
                 return false;
             *r = proto;
-            r->name = route_name(x, vs, name, i, 0, 1);
+            r->name = route_name(x, vs, name, i, 0, 1, NULL);
             r->loc = ist_loc(x, &c, rule);
             catch_all = true;
             ist_pop(&c, saved);
@@ -1285,7 +1289,9 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
                 if (r == NULL)
                     return false;
                 *r = cand;
-                r->name = route_name(x, vs, name, i, j, nm);
+                const char *match_name = NULL;
+                ist_str(x, &c, m, "name", &match_name);
+                r->name = route_name(x, vs, name, i, j, nm, match_name);
                 r->loc = ist_loc(x, &c, m);
                 if (is_catch_all(r))
                     catch_all = true;
