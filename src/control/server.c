@@ -1041,11 +1041,13 @@ static void reload_resources(void)
     if (!tr_istio_change_hosts(cp.rs, rs, &change, &n_changed, &kept))
         change.any = true, kept = false;
     double t_diff = now_ms();
-    /* Routes and policies of known hosts edited in place: the registry
-     * (services, endpoints, instances) stays, rebound to the new snapshot. */
+    /* Routes, rules and Endpoints of known hosts edited in place: the
+     * registry (services, endpoints, instances) stays, rebound to the new
+     * snapshot, the edited endpoints read again into it. */
     struct tr_istio_registry *reg =
-        kept && cp.reg != NULL ? tr_istio_registry_rebind(cp.base_reg ? cp.base_reg : cp.reg, rs)
-                               : NULL;
+        kept && cp.reg != NULL
+            ? tr_istio_registry_rebind(cp.base_reg ? cp.base_reg : cp.reg, cp.rs, rs)
+            : NULL;
     if (reg != NULL) {
         if (cp.base_reg != NULL) { /* the last rebound one goes */
             tr_istio_registry_free(cp.reg);

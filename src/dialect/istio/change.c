@@ -246,8 +246,11 @@ static bool on_diff(void *arg, const struct tr_resource *x, const struct tr_reso
 {
     struct change *ch = arg;
     ch->n++;
-    if (x == NULL || y == NULL || x->index != y->index || strcmp(x->group, IST_GROUP) != 0 ||
-        (strcmp(x->kind, "VirtualService") != 0 && strcmp(x->kind, "DestinationRule") != 0))
+    bool routing =
+        strcmp(x ? x->group : "", IST_GROUP) == 0 &&
+        (strcmp(x->kind, "VirtualService") == 0 || strcmp(x->kind, "DestinationRule") == 0);
+    bool endpoints = x != NULL && x->group[0] == '\0' && strcmp(x->kind, "Endpoints") == 0;
+    if (x == NULL || y == NULL || x->index != y->index || !(routing || endpoints))
         ch->registry_kept = false;
     if (!classify(ch, x) || !classify(ch, y)) {
         ch->oom = true;

@@ -1342,7 +1342,34 @@ struct tr_istio_registry {
      * snapshot (tr_istio_registry_rebind), that one, with base's tables. */
     const struct tr_rset *rs;
     const struct tr_istio_registry *base;
+    size_t patches; /* Endpoints read again into this (base) registry */
 };
+
+/* A base registry takes this many Endpoints patches, then is built anew:
+ * each leaves the endpoints it replaced in the arena. */
+#define REGISTRY_MAX_PATCHES 256u
+
+struct patch_walk {
+    struct tr_istio_registry *base;
+    bool ok;
+};
+
+static bool patch_one(void *arg, const struct tr_resource *x, const struct tr_resource *y)
+{
+    struct patch_walk *w = arg;
+    if (x == NULL || y == NULL || x->index != y->index) {
+        w->ok = false; /* not an edit in place: the caller should not have asked */
+        return false;
+    }
+    if (y->group[0] != '\0' || strcmp(y->kind, "Endpoints") != 0)
+        return true; /* routes and rules: read by each compile */
+    if (w->base->patches >= REGISTRY_MAX_PATCHES || !ist_registry_patch_endpoints(&w->base->x, y)) {
+        w->ok = false;
+        return false;
+    }
+    w->base->patches++;
+    return true;
+}
 
 struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
                                                 const struct tr_istio_options *opt,
@@ -1367,13 +1394,18 @@ struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
     return r;
 }
 
-struct tr_istio_registry *tr_istio_registry_rebind(const struct tr_istio_registry *base,
+struct tr_istio_registry *tr_istio_registry_rebind(struct tr_istio_registry *base,
+                                                   const struct tr_rset *prev,
                                                    const struct tr_rset *rs)
 {
     while (base->base != NULL)
-        base = base->base;
-    if (tr_rset_count(rs) != tr_rset_count(base->x.rs))
+        base = (struct tr_istio_registry *)base->base; /* ours to patch: see istio.h */
+    if (tr_rset_count(rs) != tr_rset_count(base->x.rs) || tr_rset_count(prev) != tr_rset_count(rs))
         return NULL; /* not a snapshot the caller may rebind to */
+    struct patch_walk w = {.base = base, .ok = true};
+    tr_rset_diff(prev, rs, patch_one, &w);
+    if (!w.ok)
+        return NULL;
     struct tr_istio_registry *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;

@@ -304,6 +304,11 @@ int ist_registry_build(struct ist_ctx *x);
 size_t ist_service_eps(struct ist_ctx *x, const struct ist_service *s, size_t port_idx,
                        struct ist_ep **out);
 const struct ist_service *ist_service_by_host(const struct ist_ctx *x, const char *host);
+/* Reads an Endpoints object edited in place again into the registry x was
+ * built into (a rebind): its service's endpoints become the new ones.
+ * false when that cannot be done in place (EndpointSlices feed the
+ * service, out of memory): build a registry instead. */
+bool ist_registry_patch_endpoints(struct ist_ctx *x, const struct tr_resource *r);
 int ist_workload_find(struct ist_ctx *x);
 
 /* ------------------------------------------------------------- routes */

@@ -84,14 +84,19 @@ struct tr_istio_registry *tr_istio_registry_new(const struct tr_rset *rs,
                                                 const struct tr_istio_options *o,
                                                 struct tr_diags *d);
 void tr_istio_registry_free(struct tr_istio_registry *r);
-/* A registry for rs made of base's tables, without building anything: for
- * a snapshot whose differences from base's are only in-place edits of
- * VirtualServices and DestinationRules (tr_istio_change_hosts says so:
- * registry_kept), which no registry table reads. Compiles with it read rs
- * and give what a registry built from rs gives. base (and its snapshot)
- * must outlive it; freeing it frees nothing of base. NULL when out of
- * memory or rs has not base's number of objects. */
-struct tr_istio_registry *tr_istio_registry_rebind(const struct tr_istio_registry *base,
+/* A registry for rs made of base's tables, without building them again:
+ * for a snapshot whose differences from prev (the snapshot base, or the
+ * last registry rebound from it, serves) are only in-place edits of
+ * VirtualServices and DestinationRules, which no registry table reads, and
+ * of Endpoints objects, whose services' endpoints are read again into base
+ * (tr_istio_change_hosts says when: registry_kept). Compiles with it read
+ * rs and give what a registry built from rs gives. base (and its snapshot)
+ * must outlive it, and registries rebound from base before it serve their
+ * snapshots no longer; freeing it frees nothing of base. NULL when it cannot
+ * be done (EndpointSlices feed an edited service, base has taken many
+ * patches, out of memory): build a registry from rs. */
+struct tr_istio_registry *tr_istio_registry_rebind(struct tr_istio_registry *base,
+                                                   const struct tr_rset *prev,
                                                    const struct tr_rset *rs);
 /* tr_istio_compile over reg's resources, with its registry: the same model
  * byte for byte. The model owns all its memory (it may outlive reg). */
@@ -117,9 +122,9 @@ bool tr_istio_model_hosts(const struct tr_config *cfg, struct tr_istio_hosts *ou
  * whose hosts are Services' or ServiceEntries'; `any` when anything else
  * changed. Empty when nothing did. *n_objects: how many objects differ.
  * *registry_kept (may be NULL): every difference is an edit in place (same
- * position in the load order) of a VirtualService or DestinationRule, so a
- * registry of before serves after (tr_istio_registry_rebind). false when
- * out of memory. */
+ * position in the load order) of a VirtualService, DestinationRule or
+ * Endpoints object, so a registry of before may serve after
+ * (tr_istio_registry_rebind). false when out of memory. */
 bool tr_istio_change_hosts(const struct tr_rset *before, const struct tr_rset *after,
                            struct tr_istio_hosts *out, size_t *n_objects, bool *registry_kept);
 /* Whether a change can alter a model naming these hosts. */

@@ -631,6 +631,51 @@ static void read_endpoint_slices(struct ist_ctx *x)
     }
 }
 
+/* One Endpoints object's addresses into s's endpoints; copy: the
+ * addresses are copied into the registry (a patch, whose snapshot does not
+ * live as long as the registry). */
+static void endpoints_into(struct ist_ctx *x, struct ist_service *s, const struct tr_resource *r,
+                           bool copy)
+{
+    const char *ns = r->ns ? r->ns : "default";
+    {
+        const struct tr_rnode *subsets = tr_rnode_get(r->obj, "subsets");
+        for (const struct tr_rnode *sub = subsets ? subsets->head : NULL; sub; sub = sub->next) {
+            const struct tr_rnode *ports = tr_rnode_get(sub, "ports");
+            const struct tr_rnode *addrs = tr_rnode_get(sub, "addresses");
+            for (size_t pi = 0; pi < s->n_ports; pi++) {
+                uint32_t port = (uint32_t)slice_port_of(s, pi, ports);
+                if (port == 0)
+                    continue;
+                /* publishNotReadyAddresses: the not-ready ones too */
+                const struct tr_rnode *nr =
+                    s->publish_not_ready ? tr_rnode_get(sub, "notReadyAddresses") : NULL;
+                for (int pass = 0; pass < 2; pass++)
+                    for (const struct tr_rnode *a = pass == 0 ? (addrs ? addrs->head : NULL)
+                                                              : (nr ? nr->head : NULL);
+                         a; a = a->next) {
+                        const char *ip;
+                        if (!tr_rnode_str(tr_rnode_get(a, "ip"), &ip))
+                            continue;
+                        if (copy && (ip = tr_arena_strdup(x->tmp, ip)) == NULL) {
+                            ist_oom(x);
+                            return;
+                        }
+                        add_ep(x, s, pi, ip, port,
+                               inst_by_ref(x, tr_rnode_get(a, "targetRef"), ns));
+                    }
+            }
+        }
+    }
+}
+
+/* Whether s's endpoints came from an Endpoints object: EndpointSlices win
+ * when a service has both (as in a cluster). */
+static bool from_endpoints(const struct ist_service *s)
+{
+    return !(s->have_slices && s->res != NULL && s->eps_by_port != NULL && s->n_eps_by_port[0]);
+}
+
 static void read_endpoints(struct ist_ctx *x)
 {
     size_t n;
@@ -645,37 +690,35 @@ static void read_endpoints(struct ist_ctx *x)
             ist_warn(x, &c, NULL, NULL, "no Service of this name: Endpoints ignored");
             continue;
         }
-        /* EndpointSlices win when a service has both (as in a cluster). */
-        if (s->have_slices && s->res != NULL && s->eps_by_port != NULL && s->n_eps_by_port[0])
+        if (!from_endpoints(s))
             continue;
         if (!slices_init(x, s))
             return;
-        const struct tr_rnode *subsets = tr_rnode_get(r->obj, "subsets");
-        for (const struct tr_rnode *sub = subsets ? subsets->head : NULL; sub; sub = sub->next) {
-            const struct tr_rnode *ports = tr_rnode_get(sub, "ports");
-            const struct tr_rnode *addrs = tr_rnode_get(sub, "addresses");
-            for (size_t pi = 0; pi < s->n_ports; pi++) {
-                uint32_t port = (uint32_t)slice_port_of(s, pi, ports);
-                if (port == 0)
-                    continue;
-                for (const struct tr_rnode *a = addrs ? addrs->head : NULL; a; a = a->next) {
-                    const char *ip;
-                    if (tr_rnode_str(tr_rnode_get(a, "ip"), &ip))
-                        add_ep(x, s, pi, ip, port,
-                               inst_by_ref(x, tr_rnode_get(a, "targetRef"), ns));
-                }
-                /* publishNotReadyAddresses: the not-ready ones too */
-                const struct tr_rnode *nr =
-                    s->publish_not_ready ? tr_rnode_get(sub, "notReadyAddresses") : NULL;
-                for (const struct tr_rnode *a = nr ? nr->head : NULL; a; a = a->next) {
-                    const char *ip;
-                    if (tr_rnode_str(tr_rnode_get(a, "ip"), &ip))
-                        add_ep(x, s, pi, ip, port,
-                               inst_by_ref(x, tr_rnode_get(a, "targetRef"), ns));
-                }
-            }
-        }
+        endpoints_into(x, s, r, false);
     }
+}
+
+bool ist_registry_patch_endpoints(struct ist_ctx *x, const struct tr_resource *r)
+{
+    const char *ns = r->ns ? r->ns : "default";
+    struct ist_service *s = tr_strmap_get(&x->svc_by_host, ist_fqdn(x, r->name, ns));
+    if (s == NULL || s->name == NULL)
+        return true; /* ignored before and after (reported when built) */
+    size_t n;
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(x->rs, "discovery.k8s.io", "EndpointSlice", &n);
+    for (size_t i = 0; i < n; i++) {
+        const char *svc = tr_resource_label(v[i], "kubernetes.io/service-name");
+        if (svc != NULL && strcmp(svc, s->name) == 0 &&
+            strcmp(v[i]->ns ? v[i]->ns : "default", ns) == 0)
+            return false; /* slices feed it: not patched here */
+    }
+    if (!slices_init(x, s))
+        return false;
+    for (size_t pi = 0; pi < s->n_ports; pi++)
+        s->n_eps_by_port[pi] = 0; /* the old arrays stay in the arena: patches are counted */
+    endpoints_into(x, s, r, true);
+    return !x->oom;
 }
 
 static bool host_ok(const char *h)
