@@ -1547,6 +1547,12 @@ static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio
             cfg->resolver.n_servers = 1;
         }
     }
+    if (ok) { /* the mesh configuration's path normalization, on every listener */
+        ist_mesh_read(&x);
+        for (size_t i = 0; x.mesh_pathnorm_set && i < cfg->n_listeners; i++)
+            if (cfg->listeners[i].protocol != TR_LPROTO_TCP) /* paths are HTTP's */
+                cfg->listeners[i].path_normalization = x.mesh_pathnorm;
+    }
     char *err = NULL;
     if (ok && tr_config_validate(cfg, &err) != 0) {
         /* A compiler bug or an input the checks above let through: either

@@ -273,6 +273,10 @@ struct ist_ctx {
     struct tr_rset *mesh_rs;           /* owns the parsed mesh configuration */
     struct ist_provider *providers;
     size_t n_providers;
+    /* pathNormalization.normalization of the mesh configuration, for every
+     * listener of the model; unset: trellis's STRICT */
+    bool mesh_pathnorm_set;
+    enum tr_path_normalization mesh_pathnorm;
 
     /* inbound mTLS (peer_auth.c) */
     enum tr_tls_mode pa_mode;              /* the workload's ports by default */

@@ -4,7 +4,8 @@
  *
  * What trellis reads of it: extensionProviders[] with envoyExtAuthzHttp,
  * the external authorizers of CUSTOM AuthorizationPolicies (model.h,
- * struct tr_ext_authz_cfg). Every other field of the mesh configuration,
+ * struct tr_ext_authz_cfg), and pathNormalization, every listener's
+ * path_normalization (Istio's values map one to one). Every other field of the mesh configuration,
  * every other provider kind and every other key of the ConfigMap's data is
  * a warning naming it: nothing is ignored silently.
  *
@@ -49,6 +50,54 @@ static void mesh_report(struct ist_ctx *x, bool error, const char *path, const s
     else
         ist_warn(x, &c, x->mesh_node, NULL, "%s (line %u of the mesh configuration)", msg,
                  n != NULL ? n->line : 0);
+}
+
+/* pathNormalization: {normalization: DEFAULT|NONE|BASE|MERGE_SLASHES|
+ * DECODE_AND_MERGE_SLASHES}. DEFAULT is Istio's default, BASE: written
+ * out, it asks for Istio's behaviour rather than trellis's stricter one. */
+static void read_path_normalization(struct ist_ctx *x, const struct tr_rnode *v)
+{
+    static const struct {
+        const char *name;
+        enum tr_path_normalization mode;
+    } modes[] = {
+        {"DEFAULT", TR_PATHNORM_BASE},
+        {"NONE", TR_PATHNORM_NONE},
+        {"BASE", TR_PATHNORM_BASE},
+        {"MERGE_SLASHES", TR_PATHNORM_MERGE_SLASHES},
+        {"DECODE_AND_MERGE_SLASHES", TR_PATHNORM_DECODE_AND_MERGE_SLASHES},
+    };
+    if (tr_rnode_is_null(v))
+        return;
+    if (v->kind != TR_RNODE_MAP) {
+        mesh_report(x, true, "pathNormalization", v, "expected a mapping");
+        return;
+    }
+    for (const struct tr_rnode *k = v->head; k != NULL && k->next != NULL; k = k->next->next) {
+        if (k->s != NULL && strcmp(k->s, "normalization") == 0)
+            continue;
+        char sub[96];
+        snprintf(sub, sizeof(sub), "pathNormalization.%s", k->s ? k->s : "?");
+        mesh_report(x, false, sub, k, "unknown field: ignored");
+    }
+    const struct tr_rnode *n = tr_rnode_get(v, "normalization");
+    const char *s;
+    if (n == NULL)
+        return; /* the enum's zero: DEFAULT, trellis's default stands */
+    if (!tr_rnode_str(n, &s)) {
+        mesh_report(x, true, "pathNormalization.normalization", n, "expected a string");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+        if (strcmp(s, modes[i].name) == 0) {
+            x->mesh_pathnorm_set = true;
+            x->mesh_pathnorm = modes[i].mode;
+            return;
+        }
+    mesh_report(x, true, "pathNormalization.normalization", n,
+                "expected DEFAULT, NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES, got "
+                "\"%s\"",
+                s);
 }
 
 /* Reads the ConfigMap once per compile: the providers' nodes. */
@@ -99,6 +148,10 @@ void ist_mesh_read(struct ist_ctx *x)
         return;
     }
     for (const struct tr_rnode *k = root->head; k != NULL && k->next != NULL; k = k->next->next) {
+        if (k->s != NULL && strcmp(k->s, "pathNormalization") == 0) {
+            read_path_normalization(x, k->next);
+            continue;
+        }
         if (k->s == NULL || strcmp(k->s, "extensionProviders") != 0) {
             mesh_report(x, false, k->s ? k->s : "?", k,
                         "this MeshConfig field is not read by trellis: ignored");

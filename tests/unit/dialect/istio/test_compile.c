@@ -1150,6 +1150,58 @@ static int corpus_file(const char *path, const struct stat *st, int type, struct
     return 0;
 }
 
+/* MeshConfig pathNormalization sets every HTTP listener's normalization
+ * (Istio's values one to one, DEFAULT being Istio's BASE); without it the
+ * listeners keep trellis's STRICT; a value Istio does not have is an error. */
+static void test_mesh_path_normalization(void **state)
+{
+    (void)state;
+    static const char *const values[] = {"NONE", "BASE", "MERGE_SLASHES",
+                                         "DECODE_AND_MERGE_SLASHES", "DEFAULT"};
+    static const enum tr_path_normalization want[] = {
+        TR_PATHNORM_NONE, TR_PATHNORM_BASE, TR_PATHNORM_MERGE_SLASHES,
+        TR_PATHNORM_DECODE_AND_MERGE_SLASHES, TR_PATHNORM_BASE};
+    struct compiled c;
+    compile_text(&c, BOOKINFO, "default", "productpage-1");
+    assert_non_null(c.cfg);
+    for (size_t i = 0; i < c.cfg->n_listeners; i++)
+        assert_int_equal(c.cfg->listeners[i].path_normalization, TR_PATHNORM_STRICT);
+    compiled_free(&c);
+    for (size_t v = 0; v < sizeof(values) / sizeof(values[0]); v++) {
+        char mesh[512];
+        snprintf(mesh, sizeof(mesh),
+                 "\n---\napiVersion: v1\nkind: ConfigMap\n"
+                 "metadata: {name: istio, namespace: istio-system}\n"
+                 "data:\n  mesh: |\n    pathNormalization:\n      normalization: %s\n",
+                 values[v]);
+        char *text = concat(BOOKINFO, mesh);
+        compile_text(&c, text, "default", "productpage-1");
+        if (c.cfg == NULL || c.d.n_errors)
+            dump_diags(&c.d);
+        assert_non_null(c.cfg);
+        assert_int_equal(c.d.n_errors, 0);
+        size_t http = 0;
+        for (size_t i = 0; i < c.cfg->n_listeners; i++) {
+            const struct tr_listener_cfg *l = &c.cfg->listeners[i];
+            if (l->protocol == TR_LPROTO_TCP)
+                continue;
+            assert_int_equal(l->path_normalization, want[v]);
+            http++;
+        }
+        assert_true(http > 0);
+        compiled_free(&c);
+        free(text);
+    }
+    char *bad = concat(BOOKINFO, "\n---\napiVersion: v1\nkind: ConfigMap\n"
+                                 "metadata: {name: istio, namespace: istio-system}\n"
+                                 "data:\n  mesh: |\n    pathNormalization: {normalization: "
+                                 "SOMETIMES}\n");
+    compile_text(&c, bad, "default", "productpage-1");
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, NULL, "got \"SOMETIMES\""));
+    compiled_free(&c);
+    free(bad);
+}
+
 /* Pods that take no new traffic are not endpoints (unless the Service
  * publishes not-ready addresses); a Service's cluster IPs are domains of
  * its virtual hosts; UDP container ports do not resolve a named target. */
@@ -1294,6 +1346,7 @@ int main(void)
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_service_entry_endpoints_first),
         cmocka_unit_test(test_pod_readiness_and_vips),
+        cmocka_unit_test(test_mesh_path_normalization),
         cmocka_unit_test(test_registry_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
