@@ -72,11 +72,33 @@ struct az_policy {
     uint32_t n_rules;
 };
 
+/* Policy indexes in order, of one action. */
+struct az_list {
+    uint32_t *v;
+    uint32_t n;
+};
+
+/* The principal index. A policy whose every rule has sources and whose
+ * every source names exact principals can only match a request from one of
+ * those principals: it is "bounded", and listed under each. Evaluation
+ * tries, per action and in policy order, the unbounded policies and those
+ * listed under the request's principal; skipping the others changes no
+ * decision, since they cannot match. With 1,000 policies that each admit
+ * one caller, a request tries a handful instead of all. */
+enum { AZ_AUDIT_SET = 0, AZ_DENY_SET, AZ_ALLOW_SET, AZ_SETS };
+struct az_slot {
+    tr_str principal; /* empty: a free slot */
+    struct az_list by[AZ_SETS];
+};
+
 struct tr_authz {
     struct tr_arena *arena; /* owns this struct and everything it points to */
     struct az_policy *pols;
     size_t n_pols;
     bool has_allow, has_audit, has_custom;
+    struct az_list open[AZ_SETS]; /* policies no principal bounds */
+    struct az_slot *slots;        /* open addressing, cap a power of two; NULL: none bounded */
+    size_t cap;
 };
 
 struct az_build {
@@ -268,6 +290,163 @@ static void az_build_legacy(struct az_build *b, struct az_policy *p,
     }
 }
 
+/* ---------------------------------------------------- the principal index */
+
+static int az_set_of(enum tr_authz_action act)
+{
+    return act == TR_AUTHZ_AUDIT   ? AZ_AUDIT_SET
+           : act == TR_AUTHZ_DENY  ? AZ_DENY_SET
+           : act == TR_AUTHZ_ALLOW ? AZ_ALLOW_SET
+                                   : -1; /* CUSTOM: tried in order by tr_authz_custom */
+}
+
+/* Whether p can only match requests from the exact principals its sources
+ * name (see struct az_slot). */
+static bool az_bounded(const struct az_policy *p)
+{
+    if (p->legacy || p->n_rules == 0)
+        return false; /* older rules; a policy without rules matches nothing anyway */
+    for (uint32_t r = 0; r < p->n_rules; r++) {
+        const struct az_rule *rule = &p->rules[r];
+        if (rule->n_from == 0)
+            return false;
+        for (uint32_t s = 0; s < rule->n_from; s++) {
+            const struct az_pats *ps = &rule->from[s].principals;
+            if (ps->n == 0)
+                return false;
+            for (uint32_t k = 0; k < ps->n; k++)
+                if (ps->p[k].kind != TR_AZP_EXACT)
+                    return false;
+        }
+    }
+    return true;
+}
+
+static uint64_t az_hash(tr_str s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (uint32_t i = 0; i < s.len; i++)
+        h = (h ^ (unsigned char)s.p[i]) * 1099511628211ull;
+    return h;
+}
+
+static struct az_slot *az_slot_of(struct az_slot *slots, size_t cap, tr_str principal)
+{
+    size_t i = (size_t)az_hash(principal) & (cap - 1);
+    while (slots[i].principal.len != 0 &&
+           !(slots[i].principal.len == principal.len &&
+             memcmp(slots[i].principal.p, principal.p, principal.len) == 0))
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+struct az_pair {
+    tr_str principal;
+    uint32_t policy;
+};
+
+static int az_pair_order(const void *pa, const void *pb)
+{
+    const struct az_pair *a = pa, *b = pb;
+    uint32_t n = a->principal.len < b->principal.len ? a->principal.len : b->principal.len;
+    int c = memcmp(a->principal.p, b->principal.p, n);
+    if (c == 0)
+        c = (a->principal.len > b->principal.len) - (a->principal.len < b->principal.len);
+    return c != 0 ? c : (a->policy > b->policy) - (a->policy < b->policy);
+}
+
+/* Builds a->open and a->slots; false when out of memory. */
+static bool az_index(struct az_build *b, struct tr_authz *a)
+{
+    size_t n_pairs = 0, n_open[AZ_SETS] = {0};
+    bool *bounded = calloc(a->n_pols ? a->n_pols : 1, sizeof(*bounded));
+    if (bounded == NULL)
+        return false;
+    for (size_t i = 0; i < a->n_pols; i++) {
+        const struct az_policy *p = &a->pols[i];
+        int set = az_set_of(p->action);
+        if (set < 0)
+            continue;
+        bounded[i] = az_bounded(p);
+        if (!bounded[i]) {
+            n_open[set]++;
+            continue;
+        }
+        for (uint32_t r = 0; r < p->n_rules; r++)
+            for (uint32_t s = 0; s < p->rules[r].n_from; s++)
+                n_pairs += p->rules[r].from[s].principals.n;
+    }
+    for (int set = 0; set < AZ_SETS; set++) {
+        a->open[set].v = az_alloc(b, n_open[set], sizeof(uint32_t));
+        if (n_open[set] > 0 && a->open[set].v == NULL) {
+            free(bounded);
+            return false;
+        }
+    }
+    struct az_pair *pairs = n_pairs ? malloc(n_pairs * sizeof(*pairs)) : NULL;
+    if (n_pairs > 0 && pairs == NULL) {
+        free(bounded);
+        return false;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < a->n_pols; i++) {
+        const struct az_policy *p = &a->pols[i];
+        int set = az_set_of(p->action);
+        if (set < 0)
+            continue;
+        if (!bounded[i]) {
+            a->open[set].v[a->open[set].n++] = (uint32_t)i;
+            continue;
+        }
+        for (uint32_t r = 0; r < p->n_rules; r++)
+            for (uint32_t s = 0; s < p->rules[r].n_from; s++) {
+                const struct az_pats *ps = &p->rules[r].from[s].principals;
+                for (uint32_t q = 0; q < ps->n; q++)
+                    pairs[k++] = (struct az_pair){ps->p[q].s, (uint32_t)i};
+            }
+    }
+    free(bounded);
+    if (n_pairs == 0)
+        return true;
+    qsort(pairs, n_pairs, sizeof(*pairs), az_pair_order);
+    /* one slot per principal, its policies once each, in order */
+    size_t n_principals = 0;
+    for (size_t i = 0; i < n_pairs; i++)
+        n_principals += i == 0 || az_pair_order(&(struct az_pair){pairs[i - 1].principal, 0},
+                                                &(struct az_pair){pairs[i].principal, 0}) != 0;
+    a->cap = 16;
+    while (a->cap < 2 * n_principals)
+        a->cap *= 2;
+    a->slots = az_alloc(b, a->cap, sizeof(*a->slots));
+    uint32_t *lists = az_alloc(b, n_pairs, sizeof(uint32_t));
+    if (a->slots == NULL || lists == NULL) {
+        free(pairs);
+        return false;
+    }
+    for (size_t i = 0; i < n_pairs;) {
+        size_t j = i;
+        while (j < n_pairs && pairs[j].principal.len == pairs[i].principal.len &&
+               memcmp(pairs[j].principal.p, pairs[i].principal.p, pairs[i].principal.len) == 0)
+            j++;
+        struct az_slot *slot = az_slot_of(a->slots, a->cap, pairs[i].principal);
+        slot->principal = pairs[i].principal;
+        for (int set = 0; set < AZ_SETS; set++) {
+            slot->by[set].v = lists;
+            for (size_t q = i; q < j; q++) {
+                const struct az_policy *p = &a->pols[pairs[q].policy];
+                bool dup =
+                    slot->by[set].n > 0 && slot->by[set].v[slot->by[set].n - 1] == pairs[q].policy;
+                if (az_set_of(p->action) == set && !dup)
+                    slot->by[set].v[slot->by[set].n++] = pairs[q].policy;
+            }
+            lists += slot->by[set].n;
+        }
+        i = j;
+    }
+    free(pairs);
+    return true;
+}
+
 struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
 {
     if (err != NULL)
@@ -314,6 +493,8 @@ struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
         a->has_audit |= a->pols[i].action == TR_AUTHZ_AUDIT;
         a->has_custom |= a->pols[i].action == TR_AUTHZ_CUSTOM;
     }
+    if (!b.failed && a->pols != NULL && !az_index(&b, a))
+        tr_cfg_errorf(err, NULL, "out of memory");
     if (b.failed || a->pols == NULL) {
         if (!b.failed)
             tr_cfg_errorf(err, NULL, "out of memory");
@@ -632,8 +813,54 @@ int tr_authz_custom(const struct tr_authz *a, const struct tr_authz_request *rq,
     return -1;
 }
 
-enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_authz_request *rq,
-                                      struct tr_authz_result *out)
+/* The policies of one action a request must try, in order: the unbounded
+ * ones merged with those listed under its principal (or every policy of
+ * the action, for the scan the index is tested against). */
+struct az_cand {
+    const struct tr_authz *a;
+    enum tr_authz_action act;
+    bool scan;
+    size_t i;              /* scan: next policy */
+    const uint32_t *u, *b; /* unbounded, bounded by the principal */
+    uint32_t nu, nb, iu, ib;
+};
+
+static void az_cand_init(struct az_cand *c, const struct tr_authz *a, const struct az_slot *slot,
+                         enum tr_authz_action act, bool scan)
+{
+    int set = az_set_of(act);
+    *c = (struct az_cand){.a = a, .act = act, .scan = scan};
+    c->u = a->open[set].v;
+    c->nu = a->open[set].n;
+    if (slot != NULL) {
+        c->b = slot->by[set].v;
+        c->nb = slot->by[set].n;
+    }
+}
+
+static bool az_cand_next(struct az_cand *c, size_t *out)
+{
+    if (c->scan) {
+        while (c->i < c->a->n_pols && c->a->pols[c->i].action != c->act)
+            c->i++;
+        if (c->i >= c->a->n_pols)
+            return false;
+        *out = c->i++;
+        return true;
+    }
+    if (c->iu < c->nu && (c->ib >= c->nb || c->u[c->iu] < c->b[c->ib])) {
+        *out = c->u[c->iu++];
+        return true;
+    }
+    if (c->ib < c->nb) {
+        *out = c->b[c->ib++];
+        return true;
+    }
+    return false;
+}
+
+static enum tr_authz_verdict az_decide(const struct tr_authz *a, const struct tr_authz_request *rq,
+                                       struct tr_authz_result *out, bool scan)
 {
     struct tr_authz_result res = {.verdict = TR_AUTHZ_VERDICT_ALLOW,
                                   .reason = TR_AZR_NO_POLICY,
@@ -649,19 +876,26 @@ enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_
     struct az_ctx x;
     struct tr_authz_request cut;
     az_ctx_init(&x, rq, &cut);
-
-    for (size_t i = 0; i < a->n_pols && a->has_audit && res.audit_policy < 0; i++) {
-        if (a->pols[i].action != TR_AUTHZ_AUDIT)
-            continue;
-        int r = az_policy_match(&x, &a->pols[i]);
-        if (r >= 0) {
-            res.audit_policy = (int)i;
-            res.audit_rule = r;
+    const struct az_slot *slot = NULL;
+    if (a->slots != NULL && x.authenticated && x.principal.len > 0) {
+        slot = az_slot_of(a->slots, a->cap, x.principal);
+        if (slot->principal.len == 0)
+            slot = NULL; /* no policy names it: only the unbounded ones can match */
+    }
+    struct az_cand c;
+    size_t i;
+    if (a->has_audit) {
+        az_cand_init(&c, a, slot, TR_AUTHZ_AUDIT, scan);
+        while (res.audit_policy < 0 && az_cand_next(&c, &i)) {
+            int r = az_policy_match(&x, &a->pols[i]);
+            if (r >= 0) {
+                res.audit_policy = (int)i;
+                res.audit_rule = r;
+            }
         }
     }
-    for (size_t i = 0; i < a->n_pols; i++) {
-        if (a->pols[i].action != TR_AUTHZ_DENY)
-            continue;
+    az_cand_init(&c, a, slot, TR_AUTHZ_DENY, scan);
+    while (az_cand_next(&c, &i)) {
         int r = az_policy_match(&x, &a->pols[i]);
         if (r >= 0) {
             res.verdict = TR_AUTHZ_VERDICT_DENY;
@@ -675,9 +909,8 @@ enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_
         res.reason = TR_AZR_NO_ALLOW_POLICY;
         goto done;
     }
-    for (size_t i = 0; i < a->n_pols; i++) {
-        if (a->pols[i].action != TR_AUTHZ_ALLOW)
-            continue;
+    az_cand_init(&c, a, slot, TR_AUTHZ_ALLOW, scan);
+    while (az_cand_next(&c, &i)) {
         int r = az_policy_match(&x, &a->pols[i]);
         if (r >= 0) {
             res.reason = TR_AZR_ALLOW_MATCHED;
@@ -692,6 +925,19 @@ done:
     if (out != NULL)
         *out = res;
     return res.verdict;
+}
+
+enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_authz_request *rq,
+                                      struct tr_authz_result *out)
+{
+    return az_decide(a, rq, out, false);
+}
+
+enum tr_authz_verdict tr_authz_decide_scan(const struct tr_authz *a,
+                                           const struct tr_authz_request *rq,
+                                           struct tr_authz_result *out)
+{
+    return az_decide(a, rq, out, true);
 }
 
 const char *tr_authz_policy_name(const struct tr_authz *a, int policy)

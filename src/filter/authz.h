@@ -56,9 +56,16 @@ struct tr_authz_result {
 struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err);
 void tr_authz_free(struct tr_authz *a);
 
-/* a NULL: allowed, reason TR_AZR_NO_POLICY. */
+/* a NULL: allowed, reason TR_AZR_NO_POLICY. Policies that can only match
+ * requests of other principals are skipped through an index built with a
+ * (authz.c, struct az_slot): the result is the scan's. */
 enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_authz_request *rq,
                                       struct tr_authz_result *out);
+/* The same decision by trying every policy in order, without the index:
+ * what tests and benchmarks compare tr_authz_decide with. */
+enum tr_authz_verdict tr_authz_decide_scan(const struct tr_authz *a,
+                                           const struct tr_authz_request *rq,
+                                           struct tr_authz_result *out);
 
 /* CUSTOM policies (external authorizers): has_custom says whether any
  * exists (else no request needs a check); tr_authz_custom returns the

@@ -367,6 +367,134 @@ static void test_custom(void **state)
     free(err);
 }
 
+/* The principal index against the scan: random policy sets over a small
+ * vocabulary (exact and prefix principals, "*", notPrincipals,
+ * namespaces, paths, methods; ALLOW, DENY, AUDIT; rules without sources),
+ * random requests (each known principal, an unknown one, plaintext; HTTP
+ * and TCP): every decision, deciding policy and rule, and AUDIT match must
+ * be the scan's. */
+static const char *const VOCAB_PRINCIPALS[] = {"cluster.local/ns/a/sa/x", "cluster.local/ns/a/sa/y",
+                                               "cluster.local/ns/b/sa/x", "cluster.local/ns/a/*",
+                                               "*"};
+static const char *const VOCAB_PATHS[] = {"/a", "/a/*", "/b", "*"};
+static const char *const VOCAB_METHODS[] = {"GET", "POST"};
+static const char *const VOCAB_NS[] = {"a", "b"};
+
+static uint64_t rnd_state = 42;
+static uint32_t rnd(uint32_t n)
+{
+    rnd_state ^= rnd_state >> 12;
+    rnd_state ^= rnd_state << 25;
+    rnd_state ^= rnd_state >> 27;
+    return (uint32_t)((rnd_state * 2685821657736338717ull) >> 33) % n;
+}
+
+/* k random picks of v (with repeats), malloc'd; *n set. */
+static const char **picks(const char *const *v, uint32_t nv, uint32_t max, size_t *n,
+                          uint32_t exact_only)
+{
+    *n = rnd(max + 1);
+    if (*n == 0)
+        return NULL;
+    const char **out = calloc(*n, sizeof(*out));
+    assert_non_null(out);
+    for (size_t i = 0; i < *n; i++)
+        out[i] = v[rnd(exact_only ? exact_only : nv)];
+    return out;
+}
+
+static void test_index_matches_scan(void **state)
+{
+    (void)state;
+    size_t decisions = 0, skipped_some = 0;
+    for (int round = 0; round < 300; round++) {
+        size_t np = 1 + rnd(12);
+        struct tr_authz_policy_cfg *pols = calloc(np, sizeof(*pols));
+        assert_non_null(pols);
+        for (size_t i = 0; i < np; i++) {
+            static const enum tr_authz_action acts[] = {TR_AUTHZ_ALLOW, TR_AUTHZ_ALLOW,
+                                                        TR_AUTHZ_DENY, TR_AUTHZ_AUDIT};
+            pols[i].name = "p";
+            pols[i].action = acts[rnd(4)];
+            pols[i].provider = -1;
+            pols[i].n_rules = rnd(3);
+            pols[i].rules =
+                pols[i].n_rules ? calloc(pols[i].n_rules, sizeof(*pols[i].rules)) : NULL;
+            for (size_t r = 0; r < pols[i].n_rules; r++) {
+                struct tr_authz_policy_rule_cfg *rule = &pols[i].rules[r];
+                /* mostly exact principals: the index's case */
+                bool exact = rnd(3) != 0;
+                rule->n_from = rnd(3);
+                rule->from = rule->n_from ? calloc(rule->n_from, sizeof(*rule->from)) : NULL;
+                for (size_t f = 0; f < rule->n_from; f++) {
+                    struct tr_authz_source_cfg *src = &rule->from[f];
+                    src->principals =
+                        picks(VOCAB_PRINCIPALS, 5, 2, &src->n_principals, exact ? 3 : 0);
+                    if (rnd(4) == 0)
+                        src->not_principals =
+                            picks(VOCAB_PRINCIPALS, 5, 1, &src->n_not_principals, 0);
+                    if (rnd(4) == 0)
+                        src->namespaces = picks(VOCAB_NS, 2, 1, &src->n_namespaces, 0);
+                }
+                if (rnd(2)) {
+                    rule->n_to = 1;
+                    rule->to = calloc(1, sizeof(*rule->to));
+                    rule->to->paths = picks(VOCAB_PATHS, 4, 2, &rule->to->n_paths, 0);
+                    rule->to->methods = picks(VOCAB_METHODS, 2, 1, &rule->to->n_methods, 0);
+                }
+            }
+        }
+        struct tr_authz_cfg cfg = {.policies = pols, .n_policies = np};
+        char *err = NULL;
+        struct tr_authz *a = tr_authz_build(&cfg, &err);
+        assert_null(err);
+        assert_non_null(a);
+        static const char *const who[] = {
+            "spiffe://cluster.local/ns/a/sa/x", "spiffe://cluster.local/ns/a/sa/y",
+            "spiffe://cluster.local/ns/b/sa/x", "spiffe://cluster.local/ns/c/sa/z", NULL};
+        static const char *const paths[] = {"/a", "/a/b", "/b", "/c"};
+        for (size_t w = 0; w < sizeof(who) / sizeof(who[0]); w++)
+            for (size_t pa = 0; pa < 4; pa++)
+                for (int m = 0; m < 2; m++)
+                    for (int h = 0; h < 2; h++) {
+                        struct tr_authz_request rq = http(who[w], VOCAB_METHODS[m], paths[pa]);
+                        rq.http = h == 0;
+                        struct tr_authz_result x, y;
+                        tr_authz_decide(a, &rq, &x);
+                        tr_authz_decide_scan(a, &rq, &y);
+                        assert_int_equal(x.verdict, y.verdict);
+                        assert_int_equal(x.reason, y.reason);
+                        assert_int_equal(x.policy, y.policy);
+                        assert_int_equal(x.rule, y.rule);
+                        assert_int_equal(x.audit_policy, y.audit_policy);
+                        assert_int_equal(x.audit_rule, y.audit_rule);
+                        decisions++;
+                    }
+        tr_authz_free(a);
+        for (size_t i = 0; i < np; i++) {
+            for (size_t r = 0; r < pols[i].n_rules; r++) {
+                struct tr_authz_policy_rule_cfg *rule = &pols[i].rules[r];
+                for (size_t f = 0; f < rule->n_from; f++) {
+                    free(rule->from[f].principals);
+                    free(rule->from[f].not_principals);
+                    free(rule->from[f].namespaces);
+                }
+                free(rule->from);
+                if (rule->to != NULL) {
+                    free(rule->to->paths);
+                    free(rule->to->methods);
+                    free(rule->to);
+                }
+            }
+            free(pols[i].rules);
+        }
+        free(pols);
+        skipped_some += np > 1;
+    }
+    assert_true(decisions > 10000);
+    assert_true(skipped_some > 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_build_errors),
         cmocka_unit_test(test_syntax),
         cmocka_unit_test(test_custom),
+        cmocka_unit_test(test_index_matches_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
