@@ -16,139 +16,56 @@
 
 #include "core/base64.h"
 #include "filter/jwt.h"
+#include "../../support/jwt_mint.h"
 
 #define NOW 1700000000L
 
 static EVP_PKEY *rsa_key, *p256_key, *p384_key, *ed_key, *other_rsa;
+static struct jwt_keys keys; /* tests/support/jwt_mint.h */
+static const char *jwks;
 static struct tr_jwt_request rq;
-
-static void b64url(const unsigned char *in, size_t len, char *out)
-{
-    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc = acc << 8 | in[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = abc[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0)
-        out[o++] = abc[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
-}
 
 static void b64url_str(const char *s, char *out)
 {
-    b64url((const unsigned char *)s, strlen(s), out);
+    jwt_b64url((const unsigned char *)s, strlen(s), out);
 }
 
 static void bn_b64(EVP_PKEY *k, const char *param, char *out)
 {
-    BIGNUM *bn = NULL;
-    assert_int_equal(EVP_PKEY_get_bn_param(k, param, &bn), 1);
-    unsigned char buf[512];
-    int n = BN_bn2bin(bn, buf);
-    b64url(buf, (size_t)n, out);
-    BN_free(bn);
+    assert_true(jwt_bn_b64(k, param, out));
 }
 
-/* An EC public point's x and y, each size bytes. */
 static void ec_xy(EVP_PKEY *k, size_t size, char *x, char *y)
 {
-    unsigned char pt[1 + 2 * 48];
-    size_t len = 0;
-    assert_int_equal(
-        EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt), &len), 1);
-    assert_int_equal(len, 1 + 2 * size);
-    b64url(pt + 1, size, x);
-    b64url(pt + 1 + size, size, y);
-}
-
-static char jwks[8192];
-
-static void make_jwks(void)
-{
-    char n[400], e[16], x1[80], y1[80], x2[80], y2[80], ex[80];
-    bn_b64(rsa_key, OSSL_PKEY_PARAM_RSA_N, n);
-    bn_b64(rsa_key, OSSL_PKEY_PARAM_RSA_E, e);
-    ec_xy(p256_key, 32, x1, y1);
-    ec_xy(p384_key, 48, x2, y2);
-    unsigned char raw[32];
-    size_t rl = sizeof(raw);
-    assert_int_equal(EVP_PKEY_get_raw_public_key(ed_key, raw, &rl), 1);
-    b64url(raw, rl, ex);
-    snprintf(
-        jwks, sizeof(jwks),
-        "{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"r1\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"},"
-        "{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"e1\",\"x\":\"%s\",\"y\":\"%s\"},"
-        "{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"%s\",\"y\":\"%s\"},"
-        "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"%s\"},"
-        "{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}",
-        n, e, x1, y1, x2, y2, ex);
+    assert_true(jwt_ec_xy(k, size, x, y));
 }
 
 static int setup(void **state)
 {
-    rsa_key = EVP_RSA_gen(2048);
-    other_rsa = EVP_RSA_gen(2048);
-    p256_key = EVP_EC_gen("P-256");
-    p384_key = EVP_EC_gen("P-384");
-    ed_key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-    if (!rsa_key || !other_rsa || !p256_key || !p384_key || !ed_key)
+    (void)state;
+    if (!jwt_keys_make(&keys))
         return -1;
-    make_jwks();
-    return 0;
+    rsa_key = keys.rsa;
+    p256_key = keys.p256;
+    p384_key = keys.p384;
+    ed_key = keys.ed;
+    jwks = keys.jwks;
+    other_rsa = EVP_RSA_gen(2048);
+    return other_rsa != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    EVP_PKEY_free(rsa_key);
+    (void)state;
+    jwt_keys_free(&keys);
     EVP_PKEY_free(other_rsa);
-    EVP_PKEY_free(p256_key);
-    EVP_PKEY_free(p384_key);
-    EVP_PKEY_free(ed_key);
     return 0;
 }
 
 /* A compact token: header JSON, payload JSON, signed with key under alg. */
 static void sign(const char *alg, EVP_PKEY *key, const char *header, const char *payload, char *out)
 {
-    char h[1024], p[4096];
-    b64url_str(header, h);
-    b64url_str(payload, p);
-    int n = sprintf(out, "%s.%s", h, p);
-    const char *md = NULL;
-    if (strncmp(alg, "EdDSA", 5) != 0)
-        md = strstr(alg, "256") ? "SHA256" : strstr(alg, "384") ? "SHA384" : "SHA512";
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_PKEY_CTX *pctx = NULL;
-    assert_int_equal(EVP_DigestSignInit_ex(ctx, &pctx, md, NULL, NULL, key, NULL), 1);
-    if (alg[0] == 'P') {
-        EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING);
-        EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST);
-    }
-    unsigned char sig[1024];
-    size_t sl = sizeof(sig);
-    assert_int_equal(EVP_DigestSign(ctx, sig, &sl, (unsigned char *)out, (size_t)n), 1);
-    EVP_MD_CTX_free(ctx);
-    if (alg[0] == 'E' && alg[1] == 'S') { /* DER -> r || s */
-        size_t size = strstr(alg, "256") ? 32 : 48;
-        const unsigned char *q = sig;
-        ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &q, (long)sl);
-        assert_non_null(es);
-        unsigned char rs[96];
-        BN_bn2binpad(ECDSA_SIG_get0_r(es), rs, (int)size);
-        BN_bn2binpad(ECDSA_SIG_get0_s(es), rs + size, (int)size);
-        ECDSA_SIG_free(es);
-        memcpy(sig, rs, 2 * size);
-        sl = 2 * size;
-    }
-    out[n] = '.';
-    b64url(sig, sl, out + n + 1);
+    assert_true(jwt_sign(alg, key, header, payload, out, 8192)); /* callers' buffers */
 }
 
 static const char *issuer = "https://issuer.example";
