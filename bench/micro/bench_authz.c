@@ -17,8 +17,9 @@
  * Before timing, every class's verdict and deciding policy are checked,
  * with tr_authz_decide and with tr_authz_decide_scan (every policy tried in
  * order, no index), and both are timed: the ALLOW policies name exact
- * principals, so the index leaves a request the 50 DENY policies (their
- * notPrincipals bound nothing) and the ALLOW policies of its caller.
+ * principals (the principal index), the DENY policies path prefixes (the
+ * path index), so a request tries the ALLOW policies of its caller and the
+ * DENY policies of its path.
  *
  * Timing: CLOCK_MONOTONIC around batches of 64 decisions of one class,
  * divided by 64 (a clock read costs about as much as a decision); quantiles
@@ -211,7 +212,7 @@ int main(int argc, char **argv)
     volatile unsigned sink = 0;
     for (int scan = 0; scan < 2; scan++) {
         printf("%s:\n", scan ? "tr_authz_decide_scan (every policy in order)"
-                             : "tr_authz_decide (the principal index)");
+                             : "tr_authz_decide (the principal and path indexes)");
         for (size_t k = 0; k < nk; k++) {
             size_t n = 0;
             for (unsigned round = 0; round < rounds; round++)

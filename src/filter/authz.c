@@ -91,14 +91,33 @@ struct az_slot {
     struct az_list by[AZ_SETS];
 };
 
+/* The path index, for policies no principal bounds: a policy whose every
+ * rule has operations and whose every operation names exact or prefix
+ * paths can only match an HTTP request whose path is one of them or starts
+ * with one. It is listed under each pattern; a request looks up its path
+ * and its prefixes of the lengths some prefix pattern has. A TCP
+ * connection tries every such policy (a path on TCP matches a DENY rule
+ * and no ALLOW rule: Istio's HTTP-only rule). */
+#define AZ_MAX_PLENS 8u /* distinct prefix lengths; more: no path index */
+struct az_pslot {
+    tr_str pattern; /* empty: a free slot */
+    bool prefix;
+    struct az_list by[AZ_SETS];
+};
+
 struct tr_authz {
     struct tr_arena *arena; /* owns this struct and everything it points to */
     struct az_policy *pols;
     size_t n_pols;
     bool has_allow, has_audit, has_custom;
-    struct az_list open[AZ_SETS]; /* policies no principal bounds */
+    struct az_list open[AZ_SETS]; /* policies no principal or path bounds */
     struct az_slot *slots;        /* open addressing, cap a power of two; NULL: none bounded */
     size_t cap;
+    struct az_list paths[AZ_SETS]; /* every path-bounded policy (for TCP) */
+    struct az_pslot *pslots;       /* open addressing, pcap a power of two; NULL: none */
+    size_t pcap;
+    uint32_t plens[AZ_MAX_PLENS]; /* the prefix patterns' lengths, ascending */
+    uint32_t n_plens;
 };
 
 struct az_build {
@@ -322,6 +341,29 @@ static bool az_bounded(const struct az_policy *p)
     return true;
 }
 
+/* Whether p can only match HTTP requests whose path one of its exact or
+ * prefix path patterns matches (see struct az_pslot). */
+static bool az_path_bounded(const struct az_policy *p)
+{
+    if (p->legacy || p->n_rules == 0)
+        return false;
+    for (uint32_t r = 0; r < p->n_rules; r++) {
+        const struct az_rule *rule = &p->rules[r];
+        if (rule->n_to == 0)
+            return false;
+        for (uint32_t o = 0; o < rule->n_to; o++) {
+            const struct az_pats *ps = &rule->to[o].paths;
+            if (ps->n == 0)
+                return false;
+            for (uint32_t k = 0; k < ps->n; k++)
+                if ((ps->p[k].kind != TR_AZP_EXACT && ps->p[k].kind != TR_AZP_PREFIX) ||
+                    ps->p[k].s.len == 0)
+                    return false;
+        }
+    }
+    return true;
+}
+
 static uint64_t az_hash(tr_str s)
 {
     uint64_t h = 1469598103934665603ull;
@@ -340,14 +382,27 @@ static struct az_slot *az_slot_of(struct az_slot *slots, size_t cap, tr_str prin
     return &slots[i];
 }
 
+static struct az_pslot *az_pslot_of(struct az_pslot *slots, size_t cap, tr_str pattern, bool prefix)
+{
+    size_t i = (size_t)(az_hash(pattern) ^ (uint64_t)prefix) & (cap - 1);
+    while (slots[i].pattern.len != 0 &&
+           !(slots[i].prefix == prefix && slots[i].pattern.len == pattern.len &&
+             memcmp(slots[i].pattern.p, pattern.p, pattern.len) == 0))
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
 struct az_pair {
-    tr_str principal;
+    tr_str principal; /* or path pattern */
     uint32_t policy;
+    bool prefix; /* path patterns: a prefix one */
 };
 
 static int az_pair_order(const void *pa, const void *pb)
 {
     const struct az_pair *a = pa, *b = pb;
+    if (a->prefix != b->prefix)
+        return a->prefix ? 1 : -1;
     uint32_t n = a->principal.len < b->principal.len ? a->principal.len : b->principal.len;
     int c = memcmp(a->principal.p, b->principal.p, n);
     if (c == 0)
@@ -355,96 +410,171 @@ static int az_pair_order(const void *pa, const void *pb)
     return c != 0 ? c : (a->policy > b->policy) - (a->policy < b->policy);
 }
 
-/* Builds a->open and a->slots; false when out of memory. */
-static bool az_index(struct az_build *b, struct tr_authz *a)
+/* Sorted pairs into the slots of one index: per key, its policies of each
+ * action once, in order; the lists out of b's arena. */
+static bool az_fill(struct az_build *b, const struct tr_authz *a, struct az_pair *pairs,
+                    size_t n_pairs, struct az_slot *slots, size_t cap, struct az_pslot *pslots,
+                    size_t pcap)
 {
-    size_t n_pairs = 0, n_open[AZ_SETS] = {0};
-    bool *bounded = calloc(a->n_pols ? a->n_pols : 1, sizeof(*bounded));
-    if (bounded == NULL)
-        return false;
-    for (size_t i = 0; i < a->n_pols; i++) {
-        const struct az_policy *p = &a->pols[i];
-        int set = az_set_of(p->action);
-        if (set < 0)
-            continue;
-        bounded[i] = az_bounded(p);
-        if (!bounded[i]) {
-            n_open[set]++;
-            continue;
-        }
-        for (uint32_t r = 0; r < p->n_rules; r++)
-            for (uint32_t s = 0; s < p->rules[r].n_from; s++)
-                n_pairs += p->rules[r].from[s].principals.n;
-    }
-    for (int set = 0; set < AZ_SETS; set++) {
-        a->open[set].v = az_alloc(b, n_open[set], sizeof(uint32_t));
-        if (n_open[set] > 0 && a->open[set].v == NULL) {
-            free(bounded);
-            return false;
-        }
-    }
-    struct az_pair *pairs = n_pairs ? malloc(n_pairs * sizeof(*pairs)) : NULL;
-    if (n_pairs > 0 && pairs == NULL) {
-        free(bounded);
-        return false;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < a->n_pols; i++) {
-        const struct az_policy *p = &a->pols[i];
-        int set = az_set_of(p->action);
-        if (set < 0)
-            continue;
-        if (!bounded[i]) {
-            a->open[set].v[a->open[set].n++] = (uint32_t)i;
-            continue;
-        }
-        for (uint32_t r = 0; r < p->n_rules; r++)
-            for (uint32_t s = 0; s < p->rules[r].n_from; s++) {
-                const struct az_pats *ps = &p->rules[r].from[s].principals;
-                for (uint32_t q = 0; q < ps->n; q++)
-                    pairs[k++] = (struct az_pair){ps->p[q].s, (uint32_t)i};
-            }
-    }
-    free(bounded);
-    if (n_pairs == 0)
-        return true;
-    qsort(pairs, n_pairs, sizeof(*pairs), az_pair_order);
-    /* one slot per principal, its policies once each, in order */
-    size_t n_principals = 0;
-    for (size_t i = 0; i < n_pairs; i++)
-        n_principals += i == 0 || az_pair_order(&(struct az_pair){pairs[i - 1].principal, 0},
-                                                &(struct az_pair){pairs[i].principal, 0}) != 0;
-    a->cap = 16;
-    while (a->cap < 2 * n_principals)
-        a->cap *= 2;
-    a->slots = az_alloc(b, a->cap, sizeof(*a->slots));
     uint32_t *lists = az_alloc(b, n_pairs, sizeof(uint32_t));
-    if (a->slots == NULL || lists == NULL) {
-        free(pairs);
+    if (n_pairs > 0 && lists == NULL)
         return false;
-    }
     for (size_t i = 0; i < n_pairs;) {
         size_t j = i;
-        while (j < n_pairs && pairs[j].principal.len == pairs[i].principal.len &&
+        while (j < n_pairs && pairs[j].prefix == pairs[i].prefix &&
+               pairs[j].principal.len == pairs[i].principal.len &&
                memcmp(pairs[j].principal.p, pairs[i].principal.p, pairs[i].principal.len) == 0)
             j++;
-        struct az_slot *slot = az_slot_of(a->slots, a->cap, pairs[i].principal);
-        slot->principal = pairs[i].principal;
+        struct az_list *by;
+        if (slots != NULL) {
+            struct az_slot *slot = az_slot_of(slots, cap, pairs[i].principal);
+            slot->principal = pairs[i].principal;
+            by = slot->by;
+        } else {
+            struct az_pslot *slot = az_pslot_of(pslots, pcap, pairs[i].principal, pairs[i].prefix);
+            slot->pattern = pairs[i].principal;
+            slot->prefix = pairs[i].prefix;
+            by = slot->by;
+        }
         for (int set = 0; set < AZ_SETS; set++) {
-            slot->by[set].v = lists;
+            by[set].v = lists;
             for (size_t q = i; q < j; q++) {
-                const struct az_policy *p = &a->pols[pairs[q].policy];
-                bool dup =
-                    slot->by[set].n > 0 && slot->by[set].v[slot->by[set].n - 1] == pairs[q].policy;
-                if (az_set_of(p->action) == set && !dup)
-                    slot->by[set].v[slot->by[set].n++] = pairs[q].policy;
+                bool dup = by[set].n > 0 && by[set].v[by[set].n - 1] == pairs[q].policy;
+                if (az_set_of(a->pols[pairs[q].policy].action) == set && !dup)
+                    by[set].v[by[set].n++] = pairs[q].policy;
             }
-            lists += slot->by[set].n;
+            lists += by[set].n;
         }
         i = j;
     }
-    free(pairs);
     return true;
+}
+
+static size_t az_distinct_keys(const struct az_pair *pairs, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += i == 0 || pairs[i].prefix != pairs[i - 1].prefix ||
+             pairs[i].principal.len != pairs[i - 1].principal.len ||
+             memcmp(pairs[i].principal.p, pairs[i - 1].principal.p, pairs[i].principal.len) != 0;
+    return k;
+}
+
+static size_t az_cap_for(size_t keys)
+{
+    size_t cap = 16;
+    while (cap < 2 * keys)
+        cap *= 2;
+    return cap;
+}
+
+/* Builds the principal and path indexes (a->open, slots, paths, pslots,
+ * plens); false when out of memory. */
+static bool az_index(struct az_build *b, struct tr_authz *a)
+{
+    enum { OPEN = 0, BY_PRINCIPAL, BY_PATH };
+    uint8_t *kind = calloc(a->n_pols ? a->n_pols : 1, 1);
+    if (kind == NULL)
+        return false;
+    /* which index bounds each policy; the prefix lengths in use */
+    uint32_t lens[AZ_MAX_PLENS];
+    uint32_t n_lens = 0;
+    bool paths_ok = true;
+    for (size_t i = 0; i < a->n_pols; i++) {
+        const struct az_policy *p = &a->pols[i];
+        if (az_set_of(p->action) < 0)
+            continue;
+        kind[i] = az_bounded(p) ? BY_PRINCIPAL : az_path_bounded(p) ? BY_PATH : OPEN;
+        for (uint32_t r = 0; kind[i] == BY_PATH && r < p->n_rules; r++)
+            for (uint32_t o = 0; o < p->rules[r].n_to; o++) {
+                const struct az_pats *ps = &p->rules[r].to[o].paths;
+                for (uint32_t q = 0; q < ps->n; q++) {
+                    if (ps->p[q].kind != TR_AZP_PREFIX)
+                        continue;
+                    uint32_t l = ps->p[q].s.len, at = 0;
+                    while (at < n_lens && lens[at] < l)
+                        at++;
+                    if (at < n_lens && lens[at] == l)
+                        continue;
+                    if (n_lens == AZ_MAX_PLENS) {
+                        paths_ok = false;
+                        continue;
+                    }
+                    memmove(lens + at + 1, lens + at, (n_lens - at) * sizeof(*lens));
+                    lens[at] = l;
+                    n_lens++;
+                }
+            }
+    }
+    size_t n_pp = 0, n_path = 0, n_open[AZ_SETS] = {0}, n_pathb[AZ_SETS] = {0};
+    for (size_t i = 0; i < a->n_pols; i++) {
+        const struct az_policy *p = &a->pols[i];
+        int set = az_set_of(p->action);
+        if (set < 0)
+            continue;
+        if (kind[i] == BY_PATH && !paths_ok)
+            kind[i] = OPEN; /* too many prefix lengths to look up: tried always */
+        n_open[set] += kind[i] == OPEN;
+        n_pathb[set] += kind[i] == BY_PATH;
+        for (uint32_t r = 0; r < p->n_rules; r++) {
+            for (uint32_t q = 0; kind[i] == BY_PRINCIPAL && q < p->rules[r].n_from; q++)
+                n_pp += p->rules[r].from[q].principals.n;
+            for (uint32_t q = 0; kind[i] == BY_PATH && q < p->rules[r].n_to; q++)
+                n_path += p->rules[r].to[q].paths.n;
+        }
+    }
+    bool ok = true;
+    for (int set = 0; set < AZ_SETS && ok; set++) {
+        a->open[set].v = az_alloc(b, n_open[set], sizeof(uint32_t));
+        a->paths[set].v = az_alloc(b, n_pathb[set], sizeof(uint32_t));
+        ok = (n_open[set] == 0 || a->open[set].v != NULL) &&
+             (n_pathb[set] == 0 || a->paths[set].v != NULL);
+    }
+    struct az_pair *pp = n_pp ? malloc(n_pp * sizeof(*pp)) : NULL;
+    struct az_pair *pa = n_path ? malloc(n_path * sizeof(*pa)) : NULL;
+    ok = ok && (n_pp == 0 || pp != NULL) && (n_path == 0 || pa != NULL);
+    size_t k = 0, kp = 0;
+    for (size_t i = 0; ok && i < a->n_pols; i++) {
+        const struct az_policy *p = &a->pols[i];
+        int set = az_set_of(p->action);
+        if (set < 0)
+            continue;
+        if (kind[i] == OPEN)
+            a->open[set].v[a->open[set].n++] = (uint32_t)i;
+        if (kind[i] == BY_PATH)
+            a->paths[set].v[a->paths[set].n++] = (uint32_t)i;
+        for (uint32_t r = 0; r < p->n_rules; r++) {
+            for (uint32_t f = 0; kind[i] == BY_PRINCIPAL && f < p->rules[r].n_from; f++) {
+                const struct az_pats *ps = &p->rules[r].from[f].principals;
+                for (uint32_t q = 0; q < ps->n; q++)
+                    pp[k++] = (struct az_pair){ps->p[q].s, (uint32_t)i, false};
+            }
+            for (uint32_t o = 0; kind[i] == BY_PATH && o < p->rules[r].n_to; o++) {
+                const struct az_pats *ps = &p->rules[r].to[o].paths;
+                for (uint32_t q = 0; q < ps->n; q++)
+                    pa[kp++] =
+                        (struct az_pair){ps->p[q].s, (uint32_t)i, ps->p[q].kind == TR_AZP_PREFIX};
+            }
+        }
+    }
+    free(kind);
+    if (ok && n_pp > 0) {
+        qsort(pp, n_pp, sizeof(*pp), az_pair_order);
+        a->cap = az_cap_for(az_distinct_keys(pp, n_pp));
+        a->slots = az_alloc(b, a->cap, sizeof(*a->slots));
+        ok = a->slots != NULL && az_fill(b, a, pp, n_pp, a->slots, a->cap, NULL, 0);
+    }
+    if (ok && n_path > 0) {
+        qsort(pa, n_path, sizeof(*pa), az_pair_order);
+        a->pcap = az_cap_for(az_distinct_keys(pa, n_path));
+        a->pslots = az_alloc(b, a->pcap, sizeof(*a->pslots));
+        ok = a->pslots != NULL && az_fill(b, a, pa, n_path, NULL, 0, a->pslots, a->pcap);
+        memcpy(a->plens, lens, n_lens * sizeof(*lens));
+        a->n_plens = n_lens;
+    }
+    free(pp);
+    free(pa);
+    return ok;
 }
 
 struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err)
@@ -813,28 +943,52 @@ int tr_authz_custom(const struct tr_authz *a, const struct tr_authz_request *rq,
     return -1;
 }
 
-/* The policies of one action a request must try, in order: the unbounded
- * ones merged with those listed under its principal (or every policy of
- * the action, for the scan the index is tested against). */
+/* The policies of one action a request must try, in order: the open ones
+ * merged with those listed under its principal and under its path and its
+ * prefixes (every path-bounded one for TCP), each once; or every policy of
+ * the action, for the scan the indexes are tested against. */
+#define AZ_MAX_LISTS (3u + AZ_MAX_PLENS)
 struct az_cand {
     const struct tr_authz *a;
     enum tr_authz_action act;
     bool scan;
-    size_t i;              /* scan: next policy */
-    const uint32_t *u, *b; /* unbounded, bounded by the principal */
-    uint32_t nu, nb, iu, ib;
+    size_t i; /* scan: next policy */
+    struct az_list l[AZ_MAX_LISTS];
+    uint32_t at[AZ_MAX_LISTS];
+    uint32_t n;
+    int64_t last; /* the last one given, -1: none */
 };
 
-static void az_cand_init(struct az_cand *c, const struct tr_authz *a, const struct az_slot *slot,
-                         enum tr_authz_action act, bool scan)
+static void az_cand_add(struct az_cand *c, struct az_list l)
+{
+    if (l.n > 0 && c->n < AZ_MAX_LISTS)
+        c->l[c->n++] = l;
+}
+
+static void az_cand_init(struct az_cand *c, const struct tr_authz *a, const struct az_ctx *x,
+                         const struct az_slot *slot, enum tr_authz_action act, bool scan)
 {
     int set = az_set_of(act);
-    *c = (struct az_cand){.a = a, .act = act, .scan = scan};
-    c->u = a->open[set].v;
-    c->nu = a->open[set].n;
-    if (slot != NULL) {
-        c->b = slot->by[set].v;
-        c->nb = slot->by[set].n;
+    *c = (struct az_cand){.a = a, .act = act, .scan = scan, .last = -1};
+    if (scan)
+        return;
+    az_cand_add(c, a->open[set]);
+    if (slot != NULL)
+        az_cand_add(c, slot->by[set]);
+    if (a->pslots == NULL)
+        return;
+    if (!x->rq->http) { /* paths are HTTP's: every path-bounded policy is tried */
+        az_cand_add(c, a->paths[set]);
+        return;
+    }
+    tr_str path = x->rq->path;
+    const struct az_pslot *ps = az_pslot_of(a->pslots, a->pcap, path, false);
+    if (ps->pattern.len != 0)
+        az_cand_add(c, ps->by[set]);
+    for (uint32_t k = 0; k < a->n_plens && a->plens[k] <= path.len; k++) {
+        ps = az_pslot_of(a->pslots, a->pcap, tr_str_from(path.p, a->plens[k]), true);
+        if (ps->pattern.len != 0)
+            az_cand_add(c, ps->by[set]);
     }
 }
 
@@ -848,15 +1002,21 @@ static bool az_cand_next(struct az_cand *c, size_t *out)
         *out = c->i++;
         return true;
     }
-    if (c->iu < c->nu && (c->ib >= c->nb || c->u[c->iu] < c->b[c->ib])) {
-        *out = c->u[c->iu++];
+    for (;;) {
+        int best = -1;
+        for (uint32_t k = 0; k < c->n; k++)
+            if (c->at[k] < c->l[k].n &&
+                (best < 0 || c->l[k].v[c->at[k]] < c->l[best].v[c->at[best]]))
+                best = (int)k;
+        if (best < 0)
+            return false;
+        uint32_t v = c->l[best].v[c->at[best]++];
+        if ((int64_t)v == c->last)
+            continue; /* listed under two patterns the path matches */
+        c->last = v;
+        *out = v;
         return true;
     }
-    if (c->ib < c->nb) {
-        *out = c->b[c->ib++];
-        return true;
-    }
-    return false;
 }
 
 static enum tr_authz_verdict az_decide(const struct tr_authz *a, const struct tr_authz_request *rq,
@@ -885,7 +1045,7 @@ static enum tr_authz_verdict az_decide(const struct tr_authz *a, const struct tr
     struct az_cand c;
     size_t i;
     if (a->has_audit) {
-        az_cand_init(&c, a, slot, TR_AUTHZ_AUDIT, scan);
+        az_cand_init(&c, a, &x, slot, TR_AUTHZ_AUDIT, scan);
         while (res.audit_policy < 0 && az_cand_next(&c, &i)) {
             int r = az_policy_match(&x, &a->pols[i]);
             if (r >= 0) {
@@ -894,7 +1054,7 @@ static enum tr_authz_verdict az_decide(const struct tr_authz *a, const struct tr
             }
         }
     }
-    az_cand_init(&c, a, slot, TR_AUTHZ_DENY, scan);
+    az_cand_init(&c, a, &x, slot, TR_AUTHZ_DENY, scan);
     while (az_cand_next(&c, &i)) {
         int r = az_policy_match(&x, &a->pols[i]);
         if (r >= 0) {
@@ -909,7 +1069,7 @@ static enum tr_authz_verdict az_decide(const struct tr_authz *a, const struct tr
         res.reason = TR_AZR_NO_ALLOW_POLICY;
         goto done;
     }
-    az_cand_init(&c, a, slot, TR_AUTHZ_ALLOW, scan);
+    az_cand_init(&c, a, &x, slot, TR_AUTHZ_ALLOW, scan);
     while (az_cand_next(&c, &i)) {
         int r = az_policy_match(&x, &a->pols[i]);
         if (r >= 0) {

@@ -57,8 +57,9 @@ struct tr_authz *tr_authz_build(const struct tr_authz_cfg *cfg, char **err);
 void tr_authz_free(struct tr_authz *a);
 
 /* a NULL: allowed, reason TR_AZR_NO_POLICY. Policies that can only match
- * requests of other principals are skipped through an index built with a
- * (authz.c, struct az_slot): the result is the scan's. */
+ * requests of other principals, or HTTP requests of other paths, are
+ * skipped through indexes built with a (authz.c, struct az_slot and struct
+ * az_pslot): the result is the scan's. */
 enum tr_authz_verdict tr_authz_decide(const struct tr_authz *a, const struct tr_authz_request *rq,
                                       struct tr_authz_result *out);
 /* The same decision by trying every policy in order, without the index:
