@@ -12,7 +12,7 @@
  *     template matches the path made by filling each {*} with "x" and a
  *     final {**} with "a/b";
  *   - deciding any request on it allows or denies, naming a policy only when
- *     one decided. */
+ *     one decided, and the indexes decide as the scan of every policy does. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -113,6 +113,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         enum tr_authz_verdict v = tr_authz_decide(a, &rq, &res);
         CHECK(v == TR_AUTHZ_VERDICT_ALLOW || v == TR_AUTHZ_VERDICT_DENY);
         CHECK((res.policy >= 0) == (v == TR_AUTHZ_VERDICT_ALLOW));
+        /* the indexes (a path-bounded policy here) decide as the scan does,
+         * for HTTP and for TCP */
+        for (int tcp = 0; tcp < 2; tcp++) {
+            rq.http = tcp == 0;
+            struct tr_authz_result x, y;
+            CHECK(tr_authz_decide(a, &rq, &x) == tr_authz_decide_scan(a, &rq, &y));
+            CHECK(x.policy == y.policy && x.rule == y.rule && x.reason == y.reason);
+        }
         tr_authz_free(a);
         free(err);
     }
