@@ -58,23 +58,37 @@ PORTS = {
     "trellis-h2hop_admin": (18036, 18037),
     "trellis-base": (18050, 18051),
     "trellis-base_admin": (18052, 18053),
+    "trellis-authz": (18070, 18071),
+    "trellis-authz_admin": (18072, 18073),
 }
 ALL_PORTS = [18000, 18010, 18011, 18020, 18021, 18030, 18031, 18032, 18033,
-             18034, 18035, 18036, 18037, 18050, 18051, 18052, 18053]
+             18034, 18035, 18036, 18037, 18050, 18051, 18052, 18053, 18070, 18071, 18072, 18073]
 # bench/h2.py uses 18040-18046 and 18060-18063 (its own PORTS); keep the sets apart.
 
-PAIR_NAMES = ["direct", "haproxy", "nginx", "trellis", "trellis-base", "trellis-h2hop"]
+PAIR_NAMES = ["direct", "haproxy", "nginx", "trellis", "trellis-base", "trellis-h2hop",
+              "trellis-authz"]
 # trellis-base: the --baseline binary, configured exactly like "trellis";
 # only run when --baseline is given.
 BASELINE_PAIR = "trellis-base"
 # Optional pairs: a config this trellis build does not accept yet makes them
 # "skipped" (like a missing binary), not "failed".
-OPTIONAL_PAIRS = ["trellis-h2hop"]
+OPTIONAL_PAIRS = ["trellis-h2hop", "trellis-authz"]
 # trellis-h2hop: the hop A -> B is multiplexed HTTP/2 over mTLS; B turns it
 # back into HTTP/1.1 ("original") for the HTTP/1.1 backend.
 H2HOP_A_CLUSTER = "protocol: http2, http2: {max_streams_per_connection: 100}, "
 H2HOP_B_CLUSTER = "protocol: original, "
 PEERS = ["haproxy", "nginx"]
+# trellis-authz: as trellis, with a realistic policy set on B's inbound listener (issue 9):
+# default deny (an ALLOW policy without rules) and 20 ALLOW policies, one of which admits A's
+# identity to the paths wrk asks for; every request is decided by it.
+AUTHZ_POLICIES = "\n".join(
+    ["    authorization:", "      policies:", "        - {name: default/deny-all}"]
+    + [f"        - {{name: default/allow-{i:02d}, rules: [{{from: [{{principals: "
+       f"[\"cluster.local/ns/team{i:02d}/sa/caller\"]}}], to: [{{methods: [GET], "
+       f"paths: [\"/api/{i:02d}/*\"]}}]}}]}}" for i in range(19)]
+    + ["        - {name: default/allow-client, rules: [{from: [{principals: "
+       "[\"cluster.local/ns/default/sa/client\"]}], to: [{methods: [GET], "
+       "paths: [\"/\", \"/slow\"]}]}]}"]) + "\n"
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -509,10 +523,12 @@ def trellis_bin(args) -> Path:
 
 
 def trellis_yaml(certs: dict, side: str, pair: str = "trellis", backend: Optional[int] = None,
-                 a_cluster: str = "", b_cluster: str = "", ports=None, admin_ports=None) -> str:
+                 a_cluster: str = "", b_cluster: str = "", ports=None, admin_ports=None,
+                 b_listener: str = "") -> str:
     """Config of side "a" (outbound) or "b" (inbound) of a trellis pair.
     a_cluster/b_cluster are extra flow-mapping fields ("key: value, ")
-    inserted into the cluster of that side (e.g. the hop protocol).
+    inserted into the cluster of that side (e.g. the hop protocol); b_listener,
+    block-style lines appended to B's listener (e.g. its authorization).
     ports/admin_ports (A, B) default to PORTS[pair] / PORTS[pair + "_admin"]."""
     pa, pb = ports or PORTS[pair]
     admin = (admin_ports or PORTS[pair + "_admin"])[0 if side == "a" else 1]
@@ -534,8 +550,13 @@ clusters:
   - {{name: c, {a_cluster}endpoints: [{{address: 127.0.0.1:{pb}}}], tls: {{context: id, server_ids: ["{SERVER_ID}"]}}}}
 """
     return head + f"""listeners:
-  - {{name: in, address: 127.0.0.1:{pb}, direction: inbound, protocol: http, tls: {{mode: STRICT, context: id}}, route_table: rt}}
-clusters:
+  - name: in
+    address: 127.0.0.1:{pb}
+    direction: inbound
+    protocol: http
+    tls: {{mode: STRICT, context: id}}
+    route_table: rt
+{b_listener}clusters:
   - {{name: c, {b_cluster}endpoints: [{{address: 127.0.0.1:{backend}}}]}}
 """
 
@@ -943,10 +964,11 @@ RATIOS = {
     "trellis/best": ("trellis", PEERS),
     "trellis/base": ("trellis", [BASELINE_PAIR]),
     "h2hop/trellis": ("trellis-h2hop", ["trellis"]),
+    "authz/trellis": ("trellis-authz", ["trellis"]),
 }
 # Keys of the JSON's median-ratio tables (schema 1 had the first two).
 RATIO_JSON_KEYS = {"trellis/best": "trellis_over_best_peer", "h2hop/trellis": "h2hop_over_trellis",
-                   "trellis/base": "trellis_over_base"}
+                   "trellis/base": "trellis_over_base", "authz/trellis": "authz_over_trellis"}
 
 
 def per_round_ratios(by_round: Dict[str, Dict[int, Dict[str, Optional[float]]]], num: str,
@@ -1110,7 +1132,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="one round instead of five")
     p.add_argument("--rounds", type=int, help="rounds R (default 5, --quick 1)")
     p.add_argument("--pairs", default=",".join(PAIR_NAMES),
-                   help="comma list of direct,haproxy,nginx,trellis,trellis-h2hop "
+                   help="comma list of direct,haproxy,nginx,trellis,trellis-h2hop,trellis-authz "
                         "(direct is always run; trellis-base comes with --baseline)")
     p.add_argument("--trellis", help="trellis binary (default build/trellis)")
     p.add_argument("--baseline", metavar="PATH",
@@ -1188,6 +1210,9 @@ def main(argv=None) -> int:
             "trellis-h2hop": lambda d: start_trellis(
                 d, certs, trellis_bin(args), "trellis-h2hop", config_error=Skip,
                 a_cluster=H2HOP_A_CLUSTER, b_cluster=H2HOP_B_CLUSTER),
+            "trellis-authz": lambda d: start_trellis(
+                d, certs, trellis_bin(args), "trellis-authz", config_error=Skip,
+                b_listener=AUTHZ_POLICIES),
         }
         for rnd in range(args.rounds):
             order = args.pairs[rnd % len(args.pairs):] + args.pairs[:rnd % len(args.pairs)]
