@@ -63,12 +63,14 @@ static char *fail(int *status, int code, const char *msg)
     return s;
 }
 
-/* The listener inbound|PORT (port 0: the first inbound listener). */
+/* The listener inbound|PORT, or a gateway's gateway|PORT (port 0: the
+ * first of them). */
 static const struct tr_listener_cfg *inbound_listener(const struct tr_config *cfg, uint32_t port)
 {
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct tr_listener_cfg *l = &cfg->listeners[i];
-        if (l->direction != TR_DIR_INBOUND || strncmp(l->name, "inbound|", 8) != 0)
+        bool inbound = l->direction == TR_DIR_INBOUND && strncmp(l->name, "inbound|", 8) == 0;
+        if (!inbound && strncmp(l->name, "gateway|", 8) != 0)
             continue;
         if (port == 0 || strtoul(l->name + 8, NULL, 10) == port)
             return l;
@@ -107,9 +109,9 @@ char *tr_ctl_authz_check(const struct tr_config *cfg, const struct tr_authz_chec
     if (l == NULL)
         return fail(status, 2,
                     q->port ? "trellis ctl authz check: the workload serves no such port (no "
-                              "inbound listener inbound|PORT)"
+                              "listener inbound|PORT or gateway|PORT)"
                             : "trellis ctl authz check: the workload serves no port (no inbound "
-                              "listener)");
+                              "or gateway listener)");
     if (q->n_headers > CHECK_MAX_HEADERS)
         return fail(status, 2, "trellis ctl authz check: at most 64 headers");
 

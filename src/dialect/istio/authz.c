@@ -489,17 +489,19 @@ bool ist_authz(struct ist_ctx *x)
     bool gateway = ist_is_gateway(x);
     for (size_t i = 0; i < n1; i++) {
         use[i] = az_policy(x, v1[i], &pols[i], ports[i], &n_ports[i], &scope[i]);
-        if (use[i] && gateway) {
-            /* Dropping it would open the gateway: refuse instead. */
+        if (use[i] && gateway && scope[i] != AZ_ALL_PORTS) {
+            /* A Service's ports are the backends', not the gateway's
+             * listeners: dropping it would open the gateway, so refuse. */
             struct ist_cursor c;
             ist_cursor_init(&c, v1[i], "spec");
             ist_error(x, &c, v1[i]->spec, NULL,
-                      "applies to gateway %s/%s: authorization on gateways is not supported yet",
+                      "applies to gateway %s/%s through a Service's ports: a gateway takes "
+                      "policies that select it (selector), on every listener",
                       x->wl_ns, x->wl_name);
             use[i] = false;
         }
     }
-    if (x->checking || gateway)
+    if (x->checking)
         return true;
     /* One provider per workload (Istio's rule): with CUSTOM policies naming
      * several, every CUSTOM policy of the workload fails closed. */
@@ -528,10 +530,12 @@ bool ist_authz(struct ist_ctx *x)
         pols[i].provider_name = NULL;
     }
     /* Each inbound listener gets the policies that apply to its port, in
-     * resource order. */
+     * resource order; a gateway's listeners (gateway|PORT) get the policies
+     * that select the gateway, as Istio applies them at its gateways. */
     for (size_t li = 0; li < cfg->n_listeners; li++) {
         struct tr_listener_cfg *l = &cfg->listeners[li];
-        if (l->direction != TR_DIR_INBOUND || strncmp(l->name, "inbound|", 8) != 0)
+        bool inbound = l->direction == TR_DIR_INBOUND && strncmp(l->name, "inbound|", 8) == 0;
+        if (!inbound && !(gateway && strncmp(l->name, "gateway|", 8) == 0))
             continue;
         uint32_t lport = (uint32_t)strtoul(l->name + 8, NULL, 10);
         size_t n = 0;

@@ -246,21 +246,50 @@ static void test_findings(void **state)
     compiled_free(&c);
 }
 
-/* A gateway's model has no inbound listener to carry a policy: refusing the
- * policy keeps the gateway from running open. */
-static void test_gateway_refused(void **state)
+/* A gateway takes the policies that select it, on every listener (as
+ * Istio applies them at gateways); a policy reaching it through a
+ * Service's ports is refused rather than dropped (dropping would open it). */
+#define GATEWAY                                                                                    \
+    "---\napiVersion: v1\nkind: Pod\nmetadata: {name: gw-1, namespace: prod, labels: "             \
+    "{istio: ingressgateway}}\nstatus: {podIP: 127.0.2.9}\n"                                       \
+    "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, "                \
+    "namespace: prod}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - "               \
+    "port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n"                       \
+    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, "        \
+    "namespace: prod}\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http: [{route: "               \
+    "[{destination: {host: backend}}]}]\n"
+
+static void test_gateway_policies(void **state)
 {
+    (void)state;
     struct compiled c;
     compile_for(&c,
-                "---\napiVersion: v1\nkind: Pod\nmetadata: {name: gw-1, namespace: prod, labels: "
-                "{istio: ingressgateway}}\nstatus: {podIP: 127.0.2.9}\n"
-                "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, "
-                "namespace: prod}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - "
-                "port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n" AP(
-                    "prod", "deny-all", "  {}\n"),
+                GATEWAY AP("prod", "allow-nothing",
+                           "  selector: {matchLabels: {istio: "
+                           "ingressgateway}}\n")
+                    AP("prod", "deny-admin",
+                       "  selector: {matchLabels: {istio: ingressgateway}}\n  action: DENY\n"
+                       "  rules: [{to: [{operation: {paths: [\"/admin*\"]}}]}]\n")
+                        AP("prod", "elsewhere", "  selector: {matchLabels: {app: other}}\n"),
                 "gw-1");
-    assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/deny-all: spec: applies to gateway "
-                                   "prod/gw-1: authorization on gateways is not supported yet"));
+    if (c.d.n_errors)
+        fail_msg("%s", c.msgs);
+    const struct tr_listener_cfg *l = listener(&c, "gateway|8080");
+    assert_int_equal(l->authz.n_policies, 2);
+    assert_string_equal(l->authz.policies[0].name, "prod/allow-nothing");
+    assert_int_equal(l->authz.policies[0].n_rules, 0);
+    assert_string_equal(l->authz.policies[1].name, "prod/deny-admin");
+    assert_int_equal(l->authz.policies[1].action, TR_AUTHZ_DENY);
+    compiled_free(&c);
+
+    compile_for(&c,
+                GATEWAY "---\napiVersion: v1\nkind: Service\nmetadata: {name: gw, namespace: "
+                        "prod}\nspec:\n  selector: {istio: ingressgateway}\n  ports: [{name: "
+                        "http, port: 80, targetPort: 8080}]\n" AP(
+                            "prod", "by-service", "  targetRefs: [{kind: Service, name: gw}]\n"),
+                "gw-1");
+    assert_non_null(strstr(c.msgs, "AuthorizationPolicy prod/by-service: spec: applies to gateway "
+                                   "prod/gw-1 through a Service's ports"));
     compiled_free(&c);
 }
 
@@ -563,7 +592,7 @@ int main(void)
         cmocka_unit_test(test_scope),
         cmocka_unit_test(test_every_field),
         cmocka_unit_test(test_findings),
-        cmocka_unit_test(test_gateway_refused),
+        cmocka_unit_test(test_gateway_policies),
         cmocka_unit_test(test_custom_ext_authz),
         cmocka_unit_test(test_custom_authz_builder_corpus),
     };
