@@ -1,12 +1,13 @@
 /* RequestAuthentication (security.istio.io v1, v1beta1) -> the inbound
- * listeners' request_authentication (config/model.h; filter/jwt.h enforces).
+ * listeners' request_authentication, and a gateway's HTTP listeners'
+ * (config/model.h; filter/jwt.h enforces).
  *
  * Which policies apply to the workload: those of the root namespace (every
  * namespace) and of the workload's namespace, each either without a
  * selector or with one matching the workload's labels; their jwtRules are
- * combined, as istiod combines them for a sidecar. A policy with targetRef
- * or targetRefs selects gateways and waypoints, not sidecars: reported and
- * left out. Keys are inline (jwks) or fetched from jwksUri (the model's
+ * combined, as istiod combines them for a sidecar or a gateway. A policy
+ * with targetRef or targetRefs (Gateway API gateways and waypoints) is
+ * reported and left out. Keys are inline (jwks) or fetched from jwksUri (the model's
  * jwks_uri, upstream/jwks_fetch.h) through the outbound cluster of the
  * URI's host, which must be a registry host reached over http:// (no TLS
  * yet); a jwksUri the proxy cannot fetch is an error that refuses the
@@ -242,8 +243,9 @@ static void ra_check(struct ist_ctx *x, const struct tr_resource *r)
     }
     if (tr_rnode_get(r->spec, "targetRef") != NULL || tr_rnode_get(r->spec, "targetRefs") != NULL)
         ist_warn(x, &c, NULL, tr_rnode_get(r->spec, "targetRef") ? "targetRef" : "targetRefs",
-                 "targetRefs select gateways and waypoints, not sidecars: this policy applies to "
-                 "no sidecar (gateways do not apply request authentication yet)");
+                 "targetRefs select Gateway API gateways and waypoints, which trellis does not "
+                 "run: this policy applies nowhere (a gateway takes the policies whose selector "
+                 "matches it)");
     const struct tr_rnode *rules = ist_list(x, &c, r->spec, "jwtRules");
     size_t i = 0;
     for (const struct tr_rnode *e = rules ? rules->head : NULL; e; e = e->next, i++) {
@@ -403,21 +405,4 @@ bool ist_request_authn(struct ist_ctx *x, struct tr_request_authn_cfg *out)
         }
     }
     return true;
-}
-
-void ist_ra_gateway_warn(struct ist_ctx *x)
-{
-    size_t n;
-    const struct tr_resource *const *v =
-        tr_rset_of_kind(x->rs, SEC_GROUP, "RequestAuthentication", &n);
-    for (size_t i = 0; i < n; i++) {
-        if (!ra_applies(x, v[i]))
-            continue;
-        struct ist_cursor c;
-        ist_cursor_init(&c, v[i], "spec");
-        ist_warn(x, &c, NULL, NULL,
-                 "selects gateway %s/%s: gateways do not apply request authentication yet, "
-                 "tokens are not checked there",
-                 x->wl_ns, x->wl_name);
-    }
 }

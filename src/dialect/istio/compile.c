@@ -1464,6 +1464,23 @@ struct tr_config *tr_istio_compile_with(const struct tr_istio_registry *reg,
     return compile(reg->rs, opt, reg->base != NULL ? reg->base : reg, d);
 }
 
+/* The RequestAuthentications that select a gateway, on its HTTP listeners
+ * (as Istio checks tokens at gateways): the same rules a sidecar's inbound
+ * listeners get. */
+static bool gateway_authn(struct ist_ctx *x)
+{
+    struct tr_request_authn_cfg authn;
+    if (!ist_request_authn(x, &authn))
+        return false;
+    struct tr_config *cfg = x->cfg;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        struct tr_listener_cfg *l = &cfg->listeners[i];
+        if (strncmp(l->name, "gateway|", 8) == 0 && l->protocol != TR_LPROTO_TCP)
+            l->request_authn = authn;
+    }
+    return true;
+}
+
 static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio_options *opt,
                                  const struct tr_istio_registry *reg, struct tr_diags *d)
 {
@@ -1490,14 +1507,13 @@ static struct tr_config *compile(const struct tr_rset *rs, const struct tr_istio
         if (o->admin_socket != NULL)
             cfg->admin.socket = ist_mstrdup(&x, o->admin_socket);
         if (ist_is_gateway(&x)) {
-            ist_ra_gateway_warn(&x);
             if (o->capture)
                 tr_diags_add(d, TR_DIAG_WARNING, &(struct tr_diag_where){0},
                              "workload %s/%s is a gateway: capture applies to sidecars only, its "
                              "listeners stay bound",
                              o->ns, o->name);
-            ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && ist_authz(&x) &&
-                 !x.oom; /* a gateway only */
+            ok = ist_alloc_listeners(&x, 72) && ist_gateways(&x) && gateway_authn(&x) &&
+                 ist_authz(&x) && !x.oom; /* a gateway only */
         } else
             ok = outbound(&x) && inbound(&x) && ist_authz(&x) &&
                  (!o->capture || capture_listeners(&x)) && !x.oom;

@@ -358,7 +358,6 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs);
  * a warning per applying policy when the workload is a gateway. */
 void ist_ra_check_all(struct ist_ctx *x);
 bool ist_request_authn(struct ist_ctx *x, struct tr_request_authn_cfg *out);
-void ist_ra_gateway_warn(struct ist_ctx *x);
 /* The weighted clusters of vs's first tcp rule for (svc, port): true when
  * a rule applies (*n 0: it routes nowhere), false when none does. */
 bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,

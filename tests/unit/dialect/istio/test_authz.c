@@ -282,6 +282,22 @@ static void test_gateway_policies(void **state)
     assert_int_equal(l->authz.policies[1].action, TR_AUTHZ_DENY);
     compiled_free(&c);
 
+    /* request authentication at the gateway: its rules on the gateway's listener */
+    compile_for(&c,
+                GATEWAY "---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\n"
+                        "metadata: {name: jwt, namespace: prod}\nspec:\n  selector: "
+                        "{matchLabels: {istio: ingressgateway}}\n  jwtRules:\n  - {issuer: "
+                        "https://issuer.example, jwksUri: 'http://backend.prod.svc.cluster."
+                        "local:80/jwks.json'}\n",
+                "gw-1");
+    if (c.d.n_errors)
+        fail_msg("%s", c.msgs);
+    l = listener(&c, "gateway|8080");
+    assert_int_equal(l->request_authn.n_rules, 1);
+    assert_string_equal(l->request_authn.rules[0].issuer, "https://issuer.example");
+    assert_non_null(l->request_authn.rules[0].jwks_uri);
+    compiled_free(&c);
+
     compile_for(&c,
                 GATEWAY "---\napiVersion: v1\nkind: Service\nmetadata: {name: gw, namespace: "
                         "prod}\nspec:\n  selector: {istio: ingressgateway}\n  ports: [{name: "

@@ -354,7 +354,7 @@ static void test_request_authentication(void **state)
         dump_diags(&c.d);
     assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "not supported yet"));
     assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwks", "no usable signature key"));
-    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.targetRefs", "not sidecars"));
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.targetRefs", "which trellis does not run"));
     const struct tr_listener_cfg *l = NULL;
     for (size_t i = 0; i < c.cfg->n_listeners; i++) {
         if (strcmp(c.cfg->listeners[i].name, "inbound|8080") == 0)
