@@ -242,10 +242,34 @@ static bool classify(struct change *ch, const struct tr_resource *r)
     return true;
 }
 
+/* Whether a DestinationRule's subsets (by name) differ between x and y
+ * (either may be NULL). A route to a subset no rule defines names no
+ * cluster, so its host is not among the model's: defining the subset
+ * later must reach every proxy. */
+static bool subsets_differ(const struct tr_resource *x, const struct tr_resource *y)
+{
+    const struct tr_rnode *a = x ? tr_rnode_get(x->spec, "subsets") : NULL;
+    const struct tr_rnode *b = y ? tr_rnode_get(y->spec, "subsets") : NULL;
+    a = a != NULL && a->kind == TR_RNODE_SEQ ? a->head : NULL;
+    b = b != NULL && b->kind == TR_RNODE_SEQ ? b->head : NULL;
+    for (; a != NULL && b != NULL; a = a->next, b = b->next) {
+        const char *na = NULL, *nb = NULL;
+        tr_rnode_str(tr_rnode_get(a, "name"), &na);
+        tr_rnode_str(tr_rnode_get(b, "name"), &nb);
+        if (na == NULL || nb == NULL || strcmp(na, nb) != 0)
+            return true;
+    }
+    return a != NULL || b != NULL;
+}
+
 static bool on_diff(void *arg, const struct tr_resource *x, const struct tr_resource *y)
 {
     struct change *ch = arg;
     ch->n++;
+    const struct tr_resource *r = x ? x : y;
+    if (strcmp(r->group, IST_GROUP) == 0 && strcmp(r->kind, "DestinationRule") == 0 &&
+        subsets_differ(x, y))
+        ch->out->any = true;
     bool routing =
         strcmp(x ? x->group : "", IST_GROUP) == 0 &&
         (strcmp(x->kind, "VirtualService") == 0 || strcmp(x->kind, "DestinationRule") == 0);

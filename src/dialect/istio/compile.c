@@ -1343,27 +1343,44 @@ struct tr_istio_registry {
     const struct tr_rset *rs;
     const struct tr_istio_registry *base;
     size_t patches; /* Endpoints read again into this (base) registry */
+    bool broken;    /* a patch failed half-way (out of memory): never rebound again */
 };
 
 /* A base registry takes this many Endpoints patches, then is built anew:
  * each leaves the endpoints it replaced in the arena. */
 #define REGISTRY_MAX_PATCHES 256u
 
+/* A rebind checks every difference before it changes anything (so a
+ * refused rebind leaves the base as it was), then reads the edited
+ * Endpoints again. */
 struct patch_walk {
     struct tr_istio_registry *base;
+    bool apply; /* false: check only */
     bool ok;
+    size_t endpoints;
 };
 
 static bool patch_one(void *arg, const struct tr_resource *x, const struct tr_resource *y)
 {
     struct patch_walk *w = arg;
-    if (x == NULL || y == NULL || x->index != y->index) {
-        w->ok = false; /* not an edit in place: the caller should not have asked */
+    bool endpoints = y != NULL && y->group[0] == '\0' && strcmp(y->kind, "Endpoints") == 0;
+    bool routing =
+        y != NULL && strcmp(y->group, IST_GROUP) == 0 &&
+        (strcmp(y->kind, "VirtualService") == 0 || strcmp(y->kind, "DestinationRule") == 0);
+    if (x == NULL || y == NULL || x->index != y->index || !(endpoints || routing)) {
+        w->ok = false; /* not what a rebind takes: the caller builds a registry */
         return false;
     }
-    if (y->group[0] != '\0' || strcmp(y->kind, "Endpoints") != 0)
+    if (!endpoints)
         return true; /* routes and rules: read by each compile */
-    if (w->base->patches >= REGISTRY_MAX_PATCHES || !ist_registry_patch_endpoints(&w->base->x, y)) {
+    if (!w->apply) {
+        w->endpoints++;
+        if (!ist_registry_endpoints_patchable(&w->base->x, y))
+            w->ok = false;
+        return w->ok;
+    }
+    if (!ist_registry_patch_endpoints(&w->base->x, y)) {
+        w->base->broken = true; /* out of memory half-way */
         w->ok = false;
         return false;
     }
@@ -1402,13 +1419,21 @@ struct tr_istio_registry *tr_istio_registry_rebind(struct tr_istio_registry *bas
         base = (struct tr_istio_registry *)base->base; /* ours to patch: see istio.h */
     if (tr_rset_count(rs) != tr_rset_count(base->x.rs) || tr_rset_count(prev) != tr_rset_count(rs))
         return NULL; /* not a snapshot the caller may rebind to */
+    if (base->broken)
+        return NULL;
     struct patch_walk w = {.base = base, .ok = true};
     tr_rset_diff(prev, rs, patch_one, &w);
-    if (!w.ok)
+    if (!w.ok || base->patches + w.endpoints > REGISTRY_MAX_PATCHES)
         return NULL;
     struct tr_istio_registry *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
+    w.apply = true;
+    tr_rset_diff(prev, rs, patch_one, &w);
+    if (!w.ok) {
+        free(r);
+        return NULL;
+    }
     r->rs = rs;
     r->base = base;
     return r;

@@ -313,6 +313,9 @@ const struct ist_service *ist_service_by_host(const struct ist_ctx *x, const cha
  * false when that cannot be done in place (EndpointSlices feed the
  * service, out of memory): build a registry instead. */
 bool ist_registry_patch_endpoints(struct ist_ctx *x, const struct tr_resource *r);
+/* Whether ist_registry_patch_endpoints can take r (no EndpointSlice feeds
+ * its service): asked of every edit before any is applied. */
+bool ist_registry_endpoints_patchable(struct ist_ctx *x, const struct tr_resource *r);
 int ist_workload_find(struct ist_ctx *x);
 
 /* ------------------------------------------------------------- routes */

@@ -698,22 +698,28 @@ static void read_endpoints(struct ist_ctx *x)
     }
 }
 
+bool ist_registry_endpoints_patchable(struct ist_ctx *x, const struct tr_resource *r)
+{
+    const char *ns = r->ns ? r->ns : "default";
+    size_t n;
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(x->rs, "discovery.k8s.io", "EndpointSlice", &n);
+    for (size_t i = 0; i < n; i++) {
+        const char *svc = tr_resource_label(v[i], "kubernetes.io/service-name");
+        if (svc != NULL && strcmp(svc, r->name) == 0 &&
+            strcmp(v[i]->ns ? v[i]->ns : "default", ns) == 0)
+            return false; /* slices feed it: not patched here */
+    }
+    return true;
+}
+
 bool ist_registry_patch_endpoints(struct ist_ctx *x, const struct tr_resource *r)
 {
     const char *ns = r->ns ? r->ns : "default";
     struct ist_service *s = tr_strmap_get(&x->svc_by_host, ist_fqdn(x, r->name, ns));
     if (s == NULL || s->name == NULL)
         return true; /* ignored before and after (reported when built) */
-    size_t n;
-    const struct tr_resource *const *v =
-        tr_rset_of_kind(x->rs, "discovery.k8s.io", "EndpointSlice", &n);
-    for (size_t i = 0; i < n; i++) {
-        const char *svc = tr_resource_label(v[i], "kubernetes.io/service-name");
-        if (svc != NULL && strcmp(svc, s->name) == 0 &&
-            strcmp(v[i]->ns ? v[i]->ns : "default", ns) == 0)
-            return false; /* slices feed it: not patched here */
-    }
-    if (!slices_init(x, s))
+    if (!ist_registry_endpoints_patchable(x, r) || !slices_init(x, s))
         return false;
     for (size_t pi = 0; pi < s->n_ports; pi++)
         s->n_eps_by_port[pi] = 0; /* the old arrays stay in the arena: patches are counted */

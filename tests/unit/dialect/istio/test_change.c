@@ -348,6 +348,41 @@ static void test_own_service(void **state)
     free(a);
 }
 
+/* A route to a subset no DestinationRule defines names no cluster (503),
+ * so the model does not name that host: defining the subset later must
+ * reach it all the same (found in review: a sidecar scoped away from the
+ * destination, and a gateway). */
+static void test_subset_defined_later(void **state)
+{
+    (void)state;
+    static const char VS_V4[] = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                                "metadata: {name: ratings, namespace: default}\n"
+                                "spec:\n  hosts: [ratings]\n  http:\n"
+                                "  - route: [{destination: {host: reviews, subset: v4}}]\n";
+    static const char GW[] =
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {name: gw-1, namespace: default, labels: "
+        "{istio: ingressgateway}}\nstatus: {podIP: 127.0.1.30}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: Gateway\n"
+        "metadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n"
+        "  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: [\"*\"]}]\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: edge, namespace: default}\n"
+        "spec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n"
+        "  - route: [{destination: {host: reviews, subset: v4, port: {number: 9080}}}]\n";
+    const char *extras[] = {VS_V4, GW};
+    for (size_t i = 0; i < 2; i++) {
+        char *b = concat(MESH, extras[i]);
+        char *a = replaced(b, "  - {name: v3, labels: {version: v3}}\n",
+                           "  - {name: v3, labels: {version: v3}}\n"
+                           "  - {name: v4, labels: {version: v3}}\n");
+        struct outcome o;
+        check(b, a, &o); /* fails if a model changed that the change does not reach */
+        assert_true(o.any);
+        free(b);
+        free(a);
+    }
+}
+
 /* What the change cannot narrow: any workload may be reached. */
 static void test_any(void **state)
 {
@@ -456,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_destination_rule),
         cmocka_unit_test(test_own_service),
         cmocka_unit_test(test_rule_edited_in_place),
+        cmocka_unit_test(test_subset_defined_later),
         cmocka_unit_test(test_any),
         cmocka_unit_test(test_corpus),
     };
