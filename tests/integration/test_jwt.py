@@ -203,7 +203,8 @@ def test_key_rotation_by_reload(proxies, backend, keys):
     cfg["listeners"][0]["request_authentication"]["rules"][0]["jwks"] = jwks_of(keys)
     p.write_config(cfg)
     p.signal(signal.SIGHUP)
-    assert wait_generation(p, gen + 1) == gen + 1
+    # the file poll may load it too (test_updates.reload): one or two generations
+    assert wait_generation(p, gen + 1) >= gen + 1
     assert get(port, new_token).status_code == 200
     assert get(port, old_token).status_code == 401
 

@@ -30,7 +30,10 @@ def reload(proxy, cfg):
     gen = proxy.metric("trellis_config_generation")
     proxy.write_config(cfg)
     proxy.signal(signal.SIGHUP)
-    assert wait_generation(proxy, gen + 1) == gen + 1
+    # The proxy also polls its files: when the poll sees the new file before
+    # the signal arrives, both load it (the second the same text), and the
+    # generation moves by two. Either way the new configuration is in force.
+    assert wait_generation(proxy, gen + 1) >= gen + 1
 
 
 def keepalive_get(conn, path):
@@ -139,7 +142,9 @@ def test_reload_under_steady_load_keeps_mtls_connections(proxies, certs, nginx):
         # Each reload adds a route and moves "other" to another address.
         hop.run(lambda k: reload(hop.a, hop.config_a(f"127.0.0.{2 + k % 2}", f"r{k}")),
                 changes=8, interval=0.6)
-        assert hop.a.metric("trellis_config_reloads_total", result="ok") == 8
+        # 8 reloads, or more when the file poll and the signal both load one
+        assert hop.a.metric("trellis_config_reloads_total", result="ok") >= 8
+        assert hop.a.metric("trellis_config_reloads_total", result="rejected") == 0
     finally:
         other.close()
 
