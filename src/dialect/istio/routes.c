@@ -1351,6 +1351,54 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
     x->wl_ns = wl_ns;
 }
 
+/* The weighted destinations of a TCP or TLS rule's `route` (the cursor is
+ * on the rule).  False, with an error, when `route` is missing or too long.
+ * A destination that resolves nowhere sets `nowhere`: the caller fails the
+ * rule closed, as for HTTP routes (the model cannot split to "nowhere"). */
+struct l4_split {
+    struct tr_weighted_cluster_cfg *v;
+    size_t n;
+    uint64_t total;
+    bool nowhere;
+};
+
+static bool l4_split(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
+                     const struct tr_resource *vs, const struct ist_vhost *vh, struct l4_split *sp)
+{
+    static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
+    *sp = (struct l4_split){0};
+    const struct tr_rnode *route = ist_list(x, c, rule, "route");
+    if (route == NULL || route->n == 0 || route->n > 256) {
+        ist_error(x, c, rule, "route", "1 to 256 destinations are required");
+        return false;
+    }
+    sp->v = ist_malloc(x, route->n, sizeof(*sp->v));
+    size_t k = 0;
+    for (const struct tr_rnode *e = route->head; sp->v && e; e = e->next, k++) {
+        size_t sr = ist_push_key(c, "route");
+        ist_push_index(c, k);
+        uint32_t w = route->n == 1 ? 100 : 0;
+        const char *cl = NULL;
+        if (IST_KEYS(x, c, e, dkeys) &&
+            (tr_rnode_get(e, "weight") == NULL || ist_u32(x, c, e, "weight", 0, 1000000, &w)))
+            destination(x, c, tr_rnode_get(e, "destination"), vs, vh, &cl);
+        struct tr_cfg_loc loc = ist_loc(x, c, e);
+        ist_pop(c, sr);
+        sp->total += w;
+        if (w == 0)
+            continue;
+        if (cl == NULL) {
+            sp->nowhere = true;
+            continue;
+        }
+        sp->v[sp->n++] =
+            (struct tr_weighted_cluster_cfg){.cluster_name = cl, .weight = w, .loc = loc};
+    }
+    if (sp->total == 0)
+        ist_error(x, c, route, NULL, "the destinations' weights add up to 0");
+    return true;
+}
+
 /* The weighted clusters of the first tcp rule for (svc, port) into *out:
  * true when a rule applies (*n 0: it routes nowhere), false when none does
  * (the service's own cluster). svc NULL: check only. */
@@ -1368,7 +1416,6 @@ bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
         {"sourceNamespace", NULL},
         {"sourceSubnet", "ignored by istiod too"},
     };
-    static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
     *out = NULL;
     *n = 0;
     struct ist_cursor c;
@@ -1407,43 +1454,17 @@ bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
             applies = applies || keep;
             ist_pop(&c, sm);
         }
-        const struct tr_rnode *route = ist_list(x, &c, rule, "route");
-        if (route == NULL || route->n == 0 || route->n > 256) {
-            ist_error(x, &c, rule, "route", "1 to 256 destinations are required");
+        struct l4_split sp;
+        if (!l4_split(x, &c, rule, vs, svc ? &vh : NULL, &sp)) {
             ist_pop(&c, saved);
             continue;
         }
-        struct tr_weighted_cluster_cfg *v = ist_malloc(x, route->n, sizeof(*v));
-        size_t k = 0, nv = 0;
-        uint64_t total = 0;
-        bool nowhere = false;
-        for (const struct tr_rnode *e = route->head; v && e; e = e->next, k++) {
-            size_t sr = ist_push_key(&c, "route");
-            ist_push_index(&c, k);
-            uint32_t w = route->n == 1 ? 100 : 0;
-            const char *cl = NULL;
-            if (IST_KEYS(x, &c, e, dkeys) &&
-                (tr_rnode_get(e, "weight") == NULL || ist_u32(x, &c, e, "weight", 0, 1000000, &w)))
-                destination(x, &c, tr_rnode_get(e, "destination"), vs, svc ? &vh : NULL, &cl);
-            struct tr_cfg_loc loc = ist_loc(x, &c, e);
-            ist_pop(&c, sr);
-            total += w;
-            if (w == 0)
-                continue;
-            if (cl == NULL) {
-                nowhere = true;
-                continue;
-            }
-            v[nv++] = (struct tr_weighted_cluster_cfg){.cluster_name = cl, .weight = w, .loc = loc};
-        }
-        if (total == 0)
-            ist_error(x, &c, route, NULL, "the destinations' weights add up to 0");
         ist_pop(&c, saved);
         if (svc != NULL && applies) {
             /* A share that goes nowhere fails the whole rule closed, as for
              * HTTP routes (the model cannot split to "nowhere"). */
-            *out = nowhere ? NULL : v;
-            *n = nowhere ? 0 : nv;
+            *out = sp.nowhere ? NULL : sp.v;
+            *n = sp.nowhere ? 0 : sp.n;
             return true;
         }
     }
@@ -1495,7 +1516,6 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
         {"sourceNamespace", NULL},
         {"sourceSubnet", "ignored by istiod too"},
     };
-    static const struct ist_key dkeys[] = {{"destination", NULL}, {"weight", NULL}};
     struct ist_cursor c;
     ist_cursor_init(&c, vs, "spec");
     const struct tr_rnode *tls = ist_list(x, &c, vs->spec, "tls");
@@ -1587,45 +1607,19 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
             }
             ist_pop(&c, sm);
         }
-        const struct tr_rnode *route = ist_list(x, &c, rule, "route");
-        if (route == NULL || route->n == 0 || route->n > 256) {
-            ist_error(x, &c, rule, "route", "1 to 256 destinations are required");
+        struct l4_split sp;
+        if (!l4_split(x, &c, rule, vs, vh ? &dvh : NULL, &sp)) {
             ist_pop(&c, saved);
             continue;
         }
-        struct tr_weighted_cluster_cfg *v = ist_malloc(x, route->n, sizeof(*v));
-        size_t k = 0, nv = 0;
-        uint64_t total = 0;
-        bool nowhere = false;
-        for (const struct tr_rnode *e = route->head; v && e; e = e->next, k++) {
-            size_t sr = ist_push_key(&c, "route");
-            ist_push_index(&c, k);
-            uint32_t w = route->n == 1 ? 100 : 0;
-            const char *cl = NULL;
-            if (IST_KEYS(x, &c, e, dkeys) &&
-                (tr_rnode_get(e, "weight") == NULL || ist_u32(x, &c, e, "weight", 0, 1000000, &w)))
-                destination(x, &c, tr_rnode_get(e, "destination"), vs, vh ? &dvh : NULL, &cl);
-            struct tr_cfg_loc loc = ist_loc(x, &c, e);
-            ist_pop(&c, sr);
-            total += w;
-            if (w == 0)
-                continue;
-            if (cl == NULL) {
-                nowhere = true;
-                continue;
-            }
-            v[nv++] = (struct tr_weighted_cluster_cfg){.cluster_name = cl, .weight = w, .loc = loc};
-        }
-        if (total == 0)
-            ist_error(x, &c, route, NULL, "the destinations' weights add up to 0");
         struct tr_cfg_loc rloc = ist_loc(x, &c, rule);
         ist_pop(&c, saved);
-        if (vh == NULL || nn == 0 || total == 0)
+        if (vh == NULL || nn == 0 || sp.total == 0)
             continue;
         struct ist_tls_rule r = {.names = names,
                                  .n_names = nn,
-                                 .split = nowhere ? NULL : v,
-                                 .n_split = nowhere ? 0 : nv,
+                                 .split = sp.nowhere ? NULL : sp.v,
+                                 .n_split = sp.nowhere ? 0 : sp.n,
                                  .loc = rloc};
         if (!tls_rule_push(x, out, n, cap, &r))
             return false;
