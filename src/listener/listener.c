@@ -143,17 +143,26 @@ static void on_handshake_io(struct tr_io *io, uint32_t events)
 
 static void on_detect_timer(struct tr_timer *t);
 
+/* Peeks at what the client sent first, leaving it in the socket. Returns
+ * the bytes seen, or 0 when there is nothing yet or the session was closed
+ * (the caller just returns). */
+static ssize_t peek_first_bytes(struct tr_session *s, unsigned char *buf, size_t cap)
+{
+    ssize_t n = recv(s->down.io.fd, buf, cap, MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        tr_session_close(s);
+        return 0;
+    }
+    return n < 0 ? 0 : n;
+}
+
 static void on_detect_io(struct tr_io *io, uint32_t events)
 {
     struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
     tr_conn_on_events(&s->down, events);
     unsigned char peek[24];
-    ssize_t n = recv(s->down.io.fd, peek, sizeof(peek), MSG_PEEK);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        tr_session_close(s);
-        return;
-    }
-    if (n < 0)
+    ssize_t n = peek_first_bytes(s, peek, sizeof(peek));
+    if (n <= 0)
         return;
     enum tr_detected d = tr_detect_protocol(peek, (size_t)n);
     if (d == TR_DETECT_NEED_MORE)
@@ -196,12 +205,8 @@ static void on_sni_io(struct tr_io *io, uint32_t events)
     struct tr_session *s = tr_container_of(io, struct tr_session, down.io);
     tr_conn_on_events(&s->down, events);
     unsigned char peek[TR_SNI_PEEK_MAX];
-    ssize_t n = recv(s->down.io.fd, peek, sizeof(peek), MSG_PEEK);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        tr_session_close(s);
-        return;
-    }
-    if (n < 0)
+    ssize_t n = peek_first_bytes(s, peek, sizeof(peek));
+    if (n <= 0)
         return;
     const char *name = NULL;
     size_t len = 0;
