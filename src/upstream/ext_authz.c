@@ -186,6 +186,20 @@ static void check_notify(struct tr_deferred *d)
     c->done(c->owner); /* may free c */
 }
 
+/* Gives back the check's timer, upstream connection (pooled when
+ * reusable) and buffers. */
+static void check_release(struct tr_ext_authz_check *c, bool reusable)
+{
+    struct tr_worker *w = c->w;
+    tr_timer_cancel(w->loop, &c->timer);
+    tr_h1c_release(&c->uc, reusable);
+    if (c->req != NULL)
+        tr_buf_put(&w->bufs, c->req);
+    if (c->in != NULL)
+        tr_buf_put(&w->bufs, c->in);
+    c->req = c->in = NULL;
+}
+
 /* The check is over: counted, its resources given back, the owner told
  * after this batch. status 0: no (usable) response. */
 static void check_end(struct tr_ext_authz_check *c, uint16_t status, bool reusable, const char *why)
@@ -195,14 +209,8 @@ static void check_end(struct tr_ext_authz_check *c, uint16_t status, bool reusab
     c->ended = true;
     struct tr_worker *w = c->w;
     const struct tr_ext_authz_cfg *e = c->cfg;
-    tr_timer_cancel(w->loop, &c->timer);
     tr_loop_cancel(w->loop, &c->later);
-    tr_h1c_release(&c->uc, reusable);
-    if (c->req != NULL)
-        tr_buf_put(&w->bufs, c->req);
-    if (c->in != NULL)
-        tr_buf_put(&w->bufs, c->in);
-    c->req = c->in = NULL;
+    check_release(c, reusable);
     enum tr_ext_authz_result res;
     c->failed = status == 0 || (status >= 500 && e->fail_open);
     if (status >= 200 && status < 300) {
@@ -404,15 +412,8 @@ void tr_ext_authz_free(struct tr_ext_authz_check *c)
     if (c == NULL)
         return;
     struct tr_worker *w = c->w;
-    if (!c->ended) {
-        /* Abandoned in flight: the connection is closed, not pooled. */
-        tr_timer_cancel(w->loop, &c->timer);
-        tr_h1c_release(&c->uc, false);
-        if (c->req != NULL)
-            tr_buf_put(&w->bufs, c->req);
-        if (c->in != NULL)
-            tr_buf_put(&w->bufs, c->in);
-    }
+    if (!c->ended)
+        check_release(c, false); /* abandoned in flight: closed, not pooled */
     tr_loop_cancel(w->loop, &c->later);
     tr_wsnap_release(c->ws);
     for (int i = 0; i < 2; i++) {
