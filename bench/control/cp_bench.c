@@ -4,8 +4,9 @@
  * Each simulated proxy is the real client of the protocol (control/client.h:
  * bootstrap with a token, CSR, stream, ACK), all on one event loop, without
  * a data plane: a model is acknowledged when it arrives. Phases:
- *   1. full push: N proxies connect at once; the time until every one has
- *      its certificate and its first model;
+ *   1. cold start: N proxies connect at once (a TLS handshake, a CSR signed
+ *      by the CA, the stream); the time until every one has its certificate
+ *      and its first model;
  *   2. for each change command given (-x CMD, run with /bin/sh -c): the
  *      time from the command's end until the last proxy whose model changed
  *      has the new one (a proxy counts as changed when a new version arrives
@@ -181,15 +182,14 @@ int main(int argc, char **argv)
         for (long i = 0; i < n; i++)
             done += ps[i].models > 0;
     }
-    double full = 0, certs_at = 0;
+    double full = 0;
     for (long i = 0; i < n; i++)
         if (ps[i].first_model - t0 > full)
             full = ps[i].first_model - t0;
-    (void)certs_at;
     double cpu1 = cpu_ms(cp_pid);
-    printf("{\"proxies\": %ld, \"with_model\": %ld, \"full_push_ms\": %.1f", n, done, full);
+    printf("{\"proxies\": %ld, \"with_model\": %ld, \"cold_start_ms\": %.1f", n, done, full);
     if (cpu0 >= 0 && cpu1 >= 0)
-        printf(", \"full_push_control_cpu_ms\": %.0f", cpu1 - cpu0);
+        printf(", \"cold_start_control_cpu_ms\": %.0f", cpu1 - cpu0);
     for (size_t k = 0; k < n_changes; k++) {
         uint64_t *before = calloc((size_t)n, sizeof(*before));
         for (long i = 0; i < n; i++)

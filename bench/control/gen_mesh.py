@@ -6,12 +6,15 @@ in one Endpoints object, and PROXIES client workloads (Pods) each scoped by
 a Sidecar to CALLS services (egress hosts). Every tenth proxy calls svc-0,
 the service the benchmark changes (its Endpoints and a VirtualService
 splitting it 90/10 with svc-1 are in hot.yaml, a small file to rewrite).
+meshwide.yaml holds a DestinationRule of the root namespace (istio-system)
+for every host (`*.local`: a connection limit on every cluster), the
+mesh-wide change: rewriting its limit changes every proxy's model.
 Addresses come from 198.18.0.0/15 (nothing is contacted: the benchmark only
-compiles and pushes). Writes DIR/services.yaml, DIR/clients.yaml and
-DIR/hot.yaml.
+compiles and pushes). Writes DIR/services.yaml, DIR/clients.yaml,
+DIR/hot.yaml and DIR/meshwide.yaml.
 
 usage: gen_mesh.py DIR [--services N] [--endpoints N] [--proxies N] [--calls N]
-                       [--unscoped]
+                       [--unscoped] [--hot weight|endpoint|mesh]
 """
 import argparse
 import ipaddress
@@ -27,8 +30,9 @@ def main():
     ap.add_argument("--proxies", type=int, default=1000)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--unscoped", action="store_true", help="no Sidecar: every proxy sees all")
-    ap.add_argument("--hot", choices=["weight", "endpoint"],
-                    help="only rewrite hot.yaml: a new weight (80/20) or one more endpoint")
+    ap.add_argument("--hot", choices=["weight", "endpoint", "mesh"],
+                    help="only rewrite hot.yaml (a new weight, 80/20, or one more endpoint) or "
+                    "meshwide.yaml (mesh: the connection limit of every cluster, 1000 <-> 2000)")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     per = max(1, a.endpoints // a.services)
@@ -36,6 +40,8 @@ def main():
         return hot(a.dir, per, weight=80, extra=0)
     if a.hot == "endpoint":
         return hot(a.dir, per, weight=90, extra=1)
+    if a.hot == "mesh":
+        return meshwide(a.dir, toggle=True)
     rnd = random.Random(1)
     net = ipaddress.ip_network("198.18.0.0/15")
     ip = iter(net.hosts())
@@ -61,6 +67,24 @@ def main():
                         f"spec:\n  workloadSelector: {{labels: {{app: client-{p}}}}}\n"
                         f"  egress: [{{hosts: [{hosts}]}}]\n---\n")
     hot(a.dir, per, weight=90, extra=0)
+    meshwide(a.dir, toggle=False)
+
+
+def meshwide(d, toggle):
+    """A DestinationRule in the root namespace for every host: its connection
+    limit is in every outbound cluster of every proxy. toggle: the limit that
+    is not in the file now (1000 <-> 2000); else 1000."""
+    path = os.path.join(d, "meshwide.yaml")
+    limit = 1000
+    if toggle:
+        with open(path) as f:
+            limit = 1000 if "maxConnections: 2000" in f.read() else 2000
+    with open(path + ".tmp", "w") as f:
+        f.write("apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+                "metadata: {name: mesh-default, namespace: istio-system}\n"
+                f"spec:\n  host: \"*.local\"\n  trafficPolicy:\n"
+                f"    connectionPool:\n      tcp: {{maxConnections: {limit}}}\n")
+    os.replace(path + ".tmp", path)
 
 
 def hot(d, per, weight, extra):

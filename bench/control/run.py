@@ -4,10 +4,12 @@
 Each round: a fresh synthetic mesh (gen_mesh.py: SERVICES services, ENDPOINTS
 endpoints, PROXIES client workloads each scoped by a Sidecar to CALLS
 services), a fresh `trellis control` (new CA) on loopback, then cp_bench's
-PROXIES protocol clients: full push (connect, certificate, first model for
-every proxy), then a route-weight change and an endpoint change of svc-0
-(called by every tenth proxy), each measured from the end of the file write
-to the last affected proxy holding its new model. The control plane's peak
+PROXIES protocol clients: cold start (all connect at once: TLS handshake,
+certificate, first model for every proxy), then a route-weight change and an
+endpoint change of svc-0 (called by every tenth proxy) and a mesh-wide change
+(the root namespace's DestinationRule for every host: every proxy's model
+changes, the full compile and push), each measured from the end of the file
+write to the last affected proxy holding its new model. The control plane's peak
 RSS (VmHWM) is read before it is stopped. Reports the median and the range
 over rounds. `--unscoped` drops the Sidecars (every proxy sees every
 service): the worst case.
@@ -71,7 +73,8 @@ def one_round(a, work):
         r = subprocess.run([CP_BENCH, "--control", f"127.0.0.1:{port}", "--state", state,
                             "--proxies", str(a.proxies), "--window-ms", str(a.window_ms),
                             "--control-pid", str(cp.pid),
-                            "-x", f"{hot} weight", "-x", f"{hot} endpoint"],
+                            "-x", f"{hot} weight", "-x", f"{hot} endpoint",
+                            "-x", f"{hot} mesh"],
                            capture_output=True, text=True, timeout=1800)
         if r.returncode != 0:
             raise RuntimeError(r.stderr)
@@ -114,12 +117,15 @@ def main():
     print(f"\n{a.services} services, {a.endpoints} endpoints, {a.proxies} proxies"
           f"{' (unscoped)' if a.unscoped else ' scoped to 20 services each'}, "
           f"{a.rounds} rounds: median (min-max)")
-    print(f"  full push, all proxies with a model:      {col(lambda r: r['full_push_ms'])} ms"
-          f" (control plane CPU {col(lambda r: r['full_push_control_cpu_ms'])} ms)")
+    print(f"  cold start, all proxies with a model:     {col(lambda r: r['cold_start_ms'])} ms"
+          f" (control plane CPU {col(lambda r: r['cold_start_control_cpu_ms'])} ms)")
     print(f"  route weight change, last affected proxy: {col(lambda r: r['change_0']['last_ms'])} ms"
           f" ({col(lambda r: r['change_0']['changed'])} proxies changed)")
     print(f"  endpoint change, last affected proxy:     {col(lambda r: r['change_1']['last_ms'])} ms"
           f" ({col(lambda r: r['change_1']['changed'])} proxies changed)")
+    print(f"  mesh-wide change (full compile and push): {col(lambda r: r['change_2']['last_ms'])} ms"
+          f" ({col(lambda r: r['change_2']['changed'])} proxies changed; control plane CPU"
+          f" {col(lambda r: r['change_2']['control_cpu_ms'])} ms)")
     print(f"  control plane peak RSS:                   {col(lambda r: r['control_hwm_mib'])} MiB"
           f" (after reading the resources: {col(lambda r: r['control_idle_mib'])} MiB)")
 
