@@ -1699,6 +1699,16 @@ static bool check_authz_policies(struct vctx *v, const struct vnames *nt, struct
     return true;
 }
 
+/* Does cluster c speak TLS with a client context (not the mesh's)? */
+static bool originates_tls(const struct tr_config *cfg, const struct tr_cluster_cfg *c)
+{
+    for (size_t i = 0; c->tls_name != NULL && i < cfg->n_tls; i++) {
+        if (strcmp(cfg->tls[i].name, c->tls_name) == 0)
+            return cfg->tls[i].kind == TR_TLSK_CLIENT;
+    }
+    return false;
+}
+
 /* A rule's keys come inline, fetched (jwks_uri through a cluster of the
  * model), or both (inline until the first fetch succeeds). */
 static bool check_jwt_rules(struct vctx *v, const struct vnames *nt, struct tr_listener_cfg *l,
@@ -1723,6 +1733,11 @@ static bool check_jwt_rules(struct vctx *v, const struct vnames *nt, struct tr_l
             return verr(v, rloc, "jwks_uri.cluster", AT_VALUE,
                         "the key set is fetched with HTTP/1.1, and cluster %s speaks HTTP/2 "
                         "(protocol: http2); use a cluster with protocol http1 or original",
+                        cfg_show(b, sizeof(b), c->name, strlen(c->name), true));
+        if (strncmp(r->jwks_uri->url, "https://", 8) == 0 && !originates_tls(v->cfg, c))
+            return verr(v, rloc, "jwks_uri.cluster", AT_VALUE,
+                        "the key set's URL is https, and cluster %s does not originate TLS "
+                        "(tls.context naming a context of type client)",
                         cfg_show(b, sizeof(b), c->name, strlen(c->name), true));
     }
     return true;

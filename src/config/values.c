@@ -938,24 +938,21 @@ bool cfg_check_status_code(const char *s, char *why, size_t size)
     return true;
 }
 
-/* jwks_uri.url: http://HOST[:PORT]/PATH, printable ASCII without spaces,
- * userinfo or fragment; the proxy sends PATH and Host: HOST[:PORT] as they
- * are. TLS to the key server is not implemented, so https is refused rather
- * than fetched in the clear. */
+/* jwks_uri.url: http[s]://HOST[:PORT]/PATH, printable ASCII without
+ * spaces, userinfo or fragment; the proxy sends PATH and Host: HOST[:PORT]
+ * as they are. https needs a cluster that originates TLS (validate.c,
+ * check_jwt_rules). */
 bool cfg_check_jwks_url(const char *s, char *why, size_t size)
 {
     char b[96];
-    if (strncasecmp(s, "https://", 8) == 0)
-        return WHY("%s: https is not supported yet (the fetch has no TLS); use an http:// URL "
-                   "or inline jwks",
-                   Q(s));
-    if (strncmp(s, "http://", 7) != 0)
-        return WHY("%s: not an http:// URL", Q(s));
+    size_t skip = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
+    if (skip == 0)
+        return WHY("%s: not an http:// or https:// URL", Q(s));
     for (const char *p = s; *p != '\0'; p++) {
         if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '#')
             return WHY("%s: spaces, control characters, non-ASCII and '#' are not allowed", Q(s));
     }
-    const char *host = s + 7, *slash = strchr(host, '/');
+    const char *host = s + skip, *slash = strchr(host, '/');
     size_t hlen = slash != NULL ? (size_t)(slash - host) : strlen(host);
     if (hlen == 0)
         return WHY("%s: no host", Q(s));

@@ -298,10 +298,11 @@ static void fetch_start(struct tr_deferred *d)
 }
 
 /* "GET PATH HTTP/1.1" with Host: the URL's host and port (validate
- * checked the URL: http://HOST/PATH, printable ASCII). */
+ * checked the URL: http[s]://HOST/PATH, printable ASCII; the cluster's TLS
+ * is the https). */
 static char *request_text(const char *url, uint32_t *len)
 {
-    const char *host = url + 7, *path = strchr(host, '/');
+    const char *host = strstr(url, "://") + 3, *path = strchr(host, '/');
     size_t cap = strlen(url) + 128;
     char *r = malloc(cap);
     if (r == NULL || path == NULL) {

@@ -7,6 +7,7 @@ counted by trellis_jwks_fetches_total{result} and warned once per run."""
 import http.server
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, os.path.dirname(__file__))
+import pki  # noqa: E402
 from conftest import free_port, sanitizer_checked, simple_config  # noqa: E402
 from test_jwt import b64  # noqa: E402
 
@@ -34,9 +36,10 @@ def jwks_of(key, kid):
 
 class KeyServer:
     """Serves GET /jwks.json: `body` with `status`, after `delay` seconds;
-    counts the requests and remembers their Host."""
+    counts the requests and remembers their Host. tls: (cert, key) for
+    HTTPS."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.port = free_port()
         self.body, self.status, self.delay = "{}", 200, 0.0
         self.chunked = False
@@ -73,6 +76,12 @@ class KeyServer:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            # the handshake in the handler's thread: a refused one is its own
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True,
+                                                do_handshake_on_connect=False)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -248,7 +257,7 @@ def test_reload_keeps_fetched_keys(checked, backend, keyserver, keys):
     assert p.metric(FETCHES, result="ok") == 1
 
 
-def test_https_refused_at_load(checked, backend, keyserver):
+def test_https_through_plaintext_cluster_refused_at_load(checked, backend, keyserver):
     port = free_port()
     rule = {"issuer": ISSUER, "jwks_uri": {"url": "https://keys.example/jwks.json",
                                            "cluster": "backend"}}
@@ -257,8 +266,61 @@ def test_https_refused_at_load(checked, backend, keyserver):
     p.start(wait=False)
     assert p.proc.wait(timeout=10) != 0
     log = p.read_log()
-    assert "listeners[0].request_authentication.rules[0].jwks_uri.url" in log
-    assert "https is not supported yet" in log
+    assert "listeners[0].request_authentication.rules[0].jwks_uri.cluster" in log
+    assert "does not originate TLS" in log
+
+
+@pytest.fixture
+def tls_keyserver(workdir):
+    """A KeyServer speaking HTTPS with a certificate for keys.example from a
+    CA of the test's own (and another CA that did not sign it)."""
+    d = os.path.join(workdir, "keys-pki")
+    ca, other = pki.create_ca(d, "keys-ca"), pki.create_ca(d, "other-ca")
+    leaf = pki.create_leaf(d, ca, "keys", with_uri=False, dns_names=["keys.example"],
+                           common_name="keys.example")
+    s = KeyServer(tls=(leaf.cert, leaf.key))
+    s.ca, s.other_ca = ca.root, other.root
+    yield s
+    s.close()
+
+
+def start_https(proxies, backend, keyserver, ca, sni="keys.example", name="https"):
+    port = free_port()
+    uri = {"url": f"https://keys.example:{keyserver.port}/jwks.json", "cluster": "keys",
+           "refresh": "1s"}
+    cfg = simple_config(port, backend.port,
+                        request_authentication={"rules": [{"issuer": ISSUER, "jwks_uri": uri}]})
+    cfg["tls"] = [{"name": "key-server", "type": "client", "ca": ca}]
+    cfg["clusters"].append({"name": "keys", "tls": {"context": "key-server", "sni": sni},
+                            "endpoints": [{"address": f"127.0.0.1:{keyserver.port}"}]})
+    p = proxies(cfg, name)
+    p.port = port
+    return p
+
+
+def test_https_key_server_is_verified(checked, backend, tls_keyserver, keys):
+    """https: keys fetched over TLS that verifies the key server's name
+    against the cluster's CA; a server the CA did not sign, or a name its
+    certificate does not carry, gives no keys (every token refused)."""
+    tls_keyserver.serve(jwks_of(keys["a"], "a"))
+    p = start_https(checked, backend, tls_keyserver, tls_keyserver.ca)
+    assert wait_for(lambda: p.metric(FETCHES, result="ok") >= 1)
+    assert tls_keyserver.hosts[0] == f"keys.example:{tls_keyserver.port}"
+    assert status(p, token(keys, "a"))[0] == 200
+    assert status(p, token(keys, "b")) == (401, BAD)
+    assert p.metric("trellis_tls_handshake_errors_total", direction="outbound") == 0
+    for ca, sni, name in ((tls_keyserver.other_ca, "keys.example", "unknown-ca"),
+                          (tls_keyserver.ca, "other.example", "wrong-name")):
+        q = start_https(checked, backend, tls_keyserver, ca, sni=sni, name=name)
+        assert wait_for(lambda: q.metric(FETCHES, result="connect") >= 1)
+        assert q.metric(FETCHES, result="ok") == 0
+        assert status(q, token(keys, "a")) == (401, NO_KEY)
+        assert q.metric("trellis_tls_handshake_errors_total", direction="outbound") >= 1
+        assert "fetching keys from" in q.read_log()
+    # The refused handshakes never reached the server's HTTP layer: every
+    # request it served is one of p's fetches (one may be in flight).
+    assert wait_for(lambda: p.metric(FETCHES, result="ok") >= 2)
+    assert 0 <= tls_keyserver.count() - p.metric(FETCHES, result="ok") <= 1
 
 
 def test_chunked_body_and_size_bound(checked, backend, keyserver, keys):

@@ -8,12 +8,15 @@
  * combined, as istiod combines them for a sidecar or a gateway. A policy
  * with targetRef or targetRefs (Gateway API gateways and waypoints) is
  * reported and left out. Keys are inline (jwks) or fetched from jwksUri (the model's
- * jwks_uri, upstream/jwks_fetch.h) through the outbound cluster of the
- * URI's host, which must be a registry host reached over http:// (no TLS
- * yet); a jwksUri the proxy cannot fetch is an error that refuses the
+ * jwks_uri, upstream/jwks_fetch.h): a registry host's through its outbound
+ * cluster (for https, with TLS originated to the key server unless a
+ * DestinationRule already does it), any other host through a cluster the
+ * proxy resolves by DNS, as istiod fetches such keys itself (compile.c,
+ * ist_jwks_cluster); a jwksUri the proxy cannot fetch is an error that refuses the
  * policy (fail closed: without it no token is ever accepted, so an
  * authorization policy requiring a request principal denies). With both,
  * jwks is used and jwksUri ignored, as Istio does. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,67 +73,84 @@ static void check_header_key(struct ist_ctx *x, struct ist_cursor *c, const stru
 #define IST_JWKS_REFRESH_MS (20u * 60u * 1000u)
 #define IST_JWKS_TIMEOUT_MS 5000u /* Istio's default jwtRules[].timeout */
 
-/* The registry service and port jwksUri is fetched from: http://HOST[:PORT]/PATH
- * with HOST a service's host (short names in ns), PORT (80 by default) one
- * of its ports, not an HTTP/2 one (keys are fetched with HTTP/1.1). NULL
- * with why set when it cannot be fetched. */
-static const struct ist_service *jwks_uri_target(struct ist_ctx *x, const char *uri, const char *ns,
-                                                 size_t *pi, char *why, size_t size)
+/* Where jwksUri is fetched from: http[s]://HOST[:PORT]/PATH. HOST is a
+ * registry service's host (short names in ns; svc set, pi its port, which
+ * must exist and not speak HTTP/2: keys are fetched with HTTP/1.1), or any
+ * other DNS name or IPv4 address (svc NULL). false with why set when it
+ * cannot be fetched. */
+struct jwks_target {
+    const struct ist_service *svc;
+    size_t pi;
+    char host[256]; /* as written (a short name stays short) */
+    uint32_t port;  /* 80 for http, 443 for https by default */
+    bool https;
+};
+
+static bool jwks_uri_target(struct ist_ctx *x, const char *uri, const char *ns,
+                            struct jwks_target *t, char *why, size_t size)
 {
-    if (strncasecmp(uri, "https://", 8) == 0) {
-        snprintf(why, size,
-                 "https is not supported yet (keys are fetched without TLS): serve the key set "
-                 "over http:// from a mesh service, or give it inline in jwks");
-        return NULL;
+    *t = (struct jwks_target){0};
+    size_t skip;
+    if (strncmp(uri, "https://", 8) == 0)
+        t->https = true, skip = 8, t->port = 443;
+    else if (strncmp(uri, "http://", 7) == 0)
+        skip = 7, t->port = 80;
+    else {
+        snprintf(why, size, "not an http:// or https:// URL");
+        return false;
     }
-    if (strncmp(uri, "http://", 7) != 0) {
-        snprintf(why, size, "not an http:// URL");
-        return NULL;
-    }
-    const char *host = uri + 7;
+    const char *host = uri + skip;
     size_t hl = strcspn(host, "/");
-    if (host[hl] != '/' || hl == 0 || hl >= 256 || memchr(host, '@', hl) != NULL ||
+    if (host[hl] != '/' || hl == 0 || hl >= sizeof(t->host) || memchr(host, '@', hl) != NULL ||
         host[0] == '[') {
-        snprintf(why, size, "expected http://HOST[:PORT]/PATH with HOST a service's host");
-        return NULL;
+        snprintf(why, size, "expected %s://HOST[:PORT]/PATH", t->https ? "https" : "http");
+        return false;
     }
-    char name[256];
-    memcpy(name, host, hl);
-    name[hl] = '\0';
-    uint32_t port = 80;
-    char *colon = strrchr(name, ':');
+    memcpy(t->host, host, hl);
+    t->host[hl] = '\0';
+    char *colon = strrchr(t->host, ':');
     if (colon != NULL) {
         char *end;
         unsigned long v = strtoul(colon + 1, &end, 10);
         if (colon[1] == '\0' || *end != '\0' || v == 0 || v > 65535) {
             snprintf(why, size, "not a valid port in the URL");
-            return NULL;
+            return false;
         }
-        port = (uint32_t)v;
+        t->port = (uint32_t)v;
         *colon = '\0';
     }
-    const char *fq = ist_fqdn(x, name, ns);
+    const char *fq = ist_fqdn(x, t->host, ns);
     const struct ist_service *s = fq != NULL ? ist_service_by_host(x, fq) : NULL;
     if (s == NULL) {
-        snprintf(why, size,
-                 "host %.200s is not a service of the registry: keys are fetched through the mesh, "
-                 "from a Service or ServiceEntry host",
-                 fq != NULL ? fq : name);
-        return NULL;
+        /* Outside the registry: the proxy resolves and fetches it itself. */
+        for (const char *p = t->host; *p != '\0'; p++) {
+            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.') {
+                snprintf(why, size, "\"%.200s\" is not a host name or IPv4 address", t->host);
+                return false;
+            }
+        }
+        if (t->https && strspn(t->host, "0123456789.") == strlen(t->host)) {
+            snprintf(why, size,
+                     "https to an IP address: give the key server's name, which "
+                     "its certificate is verified against");
+            return false;
+        }
+        return true;
     }
     for (size_t i = 0; i < s->n_ports; i++) {
-        if (s->ports[i].number != port)
+        if (s->ports[i].number != t->port)
             continue;
         if (s->ports[i].proto == IST_P_HTTP2 || s->ports[i].proto == IST_P_GRPC) {
             snprintf(why, size, "port %u of %.200s speaks HTTP/2; keys are fetched with HTTP/1.1",
-                     (unsigned)port, s->host);
-            return NULL;
+                     (unsigned)t->port, s->host);
+            return false;
         }
-        *pi = i;
-        return s;
+        t->svc = s;
+        t->pi = i;
+        return true;
     }
-    snprintf(why, size, "service %.200s has no port %u", s->host, (unsigned)port);
-    return NULL;
+    snprintf(why, size, "service %.200s has no port %u", s->host, (unsigned)t->port);
+    return false;
 }
 
 static void check_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule)
@@ -177,10 +197,9 @@ static void check_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
             ist_warn(x, c, tr_rnode_get(rule, "timeout"), "timeout",
                      "ignored: the keys are inline (jwks), nothing is fetched");
     } else if (uri != NULL) {
-        size_t pi;
+        struct jwks_target t;
         char why[512];
-        if (jwks_uri_target(x, uri, c->res->ns ? c->res->ns : "default", &pi, why, sizeof(why)) ==
-            NULL)
+        if (!jwks_uri_target(x, uri, c->res->ns ? c->res->ns : "default", &t, why, sizeof(why)))
             ist_error(x, c, tr_rnode_get(rule, "jwksUri"), "jwksUri",
                       "%s (without this policy no token is accepted)", why);
         uint32_t ms;
@@ -317,18 +336,18 @@ static bool build_rule(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         out->jwks = ist_mstrdup(x, s);
     else if (tr_rnode_str(tr_rnode_get(e, "jwksUri"), &s)) {
         /* Checked (ra_check): a policy whose jwksUri cannot be fetched is refused. */
-        size_t pi;
+        struct jwks_target t;
         char why[512];
-        const struct ist_service *svc =
-            jwks_uri_target(x, s, c->res->ns ? c->res->ns : "default", &pi, why, sizeof(why));
         struct tr_jwks_uri_cfg *u = ist_malloc(x, 1, sizeof(*u));
-        if (svc == NULL || u == NULL)
+        if (!jwks_uri_target(x, s, c->res->ns ? c->res->ns : "default", &t, why, sizeof(why)) ||
+            u == NULL)
             return false;
-        *u = (struct tr_jwks_uri_cfg){.url = ist_mstrdup(x, s),
-                                      .cluster_name = ist_cluster_for(x, svc, pi, NULL),
-                                      .cluster = -1,
-                                      .refresh_ms = IST_JWKS_REFRESH_MS,
-                                      .timeout_ms = IST_JWKS_TIMEOUT_MS};
+        *u = (struct tr_jwks_uri_cfg){
+            .url = ist_mstrdup(x, s),
+            .cluster_name = ist_jwks_cluster(x, t.svc, t.pi, t.host, t.port, t.https, &out->loc),
+            .cluster = -1,
+            .refresh_ms = IST_JWKS_REFRESH_MS,
+            .timeout_ms = IST_JWKS_TIMEOUT_MS};
         uint32_t ms;
         if (ist_duration(x, c, e, "timeout", 60000, &ms) && ms > 0)
             u->timeout_ms = ms;

@@ -386,6 +386,33 @@ static void originate(struct ist_ctx *x, struct tr_cluster_cfg *c, const struct 
         c->n_endpoints = 0; /* no name left to verify */
 }
 
+/* A copy of cluster idx under another name, with endpoints of its own. */
+static struct tr_cluster_cfg *cluster_copy(struct ist_ctx *x, uintptr_t idx, const char *name)
+{
+    if (!cluster_room(x))
+        return NULL;
+    struct tr_cluster_cfg *c = &x->clusters[x->n_clusters];
+    *c = x->clusters[idx];
+    c->name = name;
+    c->endpoints = ist_malloc(x, c->n_endpoints, sizeof(*c->endpoints));
+    if (c->n_endpoints > 0 && c->endpoints == NULL)
+        return NULL;
+    if (c->n_endpoints > 0)
+        memcpy(c->endpoints, x->clusters[idx].endpoints, c->n_endpoints * sizeof(*c->endpoints));
+    return c;
+}
+
+/* The cluster just filled at x->clusters[n_clusters]: named and counted. */
+static const char *cluster_added(struct ist_ctx *x, const char *name)
+{
+    bool oom = false;
+    tr_strmap_put(&x->cluster_by_name, name, (void *)(uintptr_t)(x->n_clusters + 1), &oom);
+    if (oom)
+        return (void)ist_oom(x), NULL;
+    x->n_clusters++;
+    return name;
+}
+
 const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t pi,
                             const char *subset)
 {
@@ -523,12 +550,78 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
         c->protocol = TR_UPROTO_HTTP1; /* "original" needs a mesh hop or an h2 upstream */
     if (c->protocol != TR_UPROTO_HTTP1 && pol.h2_max_streams)
         c->h2_max_streams = pol.h2_max_streams;
-    bool oom = false;
-    tr_strmap_put(&x->cluster_by_name, name, (void *)(uintptr_t)(x->n_clusters + 1), &oom);
-    if (oom)
-        return (void)ist_oom(x), NULL;
-    x->n_clusters++;
-    return name;
+    return cluster_added(x, name);
+}
+
+/* https: TLS to the key server with the system's trust store, the URL's
+ * host sent as SNI and verified as the server's name (no mesh identity:
+ * the application itself serves TLS). */
+static void key_server_tls(struct ist_ctx *x, struct tr_cluster_cfg *c, const char *host)
+{
+    c->tls_name = ist_tls_context(x, TR_TLSK_CLIENT, "system-roots", NULL, false, false)
+                      ? "system-roots"
+                      : NULL;
+    c->sni = ist_mstrdup(x, host);
+    c->server_ids = NULL;
+    c->n_server_ids = 0;
+    c->subject_alt_names = NULL;
+    c->n_subject_alt_names = 0;
+    c->insecure_skip_verify = false;
+    c->protocol = TR_UPROTO_HTTP1;
+    if (c->tls_name == NULL)
+        c->n_endpoints = 0; /* fail closed */
+}
+
+const char *ist_jwks_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                             const char *host, uint32_t port, bool https,
+                             const struct tr_cfg_loc *loc)
+{
+    uintptr_t base = 0; /* index + 1 of the service port's cluster */
+    if (s != NULL) {
+        const char *name = ist_cluster_for(x, s, pi, NULL);
+        if (name == NULL)
+            return NULL;
+        base = (uintptr_t)tr_strmap_get(&x->cluster_by_name, name);
+        const char *ctx = x->clusters[base - 1].tls_name;
+        /* http, or a DestinationRule that originates TLS (SIMPLE, MUTUAL):
+         * the outbound cluster as it is. */
+        if (!https || (ctx != NULL && strcmp(ctx, "mesh") != 0))
+            return name;
+    }
+    const char *name = ist_mprintf(x, "jwks|%u|%s", (unsigned)port, s ? s->host : host);
+    if (name == NULL || tr_strmap_get(&x->cluster_by_name, name) != NULL)
+        return name;
+    struct tr_cluster_cfg *c;
+    if (base != 0) {
+        if ((c = cluster_copy(x, base - 1, name)) == NULL)
+            return NULL;
+    } else {
+        /* Not in the registry: the proxy resolves the host itself, as
+         * istiod fetches such keys itself. */
+        if (!cluster_room(x))
+            return NULL;
+        c = &x->clusters[x->n_clusters];
+        tr_cfg_cluster_defaults(c);
+        c->name = name;
+        c->service = ist_mstrdup(x, host);
+        c->loc = *loc;
+        c->protocol = TR_UPROTO_HTTP1;
+        if ((c->endpoints = ist_malloc(x, 1, sizeof(*c->endpoints))) == NULL)
+            return NULL;
+        struct tr_endpoint_cfg *e = &c->endpoints[0];
+        tr_cfg_endpoint_defaults(e);
+        e->loc = *loc;
+        if (ist_make_addr(x, host, port, &e->addr))
+            c->n_endpoints = 1;
+        else if (dns_endpoint(x, e, host, port)) {
+            c->n_endpoints = 1;
+            c->dns.mode = TR_DNS_ALL;
+            c->dns.family = TR_DNS_V4; /* what Istio's proxies resolve by default */
+        }
+    }
+    if (https)
+        key_server_tls(x, c, host);
+    return cluster_added(x, name);
 }
 
 /* A cluster with no endpoint (every connection refused): a TCP rule that
@@ -547,10 +640,7 @@ const char *ist_empty_cluster(struct ist_ctx *x, const struct ist_service *s, si
     c->name = empty;
     c->endpoints = NULL;
     c->n_endpoints = 0;
-    bool oom = false;
-    tr_strmap_put(&x->cluster_by_name, empty, (void *)(uintptr_t)(x->n_clusters + 1), &oom);
-    x->n_clusters++;
-    return oom ? (void)ist_oom(x), NULL : empty;
+    return cluster_added(x, empty);
 }
 
 /* AUTO_PASSTHROUGH (gateway.c): outbound|PORT|SUBSET|HOST as

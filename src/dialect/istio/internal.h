@@ -413,6 +413,17 @@ bool ist_sni_rules_copy(struct ist_ctx *x, const struct ist_sni_rules *rs,
 const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size_t port_idx,
                             const char *subset);
 
+/* The cluster a key set at jwksUri is fetched through (authn.c). A
+ * registry host's port: its outbound cluster; for https, when that cluster
+ * does not originate TLS itself (no DestinationRule SIMPLE or MUTUAL), a
+ * copy jwks|PORT|HOST that does, with the system's trust store and host
+ * (the URL's) as SNI and name to verify. A host outside the registry (s
+ * NULL): a cluster jwks|PORT|HOST that the proxy resolves by DNS. loc: the
+ * rule's. */
+const char *ist_jwks_cluster(struct ist_ctx *x, const struct ist_service *s, size_t pi,
+                             const char *host, uint32_t port, bool https,
+                             const struct tr_cfg_loc *loc);
+
 /* Check every Istio resource once (compile.c). */
 void ist_check_all(struct ist_ctx *x);
 /* Set up and tear down a context (compile.c). */

@@ -1083,9 +1083,12 @@ static const struct bad_case bad_cases[] = {
     "listeners:\n- name: l\n  address: 127.0.0.1:1\n  route_table: rt\n  "                         \
     "request_authentication:\n    rules:\n"
     {JWL "    - {issuer: i, jwks_uri: {url: 'https://k.example/jwks', cluster: c}}\n" RT_C,
+     "t.yaml:7:70: listeners[0].request_authentication.rules[0].jwks_uri.cluster: ",
+     "the key set's URL is https, and cluster \"c\" does not originate TLS (tls.context naming "
+     "a context of type client)"},
+    {JWL "    - {issuer: i, jwks_uri: {url: 'ftp://k.example/jwks', cluster: c}}\n" RT_C,
      "t.yaml:7:35: listeners[0].request_authentication.rules[0].jwks_uri.url: ",
-     "\"https://k.example/jwks\": https is not supported yet (the fetch has no TLS); use an "
-     "http:// URL or inline jwks"},
+     "\"ftp://k.example/jwks\": not an http:// or https:// URL"},
     {JWL "    - {issuer: i, jwks_uri: {url: 'http://k.example', cluster: c}}\n" RT_C,
      "t.yaml:7:35: listeners[0].request_authentication.rules[0].jwks_uri.url: ",
      "\"http://k.example\": no path (e.g. /.well-known/jwks.json)"},

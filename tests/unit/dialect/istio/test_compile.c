@@ -311,7 +311,7 @@ static void test_request_authentication(void **state)
                                                                          "default") "  jwtRules:\n "
                                                                                     " - {issuer: "
                                                                                     "f, jwksUri: "
-                                                                                    "'https://f/"
+                                                                                    "'ftp://f/"
                                                                                     "jwks'}"
                                                                                     "\n" RA_HEAD(
                                                                                         "h"
@@ -350,9 +350,10 @@ static void test_request_authentication(void **state)
     struct compiled c;
     compile_text(&c, text, "default", "ratings-v1");
     assert_non_null(c.cfg);
-    if (!has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "not supported yet"))
+    if (!has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "not an http:// or https://"))
         dump_diags(&c.d);
-    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "not supported yet"));
+    assert_true(
+        has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "not an http:// or https://"));
     assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwks", "no usable signature key"));
     assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.targetRefs", "which trellis does not run"));
     const struct tr_listener_cfg *l = NULL;
@@ -395,7 +396,30 @@ static void test_request_authentication(void **state)
 }
 
 /* jwksUri: fetched through the outbound cluster of a registry host (the
- * model's jwks_uri); a URI the proxy cannot fetch refuses its policy. */
+ * model's jwks_uri), over TLS for https (a copy of the cluster that
+ * originates it, unless a DestinationRule does), from any other host
+ * through a cluster the proxy resolves; a URI the proxy cannot fetch
+ * refuses its policy. */
+static const struct tr_jwt_rule_cfg *rule_of(const struct tr_request_authn_cfg *ra,
+                                             const char *issuer)
+{
+    for (size_t i = 0; i < ra->n_rules; i++)
+        if (strcmp(ra->rules[i].issuer, issuer) == 0)
+            return &ra->rules[i];
+    return NULL;
+}
+
+static const struct tr_cluster_cfg *fetch_cluster(const struct tr_config *cfg,
+                                                  const struct tr_jwt_rule_cfg *r)
+{
+    assert_non_null(r);
+    assert_non_null(r->jwks_uri);
+    assert_true(r->jwks_uri->cluster >= 0); /* the model resolved it */
+    const struct tr_cluster_cfg *c = &cfg->clusters[r->jwks_uri->cluster];
+    assert_string_equal(c->name, r->jwks_uri->cluster_name);
+    return c;
+}
+
 static void test_request_authentication_jwks_uri(void **state)
 {
     (void)state;
@@ -406,24 +430,32 @@ static void test_request_authentication_jwks_uri(void **state)
         RA_DEFAULT("both") "  - {issuer: b, jwks: " RA_JWKS
                            ", jwksUri: 'http://reviews:9080/j', timeout: 1s}\n";
     static const char FETCHED[] =
-        "  - {issuer: f, jwksUri: 'http://reviews:9080/.well-known/jwks.json', timeout: 2s}\n";
-    static const char EXTERNAL[] = "  - {issuer: e, jwksUri: 'http://keys.example.com/j'}\n";
+        "  - {issuer: f, jwksUri: 'http://reviews:9080/.well-known/jwks.json', timeout: 2s}\n"
+        "  - {issuer: t, jwksUri: 'https://reviews:9080/j'}\n"
+        "  - {issuer: e, jwksUri: 'https://Keys.Example.com/j'}\n"
+        "  - {issuer: p, jwksUri: 'http://keys.example.com:8080/j'}\n"
+        "  - {issuer: o, jwksUri: 'https://origin.example/j'}\n";
+    static const char ORIGIN[] =
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\n"
+        "metadata: {name: origin, namespace: default}\n"
+        "spec: {hosts: [origin.example], location: MESH_EXTERNAL, resolution: STATIC,\n"
+        "  ports: [{number: 443, name: https, protocol: HTTPS}],\n"
+        "  endpoints: [{address: 10.9.0.1}]}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+        "metadata: {name: origin, namespace: default}\n"
+        "spec: {host: origin.example, trafficPolicy: {tls: {mode: SIMPLE, sni: keys.origin}}}\n";
     static const char NO_PORT[] = "  - {issuer: n, jwksUri: 'http://reviews/j'}\n";
-    static const char TLS[] = "  - {issuer: t, jwksUri: 'https://reviews:9080/j'}\n";
+    static const char IP[] = "  - {issuer: i, jwksUri: 'https://10.0.0.1/j'}\n";
     char *text = NULL;
-    assert_true(asprintf(&text, "%s%s%s%s%s%s%s%s%s%s", BOOKINFO, BOTH, RA_DEFAULT("fetched"),
-                         FETCHED, RA_DEFAULT("external"), EXTERNAL, RA_DEFAULT("noport"), NO_PORT,
-                         RA_DEFAULT("tls"), TLS) > 0);
+    assert_true(asprintf(&text, "%s%s%s%s%s%s%s%s%s", BOOKINFO, ORIGIN, BOTH, RA_DEFAULT("fetched"),
+                         FETCHED, RA_DEFAULT("noport"), NO_PORT, RA_DEFAULT("ip"), IP) > 0);
 #undef RA_DEFAULT
     struct compiled c;
     compile_text(&c, text, "default", "ratings-v1");
     assert_non_null(c.cfg);
     assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri",
-                         "host keys.example.com is not a service of the registry"));
-    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri",
                          "service reviews.default.svc.cluster.local has no port 80"));
-    assert_true(
-        has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "https is not supported yet"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.jwtRules[0].jwksUri", "https to an IP"));
     assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.jwtRules[0].timeout", "keys are inline"));
     const struct tr_listener_cfg *l = NULL;
     for (size_t i = 0; i < c.cfg->n_listeners; i++) {
@@ -432,22 +464,46 @@ static void test_request_authentication_jwks_uri(void **state)
     }
     assert_non_null(l);
     const struct tr_request_authn_cfg *ra = &l->request_authn;
-    assert_int_equal(ra->n_rules, 2); /* the refused policies give none */
-    const struct tr_jwt_rule_cfg *f = &ra->rules[0], *b = &ra->rules[1];
-    if (strcmp(f->issuer, "f") != 0) {
-        f = &ra->rules[1];
-        b = &ra->rules[0];
-    }
+    assert_int_equal(ra->n_rules, 6); /* the refused policies give none */
+    /* http to a registry host: its outbound cluster (mesh mTLS to the
+     * sidecar) as it is. */
+    const struct tr_jwt_rule_cfg *f = rule_of(ra, "f");
+    const struct tr_cluster_cfg *fc = fetch_cluster(c.cfg, f);
     assert_null(f->jwks);
-    assert_non_null(f->jwks_uri);
     assert_string_equal(f->jwks_uri->url, "http://reviews:9080/.well-known/jwks.json");
-    assert_string_equal(f->jwks_uri->cluster_name,
-                        "outbound|9080||reviews.default.svc.cluster.local");
+    assert_string_equal(fc->name, "outbound|9080||reviews.default.svc.cluster.local");
     assert_int_equal(f->jwks_uri->timeout_ms, 2000);
     assert_int_equal(f->jwks_uri->refresh_ms, 20 * 60 * 1000);
-    assert_true(f->jwks_uri->cluster >= 0); /* the model resolved it */
-    assert_string_equal(c.cfg->clusters[f->jwks_uri->cluster].name,
-                        "outbound|9080||reviews.default.svc.cluster.local");
+    /* https to the same host: a copy that originates TLS to the
+     * application, verifying the URL's host with the system's roots. */
+    const struct tr_cluster_cfg *tc = fetch_cluster(c.cfg, rule_of(ra, "t"));
+    assert_string_equal(tc->name, "jwks|9080|reviews.default.svc.cluster.local");
+    assert_string_equal(tc->tls_name, "system-roots");
+    assert_string_equal(tc->sni, "reviews");
+    assert_int_equal(tc->n_server_ids, 0);
+    assert_int_equal(tc->n_endpoints, fc->n_endpoints);
+    assert_true(tc->n_endpoints > 0);
+    assert_int_equal(tc->protocol, TR_UPROTO_HTTP1);
+    /* Outside the registry: resolved by the proxy, TLS for https only. */
+    const struct tr_cluster_cfg *ec = fetch_cluster(c.cfg, rule_of(ra, "e"));
+    assert_string_equal(ec->name, "jwks|443|Keys.Example.com");
+    assert_string_equal(ec->tls_name, "system-roots");
+    assert_string_equal(ec->sni, "Keys.Example.com");
+    assert_int_equal(ec->n_endpoints, 1);
+    assert_string_equal(ec->endpoints[0].host, "keys.example.com");
+    assert_int_equal(ec->endpoints[0].port, 443);
+    assert_int_equal(ec->dns.mode, TR_DNS_ALL);
+    assert_string_equal(ec->loc.origin.kind, "RequestAuthentication");
+    const struct tr_cluster_cfg *pc = fetch_cluster(c.cfg, rule_of(ra, "p"));
+    assert_string_equal(pc->name, "jwks|8080|keys.example.com");
+    assert_null(pc->tls_name);
+    assert_int_equal(pc->endpoints[0].port, 8080);
+    /* A DestinationRule that originates TLS: its cluster, its SNI. */
+    const struct tr_cluster_cfg *oc = fetch_cluster(c.cfg, rule_of(ra, "o"));
+    assert_string_equal(oc->name, "outbound|443||origin.example");
+    assert_string_equal(oc->tls_name, "system-roots");
+    assert_string_equal(oc->sni, "keys.origin");
+    const struct tr_jwt_rule_cfg *b = rule_of(ra, "b");
     assert_non_null(b->jwks); /* as Istio: the inline set, jwksUri ignored */
     assert_null(b->jwks_uri);
     compiled_free(&c);
