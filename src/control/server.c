@@ -1098,17 +1098,21 @@ static void reload_resources(void)
             else
                 push_model(p); /* out of memory for the batch: one at a time */
         }
+    double t2 = t1;
     if (jobs != NULL) {
         compile_batch(jobs, k);
+        t2 = now_ms();
         for (size_t i = 0; i < k; i++)
             push_built(jobs[i].p, &jobs[i].b);
         free(jobs);
     }
+    double t3 = now_ms();
     tr_info("control: resources generation %llu: %zu objects read in %.1f ms, %zu changed (%s) "
-            "%.1f ms, registry %s %.1f ms; %zu of %zu proxies compiled in %.1f ms",
+            "%.1f ms, registry %s %.1f ms; %zu of %zu proxies compiled in %.1f ms, pushes queued "
+            "in %.1f ms",
             (unsigned long long)cp.resources_generation, tr_rset_count(rs), t_snap - t0, n_changed,
             change.any ? "any workload" : "by host", t_diff - t_snap,
-            cp.base_reg != NULL ? "kept" : "built", t_reg - t_diff, compiled, n, now_ms() - t1);
+            cp.base_reg != NULL ? "kept" : "built", t_reg - t_diff, compiled, n, t2 - t1, t3 - t2);
     tr_istio_hosts_free(&change);
 }
 
