@@ -118,7 +118,8 @@ def main():
           f"{' (unscoped)' if a.unscoped else ' scoped to 20 services each'}, "
           f"{a.rounds} rounds: median (min-max)")
     print(f"  cold start, all proxies with a model:     {col(lambda r: r['cold_start_ms'])} ms"
-          f" (control plane CPU {col(lambda r: r['cold_start_control_cpu_ms'])} ms)")
+          f" (control plane CPU {col(lambda r: r['cold_start_control_cpu_ms'])} ms,"
+          f" the clients' CPU {col(lambda r: r['cold_start_clients_cpu_ms'])} ms)")
     print(f"  route weight change, last affected proxy: {col(lambda r: r['change_0']['last_ms'])} ms"
           f" ({col(lambda r: r['change_0']['changed'])} proxies changed)")
     print(f"  endpoint change, last affected proxy:     {col(lambda r: r['change_1']['last_ms'])} ms"
