@@ -248,6 +248,16 @@ static void decide_request(struct tr_session *s, tr_str host, tr_str path, tr_st
     /* Decided at build time: a listener without CUSTOM policies asks nothing. */
     if (tr_authz_has_custom(az) && decide_custom(s, az, &aq, checked, d))
         return;
+    if (checked != NULL) {
+        /* Allowed by the authorizer: what follows sees its fields. */
+        n_headers = tr_ext_authz_request_view(checked, headers, n_headers, &headers);
+        if (headers == NULL) {
+            *d = (struct tr_decision){.status = 503, .body = "out of memory\n"};
+            return;
+        }
+        rr.headers = aq.headers = headers;
+        rr.n_headers = aq.n_headers = n_headers;
+    }
     const struct tr_route_cfg *route = tr_router_match(snap->routers[s->lcfg->route_table], &rr);
     if (az != NULL) {
         const char *policy;

@@ -46,6 +46,7 @@ struct tr_ext_authz_check {
     struct tr_header_edit edit[2];
     struct tr_header_edit_name *drop[2];
     struct tr_header_edit_field *emit[2];
+    struct tr_str_pair *view; /* tr_ext_authz_request_view's */
 };
 
 static void check_on_ready(void *owner, struct tr_upstream *up, int err, const char *reason);
@@ -423,6 +424,7 @@ void tr_ext_authz_free(struct tr_ext_authz_check *c)
     free(c->store);
     free(c->fields);
     free(c->body);
+    free(c->view);
     free(c);
 }
 
@@ -500,4 +502,46 @@ const struct tr_header_edit *tr_ext_authz_response_edit(struct tr_ext_authz_chec
                          e->n_downstream_on_allow, false);
     return make_edit(c, 1, NULL, (const char *const *)e->downstream_on_deny,
                      e->n_downstream_on_deny, e->n_downstream_on_deny == 0);
+}
+
+uint32_t tr_ext_authz_request_view(struct tr_ext_authz_check *c, const struct tr_str_pair *headers,
+                                   uint32_t n_headers, const struct tr_str_pair **out)
+{
+    *out = headers;
+    if (!c->allowed)
+        return n_headers;
+    const struct tr_ext_authz_cfg *e = c->cfg;
+    const char *const *pats = (const char *const *)e->upstream_on_allow;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < c->n_fields; i++)
+        m += tr_ext_authz_name_match(pats, e->n_upstream_on_allow,
+                                     (tr_str){c->fields[i].name, c->fields[i].name_len});
+    if (m == 0)
+        return n_headers;
+    free(c->view);
+    if ((c->view = malloc(((size_t)n_headers + m) * sizeof(*c->view))) == NULL) {
+        *out = NULL;
+        return 0;
+    }
+    /* The request's fields but those the authorizer's replace (names of the
+     * request in any case; the authorizer's are lower case), then its. */
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < n_headers; i++) {
+        bool replaced = false;
+        for (uint32_t k = 0; k < c->n_fields && !replaced; k++) {
+            const struct tr_header_edit_field *f = &c->fields[k];
+            replaced = tr_str_ieq(headers[i].name, f->name, f->name_len) &&
+                       tr_ext_authz_name_match(pats, e->n_upstream_on_allow,
+                                               (tr_str){f->name, f->name_len});
+        }
+        if (!replaced)
+            c->view[n++] = headers[i];
+    }
+    for (uint32_t k = 0; k < c->n_fields; k++) {
+        const struct tr_header_edit_field *f = &c->fields[k];
+        if (tr_ext_authz_name_match(pats, e->n_upstream_on_allow, (tr_str){f->name, f->name_len}))
+            c->view[n++] = (struct tr_str_pair){{f->name, f->name_len}, {f->value, f->value_len}};
+    }
+    *out = c->view;
+    return n;
 }

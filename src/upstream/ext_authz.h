@@ -9,8 +9,8 @@
  * starts the check here and holds the request, its body unread, until the
  * check is over; then it decides the request again with the check's
  * outcome (tr_decide), which either answers it with the authorizer's reply
- * or lets it go on to DENY and ALLOW policies and routing with the
- * authorizer's fields added.
+ * or lets it go on to DENY and ALLOW policies and routing, which see the
+ * request with the authorizer's fields (tr_ext_authz_request_view).
  *
  * The check is one HTTP/1.1 exchange through the authorizer's cluster and
  * the worker's pools (upstream/h1_client.h): the request's method, the
@@ -83,6 +83,16 @@ const struct tr_header_edit *tr_ext_authz_request_edit(struct tr_ext_authz_check
                                                        const struct tr_header_edit *base);
 const struct tr_header_edit *tr_ext_authz_response_edit(struct tr_ext_authz_check *c,
                                                         const struct tr_header_edit *base);
+
+/* The request's fields as DENY and ALLOW policies and routing see them
+ * after an allowed check (Envoy's order: ext_authz before RBAC and the
+ * router): headers with the authorizer's upstream_on_allow fields replacing
+ * the fields of their names, as the request sent upstream carries them
+ * (tr_ext_authz_request_edit). *out is headers itself when nothing changes,
+ * else an array the check owns (until the next call or tr_ext_authz_free);
+ * NULL when memory ran out (the caller answers 503). Returns the count. */
+uint32_t tr_ext_authz_request_view(struct tr_ext_authz_check *c, const struct tr_str_pair *headers,
+                                   uint32_t n_headers, const struct tr_str_pair **out);
 
 /* Does a header pattern list (names, "prefix*", "*suffix", "*") match name
  * (any case)? Exposed for the unit tests. */

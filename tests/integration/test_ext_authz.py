@@ -188,6 +188,53 @@ def test_allow_deny_and_headers(checked, backend, authorizer, h2):
     assert "denied by external authorizer ext (policy ns/ext): it answered 403" in log
 
 
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "http2"])
+def test_authorizer_fields_seen_by_policies_and_routing(checked, backend, authorizer, h2):
+    """As in Envoy (ext_authz before RBAC and the router), DENY/ALLOW
+    policies and route matches see the request with the authorizer's
+    upstream fields, which replace the client's of the same name: the
+    request decided is the request forwarded."""
+    other = RecordingBackend()
+    try:
+        p = start(checked, backend, authorizer.port, name="fields")
+        cfg = p.config
+        cfg["clusters"].append({"name": "checked",
+                                "endpoints": [{"address": f"127.0.0.1:{other.port}"}]})
+        cfg["route_tables"][0]["virtual_hosts"][0]["routes"].insert(0, {
+            "name": "by-result", "cluster": "checked",
+            "match": {"path": {"prefix": "/api/"},
+                      "headers": [{"name": "x-ext-authz-check-result", "exact": "allowed"}]}})
+        cfg["listeners"][0]["authorization"]["policies"].append(
+            {"name": "ns/deny-checked-secret", "action": "DENY",
+             "rules": [{"to": [{"paths": ["/api/secret"]}],
+                        "when": [{"key": "request.headers[x-ext-authz-check-result]",
+                                  "values": ["allowed"]}]}]})
+        p.write_config(cfg)
+        p.signal(__import__("signal").SIGHUP)
+        deadline = time.monotonic() + 10
+        while len(other.requests) == 0 and time.monotonic() < deadline:
+            curl(p, "/api/x", "x-ext-authz: allow", h2=h2)
+            time.sleep(0.1)
+        n = len(other.requests)
+        assert n >= 1  # the route matched on the authorizer's field
+        # the client's own value is replaced, never seen next to it
+        st, _, _ = curl(p, "/api/x", "x-ext-authz: allow", "x-ext-authz-check-result: forged",
+                        h2=h2)
+        assert st == 200 and len(other.requests) == n + 1
+        got = [v for k, v in other.requests[-1]["headers"] if k == "x-ext-authz-check-result"]
+        assert got == ["allowed"]
+        # without the check, the client's value routes: /other is not CUSTOM
+        before = len(backend.requests)
+        assert curl(p, "/other", "x-ext-authz-check-result: forged", h2=h2)[0] == 200
+        assert len(backend.requests) == before + 1
+        # DENY on a field only the authorizer sets
+        st, _, body = curl(p, "/api/secret", "x-ext-authz: allow", h2=h2)
+        assert (st, body) == (403, "RBAC: access denied")
+        assert len(other.requests) == n + 1
+    finally:
+        other.close()
+
+
 def test_request_body_waits_for_the_check(checked, backend, authorizer):
     p = start(checked, backend, authorizer.port)
     out = subprocess.run(["curl", "-s", "--max-time", "10", "-H", "x-ext-authz: allow",
