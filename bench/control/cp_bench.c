@@ -12,8 +12,9 @@
  *      has the new one (a proxy counts as changed when a new version arrives
  *      within the window), and how many changed.
  * With --control-pid, also the control plane's CPU time (user + system)
- * during each phase; the clients' own CPU time (this process) is reported
- * for the cold start, since both share the machine. Prints one JSON object. Tokens are issued into the CA state directory
+ * during each phase (a change's: over its whole window, the command's run
+ * included); the clients' own CPU time (this process) too, since both
+ * share the machine. Prints one JSON object. Tokens are issued into the CA state directory
  * (tr_ca_token_issue), so run it against a throw-away state.
  *
  * usage: cp_bench --control IP:PORT --state DIR --proxies N [--ns NS] [--control-pid PID]
@@ -210,6 +211,7 @@ int main(int argc, char **argv)
             before[i] = ps[i].version;
         double c0 = cpu_ms(cp_pid);
         int rc = system(changes[k]);
+        double s0 = self_cpu_ms();
         double t1 = now_ms();
         while (now_ms() - t1 < (double)window)
             tr_loop_run_once(loop, 20);
@@ -223,9 +225,11 @@ int main(int argc, char **argv)
             }
         printf(", \"change_%zu\": {\"cmd_rc\": %d, \"changed\": %ld, \"last_ms\": %.1f", k, rc,
                changed, last);
-        double c1 = cpu_ms(cp_pid);
+        double c1 = cpu_ms(cp_pid), s1 = self_cpu_ms();
         if (c0 >= 0 && c1 >= 0)
             printf(", \"control_cpu_ms\": %.0f", c1 - c0);
+        if (s0 >= 0 && s1 >= 0)
+            printf(", \"clients_cpu_ms\": %.0f", s1 - s0);
         printf("}");
         free(before);
     }
