@@ -371,6 +371,7 @@ static bool policies_build(struct tr_cluster_rt *c, struct tr_cluster_rt *p, siz
     c->max_connections = tr_limit_share(b->max_connections, index, workers);
     c->max_pending_requests = tr_limit_share(b->max_pending_requests, index, workers);
     c->max_requests = tr_limit_share(b->max_requests, index, workers);
+    c->max_retries = tr_limit_share(b->max_retries, index, workers);
     return true;
 }
 

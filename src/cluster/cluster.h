@@ -143,6 +143,7 @@ struct tr_cluster_rt {
     uint32_t max_connections;
     uint32_t max_pending_requests;
     uint32_t max_requests;
+    uint32_t max_retries; /* circuit_breakers.max_retries, this worker's share */
 };
 
 /* Build the views of ws's snapshot, with the addresses of endpoint names

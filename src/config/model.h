@@ -685,6 +685,23 @@ struct tr_circuit_breakers_cfg {
     uint32_t max_connections;      /* connections to all endpoints together */
     uint32_t max_pending_requests; /* requests waiting for a connection to be established */
     uint32_t max_requests;         /* requests in flight */
+    uint32_t max_retries;          /* retries in flight (Istio http.maxRetries); 0: no cap */
+};
+
+/* TCP keep-alive on the cluster's upstream connections (Istio's
+ * connectionPool.tcp.tcpKeepalive): SO_KEEPALIVE on; each value 0 keeps the
+ * system's (Linux: 7200 s, 75 s, 9 probes). Whole seconds. */
+struct tr_tcp_keepalive_cfg {
+    uint32_t time_ms;     /* idle time before the first probe */
+    uint32_t interval_ms; /* between probes */
+    uint32_t probes;      /* unanswered probes before the connection is dead */
+};
+
+/* The cluster's own retry budget (Istio's DestinationRule retryBudget):
+ * replaces the route's `retries.budget` for requests to this cluster. */
+struct tr_retry_budget_cfg {
+    uint32_t percent;         /* retries in flight <= max(min, percent% of requests) */
+    uint32_t min_concurrency; /* retries always allowed */
 };
 
 /* ---- DNS endpoints (resolved by the proxy: dns/resolver.h) ---- */
@@ -752,7 +769,11 @@ struct tr_cluster_cfg {
     struct tr_outlier_cfg outlier;
     struct tr_hash_policy_cfg hash; /* lb ring_hash and maglev only */
     struct tr_circuit_breakers_cfg breakers;
-    uint32_t max_requests_per_connection; /* pool: then the connection closes; 0: no limit */
+    uint32_t max_requests_per_connection;       /* pool: then the connection closes; 0: no limit */
+    uint32_t max_connection_duration_ms;        /* pool: no new request on a connection this old; 0:
+                                           * no limit */
+    struct tr_tcp_keepalive_cfg *tcp_keepalive; /* NULL: off */
+    struct tr_retry_budget_cfg *retry_budget;   /* NULL: each route's */
     struct tr_cfg_loc loc;
 };
 

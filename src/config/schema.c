@@ -723,8 +723,26 @@ static const struct cfg_field pool_fields[] = {
     U32("max_connections", struct tr_cluster_cfg, max_connections, DEF, 0, 1000000, 0),
     U32("max_requests_per_connection", struct tr_cluster_cfg, max_requests_per_connection, DEF, 0,
         UINT32_MAX, 0),
+    DUR("max_connection_duration", struct tr_cluster_cfg, max_connection_duration_ms, DEF, 0, MAXMS,
+        0),
 };
 static const struct cfg_section pool_section = SEC("cluster.pool", pool_fields, CFG_NO_LOC, NULL);
+
+/* Whole seconds (the socket options'): validate.c checks. */
+static const struct cfg_field tcp_keepalive_fields[] = {
+    DUR("time", struct tr_tcp_keepalive_cfg, time_ms, DEF, 0, MAXMS, 0),
+    DUR("interval", struct tr_tcp_keepalive_cfg, interval_ms, DEF, 0, MAXMS, 0),
+    U32("probes", struct tr_tcp_keepalive_cfg, probes, DEF, 0, 127, 0),
+};
+static const struct cfg_section tcp_keepalive_section =
+    SEC("cluster.tcp_keepalive", tcp_keepalive_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field cluster_retry_budget_fields[] = {
+    U32("percent", struct tr_retry_budget_cfg, percent, DEF, 0, 100, 20),
+    U32("min_concurrency", struct tr_retry_budget_cfg, min_concurrency, DEF, 0, 1000000, 3),
+};
+static const struct cfg_section cluster_retry_budget_section =
+    SEC("cluster.retry_budget", cluster_retry_budget_fields, CFG_NO_LOC, NULL);
 
 static const struct cfg_field cluster_tls_fields[] = {
     NAME("context", struct tr_cluster_cfg, tls_name, REQ),
@@ -840,6 +858,7 @@ static const struct cfg_field breakers_fields[] = {
     U32("max_pending_requests", struct tr_circuit_breakers_cfg, max_pending_requests, DEF, 0,
         UINT32_MAX, 0),
     U32("max_requests", struct tr_circuit_breakers_cfg, max_requests, DEF, 0, UINT32_MAX, 0),
+    U32("max_retries", struct tr_circuit_breakers_cfg, max_retries, DEF, 0, UINT32_MAX, 0),
 };
 static const struct cfg_section breakers_section =
     SEC("cluster.circuit_breakers", breakers_fields, CFG_NO_LOC, NULL);
@@ -867,6 +886,10 @@ static const struct cfg_field cluster_fields[] = {
     SECTION("ring_hash", offsetof(struct tr_cluster_cfg, hash), ring_hash_section),
     SECTION("maglev", offsetof(struct tr_cluster_cfg, hash), maglev_section),
     SECTION("circuit_breakers", offsetof(struct tr_cluster_cfg, breakers), breakers_section),
+    OPTIONAL("tcp_keepalive", struct tr_cluster_cfg, tcp_keepalive, struct tr_tcp_keepalive_cfg,
+             tcp_keepalive_section),
+    OPTIONAL("retry_budget", struct tr_cluster_cfg, retry_budget, struct tr_retry_budget_cfg,
+             cluster_retry_budget_section),
     ORIGIN(struct tr_cluster_cfg),
 };
 const struct cfg_section cfg_cluster_section =

@@ -840,6 +840,13 @@ static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_c
         return verr(v, loc, "tls.sni", AT_KEY, "needs tls.context (SNI is sent over TLS only)");
     if (!check_cluster_tls(v, c, loc))
         return false;
+    /* The socket options count whole seconds: a value they would round is
+     * refused rather than changed. */
+    const struct tr_tcp_keepalive_cfg *ka = c->tcp_keepalive;
+    if (ka != NULL && (ka->time_ms % 1000 != 0 || ka->interval_ms % 1000 != 0))
+        return verr(v, loc,
+                    ka->time_ms % 1000 != 0 ? "tcp_keepalive.time" : "tcp_keepalive.interval",
+                    AT_VALUE, "must be whole seconds (the socket option's unit)");
     /* The default is filled in below for every protocol (the runtime and
      * /config_dump show it), so a validated model validates again: only a
      * value other than the default is a setting HTTP/1.1 would ignore. The

@@ -33,6 +33,24 @@ int tr_sock_set_mark(int fd, uint32_t mark)
     return setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0 ? -errno : 0;
 }
 
+static int set_int(int fd, int level, int opt, uint32_t value)
+{
+    int v = (int)value;
+    return setsockopt(fd, level, opt, &v, sizeof(v)) < 0 ? -errno : 0;
+}
+
+int tr_sock_set_keepalive(int fd, uint32_t idle_s, uint32_t interval_s, uint32_t probes)
+{
+    int rc = set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+    if (rc == 0 && idle_s != 0)
+        rc = set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle_s);
+    if (rc == 0 && interval_s != 0)
+        rc = set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, interval_s);
+    if (rc == 0 && probes != 0)
+        rc = set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, probes);
+    return rc;
+}
+
 int tr_sock_connect(const struct sockaddr *addr, socklen_t len, uint32_t mark)
 {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -20,6 +20,10 @@ int tr_sock_connect(const struct sockaddr *addr, socklen_t len, uint32_t mark);
 /* SO_MARK on fd: 0 or -errno (EPERM without CAP_NET_ADMIN). */
 int tr_sock_set_mark(int fd, uint32_t mark);
 
+/* SO_KEEPALIVE on fd, with TCP_KEEPIDLE, TCP_KEEPINTVL (seconds) and
+ * TCP_KEEPCNT where not 0 (0: the system's). 0 or -errno. */
+int tr_sock_set_keepalive(int fd, uint32_t idle_s, uint32_t interval_s, uint32_t probes);
+
 /* After EPOLLOUT on a connecting socket: 0 if connected, else -errno. */
 int tr_sock_connect_result(int fd);
 

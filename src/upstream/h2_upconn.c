@@ -377,7 +377,18 @@ int tr_h2_up_open(struct tr_worker *w, struct tr_endpoint_rt *ep, bool fresh,
 {
     struct tr_h2_upconn *c = NULL;
     if (!fresh) {
-        for (struct tr_h2_upconn *it = ep->h2conns; it != NULL; it = it->next) {
+        for (struct tr_h2_upconn *it = ep->h2conns, *next; it != NULL; it = next) {
+            next = it->next;
+            /* pool.max_connection_duration: no new stream; it closes now
+             * if idle, else when its streams are done (slot_release). */
+            if (!it->closing && it->up != NULL &&
+                tr_upstream_expired(it->up, tr_loop_now_ms(w->loop))) {
+                it->closing = true;
+                if (it->used == 0) {
+                    upconn_close(it, NULL, false);
+                    continue;
+                }
+            }
             if (!it->closing && it->used < it->cap) {
                 c = it;
                 break;

@@ -224,8 +224,12 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
         *reason = "endpoint_removed";
         return NULL;
     }
-    if (!fresh && !h2 && ep->idle != NULL) {
+    while (!fresh && !h2 && ep->idle != NULL) {
         struct tr_upstream *up = ep->idle;
+        if (tr_upstream_expired(up, tr_loop_now_ms(w->loop))) {
+            upstream_close(up);
+            continue;
+        }
         idle_unlink(up);
         tr_timer_cancel(w->loop, &up->timer);
         up->state = TR_UP_BUSY;
@@ -245,6 +249,13 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
         *reason = "connect_error";
         return NULL;
     }
+    const struct tr_tcp_keepalive_cfg *ka = cl->cfg->tcp_keepalive;
+    if (ka != NULL &&
+        tr_sock_set_keepalive(fd, ka->time_ms / 1000, ka->interval_ms / 1000, ka->probes) < 0) {
+        close(fd);
+        *reason = "connect_error";
+        return NULL;
+    }
     struct tr_upstream *up = calloc(1, sizeof(*up));
     if (up == NULL) {
         close(fd);
@@ -255,6 +266,7 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
     up->w = w;
     up->ops = ops;
     up->owner = owner;
+    up->born_ms = tr_loop_now_ms(w->loop);
     tr_timer_init(&up->timer, upstream_on_timer);
     tr_conn_init_raw(&up->conn, fd, upstream_on_io);
     if (cl->tls != NULL) {
@@ -312,6 +324,13 @@ struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *
     return up;
 }
 
+bool tr_upstream_expired(const struct tr_upstream *up, uint64_t now_ms)
+{
+    const struct tr_cluster_rt *cl = up->ep->cluster;
+    uint32_t limit = cl != NULL ? cl->cfg->max_connection_duration_ms : 0;
+    return limit != 0 && now_ms - up->born_ms >= limit;
+}
+
 void tr_pool_release(struct tr_upstream *up, bool reusable)
 {
     struct tr_endpoint_rt *ep = up->ep;
@@ -326,7 +345,8 @@ void tr_pool_release(struct tr_upstream *up, bool reusable)
     uint32_t max_requests = ep->cluster->cfg->max_requests_per_connection;
     if (!reusable || up->conn.rx_eof || ep->retired || up->w->draining ||
         ep->n_idle >= ep->cluster->cfg->pool_max_idle ||
-        (max_requests != 0 && up->requests >= max_requests)) {
+        (max_requests != 0 && up->requests >= max_requests) ||
+        tr_upstream_expired(up, tr_loop_now_ms(up->w->loop))) {
         upstream_close(up);
         return;
     }

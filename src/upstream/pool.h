@@ -54,6 +54,7 @@ struct tr_upstream {
     bool pending;            /* counted in its cluster's pending requests (being established) */
     uint32_t server_idle_ms; /* the server's advertised keep-alive timeout, 0: unknown */
     const char *peer_id;     /* verified server SPIFFE ID (interned), NULL if plaintext */
+    uint64_t born_ms;        /* loop clock at connect (pool.max_connection_duration) */
     struct tr_deferred free_later;
     struct tr_deferred handshake_later; /* a step waiting for the next turn (worker.h) */
 };
@@ -68,6 +69,10 @@ struct tr_upstream {
 struct tr_upstream *tr_pool_acquire(struct tr_worker *w, struct tr_endpoint_rt *ep,
                                     const struct tr_upstream_owner_ops *ops, void *owner,
                                     bool fresh, bool h2, bool *ready, const char **reason);
+
+/* Is up past its cluster's pool.max_connection_duration (no new request
+ * may use it)? */
+bool tr_upstream_expired(const struct tr_upstream *up, uint64_t now_ms);
 
 /* Give a busy connection back: to the idle pool if reusable, else closed. */
 void tr_pool_release(struct tr_upstream *up, bool reusable);

@@ -192,8 +192,15 @@ enum tr_retry_verdict tr_retry_decide(struct tr_retry_state *r, struct tr_worker
     if (!any_healthy(c, tr_loop_now_ms(w->loop)))
         return TR_RETRY_NO;
     if (!r->budget) {
-        if (!tr_retry_budget_allows(c->state->rq_in_flight, c->state->retries_in_flight,
-                                    p->budget_percent, p->budget_min_concurrency)) {
+        /* The cluster's own budget (a DestinationRule's retryBudget)
+         * replaces the route's; circuit_breakers.max_retries caps both. */
+        const struct tr_cluster_cfg *cc = c->cfg;
+        uint32_t percent = cc->retry_budget ? cc->retry_budget->percent : p->budget_percent;
+        uint32_t min =
+            cc->retry_budget ? cc->retry_budget->min_concurrency : p->budget_min_concurrency;
+        if (!tr_retry_budget_allows(c->state->rq_in_flight, c->state->retries_in_flight, percent,
+                                    min) ||
+            (c->max_retries != 0 && c->state->retries_in_flight >= c->max_retries)) {
             tr_metrics_count(w->metrics, TR_C_RETRY_BUDGET_EXHAUSTED, 1);
             return TR_RETRY_LIMIT;
         }

@@ -366,8 +366,8 @@ VALUES = {
     "*:minHealthPercent": 10,
     "*:outlierDetectionHttpErrorCodes": [503],
     "*:portLevelSettings[].port.number": 9080,
-    "*:retryBudget.percent": 20.0,
-    "*:minRetryConcurrency": 3,
+    "*:retryBudget.percent": 25.0,  # not the default 20
+    "*:minRetryConcurrency": 5,  # not the default 3
     "*:tunnel.protocol": "CONNECT",
     "*:tunnel.targetHost": "proxy.example",
     "*:tunnel.targetPort": 3128,

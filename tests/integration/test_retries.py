@@ -474,6 +474,40 @@ def test_budget_refuses_retries_under_load(checked, servers, workdir):
     assert flags == ["URX"] * 16, flags
 
 
+@pytest.mark.parametrize("cap", ["none", "max_retries", "cluster_budget"])
+def test_cluster_caps_retries_under_load(checked, servers, cap):
+    """A cluster's circuit_breakers.max_retries (Istio's http.maxRetries)
+    caps retries in flight whatever the route's budget says, and a cluster's
+    retry_budget (Istio's DestinationRule retryBudget) replaces the route's.
+    The route's own budget here admits every retry: without a cluster limit
+    all 16 requests are retried twice."""
+    b = servers(Flaky, "b", 503, fails=100000, delay=0.3)
+    port = free_port()
+    cfg = config(port, [b.port], {"attempts": 2, "retry_on": ["5xx"],
+                                  "budget": {"percent": 100, "min_concurrency": 100}})
+    if cap == "max_retries":
+        cfg["clusters"][0]["circuit_breakers"] = {"max_retries": 1}
+    elif cap == "cluster_budget":
+        cfg["clusters"][0]["retry_budget"] = {"percent": 0, "min_concurrency": 1}
+    p = checked(cfg)
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(curl(port, f"/c{i}")[0]))
+               for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [503] * 16
+    retried, exhausted = p.metric(RETRIED), p.metric(EXHAUSTED)
+    assert b.count() == 16 + retried
+    if cap == "none":
+        assert (retried, exhausted) == (32, 0)
+    else:
+        # one retry in flight per worker at a time, each one 300 ms
+        assert exhausted >= 10, (exhausted, retried)
+        assert 1 <= retried <= 8, retried
+
+
 def test_budget_allows_retries_at_low_load(checked, servers):
     b = servers(Flaky, "b", 503, fails=1)
     port = free_port()

@@ -444,6 +444,11 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
     c->pool_idle_timeout_ms = pol.idle_timeout_ms;
     c->breakers = pol.breakers;
     c->max_requests_per_connection = pol.max_requests_per_connection;
+    c->max_connection_duration_ms = pol.max_connection_duration_ms;
+    if (pol.has_keepalive && (c->tcp_keepalive = ist_malloc(x, 1, sizeof(*c->tcp_keepalive))))
+        *c->tcp_keepalive = pol.keepalive;
+    if (pol.has_retry_budget && (c->retry_budget = ist_malloc(x, 1, sizeof(*c->retry_budget))))
+        *c->retry_budget = pol.retry_budget;
     c->outlier = pol.outlier;
     c->hash = pol.hash;
     /* the model keeps nothing of the resource set: copy the names */

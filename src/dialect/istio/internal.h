@@ -466,7 +466,12 @@ struct ist_cluster_policy {
     /* SIMPLE and MUTUAL: the context made of credentialName's Secret (or
      * the system's trust store); NULL: none could be made (reported) */
     const char *client_ctx;
-    bool insecure; /* insecureSkipVerify */
+    bool insecure;                       /* insecureSkipVerify */
+    uint32_t max_connection_duration_ms; /* tcp.maxConnectionDuration; 0: none */
+    bool has_keepalive;                  /* tcp.tcpKeepalive */
+    struct tr_tcp_keepalive_cfg keepalive;
+    bool has_retry_budget; /* retryBudget */
+    struct tr_retry_budget_cfg retry_budget;
 };
 
 /* ------------------------------------------------------------ secrets */

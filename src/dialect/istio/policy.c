@@ -7,6 +7,7 @@
  * subset wins whole; one not set is inherited); a portLevelSettings entry
  * for the port replaces all four at its level, without inheriting (what it
  * leaves out takes the defaults). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -328,16 +329,15 @@ static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
     static const struct ist_key tcp_keys[] = {
         {"maxConnections", NULL},
         {"connectTimeout", NULL},
-        {"tcpKeepalive", "TCP keepalive settings are not supported yet"},
-        {"maxConnectionDuration", "a maximum connection duration is not supported yet"},
+        {"tcpKeepalive", NULL},
+        {"maxConnectionDuration", NULL},
         {"idleTimeout", "a TCP idle timeout is not supported yet"},
     };
     static const struct ist_key http_keys[] = {
         {"http1MaxPendingRequests", NULL},
         {"http2MaxRequests", NULL},
         {"maxRequestsPerConnection", NULL},
-        {"maxRetries", "a cap on concurrent retries is not supported: trellis bounds retries with "
-                       "its retry budget (20% of requests in flight) instead"},
+        {"maxRetries", NULL},
         {"idleTimeout", NULL},
         {"h2UpgradePolicy", NULL},
         {"useClientProtocol", NULL},
@@ -353,6 +353,19 @@ static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         uint32_t v;
         ist_u32(x, c, tcp, "maxConnections", 0, INT32_MAX, &v);
         ist_duration(x, c, tcp, "connectTimeout", 24u * 3600u * 1000u, &v);
+        if (ist_duration(x, c, tcp, "maxConnectionDuration", 24u * 3600u * 1000u, &v) && v == 0)
+            ist_error(x, c, tr_rnode_get(tcp, "maxConnectionDuration"), "maxConnectionDuration",
+                      "must be at least 1ms");
+        static const struct ist_key ka_keys[] = {
+            {"time", NULL}, {"interval", NULL}, {"probes", NULL}};
+        const struct tr_rnode *ka = ist_map(x, c, tcp, "tcpKeepalive");
+        size_t sk = ist_push_key(c, "tcpKeepalive");
+        if (ka != NULL && IST_KEYS(x, c, ka, ka_keys)) {
+            ist_duration(x, c, ka, "time", 24u * 3600u * 1000u, &v);
+            ist_duration(x, c, ka, "interval", 24u * 3600u * 1000u, &v);
+            ist_u32(x, c, ka, "probes", 0, 127, &v);
+        }
+        ist_pop(c, sk);
     }
     ist_pop(c, saved);
     saved = ist_push_key(c, "http");
@@ -364,6 +377,7 @@ static void check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_
         ist_u32(x, c, http, "http1MaxPendingRequests", 0, INT32_MAX, &v);
         ist_u32(x, c, http, "http2MaxRequests", 0, INT32_MAX, &v);
         ist_u32(x, c, http, "maxRequestsPerConnection", 0, INT32_MAX, &v);
+        ist_u32(x, c, http, "maxRetries", 0, INT32_MAX, &v);
         ist_bool(x, c, http, "useClientProtocol", &b);
         ist_u32(x, c, http, "maxConcurrentStreams", 1, 10000, &v);
         if (ist_str(x, c, http, "h2UpgradePolicy", &s) && strcmp(s, "DEFAULT") != 0 &&
@@ -500,6 +514,42 @@ static void check_tls(struct ist_ctx *x, struct ist_cursor *c, const struct tr_r
                  "the name from each request), so requests to it fail with 503; set sni");
 }
 
+/* retryBudget.percent (a DoubleValue: a bare number), as the model's whole
+ * percent; false when absent or not 0..100 (reported by the check). */
+static bool budget_percent(const struct tr_rnode *rb, uint32_t *out, double *exact)
+{
+    double d;
+    if (!tr_rnode_double(tr_rnode_get(rb, "percent"), &d) || !(d >= 0 && d <= 100))
+        return false;
+    *out = (uint32_t)llround(d);
+    *exact = d;
+    return true;
+}
+
+static void check_retry_budget(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rb)
+{
+    static const struct ist_key keys[] = {
+        {"percent", NULL}, {"minRetryConcurrency", NULL}, {"budgetInterval", NULL}};
+    if (rb == NULL || !IST_KEYS(x, c, rb, keys))
+        return;
+    const struct tr_rnode *pn = tr_rnode_get(rb, "percent");
+    uint32_t pct, min;
+    double d;
+    char b[64];
+    if (pn != NULL && !budget_percent(rb, &pct, &d))
+        ist_error(x, c, pn, "percent", "expected a percentage 0..100, got %s",
+                  tr_rnode_describe(pn, b, sizeof(b)));
+    else if (pn != NULL && d != (double)pct)
+        ist_warn(x, c, pn, "percent", "taken as %u: the retry budget counts whole percents",
+                 (unsigned)pct);
+    ist_u32(x, c, rb, "minRetryConcurrency", 0, 1000000, &min);
+    uint32_t ms;
+    if (ist_duration(x, c, rb, "budgetInterval", 24u * 3600u * 1000u, &ms) && ms > 0)
+        ist_warn(x, c, tr_rnode_get(rb, "budgetInterval"), "budgetInterval",
+                 "ignored: retries are counted against the requests in flight (as with "
+                 "budgetInterval 0), not over a window of recent requests");
+}
+
 static void check_policy(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *tp,
                          bool port_level_ok)
 {
@@ -511,7 +561,7 @@ static void check_policy(struct ist_ctx *x, struct ist_cursor *c, const struct t
         {"portLevelSettings", NULL},
         {"tunnel", "tunnelling (CONNECT to a proxy) is not supported yet"},
         {"proxyProtocol", "the PROXY protocol is not supported yet"},
-        {"retryBudget", "retry budgets are not supported yet"},
+        {"retryBudget", NULL},
     };
     static const struct ist_key port_keys[] = {
         {"port", NULL},
@@ -545,6 +595,9 @@ static void check_policy(struct ist_ctx *x, struct ist_cursor *c, const struct t
     ist_pop(c, saved);
     if (!port_level_ok)
         return;
+    saved = ist_push_key(c, "retryBudget");
+    check_retry_budget(x, c, ist_map(x, c, tp, "retryBudget"));
+    ist_pop(c, saved);
     const struct tr_rnode *pls = ist_list(x, c, tp, "portLevelSettings");
     size_t i = 0;
     for (const struct tr_rnode *e = pls ? pls->head : NULL; e; e = e->next, i++) {
@@ -652,6 +705,32 @@ static void client_context(struct ist_ctx *x, const struct tr_resource *dr,
     p->client_ctx = t ? t->name : NULL;
 }
 
+/* tcp.tcpKeepalive (whole seconds, rounded up as the model wants them)
+ * and tcp.maxConnectionDuration. */
+static void pool_extras(struct ist_ctx *x, const struct tr_resource *dr, const struct tr_rnode *tcp,
+                        struct ist_cluster_policy *p)
+{
+    struct ist_cursor c;
+    ist_cursor_init(&c, dr, NULL);
+    bool quiet = x->quiet;
+    x->quiet = true; /* checked once by ist_dr_check */
+    uint32_t ms;
+    if (ist_duration(x, &c, tcp, "maxConnectionDuration", 24u * 3600u * 1000u, &ms))
+        p->max_connection_duration_ms = ms;
+    const struct tr_rnode *ka = tr_rnode_get(tcp, "tcpKeepalive");
+    if (ka != NULL && ka->kind == TR_RNODE_MAP) {
+        p->has_keepalive = true;
+        p->keepalive = (struct tr_tcp_keepalive_cfg){0};
+        if (ist_duration(x, &c, ka, "time", 24u * 3600u * 1000u, &ms))
+            p->keepalive.time_ms = (ms + 999) / 1000 * 1000;
+        if (ist_duration(x, &c, ka, "interval", 24u * 3600u * 1000u, &ms))
+            p->keepalive.interval_ms = (ms + 999) / 1000 * 1000;
+        if (ist_u32(x, &c, ka, "probes", 0, 127, &ms))
+            p->keepalive.probes = ms;
+    }
+    x->quiet = quiet;
+}
+
 void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const char *subset,
                       uint32_t port, struct ist_cluster_policy *p)
 {
@@ -699,6 +778,24 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
         p->breakers.max_requests = (uint32_t)n;
     if (tr_rnode_int(tr_rnode_get(http, "maxRequestsPerConnection"), &n) && n > 0 && n <= INT32_MAX)
         p->max_requests_per_connection = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "maxRetries"), &n) && n > 0 && n <= INT32_MAX)
+        p->breakers.max_retries = (uint32_t)n;
+    pool_extras(x, dr, tcp, p);
+    /* retryBudget: the subset's replaces the rule's (no port level). */
+    const struct tr_rnode *rb = tr_rnode_get(stp, "retryBudget");
+    if (rb == NULL)
+        rb = tr_rnode_get(tr_rnode_get(dr->spec, "trafficPolicy"), "retryBudget");
+    if (rb != NULL && rb->kind == TR_RNODE_MAP) {
+        /* Envoy's defaults for what the budget leaves out: 20%, 3. */
+        p->retry_budget = (struct tr_retry_budget_cfg){.percent = 20, .min_concurrency = 3};
+        p->has_retry_budget = true;
+        double d;
+        uint32_t pct;
+        if (budget_percent(rb, &pct, &d))
+            p->retry_budget.percent = pct;
+        if (tr_rnode_int(tr_rnode_get(rb, "minRetryConcurrency"), &n) && n >= 0 && n <= 1000000)
+            p->retry_budget.min_concurrency = (uint32_t)n;
+    }
     const struct tr_rnode *ch = tr_rnode_get(parts.lb, "consistentHash");
     if (ch != NULL) {
         struct tr_hash_policy_cfg *h = &p->hash;

@@ -209,6 +209,7 @@ struct fixture {
     struct tr_endpoint_rt ep[2];
     struct tr_endpoint_rt *eps[2];
     struct tr_cluster_rt c;
+    struct tr_cluster_cfg cfg; /* zero: no cluster budget, no max_retries */
     struct tr_cluster_state state;
     struct tr_retry_cfg p;
     int fired;
@@ -236,6 +237,7 @@ static int setup(void **state)
     f->eps[1] = &f->ep[1];
     f->c.eps = f->eps;
     f->c.state = &f->state;
+    f->c.cfg = &f->cfg;
     f->c.n_eps = 2;
     const int codes[] = {503};
     f->p =
@@ -417,6 +419,34 @@ static void test_decide_budget(void **state)
     assert_int_equal(f->state.retries_in_flight, 0);
 }
 
+/* A cluster's own retry budget replaces the route's; its max_retries caps
+ * retries in flight whatever the budget allows. */
+static void test_decide_cluster_limits(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_retry_state r[4];
+    f->p.budget_percent = 100; /* the route's: every retry */
+    f->p.budget_min_concurrency = 100;
+    struct tr_retry_budget_cfg budget = {.percent = 0, .min_concurrency = 1};
+    f->cfg.retry_budget = &budget;
+    for (int i = 0; i < 4; i++)
+        tr_retry_begin(&r[i], &f->c, &f->p, true, on_timer);
+    assert_int_equal(tr_retry_decide(&r[0], &f->w, TR_RETRY_EV_STATUS, 500, -1, true, NULL),
+                     TR_RETRY_SCHEDULED);
+    assert_int_equal(tr_retry_decide(&r[1], &f->w, TR_RETRY_EV_STATUS, 500, -1, true, NULL),
+                     TR_RETRY_LIMIT);
+    f->cfg.retry_budget = NULL; /* the route's again, capped at 2 */
+    f->c.max_retries = 2;
+    assert_int_equal(tr_retry_decide(&r[1], &f->w, TR_RETRY_EV_STATUS, 500, -1, true, NULL),
+                     TR_RETRY_SCHEDULED);
+    assert_int_equal(tr_retry_decide(&r[2], &f->w, TR_RETRY_EV_STATUS, 500, -1, true, NULL),
+                     TR_RETRY_LIMIT);
+    assert_int_equal(f->state.retries_in_flight, 2);
+    for (int i = 0; i < 4; i++)
+        tr_retry_end(&r[i], f->w.loop);
+    assert_int_equal(f->state.retries_in_flight, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +459,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_decide_per_try_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decide_what_may_go_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decide_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decide_cluster_limits, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -179,6 +179,61 @@ static void test_default_routes(void **state)
     compiled_free(&c);
 }
 
+/* connectionPool tcpKeepalive (whole seconds, rounded up), maxConnectionDuration,
+ * http.maxRetries and retryBudget; a subset's retryBudget replaces the rule's
+ * whole (Envoy's defaults for what it leaves out), a fractional percent is
+ * rounded with a warning. */
+static void test_dr_pool_and_retry_budget(void **state)
+{
+    (void)state;
+    static const char DR[] =
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+        "metadata: {name: ratings, namespace: default}\n"
+        "spec:\n  host: ratings\n  trafficPolicy:\n"
+        "    connectionPool:\n      tcp: {maxConnectionDuration: 1m, tcpKeepalive: {time: "
+        "1500ms, probes: 4}}\n      http: {maxRetries: 6}\n"
+        "    retryBudget: {percent: 12.5, minRetryConcurrency: 2}\n"
+        "  subsets:\n  - name: v1\n    labels: {version: v1}\n"
+        "    trafficPolicy: {retryBudget: {minRetryConcurrency: 7}}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: ratings, namespace: default}\n"
+        "spec:\n  hosts: [ratings]\n  http:\n  - match: [{uri: {prefix: /v1}}]\n"
+        "    route: [{destination: {host: ratings, subset: v1}}]\n"
+        "  - route: [{destination: {host: ratings}}]\n";
+    char *text = concat(BOOKINFO, DR);
+    struct compiled c;
+    compile_text(&c, text, "default", "productpage-1");
+    assert_non_null(c.cfg);
+    assert_int_equal(c.d.n_errors, 0);
+    assert_true(
+        has_diag(&c.d, TR_DIAG_WARNING, "spec.trafficPolicy.retryBudget.percent", "taken as 13"));
+    const struct tr_cluster_cfg *all =
+        cluster(c.cfg, "outbound|9080||ratings.default.svc.cluster.local");
+    assert_non_null(all->tcp_keepalive);
+    assert_int_equal(all->tcp_keepalive->time_ms, 2000);
+    assert_int_equal(all->tcp_keepalive->interval_ms, 0);
+    assert_int_equal(all->tcp_keepalive->probes, 4);
+    assert_int_equal(all->max_connection_duration_ms, 60000);
+    assert_int_equal(all->breakers.max_retries, 6);
+    assert_non_null(all->retry_budget);
+    assert_int_equal(all->retry_budget->percent, 13);
+    assert_int_equal(all->retry_budget->min_concurrency, 2);
+    const struct tr_cluster_cfg *v1 =
+        cluster(c.cfg, "outbound|9080|v1|ratings.default.svc.cluster.local");
+    assert_non_null(v1->retry_budget);
+    assert_int_equal(v1->retry_budget->percent, 20);
+    assert_int_equal(v1->retry_budget->min_concurrency, 7);
+    assert_int_equal(v1->breakers.max_retries, 6); /* the rule's pool: the subset has none */
+    /* the reviews rule says nothing of these */
+    const struct tr_cluster_cfg *rv =
+        cluster(c.cfg, "outbound|9080||reviews.default.svc.cluster.local");
+    assert_null(rv->tcp_keepalive);
+    assert_null(rv->retry_budget);
+    assert_int_equal(rv->breakers.max_retries, 0);
+    compiled_free(&c);
+    free(text);
+}
+
 static void test_weighted_and_header_routes(void **state)
 {
     (void)state;
@@ -1385,6 +1440,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_routes),
         cmocka_unit_test(test_weighted_and_header_routes),
+        cmocka_unit_test(test_dr_pool_and_retry_budget),
         cmocka_unit_test(test_findings_name_the_field),
         cmocka_unit_test(test_errors_refuse_the_resource),
         cmocka_unit_test(test_request_authentication),
