@@ -231,6 +231,10 @@ struct ist_ctx {
     bool quiet;    /* findings already reported by a check pass: do not repeat them */
     bool checking; /* a check pass: report, build nothing */
     bool analyze;  /* `ctl analyze`: no workload; findings about traffic are errors */
+    /* ist_loc: the model's copies of the last resource's names, shared by
+     * every location in it (one resource's objects are made together) */
+    const struct tr_resource *loc_res;
+    struct tr_cfg_loc loc_names;
 
     /* clusters, created on demand by ist_cluster_for */
     struct tr_cluster_cfg *clusters;

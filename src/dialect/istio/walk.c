@@ -466,13 +466,17 @@ struct tr_cfg_loc ist_loc(struct ist_ctx *x, const struct ist_cursor *c, const s
     struct tr_cfg_loc loc = {0};
     if (r == NULL)
         return loc;
-    loc.file = ist_mstrdup(x, r->file);
+    if (x->loc_res != r) {
+        x->loc_names.file = ist_mstrdup(x, r->file);
+        x->loc_names.origin.kind = ist_mstrdup(x, r->kind);
+        x->loc_names.origin.ns = ist_mstrdup(x, r->ns);
+        x->loc_names.origin.name = ist_mstrdup(x, r->name);
+        x->loc_res = r;
+    }
+    loc = x->loc_names;
     loc.line = n ? n->line : r->line;
     loc.col = n ? n->col : r->col;
     loc.path = c->len ? ist_mstrdup(x, c->path) : NULL;
-    loc.origin.kind = ist_mstrdup(x, r->kind);
-    loc.origin.ns = ist_mstrdup(x, r->ns);
-    loc.origin.name = ist_mstrdup(x, r->name);
     return loc;
 }
 
