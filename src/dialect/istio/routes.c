@@ -1836,9 +1836,13 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
     if (!IST_KEYS(x, &c, vs->spec, keys))
         return;
     const struct tr_rnode *hosts = ist_list(x, &c, vs->spec, "hosts");
-    if (ist_vs_is_delegate(vs)) {
-        /* No hosts: a delegate, whose http rules only roots use. Istio's
-         * validation refuses in one what a delegate cannot carry. */
+    const struct tr_rnode *http = tr_rnode_get(vs->spec, "http");
+    if (ist_vs_is_delegate(vs) &&
+        (http == NULL || tr_rnode_is_null(http) || (http->kind == TR_RNODE_SEQ && http->n == 0))) {
+        ist_error(x, &c, vs->spec, "hosts", "at least one host is required");
+    } else if (ist_vs_is_delegate(vs)) {
+        /* No hosts, http rules: a delegate, whose rules only roots use.
+         * Istio's validation refuses in one what a delegate cannot carry. */
         static const char *const no[] = {"gateways", "tcp", "tls"};
         for (size_t k = 0; k < sizeof(no) / sizeof(no[0]); k++) {
             const struct tr_rnode *v = tr_rnode_get(vs->spec, no[k]);
@@ -1848,11 +1852,6 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
                           "bind to hosts and gateways, and only http rules are delegated",
                           no[k]);
         }
-        const struct tr_rnode *http = tr_rnode_get(vs->spec, "http");
-        if (http == NULL || tr_rnode_is_null(http) || (http->kind == TR_RNODE_SEQ && http->n == 0))
-            ist_error(x, &c, vs->spec, "hosts",
-                      "at least one host is required (without hosts, a delegate needs http "
-                      "rules)");
     }
     size_t i = 0;
     for (const struct tr_rnode *h = hosts ? hosts->head : NULL; h; h = h->next, i++) {
