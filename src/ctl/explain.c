@@ -122,6 +122,58 @@ static const char *rule_name(const struct tr_rset *rs, const struct tr_route_cfg
     return name;
 }
 
+/* A route merged from a delegate VirtualService is named ROOT>DELEGATE,
+ * ROOT being "NS/VS.RULE" of the root's rule (its name, or http[I]): the
+ * root VirtualService and the index of its rule that delegated, found
+ * among the rules naming the route's VirtualService. */
+struct delegator {
+    const struct tr_resource *vs;
+    int index;
+    const char *name;
+};
+
+static bool delegated_by(const struct tr_rset *rs, const struct tr_route_cfg *r,
+                         struct delegator *out)
+{
+    const char *gt = r->name ? strchr(r->name, '>') : NULL;
+    if (gt == NULL || r->loc.origin.name == NULL)
+        return false;
+    const char *dns = r->loc.origin.ns ? r->loc.origin.ns : "default";
+    size_t n;
+    const struct tr_resource *const *v =
+        tr_rset_of_kind(rs, "networking.istio.io", "VirtualService", &n);
+    for (size_t k = 0; k < n; k++) {
+        const char *rns = v[k]->ns ? v[k]->ns : "default";
+        const struct tr_rnode *http = tr_rnode_get(v[k]->spec, "http");
+        int i = 0;
+        for (const struct tr_rnode *e = http ? http->head : NULL; e; e = e->next, i++) {
+            const struct tr_rnode *d = tr_rnode_get(e, "delegate");
+            const char *name = NULL, *ns = NULL, *rule = NULL;
+            if (d == NULL || !tr_rnode_str(tr_rnode_get(d, "name"), &name) ||
+                strcmp(name, r->loc.origin.name) != 0)
+                continue;
+            if (!tr_rnode_str(tr_rnode_get(d, "namespace"), &ns) || *ns == '\0')
+                ns = rns;
+            if (strcmp(ns, dns) != 0)
+                continue;
+            tr_rnode_str(tr_rnode_get(e, "name"), &rule);
+            char want[512];
+            int w = rule ? snprintf(want, sizeof(want), "%s/%s.%s", rns, v[k]->name, rule)
+                         : snprintf(want, sizeof(want), "%s/%s.http[%d]", rns, v[k]->name, i);
+            for (char *p = want; *p; p++) {
+                if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+                    *p = '_'; /* as the compiler writes route names */
+            }
+            if (w > 0 && (size_t)w == (size_t)(gt - r->name) &&
+                strncmp(r->name, want, (size_t)w) == 0) {
+                *out = (struct delegator){.vs = v[k], .index = i, .name = rule};
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 static const struct tr_cluster_cfg *cluster_named(const struct tr_config *cfg, const char *name)
 {
     for (size_t i = 0; i < cfg->n_clusters; i++) {
@@ -300,6 +352,16 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
             tr_fmt_printf(&f, ",\"rule_index\":%d", idx);
         else
             tr_fmt_cstr(&f, ",\"rule_index\":null");
+        struct delegator dl;
+        tr_fmt_cstr(&f, ",\"delegated_by\":");
+        if (from_vs && delegated_by(rs, r, &dl)) {
+            tr_fmt_printf(&f, "{\"virtual_service\":\"%s/%s\",\"rule\":",
+                          dl.vs->ns ? dl.vs->ns : "default", dl.vs->name);
+            json_str_or_null(&f, dl.name);
+            tr_fmt_printf(&f, ",\"rule_index\":%d}", dl.index);
+        } else {
+            tr_fmt_cstr(&f, "null");
+        }
         tr_fmt_cstr(&f, ",\"route\":");
         json_str_or_null(&f, r ? r->name : NULL);
         tr_fmt_cstr(&f, ",\"why\":");
@@ -423,7 +485,12 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
                               r->loc.origin.ns ? r->loc.origin.ns : "default", r->loc.origin.name,
                               idx, rname ? " \"" : "", rname ? rname : "", rname ? "\"" : "",
                               r->loc.path ? r->loc.path : "");
-            else
+            struct delegator dl;
+            if (from_vs && delegated_by(rs, r, &dl))
+                tr_fmt_printf(&f, "  delegated by VirtualService %s/%s, rule %d%s%s%s\n",
+                              dl.vs->ns ? dl.vs->ns : "default", dl.vs->name, dl.index,
+                              dl.name ? " \"" : "", dl.name ? dl.name : "", dl.name ? "\"" : "");
+            if (!from_vs)
                 tr_fmt_printf(&f, "no VirtualService: the service's default route\n");
             if (r->direct_status)
                 tr_fmt_printf(&f, "  answered by the proxy: %u\n", r->direct_status);

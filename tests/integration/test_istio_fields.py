@@ -121,7 +121,14 @@ MESH_CONFIG = _obj("v1", "ConfigMap", "istio", ns="istio-system", data={
             "    service: ratings.default.svc.cluster.local\n    port: 9080\n"})
 CONTEXTS = {
     "mesh": COMMON,
-    "vs": COMMON + SUBSETS,
+    # with the delegates a rule's delegate names: reviews-part here routes to
+    # v2, the one in namespace other to v1 (delegate.namespace shows)
+    "vs": COMMON + SUBSETS + [
+        istio("VirtualService", "reviews-part", {"http": [{"route": [
+            {"destination": {"host": "reviews", "subset": "v2"}}]}]}),
+        istio("VirtualService", "reviews-part", {"http": [{"route": [
+            {"destination": {"host": "reviews.default.svc.cluster.local", "subset": "v1"}}]}]},
+            ns="other")],
     # tls rules act on a TLS port: secure (https and tls-admin), two versions.
     "vs-tls": COMMON + SUBSETS + [
         service("secure", [("https", 8443, None), ("tls-admin", 8444, None)], {"app": "secure"}),
@@ -264,7 +271,7 @@ VALUES = {
     "*:allowOrigins[].prefix": "https://",
     "*:allowOrigins[].regex": "https://.*",
     "*:delegate.name": "reviews-part",
-    "*:delegate.namespace": "default",
+    "*:delegate.namespace": "other",
     "*:directResponse.status": 503,
     "*:body.string": "down",
     "*:body.bytes": "ZG93bg==",

@@ -43,6 +43,49 @@ static void conflicting_virtual_services(struct ist_ctx *x)
     }
 }
 
+/* A delegate (no hosts) that no root's rule names: its rules apply
+ * nowhere (a root naming a missing delegate is reported by its check). */
+static void unused_delegates(struct ist_ctx *x)
+{
+    struct tr_strmap named;
+    tr_strmap_init(&named, x->tmp);
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(x->rs, IST_GROUP, "VirtualService", &n);
+    for (size_t i = 0; i < n; i++) {
+        if (v[i]->spec == NULL || ist_vs_is_delegate(v[i]))
+            continue;
+        const struct tr_rnode *http = tr_rnode_get(v[i]->spec, "http");
+        for (const struct tr_rnode *e = http ? http->head : NULL; e; e = e->next) {
+            const struct tr_rnode *d = tr_rnode_get(e, "delegate");
+            const char *name, *ns = NULL;
+            if (d == NULL || !tr_rnode_str(tr_rnode_get(d, "name"), &name))
+                continue;
+            if (!tr_rnode_str(tr_rnode_get(d, "namespace"), &ns) || *ns == '\0')
+                ns = v[i]->ns ? v[i]->ns : "default";
+            const char *key = ist_printf(x, "%s/%s", ns, name);
+            bool oom = false;
+            if (key == NULL || (tr_strmap_put(&named, key, (void *)key, &oom), oom))
+                return (void)ist_oom(x);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct tr_resource *r = v[i];
+        if (r->spec == NULL || ist_refused(x, r) || !ist_vs_is_delegate(r))
+            continue;
+        const char *key = ist_printf(x, "%s/%s", r->ns ? r->ns : "default", r->name);
+        if (key == NULL)
+            return (void)ist_oom(x);
+        if (tr_strmap_get(&named, key) != NULL)
+            continue;
+        struct ist_cursor c;
+        ist_cursor_init(&c, r, "spec");
+        ist_warn(x, &c, NULL, NULL,
+                 "a delegate VirtualService (no hosts) that no root VirtualService's rule names "
+                 "(delegate: {name: %s, namespace: %s}): its rules are used nowhere",
+                 r->name, r->ns ? r->ns : "default");
+    }
+}
+
 static void unused_destination_rules(struct ist_ctx *x)
 {
     size_t n;
@@ -94,6 +137,7 @@ int tr_istio_analyze(const struct tr_rset *rs, const struct tr_istio_options *o,
     if (ist_registry_build(&x) == 0) {
         ist_check_all(&x);
         conflicting_virtual_services(&x);
+        unused_delegates(&x);
         unused_destination_rules(&x);
         port_names(&x);
         ist_peer_auth_analyze(&x);

@@ -17,7 +17,8 @@
  * VirtualService or DestinationRule whose host is no Service's and no
  * ServiceEntry's makes the change "any": a new virtual host could appear
  * in a model that names nothing of it yet. So does a VirtualService bound
- * to a gateway (a gateway's hosts are its own). */
+ * to a gateway (a gateway's hosts are its own). A delegate VirtualService
+ * (no hosts) is the hosts of the roots that name it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,6 +213,54 @@ static bool mesh_only(const struct tr_resource *vs)
     return true;
 }
 
+/* A VirtualService with hosts, as a change: its hosts, or "any" when it
+ * is bound to a gateway or names a host no Service has. */
+static bool vs_hosts(struct change *ch, const struct tr_resource *r)
+{
+    const struct tr_rnode *hosts = tr_rnode_get(r->spec, "hosts");
+    if (!mesh_only(r) || hosts == NULL || hosts->kind != TR_RNODE_SEQ || hosts->n == 0) {
+        ch->out->any = true;
+        return true;
+    }
+    for (const struct tr_rnode *h = hosts->head; h; h = h->next)
+        if (!routed_host(ch, h))
+            return false;
+    return true;
+}
+
+/* A delegate VirtualService (no hosts) acts only through the roots whose
+ * rules name it: its change reaches their hosts. The roots are those of
+ * the new snapshot; a root changed in the same change (or gone) is
+ * classified on its own, both versions. */
+static bool delegate_hosts(struct change *ch, const struct tr_resource *d)
+{
+    const char *dns = d->ns ? d->ns : "default";
+    size_t n;
+    const struct tr_resource *const *v = tr_rset_of_kind(ch->now, IST_GROUP, "VirtualService", &n);
+    for (size_t i = 0; i < n && !ch->out->any; i++) {
+        const struct tr_rnode *hosts = tr_rnode_get(v[i]->spec, "hosts");
+        if (hosts == NULL || hosts->kind != TR_RNODE_SEQ || hosts->n == 0)
+            continue; /* a delegate's delegate is refused: it routes nothing */
+        const char *rns = v[i]->ns ? v[i]->ns : "default";
+        const struct tr_rnode *http = tr_rnode_get(v[i]->spec, "http");
+        for (const struct tr_rnode *e = http ? http->head : NULL; e; e = e->next) {
+            const struct tr_rnode *dg = tr_rnode_get(e, "delegate");
+            const char *name, *ns;
+            if (dg == NULL || !tr_rnode_str(tr_rnode_get(dg, "name"), &name) ||
+                strcmp(name, d->name) != 0)
+                continue;
+            if (!tr_rnode_str(tr_rnode_get(dg, "namespace"), &ns) || *ns == '\0')
+                ns = rns;
+            if (strcmp(ns, dns) != 0)
+                continue;
+            if (!vs_hosts(ch, v[i]))
+                return false;
+            break;
+        }
+    }
+    return true;
+}
+
 /* One version (before or after) of a changed object. */
 static bool classify(struct change *ch, const struct tr_resource *r)
 {
@@ -227,14 +276,10 @@ static bool classify(struct change *ch, const struct tr_resource *r)
     }
     if (strcmp(r->group, IST_GROUP) == 0 && strcmp(r->kind, "VirtualService") == 0) {
         const struct tr_rnode *hosts = tr_rnode_get(r->spec, "hosts");
-        if (!mesh_only(r) || hosts == NULL || hosts->kind != TR_RNODE_SEQ || hosts->n == 0) {
-            ch->out->any = true;
-            return true;
-        }
-        for (const struct tr_rnode *h = hosts->head; h; h = h->next)
-            if (!routed_host(ch, h))
-                return false;
-        return true;
+        if (r->spec != NULL && (hosts == NULL || tr_rnode_is_null(hosts) ||
+                                (hosts->kind == TR_RNODE_SEQ && hosts->n == 0)))
+            return delegate_hosts(ch, r);
+        return vs_hosts(ch, r);
     }
     if (strcmp(r->group, IST_GROUP) == 0 && strcmp(r->kind, "DestinationRule") == 0)
         return routed_host(ch, tr_rnode_get(r->spec, "host"));

@@ -1367,9 +1367,14 @@ static void check_all(struct ist_ctx *x, bool sidecars)
     v = tr_rset_of_kind(x->rs, IST_GROUP, "Gateway", &n);
     for (size_t i = 0; i < n; i++)
         ist_gateway_check(x, v[i]);
+    /* Delegates first: a root that names a refused one drops that rule. */
     v = tr_rset_of_kind(x->rs, IST_GROUP, "VirtualService", &n);
     for (size_t i = 0; i < n; i++)
-        ist_vs_check(x, v[i]);
+        if (v[i]->spec != NULL && ist_vs_is_delegate(v[i]))
+            ist_vs_check(x, v[i]);
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->spec == NULL || !ist_vs_is_delegate(v[i]))
+            ist_vs_check(x, v[i]);
     ist_peer_auth_check_all(x);
     ist_ra_check_all(x);
 }

@@ -359,6 +359,12 @@ void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw);
 bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
                    struct ist_routes *out);
 void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs);
+/* A VirtualService without hosts is a delegate: its http rules are merged
+ * into the root rules that name it (Istio's delegate VirtualServices). */
+bool ist_vs_is_delegate(const struct tr_resource *vs);
+/* The VirtualService ns/name (one written without a namespace is in
+ * "default"), or NULL. */
+const struct tr_resource *ist_vs_find(const struct ist_ctx *x, const char *ns, const char *name);
 
 /* RequestAuthentication (authn.c): check every policy once; the combined
  * jwtRules of the policies that apply to the workload (none: n_rules 0);

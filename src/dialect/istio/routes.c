@@ -40,7 +40,7 @@ static const struct ist_key route_keys[] = {
     {"route", NULL},
     {"redirect", NULL},
     {"directResponse", NULL},
-    {"delegate", "delegate VirtualServices are not supported yet"},
+    {"delegate", NULL},
     {"rewrite", NULL},
     {"timeout", NULL},
     {"retries", NULL},
@@ -755,49 +755,75 @@ static bool retries_action(struct ist_ctx *x, struct ist_cursor *c, const struct
     return ok;
 }
 
+/* Where a rule is written: its VirtualService, the rule, a cursor at it
+ * (spec.http[i]). A delegated rule reads each field from the delegate's
+ * rule, or from the root's when the delegate's does not set it. */
+struct rule_src {
+    const struct tr_resource *vs;
+    const struct tr_rnode *rule;
+    struct ist_cursor *c;
+};
+
+static bool has_field(const struct rule_src *s, const char *key)
+{
+    const struct tr_rnode *n = s ? tr_rnode_get(s->rule, key) : NULL;
+    return n != NULL && !tr_rnode_is_null(n);
+}
+
+/* The rule a field comes from: p's, else the root f's (Istio's
+ * mergeHTTPRoute takes each of these fields whole). */
+static const struct rule_src *pick(const struct rule_src *p, const struct rule_src *f,
+                                   const char *key)
+{
+    return f != NULL && !has_field(p, key) && has_field(f, key) ? f : p;
+}
+
 /* mirror / mirrors (+ mirrorPercentage, mirror_percent) -> the route's
- * mirrors. Unset percentage: every request (Istio). */
-static bool mirrors_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
-                           const struct tr_resource *vs, const struct ist_vhost *vh,
+ * mirrors. Unset percentage: every request (Istio). Each of mirror, its
+ * percentage and mirrors may come from a different rule (delegates). */
+static bool mirrors_action(struct ist_ctx *x, const struct rule_src *os, const struct rule_src *ps,
+                           const struct rule_src *ms, const struct ist_vhost *vh,
                            struct tr_route_cfg *r)
 {
-    const struct tr_rnode *one = ist_map(x, c, rule, "mirror");
-    const struct tr_rnode *many = ist_list(x, c, rule, "mirrors");
+    const struct tr_rnode *one = ist_map(x, os->c, os->rule, "mirror");
+    const struct tr_rnode *many = ist_list(x, ms->c, ms->rule, "mirrors");
     size_t n = (one ? 1 : 0) + (many ? many->n : 0);
     if (n == 0)
         return true;
     struct tr_mirror_cfg *v = ist_malloc(x, n, sizeof(*v));
     if (v == NULL)
         return false;
-    size_t k = 0;
+    size_t k = 0, k_one = 0;
     if (one != NULL) {
         uint32_t ppm = 1000000, pct;
-        if (tr_rnode_get(rule, "mirrorPercentage") != NULL)
-            ist_percent(x, c, rule, "mirrorPercentage", &ppm);
-        else if (ist_u32(x, c, rule, "mirrorPercent", 0, 100, &pct) ||
-                 ist_u32(x, c, rule, "mirror_percent", 0, 100, &pct))
+        if (tr_rnode_get(ps->rule, "mirrorPercentage") != NULL)
+            ist_percent(x, ps->c, ps->rule, "mirrorPercentage", &ppm);
+        else if (ist_u32(x, ps->c, ps->rule, "mirrorPercent", 0, 100, &pct) ||
+                 ist_u32(x, ps->c, ps->rule, "mirror_percent", 0, 100, &pct))
             ppm = pct * 10000u;
         const char *cl = NULL;
-        if (destination_at(x, c, one, "mirror", vs, vh, &cl) && cl != NULL && ppm > 0)
+        if (destination_at(x, os->c, one, "mirror", os->vs, vh, &cl) && cl != NULL && ppm > 0)
             v[k++] = (struct tr_mirror_cfg){
-                .cluster_name = cl, .per_million = ppm, .loc = ist_loc(x, c, one)};
+                .cluster_name = cl, .per_million = ppm, .loc = ist_loc(x, os->c, one)};
+        k_one = k;
     }
     size_t i = 0;
     for (const struct tr_rnode *e = many ? many->head : NULL; e; e = e->next, i++) {
         static const struct ist_key mkeys[] = {{"destination", NULL}, {"percentage", NULL}};
-        size_t sm = ist_push_key(c, "mirrors");
-        ist_push_index(c, i);
+        size_t sm = ist_push_key(ms->c, "mirrors");
+        ist_push_index(ms->c, i);
         uint32_t ppm = 1000000;
         const char *cl = NULL;
-        if (IST_KEYS(x, c, e, mkeys)) {
+        if (IST_KEYS(x, ms->c, e, mkeys)) {
             if (tr_rnode_get(e, "percentage") != NULL)
-                ist_percent(x, c, e, "percentage", &ppm);
-            if (destination_at(x, c, tr_rnode_get(e, "destination"), "destination", vs, vh, &cl) &&
+                ist_percent(x, ms->c, e, "percentage", &ppm);
+            if (destination_at(x, ms->c, tr_rnode_get(e, "destination"), "destination", ms->vs, vh,
+                               &cl) &&
                 cl != NULL && ppm > 0)
                 v[k++] = (struct tr_mirror_cfg){
-                    .cluster_name = cl, .per_million = ppm, .loc = ist_loc(x, c, e)};
+                    .cluster_name = cl, .per_million = ppm, .loc = ist_loc(x, ms->c, e)};
         }
-        ist_pop(c, sm);
+        ist_pop(ms->c, sm);
     }
     /* Shadows are HTTP/1.1 exchanges: a mirror to an HTTP/2-only (gRPC)
      * cluster is dropped with a warning (the model refuses it). */
@@ -807,9 +833,10 @@ static bool mirrors_action(struct ist_ctx *x, struct ist_cursor *c, const struct
         if (idx != 0 && x->clusters[idx - 1].protocol == TR_UPROTO_HTTP2) {
             /* Known only once clusters exist (the build pass): reported here,
              * once per virtual host that uses the rule. */
+            const struct rule_src *at = m < k_one ? os : ms;
             bool quiet = x->quiet;
             x->quiet = false;
-            ist_warn(x, c, rule, NULL,
+            ist_warn(x, at->c, at->rule, NULL,
                      "mirroring to %s is not supported (shadows are HTTP/1.1; its port speaks "
                      "HTTP/2 or gRPC): the mirror is dropped",
                      v[m].cluster_name);
@@ -832,19 +859,25 @@ static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct t
     const struct tr_rnode *dr = ist_map(x, c, rule, "directResponse");
     const struct tr_rnode *redirect = tr_rnode_get(rule, "redirect");
     const struct tr_rnode *delegate = tr_rnode_get(rule, "delegate");
-    int actions = (route != NULL) + (dr != NULL) + (redirect != NULL) + (delegate != NULL);
-    if (actions != 1) {
+    int actions = (route != NULL) + (dr != NULL) + (redirect != NULL);
+    if (delegate != NULL && (route != NULL || redirect != NULL)) {
+        ist_error(x, c, rule, route ? "route" : "redirect",
+                  "a rule with delegate cannot have %s: the delegate's rules route (Istio "
+                  "refuses it too)",
+                  route ? "route" : "redirect");
+        return false;
+    }
+    if (delegate == NULL && actions != 1) {
         ist_error(x, c, rule, NULL,
                   actions ? "only one of route, redirect, directResponse and delegate"
                           : "one of route, redirect, directResponse or delegate is required");
         return false;
     }
-    if (delegate != NULL) {
-        /* Reported by the key table; the rule cannot route. */
-        r->direct_status = 503;
-        r->direct_body = "trellis: delegate VirtualServices are not supported yet\n";
+    /* A root rule's action is its delegate's rules (ist_vs_routes); its
+     * directResponse, Istio's merge gives to each of them that has no
+     * redirect or directResponse of its own. */
+    if (delegate != NULL && dr == NULL)
         return true;
-    }
     if (redirect != NULL)
         return redirect_action(x, c, redirect, r);
     if (dr != NULL) {
@@ -967,207 +1000,425 @@ static bool rewrite(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rno
     return ok;
 }
 
-static bool header_match(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
-                         const char *key, bool invert, struct tr_header_match_cfg *hv, size_t *n,
-                         size_t cap)
+/* One entry of a match block's headers, withoutHeaders or queryParams. */
+struct ist_kv {
+    const char *name; /* as written (Istio merges these maps by exact key) */
+    struct ist_sm sm;
+    struct tr_cfg_loc loc;
+};
+
+/* An HTTPMatchRequest as written, read once: a rule's own block, or the
+ * merge of a root's block with a delegate's (merge_match). IST_SM_NONE:
+ * the field is absent. */
+struct ist_match {
+    const char *name;
+    struct ist_sm uri, method, authority, scheme;
+    struct tr_cfg_loc pseudo_loc[3]; /* method, authority, scheme */
+    bool uri_never;                  /* an exact or prefix uri without a leading / */
+    bool ignore_case;
+    struct ist_kv *headers, *without, *query;
+    size_t n_headers, n_without, n_query;
+    uint32_t port;
+    /* sourceLabels: every map here must match (a merge keeps both; they
+     * agree on common keys, or the merge was refused) */
+    const struct tr_rnode *labels[2];
+    const char *source_ns;
+    const struct tr_rnode *gateways;
+    const struct tr_resource *gw_vs; /* where the gateways' short names resolve */
+    struct tr_cfg_loc loc;
+    size_t index; /* in the rule's match list as written */
+};
+
+static bool kv_read(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
+                    const char *key, struct ist_kv **out, size_t *n)
 {
     const struct tr_rnode *hs = ist_map(x, c, m, key);
     if (hs == NULL)
         return true;
     size_t saved = ist_push_key(c, key);
+    struct ist_kv *v = ist_alloc(x, hs->n / 2, sizeof(*v));
+    if (v == NULL)
+        return false;
     for (const struct tr_rnode *k = hs->head; k && k->next; k = k->next->next) {
         struct ist_sm sm;
         if (!ist_string_match(x, c, hs, k->s, &sm)) {
             ist_pop(c, saved);
             return false;
         }
-        if (*n + 2 > cap) {
-            ist_error(x, c, k, NULL, "more than 64 header matches in one block");
-            ist_pop(c, saved);
-            return false;
-        }
-        char *name = ist_mstrdup(x, k->s);
-        if (name == NULL)
-            return false;
-        for (char *p = name; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
-        struct tr_header_match_cfg *h = &hv[(*n)++];
-        *h = (struct tr_header_match_cfg){0};
-        h->name = name;
-        h->loc = ist_loc(x, c, k);
-        /* Istio: regex "*" means "present" (pilot's special case). */
-        if (sm.kind == IST_SM_ANY || (sm.kind == IST_SM_REGEX && strcmp(sm.value, "*") == 0)) {
-            h->kind = TR_HMATCH_PRESENT;
-            h->invert = invert;
-            continue;
-        }
-        h->kind = sm.kind == IST_SM_EXACT    ? TR_HMATCH_EXACT
-                  : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
-                                             : TR_HMATCH_REGEX;
-        h->value = ist_mstrdup(x, sm.value);
-        if (invert) {
-            /* withoutHeaders: the header is present and does not match
-             * (Envoy's invert_match, which Istio uses). */
-            h->invert = true;
-            struct tr_header_match_cfg *p = &hv[(*n)++];
-            *p = (struct tr_header_match_cfg){
-                .name = name, .kind = TR_HMATCH_PRESENT, .loc = h->loc};
-        } else if (h->kind != TR_HMATCH_EXACT && sm.value[0] == '\0') {
-            h->kind = TR_HMATCH_PRESENT; /* prefix "" and regex "" match any value */
-        }
+        v[*n] = (struct ist_kv){.name = k->s, .sm = sm, .loc = ist_loc(x, c, k)};
+        (*n)++;
     }
+    *out = v;
     ist_pop(c, saved);
     return true;
 }
 
-/* One match block into r's match fields. Returns false when the block is
- * dropped for this workload or port (compile-time conditions), with *err
- * set when it is invalid. */
-static bool match_block(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
-                        const struct tr_resource *vs, const struct ist_vhost *vh,
-                        struct tr_route_cfg *r, bool *err)
+/* Header slots a block takes in the model: withoutHeaders with a value
+ * takes two (present, and not matching). */
+static size_t header_slots(const struct ist_kv *v, size_t n, bool invert)
 {
-    *err = false;
-    if (!IST_KEYS(x, c, m, match_keys)) {
-        *err = true;
-        return false;
-    }
-    bool keep = true;
-    uint32_t port = 0;
-    if (ist_u32(x, c, m, "port", 1, 65535, &port) && vh != NULL && port != vh->port)
-        keep = false;
-    const struct tr_rnode *sl = ist_map(x, c, m, "sourceLabels");
-    if (sl != NULL && vh != NULL && !ist_labels_match(sl, x->wl_labels))
-        keep = false;
-    const char *sns;
-    if (ist_str(x, c, m, "sourceNamespace", &sns) && vh != NULL && strcmp(sns, x->wl_ns) != 0)
-        keep = false;
-    const struct tr_rnode *gw = ist_list(x, c, m, "gateways");
-    if (gw != NULL && gw->n > 0 && vh != NULL && !ist_gateway_listed(vs, gw, vh->gateway))
-        keep = false;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += invert && v[i].sm.kind != IST_SM_ANY &&
+                     !(v[i].sm.kind == IST_SM_REGEX && strcmp(v[i].sm.value, "*") == 0)
+                 ? 2
+                 : 1;
+    return k;
+}
 
-    struct ist_sm uri;
-    if (ist_string_match(x, c, m, "uri", &uri)) {
-        if (uri.kind == IST_SM_EXACT || uri.kind == IST_SM_PREFIX) {
-            if (uri.value[0] != '/') {
-                if (uri.kind == IST_SM_PREFIX && uri.value[0] == '\0') {
-                    r->path_kind = TR_PATH_PREFIX;
-                    r->path = "/";
-                } else {
-                    ist_warn(x, c, tr_rnode_get(m, "uri"), "uri",
-                             "a path that does not start with / never matches: block dropped");
-                    keep = false;
-                }
-            } else {
-                r->path_kind = uri.kind == IST_SM_EXACT ? TR_PATH_EXACT : TR_PATH_PREFIX;
-                r->path = ist_mstrdup(x, uri.value);
-            }
-        } else if (uri.kind == IST_SM_REGEX) {
-            r->path_kind = TR_PATH_REGEX;
-            r->path = ist_mstrdup(x, uri.value);
+/* Reads match block m (cursor at it) into *im. False when it is invalid
+ * (reported); the block is then ignored. */
+static bool parse_match(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m,
+                        const struct tr_resource *vs, struct ist_match *im)
+{
+    memset(im, 0, sizeof(*im));
+    im->gw_vs = vs;
+    im->loc = ist_loc(x, c, m);
+    if (!IST_KEYS(x, c, m, match_keys))
+        return false;
+    ist_str(x, c, m, "name", &im->name);
+    ist_u32(x, c, m, "port", 1, 65535, &im->port);
+    im->labels[0] = ist_map(x, c, m, "sourceLabels");
+    ist_str(x, c, m, "sourceNamespace", &im->source_ns);
+    im->gateways = ist_list(x, c, m, "gateways");
+    if (ist_string_match(x, c, m, "uri", &im->uri)) {
+        if ((im->uri.kind == IST_SM_EXACT || im->uri.kind == IST_SM_PREFIX) &&
+            im->uri.value[0] != '/' && !(im->uri.kind == IST_SM_PREFIX && im->uri.value[0] == 0)) {
+            ist_warn(x, c, tr_rnode_get(m, "uri"), "uri",
+                     "a path that does not start with / never matches: block dropped");
+            im->uri_never = true;
         }
     } else if (tr_rnode_get(m, "uri") != NULL) {
-        *err = true;
         return false;
     }
     bool ic;
     if (ist_bool(x, c, m, "ignoreUriCase", &ic)) {
-        if (r->path_kind == TR_PATH_REGEX && ic)
+        im->ignore_case = ic;
+        if (im->uri.kind == IST_SM_REGEX && ic)
             ist_warn(x, c, tr_rnode_get(m, "ignoreUriCase"), "ignoreUriCase",
                      "applies to exact and prefix matches only (as in Istio): ignored for this "
                      "regex");
-        else
-            r->path_ignore_case = ic;
     }
+    static const char *const pseudo[] = {"method", "authority", "scheme"};
+    struct ist_sm *ps[] = {&im->method, &im->authority, &im->scheme};
+    size_t slots = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (!ist_string_match(x, c, m, pseudo[i], ps[i])) {
+            if (tr_rnode_get(m, pseudo[i]) != NULL)
+                return false;
+            continue;
+        }
+        size_t saved = ist_push_key(c, pseudo[i]);
+        im->pseudo_loc[i] = ist_loc(x, c, tr_rnode_get(m, pseudo[i]));
+        ist_pop(c, saved);
+        if (ps[i]->kind != IST_SM_ANY && !(i == 0 && ps[i]->kind == IST_SM_EXACT))
+            slots++;
+    }
+    if (!kv_read(x, c, m, "queryParams", &im->query, &im->n_query) ||
+        !kv_read(x, c, m, "headers", &im->headers, &im->n_headers) ||
+        !kv_read(x, c, m, "withoutHeaders", &im->without, &im->n_without))
+        return false;
+    if (slots + header_slots(im->headers, im->n_headers, false) +
+            header_slots(im->without, im->n_without, true) >
+        64) {
+        ist_error(x, c, m, NULL, "more than 64 header matches in one block");
+        return false;
+    }
+    return true;
+}
 
-    enum { CAP = 64 };
-    /* Scratch, copied below at its real count; each entry is zeroed when
-     * taken (zeroing all 64 up front was a tenth of a mesh's compile). */
-    struct tr_header_match_cfg hv[CAP];
+static enum tr_header_match_kind hmatch_kind(enum ist_sm_kind k)
+{
+    return k == IST_SM_EXACT    ? TR_HMATCH_EXACT
+           : k == IST_SM_PREFIX ? TR_HMATCH_PREFIX
+                                : TR_HMATCH_REGEX;
+}
+
+/* headers or withoutHeaders into the model's header matches at hv[*n]. */
+static bool emit_headers(struct ist_ctx *x, const struct ist_kv *v, size_t nv, bool invert,
+                         struct tr_header_match_cfg *hv, size_t *n)
+{
+    for (size_t i = 0; i < nv; i++) {
+        char *name = ist_mstrdup(x, v[i].name);
+        if (name == NULL)
+            return false;
+        for (char *p = name; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        const struct ist_sm *sm = &v[i].sm;
+        struct tr_header_match_cfg *h = &hv[(*n)++];
+        *h = (struct tr_header_match_cfg){.name = name, .loc = v[i].loc};
+        /* Istio: regex "*" means "present" (pilot's special case). */
+        if (sm->kind == IST_SM_ANY || (sm->kind == IST_SM_REGEX && strcmp(sm->value, "*") == 0)) {
+            h->kind = TR_HMATCH_PRESENT;
+            h->invert = invert;
+            continue;
+        }
+        h->kind = hmatch_kind(sm->kind);
+        h->value = ist_mstrdup(x, sm->value);
+        if (invert) {
+            /* withoutHeaders: the header is present and does not match
+             * (Envoy's invert_match, which Istio uses). */
+            h->invert = true;
+            hv[(*n)++] = (struct tr_header_match_cfg){
+                .name = name, .kind = TR_HMATCH_PRESENT, .loc = h->loc};
+        } else if (h->kind != TR_HMATCH_EXACT && sm->value[0] == '\0') {
+            h->kind = TR_HMATCH_PRESENT; /* prefix "" and regex "" match any value */
+        }
+    }
+    return true;
+}
+
+/* A read match block into r's match fields. Returns false when the block
+ * is dropped for this workload or port (compile-time conditions), with
+ * *err set when memory ran out. */
+static bool emit_match(struct ist_ctx *x, const struct ist_match *im, const struct ist_vhost *vh,
+                       struct tr_route_cfg *r, bool *err)
+{
+    *err = false;
+    bool keep = !im->uri_never;
+    if (vh != NULL) {
+        if (im->port != 0 && im->port != vh->port)
+            keep = false;
+        for (size_t i = 0; i < 2; i++)
+            if (im->labels[i] != NULL && !ist_labels_match(im->labels[i], x->wl_labels))
+                keep = false;
+        if (im->source_ns != NULL && strcmp(im->source_ns, x->wl_ns) != 0)
+            keep = false;
+        if (im->gateways != NULL && im->gateways->n > 0 &&
+            !ist_gateway_listed(im->gw_vs, im->gateways, vh->gateway))
+            keep = false;
+    }
+    if (im->uri_never) {
+        /* never matches: the block is dropped */
+    } else if (im->uri.kind == IST_SM_EXACT || im->uri.kind == IST_SM_PREFIX) {
+        if (im->uri.value[0] == '\0') {
+            r->path_kind = TR_PATH_PREFIX; /* an empty prefix matches everything */
+            r->path = "/";
+        } else {
+            r->path_kind = im->uri.kind == IST_SM_EXACT ? TR_PATH_EXACT : TR_PATH_PREFIX;
+            r->path = ist_mstrdup(x, im->uri.value);
+        }
+    } else if (im->uri.kind == IST_SM_REGEX) {
+        r->path_kind = TR_PATH_REGEX;
+        r->path = ist_mstrdup(x, im->uri.value);
+    }
+    if (r->path_kind != TR_PATH_REGEX)
+        r->path_ignore_case = im->ignore_case;
+    size_t cap = 3 + header_slots(im->headers, im->n_headers, false) +
+                 header_slots(im->without, im->n_without, true);
+    struct tr_header_match_cfg *hv = ist_malloc(x, cap, sizeof(*hv));
+    if (hv == NULL) {
+        *err = true;
+        return false;
+    }
     size_t n = 0;
     /* method (exact: the router's method list), authority and scheme: the
      * model's pseudo-header matches. */
-    static const struct {
-        const char *key, *pseudo;
-    } pseudo[] = {{"method", ":method"}, {"authority", ":authority"}, {"scheme", ":scheme"}};
-    for (size_t i = 0; i < sizeof(pseudo) / sizeof(pseudo[0]); i++) {
-        struct ist_sm sm;
-        if (!ist_string_match(x, c, m, pseudo[i].key, &sm)) {
-            if (tr_rnode_get(m, pseudo[i].key) != NULL) {
-                *err = true;
-                return false;
-            }
+    static const char *const pseudo[] = {":method", ":authority", ":scheme"};
+    const struct ist_sm *ps[] = {&im->method, &im->authority, &im->scheme};
+    for (size_t i = 0; i < 3; i++) {
+        const struct ist_sm *sm = ps[i];
+        if (sm->kind == IST_SM_NONE || sm->kind == IST_SM_ANY)
             continue;
-        }
-        if (sm.kind == IST_SM_ANY)
-            continue;
-        if (i == 0 && sm.kind == IST_SM_EXACT) {
+        if (i == 0 && sm->kind == IST_SM_EXACT) {
             r->methods = ist_malloc(x, 1, sizeof(*r->methods));
             if (r->methods == NULL) {
                 *err = true;
                 return false;
             }
-            r->methods[0] = ist_mstrdup(x, sm.value);
+            r->methods[0] = ist_mstrdup(x, sm->value);
             r->n_methods = 1;
             continue;
         }
-        struct tr_header_match_cfg *h = &hv[n++];
-        *h = (struct tr_header_match_cfg){0};
-        h->name = pseudo[i].pseudo;
-        h->kind = sm.kind == IST_SM_EXACT    ? TR_HMATCH_EXACT
-                  : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
-                                             : TR_HMATCH_REGEX;
-        h->value = ist_mstrdup(x, sm.value);
-        size_t saved = ist_push_key(c, pseudo[i].key);
-        h->loc = ist_loc(x, c, tr_rnode_get(m, pseudo[i].key));
-        ist_pop(c, saved);
+        hv[n++] = (struct tr_header_match_cfg){.name = pseudo[i],
+                                               .kind = hmatch_kind(sm->kind),
+                                               .value = ist_mstrdup(x, sm->value),
+                                               .loc = im->pseudo_loc[i]};
     }
     /* queryParams: name -> StringMatch; {} means present. */
-    const struct tr_rnode *qp = ist_map(x, c, m, "queryParams");
-    if (qp != NULL) {
-        size_t saved = ist_push_key(c, "queryParams");
-        struct tr_query_match_cfg *qv = ist_malloc(x, qp->n / 2, sizeof(*qv));
-        size_t nq = 0;
+    if (im->n_query > 0) {
+        struct tr_query_match_cfg *qv = ist_malloc(x, im->n_query, sizeof(*qv));
         if (qv == NULL) {
             *err = true;
             return false;
         }
-        for (const struct tr_rnode *k = qp->head; k && k->next; k = k->next->next) {
-            struct ist_sm sm;
-            if (!ist_string_match(x, c, qp, k->s, &sm)) {
-                *err = true;
-                ist_pop(c, saved);
-                return false;
-            }
-            struct tr_query_match_cfg *q = &qv[nq++];
-            q->name = ist_mstrdup(x, k->s);
-            q->kind = sm.kind == IST_SM_ANY      ? TR_HMATCH_PRESENT
-                      : sm.kind == IST_SM_EXACT  ? TR_HMATCH_EXACT
-                      : sm.kind == IST_SM_PREFIX ? TR_HMATCH_PREFIX
-                                                 : TR_HMATCH_REGEX;
-            q->value = sm.kind == IST_SM_ANY ? NULL : ist_mstrdup(x, sm.value);
-            q->loc = ist_loc(x, c, k);
+        for (size_t i = 0; i < im->n_query; i++) {
+            const struct ist_sm *sm = &im->query[i].sm;
+            qv[i] = (struct tr_query_match_cfg){
+                .name = ist_mstrdup(x, im->query[i].name),
+                .kind = sm->kind == IST_SM_ANY ? TR_HMATCH_PRESENT : hmatch_kind(sm->kind),
+                .value = sm->kind == IST_SM_ANY ? NULL : ist_mstrdup(x, sm->value),
+                .loc = im->query[i].loc};
         }
-        r->query = nq ? qv : NULL;
-        r->n_query = nq;
-        ist_pop(c, saved);
+        r->query = qv;
+        r->n_query = im->n_query;
     }
-    if (!header_match(x, c, m, "headers", false, hv, &n, CAP) ||
-        !header_match(x, c, m, "withoutHeaders", true, hv, &n, CAP)) {
+    if (!emit_headers(x, im->headers, im->n_headers, false, hv, &n) ||
+        !emit_headers(x, im->without, im->n_without, true, hv, &n)) {
         *err = true;
         return false;
     }
-    r->headers = NULL;
-    if (n > 0) {
-        r->headers = ist_malloc(x, n, sizeof(*r->headers));
-        if (r->headers == NULL) {
-            *err = true;
-            return false;
-        }
-        memcpy(r->headers, hv, n * sizeof(*hv));
-    }
+    r->headers = n > 0 ? hv : NULL;
     r->n_headers = n;
     return keep;
+}
+
+/* ------------------------------------------------ delegate VirtualServices
+ *
+ * Istio merges a delegate's http rules into the root's rule that names it
+ * (pilot/pkg/model/virtualservice.go, as of istio 1.30): each delegate rule
+ * in order becomes one rule, its matches merged with the root rule's and
+ * every other field its own or, when it does not set it, the root rule's.
+ * The helpers below follow that merge field by field. */
+
+/* Istio's stringMatchConflict: a root StringMatch and a delegate's, both
+ * present, agree only when both are the same non-empty exact, or the root
+ * is a non-empty prefix and the delegate an exact or prefix under it.
+ * Anything else (a regex on either side, an empty match) conflicts. */
+static bool sm_conflict(const struct ist_sm *root, const struct ist_sm *leaf)
+{
+    if (root->kind == IST_SM_NONE || leaf->kind == IST_SM_NONE)
+        return false;
+    if (root->kind == IST_SM_EXACT && root->value[0] != '\0')
+        return !(leaf->kind == IST_SM_EXACT && strcmp(leaf->value, root->value) == 0);
+    if (root->kind == IST_SM_PREFIX && root->value[0] != '\0')
+        return !((leaf->kind == IST_SM_EXACT || leaf->kind == IST_SM_PREFIX) &&
+                 leaf->value[0] != '\0' &&
+                 strncmp(leaf->value, root->value, strlen(root->value)) == 0);
+    return true;
+}
+
+static const struct ist_sm *kv_get(const struct ist_kv *v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].name, name) == 0)
+            return &v[i].sm;
+    return NULL;
+}
+
+static bool kv_conflict(const struct ist_kv *root, size_t nr, const struct ist_kv *leaf, size_t nl)
+{
+    for (size_t i = 0; i < nl; i++) {
+        const struct ist_sm *r = kv_get(root, nr, leaf[i].name);
+        if (r != NULL && sm_conflict(r, &leaf[i].sm))
+            return true;
+    }
+    return false;
+}
+
+/* A gateway name as Istio resolves it: "mesh", else NS/NAME. */
+static const char *gw_full(struct ist_ctx *x, const struct tr_resource *vs, const char *g)
+{
+    if (strcmp(g, "mesh") == 0 || strchr(g, '/') != NULL)
+        return g;
+    return ist_printf(x, "%s/%s", vs->ns ? vs->ns : "default", g);
+}
+
+/* Istio's hasConflict: may delegate block leaf narrow root block root? */
+static bool match_conflict(struct ist_ctx *x, const struct ist_match *root,
+                           const struct ist_match *leaf)
+{
+    if (sm_conflict(&root->uri, &leaf->uri) || sm_conflict(&root->scheme, &leaf->scheme) ||
+        sm_conflict(&root->method, &leaf->method) ||
+        sm_conflict(&root->authority, &leaf->authority) ||
+        kv_conflict(root->headers, root->n_headers, leaf->headers, leaf->n_headers) ||
+        kv_conflict(root->without, root->n_without, leaf->without, leaf->n_without) ||
+        kv_conflict(root->query, root->n_query, leaf->query, leaf->n_query))
+        return true;
+    if (root->ignore_case != leaf->ignore_case)
+        return true;
+    if (root->port != 0 && leaf->port != 0 && root->port != leaf->port)
+        return true;
+    /* A root sourceNamespace binds the delegate's, even an absent one. */
+    if (root->source_ns != NULL &&
+        (leaf->source_ns == NULL || strcmp(leaf->source_ns, root->source_ns) != 0))
+        return true;
+    const struct tr_rnode *rl = root->labels[0], *ll = leaf->labels[0];
+    for (const struct tr_rnode *k = ll ? ll->head : NULL; rl && k && k->next; k = k->next->next) {
+        const char *lv, *rv;
+        const struct tr_rnode *r = tr_rnode_get(rl, k->s);
+        if (r != NULL && tr_rnode_str(r, &rv) && tr_rnode_str(k->next, &lv) && strcmp(rv, lv) != 0)
+            return true;
+    }
+    /* The delegate's gateways must be among the root's. */
+    if (root->gateways != NULL && root->gateways->n > 0 && leaf->gateways != NULL &&
+        leaf->gateways->n > 0) {
+        if (root->gateways->n < leaf->gateways->n)
+            return true;
+        for (const struct tr_rnode *g = leaf->gateways->head; g; g = g->next) {
+            const char *lg, *lf;
+            bool found = false;
+            if (!tr_rnode_str(g, &lg) || (lf = gw_full(x, leaf->gw_vs, lg)) == NULL)
+                return true;
+            for (const struct tr_rnode *h = root->gateways->head; h && !found; h = h->next) {
+                const char *rg, *rf;
+                found = tr_rnode_str(h, &rg) && (rf = gw_full(x, root->gw_vs, rg)) != NULL &&
+                        strcmp(rf, lf) == 0;
+            }
+            if (!found)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* The union of two maps by key, leaf's entry winning. */
+static bool kv_merge(struct ist_ctx *x, const struct ist_kv *root, size_t nr,
+                     const struct ist_kv *leaf, size_t nl, struct ist_kv **out, size_t *n)
+{
+    struct ist_kv *v = ist_alloc(x, nr + nl, sizeof(*v));
+    if (v == NULL)
+        return false;
+    size_t k = 0;
+    for (size_t i = 0; i < nr; i++)
+        if (kv_get(leaf, nl, root[i].name) == NULL)
+            v[k++] = root[i];
+    for (size_t i = 0; i < nl; i++)
+        v[k++] = leaf[i];
+    *out = v;
+    *n = k;
+    return true;
+}
+
+/* Istio's mergeHTTPMatchRequest: the delegate's block, with what it leaves
+ * out taken from the root's. */
+static bool merge_match(struct ist_ctx *x, const struct ist_match *root,
+                        const struct ist_match *leaf, struct ist_match *out)
+{
+    *out = *leaf;
+    if (leaf->name == NULL || leaf->name[0] == '\0')
+        out->name = root->name;
+    else if (root->name != NULL && root->name[0] != '\0')
+        out->name = ist_printf(x, "%s-%s", root->name, leaf->name);
+    const struct ist_sm *lsm[] = {&leaf->uri, &leaf->method, &leaf->authority, &leaf->scheme};
+    const struct ist_sm *rsm[] = {&root->uri, &root->method, &root->authority, &root->scheme};
+    struct ist_sm *osm[] = {&out->uri, &out->method, &out->authority, &out->scheme};
+    for (size_t i = 0; i < 4; i++) {
+        if (lsm[i]->kind != IST_SM_NONE)
+            continue;
+        *osm[i] = *rsm[i];
+        if (i == 0)
+            out->uri_never = root->uri_never;
+        else
+            out->pseudo_loc[i - 1] = root->pseudo_loc[i - 1];
+    }
+    if (!kv_merge(x, root->headers, root->n_headers, leaf->headers, leaf->n_headers, &out->headers,
+                  &out->n_headers) ||
+        !kv_merge(x, root->without, root->n_without, leaf->without, leaf->n_without, &out->without,
+                  &out->n_without) ||
+        !kv_merge(x, root->query, root->n_query, leaf->query, leaf->n_query, &out->query,
+                  &out->n_query))
+        return false;
+    if (out->port == 0)
+        out->port = root->port;
+    out->labels[1] = root->labels[0];
+    if (out->source_ns == NULL)
+        out->source_ns = root->source_ns;
+    if (out->gateways == NULL || out->gateways->n == 0) {
+        out->gateways = root->gateways;
+        out->gw_vs = root->gw_vs;
+    }
+    return true;
 }
 
 static bool is_catch_all(const struct tr_route_cfg *r)
@@ -1195,12 +1446,315 @@ static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const c
     return s;
 }
 
+/* Every field of a rule but its matches into proto: p's, or for a
+ * delegated rule (f the root's rule) p's else f's, as Istio's merge does. */
+static bool rule_fields(struct ist_ctx *x, const struct rule_src *p, const struct rule_src *f,
+                        const struct ist_vhost *vh, struct tr_route_cfg *proto)
+{
+    tr_cfg_route_defaults(proto);
+    /* Istio's order of actions: redirect, directResponse (the delegate
+     * rule's, else the root's), route. */
+    const struct rule_src *act = p;
+    if (f != NULL && !has_field(p, "redirect") && !has_field(p, "directResponse") &&
+        has_field(f, "directResponse"))
+        act = f;
+    const struct rule_src *rw = pick(p, f, "rewrite"), *hd = pick(p, f, "headers");
+    const char *authority = NULL;
+    bool ok = route_action(x, act->c, act->rule, act->vs, vh, proto) &&
+              rewrite(x, rw->c, rw->rule, proto) &&
+              header_ops(x, hd->c, hd->rule, &proto->request_headers, &proto->response_headers,
+                         &authority);
+    if (authority != NULL && proto->host_rewrite == NULL)
+        proto->host_rewrite = authority; /* rewrite.authority wins, as in Istio */
+    uint32_t ms;
+    const struct rule_src *to = pick(p, f, "timeout");
+    if (ist_duration(x, to->c, to->rule, "timeout", 24u * 3600u * 1000u, &ms))
+        proto->timeout_ms = ms;
+    const struct rule_src *fs = pick(p, f, "fault"), *cs = pick(p, f, "corsPolicy");
+    const struct rule_src *rs = pick(p, f, "retries");
+    const struct tr_rnode *fault = ist_map(x, fs->c, fs->rule, "fault");
+    const struct tr_rnode *cors = ist_map(x, cs->c, cs->rule, "corsPolicy");
+    if (ok && fault != NULL)
+        ok = fault_action(x, fs->c, fault, proto);
+    if (ok && cors != NULL && proto->redirect == NULL && proto->direct_status == 0)
+        ok = cors_action(x, cs->c, cors, proto);
+    const struct tr_rnode *retries = ist_map(x, rs->c, rs->rule, "retries");
+    if (ok && retries != NULL)
+        ok = retries_action(x, rs->c, retries, proto);
+    if (ok && proto->redirect == NULL && proto->direct_status == 0) {
+        /* mirrorPercentage, else the deprecated mirrorPercent (either name) */
+        const struct rule_src *ps =
+            has_field(p, "mirrorPercentage") ? p
+            : has_field(f, "mirrorPercentage")
+                ? f
+                : pick(p, f,
+                       has_field(p, "mirror_percent") || has_field(f, "mirror_percent")
+                           ? "mirror_percent"
+                           : "mirrorPercent");
+        ok = mirrors_action(x, pick(p, f, "mirror"), ps, pick(p, f, "mirrors"), vh, proto);
+    }
+    if (proto->redirect != NULL) {
+        /* A redirect answers here: nothing is forwarded, so nothing to
+         * time out, rewrite or edit on the way up. */
+        if (proto->timeout_ms && !x->quiet)
+            ist_warn(x, to->c, tr_rnode_get(to->rule, "timeout"), "timeout",
+                     "a redirect is answered by the proxy: the timeout has no effect");
+        /* A root's rewrite next to a delegate's redirect: Istio lets the
+         * redirect win. In one rule both is an error. */
+        if (rw == p && has_field(p, "rewrite"))
+            ist_error(x, p->c, tr_rnode_get(p->rule, "rewrite"), "rewrite",
+                      "rewrite and redirect cannot both be set");
+        proto->timeout_ms = 0;
+        proto->request_headers = (struct tr_header_ops_cfg){0};
+        proto->prefix_rewrite = NULL;
+        proto->host_rewrite = NULL;
+    }
+    if (proto->direct_status != 0) {
+        proto->prefix_rewrite = NULL;
+        proto->host_rewrite = NULL;
+    }
+    return ok;
+}
+
+/* The match blocks of a rule, read (an invalid block is left out: it was
+ * reported and refuses the resource). */
+static struct ist_match *read_matches(struct ist_ctx *x, struct ist_cursor *c,
+                                      const struct tr_rnode *rule, const struct tr_resource *vs,
+                                      size_t *n)
+{
+    *n = 0;
+    const struct tr_rnode *matches = ist_list(x, c, rule, "match");
+    struct ist_match *v = ist_alloc(x, matches ? matches->n : 1, sizeof(*v));
+    size_t j = 0;
+    for (const struct tr_rnode *m = matches ? matches->head : NULL; v && m; m = m->next, j++) {
+        size_t sm = ist_push_key(c, "match");
+        ist_push_index(c, j);
+        if (parse_match(x, c, m, vs, &v[*n]))
+            v[(*n)++].index = j;
+        ist_pop(c, sm);
+    }
+    return v;
+}
+
+/* The routes of one rule: proto once per match block that applies to vh
+ * (none: one route that matches everything). base names the route (see
+ * route_name); rule_loc is the rule's. False: no memory, or too many
+ * routes (reported). */
+static bool add_routes(struct ist_ctx *x, struct ist_cursor *c, struct ist_routes *out,
+                       const struct tr_route_cfg *proto, const struct ist_match *ms, size_t nm,
+                       const struct ist_vhost *vh, const char *base, struct tr_cfg_loc rule_loc,
+                       bool *catch_all)
+{
+    if (nm == 0) {
+        struct tr_route_cfg *r = ist_route_new(x, out);
+        if (r == NULL)
+            return false;
+        *r = *proto;
+        r->name = base;
+        r->loc = rule_loc;
+        *catch_all = true;
+        return true;
+    }
+    for (size_t j = 0; j < nm; j++) {
+        struct tr_route_cfg cand = *proto;
+        bool err;
+        bool keep = emit_match(x, &ms[j], vh, &cand, &err);
+        if (err)
+            return false;
+        if (!keep)
+            continue;
+        if (out->n >= MAX_ROUTES_PER_VHOST) {
+            ist_error(x, c, NULL, NULL, "more than %u routes for one host", MAX_ROUTES_PER_VHOST);
+            return false;
+        }
+        struct tr_route_cfg *r = ist_route_new(x, out);
+        if (r == NULL)
+            return false;
+        *r = cand;
+        if (ms[j].name != NULL && *ms[j].name != '\0')
+            r->name = ist_mprintf(x, "%s.%s", base, ms[j].name);
+        else if (nm > 1)
+            r->name = ist_mprintf(x, "%s.match[%zu]", base, j);
+        else
+            r->name = base;
+        for (char *p = (char *)r->name; p && *p; p++) {
+            if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+                *p = '_';
+        }
+        r->loc = ms[j].loc;
+        if (is_catch_all(r))
+            *catch_all = true;
+    }
+    return true;
+}
+
+/* Does a VirtualService's exportTo (absent: everywhere) take in ns? */
+static bool vs_exported_to(const struct tr_resource *vs, const char *ns)
+{
+    const struct tr_rnode *exp = tr_rnode_get(vs->spec, "exportTo");
+    if (exp == NULL || exp->kind != TR_RNODE_SEQ || exp->n == 0)
+        return true;
+    const char *own = vs->ns ? vs->ns : "default";
+    for (const struct tr_rnode *e = exp->head; e; e = e->next) {
+        const char *s;
+        if (tr_rnode_str(e, &s) && (strcmp(s, "*") == 0 || strcmp(s, ns) == 0 ||
+                                    (strcmp(s, ".") == 0 && strcmp(own, ns) == 0)))
+            return true;
+    }
+    return false;
+}
+
+bool ist_vs_is_delegate(const struct tr_resource *vs)
+{
+    const struct tr_rnode *hosts = vs->spec ? tr_rnode_get(vs->spec, "hosts") : NULL;
+    return hosts == NULL || tr_rnode_is_null(hosts) ||
+           (hosts->kind == TR_RNODE_SEQ && hosts->n == 0);
+}
+
+const struct tr_resource *ist_vs_find(const struct ist_ctx *x, const char *ns, const char *name)
+{
+    const struct tr_resource *r = tr_rset_find(x->rs, IST_GROUP, "VirtualService", ns, name);
+    if (r == NULL && strcmp(ns, "default") == 0) /* written without a namespace */
+        r = tr_rset_find(x->rs, IST_GROUP, "VirtualService", NULL, name);
+    return r;
+}
+
+/* Rule http[i] of root VirtualService vs delegates (cursor c at it): the
+ * delegate's rules, merged with it, in their order. A delegate Istio would
+ * not have (missing, not a delegate, refused, not exported to the root's
+ * namespace) drops the rule, as Istio does, with a finding. */
+static bool delegate_rule(struct ist_ctx *x, const struct tr_resource *vs, struct ist_cursor *c,
+                          const struct tr_rnode *rule, size_t i, const char *name,
+                          const struct ist_vhost *vh, struct ist_routes *out, bool *catch_all)
+{
+    struct rule_src root = {vs, rule, c};
+    if (vh == NULL) {
+        /* The root rule's own fields, reported once (the check pass). */
+        struct tr_route_cfg scratch;
+        if (!rule_fields(x, &root, NULL, NULL, &scratch))
+            return true;
+    }
+    size_t nr;
+    struct ist_match *rm = read_matches(x, c, rule, vs, &nr);
+    if (rm == NULL)
+        return false;
+    static const struct ist_key dkeys[] = {{"name", NULL}, {"namespace", NULL}};
+    const struct tr_rnode *dg = ist_map(x, c, rule, "delegate");
+    const char *dname = NULL, *dns = NULL;
+    size_t sd = ist_push_key(c, "delegate");
+    bool ok = dg != NULL && IST_KEYS(x, c, dg, dkeys);
+    if (ok && !ist_str(x, c, dg, "name", &dname)) {
+        ist_error(x, c, dg, "name", "the delegate VirtualService's name is required");
+        ok = false;
+    }
+    ist_str(x, c, dg, "namespace", &dns);
+    const char *rns = vs->ns ? vs->ns : "default";
+    if (dns == NULL || *dns == '\0')
+        dns = rns; /* Istio: the root's namespace */
+    const struct tr_resource *d = ok ? ist_vs_find(x, dns, dname) : NULL;
+    const char *why = !ok                       ? NULL
+                      : d == NULL               ? "does not exist"
+                      : !ist_vs_is_delegate(d)  ? "has hosts, so it is not a delegate"
+                      : ist_refused(x, d)       ? "is refused (its errors are reported)"
+                      : !vs_exported_to(d, rns) ? "is not exported to this namespace (its exportTo)"
+                                                : NULL;
+    if (why != NULL)
+        ist_finding(x, c, dg, NULL,
+                    "VirtualService %s/%s %s: this rule is dropped, as Istio drops a rule whose "
+                    "delegate it does not have",
+                    dns, dname, why);
+    ist_pop(c, sd);
+    if (!ok || why != NULL)
+        return true;
+    const char *base = route_name(x, vs, name, i, 0, 1, NULL);
+    struct ist_cursor dc;
+    ist_cursor_init(&dc, d, "spec");
+    const struct tr_rnode *dhttp = tr_rnode_get(d->spec, "http");
+    bool quiet = x->quiet;
+    x->quiet = true; /* the delegate's own check reported its fields */
+    size_t j = 0;
+    for (const struct tr_rnode *dr = dhttp && dhttp->kind == TR_RNODE_SEQ ? dhttp->head : NULL;
+         dr != NULL; dr = dr->next, j++) {
+        size_t sj = ist_push_key(&dc, "http");
+        ist_push_index(&dc, j);
+        struct rule_src del = {d, dr, &dc};
+        const char *drname = NULL;
+        ist_str(x, &dc, dr, "name", &drname);
+        struct tr_route_cfg proto;
+        size_t nd = 0;
+        struct ist_match *dm = NULL;
+        if (rule_fields(x, &del, &root, vh, &proto))
+            dm = read_matches(x, &dc, dr, d, &nd);
+        if (dm == NULL) {
+            ist_pop(&dc, sj);
+            continue;
+        }
+        struct tr_cfg_loc dloc = ist_loc(x, &dc, dr);
+        /* Istio's mergeHTTPMatchRequests: without root matches the
+         * delegate's; without delegate matches the root's; else each
+         * delegate block merged with each root block it narrows, and a
+         * delegate block that narrows none drops the whole delegate rule. */
+        struct ist_match *ms = dm;
+        size_t nm = nd;
+        if (nr > 0 && nd == 0) {
+            ms = ist_alloc(x, nr, sizeof(*ms));
+            for (size_t b = 0; ms && b < nr; b++) {
+                ms[b] = rm[b];
+                ms[b].loc = dloc;
+            }
+            nm = nr;
+        } else if (nr > 0) {
+            ms = ist_alloc(x, nr * nd, sizeof(*ms));
+            nm = 0;
+            for (size_t a = 0; ms && a < nd; a++) {
+                size_t before = nm;
+                for (size_t b = 0; b < nr; b++) {
+                    if (!match_conflict(x, &rm[b], &dm[a]) &&
+                        !merge_match(x, &rm[b], &dm[a], &ms[nm++]))
+                        ms = NULL;
+                    if (ms == NULL)
+                        break;
+                }
+                if (ms != NULL && nm == before) {
+                    x->quiet = quiet;
+                    ist_finding(x, c, dg, "delegate",
+                                "match[%zu] of rule %zu%s%s%s of VirtualService %s/%s is "
+                                "within none of this rule's matches: Istio drops that rule",
+                                a, j, drname ? " \"" : "", drname ? drname : "", drname ? "\"" : "",
+                                dns, dname);
+                    x->quiet = true;
+                    nm = 0;
+                    break;
+                }
+            }
+            if (ms != NULL && nm == 0) {
+                ist_pop(&dc, sj);
+                continue;
+            }
+        }
+        if (ms == NULL) {
+            x->quiet = quiet;
+            return false;
+        }
+        const char *dbase = route_name(x, d, drname, j, 0, 1, NULL);
+        const char *rname = ist_mprintf(x, "%s>%s", base, dbase);
+        if (rname == NULL || !add_routes(x, c, out, &proto, ms, nm, vh, rname, dloc, catch_all)) {
+            x->quiet = quiet;
+            return false;
+        }
+        ist_pop(&dc, sj);
+    }
+    x->quiet = quiet;
+    return true;
+}
+
 bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct ist_vhost *vh,
                    struct ist_routes *out)
 {
     struct ist_cursor c;
     ist_cursor_init(&c, vs, "spec");
     const struct tr_rnode *http = ist_list(x, &c, vs->spec, "http");
+    bool is_delegate = ist_vs_is_delegate(vs);
     bool catch_all = false;
     size_t i = 0;
     for (const struct tr_rnode *rule = http ? http->head : NULL; rule; rule = rule->next, i++) {
@@ -1212,92 +1766,47 @@ bool ist_vs_routes(struct ist_ctx *x, const struct tr_resource *vs, const struct
         }
         const char *name = NULL;
         ist_str(x, &c, rule, "name", &name);
-        struct tr_route_cfg proto;
-        tr_cfg_route_defaults(&proto);
-        const char *authority = NULL;
-        bool ok =
-            route_action(x, &c, rule, vs, vh, &proto) && rewrite(x, &c, rule, &proto) &&
-            header_ops(x, &c, rule, &proto.request_headers, &proto.response_headers, &authority);
-        if (authority != NULL && proto.host_rewrite == NULL)
-            proto.host_rewrite = authority; /* rewrite.authority wins, as in Istio */
-        uint32_t ms;
-        if (ist_duration(x, &c, rule, "timeout", 24u * 3600u * 1000u, &ms))
-            proto.timeout_ms = ms;
-        const struct tr_rnode *fault = ist_map(x, &c, rule, "fault");
-        const struct tr_rnode *cors = ist_map(x, &c, rule, "corsPolicy");
-        if (ok && fault != NULL)
-            ok = fault_action(x, &c, fault, &proto);
-        if (ok && cors != NULL && proto.redirect == NULL && proto.direct_status == 0)
-            ok = cors_action(x, &c, cors, &proto);
-        const struct tr_rnode *retries = ist_map(x, &c, rule, "retries");
-        if (ok && retries != NULL)
-            ok = retries_action(x, &c, retries, &proto);
-        if (ok && proto.redirect == NULL && proto.direct_status == 0)
-            ok = mirrors_action(x, &c, rule, vs, vh, &proto);
-        if (proto.redirect != NULL) {
-            /* A redirect answers here: nothing is forwarded, so nothing to
-             * time out, rewrite or edit on the way up. */
-            if (proto.timeout_ms && !x->quiet)
-                ist_warn(x, &c, tr_rnode_get(rule, "timeout"), "timeout",
-                         "a redirect is answered by the proxy: the timeout has no effect");
-            if (tr_rnode_get(rule, "rewrite") != NULL)
-                ist_error(x, &c, tr_rnode_get(rule, "rewrite"), "rewrite",
-                          "rewrite and redirect cannot both be set");
-            proto.timeout_ms = 0;
-            proto.request_headers = (struct tr_header_ops_cfg){0};
-        }
-        if (proto.direct_status != 0) {
-            proto.prefix_rewrite = NULL;
-            proto.host_rewrite = NULL;
-        }
-        const struct tr_rnode *matches = ist_list(x, &c, rule, "match");
-        size_t nm = matches ? matches->n : 0;
-        if (!ok) {
-            ist_pop(&c, saved);
-            continue;
-        }
         if (catch_all && !x->quiet) {
             ist_warn(x, &c, rule, NULL,
                      "unreachable: an earlier rule of this VirtualService "
                      "matches every request");
         }
-        if (nm == 0) {
-            struct tr_route_cfg *r = ist_route_new(x, out);
-            if (r == NULL)
+        if (has_field(&(struct rule_src){.rule = rule}, "delegate")) {
+            if (is_delegate) {
+                ist_error(x, &c, rule, "delegate",
+                          "a delegate VirtualService's rule cannot delegate again (one level "
+                          "only; Istio refuses it too)");
+            } else if (!delegate_rule(x, vs, &c, rule, i, name, vh, out, &catch_all)) {
                 return false;
-            *r = proto;
-            r->name = route_name(x, vs, name, i, 0, 1, NULL);
-            r->loc = ist_loc(x, &c, rule);
-            catch_all = true;
+            }
             ist_pop(&c, saved);
             continue;
         }
-        size_t j = 0;
-        for (const struct tr_rnode *m = matches->head; m; m = m->next, j++) {
-            size_t sm = ist_push_key(&c, "match");
-            ist_push_index(&c, j);
-            struct tr_route_cfg cand = proto;
-            bool err;
-            bool keep = match_block(x, &c, m, vs, vh, &cand, &err);
-            if (keep && !err) {
-                if (out->n >= MAX_ROUTES_PER_VHOST) {
-                    ist_error(x, &c, m, NULL, "more than %u routes for one host",
-                              MAX_ROUTES_PER_VHOST);
-                    return false;
-                }
-                struct tr_route_cfg *r = ist_route_new(x, out);
-                if (r == NULL)
-                    return false;
-                *r = cand;
-                const char *match_name = NULL;
-                ist_str(x, &c, m, "name", &match_name);
-                r->name = route_name(x, vs, name, i, j, nm, match_name);
-                r->loc = ist_loc(x, &c, m);
-                if (is_catch_all(r))
-                    catch_all = true;
-            }
-            ist_pop(&c, sm);
+        struct rule_src src = {vs, rule, &c};
+        struct tr_route_cfg proto;
+        bool ok = rule_fields(x, &src, NULL, vh, &proto);
+        size_t nm = 0;
+        struct ist_match *ms = ok ? read_matches(x, &c, rule, vs, &nm) : NULL;
+        const struct tr_rnode *matches = tr_rnode_get(rule, "match");
+        if (ms == NULL) {
+            ist_pop(&c, saved);
+            continue;
         }
+        size_t written = matches && matches->kind == TR_RNODE_SEQ ? matches->n : 0;
+        bool ok2 = true;
+        if (written == 0)
+            ok2 = add_routes(x, &c, out, &proto, ms, 0, vh, route_name(x, vs, name, i, 0, 1, NULL),
+                             ist_loc(x, &c, rule), &catch_all);
+        for (size_t k = 0; ok2 && k < nm; k++) {
+            /* Names count the blocks as written, invalid ones too. */
+            struct ist_match one = ms[k];
+            const char *rn = route_name(x, vs, name, i, one.index, written, one.name);
+            one.name = NULL; /* in rn already */
+            ok2 =
+                rn != NULL && add_routes(x, &c, out, &proto, &one, 1, vh, rn, one.loc, &catch_all);
+        }
+        if (!ok2)
+            return false;
         ist_pop(&c, saved);
     }
     if (vh == NULL) {
@@ -1327,8 +1836,23 @@ void ist_vs_check(struct ist_ctx *x, const struct tr_resource *vs)
     if (!IST_KEYS(x, &c, vs->spec, keys))
         return;
     const struct tr_rnode *hosts = ist_list(x, &c, vs->spec, "hosts");
-    if (hosts == NULL || hosts->n == 0)
+    const struct tr_rnode *http = tr_rnode_get(vs->spec, "http");
+    if (ist_vs_is_delegate(vs) &&
+        (http == NULL || tr_rnode_is_null(http) || (http->kind == TR_RNODE_SEQ && http->n == 0))) {
         ist_error(x, &c, vs->spec, "hosts", "at least one host is required");
+    } else if (ist_vs_is_delegate(vs)) {
+        /* No hosts, http rules: a delegate, whose rules only roots use.
+         * Istio's validation refuses in one what a delegate cannot carry. */
+        static const char *const no[] = {"gateways", "tcp", "tls"};
+        for (size_t k = 0; k < sizeof(no) / sizeof(no[0]); k++) {
+            const struct tr_rnode *v = tr_rnode_get(vs->spec, no[k]);
+            if (v != NULL && !tr_rnode_is_null(v) && (v->kind != TR_RNODE_SEQ || v->n > 0))
+                ist_error(x, &c, v, no[k],
+                          "a delegate VirtualService (no hosts) cannot have %s: only roots "
+                          "bind to hosts and gateways, and only http rules are delegated",
+                          no[k]);
+        }
+    }
     size_t i = 0;
     for (const struct tr_rnode *h = hosts ? hosts->head : NULL; h; h = h->next, i++) {
         const char *s;

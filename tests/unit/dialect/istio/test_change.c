@@ -250,6 +250,73 @@ static void test_canary_weights(void **state)
     free(a);
 }
 
+/* A root VirtualService for ratings whose /reviews rule delegates to
+ * team/reviews-part (no hosts), which splits between reviews v1 and v3. */
+static const char VS_DELEGATE[] =
+    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+    "metadata: {name: ratings, namespace: default}\n"
+    "spec:\n  hosts: [ratings]\n  http:\n"
+    "  - match: [{uri: {prefix: /reviews}}]\n"
+    "    delegate: {name: reviews-part, namespace: team}\n"
+    "  - route: [{destination: {host: ratings}}]\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+    "metadata: {name: reviews-part, namespace: team}\n"
+    "spec:\n  http:\n"
+    "  - route:\n"
+    "    - destination: {host: reviews.default.svc.cluster.local, subset: v1}\n"
+    "      weight: %d\n"
+    "    - destination: {host: reviews.default.svc.cluster.local, subset: v3}\n"
+    "      weight: %d\n";
+
+static char *vs_delegate(int w1)
+{
+    char buf[sizeof(VS_DELEGATE) + 16];
+    snprintf(buf, sizeof(buf), VS_DELEGATE, w1, 100 - w1);
+    return concat(MESH, buf);
+}
+
+static void test_delegate(void **state)
+{
+    (void)state;
+    /* A delegate has no hosts: its edit reaches the models of its root's
+     * host (ratings), client-1's too (its Sidecar keeps ratings), and
+     * every model it alters. */
+    char *b = vs_delegate(90), *a = vs_delegate(80);
+    struct outcome o;
+    check(b, a, &o);
+    assert_false(o.any);
+    assert_true(o.altered > 0);
+    assert_non_null(strstr(o.reached_names, "client-1"));
+    assert_null(strstr(o.reached_names, "shop-1"));
+    free(a);
+    /* the delegate gone (the root's rule dropped), and back */
+    a = replaced(b, "name: reviews-part, namespace: team}\nspec",
+                 "name: reviews-other, namespace: team}\nspec");
+    check(b, a, &o);
+    assert_false(o.any);
+    assert_true(o.altered > 0);
+    check(a, b, &o);
+    assert_false(o.any);
+    assert_true(o.altered > 0);
+    free(a);
+    /* the root names another delegate */
+    a = replaced(b, "delegate: {name: reviews-part", "delegate: {name: reviews-other");
+    check(b, a, &o);
+    assert_false(o.any);
+    assert_true(o.altered > 0);
+    free(a);
+    /* a delegate no root names: nothing reached */
+    a = replaced(b, "namespace: team}\n  - route", "namespace: elsewhere}\n  - route");
+    char *c = replaced(a, "weight: 90", "weight: 70");
+    check(a, c, &o);
+    assert_false(o.any);
+    assert_int_equal(o.reached, 0);
+    assert_int_equal(o.altered, 0);
+    free(c);
+    free(a);
+    free(b);
+}
+
 static void test_endpoints(void **state)
 {
     (void)state;
@@ -487,6 +554,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_canary_weights),
+        cmocka_unit_test(test_delegate),
         cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_destination_rule),
         cmocka_unit_test(test_own_service),

@@ -1435,12 +1435,171 @@ static size_t compare_shared(const char *extra, size_t min_models)
     }
 }
 
+/* Delegate VirtualServices (Istio's merge, pilot/pkg/model/virtualservice.go):
+ * a root rule's matches combined with each delegate rule's; fields the
+ * delegate leaves out come from the root; what Istio drops is reported. */
+static const char VS_ROOT[] =
+    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+    "metadata: {name: reviews, namespace: default}\n"
+    "spec:\n  hosts: [reviews]\n  http:\n"
+    "  - name: main\n"
+    "    match: [{uri: {prefix: /api}, headers: {x-team: {exact: a}}}, {uri: {prefix: /old}}]\n"
+    "    timeout: 3s\n"
+    "    headers: {request: {set: {x-root: \"1\"}}}\n"
+    "    delegate: {name: reviews-part, namespace: team}\n"
+    "  - match: [{uri: {prefix: /gone}}]\n"
+    "    delegate: {name: nothere}\n"
+    "  - match: [{uri: {prefix: /hidden}}]\n"
+    "    delegate: {name: private-part, namespace: team}\n"
+    "  - route: [{destination: {host: reviews, subset: v1}}]\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+    "metadata: {name: reviews-part, namespace: team}\n"
+    "spec:\n  http:\n"
+    /* narrows /api only (conflicts with /old): one route */
+    "  - name: v2\n"
+    "    match: [{uri: {prefix: /api/v2}, headers: {x-user: {exact: jason}}}]\n"
+    "    timeout: 1s\n"
+    "    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]\n"
+    /* within no root block (an exact outside both prefixes): dropped */
+    "  - match: [{uri: {exact: /elsewhere}}]\n"
+    "    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v3}}]\n"
+    /* no match: each root block */
+    "  - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v3}}]\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+    "metadata: {name: private-part, namespace: team}\n"
+    "spec:\n  exportTo: [.]\n  http:\n"
+    "  - route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]\n";
+
+static void test_delegate(void **state)
+{
+    (void)state;
+    char *text = concat(BOOKINFO, VS_ROOT);
+    struct compiled c;
+    compile_text(&c, text, "default", "productpage-1");
+    dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    assert_int_equal(c.d.n_errors, 0);
+    const struct tr_vhost_cfg *v = vhost(c.cfg, "9080", "reviews.default.svc.cluster.local:9080");
+    assert_int_equal(v->n_routes, 4);
+    /* rule v2: its uri (under the root's /api), both blocks' headers, its
+     * own timeout, the root's header edits */
+    const struct tr_route_cfg *r = &v->routes[0];
+    assert_string_equal(r->name, "default/reviews.main>team/reviews-part.v2");
+    assert_string_equal(r->loc.origin.ns, "team");
+    assert_string_equal(r->loc.origin.name, "reviews-part");
+    assert_string_equal(r->loc.path, "spec.http[0].match[0]");
+    assert_int_equal(r->path_kind, TR_PATH_PREFIX);
+    assert_string_equal(r->path, "/api/v2");
+    assert_int_equal(r->n_headers, 2);
+    assert_string_equal(r->headers[0].name, "x-team");
+    assert_string_equal(r->headers[1].name, "x-user");
+    assert_int_equal(r->timeout_ms, 1000);
+    assert_int_equal(r->request_headers.n_set, 1);
+    assert_string_equal(r->request_headers.set[0].name, "x-root");
+    assert_string_equal(r->clusters[0].cluster_name,
+                        "outbound|9080|v2|reviews.default.svc.cluster.local");
+    /* the third delegate rule (no match): once per root block, the root's
+     * timeout; the second one was dropped */
+    r = &v->routes[1];
+    assert_string_equal(r->name, "default/reviews.main>team/reviews-part.http[2].match[0]");
+    assert_string_equal(r->path, "/api");
+    assert_int_equal(r->n_headers, 1);
+    assert_int_equal(r->timeout_ms, 3000);
+    assert_string_equal(r->loc.path, "spec.http[2]");
+    assert_string_equal(v->routes[2].path, "/old");
+    assert_string_equal(v->routes[2].clusters[0].cluster_name,
+                        "outbound|9080|v3|reviews.default.svc.cluster.local");
+    /* the missing and the unexported delegates: their rules dropped */
+    assert_string_equal(v->routes[3].name, "default/reviews.http[3]");
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.http[0].delegate",
+                         "match[0] of rule 1 of VirtualService team/reviews-part is within none"));
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.http[1].delegate",
+                         "VirtualService default/nothere does not exist: this rule is dropped"));
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.http[2].delegate",
+                         "VirtualService team/private-part is not exported to this namespace"));
+    compiled_free(&c);
+    free(text);
+
+    /* One level only; a delegate without hosts takes no gateways or tcp;
+     * a root rule takes no route next to its delegate. The refused
+     * delegate is one Istio does not have: the root drops the rule. */
+    static const char BAD[] =
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: reviews, namespace: default}\n"
+        "spec:\n  hosts: [reviews]\n  http:\n"
+        "  - delegate: {name: two}\n"
+        "  - delegate: {name: gw}\n"
+        "    route: [{destination: {host: reviews}}]\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: two, namespace: default}\n"
+        "spec:\n  http:\n  - delegate: {name: gw}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: gw, namespace: default}\n"
+        "spec:\n  gateways: [edge]\n  tcp: [{route: [{destination: {host: db.data}}]}]\n"
+        "  http: [{route: [{destination: {host: reviews}}]}]\n";
+    text = concat(BOOKINFO, BAD);
+    compile_text(&c, text, "default", "productpage-1");
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.http[0].delegate",
+                         "cannot delegate again (one level only"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.gateways",
+                         "a delegate VirtualService (no hosts) cannot have gateways"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.tcp",
+                         "a delegate VirtualService (no hosts) cannot have tcp"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.http[1].route",
+                         "a rule with delegate cannot have route"));
+    compiled_free(&c);
+    free(text);
+
+    /* Conflicts as Istio judges them: an exact under an exact root must be
+     * equal, a regex on either side conflicts, the case flags must agree;
+     * the root's sourceNamespace binds the delegate's blocks. */
+    static const char CONFLICTS[] =
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: reviews, namespace: default}\n"
+        "spec:\n  hosts: [reviews]\n  http:\n"
+        "  - match: [{uri: {exact: /a}}, {uri: {regex: /r.*}}, {uri: {prefix: /c}, "
+        "ignoreUriCase: true}]\n"
+        "    delegate: {name: part}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: part, namespace: default}\n"
+        "spec:\n  http:\n"
+        "  - match: [{uri: {exact: /a}}]\n" /* with /a only */
+        "    route: [{destination: {host: reviews, subset: v1}}]\n"
+        "  - match: [{uri: {exact: /b}}]\n" /* none: dropped */
+        "    route: [{destination: {host: reviews, subset: v2}}]\n"
+        "  - match: [{uri: {prefix: /c/d}, ignoreUriCase: true}]\n" /* with /c only */
+        "    route: [{destination: {host: reviews, subset: v3}}]\n"
+        "  - match: [{method: {exact: POST}}]\n" /* no uri: all three */
+        "    route: [{destination: {host: reviews, subset: v2}}]\n";
+    text = concat(BOOKINFO, CONFLICTS);
+    compile_text(&c, text, "default", "productpage-1");
+    dump_diags(&c.d);
+    assert_int_equal(c.d.n_errors, 0);
+    v = vhost(c.cfg, "9080", "reviews.default.svc.cluster.local:9080");
+    /* /a; /c/d; POST x (/a, /r.*): the /c block differs in ignoreUriCase;
+     * then the default route */
+    assert_int_equal(v->n_routes, 5);
+    assert_string_equal(v->routes[0].path, "/a");
+    assert_int_equal(v->routes[0].path_kind, TR_PATH_EXACT);
+    assert_string_equal(v->routes[1].path, "/c/d");
+    assert_true(v->routes[1].path_ignore_case);
+    assert_string_equal(v->routes[2].path, "/a");
+    assert_int_equal(v->routes[2].n_methods, 1);
+    assert_int_equal(v->routes[3].path_kind, TR_PATH_REGEX);
+    assert_string_equal(v->routes[4].name, "default");
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.http[0].delegate",
+                         "match[0] of rule 1 of VirtualService default/part is within none"));
+    compiled_free(&c);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_routes),
         cmocka_unit_test(test_weighted_and_header_routes),
         cmocka_unit_test(test_dr_pool_and_retry_budget),
+        cmocka_unit_test(test_delegate),
         cmocka_unit_test(test_findings_name_the_field),
         cmocka_unit_test(test_errors_refuse_the_resource),
         cmocka_unit_test(test_request_authentication),
