@@ -314,9 +314,8 @@ static bool endpoints_build(struct tr_cluster_rt *c, struct tr_cluster_rt *prev,
             if ((ep = endpoint_new(&ss, len, resolved ? NULL : ec->addr.text, c->state)) == NULL)
                 break;
             /* Warm-up counts from here: an endpoint taken over keeps its time. */
-            ep->added_ms = c->ws->w != NULL && c->ws->w->loop != NULL
-                               ? tr_loop_now_ms(c->ws->w->loop)
-                               : 0;
+            ep->added_ms =
+                c->ws->w != NULL && c->ws->w->loop != NULL ? tr_loop_now_ms(c->ws->w->loop) : 0;
             ep->logical = is_logical(c->cfg, ec);
         }
         ep->refs++;
@@ -468,17 +467,17 @@ static bool groups_build(struct tr_cluster_rt *c)
     for (uint32_t k = 0; k < c->n_eps; k++) {
         c->order[k] = it[k].idx;
         bool new_level = k > 0 && it[k].prio != it[k - 1].prio;
-        bool new_group = k == 0 || new_level ||
-                         (weighted && strcmp(it[k].locality != NULL ? it[k].locality : "",
-                                             it[k - 1].locality != NULL ? it[k - 1].locality
-                                                                        : "") != 0);
+        bool new_group =
+            k == 0 || new_level ||
+            (weighted && strcmp(it[k].locality != NULL ? it[k].locality : "",
+                                it[k - 1].locality != NULL ? it[k - 1].locality : "") != 0);
         if (new_level)
             c->prio_group[++level] = c->n_groups;
         if (new_group)
-            c->groups[c->n_groups++] = (struct tr_lb_group){
-                .lo = k,
-                .prio = level,
-                .weight = weighted ? locality_weight(cc, it[k].locality) : 0};
+            c->groups[c->n_groups++] =
+                (struct tr_lb_group){.lo = k,
+                                     .prio = level,
+                                     .weight = weighted ? locality_weight(cc, it[k].locality) : 0};
         c->groups[c->n_groups - 1].hi = k + 1;
         c->ep_prio[it[k].idx] = (uint8_t)level;
     }
@@ -945,8 +944,7 @@ static uint32_t pick_locality(struct tr_cluster_rt *c, uint32_t p, uint32_t r,
     uint64_t draw = r % total;
     for (uint32_t g = first; g < end; g++) {
         const struct tr_lb_group *gr = &c->groups[g];
-        uint64_t w =
-            (uint64_t)gr->weight * availability(group_healthy(c, gr, pf), gr->hi - gr->lo);
+        uint64_t w = (uint64_t)gr->weight * availability(group_healthy(c, gr, pf), gr->hi - gr->lo);
         if (draw < w)
             return g;
         draw -= w;
@@ -955,8 +953,7 @@ static uint32_t pick_locality(struct tr_cluster_rt *c, uint32_t p, uint32_t r,
 }
 
 static struct tr_endpoint_rt *pick_grouped(struct tr_cluster_rt *c, uint32_t rnd, uint64_t hash,
-                                           const struct pick_filter *pf, bool warm,
-                                           uint64_t now_ms)
+                                           const struct pick_filter *pf, bool warm, uint64_t now_ms)
 {
     uint32_t r1 = mix32(rnd), r2 = mix32(r1);
     uint32_t p = pick_level(c, r1, pf);

@@ -111,7 +111,7 @@ struct tr_endpoint_rt {
      * the worker's clock; kept by later views that take it over. 0: not
      * known (no worker), never warming. */
     uint64_t added_ms;
-    uint64_t unejected_at_ms;  /* when the last ejection ended; 0: none yet */
+    uint64_t unejected_at_ms; /* when the last ejection ended; 0: none yet */
     struct tr_timer eject_timer;
     struct tr_worker *eject_w; /* whose loop holds eject_timer; NULL: not armed */
 };

@@ -862,7 +862,8 @@ static bool check_balancing(struct vctx *v, const struct tr_cluster_cfg *c,
             struct iloc tmp;
             return verr(v, item_loc(&e->loc, loc, "endpoints", k, &tmp), "locality",
                         e->locality != NULL ? AT_VALUE : AT_KEY,
-                        "locality \"%s\" has no entry in the cluster's locality_weights (\"\" stands for none): the "
+                        "locality \"%s\" has no entry in the cluster's locality_weights (\"\" "
+                        "stands for none): the "
                         "endpoint would get no traffic",
                         l);
         }
