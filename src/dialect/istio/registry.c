@@ -485,8 +485,8 @@ static void read_service_spec(struct ist_ctx *x, struct ist_cursor *c, const str
                  "loadBalancer.consistentHash (useSourceIp) keeps a client on one endpoint");
     if (ist_str(x, c, r->spec, "trafficDistribution", &v))
         ist_warn(x, c, r->spec, "trafficDistribution",
-                 "%s is not supported (no locality-aware routing yet): endpoints in every zone "
-                 "are used alike",
+                 "%s is not supported yet (Istio ranks endpoints by network, region, zone "
+                 "and subzone from it): a DestinationRule's localityLbSetting applies instead",
                  v);
     ist_bool(x, c, r->spec, "publishNotReadyAddresses", &s->publish_not_ready);
 }
