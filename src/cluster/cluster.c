@@ -1,5 +1,6 @@
 #include "cluster/cluster.h"
 
+#include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,6 +313,9 @@ static bool endpoints_build(struct tr_cluster_rt *c, struct tr_cluster_rt *prev,
             bool resolved = c->ep_ip != NULL && c->ep_ip[e] != NULL;
             if ((ep = endpoint_new(&ss, len, resolved ? NULL : ec->addr.text, c->state)) == NULL)
                 break;
+            /* Warm-up counts from here: an endpoint taken over keeps its time. */
+            ep->added_ms =
+                c->ws->w != NULL && c->ws->w->loop != NULL ? tr_loop_now_ms(c->ws->w->loop) : 0;
             ep->logical = is_logical(c->cfg, ec);
         }
         ep->refs++;
@@ -404,6 +408,86 @@ static bool table_build(struct tr_cluster_rt *c, struct tr_cluster_rt *p)
     return c->table != NULL;
 }
 
+/* ---- priorities and locality groups ---- */
+
+struct sort_item {
+    uint32_t prio;
+    const char *locality; /* NULL without locality weights */
+    uint32_t idx;
+};
+
+static int sort_item_cmp(const void *a, const void *b)
+{
+    const struct sort_item *x = a, *y = b;
+    if (x->prio != y->prio)
+        return x->prio < y->prio ? -1 : 1;
+    int l = strcmp(x->locality != NULL ? x->locality : "", y->locality != NULL ? y->locality : "");
+    if (l != 0)
+        return l;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static uint32_t locality_weight(const struct tr_cluster_cfg *cc, const char *locality)
+{
+    for (size_t i = 0; i < cc->n_locality_weights; i++)
+        if (strcmp(cc->locality_weights[i].locality, locality != NULL ? locality : "") == 0)
+            return cc->locality_weights[i].weight;
+    return 0; /* validate refuses an endpoint without one */
+}
+
+/* The view's order and groups, when its endpoints have more than one
+ * priority or its localities are weighted; priorities are compacted (a
+ * level without endpoints has no health and takes nothing, so leaving it
+ * out changes no share). */
+static bool groups_build(struct tr_cluster_rt *c)
+{
+    const struct tr_cluster_cfg *cc = c->cfg;
+    bool weighted = cc->n_locality_weights > 0;
+    bool prios = false;
+    for (uint32_t i = 0; i < c->n_eps && !prios; i++)
+        prios = slot_cfg(c, i)->priority != 0;
+    if (c->n_eps == 0 || (!prios && !weighted))
+        return true;
+    struct sort_item *it = calloc(c->n_eps, sizeof(*it));
+    c->order = calloc(c->n_eps, sizeof(*c->order));
+    c->groups = calloc(c->n_eps, sizeof(*c->groups));
+    c->ep_prio = calloc(c->n_eps, sizeof(*c->ep_prio));
+    c->prio_group = calloc(TR_LB_MAX_PRIOS + 1, sizeof(*c->prio_group));
+    if (it == NULL || c->order == NULL || c->groups == NULL || c->ep_prio == NULL ||
+        c->prio_group == NULL) {
+        free(it);
+        return false;
+    }
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        const struct tr_endpoint_cfg *ec = slot_cfg(c, i);
+        it[i] = (struct sort_item){
+            .prio = ec->priority, .locality = weighted ? ec->locality : NULL, .idx = i};
+    }
+    qsort(it, c->n_eps, sizeof(*it), sort_item_cmp);
+    uint32_t level = 0;
+    for (uint32_t k = 0; k < c->n_eps; k++) {
+        c->order[k] = it[k].idx;
+        bool new_level = k > 0 && it[k].prio != it[k - 1].prio;
+        bool new_group =
+            k == 0 || new_level ||
+            (weighted && strcmp(it[k].locality != NULL ? it[k].locality : "",
+                                it[k - 1].locality != NULL ? it[k - 1].locality : "") != 0);
+        if (new_level)
+            c->prio_group[++level] = c->n_groups;
+        if (new_group)
+            c->groups[c->n_groups++] =
+                (struct tr_lb_group){.lo = k,
+                                     .prio = level,
+                                     .weight = weighted ? locality_weight(cc, it[k].locality) : 0};
+        c->groups[c->n_groups - 1].hi = k + 1;
+        c->ep_prio[it[k].idx] = (uint8_t)level;
+    }
+    c->n_prios = level + 1;
+    c->prio_group[c->n_prios] = c->n_groups;
+    free(it);
+    return true;
+}
+
 bool tr_cluster_admit_request(struct tr_cluster_rt *c, struct tr_worker *w)
 {
     if (c->max_requests == 0 || c->state->active_requests < c->max_requests)
@@ -452,7 +536,7 @@ struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_r
             p = NULL;
         if (!policies_build(c, p, i))
             break;
-        if (!endpoints_build(c, p, n) || !table_build(c, p))
+        if (!endpoints_build(c, p, n) || !table_build(c, p) || !groups_build(c))
             break;
     }
     free(ix.slot);
@@ -470,10 +554,14 @@ void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt
     for (size_t i = 0; i < n; i++) {
         struct tr_cluster_rt *c = &cl[i];
         c->n_unhealthy = 0;
+        c->warm_until_ms = 0;
+        uint32_t warmup = c->cfg->warmup.duration_ms;
         for (uint32_t e = 0; e < c->n_eps; e++) {
             struct tr_endpoint_rt *ep = c->eps[e];
             endpoint_move(ep, c, slot_cfg(c, e));
             endpoint_follow(ep, c, e);
+            if (warmup > 0 && ep->added_ms > 0 && ep->added_ms + warmup > c->warm_until_ms)
+                c->warm_until_ms = ep->added_ms + warmup;
             c->n_unhealthy += ep->connect_failures > 0;
             if (!c->cfg->outlier.enabled)
                 tr_outlier_end(ep, 0); /* outlier detection was turned off */
@@ -515,6 +603,10 @@ void tr_clusters_free(struct tr_cluster_rt *cl, size_t n)
         free(cl[i].weights);
         free(cl[i].ep_cfg);
         free(cl[i].ep_ip);
+        free(cl[i].order);
+        free(cl[i].groups);
+        free(cl[i].ep_prio);
+        free(cl[i].prio_group);
         state_unref(cl[i].state);
         tr_lb_table_unref(cl[i].table);
     }
@@ -537,21 +629,81 @@ static inline bool eligible(const struct tr_endpoint_rt *e, const struct pick_fi
            (pf->ignore_ejection || !tr_endpoint_ejected(e, pf->now_ms));
 }
 
+/* Healthy for the priority and locality shares: as eligible, but the
+ * endpoint a retry avoids still counts (Envoy's shares do not depend on one
+ * request's previous hosts). */
+static inline bool healthy_now(const struct tr_endpoint_rt *e, const struct pick_filter *pf)
+{
+    return tr_endpoint_healthy(e, pf->now_ms) &&
+           (pf->ignore_ejection || !tr_endpoint_ejected(e, pf->now_ms));
+}
+
+/* The endpoints one pick chooses among: indexes order[lo, hi), or lo..hi
+ * themselves without an order; with warm set, endpoints still warming up
+ * count with their ramped weight. */
+struct pick_set {
+    const uint32_t *order;
+    uint32_t lo, hi;
+    bool warm;
+    uint64_t now_ms;
+};
+
+#define SET_AT(ps, k) ((ps)->order != NULL ? (ps)->order[k] : (k))
+
+/* Round robin's weights are scaled by this in a cluster with warm-up, so a
+ * ramped weight keeps three digits of precision. */
+#define WARM_SCALE 1000u
+
+/* Envoy's slow start: weight x max(minimum, (max(t, 1 s) / duration) ^
+ * (1 / aggression)) while t, the time since the endpoint appeared, is
+ * within the duration; scaled by WARM_SCALE. */
+static int64_t warm_weight(const struct tr_cluster_rt *c, uint32_t i, uint64_t now_ms)
+{
+    int64_t w = (int64_t)c->weights[i] * WARM_SCALE;
+    const struct tr_warmup_cfg *wc = &c->cfg->warmup;
+    uint64_t added = c->eps[i]->added_ms;
+    if (added == 0 || now_ms >= added + wc->duration_ms)
+        return w;
+    uint64_t t = now_ms > added ? now_ms - added : 0;
+    if (t < 1000)
+        t = 1000;
+    double f = (double)t / (double)wc->duration_ms;
+    if (f < 1.0)
+        f = pow(f, 10000.0 / (double)wc->aggression);
+    double min = (double)wc->min_per_million / 1e6;
+    if (f < min)
+        f = min;
+    if (f > 1.0)
+        f = 1.0;
+    int64_t r = (int64_t)((double)w * f);
+    return r > 0 ? r : 1;
+}
+
+static inline int64_t set_weight(const struct tr_cluster_rt *c, const struct pick_set *ps,
+                                 uint32_t i)
+{
+    if (c->cfg->warmup.duration_ms == 0)
+        return c->weights[i];
+    return ps->warm ? warm_weight(c, i, ps->now_ms) : (int64_t)c->weights[i] * WARM_SCALE;
+}
+
 /* Smooth weighted round robin: each pick adds every weight to its endpoint's
  * counter and takes the largest, then subtracts the total. Spreads picks
  * evenly (a 5:1:1 split gives a,a,b,a,c,a,a rather than a,a,a,a,a,b,c).
  * With a filter, only eligible endpoints take part (and their total). */
-static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c,
+static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c, const struct pick_set *ps,
                                                const struct pick_filter *pf)
 {
     struct tr_endpoint_rt *best = NULL;
     int64_t total = 0;
-    for (uint32_t i = 0; i < c->n_eps; i++) {
+    for (uint32_t k = ps->lo; k < ps->hi; k++) {
+        uint32_t i = SET_AT(ps, k);
         struct tr_endpoint_rt *e = c->eps[i];
         if (c->weights[i] == 0 || (pf != NULL && !eligible(e, pf)))
             continue;
-        e->rr_current += c->weights[i];
-        total += c->weights[i];
+        int64_t w = set_weight(c, ps, i);
+        e->rr_current += w;
+        total += w;
         if (best == NULL || e->rr_current > best->rr_current)
             best = e;
     }
@@ -560,85 +712,123 @@ static struct tr_endpoint_rt *pick_round_robin(struct tr_cluster_rt *c,
     return best;
 }
 
-static struct tr_endpoint_rt *pick_random(struct tr_cluster_rt *c, uint32_t rnd,
-                                          const struct pick_filter *pf)
+/* An endpoint drawn with probability weight / total (ramped weights when
+ * warming). total: the set's, or 0 to count it here. */
+static struct tr_endpoint_rt *pick_weighted(struct tr_cluster_rt *c, const struct pick_set *ps,
+                                            uint32_t rnd, int64_t total,
+                                            const struct pick_filter *pf)
 {
-    int64_t total = c->total_weight;
-    if (pf != NULL) {
-        total = 0;
-        for (uint32_t i = 0; i < c->n_eps; i++)
-            if (eligible(c->eps[i], pf))
-                total += c->weights[i];
-    }
+    if (total == 0)
+        for (uint32_t k = ps->lo; k < ps->hi; k++) {
+            uint32_t i = SET_AT(ps, k);
+            if (pf == NULL || eligible(c->eps[i], pf))
+                total += set_weight(c, ps, i);
+        }
     if (total <= 0)
         return NULL;
     int64_t r = (int64_t)(rnd % (uint64_t)total);
-    for (uint32_t i = 0; i < c->n_eps; i++) {
+    for (uint32_t k = ps->lo; k < ps->hi; k++) {
+        uint32_t i = SET_AT(ps, k);
         if (pf != NULL && !eligible(c->eps[i], pf))
             continue;
-        r -= c->weights[i];
+        r -= set_weight(c, ps, i);
         if (r < 0)
             return c->eps[i];
     }
     return NULL;
 }
 
-/* The k-th eligible endpoint (0-based). */
-static struct tr_endpoint_rt *nth_eligible(struct tr_cluster_rt *c, uint32_t k,
-                                           const struct pick_filter *pf)
+static struct tr_endpoint_rt *pick_random(struct tr_cluster_rt *c, const struct pick_set *ps,
+                                          uint32_t rnd, const struct pick_filter *pf)
 {
-    for (uint32_t i = 0; i < c->n_eps; i++)
-        if (eligible(c->eps[i], pf) && k-- == 0)
-            return c->eps[i];
+    bool whole = pf == NULL && ps->order == NULL && ps->lo == 0 && ps->hi == c->n_eps;
+    return pick_weighted(c, ps, rnd, whole ? c->total_weight : 0, pf);
+}
+
+/* The k-th eligible endpoint (0-based). */
+static struct tr_endpoint_rt *nth_eligible(struct tr_cluster_rt *c, const struct pick_set *ps,
+                                           uint32_t k, const struct pick_filter *pf)
+{
+    for (uint32_t j = ps->lo; j < ps->hi; j++) {
+        struct tr_endpoint_rt *e = c->eps[SET_AT(ps, j)];
+        if (eligible(e, pf) && k-- == 0)
+            return e;
+    }
     return NULL;
 }
 
-static uint32_t count_eligible(struct tr_cluster_rt *c, const struct pick_filter *pf)
+static uint32_t count_eligible(struct tr_cluster_rt *c, const struct pick_set *ps,
+                               const struct pick_filter *pf)
 {
     uint32_t n = 0;
-    for (uint32_t i = 0; i < c->n_eps; i++)
-        n += eligible(c->eps[i], pf);
+    for (uint32_t k = ps->lo; k < ps->hi; k++)
+        n += eligible(c->eps[SET_AT(ps, k)], pf);
     return n;
 }
 
-/* Power of two choices on outstanding requests (weights are ignored). */
-static struct tr_endpoint_rt *pick_least_request(struct tr_cluster_rt *c, uint32_t rnd,
-                                                 const struct pick_filter *pf)
+/* A second random number from the first (a 32-bit finalizer): shares that
+ * are drawn one after the other must not be correlated. */
+static inline uint32_t mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* Power of two choices on outstanding requests (weights are ignored, as
+ * Envoy's with equal weights). While endpoints warm up, the two are drawn
+ * by ramped weight instead, so a new endpoint is offered its share. */
+static struct tr_endpoint_rt *pick_least_request(struct tr_cluster_rt *c, const struct pick_set *ps,
+                                                 uint32_t rnd, const struct pick_filter *pf)
 {
     struct tr_endpoint_rt *a, *b;
-    if (pf == NULL) {
-        if (c->n_eps == 1)
-            return c->eps[0];
-        a = c->eps[rnd % c->n_eps];
-        b = c->eps[(rnd >> 16) % c->n_eps];
+    uint32_t size = ps->hi - ps->lo;
+    if (ps->warm) {
+        a = pick_weighted(c, ps, rnd, 0, pf);
+        b = pick_weighted(c, ps, mix32(rnd ^ 0x9e3779b9u), 0, pf);
+        if (a == NULL || b == NULL)
+            return a;
+    } else if (pf == NULL) {
+        if (size == 1)
+            return c->eps[SET_AT(ps, ps->lo)];
+        a = c->eps[SET_AT(ps, ps->lo + rnd % size)];
+        b = c->eps[SET_AT(ps, ps->lo + (rnd >> 16) % size)];
     } else {
-        uint32_t n = count_eligible(c, pf);
+        uint32_t n = count_eligible(c, ps, pf);
         if (n == 0)
             return NULL;
-        a = nth_eligible(c, rnd % n, pf);
-        b = nth_eligible(c, (rnd >> 16) % n, pf);
+        a = nth_eligible(c, ps, rnd % n, pf);
+        b = nth_eligible(c, ps, (rnd >> 16) % n, pf);
     }
     return b->active_requests < a->active_requests ? b : a;
 }
 
 /* Consistent hashing: the table's endpoint for hash, or with a filter the
  * first eligible one after it (on a ring, where a ring without the others
- * would have sent the key). O(log n) on a ring, O(1) with Maglev. */
-static struct tr_endpoint_rt *pick_hash(struct tr_cluster_rt *c, uint64_t hash,
-                                        const struct pick_filter *pf)
+ * would have sent the key). O(log n) on a ring, O(1) with Maglev. With
+ * priorities (prio >= 0) only the level's endpoints qualify, so keys of the
+ * others move to their next endpoint of that level. */
+static struct tr_endpoint_rt *pick_hash(struct tr_cluster_rt *c, const struct pick_set *ps,
+                                        uint64_t hash, const struct pick_filter *pf, int prio)
 {
     const struct tr_lb_table *t = c->table;
     if (t == NULL || tr_lb_table_size(t) == 0)
         return NULL;
-    if (pf == NULL)
+    if (pf == NULL && prio < 0)
         return c->eps[tr_lb_table_lookup(t, hash, 0)];
-    if (count_eligible(c, pf) == 0)
+    struct pick_filter all = {.now_ms = ps->now_ms, .ignore_ejection = true};
+    if (pf == NULL)
+        pf = &all;
+    if (count_eligible(c, ps, pf) == 0)
         return NULL; /* so the walk below always ends early */
     uint32_t size = tr_lb_table_size(t);
     for (uint32_t step = 0; step < size; step++) {
-        struct tr_endpoint_rt *e = c->eps[tr_lb_table_lookup(t, hash, step)];
-        if (eligible(e, pf))
-            return e;
+        uint32_t i = tr_lb_table_lookup(t, hash, step);
+        if ((prio < 0 || c->ep_prio[i] == (uint32_t)prio) && eligible(c->eps[i], pf))
+            return c->eps[i];
     }
     return NULL;
 }
@@ -657,6 +847,148 @@ static bool panic(struct tr_cluster_rt *c, uint64_t now_ms)
     return (uint64_t)healthy * 100 < (uint64_t)min * c->n_eps;
 }
 
+static struct tr_endpoint_rt *pick_in(struct tr_cluster_rt *c, const struct pick_set *ps,
+                                      uint32_t rnd, uint64_t hash, const struct pick_filter *pf,
+                                      int prio)
+{
+    switch (c->cfg->lb) {
+    case TR_LB_RANDOM:
+        return pick_random(c, ps, rnd, pf);
+    case TR_LB_LEAST_REQUEST:
+        return pick_least_request(c, ps, rnd, pf);
+    case TR_LB_RING_HASH:
+    case TR_LB_MAGLEV:
+        return pick_hash(c, ps, hash, pf, prio);
+    case TR_LB_ROUND_ROBIN:
+    default:
+        return pick_round_robin(c, ps, pf);
+    }
+}
+
+/* Envoy's overprovisioning factor (1.4, which Istio keeps): a level or a
+ * locality with at least 1/1.4 of its endpoints healthy takes its full
+ * share. Shares are in 1/10000. */
+#define SHARE_FULL 10000u
+static uint32_t availability(uint32_t healthy, uint32_t n)
+{
+    if (n == 0)
+        return 0;
+    uint64_t a = (uint64_t)healthy * 14000u / n;
+    return a > SHARE_FULL ? SHARE_FULL : (uint32_t)a;
+}
+
+static uint32_t group_healthy(const struct tr_cluster_rt *c, const struct tr_lb_group *g,
+                              const struct pick_filter *pf)
+{
+    if (pf == NULL)
+        return g->hi - g->lo;
+    uint32_t n = 0;
+    for (uint32_t k = g->lo; k < g->hi; k++)
+        n += healthy_now(c->eps[c->order[k]], pf);
+    return n;
+}
+
+/* The priority level that takes this request: Envoy's priority load. Each
+ * level's health is its healthy share x 1.4 (at most 100 %); level 0 takes
+ * its health, each next level what is left up to its own, and when the
+ * levels together are under 100 % their loads are scaled up to it. */
+static uint32_t pick_level(struct tr_cluster_rt *c, uint32_t r, const struct pick_filter *pf)
+{
+    if (pf == NULL)
+        return 0; /* all healthy: level 0's health is 100 % */
+    uint32_t health[TR_LB_MAX_PRIOS];
+    uint32_t sum = 0;
+    for (uint32_t p = 0; p < c->n_prios; p++) {
+        uint32_t healthy = 0, n = 0;
+        for (uint32_t g = c->prio_group[p]; g < c->prio_group[p + 1]; g++) {
+            healthy += group_healthy(c, &c->groups[g], pf);
+            n += c->groups[g].hi - c->groups[g].lo;
+        }
+        health[p] = availability(healthy, n);
+        sum += health[p];
+    }
+    if (sum == 0)
+        return 0; /* nothing healthy: level 0 answers (UH) */
+    uint32_t total = sum < SHARE_FULL ? sum : SHARE_FULL;
+    uint32_t draw = r % SHARE_FULL, acc = 0;
+    for (uint32_t p = 0; p < c->n_prios; p++) {
+        uint32_t load = (uint32_t)((uint64_t)health[p] * SHARE_FULL / total);
+        if (load > SHARE_FULL - acc)
+            load = SHARE_FULL - acc;
+        acc += load;
+        if (draw < acc)
+            return p;
+    }
+    /* Rounding left a sliver: the last level with any health. */
+    for (uint32_t p = c->n_prios; p-- > 0;)
+        if (health[p] > 0)
+            return p;
+    return 0;
+}
+
+/* A locality of level p, drawn by weight x availability (Envoy's
+ * locality-weighted balancing); without locality weights the level's one
+ * group. Returns a group index, or UINT32_MAX when none has health. */
+static uint32_t pick_locality(struct tr_cluster_rt *c, uint32_t p, uint32_t r,
+                              const struct pick_filter *pf)
+{
+    uint32_t first = c->prio_group[p], end = c->prio_group[p + 1];
+    if (c->cfg->n_locality_weights == 0 || end - first == 1)
+        return first;
+    uint64_t total = 0;
+    for (uint32_t g = first; g < end; g++) {
+        const struct tr_lb_group *gr = &c->groups[g];
+        total += (uint64_t)gr->weight * availability(group_healthy(c, gr, pf), gr->hi - gr->lo);
+    }
+    if (total == 0)
+        return UINT32_MAX;
+    uint64_t draw = r % total;
+    for (uint32_t g = first; g < end; g++) {
+        const struct tr_lb_group *gr = &c->groups[g];
+        uint64_t w = (uint64_t)gr->weight * availability(group_healthy(c, gr, pf), gr->hi - gr->lo);
+        if (draw < w)
+            return g;
+        draw -= w;
+    }
+    return end - 1;
+}
+
+static struct tr_endpoint_rt *pick_grouped(struct tr_cluster_rt *c, uint32_t rnd, uint64_t hash,
+                                           const struct pick_filter *pf, bool warm, uint64_t now_ms)
+{
+    uint32_t r1 = mix32(rnd), r2 = mix32(r1);
+    uint32_t p = pick_level(c, r1, pf);
+    uint32_t g = pick_locality(c, p, r2, pf);
+    bool hashing = c->cfg->lb == TR_LB_RING_HASH || c->cfg->lb == TR_LB_MAGLEV;
+    if (g != UINT32_MAX) {
+        /* A hash pick walks the whole table for the level's endpoints. */
+        struct pick_set ps = {.order = c->order,
+                              .lo = hashing ? c->groups[c->prio_group[p]].lo : c->groups[g].lo,
+                              .hi = hashing ? c->groups[c->prio_group[p + 1] - 1].hi
+                                            : c->groups[g].hi,
+                              .warm = warm,
+                              .now_ms = now_ms};
+        struct tr_endpoint_rt *e = pick_in(c, &ps, rnd, hash, pf, (int)p);
+        if (e != NULL)
+            return e;
+    }
+    if (pf == NULL)
+        return NULL;
+    /* Nothing there for this request (the endpoint it avoids was the only
+     * one): the first other locality or level that has one. */
+    for (uint32_t k = 0; k < c->n_groups; k++) {
+        if (k == g)
+            continue;
+        const struct tr_lb_group *gr = &c->groups[k];
+        struct pick_set ps = {
+            .order = c->order, .lo = gr->lo, .hi = gr->hi, .warm = warm, .now_ms = now_ms};
+        struct tr_endpoint_rt *e = pick_in(c, &ps, rnd, hash, pf, (int)gr->prio);
+        if (e != NULL)
+            return e;
+    }
+    return NULL;
+}
+
 struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd, uint64_t hash,
                                        const struct tr_endpoint_rt *avoid, uint64_t now_ms)
 {
@@ -668,18 +1000,11 @@ struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd, ui
         f.ignore_ejection = panic(c, now_ms);
         pf = &f;
     }
-    switch (c->cfg->lb) {
-    case TR_LB_RANDOM:
-        return pick_random(c, rnd, pf);
-    case TR_LB_LEAST_REQUEST:
-        return pick_least_request(c, rnd, pf);
-    case TR_LB_RING_HASH:
-    case TR_LB_MAGLEV:
-        return pick_hash(c, hash, pf);
-    case TR_LB_ROUND_ROBIN:
-    default:
-        return pick_round_robin(c, pf);
-    }
+    bool warm = now_ms < c->warm_until_ms;
+    if (c->n_groups > 0)
+        return pick_grouped(c, rnd, hash, pf, warm, now_ms);
+    struct pick_set ps = {.lo = 0, .hi = c->n_eps, .warm = warm, .now_ms = now_ms};
+    return pick_in(c, &ps, rnd, hash, pf, -1);
 }
 
 void tr_endpoint_connect_failed(struct tr_endpoint_rt *ep, uint64_t now_ms)

@@ -107,10 +107,25 @@ struct tr_endpoint_rt {
     uint32_t ejections;        /* times ejected */
     uint32_t eject_multiplier; /* x base_ejection_time: +1 per ejection, -1 per healthy interval */
     uint64_t ejected_until_ms; /* 0: not ejected */
-    uint64_t unejected_at_ms;  /* when the last ejection ended; 0: none yet */
+    /* Warm-up (clusters[].warmup): when this endpoint object was made, on
+     * the worker's clock; kept by later views that take it over. 0: not
+     * known (no worker), never warming. */
+    uint64_t added_ms;
+    uint64_t unejected_at_ms; /* when the last ejection ended; 0: none yet */
     struct tr_timer eject_timer;
     struct tr_worker *eject_w; /* whose loop holds eject_timer; NULL: not armed */
 };
+
+/* A run of the view's endpoint order with one priority (and, with
+ * locality_weights, one locality). */
+struct tr_lb_group {
+    uint32_t lo, hi; /* order[lo, hi) */
+    uint32_t prio;   /* 0: the first level, compacted */
+    uint32_t weight; /* its locality's weight; 0 without locality_weights */
+};
+
+/* Priority levels a view keeps apart (the model allows 0..127). */
+#define TR_LB_MAX_PRIOS 128u
 
 #define TR_EP_BACKOFF_BASE_MS 1000u
 #define TR_EP_BACKOFF_MAX_MS  30000u
@@ -138,6 +153,19 @@ struct tr_cluster_rt {
     struct tr_cluster_state *state; /* counted */
     struct tr_lb_table *table;      /* ring_hash, maglev (counted): the snapshot's, or the
                                       * view's own over resolved names; else NULL */
+    /* Priorities and locality groups, built with the view so a pick only
+     * counts: order lists endpoint indexes by priority, then locality;
+     * groups[prio_group[p] .. prio_group[p + 1]) are priority p's; ep_prio
+     * is each endpoint's (compacted) priority. All NULL and 0 when every
+     * endpoint has priority 0 and localities are not weighted. */
+    uint32_t *order;
+    struct tr_lb_group *groups;
+    uint32_t n_groups;
+    uint32_t *prio_group; /* n_prios + 1 entries */
+    uint32_t n_prios;
+    uint8_t *ep_prio;
+    /* Warm-up: no endpoint of the view warms after this (0: none does). */
+    uint64_t warm_until_ms;
     /* This worker's share of the cluster's circuit breakers (0: no limit):
      * limit / workers, the remainder to the first ones, at least 1. */
     uint32_t max_connections;
@@ -170,8 +198,13 @@ void tr_clusters_close_idle(struct tr_cluster_rt *c, size_t n);
 
 /* Pick an endpoint by the cluster's policy among the healthy ones (not in
  * connect back-off at now_ms, not ejected by outlier detection unless fewer
- * than outlier_detection.min_health_percent are healthy), other than avoid
- * (may be NULL: the endpoint a failed attempt of the same request went to).
+ * than outlier_detection.min_health_percent are healthy), other than avoid.
+ * With priorities, a level is drawn first by Envoy's
+ * priority load (each level's healthy share x 1.4, the rest spilling to the
+ * next), with locality_weights a locality of it by weight x its healthy
+ * share x 1.4 (at most 1); warming endpoints (clusters[].warmup) count with
+ * their ramped weight. avoid (may be NULL) is the endpoint a failed
+ * attempt of the same request went to.
  * rnd is a random 32-bit number; hash the request's consistent-hash key
  * (ring_hash, maglev; tr_lb_request_hash), which other policies ignore.
  * Returns NULL when no endpoint qualifies: the caller answers 503 UH. */

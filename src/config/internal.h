@@ -45,6 +45,8 @@
 #define CFG_MAX_STR         4096u  /* paths, regexes, file names, domains */
 #define CFG_MAX_BODY        65536u /* direct_response body */
 #define CFG_MAX_WEIGHT      1000000u
+#define CFG_MAX_PRIORITY    127u /* endpoints[].priority */
+#define CFG_MAX_LOCALITY    767u /* three 255-byte label values and two "/" */
 #define CFG_MAX_DURATION_MS (24u * 3600u * 1000u)
 #define CFG_MAX_WORKERS     256u
 #define CFG_H1_HEADERS_CAP  256u  /* TR_H1_MAX_HEADERS_CAP in codec/h1/h1.h */

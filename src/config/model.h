@@ -627,6 +627,13 @@ struct tr_endpoint_cfg {
     struct tr_cfg_addr addr;
     uint32_t weight;      /* default 1 */
     const char *workload; /* destination_workload label; NULL: cluster's */
+    /* Where the endpoint runs, "region/zone/subzone" (any part may be
+     * empty); NULL: unknown. Groups endpoints for locality_weights. */
+    const char *locality;
+    /* Failover level: picks go to priority 0 while it is healthy enough,
+     * then spill to 1, 2, ... (Envoy's priority levels); a compiler sets it
+     * per client from the localities. */
+    uint32_t priority;
     /* A DNS name instead of an IP address (the cluster's dns settings say
      * how it is resolved): host (RFC 1123, lower case) and port are set and
      * addr is unset except addr.text ("host:port"; validate fills it in for
@@ -677,6 +684,23 @@ struct tr_hash_policy_cfg {
     const char *query_param;    /* query parameter name; NULL: not this */
     uint32_t ring_min_size;     /* ring_hash: points on the ring at least; default 1024 */
     uint32_t maglev_table_size; /* maglev: lookup table entries, a prime; default 65537 */
+};
+
+/* Slow start (Istio's warmup, Envoy's slow_start_config): an endpoint new
+ * to the proxy gets weight x max(min_per_million / 1e6, (t / duration) ^
+ * (1 / aggression)) until duration has passed since it appeared. */
+struct tr_warmup_cfg {
+    uint32_t duration_ms;     /* 0: no warm-up (the section is absent) */
+    uint32_t min_per_million; /* of the weight; default 10% */
+    uint32_t aggression;      /* in 1/10000: 10000 is 1.0, linear (default) */
+};
+
+/* Locality-weighted picks (Istio's localityLbSetting.distribute): within a
+ * priority, a locality is drawn by weight (scaled by its share of healthy
+ * endpoints), then an endpoint of it. */
+struct tr_locality_weight_cfg {
+    const char *locality; /* as in endpoints[].locality */
+    uint32_t weight;
 };
 
 /* Per cluster per proxy (each worker enforces an even share, at least 1);
@@ -774,6 +798,9 @@ struct tr_cluster_cfg {
                                            * no limit */
     struct tr_tcp_keepalive_cfg *tcp_keepalive; /* NULL: off */
     struct tr_retry_budget_cfg *retry_budget;   /* NULL: each route's */
+    struct tr_warmup_cfg warmup;                /* round_robin and least_request only */
+    struct tr_locality_weight_cfg *locality_weights; /* 0: localities are not weighted */
+    size_t n_locality_weights;
     struct tr_cfg_loc loc;
 };
 

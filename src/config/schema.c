@@ -707,11 +707,31 @@ static const struct cfg_field route_table_fields[] = {
 const struct cfg_section cfg_route_table_section =
     SEC("route table", route_table_fields, offsetof(struct tr_route_table_cfg, loc), NULL);
 
+/* "region/zone/subzone": at most three parts, each printable without
+ * spaces (Kubernetes label values in practice); parts may be empty. */
+static bool check_locality(const char *s, char *why, size_t size)
+{
+    int slashes = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        if (*p == '/' && ++slashes > 2) {
+            snprintf(why, size, "expected region/zone/subzone (at most two \"/\")");
+            return false;
+        }
+        if (*p <= 0x20 || *p >= 0x7f) {
+            snprintf(why, size, "byte 0x%02x is not allowed in a locality", *p);
+            return false;
+        }
+    }
+    return true;
+}
+
 static const struct cfg_field endpoint_fields[] = {
     /* An IP address or a DNS name (sections.c; validate.c checks both forms). */
     CUSTOM("address", REQ, cfg_endpoint_address_set),
     U32("weight", struct tr_endpoint_cfg, weight, DEF, 1, CFG_MAX_WEIGHT, 1),
     STR("workload", struct tr_endpoint_cfg, workload, 0, CFG_MAX_NAME, NULL),
+    STR("locality", struct tr_endpoint_cfg, locality, 0, CFG_MAX_LOCALITY, check_locality),
+    U32("priority", struct tr_endpoint_cfg, priority, DEF, 0, CFG_MAX_PRIORITY, 0),
     ORIGIN(struct tr_endpoint_cfg),
 };
 const struct cfg_section cfg_endpoint_section =
@@ -863,6 +883,35 @@ static const struct cfg_field breakers_fields[] = {
 static const struct cfg_section breakers_section =
     SEC("cluster.circuit_breakers", breakers_fields, CFG_NO_LOC, NULL);
 
+/* Istio's WarmupConfiguration defaults: 10 %, aggression 1.0 (linear). */
+static const struct cfg_field warmup_fields[] = {
+    DUR("duration", struct tr_warmup_cfg, duration_ms, REQ, 1, MAXMS, 0),
+    {.key = "minimum_percent",
+     .kind = CK_PERCENT,
+     .flags = DEF,
+     .off = offsetof(struct tr_warmup_cfg, min_per_million),
+     .max = TR_PER_MILLION,
+     .def = 100000},
+    /* A number like a percentage (0.0001 to 100, 4 decimals), read in
+     * 1/10000 as a percentage is read in millionths of one. */
+    {.key = "aggression",
+     .kind = CK_PERCENT,
+     .flags = DEF,
+     .off = offsetof(struct tr_warmup_cfg, aggression),
+     .max = TR_PER_MILLION,
+     .def = 10000},
+};
+static const struct cfg_section warmup_section =
+    SEC("cluster.warmup", warmup_fields, CFG_NO_LOC, NULL);
+
+static const struct cfg_field locality_weight_fields[] = {
+    STR("locality", struct tr_locality_weight_cfg, locality, REQ | CF_EMPTY_OK, CFG_MAX_LOCALITY,
+        check_locality),
+    U32("weight", struct tr_locality_weight_cfg, weight, REQ, 1, CFG_MAX_WEIGHT, 0),
+};
+static const struct cfg_section locality_weight_section =
+    SEC("cluster.locality_weights", locality_weight_fields, CFG_NO_LOC, NULL);
+
 static const char *const lb_policies[] = {"round_robin", "least_request", "random", "ring_hash",
                                           "maglev"};
 static const char *const upstream_protocols[] = {"http1", "http2", "original"};
@@ -890,6 +939,9 @@ static const struct cfg_field cluster_fields[] = {
              tcp_keepalive_section),
     OPTIONAL("retry_budget", struct tr_cluster_cfg, retry_budget, struct tr_retry_budget_cfg,
              cluster_retry_budget_section),
+    SECTION("warmup", offsetof(struct tr_cluster_cfg, warmup), warmup_section),
+    LIST("locality_weights", struct tr_cluster_cfg, locality_weights, n_locality_weights, 0, 0,
+         CFG_MAX_ENDPOINTS, struct tr_locality_weight_cfg, locality_weight_section),
     ORIGIN(struct tr_cluster_cfg),
 };
 const struct cfg_section cfg_cluster_section =

@@ -825,10 +825,56 @@ static bool check_cluster_tls(struct vctx *v, struct tr_cluster_cfg *c,
     return true;
 }
 
+/* Warm-up scales the weights of round robin and least request (Envoy's
+ * slow start has no meaning for the others); locality weights group
+ * endpoints, so each endpoint's locality needs one. */
+static bool check_balancing(struct vctx *v, const struct tr_cluster_cfg *c,
+                            const struct tr_cfg_loc *loc)
+{
+    const struct tr_warmup_cfg *w = &c->warmup;
+    if (w->duration_ms > 0 && c->lb != TR_LB_ROUND_ROBIN && c->lb != TR_LB_LEAST_REQUEST)
+        return verr(v, loc, "warmup", AT_KEY,
+                    "only used with lb: round_robin or least_request; with this lb it would be "
+                    "ignored");
+    if (w->duration_ms > 0 && w->aggression == 0)
+        return verr(v, loc, "warmup.aggression", AT_VALUE, "must be greater than 0");
+    if (c->n_locality_weights == 0)
+        return true;
+    if (c->lb == TR_LB_RING_HASH || c->lb == TR_LB_MAGLEV)
+        return verr(v, loc, "locality_weights", AT_KEY,
+                    "not used with consistent hashing (lb: ring_hash or maglev), as in Envoy; "
+                    "with this lb it would be ignored");
+    for (size_t i = 0; i < c->n_locality_weights; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->locality_weights[i].locality, c->locality_weights[j].locality) == 0) {
+                char key[64];
+                snprintf(key, sizeof(key), "locality_weights[%zu].locality", i);
+                return verr(v, loc, key, AT_VALUE, "locality \"%s\" is listed twice",
+                            c->locality_weights[i].locality);
+            }
+    for (size_t k = 0; k < c->n_endpoints; k++) {
+        const struct tr_endpoint_cfg *e = &c->endpoints[k];
+        const char *l = e->locality != NULL ? e->locality : "";
+        bool listed = false;
+        for (size_t i = 0; i < c->n_locality_weights && !listed; i++)
+            listed = strcmp(c->locality_weights[i].locality, l) == 0;
+        if (!listed) {
+            struct iloc tmp;
+            return verr(v, item_loc(&e->loc, loc, "endpoints", k, &tmp), "locality",
+                        e->locality != NULL ? AT_VALUE : AT_KEY,
+                        "locality \"%s\" has no entry in the cluster's locality_weights (\"\" "
+                        "stands for none): the "
+                        "endpoint would get no traffic",
+                        l);
+        }
+    }
+    return true;
+}
+
 static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_cfg *c,
                           const struct tr_cfg_loc *loc)
 {
-    if (!check_hash_policy(v, c, loc) || !check_outlier(v, c, loc))
+    if (!check_hash_policy(v, c, loc) || !check_outlier(v, c, loc) || !check_balancing(v, c, loc))
         return false;
     if (!resolve(v, &nt->tls, "TLS context", c->tls_name, loc, "tls.context", &c->tls))
         return false;

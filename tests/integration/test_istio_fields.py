@@ -88,11 +88,16 @@ def security(kind, name, spec, ns="default"):
 # The client (whose model is compiled), reviews (two versions, two ports),
 # ratings, and db (TCP, two ports). Every pod has a sidecar, so TLS settings show.
 COMMON = [
-    pod("client", "10.0.0.2", {"app": "client", **MESH}, "client"),
+    # localities (istio-locality) for locality load balancing: reviews-v1
+    # in the client's zone, reviews-v2 in another region
+    pod("client", "10.0.0.2", {"app": "client", "istio-locality": "us-east.zone1", **MESH},
+        "client"),
     service("client", [("http", 8000, None)], {"app": "client"}),
     service("reviews", [("http", 9080, None), ("http-admin", 9081, None)], {"app": "reviews"}),
-    pod("reviews-v1", "10.0.0.11", {"app": "reviews", "version": "v1", **MESH}, "reviews"),
-    pod("reviews-v2", "10.0.0.12", {"app": "reviews", "version": "v2", **MESH}, "reviews"),
+    pod("reviews-v1", "10.0.0.11", {"app": "reviews", "version": "v1",
+                                    "istio-locality": "us-east.zone1", **MESH}, "reviews"),
+    pod("reviews-v2", "10.0.0.12", {"app": "reviews", "version": "v2",
+                                    "istio-locality": "us-west.zone2", **MESH}, "reviews"),
     service("ratings", [("http", 9080, None)], {"app": "ratings"}),
     pod("ratings-v1", "10.0.0.21", {"app": "ratings", "version": "v1", **MESH}, "ratings"),
     service("db", [("tcp", 3306, None), ("tcp-admin", 3307, None)], {"app": "db"}),
@@ -357,7 +362,9 @@ VALUES = {
     "*:distribute[].to": {"us-east/*": 100},
     "*:failover[].from": "us-east",
     "*:failover[].to": "us-west",
-    "*:failoverPriority": ["topology.kubernetes.io/region"],
+    # client and reviews-v1 share a region, so rank by version instead
+    "*:failoverPriority": ["version=v2"],
+    "*:localityLbSetting.enabled": False,
     "*:warmup.aggression": 1.5,
     "*:warmup.duration": "10s",
     "*:warmup.minimumPercent": 20.0,
@@ -652,6 +659,27 @@ def _custom_policy(doc, ctx):
     return "authz-ext"
 
 
+def _with_outlier_detection(port_level, subset):
+    # Locality failover applies only with outlier detection (Istio), set at
+    # the row's level: the rule's (which subsets inherit), or the port's
+    # entry (which inherits nothing).
+    def hook(doc, ctx):
+        spec = doc["spec"]
+        od = {"consecutive5xxErrors": 5}
+        spec.setdefault("trafficPolicy", {})["outlierDetection"] = od
+        at = spec
+        if subset:
+            # a subset of both versions, so that it has localities to rank
+            at = spec.setdefault("subsets", [{"name": "v1"}])[0]
+            at["labels"] = {"app": "reviews"}
+        if port_level:
+            tp = at.setdefault("trafficPolicy", {})
+            pls = tp.setdefault("portLevelSettings", [{"port": {"number": 9080}}])
+            pls[0]["outlierDetection"] = od
+        return ctx
+    return hook
+
+
 def _external_name(doc, ctx):
     doc["spec"]["type"] = "ExternalName"
     return ctx
@@ -697,6 +725,13 @@ HOOKS = {
     "PeerAuthentication:spec.selector": With("mtls", {"mode": "STRICT"}),
     # a provider is a CUSTOM policy's, from the mesh configuration's extensionProviders
     "AuthorizationPolicy:spec.provider": _custom_policy,
+    "*:loadBalancer.localityLbSetting": _with_outlier_detection(False, False),
+    "DestinationRule:subsets[].trafficPolicy.loadBalancer.localityLbSetting":
+        _with_outlier_detection(False, True),
+    "DestinationRule:spec.trafficPolicy.portLevelSettings[].loadBalancer.localityLbSetting":
+        _with_outlier_detection(True, False),
+    "DestinationRule:subsets[].trafficPolicy.portLevelSettings[].loadBalancer.localityLbSetting":
+        _with_outlier_detection(True, True),
 }
 
 # Rows (and the rows under them) whose value changes nothing in a sidecar's
@@ -720,17 +755,17 @@ INERT_BY_DESIGN = {
         "the Service's port says the protocol, where Istio reads it too",
     "EndpointSlice:ports[].appProtocol":
         "the Service's port says the protocol, where Istio reads it too",
-    # Locality: Istio takes it from the Node objects' topology labels, which
-    # are not part of the input, and trellis does no locality load balancing
-    # (DestinationRule localityLbSetting is reported).
+    # Locality: Istio takes an endpoint's from its Pod (istio-locality, else
+    # the topology labels of the Node named by spec.nodeName); the slice's
+    # and Endpoints' own node and zone fields are not where it looks.
     "Endpoints:subsets[].addresses[].nodeName":
-        "locality comes from the Node's topology labels (not in the input); no locality balancing",
+        "locality comes from the Pod (istio-locality label, or its Node's topology labels)",
     "EndpointSlice:endpoints[].nodeName":
-        "locality comes from the Node's topology labels (not in the input); no locality balancing",
+        "locality comes from the Pod (istio-locality label, or its Node's topology labels)",
     "EndpointSlice:endpoints[].zone":
-        "locality load balancing is not done (DestinationRule localityLbSetting is reported)",
+        "locality comes from the Pod (istio-locality label, or its Node's topology labels)",
     "Pod:spec.nodeName":
-        "locality comes from the Node's topology labels (not in the input); no locality balancing",
+        "the Node it names gives the locality (topology labels); the mesh here has no Node objects",
     "Namespace:metadata.labels":
         "injection labels select what Istio injects; each Pod carries the result (its sidecar "
         "label or status annotation), which is what is read",

@@ -481,6 +481,9 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
     c->endpoints = ist_malloc(x, n, sizeof(*c->endpoints));
     if (c->endpoints == NULL)
         return NULL;
+    const struct ist_inst **insts = ist_alloc(x, n + 1, sizeof(*insts));
+    if (insts == NULL)
+        return NULL;
     bool all_sidecar = n > 0;
     const char **ids = ist_malloc(x, n, sizeof(*ids));
     size_t n_ids = 0;
@@ -499,6 +502,7 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
         e->weight = in && in->weight ? in->weight : 1;
         e->workload = in && in->name ? ist_mstrdup(x, in->name) : NULL;
         e->loc = c->loc;
+        insts[c->n_endpoints] = in;
         c->n_endpoints++;
         /* Istio's auto mTLS: plaintext to an endpoint without a sidecar or
          * whose PeerAuthentication says DISABLE. */
@@ -513,6 +517,9 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
                 ids[n_ids++] = id;
         }
     }
+    if (pol.warmup.duration_ms > 0)
+        c->warmup = pol.warmup;
+    ist_locality_apply(x, c, insts, &pol);
     /* DNS settings only where an endpoint is a name (IP addresses need none). */
     for (size_t i = 0; dns && i < c->n_endpoints; i++) {
         if (c->endpoints[i].host != NULL) {

@@ -149,6 +149,9 @@ struct ist_inst {
     const char *port_names[8];
     size_t n_overrides;
     uint32_t weight;
+    /* "region/zone/subzone" as Istio derives it (registry.c, ist_locality_of);
+     * NULL: unknown */
+    const char *locality;
 };
 
 struct ist_svc_list {
@@ -269,12 +272,14 @@ struct ist_ctx {
     const char *wl_ip;
     const struct tr_rnode *wl_labels;
     const struct tr_resource *wl_res;
+    const char *wl_locality; /* "region/zone/subzone"; NULL: unknown */
 
     /* the mesh configuration (mesh.c): read on first use */
     bool mesh_read;
-    const struct tr_resource *mesh_cm; /* ConfigMap istio in the root namespace, or NULL */
-    const struct tr_rnode *mesh_node;  /* its data.mesh */
-    struct tr_rset *mesh_rs;           /* owns the parsed mesh configuration */
+    const struct tr_resource *mesh_cm;    /* ConfigMap istio in the root namespace, or NULL */
+    const struct tr_rnode *mesh_node;     /* its data.mesh */
+    struct tr_rset *mesh_rs;              /* owns the parsed mesh configuration */
+    const struct tr_rnode *mesh_locality; /* its localityLbSetting (a map), or NULL */
     struct ist_provider *providers;
     size_t n_providers;
     /* pathNormalization.normalization of the mesh configuration, for every
@@ -482,7 +487,27 @@ struct ist_cluster_policy {
     struct tr_tcp_keepalive_cfg keepalive;
     bool has_retry_budget; /* retryBudget */
     struct tr_retry_budget_cfg retry_budget;
+    struct tr_warmup_cfg warmup; /* duration 0: none */
+    /* The rule's loadBalancer.localityLbSetting (NULL: the mesh's), and
+     * whether failover may apply (the policy has outlierDetection). */
+    const struct tr_rnode *locality;
+    bool failover;
 };
+
+/* Locality load balancing (locality.c): sets the endpoints' locality,
+ * priority and the cluster's locality weights for the workload x compiles
+ * for, from the policy's (or the mesh's) localityLbSetting. insts[i] is the
+ * instance of c->endpoints[i] (NULL: unknown); endpoints that distribute
+ * drops leave both arrays. */
+void ist_locality_apply(struct ist_ctx *x, struct tr_cluster_cfg *c, const struct ist_inst **insts,
+                        const struct ist_cluster_policy *p);
+/* Checks a localityLbSetting (the cursor at it; ls may be NULL) as istiod's
+ * validation does. */
+void ist_check_locality_setting(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *ls);
+/* Istio's locality of an instance from its labels: istio-locality
+ * ("region.zone.subzone", or with "/"), else spec.nodeName's Node topology
+ * labels; NULL when neither says. */
+const char *ist_locality_of(struct ist_ctx *x, const struct tr_rnode *labels, const char *node);
 
 /* ------------------------------------------------------------ secrets */
 

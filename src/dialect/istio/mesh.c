@@ -152,6 +152,14 @@ void ist_mesh_read(struct ist_ctx *x)
             read_path_normalization(x, k->next);
             continue;
         }
+        if (k->s != NULL && strcmp(k->s, "localityLbSetting") == 0) {
+            /* The mesh-wide default a DestinationRule's own replaces. */
+            if (k->next->kind != TR_RNODE_MAP)
+                mesh_report(x, true, "localityLbSetting", k->next, "expected a mapping");
+            else
+                x->mesh_locality = k->next;
+            continue;
+        }
         if (k->s == NULL || strcmp(k->s, "extensionProviders") != 0) {
             mesh_report(x, false, k->s ? k->s : "?", k,
                         "this MeshConfig field is not read by trellis: ignored");

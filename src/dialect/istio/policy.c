@@ -212,18 +212,60 @@ const struct tr_rnode *ist_dr_subset(const struct tr_resource *dr, const char *n
 
 /* --------------------------------------------------- checking a rule */
 
+/* warmup (or the older warmupDurationSecs): slow start, which Istio sets
+ * only on ROUND_ROBIN and LEAST_REQUEST clusters (the default included). */
+static void check_warmup(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *lb)
+{
+    static const struct ist_key keys[] = {
+        {"duration", NULL}, {"minimumPercent", NULL}, {"aggression", NULL}};
+    uint32_t ms;
+    const struct tr_rnode *w = ist_map(x, c, lb, "warmup");
+    size_t saved = ist_push_key(c, "warmup");
+    if (w != NULL && IST_KEYS(x, c, w, keys)) {
+        if (!ist_duration(x, c, w, "duration", 24u * 3600u * 1000u, &ms) || ms == 0)
+            ist_error(x, c, w, "duration", "a duration of at least 1ms is required");
+        double d;
+        const struct tr_rnode *mp = tr_rnode_get(w, "minimumPercent");
+        if (mp != NULL && (!tr_rnode_double(mp, &d) || !(d >= 0 && d <= 100)))
+            ist_error(x, c, mp, "minimumPercent", "expected a number from 0 to 100");
+        const struct tr_rnode *ag = tr_rnode_get(w, "aggression");
+        if (ag != NULL && (!tr_rnode_double(ag, &d) || !(d >= 0 && d <= 100)))
+            ist_error(x, c, ag, "aggression", "expected a number from 0 to 100");
+        else if (ag != NULL && d == 0)
+            ist_warn(x, c, ag, "aggression", "0 is not a valid ramp; Envoy uses 1.0 (linear)");
+    }
+    ist_pop(c, saved);
+    const struct tr_rnode *wd = tr_rnode_get(lb, "warmupDurationSecs");
+    if (wd != NULL &&
+        (!ist_duration(x, c, lb, "warmupDurationSecs", 24u * 3600u * 1000u, &ms) || ms == 0))
+        ist_error(x, c, wd, "warmupDurationSecs", "a duration of at least 1ms is required");
+    const char *s = NULL;
+    tr_rnode_str(tr_rnode_get(lb, "simple"), &s);
+    bool ramped =
+        tr_rnode_get(lb, "consistentHash") == NULL && (s == NULL || strcmp(s, "RANDOM") != 0);
+    if ((w != NULL || wd != NULL) && !ramped)
+        ist_warn(x, c, w != NULL ? w : wd, w != NULL ? "warmup" : "warmupDurationSecs",
+                 "slow start applies to ROUND_ROBIN and LEAST_REQUEST only (as in Istio): "
+                 "ignored with %s",
+                 s != NULL ? s : "consistentHash");
+}
+
 static void check_lb(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *lb)
 {
     static const struct ist_key keys[] = {
         {"simple", NULL},
         {"consistentHash", NULL},
-        {"localityLbSetting", "locality-aware load balancing is not supported yet"},
-        {"warmupDurationSecs", "slow start is not supported yet"},
-        {"warmup", "slow start is not supported yet"},
+        {"localityLbSetting", NULL},
+        {"warmupDurationSecs", NULL},
+        {"warmup", NULL},
         {"zoneAwareLbSetting", "zone-aware load balancing is not supported yet"},
     };
     if (!IST_KEYS(x, c, lb, keys))
         return;
+    size_t saved = ist_push_key(c, "localityLbSetting");
+    ist_check_locality_setting(x, c, ist_map(x, c, lb, "localityLbSetting"));
+    ist_pop(c, saved);
+    check_warmup(x, c, lb);
     const char *s;
     if (ist_str(x, c, lb, "simple", &s) && strcmp(s, "ROUND_ROBIN") != 0 &&
         strcmp(s, "LEAST_REQUEST") != 0 && strcmp(s, "LEAST_CONN") != 0 &&
@@ -731,6 +773,37 @@ static void pool_extras(struct ist_ctx *x, const struct tr_resource *dr, const s
     x->quiet = quiet;
 }
 
+/* Slow start for ROUND_ROBIN and LEAST_REQUEST: warmup, else
+ * warmupDurationSecs, with Envoy's defaults (10 %, aggression 1.0). */
+static void warmup_apply(struct ist_ctx *x, const struct tr_resource *dr, const struct tr_rnode *lb,
+                         struct ist_cluster_policy *p)
+{
+    if (p->lb != TR_LB_ROUND_ROBIN && p->lb != TR_LB_LEAST_REQUEST)
+        return;
+    const struct tr_rnode *w = tr_rnode_get(lb, "warmup");
+    struct ist_cursor c;
+    ist_cursor_init(&c, dr, NULL);
+    bool q = x->quiet;
+    x->quiet = true; /* checked once by ist_dr_check */
+    uint32_t ms = 0;
+    if (w != NULL)
+        ist_duration(x, &c, w, "duration", 24u * 3600u * 1000u, &ms);
+    else
+        ist_duration(x, &c, lb, "warmupDurationSecs", 24u * 3600u * 1000u, &ms);
+    x->quiet = q;
+    if (ms == 0)
+        return;
+    p->warmup =
+        (struct tr_warmup_cfg){.duration_ms = ms, .min_per_million = 100000, .aggression = 10000};
+    double d;
+    if (tr_rnode_double(tr_rnode_get(w, "minimumPercent"), &d) && d >= 0 && d <= 100)
+        p->warmup.min_per_million = (uint32_t)llround(d * 10000.0);
+    if (tr_rnode_double(tr_rnode_get(w, "aggression"), &d) && d > 0 && d <= 100) {
+        long v = llround(d * 10000.0);
+        p->warmup.aggression = v > 0 ? (uint32_t)v : 1;
+    }
+}
+
 void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const char *subset,
                       uint32_t port, struct ist_cluster_policy *p)
 {
@@ -796,6 +869,8 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
         if (tr_rnode_int(tr_rnode_get(rb, "minRetryConcurrency"), &n) && n >= 0 && n <= 1000000)
             p->retry_budget.min_concurrency = (uint32_t)n;
     }
+    p->locality = tr_rnode_get(parts.lb, "localityLbSetting");
+    p->failover = parts.outlier != NULL && parts.outlier->kind == TR_RNODE_MAP;
     const struct tr_rnode *ch = tr_rnode_get(parts.lb, "consistentHash");
     if (ch != NULL) {
         struct tr_hash_policy_cfg *h = &p->hash;
@@ -831,6 +906,7 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
             }
         }
     }
+    warmup_apply(x, dr, parts.lb, p); /* after consistentHash: none with it */
     const struct tr_rnode *od = parts.outlier;
     if (od != NULL && od->kind == TR_RNODE_MAP) {
         /* Istio's defaults (DestinationRule reference, OutlierDetection). */

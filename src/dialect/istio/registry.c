@@ -167,6 +167,9 @@ static void read_pods(struct ist_ctx *x, size_t *cap)
         in->sa = sa ? sa : "default";
         in->sidecar = has_sidecar(r, r->labels);
         in->not_ready = !pod_ready(x, r, &in->ip, &in->finished);
+        const char *node = NULL;
+        tr_rnode_str(tr_rnode_get(r->spec, "nodeName"), &node);
+        in->locality = ist_locality_of(x, r->labels, node);
         if (!push_inst(x, in, cap))
             return;
     }
@@ -177,13 +180,10 @@ static void read_workload_entry(struct ist_ctx *x, struct ist_cursor *c,
                                 const struct tr_rnode *spec, struct ist_inst *in)
 {
     static const struct ist_key keys[] = {
-        {"address", NULL},
-        {"ports", NULL},
-        {"labels", NULL},
-        {"serviceAccount", NULL},
-        {"weight", NULL},
-        {"network", "one network: every address is taken as reachable"},
-        {"locality", "locality-aware load balancing is not supported yet"},
+        {"address", NULL},  {"ports", NULL},
+        {"labels", NULL},   {"serviceAccount", NULL},
+        {"weight", NULL},   {"network", "one network: every address is taken as reachable"},
+        {"locality", NULL},
     };
     IST_KEYS(x, c, spec, keys);
     ist_str(x, c, spec, "address", &in->ip);
@@ -191,6 +191,20 @@ static void read_workload_entry(struct ist_ctx *x, struct ist_cursor *c,
     if (labels != NULL)
         in->labels = labels;
     ist_str(x, c, spec, "serviceAccount", &in->sa);
+    /* Istio: the entry's locality, else its istio-locality label. */
+    const char *loc = NULL;
+    if (ist_str(x, c, spec, "locality", &loc) && *loc != '\0') {
+        int slashes = 0;
+        for (const char *q = loc; *q; q++)
+            slashes += *q == '/';
+        if (slashes > 2)
+            ist_error(x, c, tr_rnode_get(spec, "locality"), "locality",
+                      "expected region/zone/subzone (at most two \"/\")");
+        else
+            in->locality = loc;
+    } else {
+        in->locality = ist_locality_of(x, in->labels, NULL);
+    }
     ist_u32(x, c, spec, "weight", 0, 1000000, &in->weight);
     if (in->weight == 0)
         in->weight = 1;
@@ -471,8 +485,8 @@ static void read_service_spec(struct ist_ctx *x, struct ist_cursor *c, const str
                  "loadBalancer.consistentHash (useSourceIp) keeps a client on one endpoint");
     if (ist_str(x, c, r->spec, "trafficDistribution", &v))
         ist_warn(x, c, r->spec, "trafficDistribution",
-                 "%s is not supported (no locality-aware routing yet): endpoints in every zone "
-                 "are used alike",
+                 "%s is not supported yet (Istio ranks endpoints by network, region, zone "
+                 "and subzone from it): a DestinationRule's localityLbSetting applies instead",
                  v);
     ist_bool(x, c, r->spec, "publishNotReadyAddresses", &s->publish_not_ready);
 }
@@ -1050,6 +1064,7 @@ int ist_workload_find(struct ist_ctx *x)
             x->wl_labels = in->labels;
             x->wl_sa = in->sa;
             x->wl_ip = in->ip;
+            x->wl_locality = in->locality;
             return 0;
         }
     }
@@ -1062,6 +1077,7 @@ int ist_workload_find(struct ist_ctx *x)
             continue;
         const struct tr_rnode *tpl = tr_rnode_get(r->spec, "template");
         x->wl_labels = tr_rnode_get(tr_rnode_get(tpl, "metadata"), "labels");
+        x->wl_locality = ist_locality_of(x, x->wl_labels, NULL);
         const char *sa = NULL;
         const struct tr_rnode *ps = tr_rnode_get(tpl, "spec");
         if (!tr_rnode_str(tr_rnode_get(ps, "serviceAccountName"), &sa))

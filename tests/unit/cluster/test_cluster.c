@@ -1056,6 +1056,184 @@ static void test_dns_first_follows_first_address(void **state)
     tr_dns_table_unref(g3.ws.dns);
 }
 
+/* ---- priorities, locality weights, warm-up ---- */
+
+/* Picks per endpoint over n picks with pseudo-random numbers (a fixed
+ * sequence: the counts are the same on every run). */
+#define PICKS 20000u
+static void count_picks(struct tr_cluster_rt *c, uint32_t n, uint64_t now_ms, uint32_t *count)
+{
+    uint32_t r = 12345;
+    memset(count, 0, c->n_eps * sizeof(*count));
+    for (uint32_t k = 0; k < n; k++) {
+        r = r * 1664525u + 1013904223u;
+        struct tr_endpoint_rt *e = tr_cluster_pick(c, r, key(k), NULL, now_ms);
+        assert_non_null(e);
+        for (uint32_t i = 0; i < c->n_eps; i++)
+            count[i] += c->eps[i] == e;
+    }
+}
+
+/* share (per mille of n) within tol per mille of want. */
+static void assert_share(uint32_t count, uint32_t n, uint32_t want, uint32_t tol)
+{
+    uint32_t got = (uint32_t)((uint64_t)count * 1000u / n);
+    if (got + tol < want || got > want + tol)
+        fail_msg("share %u per mille, want %u +- %u", got, want, tol);
+}
+
+static void test_priority_failover(void **state)
+{
+    (void)state;
+    for (enum tr_lb_policy lb = TR_LB_ROUND_ROBIN; lb <= TR_LB_MAGLEV; lb++) {
+        static struct gen g;
+        gen_init(&g);
+        /* Two endpoints of level 0 (the client's zone), two of level 3
+         * (compacted to 1): the model need not number levels densely. */
+        add_cluster(&g, "web", lb, (int[]){1, 2, 3, 4}, NULL, 4);
+        g.eps[0][2].priority = 3;
+        g.eps[0][3].priority = 3;
+        if (lb >= TR_LB_RING_HASH)
+            hash_on(&g, 0, lb);
+        gen_adopt(&g, NULL);
+        struct tr_cluster_rt *c = &g.views[0];
+        assert_int_equal(c->n_prios, 2);
+        uint32_t n[4];
+        /* All healthy: level 0 takes everything. */
+        count_picks(c, PICKS, 0, n);
+        assert_int_equal(n[2] + n[3], 0);
+        assert_share(n[0], PICKS, 500, 60);
+        /* One of two down: level 0's health is 50 % x 1.4 = 70 %, the other
+         * 30 % spill to level 1 (Envoy's priority load). +-2 %: the draw is
+         * per pick; ring and table shares add their own spread. */
+        tr_endpoint_connect_failed(c->eps[0], 0);
+        count_picks(c, PICKS, 10, n);
+        assert_int_equal(n[0], 0);
+        assert_share(n[1], PICKS, 700, 20);
+        assert_share(n[2] + n[3], PICKS, 300, 20);
+        /* Both down: level 1 takes all. */
+        tr_endpoint_connect_failed(c->eps[1], 0);
+        count_picks(c, PICKS, 10, n);
+        assert_int_equal(n[2] + n[3], PICKS);
+        /* A retry avoiding the last one of a level finds another level. */
+        tr_endpoint_connect_ok(c->eps[0], 0);
+        tr_endpoint_connect_ok(c->eps[1], 0);
+        for (uint32_t r = 0; r < 64; r++) {
+            struct tr_endpoint_rt *e = tr_cluster_pick(c, r * 2654435761u, key(r), c->eps[0], 0);
+            assert_non_null(e);
+            assert_ptr_not_equal(e, c->eps[0]);
+        }
+        /* Everything down: nobody (503 UH). */
+        for (uint32_t i = 0; i < 4; i++)
+            tr_endpoint_connect_failed(c->eps[i], 0);
+        assert_null(tr_cluster_pick(c, 7, key(7), NULL, 10));
+        for (uint32_t i = 0; i < 4; i++)
+            tr_endpoint_connect_ok(c->eps[i], 0);
+        if (lb >= TR_LB_RING_HASH)
+            hash_off(&g);
+        gen_free(&g);
+    }
+}
+
+static void test_priority_ejection(void **state)
+{
+    (void)state;
+    static struct gen g;
+    gen_init(&g);
+    /* Outlier detection is what moves traffic in Istio's failover: an
+     * ejected level-0 endpoint sends its share to level 1. */
+    add_cluster(&g, "web", TR_LB_LEAST_REQUEST, (int[]){1, 2}, NULL, 2);
+    g.eps[0][1].priority = 1;
+    outlier_on(&g.clusters[0], 1, 100);
+    gen_adopt(&g, NULL);
+    struct tr_cluster_rt *c = &g.views[0];
+    uint32_t n[2];
+    count_picks(c, 2000, 0, n);
+    assert_int_equal(n[0], 2000);
+    tr_endpoint_report(c->eps[0], 503, 0);
+    assert_true(tr_endpoint_ejected(c->eps[0], 1));
+    count_picks(c, 2000, 1, n);
+    assert_int_equal(n[1], 2000);
+    tr_outlier_end(c->eps[0], 0);
+    gen_free(&g);
+}
+
+static void test_locality_weights(void **state)
+{
+    (void)state;
+    for (enum tr_lb_policy lb = TR_LB_ROUND_ROBIN; lb <= TR_LB_RANDOM; lb++) {
+        static struct gen g;
+        gen_init(&g);
+        /* Localities a (two endpoints) and b (one): 80 / 20. */
+        add_cluster(&g, "web", lb, (int[]){1, 2, 3}, NULL, 3);
+        g.eps[0][0].locality = "r/a";
+        g.eps[0][1].locality = "r/a";
+        g.eps[0][2].locality = "r/b";
+        static struct tr_locality_weight_cfg lw[] = {{"r/a", 80}, {"r/b", 20}};
+        g.clusters[0].locality_weights = lw;
+        g.clusters[0].n_locality_weights = 2;
+        gen_adopt(&g, NULL);
+        struct tr_cluster_rt *c = &g.views[0];
+        assert_int_equal(c->n_groups, 2);
+        uint32_t n[3];
+        /* +-2 % over 20,000 picks (the draw's standard deviation is 0.3 %). */
+        count_picks(c, PICKS, 0, n);
+        assert_share(n[0] + n[1], PICKS, 800, 20);
+        assert_share(n[2], PICKS, 200, 20);
+        assert_share(n[0], PICKS, 400, 25);
+        /* Half of a down: its weight x 0.5 x 1.4 = 56 against 20. */
+        tr_endpoint_connect_failed(c->eps[0], 0);
+        count_picks(c, PICKS, 10, n);
+        assert_share(n[1], PICKS, 737, 20);
+        assert_share(n[2], PICKS, 263, 20);
+        tr_endpoint_connect_ok(c->eps[0], 0);
+        gen_free(&g);
+    }
+}
+
+static void test_warmup_ramp(void **state)
+{
+    (void)state;
+    for (enum tr_lb_policy lb = TR_LB_ROUND_ROBIN; lb <= TR_LB_LEAST_REQUEST; lb++) {
+        static struct gen g1, g2;
+        gen_init(&g1);
+        add_cluster(&g1, "web", lb, (int[]){1}, NULL, 1);
+        g1.clusters[0].warmup = (struct tr_warmup_cfg){
+            .duration_ms = 10000, .min_per_million = 100000, .aggression = 10000};
+        gen_adopt(&g1, NULL);
+        struct tr_endpoint_rt *old = g1.views[0].eps[0];
+        old->added_ms = 1000; /* long warm by 100 s */
+        /* Endpoint 2 appears at 100 s; the old one is taken over with its time. */
+        gen_init(&g2);
+        add_cluster(&g2, "web", lb, (int[]){1, 2}, NULL, 2);
+        g2.clusters[0].warmup = g1.clusters[0].warmup;
+        g2.views = tr_clusters_build(&g2.ws, g1.views, 1);
+        assert_non_null(g2.views);
+        g2.views[0].eps[1]->added_ms = 100000;
+        tr_clusters_commit(g2.views, 1, g1.views, 1);
+        struct tr_cluster_rt *c = &g2.views[0];
+        assert_ptr_equal(c->eps[0], old);
+        assert_int_equal(old->added_ms, 1000);
+        assert_int_equal(c->warm_until_ms, 110000);
+        uint32_t n[2];
+        /* 0.5 s in: the minimum, 10 % of its weight: 0.1 / 1.1 = 9.1 %. */
+        count_picks(c, PICKS, 100500, n);
+        assert_share(n[1], PICKS, 91, 15);
+        /* Halfway: 0.5 / 1.5 = 33.3 %. */
+        count_picks(c, PICKS, 105000, n);
+        assert_share(n[1], PICKS, 333, 20);
+        /* Aggression 2: 0.5 ^ (1 / 2) = 0.707: 41.4 %. */
+        g2.clusters[0].warmup.aggression = 20000;
+        count_picks(c, PICKS, 105000, n);
+        assert_share(n[1], PICKS, 414, 20);
+        /* Done: an even split. */
+        count_picks(c, PICKS, 110000, n);
+        assert_share(n[1], PICKS, 500, 20);
+        gen_free(&g1);
+        gen_free(&g2);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1079,6 +1257,10 @@ int main(void)
         cmocka_unit_test(test_pool_limits),
         cmocka_unit_test(test_dns_names_expand_and_keep_endpoints),
         cmocka_unit_test(test_dns_first_follows_first_address),
+        cmocka_unit_test(test_priority_failover),
+        cmocka_unit_test(test_priority_ejection),
+        cmocka_unit_test(test_locality_weights),
+        cmocka_unit_test(test_warmup_ramp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -208,7 +208,7 @@ static void test_errors(void **state)
          "\"127.0.0.1:99999\""},
         {P("clusters", "web", "endpoints", "- adress: 127.0.0.1:9001\n"),
          "clusters[0].endpoints[0].adress: unknown field \"adress\" (accepted: address, weight, "
-         "workload, origin)"},
+         "workload, locality, priority, origin)"},
         /* The fragment's own syntax errors name the update; "? " keys are refused
          * before libfyaml sees them, as in files. */
         {P("clusters", "web", "endpoints", "? a\n: b\n"), NULL},

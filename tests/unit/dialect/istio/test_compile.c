@@ -1593,6 +1593,144 @@ static void test_delegate(void **state)
     free(text);
 }
 
+/* Locality load balancing from the client's view: the client (Pod label
+ * istio-locality) in r1/z1; endpoints in r1/z1 (label), r1/z2 (the Node's
+ * topology labels) and r2 and r3 (WorkloadEntry locality). */
+static const char LOCALITY_MESH[] =
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: default, labels: {app: "
+    "client, istio-locality: r1.z1}}\nspec: {serviceAccountName: client}\n"
+    "status: {podIP: 10.0.0.1}\n"
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\n"
+    "spec: {selector: {app: api}, ports: [{name: http, port: 80}]}\n"
+    "---\napiVersion: v1\nkind: Node\nmetadata: {name: n2, labels: "
+    "{topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z2}}\n"
+    "---\napiVersion: v1\nkind: Pod\nmetadata: {name: a1, namespace: default, labels: {app: api, "
+    "istio-locality: r1.z1}}\nstatus: {podIP: 10.0.0.11}\n"
+    "---\napiVersion: v1\nkind: Pod\nmetadata: {name: a2, namespace: default, labels: {app: api, "
+    "tier: gold}}\nspec: {nodeName: n2}\nstatus: {podIP: 10.0.0.12}\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: a3, "
+    "namespace: default}\nspec: {address: 10.0.0.13, labels: {app: api}, locality: r2/z1}\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: a4, "
+    "namespace: default}\nspec: {address: 10.0.0.14, labels: {app: api}, locality: r3/z1}\n";
+
+/* The priorities of the api cluster's endpoints a1..a4, compiled with lb
+ * (the DestinationRule's loadBalancer, "" for none) and outlier detection. */
+static void locality_prios(const char *lb, bool outlier, uint32_t *prio,
+                           const struct tr_cluster_cfg **out, struct compiled *c)
+{
+    char dr[1024];
+    snprintf(dr, sizeof(dr),
+             "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: "
+             "api, namespace: default}\nspec:\n  host: api\n  trafficPolicy:\n%s%s",
+             outlier ? "    outlierDetection: {consecutive5xxErrors: 3}\n" : "", lb);
+    char *text = concat(LOCALITY_MESH, dr);
+    compile_text(c, text, "default", "client");
+    free(text);
+    if (c->cfg == NULL)
+        dump_diags(&c->d);
+    assert_non_null(c->cfg);
+    const struct tr_cluster_cfg *cl = cluster(c->cfg, "outbound|80||api.default.svc.cluster.local");
+    for (size_t i = 0; i < 4; i++)
+        prio[i] = UINT32_MAX;
+    for (size_t i = 0; i < cl->n_endpoints; i++) {
+        const char *a = cl->endpoints[i].addr.text;
+        prio[a[strlen(a) - 4] - '1'] = cl->endpoints[i].priority; /* 10.0.0.1N:80 */
+    }
+    *out = cl;
+}
+
+static void test_locality_failover(void **state)
+{
+    (void)state;
+    struct compiled c;
+    const struct tr_cluster_cfg *cl;
+    uint32_t p[4];
+    /* No outlier detection: no failover (Istio), localities still shown. */
+    locality_prios("    loadBalancer: {simple: ROUND_ROBIN}\n", false, p, &cl, &c);
+    assert_int_equal(p[0] + p[1] + p[2] + p[3], 0);
+    assert_string_equal(cl->endpoints[0].locality, "r1/z1");
+    assert_string_equal(cl->endpoints[1].locality, "r1/z2");
+    assert_string_equal(cl->endpoints[2].locality, "r2/z1");
+    compiled_free(&c);
+    /* The mesh default: same zone 0, same region 1, other regions 2. */
+    locality_prios("", true, p, &cl, &c);
+    assert_int_equal(p[0], 0);
+    assert_int_equal(p[1], 1);
+    assert_int_equal(p[2], 2);
+    assert_int_equal(p[3], 2);
+    compiled_free(&c);
+    /* failover r1 -> r3: r2 drops below r3. */
+    locality_prios(
+        "    loadBalancer:\n      localityLbSetting:\n        failover: [{from: r1, to: r3}]\n",
+        true, p, &cl, &c);
+    assert_int_equal(p[0], 0);
+    assert_int_equal(p[1], 1);
+    assert_int_equal(p[3], 2);
+    assert_int_equal(p[2], 3);
+    compiled_free(&c);
+    /* failoverPriority by a label value: tier=gold first, then the rest. */
+    locality_prios("    loadBalancer:\n      localityLbSetting:\n        failoverPriority: "
+                   "[tier=gold]\n",
+                   true, p, &cl, &c);
+    assert_int_equal(p[1], 0);
+    assert_int_equal(p[0], 1);
+    assert_int_equal(p[2], 1);
+    compiled_free(&c);
+    /* failoverPriority with the region label: the client's region first. */
+    locality_prios("    loadBalancer:\n      localityLbSetting:\n        failoverPriority: "
+                   "[topology.kubernetes.io/region]\n",
+                   true, p, &cl, &c);
+    assert_int_equal(p[0] + p[1], 0);
+    assert_int_equal(p[2], 1);
+    assert_int_equal(p[3], 1);
+    compiled_free(&c);
+    /* enabled: false turns it all off. */
+    locality_prios("    loadBalancer:\n      localityLbSetting: {enabled: false}\n", true, p, &cl,
+                   &c);
+    assert_int_equal(p[0] + p[1] + p[2] + p[3], 0);
+    compiled_free(&c);
+}
+
+static void test_locality_distribute_and_warmup(void **state)
+{
+    (void)state;
+    struct compiled c;
+    const struct tr_cluster_cfg *cl;
+    uint32_t p[4];
+    /* 80 % to r1 (shared by its two localities by weight), 20 % to r2; r3
+     * is named by no target: its endpoint goes. */
+    locality_prios("    loadBalancer:\n      simple: ROUND_ROBIN\n"
+                   "      warmup: {duration: 30s, minimumPercent: 5, aggression: 2}\n"
+                   "      localityLbSetting:\n        distribute:\n"
+                   "        - from: r1/z1/*\n          to: {\"r1/*\": 80, r2/z1: 20}\n",
+                   true, p, &cl, &c);
+    assert_int_equal(cl->n_endpoints, 3);
+    assert_int_equal(p[3], UINT32_MAX);
+    assert_int_equal(cl->n_locality_weights, 3);
+    for (size_t i = 0; i < cl->n_locality_weights; i++) {
+        const struct tr_locality_weight_cfg *w = &cl->locality_weights[i];
+        assert_int_equal(w->weight, strcmp(w->locality, "r2/z1") == 0 ? 20 : 40);
+    }
+    assert_int_equal(cl->warmup.duration_ms, 30000);
+    assert_int_equal(cl->warmup.min_per_million, 50000);
+    assert_int_equal(cl->warmup.aggression, 20000);
+    compiled_free(&c);
+    /* The deprecated warmupDurationSecs, Envoy's defaults for the rest; the
+     * default LEAST_REQUEST takes it, RANDOM does not (a warning). */
+    locality_prios("    loadBalancer: {warmupDurationSecs: 10s}\n", false, p, &cl, &c);
+    assert_int_equal(cl->warmup.duration_ms, 10000);
+    assert_int_equal(cl->warmup.min_per_million, 100000);
+    assert_int_equal(cl->warmup.aggression, 10000);
+    compiled_free(&c);
+    locality_prios("    loadBalancer: {simple: RANDOM, warmupDurationSecs: 10s}\n", false, p, &cl,
+                   &c);
+    assert_int_equal(cl->warmup.duration_ms, 0);
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING,
+                         "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
+                         "ROUND_ROBIN and LEAST_REQUEST only"));
+    compiled_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1617,6 +1755,8 @@ int main(void)
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_service_entry_endpoints_first),
         cmocka_unit_test(test_pod_readiness_and_vips),
+        cmocka_unit_test(test_locality_failover),
+        cmocka_unit_test(test_locality_distribute_and_warmup),
         cmocka_unit_test(test_mesh_path_normalization),
         cmocka_unit_test(test_registry_shared),
     };
