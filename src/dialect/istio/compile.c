@@ -417,7 +417,11 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
                             const char *subset)
 {
     const struct ist_port *port = &s->ports[pi];
-    char *name = ist_mprintf(x, "outbound|%u|%s|%s", port->number, subset ? subset : "", s->host);
+    char pb[IST_UTOA_MAX];
+    char *name = ist_mjoin(x,
+                           (const char *[]){"outbound|", ist_utoa(pb, port->number), "|",
+                                            subset ? subset : "", "|", s->host},
+                           6);
     if (name == NULL)
         return NULL;
     if (tr_strmap_get(&x->cluster_by_name, name) != NULL)

@@ -299,6 +299,13 @@ bool ist_refused(const struct ist_ctx *x, const struct tr_resource *r);
 void *ist_alloc(struct ist_ctx *x, size_t n, size_t size); /* scratch */
 char *ist_printf(struct ist_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 char *ist_mstrdup(struct ist_ctx *x, const char *s); /* into the model's arena */
+/* parts[0..n) concatenated, into the model's arena: names made by the
+ * thousand (routes, clusters) without printf's cost. At most IST_JOIN_MAX. */
+#define IST_JOIN_MAX 12
+char *ist_mjoin(struct ist_ctx *x, const char *const *parts, size_t n);
+/* v in decimal, at the end of buf (returned). */
+#define IST_UTOA_MAX 24
+const char *ist_utoa(char buf[IST_UTOA_MAX], uint64_t v);
 char *ist_mprintf(struct ist_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void *ist_malloc(struct ist_ctx *x, size_t n, size_t size); /* model arena */
 /* A compiled object's location: the resource and the cursor's path. */

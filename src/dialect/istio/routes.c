@@ -1433,12 +1433,29 @@ static bool is_catch_all(const struct tr_route_cfg *r)
 static char *route_name(struct ist_ctx *x, const struct tr_resource *vs, const char *name, size_t i,
                         size_t j, size_t n_matches, const char *match_name)
 {
-    char *s = name ? ist_mprintf(x, "%s/%s.%s", vs->ns ? vs->ns : "default", vs->name, name)
-                   : ist_mprintf(x, "%s/%s.http[%zu]", vs->ns ? vs->ns : "default", vs->name, i);
-    if (s != NULL && match_name != NULL && *match_name != '\0')
-        s = ist_mprintf(x, "%s.%s", s, match_name);
-    else if (s != NULL && n_matches > 1)
-        s = ist_mprintf(x, "%s.match[%zu]", s, j);
+    char ib[IST_UTOA_MAX], jb[IST_UTOA_MAX];
+    const char *parts[IST_JOIN_MAX];
+    size_t n = 0;
+    parts[n++] = vs->ns ? vs->ns : "default";
+    parts[n++] = "/";
+    parts[n++] = vs->name;
+    if (name != NULL) {
+        parts[n++] = ".";
+        parts[n++] = name;
+    } else {
+        parts[n++] = ".http[";
+        parts[n++] = ist_utoa(ib, i);
+        parts[n++] = "]";
+    }
+    if (match_name != NULL && *match_name != '\0') {
+        parts[n++] = ".";
+        parts[n++] = match_name;
+    } else if (n_matches > 1) {
+        parts[n++] = ".match[";
+        parts[n++] = ist_utoa(jb, j);
+        parts[n++] = "]";
+    }
+    char *s = ist_mjoin(x, parts, n);
     for (char *p = s; p && *p; p++) {
         if ((unsigned char)*p <= 0x20 || *p == 0x7f)
             *p = '_';
@@ -1571,10 +1588,11 @@ static bool add_routes(struct ist_ctx *x, struct ist_cursor *c, struct ist_route
         if (r == NULL)
             return false;
         *r = cand;
+        char jb[IST_UTOA_MAX];
         if (ms[j].name != NULL && *ms[j].name != '\0')
-            r->name = ist_mprintf(x, "%s.%s", base, ms[j].name);
+            r->name = ist_mjoin(x, (const char *[]){base, ".", ms[j].name}, 3);
         else if (nm > 1)
-            r->name = ist_mprintf(x, "%s.match[%zu]", base, j);
+            r->name = ist_mjoin(x, (const char *[]){base, ".match[", ist_utoa(jb, j), "]"}, 4);
         else
             r->name = base;
         for (char *p = (char *)r->name; p && *p; p++) {

@@ -450,6 +450,34 @@ char *ist_mprintf(struct ist_ctx *x, const char *fmt, ...)
     return p;
 }
 
+char *ist_mjoin(struct ist_ctx *x, const char *const *parts, size_t n)
+{
+    size_t len[IST_JOIN_MAX], total = 0;
+    for (size_t i = 0; i < n && i < IST_JOIN_MAX; i++)
+        total += len[i] = strlen(parts[i]);
+    char *out = tr_arena_alloc(x->cfg->arena, total + 1);
+    if (out == NULL)
+        return (void)ist_oom(x), NULL;
+    char *p = out;
+    for (size_t i = 0; i < n && i < IST_JOIN_MAX; i++) {
+        memcpy(p, parts[i], len[i]);
+        p += len[i];
+    }
+    *p = '\0';
+    return out;
+}
+
+const char *ist_utoa(char buf[IST_UTOA_MAX], uint64_t v)
+{
+    char *p = buf + IST_UTOA_MAX - 1;
+    *p = '\0';
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return p;
+}
+
 char *ist_mstrdup(struct ist_ctx *x, const char *s)
 {
     if (s == NULL)
