@@ -11,8 +11,10 @@ endpoint change of svc-0 (called by every tenth proxy) and a mesh-wide change
 changes, the full compile and push), each measured from the end of the file
 write to the last affected proxy holding its new model. The control plane's peak
 RSS (VmHWM) is read before it is stopped. Reports the median and the range
-over rounds. `--unscoped` drops the Sidecars (every proxy sees every
-service): the worst case.
+over rounds, and each round's 1-minute load average before and after it
+(the clients share the machine; so does anything else running).
+`--unscoped` drops the Sidecars (every proxy sees every service): the worst
+case.
 
 usage: bench/control/run.py [--rounds 3] [--proxies 1000] [--services 10000]
                             [--endpoints 100000] [--unscoped]
@@ -101,8 +103,10 @@ def main():
     rounds = []
     for i in range(a.rounds):
         work = tempfile.mkdtemp(prefix="cp-bench-")
+        load_before = os.getloadavg()[0]
         try:
             res = one_round(a, work)
+            res["load_1min"] = [load_before, os.getloadavg()[0]]  # before, after
         finally:
             if a.keep:
                 print(f"round {i + 1}: kept {work}", flush=True)
@@ -127,6 +131,8 @@ def main():
     print(f"  mesh-wide change (full compile and push): {col(lambda r: r['change_2']['last_ms'])} ms"
           f" ({col(lambda r: r['change_2']['changed'])} proxies changed; control plane CPU"
           f" {col(lambda r: r['change_2']['control_cpu_ms'])} ms)")
+    loads = [x for r in rounds for x in r["load_1min"]]
+    print(f"  1-minute load average around the rounds: {min(loads):.2f}-{max(loads):.2f}")
     print(f"  control plane peak RSS:                   {col(lambda r: r['control_hwm_mib'])} MiB"
           f" (after reading the resources: {col(lambda r: r['control_idle_mib'])} MiB)")
 
