@@ -222,7 +222,10 @@ static void on_sni_io(struct tr_io *io, uint32_t events)
     tr_debug("listener %s: connection from %s: ClientHello %s%s%.*s, rule %d", s->lcfg->name,
              s->peer_ip, tr_sni_result_name(r), r == TR_SNI_FOUND ? " " : "", (int)len,
              name != NULL ? name : "", s->sni_route);
+    if (r == TR_SNI_FOUND)
+        s->peeked_sni = (tr_str){name, (uint32_t)len};
     tr_tcp_session_start(s);
+    s->peeked_sni = (tr_str){0};
 }
 
 static void on_detect_timer(struct tr_timer *t)

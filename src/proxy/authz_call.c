@@ -19,6 +19,8 @@ void tr_authz_conn_attrs(const struct tr_session *s, struct tr_authz_request *rq
         const char *sni = SSL_get_servername(s->down.ssl, TLSEXT_NAMETYPE_host_name);
         if (sni != NULL)
             rq->sni = tr_str_from(sni, strlen(sni));
+    } else if (s->peeked_sni.len > 0) {
+        rq->sni = s->peeked_sni; /* TLS passed through: the ClientHello's, as peeked */
     }
 }
 

@@ -183,6 +183,10 @@ struct tr_session {
      * malformed ClientHello is closed (DPE). */
     int16_t sni_route;
     bool sni_malformed;
+    /* The ClientHello's server name while the connection's TCP session
+     * starts (authorization's connection.sni); it points into the peek
+     * buffer, so it is cleared when that start returns. */
+    tr_str peeked_sni;
     union {
         struct tr_http_state http;
         struct tr_tcp_state tcp;

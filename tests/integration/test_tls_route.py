@@ -478,3 +478,25 @@ spec:
     assert sorted(str(e["cluster"]) for e in lines) == [
         "None", "None", "outbound_.443_._.backend-a.internal",
         "outbound_.443_._.backend-b.internal"], lines
+
+
+def test_authorization_sees_the_passed_through_sni(checked, tls_backends, greeter, workdir):
+    """Authorization's connection.sni on a passthrough listener is the
+    ClientHello's server name, as the proxy peeked it (it terminates no
+    TLS): a DENY on one name closes those connections before any byte goes
+    upstream; the other names pass."""
+    backends, bundle = tls_backends
+    port, log = free_port(), os.path.join(workdir, "access.log")
+    cfg = native_config(port, backends, greeter, log)
+    cfg["listeners"][0]["authorization"] = {"policies": [
+        {"name": "ns/no-a", "action": "DENY",
+         "rules": [{"when": [{"key": "connection.sni", "values": ["a.example.com"]}]}]}]}
+    checked(cfg)
+    assert py_subject(port, "a.example.com", bundle) is None
+    assert py_subject(port, "x.b.example.com", bundle) in ("backend-a", "backend-b")
+    lines = access_lines(log, 2)
+    denied = [e for e in lines if e["response_flags"] == "RBAC"]
+    assert len(denied) == 1, lines
+    assert denied[0].get("authz_policy") == "ns/no-a", denied
+    passed = [e for e in lines if e["response_flags"] != "RBAC"]
+    assert len(passed) == 1 and passed[0]["cluster"] in ("backend-a", "backend-b"), lines
