@@ -284,6 +284,18 @@ def curl(port, path, method="GET", data=None, h2=False, timeout=20):
     return int(code), out.decode(errors="replace"), elapsed
 
 
+def at_once(port, prefix, n):
+    """n GETs of prefix0..prefixN-1 sent at the same time: their statuses."""
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(curl(port, f"{prefix}{i}")[0]))
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
 def read_log(path, n, timeout=5.0):
     deadline = time.monotonic() + timeout
     lines = []
@@ -456,14 +468,7 @@ def test_budget_refuses_retries_under_load(checked, servers, workdir):
     p = checked(config(port, [b.port], {"attempts": 3, "retry_on": ["5xx"],
                                         "budget": {"percent": 0, "min_concurrency": 1}},
                        log=log))
-    results = []
-    threads = [threading.Thread(target=lambda i=i: results.append(curl(port, f"/l{i}")[0]))
-               for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert results == [503] * 16
+    assert at_once(port, "/l", 16) == [503] * 16
     exhausted = p.metric(EXHAUSTED)
     retried = p.metric(RETRIED)
     assert exhausted >= 10, (exhausted, retried)
@@ -490,14 +495,7 @@ def test_cluster_caps_retries_under_load(checked, servers, cap):
     elif cap == "cluster_budget":
         cfg["clusters"][0]["retry_budget"] = {"percent": 0, "min_concurrency": 1}
     p = checked(cfg)
-    results = []
-    threads = [threading.Thread(target=lambda i=i: results.append(curl(port, f"/c{i}")[0]))
-               for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert results == [503] * 16
+    assert at_once(port, "/c", 16) == [503] * 16
     retried, exhausted = p.metric(RETRIED), p.metric(EXHAUSTED)
     assert b.count() == 16 + retried
     if cap == "none":
