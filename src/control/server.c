@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <signal.h>
@@ -1355,8 +1356,14 @@ static int fail(char *err)
     return 1;
 }
 
+void tr_control_malloc_setup(void)
+{
+    mallopt(M_TRIM_THRESHOLD, (int)TR_CONTROL_TRIM_KEEP);
+}
+
 int tr_control_run(const struct tr_control_options *o)
 {
+    tr_control_malloc_setup();
     cp.o = o;
     char *err = NULL;
     if (tr_transport_init() != 0)
