@@ -212,6 +212,12 @@ bool cfg_check_pem(const char *s, char *why, size_t size);
 bool cfg_check_dns_name(const char *s, char *why, size_t size);
 bool cfg_check_dns_server(const char *s, char *why, size_t size);
 bool cfg_check_text(const char *s, size_t maxlen, bool allow_ctl, char *why, size_t size);
+/* rewrite.regex: the pattern compiled for searching (not anchored) into
+ * arena a, the substitution turned from RE2's syntax (\N a capture group,
+ * \\ a backslash) into PCRE2's ($ doubled, ${N}). NULL with why set when
+ * either is unusable (a group the pattern does not have, a stray \). */
+const void *cfg_regex_rewrite_compile(struct tr_arena *a, const char *pattern, const char *sub,
+                                      const char **pcre_sub, char *why, size_t size);
 bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size);
 /* A URI host for a Location (reg-name, IPv4 or [IPv6], no port) and an
  * absolute path (starts with "/", printable, no "#"). */

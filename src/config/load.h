@@ -83,6 +83,10 @@ void tr_cfg_original_dst_defaults(struct tr_original_dst_cfg *o);
  * validates again (edits re-run it). */
 int tr_config_validate(struct tr_config *cfg, char **err);
 
+/* Would tr_config_validate take this route rewrite.regex and substitution?
+ * false with why set if not (for compilers, to report at their own field). */
+bool tr_cfg_regex_rewrite_ok(const char *pattern, const char *substitution, char *why, size_t size);
+
 /* Free a config and everything it owns. NULL is fine. */
 void tr_config_free(struct tr_config *cfg);
 

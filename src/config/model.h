@@ -572,6 +572,15 @@ struct tr_route_cfg {
     uint32_t timeout_ms;        /* whole request; 0 = none */
     const char *prefix_rewrite; /* NULL: none (replaces the matched prefix) */
     const char *host_rewrite;   /* NULL: none */
+    /* rewrite.regex / substitution (Istio's uriRegexRewrite, Envoy's
+     * regex_rewrite): every match of the pattern in the path (not the
+     * query) replaced; \N in the substitution is capture group N. */
+    const char *regex_rewrite; /* NULL: none */
+    const char *regex_substitution;
+    /* set by validate: the pattern compiled (PCRE2, in the config's arena)
+     * and the substitution in PCRE2's syntax */
+    const void *regex_rewrite_code;
+    const char *regex_substitution_pcre;
     /* Local route actions (see above). */
     struct tr_redirect_cfg *redirect; /* NULL: none; else instead of clusters */
     struct tr_fault_cfg *fault;       /* NULL: none */

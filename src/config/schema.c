@@ -533,6 +533,8 @@ static const struct cfg_section direct_section =
 static const struct cfg_field rewrite_fields[] = {
     STR("prefix", struct tr_route_cfg, prefix_rewrite, 0, CFG_MAX_STR, NULL),
     STR("host", struct tr_route_cfg, host_rewrite, 0, CFG_MAX_NAME, cfg_check_host),
+    STR("regex", struct tr_route_cfg, regex_rewrite, 0, CFG_MAX_STR, NULL),
+    STR("substitution", struct tr_route_cfg, regex_substitution, CF_EMPTY_OK, CFG_MAX_STR, NULL),
 };
 static const struct cfg_section rewrite_section =
     SEC("route.rewrite", rewrite_fields, CFG_NO_LOC, NULL);

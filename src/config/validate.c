@@ -1329,7 +1329,7 @@ static bool check_redirect(struct vctx *v, const struct tr_route_cfg *r,
                            const struct tr_cfg_loc *loc)
 {
     const struct tr_redirect_cfg *rd = r->redirect;
-    if (r->prefix_rewrite != NULL || r->host_rewrite != NULL)
+    if (r->prefix_rewrite != NULL || r->host_rewrite != NULL || r->regex_rewrite != NULL)
         return verr(v, loc, "rewrite", AT_KEY,
                     "cannot be combined with redirect (set redirect.path, prefix or host)");
     if (r->timeout_ms != 0)
@@ -1457,6 +1457,32 @@ static bool check_route_local(struct vctx *v, struct tr_route_cfg *r, const stru
     return true;
 }
 
+/* rewrite.regex and substitution: both or neither, not with prefix; the
+ * pattern compiled here, into the model's arena. */
+static bool check_regex_rewrite(struct vctx *v, struct tr_route_cfg *r,
+                                const struct tr_cfg_loc *loc)
+{
+    r->regex_rewrite_code = NULL;
+    r->regex_substitution_pcre = NULL;
+    if (r->regex_rewrite == NULL && r->regex_substitution == NULL)
+        return true;
+    if (r->regex_rewrite == NULL || r->regex_substitution == NULL)
+        return verr(v, loc, r->regex_rewrite == NULL ? "rewrite.substitution" : "rewrite.regex",
+                    AT_KEY, "rewrite.regex and rewrite.substitution go together");
+    if (r->prefix_rewrite != NULL)
+        return verr(v, loc, "rewrite.regex", AT_KEY,
+                    "one of rewrite.prefix and rewrite.regex: both would rewrite the path");
+    if (v->cfg->arena == NULL)
+        return vstrdup(v, "") != NULL; /* reports the missing arena */
+    char why[CFG_WHY_MAX];
+    r->regex_rewrite_code =
+        cfg_regex_rewrite_compile(v->cfg->arena, r->regex_rewrite, r->regex_substitution,
+                                  &r->regex_substitution_pcre, why, sizeof(why));
+    if (r->regex_rewrite_code == NULL)
+        return verr(v, loc, "rewrite.regex", AT_VALUE, "%s", why);
+    return true;
+}
+
 static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route_cfg *r, size_t idx,
                         const struct tr_cfg_loc *loc)
 {
@@ -1496,10 +1522,13 @@ static bool check_route(struct vctx *v, const struct vnames *nt, struct tr_route
         return verr(v, loc, "weighted_clusters", AT_VALUE, "the weights must not all be 0");
     r->total_weight = total;
 
-    if (r->direct_status != 0 && (r->prefix_rewrite != NULL || r->host_rewrite != NULL))
+    if (r->direct_status != 0 &&
+        (r->prefix_rewrite != NULL || r->host_rewrite != NULL || r->regex_rewrite != NULL))
         return verr(v, loc, "rewrite", AT_KEY, "cannot be combined with direct_response");
     if (r->prefix_rewrite != NULL && r->prefix_rewrite[0] != '/')
         return verr(v, loc, "rewrite.prefix", AT_VALUE, "must start with \"/\"");
+    if (!check_regex_rewrite(v, r, loc))
+        return false;
     return check_header_edits(v, r, loc) && check_route_local(v, r, loc) &&
            check_retries(v, r, loc) && check_mirrors(v, nt, r, loc);
 }

@@ -16,6 +16,7 @@
 
 #include "codec/h1/h1.h"
 #include "config/internal.h"
+#include "config/load.h"
 #include "core/arena.h"
 #include "core/authz_syntax.h"
 #include "filter/jwt.h"
@@ -722,6 +723,90 @@ bool cfg_check_regex(const char *re, bool caseless, char *why, size_t size)
     if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
         snprintf((char *)msg, sizeof(msg), "error %d", code);
     return WHY("invalid regex at offset %zu: %s", (size_t)off, (const char *)msg);
+}
+
+static void *arena_malloc(PCRE2_SIZE size, void *arena)
+{
+    return tr_arena_alloc(arena, size);
+}
+
+static void arena_free(void *p, void *arena)
+{
+    (void)p; /* the arena frees it with the model */
+    (void)arena;
+}
+
+const void *cfg_regex_rewrite_compile(struct tr_arena *a, const char *pattern, const char *sub,
+                                      const char **pcre_sub, char *why, size_t size)
+{
+    pcre2_general_context *g = pcre2_general_context_create(arena_malloc, arena_free, a);
+    pcre2_compile_context *cc = g != NULL ? pcre2_compile_context_create(g) : NULL;
+    if (cc == NULL) {
+        snprintf(why, size, "out of memory");
+        return NULL;
+    }
+    int code = 0;
+    PCRE2_SIZE off = 0;
+    /* Not JIT-compiled: JIT memory lives outside the arena, and a rewrite
+     * runs once per request of its route. */
+    pcre2_code *c = pcre2_compile((PCRE2_SPTR)pattern, strlen(pattern), 0, &code, &off, cc);
+    if (c == NULL) {
+        PCRE2_UCHAR msg[256];
+        if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
+            snprintf((char *)msg, sizeof(msg), "error %d", code);
+        snprintf(why, size, "invalid regex at offset %zu: %s", (size_t)off, (const char *)msg);
+        return NULL;
+    }
+    uint32_t groups = 0;
+    pcre2_pattern_info(c, PCRE2_INFO_CAPTURECOUNT, &groups);
+    /* At most 4 bytes out per byte in ("$" -> "$$", "\N" -> "${N}"). */
+    size_t n = strlen(sub);
+    char *out = tr_arena_alloc(a, 2 * n + 1), *o = out;
+    if (out == NULL) {
+        snprintf(why, size, "out of memory");
+        return NULL;
+    }
+    for (const char *p = sub; *p != '\0'; p++) {
+        if (*p == '$') {
+            *o++ = '$';
+            *o++ = '$';
+        } else if (*p != '\\') {
+            *o++ = *p;
+        } else if (p[1] == '\\') {
+            *o++ = *++p;
+        } else if (p[1] >= '0' && p[1] <= '9') {
+            unsigned gi = (unsigned)(*++p - '0');
+            if (gi > groups) {
+                snprintf(why, size, "\\%u: the pattern has %u capture group%s", gi, groups,
+                         groups == 1 ? "" : "s");
+                return NULL;
+            }
+            *o++ = '$';
+            *o++ = '{';
+            *o++ = (char)('0' + gi);
+            *o++ = '}';
+        } else {
+            snprintf(why, size,
+                     "a backslash must be followed by a digit (a capture group) or another "
+                     "backslash");
+            return NULL;
+        }
+    }
+    *o = '\0';
+    *pcre_sub = out;
+    return c;
+}
+
+bool tr_cfg_regex_rewrite_ok(const char *pattern, const char *substitution, char *why, size_t size)
+{
+    struct tr_arena *a = tr_arena_new(4096);
+    const char *pcre_sub;
+    bool ok = a != NULL &&
+              cfg_regex_rewrite_compile(a, pattern, substitution, &pcre_sub, why, size) != NULL;
+    if (a == NULL)
+        snprintf(why, size, "out of memory");
+    tr_arena_free(a);
+    return ok;
 }
 
 bool cfg_check_uri_host(const char *s, char *why, size_t size)

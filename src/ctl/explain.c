@@ -393,11 +393,21 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
             }
         }
         tr_fmt_cstr(&f, "],\"rewrite\":");
-        if (r && (r->prefix_rewrite || r->host_rewrite)) {
+        if (r && (r->prefix_rewrite || r->host_rewrite || r->regex_rewrite)) {
             tr_fmt_cstr(&f, "{\"uri\":");
             json_str_or_null(&f, r->prefix_rewrite);
             tr_fmt_cstr(&f, ",\"authority\":");
             json_str_or_null(&f, r->host_rewrite);
+            tr_fmt_cstr(&f, ",\"uri_regex\":");
+            if (r->regex_rewrite != NULL) {
+                tr_fmt_cstr(&f, "{\"match\":");
+                json_str_or_null(&f, r->regex_rewrite);
+                tr_fmt_cstr(&f, ",\"rewrite\":");
+                json_str_or_null(&f, r->regex_substitution);
+                tr_fmt_cstr(&f, "}");
+            } else {
+                tr_fmt_cstr(&f, "null");
+            }
             tr_fmt_cstr(&f, "}");
         } else {
             tr_fmt_cstr(&f, "null");
@@ -512,6 +522,9 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
             }
             if (r->prefix_rewrite)
                 tr_fmt_printf(&f, "  rewrite path: %s\n", r->prefix_rewrite);
+            if (r->regex_rewrite)
+                tr_fmt_printf(&f, "  rewrite path: every match of %s by %s\n", r->regex_rewrite,
+                              r->regex_substitution);
             if (r->host_rewrite)
                 tr_fmt_printf(&f, "  rewrite authority: %s\n", r->host_rewrite);
             if (r->timeout_ms)

@@ -386,6 +386,10 @@ static bool build_request(struct tr_session *s, const struct tr_h1_message *m,
     struct tr_http_state *h = &s->http;
     const struct tr_listener_cfg *l = lcfg(s);
     struct tr_path_rewrite tgt = tr_route_rewrite_path(route, path);
+    if (tgt.failed) {
+        local_reply(s, 500, 0, "the route's path rewrite could not be made\n");
+        return false;
+    }
     /* HTTP/1.0 may omit Host; HTTP/1.1 upstreams require one: name the
      * destination service (or the cluster). */
     if (m->host_idx < 0 && host.len == 0) {

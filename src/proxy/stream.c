@@ -1024,6 +1024,8 @@ struct tr_stream *tr_stream_new(struct tr_session *s, int down, int32_t id)
 /* Rewrite the request for the upstream into st->upreq: the route's
  * rewrites, X-Forwarded-*, X-Request-Id, hop-by-hop removal. path: the
  * target decided on (normalised, proxy/decide.h), which replaces :path. */
+#define UPREQ_REWRITE_FAILED (-1000) /* build_upreq: not one of tr_filter's codes */
+
 static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_t n, tr_str path,
                        bool to_h2)
 {
@@ -1033,8 +1035,11 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
     size_t bytes = UPREQ_EXTRA_BYTES + strlen(s->peer_ip);
     for (size_t i = 0; i < n; i++)
         bytes += h[i].name.len + h[i].value.len;
-    if (route->prefix_rewrite != NULL)
-        bytes += strlen(route->prefix_rewrite);
+    /* The path as it goes up: a rewrite's may be longer than the one received. */
+    struct tr_path_rewrite upath = tr_route_rewrite_path(route, path);
+    if (upath.failed)
+        return UPREQ_REWRITE_FAILED;
+    bytes += upath.head.len + upath.tail.len;
     if (route->host_rewrite != NULL)
         bytes += strlen(route->host_rewrite);
     const struct tr_header_edit *ed = st->req_edit;
@@ -1060,7 +1065,6 @@ static int build_upreq(struct tr_stream *st, const struct tr_h2_header *h, size_
             st->cluster->cfg->service != NULL ? st->cluster->cfg->service : st->cluster->cfg->name;
         auth = tr_str_from(dest, strlen(dest));
     }
-    struct tr_path_rewrite upath = tr_route_rewrite_path(route, path);
     bool tls = st->cluster->tls != NULL;
     if (tr_fields_add(f, TR_STR_LIT(":method"), h[mi].value) < 0 ||
         tr_fields_add(f, TR_STR_LIT(":scheme"), tls ? TR_STR_LIT("https") : TR_STR_LIT("http")) <
@@ -1187,6 +1191,10 @@ static void begin_upstream(struct tr_stream *st, const struct tr_h2_header *h, s
 {
     bool h2 = want_h2(st, h, n);
     int rc = build_upreq(st, h, n, path, h2);
+    if (rc == UPREQ_REWRITE_FAILED) {
+        local_reply(st, 500, 0, "the route's path rewrite could not be made\n");
+        return;
+    }
     if (rc == TR_FILTER_OVER_LIMIT) {
         edit_over_limit(st, "request");
         local_reply(st, 500, TR_RF_HO, "request header edits exceed the proxy's limits\n");

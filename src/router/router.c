@@ -139,7 +139,9 @@ static bool tr_rt_ncase_eq(const char *a, const char *b, size_t n)
 
 struct tr_rt_tls {
     pcre2_match_data *md;
-    pcre2_jit_stack *js; /* NULL: JIT falls back to its machine-stack default */
+    pcre2_jit_stack *js;              /* NULL: JIT falls back to its machine-stack default */
+    pcre2_match_data *rw;             /* a regex rewrite's: room for every group \N can name */
+    char rw_out[TR_REWRITE_PATH_MAX]; /* the rewritten path, until the next rewrite */
 };
 
 static pthread_once_t tr_rt_tls_once = PTHREAD_ONCE_INIT;
@@ -150,6 +152,7 @@ static void tr_rt_tls_destroy(void *p)
 {
     struct tr_rt_tls *t = p;
     pcre2_match_data_free(t->md);
+    pcre2_match_data_free(t->rw);
     pcre2_jit_stack_free(t->js);
     free(t);
 }
@@ -179,7 +182,10 @@ static pcre2_match_data *tr_rt_match_data(void)
     if (t == NULL)
         return NULL;
     t->md = pcre2_match_data_create(1, NULL);
-    if (t->md == NULL) {
+    t->rw = pcre2_match_data_create(10, NULL);
+    if (t->md == NULL || t->rw == NULL) {
+        pcre2_match_data_free(t->md);
+        pcre2_match_data_free(t->rw);
         free(t);
         return NULL;
     }
@@ -867,9 +873,38 @@ int tr_weighted_pick(const struct tr_weighted_cluster_cfg *clusters, size_t n, u
     return -1; /* unreachable: x < total */
 }
 
+/* rewrite.regex: every match in the path (the query kept as it is), into
+ * the thread's buffer. */
+static struct tr_path_rewrite regex_rewrite(const struct tr_route_cfg *route, tr_str path)
+{
+    struct tr_path_rewrite out = {path, {"", 0}, false};
+    const char *q = memchr(path.p, '?', path.len);
+    size_t plen = q != NULL ? (size_t)(q - path.p) : path.len;
+    if (tr_rt_match_data() == NULL) {
+        out.failed = true;
+        return out;
+    }
+    PCRE2_SIZE n = sizeof(tr_rt_tls->rw_out);
+    int rc = pcre2_substitute(route->regex_rewrite_code, (PCRE2_SPTR)path.p, plen, 0,
+                              PCRE2_SUBSTITUTE_GLOBAL, tr_rt_tls->rw, NULL,
+                              (PCRE2_SPTR)route->regex_substitution_pcre, PCRE2_ZERO_TERMINATED,
+                              (PCRE2_UCHAR *)tr_rt_tls->rw_out, &n);
+    if (rc < 0) {
+        tr_debug("router: regex rewrite of route %s failed (%d)", route->name, rc);
+        out.failed = true;
+        return out;
+    }
+    out.head = tr_str_from(tr_rt_tls->rw_out, n);
+    if (q != NULL)
+        out.tail = tr_str_from(q, path.len - plen);
+    return out;
+}
+
 struct tr_path_rewrite tr_route_rewrite_path(const struct tr_route_cfg *route, tr_str path)
 {
-    struct tr_path_rewrite out = {path, {"", 0}};
+    struct tr_path_rewrite out = {path, {"", 0}, false};
+    if (route->regex_rewrite_code != NULL)
+        return regex_rewrite(route, path);
     if (route->prefix_rewrite == NULL)
         return out;
     out.head = tr_str_from(route->prefix_rewrite, strlen(route->prefix_rewrite));

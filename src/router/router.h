@@ -56,11 +56,18 @@ const struct tr_route_cfg *tr_router_match(const struct tr_router *r,
  * slices of the route and of the request (nothing is copied, so no length
  * limit). A prefix route's rewrite replaces the matched prefix; an exact or
  * regex route's replaces the whole path and keeps the query (Istio's
- * rewrite.uri). Without a rewrite, head is the path and tail is empty. */
+ * rewrite.uri); rewrite.regex replaces every match of its pattern in the path
+ * and keeps the query (Istio's uriRegexRewrite). Without a rewrite, head is
+ * the path and tail is empty. */
 struct tr_path_rewrite {
     tr_str head;
     tr_str tail;
+    bool failed; /* a regex rewrite could not be made (longer than
+                  * TR_REWRITE_PATH_MAX, no memory): the request is refused */
 };
+/* A regex rewrite's result lives in a per-thread buffer of this size, until
+ * the thread's next rewrite (the callers copy it at once). */
+#define TR_REWRITE_PATH_MAX 8192
 struct tr_path_rewrite tr_route_rewrite_path(const struct tr_route_cfg *route, tr_str path);
 
 /* Pick one of n weighted clusters with probability weight / total; rnd is a

@@ -302,6 +302,13 @@ spec:
     match:
     - uri: {exact: /gone}
     directResponse: {status: 410, body: {string: "moved away"}}
+  - name: versioned
+    match:
+    - uri: {prefix: /v1/}
+    rewrite:
+      uriRegexRewrite: {match: '^/v1/([a-z]+)/([0-9]+)', rewrite: '/\\2/\\1'}
+    route:
+    - destination: {host: echo}
   - route:
     - destination: {host: echo}
 ---
@@ -326,7 +333,15 @@ spec:
     assert r.status_code == 504
     assert time.monotonic() - t0 < 1.2
     e = mesh.explain("http://echo:9080/old/x")
-    assert e["rule"] == "legacy" and e["rewrite"] == {"uri": "/new/", "authority": "echo.internal"}
+    assert e["rule"] == "legacy" and e["rewrite"] == {"uri": "/new/", "authority": "echo.internal",
+                                                       "uri_regex": None}
+    # uriRegexRewrite: every match in the path, capture groups, the query kept
+    r = mesh.get("echo", "/v1/users/42/x?id=/v1/a/1")
+    assert r.status_code == 200 and r.json()["path"] == "/42/users/x?id=/v1/a/1"
+    e = mesh.explain("http://echo:9080/v1/users/42")
+    assert e["rule"] == "versioned" and e["rewrite"] == {
+        "uri": None, "authority": None,
+        "uri_regex": {"match": "^/v1/([a-z]+)/([0-9]+)", "rewrite": "/\\2/\\1"}}
     # The path the proxy routes is the listener's normalised one, for both.
     r = mesh.get("echo", "/x/../old//page")
     assert r.status_code == 200 and r.json()["path"] == "/new/page"

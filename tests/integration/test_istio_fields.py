@@ -602,6 +602,13 @@ def _two_destinations(host):
     return hook
 
 
+def _regex_rewrite_alone(doc, ctx):
+    # uri and uriRegexRewrite are exclusive (Istio's validation): a rewrite
+    # without the minimal one's uri.
+    doc["spec"]["http"][0]["rewrite"] = {}
+    return ctx
+
+
 def _delay_without_percentage(doc, ctx):
     # percent (deprecated) is read only when percentage is absent.
     doc["spec"]["http"][0]["fault"] = {"delay": {"fixedDelay": "1s"}}
@@ -692,6 +699,7 @@ HOOKS = {
     "VirtualService:tcp[].route[].weight": _two_destinations("db"),
     "VirtualService:tls[].route[].weight": _two_destinations("secure"),
     "VirtualService:fault.delay.percent": _delay_without_percentage,
+    "VirtualService:rewrite.uriRegexRewrite": _regex_rewrite_alone,
     "*:match[].ignoreUriCase": With("uri", {"prefix": "/Api"}),
     "*:mirrorPercent": With("mirror", {"host": "ratings"}),
     "*:mirror_percent": With("mirror", {"host": "ratings"}),

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import free_port  # noqa: E402
+from conftest import free_port, sanitizer_checked  # noqa: E402
 from h2util import H2Client  # noqa: E402
 
 
@@ -96,3 +96,59 @@ def test_long_path_prefix_rewrite(proxies, backend, client):
     proxies(config(port, backend.port))
     check(port, backend, client, [(LONG + "?q", "/v2/" + "a" * 10000 + "?q"),
                                   ("/api/" + "b" * 30000, "/v2/" + "b" * 30000)])
+
+
+@pytest.fixture
+def checked(proxies):
+    """Proxies whose logs must hold no sanitizer report (an ASan build)."""
+    yield from sanitizer_checked(proxies)
+
+
+def regex_config(port, backend_port):
+    """rewrite.regex (Istio's uriRegexRewrite): every match in the path
+    replaced, capture groups by \\N, the query kept."""
+    cfg = config(port, backend_port)
+    routes = cfg["route_tables"][0]["virtual_hosts"][0]["routes"]
+    routes[0:0] = [
+        {"name": "swap", "match": {"path": {"prefix": "/v1/"}}, "cluster": "b",
+         "rewrite": {"regex": "^/v1/([a-z]+)/([0-9]+)", "substitution": "/\\2/\\1"}},
+        {"name": "every", "match": {"path": {"prefix": "/banana"}}, "cluster": "b",
+         "rewrite": {"regex": "a", "substitution": "o$\\\\"}},
+        {"name": "grow", "match": {"path": {"prefix": "/grow"}}, "cluster": "b",
+         "rewrite": {"regex": "x", "substitution": "xxxxxxxxxxxxxxxx"}},
+    ]
+    return cfg
+
+
+@pytest.mark.parametrize("client", ["http1", "http2"])
+def test_regex_rewrite(checked, backend, client):
+    port = free_port()
+    checked(regex_config(port, backend.port))
+    check(port, backend, client, [
+        ("/v1/users/42", "/42/users"),
+        ("/v1/users/42/orders?x=1&y=/v1/a/2", "/42/users/orders?x=1&y=/v1/a/2"),
+        # every match, "$" and an escaped backslash taken literally
+        ("/banana", "/bo$\\no$\\no$\\"),
+        ("/grow" + "x" * 100, "/grow" + "x" * 1600),
+    ])
+    # A rewrite past the proxy's room for it (8 KiB) is refused, never cut.
+    get = h1_get if client == "http1" else h2_get
+    before = len(backend.requests)
+    assert get(port, "/grow" + "x" * 1000) == 500
+    assert len(backend.requests) == before
+
+
+def test_regex_rewrite_refused_at_load(checked, backend):
+    for rewrite, field, why in [
+            ({"regex": "([a-z]+"}, "rewrite.regex", "go together"),
+            ({"regex": "(a)", "substitution": "\\2"}, "rewrite.regex", "1 capture group"),
+            ({"regex": "(a)", "substitution": "\\q"}, "rewrite.regex", "a backslash must"),
+            ({"regex": "([a-z]+", "substitution": "x"}, "rewrite.regex", "invalid regex"),
+            ({"regex": "a", "substitution": "b", "prefix": "/x"}, "rewrite.regex", "one of")]:
+        cfg = config(free_port(), backend.port)
+        cfg["route_tables"][0]["virtual_hosts"][0]["routes"][0]["rewrite"] = rewrite
+        p = checked(cfg, start=False)
+        p.start(wait=False)
+        assert p.proc.wait(timeout=10) != 0
+        log = p.read_log()
+        assert f"routes[0].{field}" in log and why in log, (rewrite, log[-400:])

@@ -982,11 +982,43 @@ static bool rewrite(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rno
     static const struct ist_key keys[] = {
         {"uri", NULL},
         {"authority", NULL},
-        {"uriRegexRewrite", "regex rewrites are not supported yet"},
+        {"uriRegexRewrite", NULL},
     };
     size_t saved = ist_push_key(c, "rewrite");
     bool ok = IST_KEYS(x, c, rw, keys);
     const char *uri = NULL, *auth = NULL;
+    const struct tr_rnode *rx = ok ? ist_map(x, c, rw, "uriRegexRewrite") : NULL;
+    if (rx != NULL) {
+        /* RE2 pattern and substitution, as Envoy's regex_rewrite takes them
+         * (the model checks both and compiles the pattern). */
+        static const struct ist_key rx_keys[] = {{"match", NULL}, {"rewrite", NULL}};
+        size_t sr = ist_push_key(c, "uriRegexRewrite");
+        const char *m = NULL, *sub = NULL;
+        if (IST_KEYS(x, c, rx, rx_keys)) {
+            if (!ist_str(x, c, rx, "match", &m) || m[0] == '\0') {
+                ist_error(x, c, rx, "match", "a pattern is required");
+                ok = false;
+            }
+            if (!ist_str(x, c, rx, "rewrite", &sub) && tr_rnode_get(rx, "rewrite") != NULL)
+                ok = false;
+            if (tr_rnode_get(rw, "uri") != NULL) {
+                ist_error(x, c, rx, NULL, "only one of uri and uriRegexRewrite (as Istio)");
+                ok = false;
+            }
+        } else {
+            ok = false;
+        }
+        char why[256];
+        if (ok && !tr_cfg_regex_rewrite_ok(m, sub != NULL ? sub : "", why, sizeof(why))) {
+            ist_error(x, c, rx, "match", "%s", why);
+            ok = false;
+        }
+        if (ok) {
+            r->regex_rewrite = ist_mstrdup(x, m);
+            r->regex_substitution = ist_mstrdup(x, sub != NULL ? sub : "");
+        }
+        ist_pop(c, sr);
+    }
     if (ok && ist_str(x, c, rw, "uri", &uri)) {
         if (uri[0] != '/') {
             ist_error(x, c, tr_rnode_get(rw, "uri"), "uri", "a path starting with /");
@@ -1525,10 +1557,12 @@ static bool rule_fields(struct ist_ctx *x, const struct rule_src *p, const struc
         proto->request_headers = (struct tr_header_ops_cfg){0};
         proto->prefix_rewrite = NULL;
         proto->host_rewrite = NULL;
+        proto->regex_rewrite = proto->regex_substitution = NULL;
     }
     if (proto->direct_status != 0) {
         proto->prefix_rewrite = NULL;
         proto->host_rewrite = NULL;
+        proto->regex_rewrite = proto->regex_substitution = NULL;
     }
     return ok;
 }
