@@ -560,6 +560,7 @@ void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt
             struct tr_endpoint_rt *ep = c->eps[e];
             endpoint_move(ep, c, slot_cfg(c, e));
             endpoint_follow(ep, c, e);
+            ep->prio = c->ep_prio != NULL ? c->ep_prio[e] : 0;
             if (warmup > 0 && ep->added_ms > 0 && ep->added_ms + warmup > c->warm_until_ms)
                 c->warm_until_ms = ep->added_ms + warmup;
             c->n_unhealthy += ep->connect_failures > 0;
@@ -619,6 +620,7 @@ void tr_clusters_free(struct tr_cluster_rt *cl, size_t n)
  * while every endpoint is healthy and nothing is avoided. */
 struct pick_filter {
     const struct tr_endpoint_rt *avoid;
+    uint64_t skip_prios; /* levels a retry leaves out (tr_pick_avoid.prios) */
     uint64_t now_ms;
     bool ignore_ejection;
 };
@@ -891,13 +893,15 @@ static uint32_t group_healthy(const struct tr_cluster_rt *c, const struct tr_lb_
 /* The priority level that takes this request: Envoy's priority load. Each
  * level's health is its healthy share x 1.4 (at most 100 %); level 0 takes
  * its health, each next level what is left up to its own, and when the
- * levels together are under 100 % their loads are scaled up to it. */
+ * levels together are under 100 % their loads are scaled up to it. The
+ * levels a retry leaves out have no health, as Envoy's previous_priorities
+ * reckons them, unless no other level has any (then none is left out). */
 static uint32_t pick_level(struct tr_cluster_rt *c, uint32_t r, const struct pick_filter *pf)
 {
     if (pf == NULL)
         return 0; /* all healthy: level 0's health is 100 % */
     uint32_t health[TR_LB_MAX_PRIOS];
-    uint32_t sum = 0;
+    uint32_t sum = 0, skipped = 0;
     for (uint32_t p = 0; p < c->n_prios; p++) {
         uint32_t healthy = 0, n = 0;
         for (uint32_t g = c->prio_group[p]; g < c->prio_group[p + 1]; g++) {
@@ -905,8 +909,17 @@ static uint32_t pick_level(struct tr_cluster_rt *c, uint32_t r, const struct pic
             n += c->groups[g].hi - c->groups[g].lo;
         }
         health[p] = availability(healthy, n);
+        if (p < 64 && (pf->skip_prios >> p & 1u) != 0) {
+            skipped += health[p];
+            health[p] = 0;
+        }
         sum += health[p];
     }
+    if (sum == 0 && skipped > 0)
+        return pick_level(c, r,
+                          &(struct pick_filter){.avoid = pf->avoid,
+                                                .now_ms = pf->now_ms,
+                                                .ignore_ejection = pf->ignore_ejection});
     if (sum == 0)
         return 0; /* nothing healthy: level 0 answers (UH) */
     uint32_t total = sum < SHARE_FULL ? sum : SHARE_FULL;
@@ -975,28 +988,35 @@ static struct tr_endpoint_rt *pick_grouped(struct tr_cluster_rt *c, uint32_t rnd
     if (pf == NULL)
         return NULL;
     /* Nothing there for this request (the endpoint it avoids was the only
-     * one): the first other locality or level that has one. */
-    for (uint32_t k = 0; k < c->n_groups; k++) {
-        if (k == g)
-            continue;
-        const struct tr_lb_group *gr = &c->groups[k];
-        struct pick_set ps = {
-            .order = c->order, .lo = gr->lo, .hi = gr->hi, .warm = warm, .now_ms = now_ms};
-        struct tr_endpoint_rt *e = pick_in(c, &ps, rnd, hash, pf, (int)gr->prio);
-        if (e != NULL)
-            return e;
-    }
+     * one): the first other locality or level that has one, those of the
+     * levels it leaves out last. */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t k = 0; k < c->n_groups; k++) {
+            const struct tr_lb_group *gr = &c->groups[k];
+            bool skipped = gr->prio < 64 && (pf->skip_prios >> gr->prio & 1u) != 0;
+            if (k == g || skipped != (pass == 1))
+                continue;
+            struct pick_set ps = {
+                .order = c->order, .lo = gr->lo, .hi = gr->hi, .warm = warm, .now_ms = now_ms};
+            struct tr_endpoint_rt *e = pick_in(c, &ps, rnd, hash, pf, (int)gr->prio);
+            if (e != NULL)
+                return e;
+        }
     return NULL;
 }
 
 struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd, uint64_t hash,
-                                       const struct tr_endpoint_rt *avoid, uint64_t now_ms)
+                                       const struct tr_pick_avoid *avoid, uint64_t now_ms)
 {
     if (c->n_eps == 0)
         return NULL;
-    struct pick_filter f = {.avoid = avoid, .now_ms = now_ms};
+    struct pick_filter f = {.now_ms = now_ms};
+    if (avoid != NULL) {
+        f.avoid = avoid->ep;
+        f.skip_prios = c->n_prios > 1 ? avoid->prios : 0;
+    }
     const struct pick_filter *pf = NULL;
-    if (avoid != NULL || c->n_unhealthy > 0 || c->state->n_ejected > 0) {
+    if (f.avoid != NULL || f.skip_prios != 0 || c->n_unhealthy > 0 || c->state->n_ejected > 0) {
         f.ignore_ejection = panic(c, now_ms);
         pf = &f;
     }

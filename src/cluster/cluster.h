@@ -112,6 +112,7 @@ struct tr_endpoint_rt {
      * known (no worker), never warming. */
     uint64_t added_ms;
     uint64_t unejected_at_ms; /* when the last ejection ended; 0: none yet */
+    uint8_t prio;             /* its (compacted) priority level in its newest view */
     struct tr_timer eject_timer;
     struct tr_worker *eject_w; /* whose loop holds eject_timer; NULL: not armed */
 };
@@ -196,20 +197,30 @@ void tr_endpoint_conn_drop(struct tr_endpoint_rt *ep);
 /* Close every idle connection of every endpoint in the views (drain). */
 void tr_clusters_close_idle(struct tr_cluster_rt *c, size_t n);
 
+/* What a retry's pick leaves out: the endpoint the failed try went to, and
+ * the priority levels earlier tries went to (a route's
+ * retries.exclude_tried_priorities, Envoy's previous_priorities): bit p of
+ * prios is level p (levels from 64 on are never left out). */
+struct tr_pick_avoid {
+    const struct tr_endpoint_rt *ep; /* may be NULL */
+    uint64_t prios;
+};
+
 /* Pick an endpoint by the cluster's policy among the healthy ones (not in
  * connect back-off at now_ms, not ejected by outlier detection unless fewer
- * than outlier_detection.min_health_percent are healthy), other than avoid.
- * With priorities, a level is drawn first by Envoy's
+ * than outlier_detection.min_health_percent are healthy), other than
+ * avoid->ep. With priorities, a level is drawn first by Envoy's
  * priority load (each level's healthy share x 1.4, the rest spilling to the
- * next), with locality_weights a locality of it by weight x its healthy
- * share x 1.4 (at most 1); warming endpoints (clusters[].warmup) count with
- * their ramped weight. avoid (may be NULL) is the endpoint a failed
- * attempt of the same request went to.
+ * next; the levels in avoid->prios count as having none, unless that leaves
+ * none at all), with locality_weights a locality of it by weight x its
+ * healthy share x 1.4 (at most 1); warming endpoints (clusters[].warmup)
+ * count with their ramped weight. avoid (may be NULL) is what a failed
+ * attempt of the same request leaves out.
  * rnd is a random 32-bit number; hash the request's consistent-hash key
  * (ring_hash, maglev; tr_lb_request_hash), which other policies ignore.
  * Returns NULL when no endpoint qualifies: the caller answers 503 UH. */
 struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd, uint64_t hash,
-                                       const struct tr_endpoint_rt *avoid, uint64_t now_ms);
+                                       const struct tr_pick_avoid *avoid, uint64_t now_ms);
 
 /* Circuit breakers: may another request start (max_requests)? false: the
  * caller answers 503 UO; counted in trellis_upstream_overflow_total. */

@@ -465,6 +465,8 @@ struct tr_retry_cfg {
     uint32_t max_body;               /* max_body_for_retry, bytes; default 65536 */
     uint32_t budget_percent;         /* retries in flight <= max(min, percent% of requests); 20 */
     uint32_t budget_min_concurrency; /* default 3 */
+    uint32_t
+        exclude_tried_priorities; /* every N tries, leave their levels out; 0 (default): never */
     /* set by validate */
     uint32_t on; /* enum tr_retry_on bits */
     uint64_t code_bits[(TR_RETRY_CODE_MAX - TR_RETRY_CODE_MIN) / 64 + 1];

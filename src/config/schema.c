@@ -647,6 +647,8 @@ static const struct cfg_field retry_fields[] = {
     BOOL("retry_non_idempotent", struct tr_retry_cfg, retry_non_idempotent, false),
     U32("max_body_for_retry", struct tr_retry_cfg, max_body, DEF, 0, CFG_MAX_RETRY_BODY, 65536),
     SECTION("budget", 0, retry_budget_section),
+    U32("exclude_tried_priorities", struct tr_retry_cfg, exclude_tried_priorities, 0, 0,
+        CFG_MAX_RETRY_ATTEMPTS, 0),
 };
 static const struct cfg_section retry_section =
     SEC("route.retries", retry_fields, CFG_NO_LOC, NULL);

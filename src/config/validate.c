@@ -1207,7 +1207,8 @@ static bool retry_is_default(const struct tr_retry_cfg *p)
            p->backoff_base_ms == q->backoff_base_ms && p->backoff_max_ms == q->backoff_max_ms &&
            p->retry_non_idempotent == q->retry_non_idempotent && p->max_body == q->max_body &&
            p->budget_percent == q->budget_percent &&
-           p->budget_min_concurrency == q->budget_min_concurrency;
+           p->budget_min_concurrency == q->budget_min_concurrency &&
+           p->exclude_tried_priorities == q->exclude_tried_priorities;
 }
 
 /* The policy's conditions and status codes as bits, and what relates its

@@ -474,7 +474,8 @@ char *tr_ctl_route_explain(const struct tr_config *cfg, const struct tr_rset *rs
             tr_fmt_cstr(&f, "],\"retriable_status_codes\":[");
             for (size_t i = 0; i < rt->n_status_codes; i++)
                 tr_fmt_printf(&f, "%s%s", i ? "," : "", rt->status_codes[i]);
-            tr_fmt_cstr(&f, "]},\"mirrors\":[");
+            tr_fmt_printf(&f, "],\"exclude_tried_priorities\":%u},\"mirrors\":[",
+                          rt->exclude_tried_priorities);
             for (size_t i = 0; i < r->n_mirrors; i++) {
                 tr_fmt_cstr(&f, i ? ",{\"cluster\":" : "{\"cluster\":");
                 tr_fmt_json_cstr(&f, r->mirrors[i].cluster_name);

@@ -797,7 +797,7 @@ static void http_on_retry_timer(struct tr_timer *t)
     struct tr_session *s = tr_container_of(t, struct tr_session, http.rt.timer);
     struct tr_http_state *h = &s->http;
     if (tr_retry_backoff_over(&h->rt)) {
-        attempt_started(s, tr_h1c_retry(&h->uc, h->rt.avoid), "connection failure");
+        attempt_started(s, tr_h1c_retry(&h->uc, &h->rt.avoid), "connection failure");
     } else {
         tr_endpoint_report(h->uc.ep, TR_OUTCOME_TIMEOUT, tr_loop_now_ms(s->w->loop));
         if (!http_retry(s, TR_RETRY_EV_PER_TRY_TIMEOUT, 0, -1))

@@ -2188,7 +2188,7 @@ static void stream_retry_start(struct tr_stream *st)
     if (st->up == TR_SU_H2) {
         bool overflow = false;
         struct tr_endpoint_rt *ep =
-            tr_attempt_retry(W(st), st->cluster, st->lb_hash, st->rt.avoid, &overflow);
+            tr_attempt_retry(W(st), st->cluster, st->lb_hash, &st->rt.avoid, &overflow);
         if (ep == NULL) {
             char body[TR_UPSTREAM_ERROR_MAX];
             if (overflow)
@@ -2202,7 +2202,7 @@ static void stream_retry_start(struct tr_stream *st)
         up_use(st, ep);
         h2_open(st, false);
     } else if ((!st->keep_out && !h1_head(st)) ||
-               !h1_attempt(st, tr_h1c_retry(&st->h1.uc, st->rt.avoid), "connection failure")) {
+               !h1_attempt(st, tr_h1c_retry(&st->h1.uc, &st->rt.avoid), "connection failure")) {
         stream_maybe_free(st);
         return;
     }

@@ -24,8 +24,9 @@ struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt
 {
     if (*attempts >= TR_CONNECT_ATTEMPTS)
         return NULL;
+    struct tr_pick_avoid avoid = {.ep = failed};
     struct tr_endpoint_rt *ep =
-        tr_cluster_pick(c, tr_worker_rand(w), hash, failed, tr_loop_now_ms(w->loop));
+        tr_cluster_pick(c, tr_worker_rand(w), hash, &avoid, tr_loop_now_ms(w->loop));
     if (ep == NULL)
         return NULL;
     (*attempts)++;
@@ -34,7 +35,7 @@ struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt
 }
 
 struct tr_endpoint_rt *tr_attempt_retry(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
-                                        const struct tr_endpoint_rt *avoid, bool *overflow)
+                                        const struct tr_pick_avoid *avoid, bool *overflow)
 {
     *overflow = !tr_cluster_admit_request(c, w);
     if (*overflow)

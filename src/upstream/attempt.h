@@ -16,6 +16,7 @@
 struct tr_worker;
 struct tr_cluster_rt;
 struct tr_endpoint_rt;
+struct tr_pick_avoid;
 
 #define TR_CONNECT_ATTEMPTS 3
 
@@ -36,10 +37,10 @@ struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt
 
 /* The endpoint for a retry (upstream/retry.h), a new upstream request: the
  * circuit breakers admit it (else NULL with *overflow set: 503 UO), then
- * another endpoint than avoid when one qualifies, else avoid itself if it
- * is healthy. NULL without *overflow: none is healthy. hash: as for
- * tr_attempt_first. */
+ * one that avoid leaves out of the pick (cluster/cluster.h) when one
+ * qualifies, else any healthy one (the failed endpoint itself included).
+ * NULL without *overflow: none is healthy. hash: as for tr_attempt_first. */
 struct tr_endpoint_rt *tr_attempt_retry(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
-                                        const struct tr_endpoint_rt *avoid, bool *overflow);
+                                        const struct tr_pick_avoid *avoid, bool *overflow);
 
 #endif

@@ -63,7 +63,7 @@ void tr_h1c_connect_failed(struct tr_h1_client *c)
     }
 }
 
-enum tr_h1c_status tr_h1c_retry(struct tr_h1_client *c, const struct tr_endpoint_rt *avoid)
+enum tr_h1c_status tr_h1c_retry(struct tr_h1_client *c, const struct tr_pick_avoid *avoid)
 {
     tr_h1c_release(c, false);
     c->reused = c->resent = c->conn_close = c->got_byte = c->head_done = false;

@@ -41,6 +41,7 @@
 struct tr_worker;
 struct tr_cluster_rt;
 struct tr_endpoint_rt;
+struct tr_pick_avoid;
 struct tr_upstream;
 struct tr_upstream_owner_ops;
 
@@ -108,10 +109,10 @@ enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
 void tr_h1c_connect_failed(struct tr_h1_client *c);
 
 /* Another try of the request (upstream/retry.h), after the previous one's
- * connection was released or failed: to another endpoint than avoid when
- * one qualifies, else to avoid again; a pooled connection when there is
- * one. Returns that try's status, as tr_h1c_start. */
-enum tr_h1c_status tr_h1c_retry(struct tr_h1_client *c, const struct tr_endpoint_rt *avoid);
+ * connection was released or failed: to an endpoint avoid leaves out of the
+ * pick when one qualifies (tr_attempt_retry), else to any healthy one; a
+ * pooled connection when there is one. Returns that try's status, as tr_h1c_start. */
+enum tr_h1c_status tr_h1c_retry(struct tr_h1_client *c, const struct tr_pick_avoid *avoid);
 
 /* The connection failed after the request was written: may the request go
  * again? Only if the connection came from the pool (the keep-alive race: the

@@ -208,7 +208,13 @@ enum tr_retry_verdict tr_retry_decide(struct tr_retry_state *r, struct tr_worker
         c->state->retries_in_flight++;
     }
     r->retries++;
-    r->avoid = failed;
+    r->avoid.ep = failed;
+    if (failed != NULL && failed->prio < 64)
+        r->tried_prios |= 1ull << failed->prio;
+    /* Every N tries (Envoy's update frequency), the levels tried so far
+     * are left out; r->retries is now the number of tries made. */
+    if (p->exclude_tried_priorities != 0 && r->retries % p->exclude_tried_priorities == 0)
+        r->avoid.prios = r->tried_prios;
     r->waiting = true;
     r->try_armed = false;
     tr_metrics_retry(w->metrics, reason_of(ev, by_grpc));

@@ -18,7 +18,11 @@
  *     decide on the response head, before it goes).
  * A retry waits a jittered exponential backoff on a timer (never on the
  * stack of the failure), then goes to another endpoint when one qualifies
- * (the failed one avoided), else to the same one. A try that was not
+ * (the failed one avoided), else to the same one. With the policy's
+ * exclude_tried_priorities N, once N tries went out (and again after each N
+ * more), the priority levels they went to are left out of the next picks
+ * (Envoy's previous_priorities with update_frequency N, which Istio's
+ * retryRemoteLocalities sets with N = 2). A try that was not
  * retried is answered as it is, with URX when attempts or the budget were
  * what stopped it (Envoy's "upstream retry limit exceeded").
  *
@@ -33,6 +37,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cluster/cluster.h"
 #include "config/model.h"
 #include "core/str.h"
 #include "event/loop.h"
@@ -75,11 +80,13 @@ bool tr_retry_budget_allows(uint32_t requests, uint32_t retries, uint32_t percen
 bool tr_retry_wants_body(const struct tr_retry_cfg *p, bool idempotent);
 
 struct tr_retry_state {
-    const struct tr_retry_cfg *policy;  /* the route's; NULL: not begun */
-    struct tr_cluster_rt *cluster;      /* counted in its state's rq_in_flight while begun */
-    struct tr_timer timer;              /* the backoff (waiting), else the try's per_try_timeout */
-    const struct tr_endpoint_rt *avoid; /* the endpoint of the failed try, for the next pick */
-    uint8_t retries;                    /* retries started */
+    const struct tr_retry_cfg *policy; /* the route's; NULL: not begun */
+    struct tr_cluster_rt *cluster;     /* counted in its state's rq_in_flight while begun */
+    struct tr_timer timer;             /* the backoff (waiting), else the try's per_try_timeout */
+    struct tr_pick_avoid avoid;        /* for the next pick: the failed try's endpoint, the
+                                 * levels exclude_tried_priorities leaves out */
+    uint64_t tried_prios;              /* priority levels the tries so far went to (below 64) */
+    uint8_t retries;                   /* retries started */
     bool idempotent;
     bool budget;    /* holds one of the cluster's retries in flight */
     bool waiting;   /* the timer is the backoff: no try is in flight */
@@ -125,7 +132,7 @@ static inline bool tr_retry_reads_grpc(const struct tr_retry_state *r)
 }
 
 /* For the owner's timer callback: true when the backoff ran out (the owner
- * starts the next try now, preferring another endpoint than r->avoid),
+ * starts the next try now, with r->avoid),
  * false when the try's per_try_timeout did (the owner ends the try and
  * decides on TR_RETRY_EV_PER_TRY_TIMEOUT). */
 bool tr_retry_backoff_over(struct tr_retry_state *r);

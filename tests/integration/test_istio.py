@@ -997,3 +997,68 @@ spec:
     assert e["retries"]["attempts"] == 3 and e["retries"]["retry_on"] == ["5xx"]
     assert e["retries"]["per_try_timeout_ms"] == 2000
     assert [m["cluster"] for m in e["mirrors"]] == ["outbound|9080||shadow.default.svc.cluster.local"]
+
+
+@pytest.mark.parametrize("remote", [True, False])
+def test_retry_remote_localities(mesh, remote):
+    """retryRemoteLocalities with Istio's locality failover (a
+    DestinationRule with outlierDetection): the client's zone r1/z1 has two
+    pods that answer 503, region r2 one that answers 200. Three tries in all
+    (attempts: 2): the first two go to the zone (the retry avoids the failed
+    pod, not its zone); the third, with retryRemoteLocalities, leaves out the
+    levels tried (Envoy's previous_priorities, update frequency 2) and
+    reaches r2; without it, it stays in the zone and the answer is 503."""
+    b = mesh.base
+    mesh.docs[0] = pod("client", f"{b}.100", {"app": "client", "istio-locality": "r1.z1"})
+    z1 = [mesh.pod(f"api-z1-{i}", f"{b}.{i + 1}", 8080,
+                   {"app": "api", "istio-locality": "r1.z1"}, status=503) for i in range(2)]
+    far = mesh.pod("api-r2", f"{b}.3", 8080, {"app": "api", "istio-locality": "r2.z1"})
+    mesh.add(service("api", 9080, {"app": "api"}, target=8080), f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: api
+  trafficPolicy:
+    outlierDetection: {{consecutive5xxErrors: 1000, interval: 30s, baseEjectionTime: 30s}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api]
+  http:
+  - route:
+    - destination: {{host: api}}
+    retries:
+      attempts: 2
+      retryOn: 5xx
+      retryRemoteLocalities: {"true" if remote else "false"}
+""")
+    model, warnings = mesh.compile()
+    assert "retryRemoteLocalities" not in warnings
+    mesh.start()
+    n = 20
+    got = [mesh.get("api") for _ in range(n)]
+    # HTTP/2 clients alike (h2c prior knowledge).
+    for _ in range(5):
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                            "--http2-prior-knowledge", "-H", "Host: api",
+                            f"http://{mesh.outbound_ip}:9080/"],
+                           capture_output=True, text=True, timeout=10)
+        got.append(int(r.stdout))
+    codes = [g if isinstance(g, int) else g.status_code for g in got]
+    if remote:
+        assert codes == [200] * (n + 5)
+        assert [g.json()["name"] for g in got[:n]] == ["api-r2"] * n
+        assert far.hits == n + 5
+        assert z1[0].hits + z1[1].hits == 2 * (n + 5)
+    else:
+        assert codes == [503] * (n + 5)
+        assert far.hits == 0
+        assert z1[0].hits + z1[1].hits == 3 * (n + 5)
+    # Both zone pods get tries: the retry avoids the failed pod.
+    assert z1[0].hits > 0 and z1[1].hits > 0
+    e = mesh.explain("http://api:9080/")
+    assert e["retries"]["attempts"] == 2
+    assert e["retries"]["exclude_tried_priorities"] == (2 if remote else 0)

@@ -329,6 +329,7 @@ VALUES = {
     "*:retries.backoff": "100ms",
     "*:retries.perTryTimeout": "2s",
     "*:retryIgnorePreviousHosts": False,  # true is the default
+    "*:retryRemoteLocalities": True,
     "*:rewrite.authority": "new.example",
     "*:rewrite.uri": "/v2",
     "*:uriRegexRewrite.match": "^/old",

@@ -670,7 +670,7 @@ static bool retries_action(struct ist_ctx *x, struct ist_cursor *c, const struct
         {"attempts", NULL},
         {"perTryTimeout", NULL},
         {"retryOn", NULL},
-        {"retryRemoteLocalities", "locality-aware retries are not supported yet"},
+        {"retryRemoteLocalities", NULL},
         {"retryIgnorePreviousHosts", NULL},
         {"backoff", NULL},
     };
@@ -748,6 +748,11 @@ static bool retries_action(struct ist_ctx *x, struct ist_cursor *c, const struct
         }
     }
     bool b;
+    /* Envoy's previous_priorities with update frequency 2, as Istio sets:
+     * from the third try on, the levels (localities, by failover order)
+     * the first two went to are left out. */
+    if (ok && ist_bool(x, c, rt, "retryRemoteLocalities", &b) && b)
+        p->exclude_tried_priorities = 2;
     if (ok && ist_bool(x, c, rt, "retryIgnorePreviousHosts", &b) && !b)
         ist_warn(x, c, tr_rnode_get(rt, "retryIgnorePreviousHosts"), "retryIgnorePreviousHosts",
                  "trellis always prefers another endpoint for a retry: false is ignored");

@@ -206,8 +206,10 @@ static void test_backoff_and_avoid(void **state)
         g.clusters[0].lb = lb;
         /* Avoiding one leaves the other, whatever the random number. */
         for (uint32_t r = 0; r < 64; r++) {
-            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, 0, a, 0), b);
-            assert_ptr_equal(tr_cluster_pick(c, r * 2654435761u, 0, b, 0), a);
+            assert_ptr_equal(
+                tr_cluster_pick(c, r * 2654435761u, 0, &(struct tr_pick_avoid){.ep = a}, 0), b);
+            assert_ptr_equal(
+                tr_cluster_pick(c, r * 2654435761u, 0, &(struct tr_pick_avoid){.ep = b}, 0), a);
         }
     }
     g.clusters[0].lb = TR_LB_ROUND_ROBIN;
@@ -593,7 +595,7 @@ static void check_hash_policy(enum tr_lb_policy lb, double max_moved_others)
     /* An ejected or avoided endpoint's keys go elsewhere; none left: NULL. */
     struct tr_cluster_rt *c = &g2.views[0];
     struct tr_endpoint_rt *e0 = tr_cluster_pick(c, 0, key(1), NULL, 0);
-    struct tr_endpoint_rt *e1 = tr_cluster_pick(c, 0, key(1), e0, 0);
+    struct tr_endpoint_rt *e1 = tr_cluster_pick(c, 0, key(1), &(struct tr_pick_avoid){.ep = e0}, 0);
     assert_non_null(e1);
     assert_ptr_not_equal(e0, e1);
     for (uint32_t i = 0; i < c->n_eps; i++)
@@ -1119,7 +1121,8 @@ static void test_priority_failover(void **state)
         tr_endpoint_connect_ok(c->eps[0], 0);
         tr_endpoint_connect_ok(c->eps[1], 0);
         for (uint32_t r = 0; r < 64; r++) {
-            struct tr_endpoint_rt *e = tr_cluster_pick(c, r * 2654435761u, key(r), c->eps[0], 0);
+            struct tr_endpoint_rt *e = tr_cluster_pick(c, r * 2654435761u, key(r),
+                                                       &(struct tr_pick_avoid){.ep = c->eps[0]}, 0);
             assert_non_null(e);
             assert_ptr_not_equal(e, c->eps[0]);
         }
@@ -1128,6 +1131,56 @@ static void test_priority_failover(void **state)
             tr_endpoint_connect_failed(c->eps[i], 0);
         assert_null(tr_cluster_pick(c, 7, key(7), NULL, 10));
         for (uint32_t i = 0; i < 4; i++)
+            tr_endpoint_connect_ok(c->eps[i], 0);
+        if (lb >= TR_LB_RING_HASH)
+            hash_off(&g);
+        gen_free(&g);
+    }
+}
+
+/* A retry's tried levels (retries.exclude_tried_priorities): left out of
+ * the level draw while another level has health, else none is. */
+static void test_priority_tried_left_out(void **state)
+{
+    (void)state;
+    for (enum tr_lb_policy lb = TR_LB_ROUND_ROBIN; lb <= TR_LB_MAGLEV; lb++) {
+        static struct gen g;
+        gen_init(&g);
+        add_cluster(&g, "web", lb, (int[]){1, 2, 3, 4}, NULL, 4);
+        g.eps[0][2].priority = 3;
+        g.eps[0][3].priority = 3;
+        if (lb >= TR_LB_RING_HASH)
+            hash_on(&g, 0, lb);
+        gen_adopt(&g, NULL);
+        struct tr_cluster_rt *c = &g.views[0];
+        /* Each endpoint knows its compacted level (what a retry records). */
+        assert_int_equal(c->eps[0]->prio, 0);
+        assert_int_equal(c->eps[1]->prio, 0);
+        assert_int_equal(c->eps[2]->prio, 1);
+        assert_int_equal(c->eps[3]->prio, 1);
+        for (uint32_t r = 0; r < 256; r++) {
+            uint32_t rnd = r * 2654435761u;
+            /* Level 0 tried: level 1 takes the retry, though level 0 has
+             * a healthy endpoint the failed one is not. */
+            struct tr_endpoint_rt *e =
+                tr_cluster_pick(c, rnd, key(r), &(struct tr_pick_avoid){c->eps[0], 1u}, 0);
+            assert_true(e == c->eps[2] || e == c->eps[3]);
+            /* Level 1 tried (and level 0 healthy): level 0 as ever. */
+            e = tr_cluster_pick(c, rnd, key(r), &(struct tr_pick_avoid){c->eps[2], 2u}, 0);
+            assert_true(e == c->eps[0] || e == c->eps[1]);
+            /* Every level tried: none is left out; the failed endpoint still is. */
+            e = tr_cluster_pick(c, rnd, key(r), &(struct tr_pick_avoid){c->eps[0], 3u}, 0);
+            assert_ptr_equal(e, c->eps[1]);
+        }
+        /* Level 1 down: leaving level 0 out would leave nothing, so it is not. */
+        tr_endpoint_connect_failed(c->eps[2], 0);
+        tr_endpoint_connect_failed(c->eps[3], 0);
+        for (uint32_t r = 0; r < 64; r++) {
+            struct tr_endpoint_rt *e = tr_cluster_pick(c, r * 2654435761u, key(r),
+                                                       &(struct tr_pick_avoid){c->eps[0], 1u}, 10);
+            assert_ptr_equal(e, c->eps[1]);
+        }
+        for (uint32_t i = 2; i < 4; i++)
             tr_endpoint_connect_ok(c->eps[i], 0);
         if (lb >= TR_LB_RING_HASH)
             hash_off(&g);
@@ -1258,6 +1311,7 @@ int main(void)
         cmocka_unit_test(test_dns_names_expand_and_keep_endpoints),
         cmocka_unit_test(test_dns_first_follows_first_address),
         cmocka_unit_test(test_priority_failover),
+        cmocka_unit_test(test_priority_tried_left_out),
         cmocka_unit_test(test_priority_ejection),
         cmocka_unit_test(test_locality_weights),
         cmocka_unit_test(test_warmup_ramp),

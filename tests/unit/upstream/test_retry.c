@@ -285,7 +285,7 @@ static void test_decide_attempts_and_timer(void **state)
                      TR_RETRY_SCHEDULED);
     assert_true(r.waiting);
     assert_true(tr_timer_armed(&r.timer));
-    assert_ptr_equal(r.avoid, &f->ep[0]);
+    assert_ptr_equal(r.avoid.ep, &f->ep[0]);
     assert_int_equal(f->state.retries_in_flight, 1);
     assert_true(r.timer.deadline_ms <= tr_loop_now_ms(f->w.loop) + 25);
     assert_true(tr_retry_backoff_over(&r));
@@ -310,6 +310,50 @@ static void test_decide_attempts_and_timer(void **state)
     assert_false(tr_timer_armed(&r.timer));
     tr_retry_end(&r, f->w.loop); /* idempotent */
     assert_int_equal(f->state.rq_in_flight, 0);
+}
+
+/* exclude_tried_priorities N: every N tries, the levels tried so far are
+ * left out of the next picks (Envoy's previous_priorities). */
+static void test_decide_tried_priorities(void **state)
+{
+    struct fixture *f = *state;
+    struct tr_retry_state r;
+    f->p.attempts = 4;
+    f->p.exclude_tried_priorities = 2;
+    f->ep[0].prio = 0;
+    f->ep[1].prio = 2;
+    tr_retry_begin(&r, &f->c, &f->p, true, on_timer);
+    /* One try made: under N, nothing left out yet. */
+    assert_int_equal(tr_retry_decide(&r, &f->w, TR_RETRY_EV_STATUS, 503, -1, true, &f->ep[0]),
+                     TR_RETRY_SCHEDULED);
+    assert_int_equal(r.avoid.prios, 0);
+    assert_true(tr_retry_backoff_over(&r));
+    /* Two tries (levels 0 and 2): both left out from the third on. */
+    assert_int_equal(tr_retry_decide(&r, &f->w, TR_RETRY_EV_STATUS, 503, -1, true, &f->ep[1]),
+                     TR_RETRY_SCHEDULED);
+    assert_int_equal(r.avoid.prios, 0x5u);
+    assert_ptr_equal(r.avoid.ep, &f->ep[1]);
+    assert_true(tr_retry_backoff_over(&r));
+    /* Three tries: kept as it was; four: updated (now level 1 too). */
+    f->ep[0].prio = 1;
+    assert_int_equal(tr_retry_decide(&r, &f->w, TR_RETRY_EV_STATUS, 503, -1, true, &f->ep[0]),
+                     TR_RETRY_SCHEDULED);
+    assert_int_equal(r.avoid.prios, 0x5u);
+    assert_true(tr_retry_backoff_over(&r));
+    assert_int_equal(tr_retry_decide(&r, &f->w, TR_RETRY_EV_STATUS, 503, -1, true, &f->ep[0]),
+                     TR_RETRY_SCHEDULED);
+    assert_int_equal(r.avoid.prios, 0x7u);
+    tr_retry_end(&r, f->w.loop);
+    /* Without the setting, no level is ever left out. */
+    f->p.exclude_tried_priorities = 0;
+    tr_retry_begin(&r, &f->c, &f->p, true, on_timer);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(tr_retry_decide(&r, &f->w, TR_RETRY_EV_STATUS, 503, -1, true, &f->ep[i]),
+                         TR_RETRY_SCHEDULED);
+        assert_int_equal(r.avoid.prios, 0);
+        assert_true(tr_retry_backoff_over(&r));
+    }
+    tr_retry_end(&r, f->w.loop);
 }
 
 static void test_decide_per_try_timeout(void **state)
@@ -456,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_wants_body),
         cmocka_unit_test_setup_teardown(test_decide_attempts_and_timer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decide_tried_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decide_per_try_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decide_what_may_go_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_decide_budget, setup, teardown),
