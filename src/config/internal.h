@@ -74,10 +74,11 @@
 #define CFG_MAX_JWT_CLAIM_HEADERS 16u    /* output_claim_to_headers entries */
 
 /* TLS contexts that are not mesh contexts. */
-#define CFG_MAX_PEM          (256u * 1024u) /* inline PEM text of one cert, key or ca */
-#define CFG_MAX_SERVER_NAMES 1000u          /* a server context's server_names */
-#define CFG_MAX_SNI_ROUTES   4096u          /* a listener's sni_routes (each: server_names) */
-#define CFG_MAX_SNI_CONTEXTS 256u           /* a TERMINATE listener's contexts */
+#define CFG_MAX_PEM           (256u * 1024u) /* inline PEM text of one cert, key or ca */
+#define CFG_MAX_SERVER_NAMES  1000u          /* a server context's server_names */
+#define CFG_MAX_SNI_ROUTES    4096u          /* a listener's sni_routes (each: server_names) */
+#define CFG_MAX_DEST_PREFIXES 256u           /* a virtual listener's destination_prefixes */
+#define CFG_MAX_SNI_CONTEXTS  256u           /* a TERMINATE listener's contexts */
 
 #define CFG_PATH_MAX 512u
 #define CFG_ERR_MAX  1024u

@@ -335,6 +335,13 @@ struct tr_listener_cfg {
     bool bind; /* default true; false: a virtual listener, reached only through a
                 * capture listener of its direction (no socket of its own) */
     struct tr_original_dst_cfg *original_destination; /* non-NULL: a capture listener */
+    /* A virtual listener with destination_prefixes claims the original
+     * destinations in these CIDR blocks on its address's port, instead of
+     * its address (a wildcard); the most specific claim wins (Envoy's
+     * filter chain destination_prefix_ranges, Istio's destinationSubnets).
+     * 0..256 blocks, each checked by tr_cidr_parse. */
+    const char **destination_prefixes;
+    size_t n_destination_prefixes;
     /* ---- TLS passthrough by SNI (see tr_sni_route_cfg): 0..256 rules ---- */
     struct tr_sni_route_cfg *sni_routes;
     size_t n_sni_routes;

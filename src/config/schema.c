@@ -439,6 +439,8 @@ static const struct cfg_field listener_fields[] = {
     BOOL("bind", struct tr_listener_cfg, bind, true),
     OPTIONAL("original_destination", struct tr_listener_cfg, original_destination,
              struct tr_original_dst_cfg, cfg_original_dst_section),
+    STRLIST("destination_prefixes", struct tr_listener_cfg, destination_prefixes,
+            n_destination_prefixes, 0, 1, CFG_MAX_DEST_PREFIXES, 64, cfg_check_cidr),
     LIST("sni_routes", struct tr_listener_cfg, sni_routes, n_sni_routes, 0, 1, CFG_MAX_SNI_ROUTES,
          struct tr_sni_route_cfg, cfg_sni_route_section),
     ORIGIN(struct tr_listener_cfg),

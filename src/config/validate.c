@@ -1826,6 +1826,47 @@ static bool check_jwt_rules(struct vctx *v, const struct vnames *nt, struct tr_l
     return true;
 }
 
+static bool addr_is_wildcard(const struct tr_cfg_addr *a)
+{
+    static const uint8_t zero[16];
+    if (a->ss.ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)&a->ss)->sin6_addr, zero, 16) == 0;
+    return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == 0;
+}
+
+static uint16_t addr_port(const struct tr_cfg_addr *a)
+{
+    return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port); /* same offset in sin6 */
+}
+
+/* Two virtual listeners of one direction, one at least with
+ * destination_prefixes: on one port, no block may be claimed twice (the
+ * same block in one listener neither). */
+static bool prefixes_disjoint(struct vctx *v, const struct tr_listener_cfg *l,
+                              const struct tr_listener_cfg *ol, const struct tr_cfg_loc *loc)
+{
+    char why[96], at[48], b96[96];
+    for (size_t k = 0; k < l->n_destination_prefixes; k++) {
+        struct tr_cidr a, b;
+        if (!tr_cidr_parse(l->destination_prefixes[k], &a, why, sizeof(why)))
+            continue; /* reported by the schema */
+        snprintf(at, sizeof(at), "destination_prefixes[%zu]", k);
+        for (size_t m = 0; m < k && ol == l; m++)
+            if (tr_cidr_parse(l->destination_prefixes[m], &b, why, sizeof(why)) &&
+                a.bits == b.bits && memcmp(&a.ip, &b.ip, sizeof(a.ip)) == 0)
+                return verr(v, loc, at, AT_VALUE, "%s is listed twice", l->destination_prefixes[k]);
+        if (ol == l || addr_port(&ol->addr) != addr_port(&l->addr))
+            continue;
+        for (size_t m = 0; m < ol->n_destination_prefixes; m++)
+            if (tr_cidr_parse(ol->destination_prefixes[m], &b, why, sizeof(why)) &&
+                a.bits == b.bits && memcmp(&a.ip, &b.ip, sizeof(a.ip)) == 0)
+                return verr(v, loc, at, AT_VALUE, "%s on port %u is already claimed by listener %s",
+                            l->destination_prefixes[k], addr_port(&l->addr),
+                            cfg_show(b96, sizeof(b96), ol->name, strlen(ol->name), true));
+    }
+    return true;
+}
+
 static const char *direction_name(enum tr_direction d)
 {
     return d == TR_DIR_INBOUND ? "inbound" : "outbound";
@@ -1867,12 +1908,22 @@ static bool check_capture(struct vctx *v, struct tr_listener_cfg *l, const struc
         l->tls = l->route_table = l->tcp_cluster = -1;
         return true;
     }
+    if (l->n_destination_prefixes > 0 && (l->bind || l->original_destination != NULL))
+        return verr(v, loc, "destination_prefixes", AT_KEY,
+                    "only for a virtual listener (bind: false): it claims original "
+                    "destinations");
     if (l->bind)
         return true;
     if (sin->sin_port == 0)
         return verr(v, loc, "address", AT_VALUE,
                     "a virtual listener (bind: false) needs a port to match original "
                     "destinations by");
+    if (l->n_destination_prefixes > 0 && !addr_is_wildcard(&l->addr))
+        return verr(v, loc, "address", AT_VALUE,
+                    "with destination_prefixes the address must be 0.0.0.0:PORT or [::]:PORT "
+                    "(the prefixes say which destinations, the address the port)");
+    if (!prefixes_disjoint(v, l, l, loc))
+        return false;
     for (size_t j = 0; j < cfg->n_listeners; j++)
         if (cfg->listeners[j].original_destination != NULL &&
             cfg->listeners[j].direction == l->direction)
@@ -1896,6 +1947,11 @@ static bool check_listener(struct vctx *v, const struct vnames *nt, struct tr_li
         const struct tr_cfg_addr *o = &ol->addr;
         if (ol->bind != l->bind || (!l->bind && ol->direction != l->direction))
             continue;
+        if (!l->bind && (l->n_destination_prefixes > 0 || ol->n_destination_prefixes > 0)) {
+            if (!prefixes_disjoint(v, l, ol, loc))
+                return false;
+            continue; /* a listener with prefixes claims them, not its address */
+        }
         if (o->len == l->addr.len && memcmp(&o->ss, &l->addr.ss, l->addr.len) == 0) {
             char b[96];
             const char *other = cfg->listeners[j].name;

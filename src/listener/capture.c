@@ -44,18 +44,34 @@ static bool key_is_wild(const struct tr_capture_key *k)
     return memcmp(k->ip, zero, sizeof(zero)) == 0;
 }
 
+static int prefix_cmp(const void *pa, const void *pb)
+{
+    const struct tr_capture_prefix *a = pa, *b = pb;
+    if (a->cidr.ip.family != b->cidr.ip.family)
+        return a->cidr.ip.family < b->cidr.ip.family ? -1 : 1;
+    if (a->port != b->port)
+        return a->port < b->port ? -1 : 1;
+    if (a->cidr.bits != b->cidr.bits)
+        return a->cidr.bits > b->cidr.bits ? -1 : 1; /* the most specific first */
+    return memcmp(a->cidr.ip.a, b->cidr.ip.a, sizeof(a->cidr.ip.a));
+}
+
 struct tr_capture_table *tr_capture_table_build(const struct tr_config *cfg, size_t capture)
 {
     struct tr_capture_table *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
     enum tr_direction dir = cfg->listeners[capture].direction;
-    size_t n = 0;
+    size_t n = 0, np = 0;
     for (size_t i = 0; i < cfg->n_listeners; i++)
-        n += !cfg->listeners[i].bind && cfg->listeners[i].direction == dir;
+        if (!cfg->listeners[i].bind && cfg->listeners[i].direction == dir) {
+            n++;
+            np += cfg->listeners[i].n_destination_prefixes;
+        }
     t->exact = calloc(n + 1, sizeof(*t->exact));
     t->wild = calloc(n + 1, sizeof(*t->wild));
-    if (t->exact == NULL || t->wild == NULL) {
+    t->prefix = calloc(np + 1, sizeof(*t->prefix));
+    if (t->exact == NULL || t->wild == NULL || t->prefix == NULL) {
         tr_capture_table_free(t);
         return NULL;
     }
@@ -65,13 +81,25 @@ struct tr_capture_table *tr_capture_table_build(const struct tr_config *cfg, siz
             continue;
         struct tr_capture_entry e = {.listener = (int)i};
         key_of(&l->addr.ss, &e.key);
-        if (key_is_wild(&e.key))
+        if (l->n_destination_prefixes > 0) {
+            /* It claims its blocks, not its (wildcard) address. */
+            for (size_t k = 0; k < l->n_destination_prefixes; k++) {
+                struct tr_capture_prefix *p = &t->prefix[t->n_prefix];
+                char why[96];
+                if (!tr_cidr_parse(l->destination_prefixes[k], &p->cidr, why, sizeof(why)))
+                    continue; /* validate refused it already */
+                p->port = e.key.port;
+                p->listener = (int)i;
+                t->n_prefix++;
+            }
+        } else if (key_is_wild(&e.key))
             t->wild[t->n_wild++] = e;
         else
             t->exact[t->n_exact++] = e;
     }
     qsort(t->exact, t->n_exact, sizeof(*t->exact), entry_cmp);
     qsort(t->wild, t->n_wild, sizeof(*t->wild), entry_cmp);
+    qsort(t->prefix, t->n_prefix, sizeof(*t->prefix), prefix_cmp);
     return t;
 }
 
@@ -81,6 +109,7 @@ void tr_capture_table_free(struct tr_capture_table *t)
         return;
     free(t->exact);
     free(t->wild);
+    free(t->prefix);
     free(t);
 }
 
@@ -100,6 +129,29 @@ static int find(const struct tr_capture_entry *arr, size_t n, const struct tr_ca
     return -1;
 }
 
+/* The most specific block holding dst's address on its port: the first
+ * of that family and port (by binary search) that holds it. */
+static int find_prefix(const struct tr_capture_table *t, const struct sockaddr_storage *dst)
+{
+    uint16_t port;
+    struct tr_ip ip = tr_ip_from_sockaddr((const struct sockaddr *)dst, &port);
+    size_t lo = 0, hi = t->n_prefix;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct tr_capture_prefix *p = &t->prefix[mid];
+        if (p->cidr.ip.family < ip.family || (p->cidr.ip.family == ip.family && p->port < port))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t k = lo;
+         k < t->n_prefix && t->prefix[k].cidr.ip.family == ip.family && t->prefix[k].port == port;
+         k++)
+        if (tr_cidr_contains(&t->prefix[k].cidr, &ip))
+            return t->prefix[k].listener;
+    return -1;
+}
+
 int tr_capture_lookup(const struct tr_capture_table *t, const struct sockaddr_storage *dst)
 {
     if (dst->ss_family != AF_INET && dst->ss_family != AF_INET6)
@@ -108,6 +160,8 @@ int tr_capture_lookup(const struct tr_capture_table *t, const struct sockaddr_st
     key_of(dst, &k);
     int i = find(t->exact, t->n_exact, &k);
     if (i >= 0)
+        return i;
+    if (t->n_prefix > 0 && (i = find_prefix(t, dst)) >= 0)
         return i;
     memset(k.ip, 0, sizeof(k.ip));
     return find(t->wild, t->n_wild, &k);

@@ -4,11 +4,13 @@
  * that a firewall rule redirected to it (trellis ctl iptables). On accept it
  * asks the kernel where each was going (SO_ORIGINAL_DST) and hands it to the
  * virtual listener (bind: false) of its direction with that address: exact
- * ip:port first, then 0.0.0.0:port for IPv4 or [::]:port for IPv6. The
+ * ip:port first, then the most specific destination_prefixes block holding
+ * ip on that port, then 0.0.0.0:port for IPv4 or [::]:port for IPv6. The
  * table that answers is built once per snapshot for each capture listener
- * (runtime/snapshot.h): two sorted arrays and a binary search, so an accept
- * costs one getsockopt and O(log n) comparisons, never a scan of the
- * listeners. Pure: no sockets here except tr_capture_original_dst().
+ * (runtime/snapshot.h): three sorted arrays and binary searches, so an
+ * accept costs one getsockopt and O(log n) comparisons plus one per block
+ * claimed on its port, never a scan of the listeners. Pure: no sockets here
+ * except tr_capture_original_dst().
  */
 #ifndef TR_LISTENER_CAPTURE_H
 #define TR_LISTENER_CAPTURE_H
@@ -18,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "config/model.h"
+#include "core/authz_syntax.h"
 
 /* The socket mark of the proxy's own connections that capture rules skip
  * by default (Istio's): tr_config.upstream_mark as the Istio compiler sets
@@ -36,11 +39,20 @@ struct tr_capture_entry {
     int listener; /* index into tr_config.listeners */
 };
 
+/* A destination_prefixes block of a virtual listener, on its port. */
+struct tr_capture_prefix {
+    struct tr_cidr cidr;
+    uint16_t port;
+    int listener;
+};
+
 struct tr_capture_table {
     struct tr_capture_entry *exact; /* sorted by key */
     size_t n_exact;
     struct tr_capture_entry *wild; /* 0.0.0.0:port and [::]:port, sorted by key */
     size_t n_wild;
+    struct tr_capture_prefix *prefix; /* by family, port, then longest block first */
+    size_t n_prefix;
 };
 
 /* The table of capture listener `capture` of cfg (a validated model): its

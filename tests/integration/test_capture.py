@@ -544,3 +544,183 @@ def test_capture_with_compiled_istio_models(net, certs):
     assert metric(ma, "istio_requests_total", reporter="source", response_code="200",
                   destination_service="b.default.svc.cluster.local",
                   destination_principal=SERVER_ID) == 1, ma
+
+
+TCP_NAMED = r"""
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    try:
+        c.settimeout(5)
+        c.recv(100)
+        c.sendall(sys.argv[2].encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        c.close()
+"""
+
+TCP_CLIENT = r"""
+import socket, ssl, sys
+hello = b"hi"
+if len(sys.argv) > 3:  # a TLS ClientHello for that SNI; the servers answer it with their names
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    try:
+        ctx.wrap_bio(inc, out, server_hostname=sys.argv[3]).do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = out.read()
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+c.sendall(hello)
+print(c.recv(100).decode().strip())
+"""
+
+DB_PORT = 7000
+WEB_PORT = 7443
+
+SUBNET_MESH = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: a, namespace: default, labels: {{app: a}}}}
+spec: {{serviceAccountName: client}}
+status: {{podIP: {IP['a']}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db-v1, namespace: default, labels: {{app: db, version: v1}}}}
+spec: {{serviceAccountName: db}}
+status: {{podIP: {IP['b']}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db-v2, namespace: default, labels: {{app: db, version: v2}}}}
+spec: {{serviceAccountName: db}}
+status: {{podIP: {IP['c']}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: default}}
+spec:
+  selector: {{app: db}}
+  ports: [{{name: tcp-db, port: {DB_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: default}}
+spec:
+  host: db
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db]
+  tcp:
+  - match:
+    - destinationSubnets: [198.18.0.64/26]
+    route:
+    - destination: {{host: db, subset: v2}}
+  - match:
+    - destinationSubnets: [198.18.0.70]
+      port: {DB_PORT}
+    route:
+    - destination: {{host: db, subset: v1}}
+  - route:
+    - destination: {{host: db, subset: v1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: db, version: v1}}
+  ports: [{{name: tls-web, port: {WEB_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web, "*.example.com"]
+  tls:
+  - match:
+    - sniHosts: [a.example.com]
+      destinationSubnets: [198.18.0.64/26]
+    route:
+    - destination: {{host: db, subset: v2, port: {{number: {DB_PORT}}}}}
+  - match:
+    - sniHosts: [a.example.com, b.example.com]
+    route:
+    - destination: {{host: db, subset: v1, port: {{number: {DB_PORT}}}}}
+"""
+
+
+def test_capture_destination_subnets(net, certs):
+    """VirtualService tcp and tls rules with destinationSubnets, compiled with
+    --capture: the original destination's address picks the rule, the most
+    specific block first whatever the rule order (Envoy's filter chain
+    match); an address no block holds takes the catch-all rule. Servers are
+    plain TCP servers in B (v1) and C (v2) that answer with their names."""
+    workdir = net.workdir
+    mesh = os.path.join(workdir, "mesh")
+    os.makedirs(mesh)
+    with open(os.path.join(mesh, "mesh.yaml"), "w") as f:
+        f.write(SUBNET_MESH)
+    d = os.path.join(workdir, "certs-a")
+    os.makedirs(d)
+    shutil.copy(certs["client_cert"], os.path.join(d, "cert.pem"))
+    shutil.copy(certs["client_key"], os.path.join(d, "key.pem"))
+    shutil.copy(certs["ca"], os.path.join(d, "ca.pem"))
+    r = run(TRELLIS, "ctl", "compile", mesh, "--workload", "default/a", "--capture",
+            "--cert-dir", d, "-o", "json")
+    assert "destinationSubnets" not in r.stderr, r.stderr
+    model = json.loads(r.stdout)
+    model["workers"] = 1
+    claims = {tuple(l.get("destination_prefixes", [])): l["name"] for l in model["listeners"]
+              if not l.get("bind", True)}
+    assert ("198.18.0.64/26",) in claims and ("198.18.0.70/32",) in claims, claims
+    run(TRELLIS, "ctl", "iptables", "--netns", net.ns["a"])
+    net.spawn("b", "db-v1", sys.executable, "-c", TCP_NAMED, str(DB_PORT), "db-v1")
+    net.spawn("c", "db-v2", sys.executable, "-c", TCP_NAMED, str(DB_PORT), "db-v2")
+    net.spawn("b", "web-v1", sys.executable, "-c", TCP_NAMED, str(WEB_PORT), "web-v1")
+    start_proxy(net, "a", "proxy-a", model)
+
+    def dial(ip, port=DB_PORT, *sni):
+        deadline = time.time() + 5
+        while True:
+            r = net.exec("a", sys.executable, "-c", TCP_CLIENT, ip, str(port), *sni, check=False)
+            if r.returncode == 0 or time.time() > deadline:
+                return r.stdout.strip() or f"failed: {r.stderr.strip()[-200:]}"
+            time.sleep(0.1)  # the servers may still be starting
+
+    # None of these addresses exists: the proxy routes by the rule alone.
+    got = {ip: dial(ip) for ip in ("198.18.0.77", "198.18.0.127", "198.18.0.70",
+                                   "198.18.0.5", "198.18.0.128", "198.18.0.3")}
+    assert got == {"198.18.0.77": "db-v2", "198.18.0.127": "db-v2",  # the /26
+                   "198.18.0.70": "db-v1",  # the /32 inside it: more specific
+                   "198.18.0.5": "db-v1", "198.18.0.128": "db-v1",  # no block: catch-all
+                   "198.18.0.3": "db-v1"}, (got, log_of(workdir, "proxy-a"))
+    # tls rules: the destination address decides first (Envoy's filter chain
+    # match), then the SNI among the rules naming that block; a name none of
+    # them routes goes to the port's default (web), even one that a rule
+    # without destinationSubnets routes elsewhere.
+    got = {(ip, sni): dial(ip, WEB_PORT, sni) for ip, sni in (
+        ("198.18.0.77", "a.example.com"), ("198.18.0.77", "b.example.com"),
+        ("198.18.0.5", "a.example.com"), ("198.18.0.5", "b.example.com"),
+        ("198.18.0.5", "c.example.com"))}
+    assert got == {("198.18.0.77", "a.example.com"): "db-v2",
+                   ("198.18.0.77", "b.example.com"): "web-v1",
+                   ("198.18.0.5", "a.example.com"): "db-v1",
+                   ("198.18.0.5", "b.example.com"): "db-v1",
+                   ("198.18.0.5", "c.example.com"): "web-v1"}, (got, log_of(workdir, "proxy-a"))
+    ma = metrics(net, "a")
+    assert metric(ma, "istio_tcp_connections_opened_total", reporter="source",
+                  destination_service="db.default.svc.cluster.local") >= 9, ma

@@ -700,7 +700,19 @@ struct port_tab {
     struct tr_weighted_cluster_cfg *tcp_split; /* a tcp rule's weighted destinations */
     size_t n_tcp_split;
     const struct ist_service *tcp_svc;
+    size_t tcp_svc_pi;
     bool tcp_svc_tls; /* tcp_svc's port here is TLS (https, tls) */
+    /* With capture: tcp_svc's tcp rules for destinationSubnets and the TLS
+     * services' tls rules for them (each with its service's port index, for
+     * a rule to nowhere); a virtual listener claims each block they name
+     * (at most subnet_room). */
+    struct ist_subnet_route *subnet_routes;
+    size_t n_subnet_routes;
+    struct ist_tls_rule *tls_subnet;
+    const struct ist_service **tls_subnet_svc;
+    size_t *tls_subnet_pi;
+    size_t n_tls_subnet, cap_tls_subnet;
+    size_t subnet_room;
     /* TLS services of the port (protocol HTTPS or TLS): routed by SNI when
      * one has a VirtualService with tls rules or several share the port. */
     const struct ist_service **tls_svcs;
@@ -908,6 +920,43 @@ static bool add_tls_svc(struct ist_ctx *x, const struct vs_index *ix, struct por
     const struct tr_rnode *tls = vs ? tr_rnode_get(vs->spec, "tls") : NULL;
     if ((tls != NULL && tls->n > 0) || pt->n_tls > 1)
         pt->sni_wanted = true;
+    /* Room for the blocks its tls rules may claim (capture only). */
+    for (const struct tr_rnode *r = x->o->capture && tls && tls->kind == TR_RNODE_SEQ ? tls->head
+                                                                                      : NULL;
+         r; r = r->next) {
+        const struct tr_rnode *ms = tr_rnode_get(r, "match");
+        for (const struct tr_rnode *m = ms && ms->kind == TR_RNODE_SEQ ? ms->head : NULL; m;
+             m = m->next) {
+            const struct tr_rnode *sn = tr_rnode_get(m, "destinationSubnets");
+            pt->subnet_room += sn && sn->kind == TR_RNODE_SEQ ? sn->n : 0;
+        }
+    }
+    return true;
+}
+
+static bool tls_subnet_push(struct ist_ctx *x, struct port_tab *pt, const struct ist_tls_rule *r,
+                            const struct ist_service *s, size_t pi)
+{
+    if (pt->n_tls_subnet == pt->cap_tls_subnet) {
+        size_t nc = pt->cap_tls_subnet ? pt->cap_tls_subnet * 2 : 4;
+        struct ist_tls_rule *v = ist_alloc(x, nc, sizeof(*v));
+        const struct ist_service **vs = ist_alloc(x, nc, sizeof(*vs));
+        size_t *vp = ist_alloc(x, nc, sizeof(*vp));
+        if (v == NULL || vs == NULL || vp == NULL)
+            return false;
+        if (pt->n_tls_subnet) {
+            memcpy(v, pt->tls_subnet, pt->n_tls_subnet * sizeof(*v));
+            memcpy(vs, pt->tls_subnet_svc, pt->n_tls_subnet * sizeof(*vs));
+            memcpy(vp, pt->tls_subnet_pi, pt->n_tls_subnet * sizeof(*vp));
+        }
+        pt->tls_subnet = v;
+        pt->tls_subnet_svc = vs;
+        pt->tls_subnet_pi = vp;
+        pt->cap_tls_subnet = nc;
+    }
+    pt->tls_subnet[pt->n_tls_subnet] = *r;
+    pt->tls_subnet_svc[pt->n_tls_subnet] = s;
+    pt->tls_subnet_pi[pt->n_tls_subnet++] = pi;
     return true;
 }
 
@@ -939,6 +988,11 @@ static bool sni_rules(struct ist_ctx *x, const struct vs_index *ix, struct port_
             if (!ok)
                 return false;
             for (size_t k = 0; k < ntr; k++) {
+                if (tr[k].n_subnets > 0) {
+                    if (!tls_subnet_push(x, pt, &tr[k], s, pi))
+                        return false;
+                    continue; /* for the listeners of its blocks (subnet_listeners) */
+                }
                 const char *nowhere = tr[k].n_split == 0 ? ist_empty_cluster(x, s, pi) : NULL;
                 if (!ist_sni_rules_add(x, &rs, tr[k].names, tr[k].n_names, tr[k].split,
                                        tr[k].n_split, nowhere, tr[k].loc))
@@ -1044,6 +1098,115 @@ static struct port_tab *port_get(struct ist_ctx *x, struct port_set *ps, uint32_
     return pt;
 }
 
+/* One block a subnet listener claims: the first tcp rule that names it
+ * (NULL: none), and the tls rules that name it, as sni_routes. */
+struct subnet_claim {
+    const char *block;
+    const struct ist_subnet_route *tcp;
+    struct ist_sni_rules rs;
+};
+
+static struct subnet_claim *claim_of(struct ist_ctx *x, struct tr_strmap *ix,
+                                     struct subnet_claim *v, size_t *n, size_t room,
+                                     const char *block)
+{
+    struct subnet_claim *c = tr_strmap_get(ix, block);
+    if (c != NULL || *n == room)
+        return c;
+    bool oom = false;
+    c = &v[(*n)++];
+    *c = (struct subnet_claim){.block = block};
+    tr_strmap_put(ix, block, c, &oom);
+    return oom ? NULL : c;
+}
+
+/* Capture: a virtual listener for each block that the port's tcp and tls
+ * rules name in destinationSubnets, claiming it on the port (the most
+ * specific block wins, before the port's own listener l: Envoy's
+ * destination_prefix_ranges, which decide before the SNI). There, a tls
+ * rule naming the block routes by SNI; what none takes goes to the first
+ * tcp rule naming it, else where l sends it. Not on a port that also
+ * carries HTTP: the blocks' HTTP traffic would lose its routing. */
+static bool subnet_listeners(struct ist_ctx *x, const struct port_tab *pt,
+                             const struct tr_listener_cfg *l)
+{
+    if (pt->n_subnet_routes == 0 && pt->n_tls_subnet == 0)
+        return true;
+    if (pt->http) {
+        const struct ist_service *s = pt->tcp_svc ? pt->tcp_svc : pt->tls_svcs[0];
+        struct ist_cursor c;
+        ist_cursor_init(&c, s->res, NULL);
+        ist_warn(x, &c, NULL, NULL,
+                 "port %u also carries HTTP services: the destinationSubnets of the tcp and "
+                 "tls routes of %s are not applied on it",
+                 pt->port, s->host);
+        return true;
+    }
+    size_t room = pt->subnet_room, n = 0;
+    struct subnet_claim *v = ist_malloc(x, room ? room : 1, sizeof(*v));
+    struct tr_strmap ix;
+    tr_strmap_init(&ix, x->tmp);
+    if (v == NULL)
+        return false;
+    for (size_t k = 0; k < pt->n_subnet_routes; k++) {
+        const struct ist_subnet_route *r = &pt->subnet_routes[k];
+        for (size_t b = 0; b < r->n_subnets; b++) {
+            struct subnet_claim *c = claim_of(x, &ix, v, &n, room, r->subnets[b]);
+            if (c != NULL && c->tcp == NULL)
+                c->tcp = r;
+        }
+    }
+    for (size_t k = 0; k < pt->n_tls_subnet; k++) {
+        const struct ist_tls_rule *t = &pt->tls_subnet[k];
+        const char *nowhere =
+            t->n_split == 0 ? ist_empty_cluster(x, pt->tls_subnet_svc[k], pt->tls_subnet_pi[k])
+                            : NULL;
+        for (size_t b = 0; b < t->n_subnets; b++) {
+            struct subnet_claim *c = claim_of(x, &ix, v, &n, room, t->subnets[b]);
+            if (c != NULL && !ist_sni_rules_add(x, &c->rs, t->names, t->n_names, t->split,
+                                                t->n_split, nowhere, t->loc))
+                return false;
+        }
+    }
+    struct tr_config *cfg = x->cfg;
+    for (size_t k = 0; k < n; k++) {
+        struct subnet_claim *c = &v[k];
+        struct tr_listener_cfg *sl = &cfg->listeners[cfg->n_listeners++];
+        tr_cfg_listener_defaults(sl);
+        sl->name = ist_mprintf(x, "outbound|%u|%s", pt->port, c->block);
+        sl->direction = TR_DIR_OUTBOUND;
+        sl->bind = false;
+        sl->protocol = TR_LPROTO_TCP;
+        sl->detect_timeout_ms = l->detect_timeout_ms;
+        sl->destination_prefixes = ist_malloc(x, 1, sizeof(*sl->destination_prefixes));
+        if (sl->name == NULL || sl->destination_prefixes == NULL ||
+            !ist_make_addr(x, "0.0.0.0", pt->port, &sl->addr))
+            return false;
+        sl->destination_prefixes[0] = c->block;
+        sl->n_destination_prefixes = 1;
+        const struct ist_subnet_route *r = c->tcp;
+        if (r != NULL) {
+            sl->loc = r->loc;
+            if (r->n_split == 0)
+                sl->tcp_cluster_name = ist_empty_cluster(x, pt->tcp_svc, pt->tcp_svc_pi);
+            else if (r->n_split == 1)
+                sl->tcp_cluster_name = r->split[0].cluster_name;
+            else {
+                sl->tcp_clusters = r->split;
+                sl->n_tcp_clusters = r->n_split;
+            }
+        } else {
+            sl->loc = c->rs.n > 0 ? c->rs.v[0].loc : l->loc;
+            sl->tcp_cluster_name = l->tcp_cluster_name;
+            sl->tcp_clusters = l->tcp_clusters;
+            sl->n_tcp_clusters = l->n_tcp_clusters;
+        }
+        if (!ist_sni_rules_copy(x, &c->rs, sl))
+            return false;
+    }
+    return true;
+}
+
 static bool outbound(struct ist_ctx *x)
 {
     const struct tr_resource *sc = sidecar_for(x);
@@ -1076,6 +1239,7 @@ static bool outbound(struct ist_ctx *x)
             if (tcpish || p->proto == IST_P_UNKNOWN) {
                 if (pt->tcp_svc == NULL) {
                     pt->tcp_svc = s;
+                    pt->tcp_svc_pi = pi;
                     pt->tcp_svc_tls = p->proto == IST_P_TLS;
                     const struct tr_resource *vs = vs_for(&ix, s->host);
                     bool routed = false;
@@ -1083,6 +1247,9 @@ static bool outbound(struct ist_ctx *x)
                         x->quiet = true;
                         routed = ist_vs_tcp_clusters(x, vs, s, p->number, &pt->tcp_split,
                                                      &pt->n_tcp_split);
+                        if (x->o->capture)
+                            pt->n_subnet_routes =
+                                ist_vs_tcp_subnet_routes(x, vs, s, p->number, &pt->subnet_routes);
                         x->quiet = false;
                     }
                     if (!routed)
@@ -1113,8 +1280,13 @@ static bool outbound(struct ist_ctx *x)
     if (ports.n > 1)
         qsort(ports.list, ports.n, sizeof(*ports.list), port_order);
     size_t nl = ports.n, nt = 0;
-    for (size_t k = 0; k < ports.n; k++)
-        nt += ports.list[k]->http;
+    for (size_t k = 0; k < ports.n; k++) {
+        struct port_tab *pt = ports.list[k];
+        nt += pt->http;
+        for (size_t r = 0; r < pt->n_subnet_routes; r++)
+            pt->subnet_room += pt->subnet_routes[r].n_subnets;
+        nl += pt->subnet_room;
+    }
     struct tr_config *cfg = x->cfg;
     /* room for the inbound (8) and gateway (64) listeners that follow */
     cfg->listeners = ist_malloc(x, nl + 72, sizeof(*cfg->listeners));
@@ -1147,8 +1319,12 @@ static bool outbound(struct ist_ctx *x)
             l->protocol = TR_LPROTO_TCP;
             if (pt->sni_wanted && !sni_rules(x, &ix, pt, l))
                 return false;
+            if (!subnet_listeners(x, pt, l))
+                return false;
             continue;
         }
+        if (!subnet_listeners(x, pt, l))
+            return false;
         if (pt->sni_wanted) {
             struct ist_cursor c;
             ist_cursor_init(&c, pt->tls_svcs[0]->res, NULL);

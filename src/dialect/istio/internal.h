@@ -383,6 +383,23 @@ const struct tr_resource *ist_vs_find(const struct ist_ctx *x, const char *ns, c
  * a warning per applying policy when the workload is a gateway. */
 void ist_ra_check_all(struct ist_ctx *x);
 bool ist_request_authn(struct ist_ctx *x, struct tr_request_authn_cfg *out);
+/* A tcp rule whose match blocks name destinationSubnets (and otherwise
+ * apply to the workload and port): with capture, a virtual listener claims
+ * those blocks for the rule's destinations. */
+struct ist_subnet_route {
+    const char **subnets; /* as blocks: "10.1.0.0/16" */
+    size_t n_subnets;
+    struct tr_weighted_cluster_cfg *split; /* NULL, 0: routes nowhere (fails closed) */
+    size_t n_split;
+    size_t rule; /* index in spec.tcp */
+    struct tr_cfg_loc loc;
+};
+/* vs's subnet rules for (svc, port), in rule order up to the first rule
+ * that takes every destination (later ones are never reached); a block an
+ * earlier rule claims is left out of later ones. Returns how many. */
+size_t ist_vs_tcp_subnet_routes(struct ist_ctx *x, const struct tr_resource *vs,
+                                const struct ist_service *svc, uint32_t port,
+                                struct ist_subnet_route **out);
 /* The weighted clusters of vs's first tcp rule for (svc, port): true when
  * a rule applies (*n 0: it routes nowhere), false when none does. */
 bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
@@ -398,6 +415,11 @@ bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
 struct ist_tls_rule {
     const char **names;
     size_t n_names;
+    /* Non-empty: the rule of a match block with destinationSubnets (these
+     * blocks), only for the listeners that claim them (a sidecar's, with
+     * capture); such rules follow the others of their VirtualService rule. */
+    const char **subnets;
+    size_t n_subnets;
     struct tr_weighted_cluster_cfg *split;
     size_t n_split;
     struct tr_cfg_loc loc;

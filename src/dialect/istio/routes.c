@@ -5,6 +5,7 @@
  * block ANDed. sourceLabels, sourceNamespace and gateways are decided here,
  * for the workload being compiled (as Istio decides them per proxy). A
  * request no rule matches falls through to the service's default route. */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "config/load.h"
 #include "core/arena.h"
+#include "core/authz_syntax.h"
 #include "dialect/istio/internal.h"
 
 #define MAX_ROUTES_PER_VHOST 10000u
@@ -1980,6 +1982,170 @@ static bool l4_split(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rn
     return true;
 }
 
+/* An Istio destinationSubnets value ("10.1.0.0/16", "10.1.2.3", with host
+ * bits or not, as Go's ParseCIDR reads it) as the block the model takes:
+ * the network address and length, host bits cleared. NULL: not one. */
+static const char *subnet_block(struct ist_ctx *x, const char *s)
+{
+    char ip[64];
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    if (n == 0 || n >= sizeof(ip))
+        return NULL;
+    memcpy(ip, s, n);
+    ip[n] = 0;
+    struct tr_ip a;
+    if (!tr_ip_parse(ip, &a) || strchr(ip, '%') != NULL)
+        return NULL;
+    unsigned max = a.family == 4 ? 32 : 128, bits = max;
+    if (slash != NULL) {
+        char *end;
+        unsigned long v = strtoul(slash + 1, &end, 10);
+        if (slash[1] < '0' || slash[1] > '9' || *end != 0 || v > max)
+            return NULL;
+        bits = (unsigned)v;
+    }
+    for (unsigned i = bits; i < max; i++)
+        a.a[i / 8] &= (uint8_t) ~(0x80u >> (i % 8));
+    char text[INET6_ADDRSTRLEN];
+    if (inet_ntop(a.family == 4 ? AF_INET : AF_INET6, a.a, text, sizeof(text)) == NULL)
+        return NULL;
+    return ist_mprintf(x, "%s/%u", text, bits);
+}
+
+/* A match block's destinationSubnets, checked: each must be an address or
+ * CIDR block (istiod's validation refuses the resource otherwise); without
+ * capture there is no original destination to match them against. */
+static void check_subnets(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *m)
+{
+    const struct tr_rnode *subs = ist_list(x, c, m, "destinationSubnets");
+    if (subs == NULL)
+        return;
+    size_t i = 0;
+    for (const struct tr_rnode *s = subs->head; s; s = s->next, i++) {
+        const char *v;
+        if (!tr_rnode_str(s, &v) || subnet_block(x, v) == NULL) {
+            size_t saved = ist_push_key(c, "destinationSubnets");
+            ist_push_index(c, i);
+            ist_error(x, c, s, NULL, "expected an IP address or CIDR block");
+            ist_pop(c, saved);
+        }
+    }
+    if (!x->o->capture)
+        ist_warn(x, c, subs, "destinationSubnets",
+                 "destination subnets need the original destination (traffic capture, "
+                 "--capture): without it the block never matches");
+}
+
+/* A tls match block's destinationSubnets as a rule of its own (with room
+ * for its sniHosts, which the caller adds); NULL when it names none. */
+static struct ist_tls_rule *subnet_rule(struct ist_ctx *x, const struct tr_rnode *m,
+                                        struct ist_tls_rule *r)
+{
+    const struct tr_rnode *subs = tr_rnode_get(m, "destinationSubnets");
+    const struct tr_rnode *sni = tr_rnode_get(m, "sniHosts");
+    *r = (struct ist_tls_rule){0};
+    if (subs == NULL || subs->kind != TR_RNODE_SEQ || sni == NULL || sni->kind != TR_RNODE_SEQ)
+        return NULL;
+    r->subnets = ist_malloc(x, subs->n + 1, sizeof(*r->subnets));
+    r->names = ist_malloc(x, sni->n + 1, sizeof(*r->names));
+    if (r->subnets == NULL || r->names == NULL)
+        return NULL;
+    for (const struct tr_rnode *s = subs->head; s; s = s->next) {
+        const char *v, *block;
+        if (tr_rnode_str(s, &v) && (block = subnet_block(x, v)) != NULL)
+            r->subnets[r->n_subnets++] = block;
+    }
+    return r;
+}
+
+size_t ist_vs_tcp_subnet_routes(struct ist_ctx *x, const struct tr_resource *vs,
+                                const struct ist_service *svc, uint32_t port,
+                                struct ist_subnet_route **out)
+{
+    *out = NULL;
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    const struct tr_rnode *tcp = ist_list(x, &c, vs->spec, "tcp");
+    struct ist_vhost vh = {.svc = svc, .port = port};
+    size_t n = 0, cap = 0, i = 0;
+    struct tr_strmap seen;
+    tr_strmap_init(&seen, x->tmp);
+    for (const struct tr_rnode *rule = tcp ? tcp->head : NULL; rule; rule = rule->next, i++) {
+        size_t saved = ist_push_key(&c, "tcp");
+        ist_push_index(&c, i);
+        const struct tr_rnode *matches = ist_list(x, &c, rule, "match");
+        bool catch_all = matches == NULL || matches->n == 0;
+        size_t room = 0;
+        for (const struct tr_rnode *m = matches ? matches->head : NULL; m; m = m->next) {
+            const struct tr_rnode *sn = tr_rnode_get(m, "destinationSubnets");
+            room += sn != NULL && sn->kind == TR_RNODE_SEQ ? sn->n : 0;
+        }
+        const char **subs = room > 0 ? ist_malloc(x, room, sizeof(*subs)) : NULL;
+        size_t n_subs = 0;
+        for (const struct tr_rnode *m = matches ? matches->head : NULL; m; m = m->next) {
+            uint32_t p;
+            const char *sns;
+            const struct tr_rnode *sl = tr_rnode_get(m, "sourceLabels");
+            const struct tr_rnode *gw = tr_rnode_get(m, "gateways");
+            bool applies =
+                !(ist_u32(x, &c, m, "port", 1, 65535, &p) && p != port) &&
+                !(sl != NULL && !ist_labels_match(sl, x->wl_labels)) &&
+                !(ist_str(x, &c, m, "sourceNamespace", &sns) && strcmp(sns, x->wl_ns) != 0) &&
+                !(gw != NULL && gw->kind == TR_RNODE_SEQ && gw->n > 0 && !has_str(gw, "mesh"));
+            const struct tr_rnode *sn = tr_rnode_get(m, "destinationSubnets");
+            if (!applies)
+                continue;
+            if (sn == NULL || sn->kind != TR_RNODE_SEQ || sn->n == 0) {
+                catch_all = true; /* this block takes every destination */
+                continue;
+            }
+            for (const struct tr_rnode *s = sn->head; s; s = s->next) {
+                const char *v, *block;
+                if (!tr_rnode_str(s, &v) || (block = subnet_block(x, v)) == NULL)
+                    continue; /* reported by check_subnets */
+                if (tr_strmap_get(&seen, block) != NULL)
+                    continue; /* an earlier rule claims it: the first wins */
+                bool oom = false;
+                tr_strmap_put(&seen, block, (void *)block, &oom);
+                if (subs == NULL || oom)
+                    break;
+                subs[n_subs++] = block;
+            }
+        }
+        if (n_subs > 0) {
+            struct l4_split sp;
+            x->quiet = true;
+            bool split_ok = l4_split(x, &c, rule, vs, &vh, &sp);
+            x->quiet = false;
+            if (split_ok) {
+                if (n == cap) {
+                    size_t nc = cap ? cap * 2 : 4;
+                    struct ist_subnet_route *g = ist_malloc(x, nc, sizeof(*g));
+                    if (g == NULL) {
+                        ist_pop(&c, saved);
+                        break;
+                    }
+                    if (n > 0)
+                        memcpy(g, *out, n * sizeof(*g));
+                    *out = g;
+                    cap = nc;
+                }
+                (*out)[n++] = (struct ist_subnet_route){.subnets = subs,
+                                                        .n_subnets = n_subs,
+                                                        .split = sp.nowhere ? NULL : sp.v,
+                                                        .n_split = sp.nowhere ? 0 : sp.n,
+                                                        .rule = i,
+                                                        .loc = ist_loc(x, &c, rule)};
+            }
+        }
+        ist_pop(&c, saved);
+        if (catch_all)
+            break; /* the rules after one that takes everything are never reached */
+    }
+    return n;
+}
+
 /* The weighted clusters of the first tcp rule for (svc, port) into *out:
  * true when a rule applies (*n 0: it routes nowhere), false when none does
  * (the service's own cluster). svc NULL: check only. */
@@ -1989,13 +2155,9 @@ bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
 {
     static const struct ist_key rule_keys[] = {{"match", NULL}, {"route", NULL}};
     static const struct ist_key tcp_match_keys[] = {
-        {"destinationSubnets", "destination subnets need the original destination (traffic "
-                               "capture): the block never matches"},
-        {"port", NULL},
-        {"sourceLabels", NULL},
-        {"gateways", NULL},
-        {"sourceNamespace", NULL},
-        {"sourceSubnet", "ignored by istiod too"},
+        {"destinationSubnets", NULL}, {"port", NULL},
+        {"sourceLabels", NULL},       {"gateways", NULL},
+        {"sourceNamespace", NULL},    {"sourceSubnet", "ignored by istiod too"},
     };
     *out = NULL;
     *n = 0;
@@ -2019,6 +2181,8 @@ bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
             ist_push_index(&c, j);
             bool keep =
                 IST_KEYS(x, &c, m, tcp_match_keys) && tr_rnode_get(m, "destinationSubnets") == NULL;
+            if (svc == NULL)
+                check_subnets(x, &c, m);
             uint32_t p;
             if (ist_u32(x, &c, m, "port", 1, 65535, &p) && svc != NULL && p != port)
                 keep = false;
@@ -2089,8 +2253,7 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
     static const struct ist_key rule_keys[] = {{"match", NULL}, {"route", NULL}};
     static const struct ist_key tls_match_keys[] = {
         {"sniHosts", NULL},
-        {"destinationSubnets", "destination subnets are not supported yet: the block never "
-                               "matches"},
+        {"destinationSubnets", NULL},
         {"port", NULL},
         {"sourceLabels", NULL},
         {"gateways", NULL},
@@ -2118,11 +2281,17 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
         const char **names = ist_malloc(x, 1, sizeof(*names));
         size_t nn = 0, cap_names = 1;
         size_t j = 0;
+        /* Blocks with destinationSubnets: rules of their own, for the
+         * listeners that claim those blocks (a sidecar's, with capture). */
+        struct ist_tls_rule *sub = ist_malloc(x, matches ? matches->n + 1 : 1, sizeof(*sub));
+        size_t n_sub = 0;
         for (const struct tr_rnode *m = matches ? matches->head : NULL; m; m = m->next, j++) {
             size_t sm = ist_push_key(&c, "match");
             ist_push_index(&c, j);
-            bool keep =
-                IST_KEYS(x, &c, m, tls_match_keys) && tr_rnode_get(m, "destinationSubnets") == NULL;
+            const struct tr_rnode *subnets = tr_rnode_get(m, "destinationSubnets");
+            bool keep = IST_KEYS(x, &c, m, tls_match_keys);
+            if (vh == NULL)
+                check_subnets(x, &c, m);
             uint32_t p;
             if (ist_u32(x, &c, m, "port", 1, 65535, &p) && vh != NULL && p != vh->port)
                 keep = false;
@@ -2137,6 +2306,13 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
             const struct tr_rnode *gw = ist_list(x, &c, m, "gateways");
             if (gw != NULL && gw->n > 0 && vh != NULL && !ist_gateway_listed(vs, gw, vh->gateway))
                 keep = false;
+            struct ist_tls_rule *sr = NULL;
+            if (subnets != NULL) {
+                /* Such a block never takes other destinations. */
+                if (keep && vh != NULL && vh->gateway == NULL && x->o->capture && sub != NULL)
+                    sr = subnet_rule(x, m, &sub[n_sub]);
+                keep = false;
+            }
             const struct tr_rnode *sni = ist_list(x, &c, m, "sniHosts");
             if (sni == NULL || sni->n == 0)
                 ist_error(x, &c, m, "sniHosts", "at least one SNI host is required");
@@ -2169,6 +2345,8 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
                     }
                 }
                 ist_pop(&c, sk);
+                if (v != NULL && sr != NULL && sr->names != NULL)
+                    sr->names[sr->n_names++] = ist_mstrdup(x, v);
                 if (v == NULL || !keep || vh == NULL || names == NULL)
                     continue;
                 bool dup = false;
@@ -2186,6 +2364,8 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
                 }
                 names[nn++] = ist_mstrdup(x, v);
             }
+            if (sr != NULL && sr->n_names > 0 && sr->n_subnets > 0)
+                n_sub++;
             ist_pop(&c, sm);
         }
         struct l4_split sp;
@@ -2195,15 +2375,22 @@ bool ist_vs_tls_rules(struct ist_ctx *x, const struct tr_resource *vs, const str
         }
         struct tr_cfg_loc rloc = ist_loc(x, &c, rule);
         ist_pop(&c, saved);
-        if (vh == NULL || nn == 0 || sp.total == 0)
+        if (vh == NULL || sp.total == 0)
             continue;
         struct ist_tls_rule r = {.names = names,
                                  .n_names = nn,
                                  .split = sp.nowhere ? NULL : sp.v,
                                  .n_split = sp.nowhere ? 0 : sp.n,
                                  .loc = rloc};
-        if (!tls_rule_push(x, out, n, cap, &r))
+        if (nn > 0 && !tls_rule_push(x, out, n, cap, &r))
             return false;
+        for (size_t k = 0; k < n_sub; k++) {
+            sub[k].split = r.split;
+            sub[k].n_split = r.n_split;
+            sub[k].loc = rloc;
+            if (!tls_rule_push(x, out, n, cap, &sub[k]))
+                return false;
+        }
     }
     return true;
 }

@@ -989,7 +989,8 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:5:3: listeners[0].tlz: ",
      "unknown field \"tlz\" (accepted: name, address, direction, protocol, tls, route_table, "
      "tcp_cluster, tcp_clusters, http, "
-     "timeouts, authorization, request_authentication, bind, original_destination, sni_routes, "
+     "timeouts, authorization, request_authentication, bind, original_destination, "
+     "destination_prefixes, sni_routes, "
      "origin)"},
     {"listeners:\n- name: l\n  address: 127.0.0.1:1\n" RT_C,
      "t.yaml:2:3: listeners[0].route_table: ", "missing required field"},
@@ -1187,6 +1188,33 @@ static const struct bad_case bad_cases[] = {
      "127.0.0.1:1, route_table: rt}\n" RT_C,
      "t.yaml:3:22: listeners[1].address: ",
      "address 127.0.0.1:1 is already used by listener \"a\""},
+#define CAP                                                                                        \
+    "listeners:\n- {name: cap, address: 127.0.0.1:15001, direction: outbound, protocol: tcp, "     \
+    "original_destination: {}}\n"
+#define VL(addr, more)                                                                             \
+    "- {name: v, address: " addr ", direction: outbound, protocol: tcp, tcp_cluster: c" more "}\n"
+    /* destination_prefixes: blocks on virtual listeners, each claimed once */
+    {CAP VL("0.0.0.0:3306", ", bind: false, destination_prefixes: [10.0.0.1/8]") RT_C,
+     "t.yaml:3:124: listeners[1].destination_prefixes[0]: ",
+     "\"10.0.0.1/8\" has bits set beyond its prefix length"},
+    {CAP VL("0.0.0.0:3306", ", bind: false, destination_prefixes: [10.0.0.0/8, 10.0.0.0/8]") RT_C,
+     "t.yaml:3:136: listeners[1].destination_prefixes[1]: ", "10.0.0.0/8 is listed twice"},
+    {CAP VL("10.0.0.1:3306", ", bind: false, destination_prefixes: [10.0.0.0/8]") RT_C,
+     "t.yaml:3:22: listeners[1].address: ", "the address must be 0.0.0.0:PORT or [::]:PORT"},
+    {CAP VL("127.0.0.1:3306", ", destination_prefixes: [10.0.0.0/8]") RT_C,
+     "t.yaml:3:90: listeners[1].destination_prefixes: ", "only for a virtual listener"},
+    {CAP VL(
+         "0.0.0.0:3306",
+         ", bind: false, destination_prefixes: [10.0.0.0/8]") "- {name: w, address: '[::]:3306', "
+                                                              "direction: outbound, bind: false, "
+                                                              "protocol: tcp, "
+                                                              "tcp_cluster: c, "
+                                                              "destination_prefixes: ['fd00::/8', "
+                                                              "10.0.0.0/8]}\n" RT_C,
+     "t.yaml:4:135: listeners[2].destination_prefixes[1]: ",
+     "10.0.0.0/8 on port 3306 is already claimed by listener \"v\""},
+#undef VL
+#undef CAP
     {"listeners:\n- {name: l, address: 127.0.0.1, route_table: rt}\n" RT_C,
      "t.yaml:2:22: listeners[0].address: ", "expected IP:PORT, got \"127.0.0.1\" (missing port)"},
     {"listeners:\n- {name: l, address: '::1:80', route_table: rt}\n" RT_C,

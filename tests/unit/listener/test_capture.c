@@ -122,6 +122,51 @@ static void test_inbound(void **state)
     tr_config_free(c);
 }
 
+/* destination_prefixes: the most specific block on the port wins, after an
+ * exact address and before the port's wildcard; blocks of other ports and
+ * families do not count. */
+static void test_prefixes(void **state)
+{
+    (void)state;
+    static const char text[] =
+        "listeners:\n"
+        "- {name: cap, address: 127.0.0.1:15001, direction: outbound, protocol: tcp,\n"
+        "   original_destination: {}}\n"
+        "- {name: any-3306, address: 0.0.0.0:3306, direction: outbound, bind: false,\n"
+        "   protocol: tcp, tcp_cluster: c}\n"
+        "- {name: net-10, address: 0.0.0.0:3306, direction: outbound, bind: false,\n"
+        "   protocol: tcp, tcp_cluster: c, destination_prefixes: [10.0.0.0/8, 'fd00::/16']}\n"
+        "- {name: net-10-1, address: 0.0.0.0:3306, direction: outbound, bind: false,\n"
+        "   protocol: tcp, tcp_cluster: c, destination_prefixes: [10.1.0.0/16]}\n"
+        "- {name: host-10-1-2-3, address: 10.1.2.3:3306, direction: outbound, bind: false,\n"
+        "   protocol: tcp, tcp_cluster: c}\n"
+        "- {name: net-10-1-4445, address: '[::]:4445', direction: outbound, bind: false,\n"
+        "   protocol: tcp, tcp_cluster: c, destination_prefixes: [10.1.0.0/16]}\n"
+        "clusters:\n"
+        "- {name: c, endpoints: [{address: 127.0.0.1:1}]}\n";
+    char *err = NULL;
+    struct tr_config *c = tr_config_load_buffer(text, strlen(text), "t.yaml", &err);
+    if (c == NULL)
+        fprintf(stderr, "%s\n", err);
+    assert_non_null(c);
+    struct tr_capture_table *t = tr_capture_table_build(c, 0);
+    assert_non_null(t);
+    assert_int_equal(t->n_prefix, 4);
+    assert_int_equal(t->n_wild, 1);
+    assert_string_equal(lookup(c, t, "10.1.2.3", 3306), "host-10-1-2-3");
+    assert_string_equal(lookup(c, t, "10.1.2.4", 3306), "net-10-1");
+    assert_string_equal(lookup(c, t, "10.2.0.1", 3306), "net-10");
+    assert_string_equal(lookup(c, t, "11.0.0.1", 3306), "any-3306");
+    assert_string_equal(lookup(c, t, "fd00::1", 3306), "net-10");
+    assert_string_equal(lookup(c, t, "fd01::1", 3306), "none");
+    assert_string_equal(lookup(c, t, "::ffff:10.9.9.9", 3306), "net-10"); /* v4-mapped */
+    assert_string_equal(lookup(c, t, "10.1.0.9", 4445), "net-10-1-4445");
+    assert_string_equal(lookup(c, t, "10.2.0.9", 4445), "none");
+    assert_string_equal(lookup(c, t, "10.1.0.9", 4446), "none");
+    tr_capture_table_free(t);
+    tr_config_free(c);
+}
+
 /* Many entries: every one found by binary search, neighbours not. */
 static void test_many(void **state)
 {
@@ -164,6 +209,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outbound),
         cmocka_unit_test(test_inbound),
+        cmocka_unit_test(test_prefixes),
         cmocka_unit_test(test_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

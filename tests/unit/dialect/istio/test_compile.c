@@ -667,6 +667,64 @@ static void test_capture(void **state)
     }
 }
 
+/* destinationSubnets with capture: a virtual listener per block, the
+ * blocks as Go's ParseCIDR reads them (host bits cleared, an address a /32
+ * or /128), a block an earlier rule claims left to it, rules after one that
+ * takes everything never reached. */
+static void test_capture_destination_subnets(void **state)
+{
+    (void)state;
+    static const char VS[] =
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: db, namespace: data}\n"
+        "spec:\n  hosts: [db]\n  tcp:\n"
+        "  - match: [{destinationSubnets: [10.1.2.3/16, 'fd00::1']}]\n"
+        "    route: [{destination: {host: db}}]\n"
+        "  - match: [{destinationSubnets: [10.1.0.0/16, 10.2.0.0/16]}, {port: 3399}]\n"
+        "    route: [{destination: {host: db, port: {number: 3307}}}]\n"
+        "  - route: [{destination: {host: db}}]\n"
+        "  - match: [{destinationSubnets: [10.3.0.0/16]}]\n"
+        "    route: [{destination: {host: db}}]\n";
+    char *text = concat(BOOKINFO, VS);
+    struct compiled c;
+    tr_diags_init(&c.d);
+    c.rs = tr_rset_from_buffer(text, strlen(text), "mesh.yaml", &c.d);
+    assert_non_null(c.rs);
+    struct tr_istio_options o = {
+        .ns = "default", .name = "reviews-v1", .cert_dir = "/nonexistent", .capture = true};
+    c.cfg = tr_istio_compile(c.rs, &o, &c.d);
+    if (c.cfg == NULL || c.d.n_errors > 0)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    const struct tr_listener_cfg *l = listener(c.cfg, "outbound|3306|10.1.0.0/16");
+    assert_false(l->bind);
+    assert_string_equal(l->addr.text, "0.0.0.0:3306");
+    assert_int_equal(l->n_destination_prefixes, 1);
+    assert_string_equal(l->destination_prefixes[0], "10.1.0.0/16");
+    assert_string_equal(l->tcp_cluster_name, "outbound|3306||db.data.svc.cluster.local");
+    l = listener(c.cfg, "outbound|3306|fd00::1/128");
+    assert_string_equal(l->tcp_cluster_name, "outbound|3306||db.data.svc.cluster.local");
+    /* The second rule's other block; its destination is no port of db: the
+     * rule fails closed there. */
+    l = listener(c.cfg, "outbound|3306|10.2.0.0/16");
+    assert_string_equal(l->tcp_cluster_name, "blackhole|3306|db.data.svc.cluster.local");
+    size_t n = 0;
+    for (size_t i = 0; i < c.cfg->n_listeners; i++)
+        n += c.cfg->listeners[i].n_destination_prefixes > 0;
+    assert_int_equal(n, 3); /* 10.3.0.0/16 comes after the catch-all: never reached */
+    assert_false(has_diag(&c.d, TR_DIAG_WARNING, NULL, "destination subnets"));
+    compiled_free(&c);
+    /* Without capture: reported, no listener claims them. */
+    compile_text(&c, text, "default", "reviews-v1");
+    assert_non_null(c.cfg);
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.tcp[0].match[0].destinationSubnets",
+                         "need the original destination"));
+    for (size_t i = 0; i < c.cfg->n_listeners; i++)
+        assert_int_equal(c.cfg->listeners[i].n_destination_prefixes, 0);
+    compiled_free(&c);
+    free(text);
+}
+
 static void test_deterministic_and_loadable(void **state)
 {
     (void)state;
@@ -1745,6 +1803,7 @@ int main(void)
         cmocka_unit_test(test_sidecar_scope_and_registry_only),
         cmocka_unit_test(test_deterministic_and_loadable),
         cmocka_unit_test(test_capture),
+        cmocka_unit_test(test_capture_destination_subnets),
         cmocka_unit_test(test_mirror_to_grpc_is_dropped),
         cmocka_unit_test(test_unknown_workload),
         cmocka_unit_test(test_dr_tls_origination),
