@@ -72,7 +72,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct tr_diags d;
     tr_diags_init(&d);
     struct tr_rset *rs = tr_rset_from_buffer(buf, size + sizeof(CLIENT) - 1, "fuzz.yaml", &d);
-    struct tr_istio_options o = {.ns = "default", .name = "fuzz-client", .cert_dir = g_certs};
+    /* An input that starts with a YAML comment compiles as with --capture
+     * (virtual listeners, destinationSubnets): both paths get fuzzed. */
+    struct tr_istio_options o = {.ns = "default",
+                                 .name = "fuzz-client",
+                                 .cert_dir = g_certs,
+                                 .capture = size > 0 && data[0] == '#'};
     struct tr_config *cfg = rs ? tr_istio_compile(rs, &o, &d) : NULL;
     if (cfg != NULL) {
         /* The model must print, and the print must load: the rule every
