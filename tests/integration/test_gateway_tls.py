@@ -604,3 +604,54 @@ def test_originate_changed_names_drop_pooled_connections(upstream_pki, proxies, 
     assert len(up.requests) == n
     assert p.metric("trellis_tls_handshake_errors_total", direction="outbound",
                     reason="wrong_san") >= 1
+
+
+def test_istio_sidecar_ingress_tls(workdir, proxies, backend):
+    """A Sidecar ingress listener with tls SIMPLE (credentialName): the
+    workload's proxy terminates TLS for callers outside the mesh with the
+    Secret's certificate and passes plain HTTP to the application; plaintext
+    is refused. MUTUAL asks for a client certificate of the Secret's CA."""
+    d = os.path.join(workdir, "sc-pki")
+    ca = pki.create_ca(d, "sc-ca")
+    leaf = _leaf(d, ca, "api", dns=["api.example.com"])
+    client_ca = pki.create_ca(d, "client-ca")
+    client = _leaf(d, client_ca, "client", dns=["client.example.com"])
+    ip, simple, mutual = "127.0.0.1", free_port(), free_port()
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "api-1", "namespace": "default", "labels": {"app": "api"}},
+           "spec": {"serviceAccountName": "api"}, "status": {"podIP": ip}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "default"},
+           "spec": {"selector": {"app": "api"}, "ports": [{"name": "http", "port": 80}]}}
+    sidecar = {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+               "metadata": {"name": "api", "namespace": "default"},
+               "spec": {"workloadSelector": {"labels": {"app": "api"}}, "ingress": [
+                   {"port": {"number": simple, "protocol": "HTTP", "name": "https"},
+                    "defaultEndpoint": f"127.0.0.1:{backend.port}",
+                    "tls": {"mode": "SIMPLE", "credentialName": "api-cert"}},
+                   {"port": {"number": mutual, "protocol": "HTTP", "name": "mtls"},
+                    "defaultEndpoint": f"127.0.0.1:{backend.port}",
+                    "tls": {"mode": "MUTUAL", "credentialName": "api-cert",
+                            "caCertCredentialName": "client-ca"}}]}}
+    pa = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+          "metadata": {"name": "default", "namespace": "default"},
+          "spec": {"mtls": {"mode": "DISABLE"}}}
+    model, err = compile_model(workdir, [pod, svc, sidecar, pa,
+                                         tls_secret("api-cert", cert=leaf.cert, key=leaf.key),
+                                         tls_secret("client-ca", ca=client_ca.root)],
+                               workload="default/api-1")
+    assert "ingress" not in err, err
+    listeners = {l["name"]: l for l in model["listeners"]}
+    assert listeners[f"inbound|{simple}"]["tls"]["mode"] == "TERMINATE"
+    proxies(model, "api-sidecar")
+    resolve = f"api.example.com:{simple}:{ip}"
+    code, e = curl(f"https://api.example.com:{simple}/hello", "--cacert", ca.root, resolve=resolve)
+    assert code == "200", e
+    assert backend.requests[-1]["path"] == "/hello"
+    code, _ = curl(f"http://{ip}:{simple}/plain")  # not TLS: refused
+    assert code != "200"
+    resolve = f"api.example.com:{mutual}:{ip}"
+    code, _ = curl(f"https://api.example.com:{mutual}/m", "--cacert", ca.root, resolve=resolve)
+    assert code != "200"  # no client certificate
+    code, e = curl(f"https://api.example.com:{mutual}/m", "--cacert", ca.root, "--cert",
+                   client.cert, "--key", client.key, resolve=resolve)
+    assert code == "200", e

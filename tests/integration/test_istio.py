@@ -1062,3 +1062,71 @@ spec:
     e = mesh.explain("http://api:9080/")
     assert e["retries"]["attempts"] == 2
     assert e["retries"]["exclude_tried_priorities"] == (2 if remote else 0)
+
+
+def test_sidecar_ingress_listeners_and_inbound_pool(mesh):
+    """A Sidecar's ingress listeners replace the ports the services give the
+    workload's inbound side: port 9080 (HTTP) to the application's
+    127.0.0.1:APP, port 9091 (TCP) to 0.0.0.0:APP (the application's
+    address without capture), and the service's own target port 8080 is not
+    served. The port's connectionPool replaces inboundConnectionPool: one
+    request in flight on 9080 (http2MaxRequests: 1) overflows with 503 UO."""
+    b = mesh.base
+    app_ip = f"{b}.2"
+    app = NamedBackend("api-app", app_ip, free_port(), delay=0.6)
+    mesh.backends.append(app)
+    mesh.add(pod("api-1", f"{b}.1", {"app": "api"}),
+             service("api", 80, {"app": "api"}, target=8080), f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: api, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: api}}}}
+  inboundConnectionPool:
+    tcp: {{connectTimeout: 2s}}
+  ingress:
+  - port: {{number: 9080, protocol: HTTP, name: web}}
+    defaultEndpoint: 127.0.0.1:{app.port}
+    connectionPool:
+      http: {{http2MaxRequests: 1}}
+  - port: {{number: 9091, protocol: TCP, name: raw}}
+    defaultEndpoint: 0.0.0.0:{app.port}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: default}}
+spec: {{mtls: {{mode: DISABLE}}}}
+""")
+    model, warnings = mesh.compile("default/api-1", "--app-ip", app_ip)
+    assert "ingress" not in warnings and "inboundConnectionPool" not in warnings, warnings
+    inbound = {l["name"]: l for l in model["listeners"] if l["name"].startswith("inbound|")}
+    assert set(inbound) == {"inbound|9080", "inbound|9091"}, set(inbound)
+    assert inbound["inbound|9080"]["origin"]["path"] == "spec.ingress[0]"
+    clusters = {c["name"]: c for c in model["clusters"]}
+    assert clusters["inbound|9091||"]["connect_timeout"] == "2s"  # the Sidecar's default
+    assert "connect_timeout" not in clusters["inbound|9080||"]  # its own pool replaces it
+    mesh.proxy = Proxy(mesh.workdir, model, name="api-proxy")
+    mesh.proxy.start()
+    r = requests.get(f"http://{b}.1:9080/x", timeout=10)
+    assert r.status_code == 200 and r.json()["name"] == "api-app" and r.json()["path"] == "/x"
+    # TCP: the bytes reach the same application, whatever they are.
+    with socket.create_connection((f"{b}.1", 9091), timeout=10) as s:
+        s.sendall(b"GET /raw HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and b'"path": "/raw"' in data, data[:200]
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://{b}.1:8080/", timeout=3)  # the service's port: not served
+    out = []
+
+    def one():
+        out.append(requests.get(f"http://{b}.1:9080/", timeout=10).status_code)
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(10)
+    assert sorted(out) == [200, 503, 503], out
+    assert mesh.proxy.metric("trellis_upstream_overflow_total") >= 2

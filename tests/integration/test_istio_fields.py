@@ -413,7 +413,7 @@ VALUES = {
     "*:verifyCertificateSpki": ["bSSlbV1VLg4dCHaN0xHy7wo4GHqtP2JmYIUbl2D/O9I="],
     "Sidecar:egress[].hosts": ["./ratings.default.svc.cluster.local"],
     "Sidecar:egress[].bind": "127.0.0.1",
-    "Sidecar:ingress[].bind": "10.0.0.2",
+    "Sidecar:ingress[].bind": "10.0.0.9",
     "Sidecar:ingress[].defaultEndpoint": "127.0.0.1:8000",
     "Sidecar:port.name": "http",
     "Sidecar:port.number": 9080,
@@ -626,8 +626,20 @@ def _gateway_tls(doc, ctx):
 
 
 def _sidecar_ingress_tls(doc, ctx):
+    # As a gateway server's: SIMPLE with a certificate from a Secret.
     doc["spec"]["ingress"] = [{"port": {"number": 8443, "name": "https", "protocol": "HTTPS"},
-                               "defaultEndpoint": "127.0.0.1:8000", "tls": {"mode": "SIMPLE"}}]
+                               "defaultEndpoint": "127.0.0.1:8000",
+                               "tls": {"mode": "SIMPLE", "credentialName": "reviews-credential"}}]
+    return ctx
+
+
+def _h2_ingress(doc, ctx):
+    # An inbound pool's HTTP/2 settings show on an HTTP/2 port only (the
+    # application's protocol decides inbound): a gRPC ingress port.
+    ing = doc["spec"].setdefault("ingress", [{"port": {"number": 8000, "name": "grpc"},
+                                             "defaultEndpoint": "127.0.0.1:8000"}])
+    for i in ing:
+        i["port"]["protocol"] = "GRPC"
     return ctx
 
 
@@ -706,6 +718,8 @@ HOOKS = {
     "*:mirror_percent": With("mirror", {"host": "ratings"}),
     "*:mirrorPercentage": With("mirror", {"host": "ratings"}),
     "*:connectionPool.http.maxConcurrentStreams": With("h2UpgradePolicy", "UPGRADE"),
+    "Sidecar:inboundConnectionPool.http.maxConcurrentStreams": _h2_ingress,
+    "Sidecar:ingress[].connectionPool.http.maxConcurrentStreams": _h2_ingress,
     # local-origin failures count apart only when split
     "*:consecutiveLocalOriginFailures": With("splitExternalLocalOriginErrors", True),
     # a DestinationRule's TLS origination settings are read with SIMPLE (or MUTUAL)
@@ -754,6 +768,8 @@ INERT_BY_DESIGN = {
     "EndpointSlice:endpoints[].conditions.terminating":
         "new traffic goes by ready alone; terminating endpoints only drain",
     "Gateway:spec.servers[].port.name": "a label of the port; the protocol says what it speaks",
+    "Sidecar:spec.ingress[].port.name":
+        "a label of the port; the protocol (which istiod requires) says what it speaks",
     # Endpoint details the proxy has no use for: it routes to the address, on
     # the Service port's protocol.
     "Endpoints:subsets[].addresses[].hostname":

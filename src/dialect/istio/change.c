@@ -37,7 +37,14 @@ static uint64_t label_key(const char *h, size_t len)
 }
 
 /* Adds the key of host h; a wildcard host (any '*') makes the set "any". */
-static bool add_host(struct tr_istio_hosts *s, size_t *cap, const char *h)
+/* The key of a host's DestinationRule alone (what an inbound cluster of
+ * the host's own workloads depends on), apart from the host's key. */
+static uint64_t policy_key(uint64_t host_key)
+{
+    return (host_key ^ 0x9e3779b97f4a7c15ull) * 1099511628211ull;
+}
+
+static bool add_host_key(struct tr_istio_hosts *s, size_t *cap, const char *h, bool policy)
 {
     if (h == NULL || *h == '\0' || strchr(h, '*') != NULL) {
         s->any = true;
@@ -51,8 +58,14 @@ static bool add_host(struct tr_istio_hosts *s, size_t *cap, const char *h)
         s->keys = nv;
         *cap = nc;
     }
-    s->keys[s->n++] = label_key(h, strlen(h));
+    uint64_t k = label_key(h, strlen(h));
+    s->keys[s->n++] = policy ? policy_key(k) : k;
     return true;
+}
+
+static bool add_host(struct tr_istio_hosts *s, size_t *cap, const char *h)
+{
+    return add_host_key(s, cap, h, false);
 }
 
 static int key_order(const void *a, const void *b)
@@ -117,10 +130,14 @@ bool tr_istio_model_hosts(const struct tr_config *cfg, struct tr_istio_hosts *ou
         const struct tr_cluster_cfg *c = &cfg->clusters[i];
         /* outbound|PORT|SUBSET|HOST. An inbound cluster (inbound|PORT||)
          * is the workload's own application: its service label names the
-         * workload's Service, whose Service object (any change) is all it
-         * depends on, not that host's routes, policies or endpoints. */
-        if (c->name != NULL && strncmp(c->name, "inbound|", 8) == 0)
+         * workload's Service, whose routes and endpoints are its callers'
+         * business, but whose DestinationRule's connection pool it takes
+         * (without a Sidecar's): a change of that rule reaches it. */
+        if (c->name != NULL && strncmp(c->name, "inbound|", 8) == 0) {
+            if (c->service != NULL && !add_host_key(out, &cap, c->service, true))
+                goto oom;
             continue;
+        }
         const char *bar = c->name ? strrchr(c->name, '|') : NULL;
         if (bar != NULL && bar[1] != '\0' && !add_host(out, &cap, bar + 1))
             goto oom;
@@ -281,8 +298,14 @@ static bool classify(struct change *ch, const struct tr_resource *r)
             return delegate_hosts(ch, r);
         return vs_hosts(ch, r);
     }
-    if (strcmp(r->group, IST_GROUP) == 0 && strcmp(r->kind, "DestinationRule") == 0)
-        return routed_host(ch, tr_rnode_get(r->spec, "host"));
+    if (strcmp(r->group, IST_GROUP) == 0 && strcmp(r->kind, "DestinationRule") == 0) {
+        size_t before = ch->out->n;
+        if (!routed_host(ch, tr_rnode_get(r->spec, "host")))
+            return false;
+        const char *h;
+        return ch->out->n == before || !tr_rnode_str(tr_rnode_get(r->spec, "host"), &h) ||
+               add_host_key(ch->out, &ch->cap, h, true); /* its workloads' inbound side */
+    }
     ch->out->any = true; /* anything else may reach any model */
     return true;
 }

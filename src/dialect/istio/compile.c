@@ -14,6 +14,7 @@
 
 #include "config/load.h"
 #include "core/arena.h"
+#include "core/authz_syntax.h"
 #include "dialect/istio/internal.h"
 #include "identity/identity.h"
 #include "listener/capture.h"
@@ -112,15 +113,121 @@ static const struct tr_resource *sidecar_for(struct ist_ctx *x)
     return ns_default ? ns_default : root_default;
 }
 
+struct ingress_endpoint {
+    char ip[64];
+    uint32_t port;
+    bool any, loopback;
+};
+static bool ingress_endpoint(const char *ep, struct ingress_endpoint *out);
+
+/* spec.ingress (the cursor at spec), as istiod validates it. */
+static void ingress_check(struct ist_ctx *x, struct ist_cursor *c, const struct tr_resource *r)
+{
+    static const struct ist_key keys[] = {
+        {"port", NULL}, {"bind", NULL},           {"captureMode", NULL}, {"defaultEndpoint", NULL},
+        {"tls", NULL},  {"connectionPool", NULL},
+    };
+    static const struct ist_key port_keys[] = {
+        {"number", NULL},
+        {"protocol", NULL},
+        {"name", NULL},
+        {"targetPort", "a port's targetPort applies to ServiceEntries only (Istio): ignored"},
+    };
+    const struct tr_rnode *ingress = ist_list(x, c, r->spec, "ingress");
+    size_t i = 0;
+    for (const struct tr_rnode *in = ingress ? ingress->head : NULL; in; in = in->next, i++) {
+        size_t saved = ist_push_key(c, "ingress");
+        ist_push_index(c, i);
+        if (!IST_KEYS(x, c, in, keys)) {
+            ist_pop(c, saved);
+            continue;
+        }
+        const struct tr_rnode *port = ist_map(x, c, in, "port");
+        uint32_t num = 0;
+        size_t sp = ist_push_key(c, "port");
+        if (port == NULL)
+            ist_pop(c, sp); /* the finding is at ingress[i] */
+        if (port == NULL) {
+            ist_error(x, c, in, "port", "missing required field");
+        } else if (IST_KEYS(x, c, port, port_keys)) {
+            if (!ist_u32(x, c, port, "number", 1, 65535, &num) &&
+                tr_rnode_get(port, "number") == NULL)
+                ist_error(x, c, port, "number", "missing required field");
+            const char *proto;
+            bool named;
+            if (ist_str(x, c, port, "protocol", &proto) &&
+                ist_proto_of(proto, false, &named) == IST_P_UNKNOWN && !named)
+                ist_warn(x, c, tr_rnode_get(port, "protocol"), "protocol",
+                         "protocol %s is not one trellis parses: the port is detected per "
+                         "connection (HTTP, else TCP)",
+                         proto);
+        }
+        ist_pop(c, sp);
+        size_t j = 0;
+        for (const struct tr_rnode *o = ingress->head; num && o != in; o = o->next, j++) {
+            int64_t on;
+            if (tr_rnode_int(tr_rnode_get(tr_rnode_get(o, "port"), "number"), &on) && on == num) {
+                size_t sd = ist_push_key(c, "port");
+                ist_error(x, c, port, "number", "port %u is already the port of ingress[%zu]", num,
+                          j);
+                ist_pop(c, sd);
+            }
+        }
+        const char *ep, *bind, *mode;
+        struct ingress_endpoint dst;
+        if (!ist_str(x, c, in, "defaultEndpoint", &ep))
+            ist_error(x, c, in, "defaultEndpoint", "missing required field");
+        else if (strncmp(ep, "unix://", 7) == 0)
+            ist_error(x, c, tr_rnode_get(in, "defaultEndpoint"), "defaultEndpoint",
+                      "Unix domain sockets are not supported: the application must listen on "
+                      "an IP address");
+        else if (!ingress_endpoint(ep, &dst))
+            ist_error(x, c, tr_rnode_get(in, "defaultEndpoint"), "defaultEndpoint",
+                      "expected IP:PORT (127.0.0.1:PORT, 0.0.0.0:PORT), got \"%s\"", ep);
+        struct tr_ip a;
+        if (ist_str(x, c, in, "bind", &bind) && !tr_ip_parse(bind, &a))
+            ist_error(x, c, tr_rnode_get(in, "bind"), "bind", "expected an IP address, got \"%s\"",
+                      bind);
+        if (ist_str(x, c, in, "captureMode", &mode)) {
+            if (strcmp(mode, "NONE") == 0)
+                ist_warn(x, c, tr_rnode_get(in, "captureMode"), "captureMode",
+                         "NONE is ignored: capture is chosen per workload (trellis ctl compile "
+                         "--capture, trellis up)");
+            else if (strcmp(mode, "DEFAULT") != 0 && strcmp(mode, "IPTABLES") != 0)
+                ist_error(x, c, tr_rnode_get(in, "captureMode"), "captureMode",
+                          "expected DEFAULT, IPTABLES or NONE, got \"%s\"", mode);
+        }
+        const struct tr_rnode *tls = ist_map(x, c, in, "tls");
+        size_t st = ist_push_key(c, "tls");
+        const char *tmode = NULL;
+        if (tls != NULL && ist_str(x, c, tls, "mode", &tmode) && strcmp(tmode, "SIMPLE") != 0 &&
+            strcmp(tmode, "MUTUAL") != 0)
+            ist_error(x, c, tr_rnode_get(tls, "mode"), "mode",
+                      "a sidecar ingress listener terminates SIMPLE or MUTUAL TLS only (as "
+                      "Istio's), got %s",
+                      tmode);
+        else if (tls != NULL && tmode == NULL)
+            ist_error(x, c, tls, "mode", "missing required field (SIMPLE or MUTUAL)");
+        else if (tls != NULL)
+            ist_server_tls_check(x, c, r, tls);
+        ist_pop(c, st);
+        const struct tr_rnode *pool = ist_map(x, c, in, "connectionPool");
+        size_t sc = ist_push_key(c, "connectionPool");
+        if (pool != NULL)
+            ist_check_pool(x, c, pool, true);
+        ist_pop(c, sc);
+        ist_pop(c, saved);
+    }
+}
+
 static void sidecar_check(struct ist_ctx *x, const struct tr_resource *r)
 {
     static const struct ist_key keys[] = {
         {"workloadSelector", NULL},
-        {"ingress", "ingress listeners are not supported yet: the inbound side follows the "
-                    "services that select the workload"},
+        {"ingress", NULL},
         {"egress", NULL},
         {"outboundTrafficPolicy", NULL},
-        {"inboundConnectionPool", "inbound connection pools are not supported yet"},
+        {"inboundConnectionPool", NULL},
     };
     static const struct ist_key egress_keys[] = {
         {"port", "per-port egress listeners are not supported yet: the hosts apply to every port"},
@@ -160,10 +267,16 @@ static void sidecar_check(struct ist_ctx *x, const struct tr_resource *r)
         }
         ist_pop(&c, saved);
     }
+    ingress_check(x, &c, r);
+    const struct tr_rnode *icp = ist_map(x, &c, r->spec, "inboundConnectionPool");
+    size_t sp = ist_push_key(&c, "inboundConnectionPool");
+    if (icp != NULL)
+        ist_check_pool(x, &c, icp, true);
+    ist_pop(&c, sp);
     const struct tr_rnode *otp = ist_map(x, &c, r->spec, "outboundTrafficPolicy");
     size_t saved = ist_push_key(&c, "outboundTrafficPolicy");
     if (IST_KEYS(x, &c, otp, otp_keys)) {
-        const char *m;
+        const char *m = NULL;
         if (ist_str(x, &c, otp, "mode", &m) && strcmp(m, "ALLOW_ANY") != 0 &&
             strcmp(m, "REGISTRY_ONLY") != 0)
             ist_error(x, &c, tr_rnode_get(otp, "mode"), "mode",
@@ -1364,6 +1477,227 @@ static bool outbound(struct ist_ctx *x)
     return true;
 }
 
+/* One inbound port: the listener "inbound|PORT" on listen_ip, in the mTLS
+ * mode the PeerAuthentications give the port, in front of the application
+ * at app_ip:app_port (the cluster "inbound|PORT||"), with the Sidecar's
+ * connection pool for it (pool, of resource pool_res; NULL: none). */
+struct inbound_port {
+    uint32_t port;
+    enum ist_proto proto;
+    const char *listen_ip;
+    const char *app_ip;
+    uint32_t app_port;
+    const char *service;    /* the host it serves; NULL: none */
+    const char *server_ctx; /* a server context: TLS terminated here (a Sidecar ingress's
+                             * tls); NULL: the mesh's mTLS as PeerAuthentication says */
+    const struct tr_rnode *pool;
+    const struct tr_resource *pool_res;
+    struct tr_cfg_loc loc;
+};
+
+static bool has_listener(const struct tr_config *cfg, uint32_t port)
+{
+    char lname[32];
+    snprintf(lname, sizeof(lname), "inbound|%u", port);
+    for (size_t k = 0; k < cfg->n_listeners; k++)
+        if (strcmp(cfg->listeners[k].name, lname) == 0)
+            return true;
+    return false;
+}
+
+static bool inbound_port(struct ist_ctx *x, const struct inbound_port *ip,
+                         const struct tr_request_authn_cfg *authn_in)
+{
+    struct tr_config *cfg = x->cfg;
+    struct tr_request_authn_cfg authn = *authn_in;
+    uint32_t target = ip->port;
+    enum ist_proto proto = ip->proto;
+    const char *cname = ist_mprintf(x, "inbound|%u||", target);
+    if (cname == NULL || !cluster_room(x))
+        return false;
+    struct tr_cluster_cfg *c = &x->clusters[x->n_clusters++];
+    tr_cfg_cluster_defaults(c);
+    c->name = cname;
+    c->service = ip->service ? ist_mstrdup(x, ip->service) : NULL;
+    c->workload = ist_mstrdup(x, x->wl_name);
+    c->workload_namespace = ist_mstrdup(x, x->wl_ns);
+    c->loc = ip->loc;
+    c->endpoints = ist_malloc(x, 1, sizeof(*c->endpoints));
+    if (c->endpoints == NULL)
+        return false;
+    tr_cfg_endpoint_defaults(&c->endpoints[0]);
+    if (!ist_make_addr(x, ip->app_ip, ip->app_port, &c->endpoints[0].addr))
+        return false;
+    c->n_endpoints = 1;
+    c->protocol = proto == IST_P_HTTP2 || proto == IST_P_GRPC ? TR_UPROTO_HTTP2 : TR_UPROTO_HTTP1;
+    if (proto == IST_P_UNKNOWN)
+        c->protocol = TR_UPROTO_ORIGINAL;
+    if (ip->pool != NULL)
+        ist_inbound_pool_apply(x, ip->pool_res, ip->pool, proto != IST_P_TCP && proto != IST_P_TLS,
+                               c);
+    struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
+    tr_cfg_listener_defaults(l);
+    l->name = ist_mprintf(x, "inbound|%u", target);
+    l->direction = TR_DIR_INBOUND;
+    l->bind = !x->o->capture;
+    l->loc = ip->loc;
+    if (l->name == NULL || !ist_make_addr(x, ip->listen_ip, target, &l->addr))
+        return false;
+    bool tcp = proto == IST_P_TCP || proto == IST_P_TLS;
+    l->protocol = tcp ? TR_LPROTO_TCP : TR_LPROTO_AUTO;
+    if (ip->server_ctx != NULL) {
+        l->tls_mode = TR_TLS_TERMINATE;
+        l->tls_contexts = ist_malloc(x, 1, sizeof(*l->tls_contexts));
+        if (l->tls_contexts == NULL)
+            return false;
+        l->tls_contexts[0] = ip->server_ctx;
+        l->n_tls_contexts = 1;
+        if (!tcp)
+            l->protocol = TR_LPROTO_HTTP; /* what TLS carries: HTTP/1.1 or h2 by ALPN */
+    } else {
+        l->tls_mode = ist_peer_auth_mode(x, target);
+        if (l->tls_mode != TR_TLS_DISABLE) {
+            l->tls_name = "mesh";
+            x->uses_mesh_tls = true;
+        }
+    }
+    l->tcp_cluster_name = l->protocol == TR_LPROTO_HTTP ? NULL : cname;
+    if (tcp)
+        return true;
+    l->request_authn = authn;
+    struct tr_route_table_cfg *t = &cfg->route_tables[cfg->n_route_tables++];
+    t->name = ist_mprintf(x, "inbound|%u", target);
+    t->vhosts = ist_malloc(x, 1, sizeof(*t->vhosts));
+    if (t->name == NULL || t->vhosts == NULL)
+        return false;
+    struct tr_vhost_cfg *v = &t->vhosts[0];
+    v->name = "inbound";
+    v->domains = ist_malloc(x, 1, sizeof(*v->domains));
+    v->routes = ist_malloc(x, 1, sizeof(*v->routes));
+    if (v->domains == NULL || v->routes == NULL)
+        return false;
+    v->domains[0] = "*";
+    v->n_domains = 1;
+    tr_cfg_route_defaults(&v->routes[0]);
+    v->routes[0].name = "default";
+    v->routes[0].clusters = ist_malloc(x, 1, sizeof(*v->routes[0].clusters));
+    if (v->routes[0].clusters == NULL)
+        return false;
+    v->routes[0].clusters[0] = (struct tr_weighted_cluster_cfg){.cluster_name = cname, .weight = 1};
+    v->routes[0].n_clusters = 1;
+    v->n_routes = 1;
+    t->n_vhosts = 1;
+    l->route_table_name = t->name;
+    return true;
+}
+
+/* A Sidecar ingress listener's defaultEndpoint: "IP:PORT" or "[IPv6]:PORT";
+ * 0.0.0.0 and :: are the workload's own address (any), loopback the
+ * application's loopback (where app_ip is). Unix sockets are refused (the
+ * model's endpoints are IP). */
+static bool ingress_endpoint(const char *ep, struct ingress_endpoint *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (ep == NULL)
+        return false;
+    const char *colon = strrchr(ep, ':');
+    if (colon == NULL || colon == ep)
+        return false;
+    size_t n = (size_t)(colon - ep);
+    const char *ip = ep;
+    if (ep[0] == '[') {
+        if (n < 3 || ep[n - 1] != ']')
+            return false;
+        ip = ep + 1;
+        n -= 2;
+    }
+    if (n >= sizeof(out->ip))
+        return false;
+    memcpy(out->ip, ip, n);
+    out->ip[n] = 0;
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *end != 0 || port < 1 || port > 65535)
+        return false;
+    out->port = (uint32_t)port;
+    struct tr_ip a;
+    if (!tr_ip_parse(out->ip, &a))
+        return false;
+    static const uint8_t zero[16];
+    out->any = memcmp(a.a, zero, 16) == 0;
+    out->loopback = (a.family == 4 && a.a[0] == 127) ||
+                    (a.family == 6 && memcmp(a.a, zero, 15) == 0 && a.a[15] == 1);
+    return true;
+}
+
+/* A Sidecar's ingress listeners (Istio's IstioIngressListener), which
+ * replace the ports the services give: each port.number, with its
+ * protocol, in front of defaultEndpoint (127.0.0.1:PORT, or 0.0.0.0:PORT:
+ * the workload's own address; with capture the application's) or of bind.
+ * Istio configures them only for a workload some service selects. */
+static bool ingress_listeners(struct ist_ctx *x, const struct tr_resource *sc,
+                              const struct tr_rnode *ingress, const struct tr_rnode *default_pool,
+                              const struct tr_request_authn_cfg *authn, bool selected)
+{
+    struct ist_cursor c;
+    ist_cursor_init(&c, sc, "spec");
+    if (!selected) {
+        ist_warn(x, &c, ingress, "ingress",
+                 "no service selects workload %s/%s: Istio configures ingress listeners only "
+                 "for a workload a service selects, so it has no inbound listener",
+                 x->wl_ns, x->wl_name);
+        return true;
+    }
+    size_t i = 0;
+    for (const struct tr_rnode *in = ingress->head; in; in = in->next, i++) {
+        size_t saved = ist_push_key(&c, "ingress");
+        ist_push_index(&c, i);
+        const struct tr_rnode *port = tr_rnode_get(in, "port");
+        int64_t num = 0;
+        const char *pproto = NULL, *ep = NULL, *bind = NULL;
+        tr_rnode_int(tr_rnode_get(port, "number"), &num);
+        tr_rnode_str(tr_rnode_get(port, "protocol"), &pproto);
+        tr_rnode_str(tr_rnode_get(in, "defaultEndpoint"), &ep);
+        tr_rnode_str(tr_rnode_get(in, "bind"), &bind);
+        struct ingress_endpoint dst;
+        if (num < 1 || num > 65535 || !ingress_endpoint(ep, &dst) ||
+            has_listener(x->cfg, (uint32_t)num)) {
+            ist_pop(&c, saved); /* reported by sidecar_check */
+            continue;
+        }
+        bool named;
+        /* The name is a label: the protocol says what the port speaks. */
+        enum ist_proto proto = ist_proto_of(pproto, false, &named);
+        const struct tr_rnode *pool = tr_rnode_get(in, "connectionPool");
+        struct inbound_port ip = {.port = (uint32_t)num,
+                                  .proto = proto,
+                                  .listen_ip = bind != NULL ? bind : x->wl_ip,
+                                  /* 0.0.0.0:PORT is the workload's own address: where its
+             * application listens with capture; without, the proxy holds
+             * that address and the application is on app_ip. */
+                                  .app_ip = dst.any ? (x->o->capture ? x->wl_ip : x->o->app_ip)
+                                            : dst.loopback ? x->o->app_ip
+                                                           : dst.ip,
+                                  .app_port = dst.port,
+                                  .service = x->cfg->node.service,
+                                  .pool = pool != NULL && pool->kind == TR_RNODE_MAP ? pool
+                                                                                     : default_pool,
+                                  .pool_res = sc,
+                                  .loc = ist_loc(x, &c, in)};
+        ist_pop(&c, saved);
+        const struct tr_rnode *tls = tr_rnode_get(in, "tls");
+        if (tls != NULL && tls->kind == TR_RNODE_MAP) {
+            ip.server_ctx =
+                ist_server_tls_context(x, sc, tls, ist_mprintf(x, "sidecar|%u", ip.port));
+            if (ip.server_ctx == NULL)
+                continue; /* reported: never served in the clear instead */
+        }
+        if (!inbound_port(x, &ip, authn))
+            return false;
+    }
+    return true;
+}
+
 /* Inbound: a listener on the workload's address for each port a Service
  * targets, in front of the application on app_ip, in the mTLS mode the
  * PeerAuthentications give that port. */
@@ -1377,6 +1711,17 @@ static bool inbound(struct ist_ctx *x)
     struct tr_request_authn_cfg authn;
     if (!ist_request_authn(x, &authn))
         return false;
+    /* A Sidecar's ingress listeners replace the services' ports; its
+     * inboundConnectionPool applies to every inbound cluster. */
+    const struct tr_resource *sc = sidecar_for(x);
+    const struct tr_rnode *ingress = sc ? tr_rnode_get(sc->spec, "ingress") : NULL;
+    if (ingress != NULL && (ingress->kind != TR_RNODE_SEQ || ingress->n == 0))
+        ingress = NULL;
+    const struct tr_rnode *default_pool =
+        sc ? tr_rnode_get(sc->spec, "inboundConnectionPool") : NULL;
+    if (default_pool != NULL && default_pool->kind != TR_RNODE_MAP)
+        default_pool = NULL;
+    bool selected = false;
     /* The services that may select the workload: those whose selector's
      * first label is one of its labels, or that have none (a bit each, so
      * the order stays the registry's); each is then matched in full. */
@@ -1408,87 +1753,37 @@ static bool inbound(struct ist_ctx *x)
         if (s->name == NULL || s->selector == NULL || strcmp(s->ns, x->wl_ns) != 0 ||
             !ist_labels_match(s->selector, x->wl_labels) || ist_refused(x, s->res))
             continue;
-        for (size_t pi = 0; pi < s->n_ports; pi++) {
+        selected = true;
+        if (ingress != NULL && cfg->node.service == NULL)
+            cfg->node.service = ist_mstrdup(x, s->host);
+        for (size_t pi = 0; pi < s->n_ports && ingress == NULL; pi++) {
             const struct ist_port *p = &s->ports[pi];
             uint32_t target = p->target;
             if (target == 0)
                 continue; /* named target: resolved against the pod by ist_service_eps */
-            char lname[32];
-            snprintf(lname, sizeof(lname), "inbound|%u", target);
-            bool seen = false;
-            for (size_t k = 0; k < cfg->n_listeners; k++)
-                seen = seen || strcmp(cfg->listeners[k].name, lname) == 0;
-            if (seen || n_in >= 8)
+            if (n_in >= 8 || has_listener(cfg, target))
                 continue;
             n_in++;
-            const char *cname = ist_mprintf(x, "inbound|%u||", target);
-            struct tr_cluster_cfg *c = NULL;
-            if (!cluster_room(x))
+            /* The Sidecar's pool, else the service's DestinationRule's for
+             * the port (docs/compat/istio.md, "Inbound connection pool"). */
+            const struct tr_resource *dr = default_pool ? NULL : ist_dr_for(x, s->host, s->ns);
+            struct inbound_port ip = {.port = target,
+                                      .proto = p->proto,
+                                      .listen_ip = x->wl_ip,
+                                      .app_ip = x->o->app_ip,
+                                      .app_port = target,
+                                      .service = s->host,
+                                      .pool =
+                                          default_pool ? default_pool : ist_dr_pool(dr, p->number),
+                                      .pool_res = default_pool ? sc : dr};
+            if (!inbound_port(x, &ip, &authn))
                 return false;
-            c = &x->clusters[x->n_clusters++];
-            tr_cfg_cluster_defaults(c);
-            c->name = cname;
-            c->service = ist_mstrdup(x, s->host);
-            c->workload = ist_mstrdup(x, x->wl_name);
-            c->workload_namespace = ist_mstrdup(x, x->wl_ns);
-            c->endpoints = ist_malloc(x, 1, sizeof(*c->endpoints));
-            if (c->endpoints == NULL)
-                return false;
-            tr_cfg_endpoint_defaults(&c->endpoints[0]);
-            if (!ist_make_addr(x, x->o->app_ip, target, &c->endpoints[0].addr))
-                return false;
-            c->n_endpoints = 1;
-            c->protocol = p->proto == IST_P_HTTP2 || p->proto == IST_P_GRPC ? TR_UPROTO_HTTP2
-                                                                            : TR_UPROTO_HTTP1;
-            if (p->proto == IST_P_UNKNOWN)
-                c->protocol = TR_UPROTO_ORIGINAL;
-            struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];
-            tr_cfg_listener_defaults(l);
-            l->name = ist_mstrdup(x, lname);
-            l->direction = TR_DIR_INBOUND;
-            l->bind = !x->o->capture;
-            if (!ist_make_addr(x, x->wl_ip, target, &l->addr))
-                return false;
-            l->tls_mode = ist_peer_auth_mode(x, target);
-            if (l->tls_mode != TR_TLS_DISABLE) {
-                l->tls_name = "mesh";
-                x->uses_mesh_tls = true;
-            }
-            bool tcp = p->proto == IST_P_TCP || p->proto == IST_P_TLS;
-            l->protocol = tcp ? TR_LPROTO_TCP : TR_LPROTO_AUTO;
-            l->tcp_cluster_name = cname;
-            if (!tcp)
-                l->request_authn = authn;
-            if (!tcp) {
-                struct tr_route_table_cfg *t = &cfg->route_tables[cfg->n_route_tables++];
-                t->name = ist_mprintf(x, "inbound|%u", target);
-                t->vhosts = ist_malloc(x, 1, sizeof(*t->vhosts));
-                if (t->name == NULL || t->vhosts == NULL)
-                    return false;
-                struct tr_vhost_cfg *v = &t->vhosts[0];
-                v->name = "inbound";
-                v->domains = ist_malloc(x, 1, sizeof(*v->domains));
-                v->routes = ist_malloc(x, 1, sizeof(*v->routes));
-                if (v->domains == NULL || v->routes == NULL)
-                    return false;
-                v->domains[0] = "*";
-                v->n_domains = 1;
-                tr_cfg_route_defaults(&v->routes[0]);
-                v->routes[0].name = "default";
-                v->routes[0].clusters = ist_malloc(x, 1, sizeof(*v->routes[0].clusters));
-                if (v->routes[0].clusters == NULL)
-                    return false;
-                v->routes[0].clusters[0] =
-                    (struct tr_weighted_cluster_cfg){.cluster_name = cname, .weight = 1};
-                v->routes[0].n_clusters = 1;
-                v->n_routes = 1;
-                t->n_vhosts = 1;
-                l->route_table_name = t->name;
-            }
             if (cfg->node.service == NULL)
                 cfg->node.service = ist_mstrdup(x, s->host);
         }
     }
+    if (ingress != NULL && !ingress_listeners(x, sc, ingress, default_pool, &authn, selected))
+        return false;
     ist_peer_auth_unused(x);
     return true;
 }

@@ -105,9 +105,9 @@ static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
 }
 
 /* A file on the gateway's file system: a compiled model carries none. */
-static const char files_why[] =
-    "a file on the gateway's file system, which a compiled model cannot carry: put the "
-    "certificate in a Secret in the input and name it in credentialName";
+#define FILES_WHY                                                                                  \
+    "a file on the %s's file system, which a compiled model cannot carry: put the "                \
+    "certificate in a Secret in the input and name it in credentialName"
 
 /* The port of a listener serves one kind: plaintext, mesh mTLS or TLS
  * termination (one Gateway's servers; later ones of another kind get no
@@ -227,7 +227,8 @@ static void check_termination(struct ist_ctx *x, struct ist_cursor *c, const str
     for (size_t i = 0; i < sizeof(file_keys) / sizeof(file_keys[0]); i++) {
         const struct tr_rnode *v = tr_rnode_get(tls, file_keys[i]);
         if (v != NULL) {
-            ist_error(x, c, v, file_keys[i], "%s", files_why);
+            ist_error(x, c, v, file_keys[i], FILES_WHY,
+                      strcmp(gw->kind, "Sidecar") == 0 ? "proxy" : "gateway");
             files = true;
         }
     }
@@ -274,6 +275,38 @@ static void check_termination(struct ist_ctx *x, struct ist_cursor *c, const str
     }
     struct ist_secret sec;
     server_material(x, c, gw, tls, &sec);
+}
+
+void ist_server_tls_check(struct ist_ctx *x, struct ist_cursor *c, const struct tr_resource *res,
+                          const struct tr_rnode *tls)
+{
+    if (IST_KEYS(x, c, tls, tls_keys))
+        check_termination(x, c, res, tls);
+}
+
+const char *ist_server_tls_context(struct ist_ctx *x, const struct tr_resource *res,
+                                   const struct tr_rnode *tls, const char *name)
+{
+    struct ist_cursor c;
+    ist_cursor_init(&c, res, NULL);
+    struct ist_secret sec;
+    bool quiet = x->quiet;
+    x->quiet = true; /* reported by ist_server_tls_check */
+    bool ok = server_material(x, &c, res, tls, &sec);
+    x->quiet = quiet;
+    if (!ok)
+        return NULL;
+    const char *mode = "", *minv = "";
+    tr_rnode_str(tr_rnode_get(tls, "mode"), &mode);
+    struct tr_tls_cfg *t =
+        ist_tls_context(x, TR_TLSK_SERVER, name, &sec, true, strcmp(mode, "MUTUAL") == 0);
+    if (t == NULL)
+        return NULL;
+    t->min_version =
+        tr_rnode_str(tr_rnode_get(tls, "minProtocolVersion"), &minv) && strcmp(minv, "TLSV1_3") == 0
+            ? 0x0304  /* TLS1_3_VERSION */
+            : 0x0303; /* TLS 1.2, Istio's default */
+    return t->name;
 }
 
 /* tls on a plaintext or mesh server: httpsRedirect, or nothing. */

@@ -523,6 +523,30 @@ struct ist_cluster_policy {
     bool failover;
 };
 
+/* A ConnectionPoolSettings (connectionPool), checked as istiod does (the
+ * cursor at it); and applied to an inbound cluster (a Sidecar's
+ * inboundConnectionPool or ingress[].connectionPool, of resource res):
+ * limits, timeouts, keepalive, protocol choices, as for outbound ones. */
+void ist_check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *pool,
+                    bool inbound);
+/* Server TLS (ServerTLSSettings) that terminates, SIMPLE or MUTUAL, of a
+ * Gateway server or a Sidecar ingress listener (res): checked as for a
+ * gateway (the cursor at the tls block), and made into a server context
+ * named name from credentialName's Secret (in the workload's namespace,
+ * else res's); NULL when it cannot be made (reported by the check). */
+void ist_server_tls_check(struct ist_ctx *x, struct ist_cursor *c, const struct tr_resource *res,
+                          const struct tr_rnode *tls);
+const char *ist_server_tls_context(struct ist_ctx *x, const struct tr_resource *res,
+                                   const struct tr_rnode *tls, const char *name);
+/* A DestinationRule's connectionPool for a port: its portLevelSettings' for
+ * the port, else its trafficPolicy's; NULL: none (what inbound clusters of
+ * the rule's service fall back to). */
+const struct tr_rnode *ist_dr_pool(const struct tr_resource *dr, uint32_t port);
+void ist_inbound_pool_apply(struct ist_ctx *x, const struct tr_resource *res,
+                            const struct tr_rnode *pool, bool http_port, struct tr_cluster_cfg *c);
+/* Istio's protocol of a port: appProtocol or a port name (prefix_only: a
+ * name "http-web" counts as http). *named: a protocol was recognised. */
+enum ist_proto ist_proto_of(const char *s, bool prefix_only, bool *named);
 /* Locality load balancing (locality.c): sets the endpoints' locality,
  * priority and the cluster's locality weights for the workload x compiles
  * for, from the policy's (or the mesh's) localityLbSetting. insts[i] is the

@@ -773,6 +773,69 @@ static void pool_extras(struct ist_ctx *x, const struct tr_resource *dr, const s
     x->quiet = quiet;
 }
 
+void ist_check_pool(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *pool,
+                    bool inbound)
+{
+    check_pool(x, c, pool);
+    const struct tr_rnode *http = tr_rnode_get(pool, "http");
+    static const char *const outbound_only[] = {"h2UpgradePolicy", "useClientProtocol"};
+    size_t saved = ist_push_key(c, "http");
+    for (size_t i = 0; inbound && http != NULL && i < 2; i++)
+        if (tr_rnode_get(http, outbound_only[i]) != NULL)
+            ist_warn(x, c, tr_rnode_get(http, outbound_only[i]), outbound_only[i],
+                     "ignored on the inbound side, as istiod ignores it there: the application's "
+                     "port protocol decides");
+    ist_pop(c, saved);
+}
+
+const struct tr_rnode *ist_dr_pool(const struct tr_resource *dr, uint32_t port)
+{
+    const struct tr_rnode *tp = dr ? tr_rnode_get(dr->spec, "trafficPolicy") : NULL;
+    const struct tr_rnode *pl = port_level(tp, port);
+    const struct tr_rnode *pool = tr_rnode_get(pl, "connectionPool");
+    if (pool == NULL)
+        pool = tr_rnode_get(tp, "connectionPool");
+    return pool != NULL && pool->kind == TR_RNODE_MAP ? pool : NULL;
+}
+
+void ist_inbound_pool_apply(struct ist_ctx *x, const struct tr_resource *res,
+                            const struct tr_rnode *pool, bool http_port, struct tr_cluster_cfg *c)
+{
+    const struct tr_rnode *tcp = tr_rnode_get(pool, "tcp");
+    const struct tr_rnode *http = tr_rnode_get(pool, "http");
+    int64_t n;
+    if (tr_rnode_int(tr_rnode_get(tcp, "maxConnections"), &n) && n > 0 && n <= INT32_MAX)
+        c->breakers.max_connections = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "http1MaxPendingRequests"), &n) && n > 0 && n <= INT32_MAX)
+        c->breakers.max_pending_requests = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "http2MaxRequests"), &n) && n > 0 && n <= INT32_MAX)
+        c->breakers.max_requests = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "maxRequestsPerConnection"), &n) && n > 0 && n <= INT32_MAX)
+        c->max_requests_per_connection = (uint32_t)n;
+    if (tr_rnode_int(tr_rnode_get(http, "maxRetries"), &n) && n > 0 && n <= INT32_MAX)
+        c->breakers.max_retries = (uint32_t)n;
+    struct ist_cluster_policy p = {0};
+    pool_extras(x, res, tcp, &p);
+    c->max_connection_duration_ms = p.max_connection_duration_ms;
+    if (p.has_keepalive && (c->tcp_keepalive = ist_malloc(x, 1, sizeof(*c->tcp_keepalive))))
+        *c->tcp_keepalive = p.keepalive;
+    struct ist_cursor cur;
+    ist_cursor_init(&cur, res, NULL);
+    bool quiet = x->quiet;
+    x->quiet = true; /* checked once by the Sidecar's check */
+    uint32_t ms;
+    if (ist_duration(x, &cur, tcp, "connectTimeout", 24u * 3600u * 1000u, &ms) && ms > 0)
+        c->connect_timeout_ms = ms;
+    if (ist_duration(x, &cur, http, "idleTimeout", 24u * 3600u * 1000u, &ms) && ms > 0)
+        c->pool_idle_timeout_ms = ms;
+    x->quiet = quiet;
+    /* h2UpgradePolicy and useClientProtocol are outbound settings (istiod
+     * applies neither inbound): the port's protocol decides. */
+    if (http_port && tr_rnode_int(tr_rnode_get(http, "maxConcurrentStreams"), &n) && n > 0 &&
+        n <= 10000 && c->protocol == TR_UPROTO_HTTP2)
+        c->h2_max_streams = (uint32_t)n;
+}
+
 /* Slow start for ROUND_ROBIN and LEAST_REQUEST: warmup, else
  * warmupDurationSecs, with Envoy's defaults (10 %, aggression 1.0). */
 static void warmup_apply(struct ist_ctx *x, const struct tr_resource *dr, const struct tr_rnode *lb,

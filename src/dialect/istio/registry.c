@@ -21,7 +21,7 @@
 /* Istio's protocol selection: appProtocol, else the port name ("http",
  * "http-web", "grpc-api"...). https/tls are TLS; mongo, mysql, redis... are
  * TCP to a proxy that does not parse them. */
-static enum ist_proto proto_of(const char *s, bool prefix_only, bool *named)
+enum ist_proto ist_proto_of(const char *s, bool prefix_only, bool *named)
 {
     static const struct {
         const char *p;
@@ -395,7 +395,7 @@ static void read_service_ports(struct ist_ctx *x, struct ist_cursor *c, struct i
             ist_u32(x, c, p, "targetPort", 1, 65535, &sp->target);
             ist_str(x, c, p, "protocol", &proto);
             ist_str(x, c, p, "name", &sp->name);
-            sp->proto = proto_of(proto, false, &sp->proto_named);
+            sp->proto = ist_proto_of(proto, false, &sp->proto_named);
             if (proto != NULL && !sp->proto_named)
                 ist_warn(x, c, p, "protocol",
                          "protocol %s is not known: traffic is detected as "
@@ -422,9 +422,9 @@ static void read_service_ports(struct ist_ctx *x, struct ist_cursor *c, struct i
                 ist_warn(x, c, p, "protocol", "only TCP service ports are proxied; %s is not",
                          proto);
             ist_str(x, c, p, "appProtocol", &app);
-            sp->proto = proto_of(app, false, &sp->proto_named);
+            sp->proto = ist_proto_of(app, false, &sp->proto_named);
             if (!sp->proto_named)
-                sp->proto = proto_of(sp->name, true, &sp->proto_named);
+                sp->proto = ist_proto_of(sp->name, true, &sp->proto_named);
         }
         if (sp->number != 0)
             s->n_ports++;

@@ -385,9 +385,9 @@ static void test_rule_edited_in_place(void **state)
     free(a);
 }
 
-/* A workload's own Service: its routes, policies and endpoints are its
- * callers' business, not its inbound side's. client-1 serves client but
- * routes only to ratings. */
+/* A workload's own Service: its routes and endpoints are its callers'
+ * business, but its DestinationRule's connection pool is its inbound
+ * side's too. client-1 serves client but routes only to ratings. */
 static void test_own_service(void **state)
 {
     (void)state;
@@ -409,8 +409,24 @@ static void test_own_service(void **state)
     struct outcome o;
     check(b, a, &o);
     assert_false(o.any);
+    /* client-1 too: its inbound cluster takes the rule's connection pool
+     * (Istio's inbound default without a Sidecar's). */
+    assert_non_null(strstr(o.reached_names, "client-1"));
+    assert_int_equal(o.reached, 6); /* everyone in default (prod sees only prod) */
+    free(a);
+    /* Its VirtualService and Endpoints alone are its callers' business. */
+    a = concat(MESH, "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                     "metadata: {name: client, namespace: default}\n"
+                     "spec:\n  hosts: [client]\n  http:\n"
+                     "  - route: [{destination: {host: client}}]\n    timeout: 3s\n"
+                     "---\napiVersion: v1\nkind: Endpoints\n"
+                     "metadata: {name: client, namespace: default}\n"
+                     "subsets:\n- addresses: [{ip: 127.0.1.21}]\n"
+                     "  ports: [{name: http, port: 80}]\n");
+    check(b, a, &o);
+    assert_false(o.any);
     assert_null(strstr(o.reached_names, "client-1"));
-    assert_int_equal(o.reached, 5); /* everyone else in default (prod sees only prod) */
+    assert_int_equal(o.reached, 5);
     free(b);
     free(a);
 }

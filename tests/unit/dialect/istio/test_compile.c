@@ -725,6 +725,69 @@ static void test_capture_destination_subnets(void **state)
     free(text);
 }
 
+/* Sidecar ingress listeners: they replace the services' ports, only for a
+ * workload some service selects; what istiod would refuse is an error. */
+static void test_sidecar_ingress(void **state)
+{
+    (void)state;
+    static const char SC[] = "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\n"
+                             "metadata: {name: default, namespace: default}\n"
+                             "spec:\n  ingress:\n"
+                             "  - port: {number: 7000, protocol: GRPC, name: api}\n"
+                             "    defaultEndpoint: '[::1]:7001'\n"
+                             "  - port: {number: 7002, protocol: MONGO, name: db}\n"
+                             "    defaultEndpoint: 0.0.0.0:7003\n    bind: 127.0.9.9\n";
+    char *text = concat(BOOKINFO, SC);
+    struct compiled c;
+    compile_text(&c, text, "default", "reviews-v1");
+    if (c.cfg == NULL || c.d.n_errors > 0)
+        dump_diags(&c.d);
+    assert_non_null(c.cfg);
+    const struct tr_listener_cfg *l = listener(c.cfg, "inbound|7000");
+    assert_string_equal(l->addr.text, "127.0.1.1:7000");
+    assert_int_equal(l->protocol, TR_LPROTO_AUTO);
+    l = listener(c.cfg, "inbound|7002");
+    assert_string_equal(l->addr.text, "127.0.9.9:7002"); /* bind */
+    assert_int_equal(l->protocol, TR_LPROTO_TCP);
+    const struct tr_cluster_cfg *cl = cluster(c.cfg, "inbound|7000||");
+    assert_int_equal(cl->protocol, TR_UPROTO_HTTP2);
+    assert_string_equal(cl->endpoints[0].addr.text, "127.0.0.1:7001"); /* the app's loopback */
+    assert_string_equal(cluster(c.cfg, "inbound|7002||")->endpoints[0].addr.text, "127.0.0.1:7003");
+    for (size_t i = 0; i < c.cfg->n_listeners; i++) /* the service's port is replaced */
+        assert_string_not_equal(c.cfg->listeners[i].name, "inbound|9080");
+    compiled_free(&c);
+    /* productpage-1: no service selects it, so no inbound side (Istio). */
+    compile_text(&c, text, "default", "productpage-1");
+    assert_non_null(c.cfg);
+    assert_true(has_diag(&c.d, TR_DIAG_WARNING, "spec.ingress", "no service selects workload"));
+    for (size_t i = 0; i < c.cfg->n_listeners; i++)
+        assert_int_not_equal(c.cfg->listeners[i].direction, TR_DIR_INBOUND);
+    compiled_free(&c);
+    free(text);
+    /* What istiod refuses. */
+    static const char BAD[] =
+        "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\n"
+        "metadata: {name: default, namespace: default}\n"
+        "spec:\n  ingress:\n"
+        "  - port: {number: 7000, protocol: HTTP}\n    defaultEndpoint: unix:///var/app.sock\n"
+        "  - port: {number: 7000, protocol: HTTP}\n    defaultEndpoint: 127.0.0.1:x\n"
+        "  - port: {protocol: HTTP}\n    defaultEndpoint: 127.0.0.1:80\n"
+        "    captureMode: SOMETIMES\n    bind: not-an-ip\n";
+    text = concat(BOOKINFO, BAD);
+    compile_text(&c, text, "default", "reviews-v1");
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.ingress[0].defaultEndpoint",
+                         "Unix domain sockets are not supported"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.ingress[1].port.number",
+                         "port 7000 is already the port of ingress[0]"));
+    assert_true(
+        has_diag(&c.d, TR_DIAG_ERROR, "spec.ingress[1].defaultEndpoint", "expected IP:PORT"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.ingress[2].port.number", "missing required"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.ingress[2].captureMode", "expected DEFAULT"));
+    assert_true(has_diag(&c.d, TR_DIAG_ERROR, "spec.ingress[2].bind", "expected an IP address"));
+    compiled_free(&c);
+    free(text);
+}
+
 static void test_deterministic_and_loadable(void **state)
 {
     (void)state;
@@ -1804,6 +1867,7 @@ int main(void)
         cmocka_unit_test(test_deterministic_and_loadable),
         cmocka_unit_test(test_capture),
         cmocka_unit_test(test_capture_destination_subnets),
+        cmocka_unit_test(test_sidecar_ingress),
         cmocka_unit_test(test_mirror_to_grpc_is_dropped),
         cmocka_unit_test(test_unknown_workload),
         cmocka_unit_test(test_dr_tls_origination),
