@@ -284,7 +284,7 @@ static void sidecar_check(struct ist_ctx *x, const struct tr_resource *r)
         else if (m != NULL && strcmp(m, "ALLOW_ANY") == 0 && !x->o->capture)
             ist_warn(x, &c, tr_rnode_get(otp, "mode"), "mode",
                      "ALLOW_ANY forwards unknown hosts to their original destination, which "
-                     "needs traffic capture (not supported yet): unknown hosts get 404");
+                     "needs traffic capture (--capture): without it unknown hosts get 404");
     }
     ist_pop(&c, saved);
 }

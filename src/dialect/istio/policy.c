@@ -272,8 +272,8 @@ static void check_lb(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rn
         strcmp(s, "RANDOM") != 0 && strcmp(s, "UNSPECIFIED") != 0) {
         if (strcmp(s, "PASSTHROUGH") == 0)
             ist_warn(x, c, tr_rnode_get(lb, "simple"), "simple",
-                     "PASSTHROUGH needs the original destination (traffic capture, not "
-                     "supported yet): least request is used");
+                     "PASSTHROUGH (to the caller's original destination) is not supported "
+                     "yet: least request is used");
         else
             ist_error(x, c, tr_rnode_get(lb, "simple"), "simple",
                       "expected ROUND_ROBIN, LEAST_REQUEST, RANDOM or PASSTHROUGH, got \"%s\"", s);

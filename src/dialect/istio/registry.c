@@ -780,8 +780,7 @@ static void read_service_entries(struct ist_ctx *x, size_t *icap, size_t *cap)
 {
     static const struct ist_key keys[] = {
         {"hosts", NULL},
-        {"addresses", "VIPs need traffic capture (the control-plane issue); hosts are routed by "
-                      "name"},
+        {"addresses", "VIPs are not matched yet: HTTP hosts are routed by name, TCP by port"},
         {"ports", NULL},
         {"location", NULL},
         {"resolution", NULL},
@@ -826,8 +825,8 @@ static void read_service_entries(struct ist_ctx *x, size_t *icap, size_t *cap)
                       "expected NONE, STATIC, DNS or DNS_ROUND_ROBIN, got \"%s\"", res);
         if (rk == IST_RES_NONE)
             ist_warn(x, &c, tr_rnode_get(spec, "resolution"), "resolution",
-                     "resolution NONE forwards to the original destination, which needs traffic "
-                     "capture (not supported yet): listed endpoints are used, else none");
+                     "resolution NONE forwards to the caller's original destination, which is "
+                     "not supported yet: listed endpoints are used, else none");
         if (ist_map(x, &c, spec, "workloadSelector") && tr_rnode_get(spec, "endpoints"))
             ist_error(x, &c, spec, "workloadSelector",
                       "only one of endpoints and "
