@@ -129,6 +129,10 @@ struct tr_tls_sni_table {
     size_t n;
 };
 void tr_tls_server_select(SSL *ssl, const struct tr_tls_sni_table *t);
+/* The handshake of ssl (a server's) selects no application protocol,
+ * whatever its context offers: TLS terminated in front of a byte stream
+ * (a tcp listener), where h2 or http/1.1 would be a promise nobody keeps. */
+void tr_tls_server_no_alpn(SSL *ssl);
 /* The choice for an SNI (name NULL: none sent), or NULL. */
 const struct tr_tls_sni_choice *tr_tls_sni_pick(const struct tr_tls_sni_table *t, const char *name,
                                                 size_t len);

@@ -81,6 +81,7 @@ static int reason_idx = -1;   /* SSL: const char * (static), failure reason */
 static int ids_idx = -1;      /* SSL: struct peer_ids *, owned */
 static int slot_idx = -1;     /* SSL: struct tr_tls_session_slot *, borrowed */
 static int sni_idx = -1;      /* SSL: const struct tr_tls_sni_table *, borrowed */
+static int no_alpn_idx = -1;  /* SSL: non-NULL: select no application protocol */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t load_gen;
 
@@ -128,12 +129,14 @@ static void init_indexes(void)
     ids_idx = SSL_get_ex_new_index(0, NULL, NULL, peer_ids_dup, peer_ids_free);
     slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     sni_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    no_alpn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 static bool ensure_init(void)
 {
     pthread_once(&init_once, init_indexes);
-    return ctx_data_idx >= 0 && reason_idx >= 0 && ids_idx >= 0 && slot_idx >= 0 && sni_idx >= 0;
+    return ctx_data_idx >= 0 && reason_idx >= 0 && ids_idx >= 0 && slot_idx >= 0 && sni_idx >= 0 &&
+           no_alpn_idx >= 0;
 }
 
 /* ---- SPIFFE IDs in certificates ---- */
@@ -560,6 +563,8 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
                           const unsigned char *in, unsigned int inlen, void *arg)
 {
     const struct ctx_data *d = arg;
+    if (SSL_get_ex_data(ssl, no_alpn_idx) != NULL)
+        return SSL_TLSEXT_ERR_NOACK;
     for (size_t i = 0; i < d->alpn_len; i += 1 + (size_t)d->alpn[i]) {
         const unsigned char *ours = &d->alpn[i];
         for (size_t j = 0; j < inlen; j += 1 + (size_t)in[j]) {
@@ -573,6 +578,13 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
         }
     }
     return SSL_TLSEXT_ERR_NOACK;
+}
+
+void tr_tls_server_no_alpn(SSL *ssl)
+{
+    static const char on = 1;
+    if (ensure_init())
+        SSL_set_ex_data(ssl, no_alpn_idx, (void *)&on);
 }
 
 int tr_tls_ctx_set_alpn(struct tr_tls_ctx *ctx, const unsigned char *protos, size_t len)

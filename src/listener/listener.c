@@ -85,6 +85,8 @@ static void start_handshake(struct tr_session *s)
     }
     if (sni->n > 0)
         tr_tls_server_select(ssl, sni);
+    if (s->lcfg->protocol == TR_LPROTO_TCP && s->lcfg->tls_mode == TR_TLS_TERMINATE)
+        tr_tls_server_no_alpn(ssl);
     SSL_set_accept_state(ssl);
     tr_conn_start_tls(&s->down, ssl);
     s->phase = TR_PH_HANDSHAKE;

@@ -655,3 +655,42 @@ def test_istio_sidecar_ingress_tls(workdir, proxies, backend):
     code, e = curl(f"https://api.example.com:{mutual}/m", "--cacert", ca.root, "--cert",
                    client.cert, "--key", client.key, resolve=resolve)
     assert code == "200", e
+
+
+def test_istio_gateway_tls_server_terminates_to_tcp_routes(workdir, proxies, backend):
+    """A Gateway server with protocol TLS and mode SIMPLE: the gateway
+    terminates TLS with the Secret's certificate and relays the bytes by the
+    bound VirtualService's tcp route (here to a plain HTTP backend, so curl
+    can tell), as Istio's gateway does."""
+    d = os.path.join(workdir, "gwt-pki")
+    ca = pki.create_ca(d, "gwt-ca")
+    leaf = _leaf(d, ca, "db", dns=["db.example.com"])
+    port = free_port()
+    gw_pod = {"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "gw-1", "namespace": "default",
+                           "labels": {"istio": "ingressgateway"}},
+              "spec": {"serviceAccountName": "gw"}, "status": {"podIP": "127.0.0.1"}}
+    gateway = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": "default"},
+               "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                   {"port": {"number": port, "name": "tls", "protocol": "TLS"},
+                    "hosts": ["*"], "tls": {"mode": "SIMPLE", "credentialName": "db-cert"}}]}}
+    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+          "metadata": {"name": "db", "namespace": "default"},
+          "spec": {"hosts": ["*"], "gateways": ["gw"], "tcp": [
+              {"match": [{"port": port}],
+               "route": [{"destination": {"host": "api.example.com", "port": {"number": 80}}}]}]}}
+    model, err = compile_model(workdir, [gw_pod, gateway, vs,
+                                         external_service(80, backend.port),
+                                         tls_secret("db-cert", cert=leaf.cert, key=leaf.key)],
+                               workload="default/gw-1")
+    assert "servers" not in err, err
+    (l,) = [x for x in model["listeners"] if x["name"] == f"gateway|{port}"]
+    assert l["protocol"] == "tcp" and l["tls"]["mode"] == "TERMINATE"
+    proxies(model, "gw")
+    code, e = curl(f"https://db.example.com:{port}/over-tls", "--cacert", ca.root,
+                   resolve=f"db.example.com:{port}:127.0.0.1")
+    assert code == "200", e
+    assert backend.requests[-1]["path"] == "/over-tls"
+    code, _ = curl(f"http://127.0.0.1:{port}/plain")
+    assert code != "200"

@@ -1130,3 +1130,53 @@ spec: {{mtls: {{mode: DISABLE}}}}
         t.join(10)
     assert sorted(out) == [200, 503, 503], out
     assert mesh.proxy.metric("trellis_upstream_overflow_total") >= 2
+
+
+def test_gateway_tcp_server_tcp_echo(mesh):
+    """Istio's TCP traffic shifting task through the ingress gateway, from the
+    sample's own files (istio/tcp-echo): a Gateway server with protocol TCP on
+    31400 and the VirtualService bound to it. All to v1, then 80/20: every
+    connection through the gateway reaches the subset its rule picks."""
+    b = mesh.base
+    pods = [TcpNamed("echo-v1", f"{b}.91", 9000), TcpNamed("echo-v2", f"{b}.92", 9000)]
+    try:
+        mesh.add(pod("echo-v1", f"{b}.91", {"app": "tcp-echo", "version": "v1"}),
+                 pod("echo-v2", f"{b}.92", {"app": "tcp-echo", "version": "v2"}),
+                 service("tcp-echo", 9000, {"app": "tcp-echo"}, port_name="tcp"),
+                 pod("ingress-1", f"{b}.250", {"istio": "ingressgateway"}, ns="istio-system"))
+        with open(os.path.join(CORPUS, "istio/tcp-echo/tcp-echo-all-v1.yaml")) as f:
+            # one document each, so the VirtualService can be replaced below
+            mesh.add(*f.read().split("\n---\n"))
+        mesh.write()
+
+        def gateway_model():
+            r = mesh.ctl("compile", mesh.dir, "--workload", "istio-system/ingress-1", "-o",
+                         "json")
+            assert "31400" not in r.stderr, r.stderr
+            return json.loads(r.stdout)
+        model = gateway_model()
+        assert [l["name"] for l in model["listeners"]] == ["gateway|31400"]
+        mesh.proxy = Proxy(mesh.workdir, model, name="ingress")
+        mesh.proxy.start()
+        assert {tcp_greeting(f"{b}.250", 31400) for _ in range(20)} == {b"echo-v1"}
+        # tcp-echo-20-v2.yaml replaces the VirtualService (same name)
+        mesh.docs = [d for d in mesh.docs if "kind: VirtualService" not in d]
+        with open(os.path.join(CORPUS, "istio/tcp-echo/tcp-echo-20-v2.yaml")) as f:
+            mesh.add(f.read())
+        mesh.write()
+        model = gateway_model()
+        assert [c["weight"] for c in model["listeners"][0]["tcp_clusters"]] == [80, 20]
+        mesh.proxy.stop()
+        mesh.proxy = Proxy(mesh.workdir, model, name="ingress-2")
+        mesh.proxy.start()
+        counts = {}
+        n = 1000
+        for _ in range(n):
+            got = tcp_greeting(f"{b}.250", 31400)
+            counts[got] = counts.get(got, 0) + 1
+        # 20% of 1000 = 200, binomial sd 12.6: 5 sd either way
+        assert 137 <= counts.get(b"echo-v2", 0) <= 263, counts
+        assert counts.get(b"echo-v1", 0) + counts.get(b"echo-v2", 0) == n
+    finally:
+        for p in pods:
+            p.close()

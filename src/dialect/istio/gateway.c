@@ -61,6 +61,8 @@ enum srv_kind {
     SRV_TERMINATE,
     SRV_PASSTHROUGH,
     SRV_AUTO_PASSTHROUGH,
+    SRV_TCP,           /* TCP (MONGO...): the bound VirtualServices' tcp routes */
+    SRV_TERMINATE_TCP, /* TLS with SIMPLE or MUTUAL: terminated, then tcp routes */
     SRV_UNSUPPORTED
 };
 
@@ -75,8 +77,16 @@ static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
     bool http = strcasecmp(proto, "HTTP") == 0 || strcasecmp(proto, "HTTP2") == 0 ||
                 strcasecmp(proto, "GRPC") == 0;
     bool tlsish = strcasecmp(proto, "HTTPS") == 0 || strcasecmp(proto, "TLS") == 0;
+    /* Istio's other gateway protocols carry bytes the proxy does not parse. */
+    bool tcp = strcasecmp(proto, "TCP") == 0 || strcasecmp(proto, "MONGO") == 0 ||
+               strcasecmp(proto, "MYSQL") == 0 || strcasecmp(proto, "REDIS") == 0;
     if (http && (mode == NULL || tls == NULL))
         return SRV_HTTP;
+    if (tcp && (mode == NULL || tls == NULL))
+        return SRV_TCP;
+    if (mode != NULL && (strcmp(mode, "SIMPLE") == 0 || strcmp(mode, "MUTUAL") == 0) &&
+        strcasecmp(proto, "TLS") == 0)
+        return SRV_TERMINATE_TCP;
     if (tlsish && mode != NULL && strcmp(mode, "ISTIO_MUTUAL") == 0 &&
         strcasecmp(proto, "HTTPS") == 0)
         return SRV_MESH_MTLS;
@@ -92,15 +102,12 @@ static enum srv_kind server_kind(const struct tr_rnode *srv, const char **why)
         return SRV_AUTO_PASSTHROUGH;
     if (tlsish && mode != NULL && strcmp(mode, "OPTIONAL_MUTUAL") == 0)
         *why = "OPTIONAL_MUTUAL (a client certificate verified when sent) is not supported yet";
-    else if (tlsish && mode != NULL && (strcmp(mode, "SIMPLE") == 0 || strcmp(mode, "MUTUAL") == 0))
-        *why = "terminating TLS for a TLS (not HTTPS) server, whose routes are TCP, is not "
-               "supported yet";
     else if (tlsish)
         *why = "an HTTPS or TLS server needs tls.mode SIMPLE, MUTUAL or ISTIO_MUTUAL";
-    else if (http)
-        *why = "TLS settings on a plaintext HTTP server are not supported";
+    else if (http || tcp)
+        *why = "TLS settings on a plaintext server are not supported";
     else
-        *why = "only HTTP, HTTP2, GRPC and HTTPS (ISTIO_MUTUAL) servers are supported yet";
+        *why = "expected protocol HTTP, HTTPS, GRPC, HTTP2, TCP, TLS or MONGO";
     return SRV_UNSUPPORTED;
 }
 
@@ -376,7 +383,7 @@ void ist_gateway_check(struct ist_ctx *x, const struct tr_resource *gw)
         bool tls_ok = IST_KEYS(x, &c, tls, tls_keys);
         const char *why = NULL;
         enum srv_kind kind = server_kind(s, &why);
-        if (tls_ok && kind == SRV_TERMINATE)
+        if (tls_ok && (kind == SRV_TERMINATE || kind == SRV_TERMINATE_TCP))
             check_termination(x, &c, gw, tls);
         else if (tls_ok && tls != NULL)
             check_other_tls(x, &c, tls, kind);
@@ -429,9 +436,64 @@ struct gw_port {
     struct tr_vhost_cfg *vhosts;
     size_t n, cap;
     struct tr_strmap domains;
-    struct ist_sni_rules sni;     /* SRV_PASSTHROUGH, SRV_AUTO_PASSTHROUGH: the sni_routes */
+    struct ist_sni_rules sni; /* SRV_PASSTHROUGH, SRV_AUTO_PASSTHROUGH: the sni_routes */
+    /* SRV_TCP, SRV_TERMINATE_TCP: the first bound VirtualService's tcp rule
+     * that applies (tcp_set; n_tcp 0: it routes nowhere) */
+    struct tr_weighted_cluster_cfg *tcp;
+    size_t n_tcp;
+    bool tcp_set;
     const struct tr_resource *gw; /* the Gateway that made the port */
 };
+
+/* Does some server host serve some VirtualService host (a TCP server's
+ * routes need one, as its HTTP routes do)? */
+static bool serves_any(const struct tr_rnode *server_hosts, const struct tr_rnode *vs_hosts,
+                       const char *gns, const char *vns)
+{
+    for (const struct tr_rnode *h = vs_hosts ? vs_hosts->head : NULL; h; h = h->next) {
+        const char *vhost, *shost;
+        if (!tr_rnode_str(h, &vhost))
+            continue;
+        for (const struct tr_rnode *sh = server_hosts ? server_hosts->head : NULL; sh;
+             sh = sh->next)
+            if (tr_rnode_str(sh, &shost) && server_ns_ok(shost, gns, vns) &&
+                served_host(shost, vhost) != NULL)
+                return true;
+    }
+    return false;
+}
+
+/* A TCP server's listener: its tcp route's clusters, the TLS terminated
+ * first for SRV_TERMINATE_TCP. No route (or one to nowhere): no listener,
+ * so connections are refused rather than sent anywhere. */
+static bool tcp_listener(struct ist_ctx *x, const struct gw_port *gp)
+{
+    if (!gp->tcp_set || gp->n_tcp == 0)
+        return true;
+    struct tr_listener_cfg *l = &x->cfg->listeners[x->cfg->n_listeners++];
+    tr_cfg_listener_defaults(l);
+    l->name = ist_mprintf(x, "gateway|%u", gp->port);
+    l->direction = TR_DIR_OUTBOUND;
+    l->protocol = TR_LPROTO_TCP;
+    const char *ip = x->wl_ip ? x->wl_ip : x->o->outbound_ip;
+    if (l->name == NULL || !ist_make_addr(x, ip, gp->port, &l->addr))
+        return false;
+    if (gp->n_tcp == 1) {
+        l->tcp_cluster_name = gp->tcp[0].cluster_name;
+    } else {
+        l->tcp_clusters = gp->tcp;
+        l->n_tcp_clusters = gp->n_tcp;
+    }
+    if (gp->kind == SRV_TERMINATE_TCP) {
+        l->tls_mode = TR_TLS_TERMINATE;
+        l->tls_contexts = ist_malloc(x, gp->n_contexts, sizeof(*l->tls_contexts));
+        if (l->tls_contexts == NULL)
+            return false;
+        memcpy(l->tls_contexts, gp->contexts, gp->n_contexts * sizeof(*l->tls_contexts));
+        l->n_tls_contexts = gp->n_contexts;
+    }
+    return true;
+}
 
 static bool add_vhost(struct ist_ctx *x, struct gw_port *gp, const struct tr_resource *vs,
                       const char *domain, const char *gateway)
@@ -699,7 +761,8 @@ bool ist_gateways(struct ist_ctx *x)
             bool redirect = false;
             if (kind == SRV_HTTP && tr_rnode_bool(tr_rnode_get(tls, "httpsRedirect"), &redirect))
                 gp->https_redirect = gp->https_redirect || redirect;
-            if (kind == SRV_TERMINATE && !server_context(x, gw, s, gp))
+            if ((kind == SRV_TERMINATE || kind == SRV_TERMINATE_TCP) &&
+                !server_context(x, gw, s, gp))
                 continue; /* no certificate: no host of it is served (reported) */
             const struct tr_rnode *hosts = tr_rnode_get(s, "hosts");
             if (kind == SRV_AUTO_PASSTHROUGH) {
@@ -719,6 +782,12 @@ bool ist_gateways(struct ist_ctx *x)
                     continue;
                 }
                 const struct tr_rnode *vh = tr_rnode_get(vs->spec, "hosts");
+                if (kind == SRV_TCP || kind == SRV_TERMINATE_TCP) {
+                    if (!gp->tcp_set && serves_any(hosts, vh, gns, vns) &&
+                        ist_vs_gateway_tcp(x, vs, gname, gp->port, &gp->tcp, &gp->n_tcp))
+                        gp->tcp_set = true;
+                    continue;
+                }
                 for (const struct tr_rnode *h = vh ? vh->head : NULL; h; h = h->next) {
                     const char *vhost;
                     if (!tr_rnode_str(h, &vhost))
@@ -751,6 +820,11 @@ bool ist_gateways(struct ist_ctx *x)
     for (size_t k = 0; k < n_ports; k++) {
         struct gw_port *gp = ports[k];
         bool sni_default = gp->sni.has_default && gp->sni.n_default > 0;
+        if (gp->kind == SRV_TCP || gp->kind == SRV_TERMINATE_TCP) {
+            if (!tcp_listener(x, gp))
+                return false;
+            continue;
+        }
         if (gp->n == 0 && gp->sni.n == 0 && !sni_default)
             continue; /* no VirtualService is bound: nothing to serve */
         struct tr_listener_cfg *l = &cfg->listeners[cfg->n_listeners++];

@@ -383,6 +383,12 @@ const struct tr_resource *ist_vs_find(const struct ist_ctx *x, const char *ns, c
  * a warning per applying policy when the workload is a gateway. */
 void ist_ra_check_all(struct ist_ctx *x);
 bool ist_request_authn(struct ist_ctx *x, struct tr_request_authn_cfg *out);
+/* At a gateway (gateway: "NS/NAME", the workload's labels and namespace
+ * for sourceLabels and sourceNamespace): the weighted clusters of vs's
+ * first tcp rule for the server port: true when a rule applies (*n 0: it
+ * routes nowhere), false when none does. */
+bool ist_vs_gateway_tcp(struct ist_ctx *x, const struct tr_resource *vs, const char *gateway,
+                        uint32_t port, struct tr_weighted_cluster_cfg **out, size_t *n);
 /* A tcp rule whose match blocks name destinationSubnets (and otherwise
  * apply to the workload and port): with capture, a virtual listener claims
  * those blocks for the rule's destinations. */

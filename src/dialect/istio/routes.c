@@ -2216,6 +2216,53 @@ bool ist_vs_tcp_clusters(struct ist_ctx *x, const struct tr_resource *vs,
     return false;
 }
 
+bool ist_vs_gateway_tcp(struct ist_ctx *x, const struct tr_resource *vs, const char *gateway,
+                        uint32_t port, struct tr_weighted_cluster_cfg **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    struct ist_cursor c;
+    ist_cursor_init(&c, vs, "spec");
+    const struct tr_rnode *tcp = tr_rnode_get(vs->spec, "tcp");
+    struct ist_vhost vh = {.svc = NULL, .port = port, .gateway = gateway};
+    size_t i = 0;
+    for (const struct tr_rnode *rule = tcp && tcp->kind == TR_RNODE_SEQ ? tcp->head : NULL; rule;
+         rule = rule->next, i++) {
+        const struct tr_rnode *matches = tr_rnode_get(rule, "match");
+        bool applies = matches == NULL || matches->kind != TR_RNODE_SEQ || matches->n == 0;
+        for (const struct tr_rnode *m = applies ? NULL : matches->head; m && !applies;
+             m = m->next) {
+            int64_t p;
+            const char *sns;
+            const struct tr_rnode *sl = tr_rnode_get(m, "sourceLabels");
+            const struct tr_rnode *gw = tr_rnode_get(m, "gateways");
+            applies = tr_rnode_get(m, "destinationSubnets") == NULL && /* no capture here */
+                      !(tr_rnode_int(tr_rnode_get(m, "port"), &p) && p != port) &&
+                      !(sl != NULL && !ist_labels_match(sl, x->wl_labels)) &&
+                      !(tr_rnode_str(tr_rnode_get(m, "sourceNamespace"), &sns) &&
+                        strcmp(sns, x->wl_ns) != 0) &&
+                      !(gw != NULL && gw->kind == TR_RNODE_SEQ && gw->n > 0 &&
+                        !ist_gateway_listed(vs, gw, gateway));
+        }
+        if (!applies)
+            continue;
+        size_t saved = ist_push_key(&c, "tcp");
+        ist_push_index(&c, i);
+        struct l4_split sp;
+        bool quiet = x->quiet;
+        x->quiet = true; /* checked with the VirtualService */
+        bool ok = l4_split(x, &c, rule, vs, &vh, &sp);
+        x->quiet = quiet;
+        ist_pop(&c, saved);
+        if (!ok)
+            return false;
+        *out = sp.nowhere ? NULL : sp.v;
+        *n = sp.nowhere ? 0 : sp.n;
+        return true;
+    }
+    return false;
+}
+
 /* Is the SNI name within the host (Istio's SubsetOf, as written: equal, or
  * under a wildcard host; "*" holds everything)? */
 static bool sni_within(const char *sni, const char *host)
