@@ -548,6 +548,17 @@ struct tr_cluster_rt *tr_clusters_build(struct tr_wsnap *ws, struct tr_cluster_r
     return cl;
 }
 
+/* An endpoint of view c that the newer views do not list: no new
+ * connections; idle ones close now, busy ones when their request ends. */
+static void retire(struct tr_cluster_rt *c, struct tr_endpoint_rt *ep)
+{
+    if (ep->cluster == c && !ep->retired) {
+        ep->retired = true;
+        tr_outlier_end(ep, 0); /* no longer counted as ejected */
+        tr_pool_close_idle(ep);
+    }
+}
+
 void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt *prev,
                         size_t n_prev)
 {
@@ -568,15 +579,14 @@ void tr_clusters_commit(struct tr_cluster_rt *cl, size_t n, struct tr_cluster_rt
                 tr_outlier_end(ep, 0); /* outlier detection was turned off */
         }
     }
-    for (size_t i = 0; prev != NULL && i < n_prev; i++)
-        for (uint32_t e = 0; e < prev[i].n_eps; e++) {
-            struct tr_endpoint_rt *ep = prev[i].eps[e];
-            if (ep->cluster == &prev[i] && !ep->retired) {
-                ep->retired = true;
-                tr_outlier_end(ep, 0); /* no longer counted as ejected */
-                tr_pool_close_idle(ep);
-            }
-        }
+    for (size_t i = 0; prev != NULL && i < n_prev; i++) {
+        for (uint32_t e = 0; e < prev[i].n_eps; e++)
+            retire(&prev[i], prev[i].eps[e]);
+        /* Endpoints of original destinations are made again on demand. */
+        for (uint32_t k = 0; prev[i].orig != NULL && k < TR_ORIG_DST_SLOTS; k++)
+            if (prev[i].orig[k] != NULL)
+                retire(&prev[i], prev[i].orig[k]);
+    }
 }
 
 void tr_clusters_close_idle(struct tr_cluster_rt *cl, size_t n)
@@ -600,6 +610,15 @@ void tr_clusters_free(struct tr_cluster_rt *cl, size_t n)
                 ep->cluster = NULL;
             endpoint_unref(ep);
         }
+        for (uint32_t k = 0; cl[i].orig != NULL && k < TR_ORIG_DST_SLOTS; k++) {
+            struct tr_endpoint_rt *ep = cl[i].orig[k];
+            if (ep == NULL)
+                continue;
+            if (ep->cluster == &cl[i])
+                ep->cluster = NULL;
+            endpoint_unref(ep);
+        }
+        free(cl[i].orig);
         free(cl[i].eps);
         free(cl[i].weights);
         free(cl[i].ep_cfg);
@@ -1025,6 +1044,84 @@ struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd, ui
         return pick_grouped(c, rnd, hash, pf, warm, now_ms);
     struct pick_set ps = {.lo = 0, .hi = c->n_eps, .warm = warm, .now_ms = now_ms};
     return pick_in(c, &ps, rnd, hash, pf, -1);
+}
+
+/* ---- original destinations (clusters[].original_destination) ---- */
+
+static size_t orig_slot(const struct sockaddr_storage *ss)
+{
+    return (size_t)(hash_addr(ss) & (TR_ORIG_DST_SLOTS - 1));
+}
+
+/* Removes slot k by backward shift (linear probing keeps no tombstones). */
+static void orig_remove(struct tr_cluster_rt *c, size_t k)
+{
+    struct tr_endpoint_rt **t = c->orig;
+    struct tr_endpoint_rt *gone = t[k];
+    t[k] = NULL;
+    c->n_orig--;
+    for (size_t j = (k + 1) & (TR_ORIG_DST_SLOTS - 1); t[j] != NULL;
+         j = (j + 1) & (TR_ORIG_DST_SLOTS - 1)) {
+        size_t home = orig_slot(&t[j]->addr);
+        /* t[j] may move into the hole unless its home lies in (k, j]. */
+        bool stays = k <= j ? (home > k && home <= j) : (home > k || home <= j);
+        if (!stays) {
+            t[k] = t[j];
+            t[j] = NULL;
+            k = j;
+        }
+    }
+    if (gone->cluster == c)
+        gone->cluster = NULL;
+    endpoint_unref(gone);
+}
+
+/* Room for one more: a full table gives up an endpoint without
+ * connections or requests (the first found after a random start). */
+static bool orig_room(struct tr_cluster_rt *c, uint64_t start)
+{
+    if (c->n_orig < TR_ORIG_DST_MAX)
+        return true;
+    for (size_t i = 0; i < TR_ORIG_DST_SLOTS; i++) {
+        size_t k = (start + i) & (TR_ORIG_DST_SLOTS - 1);
+        struct tr_endpoint_rt *ep = c->orig[k];
+        if (ep != NULL && ep->conn_objs == 0 && ep->active_requests == 0) {
+            orig_remove(c, k);
+            return true;
+        }
+    }
+    return false;
+}
+
+struct tr_endpoint_rt *tr_cluster_pick_original(struct tr_cluster_rt *c,
+                                                const struct sockaddr_storage *dst, uint64_t now_ms)
+{
+    if (dst == NULL || (dst->ss_family != AF_INET && dst->ss_family != AF_INET6))
+        return NULL;
+    if (c->orig == NULL && (c->orig = calloc(TR_ORIG_DST_SLOTS, sizeof(*c->orig))) == NULL)
+        return NULL;
+    size_t k = orig_slot(dst);
+    for (; c->orig[k] != NULL; k = (k + 1) & (TR_ORIG_DST_SLOTS - 1)) {
+        struct tr_endpoint_rt *ep = c->orig[k];
+        if (tr_sock_addr_equal(&ep->addr, dst))
+            return tr_endpoint_healthy(ep, now_ms) ? ep : NULL;
+    }
+    if (!orig_room(c, hash_addr(dst) >> 11))
+        return NULL;
+    socklen_t len =
+        dst->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    struct tr_endpoint_rt *ep = endpoint_new(dst, len, NULL, c->state);
+    if (ep == NULL)
+        return NULL;
+    ep->refs++; /* the view's */
+    ep->cluster = c;
+    ep->workload = c->workload;
+    ep->added_ms = now_ms;
+    for (k = orig_slot(dst); c->orig[k] != NULL; k = (k + 1) & (TR_ORIG_DST_SLOTS - 1))
+        ; /* a removal may have opened an earlier slot */
+    c->orig[k] = ep;
+    c->n_orig++;
+    return ep;
 }
 
 void tr_endpoint_connect_failed(struct tr_endpoint_rt *ep, uint64_t now_ms)

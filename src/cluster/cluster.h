@@ -173,7 +173,17 @@ struct tr_cluster_rt {
     uint32_t max_pending_requests;
     uint32_t max_requests;
     uint32_t max_retries; /* circuit_breakers.max_retries, this worker's share */
+    /* original_destination clusters: the endpoints made so far, one per
+     * original destination, in an open-addressing table of
+     * TR_ORIG_DST_SLOTS (made at the first pick; NULL: none yet). */
+    struct tr_endpoint_rt **orig;
+    uint32_t n_orig;
 };
+
+/* An original_destination view keeps at most this many endpoints per
+ * worker; a new destination then replaces one without connections. */
+#define TR_ORIG_DST_MAX   1024u
+#define TR_ORIG_DST_SLOTS (2u * TR_ORIG_DST_MAX)
 
 /* Build the views of ws's snapshot, with the addresses of endpoint names
  * from ws->dns (none for a name not in it yet). prev (may be NULL): the
@@ -221,6 +231,16 @@ struct tr_pick_avoid {
  * Returns NULL when no endpoint qualifies: the caller answers 503 UH. */
 struct tr_endpoint_rt *tr_cluster_pick(struct tr_cluster_rt *c, uint32_t rnd, uint64_t hash,
                                        const struct tr_pick_avoid *avoid, uint64_t now_ms);
+
+/* An original_destination cluster's endpoint for dst, the original
+ * destination of the request's downstream connection: the view's, made on
+ * first use (its address is its name in logs and metrics). NULL when dst is
+ * NULL (the connection was not captured) or not IP, when the endpoint is in
+ * connect back-off, or when TR_ORIG_DST_MAX endpoints all have connections:
+ * the caller answers 503 UH. */
+struct tr_endpoint_rt *tr_cluster_pick_original(struct tr_cluster_rt *c,
+                                                const struct sockaddr_storage *dst,
+                                                uint64_t now_ms);
 
 /* Circuit breakers: may another request start (max_requests)? false: the
  * caller answers 503 UO; counted in trellis_upstream_overflow_total. */

@@ -786,6 +786,11 @@ struct tr_cluster_cfg {
     enum tr_lb_policy lb;
     struct tr_endpoint_cfg *endpoints;
     size_t n_endpoints;
+    /* Envoy's ORIGINAL_DST (Istio's PASSTHROUGH, resolution NONE): no
+     * endpoints listed; each connection (and each request on it) goes to
+     * the original destination of the downstream connection, which a
+     * capture listener recovered. */
+    bool original_destination;
     uint32_t connect_timeout_ms;   /* default 1000 */
     uint32_t pool_idle_timeout_ms; /* default 50000; keep below the upstream's */
     uint32_t pool_max_idle;        /* idle connections kept per endpoint per worker; default 64 */

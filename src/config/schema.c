@@ -932,6 +932,7 @@ static const struct cfg_field cluster_fields[] = {
     SECTION("tls", 0, cluster_tls_section),
     LIST("endpoints", struct tr_cluster_cfg, endpoints, n_endpoints, REQ, 0, CFG_MAX_ENDPOINTS,
          struct tr_endpoint_cfg, cfg_endpoint_section),
+    BOOL("original_destination", struct tr_cluster_cfg, original_destination, false),
     ENUM("protocol", struct tr_cluster_cfg, protocol, DEF, upstream_protocols, NULL,
          TR_UPROTO_HTTP1),
     SECTION("http2", 0, cluster_h2_section),

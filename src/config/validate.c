@@ -876,6 +876,13 @@ static bool check_cluster(struct vctx *v, struct vnames *nt, struct tr_cluster_c
 {
     if (!check_hash_policy(v, c, loc) || !check_outlier(v, c, loc) || !check_balancing(v, c, loc))
         return false;
+    if (c->original_destination && c->n_endpoints > 0)
+        return verr(v, loc, "endpoints", AT_KEY,
+                    "must be empty with original_destination: each connection's original "
+                    "destination is its endpoint");
+    if (c->original_destination && (c->lb == TR_LB_RING_HASH || c->lb == TR_LB_MAGLEV))
+        return verr(v, loc, "lb", AT_VALUE,
+                    "a hash balancer has nothing to choose with original_destination");
     if (!resolve(v, &nt->tls, "TLS context", c->tls_name, loc, "tls.context", &c->tls))
         return false;
     if (c->tls_name == NULL && c->n_server_ids > 0)

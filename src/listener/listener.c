@@ -356,6 +356,10 @@ static void accept_one(struct tr_listener_rt *l, int fd, const struct sockaddr_s
     s->labels = ws->listener_labels[lidx];
     memcpy(&s->peer, peer, sizeof(s->peer));
     tr_sock_addr_ip(peer, s->peer_ip, sizeof(s->peer_ip));
+    if (lidx != l->cfg_idx && !passthrough) { /* handed over by a capture listener */
+        s->has_orig_dst = true;
+        memcpy(&s->orig_dst, &orig, sizeof(orig));
+    }
     s->link.drain = session_drain;
     tr_worker_session_add(w, &s->link);
     tr_timer_init(&s->timer, on_detect_timer);

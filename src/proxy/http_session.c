@@ -744,7 +744,9 @@ static void attempt_started(struct tr_session *s, enum tr_h1c_status st, const c
 static void start_upstream(struct tr_session *s)
 {
     struct tr_http_state *h = &s->http;
-    attempt_started(s, tr_h1c_start(&h->uc, s->w, h->cluster, &http_up_ops, s, false, h->lb_hash),
+    attempt_started(s,
+                    tr_h1c_start(&h->uc, s->w, h->cluster, &http_up_ops, s, false, h->lb_hash,
+                                 tr_session_orig_dst(s)),
                     "connection failure");
 }
 

@@ -187,12 +187,21 @@ struct tr_session {
      * starts (authorization's connection.sni); it points into the peek
      * buffer, so it is cleared when that start returns. */
     tr_str peeked_sni;
+    /* A captured connection's original destination (has_orig_dst): where
+     * an original_destination cluster sends its requests. */
+    bool has_orig_dst;
+    struct sockaddr_storage orig_dst;
     union {
         struct tr_http_state http;
         struct tr_tcp_state tcp;
         struct tr_h2_down_state h2;
     };
 };
+
+static inline const struct sockaddr_storage *tr_session_orig_dst(const struct tr_session *s)
+{
+    return s->has_orig_dst ? &s->orig_dst : NULL;
+}
 
 /* Entry points for each phase, called by the listener. */
 void tr_http_session_start(struct tr_session *s);

@@ -1713,10 +1713,10 @@ static void h1_reply(struct tr_stream *st, enum tr_h1c_status why, const char *r
 static void h1_start(struct tr_stream *st, bool fresh)
 {
     if (h1_head(st))
-        h1_attempt(
-            st,
-            tr_h1c_start(&st->h1.uc, W(st), st->cluster, &stream_h1_ops, st, fresh, st->lb_hash),
-            "connection failure");
+        h1_attempt(st,
+                   tr_h1c_start(&st->h1.uc, W(st), st->cluster, &stream_h1_ops, st, fresh,
+                                st->lb_hash, tr_session_orig_dst(st->s)),
+                   "connection failure");
 }
 
 /* Go on from what the upstream client made of an attempt. reason: the
@@ -2067,8 +2067,8 @@ static void up_start(struct tr_stream *st, bool fresh)
         return;
     }
     bool overflow = false;
-    struct tr_endpoint_rt *ep =
-        tr_attempt_first(W(st), st->cluster, st->lb_hash, &st->attempts, &overflow);
+    struct tr_endpoint_rt *ep = tr_attempt_first(
+        W(st), st->cluster, st->lb_hash, tr_session_orig_dst(st->s), &st->attempts, &overflow);
     if (ep == NULL) {
         char body[TR_UPSTREAM_ERROR_MAX];
         if (overflow)
@@ -2187,8 +2187,8 @@ static void stream_retry_start(struct tr_stream *st)
 {
     if (st->up == TR_SU_H2) {
         bool overflow = false;
-        struct tr_endpoint_rt *ep =
-            tr_attempt_retry(W(st), st->cluster, st->lb_hash, &st->rt.avoid, &overflow);
+        struct tr_endpoint_rt *ep = tr_attempt_retry(
+            W(st), st->cluster, st->lb_hash, tr_session_orig_dst(st->s), &st->rt.avoid, &overflow);
         if (ep == NULL) {
             char body[TR_UPSTREAM_ERROR_MAX];
             if (overflow)

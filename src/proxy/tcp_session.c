@@ -338,7 +338,8 @@ void tr_tcp_session_start(struct tr_session *s)
     if (t->cluster->table == NULL ||
         !tr_lb_request_hash(&t->cluster->cfg->hash, &rq, &t->lb_hash, &no_cookie))
         t->lb_hash = (uint64_t)tr_worker_rand(s->w) << 32 | tr_worker_rand(s->w);
-    struct tr_endpoint_rt *ep = tr_attempt_first(s->w, t->cluster, t->lb_hash, &t->attempts, NULL);
+    struct tr_endpoint_rt *ep =
+        tr_attempt_first(s->w, t->cluster, t->lb_hash, tr_session_orig_dst(s), &t->attempts, NULL);
     if (ep == NULL) {
         tcp_finish(s, TR_RF_UH);
         return;

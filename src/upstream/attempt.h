@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 struct tr_worker;
 struct tr_cluster_rt;
@@ -22,11 +23,14 @@ struct tr_pick_avoid;
 
 /* The first endpoint, among the healthy ones; sets *attempts to 1. hash: the
  * request's consistent-hash key (ring_hash, maglev; other policies ignore
- * it). overflow (NULL for TCP connections): the cluster's share of
+ * it). orig: the original destination of the downstream connection (NULL:
+ * it was not captured), the endpoint of an original_destination cluster.
+ * overflow (NULL for TCP connections): the cluster's share of
  * circuit_breakers.max_requests is checked first. NULL: *overflow set, the
  * caller answers 503 UO; else none is healthy, 503 UH. */
 struct tr_endpoint_rt *tr_attempt_first(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
-                                        uint8_t *attempts, bool *overflow);
+                                        const struct sockaddr_storage *orig, uint8_t *attempts,
+                                        bool *overflow);
 
 /* The endpoint for another attempt after the connection to failed (which the
  * pick avoids) failed before any request byte was sent; counts the attempt
@@ -41,6 +45,7 @@ struct tr_endpoint_rt *tr_attempt_next(struct tr_worker *w, struct tr_cluster_rt
  * qualifies, else any healthy one (the failed endpoint itself included).
  * NULL without *overflow: none is healthy. hash: as for tr_attempt_first. */
 struct tr_endpoint_rt *tr_attempt_retry(struct tr_worker *w, struct tr_cluster_rt *c, uint64_t hash,
+                                        const struct sockaddr_storage *orig,
                                         const struct tr_pick_avoid *avoid, bool *overflow);
 
 #endif

@@ -253,7 +253,7 @@ static void check_begin(struct tr_deferred *d)
     struct tr_ext_authz_check *c = tr_container_of(d, struct tr_ext_authz_check, later);
     tr_timer_set(c->w->loop, &c->timer, c->cfg->timeout_ms);
     uint64_t hash = (uint64_t)tr_worker_rand(c->w) << 32 | tr_worker_rand(c->w);
-    switch (tr_h1c_start(&c->uc, c->w, c->cluster, &check_up_ops, c, false, hash)) {
+    switch (tr_h1c_start(&c->uc, c->w, c->cluster, &check_up_ops, c, false, hash, NULL)) {
     case TR_H1C_READY:
         check_pump(c);
         return;

@@ -43,12 +43,18 @@ static enum tr_h1c_status connect_to(struct tr_h1_client *c, struct tr_endpoint_
 enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
                                 struct tr_cluster_rt *cluster,
                                 const struct tr_upstream_owner_ops *ops, void *owner, bool fresh,
-                                uint64_t lb_hash)
+                                uint64_t lb_hash, const struct sockaddr_storage *orig)
 {
-    *c = (struct tr_h1_client){
-        .w = w, .cluster = cluster, .ops = ops, .owner = owner, .fresh = fresh, .lb_hash = lb_hash};
+    *c = (struct tr_h1_client){.w = w,
+                               .cluster = cluster,
+                               .ops = ops,
+                               .owner = owner,
+                               .fresh = fresh,
+                               .lb_hash = lb_hash,
+                               .orig = orig};
     bool overflow = false;
-    struct tr_endpoint_rt *ep = tr_attempt_first(w, cluster, lb_hash, &c->attempts, &overflow);
+    struct tr_endpoint_rt *ep =
+        tr_attempt_first(w, cluster, lb_hash, orig, &c->attempts, &overflow);
     if (ep == NULL)
         return overflow ? TR_H1C_OVERFLOW : TR_H1C_NO_HEALTHY;
     return connect_to(c, ep, fresh);
@@ -70,7 +76,8 @@ enum tr_h1c_status tr_h1c_retry(struct tr_h1_client *c, const struct tr_pick_avo
     c->head_scanned = 0;
     memset(&c->resp, 0, sizeof(c->resp));
     bool overflow = false;
-    struct tr_endpoint_rt *ep = tr_attempt_retry(c->w, c->cluster, c->lb_hash, avoid, &overflow);
+    struct tr_endpoint_rt *ep =
+        tr_attempt_retry(c->w, c->cluster, c->lb_hash, c->orig, avoid, &overflow);
     if (ep == NULL)
         return overflow ? TR_H1C_OVERFLOW : TR_H1C_NO_HEALTHY;
     if (c->attempts < UINT8_MAX)
@@ -92,7 +99,8 @@ enum tr_h1c_status tr_h1c_resend(struct tr_h1_client *c)
     c->resent = true;
     c->conn_close = false;
     tr_metrics_count(c->w->metrics, TR_C_UPSTREAM_RESEND, 1);
-    struct tr_endpoint_rt *ep = tr_attempt_first(c->w, c->cluster, c->lb_hash, &c->attempts, NULL);
+    struct tr_endpoint_rt *ep =
+        tr_attempt_first(c->w, c->cluster, c->lb_hash, c->orig, &c->attempts, NULL);
     if (ep == NULL)
         return TR_H1C_NO_HEALTHY;
     return connect_to(c, ep, true);

@@ -55,15 +55,16 @@ struct tr_h1_client {
     const char *addr;                   /* address text of the last endpoint tried, for logs */
     const struct tr_endpoint_rt *tried; /* the endpoint of the last try (a retry avoids it) */
     uint64_t lb_hash;                   /* the request's consistent-hash key (upstream/attempt.h) */
-    uint8_t attempts;                   /* endpoints tried (upstream/attempt.h) */
-    bool fresh;                         /* new connections only (tunnels) */
-    bool reused;                        /* the connection came from the idle pool */
-    bool resent;                        /* the keep-alive race re-send happened */
-    bool conn_close;                    /* the server said Connection: close */
-    bool got_byte;                      /* a response byte arrived: the request cannot be re-sent */
-    bool head_done;                     /* the final response head was parsed */
-    size_t head_scanned;                /* tr_h1_head_end's state for the head being read */
-    struct tr_h1_body_state resp;       /* the response body, set by tr_h1c_parse_response */
+    const struct sockaddr_storage *orig; /* the downstream's original destination, or NULL */
+    uint8_t attempts;                    /* endpoints tried (upstream/attempt.h) */
+    bool fresh;                          /* new connections only (tunnels) */
+    bool reused;                         /* the connection came from the idle pool */
+    bool resent;                         /* the keep-alive race re-send happened */
+    bool conn_close;                     /* the server said Connection: close */
+    bool got_byte;                /* a response byte arrived: the request cannot be re-sent */
+    bool head_done;               /* the final response head was parsed */
+    size_t head_scanned;          /* tr_h1_head_end's state for the head being read */
+    struct tr_h1_body_state resp; /* the response body, set by tr_h1c_parse_response */
 };
 
 /* What became of an attempt (the first five) or of the exchange. */
@@ -96,12 +97,14 @@ struct tr_h1c_reply tr_h1c_reply(enum tr_h1c_status st, const char *connect_reas
 
 /* Start the request's first attempt; fresh: on a new connection, never a
  * pooled one (CONNECT tunnels); lb_hash: the request's consistent-hash key
- * (proxy/decide.h). Sets every field (a previous request's state is
- * forgotten; its connection must have been released). */
+ * (proxy/decide.h); orig: the downstream connection's original destination
+ * (NULL: not captured; it must outlive the exchange), for an
+ * original_destination cluster. Sets every field (a previous request's
+ * state is forgotten; its connection must have been released). */
 enum tr_h1c_status tr_h1c_start(struct tr_h1_client *c, struct tr_worker *w,
                                 struct tr_cluster_rt *cluster,
                                 const struct tr_upstream_owner_ops *ops, void *owner, bool fresh,
-                                uint64_t lb_hash);
+                                uint64_t lb_hash, const struct sockaddr_storage *orig);
 
 /* ops->on_ready reported a failed connection (the pool closed it): nothing
  * was sent on it. The caller asks its retry policy (upstream/retry.h)

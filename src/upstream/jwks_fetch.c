@@ -164,7 +164,8 @@ static void fetch_begin(struct fetcher *f)
     f->body_len = 0;
     tr_timer_set(w->loop, &f->timer, f->rule->jwks_uri->timeout_ms);
     uint64_t hash = (uint64_t)tr_worker_rand(w) << 32 | tr_worker_rand(w);
-    enum tr_h1c_status st = tr_h1c_start(&f->uc, w, f->cluster, &fetch_up_ops, f, false, hash);
+    enum tr_h1c_status st =
+        tr_h1c_start(&f->uc, w, f->cluster, &fetch_up_ops, f, false, hash, NULL);
     switch (st) {
     case TR_H1C_READY:
         fetch_pump(f);

@@ -283,7 +283,7 @@ static void mirror_start(struct tr_deferred *d)
     tr_timer_set(m->w->loop, &m->timer, m->timeout_ms);
     /* A consistent-hash mirror cluster gets no key of its own: any endpoint. */
     uint64_t hash = (uint64_t)tr_worker_rand(m->w) << 32 | tr_worker_rand(m->w);
-    switch (tr_h1c_start(&m->uc, m->w, m->cluster, &mirror_up_ops, m, false, hash)) {
+    switch (tr_h1c_start(&m->uc, m->w, m->cluster, &mirror_up_ops, m, false, hash, NULL)) {
     case TR_H1C_READY:
         mirror_pump(m);
         return;

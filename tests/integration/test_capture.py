@@ -724,3 +724,116 @@ def test_capture_destination_subnets(net, certs):
     ma = metrics(net, "a")
     assert metric(ma, "istio_tcp_connections_opened_total", reporter="source",
                   destination_service="db.default.svc.cluster.local") >= 9, ma
+
+
+HTTP_NAMED = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        out = sys.argv[2].encode() + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
+"""
+
+HTTP_PORT = 7080
+
+PASSTHROUGH_MESH = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: a, namespace: default, labels: {{app: a}}}}
+spec: {{serviceAccountName: client}}
+status: {{podIP: {IP['a']}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db-b, namespace: default, labels: {{app: db}}}}
+spec: {{serviceAccountName: db}}
+status: {{podIP: {IP['b']}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: db-c, namespace: default, labels: {{app: db}}}}
+spec: {{serviceAccountName: db}}
+status: {{podIP: {IP['c']}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: default}}
+spec:
+  selector: {{app: db}}
+  ports: [{{name: tcp-db, port: {DB_PORT}}}, {{name: http-web, port: {HTTP_PORT}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: default}}
+spec:
+  host: db
+  trafficPolicy: {{loadBalancer: {{simple: PASSTHROUGH}}, tls: {{mode: DISABLE}}}}
+"""
+
+
+def test_capture_passthrough_load_balancer(net, certs):
+    """DestinationRule loadBalancer PASSTHROUGH with --capture: every
+    connection, TCP or HTTP, goes to the address the application dialled
+    (the original destination), never balanced across the service's pods."""
+    workdir = net.workdir
+    mesh = os.path.join(workdir, "mesh")
+    os.makedirs(mesh)
+    with open(os.path.join(mesh, "mesh.yaml"), "w") as f:
+        f.write(PASSTHROUGH_MESH)
+    d = os.path.join(workdir, "certs-a")
+    os.makedirs(d)
+    shutil.copy(certs["client_cert"], os.path.join(d, "cert.pem"))
+    shutil.copy(certs["client_key"], os.path.join(d, "key.pem"))
+    shutil.copy(certs["ca"], os.path.join(d, "ca.pem"))
+    r = run(TRELLIS, "ctl", "compile", mesh, "--workload", "default/a", "--capture",
+            "--cert-dir", d, "-o", "json")
+    assert "PASSTHROUGH" not in r.stderr, r.stderr
+    model = json.loads(r.stdout)
+    model["workers"] = 1
+    clusters = {c["name"]: c for c in model["clusters"]}
+    db = clusters[f"outbound|{DB_PORT}||db.default.svc.cluster.local"]
+    assert db["original_destination"] and db["endpoints"] == []
+    run(TRELLIS, "ctl", "iptables", "--netns", net.ns["a"])
+    for k in ("b", "c"):
+        net.spawn(k, f"db-{k}", sys.executable, "-c", TCP_NAMED, str(DB_PORT), f"db-{k}")
+        net.spawn(k, f"web-{k}", sys.executable, "-c", HTTP_NAMED, str(HTTP_PORT), f"web-{k}")
+    start_proxy(net, "a", "proxy-a", model)
+
+    def dial(ip):
+        deadline = time.time() + 5
+        while True:
+            r = net.exec("a", sys.executable, "-c", TCP_CLIENT, ip, str(DB_PORT), check=False)
+            if r.returncode == 0 or time.time() > deadline:
+                return r.stdout.strip() or f"failed: {r.stderr.strip()[-200:]}"
+            time.sleep(0.1)
+
+    def get(ip):
+        deadline = time.time() + 5
+        while True:
+            # the service's name as the Host (a client of a headless
+            # service dials a pod's address for it)
+            r = net.exec("a", "curl", "-s", "-m", "5", "-H", "Host: db", f"http://{ip}:{HTTP_PORT}/",
+                         check=False)
+            if r.returncode == 0 or time.time() > deadline:
+                return r.stdout.strip() or f"failed: {r.returncode}"
+            time.sleep(0.1)
+
+    got = [dial(IP["b"]) for _ in range(10)] + [dial(IP["c"]) for _ in range(10)]
+    assert got == ["db-b"] * 10 + ["db-c"] * 10, (got, log_of(workdir, "proxy-a"))
+    got = [get(IP["c"]) for _ in range(10)] + [get(IP["b"]) for _ in range(10)]
+    assert got == ["web-c"] * 10 + ["web-b"] * 10, (got, log_of(workdir, "proxy-a"))
+    # An address with nobody behind it: refused at connect, as it would be
+    # without the proxy (the connect fails; nothing else is tried).
+    r = net.exec("a", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
+                 "-H", "Host: db", f"http://198.18.0.9:{HTTP_PORT}/", check=False)
+    assert r.stdout.strip() == "503", r.stdout
+    ma = metrics(net, "a")
+    assert metric(ma, "istio_requests_total", reporter="source", response_code="200",
+                  destination_service="db.default.svc.cluster.local") >= 20, ma

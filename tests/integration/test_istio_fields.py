@@ -1247,7 +1247,14 @@ def measured():
 # Without it each gives a warning (tests/data/istio_corpus_expected.txt, and
 # docs/compat/istio.md's text says so).
 CAPTURE_ROWS = {("VirtualService", "spec.tcp[].match[].destinationSubnets"),
-                ("VirtualService", "spec.tls[].match[].destinationSubnets")}
+                ("VirtualService", "spec.tls[].match[].destinationSubnets"),
+                ("DestinationRule", "spec.trafficPolicy.loadBalancer.simple"),
+                ("DestinationRule", "spec.subsets[].trafficPolicy.loadBalancer.simple"),
+                ("DestinationRule",
+                 "spec.trafficPolicy.portLevelSettings[].loadBalancer.simple"),
+                ("DestinationRule",
+                 "spec.subsets[].trafficPolicy.portLevelSettings[].loadBalancer.simple"),
+                ("ServiceEntry", "spec.resolution")}
 
 
 def measure_all():

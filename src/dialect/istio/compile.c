@@ -644,6 +644,20 @@ const char *ist_cluster_for(struct ist_ctx *x, const struct ist_service *s, size
             break;
         }
     }
+    /* PASSTHROUGH, resolution NONE (with capture): each connection goes to
+     * its original destination (the registry's endpoints still decide auto
+     * mTLS and the identities to expect). */
+    if (x->o->capture && (pol.original_dst || s->resolution == IST_RES_NONE)) {
+        c->original_destination = true;
+        c->n_endpoints = 0;
+        c->n_locality_weights = 0;
+        c->warmup.duration_ms = 0;
+        struct tr_cluster_cfg d;
+        tr_cfg_cluster_defaults(&d);
+        c->dns = d.dns; /* no names to resolve */
+        if (c->lb == TR_LB_RING_HASH || c->lb == TR_LB_MAGLEV)
+            c->lb = TR_LB_LEAST_REQUEST;
+    }
     bool mtls = false;
     if (pol.tls == IST_TLS_ISTIO_MUTUAL)
         mtls = true;

@@ -527,6 +527,7 @@ struct ist_cluster_policy {
      * whether failover may apply (the policy has outlierDetection). */
     const struct tr_rnode *locality;
     bool failover;
+    bool original_dst; /* PASSTHROUGH with capture: to the original destination */
 };
 
 /* A ConnectionPoolSettings (connectionPool), checked as istiod does (the

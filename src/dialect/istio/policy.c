@@ -270,13 +270,16 @@ static void check_lb(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rn
     if (ist_str(x, c, lb, "simple", &s) && strcmp(s, "ROUND_ROBIN") != 0 &&
         strcmp(s, "LEAST_REQUEST") != 0 && strcmp(s, "LEAST_CONN") != 0 &&
         strcmp(s, "RANDOM") != 0 && strcmp(s, "UNSPECIFIED") != 0) {
-        if (strcmp(s, "PASSTHROUGH") == 0)
-            ist_warn(x, c, tr_rnode_get(lb, "simple"), "simple",
-                     "PASSTHROUGH (to the caller's original destination) is not supported "
-                     "yet: least request is used");
-        else
+        if (strcmp(s, "PASSTHROUGH") == 0) {
+            if (!x->o->capture)
+                ist_warn(x, c, tr_rnode_get(lb, "simple"), "simple",
+                         "PASSTHROUGH sends each connection to the caller's original "
+                         "destination, which needs traffic capture (--capture): without it "
+                         "least request is used");
+        } else {
             ist_error(x, c, tr_rnode_get(lb, "simple"), "simple",
                       "expected ROUND_ROBIN, LEAST_REQUEST, RANDOM or PASSTHROUGH, got \"%s\"", s);
+        }
     }
 }
 
@@ -899,6 +902,8 @@ void ist_policy_apply(struct ist_ctx *x, const struct tr_resource *dr, const cha
             p->lb = TR_LB_ROUND_ROBIN;
         else if (strcmp(s, "RANDOM") == 0)
             p->lb = TR_LB_RANDOM;
+        else if (strcmp(s, "PASSTHROUGH") == 0)
+            p->original_dst = x->o->capture; /* else least request (reported) */
     }
     const struct tr_rnode *tcp = tr_rnode_get(parts.pool, "tcp");
     const struct tr_rnode *http = tr_rnode_get(parts.pool, "http");

@@ -823,10 +823,11 @@ static void read_service_entries(struct ist_ctx *x, size_t *icap, size_t *cap)
         else
             ist_error(x, &c, spec, "resolution",
                       "expected NONE, STATIC, DNS or DNS_ROUND_ROBIN, got \"%s\"", res);
-        if (rk == IST_RES_NONE)
+        if (rk == IST_RES_NONE && !x->o->capture)
             ist_warn(x, &c, tr_rnode_get(spec, "resolution"), "resolution",
-                     "resolution NONE forwards to the caller's original destination, which is "
-                     "not supported yet: listed endpoints are used, else none");
+                     "resolution NONE forwards to the caller's original destination, which "
+                     "needs traffic capture (--capture): without it listed endpoints are "
+                     "used, else none");
         if (ist_map(x, &c, spec, "workloadSelector") && tr_rnode_get(spec, "endpoints"))
             ist_error(x, &c, spec, "workloadSelector",
                       "only one of endpoints and "

@@ -1188,6 +1188,82 @@ static void test_priority_tried_left_out(void **state)
     }
 }
 
+static struct sockaddr_storage v4(uint32_t ip, uint16_t port)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+    in->sin_family = AF_INET;
+    in->sin_port = htons(port);
+    in->sin_addr.s_addr = htonl(ip);
+    return ss;
+}
+
+/* original_destination: one endpoint per original destination, made on
+ * first use and found again; a full table gives up an idle one; none for
+ * no destination or one in connect back-off; retired with the view. */
+static void test_original_destination(void **state)
+{
+    (void)state;
+    static struct gen g, g2;
+    gen_init(&g);
+    add_cluster(&g, "pass", TR_LB_LEAST_REQUEST, NULL, NULL, 0);
+    g.clusters[0].original_destination = true;
+    gen_adopt(&g, NULL);
+    struct tr_cluster_rt *c = &g.views[0];
+    assert_null(tr_cluster_pick_original(c, NULL, 0)); /* not captured */
+    struct sockaddr_storage a = v4(0x0a000001, 80), b = v4(0x0a000001, 81);
+    struct tr_endpoint_rt *ea = tr_cluster_pick_original(c, &a, 0);
+    assert_non_null(ea);
+    assert_string_equal(ea->addr_text, "10.0.0.1:80");
+    assert_ptr_equal(ea->cluster, c);
+    assert_ptr_equal(tr_cluster_pick_original(c, &a, 5), ea);
+    struct tr_endpoint_rt *eb = tr_cluster_pick_original(c, &b, 5);
+    assert_non_null(eb);
+    assert_ptr_not_equal(eb, ea);
+    assert_int_equal(c->n_orig, 2);
+    /* In connect back-off: none (503 UH), no other to try. */
+    tr_endpoint_connect_failed(ea, 10);
+    assert_null(tr_cluster_pick_original(c, &a, 20));
+    assert_ptr_equal(tr_cluster_pick_original(c, &a, 20 + TR_EP_BACKOFF_BASE_MS), ea);
+    tr_endpoint_connect_ok(ea, 30 + TR_EP_BACKOFF_BASE_MS);
+    /* Fill the table: busy ones stay, an idle one makes room. */
+    eb->active_requests = 1;
+    for (uint32_t i = 2; i < TR_ORIG_DST_MAX; i++) {
+        struct sockaddr_storage d = v4(0x0b000000 + i, 443);
+        struct tr_endpoint_rt *e = tr_cluster_pick_original(c, &d, 40);
+        assert_non_null(e);
+        e->active_requests = 1; /* busy */
+    }
+    assert_int_equal(c->n_orig, TR_ORIG_DST_MAX);
+    struct sockaddr_storage extra = v4(0x0c000001, 9);
+    struct tr_endpoint_rt *ex = tr_cluster_pick_original(c, &extra, 50);
+    assert_non_null(ex); /* ea (idle) gave up its place */
+    assert_int_equal(c->n_orig, TR_ORIG_DST_MAX);
+    ex->active_requests = 1;
+    struct sockaddr_storage more = v4(0x0c000002, 9);
+    assert_null(tr_cluster_pick_original(c, &more, 60)); /* all busy */
+    /* Every endpoint still found after the removal's shifts. */
+    assert_ptr_equal(tr_cluster_pick_original(c, &b, 70), eb);
+    for (uint32_t i = 2; i < TR_ORIG_DST_MAX; i++) {
+        struct sockaddr_storage d = v4(0x0b000000 + i, 443);
+        struct tr_endpoint_rt *e = tr_cluster_pick_original(c, &d, 70);
+        assert_non_null(e);
+        e->active_requests = 0;
+    }
+    eb->active_requests = 0;
+    ex->active_requests = 0;
+    /* A new view starts empty; the old one's endpoints are retired. */
+    gen_init(&g2);
+    add_cluster(&g2, "pass", TR_LB_LEAST_REQUEST, NULL, NULL, 0);
+    g2.clusters[0].original_destination = true;
+    gen_adopt(&g2, &g);
+    assert_true(eb->retired);
+    assert_int_equal(g2.views[0].n_orig, 0);
+    gen_free(&g);
+    gen_free(&g2);
+}
+
 static void test_priority_ejection(void **state)
 {
     (void)state;
@@ -1313,6 +1389,7 @@ int main(void)
         cmocka_unit_test(test_priority_failover),
         cmocka_unit_test(test_priority_tried_left_out),
         cmocka_unit_test(test_priority_ejection),
+        cmocka_unit_test(test_original_destination),
         cmocka_unit_test(test_locality_weights),
         cmocka_unit_test(test_warmup_ramp),
     };

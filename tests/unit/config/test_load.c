@@ -1215,6 +1215,13 @@ static const struct bad_case bad_cases[] = {
      "10.0.0.0/8 on port 3306 is already claimed by listener \"v\""},
 #undef VL
 #undef CAP
+    /* original_destination: the endpoints come from the connections */
+    {"listeners:\n- {name: l, address: 127.0.0.1:1, protocol: tcp, tcp_cluster: c}\n"
+     "clusters:\n- {name: c, original_destination: true, endpoints: [{address: 127.0.0.1:2}]}\n",
+     "t.yaml:4:41: clusters[0].endpoints: ", "must be empty with original_destination"},
+    {"listeners:\n- {name: l, address: 127.0.0.1:1, protocol: tcp, tcp_cluster: c}\n"
+     "clusters:\n- {name: c, original_destination: true, lb: maglev, endpoints: []}\n",
+     "t.yaml:4:45: clusters[0].lb: ", "a hash balancer has nothing to choose"},
     {"listeners:\n- {name: l, address: 127.0.0.1, route_table: rt}\n" RT_C,
      "t.yaml:2:22: listeners[0].address: ", "expected IP:PORT, got \"127.0.0.1\" (missing port)"},
     {"listeners:\n- {name: l, address: '::1:80', route_table: rt}\n" RT_C,
