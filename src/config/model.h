@@ -474,6 +474,7 @@ struct tr_retry_cfg {
     uint32_t budget_min_concurrency; /* default 3 */
     uint32_t
         exclude_tried_priorities; /* every N tries, leave their levels out; 0 (default): never */
+    bool avoid_failed_endpoint;   /* a retry prefers another endpoint; default true */
     /* set by validate */
     uint32_t on; /* enum tr_retry_on bits */
     uint64_t code_bits[(TR_RETRY_CODE_MAX - TR_RETRY_CODE_MIN) / 64 + 1];

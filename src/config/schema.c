@@ -651,6 +651,7 @@ static const struct cfg_field retry_fields[] = {
     SECTION("budget", 0, retry_budget_section),
     U32("exclude_tried_priorities", struct tr_retry_cfg, exclude_tried_priorities, 0, 0,
         CFG_MAX_RETRY_ATTEMPTS, 0),
+    BOOL("avoid_failed_endpoint", struct tr_retry_cfg, avoid_failed_endpoint, true),
 };
 static const struct cfg_section retry_section =
     SEC("route.retries", retry_fields, CFG_NO_LOC, NULL);

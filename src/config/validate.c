@@ -1215,7 +1215,8 @@ static bool retry_is_default(const struct tr_retry_cfg *p)
            p->retry_non_idempotent == q->retry_non_idempotent && p->max_body == q->max_body &&
            p->budget_percent == q->budget_percent &&
            p->budget_min_concurrency == q->budget_min_concurrency &&
-           p->exclude_tried_priorities == q->exclude_tried_priorities;
+           p->exclude_tried_priorities == q->exclude_tried_priorities &&
+           p->avoid_failed_endpoint == q->avoid_failed_endpoint;
 }
 
 /* The policy's conditions and status codes as bits, and what relates its

@@ -208,7 +208,7 @@ enum tr_retry_verdict tr_retry_decide(struct tr_retry_state *r, struct tr_worker
         c->state->retries_in_flight++;
     }
     r->retries++;
-    r->avoid.ep = failed;
+    r->avoid.ep = p->avoid_failed_endpoint ? failed : NULL;
     if (failed != NULL && failed->prio < 64)
         r->tried_prios |= 1ull << failed->prio;
     /* Every N tries (Envoy's update frequency), the levels tried so far

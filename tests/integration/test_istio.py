@@ -302,6 +302,10 @@ spec:
     match:
     - uri: {exact: /gone}
     directResponse: {status: 410, body: {string: "moved away"}}
+  - name: teapot
+    match:
+    - uri: {exact: /teapot}
+    directResponse: {status: 418, body: {bytes: "c2hvcnQgYW5kIHN0b3V0Cg=="}}
   - name: versioned
     match:
     - uri: {prefix: /v1/}
@@ -328,6 +332,8 @@ spec:
     assert r.json()["path"] == "/new/page?q=1" and r.json()["host"] == "echo.internal"
     r = mesh.get("echo", "/gone")
     assert r.status_code == 410 and r.text == "moved away"
+    r = mesh.get("echo", "/teapot")  # body.bytes: base64, decoded at compile time
+    assert r.status_code == 418 and r.text == "short and stout\n"
     t0 = time.monotonic()
     r = mesh.get("slow", "/")
     assert r.status_code == 504

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/evp.h>
+
 #include "config/load.h"
 #include "core/arena.h"
 #include "core/authz_syntax.h"
@@ -755,9 +757,8 @@ static bool retries_action(struct ist_ctx *x, struct ist_cursor *c, const struct
      * the first two went to are left out. */
     if (ok && ist_bool(x, c, rt, "retryRemoteLocalities", &b) && b)
         p->exclude_tried_priorities = 2;
-    if (ok && ist_bool(x, c, rt, "retryIgnorePreviousHosts", &b) && !b)
-        ist_warn(x, c, tr_rnode_get(rt, "retryIgnorePreviousHosts"), "retryIgnorePreviousHosts",
-                 "trellis always prefers another endpoint for a retry: false is ignored");
+    if (ok && ist_bool(x, c, rt, "retryIgnorePreviousHosts", &b))
+        p->avoid_failed_endpoint = b; /* false: a retry may go to the same endpoint */
     ist_pop(c, saved);
     return ok;
 }
@@ -858,6 +859,40 @@ static bool mirrors_action(struct ist_ctx *x, const struct rule_src *os, const s
 }
 
 /* The action of rule http[i] into r (matches are filled by the caller). */
+
+/* directResponse.body.bytes: the decoded body, or NULL with why. The
+ * model's body is text without NUL bytes (at most 65536 bytes). */
+static const char *base64_body(struct ist_ctx *x, const char *b64, const char **why)
+{
+    size_t n = strlen(b64);
+    if (n % 4 != 0 || n / 4 * 3 > 65536 + 2) {
+        *why = n % 4 != 0 ? "not base64 (its length is not a multiple of 4)"
+                          : "a body of at most 65536 bytes";
+        return NULL;
+    }
+    unsigned char *out = ist_malloc(x, n / 4 * 3 + 1, 1);
+    if (out == NULL)
+        return NULL;
+    int len = n > 0 ? EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n) : 0;
+    if (len < 0) {
+        *why = "not base64";
+        return NULL;
+    }
+    /* EVP_DecodeBlock counts the padding's bytes too. */
+    for (size_t k = n; k > 0 && b64[k - 1] == '=' && len > 0; k--)
+        len--;
+    if (len > 65536) {
+        *why = "a body of at most 65536 bytes";
+        return NULL;
+    }
+    if (memchr(out, 0, (size_t)len) != NULL) {
+        *why = "a body with NUL bytes cannot be carried by the model yet (text only)";
+        return NULL;
+    }
+    out[len] = 0;
+    return (const char *)out;
+}
+
 static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct tr_rnode *rule,
                          const struct tr_resource *vs, const struct ist_vhost *vh,
                          struct tr_route_cfg *r)
@@ -900,10 +935,18 @@ static bool route_action(struct ist_ctx *x, struct ist_cursor *c, const struct t
         static const struct ist_key bkeys[] = {{"string", NULL}, {"bytes", NULL}};
         size_t sb = ist_push_key(c, "body");
         if (ok && body != NULL && IST_KEYS(x, c, body, bkeys)) {
-            const char *s = NULL;
-            if (tr_rnode_get(body, "bytes") != NULL)
-                ist_warn(x, c, tr_rnode_get(body, "bytes"), "bytes",
-                         "base64 bodies are not supported yet: the body is empty");
+            const char *s = NULL, *b64 = NULL;
+            if (ist_str(x, c, body, "bytes", &b64)) {
+                /* Protobuf's bytes in JSON and YAML: standard base64. */
+                const char *why = NULL;
+                const char *text = base64_body(x, b64, &why);
+                if (text == NULL) {
+                    ist_error(x, c, tr_rnode_get(body, "bytes"), "bytes", "%s", why);
+                    ok = false;
+                } else {
+                    r->direct_body = text;
+                }
+            }
             if (ist_str(x, c, body, "string", &s)) {
                 if (strlen(s) > 65536) {
                     ist_error(x, c, body, "string", "a body of at most 65536 bytes");

@@ -1677,7 +1677,7 @@ static const struct bad_case bad_cases[] = {
      "t.yaml:6:30: " R ".retries.bogus: ",
      "unknown field \"bogus\" (accepted: attempts, per_try_timeout, retry_on, "
      "retriable_status_codes, backoff, retry_non_idempotent, max_body_for_retry, budget, "
-     "exclude_tried_priorities)"},
+     "exclude_tried_priorities, avoid_failed_endpoint)"},
     {ROUTE_HEAD "    - {direct_response: {status: 200}, retries: {attempts: 1}}\n" ROUTE_TAIL,
      "t.yaml:6:40: " R ".retries: ", "a direct_response route sends no request upstream to retry"},
     {ROUTE_HEAD "    - {cluster: c, mirrors: [{cluster: nope}]}\n" ROUTE_TAIL,

@@ -354,6 +354,14 @@ static void test_decide_tried_priorities(void **state)
         assert_true(tr_retry_backoff_over(&r));
     }
     tr_retry_end(&r, f->w.loop);
+    /* avoid_failed_endpoint false (Istio's retryIgnorePreviousHosts:
+     * false): the next pick does not leave the failed endpoint out. */
+    f->p.avoid_failed_endpoint = false;
+    tr_retry_begin(&r, &f->c, &f->p, true, on_timer);
+    assert_int_equal(tr_retry_decide(&r, &f->w, TR_RETRY_EV_STATUS, 503, -1, true, &f->ep[0]),
+                     TR_RETRY_SCHEDULED);
+    assert_null(r.avoid.ep);
+    tr_retry_end(&r, f->w.loop);
 }
 
 static void test_decide_per_try_timeout(void **state)
