@@ -14,7 +14,8 @@
  * (tr_istio_change_hosts), the registry (rebound when it may be, else
  * built), and the compile and write of the workloads the change reaches,
  * one after the other on this thread (the control plane spreads them over
- * one thread per CPU). Prints each phase in milliseconds. */
+ * one thread per CPU), with the allocator set as the control plane sets it
+ * (tr_control_malloc_setup). Prints each phase in milliseconds. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "config/load.h"
 #include "config/model.h"
 #include "config/write.h"
+#include "control/server.h"
 #include "core/diag.h"
 #include "dialect/istio/istio.h"
 #include "micro.h"
@@ -75,6 +77,7 @@ int main(int argc, char **argv)
         return 2;
     }
     int rounds = atoi(argv[2]);
+    tr_control_malloc_setup(); /* the allocator as trellis control sets it */
     const char *paths[] = {argv[1]};
     struct tr_store *s = tr_store_files_watched(paths, 1);
     if (s == NULL)

@@ -1359,6 +1359,7 @@ static int fail(char *err)
 void tr_control_malloc_setup(void)
 {
     mallopt(M_TRIM_THRESHOLD, (int)TR_CONTROL_TRIM_KEEP);
+    mallopt(M_MMAP_THRESHOLD, (int)TR_CONTROL_MMAP_MIN);
 }
 
 int tr_control_run(const struct tr_control_options *o)

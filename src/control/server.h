@@ -52,6 +52,13 @@ int tr_control_run(const struct tr_control_options *o);
  * past 128 KiB by default: a quarter of a 1,000-service compile's time went
  * to those page faults). */
 #define TR_CONTROL_TRIM_KEEP (128u << 20)
+/* Fixing the trim threshold also fixes glibc's mmap threshold at 128 KiB:
+ * every bigger block (a file's text read for a snapshot, a snapshot's
+ * tables, a seal's scratch arrays) would be a fresh mapping faulted in
+ * page by page at every snapshot (3-4 ms of a one-file change's 7). Blocks
+ * up to TR_CONTROL_MMAP_MIN come from the kept heap instead (glibc's
+ * largest threshold; a file is at most 16 MiB). */
+#define TR_CONTROL_MMAP_MIN  (32u << 20)
 void tr_control_malloc_setup(void);
 
 #endif
