@@ -1311,6 +1311,13 @@ size_t tr_rset_diff(const struct tr_rset *a, const struct tr_rset *b,
     while (i < na || j < nb) {
         const struct tr_resource *x = i < na ? a->by_key[i] : NULL;
         const struct tr_resource *y = j < nb ? b->by_key[j] : NULL;
+        if (x != NULL && y != NULL && x->obj == y->obj) {
+            /* One node tree: the same object of one kept parse (a file
+             * read once, at one path), so the same key, file and
+             * document. Most of a watched store's objects. */
+            i++, j++;
+            continue;
+        }
         int c = x == NULL ? 1 : y == NULL ? -1 : cmp_key(x->group, x->kind, x->ns, x->name, y);
         if (c < 0)
             y = NULL, i++;

@@ -152,8 +152,9 @@ void tr_rset_free(struct tr_rset *rs);
  * order). Where an object's text sits in its file (line, column) is not
  * compared. In (group, kind, ns, name) order; cb returning false stops the
  * walk. Returns the number of differences passed to cb. Unchanged files
- * of a watched store share their nodes, so comparing them costs one
- * pointer test per object. */
+ * of a watched store share their nodes, and two objects with one node
+ * tree are the same object of one file read once: comparing them costs
+ * one pointer test, without comparing their keys. */
 size_t tr_rset_diff(const struct tr_rset *a, const struct tr_rset *b,
                     bool (*cb)(void *arg, const struct tr_resource *x, const struct tr_resource *y),
                     void *arg);
