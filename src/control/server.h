@@ -32,13 +32,14 @@ struct tr_control_options {
     const char *root_ns;      /* Istio's root namespace; default istio-system */
     long cert_lifetime_s;     /* issued certificates; default 24 h */
     double renew_fraction;    /* proxies renew at this fraction of the life; default 0.5 */
-    /* Quiet time after a change before it is read (writes that come
-     * together are read together); a change is read at the latest
-     * TR_CONTROL_DEBOUNCE_MAX_MS after the first of them. */
+    /* Quiet time after a change before it is read (files written together
+     * are read together; none starts while a file is still being
+     * written); a change is read at the latest TR_CONTROL_DEBOUNCE_MAX_MS
+     * after the first of them. */
     uint32_t debounce_ms;
 };
 
-#define TR_CONTROL_DEBOUNCE_DEFAULT_MS 20u
+#define TR_CONTROL_DEBOUNCE_DEFAULT_MS 10u
 #define TR_CONTROL_DEBOUNCE_MAX_MS     1000u
 
 /* Runs until SIGTERM/SIGINT. Returns the process exit code. */
