@@ -144,9 +144,23 @@ static void pop(struct wr *w, size_t saved)
 
 /* ------------------------------------------------------------ output */
 
-static void put(struct wr *w, const char *s)
+/* tr_fmt_bytes(), with the common case (room left) inline: a model is
+ * written in tens of thousands of small pieces. */
+static inline void put_n(struct wr *w, const char *s, size_t n)
 {
-    tr_fmt_cstr(w->f, s);
+    struct tr_fmt *f = w->f;
+    if (f->p != NULL && n < f->size - f->len && n <= f->max - f->len) {
+        memcpy(f->p + f->len, s, n);
+        f->len += n;
+        f->p[f->len] = '\0';
+        return;
+    }
+    tr_fmt_bytes(f, s, n);
+}
+
+static inline void put(struct wr *w, const char *s)
+{
+    put_n(w, s, strlen(s));
 }
 
 /* A decimal number (the writer's most common scalar: ports, weights,
@@ -157,7 +171,7 @@ static void put_uint(struct wr *w, uint32_t v)
     do
         *--p = (char)('0' + v % 10u);
     while ((v /= 10u) != 0);
-    tr_fmt_bytes(w->f, p, (size_t)(digits + sizeof(digits) - p));
+    put_n(w, p, (size_t)(digits + sizeof(digits) - p));
 }
 
 static void spaces(struct wr *w, unsigned n)
@@ -165,7 +179,7 @@ static void spaces(struct wr *w, unsigned n)
     static const char sp[] = "                                ";
     while (n > 0 && !w->compact) {
         unsigned k = n < sizeof(sp) - 1 ? n : (unsigned)sizeof(sp) - 1;
-        tr_fmt_bytes(w->f, sp, k);
+        put_n(w, sp, k);
         n -= k;
     }
 }
@@ -246,7 +260,7 @@ static bool str_value(struct wr *w, const char *s, bool flow)
     if (w->json)
         tr_fmt_json_str(w->f, s, n);
     else if (plain_ok(s, n, flow))
-        tr_fmt_bytes(w->f, s, n);
+        put_n(w, s, n);
     else
         tr_fmt_yaml_str(w->f, s, n);
     return true;
