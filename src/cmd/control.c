@@ -23,8 +23,9 @@ static void control_usage(FILE *out)
             "  --listen IP:PORT  where proxies connect (default 127.0.0.1:15012)\n"
             "  --cert-lifetime D workload certificates' life: 20s, 30m, 24h (default 24h)\n"
             "  --renew-at F      proxies renew at this fraction of the life (default 0.5)\n"
-            "  --debounce MS     quiet time before a change of the resources is read\n"
-            "                    (default 20; 0..1000; read at most 1 s after it began)\n");
+            "  --debounce MS     quiet time before a change of the resources is read, once\n"
+            "                    no file is being written (default 10; 0..1000; read at\n"
+            "                    most 1 s after it began)\n");
 }
 
 /* "20s", "30m", "24h", or seconds. */

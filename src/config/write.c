@@ -73,6 +73,9 @@ static const struct group groups[] = {
     {&cfg_cors_origin_section, "exact", 3, offsetof(struct tr_cors_origin_cfg, kind), NULL},
 };
 
+/* Room for an endpoint's address: a 253-byte DNS name, ':' and a port. */
+#define WR_ENDPOINT_TEXT 272u
+
 struct wr {
     struct tr_fmt *f;
     bool json;
@@ -86,6 +89,12 @@ struct wr {
     const struct cfg_field *route_name, *route_cluster, *route_weighted, *weighted_cluster,
         *weighted_weight, *vhost_name, *cluster_protocol, *cluster_h2_streams, *listener_http,
         *abort_status, *abort_grpc_status, *cors_max_age, *endpoint_address, *cluster_dns_refresh;
+    /* The endpoint whose address check_endpoint() just spelled, and that
+     * text (in ep_buf or the model's): its address row writes it without
+     * checking it again. */
+    const void *ep;
+    const char *ep_text;
+    char ep_buf[WR_ENDPOINT_TEXT];
 };
 
 static const void *at(const void *obj, size_t off)
@@ -135,9 +144,34 @@ static void pop(struct wr *w, size_t saved)
 
 /* ------------------------------------------------------------ output */
 
-static void put(struct wr *w, const char *s)
+/* tr_fmt_bytes(), with the common case (room left) inline: a model is
+ * written in tens of thousands of small pieces. */
+static inline void put_n(struct wr *w, const char *s, size_t n)
 {
-    tr_fmt_cstr(w->f, s);
+    struct tr_fmt *f = w->f;
+    if (f->p != NULL && n < f->size - f->len && n <= f->max - f->len) {
+        memcpy(f->p + f->len, s, n);
+        f->len += n;
+        f->p[f->len] = '\0';
+        return;
+    }
+    tr_fmt_bytes(f, s, n);
+}
+
+static inline void put(struct wr *w, const char *s)
+{
+    put_n(w, s, strlen(s));
+}
+
+/* A decimal number (the writer's most common scalar: ports, weights,
+ * limits), without printf. */
+static void put_uint(struct wr *w, uint32_t v)
+{
+    char digits[12], *p = digits + sizeof(digits);
+    do
+        *--p = (char)('0' + v % 10u);
+    while ((v /= 10u) != 0);
+    put_n(w, p, (size_t)(digits + sizeof(digits) - p));
 }
 
 static void spaces(struct wr *w, unsigned n)
@@ -145,7 +179,7 @@ static void spaces(struct wr *w, unsigned n)
     static const char sp[] = "                                ";
     while (n > 0 && !w->compact) {
         unsigned k = n < sizeof(sp) - 1 ? n : (unsigned)sizeof(sp) - 1;
-        tr_fmt_bytes(w->f, sp, k);
+        put_n(w, sp, k);
         n -= k;
     }
 }
@@ -178,18 +212,39 @@ static bool plain_ok(const char *s, size_t n, bool flow)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = u[i];
         if (is_alpha(c)) {
-            not_number = not_number || strchr("abcdefABCDEFxXoOtT", c) == NULL;
+            /* a letter no number or timestamp holds: not a-f, x, o, t */
+            unsigned char l = c | 0x20;
+            not_number =
+                not_number || !((l >= 'a' && l <= 'f') || l == 'x' || l == 'o' || l == 't');
             continue;
         }
-        if (is_digit(c) || (c != '\0' && strchr("_./-+@*~", c) != NULL))
+        if (is_digit(c))
             continue;
-        if (c == ':' && !flow && i + 1 < n)
+        switch (c) {
+        case '_':
+        case '.':
+        case '/':
+        case '-':
+        case '+':
+        case '@':
+        case '*':
+        case '~':
             continue;
-        return false;
+        case ':':
+            if (!flow && i + 1 < n)
+                continue;
+            return false;
+        default:
+            return false;
+        }
     }
     if (is_digit(u[0]) && !not_number)
         return false;
-    for (size_t i = 0; n <= 5 && i < sizeof(words) / sizeof(words[0]); i++) {
+    /* every word starts with one of these letters */
+    unsigned char first = u[0] | 0x20;
+    if (n > 5 || !(first == 'y' || first == 'n' || first == 'o' || first == 't' || first == 'f'))
+        return true;
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
         if (strcasecmp(s, words[i]) == 0)
             return false;
     }
@@ -205,7 +260,7 @@ static bool str_value(struct wr *w, const char *s, bool flow)
     if (w->json)
         tr_fmt_json_str(w->f, s, n);
     else if (plain_ok(s, n, flow))
-        tr_fmt_bytes(w->f, s, n);
+        put_n(w, s, n);
     else
         tr_fmt_yaml_str(w->f, s, n);
     return true;
@@ -311,9 +366,6 @@ static bool addr_text(struct wr *w, const struct tr_cfg_addr *a, char *buf, size
     *out = buf;
     return true;
 }
-
-/* Room for an endpoint's address: a 253-byte DNS name, ':' and a port. */
-#define WR_ENDPOINT_TEXT 272u
 
 /* An endpoint's address as a file says it: an IP address (addr_text), or
  * a DNS name and port, as the model spells it (addr.text, which names use)
@@ -489,6 +541,21 @@ static bool is_default(struct wr *w, const struct cfg_field *fd, const void *obj
     return true;
 }
 
+/* Whether name is the one the loader gives item idx: PREFIX and idx in
+ * decimal ("route-3"). */
+static bool generated_name(const char *name, const char *prefix, size_t idx)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(name, prefix, pl) != 0)
+        return false;
+    char digits[24], *p = digits + sizeof(digits);
+    *--p = '\0';
+    do
+        *--p = (char)('0' + idx % 10);
+    while ((idx /= 10) != 0);
+    return strcmp(name + pl, p) == 0;
+}
+
 /* Whether field i of obj (item idx of its list) is written at all. */
 static bool field_written(struct wr *w, const struct cfg_section *sec, size_t i, const void *obj,
                           size_t idx)
@@ -504,9 +571,8 @@ static bool field_written(struct wr *w, const struct cfg_section *sec, size_t i,
     }
     if (fd == w->route_name || fd == w->vhost_name) {
         const char *name = *(const char *const *)at(obj, fd->off);
-        char gen[32];
-        snprintf(gen, sizeof(gen), "%s-%zu", fd == w->route_name ? "route" : "vhost", idx);
-        return name != NULL && strcmp(name, gen) != 0;
+        return name != NULL &&
+               !generated_name(name, fd == w->route_name ? "route-" : "vhost-", idx);
     }
     if (fd->kind == CK_SECTION && fd->sub == &cfg_origin_section)
         return has_origin(at(obj, fd->off)); /* without one, loc.path is the file's */
@@ -704,10 +770,10 @@ static bool scalar_value(struct wr *w, const struct cfg_field *fd, const void *o
         put(w, *(const bool *)at(obj, fd->off) ? "true" : "false");
         break;
     case CK_U32:
-        tr_fmt_printf(w->f, "%u", *(const uint32_t *)at(obj, fd->off));
+        put_uint(w, *(const uint32_t *)at(obj, fd->off));
         break;
     case CK_U16:
-        tr_fmt_printf(w->f, "%u", (unsigned)*(const uint16_t *)at(obj, fd->off));
+        put_uint(w, *(const uint16_t *)at(obj, fd->off));
         break;
     case CK_DURATION:
         duration_text(*(const uint32_t *)at(obj, fd->off), buf, sizeof(buf));
@@ -791,14 +857,15 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
     } else if (fd == w->abort_grpc_status) {
         key(w, m, fd->key);
         scalar_open(w);
-        tr_fmt_printf(w->f, "%u", (unsigned)((const struct tr_fault_abort_cfg *)obj)->grpc_status);
+        put_uint(w, ((const struct tr_fault_abort_cfg *)obj)->grpc_status);
         scalar_close(w);
     } else if (fd == w->endpoint_address) {
         char buf[WR_ENDPOINT_TEXT];
-        const char *text;
+        const char *text = w->ep == obj ? w->ep_text : NULL; /* spelled by check_endpoint */
         key(w, m, fd->key);
         scalar_open(w);
-        ok = endpoint_text(w, obj, buf, sizeof(buf), &text) && str_value(w, text, false);
+        ok = (text != NULL || endpoint_text(w, obj, buf, sizeof(buf), &text)) &&
+             str_value(w, text, false);
         scalar_close(w);
     } else if (fd == w->cors_max_age) {
         char text[32];
@@ -832,15 +899,18 @@ static bool write_field(struct wr *w, const struct cfg_section *sec, size_t i, c
     return ok;
 }
 
-/* What a file cannot say about an endpoint: a name other than its address. */
+/* What a file cannot say about an endpoint: a name other than its address.
+ * The address's text is kept for its row (write_field). */
 static bool check_endpoint(struct wr *w, const struct tr_endpoint_cfg *e)
 {
-    char buf[WR_ENDPOINT_TEXT];
     const char *text;
+    w->ep = NULL;
     size_t saved = push_key(w, "address");
-    if (!endpoint_text(w, e, buf, sizeof(buf), &text))
+    if (!endpoint_text(w, e, w->ep_buf, sizeof(w->ep_buf), &text))
         return false;
     pop(w, saved);
+    w->ep = e;
+    w->ep_text = text;
     if (e->name != NULL && strcmp(e->name, text) != 0) {
         saved = push_key(w, "name");
         wfail(w, "\"%s\" differs from the address %s, and a file names an endpoint by its address",

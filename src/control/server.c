@@ -1131,12 +1131,16 @@ static void on_store_change(struct tr_io *io, uint32_t events)
     if (!tr_store_drain(cp.store))
         return;
     /* Each change restarts the quiet time, up to a bound: a file rewritten
-     * without pause is still read. */
+     * without pause is still read. While a file is being written (written
+     * to, not yet closed) the quiet time does not start: its close is a
+     * change that starts it, so half a file is not read however slowly it
+     * is written, and the quiet time only has to group files written
+     * together. */
     double now = now_ms();
     if (cp.first_change_ms == 0)
         cp.first_change_ms = now;
     double left = cp.first_change_ms + TR_CONTROL_DEBOUNCE_MAX_MS - now;
-    uint32_t wait = cp.o->debounce_ms;
+    uint32_t wait = tr_store_writing(cp.store) ? TR_CONTROL_DEBOUNCE_MAX_MS : cp.o->debounce_ms;
     if (left < wait)
         wait = left > 0 ? (uint32_t)left : 0;
     tr_timer_set(cp.loop, &cp.debounce, wait);
@@ -1359,6 +1363,7 @@ static int fail(char *err)
 void tr_control_malloc_setup(void)
 {
     mallopt(M_TRIM_THRESHOLD, (int)TR_CONTROL_TRIM_KEEP);
+    mallopt(M_MMAP_THRESHOLD, (int)TR_CONTROL_MMAP_MIN);
 }
 
 int tr_control_run(const struct tr_control_options *o)

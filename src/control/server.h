@@ -32,13 +32,14 @@ struct tr_control_options {
     const char *root_ns;      /* Istio's root namespace; default istio-system */
     long cert_lifetime_s;     /* issued certificates; default 24 h */
     double renew_fraction;    /* proxies renew at this fraction of the life; default 0.5 */
-    /* Quiet time after a change before it is read (writes that come
-     * together are read together); a change is read at the latest
-     * TR_CONTROL_DEBOUNCE_MAX_MS after the first of them. */
+    /* Quiet time after a change before it is read (files written together
+     * are read together; none starts while a file is still being
+     * written); a change is read at the latest TR_CONTROL_DEBOUNCE_MAX_MS
+     * after the first of them. */
     uint32_t debounce_ms;
 };
 
-#define TR_CONTROL_DEBOUNCE_DEFAULT_MS 20u
+#define TR_CONTROL_DEBOUNCE_DEFAULT_MS 10u
 #define TR_CONTROL_DEBOUNCE_MAX_MS     1000u
 
 /* Runs until SIGTERM/SIGINT. Returns the process exit code. */
@@ -52,6 +53,13 @@ int tr_control_run(const struct tr_control_options *o);
  * past 128 KiB by default: a quarter of a 1,000-service compile's time went
  * to those page faults). */
 #define TR_CONTROL_TRIM_KEEP (128u << 20)
+/* Fixing the trim threshold also fixes glibc's mmap threshold at 128 KiB:
+ * every bigger block (a file's text read for a snapshot, a snapshot's
+ * tables, a seal's scratch arrays) would be a fresh mapping faulted in
+ * page by page at every snapshot (3-4 ms of a one-file change's 7). Blocks
+ * up to TR_CONTROL_MMAP_MIN come from the kept heap instead (glibc's
+ * largest threshold; a file is at most 16 MiB). */
+#define TR_CONTROL_MMAP_MIN  (32u << 20)
 void tr_control_malloc_setup(void);
 
 #endif

@@ -166,6 +166,10 @@ bool tr_fmt_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
+        if (u[i] < 0x80) { /* ASCII, nearly all of what is checked */
+            i++;
+            continue;
+        }
         size_t len = utf8_len(u + i, n - i);
         if (len == 0)
             return false;

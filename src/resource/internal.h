@@ -23,6 +23,25 @@
 #include "core/arena.h"
 #include "resource/resource.h"
 
+/* Resources v[0, n) in the two orders a sealed set keeps, as positions in
+ * v: sorting them once per parse lets every later set that takes the
+ * parse (res_set_add_parsed) merge the sorted pieces instead of sorting
+ * every object again at each seal. */
+struct res_order {
+    uint32_t *by_key;  /* (group, kind, ns, name, load order); malloc'd */
+    uint8_t *same;     /* same[i]: by_key[i] has by_key[i - 1]'s key (a duplicate); malloc'd */
+    uint32_t *by_kind; /* (group, kind, load order); malloc'd */
+    size_t n;
+};
+
+/* A span of a set being built whose resources came, in order, from a
+ * kept parse whose order says how they sort (borrowed: the set holds a
+ * reference to that parse). */
+struct res_run {
+    size_t from, n;
+    const struct res_order *order;
+};
+
 struct tr_rset {
     struct tr_arena *arena; /* every node, string, resource and table */
     /* In load order. While building, a malloc'd vector (cap entries); once
@@ -47,6 +66,10 @@ struct tr_rset {
     /* Parses whose nodes this set holds: released when it is freed. */
     struct res_parsed **shared; /* malloc'd */
     size_t n_shared, cap_shared;
+    /* While building: the spans of v that came from kept parses, in
+     * order; the rest of v is sorted when the set is sealed. */
+    struct res_run *runs; /* malloc'd */
+    size_t n_runs, cap_runs;
 };
 
 /* A recorded document: its root, its index in the buffer, the findings
@@ -66,12 +89,13 @@ struct res_parsed {
     _Atomic size_t refs;
     char *text; /* the buffer (owned) */
     size_t len;
-    struct tr_rset *rs;    /* its own set (recording, never sealed): owns the nodes and the
+    struct tr_rset *rs;     /* its own set (recording, never sealed): owns the nodes and the
                             * checked resources (v); NULL: text only, parsed again whenever
                             * it is added */
-    struct tr_diags diags; /* every finding of reading text into an empty set, in order */
-    bool parsed;           /* passed the checks before a parse (size, empty); else no documents */
-    bool bad;              /* it has errors (what a watched store calls broken) */
+    struct tr_diags diags;  /* every finding of reading text into an empty set, in order */
+    bool parsed;            /* passed the checks before a parse (size, empty); else no documents */
+    bool bad;               /* it has errors (what a watched store calls broken) */
+    struct res_order order; /* rs->v's orders (by_key NULL: none, sorted at each seal) */
 };
 
 /* Reads text (len bytes, taken over: freed with the result, also on
@@ -105,9 +129,21 @@ bool res_set_add_document(struct tr_rset *rs, const struct tr_rnode *root, const
  * when out of memory. */
 bool res_set_add_copy(struct tr_rset *rs, const struct tr_resource *r, const char *file);
 
-/* Drops duplicates (reported), builds the lookup tables. False only when
- * out of memory. */
+/* Drops duplicates (reported), builds the lookup tables. The spans from
+ * kept parses (runs) are not sorted again: every span is sorted (or was,
+ * with its parse) and the spans are merged, which gives exactly the
+ * tables of sorting everything, since both orders are total (load order
+ * breaks ties). False only when out of memory. */
 bool res_set_seal(struct tr_rset *rs, struct tr_diags *d);
+
+/* v[0, n)'s orders (v[i]->index must be base + i) into o; false (o
+ * empty) when out of memory. */
+bool res_order_make(struct tr_resource *const *v, size_t n, size_t base, struct res_order *o);
+void res_order_free(struct res_order *o);
+
+/* Records that v[from, from + n) came, in order, from a parse sorted as
+ * order says (res_set_seal merges it). False when out of memory. */
+bool res_set_add_run(struct tr_rset *rs, size_t from, size_t n, const struct res_order *order);
 
 /* A finding at file:line:col (d may be NULL). */
 void res_report(struct tr_diags *d, enum tr_diag_severity sev, const char *file, uint32_t line,

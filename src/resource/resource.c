@@ -13,6 +13,9 @@
  * Sealing a set sorts it twice (no hash table, so no hash flooding and
  * O(log n) lookups): by (group, kind, namespace, name) for tr_rset_find and
  * the duplicate check, by (group, kind, load order) for tr_rset_of_kind.
+ * A watched store's unchanged files come with their objects sorted at
+ * their parse, so sealing its snapshot sorts only the changed files' and
+ * merges (res_set_seal).
  */
 #include <errno.h>
 #include <math.h>
@@ -844,11 +847,11 @@ static void report_duplicate(struct tr_diags *d, const struct tr_resource *first
                  first->file, first->line, first->col);
 }
 
-/* Sealing sorts every object twice. A snapshot has a few kinds and many
+/* Sorting a span of objects: a snapshot has a few kinds and many
  * objects, so the objects are first grouped by (group, kind) in load
  * order (which is already by_kind's order within a kind) and only each
  * kind's objects are sorted, by (namespace, name): far fewer and cheaper
- * comparisons than sorting everything by all four keys. An input with too
+ * comparisons than sorting everything by all four keys. A span with too
  * many kinds is sorted whole. */
 #define SEAL_MAX_KINDS 256u
 
@@ -920,94 +923,277 @@ static bool group_kinds(struct tr_resource *const *v, size_t n, struct kind_run 
     return true;
 }
 
-bool res_set_seal(struct tr_rset *rs, struct tr_diags *d)
+void res_order_free(struct res_order *o)
 {
-    size_t n = rs->n;
-    const struct tr_resource **sorted = NULL;
-    uint16_t *kind_of = NULL;
-    struct kind_run *runs = NULL;
-    if (n != 0 && ((sorted = malloc(n * sizeof(*sorted))) == NULL ||
-                   (kind_of = malloc(n * sizeof(*kind_of))) == NULL ||
-                   (runs = calloc(SEAL_MAX_KINDS, sizeof(*runs))) == NULL)) {
-        free(sorted);
-        free(kind_of);
-        return false;
-    }
+    free(o->by_key);
+    free(o->same);
+    free(o->by_kind);
+    *o = (struct res_order){0};
+}
+
+bool res_order_make(struct tr_resource *const *v, size_t n, size_t base, struct res_order *o)
+{
+    *o = (struct res_order){.n = n};
+    size_t m = n != 0 ? n : 1;
+    const struct tr_resource **sorted = malloc(m * sizeof(*sorted));
+    uint16_t *kind_of = malloc(m * sizeof(*kind_of));
+    struct kind_run *runs = calloc(SEAL_MAX_KINDS, sizeof(*runs));
+    o->by_key = malloc(m * sizeof(*o->by_key));
+    o->same = malloc(m);
+    o->by_kind = malloc(m * sizeof(*o->by_kind));
+    bool ok = sorted != NULL && kind_of != NULL && runs != NULL && o->by_key != NULL &&
+              o->same != NULL && o->by_kind != NULL;
     size_t n_runs = 0;
-    bool grouped = n != 0 && group_kinds(rs->v, n, runs, &n_runs, kind_of);
-    if (grouped) {
+    if (ok && group_kinds(v, n, runs, &n_runs, kind_of)) {
         for (size_t i = 0; i < n; i++) {
             struct kind_run *k = &runs[kind_of[i]];
-            sorted[k->at + k->fill++] = rs->v[i];
+            o->by_kind[k->at + k->fill] = (uint32_t)i; /* load order within each kind */
+            sorted[k->at + k->fill++] = v[i];
         }
         for (size_t k = 0; k < n_runs; k++)
             if (runs[k].n > 1)
                 qsort(sorted + runs[k].at, runs[k].n, sizeof(*sorted), by_name_order);
-    } else {
+    } else if (ok) {
         for (size_t i = 0; i < n; i++)
-            sorted[i] = rs->v[i];
+            sorted[i] = v[i];
+        if (n > 1)
+            qsort(sorted, n, sizeof(*sorted), by_kind_order);
+        for (size_t i = 0; i < n; i++)
+            o->by_kind[i] = (uint32_t)(sorted[i]->index - base);
         if (n > 1)
             qsort(sorted, n, sizeof(*sorted), by_key_order);
     }
-    /* Equal keys sit together, the first loaded first: the rest are
-     * duplicates, reported and dropped (marked by a NULL in v). */
-    size_t kept = n;
-    for (size_t i = 1, first = 0; i < n; i++) {
-        const struct tr_resource *a = sorted[first], *b = sorted[i];
-        if (cmp_key(a->group, a->kind, a->ns, a->name, b) != 0) {
-            first = i;
-            continue;
-        }
-        report_duplicate(d, a, b);
-        if (grouped)
-            runs[kind_of[b->index]].n--;
-        rs->v[b->index] = NULL;
-        sorted[i] = NULL;
-        kept--;
-    }
-    struct tr_resource **all = tr_arena_calloc(rs->arena, kept != 0 ? kept : 1, sizeof(*all));
-    const struct tr_resource **by_key =
-        tr_arena_calloc(rs->arena, kept != 0 ? kept : 1, sizeof(*by_key));
-    const struct tr_resource **by_kind =
-        tr_arena_calloc(rs->arena, kept != 0 ? kept : 1, sizeof(*by_kind));
-    if (all == NULL || by_key == NULL || by_kind == NULL) {
-        free(sorted);
-        free(kind_of);
-        free(runs);
-        return false;
-    }
-    /* by_kind: each kind's objects in load order, the kinds in order */
-    for (size_t k = 0, at = 0; grouped && k < n_runs; k++) {
-        runs[k].at = at;
-        runs[k].fill = 0;
-        at += runs[k].n;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (rs->v[i] != NULL) {
-            rs->v[i]->index = k;
-            if (grouped) {
-                struct kind_run *kr = &runs[kind_of[i]];
-                by_kind[kr->at + kr->fill++] = rs->v[i];
-            }
-            all[k++] = rs->v[i];
-        }
-    }
-    k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (sorted[i] != NULL)
-            by_key[k++] = sorted[i];
+    for (size_t i = 0; ok && i < n; i++) {
+        o->by_key[i] = (uint32_t)(sorted[i]->index - base);
+        const struct tr_resource *a = i > 0 ? sorted[i - 1] : NULL, *b = sorted[i];
+        o->same[i] = a != NULL && cmp_key(a->group, a->kind, a->ns, a->name, b) == 0;
     }
     free(sorted);
     free(kind_of);
     free(runs);
-    if (!grouped) {
-        for (size_t i = 0; i < kept; i++)
-            by_kind[i] = all[i];
-        if (kept > 1)
-            qsort(by_kind, kept, sizeof(*by_kind), by_kind_order);
+    if (!ok)
+        res_order_free(o);
+    return ok;
+}
+
+bool res_set_add_run(struct tr_rset *rs, size_t from, size_t n, const struct res_order *order)
+{
+    if (rs->n_runs == rs->cap_runs) {
+        size_t ncap = rs->cap_runs != 0 ? rs->cap_runs * 2 : 8;
+        struct res_run *nv = realloc(rs->runs, ncap * sizeof(*nv));
+        if (nv == NULL)
+            return false;
+        rs->runs = nv;
+        rs->cap_runs = ncap;
+    }
+    rs->runs[rs->n_runs++] = (struct res_run){.from = from, .n = n, .order = order};
+    return true;
+}
+
+/* ------------------------------------------------ merging sorted spans */
+
+/* An object in a sorted span; same: it has the previous one's key. */
+struct sent {
+    const struct tr_resource *r;
+    bool same;
+};
+
+typedef int (*sent_cmp)(const struct tr_resource *a, const struct tr_resource *b);
+
+static int key_cmp(const struct tr_resource *a, const struct tr_resource *b)
+{
+    int c = cmp_key(a->group, a->kind, a->ns, a->name, b);
+    return c != 0 ? c : cmp_index(a->index, b->index);
+}
+
+static int kind_cmp(const struct tr_resource *a, const struct tr_resource *b)
+{
+    int c;
+    if ((c = strcmp(a->group, b->group)) != 0 || (c = strcmp(a->kind, b->kind)) != 0)
+        return c;
+    return cmp_index(a->index, b->index);
+}
+
+/* The end of the block of a[i, n) that sorts before pivot (a[i] does): an
+ * exponential then a binary search, so a long block costs a few
+ * comparisons. Spans from different files rarely interleave finely. */
+static size_t gallop(const struct sent *a, size_t i, size_t n, const struct tr_resource *pivot,
+                     sent_cmp cmp)
+{
+    size_t lo = i, step = 1;
+    while (i + step < n && cmp(a[i + step].r, pivot) < 0) {
+        lo = i + step;
+        step *= 2;
+    }
+    size_t hi = i + step < n ? i + step : n; /* a[lo] < pivot; a[hi] > pivot or the end */
+    while (lo + 1 < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (cmp(a[mid].r, pivot) < 0)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return hi;
+}
+
+/* Appends block a[from, to) to out at *o: inside a block neighbours were
+ * neighbours in their span, so only the first one's key is compared again
+ * (with keys: cmp is key_cmp). */
+static void put_block(struct sent *out, size_t *o, const struct sent *a, size_t from, size_t to,
+                      bool keys)
+{
+    if (from == to)
+        return;
+    memcpy(out + *o, a + from, (to - from) * sizeof(*out));
+    if (keys && *o > 0) {
+        const struct tr_resource *p = out[*o - 1].r, *r = a[from].r;
+        out[*o].same = cmp_key(p->group, p->kind, p->ns, p->name, r) == 0;
+    }
+    *o += to - from;
+}
+
+/* Merges sorted a[0, na) and b[0, nb) into out. No two objects are equal
+ * under cmp (load order breaks ties). */
+static void merge2(const struct sent *a, size_t na, const struct sent *b, size_t nb,
+                   struct sent *out, sent_cmp cmp, bool keys)
+{
+    size_t i = 0, j = 0, o = 0;
+    while (i < na && j < nb) {
+        if (cmp(a[i].r, b[j].r) < 0) {
+            size_t e = gallop(a, i, na, b[j].r, cmp);
+            put_block(out, &o, a, i, e, keys);
+            i = e;
+        } else {
+            size_t e = gallop(b, j, nb, a[i].r, cmp);
+            put_block(out, &o, b, j, e, keys);
+            j = e;
+        }
+    }
+    put_block(out, &o, a, i, na, keys);
+    put_block(out, &o, b, j, nb, keys);
+}
+
+/* Merges the sorted spans v[at[k], at[k + 1]) for k < n_spans, pairwise
+ * until one is left; tmp has room for all. Returns the array holding the
+ * result (v or tmp). at is overwritten. */
+static struct sent *merge_spans(struct sent *v, struct sent *tmp, size_t *at, size_t n_spans,
+                                sent_cmp cmp, bool keys)
+{
+    struct sent *src = v, *dst = tmp;
+    while (n_spans > 1) {
+        size_t k = 0, m = 0;
+        for (; k + 1 < n_spans; k += 2) {
+            merge2(src + at[k], at[k + 1] - at[k], src + at[k + 1], at[k + 2] - at[k + 1],
+                   dst + at[k], cmp, keys);
+            at[m++] = at[k];
+        }
+        if (k < n_spans) { /* an odd one out */
+            memcpy(dst + at[k], src + at[k], (at[k + 1] - at[k]) * sizeof(*dst));
+            at[m++] = at[k];
+        }
+        at[m] = at[n_spans];
+        n_spans = m;
+        struct sent *t = src;
+        src = dst;
+        dst = t;
+    }
+    return src;
+}
+
+/* Span [from, from + n) of rs->v, sorted as order says, appended to keys
+ * and kinds at *at. */
+static void put_span(const struct tr_rset *rs, size_t from, const struct res_order *order,
+                     struct sent *keys, struct sent *kinds, size_t at)
+{
+    for (size_t i = 0; i < order->n; i++) {
+        keys[at + i] = (struct sent){rs->v[from + order->by_key[i]], order->same[i] != 0};
+        kinds[at + i] = (struct sent){rs->v[from + order->by_kind[i]], false};
+    }
+}
+
+bool res_set_seal(struct tr_rset *rs, struct tr_diags *d)
+{
+    size_t n = rs->n, m = n != 0 ? n : 1;
+    /* The spans: each recorded run, and what lies between them. */
+    size_t max_spans = 2 * rs->n_runs + 1;
+    struct sent *keys = malloc(m * sizeof(*keys)), *kinds = malloc(m * sizeof(*kinds));
+    struct sent *tmp = malloc(m * sizeof(*tmp));
+    size_t *at = malloc((max_spans + 1) * sizeof(*at)),
+           *at2 = malloc((max_spans + 1) * sizeof(*at2));
+    bool ok = keys != NULL && kinds != NULL && tmp != NULL && at != NULL && at2 != NULL;
+    size_t n_spans = 0, cursor = 0;
+    for (size_t k = 0; ok && k <= rs->n_runs; k++) {
+        const struct res_run *run = k < rs->n_runs ? &rs->runs[k] : NULL;
+        size_t end = run != NULL ? run->from : n;
+        if (run != NULL && (run->from < cursor || run->from + run->n > n || run->order == NULL ||
+                            run->order->n != run->n))
+            continue;       /* cannot happen; if it does, its objects are sorted as the rest */
+        if (end > cursor) { /* objects of no kept parse: sorted now */
+            struct res_order o;
+            if (!(ok = res_order_make(rs->v + cursor, end - cursor, cursor, &o)))
+                break;
+            put_span(rs, cursor, &o, keys, kinds, cursor);
+            res_order_free(&o);
+            at[n_spans++] = cursor;
+        }
+        if (run != NULL && run->n != 0) {
+            put_span(rs, run->from, run->order, keys, kinds, run->from);
+            at[n_spans++] = run->from;
+        }
+        cursor = run != NULL ? run->from + run->n : n;
+    }
+    struct tr_resource **all = NULL;
+    const struct tr_resource **by_key = NULL, **by_kind = NULL;
+    size_t kept = n;
+    if (ok) {
+        at[n_spans] = n;
+        memcpy(at2, at, (n_spans + 1) * sizeof(*at));
+        const struct sent *sk = merge_spans(keys, tmp, at, n_spans, key_cmp, true);
+        struct sent *spare = sk == keys ? tmp : keys;
+        const struct sent *sd = merge_spans(kinds, spare, at2, n_spans, kind_cmp, false);
+        /* Equal keys sit together, the first loaded first: the rest are
+         * duplicates, reported and dropped (marked by a NULL in v). */
+        const struct tr_resource *first = NULL;
+        for (size_t i = 0; i < n; i++) {
+            const struct tr_resource *r = sk[i].r;
+            if (i == 0 || !sk[i].same) {
+                first = r;
+                continue;
+            }
+            report_duplicate(d, first, r);
+            rs->v[r->index] = NULL;
+            kept--;
+        }
+        size_t mk = kept != 0 ? kept : 1;
+        all = tr_arena_calloc(rs->arena, mk, sizeof(*all));
+        by_key = tr_arena_calloc(rs->arena, mk, sizeof(*by_key));
+        by_kind = tr_arena_calloc(rs->arena, mk, sizeof(*by_kind));
+        ok = all != NULL && by_key != NULL && by_kind != NULL;
+        for (size_t i = 0, k = 0, l = 0; ok && i < n; i++) {
+            if (i == 0 || !sk[i].same)
+                by_key[k++] = sk[i].r;
+            if (rs->v[sd[i].r->index] != NULL) /* before the indexes change below */
+                by_kind[l++] = sd[i].r;
+        }
+    }
+    free(keys);
+    free(kinds);
+    free(tmp);
+    free(at);
+    free(at2);
+    if (!ok)
+        return false;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rs->v[i] != NULL) {
+            rs->v[i]->index = k;
+            all[k++] = rs->v[i];
+        }
     }
     free(rs->v);
+    free(rs->runs);
+    rs->runs = NULL;
+    rs->n_runs = rs->cap_runs = 0;
     rs->v = all;
     rs->n = kept;
     rs->cap = kept;
@@ -1125,6 +1311,13 @@ size_t tr_rset_diff(const struct tr_rset *a, const struct tr_rset *b,
     while (i < na || j < nb) {
         const struct tr_resource *x = i < na ? a->by_key[i] : NULL;
         const struct tr_resource *y = j < nb ? b->by_key[j] : NULL;
+        if (x != NULL && y != NULL && x->obj == y->obj) {
+            /* One node tree: the same object of one kept parse (a file
+             * read once, at one path), so the same key, file and
+             * document. Most of a watched store's objects. */
+            i++, j++;
+            continue;
+        }
         int c = x == NULL ? 1 : y == NULL ? -1 : cmp_key(x->group, x->kind, x->ns, x->name, y);
         if (c < 0)
             y = NULL, i++;
@@ -1151,6 +1344,7 @@ void tr_rset_free(struct tr_rset *rs)
     if (!rs->sealed)
         free(rs->v); /* once sealed, v lives in the arena */
     free(rs->docs);
+    free(rs->runs);
     for (size_t i = 0; i < rs->n_shared; i++)
         res_parsed_release(rs->shared[i]);
     free(rs->shared);

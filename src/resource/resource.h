@@ -152,8 +152,9 @@ void tr_rset_free(struct tr_rset *rs);
  * order). Where an object's text sits in its file (line, column) is not
  * compared. In (group, kind, ns, name) order; cb returning false stops the
  * walk. Returns the number of differences passed to cb. Unchanged files
- * of a watched store share their nodes, so comparing them costs one
- * pointer test per object. */
+ * of a watched store share their nodes, and two objects with one node
+ * tree are the same object of one file read once: comparing them costs
+ * one pointer test, without comparing their keys. */
 size_t tr_rset_diff(const struct tr_rset *a, const struct tr_rset *b,
                     bool (*cb)(void *arg, const struct tr_resource *x, const struct tr_resource *y),
                     void *arg);
@@ -173,6 +174,11 @@ struct tr_store_ops {
      * consumes the notification (true: something may have changed). */
     int (*change_fd)(struct tr_store *s);
     bool (*drain)(struct tr_store *s);
+    /* Optional (NULL: never says). After drain: whether a source is still
+     * being written (a file written to and not closed since, for at most
+     * a second), so that the caller waits for the writer to finish rather
+     * than reading half a file. */
+    bool (*writing)(struct tr_store *s);
 };
 
 struct tr_store {
@@ -199,8 +205,12 @@ struct tr_store *tr_store_files(const char *const *paths, size_t n);
  * others' nodes are shared, immutable and reference-counted, with the store
  * and the other snapshots that hold them; each snapshot is still freed on
  * its own, outlives the store, and is what a fresh read gives (the same
- * resources, order, findings and budgets). NULL when out of memory or
- * inotify is unavailable. */
+ * resources, order, findings and budgets). Its drain also notes the
+ * files that are written to (created or modified) and not yet closed,
+ * moved away or deleted: writing() says whether one such file was written
+ * to in the last second. Only files a snapshot would read count (not
+ * editors' swap and backup files, which stay open). NULL when out of memory
+ * or inotify is unavailable. */
 struct tr_store *tr_store_files_watched(const char *const *paths, size_t n);
 
 /* -1 when the store cannot tell about changes. */
@@ -211,6 +221,11 @@ static inline int tr_store_change_fd(struct tr_store *s)
 static inline bool tr_store_drain(struct tr_store *s)
 {
     return s->ops->drain ? s->ops->drain(s) : false;
+}
+
+static inline bool tr_store_writing(struct tr_store *s)
+{
+    return s->ops->writing ? s->ops->writing(s) : false;
 }
 
 static inline struct tr_rset *tr_store_snapshot(struct tr_store *s, struct tr_diags *d)

@@ -25,7 +25,9 @@
  * edit), but parses only the files whose bytes changed; an unchanged file's
  * kept parse is added to the new set as a parse would add it
  * (res_set_add_parsed). The parses of files a snapshot did not see are let
- * go after it.
+ * go after it. Its inotify events also say which files are being written
+ * (created or modified, not yet closed): the control plane waits for their
+ * close instead of reading half a file.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,6 +37,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "resource/internal.h"
@@ -50,6 +53,20 @@ struct cached {
     bool seen;               /* read by the snapshot being taken */
 };
 
+/* A file written to and not closed since (a watched store's drain). */
+struct open_write {
+    int wd;         /* the watch of its directory, or of the named file itself */
+    char *name;     /* owned; "" for a named file's own watch */
+    uint64_t at_ms; /* its last write */
+};
+
+/* Files being written at once that are tracked; more are not (the quiet
+ * time alone groups their writes, as before). A write older than this is
+ * not waited for: a writer that keeps a file open without writing is not
+ * saving it. */
+#define OPEN_WRITES_MAX 64u
+#define OPEN_WRITE_MS   1000u
+
 struct files_store {
     struct tr_store base;
     char **paths; /* owned */
@@ -57,6 +74,8 @@ struct files_store {
     int ifd;           /* inotify, for a watched store; else -1 */
     struct cached **c; /* sorted by path */
     size_t n_c, cap_c;
+    struct open_write open[OPEN_WRITES_MAX]; /* watched: files being written */
+    size_t n_open;
 };
 
 /* One snapshot being read. */
@@ -543,6 +562,8 @@ static void files_destroy(struct tr_store *s)
         free(fs->c[i]);
     }
     free(fs->c);
+    for (size_t i = 0; i < fs->n_open; i++)
+        free(fs->open[i].name);
     if (fs->ifd >= 0)
         close(fs->ifd);
     free(fs);
@@ -553,11 +574,49 @@ static int files_change_fd(struct tr_store *s)
     return ((struct files_store *)s)->ifd;
 }
 
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One event for the files being written: a write (created, modified)
+ * adds or refreshes (wd, name), an end (closed after writing, moved away,
+ * deleted) removes it. */
+static void note_write(struct files_store *fs, const struct inotify_event *e, uint64_t now)
+{
+    const char *name = e->len != 0 ? e->name : "";
+    if ((e->mask & IN_ISDIR) ||
+        (name[0] != '\0' && (name[0] == '.' || !wanted(name, strlen(name)))))
+        return; /* not a file a snapshot reads: editors' swap files stay open */
+    size_t i = 0;
+    while (i < fs->n_open && !(fs->open[i].wd == e->wd && strcmp(fs->open[i].name, name) == 0))
+        i++;
+    bool end = (e->mask & (IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE |
+                           IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) != 0;
+    if (end) {
+        if (i < fs->n_open) {
+            free(fs->open[i].name);
+            fs->open[i] = fs->open[--fs->n_open];
+        }
+    } else if ((e->mask & (IN_CREATE | IN_MODIFY)) != 0) {
+        if (i < fs->n_open) {
+            fs->open[i].at_ms = now;
+        } else if (fs->n_open < OPEN_WRITES_MAX) {
+            char *copy = strdup(name);
+            if (copy != NULL) /* else not tracked: the quiet time alone applies */
+                fs->open[fs->n_open++] = (struct open_write){e->wd, copy, now};
+        }
+    }
+}
+
 static bool files_drain(struct tr_store *s)
 {
     struct files_store *fs = (struct files_store *)s;
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     bool any = false;
+    uint64_t now = mono_ms();
     for (;;) {
         ssize_t n = read(fs->ifd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
@@ -565,7 +624,28 @@ static bool files_drain(struct tr_store *s)
         if (n <= 0)
             return any;
         any = true;
+        for (ssize_t o = 0; o + (ssize_t)sizeof(struct inotify_event) <= n;) {
+            const struct inotify_event *e = (const struct inotify_event *)(buf + o);
+            if (e->mask & IN_Q_OVERFLOW) { /* events lost: nothing known is waited for */
+                for (size_t i = 0; i < fs->n_open; i++)
+                    free(fs->open[i].name);
+                fs->n_open = 0;
+            } else {
+                note_write(fs, e, now);
+            }
+            o += (ssize_t)sizeof(*e) + (ssize_t)e->len;
+        }
     }
+}
+
+static bool files_writing(struct tr_store *s)
+{
+    struct files_store *fs = (struct files_store *)s;
+    uint64_t now = mono_ms();
+    for (size_t i = 0; i < fs->n_open; i++)
+        if (now - fs->open[i].at_ms < OPEN_WRITE_MS)
+            return true;
+    return false;
 }
 
 static const struct tr_store_ops files_ops = {
@@ -578,6 +658,7 @@ static const struct tr_store_ops watched_ops = {
     .destroy = files_destroy,
     .change_fd = files_change_fd,
     .drain = files_drain,
+    .writing = files_writing,
 };
 
 static struct tr_store *files_new(const char *const *paths, size_t n, bool watched)

@@ -1068,6 +1068,10 @@ struct res_parsed *res_parsed_new(char *text, size_t len, const char *name, bool
         return NULL;
     }
     p->bad = p->diags.n_errors > 0;
+    /* Sorted once here, for every set that takes this parse; without it
+     * (out of memory) each seal sorts these objects. */
+    if (!res_order_make(p->rs->v, p->rs->n, 0, &p->order))
+        p->order = (struct res_order){0};
     return p;
 }
 
@@ -1083,6 +1087,7 @@ void res_parsed_release(struct res_parsed *p)
         return;
     tr_rset_free(p->rs);
     tr_diags_free(&p->diags);
+    res_order_free(&p->order);
     free(p->text);
     free(p);
 }
@@ -1128,10 +1133,14 @@ bool res_set_add_parsed(struct tr_rset *rs, struct res_parsed *p, const char *na
      * reports them, and the resources its checks made (the checks of one
      * object do not depend on the set it joins; duplicates are found when
      * the set is sealed). */
-    size_t at = 0;
+    size_t at = 0, base = rs->n, next = 0;
     for (size_t i = 0; i < p->rs->n_docs; i++) {
         const struct res_doc *doc = &p->rs->docs[i];
         diags_replay(d, &p->diags, at, doc->diag_to);
+        if (doc->res_from != next)
+            next = SIZE_MAX; /* not p->rs->v in order: the seal sorts these */
+        else
+            next = doc->res_to;
         for (size_t k = doc->res_from; k < doc->res_to; k++)
             if (!res_set_add_copy(rs, p->rs->v[k], r.file)) {
                 res_report(d, TR_DIAG_ERROR, r.file, 0, 0, "out of memory");
@@ -1140,6 +1149,13 @@ bool res_set_add_parsed(struct tr_rset *rs, struct res_parsed *p, const char *na
         at = doc->diag_to;
     }
     diags_replay(d, &p->diags, at, p->diags.n);
+    /* The copies are p->rs->v in order: the seal merges them as sorted at
+     * the parse instead of sorting them again. */
+    if (p->rs->n != 0 && next == p->rs->n && rs->n - base == p->rs->n && p->order.by_key != NULL &&
+        p->order.n == p->rs->n && !res_set_add_run(rs, base, p->rs->n, &p->order)) {
+        res_report(d, TR_DIAG_ERROR, r.file, 0, 0, "out of memory");
+        return false;
+    }
     rs->nodes += p->rs->nodes;
     peak(rs);
     return true;

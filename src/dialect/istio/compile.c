@@ -21,6 +21,18 @@
 
 /* ------------------------------------------------------------ addresses */
 
+/* "HOST:PORT" in the model's arena, without printf (a model has one per
+ * endpoint and per virtual host's domain); NULL when host is (out of
+ * memory before) or out of memory. */
+static const char *host_port(struct ist_ctx *x, const char *open, const char *host,
+                             const char *close, uint32_t port)
+{
+    if (host == NULL)
+        return NULL;
+    char num[IST_UTOA_MAX];
+    return ist_mjoin(x, (const char *const[]){open, host, close, ist_utoa(num, port)}, 4);
+}
+
 bool ist_make_addr(struct ist_ctx *x, const char *ip, uint32_t port, struct tr_cfg_addr *a)
 {
     memset(a, 0, sizeof(*a));
@@ -30,12 +42,12 @@ bool ist_make_addr(struct ist_ctx *x, const char *ip, uint32_t port, struct tr_c
         s4->sin_family = AF_INET;
         s4->sin_port = htons((uint16_t)port);
         a->len = sizeof(*s4);
-        a->text = ist_mprintf(x, "%s:%u", ip, port);
+        a->text = host_port(x, "", ip, ":", port);
     } else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
         s6->sin6_family = AF_INET6;
         s6->sin6_port = htons((uint16_t)port);
         a->len = sizeof(*s6);
-        a->text = ist_mprintf(x, "[%s]:%u", ip, port);
+        a->text = host_port(x, "[", ip, "]:", port);
     } else {
         return false;
     }
@@ -980,7 +992,7 @@ static bool add_vhost(struct ist_ctx *x, struct port_tab *pt, const struct vs_in
     size_t nd = 0;
     for (size_t i = 0; i < nc; i++) {
         if (!add_domain(x, pt, domains, &nd, cand[i]) ||
-            !add_domain(x, pt, domains, &nd, ist_mprintf(x, "%s:%u", cand[i], port)))
+            !add_domain(x, pt, domains, &nd, host_port(x, "", cand[i], ":", port)))
             return false;
     }
     if (nd == 0)
@@ -1008,7 +1020,7 @@ static bool add_vhost(struct ist_ctx *x, struct port_tab *pt, const struct vs_in
     }
     struct tr_vhost_cfg *v = &pt->vhosts[pt->n_vhosts++];
     memset(v, 0, sizeof(*v));
-    v->name = ist_mprintf(x, "%s:%u", s->host, port);
+    v->name = host_port(x, "", s->host, ":", port);
     v->domains = domains;
     v->n_domains = nd;
     v->routes = ist_malloc(x, rs.n, sizeof(*v->routes));

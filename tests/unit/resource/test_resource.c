@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "resource/internal.h"
 #include "resource/resource.h"
 
 #ifndef TR_SOURCE_ROOT
@@ -1130,6 +1131,170 @@ static void test_seal_many_kinds(void **state)
     check_many_kinds(300);
 }
 
+/* ------------------------------------- merged seal = sorted seal */
+
+/* A small deterministic generator (the same sequence on every run). */
+static uint64_t rnd_next(uint64_t *s)
+{
+    *s = *s * 6364136223846793005u + 1442695040888963407u;
+    return *s >> 33;
+}
+
+/* A random file: objects of a few kinds, namespaces and names (so that
+ * duplicates occur within and across files), sometimes in a List, empty
+ * documents; sometimes (many) more kinds than sealing groups by. */
+static size_t random_file(uint64_t *s, char *buf, size_t cap)
+{
+    static const char *const api[] = {
+        "v1", "v1", "v1", "networking.istio.io/v1", "networking.istio.io/v1beta1", "apps/v1"};
+    static const char *const kinds[] = {"Service",        "Endpoints",       "Pod",
+                                        "VirtualService", "DestinationRule", "Deployment"};
+    static const char *const nss[] = {NULL, "a", "b"};
+    size_t o = 0, docs = rnd_next(s) % 12;
+    bool many = rnd_next(s) % 8 == 0;
+    for (size_t i = 0; i < docs; i++) {
+        size_t k = rnd_next(s) % 6, ns = rnd_next(s) % 3, name = rnd_next(s) % 8;
+        char kind[32];
+        if (many)
+            snprintf(kind, sizeof(kind), "Kind%u", (unsigned)(rnd_next(s) % 300));
+        else
+            snprintf(kind, sizeof(kind), "%s", kinds[k]);
+        char meta[64];
+        snprintf(meta, sizeof(meta), "{name: n%zu%s%s}", name, nss[ns] ? ", namespace: " : "",
+                 nss[ns] ? nss[ns] : "");
+        switch (rnd_next(s) % 6) {
+        case 0:
+            o += (size_t)snprintf(buf + o, cap - o, "---\n");
+            break;
+        case 1:
+            o += (size_t)snprintf(buf + o, cap - o,
+                                  "---\napiVersion: v1\nkind: List\nitems:\n"
+                                  "- {apiVersion: %s, kind: %s, metadata: %s}\n"
+                                  "- {apiVersion: v1, kind: Service, metadata: {name: l%zu}}\n",
+                                  api[k], kind, meta, name);
+            break;
+        default:
+            o += (size_t)snprintf(buf + o, cap - o,
+                                  "---\napiVersion: %s\nkind: %s\nmetadata: %s\nspec: {x: %u}\n",
+                                  api[k], kind, meta, (unsigned)(rnd_next(s) % 3));
+            break;
+        }
+        assert_true(o < cap);
+    }
+    return o;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool count_diff(void *arg, const struct tr_resource *x, const struct tr_resource *y)
+{
+    (void)x;
+    (void)y;
+    ++*(size_t *)arg;
+    return true;
+}
+
+/* Two sealed sets alike: load order, both lookup tables, node trees. */
+static void assert_sealed_eq(const struct tr_rset *a, const struct tr_rset *b)
+{
+    assert_true(a->sealed && b->sealed);
+    assert_int_equal(a->n, b->n);
+    for (size_t i = 0; i < a->n; i++) {
+        const struct tr_resource *x = a->v[i], *y = b->v[i];
+        assert_true(same_str(x->group, y->group) && same_str(x->kind, y->kind) &&
+                    same_str(x->ns, y->ns) && same_str(x->name, y->name) &&
+                    same_str(x->file, y->file));
+        assert_int_equal(x->doc, y->doc);
+        assert_int_equal(x->line, y->line);
+        assert_int_equal(x->index, i);
+        assert_int_equal(y->index, i);
+        assert_int_equal(a->by_key[i]->index, b->by_key[i]->index);
+        assert_int_equal(a->by_kind[i]->index, b->by_kind[i]->index);
+    }
+    size_t diffs = 0;
+    tr_rset_diff(a, b, count_diff, &diffs);
+    assert_int_equal(diffs, 0);
+}
+
+static void assert_diags_same(const struct tr_diags *a, const struct tr_diags *b)
+{
+    assert_int_equal(a->n, b->n);
+    for (size_t i = 0; i < a->n; i++) {
+        char fa[1024], fb[1024];
+        tr_diag_format(&a->v[i], fa, sizeof(fa));
+        tr_diag_format(&b->v[i], fb, sizeof(fb));
+        assert_string_equal(fa, fb);
+    }
+}
+
+/* A set sealed from kept parses (each sorted once, at its parse, the spans
+ * merged) is the set sealed by sorting everything: same order, tables and
+ * findings (duplicates across files reported the same way), over random
+ * edit sequences, some files added as text (sorted at the seal) between
+ * kept parses. */
+static void test_seal_merged_equals_sorted(void **state)
+{
+    (void)state;
+    enum { FILES = 7, ROUNDS = 300, CAP = 64 * 1024 };
+    uint64_t s = 42;
+    char *text[FILES];
+    size_t len[FILES];
+    struct res_parsed *p[FILES];
+    char names[FILES][16];
+    for (size_t f = 0; f < FILES; f++) {
+        snprintf(names[f], sizeof(names[f]), "f%zu.yaml", f);
+        text[f] = malloc(CAP);
+        assert_non_null(text[f]);
+        len[f] = random_file(&s, text[f], CAP);
+        char *copy = malloc(len[f] + 1);
+        assert_non_null(copy);
+        memcpy(copy, text[f], len[f]);
+        p[f] = res_parsed_new(copy, len[f], names[f], true);
+        assert_non_null(p[f]);
+    }
+    for (int round = 0; round < ROUNDS; round++) {
+        /* one or two files edited: parsed again; the others' parses kept */
+        for (size_t e = 0, edits = 1 + rnd_next(&s) % 2; e < edits; e++) {
+            size_t f = rnd_next(&s) % FILES;
+            len[f] = random_file(&s, text[f], CAP);
+            char *copy = malloc(len[f] + 1);
+            assert_non_null(copy);
+            memcpy(copy, text[f], len[f]);
+            res_parsed_release(p[f]);
+            p[f] = res_parsed_new(copy, len[f], names[f], true);
+            assert_non_null(p[f]);
+        }
+        struct tr_diags dm, ds;
+        tr_diags_init(&dm);
+        tr_diags_init(&ds);
+        struct tr_rset *merged = res_set_new(), *sorted = res_set_new();
+        assert_non_null(merged);
+        assert_non_null(sorted);
+        for (size_t f = 0; f < FILES; f++) {
+            if (rnd_next(&s) % 4 == 0)
+                assert_true(res_set_add_buffer(merged, text[f], len[f], names[f], &dm));
+            else
+                assert_true(res_set_add_parsed(merged, p[f], names[f], &dm));
+            assert_true(res_set_add_buffer(sorted, text[f], len[f], names[f], &ds));
+        }
+        assert_true(res_set_seal(merged, &dm));
+        assert_true(res_set_seal(sorted, &ds));
+        assert_sealed_eq(merged, sorted);
+        assert_diags_same(&dm, &ds);
+        tr_rset_free(merged);
+        tr_rset_free(sorted);
+        tr_diags_free(&dm);
+        tr_diags_free(&ds);
+    }
+    for (size_t f = 0; f < FILES; f++) {
+        res_parsed_release(p[f]);
+        free(text[f]);
+    }
+}
+
 static void test_lookup_at_scale(void **state)
 {
     (void)state;
@@ -1489,6 +1654,7 @@ int main(void)
         cmocka_unit_test(test_null_diags_and_names),
         cmocka_unit_test(test_rset_diff),
         cmocka_unit_test(test_seal_many_kinds),
+        cmocka_unit_test(test_seal_merged_equals_sorted),
         cmocka_unit_test(test_istio_corpus_loads),
         cmocka_unit_test(test_istio_corpus_counts),
         cmocka_unit_test(test_rnode_parse),

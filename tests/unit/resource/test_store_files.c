@@ -672,6 +672,93 @@ static void test_watched_equals_fresh(void **state)
     tr_rset_free(f1);
 }
 
+/* ----------------------------------------- files being written */
+
+/* Whether the watched store says a file is being written, after its
+ * events are drained. */
+static bool writing_now(struct tr_store *s)
+{
+    struct pollfd p = {.fd = tr_store_change_fd(s), .events = POLLIN};
+    poll(&p, 1, 100);
+    tr_store_drain(s);
+    return tr_store_writing(s);
+}
+
+/* A file written to and not closed is being written, until it is closed,
+ * moved away or deleted; files a snapshot does not read (an editor's swap
+ * file, a temporary name) never are; a named file's own writes count. */
+static void test_watched_writing(void **state)
+{
+    (void)state;
+    mkdir_at("wr");
+    service("wr/a.yaml", "a");
+    write_at("wr/named.yaml", "");
+    char dir[512], named[512];
+    snprintf(dir, sizeof(dir), "%s", at("wr"));
+    snprintf(named, sizeof(named), "%s", at("wr/named.yaml"));
+    const char *paths[] = {dir};
+    struct tr_store *s = tr_store_files_watched(paths, 1);
+    assert_non_null(s);
+    struct tr_rset *rs = tr_store_snapshot(s, NULL); /* watches the directory */
+    assert_non_null(rs);
+    tr_rset_free(rs);
+    assert_false(tr_store_writing(s));
+
+    int fd = open(at("wr/a.yaml"), O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "apiVersion: v1\n", 15), 15);
+    assert_true(writing_now(s)); /* half a file */
+    assert_int_equal(write(fd, "kind: Service\nmetadata: {name: a}\n", 34), 34);
+    assert_true(writing_now(s));
+    close(fd);
+    assert_false(writing_now(s)); /* closed: complete */
+
+    /* a new file, then deleted while open */
+    fd = open(at("wr/b.yaml"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_true(writing_now(s));
+    assert_int_equal(unlink(at("wr/b.yaml")), 0);
+    assert_false(writing_now(s));
+    close(fd);
+
+    /* written under a temporary name, then renamed into place */
+    fd = open(at("wr/c.yaml.tmp"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "a: 1\n", 5), 5);
+    assert_false(writing_now(s));
+    close(fd);
+    assert_int_equal(rename(at("wr/c.yaml.tmp"), at("wr/c.yaml")), 0);
+    assert_false(writing_now(s));
+
+    /* an editor's swap file stays open for writing: not waited for */
+    fd = open(at("wr/.a.yaml.swp"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "x", 1), 1);
+    assert_false(writing_now(s));
+    close(fd);
+    tr_store_free(s);
+
+    /* a named file (watched itself) */
+    const char *one[] = {named};
+    s = tr_store_files_watched(one, 1);
+    assert_non_null(s);
+    rs = tr_store_snapshot(s, NULL);
+    tr_rset_free(rs);
+    fd = open(named, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "apiVersion: v1\n", 15), 15);
+    assert_true(writing_now(s));
+    close(fd);
+    assert_false(writing_now(s));
+    tr_store_free(s);
+
+    /* an unwatched store never says */
+    s = tr_store_files(paths, 1);
+    assert_non_null(s);
+    assert_false(tr_store_writing(s));
+    tr_store_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -685,6 +772,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_watched_keeps_last_good, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watched_unreadable_and_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watched_equals_fresh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watched_writing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
