@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import grpcutil  # noqa: E402
 from conftest import free_port, sanitizer_checked, wait_port  # noqa: E402
 from h2util import H2Client  # noqa: E402
-from test_endpoints import addr, http_config, named  # noqa: E402,F401 (named: a fixture)
+from test_endpoints import addr, http_config, named, wait_value  # noqa: E402,F401 (named: a fixture)
 
 EJECTIONS = "trellis_outlier_ejections_total"
 EJECTED = "trellis_outlier_ejected_endpoints"
@@ -263,7 +263,10 @@ def test_ejection_survives_reload(checked, named):
         del cfg["clusters"][0]["outlier_detection"]
         status, body = p.update("clusters", "c", value=cfg["clusters"][0])
         assert status == 200, body
-        assert p.metric(EJECTED, cluster="c") == 0
+        # The update is validated and published before the answer; each
+        # worker adopts it on its next loop turn (docs/architecture.md,
+        # "Partial updates"), which is when the ejection ends.
+        assert wait_value(lambda: p.metric(EJECTED, cluster="c"), 0, timeout=2.0) == 0
         assert "b0" in [c.get()[1] for _ in range(6)]
     finally:
         c.close()
