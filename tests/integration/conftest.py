@@ -36,6 +36,11 @@ def _ephemeral_range():
 
 _EPHEMERAL = _ephemeral_range()
 _rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+# Ports handed out lately: a test often takes several before it binds any,
+# and a random draw may repeat one (then the second server cannot bind).
+_RECENT_MAX = 4096
+_recent = []
+_recent_set = set()
 
 
 def free_port():
@@ -45,7 +50,7 @@ def free_port():
     lo, hi = 20000, min(_EPHEMERAL[0], 32768) - 1
     for _ in range(200):
         port = _rng.randint(lo, hi)
-        if _EPHEMERAL[0] <= port <= _EPHEMERAL[1]:
+        if _EPHEMERAL[0] <= port <= _EPHEMERAL[1] or port in _recent_set:
             continue
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -53,7 +58,11 @@ def free_port():
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _recent.append(port)
+        _recent_set.add(port)
+        if len(_recent) > _RECENT_MAX:
+            _recent_set.discard(_recent.pop(0))
+        return port
     raise RuntimeError("no free port outside the ephemeral range")
 
 
